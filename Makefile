@@ -1,0 +1,77 @@
+# Shipyard — the front door. `make up` rolls out the local environment; `make test` runs everything.
+ENV ?= local
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+LOCK_WAIT ?= 0
+PYTHON ?= python3
+
+.PHONY: help venv host-test-deps up deploy down render render-check validate verify \
+        test test-unit test-services test-e2e bench-rollout bench-api clean
+
+help:
+	@echo "make up                 roll out ENV (default: local) on this machine"
+	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py)"
+	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
+	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
+	@echo "make render             regenerate compose/ (commit the result)"
+	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
+	@echo "make bench-rollout      rollout timings vs plain docker compose"
+
+# 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt services/requirements.txt services/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
+	    -r services/requirements.txt -r services/requirements-dev.txt
+	touch $@
+
+# PostgreSQL and Redis binaries for the services' integration tests (they start their own servers).
+host-test-deps:
+	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server >/dev/null)
+	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
+
+up deploy: venv
+	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
+	$(MAKE) --no-print-directory verify ENV=$(ENV)
+
+down: venv
+	$(PY) -m shipyard down --env $(ENV) $(if $(VOLUMES),--volumes,)
+
+validate: venv
+	$(PY) -m shipyard validate --env $(ENV)
+
+render: venv
+	$(PY) -m shipyard render
+
+render-check: venv
+	$(PY) -m shipyard render --check
+
+verify: venv
+	$(PYTEST) -q tests/infra --shipyard-env=$(ENV)
+
+test: venv host-test-deps test-unit test-services test-e2e
+
+test-unit: venv
+	$(PYTEST) -q tests/unit
+
+test-services: venv host-test-deps
+	PYTHONPATH=services $(PYTEST) -q services/tests
+
+# The whole ci environment on the local Docker engine, verified, then removed (also on failure).
+test-e2e: venv
+	@status=0; \
+	$(MAKE) --no-print-directory up ENV=ci || status=$$?; \
+	if [ $$status -eq 0 ]; then $(PYTEST) -q tests/e2e --shipyard-env=ci || status=$$?; fi; \
+	$(MAKE) --no-print-directory down ENV=ci VOLUMES=1; \
+	exit $$status
+
+bench-rollout: venv
+	$(PY) tests/bench/bench_rollout.py --env ci
+
+bench-api: venv
+	PYTHONPATH=services $(PY) services/bench/bench_api.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .shipyard

@@ -1,0 +1,27 @@
+"""pyinfra deploy file: thin. Run through `make up` / `make deploy ENV=...` (shipyard.cli),
+which validates and renders before any host is touched, and holds the environment's lock.
+
+    pyinfra -y inventories/<env>.py deploy.py --data shipyard_env=<env>
+"""
+
+from pathlib import Path
+
+from pyinfra import host
+
+from shipyard import images
+from shipyard.apply.engine import ensure_docker_engine
+from shipyard.apply.images import ensure_images
+from shipyard.apply.rollout import roll_out
+from shipyard.inventory import load_environment
+from shipyard.render import render_host
+from shipyard.secretstore import load_or_create
+
+REPO = Path(__file__).resolve().parent
+
+settings = load_environment(REPO, host.data.get("shipyard_env"))
+this_host = next(h for h in settings.hosts if h.connect == host.name)
+
+ensure_docker_engine()
+ensure_images(images.local_build_plan(REPO, settings.images.source, settings.images.mirror, settings.app.version),
+              repo_root=str(REPO), remote_build_root=f"{settings.deploy_root}/build")
+roll_out(settings, render_host(settings, this_host), load_or_create(REPO, settings.name))

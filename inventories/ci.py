@@ -1,0 +1,17 @@
+"""The `ci` environment: what `make test` rolls out on the local Docker engine.
+
+Ports differ from `local` so both can run side by side on one machine.
+"""
+
+SHIPYARD = {
+    "name": "ci",
+    "images": {"source": "local"},
+    "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
+              "postgres": 15432, "redis": 16379},
+    "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
+}
+
+_this_machine = [("@local", {"shipyard_host": "ci"})]
+edge = _this_machine
+app = _this_machine
+data = _this_machine

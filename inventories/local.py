@@ -1,0 +1,18 @@
+"""The `local` environment: the whole stack on this machine (`make up`). The embedded default.
+
+Groups are roles (edge, app, data); SHIPYARD holds the settings (shipyard/settings.py).
+Any setting can be overridden with SHIPYARD_* variables, e.g. SHIPYARD_PORTS__EDGE_HTTP=9090.
+"""
+
+SHIPYARD = {
+    "name": "local",
+    # No registry answers on these machines: build images from Debian packages.
+    "images": {"source": "local"},
+    "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
+              "postgres": 5432, "redis": 6379},
+}
+
+_this_machine = [("@local", {"shipyard_host": "local"})]
+edge = _this_machine
+app = _this_machine
+data = _this_machine

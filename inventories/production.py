@@ -1,0 +1,33 @@
+"""The `production` example: host groups over SSH. No such hosts exist here; it renders
+and validates (`make render`, unit tests) so the multi-host model stays honest.
+
+Each host's `address` is its private address: other hosts reach its published ports there,
+and data ports bind only to it (never 0.0.0.0).
+"""
+
+SHIPYARD = {
+    "name": "production",
+    # Pinned upstream tags through the site's registry mirror.
+    "images": {"source": "official", "mirror": "registry.internal.example:5000"},
+    "ports": {"edge_http": 80, "edge_bind": "0.0.0.0"},
+    "postgres": {"max_connections": 300, "shared_buffers_mb": 1024, "memory_limit_mb": 4096},
+    "redis": {"maxmemory_mb": 1024, "memory_limit_mb": 1536},
+    "app": {"api_processes": 4, "worker_replicas": 2, "memory_limit_mb": 1024},
+    "runtime": {"rate_limit_per_minute": 1200, "worker_concurrency": 8},
+}
+
+_deploy = {"ssh_user": "deploy"}
+
+edge = [
+    ("edge-1.prod.example.net", {**_deploy, "shipyard_host": "edge-1", "address": "10.0.0.10"}),
+]
+app = [
+    ("app-1.prod.example.net", {**_deploy, "shipyard_host": "app-1", "address": "10.0.1.11"}),
+    ("app-2.prod.example.net", {**_deploy, "shipyard_host": "app-2", "address": "10.0.1.12"}),
+]
+data = [
+    ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
+]
+observability = [
+    ("obs-1.prod.example.net", {**_deploy, "shipyard_host": "obs-1", "address": "10.0.3.31"}),
+]

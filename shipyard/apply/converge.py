@@ -1,0 +1,114 @@
+"""Bring a host's compose project to its desired state, tier by tier, behind health gates.
+
+Runs inside a pyinfra ``python.call`` so it works the same on @local and over SSH: every
+command goes through ``host.run_shell_command`` as a quoted argv. Reads state once, asks
+``shipyard.plan`` what is out of date, and runs ``docker compose up --wait`` only for those
+tiers. On a failed gate it prints each failing container's last log lines and health log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from pyinfra import host
+from pyinfra.api.exceptions import OperationError
+
+from shipyard import commands
+from shipyard.catalog import component
+from shipyard.plan import (COMPOSE_CONFIG_HASH_LABEL, COMPOSE_SERVICE_LABEL, DesiredService, ObservedContainer,
+                           plan_host)
+
+log = logging.getLogger("shipyard")
+LOG_TAIL_LINES = 40
+
+
+def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
+    ok, output = host.run_shell_command(commands.to_shell(argv))
+    if check and not ok:
+        raise OperationError(f"host {host.name}: `{commands.to_shell(argv)}` failed:\n{output.stderr or output.stdout}")
+    return ok, output.stdout, output.stderr
+
+
+def _desired(project_dir: str, project: str, services: dict[str, tuple[int, str]]) -> list[DesiredService]:
+    """services: name → (replicas, image ref)."""
+    _, out, _ = _run(commands.compose_config_hashes(project_dir, project))
+    hashes = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+    refs = sorted({ref for _, ref in services.values()})
+    ids: dict[str, str] = {}
+    for ref in refs:  # one call per ref: a missing image must not hide the others
+        ok, out, _ = _run(commands.docker_image_ids([ref]), check=False)
+        if ok:
+            ids[ref] = out.strip()
+    return [DesiredService(name, component(name).tier, replicas, hashes[name].strip(), ids.get(ref))
+            for name, (replicas, ref) in services.items()]
+
+
+def _observed(project_dir: str, project: str) -> list[ObservedContainer]:
+    _, out, _ = _run(commands.compose_ps(project_dir, project))
+    rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+    if not rows:
+        return []
+    _, out, _ = _run(commands.docker_inspect([r["ID"] for r in rows]))
+    containers = []
+    for item in json.loads(out):
+        labels = item["Config"]["Labels"] or {}
+        health = (item["State"].get("Health") or {}).get("Status")
+        containers.append(ObservedContainer(
+            name=item["Name"].lstrip("/"), service=labels.get(COMPOSE_SERVICE_LABEL, ""),
+            status=item["State"]["Status"], health=health, exit_code=item["State"]["ExitCode"],
+            config_hash=labels.get(COMPOSE_CONFIG_HASH_LABEL, ""), image_id=item["Image"]))
+    return containers
+
+
+def _report_failure(project_dir: str, project: str, tier: str, services: list[str]) -> str:
+    """Last log lines and health log of every container in ``services`` that is not well."""
+    lines = []
+    for c in _observed(project_dir, project):
+        if c.service not in services:
+            continue
+        healthy = (c.status == "running" and c.health in (None, "healthy")) or \
+                  (component(c.service).one_shot and c.status == "exited" and c.exit_code == 0)
+        if healthy:
+            continue
+        lines.append(f"--- container {c.name} on host {host.name}: {c.status}"
+                     f"{f' ({c.health})' if c.health else ''}, exit code {c.exit_code}")
+        _, out, err = _run(commands.docker_logs_tail(c.name, LOG_TAIL_LINES), check=False)
+        lines.append(f"last {LOG_TAIL_LINES} log lines:\n{(out + chr(10) + err).strip()}")
+        _, out, _ = _run(commands.docker_inspect([c.name]), check=False)
+        try:
+            health_log = (json.loads(out)[0]["State"].get("Health") or {}).get("Log") or []
+        except (ValueError, IndexError, KeyError):
+            health_log = []
+        for probe in health_log[-3:]:
+            lines.append(f"health probe exit {probe.get('ExitCode')}: {str(probe.get('Output', '')).strip()[:400]}")
+    return "\n".join(lines) or "(no failing container found; see `docker compose ps -a`)"
+
+
+def converge_host(project_dir: str, project: str, services: dict[str, tuple[int, str]],
+                  timeouts: dict[str, int]) -> None:
+    desired = _desired(project_dir, project, services)
+    plans = plan_host(desired, _observed(project_dir, project))
+    changed_tiers = []
+    for plan in plans:
+        if plan.up_to_date:
+            host.noop(f"tier {plan.tier}: {', '.join(plan.services)} up to date")
+            continue
+        log.warning("host %s tier %s: %s", host.name, plan.tier, "; ".join(plan.reasons))
+        argv = commands.compose_up_wait(project_dir, project, plan.services, timeouts[plan.tier])
+        ok, out, err = _run(argv, check=False)
+        if not ok:
+            report = _report_failure(project_dir, project, plan.tier, plan.services)
+            raise OperationError(f"host {host.name}: tier {plan.tier} did not become healthy within "
+                                 f"{timeouts[plan.tier]}s.\n{err.strip()}\n{report}\n"
+                                 f"fix: correct the failing container's problem above, then run the deploy again")
+        changed_tiers.append(plan.tier)
+    edge = next((p for p in plans if p.tier == "edge"), None)
+    if "app" in changed_tiers and edge is not None and edge.up_to_date:
+        # nginx resolves upstream names at (re)load: new API containers have new addresses.
+        _run(commands.compose_kill_signal(project_dir, project, "edge", "HUP"))
+    if changed_tiers:
+        print(f"[{host.name}] changed tiers: {', '.join(changed_tiers)}", flush=True)
+    else:
+        print(f"[{host.name}] nothing changed: {len(desired)} services up to date", flush=True)

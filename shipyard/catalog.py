@@ -1,0 +1,81 @@
+"""Typed component specs: what each component needs, independent of any environment.
+
+The catalog says which tier and host role a component belongs to, which secrets it reads
+(and as which uid, since secret files are mode 0400), which config directory it mounts,
+what it depends on, and which port it serves. ``render`` turns these + settings into compose
+documents; ``apply`` delivers secrets and brings tiers up in ``TIERS`` order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Tier = Literal["data", "app", "edge"]
+TIERS: tuple[Tier, ...] = ("data", "app", "edge")
+
+# uids that read secret files. 999 is what the official postgres and redis images use (the
+# local images are built to match); 10001 is the task platform image's user.
+UID_POSTGRES = 999
+UID_REDIS = 999
+UID_TASKPLATFORM = 10001
+
+SECRET_NAMES = ("postgres_password", "redis_password", "jwt_signing_key")
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A file under /run/secrets/ of one service, made from a stored secret.
+
+    ``template`` (under templates/) renders the file from the secret values when the consumer
+    needs a native format (Redis reads its password through an ``include``d config file).
+    """
+
+    target: str
+    secret: str
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str  # compose service name
+    tier: Tier
+    role: str  # inventory group whose hosts run it
+    port: int | None  # port it serves inside its container
+    uid: int  # uid that must be able to read its secret files
+    secrets: tuple[SecretFile, ...] = ()
+    config_dir: str | None = None  # rendered dir under compose/<env>/<host>/ mounted read-only
+    depends_on: tuple[str, ...] = ()
+    hot_reload: bool = False  # config changes are picked up live: they must not recreate it
+    one_shot: bool = False  # runs to completion once per deploy (migrations)
+
+
+_APP_SECRETS = (SecretFile("postgres_password", "postgres_password"),
+                SecretFile("redis_password", "redis_password"))
+
+COMPONENTS: tuple[Component, ...] = (
+    Component("postgres", "data", "data", 5432, UID_POSTGRES,
+              secrets=(SecretFile("postgres_password", "postgres_password"),), config_dir="postgres"),
+    Component("redis", "data", "data", 6379, UID_REDIS,
+              secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
+              config_dir="redis"),
+    Component("migrate", "app", "app", None, UID_TASKPLATFORM, secrets=(_APP_SECRETS[0],),
+              depends_on=("postgres",), one_shot=True),
+    Component("api", "app", "app", 8000, UID_TASKPLATFORM,
+              secrets=_APP_SECRETS + (SecretFile("jwt_signing_key", "jwt_signing_key"),),
+              config_dir="taskplatform", depends_on=("postgres", "redis"), hot_reload=True),
+    Component("worker", "app", "app", None, UID_TASKPLATFORM, secrets=_APP_SECRETS,
+              config_dir="taskplatform", depends_on=("postgres", "redis"), hot_reload=True),
+    Component("edge", "edge", "edge", 80, 0, config_dir="nginx", depends_on=("api",)),
+)
+
+
+def component(name: str) -> Component:
+    for spec in COMPONENTS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def components_in_tier(tier: Tier) -> tuple[Component, ...]:
+    return tuple(c for c in COMPONENTS if c.tier == tier)

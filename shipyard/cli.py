@@ -1,0 +1,124 @@
+"""The command line behind the Makefile: validate → render → (lock) → pyinfra → report.
+
+    python -m shipyard render [--env E ...] [--check]
+    python -m shipyard validate --env E
+    python -m shipyard up --env E [--lock-wait S]
+    python -m shipyard down --env E [--volumes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shipyard import commands
+from shipyard.errors import ShipyardError
+from shipyard.inventory import inventory_path, list_environments, load_environment
+from shipyard.lock import environment_lock
+from shipyard.render import render_environment
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_ROOT = REPO / "compose"
+
+
+def _render_env(env: str, environ: dict[str, str]) -> dict[Path, bytes]:
+    settings = load_environment(REPO, env, environ)
+    out: dict[Path, bytes] = {}
+    for host_name, rendered in render_environment(settings).items():
+        for rel, content in rendered.files.items():
+            out[Path(env) / host_name / rel] = content
+    return out
+
+
+def _existing(env: str) -> dict[Path, bytes]:
+    base = COMPOSE_ROOT / env
+    return {p.relative_to(COMPOSE_ROOT): p.read_bytes() for p in base.rglob("*") if p.is_file()} if base.exists() else {}
+
+
+def render(envs: list[str], check: bool, environ: dict[str, str]) -> int:
+    stale = []
+    for env in envs:
+        wanted, have = _render_env(env, environ), _existing(env)
+        diff = sorted(str(p) for p in set(wanted) | set(have) if wanted.get(p) != have.get(p))
+        if check:
+            stale += diff
+            continue
+        if diff:
+            shutil.rmtree(COMPOSE_ROOT / env, ignore_errors=True)
+            for rel, content in wanted.items():
+                (COMPOSE_ROOT / rel).parent.mkdir(parents=True, exist_ok=True)
+                (COMPOSE_ROOT / rel).write_bytes(content)
+        print(f"compose/{env}: {len(wanted)} files, {len(diff)} changed")
+    if stale:
+        print("compose/ is stale; these differ from a fresh render:\n  " + "\n  ".join(stale)
+              + "\nfix: run `make render` and commit compose/", file=sys.stderr)
+        return 1
+    return 0
+
+
+def up(env: str, lock_wait: float) -> int:
+    started = time.monotonic()
+    render([env], check=False, environ=dict(os.environ))  # validates first: raises before any host is touched
+    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
+    argv = [pyinfra, "-y", "--no-wait", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
+            "--data", f"shipyard_env={env}"]
+    with environment_lock(REPO, env, lock_wait):
+        result = subprocess.run(argv, cwd=REPO, check=False)
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
+        return result.returncode
+    print(f"shipyard: rollout of {env} done in {took:.1f}s")
+    return 0
+
+
+def down(env: str, volumes: bool) -> int:
+    settings = load_environment(REPO, env, dict(os.environ))
+    local = [h for h in settings.hosts if h.connect == "@local"]
+    if not local:
+        raise ShipyardError(f"environment {env}", "`down` only handles @local hosts for now",
+                            "run `docker compose down` on each host")
+    project_dir = commands.project_dir(settings.deploy_root, env)
+    if not Path(project_dir, "compose.yaml").exists():
+        print(f"{env}: nothing deployed at {project_dir}")
+        return 0
+    return subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes), check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shipyard")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_render = sub.add_parser("render", help="render compose/<env>/ (all environments by default)")
+    p_render.add_argument("--env", action="append")
+    p_render.add_argument("--check", action="store_true", help="fail when compose/ differs from a fresh render")
+    p_validate = sub.add_parser("validate")
+    p_validate.add_argument("--env", required=True)
+    p_up = sub.add_parser("up", help="roll out an environment")
+    p_up.add_argument("--env", required=True)
+    p_up.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another deploy")
+    p_down = sub.add_parser("down")
+    p_down.add_argument("--env", required=True)
+    p_down.add_argument("--volumes", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "render":
+            # The committed files are rendered from the inventories alone; overrides are a deploy-time thing.
+            environ = {} if args.check or not args.env else dict(os.environ)
+            return render(args.env or list_environments(REPO), args.check, environ)
+        if args.command == "validate":
+            settings = load_environment(REPO, args.env, dict(os.environ))
+            print(f"{args.env}: valid ({len(settings.hosts)} hosts)")
+            return 0
+        if args.command == "up":
+            return up(args.env, args.lock_wait)
+        if args.command == "down":
+            return down(args.env, args.volumes)
+    except ShipyardError as exc:
+        print(f"shipyard: error: {exc}", file=sys.stderr)
+        return 2
+    return 1

@@ -1,0 +1,57 @@
+"""argv builders for docker compose and docker. Data only: nothing here runs anything.
+
+Every command is a list of arguments; the apply layer quotes it once at the boundary
+(``shlex.join``), so a value like ``x; rm -rf /`` stays one literal argument.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+
+def project_dir(deploy_root: str, env: str) -> str:
+    return f"{deploy_root.rstrip('/')}/{env}"
+
+
+def compose(project_directory: str, project: str, *args: str) -> list[str]:
+    return ["docker", "compose", "--project-directory", project_directory,
+            "-f", f"{project_directory}/compose.yaml", "-p", project, *args]
+
+
+def compose_up_wait(project_directory: str, project: str, services: Sequence[str], timeout_s: int) -> list[str]:
+    return compose(project_directory, project, "up", "-d", "--wait", "--wait-timeout", str(timeout_s),
+                   "--remove-orphans", *services)
+
+
+def compose_config_hashes(project_directory: str, project: str) -> list[str]:
+    return compose(project_directory, project, "config", "--hash", "*")
+
+
+def compose_ps(project_directory: str, project: str) -> list[str]:
+    return compose(project_directory, project, "ps", "-a", "--format", "json")
+
+
+def compose_down(project_directory: str, project: str, volumes: bool) -> list[str]:
+    return compose(project_directory, project, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
+
+
+def compose_kill_signal(project_directory: str, project: str, service: str, signal: str) -> list[str]:
+    return compose(project_directory, project, "kill", "-s", signal, service)
+
+
+def docker_inspect(ids: Sequence[str]) -> list[str]:
+    return ["docker", "inspect", *ids]
+
+
+def docker_image_ids(refs: Sequence[str]) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", *refs]
+
+
+def docker_logs_tail(container: str, lines: int) -> list[str]:
+    return ["docker", "logs", "--tail", str(lines), container]
+
+
+def to_shell(argv: Sequence[str]) -> str:
+    """The single place where an argv becomes a shell string: every argument quoted."""
+    return shlex.join(argv)

@@ -1,0 +1,84 @@
+"""Decide what a rollout must do on one host, from desired and observed state. Pure.
+
+A tier is up to date when every service in it has exactly its desired number of containers,
+each created from the current compose config (compose's own config hash) and the current
+image, running and healthy — or, for one-shot services, exited 0. Up-to-date tiers are not
+touched, so a re-run with nothing changed recreates nothing and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shipyard.catalog import TIERS, Tier, component
+
+COMPOSE_CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    name: str
+    service: str
+    status: str  # running, exited, ...
+    health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
+    exit_code: int
+    config_hash: str
+    image_id: str
+
+
+@dataclass(frozen=True)
+class DesiredService:
+    name: str
+    tier: Tier
+    replicas: int
+    config_hash: str
+    image_id: str | None  # None when the image is not on the host yet
+
+
+@dataclass
+class TierPlan:
+    tier: Tier
+    services: list[str]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.reasons
+
+
+def _service_reasons(want: DesiredService, have: list[ObservedContainer]) -> list[str]:
+    one_shot = component(want.name).one_shot
+    if len(have) != want.replicas:
+        return [f"{want.name}: {len(have)} container(s), want {want.replicas}"]
+    reasons = []
+    for c in have:
+        if c.config_hash != want.config_hash:
+            reasons.append(f"{c.name}: compose config changed")
+        elif want.image_id is None or c.image_id != want.image_id:
+            reasons.append(f"{c.name}: image changed")
+        elif one_shot:
+            if c.status != "exited" or c.exit_code != 0:
+                reasons.append(f"{c.name}: one-shot is {c.status} (exit {c.exit_code})")
+        elif c.status != "running":
+            reasons.append(f"{c.name}: {c.status}")
+        elif c.health not in (None, "healthy"):
+            reasons.append(f"{c.name}: {c.health}")
+    return reasons
+
+
+def plan_host(desired: list[DesiredService], observed: list[ObservedContainer]) -> list[TierPlan]:
+    """One TierPlan per tier present on the host, in rollout order (data, app, edge)."""
+    by_service: dict[str, list[ObservedContainer]] = {}
+    for c in observed:
+        by_service.setdefault(c.service, []).append(c)
+    plans = []
+    for tier in TIERS:
+        wanted = [d for d in desired if d.tier == tier]
+        if not wanted:
+            continue
+        plan = TierPlan(tier, [d.name for d in wanted])
+        for want in wanted:
+            plan.reasons += _service_reasons(want, by_service.get(want.name, []))
+        plans.append(plan)
+    return plans

@@ -1,0 +1,71 @@
+"""settings + catalog → files: one compose project and native config files per host.
+
+Pure and deterministic: the same settings give byte-identical files. Output paths are
+relative to compose/<env>/<host>/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import yaml
+
+from shipyard.render.compose import hash_files, render_compose
+from shipyard.render.templates import render_template
+from shipyard.settings import EnvironmentSettings, HostSettings
+from shipyard.topology import components_on, endpoints
+
+COMPOSE_FILE = "compose.yaml"
+HEADER = ("# Rendered by Shipyard (`make render`); do not edit. Secrets are files under ./secrets/,\n"
+          "# delivered at deploy time and never rendered here.\n")
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes shared sub-dicts out in full: anchors make a compose file harder to review."""
+
+    def ignore_aliases(self, data):  # noqa: D401
+        return True
+
+
+@dataclass(frozen=True)
+class RenderedHost:
+    host: HostSettings
+    files: dict[str, bytes]  # relative path → content
+    compose: dict
+
+
+def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str, dict[str, bytes]]:
+    """config dir → {relative path: bytes} for the components on ``host``."""
+    dirs = {c.config_dir for c in components_on(settings, host) if c.config_dir}
+    base = {"env": settings.name}
+    out: dict[str, dict[str, bytes]] = {}
+    if "postgres" in dirs:
+        ctx = base | {"postgres": settings.postgres}
+        out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
+                           for n in ("postgresql.conf", "pg_hba.conf")}
+    if "redis" in dirs:
+        out["redis"] = {"redis/redis.conf": render_template("redis/redis.conf.j2", base | {"redis": settings.redis}).encode()}
+    if "taskplatform" in dirs:
+        runtime = json.dumps(settings.runtime.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        out["taskplatform"] = {"taskplatform/runtime.json": runtime.encode()}
+    if "nginx" in dirs:
+        ctx = base | {"api_servers": endpoints(settings, "api", host)}
+        out["nginx"] = {"nginx/nginx.conf": render_template("nginx/nginx.conf.j2", ctx).encode()}
+    return out
+
+
+def render_host(settings: EnvironmentSettings, host: HostSettings) -> RenderedHost:
+    by_dir = _config_files(settings, host)
+    compose = render_compose(settings, host, {d: hash_files(files) for d, files in by_dir.items()})
+    files: dict[str, bytes] = {}
+    for dir_files in by_dir.values():
+        files.update(dir_files)
+    text = HEADER + yaml.dump(compose, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=120)
+    files[COMPOSE_FILE] = text.encode()
+    return RenderedHost(host=host, files=dict(sorted(files.items())), compose=compose)
+
+
+def render_environment(settings: EnvironmentSettings) -> dict[str, RenderedHost]:
+    """host name → rendered files, for every host of the environment."""
+    return {host.name: render_host(settings, host) for host in settings.hosts}

@@ -1,0 +1,157 @@
+"""Compose documents as data (dicts → YAML), one project per host.
+
+Paths in the document are relative to the project directory, which is what lands on the
+host at ``<deploy_root>/<env>/``: ``./<component>/`` config dirs (rendered) and
+``./secrets/<service>/<file>`` (delivered by the apply layer, never rendered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from shipyard import images
+from shipyard.catalog import Component
+from shipyard.settings import EnvironmentSettings, HostSettings
+from shipyard.topology import components_on, endpoint, publish_binding
+
+CONFIG_HASH_LABEL = "org.shipyard.config-hash"
+TIER_LABEL = "org.shipyard.tier"
+
+# Container paths where each component reads its rendered config directory.
+CONFIG_MOUNTS = {
+    "postgres": "/etc/postgresql/shipyard",
+    "redis": "/usr/local/etc/redis",
+    "taskplatform": "/etc/taskplatform",
+    "nginx": "/etc/nginx/shipyard",
+}
+
+_LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+
+
+def _healthcheck(test: list[str], interval: str = "2s", retries: int = 30, start: str = "2s") -> dict[str, Any]:
+    return {"test": test, "interval": interval, "timeout": "5s", "retries": retries, "start_period": start}
+
+
+def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[str, str]:
+    pg, redis = endpoint(settings, "postgres", host), endpoint(settings, "redis", host)
+    return {
+        "TASKS_PG_HOST": pg.host, "TASKS_PG_PORT": str(pg.port),
+        "TASKS_PG_DATABASE": settings.postgres.database, "TASKS_PG_USER": settings.postgres.user,
+        "TASKS_PG_READ_HOSTS": "",
+        "TASKS_REDIS_HOST": redis.host, "TASKS_REDIS_PORT": str(redis.port),
+        "TASKS_SECRETS_DIR": "/run/secrets",
+        "TASKS_CONFIG_FILE": f"{CONFIG_MOUNTS['taskplatform']}/runtime.json",
+        "TASKS_RELEASE_COLOUR": settings.app.release_colour,
+        "TASKS_BUILD_VERSION": settings.app.version,
+        "TASKS_API_PROCESSES": str(settings.app.api_processes),
+    }
+
+
+def _service_specifics(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
+    """The parts that differ per component: image, command, environment, healthcheck."""
+    src, mirror = settings.images.source, settings.images.mirror
+    app_image = images.app_image(settings.app.version)
+    if spec.name == "postgres":
+        return {
+            "image": images.component_image("postgres", src, mirror),
+            "command": ["postgres", "-c", f"config_file={CONFIG_MOUNTS['postgres']}/postgresql.conf"],
+            "environment": {"POSTGRES_USER": settings.postgres.user, "POSTGRES_DB": settings.postgres.database,
+                            "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+                            "PGDATA": "/var/lib/postgresql/data/pgdata"},
+            "volumes": ["pgdata:/var/lib/postgresql/data"],
+            # Over TCP on purpose: during first-boot init the official entrypoint runs a
+            # temporary server on the socket only, which must not count as healthy.
+            "healthcheck": _healthcheck(["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432",
+                                         "-U", settings.postgres.user, "-d", settings.postgres.database],
+                                        start="5s", retries=60),
+            "stop_grace_period": "30s",
+            "shm_size": "128m",
+            "mem_limit": f"{settings.postgres.memory_limit_mb}m",
+        }
+    if spec.name == "redis":
+        return {
+            "image": images.component_image("redis", src, mirror),
+            "command": ["redis-server", f"{CONFIG_MOUNTS['redis']}/redis.conf"],
+            "volumes": ["redisdata:/data"],
+            # The password is read from the secret file inside the check, so it never
+            # appears in the compose file or the container's environment.
+            "healthcheck": _healthcheck(["CMD-SHELL", "REDISCLI_AUTH=\"$$(sed -n 's/^requirepass //p' "
+                                         "/run/secrets/redis_auth.conf)\" redis-cli -p 6379 ping | grep -q PONG"]),
+            "mem_limit": f"{settings.redis.memory_limit_mb}m",
+        }
+    if spec.name == "migrate":
+        return {"image": app_image, "command": ["taskplatform", "migrate"],
+                "environment": _app_environment(settings, host), "restart": "no"}
+    if spec.name == "api":
+        return {"image": app_image, "command": ["taskplatform", "api"],
+                "environment": _app_environment(settings, host),
+                "healthcheck": _healthcheck(["CMD", "taskplatform", "healthcheck", "api"], start="5s"),
+                "stop_grace_period": "20s", "mem_limit": f"{settings.app.memory_limit_mb}m"}
+    if spec.name == "worker":
+        doc = {"image": app_image, "command": ["taskplatform", "worker"],
+               "environment": _app_environment(settings, host),
+               "healthcheck": _healthcheck(["CMD", "taskplatform", "healthcheck", "worker"], start="5s"),
+               "stop_grace_period": "30s", "mem_limit": f"{settings.app.memory_limit_mb}m"}
+        if settings.app.worker_replicas != 1:
+            doc["deploy"] = {"replicas": settings.app.worker_replicas}
+        return doc
+    if spec.name == "edge":
+        return {"image": images.component_image("nginx", src, mirror),
+                "command": ["nginx", "-c", f"{CONFIG_MOUNTS['nginx']}/nginx.conf", "-g", "daemon off;"],
+                "healthcheck": _healthcheck(["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/edge/health"])}
+    raise KeyError(spec.name)
+
+
+def render_compose(settings: EnvironmentSettings, host: HostSettings,
+                   config_hashes: dict[str, str]) -> dict[str, Any]:
+    """The compose document of ``host``. ``config_hashes``: config dir → content hash."""
+    on_host = components_on(settings, host)
+    names = {c.name for c in on_host}
+    services: dict[str, Any] = {}
+    top_secrets: dict[str, Any] = {}
+    for spec in on_host:
+        service: dict[str, Any] = {"restart": "unless-stopped", "logging": _LOGGING}
+        service.update(_service_specifics(spec, settings, host))
+        labels = {TIER_LABEL: spec.tier}
+        if spec.config_dir:
+            service.setdefault("volumes", []).append(f"./{spec.config_dir}:{CONFIG_MOUNTS[spec.config_dir]}:ro")
+            if not spec.hot_reload:
+                # Compose does not see bind-mounted file contents; a label with their hash makes a
+                # config change recreate the container. Hot-reloaded configs are left out on purpose.
+                labels[CONFIG_HASH_LABEL] = config_hashes[spec.config_dir]
+        service["labels"] = labels
+        if spec.secrets:
+            service["secrets"] = []
+            for secret in spec.secrets:
+                source = f"{spec.name}-{secret.target}".replace(".", "-")
+                top_secrets[source] = {"file": f"./secrets/{spec.name}/{secret.target}"}
+                service["secrets"].append({"source": source, "target": secret.target})
+        binding = publish_binding(settings, host, spec.name)
+        if binding:
+            container_port = spec.port
+            service["ports"] = [f"{binding[0]}:{binding[1]}:{container_port}"]
+        deps = {}
+        for dep in spec.depends_on:
+            if dep in names:  # cross-host ordering comes from tier order, not compose
+                deps[dep] = {"condition": "service_healthy"}
+        if spec.name in ("api", "worker") and "migrate" in names:
+            deps["migrate"] = {"condition": "service_completed_successfully"}
+        if deps:
+            service["depends_on"] = deps
+        services[spec.name] = service
+    document: dict[str, Any] = {"name": settings.compose_project, "services": services}
+    volumes = {v.split(":", 1)[0]: {} for s in services.values() for v in s.get("volumes", [])
+               if not v.startswith("./")}
+    if volumes:
+        document["volumes"] = volumes
+    if top_secrets:
+        document["secrets"] = top_secrets
+    return document
+
+
+def hash_files(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,105 @@
+"""Per-environment secrets, encrypted at rest with age under secrets/<env>/.
+
+- ``secrets/<env>/<name>.age``: one secret each, encrypted to the recipients in
+  ``secrets/<env>/recipients.txt`` (age public keys, one a line).
+- The identity (private key) lives outside the repository:
+  ``$SHIPYARD_AGE_IDENTITY_DIR/<env>.key`` (default ``~/.config/shipyard/age/<env>.key``).
+
+Missing secrets are generated on first use (and, when the environment has neither secrets
+nor recipients yet, a new identity too). Values stay in memory: this module never writes
+plain text to disk, and ``Secret`` prints as ``***``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random_source
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+
+from shipyard.catalog import SECRET_NAMES
+from shipyard.errors import SecretsError
+
+IDENTITY_DIR_VAR = "SHIPYARD_AGE_IDENTITY_DIR"
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str
+    value: str
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name}=***)"
+
+    __str__ = __repr__
+
+
+def identity_path(env: str, environ: dict[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    base = environ.get(IDENTITY_DIR_VAR) or str(Path.home() / ".config" / "shipyard" / "age")
+    return Path(base) / f"{env}.key"
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)  # atomic: a crash leaves the old file or the new, never half
+
+
+def _load_identity(env: str, key_file: Path) -> pyrage.x25519.Identity:
+    try:
+        text = key_file.read_text()
+    except FileNotFoundError:
+        raise SecretsError(str(key_file), f"no age identity for environment {env!r}, but secrets/{env}/ holds encrypted secrets",
+                           f"copy the environment's identity to {key_file} (or set {IDENTITY_DIR_VAR}); "
+                           f"for a throw-away environment delete secrets/{env}/*.age and recipients.txt to generate new ones") from None
+    lines = [ln for ln in text.splitlines() if ln.startswith("AGE-SECRET-KEY-")]
+    if not lines:
+        raise SecretsError(str(key_file), "holds no AGE-SECRET-KEY line", "restore the identity file from your backup")
+    return pyrage.x25519.Identity.from_str(lines[0])
+
+
+def _recipients(env: str, store: Path) -> list[pyrage.x25519.Recipient]:
+    path = store / "recipients.txt"
+    keys = [ln.strip() for ln in path.read_text().splitlines() if ln.strip().startswith("age1")]
+    if not keys:
+        raise SecretsError(str(path), "no age recipients", f"add the public key of the {env} identity (age1...)")
+    return [pyrage.x25519.Recipient.from_str(k) for k in keys]
+
+
+def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
+    """Decrypt every secret of ``env``, generating whatever is missing. Raises SecretsError."""
+    store = repo / "secrets" / env
+    key_file = identity_path(env, environ)
+    existing = [store / f"{n}.age" for n in SECRET_NAMES if (store / f"{n}.age").exists()]
+    if not (store / "recipients.txt").exists():
+        if existing:
+            raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
+                               "restore recipients.txt from git (it holds the public keys)")
+        if not key_file.exists():
+            identity = pyrage.x25519.Identity.generate()
+            _write_private(key_file, f"# shipyard age identity for {env}\n{identity}\n".encode(), 0o600)
+        identity = _load_identity(env, key_file)
+        store.mkdir(parents=True, exist_ok=True)
+        (store / "recipients.txt").write_text(f"{identity.to_public()}\n")
+    identity = _load_identity(env, key_file)
+    recipients = _recipients(env, store)
+    values: dict[str, Secret] = {}
+    for name in SECRET_NAMES:
+        path = store / f"{name}.age"
+        if path.exists():
+            try:
+                value = pyrage.decrypt(path.read_bytes(), [identity]).decode()
+            except pyrage.DecryptError:
+                raise SecretsError(str(path), f"cannot be decrypted with the identity at {key_file}",
+                                   "use the identity this environment was encrypted to (see recipients.txt)") from None
+        else:
+            value = random_source.token_urlsafe(32)
+            _write_private(path, pyrage.encrypt(value.encode(), recipients), 0o644)
+        values[name] = Secret(name, value)
+    return values

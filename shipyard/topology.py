@@ -1,0 +1,91 @@
+"""Where each component runs and how others reach it (DESIGN.md "Addressing").
+
+Same host: one compose network, so a consumer reaches a provider by service name and
+container port. Different hosts: each host runs its own compose project, so the consumer
+uses the provider host's ``address`` and the port the provider publishes there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shipyard.catalog import COMPONENTS, Component, component
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def hosts_running(settings: EnvironmentSettings, name: str) -> tuple[HostSettings, ...]:
+    role = component(name).role
+    return tuple(h for h in settings.hosts if role in h.roles)
+
+
+def components_on(settings: EnvironmentSettings, host: HostSettings) -> tuple[Component, ...]:
+    return tuple(c for c in COMPONENTS if c.role in host.roles
+                 and not (c.name == "worker" and settings.app.worker_replicas == 0))
+
+
+def published_port(settings: EnvironmentSettings, name: str) -> int | None:
+    """Host port a component publishes, or None when it is only reachable inside its network."""
+    ports = settings.ports
+    return {"postgres": ports.postgres, "redis": ports.redis, "edge": ports.edge_http,
+            "api": ports.api_direct}.get(name)
+
+
+def needs_remote_access(settings: EnvironmentSettings, name: str) -> bool:
+    """True when some consumer of ``name`` runs on another host than ``name`` does."""
+    providers = {h.name for h in hosts_running(settings, name)}
+    for consumer in COMPONENTS:
+        if name in consumer.depends_on:
+            if any(h.name not in providers for h in hosts_running(settings, consumer.name)):
+                return True
+    return False
+
+
+def publish_binding(settings: EnvironmentSettings, host: HostSettings, name: str) -> tuple[str, int] | None:
+    """(bind address, host port) for a component's published port on ``host``.
+
+    Data ports bind to loopback unless another host must reach them; then they bind to the
+    host's own (private) address, never 0.0.0.0. The edge binds where the settings say.
+    """
+    port = published_port(settings, name)
+    if name == "edge":
+        return settings.ports.edge_bind, settings.ports.edge_http
+    if name == "api" and needs_remote_access(settings, "api"):
+        return host.address, port or component("api").port  # type: ignore[return-value]
+    if port is None:
+        return None
+    return (host.address if needs_remote_access(settings, name) else LOOPBACK), port
+
+
+def endpoint(settings: EnvironmentSettings, name: str, from_host: HostSettings) -> Endpoint:
+    """How a component on ``from_host`` reaches the (single) instance of ``name``."""
+    providers = hosts_running(settings, name)
+    spec = component(name)
+    assert spec.port is not None, f"{name} serves no port"
+    if any(h.name == from_host.name for h in providers):
+        return Endpoint(name, spec.port)
+    provider = providers[0]
+    binding = publish_binding(settings, provider, name)
+    assert binding is not None
+    return Endpoint(provider.address, binding[1])
+
+
+def endpoints(settings: EnvironmentSettings, name: str, from_host: HostSettings) -> tuple[Endpoint, ...]:
+    """All instances of ``name`` as seen from ``from_host`` (the edge balances over API hosts)."""
+    spec = component(name)
+    result = []
+    for provider in hosts_running(settings, name):
+        if provider.name == from_host.name:
+            result.append(Endpoint(name, spec.port or 0))
+        else:
+            binding = publish_binding(settings, provider, name)
+            assert binding is not None
+            result.append(Endpoint(provider.address, binding[1]))
+    return tuple(result)
