@@ -1,0 +1,79 @@
+import re
+
+import yaml
+
+from shipyard.cli import main as cli_main
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+
+def rendered(repo, env):
+    return render_environment(load_environment(repo, env, {}))
+
+
+def test_rendering_is_deterministic(repo):
+    first, second = rendered(repo, "production"), rendered(repo, "production")
+    assert {h: r.files for h, r in first.items()} == {h: r.files for h, r in second.items()}
+
+
+def test_committed_compose_is_not_stale(repo):
+    # Fails when templates, settings or inventories changed without `make render`.
+    assert cli_main(["render", "--check"]) == 0
+
+
+def test_no_secret_values_in_compose_only_file_references(repo):
+    for env in ("local", "ci", "production"):
+        for host in rendered(repo, env).values():
+            doc = host.compose
+            for name, service in doc["services"].items():
+                for key in service.get("environment", {}):
+                    assert not re.search(r"PASSWORD$|SECRET$|KEY$|TOKEN$", key), (env, name, key)
+            for secret in doc.get("secrets", {}).values():
+                assert secret["file"].startswith("./secrets/")
+
+
+def test_single_host_data_ports_bind_loopback_only(repo):
+    doc = rendered(repo, "ci")["ci"].compose
+    assert doc["services"]["postgres"]["ports"] == ["127.0.0.1:15432:5432"]
+    assert doc["services"]["redis"]["ports"] == ["127.0.0.1:16379:6379"]
+    assert doc["services"]["api"]["environment"]["TASKS_PG_HOST"] == "postgres"
+
+
+def test_multi_host_addresses_come_from_the_inventory(repo):
+    hosts = rendered(repo, "production")
+    data = hosts["data-1"].compose["services"]
+    assert data["postgres"]["ports"] == ["10.0.2.21:5432:5432"]  # private address, never 0.0.0.0
+    api = hosts["app-1"].compose["services"]["api"]
+    assert api["environment"]["TASKS_PG_HOST"] == "10.0.2.21"
+    assert "depends_on" not in data["postgres"]
+    nginx = hosts["edge-1"].files["nginx/nginx.conf"].decode()
+    assert "server 10.0.1.11:8000" in nginx and "server 10.0.1.12:8000" in nginx
+    assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80"]
+
+
+def test_each_service_gets_only_its_secrets_as_files(repo):
+    services = rendered(repo, "ci")["ci"].compose["services"]
+    targets = {name: sorted(s["target"] for s in svc.get("secrets", [])) for name, svc in services.items()}
+    assert targets["postgres"] == ["postgres_password"]
+    assert targets["redis"] == ["redis_auth.conf"]
+    assert targets["worker"] == ["postgres_password", "redis_password"]
+    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password"]
+    assert "secrets" not in services["edge"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+
+
+def test_config_change_changes_the_config_hash_label_but_hot_reload_does_not(repo, tmp_path):
+    base = rendered(repo, "ci")["ci"].compose["services"]
+    inv = (repo / "inventories" / "ci.py").read_text()
+    tweaked = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "50",
+                                            "SHIPYARD_RUNTIME__RATE_LIMIT_PER_MINUTE": "7"})
+    after = render_environment(tweaked)["ci"].compose["services"]
+    assert after["postgres"]["labels"] != base["postgres"]["labels"]
+    assert after["api"] == base["api"]  # runtime config is hot-reloaded, the container stays
+    assert inv  # the inventory on disk was not touched
+
+
+def test_compose_yaml_is_valid_and_has_no_anchors(repo):
+    text = rendered(repo, "local")["local"].files["compose.yaml"].decode()
+    assert "&id" not in text and "*id" not in text
+    assert yaml.safe_load(text)["name"] == "shipyard-local"

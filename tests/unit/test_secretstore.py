@@ -1,0 +1,38 @@
+import pytest
+
+from shipyard.catalog import SECRET_NAMES
+from shipyard.errors import SecretsError
+from shipyard.secretstore import load_or_create
+
+
+def test_generates_encrypts_and_reads_back(tmp_path):
+    env = {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")}
+    first = load_or_create(tmp_path, "t", env)
+    assert set(first) == set(SECRET_NAMES)
+    for name, secret in first.items():
+        blob = (tmp_path / "secrets" / "t" / f"{name}.age").read_bytes()
+        assert blob.startswith(b"age-encryption.org/v1") and secret.value.encode() not in blob
+        assert len(secret.value) >= 32
+    assert load_or_create(tmp_path, "t", env) == first  # stable across runs
+    assert (tmp_path / "ids" / "t.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_secret_never_prints_its_value(tmp_path):
+    secret = load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")})["jwt_signing_key"]
+    assert secret.value not in repr(secret) and secret.value not in f"{secret}"
+
+
+def test_missing_identity_is_a_clear_error(tmp_path):
+    load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")})
+    with pytest.raises(SecretsError) as err:
+        load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "elsewhere")})
+    assert "no age identity" in err.value.what and "elsewhere/t.key" in err.value.where
+
+
+def test_wrong_identity_cannot_decrypt(tmp_path):
+    load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")})
+    other = tmp_path / "other"
+    load_or_create(other, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(other / "ids")})
+    (other / "ids" / "t.key").replace(tmp_path / "ids" / "t.key")
+    with pytest.raises(SecretsError, match="cannot be decrypted"):
+        load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")})

@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+
+from shipyard.errors import SettingsError
+from shipyard.inventory import load_environment
+
+
+def write_inventory(tmp_path: Path, body: str, env: str = "t") -> Path:
+    (tmp_path / "inventories").mkdir(exist_ok=True)
+    (tmp_path / "inventories" / f"{env}.py").write_text(body)
+    return tmp_path
+
+
+ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = _h\n'
+
+
+def test_valid_inventory_loads_with_defaults(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
+    settings = load_environment(repo, "t", {})
+    assert settings.hosts[0].name == "box"
+    assert settings.hosts[0].roles == ("edge", "app", "data")
+    assert settings.ports.postgres == 5432
+
+
+def test_unknown_key_names_file_key_path_and_fix(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t", "ports": {"edge_htp": 1}}' + ONE_HOST)
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    text = str(err.value)
+    assert "inventories/t.py: SHIPYARD.ports.edge_htp" in text
+    assert "allowed keys here: api_direct, edge_bind, edge_http, postgres, redis" in text
+    assert "no host was touched" in text
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t", "ports": {"postgres": 0}, "app": {"api_processes": "x"}}' + ONE_HOST)
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    assert len(err.value.problems) == 2
+    assert "SHIPYARD.ports.postgres" in str(err.value) and "use a number with ge 1" in str(err.value)
+
+
+def test_environment_variable_overrides_inventory(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t", "ports": {"edge_http": 8080}}' + ONE_HOST)
+    settings = load_environment(repo, "t", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})
+    assert settings.ports.edge_http == 9090
+
+
+def test_bad_environment_variable_is_named(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {"SHIPYARD_PORTS__EDGE_HTTP": "lots"})
+    assert err.value.where == "environment variable SHIPYARD_PORTS__EDGE_HTTP"
+
+
+def test_misspelt_environment_variable_is_an_error(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {"SHIPYARD_PORT__EDGE_HTTP": "1"})
+    assert "SHIPYARD_PORT__EDGE_HTTP" in str(err.value) and "no such setting" in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("postgres", {"user": "api; rm -rf /"}),
+    ("postgres", {"database": "x$(reboot)"}),
+    ("app", {"version": "1.0 && curl evil"}),
+    (None, {"deploy_root": "/opt/x; rm -rf /"}),
+])
+def test_shell_shaped_values_are_rejected(tmp_path, key, value):
+    data = {"name": "t", **({key: value} if key else value)}
+    repo = write_inventory(tmp_path, f"SHIPYARD = {data!r}" + ONE_HOST)
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    assert "use a value matching" in str(err.value)
+
+
+def test_missing_role_says_which_group_to_add(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\napp = data = ["@local"]\n')
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    assert "group 'edge'" in str(err.value) and "edge = [...]" in str(err.value)
+
+
+def test_unknown_group_and_host_data_are_errors(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\nweb = ["@local"]\nedge = app = data = [("@local", {"adress": "x"})]\n')
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    text = str(err.value)
+    assert "group 'web'" in text and "data.adress" in text
+
+
+def test_name_must_match_file(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "other"}' + ONE_HOST)
+    with pytest.raises(SettingsError, match="set name to 't'"):
+        load_environment(repo, "t", {})
+
+
+@pytest.mark.parametrize("env", ["local", "ci", "production"])
+def test_shipped_inventories_validate(repo, env):
+    settings = load_environment(repo, env, {})
+    assert settings.name == env
