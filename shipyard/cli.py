@@ -63,7 +63,11 @@ def render(envs: list[str], check: bool, environ: dict[str, str]) -> int:
 
 def up(env: str, lock_wait: float) -> int:
     started = time.monotonic()
-    render([env], check=False, environ=dict(os.environ))  # validates first: raises before any host is touched
+    # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
+    # renders the same again in the pyinfra process. compose/ is written only by `make render`.
+    _render_env(env, dict(os.environ))
+    if _render_env(env, {}) != _existing(env):
+        print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     argv = [pyinfra, "-y", "--no-wait", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]

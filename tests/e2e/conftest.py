@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_shipyard(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_AGE_IDENTITY_DIR"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "shipyard", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def container_states(project: str) -> dict[str, str]:
+    """container name → id + start time: changes when a container is recreated or restarted."""
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                          "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout.split()
+    fmt = "{{.Name}} {{.Id}} {{.State.StartedAt}}"
+    lines = subprocess.run(["docker", "inspect", "--format", fmt, *out], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    return {line.split()[0]: line for line in lines}
+
+
+@pytest.fixture(scope="session")
+def env_name(request) -> str:
+    return request.config.getoption("--shipyard-env")

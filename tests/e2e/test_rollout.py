@@ -1,0 +1,44 @@
+"""Rollout behaviour on a real Docker engine, after `make up ENV=ci` (run in this order)."""
+
+from shipyard.lock import environment_lock
+
+from .conftest import REPO, container_states, run_shipyard
+
+
+def test_rerun_with_nothing_changed_recreates_nothing(env_name):
+    before = container_states(f"shipyard-{env_name}")
+    result = run_shipyard("up", "--env", env_name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing changed" in result.stdout
+    assert container_states(f"shipyard-{env_name}") == before
+
+
+def test_second_concurrent_deploy_is_refused_with_a_clear_message(env_name):
+    with environment_lock(REPO, env_name):
+        result = run_shipyard("up", "--env", env_name)
+    assert result.returncode == 2
+    assert "another deploy holds the lock" in result.stderr and "LOCK_WAIT" in result.stderr
+
+
+def test_invalid_setting_stops_before_touching_the_host(env_name):
+    before = container_states(f"shipyard-{env_name}")
+    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_PORTS__EDGE_HTTP": "eighty"})
+    assert result.returncode == 2
+    assert "environment variable SHIPYARD_PORTS__EDGE_HTTP" in result.stderr
+    assert "no host was touched" in result.stderr
+    assert container_states(f"shipyard-{env_name}") == before
+
+
+def test_failed_health_gate_prints_logs_and_health_then_a_fixed_rerun_recovers(env_name):
+    # 60 GB of shared buffers cannot be mapped on this machine: PostgreSQL exits at start.
+    broken = {"SHIPYARD_POSTGRES__SHARED_BUFFERS_MB": "60000", "SHIPYARD_HEALTH__DATA_TIMEOUT_S": "20"}
+    result = run_shipyard("up", "--env", env_name, env_extra=broken)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "tier data did not become healthy within 20s" in output
+    assert f"container shipyard-{env_name}-postgres-1" in output
+    assert "could not map anonymous shared memory" in output  # from the container's own log
+    assert "health probe exit" in output
+    fixed = run_shipyard("up", "--env", env_name)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "changed tiers: data" in fixed.stdout

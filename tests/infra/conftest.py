@@ -1,0 +1,75 @@
+"""testinfra suite of a rolled-out environment: `make verify ENV=<env>`.
+
+Every test runs once per host of the environment (testinfra's ``host`` for @local hosts is
+``local://``; SSH hosts use ``ssh://``). What a user would check: containers healthy, ports
+published only where they should be, files and secrets with the right modes, the API
+answering through the edge, and a task created there processed by a worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from shipyard import commands
+from shipyard.inventory import load_environment
+from shipyard.render import RenderedHost, render_host
+from shipyard.settings import EnvironmentSettings
+from shipyard.topology import components_on
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Target:
+    settings: EnvironmentSettings
+    rendered: RenderedHost
+    host: object  # testinfra Host
+    project_dir: str
+
+    def containers(self) -> list[dict]:
+        """`docker inspect` of every container of this environment's project on the host."""
+        ids = self.host.check_output(commands.to_shell(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.settings.compose_project}"]))
+        if not ids.strip():
+            return []
+        return json.loads(self.host.check_output(commands.to_shell(commands.docker_inspect(ids.split()))))
+
+    def container_of(self, service: str) -> dict:
+        found = [c for c in self.containers() if c["Config"]["Labels"].get("com.docker.compose.service") == service]
+        assert found, f"no container for service {service} on {self.rendered.host.name}"
+        return found[0]
+
+
+def _settings(config) -> EnvironmentSettings:
+    return load_environment(REPO, config.getoption("--shipyard-env"))
+
+
+def _testinfra_url(connect: str, data: dict | None = None) -> str:
+    return "local://" if connect == "@local" else f"ssh://{connect}"
+
+
+def pytest_generate_tests(metafunc):
+    settings = _settings(metafunc.config)
+    if "target" in metafunc.fixturenames:
+        metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")
+    if "service" in metafunc.fixturenames:
+        pairs = [(h.name, c.name) for h in settings.hosts for c in components_on(settings, h)]
+        metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
+
+
+@pytest.fixture(scope="session")
+def settings(request) -> EnvironmentSettings:
+    return _settings(request.config)
+
+
+@pytest.fixture(scope="session")
+def target(request, settings) -> Target:
+    host_settings = settings.host(request.param)
+    return Target(settings=settings, rendered=render_host(settings, host_settings),
+                  host=testinfra.get_host(_testinfra_url(host_settings.connect)),
+                  project_dir=commands.project_dir(settings.deploy_root, settings.name))

@@ -1,0 +1,16 @@
+"""Each component's containers run and are healthy; one-shot migrations exited 0."""
+
+from shipyard.catalog import component
+
+
+def test_service_is_running_and_healthy(target, service):
+    state = target.container_of(service)["State"]
+    if component(service).one_shot:
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)
+    else:
+        assert state["Status"] == "running"
+        assert state["Health"]["Status"] == "healthy"
+
+
+def test_no_container_restarting_in_a_loop(target, service):
+    assert target.container_of(service)["RestartCount"] == 0

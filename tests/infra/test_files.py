@@ -1,0 +1,46 @@
+"""Rendered config on the host is exactly what was rendered; secrets are 0400 files owned by the
+reading uid, inside and outside the container, and never in env, compose or config."""
+
+import pytest
+
+from shipyard.catalog import component
+
+
+def test_rendered_files_are_shipped_unchanged(target):
+    for rel, content in target.rendered.files.items():
+        f = target.host.file(f"{target.project_dir}/{rel}")
+        assert f.is_file, rel
+        assert f.mode == 0o644, rel
+        assert f.content == content, f"{rel} on the host differs from the render"
+
+
+def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service):
+    spec = component(service)
+    for secret in spec.secrets:
+        f = target.host.file(f"{target.project_dir}/secrets/{service}/{secret.target}")
+        assert f.is_file and f.mode == 0o400 and f.uid == spec.uid, secret.target
+    assert target.host.file(f"{target.project_dir}/secrets").mode == 0o700
+
+
+def test_secret_files_inside_container(target, service):
+    spec = component(service)
+    if spec.one_shot or not spec.secrets:
+        pytest.skip("no running container or no secrets")
+    name = target.container_of(service)["Name"].lstrip("/")
+    for secret in spec.secrets:
+        out = target.host.check_output(f"docker exec {name} stat -L -c '%a %u' /run/secrets/{secret.target}")
+        assert out.split() == ["400", str(spec.uid)], secret.target
+
+
+def test_no_secret_value_in_env_compose_or_config(target):
+    values = []
+    for spec_service in {c["Config"]["Labels"].get("com.docker.compose.service") for c in target.containers()}:
+        for secret in component(spec_service).secrets:
+            content = target.host.file(f"{target.project_dir}/secrets/{spec_service}/{secret.target}").content_string
+            values.append(content.strip().split()[-1])  # raw value, or the value of `requirepass VALUE`
+    assert values, "expected some secrets to check"
+    haystacks = [" ".join(c["Config"]["Env"] or []) + " ".join(c["Config"]["Cmd"] or []) for c in target.containers()]
+    haystacks += [content.decode() for content in target.rendered.files.values()]
+    for value in values:
+        assert len(value) >= 32
+        assert not any(value in text for text in haystacks)

@@ -1,0 +1,72 @@
+"""The task platform answers through the edge, and a task created there is processed by a worker."""
+
+import hashlib
+import json
+import time
+
+import jwt
+import pytest
+import requests
+
+from shipyard.topology import publish_binding
+
+
+@pytest.fixture(scope="module")
+def edge(target):
+    if "edge" not in target.rendered.host.roles:
+        pytest.skip("no edge on this host")
+    bind, port = publish_binding(target.settings, target.rendered.host, "edge")
+    return f"http://{'127.0.0.1' if bind == '0.0.0.0' else bind}:{port}"
+
+
+@pytest.fixture(scope="module")
+def token(target):
+    key = target.host.file(f"{target.project_dir}/secrets/api/jwt_signing_key").content_string.strip()
+    return jwt.encode({"sub": "verify-tenant", "exp": int(time.time()) + 300}, key, algorithm="HS256")
+
+
+def test_api_ready_through_edge(edge):
+    response = requests.get(f"{edge}/health/ready", timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def test_version_through_edge(edge, target):
+    body = requests.get(f"{edge}/version", timeout=5).json()
+    assert body["version"] == target.settings.app.version
+    assert body["colour"] == target.settings.app.release_colour
+
+
+def test_task_created_through_edge_is_processed_by_a_worker(edge, token):
+    payload = {"verify": time.time()}
+    headers = {"Authorization": f"Bearer {token}"}
+    created = requests.post(f"{edge}/v1/tasks", json={"kind": "checksum", "payload": payload},
+                            headers=headers, timeout=5)
+    assert created.status_code == 202, created.text
+    task_id = created.json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        task = requests.get(f"{edge}/v1/tasks/{task_id}", headers=headers, timeout=5).json()
+        if task["status"] in ("succeeded", "done", "completed", "dead", "failed"):
+            break
+        time.sleep(0.3)
+    assert task["status"] in ("succeeded", "done", "completed"), task
+    assert task["result"]
+
+
+def test_unauthenticated_request_is_refused(edge):
+    response = requests.get(f"{edge}/v1/tasks", timeout=5)
+    assert response.status_code == 401
+    assert set(response.json()) == {"code", "message", "request_id"}
+
+
+def test_data_nodes_refuse_unauthenticated_clients(target):
+    if "data" not in target.rendered.host.roles:
+        pytest.skip("no data tier on this host")
+    _, pg_port = publish_binding(target.settings, target.rendered.host, "postgres")
+    _, redis_port = publish_binding(target.settings, target.rendered.host, "redis")
+    pg = target.host.run(f"docker run --rm --network host {target.container_of('postgres')['Config']['Image']} "
+                         f"psql -h 127.0.0.1 -p {pg_port} -U {target.settings.postgres.user} -w -c 'select 1'")
+    assert pg.rc != 0 and "password" in pg.stderr
+    name = target.container_of("redis")["Name"].lstrip("/")
+    redis = target.host.run(f"docker exec {name} redis-cli -p 6379 ping")
+    assert "NOAUTH" in redis.stdout + redis.stderr
