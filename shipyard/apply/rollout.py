@@ -8,6 +8,7 @@ from pyinfra.operations import files, python
 
 from shipyard import commands, images
 from shipyard.apply.converge import converge_host
+from shipyard.apply.private_files import private_directory, private_file
 from shipyard.catalog import Component
 from shipyard.render import RenderedHost
 from shipyard.render.templates import render_template
@@ -40,12 +41,11 @@ def deliver_secrets(root: str, on_host: tuple[Component, ...], values: dict[str,
         if not spec.secrets:
             continue
         folder = f"{root}/secrets/{spec.name}"
-        files.directory(name=f"secrets of {spec.name}", path=folder, mode="0500", user=str(spec.uid),
-                        group=str(spec.uid), present=True)
+        private_directory(name=f"secrets of {spec.name}", path=folder, uid=spec.uid, mode="500")
         for secret_file in spec.secrets:
-            # The operation name carries no value; pyinfra compares content by hash.
-            files.put(name=f"secret {spec.name}/{secret_file.target}", src=io.BytesIO(_secret_bytes(secret_file, values)),
-                      dest=f"{folder}/{secret_file.target}", mode="0400", user=str(spec.uid), group=str(spec.uid))
+            # The operation name carries no value; the content is compared by hash.
+            private_file(name=f"secret {spec.name}/{secret_file.target}", content=_secret_bytes(secret_file, values),
+                         dest=f"{folder}/{secret_file.target}", uid=spec.uid, mode="400")
 
 
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret]) -> None:
