@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent
 settings = load_environment(REPO, host.data.get("shipyard_env"))
 this_host = next(h for h in settings.hosts if h.connect == host.name)
 
-ensure_docker_engine()
+ensure_docker_engine(debootstrap=settings.images.source == "local")
 ensure_images(images.local_build_plan(REPO, settings.images.source, settings.images.mirror, settings.app.version),
               repo_root=str(REPO), remote_build_root=f"{settings.deploy_root}/build")
 roll_out(settings, render_host(settings, this_host), load_or_create(REPO, settings.name))

@@ -1,0 +1,1 @@
+"""pyinfra operations: the only layer of shipyard with side effects on hosts."""
