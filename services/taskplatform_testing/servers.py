@@ -1,0 +1,216 @@
+"""Real PostgreSQL and Redis servers on free loopback ports, for tests and benchmarks.
+
+PostgreSQL refuses to run as root, so when the run is root the cluster belongs to the
+``postgres`` OS user (present wherever Debian's postgresql package is installed).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_BIN = Path(os.environ.get("TASKS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+SERVICES = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@dataclass
+class Postgres:
+    root: Path
+    port: int = field(default_factory=free_port)
+    user: str = "tasks"
+    database: str = "tasks"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def start(self) -> "Postgres":
+        self.root.mkdir(parents=True, exist_ok=True)
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            for path in (self.root, pwfile):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user,
+                                     f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"]),
+                       check=True, capture_output=True)
+        pwfile.unlink()
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "log"),
+                                     "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+                                           f"-c fsync=off -c max_connections=200",
+                                     "start"]), check=True, capture_output=True)
+        wait_port(self.port)
+        env = dict(os.environ, PGPASSWORD=self.password)
+        subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+                        "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'],
+                       check=True, capture_output=True, env=env)
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+
+
+@dataclass
+class Redis:
+    root: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Redis":
+        """Without persistence: a restart starts empty, the harshest case for the platform."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "redis.conf"
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\nsave \"\"\n"
+                        f"appendonly no\ndir {self.root}\n")
+        conf.chmod(0o600)
+        self.process = subprocess.Popen([REDIS_SERVER, str(conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def write_secrets(directory: Path, pg: Postgres, redis: Redis, jwt_key: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, value in (("postgres_password", pg.password), ("redis_password", redis.password),
+                        ("jwt_signing_key", jwt_key)):
+        (directory / name).write_text(value + "\n")
+        (directory / name).chmod(0o400)
+
+
+RUNTIME_DEFAULTS = {"version": "1", "rate_limit_per_minute": 100000, "worker_concurrency": 4,
+                    "task_max_attempts": 3, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0,
+                    "reconcile_after_seconds": 2.0, "log_level": "INFO"}
+
+
+def write_config(path: Path, **overrides) -> dict:
+    import json
+
+    doc = dict(RUNTIME_DEFAULTS, **overrides)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)  # like the deploy: a new file by rename
+    return doc
+
+
+@dataclass
+class Platform:
+    """A PostgreSQL, a Redis, secrets and config for the platform's processes."""
+
+    root: Path
+    pg: Postgres
+    redis: Redis
+    jwt_key: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "runtime.json"
+
+    def env(self, **extra) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "TASKS_PG_HOST": "127.0.0.1", "TASKS_PG_PORT": str(self.pg.port), "TASKS_PG_DATABASE": self.pg.database,
+            "TASKS_PG_USER": self.pg.user, "TASKS_REDIS_HOST": "127.0.0.1", "TASKS_REDIS_PORT": str(self.redis.port),
+            "TASKS_SECRETS_DIR": str(self.secrets_dir), "TASKS_CONFIG_FILE": str(self.config_file),
+            "TASKS_RELEASE_COLOUR": "green", "TASKS_BUILD_VERSION": "test-1", "TASKS_WORKER_METRICS_PORT": "0",
+            "TASKS_LEASE_SECONDS": "3", "TASKS_CLAIM_IDLE_SECONDS": "2", "TASKS_MAINTENANCE_INTERVAL_SECONDS": "0.3",
+            "TASKS_CONFIG_POLL_SECONDS": "0.2", "PYTHONPATH": str(SERVICES),
+        })
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def run(self, *args: str, **env) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
+                              capture_output=True, text=True, timeout=120)
+
+    def spawn(self, *args: str, log_name: str | None = None, **env) -> subprocess.Popen:
+        log = open(self.root / f"{log_name or args[0]}-{len(self.processes)}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def start_api(self, processes: int = 1) -> str:
+        port = free_port()
+        self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes)
+        wait_port(port, 30)
+        return f"http://127.0.0.1:{port}"
+
+    def start_worker(self, heartbeat: str | None = None, **env) -> subprocess.Popen:
+        heartbeat = heartbeat or str(self.root / f"worker-{len(self.processes)}.heartbeat")
+        return self.spawn("worker", TASKS_HEARTBEAT_FILE=heartbeat, **env)
+
+    def stop_processes(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(25)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def stop(self) -> None:
+        self.stop_processes()
+        self.redis.stop()
+        self.pg.stop()
+
+
+def start_platform(root: Path | None = None, **config) -> Platform:
+    root = root or Path(tempfile.mkdtemp(prefix="taskplatform-"))
+    os.chmod(root, 0o755)
+    pg = Postgres(root / "pg").start()
+    redis = Redis(root / "redis").start()
+    platform = Platform(root, pg, redis, jwt_key=secrets.token_urlsafe(32))
+    write_secrets(platform.secrets_dir, pg, redis, platform.jwt_key)
+    write_config(platform.config_file, **config)
+    migrated = platform.run("migrate")
+    if migrated.returncode != 0:
+        platform.stop()
+        raise RuntimeError(f"migrate failed:\n{migrated.stdout}\n{migrated.stderr}")
+    return platform
