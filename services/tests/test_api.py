@@ -1,0 +1,145 @@
+"""The API contract against the real API process, PostgreSQL and Redis (no worker running:
+tasks stay queued, which is what cancel and the listing tests need)."""
+
+import time
+
+import jwt
+import requests
+
+ERROR_KEYS = {"code", "message", "request_id"}
+
+
+def assert_error(response, status: int, code: str):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == ERROR_KEYS and body["code"] == code, body
+    assert "Traceback" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_create_returns_202_and_the_queued_task(tenant):
+    response = tenant.create("checksum", {"x": [1, 2]})
+    assert response.status_code == 202
+    task = response.json()
+    assert task["status"] == "queued" and task["kind"] == "checksum" and task["payload"] == {"x": [1, 2]}
+    assert task["tenant"] == tenant.name and task["attempts"] == 0
+    assert tenant.get(task["id"]).json() == task
+
+
+def test_same_idempotency_key_returns_the_same_task(tenant):
+    first = tenant.create("checksum", {"n": 1}, key="order-42")
+    again = tenant.create("checksum", {"n": 1}, key="order-42")
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert tenant.create("checksum", {"n": 1}, key="order-43").json()["id"] != first.json()["id"]
+
+
+def test_idempotency_keys_are_per_tenant(tenant, other_tenant):
+    assert tenant.create(key="shared").json()["id"] != other_tenant.create(key="shared").json()["id"]
+
+
+def test_another_tenants_task_is_a_404(tenant, other_tenant):
+    task = tenant.create().json()
+    assert_error(other_tenant.get(task["id"]), 404, "not_found")
+    assert_error(other_tenant.session.post(f"{other_tenant.base}/v1/tasks/{task['id']}/cancel"), 404, "not_found")
+    assert task["id"] not in [t["id"] for t in other_tenant.session.get(f"{other_tenant.base}/v1/tasks").json()["items"]]
+
+
+def test_unknown_and_malformed_ids_are_404(tenant):
+    assert_error(tenant.get("00000000-0000-0000-0000-000000000000"), 404, "not_found")
+    assert_error(tenant.get("not-a-uuid"), 404, "not_found")
+
+
+def test_missing_bad_and_expired_tokens_are_401(api_url, platform):
+    assert_error(requests.get(f"{api_url}/v1/tasks"), 401, "unauthorized")
+    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "not-the-key-but-long-enough-for-hs256", algorithm="HS256")
+    assert_error(requests.get(f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {forged}"}), 401, "unauthorized")
+    expired = jwt.encode({"sub": "x", "exp": int(time.time()) - 10}, platform.jwt_key, algorithm="HS256")
+    assert_error(requests.get(f"{api_url}/v1/tasks", headers={"Authorization": f"Bearer {expired}"}), 401, "unauthorized")
+
+
+def test_invalid_input_is_422_in_the_error_shape(tenant):
+    assert_error(tenant.create("launch-missiles"), 422, "invalid_request")
+    assert_error(tenant.create("sleep", {"seconds": 999}), 422, "invalid_request")
+    assert_error(tenant.create("fail", {}), 422, "invalid_request")
+    broken = tenant.session.post(f"{tenant.base}/v1/tasks", data=b"{not json", timeout=5,
+                                 headers={"Content-Type": "application/json"})
+    assert_error(broken, 422, "invalid_request")
+    assert_error(tenant.session.get(f"{tenant.base}/v1/tasks", params={"cursor": "garbage"}), 400, "invalid_cursor")
+    assert_error(tenant.session.get(f"{tenant.base}/nope"), 404, "not_found")
+
+
+def test_request_id_is_taken_from_the_caller(tenant):
+    response = tenant.session.get(f"{tenant.base}/v1/tasks/nope", headers={"X-Request-ID": "abc-123"})
+    assert response.json()["request_id"] == "abc-123" and response.headers["x-request-id"] == "abc-123"
+
+
+def test_cancel_a_queued_task_then_cancel_again_is_409(tenant):
+    task = tenant.create("sleep", {"seconds": 1}).json()
+    cancelled = tenant.session.post(f"{tenant.base}/v1/tasks/{task['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert_error(tenant.session.post(f"{tenant.base}/v1/tasks/{task['id']}/cancel"), 409, "conflict")
+    assert_error(tenant.session.post(f"{tenant.base}/v1/tasks/{task['id']}/retry"), 409, "conflict")
+
+
+def test_pagination_has_no_gaps_or_duplicates_and_filters(tenant):
+    created = [tenant.create("checksum" if i % 3 else "sleep", {"seconds": 0} if i % 3 == 0 else {"i": i}).json()["id"]
+               for i in range(23)]
+    seen, cursor = [], None
+    while True:
+        page = tenant.session.get(f"{tenant.base}/v1/tasks", params={"limit": 5, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 23 and set(seen) == set(created)
+    assert seen == list(reversed(created))  # newest first
+    sleeps = tenant.session.get(f"{tenant.base}/v1/tasks", params={"kind": "sleep", "limit": 100}).json()["items"]
+    assert len(sleeps) == 8 and {t["kind"] for t in sleeps} == {"sleep"}
+    queued = tenant.session.get(f"{tenant.base}/v1/tasks", params={"status": "queued", "limit": 100}).json()["items"]
+    assert len(queued) == 23
+    assert_error(tenant.session.get(f"{tenant.base}/v1/tasks", params={"status": "bogus"}), 422, "invalid_request")
+
+
+def test_rate_limit_from_live_config_gives_429_with_retry_after(tenant, runtime_config):
+    runtime_config(rate_limit_per_minute=5)
+    statuses = [tenant.session.get(f"{tenant.base}/v1/tasks").status_code for _ in range(7)]
+    if 429 not in statuses:  # the minute window rolled over between requests: one more round
+        statuses = [tenant.session.get(f"{tenant.base}/v1/tasks").status_code for _ in range(7)]
+    assert statuses.count(200) <= 5 and 429 in statuses
+    limited = tenant.session.get(f"{tenant.base}/v1/tasks")
+    assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+def test_health_ready_version_and_config(api_url):
+    assert requests.get(f"{api_url}/health").json() == {"status": "ok"}
+    assert requests.get(f"{api_url}/health/ready").status_code == 200
+    assert requests.get(f"{api_url}/version").json() == {"version": "test-1", "colour": "green"}
+    config = requests.get(f"{api_url}/v1/config").json()
+    assert set(config) == {"version", "hash"} and len(config["hash"]) == 16
+
+
+def test_config_hot_reload_applies_valid_and_rejects_invalid(api_url, platform, runtime_config):
+    def rejections() -> float:
+        text = requests.get(f"{api_url}/metrics").text
+        return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("config_rejections_total"))
+
+    version = runtime_config(rate_limit_per_minute=1234)
+    before = rejections()
+    platform.config_file.write_text('{"version": "bad", "rate_limit_per_minute": -1, "surprise": 1}')
+    deadline = time.monotonic() + 10
+    while rejections() < before + 2 and time.monotonic() < deadline:  # both API processes reject it
+        time.sleep(0.1)
+    assert rejections() >= before + 2
+    assert requests.get(f"{api_url}/v1/config").json()["version"] == version  # the old one stays
+    assert requests.get(f"{api_url}/health/ready").status_code == 200
+
+
+def test_metrics_expose_the_platform_figures(api_url, tenant):
+    tenant.create()
+    text = requests.get(f"{api_url}/metrics").text
+    for name in ("http_request_duration_seconds_bucket", "http_requests_total", "tasks_created_total",
+                 "queue_stream_length", "tasks_by_status", "config_reloads_total", "config_version_info"):
+        assert name in text, name
