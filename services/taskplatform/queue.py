@@ -4,6 +4,8 @@ reconciler re-enqueues from PostgreSQL), and a duplicate is harmless (claims are
 from __future__ import annotations
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 
 STREAM = "tasks:stream"
@@ -12,8 +14,10 @@ MAXLEN = 200_000  # approximate trim; entries are acked long before this
 
 
 def connect(host: str, port: int, password: str) -> redis.Redis:
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=5, socket_connect_timeout=3,
-                       health_check_interval=10, retry_on_timeout=False)
+    # Fail fast (one quick retry): during a Redis outage the API must keep answering (the row is
+    # committed; the reconciler enqueues later) and the worker has its own backoff loop.
+    return redis.Redis(host=host, port=port, password=password, socket_timeout=5, socket_connect_timeout=2,
+                       health_check_interval=10, retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
 
 
 async def enqueue(client: redis.Redis, task_id: str) -> None:

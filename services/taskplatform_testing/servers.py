@@ -184,16 +184,21 @@ class Platform:
         heartbeat = heartbeat or str(self.root / f"worker-{len(self.processes)}.heartbeat")
         return self.spawn("worker", TASKS_HEARTBEAT_FILE=heartbeat, **env)
 
-    def stop_processes(self) -> None:
-        for proc in self.processes:
+    def stop_workers(self) -> None:
+        self.stop_processes(only="worker")
+
+    def stop_processes(self, only: str | None = None) -> None:
+        chosen = [p for p in self.processes if only is None or p.args[-1] == only]
+        for proc in chosen:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes:
+        for proc in chosen:
             try:
                 proc.wait(25)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        self.processes.clear()
+                proc.wait(5)
+            self.processes.remove(proc)
 
     def stop(self) -> None:
         self.stop_processes()

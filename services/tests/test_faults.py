@@ -11,10 +11,7 @@ import pytest
 @pytest.fixture
 def clean_workers(platform, api_url):
     yield
-    for proc in list(platform.processes):
-        if proc.args[-1] == "worker" and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+    platform.stop_workers()
 
 
 def test_kill_9_mid_task_is_reclaimed_and_completed_once(platform, tenant, clean_workers):

@@ -17,8 +17,7 @@ from taskplatform.kinds import canonical_json
 def workers(platform, api_url):
     procs = [platform.start_worker(), platform.start_worker()]
     yield procs
-    platform.stop_processes()
-    platform.start_api(processes=2)  # stop_processes stopped the API too; later modules need one
+    platform.stop_workers()
 
 
 def test_checksum_task_is_processed(workers, tenant):
