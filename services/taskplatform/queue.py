@@ -42,3 +42,12 @@ async def queue_depth(client: redis.Redis) -> tuple[int, int]:
     except ResponseError:
         pending = 0
     return length, pending
+
+
+async def undelivered(client: redis.Redis) -> int | None:
+    """Entries the group has not read yet (Redis >= 7.0 'lag'); None when Redis cannot tell."""
+    for group in await client.xinfo_groups(STREAM):
+        name = group.get("name") or group.get(b"name")
+        if name in (GROUP, GROUP.encode()):
+            return group.get("lag")
+    return 0

@@ -162,13 +162,15 @@ class TaskStore:
             "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
         return [r["id"] for r in rows]
 
-    async def stale(self, queued_after_seconds: float, limit: int = 500) -> list[uuid.UUID]:
-        """Tasks to enqueue again: queued for too long (their message may be lost with a Redis
-        restart) or running with an expired lease (their worker died). Marks them re-enqueued."""
+    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> list[uuid.UUID]:
+        """Tasks to enqueue again: running with an expired lease (their worker died) and, unless
+        ``queued_after_seconds`` is None, queued for longer than that (their message may have
+        been lost with a Redis restart). Marks them re-enqueued now."""
         rows = await self.pool.fetch(
             "UPDATE tasks SET status = 'queued', lease_until = NULL, updated_at = clock_timestamp() "
             "WHERE id IN (SELECT id FROM tasks WHERE "
-            "  (status = 'queued' AND updated_at < clock_timestamp() - make_interval(secs => $1)) OR "
+            "  ($1::float8 IS NOT NULL AND status = 'queued' "
+            "   AND updated_at < clock_timestamp() - make_interval(secs => $1::float8)) OR "
             "  (status = 'running' AND lease_until < clock_timestamp()) "
             "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
             queued_after_seconds, limit)

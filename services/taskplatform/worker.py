@@ -130,7 +130,12 @@ class Worker:
                     await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
         for task_id in await self.store.due_retries():
             await queue.enqueue(self.redis, str(task_id))
-        stale = await self.store.stale(self.config.config.reconcile_after_seconds)
+        # Queued tasks are re-enqueued only when the stream has nothing undelivered: with a
+        # backlog their messages are still there (re-enqueueing would flood it with duplicates);
+        # after a Redis restart that lost the stream, there is no backlog.
+        backlog = await queue.undelivered(self.redis)
+        queued_after = self.config.config.reconcile_after_seconds if not backlog else None
+        stale = await self.store.stale(queued_after)
         for task_id in stale:
             await queue.enqueue(self.redis, str(task_id))
         if stale:
