@@ -69,7 +69,7 @@ def up(env: str, lock_wait: float) -> int:
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    argv = [pyinfra, "-y", "--no-wait", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
+    argv = [pyinfra, "-y", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]
     with environment_lock(REPO, env, lock_wait):
         result = subprocess.run(argv, cwd=REPO, check=False)

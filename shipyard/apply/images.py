@@ -1,0 +1,233 @@
+"""pyinfra operation: the locally built images on a host, rebuilt only when their source changed.
+
+``ensure_images(local_build_plan(...), repo_root, remote_build_root)`` adds ONE operation per
+host. At run time it reads every image it cares about with one ``docker image inspect``
+(fact ``DockerImageLabels``), decides with the pure ``plan_image_builds`` which images are out
+of date, and only then ships their build contexts and builds them, in plan order:
+
+- an image is rebuilt when it is missing, when its ``org.shipyard.source-hash`` label differs
+  from ``ImageBuild.source_hash`` (the context's files changed), or when the image named by its
+  ``BASE_IMAGE`` build arg is rebuilt in the same run or is no longer the image it was built on
+  (label ``org.shipyard.base-id``) — so a new base always carries its images along;
+- a context is shipped as one tar (``<remote_build_root>/<name>``), then built by
+  ``images/build-image.sh`` (docker build with the labels; the app's wheelhouse first) or, for
+  the debootstrap base, ``images/base/build.sh``. Both print their log's tail on failure, so the
+  deploy stops with the reason;
+- nothing to build: the operation yields no command and reports no change (one fact call).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+
+from shipyard.commands import to_shell
+from shipyard.images import SOURCE_HASH_LABEL, ImageBuild
+
+log = logging.getLogger("shipyard")
+
+# The id of the image named by BASE_IMAGE when this image was built (set by build-image.sh).
+BASE_ID_LABEL = "org.shipyard.base-id"
+BUILD_SCRIPT = "images/build-image.sh"  # repo-relative; shipped next to the contexts
+BASE_BUILD_SCRIPT = "build.sh"  # inside a debootstrap context
+_SKIPPED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+
+
+# --- pure: what to build ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ObservedImage:
+    """An image as ``docker image inspect`` reports it on the host."""
+
+    id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    build: ImageBuild
+    reason: str
+
+
+def normalize_ref(ref: str) -> str:
+    """``name`` → ``name:latest`` (as docker lists it in RepoTags); digests and tags unchanged."""
+    if "@" in ref:
+        return ref
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else f"{ref}:latest"
+
+
+def base_of(build: ImageBuild) -> str | None:
+    return build.build_args.get("BASE_IMAGE") or None
+
+
+def refs_to_inspect(builds: Sequence[ImageBuild]) -> tuple[str, ...]:
+    """Every image the plan needs to know about: the images it builds and their bases."""
+    refs = {b.ref for b in builds} | {base for b in builds if (base := base_of(b))}
+    return tuple(sorted(refs))
+
+
+def parse_image_inspect(lines: Iterable[str]) -> dict[str, ObservedImage]:
+    """Lines of ``docker image inspect --format INSPECT_FORMAT`` → ref → image (by every tag)."""
+    images: dict[str, ObservedImage] = {}
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("["):
+            continue  # docker's "Error: No such image" noise, blank lines
+        try:
+            tags_json, image_id, labels_json = line.split(" ", 2)
+            tags = json.loads(tags_json) or []
+            labels = json.loads(labels_json) or {}
+        except ValueError:
+            continue
+        for tag in tags:
+            images[tag] = ObservedImage(id=image_id, labels=labels)
+    return images
+
+
+def stale_reason(build: ImageBuild, observed: Mapping[str, ObservedImage], rebuilt: set[str]) -> str | None:
+    """Why ``build`` must be built now, or None when the image on the host is up to date."""
+    image = observed.get(normalize_ref(build.ref))
+    if image is None:
+        return "not on the host yet"
+    have = image.labels.get(SOURCE_HASH_LABEL, "")
+    if have != build.source_hash:
+        return f"source changed (image has {have or 'no source hash'}, context is {build.source_hash})"
+    base = base_of(build)
+    if base:
+        if normalize_ref(base) in rebuilt:
+            return f"its base {base} is rebuilt"
+        base_now = observed.get(normalize_ref(base))
+        built_on = image.labels.get(BASE_ID_LABEL, "")
+        if base_now is not None and built_on and base_now.id != built_on:
+            return f"its base {base} changed since it was built"
+    return None
+
+
+def plan_image_builds(builds: Sequence[ImageBuild], observed: Mapping[str, ObservedImage]) -> list[PlannedBuild]:
+    """The builds to run, in plan order (bases first), each with the reason."""
+    planned: list[PlannedBuild] = []
+    rebuilt: set[str] = set()
+    for build in builds:
+        reason = stale_reason(build, observed, rebuilt)
+        if reason:
+            planned.append(PlannedBuild(build, reason))
+            rebuilt.add(normalize_ref(build.ref))
+    return planned
+
+
+def image_dir_name(ref: str) -> str:
+    """``shipyard/postgres:15`` → ``postgres``: the folder its context is shipped to."""
+    name = ref.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+    return name or "image"
+
+
+def context_files(root: Path) -> list[Path]:
+    """The files of a build context, sorted; caches and a stale wheelhouse are left behind."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part in _SKIPPED_PARTS for part in rel.parts):
+            continue
+        if rel.parts[0] == "wheelhouse" or path.suffix == ".pyc":
+            continue
+        files.append(path)
+    return files
+
+
+def context_tar(root: Path, extra: Mapping[str, bytes] | None = None) -> bytes:
+    """A deterministic tar of a build context (mtime 0, root-owned, modes kept) + extra files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        entries = [(p.relative_to(root).as_posix(), p.read_bytes(), p.stat().st_mode & 0o777)
+                   for p in context_files(root)]
+        entries += [(name, data, 0o755) for name, data in (extra or {}).items()]
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def build_argv(build: ImageBuild, remote_dir: str) -> list[str]:
+    """The one command that builds ``build`` from its context shipped to ``remote_dir``."""
+    if build.debootstrap:
+        return ["sh", f"{remote_dir}/{BASE_BUILD_SCRIPT}", build.ref, build.source_hash]
+    argv = ["sh", f"{remote_dir}/{PurePosixPath(BUILD_SCRIPT).name}"]
+    if build.wheelhouse_requirements:
+        argv += ["--wheelhouse", PurePosixPath(build.wheelhouse_requirements).relative_to(build.context).as_posix()]
+    argv += [build.ref, build.source_hash, remote_dir]
+    argv += [f"{key}={value}" for key, value in sorted(build.build_args.items())]
+    return argv
+
+
+# --- impure: reading the host, shipping and building ------------------------------------------
+
+INSPECT_FORMAT = "{{json .RepoTags}} {{.Id}} {{json .Config.Labels}}"
+
+
+class DockerImageLabels(FactBase):
+    """ref → ObservedImage for those of ``refs`` present on the host; one docker call."""
+
+    def requires_command(self, refs) -> str:
+        return "docker"
+
+    def command(self, refs) -> str:
+        # Missing images make docker exit 1 while still printing the ones it found.
+        return to_shell(["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs]) + " 2>/dev/null || true"
+
+    def process(self, output):
+        return parse_image_inspect(output)
+
+    @staticmethod
+    def default():
+        return {}
+
+
+def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str) -> Iterator:
+    build = planned.build
+    remote_dir = f"{remote_build_root.rstrip('/')}/{image_dir_name(build.ref)}"
+    extra = {} if build.debootstrap else {PurePosixPath(BUILD_SCRIPT).name: (repo / BUILD_SCRIPT).read_bytes()}
+    tar_path = f"{remote_dir}.tar"
+    yield FileUploadCommand(io.BytesIO(context_tar(repo / build.context, extra)), tar_path)
+    yield StringCommand(" && ".join(to_shell(argv) for argv in (
+        ["rm", "-rf", remote_dir], ["mkdir", "-p", remote_dir], ["tar", "-C", remote_dir, "-xf", tar_path],
+        ["rm", "-f", tar_path])))
+    yield StringCommand(to_shell(build_argv(build, remote_dir)))
+
+
+@operation()
+def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str):
+    """Build the images of ``builds`` that are missing or out of date on the host, in order."""
+    observed = host.get_fact(DockerImageLabels, refs=refs_to_inspect(builds))
+    planned = plan_image_builds(builds, observed)
+    if not planned:
+        host.noop(f"{len(builds)} images up to date: {', '.join(b.ref for b in builds)}")
+        return
+    for item in planned:
+        log.warning("host %s: build %s: %s", host.name, item.build.ref, item.reason)
+    yield StringCommand(to_shell(["mkdir", "-p", remote_build_root]))
+    repo = Path(repo_root)
+    for item in planned:
+        yield from _build_commands(item, repo, remote_build_root)
+    # Replaced images of ours that nothing uses any more (never another project's images).
+    yield StringCommand(to_shell(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])
+                        + " >/dev/null")
+
+
+def ensure_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str) -> None:
+    if not builds:
+        return
+    names = ", ".join(image_dir_name(b.ref) for b in builds)
+    local_images(name=f"local images ({names})", builds=list(builds), repo_root=repo_root,
+                 remote_build_root=remote_build_root)
