@@ -55,11 +55,11 @@ def _testinfra_url(connect: str, data: dict | None = None) -> str:
 
 def pytest_generate_tests(metafunc):
     settings = _settings(metafunc.config)
-    if "target" in metafunc.fixturenames:
-        metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")
     if "service" in metafunc.fixturenames:
         pairs = [(h.name, c.name) for h in settings.hosts for c in components_on(settings, h)]
         metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
+    elif "target" in metafunc.fixturenames:
+        metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

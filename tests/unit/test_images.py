@@ -1,0 +1,130 @@
+import io
+import json
+import shlex
+import tarfile
+
+from shipyard.apply.images import (BASE_ID_LABEL, DockerImageLabels, ObservedImage, build_argv, context_tar,
+                                   image_dir_name, normalize_ref, parse_image_inspect, plan_image_builds,
+                                   refs_to_inspect)
+from shipyard.images import LOCAL_IMAGES, SOURCE_HASH_LABEL, ImageBuild, local_build_plan
+
+BASE = ImageBuild(ref="shipyard/base:bookworm", context="images/base", source_hash="b1", debootstrap=True)
+PG = ImageBuild(ref="shipyard/postgres:15", context="images/postgres", source_hash="p1",
+                build_args={"BASE_IMAGE": "shipyard/base:bookworm"})
+APP = ImageBuild(ref="shipyard/taskplatform:0.1.0", context="services", source_hash="a1",
+                 build_args={"BASE_IMAGE": "python:3.11-slim-bookworm"},
+                 wheelhouse_requirements="services/requirements.txt")
+
+
+def image(image_id, source_hash, base_id=""):
+    labels = {SOURCE_HASH_LABEL: source_hash}
+    if base_id:
+        labels[BASE_ID_LABEL] = base_id
+    return ObservedImage(id=image_id, labels=labels)
+
+
+def reasons(builds, observed):
+    return {p.build.ref: p.reason for p in plan_image_builds(builds, observed)}
+
+
+def test_nothing_to_build_when_labels_match_and_base_unchanged():
+    observed = {BASE.ref: image("sha256:b", "b1"), PG.ref: image("sha256:p", "p1", base_id="sha256:b")}
+    assert plan_image_builds([BASE, PG], observed) == []
+
+
+def test_missing_image_is_built():
+    assert reasons([BASE, PG], {BASE.ref: image("sha256:b", "b1")}) == {PG.ref: "not on the host yet"}
+
+
+def test_changed_source_hash_rebuilds_only_that_image():
+    observed = {BASE.ref: image("sha256:b", "b1"), PG.ref: image("sha256:p", "old", base_id="sha256:b")}
+    assert list(reasons([BASE, PG], observed)) == [PG.ref]
+    assert "image has old, context is p1" in reasons([BASE, PG], observed)[PG.ref]
+
+
+def test_rebuilt_base_carries_its_images_along_in_order():
+    observed = {BASE.ref: image("sha256:b", "old"), PG.ref: image("sha256:p", "p1", base_id="sha256:b")}
+    planned = plan_image_builds([BASE, PG], observed)
+    assert [p.build.ref for p in planned] == [BASE.ref, PG.ref]
+    assert planned[1].reason == f"its base {BASE.ref} is rebuilt"
+
+
+def test_image_built_on_an_older_base_is_rebuilt():
+    # e.g. a run that rebuilt the base and then failed before its images were rebuilt
+    observed = {BASE.ref: image("sha256:new", "b1"), PG.ref: image("sha256:p", "p1", base_id="sha256:old")}
+    assert reasons([BASE, PG], observed) == {PG.ref: f"its base {BASE.ref} changed since it was built"}
+
+
+def test_unknown_base_id_does_not_force_a_rebuild():
+    # an official base that was pulled by the build itself: no id was known to record
+    observed = {APP.ref: image("sha256:a", "a1"), "python:3.11-slim-bookworm": image("sha256:py", "")}
+    assert plan_image_builds([APP], observed) == []
+
+
+def test_parse_inspect_output_maps_every_tag_and_skips_noise():
+    lines = [
+        '["shipyard/base:bookworm","shipyard/base:latest"] sha256:b {"org.shipyard.source-hash":"b1"}',
+        '["shipyard/postgres:15"] sha256:p {"a":"with spaces and } braces","org.shipyard.source-hash":"p1"}',
+        '["python:3.11-slim-bookworm"] sha256:py null',
+        "Error: No such image: shipyard/redis:7.0",
+        "",
+    ]
+    observed = parse_image_inspect(lines)
+    assert set(observed) == {"shipyard/base:bookworm", "shipyard/base:latest", "shipyard/postgres:15",
+                             "python:3.11-slim-bookworm"}
+    assert observed["shipyard/postgres:15"].labels["a"] == "with spaces and } braces"
+    assert observed["python:3.11-slim-bookworm"].labels == {}
+    assert DockerImageLabels().process(lines) == observed
+
+
+def test_fact_is_one_quoted_docker_call_for_all_refs():
+    refs = refs_to_inspect([BASE, PG, APP])
+    assert refs == ("python:3.11-slim-bookworm", "shipyard/base:bookworm", "shipyard/postgres:15",
+                    "shipyard/taskplatform:0.1.0")
+    command = DockerImageLabels().command(refs)
+    argv = shlex.split(command.split(" 2>/dev/null")[0])
+    assert argv[:4] == ["docker", "image", "inspect", "--format"] and argv[5:] == list(refs)
+    assert DockerImageLabels.default() == {}
+
+
+def test_refs_are_normalized_like_docker_lists_them():
+    assert normalize_ref("nginx") == "nginx:latest"
+    assert normalize_ref("mirror.example:5000/library/python") == "mirror.example:5000/library/python:latest"
+    assert normalize_ref("mirror.example:5000/library/python:3.11") == "mirror.example:5000/library/python:3.11"
+    assert image_dir_name("shipyard/postgres:15") == "postgres"
+    assert image_dir_name("mirror.example:5000/library/python:3.11") == "python"
+
+
+def test_build_commands_are_argv_with_hostile_values_kept_literal():
+    hostile = ImageBuild(ref="shipyard/x:1", context="images/x", source_hash="h",
+                         build_args={"BASE_IMAGE": "base; rm -rf /"})
+    argv = build_argv(hostile, "/srv/build/x")
+    assert argv == ["sh", "/srv/build/x/build-image.sh", "shipyard/x:1", "h", "/srv/build/x",
+                    "BASE_IMAGE=base; rm -rf /"]
+    assert build_argv(BASE, "/srv/build/base") == ["sh", "/srv/build/base/build.sh", BASE.ref, "b1"]
+    assert build_argv(APP, "/srv/build/taskplatform")[:4] == [
+        "sh", "/srv/build/taskplatform/build-image.sh", "--wheelhouse", "requirements.txt"]
+
+
+def test_context_tar_is_deterministic_and_leaves_caches_out(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "entry.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "entry.sh").chmod(0o755)
+    for junk in ("__pycache__/m.pyc", "wheelhouse/old.whl", "pkg/.pytest_cache/x"):
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_text("junk")
+    first = context_tar(tmp_path, {"build-image.sh": b"#!/bin/sh\n"})
+    assert first == context_tar(tmp_path, {"build-image.sh": b"#!/bin/sh\n"})
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == ["Dockerfile", "build-image.sh", "entry.sh"]
+    assert members["entry.sh"].mode == 0o755 and members["Dockerfile"].mtime == 0
+
+
+def test_local_plan_of_this_repo_builds_base_first(repo):
+    plan = local_build_plan(repo, "local", None, "0.1.0")
+    assert [b.ref for b in plan[:5]] == [LOCAL_IMAGES[n] for n in ("base", "python", "postgres", "redis", "nginx")]
+    for build in plan[:5]:
+        assert (repo / build.context).is_dir(), build.context
+    assert (repo / "images/base/build.sh").is_file() and (repo / "images/build-image.sh").is_file()
+    assert json.loads(json.dumps(refs_to_inspect(plan)))  # plain strings: a pyinfra fact argument
