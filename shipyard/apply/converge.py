@@ -81,6 +81,8 @@ def _report_failure(project_dir: str, project: str, tier: str, services: list[st
             health_log = (json.loads(out)[0]["State"].get("Health") or {}).get("Log") or []
         except (ValueError, IndexError, KeyError):
             health_log = []
+        if not health_log:
+            lines.append("health log: empty (the container stopped before its first health probe)")
         for probe in health_log[-3:]:
             lines.append(f"health probe exit {probe.get('ExitCode')}: {str(probe.get('Output', '')).strip()[:400]}")
     return "\n".join(lines) or "(no failing container found; see `docker compose ps -a`)"
