@@ -31,23 +31,37 @@ def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
     return ok, output.stdout, output.stderr
 
 
-def _desired(project_dir: str, project: str, services: dict[str, tuple[int, str]]) -> list[DesiredService]:
-    """services: name → (replicas, image ref)."""
-    _, out, _ = _run(commands.compose_config_hashes(project_dir, project))
-    hashes = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+def _read_state(project_dir: str, project: str, services: dict[str, tuple[int, str]]
+                ) -> tuple[list[DesiredService], list[ObservedContainer]]:
+    """services: name → (replicas, image ref). Config hashes, image ids and the project's
+    containers are read in one parallel round trip."""
     refs = sorted({ref for _, ref in services.values()})
+    reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
+             commands.compose_ps(project_dir, project)]
+    ok, output = host.run_shell_command(commands.parallel(reads))
+    (hash_rc, hash_out), (_, image_out), (ps_rc, ps_out) = commands.split_parallel(output.stdout, len(reads))
+    if hash_rc != 0 or ps_rc != 0:
+        raise OperationError(f"host {host.name}: reading the state of {project} failed "
+                             f"(`docker compose config --hash` / `ps` in {project_dir}):\n{output.stdout[-2000:]}")
+    hashes = dict(line.split(None, 1) for line in hash_out.splitlines() if line.strip())
     ids: dict[str, str] = {}
-    for ref in refs:  # one call per ref: a missing image must not hide the others
-        ok, out, _ = _run(commands.docker_image_ids([ref]), check=False)
-        if ok:
-            ids[ref] = out.strip()
-    return [DesiredService(name, component(name).tier, replicas, hashes[name].strip(), ids.get(ref))
-            for name, (replicas, ref) in services.items()]
+    for line in image_out.splitlines():
+        tags, _, image_id = line.rpartition(" ")
+        if tags.startswith("["):
+            for tag in json.loads(tags) or []:
+                ids[tag] = image_id
+    desired = [DesiredService(name, component(name).tier, replicas, hashes[name].strip(), ids.get(ref))
+               for name, (replicas, ref) in services.items()]
+    return desired, _containers(ps_out)
 
 
 def _observed(project_dir: str, project: str) -> list[ObservedContainer]:
     _, out, _ = _run(commands.compose_ps(project_dir, project))
-    rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+    return _containers(out)
+
+
+def _containers(ps_out: str) -> list[ObservedContainer]:
+    rows = [json.loads(line) for line in ps_out.splitlines() if line.strip().startswith("{")]
     if not rows:
         return []
     _, out, _ = _run(commands.docker_inspect([r["ID"] for r in rows]))
@@ -90,8 +104,8 @@ def _report_failure(project_dir: str, project: str, tier: str, services: list[st
 
 def converge_host(project_dir: str, project: str, services: dict[str, tuple[int, str]],
                   timeouts: dict[str, int]) -> None:
-    desired = _desired(project_dir, project, services)
-    plans = plan_host(desired, _observed(project_dir, project))
+    desired, observed = _read_state(project_dir, project, services)
+    plans = plan_host(desired, observed)
     changed_tiers = []
     for plan in plans:
         if plan.up_to_date:

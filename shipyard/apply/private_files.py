@@ -1,10 +1,11 @@
-"""A pyinfra operation for files owned by a numeric uid that has no name on the host.
+"""One pyinfra operation for a project's files: rendered config and secret files, checked in
+one fact call and changed only where they differ.
 
-Secret files belong to container uids (999 for postgres/redis, 10001 for the task platform)
-that usually have no account on the host. pyinfra's ``files.put``/``files.directory`` compare
-owners by *name* (``stat %U`` prints UNKNOWN for such uids) and so re-chown on every run; this
-operation compares numeric uid/gid/mode and the content hash, and does nothing when all match.
-Content is never printed: the upload source is an in-memory buffer.
+Why not ``files.put``/``files.directory`` per file: each costs a fact round trip (a no-op
+rollout must stay under 3 s), and they compare owners by *name* — secret files belong to
+container uids (999, 10001) with no account on the host, so they would be re-chowned on every
+run. Here owners are numeric, content is compared by sha256, and content is never printed:
+uploads come from in-memory buffers and operation names carry paths only.
 """
 
 from __future__ import annotations
@@ -12,48 +13,63 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import Sha256File
 
 
-class NumericOwnership(FactBase):
-    """(uid, gid, octal mode) of a path, or None when it does not exist."""
+@dataclass(frozen=True)
+class WantedPath:
+    path: str
+    uid: int
+    mode: str  # octal as stat prints it: "644", "400", "700"
+    content: bytes | None = None  # None: a directory
 
-    def command(self, path: str) -> str:
-        return f"stat -c '%u %g %a' {shlex.quote(path)} 2>/dev/null || true"
+
+class PathStates(FactBase):
+    """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return (f"for p in {quoted}; do if [ -d \"$p\" ]; then s=dir; "
+                "elif [ -f \"$p\" ]; then s=$(sha256sum \"$p\" | cut -d' ' -f1); else continue; fi; "
+                "printf '%s %s %s\\n' \"$(stat -c '%u %g %a' \"$p\")\" \"$s\" \"$p\"; done")
 
     def process(self, output):
-        line = " ".join(output).split()
-        return (int(line[0]), int(line[1]), line[2]) if len(line) == 3 else None
+        states = {}
+        for line in output:
+            uid, gid, mode, digest, path = line.split(" ", 4)
+            states[path] = (int(uid), int(gid), mode, digest)
+        return states
 
 
-def _ensure_ownership(path: str, uid: int, mode: str, is_new: bool):
-    if is_new or host.get_fact(NumericOwnership, path=path) != (uid, uid, mode):
-        yield StringCommand("chown", f"{uid}:{uid}", shlex.quote(path))
-        yield StringCommand("chmod", mode, shlex.quote(path))
-        return True
-    return False
-
-
-@operation()
-def private_directory(path: str, uid: int, mode: str = "500"):
-    exists = host.get_fact(NumericOwnership, path=path) is not None
-    if not exists:
-        yield StringCommand("mkdir", "-p", shlex.quote(path))
-    changed = yield from _ensure_ownership(path, uid, mode, not exists)
-    if exists and not changed:
-        host.noop(f"directory {path} is present with uid {uid} mode {mode}")
+def _ownership(path: str, uid: int, mode: str):
+    yield StringCommand("chown", f"{uid}:{uid}", shlex.quote(path))
+    yield StringCommand("chmod", mode, shlex.quote(path))
 
 
 @operation()
-def private_file(content: bytes, dest: str, uid: int, mode: str = "400"):
-    current = host.get_fact(Sha256File, path=dest)
-    if current != hashlib.sha256(content).hexdigest():
-        yield FileUploadCommand(io.BytesIO(content), dest)
-        yield from _ensure_ownership(dest, uid, mode, True)
-        return
-    changed = yield from _ensure_ownership(dest, uid, mode, False)
+def project_paths(wanted: list[WantedPath]):
+    """Directories and files as wanted, in the given order (parents before children)."""
+    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted))
+    changed = []
+    for item in wanted:
+        state = states.get(item.path)
+        if item.content is None:
+            if state is None:
+                yield StringCommand("mkdir", "-p", shlex.quote(item.path))
+            if state is None or state[:3] != (item.uid, item.uid, item.mode):
+                yield from _ownership(item.path, item.uid, item.mode)
+                changed.append(item.path)
+            continue
+        digest = hashlib.sha256(item.content).hexdigest()
+        if state is None or state[3] != digest:
+            yield FileUploadCommand(io.BytesIO(item.content), item.path)
+            yield from _ownership(item.path, item.uid, item.mode)
+            changed.append(item.path)
+        elif state[:3] != (item.uid, item.uid, item.mode):
+            yield from _ownership(item.path, item.uid, item.mode)
+            changed.append(item.path)
     if not changed:
-        host.noop(f"file {dest} is current (uid {uid}, mode {mode})")
+        host.noop(f"{len(wanted)} paths are current")

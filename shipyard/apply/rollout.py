@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from shipyard import commands, images
 from shipyard.apply.converge import converge_host
-from shipyard.apply.private_files import private_directory, private_file
+from shipyard.apply.private_files import WantedPath, project_paths
 from shipyard.catalog import Component
 from shipyard.render import RenderedHost
 from shipyard.render.templates import render_template
@@ -24,34 +22,33 @@ def _secret_bytes(secret_file, values: dict[str, Secret]) -> bytes:
     return value.encode()
 
 
-def ship_project(settings: EnvironmentSettings, rendered: RenderedHost) -> str:
-    root = commands.project_dir(settings.deploy_root, settings.name)
-    files.directory(name=f"project directory {root}", path=root, mode="0755", present=True)
+def project_files(root: str, rendered: RenderedHost) -> list[WantedPath]:
+    """The rendered project: directories 0755 and files 0644, owned by root."""
+    wanted = [WantedPath(root, 0, "755")]
     for rel in sorted({p.rsplit("/", 1)[0] for p in rendered.files if "/" in p}):
-        files.directory(name=f"config dir {rel}", path=f"{root}/{rel}", mode="0755", present=True)
-    for rel, content in rendered.files.items():
-        files.put(name=f"file {rel}", src=io.BytesIO(content), dest=f"{root}/{rel}", mode="0644")
-    return root
+        wanted.append(WantedPath(f"{root}/{rel}", 0, "755"))
+    wanted += [WantedPath(f"{root}/{rel}", 0, "644", content) for rel, content in sorted(rendered.files.items())]
+    return wanted
 
 
-def deliver_secrets(root: str, on_host: tuple[Component, ...], values: dict[str, Secret]) -> None:
-    """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it."""
-    files.directory(name="secrets dir", path=f"{root}/secrets", mode="0700", present=True)
+def secret_files(root: str, on_host: tuple[Component, ...], values: dict[str, Secret]) -> list[WantedPath]:
+    """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it,
+    in a 0500 directory of that uid, under a 0700 root-only secrets directory."""
+    wanted = [WantedPath(f"{root}/secrets", 0, "700")]
     for spec in on_host:
         if not spec.secrets:
             continue
         folder = f"{root}/secrets/{spec.name}"
-        private_directory(name=f"secrets of {spec.name}", path=folder, uid=spec.uid, mode="500")
-        for secret_file in spec.secrets:
-            # The operation name carries no value; the content is compared by hash.
-            private_file(name=f"secret {spec.name}/{secret_file.target}", content=_secret_bytes(secret_file, values),
-                         dest=f"{folder}/{secret_file.target}", uid=spec.uid, mode="400")
+        wanted.append(WantedPath(folder, spec.uid, "500"))
+        wanted += [WantedPath(f"{folder}/{s.target}", spec.uid, "400", _secret_bytes(s, values)) for s in spec.secrets]
+    return wanted
 
 
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret]) -> None:
-    root = ship_project(settings, rendered)
+    root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = components_on(settings, rendered.host)
-    deliver_secrets(root, on_host, values)
+    project_paths(name=f"project files and secrets in {root}",
+                  wanted=project_files(root, rendered) + secret_files(root, on_host, values))
     services = {}
     for spec in on_host:
         if spec.name in ("postgres", "redis", "edge"):

@@ -15,3 +15,11 @@ def test_compose_commands_name_project_and_file():
     assert argv[:8] == ["docker", "compose", "--project-directory", "/opt/shipyard/ci", "-f",
                         "/opt/shipyard/ci/compose.yaml", "-p", "shipyard-ci"]
     assert argv[8:] == ["ps", "-a", "--format", "json"]
+
+
+def test_parallel_reads_keep_each_commands_exit_code_and_output():
+    import subprocess
+
+    script = commands.parallel([["echo", "a; rm -rf /"], ["sh", "-c", "echo two; exit 3"], ["true"]])
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert commands.split_parallel(out, 3) == [(0, "a; rm -rf /\n"), (3, "two\n"), (0, "")]
