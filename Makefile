@@ -17,6 +17,7 @@ help:
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
+	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
 venv: $(VENV)/.installed
@@ -70,7 +71,8 @@ test-e2e: venv
 bench-rollout: venv
 	$(PY) tests/bench/bench_rollout.py --env ci
 
-bench-api: venv
+bench-api: venv host-test-deps
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	PYTHONPATH=services $(PY) services/bench/bench_api.py $(BENCH_ARGS)
 
 clean:
