@@ -11,10 +11,12 @@ from pyinfra import host
 from shipyard import images
 from shipyard.apply.engine import ensure_docker_engine
 from shipyard.apply.images import ensure_images
+from shipyard.apply.pull import ensure_official_images
 from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
 from shipyard.secretstore import load_or_create
+from shipyard.topology import components_on
 
 REPO = Path(__file__).resolve().parent
 
@@ -22,6 +24,8 @@ settings = load_environment(REPO, host.data.get("shipyard_env"))
 this_host = next(h for h in settings.hosts if h.connect == host.name)
 
 ensure_docker_engine(debootstrap=settings.images.source == "local")
+ensure_official_images(images.images_to_pull([c.name for c in components_on(settings, this_host)],
+                                             settings.images.source, settings.images.mirror), settings.name)
 ensure_images(images.local_build_plan(REPO, settings.images.source, settings.images.mirror, settings.app.version),
               repo_root=str(REPO), remote_build_root=f"{settings.deploy_root}/build")
 roll_out(settings, render_host(settings, this_host), load_or_create(REPO, settings.name))

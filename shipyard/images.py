@@ -66,6 +66,26 @@ def official_ref(name: str, mirror: str | None) -> str:
     return f"{mirror.rstrip('/')}/library/{ref}"
 
 
+# Compose service → third-party image name; services not listed run the app image.
+SERVICE_IMAGES = {"postgres": "postgres", "redis": "redis", "edge": "nginx"}
+
+
+def service_image(service: str, source: ImageSource, mirror: str | None, app_version: str) -> str:
+    """The image a compose service runs."""
+    if service in SERVICE_IMAGES:
+        return component_image(SERVICE_IMAGES[service], source, mirror)
+    return app_image(app_version)
+
+
+def images_to_pull(services: list[str], source: ImageSource, mirror: str | None) -> list[str]:
+    """Upstream images a host needs from a registry (none with the ``local`` source)."""
+    if source != "official":
+        return []
+    # The app image is built on every host, on the official python image.
+    names = {SERVICE_IMAGES[s] for s in services if s in SERVICE_IMAGES} | {"python"}
+    return sorted(official_ref(name, mirror) for name in names)
+
+
 def component_image(name: str, source: ImageSource, mirror: str | None) -> str:
     """The image a third-party component (postgres, redis, nginx) runs."""
     if source == "local":

@@ -51,11 +51,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
                   wanted=project_files(root, rendered) + secret_files(root, on_host, values))
     services = {}
     for spec in on_host:
-        if spec.name in ("postgres", "redis", "edge"):
-            ref = images.component_image("nginx" if spec.name == "edge" else spec.name,
-                                         settings.images.source, settings.images.mirror)
-        else:
-            ref = images.app_image(settings.app.version)
+        ref = images.service_image(spec.name, settings.images.source, settings.images.mirror, settings.app.version)
         replicas = settings.app.worker_replicas if spec.name == "worker" else 1
         services[spec.name] = (replicas, ref)
     timeouts = {"data": settings.health.data_timeout_s, "app": settings.health.app_timeout_s,

@@ -42,3 +42,20 @@ def test_failed_health_gate_prints_logs_and_health_then_a_fixed_rerun_recovers(e
     fixed = run_shipyard("up", "--env", env_name)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "changed tiers: data" in fixed.stdout
+
+
+def test_official_source_without_a_registry_stops_plainly_before_touching_containers(env_name):
+    import socket
+
+    import pytest
+
+    try:
+        socket.getaddrinfo("registry-1.docker.io", 443)
+        pytest.skip("a registry may answer from this machine")
+    except OSError:
+        pass
+    before = container_states(f"shipyard-{env_name}")
+    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official"})
+    assert result.returncode != 0
+    assert "no registry answers" in result.stdout and "set images.source to 'local'" in result.stdout
+    assert container_states(f"shipyard-{env_name}") == before

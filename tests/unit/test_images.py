@@ -128,3 +128,13 @@ def test_local_plan_of_this_repo_builds_base_first(repo):
         assert (repo / build.context).is_dir(), build.context
     assert (repo / "images/base/build.sh").is_file() and (repo / "images/build-image.sh").is_file()
     assert json.loads(json.dumps(refs_to_inspect(plan)))  # plain strings: a pyinfra fact argument
+
+
+def test_only_the_official_source_pulls_and_only_what_the_host_runs():
+    from shipyard import images
+
+    assert images.images_to_pull(["postgres", "api"], "local", None) == []
+    assert images.images_to_pull(["api", "worker", "edge"], "official", None) == ["nginx:1.22.1", "python:3.11-slim-bookworm"]
+    assert images.images_to_pull(["postgres"], "official", "mirror.example:5000") == [
+        "mirror.example:5000/library/postgres:15.10-bookworm", "mirror.example:5000/library/python:3.11-slim-bookworm"]
+    assert images.service_image("worker", "official", None, "1.2.3") == "shipyard/taskplatform:1.2.3"
