@@ -57,5 +57,6 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     before = container_states(f"shipyard-{env_name}")
     result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official"})
     assert result.returncode != 0
-    assert "no registry answers" in result.stdout and "set images.source to 'local'" in result.stdout
+    output = result.stdout + result.stderr
+    assert "no registry answers" in output and "set images.source to 'local'" in output
     assert container_states(f"shipyard-{env_name}") == before
