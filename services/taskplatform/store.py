@@ -94,19 +94,22 @@ class TaskStore:
                 pass  # a replica being down must not fail reads: the primary answers
         return [task_json(r) for r in await self.pool.fetch(sql, *args)]
 
-    async def cancel(self, tenant: str, task_id: uuid.UUID) -> dict | None:
+    async def _tenant_transition(self, tenant: str, task_id: uuid.UUID, assignments: str,
+                                 from_statuses: tuple[str, ...]) -> dict | None:
+        """One conditional UPDATE of a tenant's task; None when it is not in ``from_statuses``."""
         row = await self.pool.fetchrow(
-            f"UPDATE tasks SET status = 'cancelled', updated_at = clock_timestamp(), run_after = NULL "
-            f"WHERE id = $1 AND tenant = $2 AND status IN ('queued', 'retry_wait') RETURNING {_COLUMNS}",
-            task_id, tenant)
+            f"UPDATE tasks SET {assignments}, run_after = NULL, updated_at = clock_timestamp() "
+            f"WHERE id = $1 AND tenant = $2 AND status = ANY($3::text[]) RETURNING {_COLUMNS}",
+            task_id, tenant, list(from_statuses))
         return task_json(row) if row else None
 
+    async def cancel(self, tenant: str, task_id: uuid.UUID) -> dict | None:
+        return await self._tenant_transition(tenant, task_id, "status = 'cancelled'", ("queued", "retry_wait"))
+
     async def redrive(self, tenant: str, task_id: uuid.UUID) -> dict | None:
-        row = await self.pool.fetchrow(
-            f"UPDATE tasks SET status = 'queued', attempts = 0, error = NULL, run_after = NULL, "
-            f"updated_at = clock_timestamp() WHERE id = $1 AND tenant = $2 AND status = 'dead' RETURNING {_COLUMNS}",
-            task_id, tenant)
-        return task_json(row) if row else None
+        """A dead task starts over: attempts reset, error cleared, queued again."""
+        return await self._tenant_transition(tenant, task_id, "status = 'queued', attempts = 0, error = NULL",
+                                             ("dead",))
 
     async def counts_by_status(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
