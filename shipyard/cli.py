@@ -91,7 +91,13 @@ def down(env: str, volumes: bool) -> int:
     if not Path(project_dir, "compose.yaml").exists():
         print(f"{env}: nothing deployed at {project_dir}")
         return 0
-    return subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes), check=False).returncode
+    code = subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes), check=False).returncode
+    if code == 0 and volumes:
+        # A full teardown: the shipped project and its secret files go too; the next deploy
+        # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
+        shutil.rmtree(project_dir)
+        print(f"{env}: removed {project_dir}")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

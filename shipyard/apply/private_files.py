@@ -36,6 +36,10 @@ class PathStates(FactBase):
                 "elif [ -f \"$p\" ]; then s=$(sha256sum \"$p\" | cut -d' ' -f1); else continue; fi; "
                 "printf '%s %s %s\\n' \"$(stat -c '%u %g %a' \"$p\")\" \"$s\" \"$p\"; done")
 
+    @staticmethod
+    def default():
+        return {}  # nothing exists yet: pyinfra gives the default instead of processing no output
+
     def process(self, output):
         states = {}
         for line in output:

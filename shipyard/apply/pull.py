@@ -22,6 +22,10 @@ class MissingImages(FactBase):
         quoted = " ".join(shlex.quote(r) for r in refs)
         return f"for r in {quoted}; do docker image inspect --format . \"$r\" >/dev/null 2>&1 || echo \"$r\"; done"
 
+    @staticmethod
+    def default():
+        return []  # all present: no output, and pyinfra then gives the default
+
     def process(self, output):
         return [line.strip() for line in output if line.strip()]
 

@@ -1,0 +1,16 @@
+"""Facts whose command prints nothing in the common case must still give a usable value
+(pyinfra returns the fact's default instead of calling ``process`` on no output)."""
+
+from shipyard.apply.private_files import PathStates
+from shipyard.apply.pull import MissingImages
+
+
+def test_fresh_host_has_no_path_states():
+    assert PathStates.default() == {}
+    states = PathStates().process(["0 0 755 dir /opt/shipyard/ci", "10001 10001 400 ab12 /opt/shipyard/ci/secrets/api/k"])
+    assert states["/opt/shipyard/ci/secrets/api/k"] == (10001, 10001, "400", "ab12")
+
+
+def test_no_missing_images_is_an_empty_list():
+    assert MissingImages.default() == []
+    assert MissingImages().process(["nginx:1.22.1", ""]) == ["nginx:1.22.1"]
