@@ -20,7 +20,7 @@ UID_POSTGRES = 999
 UID_REDIS = 999
 UID_TASKPLATFORM = 10001
 
-SECRET_NAMES = ("postgres_password", "redis_password", "jwt_signing_key")
+SECRET_NAMES = ("postgres_password", "redis_password", "jwt_signing_key", "replication_password")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class Component:
     depends_on: tuple[str, ...] = ()
     hot_reload: bool = False  # config changes are picked up live: they must not recreate it
     one_shot: bool = False  # runs to completion once per deploy (migrations)
+    # Set for components that run as N numbered instances (``<name>-1`` ...): a function of the
+    # settings giving N. Each instance is its own compose service (own volume, own slot).
+    instances: str | None = None
 
 
 _APP_SECRETS = (SecretFile("postgres_password", "postgres_password"),
@@ -55,7 +58,13 @@ _APP_SECRETS = (SecretFile("postgres_password", "postgres_password"),
 
 COMPONENTS: tuple[Component, ...] = (
     Component("postgres", "data", "data", 5432, UID_POSTGRES,
-              secrets=(SecretFile("postgres_password", "postgres_password"),), config_dir="postgres"),
+              secrets=(SecretFile("postgres_password", "postgres_password"),
+                       SecretFile("replication_password", "replication_password")), config_dir="postgres"),
+    # Streaming replicas: cloned from the primary with pg_basebackup -R, one slot each. They
+    # authenticate as the replication role through a passfile, so no password sits in PGDATA.
+    Component("postgres-replica", "data", "data", 5432, UID_POSTGRES,
+              secrets=(SecretFile("replication_pgpass", "replication_password", template="postgres/pgpass.j2"),),
+              config_dir="postgres", depends_on=("postgres",), instances="postgres.replicas"),
     Component("redis", "data", "data", 6379, UID_REDIS,
               secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
               config_dir="redis"),
@@ -71,10 +80,22 @@ COMPONENTS: tuple[Component, ...] = (
 
 
 def component(name: str) -> Component:
+    """The spec of a compose service; ``postgres-replica-2`` is an instance of ``postgres-replica``."""
     for spec in COMPONENTS:
         if spec.name == name:
             return spec
+    base, _, number = name.rpartition("-")
+    if number.isdigit():
+        for spec in COMPONENTS:
+            if spec.name == base and spec.instances:
+                return spec
     raise KeyError(name)
+
+
+def instance_number(name: str) -> int | None:
+    """2 for ``postgres-replica-2``; None for a component that is not numbered."""
+    spec = component(name)
+    return int(name.rpartition("-")[2]) if spec.instances else None
 
 
 def components_in_tier(tier: Tier) -> tuple[Component, ...]:

@@ -71,9 +71,10 @@ SERVICE_IMAGES = {"postgres": "postgres", "redis": "redis", "edge": "nginx"}
 
 
 def service_image(service: str, source: ImageSource, mirror: str | None, app_version: str) -> str:
-    """The image a compose service runs."""
-    if service in SERVICE_IMAGES:
-        return component_image(SERVICE_IMAGES[service], source, mirror)
+    """The image a compose service runs (``postgres-replica-2`` runs the postgres image)."""
+    base = "postgres" if service.startswith("postgres-replica-") else service
+    if base in SERVICE_IMAGES:
+        return component_image(SERVICE_IMAGES[base], source, mirror)
     return app_image(app_version)
 
 

@@ -58,6 +58,10 @@ class PostgresSettings(Strict):
     max_connections: int = Field(100, ge=10, le=5000)
     shared_buffers_mb: int = Field(128, ge=16, le=65536)
     memory_limit_mb: int = Field(512, ge=128)
+    replicas: int = Field(1, ge=0, le=8, description="streaming replicas (0 = primary only)")
+    max_slot_wal_keep_size_mb: int = Field(1024, ge=64,
+                                           description="WAL a replication slot may hold back before the replica is cut off")
+    replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
 
 
 class RedisSettings(Strict):

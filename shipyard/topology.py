@@ -7,7 +7,7 @@ uses the provider host's ``address`` and the port the provider publishes there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shipyard.catalog import COMPONENTS, Component, component
 from shipyard.settings import EnvironmentSettings, HostSettings
@@ -21,19 +21,40 @@ class Endpoint:
     port: int
 
 
+def postgres_replicas(settings: EnvironmentSettings) -> tuple[str, ...]:
+    return tuple(f"postgres-replica-{i}" for i in range(1, settings.postgres.replicas + 1))
+
+
 def hosts_running(settings: EnvironmentSettings, name: str) -> tuple[HostSettings, ...]:
     role = component(name).role
     return tuple(h for h in settings.hosts if role in h.roles)
 
 
+def instance_count(settings: EnvironmentSettings, spec: Component) -> int:
+    """How many numbered instances of ``spec`` the settings ask for (see Component.instances)."""
+    section, _, key = (spec.instances or "").partition(".")
+    return getattr(getattr(settings, section), key)
+
+
 def components_on(settings: EnvironmentSettings, host: HostSettings) -> tuple[Component, ...]:
-    return tuple(c for c in COMPONENTS if c.role in host.roles
-                 and not (c.name == "worker" and settings.app.worker_replicas == 0))
+    """The compose services of ``host``, numbered instances expanded (``postgres-replica-1``...)."""
+    result = []
+    for spec in COMPONENTS:
+        if spec.role not in host.roles or (spec.name == "worker" and settings.app.worker_replicas == 0):
+            continue
+        if spec.instances:
+            result += [replace(spec, name=f"{spec.name}-{i}") for i in range(1, instance_count(settings, spec) + 1)]
+        else:
+            result.append(spec)
+    return tuple(result)
 
 
 def published_port(settings: EnvironmentSettings, name: str) -> int | None:
     """Host port a component publishes, or None when it is only reachable inside its network."""
     ports = settings.ports
+    if name.startswith("postgres-replica-"):
+        # Only consumers on other hosts (the API's reads) need a replica's port published.
+        return ports.postgres + int(name.rpartition("-")[2]) if needs_remote_access(settings, "postgres") else None
     return {"postgres": ports.postgres, "redis": ports.redis, "edge": ports.edge_http,
             "api": ports.api_direct}.get(name)
 
@@ -88,4 +109,18 @@ def endpoints(settings: EnvironmentSettings, name: str, from_host: HostSettings)
             binding = publish_binding(settings, provider, name)
             assert binding is not None
             result.append(Endpoint(provider.address, binding[1]))
+    return tuple(result)
+
+
+def endpoints_of_replicas(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
+    """How ``from_host`` reaches each PostgreSQL replica (for reads that tolerate lag)."""
+    data_hosts = hosts_running(settings, "postgres")
+    result = []
+    for name in postgres_replicas(settings):
+        if any(h.name == from_host.name for h in data_hosts):
+            result.append(Endpoint(name, 5432))
+        else:
+            binding = publish_binding(settings, data_hosts[0], name)
+            assert binding is not None
+            result.append(Endpoint(data_hosts[0].address, binding[1]))
     return tuple(result)

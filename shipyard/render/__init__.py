@@ -17,6 +17,8 @@ from shipyard.settings import EnvironmentSettings, HostSettings
 from shipyard.topology import components_on, endpoints
 
 COMPOSE_FILE = "compose.yaml"
+# A replica retries its clone this many times, 2 s apart, before it exits naming the primary.
+REPLICA_CLONE_ATTEMPTS = 15
 HEADER = ("# Rendered by Shipyard (`make render`); do not edit. Secrets are files under ./secrets/,\n"
           "# delivered at deploy time and never rendered here.\n")
 
@@ -41,9 +43,10 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
     base = {"env": settings.name}
     out: dict[str, dict[str, bytes]] = {}
     if "postgres" in dirs:
-        ctx = base | {"postgres": settings.postgres}
+        ctx = base | {"postgres": settings.postgres, "attempts": REPLICA_CLONE_ATTEMPTS}
         out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
-                           for n in ("postgresql.conf", "pg_hba.conf")}
+                           for n in ("postgresql.conf", "pg_hba.conf", "health.sh", "replica-entrypoint.sh",
+                                     "initdb/10-replication-role.sh")}
     if "redis" in dirs:
         out["redis"] = {"redis/redis.conf": render_template("redis/redis.conf.j2", base | {"redis": settings.redis}).encode()}
     if "taskplatform" in dirs:

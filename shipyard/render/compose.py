@@ -13,7 +13,7 @@ from typing import Any
 from shipyard import images
 from shipyard.catalog import Component
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import components_on, endpoint, publish_binding
+from shipyard.topology import components_on, endpoint, endpoints_of_replicas, publish_binding
 
 CONFIG_HASH_LABEL = "org.shipyard.config-hash"
 TIER_LABEL = "org.shipyard.tier"
@@ -38,7 +38,7 @@ def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[
     return {
         "TASKS_PG_HOST": pg.host, "TASKS_PG_PORT": str(pg.port),
         "TASKS_PG_DATABASE": settings.postgres.database, "TASKS_PG_USER": settings.postgres.user,
-        "TASKS_PG_READ_HOSTS": "",
+        "TASKS_PG_READ_HOSTS": ",".join(f"{e.host}:{e.port}" for e in endpoints_of_replicas(settings, host)),
         "TASKS_REDIS_HOST": redis.host, "TASKS_REDIS_PORT": str(redis.port),
         "TASKS_SECRETS_DIR": "/run/secrets",
         "TASKS_CONFIG_FILE": f"{CONFIG_MOUNTS['taskplatform']}/runtime.json",
@@ -48,27 +48,41 @@ def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[
     }
 
 
+def _postgres_service(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
+    """The primary, or a streaming replica (same image and config dir, its own volume and slot)."""
+    conf = CONFIG_MOUNTS["postgres"]
+    server = ["postgres", "-c", f"config_file={conf}/postgresql.conf"]
+    doc: dict[str, Any] = {
+        "image": images.component_image("postgres", settings.images.source, settings.images.mirror),
+        "environment": {"PGDATA": "/var/lib/postgresql/data/pgdata"},
+        "stop_grace_period": "30s",
+        "shm_size": "128m",
+        "mem_limit": f"{settings.postgres.memory_limit_mb}m",
+    }
+    if spec.name == "postgres":
+        doc["command"] = server
+        doc["environment"] = {"POSTGRES_USER": settings.postgres.user, "POSTGRES_DB": settings.postgres.database,
+                              "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **doc["environment"]}
+        doc["volumes"] = ["pgdata:/var/lib/postgresql/data",
+                          "./postgres/initdb:/docker-entrypoint-initdb.d:ro"]
+        # Over TCP on purpose: during first-boot init the entrypoint's temporary server listens
+        # on the socket only, which must not count as healthy.
+        doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "primary"], start="5s", retries=60)
+        return doc
+    slot = spec.name.replace("-", "_")  # replication slot names allow [a-z0-9_]
+    primary = endpoint(settings, "postgres", host)
+    doc["command"] = ["bash", f"{conf}/replica-entrypoint.sh", slot, primary.host, str(primary.port), *server]
+    doc["volumes"] = [f"pgdata-{spec.name.removeprefix('postgres-')}:/var/lib/postgresql/data"]
+    doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "replica"], start="10s", retries=60)
+    return doc
+
+
 def _service_specifics(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
     """The parts that differ per component: image, command, environment, healthcheck."""
     src, mirror = settings.images.source, settings.images.mirror
     app_image = images.app_image(settings.app.version)
-    if spec.name == "postgres":
-        return {
-            "image": images.component_image("postgres", src, mirror),
-            "command": ["postgres", "-c", f"config_file={CONFIG_MOUNTS['postgres']}/postgresql.conf"],
-            "environment": {"POSTGRES_USER": settings.postgres.user, "POSTGRES_DB": settings.postgres.database,
-                            "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
-                            "PGDATA": "/var/lib/postgresql/data/pgdata"},
-            "volumes": ["pgdata:/var/lib/postgresql/data"],
-            # Over TCP on purpose: during first-boot init the official entrypoint runs a
-            # temporary server on the socket only, which must not count as healthy.
-            "healthcheck": _healthcheck(["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432",
-                                         "-U", settings.postgres.user, "-d", settings.postgres.database],
-                                        start="5s", retries=60),
-            "stop_grace_period": "30s",
-            "shm_size": "128m",
-            "mem_limit": f"{settings.postgres.memory_limit_mb}m",
-        }
+    if spec.name == "postgres" or spec.name.startswith("postgres-replica-"):
+        return _postgres_service(spec, settings, host)
     if spec.name == "redis":
         return {
             "image": images.component_image("redis", src, mirror),

@@ -54,7 +54,8 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
 def test_each_service_gets_only_its_secrets_as_files(repo):
     services = rendered(repo, "ci")["ci"].compose["services"]
     targets = {name: sorted(s["target"] for s in svc.get("secrets", [])) for name, svc in services.items()}
-    assert targets["postgres"] == ["postgres_password"]
+    assert targets["postgres"] == ["postgres_password", "replication_password"]
+    assert targets["postgres-replica-1"] == ["replication_pgpass"]
     assert targets["redis"] == ["redis_auth.conf"]
     assert targets["worker"] == ["postgres_password", "redis_password"]
     assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password"]
@@ -77,3 +78,22 @@ def test_compose_yaml_is_valid_and_has_no_anchors(repo):
     text = rendered(repo, "local")["local"].files["compose.yaml"].decode()
     assert "&id" not in text and "*id" not in text
     assert yaml.safe_load(text)["name"] == "shipyard-local"
+
+
+def test_replicas_follow_the_setting_and_reads_go_to_them(repo):
+    from shipyard.inventory import load_environment
+    from shipyard.render import render_host
+
+    def services(replicas):
+        settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas)})
+        return render_host(settings, settings.hosts[0]).compose["services"]
+
+    none = services(0)
+    assert not [s for s in none if s.startswith("postgres-replica")]
+    assert none["api"]["environment"]["TASKS_PG_READ_HOSTS"] == ""
+    two = services(2)
+    assert two["api"]["environment"]["TASKS_PG_READ_HOSTS"] == "postgres-replica-1:5432,postgres-replica-2:5432"
+    slots = {two[f"postgres-replica-{i}"]["command"][2] for i in (1, 2)}
+    assert slots == {"postgres_replica_1", "postgres_replica_2"}
+    assert two["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
+    assert "ports" not in two["postgres-replica-1"]  # single host: reached on the compose network only
