@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: redis-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-api clean
 
 help:
@@ -14,6 +14,7 @@ help:
 	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py)"
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
+	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -39,6 +40,9 @@ up deploy: venv
 
 down: venv
 	$(PY) -m shipyard down --env $(ENV) $(if $(VOLUMES),--volumes,)
+
+redis-failover: venv
+	$(PY) -m shipyard redis-failover --env $(ENV)
 
 validate: venv
 	$(PY) -m shipyard validate --env $(ENV)

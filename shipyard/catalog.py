@@ -68,6 +68,14 @@ COMPONENTS: tuple[Component, ...] = (
     Component("redis", "data", "data", 6379, UID_REDIS,
               secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
               config_dir="redis"),
+    Component("redis-replica", "data", "data", 6379, UID_REDIS,
+              secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
+              config_dir="redis", depends_on=("redis",), instances="redis.replicas"),
+    # Sentinel rewrites its own config file (it records the current master, peers, epochs), so
+    # each Sentinel keeps it in its own volume, seeded from the rendered one on first start only.
+    Component("redis-sentinel", "data", "data", 26379, UID_REDIS,
+              secrets=(SecretFile("redis_password", "redis_password"),),
+              config_dir="redis", depends_on=("redis",), instances="redis.sentinels"),
     Component("migrate", "app", "app", None, UID_TASKPLATFORM, secrets=(_APP_SECRETS[0],),
               depends_on=("postgres",), one_shot=True),
     Component("api", "app", "app", 8000, UID_TASKPLATFORM,

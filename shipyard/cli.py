@@ -4,6 +4,7 @@
     python -m shipyard validate --env E
     python -m shipyard up --env E [--lock-wait S]
     python -m shipyard down --env E [--volumes]
+    python -m shipyard redis-failover --env E
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="roll out an environment")
     p_up.add_argument("--env", required=True)
     p_up.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another deploy")
+    p_failover = sub.add_parser("redis-failover", help="SENTINEL FAILOVER and wait for the new master")
+    p_failover.add_argument("--env", required=True)
     p_down = sub.add_parser("down")
     p_down.add_argument("--env", required=True)
     p_down.add_argument("--volumes", action="store_true")
@@ -128,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             return up(args.env, args.lock_wait)
         if args.command == "down":
             return down(args.env, args.volumes)
+        if args.command == "redis-failover":
+            from shipyard.drills import redis_failover
+
+            old, new, took = redis_failover(load_environment(REPO, args.env, dict(os.environ)))
+            print(f"{args.env}: Redis master {old} -> {new}; all Sentinels agree after {took:.2f}s")
+            return 0
     except ShipyardError as exc:
         print(f"shipyard: error: {exc}", file=sys.stderr)
         return 2

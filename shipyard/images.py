@@ -67,12 +67,19 @@ def official_ref(name: str, mirror: str | None) -> str:
 
 
 # Compose service → third-party image name; services not listed run the app image.
-SERVICE_IMAGES = {"postgres": "postgres", "redis": "redis", "edge": "nginx"}
+SERVICE_IMAGES = {"postgres": "postgres", "postgres-replica": "postgres", "redis": "redis", "redis-replica": "redis",
+                  "redis-sentinel": "redis", "edge": "nginx"}
+
+
+def _service_base(service: str) -> str:
+    """``redis-sentinel-2`` → ``redis-sentinel``: numbered instances run their component's image."""
+    base, _, number = service.rpartition("-")
+    return base if number.isdigit() and base in SERVICE_IMAGES else service
 
 
 def service_image(service: str, source: ImageSource, mirror: str | None, app_version: str) -> str:
     """The image a compose service runs (``postgres-replica-2`` runs the postgres image)."""
-    base = "postgres" if service.startswith("postgres-replica-") else service
+    base = _service_base(service)
     if base in SERVICE_IMAGES:
         return component_image(SERVICE_IMAGES[base], source, mirror)
     return app_image(app_version)
@@ -83,7 +90,7 @@ def images_to_pull(services: list[str], source: ImageSource, mirror: str | None)
     if source != "official":
         return []
     # The app image is built on every host, on the official python image.
-    names = {SERVICE_IMAGES[s] for s in services if s in SERVICE_IMAGES} | {"python"}
+    names = {SERVICE_IMAGES[_service_base(s)] for s in services if _service_base(s) in SERVICE_IMAGES} | {"python"}
     return sorted(official_ref(name, mirror) for name in names)
 
 

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -44,6 +44,8 @@ class PortSettings(Strict):
                                    description="loopback port publishing the API directly (benchmarks); null to not publish")
     postgres: int = Field(5432, ge=1, le=65535, description="host port PostgreSQL publishes on")
     redis: int = Field(6379, ge=1, le=65535, description="host port Redis publishes on")
+    sentinel: int = Field(26379, ge=1, le=65535,
+                          description="first host port of the Sentinels (published only when app hosts are other hosts)")
 
     @field_validator("edge_bind")
     @classmethod
@@ -67,6 +69,19 @@ class PostgresSettings(Strict):
 class RedisSettings(Strict):
     maxmemory_mb: int = Field(128, ge=16, description="maxmemory; the stream must fit, so policy is noeviction")
     memory_limit_mb: int = Field(256, ge=64)
+    replicas: int = Field(1, ge=0, le=8, description="replicas of the master")
+    sentinels: int = Field(3, ge=0, le=7, description="Sentinels watching the master (0 = none: clients use the master directly)")
+    quorum: int = Field(2, ge=1, description="Sentinels that must agree the master is down")
+    master_name: str = Field("tasks", pattern=r"^[a-z][a-z0-9_-]{0,30}$", description="name Sentinel monitors the master as")
+    down_after_ms: int = Field(5000, ge=500, description="Sentinel: master unreachable this long counts as down")
+    failover_timeout_ms: int = Field(30000, ge=1000)
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self):
+        if self.sentinels and self.quorum > self.sentinels:
+            raise ValueError(f"quorum {self.quorum} can never be reached by {self.sentinels} sentinels; "
+                             f"set redis.quorum to at most {self.sentinels} (a majority: {self.sentinels // 2 + 1})")
+        return self
 
 
 class RuntimeSettings(Strict):
@@ -133,6 +148,9 @@ class EnvironmentSettings(BaseSettings):
     @property
     def compose_project(self) -> str:
         return f"shipyard-{self.name}"
+
+    def hosts_with_role(self, role: str) -> tuple[HostSettings, ...]:
+        return tuple(h for h in self.hosts if role in h.roles)
 
     def host(self, name: str) -> HostSettings:
         for host in self.hosts:

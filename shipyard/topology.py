@@ -52,9 +52,14 @@ def components_on(settings: EnvironmentSettings, host: HostSettings) -> tuple[Co
 def published_port(settings: EnvironmentSettings, name: str) -> int | None:
     """Host port a component publishes, or None when it is only reachable inside its network."""
     ports = settings.ports
-    if name.startswith("postgres-replica-"):
-        # Only consumers on other hosts (the API's reads) need a replica's port published.
-        return ports.postgres + int(name.rpartition("-")[2]) if needs_remote_access(settings, "postgres") else None
+    numbered = {"postgres-replica": ("postgres", ports.postgres), "redis-replica": ("redis", ports.redis),
+                "redis-sentinel": ("redis", ports.sentinel - 1)}
+    base, _, number = name.rpartition("-")
+    if base in numbered:
+        # Instances are published only for consumers on other hosts (the app's reads, Sentinel
+        # discovery), at the base port + their number.
+        served, first = numbered[base]
+        return first + int(number) if needs_remote_access(settings, served) else None
     return {"postgres": ports.postgres, "redis": ports.redis, "edge": ports.edge_http,
             "api": ports.api_direct}.get(name)
 
@@ -112,15 +117,36 @@ def endpoints(settings: EnvironmentSettings, name: str, from_host: HostSettings)
     return tuple(result)
 
 
-def endpoints_of_replicas(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
-    """How ``from_host`` reaches each PostgreSQL replica (for reads that tolerate lag)."""
-    data_hosts = hosts_running(settings, "postgres")
+def instance_endpoints(settings: EnvironmentSettings, from_host: HostSettings, names: tuple[str, ...],
+                       container_port: int) -> tuple[Endpoint, ...]:
+    """How ``from_host`` reaches each numbered data instance (replicas, Sentinels): by service
+    name on the same host, by the data host's address and published port from another."""
+    data_host = hosts_running(settings, "postgres")[0]
     result = []
-    for name in postgres_replicas(settings):
-        if any(h.name == from_host.name for h in data_hosts):
-            result.append(Endpoint(name, 5432))
+    for name in names:
+        if data_host.name == from_host.name:
+            result.append(Endpoint(name, container_port))
         else:
-            binding = publish_binding(settings, data_hosts[0], name)
+            binding = publish_binding(settings, data_host, name)
             assert binding is not None
-            result.append(Endpoint(data_hosts[0].address, binding[1]))
+            result.append(Endpoint(data_host.address, binding[1]))
     return tuple(result)
+
+
+def endpoints_of_replicas(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
+    """PostgreSQL replicas, for reads that tolerate lag."""
+    return instance_endpoints(settings, from_host, postgres_replicas(settings), 5432)
+
+
+def redis_sentinels(settings: EnvironmentSettings) -> tuple[str, ...]:
+    return tuple(f"redis-sentinel-{i}" for i in range(1, settings.redis.sentinels + 1))
+
+
+def announced(settings: EnvironmentSettings, host: HostSettings, name: str, container_port: int) -> Endpoint:
+    """The address a Redis node or Sentinel gives others for itself (what Sentinel hands to
+    clients): its service name on one host, its host's address and published port across hosts."""
+    if not needs_remote_access(settings, "redis"):
+        return Endpoint(name, container_port)
+    binding = publish_binding(settings, host, name)
+    assert binding is not None
+    return Endpoint(host.address, binding[1])

@@ -126,7 +126,8 @@ class Services:
             except (OSError, Exception) as exc:  # noqa: BLE001 - a replica down at start: read from the primary
                 log.warning("read replica unavailable; reading from the primary", extra={"reason": repr(exc)})
         self.store = store.TaskStore(pool, read_pool)
-        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"))
+        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
+                                   s.redis_master_name)
         self._watch = asyncio.create_task(self.config.watch())
 
     async def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ResponseError
 
@@ -13,11 +14,18 @@ GROUP = "workers"
 MAXLEN = 200_000  # approximate trim; entries are acked long before this
 
 
-def connect(host: str, port: int, password: str) -> redis.Redis:
+def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]] | None = None,
+            master_name: str = "tasks") -> redis.Redis:
+    """A client of the current master: through Sentinel when there are Sentinels (it follows a
+    failover on the next command that fails), else the given master directly."""
     # Fail fast (one quick retry): during a Redis outage the API must keep answering (the row is
     # committed; the reconciler enqueues later) and the worker has its own backoff loop.
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=5, socket_connect_timeout=2,
-                       health_check_interval=10, retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+    options = dict(password=password, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
+                   retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
+    if sentinels:
+        sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2)
+        return sentinel.master_for(master_name, **options)
+    return redis.Redis(host=host, port=port, **options)
 
 
 async def enqueue(client: redis.Redis, task_id: str) -> None:
@@ -44,10 +52,21 @@ async def queue_depth(client: redis.Redis) -> tuple[int, int]:
     return length, pending
 
 
-async def undelivered(client: redis.Redis) -> int | None:
-    """Entries the group has not read yet (Redis >= 7.0 'lag'); None when Redis cannot tell."""
+def _id(entry_id) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def has_undelivered(client: redis.Redis) -> bool:
+    """True when the stream holds entries the group has not read yet. Compares the newest entry
+    with the group's last-delivered id (the group's 'lag' counter is not trustworthy after a
+    failover or a trim)."""
+    newest = await client.xrevrange(STREAM, count=1)
+    if not newest:
+        return False
     for group in await client.xinfo_groups(STREAM):
         name = group.get("name") or group.get(b"name")
         if name in (GROUP, GROUP.encode()):
-            return group.get("lag")
-    return 0
+            return _id(newest[0][0]) > _id(group.get("last-delivered-id") or group.get(b"last-delivered-id"))
+    return False

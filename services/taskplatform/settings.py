@@ -34,6 +34,8 @@ class ProcessSettings(BaseSettings):
     pg_pool_size: int = 10
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
+    redis_sentinels: str = Field("", description="comma-separated host:port of Sentinels; empty = use redis_host")
+    redis_master_name: str = "tasks"
     secrets_dir: str = "/run/secrets"
     config_file: str = "/etc/taskplatform/runtime.json"
     config_poll_seconds: float = 1.0
@@ -52,3 +54,6 @@ class ProcessSettings(BaseSettings):
 
     def read_hosts(self) -> list[tuple[str, int]]:
         return parse_host_ports(self.pg_read_hosts)
+
+    def sentinels(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.redis_sentinels)

@@ -133,8 +133,8 @@ class Worker:
         # Queued tasks are re-enqueued only when the stream has nothing undelivered: with a
         # backlog their messages are still there (re-enqueueing would flood it with duplicates);
         # after a Redis restart that lost the stream, there is no backlog.
-        backlog = await queue.undelivered(self.redis)
-        queued_after = self.config.config.reconcile_after_seconds if not backlog else None
+        backlog = await queue.has_undelivered(self.redis)
+        queued_after = None if backlog else self.config.config.reconcile_after_seconds
         stale = await self.store.stale(queued_after)
         for task_id in stale:
             await queue.enqueue(self.redis, str(task_id))
@@ -161,7 +161,8 @@ class Worker:
         pool = await store.create_pool(s.pg_host, s.pg_port, s.pg_database, s.pg_user,
                                        self.secrets.get("postgres_password"), s.pg_pool_size)
         self.store = store.TaskStore(pool)
-        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"))
+        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
+                                   s.redis_master_name)
         await self._ensure_group()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

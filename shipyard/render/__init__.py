@@ -14,7 +14,7 @@ import yaml
 from shipyard.render.compose import hash_files, render_compose
 from shipyard.render.templates import render_template
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import components_on, endpoints
+from shipyard.topology import announced, components_on, endpoints
 
 COMPOSE_FILE = "compose.yaml"
 # A replica retries its clone this many times, 2 s apart, before it exits naming the primary.
@@ -48,7 +48,10 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
                            for n in ("postgresql.conf", "pg_hba.conf", "health.sh", "replica-entrypoint.sh",
                                      "initdb/10-replication-role.sh")}
     if "redis" in dirs:
-        out["redis"] = {"redis/redis.conf": render_template("redis/redis.conf.j2", base | {"redis": settings.redis}).encode()}
+        ctx = base | {"redis": settings.redis, "master": announced(settings, settings.hosts_with_role("data")[0],
+                                                                   "redis", 6379)}
+        names = ["redis.conf", "health.sh"] + (["sentinel.conf", "sentinel-entrypoint.sh"] if settings.redis.sentinels else [])
+        out["redis"] = {f"redis/{n}": render_template(f"redis/{n}.j2", ctx).encode() for n in names}
     if "taskplatform" in dirs:
         runtime = json.dumps(settings.runtime.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
         out["taskplatform"] = {"taskplatform/runtime.json": runtime.encode()}

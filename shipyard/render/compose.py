@@ -13,7 +13,8 @@ from typing import Any
 from shipyard import images
 from shipyard.catalog import Component
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import components_on, endpoint, endpoints_of_replicas, publish_binding
+from shipyard.topology import (announced, components_on, endpoint, endpoints_of_replicas, instance_endpoints,
+                               publish_binding, redis_sentinels)
 
 CONFIG_HASH_LABEL = "org.shipyard.config-hash"
 TIER_LABEL = "org.shipyard.tier"
@@ -40,6 +41,10 @@ def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[
         "TASKS_PG_DATABASE": settings.postgres.database, "TASKS_PG_USER": settings.postgres.user,
         "TASKS_PG_READ_HOSTS": ",".join(f"{e.host}:{e.port}" for e in endpoints_of_replicas(settings, host)),
         "TASKS_REDIS_HOST": redis.host, "TASKS_REDIS_PORT": str(redis.port),
+        # With Sentinels the app asks them for the current master (TASKS_REDIS_HOST/PORT unused).
+        "TASKS_REDIS_SENTINELS": ",".join(f"{e.host}:{e.port}" for e in
+                                          instance_endpoints(settings, host, redis_sentinels(settings), 26379)),
+        "TASKS_REDIS_MASTER_NAME": settings.redis.master_name,
         "TASKS_SECRETS_DIR": "/run/secrets",
         "TASKS_CONFIG_FILE": f"{CONFIG_MOUNTS['taskplatform']}/runtime.json",
         "TASKS_RELEASE_COLOUR": settings.app.release_colour,
@@ -77,23 +82,41 @@ def _postgres_service(spec: Component, settings: EnvironmentSettings, host: Host
     return doc
 
 
+def _redis_service(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
+    """The master (as first deployed), a replica, or a Sentinel. Each announces the address
+    Sentinel hands to clients; after a failover Sentinel, not the deploy, decides who is master."""
+    conf = CONFIG_MOUNTS["redis"]
+    doc: dict[str, Any] = {"image": images.component_image("redis", settings.images.source, settings.images.mirror),
+                           "mem_limit": f"{settings.redis.memory_limit_mb}m"}
+    if spec.name.startswith("redis-sentinel-"):
+        me = announced(settings, host, spec.name, 26379)
+        doc["command"] = ["sh", f"{conf}/sentinel-entrypoint.sh", me.host, str(me.port)]
+        doc["volumes"] = [f"sentinel-{spec.name.rpartition('-')[2]}:/data"]
+        doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh", "sentinel"])
+        doc["mem_limit"] = "64m"
+        return doc
+    me = announced(settings, host, spec.name, 6379)
+    doc["command"] = ["redis-server", f"{conf}/redis.conf", "--replica-announce-ip", me.host,
+                      "--replica-announce-port", str(me.port)]
+    if spec.name == "redis":
+        doc["volumes"] = ["redisdata:/data"]
+    else:
+        master = endpoint(settings, "redis", host)
+        doc["command"] += ["--replicaof", master.host, str(master.port)]
+        doc["volumes"] = [f"redisdata-{spec.name.removeprefix('redis-')}:/data"]
+    # The password is read from the secret file inside the check: never in compose or env.
+    doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh", "node"])
+    return doc
+
+
 def _service_specifics(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
     """The parts that differ per component: image, command, environment, healthcheck."""
     src, mirror = settings.images.source, settings.images.mirror
     app_image = images.app_image(settings.app.version)
     if spec.name == "postgres" or spec.name.startswith("postgres-replica-"):
         return _postgres_service(spec, settings, host)
-    if spec.name == "redis":
-        return {
-            "image": images.component_image("redis", src, mirror),
-            "command": ["redis-server", f"{CONFIG_MOUNTS['redis']}/redis.conf"],
-            "volumes": ["redisdata:/data"],
-            # The password is read from the secret file inside the check, so it never
-            # appears in the compose file or the container's environment.
-            "healthcheck": _healthcheck(["CMD-SHELL", "REDISCLI_AUTH=\"$$(sed -n 's/^requirepass //p' "
-                                         "/run/secrets/redis_auth.conf)\" redis-cli -p 6379 ping | grep -q PONG"]),
-            "mem_limit": f"{settings.redis.memory_limit_mb}m",
-        }
+    if spec.name == "redis" or spec.name.startswith(("redis-replica-", "redis-sentinel-")):
+        return _redis_service(spec, settings, host)
     if spec.name == "migrate":
         return {"image": app_image, "command": ["taskplatform", "migrate"],
                 "environment": _app_environment(settings, host), "restart": "no"}

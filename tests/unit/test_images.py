@@ -139,3 +139,5 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs():
         "mirror.example:5000/library/postgres:15.10-bookworm", "mirror.example:5000/library/python:3.11-slim-bookworm"]
     assert images.service_image("worker", "official", None, "1.2.3") == "shipyard/taskplatform:1.2.3"
     assert images.service_image("postgres-replica-2", "local", None, "1.2.3") == "shipyard/postgres:15"
+    assert images.service_image("redis-sentinel-3", "local", None, "1.2.3") == "shipyard/redis:7.0"
+    assert images.service_image("redis-replica-1", "official", None, "1.2.3") == "redis:7.0.15-bookworm"

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Rendered by Shipyard for environment local: container health of a Redis node or Sentinel.
+#   sh health.sh node       → answers an authenticated PING; a replica's link to its master is up
+#   sh health.sh sentinel   → knows a master for tasks
+set -eu
+if [ "$1" = sentinel ]; then
+    redis-cli -p 26379 sentinel get-master-addr-by-name tasks | grep -q .
+    exit
+fi
+REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)
+export REDISCLI_AUTH
+[ "$(redis-cli -p 6379 ping)" = PONG ]
+info=$(redis-cli -p 6379 info replication | tr -d '\r')
+case "$info" in
+    *role:slave*) echo "$info" | grep -q '^master_link_status:up' || { echo "replica link to master is down"; exit 1; } ;;
+esac
