@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 from pyinfra import host
@@ -76,16 +77,23 @@ def _containers(ps_out: str) -> list[ObservedContainer]:
     return containers
 
 
-def _report_failure(project_dir: str, project: str, tier: str, services: list[str]) -> str:
-    """Last log lines and health log of every container in ``services`` that is not well."""
-    lines = []
+def _failing(project_dir: str, project: str, services: list[str]) -> list[ObservedContainer]:
+    """Containers of ``services`` that are not well: not running+healthy, or a one-shot that failed."""
+    failing = []
     for c in _observed(project_dir, project):
         if c.service not in services:
             continue
         healthy = (c.status == "running" and c.health in (None, "healthy")) or \
                   (component(c.service).one_shot and c.status == "exited" and c.exit_code == 0)
-        if healthy:
-            continue
+        if not healthy:
+            failing.append(c)
+    return failing
+
+
+def _report_failure(failing: list[ObservedContainer]) -> str:
+    """Last log lines and health log of each failing container."""
+    lines = []
+    for c in failing:
         lines.append(f"--- container {c.name} on host {host.name}: {c.status}"
                      f"{f' ({c.health})' if c.health else ''}, exit code {c.exit_code}")
         _, out, err = _run(commands.docker_logs_tail(c.name, LOG_TAIL_LINES), check=False)
@@ -106,20 +114,31 @@ def converge_host(project_dir: str, project: str, services: dict[str, tuple[int,
                   timeouts: dict[str, int]) -> None:
     desired, observed = _read_state(project_dir, project, services)
     plans = plan_host(desired, observed)
-    changed_tiers = []
+    stale = [plan for plan in plans if not plan.up_to_date]
     for plan in plans:
         if plan.up_to_date:
             host.noop(f"tier {plan.tier}: {', '.join(plan.services)} up to date")
-            continue
-        log.warning("host %s tier %s: %s", host.name, plan.tier, "; ".join(plan.reasons))
-        argv = commands.compose_up_wait(project_dir, project, plan.services, timeouts[plan.tier])
-        ok, out, err = _run(argv, check=False)
+        else:
+            log.warning("host %s tier %s: %s", host.name, plan.tier, "; ".join(plan.reasons))
+    changed_tiers = [plan.tier for plan in stale]
+    if stale:
+        # One dependency-gated `up --wait` over every stale tier: compose starts each service
+        # only once what it depends on (earlier tiers: data before app before edge) is healthy,
+        # so later tiers never run ahead of their dependencies, but independent work overlaps
+        # (a replica cloning does not hold back the API).
+        wanted = [name for plan in stale for name in plan.services]
+        timeout = sum(timeouts[plan.tier] for plan in stale)
+        started = time.monotonic()
+        ok, _, err = _run(commands.compose_up_wait(project_dir, project, wanted, timeout), check=False)
+        took = time.monotonic() - started
         if not ok:
-            report = _report_failure(project_dir, project, plan.tier, plan.services)
-            raise OperationError(f"host {host.name}: tier {plan.tier} did not become healthy within "
-                                 f"{timeouts[plan.tier]}s.\n{err.strip()}\n{report}\n"
+            failing = _failing(project_dir, project, wanted)
+            tier = next((plan.tier for plan in stale if set(plan.services) & {c.service for c in failing}),
+                        stale[0].tier)
+            raise OperationError(f"host {host.name}: tier {tier} did not become healthy within "
+                                 f"{timeout}s.\n{err.strip()}\n{_report_failure(failing)}\n"
                                  f"fix: correct the failing container's problem above, then run the deploy again")
-        changed_tiers.append(plan.tier)
+        print(f"[{host.name}] tiers {', '.join(changed_tiers)}: healthy after {took:.1f}s", flush=True)
     edge = next((p for p in plans if p.tier == "edge"), None)
     if "app" in changed_tiers and edge is not None and edge.up_to_date:
         # nginx resolves upstream names at (re)load: new API containers have new addresses.

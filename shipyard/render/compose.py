@@ -30,8 +30,10 @@ CONFIG_MOUNTS = {
 _LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 
 
-def _healthcheck(test: list[str], interval: str = "2s", retries: int = 30, start: str = "2s") -> dict[str, Any]:
-    return {"test": test, "interval": interval, "timeout": "5s", "retries": retries, "start_period": start}
+def _healthcheck(test: list[str], retries: int = 60, start: str = "2s") -> dict[str, Any]:
+    # Probes every second: each tier gate waits for a first passing probe, so the interval is
+    # paid once per dependency step of a cold rollout; the checks themselves are cheap.
+    return {"test": test, "interval": "1s", "timeout": "5s", "retries": retries, "start_period": start}
 
 
 def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[str, str]:
@@ -72,13 +74,13 @@ def _postgres_service(spec: Component, settings: EnvironmentSettings, host: Host
                           "./postgres/initdb:/docker-entrypoint-initdb.d:ro"]
         # Over TCP on purpose: during first-boot init the entrypoint's temporary server listens
         # on the socket only, which must not count as healthy.
-        doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "primary"], start="5s", retries=60)
+        doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "primary"], start="5s", retries=120)
         return doc
     slot = spec.name.replace("-", "_")  # replication slot names allow [a-z0-9_]
     primary = endpoint(settings, "postgres", host)
     doc["command"] = ["bash", f"{conf}/replica-entrypoint.sh", slot, primary.host, str(primary.port), *server]
     doc["volumes"] = [f"pgdata-{spec.name.removeprefix('postgres-')}:/var/lib/postgresql/data"]
-    doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "replica"], start="10s", retries=60)
+    doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "replica"], start="10s", retries=120)
     return doc
 
 
@@ -172,6 +174,10 @@ def render_compose(settings: EnvironmentSettings, host: HostSettings,
         for dep in spec.depends_on:
             if dep in names:  # cross-host ordering comes from tier order, not compose
                 deps[dep] = {"condition": "service_healthy"}
+        if spec.name in ("api", "worker"):
+            # They ask the Sentinels for the Redis master: those are dependencies too.
+            for sentinel in sorted(n for n in names if n.startswith("redis-sentinel-")):
+                deps[sentinel] = {"condition": "service_healthy"}
         if spec.name in ("api", "worker") and "migrate" in names:
             deps["migrate"] = {"condition": "service_completed_successfully"}
         if deps:
