@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: redis-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: pg-backup pg-restore redis-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-api clean
 
 help:
@@ -15,6 +15,8 @@ help:
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
+	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
+	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...]   a fresh PostgreSQL from a backup"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -40,6 +42,12 @@ up deploy: venv
 
 down: venv
 	$(PY) -m shipyard down --env $(ENV) $(if $(VOLUMES),--volumes,)
+
+pg-backup: venv
+	$(PY) -m shipyard pg-backup --env $(ENV)
+
+pg-restore: venv
+	$(PY) -m shipyard pg-restore --env $(ENV) $(if $(BACKUP),--backup $(BACKUP),)
 
 redis-failover: venv
 	$(PY) -m shipyard redis-failover --env $(ENV)

@@ -68,6 +68,11 @@ COMPONENTS: tuple[Component, ...] = (
     Component("redis", "data", "data", 6379, UID_REDIS,
               secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
               config_dir="redis"),
+    # Scheduled base backups (pg_basebackup with the WAL needed to make each one consistent)
+    # into their own volume, newest postgres.backup_keep kept. Streams as the replication role.
+    Component("postgres-backup", "data", "data", None, UID_POSTGRES,
+              secrets=(SecretFile("replication_pgpass", "replication_password", template="postgres/pgpass.j2"),),
+              config_dir="postgres", depends_on=("postgres",)),
     Component("redis-replica", "data", "data", 6379, UID_REDIS,
               secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),
               config_dir="redis", depends_on=("redis",), instances="redis.replicas"),

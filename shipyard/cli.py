@@ -5,6 +5,8 @@
     python -m shipyard up --env E [--lock-wait S]
     python -m shipyard down --env E [--volumes]
     python -m shipyard redis-failover --env E
+    python -m shipyard pg-backup --env E
+    python -m shipyard pg-restore --env E [--backup /backups/base-<time>]
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another deploy")
     p_failover = sub.add_parser("redis-failover", help="SENTINEL FAILOVER and wait for the new master")
     p_failover.add_argument("--env", required=True)
+    sub.add_parser("pg-backup", help="a PostgreSQL base backup now").add_argument("--env", required=True)
+    p_restore = sub.add_parser("pg-restore", help="start a fresh PostgreSQL from a base backup")
+    p_restore.add_argument("--env", required=True)
+    p_restore.add_argument("--backup", help="/backups/base-<time> (default: the newest)")
     p_down = sub.add_parser("down")
     p_down.add_argument("--env", required=True)
     p_down.add_argument("--volumes", action="store_true")
@@ -131,6 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             return up(args.env, args.lock_wait)
         if args.command == "down":
             return down(args.env, args.volumes)
+        if args.command == "pg-backup":
+            from shipyard.drills import pg_backup
+
+            print(pg_backup(load_environment(REPO, args.env, dict(os.environ))))
+            return 0
+        if args.command == "pg-restore":
+            from shipyard.drills import pg_restore, restore_container
+
+            settings = load_environment(REPO, args.env, dict(os.environ))
+            backup, rows = pg_restore(settings, args.backup)
+            print(f"{args.env}: restored {backup} into container {restore_container(settings)}: tasks has {rows} rows "
+                  f"(remove it with: docker rm -f -v {restore_container(settings)})")
+            return 0
         if args.command == "redis-failover":
             from shipyard.drills import redis_failover
 

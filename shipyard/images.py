@@ -67,7 +67,7 @@ def official_ref(name: str, mirror: str | None) -> str:
 
 
 # Compose service → third-party image name; services not listed run the app image.
-SERVICE_IMAGES = {"postgres": "postgres", "postgres-replica": "postgres", "redis": "redis", "redis-replica": "redis",
+SERVICE_IMAGES = {"postgres": "postgres", "postgres-replica": "postgres", "postgres-backup": "postgres", "redis": "redis", "redis-replica": "redis",
                   "redis-sentinel": "redis", "edge": "nginx"}
 
 

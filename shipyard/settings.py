@@ -64,6 +64,8 @@ class PostgresSettings(Strict):
     max_slot_wal_keep_size_mb: int = Field(1024, ge=64,
                                            description="WAL a replication slot may hold back before the replica is cut off")
     replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
+    backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups")
+    backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted)")
 
 
 class RedisSettings(Strict):

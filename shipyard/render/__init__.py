@@ -46,7 +46,7 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
         ctx = base | {"postgres": settings.postgres, "attempts": REPLICA_CLONE_ATTEMPTS}
         out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
                            for n in ("postgresql.conf", "pg_hba.conf", "health.sh", "replica-entrypoint.sh",
-                                     "initdb/10-replication-role.sh")}
+                                     "backup.sh", "restore.sh", "initdb/10-replication-role.sh")}
     if "redis" in dirs:
         ctx = base | {"redis": settings.redis, "master": announced(settings, settings.hosts_with_role("data")[0],
                                                                    "redis", 6379)}

@@ -76,6 +76,14 @@ def _postgres_service(spec: Component, settings: EnvironmentSettings, host: Host
         # on the socket only, which must not count as healthy.
         doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "primary"], start="5s", retries=120)
         return doc
+    if spec.name == "postgres-backup":
+        primary = endpoint(settings, "postgres", host)
+        doc["command"] = ["bash", f"{conf}/backup.sh", "schedule", primary.host, str(primary.port)]
+        doc["volumes"] = ["pgbackups:/backups"]
+        doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/backup.sh", "check"], start="30s")
+        doc["mem_limit"] = "256m"
+        del doc["shm_size"], doc["stop_grace_period"]
+        return doc
     slot = spec.name.replace("-", "_")  # replication slot names allow [a-z0-9_]
     primary = endpoint(settings, "postgres", host)
     doc["command"] = ["bash", f"{conf}/replica-entrypoint.sh", slot, primary.host, str(primary.port), *server]
@@ -115,7 +123,7 @@ def _service_specifics(spec: Component, settings: EnvironmentSettings, host: Hos
     """The parts that differ per component: image, command, environment, healthcheck."""
     src, mirror = settings.images.source, settings.images.mirror
     app_image = images.app_image(settings.app.version)
-    if spec.name == "postgres" or spec.name.startswith("postgres-replica-"):
+    if spec.name == "postgres" or spec.name.startswith(("postgres-replica-", "postgres-backup")):
         return _postgres_service(spec, settings, host)
     if spec.name == "redis" or spec.name.startswith(("redis-replica-", "redis-sentinel-")):
         return _redis_service(spec, settings, host)
