@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: pg-backup pg-restore redis-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-api clean
 
 help:
@@ -15,12 +15,15 @@ help:
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
+	@echo "make pg-promote ENV=name REPLICA=postgres-replica-N   switch the PostgreSQL primary (no commit lost)"
+	@echo "make pg-rebuild ENV=name NODE=name   wipe a PostgreSQL replica and clone it again"
 	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
 	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...]   a fresh PostgreSQL from a backup"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
+	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
 venv: $(VENV)/.installed
@@ -48,6 +51,14 @@ pg-backup: venv
 
 pg-restore: venv
 	$(PY) -m shipyard pg-restore --env $(ENV) $(if $(BACKUP),--backup $(BACKUP),)
+
+pg-promote: venv
+	@test -n "$(REPLICA)" || { echo "usage: make pg-promote ENV=$(ENV) REPLICA=postgres-replica-N" >&2; exit 2; }
+	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT)
+
+pg-rebuild: venv
+	@test -n "$(NODE)" || { echo "usage: make pg-rebuild ENV=$(ENV) NODE=postgres-replica-N" >&2; exit 2; }
+	$(PY) -m shipyard pg-rebuild --env $(ENV) --node $(NODE) --lock-wait $(LOCK_WAIT)
 
 redis-failover: venv
 	$(PY) -m shipyard redis-failover --env $(ENV)
@@ -82,6 +93,9 @@ test-e2e: venv
 
 bench-rollout: venv
 	$(PY) tests/bench/bench_rollout.py --env ci
+
+bench-failover: venv
+	$(PY) tests/bench/bench_failover.py --env ci
 
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)

@@ -53,17 +53,23 @@ class Component:
     instances: str | None = None
 
 
+# Every PostgreSQL node holds the same files, since any of them may become the primary: the
+# superuser password (the image's initdb, operator psql), the raw replication password (the
+# initdb script creating the role) and a passfile for it (cloning, streaming, health checks).
+_PG_NODE_SECRETS = (SecretFile("postgres_password", "postgres_password"),
+                    SecretFile("replication_password", "replication_password"),
+                    SecretFile("replication_pgpass", "replication_password", template="postgres/pgpass.j2"))
+
 _APP_SECRETS = (SecretFile("postgres_password", "postgres_password"),
                 SecretFile("redis_password", "redis_password"))
 
 COMPONENTS: tuple[Component, ...] = (
-    Component("postgres", "data", "data", 5432, UID_POSTGRES,
-              secrets=(SecretFile("postgres_password", "postgres_password"),
-                       SecretFile("replication_password", "replication_password")), config_dir="postgres"),
+    # The first primary. Which node is primary is decided by the data (standby.signal), not the
+    # service name: after `make pg-promote` this one runs as a replica of another.
+    Component("postgres", "data", "data", 5432, UID_POSTGRES, secrets=_PG_NODE_SECRETS, config_dir="postgres"),
     # Streaming replicas: cloned from the primary with pg_basebackup -R, one slot each. They
     # authenticate as the replication role through a passfile, so no password sits in PGDATA.
-    Component("postgres-replica", "data", "data", 5432, UID_POSTGRES,
-              secrets=(SecretFile("replication_pgpass", "replication_password", template="postgres/pgpass.j2"),),
+    Component("postgres-replica", "data", "data", 5432, UID_POSTGRES, secrets=_PG_NODE_SECRETS,
               config_dir="postgres", depends_on=("postgres",), instances="postgres.replicas"),
     Component("redis", "data", "data", 6379, UID_REDIS,
               secrets=(SecretFile("redis_auth.conf", "redis_password", template="redis/auth.conf.j2"),),

@@ -7,6 +7,8 @@
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
     python -m shipyard pg-restore --env E [--backup /backups/base-<time>]
+    python -m shipyard pg-promote --env E --replica postgres-replica-N
+    python -m shipyard pg-rebuild --env E --node NODE
 """
 
 from __future__ import annotations
@@ -103,6 +105,31 @@ def down(env: str, volumes: bool) -> int:
     return code
 
 
+def pg_promote(env: str, replica: str, lock_wait: float) -> int:
+    from shipyard.drills.pg_promote import check_node, pg_promote as promote
+
+    settings = load_environment(REPO, env, dict(os.environ))
+    check_node(settings, replica)
+    # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
+    with environment_lock(REPO, env, lock_wait):
+        done = promote(settings, replica)
+    print(f"{env}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
+          f"{done.promote_s:.2f}s after the promote ({done.writes_unavailable_s:.2f}s without a primary); "
+          f"{done.old_primary} rebuilt as a replica in {done.rebuild_s:.1f}s")
+    return 0
+
+
+def pg_rebuild(env: str, node: str, lock_wait: float) -> int:
+    from shipyard.drills.pg_promote import check_node, pg_rebuild as rebuild
+
+    settings = load_environment(REPO, env, dict(os.environ))
+    check_node(settings, node)
+    with environment_lock(REPO, env, lock_wait):
+        took = rebuild(settings, node)
+    print(f"{env}: {node} cloned again from the primary and streaming after {took:.1f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shipyard")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p_restore = sub.add_parser("pg-restore", help="start a fresh PostgreSQL from a base backup")
     p_restore.add_argument("--env", required=True)
     p_restore.add_argument("--backup", help="/backups/base-<time> (default: the newest)")
+    p_promote = sub.add_parser("pg-promote", help="make a PostgreSQL replica the primary (no commit lost)")
+    p_promote.add_argument("--env", required=True)
+    p_promote.add_argument("--replica", required=True, help="the node to promote, e.g. postgres-replica-1")
+    p_promote.add_argument("--lock-wait", type=float, default=0.0)
+    p_rebuild = sub.add_parser("pg-rebuild", help="wipe a PostgreSQL replica and clone it again from the primary")
+    p_rebuild.add_argument("--env", required=True)
+    p_rebuild.add_argument("--node", required=True)
+    p_rebuild.add_argument("--lock-wait", type=float, default=0.0)
     p_down = sub.add_parser("down")
     p_down.add_argument("--env", required=True)
     p_down.add_argument("--volumes", action="store_true")
@@ -137,13 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             return up(args.env, args.lock_wait)
         if args.command == "down":
             return down(args.env, args.volumes)
+        if args.command == "pg-promote":
+            return pg_promote(args.env, args.replica, args.lock_wait)
+        if args.command == "pg-rebuild":
+            return pg_rebuild(args.env, args.node, args.lock_wait)
         if args.command == "pg-backup":
-            from shipyard.drills import pg_backup
+            from shipyard.drills.pg_backups import pg_backup
 
             print(pg_backup(load_environment(REPO, args.env, dict(os.environ))))
             return 0
         if args.command == "pg-restore":
-            from shipyard.drills import pg_restore, restore_container
+            from shipyard.drills.pg_backups import pg_restore, restore_container
 
             settings = load_environment(REPO, args.env, dict(os.environ))
             backup, rows = pg_restore(settings, args.backup)
@@ -151,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(remove it with: docker rm -f -v {restore_container(settings)})")
             return 0
         if args.command == "redis-failover":
-            from shipyard.drills import redis_failover
+            from shipyard.drills.redis import redis_failover
 
             old, new, took = redis_failover(load_environment(REPO, args.env, dict(os.environ)))
             print(f"{args.env}: Redis master {old} -> {new}; all Sentinels agree after {took:.2f}s")

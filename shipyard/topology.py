@@ -25,6 +25,17 @@ def postgres_replicas(settings: EnvironmentSettings) -> tuple[str, ...]:
     return tuple(f"postgres-replica-{i}" for i in range(1, settings.postgres.replicas + 1))
 
 
+def postgres_nodes(settings: EnvironmentSettings) -> tuple[str, ...]:
+    """Every PostgreSQL server: ``postgres`` (the first primary) and its replicas. Which of
+    them is the primary now is not a setting: `make pg-promote` changes it at run time."""
+    return ("postgres",) + postgres_replicas(settings)
+
+
+def slot_name(node: str) -> str:
+    """The physical replication slot a node streams on (slot names allow [a-z0-9_])."""
+    return node.replace("-", "_")
+
+
 def hosts_running(settings: EnvironmentSettings, name: str) -> tuple[HostSettings, ...]:
     role = component(name).role
     return tuple(h for h in settings.hosts if role in h.roles)
@@ -133,9 +144,11 @@ def instance_endpoints(settings: EnvironmentSettings, from_host: HostSettings, n
     return tuple(result)
 
 
-def endpoints_of_replicas(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
-    """PostgreSQL replicas, for reads that tolerate lag."""
-    return instance_endpoints(settings, from_host, postgres_replicas(settings), 5432)
+def endpoints_of_postgres_nodes(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
+    """Every PostgreSQL node: clients pick the primary (target_session_attrs=read-write) or,
+    for reads that tolerate lag, a replica."""
+    return (endpoint(settings, "postgres", from_host),) + instance_endpoints(
+        settings, from_host, postgres_replicas(settings), 5432)
 
 
 def redis_sentinels(settings: EnvironmentSettings) -> tuple[str, ...]:

@@ -115,16 +115,13 @@ class Services:
     async def start(self) -> None:
         s = self.settings
         password = self.secrets.get("postgres_password")
-        pool = await store.create_pool(s.pg_host, s.pg_port, s.pg_database, s.pg_user, password, s.pg_pool_size)
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size)
         self._pools.append(pool)
         read_pool = None
-        if s.read_hosts():
-            host, port = s.read_hosts()[0]
-            try:
-                read_pool = await store.create_pool(host, port, s.pg_database, s.pg_user, password, s.pg_pool_size)
-                self._pools.append(read_pool)
-            except (OSError, Exception) as exc:  # noqa: BLE001 - a replica down at start: read from the primary
-                log.warning("read replica unavailable; reading from the primary", extra={"reason": repr(exc)})
+        if len(s.pg_nodes()) > 1:
+            read_pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size,
+                                                target="prefer-standby")
+            self._pools.append(read_pool)
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name)

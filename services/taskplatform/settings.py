@@ -30,7 +30,9 @@ class ProcessSettings(BaseSettings):
     pg_port: int = 5432
     pg_database: str = "tasks"
     pg_user: str = "tasks"
-    pg_read_hosts: str = Field("", description="comma-separated host:port of read replicas; empty = primary")
+    pg_hosts: str = Field("", description="comma-separated host:port of every PostgreSQL node: writes go to the "
+                                          "one that accepts them, lag-tolerant reads prefer a replica; "
+                                          "empty = pg_host:pg_port alone")
     pg_pool_size: int = 10
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
@@ -52,8 +54,8 @@ class ProcessSettings(BaseSettings):
     maintenance_interval_seconds: float = 1.0  # reconciler / scheduler / reclaim period
     shutdown_grace_seconds: float = 20.0
 
-    def read_hosts(self) -> list[tuple[str, int]]:
-        return parse_host_ports(self.pg_read_hosts)
+    def pg_nodes(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.pg_hosts) or [(self.pg_host, self.pg_port)]
 
     def sentinels(self) -> list[tuple[str, int]]:
         return parse_host_ports(self.redis_sentinels)

@@ -22,9 +22,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(host: str, port: int, database: str, user: str, password: str,
-                      size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(host=host, port=port, database=database, user=user, password=password,
+async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, password: str,
+                      size: int = 10, target: str = "read-write") -> asyncpg.Pool:
+    """A pool over PostgreSQL ``nodes`` (host, port). Each new connection tries them in order
+    and keeps the first matching ``target``: "read-write" finds the primary, also after a
+    promotion (connections to a stopped primary break, the pool reconnects to the new one);
+    "prefer-standby" suits reads that tolerate replication lag."""
+    return await asyncpg.create_pool(host=[h for h, _ in nodes], port=[p for _, p in nodes], database=database,
+                                     user=user, password=password, target_session_attrs=target,
                                      min_size=1, max_size=size, init=_init_connection,
                                      command_timeout=10, timeout=5)
 

@@ -158,7 +158,7 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
-        pool = await store.create_pool(s.pg_host, s.pg_port, s.pg_database, s.pg_user,
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
                                        self.secrets.get("postgres_password"), s.pg_pool_size)
         self.store = store.TaskStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),

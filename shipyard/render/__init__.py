@@ -14,11 +14,13 @@ import yaml
 from shipyard.render.compose import hash_files, render_compose
 from shipyard.render.templates import render_template
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import announced, components_on, endpoints
+from shipyard.topology import announced, components_on, endpoints, postgres_nodes
 
 COMPOSE_FILE = "compose.yaml"
-# A replica retries its clone this many times, 2 s apart, before it exits naming the primary.
+# A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
 REPLICA_CLONE_ATTEMPTS = 15
+# A failed scheduled backup (no primary answering, say mid-promotion) is retried this soon.
+BACKUP_RETRY_S = 10
 HEADER = ("# Rendered by Shipyard (`make render`); do not edit. Secrets are files under ./secrets/,\n"
           "# delivered at deploy time and never rendered here.\n")
 
@@ -43,9 +45,10 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
     base = {"env": settings.name}
     out: dict[str, dict[str, bytes]] = {}
     if "postgres" in dirs:
-        ctx = base | {"postgres": settings.postgres, "attempts": REPLICA_CLONE_ATTEMPTS}
+        ctx = base | {"postgres": settings.postgres, "attempts": REPLICA_CLONE_ATTEMPTS, "retry_s": BACKUP_RETRY_S,
+                      "nodes": postgres_nodes(settings)}
         out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
-                           for n in ("postgresql.conf", "pg_hba.conf", "health.sh", "replica-entrypoint.sh",
+                           for n in ("postgresql.conf", "pg_hba.conf", "cluster.sh", "node.sh", "health.sh",
                                      "backup.sh", "restore.sh", "initdb/10-replication-role.sh")}
     if "redis" in dirs:
         ctx = base | {"redis": settings.redis, "master": announced(settings, settings.hosts_with_role("data")[0],

@@ -11,9 +11,9 @@ import hashlib
 from typing import Any
 
 from shipyard import images
-from shipyard.catalog import Component
+from shipyard.catalog import Component, component
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import (announced, components_on, endpoint, endpoints_of_replicas, instance_endpoints,
+from shipyard.topology import (announced, components_on, endpoint, endpoints_of_postgres_nodes, instance_endpoints,
                                publish_binding, redis_sentinels)
 
 CONFIG_HASH_LABEL = "org.shipyard.config-hash"
@@ -27,6 +27,10 @@ CONFIG_MOUNTS = {
     "nginx": "/etc/nginx/shipyard",
 }
 
+# Where PostgreSQL keeps its data: a directory inside the volume (mounted at its parent), so
+# the volume root can hold markers such as node.sh's rebuild marker.
+PGDATA = "/var/lib/postgresql/data/pgdata"
+
 _LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 
 
@@ -37,11 +41,12 @@ def _healthcheck(test: list[str], retries: int = 60, start: str = "2s") -> dict[
 
 
 def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[str, str]:
-    pg, redis = endpoint(settings, "postgres", host), endpoint(settings, "redis", host)
+    redis = endpoint(settings, "redis", host)
     return {
-        "TASKS_PG_HOST": pg.host, "TASKS_PG_PORT": str(pg.port),
+        # Every PostgreSQL node: the app writes to whichever accepts writes (so a promotion needs
+        # no redeploy) and sends reads that tolerate lag to a replica when one is up.
+        "TASKS_PG_HOSTS": ",".join(f"{e.host}:{e.port}" for e in endpoints_of_postgres_nodes(settings, host)),
         "TASKS_PG_DATABASE": settings.postgres.database, "TASKS_PG_USER": settings.postgres.user,
-        "TASKS_PG_READ_HOSTS": ",".join(f"{e.host}:{e.port}" for e in endpoints_of_replicas(settings, host)),
         "TASKS_REDIS_HOST": redis.host, "TASKS_REDIS_PORT": str(redis.port),
         # With Sentinels the app asks them for the current master (TASKS_REDIS_HOST/PORT unused).
         "TASKS_REDIS_SENTINELS": ",".join(f"{e.host}:{e.port}" for e in
@@ -56,39 +61,33 @@ def _app_environment(settings: EnvironmentSettings, host: HostSettings) -> dict[
 
 
 def _postgres_service(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
-    """The primary, or a streaming replica (same image and config dir, its own volume and slot)."""
+    """A PostgreSQL node (the first primary or a replica: same command, node.sh tells them
+    apart by their data), or the backup service."""
     conf = CONFIG_MOUNTS["postgres"]
-    server = ["postgres", "-c", f"config_file={conf}/postgresql.conf"]
     doc: dict[str, Any] = {
         "image": images.component_image("postgres", settings.images.source, settings.images.mirror),
-        "environment": {"PGDATA": "/var/lib/postgresql/data/pgdata"},
-        "stop_grace_period": "30s",
-        "shm_size": "128m",
+        "environment": {"PGDATA": PGDATA},
         "mem_limit": f"{settings.postgres.memory_limit_mb}m",
     }
-    if spec.name == "postgres":
-        doc["command"] = server
-        doc["environment"] = {"POSTGRES_USER": settings.postgres.user, "POSTGRES_DB": settings.postgres.database,
-                              "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **doc["environment"]}
-        doc["volumes"] = ["pgdata:/var/lib/postgresql/data",
-                          "./postgres/initdb:/docker-entrypoint-initdb.d:ro"]
-        # Over TCP on purpose: during first-boot init the entrypoint's temporary server listens
-        # on the socket only, which must not count as healthy.
-        doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "primary"], start="5s", retries=120)
-        return doc
     if spec.name == "postgres-backup":
-        primary = endpoint(settings, "postgres", host)
-        doc["command"] = ["bash", f"{conf}/backup.sh", "schedule", primary.host, str(primary.port)]
+        doc["command"] = ["bash", f"{conf}/backup.sh", "schedule"]
         doc["volumes"] = ["pgbackups:/backups"]
         doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/backup.sh", "check"], start="30s")
         doc["mem_limit"] = "256m"
-        del doc["shm_size"], doc["stop_grace_period"]
         return doc
-    slot = spec.name.replace("-", "_")  # replication slot names allow [a-z0-9_]
-    primary = endpoint(settings, "postgres", host)
-    doc["command"] = ["bash", f"{conf}/replica-entrypoint.sh", slot, primary.host, str(primary.port), *server]
-    doc["volumes"] = [f"pgdata-{spec.name.removeprefix('postgres-')}:/var/lib/postgresql/data"]
-    doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", "replica"], start="10s", retries=120)
+    doc["command"] = ["bash", f"{conf}/node.sh", spec.name, "postgres", "-c", f"config_file={conf}/postgresql.conf"]
+    doc["stop_grace_period"] = "30s"
+    doc["shm_size"] = "128m"
+    volume = "pgdata" if spec.name == "postgres" else f"pgdata-{spec.name.removeprefix('postgres-')}"
+    doc["volumes"] = [f"{volume}:/var/lib/postgresql/data"]
+    if spec.name == "postgres":
+        # Used only when this node initialises a new cluster (the image's entrypoint, first boot).
+        doc["environment"] = {"POSTGRES_USER": settings.postgres.user, "POSTGRES_DB": settings.postgres.database,
+                              "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **doc["environment"]}
+        doc["volumes"].append("./postgres/initdb:/docker-entrypoint-initdb.d:ro")
+    # Over TCP on purpose: during first-boot init the entrypoint's temporary server listens
+    # on the socket only, which must not count as healthy.
+    doc["healthcheck"] = _healthcheck(["CMD", "bash", f"{conf}/health.sh", spec.name], start="5s", retries=120)
     return doc
 
 
@@ -150,6 +149,16 @@ def _service_specifics(spec: Component, settings: EnvironmentSettings, host: Hos
     raise KeyError(spec.name)
 
 
+def _start_condition(consumer: str, provider: str) -> str:
+    """What ``consumer`` waits for. PostgreSQL replicas and the backup only wait for `postgres`
+    to start, not to be healthy: after a promotion `postgres` is itself a replica, healthy only
+    once the new primary (a replica service) runs, so waiting would deadlock a cold start.
+    They find the primary themselves and retry until it answers."""
+    if provider == "postgres" and component(consumer).name in ("postgres-replica", "postgres-backup"):
+        return "service_started"
+    return "service_healthy"
+
+
 def render_compose(settings: EnvironmentSettings, host: HostSettings,
                    config_hashes: dict[str, str]) -> dict[str, Any]:
     """The compose document of ``host``. ``config_hashes``: config dir → content hash."""
@@ -181,7 +190,7 @@ def render_compose(settings: EnvironmentSettings, host: HostSettings,
         deps = {}
         for dep in spec.depends_on:
             if dep in names:  # cross-host ordering comes from tier order, not compose
-                deps[dep] = {"condition": "service_healthy"}
+                deps[dep] = {"condition": _start_condition(spec.name, dep)}
         if spec.name in ("api", "worker"):
             # They ask the Sentinels for the Redis master: those are dependencies too.
             for sentinel in sorted(n for n in names if n.startswith("redis-sentinel-")):

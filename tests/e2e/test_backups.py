@@ -4,7 +4,8 @@ import subprocess
 
 import pytest
 
-from shipyard.drills import container_of, remove_restore
+from shipyard.drills.containers import container_of
+from shipyard.drills.pg_backups import remove_restore
 from shipyard.inventory import load_environment
 
 from .conftest import REPO, run_shipyard

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from shipyard import commands
-from shipyard.drills import container_of, sentinel_masters
+from shipyard.drills.containers import container_of
+from shipyard.drills.redis import sentinel_masters
 from shipyard.inventory import load_environment
 from shipyard.topology import publish_binding
 

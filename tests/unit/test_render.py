@@ -36,7 +36,7 @@ def test_single_host_data_ports_bind_loopback_only(repo):
     doc = rendered(repo, "ci")["ci"].compose
     assert doc["services"]["postgres"]["ports"] == ["127.0.0.1:15432:5432"]
     assert doc["services"]["redis"]["ports"] == ["127.0.0.1:16379:6379"]
-    assert doc["services"]["api"]["environment"]["TASKS_PG_HOST"] == "postgres"
+    assert doc["services"]["api"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432,postgres-replica-1:5432"
 
 
 def test_multi_host_addresses_come_from_the_inventory(repo):
@@ -44,7 +44,7 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
     data = hosts["data-1"].compose["services"]
     assert data["postgres"]["ports"] == ["10.0.2.21:5432:5432"]  # private address, never 0.0.0.0
     api = hosts["app-1"].compose["services"]["api"]
-    assert api["environment"]["TASKS_PG_HOST"] == "10.0.2.21"
+    assert api["environment"]["TASKS_PG_HOSTS"].startswith("10.0.2.21:5432,10.0.2.21:")
     assert "depends_on" not in data["postgres"]
     nginx = hosts["edge-1"].files["nginx/nginx.conf"].decode()
     assert "server 10.0.1.11:8000" in nginx and "server 10.0.1.12:8000" in nginx
@@ -54,8 +54,10 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
 def test_each_service_gets_only_its_secrets_as_files(repo):
     services = rendered(repo, "ci")["ci"].compose["services"]
     targets = {name: sorted(s["target"] for s in svc.get("secrets", [])) for name, svc in services.items()}
-    assert targets["postgres"] == ["postgres_password", "replication_password"]
-    assert targets["postgres-replica-1"] == ["replication_pgpass"]
+    # Any PostgreSQL node may become the primary: they all hold the same files.
+    assert targets["postgres"] == targets["postgres-replica-1"] == [
+        "postgres_password", "replication_password", "replication_pgpass"]
+    assert targets["postgres-backup"] == ["replication_pgpass"]
     assert targets["redis"] == ["redis_auth.conf"]
     assert targets["worker"] == ["postgres_password", "redis_password"]
     assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password"]
@@ -80,20 +82,29 @@ def test_compose_yaml_is_valid_and_has_no_anchors(repo):
     assert yaml.safe_load(text)["name"] == "shipyard-local"
 
 
-def test_replicas_follow_the_setting_and_reads_go_to_them(repo):
+def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     from shipyard.inventory import load_environment
     from shipyard.render import render_host
 
-    def services(replicas):
+    def rendered_with(replicas):
         settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas)})
-        return render_host(settings, settings.hosts[0]).compose["services"]
+        return render_host(settings, settings.hosts[0])
 
-    none = services(0)
+    none = rendered_with(0).compose["services"]
     assert not [s for s in none if s.startswith("postgres-replica")]
-    assert none["api"]["environment"]["TASKS_PG_READ_HOSTS"] == ""
-    two = services(2)
-    assert two["api"]["environment"]["TASKS_PG_READ_HOSTS"] == "postgres-replica-1:5432,postgres-replica-2:5432"
-    slots = {two[f"postgres-replica-{i}"]["command"][2] for i in (1, 2)}
-    assert slots == {"postgres_replica_1", "postgres_replica_2"}
-    assert two["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
-    assert "ports" not in two["postgres-replica-1"]  # single host: reached on the compose network only
+    assert none["api"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432"
+    two = rendered_with(2)
+    services = two.compose["services"]
+    assert services["api"]["environment"]["TASKS_PG_HOSTS"] == \
+        "postgres:5432,postgres-replica-1:5432,postgres-replica-2:5432"
+    # Every node starts the same way, named; node.sh tells primary and replica apart by the data.
+    for node in ("postgres", "postgres-replica-1", "postgres-replica-2"):
+        assert services[node]["command"][:3] == ["bash", "/etc/postgresql/shipyard/node.sh", node]
+        assert services[node]["healthcheck"]["test"][-1] == node
+    assert 'PG_NODES=(postgres postgres-replica-1 postgres-replica-2)' in two.files["postgres/cluster.sh"].decode()
+    assert services["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
+    assert "ports" not in services["postgres-replica-1"]  # single host: reached on the compose network only
+    # A replica only waits for `postgres` to start: after a promotion `postgres` is a replica
+    # itself, healthy only once the new primary runs.
+    assert services["postgres-replica-1"]["depends_on"] == {"postgres": {"condition": "service_started"}}
+    assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Rendered by Shipyard for environment local: container health of a PostgreSQL node.
-#   bash health.sh primary   → accepts writes (not in recovery), over TCP
-#   bash health.sh replica   → in recovery, WAL receiver streaming, replay lag < 16 MB
+#   bash health.sh NODE
+# The primary (not in recovery, over TCP) is healthy when it answers; a replica when its WAL
+# receiver is streaming and replay lags less than 16 MB. The same check serves every node,
+# since `make pg-promote` changes which one is primary. Logs in as the replication role.
 set -euo pipefail
-q() { psql -h 127.0.0.1 -p 5432 -d postgres -qtAX -c "$1"; }
-if [ "$1" = primary ]; then
-    export PGUSER=tasks PGPASSWORD="$(cat /run/secrets/postgres_password)"
-    [ "$(q 'SELECT pg_is_in_recovery()')" = f ] || { echo "not a primary: in recovery"; exit 1; }
-else
-    export PGUSER=replicator PGPASSFILE=/run/secrets/replication_pgpass
-    state=$(q "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'no wal receiver')")
-    [ "$state" = streaming ] || { echo "replica not streaming: $state"; exit 1; }
-    lag=$(q "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint")
-    [ "$lag" -lt 16777216 ] || { echo "replay lag $lag bytes"; exit 1; }
-fi
+. "$(dirname "$BASH_SOURCE")/cluster.sh"
+me=$1
+q() { pg_ask 127.0.0.1 "$1"; }
+recovery=$(q 'SELECT pg_is_in_recovery()') || { echo "node $me does not accept connections on port $PG_PORT yet"; exit 1; }
+[ "$recovery" = t ] || exit 0
+primaries=$(other_nodes "$me" | sed "s/\$/:$PG_PORT/" | paste -sd,)
+state=$(q "SELECT coalesce((SELECT status || coalesce(' from ' || sender_host, '') FROM pg_stat_wal_receiver), 'no WAL receiver')")
+case "$state" in
+    "streaming from "*) ;;
+    *) echo "replica $me cannot stream from the primary (one of $primaries): $state"; exit 1 ;;
+esac
+lag=$(q "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint")
+[ "$lag" -lt 16777216 ] || { echo "replica $me: replay lags ${lag} bytes behind what it received (${state#streaming })"; exit 1; }

@@ -1,0 +1,211 @@
+"""`make pg-promote` (a replica becomes the primary) and `make pg-rebuild` (a node is cloned
+again from the primary).
+
+A promotion is a planned switchover that loses no committed transaction:
+1. the old primary is stopped with a fast shutdown (SIGINT, the image's stop signal), which
+   sends every WAL record, up to its shutdown checkpoint, to the connected replicas;
+2. its data is fenced (standby.signal), so no restart and no `make up` can bring it back as a
+   second primary;
+3. the chosen replica must have replayed past that shutdown checkpoint, else the drill undoes
+   steps 1-2 and stops: nothing changed;
+4. `pg_ctl promote`, then slots on the new primary for the other replicas, which follow on
+   their own (their primary_conninfo lists every node, target_session_attrs=read-write);
+5. the old primary is rebuilt as a replica: data wiped, cloned again by its own node.sh.
+The app finds the new primary the same way (every node in TASKS_PG_HOSTS, read-write).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+
+from shipyard.drills.containers import compose_argv, container_of, run
+from shipyard.errors import ShipyardError
+from shipyard.render.compose import CONFIG_MOUNTS, PGDATA
+from shipyard.settings import EnvironmentSettings
+from shipyard.topology import postgres_nodes, slot_name
+
+_CLUSTER_SH = f"{CONFIG_MOUNTS['postgres']}/cluster.sh"
+REBUILD_MARKER = "/var/lib/postgresql/data/.shipyard-rebuild"  # node.sh: clone, never initdb
+
+
+@dataclass(frozen=True)
+class Promotion:
+    old_primary: str
+    new_primary: str
+    writes_unavailable_s: float  # old primary stopped → a write succeeds on the new one
+    promote_s: float  # pg_ctl promote → a write succeeds on the new primary
+    rebuild_s: float  # old primary wiped → streaming from the new one
+
+
+def ask(settings: EnvironmentSettings, node: str, sql: str) -> str | None:
+    """``sql`` on ``node`` as the replication role (the node's own passfile); None when it does
+    not answer or the statement fails."""
+    try:
+        container = container_of(settings, node)
+    except ShipyardError:
+        return None
+    out = subprocess.run(["docker", "exec", container, "bash", "-c", f'. {_CLUSTER_SH} && pg_ask 127.0.0.1 "$1"',
+                          "pg_ask", sql], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def roles(settings: EnvironmentSettings) -> dict[str, str]:
+    """node → "primary", "replica" or "down", from each node's pg_is_in_recovery()."""
+    answers = {node: ask(settings, node, "SELECT pg_is_in_recovery()") for node in postgres_nodes(settings)}
+    return {node: {"f": "primary", "t": "replica"}.get(answer or "", "down") for node, answer in answers.items()}
+
+
+def primary_of(settings: EnvironmentSettings) -> str:
+    primaries = [node for node, role in roles(settings).items() if role == "primary"]
+    if len(primaries) != 1:
+        raise ShipyardError(f"environment {settings.name}", f"expected one PostgreSQL primary, found {primaries or 'none'}",
+                            f"bring the data tier back first: make up ENV={settings.name}")
+    return primaries[0]
+
+
+def _accepts_writes(settings: EnvironmentSettings, node: str) -> bool:
+    # Assigning a transaction id is refused during recovery: the smallest real write.
+    return ask(settings, node, "SELECT pg_current_xact_id()") not in (None, "")
+
+
+def _streaming_from(settings: EnvironmentSettings, node: str) -> str | None:
+    """The node ``node`` streams WAL from, or None when it does not stream."""
+    answer = ask(settings, node, "SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+    return answer or None
+
+
+def _wait(what: str, check, timeout_s: float, interval_s: float = 0.1) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if check():
+            return time.monotonic() - started
+        time.sleep(interval_s)
+    raise TimeoutError(what)
+
+
+def _in_volume_of(settings: EnvironmentSettings, node: str, script: str) -> subprocess.CompletedProcess:
+    """``script`` (bash, as the postgres user) in a throwaway container with ``node``'s volumes,
+    while ``node`` is stopped: its data directory is $PGDATA."""
+    container = container_of(settings, node, running=False)
+    image = run(["docker", "inspect", "--format", "{{.Config.Image}}", container])
+    return subprocess.run(["docker", "run", "--rm", "--volumes-from", container, "--user", "postgres",
+                           "-e", f"PGDATA={PGDATA}", "--entrypoint", "bash", image, "-c", script],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _stop(settings: EnvironmentSettings, node: str) -> None:
+    subprocess.run(compose_argv(settings, "stop", node), capture_output=True, text=True, check=True, timeout=120)
+
+
+def _start(settings: EnvironmentSettings, node: str) -> None:
+    subprocess.run(compose_argv(settings, "start", node), capture_output=True, text=True, check=True, timeout=120)
+
+
+def _fence(settings: EnvironmentSettings, node: str) -> str:
+    """Mark the stopped ``node``'s data as a standby; return its shutdown checkpoint LSN.
+    Raises when the server did not shut down cleanly (then replicas may lack commits)."""
+    out = _in_volume_of(settings, node, 'touch "$PGDATA/standby.signal" && LC_ALL=C pg_controldata "$PGDATA"')
+    state = re.search(r"^Database cluster state:\s+(.+)$", out.stdout, re.M)
+    checkpoint = re.search(r"^Latest checkpoint location:\s+(\S+)$", out.stdout, re.M)
+    if out.returncode != 0 or not state or not checkpoint or state.group(1) != "shut down":
+        raise ShipyardError(f"environment {settings.name}, node {node}",
+                            f"did not shut down cleanly ({state.group(1) if state else out.stderr.strip()[-300:]})",
+                            "a replica may lack its last commits; start it again and retry the promotion")
+    return checkpoint.group(1)
+
+
+def _unfence(settings: EnvironmentSettings, node: str) -> None:
+    _in_volume_of(settings, node, 'rm -f "$PGDATA/standby.signal"')
+    _start(settings, node)
+
+
+def check_node(settings: EnvironmentSettings, node: str) -> None:
+    """Raises unless ``node`` is a PostgreSQL node of the environment (checked before any lock)."""
+    if node not in postgres_nodes(settings):
+        raise ShipyardError(f"environment {settings.name}", f"has no PostgreSQL node {node!r}",
+                            f"name one of: {', '.join(postgres_nodes(settings))}")
+
+
+def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 60) -> Promotion:
+    check_node(settings, replica)
+    nodes = postgres_nodes(settings)
+    old = primary_of(settings)
+    if old == replica:
+        raise ShipyardError(f"environment {settings.name}, node {replica}", "is already the primary",
+                            f"name a replica: {', '.join(n for n in nodes if n != replica)}")
+    if _streaming_from(settings, replica) is None:
+        raise ShipyardError(f"environment {settings.name}, node {replica}", "is not streaming from the primary, so it "
+                            "may lack commits", f"check `make verify ENV={settings.name}`; rebuild it with "
+                            f"make pg-rebuild ENV={settings.name} NODE={replica}")
+    stopped = time.monotonic()
+    _stop(settings, old)
+    try:
+        checkpoint = _fence(settings, old)
+        _wait("caught up", lambda: ask(settings, replica, f"SELECT pg_last_wal_replay_lsn() > '{checkpoint}'") == "t",
+              timeout_s)
+    except (ShipyardError, TimeoutError) as exc:
+        _unfence(settings, old)
+        if isinstance(exc, ShipyardError):
+            raise
+        raise ShipyardError(f"environment {settings.name}, node {replica}",
+                            f"did not replay the old primary's last WAL ({checkpoint}) within {timeout_s}s; "
+                            f"nothing was changed, {old} is the primary again",
+                            "look at the replica's logs; retry when it streams without lag") from None
+    promoting = time.monotonic()
+    promoted = subprocess.run(["docker", "exec", "--user", "postgres", container_of(settings, replica), "pg_ctl",
+                               "promote", "-D", PGDATA, "-w", "-t", str(int(timeout_s))], capture_output=True, text=True)
+    try:
+        _wait("writes", lambda: _accepts_writes(settings, replica), timeout_s, 0.05)
+    except TimeoutError:
+        # The old primary stays fenced: its data must not come back as a second primary.
+        raise ShipyardError(f"environment {settings.name}, node {replica}",
+                            f"does not accept writes {timeout_s}s after pg_ctl promote "
+                            f"({(promoted.stdout + promoted.stderr).strip()[-300:]}); {old} is stopped and fenced",
+                            f"look at docker logs {container_of(settings, replica)}; once it is the primary, "
+                            f"run make pg-rebuild ENV={settings.name} NODE={old}") from None
+    writes_unavailable_s = time.monotonic() - stopped
+    promote_s = time.monotonic() - promoting
+    # Slots are not replicated: the new primary gets one for each replica that follows it, so
+    # it keeps the WAL they still need.
+    for node in nodes:
+        if node not in (old, replica):
+            ask(settings, replica, f"SELECT pg_create_physical_replication_slot('{slot_name(node)}', true) "
+                                   f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots "
+                                   f"WHERE slot_name = '{slot_name(node)}')")
+    rebuild_s = pg_rebuild(settings, old, timeout_s=timeout_s * 2, already_stopped=True)
+    for node in nodes:
+        if node not in (old, replica):
+            _wait_streaming(settings, node, replica, timeout_s)
+    return Promotion(old, replica, writes_unavailable_s, promote_s, rebuild_s)
+
+
+def _wait_streaming(settings: EnvironmentSettings, node: str, primary: str, timeout_s: float) -> float:
+    try:
+        return _wait("streaming", lambda: _streaming_from(settings, node) == primary, timeout_s, 0.2)
+    except TimeoutError:
+        raise ShipyardError(f"environment {settings.name}, node {node}",
+                            f"does not stream from the primary {primary} after {timeout_s}s",
+                            f"look at its logs (docker logs {container_of(settings, node, running=False)}); "
+                            f"rebuild it: make pg-rebuild ENV={settings.name} NODE={node}") from None
+
+
+def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120, already_stopped: bool = False) -> float:
+    """Wipe ``node``'s data and let its node.sh clone it again from the primary. Seconds taken."""
+    check_node(settings, node)
+    primary = primary_of(settings)
+    if primary == node:
+        raise ShipyardError(f"environment {settings.name}, node {node}", "is the primary: rebuilding it would wipe "
+                            "the only writable copy", "promote a replica first: make pg-promote")
+    started = time.monotonic()
+    if not already_stopped:
+        _stop(settings, node)
+    wiped = _in_volume_of(settings, node, f'find "$PGDATA" -mindepth 1 -delete && touch {REBUILD_MARKER}')
+    if wiped.returncode != 0:
+        raise ShipyardError(f"environment {settings.name}, node {node}", f"cannot wipe its data: {wiped.stderr[-300:]}",
+                            "check the volume with docker volume inspect")
+    _start(settings, node)
+    _wait_streaming(settings, node, primary, timeout_s)
+    return time.monotonic() - started
