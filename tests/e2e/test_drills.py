@@ -1,21 +1,20 @@
-"""Failure drills on the rolled-out environment: the Redis master goes away (a Sentinel
-failover, then the master container stopped) while tasks are being created; every task the
-API accepted is processed, and the environment converges back."""
+"""Failure drills on the rolled-out environment, while tasks are being created: the Redis
+master goes away (a Sentinel failover, then the master container stopped), a PostgreSQL
+replica loses its primary, a replica is promoted. Every task the API accepted is processed,
+and the environment converges back."""
 
 import subprocess
-import threading
+import sys
 import time
-from pathlib import Path
 
-import jwt
 import pytest
-import requests
 
-from shipyard import commands
 from shipyard.drills.containers import container_of
+from shipyard.drills.pg_promote import primary_of, roles
 from shipyard.drills.redis import sentinel_masters
 from shipyard.inventory import load_environment
-from shipyard.topology import publish_binding
+from shipyard.topology import postgres_nodes
+from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
 from .conftest import REPO, run_shipyard
 
@@ -27,56 +26,7 @@ def settings(env_name):
 
 @pytest.fixture(scope="module")
 def client(settings):
-    bind, port = publish_binding(settings, settings.hosts[0], "edge")
-    key = Path(commands.project_dir(settings.deploy_root, settings.name), "secrets/api/jwt_signing_key").read_text().strip()
-    session = requests.Session()
-    session.headers["Authorization"] = "Bearer " + jwt.encode({"sub": "drill", "exp": int(time.time()) + 900}, key,
-                                                               algorithm="HS256")
-    session.base = f"http://{bind}:{port}"
-    return session
-
-
-class Traffic:
-    """Creates checksum tasks through the edge until stopped; remembers every accepted id."""
-
-    def __init__(self, client):
-        self.client, self.accepted, self.refused = client, [], 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        n = 0
-        while not self._stop.is_set() and n < 2000:
-            n += 1
-            try:
-                r = self.client.post(f"{self.client.base}/v1/tasks", json={"kind": "checksum", "payload": {"n": n}},
-                                     timeout=5)
-                if r.status_code == 202:
-                    self.accepted.append(r.json()["id"])
-                else:
-                    self.refused += 1
-            except requests.RequestException:
-                self.refused += 1
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-
-def wait_all_processed(client, ids, timeout=120) -> dict:
-    deadline = time.monotonic() + timeout
-    pending = set(ids)
-    while pending and time.monotonic() < deadline:
-        for task_id in list(pending)[:200]:
-            if client.get(f"{client.base}/v1/tasks/{task_id}", timeout=5).json()["status"] == "succeeded":
-                pending.discard(task_id)
-        time.sleep(0.5)
-    return {"accepted": len(ids), "processed": len(ids) - len(pending)}
+    return api_client(settings)
 
 
 def test_sentinel_failover_under_traffic_loses_no_task(env_name, settings, client):
@@ -118,3 +68,60 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
             break
         time.sleep(0.5)
     assert role == "slave"
+
+
+def _health(settings, node: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "exec", container_of(settings, node), "bash",
+                           "/etc/postgresql/shipyard/health.sh", node], capture_output=True, text=True)
+
+
+def test_a_replica_that_cannot_reach_the_primary_fails_its_health_check_naming_both(settings):
+    primary = primary_of(settings)
+    replica = next(node for node in postgres_nodes(settings) if node != primary)
+    container = container_of(settings, primary)
+    subprocess.run(["docker", "stop", container], check=True, capture_output=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = _health(settings, replica)
+            if health.returncode != 0:
+                break
+            time.sleep(0.2)
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True)
+    assert health.returncode == 1
+    assert replica in health.stdout and f"{primary}:5432" in health.stdout, health.stdout
+    deadline = time.monotonic() + 60
+    while _health(settings, replica).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _health(settings, replica).returncode == 0, "the replica did not stream again once the primary was back"
+
+
+def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_name, settings, client):
+    old = primary_of(settings)
+    new = next(node for node in postgres_nodes(settings) if node != old)
+    with Traffic(client) as traffic:
+        time.sleep(1)
+        result = run_shipyard("pg-promote", "--env", env_name, "--replica", new)
+        time.sleep(2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"primary {old} -> {new}" in result.stdout
+    counts = wait_all_processed(client, traffic.accepted)
+    assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
+    assert roles(settings) == {node: "primary" if node == new else "replica" for node in postgres_nodes(settings)}
+    # The environment's own checks agree: the new primary has every other node streaming on
+    # its slot (the old primary rebuilt as a replica). test_rollout then re-runs the deploy and
+    # checks that it changes nothing: the deploy does not fight the promotion.
+    verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(REPO / "tests/infra/test_replication.py"), f"--shipyard-env={env_name}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout[-3000:]
+
+
+def test_promote_refuses_the_primary_itself_and_unknown_nodes(env_name, settings):
+    primary = primary_of(settings)
+    same = run_shipyard("pg-promote", "--env", env_name, "--replica", primary)
+    assert same.returncode == 2 and "is already the primary" in same.stderr
+    unknown = run_shipyard("pg-promote", "--env", env_name, "--replica", "postgres-replica-9")
+    assert unknown.returncode == 2 and "has no PostgreSQL node 'postgres-replica-9'" in unknown.stderr
+    assert "name one of: postgres, postgres-replica-1" in unknown.stderr
