@@ -84,6 +84,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except store.UNAVAILABLE as exc:
+            log.warning("database unavailable", extra={"request_id": request_id, "reason": repr(exc)})
+            if not status_holder["started"]:
+                await error_response(request_id, 503, "database_unavailable",
+                                     "the database is unavailable for a moment; retry the request",
+                                     {"Retry-After": "1"})(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if not status_holder["started"]:
@@ -115,12 +121,13 @@ class Services:
     async def start(self) -> None:
         s = self.settings
         password = self.secrets.get("postgres_password")
-        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size)
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size,
+                                       connect_timeout=s.pg_connect_timeout_seconds)
         self._pools.append(pool)
         read_pool = None
         if len(s.pg_nodes()) > 1:
             read_pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size,
-                                                target="prefer-standby")
+                                                target="prefer-standby", connect_timeout=s.pg_connect_timeout_seconds)
             self._pools.append(read_pool)
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),

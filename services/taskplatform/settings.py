@@ -34,6 +34,9 @@ class ProcessSettings(BaseSettings):
                                           "one that accepts them, lag-tolerant reads prefer a replica; "
                                           "empty = pg_host:pg_port alone")
     pg_pool_size: int = 10
+    # Short on purpose: a connection attempt to a node that just went away (a promotion) can
+    # hang on ARP for ~3 s; failing it fast lets the next request find the new primary.
+    pg_connect_timeout_seconds: float = 2.0
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_sentinels: str = Field("", description="comma-separated host:port of Sentinels; empty = use redis_host")

@@ -11,6 +11,11 @@ from typing import Any
 
 import asyncpg
 
+# PostgreSQL cannot be reached or has no primary right now (a restart, a promotion): the
+# request may be retried; it is not a bug. 57 = operator intervention (shutdown, starting up).
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServerAttributeNotMatched,
+               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
 STATUSES = ("queued", "running", "retry_wait", "succeeded", "dead", "cancelled")
 
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
@@ -23,7 +28,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, password: str,
-                      size: int = 10, target: str = "read-write") -> asyncpg.Pool:
+                      size: int = 10, target: str = "read-write", connect_timeout: float = 2.0) -> asyncpg.Pool:
     """A pool over PostgreSQL ``nodes`` (host, port). Each new connection tries them in order
     and keeps the first matching ``target``: "read-write" finds the primary, also after a
     promotion (connections to a stopped primary break, the pool reconnects to the new one);
@@ -31,7 +36,7 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
     return await asyncpg.create_pool(host=[h for h, _ in nodes], port=[p for _, p in nodes], database=database,
                                      user=user, password=password, target_session_attrs=target,
                                      min_size=1, max_size=size, init=_init_connection,
-                                     command_timeout=10, timeout=5)
+                                     command_timeout=10, timeout=connect_timeout)
 
 
 def task_json(row: asyncpg.Record) -> dict[str, Any]:

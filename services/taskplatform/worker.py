@@ -159,7 +159,8 @@ class Worker:
     async def run(self) -> None:
         s = self.settings
         pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
-                                       self.secrets.get("postgres_password"), s.pg_pool_size)
+                                       self.secrets.get("postgres_password"), s.pg_pool_size,
+                                       connect_timeout=s.pg_connect_timeout_seconds)
         self.store = store.TaskStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name)

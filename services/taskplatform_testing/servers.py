@@ -68,20 +68,27 @@ class Postgres:
                                      f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"]),
                        check=True, capture_output=True)
         pwfile.unlink()
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "log"),
-                                     "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-                                           f"-c fsync=off -c max_connections=200",
-                                     "start"]), check=True, capture_output=True)
-        wait_port(self.port)
+        self._pg_ctl_start()
         env = dict(os.environ, PGPASSWORD=self.password)
         subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
                         "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'],
                        check=True, capture_output=True, env=env)
         return self
 
+    def _pg_ctl_start(self) -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "log"),
+                                     "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+                                           f"-c fsync=off -c max_connections=200",
+                                     "start"]), check=True, capture_output=True)
+        wait_port(self.port)
+
     def stop(self) -> None:
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
                        capture_output=True)
+
+    def restart(self) -> None:
+        """Start again on the same data and port (after ``stop``)."""
+        self._pg_ctl_start()
 
 
 @dataclass

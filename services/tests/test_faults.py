@@ -1,5 +1,6 @@
 """What the platform promises under faults: a worker `kill -9` mid-task and a Redis restart
-that loses every message lose no accepted task, and complete none twice."""
+that loses every message lose no accepted task, and complete none twice; while PostgreSQL is
+away (a restart, a promotion) the API says so with a retryable 503."""
 
 import os
 import signal
@@ -39,3 +40,18 @@ def test_no_accepted_task_is_lost_across_a_redis_restart(platform, tenant, clean
     for task_id in accepted:
         task = tenant.wait_for(task_id, timeout=30)
         assert task["status"] == "succeeded" and task["attempts"] == 1
+
+
+def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platform, tenant):
+    platform.pg.stop()
+    try:
+        response = tenant.create("checksum", {"during": "outage"})
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "database_unavailable"
+        assert response.headers["Retry-After"] == "1"
+    finally:
+        platform.pg.restart()
+    deadline = time.monotonic() + 15
+    while (response := tenant.create("checksum", {"after": "outage"})).status_code != 202:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.2)
