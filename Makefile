@@ -15,7 +15,8 @@ help:
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
-	@echo "make pg-promote ENV=name REPLICA=postgres-replica-N   switch the PostgreSQL primary (no commit lost)"
+	@echo "make pg-promote ENV=name REPLICA=postgres-replica-N   switch the PostgreSQL primary (no commit lost;"
+	@echo "                         FORCE=1 when the primary is dead: what it had not sent is lost)"
 	@echo "make pg-rebuild ENV=name NODE=name   wipe a PostgreSQL replica and clone it again"
 	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
 	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...]   a fresh PostgreSQL from a backup"
@@ -54,7 +55,7 @@ pg-restore: venv
 
 pg-promote: venv
 	@test -n "$(REPLICA)" || { echo "usage: make pg-promote ENV=$(ENV) REPLICA=postgres-replica-N" >&2; exit 2; }
-	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT)
+	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT) $(if $(FORCE),--force,)
 
 pg-rebuild: venv
 	@test -n "$(NODE)" || { echo "usage: make pg-rebuild ENV=$(ENV) NODE=postgres-replica-N" >&2; exit 2; }

@@ -7,7 +7,7 @@
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
     python -m shipyard pg-restore --env E [--backup /backups/base-<time>]
-    python -m shipyard pg-promote --env E --replica postgres-replica-N
+    python -m shipyard pg-promote --env E --replica postgres-replica-N [--force]
     python -m shipyard pg-rebuild --env E --node NODE
 """
 
@@ -105,17 +105,18 @@ def down(env: str, volumes: bool) -> int:
     return code
 
 
-def pg_promote(env: str, replica: str, lock_wait: float) -> int:
+def pg_promote(env: str, replica: str, lock_wait: float, force: bool) -> int:
     from shipyard.drills.pg_promote import check_node, pg_promote as promote
 
     settings = load_environment(REPO, env, dict(os.environ))
     check_node(settings, replica)
     # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
     with environment_lock(REPO, env, lock_wait):
-        done = promote(settings, replica)
+        done = promote(settings, replica, force=force)
+    without = f" ({done.writes_unavailable_s:.2f}s without a primary)" if done.writes_unavailable_s is not None else ""
     print(f"{env}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
-          f"{done.promote_s:.2f}s after the promote ({done.writes_unavailable_s:.2f}s without a primary); "
-          f"{done.old_primary} rebuilt as a replica in {done.rebuild_s:.1f}s")
+          f"{done.promote_s:.2f}s after the promote{without}; {done.old_primary} rebuilt as a replica in "
+          f"{done.rebuild_s:.1f}s")
     return 0
 
 
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p_promote.add_argument("--env", required=True)
     p_promote.add_argument("--replica", required=True, help="the node to promote, e.g. postgres-replica-1")
     p_promote.add_argument("--lock-wait", type=float, default=0.0)
+    p_promote.add_argument("--force", action="store_true",
+                           help="promote although no primary answers (commits it had not sent are lost)")
     p_rebuild = sub.add_parser("pg-rebuild", help="wipe a PostgreSQL replica and clone it again from the primary")
     p_rebuild.add_argument("--env", required=True)
     p_rebuild.add_argument("--node", required=True)
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "down":
             return down(args.env, args.volumes)
         if args.command == "pg-promote":
-            return pg_promote(args.env, args.replica, args.lock_wait)
+            return pg_promote(args.env, args.replica, args.lock_wait, args.force)
         if args.command == "pg-rebuild":
             return pg_rebuild(args.env, args.node, args.lock_wait)
         if args.command == "pg-backup":

@@ -12,6 +12,10 @@ A promotion is a planned switchover that loses no committed transaction:
    their own (their primary_conninfo lists every node, target_session_attrs=read-write);
 5. the old primary is rebuilt as a replica: data wiped, cloned again by its own node.sh.
 The app finds the new primary the same way (every node in TASKS_PG_HOSTS, read-write).
+
+When no node accepts writes (the primary died), steps 1-3 cannot be done: the promotion then
+needs ``force`` (commits the replica had not received are lost, and the operator says so);
+the dead nodes are stopped and fenced first, and rebuilt as replicas after.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ REBUILD_MARKER = "/var/lib/postgresql/data/.shipyard-rebuild"  # node.sh: clone,
 class Promotion:
     old_primary: str
     new_primary: str
-    writes_unavailable_s: float  # old primary stopped → a write succeeds on the new one
+    writes_unavailable_s: float | None  # old primary stopped → a write succeeds (None: it was dead already)
     promote_s: float  # pg_ctl promote → a write succeeds on the new primary
     rebuild_s: float  # old primary wiped → streaming from the new one
 
@@ -129,19 +133,62 @@ def check_node(settings: EnvironmentSettings, node: str) -> None:
                             f"name one of: {', '.join(postgres_nodes(settings))}")
 
 
-def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 60) -> Promotion:
+def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 60, force: bool = False) -> Promotion:
+    """Make ``replica`` the primary. With the primary running: a planned switchover that loses
+    no commit. With no primary answering (it died): only with ``force``, since commits the
+    replica had not received yet are lost; the dead nodes are fenced, then rebuilt."""
     check_node(settings, replica)
     nodes = postgres_nodes(settings)
-    old = primary_of(settings)
-    if old == replica:
+    states = roles(settings)
+    primaries = [node for node, role in states.items() if role == "primary"]
+    if replica in primaries:
         raise ShipyardError(f"environment {settings.name}, node {replica}", "is already the primary",
                             f"name a replica: {', '.join(n for n in nodes if n != replica)}")
+    if states[replica] != "replica":
+        raise ShipyardError(f"environment {settings.name}, node {replica}", "does not answer as a replica",
+                            f"start it first: make up ENV={settings.name}")
+    if len(primaries) > 1:
+        raise ShipyardError(f"environment {settings.name}", f"several nodes accept writes: {primaries}",
+                            "stop all but one and rebuild the others with make pg-rebuild")
+    if primaries:
+        old, stopped = primaries[0], time.monotonic()
+        _switch_over_from(settings, old, replica, timeout_s)
+        dead: list[str] = []
+    else:
+        dead = [node for node, role in states.items() if role == "down"]
+        if not force:
+            raise ShipyardError(f"environment {settings.name}", f"no PostgreSQL node accepts writes (down: "
+                                f"{', '.join(dead)})", f"start the primary again (make up ENV={settings.name}); if it "
+                                f"cannot come back, promote anyway with FORCE=1: commits {replica} had not received "
+                                f"are lost")
+        old, stopped = ", ".join(dead), None
+        for node in dead:
+            _stop(settings, node)  # one in a restart loop must not come back as a primary meanwhile
+            _in_volume_of(settings, node, '[ ! -s "$PGDATA/PG_VERSION" ] || touch "$PGDATA/standby.signal"')
+    promote_s = _promote(settings, replica, old, timeout_s)
+    writes_unavailable_s = time.monotonic() - stopped if stopped is not None else None
+    # Slots are not replicated: the new primary gets one for each replica that follows it, so
+    # it keeps the WAL they still need. (Rebuilt nodes create their own when they clone.)
+    followers = [node for node in nodes if node != replica and node not in dead and node not in primaries]
+    for node in followers:
+        ask(settings, replica, f"SELECT pg_create_physical_replication_slot('{slot_name(node)}', true) "
+                               f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots "
+                               f"WHERE slot_name = '{slot_name(node)}')")
+    rebuild_s = sum(pg_rebuild(settings, node, timeout_s=timeout_s * 2) for node in primaries + dead)
+    for node in followers:
+        _wait_streaming(settings, node, replica, timeout_s)
+    return Promotion(old, replica, writes_unavailable_s, promote_s, rebuild_s)
+
+
+def _switch_over_from(settings: EnvironmentSettings, old: str, replica: str, timeout_s: float) -> None:
+    """Stop and fence the running primary ``old`` once ``replica`` has everything it wrote;
+    when that cannot be shown, put ``old`` back and raise (nothing changed)."""
     if _streaming_from(settings, replica) is None:
         raise ShipyardError(f"environment {settings.name}, node {replica}", "is not streaming from the primary, so it "
                             "may lack commits", f"check `make verify ENV={settings.name}`; rebuild it with "
                             f"make pg-rebuild ENV={settings.name} NODE={replica}")
-    stopped = time.monotonic()
     _stop(settings, old)
+    checkpoint = "?"
     try:
         checkpoint = _fence(settings, old)
         _wait("caught up", lambda: ask(settings, replica, f"SELECT pg_last_wal_replay_lsn() > '{checkpoint}'") == "t",
@@ -154,6 +201,10 @@ def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 6
                             f"did not replay the old primary's last WAL ({checkpoint}) within {timeout_s}s; "
                             f"nothing was changed, {old} is the primary again",
                             "look at the replica's logs; retry when it streams without lag") from None
+
+
+def _promote(settings: EnvironmentSettings, replica: str, old: str, timeout_s: float) -> float:
+    """pg_ctl promote; seconds until ``replica`` accepts a write."""
     promoting = time.monotonic()
     promoted = subprocess.run(["docker", "exec", "--user", "postgres", container_of(settings, replica), "pg_ctl",
                                "promote", "-D", PGDATA, "-w", "-t", str(int(timeout_s))], capture_output=True, text=True)
@@ -165,21 +216,8 @@ def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 6
                             f"does not accept writes {timeout_s}s after pg_ctl promote "
                             f"({(promoted.stdout + promoted.stderr).strip()[-300:]}); {old} is stopped and fenced",
                             f"look at docker logs {container_of(settings, replica)}; once it is the primary, "
-                            f"run make pg-rebuild ENV={settings.name} NODE={old}") from None
-    writes_unavailable_s = time.monotonic() - stopped
-    promote_s = time.monotonic() - promoting
-    # Slots are not replicated: the new primary gets one for each replica that follows it, so
-    # it keeps the WAL they still need.
-    for node in nodes:
-        if node not in (old, replica):
-            ask(settings, replica, f"SELECT pg_create_physical_replication_slot('{slot_name(node)}', true) "
-                                   f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots "
-                                   f"WHERE slot_name = '{slot_name(node)}')")
-    rebuild_s = pg_rebuild(settings, old, timeout_s=timeout_s * 2, already_stopped=True)
-    for node in nodes:
-        if node not in (old, replica):
-            _wait_streaming(settings, node, replica, timeout_s)
-    return Promotion(old, replica, writes_unavailable_s, promote_s, rebuild_s)
+                            f"run make pg-rebuild ENV={settings.name} NODE=<each old node>") from None
+    return time.monotonic() - promoting
 
 
 def _wait_streaming(settings: EnvironmentSettings, node: str, primary: str, timeout_s: float) -> float:
@@ -192,7 +230,7 @@ def _wait_streaming(settings: EnvironmentSettings, node: str, primary: str, time
                             f"rebuild it: make pg-rebuild ENV={settings.name} NODE={node}") from None
 
 
-def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120, already_stopped: bool = False) -> float:
+def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120) -> float:
     """Wipe ``node``'s data and let its node.sh clone it again from the primary. Seconds taken."""
     check_node(settings, node)
     primary = primary_of(settings)
@@ -200,8 +238,7 @@ def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120,
         raise ShipyardError(f"environment {settings.name}, node {node}", "is the primary: rebuilding it would wipe "
                             "the only writable copy", "promote a replica first: make pg-promote")
     started = time.monotonic()
-    if not already_stopped:
-        _stop(settings, node)
+    _stop(settings, node)
     wiped = _in_volume_of(settings, node, f'find "$PGDATA" -mindepth 1 -delete && touch {REBUILD_MARKER}')
     if wiped.returncode != 0:
         raise ShipyardError(f"environment {settings.name}, node {node}", f"cannot wipe its data: {wiped.stderr[-300:]}",

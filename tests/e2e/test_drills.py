@@ -118,6 +118,23 @@ def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_n
     assert verify.returncode == 0, verify.stdout[-3000:]
 
 
+def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_on(env_name, settings, client):
+    dead = primary_of(settings)
+    survivor = next(node for node in postgres_nodes(settings) if node != dead)
+    # `docker stop -t 0`: killed at once, and not restarted by its restart policy (a dead host).
+    subprocess.run(["docker", "stop", "-t", "0", container_of(settings, dead)], check=True, capture_output=True)
+    refused = run_shipyard("pg-promote", "--env", env_name, "--replica", survivor)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"no PostgreSQL node accepts writes (down: {dead})" in refused.stderr and "FORCE=1" in refused.stderr
+    forced = run_shipyard("pg-promote", "--env", env_name, "--replica", survivor, "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert roles(settings) == {node: "primary" if node == survivor else "replica" for node in postgres_nodes(settings)}
+    with Traffic(client) as traffic:
+        time.sleep(3)
+    counts = wait_all_processed(client, traffic.accepted)
+    assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
+
+
 def test_promote_refuses_the_primary_itself_and_unknown_nodes(env_name, settings):
     primary = primary_of(settings)
     same = run_shipyard("pg-promote", "--env", env_name, "--replica", primary)

@@ -108,3 +108,13 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     # itself, healthy only once the new primary runs.
     assert services["postgres-replica-1"]["depends_on"] == {"postgres": {"condition": "service_started"}}
     assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def test_postgres_nodes_and_their_slots(repo):
+    from shipyard.inventory import load_environment
+    from shipyard.topology import postgres_nodes, slot_name
+
+    settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
+    assert postgres_nodes(settings) == ("postgres", "postgres-replica-1", "postgres-replica-2")
+    assert [slot_name(n) for n in postgres_nodes(settings)] == ["postgres", "postgres_replica_1", "postgres_replica_2"]
+    assert postgres_nodes(load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": "0"})) == ("postgres",)
