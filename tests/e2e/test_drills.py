@@ -135,6 +135,29 @@ def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_o
     assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
 
 
+def test_a_node_with_a_primarys_data_refuses_to_start_next_to_the_primary_until_rebuilt(env_name, settings):
+    primary = primary_of(settings)
+    node = next(n for n in postgres_nodes(settings) if n != primary)
+    container = container_of(settings, node)
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    subprocess.run(["docker", "stop", container], check=True, capture_output=True)
+    # What an old primary's data looks like: no standby.signal.
+    subprocess.run(["docker", "run", "--rm", "--volumes-from", container, "--user", "postgres", "--entrypoint", "rm",
+                    image, "/var/lib/postgresql/data/pgdata/standby.signal"], check=True, capture_output=True)
+    subprocess.run(["docker", "start", container], check=True, capture_output=True)
+    deadline, logs = time.monotonic() + 30, ""
+    while "refusing to start as a second primary" not in logs and time.monotonic() < deadline:
+        time.sleep(0.5)
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stderr
+    assert f"node {node}: refusing to start as a second primary: {primary} already accepts writes" in logs
+    assert f"make pg-rebuild ENV={env_name} NODE={node}" in logs
+    assert roles(settings)[primary] == "primary" and roles(settings)[node] == "down"
+    rebuilt = run_shipyard("pg-rebuild", "--env", env_name, "--node", node)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert roles(settings)[node] == "replica"
+
+
 def test_promote_refuses_the_primary_itself_and_unknown_nodes(env_name, settings):
     primary = primary_of(settings)
     same = run_shipyard("pg-promote", "--env", env_name, "--replica", primary)
