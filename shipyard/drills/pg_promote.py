@@ -25,7 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from shipyard.drills.containers import compose_argv, container_of, run
+from shipyard.drills.containers import compose_argv, container_of, require_local, run
 from shipyard.errors import ShipyardError
 from shipyard.render.compose import CONFIG_MOUNTS, PGDATA
 from shipyard.settings import EnvironmentSettings
@@ -128,6 +128,7 @@ def _unfence(settings: EnvironmentSettings, node: str) -> None:
 
 def check_node(settings: EnvironmentSettings, node: str) -> None:
     """Raises unless ``node`` is a PostgreSQL node of the environment (checked before any lock)."""
+    require_local(settings)
     if node not in postgres_nodes(settings):
         raise ShipyardError(f"environment {settings.name}", f"has no PostgreSQL node {node!r}",
                             f"name one of: {', '.join(postgres_nodes(settings))}")
