@@ -19,7 +19,8 @@ help:
 	@echo "                         FORCE=1 when the primary is dead: what it had not sent is lost)"
 	@echo "make pg-rebuild ENV=name NODE=name   wipe a PostgreSQL replica and clone it again"
 	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
-	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...]   a fresh PostgreSQL from a backup"
+	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...] [UNTIL='2026-11-24 08:00:00+00']"
+	@echo "                         a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -51,7 +52,7 @@ pg-backup: venv
 	$(PY) -m shipyard pg-backup --env $(ENV)
 
 pg-restore: venv
-	$(PY) -m shipyard pg-restore --env $(ENV) $(if $(BACKUP),--backup $(BACKUP),)
+	$(PY) -m shipyard pg-restore --env $(ENV) $(if $(BACKUP),--backup $(BACKUP),) $(if $(UNTIL),--until "$(UNTIL)",)
 
 pg-promote: venv
 	@test -n "$(REPLICA)" || { echo "usage: make pg-promote ENV=$(ENV) REPLICA=postgres-replica-N" >&2; exit 2; }

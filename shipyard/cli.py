@@ -6,7 +6,7 @@
     python -m shipyard down --env E [--volumes]
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
-    python -m shipyard pg-restore --env E [--backup /backups/base-<time>]
+    python -m shipyard pg-restore --env E [--backup /backups/base-<time>] [--until TIME]
     python -m shipyard pg-promote --env E --replica postgres-replica-N [--force]
     python -m shipyard pg-rebuild --env E --node NODE
 """
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p_restore = sub.add_parser("pg-restore", help="start a fresh PostgreSQL from a base backup")
     p_restore.add_argument("--env", required=True)
     p_restore.add_argument("--backup", help="/backups/base-<time> (default: the newest)")
+    p_restore.add_argument("--until", help="replay the WAL archive up to this time (default: all of it)")
     p_promote = sub.add_parser("pg-promote", help="make a PostgreSQL replica the primary (no commit lost)")
     p_promote.add_argument("--env", required=True)
     p_promote.add_argument("--replica", required=True, help="the node to promote, e.g. postgres-replica-1")
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             from shipyard.drills.pg_backups import pg_restore, restore_container
 
             settings = load_environment(REPO, args.env, dict(os.environ))
-            backup, rows = pg_restore(settings, args.backup)
+            backup, rows = pg_restore(settings, args.backup, args.until)
             print(f"{args.env}: restored {backup} into container {restore_container(settings)}: tasks has {rows} rows "
                   f"(remove it with: docker rm -f -v {restore_container(settings)})")
             return 0

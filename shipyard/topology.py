@@ -36,6 +36,10 @@ def slot_name(node: str) -> str:
     return node.replace("-", "_")
 
 
+# The physical slot the backup service's WAL archive streams on (no node is called that).
+WAL_ARCHIVE_SLOT = "postgres_backup"
+
+
 def hosts_running(settings: EnvironmentSettings, name: str) -> tuple[HostSettings, ...]:
     role = component(name).role
     return tuple(h for h in settings.hosts if role in h.roles)

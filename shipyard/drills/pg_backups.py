@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import time
 
@@ -31,9 +32,17 @@ def restore_container(settings: EnvironmentSettings) -> str:
     return f"{settings.compose_project}-pg-restore"
 
 
-def pg_restore(settings: EnvironmentSettings, backup: str | None = None, timeout_s: float = 120) -> tuple[str, int]:
+def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: str | None = None,
+               timeout_s: float = 120) -> tuple[str, int]:
     """Start a fresh PostgreSQL (container <project>-pg-restore, own volume, no published port)
-    from a base backup (default: the newest) and return (backup, rows in the tasks table)."""
+    from a base backup (default: the newest) plus the WAL archive, replayed to its end or to
+    the time ``until``; return (backup, rows in the tasks table once recovery has finished)."""
+    if until is not None:
+        try:
+            dt.datetime.fromisoformat(until)
+        except ValueError:
+            raise ShipyardError(f"environment {settings.name}", f"UNTIL {until!r} is not a time",
+                                "give an ISO time such as '2026-11-24 08:00:00+00:00' (no zone: UTC)") from None
     available = backups(settings)
     if not available:
         raise ShipyardError(f"environment {settings.name}", "has no complete base backup yet",
@@ -51,18 +60,21 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, timeout
         volumes=[f"{settings.compose_project}_pgbackups:/backups:ro", f"{name}-data:/var/lib/postgresql/data",
                  f"{project_dir}/postgres:/etc/postgresql/shipyard:ro",
                  f"{project_dir}/secrets/postgres/postgres_password:/run/secrets/postgres_password:ro"],
-        command=["bash", "/etc/postgresql/shipyard/restore.sh", chosen]), capture_output=True, text=True)
+        command=["bash", "/etc/postgresql/shipyard/restore.sh", chosen, *([until] if until else [])]),
+        capture_output=True, text=True)
     if started.returncode != 0:
         raise ShipyardError(f"environment {settings.name}", f"cannot start the restore container: {started.stderr}",
                             f"remove a leftover one: docker rm -f {name}")
     count_sql = ["docker", "exec", name, "bash", "-c",
                  f"PGPASSWORD=$(cat /run/secrets/postgres_password) psql -h 127.0.0.1 -U {settings.postgres.user} "
-                 f"-d {settings.postgres.database} -qtAX -c 'SELECT count(*) FROM tasks'"]
+                 f"-d {settings.postgres.database} -qtAX -c 'SELECT pg_is_in_recovery(), count(*) FROM tasks'"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        # It answers read-only while it still replays the archive: count once recovery is over.
         result = subprocess.run(count_sql, capture_output=True, text=True)
-        if result.returncode == 0 and result.stdout.strip().isdigit():
-            return chosen, int(result.stdout.strip())
+        in_recovery, _, rows = result.stdout.strip().partition("|")
+        if result.returncode == 0 and in_recovery == "f" and rows.isdigit():
+            return chosen, int(rows)
         time.sleep(0.5)
     logs = run(["docker", "logs", "--tail", "20", name])
     raise ShipyardError(f"environment {settings.name}, container {name}",

@@ -14,7 +14,7 @@ import yaml
 from shipyard.render.compose import hash_files, render_compose
 from shipyard.render.templates import render_template
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import announced, components_on, endpoints, postgres_nodes
+from shipyard.topology import WAL_ARCHIVE_SLOT, announced, components_on, endpoints, postgres_nodes
 
 COMPOSE_FILE = "compose.yaml"
 # A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
@@ -46,7 +46,7 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
     out: dict[str, dict[str, bytes]] = {}
     if "postgres" in dirs:
         ctx = base | {"postgres": settings.postgres, "attempts": REPLICA_CLONE_ATTEMPTS, "retry_s": BACKUP_RETRY_S,
-                      "nodes": postgres_nodes(settings)}
+                      "nodes": postgres_nodes(settings), "wal_slot": WAL_ARCHIVE_SLOT}
         out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
                            for n in ("postgresql.conf", "pg_hba.conf", "cluster.sh", "node.sh", "health.sh",
                                      "backup.sh", "restore.sh", "initdb/10-replication-role.sh")}

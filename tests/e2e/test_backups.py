@@ -1,11 +1,14 @@
-"""Backups: a base backup taken now restores into a fresh PostgreSQL with the same rows."""
+"""Backups: a base backup plus the WAL archive restores into a fresh PostgreSQL with the same
+rows, including those committed after the base backup; UNTIL stops the replay at a time."""
 
 import subprocess
+import time
 
 import pytest
 
 from shipyard.drills.containers import container_of
 from shipyard.drills.pg_backups import remove_restore
+from shipyard.drills.pg_promote import primary_of
 from shipyard.inventory import load_environment
 
 from .conftest import REPO, run_shipyard
@@ -16,37 +19,71 @@ def settings(env_name):
     return load_environment(REPO, env_name)
 
 
-def primary_count(settings) -> int:
-    out = subprocess.run(["docker", "exec", container_of(settings, "postgres"), "bash", "-c",
+def on_primary(settings, sql: str) -> str:
+    out = subprocess.run(["docker", "exec", container_of(settings, primary_of(settings)), "bash", "-c",
                           f"PGPASSWORD=$(cat /run/secrets/postgres_password) psql -h 127.0.0.1 "
-                          f"-U {settings.postgres.user} -d {settings.postgres.database} -qtAX "
-                          f"-c 'SELECT count(*) FROM tasks'"], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
+                          f"-U {settings.postgres.user} -d {settings.postgres.database} -qtAX -v ON_ERROR_STOP=1 "
+                          f"-c \"{sql}\""], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
-def test_backup_restores_into_a_fresh_instance_with_the_same_row_count(env_name, settings):
-    for i in range(5):  # rows of our own, so there is something to compare
-        subprocess.run(["docker", "exec", container_of(settings, "postgres"), "bash", "-c",
-                        f"PGPASSWORD=$(cat /run/secrets/postgres_password) psql -h 127.0.0.1 "
-                        f"-U {settings.postgres.user} -d {settings.postgres.database} -qtAX -c "
-                        f"\"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status) VALUES "
-                        f"(gen_random_uuid(), 'backup-test', 'checksum', '{{}}', 1, 'cancelled')\""],
-                       check=True, capture_output=True)
-    rows = primary_count(settings)
-    assert rows >= 5
-    backup = run_shipyard("pg-backup", "--env", env_name)
-    assert backup.returncode == 0 and "complete" in backup.stdout, backup.stdout + backup.stderr
+def add_rows(settings, count: int) -> int:
+    """``count`` rows of our own (cancelled tasks: no worker touches them); the new total."""
+    on_primary(settings, f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status) "
+                         f"SELECT gen_random_uuid(), 'backup-test', 'checksum', '{{}}', 1, 'cancelled' "
+                         f"FROM generate_series(1, {count})")
+    return int(on_primary(settings, "SELECT count(*) FROM tasks"))
+
+
+def restored_rows(env_name, settings, *extra: str) -> int:
     try:
-        restored = run_shipyard("pg-restore", "--env", env_name)
+        restored = run_shipyard("pg-restore", "--env", env_name, *extra)
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert f"tasks has {rows} rows" in restored.stdout, restored.stdout
+        return int(restored.stdout.split("tasks has ")[1].split()[0])
     finally:
         remove_restore(settings)
 
 
-def test_retention_keeps_only_the_newest_backups(env_name, settings):
+def test_backup_restores_into_a_fresh_instance_with_the_same_row_count(env_name, settings):
+    rows = add_rows(settings, 5)
+    backup = run_shipyard("pg-backup", "--env", env_name)
+    assert backup.returncode == 0 and "complete" in backup.stdout, backup.stdout + backup.stderr
+    assert restored_rows(env_name, settings) == rows
+
+
+def test_commits_after_the_base_backup_come_back_from_the_wal_archive(env_name, settings):
+    assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
+    rows = add_rows(settings, 7)  # only in the WAL archive, streamed as it was written
+    assert restored_rows(env_name, settings) == rows
+
+
+def test_until_stops_the_replay_at_a_time(env_name, settings):
+    assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
+    rows_then = add_rows(settings, 3)
+    then = on_primary(settings, "SELECT clock_timestamp()")
+    time.sleep(1.5)
+    rows_now = add_rows(settings, 4)
+    assert rows_now == rows_then + 4
+    assert restored_rows(env_name, settings, "--until", then) == rows_then
+
+
+def test_a_bad_until_is_refused_before_anything_starts(env_name, settings):
+    bad = run_shipyard("pg-restore", "--env", env_name, "--until", "yesterday-ish")
+    assert bad.returncode == 2 and "UNTIL 'yesterday-ish' is not a time" in bad.stderr
+
+
+def test_retention_keeps_only_the_newest_backups_and_the_wal_they_need(env_name, settings):
     for _ in range(settings.postgres.backup_keep + 1):
         assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
-    listing = subprocess.run(["docker", "exec", container_of(settings, "postgres-backup"), "sh", "-c",
-                              "ls -1d /backups/base-*"], capture_output=True, text=True).stdout.split()
+    backup_container = container_of(settings, "postgres-backup")
+    listing = subprocess.run(["docker", "exec", backup_container, "sh", "-c", "ls -1d /backups/base-*"],
+                             capture_output=True, text=True).stdout.split()
     assert len(listing) == settings.postgres.backup_keep, listing
+    oldest_needed = subprocess.run(
+        ["docker", "exec", backup_container, "sh", "-c",
+         f"tar -xzOf {listing[0]}/base.tar.gz backup_label | sed -n 's/^START WAL LOCATION: .* (file \\(.*\\))$/\\1/p'"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    archived = subprocess.run(["docker", "exec", backup_container, "sh", "-c", "ls -1 /backups/wal"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    segments = [name[8:24] for name in archived if len(name) >= 24 and not name.endswith(".history")]
+    assert segments and min(segments) >= oldest_needed[8:], (oldest_needed, archived)

@@ -118,6 +118,20 @@ def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_n
     assert verify.returncode == 0, verify.stdout[-3000:]
 
 
+def test_a_backup_from_before_a_promotion_restores_what_was_committed_after_it(env_name, settings):
+    from .test_backups import add_rows, restored_rows
+
+    backup = run_shipyard("pg-backup", "--env", env_name)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    old = primary_of(settings)
+    promoted = run_shipyard("pg-promote", "--env", env_name, "--replica",
+                            next(node for node in postgres_nodes(settings) if node != old))
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    rows = add_rows(settings, 6)  # on the new primary's timeline: the WAL archive followed it
+    name = backup.stdout.split("backup ")[1].split()[0]
+    assert restored_rows(env_name, settings, "--backup", name) == rows
+
+
 def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_on(env_name, settings, client):
     dead = primary_of(settings)
     survivor = next(node for node in postgres_nodes(settings) if node != dead)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shipyard import commands
-from shipyard.topology import postgres_nodes, slot_name
+from shipyard.topology import WAL_ARCHIVE_SLOT, postgres_nodes, slot_name
 
 
 def _psql(target, service: str, sql: str) -> str:
@@ -40,10 +40,18 @@ def replicas(target, primary):
 
 def test_every_replica_streams_on_its_own_active_slot(target, primary, replicas):
     senders = _psql(target, primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' "
-                                     "ORDER BY 1")
+                                     "AND application_name <> 'pg_receivewal' ORDER BY 1")
     assert senders.split() == sorted(replicas)  # application_name is each node's cluster_name
     slots = _psql(target, primary, "SELECT slot_name || ':' || active FROM pg_replication_slots ORDER BY 1")
-    assert slots.split() == sorted(f"{slot_name(name)}:true" for name in replicas)
+    assert slots.split() == sorted([f"{slot_name(name)}:true" for name in replicas] + [f"{WAL_ARCHIVE_SLOT}:true"])
+
+
+def test_the_wal_archive_streams_from_the_primary(target, primary):
+    """The backup service's pg_receivewal: its slot is active on the primary and has received
+    (and flushed) everything up to a moment ago."""
+    lag = _psql(target, primary, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) FROM pg_stat_replication "
+                                 f"WHERE application_name = 'pg_receivewal'")
+    assert lag != "" and float(lag) < 16 * 1024 * 1024, f"WAL archive lag: {lag!r} bytes"
 
 
 def test_replicas_report_their_lag_and_are_in_recovery(target, replicas):
