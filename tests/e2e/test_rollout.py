@@ -60,3 +60,36 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     output = result.stdout + result.stderr
     assert "no registry answers" in output and "set images.source to 'local'" in output
     assert container_states(f"shipyard-{env_name}") == before
+
+
+def _sentinel_view(settings) -> list[dict[str, str]]:
+    """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
+    import subprocess
+
+    from shipyard.drills.containers import container_of
+    from shipyard.topology import redis_sentinels
+
+    views = []
+    for sentinel in redis_sentinels(settings):
+        out = subprocess.run(["docker", "exec", container_of(settings, sentinel), "redis-cli", "-p", "26379",
+                              "sentinel", "master", settings.redis.master_name], capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+        views.append(dict(zip(out[::2], out[1::2])))
+    return views
+
+
+def test_a_sentinel_setting_change_is_applied_and_keeps_what_sentinel_learned(env_name):
+    from shipyard.inventory import load_environment
+
+    settings = load_environment(REPO, env_name)
+    before = _sentinel_view(settings)  # after the drills the master is usually not `redis` any more
+    changed = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_REDIS__DOWN_AFTER_MS": "4000"})
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    after = _sentinel_view(settings)
+    for old, new in zip(before, after):
+        assert new["down-after-milliseconds"] == "4000"
+        assert (new["ip"], new["port"], new["config-epoch"]) == (old["ip"], old["port"], old["config-epoch"])
+        assert new["num-other-sentinels"] == "2" and new["quorum"] == str(settings.redis.quorum)
+    back = run_shipyard("up", "--env", env_name)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert {v["down-after-milliseconds"] for v in _sentinel_view(settings)} == {str(settings.redis.down_after_ms)}
