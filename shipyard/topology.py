@@ -155,6 +155,11 @@ def endpoints_of_postgres_nodes(settings: EnvironmentSettings, from_host: HostSe
         settings, from_host, postgres_replicas(settings), 5432)
 
 
+def redis_nodes(settings: EnvironmentSettings) -> tuple[str, ...]:
+    """``redis`` (the first master) and its replicas; Sentinel decides which is master now."""
+    return ("redis",) + tuple(f"redis-replica-{i}" for i in range(1, settings.redis.replicas + 1))
+
+
 def redis_sentinels(settings: EnvironmentSettings) -> tuple[str, ...]:
     return tuple(f"redis-sentinel-{i}" for i in range(1, settings.redis.sentinels + 1))
 

@@ -14,9 +14,12 @@ import yaml
 from shipyard.render.compose import hash_files, render_compose
 from shipyard.render.templates import render_template
 from shipyard.settings import EnvironmentSettings, HostSettings
-from shipyard.topology import WAL_ARCHIVE_SLOT, announced, components_on, endpoints, postgres_nodes
+from shipyard.topology import (WAL_ARCHIVE_SLOT, announced, components_on, endpoints, instance_endpoints,
+                               postgres_nodes, redis_nodes, redis_sentinels)
 
 COMPOSE_FILE = "compose.yaml"
+# A starting Redis node asks the Sentinels (starting beside it) for the master this long.
+SENTINEL_WAIT_S = 10
 # A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
 REPLICA_CLONE_ATTEMPTS = 15
 # A failed scheduled backup (no primary answering, say mid-promotion) is retried this soon.
@@ -51,9 +54,14 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
                            for n in ("postgresql.conf", "pg_hba.conf", "cluster.sh", "node.sh", "health.sh",
                                      "backup.sh", "restore.sh", "initdb/10-replication-role.sh")}
     if "redis" in dirs:
-        ctx = base | {"redis": settings.redis, "master": announced(settings, settings.hosts_with_role("data")[0],
-                                                                   "redis", 6379)}
-        names = ["redis.conf", "health.sh"] + (["sentinel.conf", "sentinel-entrypoint.sh"] if settings.redis.sentinels else [])
+        data_host = settings.hosts_with_role("data")[0]
+        ctx = base | {"redis": settings.redis, "master": announced(settings, data_host, "redis", 6379),
+                      "sentinels": instance_endpoints(settings, data_host, redis_sentinels(settings), 26379),
+                      "nodes": [announced(settings, data_host, node, 6379) for node in redis_nodes(settings)],
+                      "sentinel_wait_s": SENTINEL_WAIT_S}
+        names = ["redis.conf", "health.sh"]
+        if settings.redis.sentinels:
+            names += ["node.sh", "sentinel.conf", "sentinel-entrypoint.sh"]
         out["redis"] = {f"redis/{n}": render_template(f"redis/{n}.j2", ctx).encode() for n in names}
     if "taskplatform" in dirs:
         runtime = json.dumps(settings.runtime.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"

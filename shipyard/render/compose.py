@@ -105,14 +105,17 @@ def _redis_service(spec: Component, settings: EnvironmentSettings, host: HostSet
         doc["mem_limit"] = "64m"
         return doc
     me = announced(settings, host, spec.name, 6379)
-    doc["command"] = ["redis-server", f"{conf}/redis.conf", "--replica-announce-ip", me.host,
-                      "--replica-announce-port", str(me.port)]
-    if spec.name == "redis":
-        doc["volumes"] = ["redisdata:/data"]
+    server = ["redis-server", f"{conf}/redis.conf", "--replica-announce-ip", me.host, "--replica-announce-port",
+              str(me.port)]
+    if redis_sentinels(settings):
+        # node.sh asks the Sentinels who the master is now and adds --replicaof itself.
+        doc["command"] = ["sh", f"{conf}/node.sh", me.host, str(me.port), *server]
+    elif spec.name == "redis":
+        doc["command"] = server
     else:
         master = endpoint(settings, "redis", host)
-        doc["command"] += ["--replicaof", master.host, str(master.port)]
-        doc["volumes"] = [f"redisdata-{spec.name.removeprefix('redis-')}:/data"]
+        doc["command"] = [*server, "--replicaof", master.host, str(master.port)]
+    doc["volumes"] = ["redisdata:/data" if spec.name == "redis" else f"redisdata-{spec.name.removeprefix('redis-')}:/data"]
     # The password is read from the secret file inside the check: never in compose or env.
     doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh", "node"])
     return doc
@@ -155,6 +158,10 @@ def _start_condition(consumer: str, provider: str) -> str:
     once the new primary (a replica service) runs, so waiting would deadlock a cold start.
     They find the primary themselves and retry until it answers."""
     if provider == "postgres" and component(consumer).name in ("postgres-replica", "postgres-backup"):
+        return "service_started"
+    # Likewise after a Redis failover `redis` is a replica; and its node.sh asks the Sentinels
+    # who the master is, so they must start beside it, not after it.
+    if provider == "redis" and component(consumer).name in ("redis-replica", "redis-sentinel"):
         return "service_started"
     return "service_healthy"
 

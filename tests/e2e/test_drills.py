@@ -55,7 +55,14 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
             time.sleep(0.2)
         time.sleep(3)  # traffic on the new master
     assert len(masters) == 1 and old not in masters, f"no new master elected: {masters}"
+    earlier = _node_log(container, old)
     subprocess.run(["docker", "start", container], check=True, capture_output=True)
+    # It asks the Sentinels before it starts, so it never runs as a second master.
+    new = masters.pop()
+    deadline = time.monotonic() + 30
+    while len(log := _node_log(container, old)) == len(earlier) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Sentinel redis-sentinel-" in log[-1] and f"names {new} as the master" in log[-1], log
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
     # The old master comes back as a replica of the new one; the deploy does not fight Sentinel.
@@ -68,6 +75,12 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
             break
         time.sleep(0.5)
     assert role == "slave"
+
+
+def _node_log(container: str, node: str) -> list[str]:
+    """The lines node.sh printed, one per start, about which node it takes for the master."""
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+    return [line for line in logs.splitlines() if line.startswith(f"node {node}:")]
 
 
 def _health(settings, node: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Rollout behaviour on a real Docker engine, after `make up ENV=ci` (run in this order)."""
 
 from shipyard.lock import environment_lock
+from shipyard.topology import redis_nodes
 
 from .conftest import REPO, container_states, run_shipyard
 
@@ -62,6 +63,16 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     assert container_states(f"shipyard-{env_name}") == before
 
 
+def _redis_role(settings, node: str) -> str:
+    import subprocess
+
+    from shipyard.drills.containers import container_of
+
+    return subprocess.run(["docker", "exec", container_of(settings, node), "sh", "-c",
+                           "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf) "
+                           "redis-cli role | head -1"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _sentinel_view(settings) -> list[dict[str, str]]:
     """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
     import subprocess
@@ -79,10 +90,15 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
 
 
 def test_a_sentinel_setting_change_is_applied_and_keeps_what_sentinel_learned(env_name):
+    from shipyard.drills.redis import redis_failover
     from shipyard.inventory import load_environment
 
     settings = load_environment(REPO, env_name)
-    before = _sentinel_view(settings)  # after the drills the master is usually not `redis` any more
+    if _sentinel_view(settings)[0]["ip"] == "redis":
+        redis_failover(settings)  # the case that matters: the master is not the one deployed as master
+    before = _sentinel_view(settings)
+    assert before[0]["ip"] != "redis"
+    # Redis nodes and Sentinels share the config dir: this re-creates every one of them at once.
     changed = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_REDIS__DOWN_AFTER_MS": "4000"})
     assert changed.returncode == 0, changed.stdout + changed.stderr
     after = _sentinel_view(settings)
@@ -90,6 +106,9 @@ def test_a_sentinel_setting_change_is_applied_and_keeps_what_sentinel_learned(en
         assert new["down-after-milliseconds"] == "4000"
         assert (new["ip"], new["port"], new["config-epoch"]) == (old["ip"], old["port"], old["config-epoch"])
         assert new["num-other-sentinels"] == "2" and new["quorum"] == str(settings.redis.quorum)
+    # No node came back as a second master: each asked the Sentinels before it started.
+    roles = {node: _redis_role(settings, node) for node in redis_nodes(settings)}
+    assert [node for node, role in roles.items() if role == "master"] == [before[0]["ip"]], roles
     back = run_shipyard("up", "--env", env_name)
     assert back.returncode == 0, back.stdout + back.stderr
     assert {v["down-after-milliseconds"] for v in _sentinel_view(settings)} == {str(settings.redis.down_after_ms)}

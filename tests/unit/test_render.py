@@ -118,3 +118,29 @@ def test_postgres_nodes_and_their_slots(repo):
     assert postgres_nodes(settings) == ("postgres", "postgres-replica-1", "postgres-replica-2")
     assert [slot_name(n) for n in postgres_nodes(settings)] == ["postgres", "postgres_replica_1", "postgres_replica_2"]
     assert postgres_nodes(load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": "0"})) == ("postgres",)
+
+
+def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_the_layout(repo):
+    from shipyard.inventory import load_environment
+    from shipyard.render import render_host
+
+    settings = load_environment(repo, "ci", {"SHIPYARD_REDIS__REPLICAS": "2"})
+    host = render_host(settings, settings.hosts[0])
+    services = host.compose["services"]
+    for node in ("redis", "redis-replica-1", "redis-replica-2"):
+        # No --replicaof in compose: after a failover the Sentinels name the master, not the deploy.
+        assert services[node]["command"][:4] == ["sh", "/usr/local/etc/redis/node.sh", node, "6379"]
+        assert "--replicaof" not in services[node]["command"]
+    node_sh = host.files["redis/node.sh"].decode()
+    assert "for sentinel in redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379;" in node_sh
+    assert "for node in redis:6379 redis-replica-1:6379 redis-replica-2:6379;" in node_sh
+    assert "get-master-addr-by-name tasks" in node_sh
+    # A cold start after a failover: `redis` waits for the Sentinels, so they must not wait for it.
+    for other in ("redis-replica-1", "redis-sentinel-1"):
+        assert services[other]["depends_on"]["redis"] == {"condition": "service_started"}
+
+    plain = load_environment(repo, "ci", {"SHIPYARD_REDIS__SENTINELS": "0"})
+    host = render_host(plain, plain.hosts[0])
+    assert "redis/node.sh" not in host.files
+    assert host.compose["services"]["redis-replica-1"]["command"][-3:] == ["--replicaof", "redis", "6379"]
+    assert host.compose["services"]["redis"]["command"][0] == "redis-server"

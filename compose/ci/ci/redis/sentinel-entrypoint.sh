@@ -13,7 +13,6 @@ if [ ! -s /data/sentinel.conf ]; then
         cat /usr/local/etc/redis/sentinel.conf
         echo "sentinel announce-ip $1"
         echo "sentinel announce-port $2"
-        printf 'sentinel auth-pass tasks %s\n' "$(cat /run/secrets/redis_password)"
     } >/data/sentinel.conf.new
     mv /data/sentinel.conf.new /data/sentinel.conf
     echo "seeded /data/sentinel.conf (monitor tasks at redis:6379)"

@@ -1,0 +1,45 @@
+#!/bin/sh
+# Rendered by Shipyard for environment ci: start of a Redis node (master or replica).
+#   sh node.sh ME_HOST ME_PORT redis-server ...   (then runs that, as the image's entrypoint does)
+# After a failover the Sentinels, not the deploy, know which node is the master: a node asks
+# them first and starts as a replica of the master they name (or as the master, if that is
+# itself), so a restart or a re-deploy never brings back an old master next to the new one.
+# When no Sentinel answers (all of them down), it asks the other nodes for
+# one that runs as a master; when none does either (the first deploy), the layout as deployed:
+# redis:6379 is the master.
+set -eu
+me="$1:$2"
+shift 2
+master=""
+# The Sentinels start next to this node in a re-deploy (they only wait for `redis` to start):
+# give them 10 s to answer before falling back.
+round=0
+while [ -z "$master" ] && [ "$round" -lt 10 ]; do
+    for sentinel in redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379; do
+        answer=$(timeout 2 redis-cli -h "${sentinel%:*}" -p "${sentinel##*:}" --raw \
+                     sentinel get-master-addr-by-name tasks 2>/dev/null | paste -sd: -) || answer=""
+        case "$answer" in
+            *:[0-9]*) master=$answer; echo "node $me: Sentinel $sentinel names $master as the master"; break ;;
+        esac
+    done
+    [ -n "$master" ] || { round=$((round + 1)); sleep 1; }
+done
+if [ -z "$master" ]; then
+    REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)
+    export REDISCLI_AUTH
+    for node in redis:6379 redis-replica-1:6379; do
+        [ "$node" != "$me" ] || continue
+        if timeout 2 redis-cli -h "${node%:*}" -p "${node##*:}" info replication 2>/dev/null | grep -q '^role:master'; then
+            master=$node; echo "node $me: no Sentinel answers; $node runs as the master"; break
+        fi
+    done
+    unset REDISCLI_AUTH
+fi
+if [ -z "$master" ]; then
+    master=redis:6379
+    echo "node $me: no Sentinel answers and no other node runs as a master; $master is the master as deployed"
+fi
+if [ "$master" = "$me" ]; then
+    exec docker-entrypoint.sh "$@"
+fi
+exec docker-entrypoint.sh "$@" --replicaof "${master%:*}" "${master##*:}"
