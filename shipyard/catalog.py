@@ -84,9 +84,10 @@ COMPONENTS: tuple[Component, ...] = (
               config_dir="redis", depends_on=("redis",), instances="redis.replicas"),
     # Sentinel rewrites its own config file (it records the current master, peers, epochs), so
     # each Sentinel keeps it in its own volume, seeded from the rendered one on first start only.
+    # Its rendered files are a config dir of their own: tuning Sentinel leaves the Redis nodes running.
     Component("redis-sentinel", "data", "data", 26379, UID_REDIS,
               secrets=(SecretFile("redis_password", "redis_password"),),
-              config_dir="redis", depends_on=("redis",), instances="redis.sentinels"),
+              config_dir="sentinel", depends_on=("redis",), instances="redis.sentinels"),
     Component("migrate", "app", "app", None, UID_TASKPLATFORM, secrets=(_APP_SECRETS[0],),
               depends_on=("postgres",), one_shot=True),
     Component("api", "app", "app", 8000, UID_TASKPLATFORM,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from shipyard.render.compose import hash_files, render_compose
+from shipyard.render.compose import CONFIG_MOUNTS, hash_files, render_compose
 from shipyard.render.templates import render_template
 from shipyard.settings import EnvironmentSettings, HostSettings
 from shipyard.topology import (WAL_ARCHIVE_SLOT, announced, components_on, endpoints, instance_endpoints,
@@ -53,16 +53,20 @@ def _config_files(settings: EnvironmentSettings, host: HostSettings) -> dict[str
         out["postgres"] = {f"postgres/{n}": render_template(f"postgres/{n}.j2", ctx).encode()
                            for n in ("postgresql.conf", "pg_hba.conf", "cluster.sh", "node.sh", "health.sh",
                                      "backup.sh", "restore.sh", "initdb/10-replication-role.sh")}
-    if "redis" in dirs:
+    if dirs & {"redis", "sentinel"}:
         data_host = settings.hosts_with_role("data")[0]
-        ctx = base | {"redis": settings.redis, "master": announced(settings, data_host, "redis", 6379),
-                      "sentinels": instance_endpoints(settings, data_host, redis_sentinels(settings), 26379),
-                      "nodes": [announced(settings, data_host, node, 6379) for node in redis_nodes(settings)],
-                      "sentinel_wait_s": SENTINEL_WAIT_S}
-        names = ["redis.conf", "health.sh"]
-        if settings.redis.sentinels:
-            names += ["node.sh", "sentinel.conf", "sentinel-entrypoint.sh"]
+        # The master as first deployed; after a failover the Sentinels know the current one.
+        redis_base = base | {"redis": settings.redis, "master": announced(settings, data_host, "redis", 6379)}
+    if "redis" in dirs:
+        ctx = redis_base | {"sentinels": instance_endpoints(settings, data_host, redis_sentinels(settings), 26379),
+                            "nodes": [announced(settings, data_host, node, 6379) for node in redis_nodes(settings)],
+                            "sentinel_wait_s": SENTINEL_WAIT_S}
+        names = ["redis.conf", "health.sh"] + (["node.sh"] if settings.redis.sentinels else [])
         out["redis"] = {f"redis/{n}": render_template(f"redis/{n}.j2", ctx).encode() for n in names}
+    if "sentinel" in dirs:
+        ctx = redis_base | {"conf_dir": CONFIG_MOUNTS["sentinel"]}
+        out["sentinel"] = {f"sentinel/{n}": render_template(f"sentinel/{n}.j2", ctx).encode()
+                           for n in ("sentinel.conf", "entrypoint.sh", "health.sh")}
     if "taskplatform" in dirs:
         runtime = json.dumps(settings.runtime.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
         out["taskplatform"] = {"taskplatform/runtime.json": runtime.encode()}

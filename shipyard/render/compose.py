@@ -23,6 +23,7 @@ TIER_LABEL = "org.shipyard.tier"
 CONFIG_MOUNTS = {
     "postgres": "/etc/postgresql/shipyard",
     "redis": "/usr/local/etc/redis",
+    "sentinel": "/usr/local/etc/redis-sentinel",
     "taskplatform": "/etc/taskplatform",
     "nginx": "/etc/nginx/shipyard",
 }
@@ -94,16 +95,17 @@ def _postgres_service(spec: Component, settings: EnvironmentSettings, host: Host
 def _redis_service(spec: Component, settings: EnvironmentSettings, host: HostSettings) -> dict[str, Any]:
     """The master (as first deployed), a replica, or a Sentinel. Each announces the address
     Sentinel hands to clients; after a failover Sentinel, not the deploy, decides who is master."""
-    conf = CONFIG_MOUNTS["redis"]
     doc: dict[str, Any] = {"image": images.component_image("redis", settings.images.source, settings.images.mirror),
                            "mem_limit": f"{settings.redis.memory_limit_mb}m"}
     if spec.name.startswith("redis-sentinel-"):
+        conf = CONFIG_MOUNTS["sentinel"]
         me = announced(settings, host, spec.name, 26379)
-        doc["command"] = ["sh", f"{conf}/sentinel-entrypoint.sh", me.host, str(me.port)]
+        doc["command"] = ["sh", f"{conf}/entrypoint.sh", me.host, str(me.port)]
         doc["volumes"] = [f"sentinel-{spec.name.rpartition('-')[2]}:/data"]
-        doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh", "sentinel"])
+        doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh"])
         doc["mem_limit"] = "64m"
         return doc
+    conf = CONFIG_MOUNTS["redis"]
     me = announced(settings, host, spec.name, 6379)
     server = ["redis-server", f"{conf}/redis.conf", "--replica-announce-ip", me.host, "--replica-announce-port",
               str(me.port)]
@@ -117,7 +119,7 @@ def _redis_service(spec: Component, settings: EnvironmentSettings, host: HostSet
         doc["command"] = [*server, "--replicaof", master.host, str(master.port)]
     doc["volumes"] = ["redisdata:/data" if spec.name == "redis" else f"redisdata-{spec.name.removeprefix('redis-')}:/data"]
     # The password is read from the secret file inside the check: never in compose or env.
-    doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh", "node"])
+    doc["healthcheck"] = _healthcheck(["CMD", "sh", f"{conf}/health.sh"])
     return doc
 
 

@@ -89,16 +89,28 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
     return views
 
 
-def test_a_sentinel_setting_change_is_applied_and_keeps_what_sentinel_learned(env_name):
+def _after_a_failover(settings) -> str:
+    """The master the Sentinels name, made sure not to be `redis` (the one deployed as master)."""
     from shipyard.drills.redis import redis_failover
+
+    if _sentinel_view(settings)[0]["ip"] == "redis":
+        redis_failover(settings)
+    master = _sentinel_view(settings)[0]["ip"]
+    assert master != "redis"
+    return master
+
+
+def _masters(settings) -> list[str]:
+    return [node for node in redis_nodes(settings) if _redis_role(settings, node) == "master"]
+
+
+def test_a_sentinel_setting_change_is_applied_keeps_what_sentinel_learned_and_leaves_redis_running(env_name):
     from shipyard.inventory import load_environment
 
     settings = load_environment(REPO, env_name)
-    if _sentinel_view(settings)[0]["ip"] == "redis":
-        redis_failover(settings)  # the case that matters: the master is not the one deployed as master
-    before = _sentinel_view(settings)
-    assert before[0]["ip"] != "redis"
-    # Redis nodes and Sentinels share the config dir: this re-creates every one of them at once.
+    _after_a_failover(settings)
+    before, project = _sentinel_view(settings), f"shipyard-{env_name}"
+    nodes_before = {n: s for n, s in container_states(project).items() if "sentinel" not in n}
     changed = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_REDIS__DOWN_AFTER_MS": "4000"})
     assert changed.returncode == 0, changed.stdout + changed.stderr
     after = _sentinel_view(settings)
@@ -106,9 +118,25 @@ def test_a_sentinel_setting_change_is_applied_and_keeps_what_sentinel_learned(en
         assert new["down-after-milliseconds"] == "4000"
         assert (new["ip"], new["port"], new["config-epoch"]) == (old["ip"], old["port"], old["config-epoch"])
         assert new["num-other-sentinels"] == "2" and new["quorum"] == str(settings.redis.quorum)
-    # No node came back as a second master: each asked the Sentinels before it started.
-    roles = {node: _redis_role(settings, node) for node in redis_nodes(settings)}
-    assert [node for node, role in roles.items() if role == "master"] == [before[0]["ip"]], roles
+    # Sentinels have a config dir of their own: the Redis nodes (and everything else) kept running.
+    assert {n: s for n, s in container_states(project).items() if "sentinel" not in n} == nodes_before
     back = run_shipyard("up", "--env", env_name)
     assert back.returncode == 0, back.stdout + back.stderr
     assert {v["down-after-milliseconds"] for v in _sentinel_view(settings)} == {str(settings.redis.down_after_ms)}
+
+
+def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_second_master(env_name):
+    from shipyard.inventory import load_environment
+
+    settings = load_environment(REPO, env_name)
+    master = _after_a_failover(settings)
+    # Every Redis node re-created at once: each asks the Sentinels before it starts.
+    changed = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_REDIS__MAXMEMORY_MB": "96"})
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert _masters(settings) == [master]
+    # Cold start (data kept): nodes and Sentinels start together; the nodes wait for the Sentinels.
+    assert run_shipyard("down", "--env", env_name).returncode == 0
+    cold = run_shipyard("up", "--env", env_name)
+    assert cold.returncode == 0, cold.stdout + cold.stderr
+    assert _masters(settings) == [master]
+    assert {v["ip"] for v in _sentinel_view(settings)} == {master}

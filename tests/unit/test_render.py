@@ -132,6 +132,7 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
         assert services[node]["command"][:4] == ["sh", "/usr/local/etc/redis/node.sh", node, "6379"]
         assert "--replicaof" not in services[node]["command"]
     node_sh = host.files["redis/node.sh"].decode()
+    assert not [f for f in host.files if f.startswith("redis/sentinel")]
     assert "for sentinel in redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379;" in node_sh
     assert "for node in redis:6379 redis-replica-1:6379 redis-replica-2:6379;" in node_sh
     assert "get-master-addr-by-name tasks" in node_sh
@@ -139,8 +140,16 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
     for other in ("redis-replica-1", "redis-sentinel-1"):
         assert services[other]["depends_on"]["redis"] == {"condition": "service_started"}
 
+    # Tuning Sentinel re-creates the Sentinels (their own config dir), not the Redis nodes.
+    tuned = load_environment(repo, "ci", {"SHIPYARD_REDIS__REPLICAS": "2", "SHIPYARD_REDIS__QUORUM": "3"})
+    tuned_services = render_host(tuned, tuned.hosts[0]).compose["services"]
+    assert tuned_services["redis"] == services["redis"]
+    assert tuned_services["redis-sentinel-1"]["labels"] != services["redis-sentinel-1"]["labels"]
+    assert services["redis-sentinel-1"]["command"][:2] == ["sh", "/usr/local/etc/redis-sentinel/entrypoint.sh"]
+    assert "sentinel monitor tasks redis 6379 2" in host.files["sentinel/sentinel.conf"].decode()
+
     plain = load_environment(repo, "ci", {"SHIPYARD_REDIS__SENTINELS": "0"})
     host = render_host(plain, plain.hosts[0])
-    assert "redis/node.sh" not in host.files
+    assert "redis/node.sh" not in host.files and "sentinel/sentinel.conf" not in host.files
     assert host.compose["services"]["redis-replica-1"]["command"][-3:] == ["--replicaof", "redis", "6379"]
     assert host.compose["services"]["redis"]["command"][0] == "redis-server"

@@ -1,12 +1,7 @@
 #!/bin/sh
-# Rendered by Shipyard for environment production: container health of a Redis node or Sentinel.
-#   sh health.sh node       → answers an authenticated PING; a replica's link to its master is up
-#   sh health.sh sentinel   → knows a master for tasks
+# Rendered by Shipyard for environment production: container health of a Redis node: it answers
+# an authenticated PING, and a replica's link to its master is up.
 set -eu
-if [ "$1" = sentinel ]; then
-    redis-cli -p 26379 sentinel get-master-addr-by-name tasks | grep -q .
-    exit
-fi
 REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)
 export REDISCLI_AUTH
 [ "$(redis-cli -p 6379 ping)" = PONG ]

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Rendered by Shipyard for environment local: start of a Sentinel.
-#   sh sentinel-entrypoint.sh ANNOUNCE_HOST ANNOUNCE_PORT
+# Rendered by Shipyard for environment production: start of a Sentinel.
+#   sh entrypoint.sh ANNOUNCE_HOST ANNOUNCE_PORT
 # Seeds /data/sentinel.conf once; the password is read from the secret file here and lands only
 # in that file (mode 0600, in the Sentinel's own volume), which Sentinel requires to hold it.
 # On every start the settings' tunables (quorum, down-after, failover timeout) and the password
@@ -10,12 +10,12 @@ set -eu
 if [ ! -s /data/sentinel.conf ]; then
     umask 077
     {
-        cat /usr/local/etc/redis/sentinel.conf
+        cat /usr/local/etc/redis-sentinel/sentinel.conf
         echo "sentinel announce-ip $1"
         echo "sentinel announce-port $2"
     } >/data/sentinel.conf.new
     mv /data/sentinel.conf.new /data/sentinel.conf
-    echo "seeded /data/sentinel.conf (monitor tasks at redis:6379)"
+    echo "seeded /data/sentinel.conf (monitor tasks at 10.0.2.21:6379)"
 fi
 conf=/data/sentinel.conf
 # set_option KEY VALUE: "sentinel KEY tasks VALUE", replaced or (Sentinel leaves out defaults) added.
