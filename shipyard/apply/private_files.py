@@ -6,6 +6,9 @@ rollout must stay under 3 s), and they compare owners by *name* — secret files
 container uids (999, 10001) with no account on the host, so they would be re-chowned on every
 run. Here owners are numeric, content is compared by sha256, and content is never printed:
 uploads come from in-memory buffers and operation names carry paths only.
+
+The project directory is Shipyard's alone: what a new render no longer has (a removed
+replica's secret copies, a file that moved) is deleted, so the host holds exactly the render.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ class WantedPath:
 
 
 class PathStates(FactBase):
-    """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists."""
+    """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists, and for
+    everything below ``root``."""
 
-    def command(self, paths: tuple[str, ...]) -> str:
+    def command(self, paths: tuple[str, ...], root: str) -> str:
         quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"for p in {quoted}; do if [ -d \"$p\" ]; then s=dir; "
+        return (f"for p in {quoted} $(find {shlex.quote(root)} -mindepth 1 2>/dev/null); do "
+                "if [ -d \"$p\" ]; then s=dir; "
                 "elif [ -f \"$p\" ]; then s=$(sha256sum \"$p\" | cut -d' ' -f1); else continue; fi; "
                 "printf '%s %s %s\\n' \"$(stat -c '%u %g %a' \"$p\")\" \"$s\" \"$p\"; done")
 
@@ -48,16 +53,27 @@ class PathStates(FactBase):
         return states
 
 
+def leftover_paths(existing: set[str], wanted: set[str], root: str) -> list[str]:
+    """What exists below ``root`` but is not wanted, top-most only (removing a directory
+    removes what is in it)."""
+    extra = {p for p in existing if p.startswith(root.rstrip("/") + "/") and p not in wanted}
+    return sorted(p for p in extra if not any(p.startswith(other + "/") for other in extra))
+
+
 def _ownership(path: str, uid: int, mode: str):
     yield StringCommand("chown", f"{uid}:{uid}", shlex.quote(path))
     yield StringCommand("chmod", mode, shlex.quote(path))
 
 
 @operation()
-def project_paths(wanted: list[WantedPath]):
-    """Directories and files as wanted, in the given order (parents before children)."""
-    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted))
+def project_paths(root: str, wanted: list[WantedPath]):
+    """Directories and files as wanted, in the given order (parents before children); anything
+    else below ``root`` is removed."""
+    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), root=root)
     changed = []
+    for path in leftover_paths(set(states), {w.path for w in wanted}, root):
+        yield StringCommand("rm", "-rf", shlex.quote(path))
+        changed.append(path)
     for item in wanted:
         state = states.get(item.path)
         if item.content is None:

@@ -47,7 +47,7 @@ def secret_files(root: str, on_host: tuple[Component, ...], values: dict[str, Se
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret]) -> None:
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = components_on(settings, rendered.host)
-    project_paths(name=f"project files and secrets in {root}",
+    project_paths(name=f"project files and secrets in {root}", root=root,
                   wanted=project_files(root, rendered) + secret_files(root, on_host, values))
     services = {}
     for spec in on_host:

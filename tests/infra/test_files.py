@@ -14,6 +14,14 @@ def test_rendered_files_are_shipped_unchanged(target):
         assert f.content == content, f"{rel} on the host differs from the render"
 
 
+def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_services(target):
+    listed = target.host.check_output(f"cd {target.project_dir} && find . -type f ! -path './secrets/*'")
+    assert sorted(line[2:] for line in listed.splitlines()) == sorted(target.rendered.files)
+    secret_dirs = target.host.check_output(f"ls {target.project_dir}/secrets").split()
+    services = target.rendered.compose["services"]
+    assert sorted(secret_dirs) == sorted(name for name, svc in services.items() if svc.get("secrets"))
+
+
 def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service):
     spec = component(service)
     for secret in spec.secrets:

@@ -14,3 +14,16 @@ def test_fresh_host_has_no_path_states():
 def test_no_missing_images_is_an_empty_list():
     assert MissingImages.default() == []
     assert MissingImages().process(["nginx:1.22.1", ""]) == ["nginx:1.22.1"]
+
+
+def test_what_a_render_no_longer_has_is_removed_top_most_only():
+    from shipyard.apply.private_files import leftover_paths
+
+    root = "/opt/shipyard/ci"
+    existing = {root, f"{root}/compose.yaml", f"{root}/redis", f"{root}/redis/sentinel.conf",
+                f"{root}/secrets", f"{root}/secrets/postgres-replica-2", f"{root}/secrets/postgres-replica-2/x",
+                "/opt/shipyard/other/compose.yaml"}
+    wanted = {root, f"{root}/compose.yaml", f"{root}/redis", f"{root}/secrets"}
+    assert leftover_paths(existing, wanted, root) == [f"{root}/redis/sentinel.conf",
+                                                      f"{root}/secrets/postgres-replica-2"]
+    assert leftover_paths(existing, existing, root) == []
