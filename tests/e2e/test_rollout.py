@@ -140,3 +140,35 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
     assert cold.returncode == 0, cold.stdout + cold.stderr
     assert _masters(settings) == [master]
     assert {v["ip"] for v in _sentinel_view(settings)} == {master}
+
+
+def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):
+    import subprocess
+
+    from shipyard.drills.containers import container_of
+    from shipyard.drills.pg_promote import ask, primary_of
+    from shipyard.inventory import load_environment
+    from shipyard.topology import postgres_nodes
+
+    settings = load_environment(REPO, env_name)
+    project = f"shipyard-{env_name}"
+
+    def streaming(primary: str, node: str) -> str | None:
+        return ask(settings, primary, "SELECT state FROM pg_stat_replication "
+                                      f"WHERE application_name = '{node}'")
+
+    # Raised, then lowered again: a standby must never run below the primary's value, and
+    # lowering restarts every node at once.
+    for max_connections in ("120", str(settings.postgres.max_connections)):
+        before = container_states(project)
+        extra = {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": max_connections}
+        changed = run_shipyard("up", "--env", env_name, env_extra=extra)
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        primary = primary_of(settings)
+        assert ask(settings, primary, "SHOW max_connections") == max_connections
+        for node in (n for n in postgres_nodes(settings) if n != primary):
+            container = container_of(settings, node)
+            assert not any(container in state for state in before.values())  # it was re-created
+            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+            assert "cloned from primary" not in logs.stdout + logs.stderr  # it kept its data
+            assert streaming(primary, node) == "streaming"

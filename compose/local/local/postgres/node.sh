@@ -65,4 +65,23 @@ elif [ ! -e "$PGDATA/standby.signal" ] && other=$(find_primary "$me"); then
          "data is from before a promotion. Rebuild it as a replica: make pg-rebuild ENV=local NODE=$me" >&2
     exit 1
 fi
+if [ -e "$PGDATA/standby.signal" ]; then
+    # A standby refuses to start when one of these is lower than the primary's value it last
+    # replayed (kept in pg_control). A deploy that lowers one restarts every node at once, before
+    # this node has replayed the primary's new value: start with the recorded one, so it can
+    # replay the change; the setting applies at its next restart.
+    controldata=$(pg_controldata "$PGDATA")
+    for pair in max_connections:max_connections max_worker_processes:max_worker_processes \
+                max_wal_senders:max_wal_senders max_prepared_transactions:max_prepared_xacts \
+                max_locks_per_transaction:max_locks_per_xact; do
+        param=${pair%%:*}
+        recorded=$(sed -n "s/^${pair##*:} setting: *//p" <<<"$controldata")
+        own=$("${server[@]}" -C "$param")
+        if [ -n "$recorded" ] && [ "$recorded" -gt "$own" ]; then
+            echo "node $me: starting with $param=$recorded, the primary's value as last replayed, not $own;" \
+                 "$own applies at this replica's next restart"
+            server+=(-c "$param=$recorded")
+        fi
+    done
+fi
 exec "${server[@]}"
