@@ -49,10 +49,10 @@ def ask(settings: EnvironmentSettings, node: str, sql: str) -> str | None:
     not answer or the statement fails."""
     try:
         container = container_of(settings, node)
-    except ShipyardError:
+        out = subprocess.run(["docker", "exec", container, "bash", "-c", f'. {_CLUSTER_SH} && pg_ask 127.0.0.1 "$1"',
+                              "pg_ask", sql], capture_output=True, text=True, timeout=30)
+    except (ShipyardError, subprocess.TimeoutExpired):
         return None
-    out = subprocess.run(["docker", "exec", container, "bash", "-c", f'. {_CLUSTER_SH} && pg_ask 127.0.0.1 "$1"',
-                          "pg_ask", sql], capture_output=True, text=True, timeout=30)
     return out.stdout.strip() if out.returncode == 0 else None
 
 
@@ -98,6 +98,13 @@ def _in_volume_of(settings: EnvironmentSettings, node: str, script: str) -> subp
     return subprocess.run(["docker", "run", "--rm", "--volumes-from", container, "--user", "postgres",
                            "-e", f"PGDATA={PGDATA}", "--entrypoint", "bash", image, "-c", script],
                           capture_output=True, text=True, timeout=120)
+
+
+def _system_identifier(settings: EnvironmentSettings, node: str) -> str | None:
+    """Which cluster ``node``'s data belongs to (pg_controldata); None when it has no data."""
+    out = _in_volume_of(settings, node, '[ ! -s "$PGDATA/PG_VERSION" ] || LC_ALL=C pg_controldata "$PGDATA"')
+    found = re.search(r"^Database system identifier:\s+(\d+)$", out.stdout, re.M)
+    return found.group(1) if found else None
 
 
 def _stop(settings: EnvironmentSettings, node: str) -> None:
@@ -194,10 +201,13 @@ def _switch_over_from(settings: EnvironmentSettings, old: str, replica: str, tim
         checkpoint = _fence(settings, old)
         _wait("caught up", lambda: ask(settings, replica, f"SELECT pg_last_wal_replay_lsn() > '{checkpoint}'") == "t",
               timeout_s)
-    except (ShipyardError, TimeoutError) as exc:
+    except (ShipyardError, TimeoutError, subprocess.SubprocessError) as exc:
         _unfence(settings, old)
         if isinstance(exc, ShipyardError):
             raise
+        if isinstance(exc, subprocess.SubprocessError):
+            raise ShipyardError(f"environment {settings.name}, node {old}", f"switchover stopped: {exc}; nothing was "
+                                f"changed, {old} is the primary again", "retry; check the Docker engine") from None
         raise ShipyardError(f"environment {settings.name}, node {replica}",
                             f"did not replay the old primary's last WAL ({checkpoint}) within {timeout_s}s; "
                             f"nothing was changed, {old} is the primary again",
@@ -238,6 +248,16 @@ def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120)
     if primary == node:
         raise ShipyardError(f"environment {settings.name}, node {node}", "is the primary: rebuilding it would wipe "
                             "the only writable copy", "promote a replica first: make pg-promote")
+    mine = _system_identifier(settings, node)
+    theirs = ask(settings, primary, "SELECT system_identifier FROM pg_control_system()")
+    if mine and theirs and mine != theirs:
+        raise ShipyardError(f"environment {settings.name}, node {node}",
+                            f"holds another cluster (system identifier {mine}) than the primary {primary} ({theirs}): "
+                            f"{primary} was initialised anew (a lost volume?) and {node} may hold the only copy of "
+                            f"the data; nothing was changed",
+                            f"if {node}'s data is the one to keep: stop {primary} (docker stop "
+                            f"{container_of(settings, primary)}), restart {node} (it runs as the primary when no "
+                            f"other node does), then make pg-rebuild ENV={settings.name} NODE={primary}")
     started = time.monotonic()
     _stop(settings, node)
     wiped = _in_volume_of(settings, node, f'find "$PGDATA" -mindepth 1 -delete && touch {REBUILD_MARKER}')

@@ -62,7 +62,7 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
     deadline = time.monotonic() + 30
     while len(log := _node_log(container, old)) == len(earlier) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert "Sentinel redis-sentinel-" in log[-1] and f"names {new} as the master" in log[-1], log
+    assert f"of {settings.redis.sentinels} Sentinels name" in log[-1] and f"name {new} as the master" in log[-1], log
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
     # The old master comes back as a replica of the new one; the deploy does not fight Sentinel.

@@ -25,13 +25,19 @@ wal_slot=postgres_backup
 newest() { ls -1d /backups/base-* 2>/dev/null | grep -v '\.partial$' | sort | tail -n 1; }
 kept() { ls -1d /backups/base-* 2>/dev/null | grep -v '\.partial$' | sort; }
 
+# Every step checks its own status: called as `if backup_now`, bash runs it without `set -e`.
 backup_now() {
     local name primary oldest first_wal
     primary=$(find_primary) || { echo "no primary among ${PG_NODES[*]} answers" >&2; return 1; }
     name=/backups/base-$(date -u +%Y%m%dT%H%M%S.%3NZ)
     rm -rf "$name.partial"
-    pg_basebackup -h "$primary" -p "$PG_PORT" -U replicator -w -D "$name.partial" -Ft -z -X stream --checkpoint=fast
-    mv "$name.partial" "$name"
+    if ! pg_basebackup -h "$primary" -p "$PG_PORT" -U replicator -w -D "$name.partial" -Ft -z -X stream \
+            --checkpoint=fast; then
+        rm -rf "$name.partial"
+        echo "base backup from $primary failed; nothing kept of it" >&2
+        return 1
+    fi
+    mv "$name.partial" "$name" || return 1
     kept | head -n -3 | xargs -r rm -rf
     # The archive keeps what the oldest kept base backup needs to be replayed forward.
     oldest=$(kept | head -n 1)

@@ -2,8 +2,10 @@
 # Rendered by Shipyard for environment ci: start of a Redis node (master or replica).
 #   sh node.sh ME_HOST ME_PORT redis-server ...   (then runs that, as the image's entrypoint does)
 # After a failover the Sentinels, not the deploy, know which node is the master: a node asks
-# them first and starts as a replica of the master they name (or as the master, if that is
-# itself), so a restart or a re-deploy never brings back an old master next to the new one.
+# them first and starts as a replica of the master a majority of them name (or as the master,
+# if that is itself), so a restart or a re-deploy never brings back an old master next to the
+# new one. A majority, not the first answer: a Sentinel seeded afresh (a lost volume) names the
+# master as deployed until its peers tell it better.
 # When no Sentinel answers (all of them down), it asks the other nodes for
 # one that runs as a master; when none does either (the first deploy), the layout as deployed:
 # redis:6379 is the master.
@@ -15,14 +17,23 @@ master=""
 # give them 10 s to answer before falling back.
 round=0
 while [ -z "$master" ] && [ "$round" -lt 10 ]; do
+    answers=""
     for sentinel in redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379; do
         answer=$(timeout 2 redis-cli -h "${sentinel%:*}" -p "${sentinel##*:}" --raw \
                      sentinel get-master-addr-by-name tasks 2>/dev/null | paste -sd: -) || answer=""
         case "$answer" in
-            *:[0-9]*) master=$answer; echo "node $me: Sentinel $sentinel names $master as the master"; break ;;
+            *:[0-9]*) answers="$answers$answer
+" ;;
         esac
     done
-    [ -n "$master" ] || { round=$((round + 1)); sleep 1; }
+    agreed=$(printf '%s' "$answers" | sort | uniq -c | awk '$1 >= 2 { print $1, $2; exit }')
+    if [ -n "$agreed" ]; then
+        master=${agreed#* }
+        echo "node $me: ${agreed%% *} of 3 Sentinels name $master as the master"
+    else
+        round=$((round + 1))
+        sleep 1
+    fi
 done
 if [ -z "$master" ]; then
     REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)

@@ -38,6 +38,12 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 export PGPASSFILE=$PG_REPLICATION_PASSFILE
+if [ -s "$PGDATA/PG_VERSION" ] && [ -e "$PGDATA/backup_label" ] && [ ! -e "$PGDATA/standby.signal" ]; then
+    # pg_basebackup -R writes standby.signal once the data is all there, and a server renames
+    # backup_label at its first start: this is a clone that was killed halfway.
+    echo "node $me: $PGDATA holds a clone that was interrupted (backup_label, no standby.signal); cloning again"
+    rm -rf "${PGDATA:?}"/*
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     for attempt in $(seq 1 15); do
         # A slot left by an earlier life of this node would hold WAL forever: drop it if idle.

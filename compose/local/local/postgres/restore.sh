@@ -22,7 +22,10 @@ if [ "$(id -u)" = 0 ]; then
     restore_command='f=/backups/wal/%f; if [ -f "$f" ]; then cp "$f" "%p"; elif [ -f "$f.partial" ]; then cp "$f.partial" "%p"; else exit 1; fi'
     target=()
     [ -z "$until" ] || target=(-c "recovery_target_time=$until")
-    exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -c listen_addresses='*' \
+    # hot_standby=off: a read-only standby would have to match the backed-up primary's
+    # max_connections & co., and this server runs with the defaults of the backup's own
+    # postgresql.conf; it answers once recovery is over, which is when it is counted anyway.
+    exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -c listen_addresses='*' -c hot_standby=off \
         -c hba_file=/etc/postgresql/shipyard/pg_hba.conf -c "restore_command=$restore_command" \
         -c recovery_target_timeline=latest -c recovery_target_action=promote "${target[@]}"
 fi
