@@ -4,7 +4,7 @@ its replicas connected, and every Redis node (and PostgreSQL replica) refuses an
 import pytest
 
 from shipyard import commands
-from shipyard.topology import postgres_replicas, redis_sentinels
+from shipyard.topology import postgres_replicas, redis_nodes, redis_sentinels
 
 
 def _exec(target, service: str, *argv: str) -> str:
@@ -42,8 +42,7 @@ def test_the_master_has_all_replicas_connected(target, sentinels):
 
 
 def test_every_data_node_refuses_anonymous_clients(target, sentinels):
-    nodes = ["redis"] + [f"redis-replica-{i}" for i in range(1, target.settings.redis.replicas + 1)]
-    for node in nodes:
+    for node in redis_nodes(target.settings):
         assert "NOAUTH" in _exec(target, node, "redis-cli", "-p", "6379", "ping"), node
     for replica in postgres_replicas(target.settings):
         out = _exec(target, replica, "psql", "-h", "127.0.0.1", "-U", target.settings.postgres.user, "-w",
