@@ -133,6 +133,22 @@ def _unfence(settings: EnvironmentSettings, node: str) -> None:
     _start(settings, node)
 
 
+def lsn_value(lsn: str) -> int:
+    """A WAL location as PostgreSQL prints it ('16/B374D848') as a number, to compare."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def further_than(replayed: dict[str, str | None], chosen: str) -> list[str]:
+    """The replicas that replayed more WAL than ``chosen`` (node → pg_last_wal_replay_lsn(),
+    None when it did not answer), furthest first."""
+    mine = replayed.get(chosen)
+    if not mine:
+        return []
+    ahead = [node for node, lsn in replayed.items() if lsn and lsn_value(lsn) > lsn_value(mine)]
+    return sorted(ahead, key=lambda node: lsn_value(replayed[node] or "0/0"), reverse=True)
+
+
 def check_node(settings: EnvironmentSettings, node: str) -> None:
     """Raises unless ``node`` is a PostgreSQL node of the environment (checked before any lock)."""
     require_local(settings)
@@ -169,6 +185,16 @@ def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 6
                                 f"{', '.join(dead)})", f"start the primary again (make up ENV={settings.name}); if it "
                                 f"cannot come back, promote anyway with FORCE=1: commits {replica} had not received "
                                 f"are lost")
+        # With the primary gone, the replica that replayed most holds most commits; promoting
+        # another would lose them, and the one further ahead could not follow the new timeline.
+        replayed = {node: ask(settings, node, "SELECT pg_last_wal_replay_lsn()")
+                    for node, role in states.items() if role == "replica"}
+        ahead = further_than(replayed, replica)
+        if ahead:
+            raise ShipyardError(f"environment {settings.name}, node {replica}",
+                                f"has replayed WAL up to {replayed[replica]}, {ahead[0]} further "
+                                f"({replayed[ahead[0]]}): promoting {replica} would lose what only {ahead[0]} has",
+                                f"promote {ahead[0]}: make pg-promote ENV={settings.name} REPLICA={ahead[0]} FORCE=1")
         old, stopped = ", ".join(dead), None
         for node in dead:
             _stop(settings, node)  # one in a restart loop must not come back as a primary meanwhile
