@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -110,6 +111,15 @@ def _report_failure(failing: list[ObservedContainer]) -> str:
     return "\n".join(lines) or "(no failing container found; see `docker compose ps -a`)"
 
 
+_PROGRESS = re.compile(r"^\s*(Container|Network|Volume) \S+\s+(Creat|Recreat|Start|Stopp|Running|Waiting|Healthy|"
+                       r"Removed|Removing)\w*$")
+
+
+def _compose_errors(stderr: str) -> str:
+    """What compose said, without its per-container progress lines."""
+    return "\n".join(line for line in stderr.strip().splitlines() if not _PROGRESS.match(line))
+
+
 def converge_host(project_dir: str, project: str, services: dict[str, tuple[int, str]],
                   timeouts: dict[str, int]) -> None:
     desired, observed = _read_state(project_dir, project, services)
@@ -135,9 +145,11 @@ def converge_host(project_dir: str, project: str, services: dict[str, tuple[int,
             failing = _failing(project_dir, project, wanted)
             tier = next((plan.tier for plan in stale if set(plan.services) & {c.service for c in failing}),
                         stale[0].tier)
-            raise OperationError(f"host {host.name}: tier {tier} did not become healthy within "
-                                 f"{timeout}s.\n{err.strip()}\n{_report_failure(failing)}\n"
-                                 f"fix: correct the failing container's problem above, then run the deploy again")
+            headline = f"host {host.name}: tier {tier} did not become healthy within {timeout}s"
+            # Printed here, once: pyinfra repeats an exception's whole text (traceback and repr).
+            print(f"{headline}.\n{_compose_errors(err)}\n{_report_failure(failing)}\n"
+                  f"fix: correct the failing container's problem above, then run the deploy again", flush=True)
+            raise OperationError(f"{headline} (report above)")
         print(f"[{host.name}] tiers {', '.join(changed_tiers)}: healthy after {took:.1f}s", flush=True)
     edge = next((p for p in plans if p.tier == "edge"), None)
     if "app" in changed_tiers and edge is not None and edge.up_to_date:
