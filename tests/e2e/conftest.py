@@ -8,6 +8,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def redis_role(container: str, check: bool = True) -> str:
+    """What the Redis node in ``container`` says it is: "master" or "slave" (authenticated
+    with its own secret file)."""
+    return subprocess.run(["docker", "exec", container, "sh", "-c",
+                           "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf) "
+                           "redis-cli role | head -1"], capture_output=True, text=True, check=check).stdout.strip()
+
+
 def run_shipyard(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_AGE_IDENTITY_DIR"}
     env.update(env_extra or {})

@@ -16,7 +16,7 @@ from shipyard.inventory import load_environment
 from shipyard.topology import postgres_nodes
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
-from .conftest import REPO, run_shipyard
+from .conftest import REPO, redis_role, run_shipyard
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,7 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
     # The old master comes back as a replica of the new one; the deploy does not fight Sentinel.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        role = subprocess.run(["docker", "exec", container, "sh", "-c",
-                               "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf) "
-                               "redis-cli role | head -1"], capture_output=True, text=True).stdout.strip()
+        role = redis_role(container, check=False)
         if role == "slave":
             break
         time.sleep(0.5)

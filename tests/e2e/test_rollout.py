@@ -1,9 +1,10 @@
 """Rollout behaviour on a real Docker engine, after `make up ENV=ci` (run in this order)."""
 
+from shipyard.drills.containers import container_of
 from shipyard.lock import environment_lock
 from shipyard.topology import redis_nodes
 
-from .conftest import REPO, container_states, run_shipyard
+from .conftest import REPO, container_states, redis_role, run_shipyard
 
 
 def test_rerun_with_nothing_changed_recreates_nothing(env_name):
@@ -63,21 +64,10 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     assert container_states(f"shipyard-{env_name}") == before
 
 
-def _redis_role(settings, node: str) -> str:
-    import subprocess
-
-    from shipyard.drills.containers import container_of
-
-    return subprocess.run(["docker", "exec", container_of(settings, node), "sh", "-c",
-                           "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf) "
-                           "redis-cli role | head -1"], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def _sentinel_view(settings) -> list[dict[str, str]]:
     """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
     import subprocess
 
-    from shipyard.drills.containers import container_of
     from shipyard.topology import redis_sentinels
 
     views = []
@@ -101,7 +91,7 @@ def _after_a_failover(settings) -> str:
 
 
 def _masters(settings) -> list[str]:
-    return [node for node in redis_nodes(settings) if _redis_role(settings, node) == "master"]
+    return [node for node in redis_nodes(settings) if redis_role(container_of(settings, node)) == "master"]
 
 
 def test_a_sentinel_setting_change_is_applied_keeps_what_sentinel_learned_and_leaves_redis_running(env_name):
@@ -145,7 +135,6 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
 def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):
     import subprocess
 
-    from shipyard.drills.containers import container_of
     from shipyard.drills.pg_promote import ask, primary_of
     from shipyard.inventory import load_environment
     from shipyard.topology import postgres_nodes
