@@ -7,7 +7,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-e2e bench-rollout bench-api clean
+        test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -24,6 +24,7 @@ help:
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
+	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 
@@ -95,6 +96,9 @@ test-e2e: venv
 
 bench-rollout: venv
 	$(PY) tests/bench/bench_rollout.py --env ci
+
+bench-idle: venv
+	$(PY) tests/bench/bench_idle.py --env $(ENV)
 
 bench-failover: venv
 	$(PY) tests/bench/bench_failover.py --env ci

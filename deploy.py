@@ -1,14 +1,15 @@
 """pyinfra deploy file: thin. Run through `make up` / `make deploy ENV=...` (shipyard.cli),
-which validates and renders before any host is touched, and holds the environment's lock.
+which validates and renders before any host is touched, fetches the wheelhouse once, and
+holds the environment's lock.
 
-    pyinfra -y inventories/<env>.py deploy.py --data shipyard_env=<env>
+    pyinfra -y inventories/<env>.py deploy.py --data shipyard_env=<env> [--data shipyard_wheelhouse=DIR]
 """
 
 from pathlib import Path
 
 from pyinfra import host
 
-from shipyard import images
+from shipyard import images, topology
 from shipyard.apply.engine import ensure_docker_engine
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
@@ -16,16 +17,16 @@ from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
 from shipyard.secretstore import load_or_create
-from shipyard.topology import components_on
 
 REPO = Path(__file__).resolve().parent
 
 settings = load_environment(REPO, host.data.get("shipyard_env"))
 this_host = next(h for h in settings.hosts if h.connect == host.name)
+# The images this host's services run: only those are pulled or built here.
+needed = [(i.component, i.service.image) for i in topology.instances_on(settings, this_host)]
 
 ensure_docker_engine(debootstrap=settings.images.source == "local")
-ensure_official_images(images.images_to_pull([c.name for c in components_on(settings, this_host)],
-                                             settings.images.source, settings.images.mirror), settings.name)
-ensure_images(images.local_build_plan(REPO, settings.images.source, settings.images.mirror, settings.app.version),
-              repo_root=str(REPO), remote_build_root=f"{settings.deploy_root}/build")
+ensure_official_images(images.images_to_pull(settings, needed), settings.name)
+ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),
+              remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
 roll_out(settings, render_host(settings, this_host), load_or_create(REPO, settings.name))

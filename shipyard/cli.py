@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from shipyard import commands
+from shipyard.apply.wheelhouse import prepare_wheelhouse
 from shipyard.errors import ShipyardError
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
@@ -77,6 +78,10 @@ def up(env: str, lock_wait: float) -> int:
     argv = [pyinfra, "-y", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]
     with environment_lock(REPO, env, lock_wait):
+        # Once, here, for every host that builds the task platform's image.
+        wheelhouse = prepare_wheelhouse(REPO)
+        if wheelhouse:
+            argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
         result = subprocess.run(argv, cwd=REPO, check=False)
     took = time.monotonic() - started
     if result.returncode != 0:
@@ -106,7 +111,7 @@ def down(env: str, volumes: bool) -> int:
 
 
 def pg_promote(env: str, replica: str, lock_wait: float, force: bool) -> int:
-    from shipyard.drills.pg_promote import check_node, pg_promote as promote
+    from shipyard.components.postgres.promote import check_node, pg_promote as promote
 
     settings = load_environment(REPO, env, dict(os.environ))
     check_node(settings, replica)
@@ -121,7 +126,7 @@ def pg_promote(env: str, replica: str, lock_wait: float, force: bool) -> int:
 
 
 def pg_rebuild(env: str, node: str, lock_wait: float) -> int:
-    from shipyard.drills.pg_promote import check_node, pg_rebuild as rebuild
+    from shipyard.components.postgres.promote import check_node, pg_rebuild as rebuild
 
     settings = load_environment(REPO, env, dict(os.environ))
     check_node(settings, node)
@@ -181,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pg-rebuild":
             return pg_rebuild(args.env, args.node, args.lock_wait)
         if args.command == "pg-backup":
-            from shipyard.drills.pg_backups import pg_backup
+            from shipyard.components.postgres.backups import pg_backup
 
             print(pg_backup(load_environment(REPO, args.env, dict(os.environ))))
             return 0
         if args.command == "pg-restore":
-            from shipyard.drills.pg_backups import pg_restore, restore_container
+            from shipyard.components.postgres.backups import pg_restore, restore_container
 
             settings = load_environment(REPO, args.env, dict(os.environ))
             backup, rows = pg_restore(settings, args.backup, args.until)
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(remove it with: docker rm -f -v {restore_container(settings)})")
             return 0
         if args.command == "redis-failover":
-            from shipyard.drills.redis import redis_failover
+            from shipyard.components.redis.failover import redis_failover
 
             old, new, took = redis_failover(load_environment(REPO, args.env, dict(os.environ)))
             print(f"{args.env}: Redis master {old} -> {new}; all Sentinels agree after {took:.2f}s")

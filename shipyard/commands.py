@@ -50,6 +50,7 @@ def docker_image_ids(refs: Sequence[str]) -> list[str]:
 
 
 _PART = "@@shipyard-part"
+_ERR = "@@shipyard-stderr"
 
 
 def parallel(argvs: Sequence[Sequence[str]]) -> str:
@@ -58,18 +59,20 @@ def parallel(argvs: Sequence[Sequence[str]]) -> str:
     CLI start-up (~0.25 s): run together they cost one."""
     jobs = " ".join(f'( {to_shell(argv)} >"$d/{i}" 2>"$d/{i}.err"; echo $? >"$d/{i}.rc" ) &'
                     for i, argv in enumerate(argvs))
-    show = "; ".join(f'printf \'\\n{_PART} {i} %s\\n\' "$(cat "$d/{i}.rc")"; cat "$d/{i}"'
+    show = "; ".join(f'printf \'\\n{_PART} {i} %s\\n\' "$(cat "$d/{i}.rc")"; cat "$d/{i}"; '
+                     f'printf \'\\n{_ERR}\\n\'; cat "$d/{i}.err"'
                      for i in range(len(argvs)))
     return f'd=$(mktemp -d); {jobs} wait; {show}; rm -rf "$d"'
 
 
-def split_parallel(output: str, count: int) -> list[tuple[int, str]]:
-    parts: list[tuple[int, str]] = [(-1, "")] * count
-    chunks = output.split(f"\n{_PART} ")
-    for chunk in chunks[1:]:
+def split_parallel(output: str, count: int) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each job of ``parallel``, in order."""
+    parts: list[tuple[int, str, str]] = [(-1, "", "")] * count
+    for chunk in output.split(f"\n{_PART} ")[1:]:
         header, _, body = chunk.partition("\n")
         index, code = header.split()
-        parts[int(index)] = (int(code), body)
+        stdout, _, stderr = body.partition(f"\n{_ERR}\n")
+        parts[int(index)] = (int(code), stdout, stderr)
     return parts
 
 

@@ -1,16 +1,18 @@
-"""Image sources: which image each component runs, and how local images are built.
+"""Image sources: which image each service runs, and how images are built. Pure.
 
-Pure: no docker, no subprocess. The apply layer (shipyard/apply/images.py) turns an
-``ImageBuild`` plan into pyinfra operations on a host.
+The apply layer (shipyard/apply/images.py) turns an ``ImageBuild`` plan into pyinfra
+operations on a host. Images are declared by the components (shipyard.component.Image):
 
-Two sources (settings ``images.source``):
 - ``official``: pinned upstream tags, optionally behind a registry-mirror prefix for
-  air-gapped sites (``mirror.example:5000/library/postgres:15.10-bookworm``).
-- ``local``: built on the host from Debian packages on a debootstrap base; used where no
-  registry answers (CI here). Local images follow the official images' conventions
-  (env vars, paths, uids) so the rendered compose files are the same apart from the image.
+  air-gapped sites (``mirror.example:5000/library/postgres:15.10-bookworm``);
+- ``local``: built on the host from Debian packages on a debootstrap base (``images/base``),
+  from the recipe in the component's folder; used where no registry answers (CI here). Local
+  images follow the official images' conventions (env vars, paths, uids), so the rendered
+  compose files are the same apart from the image.
 
-The task platform image is always built from ``services/``; only its base differs.
+Images Shipyard always builds (the task platform's) use the component's ``build_context``
+under both sources; only their base differs. Their Python dependencies come from a
+wheelhouse fetched once per deploy for the base image's own Python (``wheelhouse_argv``).
 """
 
 from __future__ import annotations
@@ -20,30 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shipyard.component import Component, Image
+from shipyard.components import COMPONENTS
+
 ImageSource = Literal["official", "local"]
 
-# Official tags pinned to Debian bookworm variants so that both sources run the same
-# major versions as Debian's packages (PostgreSQL 15, Redis 7.0, nginx 1.22).
-OFFICIAL_IMAGES: dict[str, str] = {
-    "postgres": "postgres:15.10-bookworm",
-    "redis": "redis:7.0.15-bookworm",
-    "nginx": "nginx:1.22.1",
-    "python": "python:3.11-slim-bookworm",
-}
-
-LOCAL_IMAGES: dict[str, str] = {
-    "base": "shipyard/base:bookworm",
-    "postgres": "shipyard/postgres:15",
-    "redis": "shipyard/redis:7.0",
-    "nginx": "shipyard/nginx:1.22",
-    "python": "shipyard/python:3.11",
-}
-
-APP_IMAGE_NAME = "shipyard/taskplatform"
+BASE_IMAGE = "shipyard/base:bookworm"  # the debootstrap base of every local image
+BASE_CONTEXT = "images/base"
 
 # The label that records which build context an image was built from; the apply layer
 # rebuilds when it differs from ImageBuild.source_hash.
 SOURCE_HASH_LABEL = "org.shipyard.source-hash"
+
+# The Python every built image runs (the python images: Debian bookworm's 3.11 and
+# python:3.11-slim-bookworm), and the wheel tags it installs (glibc 2.36).
+IMAGE_PYTHON = "3.11"
+WHEEL_PLATFORMS = ("manylinux_2_36", "manylinux_2_28", "manylinux_2_17", "manylinux2014")
 
 
 @dataclass(frozen=True)
@@ -51,93 +45,149 @@ class ImageBuild:
     """One image to build on a host, in dependency order."""
 
     ref: str  # name:tag to produce
-    context: str  # repo-relative build context directory ("" for the debootstrap base)
-    source_hash: str  # sha256 over the context's files (+ base ref); drives rebuilds
+    context: str  # repo-relative build context directory
+    source_hash: str  # sha256 over what goes into the image (+ base ref); drives rebuilds
     build_args: dict[str, str] = field(default_factory=dict)
     debootstrap: bool = False  # True: built with debootstrap + docker import, not docker build
-    wheelhouse_requirements: str = ""  # repo-relative requirements file to pre-build wheels for
+    include: tuple[str, ...] = ()  # paths of the context that go into the image (empty: all)
+    wheelhouse: bool = False  # the context gets ./wheelhouse (fetched on the deploying machine)
 
 
-def official_ref(name: str, mirror: str | None) -> str:
-    ref = OFFICIAL_IMAGES[name]
+def official_ref(ref: str, mirror: str | None) -> str:
     if not mirror:
         return ref
     # Docker Hub official images live under library/ on a mirror.
     return f"{mirror.rstrip('/')}/library/{ref}"
 
 
-# Compose service → third-party image name; services not listed run the app image.
-SERVICE_IMAGES = {"postgres": "postgres", "postgres-replica": "postgres", "postgres-backup": "postgres", "redis": "redis", "redis-replica": "redis",
-                  "redis-sentinel": "redis", "edge": "nginx"}
+def _image(comp: Component, key: str) -> Image:
+    for image in comp.images:
+        if image.key == key:
+            return image
+    raise KeyError(f"component {comp.name} declares no image {key!r}")
 
 
-def _service_base(service: str) -> str:
-    """``redis-sentinel-2`` → ``redis-sentinel``: numbered instances run their component's image."""
-    base, _, number = service.rpartition("-")
-    return base if number.isdigit() and base in SERVICE_IMAGES else service
+def image_ref(settings, comp: Component, key: str) -> str:
+    """The ref a service of ``comp`` running image ``key`` uses under the settings' source."""
+    image = _image(comp, key)
+    if image.build_context:
+        return f"{image.local}:{image.tag(settings) if image.tag else 'latest'}"
+    if settings.images.source == "local":
+        assert image.local, f"{comp.name}: image {key} has no local recipe"
+        return image.local
+    assert image.official, f"{comp.name}: image {key} has no official ref"
+    return official_ref(image.official, settings.images.mirror)
 
 
-def service_image(service: str, source: ImageSource, mirror: str | None, app_version: str) -> str:
-    """The image a compose service runs (``postgres-replica-2`` runs the postgres image)."""
-    base = _service_base(service)
-    if base in SERVICE_IMAGES:
-        return component_image(SERVICE_IMAGES[base], source, mirror)
-    return app_image(app_version)
+service_image = image_ref
 
 
-def images_to_pull(services: list[str], source: ImageSource, mirror: str | None) -> list[str]:
+def _used_images(settings, comps: list[Component], keys: set[tuple[str, str]]) -> list[tuple[Component, Image]]:
+    """(component, image) pairs needed for ``keys``, each base before what is built on it."""
+    ordered: list[tuple[Component, Image]] = []
+
+    def add(comp: Component, key: str) -> None:
+        image = _image(comp, key)
+        base = image.build_base if image.build_context else (image.local_base if settings.images.source == "local" else None)
+        if base and base != "base":
+            add(comp, base)
+        if (comp, image) not in ordered:
+            ordered.append((comp, image))
+
+    for comp in comps:
+        for image in comp.images:
+            if (comp.name, image.key) in keys:
+                add(comp, image.key)
+    return ordered
+
+
+def images_for(settings, services: list[tuple[Component, str]]) -> list[tuple[Component, Image]]:
+    """The images (and their bases) the given (component, image key) pairs need."""
+    comps = [c for c in COMPONENTS if any(c is comp for comp, _ in services)]
+    return _used_images(settings, comps, {(c.name, k) for c, k in services})
+
+
+def images_to_pull(settings, services: list[tuple[Component, str]]) -> list[str]:
     """Upstream images a host needs from a registry (none with the ``local`` source)."""
-    if source != "official":
+    if settings.images.source != "official":
         return []
-    # The app image is built on every host, on the official python image.
-    names = {SERVICE_IMAGES[_service_base(s)] for s in services if _service_base(s) in SERVICE_IMAGES} | {"python"}
-    return sorted(official_ref(name, mirror) for name in names)
+    return sorted({official_ref(image.official, settings.images.mirror)
+                   for _, image in images_for(settings, services) if image.official and not image.build_context})
 
 
-def component_image(name: str, source: ImageSource, mirror: str | None) -> str:
-    """The image a third-party component (postgres, redis, nginx) runs."""
-    if source == "local":
-        return LOCAL_IMAGES[name]
-    return official_ref(name, mirror)
-
-
-def app_image(version: str) -> str:
-    return f"{APP_IMAGE_NAME}:{version}"
-
-
-def hash_tree(root: Path, *extra: str) -> str:
-    """sha256 over every file below ``root`` (path + bytes), sorted, plus ``extra`` strings."""
+def hash_tree(root: Path, *extra: str, include: tuple[str, ...] = ()) -> str:
+    """sha256 over the files below ``root`` (only ``include`` paths when given), path + bytes,
+    sorted, plus ``extra`` strings."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if "__pycache__" in rel or rel.startswith("wheelhouse/") or ".pytest_cache" in rel:
-            continue
-        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in context_files(root, include):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     for item in extra:
         digest.update(item.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def local_build_plan(repo: Path, source: ImageSource, mirror: str | None, app_version: str) -> list[ImageBuild]:
-    """Images to build on a host, base first. With ``official`` only the app is built."""
+_SKIPPED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "wheelhouse")
+
+
+def context_files(root: Path, include: tuple[str, ...] = ()) -> list[Path]:
+    """The files of a build context that go into the image, sorted; caches left behind."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if not path.is_file() or any(part in _SKIPPED_PARTS for part in rel.parts) or path.suffix == ".pyc":
+            continue
+        if include and not any(rel.as_posix() == inc or rel.as_posix().startswith(inc.rstrip("/") + "/")
+                               for inc in include):
+            continue
+        files.append(path)
+    return files
+
+
+def build_plan(repo: Path, settings, services: list[tuple[Component, str]]) -> list[ImageBuild]:
+    """Images to build on a host for ``services`` (component, image key), bases first."""
     builds: list[ImageBuild] = []
-    if source == "local":
-        base = LOCAL_IMAGES["base"]
-        builds.append(ImageBuild(ref=base, context="images/base", debootstrap=True,
-                                 source_hash=hash_tree(repo / "images/base")))
-        for name in ("python", "postgres", "redis", "nginx"):
+    local = settings.images.source == "local"
+    wanted = images_for(settings, services)
+    needs_base = local and any(not image.build_context for _, image in wanted)
+    if needs_base:
+        builds.append(ImageBuild(ref=BASE_IMAGE, context=BASE_CONTEXT, debootstrap=True,
+                                 source_hash=hash_tree(repo / BASE_CONTEXT)))
+    for comp, image in wanted:
+        if image.build_context:
+            base_comp_image = _image(comp, image.build_base) if image.build_base else None
+            base_ref = image_ref(settings, comp, base_comp_image.key) if base_comp_image else BASE_IMAGE
+            include = image.build_include
             builds.append(ImageBuild(
-                ref=LOCAL_IMAGES[name], context=f"images/{name}",
-                source_hash=hash_tree(repo / f"images/{name}", base),
-                build_args={"BASE_IMAGE": base},
-            ))
-        python_base = LOCAL_IMAGES["python"]
-    else:
-        python_base = official_ref("python", mirror)
-    builds.append(ImageBuild(
-        ref=app_image(app_version), context="services",
-        source_hash=hash_tree(repo / "services", python_base),
-        build_args={"BASE_IMAGE": python_base},
-        wheelhouse_requirements="services/requirements.txt",
-    ))
+                ref=image_ref(settings, comp, image.key), context=image.build_context,
+                source_hash=hash_tree(repo / image.build_context, base_ref, include=include),
+                build_args={"BASE_IMAGE": base_ref}, include=include, wheelhouse=bool(image.wheelhouse)))
+        elif local:
+            assert image.local and image.local_context, f"{comp.name}: image {image.key} has no local recipe"
+            base_ref = BASE_IMAGE if image.local_base == "base" else image_ref(settings, comp, image.local_base)
+            builds.append(ImageBuild(ref=image.local, context=image.local_context,
+                                     source_hash=hash_tree(repo / image.local_context, base_ref),
+                                     build_args={"BASE_IMAGE": base_ref}))
     return builds
+
+
+def wheelhouse_requirements(repo: Path) -> list[tuple[Path, Path, tuple[str, ...]]]:
+    """(requirements file, context dir, included paths) of every image built with a wheelhouse."""
+    out = []
+    for comp in COMPONENTS:
+        for image in comp.images:
+            if image.build_context and image.wheelhouse:
+                out.append((repo / image.build_context / image.wheelhouse, repo / image.build_context,
+                            image.build_include))
+    return out
+
+
+def wheelhouse_argv(python: str, requirements: Path, dest: Path, machine: str) -> list[str]:
+    """pip download of binary wheels for the images' own Python (IMAGE_PYTHON), whatever
+    Python runs the deploy: a 3.12 deploy machine still fetches cp311 wheels."""
+    version = IMAGE_PYTHON.replace(".", "")
+    argv = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
+            "--python-version", IMAGE_PYTHON, "--implementation", "cp",
+            "--abi", f"cp{version}", "--abi", "abi3", "--abi", "none"]
+    for platform in WHEEL_PLATFORMS:
+        argv += ["--platform", f"{platform}_{machine}"]
+    return argv + ["--platform", "any", "-r", str(requirements), "-d", str(dest)]

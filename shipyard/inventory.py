@@ -20,7 +20,8 @@ from typing import Any
 from shipyard.errors import SettingsError, ShipyardError
 from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
-ROLES = ("edge", "app", "data", "observability")
+# Host groups: a component places each service on one of them (shipyard.component.Service.group).
+ROLES = ("edge", "app", "data", "control", "observability")
 HOST_DATA_KEYS = {"shipyard_host", "address"}
 PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "_sudo", "_use_sudo_password"}
 

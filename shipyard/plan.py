@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shipyard.catalog import TIERS, Tier, component
+from shipyard.component import TIERS, Tier
 
 COMPOSE_CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -34,6 +34,7 @@ class DesiredService:
     replicas: int
     config_hash: str
     image_id: str | None  # None when the image is not on the host yet
+    one_shot: bool = False  # runs to completion (migrations): exited 0 is its healthy state
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TierPlan:
 
 
 def _service_reasons(want: DesiredService, have: list[ObservedContainer]) -> list[str]:
-    one_shot = component(want.name).one_shot
+    one_shot = want.one_shot
     if len(have) != want.replicas:
         return [f"{want.name}: {len(have)} container(s), want {want.replicas}"]
     reasons = []
@@ -68,7 +69,7 @@ def _service_reasons(want: DesiredService, have: list[ObservedContainer]) -> lis
 
 
 def plan_host(desired: list[DesiredService], observed: list[ObservedContainer]) -> list[TierPlan]:
-    """One TierPlan per tier present on the host, in rollout order (data, app, edge)."""
+    """One TierPlan per tier present on the host, in rollout order (shipyard.component.TIERS)."""
     by_service: dict[str, list[ObservedContainer]] = {}
     for c in observed:
         by_service.setdefault(c.service, []).append(c)

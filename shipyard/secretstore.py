@@ -19,10 +19,13 @@ from pathlib import Path
 
 import pyrage
 
-from shipyard.catalog import SECRET_NAMES
+from shipyard.components import COMPONENTS
 from shipyard.errors import SecretsError
 
 IDENTITY_DIR_VAR = "SHIPYARD_AGE_IDENTITY_DIR"
+
+# Every secret some component's service reads (shipyard.component.SecretFile.secret).
+SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.services for s in svc.secrets}))
 
 
 @dataclass(frozen=True)

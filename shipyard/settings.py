@@ -12,12 +12,15 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from shipyard.component import TIERS, Strict
+from shipyard.components import COMPONENTS
 from shipyard.errors import SettingsError, ShipyardError
-from shipyard.images import ImageSource
+
+ImageSource = Literal["official", "local"]
 
 ENV_PREFIX = "SHIPYARD_"
 NESTED_DELIMITER = "__"
@@ -27,90 +30,45 @@ _NAME = r"^[a-z][a-z0-9-]{0,30}$"
 _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ImageSettings(Strict):
     source: ImageSource = Field("local", description="'official' (pull pinned tags) or 'local' (build from Debian packages)")
     mirror: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._/-]+)?$",
                                description="registry-mirror prefix such as 'mirror.example:5000'")
 
 
-class PortSettings(Strict):
-    edge_http: int = Field(8080, ge=1, le=65535, description="host port the edge publishes HTTP on")
-    edge_bind: str = Field("127.0.0.1", description="host address the edge binds ('0.0.0.0' for all)")
-    api_direct: int | None = Field(None, ge=1, le=65535,
-                                   description="loopback port publishing the API directly (benchmarks); null to not publish")
-    postgres: int = Field(5432, ge=1, le=65535, description="host port PostgreSQL publishes on")
-    redis: int = Field(6379, ge=1, le=65535, description="host port Redis publishes on")
-    sentinel: int = Field(26379, ge=1, le=65535,
-                          description="first host port of the Sentinels (published only when app hosts are other hosts)")
+def _ports_model() -> type[BaseModel]:
+    """``ports``: one key per port a component declares (shipyard.component.Port.setting),
+    plus the bind address of each public port."""
+    fields: dict[str, Any] = {}
+    for comp in COMPONENTS:
+        for svc in comp.services:
+            port = svc.port
+            if port is None or port.setting is None:
+                continue
+            fields[port.setting] = (int | None if port.default is None else int,
+                                    Field(port.default, ge=1, le=65535, description=port.description))
+            if port.bind_setting:
+                fields[port.bind_setting] = (str, Field(port.bind_default,
+                                                        description=f"host address {port.setting} binds ('0.0.0.0' for all)"))
+    binds = tuple(svc.port.bind_setting for comp in COMPONENTS for svc in comp.services
+                  if svc.port is not None and svc.port.bind_setting)
 
-    @field_validator("edge_bind")
-    @classmethod
-    def _ip(cls, value: str) -> str:
+    def _bind_is_ip(cls, value: str) -> str:
         ipaddress.ip_address(value)
         return value
 
-
-class PostgresSettings(Strict):
-    database: str = Field("tasks", pattern=_IDENT, description="database name (lower-case identifier)")
-    user: str = Field("tasks", pattern=_IDENT, description="owner role of the database (lower-case identifier)")
-    max_connections: int = Field(100, ge=10, le=5000)
-    shared_buffers_mb: int = Field(128, ge=16, le=65536)
-    memory_limit_mb: int = Field(512, ge=128)
-    replicas: int = Field(1, ge=0, le=8, description="streaming replicas (0 = primary only)")
-    max_slot_wal_keep_size_mb: int = Field(1024, ge=64,
-                                           description="WAL a replication slot may hold back before the replica is cut off")
-    replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
-    backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups")
-    backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted)")
+    validators = {"_bind_is_ip": field_validator(*binds)(classmethod(_bind_is_ip))} if binds else {}
+    return create_model("PortSettings", __base__=Strict, __validators__=validators, **fields)
 
 
-class RedisSettings(Strict):
-    maxmemory_mb: int = Field(128, ge=16, description="maxmemory; the stream must fit, so policy is noeviction")
-    memory_limit_mb: int = Field(256, ge=64)
-    replicas: int = Field(1, ge=0, le=8, description="replicas of the master")
-    sentinels: int = Field(3, ge=0, le=7, description="Sentinels watching the master (0 = none: clients use the master directly)")
-    quorum: int = Field(2, ge=1, description="Sentinels that must agree the master is down")
-    master_name: str = Field("tasks", pattern=r"^[a-z][a-z0-9_-]{0,30}$", description="name Sentinel monitors the master as")
-    down_after_ms: int = Field(5000, ge=500, description="Sentinel: master unreachable this long counts as down")
-    failover_timeout_ms: int = Field(30000, ge=1000)
-
-    @model_validator(mode="after")
-    def _quorum_reachable(self):
-        if self.sentinels and self.quorum > self.sentinels:
-            raise ValueError(f"quorum {self.quorum} can never be reached by {self.sentinels} sentinels; "
-                             f"set redis.quorum to at most {self.sentinels} (a majority: {self.sentinels // 2 + 1})")
-        return self
+PortSettings = _ports_model()
 
 
-class RuntimeSettings(Strict):
-    """Initial runtime config of the task platform (hot-reloadable later through the config source)."""
-
-    version: str = Field("1", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    rate_limit_per_minute: int = Field(6000, gt=0)
-    worker_concurrency: int = Field(4, ge=1, le=64)
-    task_max_attempts: int = Field(5, ge=1)
-    retry_base_seconds: float = Field(1.0, gt=0)
-    retry_max_seconds: float = Field(60.0, gt=0)
-    reconcile_after_seconds: float = Field(30.0, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-
-class AppSettings(Strict):
-    version: str = Field("0.1.0", pattern=r"^[0-9A-Za-z._-]{1,64}$", description="task platform build version (image tag)")
-    release_colour: Literal["blue", "green"] = "blue"
-    api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
-    worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
-    memory_limit_mb: int = Field(512, ge=128)
-
-
-class HealthSettings(Strict):
-    data_timeout_s: int = Field(120, ge=5, le=3600, description="seconds the data tier may take to become healthy")
-    app_timeout_s: int = Field(120, ge=5, le=3600)
-    edge_timeout_s: int = Field(60, ge=5, le=3600)
+# ``health.<tier>_timeout_s``: seconds a tier may take to become healthy in a rollout.
+HealthSettings = create_model("HealthSettings", __base__=Strict, **{
+    f"{tier}_timeout_s": (int, Field(60 if tier == "edge" else 120, ge=5, le=3600,
+                                     description=f"seconds the {tier} tier may take to become healthy"))
+    for tier in TIERS})
 
 
 class HostSettings(Strict):
@@ -122,7 +80,9 @@ class HostSettings(Strict):
     roles: tuple[str, ...]
 
 
-class EnvironmentSettings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """What every environment has; each component adds its own sections (EnvironmentSettings)."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER,
                                       extra="forbid", frozen=True)
 
@@ -130,11 +90,7 @@ class EnvironmentSettings(BaseSettings):
     deploy_root: str = Field("/opt/shipyard", pattern=r"^/[A-Za-z0-9._/-]+$",
                              description="absolute directory on each host that holds the compose projects")
     images: ImageSettings = ImageSettings()
-    ports: PortSettings = PortSettings()
-    postgres: PostgresSettings = PostgresSettings()
-    redis: RedisSettings = RedisSettings()
-    app: AppSettings = AppSettings()
-    runtime: RuntimeSettings = RuntimeSettings()
+    ports: PortSettings = PortSettings()  # type: ignore[valid-type]
     health: HealthSettings = HealthSettings()
     hosts: tuple[HostSettings, ...]
 
@@ -159,6 +115,20 @@ class EnvironmentSettings(BaseSettings):
             if host.name == name:
                 return host
         raise KeyError(name)
+
+
+def _component_sections() -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    for comp in COMPONENTS:
+        for key, model in comp.settings.items():
+            if key in sections or key in CoreSettings.model_fields:
+                raise TypeError(f"settings section {key!r} of component {comp.name} is taken")
+            sections[key] = (model, model())
+    return sections
+
+
+# The settings of an environment: the core's sections and every registered component's.
+EnvironmentSettings = create_model("EnvironmentSettings", __base__=CoreSettings, **_component_sections())
 
 
 # SHIPYARD_* variables that configure the tool, not the environment.
@@ -267,15 +237,17 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(ShipyardError(f"{source_file}: host {name}", "two hosts share this shipyard_host name",
                                       "give each host a unique 'shipyard_host' in its inventory data"))
-    for role in ("edge", "app", "data"):
-        if not any(role in h.roles for h in settings.hosts):
-            problems.append(ShipyardError(f"{source_file}: group '{role}'", f"no host has the {role} role",
-                                          f"add a module-level list '{role} = [...]' naming at least one host"))
-    data_hosts = [h.name for h in settings.hosts if "data" in h.roles]
-    if len(data_hosts) > 1:
-        problems.append(ShipyardError(f"{source_file}: group 'data'",
-                                      f"{len(data_hosts)} data hosts ({', '.join(data_hosts)}) but this release runs a single "
-                                      "PostgreSQL and Redis", "put exactly one host in the data group"))
+    groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services})
+    for group in groups:
+        if not any(group in h.roles for h in settings.hosts):
+            users = sorted({comp.name for comp in COMPONENTS for svc in comp.services if svc.group == group})
+            problems.append(ShipyardError(f"{source_file}: group '{group}'", f"no host has the {group} role "
+                                          f"(it runs {', '.join(users)})",
+                                          f"add a module-level list '{group} = [...]' naming at least one host"))
+    for comp in COMPONENTS:
+        if comp.validate and not problems:
+            for where, what, fix in comp.validate(settings):
+                problems.append(ShipyardError(f"{source_file}: {where}", what, fix))
     for host in settings.hosts:
         if not re.match(r"^[A-Za-z0-9.:-]+$", host.address):
             problems.append(ShipyardError(f"{source_file}: host {host.name}: address", f"not a hostname or IP: {host.address!r}",

@@ -1,15 +1,21 @@
-"""Where each component runs and how others reach it (DESIGN.md "Addressing").
+"""Instances, placement and addressing: the one place that decides where each instance runs,
+what it publishes, and every address handed to anything else (DESIGN.md "Addressing").
 
 Same host: one compose network, so a consumer reaches a provider by service name and
 container port. Different hosts: each host runs its own compose project, so the consumer
-uses the provider host's ``address`` and the port the provider publishes there.
+uses the provider host's ``address`` and the port the provider publishes *there* — which is
+the same function (``binding``) that writes the provider's ``ports:``.
+
+Pure: components come from the registry; no component is named here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cache
 
-from shipyard.catalog import COMPONENTS, Component, component
+from shipyard.component import TIERS, Component, Service
+from shipyard.components import COMPONENTS
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 LOOPBACK = "127.0.0.1"
@@ -20,155 +26,231 @@ class Endpoint:
     host: str
     port: int
 
-
-def postgres_replicas(settings: EnvironmentSettings) -> tuple[str, ...]:
-    return tuple(f"postgres-replica-{i}" for i in range(1, settings.postgres.replicas + 1))
-
-
-def postgres_nodes(settings: EnvironmentSettings) -> tuple[str, ...]:
-    """Every PostgreSQL server: ``postgres`` (the first primary) and its replicas. Which of
-    them is the primary now is not a setting: `make pg-promote` changes it at run time."""
-    return ("postgres",) + postgres_replicas(settings)
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
-def slot_name(node: str) -> str:
-    """The physical replication slot a node streams on (slot names allow [a-z0-9_])."""
-    return node.replace("-", "_")
+@dataclass(frozen=True)
+class Instance:
+    """One compose service on one host: ``postgres-replica-2`` on ``data-1``."""
+
+    component: Component
+    service: Service
+    name: str
+    number: int | None  # 2 for ``postgres-replica-2``; None for a service that is not numbered
+    host: HostSettings
+
+    @property
+    def tier(self) -> str:
+        return self.service.tier
 
 
-# The physical slot the backup service's WAL archive streams on (no node is called that).
-WAL_ARCHIVE_SLOT = "postgres_backup"
+def _count(service: Service, settings: EnvironmentSettings) -> int:
+    return service.instances(settings) if service.instances else 1
 
 
-def hosts_running(settings: EnvironmentSettings, name: str) -> tuple[HostSettings, ...]:
-    role = component(name).role
-    return tuple(h for h in settings.hosts if role in h.roles)
+def _scale(service: Service, settings: EnvironmentSettings) -> int:
+    return service.scale(settings) if service.scale else 1
 
 
-def instance_count(settings: EnvironmentSettings, spec: Component) -> int:
-    """How many numbered instances of ``spec`` the settings ask for (see Component.instances)."""
-    section, _, key = (spec.instances or "").partition(".")
-    return getattr(getattr(settings, section), key)
+def instances(settings: EnvironmentSettings) -> tuple[Instance, ...]:
+    """Every instance of every component in the environment, in registry order."""
+    return _instances(settings)
 
 
-def components_on(settings: EnvironmentSettings, host: HostSettings) -> tuple[Component, ...]:
-    """The compose services of ``host``, numbered instances expanded (``postgres-replica-1``...)."""
-    result = []
-    for spec in COMPONENTS:
-        if spec.role not in host.roles or (spec.name == "worker" and settings.app.worker_replicas == 0):
-            continue
-        if spec.instances:
-            result += [replace(spec, name=f"{spec.name}-{i}") for i in range(1, instance_count(settings, spec) + 1)]
-        else:
-            result.append(spec)
+@cache
+def _instances(settings: EnvironmentSettings) -> tuple[Instance, ...]:
+    result: list[Instance] = []
+    for comp in COMPONENTS:
+        for svc in comp.services:
+            hosts = settings.hosts_with_role(svc.group)
+            if not hosts or _scale(svc, settings) == 0:
+                continue
+            if svc.instances is None:
+                placed = hosts[:1] if svc.placement in ("once", "spread") else hosts
+                result += [Instance(comp, svc, svc.name, None, h) for h in placed]
+                continue
+            for number in range(1, _count(svc, settings) + 1):
+                if svc.placement == "spread":
+                    where: tuple[HostSettings, ...] = (hosts[(number - 1) % len(hosts)],)
+                elif svc.placement == "once":
+                    where = hosts[:1]
+                else:
+                    where = hosts
+                result += [Instance(comp, svc, f"{svc.name}-{number}", number, h) for h in where]
     return tuple(result)
 
 
-def published_port(settings: EnvironmentSettings, name: str) -> int | None:
-    """Host port a component publishes, or None when it is only reachable inside its network."""
-    ports = settings.ports
-    numbered = {"postgres-replica": ("postgres", ports.postgres), "redis-replica": ("redis", ports.redis),
-                "redis-sentinel": ("redis", ports.sentinel - 1)}
-    base, _, number = name.rpartition("-")
-    if base in numbered:
-        # Instances are published only for consumers on other hosts (the app's reads, Sentinel
-        # discovery), at the base port + their number.
-        served, first = numbered[base]
-        return first + int(number) if needs_remote_access(settings, served) else None
-    return {"postgres": ports.postgres, "redis": ports.redis, "edge": ports.edge_http,
-            "api": ports.api_direct}.get(name)
+def instances_on(settings: EnvironmentSettings, host: HostSettings) -> tuple[Instance, ...]:
+    return tuple(i for i in instances(settings) if i.host.name == host.name)
 
 
-def needs_remote_access(settings: EnvironmentSettings, name: str) -> bool:
-    """True when some consumer of ``name`` runs on another host than ``name`` does."""
-    providers = {h.name for h in hosts_running(settings, name)}
-    for consumer in COMPONENTS:
-        if name in consumer.depends_on:
-            if any(h.name not in providers for h in hosts_running(settings, consumer.name)):
-                return True
-    return False
+def instances_of(settings: EnvironmentSettings, component: str, service: str | None = None) -> tuple[Instance, ...]:
+    """Instances of a component (or one of its services), every host, in order."""
+    return tuple(i for i in instances(settings)
+                 if i.component.name == component and (service is None or i.service.name == service))
 
 
-def publish_binding(settings: EnvironmentSettings, host: HostSettings, name: str) -> tuple[str, int] | None:
-    """(bind address, host port) for a component's published port on ``host``.
+def find(settings: EnvironmentSettings, name: str, host: HostSettings | None = None) -> Instance:
+    """The instance called ``name`` (on ``host``, or the first one of that name)."""
+    for inst in instances(settings):
+        if inst.name == name and (host is None or inst.host.name == host.name):
+            return inst
+    raise KeyError(f"no instance {name}" + (f" on host {host.name}" if host else ""))
 
-    Data ports bind to loopback unless another host must reach them; then they bind to the
-    host's own (private) address, never 0.0.0.0. The edge binds where the settings say.
+
+def instance_names(settings: EnvironmentSettings, component: str, service: str | None = None) -> tuple[str, ...]:
+    names: list[str] = []
+    for inst in instances_of(settings, component, service):
+        if inst.name not in names:
+            names.append(inst.name)
+    return tuple(names)
+
+
+def consumers(settings: EnvironmentSettings, component: Component) -> tuple[Instance, ...]:
+    """Instances of other components that use ``component``."""
+    return tuple(i for i in instances(settings) if component.name in i.component.uses)
+
+
+def needs_remote_access(settings: EnvironmentSettings, inst: Instance) -> bool:
+    """True when a consumer of the instance's component runs on another host than it does."""
+    if not inst.service.serves_clients:
+        return False
+    return any(c.host.name != inst.host.name for c in consumers(settings, inst.component))
+
+
+def host_port(settings: EnvironmentSettings, inst: Instance) -> int | None:
+    """The host port the settings give an instance (None: no setting, or set to null)."""
+    port = inst.service.port
+    if port is None or port.setting is None:
+        return None
+    base = getattr(settings.ports, port.setting)
+    if base is None:
+        return None
+    return base + (inst.number + port.instance_offset if inst.number is not None else 0)
+
+
+def binding(settings: EnvironmentSettings, inst: Instance) -> tuple[str, int] | None:
+    """(bind address, host port) an instance publishes on its host, or None.
+
+    Loopback unless a consumer on another host must reach it; then the host's own (private)
+    address — never 0.0.0.0 unless a ``public`` port's setting says so.
     """
-    port = published_port(settings, name)
-    if name == "edge":
-        return settings.ports.edge_bind, settings.ports.edge_http
-    if name == "api" and needs_remote_access(settings, "api"):
-        return host.address, port or component("api").port  # type: ignore[return-value]
+    port = inst.service.port
     if port is None:
         return None
-    return (host.address if needs_remote_access(settings, name) else LOOPBACK), port
+    if port.publish == "public":
+        bind = getattr(settings.ports, port.bind_setting) if port.bind_setting else port.bind_default
+        return bind, host_port(settings, inst) or port.container
+    chosen = host_port(settings, inst)
+    if needs_remote_access(settings, inst):
+        return inst.host.address, chosen or port.container
+    if port.publish == "remote" or chosen is None:
+        return None
+    return LOOPBACK, chosen
 
 
-def endpoint(settings: EnvironmentSettings, name: str, from_host: HostSettings) -> Endpoint:
-    """How a component on ``from_host`` reaches the (single) instance of ``name``."""
-    providers = hosts_running(settings, name)
-    spec = component(name)
-    assert spec.port is not None, f"{name} serves no port"
-    if any(h.name == from_host.name for h in providers):
-        return Endpoint(name, spec.port)
-    provider = providers[0]
-    binding = publish_binding(settings, provider, name)
-    assert binding is not None
-    return Endpoint(provider.address, binding[1])
+def published(settings: EnvironmentSettings, host: HostSettings, name: str) -> tuple[str, int] | None:
+    """``binding`` of the instance called ``name`` on ``host`` (verify, drills, benchmarks)."""
+    return binding(settings, find(settings, name, host))
 
 
-def endpoints(settings: EnvironmentSettings, name: str, from_host: HostSettings) -> tuple[Endpoint, ...]:
-    """All instances of ``name`` as seen from ``from_host`` (the edge balances over API hosts)."""
-    spec = component(name)
-    result = []
-    for provider in hosts_running(settings, name):
-        if provider.name == from_host.name:
-            result.append(Endpoint(name, spec.port or 0))
-        else:
-            binding = publish_binding(settings, provider, name)
-            assert binding is not None
-            result.append(Endpoint(provider.address, binding[1]))
+def address(settings: EnvironmentSettings, inst: Instance, from_host: HostSettings) -> Endpoint:
+    """How something on ``from_host`` reaches ``inst``: service name on its own host, the
+    provider host's address and published port from another."""
+    port = inst.service.port
+    if port is None:
+        raise KeyError(f"{inst.name} serves no port")
+    if inst.host.name == from_host.name:
+        return Endpoint(inst.name, port.container)
+    bound = binding(settings, inst)
+    if bound is None or bound[0] == LOOPBACK:
+        raise AssertionError(f"{inst.name} on {inst.host.name} is not published for host {from_host.name}")
+    return Endpoint(inst.host.address, bound[1])
+
+
+def announced(settings: EnvironmentSettings, inst: Instance) -> Endpoint:
+    """The address an instance gives others for itself (what Sentinel hands to clients): its
+    service name when every consumer shares its host, its host's address and port otherwise."""
+    port = inst.service.port
+    assert port is not None, inst.name
+    if not needs_remote_access(settings, inst):
+        return Endpoint(inst.name, port.container)
+    bound = binding(settings, inst)
+    assert bound is not None
+    return Endpoint(inst.host.address, bound[1])
+
+
+def endpoints(settings: EnvironmentSettings, component: str, service: str | None,
+              from_host: HostSettings) -> tuple[Endpoint, ...]:
+    """Every client-facing instance of a component (or of one service) as seen from ``from_host``.
+    An "each"-placed service reached from a host that runs it too is reached there only."""
+    result: list[Endpoint] = []
+    for inst in instances_of(settings, component, service):
+        if not inst.service.serves_clients:
+            continue
+        endpoint = address(settings, inst, from_host)
+        if endpoint not in result:
+            result.append(endpoint)
     return tuple(result)
 
 
-def instance_endpoints(settings: EnvironmentSettings, from_host: HostSettings, names: tuple[str, ...],
-                       container_port: int) -> tuple[Endpoint, ...]:
-    """How ``from_host`` reaches each numbered data instance (replicas, Sentinels): by service
-    name on the same host, by the data host's address and published port from another."""
-    data_host = hosts_running(settings, "postgres")[0]
-    result = []
-    for name in names:
-        if data_host.name == from_host.name:
-            result.append(Endpoint(name, container_port))
-        else:
-            binding = publish_binding(settings, data_host, name)
-            assert binding is not None
-            result.append(Endpoint(data_host.address, binding[1]))
-    return tuple(result)
+# --- rollout order ------------------------------------------------------------------------------
+
+def _unit(inst: Instance) -> tuple[int, int]:
+    """Rollout order key: the tier, and within it one-shots (migrations) first."""
+    return TIERS.index(inst.service.tier), 0 if inst.service.one_shot else 1
 
 
-def endpoints_of_postgres_nodes(settings: EnvironmentSettings, from_host: HostSettings) -> tuple[Endpoint, ...]:
-    """Every PostgreSQL node: clients pick the primary (target_session_attrs=read-write) or,
-    for reads that tolerate lag, a replica."""
-    return (endpoint(settings, "postgres", from_host),) + instance_endpoints(
-        settings, from_host, postgres_replicas(settings), 5432)
+def dependencies(settings: EnvironmentSettings, inst: Instance) -> tuple[Instance, ...]:
+    """What must be up before ``inst``: its own component's waits (same host), and the
+    client-facing instances of the components it uses (anywhere)."""
+    deps: list[Instance] = []
+    for wait in inst.service.waits:
+        deps += [i for i in instances_of(settings, inst.component.name, wait.service)
+                 if i.host.name == inst.host.name or i.service.placement == "once"]
+    for used in inst.component.uses:
+        deps += [i for i in instances_of(settings, used) if i.service.serves_clients]
+    return tuple(deps)
 
 
-def redis_nodes(settings: EnvironmentSettings) -> tuple[str, ...]:
-    """``redis`` (the first master) and its replicas; Sentinel decides which is master now."""
-    return ("redis",) + tuple(f"redis-replica-{i}" for i in range(1, settings.redis.replicas + 1))
+def rollout_steps(settings: EnvironmentSettings) -> list[dict[str, tuple[str, ...]]]:
+    """Steps of a rollout: each maps host name → the services it converges in that step; a
+    step finishes on every host before the next starts.
 
-
-def redis_sentinels(settings: EnvironmentSettings) -> tuple[str, ...]:
-    return tuple(f"redis-sentinel-{i}" for i in range(1, settings.redis.sentinels + 1))
-
-
-def announced(settings: EnvironmentSettings, host: HostSettings, name: str, container_port: int) -> Endpoint:
-    """The address a Redis node or Sentinel gives others for itself (what Sentinel hands to
-    clients): its service name on one host, its host's address and published port across hosts."""
-    if not needs_remote_access(settings, "redis"):
-        return Endpoint(name, container_port)
-    binding = publish_binding(settings, host, name)
-    assert binding is not None
-    return Endpoint(host.address, binding[1])
+    An instance joins a step once everything of earlier tiers on *other* hosts has converged
+    and each of its dependencies has, or (same host) converges in the same step — compose
+    orders those itself, so independent work on one host overlaps. One host: a single step.
+    Several: data everywhere, then migrations once, then the app, then the edge.
+    """
+    pending = list(instances(settings))
+    done: set[tuple[str, str]] = set()
+    steps: list[dict[str, tuple[str, ...]]] = []
+    key = lambda i: (i.host.name, i.name)  # noqa: E731
+    while pending:
+        chosen: set[tuple[str, str]] = set()
+        changed = True
+        while changed:
+            changed = False
+            for inst in pending:
+                if key(inst) in chosen:
+                    continue
+                earlier_elsewhere = [o for o in pending if o.host.name != inst.host.name and _unit(o) < _unit(inst)]
+                if earlier_elsewhere:
+                    continue
+                deps_ready = all(key(d) in done or (d.host.name == inst.host.name and key(d) in chosen)
+                                 for d in dependencies(settings, inst))
+                if deps_ready:
+                    chosen.add(key(inst))
+                    changed = True
+        if not chosen:
+            stuck = ", ".join(f"{i.name} on {i.host.name}" for i in pending)
+            raise ValueError(f"rollout order has a cycle or an unplaced dependency: {stuck}")
+        step: dict[str, tuple[str, ...]] = {}
+        for inst in pending:
+            if key(inst) in chosen:
+                step[inst.host.name] = step.get(inst.host.name, ()) + (inst.name,)
+        steps.append(step)
+        done |= chosen
+        pending = [i for i in pending if key(i) not in chosen]
+    return steps

@@ -13,12 +13,12 @@ import requests
 
 from shipyard import commands
 from shipyard.settings import EnvironmentSettings
-from shipyard.topology import publish_binding
+from shipyard.topology import published
 
 
 def api_client(settings: EnvironmentSettings) -> requests.Session:
     """A session with a fresh token, signed with the environment's own key; ``.base`` is the edge."""
-    bind, port = publish_binding(settings, settings.hosts[0], "edge")
+    bind, port = published(settings, settings.hosts[0], "edge")
     key = Path(commands.project_dir(settings.deploy_root, settings.name), "secrets/api/jwt_signing_key").read_text().strip()
     session = requests.Session()
     session.headers["Authorization"] = "Bearer " + jwt.encode({"sub": "drill", "exp": int(time.time()) + 900}, key,

@@ -17,13 +17,32 @@ from collections.abc import Sequence
 from pyinfra import host
 from pyinfra.api.exceptions import OperationError
 
+from dataclasses import dataclass
+
 from shipyard import commands
-from shipyard.catalog import component
 from shipyard.plan import (COMPOSE_CONFIG_HASH_LABEL, COMPOSE_SERVICE_LABEL, DesiredService, ObservedContainer,
                            plan_host)
 
 log = logging.getLogger("shipyard")
 LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What converging a service needs to know (built by shipyard.apply.rollout)."""
+
+    name: str
+    tier: str
+    replicas: int
+    image: str
+    one_shot: bool
+    reload_signal: str | None
+    depends_on: tuple[str, ...]  # same-host services it starts after
+
+
+# host name → services recreated by an earlier step of this deploy (the steps of one host run
+# in this process, one after the other).
+_RECREATED: dict[str, set[str]] = {}
 
 
 def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
@@ -33,18 +52,19 @@ def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
     return ok, output.stdout, output.stderr
 
 
-def _read_state(project_dir: str, project: str, services: dict[str, tuple[int, str]]
+def _read_state(project_dir: str, project: str, services: dict[str, ServiceState]
                 ) -> tuple[list[DesiredService], list[ObservedContainer]]:
-    """services: name → (replicas, image ref). Config hashes, image ids and the project's
-    containers are read in one parallel round trip."""
-    refs = sorted({ref for _, ref in services.values()})
+    """Config hashes, image ids and the project's containers, read in one parallel round trip."""
+    refs = sorted({s.image for s in services.values()})
     reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
              commands.compose_ps(project_dir, project)]
     ok, output = host.run_shell_command(commands.parallel(reads))
-    (hash_rc, hash_out), (_, image_out), (ps_rc, ps_out) = commands.split_parallel(output.stdout, len(reads))
+    (hash_rc, hash_out, hash_err), (_, image_out, _), (ps_rc, ps_out, ps_err) = \
+        commands.split_parallel(output.stdout, len(reads))
     if hash_rc != 0 or ps_rc != 0:
         raise OperationError(f"host {host.name}: reading the state of {project} failed "
-                             f"(`docker compose config --hash` / `ps` in {project_dir}):\n{output.stdout[-2000:]}")
+                             f"(`docker compose config --hash` / `ps` in {project_dir}):\n"
+                             f"{hash_err.strip()}\n{ps_err.strip()}")
     hashes = dict(line.split(None, 1) for line in hash_out.splitlines() if line.strip())
     ids: dict[str, str] = {}
     for line in image_out.splitlines():
@@ -52,8 +72,8 @@ def _read_state(project_dir: str, project: str, services: dict[str, tuple[int, s
         if tags.startswith("["):
             for tag in json.loads(tags) or []:
                 ids[tag] = image_id
-    desired = [DesiredService(name, component(name).tier, replicas, hashes[name].strip(), ids.get(ref))
-               for name, (replicas, ref) in services.items()]
+    desired = [DesiredService(s.name, s.tier, s.replicas, hashes[s.name].strip(), ids.get(s.image), s.one_shot)  # type: ignore[arg-type]
+               for s in services.values()]
     return desired, _containers(ps_out)
 
 
@@ -78,14 +98,14 @@ def _containers(ps_out: str) -> list[ObservedContainer]:
     return containers
 
 
-def _failing(project_dir: str, project: str, services: list[str]) -> list[ObservedContainer]:
+def _failing(project_dir: str, project: str, services: dict[str, ServiceState]) -> list[ObservedContainer]:
     """Containers of ``services`` that are not well: not running+healthy, or a one-shot that failed."""
     failing = []
     for c in _observed(project_dir, project):
         if c.service not in services:
             continue
         healthy = (c.status == "running" and c.health in (None, "healthy")) or \
-                  (component(c.service).one_shot and c.status == "exited" and c.exit_code == 0)
+                  (services[c.service].one_shot and c.status == "exited" and c.exit_code == 0)
         if not healthy:
             failing.append(c)
     return failing
@@ -120,8 +140,13 @@ def _compose_errors(stderr: str) -> str:
     return "\n".join(line for line in stderr.strip().splitlines() if not _PROGRESS.match(line))
 
 
-def converge_host(project_dir: str, project: str, services: dict[str, tuple[int, str]],
-                  timeouts: dict[str, int]) -> None:
+def converge_host(project_dir: str, project: str, services: dict[str, ServiceState],
+                  all_services: dict[str, ServiceState], timeouts: dict[str, int]) -> None:
+    """Converge ``services`` (this rollout step's share of the host) behind health gates."""
+    recreated = _RECREATED.setdefault(host.name, set())
+    if not services:
+        host.noop("nothing of this host in this step")
+        return
     desired, observed = _read_state(project_dir, project, services)
     plans = plan_host(desired, observed)
     stale = [plan for plan in plans if not plan.up_to_date]
@@ -132,17 +157,17 @@ def converge_host(project_dir: str, project: str, services: dict[str, tuple[int,
             log.warning("host %s tier %s: %s", host.name, plan.tier, "; ".join(plan.reasons))
     changed_tiers = [plan.tier for plan in stale]
     if stale:
-        # One dependency-gated `up --wait` over every stale tier: compose starts each service
-        # only once what it depends on (earlier tiers: data before app before edge) is healthy,
-        # so later tiers never run ahead of their dependencies, but independent work overlaps
-        # (a replica cloning does not hold back the API).
+        # One dependency-gated `up --wait` over every stale tier of the step: compose starts each
+        # service only once what it depends on (earlier tiers: data before app before edge) is
+        # healthy, so later tiers never run ahead of their dependencies, but independent work
+        # overlaps (a replica cloning does not hold back the API).
         wanted = [name for plan in stale for name in plan.services]
         timeout = sum(timeouts[plan.tier] for plan in stale)
         started = time.monotonic()
         ok, _, err = _run(commands.compose_up_wait(project_dir, project, wanted, timeout), check=False)
         took = time.monotonic() - started
         if not ok:
-            failing = _failing(project_dir, project, wanted)
+            failing = _failing(project_dir, project, services)
             tier = next((plan.tier for plan in stale if set(plan.services) & {c.service for c in failing}),
                         stale[0].tier)
             headline = f"host {host.name}: tier {tier} did not become healthy within {timeout}s"
@@ -150,11 +175,13 @@ def converge_host(project_dir: str, project: str, services: dict[str, tuple[int,
             print(f"{headline}.\n{_compose_errors(err)}\n{_report_failure(failing)}\n"
                   f"fix: correct the failing container's problem above, then run the deploy again", flush=True)
             raise OperationError(f"{headline} (report above)")
+        recreated.update(wanted)
         print(f"[{host.name}] tiers {', '.join(changed_tiers)}: healthy after {took:.1f}s", flush=True)
-    edge = next((p for p in plans if p.tier == "edge"), None)
-    if "app" in changed_tiers and edge is not None and edge.up_to_date:
-        # nginx resolves upstream names at (re)load: new API containers have new addresses.
-        _run(commands.compose_kill_signal(project_dir, project, "edge", "HUP"))
+    stale_names = {name for plan in stale for name in plan.services}
+    for state in services.values():
+        if state.reload_signal and state.name not in stale_names and recreated & set(state.depends_on):
+            # It resolves what it depends on at (re)load: recreated containers have new addresses.
+            _run(commands.compose_kill_signal(project_dir, project, state.name, state.reload_signal))
     if changed_tiers:
         print(f"[{host.name}] changed tiers: {', '.join(changed_tiers)}", flush=True)
     else:

@@ -30,7 +30,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
 from shipyard.commands import to_shell
-from shipyard.images import SOURCE_HASH_LABEL, ImageBuild
+from shipyard.images import SOURCE_HASH_LABEL, ImageBuild, context_files
 
 log = logging.getLogger("shipyard")
 
@@ -38,7 +38,6 @@ log = logging.getLogger("shipyard")
 BASE_ID_LABEL = "org.shipyard.base-id"
 BUILD_SCRIPT = "images/build-image.sh"  # repo-relative; shipped next to the contexts
 BASE_BUILD_SCRIPT = "build.sh"  # inside a debootstrap context
-_SKIPPED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
 
 # --- pure: what to build ------------------------------------------------------------------------
@@ -130,26 +129,14 @@ def image_dir_name(ref: str) -> str:
     return name or "image"
 
 
-def context_files(root: Path) -> list[Path]:
-    """The files of a build context, sorted; caches and a stale wheelhouse are left behind."""
-    files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if not path.is_file() or any(part in _SKIPPED_PARTS for part in rel.parts):
-            continue
-        if rel.parts[0] == "wheelhouse" or path.suffix == ".pyc":
-            continue
-        files.append(path)
-    return files
-
-
-def context_tar(root: Path, extra: Mapping[str, bytes] | None = None) -> bytes:
-    """A deterministic tar of a build context (mtime 0, root-owned, modes kept) + extra files."""
+def context_tar(root: Path, include: tuple[str, ...] = (), extra: Mapping[str, bytes] | None = None) -> bytes:
+    """A deterministic tar of a build context (mtime 0, root-owned, modes kept): the files
+    that go into the image (``include``), plus extra files (the build script, the wheelhouse)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         entries = [(p.relative_to(root).as_posix(), p.read_bytes(), p.stat().st_mode & 0o777)
-                   for p in context_files(root)]
-        entries += [(name, data, 0o755) for name, data in (extra or {}).items()]
+                   for p in context_files(root, include)]
+        entries += [(name, data, 0o755) for name, data in sorted((extra or {}).items())]
         for name, data, mode in entries:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), mode, 0
@@ -159,14 +146,18 @@ def context_tar(root: Path, extra: Mapping[str, bytes] | None = None) -> bytes:
     return buffer.getvalue()
 
 
+def wheelhouse_files(wheelhouse: Path | None) -> dict[str, bytes]:
+    """``wheelhouse/<wheel>`` → bytes, for a context built with one."""
+    if wheelhouse is None:
+        return {}
+    return {f"wheelhouse/{p.name}": p.read_bytes() for p in sorted(wheelhouse.glob("*.whl"))}
+
+
 def build_argv(build: ImageBuild, remote_dir: str) -> list[str]:
     """The one command that builds ``build`` from its context shipped to ``remote_dir``."""
     if build.debootstrap:
         return ["sh", f"{remote_dir}/{BASE_BUILD_SCRIPT}", build.ref, build.source_hash]
-    argv = ["sh", f"{remote_dir}/{PurePosixPath(BUILD_SCRIPT).name}"]
-    if build.wheelhouse_requirements:
-        argv += ["--wheelhouse", PurePosixPath(build.wheelhouse_requirements).relative_to(build.context).as_posix()]
-    argv += [build.ref, build.source_hash, remote_dir]
+    argv = ["sh", f"{remote_dir}/{PurePosixPath(BUILD_SCRIPT).name}", build.ref, build.source_hash, remote_dir]
     argv += [f"{key}={value}" for key, value in sorted(build.build_args.items())]
     return argv
 
@@ -194,12 +185,14 @@ class DockerImageLabels(FactBase):
         return {}
 
 
-def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str) -> Iterator:
+def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, wheelhouse: Path | None) -> Iterator:
     build = planned.build
     remote_dir = f"{remote_build_root.rstrip('/')}/{image_dir_name(build.ref)}"
     extra = {} if build.debootstrap else {PurePosixPath(BUILD_SCRIPT).name: (repo / BUILD_SCRIPT).read_bytes()}
+    if build.wheelhouse:
+        extra.update(wheelhouse_files(wheelhouse))
     tar_path = f"{remote_dir}.tar"
-    yield FileUploadCommand(io.BytesIO(context_tar(repo / build.context, extra)), tar_path)
+    yield FileUploadCommand(io.BytesIO(context_tar(repo / build.context, build.include, extra)), tar_path)
     yield StringCommand(" && ".join(to_shell(argv) for argv in (
         ["rm", "-rf", remote_dir], ["mkdir", "-p", remote_dir], ["tar", "-C", remote_dir, "-xf", tar_path],
         ["rm", "-f", tar_path])))
@@ -207,7 +200,7 @@ def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str) -
 
 
 @operation()
-def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str):
+def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None):
     """Build the images of ``builds`` that are missing or out of date on the host, in order."""
     observed = host.get_fact(DockerImageLabels, refs=refs_to_inspect(builds))
     planned = plan_image_builds(builds, observed)
@@ -219,15 +212,15 @@ def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: st
     yield StringCommand(to_shell(["mkdir", "-p", remote_build_root]))
     repo = Path(repo_root)
     for item in planned:
-        yield from _build_commands(item, repo, remote_build_root)
+        yield from _build_commands(item, repo, remote_build_root, Path(wheelhouse) if wheelhouse else None)
     # Replaced images of ours that nothing uses any more (never another project's images).
     yield StringCommand(to_shell(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])
                         + " >/dev/null")
 
 
-def ensure_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str) -> None:
+def ensure_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None) -> None:
     if not builds:
         return
     names = ", ".join(image_dir_name(b.ref) for b in builds)
-    local_images(name=f"local images ({names})", builds=list(builds), repo_root=repo_root,
-                 remote_build_root=remote_build_root)
+    local_images(name=f"images built on the host ({names})", builds=list(builds), repo_root=repo_root,
+                 remote_build_root=remote_build_root, wheelhouse=wheelhouse)

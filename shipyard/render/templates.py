@@ -1,4 +1,9 @@
-"""jinja2 for native config formats: StrictUndefined, errors that name file and line."""
+"""jinja2 for native config formats: StrictUndefined, errors that name file and line.
+
+A component's templates live in its folder (``shipyard/components/<name>/templates/``). A site
+may override one without forking the component: ``templates/<component>/<same path>`` at the
+top of the repository wins when it exists (see templates/README.md).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,39 @@ import jinja2
 
 from shipyard.errors import ShipyardError
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+REPO = Path(__file__).resolve().parents[2]
+SITE_TEMPLATES = REPO / "templates"
 
 
-def _environment(root: Path) -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-                              autoescape=False)
+def _environment(roots: list[Path]) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader([str(r) for r in roots]),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
-def render_template(name: str, context: dict[str, Any], root: Path = TEMPLATES_DIR) -> str:
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def render_template(component: str, root: Path, name: str, context: dict[str, Any],
+                    site_root: Path = SITE_TEMPLATES) -> str:
+    """Render ``name`` of a component whose templates are in ``root`` (site override first)."""
+    override = site_root / component
+    where = override / name if (override / name).exists() else root / name
     try:
-        return _environment(root).get_template(name).render(**context)
+        return _environment([override, root]).get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as exc:
-        raise ShipyardError(f"templates/{exc.name or name}:{exc.lineno}", f"template syntax error: {exc.message}",
+        raise ShipyardError(f"{_shown(where)}:{exc.lineno}", f"template syntax error: {exc.message}",
                             "fix the template at that line") from None
     except jinja2.UndefinedError as exc:
-        raise ShipyardError(f"templates/{name}", f"undefined variable: {exc.message}",
-                            "pass the variable from shipyard/render or remove it from the template") from None
+        raise ShipyardError(_shown(where), f"undefined variable: {exc.message}",
+                            f"pass the variable from the component's template_context "
+                            f"(shipyard/components/{component}/__init__.py) or remove it from the template") from None
+
+
+def template_names(root: Path, subdir: str) -> list[str]:
+    """``subdir/x.conf.j2`` for every template below ``root/subdir``, sorted."""
+    base = root / subdir
+    if not base.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in base.rglob("*.j2") if p.is_file())

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from shipyard.drills.containers import container_of
-from shipyard.drills.pg_backups import remove_restore
-from shipyard.drills.pg_promote import primary_of
+from shipyard.components.postgres.backups import remove_restore
+from shipyard.components.postgres.promote import primary_of
 from shipyard.inventory import load_environment
 
 from .conftest import REPO, run_shipyard

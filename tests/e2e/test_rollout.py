@@ -2,7 +2,7 @@
 
 from shipyard.drills.containers import container_of
 from shipyard.lock import environment_lock
-from shipyard.topology import redis_nodes
+from shipyard.components.redis import node_names as redis_nodes
 
 from .conftest import REPO, container_states, redis_role, run_shipyard
 
@@ -68,7 +68,7 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
     """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
     import subprocess
 
-    from shipyard.topology import redis_sentinels
+    from shipyard.components.redis import sentinel_names as redis_sentinels
 
     views = []
     for sentinel in redis_sentinels(settings):
@@ -81,7 +81,7 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
 
 def _after_a_failover(settings) -> str:
     """The master the Sentinels name, made sure not to be `redis` (the one deployed as master)."""
-    from shipyard.drills.redis import redis_failover
+    from shipyard.components.redis.failover import redis_failover
 
     if _sentinel_view(settings)[0]["ip"] == "redis":
         redis_failover(settings)
@@ -135,9 +135,9 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
 def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):
     import subprocess
 
-    from shipyard.drills.pg_promote import ask, primary_of
+    from shipyard.components.postgres.promote import ask, primary_of
     from shipyard.inventory import load_environment
-    from shipyard.topology import postgres_nodes
+    from shipyard.components.postgres import node_names as postgres_nodes
 
     settings = load_environment(REPO, env_name)
     project = f"shipyard-{env_name}"

@@ -19,7 +19,7 @@ from shipyard import commands
 from shipyard.inventory import load_environment
 from shipyard.render import RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings
-from shipyard.topology import components_on
+from shipyard import topology
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +39,13 @@ class Target:
             return []
         return json.loads(self.host.check_output(commands.to_shell(commands.docker_inspect(ids.split()))))
 
+    def runs(self, component: str) -> bool:
+        """Whether any service of ``component`` runs on this host."""
+        return any(i.component.name == component for i in topology.instances_on(self.settings, self.rendered.host))
+
+    def instance(self, service: str) -> topology.Instance:
+        return topology.find(self.settings, service, self.rendered.host)
+
     def container_of(self, service: str) -> dict:
         found = [c for c in self.containers() if c["Config"]["Labels"].get("com.docker.compose.service") == service]
         assert found, f"no container for service {service} on {self.rendered.host.name}"
@@ -56,7 +63,7 @@ def _testinfra_url(connect: str, data: dict | None = None) -> str:
 def pytest_generate_tests(metafunc):
     settings = _settings(metafunc.config)
     if "service" in metafunc.fixturenames:
-        pairs = [(h.name, c.name) for h in settings.hosts for c in components_on(settings, h)]
+        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.instances_on(settings, h)]
         metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
     elif "target" in metafunc.fixturenames:
         metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")

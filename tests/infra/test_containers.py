@@ -1,11 +1,10 @@
 """Each component's containers run and are healthy; one-shot migrations exited 0."""
 
-from shipyard.catalog import component
 
 
 def test_service_is_running_and_healthy(target, service):
     state = target.container_of(service)["State"]
-    if component(service).one_shot:
+    if target.instance(service).service.one_shot:
         assert (state["Status"], state["ExitCode"]) == ("exited", 0)
     else:
         assert state["Status"] == "running"

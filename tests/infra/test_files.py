@@ -3,11 +3,10 @@ reading uid, inside and outside the container, and never in env, compose or conf
 
 import pytest
 
-from shipyard.catalog import component
 
 
-def test_rendered_files_are_shipped_unchanged(target):
-    for rel, content in target.rendered.files.items():
+def test_rendered_and_static_files_are_shipped_unchanged(target):
+    for rel, content in target.rendered.shipped.items():
         f = target.host.file(f"{target.project_dir}/{rel}")
         assert f.is_file, rel
         assert f.mode == 0o644, rel
@@ -16,14 +15,14 @@ def test_rendered_files_are_shipped_unchanged(target):
 
 def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_services(target):
     listed = target.host.check_output(f"cd {target.project_dir} && find . -type f ! -path './secrets/*'")
-    assert sorted(line[2:] for line in listed.splitlines()) == sorted(target.rendered.files)
+    assert sorted(line[2:] for line in listed.splitlines()) == sorted(target.rendered.shipped)
     secret_dirs = target.host.check_output(f"ls {target.project_dir}/secrets").split()
     services = target.rendered.compose["services"]
     assert sorted(secret_dirs) == sorted(name for name, svc in services.items() if svc.get("secrets"))
 
 
 def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service):
-    spec = component(service)
+    spec = target.instance(service).service
     for secret in spec.secrets:
         f = target.host.file(f"{target.project_dir}/secrets/{service}/{secret.target}")
         assert f.is_file and f.mode == 0o400 and f.uid == spec.uid, secret.target
@@ -31,7 +30,7 @@ def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service
 
 
 def test_secret_files_inside_container(target, service):
-    spec = component(service)
+    spec = target.instance(service).service
     if spec.one_shot or not spec.secrets:
         pytest.skip("no running container or no secrets")
     name = target.container_of(service)["Name"].lstrip("/")
@@ -43,7 +42,7 @@ def test_secret_files_inside_container(target, service):
 def test_no_secret_value_in_env_compose_or_config(target):
     values = []
     for spec_service in {c["Config"]["Labels"].get("com.docker.compose.service") for c in target.containers()}:
-        for secret in component(spec_service).secrets:
+        for secret in target.instance(spec_service).service.secrets:
             content = target.host.file(f"{target.project_dir}/secrets/{spec_service}/{secret.target}").content_string
             values.append(content.strip().split()[-1])  # raw value, or the value of `requirepass VALUE`
     assert values, "expected some secrets to check"

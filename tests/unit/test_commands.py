@@ -20,6 +20,7 @@ def test_compose_commands_name_project_and_file():
 def test_parallel_reads_keep_each_commands_exit_code_and_output():
     import subprocess
 
-    script = commands.parallel([["echo", "a; rm -rf /"], ["sh", "-c", "echo two; exit 3"], ["true"]])
+    script = commands.parallel([["echo", "a; rm -rf /"], ["sh", "-c", "echo two; echo why >&2; exit 3"], ["true"]])
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
-    assert commands.split_parallel(out, 3) == [(0, "a; rm -rf /\n"), (3, "two\n"), (0, "")]
+    # stderr is kept per job: a failed state read reports its cause
+    assert commands.split_parallel(out, 3) == [(0, "a; rm -rf /\n", ""), (3, "two\n", "why\n"), (0, "", "")]

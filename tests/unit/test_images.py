@@ -6,14 +6,13 @@ import tarfile
 from shipyard.apply.images import (BASE_ID_LABEL, DockerImageLabels, ObservedImage, build_argv, context_tar,
                                    image_dir_name, normalize_ref, parse_image_inspect, plan_image_builds,
                                    refs_to_inspect)
-from shipyard.images import LOCAL_IMAGES, SOURCE_HASH_LABEL, ImageBuild, local_build_plan
+from shipyard.images import SOURCE_HASH_LABEL, ImageBuild
 
 BASE = ImageBuild(ref="shipyard/base:bookworm", context="images/base", source_hash="b1", debootstrap=True)
 PG = ImageBuild(ref="shipyard/postgres:15", context="images/postgres", source_hash="p1",
                 build_args={"BASE_IMAGE": "shipyard/base:bookworm"})
 APP = ImageBuild(ref="shipyard/taskplatform:0.1.0", context="services", source_hash="a1",
-                 build_args={"BASE_IMAGE": "python:3.11-slim-bookworm"},
-                 wheelhouse_requirements="services/requirements.txt")
+                 build_args={"BASE_IMAGE": "python:3.11-slim-bookworm"}, wheelhouse=True)
 
 
 def image(image_id, source_hash, base_id=""):
@@ -102,8 +101,8 @@ def test_build_commands_are_argv_with_hostile_values_kept_literal():
     assert argv == ["sh", "/srv/build/x/build-image.sh", "shipyard/x:1", "h", "/srv/build/x",
                     "BASE_IMAGE=base; rm -rf /"]
     assert build_argv(BASE, "/srv/build/base") == ["sh", "/srv/build/base/build.sh", BASE.ref, "b1"]
-    assert build_argv(APP, "/srv/build/taskplatform")[:4] == [
-        "sh", "/srv/build/taskplatform/build-image.sh", "--wheelhouse", "requirements.txt"]
+    assert build_argv(APP, "/srv/build/taskplatform")[:3] == [
+        "sh", "/srv/build/taskplatform/build-image.sh", "shipyard/taskplatform:0.1.0"]
 
 
 def test_context_tar_is_deterministic_and_leaves_caches_out(tmp_path):
@@ -113,31 +112,88 @@ def test_context_tar_is_deterministic_and_leaves_caches_out(tmp_path):
     for junk in ("__pycache__/m.pyc", "wheelhouse/old.whl", "pkg/.pytest_cache/x"):
         (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / junk).write_text("junk")
-    first = context_tar(tmp_path, {"build-image.sh": b"#!/bin/sh\n"})
-    assert first == context_tar(tmp_path, {"build-image.sh": b"#!/bin/sh\n"})
+    first = context_tar(tmp_path, extra={"build-image.sh": b"#!/bin/sh\n"})
+    assert first == context_tar(tmp_path, extra={"build-image.sh": b"#!/bin/sh\n"})
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert sorted(members) == ["Dockerfile", "build-image.sh", "entry.sh"]
     assert members["entry.sh"].mode == 0o755 and members["Dockerfile"].mtime == 0
 
 
-def test_local_plan_of_this_repo_builds_base_first(repo):
-    plan = local_build_plan(repo, "local", None, "0.1.0")
-    assert [b.ref for b in plan[:5]] == [LOCAL_IMAGES[n] for n in ("base", "python", "postgres", "redis", "nginx")]
-    for build in plan[:5]:
+def _settings(repo, env="ci", **overrides):
+    from shipyard.inventory import load_environment
+
+    return load_environment(repo, env, {f"SHIPYARD_{k.upper()}": v for k, v in overrides.items()})
+
+
+def _needs(settings, host_name):
+    from shipyard import topology
+
+    return [(i.component, i.service.image) for i in topology.instances_on(settings, settings.host(host_name))]
+
+
+def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_images(repo):
+    from shipyard import images
+
+    settings = _settings(repo)
+    plan = images.build_plan(repo, settings, _needs(settings, "ci"))
+    refs = [b.ref for b in plan]
+    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/redis:7.0", "shipyard/python:3.11",
+                    "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22"]
+    for build in plan:
         assert (repo / build.context).is_dir(), build.context
+        base = build.build_args.get("BASE_IMAGE")
+        assert base is None or base in refs[:refs.index(build.ref)], build.ref
     assert (repo / "images/base/build.sh").is_file() and (repo / "images/build-image.sh").is_file()
     assert json.loads(json.dumps(refs_to_inspect(plan)))  # plain strings: a pyinfra fact argument
 
 
-def test_only_the_official_source_pulls_and_only_what_the_host_runs():
+def test_a_host_builds_only_what_its_services_run(repo):
     from shipyard import images
 
-    assert images.images_to_pull(["postgres", "api"], "local", None) == []
-    assert images.images_to_pull(["api", "worker", "edge"], "official", None) == ["nginx:1.22.1", "python:3.11-slim-bookworm"]
-    assert images.images_to_pull(["postgres"], "official", "mirror.example:5000") == [
-        "mirror.example:5000/library/postgres:15.10-bookworm", "mirror.example:5000/library/python:3.11-slim-bookworm"]
-    assert images.service_image("worker", "official", None, "1.2.3") == "shipyard/taskplatform:1.2.3"
-    assert images.service_image("postgres-replica-2", "local", None, "1.2.3") == "shipyard/postgres:15"
-    assert images.service_image("redis-sentinel-3", "local", None, "1.2.3") == "shipyard/redis:7.0"
-    assert images.service_image("redis-replica-1", "official", None, "1.2.3") == "redis:7.0.15-bookworm"
+    settings = _settings(repo, "production")
+    data = [b.ref for b in images.build_plan(repo, settings, _needs(settings, "data-1"))]
+    assert data == []  # official source: pulled, and the app image is not built on a data host
+    app = images.build_plan(repo, settings, _needs(settings, "app-1"))
+    assert [b.ref for b in app] == ["shipyard/taskplatform:0.1.0"]
+    assert app[0].build_args == {"BASE_IMAGE": "registry.internal.example:5000/library/python:3.11-slim-bookworm"}
+
+
+def test_the_app_image_hash_covers_only_what_goes_into_the_image(repo, tmp_path):
+    import shutil
+
+    from shipyard import images
+
+    services = tmp_path / "services"
+    shutil.copytree(repo / "services", services, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    include = ("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform")
+    before = images.hash_tree(services, "base", include=include)
+    (services / "tests" / "test_api.py").write_text("# edited test\n")
+    (services / "README.md").write_text("edited\n")
+    assert images.hash_tree(services, "base", include=include) == before
+    (services / "taskplatform" / "api.py").write_text("# edited code\n")
+    assert images.hash_tree(services, "base", include=include) != before
+
+
+def test_the_wheelhouse_is_fetched_for_the_images_python_whatever_runs_the_deploy(tmp_path):
+    from shipyard import images
+
+    argv = images.wheelhouse_argv("/usr/bin/python3.13", tmp_path / "req.txt", tmp_path / "wh", "x86_64")
+    assert argv[:4] == ["/usr/bin/python3.13", "-m", "pip", "download"]
+    assert "--only-binary=:all:" in argv
+    assert argv[argv.index("--python-version") + 1] == "3.11" and "cp311" in argv
+    assert "manylinux_2_17_x86_64" in argv
+
+
+def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
+    from shipyard import images
+
+    local = _settings(repo)
+    assert images.images_to_pull(local, _needs(local, "ci")) == []
+    prod = _settings(repo, "production")
+    assert images.images_to_pull(prod, _needs(prod, "edge-1")) == ["registry.internal.example:5000/library/nginx:1.22.1"]
+    assert images.images_to_pull(prod, _needs(prod, "app-1")) == [
+        "registry.internal.example:5000/library/python:3.11-slim-bookworm"]
+    assert images.images_to_pull(prod, _needs(prod, "data-1")) == [
+        "registry.internal.example:5000/library/postgres:15.10-bookworm",
+        "registry.internal.example:5000/library/redis:7.0.15-bookworm"]

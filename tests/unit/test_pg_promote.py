@@ -1,6 +1,6 @@
 """The pure parts of the PostgreSQL promotion drill."""
 
-from shipyard.drills.pg_promote import further_than, lsn_value
+from shipyard.components.postgres.promote import further_than, lsn_value
 
 
 def test_wal_locations_compare_as_numbers_not_text():

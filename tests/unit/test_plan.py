@@ -1,8 +1,8 @@
 from shipyard.plan import DesiredService, ObservedContainer, plan_host
 
 
-def want(name, tier, replicas=1):
-    return DesiredService(name, tier, replicas, f"h-{name}", "img")
+def want(name, tier, replicas=1, one_shot=False):
+    return DesiredService(name, tier, replicas, f"h-{name}", "img", one_shot)
 
 
 def have(name, service, **kw):
@@ -11,7 +11,7 @@ def have(name, service, **kw):
     return ObservedContainer(name=name, service=service, **base)
 
 
-DESIRED = [want("postgres", "data"), want("migrate", "app"), want("api", "app"), want("edge", "edge")]
+DESIRED = [want("postgres", "data"), want("migrate", "app", one_shot=True), want("api", "app"), want("edge", "edge")]
 CURRENT = [have("pg", "postgres"), have("m", "migrate", status="exited", health=None), have("a", "api"), have("e", "edge")]
 
 

@@ -100,8 +100,12 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     # Every node starts the same way, named; node.sh tells primary and replica apart by the data.
     for node in ("postgres", "postgres-replica-1", "postgres-replica-2"):
         assert services[node]["command"][:3] == ["bash", "/etc/postgresql/shipyard/node.sh", node]
-        assert services[node]["healthcheck"]["test"][-1] == node
-    assert 'PG_NODES=(postgres postgres-replica-1 postgres-replica-2)' in two.files["postgres/cluster.sh"].decode()
+        assert services[node]["healthcheck"]["test"][-2:] == ["bash", "/etc/postgresql/shipyard/health.sh"]
+        assert services[node]["environment"]["PG_NODE"] == node
+        # The node list reaches the static scripts through the environment (cluster.sh reads it).
+        assert services[node]["environment"]["PG_NODES"] == "postgres postgres-replica-1 postgres-replica-2"
+    assert "postgres/cluster.sh" in two.static and "postgres/cluster.sh" not in two.files
+    assert 'read -r -a PG_NODES <<<"${PG_NODES:?' in two.static["postgres/cluster.sh"].decode()
     assert services["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
     assert "ports" not in services["postgres-replica-1"]  # single host: reached on the compose network only
     # A replica only waits for `postgres` to start: after a promotion `postgres` is a replica
@@ -112,7 +116,7 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
 
 def test_postgres_nodes_and_their_slots(repo):
     from shipyard.inventory import load_environment
-    from shipyard.topology import postgres_nodes, slot_name
+    from shipyard.components.postgres import node_names as postgres_nodes, slot_name
 
     settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     assert postgres_nodes(settings) == ("postgres", "postgres-replica-1", "postgres-replica-2")
@@ -131,11 +135,13 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
         # No --replicaof in compose: after a failover the Sentinels name the master, not the deploy.
         assert services[node]["command"][:4] == ["sh", "/usr/local/etc/redis/node.sh", node, "6379"]
         assert "--replicaof" not in services[node]["command"]
-    node_sh = host.files["redis/node.sh"].decode()
-    assert not [f for f in host.files if f.startswith("redis/sentinel")]
-    assert "for sentinel in redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379;" in node_sh
-    assert "for node in redis:6379 redis-replica-1:6379 redis-replica-2:6379;" in node_sh
-    assert "get-master-addr-by-name tasks" in node_sh
+    env = services["redis-replica-2"]["environment"]
+    assert env["REDIS_SENTINELS"] == "redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379"
+    assert env["REDIS_NODES"] == "redis:6379 redis-replica-1:6379 redis-replica-2:6379"
+    assert env["REDIS_MASTER_NAME"] == "tasks" and env["REDIS_MASTER_AS_DEPLOYED"] == "redis:6379"
+    node_sh = host.static["redis/node.sh"].decode()
+    assert 'for sentinel in $REDIS_SENTINELS; do' in node_sh and "{{" not in node_sh
+    assert not [f for f in host.shipped if f.startswith("redis/sentinel")]
     # A cold start after a failover: `redis` waits for the Sentinels, so they must not wait for it.
     for other in ("redis-replica-1", "redis-sentinel-1"):
         assert services[other]["depends_on"]["redis"] == {"condition": "service_started"}
@@ -144,12 +150,14 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
     tuned = load_environment(repo, "ci", {"SHIPYARD_REDIS__REPLICAS": "2", "SHIPYARD_REDIS__QUORUM": "3"})
     tuned_services = render_host(tuned, tuned.hosts[0]).compose["services"]
     assert tuned_services["redis"] == services["redis"]
+    assert tuned_services["redis-sentinel-1"]["environment"]["REDIS_QUORUM"] == "3"
     assert tuned_services["redis-sentinel-1"]["labels"] != services["redis-sentinel-1"]["labels"]
     assert services["redis-sentinel-1"]["command"][:2] == ["sh", "/usr/local/etc/redis-sentinel/entrypoint.sh"]
     assert "sentinel monitor tasks redis 6379 2" in host.files["sentinel/sentinel.conf"].decode()
 
     plain = load_environment(repo, "ci", {"SHIPYARD_REDIS__SENTINELS": "0"})
     host = render_host(plain, plain.hosts[0])
-    assert "redis/node.sh" not in host.files and "sentinel/sentinel.conf" not in host.files
+    assert "sentinel/sentinel.conf" not in host.files and "REDIS_SENTINELS" not in host.compose["services"]["redis"].get(
+        "environment", {})
     assert host.compose["services"]["redis-replica-1"]["command"][-3:] == ["--replicaof", "redis", "6379"]
     assert host.compose["services"]["redis"]["command"][0] == "redis-server"

@@ -1,6 +1,6 @@
 import pytest
 
-from shipyard.catalog import SECRET_NAMES
+from shipyard.secretstore import SECRET_NAMES
 from shipyard.errors import SecretsError
 from shipyard.secretstore import load_or_create
 

@@ -1,0 +1,3 @@
+from taskplatform.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""`taskplatform api | worker | migrate | healthcheck api|worker` — the container commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+
+from taskplatform import logs
+from taskplatform.settings import ProcessSettings
+
+
+def _api(settings: ProcessSettings) -> int:
+    import uvicorn
+
+    # Several uvicorn processes: metrics are aggregated through files in a fresh directory.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskplatform-metrics-")
+    uvicorn.run("taskplatform.cli:app_factory", factory=True, host=settings.api_host, port=settings.api_port,
+                workers=settings.api_processes, log_config=None, access_log=False, proxy_headers=True,
+                forwarded_allow_ips="*", timeout_graceful_shutdown=15, loop="uvloop", http="httptools")
+    return 0
+
+
+def app_factory():
+    from taskplatform.api import create_app
+
+    logs.setup()
+    return create_app()
+
+
+def _worker(settings: ProcessSettings) -> int:
+    from taskplatform.api import build_config_source
+    from taskplatform.secrets import FileSecretSource
+    from taskplatform.worker import Worker, serve_metrics
+
+    logs.setup()
+    config = build_config_source(settings)
+    config.load_initial()
+    serve_metrics(settings.worker_metrics_port)
+    asyncio.run(Worker(settings, FileSecretSource(settings.secrets_dir), config).run())
+    return 0
+
+
+def _migrate(settings: ProcessSettings) -> int:
+    from taskplatform import migrate
+    from taskplatform.secrets import FileSecretSource
+
+    logs.setup()
+    for attempt in range(1, 31):  # PostgreSQL may still be starting when the deploy runs this
+        try:
+            migrate.upgrade(settings, FileSecretSource(settings.secrets_dir))
+            logging.getLogger("taskplatform.migrate").info("schema at head")
+            return 0
+        except Exception as exc:  # noqa: BLE001
+            if attempt == 30 or "password authentication failed" in str(exc):
+                logging.getLogger("taskplatform.migrate").error("migration failed", extra={"reason": str(exc)[:500]})
+                return 1
+            time.sleep(1)
+    return 1
+
+
+def _healthcheck(settings: ProcessSettings, what: str) -> int:
+    if what == "api":
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{settings.api_port}/health/ready", timeout=3) as reply:
+                return 0 if reply.status == 200 else 1
+        except Exception as exc:  # noqa: BLE001
+            print(f"api not ready: {exc}", file=sys.stderr)
+            return 1
+    try:
+        age = time.time() - os.stat(settings.heartbeat_file).st_mtime
+    except OSError:
+        print("worker has not started its loop yet (no heartbeat file)", file=sys.stderr)
+        return 1
+    if age > 15:
+        print(f"worker heartbeat is {age:.0f}s old", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskplatform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the task API (uvicorn, TASKS_API_PROCESSES processes)")
+    sub.add_parser("worker", help="process tasks from the Redis stream")
+    sub.add_parser("migrate", help="alembic upgrade head")
+    check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
+    check.add_argument("what", choices=["api", "worker"])
+    args = parser.parse_args(argv)
+    settings = ProcessSettings()
+    if args.command == "api":
+        return _api(settings)
+    if args.command == "worker":
+        return _worker(settings)
+    if args.command == "migrate":
+        return _migrate(settings)
+    return _healthcheck(settings, args.what)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Task kinds: the code a worker runs, and the payload each accepts (validated by the API)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TaskFailed(Exception):
+    pass
+
+
+class SleepPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=30)
+
+
+class FailPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    times: int | None = Field(None, ge=0, le=100)
+    always: bool = False
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.times is None and not self.always:
+            raise ValueError("give 'times' (fail that many attempts) or 'always': true")
+        return self
+
+
+PAYLOADS: dict[str, type[BaseModel] | None] = {"checksum": None, "sleep": SleepPayload, "fail": FailPayload}
+
+
+def canonical_json(payload: Any) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+async def run(kind: str, payload: dict, attempt: int) -> dict:
+    if kind == "checksum":
+        return {"sha256": hashlib.sha256(canonical_json(payload)).hexdigest()}
+    if kind == "sleep":
+        seconds = float(payload["seconds"])
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+    if kind == "fail":
+        if payload.get("always") or attempt <= int(payload.get("times") or 0):
+            raise TaskFailed(f"failing on purpose (attempt {attempt})")
+        return {"attempt": attempt}
+    raise TaskFailed(f"unknown kind {kind!r}")

@@ -1,0 +1,64 @@
+"""Process settings: where PostgreSQL, Redis, the config file and the secrets are (TASKS_*).
+
+These are fixed for a process's life (they come from the container's environment). What may
+change at run time lives in the runtime config (``runtime_config``), hot-reloaded.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_host_ports(value: str) -> list[tuple[str, int]]:
+    """'a:5432,b:5433' → [('a', 5432), ('b', 5433)]; empty → []."""
+    out = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {item!r}")
+        out.append((host, int(port)))
+    return out
+
+
+class ProcessSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TASKS_", extra="ignore")
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_database: str = "tasks"
+    pg_user: str = "tasks"
+    pg_hosts: str = Field("", description="comma-separated host:port of every PostgreSQL node: writes go to the "
+                                          "one that accepts them, lag-tolerant reads prefer a replica; "
+                                          "empty = pg_host:pg_port alone")
+    pg_pool_size: int = 10
+    # Short on purpose: a connection attempt to a node that just went away (a promotion) can
+    # hang on ARP for ~3 s; failing it fast lets the next request find the new primary.
+    pg_connect_timeout_seconds: float = 2.0
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_sentinels: str = Field("", description="comma-separated host:port of Sentinels; empty = use redis_host")
+    redis_master_name: str = "tasks"
+    secrets_dir: str = "/run/secrets"
+    config_file: str = "/etc/taskplatform/runtime.json"
+    config_poll_seconds: float = 1.0
+    release_colour: str = "blue"
+    build_version: str = "dev"
+    api_host: str = "0.0.0.0"
+    api_port: int = 8000
+    api_processes: int = 2
+    worker_metrics_port: int = 9101
+    heartbeat_file: str = "/tmp/taskplatform-worker.heartbeat"
+    # Reliability timings (seconds). Tests shorten them; production keeps the defaults.
+    lease_seconds: float = 30.0  # a running task's lease; renewed while it runs
+    claim_idle_seconds: float = 30.0  # pending stream entries idle this long are reclaimed
+    maintenance_interval_seconds: float = 1.0  # reconciler / scheduler / reclaim period
+    shutdown_grace_seconds: float = 20.0
+
+    def pg_nodes(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.pg_hosts) or [(self.pg_host, self.pg_port)]
+
+    def sentinels(self) -> list[tuple[str, int]]:
+        return parse_host_ports(self.redis_sentinels)

@@ -1,0 +1,190 @@
+"""PostgreSQL: the tasks table is the source of truth. Every state change is one conditional
+UPDATE, so a duplicate delivery or a stale worker can never complete a task twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+# PostgreSQL cannot be reached or has no primary right now (a restart, a promotion): the
+# request may be retried; it is not a bug. 57 = operator intervention (shutdown, starting up).
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServerAttributeNotMatched,
+               asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+STATUSES = ("queued", "running", "retry_wait", "succeeded", "dead", "cancelled")
+
+_COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
+            "created_at, updated_at")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, password: str,
+                      size: int = 10, target: str = "read-write", connect_timeout: float = 2.0) -> asyncpg.Pool:
+    """A pool over PostgreSQL ``nodes`` (host, port). Each new connection tries them in order
+    and keeps the first matching ``target``: "read-write" finds the primary, also after a
+    promotion (connections to a stopped primary break, the pool reconnects to the new one);
+    "prefer-standby" suits reads that tolerate replication lag."""
+    return await asyncpg.create_pool(host=[h for h, _ in nodes], port=[p for _, p in nodes], database=database,
+                                     user=user, password=password, target_session_attrs=target,
+                                     min_size=1, max_size=size, init=_init_connection,
+                                     command_timeout=10, timeout=connect_timeout)
+
+
+def task_json(row: asyncpg.Record) -> dict[str, Any]:
+    doc = dict(row)
+    doc["id"] = str(doc["id"])
+    for key in ("created_at", "updated_at"):
+        doc[key] = doc[key].isoformat()
+    return doc
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    kind: str
+    payload: dict
+    attempts: int
+    max_attempts: int
+
+
+class TaskStore:
+    def __init__(self, pool: asyncpg.Pool, read_pool: asyncpg.Pool | None = None):
+        self.pool = pool
+        self.read_pool = read_pool
+
+    # --- API side ---------------------------------------------------------------------------
+    async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
+                     idempotency_key: str | None) -> tuple[dict, bool]:
+        """(task, created). The same (tenant, idempotency key) returns the first task."""
+        row = await self.pool.fetchrow(
+            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key) "
+            f"VALUES ($1, $2, $3, $4, $5, $6) "
+            f"ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+            f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key)
+        if row is not None:
+            return task_json(row), True
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE tenant = $1 AND idempotency_key = $2",
+                                       tenant, idempotency_key)
+        return task_json(row), False
+
+    async def get(self, tenant: str, task_id: uuid.UUID) -> dict | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1 AND tenant = $2",
+                                       task_id, tenant)
+        return task_json(row) if row else None
+
+    async def list(self, tenant: str, status: str | None, kind: str | None, limit: int,
+                   after: tuple[dt.datetime, uuid.UUID] | None) -> list[dict]:
+        """Newest first, keyset pagination on (created_at, id). May read from a replica."""
+        clauses, args = ["tenant = $1"], [tenant]
+        if status:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if kind:
+            args.append(kind)
+            clauses.append(f"kind = ${len(args)}")
+        if after:
+            args += [after[0], after[1]]
+            clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        sql = (f"SELECT {_COLUMNS} FROM tasks WHERE {' AND '.join(clauses)} "
+               f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}")
+        if self.read_pool is not None:
+            try:
+                return [task_json(r) for r in await self.read_pool.fetch(sql, *args)]
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass  # a replica being down must not fail reads: the primary answers
+        return [task_json(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def _tenant_transition(self, tenant: str, task_id: uuid.UUID, assignments: str,
+                                 from_statuses: tuple[str, ...]) -> dict | None:
+        """One conditional UPDATE of a tenant's task; None when it is not in ``from_statuses``."""
+        row = await self.pool.fetchrow(
+            f"UPDATE tasks SET {assignments}, run_after = NULL, updated_at = clock_timestamp() "
+            f"WHERE id = $1 AND tenant = $2 AND status = ANY($3::text[]) RETURNING {_COLUMNS}",
+            task_id, tenant, list(from_statuses))
+        return task_json(row) if row else None
+
+    async def cancel(self, tenant: str, task_id: uuid.UUID) -> dict | None:
+        return await self._tenant_transition(tenant, task_id, "status = 'cancelled'", ("queued", "retry_wait"))
+
+    async def redrive(self, tenant: str, task_id: uuid.UUID) -> dict | None:
+        """A dead task starts over: attempts reset, error cleared, queued again."""
+        return await self._tenant_transition(tenant, task_id, "status = 'queued', attempts = 0, error = NULL",
+                                             ("dead",))
+
+    async def counts_by_status(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+    # --- worker side ------------------------------------------------------------------------
+    async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> Claimed | None:
+        """Queued → running (or a running task whose lease expired: its worker died)."""
+        row = await self.pool.fetchrow(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, "
+            "lease_until = clock_timestamp() + make_interval(secs => $2), updated_at = clock_timestamp() "
+            "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
+            "RETURNING id, kind, payload, attempts, max_attempts", task_id, lease_seconds)
+        return Claimed(**dict(row)) if row else None
+
+    async def renew_leases(self, claims: list[tuple[uuid.UUID, int]], lease_seconds: float) -> None:
+        if claims:
+            await self.pool.execute(
+                "UPDATE tasks SET lease_until = clock_timestamp() + make_interval(secs => $3) "
+                "FROM unnest($1::uuid[], $2::int[]) AS c(id, attempts) "
+                "WHERE tasks.id = c.id AND tasks.attempts = c.attempts AND tasks.status = 'running'",
+                [c[0] for c in claims], [c[1] for c in claims], lease_seconds)
+
+    async def complete(self, claim: Claimed, result: dict) -> bool:
+        """Only the holder of this attempt may complete it: idempotent under duplicates."""
+        status = await self.pool.execute(
+            "UPDATE tasks SET status = 'succeeded', result = $3, error = NULL, lease_until = NULL, "
+            "updated_at = clock_timestamp() WHERE id = $1 AND attempts = $2 AND status = 'running'",
+            claim.id, claim.attempts, result)
+        return status.endswith(" 1")
+
+    async def fail(self, claim: Claimed, error: str, retry_delay: float | None) -> str | None:
+        """retry_wait (with run_after) while attempts remain, else dead. Returns the new status."""
+        new_status = "retry_wait" if retry_delay is not None else "dead"
+        status = await self.pool.execute(
+            "UPDATE tasks SET status = $3, error = $4, lease_until = NULL, "
+            "run_after = CASE WHEN $3 = 'retry_wait' THEN clock_timestamp() + make_interval(secs => $5) END, "
+            "updated_at = clock_timestamp() WHERE id = $1 AND attempts = $2 AND status = 'running'",
+            claim.id, claim.attempts, new_status, error[:2000], retry_delay or 0.0)
+        return new_status if status.endswith(" 1") else None
+
+    async def hand_back(self, claim: Claimed) -> None:
+        """Shutdown: give an unfinished attempt back (it does not count)."""
+        await self.pool.execute(
+            "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_until = NULL, "
+            "updated_at = clock_timestamp() - interval '1 day' "
+            "WHERE id = $1 AND attempts = $2 AND status = 'running'", claim.id, claim.attempts)
+
+    async def due_retries(self, limit: int = 500) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET status = 'queued', run_after = NULL, updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'retry_wait' AND run_after <= clock_timestamp() "
+            "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
+        return [r["id"] for r in rows]
+
+    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> list[uuid.UUID]:
+        """Tasks to enqueue again: running with an expired lease (their worker died) and, unless
+        ``queued_after_seconds`` is None, queued for longer than that (their message may have
+        been lost with a Redis restart). Marks them re-enqueued now."""
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET status = 'queued', lease_until = NULL, updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE "
+            "  ($1::float8 IS NOT NULL AND status = 'queued' "
+            "   AND updated_at < clock_timestamp() - make_interval(secs => $1::float8)) OR "
+            "  (status = 'running' AND lease_until < clock_timestamp()) "
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+            queued_after_seconds, limit)
+        return [r["id"] for r in rows]

@@ -1,0 +1,199 @@
+"""The worker: consumes the Redis stream, runs tasks, records outcomes in PostgreSQL.
+
+Order of truth: claim the row (conditional UPDATE) → run → record the outcome → XACK. A crash
+anywhere leaves either an un-acked message (reclaimed with XAUTOCLAIM once idle) or a row
+whose lease expires (re-enqueued by the reconciler); the conditional UPDATEs make the
+second delivery of a finished task a no-op, so nothing is lost and nothing completes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+
+from prometheus_client import start_http_server
+
+from taskplatform import kinds, metrics, queue, store
+from taskplatform.runtime_config import ConfigSource
+from taskplatform.secrets import SecretSource
+from taskplatform.settings import ProcessSettings
+
+log = logging.getLogger("taskplatform.worker")
+
+
+def retry_delay(attempt: int, base: float, cap: float, rng: random.Random = random.Random()) -> float:
+    """Exponential backoff with full jitter in [delay/2, delay]: attempt 1 → ~base."""
+    delay = min(cap, base * (2 ** (attempt - 1)))
+    return delay * (0.5 + rng.random() / 2)
+
+
+class Worker:
+    def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
+        self.settings, self.secrets, self.config = settings, secrets, config
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.inflight: dict[asyncio.Task, tuple[str, store.Claimed | None]] = {}
+        self.stopping = asyncio.Event()
+        self.store: store.TaskStore | None = None
+        self.redis = None
+
+    # --- processing -----------------------------------------------------------------------
+    async def _process(self, message_id: str, task_id: str) -> None:
+        task = asyncio.current_task()
+        try:
+            claim = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
+        except ValueError:
+            claim = None  # not a task id: drop the message
+        if claim is None:  # finished, cancelled, or running elsewhere under a live lease
+            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+            return
+        self.inflight[task] = (message_id, claim)
+        try:
+            result = await kinds.run(claim.kind, claim.payload, claim.attempts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of task code is the task's failure
+            cfg = self.config.config
+            last = claim.attempts >= claim.max_attempts
+            delay = None if last else retry_delay(claim.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
+            new_status = await self.store.fail(claim, f"{exc.__class__.__name__}: {exc}", delay)
+            if new_status == "dead":
+                metrics.TASKS_DEAD.inc()
+            elif new_status == "retry_wait":
+                metrics.TASKS_FAILED.inc()
+            log.info("task failed", extra={"task_id": task_id, "attempt": claim.attempts, "status": new_status,
+                                           "retry_in_s": round(delay, 2) if delay else None})
+        else:
+            if await self.store.complete(claim, result):
+                metrics.TASKS_COMPLETED.inc()
+        await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+
+    def _spawn(self, message_id: str, task_id: str) -> None:
+        task = asyncio.create_task(self._process(message_id, task_id))
+        self.inflight[task] = (message_id, None)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.inflight.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
+            # and the task is picked up again. Nothing to do here but say so.
+            log.warning("task processing interrupted", extra={"reason": repr(task.exception())})
+
+    async def _consume(self) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            free = self.config.config.worker_concurrency - len(self.inflight)
+            if free <= 0:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, {queue.STREAM: ">"},
+                                                      count=free, block=1000)
+                backoff = 0.5
+            except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group()
+                    continue
+                log.warning("redis read failed; retrying", extra={"reason": repr(exc), "in_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+                continue
+            for _stream, messages in replies or []:
+                for message_id, fields in messages:
+                    self._spawn(_text(message_id), _text(fields.get(b"task_id", b"")))
+
+    async def _ensure_group(self) -> None:
+        try:
+            await queue.ensure_group(self.redis)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot create the consumer group yet", extra={"reason": repr(exc)})
+            await asyncio.sleep(1)
+
+    # --- maintenance: reclaim, retries, reconciler, leases, heartbeat ---------------------
+    async def _maintain_once(self) -> None:
+        claims = [(c.id, c.attempts) for _, c in self.inflight.values() if c is not None]
+        await self.store.renew_leases(claims, self.settings.lease_seconds)
+        free = self.config.config.worker_concurrency - len(self.inflight)
+        if free > 0:
+            idle_ms = int(self.settings.claim_idle_seconds * 1000)
+            reply = await self.redis.xautoclaim(queue.STREAM, queue.GROUP, self.consumer, idle_ms, "0-0", count=free)
+            for message_id, fields in (reply[1] if reply else []):
+                if fields:  # entries trimmed away come back empty
+                    self._spawn(_text(message_id), _text(fields.get(b"task_id", b"")))
+                else:
+                    await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+        for task_id in await self.store.due_retries():
+            await queue.enqueue(self.redis, str(task_id))
+        # Queued tasks are re-enqueued only when the stream has nothing undelivered: with a
+        # backlog their messages are still there (re-enqueueing would flood it with duplicates);
+        # after a Redis restart that lost the stream, there is no backlog.
+        backlog = await queue.has_undelivered(self.redis)
+        queued_after = None if backlog else self.config.config.reconcile_after_seconds
+        stale = await self.store.stale(queued_after)
+        for task_id in stale:
+            await queue.enqueue(self.redis, str(task_id))
+        if stale:
+            metrics.TASKS_REENQUEUED.labels(reason="stale").inc(len(stale))
+            log.info("reconciler re-enqueued tasks", extra={"count": len(stale)})
+
+    async def _maintain(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._maintain_once()
+                with open(self.settings.heartbeat_file, "w") as beat:
+                    beat.write(str(time.time()))
+            except Exception as exc:  # noqa: BLE001 - keep going through outages
+                log.warning("maintenance pass failed", extra={"reason": repr(exc)})
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        s = self.settings
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
+                                       self.secrets.get("postgres_password"), s.pg_pool_size,
+                                       connect_timeout=s.pg_connect_timeout_seconds)
+        self.store = store.TaskStore(pool)
+        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
+                                   s.redis_master_name)
+        await self._ensure_group()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        watch = asyncio.create_task(self.config.watch())
+        log.info("worker started", extra={"consumer": self.consumer,
+                                          "concurrency": self.config.config.worker_concurrency})
+        await asyncio.gather(self._consume(), self._maintain())
+        await self._shutdown()
+        watch.cancel()
+        await self.redis.aclose()
+        await pool.close()
+
+    async def _shutdown(self) -> None:
+        """Finish in-flight tasks within the grace period; hand back the rest."""
+        if self.inflight:
+            log.info("finishing in-flight tasks", extra={"count": len(self.inflight)})
+            await asyncio.wait(list(self.inflight), timeout=self.settings.shutdown_grace_seconds)
+        leftovers = [(t, c) for t, (_, c) in list(self.inflight.items())]
+        for task, claim in leftovers:
+            task.cancel()
+            if claim is not None:
+                await self.store.hand_back(claim)  # not acked: reclaimed or reconciled later
+        log.info("worker stopped", extra={"handed_back": len(leftovers)})
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def serve_metrics(port: int) -> None:
+    if port:
+        start_http_server(port)

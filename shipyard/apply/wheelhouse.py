@@ -1,0 +1,57 @@
+"""The task platform's wheelhouse, fetched once per deploy on the deploying machine.
+
+Binary wheels for the images' own Python (shipyard.images.IMAGE_PYTHON), whatever Python runs
+the deploy, plus the project's own (pure-Python) wheel; cached under
+``.shipyard/wheelhouse/<hash>/`` keyed by what goes into it, so a re-run fetches nothing. Hosts
+that build the image receive it inside the build context; no host builds wheels itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from shipyard import images
+from shipyard.errors import ShipyardError
+
+
+def _key(requirements: Path, context: Path, include: tuple[str, ...], machine: str) -> str:
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(f"{images.IMAGE_PYTHON} {machine} {images.hash_tree(context, include=include)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def prepare_wheelhouse(repo: Path) -> Path | None:
+    """The wheelhouse dir (created when missing), or None when no image needs one."""
+    wanted = images.wheelhouse_requirements(repo)
+    if not wanted:
+        return None
+    if len(wanted) > 1:
+        raise NotImplementedError("one wheelhouse per deploy: a second image with one needs its own cache key")
+    requirements, context, include = wanted[0]
+    machine = platform.machine()
+    dest = repo / ".shipyard" / "wheelhouse" / _key(requirements, context, include, machine)
+    if (dest / ".complete").exists():
+        return dest
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    steps = [images.wheelhouse_argv(sys.executable, requirements, partial, machine),
+             [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+              str(context), "-w", str(partial)]]
+    for argv in steps:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+            raise ShipyardError(f"wheelhouse for {context.name} ({requirements.name})",
+                                f"`{' '.join(argv[:4])} ...` failed:\n{tail}",
+                                f"check that PyPI (or your pip index) answers and has Python {images.IMAGE_PYTHON} "
+                                f"{machine} wheels for every pinned requirement")
+    (partial / ".complete").write_text("")
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    return dest

@@ -1,0 +1,204 @@
+"""The one interface every component implements. Pure data + render hooks; no I/O.
+
+A component is one folder under ``shipyard/components/<name>/`` holding everything about it:
+
+- ``__init__.py``: ``COMPONENT = Component(...)`` — this spec;
+- ``settings.py``: its settings model(s), mounted at ``SHIPYARD.<key>`` of an inventory;
+- ``templates/``: jinja2 templates of its native configs (rendered per environment and host,
+  committed under ``compose/``);
+- ``files/``: static scripts, shipped unchanged to every host that runs it and driven by
+  environment variables or arguments (so ``compose/`` holds only what differs);
+- ``image/``: the recipe of its ``local`` image (Dockerfile on the Debian base);
+- ``checks.py``: the testinfra checks `make verify` runs against it;
+- drills or operator commands of its own.
+
+The core (settings, topology, render, plan, apply) iterates ``shipyard.components.COMPONENTS``
+and never names one. A component names other components only where it *uses* them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # the render context is built by the core; components only read it
+    from shipyard.render.context import RenderContext
+
+class Strict(BaseModel):
+    """Base of every settings model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Rollout order across every host of an environment: a step converges everywhere before the
+# next begins (shipyard.topology.rollout_steps). Tiers no component uses yet are skipped.
+Tier = Literal["data", "control", "app", "edge", "observability"]
+TIERS: tuple[Tier, ...] = ("data", "control", "app", "edge", "observability")
+
+# How a service's container port is published on its host.
+#   "client": loopback when every consumer is on the same host (operators, benchmarks), the
+#             host's own (private) address when a consumer runs on another host;
+#   "remote": only when a consumer runs on another host, on the host's private address;
+#   "public": on the address a setting names (the edge: 0.0.0.0 is a choice, not a default).
+Publish = Literal["client", "remote", "public"]
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port a service serves, and where its host port comes from.
+
+    ``setting`` names a key of the ``ports`` settings section (contributed by this
+    declaration, with ``default``); numbered instances publish at that port + their number
+    + ``instance_offset`` (Sentinels: ``-1``, so the first one uses the port itself).
+    """
+
+    container: int
+    setting: str | None = None
+    default: int | None = None
+    description: str = ""
+    publish: Publish = "client"
+    instance_offset: int = 0
+    bind_setting: str | None = None  # "public" only: the ports key naming the bind address
+    bind_default: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A file ``/run/secrets/<target>`` of one service, made from a stored secret.
+
+    ``template`` (in the component's templates/) renders it from the value when the consumer
+    needs a native format (Redis reads its password through an ``include``d config file).
+    """
+
+    target: str
+    secret: str
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class ConfigDir:
+    """A directory mounted read-only into services: ``./<name>/`` in the project, holding
+    the component's ``templates/<name>/*.j2`` rendered (committed under ``compose/``) and its
+    ``files/<name>/`` shipped unchanged (static scripts; not committed, they are in the repo)."""
+
+    name: str
+    mount: str  # path inside the container
+
+
+@dataclass(frozen=True)
+class Health:
+    """The container's health probe (argv, run inside it). The core schedules it: frequent
+    until the first success, then rarely (see shipyard.render.compose.healthcheck)."""
+
+    test: tuple[str, ...]
+    start_period_s: int = 5
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A same-host start dependency: compose starts this service once ``service`` is
+    ``condition`` (service_started / service_healthy / service_completed_successfully)."""
+
+    service: str  # service name (numbered: every instance)
+    condition: str = "service_healthy"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One compose service of a component, possibly as N numbered instances.
+
+    ``instances``: None for one service named ``name``; else a function of the settings giving
+    N, rendered as ``name-1`` … ``name-N``. ``placement``: "each" host of ``group`` runs it,
+    "spread" numbered instances round-robin over the group, or "once" on the group's first
+    host (migrations: once per environment). ``consumers_wait``: what a service of another
+    component that uses this one waits for when both run on one host (None: nothing).
+    """
+
+    name: str
+    tier: Tier
+    group: str  # inventory host group
+    image: str  # key of one of the component's images
+    uid: int  # uid that reads its secret files (they are mode 0400)
+    port: Port | None = None
+    serves_clients: bool = True  # consumers reach it (its address is handed to them)
+    consumers_wait: str | None = "service_healthy"
+    instances: Callable[[Any], int] | None = None
+    placement: Literal["each", "spread", "once"] = "each"
+    scale: Callable[[Any], int] | None = None  # containers per host (compose deploy.replicas); 0: absent
+    secrets: tuple[SecretFile, ...] = ()
+    config_dir: str | None = None  # a ConfigDir name of the component
+    hot_reload: bool = False  # its config dir is watched live: changes must not recreate it
+    one_shot: bool = False  # runs to completion (migrations); converges before its tier
+    health: Health | None = None
+    waits: tuple[Wait, ...] = ()
+    # Signal to send when a service it depends on (same host) was recreated and it was not
+    # (nginx resolves upstream names at load: new containers have new addresses).
+    reload_signal: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image a component runs. ``official``: the pinned upstream ref (None: always built
+    from ``build_context``, like the task platform); ``local``: the ref built from Debian
+    packages by the recipe in ``local_context`` on the image named by ``local_base``.
+
+    ``build_context`` (repo-relative) with ``build_include`` (paths in it; empty: all) is the
+    image Shipyard builds under both sources; its base is the image ``build_base`` names.
+    """
+
+    key: str
+    official: str | None = None
+    local: str | None = None
+    local_context: str | None = None  # repo-relative dir holding the Dockerfile
+    local_base: str = "base"  # another image key, or "base" (the debootstrap base)
+    build_context: str | None = None
+    build_include: tuple[str, ...] = ()
+    build_base: str | None = None  # image key (of this component) the build starts FROM
+    wheelhouse: str | None = None  # requirements file (in build_context) to prebuild wheels of
+    tag: Callable[[Any], str] | None = None  # the built image's tag from the settings (app version)
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    folder: Path
+    services: tuple[Service, ...]
+    images: tuple[Image, ...] = ()
+    settings: Mapping[str, type] = field(default_factory=dict)  # SHIPYARD key → pydantic model
+    config_dirs: tuple[ConfigDir, ...] = ()
+    uses: tuple[str, ...] = ()  # components whose client-facing services this one talks to
+    # Variables of its templates (templates/<config dir>/*.j2 and templates/secrets/*.j2).
+    template_context: Callable[[RenderContext], dict[str, Any]] | None = None
+    # The service-specific part of a compose service: ctx, instance → dict (command, env, volumes...).
+    compose_service: Callable[[RenderContext, Any], dict[str, Any]] | None = None
+    # Extra validation of the whole environment: settings → [(where, what, fix)].
+    validate: Callable[[Any], list[tuple[str, str, str]]] | None = None
+    checks: str | None = None  # module of testinfra checks (`make verify`)
+    # `make status`: what an operator wants to know of each running instance beyond health
+    # (role, lag...): (environment settings, {instance name: container}) → {instance name: text}.
+    describe: Callable[..., dict[str, str]] | None = None
+
+    def config_dir(self, name: str) -> ConfigDir:
+        for config in self.config_dirs:
+            if config.name == name:
+                return config
+        raise KeyError(f"component {self.name} has no config dir {name}")
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(f"component {self.name} has no service {name}")
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.folder / "templates"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.folder / "files"

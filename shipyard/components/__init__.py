@@ -1,0 +1,19 @@
+"""The component registry: one line per component. The core iterates ``COMPONENTS`` (in this
+order: it is also the order of services in each compose file) and never names one."""
+
+from __future__ import annotations
+
+from shipyard.component import Component
+from shipyard.components.edge import COMPONENT as EDGE
+from shipyard.components.postgres import COMPONENT as POSTGRES
+from shipyard.components.redis import COMPONENT as REDIS
+from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
+
+COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, TASKPLATFORM, EDGE)
+
+
+def component_named(name: str) -> Component:
+    for comp in COMPONENTS:
+        if comp.name == name:
+            return comp
+    raise KeyError(f"no component {name!r}; registered: {', '.join(c.name for c in COMPONENTS)}")

@@ -1,0 +1,132 @@
+"""PostgreSQL: the first primary ``postgres``, ``postgres.replicas`` streaming replicas and the
+backup service (scheduled base backups + a continuous WAL archive).
+
+Which node is the primary is decided by the data (standby.signal), not the service name:
+after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
+through the same static ``files/postgres/node.sh``, driven by the environment below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.components.postgres.settings import PostgresSettings
+
+UID = 999  # the official postgres image's uid (the local image is built to match)
+CONF = "/etc/postgresql/shipyard"
+# Where PostgreSQL keeps its data: a directory inside the volume (mounted at its parent), so
+# the volume root can hold markers such as node.sh's rebuild marker.
+PGDATA = "/var/lib/postgresql/data/pgdata"
+# The physical slot the backup service's WAL archive streams on (no node is called that).
+WAL_ARCHIVE_SLOT = "postgres_backup"
+# A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
+CLONE_ATTEMPTS = 15
+# A failed scheduled backup (no primary answering, say mid-promotion) is retried this soon.
+BACKUP_RETRY_S = 10
+
+# Every node holds the same files, since any of them may become the primary: the superuser
+# password (the image's initdb, operator psql), the raw replication password (the initdb
+# script creating the role) and a passfile for it (cloning, streaming, health checks).
+_PGPASS = SecretFile("replication_pgpass", "replication_password", template="secrets/pgpass.j2")
+_NODE_SECRETS = (SecretFile("postgres_password", "postgres_password"),
+                 SecretFile("replication_password", "replication_password"), _PGPASS)
+# A replica's first start clones the primary: its failing probes count only after that long.
+_NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
+_PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
+
+
+def slot_name(node: str) -> str:
+    """The physical replication slot a node streams on (slot names allow [a-z0-9_])."""
+    return node.replace("-", "_")
+
+
+def nodes(ctx) -> tuple[str, ...]:
+    """Every PostgreSQL server: ``postgres`` (the first primary) and its replicas."""
+    return ctx.instance_names("postgres", "postgres") + ctx.instance_names("postgres", "postgres-replica")
+
+
+def node_names(settings) -> tuple[str, ...]:
+    """``nodes`` for the drills and checks, from the settings. Which node is the primary now
+    is not a setting: `make pg-promote` changes it at run time."""
+    from shipyard import topology  # the registry imports this module; topology imports the registry
+
+    return (topology.instance_names(settings, "postgres", "postgres")
+            + topology.instance_names(settings, "postgres", "postgres-replica"))
+
+
+def replica_names(settings) -> tuple[str, ...]:
+    from shipyard import topology
+
+    return topology.instance_names(settings, "postgres", "postgres-replica")
+
+
+def compose_service(ctx, inst) -> dict[str, Any]:
+    """The scripts' inputs go in each service's environment, only what it reads: tuning the
+    backups re-creates the backup service, not the database nodes."""
+    settings = ctx.section("postgres")
+    env = {"PGDATA": PGDATA, "PG_NODES": " ".join(nodes(ctx))}
+    if inst.service.name == "postgres-backup":
+        env |= {"PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s), "PG_BACKUP_KEEP": str(settings.backup_keep),
+                "PG_BACKUP_RETRY_S": str(BACKUP_RETRY_S), "PG_WAL_ARCHIVE_SLOT": WAL_ARCHIVE_SLOT}
+        return {"environment": env, "command": ["bash", f"{CONF}/backup.sh", "schedule"],
+                "volumes": ["pgbackups:/backups"], "mem_limit": "256m"}
+    env |= {"PG_NODE": inst.name, "SHIPYARD_ENV": ctx.env, "PG_CLONE_ATTEMPTS": str(CLONE_ATTEMPTS),
+            "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024)}
+    doc: dict[str, Any] = {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m"}
+    doc["command"] = ["bash", f"{CONF}/node.sh", inst.name, "postgres", "-c", f"config_file={CONF}/postgresql.conf"]
+    doc["stop_grace_period"] = "30s"
+    doc["shm_size"] = "128m"
+    volume = "pgdata" if inst.number is None else f"pgdata-replica-{inst.number}"
+    doc["volumes"] = [f"{volume}:/var/lib/postgresql/data"]
+    if inst.number is None:
+        # Used only when this node initialises a new cluster (the image's entrypoint, first boot).
+        doc["environment"] = {"POSTGRES_USER": settings.user, "POSTGRES_DB": settings.database,
+                              "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **doc["environment"]}
+        doc["volumes"].append("./postgres/initdb:/docker-entrypoint-initdb.d:ro")
+    return doc
+
+
+def template_context(ctx) -> dict[str, Any]:
+    return {"env": ctx.env, "postgres": ctx.section("postgres")}
+
+
+def validate(settings) -> list[tuple[str, str, str]]:
+    data_hosts = [h.name for h in settings.hosts_with_role("data")]
+    if len(data_hosts) > 1:
+        return [("group 'data'", f"{len(data_hosts)} data hosts ({', '.join(data_hosts)}) but this release runs "
+                 "PostgreSQL on a single host", "put exactly one host in the data group")]
+    return []
+
+
+COMPONENT = Component(
+    name="postgres",
+    folder=Path(__file__).parent,
+    settings={"postgres": PostgresSettings},
+    images=(Image("postgres", official="postgres:15.10-bookworm", local="shipyard/postgres:15",
+                  local_context="shipyard/components/postgres/image"),),
+    config_dirs=(ConfigDir("postgres", CONF),),
+    services=(
+        # The first primary. Over TCP on purpose in its health check: during first-boot init
+        # the entrypoint's temporary server listens on the socket only, which must not count.
+        Service("postgres", "data", "data", "postgres", UID, secrets=_NODE_SECRETS, config_dir="postgres",
+                port=Port(5432, "postgres", 5432, _PORT_DOC), health=_NODE_HEALTH),
+        # Streaming replicas, cloned with pg_basebackup -R, one slot each. They only wait for
+        # `postgres` to start: after a promotion `postgres` is a replica itself, healthy only
+        # once the new primary (one of these) runs — waiting for healthy would deadlock.
+        Service("postgres-replica", "data", "data", "postgres", UID, secrets=_NODE_SECRETS, config_dir="postgres",
+                port=Port(5432, "postgres", 5432, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
+                instances=lambda s: s.postgres.replicas, placement="spread", consumers_wait=None,
+                waits=(Wait("postgres", "service_started"),)),
+        # Scheduled base backups and the WAL archive, streamed as the replication role.
+        Service("postgres-backup", "data", "data", "postgres", UID, secrets=(_PGPASS,), config_dir="postgres",
+                serves_clients=False, placement="once",
+                health=Health(("bash", f"{CONF}/backup.sh", "check"), start_period_s=120),
+                waits=(Wait("postgres", "service_started"),)),
+    ),
+    compose_service=compose_service,
+    template_context=template_context,
+    validate=validate,
+    checks="shipyard.components.postgres.checks",
+)

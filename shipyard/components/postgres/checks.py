@@ -1,0 +1,92 @@
+"""PostgreSQL streaming replication: exactly one node is the primary (not necessarily
+`postgres`: `make pg-promote` moves it); every other node streams from it on its own active
+slot, reports its lag, and really receives what the primary commits."""
+
+import shlex
+import time
+import uuid
+
+import pytest
+
+from shipyard import commands
+from shipyard import topology
+from shipyard.components.postgres import WAL_ARCHIVE_SLOT, node_names as postgres_nodes, replica_names, slot_name
+
+
+def _psql(target, service: str, sql: str) -> str:
+    """Run SQL inside a PostgreSQL container as the database owner, from its own secret file."""
+    name = target.container_of(service)["Name"].lstrip("/")
+    auth = f"PGUSER={target.settings.postgres.user} PGPASSWORD=$(cat /run/secrets/postgres_password)"
+    script = f"{auth} psql -h 127.0.0.1 -d postgres -qtAX -v ON_ERROR_STOP=1 -c {shlex.quote(sql)}"
+    return target.host.check_output(commands.to_shell(["docker", "exec", name, "bash", "-c", script]))
+
+
+@pytest.fixture(scope="module")
+def primary(target):
+    if not target.runs("postgres"):
+        pytest.skip("no PostgreSQL on this host")
+    in_recovery = {node: _psql(target, node, "SELECT pg_is_in_recovery()") for node in postgres_nodes(target.settings)}
+    primaries = [node for node, answer in in_recovery.items() if answer == "f"]
+    assert len(primaries) == 1, f"expected exactly one primary: {in_recovery}"
+    return primaries[0]
+
+
+@pytest.fixture(scope="module")
+def replicas(target, primary):
+    names = tuple(node for node in postgres_nodes(target.settings) if node != primary)
+    if not names:
+        pytest.skip("postgres.replicas is 0")
+    return names
+
+
+def test_every_replica_streams_on_its_own_active_slot(target, primary, replicas):
+    senders = _psql(target, primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' "
+                                     "AND application_name <> 'pg_receivewal' ORDER BY 1")
+    assert senders.split() == sorted(replicas)  # application_name is each node's cluster_name
+    slots = _psql(target, primary, "SELECT slot_name || ':' || active FROM pg_replication_slots ORDER BY 1")
+    assert slots.split() == sorted([f"{slot_name(name)}:true" for name in replicas] + [f"{WAL_ARCHIVE_SLOT}:true"])
+
+
+def test_the_wal_archive_streams_from_the_primary(target, primary):
+    """The backup service's pg_receivewal: its slot is active on the primary and has received
+    (and flushed) everything up to a moment ago."""
+    lag = _psql(target, primary, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn) FROM pg_stat_replication "
+                                 f"WHERE application_name = 'pg_receivewal'")
+    assert lag != "" and float(lag) < 16 * 1024 * 1024, f"WAL archive lag: {lag!r} bytes"
+
+
+def test_replicas_report_their_lag_and_are_in_recovery(target, replicas):
+    for name in replicas:
+        row = _psql(target, name, "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver), "
+                                  "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())")
+        in_recovery, status, lag_bytes = row.split("|")
+        assert (in_recovery, status) == ("t", "streaming"), row
+        assert float(lag_bytes) < target.settings.postgres.replica_max_lag_mb * 1024 * 1024
+
+
+def test_a_commit_on_the_primary_reaches_every_replica(target, primary, replicas):
+    marker = uuid.uuid4().hex
+    _psql(target, primary, f"CREATE TABLE IF NOT EXISTS shipyard_verify (marker text); "
+                           f"INSERT INTO shipyard_verify VALUES ('{marker}')")
+    for name in replicas:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = _psql(target, name, f"SELECT count(*) FROM shipyard_verify WHERE marker = '{marker}'")
+            if found == "1":
+                break
+            time.sleep(0.2)
+        assert found == "1", f"{name} did not receive the commit within 10 s"
+    _psql(target, primary, f"DELETE FROM shipyard_verify WHERE marker = '{marker}'")
+
+
+def test_every_node_refuses_unauthenticated_clients(target, primary):
+    """Through the published port (no password: refused), and inside each replica too."""
+    _, pg_port = topology.published(target.settings, target.rendered.host, "postgres")
+    pg = target.host.run(f"docker run --rm --network host {target.container_of('postgres')['Config']['Image']} "
+                         f"psql -h 127.0.0.1 -p {pg_port} -U {target.settings.postgres.user} -w -c 'select 1'")
+    assert pg.rc != 0 and "password" in pg.stderr
+    for replica in replica_names(target.settings):
+        name = target.container_of(replica)["Name"].lstrip("/")
+        out = target.host.run(commands.to_shell(["docker", "exec", name, "psql", "-h", "127.0.0.1", "-U",
+                                                 target.settings.postgres.user, "-w", "-d", "postgres", "-c", "select 1"]))
+        assert "password" in out.stdout + out.stderr and "1 row" not in out.stdout, replica

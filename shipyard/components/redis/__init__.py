@@ -1,0 +1,117 @@
+"""Redis: the master as first deployed (``redis``), ``redis.replicas`` replicas, and
+``redis.sentinels`` Sentinels that decide which node is the master after a failover.
+
+Redis nodes carry no ``replicaof`` in compose: ``files/redis/node.sh`` asks the Sentinels who
+the master is now. Each Sentinel keeps its own config file in its own volume, seeded once
+from the rendered ``sentinel.conf`` by ``files/sentinel/entrypoint.sh``. The Sentinels have a
+config dir of their own, so tuning them leaves the Redis nodes running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.components.redis.settings import RedisSettings
+
+UID = 999  # the official redis image's uid (the local image is built to match)
+CONF = "/usr/local/etc/redis"
+SENTINEL_CONF = "/usr/local/etc/redis-sentinel"
+# A starting Redis node asks the Sentinels (starting beside it) for the master this long.
+SENTINEL_WAIT_S = 10
+
+_AUTH = SecretFile("redis_auth.conf", "redis_password", template="secrets/auth.conf.j2")
+_NODE_HEALTH = Health(("sh", f"{CONF}/health.sh"), start_period_s=60)
+_PORT_DOC = "host port Redis publishes on (replica N: this + N, published only for other hosts)"
+
+
+def node_names(settings) -> tuple[str, ...]:
+    """``redis`` (the first master) and its replicas; Sentinel decides which is master now."""
+    from shipyard import topology  # the registry imports this module; topology imports the registry
+
+    return topology.instance_names(settings, "redis", "redis") + topology.instance_names(settings, "redis", "redis-replica")
+
+
+def sentinel_names(settings) -> tuple[str, ...]:
+    from shipyard import topology
+
+    return topology.instance_names(settings, "redis", "redis-sentinel")
+
+
+def _master_as_deployed(ctx):
+    return ctx.announced(ctx.instances_of("redis", "redis")[0])
+
+
+def compose_service(ctx, inst) -> dict[str, Any]:
+    settings = ctx.section("redis")
+    me = ctx.announced(inst)
+    if inst.service.name == "redis-sentinel":
+        return {"command": ["sh", f"{SENTINEL_CONF}/entrypoint.sh", me.host, str(me.port)],
+                "environment": {"REDIS_MASTER_NAME": settings.master_name, "REDIS_QUORUM": str(settings.quorum),
+                                "REDIS_DOWN_AFTER_MS": str(settings.down_after_ms),
+                                "REDIS_FAILOVER_TIMEOUT_MS": str(settings.failover_timeout_ms)},
+                "volumes": [f"sentinel-{inst.number}:/data"], "mem_limit": "64m"}
+    server = ["redis-server", f"{CONF}/redis.conf", "--replica-announce-ip", me.host,
+              "--replica-announce-port", str(me.port)]
+    doc: dict[str, Any] = {"mem_limit": f"{settings.memory_limit_mb}m"}
+    sentinels = ctx.endpoints("redis", "redis-sentinel")
+    if sentinels:
+        # node.sh asks the Sentinels who the master is now and adds --replicaof itself.
+        doc["command"] = ["sh", f"{CONF}/node.sh", me.host, str(me.port), *server]
+        doc["environment"] = {
+            "REDIS_SENTINELS": " ".join(str(e) for e in sentinels),
+            "REDIS_NODES": " ".join(str(ctx.announced(i)) for i in ctx.instances_of("redis", "redis")
+                                    + ctx.instances_of("redis", "redis-replica")),
+            "REDIS_MASTER_AS_DEPLOYED": str(_master_as_deployed(ctx)),
+            "REDIS_MASTER_NAME": settings.master_name, "REDIS_SENTINEL_WAIT_S": str(SENTINEL_WAIT_S)}
+    elif inst.number is None:
+        doc["command"] = server
+    else:
+        master = ctx.endpoints("redis", "redis")[0]
+        doc["command"] = [*server, "--replicaof", master.host, str(master.port)]
+    doc["volumes"] = ["redisdata:/data" if inst.number is None else f"redisdata-replica-{inst.number}:/data"]
+    return doc
+
+
+def template_context(ctx) -> dict[str, Any]:
+    return {"env": ctx.env, "redis": ctx.section("redis"), "master": _master_as_deployed(ctx)}
+
+
+def validate(settings) -> list[tuple[str, str, str]]:
+    data_hosts = [h.name for h in settings.hosts_with_role("data")]
+    if len(data_hosts) > 1:
+        return [("group 'data'", f"{len(data_hosts)} data hosts ({', '.join(data_hosts)}) but this release runs "
+                 "Redis and its Sentinels on a single host", "put exactly one host in the data group")]
+    return []
+
+
+COMPONENT = Component(
+    name="redis",
+    folder=Path(__file__).parent,
+    settings={"redis": RedisSettings},
+    images=(Image("redis", official="redis:7.0.15-bookworm", local="shipyard/redis:7.0",
+                  local_context="shipyard/components/redis/image"),),
+    config_dirs=(ConfigDir("redis", CONF), ConfigDir("sentinel", SENTINEL_CONF)),
+    services=(
+        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH,), config_dir="redis",
+                port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH),
+        # Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a
+        # replica, and its node.sh asks the Sentinels, so they must start beside it.
+        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH,), config_dir="redis",
+                port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
+                instances=lambda s: s.redis.replicas, placement="spread", consumers_wait=None,
+                waits=(Wait("redis", "service_started"),)),
+        Service("redis-sentinel", "data", "data", "redis", UID,
+                secrets=(SecretFile("redis_password", "redis_password"),), config_dir="sentinel",
+                port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
+                          publish="remote", instance_offset=-1),
+                health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),
+                instances=lambda s: s.redis.sentinels, placement="spread",
+                waits=(Wait("redis", "service_started"),)),
+    ),
+    compose_service=compose_service,
+    template_context=template_context,
+    validate=validate,
+    checks="shipyard.components.redis.checks",
+)

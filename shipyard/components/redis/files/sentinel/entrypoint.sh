@@ -1,0 +1,40 @@
+#!/bin/sh
+# Shipped by Shipyard (shipyard/components/redis/files/): start of a Sentinel.
+# Environment (set by the render): REDIS_MASTER_NAME, REDIS_QUORUM, REDIS_DOWN_AFTER_MS,
+# REDIS_FAILOVER_TIMEOUT_MS; the seed sentinel.conf sits next to this script.
+#   sh entrypoint.sh ANNOUNCE_HOST ANNOUNCE_PORT
+# Seeds /data/sentinel.conf once; the password is read from the secret file here and lands only
+# in that file (mode 0600, in the Sentinel's own volume), which Sentinel requires to hold it.
+# On every start the settings' tunables (quorum, down-after, failover timeout) and the password
+# are written into it again; what Sentinel learned (the current master, replicas, peers,
+# epochs) is kept, so a re-deploy changes what the settings say and nothing else.
+set -eu
+if [ ! -s /data/sentinel.conf ]; then
+    umask 077
+    {
+        cat "$(dirname "$0")/sentinel.conf"
+        echo "sentinel announce-ip $1"
+        echo "sentinel announce-port $2"
+    } >/data/sentinel.conf.new
+    mv /data/sentinel.conf.new /data/sentinel.conf
+    echo "seeded /data/sentinel.conf ($(grep '^sentinel monitor' /data/sentinel.conf))"
+fi
+conf=/data/sentinel.conf
+# set_option KEY VALUE: "sentinel KEY $REDIS_MASTER_NAME VALUE", replaced or (Sentinel leaves out defaults) added.
+set_option() {
+    if grep -q "^sentinel $1 $REDIS_MASTER_NAME " "$conf"; then
+        sed -i "s/^sentinel $1 $REDIS_MASTER_NAME .*/sentinel $1 $REDIS_MASTER_NAME $2/" "$conf"
+    else
+        echo "sentinel $1 $REDIS_MASTER_NAME $2" >>"$conf"
+    fi
+}
+# The quorum is the last field of the monitor line; its master address is Sentinel's to keep.
+sed -i "s/^\(sentinel monitor $REDIS_MASTER_NAME [^ ]* [0-9]*\) [0-9]*$/\1 $REDIS_QUORUM/" "$conf"
+set_option down-after-milliseconds "$REDIS_DOWN_AFTER_MS"
+set_option failover-timeout "$REDIS_FAILOVER_TIMEOUT_MS"
+umask 077
+{ grep -v "^sentinel auth-pass $REDIS_MASTER_NAME " "$conf"
+  printf 'sentinel auth-pass %s %s\n' "$REDIS_MASTER_NAME" "$(cat /run/secrets/redis_password)"; } >"$conf.new"
+mv "$conf.new" "$conf"
+# The image's entrypoint gives /data to the redis user and drops root.
+exec docker-entrypoint.sh redis-server /data/sentinel.conf --sentinel

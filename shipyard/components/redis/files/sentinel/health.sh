@@ -1,0 +1,5 @@
+#!/bin/sh
+# Shipped by Shipyard (shipyard/components/redis/files/): container health of a Sentinel: it
+# knows a master for $REDIS_MASTER_NAME (set by the render).
+set -eu
+redis-cli -p 26379 sentinel get-master-addr-by-name "$REDIS_MASTER_NAME" | grep -q .

@@ -1,0 +1,90 @@
+"""The task platform (our own code in ``services/``): migrations (once per environment, before
+any API or worker starts), the task API and its workers, all from one image.
+
+Its image is built under both image sources, on the image's own Python base; the wheels it
+installs are fetched once per deploy on the deploying machine for that Python (see
+shipyard.images), and the image hash covers only what goes into the image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
+
+UID = 10001  # the task platform image's user
+CONF = "/etc/taskplatform"
+_PG = SecretFile("postgres_password", "postgres_password")
+_REDIS = SecretFile("redis_password", "redis_password")
+
+
+def _environment(ctx) -> dict[str, str]:
+    app, postgres, redis = ctx.section("app"), ctx.section("postgres"), ctx.section("redis")
+    master = ctx.endpoints("redis", "redis")[0]
+    return {
+        # Every PostgreSQL node: the app writes to whichever accepts writes (so a promotion needs
+        # no redeploy) and sends reads that tolerate lag to a replica when one is up.
+        "TASKS_PG_HOSTS": ",".join(str(e) for e in ctx.endpoints("postgres", "postgres")
+                                   + ctx.endpoints("postgres", "postgres-replica")),
+        "TASKS_PG_DATABASE": postgres.database, "TASKS_PG_USER": postgres.user,
+        "TASKS_REDIS_HOST": master.host, "TASKS_REDIS_PORT": str(master.port),
+        # With Sentinels the app asks them for the current master (TASKS_REDIS_HOST/PORT unused).
+        "TASKS_REDIS_SENTINELS": ",".join(str(e) for e in ctx.endpoints("redis", "redis-sentinel")),
+        "TASKS_REDIS_MASTER_NAME": redis.master_name,
+        "TASKS_SECRETS_DIR": "/run/secrets",
+        "TASKS_CONFIG_FILE": f"{CONF}/runtime.json",
+        "TASKS_RELEASE_COLOUR": app.release_colour,
+        "TASKS_BUILD_VERSION": app.version,
+        "TASKS_API_PROCESSES": str(app.api_processes),
+    }
+
+
+def compose_service(ctx, inst) -> dict[str, Any]:
+    app = ctx.section("app")
+    doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": _environment(ctx)}
+    if inst.service.one_shot:
+        doc["restart"] = "no"
+        return doc
+    doc["stop_grace_period"] = "30s" if inst.service.name == "worker" else "20s"
+    doc["mem_limit"] = f"{app.memory_limit_mb}m"
+    return doc
+
+
+def template_context(ctx) -> dict[str, Any]:
+    runtime = ctx.section("runtime").model_dump(mode="json")
+    return {"runtime_json": json.dumps(runtime, indent=2, sort_keys=True)}
+
+
+COMPONENT = Component(
+    name="taskplatform",
+    folder=Path(__file__).parent,
+    settings={"app": AppSettings, "runtime": RuntimeSettings},
+    uses=("postgres", "redis"),
+    images=(
+        Image("python", official="python:3.11-slim-bookworm", local="shipyard/python:3.11",
+              local_context="shipyard/components/taskplatform/python-image"),
+        Image("taskplatform", local="shipyard/taskplatform", build_context="services",
+              build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform"),
+              build_base="python", wheelhouse="requirements.txt", tag=lambda s: s.app.version),
+    ),
+    config_dirs=(ConfigDir("taskplatform", CONF),),
+    services=(
+        Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG,), one_shot=True, placement="once",
+                serves_clients=False),
+        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG, _REDIS, SecretFile("jwt_signing_key", "jwt_signing_key")),
+                config_dir="taskplatform", hot_reload=True,
+                port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks); null to not publish"),
+                health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
+                waits=(Wait("migrate", "service_completed_successfully"),)),
+        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG, _REDIS), config_dir="taskplatform",
+                hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
+                health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
+                waits=(Wait("migrate", "service_completed_successfully"),)),
+    ),
+    compose_service=compose_service,
+    template_context=template_context,
+    checks="shipyard.components.taskplatform.checks",
+)

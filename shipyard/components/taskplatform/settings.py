@@ -1,0 +1,31 @@
+"""``SHIPYARD.app`` (the build and its processes) and ``SHIPYARD.runtime`` (the initial
+runtime config, hot-reloaded later through the config source)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shipyard.component import Strict
+
+
+class RuntimeSettings(Strict):
+    """Initial runtime config of the task platform (hot-reloadable later through the config source)."""
+
+    version: str = Field("1", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    rate_limit_per_minute: int = Field(6000, gt=0)
+    worker_concurrency: int = Field(4, ge=1, le=64)
+    task_max_attempts: int = Field(5, ge=1)
+    retry_base_seconds: float = Field(1.0, gt=0)
+    retry_max_seconds: float = Field(60.0, gt=0)
+    reconcile_after_seconds: float = Field(30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class AppSettings(Strict):
+    version: str = Field("0.1.0", pattern=r"^[0-9A-Za-z._-]{1,64}$", description="task platform build version (image tag)")
+    release_colour: Literal["blue", "green"] = "blue"
+    api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
+    worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
+    memory_limit_mb: int = Field(512, ge=128)

@@ -1,0 +1,41 @@
+"""What a component's render hooks see: the settings, the host being rendered, and the
+topology's answers from that host's point of view. Components read addresses only through
+this, so every address they hand out comes from ``shipyard.topology``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard import topology
+from shipyard.component import Component
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    settings: EnvironmentSettings
+    host: HostSettings
+    component: Component
+
+    @property
+    def env(self) -> str:
+        return self.settings.name
+
+    def section(self, key: str) -> Any:
+        """A settings section (``postgres``, ``app``...)."""
+        return getattr(self.settings, key)
+
+    def instances_of(self, component: str, service: str | None = None) -> tuple[topology.Instance, ...]:
+        return topology.instances_of(self.settings, component, service)
+
+    def instance_names(self, component: str, service: str | None = None) -> tuple[str, ...]:
+        return topology.instance_names(self.settings, component, service)
+
+    def endpoints(self, component: str, service: str | None = None) -> tuple[topology.Endpoint, ...]:
+        """Every client-facing instance as this host reaches it."""
+        return topology.endpoints(self.settings, component, service, self.host)
+
+    def announced(self, inst: topology.Instance) -> topology.Endpoint:
+        """The address ``inst`` gives others for itself."""
+        return topology.announced(self.settings, inst)

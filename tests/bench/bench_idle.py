@@ -1,0 +1,164 @@
+"""`make bench-idle`: the idle CPU cost of an already rolled-out environment, with no traffic.
+
+A rolled-out stack costs CPU even when nobody uses it: every container's health probe is a
+`docker exec` (every second here), plus the components' own timers (Sentinel pings, replication,
+backups, worker polling). This measures that cost; it rolls nothing out (run `make up ENV=..`).
+
+- Whole machine, from /proc/stat (busy = total - idle - iowait, as % of one core) over a window:
+  A) stack running; B) the stack's containers paused. A-B is the headline "stack idle cost":
+  it includes the `docker exec` machinery (dockerd, containerd, shim, runc), which runs outside
+  the containers' cgroups. On docker 20.10 a paused container gets no health probes (its monitor
+  stops and it reads `unhealthy` until the first probe after unpause), so B excludes probes.
+- Per component: the containers' cgroup CPU over window A (docker stats), grouped by the label
+  `org.shipyard.component` (else the compose service), and the health-probe interval estimated
+  from the last probes in State.Health.Log.
+Containers are always unpaused (finally, also on Ctrl-C/SIGTERM), then awaited until healthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import docker
+from docker.errors import APIError
+
+TARGET = 5.0  # % of one core, for A-B
+HEALTH_TIMEOUT = 120.0  # seconds to wait for every container to be healthy (before A, after B)
+
+
+def proc_stat() -> tuple[int, int, int]:
+    """(busy jiffies, total jiffies, cpus) over all CPUs; guest time is already in user/nice."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    v = [int(x) for x in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3].isdigit())
+    return sum(v) - v[3] - v[4], sum(v), cpus
+
+
+def machine_window(seconds: float) -> float:
+    """Whole-machine busy CPU over `seconds`, as % of one core."""
+    busy0, total0, cpus = proc_stat()
+    time.sleep(seconds)
+    busy1, total1, _ = proc_stat()
+    return 100.0 * (busy1 - busy0) / ((total1 - total0) / cpus)
+
+
+def ts(value: str) -> float:
+    """Seconds of a docker RFC3339Nano UTC timestamp (Go trims trailing zeros of the fraction)."""
+    head, _, frac = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head[:19] + "+00:00").timestamp() + float("0." + (frac.rstrip("0") or "0"))
+
+
+def cpu_samples(containers) -> dict[str, tuple[int, float]]:
+    """container id -> (cgroup CPU ns, sample time); parallel: each call waits ~1 s for a tick."""
+    def one(c):
+        s = c.stats(stream=False, one_shot=True)
+        return c.id, (s["cpu_stats"]["cpu_usage"]["total_usage"], ts(s["read"]))
+    with ThreadPoolExecutor(max_workers=len(containers)) as pool:
+        return dict(pool.map(one, containers))
+
+
+def component(c) -> str:
+    return c.labels.get("org.shipyard.component") or c.labels.get("com.docker.compose.service", c.name)
+
+
+def probe_interval(c) -> float | None:
+    log = (c.attrs["State"].get("Health") or {}).get("Log") or []
+    starts = sorted(ts(p["Start"]) for p in log[-5:])
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
+def wait_healthy(containers, timeout: float) -> None:
+    """Poll until every container runs and (when it has a healthcheck) is healthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = []
+        for c in containers:
+            c.reload()
+            status, health = c.status, (c.attrs["State"].get("Health") or {}).get("Status", "healthy")
+            if status != "running" or health != "healthy":
+                waiting.append(f"{c.name} ({status}/{health})")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"bench-idle: not healthy after {timeout:.0f} s: {', '.join(waiting)}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="ci")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each window")
+    args = parser.parse_args()
+    project = f"shipyard-{args.env}"
+    client = docker.from_env()
+    containers = client.containers.list(filters={"label": f"com.docker.compose.project={project}",
+                                                 "status": "running"})
+    if not containers:
+        sys.exit(f"bench-idle: compose project {project} has no running containers; "
+                 f"run `make up ENV={args.env}` first")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below runs
+    try:
+        wait_healthy(containers, HEALTH_TIMEOUT)
+        intervals = {c.id: probe_interval(c) for c in containers}
+        cg0 = cpu_samples(containers)  # outside the window: stats calls cost dockerd CPU
+        running = machine_window(args.seconds)
+        cg1 = cpu_samples(containers)
+        try:
+            for c in containers:
+                c.pause()
+            paused = machine_window(args.seconds)
+        finally:  # also on Ctrl-C/SIGTERM, which are ignored until every container is unpaused
+            held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for c in containers:
+                try:
+                    c.reload()
+                    if c.status == "paused":
+                        c.unpause()
+                except APIError as exc:
+                    print(f"bench-idle: could not unpause {c.name}: {exc}", file=sys.stderr)
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+            wait_healthy(containers, HEALTH_TIMEOUT)  # unpaused ones read unhealthy until a probe
+    except APIError as exc:  # NotFound included: torn down or recreated while we measured
+        sys.exit(f"bench-idle: {project} changed mid-run ({exc}); retry when it is up")
+
+    cost = running - paused
+    print(f"bench-idle env={args.env} window={args.seconds:.0f}s cpus={proc_stat()[2]} "
+          f"containers={len(containers)} (no traffic; % of one core)")
+    print(f"  A  whole machine, stack running  {running:6.2f}")
+    print(f"  B  whole machine, stack paused   {paused:6.2f}")
+    print(f"  A-B stack idle cost, % of one core {cost:6.2f}")
+    print(f"  target <= {TARGET:.1f} % of one core  {'OK' if cost <= TARGET else 'MISSED'}")
+    rows: dict[str, list] = defaultdict(list)  # component -> [(cgroup cpu %, probe interval)]
+    for c in containers:
+        (u0, t0), (u1, t1) = cg0[c.id], cg1[c.id]
+        rows[component(c)].append((100.0 * (u1 - u0) / ((t1 - t0) * 1e9), intervals[c.id]))
+    print("per component, window A: container cgroup CPU, health probes (median interval)")
+    print(f"  {'component':<22}{'n':>3}{'cpu %':>8}{'probe every':>13}{'probes/min':>12}")
+    for name, row in sorted(rows.items(), key=lambda kv: -sum(cpu for cpu, _ in kv[1])):
+        ivs = [iv for _, iv in row if iv]
+        every = f"{statistics.median(ivs):.2f} s" if ivs else "-"
+        print(f"  {name:<22}{len(row):>3}{sum(cpu for cpu, _ in row):8.2f}{every:>13}"
+              f"{sum(60.0 / iv for iv in ivs):12.0f}")
+    allrows = [x for row in rows.values() for x in row]
+    print(f"  {'sum':<22}{len(allrows):>3}{sum(cpu for cpu, _ in allrows):8.2f}{'':>13}"
+          f"{sum(60.0 / iv for _, iv in allrows if iv):12.0f}")
+    print("note: each probe's command runs inside its container's cgroup (counted above), but the\n"
+          "  `docker exec` machinery behind it (dockerd, containerd, shim, runc) runs outside the\n"
+          "  containers' cgroups: that lands only in the whole-machine A-B, the headline figure.")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("bench-idle: interrupted (the stack was unpaused)")
