@@ -70,10 +70,11 @@ def component(c) -> str:
 
 
 def probe_interval(c) -> float | None:
+    """Seconds between the last two probes: the steady-state cadence (probes are fast until
+    the first success, then slow; the earlier ones describe the start, not the idle state)."""
     log = (c.attrs["State"].get("Health") or {}).get("Log") or []
     starts = sorted(ts(p["Start"]) for p in log[-5:])
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
-    return statistics.median(gaps) if gaps else None
+    return starts[-1] - starts[-2] if len(starts) >= 2 else None
 
 
 def wait_healthy(containers, timeout: float) -> None:

@@ -1,0 +1,129 @@
+"""The component model: the registry is consistent, the core names no component, and a new
+component is its own folder plus one registry line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipyard.component import TIERS
+from shipyard.components import COMPONENTS
+from shipyard.inventory import ROLES, load_environment
+from shipyard.render import render_environment
+
+REPO = Path(__file__).resolve().parents[2]
+# The core: what iterates components. cli.py is the front door (it lists the drills' commands).
+CORE = sorted([*REPO.glob("shipyard/*.py"), *REPO.glob("shipyard/render/*.py"), *REPO.glob("shipyard/apply/*.py"),
+               REPO / "deploy.py"])
+
+
+def test_names_config_dirs_and_settings_sections_are_unique():
+    services = [s.name for c in COMPONENTS for s in c.services]
+    assert len(services) == len(set(services))
+    dirs = [d.name for c in COMPONENTS for d in c.config_dirs]
+    assert len(dirs) == len(set(dirs))
+    sections = [k for c in COMPONENTS for k in c.settings]
+    assert len(sections) == len(set(sections))
+
+
+def test_every_service_refers_to_what_its_component_declares():
+    for comp in COMPONENTS:
+        images = {i.key for i in comp.images}
+        dirs = {d.name for d in comp.config_dirs}
+        for svc in comp.services:
+            assert svc.image in images, (comp.name, svc.name)
+            assert svc.config_dir is None or svc.config_dir in dirs, (comp.name, svc.name)
+            assert svc.tier in TIERS and svc.group in ROLES, (comp.name, svc.name)
+            for wait in svc.waits:
+                comp.service(wait.service)
+            for secret in svc.secrets:
+                assert secret.template is None or (comp.templates_dir / secret.template).is_file()
+        for used in comp.uses:
+            assert used in {c.name for c in COMPONENTS}, (comp.name, used)
+        for image in comp.images:
+            for context in (image.local_context, image.build_context):
+                assert context is None or (REPO / context / "Dockerfile").is_file(), (comp.name, context)
+        if comp.checks:
+            assert (REPO / (comp.checks.replace(".", "/") + ".py")).is_file()
+
+
+def test_the_core_names_no_component():
+    names = {c.name for c in COMPONENTS} | {s.name for c in COMPONENTS for s in c.services}
+    names -= set(TIERS) | set(ROLES)  # tiers and host groups are the core's own words
+    quoted = re.compile(r"[\"'](" + "|".join(sorted(names)) + r")(?:-[0-9]+)?[\"']")
+    found = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in CORE
+             for n, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]
+    assert not found, "component names in core code:\n" + "\n".join(found)
+
+
+_WITH_FIXTURE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import shipyard.components as registry
+from memcached import COMPONENT
+registry.COMPONENTS = registry.COMPONENTS + (COMPONENT,)  # the one registry line
+from pathlib import Path
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+settings = load_environment(Path(sys.argv[2]), "production", {"SHIPYARD_MEMCACHED__MEMORY_MB": "96",
+                                                           "SHIPYARD_PORTS__MEMCACHED": "11311"})
+out = {}
+for host, rendered in render_environment(settings).items():
+    out[host] = {"compose": rendered.compose, "files": {k: v.decode() for k, v in rendered.files.items()},
+                 "static": sorted(rendered.static)}
+print(json.dumps(out))
+"""
+
+
+def test_a_component_from_a_fixture_folder_renders_with_no_core_change():
+    fixtures = REPO / "tests/unit/fixtures/components"
+    result = subprocess.run([sys.executable, "-c", _WITH_FIXTURE, str(fixtures), str(REPO)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    hosts = json.loads(result.stdout)
+    data = hosts["data-1"]
+    service = data["compose"]["services"]["memcached"]
+    # Its settings section and its port setting exist, validated like any other.
+    assert service["environment"]["MEMCACHED_MEMORY_MB"] == "96"
+    assert service["ports"] == ["127.0.0.1:11311:11211"]  # no consumer elsewhere: loopback only
+    assert service["image"] == "registry.internal.example:5000/library/memcached:1.6-bookworm"
+    assert service["labels"]["org.shipyard.component"] == "memcached"
+    assert "./memcached:/etc/memcached:ro" in service["volumes"]
+    assert service["healthcheck"]["test"][-2:] == ["sh", "/etc/memcached/health.sh"]
+    # Its template is rendered and committed, its static files shipped beside it.
+    assert data["files"]["memcached/memcached.conf"] == "# memcached for production\n-m 96\n"
+    assert data["static"][:2] == ["memcached/health.sh", "memcached/start.sh"]
+    # Only the data host runs it.
+    assert all("memcached" not in h["compose"]["services"] for name, h in hosts.items() if name != "data-1")
+
+
+def test_an_unknown_setting_of_a_component_section_names_the_key(repo):
+    from shipyard.errors import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICA": "2"})
+    assert "SHIPYARD_POSTGRES__REPLICA" in str(err.value)
+
+
+def test_site_template_override_wins_over_the_components_own(repo, tmp_path):
+    from shipyard.components import component_named
+    from shipyard.render.templates import render_template
+
+    comp = component_named("edge")
+    (tmp_path / "edge" / "nginx").mkdir(parents=True)
+    (tmp_path / "edge" / "nginx" / "nginx.conf.j2").write_text("# site nginx for {{ env }}\n")
+    text = render_template("edge", comp.templates_dir, "nginx/nginx.conf.j2", {"env": "x"}, site_root=tmp_path)
+    assert text == "# site nginx for x\n"
+    own = render_template("edge", comp.templates_dir, "nginx/nginx.conf.j2",
+                          {"env": "x", "api_servers": []}, site_root=tmp_path / "none")
+    assert own.startswith("# Rendered by Shipyard for environment x")
+
+
+def test_every_environment_renders(repo):
+    for env in ("local", "ci", "production"):
+        assert render_environment(load_environment(repo, env, {}))

@@ -1,0 +1,110 @@
+"""Instances, addresses and rollout order, checked on the rendered files of every committed
+environment — not against the functions that wrote them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shipyard import topology
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+ENVIRONMENTS = ("local", "ci", "production")
+IP_PORT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})[: ](\d{2,5})\b")
+
+
+def handed_out(rendered) -> set[tuple[str, int]]:
+    """Every ip:port the render gives a host's services: environment, command lines, config files."""
+    texts = []
+    for service in rendered.compose["services"].values():
+        texts += [str(v) for v in service.get("environment", {}).values()]
+        texts.append(" ".join(service.get("command", [])))
+    texts += [content.decode() for path, content in rendered.files.items() if path != "compose.yaml"]
+    return {(ip, int(port)) for text in texts for ip, port in IP_PORT.findall(text)}
+
+
+def published(rendered) -> dict[tuple[str, int], str]:
+    """(bind address, host port) → service, from the rendered compose file."""
+    out = {}
+    for name, service in rendered.compose["services"].items():
+        for binding in service.get("ports", []):
+            ip, port, _ = binding.rsplit(":", 2)
+            out[(ip, int(port))] = name
+    return out
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_address_given_to_any_host_is_published_there_by_its_provider(repo, env):
+    settings = load_environment(repo, env, {})
+    rendered = render_environment(settings)
+    by_address = {h.address: h.name for h in settings.hosts}
+    for host_name, host in rendered.items():
+        for ip, port in handed_out(host):
+            assert ip not in ("127.0.0.1", "0.0.0.0"), f"{env}/{host_name} is given {ip}:{port}"
+            assert ip in by_address, f"{env}/{host_name} is given {ip}:{port}, no host has that address"
+            provider = rendered[by_address[ip]]
+            assert (ip, port) in published(provider), \
+                f"{env}/{host_name} is given {ip}:{port}, which {by_address[ip]} does not publish there"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_nothing_binds_every_address_but_a_public_port(repo, env):
+    settings = load_environment(repo, env, {})
+    for host_name, host in render_environment(settings).items():
+        for (ip, port), service in published(host).items():
+            if ip == "0.0.0.0":
+                inst = topology.find(settings, service, settings.host(host_name))
+                assert inst.service.port.publish == "public", f"{env}/{host_name}: {service} on 0.0.0.0:{port}"
+            else:
+                assert ip in ("127.0.0.1", settings.host(host_name).address), (env, host_name, service, ip)
+        if len(settings.hosts) == 1:
+            assert all(ip == "127.0.0.1" for ip, _ in published(host)), f"{env}: one host publishes only on loopback"
+
+
+def test_production_hands_the_app_every_data_instance_it_needs_on_the_private_address(repo):
+    settings = load_environment(repo, "production", {})
+    rendered = render_environment(settings)
+    api = rendered["app-1"].compose["services"]["api"]["environment"]
+    assert api["TASKS_PG_HOSTS"] == "10.0.2.21:5432,10.0.2.21:5433"
+    assert api["TASKS_REDIS_SENTINELS"] == "10.0.2.21:26379,10.0.2.21:26380,10.0.2.21:26381"
+    data = published(rendered["data-1"])
+    # The replica and the Sentinels too (the review found them on 127.0.0.1), and every Redis node
+    # (after a failover Sentinel hands the app a former replica as the master).
+    for port in (5432, 5433, 6379, 6380, 26379, 26380, 26381):
+        assert ("10.0.2.21", port) in data, port
+    assert ("10.0.1.11", 8000) in published(rendered["app-1"])  # the edge host reaches the API there
+    assert handed_out(rendered["app-1"]) and handed_out(rendered["edge-1"])  # the invariant test is not vacuous
+
+
+def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
+    settings = load_environment(repo, "ci", {})
+    steps = topology.rollout_steps(settings)
+    assert len(steps) == 1
+    assert set(steps[0]["ci"]) == {i.name for i in topology.instances(settings)}
+
+
+def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
+    settings = load_environment(repo, "production", {})
+    steps = topology.rollout_steps(settings)
+    # data everywhere; then the migration with its own host's app (compose orders those two);
+    # then the other app hosts, once the schema is there; then the edge.
+    assert [sorted(step) for step in steps] == [["data-1"], ["app-1"], ["app-2"], ["edge-1"]]
+    assert steps[1]["app-1"] == ("migrate", "api", "worker")
+    assert set(steps[2]["app-2"]) == {"api", "worker"}
+    rendered = render_environment(settings)
+    assert "migrate" in rendered["app-1"].compose["services"]
+    assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
+    assert "migrate" not in rendered["app-2"].compose["services"]["api"].get("depends_on", {})
+
+
+def test_numbered_instances_and_their_ports(repo):
+    settings = load_environment(repo, "production", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
+    data = settings.host("data-1")
+    assert topology.published(settings, data, "postgres-replica-2") == ("10.0.2.21", 5434)
+    assert topology.published(settings, data, "redis-sentinel-1") == ("10.0.2.21", 26379)
+    assert topology.published(settings, data, "postgres-backup") is None
+    ci = load_environment(repo, "ci", {})
+    assert topology.published(ci, ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
+    assert topology.published(ci, ci.hosts[0], "postgres") == ("127.0.0.1", 15432)
