@@ -105,7 +105,7 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
         # The node list reaches the static scripts through the environment (cluster.sh reads it).
         assert services[node]["environment"]["PG_NODES"] == "postgres postgres-replica-1 postgres-replica-2"
     assert "postgres/cluster.sh" in two.static and "postgres/cluster.sh" not in two.files
-    assert 'read -r -a PG_NODES <<<"${PG_NODES:?' in two.static["postgres/cluster.sh"].decode()
+    assert 'read -r -a PG_NODE_LIST <<<"${PG_NODES:?' in two.static["postgres/cluster.sh"].decode()
     assert services["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
     assert "ports" not in services["postgres-replica-1"]  # single host: reached on the compose network only
     # A replica only waits for `postgres` to start: after a promotion `postgres` is a replica
