@@ -6,13 +6,16 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
 	@echo "make up                 roll out ENV (default: local) on this machine"
 	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py)"
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
+	@echo "make status ENV=name    per host and component: instances, image, health, uptime, role, drift"
+	@echo "make plan ENV=name      what a deploy would change and why (touches nothing)"
+	@echo "make logs ENV=name SERVICE=name [TAIL=100] [FOLLOW=1]   logs of a service or component"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
 	@echo "make pg-promote ENV=name REPLICA=postgres-replica-N   switch the PostgreSQL primary (no commit lost;"
@@ -65,6 +68,17 @@ pg-rebuild: venv
 
 redis-failover: venv
 	$(PY) -m shipyard redis-failover --env $(ENV)
+
+# The operator's views, read-only: what runs and how (status), what a deploy would change (plan).
+status: venv
+	$(PY) -m shipyard status --env $(ENV)
+
+plan: venv
+	$(PY) -m shipyard plan --env $(ENV)
+
+logs: venv
+	@test -n "$(SERVICE)" || { echo "usage: make logs ENV=$(ENV) SERVICE=api|postgres|redis-sentinel-1|... [TAIL=100] [FOLLOW=1]" >&2; exit 2; }
+	$(PY) -m shipyard logs --env $(ENV) --service $(SERVICE) --tail $(or $(TAIL),100) $(if $(filter 1,$(FOLLOW)),--follow,)
 
 validate: venv
 	$(PY) -m shipyard validate --env $(ENV)

@@ -4,6 +4,7 @@
     python -m shipyard validate --env E
     python -m shipyard up --env E [--lock-wait S]
     python -m shipyard down --env E [--volumes]
+    python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
     python -m shipyard pg-restore --env E [--backup /backups/base-<time>] [--until TIME]
@@ -164,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     p_rebuild.add_argument("--env", required=True)
     p_rebuild.add_argument("--node", required=True)
     p_rebuild.add_argument("--lock-wait", type=float, default=0.0)
+    sub.add_parser("status", help="per host and component: instances, image, health, uptime, role, drift"
+                   ).add_argument("--env", required=True)
+    sub.add_parser("plan", help="what a deploy would change and why (read-only)").add_argument("--env", required=True)
+    p_logs = sub.add_parser("logs", help="the logs of a service's (or component's) containers on every host")
+    p_logs.add_argument("--env", required=True)
+    p_logs.add_argument("--service", required=True)
+    p_logs.add_argument("--tail", type=int, default=100)
+    p_logs.add_argument("--follow", action="store_true")
     p_down = sub.add_parser("down")
     p_down.add_argument("--env", required=True)
     p_down.add_argument("--volumes", action="store_true")
@@ -176,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             settings = load_environment(REPO, args.env, dict(os.environ))
             print(f"{args.env}: valid ({len(settings.hosts)} hosts)")
+            return 0
+        if args.command in ("status", "plan", "logs"):
+            from shipyard import views
+
+            settings = load_environment(REPO, args.env, dict(os.environ))
+            if args.command == "logs":
+                return views.logs(settings, args.service, args.tail, args.follow)
+            print(views.status(settings) if args.command == "status" else views.plan_environment(settings, REPO))
             return 0
         if args.command == "up":
             return up(args.env, args.lock_wait)

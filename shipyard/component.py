@@ -179,9 +179,9 @@ class Component:
     # Extra validation of the whole environment: settings → [(where, what, fix)].
     validate: Callable[[Any], list[tuple[str, str, str]]] | None = None
     checks: str | None = None  # module of testinfra checks (`make verify`)
-    # `make status`: what an operator wants to know of each running instance beyond health
-    # (role, lag...): (environment settings, {instance name: container}) → {instance name: text}.
-    describe: Callable[..., dict[str, str]] | None = None
+    # `make status`: module whose ``describe(settings, {instance name: container})`` returns
+    # what an operator wants to know of each instance beyond health (role, lag...).
+    describe: str | None = None
 
     def config_dir(self, name: str) -> ConfigDir:
         for config in self.config_dirs:

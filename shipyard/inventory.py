@@ -91,7 +91,8 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
         try:
             hosts.append(HostSettings(name=host_data.get("shipyard_host", _default_name(connect)), connect=connect,
                                       address=host_data.get("address", "127.0.0.1" if connect == "@local" else connect),
-                                      roles=tuple(r for r in ROLES if r in roles)))
+                                      roles=tuple(r for r in ROLES if r in roles),
+                                      ssh_user=host_data.get("ssh_user"), ssh_port=host_data.get("ssh_port")))
         except Exception as exc:  # pydantic error on host data: name it
             problems.append(ShipyardError(f"{shown}: host {connect}", str(exc).splitlines()[-1].strip(),
                                           "set shipyard_host to a lower-case name like 'app-1'"))

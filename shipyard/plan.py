@@ -83,3 +83,60 @@ def plan_host(desired: list[DesiredService], observed: list[ObservedContainer]) 
             plan.reasons += _service_reasons(want, by_service.get(want.name, []))
         plans.append(plan)
     return plans
+
+
+# --- `make plan`: what a deploy would change, from the render and what the host runs -------------
+
+_SHOWN = 60  # characters of a changed value shown (compose values hold no secrets)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+
+
+def _differences(have, want, path: str = "") -> list[str]:
+    """Key paths where two compose service documents differ, with old → new values."""
+    if isinstance(have, dict) and isinstance(want, dict):
+        out = []
+        for key in sorted(set(have) | set(want), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in have:
+                out.append(f"{sub} added ({_short(want[key])})")
+            elif key not in want:
+                out.append(f"{sub} removed")
+            else:
+                out += _differences(have[key], want[key], sub)
+        return out
+    if have != want:
+        return [f"{path}: {_short(have)} -> {_short(want)}"]
+    return []
+
+
+def service_changes(deployed: dict | None, rendered: dict) -> dict[str, list[str]]:
+    """service → why a deploy would recreate, create or remove it (empty: unchanged), from the
+    compose document deployed on the host and the one rendered now."""
+    have = (deployed or {}).get("services", {})
+    want = rendered.get("services", {})
+    changes: dict[str, list[str]] = {}
+    for name, doc in want.items():
+        if name not in have:
+            changes[name] = ["new service"]
+            continue
+        reasons = _differences(have[name], doc)
+        config = [r for r in reasons if r.startswith("labels.org.shipyard.config-hash")]
+        if config:
+            reasons = [r for r in reasons if r not in config] + ["its config files changed"]
+        changes[name] = reasons
+    for name in have:
+        if name not in want:
+            changes[name] = ["removed from the render (its container goes)"]
+    return changes
+
+
+def file_changes(deployed: dict[str, str], rendered: dict[str, str]) -> list[str]:
+    """Project files (path → sha256) a deploy would write or delete."""
+    out = [f"{path}: new" for path in sorted(set(rendered) - set(deployed))]
+    out += [f"{path}: changed" for path in sorted(set(rendered) & set(deployed)) if rendered[path] != deployed[path]]
+    out += [f"{path}: removed" for path in sorted(set(deployed) - set(rendered))]
+    return out

@@ -78,6 +78,8 @@ class HostSettings(Strict):
     connect: str  # pyinfra host string: '@local' or an SSH hostname
     address: str  # address other hosts use to reach this host's published ports
     roles: tuple[str, ...]
+    ssh_user: str | None = None  # for `make status/plan/logs` over SSH (the docker SDK's ssh://)
+    ssh_port: int | None = None
 
 
 class CoreSettings(BaseSettings):

@@ -124,9 +124,10 @@ def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_n
     # its slot (the old primary rebuilt as a replica). test_rollout then re-runs the deploy and
     # checks that it changes nothing: the deploy does not fight the promotion.
     verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(REPO / "tests/infra/test_replication.py"), f"--shipyard-env={env_name}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+                             str(REPO / "tests/infra/test_components.py"), "-k", "test_postgres__",
+                             f"--shipyard-env={env_name}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout[-3000:]
+    assert " passed" in verify.stdout and " failed" not in verify.stdout, verify.stdout[-3000:]
 
 
 def test_a_backup_from_before_a_promotion_restores_what_was_committed_after_it(env_name, settings):

@@ -129,4 +129,5 @@ COMPONENT = Component(
     template_context=template_context,
     validate=validate,
     checks="shipyard.components.postgres.checks",
+    describe="shipyard.components.postgres.status",
 )

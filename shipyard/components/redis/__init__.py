@@ -114,4 +114,5 @@ COMPONENT = Component(
     template_context=template_context,
     validate=validate,
     checks="shipyard.components.redis.checks",
+    describe="shipyard.components.redis.status",
 )

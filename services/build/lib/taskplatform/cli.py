@@ -9,10 +9,12 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
+from typing import TYPE_CHECKING
 
-from taskplatform import logs
-from taskplatform.settings import ProcessSettings
+from taskplatform import logs, probe
+
+if TYPE_CHECKING:
+    from taskplatform.settings import ProcessSettings
 
 
 def _api(settings: ProcessSettings) -> int:
@@ -64,25 +66,6 @@ def _migrate(settings: ProcessSettings) -> int:
     return 1
 
 
-def _healthcheck(settings: ProcessSettings, what: str) -> int:
-    if what == "api":
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{settings.api_port}/health/ready", timeout=3) as reply:
-                return 0 if reply.status == 200 else 1
-        except Exception as exc:  # noqa: BLE001
-            print(f"api not ready: {exc}", file=sys.stderr)
-            return 1
-    try:
-        age = time.time() - os.stat(settings.heartbeat_file).st_mtime
-    except OSError:
-        print("worker has not started its loop yet (no heartbeat file)", file=sys.stderr)
-        return 1
-    if age > 15:
-        print(f"worker heartbeat is {age:.0f}s old", file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskplatform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
     check.add_argument("what", choices=["api", "worker"])
     args = parser.parse_args(argv)
+    if args.command == "healthcheck":
+        return probe.check(args.what)  # before the settings import: probes must stay cheap
+    from taskplatform.settings import ProcessSettings
+
     settings = ProcessSettings()
     if args.command == "api":
         return _api(settings)
@@ -99,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(settings)
     if args.command == "migrate":
         return _migrate(settings)
-    return _healthcheck(settings, args.what)
+    return 2
 
 
 if __name__ == "__main__":

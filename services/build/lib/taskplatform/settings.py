@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskplatform import probe
+
 
 def parse_host_ports(value: str) -> list[tuple[str, int]]:
     """'a:5432,b:5433' → [('a', 5432), ('b', 5433)]; empty → []."""
@@ -47,10 +49,10 @@ class ProcessSettings(BaseSettings):
     release_colour: str = "blue"
     build_version: str = "dev"
     api_host: str = "0.0.0.0"
-    api_port: int = 8000
+    api_port: int = probe.DEFAULT_API_PORT
     api_processes: int = 2
     worker_metrics_port: int = 9101
-    heartbeat_file: str = "/tmp/taskplatform-worker.heartbeat"
+    heartbeat_file: str = probe.DEFAULT_HEARTBEAT_FILE
     # Reliability timings (seconds). Tests shorten them; production keeps the defaults.
     lease_seconds: float = 30.0  # a running task's lease; renewed while it runs
     claim_idle_seconds: float = 30.0  # pending stream entries idle this long are reclaimed

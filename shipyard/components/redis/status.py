@@ -1,0 +1,30 @@
+"""`make status`: the Sentinels' view — which node they name as the master, whether they
+agree — and each node's role from it."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+def describe(settings, containers: dict) -> dict[str, str]:
+    from shipyard import topology  # the registry imports this package; topology imports the registry
+
+    master_name = settings.redis.master_name
+    answers: dict[str, str] = {}
+    for name, container in containers.items():
+        if name.startswith("redis-sentinel-") and container.status == "running":
+            result = container.exec_run(["redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name", master_name])
+            lines = (result.output or b"").decode(errors="replace").split()
+            answers[name] = ":".join(lines[:2]) if result.exit_code == 0 and len(lines) >= 2 else "no answer"
+    votes = Counter(a for a in answers.values() if a != "no answer")
+    master, count = votes.most_common(1)[0] if votes else ("", 0)
+    out = {}
+    for name in answers:
+        agree = "agrees" if answers[name] == master else "DISAGREES"
+        out[name] = f"names {answers[name]} as master ({agree}; {count} of {len(answers)} Sentinels)"
+    for inst in topology.instances_of(settings, "redis"):
+        if inst.service.name != "redis-sentinel" and inst.name in containers:
+            me = str(topology.announced(settings, inst))
+            out[inst.name] = ("master" if me == master else "replica") + f" (as {me}, by the Sentinels)" if master \
+                else "role unknown: no Sentinel answers"
+    return out

@@ -1,0 +1,115 @@
+"""Read-only access to an environment's hosts for the operator's views (`make status`,
+`make plan`, `make logs`) and the drills: the Docker engine through the docker SDK (local
+socket, or ``ssh://`` for SSH hosts) and the deployed project's files. Nothing here changes
+anything on a host.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from dataclasses import dataclass
+from functools import cached_property
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from shipyard import commands
+from shipyard.errors import ShipyardError
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+
+
+@dataclass
+class HostAccess:
+    settings: EnvironmentSettings
+    host: HostSettings
+
+    @property
+    def local(self) -> bool:
+        return self.host.connect == "@local"
+
+    @property
+    def project_dir(self) -> str:
+        return commands.project_dir(self.settings.deploy_root, self.settings.name)
+
+    def _ssh_target(self) -> str:
+        user = f"{self.host.ssh_user}@" if self.host.ssh_user else ""
+        port = f":{self.host.ssh_port}" if self.host.ssh_port else ""
+        return f"{user}{self.host.connect}{port}"
+
+    @cached_property
+    def docker(self) -> docker.DockerClient:
+        try:
+            if self.local:
+                return docker.from_env(timeout=30)
+            return docker.DockerClient(base_url=f"ssh://{self._ssh_target()}", use_ssh_client=True, timeout=30)
+        except docker.errors.DockerException as exc:
+            raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot reach its Docker engine: {exc}",
+                                f"check that the environment is deployed (make up ENV={self.settings.name}) "
+                                "and that this machine can reach the host") from None
+
+    def containers(self) -> list[Container]:
+        """Every container of the environment's compose project on this host, stopped ones too."""
+        return self.docker.containers.list(
+            all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}"})
+
+    def container_of(self, service: str, running: bool = True) -> Container:
+        found = [c for c in self.containers() if c.labels.get(COMPOSE_SERVICE_LABEL) == service
+                 and (not running or c.status == "running")]
+        if not found:
+            raise ShipyardError(f"environment {self.settings.name}, host {self.host.name}, service {service}",
+                                "no running container" if running else "no container",
+                                f"roll the environment out first: make up ENV={self.settings.name}")
+        return found[0]
+
+    def read_file(self, rel: str) -> bytes | None:
+        """A file of the deployed project (None when it is not there)."""
+        path = f"{self.project_dir}/{rel}"
+        if self.local:
+            try:
+                with open(path, "rb") as handle:
+                    return handle.read()
+            except FileNotFoundError:
+                return None
+        ssh = ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
+               f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
+               commands.to_shell(["cat", path])]
+        result = subprocess.run(ssh, capture_output=True, timeout=30, check=False)
+        return result.stdout if result.returncode == 0 else None
+
+
+def exec_in(container: Container, argv: list[str]) -> tuple[int, str]:
+    """Run ``argv`` in a container (no shell): (exit code, stdout+stderr as text)."""
+    result = container.exec_run(argv, demux=False)
+    return result.exit_code, (result.output or b"").decode(errors="replace").strip()
+
+
+def uptime(container: Container, now: dt.datetime | None = None) -> str:
+    """How long it has run: ``40s``, ``5m02s``, ``2h13m``, ``3d04h``; ``-`` when it does not run."""
+    started = container.attrs["State"].get("StartedAt", "")
+    if container.status != "running" or not started or started.startswith("0001"):
+        return "-"
+    # Docker prints nanoseconds; Python parses microseconds.
+    stamp = started.rstrip("Z")
+    stamp = stamp[:26] if "." in stamp else stamp
+    since = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.timezone.utc)
+    seconds = max(0, int(((now or dt.datetime.now(dt.timezone.utc)) - since).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def health(container: Container) -> str:
+    state = container.attrs["State"]
+    if state["Status"] != "running":
+        return f"{state['Status']} (exit {state.get('ExitCode')})"
+    return (state.get("Health") or {}).get("Status", "running")

@@ -1,0 +1,174 @@
+"""The operator's views: `make status` (what runs, how healthy, in which role, drifted or
+not), `make plan` (what a deploy would change, and why) and `make logs`. Read-only: they go
+through shipyard.inspect and never change a host."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+import docker.errors
+import yaml
+
+from shipyard import images, plan, topology
+from shipyard.apply.images import ObservedImage, plan_image_builds
+from shipyard.components import COMPONENTS
+from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess, health, uptime
+from shipyard.render import COMPOSE_FILE, RenderedHost, render_host
+from shipyard.settings import EnvironmentSettings
+
+
+def _deployed_compose(access: HostAccess) -> dict | None:
+    raw = access.read_file(COMPOSE_FILE)
+    return yaml.safe_load(raw) if raw else None
+
+
+def _drift(access: HostAccess, rendered: RenderedHost) -> list[str]:
+    changes = plan.service_changes(_deployed_compose(access), rendered.compose)
+    out = [f"{name}: {'; '.join(reasons)}" for name, reasons in changes.items() if reasons]
+    wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items() if p != COMPOSE_FILE}
+    deployed = {p: hashlib.sha256(c).hexdigest() for p in wanted if (c := access.read_file(p)) is not None}
+    out += plan.file_changes(deployed, wanted)
+    return out
+
+
+def status(settings: EnvironmentSettings) -> str:
+    lines = [f"status of {settings.name} ({len(settings.hosts)} host{'s' if len(settings.hosts) > 1 else ''})"]
+    for host in settings.hosts:
+        access = HostAccess(settings, host)
+        rendered = render_host(settings, host)
+        on_host = topology.instances_on(settings, host)
+        lines.append(f"host {host.name} ({host.address})" + ("" if on_host else ": runs nothing"))
+        if not on_host:
+            continue
+        containers = access.containers()
+        by_service: dict[str, list] = {}
+        for c in containers:
+            by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
+        for comp in COMPONENTS:
+            mine = [i for i in on_host if i.component is comp]
+            if not mine:
+                continue
+            lines.append(f"  {comp.name}")
+            running = {i.name: by_service[i.name][0] for i in mine if by_service.get(i.name)}
+            roles = importlib.import_module(comp.describe).describe(settings, running) if comp.describe else {}
+            for inst in mine:
+                found = by_service.get(inst.name, [])
+                if not found:
+                    lines.append(f"    {inst.name:<22} not deployed")
+                    continue
+                for c in found:
+                    image = c.attrs["Config"]["Image"]
+                    lines.append(f"    {c.name if len(found) > 1 else inst.name:<22} {image:<30} "
+                                 f"{health(c):<18} up {uptime(c):<7} {roles.get(inst.name, '')}".rstrip())
+        drift = _drift(access, rendered)
+        lines.append("  drift from the render: " + ("none" if not drift else f"{len(drift)} (see `make plan ENV={settings.name}`)"))
+        for item in drift[:10]:
+            lines.append(f"    {item}")
+    return "\n".join(lines)
+
+
+def _image_plan(access: HostAccess, repo: Path) -> list[str]:
+    needed = [(i.component, i.service.image) for i in topology.instances_on(access.settings, access.host)]
+    builds = images.build_plan(repo, access.settings, needed)
+    observed = {}
+    for build in builds:
+        for ref in filter(None, (build.ref, build.build_args.get("BASE_IMAGE"))):
+            try:
+                image = access.docker.images.get(ref)
+            except docker.errors.ImageNotFound:
+                continue
+            for tag in image.tags:
+                observed[tag] = ObservedImage(id=image.id, labels=image.labels or {})
+    out = [f"build {item.build.ref}: {item.reason}" for item in plan_image_builds(builds, observed)]
+    for ref in images.images_to_pull(access.settings, needed):
+        try:
+            access.docker.images.get(ref)
+        except docker.errors.ImageNotFound:
+            out.append(f"pull {ref}: not on the host")
+    return out
+
+
+def _runtime_reasons(access: HostAccess, rendered: RenderedHost) -> dict[str, list[str]]:
+    """Why a service would be (re)started although its definition did not change."""
+    by_service: dict[str, list] = {}
+    for c in access.containers():
+        by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
+    out: dict[str, list[str]] = {}
+    for inst in topology.instances_on(access.settings, access.host):
+        found = by_service.get(inst.name, [])
+        want = inst.service.scale(access.settings) if inst.service.scale else 1
+        reasons = []
+        if len(found) != want:
+            reasons.append(f"{len(found)} container(s), want {want}")
+        for c in found:
+            state = health(c)
+            if inst.service.one_shot:
+                if not state.startswith("exited (exit 0)"):
+                    reasons.append(f"{c.name}: one-shot is {state}")
+            elif state not in ("healthy", "running"):
+                reasons.append(f"{c.name}: {state}")
+        out[inst.name] = reasons
+    return out
+
+
+def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
+    lines = [f"plan for {settings.name}: what `make deploy ENV={settings.name}` would change (read-only; nothing was changed)"]
+    total = 0
+    for number, step in enumerate(topology.rollout_steps(settings), 1):
+        if len(settings.hosts) > 1:
+            lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
+    for host in settings.hosts:
+        access = HostAccess(settings, host)
+        rendered = render_host(settings, host)
+        on_host = topology.instances_on(settings, host)
+        lines.append(f"host {host.name}")
+        image_lines = _image_plan(access, repo)
+        deployed = _deployed_compose(access)
+        changes = plan.service_changes(deployed, rendered.compose)
+        runtime = _runtime_reasons(access, rendered)
+        wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items()}
+        have = {p: hashlib.sha256(c).hexdigest() for p in wanted if (c := access.read_file(p)) is not None}
+        files = plan.file_changes(have, wanted)
+        lines += [f"  image: {line}" for line in image_lines]
+        lines += [f"  file: {line}" for line in files]
+        for tier in dict.fromkeys(i.tier for i in on_host):
+            stale = {i.name: changes.get(i.name, []) + runtime.get(i.name, []) for i in on_host if i.tier == tier}
+            stale = {name: reasons for name, reasons in stale.items() if reasons}
+            if not stale:
+                lines.append(f"  tier {tier}: up to date")
+                continue
+            lines.append(f"  tier {tier}: {len(stale)} service(s) would be (re)created or started")
+            for name, reasons in stale.items():
+                lines.append(f"    {name}: " + "; ".join(reasons))
+            total += len(stale)
+        removed = [n for n, r in changes.items() if n not in {i.name for i in on_host}]
+        lines += [f"  {name}: removed from the render (its container goes)" for name in removed]
+        total += len(image_lines) + len(files) + len(removed)
+    lines.append("nothing to do" if total == 0 else f"{total} change(s)")
+    return "\n".join(lines)
+
+
+def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool) -> int:
+    """Print the last ``tail`` lines of every container of ``service`` (a compose service such
+    as ``api`` or ``postgres-replica-1``, or a component such as ``redis``) on every host."""
+    shown = 0
+    for host in settings.hosts:
+        access = HostAccess(settings, host)
+        for c in access.containers():
+            name = c.labels.get(COMPOSE_SERVICE_LABEL, "")
+            if service not in (name, c.labels.get("org.shipyard.component")):
+                continue
+            shown += 1
+            print(f"==> {host.name} {c.name} ({health(c)}) <==", flush=True)
+            if follow:
+                for chunk in c.logs(stream=True, follow=True, tail=tail):
+                    print(chunk.decode(errors="replace"), end="", flush=True)
+            else:
+                print(c.logs(tail=tail).decode(errors="replace"), end="", flush=True)
+    if not shown:
+        names = sorted({i.name for i in topology.instances(settings)} | {c.name for c in COMPONENTS})
+        print(f"no container of {service!r} in {settings.name}; one of: {', '.join(names)}")
+        return 1
+    return 0
