@@ -80,15 +80,6 @@ def docker_logs_tail(container: str, lines: int) -> list[str]:
     return ["docker", "logs", "--tail", str(lines), container]
 
 
-def docker_run_restore(name: str, image: str, network: str, volumes: list[str], command: list[str]) -> list[str]:
-    """A detached container for a restore, as root (the script drops to the server's uid)."""
-    argv = ["docker", "run", "-d", "--name", name, "--network", network, "--user", "0",
-            "--entrypoint", command[0], "--label", "org.shipyard.restore=1"]
-    for volume in volumes:
-        argv += ["-v", volume]
-    return argv + [image, *command[1:]]
-
-
 def to_shell(argv: Sequence[str]) -> str:
     """The single place where an argv becomes a shell string: every argument quoted."""
     return shlex.join(argv)

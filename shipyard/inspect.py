@@ -27,6 +27,7 @@ COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 class HostAccess:
     settings: EnvironmentSettings
     host: HostSettings
+    timeout_s: int = 30  # per Docker API request; drills that wait inside an exec pass more
 
     @property
     def local(self) -> bool:
@@ -45,8 +46,9 @@ class HostAccess:
     def docker(self) -> docker.DockerClient:
         try:
             if self.local:
-                return docker.from_env(timeout=30)
-            return docker.DockerClient(base_url=f"ssh://{self._ssh_target()}", use_ssh_client=True, timeout=30)
+                return docker.from_env(timeout=self.timeout_s)
+            return docker.DockerClient(base_url=f"ssh://{self._ssh_target()}", use_ssh_client=True,
+                                       timeout=self.timeout_s)
         except docker.errors.DockerException as exc:
             raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot reach its Docker engine: {exc}",
                                 f"check that the environment is deployed (make up ENV={self.settings.name}) "
@@ -82,10 +84,11 @@ class HostAccess:
         return result.stdout if result.returncode == 0 else None
 
 
-def exec_in(container: Container, argv: list[str]) -> tuple[int, str]:
-    """Run ``argv`` in a container (no shell): (exit code, stdout+stderr as text)."""
-    result = container.exec_run(argv, demux=False)
-    return result.exit_code, (result.output or b"").decode(errors="replace").strip()
+def exec_in(container: Container, argv: list[str], user: str = "") -> tuple[int, str, str]:
+    """Run ``argv`` in a container, no shell: (exit code, stdout, stderr)."""
+    result = container.exec_run(argv, user=user, demux=True)
+    out, err = result.output or (None, None)
+    return result.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
 
 
 def uptime(container: Container, now: dt.datetime | None = None) -> str:

@@ -1,34 +1,78 @@
-"""The docker CLI calls the drills share: find a service's container, run a command."""
+"""The Docker access the drills share, through the docker SDK (shipyard.inspect): a
+service's container, a command in it as an argv, stop and start, and a throwaway container
+with a stopped service's volumes. No docker CLI, no shell strings."""
 
 from __future__ import annotations
 
-import subprocess
+from docker.models.containers import Container
 
-from shipyard import commands
+from shipyard import topology
 from shipyard.errors import ShipyardError
+from shipyard.inspect import HostAccess, exec_in
 from shipyard.settings import EnvironmentSettings
 
-
-def run(argv: list[str], timeout: float = 30) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout).stdout.strip()
-
-
-def compose_argv(settings: EnvironmentSettings, *args: str) -> list[str]:
-    return commands.compose(commands.project_dir(settings.deploy_root, settings.name), settings.compose_project, *args)
+# Drills wait inside some commands (a base backup, pg_ctl promote -w): a long request timeout.
+DRILL_TIMEOUT_S = 600
 
 
 def require_local(settings: EnvironmentSettings) -> None:
-    # The drills drive the docker CLI of this machine; an SSH host's engine is elsewhere.
+    # Tested on @local hosts only; the SDK would reach SSH hosts (ssh://), but no test covers it.
     if any(host.connect != "@local" for host in settings.hosts):
         raise ShipyardError(f"environment {settings.name}", "drills run on environments of @local hosts only",
                             "run the drill on the data host itself, with an inventory of @local hosts")
 
 
+def access(settings: EnvironmentSettings, service: str) -> HostAccess:
+    """The host that runs ``service``."""
+    require_local(settings)
+    try:
+        host = topology.find(settings, service).host
+    except KeyError:
+        raise ShipyardError(f"environment {settings.name}", f"has no service {service}",
+                            "name one of: " + ", ".join(sorted({i.name for i in topology.instances(settings)}))) from None
+    return HostAccess(settings, host, timeout_s=DRILL_TIMEOUT_S)
+
+
+def container(settings: EnvironmentSettings, service: str, running: bool = True) -> Container:
+    return access(settings, service).container_of(service, running=running)
+
+
 def container_of(settings: EnvironmentSettings, service: str, running: bool = True) -> str:
     """The container id of ``service`` (also a stopped one when ``running`` is False)."""
-    require_local(settings)
-    container = run(compose_argv(settings, "ps", "-q", *([] if running else ["-a"]), service))
-    if not container:
-        raise ShipyardError(f"environment {settings.name}, service {service}", "no running container",
-                            f"roll the environment out first: make up ENV={settings.name}")
-    return container
+    return container(settings, service, running).id
+
+
+def run_in(settings: EnvironmentSettings, service: str, argv: list[str], user: str = "") -> tuple[int, str, str]:
+    """``argv`` in the running container of ``service``: (exit code, stdout, stderr)."""
+    return exec_in(container(settings, service), argv, user=user)
+
+
+def stop(settings: EnvironmentSettings, service: str) -> None:
+    # The engine waits the service's stop_grace_period (compose stores it as StopTimeout).
+    container(settings, service, running=False).stop()
+
+
+def start(settings: EnvironmentSettings, service: str) -> None:
+    container(settings, service, running=False).start()
+
+
+def in_volumes_of(settings: EnvironmentSettings, service: str, argv: list[str], user: str = "",
+                  environment: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``argv`` in a throwaway container of the service's image with its volumes (and config
+    mounts), while the service itself is stopped: (exit code, stdout, stderr)."""
+    stopped = container(settings, service, running=False)
+    client = access(settings, service).docker
+    throwaway = client.containers.run(stopped.attrs["Config"]["Image"], argv[1:], entrypoint=argv[:1], user=user,
+                                      environment=environment or {}, volumes_from=[stopped.id], detach=True,
+                                      labels={"org.shipyard.drill": service})
+    try:
+        code = throwaway.wait(timeout=DRILL_TIMEOUT_S)["StatusCode"]
+        out = throwaway.logs(stdout=True, stderr=False).decode(errors="replace")
+        err = throwaway.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        throwaway.remove(force=True)
+    return code, out, err
+
+
+def logs_tail(settings: EnvironmentSettings, service: str, lines: int = 20) -> str:
+    return container(settings, service, running=False).logs(tail=lines).decode(errors="replace")

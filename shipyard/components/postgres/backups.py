@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import time
 
+import docker.errors
+
 from shipyard import commands
-from shipyard.drills.containers import container_of, run
+from shipyard.components.postgres import CONF
+from shipyard.drills.containers import access, container, run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 
 
 def pg_backup(settings: EnvironmentSettings) -> str:
     """One base backup now, by the backup service; returns its report line."""
-    out = subprocess.run(["docker", "exec", container_of(settings, "postgres-backup"), "bash",
-                          "/etc/postgresql/shipyard/backup.sh", "now"], capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"backup failed: {out.stderr[-500:]}",
+    code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "now"])
+    if code != 0:
+        raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"backup failed: {err[-500:]}",
                             "check that the primary is healthy and the replication role exists")
-    return out.stdout.strip().splitlines()[-1]
+    return out.strip().splitlines()[-1]
 
 
 def backups(settings: EnvironmentSettings) -> list[str]:
-    listing = run(["docker", "exec", container_of(settings, "postgres-backup"), "sh", "-c",
-                    "ls -1d /backups/base-* 2>/dev/null | grep -v '[.]partial$' | sort"])
-    return listing.split()
+    code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "list"])
+    if code != 0:
+        raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"cannot list backups: {err[-300:]}",
+                            "check the backup service: make logs ENV=.. SERVICE=postgres-backup")
+    return out.split()
 
 
 def restore_container(settings: EnvironmentSettings) -> str:
@@ -52,37 +55,51 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: 
         raise ShipyardError(f"environment {settings.name}", f"no backup {chosen}",
                             f"pick one of: {', '.join(available)}")
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
-    image = run(["docker", "inspect", "--format", "{{.Config.Image}}", container_of(settings, "postgres")])
+    image = container(settings, "postgres").attrs["Config"]["Image"]
     name = restore_container(settings)
     remove_restore(settings)
-    started = subprocess.run(commands.docker_run_restore(
-        name=name, image=image, network=f"{settings.compose_project}_default",
-        volumes=[f"{settings.compose_project}_pgbackups:/backups:ro", f"{name}-data:/var/lib/postgresql/data",
-                 f"{project_dir}/postgres:/etc/postgresql/shipyard:ro",
-                 f"{project_dir}/secrets/postgres/postgres_password:/run/secrets/postgres_password:ro"],
-        command=["bash", "/etc/postgresql/shipyard/restore.sh", chosen, *([until] if until else [])]),
-        capture_output=True, text=True)
-    if started.returncode != 0:
-        raise ShipyardError(f"environment {settings.name}", f"cannot start the restore container: {started.stderr}",
-                            f"remove a leftover one: docker rm -f {name}")
-    count_sql = ["docker", "exec", name, "bash", "-c",
-                 f"PGPASSWORD=$(cat /run/secrets/postgres_password) psql -h 127.0.0.1 -U {settings.postgres.user} "
-                 f"-d {settings.postgres.database} -qtAX -c 'SELECT pg_is_in_recovery(), count(*) FROM tasks'"]
+    client = access(settings, "postgres").docker
+    argv = ["bash", f"{CONF}/restore.sh", chosen, *([until] if until else [])]
+    try:
+        # As root: restore.sh unpacks the backup, then drops to the server's uid.
+        restored = client.containers.run(
+            image, argv[1:], entrypoint=argv[:1], name=name, user="0", detach=True,
+            network=f"{settings.compose_project}_default", labels={"org.shipyard.restore": "1"},
+            volumes={f"{settings.compose_project}_pgbackups": {"bind": "/backups", "mode": "ro"},
+                     f"{name}-data": {"bind": "/var/lib/postgresql/data", "mode": "rw"},
+                     f"{project_dir}/postgres": {"bind": CONF, "mode": "ro"},
+                     f"{project_dir}/secrets/postgres/postgres_password":
+                         {"bind": "/run/secrets/postgres_password", "mode": "ro"}})
+    except docker.errors.DockerException as exc:
+        raise ShipyardError(f"environment {settings.name}", f"cannot start the restore container: {exc}",
+                            f"remove a leftover one: docker rm -f {name}") from None
+    count = ["bash", f"{CONF}/restore.sh", "count", settings.postgres.user, settings.postgres.database]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         # It answers read-only while it still replays the archive: count once recovery is over.
-        result = subprocess.run(count_sql, capture_output=True, text=True)
-        in_recovery, _, rows = result.stdout.strip().partition("|")
-        if result.returncode == 0 and in_recovery == "f" and rows.isdigit():
-            return chosen, int(rows)
+        restored.reload()
+        if restored.status == "exited":
+            break  # restore.sh failed: its logs say why
+        if restored.status == "running":
+            result = restored.exec_run(count, demux=True)
+            in_recovery, _, rows = ((result.output or (b"", b""))[0] or b"").decode().strip().partition("|")
+            if result.exit_code == 0 and in_recovery == "f" and rows.isdigit():
+                return chosen, int(rows)
         time.sleep(0.5)
-    logs = run(["docker", "logs", "--tail", "20", name])
+    logs = restored.logs(tail=20).decode(errors="replace")
     raise ShipyardError(f"environment {settings.name}, container {name}",
-                        f"the restored server did not answer within {timeout_s}s:\n{logs}",
+                        f"the restored server did not answer ({restored.status}, waited up to {timeout_s}s):\n{logs}",
                         "look at the logs above; the backup may be incomplete")
 
 
 def remove_restore(settings: EnvironmentSettings) -> None:
+    client = access(settings, "postgres").docker
     name = restore_container(settings)
-    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
-    subprocess.run(["docker", "volume", "rm", "-f", f"{name}-data"], capture_output=True)
+    try:
+        client.containers.get(name).remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    try:
+        client.volumes.get(f"{name}-data").remove(force=True)
+    except docker.errors.NotFound:
+        pass

@@ -21,17 +21,20 @@ the dead nodes are stopped and fenced first, and rebuilt as replicas after.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 
-from shipyard.drills.containers import compose_argv, container_of, require_local, run
-from shipyard.errors import ShipyardError
+import docker.errors
+
 from shipyard.components.postgres import CONF, PGDATA, node_names as postgres_nodes, slot_name
+from shipyard.drills.containers import container_of, in_volumes_of, require_local, run_in, start, stop
+from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 
-_CLUSTER_SH = f"{CONF}/cluster.sh"
-REBUILD_MARKER = "/var/lib/postgresql/data/.shipyard-rebuild"  # node.sh: clone, never initdb
+# As the replication role, through the node's own passfile (what cluster.sh's pg_ask does).
+_CONNINFO = ("host=127.0.0.1 port=5432 user=replicator dbname=postgres connect_timeout=2 "
+             "passfile=/run/secrets/replication_pgpass")
+_DATA_SH = f"{CONF}/data.sh"  # operations on a stopped node's data (files/postgres/data.sh)
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,10 @@ def ask(settings: EnvironmentSettings, node: str, sql: str) -> str | None:
     """``sql`` on ``node`` as the replication role (the node's own passfile); None when it does
     not answer or the statement fails."""
     try:
-        container = container_of(settings, node)
-        out = subprocess.run(["docker", "exec", container, "bash", "-c", f'. {_CLUSTER_SH} && pg_ask 127.0.0.1 "$1"',
-                              "pg_ask", sql], capture_output=True, text=True, timeout=30)
-    except (ShipyardError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+        code, out, _ = run_in(settings, node, ["psql", _CONNINFO, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    except (ShipyardError, docker.errors.DockerException):
+        return None  # no running container, or it went away meanwhile
+    return out.strip() if code == 0 else None
 
 
 def roles(settings: EnvironmentSettings) -> dict[str, str]:
@@ -89,47 +90,41 @@ def _wait(what: str, check, timeout_s: float, interval_s: float = 0.1) -> float:
     raise TimeoutError(what)
 
 
-def _in_volume_of(settings: EnvironmentSettings, node: str, script: str) -> subprocess.CompletedProcess:
-    """``script`` (bash, as the postgres user) in a throwaway container with ``node``'s volumes,
-    while ``node`` is stopped: its data directory is $PGDATA."""
-    container = container_of(settings, node, running=False)
-    image = run(["docker", "inspect", "--format", "{{.Config.Image}}", container])
-    return subprocess.run(["docker", "run", "--rm", "--volumes-from", container, "--user", "postgres",
-                           "-e", f"PGDATA={PGDATA}", "--entrypoint", "bash", image, "-c", script],
-                          capture_output=True, text=True, timeout=120)
+def _on_data(settings: EnvironmentSettings, node: str, operation: str) -> tuple[int, str, str]:
+    """``data.sh <operation>`` on the stopped ``node``'s data, as the postgres user, in a
+    throwaway container with its volumes: (exit code, stdout, stderr)."""
+    return in_volumes_of(settings, node, ["bash", _DATA_SH, operation], user="postgres", environment={"PGDATA": PGDATA})
+
+
+def _checked(settings: EnvironmentSettings, node: str, operation: str) -> str:
+    code, out, err = _on_data(settings, node, operation)
+    if code != 0:
+        raise ShipyardError(f"environment {settings.name}, node {node}", f"data.sh {operation} failed: {err.strip()[-300:]}",
+                            "check the node's volume (docker volume inspect) and retry")
+    return out
 
 
 def _system_identifier(settings: EnvironmentSettings, node: str) -> str | None:
     """Which cluster ``node``'s data belongs to (pg_controldata); None when it has no data."""
-    out = _in_volume_of(settings, node, '[ ! -s "$PGDATA/PG_VERSION" ] || LC_ALL=C pg_controldata "$PGDATA"')
-    found = re.search(r"^Database system identifier:\s+(\d+)$", out.stdout, re.M)
-    return found.group(1) if found else None
-
-
-def _stop(settings: EnvironmentSettings, node: str) -> None:
-    subprocess.run(compose_argv(settings, "stop", node), capture_output=True, text=True, check=True, timeout=120)
-
-
-def _start(settings: EnvironmentSettings, node: str) -> None:
-    subprocess.run(compose_argv(settings, "start", node), capture_output=True, text=True, check=True, timeout=120)
+    return _checked(settings, node, "identify").strip() or None
 
 
 def _fence(settings: EnvironmentSettings, node: str) -> str:
     """Mark the stopped ``node``'s data as a standby; return its shutdown checkpoint LSN.
     Raises when the server did not shut down cleanly (then replicas may lack commits)."""
-    out = _in_volume_of(settings, node, 'touch "$PGDATA/standby.signal" && LC_ALL=C pg_controldata "$PGDATA"')
-    state = re.search(r"^Database cluster state:\s+(.+)$", out.stdout, re.M)
-    checkpoint = re.search(r"^Latest checkpoint location:\s+(\S+)$", out.stdout, re.M)
-    if out.returncode != 0 or not state or not checkpoint or state.group(1) != "shut down":
+    code, out, err = _on_data(settings, node, "fence")
+    state = re.search(r"^Database cluster state:\s+(.+)$", out, re.M)
+    checkpoint = re.search(r"^Latest checkpoint location:\s+(\S+)$", out, re.M)
+    if code != 0 or not state or not checkpoint or state.group(1) != "shut down":
         raise ShipyardError(f"environment {settings.name}, node {node}",
-                            f"did not shut down cleanly ({state.group(1) if state else out.stderr.strip()[-300:]})",
+                            f"did not shut down cleanly ({state.group(1) if state else err.strip()[-300:]})",
                             "a replica may lack its last commits; start it again and retry the promotion")
     return checkpoint.group(1)
 
 
 def _unfence(settings: EnvironmentSettings, node: str) -> None:
-    _in_volume_of(settings, node, 'rm -f "$PGDATA/standby.signal"')
-    _start(settings, node)
+    _checked(settings, node, "unfence")
+    start(settings, node)
 
 
 def lsn_value(lsn: str) -> int:
@@ -196,17 +191,23 @@ def pg_promote(settings: EnvironmentSettings, replica: str, timeout_s: float = 6
                                 f"promote {ahead[0]}: make pg-promote ENV={settings.name} REPLICA={ahead[0]} FORCE=1")
         old, stopped = ", ".join(dead), None
         for node in dead:
-            _stop(settings, node)  # one in a restart loop must not come back as a primary meanwhile
-            _in_volume_of(settings, node, '[ ! -s "$PGDATA/PG_VERSION" ] || touch "$PGDATA/standby.signal"')
+            stop(settings, node)  # one in a restart loop must not come back as a primary meanwhile
+            _checked(settings, node, "fence-if-data")
     promote_s = _promote(settings, replica, old, timeout_s)
     writes_unavailable_s = time.monotonic() - stopped if stopped is not None else None
     # Slots are not replicated: the new primary gets one for each replica that follows it, so
     # it keeps the WAL they still need. (Rebuilt nodes create their own when they clone.)
     followers = [node for node in nodes if node != replica and node not in dead and node not in primaries]
     for node in followers:
-        ask(settings, replica, f"SELECT pg_create_physical_replication_slot('{slot_name(node)}', true) "
-                               f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots "
-                               f"WHERE slot_name = '{slot_name(node)}')")
+        created = ask(settings, replica, f"SELECT count(*) FROM (SELECT pg_create_physical_replication_slot("
+                                         f"'{slot_name(node)}', true) WHERE NOT EXISTS (SELECT 1 FROM "
+                                         f"pg_replication_slots WHERE slot_name = '{slot_name(node)}')) AS made")
+        if created is None:
+            # Without its slot the new primary may recycle WAL the follower still needs.
+            raise ShipyardError(f"environment {settings.name}, node {replica}",
+                                f"is the primary now, but creating the slot of {node} failed",
+                                f"create it: SELECT pg_create_physical_replication_slot('{slot_name(node)}', true); "
+                                f"or rebuild {node}: make pg-rebuild ENV={settings.name} NODE={node}")
     rebuild_s = sum(pg_rebuild(settings, node, timeout_s=timeout_s * 2) for node in primaries + dead)
     for node in followers:
         _wait_streaming(settings, node, replica, timeout_s)
@@ -220,17 +221,17 @@ def _switch_over_from(settings: EnvironmentSettings, old: str, replica: str, tim
         raise ShipyardError(f"environment {settings.name}, node {replica}", "is not streaming from the primary, so it "
                             "may lack commits", f"check `make verify ENV={settings.name}`; rebuild it with "
                             f"make pg-rebuild ENV={settings.name} NODE={replica}")
-    _stop(settings, old)
+    stop(settings, old)
     checkpoint = "?"
     try:
         checkpoint = _fence(settings, old)
         _wait("caught up", lambda: ask(settings, replica, f"SELECT pg_last_wal_replay_lsn() > '{checkpoint}'") == "t",
               timeout_s)
-    except (ShipyardError, TimeoutError, subprocess.SubprocessError) as exc:
+    except (ShipyardError, TimeoutError, docker.errors.DockerException) as exc:
         _unfence(settings, old)
         if isinstance(exc, ShipyardError):
             raise
-        if isinstance(exc, subprocess.SubprocessError):
+        if isinstance(exc, docker.errors.DockerException):
             raise ShipyardError(f"environment {settings.name}, node {old}", f"switchover stopped: {exc}; nothing was "
                                 f"changed, {old} is the primary again", "retry; check the Docker engine") from None
         raise ShipyardError(f"environment {settings.name}, node {replica}",
@@ -242,15 +243,15 @@ def _switch_over_from(settings: EnvironmentSettings, old: str, replica: str, tim
 def _promote(settings: EnvironmentSettings, replica: str, old: str, timeout_s: float) -> float:
     """pg_ctl promote; seconds until ``replica`` accepts a write."""
     promoting = time.monotonic()
-    promoted = subprocess.run(["docker", "exec", "--user", "postgres", container_of(settings, replica), "pg_ctl",
-                               "promote", "-D", PGDATA, "-w", "-t", str(int(timeout_s))], capture_output=True, text=True)
+    _, out, err = run_in(settings, replica, ["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", str(int(timeout_s))],
+                         user="postgres")
     try:
         _wait("writes", lambda: _accepts_writes(settings, replica), timeout_s, 0.05)
     except TimeoutError:
         # The old primary stays fenced: its data must not come back as a second primary.
         raise ShipyardError(f"environment {settings.name}, node {replica}",
                             f"does not accept writes {timeout_s}s after pg_ctl promote "
-                            f"({(promoted.stdout + promoted.stderr).strip()[-300:]}); {old} is stopped and fenced",
+                            f"({(out + err).strip()[-300:]}); {old} is stopped and fenced",
                             f"look at docker logs {container_of(settings, replica)}; once it is the primary, "
                             f"run make pg-rebuild ENV={settings.name} NODE=<each old node>") from None
     return time.monotonic() - promoting
@@ -284,11 +285,8 @@ def pg_rebuild(settings: EnvironmentSettings, node: str, timeout_s: float = 120)
                             f"{container_of(settings, primary)}), restart {node} (it runs as the primary when no "
                             f"other node does), then make pg-rebuild ENV={settings.name} NODE={primary}")
     started = time.monotonic()
-    _stop(settings, node)
-    wiped = _in_volume_of(settings, node, f'find "$PGDATA" -mindepth 1 -delete && touch {REBUILD_MARKER}')
-    if wiped.returncode != 0:
-        raise ShipyardError(f"environment {settings.name}, node {node}", f"cannot wipe its data: {wiped.stderr[-300:]}",
-                            "check the volume with docker volume inspect")
-    _start(settings, node)
+    stop(settings, node)
+    _checked(settings, node, "wipe")  # and leaves the marker: node.sh clones, never initdb
+    start(settings, node)
     _wait_streaming(settings, node, primary, timeout_s)
     return time.monotonic() - started

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 
-from shipyard.drills.containers import container_of, run
+from shipyard.components.redis import sentinel_names as redis_sentinels
+from shipyard.drills.containers import run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
-from shipyard.components.redis import sentinel_names as redis_sentinels
 
 
 def sentinel_masters(settings: EnvironmentSettings) -> list[str]:
     """What each Sentinel names as the master now (host:port)."""
     answers = []
     for sentinel in redis_sentinels(settings):
-        out = run(["docker", "exec", container_of(settings, sentinel), "redis-cli", "-p", "26379",
-                   "sentinel", "get-master-addr-by-name", settings.redis.master_name]).split()
-        answers.append(":".join(out[:2]))
+        _, out, _ = run_in(settings, sentinel, ["redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name",
+                                                settings.redis.master_name])
+        answers.append(":".join(out.split()[:2]))
     return answers
 
 
@@ -27,8 +27,9 @@ def redis_failover(settings: EnvironmentSettings, timeout_s: float = 60) -> tupl
                             "set redis.sentinels to 3 to run Redis with automatic failover")
     before = sentinel_masters(settings)[0]
     started = time.monotonic()
-    reply = run(["docker", "exec", container_of(settings, redis_sentinels(settings)[0]), "redis-cli", "-p",
-                  "26379", "sentinel", "failover", settings.redis.master_name])
+    _, reply, err = run_in(settings, redis_sentinels(settings)[0], ["redis-cli", "-p", "26379", "sentinel", "failover",
+                                                                    settings.redis.master_name])
+    reply = (reply or err).strip()
     if reply != "OK":
         raise ShipyardError(f"environment {settings.name}, Sentinel {redis_sentinels(settings)[0]}",
                             f"refused the failover: {reply}", "check that the master has a healthy replica")
@@ -38,4 +39,4 @@ def redis_failover(settings: EnvironmentSettings, timeout_s: float = 60) -> tupl
             return before, masters.pop(), time.monotonic() - started
         time.sleep(0.1)
     raise ShipyardError(f"environment {settings.name}", f"Sentinels did not agree on a new master within {timeout_s}s",
-                        "look at the Sentinels' logs: docker logs <project>-redis-sentinel-1-1")
+                        f"look at the Sentinels' logs: make logs ENV={settings.name} SERVICE=redis-sentinel-1")

@@ -4,6 +4,7 @@
 # PG_BACKUP_KEEP, PG_BACKUP_RETRY_S, PG_WAL_ARCHIVE_SLOT.
 #   bash backup.sh schedule   the container's command: the WAL archive, and a base backup now and every $PG_BACKUP_INTERVAL_S s
 #   bash backup.sh now        one base backup now (`make pg-backup`)
+#   bash backup.sh list       the complete base backups, oldest first (`make pg-restore`)
 #   bash backup.sh check      health: the newest base backup is younger than two intervals and
 #                             the WAL archive streams from the primary
 # Base backups: /backups/base-<UTC time>/ with base.tar.gz and pg_wal.tar.gz (the WAL that
@@ -75,6 +76,7 @@ case "$mode" in
             fi
         done ;;
     now) backup_now ;;
+    list) kept ;;
     check)
         last=$(newest)
         [ -n "$last" ] || { echo "no complete backup yet"; exit 1; }
@@ -83,5 +85,5 @@ case "$mode" in
         primary=$(find_primary) || { echo "no primary answers"; exit 1; }
         [ "$(pg_ask "$primary" "SELECT active FROM pg_replication_slots WHERE slot_name = '$wal_slot'")" = t ] \
             || { echo "the WAL archive does not stream from $primary (slot $wal_slot inactive)"; exit 1; } ;;
-    *) echo "usage: backup.sh schedule | now | check" >&2; exit 2 ;;
+    *) echo "usage: backup.sh schedule | now | list | check" >&2; exit 2 ;;
 esac

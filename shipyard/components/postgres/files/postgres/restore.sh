@@ -5,7 +5,13 @@
 # server in archive recovery: it replays the backup's own WAL, then the WAL archive
 # (/backups/wal, the newest partial segment included), up to its end or to the time UNTIL
 # ('2026-11-24 08:00:00+00'), and then opens for writes as a new timeline.
+#   bash restore.sh count USER DATABASE    "in recovery|rows of tasks" once it answers (the drill
+#                                          polls it; the password stays inside this container)
 set -Eeuo pipefail
+if [ "${1:-}" = count ]; then
+    PGPASSWORD=$(cat /run/secrets/postgres_password) exec psql -h 127.0.0.1 -U "$2" -d "$3" -qtAX \
+        -c 'SELECT pg_is_in_recovery(), count(*) FROM tasks'
+fi
 backup=$1 until=${2:-}
 if [ "$(id -u)" = 0 ]; then
     [ -f "$backup/base.tar.gz" ] || { echo "no base.tar.gz in $backup" >&2; exit 1; }
