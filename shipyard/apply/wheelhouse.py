@@ -40,9 +40,16 @@ def prepare_wheelhouse(repo: Path) -> Path | None:
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    # The project's own wheel is built from a copy of what goes into the image: an in-tree
+    # build would leave build/ and *.egg-info in the source tree.
+    source = partial / ".source"
+    for path in images.context_files(context, include):
+        target = source / path.relative_to(context)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     steps = [images.wheelhouse_argv(sys.executable, requirements, partial, machine),
              [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-              str(context), "-w", str(partial)]]
+              str(source), "-w", str(partial)]]
     for argv in steps:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -51,6 +58,7 @@ def prepare_wheelhouse(repo: Path) -> Path | None:
                                 f"`{' '.join(argv[:4])} ...` failed:\n{tail}",
                                 f"check that PyPI (or your pip index) answers and has Python {images.IMAGE_PYTHON} "
                                 f"{machine} wheels for every pinned requirement")
+    shutil.rmtree(source)
     (partial / ".complete").write_text("")
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)

@@ -1,3 +1,0 @@
-from taskplatform.cli import main
-
-raise SystemExit(main())
