@@ -21,12 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-
-if TYPE_CHECKING:  # the render context is built by the core; components only read it
-    from shipyard.render.context import RenderContext
 
 class Strict(BaseModel):
     """Base of every settings model: unknown keys are errors, values are immutable."""
@@ -172,10 +169,12 @@ class Component:
     settings: Mapping[str, type] = field(default_factory=dict)  # SHIPYARD key → pydantic model
     config_dirs: tuple[ConfigDir, ...] = ()
     uses: tuple[str, ...] = ()  # components whose client-facing services this one talks to
-    # Variables of its templates (templates/<config dir>/*.j2 and templates/secrets/*.j2).
-    template_context: Callable[[RenderContext], dict[str, Any]] | None = None
-    # The service-specific part of a compose service: ctx, instance → dict (command, env, volumes...).
-    compose_service: Callable[[RenderContext, Any], dict[str, Any]] | None = None
+    # Hooks get a shipyard.render.context.RenderContext (settings, host, the topology's answers
+    # from that host); the interface does not import it, so specs never depend on the render.
+    # Variables of its templates (templates/<config dir>/*.j2 and templates/secrets/*.j2):
+    template_context: Callable[[Any], dict[str, Any]] | None = None
+    # The service-specific part of a compose service: (ctx, instance) → command, env, volumes...:
+    compose_service: Callable[[Any, Any], dict[str, Any]] | None = None
     # Extra validation of the whole environment: settings → [(where, what, fix)].
     validate: Callable[[Any], list[tuple[str, str, str]]] | None = None
     checks: str | None = None  # module of testinfra checks (`make verify`)

@@ -27,7 +27,7 @@ from shipyard.drills.containers import container_of  # noqa: E402
 from shipyard.components.postgres.promote import pg_promote, primary_of  # noqa: E402
 from shipyard.components.redis.failover import sentinel_masters  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
-from shipyard.components.postgres import node_names as postgres_nodes  # noqa: E402
+from shipyard.components.postgres.instances import node_names as postgres_nodes  # noqa: E402
 from tests.drill_traffic import Traffic, api_client, wait_all_processed  # noqa: E402
 
 _REDIS_AUTH = "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)"

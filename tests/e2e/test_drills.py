@@ -13,7 +13,7 @@ from shipyard.drills.containers import container_of
 from shipyard.components.postgres.promote import primary_of, roles
 from shipyard.components.redis.failover import sentinel_masters
 from shipyard.inventory import load_environment
-from shipyard.components.postgres import node_names as postgres_nodes
+from shipyard.components.postgres.instances import node_names as postgres_nodes
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
 from .conftest import REPO, redis_role, run_shipyard

@@ -2,7 +2,7 @@
 
 from shipyard.drills.containers import container_of
 from shipyard.lock import environment_lock
-from shipyard.components.redis import node_names as redis_nodes
+from shipyard.components.redis.instances import node_names as redis_nodes
 
 from .conftest import REPO, container_states, redis_role, run_shipyard
 
@@ -68,7 +68,7 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
     """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
     import subprocess
 
-    from shipyard.components.redis import sentinel_names as redis_sentinels
+    from shipyard.components.redis.instances import sentinel_names as redis_sentinels
 
     views = []
     for sentinel in redis_sentinels(settings):
@@ -137,7 +137,7 @@ def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(en
 
     from shipyard.components.postgres.promote import ask, primary_of
     from shipyard.inventory import load_environment
-    from shipyard.components.postgres import node_names as postgres_nodes
+    from shipyard.components.postgres.instances import node_names as postgres_nodes
 
     settings = load_environment(REPO, env_name)
     project = f"shipyard-{env_name}"

@@ -116,7 +116,8 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
 
 def test_postgres_nodes_and_their_slots(repo):
     from shipyard.inventory import load_environment
-    from shipyard.components.postgres import node_names as postgres_nodes, slot_name
+    from shipyard.components.postgres import slot_name
+    from shipyard.components.postgres.instances import node_names as postgres_nodes
 
     settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     assert postgres_nodes(settings) == ("postgres", "postgres-replica-1", "postgres-replica-2")

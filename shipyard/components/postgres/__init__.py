@@ -47,21 +47,6 @@ def nodes(ctx) -> tuple[str, ...]:
     return ctx.instance_names("postgres", "postgres") + ctx.instance_names("postgres", "postgres-replica")
 
 
-def node_names(settings) -> tuple[str, ...]:
-    """``nodes`` for the drills and checks, from the settings. Which node is the primary now
-    is not a setting: `make pg-promote` changes it at run time."""
-    from shipyard import topology  # the registry imports this module; topology imports the registry
-
-    return (topology.instance_names(settings, "postgres", "postgres")
-            + topology.instance_names(settings, "postgres", "postgres-replica"))
-
-
-def replica_names(settings) -> tuple[str, ...]:
-    from shipyard import topology
-
-    return topology.instance_names(settings, "postgres", "postgres-replica")
-
-
 def compose_service(ctx, inst) -> dict[str, Any]:
     """The scripts' inputs go in each service's environment, only what it reads: tuning the
     backups re-creates the backup service, not the database nodes."""

@@ -10,7 +10,8 @@ import pytest
 
 from shipyard import commands
 from shipyard import topology
-from shipyard.components.postgres import WAL_ARCHIVE_SLOT, node_names as postgres_nodes, replica_names, slot_name
+from shipyard.components.postgres import WAL_ARCHIVE_SLOT, slot_name
+from shipyard.components.postgres.instances import node_names as postgres_nodes, replica_names
 
 
 def _psql(target, service: str, sql: str) -> str:

@@ -26,19 +26,6 @@ _NODE_HEALTH = Health(("sh", f"{CONF}/health.sh"), start_period_s=60)
 _PORT_DOC = "host port Redis publishes on (replica N: this + N, published only for other hosts)"
 
 
-def node_names(settings) -> tuple[str, ...]:
-    """``redis`` (the first master) and its replicas; Sentinel decides which is master now."""
-    from shipyard import topology  # the registry imports this module; topology imports the registry
-
-    return topology.instance_names(settings, "redis", "redis") + topology.instance_names(settings, "redis", "redis-replica")
-
-
-def sentinel_names(settings) -> tuple[str, ...]:
-    from shipyard import topology
-
-    return topology.instance_names(settings, "redis", "redis-sentinel")
-
-
 def _master_as_deployed(ctx):
     return ctx.announced(ctx.instances_of("redis", "redis")[0])
 

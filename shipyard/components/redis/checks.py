@@ -4,7 +4,7 @@ its replicas connected, and every Redis node (and PostgreSQL replica) refuses an
 import pytest
 
 from shipyard import commands
-from shipyard.components.redis import node_names as redis_nodes, sentinel_names as redis_sentinels
+from shipyard.components.redis.instances import node_names as redis_nodes, sentinel_names as redis_sentinels
 
 
 def _exec(target, service: str, *argv: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from shipyard.components.redis import sentinel_names as redis_sentinels
+from shipyard.components.redis.instances import sentinel_names as redis_sentinels
 from shipyard.drills.containers import run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings

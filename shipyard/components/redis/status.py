@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from shipyard import topology
+
 
 def describe(settings, containers: dict) -> dict[str, str]:
-    from shipyard import topology  # the registry imports this package; topology imports the registry
-
     master_name = settings.redis.master_name
     answers: dict[str, str] = {}
     for name, container in containers.items():
