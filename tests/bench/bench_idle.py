@@ -1,8 +1,8 @@
 """`make bench-idle`: the idle CPU cost of an already rolled-out environment, with no traffic.
 
 A rolled-out stack costs CPU even when nobody uses it: every container's health probe is a
-`docker exec` (every second here), plus the components' own timers (Sentinel pings, replication,
-backups, worker polling). This measures that cost; it rolls nothing out (run `make up ENV=..`).
+`docker exec` (every second until it first passes, then every ~31 s: shipyard/render/compose.py),
+plus the components' own timers (Sentinel pings, replication, backups, worker polling). This measures that cost; it rolls nothing out (run `make up ENV=..`).
 
 - Whole machine, from /proc/stat (busy = total - idle - iowait, as % of one core) over a window:
   A) stack running; B) the stack's containers paused. A-B is the headline "stack idle cost":
@@ -10,8 +10,8 @@ backups, worker polling). This measures that cost; it rolls nothing out (run `ma
   the containers' cgroups. On docker 20.10 a paused container gets no health probes (its monitor
   stops and it reads `unhealthy` until the first probe after unpause), so B excludes probes.
 - Per component: the containers' cgroup CPU over window A (docker stats), grouped by the label
-  `org.shipyard.component` (else the compose service), and the health-probe interval estimated
-  from the last probes in State.Health.Log.
+  `org.shipyard.component` (else the compose service), and the health-probe interval: the
+  time between the last two probes in State.Health.Log.
 Containers are always unpaused (finally, also on Ctrl-C/SIGTERM), then awaited until healthy.
 """
 
@@ -143,7 +143,7 @@ def main() -> None:
     for c in containers:
         (u0, t0), (u1, t1) = cg0[c.id], cg1[c.id]
         rows[component(c)].append((100.0 * (u1 - u0) / ((t1 - t0) * 1e9), intervals[c.id]))
-    print("per component, window A: container cgroup CPU, health probes (median interval)")
+    print("per component, window A: container cgroup CPU, health probes (steady-state interval)")
     print(f"  {'component':<22}{'n':>3}{'cpu %':>8}{'probe every':>13}{'probes/min':>12}")
     for name, row in sorted(rows.items(), key=lambda kv: -sum(cpu for cpu, _ in kv[1])):
         ivs = [iv for _, iv in row if iv]
