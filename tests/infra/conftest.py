@@ -8,7 +8,6 @@ answering through the edge, and a task created there processed by a worker.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from shipyard.inventory import load_environment
 from shipyard.render import RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings
 from shipyard import topology
+from shipyard.inspect import HostAccess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,13 +31,20 @@ class Target:
     host: object  # testinfra Host
     project_dir: str
 
+    @property
+    def docker(self) -> HostAccess:
+        """The host's Docker engine through the docker SDK (local socket, or ssh:// for SSH hosts)."""
+        return HostAccess(self.settings, self.rendered.host)
+
     def containers(self) -> list[dict]:
         """`docker inspect` of every container of this environment's project on the host."""
-        ids = self.host.check_output(commands.to_shell(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.settings.compose_project}"]))
-        if not ids.strip():
-            return []
-        return json.loads(self.host.check_output(commands.to_shell(commands.docker_inspect(ids.split()))))
+        return [c.attrs for c in self.docker.containers()]
+
+    def exec(self, service: str, argv: list[str], environment: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """``argv`` (no shell) in the running container of ``service``: (exit code, stdout, stderr)."""
+        result = self.docker.container_of(service).exec_run(argv, environment=environment, demux=True)
+        out, err = result.output or (None, None)
+        return result.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
 
     def runs(self, component: str) -> bool:
         """Whether any service of ``component`` runs on this host."""

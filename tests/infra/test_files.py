@@ -33,9 +33,9 @@ def test_secret_files_inside_container(target, service):
     spec = target.instance(service).service
     if spec.one_shot or not spec.secrets:
         pytest.skip("no running container or no secrets")
-    name = target.container_of(service)["Name"].lstrip("/")
     for secret in spec.secrets:
-        out = target.host.check_output(f"docker exec {name} stat -L -c '%a %u' /run/secrets/{secret.target}")
+        code, out, err = target.exec(service, ["stat", "-L", "-c", "%a %u", f"/run/secrets/{secret.target}"])
+        assert code == 0, err
         assert out.split() == ["400", str(spec.uid)], secret.target
 
 

@@ -2,24 +2,33 @@
 `postgres`: `make pg-promote` moves it); every other node streams from it on its own active
 slot, reports its lag, and really receives what the primary commits."""
 
-import shlex
 import time
 import uuid
 
+import docker.errors
 import pytest
 
-from shipyard import commands
 from shipyard import topology
 from shipyard.components.postgres import WAL_ARCHIVE_SLOT, slot_name
 from shipyard.components.postgres.instances import node_names as postgres_nodes, replica_names
 
 
-def _psql(target, service: str, sql: str) -> str:
-    """Run SQL inside a PostgreSQL container as the database owner, from its own secret file."""
-    name = target.container_of(service)["Name"].lstrip("/")
-    auth = f"PGUSER={target.settings.postgres.user} PGPASSWORD=$(cat /run/secrets/postgres_password)"
-    script = f"{auth} psql -h 127.0.0.1 -d postgres -qtAX -v ON_ERROR_STOP=1 -c {shlex.quote(sql)}"
-    return target.host.check_output(commands.to_shell(["docker", "exec", name, "bash", "-c", script]))
+_AS_REPLICATOR = "host=127.0.0.1 user=replicator dbname=postgres passfile=/run/secrets/replication_pgpass"
+
+
+def _psql(target, service: str, sql: str, as_owner: bool = False) -> str:
+    """SQL inside a PostgreSQL container: as the replication role through the node's passfile
+    (roles, slots, lag), or as the database owner for table access (its password from the
+    host's secret file, handed to this one exec only)."""
+    if as_owner:
+        password = target.host.file(f"{target.project_dir}/secrets/{service}/postgres_password").content_string
+        code, out, err = target.exec(service, ["psql", f"host=127.0.0.1 user={target.settings.postgres.user} dbname=postgres",
+                                               "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                                     environment={"PGPASSWORD": password.strip()})
+    else:
+        code, out, err = target.exec(service, ["psql", _AS_REPLICATOR, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    assert code == 0, f"{service}: {sql}: {err.strip()}"
+    return out.strip()
 
 
 @pytest.fixture(scope="module")
@@ -68,26 +77,29 @@ def test_replicas_report_their_lag_and_are_in_recovery(target, replicas):
 def test_a_commit_on_the_primary_reaches_every_replica(target, primary, replicas):
     marker = uuid.uuid4().hex
     _psql(target, primary, f"CREATE TABLE IF NOT EXISTS shipyard_verify (marker text); "
-                           f"INSERT INTO shipyard_verify VALUES ('{marker}')")
+                           f"INSERT INTO shipyard_verify VALUES ('{marker}')", as_owner=True)
     for name in replicas:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            found = _psql(target, name, f"SELECT count(*) FROM shipyard_verify WHERE marker = '{marker}'")
+            found = _psql(target, name, f"SELECT count(*) FROM shipyard_verify WHERE marker = '{marker}'", as_owner=True)
             if found == "1":
                 break
             time.sleep(0.2)
         assert found == "1", f"{name} did not receive the commit within 10 s"
-    _psql(target, primary, f"DELETE FROM shipyard_verify WHERE marker = '{marker}'")
+    _psql(target, primary, f"DELETE FROM shipyard_verify WHERE marker = '{marker}'", as_owner=True)
 
 
 def test_every_node_refuses_unauthenticated_clients(target, primary):
     """Through the published port (no password: refused), and inside each replica too."""
     _, pg_port = topology.published(target.settings, target.rendered.host, "postgres")
-    pg = target.host.run(f"docker run --rm --network host {target.container_of('postgres')['Config']['Image']} "
-                         f"psql -h 127.0.0.1 -p {pg_port} -U {target.settings.postgres.user} -w -c 'select 1'")
-    assert pg.rc != 0 and "password" in pg.stderr
+    client = target.docker.docker
+    image = target.container_of("postgres")["Config"]["Image"]
+    with pytest.raises(docker.errors.ContainerError) as refused:
+        client.containers.run(image, ["-h", "127.0.0.1", "-p", str(pg_port), "-U", target.settings.postgres.user,
+                                      "-w", "-c", "select 1"], entrypoint=["psql"], network_mode="host", remove=True,
+                              stderr=True)
+    assert "password" in (refused.value.stderr or b"").decode()
     for replica in replica_names(target.settings):
-        name = target.container_of(replica)["Name"].lstrip("/")
-        out = target.host.run(commands.to_shell(["docker", "exec", name, "psql", "-h", "127.0.0.1", "-U",
-                                                 target.settings.postgres.user, "-w", "-d", "postgres", "-c", "select 1"]))
-        assert "password" in out.stdout + out.stderr and "1 row" not in out.stdout, replica
+        code, out, err = target.exec(replica, ["psql", "-h", "127.0.0.1", "-U", target.settings.postgres.user, "-w",
+                                               "-d", "postgres", "-c", "select 1"])
+        assert code != 0 and "password" in err and "1 row" not in out, replica

@@ -3,14 +3,12 @@ its replicas connected, and every Redis node (and PostgreSQL replica) refuses an
 
 import pytest
 
-from shipyard import commands
 from shipyard.components.redis.instances import node_names as redis_nodes, sentinel_names as redis_sentinels
 
 
 def _exec(target, service: str, *argv: str) -> str:
-    name = target.container_of(service)["Name"].lstrip("/")
-    result = target.host.run(commands.to_shell(["docker", "exec", name, *argv]))
-    return result.stdout + result.stderr
+    _, out, err = target.exec(service, list(argv))
+    return out + err
 
 
 @pytest.fixture(scope="module")
