@@ -1,4 +1,5 @@
 # Shipyard — the front door. `make up` rolls out the local environment; `make test` runs everything.
+# Flags that destroy or lose data (VOLUMES, FORCE) act only on the value 1: VOLUMES=0 keeps data.
 ENV ?= local
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -50,7 +51,7 @@ up deploy: venv
 	$(MAKE) --no-print-directory verify ENV=$(ENV)
 
 down: venv
-	$(PY) -m shipyard down --env $(ENV) $(if $(VOLUMES),--volumes,)
+	$(PY) -m shipyard down --env $(ENV) $(if $(filter 1,$(VOLUMES)),--volumes,)
 
 pg-backup: venv
 	$(PY) -m shipyard pg-backup --env $(ENV)
@@ -60,7 +61,7 @@ pg-restore: venv
 
 pg-promote: venv
 	@test -n "$(REPLICA)" || { echo "usage: make pg-promote ENV=$(ENV) REPLICA=postgres-replica-N" >&2; exit 2; }
-	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT) $(if $(FORCE),--force,)
+	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT) $(if $(filter 1,$(FORCE)),--force,)
 
 pg-rebuild: venv
 	@test -n "$(NODE)" || { echo "usage: make pg-rebuild ENV=$(ENV) NODE=postgres-replica-N" >&2; exit 2; }

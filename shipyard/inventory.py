@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from shipyard import topology
 from shipyard.errors import SettingsError, ShipyardError
 from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
@@ -52,6 +53,13 @@ def _default_name(connect: str) -> str:
     if connect == "@local":
         return "local"
     return re.sub(r"[^a-z0-9-]", "-", connect.split(".")[0].lower()).strip("-")[:31] or "host"
+
+
+def _port_clash_error(clash: topology.PortClash, shown: str, environ: dict[str, str]) -> ShipyardError:
+    variables = [f"SHIPYARD_PORTS__{key.upper()}" for key in clash.settings if f"SHIPYARD_PORTS__{key.upper()}" in environ]
+    where = f"environment variable {', '.join(variables)}" if variables else f"{shown}: SHIPYARD.ports"
+    return ShipyardError(f"{where} (host {clash.host}, port {clash.port})", clash.what,
+                         "give one of them a free port: " + " or ".join(f"ports.{k}" for k in dict.fromkeys(clash.settings)))
 
 
 def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None) -> EnvironmentSettings:
@@ -98,7 +106,11 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
                                           "set shipyard_host to a lower-case name like 'app-1'"))
     if problems:
         raise SettingsError(problems)
-    settings = load_settings(data, hosts, shown, dict(os.environ) if environ is None else environ)
+    environ = dict(os.environ) if environ is None else environ
+    settings = load_settings(data, hosts, shown, environ)
+    clashes = topology.port_collisions(settings)
+    if clashes:
+        raise SettingsError([_port_clash_error(clash, shown, environ) for clash in clashes])
     if settings.name != env:
         raise SettingsError([ShipyardError(f"{shown}: SHIPYARD.name", f"is {settings.name!r} but the file is {env}.py",
                                            f"set name to {env!r} (the file name is the environment name)")])

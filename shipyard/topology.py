@@ -155,6 +155,40 @@ def published(settings: EnvironmentSettings, host: HostSettings, name: str) -> t
     return binding(settings, find(settings, name, host))
 
 
+@dataclass(frozen=True)
+class PortClash:
+    host: str
+    port: int
+    settings: tuple[str, ...]  # the ``ports`` keys involved (a key may appear with an instance offset)
+    what: str
+
+
+def port_collisions(settings: EnvironmentSettings) -> list[PortClash]:
+    """Every two instances that would publish the same port on one host (0.0.0.0 overlaps every
+    address): found from the settings, before anything is touched."""
+    def key(i: Instance) -> str:
+        port = i.service.port
+        if port is None or port.setting is None:
+            return f"{i.name}'s port"
+        offset = f" + {i.number + port.instance_offset}" if i.number else ""
+        return f"ports.{port.setting}{offset} ({i.name})"
+
+    clashes = []
+    for host in settings.hosts:
+        seen: list[tuple[str, int, Instance]] = []
+        for inst in instances_on(settings, host):
+            bound = binding(settings, inst)
+            if bound is None:
+                continue
+            for ip, port, other in seen:
+                if port == bound[1] and (ip == bound[0] or "0.0.0.0" in (ip, bound[0])):
+                    names = tuple(i.service.port.setting for i in (other, inst) if i.service.port and i.service.port.setting)
+                    clashes.append(PortClash(host.name, port, names,
+                                             f"{key(other)} and {key(inst)} both publish {port} ({ip} and {bound[0]})"))
+            seen.append((bound[0], bound[1], inst))
+    return clashes
+
+
 def address(settings: EnvironmentSettings, inst: Instance, from_host: HostSettings) -> Endpoint:
     """How something on ``from_host`` reaches ``inst``: service name on its own host, the
     provider host's address and published port from another."""

@@ -66,6 +66,10 @@ def _read_state(project_dir: str, project: str, services: dict[str, ServiceState
                              f"(`docker compose config --hash` / `ps` in {project_dir}):\n"
                              f"{hash_err.strip()}\n{ps_err.strip()}")
     hashes = dict(line.split(None, 1) for line in hash_out.splitlines() if line.strip())
+    missing = sorted(set(services) - set(hashes))
+    if missing:
+        raise OperationError(f"host {host.name}: `docker compose config --hash` in {project_dir} names no service "
+                             f"{', '.join(missing)}: the shipped compose.yaml is not the render; run the deploy again")
     ids: dict[str, str] = {}
     for line in image_out.splitlines():
         tags, _, image_id = line.rpartition(" ")

@@ -78,8 +78,10 @@ def docker_engine(debootstrap: bool = False):
         yield _apt_install(missing)
     if needs_compose and not compose_pkg:
         script = resources.files("shipyard.apply").joinpath("install-compose-from-trixie.sh").read_bytes()
-        yield FileUploadCommand(io.BytesIO(script), "/tmp/shipyard-install-compose.sh")
-        yield StringCommand("sh", "/tmp/shipyard-install-compose.sh")
+        # Into root's own directory, not a fixed /tmp path another user could have planted.
+        yield StringCommand("install", "-d", "-m", "700", "/root/.cache/shipyard")
+        yield FileUploadCommand(io.BytesIO(script), "/root/.cache/shipyard/install-compose.sh")
+        yield StringCommand("sh", "/root/.cache/shipyard/install-compose.sh")
     if not state.get("server"):
         if state.get("systemd") == "yes":
             yield StringCommand("systemctl", "enable", "--now", "docker")

@@ -34,9 +34,9 @@ def pull_or_explain(ref: str, env: str) -> str:
     message = (f"host {host.name}: cannot pull {ref}: no registry answers (last lines of `docker pull` above). "
                f"fix: set images.source to 'local' in inventories/{env}.py (images built on the host from "
                f"Debian packages), or images.mirror to a registry mirror that answers")
-    log = "/tmp/shipyard-pull.log"
-    return (f"{to_shell(['docker', 'pull', '--quiet', ref])} >{log} 2>&1 || "
-            f"{{ tail -n 3 {log} >&2; echo {shlex.quote(message)} >&2; exit 1; }}")
+    # A private temp file (mktemp), not a fixed /tmp path another user could have planted.
+    return (f'log=$(mktemp) && {{ {to_shell(["docker", "pull", "--quiet", ref])} >"$log" 2>&1 && rm -f "$log" || '
+            f'{{ tail -n 3 "$log" >&2; rm -f "$log"; echo {shlex.quote(message)} >&2; exit 1; }}; }}')
 
 
 @operation()

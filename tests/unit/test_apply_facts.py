@@ -27,3 +27,25 @@ def test_what_a_render_no_longer_has_is_removed_top_most_only():
     assert leftover_paths(existing, wanted, root) == [f"{root}/redis/sentinel.conf",
                                                       f"{root}/secrets/postgres-replica-2"]
     assert leftover_paths(existing, existing, root) == []
+
+
+def test_a_failed_pull_explains_itself_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """The pull command keeps docker's output in a private mktemp file, not a fixed /tmp path."""
+    import subprocess
+    import types
+
+    import shipyard.apply.pull as pull
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text("#!/bin/sh\necho 'Error response from daemon: no registry' >&2\nexit 1\n")
+    (fake_bin / "docker").chmod(0o755)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(pull, "host", types.SimpleNamespace(name="h1"))
+    script = pull.pull_or_explain("postgres:15.10-bookworm; rm -rf /", "production")
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            env={"PATH": f"{fake_bin}:/usr/bin:/bin", "TMPDIR": str(temp)})
+    assert result.returncode == 1
+    assert "no registry" in result.stderr and "host h1: cannot pull postgres:15.10-bookworm; rm -rf /" in result.stderr
+    assert list(temp.iterdir()) == []

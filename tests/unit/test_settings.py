@@ -100,3 +100,21 @@ def test_name_must_match_file(tmp_path):
 def test_shipped_inventories_validate(repo, env):
     settings = load_environment(repo, env, {})
     assert settings.name == env
+
+
+def test_two_ports_on_one_number_are_refused_naming_both_keys(repo):
+    from shipyard.inventory import load_environment
+
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "8000"})
+    text = str(err.value)
+    assert "environment variable SHIPYARD_PORTS__EDGE_HTTP (host local, port 8000)" in text
+    assert "ports.api_direct (api) and ports.edge_http (edge) both publish 8000" in text
+    # A numbered instance's port counts too: the first replica publishes at ports.postgres + 1.
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "production", {"SHIPYARD_PORTS__SENTINEL": "5433"})
+    assert "ports.postgres + 1 (postgres-replica-1) and ports.sentinel + 0 (redis-sentinel-1)" in str(err.value)
+    # 0.0.0.0 overlaps every address of the host.
+    with pytest.raises(SettingsError):
+        load_environment(repo, "ci", {"SHIPYARD_PORTS__EDGE_BIND": "0.0.0.0", "SHIPYARD_PORTS__EDGE_HTTP": "15432"})
+    load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})  # a free port is fine
