@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: secrets-init status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
 	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...] [UNTIL='2026-11-24 08:00:00+00']"
 	@echo "                         a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)"
+	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -80,6 +81,9 @@ plan: venv
 logs: venv
 	@test -n "$(SERVICE)" || { echo "usage: make logs ENV=$(ENV) SERVICE=api|postgres|redis-sentinel-1|... [TAIL=100] [FOLLOW=1]" >&2; exit 2; }
 	$(PY) -m shipyard logs --env $(ENV) --service $(SERVICE) --tail $(or $(TAIL),100) $(if $(filter 1,$(FOLLOW)),--follow,)
+
+secrets-init: venv
+	$(PY) -m shipyard secrets-init --env $(ENV)
 
 validate: venv
 	$(PY) -m shipyard validate --env $(ENV)

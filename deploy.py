@@ -29,4 +29,5 @@ ensure_docker_engine(debootstrap=settings.images.source == "local")
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
 ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
-roll_out(settings, render_host(settings, this_host), load_or_create(REPO, settings.name))
+roll_out(settings, render_host(settings, this_host),
+         load_or_create(REPO, settings.name, generate_missing=settings.secrets.generate_missing))

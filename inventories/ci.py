@@ -6,6 +6,8 @@ Ports differ from `local` so both can run side by side on one machine.
 SHIPYARD = {
     "name": "ci",
     "images": {"source": "local"},
+    # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
+    "secrets": {"generate_missing": True},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
               "postgres": 15432, "redis": 16379},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},

@@ -8,6 +8,8 @@ SHIPYARD = {
     "name": "local",
     # No registry answers on these machines: build images from Debian packages.
     "images": {"source": "local"},
+    # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
+    "secrets": {"generate_missing": True},
     "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
               "postgres": 5432, "redis": 6379},
 }

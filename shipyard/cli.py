@@ -4,6 +4,7 @@
     python -m shipyard validate --env E
     python -m shipyard up --env E [--lock-wait S]
     python -m shipyard down --env E [--volumes]
+    python -m shipyard secrets-init --env E
     python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
@@ -28,6 +29,7 @@ from shipyard.errors import ShipyardError
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
+from shipyard.secretstore import load_or_create
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_ROOT = REPO / "compose"
@@ -73,6 +75,9 @@ def up(env: str, lock_wait: float) -> int:
     # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
     _render_env(env, dict(os.environ))
+    settings = load_environment(REPO, env, dict(os.environ))
+    # Secrets too, before any host: a missing one of a real environment stops here with the fix.
+    load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p_rebuild.add_argument("--env", required=True)
     p_rebuild.add_argument("--node", required=True)
     p_rebuild.add_argument("--lock-wait", type=float, default=0.0)
+    sub.add_parser("secrets-init", help="create the missing secrets of an environment, on purpose"
+                   ).add_argument("--env", required=True)
     sub.add_parser("status", help="per host and component: instances, image, health, uptime, role, drift"
                    ).add_argument("--env", required=True)
     sub.add_parser("plan", help="what a deploy would change and why (read-only)").add_argument("--env", required=True)
@@ -185,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             settings = load_environment(REPO, args.env, dict(os.environ))
             print(f"{args.env}: valid ({len(settings.hosts)} hosts)")
+            return 0
+        if args.command == "secrets-init":
+            load_environment(REPO, args.env, dict(os.environ))
+            created: list[str] = []
+            load_or_create(REPO, args.env, generate_missing=True, created=created)
+            print(f"{args.env}: created {', '.join(created)} in secrets/{args.env}/ (commit them; the values stay "
+                  f"encrypted)" if created else f"{args.env}: every secret exists; nothing created")
             return 0
         if args.command in ("status", "plan", "logs"):
             from shipyard import views

@@ -5,9 +5,11 @@
 - The identity (private key) lives outside the repository:
   ``$SHIPYARD_AGE_IDENTITY_DIR/<env>.key`` (default ``~/.config/shipyard/age/<env>.key``).
 
-Missing secrets are generated on first use (and, when the environment has neither secrets
-nor recipients yet, a new identity too). Values stay in memory: this module never writes
-plain text to disk, and ``Secret`` prints as ``***``.
+Missing secrets are generated only where the environment says so (``secrets.generate_missing``:
+``local`` and ``ci``, per machine and throw-away) or on purpose (`make secrets-init`); a real
+environment with a missing secret stops with that fix, so no deploy silently invents a new
+password on whatever machine runs it. Values stay in memory: this module never writes plain
+text to disk, and ``Secret`` prints as ``***``.
 """
 
 from __future__ import annotations
@@ -75,11 +77,18 @@ def _recipients(env: str, store: Path) -> list[pyrage.x25519.Recipient]:
     return [pyrage.x25519.Recipient.from_str(k) for k in keys]
 
 
-def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
-    """Decrypt every secret of ``env``, generating whatever is missing. Raises SecretsError."""
+def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
+                   generate_missing: bool = True, created: list[str] | None = None) -> dict[str, Secret]:
+    """Decrypt every secret of ``env``; generate what is missing when ``generate_missing``
+    (its names are appended to ``created``), else raise SecretsError naming them and the fix."""
     store = repo / "secrets" / env
     key_file = identity_path(env, environ)
     existing = [store / f"{n}.age" for n in SECRET_NAMES if (store / f"{n}.age").exists()]
+    missing = [n for n in SECRET_NAMES if not (store / f"{n}.age").exists()]
+    if missing and not generate_missing:
+        raise SecretsError(f"secrets/{env}/", f"missing {', '.join(missing)}",
+                           f"create them on purpose with `make secrets-init ENV={env}` (needs the identity of {env}), "
+                           f"then commit secrets/{env}/; or restore them from git if they were deleted")
     if not (store / "recipients.txt").exists():
         if existing:
             raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
@@ -104,5 +113,7 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None) 
         else:
             value = random_source.token_urlsafe(32)
             _write_private(path, pyrage.encrypt(value.encode(), recipients), 0o644)
+            if created is not None:
+                created.append(name)
         values[name] = Secret(name, value)
     return values

@@ -64,6 +64,11 @@ def _ports_model() -> type[BaseModel]:
 PortSettings = _ports_model()
 
 
+class SecretSettings(Strict):
+    generate_missing: bool = Field(False, description="generate a missing secret at deploy time: only for "
+                                                      "per-machine, throw-away environments (local, ci)")
+
+
 # ``health.<tier>_timeout_s``: seconds a tier may take to become healthy in a rollout.
 HealthSettings = create_model("HealthSettings", __base__=Strict, **{
     f"{tier}_timeout_s": (int, Field(60 if tier == "edge" else 120, ge=5, le=3600,
@@ -94,6 +99,7 @@ class CoreSettings(BaseSettings):
     images: ImageSettings = ImageSettings()
     ports: PortSettings = PortSettings()  # type: ignore[valid-type]
     health: HealthSettings = HealthSettings()
+    secrets: SecretSettings = SecretSettings()
     hosts: tuple[HostSettings, ...]
 
     @classmethod

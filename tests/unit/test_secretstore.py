@@ -36,3 +36,29 @@ def test_wrong_identity_cannot_decrypt(tmp_path):
     (other / "ids" / "t.key").replace(tmp_path / "ids" / "t.key")
     with pytest.raises(SecretsError, match="cannot be decrypted"):
         load_or_create(tmp_path, "t", {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")})
+
+
+def test_a_real_environment_never_invents_a_missing_secret(tmp_path):
+    env = {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")}
+    created: list[str] = []
+    first = load_or_create(tmp_path, "t", env, created=created)
+    assert sorted(created) == sorted(SECRET_NAMES)
+    (tmp_path / "secrets" / "t" / "redis_password.age").unlink()
+    with pytest.raises(SecretsError) as err:
+        load_or_create(tmp_path, "t", env, generate_missing=False)
+    assert "missing redis_password" in err.value.what and "make secrets-init ENV=t" in err.value.fix
+    assert not (tmp_path / "secrets" / "t" / "redis_password.age").exists()  # nothing written
+    # `make secrets-init` creates only what is missing; the others keep their values.
+    created.clear()
+    again = load_or_create(tmp_path, "t", env, generate_missing=True, created=created)
+    assert created == ["redis_password"]
+    assert {k: v for k, v in again.items() if k != "redis_password"} == \
+        {k: v for k, v in first.items() if k != "redis_password"}
+
+
+def test_only_per_machine_environments_generate_secrets(repo):
+    from shipyard.inventory import load_environment
+
+    assert load_environment(repo, "local", {}).secrets.generate_missing
+    assert load_environment(repo, "ci", {}).secrets.generate_missing
+    assert not load_environment(repo, "production", {}).secrets.generate_missing
