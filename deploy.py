@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pyinfra import host
 
-from shipyard import images, topology
+from shipyard import commands, images, topology
 from shipyard.apply.engine import ensure_docker_engine
+from shipyard.apply.guard import ensure_same_secrets
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
 from shipyard.apply.rollout import roll_out
@@ -25,9 +26,12 @@ this_host = next(h for h in settings.hosts if h.connect == host.name)
 # The images this host's services run: only those are pulled or built here.
 needed = [(i.component, i.service.image) for i in topology.instances_on(settings, this_host)]
 
+secrets = load_or_create(REPO, settings.name, generate_missing=settings.secrets.generate_missing)
+
+# First, before anything on the host changes: the host runs with these secrets (or none yet).
+ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets)
 ensure_docker_engine(debootstrap=settings.images.source == "local")
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
 ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
-roll_out(settings, render_host(settings, this_host),
-         load_or_create(REPO, settings.name, generate_missing=settings.secrets.generate_missing))
+roll_out(settings, render_host(settings, this_host), secrets)

@@ -14,6 +14,7 @@ text to disk, and ``Secret`` prints as ``***``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets as random_source
 from dataclasses import dataclass
@@ -39,6 +40,28 @@ class Secret:
         return f"Secret({self.name}=***)"
 
     __str__ = __repr__
+
+
+def fingerprints(values: dict[str, Secret]) -> dict[str, str]:
+    """name → a fingerprint of its value (sha256, salted with the name): what a host records of
+    the secrets it runs with. The values are 32 random bytes, so a fingerprint reveals nothing."""
+    return {name: hashlib.sha256(f"shipyard-secret:{name}:{secret.value}".encode()).hexdigest()[:16]
+            for name, secret in sorted(values.items())}
+
+
+def fingerprints_text(values: dict[str, Secret]) -> bytes:
+    return "".join(f"{name} {fp}\n" for name, fp in fingerprints(values).items()).encode()
+
+
+def parse_fingerprints(text: str) -> dict[str, str]:
+    return dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) == 2)
+
+
+def differing(recorded: dict[str, str], values: dict[str, Secret]) -> list[str]:
+    """The secrets whose value differs from what the host records (a secret the host never had
+    does not count: adding one is a change the deploy makes, not a conflict)."""
+    mine = fingerprints(values)
+    return sorted(name for name, fp in recorded.items() if name in mine and mine[name] != fp)
 
 
 def identity_path(env: str, environ: dict[str, str] | None = None) -> Path:

@@ -8,9 +8,10 @@ from pyinfra.operations import python
 
 from shipyard import commands, images, topology
 from shipyard.apply.converge import ServiceState, converge_host
+from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
 from shipyard.render import RenderedHost, render_secret_file
-from shipyard.secretstore import Secret
+from shipyard.secretstore import Secret, fingerprints_text
 from shipyard.settings import EnvironmentSettings
 
 
@@ -30,7 +31,9 @@ def project_files(root: str, rendered: RenderedHost) -> list[WantedPath]:
 def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict[str, Secret]) -> list[WantedPath]:
     """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it,
     in a 0500 directory of that uid, under a 0700 root-only secrets directory."""
-    wanted = [WantedPath(f"{root}/secrets", 0, "700")]
+    # What this host runs with, by fingerprint: a deploy holding other secrets stops (guard.py).
+    wanted = [WantedPath(f"{root}/secrets", 0, "700"),
+              WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values))]
     for inst in on_host:
         svc = inst.service
         if not svc.secrets:

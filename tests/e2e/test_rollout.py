@@ -15,6 +15,36 @@ def test_rerun_with_nothing_changed_recreates_nothing(env_name):
     assert container_states(f"shipyard-{env_name}") == before
 
 
+def test_a_second_checkout_with_other_secrets_is_refused_before_touching_anything(env_name, tmp_path):
+    """Another clone (here: a copy of this one without its per-machine secrets) generates its own
+    secrets for the environment; deploying them would lock the platform out of its own data."""
+    import shutil
+    import subprocess
+    import sys
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    clone = tmp_path / "clone"
+    for rel in files:
+        if (REPO / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, clone / rel)
+    shutil.copytree(REPO / ".shipyard" / "wheelhouse", clone / ".shipyard" / "wheelhouse")  # no re-download
+    before = container_states(f"shipyard-{env_name}")
+    result = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", env_name], cwd=clone,
+                            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                 "HOME": str(tmp_path), "SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")},
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "runs with other secrets than this checkout holds" in output and "nothing was changed" in output
+    assert "postgres_password" in output and f"secrets/{env_name}/" in output
+    assert container_states(f"shipyard-{env_name}") == before
+    # The environment still runs with its own secrets: a deploy from this checkout changes nothing.
+    again = run_shipyard("up", "--env", env_name)
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
+
+
 def test_second_concurrent_deploy_is_refused_with_a_clear_message(env_name):
     with environment_lock(REPO, env_name):
         result = run_shipyard("up", "--env", env_name)

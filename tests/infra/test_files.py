@@ -3,6 +3,8 @@ reading uid, inside and outside the container, and never in env, compose or conf
 
 import pytest
 
+from shipyard.secretstore import SECRET_NAMES
+
 
 
 def test_rendered_and_static_files_are_shipped_unchanged(target):
@@ -18,7 +20,16 @@ def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_ser
     assert sorted(line[2:] for line in listed.splitlines()) == sorted(target.rendered.shipped)
     secret_dirs = target.host.check_output(f"ls {target.project_dir}/secrets").split()
     services = target.rendered.compose["services"]
-    assert sorted(secret_dirs) == sorted(name for name, svc in services.items() if svc.get("secrets"))
+    assert sorted(secret_dirs) == sorted(["fingerprints"] + [name for name, svc in services.items() if svc.get("secrets")])
+
+
+def test_the_host_records_its_secrets_by_fingerprint_only(target):
+    recorded = target.host.file(f"{target.project_dir}/secrets/fingerprints")
+    assert recorded.mode == 0o400 and recorded.uid == 0
+    names = sorted(line.split()[0] for line in recorded.content_string.splitlines())
+    assert names == sorted(SECRET_NAMES)
+    for line in recorded.content_string.splitlines():
+        assert len(line.split()[1]) == 16  # a fingerprint, not a value (values are 43 characters)
 
 
 def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service):
@@ -48,6 +59,7 @@ def test_no_secret_value_in_env_compose_or_config(target):
     assert values, "expected some secrets to check"
     haystacks = [" ".join(c["Config"]["Env"] or []) + " ".join(c["Config"]["Cmd"] or []) for c in target.containers()]
     haystacks += [content.decode() for content in target.rendered.files.values()]
+    haystacks.append(target.host.file(f"{target.project_dir}/secrets/fingerprints").content_string)
     for value in values:
         assert len(value) >= 32
         assert not any(value in text for text in haystacks)

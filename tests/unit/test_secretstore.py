@@ -62,3 +62,15 @@ def test_only_per_machine_environments_generate_secrets(repo):
     assert load_environment(repo, "local", {}).secrets.generate_missing
     assert load_environment(repo, "ci", {}).secrets.generate_missing
     assert not load_environment(repo, "production", {}).secrets.generate_missing
+
+
+def test_fingerprints_tell_other_secrets_apart_without_revealing_them():
+    from shipyard.secretstore import Secret, differing, fingerprints, fingerprints_text, parse_fingerprints
+
+    mine = {"a": Secret("a", "x" * 43), "b": Secret("b", "y" * 43)}
+    recorded = parse_fingerprints(fingerprints_text(mine).decode())
+    assert recorded == fingerprints(mine) and differing(recorded, mine) == []
+    assert "x" * 43 not in fingerprints_text(mine).decode()
+    other = {"a": Secret("a", "z" * 43), "b": mine["b"], "c": Secret("c", "new" * 15)}
+    assert differing(recorded, other) == ["a"]  # a secret the host never had is not a conflict
+    assert differing({}, other) == []  # first deploy

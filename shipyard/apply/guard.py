@@ -1,0 +1,56 @@
+"""pyinfra operation, the first of a deploy on each host: refuse a deploy whose secrets are not
+the ones the host runs with.
+
+A second checkout of the repo (or another machine) holding other secrets for the same
+environment would otherwise overwrite the deployed secret files, report nothing changed, and
+leave the platform crash-looping at its next restart (PostgreSQL keeps its password in its
+data). The host records each secret's fingerprint (never the value) in
+``<project>/secrets/fingerprints``; a deploy whose fingerprints differ stops here, before
+anything on the host is touched, and says how to adopt the environment's secrets.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.api.exceptions import OperationError
+
+from shipyard import commands
+from shipyard.secretstore import Secret, differing, parse_fingerprints
+
+FINGERPRINTS = "fingerprints"  # in the project's root-only secrets dir
+
+
+class RecordedFingerprints(FactBase):
+    """name → fingerprint, as the host recorded them at its last deploy ({} when never deployed)."""
+
+    def command(self, path: str) -> str:
+        return commands.to_shell(["cat", path]) + " 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return parse_fingerprints("\n".join(output))
+
+
+@operation(is_idempotent=True)
+def same_secrets(root: str, env: str, values: dict[str, Secret]):
+    recorded = host.get_fact(RecordedFingerprints, path=f"{root}/secrets/{FINGERPRINTS}")
+    changed = differing(recorded, values)
+    if changed:
+        message = (f"host {host.name}: {root} runs with other secrets than this checkout holds "
+                   f"({', '.join(changed)} differ); nothing was changed.\n"
+                   f"fix: deploy from the checkout that deployed it, or adopt its secrets here: copy its "
+                   f"secrets/{env}/ and its age identity (~/.config/shipyard/age/{env}.key) to this checkout; "
+                   f"to start the environment over instead: make down ENV={env} VOLUMES=1 (deletes its data)")
+        print(message, flush=True)  # once, readable: pyinfra repeats an exception's text
+        raise OperationError(f"host {host.name}: other secrets than the deployed ones (report above)")
+    host.noop(f"{len(recorded)} recorded secrets match" if recorded else "first deploy: no secrets recorded yet")
+    return
+    yield  # an operation is a generator; this one only checks
+
+
+def ensure_same_secrets(root: str, env: str, values: dict[str, Secret]) -> None:
+    same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values)
