@@ -66,12 +66,32 @@ def _migrate(settings: ProcessSettings) -> int:
     return 1
 
 
+def _db_setup(settings: ProcessSettings) -> int:
+    from taskplatform import dbsetup
+    from taskplatform.secrets import FileSecretSource
+
+    logs.setup()
+    log = logging.getLogger("taskplatform.dbsetup")
+    for attempt in range(1, 31):  # PostgreSQL may still be starting when the deploy runs this
+        try:
+            for line in dbsetup.setup(settings, FileSecretSource(settings.secrets_dir)):
+                log.info(line)
+            return 0
+        except Exception as exc:  # noqa: BLE001
+            if attempt == 30 or "password authentication failed" in str(exc):
+                log.error("database setup failed", extra={"reason": str(exc)[:500]})
+                return 1
+            time.sleep(1)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskplatform")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="serve the task API (uvicorn, TASKS_API_PROCESSES processes)")
     sub.add_parser("worker", help="process tasks from the Redis stream")
     sub.add_parser("migrate", help="alembic upgrade head")
+    sub.add_parser("db-setup", help="create/update the platform's database roles (as the superuser)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
     check.add_argument("what", choices=["api", "worker"])
     args = parser.parse_args(argv)
@@ -86,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return _worker(settings)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "db-setup":
+        return _db_setup(settings)
     return 2
 
 

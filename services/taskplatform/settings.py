@@ -32,6 +32,11 @@ class ProcessSettings(BaseSettings):
     pg_port: int = 5432
     pg_database: str = "tasks"
     pg_user: str = "tasks"
+    # `taskplatform db-setup` only: the superuser it connects as, and the roles it provisions
+    # (the deploy then runs migrations as the migrator and the API/workers as the app role).
+    pg_admin_user: str = "postgres"
+    pg_migrator_role: str = "tasks_migrator"
+    pg_app_role: str = "tasks_app"
     pg_hosts: str = Field("", description="comma-separated host:port of every PostgreSQL node: writes go to the "
                                           "one that accepts them, lag-tolerant reads prefer a replica; "
                                           "empty = pg_host:pg_port alone")

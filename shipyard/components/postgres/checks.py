@@ -106,3 +106,4 @@ def test_every_node_refuses_unauthenticated_clients(target, primary):
         code, out, err = target.exec(replica, ["psql", "-h", "127.0.0.1", "-U", target.settings.postgres.user, "-w",
                                                "-d", "postgres", "-c", "select 1"])
         assert code != 0 and "password" in err and "1 row" not in out, replica
+

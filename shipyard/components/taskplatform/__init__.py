@@ -17,8 +17,14 @@ from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettin
 
 UID = 10001  # the task platform image's user
 CONF = "/etc/taskplatform"
-_PG = SecretFile("postgres_password", "postgres_password")
+# Each process reads "postgres_password": the password of the role it connects as. Only the
+# db-setup job gets the superuser's.
+_PG_MIGRATOR = SecretFile("postgres_password", "pg_migrator_password")
+_PG_APP = SecretFile("postgres_password", "pg_app_password")
 _REDIS = SecretFile("redis_password", "redis_password")
+_DB_SETUP_SECRETS = (SecretFile("postgres_admin_password", "postgres_password"),
+                     SecretFile("migrator_password", "pg_migrator_password"),
+                     SecretFile("app_password", "pg_app_password"))
 
 
 def _environment(ctx) -> dict[str, str]:
@@ -29,7 +35,7 @@ def _environment(ctx) -> dict[str, str]:
         # no redeploy) and sends reads that tolerate lag to a replica when one is up.
         "TASKS_PG_HOSTS": ",".join(str(e) for e in ctx.endpoints("postgres", "postgres")
                                    + ctx.endpoints("postgres", "postgres-replica")),
-        "TASKS_PG_DATABASE": postgres.database, "TASKS_PG_USER": postgres.user,
+        "TASKS_PG_DATABASE": postgres.database, "TASKS_PG_USER": app.db_app_role,
         "TASKS_REDIS_HOST": master.host, "TASKS_REDIS_PORT": str(master.port),
         # With Sentinels the app asks them for the current master (TASKS_REDIS_HOST/PORT unused).
         "TASKS_REDIS_SENTINELS": ",".join(str(e) for e in ctx.endpoints("redis", "redis-sentinel")),
@@ -44,7 +50,14 @@ def _environment(ctx) -> dict[str, str]:
 
 def compose_service(ctx, inst) -> dict[str, Any]:
     app = ctx.section("app")
-    doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": _environment(ctx)}
+    env = _environment(ctx)
+    if inst.service.name == "migrate":
+        env["TASKS_PG_USER"] = app.db_migrator_role
+    elif inst.service.name == "db-setup":
+        env = {k: v for k, v in env.items() if k.startswith("TASKS_PG_") and k != "TASKS_PG_USER"} | {
+            "TASKS_PG_ADMIN_USER": ctx.section("postgres").user, "TASKS_PG_MIGRATOR_ROLE": app.db_migrator_role,
+            "TASKS_PG_APP_ROLE": app.db_app_role, "TASKS_SECRETS_DIR": "/run/secrets"}
+    doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": env}
     if inst.service.one_shot:
         doc["restart"] = "no"
         return doc
@@ -72,14 +85,17 @@ COMPONENT = Component(
     ),
     config_dirs=(ConfigDir("taskplatform", CONF),),
     services=(
-        Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG,), one_shot=True, placement="once",
-                serves_clients=False),
-        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG, _REDIS, SecretFile("jwt_signing_key", "jwt_signing_key")),
+        # The platform's own database roles, as the superuser (only this job has its password).
+        Service("db-setup", "app", "app", "taskplatform", UID, secrets=_DB_SETUP_SECRETS, one_shot=True,
+                placement="once", serves_clients=False),
+        Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG_MIGRATOR,), one_shot=True, placement="once",
+                serves_clients=False, waits=(Wait("db-setup", "service_completed_successfully"),)),
+        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, SecretFile("jwt_signing_key", "jwt_signing_key")),
                 config_dir="taskplatform", hot_reload=True,
                 port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks); null to not publish"),
                 health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),)),
-        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG, _REDIS), config_dir="taskplatform",
+        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS), config_dir="taskplatform",
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),)),

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from shipyard import topology
+from shipyard.components.postgres.instances import node_names
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,22 @@ def test_unauthenticated_request_is_refused(edge):
     response = requests.get(f"{edge}/v1/tasks", timeout=5)
     assert response.status_code == 401
     assert set(response.json()) == {"code", "message", "request_id"}
+
+
+def test_the_platform_connects_as_its_own_roles_never_as_a_superuser(target):
+    """db-setup's roles in use: every client session on the primary is a non-superuser, and
+    the API and workers are connected as the app role."""
+    if not target.runs("postgres"):
+        pytest.skip("no PostgreSQL on this host")
+    as_replicator = "host=127.0.0.1 user=replicator dbname=postgres passfile=/run/secrets/replication_pgpass"
+
+    def ask(node: str, query: str) -> str:
+        code, out, err = target.exec(node, ["psql", as_replicator, "-qtAX", "-c", query])
+        assert code == 0, err
+        return out.strip()
+
+    primary = next(n for n in node_names(target.settings) if ask(n, "SELECT pg_is_in_recovery()") == "f")
+    sessions = ask(primary, "SELECT r.rolname, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename "
+                            "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()").splitlines()
+    assert sessions and all(line.endswith("|f") for line in sessions), f"superuser sessions: {sessions}"
+    assert f"{target.settings.app.db_app_role}|f" in sessions, sessions

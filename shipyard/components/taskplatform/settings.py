@@ -9,6 +9,8 @@ from pydantic import Field
 
 from shipyard.component import Strict
 
+_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+
 
 class RuntimeSettings(Strict):
     """Initial runtime config of the task platform (hot-reloadable later through the config source)."""
@@ -29,3 +31,7 @@ class AppSettings(Strict):
     api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
     worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
     memory_limit_mb: int = Field(512, ge=128)
+    # Its own PostgreSQL roles (created by the db-setup job as the superuser): migrations run as
+    # the schema owner, the API and workers as a role that may only read and write rows.
+    db_migrator_role: str = Field("tasks_migrator", pattern=_IDENT, description="role that owns the schema (migrations)")
+    db_app_role: str = Field("tasks_app", pattern=_IDENT, description="role of the API and workers (rows only)")
