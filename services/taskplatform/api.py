@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskplatform import kinds, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
-from taskplatform.secrets import FileSecretSource, SecretSource
+from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
 
 log = logging.getLogger("taskplatform.api")
@@ -131,7 +131,7 @@ class Services:
             self._pools.append(read_pool)
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
-                                   s.redis_master_name)
+                                   s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.watch())
 
     async def stop(self) -> None:

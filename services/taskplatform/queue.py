@@ -15,7 +15,7 @@ MAXLEN = 200_000  # approximate trim; entries are acked long before this
 
 
 def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]] | None = None,
-            master_name: str = "tasks") -> redis.Redis:
+            master_name: str = "tasks", sentinel_password: str | None = None) -> redis.Redis:
     """A client of the current master: through Sentinel when there are Sentinels (it follows a
     failover on the next command that fails), else the given master directly."""
     # Fail fast (one quick retry): during a Redis outage the API must keep answering (the row is
@@ -23,7 +23,10 @@ def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]
     options = dict(password=password, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
     if sentinels:
-        sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2)
+        # The Sentinels have a password of their own (anonymous clients could otherwise point
+        # them at a rogue master): a Sentinel client learns nothing of the data's password.
+        sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2,
+                            sentinel_kwargs={"password": sentinel_password} if sentinel_password else None)
         return sentinel.master_for(master_name, **options)
     return redis.Redis(host=host, port=port, **options)
 

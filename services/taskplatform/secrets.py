@@ -17,6 +17,14 @@ class SecretSource(abc.ABC):
         """The secret's value; raises SecretError (without the value) when unavailable."""
 
 
+def optional(source: SecretSource, name: str) -> str | None:
+    """A secret the deployment may not provide (the Sentinels' password without Sentinels)."""
+    try:
+        return source.get(name)
+    except SecretError:
+        return None
+
+
 class FileSecretSource(SecretSource):
     """One file per secret (mode 0400, delivered by the deploy), trailing newline stripped."""
 

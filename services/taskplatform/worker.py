@@ -21,7 +21,7 @@ from prometheus_client import start_http_server
 
 from taskplatform import kinds, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource
-from taskplatform.secrets import SecretSource
+from taskplatform.secrets import SecretSource, optional
 from taskplatform.settings import ProcessSettings
 
 log = logging.getLogger("taskplatform.worker")
@@ -163,7 +163,7 @@ class Worker:
                                        connect_timeout=s.pg_connect_timeout_seconds)
         self.store = store.TaskStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
-                                   s.redis_master_name)
+                                   s.redis_master_name, optional(self.secrets, "sentinel_password"))
         await self._ensure_group()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -102,9 +102,9 @@ def _sentinel_view(settings) -> list[dict[str, str]]:
 
     views = []
     for sentinel in redis_sentinels(settings):
-        out = subprocess.run(["docker", "exec", container_of(settings, sentinel), "redis-cli", "-p", "26379",
-                              "sentinel", "master", settings.redis.master_name], capture_output=True, text=True,
-                             check=True).stdout.split("\n")
+        out = subprocess.run(["docker", "exec", container_of(settings, sentinel), "sh",
+                              "/usr/local/etc/redis-sentinel/cli.sh", "sentinel", "master", settings.redis.master_name],
+                             capture_output=True, text=True, check=True).stdout.split("\n")
         views.append(dict(zip(out[::2], out[1::2])))
     return views
 

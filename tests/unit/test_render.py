@@ -58,9 +58,13 @@ def test_each_service_gets_only_its_secrets_as_files(repo):
     assert targets["postgres"] == targets["postgres-replica-1"] == [
         "postgres_password", "replication_password", "replication_pgpass"]
     assert targets["postgres-backup"] == ["replication_pgpass"]
-    assert targets["redis"] == ["redis_auth.conf"]
-    assert targets["worker"] == ["postgres_password", "redis_password"]
-    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password"]
+    assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
+    assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
+    assert targets["worker"] == ["postgres_password", "redis_password", "sentinel_password"]
+    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password", "sentinel_password"]
+    # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
+    # workers and migrations read their own role's as postgres_password (checked by make verify).
+    assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
     assert "secrets" not in services["edge"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
 

@@ -22,6 +22,8 @@ SENTINEL_CONF = "/usr/local/etc/redis-sentinel"
 SENTINEL_WAIT_S = 10
 
 _AUTH = SecretFile("redis_auth.conf", "redis_password", template="secrets/auth.conf.j2")
+# The Sentinels' own password: their clients (the app, node.sh asking who the master is) need it.
+_SENTINEL_AUTH = SecretFile("sentinel_password", "sentinel_password")
 _NODE_HEALTH = Health(("sh", f"{CONF}/health.sh"), start_period_s=60)
 _PORT_DOC = "host port Redis publishes on (replica N: this + N, published only for other hosts)"
 
@@ -81,16 +83,16 @@ COMPONENT = Component(
                   local_context="shipyard/components/redis/image"),),
     config_dirs=(ConfigDir("redis", CONF), ConfigDir("sentinel", SENTINEL_CONF)),
     services=(
-        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH,), config_dir="redis",
+        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _SENTINEL_AUTH), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH),
         # Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a
         # replica, and its node.sh asks the Sentinels, so they must start beside it.
-        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH,), config_dir="redis",
+        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _SENTINEL_AUTH), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
                 instances=lambda s: s.redis.replicas, placement="spread", consumers_wait=None,
                 waits=(Wait("redis", "service_started"),)),
         Service("redis-sentinel", "data", "data", "redis", UID,
-                secrets=(SecretFile("redis_password", "redis_password"),), config_dir="sentinel",
+                secrets=(SecretFile("redis_password", "redis_password"), _SENTINEL_AUTH), config_dir="sentinel",
                 port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
                           publish="remote", instance_offset=-1),
                 health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),

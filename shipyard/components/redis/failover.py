@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from shipyard.components.redis import SENTINEL_CONF
 from shipyard.components.redis.instances import sentinel_names as redis_sentinels
 from shipyard.drills.containers import run_in
 from shipyard.errors import ShipyardError
@@ -14,7 +15,7 @@ def sentinel_masters(settings: EnvironmentSettings) -> list[str]:
     """What each Sentinel names as the master now (host:port)."""
     answers = []
     for sentinel in redis_sentinels(settings):
-        _, out, _ = run_in(settings, sentinel, ["redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name",
+        _, out, _ = run_in(settings, sentinel, ["sh", f"{SENTINEL_CONF}/cli.sh", "sentinel", "get-master-addr-by-name",
                                                 settings.redis.master_name])
         answers.append(":".join(out.split()[:2]))
     return answers
@@ -27,8 +28,8 @@ def redis_failover(settings: EnvironmentSettings, timeout_s: float = 60) -> tupl
                             "set redis.sentinels to 3 to run Redis with automatic failover")
     before = sentinel_masters(settings)[0]
     started = time.monotonic()
-    _, reply, err = run_in(settings, redis_sentinels(settings)[0], ["redis-cli", "-p", "26379", "sentinel", "failover",
-                                                                    settings.redis.master_name])
+    _, reply, err = run_in(settings, redis_sentinels(settings)[0], ["sh", f"{SENTINEL_CONF}/cli.sh", "sentinel",
+                                                                    "failover", settings.redis.master_name])
     reply = (reply or err).strip()
     if reply != "OK":
         raise ShipyardError(f"environment {settings.name}, Sentinel {redis_sentinels(settings)[0]}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from shipyard import topology
+from shipyard.components.redis import SENTINEL_CONF
 
 
 def describe(settings, containers: dict) -> dict[str, str]:
@@ -13,7 +14,8 @@ def describe(settings, containers: dict) -> dict[str, str]:
     answers: dict[str, str] = {}
     for name, container in containers.items():
         if name.startswith("redis-sentinel-") and container.status == "running":
-            result = container.exec_run(["redis-cli", "-p", "26379", "sentinel", "get-master-addr-by-name", master_name])
+            result = container.exec_run(["sh", f"{SENTINEL_CONF}/cli.sh", "sentinel", "get-master-addr-by-name",
+                                         master_name])
             lines = (result.output or b"").decode(errors="replace").split()
             answers[name] = ":".join(lines[:2]) if result.exit_code == 0 and len(lines) >= 2 else "no answer"
     votes = Counter(a for a in answers.values() if a != "no answer")

@@ -22,6 +22,7 @@ CONF = "/etc/taskplatform"
 _PG_MIGRATOR = SecretFile("postgres_password", "pg_migrator_password")
 _PG_APP = SecretFile("postgres_password", "pg_app_password")
 _REDIS = SecretFile("redis_password", "redis_password")
+_SENTINEL = SecretFile("sentinel_password", "sentinel_password")
 _DB_SETUP_SECRETS = (SecretFile("postgres_admin_password", "postgres_password"),
                      SecretFile("migrator_password", "pg_migrator_password"),
                      SecretFile("app_password", "pg_app_password"))
@@ -90,12 +91,12 @@ COMPONENT = Component(
                 placement="once", serves_clients=False),
         Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG_MIGRATOR,), one_shot=True, placement="once",
                 serves_clients=False, waits=(Wait("db-setup", "service_completed_successfully"),)),
-        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, SecretFile("jwt_signing_key", "jwt_signing_key")),
+        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL, SecretFile("jwt_signing_key", "jwt_signing_key")),
                 config_dir="taskplatform", hot_reload=True,
                 port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks); null to not publish"),
                 health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),)),
-        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS), config_dir="taskplatform",
+        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL), config_dir="taskplatform",
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),)),

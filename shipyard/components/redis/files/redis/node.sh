@@ -19,6 +19,9 @@ master=""
 # The Sentinels start next to this node in a re-deploy (they only wait for `redis` to start):
 # give them $REDIS_SENTINEL_WAIT_S s to answer before falling back.
 round=0
+# The Sentinels answer only clients that know their password (their own secret file).
+REDISCLI_AUTH=$(cat /run/secrets/sentinel_password)
+export REDISCLI_AUTH
 while [ -z "$master" ] && [ "$round" -lt "$REDIS_SENTINEL_WAIT_S" ]; do
     answers=""
     for sentinel in $REDIS_SENTINELS; do
@@ -38,6 +41,7 @@ while [ -z "$master" ] && [ "$round" -lt "$REDIS_SENTINEL_WAIT_S" ]; do
         sleep 1
     fi
 done
+unset REDISCLI_AUTH
 if [ -z "$master" ]; then
     REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)
     export REDISCLI_AUTH

@@ -33,8 +33,15 @@ sed -i "s/^\(sentinel monitor $REDIS_MASTER_NAME [^ ]* [0-9]*\) [0-9]*$/\1 $REDI
 set_option down-after-milliseconds "$REDIS_DOWN_AFTER_MS"
 set_option failover-timeout "$REDIS_FAILOVER_TIMEOUT_MS"
 umask 077
-{ grep -v "^sentinel auth-pass $REDIS_MASTER_NAME " "$conf"
-  printf 'sentinel auth-pass %s %s\n' "$REDIS_MASTER_NAME" "$(cat /run/secrets/redis_password)"; } >"$conf.new"
+# The master's password (to monitor it), this Sentinel's own password for its clients
+# (requirepass) and the one it gives its peers (sentinel-pass): the same secret on every Sentinel.
+# Sentinel's CONFIG REWRITE records the default user as an ACL line ("user default on nopass
+# ..."), which would win over requirepass at the next start: it goes, requirepass decides.
+{ grep -v -e "^sentinel auth-pass $REDIS_MASTER_NAME " -e "^requirepass " -e "^sentinel sentinel-pass " \
+       -e "^user default " "$conf"
+  printf 'sentinel auth-pass %s %s\n' "$REDIS_MASTER_NAME" "$(cat /run/secrets/redis_password)"
+  printf 'requirepass %s\n' "$(cat /run/secrets/sentinel_password)"
+  printf 'sentinel sentinel-pass %s\n' "$(cat /run/secrets/sentinel_password)"; } >"$conf.new"
 mv "$conf.new" "$conf"
 # The image's entrypoint gives /data to the redis user and drops root.
 exec docker-entrypoint.sh redis-server /data/sentinel.conf --sentinel

@@ -2,4 +2,4 @@
 # Shipped by Shipyard (shipyard/components/redis/files/): container health of a Sentinel: it
 # knows a master for $REDIS_MASTER_NAME (set by the render).
 set -eu
-redis-cli -p 26379 sentinel get-master-addr-by-name "$REDIS_MASTER_NAME" | grep -q .
+sh "$(dirname "$0")/cli.sh" sentinel get-master-addr-by-name "$REDIS_MASTER_NAME" | grep -q .
