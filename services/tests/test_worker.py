@@ -65,6 +65,16 @@ def test_duplicate_delivery_completes_once(workers, tenant, platform):
     assert task["status"] == "succeeded" and task["attempts"] == 1
 
 
+def test_an_attempt_past_its_kinds_timeout_is_cancelled_and_counted(workers, tenant, runtime_config):
+    runtime_config(task_timeout_seconds_by_kind={"sleep": 0.5})
+    hung = tenant.create("sleep", {"seconds": 20}).json()["id"]
+    quick = tenant.create("sleep", {"seconds": 0.1}).json()["id"]
+    task = tenant.wait_for(hung, timeout=20)
+    assert task["status"] == "dead" and task["attempts"] == 3, task
+    assert task["error"].startswith("TimeoutError: attempt 3 ran longer than 0.5 s"), task
+    assert tenant.wait_for(quick)["status"] == "succeeded"
+
+
 def test_concurrency_follows_the_live_config(workers, tenant, runtime_config):
     runtime_config(worker_concurrency=1)
     ids = [tenant.create("sleep", {"seconds": 0.4}).json()["id"] for _ in range(4)]
