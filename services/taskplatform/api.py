@@ -290,14 +290,15 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                 problems = "; ".join(f"payload.{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
                                      for e in exc.errors())
                 raise ApiError(422, "invalid_request", problems) from None
-        task, created = await services.store.create(tenant_id, body.kind, body.payload,
-                                                    services.config.config.task_max_attempts, idempotency_key)
-        if not created and (task["kind"], task["payload"]) != (body.kind, body.payload):
-            # Replaying the key returns the first task only for the same request: another body
+        try:
+            task, created = await services.store.create(tenant_id, body.kind, body.payload,
+                                                        services.config.config.task_max_attempts, idempotency_key)
+        except store.IdempotencyKeyReused:
+            # Replaying a key returns the first task only for the same request: another body
             # under it is a client bug that would otherwise be silently dropped.
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different task (kind or payload); "
-                           "use a new key for a new task")
+                           "use a new key for a new task") from None
         if created:
             metrics.TASKS_CREATED.inc()
             try:

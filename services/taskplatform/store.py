@@ -43,8 +43,13 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
                                      command_timeout=10, timeout=connect_timeout)
 
 
+class IdempotencyKeyReused(Exception):
+    """An idempotency key already names a task created from another request."""
+
+
 def task_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
+    doc.pop("same_request", None)
     doc["id"] = str(doc["id"])
     for key in ("created_at", "updated_at"):
         doc[key] = doc[key].isoformat()
@@ -69,7 +74,9 @@ class TaskStore:
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
                      idempotency_key: str | None) -> tuple[dict, bool]:
-        """(task, created). The same (tenant, idempotency key) returns the first task."""
+        """(task, created). The same (tenant, idempotency key) returns the first task when the
+        request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
+        number); another request under that key raises ``IdempotencyKeyReused``."""
         row = await self.pool.fetchrow(
             f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key) "
             f"VALUES ($1, $2, $3, $4, $5, $6) "
@@ -77,8 +84,11 @@ class TaskStore:
             f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key)
         if row is not None:
             return task_json(row), True
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE tenant = $1 AND idempotency_key = $2",
-                                       tenant, idempotency_key)
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS}, (kind = $3 AND payload = $4::jsonb) AS same_request FROM tasks "
+            f"WHERE tenant = $1 AND idempotency_key = $2", tenant, idempotency_key, kind, payload)
+        if not row["same_request"]:
+            raise IdempotencyKeyReused(idempotency_key)
         return task_json(row), False
 
     async def get(self, tenant: str, task_id: uuid.UUID) -> dict | None:
