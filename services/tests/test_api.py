@@ -179,7 +179,8 @@ def test_rate_limit_from_live_config_gives_429_with_retry_after(tenant, runtime_
 
 def test_health_ready_version_and_config(api_url):
     assert requests.get(f"{api_url}/health").json() == {"status": "ok"}
-    assert requests.get(f"{api_url}/health/ready").status_code == 200
+    ready = requests.get(f"{api_url}/health/ready")
+    assert ready.status_code == 200 and ready.json()["redis"] == "ok"
     assert requests.get(f"{api_url}/version").json() == {"version": "test-1", "colour": "green"}
     config = requests.get(f"{api_url}/v1/config").json()
     assert set(config) == {"version", "hash"} and len(config["hash"]) == 16
@@ -198,7 +199,8 @@ def test_config_hot_reload_applies_valid_and_rejects_invalid(api_url, platform, 
         time.sleep(0.1)
     assert rejections() >= before + 2
     assert requests.get(f"{api_url}/v1/config").json()["version"] == version  # the old one stays
-    assert requests.get(f"{api_url}/health/ready").status_code == 200
+    ready = requests.get(f"{api_url}/health/ready")
+    assert ready.status_code == 200 and ready.json()["redis"] == "ok"
 
 
 def test_metrics_expose_the_platform_figures(api_url, tenant):

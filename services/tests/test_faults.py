@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import requests
 
 from conftest import wait_worker_ready
 
@@ -88,9 +89,28 @@ def test_no_accepted_task_is_lost_across_a_redis_restart(platform, tenant, clean
         assert task["status"] == "succeeded" and task["attempts"] == 1
 
 
-def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platform, tenant):
+def test_the_api_stays_ready_while_redis_is_down_and_says_so(platform, api_url, tenant):
+    platform.redis.stop()
+    try:
+        for _ in range(4):  # every API process
+            response = requests.get(f"{api_url}/health/ready", timeout=5)
+            assert response.status_code == 200, response.text
+            assert response.json()["redis"] == "unavailable"
+        assert tenant.create("checksum", {"redis": "down"}).status_code == 202  # what readiness promises
+    finally:
+        platform.redis.start()
+    deadline = time.monotonic() + 15
+    while requests.get(f"{api_url}/health/ready", timeout=5).json().get("redis") != "ok":
+        assert time.monotonic() < deadline, "redis not seen as back"
+        time.sleep(0.1)
+
+
+def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platform, api_url, tenant):
     platform.pg.stop()
     try:
+        ready = requests.get(f"{api_url}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["code"] == "not_ready", ready.text
+        assert "postgresql" in ready.json()["message"]
         response = tenant.create("checksum", {"during": "outage"})
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "database_unavailable"
