@@ -250,6 +250,7 @@ class Worker:
                 await asyncio.wait(list(self.inflight), timeout=self.settings.shutdown_grace_seconds)
             finally:
                 renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
         leftovers = [(t, c) for t, (_, c) in list(self.inflight.items())]
         for task, _ in leftovers:
             task.cancel()
