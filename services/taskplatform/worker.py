@@ -154,8 +154,9 @@ class Worker:
         renewed = await self.store.renew_leases(claims, self.settings.lease_seconds)
         for claim in claims:
             if claim.id not in renewed and any(c is claim for _, c in self.inflight.values()):
-                # Expired and re-claimed elsewhere (this worker stalled), or already recorded:
-                # anything this attempt records now is refused by the token fence.
+                # Expired and re-claimed elsewhere (this worker stalled), unless its outcome is
+                # being recorded right now: anything a lost attempt records is refused by the
+                # token fence, so this is only said.
                 log.warning("lease lost", extra={"task_id": str(claim.id), "attempt": claim.attempts})
 
     def _beat(self) -> None:
