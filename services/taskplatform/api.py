@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import jwt
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskplatform import kinds, metrics, queue, store
@@ -36,8 +37,46 @@ class ApiError(Exception):
 
 def error_response(request_id: str, status: int, code: str, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
+    # A message may quote the client's input (a field name): a lone surrogate in it cannot be
+    # encoded as UTF-8, and the error answer itself must not fail.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"code": code, "message": message, "request_id": request_id}, status_code=status,
                         headers=headers)
+
+
+def unstorable_json(value: Any, where: str = "payload") -> str | None:
+    """Why ``value`` (parsed JSON) cannot be stored as PostgreSQL jsonb, or None. Python's JSON
+    parser accepts NaN and Infinity and lone surrogate escapes; jsonb refuses them and the NUL
+    character, so they are refused here as the client's mistake, not met as a database error.
+    Iterative: the nesting depth is the client's choice."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path}: NaN and Infinity are not JSON numbers"
+        elif isinstance(item, str):
+            if problem := _unstorable_text(item):
+                return f"{path}: {problem}"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if problem := _unstorable_text(key):
+                    return f"{path}: a key {problem}"
+                stack.append((child, f"{path}.{ascii(key)[1:-1][:40]}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _unstorable_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains the NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (\\ud800-\\udfff without its pair)"
+    return None
 
 
 class TaskCreate(BaseModel):
@@ -45,16 +84,37 @@ class TaskCreate(BaseModel):
     kind: Literal["checksum", "sleep", "fail"]
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("payload")
+    @classmethod
+    def _storable(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        if problem := unstorable_json(payload):
+            raise ValueError(problem)
+        return payload
+
+
+READY_REDIS_TIMEOUT_SECONDS = 1.0
+
 
 def encode_cursor(task: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps([task["created_at"], task["id"]]).encode()).decode()
 
 
+CURSOR_MAX_LENGTH = 512  # the API's own are ~100 characters
+
+
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    """Anything but a cursor this API returned is the client's mistake: a 400, never a 500."""
     try:
-        created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return dt.datetime.fromisoformat(created), uuid.UUID(task_id)
-    except (ValueError, TypeError):
+        if len(cursor) > CURSOR_MAX_LENGTH:
+            raise ValueError("too long")
+        created, task_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        if not isinstance(created, str) or not isinstance(task_id, str):
+            raise ValueError("not [timestamp, id]")
+        after = dt.datetime.fromisoformat(created)
+        if after.tzinfo is None:
+            raise ValueError("timestamp without a time zone")
+        return after.astimezone(dt.timezone.utc), uuid.UUID(task_id)
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API returned; start again without it") from None
 
 
@@ -233,8 +293,15 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                 problems = "; ".join(f"payload.{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
                                      for e in exc.errors())
                 raise ApiError(422, "invalid_request", problems) from None
-        task, created = await services.store.create(tenant_id, body.kind, body.payload,
-                                                    services.config.config.task_max_attempts, idempotency_key)
+        try:
+            task, created = await services.store.create(tenant_id, body.kind, body.payload,
+                                                        services.config.config.task_max_attempts, idempotency_key)
+        except store.IdempotencyKeyReused:
+            # Replaying a key returns the first task only for the same request: another body
+            # under it is a client bug that would otherwise be silently dropped.
+            raise ApiError(409, "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different task (kind or payload); "
+                           "use a new key for a new task") from None
         if created:
             metrics.TASKS_CREATED.inc()
             try:
@@ -257,6 +324,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                          status: Literal["queued", "running", "retry_wait", "succeeded", "dead", "cancelled"] | None = None,
                          kind: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=500),
                          cursor: str | None = None):
+        if kind is not None and (problem := _unstorable_text(kind)):
+            raise ApiError(422, "invalid_request", f"kind: {problem}")
         after = decode_cursor(cursor) if cursor else None
         items = await services.store.list(tenant_id, status, kind, limit + 1, after)
         more = len(items) > limit
@@ -293,20 +362,28 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     @app.get("/health/ready")
     async def ready(request: Request):
+        """Ready = can serve: PostgreSQL (the truth) and the runtime config. Redis is reported
+        apart and does not fail readiness: creates are accepted without it (the reconciler
+        enqueues them later), so taking the API out of rotation would refuse what still works."""
         problems = []
         try:
             await services.store.pool.fetchval("SELECT 1")
         except Exception as exc:  # noqa: BLE001
             problems.append(f"postgresql: {exc.__class__.__name__}")
-        try:
-            await services.redis.ping()
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"redis: {exc.__class__.__name__}")
         if not services.config.loaded:
             problems.append("runtime config not loaded")
+        redis_problem = None
+        try:
+            # Bounded well within the container probe's 3 s, also when Redis does not answer.
+            await asyncio.wait_for(services.redis.ping(), READY_REDIS_TIMEOUT_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            redis_problem = f"redis: {exc.__class__.__name__}"
         if problems:
+            if redis_problem:
+                problems.append(f"({redis_problem}, not required)")
             return error_response(request.scope["request_id"], 503, "not_ready", "; ".join(problems))
-        return {"status": "ready", "config_version": services.config.config.version}
+        return {"status": "ready", "config_version": services.config.config.version,
+                "redis": "unavailable" if redis_problem else "ok"}
 
     @app.get("/metrics")
     async def metrics_endpoint():

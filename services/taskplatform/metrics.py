@@ -17,6 +17,7 @@ TASKS_ENQUEUE_FAILED = Counter("tasks_enqueue_failed_total", "tasks committed bu
 TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed")
 TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)")
 TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt")
+TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
 TASKS_REENQUEUED = Counter("tasks_reenqueued_total", "tasks re-enqueued by the reconciler", ["reason"])
 CONFIG_RELOADS = Counter("config_reloads_total", "runtime config versions applied after start")
 CONFIG_REJECTIONS = Counter("config_rejections_total", "runtime config versions rejected as invalid")

@@ -16,9 +16,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskplatform import kinds
+
+# A timeout is a bound on one attempt; a day is far beyond any kind we run, and catches a unit
+# mistake (milliseconds given as seconds) before it makes hung attempts last for ever.
+TimeoutSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 log = logging.getLogger("taskplatform.config")
 
@@ -34,6 +40,22 @@ class RuntimeConfig(BaseModel):
     retry_max_seconds: float = Field(gt=0)
     reconcile_after_seconds: float = Field(gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    # Optional (with defaults), so configs written before they existed stay valid. An attempt
+    # running longer is cancelled and counted as a failure: a hung task cannot hold its slot
+    # (and its lease) for ever.
+    task_timeout_seconds: TimeoutSeconds = 300.0
+    task_timeout_seconds_by_kind: dict[str, TimeoutSeconds] = Field(default_factory=dict)
+
+    @field_validator("task_timeout_seconds_by_kind")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(kinds.PAYLOADS))
+        if unknown:  # a typo would silently fall back to the default timeout
+            raise ValueError(f"unknown task kinds {unknown}; known: {sorted(kinds.PAYLOADS)}")
+        return value
+
+    def timeout_for(self, kind: str) -> float:
+        return self.task_timeout_seconds_by_kind.get(kind, self.task_timeout_seconds)
 
 
 @dataclass(frozen=True)

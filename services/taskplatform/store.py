@@ -16,6 +16,10 @@ import asyncpg
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServerAttributeNotMatched,
                asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
+# The error recorded when a running attempt's lease expired: its worker died (kill -9, OOM) or
+# stalled. SQL, evaluated on the row before the UPDATE.
+_LOST_ATTEMPT = "'attempt ' || attempts || ' lost: its lease expired (the worker died or stalled)'"
+
 STATUSES = ("queued", "running", "retry_wait", "succeeded", "dead", "cancelled")
 
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
@@ -39,8 +43,13 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
                                      command_timeout=10, timeout=connect_timeout)
 
 
+class IdempotencyKeyReused(Exception):
+    """An idempotency key already names a task created from another request."""
+
+
 def task_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
+    doc.pop("same_request", None)
     doc["id"] = str(doc["id"])
     for key in ("created_at", "updated_at"):
         doc[key] = doc[key].isoformat()
@@ -54,6 +63,7 @@ class Claimed:
     payload: dict
     attempts: int
     max_attempts: int
+    lease_token: uuid.UUID
 
 
 class TaskStore:
@@ -64,7 +74,9 @@ class TaskStore:
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
                      idempotency_key: str | None) -> tuple[dict, bool]:
-        """(task, created). The same (tenant, idempotency key) returns the first task."""
+        """(task, created). The same (tenant, idempotency key) returns the first task when the
+        request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
+        number); another request under that key raises ``IdempotencyKeyReused``."""
         row = await self.pool.fetchrow(
             f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key) "
             f"VALUES ($1, $2, $3, $4, $5, $6) "
@@ -72,8 +84,11 @@ class TaskStore:
             f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key)
         if row is not None:
             return task_json(row), True
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE tenant = $1 AND idempotency_key = $2",
-                                       tenant, idempotency_key)
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS}, (kind = $3 AND payload = $4::jsonb) AS same_request FROM tasks "
+            f"WHERE tenant = $1 AND idempotency_key = $2", tenant, idempotency_key, kind, payload)
+        if not row["same_request"]:
+            raise IdempotencyKeyReused(idempotency_key)
         return task_json(row), False
 
     async def get(self, tenant: str, task_id: uuid.UUID) -> dict | None:
@@ -117,56 +132,84 @@ class TaskStore:
         return await self._tenant_transition(tenant, task_id, "status = 'cancelled'", ("queued", "retry_wait"))
 
     async def redrive(self, tenant: str, task_id: uuid.UUID) -> dict | None:
-        """A dead task starts over: attempts reset, error cleared, queued again."""
-        return await self._tenant_transition(tenant, task_id, "status = 'queued', attempts = 0, error = NULL",
-                                             ("dead",))
+        """A dead task starts over: attempts reset, error cleared, queued again. Attempts going
+        back to 0 cannot let an old holder in: its writes also match a lease token, which only
+        a new claim sets."""
+        return await self._tenant_transition(
+            tenant, task_id, "status = 'queued', attempts = 0, error = NULL, lease_until = NULL, lease_token = NULL",
+            ("dead",))
 
     async def counts_by_status(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
         return {r["status"]: r["n"] for r in rows}
 
     # --- worker side ------------------------------------------------------------------------
-    async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> Claimed | None:
-        """Queued → running (or a running task whose lease expired: its worker died)."""
+    async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> tuple[Claimed | None, bool]:
+        """(claim, went_dead). Queued → running, or a running task whose lease expired (its
+        worker died): that lost attempt stays counted. The attempt is counted here, in the same
+        conditional UPDATE, so a task that kills its worker every time still runs out of
+        attempts: once none are left the claim turns it dead instead of running it again.
+        A fresh lease token fences everything the holder of this attempt records later."""
         row = await self.pool.fetchrow(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, "
-            "lease_until = clock_timestamp() + make_interval(secs => $2), updated_at = clock_timestamp() "
+            "UPDATE tasks SET "
+            "  status = CASE WHEN attempts < max_attempts THEN 'running' ELSE 'dead' END, "
+            f" error = CASE WHEN status = 'running' THEN {_LOST_ATTEMPT} ELSE error END, "
+            "  lease_token = CASE WHEN attempts < max_attempts THEN $3::uuid END, "
+            "  lease_until = CASE WHEN attempts < max_attempts "
+            "    THEN clock_timestamp() + make_interval(secs => $2) END, "
+            "  attempts = CASE WHEN attempts < max_attempts THEN attempts + 1 ELSE attempts END, "
+            "  updated_at = clock_timestamp() "
             "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
-            "RETURNING id, kind, payload, attempts, max_attempts", task_id, lease_seconds)
-        return Claimed(**dict(row)) if row else None
+            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status",
+            task_id, lease_seconds, uuid.uuid4())
+        if row is None:
+            return None, False
+        if row["status"] == "dead":
+            return None, True
+        return Claimed(**{k: v for k, v in dict(row).items() if k != "status"}), False
 
-    async def renew_leases(self, claims: list[tuple[uuid.UUID, int]], lease_seconds: float) -> None:
-        if claims:
-            await self.pool.execute(
-                "UPDATE tasks SET lease_until = clock_timestamp() + make_interval(secs => $3) "
-                "FROM unnest($1::uuid[], $2::int[]) AS c(id, attempts) "
-                "WHERE tasks.id = c.id AND tasks.attempts = c.attempts AND tasks.status = 'running'",
-                [c[0] for c in claims], [c[1] for c in claims], lease_seconds)
+    async def renew_leases(self, claims: list[Claimed], lease_seconds: float) -> set[uuid.UUID]:
+        """Extends the leases still held; returns the ids renewed (a missing one was lost)."""
+        if not claims:
+            return set()
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET lease_until = clock_timestamp() + make_interval(secs => $3) "
+            "FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token) "
+            "WHERE tasks.id = c.id AND tasks.lease_token = c.token AND tasks.status = 'running' "
+            "RETURNING tasks.id", [c.id for c in claims], [c.lease_token for c in claims], lease_seconds)
+        return {r["id"] for r in rows}
+
+    # Every write of a holder matches its attempt and its lease token: attempts alone can repeat
+    # (a hand-back gives one back, a re-drive starts over), the token never does. Attempts are
+    # matched too, for rows claimed by a release that does not write tokens yet.
+    _HELD = "id = $1 AND attempts = $2 AND lease_token = $3 AND status = 'running'"
 
     async def complete(self, claim: Claimed, result: dict) -> bool:
         """Only the holder of this attempt may complete it: idempotent under duplicates."""
         status = await self.pool.execute(
-            "UPDATE tasks SET status = 'succeeded', result = $3, error = NULL, lease_until = NULL, "
-            "updated_at = clock_timestamp() WHERE id = $1 AND attempts = $2 AND status = 'running'",
-            claim.id, claim.attempts, result)
+            "UPDATE tasks SET status = 'succeeded', result = $4, error = NULL, lease_until = NULL, "
+            f"lease_token = NULL, updated_at = clock_timestamp() WHERE {self._HELD}",
+            claim.id, claim.attempts, claim.lease_token, result)
         return status.endswith(" 1")
 
     async def fail(self, claim: Claimed, error: str, retry_delay: float | None) -> str | None:
         """retry_wait (with run_after) while attempts remain, else dead. Returns the new status."""
         new_status = "retry_wait" if retry_delay is not None else "dead"
         status = await self.pool.execute(
-            "UPDATE tasks SET status = $3, error = $4, lease_until = NULL, "
-            "run_after = CASE WHEN $3 = 'retry_wait' THEN clock_timestamp() + make_interval(secs => $5) END, "
-            "updated_at = clock_timestamp() WHERE id = $1 AND attempts = $2 AND status = 'running'",
-            claim.id, claim.attempts, new_status, error[:2000], retry_delay or 0.0)
+            "UPDATE tasks SET status = $4, error = $5, lease_until = NULL, lease_token = NULL, "
+            "run_after = CASE WHEN $4 = 'retry_wait' THEN clock_timestamp() + make_interval(secs => $6) END, "
+            f"updated_at = clock_timestamp() WHERE {self._HELD}",
+            claim.id, claim.attempts, claim.lease_token, new_status, error[:2000], retry_delay or 0.0)
         return new_status if status.endswith(" 1") else None
 
-    async def hand_back(self, claim: Claimed) -> None:
-        """Shutdown: give an unfinished attempt back (it does not count)."""
-        await self.pool.execute(
-            "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_until = NULL, "
-            "updated_at = clock_timestamp() - interval '1 day' "
-            "WHERE id = $1 AND attempts = $2 AND status = 'running'", claim.id, claim.attempts)
+    async def hand_back(self, claim: Claimed) -> bool:
+        """Shutdown: give an unfinished attempt back (it does not count). The token is cleared,
+        so whatever the cancelled attempt still does cannot touch the next holder's attempt."""
+        status = await self.pool.execute(
+            "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_until = NULL, lease_token = NULL, "
+            f"updated_at = clock_timestamp() - interval '1 day' WHERE {self._HELD}",
+            claim.id, claim.attempts, claim.lease_token)
+        return status.endswith(" 1")
 
     async def due_retries(self, limit: int = 500) -> list[uuid.UUID]:
         rows = await self.pool.fetch(
@@ -175,16 +218,21 @@ class TaskStore:
             "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
         return [r["id"] for r in rows]
 
-    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> list[uuid.UUID]:
-        """Tasks to enqueue again: running with an expired lease (their worker died) and, unless
-        ``queued_after_seconds`` is None, queued for longer than that (their message may have
-        been lost with a Redis restart). Marks them re-enqueued now."""
+    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> tuple[list[uuid.UUID], int]:
+        """(tasks to enqueue again, tasks that went dead). Running with an expired lease: their
+        worker died, which counts as a failed attempt (it was counted at claim and stays so):
+        queued again while attempts remain, else dead. And, unless ``queued_after_seconds`` is
+        None, queued for longer than that (their message may have been lost with a Redis
+        restart). Marks the re-enqueued ones as enqueued now."""
         rows = await self.pool.fetch(
-            "UPDATE tasks SET status = 'queued', lease_until = NULL, updated_at = clock_timestamp() "
+            "UPDATE tasks SET "
+            "  status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+            f" error = CASE WHEN status = 'running' THEN {_LOST_ATTEMPT} ELSE error END, "
+            "  lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
             "WHERE id IN (SELECT id FROM tasks WHERE "
             "  ($1::float8 IS NOT NULL AND status = 'queued' "
             "   AND updated_at < clock_timestamp() - make_interval(secs => $1::float8)) OR "
             "  (status = 'running' AND lease_until < clock_timestamp()) "
-            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, status",
             queued_after_seconds, limit)
-        return [r["id"] for r in rows]
+        return [r["id"] for r in rows if r["status"] == "queued"], sum(r["status"] == "dead" for r in rows)

@@ -9,6 +9,8 @@ second delivery of a finished task a no-op, so nothing is lost and nothing compl
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import logging
 import os
 import random
@@ -38,45 +40,75 @@ class Worker:
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.inflight: dict[asyncio.Task, tuple[str, store.Claimed | None]] = {}
+        # Messages read but not started yet: a read asks for as many as there are free slots,
+        # but the concurrency may be lowered while it waits; what does not fit waits here.
+        self.backlog: collections.deque[tuple[str, str]] = collections.deque()
         self.stopping = asyncio.Event()
         self.store: store.TaskStore | None = None
         self.redis = None
+
+    def _free_slots(self) -> int:
+        return self.config.config.worker_concurrency - len(self.inflight)
 
     # --- processing -----------------------------------------------------------------------
     async def _process(self, message_id: str, task_id: str) -> None:
         task = asyncio.current_task()
         try:
-            claim = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
+            claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
         except ValueError:
-            claim = None  # not a task id: drop the message
-        if claim is None:  # finished, cancelled, or running elsewhere under a live lease
+            claim, went_dead = None, False  # not a task id: drop the message
+        if went_dead:  # its worker died on its last attempt (a crash loop): it ends here
+            metrics.TASKS_DEAD.inc()
+            log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
+        if claim is None:  # finished, cancelled, dead, or running elsewhere under a live lease
             await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
             return
         self.inflight[task] = (message_id, claim)
+        timeout = self.config.config.timeout_for(claim.kind)
+        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts))
+        body.add_done_callback(_retrieve)
         try:
-            result = await kinds.run(claim.kind, claim.payload, claim.attempts)
+            await asyncio.wait({body}, timeout=timeout)
         except asyncio.CancelledError:
+            body.cancel()  # the worker let go of this attempt (shutdown): so does its body
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure of task code is the task's failure
-            cfg = self.config.config
-            last = claim.attempts >= claim.max_attempts
-            delay = None if last else retry_delay(claim.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
-            new_status = await self.store.fail(claim, f"{exc.__class__.__name__}: {exc}", delay)
-            if new_status == "dead":
-                metrics.TASKS_DEAD.inc()
-            elif new_status == "retry_wait":
-                metrics.TASKS_FAILED.inc()
-            log.info("task failed", extra={"task_id": task_id, "attempt": claim.attempts, "status": new_status,
-                                           "retry_in_s": round(delay, 2) if delay else None})
-        else:
-            if await self.store.complete(claim, result):
-                metrics.TASKS_COMPLETED.inc()
+        if not body.done():
+            # The body is cancelled but not awaited: one that ignores cancellation runs on, yet
+            # records nothing, since outcomes are recorded here, fenced by the lease token.
+            body.cancel()
+            metrics.TASKS_TIMED_OUT.inc()
+            await self._fail(claim, f"TimeoutError: attempt {claim.attempts} ran longer than {timeout:g} s "
+                                    f"(task_timeout_seconds); cancelled")
+        elif body.cancelled():
+            await self._fail(claim, "CancelledError: the task cancelled itself")
+        elif body.exception() is not None:  # any failure of task code is the task's failure
+            exc = body.exception()
+            await self._fail(claim, f"{exc.__class__.__name__}: {exc}")
+        elif await self.store.complete(claim, body.result()):
+            metrics.TASKS_COMPLETED.inc()
+        self.inflight[task] = (message_id, None)  # recorded: no lease to keep or hand back
         await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+
+    async def _fail(self, claim: store.Claimed, error: str) -> None:
+        cfg = self.config.config
+        last = claim.attempts >= claim.max_attempts
+        delay = None if last else retry_delay(claim.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
+        new_status = await self.store.fail(claim, error, delay)
+        if new_status == "dead":
+            metrics.TASKS_DEAD.inc()
+        elif new_status == "retry_wait":
+            metrics.TASKS_FAILED.inc()
+        log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
+                                       "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
     def _spawn(self, message_id: str, task_id: str) -> None:
         task = asyncio.create_task(self._process(message_id, task_id))
         self.inflight[task] = (message_id, None)
         task.add_done_callback(self._done)
+
+    def _start_backlog(self) -> None:
+        while self.backlog and self._free_slots() > 0:
+            self._spawn(*self.backlog.popleft())
 
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
@@ -88,8 +120,9 @@ class Worker:
     async def _consume(self) -> None:
         backoff = 0.5
         while not self.stopping.is_set():
-            free = self.config.config.worker_concurrency - len(self.inflight)
-            if free <= 0:
+            self._start_backlog()
+            free = self._free_slots()
+            if free <= 0 or self.backlog:
                 await asyncio.sleep(0.01)
                 continue
             try:
@@ -106,7 +139,7 @@ class Worker:
                 continue
             for _stream, messages in replies or []:
                 for message_id, fields in messages:
-                    self._spawn(_text(message_id), _text(fields.get(b"task_id", b"")))
+                    self.backlog.append((_text(message_id), _text(fields.get(b"task_id", b""))))
 
     async def _ensure_group(self) -> None:
         try:
@@ -116,16 +149,33 @@ class Worker:
             await asyncio.sleep(1)
 
     # --- maintenance: reclaim, retries, reconciler, leases, heartbeat ---------------------
+    async def _renew_leases(self) -> None:
+        claims = [c for _, c in self.inflight.values() if c is not None]
+        renewed = await self.store.renew_leases(claims, self.settings.lease_seconds)
+        for claim in claims:
+            if claim.id not in renewed and any(c is claim for _, c in self.inflight.values()):
+                # Expired and re-claimed elsewhere (this worker stalled), unless its outcome is
+                # being recorded right now: anything a lost attempt records is refused by the
+                # token fence, so this is only said.
+                log.warning("lease lost", extra={"task_id": str(claim.id), "attempt": claim.attempts})
+
+    def _beat(self) -> None:
+        """Heartbeat: its age is the liveness probe; its content says which config is applied."""
+        loaded = self.config.current()
+        beat = self.settings.heartbeat_file
+        with open(f"{beat}.tmp", "w") as out:
+            json.dump({"at": time.time(), "config_version": loaded.config.version, "config_hash": loaded.hash}, out)
+        os.replace(f"{beat}.tmp", beat)  # readers never see half a file
+
     async def _maintain_once(self) -> None:
-        claims = [(c.id, c.attempts) for _, c in self.inflight.values() if c is not None]
-        await self.store.renew_leases(claims, self.settings.lease_seconds)
-        free = self.config.config.worker_concurrency - len(self.inflight)
+        await self._renew_leases()
+        free = self._free_slots() - len(self.backlog)
         if free > 0:
             idle_ms = int(self.settings.claim_idle_seconds * 1000)
             reply = await self.redis.xautoclaim(queue.STREAM, queue.GROUP, self.consumer, idle_ms, "0-0", count=free)
             for message_id, fields in (reply[1] if reply else []):
                 if fields:  # entries trimmed away come back empty
-                    self._spawn(_text(message_id), _text(fields.get(b"task_id", b"")))
+                    self.backlog.append((_text(message_id), _text(fields.get(b"task_id", b""))))
                 else:
                     await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
         for task_id in await self.store.due_retries():
@@ -135,25 +185,39 @@ class Worker:
         # after a Redis restart that lost the stream, there is no backlog.
         backlog = await queue.has_undelivered(self.redis)
         queued_after = None if backlog else self.config.config.reconcile_after_seconds
-        stale = await self.store.stale(queued_after)
+        stale, dead = await self.store.stale(queued_after)
         for task_id in stale:
             await queue.enqueue(self.redis, str(task_id))
         if stale:
             metrics.TASKS_REENQUEUED.labels(reason="stale").inc(len(stale))
             log.info("reconciler re-enqueued tasks", extra={"count": len(stale)})
+        if dead:
+            metrics.TASKS_DEAD.inc(dead)
+            log.info("tasks out of attempts after losing their worker", extra={"count": dead})
 
     async def _maintain(self) -> None:
         while not self.stopping.is_set():
             try:
                 await self._maintain_once()
-                with open(self.settings.heartbeat_file, "w") as beat:
-                    beat.write(str(time.time()))
+                self._beat()
             except Exception as exc:  # noqa: BLE001 - keep going through outages
                 log.warning("maintenance pass failed", extra={"reason": repr(exc)})
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
             except asyncio.TimeoutError:
                 pass
+
+    async def _keep_leases_while_finishing(self) -> None:
+        """During the shutdown grace period the maintenance loop has stopped, but in-flight
+        attempts still hold their tasks: without this their leases expire and another worker
+        runs them a second time while they finish here."""
+        while True:
+            try:
+                await self._renew_leases()
+                self._beat()
+            except Exception as exc:  # noqa: BLE001 - keep trying until the grace period ends
+                log.warning("lease renewal during shutdown failed", extra={"reason": repr(exc)})
+            await asyncio.sleep(self.settings.maintenance_interval_seconds)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -178,16 +242,32 @@ class Worker:
         await pool.close()
 
     async def _shutdown(self) -> None:
-        """Finish in-flight tasks within the grace period; hand back the rest."""
+        """Finish in-flight tasks within the grace period (their leases kept alive meanwhile);
+        hand back the rest. Messages read but not started stay pending for another worker."""
         if self.inflight:
             log.info("finishing in-flight tasks", extra={"count": len(self.inflight)})
-            await asyncio.wait(list(self.inflight), timeout=self.settings.shutdown_grace_seconds)
+            renewing = asyncio.create_task(self._keep_leases_while_finishing())
+            try:
+                await asyncio.wait(list(self.inflight), timeout=self.settings.shutdown_grace_seconds)
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
         leftovers = [(t, c) for t, (_, c) in list(self.inflight.items())]
-        for task, claim in leftovers:
+        for task, _ in leftovers:
             task.cancel()
+        for _, claim in leftovers:
             if claim is not None:
                 await self.store.hand_back(claim)  # not acked: reclaimed or reconciled later
-        log.info("worker stopped", extra={"handed_back": len(leftovers)})
+        if leftovers:  # let the cancelled attempts unwind before the pools close under them
+            await asyncio.wait([t for t, _ in leftovers], timeout=1)
+        log.info("worker stopped", extra={"handed_back": len(leftovers), "not_started": len(self.backlog)})
+
+
+def _retrieve(body: asyncio.Task) -> None:
+    """A body abandoned after a timeout may still fail later: fetch its exception so asyncio
+    does not log it as never retrieved."""
+    if not body.cancelled():
+        body.exception()
 
 
 def _text(value) -> str:

@@ -188,8 +188,12 @@ class Platform:
         return f"http://127.0.0.1:{port}"
 
     def start_worker(self, heartbeat: str | None = None, **env) -> subprocess.Popen:
-        heartbeat = heartbeat or str(self.root / f"worker-{len(self.processes)}.heartbeat")
-        return self.spawn("worker", TASKS_HEARTBEAT_FILE=heartbeat, **env)
+        """A worker process; ``.heartbeat`` is its heartbeat file (JSON: time, applied config)."""
+        # A fresh name: a file left by a stopped worker would pass for this one being ready.
+        heartbeat = heartbeat or str(self.root / f"worker-{secrets.token_hex(4)}.heartbeat")
+        proc = self.spawn("worker", TASKS_HEARTBEAT_FILE=heartbeat, **env)
+        proc.heartbeat = heartbeat
+        return proc
 
     def stop_workers(self) -> None:
         self.stop_processes(only="worker")

@@ -3,6 +3,7 @@ and helpers to act as a tenant. Tests use a fresh tenant each, so they do not se
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -11,6 +12,8 @@ import pytest
 import requests
 
 from taskplatform_testing.servers import Platform, start_platform, write_config
+
+SERVER_ERRORS = range(500, 600)
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +45,16 @@ class Tenant:
         return self.session.get(f"{self.base}/v1/tasks/{task_id}", timeout=10)
 
     def wait_for(self, task_id: str, statuses=("succeeded", "dead", "cancelled"), timeout: float = 30) -> dict:
+        return self.wait_until(task_id, lambda task: task["status"] in statuses, timeout, f"status in {statuses}")
+
+    def wait_until(self, task_id: str, condition, timeout: float = 30, what: str = "the condition") -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task = self.get(task_id).json()
-            if task["status"] in statuses:
+            if condition(task):
                 return task
-            time.sleep(0.1)
-        raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s: {task}")
+            time.sleep(0.05)
+        raise AssertionError(f"task {task_id} not at {what} after {timeout}s: {task}")
 
 
 @pytest.fixture
@@ -76,9 +82,43 @@ def wait_config_version(api_url: str, version: str, timeout: float = 10) -> None
     raise AssertionError(f"config version {version} not applied within {timeout}s")
 
 
+def heartbeat(worker) -> dict | None:
+    """What a worker's heartbeat file says (None before its first maintenance pass)."""
+    try:
+        with open(worker.heartbeat) as beat:
+            return json.load(beat)
+    except FileNotFoundError:
+        return None
+
+
+def wait_worker_ready(worker, timeout: float = 30) -> None:
+    """A worker writes its first heartbeat once its consumer group is there and its loops run."""
+    deadline = time.monotonic() + timeout
+    while heartbeat(worker) is None:
+        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+        assert time.monotonic() < deadline, f"worker not ready after {timeout}s"
+        time.sleep(0.05)
+
+
+def live_workers(platform) -> list:
+    return [p for p in platform.processes if p.args[-1] == "worker" and p.poll() is None]
+
+
+def wait_workers_config_version(workers, version: str, timeout: float = 10) -> None:
+    """Each worker must have applied it (its heartbeat names the config its loops now read)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = [w.pid for w in workers if (heartbeat(w) or {}).get("config_version") != version]
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"workers {behind} have not applied config {version} in {timeout}s"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def runtime_config(platform, api_url):
-    """Change the runtime config for one test; the defaults come back afterwards."""
+    """Change the runtime config for one test, applied by the API processes and every running
+    worker when it returns; the defaults come back afterwards."""
     counter = {"n": 0}
 
     def apply(**overrides) -> str:
@@ -86,9 +126,11 @@ def runtime_config(platform, api_url):
         version = f"test-{uuid.uuid4().hex[:6]}"
         write_config(platform.config_file, version=version, **overrides)
         wait_config_version(api_url, version)
+        wait_workers_config_version(live_workers(platform), version)
         return version
 
     yield apply
     if counter["n"]:
         write_config(platform.config_file)
         wait_config_version(api_url, "1")
+        wait_workers_config_version(live_workers(platform), "1")

@@ -1,9 +1,13 @@
 """The API contract against the real API process, PostgreSQL and Redis (no worker running:
 tasks stay queued, which is what cancel and the listing tests need)."""
 
+import base64
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
+import pytest
 import requests
 
 ERROR_KEYS = {"code", "message", "request_id"}
@@ -33,6 +37,23 @@ def test_same_idempotency_key_returns_the_same_task(tenant):
     assert again.json()["id"] == first.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
     assert tenant.create("checksum", {"n": 1}, key="order-43").json()["id"] != first.json()["id"]
+
+
+def test_an_idempotency_key_reused_with_another_body_is_409(tenant):
+    first = tenant.create("checksum", {"n": 1}, key="order-7").json()
+    assert_error(tenant.create("checksum", {"n": 2}, key="order-7"), 409, "idempotency_key_reused")
+    assert_error(tenant.create("sleep", {"seconds": 1}, key="order-7"), 409, "idempotency_key_reused")
+    assert_error(tenant.create("checksum", {}, key="order-7"), 409, "idempotency_key_reused")
+    again = tenant.create("checksum", {"n": 1.0}, key="order-7")  # the same JSON value
+    assert again.status_code == 202 and again.json() == first
+
+
+def test_the_same_idempotency_key_sent_concurrently_makes_one_task(tenant):
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: tenant.create("checksum", {"n": 1}, key="burst"), range(16)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") != "true" for r in responses) == 1
 
 
 def test_idempotency_keys_are_per_tenant(tenant, other_tenant):
@@ -68,6 +89,49 @@ def test_invalid_input_is_422_in_the_error_shape(tenant):
     assert_error(broken, 422, "invalid_request")
     assert_error(tenant.session.get(f"{tenant.base}/v1/tasks", params={"cursor": "garbage"}), 400, "invalid_cursor")
     assert_error(tenant.session.get(f"{tenant.base}/nope"), 404, "not_found")
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("cursor", [
+    "garbage", "====", "é", "x" * 5000,
+    b64(b"[1, 2]"), b64(b'["2026-01-01T00:00:00+00:00", 123]'), b64(b'[123, "00000000-0000-0000-0000-000000000000"]'),
+    b64(b'["2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]'),  # no time zone
+    b64(b'["0001-01-01T00:00:00+14:00", "00000000-0000-0000-0000-000000000000"]'),  # before year 1 in UTC
+    b64(b'{"a": 1, "b": 2}'), b64(b'"ab"'), b64(b"\xff\xfe"), b64(b"null"), b64(b"[" * 400),
+], ids=lambda c: c[:24])
+def test_a_malformed_cursor_is_400(tenant, cursor):
+    response = tenant.session.get(f"{tenant.base}/v1/tasks", params={"cursor": cursor})
+    assert_error(response, 400, "invalid_cursor")
+
+
+def post_raw(tenant, body: str):
+    return tenant.session.post(f"{tenant.base}/v1/tasks", data=body.encode(), timeout=10,
+                               headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("payload", [
+    '{"x": NaN}', '{"x": Infinity}', '{"x": [1, -Infinity]}', '{"x": "a\\u0000b"}', '{"a\\u0000": 1}',
+    '{"x": {"y": ["\\ud800"]}}', '{"\\udfff": 1}', '{"seconds": NaN}',
+])
+def test_a_payload_postgresql_cannot_store_is_422(tenant, payload):
+    for kind in ("checksum", "sleep"):
+        assert_error(post_raw(tenant, f'{{"kind": "{kind}", "payload": {payload}}}'), 422, "invalid_request")
+
+
+def test_unicode_that_postgresql_stores_is_accepted_as_is(tenant):
+    payload = {"emoji": "\U0001f600", "ctl": "\x01\x7f", "k\u00e9y": "v"}
+    response = post_raw(tenant, json.dumps({"kind": "checksum", "payload": payload}))
+    assert response.status_code == 202 and response.json()["payload"] == payload
+    paired = post_raw(tenant, '{"kind": "checksum", "payload": {"pair": "\\ud83d\\ude00"}}')  # a surrogate pair
+    assert paired.status_code == 202 and paired.json()["payload"] == {"pair": "\U0001f600"}
+
+
+def test_a_kind_filter_with_nul_is_422(tenant):
+    assert_error(tenant.session.get(f"{tenant.base}/v1/tasks", params={"kind": "check\x00sum"}), 422,
+                 "invalid_request")
 
 
 def test_request_id_is_taken_from_the_caller(tenant):
@@ -115,7 +179,8 @@ def test_rate_limit_from_live_config_gives_429_with_retry_after(tenant, runtime_
 
 def test_health_ready_version_and_config(api_url):
     assert requests.get(f"{api_url}/health").json() == {"status": "ok"}
-    assert requests.get(f"{api_url}/health/ready").status_code == 200
+    ready = requests.get(f"{api_url}/health/ready")
+    assert ready.status_code == 200 and ready.json()["redis"] == "ok"
     assert requests.get(f"{api_url}/version").json() == {"version": "test-1", "colour": "green"}
     config = requests.get(f"{api_url}/v1/config").json()
     assert set(config) == {"version", "hash"} and len(config["hash"]) == 16
@@ -134,7 +199,8 @@ def test_config_hot_reload_applies_valid_and_rejects_invalid(api_url, platform, 
         time.sleep(0.1)
     assert rejections() >= before + 2
     assert requests.get(f"{api_url}/v1/config").json()["version"] == version  # the old one stays
-    assert requests.get(f"{api_url}/health/ready").status_code == 200
+    ready = requests.get(f"{api_url}/health/ready")
+    assert ready.status_code == 200 and ready.json()["redis"] == "ok"
 
 
 def test_metrics_expose_the_platform_figures(api_url, tenant):

@@ -7,6 +7,9 @@ import signal
 import time
 
 import pytest
+import requests
+
+from conftest import wait_worker_ready
 
 
 @pytest.fixture
@@ -17,7 +20,7 @@ def clean_workers(platform, api_url):
 
 def test_kill_9_mid_task_is_reclaimed_and_completed_once(platform, tenant, clean_workers):
     victim = platform.start_worker()
-    time.sleep(1.0)
+    wait_worker_ready(victim)
     task_id = tenant.create("sleep", {"seconds": 2}).json()["id"]
     tenant.wait_for(task_id, statuses=("running",), timeout=10)
     os.killpg(victim.pid, signal.SIGKILL)
@@ -26,6 +29,50 @@ def test_kill_9_mid_task_is_reclaimed_and_completed_once(platform, tenant, clean
     task = tenant.wait_for(task_id, timeout=30)
     assert task["status"] == "succeeded" and task["result"] == {"slept": 2.0}
     assert task["attempts"] == 2  # the killed attempt, then the one that completed
+
+
+def test_a_task_that_kills_its_worker_every_time_ends_dead(platform, tenant, clean_workers):
+    """A crash loop (OOM, segfault): each lost attempt counts, and the task ends after
+    task_max_attempts (3 here) instead of being claimed for ever."""
+    worker = platform.start_worker()
+    wait_worker_ready(worker)
+    task_id = tenant.create("sleep", {"seconds": 25}).json()["id"]
+    for attempt in (1, 2, 3):
+        tenant.wait_until(task_id, lambda t: t["status"] == "running" and t["attempts"] == attempt,
+                          timeout=20, what=f"running attempt {attempt}")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        worker = platform.start_worker()
+    task = tenant.wait_for(task_id, statuses=("dead",), timeout=20)
+    assert task["attempts"] == 3 and "attempt 3 lost" in task["error"], task
+
+
+def test_leases_are_kept_while_sigterm_waits_for_the_in_flight_task(platform, tenant, clean_workers):
+    """The task outlives its lease (3 s here) after SIGTERM: another worker is ready to take it
+    over if the lease expired, and must not; the finishing worker records it once."""
+    finishing = platform.start_worker()
+    wait_worker_ready(finishing)
+    task_id = tenant.create("sleep", {"seconds": 6}).json()["id"]
+    tenant.wait_until(task_id, lambda t: t["status"] == "running", timeout=10, what="running")
+    wait_worker_ready(platform.start_worker())
+    os.killpg(finishing.pid, signal.SIGTERM)
+    assert finishing.wait(30) == 0
+    task = tenant.get(task_id).json()
+    assert task["status"] == "succeeded" and task["attempts"] == 1, task
+
+
+def test_sigterm_past_the_grace_period_hands_the_task_back(platform, tenant, clean_workers):
+    impatient = platform.start_worker(TASKS_SHUTDOWN_GRACE_SECONDS=0.5)
+    wait_worker_ready(impatient)
+    task_id = tenant.create("sleep", {"seconds": 3}).json()["id"]
+    tenant.wait_until(task_id, lambda t: t["status"] == "running", timeout=10, what="running")
+    os.killpg(impatient.pid, signal.SIGTERM)
+    assert impatient.wait(30) == 0
+    handed_back = tenant.get(task_id).json()
+    assert handed_back["status"] == "queued" and handed_back["attempts"] == 0, handed_back  # did not count
+    platform.start_worker()
+    task = tenant.wait_for(task_id, timeout=30)
+    assert task["status"] == "succeeded" and task["attempts"] == 1, task
 
 
 def test_no_accepted_task_is_lost_across_a_redis_restart(platform, tenant, clean_workers):
@@ -42,9 +89,28 @@ def test_no_accepted_task_is_lost_across_a_redis_restart(platform, tenant, clean
         assert task["status"] == "succeeded" and task["attempts"] == 1
 
 
-def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platform, tenant):
+def test_the_api_stays_ready_while_redis_is_down_and_says_so(platform, api_url, tenant):
+    platform.redis.stop()
+    try:
+        for _ in range(4):  # every API process
+            response = requests.get(f"{api_url}/health/ready", timeout=5)
+            assert response.status_code == 200, response.text
+            assert response.json()["redis"] == "unavailable"
+        assert tenant.create("checksum", {"redis": "down"}).status_code == 202  # what readiness promises
+    finally:
+        platform.redis.start()
+    deadline = time.monotonic() + 15
+    while requests.get(f"{api_url}/health/ready", timeout=5).json().get("redis") != "ok":
+        assert time.monotonic() < deadline, "redis not seen as back"
+        time.sleep(0.1)
+
+
+def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platform, api_url, tenant):
     platform.pg.stop()
     try:
+        ready = requests.get(f"{api_url}/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["code"] == "not_ready", ready.text
+        assert "postgresql" in ready.json()["message"]
         response = tenant.create("checksum", {"during": "outage"})
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "database_unavailable"

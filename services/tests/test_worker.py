@@ -9,6 +9,7 @@ import uuid
 import pytest
 import redis
 
+from conftest import wait_worker_ready
 from taskplatform import queue
 from taskplatform.kinds import canonical_json
 
@@ -59,20 +60,46 @@ def test_duplicate_delivery_completes_once(workers, tenant, platform):
     client = redis.Redis(port=platform.redis.port, password=platform.redis.password)
     for _ in range(3):
         client.xadd(queue.STREAM, {"task_id": task_id})
-    task = tenant.wait_for(task_id)
-    time.sleep(1)  # let the duplicates be delivered and dropped
+    tenant.wait_for(task_id)
+    deadline = time.monotonic() + 10
+    while not stream_drained(client):  # every duplicate delivered and dropped
+        assert time.monotonic() < deadline, client.xinfo_groups(queue.STREAM)
+        time.sleep(0.05)
     task = tenant.get(task_id).json()
     assert task["status"] == "succeeded" and task["attempts"] == 1
 
 
+def stream_drained(client) -> bool:
+    newest = client.xrevrange(queue.STREAM, count=1)
+    group = next(g for g in client.xinfo_groups(queue.STREAM) if g["name"] == queue.GROUP.encode())
+    return group["pending"] == 0 and (not newest or newest[0][0] == group["last-delivered-id"])
+
+
+def test_an_attempt_past_its_kinds_timeout_is_cancelled_and_counted(workers, tenant, runtime_config):
+    runtime_config(task_timeout_seconds_by_kind={"sleep": 0.5})
+    hung = tenant.create("sleep", {"seconds": 20}).json()["id"]
+    quick = tenant.create("sleep", {"seconds": 0.1}).json()["id"]
+    task = tenant.wait_for(hung, timeout=20)
+    assert task["status"] == "dead" and task["attempts"] == 3, task
+    assert task["error"].startswith("TimeoutError: attempt 3 ran longer than 0.5 s"), task
+    assert tenant.wait_for(quick)["status"] == "succeeded"
+
+
 def test_concurrency_follows_the_live_config(workers, tenant, runtime_config):
-    runtime_config(worker_concurrency=1)
-    ids = [tenant.create("sleep", {"seconds": 0.4}).json()["id"] for _ in range(4)]
-    time.sleep(0.3)
-    running = [tenant.get(i).json()["status"] for i in ids].count("running")
-    assert running <= 2  # two workers, one slot each
-    for task_id in ids:
-        assert tenant.wait_for(task_id)["status"] == "succeeded"
+    runtime_config(worker_concurrency=1)  # returns once the API and both workers have applied it
+    ids = set(tenant.create("sleep", {"seconds": 0.6}).json()["id"] for _ in range(4))
+    most_running = 0
+    deadline = time.monotonic() + 30
+    while True:
+        # One listing is one query: a consistent snapshot of the tenant's tasks.
+        page = tenant.session.get(f"{tenant.base}/v1/tasks", params={"limit": 100}, timeout=10).json()["items"]
+        statuses = [t["status"] for t in page if t["id"] in ids]
+        most_running = max(most_running, statuses.count("running"))
+        if statuses == ["succeeded"] * 4:
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.02)
+    assert 1 <= most_running <= 2  # two workers, one slot each (and the sampling did see them run)
 
 
 def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, workers):
@@ -80,7 +107,7 @@ def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, worker
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     worker = platform.start_worker()
-    time.sleep(1.0)
+    wait_worker_ready(worker)
     task_id = tenant.create("sleep", {"seconds": 1.5}).json()["id"]
     tenant.wait_for(task_id, statuses=("running",), timeout=10)
     os.killpg(worker.pid, signal.SIGTERM)

@@ -1,0 +1,102 @@
+"""The store's state machine against the real PostgreSQL, driven directly (no worker process):
+attempts are counted at claim and run out, and every write of a holder is fenced by the lease
+token of its claim, so an attempt that lost its task can record nothing on the next one."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from taskplatform import store
+
+
+def run_with_store(platform, scenario):
+    async def main():
+        pool = await store.create_pool([("127.0.0.1", platform.pg.port)], platform.pg.database, platform.pg.user,
+                                       platform.pg.password, size=2)
+        try:
+            await scenario(store.TaskStore(pool), pool)
+        finally:
+            await pool.close()
+    asyncio.run(main())
+
+
+async def new_task(tasks: store.TaskStore, max_attempts: int = 3) -> uuid.UUID:
+    task, _ = await tasks.create(f"tenant-{uuid.uuid4().hex[:8]}", "checksum", {}, max_attempts, None)
+    return uuid.UUID(task["id"])
+
+
+async def expire_lease(pool, task_id: uuid.UUID) -> None:
+    """What happens when the holder is killed -9: nobody renews, the lease runs out."""
+    await pool.execute("UPDATE tasks SET lease_until = clock_timestamp() - interval '1 second' WHERE id = $1", task_id)
+
+
+async def row(pool, task_id: uuid.UUID) -> dict:
+    return dict(await pool.fetchrow("SELECT status, attempts, error, lease_token FROM tasks WHERE id = $1", task_id))
+
+
+def test_a_handed_back_attempt_cannot_complete_the_next_holders_attempt(platform):
+    async def scenario(tasks, pool):
+        task_id = await new_task(tasks)
+        old, _ = await tasks.claim(task_id, 30)
+        assert await tasks.hand_back(old)  # shutdown; its body swallows the cancellation and runs on
+        new, _ = await tasks.claim(task_id, 30)
+        assert new.attempts == old.attempts == 1 and new.lease_token != old.lease_token
+        assert await tasks.renew_leases([old], 30) == set()
+        assert not await tasks.complete(old, {"from": "the old attempt"})
+        assert await tasks.fail(old, "late failure", None) is None
+        assert not await tasks.hand_back(old)
+        assert await tasks.renew_leases([new], 30) == {task_id}
+        assert await tasks.complete(new, {"from": "the new attempt"})
+        assert (await pool.fetchval("SELECT result FROM tasks WHERE id = $1", task_id)) == {"from": "the new attempt"}
+    run_with_store(platform, scenario)
+
+
+def test_a_redriven_task_fences_out_the_holder_of_its_first_run(platform):
+    async def scenario(tasks, pool):
+        task_id = await new_task(tasks, max_attempts=1)
+        first, _ = await tasks.claim(task_id, 30)
+        await expire_lease(pool, task_id)
+        _, dead = await tasks.stale(None)
+        assert dead == 1 and (await row(pool, task_id))["status"] == "dead"
+        tenant = await pool.fetchval("SELECT tenant FROM tasks WHERE id = $1", task_id)
+        assert (await tasks.redrive(tenant, task_id))["attempts"] == 0
+        second, _ = await tasks.claim(task_id, 30)
+        assert second.attempts == first.attempts == 1
+        assert not await tasks.complete(first, {"stale": True})  # the stalled first holder wakes up
+        assert await tasks.complete(second, {"fresh": True})
+    run_with_store(platform, scenario)
+
+
+def test_lost_attempts_count_and_the_claim_ends_a_crash_looping_task(platform):
+    async def scenario(tasks, pool):
+        task_id = await new_task(tasks, max_attempts=3)
+        for attempt in (1, 2, 3):
+            claim, dead = await tasks.claim(task_id, 30)  # a redelivered message takes over the expired lease
+            assert claim is not None and claim.attempts == attempt and not dead
+            assert await tasks.claim(task_id, 30) == (None, False)  # a live lease is not taken
+            await expire_lease(pool, task_id)
+        assert await tasks.claim(task_id, 30) == (None, True)
+        state = await row(pool, task_id)
+        assert state["status"] == "dead" and state["attempts"] == 3 and state["lease_token"] is None
+        assert "attempt 3 lost" in state["error"]
+        assert await tasks.claim(task_id, 30) == (None, False)
+    run_with_store(platform, scenario)
+
+
+@pytest.mark.parametrize("attempts_left", [True, False])
+def test_the_reconciler_counts_an_expired_lease_as_a_failed_attempt(platform, attempts_left):
+    async def scenario(tasks, pool):
+        task_id = await new_task(tasks, max_attempts=2 if attempts_left else 1)
+        await tasks.claim(task_id, 30)
+        await expire_lease(pool, task_id)
+        requeued, dead = await tasks.stale(None)
+        state = await row(pool, task_id)
+        assert state["attempts"] == 1 and "attempt 1 lost" in state["error"] and state["lease_token"] is None
+        if attempts_left:
+            assert task_id in requeued and state["status"] == "queued"
+            claim, _ = await tasks.claim(task_id, 30)
+            assert claim.attempts == 2
+        else:
+            assert task_id not in requeued and dead >= 1 and state["status"] == "dead"
+    run_with_store(platform, scenario)
