@@ -12,7 +12,6 @@ Pure: components come from the registry; no component is named here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 from shipyard.component import TIERS, Component, Service
 from shipyard.components import COMPONENTS
@@ -55,11 +54,6 @@ def _scale(service: Service, settings: EnvironmentSettings) -> int:
 
 def instances(settings: EnvironmentSettings) -> tuple[Instance, ...]:
     """Every instance of every component in the environment, in registry order."""
-    return _instances(settings)
-
-
-@cache
-def _instances(settings: EnvironmentSettings) -> tuple[Instance, ...]:
     result: list[Instance] = []
     for comp in COMPONENTS:
         for svc in comp.services:

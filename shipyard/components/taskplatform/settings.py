@@ -22,6 +22,9 @@ class RuntimeSettings(Strict):
     retry_base_seconds: float = Field(1.0, gt=0)
     retry_max_seconds: float = Field(60.0, gt=0)
     reconcile_after_seconds: float = Field(30.0, gt=0)
+    task_timeout_seconds: float = Field(300.0, gt=0, le=86400, description="a task attempt running longer fails")
+    task_timeout_seconds_by_kind: dict[str, float] = Field(default_factory=dict,
+                                                           description="per-kind timeouts (the app rejects unknown kinds)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
