@@ -175,6 +175,8 @@ class Component:
     template_context: Callable[[Any], dict[str, Any]] | None = None
     # The service-specific part of a compose service: (ctx, instance) → command, env, volumes...:
     compose_service: Callable[[Any, Any], dict[str, Any]] | None = None
+    # Every service of it must land on one host (the settings are refused otherwise).
+    single_host: bool = False
     # Extra validation of the whole environment: settings → [(where, what, fix)].
     validate: Callable[[Any], list[tuple[str, str, str]]] | None = None
     checks: str | None = None  # module of testinfra checks (`make verify`)

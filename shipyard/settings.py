@@ -253,6 +253,13 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
                                           f"(it runs {', '.join(users)})",
                                           f"add a module-level list '{group} = [...]' naming at least one host"))
     for comp in COMPONENTS:
+        comp_groups = sorted({svc.group for svc in comp.services})
+        hosts = sorted({h.name for h in settings.hosts if set(h.roles) & set(comp_groups)})
+        if comp.single_host and len(hosts) > 1:
+            problems.append(ShipyardError(f"{source_file}: group '{', '.join(comp_groups)}'",
+                                          f"{len(hosts)} hosts ({', '.join(hosts)}) but this release runs {comp.name} "
+                                          "on a single host", f"put exactly one host in the {' and '.join(comp_groups)} group"))
+    for comp in COMPONENTS:
         if comp.validate and not problems:
             for where, what, fix in comp.validate(settings):
                 problems.append(ShipyardError(f"{source_file}: {where}", what, fix))

@@ -118,3 +118,19 @@ def test_two_ports_on_one_number_are_refused_naming_both_keys(repo):
     with pytest.raises(SettingsError):
         load_environment(repo, "ci", {"SHIPYARD_PORTS__EDGE_BIND": "0.0.0.0", "SHIPYARD_PORTS__EDGE_HTTP": "15432"})
     load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})  # a free port is fine
+
+
+def test_a_single_host_component_refuses_a_second_host_in_its_group(tmp_path):
+    from shipyard.inventory import load_environment
+
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "two.py").write_text(
+        'SHIPYARD = {"name": "two"}\n'
+        'edge = [("e.example", {"address": "10.0.0.1"})]\napp = [("a.example", {"address": "10.0.0.2"})]\n'
+        'data = [("d1.example", {"address": "10.0.0.3"}), ("d2.example", {"address": "10.0.0.4"})]\n')
+    with pytest.raises(SettingsError) as err:
+        load_environment(tmp_path, "two", {})
+    text = str(err.value)
+    assert "inventories/two.py: group 'data'" in text
+    assert "2 hosts (d1, d2) but this release runs postgres on a single host" in text
+    assert "runs redis on a single host" in text and "put exactly one host in the data group" in text

@@ -77,14 +77,6 @@ def template_context(ctx) -> dict[str, Any]:
     return {"env": ctx.env, "postgres": ctx.section("postgres")}
 
 
-def validate(settings) -> list[tuple[str, str, str]]:
-    data_hosts = [h.name for h in settings.hosts_with_role("data")]
-    if len(data_hosts) > 1:
-        return [("group 'data'", f"{len(data_hosts)} data hosts ({', '.join(data_hosts)}) but this release runs "
-                 "PostgreSQL on a single host", "put exactly one host in the data group")]
-    return []
-
-
 COMPONENT = Component(
     name="postgres",
     folder=Path(__file__).parent,
@@ -112,7 +104,8 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
-    validate=validate,
+    # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
+    single_host=True,
     checks="shipyard.components.postgres.checks",
     describe="shipyard.components.postgres.status",
 )

@@ -67,14 +67,6 @@ def template_context(ctx) -> dict[str, Any]:
     return {"env": ctx.env, "redis": ctx.section("redis"), "master": _master_as_deployed(ctx)}
 
 
-def validate(settings) -> list[tuple[str, str, str]]:
-    data_hosts = [h.name for h in settings.hosts_with_role("data")]
-    if len(data_hosts) > 1:
-        return [("group 'data'", f"{len(data_hosts)} data hosts ({', '.join(data_hosts)}) but this release runs "
-                 "Redis and its Sentinels on a single host", "put exactly one host in the data group")]
-    return []
-
-
 COMPONENT = Component(
     name="redis",
     folder=Path(__file__).parent,
@@ -101,7 +93,8 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
-    validate=validate,
+    # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
+    single_host=True,
     checks="shipyard.components.redis.checks",
     describe="shipyard.components.redis.status",
 )
