@@ -79,8 +79,6 @@ def image_ref(settings, comp: Component, key: str) -> str:
     return official_ref(image.official, settings.images.mirror)
 
 
-service_image = image_ref
-
 
 def _used_images(settings, comps: list[Component], keys: set[tuple[str, str]]) -> list[tuple[Component, Image]]:
     """(component, image) pairs needed for ``keys``, each base before what is built on it."""

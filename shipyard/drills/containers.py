@@ -73,6 +73,3 @@ def in_volumes_of(settings: EnvironmentSettings, service: str, argv: list[str], 
         throwaway.remove(force=True)
     return code, out, err
 
-
-def logs_tail(settings: EnvironmentSettings, service: str, lines: int = 20) -> str:
-    return container(settings, service, running=False).logs(tail=lines).decode(errors="replace")

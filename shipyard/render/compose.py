@@ -61,7 +61,7 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
              config_hashes: dict[str, str]) -> dict[str, Any]:
     svc, comp = inst.service, inst.component
     ctx = RenderContext(settings, host, comp)
-    doc: dict[str, Any] = {"image": images.service_image(settings, comp, svc.image),
+    doc: dict[str, Any] = {"image": images.image_ref(settings, comp, svc.image),
                            "restart": "unless-stopped", "logging": _LOGGING}
     if comp.compose_service:
         doc.update(comp.compose_service(ctx, inst))
