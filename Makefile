@@ -106,7 +106,10 @@ test-services: venv host-test-deps
 	PYTHONPATH=services $(PYTEST) -q services/tests
 
 # The whole ci environment on the local Docker engine, verified, then removed (also on failure).
+# It starts by removing what an aborted earlier run may have left: ci is the tests' own, and a
+# fresh checkout holds fresh secrets, which the deployed leftovers would refuse.
 test-e2e: venv
+	@$(MAKE) --no-print-directory down ENV=ci VOLUMES=1 >/dev/null 2>&1 || true
 	@status=0; \
 	$(MAKE) --no-print-directory up ENV=ci || status=$$?; \
 	if [ $$status -eq 0 ]; then $(PYTEST) -q tests/e2e --shipyard-env=ci || status=$$?; fi; \
