@@ -6,7 +6,7 @@
   the new primary, and from stopping the old primary to that write.
 - For each drill: tasks the API accepted while it ran vs tasks processed (must be equal), and
   the longest stretch in which no task creation succeeded.
-Rolls out ENV first (images present); leaves it down with its volumes removed.
+Rolls out ENV first (images present); leaves it removed (`make down VOLUMES=1`).
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ def main() -> None:
             runs["redis"].append(redis_drill(settings, client))
             runs["postgres"].append(postgres_drill(settings, client))
     finally:
-        project_dir = commands.project_dir(settings.deploy_root, settings.name)
-        subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes=True), capture_output=True)
+        # Like `make down VOLUMES=1`: the project dir (and the secrets it records) goes too.
+        subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
+                       capture_output=True)
 
     def med(drill: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[drill])

@@ -5,7 +5,7 @@ Prints cold rollout seconds, no-op re-run seconds, the plain compose figures and
 then the idle CPU of the rolled-out stack beside them (tests/bench/bench_idle.py): the health
 probes are slow once a container is up, which must not slow the rollout's gates.
 Targets: no-op re-run ≤ 3 s; cold rollout ≤ 1.1× plain compose; idle ≤ 5 % of one core.
-Leaves the environment down (volumes removed) when it finishes.
+Leaves the environment removed (`make down VOLUMES=1`) when it finishes.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def main() -> None:
         timed(shipyard_up)
         idle = subprocess.run([sys.executable, str(REPO / "tests/bench/bench_idle.py"), "--env", args.env,
                                "--seconds", str(args.idle_seconds)], cwd=REPO, capture_output=True, text=True).stdout
-    timed(down)
+    # Like `make down VOLUMES=1`: the project dir (and the secrets it records) goes too.
+    timed([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"])
 
     med = {k: sorted(v)[len(v) // 2] for k, v in figures.items()}
     print(f"bench-rollout env={args.env} runs={args.runs} (median seconds)")
