@@ -15,6 +15,24 @@ def test_rerun_with_nothing_changed_recreates_nothing(env_name):
     assert container_states(f"shipyard-{env_name}") == before
 
 
+def test_status_and_plan_describe_the_rolled_out_environment(env_name):
+    status = run_shipyard("status", "--env", env_name)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    for service in ("postgres", "postgres-replica-1", "redis", "redis-sentinel-3", "api", "worker", "edge"):
+        # An instance's row (a component's heading is its name alone).
+        row = next((line for line in lines if line.split()[:1] == [service] and len(line.split()) > 1), "")
+        assert " healthy " in row, (service, status.stdout)
+    assert any(line.split()[0] in ("postgres", "postgres-replica-1") and "primary, streaming to" in line
+               for line in lines if len(line.split()) > 1), status.stdout
+    assert "agrees; 3 of 3 Sentinels" in status.stdout and "drift from the render: none" in status.stdout
+    plan = run_shipyard("plan", "--env", env_name)
+    assert plan.returncode == 0 and plan.stdout.rstrip().endswith("nothing to do"), plan.stdout + plan.stderr
+    changed = run_shipyard("plan", "--env", env_name, env_extra={"SHIPYARD_REDIS__QUORUM": "3"})
+    assert "redis-sentinel-1: environment.REDIS_QUORUM: '2' -> '3'" in changed.stdout, changed.stdout
+    assert "redis: " not in changed.stdout  # the Redis nodes keep running
+
+
 def test_a_second_checkout_with_other_secrets_is_refused_before_touching_anything(env_name, tmp_path):
     """Another clone (here: a copy of this one without its per-machine secrets) generates its own
     secrets for the environment; deploying them would lock the platform out of its own data."""

@@ -36,3 +36,19 @@ def test_missing_unhealthy_failed_oneshot_and_new_image_are_out_of_date():
     assert "m: one-shot is exited (exit 1)" in plans["app"].reasons
     assert "api: 0 container(s), want 1" in plans["app"].reasons
     assert plans["edge"].reasons == ["e: image changed"]
+
+
+def test_service_changes_name_the_changed_keys_and_config_files():
+    from shipyard.plan import file_changes, service_changes
+
+    deployed = {"services": {"a": {"environment": {"X": "1"}, "labels": {"org.shipyard.config-hash": "h1"}},
+                             "gone": {"image": "i"}, "same": {"image": "i"}}}
+    rendered = {"services": {"a": {"environment": {"X": "2"}, "labels": {"org.shipyard.config-hash": "h2"}},
+                             "new": {"image": "i"}, "same": {"image": "i"}}}
+    changes = service_changes(deployed, rendered)
+    assert changes["a"] == ["environment.X: '1' -> '2'", "its config files changed"]
+    assert changes["new"] == ["new service"] and changes["same"] == []
+    assert changes["gone"] == ["removed from the render (its container goes)"]
+    assert service_changes(None, rendered)["same"] == ["new service"]  # never deployed
+    assert file_changes({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == ["c: new", "b: changed"]
+    assert file_changes({"old": "1"}, {}) == ["old: removed"]
