@@ -177,8 +177,6 @@ class Component:
     compose_service: Callable[[Any, Any], dict[str, Any]] | None = None
     # Every service of it must land on one host (the settings are refused otherwise).
     single_host: bool = False
-    # Extra validation of the whole environment: settings → [(where, what, fix)].
-    validate: Callable[[Any], list[tuple[str, str, str]]] | None = None
     checks: str | None = None  # module of testinfra checks (`make verify`)
     # `make status`: module whose ``describe(settings, {instance name: container})`` returns
     # what an operator wants to know of each instance beyond health (role, lag...).

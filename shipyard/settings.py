@@ -259,10 +259,6 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
             problems.append(ShipyardError(f"{source_file}: group '{', '.join(comp_groups)}'",
                                           f"{len(hosts)} hosts ({', '.join(hosts)}) but this release runs {comp.name} "
                                           "on a single host", f"put exactly one host in the {' and '.join(comp_groups)} group"))
-    for comp in COMPONENTS:
-        if comp.validate and not problems:
-            for where, what, fix in comp.validate(settings):
-                problems.append(ShipyardError(f"{source_file}: {where}", what, fix))
     for host in settings.hosts:
         if not re.match(r"^[A-Za-z0-9.:-]+$", host.address):
             problems.append(ShipyardError(f"{source_file}: host {host.name}: address", f"not a hostname or IP: {host.address!r}",
