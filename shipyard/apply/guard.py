@@ -6,7 +6,9 @@ environment would otherwise overwrite the deployed secret files, report nothing 
 leave the platform crash-looping at its next restart (PostgreSQL keeps its password in its
 data). The host records each secret's fingerprint (never the value) in
 ``<project>/secrets/fingerprints``; a deploy whose fingerprints differ stops here, before
-anything on the host is touched, and says how to adopt the environment's secrets.
+anything on the host is touched, and says how to adopt the environment's secrets. A host that
+still runs the value a pending rotation of this checkout replaces is not a conflict: the deploy
+goes on and applies the rotation (shipyard.apply.rotation).
 """
 
 from __future__ import annotations
@@ -36,15 +38,16 @@ class RecordedFingerprints(FactBase):
 
 
 @operation(is_idempotent=True)
-def same_secrets(root: str, env: str, values: dict[str, Secret]):
+def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]):
     recorded = host.get_fact(RecordedFingerprints, path=f"{root}/secrets/{FINGERPRINTS}")
-    changed = differing(recorded, values)
+    changed = differing(recorded, values, previous)
     if changed:
         message = (f"host {host.name}: {root} runs with other secrets than this checkout holds "
                    f"({', '.join(changed)} differ); nothing was changed.\n"
                    f"fix: deploy from the checkout that deployed it, or adopt its secrets here: copy its "
                    f"secrets/{env}/ and its age identity (~/.config/shipyard/age/{env}.key) to this checkout; "
-                   f"to start the environment over instead: make down ENV={env} VOLUMES=1 (deletes its data)")
+                   f"to start the environment over instead: make down ENV={env} VOLUMES=1 (deletes its data); "
+                   f"to change a secret on purpose: make secrets-rotate ENV={env} NAME=<secret>")
         print(message, flush=True)  # once, readable: pyinfra repeats an exception's text
         raise OperationError(f"host {host.name}: other secrets than the deployed ones (report above)")
     host.noop(f"{len(recorded)} recorded secrets match" if recorded else "first deploy: no secrets recorded yet")
@@ -52,5 +55,6 @@ def same_secrets(root: str, env: str, values: dict[str, Secret]):
     yield  # an operation is a generator; this one only checks
 
 
-def ensure_same_secrets(root: str, env: str, values: dict[str, Secret]) -> None:
-    same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values)
+def ensure_same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]) -> None:
+    same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values,
+                 previous=previous)
