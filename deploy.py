@@ -11,7 +11,7 @@ from pyinfra import host
 
 from shipyard import commands, images, topology
 from shipyard.apply.engine import ensure_docker_engine
-from shipyard.apply.guard import ensure_same_secrets
+from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
 from shipyard.apply.rollout import roll_out
@@ -32,6 +32,7 @@ previous = previous_values(REPO, settings.name)
 
 # First, before anything on the host changes: the host runs with these secrets (or none yet).
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
+ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=settings.images.source == "local")
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
 ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),

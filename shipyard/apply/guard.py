@@ -1,5 +1,5 @@
-"""pyinfra operation, the first of a deploy on each host: refuse a deploy whose secrets are not
-the ones the host runs with.
+"""pyinfra operations, the first of a deploy on each host: refuse a deploy whose secrets are not
+the ones the host runs with, or whose ports something else already holds there.
 
 A second checkout of the repo (or another machine) holding other secrets for the same
 environment would otherwise overwrite the deployed secret files, report nothing changed, and
@@ -17,8 +17,9 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.api.exceptions import OperationError
 
-from shipyard import commands
+from shipyard import commands, hostports
 from shipyard.secretstore import Secret, differing, parse_fingerprints
+from shipyard.settings import EnvironmentSettings, HostSettings
 
 FINGERPRINTS = "fingerprints"  # in the project's root-only secrets dir
 
@@ -58,3 +59,43 @@ def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[
 def ensure_same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]) -> None:
     same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values,
                  previous=previous)
+
+
+class PortHolders(FactBase):
+    """Listening TCP sockets and other containers' published ports: what would make a bind fail."""
+
+    _SPLIT = "--- shipyard: docker ps ---"
+
+    def command(self) -> str:
+        ps = commands.to_shell(["docker", "ps", "--format",
+                                '{{.Label "com.docker.compose.project"}}\t{{.Names}}\t{{.Ports}}'])
+        # No docker yet (a fresh host): no container holds anything.
+        return f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo '{self._SPLIT}'; {ps} 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return ("", "")
+
+    def process(self, output):
+        text = "\n".join(output)
+        tcp, _, ps = text.partition(self._SPLIT)
+        return tcp, ps
+
+
+@operation(is_idempotent=True)
+def ports_free(settings: EnvironmentSettings, this_host: HostSettings):
+    tcp, ps = host.get_fact(PortHolders)
+    clashes = hostports.clashes(settings, this_host, hostports.holders(tcp, ps, settings.compose_project))
+    if clashes:
+        print(f"host {host.name}: ports this deploy would publish are taken; nothing was changed:\n  "
+              + "\n  ".join(clashes)
+              + f"\nfix: stop what holds them, or choose other ports in inventories/{settings.name}.py "
+                f"(or SHIPYARD_PORTS__<NAME>=...)", flush=True)
+        raise OperationError(f"host {host.name}: {len(clashes)} port(s) already taken (report above)")
+    host.noop("every port this host publishes is free or already this environment's")
+    return
+    yield  # an operation is a generator; this one only checks
+
+
+def ensure_ports_free(settings: EnvironmentSettings, this_host: HostSettings) -> None:
+    ports_free(name="the ports this host publishes are free", settings=settings, this_host=this_host)

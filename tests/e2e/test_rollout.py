@@ -79,6 +79,24 @@ def test_invalid_setting_stops_before_touching_the_host(env_name):
     assert container_states(f"shipyard-{env_name}") == before
 
 
+def test_a_port_another_process_holds_stops_the_deploy_before_it_touches_anything(env_name):
+    import socket
+
+    before = container_states(f"shipyard-{env_name}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_PORTS__EDGE_HTTP": str(port)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"ports.edge_http (edge) publishes 127.0.0.1:{port}, which a process of the host already holds" in output
+    assert "nothing was changed" in output and "fix: stop what holds them" in output
+    assert output.count(f"127.0.0.1:{port}, which") == 1  # said once, not repeated by pyinfra
+    assert container_states(f"shipyard-{env_name}") == before
+    assert run_shipyard("up", "--env", env_name).stdout.count("nothing changed") == 1  # the files were not touched
+
+
 def test_failed_health_gate_prints_logs_and_health_then_a_fixed_rerun_recovers(env_name):
     # 60 GB of shared buffers cannot be mapped on this machine: PostgreSQL exits at start.
     broken = {"SHIPYARD_POSTGRES__SHARED_BUFFERS_MB": "60000", "SHIPYARD_HEALTH__DATA_TIMEOUT_S": "20"}
