@@ -128,6 +128,7 @@ def down(env: str, volumes: bool) -> int:
         # A full teardown: the shipped project and its secret files go too; the next deploy
         # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
         shutil.rmtree(project_dir)
+        shutil.rmtree(commands.last_good_dir(settings.deploy_root, env), ignore_errors=True)
         print(f"{env}: removed {project_dir}")
     return code
 

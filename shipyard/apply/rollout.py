@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
 
 from shipyard import commands, images, topology
@@ -124,12 +125,27 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
                     phase="apply", steps=apply_live)
     states = service_states(settings, rendered)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
+    last_good = commands.last_good_dir(settings.deploy_root, settings.name)
     steps = topology.rollout_steps(settings)
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",
                     function=converge_host, project_dir=root, project=settings.compose_project,
-                    services={name: states[name] for name in mine}, all_services=states, timeouts=timeouts)
+                    services={name: states[name] for name in mine}, all_services=states, timeouts=timeouts,
+                    last_good_dir=last_good)
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers drop the old value",
                     function=rotation.retire, project_dir=root, project=settings.compose_project, steps=retire_live)
+    record_last_good(name=f"keep a copy of the project as deployed: {last_good}", root=root, last_good=last_good)
+
+
+@operation()
+def record_last_good(root: str, last_good: str):
+    """A copy of the project as this deploy left it, every service healthy: what a later deploy
+    that fails restores the services it took down from (shipyard.apply.converge)."""
+    new = f"{last_good}.new"
+    # Copied only when it differs (a no-op deploy stays cheap); replaced whole, by a rename.
+    yield StringCommand(commands.to_shell(["diff", "-rq", root, last_good]), ">/dev/null 2>&1", "||", "{",
+                        commands.to_shell(["rm", "-rf", new]), "&&", commands.to_shell(["cp", "-a", root, new]),
+                        "&&", commands.to_shell(["rm", "-rf", last_good]), "&&",
+                        commands.to_shell(["mv", new, last_good]), ";", "}")
