@@ -71,6 +71,29 @@ def test_second_concurrent_deploy_is_refused_with_a_clear_message(env_name):
     assert "another deploy holds the lock" in result.stderr and "LOCK_WAIT" in result.stderr
 
 
+def test_a_deploy_from_another_machine_holding_the_host_lock_is_refused_until_it_is_cleared(env_name):
+    from pathlib import Path
+
+    from shipyard.apply.hostlock import lock_file
+    from shipyard.inventory import load_environment
+
+    lock = Path(lock_file(load_environment(REPO, env_name).deploy_root, env_name))
+    before = container_states(f"shipyard-{env_name}")
+    lock.write_text("controller build-server-2 pid 4242 checkout /srv/shipyard\n")
+    try:
+        result = run_shipyard("up", "--env", env_name)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "another deploy holds the environment's lock (controller build-server-2 pid 4242" in output
+        assert f"remove {lock}" in output
+        assert container_states(f"shipyard-{env_name}") == before
+    finally:
+        lock.unlink()
+    result = run_shipyard("up", "--env", env_name)
+    assert result.returncode == 0 and "nothing changed" in result.stdout
+    assert not lock.exists()  # released by the deploy that took it
+
+
 def test_invalid_setting_stops_before_touching_the_host(env_name):
     before = container_states(f"shipyard-{env_name}")
     result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_PORTS__EDGE_HTTP": "eighty"})

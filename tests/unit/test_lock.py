@@ -25,3 +25,19 @@ def test_two_checkouts_of_the_repo_share_the_lock_of_an_environment(tmp_path):
             with environment_lock(tmp_path / "clone-b", "local", environ=locks):
                 pass
     assert f"of checkout {tmp_path / 'clone-a'}" in str(err.value)
+
+
+def test_a_host_lock_is_stale_only_when_its_deploy_ran_here_and_is_gone():
+    import os
+    import socket
+    import subprocess
+
+    from shipyard.apply.hostlock import stale
+
+    me = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert stale(f"controller {me} pid {gone.pid} checkout /a", me)
+    assert not stale(f"controller {me} pid {os.getpid()} checkout /a", me)  # still deploying
+    assert not stale(f"controller other-machine pid {gone.pid} checkout /a", me)  # cannot tell: not ours
+    assert not stale("garbage", me)
