@@ -198,6 +198,9 @@ class Component:
     compose_service: Callable[[Any, Any], dict[str, Any]] | None = None
     # Every service of it must land on one host (the settings are refused otherwise).
     single_host: bool = False
+    # How a secret only it defines is generated, when not a URL-safe random token (the default):
+    # "uuid" (Consul token IDs), "base64-32" (a gossip key: 32 random bytes, standard base64).
+    secret_formats: Mapping[str, Literal["token", "uuid", "base64-32"]] = field(default_factory=dict)
     checks: str | None = None  # module of testinfra checks (`make verify`)
     # `make status`: module whose ``describe(settings, {instance name: container})`` returns
     # what an operator wants to know of each instance beyond health (role, lag...).

@@ -20,9 +20,11 @@ text to disk, and ``Secret`` prints as ``***``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets as random_source
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,17 @@ IDENTITY_DIR_VAR = "SHIPYARD_AGE_IDENTITY_DIR"
 
 # Every secret some component's service reads (shipyard.component.SecretFile.secret).
 SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.services for s in svc.secrets}))
+_FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_formats.items()}
+
+
+def new_value(name: str) -> str:
+    """A fresh random value for secret ``name``, in the format its component needs."""
+    fmt = _FORMATS.get(name, "token")
+    if fmt == "uuid":
+        return str(uuid.UUID(bytes=random_source.token_bytes(16), version=4))
+    if fmt == "base64-32":
+        return base64.b64encode(random_source.token_bytes(32)).decode()
+    return random_source.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ def rotate(repo: Path, env: str, name: str, environ: dict[str, str] | None = Non
     # The old value first: a crash between the two writes leaves previous == current, which a
     # deploy applies as a no-op rotation.
     _write_private(previous, current.read_bytes(), 0o644)
-    _write_private(current, pyrage.encrypt(random_source.token_urlsafe(32).encode(), recipients), 0o644)
+    _write_private(current, pyrage.encrypt(new_value(name).encode(), recipients), 0o644)
 
 
 def previous_values(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
@@ -188,7 +201,7 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
         if path.exists():
             value = _decrypt(path, identity, key_file)
         else:
-            value = random_source.token_urlsafe(32)
+            value = new_value(name)
             _write_private(path, pyrage.encrypt(value.encode(), recipients), 0o644)
             if created is not None:
                 created.append(name)
