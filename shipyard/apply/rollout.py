@@ -5,6 +5,7 @@ host before the next begins, so tiers converge in order across hosts."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
@@ -16,7 +17,7 @@ from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
 from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
 from shipyard.component import SecretFile
-from shipyard.render import RenderedHost, render_secret_file
+from shipyard.render import RenderedHost, render_secret_file, secret_variables
 from shipyard.render.compose import secrets_variable
 from shipyard.secretstore import Secret, fingerprints, fingerprints_text
 from shipyard.settings import EnvironmentSettings
@@ -35,19 +36,22 @@ def project_files(root: str, rendered: RenderedHost) -> list[WantedPath]:
     return wanted
 
 
-def _secret_content(inst: topology.Instance, secret: SecretFile, value: Secret) -> bytes:
+def _secret_content(inst: topology.Instance, secret: SecretFile, value: Secret,
+                    variables: dict[str, dict[str, Any]]) -> bytes:
     if secret.template:
-        return render_secret_file(inst.component, secret.template, secret.secret, value.value)
+        return render_secret_file(inst.component, secret.template, secret.secret, value.value,
+                                  variables.get(inst.component.name))
     return value.value.encode()
 
 
 def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict[str, Secret],
-                 previous: dict[str, Secret] | None = None) -> list[WantedPath]:
+                 previous: dict[str, Secret] | None = None,
+                 variables: dict[str, dict[str, Any]] | None = None) -> list[WantedPath]:
     """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it,
     in a 0500 directory of that uid, under a 0700 root-only secrets directory. During a rotation
     (``previous``: name → the value it replaces) a server that takes the new value live also gets
     the old one as ``<target>.retiring``, to authenticate with until it has switched."""
-    previous = previous or {}
+    previous, variables = previous or {}, variables or {}
     # What this host runs with, by fingerprint: a deploy holding other secrets stops (guard.py).
     wanted = [WantedPath(f"{root}/secrets", 0, "700"),
               WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values)),
@@ -59,10 +63,10 @@ def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict
         folder = f"{root}/secrets/{inst.name}"
         wanted.append(WantedPath(folder, svc.uid, "500"))
         for s in svc.secrets:
-            wanted.append(WantedPath(f"{folder}/{s.target}", svc.uid, "400", _secret_content(inst, s, values[s.secret])))
+            wanted.append(WantedPath(f"{folder}/{s.target}", svc.uid, "400", _secret_content(inst, s, values[s.secret], variables)))
             if s.rotation is not None and s.secret in previous:
                 wanted.append(WantedPath(f"{folder}/{s.target}{RETIRING_SUFFIX}", svc.uid, "400",
-                                         _secret_content(inst, s, previous[s.secret])))
+                                         _secret_content(inst, s, previous[s.secret], variables)))
     return wanted
 
 
@@ -117,7 +121,8 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.instances_on(settings, rendered.host)
     project_paths(name=f"project files and secrets in {root}", root=root,
-                  wanted=project_files(root, rendered) + secret_files(root, on_host, values, previous))
+                  wanted=project_files(root, rendered) + secret_files(
+                      root, on_host, values, previous, secret_variables(settings, rendered.host)))
     apply_live, retire_live = live_rotations(on_host, set(previous or {}))
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",

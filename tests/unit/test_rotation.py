@@ -6,6 +6,7 @@ import pytest
 
 from shipyard import topology
 from shipyard.apply.rollout import live_rotations, secret_files, secrets_env
+from shipyard.render import secret_variables
 from shipyard.inventory import load_environment
 from shipyard.secretstore import SECRET_NAMES, Secret
 
@@ -14,6 +15,12 @@ from shipyard.secretstore import SECRET_NAMES, Secret
 def on_host(repo):
     settings = load_environment(repo, "ci", {})
     return topology.instances_on(settings, settings.hosts[0])
+
+
+@pytest.fixture(scope="module")
+def variables(repo):
+    settings = load_environment(repo, "ci", {})
+    return secret_variables(settings, settings.hosts[0])
 
 
 def values(suffix: str = "", **changed: str) -> dict[str, Secret]:
@@ -26,9 +33,9 @@ def digests(on_host, vals) -> dict[str, str]:
     return dict(line.split("=", 1) for line in secrets_env(on_host, vals).decode().splitlines())
 
 
-def test_each_service_gets_only_its_secrets_as_files(on_host):
+def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     targets: dict[str, list[str]] = {}
-    for wanted in secret_files("/p", on_host, values()):
+    for wanted in secret_files("/p", on_host, values(), variables=variables):
         parts = wanted.path.split("/")
         if wanted.content is not None and len(parts) == 5:  # /p/secrets/<instance>/<file>
             targets.setdefault(parts[3], []).append(parts[4])
@@ -45,6 +52,8 @@ def test_each_service_gets_only_its_secrets_as_files(on_host):
     # workers and migrations read their own role's as postgres_password (checked by make verify).
     assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
     assert "edge" not in targets
+    # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
+    assert targets["consul-1"] == ["acl-tokens.json", "gossip.json", "management_token"]
 
 
 @pytest.mark.parametrize("secret, recreated", [
@@ -68,16 +77,18 @@ def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_
     assert "n" * 43 not in secrets_env(on_host, values(**{secret: "n" * 43})).decode()
 
 
-def test_the_old_value_is_delivered_only_to_live_servers_and_only_while_a_rotation_is_pending(on_host):
+def test_the_old_value_is_delivered_only_to_live_servers_and_only_while_a_rotation_is_pending(on_host, variables):
     def retiring(previous):
-        return sorted(w.path for w in secret_files("/p", on_host, values(), previous) if w.path.endswith(".retiring"))
+        return sorted(w.path for w in secret_files("/p", on_host, values(), previous, variables)
+                      if w.path.endswith(".retiring"))
 
     assert retiring({}) == []
     assert retiring({"redis_password": Secret("redis_password", "o" * 43)}) == [
         "/p/secrets/redis-replica-1/redis_auth.conf.retiring", "/p/secrets/redis-sentinel-1/redis_password.retiring",
         "/p/secrets/redis-sentinel-2/redis_password.retiring", "/p/secrets/redis-sentinel-3/redis_password.retiring",
         "/p/secrets/redis/redis_auth.conf.retiring"]
-    old = [w for w in secret_files("/p", on_host, values(), {"redis_password": Secret("redis_password", "o" * 43)})
+    old = [w for w in secret_files("/p", on_host, values(), {"redis_password": Secret("redis_password", "o" * 43)},
+                                   variables)
            if w.path == "/p/secrets/redis/redis_auth.conf.retiring"][0]
     assert old.content == b"requirepass " + b"o" * 43 + b"\nmasterauth " + b"o" * 43 + b"\n"
     assert old.mode == "400" and old.uid == 999
