@@ -18,7 +18,10 @@ TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed")
 TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)")
 TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt")
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
-TASKS_REENQUEUED = Counter("tasks_reenqueued_total", "tasks re-enqueued by the reconciler", ["reason"])
+TASKS_RECOVERED = Counter("tasks_recovered_total", "tasks a worker took from PostgreSQL, not from the stream",
+                          ["reason"])
+CONSUMERS_FORGOTTEN = Counter("queue_consumers_removed_total", "idle consumers without pending entries removed "
+                                                               "from the group")
 CONFIG_RELOADS = Counter("config_reloads_total", "runtime config versions applied after start")
 CONFIG_REJECTIONS = Counter("config_rejections_total", "runtime config versions rejected as invalid")
 CONFIG_VERSION = Gauge("config_version_info", "applied runtime config (value 1)", ["version", "hash"],

@@ -218,21 +218,25 @@ class TaskStore:
             "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
         return [r["id"] for r in rows]
 
-    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> tuple[list[uuid.UUID], int]:
-        """(tasks to enqueue again, tasks that went dead). Running with an expired lease: their
-        worker died, which counts as a failed attempt (it was counted at claim and stays so):
-        queued again while attempts remain, else dead. And, unless ``queued_after_seconds`` is
-        None, queued for longer than that (their message may have been lost with a Redis
-        restart). Marks the re-enqueued ones as enqueued now."""
+    async def expire_leases(self, limit: int) -> tuple[list[uuid.UUID], int]:
+        """(tasks queued again, tasks that went dead): running under an expired lease, their
+        worker died or stalled. That lost attempt was counted at claim and stays so: queued
+        again while attempts remain, else dead."""
         rows = await self.pool.fetch(
             "UPDATE tasks SET "
-            "  status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
-            f" error = CASE WHEN status = 'running' THEN {_LOST_ATTEMPT} ELSE error END, "
-            "  lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
-            "WHERE id IN (SELECT id FROM tasks WHERE "
-            "  ($1::float8 IS NOT NULL AND status = 'queued' "
-            "   AND updated_at < clock_timestamp() - make_interval(secs => $1::float8)) OR "
-            "  (status = 'running' AND lease_until < clock_timestamp()) "
-            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, status",
-            queued_after_seconds, limit)
+            "  status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+            f" error = {_LOST_ATTEMPT}, lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_until < clock_timestamp() "
+            "  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, status", limit)
         return [r["id"] for r in rows if r["status"] == "queued"], sum(r["status"] == "dead" for r in rows)
+
+    async def take_overdue(self, queued_for_seconds: float, limit: int) -> list[uuid.UUID]:
+        """The oldest tasks queued for longer than ``queued_for_seconds`` (their message was lost
+        with a failed enqueue or a Redis failover, or waits behind a backlog), marked as taken
+        now (``updated_at``) so that other workers leave them alone for that long again."""
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' "
+            "  AND updated_at < clock_timestamp() - make_interval(secs => $1::float8) "
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id", queued_for_seconds, limit)
+        return [r["id"] for r in rows]

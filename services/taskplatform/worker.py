@@ -2,7 +2,7 @@
 
 Order of truth: claim the row (conditional UPDATE) → run → record the outcome → XACK. A crash
 anywhere leaves either an un-acked message (reclaimed with XAUTOCLAIM once idle) or a row
-whose lease expires (re-enqueued by the reconciler); the conditional UPDATEs make the
+whose lease expires (recovered from PostgreSQL, `_recover`); the conditional UPDATEs make the
 second delivery of a finished task a no-op, so nothing is lost and nothing completes twice.
 """
 
@@ -39,10 +39,12 @@ class Worker:
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.inflight: dict[asyncio.Task, tuple[str, store.Claimed | None]] = {}
-        # Messages read but not started yet: a read asks for as many as there are free slots,
-        # but the concurrency may be lowered while it waits; what does not fit waits here.
-        self.backlog: collections.deque[tuple[str, str]] = collections.deque()
+        # Per running task: its stream message (None when recovered from PostgreSQL) and claim.
+        self.inflight: dict[asyncio.Task, tuple[str | None, store.Claimed | None]] = {}
+        # Tasks taken but not started yet, as (message id or None, task id): a read asks for as
+        # many as there are free slots, but the concurrency may be lowered while it waits; what
+        # does not fit waits here, as do tasks recovered from PostgreSQL (`_recover`).
+        self.backlog: collections.deque[tuple[str | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
         self.store: store.TaskStore | None = None
         self.redis = None
@@ -51,7 +53,7 @@ class Worker:
         return self.config.config.worker_concurrency - len(self.inflight)
 
     # --- processing -----------------------------------------------------------------------
-    async def _process(self, message_id: str, task_id: str) -> None:
+    async def _process(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
             claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
@@ -61,7 +63,7 @@ class Worker:
             metrics.TASKS_DEAD.inc()
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
         if claim is None:  # finished, cancelled, dead, or running elsewhere under a live lease
-            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+            await self._ack(message_id)
             return
         self.inflight[task] = (message_id, claim)
         timeout = self.config.config.timeout_for(claim.kind)
@@ -87,7 +89,11 @@ class Worker:
         elif await self.store.complete(claim, body.result()):
             metrics.TASKS_COMPLETED.inc()
         self.inflight[task] = (message_id, None)  # recorded: no lease to keep or hand back
-        await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+        await self._ack(message_id)
+
+    async def _ack(self, message_id: str | None) -> None:
+        if message_id is not None:  # a task recovered from PostgreSQL came without a message
+            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
 
     async def _fail(self, claim: store.Claimed, error: str) -> None:
         cfg = self.config.config
@@ -101,7 +107,7 @@ class Worker:
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
-    def _spawn(self, message_id: str, task_id: str) -> None:
+    def _spawn(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.create_task(self._process(message_id, task_id))
         self.inflight[task] = (message_id, None)
         task.add_done_callback(self._done)
@@ -169,6 +175,7 @@ class Worker:
 
     async def _maintain_once(self) -> None:
         await self._renew_leases()
+        await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
         free = self._free_slots() - len(self.backlog)
         if free > 0:
             idle_ms = int(self.settings.claim_idle_seconds * 1000)
@@ -180,17 +187,31 @@ class Worker:
                     await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
         for task_id in await self.store.due_retries():
             await queue.enqueue(self.redis, str(task_id))
-        # Queued tasks are re-enqueued only when the stream has nothing undelivered: with a
-        # backlog their messages are still there (re-enqueueing would flood it with duplicates);
-        # after a Redis restart that lost the stream, there is no backlog.
-        backlog = await queue.has_undelivered(self.redis)
-        queued_after = None if backlog else self.config.config.reconcile_after_seconds
-        stale, dead = await self.store.stale(queued_after)
-        for task_id in stale:
-            await queue.enqueue(self.redis, str(task_id))
-        if stale:
-            metrics.TASKS_REENQUEUED.labels(reason="stale").inc(len(stale))
-            log.info("reconciler re-enqueued tasks", extra={"count": len(stale)})
+        forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds)
+        if forgotten:
+            metrics.CONSUMERS_FORGOTTEN.inc(len(forgotten))
+            log.info("idle consumers removed from the group", extra={"consumers": forgotten})
+
+    async def _recover(self) -> None:
+        """Tasks PostgreSQL says should run but that no message may bring: running under an
+        expired lease (their worker died) or queued longer than ``reconcile_after_seconds``
+        (their enqueue failed, a Redis failover lost their message, or a backlog holds it).
+        They go straight from PostgreSQL into this worker's own queue, which is served before
+        the stream: a backlog cannot postpone them, and the stream gets no duplicates. Bounded:
+        at most ``worker_concurrency`` of them wait here; a message of theirs still in the
+        stream finds them claimed or done, and is dropped."""
+        room = self.config.config.worker_concurrency - len(self.backlog)
+        if room <= 0:
+            return
+        lost, dead = await self.store.expire_leases(room)
+        overdue = await self.store.take_overdue(self.config.config.reconcile_after_seconds, room - len(lost))
+        self.backlog.extend((None, str(task_id)) for task_id in lost + overdue)
+        if lost:
+            metrics.TASKS_RECOVERED.labels(reason="lease_expired").inc(len(lost))
+        if overdue:
+            metrics.TASKS_RECOVERED.labels(reason="queued_too_long").inc(len(overdue))
+        if lost or overdue:
+            log.info("recovered tasks from PostgreSQL", extra={"lease_expired": len(lost), "queued_too_long": len(overdue)})
         if dead:
             metrics.TASKS_DEAD.inc(dead)
             log.info("tasks out of attempts after losing their worker", extra={"count": dead})
