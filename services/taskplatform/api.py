@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskplatform import kinds, metrics, queue, store
+from taskplatform import kinds, logs, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
@@ -132,6 +132,7 @@ class RequestContext:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
         request_id = given or uuid.uuid4().hex
         scope["request_id"] = request_id
+        logs.request_id.set(request_id)  # each request runs in its own asyncio task: its own context
         status_holder = {"status": 500, "started": False}
 
         async def send_wrapper(message):

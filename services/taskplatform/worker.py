@@ -21,12 +21,23 @@ import uuid
 
 from prometheus_client import start_http_server
 
-from taskplatform import kinds, metrics, queue, store
+import redis.exceptions
+
+from taskplatform import kinds, logs, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
 from taskplatform.settings import ProcessSettings
 
 log = logging.getLogger("taskplatform.worker")
+
+# PostgreSQL or Redis away for a while (a restart, a failover): expected, retried, and logged
+# without a traceback each time; anything else is a bug and logs its traceback.
+OUTAGES = store.UNAVAILABLE + (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _trouble(exc: BaseException) -> dict:
+    """Logging arguments for a caught exception: its traceback unless it is an outage."""
+    return {"exc_info": exc} if not isinstance(exc, OUTAGES) else {"extra": {"reason": repr(exc)}}
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random = random.Random()) -> float:
@@ -54,6 +65,15 @@ class Worker:
 
     # --- processing -----------------------------------------------------------------------
     async def _process(self, message_id: str | None, task_id: str) -> None:
+        logs.task_id.set(task_id)  # on every line logged while processing it (its own asyncio task)
+        try:
+            await self._run(message_id, task_id)
+        except Exception as exc:  # noqa: BLE001
+            # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
+            # and the task is picked up again. Nothing to do here but say so.
+            log.warning("task processing interrupted", **_trouble(exc))
+
+    async def _run(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
             claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
@@ -118,10 +138,6 @@ class Worker:
 
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
-            # and the task is picked up again. Nothing to do here but say so.
-            log.warning("task processing interrupted", extra={"reason": repr(task.exception())})
 
     async def _consume(self) -> None:
         backoff = 0.5
@@ -222,7 +238,7 @@ class Worker:
                 await self._maintain_once()
                 self._beat()
             except Exception as exc:  # noqa: BLE001 - keep going through outages
-                log.warning("maintenance pass failed", extra={"reason": repr(exc)})
+                log.warning("maintenance pass failed", **_trouble(exc))
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
             except asyncio.TimeoutError:
@@ -237,7 +253,7 @@ class Worker:
                 await self._renew_leases()
                 self._beat()
             except Exception as exc:  # noqa: BLE001 - keep trying until the grace period ends
-                log.warning("lease renewal during shutdown failed", extra={"reason": repr(exc)})
+                log.warning("lease renewal during shutdown failed", **_trouble(exc))
             await asyncio.sleep(self.settings.maintenance_interval_seconds)
 
     # --- lifecycle ------------------------------------------------------------------------
