@@ -193,7 +193,7 @@ class Services:
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
-        self._watch = asyncio.create_task(self.config.watch())
+        self._watch = asyncio.create_task(self.config.supervise())
 
     async def stop(self) -> None:
         if self._watch:
@@ -208,6 +208,7 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
     source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
     source.on_reload = metrics.CONFIG_RELOADS.inc
     source.on_reject = metrics.CONFIG_REJECTIONS.inc
+    source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
     source.subscribe(lambda loaded: metrics.set_config_version(loaded.config.version, loaded.hash))
     source.subscribe(lambda loaded: logging.getLogger().setLevel(loaded.config.log_level))
     return source
@@ -405,7 +406,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     @app.get("/v1/config")
     async def config_info():
         loaded = services.config.current()
-        return {"version": loaded.config.version, "hash": loaded.hash}
+        return {"version": loaded.config.version, "hash": loaded.hash, **services.config.reload_state()}
 
     @app.get("/version")
     async def version():

@@ -24,6 +24,8 @@ CONSUMERS_FORGOTTEN = Counter("queue_consumers_removed_total", "idle consumers w
                                                                "from the group")
 CONFIG_RELOADS = Counter("config_reloads_total", "runtime config versions applied after start")
 CONFIG_REJECTIONS = Counter("config_rejections_total", "runtime config versions rejected as invalid")
+CONFIG_WATCH_ERRORS = Counter("config_watch_errors_total", "errors watching or applying the runtime config "
+                                                            "(logged with a traceback; the watch is retried)")
 CONFIG_VERSION = Gauge("config_version_info", "applied runtime config (value 1)", ["version", "hash"],
                        multiprocess_mode="liveall")
 

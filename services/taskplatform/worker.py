@@ -186,7 +186,8 @@ class Worker:
         loaded = self.config.current()
         beat = self.settings.heartbeat_file
         with open(f"{beat}.tmp", "w") as out:
-            json.dump({"at": time.time(), "config_version": loaded.config.version, "config_hash": loaded.hash}, out)
+            json.dump({"at": time.time(), "config_version": loaded.config.version, "config_hash": loaded.hash,
+                       "config_reload": self.config.reload_state()}, out)
         os.replace(f"{beat}.tmp", beat)  # readers never see half a file
 
     async def _maintain_once(self) -> None:
@@ -269,7 +270,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        watch = asyncio.create_task(self.config.watch())
+        watch = asyncio.create_task(self.config.supervise())
         log.info("worker started", extra={"consumer": self.consumer,
                                           "concurrency": self.config.config.worker_concurrency})
         await asyncio.gather(self._consume(), self._maintain())
