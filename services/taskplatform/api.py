@@ -396,11 +396,6 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             live["queue_pending"] = {(): pending}
         except Exception:  # noqa: BLE001 - metrics must answer while Redis is down
             pass
-        try:
-            counts = await services.store.counts_by_status()
-            live["tasks_by_status"] = {(("status", s),): counts.get(s, 0) for s in store.STATUSES}
-        except Exception:  # noqa: BLE001
-            pass
         return Response(metrics.exposition(live), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/config")

@@ -20,8 +20,6 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServ
 # stalled. SQL, evaluated on the row before the UPDATE.
 _LOST_ATTEMPT = "'attempt ' || attempts || ' lost: its lease expired (the worker died or stalled)'"
 
-STATUSES = ("queued", "running", "retry_wait", "succeeded", "dead", "cancelled")
-
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
             "created_at, updated_at")
 
@@ -64,6 +62,7 @@ class Claimed:
     attempts: int
     max_attempts: int
     lease_token: uuid.UUID
+    queued_seconds: float  # since the task was created
 
 
 class TaskStore:
@@ -139,10 +138,6 @@ class TaskStore:
             tenant, task_id, "status = 'queued', attempts = 0, error = NULL, lease_until = NULL, lease_token = NULL",
             ("dead",))
 
-    async def counts_by_status(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
-        return {r["status"]: r["n"] for r in rows}
-
     # --- worker side ------------------------------------------------------------------------
     async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> tuple[Claimed | None, bool]:
         """(claim, went_dead). Queued → running, or a running task whose lease expired (its
@@ -160,7 +155,8 @@ class TaskStore:
             "  attempts = CASE WHEN attempts < max_attempts THEN attempts + 1 ELSE attempts END, "
             "  updated_at = clock_timestamp() "
             "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
-            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status",
+            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status, "
+            "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
             task_id, lease_seconds, uuid.uuid4())
         if row is None:
             return None, False

@@ -86,14 +86,19 @@ class Worker:
             await self._ack(message_id)
             return
         self.inflight[task] = (message_id, claim)
+        if claim.attempts == 1:
+            metrics.TASK_QUEUE_WAIT_SECONDS.labels(kind=claim.kind).observe(claim.queued_seconds)
         timeout = self.config.config.timeout_for(claim.kind)
+        started = time.perf_counter()
         body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts))
         body.add_done_callback(_retrieve)
         try:
-            await asyncio.wait({body}, timeout=timeout)
+            with metrics.TASKS_RUNNING.track_inprogress():
+                await asyncio.wait({body}, timeout=timeout)
         except asyncio.CancelledError:
             body.cancel()  # the worker let go of this attempt (shutdown): so does its body
             raise
+        metrics.TASK_RUN_SECONDS.labels(kind=claim.kind).observe(time.perf_counter() - started)
         if not body.done():
             # The body is cancelled but not awaited: one that ignores cancellation runs on, yet
             # records nothing, since outcomes are recorded here, fenced by the lease token.
@@ -314,4 +319,4 @@ def _text(value) -> str:
 
 def serve_metrics(port: int) -> None:
     if port:
-        start_http_server(port)
+        start_http_server(port, registry=metrics.exposed_registry())

@@ -5,9 +5,13 @@ import json
 import logging
 import time
 
+import psycopg
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_worker_ready
 from taskplatform import logs
+from taskplatform_testing.servers import free_port
 
 
 def log_lines(platform, process: str) -> list[dict]:
@@ -101,3 +105,47 @@ def test_an_unreadable_config_source_is_retried_counted_and_shown_stale(platform
     assert state["watch"]["failing_since"] is None and state["watch"]["failures_in_a_row"] == 0
     watch_errors = [line for line in log_lines(platform, "api") if line["msg"].startswith("runtime config watch failed")]
     assert watch_errors and "IsADirectoryError" in watch_errors[-1]["traceback"]
+
+
+def samples(url: str, name: str) -> list[tuple[dict, float]]:
+    """(labels, value) of each sample of ``name`` in a Prometheus text exposition."""
+    found = []
+    for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+        found += [(sample.labels, sample.value) for sample in family.samples if sample.name == name]
+    return found
+
+
+def test_the_config_version_metric_names_only_the_applied_version_after_a_reload(api_url, runtime_config):
+    version = runtime_config(log_level="DEBUG")
+    deadline = time.monotonic() + 10
+    while {labels["version"] for labels, _ in samples(f"{api_url}/metrics", "config_version_info")} != {version}:
+        assert time.monotonic() < deadline, samples(f"{api_url}/metrics", "config_version_info")
+        time.sleep(0.1)
+    exported = samples(f"{api_url}/metrics", "config_version_info")
+    assert len(exported) == 2 and all(value == 1 for _, value in exported), exported  # one per API process
+
+
+def test_a_scrape_asks_nothing_of_the_tasks_table(platform, api_url):
+    """It answers at once while the table is locked (a count per status used to wait for it)."""
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
+                         user=platform.pg.user, password=platform.pg.password) as conn:
+        conn.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        for _ in range(4):  # every API process
+            assert requests.get(f"{api_url}/metrics", timeout=2).status_code == 200
+        conn.rollback()
+
+
+def test_the_worker_exports_run_time_and_queue_wait_per_kind(platform, tenant):
+    port = free_port()
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port)
+    try:
+        wait_worker_ready(worker)
+        task = tenant.wait_for(tenant.create("sleep", {"seconds": 0.3}).json()["id"])
+        assert task["status"] == "succeeded"
+        url = f"http://127.0.0.1:{port}/metrics"
+        run = dict((labels["kind"], value) for labels, value in samples(url, "task_run_seconds_sum"))
+        waited = dict((labels["kind"], value) for labels, value in samples(url, "task_queue_wait_seconds_count"))
+        assert run["sleep"] >= 0.3 and waited["sleep"] == 1, (run, waited)
+        assert samples(url, "worker_tasks_running") == [({}, 0.0)]
+    finally:
+        platform.stop_workers()
