@@ -242,9 +242,11 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 await self._maintain_once()
-                self._beat()
             except Exception as exc:  # noqa: BLE001 - keep going through outages
                 log.warning("maintenance pass failed", **_trouble(exc))
+            # Beats also while PostgreSQL or Redis is away: this worker's loops still run and it
+            # carries on once they are back; a restart would not bring them back sooner.
+            self._beat()
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
             except asyncio.TimeoutError:

@@ -9,19 +9,9 @@ import psycopg
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import wait_worker_ready
+from conftest import log_lines, wait_worker_ready
 from taskplatform import logs
 from taskplatform_testing.servers import free_port
-
-
-def log_lines(platform, process: str) -> list[dict]:
-    """Every JSON line the platform's ``process`` processes (api, worker) have logged so far."""
-    lines = []
-    for path in sorted(platform.root.glob(f"{process}-*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-    return lines
 
 
 def test_an_exception_is_logged_with_its_traceback_and_the_context_ids():
