@@ -32,7 +32,8 @@ TASK_RUN_SECONDS = Histogram("task_run_seconds", "time an attempt's body ran (un
                              ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
 TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task's creation to its first claim",
                                     ["kind"], buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900))
-CONFIG_VERSION = Gauge(CONFIG_VERSION_NAME := "config_version_info", "applied runtime config (value 1)", ["version", "hash"],
+CONFIG_VERSION_NAME = "config_version_info"
+CONFIG_VERSION = Gauge(CONFIG_VERSION_NAME, "applied runtime config (value 1)", ["version", "hash"],
                        multiprocess_mode="liveall")
 _applied_config: tuple[str, str] | None = None
 

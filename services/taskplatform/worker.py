@@ -19,9 +19,8 @@ import socket
 import time
 import uuid
 
-from prometheus_client import start_http_server
-
 import redis.exceptions
+from prometheus_client import start_http_server
 
 from taskplatform import kinds, logs, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource
@@ -233,7 +232,8 @@ class Worker:
         if overdue:
             metrics.TASKS_RECOVERED.labels(reason="queued_too_long").inc(len(overdue))
         if lost or overdue:
-            log.info("recovered tasks from PostgreSQL", extra={"lease_expired": len(lost), "queued_too_long": len(overdue)})
+            log.info("recovered tasks from PostgreSQL",
+                     extra={"lease_expired": len(lost), "queued_too_long": len(overdue)})
         if dead:
             metrics.TASKS_DEAD.inc(dead)
             log.info("tasks out of attempts after losing their worker", extra={"count": dead})
@@ -244,9 +244,12 @@ class Worker:
                 await self._maintain_once()
             except Exception as exc:  # noqa: BLE001 - keep going through outages
                 log.warning("maintenance pass failed", **_trouble(exc))
-            # Beats also while PostgreSQL or Redis is away: this worker's loops still run and it
-            # carries on once they are back; a restart would not bring them back sooner.
-            self._beat()
+            try:
+                # Also while PostgreSQL or Redis is away: this worker's loops still run and it
+                # carries on once they are back; a restart would not bring them back sooner.
+                self._beat()
+            except OSError as exc:
+                log.warning("heartbeat not written", extra={"reason": repr(exc)})
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
             except asyncio.TimeoutError:

@@ -93,7 +93,8 @@ def test_an_unreadable_config_source_is_retried_counted_and_shown_stale(platform
     runtime_config(log_level="DEBUG")  # retried: the new version is applied everywhere
     state = wait_config_state(api_url, lambda s: s["watch"]["state"] == "ok", "ok")
     assert state["watch"]["failing_since"] is None and state["watch"]["failures_in_a_row"] == 0
-    watch_errors = [line for line in log_lines(platform, "api") if line["msg"].startswith("runtime config watch failed")]
+    watch_errors = [line for line in log_lines(platform, "api")
+                    if line["msg"].startswith("runtime config watch failed")]
     assert watch_errors and "IsADirectoryError" in watch_errors[-1]["traceback"]
 
 
