@@ -1,5 +1,5 @@
-"""Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (the
-reconciler re-enqueues from PostgreSQL), and a duplicate is harmless (claims are conditional)."""
+"""Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (a
+worker recovers it from PostgreSQL), and a duplicate is harmless (claims are conditional)."""
 
 from __future__ import annotations
 
