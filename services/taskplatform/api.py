@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskplatform import kinds, metrics, queue, store
+from taskplatform import kinds, logs, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
@@ -132,6 +132,7 @@ class RequestContext:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
         request_id = given or uuid.uuid4().hex
         scope["request_id"] = request_id
+        logs.request_id.set(request_id)  # each request runs in its own asyncio task: its own context
         status_holder = {"status": 500, "started": False}
 
         async def send_wrapper(message):
@@ -192,7 +193,7 @@ class Services:
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
-        self._watch = asyncio.create_task(self.config.watch())
+        self._watch = asyncio.create_task(self.config.supervise())
 
     async def stop(self) -> None:
         if self._watch:
@@ -207,6 +208,7 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
     source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
     source.on_reload = metrics.CONFIG_RELOADS.inc
     source.on_reject = metrics.CONFIG_REJECTIONS.inc
+    source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
     source.subscribe(lambda loaded: metrics.set_config_version(loaded.config.version, loaded.hash))
     source.subscribe(lambda loaded: logging.getLogger().setLevel(loaded.config.log_level))
     return source
@@ -394,17 +396,12 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             live["queue_pending"] = {(): pending}
         except Exception:  # noqa: BLE001 - metrics must answer while Redis is down
             pass
-        try:
-            counts = await services.store.counts_by_status()
-            live["tasks_by_status"] = {(("status", s),): counts.get(s, 0) for s in store.STATUSES}
-        except Exception:  # noqa: BLE001
-            pass
         return Response(metrics.exposition(live), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/config")
     async def config_info():
         loaded = services.config.current()
-        return {"version": loaded.config.version, "hash": loaded.hash}
+        return {"version": loaded.config.version, "hash": loaded.hash, **services.config.reload_state()}
 
     @app.get("/version")
     async def version():

@@ -61,6 +61,8 @@ class ProcessSettings(BaseSettings):
     # Reliability timings (seconds). Tests shorten them; production keeps the defaults.
     lease_seconds: float = 30.0  # a running task's lease; renewed while it runs
     claim_idle_seconds: float = 30.0  # pending stream entries idle this long are reclaimed
+    # A consumer of the group idle this long with no pending entries is removed (a worker gone).
+    consumer_forget_idle_seconds: float = 300.0
     maintenance_interval_seconds: float = 1.0  # reconciler / scheduler / reclaim period
     shutdown_grace_seconds: float = 20.0
 
