@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +59,7 @@ class ConsulConfigSource(ConfigSource):
         self.token_file, self.cache_path = Path(token_file), Path(cache_path)
         self.wait_seconds, self.backoff_base, self.backoff_max = wait_seconds, backoff_base, backoff_max
         self.index = 0  # Consul's X-Consul-Index of the last answer (0: not watching yet)
-        self.stale_since: float | None = None  # wall time the current outage began
-        self.stale_reason: str | None = None
         self._endpoint = 0
-        self._failures = 0
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -97,8 +93,9 @@ class ConsulConfigSource(ConfigSource):
     def load_initial(self) -> None:
         try:
             index, raw = self._read(0, None)
+            self.source_read()
         except ConsulUnavailable as exc:
-            self._mark_stale(str(exc))
+            self.source_failed(exc)
             raw, index = None, 0
         if raw is not None and self.offer(raw, f"consul:{self.key}"):
             self.index = index
@@ -107,10 +104,13 @@ class ConsulConfigSource(ConfigSource):
         cached = self._read_cache()
         if cached is not None and self.offer(cached, f"cache:{self.cache_path}"):
             # Started on the last good config; the watch takes over from Consul when it answers.
-            self._mark_stale(self.stale_reason or "Consul holds no valid config; started from the cache")
+            if self._failing_since is None:
+                self.source_failed(ConsulUnavailable(f"Consul key {self.key} holds no valid config; started from the cache"))
+            log.warning("runtime config from the cache: Consul did not give a valid one", extra={
+                "key": self.key, "cache": str(self.cache_path), "version": self.config.version})
             return
         raise RuntimeError(f"no valid runtime config: Consul key {self.key} "
-                           f"({self.stale_reason or 'absent or invalid'}) and no cache at {self.cache_path}")
+                           f"({self._last_error or 'absent or invalid'}) and no cache at {self.cache_path}")
 
     def poll_once(self, wait_seconds: float | None = None) -> None:
         """One (blocking) read; offers a changed document. Raises ConsulUnavailable."""
@@ -123,40 +123,27 @@ class ConsulConfigSource(ConfigSource):
             return
         changed = new_index != self.index
         self.index = max(new_index, 1)  # an index of 0 would turn the next read non-blocking
-        self._recovered()
+        self.source_read()
         if changed and raw is not None and self.offer(raw, f"consul:{self.key}@{new_index}"):
             self._write_cache(raw)
 
     async def watch(self) -> None:
+        # Retries by itself, with jitter (``supervise`` is for what this loop does not expect):
+        # an outage is the normal case here, logged once when it begins (source_failed).
         while True:
             try:
                 await asyncio.to_thread(self.poll_once)
             except ConsulUnavailable as exc:
-                self._mark_stale(str(exc))
+                if self._failing_since is None:
+                    log.warning("Consul unreachable; keeping the last good runtime config", extra={
+                        "key": self.key, "reason": str(exc),
+                        "kept_version": self._current.config.version if self._current else None})
+                self.source_failed(exc)
                 await asyncio.sleep(self._backoff())
 
-    # -- state ------------------------------------------------------------------------------
-
     def state(self) -> dict:
-        """What the deploy asks each instance: the applied version, and whether it is current."""
-        loaded = self._current
-        return {"source": "consul", "key": self.key, "index": self.index,
-                "version": loaded.config.version if loaded else None, "hash": loaded.hash if loaded else None,
-                "stale_since": self.stale_since, "stale_reason": self.stale_reason}
-
-    def _mark_stale(self, reason: str) -> None:
-        self._failures += 1
-        if self.stale_since is None:
-            self.stale_since = time.time()
-            log.warning("Consul unreachable; keeping the last good runtime config", extra={
-                "key": self.key, "reason": reason,
-                "kept_version": self._current.config.version if self._current else None})
-        self.stale_reason = reason
-
-    def _recovered(self) -> None:
-        if self.stale_since is not None:
-            log.info("Consul reachable again", extra={"key": self.key, "stale_for_s": round(time.time() - self.stale_since, 1)})
-        self.stale_since, self.stale_reason, self._failures = None, None, 0
+        """Where the config comes from and how current it is (with ``reload_state``)."""
+        return {"source": "consul", "key": self.key, "index": self.index, **self.reload_state()}
 
     def _backoff(self) -> float:
         # Full jitter: instances that lost Consul together do not come back in step.

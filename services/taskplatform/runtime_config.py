@@ -160,6 +160,14 @@ class ConfigSource(abc.ABC):
             log.info("runtime config source readable again", extra={"failing_since": self._failing_since})
         self._failing_since, self._failures, self._last_error = None, 0, None
 
+    def source_failed(self, exc: BaseException) -> None:
+        """For the sources that retry by themselves (and for ``supervise``): a read failed; the
+        applied config stays, the state says since when it may be stale and why."""
+        self._failures += 1
+        self._failing_since = self._failing_since or time.time()
+        self._last_error = f"{exc.__class__.__name__}: {exc}"[:500]
+        self.on_watch_error()
+
     async def supervise(self) -> None:
         """Run ``watch`` for ever. An error is logged with its traceback, counted
         (``on_watch_error``), shown in ``reload_state`` and the watch restarted after a backoff;
@@ -172,10 +180,7 @@ class ConfigSource(abc.ABC):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever it is, hot reload must go on
-                self._failures += 1
-                self._failing_since = self._failing_since or time.time()
-                self._last_error = f"{exc.__class__.__name__}: {exc}"[:500]
-                self.on_watch_error()
+                self.source_failed(exc)
                 delay = min(cap, base * 2 ** (self._failures - 1))
                 log.exception("runtime config watch failed; retrying",
                               extra={"retry_in_s": delay, "failures_in_a_row": self._failures})

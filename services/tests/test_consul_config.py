@@ -41,7 +41,7 @@ def source(consul_server, tmp_path):
 
 def test_a_pushed_document_is_applied_by_the_blocking_watch(consul_server, source):
     source.load_initial()
-    assert source.config.version == "1" and source.state()["stale_since"] is None
+    assert source.config.version == "1" and source.state()["watch"]["state"] == "ok"
     applied = []
     source.subscribe(lambda loaded: applied.append(loaded.config.version))
     waiter = threading.Thread(target=source.poll_once)  # blocks until the key changes
@@ -70,7 +70,7 @@ def test_the_token_reads_its_prefix_only(consul_server, source):
                                    source.cache_path)
     with pytest.raises(RuntimeError, match="no valid runtime config"):
         elsewhere.load_initial()
-    assert "403" in (elsewhere.state()["stale_reason"] or "") or "Permission denied" in (elsewhere.state()["stale_reason"] or "")
+    assert "ACLPermissionDenied" in elsewhere.state()["watch"]["last_error"]
 
 
 def test_consul_down_keeps_the_last_good_config_and_a_restart_starts_from_the_cache(consul_server, source, tmp_path):
@@ -82,24 +82,24 @@ def test_consul_down_keeps_the_last_good_config_and_a_restart_starts_from_the_ca
     # The watch loop marks it stale and keeps serving the config it has.
     loop_task_ran = asyncio.run(_run_watch_briefly(source))
     assert loop_task_ran and source.config.version == "1"
-    assert source.state()["stale_since"] is not None and "127.0.0.1:1" in source.state()["stale_reason"]
+    assert source.state()["watch"]["failing_since"] is not None and "127.0.0.1:1" in source.state()["watch"]["last_error"]
     # A restart during the outage: the cache on disk is the config.
     restarted = ConsulConfigSource([dead], KEY, source.token_file, source.cache_path)
     restarted.load_initial()
-    assert restarted.config.version == "1" and restarted.state()["stale_since"] is not None
+    assert restarted.config.version == "1" and restarted.state()["watch"]["state"] == "failing"
     # Consul answers again: the next read clears the stale state.
     restarted.endpoints = [ConsulEndpoint("127.0.0.1", consul_server.http_port)]
     restarted.poll_once(wait_seconds=0)
-    assert restarted.state()["stale_since"] is None and restarted.config.version == "1"
+    assert restarted.state()["watch"]["state"] == "ok" and restarted.config.version == "1"
 
 
 async def _run_watch_briefly(source) -> bool:
     task = asyncio.create_task(source.watch())
     deadline = time.monotonic() + 5
-    while source.state()["stale_since"] is None and time.monotonic() < deadline:
+    while source.state()["watch"]["failing_since"] is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     task.cancel()
-    return source.state()["stale_since"] is not None
+    return source.state()["watch"]["failing_since"] is not None
 
 
 def test_an_index_that_goes_backwards_restarts_the_watch(consul_server, source):
