@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import jwt
@@ -205,7 +206,14 @@ class Services:
 
 
 def build_config_source(settings: ProcessSettings) -> ConfigSource:
-    source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
+    if settings.consul_addrs:
+        from taskplatform.consul_config import ConsulConfigSource, parse_endpoints
+
+        source: ConfigSource = ConsulConfigSource(
+            parse_endpoints(settings.consul_addrs), settings.consul_runtime_path, Path(settings.secrets_dir) / "consul_token",
+            settings.config_cache_file, wait_seconds=settings.consul_wait_seconds)
+    else:
+        source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
     source.on_reload = metrics.CONFIG_RELOADS.inc
     source.on_reject = metrics.CONFIG_REJECTIONS.inc
     source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
