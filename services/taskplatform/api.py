@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskplatform import kinds, logs, metrics, queue, store
+from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
@@ -179,6 +180,8 @@ class Services:
         self.redis = None
         self._pools = []
         self._watch: asyncio.Task | None = None
+        self._report: ConfigReport | None = None
+        self._reporting: asyncio.Task | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -195,10 +198,15 @@ class Services:
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.supervise())
+        self._report = ConfigReport(self.config, s.config_state_dir, "api")
+        self._reporting = self._report.start()
 
     async def stop(self) -> None:
         if self._watch:
             self._watch.cancel()
+        if self._report and self._reporting:
+            self._reporting.cancel()
+            self._report.remove()
         if self.redis is not None:
             await self.redis.aclose()
         for pool in self._pools:

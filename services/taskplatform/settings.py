@@ -59,6 +59,8 @@ class ProcessSettings(BaseSettings):
     consul_services: str = "api,worker"  # consul-setup: the services that get a token
     consul_wait_seconds: float = 30.0  # a blocking query's wait
     config_cache_file: str = "/tmp/taskplatform/runtime-cache.json"  # the last good document from Consul
+    # Each process reports the config it applied in <dir>/<pid>.json (taskplatform.config_report).
+    config_state_dir: str = "/tmp/taskplatform/config-state"
     release_colour: str = "blue"
     build_version: str = "dev"
     api_host: str = "0.0.0.0"
