@@ -33,3 +33,22 @@ def test_the_report_follows_the_applied_config_and_the_rejections(tmp_path):
     assert time.time() - state["at"] < 60
     report.remove()
     assert not report.path.exists()
+
+
+def test_a_key_only_a_newer_release_knows_is_ignored_here_but_refused_by_the_deploy(tmp_path):
+    import pytest
+
+    from taskplatform.runtime_config import ConfigRejected, validate_document
+    from taskplatform_testing.servers import RUNTIME_DEFAULTS
+
+    config = tmp_path / "runtime.json"
+    write_config(config, version="1")
+    source = FileConfigSource(config)
+    source.load_initial()
+    write_config(config, version="2", worker_concurrency=7, feature_of_v2=True)
+    source.poll_once()
+    assert source.config.version == "2" and source.config.worker_concurrency == 7
+    assert source.current().ignored == ("feature_of_v2",)
+    with pytest.raises(ConfigRejected, match="unknown keys \\['feature_of_v2'\\]"):
+        validate_document(dict(RUNTIME_DEFAULTS, feature_of_v2=True))
+    assert validate_document(dict(RUNTIME_DEFAULTS)).version == RUNTIME_DEFAULTS["version"]
