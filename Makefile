@@ -92,17 +92,17 @@ logs: venv
 secrets-init: venv
 	$(PY) -m shipyard secrets-init --env $(ENV)
 
-# The runtime config in Consul; PYTHONPATH: validated by the task platform's own schema.
+# The runtime config in Consul (validated by the task platform's own schema, from services/).
 config-push config-history: venv
-	PYTHONPATH=services $(PY) -m shipyard $@ --env $(ENV)
+	$(PY) -m shipyard $@ --env $(ENV)
 
 config-set: venv
 	@test -n "$(KEY)" -a -n "$(VALUE)" || { echo "usage: make config-set ENV=$(ENV) KEY=worker_concurrency VALUE=8" >&2; exit 2; }
-	PYTHONPATH=services $(PY) -m shipyard config-set --env $(ENV) --key '$(KEY)' --value '$(VALUE)'
+	$(PY) -m shipyard config-set --env $(ENV) --key '$(KEY)' --value '$(VALUE)'
 
 config-rollback: venv
 	@test -n "$(TO)" || { echo "usage: make config-rollback ENV=$(ENV) TO=<version from make config-history>" >&2; exit 2; }
-	PYTHONPATH=services $(PY) -m shipyard config-rollback --env $(ENV) --to '$(TO)'
+	$(PY) -m shipyard config-rollback --env $(ENV) --to '$(TO)'
 
 secrets-rotate: venv
 	@test -n "$(NAME)" || { echo "usage: make secrets-rotate ENV=$(ENV) NAME=postgres_password|redis_password|..." >&2; exit 2; }

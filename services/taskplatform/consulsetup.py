@@ -16,6 +16,7 @@ deploy Consul holds the truth, and ``make config-push`` changes it, never a re-d
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -109,10 +110,26 @@ def setup(settings: ProcessSettings, secrets: SecretSource, env: str, services: 
         done.append(_ensure_policy(api, name, policy_rules(env, service)))
         done.append(_ensure_token(api, service, secrets.get(f"consul_token_{service}"), name))
     if seed is not None:
-        created = api.ok("PUT", f"/v1/kv/{settings.consul_runtime_path}", params={"cas": 0}, data=seed).json()
-        done.append(f"runtime config seeded at {settings.consul_runtime_path}" if created
-                    else f"runtime config at {settings.consul_runtime_path} kept (Consul holds the current one)")
+        done.append(_seed(api, settings.consul_runtime_path, env, seed))
     return done
+
+
+def _seed(api: _Api, key: str, env: str, seed: bytes) -> str:
+    """Create the runtime config key only when absent (check-and-set index 0), with its entry in
+    the history ``make config-history`` shows, in one transaction."""
+    version = str(json.loads(seed).get("version", ""))
+    entry = json.dumps({"document": json.loads(seed), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "by": "consul-setup", "note": "seeded by the first deploy"}, sort_keys=True).encode()
+    ops = [{"KV": {"Verb": "cas", "Key": key, "Value": base64.b64encode(seed).decode(), "Index": 0}}]
+    if version.isdigit():
+        ops.append({"KV": {"Verb": "set", "Key": f"shipyard/{env}/history/{int(version):08d}",
+                           "Value": base64.b64encode(entry).decode()}})
+    response = api.call("PUT", "/v1/txn", json=ops)
+    if response.status_code == 409 and "index is stale" in response.text:
+        return f"runtime config at {key} kept (Consul holds the current one)"
+    if response.status_code != 200:
+        raise ConsulSetupError(f"seeding {key}: {response.status_code} {response.text.strip()[:300]}")
+    return f"runtime config seeded at {key}"
 
 
 def read_seed(path: str) -> bytes:

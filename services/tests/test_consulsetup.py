@@ -90,3 +90,10 @@ def test_a_wrong_management_token_fails_with_the_reason(consul_server, run, tmp_
         consulsetup.setup(ProcessSettings(consul_addrs=f"127.0.0.1:{consul_server.http_port}",
                                           consul_runtime_path="shipyard/x/shared/runtime"),
                           FileSecretSource(str(tmp_path / "secrets")), "x", ["api"], None, ready_timeout_s=1)
+
+
+def test_the_seed_is_the_first_entry_of_the_history(consul_server, run):
+    run(b'{"version": "1", "log_level": "INFO"}')
+    entry = requests.get(f"{consul_server.url}/v1/kv/shipyard/{run.env}/history/00000001?raw",
+                         headers={"X-Consul-Token": consul_server.management_token}, timeout=5).json()
+    assert entry["document"] == {"version": "1", "log_level": "INFO"} and entry["by"] == "consul-setup"
