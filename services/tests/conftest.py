@@ -11,6 +11,7 @@ import jwt
 import pytest
 import requests
 
+from taskplatform_testing.consul_server import Consul
 from taskplatform_testing.servers import Platform, start_platform, write_config
 
 SERVER_ERRORS = range(500, 600)
@@ -144,3 +145,11 @@ def runtime_config(platform, api_url):
         write_config(platform.config_file)
         wait_config_version(api_url, "1")
         wait_workers_config_version(live_workers(platform), "1")
+
+
+@pytest.fixture(scope="session")
+def consul_server(tmp_path_factory):
+    """A real Consul (ACLs on, default deny), shared by the runtime-config tests."""
+    server = Consul(tmp_path_factory.mktemp("consul")).start()
+    yield server
+    server.stop()

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from taskplatform.consul_config import ConsulConfigSource, ConsulEndpoint, ConsulUnavailable
-from taskplatform_testing.consul_server import Consul
 from taskplatform_testing.servers import RUNTIME_DEFAULTS
 
 KEY = "shipyard/test/shared/runtime"
@@ -21,13 +20,6 @@ KEY = "shipyard/test/shared/runtime"
 
 def doc(**overrides) -> bytes:
     return json.dumps(dict(RUNTIME_DEFAULTS, **overrides)).encode()
-
-
-@pytest.fixture(scope="module")
-def consul_server(tmp_path_factory):
-    server = Consul(tmp_path_factory.mktemp("consul")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,14 +13,6 @@ import requests
 from taskplatform import consulsetup
 from taskplatform.secrets import FileSecretSource
 from taskplatform.settings import ProcessSettings
-from taskplatform_testing.consul_server import Consul
-
-
-@pytest.fixture(scope="module")
-def consul_server(tmp_path_factory):
-    server = Consul(tmp_path_factory.mktemp("consul")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
