@@ -20,7 +20,10 @@ class SleepPayload(BaseModel):
 
 
 class FailPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The rule of ``_one`` in JSON Schema too, so the API's OpenAPI promises no payload it refuses.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["times"], "properties": {"times": {"type": "integer"}}},
+        {"required": ["always"], "properties": {"always": {"const": True}}}]})
     times: int | None = Field(None, ge=0, le=100)
     always: bool = False
 

@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskplatform import auth
+from taskplatform.settings import ProcessSettings
+
 PG_BIN = Path(os.environ.get("TASKS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SERVICES = Path(__file__).resolve().parents[1]
@@ -116,6 +119,14 @@ class Redis:
             self.process.wait(10)
 
 
+def token_for(key_file: Path, subject: str, ttl_seconds: float = 3600) -> str:
+    """A token signed with the signing key of a key set file, for the API's default issuer and
+    audience (tests, benchmarks and drills mint their tokens here)."""
+    defaults = ProcessSettings.model_fields
+    return auth.KeySet.parse(key_file.read_text()).issue(subject, defaults["jwt_issuer"].default,
+                                                          defaults["jwt_audience"].default, ttl_seconds)
+
+
 def write_secrets(directory: Path, pg: Postgres, redis: Redis, jwt_key: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, value in (("postgres_password", pg.password), ("redis_password", redis.password),
@@ -156,6 +167,10 @@ class Platform:
     @property
     def config_file(self) -> Path:
         return self.root / "runtime.json"
+
+    def token(self, subject: str, ttl_seconds: float = 3600) -> str:
+        """A bearer token for ``subject``, as the platform's token issuer would sign it."""
+        return token_for(self.secrets_dir / auth.SECRET_NAME, subject, ttl_seconds)
 
     def env(self, **extra) -> dict[str, str]:
         env = dict(os.environ)

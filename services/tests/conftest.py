@@ -7,7 +7,6 @@ import json
 import time
 import uuid
 
-import jwt
 import pytest
 import requests
 
@@ -29,10 +28,10 @@ def api_url(platform) -> str:
 
 
 class Tenant:
-    def __init__(self, base: str, key: str, name: str | None = None):
+    def __init__(self, base: str, platform: Platform, name: str | None = None):
         self.base = base
         self.name = name or f"tenant-{uuid.uuid4().hex[:8]}"
-        token = jwt.encode({"sub": self.name, "exp": int(time.time()) + 3600}, key, algorithm="HS256")
+        token = platform.token(self.name)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -59,12 +58,12 @@ class Tenant:
 
 @pytest.fixture
 def tenant(api_url, platform) -> Tenant:
-    return Tenant(api_url, platform.jwt_key)
+    return Tenant(api_url, platform)
 
 
 @pytest.fixture
 def other_tenant(api_url, platform) -> Tenant:
-    return Tenant(api_url, platform.jwt_key)
+    return Tenant(api_url, platform)
 
 
 def wait_config_version(api_url: str, version: str, timeout: float = 10) -> None:

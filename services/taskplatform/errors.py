@@ -1,0 +1,77 @@
+"""The API's one error shape, ``{code, message, request_id}``: the exception that carries it,
+the response that renders it, the handlers that turn every refusal (ours, FastAPI's, Starlette's)
+into it, and its OpenAPI description, so every status the API gives is documented."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal of the API (4xx and 503)."""
+
+    code: str
+    message: str
+    request_id: str
+
+
+def error_response(request_id: str, status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    # A message may quote the client's input (a field name): a lone surrogate in it cannot be
+    # encoded as UTF-8, and the error answer itself must not fail.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"code": code, "message": message, "request_id": request_id}, status_code=status,
+                        headers=headers)
+
+
+# What each status means for this API, as the OpenAPI says it (the codes are in the message).
+_MEANINGS = {
+    400: "Bad request: a cursor this API did not return (`invalid_cursor`)",
+    401: "Missing, malformed, expired or foreign bearer token (`unauthorized`)",
+    404: "No such task for this tenant, or no such path (`not_found`)",
+    405: "Method not allowed on this path (`method_not_allowed`; `Allow` lists the allowed ones)",
+    409: "Conflicting state: the task is not in a state that allows this (`conflict`), or the "
+         "Idempotency-Key was used for another request (`idempotency_key_reused`)",
+    413: "Request body larger than the API accepts (`payload_too_large`)",
+    422: "Invalid request: a field, parameter or payload the API cannot accept (`invalid_request`)",
+    429: "Rate limit of the tenant exceeded (`rate_limited`; see `Retry-After`)",
+    503: "Overloaded (`overloaded`) or the database unavailable for a moment "
+         "(`database_unavailable`); retry after `Retry-After` seconds",
+}
+
+
+def documented(*statuses: int) -> dict[int, dict]:
+    """OpenAPI ``responses`` for a route: each status with the error schema and its meaning."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+def request_id_of(request: Request) -> str:
+    return request.scope.get("request_id", "")
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Our refusals, FastAPI's validation errors and Starlette's 404/405 in the one shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(request_id_of(request), exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return error_response(request_id_of(request), 422, "invalid_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        # Keep Starlette's headers: a 405 must say what is allowed (`Allow`).
+        return error_response(request_id_of(request), exc.status_code, code, str(exc.detail), exc.headers)
