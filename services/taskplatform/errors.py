@@ -72,6 +72,6 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         # Keep Starlette's headers: a 405 must say what is allowed (`Allow`).
         return error_response(request_id_of(request), exc.status_code, code, str(exc.detail), exc.headers)

@@ -196,11 +196,15 @@ class Platform:
         self.processes.append(proc)
         return proc
 
-    def start_api(self, processes: int = 1) -> str:
+    def start_api(self, processes: int = 1, **env) -> str:
+        return self.spawn_api(processes, **env)[0]
+
+    def spawn_api(self, processes: int = 1, **env) -> tuple[str, subprocess.Popen]:
+        """An API process (``env``: TASKS_* overrides) and its URL, once it listens."""
         port = free_port()
-        self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes)
+        proc = self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes, **env)
         wait_port(port, 30)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port}", proc
 
     def start_worker(self, heartbeat: str | None = None, **env) -> subprocess.Popen:
         """A worker process; ``.heartbeat`` is its heartbeat file (JSON: time, applied config)."""
@@ -213,8 +217,11 @@ class Platform:
     def stop_workers(self) -> None:
         self.stop_processes(only="worker")
 
-    def stop_processes(self, only: str | None = None) -> None:
-        chosen = [p for p in self.processes if only is None or p.args[-1] == only]
+    def stop_processes(self, only: str | None = None, chosen: list[subprocess.Popen] | None = None) -> None:
+        """Stops (SIGTERM, then SIGKILL after 25 s) the ``chosen`` processes, else those running
+        ``only`` (a command), else all."""
+        if chosen is None:
+            chosen = [p for p in self.processes if only is None or p.args[-1] == only]
         for proc in chosen:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -133,3 +133,18 @@ def runtime_config(platform, api_url):
         write_config(platform.config_file)
         wait_config_version(api_url, "1")
         wait_workers_config_version(live_workers(platform), "1")
+
+
+@pytest.fixture
+def start_api(platform):
+    """Start an API process of its own (TASKS_* overrides as keywords) for one test: returns
+    its URL; stopped when the test ends."""
+    started = []
+
+    def start(processes: int = 1, **env) -> str:
+        url, proc = platform.spawn_api(processes, **env)
+        started.append(proc)
+        return url
+
+    yield start
+    platform.stop_processes(chosen=started)
