@@ -190,21 +190,24 @@ class Platform:
                               capture_output=True, text=True, timeout=120)
 
     def spawn(self, *args: str, log_name: str | None = None, **env) -> subprocess.Popen:
-        log = open(self.root / f"{log_name or args[0]}-{len(self.processes)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log_path = self.root / f"{log_name or args[0]}-{secrets.token_hex(4)}.log"  # unique: processes come and go
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log_path
         self.processes.append(proc)
         return proc
 
     def start_api(self, processes: int = 1, **env) -> str:
-        return self.spawn_api(processes, **env)[0]
+        return self.spawn_api(processes, **env).url
 
-    def spawn_api(self, processes: int = 1, **env) -> tuple[str, subprocess.Popen]:
-        """An API process (``env``: TASKS_* overrides) and its URL, once it listens."""
+    def spawn_api(self, processes: int = 1, **env) -> subprocess.Popen:
+        """An API process (``env``: TASKS_* overrides), once it listens; ``.url`` is its URL."""
         port = free_port()
         proc = self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes, **env)
         wait_port(port, 30)
-        return f"http://127.0.0.1:{port}", proc
+        proc.url = f"http://127.0.0.1:{port}"
+        return proc
 
     def start_worker(self, heartbeat: str | None = None, **env) -> subprocess.Popen:
         """A worker process; ``.heartbeat`` is its heartbeat file (JSON: time, applied config)."""

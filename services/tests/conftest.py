@@ -138,13 +138,13 @@ def runtime_config(platform, api_url):
 @pytest.fixture
 def start_api(platform):
     """Start an API process of its own (TASKS_* overrides as keywords) for one test: returns
-    its URL; stopped when the test ends."""
+    the process (``.url``, ``.log_path``); stopped when the test ends."""
     started = []
 
-    def start(processes: int = 1, **env) -> str:
-        url, proc = platform.spawn_api(processes, **env)
+    def start(processes: int = 1, **env):
+        proc = platform.spawn_api(processes, **env)
         started.append(proc)
-        return url
+        return proc
 
     yield start
     platform.stop_processes(chosen=started)

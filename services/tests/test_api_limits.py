@@ -70,7 +70,7 @@ def test_a_page_over_the_limit_is_422(tenant):
 
 
 def test_requests_beyond_the_concurrency_limit_get_503_at_once(start_api, platform, tenant):
-    url = start_api(TASKS_API_MAX_CONCURRENT_REQUESTS=1)
+    url = start_api(TASKS_API_MAX_CONCURRENT_REQUESTS=1).url
     tenant.base = url
     body = b'{"kind": "checksum", "payload": {"held": true}}'
     # A create whose body has not all arrived holds the one slot for as long as we like.
@@ -94,7 +94,7 @@ def test_requests_beyond_the_concurrency_limit_get_503_at_once(start_api, platfo
 
 
 def test_a_request_that_gets_no_database_connection_in_time_gets_503(start_api, platform, tenant):
-    url = start_api(TASKS_PG_POOL_SIZE=1, TASKS_PG_ACQUIRE_TIMEOUT_SECONDS=0.2)
+    url = start_api(TASKS_PG_POOL_SIZE=1, TASKS_PG_ACQUIRE_TIMEOUT_SECONDS=0.2).url
     tenant.base = url
     dsn = dict(host="127.0.0.1", port=platform.pg.port, user=platform.pg.user, dbname=platform.pg.database,
                password=platform.pg.password)
@@ -129,7 +129,7 @@ def test_a_create_is_accepted_while_redis_does_not_answer(start_api, tenant, unr
     """PostgreSQL is the truth: the task is committed and the reconciler enqueues it later. Each
     Redis call of the request is given up after TASKS_API_REDIS_TIMEOUT_SECONDS (0.2 s here);
     without that bound the request would hang on Redis's socket timeout (5 s, retried)."""
-    tenant.base = start_api(TASKS_REDIS_PORT=unresponsive_redis, TASKS_API_REDIS_TIMEOUT_SECONDS=0.2)
+    tenant.base = start_api(TASKS_REDIS_PORT=unresponsive_redis, TASKS_API_REDIS_TIMEOUT_SECONDS=0.2).url
     response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", "payload": {}}, timeout=4)
     assert response.status_code == 202, response.text
     assert tenant.get(response.json()["id"]).json()["status"] == "queued"
