@@ -62,11 +62,14 @@ def _create_body(kind: str) -> type[BaseModel]:
 
 
 # What jsonb stores, as JSON Schema: no NaN (JSON has none), no NUL and no lone surrogate in
-# strings and keys — so that the OpenAPI promises no more than the API accepts. Recursive, so
+# strings and keys (``storable``) — so that the OpenAPI promises no more than the API accepts. Recursive, so
 # it lives in the OpenAPI's components (added in ``create_app``).
 COMPONENTS = "#/components/schemas/"
 STORABLE_SCHEMAS = {
-    "StorableText": {"type": "string", "pattern": "^[^\\u0000\\ud800-\\udfff]*$"},
+    # Lone surrogates cannot be in the pattern (JSON Schema validators use Unicode scalar values):
+    # UTF-8 clients cannot send them anyway, only a JSON \\udXXX escape can.
+    "StorableText": {"type": "string", "pattern": "^[^\\x00]*$",
+                     "description": "text without the NUL character and without lone surrogate escapes"},
     "StorableJson": {"anyOf": [
         {"type": ["null", "boolean", "number"]}, {"$ref": f"{COMPONENTS}StorableText"},
         {"type": "array", "items": {"$ref": f"{COMPONENTS}StorableJson"}},

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class ApiError(Exception):
@@ -72,6 +73,22 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's: a body it could not read as JSON (not UTF-8)
+            return error_response(request_id_of(request), 422, "invalid_request", "the body is not JSON in UTF-8")
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only; a client (and the
+            # OpenAPI) needs all of them.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
-        # Keep Starlette's headers: a 405 must say what is allowed (`Allow`).
-        return error_response(request_id_of(request), exc.status_code, code, str(exc.detail), exc.headers)
+        return error_response(request_id_of(request), exc.status_code, code, str(exc.detail), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on the request's path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
