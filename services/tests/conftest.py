@@ -3,6 +3,9 @@ and helpers to act as a tenant. Tests use a fresh tenant each, so they do not se
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -13,6 +16,16 @@ import requests
 from taskplatform_testing.servers import Platform, start_platform, write_config
 
 SERVER_ERRORS = range(500, 600)
+
+
+def sign_hs256(key: str, payload: dict, header: dict) -> str:
+    """A JWT signed with HS256 over any JSON header and payload — also those PyJWT would not
+    make (a lone surrogate, a number as subject or kid)."""
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())  # \ud800 escaped
+    return (signing_input + b"." + b64(hmac.new(key.encode(), signing_input, hashlib.sha256).digest())).decode()
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,6 @@ which is read again when it changes (a key added, then the old one retired, with
 nobody logged out), refusals in the error shape in the API's own words. Against real API
 processes, PostgreSQL and Redis."""
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -18,6 +15,7 @@ import pytest
 import requests
 
 from taskplatform import auth
+from conftest import sign_hs256
 from test_api import assert_error
 
 ISSUER, AUDIENCE = "shipyard", "taskplatform"  # the API's defaults (TASKS_JWT_ISSUER, TASKS_JWT_AUDIENCE)
@@ -74,7 +72,7 @@ def test_a_malformed_or_foreign_token_is_401_in_our_words(api_url, token):
 
 def test_an_unknown_kid_is_401(api_url, platform):
     assert_refused(get_tasks(api_url, sign(platform.jwt_key, "no-such-kid")))
-    assert_refused(get_tasks(api_url, signed_raw(platform.jwt_key, claims(), {"alg": "HS256", "kid": 7})))
+    assert_refused(get_tasks(api_url, sign_hs256(platform.jwt_key, claims(), {"alg": "HS256", "kid": 7})))
 
 
 def test_a_token_without_kid_passes_while_the_key_file_holds_one_plain_key(api_url, platform):
@@ -82,19 +80,10 @@ def test_a_token_without_kid_passes_while_the_key_file_holds_one_plain_key(api_u
     assert get_tasks(api_url, sign(platform.jwt_key, None)).status_code == 200
 
 
-def signed_raw(key: str, payload: dict, header: dict) -> str:
-    """A token PyJWT would not make (a lone surrogate, a number as subject or kid)."""
-    def b64(raw: bytes) -> bytes:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=")
-
-    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())  # \ud800 escaped
-    return (signing_input + b"." + b64(hmac.new(key.encode(), signing_input, hashlib.sha256).digest())).decode()
-
-
 @pytest.mark.parametrize("subject", ["nul\x00in-it", "lone-\ud800", "x" * 201, "", 42, None])
 def test_a_subject_that_cannot_be_a_tenant_is_401_not_a_500(api_url, platform, subject):
     key = platform.jwt_key
-    token = signed_raw(key, claims() | {"sub": subject}, {"alg": "HS256", "kid": auth.legacy_kid(key)})
+    token = sign_hs256(key, claims() | {"sub": subject}, {"alg": "HS256", "kid": auth.legacy_kid(key)})
     assert_refused(get_tasks(api_url, token))
 
 
