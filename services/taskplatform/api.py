@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from taskplatform import kinds, limits, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
-from taskplatform.errors import ApiError, documented, error_response, install_handlers
+from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
@@ -117,9 +117,7 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
-        request_id = given or uuid.uuid4().hex
-        scope["request_id"] = request_id
+        request_id = assign_request_id(scope)
         status_holder = {"status": 500, "started": False}
 
         async def send_wrapper(message):
@@ -233,11 +231,13 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    # Outermost last: the request context (request id, access log, last-resort 500) sees every
-    # refusal of the limits.
+    # Outermost last. The concurrency limit comes first, so a refusal under overload costs next to
+    # nothing (it counts and logs its refusals itself); the request context (request id, access
+    # log, last-resort 500) sees everything else, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(limits.ConcurrencyLimit, max_in_flight=settings.api_max_concurrent_requests)
     app.add_middleware(RequestContext)
+    app.add_middleware(limits.ConcurrencyLimit, max_in_flight=settings.api_max_concurrent_requests,
+                       on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)
     install_handlers(app)
 
     @app.exception_handler(limits.Overloaded)

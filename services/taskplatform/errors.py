@@ -4,6 +4,8 @@ into it, and its OpenAPI description, so every status the API gives is documente
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -53,6 +55,15 @@ _MEANINGS = {
 def documented(*statuses: int) -> dict[int, dict]:
     """OpenAPI ``responses`` for a route: each status with the error schema and its meaning."""
     return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+def assign_request_id(scope) -> str:
+    """The request's id: the caller's X-Request-ID (so a trace crosses the edge), else a new one;
+    kept in the ASGI scope for every later reader."""
+    if "request_id" not in scope:
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
+        scope["request_id"] = given or uuid.uuid4().hex
+    return scope["request_id"]
 
 
 def request_id_of(request: Request) -> str:
