@@ -184,8 +184,10 @@ class Services:
 
     async def within_redis_timeout(self, awaitable):
         """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
-        raises TimeoutError): the caller carries on without Redis."""
-        return await asyncio.wait_for(awaitable, self.settings.api_redis_timeout_seconds)
+        raises TimeoutError): the caller carries on without Redis. asyncio.timeout, not
+        wait_for: on Python 3.11 wait_for wraps the call in a task of its own, per request."""
+        async with asyncio.timeout(self.settings.api_redis_timeout_seconds):
+            return await awaitable
 
     async def stop(self) -> None:
         if self._watch:

@@ -166,3 +166,16 @@ def test_the_first_key_of_a_set_signs_and_every_key_verifies():
     token = keys.issue("t", ISSUER, AUDIENCE)
     assert jwt.get_unverified_header(token)["kid"] == "new"
     assert keys.key_for("old") == "o" * 40 and keys.key_for(None) is None  # a kid is needed with two keys
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(api_url, platform):
+    """Verified tokens are remembered (verifying is most of a request's CPU), but not past their exp."""
+    key = platform.jwt_key
+    token = sign(key, auth.legacy_kid(key), exp=int(time.time()) + 2)
+    assert get_tasks(api_url, token).status_code == 200
+    deadline = time.monotonic() + 15
+    while (response := get_tasks(api_url, token)).status_code == 200:
+        assert time.monotonic() < deadline, "an expired token is still accepted"
+        time.sleep(0.1)
+    assert_refused(response)
+    assert "expired" in response.json()["message"]
