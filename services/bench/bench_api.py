@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 from taskplatform_testing.servers import PG_BIN, start_platform, token_for  # noqa: E402
 
 OVERLOAD_FACTOR = 4
-OVERLOAD_CONNECTIONS = 256
+OVERLOAD_CONNECTIONS = 512
 PROBE_THREADS, PROBE_INTERVAL_S = 4, 0.04  # ~100 timed requests/s alongside wrk's load
 
 

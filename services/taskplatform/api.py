@@ -215,7 +215,7 @@ TENANT = (401, 422, 429, 503)
 
 
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
-               config: ConfigSource | None = None) -> FastAPI:
+               config: ConfigSource | None = None) -> limits.ConcurrencyLimit:
     settings = settings or ProcessSettings()
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
@@ -233,13 +233,10 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
-    # Outermost last. The concurrency limit comes first, so a refusal under overload costs next to
-    # nothing (it counts and logs its refusals itself); the request context (request id, access
-    # log, last-resort 500) sees everything else, the body limit's 413 included.
+    # Outermost last: the request context (request id, access log, last-resort 500) sees every
+    # request the concurrency limit lets in, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestContext)
-    app.add_middleware(limits.ConcurrencyLimit, max_in_flight=settings.api_max_concurrent_requests,
-                       on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)
     install_handlers(app)
 
     @app.exception_handler(limits.Overloaded)
@@ -412,4 +409,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     async def version():
         return {"version": settings.build_version, "colour": settings.release_colour}
 
-    return app
+    # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
+    # overload most requests are refused, and a refusal must cost next to nothing (it counts and
+    # logs its refusals itself). ``.app`` is the FastAPI app.
+    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+                                   on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)

@@ -34,7 +34,7 @@ def overloaded_response(request_id: str, what: str):
 
 
 class ConcurrencyLimit:
-    """Raw ASGI middleware, the outermost: at most ``max_in_flight`` requests of this process are
+    """Raw ASGI middleware around the whole app: at most ``max_in_flight`` requests of this process are
     being served; one more is refused at once with 503 ``overloaded`` (no queue: a queue is a
     pile-up). The event loop is single-threaded, so a plain counter is exact.
 
@@ -50,7 +50,7 @@ class ConcurrencyLimit:
                                    "retry after Retry-After").encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:  # lifespan messages too
             return await self.app(scope, receive, send)
         if self.in_flight >= self.max_in_flight:
             return await self._refuse(scope, send)

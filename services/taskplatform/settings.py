@@ -59,7 +59,7 @@ class ProcessSettings(BaseSettings):
     # Overload is refused, not queued (see taskplatform.limits): requests in flight per API
     # process beyond this get 503 at once; a request waits at most this long for a PostgreSQL
     # connection of its process's pool, then gets 503.
-    api_max_concurrent_requests: int = Field(64, ge=1)
+    api_max_concurrent_requests: int = Field(32, ge=1)
     pg_acquire_timeout_seconds: float = Field(1.0, gt=0)
     # What one request may cost: its body (413 beyond) and the rows of one page (`limit`).
     api_max_body_bytes: int = Field(65_536, ge=1024)
