@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: secrets-init status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: secrets-init secrets-rotate status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
@@ -26,6 +26,8 @@ help:
 	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...] [UNTIL='2026-11-24 08:00:00+00']"
 	@echo "                         a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)"
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
+	@echo "make secrets-rotate ENV=name NAME=secret   a new value, applied in the running servers and to"
+	@echo "                         every container that reads it (an interrupted one: make up finishes it)"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -46,6 +48,7 @@ host-test-deps:
 	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server >/dev/null)
 	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
+	@command -v consul >/dev/null || sh tests/install-consul-from-bullseye.sh
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
@@ -84,6 +87,10 @@ logs: venv
 
 secrets-init: venv
 	$(PY) -m shipyard secrets-init --env $(ENV)
+
+secrets-rotate: venv
+	@test -n "$(NAME)" || { echo "usage: make secrets-rotate ENV=$(ENV) NAME=postgres_password|redis_password|..." >&2; exit 2; }
+	$(PY) -m shipyard secrets-rotate --env $(ENV) --name $(NAME) --lock-wait $(LOCK_WAIT)
 
 validate: venv
 	$(PY) -m shipyard validate --env $(ENV)

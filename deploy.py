@@ -11,13 +11,14 @@ from pyinfra import host
 
 from shipyard import commands, images, topology
 from shipyard.apply.engine import ensure_docker_engine
-from shipyard.apply.guard import ensure_same_secrets
+from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
+from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
 from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
-from shipyard.secretstore import load_or_create
+from shipyard.secretstore import load_or_create, previous_values
 
 REPO = Path(__file__).resolve().parent
 
@@ -27,11 +28,18 @@ this_host = next(h for h in settings.hosts if h.connect == host.name)
 needed = [(i.component, i.service.image) for i in topology.instances_on(settings, this_host)]
 
 secrets = load_or_create(REPO, settings.name, generate_missing=settings.secrets.generate_missing)
+# A pending rotation (make secrets-rotate): the values it replaces, still run by the servers.
+previous = previous_values(REPO, settings.name)
 
-# First, before anything on the host changes: the host runs with these secrets (or none yet).
-ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets)
+# First, the environment's lock on the host (deploys from another machine meet here), then,
+# before anything on the host changes: the host runs with these secrets (or none yet).
+lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REPO))
+host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
+ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
+ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=settings.images.source == "local")
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
 ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
-roll_out(settings, render_host(settings, this_host), secrets)
+roll_out(settings, render_host(settings, this_host), secrets, previous)
+host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

@@ -9,7 +9,8 @@ SHIPYARD = {
     # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
     "secrets": {"generate_missing": True},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
-              "postgres": 15432, "redis": 16379},
+              "postgres": 15432, "redis": 16379, "consul_http": 18500},
+    "consul": {"servers": 3},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
 }
 
@@ -17,3 +18,4 @@ _this_machine = [("@local", {"shipyard_host": "ci"})]
 edge = _this_machine
 app = _this_machine
 data = _this_machine
+control = _this_machine

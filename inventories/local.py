@@ -11,10 +11,11 @@ SHIPYARD = {
     # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
     "secrets": {"generate_missing": True},
     "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
-              "postgres": 5432, "redis": 6379},
+              "postgres": 5432, "redis": 6379, "consul_http": 8500},
 }
 
 _this_machine = [("@local", {"shipyard_host": "local"})]
 edge = _this_machine
 app = _this_machine
 data = _this_machine
+control = _this_machine

@@ -14,6 +14,9 @@ SHIPYARD = {
     "redis": {"maxmemory_mb": 1024, "memory_limit_mb": 1536},
     "app": {"api_processes": 4, "worker_replicas": 2, "memory_limit_mb": 1024},
     "runtime": {"rate_limit_per_minute": 1200, "worker_concurrency": 8},
+    # Three servers: a raft quorum that survives the loss of one. On one host until the gossip
+    # ports are published for several (shipyard/components/consul: single_host).
+    "consul": {"servers": 3},
 }
 
 _deploy = {"ssh_user": "deploy"}
@@ -26,6 +29,9 @@ app = [
     ("app-2.prod.example.net", {**_deploy, "shipyard_host": "app-2", "address": "10.0.1.12"}),
 ]
 data = [
+    ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
+]
+control = [
     ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
 ]
 observability = [

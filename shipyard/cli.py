@@ -5,6 +5,7 @@
     python -m shipyard up --env E [--lock-wait S]
     python -m shipyard down --env E [--volumes]
     python -m shipyard secrets-init --env E
+    python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
     python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
@@ -29,7 +30,7 @@ from shipyard.errors import ShipyardError
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
-from shipyard.secretstore import load_or_create
+from shipyard.secretstore import finish_rotations, load_or_create, previous_values, rotate
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_ROOT = REPO / "compose"
@@ -78,6 +79,7 @@ def up(env: str, lock_wait: float) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
     # Secrets too, before any host: a missing one of a real environment stops here with the fix.
     load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
+    rotating = sorted(previous_values(REPO, env))
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
@@ -93,8 +95,22 @@ def up(env: str, lock_wait: float) -> int:
     if result.returncode != 0:
         print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
         return result.returncode
+    if rotating:
+        # Every host runs the new values now: the replaced ones are no longer needed.
+        finish_rotations(REPO, env, rotating)
+        print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
     print(f"shipyard: rollout of {env} done in {took:.1f}s")
     return 0
+
+
+def secrets_rotate(env: str, name: str, lock_wait: float) -> int:
+    """A new value for one secret, applied end to end by a deploy (servers first, then the
+    containers that read it); interrupted, the next `make up` finishes it."""
+    load_environment(REPO, env, dict(os.environ))  # a bad environment stops before the new value exists
+    with environment_lock(REPO, env, lock_wait):
+        rotate(REPO, env, name)
+    print(f"{env}: new {name} in secrets/{env}/ (the old one kept as {name}.previous.age until applied); deploying")
+    return up(env, lock_wait)
 
 
 def down(env: str, volumes: bool) -> int:
@@ -112,6 +128,7 @@ def down(env: str, volumes: bool) -> int:
         # A full teardown: the shipped project and its secret files go too; the next deploy
         # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
         shutil.rmtree(project_dir)
+        shutil.rmtree(commands.last_good_dir(settings.deploy_root, env), ignore_errors=True)
         print(f"{env}: removed {project_dir}")
     return code
 
@@ -172,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p_rebuild.add_argument("--lock-wait", type=float, default=0.0)
     sub.add_parser("secrets-init", help="create the missing secrets of an environment, on purpose"
                    ).add_argument("--env", required=True)
+    p_rotate = sub.add_parser("secrets-rotate", help="a new value for one secret, applied by a deploy")
+    p_rotate.add_argument("--env", required=True)
+    p_rotate.add_argument("--name", required=True)
+    p_rotate.add_argument("--lock-wait", type=float, default=0.0)
     sub.add_parser("status", help="per host and component: instances, image, health, uptime, role, drift"
                    ).add_argument("--env", required=True)
     sub.add_parser("plan", help="what a deploy would change and why (read-only)").add_argument("--env", required=True)
@@ -200,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.env}: created {', '.join(created)} in secrets/{args.env}/ (commit them; the values stay "
                   f"encrypted)" if created else f"{args.env}: every secret exists; nothing created")
             return 0
+        if args.command == "secrets-rotate":
+            return secrets_rotate(args.env, args.name, args.lock_wait)
         if args.command in ("status", "plan", "logs"):
             from shipyard import views
 

@@ -14,6 +14,11 @@ def project_dir(deploy_root: str, env: str) -> str:
     return f"{deploy_root.rstrip('/')}/{env}"
 
 
+def last_good_dir(deploy_root: str, env: str) -> str:
+    """A copy of the project as the last deploy that finished well left it (root-only like it)."""
+    return f"{deploy_root.rstrip('/')}/.{env}.last-good"
+
+
 def compose(project_directory: str, project: str, *args: str) -> list[str]:
     return ["docker", "compose", "--project-directory", project_directory,
             "-f", f"{project_directory}/compose.yaml", "-p", project, *args]

@@ -64,16 +64,37 @@ class Port:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """How a running container takes a new value of a secret without being recreated.
+
+    During a rotation the new file is in place and the old value sits beside it as
+    ``<target>.retiring`` (the service's secrets are a directory mount, so a running container
+    sees both). ``apply`` runs in each running container before any other reader of the secret
+    is recreated (make the server accept the new value, keeping the old where it can);
+    ``retire`` runs once every reader has been recreated (drop the old value). ``Rotation()``
+    alone: the service reads the file afresh when it needs it (a passfile), nothing to run.
+    Both are argv lists run with ``docker compose exec``; they read values from the files,
+    never from their arguments.
+    """
+
+    apply: tuple[str, ...] = ()
+    retire: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SecretFile:
     """A file ``/run/secrets/<target>`` of one service, made from a stored secret.
 
     ``template`` (in the component's templates/) renders it from the value when the consumer
     needs a native format (Redis reads its password through an ``include``d config file).
+    ``rotation``: how a running container takes a new value; None (most clients, which read it
+    at start) means a changed value recreates the container.
     """
 
     target: str
     secret: str
     template: str | None = None
+    rotation: Rotation | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,9 @@ class Component:
     compose_service: Callable[[Any, Any], dict[str, Any]] | None = None
     # Every service of it must land on one host (the settings are refused otherwise).
     single_host: bool = False
+    # How a secret only it defines is generated, when not a URL-safe random token (the default):
+    # "uuid" (Consul token IDs), "base64-32" (a gossip key: 32 random bytes, standard base64).
+    secret_formats: Mapping[str, Literal["token", "uuid", "base64-32"]] = field(default_factory=dict)
     checks: str | None = None  # module of testinfra checks (`make verify`)
     # `make status`: module whose ``describe(settings, {instance name: container})`` returns
     # what an operator wants to know of each instance beyond health (role, lag...).

@@ -56,8 +56,10 @@ class ImageBuild:
 def official_ref(ref: str, mirror: str | None) -> str:
     if not mirror:
         return ref
-    # Docker Hub official images live under library/ on a mirror.
-    return f"{mirror.rstrip('/')}/library/{ref}"
+    # Docker Hub official images (no namespace: postgres) live under library/ on a mirror;
+    # others keep their namespace (hashicorp/consul).
+    path = ref if "/" in ref.split(":", 1)[0] else f"library/{ref}"
+    return f"{mirror.rstrip('/')}/{path}"
 
 
 def _image(comp: Component, key: str) -> Image:

@@ -1,7 +1,10 @@
-"""One deploy of an environment at a time, per controller: an flock on .shipyard/locks/<env>.lock.
+"""One deploy of an environment at a time on this machine: an flock on
+``$SHIPYARD_LOCK_DIR/<env>.lock`` (default ``/run/lock/shipyard``), shared by every checkout —
+two clones of the repo deploying the same environment queue behind each other.
 
 The lock is held by the open file, so it is released when the process ends, even on kill -9;
-the file also records who holds it, for the message the second deploy prints.
+the file also records who holds it (pid and checkout), for the message the second deploy prints.
+Deploys of one environment from different machines are not serialised by this (see README).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from pathlib import Path
 
 from shipyard.errors import LockError
 
+LOCK_DIR_VAR = "SHIPYARD_LOCK_DIR"
+DEFAULT_LOCK_DIR = "/run/lock/shipyard"
+
+
+def lock_path(env: str, environ: dict[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(LOCK_DIR_VAR) or DEFAULT_LOCK_DIR) / f"{env}.lock"
+
 
 @contextmanager
-def environment_lock(repo: Path, env: str, wait_s: float = 0.0):
-    path = repo / ".shipyard" / "locks" / f"{env}.lock"
+def environment_lock(repo: Path, env: str, wait_s: float = 0.0, environ: dict[str, str] | None = None):
+    path = lock_path(env, environ)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
     deadline = time.monotonic() + wait_s
@@ -36,7 +47,7 @@ def environment_lock(repo: Path, env: str, wait_s: float = 0.0):
             time.sleep(0.5)
     handle.seek(0)
     handle.truncate()
-    handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.write(f"pid {os.getpid()} of checkout {repo} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
     try:
         yield

@@ -140,3 +140,18 @@ def file_changes(deployed: dict[str, str], rendered: dict[str, str]) -> list[str
     out += [f"{path}: changed" for path in sorted(set(rendered) & set(deployed)) if rendered[path] != deployed[path]]
     out += [f"{path}: removed" for path in sorted(set(deployed) - set(rendered))]
     return out
+
+
+def healthy_services(observed: list[ObservedContainer]) -> set[str]:
+    """Services every container of which runs and passes its health check (or has none)."""
+    by_service: dict[str, list[ObservedContainer]] = {}
+    for c in observed:
+        by_service.setdefault(c.service, []).append(c)
+    return {service for service, containers in by_service.items()
+            if all(c.status == "running" and c.health in (None, "healthy") for c in containers)}
+
+
+def to_restore(healthy_before: set[str], failing_after: list[ObservedContainer]) -> list[str]:
+    """What a failed deploy took down: services that were healthy before it and are not now.
+    They go back to the last configuration that deployed well (shipyard.apply.converge)."""
+    return sorted(healthy_before & {c.service for c in failing_after})

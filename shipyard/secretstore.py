@@ -5,6 +5,12 @@
 - The identity (private key) lives outside the repository:
   ``$SHIPYARD_AGE_IDENTITY_DIR/<env>.key`` (default ``~/.config/shipyard/age/<env>.key``).
 
+Rotation (`make secrets-rotate ENV=.. NAME=..`): the new value replaces ``<name>.age`` and the
+value it replaces is kept as ``<name>.previous.age`` until a deploy has applied the new one on
+every host. While it is there, a host that still runs the previous value is this checkout's
+own pending rotation, not another checkout's secrets: the next deploy (``make up``, or the rest
+of an interrupted ``secrets-rotate``) applies it, then the previous file goes.
+
 Missing secrets are generated only where the environment says so (``secrets.generate_missing``:
 ``local`` and ``ci``, per machine and throw-away) or on purpose (`make secrets-init`); a real
 environment with a missing secret stops with that fix, so no deploy silently invents a new
@@ -14,9 +20,11 @@ text to disk, and ``Secret`` prints as ``***``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets as random_source
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +37,17 @@ IDENTITY_DIR_VAR = "SHIPYARD_AGE_IDENTITY_DIR"
 
 # Every secret some component's service reads (shipyard.component.SecretFile.secret).
 SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.services for s in svc.secrets}))
+_FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_formats.items()}
+
+
+def new_value(name: str) -> str:
+    """A fresh random value for secret ``name``, in the format its component needs."""
+    fmt = _FORMATS.get(name, "token")
+    if fmt == "uuid":
+        return str(uuid.UUID(bytes=random_source.token_bytes(16), version=4))
+    if fmt == "base64-32":
+        return base64.b64encode(random_source.token_bytes(32)).decode()
+    return random_source.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -57,11 +76,14 @@ def parse_fingerprints(text: str) -> dict[str, str]:
     return dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) == 2)
 
 
-def differing(recorded: dict[str, str], values: dict[str, Secret]) -> list[str]:
+def differing(recorded: dict[str, str], values: dict[str, Secret],
+              previous: dict[str, Secret] | None = None) -> list[str]:
     """The secrets whose value differs from what the host records (a secret the host never had
-    does not count: adding one is a change the deploy makes, not a conflict)."""
-    mine = fingerprints(values)
-    return sorted(name for name, fp in recorded.items() if name in mine and mine[name] != fp)
+    does not count: adding one is a change the deploy makes, not a conflict; nor does a host
+    still running the value this checkout's pending rotation replaces)."""
+    mine, replaced = fingerprints(values), fingerprints(previous or {})
+    return sorted(name for name, fp in recorded.items()
+                  if name in mine and mine[name] != fp and replaced.get(name) != fp)
 
 
 def identity_path(env: str, environ: dict[str, str] | None = None) -> Path:
@@ -100,6 +122,55 @@ def _recipients(env: str, store: Path) -> list[pyrage.x25519.Recipient]:
     return [pyrage.x25519.Recipient.from_str(k) for k in keys]
 
 
+PREVIOUS_SUFFIX = ".previous.age"
+
+
+def rotate(repo: Path, env: str, name: str, environ: dict[str, str] | None = None) -> None:
+    """Replace secret ``name`` of ``env`` with a new random value, keeping the old one as
+    ``<name>.previous.age`` for the deploy that applies it (see the module doc)."""
+    store = repo / "secrets" / env
+    if name not in SECRET_NAMES:
+        raise SecretsError(f"secrets/{env}/", f"no secret named {name!r}", f"NAME is one of: {', '.join(SECRET_NAMES)}")
+    current, previous = store / f"{name}.age", store / f"{name}{PREVIOUS_SUFFIX}"
+    if not current.exists():
+        raise SecretsError(str(current), "missing, so there is nothing to rotate",
+                           f"create it with `make secrets-init ENV={env}`")
+    if previous.exists():
+        raise SecretsError(str(previous), f"a rotation of {name} is pending: not every host has applied it yet",
+                           f"finish it first with `make up ENV={env}` (or `make deploy ENV={env}`), then rotate again")
+    _load_identity(env, identity_path(env, environ))  # this checkout can decrypt what it rotates
+    recipients = _recipients(env, store)
+    # The old value first: a crash between the two writes leaves previous == current, which a
+    # deploy applies as a no-op rotation.
+    _write_private(previous, current.read_bytes(), 0o644)
+    _write_private(current, pyrage.encrypt(new_value(name).encode(), recipients), 0o644)
+
+
+def previous_values(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
+    """name → the value a pending rotation replaces ({} when none is pending)."""
+    store = repo / "secrets" / env
+    pending = [n for n in SECRET_NAMES if (store / f"{n}{PREVIOUS_SUFFIX}").exists()]
+    if not pending:
+        return {}
+    key_file = identity_path(env, environ)
+    identity = _load_identity(env, key_file)
+    return {n: Secret(n, _decrypt(store / f"{n}{PREVIOUS_SUFFIX}", identity, key_file)) for n in pending}
+
+
+def finish_rotations(repo: Path, env: str, names: list[str]) -> None:
+    """After a deploy applied them on every host: the replaced values are no longer needed."""
+    for name in names:
+        (repo / "secrets" / env / f"{name}{PREVIOUS_SUFFIX}").unlink(missing_ok=True)
+
+
+def _decrypt(path: Path, identity: pyrage.x25519.Identity, key_file: Path) -> str:
+    try:
+        return pyrage.decrypt(path.read_bytes(), [identity]).decode()
+    except pyrage.DecryptError:
+        raise SecretsError(str(path), f"cannot be decrypted with the identity at {key_file}",
+                           "use the identity this environment was encrypted to (see recipients.txt)") from None
+
+
 def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
                    generate_missing: bool = True, created: list[str] | None = None) -> dict[str, Secret]:
     """Decrypt every secret of ``env``; generate what is missing when ``generate_missing``
@@ -128,13 +199,9 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
     for name in SECRET_NAMES:
         path = store / f"{name}.age"
         if path.exists():
-            try:
-                value = pyrage.decrypt(path.read_bytes(), [identity]).decode()
-            except pyrage.DecryptError:
-                raise SecretsError(str(path), f"cannot be decrypted with the identity at {key_file}",
-                                   "use the identity this environment was encrypted to (see recipients.txt)") from None
+            value = _decrypt(path, identity, key_file)
         else:
-            value = random_source.token_urlsafe(32)
+            value = new_value(name)
             _write_private(path, pyrage.encrypt(value.encode(), recipients), 0o644)
             if created is not None:
                 created.append(name)

@@ -157,15 +157,27 @@ class PortClash:
     what: str
 
 
+def port_key(i: Instance) -> str:
+    """The setting an instance's host port comes from, for messages: ``ports.redis + 1 (redis-replica-1)``."""
+    port = i.service.port
+    if port is None or port.setting is None:
+        return f"{i.name}'s port"
+    offset = f" + {i.number + port.instance_offset}" if i.number else ""
+    return f"ports.{port.setting}{offset} ({i.name})"
+
+
+def addresses_overlap(a: str, b: str) -> bool:
+    """Two bind addresses of one host that cannot both hold a port (a wildcard holds every one)."""
+    return a == b or bool({a, b} & WILDCARDS)
+
+
+WILDCARDS = {"0.0.0.0", "::"}
+
+
 def port_collisions(settings: EnvironmentSettings) -> list[PortClash]:
     """Every two instances that would publish the same port on one host (0.0.0.0 overlaps every
     address): found from the settings, before anything is touched."""
-    def key(i: Instance) -> str:
-        port = i.service.port
-        if port is None or port.setting is None:
-            return f"{i.name}'s port"
-        offset = f" + {i.number + port.instance_offset}" if i.number else ""
-        return f"ports.{port.setting}{offset} ({i.name})"
+    key = port_key
 
     clashes = []
     for host in settings.hosts:
@@ -175,7 +187,7 @@ def port_collisions(settings: EnvironmentSettings) -> list[PortClash]:
             if bound is None:
                 continue
             for ip, port, other in seen:
-                if port == bound[1] and (ip == bound[0] or "0.0.0.0" in (ip, bound[0])):
+                if port == bound[1] and addresses_overlap(ip, bound[0]):
                     names = tuple(i.service.port.setting for i in (other, inst) if i.service.port and i.service.port.setting)
                     clashes.append(PortClash(host.name, port, names,
                                              f"{key(other)} and {key(inst)} both publish {port} ({ip} and {bound[0]})"))

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import kinds, limits, metrics, queue, store
+from taskplatform import kinds, limits, logs, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
@@ -118,6 +118,7 @@ class RequestContext:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         request_id = assign_request_id(scope)
+        logs.request_id.set(request_id)  # each request runs in its own asyncio task: its own context
         status_holder = {"status": 500, "started": False}
 
         async def send_wrapper(message):
@@ -180,7 +181,7 @@ class Services:
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
-        self._watch = asyncio.create_task(self.config.watch())
+        self._watch = asyncio.create_task(self.config.supervise())
 
     async def within_redis_timeout(self, awaitable):
         """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
@@ -202,6 +203,7 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
     source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
     source.on_reload = metrics.CONFIG_RELOADS.inc
     source.on_reject = metrics.CONFIG_REJECTIONS.inc
+    source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
     source.subscribe(lambda loaded: metrics.set_config_version(loaded.config.version, loaded.hash))
     source.subscribe(lambda loaded: logging.getLogger().setLevel(loaded.config.log_level))
     return source
@@ -393,17 +395,12 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             live["queue_pending"] = {(): pending}
         except Exception:  # noqa: BLE001 - metrics must answer while Redis is down
             pass
-        try:
-            counts = await services.store.counts_by_status()
-            live["tasks_by_status"] = {(("status", s),): counts.get(s, 0) for s in store.STATUSES}
-        except Exception:  # noqa: BLE001
-            pass
         return Response(metrics.exposition(live), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/config", responses=documented(*LIMITED))
     async def config_info():
         loaded = services.config.current()
-        return {"version": loaded.config.version, "hash": loaded.hash}
+        return {"version": loaded.config.version, "hash": loaded.hash, **services.config.reload_state()}
 
     @app.get("/version", responses=documented(*LIMITED))
     async def version():

@@ -85,6 +85,23 @@ def _db_setup(settings: ProcessSettings) -> int:
     return 1
 
 
+def _consul_setup(settings: ProcessSettings) -> int:
+    from taskplatform import consulsetup
+    from taskplatform.secrets import FileSecretSource
+
+    logs.setup()
+    log = logging.getLogger("taskplatform.consulsetup")
+    try:
+        for line in consulsetup.setup(settings, FileSecretSource(settings.secrets_dir), settings.consul_env,
+                                      [s for s in settings.consul_services.split(",") if s],
+                                      consulsetup.read_seed(settings.config_file)):
+            log.info(line)
+    except (consulsetup.ConsulSetupError, OSError) as exc:
+        log.error("Consul setup failed", extra={"reason": str(exc)[:500]})
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskplatform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="process tasks from the Redis stream")
     sub.add_parser("migrate", help="alembic upgrade head")
     sub.add_parser("db-setup", help="create/update the platform's database roles (as the superuser)")
+    sub.add_parser("consul-setup", help="create/update the platform's Consul policies and tokens, seed the runtime "
+                                        "config (with the management token)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
     check.add_argument("what", choices=["api", "worker"])
     args = parser.parse_args(argv)
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "db-setup":
         return _db_setup(settings)
+    if args.command == "consul-setup":
+        return _consul_setup(settings)
     return 2
 
 

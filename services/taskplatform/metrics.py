@@ -1,5 +1,6 @@
-"""Prometheus metrics. The API runs several uvicorn processes: when PROMETHEUS_MULTIPROC_DIR
-is set (by `taskplatform api`, before this import) the values are aggregated across them."""
+"""Prometheus metrics, kept as the processes run: a scrape reads them and asks nothing of
+PostgreSQL. The API runs several uvicorn processes: when PROMETHEUS_MULTIPROC_DIR is set (by
+`taskplatform api`, before this import) the values are aggregated across them."""
 
 from __future__ import annotations
 
@@ -18,27 +19,64 @@ TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed")
 TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)")
 TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt")
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
-TASKS_REENQUEUED = Counter("tasks_reenqueued_total", "tasks re-enqueued by the reconciler", ["reason"])
+TASKS_RECOVERED = Counter("tasks_recovered_total", "tasks a worker took from PostgreSQL, not from the stream",
+                          ["reason"])
+CONSUMERS_FORGOTTEN = Counter("queue_consumers_removed_total", "idle consumers without pending entries removed "
+                                                               "from the group")
 CONFIG_RELOADS = Counter("config_reloads_total", "runtime config versions applied after start")
 CONFIG_REJECTIONS = Counter("config_rejections_total", "runtime config versions rejected as invalid")
-CONFIG_VERSION = Gauge("config_version_info", "applied runtime config (value 1)", ["version", "hash"],
+CONFIG_WATCH_ERRORS = Counter("config_watch_errors_total", "errors watching or applying the runtime config "
+                                                            "(logged with a traceback; the watch is retried)")
+TASKS_RUNNING = Gauge("worker_tasks_running", "task attempts running in this worker", multiprocess_mode="livesum")
+TASK_RUN_SECONDS = Histogram("task_run_seconds", "time an attempt's body ran (until its outcome or timeout)",
+                             ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
+TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task's creation to its first claim",
+                                    ["kind"], buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900))
+CONFIG_VERSION_NAME = "config_version_info"
+CONFIG_VERSION = Gauge(CONFIG_VERSION_NAME, "applied runtime config (value 1)", ["version", "hash"],
                        multiprocess_mode="liveall")
+_applied_config: tuple[str, str] | None = None
 
 
 def set_config_version(version: str, digest: str) -> None:
-    CONFIG_VERSION.clear()
+    """One series per process, the config it applies now. prometheus_client cannot remove a
+    label set in multiprocess mode (its value stays in the process's file, and ``clear`` does
+    nothing there): the old one is set to 0, and series at 0 are left out of the exposition."""
+    global _applied_config
+    if _applied_config not in (None, (version, digest)):
+        CONFIG_VERSION.labels(*_applied_config).set(0)
     CONFIG_VERSION.labels(version=version, hash=digest).set(1)
+    _applied_config = (version, digest)
+
+
+class _WithoutReplacedConfigs:
+    """The process metrics (aggregated when multiprocess), without config versions replaced."""
+
+    def __init__(self):
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            self.source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.source)
+        else:
+            from prometheus_client import REGISTRY
+            self.source = REGISTRY
+
+    def collect(self):
+        for family in self.source.collect():
+            if family.name == CONFIG_VERSION_NAME:
+                family.samples = [sample for sample in family.samples if sample.value != 0]
+            yield family
+
+
+def exposed_registry() -> CollectorRegistry:
+    """What a scrape of this process gets (the worker's metrics server serves it as is)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_WithoutReplacedConfigs())
+    return registry
 
 
 def exposition(live: dict[str, dict[tuple[tuple[str, str], ...], float]] | None = None) -> bytes:
     """Text exposition: process metrics (aggregated when multiprocess) + live gauges read now."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        text = generate_latest(registry)
-    else:
-        from prometheus_client import REGISTRY
-        text = generate_latest(REGISTRY)
+    text = generate_latest(exposed_registry())
     if live:
         extra = CollectorRegistry()
         extra.register(_LiveCollector(live))

@@ -1,5 +1,5 @@
-"""Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (the
-reconciler re-enqueues from PostgreSQL), and a duplicate is harmless (claims are conditional)."""
+"""Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (a
+worker recovers it from PostgreSQL), and a duplicate is harmless (claims are conditional)."""
 
 from __future__ import annotations
 
@@ -55,21 +55,28 @@ async def queue_depth(client: redis.Redis) -> tuple[int, int]:
     return length, pending
 
 
-def _id(entry_id) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+# Atomic, so a consumer cannot read (gain pending entries) between the check and the removal;
+# removing one drops its pending entries, hence only consumers that have none.
+_FORGET_IDLE_CONSUMERS = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if consumers['err'] then return {} end  -- no stream or group yet: nobody to forget
+local removed = {}
+for _, consumer in ipairs(consumers) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['pending'] == 0 and field['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    table.insert(removed, field['name'])
+  end
+end
+return removed
+"""
 
 
-async def has_undelivered(client: redis.Redis) -> bool:
-    """True when the stream holds entries the group has not read yet. Compares the newest entry
-    with the group's last-delivered id (the group's 'lag' counter is not trustworthy after a
-    failover or a trim)."""
-    newest = await client.xrevrange(STREAM, count=1)
-    if not newest:
-        return False
-    for group in await client.xinfo_groups(STREAM):
-        name = group.get("name") or group.get(b"name")
-        if name in (GROUP, GROUP.encode()):
-            return _id(newest[0][0]) > _id(group.get("last-delivered-id") or group.get(b"last-delivered-id"))
-    return False
+async def forget_idle_consumers(client: redis.Redis, idle_seconds: float) -> list[str]:
+    """Remove the group's consumers idle for longer than ``idle_seconds`` that hold no pending
+    entries: workers that went away (each run is a new consumer, `host-pid`), including those
+    whose entries other workers reclaimed. A live worker removed while it waited for slots
+    comes back with its next read."""
+    removed = await client.eval(_FORGET_IDLE_CONSUMERS, 1, STREAM, GROUP, int(idle_seconds * 1000))
+    return [name.decode() if isinstance(name, bytes) else name for name in removed]

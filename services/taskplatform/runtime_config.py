@@ -1,9 +1,12 @@
 """Runtime config: a validated model, and config sources that hot-reload it.
 
 A ``ConfigSource`` holds the current config and swaps it atomically when a new valid one
-arrives; an invalid one is rejected (logged and counted) and the old one stays. The file
-source polls a path (the deploy replaces the file by rename, so inotify on the inode would
-miss it); a Consul KV source will implement the same interface with blocking queries.
+arrives; an invalid one is rejected (logged and counted) and the old one stays. Its watch
+runs supervised (``supervise``): an error is logged with its traceback, counted, shown in
+``reload_state`` and the watch restarted after a backoff, so one failure does not end hot
+reload. The file source polls a path (the deploy replaces the file by rename, so inotify on
+the inode would miss it); a Consul KV source will implement the same interface with blocking
+queries, raising when Consul cannot be reached.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +76,16 @@ def parse_config(raw: bytes) -> LoadedConfig:
     try:
         doc = json.loads(raw)
         config = RuntimeConfig.model_validate(doc)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigRejected(f"not valid JSON: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
         raise ConfigRejected(problems) from None
     return LoadedConfig(config, hashlib.sha256(raw).hexdigest()[:16])
+
+
+# Watch restarts after an error: 0.5 s, doubling up to 30 s while it keeps failing.
+WATCH_BACKOFF_SECONDS = (0.5, 30.0)
 
 
 class ConfigSource(abc.ABC):
@@ -88,6 +96,19 @@ class ConfigSource(abc.ABC):
         self._listeners: list[Callable[[LoadedConfig], None]] = []
         self.on_reload: Callable[[], None] = lambda: None
         self.on_reject: Callable[[], None] = lambda: None
+        self.on_watch_error: Callable[[], None] = lambda: None
+        self._applied_at: float | None = None
+        self._rejected: dict | None = None  # the newest version rejected since the last applied
+        self._failing_since: float | None = None  # the source has not been read since: maybe stale
+        self._failures = 0  # in a row
+        self._last_error: str | None = None
+
+    def reload_state(self) -> dict:
+        """Hot reload as an operator needs it: when the current config was applied, the newest
+        version rejected after it (with why), and whether the source can be read now."""
+        return {"applied_at": self._applied_at, "rejected": self._rejected,
+                "watch": {"state": "failing" if self._failing_since else "ok", "failing_since": self._failing_since,
+                          "failures_in_a_row": self._failures, "last_error": self._last_error}}
 
     @property
     def loaded(self) -> bool:
@@ -111,6 +132,7 @@ class ConfigSource(abc.ABC):
             new = parse_config(raw)
         except ConfigRejected as exc:
             self.on_reject()
+            self._rejected = {"at": time.time(), "reason": str(exc), "hash": hashlib.sha256(raw).hexdigest()[:16]}
             log.error("runtime config rejected; keeping the current one", extra={
                 "origin": origin, "reason": str(exc),
                 "kept_version": self._current.config.version if self._current else None})
@@ -119,13 +141,50 @@ class ConfigSource(abc.ABC):
             return False
         first = self._current is None
         self._current = new  # one reference swap: readers see the old or the new, never a mix
+        self._applied_at, self._rejected = time.time(), None
         if not first:
             self.on_reload()
         log.info("runtime config applied", extra={"origin": origin, "version": new.config.version,
                                                    "hash": new.hash})
         for listener in self._listeners:
-            listener(new)
+            try:
+                listener(new)
+            except Exception:  # noqa: BLE001 - the config is applied; the other listeners still run
+                self.on_watch_error()
+                log.exception("runtime config listener failed", extra={"listener": repr(listener)})
         return True
+
+    def source_read(self) -> None:
+        """For the sources: the source was just read (whatever it held): not stale any more."""
+        if self._failing_since is not None:
+            log.info("runtime config source readable again", extra={"failing_since": self._failing_since})
+        self._failing_since, self._failures, self._last_error = None, 0, None
+
+    def source_failed(self, exc: BaseException) -> None:
+        """For the sources that retry by themselves (and for ``supervise``): a read failed; the
+        applied config stays, the state says since when it may be stale and why."""
+        self._failures += 1
+        self._failing_since = self._failing_since or time.time()
+        self._last_error = f"{exc.__class__.__name__}: {exc}"[:500]
+        self.on_watch_error()
+
+    async def supervise(self) -> None:
+        """Run ``watch`` for ever. An error is logged with its traceback, counted
+        (``on_watch_error``), shown in ``reload_state`` and the watch restarted after a backoff;
+        the applied config stays meanwhile."""
+        base, cap = WATCH_BACKOFF_SECONDS
+        while True:
+            try:
+                await self.watch()
+                raise RuntimeError("the watch returned")  # it must run for ever
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever it is, hot reload must go on
+                self.source_failed(exc)
+                delay = min(cap, base * 2 ** (self._failures - 1))
+                log.exception("runtime config watch failed; retrying",
+                              extra={"retry_in_s": delay, "failures_in_a_row": self._failures})
+            await asyncio.sleep(delay)
 
     @abc.abstractmethod
     def load_initial(self) -> None:
@@ -133,7 +192,8 @@ class ConfigSource(abc.ABC):
 
     @abc.abstractmethod
     async def watch(self) -> None:
-        """Run forever, offering each new version."""
+        """Run forever, offering each new version and calling ``source_read`` after each read
+        of the source; raise when the source cannot be read (``supervise`` retries)."""
 
 
 class FileConfigSource(ConfigSource):
@@ -143,22 +203,19 @@ class FileConfigSource(ConfigSource):
         self.poll_seconds = poll_seconds
         self._last_raw: bytes | None = None
 
-    def _read(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            log.warning("runtime config file unreadable", extra={"path": str(self.path), "reason": exc.strerror})
-            return None
-
     def load_initial(self) -> None:
-        raw = self._read()
-        if raw is None or not self.offer(raw, str(self.path)):
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(f"no runtime config at {self.path}: {exc.strerror}") from None
+        if not self.offer(raw, str(self.path)):
             raise RuntimeError(f"no valid runtime config at {self.path}")
         self._last_raw = raw
 
     def poll_once(self) -> None:
-        raw = self._read()
-        if raw is not None and raw != self._last_raw:
+        raw = self.path.read_bytes()  # an OSError is the supervisor's: logged, counted, retried
+        self.source_read()
+        if raw != self._last_raw:
             self._last_raw = raw  # a rejected version is reported once, not every poll
             self.offer(raw, str(self.path))
 

@@ -51,6 +51,14 @@ class ProcessSettings(BaseSettings):
     secrets_dir: str = "/run/secrets"
     config_file: str = "/etc/taskplatform/runtime.json"
     config_poll_seconds: float = 1.0
+    # Runtime config from Consul KV instead of the file, when addresses are given: the document
+    # at consul_key, read with the token in the secret file consul_token (taskplatform.consul_config).
+    consul_addrs: str = Field("", description="comma-separated host:port of the Consul servers; empty = the file")
+    consul_key: str = ""
+    consul_env: str = Field("", description="the Shipyard environment: names the ACL policies and key prefixes")
+    consul_services: str = "api,worker"  # consul-setup: the services that get a token
+    consul_wait_seconds: float = 30.0  # a blocking query's wait
+    config_cache_file: str = "/tmp/taskplatform/runtime-cache.json"  # the last good document from Consul
     release_colour: str = "blue"
     build_version: str = "dev"
     api_host: str = "0.0.0.0"
@@ -76,6 +84,8 @@ class ProcessSettings(BaseSettings):
     # Reliability timings (seconds). Tests shorten them; production keeps the defaults.
     lease_seconds: float = 30.0  # a running task's lease; renewed while it runs
     claim_idle_seconds: float = 30.0  # pending stream entries idle this long are reclaimed
+    # A consumer of the group idle this long with no pending entries is removed (a worker gone).
+    consumer_forget_idle_seconds: float = 300.0
     maintenance_interval_seconds: float = 1.0  # reconciler / scheduler / reclaim period
     shutdown_grace_seconds: float = 20.0
 

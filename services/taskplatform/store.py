@@ -20,8 +20,6 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServ
 # stalled. SQL, evaluated on the row before the UPDATE.
 _LOST_ATTEMPT = "'attempt ' || attempts || ' lost: its lease expired (the worker died or stalled)'"
 
-STATUSES = ("queued", "running", "retry_wait", "succeeded", "dead", "cancelled")
-
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
             "created_at, updated_at")
 
@@ -64,6 +62,7 @@ class Claimed:
     attempts: int
     max_attempts: int
     lease_token: uuid.UUID
+    queued_seconds: float  # since the task was created
 
 
 class TaskStore:
@@ -139,10 +138,6 @@ class TaskStore:
             tenant, task_id, "status = 'queued', attempts = 0, error = NULL, lease_until = NULL, lease_token = NULL",
             ("dead",))
 
-    async def counts_by_status(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
-        return {r["status"]: r["n"] for r in rows}
-
     # --- worker side ------------------------------------------------------------------------
     async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> tuple[Claimed | None, bool]:
         """(claim, went_dead). Queued → running, or a running task whose lease expired (its
@@ -160,7 +155,8 @@ class TaskStore:
             "  attempts = CASE WHEN attempts < max_attempts THEN attempts + 1 ELSE attempts END, "
             "  updated_at = clock_timestamp() "
             "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
-            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status",
+            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status, "
+            "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
             task_id, lease_seconds, uuid.uuid4())
         if row is None:
             return None, False
@@ -218,21 +214,25 @@ class TaskStore:
             "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
         return [r["id"] for r in rows]
 
-    async def stale(self, queued_after_seconds: float | None, limit: int = 500) -> tuple[list[uuid.UUID], int]:
-        """(tasks to enqueue again, tasks that went dead). Running with an expired lease: their
-        worker died, which counts as a failed attempt (it was counted at claim and stays so):
-        queued again while attempts remain, else dead. And, unless ``queued_after_seconds`` is
-        None, queued for longer than that (their message may have been lost with a Redis
-        restart). Marks the re-enqueued ones as enqueued now."""
+    async def expire_leases(self, limit: int) -> tuple[list[uuid.UUID], int]:
+        """(tasks queued again, tasks that went dead): running under an expired lease, their
+        worker died or stalled. That lost attempt was counted at claim and stays so: queued
+        again while attempts remain, else dead."""
         rows = await self.pool.fetch(
             "UPDATE tasks SET "
-            "  status = CASE WHEN status = 'running' AND attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
-            f" error = CASE WHEN status = 'running' THEN {_LOST_ATTEMPT} ELSE error END, "
-            "  lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
-            "WHERE id IN (SELECT id FROM tasks WHERE "
-            "  ($1::float8 IS NOT NULL AND status = 'queued' "
-            "   AND updated_at < clock_timestamp() - make_interval(secs => $1::float8)) OR "
-            "  (status = 'running' AND lease_until < clock_timestamp()) "
-            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, status",
-            queued_after_seconds, limit)
+            "  status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+            f" error = {_LOST_ATTEMPT}, lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_until < clock_timestamp() "
+            "  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, status", limit)
         return [r["id"] for r in rows if r["status"] == "queued"], sum(r["status"] == "dead" for r in rows)
+
+    async def take_overdue(self, queued_for_seconds: float, limit: int) -> list[uuid.UUID]:
+        """The oldest tasks queued for longer than ``queued_for_seconds`` (their message was lost
+        with a failed enqueue or a Redis failover, or waits behind a backlog), marked as taken
+        now (``updated_at``) so that other workers leave them alone for that long again."""
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET updated_at = clock_timestamp() "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' "
+            "  AND updated_at < clock_timestamp() - make_interval(secs => $1::float8) "
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id", queued_for_seconds, limit)
+        return [r["id"] for r in rows]

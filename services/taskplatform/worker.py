@@ -2,7 +2,7 @@
 
 Order of truth: claim the row (conditional UPDATE) → run → record the outcome → XACK. A crash
 anywhere leaves either an un-acked message (reclaimed with XAUTOCLAIM once idle) or a row
-whose lease expires (re-enqueued by the reconciler); the conditional UPDATEs make the
+whose lease expires (recovered from PostgreSQL, `_recover`); the conditional UPDATEs make the
 second delivery of a finished task a no-op, so nothing is lost and nothing completes twice.
 """
 
@@ -19,14 +19,24 @@ import socket
 import time
 import uuid
 
+import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import kinds, metrics, queue, store
+from taskplatform import kinds, logs, metrics, queue, store
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
 from taskplatform.settings import ProcessSettings
 
 log = logging.getLogger("taskplatform.worker")
+
+# PostgreSQL or Redis away for a while (a restart, a failover): expected, retried, and logged
+# without a traceback each time; anything else is a bug and logs its traceback.
+OUTAGES = store.UNAVAILABLE + (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _trouble(exc: BaseException) -> dict:
+    """Logging arguments for a caught exception: its traceback unless it is an outage."""
+    return {"exc_info": exc} if not isinstance(exc, OUTAGES) else {"extra": {"reason": repr(exc)}}
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random = random.Random()) -> float:
@@ -39,10 +49,12 @@ class Worker:
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.inflight: dict[asyncio.Task, tuple[str, store.Claimed | None]] = {}
-        # Messages read but not started yet: a read asks for as many as there are free slots,
-        # but the concurrency may be lowered while it waits; what does not fit waits here.
-        self.backlog: collections.deque[tuple[str, str]] = collections.deque()
+        # Per running task: its stream message (None when recovered from PostgreSQL) and claim.
+        self.inflight: dict[asyncio.Task, tuple[str | None, store.Claimed | None]] = {}
+        # Tasks taken but not started yet, as (message id or None, task id): a read asks for as
+        # many as there are free slots, but the concurrency may be lowered while it waits; what
+        # does not fit waits here, as do tasks recovered from PostgreSQL (`_recover`).
+        self.backlog: collections.deque[tuple[str | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
         self.store: store.TaskStore | None = None
         self.redis = None
@@ -51,7 +63,16 @@ class Worker:
         return self.config.config.worker_concurrency - len(self.inflight)
 
     # --- processing -----------------------------------------------------------------------
-    async def _process(self, message_id: str, task_id: str) -> None:
+    async def _process(self, message_id: str | None, task_id: str) -> None:
+        logs.task_id.set(task_id)  # on every line logged while processing it (its own asyncio task)
+        try:
+            await self._run(message_id, task_id)
+        except Exception as exc:  # noqa: BLE001
+            # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
+            # and the task is picked up again. Nothing to do here but say so.
+            log.warning("task processing interrupted", **_trouble(exc))
+
+    async def _run(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
             claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
@@ -61,17 +82,22 @@ class Worker:
             metrics.TASKS_DEAD.inc()
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
         if claim is None:  # finished, cancelled, dead, or running elsewhere under a live lease
-            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+            await self._ack(message_id)
             return
         self.inflight[task] = (message_id, claim)
+        if claim.attempts == 1:
+            metrics.TASK_QUEUE_WAIT_SECONDS.labels(kind=claim.kind).observe(claim.queued_seconds)
         timeout = self.config.config.timeout_for(claim.kind)
+        started = time.perf_counter()
         body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts))
         body.add_done_callback(_retrieve)
         try:
-            await asyncio.wait({body}, timeout=timeout)
+            with metrics.TASKS_RUNNING.track_inprogress():
+                await asyncio.wait({body}, timeout=timeout)
         except asyncio.CancelledError:
             body.cancel()  # the worker let go of this attempt (shutdown): so does its body
             raise
+        metrics.TASK_RUN_SECONDS.labels(kind=claim.kind).observe(time.perf_counter() - started)
         if not body.done():
             # The body is cancelled but not awaited: one that ignores cancellation runs on, yet
             # records nothing, since outcomes are recorded here, fenced by the lease token.
@@ -87,7 +113,11 @@ class Worker:
         elif await self.store.complete(claim, body.result()):
             metrics.TASKS_COMPLETED.inc()
         self.inflight[task] = (message_id, None)  # recorded: no lease to keep or hand back
-        await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+        await self._ack(message_id)
+
+    async def _ack(self, message_id: str | None) -> None:
+        if message_id is not None:  # a task recovered from PostgreSQL came without a message
+            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
 
     async def _fail(self, claim: store.Claimed, error: str) -> None:
         cfg = self.config.config
@@ -101,7 +131,7 @@ class Worker:
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
-    def _spawn(self, message_id: str, task_id: str) -> None:
+    def _spawn(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.create_task(self._process(message_id, task_id))
         self.inflight[task] = (message_id, None)
         task.add_done_callback(self._done)
@@ -112,10 +142,6 @@ class Worker:
 
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
-            # and the task is picked up again. Nothing to do here but say so.
-            log.warning("task processing interrupted", extra={"reason": repr(task.exception())})
 
     async def _consume(self) -> None:
         backoff = 0.5
@@ -164,11 +190,13 @@ class Worker:
         loaded = self.config.current()
         beat = self.settings.heartbeat_file
         with open(f"{beat}.tmp", "w") as out:
-            json.dump({"at": time.time(), "config_version": loaded.config.version, "config_hash": loaded.hash}, out)
+            json.dump({"at": time.time(), "config_version": loaded.config.version, "config_hash": loaded.hash,
+                       "config_reload": self.config.reload_state()}, out)
         os.replace(f"{beat}.tmp", beat)  # readers never see half a file
 
     async def _maintain_once(self) -> None:
         await self._renew_leases()
+        await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
         free = self._free_slots() - len(self.backlog)
         if free > 0:
             idle_ms = int(self.settings.claim_idle_seconds * 1000)
@@ -180,17 +208,32 @@ class Worker:
                     await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
         for task_id in await self.store.due_retries():
             await queue.enqueue(self.redis, str(task_id))
-        # Queued tasks are re-enqueued only when the stream has nothing undelivered: with a
-        # backlog their messages are still there (re-enqueueing would flood it with duplicates);
-        # after a Redis restart that lost the stream, there is no backlog.
-        backlog = await queue.has_undelivered(self.redis)
-        queued_after = None if backlog else self.config.config.reconcile_after_seconds
-        stale, dead = await self.store.stale(queued_after)
-        for task_id in stale:
-            await queue.enqueue(self.redis, str(task_id))
-        if stale:
-            metrics.TASKS_REENQUEUED.labels(reason="stale").inc(len(stale))
-            log.info("reconciler re-enqueued tasks", extra={"count": len(stale)})
+        forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds)
+        if forgotten:
+            metrics.CONSUMERS_FORGOTTEN.inc(len(forgotten))
+            log.info("idle consumers removed from the group", extra={"consumers": forgotten})
+
+    async def _recover(self) -> None:
+        """Tasks PostgreSQL says should run but that no message may bring: running under an
+        expired lease (their worker died) or queued longer than ``reconcile_after_seconds``
+        (their enqueue failed, a Redis failover lost their message, or a backlog holds it).
+        They go straight from PostgreSQL into this worker's own queue, which is served before
+        the stream: a backlog cannot postpone them, and the stream gets no duplicates. Bounded:
+        at most ``worker_concurrency`` of them wait here; a message of theirs still in the
+        stream finds them claimed or done, and is dropped."""
+        room = self.config.config.worker_concurrency - len(self.backlog)
+        if room <= 0:
+            return
+        lost, dead = await self.store.expire_leases(room)
+        overdue = await self.store.take_overdue(self.config.config.reconcile_after_seconds, room - len(lost))
+        self.backlog.extend((None, str(task_id)) for task_id in lost + overdue)
+        if lost:
+            metrics.TASKS_RECOVERED.labels(reason="lease_expired").inc(len(lost))
+        if overdue:
+            metrics.TASKS_RECOVERED.labels(reason="queued_too_long").inc(len(overdue))
+        if lost or overdue:
+            log.info("recovered tasks from PostgreSQL",
+                     extra={"lease_expired": len(lost), "queued_too_long": len(overdue)})
         if dead:
             metrics.TASKS_DEAD.inc(dead)
             log.info("tasks out of attempts after losing their worker", extra={"count": dead})
@@ -199,9 +242,14 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 await self._maintain_once()
-                self._beat()
             except Exception as exc:  # noqa: BLE001 - keep going through outages
-                log.warning("maintenance pass failed", extra={"reason": repr(exc)})
+                log.warning("maintenance pass failed", **_trouble(exc))
+            try:
+                # Also while PostgreSQL or Redis is away: this worker's loops still run and it
+                # carries on once they are back; a restart would not bring them back sooner.
+                self._beat()
+            except OSError as exc:
+                log.warning("heartbeat not written", extra={"reason": repr(exc)})
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.settings.maintenance_interval_seconds)
             except asyncio.TimeoutError:
@@ -216,7 +264,7 @@ class Worker:
                 await self._renew_leases()
                 self._beat()
             except Exception as exc:  # noqa: BLE001 - keep trying until the grace period ends
-                log.warning("lease renewal during shutdown failed", extra={"reason": repr(exc)})
+                log.warning("lease renewal during shutdown failed", **_trouble(exc))
             await asyncio.sleep(self.settings.maintenance_interval_seconds)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -232,7 +280,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        watch = asyncio.create_task(self.config.watch())
+        watch = asyncio.create_task(self.config.supervise())
         log.info("worker started", extra={"consumer": self.consumer,
                                           "concurrency": self.config.config.worker_concurrency})
         await asyncio.gather(self._consume(), self._maintain())
@@ -276,4 +324,4 @@ def _text(value) -> str:
 
 def serve_metrics(port: int) -> None:
     if port:
-        start_http_server(port)
+        start_http_server(port, registry=metrics.exposed_registry())

@@ -94,6 +94,16 @@ def wait_config_version(api_url: str, version: str, timeout: float = 10) -> None
     raise AssertionError(f"config version {version} not applied within {timeout}s")
 
 
+def log_lines(platform, process: str) -> list[dict]:
+    """Every JSON line the platform's ``process`` processes (api, worker) have logged so far."""
+    lines = []
+    for path in sorted(platform.root.glob(f"{process}-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+    return lines
+
+
 def heartbeat(worker) -> dict | None:
     """What a worker's heartbeat file says (None before its first maintenance pass)."""
     try:

@@ -1,6 +1,7 @@
 """What the platform promises under faults: a worker `kill -9` mid-task and a Redis restart
-that loses every message lose no accepted task, and complete none twice; while PostgreSQL is
-away (a restart, a promotion) the API says so with a retryable 503."""
+that loses every message lose no accepted task, and complete none twice; a task outliving its
+lease runs once; while PostgreSQL is away (a restart, a promotion) the API says so with a
+retryable 503, and a worker carries on and ends its tasks once it is back."""
 
 import os
 import signal
@@ -9,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import wait_worker_ready
+from conftest import heartbeat, log_lines, wait_worker_ready
 
 
 @pytest.fixture
@@ -121,3 +122,40 @@ def test_postgres_away_is_a_retryable_503_and_the_api_recovers_on_its_own(platfo
     while (response := tenant.create("checksum", {"after": "outage"})).status_code != 202:
         assert time.monotonic() < deadline, response.text
         time.sleep(0.2)
+
+
+def test_a_task_that_outlives_its_lease_runs_once(platform, tenant, clean_workers):
+    """Its lease (3 s here) is renewed while it runs: the other worker, ready to take over an
+    expired lease, never gets it."""
+    for _ in range(2):
+        wait_worker_ready(platform.start_worker())
+    task_id = tenant.create("sleep", {"seconds": 7}).json()["id"]
+    task = tenant.wait_for(task_id, timeout=30)
+    assert task["status"] == "succeeded" and task["attempts"] == 1, task
+
+
+def test_a_worker_survives_a_postgres_outage_and_its_tasks_end_after_it(platform, tenant, clean_workers):
+    worker = platform.start_worker()
+    wait_worker_ready(worker)
+    tasks = [tenant.create("sleep", {"seconds": 1}).json()["id"] for _ in range(6)]  # 4 slots: 2 wait
+    tenant.wait_for(tasks[0], statuses=("running",), timeout=10)
+    platform.pg.stop()
+    try:
+        outage_began = time.time()
+        deadline = time.monotonic() + 20
+        # Until a running task's outcome could not be recorded and the worker has beaten since.
+        while not (interrupted(platform, tasks) and heartbeat(worker)["at"] > outage_began + 1):
+            assert worker.poll() is None, f"worker exited with {worker.returncode} while PostgreSQL was away"
+            assert time.monotonic() < deadline, (interrupted(platform, tasks), heartbeat(worker))
+            time.sleep(0.1)
+    finally:
+        platform.pg.restart()
+    for task_id in tasks:
+        assert tenant.wait_for(task_id, timeout=30)["status"] == "succeeded"
+    assert worker.poll() is None
+
+
+def interrupted(platform, task_ids) -> list[str]:
+    """The tasks a worker logged it could not finish recording (PostgreSQL away)."""
+    return [line["task_id"] for line in log_lines(platform, "worker")
+            if line["msg"] == "task processing interrupted" and line.get("task_id") in task_ids]

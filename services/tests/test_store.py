@@ -57,7 +57,7 @@ def test_a_redriven_task_fences_out_the_holder_of_its_first_run(platform):
         task_id = await new_task(tasks, max_attempts=1)
         first, _ = await tasks.claim(task_id, 30)
         await expire_lease(pool, task_id)
-        _, dead = await tasks.stale(None)
+        _, dead = await tasks.expire_leases(limit=1000)
         assert dead == 1 and (await row(pool, task_id))["status"] == "dead"
         tenant = await pool.fetchval("SELECT tenant FROM tasks WHERE id = $1", task_id)
         assert (await tasks.redrive(tenant, task_id))["attempts"] == 0
@@ -90,7 +90,7 @@ def test_the_reconciler_counts_an_expired_lease_as_a_failed_attempt(platform, at
         task_id = await new_task(tasks, max_attempts=2 if attempts_left else 1)
         await tasks.claim(task_id, 30)
         await expire_lease(pool, task_id)
-        requeued, dead = await tasks.stale(None)
+        requeued, dead = await tasks.expire_leases(limit=1000)
         state = await row(pool, task_id)
         assert state["attempts"] == 1 and "attempt 1 lost" in state["error"] and state["lease_token"] is None
         if attempts_left:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from shipyard import commands
 from shipyard.plan import (COMPOSE_CONFIG_HASH_LABEL, COMPOSE_SERVICE_LABEL, DesiredService, ObservedContainer,
-                           plan_host)
+                           healthy_services, plan_host, to_restore)
 
 log = logging.getLogger("shipyard")
 LOG_TAIL_LINES = 40
@@ -144,9 +144,28 @@ def _compose_errors(stderr: str) -> str:
     return "\n".join(line for line in stderr.strip().splitlines() if not _PROGRESS.match(line))
 
 
+def _restore(last_good_dir: str, project: str, services: list[str], timeout: int) -> str:
+    """Bring ``services`` back as the last deploy that finished well left them (its copy of the
+    project, shipyard.apply.rollout.record_last_good); what to print about it."""
+    if not services:
+        return ""
+    ok, _, _ = _run(["test", "-f", f"{last_good_dir}/compose.yaml"], check=False)
+    if not ok:
+        return f"not restored: {', '.join(services)} (no earlier deploy finished well on this host)"
+    # --no-deps: only these; what they depend on is either healthy or being restored with them.
+    argv = commands.compose(last_good_dir, project, "up", "-d", "--wait", "--wait-timeout", str(timeout),
+                            "--no-deps", *services)
+    ok, _, err = _run(argv, check=False)
+    if ok:
+        return (f"restored {', '.join(services)} to the configuration of the last deploy that finished well: "
+                f"healthy again (the next deploy replaces them)")
+    return f"restoring {', '.join(services)} failed too:\n{_compose_errors(err)}"
+
+
 def converge_host(project_dir: str, project: str, services: dict[str, ServiceState],
-                  all_services: dict[str, ServiceState], timeouts: dict[str, int]) -> None:
-    """Converge ``services`` (this rollout step's share of the host) behind health gates."""
+                  all_services: dict[str, ServiceState], timeouts: dict[str, int], last_good_dir: str = "") -> None:
+    """Converge ``services`` (this rollout step's share of the host) behind health gates. When
+    the gate fails, services that were healthy before are restored from ``last_good_dir``."""
     recreated = _RECREATED.setdefault(host.name, set())
     if not services:
         host.noop("nothing of this host in this step")
@@ -166,6 +185,8 @@ def converge_host(project_dir: str, project: str, services: dict[str, ServiceSta
         # healthy, so later tiers never run ahead of their dependencies, but independent work
         # overlaps (a replica cloning does not hold back the API).
         wanted = [name for plan in stale for name in plan.services]
+        healthy_before = healthy_services([c for c in observed if c.service in wanted
+                                           and not services[c.service].one_shot])
         timeout = sum(timeouts[plan.tier] for plan in stale)
         started = time.monotonic()
         ok, _, err = _run(commands.compose_up_wait(project_dir, project, wanted, timeout), check=False)
@@ -175,8 +196,11 @@ def converge_host(project_dir: str, project: str, services: dict[str, ServiceSta
             tier = next((plan.tier for plan in stale if set(plan.services) & {c.service for c in failing}),
                         stale[0].tier)
             headline = f"host {host.name}: tier {tier} did not become healthy within {timeout}s"
+            report = _report_failure(failing)  # before a restore replaces the failing containers
+            restored = _restore(last_good_dir, project, to_restore(healthy_before, failing), timeout) \
+                if last_good_dir else ""
             # Printed here, once: pyinfra repeats an exception's whole text (traceback and repr).
-            print(f"{headline}.\n{_compose_errors(err)}\n{_report_failure(failing)}\n"
+            print(f"{headline}.\n{_compose_errors(err)}\n{report}\n{restored + chr(10) if restored else ''}"
                   f"fix: correct the failing container's problem above, then run the deploy again", flush=True)
             raise OperationError(f"{headline} (report above)")
         recreated.update(wanted)

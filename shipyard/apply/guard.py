@@ -1,12 +1,14 @@
-"""pyinfra operation, the first of a deploy on each host: refuse a deploy whose secrets are not
-the ones the host runs with.
+"""pyinfra operations, the first of a deploy on each host: refuse a deploy whose secrets are not
+the ones the host runs with, or whose ports something else already holds there.
 
 A second checkout of the repo (or another machine) holding other secrets for the same
 environment would otherwise overwrite the deployed secret files, report nothing changed, and
 leave the platform crash-looping at its next restart (PostgreSQL keeps its password in its
 data). The host records each secret's fingerprint (never the value) in
 ``<project>/secrets/fingerprints``; a deploy whose fingerprints differ stops here, before
-anything on the host is touched, and says how to adopt the environment's secrets.
+anything on the host is touched, and says how to adopt the environment's secrets. A host that
+still runs the value a pending rotation of this checkout replaces is not a conflict: the deploy
+goes on and applies the rotation (shipyard.apply.rotation).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.api.exceptions import OperationError
 
-from shipyard import commands
+from shipyard import commands, hostports
 from shipyard.secretstore import Secret, differing, parse_fingerprints
+from shipyard.settings import EnvironmentSettings, HostSettings
 
 FINGERPRINTS = "fingerprints"  # in the project's root-only secrets dir
 
@@ -36,15 +39,16 @@ class RecordedFingerprints(FactBase):
 
 
 @operation(is_idempotent=True)
-def same_secrets(root: str, env: str, values: dict[str, Secret]):
+def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]):
     recorded = host.get_fact(RecordedFingerprints, path=f"{root}/secrets/{FINGERPRINTS}")
-    changed = differing(recorded, values)
+    changed = differing(recorded, values, previous)
     if changed:
         message = (f"host {host.name}: {root} runs with other secrets than this checkout holds "
                    f"({', '.join(changed)} differ); nothing was changed.\n"
                    f"fix: deploy from the checkout that deployed it, or adopt its secrets here: copy its "
                    f"secrets/{env}/ and its age identity (~/.config/shipyard/age/{env}.key) to this checkout; "
-                   f"to start the environment over instead: make down ENV={env} VOLUMES=1 (deletes its data)")
+                   f"to start the environment over instead: make down ENV={env} VOLUMES=1 (deletes its data); "
+                   f"to change a secret on purpose: make secrets-rotate ENV={env} NAME=<secret>")
         print(message, flush=True)  # once, readable: pyinfra repeats an exception's text
         raise OperationError(f"host {host.name}: other secrets than the deployed ones (report above)")
     host.noop(f"{len(recorded)} recorded secrets match" if recorded else "first deploy: no secrets recorded yet")
@@ -52,5 +56,46 @@ def same_secrets(root: str, env: str, values: dict[str, Secret]):
     yield  # an operation is a generator; this one only checks
 
 
-def ensure_same_secrets(root: str, env: str, values: dict[str, Secret]) -> None:
-    same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values)
+def ensure_same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]) -> None:
+    same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values,
+                 previous=previous)
+
+
+class PortHolders(FactBase):
+    """Listening TCP sockets and other containers' published ports: what would make a bind fail."""
+
+    _SPLIT = "--- shipyard: docker ps ---"
+
+    def command(self) -> str:
+        ps = commands.to_shell(["docker", "ps", "--format",
+                                '{{.Label "com.docker.compose.project"}}\t{{.Names}}\t{{.Ports}}'])
+        # No docker yet (a fresh host): no container holds anything.
+        return f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; echo '{self._SPLIT}'; {ps} 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return ("", "")
+
+    def process(self, output):
+        text = "\n".join(output)
+        tcp, _, ps = text.partition(self._SPLIT)
+        return tcp, ps
+
+
+@operation(is_idempotent=True)
+def ports_free(settings: EnvironmentSettings, this_host: HostSettings):
+    tcp, ps = host.get_fact(PortHolders)
+    clashes = hostports.clashes(settings, this_host, hostports.holders(tcp, ps, settings.compose_project))
+    if clashes:
+        print(f"host {host.name}: ports this deploy would publish are taken; nothing was changed:\n  "
+              + "\n  ".join(clashes)
+              + f"\nfix: stop what holds them, or choose other ports in inventories/{settings.name}.py "
+                f"(or SHIPYARD_PORTS__<NAME>=...)", flush=True)
+        raise OperationError(f"host {host.name}: {len(clashes)} port(s) already taken (report above)")
+    host.noop("every port this host publishes is free or already this environment's")
+    return
+    yield  # an operation is a generator; this one only checks
+
+
+def ensure_ports_free(settings: EnvironmentSettings, this_host: HostSettings) -> None:
+    ports_free(name="the ports this host publishes are free", settings=settings, this_host=this_host)

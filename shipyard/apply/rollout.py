@@ -4,14 +4,22 @@ host before the next begins, so tiers converge in order across hosts."""
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
 
 from shipyard import commands, images, topology
+from shipyard.apply import rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
-from shipyard.render import RenderedHost, render_secret_file
-from shipyard.secretstore import Secret, fingerprints_text
+from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
+from shipyard.component import SecretFile
+from shipyard.render import RenderedHost, render_secret_file, secret_variables
+from shipyard.render.compose import secrets_variable
+from shipyard.secretstore import Secret, fingerprints, fingerprints_text
 from shipyard.settings import EnvironmentSettings
 
 
@@ -28,12 +36,26 @@ def project_files(root: str, rendered: RenderedHost) -> list[WantedPath]:
     return wanted
 
 
-def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict[str, Secret]) -> list[WantedPath]:
+def _secret_content(inst: topology.Instance, secret: SecretFile, value: Secret,
+                    variables: dict[str, dict[str, Any]]) -> bytes:
+    if secret.template:
+        return render_secret_file(inst.component, secret.template, secret.secret, value.value,
+                                  variables.get(inst.component.name))
+    return value.value.encode()
+
+
+def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict[str, Secret],
+                 previous: dict[str, Secret] | None = None,
+                 variables: dict[str, dict[str, Any]] | None = None) -> list[WantedPath]:
     """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it,
-    in a 0500 directory of that uid, under a 0700 root-only secrets directory."""
+    in a 0500 directory of that uid, under a 0700 root-only secrets directory. During a rotation
+    (``previous``: name → the value it replaces) a server that takes the new value live also gets
+    the old one as ``<target>.retiring``, to authenticate with until it has switched."""
+    previous, variables = previous or {}, variables or {}
     # What this host runs with, by fingerprint: a deploy holding other secrets stops (guard.py).
     wanted = [WantedPath(f"{root}/secrets", 0, "700"),
-              WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values))]
+              WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values)),
+              WantedPath(f"{root}/.env", 0, "600", secrets_env(on_host, values))]
     for inst in on_host:
         svc = inst.service
         if not svc.secrets:
@@ -41,10 +63,39 @@ def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict
         folder = f"{root}/secrets/{inst.name}"
         wanted.append(WantedPath(folder, svc.uid, "500"))
         for s in svc.secrets:
-            value = values[s.secret].value
-            content = render_secret_file(inst.component, s.template, s.secret, value) if s.template else value.encode()
-            wanted.append(WantedPath(f"{folder}/{s.target}", svc.uid, "400", content))
+            wanted.append(WantedPath(f"{folder}/{s.target}", svc.uid, "400", _secret_content(inst, s, values[s.secret], variables)))
+            if s.rotation is not None and s.secret in previous:
+                wanted.append(WantedPath(f"{folder}/{s.target}{RETIRING_SUFFIX}", svc.uid, "400",
+                                         _secret_content(inst, s, previous[s.secret], variables)))
     return wanted
+
+
+def secrets_env(on_host: tuple[topology.Instance, ...], values: dict[str, Secret]) -> bytes:
+    """The project's .env: per instance, a fingerprint of the secrets it reads at start (those
+    without a live Rotation), which its compose label interpolates — so a changed secret
+    recreates exactly its readers. Fingerprints only: no value is in it."""
+    printed = fingerprints(values)
+    lines = []
+    for inst in on_host:
+        read_at_start = sorted({s.secret for s in inst.service.secrets if s.rotation is None})
+        if read_at_start:
+            joined = ",".join(f"{name}:{printed[name]}" for name in read_at_start)
+            lines.append(f"{secrets_variable(inst.name)}={hashlib.sha256(joined.encode()).hexdigest()[:16]}\n")
+    return "".join(lines).encode()
+
+
+def live_rotations(on_host: tuple[topology.Instance, ...], rotating: set[str]) -> tuple[list[LiveRotation], list[LiveRotation]]:
+    """The apply and retire commands of the rotating secrets on this host's servers."""
+    apply, retire = [], []
+    for inst in on_host:
+        for s in inst.service.secrets:
+            if s.rotation is None or s.secret not in rotating:
+                continue
+            if s.rotation.apply:
+                apply.append(LiveRotation(inst.name, s.secret, s.rotation.apply))
+            if s.rotation.retire:
+                retire.append(LiveRotation(inst.name, s.secret, s.rotation.retire))
+    return apply, retire
 
 
 def service_states(settings: EnvironmentSettings, rendered: RenderedHost) -> dict[str, ServiceState]:
@@ -64,16 +115,42 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost) -> dic
     return states
 
 
-def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret]) -> None:
+def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
+             previous: dict[str, Secret] | None = None) -> None:
+    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation)."""
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.instances_on(settings, rendered.host)
     project_paths(name=f"project files and secrets in {root}", root=root,
-                  wanted=project_files(root, rendered) + secret_files(root, on_host, values))
+                  wanted=project_files(root, rendered) + secret_files(
+                      root, on_host, values, previous, secret_variables(settings, rendered.host)))
+    apply_live, retire_live = live_rotations(on_host, set(previous or {}))
+    if previous:
+        python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",
+                    function=rotation.run_phase, project_dir=root, project=settings.compose_project,
+                    phase="apply", steps=apply_live)
     states = service_states(settings, rendered)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
+    last_good = commands.last_good_dir(settings.deploy_root, settings.name)
     steps = topology.rollout_steps(settings)
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",
                     function=converge_host, project_dir=root, project=settings.compose_project,
-                    services={name: states[name] for name in mine}, all_services=states, timeouts=timeouts)
+                    services={name: states[name] for name in mine}, all_services=states, timeouts=timeouts,
+                    last_good_dir=last_good)
+    if previous:
+        python.call(name=f"rotated {', '.join(sorted(previous))}: servers drop the old value",
+                    function=rotation.retire, project_dir=root, project=settings.compose_project, steps=retire_live)
+    record_last_good(name=f"keep a copy of the project as deployed: {last_good}", root=root, last_good=last_good)
+
+
+@operation()
+def record_last_good(root: str, last_good: str):
+    """A copy of the project as this deploy left it, every service healthy: what a later deploy
+    that fails restores the services it took down from (shipyard.apply.converge)."""
+    new = f"{last_good}.new"
+    # Copied only when it differs (a no-op deploy stays cheap); replaced whole, by a rename.
+    yield StringCommand(commands.to_shell(["diff", "-rq", root, last_good]), ">/dev/null 2>&1", "||", "{",
+                        commands.to_shell(["rm", "-rf", new]), "&&", commands.to_shell(["cp", "-a", root, new]),
+                        "&&", commands.to_shell(["rm", "-rf", last_good]), "&&",
+                        commands.to_shell(["mv", new, last_good]), ";", "}")

@@ -13,11 +13,13 @@ the project directory (compose/<env>/<host>/ in the repo, <deploy_root>/<env>/ o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
 from shipyard import topology
 from shipyard.component import Component
+from shipyard.components import COMPONENTS
 from shipyard.render.compose import hash_files, render_compose
 from shipyard.render.context import RenderContext
 from shipyard.render.templates import render_template, template_names
@@ -74,9 +76,17 @@ def render_config_dir(settings: EnvironmentSettings, host: HostSettings, comp: C
             for name in template_names(comp.templates_dir, config_dir)}
 
 
-def render_secret_file(comp: Component, template: str, secret: str, value: str) -> bytes:
-    """A secret file in a native format (secrets/<x>.j2 of the component), from its value."""
-    return render_template(comp.name, comp.templates_dir, template, {secret: value}).encode()
+def render_secret_file(comp: Component, template: str, secret: str, value: str,
+                       variables: dict[str, Any] | None = None) -> bytes:
+    """A secret file in a native format (secrets/<x>.j2 of the component), from its value and
+    the component's template variables (``secret_variables``)."""
+    return render_template(comp.name, comp.templates_dir, template, {**(variables or {}), secret: value}).encode()
+
+
+def secret_variables(settings: EnvironmentSettings, host: HostSettings) -> dict[str, dict[str, Any]]:
+    """component name → the variables its secret templates see (its ``template_context``)."""
+    return {comp.name: comp.template_context(RenderContext(settings, host, comp)) if comp.template_context else {}
+            for comp in COMPONENTS}
 
 
 def render_host(settings: EnvironmentSettings, host: HostSettings) -> RenderedHost:

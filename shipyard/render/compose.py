@@ -20,6 +20,10 @@ from shipyard.render.context import RenderContext
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 CONFIG_HASH_LABEL = "org.shipyard.config-hash"
+# The fingerprints of the secrets a service reads at start, from the project's .env (written by
+# the deploy, never rendered): a changed secret recreates exactly the containers that read it.
+SECRETS_LABEL = "org.shipyard.secrets"
+SECRETS_DIR = "/run/secrets"
 TIER_LABEL = "org.shipyard.tier"
 COMPONENT_LABEL = "org.shipyard.component"
 
@@ -74,9 +78,14 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
             # Compose does not see bind-mounted file contents; a label with their hash makes a
             # config change recreate the container. Hot-reloaded configs are left out on purpose.
             labels[CONFIG_HASH_LABEL] = config_hashes[svc.config_dir]
-    doc["labels"] = labels
     if svc.secrets:
-        doc["secrets"] = [{"source": secret_source(inst.name, s.target), "target": s.target} for s in svc.secrets]
+        # The service's own folder as a directory, not compose's per-file secrets: a file the
+        # deploy replaces is then seen by the running container (a rotation's new and
+        # retiring values, a passfile read at each connection).
+        doc.setdefault("volumes", []).append(f"./secrets/{inst.name}:{SECRETS_DIR}:ro")
+        if any(s.rotation is None for s in svc.secrets):
+            labels[SECRETS_LABEL] = f"${{{secrets_variable(inst.name)}:-none}}"
+    doc["labels"] = labels
     bound = topology.binding(settings, inst)
     if bound and svc.port:
         doc["ports"] = [f"{bound[0]}:{bound[1]}:{svc.port.container}"]
@@ -89,8 +98,9 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
     return doc
 
 
-def secret_source(service: str, target: str) -> str:
-    return f"{service}-{target}".replace(".", "-")
+def secrets_variable(instance: str) -> str:
+    """The .env variable holding the fingerprint of what ``instance`` reads at start."""
+    return "SHIPYARD_SECRETS_" + instance.upper().replace("-", "_")
 
 
 def render_compose(settings: EnvironmentSettings, host: HostSettings,
@@ -104,10 +114,6 @@ def render_compose(settings: EnvironmentSettings, host: HostSettings,
                if not v.startswith("./")}
     if volumes:
         document["volumes"] = volumes
-    top_secrets = {secret_source(inst.name, s.target): {"file": f"./secrets/{inst.name}/{s.target}"}
-                   for inst in on_host for s in inst.service.secrets}
-    if top_secrets:
-        document["secrets"] = top_secrets
     return document
 
 

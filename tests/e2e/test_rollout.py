@@ -1,5 +1,7 @@
 """Rollout behaviour on a real Docker engine, after `make up ENV=ci` (run in this order)."""
 
+import subprocess
+
 from shipyard.drills.containers import container_of
 from shipyard.lock import environment_lock
 from shipyard.components.redis.instances import node_names as redis_nodes
@@ -37,7 +39,6 @@ def test_a_second_checkout_with_other_secrets_is_refused_before_touching_anythin
     """Another clone (here: a copy of this one without its per-machine secrets) generates its own
     secrets for the environment; deploying them would lock the platform out of its own data."""
     import shutil
-    import subprocess
     import sys
 
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
@@ -70,6 +71,29 @@ def test_second_concurrent_deploy_is_refused_with_a_clear_message(env_name):
     assert "another deploy holds the lock" in result.stderr and "LOCK_WAIT" in result.stderr
 
 
+def test_a_deploy_from_another_machine_holding_the_host_lock_is_refused_until_it_is_cleared(env_name):
+    from pathlib import Path
+
+    from shipyard.apply.hostlock import lock_file
+    from shipyard.inventory import load_environment
+
+    lock = Path(lock_file(load_environment(REPO, env_name).deploy_root, env_name))
+    before = container_states(f"shipyard-{env_name}")
+    lock.write_text("controller build-server-2 pid 4242 checkout /srv/shipyard\n")
+    try:
+        result = run_shipyard("up", "--env", env_name)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "another deploy holds the environment's lock (controller build-server-2 pid 4242" in output
+        assert f"remove {lock}" in output
+        assert container_states(f"shipyard-{env_name}") == before
+    finally:
+        lock.unlink()
+    result = run_shipyard("up", "--env", env_name)
+    assert result.returncode == 0 and "nothing changed" in result.stdout
+    assert not lock.exists()  # released by the deploy that took it
+
+
 def test_invalid_setting_stops_before_touching_the_host(env_name):
     before = container_states(f"shipyard-{env_name}")
     result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_PORTS__EDGE_HTTP": "eighty"})
@@ -79,7 +103,25 @@ def test_invalid_setting_stops_before_touching_the_host(env_name):
     assert container_states(f"shipyard-{env_name}") == before
 
 
-def test_failed_health_gate_prints_logs_and_health_then_a_fixed_rerun_recovers(env_name):
+def test_a_port_another_process_holds_stops_the_deploy_before_it_touches_anything(env_name):
+    import socket
+
+    before = container_states(f"shipyard-{env_name}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_PORTS__EDGE_HTTP": str(port)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"ports.edge_http (edge) publishes 127.0.0.1:{port}, which a process of the host already holds" in output
+    assert "nothing was changed" in output and "fix: stop what holds them" in output
+    assert output.count(f"127.0.0.1:{port}, which") == 1  # said once, not repeated by pyinfra
+    assert container_states(f"shipyard-{env_name}") == before
+    assert run_shipyard("up", "--env", env_name).stdout.count("nothing changed") == 1  # the files were not touched
+
+
+def test_failed_health_gate_prints_logs_restores_what_was_healthy_then_a_fixed_rerun_recovers(env_name):
     # 60 GB of shared buffers cannot be mapped on this machine: PostgreSQL exits at start.
     broken = {"SHIPYARD_POSTGRES__SHARED_BUFFERS_MB": "60000", "SHIPYARD_HEALTH__DATA_TIMEOUT_S": "20"}
     result = run_shipyard("up", "--env", env_name, env_extra=broken)
@@ -89,6 +131,12 @@ def test_failed_health_gate_prints_logs_and_health_then_a_fixed_rerun_recovers(e
     assert f"container shipyard-{env_name}-postgres-1" in output
     assert "could not map anonymous shared memory" in output  # from the container's own log
     assert "health log: empty" in output or "health probe exit" in output
+    # The failed deploy does not leave PostgreSQL down: it is back as the last good deploy left it.
+    assert "restored postgres, postgres-backup, postgres-replica-1" in output and "healthy again" in output
+    health = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}",
+                             f"shipyard-{env_name}-postgres-1", f"shipyard-{env_name}-postgres-replica-1-1"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert health == ["healthy", "healthy"]
     fixed = run_shipyard("up", "--env", env_name)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "changed tiers: data" in fixed.stdout
@@ -114,7 +162,6 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
 
 def _sentinel_view(settings) -> list[dict[str, str]]:
     """What each Sentinel says about the master (SENTINEL MASTER, as a dict)."""
-    import subprocess
 
     from shipyard.components.redis.instances import sentinel_names as redis_sentinels
 
@@ -181,7 +228,6 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
 
 
 def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):
-    import subprocess
 
     from shipyard.components.postgres.promote import ask, primary_of
     from shipyard.inventory import load_environment

@@ -1,9 +1,13 @@
 """Rendered config on the host is exactly what was rendered; secrets are 0400 files owned by the
 reading uid, inside and outside the container, and never in env, compose or config."""
 
+from pathlib import Path
+
 import pytest
 
-from shipyard.secretstore import SECRET_NAMES
+from shipyard.secretstore import SECRET_NAMES, load_or_create
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 
@@ -17,10 +21,22 @@ def test_rendered_and_static_files_are_shipped_unchanged(target):
 
 def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_services(target):
     listed = target.host.check_output(f"cd {target.project_dir} && find . -type f ! -path './secrets/*'")
-    assert sorted(line[2:] for line in listed.splitlines()) == sorted(target.rendered.shipped)
+    # .env: per service, the fingerprint of the secrets it reads at start (compose labels use it).
+    assert sorted(line[2:] for line in listed.splitlines()) == sorted([*target.rendered.shipped, ".env"])
     secret_dirs = target.host.check_output(f"ls {target.project_dir}/secrets").split()
     services = target.rendered.compose["services"]
-    assert sorted(secret_dirs) == sorted(["fingerprints"] + [name for name, svc in services.items() if svc.get("secrets")])
+    assert sorted(secret_dirs) == sorted(["fingerprints"] + [name for name in services
+                                                             if target.instance(name).service.secrets])
+    # No rotation is pending: no old value is left anywhere.
+    assert target.host.check_output(f"find {target.project_dir}/secrets -name '*.retiring'") == ""
+
+
+def test_the_env_file_holds_fingerprints_only_and_is_root_only(target):
+    env = target.host.file(f"{target.project_dir}/.env")
+    assert env.mode == 0o600 and env.uid == 0
+    for line in env.content_string.splitlines():
+        name, value = line.split("=", 1)
+        assert name.startswith("SHIPYARD_SECRETS_") and len(value) == 16, name
 
 
 def test_the_host_records_its_secrets_by_fingerprint_only(target):
@@ -48,18 +64,20 @@ def test_secret_files_inside_container(target, service):
         code, out, err = target.exec(service, ["stat", "-L", "-c", "%a %u", f"/run/secrets/{secret.target}"])
         assert code == 0, err
         assert out.split() == ["400", str(spec.uid)], secret.target
+    # Its own folder only: no other service's secret is visible in it.
+    code, out, err = target.exec(service, ["ls", "-A", "/run/secrets"])
+    assert code == 0, err
+    assert sorted(out.split()) == sorted(s.target for s in spec.secrets)
 
 
 def test_no_secret_value_in_env_compose_or_config(target):
-    values = []
-    for spec_service in {c["Config"]["Labels"].get("com.docker.compose.service") for c in target.containers()}:
-        for secret in target.instance(spec_service).service.secrets:
-            content = target.host.file(f"{target.project_dir}/secrets/{spec_service}/{secret.target}").content_string
-            values.append(content.strip().split()[-1])  # raw value, or the value of `requirepass VALUE`
+    # Every value the environment has (decrypted from this checkout's store, as the deploy does).
+    values = [secret.value for secret in load_or_create(REPO, target.settings.name, generate_missing=False).values()]
     assert values, "expected some secrets to check"
     haystacks = [" ".join(c["Config"]["Env"] or []) + " ".join(c["Config"]["Cmd"] or []) for c in target.containers()]
     haystacks += [content.decode() for content in target.rendered.files.values()]
     haystacks.append(target.host.file(f"{target.project_dir}/secrets/fingerprints").content_string)
+    haystacks.append(target.host.file(f"{target.project_dir}/.env").content_string)
     for value in values:
-        assert len(value) >= 32
+        assert len(value) >= 32  # a UUID token is 36 characters, a gossip key 44
         assert not any(value in text for text in haystacks)

@@ -97,7 +97,7 @@ def test_a_component_from_a_fixture_folder_renders_with_no_core_change():
     assert service["healthcheck"]["test"][-2:] == ["sh", "/etc/memcached/health.sh"]
     # Its template is rendered and committed, its static files shipped beside it.
     assert data["files"]["memcached/memcached.conf"] == "# memcached for production\n-m 96\n"
-    assert data["static"][:2] == ["memcached/health.sh", "memcached/start.sh"]
+    assert [f for f in data["static"] if f.startswith("memcached/")] == ["memcached/health.sh", "memcached/start.sh"]
     # Only the data host runs it.
     assert all("memcached" not in h["compose"]["services"] for name, h in hosts.items() if name != "data-1")
 

@@ -138,8 +138,8 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     settings = _settings(repo)
     plan = images.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
-    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/redis:7.0", "shipyard/python:3.11",
-                    "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22"]
+    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/redis:7.0", "shipyard/consul:1.8",
+                    "shipyard/python:3.11", "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22"]
     for build in plan:
         assert (repo / build.context).is_dir(), build.context
         base = build.build_args.get("BASE_IMAGE")
@@ -195,5 +195,6 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
     assert images.images_to_pull(prod, _needs(prod, "app-1")) == [
         "registry.internal.example:5000/library/python:3.11-slim-bookworm"]
     assert images.images_to_pull(prod, _needs(prod, "data-1")) == [
+        "registry.internal.example:5000/hashicorp/consul:1.20.2",
         "registry.internal.example:5000/library/postgres:15.10-bookworm",
         "registry.internal.example:5000/library/redis:7.0.15-bookworm"]

@@ -52,3 +52,16 @@ def test_service_changes_name_the_changed_keys_and_config_files():
     assert service_changes(None, rendered)["same"] == ["new service"]  # never deployed
     assert file_changes({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == ["c: new", "b: changed"]
     assert file_changes({"old": "1"}, {}) == ["old: removed"]
+
+
+def test_a_failed_deploy_restores_what_it_took_down_and_only_that():
+    from shipyard.plan import ObservedContainer, healthy_services, to_restore
+
+    def c(service, status="running", health="healthy"):
+        return ObservedContainer(f"p-{service}-1", service, status, health, 0, "h", "i")
+
+    before = [c("postgres"), c("redis"), c("api", health="unhealthy"), c("worker", health=None)]
+    assert healthy_services(before) == {"postgres", "redis", "worker"}
+    after_failing = [c("postgres", "restarting", "unhealthy"), c("api", health="unhealthy")]
+    # postgres was healthy and the deploy broke it; api was already unhealthy, nothing to go back to.
+    assert to_restore(healthy_services(before), after_failing) == ["postgres"]

@@ -51,21 +51,15 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
     assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80"]
 
 
-def test_each_service_gets_only_its_secrets_as_files(repo):
+def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads_at_start(repo):
     services = rendered(repo, "ci")["ci"].compose["services"]
-    targets = {name: sorted(s["target"] for s in svc.get("secrets", [])) for name, svc in services.items()}
-    # Any PostgreSQL node may become the primary: they all hold the same files.
-    assert targets["postgres"] == targets["postgres-replica-1"] == [
-        "postgres_password", "replication_password", "replication_pgpass"]
-    assert targets["postgres-backup"] == ["replication_pgpass"]
-    assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
-    assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
-    assert targets["worker"] == ["postgres_password", "redis_password", "sentinel_password"]
-    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password", "sentinel_password"]
-    # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
-    # workers and migrations read their own role's as postgres_password (checked by make verify).
-    assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
-    assert "secrets" not in services["edge"]
+    for name, svc in services.items():
+        mounts = [v for v in svc.get("volumes", []) if v.endswith(":/run/secrets:ro")]
+        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name != "edge" else []), name
+    # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
+    assert "org.shipyard.secrets" not in services["postgres"]["labels"]
+    assert services["api"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API:-none}"
+    assert services["redis-sentinel-2"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_REDIS_SENTINEL_2:-none}"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
 
 

@@ -74,3 +74,41 @@ def test_fingerprints_tell_other_secrets_apart_without_revealing_them():
     other = {"a": Secret("a", "z" * 43), "b": mine["b"], "c": Secret("c", "new" * 15)}
     assert differing(recorded, other) == ["a"]  # a secret the host never had is not a conflict
     assert differing({}, other) == []  # first deploy
+
+
+def test_rotation_keeps_the_replaced_value_until_applied_and_refuses_a_second_one(tmp_path):
+    from shipyard.secretstore import differing, finish_rotations, fingerprints, previous_values, rotate
+
+    env = {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")}
+    before = load_or_create(tmp_path, "t", env)
+    assert previous_values(tmp_path, "t", env) == {}
+    rotate(tmp_path, "t", "redis_password", env)
+    after = load_or_create(tmp_path, "t", env, generate_missing=False)
+    assert after["redis_password"] != before["redis_password"]
+    assert {k: v for k, v in after.items() if k != "redis_password"} == \
+        {k: v for k, v in before.items() if k != "redis_password"}
+    assert previous_values(tmp_path, "t", env) == {"redis_password": before["redis_password"]}
+    # A host still on the replaced value is this checkout's pending rotation, not a conflict;
+    # a host on any other value is another checkout's.
+    host_before = fingerprints(before)
+    assert differing(host_before, after, previous_values(tmp_path, "t", env)) == []
+    assert differing(host_before, after) == ["redis_password"]
+    with pytest.raises(SecretsError) as err:
+        rotate(tmp_path, "t", "redis_password", env)
+    assert "pending" in err.value.what and "make up ENV=t" in err.value.fix
+    finish_rotations(tmp_path, "t", ["redis_password"])
+    assert previous_values(tmp_path, "t", env) == {}
+    assert differing(host_before, after, {}) == ["redis_password"]
+
+
+def test_rotating_an_unknown_or_missing_secret_says_which_exist(tmp_path):
+    from shipyard.secretstore import rotate
+
+    env = {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")}
+    load_or_create(tmp_path, "t", env)
+    with pytest.raises(SecretsError) as err:
+        rotate(tmp_path, "t", "redis_pasword", env)
+    assert "redis_password" in err.value.fix
+    (tmp_path / "secrets" / "t" / "jwt_signing_key.age").unlink()
+    with pytest.raises(SecretsError, match="nothing to rotate"):
+        rotate(tmp_path, "t", "jwt_signing_key", env)

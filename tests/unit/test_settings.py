@@ -12,14 +12,14 @@ def write_inventory(tmp_path: Path, body: str, env: str = "t") -> Path:
     return tmp_path
 
 
-ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = _h\n'
+ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = _h\n'
 
 
 def test_valid_inventory_loads_with_defaults(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
     settings = load_environment(repo, "t", {})
     assert settings.hosts[0].name == "box"
-    assert settings.hosts[0].roles == ("edge", "app", "data")
+    assert settings.hosts[0].roles == ("edge", "app", "data", "control")
     assert settings.ports.postgres == 5432
 
 
@@ -29,7 +29,7 @@ def test_unknown_key_names_file_key_path_and_fix(tmp_path):
         load_environment(repo, "t", {})
     text = str(err.value)
     assert "inventories/t.py: SHIPYARD.ports.edge_htp" in text
-    assert "allowed keys here: api_direct, edge_bind, edge_http, postgres, redis" in text
+    assert "allowed keys here: api_direct, consul_http, edge_bind, edge_http, postgres, redis" in text
     assert "no host was touched" in text
 
 

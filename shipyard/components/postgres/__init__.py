@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
 from shipyard.components.postgres.settings import PostgresSettings
 
 UID = 999  # the official postgres image's uid (the local image is built to match)
@@ -29,9 +29,16 @@ BACKUP_RETRY_S = 10
 # Every node holds the same files, since any of them may become the primary: the superuser
 # password (the image's initdb, operator psql), the raw replication password (the initdb
 # script creating the role) and a passfile for it (cloning, streaming, health checks).
-_PGPASS = SecretFile("replication_pgpass", "replication_password", template="secrets/pgpass.j2")
-_NODE_SECRETS = (SecretFile("postgres_password", "postgres_password"),
-                 SecretFile("replication_password", "replication_password"), _PGPASS)
+# A rotated password is set in the running cluster (files/postgres/rotate.sh, on the primary;
+# the replicas receive it through the WAL): no node restarts. The passfile is read at every
+# connection (cloning, streaming, backups), so its new content is all it takes.
+_PGPASS = SecretFile("replication_pgpass", "replication_password", template="secrets/pgpass.j2", rotation=Rotation())
+_NODE_SECRETS = (
+    SecretFile("postgres_password", "postgres_password",
+               rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "superuser", "postgres_password"))),
+    SecretFile("replication_password", "replication_password",
+               rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "replicator", "replication_password"))),
+    _PGPASS)
 # A replica's first start clones the primary: its failing probes count only after that long.
 _NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
@@ -58,6 +65,7 @@ def compose_service(ctx, inst) -> dict[str, Any]:
         return {"environment": env, "command": ["bash", f"{CONF}/backup.sh", "schedule"],
                 "volumes": ["pgbackups:/backups"], "mem_limit": "256m"}
     env |= {"PG_NODE": inst.name, "SHIPYARD_ENV": ctx.env, "PG_CLONE_ATTEMPTS": str(CLONE_ATTEMPTS),
+            "PG_SUPERUSER": settings.user,
             "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024)}
     doc: dict[str, Any] = {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m"}
     doc["command"] = ["bash", f"{CONF}/node.sh", inst.name, "postgres", "-c", f"config_file={CONF}/postgresql.conf"]

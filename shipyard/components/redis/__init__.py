@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
 from shipyard.components.redis.settings import RedisSettings
 
 UID = 999  # the official redis image's uid (the local image is built to match)
@@ -21,9 +21,16 @@ SENTINEL_CONF = "/usr/local/etc/redis-sentinel"
 # A starting Redis node asks the Sentinels (starting beside it) for the master this long.
 SENTINEL_WAIT_S = 10
 
-_AUTH = SecretFile("redis_auth.conf", "redis_password", template="secrets/auth.conf.j2")
+# A rotated Redis password is taken live (files/redis/rotate.sh): each node accepts the new
+# and the old one until every client has been recreated with the new, then drops the old; the
+# Sentinels are told the new one (files/sentinel/rotate.sh). No node or Sentinel restarts.
+_AUTH = SecretFile("redis_auth.conf", "redis_password", template="secrets/auth.conf.j2",
+                   rotation=Rotation(apply=("sh", f"{CONF}/rotate.sh", "apply"),
+                                     retire=("sh", f"{CONF}/rotate.sh", "retire")))
 # The Sentinels' own password: their clients (the app, node.sh asking who the master is) need it.
+# A node reads it only when it starts; the Sentinels themselves are recreated with a new one.
 _SENTINEL_AUTH = SecretFile("sentinel_password", "sentinel_password")
+_NODE_SENTINEL_AUTH = SecretFile("sentinel_password", "sentinel_password", rotation=Rotation())
 _NODE_HEALTH = Health(("sh", f"{CONF}/health.sh"), start_period_s=60)
 _PORT_DOC = "host port Redis publishes on (replica N: this + N, published only for other hosts)"
 
@@ -75,16 +82,17 @@ COMPONENT = Component(
                   local_context="shipyard/components/redis/image"),),
     config_dirs=(ConfigDir("redis", CONF), ConfigDir("sentinel", SENTINEL_CONF)),
     services=(
-        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _SENTINEL_AUTH), config_dir="redis",
+        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH),
         # Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a
         # replica, and its node.sh asks the Sentinels, so they must start beside it.
-        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _SENTINEL_AUTH), config_dir="redis",
+        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
                 instances=lambda s: s.redis.replicas, placement="spread", consumers_wait=None,
                 waits=(Wait("redis", "service_started"),)),
         Service("redis-sentinel", "data", "data", "redis", UID,
-                secrets=(SecretFile("redis_password", "redis_password"), _SENTINEL_AUTH), config_dir="sentinel",
+                secrets=(SecretFile("redis_password", "redis_password",
+                                   rotation=Rotation(apply=("sh", f"{SENTINEL_CONF}/rotate.sh"))), _SENTINEL_AUTH), config_dir="sentinel",
                 port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
                           publish="remote", instance_offset=-1),
                 health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),

@@ -1,0 +1,22 @@
+# Rendered by Shipyard (shipyard/components/consul): one Consul server of local.
+# The node name, the bind address and the secret files (gossip key, ACL tokens) are given on
+# the command line by the compose service.
+server           = true
+bootstrap_expect = 1
+datacenter       = "dc1"
+data_dir         = "/consul/data"
+client_addr      = "0.0.0.0"
+retry_join       = ["consul-1"]
+log_level        = "WARN"
+disable_update_check = true
+ui = true
+ports {
+  # Runtime config is read over HTTP; nothing here resolves names through Consul.
+  dns = -1
+}
+acl {
+  enabled        = true
+  default_policy = "deny"
+  # A server that loses its leader keeps the policies it has: readers keep reading.
+  down_policy    = "extend-cache"
+}

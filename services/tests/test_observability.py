@@ -1,0 +1,142 @@
+"""What an operator sees: log lines that name their request or task and carry tracebacks,
+metrics that say what the platform does, the state of the runtime config's hot reload."""
+
+import json
+import logging
+import time
+
+import psycopg
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import log_lines, wait_worker_ready
+from taskplatform import logs
+from taskplatform_testing.servers import free_port
+
+
+def test_an_exception_is_logged_with_its_traceback_and_the_context_ids():
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(json.loads(logs.JsonFormatter().format(record)))
+
+    logger, keep = logging.getLogger("test.observability"), Keep()
+    logger.addHandler(keep)
+    tokens = logs.task_id.set("task-1"), logs.request_id.set("request-1")
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        logger.exception("unhandled error")
+    finally:
+        logs.task_id.reset(tokens[0])
+        logs.request_id.reset(tokens[1])
+        logger.removeHandler(keep)
+    assert lines[0]["task_id"] == "task-1" and lines[0]["request_id"] == "request-1"
+    assert lines[0]["error"] == "KeyError('boom')"
+    assert 'raise KeyError("boom")' in lines[0]["traceback"], lines[0]
+
+
+def test_an_enqueue_failure_is_logged_with_the_request_id(platform, tenant):
+    platform.redis.stop()
+    try:
+        response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", "payload": {}},
+                                       headers={"X-Request-Id": "enqueue-fails-1"}, timeout=30)
+        assert response.status_code == 202, response.text
+    finally:
+        platform.redis.start()
+    failed = [line for line in log_lines(platform, "api") if line["msg"].startswith("enqueue failed")
+              and line.get("task_id") == response.json()["id"]]
+    assert failed and failed[0].get("request_id") == "enqueue-fails-1", failed
+
+
+def wait_config_state(api_url: str, condition, what: str, timeout: float = 20) -> dict:
+    """Until every API process answers ``GET /v1/config`` with a state meeting ``condition``
+    (ten answers in a row: the requests spread over the processes)."""
+    deadline = time.monotonic() + timeout
+    in_a_row = 0
+    while in_a_row < 10:
+        state = requests.get(f"{api_url}/v1/config", timeout=5).json()
+        in_a_row = in_a_row + 1 if condition(state) else 0
+        assert time.monotonic() < deadline, f"config state not {what} after {timeout}s: {state}"
+        time.sleep(0.05)
+    return state
+
+
+def test_a_config_that_is_not_utf8_is_rejected_with_its_reason_and_hot_reload_goes_on(platform, api_url,
+                                                                                       runtime_config):
+    platform.config_file.write_bytes(b'{"version": "\xff"}')
+    rejected = wait_config_state(api_url, lambda s: s["rejected"] is not None, "rejected")
+    assert rejected["version"] == "1" and "not valid JSON" in rejected["rejected"]["reason"], rejected
+    runtime_config(log_level="DEBUG")  # returns once applied everywhere: the watch still runs
+    assert requests.get(f"{api_url}/v1/config", timeout=5).json()["rejected"] is None
+
+
+def scrape(url: str, name: str) -> float:
+    """The sum of a metric's samples (every label set) in a Prometheus text exposition."""
+    text = requests.get(url, timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
+
+
+def test_an_unreadable_config_source_is_retried_counted_and_shown_stale(platform, api_url, runtime_config):
+    errors_before = scrape(f"{api_url}/metrics", "config_watch_errors_total")
+    platform.config_file.unlink()
+    platform.config_file.mkdir()  # reading it now fails (IsADirectoryError), also as root
+    try:
+        failing = wait_config_state(api_url, lambda s: s["watch"]["state"] == "failing", "failing")
+        assert failing["watch"]["failing_since"] <= time.time() and failing["version"] == "1", failing
+        assert "IsADirectoryError" in failing["watch"]["last_error"], failing
+        assert scrape(f"{api_url}/metrics", "config_watch_errors_total") >= errors_before + 2  # each process
+    finally:
+        platform.config_file.rmdir()
+    runtime_config(log_level="DEBUG")  # retried: the new version is applied everywhere
+    state = wait_config_state(api_url, lambda s: s["watch"]["state"] == "ok", "ok")
+    assert state["watch"]["failing_since"] is None and state["watch"]["failures_in_a_row"] == 0
+    watch_errors = [line for line in log_lines(platform, "api")
+                    if line["msg"].startswith("runtime config watch failed")]
+    assert watch_errors and "IsADirectoryError" in watch_errors[-1]["traceback"]
+
+
+def samples(url: str, name: str) -> list[tuple[dict, float]]:
+    """(labels, value) of each sample of ``name`` in a Prometheus text exposition."""
+    found = []
+    for family in text_string_to_metric_families(requests.get(url, timeout=5).text):
+        found += [(sample.labels, sample.value) for sample in family.samples if sample.name == name]
+    return found
+
+
+def test_the_config_version_metric_names_only_the_applied_version_after_a_reload(api_url, runtime_config):
+    version = runtime_config(log_level="DEBUG")
+    deadline = time.monotonic() + 10
+    while {labels["version"] for labels, _ in samples(f"{api_url}/metrics", "config_version_info")} != {version}:
+        assert time.monotonic() < deadline, samples(f"{api_url}/metrics", "config_version_info")
+        time.sleep(0.1)
+    exported = samples(f"{api_url}/metrics", "config_version_info")
+    assert len(exported) == 2 and all(value == 1 for _, value in exported), exported  # one per API process
+
+
+def test_a_scrape_asks_nothing_of_the_tasks_table(platform, api_url):
+    """It answers at once while the table is locked (a count per status used to wait for it)."""
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
+                         user=platform.pg.user, password=platform.pg.password) as conn:
+        conn.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        for _ in range(4):  # every API process
+            assert requests.get(f"{api_url}/metrics", timeout=2).status_code == 200
+        conn.rollback()
+
+
+def test_the_worker_exports_run_time_and_queue_wait_per_kind(platform, tenant):
+    port = free_port()
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port)
+    try:
+        wait_worker_ready(worker)
+        task = tenant.wait_for(tenant.create("sleep", {"seconds": 0.3}).json()["id"])
+        assert task["status"] == "succeeded"
+        url = f"http://127.0.0.1:{port}/metrics"
+        run = dict((labels["kind"], value) for labels, value in samples(url, "task_run_seconds_sum"))
+        waited = dict((labels["kind"], value) for labels, value in samples(url, "task_queue_wait_seconds_count"))
+        assert run["sleep"] >= 0.3 and waited["sleep"] == 1, (run, waited)
+        assert samples(url, "worker_tasks_running") == [({}, 0.0)]
+    finally:
+        platform.stop_workers()

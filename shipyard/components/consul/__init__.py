@@ -1,0 +1,84 @@
+"""Consul: ``consul.servers`` servers holding the environment's runtime configuration in KV.
+
+ACLs are on with default deny from the first start: the management token is pre-set in the
+servers' config (``acl.tokens.master`` / ``initial_management``) from the stored secret, so
+the cluster bootstraps its ACL system by itself, once, and a re-deploy never bootstraps again
+nor replaces the token (a changed value would add a second management token, never revoke
+one: Consul keeps what it has). The gossip key and the token reach the servers only in a
+secret config file (``-config-file /run/secrets/...``), never in compose, env or a command line.
+The servers use the management token as their agent token: they hold it already, and a
+separate node token would be one more secret the same process keeps.
+
+Images: ``local`` builds Debian bullseye's consul 1.8.7; ``official`` is hashicorp/consul.
+Config keys that differ between the two are chosen by the version (see ``template_context``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service
+from shipyard.components.consul.settings import ConsulSettings
+
+UID = 100  # the official image's consul user (gid 1000); the local image is built to match
+CONF = "/etc/shipyard/consul"
+SECRETS = "/run/secrets"
+LOCAL_VERSION = "1.8.7"
+OFFICIAL_VERSION = "1.20.2"
+
+_GOSSIP = SecretFile("gossip.json", "consul_gossip_key", template="secrets/gossip.json.j2")
+_ACL = SecretFile("acl-tokens.json", "consul_management_token", template="secrets/acl-tokens.json.j2")
+# The raw token for the operator's and the checks' CLI/API calls inside the container.
+_TOKEN = SecretFile("management_token", "consul_management_token")
+
+
+def version(ctx) -> tuple[int, ...]:
+    text = LOCAL_VERSION if ctx.settings.images.source == "local" else OFFICIAL_VERSION
+    return tuple(int(part) for part in text.split("."))
+
+
+def compose_service(ctx, inst) -> dict[str, Any]:
+    settings = ctx.section("consul")
+    return {
+        "command": ["agent", "-server", f"-node={inst.name}", f"-config-file={CONF}/server.hcl",
+                    f"-config-file={SECRETS}/gossip.json", f"-config-file={SECRETS}/acl-tokens.json",
+                    # Consul's own template: the container's address on the compose network.
+                    '-bind={{ GetInterfaceIP "eth0" }}'],
+        "environment": {"CONSUL_SERVERS": str(settings.servers)},
+        "volumes": [f"consul-data-{inst.number}:/consul/data"],
+        "mem_limit": f"{settings.memory_limit_mb}m",
+    }
+
+
+def template_context(ctx) -> dict[str, Any]:
+    v = version(ctx)
+    return {"consul": ctx.section("consul"), "env": ctx.env,
+            "servers": ctx.instance_names("consul", "consul"),
+            # Renamed keys: ui → ui_config (1.9), acl.tokens.master → initial_management (1.11).
+            "ui_config": v >= (1, 9), "management_key": "initial_management" if v >= (1, 11) else "master"}
+
+
+COMPONENT = Component(
+    name="consul",
+    folder=Path(__file__).parent,
+    settings={"consul": ConsulSettings},
+    images=(Image("consul", official=f"hashicorp/consul:{OFFICIAL_VERSION}", local="shipyard/consul:1.8",
+                  local_context="shipyard/components/consul/image"),),
+    config_dirs=(ConfigDir("consul", CONF),),
+    services=(
+        # Healthy = a leader is elected and every server is a raft peer (no token needed).
+        Service("consul", "control", "control", "consul", UID, secrets=(_GOSSIP, _ACL, _TOKEN), config_dir="consul",
+                port=Port(8500, "consul_http", 8500,
+                          "first loopback port of the Consul servers' HTTP API (server N: this + N - 1)",
+                          instance_offset=-1),
+                health=Health(("sh", f"{CONF}/health.sh"), start_period_s=60),
+                instances=lambda s: s.consul.servers, placement="spread"),
+    ),
+    compose_service=compose_service,
+    template_context=template_context,
+    secret_formats={"consul_management_token": "uuid", "consul_gossip_key": "base64-32"},
+    # Servers join each other by service name, and the gossip ports are not published yet.
+    single_host=True,
+    checks="shipyard.components.consul.checks",
+)

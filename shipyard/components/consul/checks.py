@@ -1,0 +1,66 @@
+"""Consul: a leader and every server a raft voter, gossip encrypted, ACLs default deny (an
+anonymous client reads and writes nothing), the management token accepted."""
+
+import json
+
+import pytest
+
+from shipyard.components.consul import CONF, SECRETS
+
+TOKEN_FILE = f"{SECRETS}/management_token"
+
+
+@pytest.fixture(scope="module")
+def servers(target):
+    if not target.runs("consul"):
+        pytest.skip("no Consul on this host")
+    from shipyard import topology
+
+    return topology.instance_names(target.settings, "consul", "consul")
+
+
+def _http_status(target, server: str, *curl: str) -> str:
+    code, out, err = target.exec(server, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *curl])
+    return out.strip() or err
+
+
+def test_a_leader_and_every_server_a_raft_voter(target, servers):
+    code, out, err = target.exec(servers[0], ["consul", "operator", "raft", "list-peers", f"-token-file={TOKEN_FILE}"])
+    assert code == 0, out + err
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    assert sorted(row[0] for row in rows) == sorted(servers)
+    # Node, ID, Address, State, Voter, RaftProtocol
+    assert [row[3] for row in rows].count("leader") == 1 and all(row[4] == "true" for row in rows), out
+    for server in servers:  # every server sees the same leader
+        code, out, _ = target.exec(server, ["curl", "-fsS", "http://127.0.0.1:8500/v1/status/leader"])
+        assert code == 0 and ":8300" in out, server
+
+
+def test_gossip_is_encrypted(target, servers):
+    for server in servers:
+        code, out, err = target.exec(server, ["consul", "info", f"-token-file={TOKEN_FILE}"])
+        assert code == 0, err
+        assert "encrypted = true" in out, server
+
+
+def test_anonymous_clients_read_and_write_nothing(target, servers):
+    base = "http://127.0.0.1:8500/v1"
+    assert _http_status(target, servers[0], f"{base}/kv/shipyard/{target.settings.name}/probe") == "403"
+    assert _http_status(target, servers[0], "-X", "PUT", "--data", "x",
+                        f"{base}/kv/shipyard/{target.settings.name}/probe") == "403"
+    assert _http_status(target, servers[0], f"{base}/acl/tokens") == "403"
+
+
+def test_the_management_token_is_accepted_and_the_acl_system_bootstrapped_once(target, servers):
+    code, out, err = target.exec(servers[0], ["consul", "acl", "token", "read", "-self", f"-token-file={TOKEN_FILE}",
+                                             "-format=json"])
+    assert code == 0, err
+    assert any(p["Name"] == "global-management" for p in json.loads(out)["Policies"])
+    # The bootstrap is done by the config: an API bootstrap is refused, so nobody can mint another.
+    assert _http_status(target, servers[0], "-X", "PUT", "http://127.0.0.1:8500/v1/acl/bootstrap") == "403"
+
+
+def test_the_config_is_the_rendered_one(target, servers):
+    code, out, err = target.exec(servers[0], ["consul", "validate", f"{CONF}/server.hcl", f"{SECRETS}/gossip.json",
+                                             f"{SECRETS}/acl-tokens.json"])
+    assert code == 0, out + err

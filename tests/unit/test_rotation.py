@@ -1,0 +1,104 @@
+"""What a secret rotation delivers and runs (shipyard.apply.rollout + shipyard.apply.rotation):
+only the readers of a changed secret are recreated, servers take it live, the old value is
+beside the new one only while a rotation is pending."""
+
+import pytest
+
+from shipyard import topology
+from shipyard.apply.rollout import live_rotations, secret_files, secrets_env
+from shipyard.render import secret_variables
+from shipyard.inventory import load_environment
+from shipyard.secretstore import SECRET_NAMES, Secret
+
+
+@pytest.fixture(scope="module")
+def on_host(repo):
+    settings = load_environment(repo, "ci", {})
+    return topology.instances_on(settings, settings.hosts[0])
+
+
+@pytest.fixture(scope="module")
+def variables(repo):
+    settings = load_environment(repo, "ci", {})
+    return secret_variables(settings, settings.hosts[0])
+
+
+def values(suffix: str = "", **changed: str) -> dict[str, Secret]:
+    out = {name: Secret(name, f"{name}-value-{suffix}".ljust(43, "x")) for name in SECRET_NAMES}
+    out.update({name: Secret(name, value) for name, value in changed.items()})
+    return out
+
+
+def digests(on_host, vals) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in secrets_env(on_host, vals).decode().splitlines())
+
+
+def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
+    targets: dict[str, list[str]] = {}
+    for wanted in secret_files("/p", on_host, values(), variables=variables):
+        parts = wanted.path.split("/")
+        if wanted.content is not None and len(parts) == 5:  # /p/secrets/<instance>/<file>
+            targets.setdefault(parts[3], []).append(parts[4])
+    targets = {k: sorted(v) for k, v in targets.items()}
+    # Any PostgreSQL node may become the primary: they all hold the same files.
+    assert targets["postgres"] == targets["postgres-replica-1"] == [
+        "postgres_password", "replication_password", "replication_pgpass"]
+    assert targets["postgres-backup"] == ["replication_pgpass"]
+    assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
+    assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
+    assert targets["worker"] == ["postgres_password", "redis_password", "sentinel_password"]
+    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password", "sentinel_password"]
+    # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
+    # workers and migrations read their own role's as postgres_password (checked by make verify).
+    assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
+    assert "edge" not in targets
+    # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
+    assert targets["consul-1"] == ["acl-tokens.json", "gossip.json", "management_token"]
+
+
+@pytest.mark.parametrize("secret, recreated", [
+    # Redis nodes and Sentinels take the new Redis password live; its clients are recreated.
+    ("redis_password", {"api", "worker"}),
+    # The nodes change the superuser's password live; only the job that logs in with it reruns.
+    ("postgres_password", {"db-setup"}),
+    ("pg_app_password", {"db-setup", "api", "worker"}),
+    ("pg_migrator_password", {"db-setup", "migrate"}),
+    ("replication_password", set()),
+    # The Sentinels' own password: they and their clients restart with it (nodes read it at start).
+    ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api", "worker"}),
+    ("jwt_signing_key", {"api"}),
+])
+def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_it_at_start(on_host, secret, recreated):
+    before = digests(on_host, values())
+    after = digests(on_host, values(**{secret: "n" * 43}))
+    changed = {name.removeprefix("SHIPYARD_SECRETS_").lower().replace("_", "-")
+               for name in before if before[name] != after[name]}
+    assert changed == recreated
+    assert "n" * 43 not in secrets_env(on_host, values(**{secret: "n" * 43})).decode()
+
+
+def test_the_old_value_is_delivered_only_to_live_servers_and_only_while_a_rotation_is_pending(on_host, variables):
+    def retiring(previous):
+        return sorted(w.path for w in secret_files("/p", on_host, values(), previous, variables)
+                      if w.path.endswith(".retiring"))
+
+    assert retiring({}) == []
+    assert retiring({"redis_password": Secret("redis_password", "o" * 43)}) == [
+        "/p/secrets/redis-replica-1/redis_auth.conf.retiring", "/p/secrets/redis-sentinel-1/redis_password.retiring",
+        "/p/secrets/redis-sentinel-2/redis_password.retiring", "/p/secrets/redis-sentinel-3/redis_password.retiring",
+        "/p/secrets/redis/redis_auth.conf.retiring"]
+    old = [w for w in secret_files("/p", on_host, values(), {"redis_password": Secret("redis_password", "o" * 43)},
+                                   variables)
+           if w.path == "/p/secrets/redis/redis_auth.conf.retiring"][0]
+    assert old.content == b"requirepass " + b"o" * 43 + b"\nmasterauth " + b"o" * 43 + b"\n"
+    assert old.mode == "400" and old.uid == 999
+
+
+def test_live_rotation_commands_run_in_the_servers_that_declare_them(on_host):
+    apply, retire = live_rotations(on_host, {"redis_password"})
+    assert sorted(s.service for s in apply) == ["redis", "redis-replica-1", "redis-sentinel-1", "redis-sentinel-2",
+                                                "redis-sentinel-3"]
+    assert sorted(s.service for s in retire) == ["redis", "redis-replica-1"]
+    apply, retire = live_rotations(on_host, {"postgres_password"})
+    assert sorted(s.service for s in apply) == ["postgres", "postgres-replica-1"] and retire == []
+    assert live_rotations(on_host, set()) == ([], [])
