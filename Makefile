@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: secrets-init secrets-rotate status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
@@ -28,6 +28,10 @@ help:
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
 	@echo "make secrets-rotate ENV=name NAME=secret   a new value, applied in the running servers and to"
 	@echo "                         every container that reads it (an interrupted one: make up finishes it)"
+	@echo "make config-push ENV=name   write the repo's runtime config (SHIPYARD.runtime) to Consul, show the"
+	@echo "                         diff, wait until every API process and worker runs it"
+	@echo "make config-set ENV=name KEY=k VALUE=v   one runtime key, same path; make config-history ENV=name;"
+	@echo "                         make config-rollback ENV=name TO=version"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -87,6 +91,18 @@ logs: venv
 
 secrets-init: venv
 	$(PY) -m shipyard secrets-init --env $(ENV)
+
+# The runtime config in Consul; PYTHONPATH: validated by the task platform's own schema.
+config-push config-history: venv
+	PYTHONPATH=services $(PY) -m shipyard $@ --env $(ENV)
+
+config-set: venv
+	@test -n "$(KEY)" -a -n "$(VALUE)" || { echo "usage: make config-set ENV=$(ENV) KEY=worker_concurrency VALUE=8" >&2; exit 2; }
+	PYTHONPATH=services $(PY) -m shipyard config-set --env $(ENV) --key '$(KEY)' --value '$(VALUE)'
+
+config-rollback: venv
+	@test -n "$(TO)" || { echo "usage: make config-rollback ENV=$(ENV) TO=<version from make config-history>" >&2; exit 2; }
+	PYTHONPATH=services $(PY) -m shipyard config-rollback --env $(ENV) --to '$(TO)'
 
 secrets-rotate: venv
 	@test -n "$(NAME)" || { echo "usage: make secrets-rotate ENV=$(ENV) NAME=postgres_password|redis_password|..." >&2; exit 2; }

@@ -7,6 +7,8 @@
     python -m shipyard secrets-init --env E
     python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
     python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
+    python -m shipyard config-push --env E | config-set --env E --key K --value V
+    python -m shipyard config-history --env E | config-rollback --env E --to VERSION
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
     python -m shipyard pg-restore --env E [--backup /backups/base-<time>] [--until TIME]
@@ -159,6 +161,35 @@ def pg_rebuild(env: str, node: str, lock_wait: float) -> int:
     return 0
 
 
+def runtime_config(command: str, env: str, key: str | None, value: str | None, to: str | None, timeout: float) -> int:
+    """The task platform's runtime config in Consul (shipyard.components.taskplatform.runtime)."""
+    import json
+
+    from shipyard.components.taskplatform import runtime
+
+    settings = load_environment(REPO, env, dict(os.environ))
+    token = load_or_create(REPO, env, generate_missing=False)["consul_management_token"].value
+    if command == "config-history":
+        for entry in runtime.history(settings, token):
+            doc = entry["document"]
+            print(f"version {doc['version']:>4}  {entry['at']}  {entry['by']}  {entry['note']}")
+        return 0
+    if command == "config-push":
+        print(runtime.push(settings, token, runtime.desired(settings), "pushed from the repo", timeout))
+        return 0
+    doc = runtime.current_document(settings, token)
+    if command == "config-set":
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value  # a bare word is a string
+        print(runtime.push(settings, token, {**doc, key: parsed}, f"set {key}", timeout))
+        return 0
+    print(runtime.push(settings, token, runtime.version_from_history(settings, token, to), f"rollback to version {to}",
+                       timeout))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shipyard")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     p_rotate.add_argument("--env", required=True)
     p_rotate.add_argument("--name", required=True)
     p_rotate.add_argument("--lock-wait", type=float, default=0.0)
+    for name, text in (("config-push", "write the repo's runtime config to Consul, wait until every process runs it"),
+                       ("config-set", "change one runtime config key in Consul, wait until every process runs it"),
+                       ("config-history", "the runtime config versions pushed to Consul"),
+                       ("config-rollback", "push an earlier runtime config version again")):
+        p_config = sub.add_parser(name, help=text)
+        p_config.add_argument("--env", required=True)
+        p_config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for every process")
+        if name == "config-set":
+            p_config.add_argument("--key", required=True)
+            p_config.add_argument("--value", required=True, help="JSON (8, true, \"x\") or a bare string")
+        if name == "config-rollback":
+            p_config.add_argument("--to", required=True, help="a version from config-history")
     sub.add_parser("status", help="per host and component: instances, image, health, uptime, role, drift"
                    ).add_argument("--env", required=True)
     sub.add_parser("plan", help="what a deploy would change and why (read-only)").add_argument("--env", required=True)
@@ -221,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.env}: created {', '.join(created)} in secrets/{args.env}/ (commit them; the values stay "
                   f"encrypted)" if created else f"{args.env}: every secret exists; nothing created")
             return 0
+        if args.command.startswith("config-"):
+            return runtime_config(args.command, args.env, getattr(args, "key", None), getattr(args, "value", None),
+                                  getattr(args, "to", None), args.timeout)
         if args.command == "secrets-rotate":
             return secrets_rotate(args.env, args.name, args.lock_wait)
         if args.command in ("status", "plan", "logs"):

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -23,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from taskplatform import kinds, limits, logs, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
+from taskplatform.config_report import ConfigReport
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
@@ -165,6 +167,8 @@ class Services:
         self.redis = None
         self._pools = []
         self._watch: asyncio.Task | None = None
+        self._report: ConfigReport | None = None
+        self._reporting: asyncio.Task | None = None
 
     async def _pool(self, target: str) -> limits.BoundedPool:
         s = self.settings
@@ -182,6 +186,8 @@ class Services:
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.supervise())
+        self._report = ConfigReport(self.config, s.config_state_dir, "api")
+        self._reporting = self._report.start()
 
     async def within_redis_timeout(self, awaitable):
         """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
@@ -193,6 +199,9 @@ class Services:
     async def stop(self) -> None:
         if self._watch:
             self._watch.cancel()
+        if self._report and self._reporting:
+            self._reporting.cancel()
+            self._report.remove()
         if self.redis is not None:
             await self.redis.aclose()
         for pool in self._pools:
@@ -200,7 +209,14 @@ class Services:
 
 
 def build_config_source(settings: ProcessSettings) -> ConfigSource:
-    source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
+    if settings.consul_addrs:
+        from taskplatform.consul_config import ConsulConfigSource, parse_endpoints
+
+        source: ConfigSource = ConsulConfigSource(
+            parse_endpoints(settings.consul_addrs), settings.consul_runtime_path, Path(settings.secrets_dir) / "consul_token",
+            settings.config_cache_file, wait_seconds=settings.consul_wait_seconds)
+    else:
+        source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
     source.on_reload = metrics.CONFIG_RELOADS.inc
     source.on_reject = metrics.CONFIG_REJECTIONS.inc
     source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc

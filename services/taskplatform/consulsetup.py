@@ -109,9 +109,9 @@ def setup(settings: ProcessSettings, secrets: SecretSource, env: str, services: 
         done.append(_ensure_policy(api, name, policy_rules(env, service)))
         done.append(_ensure_token(api, service, secrets.get(f"consul_token_{service}"), name))
     if seed is not None:
-        created = api.ok("PUT", f"/v1/kv/{settings.consul_key}", params={"cas": 0}, data=seed).json()
-        done.append(f"runtime config seeded at {settings.consul_key}" if created
-                    else f"runtime config at {settings.consul_key} kept (Consul holds the current one)")
+        created = api.ok("PUT", f"/v1/kv/{settings.consul_runtime_path}", params={"cas": 0}, data=seed).json()
+        done.append(f"runtime config seeded at {settings.consul_runtime_path}" if created
+                    else f"runtime config at {settings.consul_runtime_path} kept (Consul holds the current one)")
     return done
 
 

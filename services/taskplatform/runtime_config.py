@@ -34,7 +34,11 @@ log = logging.getLogger("taskplatform.config")
 
 
 class RuntimeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys this release does not know are left out, not refused: during a release two versions
+    # run side by side on one document, and a key only the newer one knows must not make the
+    # older one reject all of it. The deploy refuses unknown keys before it writes a document
+    # (``validate_document``), so a typo never gets this far.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: str = Field(min_length=1, max_length=64)
     rate_limit_per_minute: int = Field(gt=0)
@@ -66,10 +70,15 @@ class RuntimeConfig(BaseModel):
 class LoadedConfig:
     config: RuntimeConfig
     hash: str  # sha256 of the raw document, so the deploy side can prove what was applied
+    ignored: tuple[str, ...] = ()  # keys of the document this release does not know
 
 
 class ConfigRejected(ValueError):
     pass
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
 
 
 def parse_config(raw: bytes) -> LoadedConfig:
@@ -79,9 +88,21 @@ def parse_config(raw: bytes) -> LoadedConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigRejected(f"not valid JSON: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigRejected(problems) from None
-    return LoadedConfig(config, hashlib.sha256(raw).hexdigest()[:16])
+        raise ConfigRejected(_problems(exc)) from None
+    ignored = tuple(sorted(set(doc) - set(RuntimeConfig.model_fields)))
+    return LoadedConfig(config, hashlib.sha256(raw).hexdigest()[:16], ignored)
+
+
+def validate_document(doc: dict) -> RuntimeConfig:
+    """The deploy's check before it writes a document: what an instance would apply, and no key
+    this release does not know (a typo would otherwise be ignored by every instance)."""
+    unknown = sorted(set(doc) - set(RuntimeConfig.model_fields))
+    if unknown:
+        raise ConfigRejected(f"unknown keys {unknown}; known: {sorted(RuntimeConfig.model_fields)}")
+    try:
+        return RuntimeConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigRejected(_problems(exc)) from None
 
 
 # Watch restarts after an error: 0.5 s, doubling up to 30 s while it keeps failing.
@@ -145,7 +166,7 @@ class ConfigSource(abc.ABC):
         if not first:
             self.on_reload()
         log.info("runtime config applied", extra={"origin": origin, "version": new.config.version,
-                                                   "hash": new.hash})
+                                                   "hash": new.hash, "ignored_keys": list(new.ignored)})
         for listener in self._listeners:
             try:
                 listener(new)

@@ -52,13 +52,15 @@ class ProcessSettings(BaseSettings):
     config_file: str = "/etc/taskplatform/runtime.json"
     config_poll_seconds: float = 1.0
     # Runtime config from Consul KV instead of the file, when addresses are given: the document
-    # at consul_key, read with the token in the secret file consul_token (taskplatform.consul_config).
+    # at consul_runtime_path, read with the token in the secret file consul_token (taskplatform.consul_config).
     consul_addrs: str = Field("", description="comma-separated host:port of the Consul servers; empty = the file")
-    consul_key: str = ""
+    consul_runtime_path: str = ""
     consul_env: str = Field("", description="the Shipyard environment: names the ACL policies and key prefixes")
     consul_services: str = "api,worker"  # consul-setup: the services that get a token
     consul_wait_seconds: float = 30.0  # a blocking query's wait
     config_cache_file: str = "/tmp/taskplatform/runtime-cache.json"  # the last good document from Consul
+    # Each process reports the config it applied in <dir>/<pid>.json (taskplatform.config_report).
+    config_state_dir: str = "/tmp/taskplatform/config-state"
     release_colour: str = "blue"
     build_version: str = "dev"
     api_host: str = "0.0.0.0"

@@ -23,6 +23,7 @@ import redis.exceptions
 from prometheus_client import start_http_server
 
 from taskplatform import kinds, logs, metrics, queue, store
+from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
 from taskplatform.settings import ProcessSettings
@@ -281,11 +282,15 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         watch = asyncio.create_task(self.config.supervise())
+        report = ConfigReport(self.config, s.config_state_dir, "worker")
+        reporting = report.start()
         log.info("worker started", extra={"consumer": self.consumer,
                                           "concurrency": self.config.config.worker_concurrency})
         await asyncio.gather(self._consume(), self._maintain())
         await self._shutdown()
         watch.cancel()
+        reporting.cancel()
+        report.remove()
         await self.redis.aclose()
         await pool.close()
 

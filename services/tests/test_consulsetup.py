@@ -33,7 +33,7 @@ def run(consul_server, tmp_path):
     for name, value in tokens.items():
         (secrets / name).write_text(value + "\n")
     settings = ProcessSettings(consul_addrs=f"127.0.0.1:{consul_server.http_port}",
-                               consul_key=f"shipyard/{env}/shared/runtime", consul_env=env)
+                               consul_runtime_path=f"shipyard/{env}/shared/runtime", consul_env=env)
 
     def setup(seed: bytes | None = b'{"version": "1"}'):
         return consulsetup.setup(settings, FileSecretSource(str(secrets)), env, ["api", "worker"], seed)
@@ -88,5 +88,5 @@ def test_a_wrong_management_token_fails_with_the_reason(consul_server, run, tmp_
     (tmp_path / "secrets" / "consul_admin_token").write_text(str(uuid.uuid4()))
     with pytest.raises(consulsetup.ConsulSetupError, match="ACL not found"):
         consulsetup.setup(ProcessSettings(consul_addrs=f"127.0.0.1:{consul_server.http_port}",
-                                          consul_key="shipyard/x/shared/runtime"),
+                                          consul_runtime_path="shipyard/x/shared/runtime"),
                           FileSecretSource(str(tmp_path / "secrets")), "x", ["api"], None, ready_timeout_s=1)

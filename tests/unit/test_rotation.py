@@ -46,8 +46,11 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["postgres-backup"] == ["replication_pgpass"]
     assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
     assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
-    assert targets["worker"] == ["postgres_password", "redis_password", "sentinel_password"]
-    assert targets["api"] == ["jwt_signing_key", "postgres_password", "redis_password", "sentinel_password"]
+    # Each its own Consul token (read of its own prefix), never the management token.
+    assert targets["worker"] == ["consul_token", "postgres_password", "redis_password", "sentinel_password"]
+    assert targets["api"] == ["consul_token", "jwt_signing_key", "postgres_password", "redis_password",
+                              "sentinel_password"]
+    assert targets["consul-setup"] == ["consul_admin_token", "consul_token_api", "consul_token_worker"]
     # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
     # workers and migrations read their own role's as postgres_password (checked by make verify).
     assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]

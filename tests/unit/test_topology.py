@@ -91,7 +91,7 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     # data everywhere; then the migration with its own host's app (compose orders those two);
     # then the other app hosts, once the schema is there; then the edge.
     assert [sorted(step) for step in steps] == [["data-1"], ["app-1"], ["app-2"], ["edge-1"]]
-    assert steps[1]["app-1"] == ("db-setup", "migrate", "api", "worker")
+    assert steps[1]["app-1"] == ("db-setup", "consul-setup", "migrate", "api", "worker")
     assert set(steps[2]["app-2"]) == {"api", "worker"}
     rendered = render_environment(settings)
     assert "migrate" in rendered["app-1"].compose["services"]

@@ -26,6 +26,11 @@ _SENTINEL = SecretFile("sentinel_password", "sentinel_password")
 _DB_SETUP_SECRETS = (SecretFile("postgres_admin_password", "postgres_password"),
                      SecretFile("migrator_password", "pg_migrator_password"),
                      SecretFile("app_password", "pg_app_password"))
+# Consul: each service reads the runtime config with a token of its own (read of its prefix and
+# the shared one); the consul-setup job, alone with the management token, makes them.
+_CONSUL_SERVICES = ("api", "worker")
+_CONSUL_SETUP_SECRETS = (SecretFile("consul_admin_token", "consul_management_token"),
+                         *(SecretFile(f"consul_token_{s}", f"consul_token_{s}") for s in _CONSUL_SERVICES))
 
 
 def _environment(ctx) -> dict[str, str]:
@@ -51,6 +56,10 @@ def _environment(ctx) -> dict[str, str]:
         "TASKS_API_MAX_PAGE_SIZE": str(app.api_max_page_size),
         "TASKS_JWT_ISSUER": app.jwt_issuer,
         "TASKS_JWT_AUDIENCE": app.jwt_audience,
+        # The runtime config: the document at this key of the Consul servers (the file above
+        # seeds it once, through consul-setup).
+        "TASKS_CONSUL_ADDRS": ",".join(str(e) for e in ctx.endpoints("consul", "consul")),
+        "TASKS_CONSUL_RUNTIME_PATH": f"shipyard/{ctx.env}/shared/runtime",
     }
 
 
@@ -59,6 +68,9 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     env = _environment(ctx)
     if inst.service.name == "migrate":
         env["TASKS_PG_USER"] = app.db_migrator_role
+    elif inst.service.name == "consul-setup":
+        env = {k: v for k, v in env.items() if k.startswith("TASKS_CONSUL_") or k in ("TASKS_SECRETS_DIR", "TASKS_CONFIG_FILE")
+               } | {"TASKS_CONSUL_ENV": ctx.env, "TASKS_CONSUL_SERVICES": ",".join(_CONSUL_SERVICES)}
     elif inst.service.name == "db-setup":
         env = {k: v for k, v in env.items() if k.startswith("TASKS_PG_") and k != "TASKS_PG_USER"} | {
             "TASKS_PG_ADMIN_USER": ctx.section("postgres").user, "TASKS_PG_MIGRATOR_ROLE": app.db_migrator_role,
@@ -81,7 +93,7 @@ COMPONENT = Component(
     name="taskplatform",
     folder=Path(__file__).parent,
     settings={"app": AppSettings, "runtime": RuntimeSettings},
-    uses=("postgres", "redis"),
+    uses=("postgres", "redis", "consul"),
     images=(
         Image("python", official="python:3.11-slim-bookworm", local="shipyard/python:3.11",
               local_context="shipyard/components/taskplatform/python-image"),
@@ -94,19 +106,27 @@ COMPONENT = Component(
         # The platform's own database roles, as the superuser (only this job has its password).
         Service("db-setup", "app", "app", "taskplatform", UID, secrets=_DB_SETUP_SECRETS, one_shot=True,
                 placement="once", serves_clients=False),
+        Service("consul-setup", "app", "app", "taskplatform", UID, secrets=_CONSUL_SETUP_SECRETS, one_shot=True,
+                placement="once", serves_clients=False, config_dir="taskplatform"),
         Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG_MIGRATOR,), one_shot=True, placement="once",
                 serves_clients=False, waits=(Wait("db-setup", "service_completed_successfully"),)),
-        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL, SecretFile("jwt_signing_key", "jwt_signing_key")),
+        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL, SecretFile("jwt_signing_key", "jwt_signing_key"),
+                                                                   SecretFile("consul_token", "consul_token_api")),
                 config_dir="taskplatform", hot_reload=True,
                 port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks); null to not publish"),
                 health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
-                waits=(Wait("migrate", "service_completed_successfully"),)),
-        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL), config_dir="taskplatform",
+                waits=(Wait("migrate", "service_completed_successfully"),
+                       Wait("consul-setup", "service_completed_successfully"))),
+        Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL,
+                                                                      SecretFile("consul_token", "consul_token_worker")),
+                config_dir="taskplatform",
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
-                waits=(Wait("migrate", "service_completed_successfully"),)),
+                waits=(Wait("migrate", "service_completed_successfully"),
+                       Wait("consul-setup", "service_completed_successfully"))),
     ),
     compose_service=compose_service,
     template_context=template_context,
+    secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
     checks="shipyard.components.taskplatform.checks",
 )

@@ -80,3 +80,56 @@ def test_the_platform_connects_as_its_own_roles_never_as_a_superuser(target):
                             "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()").splitlines()
     assert sessions and all(line.endswith("|f") for line in sessions), f"superuser sessions: {sessions}"
     assert f"{target.settings.app.db_app_role}|f" in sessions, sessions
+
+
+# In the container, with its own token file: the status of a read or write of a key.
+_CONSUL_PROBE = """
+import sys, requests
+addr, method, key = sys.argv[1:4]
+token = open('/run/secrets/consul_token').read().strip()
+r = requests.request(method, f'http://{addr}/v1/kv/{key}', headers={'X-Consul-Token': token},
+                     data=b'x' if method == 'PUT' else None, timeout=5)
+print(r.status_code)
+"""
+
+
+def _consul_status(target, service: str, method: str, key: str) -> str:
+    addr = target.container_of(service)["Config"]["Env"]
+    addr = next(e.split("=", 1)[1] for e in addr if e.startswith("TASKS_CONSUL_ADDRS=")).split(",")[0]
+    code, out, err = target.exec(service, ["python", "-c", _CONSUL_PROBE, addr, method, key])
+    assert code == 0, err
+    return out.strip()
+
+
+@pytest.mark.parametrize("reader, other", [("api", "worker"), ("worker", "api")])
+def test_each_service_consul_token_reads_its_own_and_the_shared_config_and_nothing_else(target, reader, other):
+    if not target.runs("taskplatform") or not target.runs("consul"):
+        pytest.skip("no task platform with Consul on this host")
+    env = target.settings.name
+    assert _consul_status(target, reader, "GET", f"shipyard/{env}/shared/runtime") == "200"
+    assert _consul_status(target, reader, "GET", f"shipyard/{env}/{other}/probe") == "403"
+    assert _consul_status(target, reader, "GET", f"shipyard/{env}-other/shared/runtime") == "403"
+    assert _consul_status(target, reader, "PUT", f"shipyard/{env}/shared/runtime") == "403"
+    assert _consul_status(target, reader, "PUT", f"shipyard/{env}/{reader}/probe") == "403"
+
+
+def test_every_instance_applied_the_runtime_config_consul_holds(target):
+    if not target.runs("taskplatform") or not target.runs("consul"):
+        pytest.skip("no task platform with Consul on this host")
+    token = target.host.file(f"{target.project_dir}/secrets/consul-setup/consul_admin_token").content_string.strip()
+    bind, port = topology.published(target.settings, target.rendered.host, "consul-1")
+    raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
+                       headers={"X-Consul-Token": token}, timeout=5).content
+    wanted = hashlib.sha256(raw).hexdigest()[:16]
+    workers = [c for c in target.docker.containers() if c.labels.get("com.docker.compose.service") == "worker"]
+    assert workers
+    for worker in workers:  # each worker container (one worker process each) reports in its heartbeat
+        beat = json.loads(worker.exec_run(["cat", "/tmp/taskplatform-worker.heartbeat"]).output)
+        assert beat["config_hash"] == wanted and beat["config_reload"]["watch"]["state"] == "ok", (worker.name, beat)
+    # The API processes share the port (the kernel spreads connections): with 2-4 of them,
+    # 12 asks leave one unasked with a chance under 1 in 1000.
+    for _ in range(12):
+        code, out, err = target.exec("api", ["python", "-c", "import urllib.request; print(urllib.request.urlopen("
+                                             "'http://127.0.0.1:8000/v1/config').read().decode())"])
+        assert code == 0, err
+        assert json.loads(out)["hash"] == wanted, out
