@@ -21,8 +21,9 @@ def api_client(settings: EnvironmentSettings) -> requests.Session:
     bind, port = published(settings, settings.hosts[0], "edge")
     key = Path(commands.project_dir(settings.deploy_root, settings.name), "secrets/api/jwt_signing_key").read_text().strip()
     session = requests.Session()
-    session.headers["Authorization"] = "Bearer " + jwt.encode({"sub": "drill", "exp": int(time.time()) + 900}, key,
-                                                               algorithm="HS256")
+    claims = {"sub": "drill", "iss": settings.app.jwt_issuer, "aud": settings.app.jwt_audience,
+              "exp": int(time.time()) + 900}
+    session.headers["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="HS256")
     session.base = f"http://{bind}:{port}"
     return session
 

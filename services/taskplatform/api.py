@@ -1,6 +1,7 @@
 """The task API (FastAPI). Built by ``create_app`` from its three sources: process settings,
 a secret source and a config source — the handlers never know whether those are files,
-Vault or Consul."""
+Vault or Consul. Refusals are in ``errors``, tokens in ``auth``, what a process takes on at
+once in ``limits``."""
 
 from __future__ import annotations
 
@@ -9,89 +10,76 @@ import base64
 import datetime as dt
 import json
 import logging
-import math
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-import jwt
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import kinds, logs, metrics, queue, store
+from taskplatform import kinds, limits, logs, metrics, queue, store
+from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
+from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
+from taskplatform.storable import unstorable_json, unstorable_text
 
 log = logging.getLogger("taskplatform.api")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+def _valid_payload(kind: str):
+    """A kind's payload: kept as the client sent it (stored as is), checked against the kind's
+    model and against what PostgreSQL can store; its OpenAPI schema is the kind's model, so a
+    request valid by the OpenAPI is accepted."""
+    model = kinds.PAYLOADS[kind]
 
-
-def error_response(request_id: str, status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    # A message may quote the client's input (a field name): a lone surrogate in it cannot be
-    # encoded as UTF-8, and the error answer itself must not fail.
-    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse({"code": code, "message": message, "request_id": request_id}, status_code=status,
-                        headers=headers)
-
-
-def unstorable_json(value: Any, where: str = "payload") -> str | None:
-    """Why ``value`` (parsed JSON) cannot be stored as PostgreSQL jsonb, or None. Python's JSON
-    parser accepts NaN and Infinity and lone surrogate escapes; jsonb refuses them and the NUL
-    character, so they are refused here as the client's mistake, not met as a database error.
-    Iterative: the nesting depth is the client's choice."""
-    stack = [(value, where)]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{path}: NaN and Infinity are not JSON numbers"
-        elif isinstance(item, str):
-            if problem := _unstorable_text(item):
-                return f"{path}: {problem}"
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if problem := _unstorable_text(key):
-                    return f"{path}: a key {problem}"
-                stack.append((child, f"{path}.{ascii(key)[1:-1][:40]}"))
-        elif isinstance(item, list):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
-    return None
-
-
-def _unstorable_text(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains the NUL character (\\u0000)"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "contains a lone surrogate (\\ud800-\\udfff without its pair)"
-    return None
-
-
-class TaskCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["checksum", "sleep", "fail"]
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("payload")
-    @classmethod
-    def _storable(cls, payload: dict[str, Any]) -> dict[str, Any]:
+    def check(payload: dict[str, Any]) -> dict[str, Any]:
         if problem := unstorable_json(payload):
             raise ValueError(problem)
+        if model is not None:
+            try:
+                model.model_validate(payload)
+            except ValidationError as exc:
+                raise ValueError("; ".join(f"payload.{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
+                                           for e in exc.errors())) from None
         return payload
+
+    schema = model.model_json_schema() if model is not None else {
+        "type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
+        "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}
+    return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(schema)]
+
+
+def _create_body(kind: str) -> type[BaseModel]:
+    payload = _valid_payload(kind)
+    return create_model(f"Create{kind.capitalize()}Task", __config__=ConfigDict(extra="forbid"),
+                        kind=(Literal[kind], ...), payload=(payload, Field(default_factory=dict)))
+
+
+# What jsonb stores, as JSON Schema: no NaN (JSON has none), no NUL and no lone surrogate in
+# strings and keys (``storable``) — so that the OpenAPI promises no more than the API accepts. Recursive, so
+# it lives in the OpenAPI's components (added in ``create_app``).
+COMPONENTS = "#/components/schemas/"
+STORABLE_SCHEMAS = {
+    # Lone surrogates cannot be in the pattern (JSON Schema validators use Unicode scalar values):
+    # UTF-8 clients cannot send them anyway, only a JSON \\udXXX escape can.
+    "StorableText": {"type": "string", "pattern": "^[^\\x00]*$",
+                     "description": "text without the NUL character and without lone surrogate escapes"},
+    "StorableJson": {"anyOf": [
+        {"type": ["null", "boolean", "number"]}, {"$ref": f"{COMPONENTS}StorableText"},
+        {"type": "array", "items": {"$ref": f"{COMPONENTS}StorableJson"}},
+        {"type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
+         "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}]},
+}
+
+TaskCreate = Annotated[Union[tuple(_create_body(kind) for kind in kinds.PAYLOADS)], Field(discriminator="kind")]
 
 
 READY_REDIS_TIMEOUT_SECONDS = 1.0
@@ -131,9 +119,7 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
-        request_id = given or uuid.uuid4().hex
-        scope["request_id"] = request_id
+        request_id = assign_request_id(scope)
         logs.request_id.set(request_id)  # each request runs in its own asyncio task: its own context
         status_holder = {"status": 500, "started": False}
 
@@ -175,7 +161,8 @@ class Services:
 
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
-        self.jwt_key = secrets.get("jwt_signing_key")
+        self.auth = Authenticator(LiveKeySet(secrets, settings.jwt_keys_refresh_seconds),
+                                  settings.jwt_issuer, settings.jwt_audience)
         self.store: store.TaskStore | None = None
         self.redis = None
         self._pools = []
@@ -183,23 +170,31 @@ class Services:
         self._report: ConfigReport | None = None
         self._reporting: asyncio.Task | None = None
 
+    async def _pool(self, target: str) -> limits.BoundedPool:
+        s = self.settings
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, self.secrets.get("postgres_password"),
+                                       s.pg_pool_size, target=target, connect_timeout=s.pg_connect_timeout_seconds)
+        bounded = limits.BoundedPool(pool, s.pg_acquire_timeout_seconds)
+        self._pools.append(bounded)
+        return bounded
+
     async def start(self) -> None:
         s = self.settings
-        password = self.secrets.get("postgres_password")
-        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size,
-                                       connect_timeout=s.pg_connect_timeout_seconds)
-        self._pools.append(pool)
-        read_pool = None
-        if len(s.pg_nodes()) > 1:
-            read_pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, password, s.pg_pool_size,
-                                                target="prefer-standby", connect_timeout=s.pg_connect_timeout_seconds)
-            self._pools.append(read_pool)
+        pool = await self._pool("read-write")
+        read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
         self.store = store.TaskStore(pool, read_pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
+
+    async def within_redis_timeout(self, awaitable):
+        """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
+        raises TimeoutError): the caller carries on without Redis. asyncio.timeout, not
+        wait_for: on Python 3.11 wait_for wraps the call in a task of its own, per request."""
+        async with asyncio.timeout(self.settings.api_redis_timeout_seconds):
+            return await awaitable
 
     async def stop(self) -> None:
         if self._watch:
@@ -230,8 +225,15 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
     return source
 
 
+# What a route can be refused with besides its own errors: every route but the unlimited ones
+# may be refused for overload (503); a tenant's routes need a token (401), are rate limited
+# (429) and need the database (503 database_unavailable too).
+LIMITED = (503,)
+TENANT = (401, 422, 429, 503)
+
+
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
-               config: ConfigSource | None = None) -> FastAPI:
+               config: ConfigSource | None = None) -> limits.ConcurrencyLimit:
     settings = settings or ProcessSettings()
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
@@ -249,32 +251,31 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    # Outermost last: the request context (request id, access log, last-resort 500) sees every
+    # request the concurrency limit lets in, the body limit's 413 included.
+    app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestContext)
+    install_handlers(app)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return error_response(request.scope.get("request_id", ""), exc.status, exc.code, exc.message, exc.headers)
+    @app.exception_handler(limits.Overloaded)
+    async def _overloaded(request: Request, exc: limits.Overloaded):
+        return limits.overloaded_response(request.scope.get("request_id", ""), str(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(request.scope.get("request_id", ""), 422, "invalid_request", problems)
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            doc["components"]["schemas"].update(STORABLE_SCHEMAS)
+            app.openapi_schema = doc
+        return app.openapi_schema
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request.scope.get("request_id", ""), exc.status_code, code, str(exc.detail))
+    app.openapi = openapi
 
-    async def tenant(request: Request, authorization: str | None = Header(None)) -> str:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise ApiError(401, "unauthorized", "send Authorization: Bearer <JWT signed with the platform key>")
-        try:
-            claims = jwt.decode(authorization[7:].strip(), services.jwt_key, algorithms=["HS256"],
-                                options={"require": ["sub", "exp"]})
-        except jwt.PyJWTError as exc:
-            raise ApiError(401, "unauthorized", f"invalid token: {exc}") from None
-        request.scope["tenant"] = claims["sub"]
-        return claims["sub"]
+    bearer = HTTPBearer(auto_error=False, description="a JWT (HS256) signed with a key of the platform's key set")
+
+    async def tenant(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+        tenant_id = services.auth.tenant(credentials.credentials if credentials else None)
+        request.scope["tenant"] = tenant_id
+        return tenant_id
 
     async def rate_limited_tenant(tenant_id: str = Depends(tenant)) -> str:
         limit = services.config.config.rate_limit_per_minute
@@ -284,8 +285,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             pipe = services.redis.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, 120)
-            count, _ = await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - Redis down: accept (PostgreSQL holds the task)
+            count, _ = await services.within_redis_timeout(pipe.execute())
+        except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
             log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
             return tenant_id
         if count > limit:
@@ -300,17 +301,17 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         except ValueError:
             raise ApiError(404, "not_found", "no such task") from None
 
-    @app.post("/v1/tasks", status_code=202)
+    async def enqueue(task_id: str, what: str) -> None:
+        try:
+            await services.within_redis_timeout(queue.enqueue(services.redis, task_id))
+        except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
+            metrics.TASKS_ENQUEUE_FAILED.inc()
+            log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
+                        extra={"task_id": task_id, "reason": repr(exc)})
+
+    @app.post("/v1/tasks", status_code=202, responses=documented(*TENANT, 409, 413))
     async def create_task(body: TaskCreate, tenant_id: str = Depends(rate_limited_tenant),
-                          idempotency_key: str | None = Header(None, max_length=200)):
-        schema = kinds.PAYLOADS[body.kind]
-        if schema is not None:
-            try:
-                schema.model_validate(body.payload)
-            except ValidationError as exc:
-                problems = "; ".join(f"payload.{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
-                                     for e in exc.errors())
-                raise ApiError(422, "invalid_request", problems) from None
+                          idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         try:
             task, created = await services.store.create(tenant_id, body.kind, body.payload,
                                                         services.config.config.task_max_attempts, idempotency_key)
@@ -322,27 +323,26 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                            "use a new key for a new task") from None
         if created:
             metrics.TASKS_CREATED.inc()
-            try:
-                await queue.enqueue(services.redis, task["id"])
-            except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
-                metrics.TASKS_ENQUEUE_FAILED.inc()
-                log.warning("enqueue failed; task stays queued for the reconciler",
-                            extra={"task_id": task["id"], "reason": repr(exc)})
+            await enqueue(task["id"], "create")
         return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
-    @app.get("/v1/tasks/{task_id}")
+    @app.get("/v1/tasks/{task_id}", responses=documented(*TENANT, 404))
     async def get_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant)):
         task = await services.store.get(tenant_id, parse_id(task_id))
         if task is None:
             raise ApiError(404, "not_found", "no such task")
         return task
 
-    @app.get("/v1/tasks")
+    page_size = settings.api_max_page_size
+
+    @app.get("/v1/tasks", responses=documented(*TENANT, 400))
     async def list_tasks(tenant_id: str = Depends(rate_limited_tenant),
                          status: Literal["queued", "running", "retry_wait", "succeeded", "dead", "cancelled"] | None = None,
-                         kind: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=500),
+                         kind: str | None = Query(None, max_length=64, json_schema_extra=STORABLE_SCHEMAS["StorableText"]),
+                         limit: int = Query(min(50, page_size), ge=1, le=page_size,
+                                            description=f"tasks per page, at most {page_size} (TASKS_API_MAX_PAGE_SIZE)"),
                          cursor: str | None = None):
-        if kind is not None and (problem := _unstorable_text(kind)):
+        if kind is not None and (problem := unstorable_text(kind)):
             raise ApiError(422, "invalid_request", f"kind: {problem}")
         after = decode_cursor(cursor) if cursor else None
         items = await services.store.list(tenant_id, status, kind, limit + 1, after)
@@ -360,25 +360,22 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             raise ApiError(409, "conflict", f"task is {current['status']}; {wrong_state}")
         return task
 
-    @app.post("/v1/tasks/{task_id}/cancel")
+    @app.post("/v1/tasks/{task_id}/cancel", responses=documented(*TENANT, 404, 409))
     async def cancel_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant)):
         return await _transition(tenant_id, task_id, services.store.cancel,
                                  "only queued or retry_wait tasks can be cancelled")
 
-    @app.post("/v1/tasks/{task_id}/retry", status_code=202)
+    @app.post("/v1/tasks/{task_id}/retry", status_code=202, responses=documented(*TENANT, 404, 409))
     async def retry_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant)):
         task = await _transition(tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-        try:
-            await queue.enqueue(services.redis, task["id"])
-        except Exception as exc:  # noqa: BLE001
-            log.warning("enqueue failed on re-drive; the reconciler will", extra={"reason": repr(exc)})
+        await enqueue(task["id"], "re-drive")
         return JSONResponse(task, status_code=202)
 
     @app.get("/health")
     async def health():
         return {"status": "ok"}
 
-    @app.get("/health/ready")
+    @app.get("/health/ready", responses=documented(503))
     async def ready(request: Request):
         """Ready = can serve: PostgreSQL (the truth) and the runtime config. Redis is reported
         apart and does not fail readiness: creates are accepted without it (the reconciler
@@ -403,7 +400,9 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         return {"status": "ready", "config_version": services.config.config.version,
                 "redis": "unavailable" if redis_problem else "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition"}})
     async def metrics_endpoint():
         live: dict[str, dict] = {}
         try:
@@ -414,13 +413,17 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             pass
         return Response(metrics.exposition(live), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/config")
+    @app.get("/v1/config", responses=documented(*LIMITED))
     async def config_info():
         loaded = services.config.current()
         return {"version": loaded.config.version, "hash": loaded.hash, **services.config.reload_state()}
 
-    @app.get("/version")
+    @app.get("/version", responses=documented(*LIMITED))
     async def version():
         return {"version": settings.build_version, "colour": settings.release_colour}
 
-    return app
+    # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
+    # overload most requests are refused, and a refusal must cost next to nothing (it counts and
+    # logs its refusals itself). ``.app`` is the FastAPI app.
+    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+                                   on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)

@@ -5,23 +5,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 
 class TaskFailed(Exception):
     pass
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 50.0 is the integer 50 (as JSON Schema says)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Strict: a payload is JSON, and its types are those of the API's OpenAPI (no "5" for 5, no 0 for false).
 class SleepPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     seconds: float = Field(ge=0, le=30)
 
 
 class FailPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    times: int | None = Field(None, ge=0, le=100)
+    # The rule of ``_one`` in JSON Schema too, so the API's OpenAPI promises no payload it refuses.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["times"], "properties": {"times": {"type": "integer"}}},
+        {"required": ["always"], "properties": {"always": {"const": True}}}]})
+    times: Annotated[int, Field(ge=0, le=100), BeforeValidator(_whole_number)] | None = None
     always: bool = False
 
     @model_validator(mode="after")

@@ -66,6 +66,21 @@ class ProcessSettings(BaseSettings):
     api_host: str = "0.0.0.0"
     api_port: int = probe.DEFAULT_API_PORT
     api_processes: int = 2
+    # Overload is refused, not queued (see taskplatform.limits): requests in flight per API
+    # process beyond this get 503 at once; a request waits at most this long for a PostgreSQL
+    # connection of its process's pool, then gets 503.
+    api_max_concurrent_requests: int = Field(32, ge=1)
+    pg_acquire_timeout_seconds: float = Field(1.0, gt=0)
+    # What one request may cost: its body (413 beyond) and the rows of one page (`limit`).
+    api_max_body_bytes: int = Field(65_536, ge=1024)
+    api_max_page_size: int = Field(100, ge=1, le=1000)
+    # Redis is not needed to accept a task (PostgreSQL is the truth): a Redis call of the API
+    # (rate limit, enqueue) that takes longer is given up, so an unreachable Redis slows no create.
+    api_redis_timeout_seconds: float = Field(0.5, gt=0)
+    # Bearer tokens must name this issuer and audience; the key set is re-read this often.
+    jwt_issuer: str = "shipyard"
+    jwt_audience: str = "taskplatform"
+    jwt_keys_refresh_seconds: float = Field(1.0, gt=0)
     worker_metrics_port: int = 9101
     heartbeat_file: str = probe.DEFAULT_HEARTBEAT_FILE
     # Reliability timings (seconds). Tests shorten them; production keeps the defaults.

@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskplatform import auth
+from taskplatform.settings import ProcessSettings
+
 PG_BIN = Path(os.environ.get("TASKS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SERVICES = Path(__file__).resolve().parents[1]
@@ -116,6 +119,14 @@ class Redis:
             self.process.wait(10)
 
 
+def token_for(key_file: Path, subject: str, ttl_seconds: float = 3600) -> str:
+    """A token signed with the signing key of a key set file, for the API's default issuer and
+    audience (tests, benchmarks and drills mint their tokens here)."""
+    defaults = ProcessSettings.model_fields
+    return auth.KeySet.parse(key_file.read_text()).issue(subject, defaults["jwt_issuer"].default,
+                                                          defaults["jwt_audience"].default, ttl_seconds)
+
+
 def write_secrets(directory: Path, pg: Postgres, redis: Redis, jwt_key: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, value in (("postgres_password", pg.password), ("redis_password", redis.password),
@@ -157,6 +168,10 @@ class Platform:
     def config_file(self) -> Path:
         return self.root / "runtime.json"
 
+    def token(self, subject: str, ttl_seconds: float = 3600) -> str:
+        """A bearer token for ``subject``, as the platform's token issuer would sign it."""
+        return token_for(self.secrets_dir / auth.SECRET_NAME, subject, ttl_seconds)
+
     def env(self, **extra) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
@@ -175,17 +190,24 @@ class Platform:
                               capture_output=True, text=True, timeout=120)
 
     def spawn(self, *args: str, log_name: str | None = None, **env) -> subprocess.Popen:
-        log = open(self.root / f"{log_name or args[0]}-{len(self.processes)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log_path = self.root / f"{log_name or args[0]}-{secrets.token_hex(4)}.log"  # unique: processes come and go
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "taskplatform", *args], env=self.env(**env),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log_path
         self.processes.append(proc)
         return proc
 
-    def start_api(self, processes: int = 1) -> str:
+    def start_api(self, processes: int = 1, **env) -> str:
+        return self.spawn_api(processes, **env).url
+
+    def spawn_api(self, processes: int = 1, **env) -> subprocess.Popen:
+        """An API process (``env``: TASKS_* overrides), once it listens; ``.url`` is its URL."""
         port = free_port()
-        self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes)
+        proc = self.spawn("api", TASKS_API_PORT=port, TASKS_API_HOST="127.0.0.1", TASKS_API_PROCESSES=processes, **env)
         wait_port(port, 30)
-        return f"http://127.0.0.1:{port}"
+        proc.url = f"http://127.0.0.1:{port}"
+        return proc
 
     def start_worker(self, heartbeat: str | None = None, **env) -> subprocess.Popen:
         """A worker process; ``.heartbeat`` is its heartbeat file (JSON: time, applied config)."""
@@ -198,8 +220,11 @@ class Platform:
     def stop_workers(self) -> None:
         self.stop_processes(only="worker")
 
-    def stop_processes(self, only: str | None = None) -> None:
-        chosen = [p for p in self.processes if only is None or p.args[-1] == only]
+    def stop_processes(self, only: str | None = None, chosen: list[subprocess.Popen] | None = None) -> None:
+        """Stops (SIGTERM, then SIGKILL after 25 s) the ``chosen`` processes, else those running
+        ``only`` (a command), else all."""
+        if chosen is None:
+            chosen = [p for p in self.processes if only is None or p.args[-1] == only]
         for proc in chosen:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

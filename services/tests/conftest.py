@@ -3,11 +3,13 @@ and helpers to act as a tenant. Tests use a fresh tenant each, so they do not se
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
 
-import jwt
 import pytest
 import requests
 
@@ -15,6 +17,16 @@ from taskplatform_testing.consul_server import Consul
 from taskplatform_testing.servers import Platform, start_platform, write_config
 
 SERVER_ERRORS = range(500, 600)
+
+
+def sign_hs256(key: str, payload: dict, header: dict) -> str:
+    """A JWT signed with HS256 over any JSON header and payload — also those PyJWT would not
+    make (a lone surrogate, a number as subject or kid)."""
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())  # \ud800 escaped
+    return (signing_input + b"." + b64(hmac.new(key.encode(), signing_input, hashlib.sha256).digest())).decode()
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +42,10 @@ def api_url(platform) -> str:
 
 
 class Tenant:
-    def __init__(self, base: str, key: str, name: str | None = None):
+    def __init__(self, base: str, platform: Platform, name: str | None = None):
         self.base = base
         self.name = name or f"tenant-{uuid.uuid4().hex[:8]}"
-        token = jwt.encode({"sub": self.name, "exp": int(time.time()) + 3600}, key, algorithm="HS256")
+        token = platform.token(self.name)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 
@@ -60,12 +72,12 @@ class Tenant:
 
 @pytest.fixture
 def tenant(api_url, platform) -> Tenant:
-    return Tenant(api_url, platform.jwt_key)
+    return Tenant(api_url, platform)
 
 
 @pytest.fixture
 def other_tenant(api_url, platform) -> Tenant:
-    return Tenant(api_url, platform.jwt_key)
+    return Tenant(api_url, platform)
 
 
 def wait_config_version(api_url: str, version: str, timeout: float = 10) -> None:
@@ -153,3 +165,18 @@ def consul_server(tmp_path_factory):
     server = Consul(tmp_path_factory.mktemp("consul")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_api(platform):
+    """Start an API process of its own (TASKS_* overrides as keywords) for one test: returns
+    the process (``.url``, ``.log_path``); stopped when the test ends."""
+    started = []
+
+    def start(processes: int = 1, **env):
+        proc = platform.spawn_api(processes, **env)
+        started.append(proc)
+        return proc
+
+    yield start
+    platform.stop_processes(chosen=started)

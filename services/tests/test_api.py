@@ -23,7 +23,7 @@ def assert_error(response, status: int, code: str):
 
 def test_create_returns_202_and_the_queued_task(tenant):
     response = tenant.create("checksum", {"x": [1, 2]})
-    assert response.status_code == 202
+    assert response.status_code == 202, response.text
     task = response.json()
     assert task["status"] == "queued" and task["kind"] == "checksum" and task["payload"] == {"x": [1, 2]}
     assert task["tenant"] == tenant.name and task["attempts"] == 0

@@ -1,15 +1,18 @@
-"""Property-based: whatever JSON, cursor or filter a client sends, the API answers it, in the
-error shape when refused, and never with a server error. Against the real API process."""
+"""Property-based: whatever JSON, cursor, filter, token, header or body size a client sends, the
+API answers it, in the error shape when refused, and never with a server error. Against the
+real API process."""
 
 import base64
 import decimal
 import json
 import math
+import time
 import urllib.parse
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import SERVER_ERRORS
+from conftest import SERVER_ERRORS, sign_hs256
+from taskplatform import auth
 
 # Any code point, lone surrogates and NUL included: json.dumps escapes them as \uXXXX.
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=20)
@@ -107,3 +110,52 @@ def test_any_filter_is_a_page_or_a_4xx(tenant, kind, status, limit):
     if response.status_code == 200:
         sent = urllib.parse.parse_qs(f"kind={kind}", keep_blank_values=True)["kind"][0]
         assert all(task["kind"] == sent for task in answer["items"])
+
+
+# Header values as HTTP carries them: visible ISO-8859-1 text (requests sends them as latin-1).
+header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
+                        max_size=60).map(str.strip)
+claim_values = st.none() | st.booleans() | st.integers(-2**40, 2**40) | any_text | st.lists(any_text, max_size=2)
+
+
+@examples
+@given(authorization=header_values | header_values.map(lambda v: f"Bearer {v}"))
+def test_any_authorization_header_is_a_page_or_a_401(tenant, authorization):
+    response = tenant.session.get(f"{tenant.base}/v1/tasks", headers={"Authorization": authorization}, timeout=10)
+    answer = assert_answered(response)
+    assert response.status_code == 401 and answer["code"] == "unauthorized", answer
+
+
+@examples
+@given(overrides=st.dictionaries(st.sampled_from(["sub", "iss", "aud", "exp", "nbf", "iat", "kid"]), claim_values,
+                                 max_size=4))
+def test_any_claims_signed_with_the_key_are_a_page_or_a_401(tenant, platform, overrides):
+    """Only a token of the platform's key set, for its issuer and audience, with a tenant for
+    a subject and in date, passes; anything else is a 401 — never a 500."""
+    now = int(time.time())
+    claims = {"sub": tenant.name, "iss": "shipyard", "aud": "taskplatform", "exp": now + 300}
+    claims.update((k, v) for k, v in overrides.items() if k != "kid")
+    header = {"alg": "HS256", "kid": overrides.get("kid", auth.legacy_kid(platform.jwt_key))}
+    response = tenant.session.get(f"{tenant.base}/v1/tasks", timeout=10,
+                                  headers={"Authorization": f"Bearer {sign_hs256(platform.jwt_key, claims, header)}"})
+    answer = assert_answered(response)
+    assert response.status_code in (200, 401), answer
+
+
+@examples
+@given(key=header_values, payload=st.dictionaries(st.sampled_from("ab"), st.integers(0, 2), max_size=2))
+def test_any_idempotency_key_is_a_task_or_a_4xx(tenant, key, payload):
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", "payload": payload},
+                                   headers={"Idempotency-Key": key}, timeout=10)
+    answer = assert_answered(response)
+    assert response.status_code in (202, 409, 422), answer
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, 3 * 65_536))
+def test_any_body_size_is_a_task_or_a_413(tenant, size):
+    body = json.dumps({"kind": "checksum", "payload": {"blob": "x" * size}}).encode()
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", data=body, timeout=10,
+                                   headers={"Content-Type": "application/json"})
+    answer = assert_answered(response)
+    assert response.status_code == (202 if len(body) <= 65_536 else 413), answer

@@ -51,6 +51,11 @@ def _environment(ctx) -> dict[str, str]:
         "TASKS_RELEASE_COLOUR": app.release_colour,
         "TASKS_BUILD_VERSION": app.version,
         "TASKS_API_PROCESSES": str(app.api_processes),
+        "TASKS_API_MAX_CONCURRENT_REQUESTS": str(app.api_max_concurrent_requests),
+        "TASKS_API_MAX_BODY_BYTES": str(app.api_max_body_bytes),
+        "TASKS_API_MAX_PAGE_SIZE": str(app.api_max_page_size),
+        "TASKS_JWT_ISSUER": app.jwt_issuer,
+        "TASKS_JWT_AUDIENCE": app.jwt_audience,
         # The runtime config: the document at this key of the Consul servers (the file above
         # seeds it once, through consul-setup).
         "TASKS_CONSUL_ADDRS": ",".join(str(e) for e in ctx.endpoints("consul", "consul")),

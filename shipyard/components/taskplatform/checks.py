@@ -23,7 +23,9 @@ def edge(target):
 @pytest.fixture(scope="module")
 def token(target):
     key = target.host.file(f"{target.project_dir}/secrets/api/jwt_signing_key").content_string.strip()
-    return jwt.encode({"sub": "verify-tenant", "exp": int(time.time()) + 300}, key, algorithm="HS256")
+    app = target.settings.app
+    return jwt.encode({"sub": "verify-tenant", "iss": app.jwt_issuer, "aud": app.jwt_audience,
+                       "exp": int(time.time()) + 300}, key, algorithm="HS256")
 
 
 def test_api_ready_through_edge(edge):

@@ -34,6 +34,13 @@ class AppSettings(Strict):
     api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
     worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
     memory_limit_mb: int = Field(512, ge=128)
+    # What one API process takes on (beyond: 503 overloaded, 413, 422; see services/README.md).
+    api_max_concurrent_requests: int = Field(32, ge=1, description="requests in flight per API process")
+    api_max_body_bytes: int = Field(65536, ge=1024, description="largest request body the API reads")
+    api_max_page_size: int = Field(100, ge=1, le=1000, description="largest `limit` of GET /v1/tasks")
+    # Bearer tokens must name these (the key set is the secret jwt_signing_key).
+    jwt_issuer: str = Field("shipyard", min_length=1, description="the `iss` the API requires in tokens")
+    jwt_audience: str = Field("taskplatform", min_length=1, description="the `aud` the API requires in tokens")
     # Its own PostgreSQL roles (created by the db-setup job as the superuser): migrations run as
     # the schema owner, the API and workers as a role that may only read and write rows.
     db_migrator_role: str = Field("tasks_migrator", pattern=_IDENT, description="role that owns the schema (migrations)")

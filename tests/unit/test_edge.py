@@ -1,0 +1,53 @@
+"""The edge's rendered nginx config: operator endpoints are not reachable through it, and the
+methods nginx refuses itself are answered with the allowed ones."""
+
+import re
+
+import pytest
+
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+
+@pytest.fixture(scope="module", params=["local", "ci", "production"])
+def nginx_conf(request, repo) -> str:
+    hosts = render_environment(load_environment(repo, request.param, {}))
+    confs = [h.files["nginx/nginx.conf"].decode() for h in hosts.values() if "nginx/nginx.conf" in h.files]
+    assert confs, f"{request.param}: no edge rendered"
+    return confs[0]
+
+
+def location_block(conf: str, head: str) -> str:
+    """The body of the ``location <head> { ... }`` block (no nested blocks in ours)."""
+    match = re.search(r"location\s+" + re.escape(head) + r"\s*\{(.*?)\n\s*\}", conf, re.S)
+    assert match, f"no location {head}"
+    return match.group(1)
+
+
+def blocked_path_patterns(conf: str) -> list[str]:
+    """The regex locations that answer 404 themselves instead of passing to the API."""
+    return [pattern for pattern, body in re.findall(r"location\s+~\s+(\S+)\s*\{(.*?)\n\s*\}", conf, re.S)
+            if re.search(r"return\s+404\b", body) and "proxy_pass" not in body]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "/metrics/x", "/v1/config", "/v1/config/", "/v1/config/x"])
+def test_operator_endpoints_are_not_proxied(nginx_conf, path):
+    # nginx matches the decoded, slash-merged path (/%6detrics and //metrics arrive as /metrics).
+    assert any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/abc", "/v1/configs", "/metricsx", "/health/ready", "/version"])
+def test_the_api_s_own_paths_are_proxied(nginx_conf, path):
+    assert not any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
+    assert "proxy_pass http://api;" in location_block(nginx_conf, "/")
+
+
+def test_a_method_nginx_refuses_itself_gets_405_with_allow(nginx_conf):
+    """TRACE and CONNECT never reach the API: nginx's own 405 goes through error_page to an
+    answer that says which methods there are."""
+    target = re.search(r"error_page\s+405\s+=\s*(@\w+);", nginx_conf)
+    assert target, "no error_page for 405"
+    body = location_block(nginx_conf, target.group(1))
+    assert re.search(r'add_header\s+Allow\s+"GET, HEAD, POST"\s+always;', body), body
+    assert re.search(r"return\s+405\b", body), body
+    assert "proxy_intercept_errors on" not in nginx_conf  # the API's own 405s (their Allow) pass as they are
