@@ -74,6 +74,85 @@ def test_a_push_that_lost_the_race_writes_nothing(settings, token):
     assert json.loads(kv.get(key).value).get("log_level") == doc.get("log_level")
 
 
+def _all_reports(settings, condition, timeout_s: float = 20.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reports, silent = runtime.read_reports(settings)
+        if reports and not silent and all(condition(r.state) for r in reports):
+            return reports
+        if time.monotonic() >= deadline:
+            raise AssertionError([r.state for r in reports] + silent)
+        time.sleep(0.2)
+
+
+def test_an_invalid_value_written_around_the_push_is_rejected_by_every_process_until_the_fix(env_name, settings, token):
+    kv = ConsulKV(settings, token)
+    key = runtime.runtime_key(settings.name)
+    read = kv.get(key)
+    good = json.loads(read.value)
+    bad = runtime.encode({**good, "version": str(int(good["version"]) + 1), "worker_concurrency": 0})
+    kv.write(key, bad, read.modify_index)  # the management token, straight into Consul
+    reports = _all_reports(settings, lambda st: (st.get("rejected") or {}).get("hash") == runtime.doc_hash(bad))
+    for report in reports:  # each keeps the old one and says why
+        assert report.state["version"] == good["version"], report
+        assert "worker_concurrency" in report.state["rejected"]["reason"], report
+    assert all(f"rejected it: worker_concurrency" in line
+               for line in runtime.not_applied(reports, runtime.doc_hash(bad)))
+    fixed = _config("config-set", "--env", env_name, "--key", "worker_concurrency", "--value", "3")
+    assert fixed.returncode == 0 and "worker_concurrency: 0 -> 3" in fixed.stdout, fixed.stdout + fixed.stderr
+    _all_reports(settings, lambda st: st.get("rejected") is None and st["version"] == str(int(good["version"]) + 2))
+
+
+def _consul_containers(settings) -> dict[str, str]:
+    """address:8300 → container name of every Consul server."""
+    names = [f"{settings.compose_project}-{n}-1" for n in instance_names(settings, "consul", "consul")]
+    out = subprocess.run(["docker", "inspect", "--format",
+                          "{{.Name}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", *names],
+                         capture_output=True, text=True, check=True).stdout
+    return {f"{line.split()[1]}:8300": line.split()[0].lstrip("/") for line in out.splitlines()}
+
+
+def _leader(settings, token) -> str:
+    kv = ConsulKV(settings, token)
+    return kv._call("GET", "/status/leader").json()
+
+
+def _wait_healthy(containers: list[str], timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}", *containers],
+                                capture_output=True, text=True).stdout.split()
+        if states == ["healthy"] * len(containers):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not healthy after {timeout_s}s: {containers} {states}")
+
+
+def test_with_the_leader_stopped_a_new_one_is_elected_and_pushes_work(env_name, settings, token):
+    if settings.consul.servers < 3:
+        pytest.skip("one Consul server: no quorum to elect another leader")
+    containers = _consul_containers(settings)
+    old = _leader(settings, token)
+    subprocess.run(["docker", "stop", "-t", "5", containers[old]], check=True, capture_output=True)
+    try:
+        deadline = time.monotonic() + 30
+        new = ""
+        while time.monotonic() < deadline and new in ("", old):
+            try:
+                new = _leader(settings, token)
+            except Exception:  # noqa: BLE001 - the stopped server may be the first one asked
+                new = ""
+            time.sleep(0.2)
+        assert new and new != old and new in containers
+        doc = runtime.current_document(settings, token)
+        pushed = runtime.push(settings, token, {**doc, "retry_base_seconds": doc["retry_base_seconds"] + 0.5},
+                              "test: new leader")
+        assert "applied by all" in pushed
+    finally:
+        subprocess.run(["docker", "start", containers[old]], check=True, capture_output=True)
+        _wait_healthy(list(containers.values()))
+
+
 def test_history_and_rollback(env_name, settings, token):
     doc = runtime.current_document(settings, token)
     a, b = doc["retry_max_seconds"] + 1, doc["retry_max_seconds"] + 2
@@ -106,6 +185,14 @@ def test_with_every_consul_server_stopped_the_platform_keeps_serving_and_reports
             assert reports and all(r.state["watch"]["state"] == "failing" for r in reports), reports
             time.sleep(1)
         assert traffic.refused == 0 and len(traffic.accepted) > 0
+        # An API container restarted during the outage starts with the cached config.
+        version = reports[0].state["version"]
+        api = f"{settings.compose_project}-api-1"
+        subprocess.run(["docker", "restart", api], check=True, capture_output=True)
+        _wait_healthy([api])
+        restarted = [r for r in _all_reports(settings, lambda st: st["version"] is not None) if api in r.where]
+        assert restarted and all(r.state["version"] == version and r.state["watch"]["state"] == "failing"
+                                 for r in restarted), restarted
     finally:
         subprocess.run(["docker", "start", *servers], check=True, capture_output=True)
     counts = wait_all_processed(client, traffic.accepted)

@@ -39,7 +39,22 @@ def test_operator_endpoints_are_not_proxied(nginx_conf, path):
 @pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/abc", "/v1/configs", "/metricsx", "/health/ready", "/version"])
 def test_the_api_s_own_paths_are_proxied(nginx_conf, path):
     assert not any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
-    assert "proxy_pass http://api;" in location_block(nginx_conf, "/")
+    assert re.search(r"proxy_pass (http://api|\$api_upstream);", location_block(nginx_conf, "/"))
+
+
+def test_an_api_reached_by_name_is_resolved_per_request_and_addresses_keep_the_upstream(repo):
+    """A restarted API container (one host: reached by its service name) gets a new address;
+    an upstream block resolves names once, at load, and the edge would answer 502 until reloaded."""
+    from shipyard.inventory import load_environment
+    from shipyard.render import render_environment
+
+    for env in ("local", "ci"):
+        conf = render_environment(load_environment(repo, env, {}))[env].files["nginx/nginx.conf"].decode()
+        assert "resolver 127.0.0.11 valid=2s" in conf and "upstream api" not in conf
+        assert "set $api_upstream http://api:8000;" in location_block(conf, "/")
+    conf = render_environment(load_environment(repo, "production", {}))["edge-1"].files["nginx/nginx.conf"].decode()
+    assert "server 10.0.1.11:8000" in conf and "proxy_pass http://api;" in location_block(conf, "/")
+    assert "resolver" not in conf
 
 
 def test_a_method_nginx_refuses_itself_gets_405_with_allow(nginx_conf):

@@ -1,7 +1,7 @@
 """The environment's Consul KV from the deploying machine, with the management token: reads,
 check-and-set writes and transactions (the runtime config push, shipyard.components.taskplatform.runtime).
 
-The address is the first Consul server's published one on its host; the token is decrypted
+The servers' published addresses, tried in order (one stopped, the next answers); the token is decrypted
 from the checkout's secret store in memory and sent as a header, never printed.
 """
 
@@ -30,24 +30,29 @@ class StaleWrite(Exception):
 
 class ConsulKV:
     def __init__(self, settings: EnvironmentSettings, token: str, timeout_s: float = 5.0):
-        first = topology.instances_of(settings, "consul", "consul")[0]
-        bound = topology.binding(settings, first)
-        if bound is None:
+        self.bases = []
+        for server in topology.instances_of(settings, "consul", "consul"):
+            bound = topology.binding(settings, server)
+            if bound is not None:
+                self.bases.append(f"http://{'127.0.0.1' if bound[0] == '0.0.0.0' else bound[0]}:{bound[1]}/v1")
+        if not self.bases:
             raise ShipyardError(f"environment {settings.name}", "the Consul servers publish no HTTP port",
                                 "set ports.consul_http in the inventory")
-        address = "127.0.0.1" if bound[0] == "0.0.0.0" else bound[0]
-        self.base = f"http://{address}:{bound[1]}/v1"
-        self.where = f"Consul of {settings.name} at {address}:{bound[1]}"
+        self.where = f"Consul of {settings.name} ({', '.join(b[7:-3] for b in self.bases)})"
         self.settings, self.timeout_s = settings, timeout_s
         self.session = requests.Session()
         self.session.headers["X-Consul-Token"] = token
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
-        try:
-            return self.session.request(method, f"{self.base}{path}", timeout=self.timeout_s, **kwargs)
-        except requests.RequestException as exc:
-            raise ShipyardError(self.where, f"does not answer: {type(exc).__name__}",
-                                f"check that the environment runs: make status ENV={self.settings.name}") from None
+        """The first server that answers (any server forwards to the leader)."""
+        errors = []
+        for base in self.bases:
+            try:
+                return self.session.request(method, f"{base}{path}", timeout=self.timeout_s, **kwargs)
+            except requests.RequestException as exc:
+                errors.append(f"{base[7:-3]}: {type(exc).__name__}")
+        raise ShipyardError(self.where, f"no server answers ({'; '.join(errors)})",
+                            f"check that the environment runs: make status ENV={self.settings.name}")
 
     def _refused(self, response: requests.Response, what: str) -> ShipyardError:
         return ShipyardError(self.where, f"{what}: {response.status_code} {response.text.strip()[:200]}",

@@ -3,6 +3,7 @@ port meant for users (``ports.edge_http`` on ``ports.edge_bind``)."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,22 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     return {"command": ["nginx", "-c", f"{CONF}/nginx.conf", "-g", "daemon off;"]}
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def template_context(ctx) -> dict[str, Any]:
-    return {"env": ctx.env, "api_servers": ctx.endpoints("taskplatform", "api")}
+    servers = ctx.endpoints("taskplatform", "api")
+    # An API reached by its compose service name (one host) gets a new address whenever its
+    # container restarts (a crash, `docker restart`), which an upstream block, resolved once at
+    # load, would not follow: that name is resolved per request through Docker's DNS instead.
+    # Addresses (several hosts) never change: they keep the upstream block and its keepalive.
+    by_name = len(servers) == 1 and not _is_address(servers[0].host)
+    return {"env": ctx.env, "api_servers": servers, "api_by_name": servers[0] if by_name else None}
 
 
 COMPONENT = Component(
