@@ -76,7 +76,10 @@ class ConsulConfigSource(ConfigSource):
             client.http.connections_timeout = 5
             try:
                 # No wait: a plain read (an index alone would block for Consul's default 5 min).
-                blocking = dict(index=index, wait=f"{max(1, int(wait_seconds))}s") if index and wait_seconds else {}
+                # After a failed server, the others get a plain read: a partitioned server costs
+                # one blocking timeout, not one per server.
+                blocking = dict(index=index, wait=f"{max(1, int(wait_seconds))}s") \
+                    if index and wait_seconds and not errors else {}
                 new_index, item = client.kv.get(self.key, **blocking)
             except (requests.RequestException, consul.ConsulException) as exc:
                 errors.append(f"{endpoint.host}:{endpoint.port}: {type(exc).__name__}: {exc}")

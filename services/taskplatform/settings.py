@@ -57,7 +57,9 @@ class ProcessSettings(BaseSettings):
     consul_runtime_path: str = ""
     consul_env: str = Field("", description="the Shipyard environment: names the ACL policies and key prefixes")
     consul_services: str = "api,worker"  # consul-setup: the services that get a token
-    consul_wait_seconds: float = 30.0  # a blocking query's wait
+    # A blocking query's wait: a change arrives at once whatever it is; a partitioned server is
+    # noticed after about this (plus 5 s), and an idle process asks once per wait.
+    consul_wait_seconds: float = 10.0
     config_cache_file: str = "/tmp/taskplatform/runtime-cache.json"  # the last good document from Consul
     # Each process reports the config it applied in <dir>/<pid>.json (taskplatform.config_report).
     config_state_dir: str = "/tmp/taskplatform/config-state"

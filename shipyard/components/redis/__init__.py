@@ -18,8 +18,11 @@ from shipyard.components.redis.settings import RedisSettings
 UID = 999  # the official redis image's uid (the local image is built to match)
 CONF = "/usr/local/etc/redis"
 SENTINEL_CONF = "/usr/local/etc/redis-sentinel"
-# A starting Redis node asks the Sentinels (starting beside it) for the master this long.
-SENTINEL_WAIT_S = 10
+# A starting Redis node asks the Sentinels (starting beside it) for the master this long (rounds
+# of about a second): a majority usually answers within a few; a cold start of the whole stack
+# on a busy two-core machine took longer than 10, and the fallback (the master as deployed)
+# is wrong after a failover.
+SENTINEL_WAIT_S = 30
 
 # A rotated Redis password is taken live (files/redis/rotate.sh): each node accepts the new
 # and the old one until every client has been recreated with the new, then drops the old; the
