@@ -52,7 +52,8 @@ host-test-deps:
 	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server >/dev/null)
 	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
-	@command -v consul >/dev/null || sh tests/install-consul-from-bullseye.sh
+	@# The real Consul for the task platform's tests: bullseye's 1.8.7 binary (runs on bookworm).
+	@command -v consul >/dev/null || sh shipyard/apply/apt-from-suite.sh bullseye consul binary usr/bin/consul /usr/local/bin/consul
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)

@@ -1,8 +1,11 @@
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The task platform's test helpers (taskplatform_testing) serve the e2e tests too.
+sys.path.insert(0, str(REPO / "services"))
 
 
 def pytest_addoption(parser):

@@ -77,11 +77,12 @@ def docker_engine(debootstrap: bool = False):
     if missing:
         yield _apt_install(missing)
     if needs_compose and not compose_pkg:
-        script = resources.files("shipyard.apply").joinpath("install-compose-from-trixie.sh").read_bytes()
+        script = resources.files("shipyard.apply").joinpath("apt-from-suite.sh").read_bytes()
         # Into root's own directory, not a fixed /tmp path another user could have planted.
         yield StringCommand("install", "-d", "-m", "700", "/root/.cache/shipyard")
-        yield FileUploadCommand(io.BytesIO(script), "/root/.cache/shipyard/install-compose.sh")
-        yield StringCommand("sh", "/root/.cache/shipyard/install-compose.sh")
+        yield FileUploadCommand(io.BytesIO(script), "/root/.cache/shipyard/apt-from-suite.sh")
+        yield StringCommand("sh", "/root/.cache/shipyard/apt-from-suite.sh", "trixie", "docker-compose", "install")
+        yield StringCommand("docker", "compose", "version")
     if not state.get("server"):
         if state.get("systemd") == "yes":
             yield StringCommand("systemctl", "enable", "--now", "docker")
