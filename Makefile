@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
+	@echo "make bench-config       runtime config push to every process: p50/p95/p99 vs a raw blocking query"
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
 venv: $(VENV)/.installed
@@ -148,6 +149,9 @@ bench-idle: venv
 
 bench-failover: venv
 	$(PY) tests/bench/bench_failover.py --env ci
+
+bench-config: venv
+	$(PY) tests/bench/bench_config.py --env ci
 
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)

@@ -8,6 +8,8 @@ SHIPYARD = {
     "images": {"source": "local"},
     # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
     "secrets": {"generate_missing": True},
+    # Its own project network, apart from the other environment's on the same machine.
+    "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
               "postgres": 15432, "redis": 16379, "consul_http": 18500},
     "consul": {"servers": 3},

@@ -10,6 +10,8 @@ SHIPYARD = {
     "images": {"source": "local"},
     # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
     "secrets": {"generate_missing": True},
+    # Its own project network, apart from the other environment's on the same machine.
+    "network": {"subnet": "10.213.1.0/24"},
     "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
               "postgres": 5432, "redis": 6379, "consul_http": 8500},
 }

@@ -154,6 +154,9 @@ class Service:
     one_shot: bool = False  # runs to completion (migrations); converges before its tier
     health: Health | None = None
     waits: tuple[Wait, ...] = ()
+    # Keeps one address on the project network across re-creations (settings.network): for
+    # services whose peers know them by address (Consul servers: raft).
+    fixed_address: bool = False
     # Signal to send when a service it depends on (same host) was recreated and it was not
     # (nginx resolves upstream names at load: new containers have new addresses).
     reload_signal: str | None = None

@@ -64,6 +64,32 @@ def _ports_model() -> type[BaseModel]:
 PortSettings = _ports_model()
 
 
+class NetworkSettings(Strict):
+    """The compose project's network on each host. Fixed, so that a service that must keep its
+    address across container re-creation (Consul servers: raft knows its peers by address) can;
+    every other container gets one from the upper half."""
+
+    subnet: ipaddress.IPv4Network = Field(ipaddress.IPv4Network("10.213.0.0/24"),
+                                          description="IPv4 subnet of the project network (/24 to /16); "
+                                                      "must not overlap another network of the host")
+
+    @field_validator("subnet")
+    @classmethod
+    def _room_for_both_halves(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not 16 <= value.prefixlen <= 24:
+            raise ValueError(f"{value} has a /{value.prefixlen} prefix; use a /16 to /24 (fixed addresses "
+                             "take the lower half, Docker the upper)")
+        return value
+
+    @property
+    def dynamic_range(self) -> str:
+        return str(list(self.subnet.subnets(prefixlen_diff=1))[1])
+
+    def fixed_address(self, n: int) -> str:
+        """The n-th fixed address (0-based): from .10 on, in the lower half."""
+        return str(self.subnet.network_address + 10 + n)
+
+
 class SecretSettings(Strict):
     generate_missing: bool = Field(False, description="generate a missing secret at deploy time: only for "
                                                       "per-machine, throw-away environments (local, ci)")
@@ -100,6 +126,7 @@ class CoreSettings(BaseSettings):
     ports: PortSettings = PortSettings()  # type: ignore[valid-type]
     health: HealthSettings = HealthSettings()
     secrets: SecretSettings = SecretSettings()
+    network: NetworkSettings = NetworkSettings()
     hosts: tuple[HostSettings, ...]
 
     @classmethod

@@ -109,7 +109,14 @@ def render_compose(settings: EnvironmentSettings, host: HostSettings,
     on_host = topology.instances_on(settings, host)
     names = {i.name for i in on_host}
     services = {inst.name: _service(settings, host, inst, names, config_hashes) for inst in on_host}
-    document: dict[str, Any] = {"name": settings.compose_project, "services": services}
+    fixed = [inst for inst in on_host if inst.service.fixed_address]
+    for n, inst in enumerate(fixed):
+        services[inst.name]["networks"] = {"default": {"ipv4_address": settings.network.fixed_address(n)}}
+    document: dict[str, Any] = {"name": settings.compose_project, "services": services,
+                                # Fixed addresses below .128, Docker's own from the upper half.
+                                "networks": {"default": {"ipam": {"config": [
+                                    {"subnet": str(settings.network.subnet),
+                                     "ip_range": settings.network.dynamic_range}]}}}}
     volumes = {v.split(":", 1)[0]: {} for s in services.values() for v in s.get("volumes", [])
                if not v.startswith("./")}
     if volumes:

@@ -220,11 +220,15 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
     assert changed.returncode == 0, changed.stdout + changed.stderr
     assert _masters(settings) == [master]
     # Cold start (data kept): nodes and Sentinels start together; the nodes wait for the Sentinels.
+    # The Sentinels may fail over once more meanwhile (the master was down past down_after_ms
+    # while the stack stopped or started), which is theirs to decide: what must hold is one
+    # master, the one every Sentinel names.
     assert run_shipyard("down", "--env", env_name).returncode == 0
     cold = run_shipyard("up", "--env", env_name)
     assert cold.returncode == 0, cold.stdout + cold.stderr
-    assert _masters(settings) == [master]
-    assert {v["ip"] for v in _sentinel_view(settings)} == {master}
+    masters = _masters(settings)
+    assert len(masters) == 1, masters
+    assert {v["ip"] for v in _sentinel_view(settings)} == set(masters)
 
 
 def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):

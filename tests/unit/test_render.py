@@ -160,3 +160,20 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
         "environment", {})
     assert host.compose["services"]["redis-replica-1"]["command"][-3:] == ["--replicaof", "redis", "6379"]
     assert host.compose["services"]["redis"]["command"][0] == "redis-server"
+
+
+def test_consul_servers_keep_fixed_addresses_and_docker_assigns_the_rest_from_the_upper_half(repo):
+    doc = rendered(repo, "ci")["ci"].compose
+    assert doc["networks"]["default"]["ipam"]["config"] == [{"subnet": "10.213.2.0/24", "ip_range": "10.213.2.128/25"}]
+    fixed = {name: svc["networks"]["default"]["ipv4_address"] for name, svc in doc["services"].items()
+             if "networks" in svc}
+    assert fixed == {"consul-1": "10.213.2.10", "consul-2": "10.213.2.11", "consul-3": "10.213.2.12"}
+
+
+def test_a_subnet_without_room_for_both_halves_is_refused(repo):
+    import pytest
+
+    from shipyard.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="use a /16 to /24"):
+        load_environment(repo, "ci", {"SHIPYARD_NETWORK__SUBNET": "10.213.2.0/28"})

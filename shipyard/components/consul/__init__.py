@@ -73,7 +73,9 @@ COMPONENT = Component(
                           "first loopback port of the Consul servers' HTTP API (server N: this + N - 1)",
                           instance_offset=-1),
                 health=Health(("sh", f"{CONF}/health.sh"), start_period_s=60),
-                instances=lambda s: s.consul.servers, placement="spread"),
+                # Raft knows its peers by address: when every server came back on a new one (a
+                # cold start), no leader could be elected.
+                instances=lambda s: s.consul.servers, placement="spread", fixed_address=True),
     ),
     compose_service=compose_service,
     template_context=template_context,
