@@ -128,6 +128,25 @@ def _wait_healthy(containers: list[str], timeout_s: float = 90) -> None:
     raise AssertionError(f"not healthy after {timeout_s}s: {containers} {states}")
 
 
+def _wait_settled(settings, token, servers: list[str], steady_s: float = 10.0, timeout_s: float = 120.0) -> None:
+    """After a drill that disturbed the servers: every one healthy and the same leader for
+    ``steady_s`` (raft timers that ran while servers were frozen or gone still fire an election
+    or two), so the next test does not deploy into a cluster still electing."""
+    _wait_healthy(servers)
+    deadline, since, leader = time.monotonic() + timeout_s, time.monotonic(), None
+    while time.monotonic() < deadline:
+        try:
+            now = _leader(settings, token)
+        except Exception:  # noqa: BLE001 - a server may still be starting
+            now = ""
+        if not now or now != leader:
+            leader, since = now, time.monotonic()
+        elif time.monotonic() - since >= steady_s:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Consul did not settle on a leader within {timeout_s}s (last: {leader!r})")
+
+
 def test_with_the_leader_stopped_a_new_one_is_elected_and_pushes_work(env_name, settings, token):
     if settings.consul.servers < 3:
         pytest.skip("one Consul server: no quorum to elect another leader")
@@ -150,7 +169,7 @@ def test_with_the_leader_stopped_a_new_one_is_elected_and_pushes_work(env_name, 
         assert "applied by all" in pushed
     finally:
         subprocess.run(["docker", "start", containers[old]], check=True, capture_output=True)
-        _wait_healthy(list(containers.values()))
+        _wait_settled(settings, token, list(containers.values()))
 
 
 def test_history_and_rollback(env_name, settings, token):
@@ -167,7 +186,8 @@ def test_history_and_rollback(env_name, settings, token):
     assert "seeded by the first deploy" in listed and f"rollback to version {version}" in listed
 
 
-def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_reports_itself_stale(env_name, settings):
+def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_reports_itself_stale(
+        env_name, settings, token):
     client = api_client(settings)
     servers = [f"{settings.compose_project}-{name}-1" for name in instance_names(settings, "consul", "consul")]
     # Frozen, not stopped: unreachable as behind a partition, and they keep their addresses. (A
@@ -198,6 +218,8 @@ def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_rep
                                  for r in restarted), restarted
     finally:
         subprocess.run(["docker", "unpause", *servers], check=True, capture_output=True)
+        # Their health probes failed while frozen: settled again before the next test deploys.
+        _wait_settled(settings, token, servers)
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["processed"] == counts["accepted"], counts
     # Consul back: every process reads it again.
