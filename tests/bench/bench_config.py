@@ -58,8 +58,12 @@ def _push_once(settings, kv: ConsulKV, key: str, value: float) -> float:
 
 
 def _floor_once(kv: ConsulKV, key: str) -> float:
-    """A blocking query's return after a write, from the write's acknowledgment."""
+    """A blocking query's return after a write, from the write's acknowledgment (a key of its
+    own, which no process watches)."""
     read = kv.get(key)
+    if read is None:
+        kv.write(key, b"0", 0)
+        read = kv.get(key)
     returned: list[float] = []
     ready = threading.Event()
 
@@ -72,7 +76,7 @@ def _floor_once(kv: ConsulKV, key: str) -> float:
     watcher.start()
     ready.wait()
     time.sleep(0.05)  # the query is parked at the server before the write
-    kv.write(key, read.value, read.modify_index)  # same document, new index: wakes the query
+    kv.write(key, str(int(read.value) + 1).encode(), read.modify_index)  # wakes the query
     acked = time.time()
     watcher.join(20)
     return returned[0] - acked
@@ -95,7 +99,7 @@ def main() -> None:
         with Traffic(client, interval_s=0.1) as traffic:  # light traffic: ~10 creates/s
             for n in range(PUSHES):
                 pushes.append(_push_once(settings, kv, key, 1.0 + (n % 2) / 2))
-                floor.append(_floor_once(kv, key))
+                floor.append(_floor_once(kv, f"shipyard/{settings.name}/bench/floor"))
         processes = len(runtime.read_reports(settings)[0])
     finally:
         subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
