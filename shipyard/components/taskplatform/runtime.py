@@ -156,13 +156,9 @@ def wait_applied(settings: EnvironmentSettings, wanted: str, timeout_s: float) -
         time.sleep(0.1)
 
 
-def _kv(settings: EnvironmentSettings, token: str) -> ConsulKV:
-    return ConsulKV(settings, token)
-
-
 def push(settings: EnvironmentSettings, token: str, doc: dict, note: str, timeout_s: float = 30.0) -> str:
     """Write ``doc`` as the next version (check-and-set), then wait for every process. What to print."""
-    kv = _kv(settings, token)
+    kv = ConsulKV(settings, token)
     key = runtime_key(settings.name)
     current = kv.get(key)
     current_doc = json.loads(current.value) if current else None
@@ -195,7 +191,7 @@ def desired(settings: EnvironmentSettings) -> dict:
 
 
 def current_document(settings: EnvironmentSettings, token: str) -> dict:
-    entry = _kv(settings, token).get(runtime_key(settings.name))
+    entry = ConsulKV(settings, token).get(runtime_key(settings.name))
     if entry is None:
         raise ShipyardError(f"environment {settings.name}", "Consul holds no runtime config yet",
                             f"deploy first: make up ENV={settings.name}")
@@ -203,7 +199,7 @@ def current_document(settings: EnvironmentSettings, token: str) -> dict:
 
 
 def history(settings: EnvironmentSettings, token: str) -> list[dict]:
-    kv = _kv(settings, token)
+    kv = ConsulKV(settings, token)
     entries = []
     for key in kv.keys(history_prefix(settings.name)):
         item = kv.get(key)
@@ -215,7 +211,7 @@ def history(settings: EnvironmentSettings, token: str) -> list[dict]:
 def version_from_history(settings: EnvironmentSettings, token: str, version: str) -> dict:
     if not version.isdigit():
         raise ShipyardError("TO", f"{version!r} is not a version number", "see make config-history")
-    item = _kv(settings, token).get(f"{history_prefix(settings.name)}{int(version):08d}")
+    item = ConsulKV(settings, token).get(f"{history_prefix(settings.name)}{int(version):08d}")
     if item is None:
         raise ShipyardError("TO", f"no version {version} in the history of {settings.name}",
                             f"pick one from make config-history ENV={settings.name}")
