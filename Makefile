@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
 help:
@@ -32,6 +32,10 @@ help:
 	@echo "                         diff, wait until every API process and worker runs it"
 	@echo "make config-set ENV=name KEY=k VALUE=v   one runtime key, same path; make config-history ENV=name;"
 	@echo "                         make config-rollback ENV=name TO=version"
+	@echo "make release ENV=name [VERSION=v] [BUILD=0]   blue-green: v (default: from git) in the idle colour,"
+	@echo "                         smoke test, switch, watch; rolls back by itself (BUILD=0: an image already there)"
+	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
+	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
 	@echo "make bench-rollout      rollout timings vs plain docker compose"
@@ -59,6 +63,15 @@ host-test-deps:
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
 	$(MAKE) --no-print-directory verify ENV=$(ENV)
+
+release: venv
+	$(PY) -m shipyard release --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(VERSION),--version $(VERSION),) $(if $(filter 0,$(BUILD)),--prebuilt,)
+
+rollback: venv
+	$(PY) -m shipyard rollback --env $(ENV) --lock-wait $(LOCK_WAIT)
+
+releases: venv
+	$(PY) -m shipyard releases --env $(ENV)
 
 down: venv
 	$(PY) -m shipyard down --env $(ENV) $(if $(filter 1,$(VOLUMES)),--volumes,)

@@ -5,6 +5,7 @@ holds the environment's lock.
     pyinfra -y inventories/<env>.py deploy.py --data shipyard_env=<env> [--data shipyard_wheelhouse=DIR]
 """
 
+import time
 from pathlib import Path
 
 from pyinfra import host
@@ -15,6 +16,7 @@ from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
+from shipyard.apply.releasestate import host_release_state
 from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
@@ -38,8 +40,19 @@ host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=settings.images.source == "local")
+# Blue-green (shipyard.release): the host's release state decides the versions and the colours
+# it runs; a release passes the colour it is starting (shipyard.releasing).
+first_version = images.first_version(settings)
+state, released = host_release_state(settings.deploy_root, settings.name, first_version or "")
+starting = host.data.get("shipyard_release_start")
+if starting:
+    assert state.starting == starting, f"host {host.name}: the release state does not start {starting}"
+# The version a deploy may build: the one a release starts (unless it is prebuilt), else the
+# live one, kept as it is once a release made it live (its colour runs that image).
+version = state.versions[starting] if starting else state.live_version
+keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
-ensure_images(images.build_plan(REPO, settings, needed), repo_root=str(REPO),
+ensure_images(images.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
-roll_out(settings, render_host(settings, this_host), secrets, previous)
+roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time())
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

@@ -9,6 +9,7 @@
     python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
     python -m shipyard config-push --env E | config-set --env E --key K --value V
     python -m shipyard config-history --env E | config-rollback --env E --to VERSION
+    python -m shipyard release --env E [--version V] [--prebuilt] | rollback --env E | releases --env E
     python -m shipyard redis-failover --env E
     python -m shipyard pg-backup --env E
     python -m shipyard pg-restore --env E [--backup /backups/base-<time>] [--until TIME]
@@ -27,7 +28,11 @@ import time
 from pathlib import Path
 
 from shipyard import commands
+from shipyard import release as release_model
+from shipyard.apply import releasing
 from shipyard.apply.wheelhouse import prepare_wheelhouse
+from shipyard.components import COMPONENTS
+from shipyard.images import hash_tree
 from shipyard.errors import ShipyardError
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
@@ -74,6 +79,13 @@ def render(envs: list[str], check: bool, environ: dict[str, str]) -> int:
 
 
 def up(env: str, lock_wait: float) -> int:
+    with environment_lock(REPO, env, lock_wait):
+        return roll_out_locked(env)
+
+
+def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
+    """The deploy of ``env`` (the caller holds its lock): validate and render, then pyinfra.
+    ``data``: extra pyinfra data (a release passes the colour it starts)."""
     started = time.monotonic()
     # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
@@ -87,12 +99,13 @@ def up(env: str, lock_wait: float) -> int:
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     argv = [pyinfra, "-y", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]
-    with environment_lock(REPO, env, lock_wait):
-        # Once, here, for every host that builds the task platform's image.
-        wheelhouse = prepare_wheelhouse(REPO)
-        if wheelhouse:
-            argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
-        result = subprocess.run(argv, cwd=REPO, check=False)
+    for key, value in (data or {}).items():
+        argv += ["--data", f"{key}={value}"]
+    # Once, here, for every host that builds the task platform's image.
+    wheelhouse = prepare_wheelhouse(REPO)
+    if wheelhouse:
+        argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
+    result = subprocess.run(argv, cwd=REPO, check=False)
     took = time.monotonic() - started
     if result.returncode != 0:
         print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
@@ -102,6 +115,40 @@ def up(env: str, lock_wait: float) -> int:
         finish_rotations(REPO, env, rotating)
         print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
     print(f"shipyard: rollout of {env} done in {took:.1f}s")
+    return 0
+
+
+def default_version() -> str:
+    """A release's version when VERSION= is not given: the commit of the task platform's
+    sources, and a hash of them when they differ from it (every change its own version)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unversioned"
+    sources = [image.build_context for comp in COMPONENTS for image in comp.images if image.build_context and image.tag]
+    if git("status", "--porcelain", "--", *sources):
+        return f"{commit}-{hash_tree(REPO / sources[0])[:8]}"
+    return commit
+
+
+def release(env: str, version: str | None, prebuilt: bool, lock_wait: float) -> int:
+    settings = load_environment(REPO, env, dict(os.environ))
+    return releasing.release_version(settings, version or default_version(), prebuilt,
+                                     lambda data: roll_out_locked(env, data), lock_wait, REPO)
+
+
+def rollback(env: str, lock_wait: float) -> int:
+    settings = load_environment(REPO, env, dict(os.environ))
+    return releasing.rollback(settings, lambda data: roll_out_locked(env, data), lock_wait, REPO)
+
+
+def releases(env: str) -> int:
+    settings = load_environment(REPO, env, dict(os.environ))
+    state = releasing.read_state(settings)
+    print(release_model.history_table(releasing.history(settings)))
+    idle = state.idle
+    warm = f"; {idle} ({state.versions[idle]}) warm" if idle in state.versions and state.warm(time.time()) else ""
+    print(f"\nlive: {state.live} ({state.live_version}){warm}")
     return 0
 
 
@@ -244,6 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     p_logs.add_argument("--service", required=True)
     p_logs.add_argument("--tail", type=int, default=100)
     p_logs.add_argument("--follow", action="store_true")
+    p_release = sub.add_parser("release", help="blue-green: the new version in the idle colour, smoke, switch, watch")
+    p_release.add_argument("--env", required=True)
+    p_release.add_argument("--version", help="the version (image tag); default: from git")
+    p_release.add_argument("--prebuilt", action="store_true", help="release an image already on the hosts (no build)")
+    p_release.add_argument("--lock-wait", type=float, default=0.0)
+    p_rollback = sub.add_parser("rollback", help="back to the previous version (instant when its colour is warm)")
+    p_rollback.add_argument("--env", required=True)
+    p_rollback.add_argument("--lock-wait", type=float, default=0.0)
+    sub.add_parser("releases", help="the release history kept on the host").add_argument("--env", required=True)
     p_down = sub.add_parser("down")
     p_down.add_argument("--env", required=True)
     p_down.add_argument("--volumes", action="store_true")
@@ -281,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
             return up(args.env, args.lock_wait)
         if args.command == "down":
             return down(args.env, args.volumes)
+        if args.command == "release":
+            return release(args.env, args.version, args.prebuilt, args.lock_wait)
+        if args.command == "rollback":
+            return rollback(args.env, args.lock_wait)
+        if args.command == "releases":
+            return releases(args.env)
         if args.command == "pg-promote":
             return pg_promote(args.env, args.replica, args.lock_wait, args.force)
         if args.command == "pg-rebuild":

@@ -160,6 +160,12 @@ class Service:
     # Signal to send when a service it depends on (same host) was recreated and it was not
     # (nginx resolves upstream names at load: new containers have new addresses).
     reload_signal: str | None = None
+    # Released blue-green (shipyard.release): two instances, ``<name>-blue`` and ``<name>-green``,
+    # of which a deploy runs the live one (and keeps the previous one warm for a while).
+    coloured: bool = False
+    # Routes users to the live colour: the release's routing file is mounted read-only at this
+    # directory, and a switch rewrites it and sends ``reload_signal``.
+    routing_mount: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,11 @@ class Component:
     # `make status`: module whose ``describe(settings, {instance name: container})`` returns
     # what an operator wants to know of each instance beyond health (role, lag...).
     describe: str | None = None
+    # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.
+    release_routing: Callable[[str, str], bytes] | None = None
+    # A release's smoke test of the colour it starts: settings → (coloured service, argv run in
+    # that colour's instance; exit 0 when a real round trip through the preview route worked).
+    release_smoke: Callable[[Any], tuple[str, tuple[str, ...]]] | None = None
 
     def config_dir(self, name: str) -> ConfigDir:
         for config in self.config_dirs:

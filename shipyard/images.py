@@ -18,12 +18,14 @@ wheelhouse fetched once per deploy for the base image's own Python (``wheelhouse
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from shipyard.component import Component, Image
 from shipyard.components import COMPONENTS
+from shipyard.release import version_variable
 
 ImageSource = Literal["official", "local"]
 
@@ -51,6 +53,8 @@ class ImageBuild:
     debootstrap: bool = False  # True: built with debootstrap + docker import, not docker build
     include: tuple[str, ...] = ()  # paths of the context that go into the image (empty: all)
     wheelhouse: bool = False  # the context gets ./wheelhouse (fetched on the deploying machine)
+    # A released version's image is never rebuilt under its colour: built when missing only.
+    keep_existing: bool = False
 
 
 def official_ref(ref: str, mirror: str | None) -> str:
@@ -80,6 +84,29 @@ def image_ref(settings, comp: Component, key: str) -> str:
     assert image.official, f"{comp.name}: image {key} has no official ref"
     return official_ref(image.official, settings.images.mirror)
 
+
+
+def versioned_ref(settings, comp: Component, key: str, colour: str | None) -> str:
+    """The ref a compose file names: a versioned image's tag comes from the release state
+    (the project's .env, shipyard.release.version_variable), the settings' tag as the default."""
+    image = _image(comp, key)
+    if not (image.build_context and image.tag):
+        return image_ref(settings, comp, key)
+    return f"{image.local}:${{{version_variable(colour)}:-{image.tag(settings)}}}"
+
+
+def first_version(settings) -> str | None:
+    """The settings' tag of the versioned image (what a host no release has touched runs)."""
+    for comp in COMPONENTS:
+        for image in comp.images:
+            if image.build_context and image.tag:
+                return image.tag(settings)
+    return None
+
+
+def resolved_ref(ref: str, variables: dict[str, str]) -> str:
+    """``versioned_ref`` with the .env's values in (what compose runs)."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: variables.get(m.group(1), m.group(2)), ref)
 
 
 def _used_images(settings, comps: list[Component], keys: set[tuple[str, str]]) -> list[tuple[Component, Image]]:
@@ -143,8 +170,11 @@ def context_files(root: Path, include: tuple[str, ...] = ()) -> list[Path]:
     return files
 
 
-def build_plan(repo: Path, settings, services: list[tuple[Component, str]]) -> list[ImageBuild]:
-    """Images to build on a host for ``services`` (component, image key), bases first."""
+def build_plan(repo: Path, settings, services: list[tuple[Component, str]], version: str | None = None,
+               keep_version: bool = False) -> list[ImageBuild]:
+    """Images to build on a host for ``services`` (component, image key), bases first.
+    ``version``: the tag of versioned images (the release state's; default: the settings');
+    ``keep_version``: an existing image of that version is kept as it is (it is running)."""
     builds: list[ImageBuild] = []
     local = settings.images.source == "local"
     wanted = images_for(settings, services)
@@ -157,10 +187,15 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]]) -> l
             base_comp_image = _image(comp, image.build_base) if image.build_base else None
             base_ref = image_ref(settings, comp, base_comp_image.key) if base_comp_image else BASE_IMAGE
             include = image.build_include
+            ref = image_ref(settings, comp, image.key)
+            versioned = bool(image.tag and version)
+            if versioned:
+                ref = f"{image.local}:{version}"
             builds.append(ImageBuild(
-                ref=image_ref(settings, comp, image.key), context=image.build_context,
+                ref=ref, context=image.build_context,
                 source_hash=hash_tree(repo / image.build_context, base_ref, include=include),
-                build_args={"BASE_IMAGE": base_ref}, include=include, wheelhouse=bool(image.wheelhouse)))
+                build_args={"BASE_IMAGE": base_ref}, include=include, wheelhouse=bool(image.wheelhouse),
+                keep_existing=versioned and keep_version))
         elif local:
             assert image.local and image.local_context, f"{comp.name}: image {image.key} has no local recipe"
             base_ref = BASE_IMAGE if image.local_base == "base" else image_ref(settings, comp, image.local_base)

@@ -102,6 +102,23 @@ HealthSettings = create_model("HealthSettings", __base__=Strict, **{
     for tier in TIERS})
 
 
+class ReleaseSettings(Strict):
+    """Blue-green releases of the services released in colours (shipyard.release)."""
+
+    watch_seconds: int = Field(60, ge=0, le=3600, description="after the switch: how long the new colour is "
+                                                              "watched before the release is recorded as done")
+    keep_previous_seconds: int = Field(600, ge=0, description="the previous colour's API stays warm this long "
+                                                              "after a switch, for an instant rollback")
+    baseline_seconds: int = Field(30, ge=5, le=600, description="traffic just before the switch that the watch "
+                                                                "compares with (the old colour's)")
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="share of 5xx answers of the new colour that "
+                                                                "rolls back (beyond the old colour's own rate)")
+    max_p95_ratio: float = Field(3.0, ge=1, description="new colour's p95 over the old colour's that rolls back")
+    p95_floor_ms: float = Field(100.0, ge=0, description="a p95 under this never rolls back (noise of idle systems)")
+    min_requests: int = Field(20, ge=1, description="fewer answers in the window decide nothing yet")
+    smoke_timeout_seconds: int = Field(30, ge=5, le=600, description="the smoke test's create -> completed round trip")
+
+
 class HostSettings(Strict):
     """One target host, from the inventory (not settable through the SHIPYARD dict)."""
 
@@ -127,6 +144,7 @@ class CoreSettings(BaseSettings):
     health: HealthSettings = HealthSettings()
     secrets: SecretSettings = SecretSettings()
     network: NetworkSettings = NetworkSettings()
+    release: ReleaseSettings = ReleaseSettings()
     hosts: tuple[HostSettings, ...]
 
     @classmethod

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shipyard.component import TIERS, Component, Service
 from shipyard.components import COMPONENTS
+from shipyard.release import COLOURS
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 LOOPBACK = "127.0.0.1"
@@ -38,6 +39,7 @@ class Instance:
     name: str
     number: int | None  # 2 for ``postgres-replica-2``; None for a service that is not numbered
     host: HostSettings
+    colour: str | None = None  # a coloured service's instance: ``blue`` or ``green`` (shipyard.release)
 
     @property
     def tier(self) -> str:
@@ -59,6 +61,12 @@ def instances(settings: EnvironmentSettings) -> tuple[Instance, ...]:
         for svc in comp.services:
             hosts = settings.hosts_with_role(svc.group)
             if not hosts or _scale(svc, settings) == 0:
+                continue
+            if svc.coloured:
+                # Numbered coloured services are not needed yet: refused by the spec test.
+                placed = hosts[:1] if svc.placement in ("once", "spread") else hosts
+                result += [Instance(comp, svc, f"{svc.name}-{colour}", None, h, colour)
+                           for colour in COLOURS for h in placed]
                 continue
             if svc.instances is None:
                 placed = hosts[:1] if svc.placement in ("once", "spread") else hosts
@@ -121,6 +129,9 @@ def host_port(settings: EnvironmentSettings, inst: Instance) -> int | None:
     base = getattr(settings.ports, port.setting)
     if base is None:
         return None
+    if inst.colour is not None:
+        # Both colours run side by side during a release: the second one publishes the next port.
+        return base + COLOURS.index(inst.colour)
     return base + (inst.number + port.instance_offset if inst.number is not None else 0)
 
 
@@ -138,7 +149,8 @@ def binding(settings: EnvironmentSettings, inst: Instance) -> tuple[str, int] | 
         return bind, host_port(settings, inst) or port.container
     chosen = host_port(settings, inst)
     if needs_remote_access(settings, inst):
-        return inst.host.address, chosen or port.container
+        colour_offset = COLOURS.index(inst.colour) if inst.colour else 0
+        return inst.host.address, chosen or port.container + colour_offset
     if port.publish == "remote" or chosen is None:
         return None
     return LOOPBACK, chosen
@@ -163,6 +175,8 @@ def port_key(i: Instance) -> str:
     if port is None or port.setting is None:
         return f"{i.name}'s port"
     offset = f" + {i.number + port.instance_offset}" if i.number else ""
+    if i.colour is not None and COLOURS.index(i.colour):
+        offset = f" + {COLOURS.index(i.colour)}"
     return f"ports.{port.setting}{offset} ({i.name})"
 
 

@@ -162,8 +162,7 @@ def _restore(last_good_dir: str, project: str, services: list[str], timeout: int
     return f"restoring {', '.join(services)} failed too:\n{_compose_errors(err)}"
 
 
-def converge_host(project_dir: str, project: str, services: dict[str, ServiceState],
-                  all_services: dict[str, ServiceState], timeouts: dict[str, int], last_good_dir: str = "") -> None:
+def converge_host(project_dir: str, project: str, services: dict[str, ServiceState], timeouts: dict[str, int], last_good_dir: str = "") -> None:
     """Converge ``services`` (this rollout step's share of the host) behind health gates. When
     the gate fails, services that were healthy before are restored from ``last_good_dir``."""
     recreated = _RECREATED.setdefault(host.name, set())

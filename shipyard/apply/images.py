@@ -97,6 +97,8 @@ def stale_reason(build: ImageBuild, observed: Mapping[str, ObservedImage], rebui
     image = observed.get(normalize_ref(build.ref))
     if image is None:
         return "not on the host yet"
+    if build.keep_existing:
+        return None
     have = image.labels.get(SOURCE_HASH_LABEL, "")
     if have != build.source_hash:
         return f"source changed (image has {have or 'no source hash'}, context is {build.source_hash})"

@@ -10,15 +10,17 @@ from typing import Any
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
 
-from shipyard import commands, images, topology
+from shipyard import commands, images, release, topology
 from shipyard.apply import rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
+from shipyard.apply.releasestate import colour_removed, routing_paths
 from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
 from shipyard.component import SecretFile
 from shipyard.render import RenderedHost, render_secret_file, secret_variables
 from shipyard.render.compose import secrets_variable
+from shipyard.release import ReleaseState
 from shipyard.secretstore import Secret, fingerprints, fingerprints_text
 from shipyard.settings import EnvironmentSettings
 
@@ -46,16 +48,19 @@ def _secret_content(inst: topology.Instance, secret: SecretFile, value: Secret,
 
 def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict[str, Secret],
                  previous: dict[str, Secret] | None = None,
-                 variables: dict[str, dict[str, Any]] | None = None) -> list[WantedPath]:
+                 variables: dict[str, dict[str, Any]] | None = None,
+                 versions: dict[str, str] | None = None) -> list[WantedPath]:
     """Each service gets its own copy of what it needs: mode 0400, owned by the uid that reads it,
     in a 0500 directory of that uid, under a 0700 root-only secrets directory. During a rotation
     (``previous``: name → the value it replaces) a server that takes the new value live also gets
-    the old one as ``<target>.retiring``, to authenticate with until it has switched."""
+    the old one as ``<target>.retiring``, to authenticate with until it has switched.
+    ``versions``: the release state's image version variables, which the project's .env holds too."""
     previous, variables = previous or {}, variables or {}
     # What this host runs with, by fingerprint: a deploy holding other secrets stops (guard.py).
     wanted = [WantedPath(f"{root}/secrets", 0, "700"),
               WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values)),
-              WantedPath(f"{root}/.env", 0, "600", secrets_env(on_host, values))]
+              WantedPath(f"{root}/.env", 0, "600", secrets_env(on_host, values) + "".join(
+                  f"{name}={value}\n" for name, value in sorted((versions or {}).items())).encode())]
     for inst in on_host:
         svc = inst.service
         if not svc.secrets:
@@ -98,37 +103,52 @@ def live_rotations(on_host: tuple[topology.Instance, ...], rotating: set[str]) -
     return apply, retire
 
 
-def service_states(settings: EnvironmentSettings, rendered: RenderedHost) -> dict[str, ServiceState]:
+def service_states(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState | None = None,
+                   now: float = 0.0) -> dict[str, ServiceState]:
     """What the converge step needs to know of each service on the host (plain data: it is
-    handed to a pyinfra python.call)."""
+    handed to a pyinfra python.call). Of a coloured service, only the colours the release
+    ``state`` runs (the live one, and one a release is starting)."""
+    state = state or ReleaseState()
     on_host = topology.instances_on(settings, rendered.host)
     names = {i.name for i in on_host}
+    variables = state.env_variables()
     states = {}
     for inst in on_host:
+        if inst.colour is not None and inst.colour not in state.colours_to_run(now):
+            continue
         svc = inst.service
         same_host_deps = tuple(d.name for d in topology.dependencies(settings, inst) if d.name in names
                                and d.host.name == inst.host.name)
         states[inst.name] = ServiceState(
             name=inst.name, tier=svc.tier, replicas=svc.scale(settings) if svc.scale else 1,
-            image=images.image_ref(settings, inst.component, svc.image), one_shot=svc.one_shot,
+            image=images.resolved_ref(images.versioned_ref(settings, inst.component, svc.image, inst.colour), variables),
+            one_shot=svc.one_shot,
             reload_signal=svc.reload_signal, depends_on=same_host_deps)
     return states
 
 
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
-             previous: dict[str, Secret] | None = None) -> None:
-    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation)."""
+             previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0) -> None:
+    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
+    ``state``: the host's release state (shipyard.release), which the deploy keeps."""
+    state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.instances_on(settings, rendered.host)
     project_paths(name=f"project files and secrets in {root}", root=root,
                   wanted=project_files(root, rendered) + secret_files(
-                      root, on_host, values, previous, secret_variables(settings, rendered.host)))
+                      root, on_host, values, previous, secret_variables(settings, rendered.host),
+                      state.env_variables()))
+    for inst in on_host:
+        if inst.service.routing_mount and inst.component.release_routing:
+            routing_root, wanted = routing_paths(settings.deploy_root, settings.name,
+                                                 inst.component.release_routing(state.live, release.other(state.live)))
+            project_paths(name=f"release routing of {inst.name}: users on {state.live}", root=routing_root, wanted=wanted)
     apply_live, retire_live = live_rotations(on_host, set(previous or {}))
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",
                     function=rotation.run_phase, project_dir=root, project=settings.compose_project,
                     phase="apply", steps=apply_live)
-    states = service_states(settings, rendered)
+    states = service_states(settings, rendered, state, now)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
     last_good = commands.last_good_dir(settings.deploy_root, settings.name)
     steps = topology.rollout_steps(settings)
@@ -136,8 +156,12 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",
                     function=converge_host, project_dir=root, project=settings.compose_project,
-                    services={name: states[name] for name in mine}, all_services=states, timeouts=timeouts,
+                    services={name: states[name] for name in mine if name in states}, timeouts=timeouts,
                     last_good_dir=last_good)
+    idle = sorted(i.name for i in on_host if i.colour in state.colours_to_remove(now))
+    if idle:
+        colour_removed(name=f"the idle colour removed (not kept warm): {', '.join(idle)}", project_dir=root,
+                       project=settings.compose_project, services=idle)
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers drop the old value",
                     function=rotation.retire, project_dir=root, project=settings.compose_project, steps=retire_live)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from shipyard import images, topology
+from shipyard import images, release, topology
 from shipyard.component import Health
 from shipyard.render.context import RenderContext
 from shipyard.settings import EnvironmentSettings, HostSettings
@@ -26,6 +26,7 @@ SECRETS_LABEL = "org.shipyard.secrets"
 SECRETS_DIR = "/run/secrets"
 TIER_LABEL = "org.shipyard.tier"
 COMPONENT_LABEL = "org.shipyard.component"
+COLOUR_LABEL = "org.shipyard.colour"
 
 _LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 
@@ -56,7 +57,8 @@ def _depends_on(settings: EnvironmentSettings, inst: topology.Instance, on_host:
                 deps[dep.name] = {"condition": wait.condition}
     for used in inst.component.uses:
         for dep in topology.instances_of(settings, used):
-            if dep.name in on_host and dep.service.serves_clients and dep.service.consumers_wait:
+            # A colour is started by a deploy or a release, never because a consumer starts.
+            if dep.name in on_host and dep.service.serves_clients and dep.service.consumers_wait and dep.colour is None:
                 deps[dep.name] = {"condition": dep.service.consumers_wait}
     return deps
 
@@ -65,13 +67,18 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
              config_hashes: dict[str, str]) -> dict[str, Any]:
     svc, comp = inst.service, inst.component
     ctx = RenderContext(settings, host, comp)
-    doc: dict[str, Any] = {"image": images.image_ref(settings, comp, svc.image),
+    doc: dict[str, Any] = {"image": images.versioned_ref(settings, comp, svc.image, inst.colour),
                            "restart": "unless-stopped", "logging": _LOGGING}
     if comp.compose_service:
         doc.update(comp.compose_service(ctx, inst))
     if svc.health:
         doc["healthcheck"] = healthcheck(svc.health)
     labels = {COMPONENT_LABEL: comp.name, TIER_LABEL: svc.tier}
+    if inst.colour:
+        labels[COLOUR_LABEL] = inst.colour
+    if svc.routing_mount:
+        routing = f"{release.release_dir(settings.deploy_root, settings.name)}/{release.ROUTING_DIR}"
+        doc.setdefault("volumes", []).append(f"{routing}:{svc.routing_mount}:ro")
     if svc.config_dir:
         doc.setdefault("volumes", []).append(f"./{svc.config_dir}:{comp.config_dir(svc.config_dir).mount}:ro")
         if not svc.hot_reload:
@@ -118,7 +125,7 @@ def render_compose(settings: EnvironmentSettings, host: HostSettings,
                                     {"subnet": str(settings.network.subnet),
                                      "ip_range": settings.network.dynamic_range}]}}}}
     volumes = {v.split(":", 1)[0]: {} for s in services.values() for v in s.get("volumes", [])
-               if not v.startswith("./")}
+               if not v.startswith(("./", "/"))}
     if volumes:
         document["volumes"] = volumes
     return document

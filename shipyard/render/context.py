@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard import topology
+from shipyard import release, topology
 from shipyard.component import Component
 from shipyard.settings import EnvironmentSettings, HostSettings
 
@@ -35,6 +35,16 @@ class RenderContext:
     def endpoints(self, component: str, service: str | None = None) -> tuple[topology.Endpoint, ...]:
         """Every client-facing instance as this host reaches it."""
         return topology.endpoints(self.settings, component, service, self.host)
+
+    def address(self, inst: topology.Instance) -> topology.Endpoint:
+        """How this host reaches ``inst``."""
+        return topology.address(self.settings, inst, self.host)
+
+    def release_version(self, inst: topology.Instance) -> str:
+        """The version ``inst`` runs, as compose interpolates it from the release state (the
+        component's versioned image's tag; shipyard.release)."""
+        image = next(i for i in self.component.images if i.tag)
+        return f"${{{release.version_variable(inst.colour)}:-{image.tag(self.settings)}}}"
 
     def announced(self, inst: topology.Instance) -> topology.Endpoint:
         """The address ``inst`` gives others for itself."""

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from shipyard import commands
+import time
+
+from shipyard import commands, images, release
+from shipyard.release import ReleaseState
 from shipyard.inventory import load_environment
 from shipyard.render import RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings
@@ -46,6 +49,14 @@ class Target:
         out, err = result.output or (None, None)
         return result.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
 
+    @property
+    def release(self) -> ReleaseState:
+        return release_state(self.settings, self.host)
+
+    def live(self, service: str) -> str:
+        """The instance name of a coloured service in the live colour (``api`` → ``api-blue``)."""
+        return f"{service}-{self.release.live}"
+
     def runs(self, component: str) -> bool:
         """Whether any service of ``component`` runs on this host."""
         return any(i.component.name == component for i in topology.instances_on(self.settings, self.rendered.host))
@@ -67,10 +78,26 @@ def _testinfra_url(connect: str, data: dict | None = None) -> str:
     return "local://" if connect == "@local" else f"ssh://{connect}"
 
 
+def release_state(settings: EnvironmentSettings, host) -> ReleaseState:
+    """The host's release state (shipyard.release); a host no release touched runs blue."""
+    f = host.file(f"{release.release_dir(settings.deploy_root, settings.name)}/{release.STATE_FILE}")
+    state = ReleaseState.parse(f.content_string if f.exists else None, f.path)
+    return state or ReleaseState.initial(images.first_version(settings) or "")
+
+
+def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:
+    """Whether a deploy runs ``inst``: of a coloured service, only the live colour."""
+    if inst.colour is None:
+        return True
+    host = testinfra.get_host(_testinfra_url(inst.host.connect))
+    return inst.colour in release_state(settings, host).colours_to_run(time.time())
+
+
 def pytest_generate_tests(metafunc):
     settings = _settings(metafunc.config)
     if "service" in metafunc.fixturenames:
-        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.instances_on(settings, h)]
+        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.instances_on(settings, h)
+                 if _runs(settings, i)]
         metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
     elif "target" in metafunc.fixturenames:
         metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")

@@ -25,18 +25,25 @@ def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_ser
     assert sorted(line[2:] for line in listed.splitlines()) == sorted([*target.rendered.shipped, ".env"])
     secret_dirs = target.host.check_output(f"ls {target.project_dir}/secrets").split()
     services = target.rendered.compose["services"]
+    # Both colours' secrets: the idle colour gets its files ready for the next release.
     assert sorted(secret_dirs) == sorted(["fingerprints"] + [name for name in services
                                                              if target.instance(name).service.secrets])
     # No rotation is pending: no old value is left anywhere.
     assert target.host.check_output(f"find {target.project_dir}/secrets -name '*.retiring'") == ""
 
 
-def test_the_env_file_holds_fingerprints_only_and_is_root_only(target):
+def test_the_env_file_holds_fingerprints_and_release_versions_only_and_is_root_only(target):
     env = target.host.file(f"{target.project_dir}/.env")
     assert env.mode == 0o600 and env.uid == 0
+    versions = {}
     for line in env.content_string.splitlines():
         name, value = line.split("=", 1)
+        if name.startswith("SHIPYARD_VERSION"):
+            versions[name] = value
+            continue
         assert name.startswith("SHIPYARD_SECRETS_") and len(value) == 16, name
+    # The image versions of the release state (none before the first release: the render's defaults).
+    assert versions in ({}, target.release.env_variables())
 
 
 def test_the_host_records_its_secrets_by_fingerprint_only(target):

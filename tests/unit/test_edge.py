@@ -51,9 +51,11 @@ def test_an_api_reached_by_name_is_resolved_per_request_and_addresses_keep_the_u
     for env in ("local", "ci"):
         conf = render_environment(load_environment(repo, env, {}))[env].files["nginx/nginx.conf"].decode()
         assert "resolver 127.0.0.11 valid=2s" in conf and "upstream api" not in conf
-        assert "set $api_upstream http://api:8000;" in location_block(conf, "/")
+        assert "set $api_upstream http://api-$live_colour:8000;" in location_block(conf, "/")
     conf = render_environment(load_environment(repo, "production", {}))["edge-1"].files["nginx/nginx.conf"].decode()
-    assert "server 10.0.1.11:8000" in conf and "proxy_pass http://api;" in location_block(conf, "/")
+    # Each colour its upstream block (the green API publishes the next port).
+    assert "upstream api_blue" in conf and "server 10.0.1.11:8000" in conf and "server 10.0.1.11:8001" in conf
+    assert "set $api_upstream http://api_$live_colour;" in location_block(conf, "/")
     assert "resolver" not in conf
 
 

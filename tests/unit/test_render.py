@@ -36,14 +36,14 @@ def test_single_host_data_ports_bind_loopback_only(repo):
     doc = rendered(repo, "ci")["ci"].compose
     assert doc["services"]["postgres"]["ports"] == ["127.0.0.1:15432:5432"]
     assert doc["services"]["redis"]["ports"] == ["127.0.0.1:16379:6379"]
-    assert doc["services"]["api"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432,postgres-replica-1:5432"
+    assert doc["services"]["api-blue"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432,postgres-replica-1:5432"
 
 
 def test_multi_host_addresses_come_from_the_inventory(repo):
     hosts = rendered(repo, "production")
     data = hosts["data-1"].compose["services"]
     assert data["postgres"]["ports"] == ["10.0.2.21:5432:5432"]  # private address, never 0.0.0.0
-    api = hosts["app-1"].compose["services"]["api"]
+    api = hosts["app-1"].compose["services"]["api-blue"]
     assert api["environment"]["TASKS_PG_HOSTS"].startswith("10.0.2.21:5432,10.0.2.21:")
     assert "depends_on" not in data["postgres"]
     nginx = hosts["edge-1"].files["nginx/nginx.conf"].decode()
@@ -58,7 +58,7 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
         assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name != "edge" else []), name
     # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
     assert "org.shipyard.secrets" not in services["postgres"]["labels"]
-    assert services["api"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API:-none}"
+    assert services["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"
     assert services["redis-sentinel-2"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_REDIS_SENTINEL_2:-none}"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
 
@@ -70,7 +70,7 @@ def test_config_change_changes_the_config_hash_label_but_hot_reload_does_not(rep
                                             "SHIPYARD_RUNTIME__RATE_LIMIT_PER_MINUTE": "7"})
     after = render_environment(tweaked)["ci"].compose["services"]
     assert after["postgres"]["labels"] != base["postgres"]["labels"]
-    assert after["api"] == base["api"]  # runtime config is hot-reloaded, the container stays
+    assert after["api-blue"] == base["api-blue"]  # runtime config is hot-reloaded, the container stays
     assert inv  # the inventory on disk was not touched
 
 
@@ -90,10 +90,10 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
 
     none = rendered_with(0).compose["services"]
     assert not [s for s in none if s.startswith("postgres-replica")]
-    assert none["api"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432"
+    assert none["api-blue"]["environment"]["TASKS_PG_HOSTS"] == "postgres:5432"
     two = rendered_with(2)
     services = two.compose["services"]
-    assert services["api"]["environment"]["TASKS_PG_HOSTS"] == \
+    assert services["api-blue"]["environment"]["TASKS_PG_HOSTS"] == \
         "postgres:5432,postgres-replica-1:5432,postgres-replica-2:5432"
     # Every node starts the same way, named; node.sh tells primary and replica apart by the data.
     for node in ("postgres", "postgres-replica-1", "postgres-replica-2"):

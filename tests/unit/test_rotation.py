@@ -47,8 +47,8 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
     assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
     # Each its own Consul token (read of its own prefix), never the management token.
-    assert targets["worker"] == ["consul_token", "postgres_password", "redis_password", "sentinel_password"]
-    assert targets["api"] == ["consul_token", "jwt_signing_key", "postgres_password", "redis_password",
+    assert targets["worker-blue"] == targets["worker-green"] == ["consul_token", "postgres_password", "redis_password", "sentinel_password"]
+    assert targets["api-blue"] == targets["api-green"] == ["consul_token", "jwt_signing_key", "postgres_password", "redis_password",
                               "sentinel_password"]
     assert targets["consul-setup"] == ["consul_admin_token", "consul_token_api", "consul_token_worker"]
     # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
@@ -61,15 +61,15 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
 
 @pytest.mark.parametrize("secret, recreated", [
     # Redis nodes and Sentinels take the new Redis password live; its clients are recreated.
-    ("redis_password", {"api", "worker"}),
+    ("redis_password", {"api-blue", "api-green", "worker-blue", "worker-green"}),
     # The nodes change the superuser's password live; only the job that logs in with it reruns.
     ("postgres_password", {"db-setup"}),
-    ("pg_app_password", {"db-setup", "api", "worker"}),
+    ("pg_app_password", {"db-setup", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("pg_migrator_password", {"db-setup", "migrate"}),
     ("replication_password", set()),
     # The Sentinels' own password: they and their clients restart with it (nodes read it at start).
-    ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api", "worker"}),
-    ("jwt_signing_key", {"api"}),
+    ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api-blue", "api-green", "worker-blue", "worker-green"}),
+    ("jwt_signing_key", {"api-blue", "api-green"}),
 ])
 def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_it_at_start(on_host, secret, recreated):
     before = digests(on_host, values())

@@ -109,7 +109,7 @@ def test_two_ports_on_one_number_are_refused_naming_both_keys(repo):
         load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "8000"})
     text = str(err.value)
     assert "environment variable SHIPYARD_PORTS__EDGE_HTTP (host local, port 8000)" in text
-    assert "ports.api_direct (api) and ports.edge_http (edge) both publish 8000" in text
+    assert "ports.api_direct (api-blue) and ports.edge_http (edge) both publish 8000" in text
     # A numbered instance's port counts too: the first replica publishes at ports.postgres + 1.
     with pytest.raises(SettingsError) as err:
         load_environment(repo, "production", {"SHIPYARD_PORTS__SENTINEL": "5433"})

@@ -66,7 +66,7 @@ def test_nothing_binds_every_address_but_a_public_port(repo, env):
 def test_production_hands_the_app_every_data_instance_it_needs_on_the_private_address(repo):
     settings = load_environment(repo, "production", {})
     rendered = render_environment(settings)
-    api = rendered["app-1"].compose["services"]["api"]["environment"]
+    api = rendered["app-1"].compose["services"]["api-blue"]["environment"]
     assert api["TASKS_PG_HOSTS"] == "10.0.2.21:5432,10.0.2.21:5433"
     assert api["TASKS_REDIS_SENTINELS"] == "10.0.2.21:26379,10.0.2.21:26380,10.0.2.21:26381"
     data = published(rendered["data-1"])
@@ -91,12 +91,13 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     # data everywhere; then the migration with its own host's app (compose orders those two);
     # then the other app hosts, once the schema is there; then the edge.
     assert [sorted(step) for step in steps] == [["data-1"], ["app-1"], ["app-2"], ["edge-1"]]
-    assert steps[1]["app-1"] == ("db-setup", "consul-setup", "migrate", "api", "worker")
-    assert set(steps[2]["app-2"]) == {"api", "worker"}
+    assert steps[1]["app-1"] == ("db-setup", "consul-setup", "migrate", "api-blue", "api-green",
+                                 "worker-blue", "worker-green")
+    assert set(steps[2]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
     rendered = render_environment(settings)
     assert "migrate" in rendered["app-1"].compose["services"]
     assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
-    assert "migrate" not in rendered["app-2"].compose["services"]["api"].get("depends_on", {})
+    assert "migrate" not in rendered["app-2"].compose["services"]["api-blue"].get("depends_on", {})
 
 
 def test_numbered_instances_and_their_ports(repo):

@@ -10,6 +10,9 @@ from typing import Any
 from shipyard.component import Component, ConfigDir, Health, Image, Port, Service
 
 CONF = "/etc/nginx/shipyard"
+# The release's routing file (live.conf, written by release_routing below) is mounted here.
+ROUTING = "/etc/nginx/shipyard-release"
+PREVIEW_PORT = 8081  # the preview route: the idle colour, for a release's smoke test (not published)
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
@@ -25,13 +28,26 @@ def _is_address(host: str) -> bool:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    servers = ctx.endpoints("taskplatform", "api")
+    # The API in each colour (blue-green, shipyard.release): users reach $live_colour's,
+    # the preview route $preview_colour's; both variables come from the release's live.conf.
+    colours: dict[str, list] = {}
+    for inst in ctx.instances_of("taskplatform", "api"):
+        endpoint = ctx.address(inst)
+        if endpoint not in colours.setdefault(inst.colour, []):
+            colours[inst.colour].append(endpoint)
     # An API reached by its compose service name (one host) gets a new address whenever its
     # container restarts (a crash, `docker restart`), which an upstream block, resolved once at
     # load, would not follow: that name is resolved per request through Docker's DNS instead.
-    # Addresses (several hosts) never change: they keep the upstream block and its keepalive.
-    by_name = len(servers) == 1 and not _is_address(servers[0].host)
-    return {"env": ctx.env, "api_servers": servers, "api_by_name": servers[0] if by_name else None}
+    # Addresses (several hosts) never change: they keep upstream blocks and their keepalive.
+    by_name = all(len(servers) == 1 and not _is_address(servers[0].host) for servers in colours.values())
+    port = next(iter(colours.values()))[0].port
+    return {"env": ctx.env, "api_colours": colours, "api_by_name": by_name, "api_port": port,
+            "conf": CONF, "routing": ROUTING, "preview_port": PREVIEW_PORT}
+
+
+def release_routing(live: str, preview: str) -> bytes:
+    return (f"# Written by a release (make release / rollback); nginx reloads it on a switch.\n"
+            f"set $live_colour {live};\nset $preview_colour {preview};\n").encode()
 
 
 COMPONENT = Component(
@@ -47,8 +63,9 @@ COMPONENT = Component(
                           bind_setting="edge_bind"),
                 health=Health(("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/edge/health"), start_period_s=30),
                 # nginx resolves upstream names at (re)load: new API containers have new addresses.
-                reload_signal="HUP"),
+                reload_signal="HUP", routing_mount=ROUTING),
     ),
     compose_service=compose_service,
     template_context=template_context,
+    release_routing=release_routing,
 )

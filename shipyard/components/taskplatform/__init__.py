@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shipyard.components.edge import PREVIEW_PORT
 from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
 
@@ -33,7 +34,7 @@ _CONSUL_SETUP_SECRETS = (SecretFile("consul_admin_token", "consul_management_tok
                          *(SecretFile(f"consul_token_{s}", f"consul_token_{s}") for s in _CONSUL_SERVICES))
 
 
-def _environment(ctx) -> dict[str, str]:
+def _environment(ctx, inst) -> dict[str, str]:
     app, postgres, redis = ctx.section("app"), ctx.section("postgres"), ctx.section("redis")
     master = ctx.endpoints("redis", "redis")[0]
     return {
@@ -48,8 +49,10 @@ def _environment(ctx) -> dict[str, str]:
         "TASKS_REDIS_MASTER_NAME": redis.master_name,
         "TASKS_SECRETS_DIR": "/run/secrets",
         "TASKS_CONFIG_FILE": f"{CONF}/runtime.json",
-        "TASKS_RELEASE_COLOUR": app.release_colour,
-        "TASKS_BUILD_VERSION": app.version,
+        # Blue-green (shipyard.release): the colour this container belongs to and the version
+        # it runs, which follows the host's release state like its image does.
+        **({"TASKS_RELEASE_COLOUR": inst.colour} if inst.colour else {}),
+        "TASKS_BUILD_VERSION": ctx.release_version(inst),
         "TASKS_API_PROCESSES": str(app.api_processes),
         "TASKS_API_MAX_CONCURRENT_REQUESTS": str(app.api_max_concurrent_requests),
         "TASKS_API_MAX_BODY_BYTES": str(app.api_max_body_bytes),
@@ -65,7 +68,7 @@ def _environment(ctx) -> dict[str, str]:
 
 def compose_service(ctx, inst) -> dict[str, Any]:
     app = ctx.section("app")
-    env = _environment(ctx)
+    env = _environment(ctx, inst)
     if inst.service.name == "migrate":
         env["TASKS_PG_USER"] = app.db_migrator_role
     elif inst.service.name == "consul-setup":
@@ -82,6 +85,13 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     doc["stop_grace_period"] = "30s" if inst.service.name == "worker" else "20s"
     doc["mem_limit"] = f"{app.memory_limit_mb}m"
     return doc
+
+
+def release_smoke(settings) -> tuple[str, tuple[str, ...]]:
+    """In the API of the colour a release starts: a task created through the edge's preview
+    route, run by that colour's workers (`taskplatform smoke`, services/README.md)."""
+    return "api", ("taskplatform", "smoke", "--base-url", f"http://edge:{PREVIEW_PORT}",
+                   "--timeout", str(settings.release.smoke_timeout_seconds))
 
 
 def template_context(ctx) -> dict[str, Any]:
@@ -112,14 +122,15 @@ COMPONENT = Component(
                 serves_clients=False, waits=(Wait("db-setup", "service_completed_successfully"),)),
         Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL, SecretFile("jwt_signing_key", "jwt_signing_key"),
                                                                    SecretFile("consul_token", "consul_token_api")),
-                config_dir="taskplatform", hot_reload=True,
-                port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks); null to not publish"),
+                config_dir="taskplatform", hot_reload=True, coloured=True,
+                port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks; green: "
+                                                   "the next port); null to not publish"),
                 health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),
                        Wait("consul-setup", "service_completed_successfully"))),
         Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL,
                                                                       SecretFile("consul_token", "consul_token_worker")),
-                config_dir="taskplatform",
+                config_dir="taskplatform", coloured=True,
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
                 waits=(Wait("migrate", "service_completed_successfully"),
@@ -127,6 +138,7 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
+    release_smoke=release_smoke,
     secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
     checks="shipyard.components.taskplatform.checks",
 )

@@ -22,7 +22,7 @@ def edge(target):
 
 @pytest.fixture(scope="module")
 def token(target):
-    key = target.host.file(f"{target.project_dir}/secrets/api/jwt_signing_key").content_string.strip()
+    key = target.host.file(f"{target.project_dir}/secrets/{target.live('api')}/jwt_signing_key").content_string.strip()
     app = target.settings.app
     return jwt.encode({"sub": "verify-tenant", "iss": app.jwt_issuer, "aud": app.jwt_audience,
                        "exp": int(time.time()) + 300}, key, algorithm="HS256")
@@ -33,10 +33,12 @@ def test_api_ready_through_edge(edge):
     assert response.status_code == 200, response.text
 
 
-def test_version_through_edge(edge, target):
-    body = requests.get(f"{edge}/version", timeout=5).json()
-    assert body["version"] == target.settings.app.version
-    assert body["colour"] == target.settings.app.release_colour
+def test_the_edge_serves_the_live_colour_and_version(edge, target):
+    """What the host's release state says is live is what users reach (shipyard.release)."""
+    state = target.release
+    response = requests.get(f"{edge}/version", timeout=5)
+    assert response.json() == {"version": state.live_version, "colour": state.live}
+    assert response.headers["X-Release"] == f"{state.live}/{state.live_version}"
 
 
 def test_task_created_through_edge_is_processed_by_a_worker(edge, token):
@@ -105,12 +107,12 @@ def _consul_status(target, service: str, method: str, key: str) -> str:
 def test_each_service_consul_token_reads_its_own_and_the_shared_config_and_nothing_else(target, reader, other):
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
-    env = target.settings.name
-    assert _consul_status(target, reader, "GET", f"shipyard/{env}/shared/runtime") == "200"
-    assert _consul_status(target, reader, "GET", f"shipyard/{env}/{other}/probe") == "403"
-    assert _consul_status(target, reader, "GET", f"shipyard/{env}-other/shared/runtime") == "403"
-    assert _consul_status(target, reader, "PUT", f"shipyard/{env}/shared/runtime") == "403"
-    assert _consul_status(target, reader, "PUT", f"shipyard/{env}/{reader}/probe") == "403"
+    env, instance = target.settings.name, target.live(reader)
+    assert _consul_status(target, instance, "GET", f"shipyard/{env}/shared/runtime") == "200"
+    assert _consul_status(target, instance, "GET", f"shipyard/{env}/{other}/probe") == "403"
+    assert _consul_status(target, instance, "GET", f"shipyard/{env}-other/shared/runtime") == "403"
+    assert _consul_status(target, instance, "PUT", f"shipyard/{env}/shared/runtime") == "403"
+    assert _consul_status(target, instance, "PUT", f"shipyard/{env}/{reader}/probe") == "403"
 
 
 def test_every_instance_applied_the_runtime_config_consul_holds(target):
@@ -121,7 +123,7 @@ def test_every_instance_applied_the_runtime_config_consul_holds(target):
     raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
                        headers={"X-Consul-Token": token}, timeout=5).content
     wanted = hashlib.sha256(raw).hexdigest()[:16]
-    workers = [c for c in target.docker.containers() if c.labels.get("com.docker.compose.service") == "worker"]
+    workers = [c for c in target.docker.containers() if c.labels.get("com.docker.compose.service") == target.live("worker")]
     assert workers
     for worker in workers:  # each worker container (one worker process each) reports in its heartbeat
         beat = json.loads(worker.exec_run(["cat", "/tmp/taskplatform-worker.heartbeat"]).output)
@@ -129,7 +131,7 @@ def test_every_instance_applied_the_runtime_config_consul_holds(target):
     # The API processes share the port (the kernel spreads connections): with 2-4 of them,
     # 12 asks leave one unasked with a chance under 1 in 1000.
     for _ in range(12):
-        code, out, err = target.exec("api", ["python", "-c", "import urllib.request; print(urllib.request.urlopen("
+        code, out, err = target.exec(target.live("api"), ["python", "-c", "import urllib.request; print(urllib.request.urlopen("
                                              "'http://127.0.0.1:8000/v1/config').read().decode())"])
         assert code == 0, err
         assert json.loads(out)["hash"] == wanted, out

@@ -121,13 +121,15 @@ def not_applied(reports: list[Report], wanted: str) -> list[str]:
 def read_reports(settings: EnvironmentSettings) -> tuple[list[Report], list[str]]:
     """Every running API/worker process's report; and the containers that gave none."""
     reports, silent = [], []
+    # Both colours' instances: a release's warm previous colour applies the config too.
+    reporting = {name for service in REPORTING_SERVICES for name in topology.instance_names(settings, "taskplatform", service)}
     for host in settings.hosts:
         if not any(i.component.name == "taskplatform" and i.service.name in REPORTING_SERVICES
                    for i in topology.instances_on(settings, host)):
             continue
         access = HostAccess(settings, host)
         for container in access.containers():
-            if container.labels.get(COMPOSE_SERVICE_LABEL) not in REPORTING_SERVICES or container.status != "running":
+            if container.labels.get(COMPOSE_SERVICE_LABEL) not in reporting or container.status != "running":
                 continue
             result = container.exec_run(["sh", "-c", _READ_REPORTS])
             lines = [line for line in result.output.decode(errors="replace").splitlines() if line.startswith("{")]

@@ -29,8 +29,8 @@ class RuntimeSettings(Strict):
 
 
 class AppSettings(Strict):
-    version: str = Field("0.1.0", pattern=r"^[0-9A-Za-z._-]{1,64}$", description="task platform build version (image tag)")
-    release_colour: Literal["blue", "green"] = "blue"
+    version: str = Field("0.1.0", pattern=r"^[0-9A-Za-z._-]{1,64}$", description="the task platform's first version (image tag); "
+                         "`make release` ships later ones, and a deploy keeps what is live")
     api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
     worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
     memory_limit_mb: int = Field(512, ge=128)

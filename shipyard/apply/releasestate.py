@@ -1,0 +1,70 @@
+"""The host's release state (shipyard.release) as a deploy sees it, and what a deploy does
+with it: the routing file the edge includes, and the idle colour removed once it is no longer
+kept warm. A deploy never changes the state itself; releases and rollbacks do
+(shipyard.releasing)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand, operation
+
+from shipyard import commands, release
+from shipyard.apply.private_files import WantedPath
+from shipyard.release import ReleaseState
+
+
+class ReleaseStateFile(FactBase):
+    """The text of the host's state.json ("" when no release has touched the host)."""
+
+    def command(self, path: str) -> str:
+        return commands.to_shell(["cat", path]) + " 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return ""
+
+    def process(self, output):
+        return "\n".join(output)
+
+
+def host_release_state(deploy_root: str, env: str, first_version: str) -> tuple[ReleaseState, bool]:
+    """(the state, whether a release has recorded one): a host no release touched runs the
+    settings' version in blue."""
+    path = f"{release.release_dir(deploy_root, env)}/{release.STATE_FILE}"
+    state = ReleaseState.parse(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}")
+    return (state, True) if state else (ReleaseState.initial(first_version), False)
+
+
+def routing_paths(deploy_root: str, env: str, routing: bytes) -> tuple[str, list[WantedPath]]:
+    """(root, wanted paths) of the routing file a routing service mounts."""
+    top = release.release_dir(deploy_root, env)
+    root = f"{top}/{release.ROUTING_DIR}"
+    return root, [WantedPath(top, 0, "755"), WantedPath(root, 0, "755"),
+                  WantedPath(f"{root}/{release.ROUTING_FILE}", 0, "644", routing)]
+
+
+@operation()
+def colour_removed(project_dir: str, project: str, services: list[str]):
+    """Stop and remove the containers of an idle colour no longer kept warm (the services stay in
+    the compose file: the next release starts them again)."""
+    states = host.get_fact(RunningServices, project=project)
+    present = [s for s in services if s in states]
+    if not present:
+        host.noop(f"{', '.join(services)}: not running")
+        return
+    yield StringCommand(commands.to_shell(commands.compose(project_dir, project, "rm", "--stop", "--force", *present)))
+
+
+class RunningServices(FactBase):
+    """Services of a compose project that have a container (any state)."""
+
+    def command(self, project: str) -> str:
+        return commands.to_shell(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                                  "--format", '{{.Label "com.docker.compose.service"}}'])
+
+    @staticmethod
+    def default():
+        return set()
+
+    def process(self, output):
+        return {line.strip() for line in output if line.strip()}

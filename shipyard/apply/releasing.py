@@ -1,0 +1,357 @@
+"""Blue-green releases and rollbacks (`make release`, `make rollback`, `make releases`): the
+steps, on the environment's hosts (shipyard.release holds the state and the rules).
+
+A release, each step timed and printed:
+  1. lock      the environment's lock (the deploys' own);
+  2. start     the deploy with the new version in the idle colour: images, migrations (the
+               one-shots run the newest version), the new colour behind its health gate; the
+               live colour is left as it is;
+  3. smoke     the component's smoke test in the new colour (a real round trip through the
+               routing service's preview route, run by the new colour's workers);
+  4. switch    the routing file rewritten and the routing service reloaded (nginx: a graceful
+               reload, in-flight requests finish on the old workers); then the old colour's
+               services that serve no client (workers) stop, finishing or handing back their
+               work; its API stays warm for ``release.keep_previous_seconds``;
+  5. watch     ``release.watch_seconds`` of the new colour's answers (the routing service's
+               access log) against the old colour's just before the switch; beyond the
+               thresholds, an automatic rollback to the warm old colour, saying why;
+  6. record    a line of history on the host.
+A failure before the switch leaves the live colour untouched and removes the new one.
+
+Environments of @local hosts only, like the drills (the state files and the routing file are
+written on the host directly).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from docker.models.containers import Container
+
+from shipyard import images, release, topology
+from shipyard.drills.containers import require_local
+from shipyard.errors import ShipyardError
+from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess, exec_in
+from shipyard.lock import environment_lock
+from shipyard.release import Record, ReleaseState, Traffic
+from shipyard.settings import EnvironmentSettings
+
+LOG_TAIL_LINES = 40
+WATCH_POLL_S = 1.0
+
+Deploy = Callable[[dict[str, str]], int]  # extra pyinfra data → exit code (the caller's lock held)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._at = time.monotonic()
+
+    def done(self, step: str, what: str) -> None:
+        now = time.monotonic()
+        self.steps[step] = round(now - self._at, 2)
+        self._at = now
+        print(f"release: {step:<7} {self.steps[step]:6.2f}s  {what}", flush=True)
+
+
+def _who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+# --- the host's files ----------------------------------------------------------------------------
+
+def _dir(settings: EnvironmentSettings) -> Path:
+    return Path(release.release_dir(settings.deploy_root, settings.name))
+
+
+def read_state(settings: EnvironmentSettings) -> ReleaseState:
+    path = _dir(settings) / release.STATE_FILE
+    text = path.read_text() if path.exists() else None
+    try:
+        state = ReleaseState.parse(text, str(path))
+    except ValueError as exc:
+        raise ShipyardError(str(path), str(exc), "fix the file, or remove it (a release writes it again)") from None
+    return state or ReleaseState.initial(images.first_version(settings) or "")
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Whole or not at all: a reader (nginx, a deploy) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+def write_state(settings: EnvironmentSettings, state: ReleaseState) -> None:
+    _write(_dir(settings) / release.STATE_FILE, state.dump().encode())
+
+
+def history(settings: EnvironmentSettings) -> list[Record]:
+    path = _dir(settings) / release.HISTORY_FILE
+    return release.parse_history(path.read_text() if path.exists() else None)
+
+
+def _record(settings: EnvironmentSettings, record: Record) -> None:
+    with open(_dir(settings) / release.HISTORY_FILE, "a") as handle:
+        handle.write(record.line())
+
+
+# --- containers ----------------------------------------------------------------------------------
+
+def _coloured(settings: EnvironmentSettings, colour: str) -> list[topology.Instance]:
+    return [i for i in topology.instances(settings) if i.colour == colour]
+
+
+def _routing(settings: EnvironmentSettings) -> list[topology.Instance]:
+    return [i for i in topology.instances(settings) if i.service.routing_mount and i.component.release_routing]
+
+
+def _containers(settings: EnvironmentSettings, inst: topology.Instance) -> list[Container]:
+    return [c for c in HostAccess(settings, inst.host).containers() if c.labels.get(COMPOSE_SERVICE_LABEL) == inst.name]
+
+
+def _healthy(container: Container) -> bool:
+    container.reload()
+    state = container.attrs["State"]
+    return state["Status"] == "running" and (state.get("Health") or {}).get("Status", "healthy") == "healthy"
+
+
+def is_warm(settings: EnvironmentSettings, colour: str) -> bool:
+    """Every client-serving instance of ``colour`` runs healthy (users can be sent there now)."""
+    serving = [i for i in _coloured(settings, colour) if i.service.serves_clients]
+    return bool(serving) and all(any(_healthy(c) for c in _containers(settings, i)) for i in serving)
+
+
+def _logs(settings: EnvironmentSettings, inst: topology.Instance) -> str:
+    return "\n".join(f"--- {c.name}: {c.status}\n" + c.logs(tail=LOG_TAIL_LINES).decode(errors="replace").rstrip()
+                     for c in _containers(settings, inst))
+
+
+def _stop_workers(settings: EnvironmentSettings, colour: str) -> list[str]:
+    """Stop the colour's instances that serve no client (workers): SIGTERM, then their grace
+    period to finish or hand back what they hold."""
+    stopped = []
+    for inst in _coloured(settings, colour):
+        if not inst.service.serves_clients:
+            for container in _containers(settings, inst):
+                if container.status == "running":
+                    container.stop()  # the engine waits the service's stop_grace_period
+                    stopped.append(container.name)
+    return stopped
+
+
+def _start_workers(settings: EnvironmentSettings, colour: str) -> bool:
+    """Start the colour's stopped workers again (an instant rollback); False when a container is gone."""
+    complete = True
+    for inst in _coloured(settings, colour):
+        if not inst.service.serves_clients:
+            containers = _containers(settings, inst)
+            complete &= bool(containers)
+            for container in containers:
+                if container.status != "running":
+                    container.start()
+    return complete
+
+
+def _remove_colour(settings: EnvironmentSettings, colour: str) -> None:
+    for inst in _coloured(settings, colour):
+        for container in _containers(settings, inst):
+            container.remove(force=True)
+
+
+def switch(settings: EnvironmentSettings, to: str) -> None:
+    """Users to ``to``: the routing file rewritten whole, the routing service reloaded."""
+    for inst in _routing(settings):
+        _write(_dir(settings) / release.ROUTING_DIR / release.ROUTING_FILE,
+               inst.component.release_routing(to, release.other(to)))
+        signal = inst.service.reload_signal or "SIGHUP"
+        for container in _containers(settings, inst):
+            container.kill(signal=signal if signal.startswith("SIG") else f"SIG{signal}")
+
+
+def routed_traffic(settings: EnvironmentSettings, colour: str, since: float, until: float | None = None) -> Traffic:
+    """What the routing services answered from ``colour`` between two Unix times."""
+    log = ""
+    for inst in _routing(settings):
+        for container in _containers(settings, inst):
+            log += container.logs(stdout=True, stderr=False, since=dt.datetime.fromtimestamp(since),
+                                  until=dt.datetime.fromtimestamp(until or time.time())).decode(errors="replace")
+    return release.routed_traffic(log, colour)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+def _smoke(settings: EnvironmentSettings, colour: str) -> tuple[bool, str]:
+    for comp in {i.component.name: i.component for i in _coloured(settings, colour)}.values():
+        if comp.release_smoke is None:
+            continue
+        service, argv = comp.release_smoke(settings)
+        inst = next(i for i in _coloured(settings, colour) if i.service.name == service)
+        running = [c for c in _containers(settings, inst) if c.status == "running"]
+        if not running:
+            return False, f"{inst.name}: no running container"
+        code, out, err = exec_in(running[0], list(argv))
+        if code != 0:
+            return False, f"{inst.name}: `{' '.join(argv)}` exited {code}:\n{(out + err).strip()}"
+        return True, out.strip().splitlines()[-1] if out.strip() else "ok"
+    return True, "no smoke test declared"
+
+
+def _fail_before_switch(settings: EnvironmentSettings, state: ReleaseState, colour: str, step: str, why: str,
+                        logs: str, record: Record) -> int:
+    """The live colour untouched; the new one removed; the failing container's logs printed.
+    ``state``: as the release found it (what ran the migrations is kept: they ran)."""
+    print(f"release: {step} FAILED: {why}", file=sys.stderr)
+    if logs:
+        print(logs, file=sys.stderr)
+    _remove_colour(settings, colour)
+    write_state(settings, replace(state, starting=None, newest=read_state(settings).newest))
+    _record(settings, replace(record, result=f"failed: {step}", why=why[:500]))
+    print(f"release: users stay on {state.live} ({state.live_version}); the new colour {colour} was removed",
+          file=sys.stderr)
+    return 1
+
+
+def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool, deploy: Deploy,
+                    lock_wait: float, repo: Path) -> int:
+    require_local(settings)
+    timer = _Timer()
+    with environment_lock(repo, settings.name, lock_wait):
+        timer.done("lock", f"environment {settings.name}")
+        state = read_state(settings)
+        if version == state.live_version:
+            print(f"release: {version} is already live in {state.live} on {settings.name}: nothing to do")
+            return 0
+        started_at = time.time()
+        target, old, old_version = state.idle, state.live, state.live_version
+        record = Record("release", version, target, old_version, started_at, _who(), "")
+        if prebuilt:
+            _require_image(settings, version)
+        # 2. The new colour: the deploy starts it (and runs the migrations with its image).
+        starting = state.starting_release(version)
+        write_state(settings, starting)
+        code = deploy({"shipyard_release_start": target, **({"shipyard_release_prebuilt": "1"} if prebuilt else {})})
+        if code != 0:
+            logs = "\n".join(_logs(settings, i) for i in _coloured(settings, target))
+            return _fail_before_switch(settings, state, target, "start", f"the deploy of {target} failed (above)",
+                                       logs, replace(record, steps=timer.steps))
+        timer.done("start", f"{target} runs {version}, healthy (live: {old} {old_version})")
+        # 3. Smoke test through the preview route.
+        ok, said = _smoke(settings, target)
+        if not ok:
+            logs = "\n".join(_logs(settings, i) for i in _coloured(settings, target))
+            return _fail_before_switch(settings, state, target, "smoke", said, logs, replace(record, steps=timer.steps))
+        timer.done("smoke", said)
+        # 4. Switch; the old colour's workers drain; its API stays warm.
+        switched_at = time.time()
+        baseline = routed_traffic(settings, old, switched_at - settings.release.baseline_seconds, switched_at)
+        live = starting.switched(target, settings.release.keep_previous_seconds, switched_at)
+        write_state(settings, live)
+        switch(settings, target)
+        timer.done("switch", f"users on {target} ({version}); {old} warm until "
+                             f"{time.strftime('%H:%M:%S', time.localtime(live.warm_until or 0))}")
+        drained = _stop_workers(settings, old)
+        timer.done("drain", f"stopped {', '.join(drained) or 'no worker'} of {old}")
+        # 5. Watch.
+        reason, seen = watch(settings, target, baseline, switched_at)
+        if reason:
+            print(f"release: ROLLING BACK: {target} ({version}): {reason}", file=sys.stderr)
+            print(f"release: the old colour before the switch: {baseline.describe()}; {target} since: {seen.describe()}",
+                  file=sys.stderr)
+            took = _back_to_warm(settings, live, old)
+            _remove_colour(settings, target)
+            write_state(settings, replace(read_state(settings), warm_until=None,
+                                          versions={old: old_version or ""}))
+            timer.done("watch", f"rolled back to {old} ({old_version}) in {took:.2f}s; {target} removed")
+            _record(settings, replace(record, result="rolled back", steps=timer.steps,
+                                      why=f"{reason} ({seen.errors} 5xx of {seen.answers} answers)"))
+            return 1
+        timer.done("watch", f"{target}: {seen.describe()} (before the switch, {old}: {baseline.describe()})")
+        _record(settings, replace(record, result="done", steps=timer.steps))
+        timer.done("record", f"{settings.name}: {version} live in {target}")
+        return 0
+
+
+def _require_image(settings: EnvironmentSettings, version: str) -> None:
+    refs = {images.resolved_ref(images.versioned_ref(settings, i.component, i.service.image, i.colour),
+                                {release.version_variable(i.colour): version})
+            for i in topology.instances(settings) if i.colour}
+    for host in settings.hosts:
+        client = HostAccess(settings, host).docker
+        for ref in refs:
+            if not client.images.list(name=ref):
+                raise ShipyardError(f"host {host.name}", f"image {ref} is not there (BUILD=0 releases an existing image)",
+                                    f"build or load it on the host first, or release without BUILD=0 to build "
+                                    f"{version} from this checkout")
+
+
+def watch(settings: EnvironmentSettings, colour: str, baseline: Traffic, since: float) -> tuple[str | None, Traffic]:
+    """Watch ``colour``'s answers for ``release.watch_seconds``: (why to roll back, what it saw)."""
+    deadline = since + settings.release.watch_seconds
+    seen = Traffic()
+    while True:
+        now = time.time()
+        seen = routed_traffic(settings, colour, since, now)
+        reason = release.verdict(baseline, seen, settings.release)
+        if reason or now >= deadline:
+            return reason, seen
+        time.sleep(min(WATCH_POLL_S, max(0.0, deadline - now)))
+
+
+def _back_to_warm(settings: EnvironmentSettings, state: ReleaseState, to: str) -> float:
+    """Users back on the warm colour ``to`` at once, then its workers restarted and the other
+    colour's drained. Seconds from the call until the switch was made."""
+    started = time.monotonic()
+    write_state(settings, state.switched(to, settings.release.keep_previous_seconds, time.time()))
+    switch(settings, to)
+    took = time.monotonic() - started
+    _start_workers(settings, to)
+    _stop_workers(settings, release.other(to))
+    return took
+
+
+def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, repo: Path) -> int:
+    """Back to the previous version: instant when its colour is warm, else started first behind
+    the same gate and smoke test."""
+    require_local(settings)
+    timer = _Timer()
+    with environment_lock(repo, settings.name, lock_wait):
+        timer.done("lock", f"environment {settings.name}")
+        state = read_state(settings)
+        to, current = state.idle, state.live
+        version = state.versions.get(to)
+        if not version:
+            raise ShipyardError(f"environment {settings.name}", f"no previous version to roll back to (only "
+                                f"{state.live_version} in {current} is known)", "release another version first")
+        record = Record("rollback", version, to, state.live_version, time.time(), _who(), "")
+        if is_warm(settings, to):
+            took = _back_to_warm(settings, state, to)
+            timer.done("switch", f"users on {to} ({version}) after {took:.2f}s; {current} warm")
+        else:
+            starting = replace(state, starting=to, warm_until=None)
+            write_state(settings, starting)
+            code = deploy({"shipyard_release_start": to, "shipyard_release_prebuilt": "1"})
+            if code != 0:
+                logs = "\n".join(_logs(settings, i) for i in _coloured(settings, to))
+                return _fail_before_switch(settings, state, to, "start", f"the deploy of {to} failed (above)", logs,
+                                           replace(record, steps=timer.steps))
+            timer.done("start", f"{to} runs {version}, healthy")
+            ok, said = _smoke(settings, to)
+            if not ok:
+                logs = "\n".join(_logs(settings, i) for i in _coloured(settings, to))
+                return _fail_before_switch(settings, state, to, "smoke", said, logs, replace(record, steps=timer.steps))
+            timer.done("smoke", said)
+            write_state(settings, starting.switched(to, settings.release.keep_previous_seconds, time.time()))
+            switch(settings, to)
+            timer.done("switch", f"users on {to} ({version})")
+            _stop_workers(settings, current)
+        _record(settings, replace(record, result="done", steps=timer.steps))
+        timer.done("record", f"{settings.name}: {version} live in {to}")
+        return 0

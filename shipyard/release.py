@@ -1,0 +1,225 @@
+"""Blue-green releases: the state a host keeps of them, and what follows from it. Pure.
+
+A service declared ``coloured`` (shipyard.component.Service) runs as two instances,
+``<name>-blue`` and ``<name>-green``; the edge routes users to the *live* colour. A release
+starts the other colour with the new version next to the live one, smoke-tests it through the
+edge's preview route, switches the edge, and watches it (shipyard.releasing does the steps).
+
+The host keeps the state in ``<deploy_root>/.<env>.release/`` (beside the project, which a
+deploy rewrites whole): ``state.json`` (ReleaseState), ``history.jsonl`` (one line per release
+or rollback) and ``routing/live.conf`` (which colour the routing service — the edge — sends
+users to, in its own syntax: ``Component.release_routing``; rewritten by a switch, then reloaded).
+A plain deploy reads the state and keeps it: the live colour at its version, the previous one
+warm until ``release.keep_previous_seconds`` have passed, then removed.
+
+Versioned images (shipyard.component.Image with a ``tag``) are referenced through variables of
+the project's ``.env``: ``SHIPYARD_VERSION_<COLOUR>`` for a coloured service, ``SHIPYARD_VERSION``
+(the newest release: its migrations are the ones that ran) for the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+COLOURS = ("blue", "green")
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.jsonl"
+ROUTING_DIR = "routing"  # mounted into the routing services (Service.routing_mount)
+ROUTING_FILE = "live.conf"
+VERSION_PATTERN = r"^[0-9A-Za-z._-]{1,64}$"
+
+
+def other(colour: str) -> str:
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+def release_dir(deploy_root: str, env: str) -> str:
+    return f"{deploy_root.rstrip('/')}/.{env}.release"
+
+
+def version_variable(colour: str | None) -> str:
+    """The .env variable a versioned image's tag comes from."""
+    return f"SHIPYARD_VERSION_{colour.upper()}" if colour else "SHIPYARD_VERSION"
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    live: str = "blue"
+    versions: dict[str, str] = field(default_factory=dict)  # colour → the version it runs (or ran last)
+    newest: str | None = None  # the newest version started: its image runs the one-shots (migrations)
+    warm_until: float | None = None  # the other colour is kept running until then (a Unix time)
+    starting: str | None = None  # the colour a release is starting, not switched to yet
+
+    @classmethod
+    def initial(cls, version: str) -> ReleaseState:
+        """A host no release has touched: blue runs the settings' version."""
+        return cls(live="blue", versions={"blue": version}, newest=version)
+
+    @classmethod
+    def parse(cls, text: str | None, where: str) -> ReleaseState | None:
+        if not text or not text.strip():
+            return None
+        try:
+            raw = json.loads(text)
+            state = cls(live=raw["live"], versions=dict(raw.get("versions") or {}), newest=raw.get("newest"),
+                        warm_until=raw.get("warm_until"), starting=raw.get("starting"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{where}: not a release state ({exc}); fix or remove it (the next release "
+                             "rewrites it)") from None
+        for colour in (state.live, state.starting, *state.versions):
+            if colour is not None and colour not in COLOURS:
+                raise ValueError(f"{where}: unknown colour {colour!r} (one of {', '.join(COLOURS)})")
+        return state
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1) + "\n"
+
+    @property
+    def idle(self) -> str:
+        return other(self.live)
+
+    @property
+    def live_version(self) -> str | None:
+        return self.versions.get(self.live)
+
+    def warm(self, now: float) -> bool:
+        """The idle colour is kept for an instant rollback."""
+        return self.warm_until is not None and now < self.warm_until and self.idle in self.versions
+
+    def env_variables(self) -> dict[str, str]:
+        """The .env lines of versioned images (absent ones fall back to the render's default)."""
+        out = {version_variable(c): v for c, v in sorted(self.versions.items())}
+        if self.newest:
+            out[version_variable(None)] = self.newest
+        return out
+
+    def colours_to_run(self, now: float) -> tuple[str, ...]:
+        """Colours a deploy converges: the live one, and the one a release is starting."""
+        return tuple(c for c in COLOURS if c == self.live or c == self.starting)
+
+    def colours_to_remove(self, now: float) -> tuple[str, ...]:
+        """Colours a deploy stops and removes: the idle one once no longer kept warm (a release
+        cut off before its switch leaves one behind too)."""
+        idle = self.idle
+        return () if idle == self.starting or self.warm(now) else (idle,)
+
+    def starting_release(self, version: str) -> ReleaseState:
+        target = self.idle
+        return replace(self, versions={**self.versions, target: version}, newest=version, starting=target,
+                       warm_until=None)
+
+    def switched(self, to: str, keep_previous_s: float, now: float) -> ReleaseState:
+        return replace(self, live=to, starting=None, warm_until=now + keep_previous_s)
+
+    def without_idle(self) -> ReleaseState:
+        """The idle colour removed (after a failed start or a rollback away from a bad version)."""
+        return replace(self, starting=None, warm_until=None,
+                       versions={c: v for c, v in self.versions.items() if c == self.live})
+
+
+# --- history -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """One line of history.jsonl."""
+
+    action: str  # release | rollback
+    version: str
+    colour: str
+    previous: str | None  # the version live before
+    started_at: float
+    who: str
+    result: str  # done | rolled back | failed: <step> | already live
+    steps: dict[str, float] = field(default_factory=dict)  # step → seconds
+    why: str = ""  # a rollback's reason, a failure's
+
+    def line(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True) + "\n"
+
+
+def parse_history(text: str | None) -> list[Record]:
+    records = []
+    for line in (text or "").splitlines():
+        if line.strip():
+            raw = json.loads(line)
+            records.append(Record(**{k: raw.get(k) for k in Record.__dataclass_fields__ if k in raw}))
+    return records
+
+
+def history_table(records: list[Record]) -> str:
+    header = ("when (UTC)", "action", "version", "colour", "from", "who", "result", "seconds per step", "why")
+    rows = [header]
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.started_at))
+        steps = " ".join(f"{k} {v:.1f}" for k, v in r.steps.items())
+        rows.append((when, r.action, r.version, r.colour, r.previous or "-", r.who, r.result, steps or "-", r.why or "-"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+# --- the watch -----------------------------------------------------------------------------------
+
+# The routing service's access log line (the edge's nginx log_format main):
+#   ... "<request>" <status> <bytes> <request_time> ... colour=<colour>
+_EDGE_LINE = re.compile(r'" (\d{3}) \d+ ([0-9.]+) .*\bcolour=(\w+)')
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Answers of one colour in a window, as the edge saw them."""
+
+    answers: int = 0
+    errors: int = 0  # 5xx
+    seconds: tuple[float, ...] = ()
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.answers if self.answers else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        if not self.seconds:
+            return 0.0
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] * 1000
+
+    def describe(self) -> str:
+        return f"{self.answers} answers, {self.errors} 5xx ({self.error_rate:.1%}), p95 {self.p95_ms:.0f} ms"
+
+
+def routed_traffic(log: str, colour: str) -> Traffic:
+    """The answers given from ``colour`` in these access log lines of the routing service (the
+    preview route logs as ``preview``: the smoke test's requests are not user traffic)."""
+    answers = errors = 0
+    seconds = []
+    for line in log.splitlines():
+        match = _EDGE_LINE.search(line)
+        if not match or match.group(3) != colour:
+            continue
+        status = int(match.group(1))
+        answers += 1
+        errors += status >= 500
+        seconds.append(float(match.group(2)))
+    return Traffic(answers, errors, tuple(seconds))
+
+
+def verdict(baseline: Traffic, new: Traffic, settings: Any) -> str | None:
+    """Why the new colour must be rolled back (None: it does as well as the old one did).
+    ``settings``: shipyard.settings.ReleaseSettings."""
+    if new.answers < settings.min_requests:
+        return None
+    allowed = baseline.error_rate + settings.max_error_rate
+    if new.error_rate > allowed:
+        return (f"error rate {new.error_rate:.1%} ({new.errors} of {new.answers} answers were 5xx) is above "
+                f"{allowed:.1%} (the old colour's {baseline.error_rate:.1%} + release.max_error_rate "
+                f"{settings.max_error_rate:.1%})")
+    limit = max(settings.p95_floor_ms, baseline.p95_ms * settings.max_p95_ratio)
+    if new.p95_ms > limit:
+        return (f"p95 {new.p95_ms:.0f} ms is above {limit:.0f} ms (the old colour's {baseline.p95_ms:.0f} ms x "
+                f"release.max_p95_ratio {settings.max_p95_ratio}, at least release.p95_floor_ms)")
+    return None
