@@ -15,8 +15,9 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from shipyard import commands
+from shipyard import commands, images, release
 from shipyard.errors import ShipyardError
+from shipyard.release import ReleaseState
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -68,9 +69,18 @@ class HostAccess:
                                 f"roll the environment out first: make up ENV={self.settings.name}")
         return found[0]
 
+    def release_state(self) -> tuple[ReleaseState, bool]:
+        """(the host's release state, whether a release recorded it); shipyard.release."""
+        raw = self.read_path(f"{release.release_dir(self.settings.deploy_root, self.settings.name)}/{release.STATE_FILE}")
+        state = ReleaseState.parse(raw.decode() if raw else None, f"host {self.host.name}: release state")
+        return (state, True) if state else (ReleaseState.initial(images.first_version(self.settings) or ""), False)
+
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""
-        path = f"{self.project_dir}/{rel}"
+        return self.read_path(f"{self.project_dir}/{rel}")
+
+    def read_path(self, path: str) -> bytes | None:
+        """A file of the host (None when it is not there)."""
         if self.local:
             try:
                 with open(path, "rb") as handle:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import time
 from pathlib import Path
 
 import docker.errors
@@ -43,6 +44,7 @@ def status(settings: EnvironmentSettings) -> str:
         if not on_host:
             continue
         containers = access.containers()
+        state, _ = access.release_state()
         by_service: dict[str, list] = {}
         for c in containers:
             by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
@@ -55,7 +57,12 @@ def status(settings: EnvironmentSettings) -> str:
             roles = importlib.import_module(comp.describe).describe(settings, running) if comp.describe else {}
             for inst in mine:
                 found = by_service.get(inst.name, [])
-                if not found:
+                if inst.colour is not None and inst.colour != state.live:
+                    what = "warm (the previous release)" if state.warm(time.time()) else "idle"
+                    lines.append(f"    {inst.name:<22} {what}: users are on {state.live} ({state.live_version})")
+                    if not found:
+                        continue
+                elif not found:
                     lines.append(f"    {inst.name:<22} not deployed")
                     continue
                 for c in found:
@@ -71,7 +78,8 @@ def status(settings: EnvironmentSettings) -> str:
 
 def _image_plan(access: HostAccess, repo: Path) -> list[str]:
     needed = [(i.component, i.service.image) for i in topology.instances_on(access.settings, access.host)]
-    builds = images.build_plan(repo, access.settings, needed)
+    state, released = access.release_state()
+    builds = images.build_plan(repo, access.settings, needed, state.live_version, released)
     observed = {}
     for build in builds:
         for ref in filter(None, (build.ref, build.build_args.get("BASE_IMAGE"))):
@@ -96,8 +104,14 @@ def _runtime_reasons(access: HostAccess, rendered: RenderedHost) -> dict[str, li
     for c in access.containers():
         by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
     out: dict[str, list[str]] = {}
+    released, _ = access.release_state()
+    now = time.time()
     for inst in topology.instances_on(access.settings, access.host):
         found = by_service.get(inst.name, [])
+        if inst.colour is not None and inst.colour not in released.colours_to_run(now):
+            if found and inst.colour in released.colours_to_remove(now):
+                out[inst.name] = ["the idle colour, no longer kept warm: removed"]
+            continue
         want = inst.service.scale(access.settings) if inst.service.scale else 1
         reasons = []
         if len(found) != want:

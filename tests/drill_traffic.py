@@ -12,6 +12,7 @@ import jwt
 import requests
 
 from shipyard import commands
+from shipyard.apply.releasing import live_instance
 from shipyard.settings import EnvironmentSettings
 from shipyard.topology import published
 
@@ -19,7 +20,8 @@ from shipyard.topology import published
 def api_client(settings: EnvironmentSettings) -> requests.Session:
     """A session with a fresh token, signed with the environment's own key; ``.base`` is the edge."""
     bind, port = published(settings, settings.hosts[0], "edge")
-    key = Path(commands.project_dir(settings.deploy_root, settings.name), "secrets/api/jwt_signing_key").read_text().strip()
+    api = live_instance(settings, "api")
+    key = Path(commands.project_dir(settings.deploy_root, settings.name), f"secrets/{api}/jwt_signing_key").read_text().strip()
     session = requests.Session()
     claims = {"sub": "drill", "iss": settings.app.jwt_issuer, "aud": settings.app.jwt_audience,
               "exp": int(time.time()) + 900}

@@ -72,13 +72,11 @@ def _dir(settings: EnvironmentSettings) -> Path:
 
 
 def read_state(settings: EnvironmentSettings) -> ReleaseState:
-    path = _dir(settings) / release.STATE_FILE
-    text = path.read_text() if path.exists() else None
     try:
-        state = ReleaseState.parse(text, str(path))
+        return HostAccess(settings, settings.hosts[0]).release_state()[0]
     except ValueError as exc:
-        raise ShipyardError(str(path), str(exc), "fix the file, or remove it (a release writes it again)") from None
-    return state or ReleaseState.initial(images.first_version(settings) or "")
+        raise ShipyardError(str(_dir(settings) / release.STATE_FILE), str(exc),
+                            "fix the file, or remove it (a release writes it again)") from None
 
 
 def _write(path: Path, content: bytes) -> None:
@@ -87,6 +85,11 @@ def _write(path: Path, content: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_bytes(content)
     os.replace(tmp, path)
+
+
+def live_instance(settings: EnvironmentSettings, service: str) -> str:
+    """The instance of a coloured service users reach now (``api`` → ``api-green``)."""
+    return f"{service}-{read_state(settings).live}"
 
 
 def write_state(settings: EnvironmentSettings, state: ReleaseState) -> None:

@@ -158,7 +158,10 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
                     function=converge_host, project_dir=root, project=settings.compose_project,
                     services={name: states[name] for name in mine if name in states}, timeouts=timeouts,
                     last_good_dir=last_good)
-    idle = sorted(i.name for i in on_host if i.colour in state.colours_to_remove(now))
+    # A warm previous colour read the old value of a secret being rotated, which the servers
+    # refuse once it is retired: it goes (the rollback target is started afresh instead).
+    removed = set(state.colours_to_remove(now)) | ({state.idle} if previous else set())
+    idle = sorted(i.name for i in on_host if i.colour in removed)
     if idle:
         colour_removed(name=f"the idle colour removed (not kept warm): {', '.join(idle)}", project_dir=root,
                        project=settings.compose_project, services=idle)

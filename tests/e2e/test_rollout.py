@@ -2,6 +2,7 @@
 
 import subprocess
 
+from shipyard.apply.releasing import live_instance
 from shipyard.drills.containers import container_of
 from shipyard.lock import environment_lock
 from shipyard.components.redis.instances import node_names as redis_nodes
@@ -21,7 +22,11 @@ def test_status_and_plan_describe_the_rolled_out_environment(env_name):
     status = run_shipyard("status", "--env", env_name)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    for service in ("postgres", "postgres-replica-1", "redis", "redis-sentinel-3", "api", "worker", "edge"):
+    from shipyard.inventory import load_environment
+
+    settings = load_environment(REPO, env_name)
+    api, worker = live_instance(settings, "api"), live_instance(settings, "worker")
+    for service in ("postgres", "postgres-replica-1", "redis", "redis-sentinel-3", api, worker, "edge"):
         # An instance's row (a component's heading is its name alone).
         row = next((line for line in lines if line.split()[:1] == [service] and len(line.split()) > 1), "")
         assert " healthy " in row, (service, status.stdout)

@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from shipyard.apply.releasing import live_instance
 from shipyard.components.consul.kv import ConsulKV, StaleWrite
 from shipyard.components.taskplatform import runtime
 from shipyard.inventory import load_environment
@@ -210,7 +211,7 @@ def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_rep
         assert traffic.refused == 0 and len(traffic.accepted) > 0
         # An API container restarted during the outage starts with the cached config.
         version = reports[0].state["version"]
-        api = f"{settings.compose_project}-api-1"
+        api = f"{settings.compose_project}-{live_instance(settings, 'api')}-1"
         subprocess.run(["docker", "restart", api], check=True, capture_output=True)
         _wait_healthy([api])
         restarted = [r for r in _all_reports(settings, lambda st: st["version"] is not None) if api in r.where]

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from shipyard import commands
+from shipyard.apply.releasing import live_instance
 from shipyard.components.postgres.promote import primary_of, roles
 from shipyard.inventory import load_environment
 from shipyard.secretstore import PREVIOUS_SUFFIX, fingerprints, load_or_create, parse_fingerprints, rotate
@@ -66,8 +67,9 @@ def _streaming_replicas(settings, primary: str) -> int:
 
 def test_rotating_the_postgres_and_redis_passwords_under_traffic_restarts_no_server_and_loses_no_task(env_name, settings):
     client = api_client(settings)
+    api, worker = live_instance(settings, "api"), live_instance(settings, "worker")
     old = {"redis": _secret(settings, "redis/redis_auth.conf"), "superuser": _secret(settings, "postgres/postgres_password"),
-           "app": _secret(settings, "api/postgres_password")}
+           "app": _secret(settings, f"{api}/postgres_password")}
     before = _by_service(settings)
     outputs = []
     with Traffic(client) as traffic:
@@ -81,9 +83,9 @@ def test_rotating_the_postgres_and_redis_passwords_under_traffic_restarts_no_ser
 
     after = _by_service(settings)
     assert {s: after[s] for s in SERVERS} == {s: before[s] for s in SERVERS}  # no server restarted
-    assert after["api"] != before["api"] and after["worker"] != before["worker"]  # the clients were recreated
+    assert after[api] != before[api] and after[worker] != before[worker]  # the clients were recreated
     new = {"redis": _secret(settings, "redis/redis_auth.conf"), "superuser": _secret(settings, "postgres/postgres_password"),
-           "app": _secret(settings, "api/postgres_password")}
+           "app": _secret(settings, f"{api}/postgres_password")}
     assert all(new[k] != old[k] for k in old)
     for container in (f"{settings.compose_project}-redis-1", f"{settings.compose_project}-redis-replica-1-1"):
         assert _redis_login(container, new["redis"]) and not _redis_login(container, old["redis"]), container
