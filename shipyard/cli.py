@@ -178,6 +178,9 @@ def down(env: str, volumes: bool) -> int:
         # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
         shutil.rmtree(project_dir)
         shutil.rmtree(commands.last_good_dir(settings.deploy_root, env), ignore_errors=True)
+        # And its release state and history (without VOLUMES they stay: `make up` brings the live
+        # colour back at its version).
+        shutil.rmtree(release_model.release_dir(settings.deploy_root, env), ignore_errors=True)
         print(f"{env}: removed {project_dir}")
     return code
 

@@ -81,3 +81,63 @@ def wait_all_processed(client, ids, timeout=120) -> dict:
                 pass  # the platform may still be settling after the drill
         time.sleep(0.5)
     return {"accepted": len(ids), "processed": len(ids) - len(pending)}
+
+
+class SteadyLoad:
+    """Users at a steady rate through the edge, for releases: each of ``workers`` threads
+    creates a task and reads it back, on a fixed schedule (``rate`` requests/s in all). Every
+    answer is kept with its time, status and the ``X-Release`` that served it (colour/version);
+    a connection error counts as status 0. Bounded: ``max_requests`` in all, loopback only."""
+
+    def __init__(self, client, rate: float = 40.0, workers: int = 4, max_requests: int = 20000):
+        self.client, self.rate, self.workers, self.max_requests = client, rate, workers, max_requests
+        self.answers: list[tuple[float, int, str]] = []  # (monotonic time, status, X-Release)
+        self.latencies: list[tuple[float, float]] = []  # (monotonic time, seconds)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(workers)]
+
+    def _run(self, n: int) -> None:
+        # Each thread its own session: requests' sessions are not thread-safe.
+        session = requests.Session()
+        session.headers.update(self.client.headers)
+        interval = self.workers * 2 / self.rate  # two requests per round
+        next_at = time.monotonic() + n * interval / self.workers
+        while not self._stop.is_set() and len(self.answers) < self.max_requests:
+            created = self._one_with(session, "POST", f"{self.client.base}/v1/tasks",
+                                     json={"kind": "checksum", "payload": {"n": n, "t": time.time_ns()}})
+            if created is not None and created.status_code == 202:
+                self._one_with(session, "GET", f"{self.client.base}/v1/tasks/{created.json()['id']}")
+            next_at += interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _one_with(self, session, method, url, **kwargs):
+        started = time.monotonic()
+        try:
+            r = session.request(method, url, timeout=10, **kwargs)
+            status, served = r.status_code, r.headers.get("X-Release", "")
+        except requests.RequestException:
+            r, status, served = None, 0, ""
+        with self._lock:
+            self.answers.append((started, status, served))
+            self.latencies.append((started, time.monotonic() - started))
+        return r
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def failed(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, int, str]]:
+        """Answers that were not 2xx (0: no answer at all) between two monotonic times."""
+        return [a for a in self.answers if since <= a[0] < until and not 200 <= a[1] < 300]
+
+    def first_served_by(self, release: str, since: float = 0.0) -> float | None:
+        """When the first request sent after ``since`` was answered by ``release`` (colour/version)."""
+        times = [t for t, _, served in self.answers if t >= since and served == release]
+        return min(times) if times else None

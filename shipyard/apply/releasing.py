@@ -207,17 +207,40 @@ def _smoke(settings: EnvironmentSettings, colour: str) -> tuple[bool, str]:
     return True, "no smoke test declared"
 
 
-def _fail_before_switch(settings: EnvironmentSettings, state: ReleaseState, colour: str, step: str, why: str,
-                        logs: str, record: Record) -> int:
+def _one_shots_ran(settings: EnvironmentSettings, version: str) -> bool:
+    """Every one-shot of a versioned image (migrations) ran to success with ``version``'s image."""
+    for inst in topology.instances(settings):
+        if inst.colour is None and inst.service.one_shot:
+            wanted = images.resolved_ref(images.versioned_ref(settings, inst.component, inst.service.image, None),
+                                         {release.version_variable(None): version})
+            if not wanted.endswith(f":{version}"):
+                continue  # not a versioned image
+            for container in _containers(settings, inst):
+                container.reload()
+                state = container.attrs["State"]
+                if container.attrs["Config"]["Image"] != wanted or state["Status"] != "exited" or state["ExitCode"]:
+                    return False
+    return True
+
+
+def _fail_before_switch(settings: EnvironmentSettings, before: ReleaseState, colour: str, step: str, why: str,
+                        logs: str, record: Record, deploy: Deploy | None = None) -> int:
     """The live colour untouched; the new one removed; the failing container's logs printed.
-    ``state``: as the release found it (what ran the migrations is kept: they ran)."""
+    ``before``: the state as the release found it. When the new version's one-shots ran, its
+    migrations are in: it stays the one-shots' version; when they did not, a deploy puts the
+    one-shots back on the old version (``deploy``)."""
     print(f"release: {step} FAILED: {why}", file=sys.stderr)
     if logs:
         print(logs, file=sys.stderr)
     _remove_colour(settings, colour)
-    write_state(settings, replace(state, starting=None, newest=read_state(settings).newest))
+    new = read_state(settings).newest
+    migrated = new is not None and _one_shots_ran(settings, new)
+    write_state(settings, replace(before, starting=None, newest=new if migrated else before.newest))
+    if not migrated and deploy is not None:
+        print(f"release: the one-shots did not run {new}: a deploy puts them back on {before.newest}", file=sys.stderr)
+        deploy({})
     _record(settings, replace(record, result=f"failed: {step}", why=why[:500]))
-    print(f"release: users stay on {state.live} ({state.live_version}); the new colour {colour} was removed",
+    print(f"release: users stay on {before.live} ({before.live_version}); the new colour {colour} was removed",
           file=sys.stderr)
     return 1
 
@@ -244,7 +267,7 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
         if code != 0:
             logs = "\n".join(_logs(settings, i) for i in _coloured(settings, target))
             return _fail_before_switch(settings, state, target, "start", f"the deploy of {target} failed (above)",
-                                       logs, replace(record, steps=timer.steps))
+                                       logs, replace(record, steps=timer.steps), deploy)
         timer.done("start", f"{target} runs {version}, healthy (live: {old} {old_version})")
         # 3. Smoke test through the preview route.
         ok, said = _smoke(settings, target)
@@ -344,7 +367,7 @@ def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, re
             if code != 0:
                 logs = "\n".join(_logs(settings, i) for i in _coloured(settings, to))
                 return _fail_before_switch(settings, state, to, "start", f"the deploy of {to} failed (above)", logs,
-                                           replace(record, steps=timer.steps))
+                                           replace(record, steps=timer.steps), deploy)
             timer.done("start", f"{to} runs {version}, healthy")
             ok, said = _smoke(settings, to)
             if not ok:

@@ -1,0 +1,149 @@
+"""Blue-green releases on a rolled-out environment, under steady user traffic through the edge
+(loopback only, bounded): a release and a rollback fail no request; a bad version rolls back by
+itself inside its watch window; a version that does not start leaves the live colour alone.
+
+The bad and the broken versions are images derived from the live one (a test-only fault
+setting, an entrypoint that exits): the product never builds them."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import docker
+import pytest
+
+from shipyard.apply.releasing import read_state
+from shipyard.inventory import load_environment
+from tests.drill_traffic import SteadyLoad, api_client
+
+from .conftest import REPO, container_states, run_shipyard
+
+# Short watch windows keep the suite quick; the bad release's is long enough to see it fail.
+QUICK = {"SHIPYARD_RELEASE__WATCH_SECONDS": "5"}
+STEPS = ("lock", "start", "smoke", "switch", "drain", "watch", "record")
+
+
+@pytest.fixture(scope="module")
+def settings(env_name):
+    return load_environment(REPO, env_name)
+
+
+def _shipyard(*args: str, extra: dict[str, str] | None = None):
+    result = run_shipyard(*args, env_extra={**QUICK, **(extra or {})})
+    return result, result.stdout + result.stderr
+
+
+def _wait_answers(load: SteadyLoad, since: float, count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` answers came for requests sent after ``since`` (the traffic we judge)."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for t, _, _ in load.answers if t >= since) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout}s"
+        time.sleep(0.1)
+
+
+def _derived_image(base: str, ref: str, lines: list[str]) -> None:
+    dockerfile = "\n".join([f"FROM {base}", *lines]) + "\n"
+    docker.from_env().images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ref, rm=True)
+
+
+def _statuses(settings, service: str) -> list[str]:
+    return [c.status for c in docker.from_env().containers.list(all=True, filters={"label": [
+        f"com.docker.compose.project={settings.compose_project}", f"com.docker.compose.service={service}"]})]
+
+
+def _project_containers(settings, colour: str) -> dict[str, str]:
+    return {name: state for name, state in container_states(settings.compose_project).items()
+            if f"-{colour}-" in name}
+
+
+def test_a_release_under_steady_load_fails_no_request_and_switches_users(env_name, settings):
+    before = read_state(settings)
+    version = f"e2e-{time.strftime('%H%M%S')}"
+    target = before.idle
+    with SteadyLoad(api_client(settings)) as load:
+        _wait_answers(load, 0, 40)
+        result, out = _shipyard("release", "--env", env_name, "--version", version)
+        after = time.monotonic()
+        _wait_answers(load, after, 40)
+    assert result.returncode == 0, out[-5000:]
+    for step in STEPS:
+        assert f"release: {step}" in result.stdout, (step, result.stdout[-3000:])
+    assert load.failed() == [], load.failed()[:10]
+    state = read_state(settings)
+    assert (state.live, state.live_version, state.idle) == (target, version, before.live)
+    assert {served for t, _, served in load.answers if t >= after} == {f"{target}/{version}"}
+    # The previous colour's API stays warm; its workers were drained.
+    assert _statuses(settings, f"api-{before.live}") == ["running"]
+    assert set(_statuses(settings, f"worker-{before.live}")) == {"exited"}
+    table = run_shipyard("releases", "--env", env_name).stdout
+    assert version in table and "done" in table and f"live: {target} ({version})" in table
+
+    # Releasing the live version again does nothing.
+    unchanged = container_states(settings.compose_project)
+    again, out = _shipyard("release", "--env", env_name, "--version", version)
+    assert again.returncode == 0 and "already live" in out, out[-2000:]
+    assert container_states(settings.compose_project) == unchanged
+
+
+def test_rollback_to_the_warm_colour_under_load_fails_no_request(env_name, settings):
+    before = read_state(settings)
+    previous = f"{before.idle}/{before.versions[before.idle]}"
+    with SteadyLoad(api_client(settings)) as load:
+        _wait_answers(load, 0, 40)
+        asked = time.monotonic()
+        result, out = _shipyard("rollback", "--env", env_name)
+        after = time.monotonic()
+        _wait_answers(load, after, 40)
+    assert result.returncode == 0, out[-5000:]
+    assert load.failed() == [], load.failed()[:10]
+    first = load.first_served_by(previous, since=asked)
+    print(f"rollback: command to the first request served by {previous}: {first - asked:.2f}s")
+    state = read_state(settings)
+    assert (state.live, state.live_version) == (before.idle, before.versions[before.idle])
+    assert {served for t, _, served in load.answers if t >= after} == {previous}
+
+
+def test_a_bad_release_rolls_back_by_itself_inside_its_watch_window(env_name, settings):
+    before = read_state(settings)
+    bad = f"e2e-bad-{time.strftime('%H%M%S')}"
+    _derived_image(f"shipyard/taskplatform:{before.live_version}", f"shipyard/taskplatform:{bad}",
+                   ["ENV TASKS_FAULT_ERROR_SHARE=0.3"])
+    with SteadyLoad(api_client(settings)) as load:
+        _wait_answers(load, 0, 40)
+        result, out = _shipyard("release", "--env", env_name, "--version", bad, "--prebuilt",
+                                extra={"SHIPYARD_RELEASE__WATCH_SECONDS": "60"})
+        after = time.monotonic()
+        _wait_answers(load, after, 60)
+    assert result.returncode == 1, out[-5000:]
+    assert "ROLLING BACK" in out and "error rate" in out, out[-3000:]
+    # The bad answers were the bad version's own, counted and reported; after the rollback, none.
+    bad_answers = load.failed(until=after)
+    assert bad_answers and {served for _, _, served in bad_answers} == {f"{before.idle}/{bad}"}, bad_answers[:10]
+    assert "5xx of" in out
+    assert load.failed(since=after) == []
+    state = read_state(settings)
+    assert (state.live, state.live_version) == (before.live, before.live_version)
+    assert bad not in state.versions.values()
+    assert not _project_containers(settings, before.idle)  # the bad colour is gone
+    table = run_shipyard("releases", "--env", env_name).stdout
+    assert bad in table and "rolled back" in table
+
+
+def test_a_version_that_does_not_start_leaves_the_live_colour_untouched(env_name, settings):
+    before = read_state(settings)
+    broken = f"e2e-broken-{time.strftime('%H%M%S')}"
+    _derived_image(f"shipyard/taskplatform:{before.live_version}", f"shipyard/taskplatform:{broken}",
+                   ['ENTRYPOINT ["sh", "-c", "echo broken on purpose >&2; exit 3"]'])
+    live = _project_containers(settings, before.live)
+    result, out = _shipyard("release", "--env", env_name, "--version", broken, "--prebuilt")
+    assert result.returncode == 1, out[-5000:]
+    assert "start FAILED" in out and "broken on purpose" in out, out[-5000:]
+    assert _project_containers(settings, before.live) == live
+    state = read_state(settings)
+    assert (state.live, state.live_version, state.starting) == (before.live, before.live_version, None)
+    assert state.newest == before.newest  # its migrations never ran: the one-shots are back on the old version
+    # The environment is whole again: a deploy has nothing to change.
+    up = run_shipyard("up", "--env", env_name)
+    assert up.returncode == 0 and "nothing changed" in up.stdout, up.stdout[-3000:] + up.stderr[-2000:]
+    assert not _project_containers(settings, before.idle)
