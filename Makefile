@@ -42,6 +42,7 @@ help:
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
+	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
 	@echo "make bench-config       runtime config push to every process: p50/p95/p99 vs a raw blocking query"
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
@@ -162,6 +163,9 @@ bench-idle: venv
 
 bench-failover: venv
 	$(PY) tests/bench/bench_failover.py --env ci
+
+bench-release: venv
+	$(PY) tests/bench/bench_release.py --env ci
 
 bench-config: venv
 	$(PY) tests/bench/bench_config.py --env ci

@@ -1,0 +1,128 @@
+"""`make bench-release`: a blue-green release and a rollback under a steady 200 requests/s of
+users (creates and reads, through the edge), against an in-place recreate of the API under the
+same load, in one run.
+
+Prints, for the release and the rollback: requests that were not 2xx (target 0), the switch's
+seconds (from the release's own step timings), the seconds from the rollback command to the
+first request served by the old colour (target < 1 s), and p99 around the cutover against the
+steady state's. Baseline: `docker compose up -d --force-recreate --no-deps` of the live API (a
+deploy without colours) under the same load: failed requests and the seconds between its first
+and last failure. Rolls out ENV first, removes it after (`make down VOLUMES=1`). Loopback only;
+bounded (SteadyLoad stops at 20000 requests per phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from shipyard import commands  # noqa: E402
+from shipyard.apply.releasing import live_instance, read_state  # noqa: E402
+from shipyard.inventory import load_environment  # noqa: E402
+from tests.drill_traffic import SteadyLoad, api_client  # noqa: E402
+
+RATE = 200.0
+STEADY_S = 10.0
+AFTER_S = 5.0
+
+
+def _shipyard(*args: str) -> str:
+    env = {**os.environ, "SHIPYARD_RELEASE__WATCH_SECONDS": "10"}
+    result = subprocess.run([sys.executable, "-m", "shipyard", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench: `shipyard {' '.join(args)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def _p99_ms(load: SteadyLoad, since: float, until: float) -> float:
+    values = sorted(s for t, s in load.latencies if since <= t < until)
+    return values[min(len(values) - 1, int(0.99 * len(values)))] * 1000 if values else float("nan")
+
+
+def _step_seconds(output: str, step: str) -> float:
+    match = re.search(rf"release: {step}\s+([0-9.]+)s", output)
+    return float(match.group(1)) if match else float("nan")
+
+
+def _phase(settings, name: str, action) -> dict:
+    """Steady load; ``action`` in the middle; figures of the cutover against the steady state."""
+    with SteadyLoad(api_client(settings), rate=RATE, workers=8) as load:
+        time.sleep(STEADY_S)  # the steady state this phase is compared with (a measurement, not a wait)
+        started = time.monotonic()
+        extra = action(load, started)
+        ended = time.monotonic()
+        time.sleep(AFTER_S)
+    failed = load.failed(started, ended + AFTER_S)
+    steady = _p99_ms(load, started - STEADY_S, started)
+    figures = {"name": name, "requests": len(load.answers), "failed": len(failed),
+               "failed_span_s": (max(t for t, _, _ in failed) - min(t for t, _, _ in failed)) if failed else 0.0,
+               "p99_steady_ms": steady, "p99_cutover_ms": _p99_ms(load, started, ended + AFTER_S),
+               "rate": len(load.answers) / (time.monotonic() - (started - STEADY_S)), **extra}
+    print(f"bench-release: {name}: {figures['requests']} requests at {figures['rate']:.0f}/s, "
+          f"{figures['failed']} not 2xx (over {figures['failed_span_s']:.2f}s), p99 steady "
+          f"{steady:.1f} ms -> cutover {figures['p99_cutover_ms']:.1f} ms"
+          + "".join(f", {k} {v:.2f}" for k, v in extra.items()), flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--env", default="ci")
+    parser.add_argument("--keep", action="store_true", help="leave the environment rolled out")
+    args = parser.parse_args()
+    up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
+                        capture_output=True, text=True)
+    if up.returncode != 0:
+        raise SystemExit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+    settings = load_environment(REPO, args.env)
+    try:
+        version = f"bench-{time.strftime('%H%M%S')}"
+
+        def do_release(load, started):
+            out = _shipyard("release", "--env", args.env, "--version", version)
+            return {"switch_s": _step_seconds(out, "switch"), "release_s": time.monotonic() - started}
+
+        release = _phase(settings, "release", do_release)
+        previous = read_state(settings)
+
+        def do_rollback(load, started):
+            _shipyard("rollback", "--env", args.env)
+            back = f"{previous.idle}/{previous.versions[previous.idle]}"
+            deadline = time.monotonic() + 10
+            while (first := load.first_served_by(back, since=started)) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"rollback_to_traffic_s": (first - started) if first else float("nan")}
+
+        rollback = _phase(settings, "rollback", do_rollback)
+
+        def in_place(load, started):
+            project_dir = commands.project_dir(settings.deploy_root, settings.name)
+            subprocess.run(commands.compose(project_dir, settings.compose_project, "up", "-d", "--force-recreate",
+                                            "--no-deps", "--wait", live_instance(settings, "api")),
+                           check=True, capture_output=True)
+            return {"recreate_s": time.monotonic() - started}
+
+        baseline = _phase(settings, "in-place recreate (baseline)", in_place)
+        print("bench-release: summary")
+        print(f"  release:  {release['failed']} not 2xx (target 0); switch {release['switch_s']:.2f}s; "
+              f"p99 {release['p99_cutover_ms']:.1f} ms vs steady {release['p99_steady_ms']:.1f} ms")
+        print(f"  rollback: {rollback['failed']} not 2xx (target 0); command -> traffic on the old colour "
+              f"{rollback['rollback_to_traffic_s']:.2f}s (target < 1 s); p99 {rollback['p99_cutover_ms']:.1f} ms")
+        print(f"  baseline: {baseline['failed']} not 2xx over {baseline['failed_span_s']:.2f}s of errors "
+              f"(in-place recreate of the API)")
+    finally:
+        if not args.keep:
+            subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
+                           capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
