@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import kinds, limits, logs, metrics, queue, store
+from taskplatform import gates, kinds, limits, logs, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
@@ -222,6 +222,7 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
     source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
     source.subscribe(lambda loaded: metrics.set_config_version(loaded.config.version, loaded.hash))
     source.subscribe(lambda loaded: logging.getLogger().setLevel(loaded.config.log_level))
+    source.subscribe(lambda loaded: metrics.MAINTENANCE_MODE.set(loaded.config.maintenance))
     return source
 
 
@@ -250,7 +251,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
             await services.stop()
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, dependencies=[Depends(gates.writes_open(config))])
     # Outermost last: the request context (request id, access log, last-resort 500) sees every
     # request the concurrency limit lets in, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
@@ -312,6 +313,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     @app.post("/v1/tasks", status_code=202, responses=documented(*TENANT, 409, 413))
     async def create_task(body: TaskCreate, tenant_id: str = Depends(rate_limited_tenant),
                           idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+        gates.check_kind_enabled(services.config.config, body.kind)
         try:
             task, created = await services.store.create(tenant_id, body.kind, body.payload,
                                                         services.config.config.task_max_attempts, idempotency_key)
@@ -416,7 +418,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     @app.get("/v1/config", responses=documented(*LIMITED))
     async def config_info():
         loaded = services.config.current()
-        return {"version": loaded.config.version, "hash": loaded.hash, **services.config.reload_state()}
+        return {"version": loaded.config.version, "hash": loaded.hash, **loaded.config.switches(),
+                **services.config.reload_state()}
 
     @app.get("/version", responses=documented(*LIMITED))
     async def version():

@@ -1,8 +1,9 @@
 """Each process's applied runtime config, where the deploy can ask for it.
 
 Every API process and every worker writes ``<TASKS_CONFIG_STATE_DIR>/<pid>.json`` — the version
-and hash it applied, the newest one it rejected (with why), whether its source is readable
-(and since when not) — when a config is applied and every ``interval`` seconds. ``make
+and hash it applied with the switches it holds (maintenance, the enabled kinds), the newest one
+it rejected (with why), whether its source is readable (and since when not) — when a config is
+applied and every ``interval`` seconds. ``make
 config-push`` reads the files of the processes still alive in each container (``/proc/<pid>``)
 and waits until each one reports the pushed hash, or names the ones that do not and why.
 A file, not an HTTP endpoint: the API's processes share one port, so a request reaches one of
@@ -32,7 +33,7 @@ class ConfigReport:
         loaded = self.source.current() if self.source.loaded else None
         return {"pid": os.getpid(), "role": self.role, "at": time.time(),
                 "version": loaded.config.version if loaded else None, "hash": loaded.hash if loaded else None,
-                **self.source.reload_state()}
+                **(loaded.config.switches() if loaded else {}), **self.source.reload_state()}
 
     def write(self) -> None:
         try:

@@ -42,13 +42,15 @@ _MEANINGS = {
     401: "Missing, malformed, expired or foreign bearer token (`unauthorized`)",
     404: "No such task for this tenant, or no such path (`not_found`)",
     405: "Method not allowed on this path (`method_not_allowed`; `Allow` lists the allowed ones)",
-    409: "Conflicting state: the task is not in a state that allows this (`conflict`), or the "
-         "Idempotency-Key was used for another request (`idempotency_key_reused`)",
+    409: "Conflicting state: the task is not in a state that allows this (`conflict`), the "
+         "Idempotency-Key was used for another request (`idempotency_key_reused`), or the runtime "
+         "config disables the task's kind for now (`kind_disabled`)",
     413: "Request body larger than the API accepts (`payload_too_large`)",
     422: "Invalid request: a field, parameter or payload the API cannot accept (`invalid_request`)",
     429: "Rate limit of the tenant exceeded (`rate_limited`; see `Retry-After`)",
-    503: "Overloaded (`overloaded`) or the database unavailable for a moment "
-         "(`database_unavailable`); retry after `Retry-After` seconds",
+    503: "Overloaded (`overloaded`), the database unavailable for a moment "
+         "(`database_unavailable`), or a write during maintenance (`maintenance`); retry after "
+         "`Retry-After` seconds",
 }
 
 

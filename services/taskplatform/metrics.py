@@ -32,6 +32,10 @@ TASK_RUN_SECONDS = Histogram("task_run_seconds", "time an attempt's body ran (un
                              ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
 TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task's creation to its first claim",
                                     ["kind"], buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900))
+# The highest of the live processes: 1 as soon as one of them applies maintenance (a reload
+# reaches the processes one by one).
+MAINTENANCE_MODE = Gauge("maintenance_mode", "1 while the applied runtime config has maintenance on "
+                                             "(the API refuses writes)", multiprocess_mode="livemax")
 CONFIG_VERSION_NAME = "config_version_info"
 CONFIG_VERSION = Gauge(CONFIG_VERSION_NAME, "applied runtime config (value 1)", ["version", "hash"],
                        multiprocess_mode="liveall")

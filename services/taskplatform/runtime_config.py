@@ -53,6 +53,16 @@ class RuntimeConfig(BaseModel):
     # (and its lease) for ever.
     task_timeout_seconds: TimeoutSeconds = 300.0
     task_timeout_seconds_by_kind: dict[str, TimeoutSeconds] = Field(default_factory=dict)
+    # The switches of an incident, optional like the timeouts. In maintenance the API refuses
+    # writes (503 ``maintenance`` with this Retry-After); reads, health and the workers go on.
+    # The bound catches milliseconds given as seconds: clients would wait for hours.
+    maintenance: bool = False
+    maintenance_retry_after_seconds: int = Field(30, ge=1, le=3600)
+    # The kinds the API accepts and the workers run; None: every kind of the release, so a kind
+    # a later release adds is on without a config change. A name this release does not know is
+    # kept, not refused, by the same rule as unknown keys: it may be a newer release's kind
+    # (``validate_document`` refuses it before a push).
+    enabled_kinds: list[str] | None = None
 
     @field_validator("task_timeout_seconds_by_kind")
     @classmethod
@@ -64,6 +74,16 @@ class RuntimeConfig(BaseModel):
 
     def timeout_for(self, kind: str) -> float:
         return self.task_timeout_seconds_by_kind.get(kind, self.task_timeout_seconds)
+
+    def runnable_kinds(self) -> list[str]:
+        """The kinds of this release that are enabled."""
+        if self.enabled_kinds is None:
+            return list(kinds.PAYLOADS)
+        return [kind for kind in kinds.PAYLOADS if kind in self.enabled_kinds]
+
+    def switches(self) -> dict:
+        """The operator's switches as this process applies them (the kinds resolved)."""
+        return {"maintenance": self.maintenance, "enabled_kinds": self.runnable_kinds()}
 
 
 @dataclass(frozen=True)
@@ -100,9 +120,13 @@ def validate_document(doc: dict) -> RuntimeConfig:
     if unknown:
         raise ConfigRejected(f"unknown keys {unknown}; known: {sorted(RuntimeConfig.model_fields)}")
     try:
-        return RuntimeConfig.model_validate(doc)
+        config = RuntimeConfig.model_validate(doc)
     except ValidationError as exc:
         raise ConfigRejected(_problems(exc)) from None
+    unknown_kinds = sorted(set(config.enabled_kinds or ()) - set(kinds.PAYLOADS))
+    if unknown_kinds:  # a typo would silently disable the kind it meant
+        raise ConfigRejected(f"enabled_kinds: unknown task kinds {unknown_kinds}; known: {sorted(kinds.PAYLOADS)}")
+    return config
 
 
 # Watch restarts after an error: 0.5 s, doubling up to 30 s while it keeps failing.

@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from taskplatform import kinds
 
 # PostgreSQL cannot be reached or has no primary right now (a restart, a promotion): the
 # request may be retried; it is not a bug. 57 = operator intervention (shutdown, starting up).
@@ -139,12 +142,15 @@ class TaskStore:
             ("dead",))
 
     # --- worker side ------------------------------------------------------------------------
-    async def claim(self, task_id: uuid.UUID, lease_seconds: float) -> tuple[Claimed | None, bool]:
+    async def claim(self, task_id: uuid.UUID, lease_seconds: float,
+                    runnable_kinds: Sequence[str] = tuple(kinds.PAYLOADS)) -> tuple[Claimed | None, bool]:
         """(claim, went_dead). Queued → running, or a running task whose lease expired (its
         worker died): that lost attempt stays counted. The attempt is counted here, in the same
         conditional UPDATE, so a task that kills its worker every time still runs out of
         attempts: once none are left the claim turns it dead instead of running it again.
-        A fresh lease token fences everything the holder of this attempt records later."""
+        A fresh lease token fences everything the holder of this attempt records later.
+        A task of a kind not in ``runnable_kinds`` (disabled, or a newer release's) is left as
+        it is, no attempt counted: a queued one waits for a worker that may run it."""
         row = await self.pool.fetchrow(
             "UPDATE tasks SET "
             "  status = CASE WHEN attempts < max_attempts THEN 'running' ELSE 'dead' END, "
@@ -155,9 +161,10 @@ class TaskStore:
             "  attempts = CASE WHEN attempts < max_attempts THEN attempts + 1 ELSE attempts END, "
             "  updated_at = clock_timestamp() "
             "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
+            "  AND kind = ANY($4::text[]) "
             "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status, "
             "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
-            task_id, lease_seconds, uuid.uuid4())
+            task_id, lease_seconds, uuid.uuid4(), list(runnable_kinds))
         if row is None:
             return None, False
         if row["status"] == "dead":
@@ -226,13 +233,18 @@ class TaskStore:
             "  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, status", limit)
         return [r["id"] for r in rows if r["status"] == "queued"], sum(r["status"] == "dead" for r in rows)
 
-    async def take_overdue(self, queued_for_seconds: float, limit: int) -> list[uuid.UUID]:
-        """The oldest tasks queued for longer than ``queued_for_seconds`` (their message was lost
-        with a failed enqueue or a Redis failover, or waits behind a backlog), marked as taken
-        now (``updated_at``) so that other workers leave them alone for that long again."""
+    async def take_overdue(self, queued_for_seconds: float, limit: int,
+                           runnable_kinds: Sequence[str]) -> list[uuid.UUID]:
+        """The oldest tasks of ``runnable_kinds`` queued for longer than ``queued_for_seconds``
+        (their message was lost with a failed enqueue or a Redis failover, or waits behind a
+        backlog, or their kind was disabled), marked as taken now (``updated_at``) so that other
+        workers leave them alone for that long again. Those of other kinds are not taken: the
+        claim would leave them, and taken again and again they would use up the room of the
+        tasks that can run."""
         rows = await self.pool.fetch(
             "UPDATE tasks SET updated_at = clock_timestamp() "
-            "WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' "
+            "WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND kind = ANY($3::text[]) "
             "  AND updated_at < clock_timestamp() - make_interval(secs => $1::float8) "
-            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id", queued_for_seconds, limit)
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+            queued_for_seconds, limit, list(runnable_kinds))
         return [r["id"] for r in rows]

@@ -76,13 +76,15 @@ class Worker:
     async def _run(self, message_id: str | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
-            claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds)
+            claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
+                                                      self.config.config.runnable_kinds())
         except ValueError:
             claim, went_dead = None, False  # not a task id: drop the message
         if went_dead:  # its worker died on its last attempt (a crash loop): it ends here
             metrics.TASKS_DEAD.inc()
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
-        if claim is None:  # finished, cancelled, dead, or running elsewhere under a live lease
+        if claim is None:  # finished, cancelled, dead, running elsewhere under a live lease, or of a
+            # disabled kind: queued, the reconciler brings it back once its kind is enabled again
             await self._ack(message_id)
             return
         self.inflight[task] = (message_id, claim)
@@ -226,7 +228,8 @@ class Worker:
         if room <= 0:
             return
         lost, dead = await self.store.expire_leases(room)
-        overdue = await self.store.take_overdue(self.config.config.reconcile_after_seconds, room - len(lost))
+        overdue = await self.store.take_overdue(self.config.config.reconcile_after_seconds, room - len(lost),
+                                                self.config.config.runnable_kinds())
         self.backlog.extend((None, str(task_id)) for task_id in lost + overdue)
         if lost:
             metrics.TASKS_RECOVERED.labels(reason="lease_expired").inc(len(lost))

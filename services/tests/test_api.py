@@ -183,7 +183,8 @@ def test_health_ready_version_and_config(api_url):
     assert ready.status_code == 200 and ready.json()["redis"] == "ok"
     assert requests.get(f"{api_url}/version").json() == {"version": "test-1", "colour": "green"}
     config = requests.get(f"{api_url}/v1/config").json()
-    assert set(config) == {"version", "hash", "applied_at", "rejected", "watch"} and len(config["hash"]) == 16
+    assert set(config) == {"version", "hash", "maintenance", "enabled_kinds", "applied_at", "rejected",
+                           "watch"} and len(config["hash"]) == 16
 
 
 def test_config_hot_reload_applies_valid_and_rejects_invalid(api_url, platform, runtime_config):

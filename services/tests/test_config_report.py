@@ -22,9 +22,10 @@ def test_the_report_follows_the_applied_config_and_the_rejections(tmp_path):
     report.write()
     state = json.loads((tmp_path / "state" / f"{os.getpid()}.json").read_text())
     assert state["version"] == "1" and state["role"] == "api" and state["rejected"] is None
-    write_config(config, version="2")
+    write_config(config, version="2", maintenance=True, enabled_kinds=["fail", "checksum"])
     source.poll_once()
-    assert json.loads(report.path.read_text())["version"] == "2"  # written on apply, not at the next tick
+    state = json.loads(report.path.read_text())  # written on apply, not at the next tick
+    assert state["version"] == "2" and state["maintenance"] is True and state["enabled_kinds"] == ["checksum", "fail"]
     write_config(config, version="3", worker_concurrency=0)
     source.poll_once()
     report.write()

@@ -26,6 +26,10 @@ class RuntimeSettings(Strict):
     task_timeout_seconds_by_kind: dict[str, float] = Field(default_factory=dict,
                                                            description="per-kind timeouts (the app rejects unknown kinds)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    maintenance: bool = Field(False, description="the API refuses writes (503 maintenance); reads and workers go on")
+    maintenance_retry_after_seconds: int = Field(30, ge=1, le=3600, description="Retry-After of those refusals")
+    enabled_kinds: list[str] | None = Field(None, description="task kinds the API accepts and workers run; "
+                                                              "null: all (the app rejects unknown kinds)")
 
 
 class AppSettings(Strict):
