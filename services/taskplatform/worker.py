@@ -50,6 +50,9 @@ class Worker:
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        # Who runs a task, for the kinds that say so (`smoke`: the release's smoke test checks
+        # that the new colour's workers took its task).
+        self.runner = {"colour": settings.release_colour, "version": settings.build_version, "worker": self.consumer}
         # Per running task: its stream message (None when recovered from PostgreSQL) and claim.
         self.inflight: dict[asyncio.Task, tuple[str | None, store.Claimed | None]] = {}
         # Tasks taken but not started yet, as (message id or None, task id): a read asks for as
@@ -90,7 +93,7 @@ class Worker:
             metrics.TASK_QUEUE_WAIT_SECONDS.labels(kind=claim.kind).observe(claim.queued_seconds)
         timeout = self.config.config.timeout_for(claim.kind)
         started = time.perf_counter()
-        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts))
+        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts, self.runner))
         body.add_done_callback(_retrieve)
         try:
             with metrics.TASKS_RUNNING.track_inprogress():

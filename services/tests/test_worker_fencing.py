@@ -23,7 +23,7 @@ class StubbornBody:
         self.release = asyncio.Event()
         self.returned = asyncio.Event()
 
-    async def __call__(self, kind, payload, attempt):
+    async def __call__(self, kind, payload, attempt, runner):
         if attempt > 1:
             return {"attempt": attempt}
         try:
