@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import kinds, limits, logs, metrics, queue, store
+from taskplatform import kinds, limits, logs, metrics, queue, release, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
@@ -301,9 +301,11 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         except ValueError:
             raise ApiError(404, "not_found", "no such task") from None
 
-    async def enqueue(task_id: str, what: str) -> None:
+    task_stream = release.task_stream_for(settings.release_colour)
+
+    async def enqueue(task_id: str, what: str, stream: str) -> None:
         try:
-            await services.within_redis_timeout(queue.enqueue(services.redis, task_id))
+            await services.within_redis_timeout(queue.enqueue(services.redis, task_id, stream))
         except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
             metrics.TASKS_ENQUEUE_FAILED.inc()
             log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
@@ -311,6 +313,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     @app.post("/v1/tasks", status_code=202, responses=documented(*TENANT, 409, 413))
     async def create_task(body: TaskCreate, tenant_id: str = Depends(rate_limited_tenant),
+                          stream: str = Depends(task_stream),
                           idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         try:
             task, created = await services.store.create(tenant_id, body.kind, body.payload,
@@ -323,7 +326,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                            "use a new key for a new task") from None
         if created:
             metrics.TASKS_CREATED.inc()
-            await enqueue(task["id"], "create")
+            await enqueue(task["id"], "create", stream)
         return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
     @app.get("/v1/tasks/{task_id}", responses=documented(*TENANT, 404))
@@ -366,9 +369,10 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                                  "only queued or retry_wait tasks can be cancelled")
 
     @app.post("/v1/tasks/{task_id}/retry", status_code=202, responses=documented(*TENANT, 404, 409))
-    async def retry_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant)):
+    async def retry_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant),
+                         stream: str = Depends(task_stream)):
         task = await _transition(tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-        await enqueue(task["id"], "re-drive")
+        await enqueue(task["id"], "re-drive", stream)
         return JSONResponse(task, status_code=202)
 
     @app.get("/health")
