@@ -314,8 +314,10 @@ class Worker:
         await pool.close()
 
     async def _shutdown(self) -> None:
-        """Finish in-flight tasks within the grace period (their leases kept alive meanwhile);
-        hand back the rest. Messages read but not started stay pending for another worker."""
+        """Tasks taken but not started go back at once; in-flight tasks finish within the grace
+        period (their leases kept alive meanwhile); the rest is handed back."""
+        not_started = len(self.backlog)
+        await self._return_unstarted()
         if self.inflight:
             log.info("finishing in-flight tasks", extra={"count": len(self.inflight)})
             renewing = asyncio.create_task(self._keep_leases_while_finishing())
@@ -332,7 +334,24 @@ class Worker:
                 await self.store.hand_back(claim)  # not acked: reclaimed or reconciled later
         if leftovers:  # let the cancelled attempts unwind before the pools close under them
             await asyncio.wait([t for t, _ in leftovers], timeout=1)
-        log.info("worker stopped", extra={"handed_back": len(leftovers), "not_started": len(self.backlog)})
+        log.info("worker stopped", extra={"handed_back": len(leftovers), "not_started": not_started})
+
+    async def _return_unstarted(self) -> None:
+        """The backlog back on the streams: a read that was waiting when the worker was told to
+        stop, or tasks recovered from PostgreSQL, would otherwise wait ``claim_idle_seconds``
+        (pending under this consumer) or ``reconcile_after_seconds`` (a recovered row) before
+        another worker took them, which would delay tasks every time a release drains a
+        colour's workers. A message goes back on its own stream (a preview task stays with
+        its colour), a recovered task on the shared one. Added again before the ack: a stop
+        in between leaves a duplicate, which claims make harmless."""
+        try:
+            while self.backlog:
+                message, task_id = self.backlog[0]
+                await queue.enqueue(self.redis, task_id, message.stream if message else queue.STREAM)
+                await self._ack(message)
+                self.backlog.popleft()
+        except Exception as exc:  # noqa: BLE001 - Redis away: they are reclaimed or reconciled later
+            log.warning("tasks not started could not be put back on the stream", **_trouble(exc))
 
 
 def _retrieve(body: asyncio.Task) -> None:

@@ -1,18 +1,28 @@
 """Blue-green releases, worker side, against the real stack: a task created through the preview
 route goes on the stream of the API's colour and is run by a worker of that colour, never of
 the other; a shared-stream task is run by either; a preview task no worker of its colour reads
-is still recovered from PostgreSQL.
+is still recovered from PostgreSQL; a colour's workers drain on SIGTERM without taking new
+tasks, and put back at once what they took but did not start.
 
 The session's API is green (``Platform.env``); workers get their colour per test."""
 
+import asyncio
+import json
 import os
 import signal
+import time
+import uuid
 
 import pytest
 import redis
 
 from conftest import live_workers, wait_worker_ready
 from taskplatform import queue
+from taskplatform.runtime_config import FileConfigSource
+from taskplatform.secrets import FileSecretSource
+from taskplatform.settings import ProcessSettings
+from taskplatform.worker import Worker
+from taskplatform_testing.servers import RUNTIME_DEFAULTS, Redis
 
 GREEN_STREAM = queue.colour_stream("green")
 
@@ -110,3 +120,65 @@ def test_a_preview_task_no_worker_of_its_colour_reads_is_recovered_from_postgres
     [message_id] = message_ids(streams, GREEN_STREAM, task_id)
     assert not delivered(streams, GREEN_STREAM, message_id)
 
+
+def test_a_draining_worker_takes_no_new_task_and_finishes_its_own(workers, platform, start_api, tenant):
+    """How a release stops the old colour's workers: SIGTERM, then they finish what they hold
+    while the new colour's workers take every new task."""
+    tenant.base = start_api(TASKS_RELEASE_COLOUR="blue").url  # its preview tasks go to blue workers only
+    blue, _green = workers("blue"), workers("green")
+    held = create(tenant, "sleep", {"seconds": 3}, preview=True)
+    tenant.wait_for(held, statuses=("running",), timeout=10)
+    os.killpg(blue.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while not any(json.loads(line).get("msg") == "finishing in-flight tasks"
+                  for line in blue.log_path.read_text().splitlines() if line.startswith("{")):
+        assert time.monotonic() < deadline, "the blue worker did not start draining"
+        time.sleep(0.05)
+    created_while_draining = create(tenant)
+    task = tenant.wait_for(created_while_draining, timeout=20)
+    assert task["status"] == "succeeded" and task["result"]["colour"] == "green", task
+    assert blue.wait(30) == 0
+    task = tenant.get(held).json()
+    assert task["status"] == "succeeded" and task["attempts"] == 1, task
+
+
+def test_a_stopping_worker_puts_back_at_once_what_it_took_but_did_not_start(tmp_path):
+    """A read that was waiting when the worker was told to stop, and tasks recovered from
+    PostgreSQL, go back on the streams: no other worker waits claim_idle_seconds or
+    reconcile_after_seconds for them. In-process, on a Redis of its own (the session's shared
+    stream holds other tests' unread messages)."""
+    own_redis = Redis(tmp_path / "redis").start()
+    config_file = tmp_path / "runtime.json"
+    config_file.write_text(json.dumps(RUNTIME_DEFAULTS))
+    config = FileConfigSource(config_file)
+    config.load_initial()
+    settings = ProcessSettings(release_colour="green", redis_host="127.0.0.1", redis_port=own_redis.port,
+                               heartbeat_file=str(tmp_path / "heartbeat"))
+    preview, shared, recovered = (str(uuid.uuid4()) for _ in range(3))
+
+    async def scenario():
+        worker = Worker(settings, FileSecretSource(tmp_path), config)  # no secret needed: Redis is given
+        worker.redis = queue.connect("127.0.0.1", own_redis.port, own_redis.password)
+        try:
+            await worker._ensure_group()
+            await queue.enqueue(worker.redis, preview, GREEN_STREAM)
+            await queue.enqueue(worker.redis, shared, queue.STREAM)
+            await worker._read(count=10, block_ms=1000)
+            worker.backlog.append((None, recovered))
+            assert len(worker.backlog) == 3
+            await worker._shutdown()
+            assert not worker.backlog
+            for stream in worker.streams:  # nothing left pending under the stopped consumer
+                assert (await worker.redis.xpending(stream, queue.GROUP))["pending"] == 0
+            # What the next worker reads: each task on the stream it came from.
+            replies = await worker.redis.xreadgroup(queue.GROUP, "next-worker", {s: ">" for s in worker.streams},
+                                                    count=10)
+            return {stream.decode(): [fields[b"task_id"].decode() for _, fields in messages]
+                    for stream, messages in replies}
+        finally:
+            await worker.redis.aclose()
+
+    try:
+        assert asyncio.run(scenario()) == {GREEN_STREAM: [preview], queue.STREAM: [shared, recovered]}
+    finally:
+        own_redis.stop()
