@@ -233,7 +233,7 @@ TENANT = (401, 422, 429, 503)
 
 
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
-               config: ConfigSource | None = None) -> limits.ConcurrencyLimit:
+               config: ConfigSource | None = None) -> release.ReleaseHeader:
     settings = settings or ProcessSettings()
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
@@ -428,6 +428,9 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
-    # logs its refusals itself). ``.app`` is the FastAPI app.
-    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
-                                   on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)
+    # logs its refusals itself). ``.app`` is the FastAPI app. Around it all, X-Release: a refusal
+    # says which release refused too.
+    return release.ReleaseHeader(
+        limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+                                on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc),
+        settings.release_colour, settings.build_version)

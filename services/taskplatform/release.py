@@ -1,5 +1,5 @@
-"""What the API does for blue-green releases: it sends the tasks created through the preview
-route to its own colour's workers."""
+"""What the API does for blue-green releases: it says which release answered (``X-Release``),
+and sends the tasks created through the preview route to its own colour's workers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,32 @@ from taskplatform import queue
 # Set by the edge's preview server (which routes to the colour being released); the
 # user-facing server always clears it.
 PREVIEW_HEADER = "x-shipyard-preview"
+RELEASE_HEADER = "x-release"
+
+
+def release_name(colour: str, version: str) -> str:
+    """``<colour>/<version>``, as ``X-Release`` says it (``none`` for a process without a colour)."""
+    return f"{colour or 'none'}/{version}"
+
+
+class ReleaseHeader:
+    """Raw ASGI middleware, outermost: every answer carries ``X-Release: <colour>/<version>``,
+    refusals and errors included, so the deploy can count which colour served each request."""
+
+    def __init__(self, app, colour: str, version: str):
+        self.app = app
+        self.header = (RELEASE_HEADER.encode(), release_name(colour, version).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_release(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_release)
 
 
 def task_stream_for(colour: str):
@@ -24,3 +50,4 @@ def task_stream_for(colour: str):
         return preview_stream if request.headers.get(PREVIEW_HEADER) == "1" else queue.STREAM
 
     return task_stream
+
