@@ -251,6 +251,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
+    if settings.fault_error_share > 0:  # release tests only: in the product not even a middleware
+        app.add_middleware(release.InjectedFaults, share=settings.fault_error_share)
     # Outermost last: the request context (request id, access log, last-resort 500) sees every
     # request the concurrency limit lets in, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)

@@ -1,11 +1,13 @@
 """What the API does for blue-green releases: it says which release answered (``X-Release``),
-and sends the tasks created through the preview route to its own colour's workers."""
+sends the tasks created through the preview route to its own colour's workers, and — in the
+release tests only — plays a bad release (``InjectedFaults``)."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from taskplatform import queue
+from taskplatform.errors import error_response
 
 # Set by the edge's preview server (which routes to the colour being released); the
 # user-facing server always clears it.
@@ -51,3 +53,28 @@ def task_stream_for(colour: str):
 
     return task_stream
 
+
+class InjectedFaults:
+    """TEST ONLY (``TASKS_FAULT_ERROR_SHARE``; the product never sets it): raw ASGI middleware
+    that answers ``share`` of the requests under ``/v1/`` with 500 ``injected_fault``, in the
+    error shape, so the release tests can play a bad release. Inside the request context: the
+    faults are logged and counted like real errors. Installed only when the share is above 0."""
+
+    def __init__(self, app, share: float):
+        self.app = app
+        self.per_million = round(share * 1_000_000)
+        self.seen = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and self._fail_next():
+            response = error_response(scope.get("request_id", ""), 500, "injected_fault",
+                                      "a fault injected on purpose (TASKS_FAULT_ERROR_SHARE, release tests only)")
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _fail_next(self) -> bool:
+        # Not random: each request adds the share, and one fails whenever the sum passes a whole
+        # number — exactly ⌊n·share⌋ of n requests, spread evenly, so a test counts them without luck.
+        before = self.seen * self.per_million // 1_000_000
+        self.seen += 1
+        return self.seen * self.per_million // 1_000_000 > before

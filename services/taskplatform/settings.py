@@ -70,6 +70,9 @@ class ProcessSettings(BaseSettings):
     # outside blue-green), the shared stream alone.
     release_colour: Literal["", "blue", "green"] = ""
     build_version: str = "dev"
+    # TEST ONLY (release tests play a bad release with it; the product never sets it): this
+    # share of the API's /v1/ requests answer 500 ``injected_fault`` (``taskplatform.release``).
+    fault_error_share: float = Field(0.0, ge=0, le=1)
     api_host: str = "0.0.0.0"
     api_port: int = probe.DEFAULT_API_PORT
     api_processes: int = 2

@@ -1,6 +1,7 @@
 """Blue-green releases, API side, against real API and worker processes: every answer says which
 release gave it (``X-Release``), refusals too; ``taskplatform smoke`` passes only for a round trip
-served and run by its own colour and version, and says what failed otherwise.
+served and run by its own colour and version, and says what failed otherwise; the test-only
+fault share fails that share of /v1/ requests, and never a health probe.
 
 The session's API and workers are green, version test-1 (``Platform.env``)."""
 
@@ -13,6 +14,7 @@ import requests
 from conftest import live_workers, wait_worker_ready
 from test_api import assert_error
 from test_api_limits import post_head, raw_request, read_status
+from test_observability import samples
 
 
 def test_every_answer_says_which_release_gave_it(start_api, tenant):
@@ -49,6 +51,27 @@ def test_every_answer_says_which_release_gave_it(start_api, tenant):
 
 def test_the_session_api_names_its_own_release(api_url):
     assert requests.get(f"{api_url}/health", timeout=10).headers["X-Release"] == "green/test-1"
+
+
+def test_the_fault_share_fails_that_share_of_v1_requests_and_no_probe(start_api, tenant):
+    api = start_api(processes=2, TASKS_FAULT_ERROR_SHARE=0.5)
+    tenant.base = api.url
+    answers = [tenant.session.get(f"{api.url}/v1/tasks", timeout=10) for _ in range(200)]
+    faults = [answer for answer in answers if answer.status_code == 500]
+    assert {answer.status_code for answer in answers} == {200, 500}
+    # Each process fails every second request it serves: 100 of 200, less one per process whose
+    # count is odd.
+    assert 98 <= len(faults) <= 100, len(faults)
+    for answer in faults:
+        assert answer.json()["code"] == "injected_fault" and answer.headers["X-Release"] == "green/test-1"
+        assert answer.json()["request_id"] == answer.headers["X-Request-Id"]
+    probes = [requests.get(f"{api.url}{path}", timeout=10).status_code
+              for path in ("/health", "/health/ready") for _ in range(50)]
+    assert set(probes) == {200}
+    # Counted like any error of the API: a release watching the error rate sees them.
+    counted = sum(value for labels, value in samples(f"{api.url}/metrics", "http_requests_total")
+                  if labels["status"] == "500")
+    assert counted == len(faults)
 
 
 @pytest.fixture
