@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import gates, kinds, limits, logs, metrics, queue, store
+from taskplatform import gates, kinds, limits, logs, metrics, queue, release, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
@@ -234,7 +234,7 @@ TENANT = (401, 422, 429, 503)
 
 
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
-               config: ConfigSource | None = None) -> limits.ConcurrencyLimit:
+               config: ConfigSource | None = None) -> release.ReleaseHeader:
     settings = settings or ProcessSettings()
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
@@ -252,6 +252,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None, dependencies=[Depends(gates.writes_open(config))])
+    if settings.fault_error_share > 0:  # release tests only: in the product not even a middleware
+        app.add_middleware(release.InjectedFaults, share=settings.fault_error_share)
     # Outermost last: the request context (request id, access log, last-resort 500) sees every
     # request the concurrency limit lets in, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
@@ -302,9 +304,11 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         except ValueError:
             raise ApiError(404, "not_found", "no such task") from None
 
-    async def enqueue(task_id: str, what: str) -> None:
+    task_stream = release.task_stream_for(settings.release_colour)
+
+    async def enqueue(task_id: str, what: str, stream: str) -> None:
         try:
-            await services.within_redis_timeout(queue.enqueue(services.redis, task_id))
+            await services.within_redis_timeout(queue.enqueue(services.redis, task_id, stream))
         except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
             metrics.TASKS_ENQUEUE_FAILED.inc()
             log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
@@ -312,6 +316,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     @app.post("/v1/tasks", status_code=202, responses=documented(*TENANT, 409, 413))
     async def create_task(body: TaskCreate, tenant_id: str = Depends(rate_limited_tenant),
+                          stream: str = Depends(task_stream),
                           idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         gates.check_kind_enabled(services.config.config, body.kind)
         try:
@@ -325,7 +330,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                            "use a new key for a new task") from None
         if created:
             metrics.TASKS_CREATED.inc()
-            await enqueue(task["id"], "create")
+            await enqueue(task["id"], "create", stream)
         return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
     @app.get("/v1/tasks/{task_id}", responses=documented(*TENANT, 404))
@@ -368,9 +373,10 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                                  "only queued or retry_wait tasks can be cancelled")
 
     @app.post("/v1/tasks/{task_id}/retry", status_code=202, responses=documented(*TENANT, 404, 409))
-    async def retry_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant)):
+    async def retry_task(task_id: str, tenant_id: str = Depends(rate_limited_tenant),
+                         stream: str = Depends(task_stream)):
         task = await _transition(tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-        await enqueue(task["id"], "re-drive")
+        await enqueue(task["id"], "re-drive", stream)
         return JSONResponse(task, status_code=202)
 
     @app.get("/health")
@@ -427,6 +433,9 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
 
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
-    # logs its refusals itself). ``.app`` is the FastAPI app.
-    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
-                                   on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)
+    # logs its refusals itself). ``.app`` is the FastAPI app. Around it all, X-Release: a refusal
+    # says which release refused too.
+    return release.ReleaseHeader(
+        limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+                                on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc),
+        settings.release_colour, settings.build_version)

@@ -1,4 +1,4 @@
-"""`taskplatform api | worker | migrate | healthcheck api|worker` — the container commands."""
+"""`taskplatform api | worker | migrate | healthcheck api|worker | smoke` — the container commands."""
 
 from __future__ import annotations
 
@@ -102,6 +102,18 @@ def _consul_setup(settings: ProcessSettings) -> int:
     return 0
 
 
+def _smoke(settings: ProcessSettings, args: argparse.Namespace) -> int:
+    import json
+
+    from taskplatform.secrets import FileSecretSource
+    from taskplatform.smoke import Smoke
+
+    report = Smoke(settings, FileSecretSource(settings.secrets_dir), args.base_url, args.timeout,
+                   args.preview_header).run()
+    print(json.dumps(report), flush=True)  # one line, for the deploy to read
+    return 0 if report["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskplatform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("db-setup", help="create/update the platform's database roles (as the superuser)")
     sub.add_parser("consul-setup", help="create/update the platform's Consul policies and tokens, seed the runtime "
                                         "config (with the management token)")
+    smoke = sub.add_parser("smoke", help="the release's smoke test: one task round trip through --base-url, "
+                                          "served and run by this process's colour and version; one JSON line")
+    smoke.add_argument("--base-url", required=True, help="the edge's preview server, e.g. http://edge:81")
+    smoke.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole round trip (30)")
+    smoke.add_argument("--preview-header", action="store_true",
+                       help="send X-Shipyard-Preview: 1 itself (tests calling the API directly; the edge's "
+                            "preview server sets it)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
     check.add_argument("what", choices=["api", "worker"])
     args = parser.parse_args(argv)
@@ -129,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return _db_setup(settings)
     if args.command == "consul-setup":
         return _consul_setup(settings)
+    if args.command == "smoke":
+        return _smoke(settings, args)
     return 2
 
 

@@ -40,14 +40,21 @@ class FailPayload(BaseModel):
         return self
 
 
-PAYLOADS: dict[str, type[BaseModel] | None] = {"checksum": None, "sleep": SleepPayload, "fail": FailPayload}
+class SmokePayload(BaseModel):
+    """Nothing: a smoke task only says who ran it."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+PAYLOADS: dict[str, type[BaseModel] | None] = {"checksum": None, "sleep": SleepPayload, "fail": FailPayload,
+                                               "smoke": SmokePayload}
 
 
 def canonical_json(payload: Any) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-async def run(kind: str, payload: dict, attempt: int) -> dict:
+async def run(kind: str, payload: dict, attempt: int, runner: dict[str, str]) -> dict:
+    """``runner``: the worker running it (``colour``, ``version``, ``worker``)."""
     if kind == "checksum":
         return {"sha256": hashlib.sha256(canonical_json(payload)).hexdigest()}
     if kind == "sleep":
@@ -58,4 +65,6 @@ async def run(kind: str, payload: dict, attempt: int) -> dict:
         if payload.get("always") or attempt <= int(payload.get("times") or 0):
             raise TaskFailed(f"failing on purpose (attempt {attempt})")
         return {"attempt": attempt}
+    if kind == "smoke":  # the release's smoke test: which colour, version and worker took it
+        return dict(runner)
     raise TaskFailed(f"unknown kind {kind!r}")

@@ -1,7 +1,13 @@
 """Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (a
-worker recovers it from PostgreSQL), and a duplicate is harmless (claims are conditional)."""
+worker recovers it from PostgreSQL), and a duplicate is harmless (claims are conditional).
+
+Every worker reads the shared stream; a worker of a release colour also reads that colour's
+stream, where the API of that colour puts the tasks created through the preview route (the
+release's smoke test must be served by the new colour's workers, before users are)."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -12,6 +18,22 @@ from redis.exceptions import ResponseError
 STREAM = "tasks:stream"
 GROUP = "workers"
 MAXLEN = 200_000  # approximate trim; entries are acked long before this
+
+
+class Message(NamedTuple):
+    """A stream entry a worker took: acked on the stream it came from."""
+    stream: str
+    id: str
+
+
+def colour_stream(colour: str) -> str:
+    return f"{STREAM}:{colour}"
+
+
+def streams_for(colour: str) -> list[str]:
+    """The streams a worker of ``colour`` reads, in one XREADGROUP: the shared one, plus its
+    colour's when it has one (none: tests, a run outside blue-green)."""
+    return [STREAM, colour_stream(colour)] if colour else [STREAM]
 
 
 def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]] | None = None,
@@ -31,15 +53,15 @@ def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]
     return redis.Redis(host=host, port=port, **options)
 
 
-async def enqueue(client: redis.Redis, task_id: str) -> None:
-    await client.xadd(STREAM, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
+async def enqueue(client: redis.Redis, task_id: str, stream: str = STREAM) -> None:
+    await client.xadd(stream, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
 
 
-async def ensure_group(client: redis.Redis) -> None:
+async def ensure_group(client: redis.Redis, stream: str = STREAM) -> None:
     # From id 0: if Redis lost the group (restart without data), everything still in the
     # stream is delivered again; claims make that harmless.
     try:
-        await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -73,10 +95,10 @@ return removed
 """
 
 
-async def forget_idle_consumers(client: redis.Redis, idle_seconds: float) -> list[str]:
+async def forget_idle_consumers(client: redis.Redis, idle_seconds: float, stream: str = STREAM) -> list[str]:
     """Remove the group's consumers idle for longer than ``idle_seconds`` that hold no pending
     entries: workers that went away (each run is a new consumer, `host-pid`), including those
     whose entries other workers reclaimed. A live worker removed while it waited for slots
     comes back with its next read."""
-    removed = await client.eval(_FORGET_IDLE_CONSUMERS, 1, STREAM, GROUP, int(idle_seconds * 1000))
+    removed = await client.eval(_FORGET_IDLE_CONSUMERS, 1, stream, GROUP, int(idle_seconds * 1000))
     return [name.decode() if isinstance(name, bytes) else name for name in removed]

@@ -6,6 +6,8 @@ change at run time lives in the runtime config (``runtime_config``), hot-reloade
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,8 +65,14 @@ class ProcessSettings(BaseSettings):
     config_cache_file: str = "/tmp/taskplatform/runtime-cache.json"  # the last good document from Consul
     # Each process reports the config it applied in <dir>/<pid>.json (taskplatform.config_report).
     config_state_dir: str = "/tmp/taskplatform/config-state"
-    release_colour: str = "blue"
+    # A blue-green release runs two colours side by side; a process of a colour also serves
+    # that colour's preview tasks (``queue.streams_for``). Empty: no colour (tests, a run
+    # outside blue-green), the shared stream alone.
+    release_colour: Literal["", "blue", "green"] = ""
     build_version: str = "dev"
+    # TEST ONLY (release tests play a bad release with it; the product never sets it): this
+    # share of the API's /v1/ requests answer 500 ``injected_fault`` (``taskplatform.release``).
+    fault_error_share: float = Field(0.0, ge=0, le=1)
     api_host: str = "0.0.0.0"
     api_port: int = probe.DEFAULT_API_PORT
     api_processes: int = 2

@@ -50,12 +50,17 @@ class Worker:
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.streams = queue.streams_for(settings.release_colour)
+        # Who runs a task, for the kinds that say so (`smoke`: the release's smoke test checks
+        # that the new colour's workers took its task).
+        self.runner = {"colour": settings.release_colour, "version": settings.build_version, "worker": self.consumer}
         # Per running task: its stream message (None when recovered from PostgreSQL) and claim.
-        self.inflight: dict[asyncio.Task, tuple[str | None, store.Claimed | None]] = {}
-        # Tasks taken but not started yet, as (message id or None, task id): a read asks for as
-        # many as there are free slots, but the concurrency may be lowered while it waits; what
-        # does not fit waits here, as do tasks recovered from PostgreSQL (`_recover`).
-        self.backlog: collections.deque[tuple[str | None, str]] = collections.deque()
+        self.inflight: dict[asyncio.Task, tuple[queue.Message | None, store.Claimed | None]] = {}
+        # Tasks taken but not started yet, as (message or None, task id): a read asks each of
+        # its streams for as many as there are free slots, and the concurrency may be lowered
+        # while it waits; what does not fit waits here, as do tasks recovered from PostgreSQL
+        # (`_recover`).
+        self.backlog: collections.deque[tuple[queue.Message | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
         self.store: store.TaskStore | None = None
         self.redis = None
@@ -64,16 +69,16 @@ class Worker:
         return self.config.config.worker_concurrency - len(self.inflight)
 
     # --- processing -----------------------------------------------------------------------
-    async def _process(self, message_id: str | None, task_id: str) -> None:
+    async def _process(self, message: queue.Message | None, task_id: str) -> None:
         logs.task_id.set(task_id)  # on every line logged while processing it (its own asyncio task)
         try:
-            await self._run(message_id, task_id)
+            await self._run(message, task_id)
         except Exception as exc:  # noqa: BLE001
             # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
             # and the task is picked up again. Nothing to do here but say so.
             log.warning("task processing interrupted", **_trouble(exc))
 
-    async def _run(self, message_id: str | None, task_id: str) -> None:
+    async def _run(self, message: queue.Message | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
             claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
@@ -85,14 +90,14 @@ class Worker:
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
         if claim is None:  # finished, cancelled, dead, running elsewhere under a live lease, or of a
             # disabled kind: queued, the reconciler brings it back once its kind is enabled again
-            await self._ack(message_id)
+            await self._ack(message)
             return
-        self.inflight[task] = (message_id, claim)
+        self.inflight[task] = (message, claim)
         if claim.attempts == 1:
             metrics.TASK_QUEUE_WAIT_SECONDS.labels(kind=claim.kind).observe(claim.queued_seconds)
         timeout = self.config.config.timeout_for(claim.kind)
         started = time.perf_counter()
-        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts))
+        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts, self.runner))
         body.add_done_callback(_retrieve)
         try:
             with metrics.TASKS_RUNNING.track_inprogress():
@@ -115,12 +120,12 @@ class Worker:
             await self._fail(claim, f"{exc.__class__.__name__}: {exc}")
         elif await self.store.complete(claim, body.result()):
             metrics.TASKS_COMPLETED.inc()
-        self.inflight[task] = (message_id, None)  # recorded: no lease to keep or hand back
-        await self._ack(message_id)
+        self.inflight[task] = (message, None)  # recorded: no lease to keep or hand back
+        await self._ack(message)
 
-    async def _ack(self, message_id: str | None) -> None:
-        if message_id is not None:  # a task recovered from PostgreSQL came without a message
-            await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+    async def _ack(self, message: queue.Message | None) -> None:
+        if message is not None:  # a task recovered from PostgreSQL came without a message
+            await self.redis.xack(message.stream, queue.GROUP, message.id)
 
     async def _fail(self, claim: store.Claimed, error: str) -> None:
         cfg = self.config.config
@@ -134,9 +139,9 @@ class Worker:
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
-    def _spawn(self, message_id: str | None, task_id: str) -> None:
-        task = asyncio.create_task(self._process(message_id, task_id))
-        self.inflight[task] = (message_id, None)
+    def _spawn(self, message: queue.Message | None, task_id: str) -> None:
+        task = asyncio.create_task(self._process(message, task_id))
+        self.inflight[task] = (message, None)
         task.add_done_callback(self._done)
 
     def _start_backlog(self) -> None:
@@ -155,8 +160,7 @@ class Worker:
                 await asyncio.sleep(0.01)
                 continue
             try:
-                replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, {queue.STREAM: ">"},
-                                                      count=free, block=1000)
+                await self._read(free, block_ms=1000)
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
                 if "NOGROUP" in str(exc):
@@ -165,14 +169,20 @@ class Worker:
                 log.warning("redis read failed; retrying", extra={"reason": repr(exc), "in_s": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
-                continue
-            for _stream, messages in replies or []:
-                for message_id, fields in messages:
-                    self.backlog.append((_text(message_id), _text(fields.get(b"task_id", b""))))
+
+    async def _read(self, count: int, block_ms: int) -> None:
+        """New messages of every stream of this worker, in one XREADGROUP, into the backlog."""
+        replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, {stream: ">" for stream in self.streams},
+                                              count=count, block=block_ms)
+        for stream, messages in replies or []:
+            for message_id, fields in messages:
+                self.backlog.append((queue.Message(_text(stream), _text(message_id)),
+                                     _text(fields.get(b"task_id", b""))))
 
     async def _ensure_group(self) -> None:
         try:
-            await queue.ensure_group(self.redis)
+            for stream in self.streams:
+                await queue.ensure_group(self.redis, stream)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot create the consumer group yet", extra={"reason": repr(exc)})
             await asyncio.sleep(1)
@@ -200,21 +210,30 @@ class Worker:
     async def _maintain_once(self) -> None:
         await self._renew_leases()
         await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
-        free = self._free_slots() - len(self.backlog)
-        if free > 0:
-            idle_ms = int(self.settings.claim_idle_seconds * 1000)
-            reply = await self.redis.xautoclaim(queue.STREAM, queue.GROUP, self.consumer, idle_ms, "0-0", count=free)
-            for message_id, fields in (reply[1] if reply else []):
-                if fields:  # entries trimmed away come back empty
-                    self.backlog.append((_text(message_id), _text(fields.get(b"task_id", b""))))
-                else:
-                    await self.redis.xack(queue.STREAM, queue.GROUP, message_id)
+        for stream in self.streams:
+            await self._reclaim(stream)
         for task_id in await self.store.due_retries():
             await queue.enqueue(self.redis, str(task_id))
-        forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds)
-        if forgotten:
-            metrics.CONSUMERS_FORGOTTEN.inc(len(forgotten))
-            log.info("idle consumers removed from the group", extra={"consumers": forgotten})
+        for stream in self.streams:
+            forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds,
+                                                          stream)
+            if forgotten:
+                metrics.CONSUMERS_FORGOTTEN.inc(len(forgotten))
+                log.info("idle consumers removed from the group", extra={"consumers": forgotten, "stream": stream})
+
+    async def _reclaim(self, stream: str) -> None:
+        """Messages of ``stream`` pending under another consumer for ``claim_idle_seconds`` (its
+        worker died), as many as there are free slots."""
+        free = self._free_slots() - len(self.backlog)
+        if free <= 0:
+            return
+        idle_ms = int(self.settings.claim_idle_seconds * 1000)
+        reply = await self.redis.xautoclaim(stream, queue.GROUP, self.consumer, idle_ms, "0-0", count=free)
+        for message_id, fields in (reply[1] if reply else []):
+            if fields:  # entries trimmed away come back empty
+                self.backlog.append((queue.Message(stream, _text(message_id)), _text(fields.get(b"task_id", b""))))
+            else:
+                await self.redis.xack(stream, queue.GROUP, message_id)
 
     async def _recover(self) -> None:
         """Tasks PostgreSQL says should run but that no message may bring: running under an
@@ -298,8 +317,10 @@ class Worker:
         await pool.close()
 
     async def _shutdown(self) -> None:
-        """Finish in-flight tasks within the grace period (their leases kept alive meanwhile);
-        hand back the rest. Messages read but not started stay pending for another worker."""
+        """Tasks taken but not started go back at once; in-flight tasks finish within the grace
+        period (their leases kept alive meanwhile); the rest is handed back."""
+        not_started = len(self.backlog)
+        await self._return_unstarted()
         if self.inflight:
             log.info("finishing in-flight tasks", extra={"count": len(self.inflight)})
             renewing = asyncio.create_task(self._keep_leases_while_finishing())
@@ -316,7 +337,24 @@ class Worker:
                 await self.store.hand_back(claim)  # not acked: reclaimed or reconciled later
         if leftovers:  # let the cancelled attempts unwind before the pools close under them
             await asyncio.wait([t for t, _ in leftovers], timeout=1)
-        log.info("worker stopped", extra={"handed_back": len(leftovers), "not_started": len(self.backlog)})
+        log.info("worker stopped", extra={"handed_back": len(leftovers), "not_started": not_started})
+
+    async def _return_unstarted(self) -> None:
+        """The backlog back on the streams: a read that was waiting when the worker was told to
+        stop, or tasks recovered from PostgreSQL, would otherwise wait ``claim_idle_seconds``
+        (pending under this consumer) or ``reconcile_after_seconds`` (a recovered row) before
+        another worker took them, which would delay tasks every time a release drains a
+        colour's workers. A message goes back on its own stream (a preview task stays with
+        its colour), a recovered task on the shared one. Added again before the ack: a stop
+        in between leaves a duplicate, which claims make harmless."""
+        try:
+            while self.backlog:
+                message, task_id = self.backlog[0]
+                await queue.enqueue(self.redis, task_id, message.stream if message else queue.STREAM)
+                await self._ack(message)
+                self.backlog.popleft()
+        except Exception as exc:  # noqa: BLE001 - Redis away: they are reclaimed or reconciled later
+            log.warning("tasks not started could not be put back on the stream", **_trouble(exc))
 
 
 def _retrieve(body: asyncio.Task) -> None:

@@ -23,7 +23,7 @@ class StubbornBody:
         self.release = asyncio.Event()
         self.returned = asyncio.Event()
 
-    async def __call__(self, kind, payload, attempt):
+    async def __call__(self, kind, payload, attempt, runner):
         if attempt > 1:
             return {"attempt": attempt}
         try:
@@ -71,7 +71,7 @@ async def row(pool, task_id):
 
 def test_a_timed_out_body_that_returns_anyway_is_still_a_timeout(platform, tmp_path, monkeypatch):
     async def scenario(worker, body, task_id, pool):
-        processing = asyncio.create_task(worker._process("0-1", str(task_id)))
+        processing = asyncio.create_task(worker._process(queue.Message(queue.STREAM, "0-1"), str(task_id)))
         await body.cancelled.wait()  # the timeout fired
         body.release.set()  # the body returns its result right after swallowing the cancellation
         await processing
@@ -85,7 +85,7 @@ def test_a_timed_out_body_that_returns_anyway_is_still_a_timeout(platform, tmp_p
 def test_a_handed_back_body_that_returns_later_cannot_complete_the_next_holders_attempt(platform, tmp_path,
                                                                                          monkeypatch):
     async def scenario(worker, body, task_id, pool):
-        worker._spawn("0-1", str(task_id))
+        worker._spawn(queue.Message(queue.STREAM, "0-1"), str(task_id))
         processing = list(worker.inflight)
         while (await row(pool, task_id))["status"] != "running":
             await asyncio.sleep(0.01)
