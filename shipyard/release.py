@@ -98,9 +98,14 @@ class ReleaseState:
             out[version_variable(None)] = self.newest
         return out
 
-    def colours_to_run(self, now: float) -> tuple[str, ...]:
+    def colours_to_run(self) -> tuple[str, ...]:
         """Colours a deploy converges: the live one, and the one a release is starting."""
         return tuple(c for c in COLOURS if c == self.live or c == self.starting)
+
+    def colours_to_converge(self) -> tuple[str, ...]:
+        """Colours a deploy converges: the one a release starts (the live one is held as it is:
+        compose would recreate it with the one-shots it depends on), else the live one."""
+        return (self.starting,) if self.starting else (self.live,)
 
     def colours_to_remove(self, now: float) -> tuple[str, ...]:
         """Colours a deploy stops and removes: the idle one once no longer kept warm (a release

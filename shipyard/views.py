@@ -108,7 +108,7 @@ def _runtime_reasons(access: HostAccess, rendered: RenderedHost) -> dict[str, li
     now = time.time()
     for inst in topology.instances_on(access.settings, access.host):
         found = by_service.get(inst.name, [])
-        if inst.colour is not None and inst.colour not in released.colours_to_run(now):
+        if inst.colour is not None and inst.colour not in released.colours_to_run():
             if found and inst.colour in released.colours_to_remove(now):
                 out[inst.name] = ["the idle colour, no longer kept warm: removed"]
             continue

@@ -28,6 +28,7 @@ import getpass
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -150,6 +151,19 @@ def _stop_workers(settings: EnvironmentSettings, colour: str) -> list[str]:
     return stopped
 
 
+class _Drain:
+    """``_stop_workers`` of a colour in the background (each waits out its grace period)."""
+
+    def __init__(self, settings: EnvironmentSettings, colour: str) -> None:
+        self.stopped: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.stopped.extend(_stop_workers(settings, colour)), daemon=True)
+        self._thread.start()
+
+    def join(self) -> list[str]:
+        self._thread.join()
+        return self.stopped
+
+
 def _start_workers(settings: EnvironmentSettings, colour: str) -> bool:
     """Start the colour's stopped workers again (an instant rollback); False when a container is gone."""
     complete = True
@@ -184,8 +198,8 @@ def routed_traffic(settings: EnvironmentSettings, colour: str, since: float, unt
     log = ""
     for inst in _routing(settings):
         for container in _containers(settings, inst):
-            log += container.logs(stdout=True, stderr=False, since=dt.datetime.fromtimestamp(since),
-                                  until=dt.datetime.fromtimestamp(until or time.time())).decode(errors="replace")
+            log += container.logs(stdout=True, stderr=False, since=float(since),
+                                  until=float(until or time.time())).decode(errors="replace")
     return release.routed_traffic(log, colour)
 
 
@@ -283,15 +297,18 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
         switch(settings, target)
         timer.done("switch", f"users on {target} ({version}); {old} warm until "
                              f"{time.strftime('%H:%M:%S', time.localtime(live.warm_until or 0))}")
-        drained = _stop_workers(settings, old)
-        timer.done("drain", f"stopped {', '.join(drained) or 'no worker'} of {old}")
+        # The old workers drain (their grace period) while the new colour is watched.
+        drain = _Drain(settings, old)
         # 5. Watch.
         reason, seen = watch(settings, target, baseline, switched_at)
         if reason:
             print(f"release: ROLLING BACK: {target} ({version}): {reason}", file=sys.stderr)
             print(f"release: the old colour before the switch: {baseline.describe()}; {target} since: {seen.describe()}",
                   file=sys.stderr)
-            took = _back_to_warm(settings, live, old)
+            took = _route_back(settings, live, old)  # users first; the workers after
+            drain.join()
+            if not _start_workers(settings, old):
+                deploy({})
             _remove_colour(settings, target)
             write_state(settings, replace(read_state(settings), warm_until=None,
                                           versions={old: old_version or ""}))
@@ -300,6 +317,7 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
                                       why=f"{reason} ({seen.errors} 5xx of {seen.answers} answers)"))
             return 1
         timer.done("watch", f"{target}: {seen.describe()} (before the switch, {old}: {baseline.describe()})")
+        timer.done("drain", f"stopped {', '.join(drain.join()) or 'no worker'} of {old} (during the watch)")
         _record(settings, replace(record, result="done", steps=timer.steps))
         timer.done("record", f"{settings.name}: {version} live in {target}")
         return 0
@@ -331,16 +349,12 @@ def watch(settings: EnvironmentSettings, colour: str, baseline: Traffic, since: 
         time.sleep(min(WATCH_POLL_S, max(0.0, deadline - now)))
 
 
-def _back_to_warm(settings: EnvironmentSettings, state: ReleaseState, to: str) -> float:
-    """Users back on the warm colour ``to`` at once, then its workers restarted and the other
-    colour's drained. Seconds from the call until the switch was made."""
+def _route_back(settings: EnvironmentSettings, state: ReleaseState, to: str) -> float:
+    """Users back on the warm colour ``to`` at once. Seconds the switch took."""
     started = time.monotonic()
     write_state(settings, state.switched(to, settings.release.keep_previous_seconds, time.time()))
     switch(settings, to)
-    took = time.monotonic() - started
-    _start_workers(settings, to)
-    _stop_workers(settings, release.other(to))
-    return took
+    return time.monotonic() - started
 
 
 def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, repo: Path) -> int:
@@ -358,8 +372,12 @@ def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, re
                                 f"{state.live_version} in {current} is known)", "release another version first")
         record = Record("rollback", version, to, state.live_version, time.time(), _who(), "")
         if is_warm(settings, to):
-            took = _back_to_warm(settings, state, to)
+            took = _route_back(settings, state, to)
             timer.done("switch", f"users on {to} ({version}) after {took:.2f}s; {current} warm")
+            if not _start_workers(settings, to):
+                deploy({})  # its workers were removed meanwhile: the deploy of the live colour makes them
+            _stop_workers(settings, current)
+            timer.done("drain", f"{to}'s workers started, {current}'s stopped")
         else:
             starting = replace(state, starting=to, warm_until=None)
             write_state(settings, starting)

@@ -103,18 +103,18 @@ def live_rotations(on_host: tuple[topology.Instance, ...], rotating: set[str]) -
     return apply, retire
 
 
-def service_states(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState | None = None,
-                   now: float = 0.0) -> dict[str, ServiceState]:
+def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
+                   state: ReleaseState | None = None) -> dict[str, ServiceState]:
     """What the converge step needs to know of each service on the host (plain data: it is
     handed to a pyinfra python.call). Of a coloured service, only the colours the release
-    ``state`` runs (the live one, and one a release is starting)."""
+    ``state`` converges (the live one, or the one a release is starting)."""
     state = state or ReleaseState()
     on_host = topology.instances_on(settings, rendered.host)
     names = {i.name for i in on_host}
     variables = state.env_variables()
     states = {}
     for inst in on_host:
-        if inst.colour is not None and inst.colour not in state.colours_to_run(now):
+        if inst.colour is not None and inst.colour not in state.colours_to_converge():
             continue
         svc = inst.service
         same_host_deps = tuple(d.name for d in topology.dependencies(settings, inst) if d.name in names
@@ -148,7 +148,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",
                     function=rotation.run_phase, project_dir=root, project=settings.compose_project,
                     phase="apply", steps=apply_live)
-    states = service_states(settings, rendered, state, now)
+    states = service_states(settings, rendered, state)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
     last_good = commands.last_good_dir(settings.deploy_root, settings.name)
     steps = topology.rollout_steps(settings)

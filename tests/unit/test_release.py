@@ -15,20 +15,22 @@ from shipyard.settings import ReleaseSettings
 def test_a_host_no_release_touched_runs_the_settings_version_in_blue():
     state = ReleaseState.initial("0.1.0")
     assert (state.live, state.live_version, state.newest) == ("blue", "0.1.0", "0.1.0")
-    assert state.colours_to_run(0) == ("blue",) and state.colours_to_remove(0) == ("green",)
+    assert state.colours_to_run() == ("blue",) and state.colours_to_remove(0) == ("green",)
 
 
 def test_a_release_starts_the_idle_colour_and_the_switch_keeps_the_old_one_warm():
     state = ReleaseState.initial("1").starting_release("2")
     assert state.starting == "green" and state.versions == {"blue": "1", "green": "2"} and state.newest == "2"
-    # A deploy during the release runs both; the one being started is never removed.
-    assert state.colours_to_run(0) == ("blue", "green") and state.colours_to_remove(0) == ()
+    # A deploy during the release runs both, converges only the new one (the live one is held as
+    # it is), and never removes the one being started.
+    assert state.colours_to_run() == ("blue", "green") and state.colours_to_remove(0) == ()
+    assert state.colours_to_converge() == ("green",)
     live = state.switched("green", keep_previous_s=600, now=1000)
     assert (live.live, live.starting, live.idle) == ("green", None, "blue")
     assert live.warm(1599) and live.colours_to_remove(1599) == ()
     assert not live.warm(1600) and live.colours_to_remove(1600) == ("blue",)
     # The warm colour is not converged by a plain deploy: left as it is.
-    assert live.colours_to_run(1000) == ("green",)
+    assert live.colours_to_run() == ("green",) and live.colours_to_converge() == ("green",)
 
 
 def test_state_round_trips_and_bad_files_say_where():
