@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pyinfra import host
+from pyinfra.operations import python
 
 from shipyard import commands, images, topology
 from shipyard.apply.engine import ensure_docker_engine
@@ -16,7 +17,7 @@ from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
 from shipyard.apply.images import ensure_images
 from shipyard.apply.pull import ensure_official_images
-from shipyard.apply.releasestate import host_release_state
+from shipyard.apply.releasestate import host_release_state, release_checked
 from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
@@ -54,5 +55,18 @@ keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else release
 ensure_official_images(images.images_to_pull(settings, needed), settings.name)
 ensure_images(images.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
+if starting and state.versions[starting] == state.newest:
+    # Before a release's migrations (a rollback runs none): each component's check of the new
+    # version against the live one.
+    project_dir = commands.project_dir(settings.deploy_root, settings.name)
+    for inst in topology.instances_on(settings, this_host):
+        check = inst.component.release_check
+        if inst.colour == state.live and check and inst.service.name == check.service:
+            new_image = images.resolved_ref(images.versioned_ref(settings, inst.component, inst.service.image, starting),
+                                            state.env_variables())
+            python.call(name=f"release check of {inst.component.name}: {' '.join(check.argv)}",
+                        function=release_checked, project_dir=project_dir, project=settings.compose_project,
+                        new_image=new_image, live_service=inst.name, argv=list(check.argv), refusal=check.refusal,
+                        live_version=state.live_version or "")
 roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time())
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

@@ -169,6 +169,17 @@ class Service:
 
 
 @dataclass(frozen=True)
+class ReleaseCheck:
+    """Whether a release may go on, decided before its migrations run: ``argv`` runs in the new
+    version's image and in the live colour's ``service``; ``refusal(new output, live output or
+    None, live version)`` says why not (None: go on)."""
+
+    service: str
+    argv: tuple[str, ...]
+    refusal: Callable[[str, str | None, str], str | None]
+
+
+@dataclass(frozen=True)
 class Image:
     """An image a component runs. ``official``: the pinned upstream ref (None: always built
     from ``build_context``, like the task platform); ``local``: the ref built from Debian
@@ -219,6 +230,7 @@ class Component:
     # A release's smoke test of the colour it starts: settings → (coloured service, argv run in
     # that colour's instance; exit 0 when a real round trip through the preview route worked).
     release_smoke: Callable[[Any], tuple[str, tuple[str, ...]]] | None = None
+    release_check: ReleaseCheck | None = None
 
     def config_dir(self, name: str) -> ConfigDir:
         for config in self.config_dirs:

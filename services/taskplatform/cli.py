@@ -1,4 +1,4 @@
-"""`taskplatform api | worker | migrate | healthcheck api|worker | smoke` — the container commands."""
+"""`taskplatform api | worker | migrate | migrations | healthcheck api|worker | smoke` — the container commands."""
 
 from __future__ import annotations
 
@@ -130,11 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     smoke.add_argument("--preview-header", action="store_true",
                        help="send X-Shipyard-Preview: 1 itself (tests calling the API directly; the edge's "
                             "preview server sets it)")
+    sub.add_parser("migrations", help="the migrations this release carries and the destructive ones, as JSON "
+                                      "(a release compares them with the live version's)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
     check.add_argument("what", choices=["api", "worker"])
     args = parser.parse_args(argv)
     if args.command == "healthcheck":
         return probe.check(args.what)  # before the settings import: probes must stay cheap
+    if args.command == "migrations":  # no settings: run in an image with no environment at all
+        import json
+
+        from taskplatform.migrate import chain
+
+        print(json.dumps(chain(), sort_keys=True))
+        return 0
     from taskplatform.settings import ProcessSettings
 
     settings = ProcessSettings()

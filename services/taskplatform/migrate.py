@@ -14,7 +14,7 @@ from taskplatform.settings import ProcessSettings
 
 def alembic_config(settings: ProcessSettings, secrets: SecretSource) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    config.set_main_option("script_location", str(MIGRATIONS))
     # URL.create quotes nothing into a string we build by hand, so any password works. Several
     # hosts go in the query (libpq multi-host); read-write picks the primary among them.
     config.attributes["url"] = URL.create(
@@ -22,6 +22,23 @@ def alembic_config(settings: ProcessSettings, secrets: SecretSource) -> Config:
         database=settings.pg_database,
         query={"host": [f"{host}:{port}" for host, port in settings.pg_nodes()], "target_session_attrs": "read-write"})
     return config
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def chain() -> dict:
+    """The migrations this release carries, oldest first, and the destructive ones (expand/contract,
+    README): a module marks itself with ``destructive = "<what it removes>"`` and
+    ``unused_since = "<revision>"``, the revision from which on the code no longer needs it. No
+    database: a release reads this from the new image and from the live colour before it migrates."""
+    from alembic.script import ScriptDirectory
+
+    revisions = list(reversed(list(ScriptDirectory(str(MIGRATIONS)).walk_revisions())))
+    return {"chain": [r.revision for r in revisions],
+            "destructive": {r.revision: {"removes": r.module.destructive,
+                                         "unused_since": getattr(r.module, "unused_since", None)}
+                            for r in revisions if getattr(r.module, "destructive", None)}}
 
 
 def upgrade(settings: ProcessSettings, secrets: SecretSource) -> None:

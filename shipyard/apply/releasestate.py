@@ -5,8 +5,11 @@ kept warm. A deploy never changes the state itself; releases and rollbacks do
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
+from pyinfra.api.exceptions import OperationError
 
 from shipyard import commands, release
 from shipyard.apply.private_files import WantedPath
@@ -68,3 +71,21 @@ class RunningServices(FactBase):
 
     def process(self, output):
         return {line.strip() for line in output if line.strip()}
+
+
+def release_checked(project_dir: str, project: str, new_image: str, live_service: str, argv: list[str],
+                    refusal: Callable[[str, str | None, str], str | None], live_version: str) -> None:
+    """A component's ReleaseCheck, before a release's migrations run (pyinfra python.call):
+    ``argv`` in the new image and in the live colour's service; a refusal stops the deploy before
+    anything of the environment changed."""
+    ok, new = host.run_shell_command(commands.to_shell(["docker", "run", "--rm", new_image, *argv]))
+    if not ok:
+        raise OperationError(f"host {host.name}: `{' '.join(argv)}` in the new image {new_image} failed:\n"
+                             f"{new.stderr or new.stdout}")
+    live_ok, live = host.run_shell_command(commands.to_shell(commands.compose(project_dir, project, "exec", "-T",
+                                                                             live_service, *argv)))
+    why = refusal(new.stdout, live.stdout if live_ok else None, live_version)
+    if why:
+        print(f"host {host.name}: release refused before its migrations: {why}", flush=True)
+        raise OperationError(f"host {host.name}: release refused before its migrations (above)")
+    host.noop(f"{new_image}: its migrations keep the live version {live_version} working")

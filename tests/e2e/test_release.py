@@ -134,9 +134,12 @@ def test_a_version_that_does_not_start_leaves_the_live_colour_untouched(env_name
     before = read_state(settings)
     broken = f"e2e-broken-{time.strftime('%H%M%S')}"
     _derived_image(f"shipyard/taskplatform:{before.live_version}", f"shipyard/taskplatform:{broken}",
-                   ['ENTRYPOINT ["sh", "-c", "echo broken on purpose >&2; exit 3"]'])
+                   # Its API and workers exit at once; its migrations and checks run.
+                   ['ENTRYPOINT ["sh", "-c", "case \\"$2\\" in api|worker) echo broken on purpose >&2; exit 3;; '
+                    'esac; exec \\"$@\\"", "entrypoint"]'])
     live = _project_containers(settings, before.live)
-    result, out = _shipyard("release", "--env", env_name, "--version", broken, "--prebuilt")
+    result, out = _shipyard("release", "--env", env_name, "--version", broken, "--prebuilt",
+                            extra={"SHIPYARD_HEALTH__APP_TIMEOUT_S": "30"})
     assert result.returncode == 1, out[-5000:]
     assert "start FAILED" in out and "broken on purpose" in out, out[-5000:]
     assert _project_containers(settings, before.live) == live

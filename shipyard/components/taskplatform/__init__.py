@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shipyard.component import (Component, ConfigDir, Health, Image, Port, ReleaseCheck, SecretFile, Service,
+                                Wait)
 from shipyard.components.edge import PREVIEW_PORT
-from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service, Wait
+from shipyard.components.taskplatform.migrations import refusal
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
 
 UID = 10001  # the task platform image's user
@@ -139,6 +141,8 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     release_smoke=release_smoke,
+    # Expand/contract (migrations.py): the live version must keep working on the new schema.
+    release_check=ReleaseCheck("api", ("taskplatform", "migrations"), refusal),
     secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
     checks="shipyard.components.taskplatform.checks",
 )
