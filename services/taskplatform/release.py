@@ -54,11 +54,17 @@ def task_stream_for(colour: str):
     return task_stream
 
 
+def _preview(scope) -> bool:
+    return (PREVIEW_HEADER.encode(), b"1") in scope.get("headers", ())
+
+
 class InjectedFaults:
     """TEST ONLY (``TASKS_FAULT_ERROR_SHARE``; the product never sets it): raw ASGI middleware
     that answers ``share`` of the requests under ``/v1/`` with 500 ``injected_fault``, in the
     error shape, so the release tests can play a bad release. Inside the request context: the
-    faults are logged and counted like real errors. Installed only when the share is above 0."""
+    faults are logged and counted like real errors. Installed only when the share is above 0.
+    The preview route is spared: the bad release passes its smoke test, as a version whose fault
+    shows only under real traffic does, and must be caught by the watch after the switch."""
 
     def __init__(self, app, share: float):
         self.app = app
@@ -66,7 +72,7 @@ class InjectedFaults:
         self.seen = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/v1/") and self._fail_next():
+        if scope["type"] == "http" and scope["path"].startswith("/v1/") and not _preview(scope) and self._fail_next():
             response = error_response(scope.get("request_id", ""), 500, "injected_fault",
                                       "a fault injected on purpose (TASKS_FAULT_ERROR_SHARE, release tests only)")
             return await response(scope, receive, send)

@@ -65,6 +65,10 @@ def test_the_fault_share_fails_that_share_of_v1_requests_and_no_probe(start_api,
     for answer in faults:
         assert answer.json()["code"] == "injected_fault" and answer.headers["X-Release"] == "green/test-1"
         assert answer.json()["request_id"] == answer.headers["X-Request-Id"]
+    # The preview route is spared: a bad release passes its smoke test and meets the watch.
+    previews = [tenant.session.get(f"{api.url}/v1/tasks", headers={"X-Shipyard-Preview": "1"}, timeout=10).status_code
+                for _ in range(20)]
+    assert set(previews) == {200}
     probes = [requests.get(f"{api.url}{path}", timeout=10).status_code
               for path in ("/health", "/health/ready") for _ in range(50)]
     assert set(probes) == {200}
