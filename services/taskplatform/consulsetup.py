@@ -85,17 +85,36 @@ def _ensure_policy(api: _Api, name: str, rules: str) -> str:
     return f"policy {name} created"
 
 
-def _ensure_token(api: _Api, service: str, secret_id: str, policy: str) -> str:
+def _ensure_token(api: _Api, service: str, secret_id: str, policy: str) -> list[str]:
     mine = api.call("GET", "/v1/acl/token/self", token=secret_id)
     body = {"Description": f"Shipyard: {service}", "Policies": [{"Name": policy}]}
     if mine.status_code == 200:
         token = mine.json()
         if [p["Name"] for p in token.get("Policies") or []] != [policy]:
             api.ok("PUT", f"/v1/acl/token/{token['AccessorID']}", json=body)
-            return f"token of {service} given exactly policy {policy}"
-        return f"token of {service} unchanged"
-    api.ok("PUT", "/v1/acl/token", json={**body, "SecretID": secret_id})
-    return f"token of {service} created"
+            done = [f"token of {service} given exactly policy {policy}"]
+        else:
+            done = [f"token of {service} unchanged"]
+    else:
+        api.ok("PUT", "/v1/acl/token", json={**body, "SecretID": secret_id})
+        done = [f"token of {service} created"]
+    return done + _revoke_others(api, service, secret_id, policy)
+
+
+def _revoke_others(api: _Api, service: str, secret_id: str, policy: str) -> list[str]:
+    """A rotated token (`make secrets-rotate NAME=consul_token_<service>`): the service's tokens
+    (those holding its policy, which names the environment) with another SecretID are deleted,
+    so the old value is refused from now on. Its processes are
+    recreated with the new one right after this job; until then they keep their last good config."""
+    done = []
+    for token in api.ok("GET", "/v1/acl/tokens").json():
+        if [p.get("Name") for p in token.get("Policies") or []] != [policy]:
+            continue
+        found = api.ok("GET", f"/v1/acl/token/{token['AccessorID']}").json()
+        if found.get("SecretID") != secret_id:
+            api.ok("DELETE", f"/v1/acl/token/{token['AccessorID']}")
+            done.append(f"an old token of {service} revoked (accessor {token['AccessorID'][:8]}...)")
+    return done
 
 
 def setup(settings: ProcessSettings, secrets: SecretSource, env: str, services: list[str],
@@ -108,7 +127,7 @@ def setup(settings: ProcessSettings, secrets: SecretSource, env: str, services: 
     for service in services:
         name = f"shipyard-{env}-{service}"
         done.append(_ensure_policy(api, name, policy_rules(env, service)))
-        done.append(_ensure_token(api, service, secrets.get(f"consul_token_{service}"), name))
+        done += _ensure_token(api, service, secrets.get(f"consul_token_{service}"), name)
     if seed is not None:
         done.append(_seed(api, settings.consul_runtime_path, env, seed))
     return done

@@ -65,6 +65,21 @@ def test_a_rerun_changes_nothing_and_never_overwrites_the_runtime_config(consul_
                                    headers={"X-Consul-Token": consul_server.management_token}, timeout=5).text) == {"version": "1"}
 
 
+def test_a_rotated_token_replaces_the_old_one_which_is_refused_from_then_on(consul_server, run, tmp_path):
+    run()
+    env, old = run.env, run.tokens["consul_token_api"]
+    consul_server.put(f"shipyard/{env}/api/x", b"v")
+    new = str(uuid.uuid4())
+    (tmp_path / "secrets" / "consul_token_api").write_text(new + "\n")
+    done = run()
+    assert "token of api created" in done and any(line.startswith("an old token of api revoked") for line in done)
+    assert _status(consul_server, "GET", f"shipyard/{env}/api/x", new) == 200
+    assert _status(consul_server, "GET", f"shipyard/{env}/api/x", old) == 403
+    # The other service's token is not touched.
+    assert _status(consul_server, "GET", f"shipyard/{env}/shared/runtime", run.tokens["consul_token_worker"]) == 200
+    assert all("revoked" not in line for line in run())
+
+
 def test_a_policy_widened_by_hand_is_put_back(consul_server, run):
     run()
     name = f"shipyard-{run.env}-api"

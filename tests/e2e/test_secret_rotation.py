@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from shipyard import commands
 from shipyard.apply.releasing import live_instance
@@ -119,3 +120,21 @@ def test_an_interrupted_rotation_is_finished_by_a_plain_deploy_and_replicas_stre
     while _streaming_replicas(settings, primary) < 2 and time.monotonic() < deadline:  # the replica + WAL archive
         time.sleep(0.5)
     assert _streaming_replicas(settings, primary) == 2
+
+
+def test_rotating_a_services_consul_token_revokes_the_old_one_and_every_process_reads_with_the_new(
+        env_name, settings):
+    worker = live_instance(settings, "worker")
+    old = _secret(settings, f"{worker}/consul_token")
+    result = run_shipyard("secrets-rotate", "--env", env_name, "--name", "consul_token_worker")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    new = _secret(settings, f"{worker}/consul_token")
+    assert new != old and old not in result.stdout + result.stderr
+    bind, port = published(settings, settings.hosts[0], "consul-1")
+    key = f"http://{bind}:{port}/v1/kv/shipyard/{env_name}/shared/runtime"
+    assert requests.get(key, headers={"X-Consul-Token": old}, timeout=5).status_code == 403
+    assert requests.get(key, headers={"X-Consul-Token": new}, timeout=5).status_code == 200
+    # Every process reads its config with its (new) token: a change reaches all of them.
+    changed = run_shipyard("config-set", "--env", env_name, "--key", "log_level", "--value", "WARNING")
+    assert changed.returncode == 0 and "applied by all" in changed.stdout, changed.stdout[-2000:] + changed.stderr[-2000:]
+    run_shipyard("config-set", "--env", env_name, "--key", "log_level", "--value", "INFO")
