@@ -259,6 +259,25 @@ def _fail_before_switch(settings: EnvironmentSettings, before: ReleaseState, col
     return 1
 
 
+def _start_and_smoke(settings: EnvironmentSettings, before: ReleaseState, colour: str, version: str,
+                     data: dict[str, str], deploy: Deploy, timer: _Timer, record: Record) -> int | None:
+    """Steps 2 and 3: the deploy starts ``colour`` behind its health gate, then its smoke test
+    through the preview route. A failure leaves the live colour as it is (the exit code); None:
+    ready for the switch."""
+    def logs() -> str:
+        return "\n".join(_logs(settings, i) for i in _coloured(settings, colour))
+
+    if deploy(data) != 0:
+        return _fail_before_switch(settings, before, colour, "start", f"the deploy of {colour} failed (above)",
+                                   logs(), replace(record, steps=timer.steps), deploy)
+    timer.done("start", f"{colour} runs {version}, healthy (live: {before.live} {before.live_version})")
+    ok, said = _smoke(settings, colour)
+    if not ok:
+        return _fail_before_switch(settings, before, colour, "smoke", said, logs(), replace(record, steps=timer.steps))
+    timer.done("smoke", said)
+    return None
+
+
 def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool, deploy: Deploy,
                     lock_wait: float, repo: Path) -> int:
     require_local(settings)
@@ -277,18 +296,10 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
         # 2. The new colour: the deploy starts it (and runs the migrations with its image).
         starting = state.starting_release(version)
         write_state(settings, starting)
-        code = deploy({"shipyard_release_start": target, **({"shipyard_release_prebuilt": "1"} if prebuilt else {})})
-        if code != 0:
-            logs = "\n".join(_logs(settings, i) for i in _coloured(settings, target))
-            return _fail_before_switch(settings, state, target, "start", f"the deploy of {target} failed (above)",
-                                       logs, replace(record, steps=timer.steps), deploy)
-        timer.done("start", f"{target} runs {version}, healthy (live: {old} {old_version})")
-        # 3. Smoke test through the preview route.
-        ok, said = _smoke(settings, target)
-        if not ok:
-            logs = "\n".join(_logs(settings, i) for i in _coloured(settings, target))
-            return _fail_before_switch(settings, state, target, "smoke", said, logs, replace(record, steps=timer.steps))
-        timer.done("smoke", said)
+        data = {"shipyard_release_start": target, **({"shipyard_release_prebuilt": "1"} if prebuilt else {})}
+        failed = _start_and_smoke(settings, state, target, version, data, deploy, timer, record)
+        if failed is not None:
+            return failed
         # 4. Switch; the old colour's workers drain; its API stays warm.
         switched_at = time.time()
         baseline = routed_traffic(settings, old, switched_at - settings.release.baseline_seconds, switched_at)
@@ -381,17 +392,11 @@ def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, re
         else:
             starting = replace(state, starting=to, warm_until=None)
             write_state(settings, starting)
-            code = deploy({"shipyard_release_start": to, "shipyard_release_prebuilt": "1"})
-            if code != 0:
-                logs = "\n".join(_logs(settings, i) for i in _coloured(settings, to))
-                return _fail_before_switch(settings, state, to, "start", f"the deploy of {to} failed (above)", logs,
-                                           replace(record, steps=timer.steps), deploy)
-            timer.done("start", f"{to} runs {version}, healthy")
-            ok, said = _smoke(settings, to)
-            if not ok:
-                logs = "\n".join(_logs(settings, i) for i in _coloured(settings, to))
-                return _fail_before_switch(settings, state, to, "smoke", said, logs, replace(record, steps=timer.steps))
-            timer.done("smoke", said)
+            failed = _start_and_smoke(settings, state, to, version, {"shipyard_release_start": to,
+                                                                     "shipyard_release_prebuilt": "1"},
+                                      deploy, timer, record)
+            if failed is not None:
+                return failed
             write_state(settings, starting.switched(to, settings.release.keep_previous_seconds, time.time()))
             switch(settings, to)
             timer.done("switch", f"users on {to} ({version})")
