@@ -8,13 +8,20 @@ setting, an entrypoint that exits): the product never builds them."""
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import tarfile
 import time
 
 import docker
 import pytest
 
 from shipyard.apply.releasing import read_state
+from shipyard.components.postgres.promote import primary_of
 from shipyard.inventory import load_environment
 from tests.drill_traffic import SteadyLoad, api_client
 
@@ -22,6 +29,7 @@ from .conftest import REPO, container_states, run_shipyard
 
 # Short watch windows keep the suite quick; the bad release's is long enough to see it fail.
 QUICK = {"SHIPYARD_RELEASE__WATCH_SECONDS": "5"}
+_VERSIONS = "/opt/taskplatform/lib/python3.11/site-packages/taskplatform/migrations/versions"
 STEPS = ("lock", "start", "smoke", "switch", "drain", "watch", "record")
 
 
@@ -155,3 +163,77 @@ def test_a_version_that_does_not_start_leaves_the_live_colour_untouched(env_name
     up = run_shipyard("up", "--env", env_name)
     assert up.returncode == 0 and "nothing changed" in up.stdout, up.stdout[-3000:] + up.stderr[-2000:]
     assert not _project_containers(settings, before.idle)
+
+
+_DROP_TOO_EARLY = '''"""drop a column the live version still reads (expand/contract: refused)"""
+from alembic import op
+
+revision = "0900"
+down_revision = "{head}"
+destructive = "drops tasks.error"
+unused_since = "0899"
+
+
+def upgrade() -> None:
+    op.drop_column("tasks", "error")
+'''
+
+
+def test_a_destructive_migration_the_live_version_still_needs_is_refused_before_any_migration(env_name, settings):
+    before = read_state(settings)
+    live_image = f"shipyard/taskplatform:{before.live_version}"
+    client = docker.from_env()
+    chain = json.loads(client.containers.run(live_image, ["taskplatform", "migrations"], remove=True))["chain"]
+    version = f"e2e-contract-{time.strftime('%H%M%S')}"
+    # The live image plus one migration, as the next version would carry it.
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", f"FROM {live_image}\nCOPY 0900_drop.py {_VERSIONS}/0900_drop.py\n"),
+                           ("0900_drop.py", _DROP_TOO_EARLY.format(head=chain[-1]))):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=f"shipyard/taskplatform:{version}", rm=True)
+    result, out = _shipyard("release", "--env", env_name, "--version", version, "--prebuilt")
+    assert result.returncode == 1, out[-5000:]
+    assert "release refused before its migrations: migration 0900 drops tasks.error, which the live version" in out
+    state = read_state(settings)
+    assert (state.live, state.live_version, state.newest) == (before.live, before.live_version, before.newest)
+    # Nothing ran: the column is there.
+    primary = primary_of(settings)
+    column = subprocess.run(["docker", "exec", f"{settings.compose_project}-{primary}-1", "bash", "-c",
+                             "PGPASSWORD=$(cat /run/secrets/postgres_password) psql -h /var/run/postgresql "
+                             f"-U $PG_SUPERUSER -d {settings.postgres.database} -XAtc \"SELECT count(*) FROM "
+                             "information_schema.columns WHERE table_name = 'tasks' AND column_name = 'error'\""],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert column == "1"
+
+
+def test_a_release_killed_halfway_leaves_users_on_the_live_colour_and_the_next_release_recovers(env_name, settings):
+    before = read_state(settings)
+    target = before.idle
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_") or k == "SHIPYARD_AGE_IDENTITY_DIR"}
+    with SteadyLoad(api_client(settings)) as load:
+        _wait_answers(load, 0, 40)
+        cut = subprocess.Popen([sys.executable, "-m", "shipyard", "release", "--env", env_name, "--version",
+                                f"e2e-cut-{time.strftime('%H%M%S')}"], cwd=REPO, env={**env, **QUICK},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not _statuses(settings, f"api-{target}") and cut.poll() is None:  # killed once the new colour exists
+            assert time.monotonic() < deadline, "the release never started its colour"
+            time.sleep(0.2)
+        os.killpg(cut.pid, signal.SIGKILL)
+        cut.wait()
+        killed = time.monotonic()
+        _wait_answers(load, killed, 40)
+        assert load.failed() == [], load.failed()[:10]
+        assert {served for t, _, served in load.answers if t >= killed} == {f"{before.live}/{before.live_version}"}
+        version = f"e2e-after-cut-{time.strftime('%H%M%S')}"
+        result, out = _shipyard("release", "--env", env_name, "--version", version)
+        after = time.monotonic()
+        _wait_answers(load, after, 40)
+    assert result.returncode == 0, out[-5000:]
+    assert load.failed() == [], load.failed()[:10]
+    assert (read_state(settings).live, read_state(settings).live_version) == (target, version)
