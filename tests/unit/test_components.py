@@ -121,7 +121,7 @@ def test_site_template_override_wins_over_the_components_own(repo, tmp_path):
     assert text == "# site nginx for x\n"
     own = render_template("edge", comp.templates_dir, "nginx/nginx.conf.j2",
                           {"env": "x", "api_colours": {}, "api_by_name": True, "api_port": 8000, "conf": "/c",
-                           "routing": "/r", "preview_port": 8081}, site_root=tmp_path / "none")
+                           "routing": "/r", "preview_port": 8081, "router_port": 8080}, site_root=tmp_path / "none")
     assert own.startswith("# Rendered by Shipyard for environment x")
 
 

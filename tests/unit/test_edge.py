@@ -1,5 +1,6 @@
 """The edge's rendered nginx config: operator endpoints are not reachable through it, and the
-methods nginx refuses itself are answered with the allowed ones."""
+methods nginx refuses itself are answered with the allowed ones; the router behind it sends
+users to the live colour and is the only one a release reloads."""
 
 import re
 
@@ -39,7 +40,15 @@ def test_operator_endpoints_are_not_proxied(nginx_conf, path):
 @pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/abc", "/v1/configs", "/metricsx", "/health/ready", "/version"])
 def test_the_api_s_own_paths_are_proxied(nginx_conf, path):
     assert not any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
-    assert re.search(r"proxy_pass (http://api|\$api_upstream);", location_block(nginx_conf, "/"))
+    assert "proxy_pass $router;" in location_block(nginx_conf, "/")
+
+
+def test_the_edge_is_never_switched_and_takes_a_new_connection_to_the_router_per_request(nginx_conf):
+    """A reload closes idle keep-alive connections (a request sent on one as it closes is lost):
+    the users' connections end at the edge, which includes no release routing, and the router
+    a release reloads gets one connection per request (no upstream keepalive)."""
+    assert "live.conf" not in nginx_conf and "keepalive " not in nginx_conf
+    assert "set $router http://router:8080;" in location_block(nginx_conf, "/")
 
 
 def test_an_api_reached_by_name_is_resolved_per_request_and_addresses_keep_the_upstream(repo):
@@ -49,10 +58,11 @@ def test_an_api_reached_by_name_is_resolved_per_request_and_addresses_keep_the_u
     from shipyard.render import render_environment
 
     for env in ("local", "ci"):
-        conf = render_environment(load_environment(repo, env, {}))[env].files["nginx/nginx.conf"].decode()
+        conf = render_environment(load_environment(repo, env, {}))[env].files["nginx/router.conf"].decode()
         assert "resolver 127.0.0.11 valid=2s" in conf and "upstream api" not in conf
         assert "set $api_upstream http://api-$live_colour:8000;" in location_block(conf, "/")
-    conf = render_environment(load_environment(repo, "production", {}))["edge-1"].files["nginx/nginx.conf"].decode()
+        assert "include /etc/nginx/shipyard-release/live.conf;" in conf
+    conf = render_environment(load_environment(repo, "production", {}))["edge-1"].files["nginx/router.conf"].decode()
     # Each colour its upstream block (the green API publishes the next port).
     assert "upstream api_blue" in conf and "server 10.0.1.11:8000" in conf and "server 10.0.1.11:8001" in conf
     assert "set $api_upstream http://api_$live_colour;" in location_block(conf, "/")

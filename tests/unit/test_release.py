@@ -99,7 +99,9 @@ def test_coloured_services_render_twice_with_the_versions_of_the_release_state(r
     assert services["api-green"]["ports"] == ["127.0.0.1:8001:8000"]
     # Nothing starts a colour because it starts: the edge does not depend on either.
     assert not any(name.startswith("api-") for name in services["edge"].get("depends_on", {}))
-    assert "/opt/shipyard/.local.release/routing:/etc/nginx/shipyard-release:ro" in services["edge"]["volumes"]
+    # The router switches (its routing file); the edge, which holds the users' connections, does not.
+    assert "/opt/shipyard/.local.release/routing:/etc/nginx/shipyard-release:ro" in services["router"]["volumes"]
+    assert not any("release" in volume for volume in services["edge"]["volumes"])
     assert images.resolved_ref(services["api-green"]["image"], {"SHIPYARD_VERSION_GREEN": "2"}) == \
         "shipyard/taskplatform:2"
 

@@ -46,7 +46,7 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
     api = hosts["app-1"].compose["services"]["api-blue"]
     assert api["environment"]["TASKS_PG_HOSTS"].startswith("10.0.2.21:5432,10.0.2.21:")
     assert "depends_on" not in data["postgres"]
-    nginx = hosts["edge-1"].files["nginx/nginx.conf"].decode()
+    nginx = hosts["edge-1"].files["nginx/router.conf"].decode()
     assert "server 10.0.1.11:8000" in nginx and "server 10.0.1.12:8000" in nginx
     assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80"]
 
@@ -55,7 +55,7 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
     services = rendered(repo, "ci")["ci"].compose["services"]
     for name, svc in services.items():
         mounts = [v for v in svc.get("volumes", []) if v.endswith(":/run/secrets:ro")]
-        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name != "edge" else []), name
+        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name not in ("edge", "router") else []), name
     # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
     assert "org.shipyard.secrets" not in services["postgres"]["labels"]
     assert services["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"

@@ -1,5 +1,11 @@
-"""The edge: nginx in front of the task API (every API instance of the environment), the only
-port meant for users (``ports.edge_http`` on ``ports.edge_bind``)."""
+"""The edge: nginx in front of the task API, the only port meant for users (``ports.edge_http``
+on ``ports.edge_bind``), and behind it the router, a second nginx that sends each request to the
+API of the live colour (blue-green, shipyard.release) and serves the preview route.
+
+Two processes because a release's switch is an nginx reload, and a reload closes the idle
+keep-alive connections of the old workers: a request a client sends on one as it closes is lost.
+Users' connections end at the edge, which a release never reloads; the router takes one
+connection per request from the edge, so its reload drops nothing."""
 
 from __future__ import annotations
 
@@ -7,16 +13,18 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, Service
+from shipyard.component import Component, ConfigDir, Health, Image, Port, Service, Wait
 
 CONF = "/etc/nginx/shipyard"
 # The release's routing file (live.conf, written by release_routing below) is mounted here.
 ROUTING = "/etc/nginx/shipyard-release"
-PREVIEW_PORT = 8081  # the preview route: the idle colour, for a release's smoke test (not published)
+ROUTER_PORT = 8080  # the router's user route (not published: the edge's upstream)
+PREVIEW_PORT = 8081  # the router's preview route: the idle colour, for a release's smoke test (not published)
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
-    return {"command": ["nginx", "-c", f"{CONF}/nginx.conf", "-g", "daemon off;"]}
+    conf = "router.conf" if inst.service.name == "router" else "nginx.conf"
+    return {"command": ["nginx", "-c", f"{CONF}/{conf}", "-g", "daemon off;"]}
 
 
 def _is_address(host: str) -> bool:
@@ -42,7 +50,7 @@ def template_context(ctx) -> dict[str, Any]:
     by_name = all(len(servers) == 1 and not _is_address(servers[0].host) for servers in colours.values())
     port = next(iter(colours.values()))[0].port
     return {"env": ctx.env, "api_colours": colours, "api_by_name": by_name, "api_port": port,
-            "conf": CONF, "routing": ROUTING, "preview_port": PREVIEW_PORT}
+            "conf": CONF, "routing": ROUTING, "preview_port": PREVIEW_PORT, "router_port": ROUTER_PORT}
 
 
 def release_routing(live: str, preview: str) -> bytes:
@@ -58,12 +66,17 @@ COMPONENT = Component(
                   local_context="shipyard/components/edge/image"),),
     config_dirs=(ConfigDir("nginx", CONF),),
     services=(
+        Service("router", "edge", "edge", "nginx", 0, config_dir="nginx", serves_clients=False,
+                health=Health(("curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{ROUTER_PORT}/router/health"),
+                              start_period_s=30),
+                # A switch rewrites its routing file and reloads it; and nginx resolves upstream
+                # names at (re)load: new API containers on other hosts have new addresses.
+                reload_signal="HUP", routing_mount=ROUTING),
         Service("edge", "edge", "edge", "nginx", 0, config_dir="nginx",
                 port=Port(80, "edge_http", 8080, "host port the edge publishes HTTP on", publish="public",
                           bind_setting="edge_bind"),
                 health=Health(("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/edge/health"), start_period_s=30),
-                # nginx resolves upstream names at (re)load: new API containers have new addresses.
-                reload_signal="HUP", routing_mount=ROUTING),
+                waits=(Wait("router"),)),
     ),
     compose_service=compose_service,
     template_context=template_context,

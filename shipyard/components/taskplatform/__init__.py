@@ -90,9 +90,9 @@ def compose_service(ctx, inst) -> dict[str, Any]:
 
 
 def release_smoke(settings) -> tuple[str, tuple[str, ...]]:
-    """In the API of the colour a release starts: a task created through the edge's preview
+    """In the API of the colour a release starts: a task created through the router's preview
     route, run by that colour's workers (`taskplatform smoke`, services/README.md)."""
-    return "api", ("taskplatform", "smoke", "--base-url", f"http://edge:{PREVIEW_PORT}",
+    return "api", ("taskplatform", "smoke", "--base-url", f"http://router:{PREVIEW_PORT}",
                    "--timeout", str(settings.release.smoke_timeout_seconds))
 
 
