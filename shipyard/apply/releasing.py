@@ -39,7 +39,7 @@ from docker.models.containers import Container
 from shipyard import images, release, topology
 from shipyard.drills.containers import require_local
 from shipyard.errors import ShipyardError
-from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess, exec_in
+from shipyard.inspect import COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, HostAccess, exec_in
 from shipyard.lock import environment_lock
 from shipyard.release import Record, ReleaseState, Traffic
 from shipyard.settings import EnvironmentSettings
@@ -74,7 +74,7 @@ def _dir(settings: EnvironmentSettings) -> Path:
 
 def read_state(settings: EnvironmentSettings) -> ReleaseState:
     try:
-        return HostAccess(settings, settings.hosts[0]).release_state()[0]
+        return _access(settings, settings.hosts[0]).release_state()[0]
     except ValueError as exc:
         raise ShipyardError(str(_dir(settings) / release.STATE_FILE), str(exc),
                             "fix the file, or remove it (a release writes it again)") from None
@@ -118,11 +118,22 @@ def _routing(settings: EnvironmentSettings) -> list[topology.Instance]:
 
 
 def _containers(settings: EnvironmentSettings, inst: topology.Instance) -> list[Container]:
-    return [c for c in HostAccess(settings, inst.host).containers() if c.labels.get(COMPOSE_SERVICE_LABEL) == inst.name]
+    # Filtered by the engine: the SDK inspects every container it lists, and a rollback is timed.
+    return _access(settings, inst.host).docker.containers.list(all=True, filters={"label": [
+        f"{COMPOSE_PROJECT_LABEL}={settings.compose_project}", f"{COMPOSE_SERVICE_LABEL}={inst.name}"]})
+
+
+_ACCESS: dict[str, HostAccess] = {}
+
+
+def _access(settings: EnvironmentSettings, host) -> HostAccess:
+    """One Docker client per host for the whole command."""
+    if host.name not in _ACCESS:
+        _ACCESS[host.name] = HostAccess(settings, host)
+    return _ACCESS[host.name]
 
 
 def _healthy(container: Container) -> bool:
-    container.reload()
     state = container.attrs["State"]
     return state["Status"] == "running" and (state.get("Health") or {}).get("Status", "healthy") == "healthy"
 

@@ -23,6 +23,7 @@ import pytest
 from shipyard.apply.releasing import read_state
 from shipyard.components.postgres.promote import primary_of
 from shipyard.inventory import load_environment
+from shipyard.lock import environment_lock
 from tests.drill_traffic import SteadyLoad, api_client
 
 from .conftest import REPO, container_states, run_shipyard
@@ -237,3 +238,39 @@ def test_a_release_killed_halfway_leaves_users_on_the_live_colour_and_the_next_r
     assert result.returncode == 0, out[-5000:]
     assert load.failed() == [], load.failed()[:10]
     assert (read_state(settings).live, read_state(settings).live_version) == (target, version)
+
+
+def test_a_second_release_meets_the_lock_and_changes_nothing(env_name, settings):
+    before = container_states(settings.compose_project)
+    with environment_lock(REPO, env_name):
+        result, out = _shipyard("release", "--env", env_name, "--version", "e2e-never")
+    assert result.returncode != 0 and "another deploy holds the lock" in out, out[-2000:]
+    assert container_states(settings.compose_project) == before
+    assert "e2e-never" not in read_state(settings).versions.values()
+
+
+def test_once_the_previous_colour_is_no_longer_warm_a_deploy_removes_it_and_rollback_starts_it_first(
+        env_name, settings):
+    before = read_state(settings)
+    version = f"e2e-cold-{time.strftime('%H%M%S')}"
+    with SteadyLoad(api_client(settings)) as load:
+        _wait_answers(load, 0, 40)
+        # Kept warm for no time at all: the next deploy removes the previous colour.
+        result, out = _shipyard("release", "--env", env_name, "--version", version,
+                                extra={"SHIPYARD_RELEASE__KEEP_PREVIOUS_SECONDS": "0"})
+        assert result.returncode == 0, out[-5000:]
+        up = run_shipyard("up", "--env", env_name)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+        assert not _project_containers(settings, before.live)
+        status = run_shipyard("status", "--env", env_name).stdout
+        assert f"api-{before.live}" in status and "idle" in status
+        # The rollback starts it again behind the gate and the smoke test, then switches.
+        result, out = _shipyard("rollback", "--env", env_name)
+        assert result.returncode == 0, out[-5000:]
+        assert "release: start" in out and "release: smoke" in out
+        after = time.monotonic()
+        _wait_answers(load, after, 40)
+    assert load.failed() == [], load.failed()[:10]
+    state = read_state(settings)
+    assert (state.live, state.live_version) == (before.live, before.live_version)
+    assert {served for t, _, served in load.answers if t >= after} == {f"{before.live}/{before.live_version}"}
