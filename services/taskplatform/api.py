@@ -425,5 +425,5 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
     # logs its refusals itself). ``.app`` is the FastAPI app.
-    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+    return limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests, settings.pg_pool_size,
                                    on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc)
