@@ -203,7 +203,7 @@ def test_a_refusal_is_the_error_shape_with_retry_after_and_the_callers_request_i
     assert doc["code"] == "overloaded" and doc["request_id"] == "trace-42"
 
 
-def test_once_it_refused_a_process_admits_only_its_pool_size_until_it_has_been_calm():
+def test_once_it_refused_a_process_admits_only_its_pool_size_for_a_while_then_tries_the_full_limit():
     async def scenario():
         app, clock = HeldApp(), Clock()
         limit = ConcurrencyLimit(app, max_in_flight=4, overloaded_in_flight=2, clock=clock)
@@ -216,14 +216,14 @@ def test_once_it_refused_a_process_admits_only_its_pool_size_until_it_has_been_c
         second = await hold(limit, app, "/second")
         # Two in flight, the pool's size, though the full limit is four: still overloaded.
         assert (await request(limit, "/third"))[0] == 503
-        clock.now += ConcurrencyLimit.CALM_SECONDS - 0.01
-        assert (await request(limit, "/third"))[0] == 503  # the refusal just now restarted the calm period
-        clock.now += ConcurrencyLimit.CALM_SECONDS
-        calm = [await hold(limit, app, f"/calm/{i}") for i in range(2)]  # the full limit again
+        clock.now += ConcurrencyLimit.OVERLOADED_SECONDS - 0.01
+        assert (await request(limit, "/third"))[0] == 503
+        clock.now += 0.01  # the refusals meanwhile did not prolong the lower bound
+        again = [await hold(limit, app, f"/again/{i}") for i in range(2)]  # the full limit again
         assert limit.in_flight == 4 and (await request(limit, "/fifth"))[0] == 503
-        for path in ["/burst/3", "/second", "/calm/0", "/calm/1"]:
+        for path in ["/burst/3", "/second", "/again/0", "/again/1"]:
             app.release[path].set()
-        return [status for status, _, _ in await asyncio.gather(burst[3], second, *calm)]
+        return [status for status, _, _ in await asyncio.gather(burst[3], second, *again)]
 
     assert asyncio.run(scenario()) == [200, 200, 200, 200]
 
