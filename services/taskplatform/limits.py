@@ -52,9 +52,11 @@ class ConcurrencyLimit:
     refusing alone would eat the CPU the accepted requests need: a pre-encoded answer, no
     access log line (a warning a second with the count instead), one counter."""
 
-    # Under a lasting overload each try of the full bound admits a burst of slower requests:
-    # seldom enough that it stays out of the accepted ones' 95th percentile.
-    OVERLOADED_SECONDS = 5.0
+    # Under a lasting overload each try of the full bound admits a burst of slow requests, and
+    # the refusals wait behind them for the ~0.2 s the burst takes to drain (at 4x on 2 CPUs):
+    # once every 30 s keeps that out of the refusals' 99th percentile. It is also how long
+    # clients that resend at once can keep a process at the lower bound.
+    OVERLOADED_SECONDS = 30.0
 
     def __init__(self, app, max_in_flight: int, overloaded_in_flight: int,
                  on_refused: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic):
