@@ -118,12 +118,50 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(stat[11] + stat[12] for pid in pids if (stat := _stat(pid)) is not None) / TICKS
 
 
-def machine_cpu_seconds() -> tuple[float, float]:
-    """CPU time of all processes (user, nice, system) and of interrupts (irq, softirq: here
-    mostly loopback networking), all CPUs together."""
-    user, nice, system, _idle, _iowait, irq, softirq = (
-        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8])
-    return (user + nice + system) / TICKS, (irq + softirq) / TICKS
+def machine_cpu_seconds() -> tuple[float, float, float]:
+    """CPU time of all processes (user, nice, system), of interrupts (irq, softirq: here mostly
+    loopback networking), and stolen by the hypervisor (its other guests ran on our CPUs), all
+    CPUs together."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system) / TICKS, (irq + softirq) / TICKS, steal / TICKS
+
+
+def children_cpu_seconds() -> float:
+    """Of the children this process has waited for: wrk, the open-loop generator."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuUse:
+    """Where the machine's CPU time went while the block ran: the platform's processes, the
+    load generator, the machine's other processes (other work on a shared machine), interrupts,
+    the hypervisor."""
+
+    def __init__(self, platform, api):
+        postmaster = int((platform.pg.data / "postmaster.pid").read_text().split()[0])
+        self.pids = {"api": group_pids(api.pid), "postgresql": children_and_self(postmaster),
+                     "redis": [platform.redis.process.pid], "bench": [os.getpid()]}
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self):
+        self._before = ({name: cpu_seconds(pids) for name, pids in self.pids.items()}, children_cpu_seconds(),
+                        machine_cpu_seconds(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc):
+        ours, generator, (processes, interrupts, stolen), started = self._before
+        self.window = time.monotonic() - started
+        self.seconds = {name: cpu_seconds(pids) - ours[name] for name, pids in self.pids.items()}
+        self.seconds["load generator"] = children_cpu_seconds() - generator
+        processes_now, interrupts_now, stolen_now = machine_cpu_seconds()
+        self.seconds["other processes"] = max(0.0, processes_now - processes - sum(self.seconds.values()))
+        self.seconds["interrupts"] = interrupts_now - interrupts
+        self.seconds["stolen"] = stolen_now - stolen
+
+    def __str__(self) -> str:
+        return (f"CPU seconds ({os.cpu_count()} CPUs x {self.window:.1f} s): "
+                + ", ".join(f"{name} {seconds:.1f}" for name, seconds in self.seconds.items()))
 
 
 def _raise_priority() -> None:
@@ -140,14 +178,11 @@ def open_loop(url: str, token: str, rate: float, seconds: int) -> dict:
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  preexec_fn=_raise_priority)
     niceness = _stat(generator.pid)[16]
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out, err = generator.communicate(timeout=seconds + 120)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime
     line = next((l for l in out.splitlines() if l.startswith("OPENLOOP_JSON ")), None)
     if line is None:
         sys.exit(f"bench-api: the open-loop generator printed no result:\n{out}\n{err}")
-    return dict(json.loads(line.split(" ", 1)[1]), nice=niceness, cpu_seconds=cpu)
+    return dict(json.loads(line.split(" ", 1)[1]), nice=niceness)
 
 
 def overload(platform, api, url: str, sustainable_rps: float, seconds: int) -> dict:
@@ -155,28 +190,20 @@ def overload(platform, api, url: str, sustainable_rps: float, seconds: int) -> d
     the API's memory, and where the machine's CPU went meanwhile."""
     token = platform.token("bench-overload")
     rate = OVERLOAD_FACTOR * sustainable_rps
-    api_pids = group_pids(api.pid)
-    pg_pids = children_and_self(int((platform.pg.data / "postmaster.pid").read_text().split()[0]))
-    ours = {"api": api_pids, "postgresql": pg_pids, "redis": [platform.redis.process.pid], "bench": [os.getpid()]}
-    rss_before = memory_mb(api_pids, "VmRSS")
-    reset_peak_rss(api_pids)
-    cpu_before = {name: cpu_seconds(pids) for name, pids in ours.items()}
-    machine_before, load, started = machine_cpu_seconds(), os.getloadavg(), time.monotonic()
-    load_gen = open_loop(url, token, rate, seconds)
-    window = time.monotonic() - started
-    processes, interrupts = (after - before for after, before in zip(machine_cpu_seconds(), machine_before))
-    cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in ours.items()}
-    cpu["generator"] = load_gen["cpu_seconds"]
-    cpu["other processes"] = max(0.0, processes - sum(cpu.values()))
-    cpu["interrupts"] = interrupts
+    cpu = CpuUse(platform, api)
+    rss_before = memory_mb(cpu.pids["api"], "VmRSS")
+    reset_peak_rss(cpu.pids["api"])
+    load = os.getloadavg()
+    with cpu:
+        load_gen = open_loop(url, token, rate, seconds)
     statuses = {int(k): v for k, v in load_gen["statuses"].items()}
     accepted, refused = statuses.pop(202, 0), statuses.pop(503, 0)
     return {"sustainable_rps": sustainable_rps, "offered_rps": load_gen["sent"] / seconds, "seconds": seconds,
             "generator": load_gen, "accepted": accepted, "refused": refused, "others": statuses,
             "accepted_rps": accepted / seconds, "refused_rps": refused / seconds,
-            "rss_before_mb": rss_before, "rss_peak_mb": memory_mb(api_pids, "VmHWM"),
-            "rss_after_mb": memory_mb(api_pids, "VmRSS"), "api_processes": len(api_pids),
-            "cpu_seconds": cpu, "cpu_window_s": window, "load_before": load, "load_after": os.getloadavg()}
+            "rss_before_mb": rss_before, "rss_peak_mb": memory_mb(cpu.pids["api"], "VmHWM"),
+            "rss_after_mb": memory_mb(cpu.pids["api"], "VmRSS"), "api_processes": len(cpu.pids["api"]),
+            "cpu": str(cpu), "cpu_seconds": cpu.seconds, "load_before": load, "load_after": os.getloadavg()}
 
 
 def overload_tasks(platform) -> dict:
@@ -258,7 +285,8 @@ def main() -> None:
         # wrk leaves without waiting for its last answers: those requests are still in flight for
         # a moment, and with the next run's connections they would pass the concurrency limit.
         time.sleep(1)
-        direct = wrk(url, token, args.seconds, args.connections)
+        with CpuUse(platform, api) as direct_cpu:
+            direct = wrk(url, token, args.seconds, args.connections)
         edge = None
         if args.edge_url:
             edge_token = token_for(Path(args.jwt_key_file), "bench") if args.jwt_key_file else token
@@ -280,10 +308,11 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {' '.join(f'{v:.2f}' for v in load_at_start)} at the start)")
     print(f"  create-task direct   {direct['rps']:8.0f} req/s  p50 {direct['p50_ms']:6.1f} ms  p95 {direct['p95_ms']:6.1f} ms"
           f"  p99 {direct['p99_ms']:6.1f} ms  errors {direct['errors']}  non-2xx {direct['non2xx']}")
+    print(f"    {direct_cpu}")
     if edge:
         print(f"  create-task via edge {edge['rps']:8.0f} req/s  p50 {edge['p50_ms']:6.1f} ms  p95 {edge['p95_ms']:6.1f} ms"
               f"  p99 {edge['p99_ms']:6.1f} ms  errors {edge['errors']}  non-2xx {edge['non2xx']}")
-    g, cpu = over["generator"], over["cpu_seconds"]
+    g = over["generator"]
     acc, ref = g["accepted"], g["refused"]
     print(f"  overload: sustainable {over['sustainable_rps']:.0f} req/s (above) x {OVERLOAD_FACTOR} = offered "
           f"{over['offered_rps']:.0f} req/s for {args.seconds}s, open loop ({g['sent']} creates on a fixed schedule, "
@@ -299,10 +328,9 @@ def main() -> None:
           f"{over['rss_peak_mb']:.0f} MB peak (each process's own peak, summed), {over['rss_after_mb']:.0f} MB after")
     print(f"    accepted tasks: {over_tasks['rows']} rows for {over['accepted']} 202s, "
           f"{over_tasks['succeeded']} succeeded once the workers drained them")
-    print(f"    CPU seconds while the generator ran ({os.cpu_count()} CPUs x {over['cpu_window_s']:.1f} s): "
-          + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
-          + f"; generator at nice {g['nice']}; load average {' '.join(f'{v:.2f}' for v in over['load_before'])}"
-          f" before, {' '.join(f'{v:.2f}' for v in over['load_after'])} after")
+    print(f"    {over['cpu']}; generator at nice {g['nice']}; load average "
+          f"{' '.join(f'{v:.2f}' for v in over['load_before'])} before, "
+          f"{' '.join(f'{v:.2f}' for v in over['load_after'])} after")
     print(f"  worker drain         {drain['tasks_per_s']:8.0f} tasks/s  ({drain['backlog']} queued tasks, "
           f"{drain['left']} left, 2 workers)")
     print(f"  end-to-end (created -> succeeded, {e2e['done']}/{e2e['tasks']} tasks)  p50 {e2e['p50_ms']:.1f} ms"
@@ -317,7 +345,7 @@ def main() -> None:
     print(f"  overload target refused p99 < 50 ms, accepted p95 < 100 ms, no other answer, every accepted task "
           f"succeeded: {'MET' if overload_target else 'MISSED'}")
     print("BENCH_JSON " + json.dumps({"direct": direct, "edge": edge, "overload": over, "overload_tasks": over_tasks,
-                                      "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
+                                      "direct_cpu_seconds": direct_cpu.seconds, "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
                                       "ratio_to_pgbench": ratio}))
 
 

@@ -91,7 +91,9 @@ class _Generator:
         self.host, self.port, self.request = host, port, request
         self.rate, self.total, self.max_connections = rate, int(rate * seconds), max_connections
         self.outcome = Outcome()
-        self.idle: list[_Connection] = []
+        # The longest idle first: every connection stays in use, none is idle long enough for the
+        # server's keep-alive timeout to close it just as a request goes out on it.
+        self.idle: collections.deque[_Connection] = collections.deque()
         self.waiting: collections.deque[tuple[int, float]] = collections.deque()  # (index, due) without a connection
         self.open = 0  # connections open or being opened
         self.outstanding = 0
@@ -120,7 +122,7 @@ class _Generator:
     def dispatch(self, index: int, due: float) -> None:
         self.outstanding += 1
         if self.idle:
-            self.idle.pop().send(self.request(index), due)
+            self.idle.popleft().send(self.request(index), due)
             return
         self.waiting.append((index, due))
         if self.open < self.max_connections:
