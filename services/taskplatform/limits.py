@@ -65,7 +65,7 @@ class ConcurrencyLimit:
         self.limit = max_in_flight
         self.on_refused, self.clock = on_refused, clock
         self._lowered_at = 0.0
-        self._refused_since_log, self._logged_at = 0, -1.0
+        self._refused_since_log, self._logged_at = 0, 0.0
         self._message = json.dumps("the API is overloaded (more requests than this process serves at once); "
                                    "retry after Retry-After").encode()
 
@@ -93,9 +93,6 @@ class ConcurrencyLimit:
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", b"1"), (b"x-request-id", request_id.encode())]})
         await send({"type": "http.response.body", "body": body})
-        self._count_refusal()
-
-    def _count_refusal(self) -> None:
         now = self.clock()
         if self.limit == self.max_in_flight:
             self.limit, self._lowered_at = self.overloaded_in_flight, now
