@@ -1,8 +1,6 @@
 -- wrk script for `make bench-api`: POST /v1/tasks with a bearer token; on exit print one JSON
--- line with the latency percentiles (ms) and the status counts. With BENCH_DELAY_MS, each
--- connection waits that long before each request: a paced load (connections / delay = rate).
+-- line with the latency percentiles (ms) and the status counts.
 local token = os.getenv("BENCH_TOKEN")
-local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 local counter = 0
 local threads = {}
 
@@ -21,10 +19,6 @@ end
 request = function()
   counter = counter + 1
   return wrk.format(nil, "/v1/tasks", nil, '{"kind":"checksum","payload":{"n":' .. counter .. '}}')
-end
-
-if delay_ms > 0 then
-  delay = function() return delay_ms end
 end
 
 response = function(status, headers, body)

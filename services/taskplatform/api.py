@@ -436,6 +436,6 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # logs its refusals itself). ``.app`` is the FastAPI app. Around it all, X-Release: a refusal
     # says which release refused too.
     return release.ReleaseHeader(
-        limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests,
+        limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests, settings.pg_pool_size,
                                 on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc),
         settings.release_colour, settings.build_version)

@@ -34,25 +34,50 @@ def overloaded_response(request_id: str, what: str):
 
 
 class ConcurrencyLimit:
-    """Raw ASGI middleware around the whole app: at most ``max_in_flight`` requests of this process are
-    being served; one more is refused at once with 503 ``overloaded`` (no queue: a queue is a
-    pile-up). The event loop is single-threaded, so a plain counter is exact.
+    """Raw ASGI middleware around the whole app: how many requests of this process are being
+    served at once. One more is refused at once with 503 ``overloaded`` (no queue: a queue is
+    a pile-up). The event loop is single-threaded, so plain counters are exact.
+
+    Two bounds. Up to ``max_in_flight`` absorbs a burst: requests that arrive together wait a
+    little for the CPU and the pool, and the wait ends with the burst. Once a request had to be
+    refused, more arrive than the process serves, and every one admitted beyond its PostgreSQL
+    pool (``overloaded_in_flight``) would only wait behind the others, for a connection and for
+    the CPU, for as long as the overload lasts. So from then on it admits that many at once for
+    ``OVERLOADED_SECONDS``, then tries ``max_in_flight`` again. The refusals meanwhile do not
+    prolong it: clients that send again as soon as they are refused (a closed loop, like wrk)
+    would otherwise keep a process at the lower bound for good, even when they are few enough
+    to be served at the full one.
 
     Under overload most requests are refused, so a refusal must cost next to nothing, or
     refusing alone would eat the CPU the accepted requests need: a pre-encoded answer, no
     access log line (a warning a second with the count instead), one counter."""
 
-    def __init__(self, app, max_in_flight: int, on_refused: Callable[[], None] = lambda: None):
+    # Under a lasting overload each try of the full bound admits a burst of slow requests, and
+    # the refusals wait behind them for the ~0.2 s the burst takes to drain (at 4x on 2 CPUs):
+    # once every 30 s keeps that out of the refusals' 99th percentile. It is also how long
+    # clients that resend at once can keep a process at the lower bound.
+    OVERLOADED_SECONDS = 30.0
+
+    def __init__(self, app, max_in_flight: int, overloaded_in_flight: int,
+                 on_refused: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic):
         self.app, self.max_in_flight, self.in_flight = app, max_in_flight, 0
-        self.on_refused = on_refused
+        self.overloaded_in_flight = min(overloaded_in_flight, max_in_flight)
+        self.limit = max_in_flight
+        self.on_refused, self.clock = on_refused, clock
+        self._lowered_at = 0.0
         self._refused_since_log, self._logged_at = 0, 0.0
-        self._message = json.dumps(f"the API is overloaded ({max_in_flight} requests in flight in this process); "
+        self._message = json.dumps("the API is overloaded (more requests than this process serves at once); "
                                    "retry after Retry-After").encode()
+
+    def full(self) -> bool:
+        if self.limit < self.max_in_flight and self.clock() - self._lowered_at >= self.OVERLOADED_SECONDS:
+            self.limit = self.max_in_flight
+        return self.in_flight >= self.limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:  # lifespan messages too
             return await self.app(scope, receive, send)
-        if self.in_flight >= self.max_in_flight:
+        if self.full():
             return await self._refuse(scope, send)
         self.in_flight += 1
         try:
@@ -68,12 +93,14 @@ class ConcurrencyLimit:
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", b"1"), (b"x-request-id", request_id.encode())]})
         await send({"type": "http.response.body", "body": body})
+        now = self.clock()
+        if self.limit == self.max_in_flight:
+            self.limit, self._lowered_at = self.overloaded_in_flight, now
         self.on_refused()
         self._refused_since_log += 1
-        now = time.monotonic()
         if now - self._logged_at >= 1.0:
             log.warning("overloaded: refusing requests", extra={
-                "refused": self._refused_since_log, "max_in_flight": self.max_in_flight})
+                "refused": self._refused_since_log, "in_flight": self.in_flight, "limit": self.limit})
             self._refused_since_log, self._logged_at = 0, now
 
 
