@@ -7,7 +7,6 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 import tempfile
 import time
 from typing import TYPE_CHECKING

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 
 from shipyard.apply.releasing import live_instance
 from shipyard.components.consul.kv import ConsulKV, StaleWrite

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import testinfra
 
-import time
 
 from shipyard import commands, images, release
 from shipyard.release import ReleaseState
