@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import testinfra
 
-
 from shipyard import commands, images, release
 from shipyard.release import ReleaseState
 from shipyard.inventory import load_environment
