@@ -14,8 +14,7 @@ SHIPYARD = {
     "redis": {"maxmemory_mb": 1024, "memory_limit_mb": 1536},
     "app": {"api_processes": 4, "worker_replicas": 2, "memory_limit_mb": 1024},
     "runtime": {"rate_limit_per_minute": 1200, "worker_concurrency": 8},
-    # Three servers: a raft quorum that survives the loss of one. On one host until the gossip
-    # ports are published for several (shipyard/components/consul: single_host).
+    # Three servers, one per control host: a raft quorum that survives the loss of one host.
     "consul": {"servers": 3},
 }
 
@@ -31,9 +30,8 @@ app = [
 data = [
     ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
 ]
-control = [
-    ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
-]
+# Consul's servers (one each): they publish their raft and gossip ports on these addresses.
+control = [data[0], *app]
 observability = [
     ("obs-1.prod.example.net", {**_deploy, "shipyard_host": "obs-1", "address": "10.0.3.31"}),
 ]

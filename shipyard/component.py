@@ -63,6 +63,22 @@ class Port:
     bind_default: str = "127.0.0.1"
 
 
+Protocol = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True)
+class PeerPort:
+    """A port the instances of one service use among themselves (raft, gossip), never handed
+    to consumers. Unpublished while every instance shares one host (they meet on its compose
+    network); once they span hosts, each publishes it on its host's private address at the same
+    number — a peer advertises the port it listens on, so the two must match — and a host then
+    holds one instance of the service (the settings are refused otherwise)."""
+
+    container: int
+    protocols: tuple[Protocol, ...] = ("tcp",)
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class Rotation:
     """How a running container takes a new value of a secret without being recreated.
@@ -143,6 +159,7 @@ class Service:
     image: str  # key of one of the component's images
     uid: int  # uid that reads its secret files (they are mode 0400)
     port: Port | None = None
+    peer_ports: tuple[PeerPort, ...] = ()  # ports its instances use among themselves
     serves_clients: bool = True  # consumers reach it (its address is handed to them)
     consumers_wait: str | None = "service_healthy"
     instances: Callable[[Any], int] | None = None

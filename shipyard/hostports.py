@@ -77,15 +77,14 @@ def holders(proc_net_tcp: str, docker_ps: str, project: str) -> list[Holder]:
 
 
 def clashes(settings: EnvironmentSettings, host: HostSettings, held: list[Holder]) -> list[str]:
-    """One line per port this host's instances would publish that something else holds."""
+    """One line per TCP port this host's instances would publish that something else holds."""
     lines = []
-    for inst in topology.instances_on(settings, host):
-        bound = topology.binding(settings, inst)
-        if bound is None:
-            continue
+    for pub in topology.publications(settings, host):
+        if pub.protocol != "tcp":
+            continue  # what holds a UDP port is not read (/proc/net/udp): a bind failure names it
         for holder in held:
-            if holder.port == bound[1] and topology.addresses_overlap(holder.address, bound[0]):
-                lines.append(f"{topology.port_key(inst)} publishes {bound[0]}:{bound[1]}, which "
+            if holder.port == pub.port and topology.addresses_overlap(holder.address, pub.address):
+                lines.append(f"{pub.what} publishes {pub.address}:{pub.port}, which "
                              f"{holder.what} already holds ({holder.address}:{holder.port})")
                 break
     return lines

@@ -58,6 +58,8 @@ def _default_name(connect: str) -> str:
 def _port_clash_error(clash: topology.PortClash, shown: str, environ: dict[str, str]) -> ShipyardError:
     variables = [f"SHIPYARD_PORTS__{key.upper()}" for key in clash.settings if f"SHIPYARD_PORTS__{key.upper()}" in environ]
     where = f"environment variable {', '.join(variables)}" if variables else f"{shown}: SHIPYARD.ports"
+    if clash.fix:
+        return ShipyardError(f"{shown}: host {clash.host}", clash.what, clash.fix)
     return ShipyardError(f"{where} (host {clash.host}, port {clash.port})", clash.what,
                          "give one of them a free port: " + " or ".join(f"ports.{k}" for k in dict.fromkeys(clash.settings)))
 

@@ -167,6 +167,7 @@ class PortClash:
     port: int
     settings: tuple[str, ...]  # the ``ports`` keys involved (a key may appear with an instance offset)
     what: str
+    fix: str | None = None  # when changing a ``ports`` key is not the fix
 
 
 def port_key(i: Instance) -> str:
@@ -188,24 +189,59 @@ def addresses_overlap(a: str, b: str) -> bool:
 WILDCARDS = {"0.0.0.0", "::"}
 
 
+@dataclass(frozen=True)
+class Publication:
+    """One port an instance publishes on its host."""
+
+    address: str
+    port: int
+    protocol: str  # "tcp" or "udp"
+    instance: Instance
+    setting: str | None  # the ``ports`` key it comes from (None: a peer port, at its own number)
+    what: str  # for messages: ``ports.redis + 1 (redis-replica-1)``, ``consul-2's peer port 8301/udp``
+
+
+def publications(settings: EnvironmentSettings, host: HostSettings) -> list[Publication]:
+    """Everything the host's instances publish: client ports and peer ports."""
+    found = []
+    for inst in instances_on(settings, host):
+        bound = binding(settings, inst)
+        if bound is not None:
+            setting = inst.service.port.setting if inst.service.port else None
+            found.append(Publication(bound[0], bound[1], "tcp", inst, setting, port_key(inst)))
+        for address_, port, protocol in peer_bindings(settings, inst):
+            found.append(Publication(address_, port, protocol, inst, None, f"{inst.name}'s peer port {port}/{protocol}"))
+    return found
+
+
 def port_collisions(settings: EnvironmentSettings) -> list[PortClash]:
     """Every two instances that would publish the same port on one host (0.0.0.0 overlaps every
     address): found from the settings, before anything is touched."""
-    key = port_key
-
     clashes = []
     for host in settings.hosts:
-        seen: list[tuple[str, int, Instance]] = []
-        for inst in instances_on(settings, host):
-            bound = binding(settings, inst)
-            if bound is None:
-                continue
-            for ip, port, other in seen:
-                if port == bound[1] and addresses_overlap(ip, bound[0]):
-                    names = tuple(i.service.port.setting for i in (other, inst) if i.service.port and i.service.port.setting)
-                    clashes.append(PortClash(host.name, port, names,
-                                             f"{key(other)} and {key(inst)} both publish {port} ({ip} and {bound[0]})"))
-            seen.append((bound[0], bound[1], inst))
+        seen: list[Publication] = []
+        peers: dict[tuple[str, str], list[Publication]] = {}  # two peers on one host: one message
+        for pub in publications(settings, host):
+            for other in seen:
+                if pub.port != other.port or pub.protocol != other.protocol \
+                        or not addresses_overlap(pub.address, other.address):
+                    continue
+                names = tuple(p.setting for p in (other, pub) if p.setting)
+                if names:
+                    clashes.append(PortClash(host.name, pub.port, names, f"{other.what} and {pub.what} both publish "
+                                             f"{pub.port} ({other.address} and {pub.address})"))
+                else:
+                    peers.setdefault((other.instance.name, pub.instance.name), []).append(pub)
+            seen.append(pub)
+        for (first, second), pubs in peers.items():
+            # Peer ports keep their numbers (they are advertised as is): the placement is the fix.
+            svc, component = pubs[0].instance.service, pubs[0].instance.component
+            count = len(instances_of(settings, component.name, svc.name))
+            ports = ", ".join(f"{p.port}/{p.protocol}" for p in pubs)
+            clashes.append(PortClash(host.name, pubs[0].port, (), f"{first} and {second} would both publish the peer "
+                                     f"ports {ports} on {pubs[0].address}",
+                                     f"list at least {count} hosts in group '{svc.group}' ({svc.name} runs one instance "
+                                     f"per host once its instances span hosts), or exactly one"))
     return clashes
 
 
@@ -233,6 +269,37 @@ def announced(settings: EnvironmentSettings, inst: Instance) -> Endpoint:
     bound = binding(settings, inst)
     assert bound is not None
     return Endpoint(inst.host.address, bound[1])
+
+
+# --- peers: the instances of one service talking among themselves (raft, gossip) ------------
+
+def peers_span_hosts(settings: EnvironmentSettings, inst: Instance) -> bool:
+    """True when instances of ``inst``'s service run on more than one host."""
+    return len({i.host.name for i in instances_of(settings, inst.component.name, inst.service.name)}) > 1
+
+
+def peer_advertised(settings: EnvironmentSettings, inst: Instance) -> str | None:
+    """The address an instance advertises to its peers: its host's once its service spans hosts
+    (the peers reach it at the ports it publishes there); None while they share one host and
+    meet on its compose network."""
+    if inst.service.peer_ports and peers_span_hosts(settings, inst):
+        return inst.host.address
+    return None
+
+
+def peer_bindings(settings: EnvironmentSettings, inst: Instance) -> tuple[tuple[str, int, str], ...]:
+    """(bind address, port, protocol) of each peer port the instance publishes: on its host's
+    private address at the container's own number once its service spans hosts; none before."""
+    advertised = peer_advertised(settings, inst)
+    if advertised is None:
+        return ()
+    return tuple((advertised, p.container, proto) for p in inst.service.peer_ports for proto in p.protocols)
+
+
+def peer_endpoints(settings: EnvironmentSettings, component: str, service: str, port: int) -> tuple[Endpoint, ...]:
+    """Every instance of a service (any host) as its peers reach it at peer port ``port``."""
+    return tuple(Endpoint(peer_advertised(settings, inst) or inst.name, port)
+                 for inst in instances_of(settings, component, service))
 
 
 def endpoints(settings: EnvironmentSettings, component: str, service: str | None,
@@ -268,6 +335,38 @@ def dependencies(settings: EnvironmentSettings, inst: Instance) -> tuple[Instanc
     return tuple(deps)
 
 
+def _peers(settings: EnvironmentSettings, inst: Instance) -> tuple[Instance, ...]:
+    """The instances a service's health gate waits for together (a quorum: every instance of a
+    service with peer ports); empty for any other service."""
+    if not inst.service.peer_ports:
+        return ()
+    return instances_of(settings, inst.component.name, inst.service.name)
+
+
+def _next_step(settings: EnvironmentSettings, pending: list[Instance], done: set[tuple[str, str]],
+               held: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """What can converge now, leaving out ``held``: grown to a fixed point, since a same-host
+    dependency may join the same step."""
+    chosen: set[tuple[str, str]] = set()
+    changed = True
+    while changed:
+        changed = False
+        for inst in pending:
+            if _key(inst) in chosen or _key(inst) in held:
+                continue
+            if any(o.host.name != inst.host.name and _unit(o) < _unit(inst) for o in pending):
+                continue  # earlier tiers elsewhere first
+            if all(_key(d) in done or (d.host.name == inst.host.name and _key(d) in chosen)
+                   for d in dependencies(settings, inst)):
+                chosen.add(_key(inst))
+                changed = True
+    return chosen
+
+
+def _key(inst: Instance) -> tuple[str, str]:
+    return inst.host.name, inst.name
+
+
 def rollout_steps(settings: EnvironmentSettings) -> list[dict[str, tuple[str, ...]]]:
     """Steps of a rollout: each maps host name → the services it converges in that step; a
     step finishes on every host before the next starts.
@@ -275,36 +374,29 @@ def rollout_steps(settings: EnvironmentSettings) -> list[dict[str, tuple[str, ..
     An instance joins a step once everything of earlier tiers on *other* hosts has converged
     and each of its dependencies has, or (same host) converges in the same step — compose
     orders those itself, so independent work on one host overlaps. One host: a single step.
-    Several: data everywhere, then migrations once, then the app, then the edge.
+    Several: data everywhere, then migrations once, then the app, then the edge. Peers (a
+    quorum, healthy only together) converge in one step, on every host at once.
     """
     pending = list(instances(settings))
     done: set[tuple[str, str]] = set()
     steps: list[dict[str, tuple[str, ...]]] = []
-    key = lambda i: (i.host.name, i.name)  # noqa: E731
     while pending:
-        chosen: set[tuple[str, str]] = set()
-        changed = True
-        while changed:
-            changed = False
-            for inst in pending:
-                if key(inst) in chosen:
-                    continue
-                earlier_elsewhere = [o for o in pending if o.host.name != inst.host.name and _unit(o) < _unit(inst)]
-                if earlier_elsewhere:
-                    continue
-                deps_ready = all(key(d) in done or (d.host.name == inst.host.name and key(d) in chosen)
-                                 for d in dependencies(settings, inst))
-                if deps_ready:
-                    chosen.add(key(inst))
-                    changed = True
+        held: set[tuple[str, str]] = set()
+        while True:
+            chosen = _next_step(settings, pending, done, held)
+            apart = {_key(i) for i in pending if _key(i) in chosen
+                     and any(_key(p) not in chosen and _key(p) not in done for p in _peers(settings, i))}
+            if not apart:
+                break
+            held |= apart  # a peer cannot converge yet: neither do the others
         if not chosen:
             stuck = ", ".join(f"{i.name} on {i.host.name}" for i in pending)
             raise ValueError(f"rollout order has a cycle or an unplaced dependency: {stuck}")
         step: dict[str, tuple[str, ...]] = {}
         for inst in pending:
-            if key(inst) in chosen:
+            if _key(inst) in chosen:
                 step[inst.host.name] = step.get(inst.host.name, ()) + (inst.name,)
         steps.append(step)
         done |= chosen
-        pending = [i for i in pending if key(i) not in chosen]
+        pending = [i for i in pending if _key(i) not in chosen]
     return steps

@@ -84,9 +84,11 @@ def render_secret_file(comp: Component, template: str, secret: str, value: str,
 
 
 def secret_variables(settings: EnvironmentSettings, host: HostSettings) -> dict[str, dict[str, Any]]:
-    """component name → the variables its secret templates see (its ``template_context``)."""
+    """component name → the variables its secret templates see (its ``template_context``), for
+    each component the host runs (another's context may ask for addresses this host never sees)."""
+    here = {inst.component.name for inst in topology.instances_on(settings, host)}
     return {comp.name: comp.template_context(RenderContext(settings, host, comp)) if comp.template_context else {}
-            for comp in COMPONENTS}
+            for comp in COMPONENTS if comp.name in here}
 
 
 def render_host(settings: EnvironmentSettings, host: HostSettings) -> RenderedHost:

@@ -94,8 +94,11 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
             labels[SECRETS_LABEL] = f"${{{secrets_variable(inst.name)}:-none}}"
     doc["labels"] = labels
     bound = topology.binding(settings, inst)
-    if bound and svc.port:
-        doc["ports"] = [f"{bound[0]}:{bound[1]}:{svc.port.container}"]
+    ports = [f"{bound[0]}:{bound[1]}:{svc.port.container}"] if bound and svc.port else []
+    ports += [f"{address}:{port}:{port}" + ("/udp" if protocol == "udp" else "")
+              for address, port, protocol in topology.peer_bindings(settings, inst)]
+    if ports:
+        doc["ports"] = ports
     deps = _depends_on(settings, inst, on_host)
     if deps:
         doc["depends_on"] = deps

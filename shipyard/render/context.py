@@ -49,3 +49,11 @@ class RenderContext:
     def announced(self, inst: topology.Instance) -> topology.Endpoint:
         """The address ``inst`` gives others for itself."""
         return topology.announced(self.settings, inst)
+
+    def peer_advertised(self, inst: topology.Instance) -> str | None:
+        """The address ``inst`` advertises to its peers (None: its container address will do)."""
+        return topology.peer_advertised(self.settings, inst)
+
+    def peer_endpoints(self, component: str, service: str, port: int) -> tuple[topology.Endpoint, ...]:
+        """Every instance of a service as its peers reach it at one of its peer ports."""
+        return topology.peer_endpoints(self.settings, component, service, port)

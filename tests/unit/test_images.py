@@ -193,6 +193,7 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
     prod = _settings(repo, "production")
     assert images.images_to_pull(prod, _needs(prod, "edge-1")) == ["registry.internal.example:5000/library/nginx:1.22.1"]
     assert images.images_to_pull(prod, _needs(prod, "app-1")) == [
+        "registry.internal.example:5000/hashicorp/consul:1.20.2",  # a Consul server per control host
         "registry.internal.example:5000/library/python:3.11-slim-bookworm"]
     assert images.images_to_pull(prod, _needs(prod, "data-1")) == [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",

@@ -88,12 +88,15 @@ def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
 def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     settings = load_environment(repo, "production", {})
     steps = topology.rollout_steps(settings)
-    # data everywhere; then the migration with its own host's app (compose orders those two);
-    # then the other app hosts, once the schema is there; then the edge.
-    assert [sorted(step) for step in steps] == [["data-1"], ["app-1"], ["app-2"], ["edge-1"]]
-    assert steps[1]["app-1"] == ("db-setup", "consul-setup", "migrate", "api-blue", "api-green",
+    # data everywhere; then Consul's servers, on their three hosts at once (each one's health
+    # gate waits for all three); then the migration with its own host's app (compose orders
+    # those two); then the other app hosts, once the schema is there; then the edge.
+    assert [sorted(step) for step in steps] == [["data-1"], ["app-1", "app-2", "data-1"], ["app-1"], ["app-2"],
+                                                ["edge-1"]]
+    assert steps[1] == {"app-1": ("consul-1",), "app-2": ("consul-2",), "data-1": ("consul-3",)}
+    assert steps[2]["app-1"] == ("db-setup", "consul-setup", "migrate", "api-blue", "api-green",
                                  "worker-blue", "worker-green")
-    assert set(steps[2]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
+    assert set(steps[3]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
     rendered = render_environment(settings)
     assert "migrate" in rendered["app-1"].compose["services"]
     assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
@@ -109,3 +112,44 @@ def test_numbered_instances_and_their_ports(repo):
     ci = load_environment(repo, "ci", {})
     assert topology.published(ci, ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
     assert topology.published(ci, ci.hosts[0], "postgres") == ("127.0.0.1", 15432)
+
+
+def test_production_spreads_consul_one_server_per_control_host_meeting_on_private_addresses(repo):
+    settings = load_environment(repo, "production", {})
+    rendered = render_environment(settings)
+    servers = {inst.name: inst.host for inst in topology.instances_of(settings, "consul", "consul")}
+    assert len({h.name for h in servers.values()}) == 3  # one per host: losing a host loses one vote
+    for name, host in servers.items():
+        service = rendered[host.name].compose["services"][name]
+        assert f"-advertise={host.address}" in service["command"]
+        # Raft and gossip on the host's private address only, at their own numbers (advertised as is).
+        assert {f"{host.address}:8300:8300", f"{host.address}:8301:8301",
+                f"{host.address}:8301:8301/udp"} <= set(service["ports"])
+        hcl = rendered[host.name].files["consul/server.hcl"].decode()
+        joined = re.search(r"retry_join\s*=\s*\[(.*)\]", hcl).group(1)
+        assert sorted(joined.replace('"', "").split(", ")) == sorted(f"{h.address}:8301" for h in servers.values())
+    # A client of Consul reaches its own host's server by name, the others at their hosts' addresses.
+    api = rendered["app-2"].compose["services"]["api-blue"]["environment"]["TASKS_CONSUL_ADDRS"].split(",")
+    assert "consul-2:8500" in api and "10.0.1.11:8500" in api and "10.0.2.21:8502" in api
+
+
+@pytest.mark.parametrize("env", ["local", "ci"])
+def test_servers_on_one_host_meet_on_its_network_and_publish_no_peer_port(repo, env):
+    settings = load_environment(repo, env, {})
+    host = render_environment(settings)[settings.hosts[0].name]
+    for inst in topology.instances_of(settings, "consul", "consul"):
+        service = host.compose["services"][inst.name]
+        assert not any(a.startswith("-advertise") for a in service["command"])
+        assert all(p.endswith(":8500") for p in service["ports"]), service["ports"]
+    assert 'retry_join       = ["consul-1:8301"' in host.files["consul/server.hcl"].decode()
+
+
+def test_more_peers_than_hosts_is_refused_with_the_placement_fix(repo):
+    from shipyard.errors import SettingsError
+
+    with pytest.raises(SettingsError) as refused:
+        load_environment(repo, "production", {"SHIPYARD_CONSUL__SERVERS": "5"})
+    text = str(refused.value)
+    assert ("host app-1: consul-1 and consul-4 would both publish the peer ports 8300/tcp, 8301/tcp, 8301/udp "
+            "on 10.0.1.11") in text
+    assert "list at least 5 hosts in group 'control'" in text

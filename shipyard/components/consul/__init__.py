@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service
+from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
 from shipyard.components.consul.settings import ConsulSettings
 
 UID = 100  # the official image's consul user (gid 1000); the local image is built to match
@@ -38,13 +38,23 @@ def version(ctx) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
+SERVER_RPC = 8300  # raft and the servers' RPC
+SERF_LAN = 8301  # gossip: membership and failure detection (TCP and UDP)
+
+
 def compose_service(ctx, inst) -> dict[str, Any]:
     settings = ctx.section("consul")
+    # Consul's own template: the container's address on the compose network.
+    command = ["agent", "-server", f"-node={inst.name}", f"-config-file={CONF}/server.hcl",
+               f"-config-file={SECRETS}/gossip.json", f"-config-file={SECRETS}/acl-tokens.json",
+               '-bind={{ GetInterfaceIP "eth0" }}']
+    advertised = ctx.peer_advertised(inst)
+    if advertised:
+        # Servers on several hosts: the others reach this one at its host's address, where it
+        # publishes the raft and gossip ports (shipyard.topology: peer ports).
+        command.append(f"-advertise={advertised}")
     return {
-        "command": ["agent", "-server", f"-node={inst.name}", f"-config-file={CONF}/server.hcl",
-                    f"-config-file={SECRETS}/gossip.json", f"-config-file={SECRETS}/acl-tokens.json",
-                    # Consul's own template: the container's address on the compose network.
-                    '-bind={{ GetInterfaceIP "eth0" }}'],
+        "command": command,
         "environment": {"CONSUL_SERVERS": str(settings.servers)},
         "volumes": [f"consul-data-{inst.number}:/consul/data"],
         "mem_limit": f"{settings.memory_limit_mb}m",
@@ -54,7 +64,8 @@ def compose_service(ctx, inst) -> dict[str, Any]:
 def template_context(ctx) -> dict[str, Any]:
     v = version(ctx)
     return {"consul": ctx.section("consul"), "env": ctx.env,
-            "servers": ctx.instance_names("consul", "consul"),
+            # Where each server's gossip is joined: its name on one host, its host's address on several.
+            "join": [str(e) for e in ctx.peer_endpoints("consul", "consul", SERF_LAN)],
             # Renamed keys: ui → ui_config (1.9), acl.tokens.master → initial_management (1.11).
             "ui_config": v >= (1, 9), "management_key": "initial_management" if v >= (1, 11) else "master"}
 
@@ -72,6 +83,8 @@ COMPONENT = Component(
                 port=Port(8500, "consul_http", 8500,
                           "first loopback port of the Consul servers' HTTP API (server N: this + N - 1)",
                           instance_offset=-1),
+                peer_ports=(PeerPort(SERVER_RPC, ("tcp",), "server RPC and raft"),
+                            PeerPort(SERF_LAN, ("tcp", "udp"), "LAN gossip")),
                 health=Health(("sh", f"{CONF}/health.sh"), start_period_s=60),
                 # Raft knows its peers by address: when every server came back on a new one (a
                 # cold start), no leader could be elected.
@@ -80,7 +93,5 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     secret_formats={"consul_management_token": "uuid", "consul_gossip_key": "base64-32"},
-    # Servers join each other by service name, and the gossip ports are not published yet.
-    single_host=True,
     checks="shipyard.components.consul.checks",
 )

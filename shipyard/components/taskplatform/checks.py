@@ -119,7 +119,8 @@ def test_every_instance_applied_the_runtime_config_consul_holds(target):
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
     token = target.host.file(f"{target.project_dir}/secrets/consul-setup/consul_admin_token").content_string.strip()
-    bind, port = topology.published(target.settings, target.rendered.host, "consul-1")
+    server = topology.instances_of(target.settings, "consul", "consul")[0]
+    bind, port = topology.binding(target.settings, server)
     raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
                        headers={"X-Consul-Token": token}, timeout=5).content
     wanted = hashlib.sha256(raw).hexdigest()[:16]

@@ -1,12 +1,12 @@
 # Rendered by Shipyard (shipyard/components/consul): one Consul server of local.
-# The node name, the bind address and the secret files (gossip key, ACL tokens) are given on
-# the command line by the compose service.
+# The node name, the bind and advertised addresses and the secret files (gossip key, ACL
+# tokens) are given on the command line by the compose service.
 server           = true
 bootstrap_expect = 1
 datacenter       = "dc1"
 data_dir         = "/consul/data"
 client_addr      = "0.0.0.0"
-retry_join       = ["consul-1"]
+retry_join       = ["consul-1:8301"]
 log_level        = "WARN"
 disable_update_check = true
 ui = true

@@ -1,12 +1,12 @@
 # Rendered by Shipyard (shipyard/components/consul): one Consul server of production.
-# The node name, the bind address and the secret files (gossip key, ACL tokens) are given on
-# the command line by the compose service.
+# The node name, the bind and advertised addresses and the secret files (gossip key, ACL
+# tokens) are given on the command line by the compose service.
 server           = true
 bootstrap_expect = 3
 datacenter       = "dc1"
 data_dir         = "/consul/data"
 client_addr      = "0.0.0.0"
-retry_join       = ["consul-1", "consul-2", "consul-3"]
+retry_join       = ["10.0.1.11:8301", "10.0.1.12:8301", "10.0.2.21:8301"]
 log_level        = "WARN"
 disable_update_check = true
 ui_config {
