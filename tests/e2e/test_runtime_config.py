@@ -186,14 +186,17 @@ def test_history_and_rollback(env_name, settings, token):
     assert "seeded by the first deploy" in listed and f"rollback to version {version}" in listed
 
 
-def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_reports_itself_stale(
-        env_name, settings, token):
+# Stopped: connections refused at once. Partitioned (frozen): every read hangs until it times out.
+OUTAGES = {"stopped": (("stop", "-t", "5"), ("start",)), "partitioned": (("pause",), ("unpause",))}
+
+
+@pytest.mark.parametrize("outage", OUTAGES)
+def test_with_every_consul_server_out_the_platform_keeps_serving_and_reports_itself_stale(
+        env_name, settings, token, outage):
     client = api_client(settings)
     servers = [f"{settings.compose_project}-{name}-1" for name in instance_names(settings, "consul", "consul")]
-    # Frozen, not stopped: unreachable as behind a partition, and they keep their addresses. (A
-    # stopped server's address may go to a container started meanwhile; when every server comes
-    # back on a new one, raft cannot elect a leader: see README.)
-    subprocess.run(["docker", "pause", *servers], check=True, capture_output=True)
+    cut, restore = OUTAGES[outage]
+    subprocess.run(["docker", *cut, *servers], check=True, capture_output=True)
     try:
         with Traffic(client) as traffic:
             deadline = time.monotonic() + 90  # a blocking read of a frozen server times out (wait + 5 s)
@@ -217,8 +220,9 @@ def test_with_every_consul_server_partitioned_the_platform_keeps_serving_and_rep
         assert restarted and all(r.state["version"] == version and r.state["watch"]["state"] == "failing"
                                  for r in restarted), restarted
     finally:
-        subprocess.run(["docker", "unpause", *servers], check=True, capture_output=True)
-        # Their health probes failed while frozen: settled again before the next test deploys.
+        # Stopped servers come back on their fixed addresses, which raft knows them by.
+        subprocess.run(["docker", *restore, *servers], check=True, capture_output=True)
+        # Their health probes failed meanwhile: settled again before the next test deploys.
         _wait_settled(settings, token, servers)
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["processed"] == counts["accepted"], counts
