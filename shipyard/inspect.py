@@ -72,8 +72,8 @@ class HostAccess:
     def release_state(self) -> tuple[ReleaseState, bool]:
         """(the host's release state, whether a release recorded it); shipyard.release."""
         raw = self.read_path(f"{release.release_dir(self.settings.deploy_root, self.settings.name)}/{release.STATE_FILE}")
-        state = ReleaseState.parse(raw.decode() if raw else None, f"host {self.host.name}: release state")
-        return (state, True) if state else (ReleaseState.initial(images.first_version(self.settings) or ""), False)
+        return ReleaseState.of_host(raw.decode() if raw else None, f"host {self.host.name}: release state",
+                                    images.first_version(self.settings) or "")
 
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""

@@ -61,6 +61,13 @@ class ReleaseState:
         return cls(live="blue", versions={"blue": version}, newest=version)
 
     @classmethod
+    def of_host(cls, text: str | None, where: str, first_version: str) -> tuple[ReleaseState, bool]:
+        """(the state a host's state.json holds, whether a release recorded it): a host no
+        release has touched (no file, or an empty one) runs ``first_version`` in blue."""
+        state = cls.parse(text, where)
+        return (state, True) if state else (cls.initial(first_version), False)
+
+    @classmethod
     def parse(cls, text: str | None, where: str) -> ReleaseState | None:
         if not text or not text.strip():
             return None

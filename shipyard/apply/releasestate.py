@@ -34,8 +34,7 @@ def host_release_state(deploy_root: str, env: str, first_version: str) -> tuple[
     """(the state, whether a release has recorded one): a host no release touched runs the
     settings' version in blue."""
     path = f"{release.release_dir(deploy_root, env)}/{release.STATE_FILE}"
-    state = ReleaseState.parse(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}")
-    return (state, True) if state else (ReleaseState.initial(first_version), False)
+    return ReleaseState.of_host(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}", first_version)
 
 
 def routing_paths(deploy_root: str, env: str, routing: bytes) -> tuple[str, list[WantedPath]]:

@@ -79,8 +79,7 @@ def _testinfra_url(connect: str, data: dict | None = None) -> str:
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:
     """The host's release state (shipyard.release); a host no release touched runs blue."""
     f = host.file(f"{release.release_dir(settings.deploy_root, settings.name)}/{release.STATE_FILE}")
-    state = ReleaseState.parse(f.content_string if f.exists else None, f.path)
-    return state or ReleaseState.initial(images.first_version(settings) or "")
+    return ReleaseState.of_host(f.content_string if f.exists else None, f.path, images.first_version(settings) or "")[0]
 
 
 def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:
