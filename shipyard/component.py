@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 # Rollout order across every host of an environment: a step converges everywhere before the
-# next begins (shipyard.topology.rollout_steps). Tiers no component uses yet are skipped.
+# next begins (shipyard.rollout_order.rollout_steps). Tiers no component uses yet are skipped.
 Tier = Literal["data", "control", "app", "edge", "observability"]
 TIERS: tuple[Tier, ...] = ("data", "control", "app", "edge", "observability")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import docker.errors
 import yaml
 
-from shipyard import images, plan, topology
+from shipyard import images, plan, rollout_order, topology
 from shipyard.apply.images import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
 from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess, health, uptime
@@ -130,7 +130,7 @@ def _runtime_reasons(access: HostAccess, rendered: RenderedHost) -> dict[str, li
 def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
     lines = [f"plan for {settings.name}: what `make deploy ENV={settings.name}` would change (read-only; nothing was changed)"]
     total = 0
-    for number, step in enumerate(topology.rollout_steps(settings), 1):
+    for number, step in enumerate(rollout_order.rollout_steps(settings), 1):
         if len(settings.hosts) > 1:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
     for host in settings.hosts:

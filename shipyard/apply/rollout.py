@@ -1,5 +1,5 @@
 """pyinfra operations that ship one host's rendered project and secrets, then converge it in
-the environment's rollout steps (shipyard.topology.rollout_steps): a step finishes on every
+the environment's rollout steps (shipyard.rollout_order.rollout_steps): a step finishes on every
 host before the next begins, so tiers converge in order across hosts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
 
-from shipyard import commands, images, release, topology
+from shipyard import commands, images, release, rollout_order, topology
 from shipyard.apply import rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
@@ -117,7 +117,7 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
         if inst.colour is not None and inst.colour not in state.colours_to_converge():
             continue
         svc = inst.service
-        same_host_deps = tuple(d.name for d in topology.dependencies(settings, inst) if d.name in names
+        same_host_deps = tuple(d.name for d in rollout_order.dependencies(settings, inst) if d.name in names
                                and d.host.name == inst.host.name)
         states[inst.name] = ServiceState(
             name=inst.name, tier=svc.tier, replicas=svc.scale(settings) if svc.scale else 1,
@@ -151,7 +151,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     states = service_states(settings, rendered, state)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
     last_good = commands.last_good_dir(settings.deploy_root, settings.name)
-    steps = topology.rollout_steps(settings)
+    steps = rollout_order.rollout_steps(settings)
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",

@@ -78,31 +78,6 @@ def test_production_hands_the_app_every_data_instance_it_needs_on_the_private_ad
     assert handed_out(rendered["app-1"]) and handed_out(rendered["edge-1"])  # the invariant test is not vacuous
 
 
-def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
-    settings = load_environment(repo, "ci", {})
-    steps = topology.rollout_steps(settings)
-    assert len(steps) == 1
-    assert set(steps[0]["ci"]) == {i.name for i in topology.instances(settings)}
-
-
-def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
-    settings = load_environment(repo, "production", {})
-    steps = topology.rollout_steps(settings)
-    # data everywhere; then Consul's servers, on their three hosts at once (each one's health
-    # gate waits for all three); then the migration with its own host's app (compose orders
-    # those two); then the other app hosts, once the schema is there; then the edge.
-    assert [sorted(step) for step in steps] == [["data-1"], ["app-1", "app-2", "data-1"], ["app-1"], ["app-2"],
-                                                ["edge-1"]]
-    assert steps[1] == {"app-1": ("consul-1",), "app-2": ("consul-2",), "data-1": ("consul-3",)}
-    assert steps[2]["app-1"] == ("db-setup", "consul-setup", "migrate", "api-blue", "api-green",
-                                 "worker-blue", "worker-green")
-    assert set(steps[3]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
-    rendered = render_environment(settings)
-    assert "migrate" in rendered["app-1"].compose["services"]
-    assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
-    assert "migrate" not in rendered["app-2"].compose["services"]["api-blue"].get("depends_on", {})
-
-
 def test_numbered_instances_and_their_ports(repo):
     settings = load_environment(repo, "production", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     data = settings.host("data-1")

@@ -1,0 +1,32 @@
+"""Rollout steps, checked on the committed environments."""
+
+from __future__ import annotations
+
+from shipyard import rollout_order, topology
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+
+def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
+    settings = load_environment(repo, "ci", {})
+    steps = rollout_order.rollout_steps(settings)
+    assert len(steps) == 1
+    assert set(steps[0]["ci"]) == {i.name for i in topology.instances(settings)}
+
+
+def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
+    settings = load_environment(repo, "production", {})
+    steps = rollout_order.rollout_steps(settings)
+    # data everywhere; then Consul's servers, on their three hosts at once (each one's health
+    # gate waits for all three); then the migration with its own host's app (compose orders
+    # those two); then the other app hosts, once the schema is there; then the edge.
+    assert [sorted(step) for step in steps] == [["data-1"], ["app-1", "app-2", "data-1"], ["app-1"], ["app-2"],
+                                                ["edge-1"]]
+    assert steps[1] == {"app-1": ("consul-1",), "app-2": ("consul-2",), "data-1": ("consul-3",)}
+    assert steps[2]["app-1"] == ("db-setup", "consul-setup", "migrate", "api-blue", "api-green",
+                                 "worker-blue", "worker-green")
+    assert set(steps[3]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
+    rendered = render_environment(settings)
+    assert "migrate" in rendered["app-1"].compose["services"]
+    assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
+    assert "migrate" not in rendered["app-2"].compose["services"]["api-blue"].get("depends_on", {})
