@@ -168,7 +168,7 @@ bench-release: venv
 	$(PY) tests/bench/bench_release.py --env ci
 
 bench-config: venv
-	$(PY) tests/bench/bench_config.py --env ci
+	$(PY) tests/bench/bench_config.py --env $(ENV)
 
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)

@@ -84,7 +84,7 @@ def _floor_once(kv: ConsulKV, key: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--env", default="ci")
+    parser.add_argument("--env", default="local")
     args = parser.parse_args()
     settings = load_environment(REPO, args.env, dict(os.environ))
     up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
