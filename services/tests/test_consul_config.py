@@ -184,3 +184,11 @@ def test_a_kept_connection_still_reads_the_token_file_at_each_request(consul_ser
     consul_server.put(KEY, doc(version="2"))
     source.poll_once(wait_seconds=0)
     assert source.config.version == "2"
+
+
+def test_the_watch_goes_to_consul_directly_whatever_proxy_the_environment_names(consul_server, source, monkeypatch):
+    consul_server.put(KEY, doc(version="2"))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    source.load_initial()
+    assert source.config.version == "2" and source.state()["watch"]["state"] == "ok"
