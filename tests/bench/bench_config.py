@@ -204,15 +204,15 @@ def main() -> None:
     push_p50 = statistics.median(s.from_ack for s in pushes)
     print(f"bench-config env={args.env}: {PUSHES} pushes of one key under light traffic "
           f"({len(traffic.accepted)} tasks accepted, {traffic.refused} refused), {processes} processes")
+    rows = (("push, applied on every process", pushes), ("floor, 1 raw blocking query returns", floor),
+            (f"floor, {processes} raw blocking queries, the last", fan_out))
     print("  from the write's acknowledgment:")
-    print(f"    push, applied on every process:          {_figures([s.from_ack for s in pushes])}")
-    print(f"    floor, 1 raw blocking query returns:     {_figures([s.from_ack for s in floor])}")
-    print(f"    floor, {processes} raw blocking queries, last:   {_figures([s.from_ack for s in fan_out])}")
+    for label, samples in rows:
+        print(f"    {label + ':':<44} {_figures([s.from_ack for s in samples])}")
     print("  from just before the write is sent (information; the write's own round trip "
           f"p50 {_ms(statistics.median(p.from_send - p.from_ack for p in pushes))}):")
-    print(f"    push, applied on every process:          {_figures([s.from_send for s in pushes])}")
-    print(f"    floor, 1 raw blocking query returns:     {_figures([s.from_send for s in floor])}")
-    print(f"    floor, {processes} raw blocking queries, last:   {_figures([s.from_send for s in fan_out])}")
+    for label, samples in rows:
+        print(f"    {label + ':':<44} {_figures([s.from_send for s in samples])}")
     verdicts = []
     for name, samples in (("1 query", floor), (f"{processes} queries", fan_out)):
         ratio, met = _ratio(push_p50, statistics.median(s.from_ack for s in samples))
