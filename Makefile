@@ -43,7 +43,7 @@ help:
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
-	@echo "make bench-config       runtime config push to every process: p50/p95/p99 vs a raw blocking query"
+	@echo "make bench-config ENV=name   runtime config push to every process: p50/p95/p99 vs raw blocking queries"
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
 venv: $(VENV)/.installed
@@ -168,7 +168,7 @@ bench-release: venv
 	$(PY) tests/bench/bench_release.py --env ci
 
 bench-config: venv
-	$(PY) tests/bench/bench_config.py --env ci
+	$(PY) tests/bench/bench_config.py --env $(ENV)
 
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)

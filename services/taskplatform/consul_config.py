@@ -60,6 +60,7 @@ class ConsulConfigSource(ConfigSource):
         self.wait_seconds, self.backoff_base, self.backoff_max = wait_seconds, backoff_base, backoff_max
         self.index = 0  # Consul's X-Consul-Index of the last answer (0: not watching yet)
         self._endpoint = 0
+        self._clients: dict[ConsulEndpoint, consul.Consul] = {}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -67,25 +68,43 @@ class ConsulConfigSource(ConfigSource):
         # Read at each request: a rotated token file is used without a restart.
         return self.token_file.read_text().strip()
 
+    def _client(self, endpoint: ConsulEndpoint) -> consul.Consul:
+        # One client per server, kept: its connection stays open between reads, so re-arming the
+        # watch right after a change costs no new TCP connection and session, work that would
+        # compete for the CPU with the other instances still applying the same change.
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = self._clients[endpoint] = consul.Consul(host=endpoint.host, port=endpoint.port)
+            client.http.connections_timeout = 5
+            # Consul is reached directly on the project network: a proxy from the environment
+            # (HTTP_PROXY, .netrc) has no place in a blocking query's path (a proxy cuts long
+            # polls), and looking them up at each read was about a fifth of the client's CPU for it.
+            client.http.session.trust_env = False
+        return client
+
+    def _drop_client(self, endpoint: ConsulEndpoint) -> None:
+        # After an error the connection may be half dead (a server restarted, a partition): the
+        # next read to this server starts on a new one.
+        client = self._clients.pop(endpoint, None)
+        if client is not None:
+            client.http.session.close()
+
     def _read(self, index: int, wait_seconds: float | None) -> tuple[int, bytes | None]:
         """(index, document or None when the key is absent) from the first server that answers."""
         errors = []
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[(self._endpoint + attempt) % len(self.endpoints)]
-            client = consul.Consul(host=endpoint.host, port=endpoint.port, token=self._token())
-            client.http.connections_timeout = 5
             try:
                 # No wait: a plain read (an index alone would block for Consul's default 5 min).
                 # After a failed server, the others get a plain read: a partitioned server costs
                 # one blocking timeout, not one per server.
                 blocking = dict(index=index, wait=f"{max(1, int(wait_seconds))}s") \
                     if index and wait_seconds and not errors else {}
-                new_index, item = client.kv.get(self.key, **blocking)
+                new_index, item = self._client(endpoint).kv.get(self.key, token=self._token(), **blocking)
             except (requests.RequestException, consul.ConsulException) as exc:
+                self._drop_client(endpoint)
                 errors.append(f"{endpoint.host}:{endpoint.port}: {type(exc).__name__}: {exc}")
                 continue
-            finally:
-                client.http.session.close()
             self._endpoint = (self._endpoint + attempt) % len(self.endpoints)
             return int(new_index), (item["Value"] if item else None)
         self._endpoint = (self._endpoint + 1) % len(self.endpoints)

@@ -1,12 +1,14 @@
 """The Consul config source against a real Consul (ACLs on, default deny): a pushed document is
 applied within one blocking round trip, a bad one rejected while the old stays, an outage keeps
 the last good config (and a restart during it starts from the disk cache), and the instance
-reports itself stale until Consul answers again."""
+reports itself stale until Consul answers again. The watch keeps its connection between reads,
+still reads the token file at each one, and replaces a connection the server dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 
@@ -102,3 +104,91 @@ def test_an_index_that_goes_backwards_restarts_the_watch(consul_server, source):
     consul_server.put(KEY, doc(version="3"))
     source.poll_once(wait_seconds=1)
     assert source.config.version == "3" and source.index > 0
+
+
+class Relay:
+    """A TCP relay in front of Consul: counts the connections it was given and can cut them all
+    (what a server restart or an idle timeout does to a kept connection)."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.accepted += 1
+            self.open += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # cut
+
+    def cut(self) -> None:
+        for sock in self.open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.open = []
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def relay(consul_server):
+    relay = Relay(consul_server.http_port)
+    yield relay
+    relay.close()
+
+
+def test_the_watch_keeps_its_connection_and_replaces_one_the_server_dropped(consul_server, source, relay):
+    source.endpoints = [ConsulEndpoint("127.0.0.1", relay.port)]
+    source.load_initial()
+    consul_server.put(KEY, doc(version="2"))
+    source.poll_once(wait_seconds=0)
+    source.poll_once(wait_seconds=0)
+    assert source.config.version == "2" and relay.accepted == 1  # re-reading opened no new connection
+    relay.cut()
+    consul_server.put(KEY, doc(version="3"))
+    source.poll_once(wait_seconds=0)
+    assert source.config.version == "3" and source.state()["watch"]["state"] == "ok" and relay.accepted == 2
+
+
+def test_a_kept_connection_still_reads_the_token_file_at_each_request(consul_server, source, relay):
+    source.endpoints = [ConsulEndpoint("127.0.0.1", relay.port)]
+    source.load_initial()
+    good = source.token_file.read_text()
+    source.token_file.write_text(consul_server.reader_token("shipyard/other/") + "\n")  # rotated, wrong prefix
+    with pytest.raises(ConsulUnavailable, match="ACLPermissionDenied"):
+        source.poll_once(wait_seconds=0)
+    source.token_file.write_text(good)
+    consul_server.put(KEY, doc(version="2"))
+    source.poll_once(wait_seconds=0)
+    assert source.config.version == "2"
+
+
+def test_the_watch_goes_to_consul_directly_whatever_proxy_the_environment_names(consul_server, source, monkeypatch):
+    consul_server.put(KEY, doc(version="2"))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    source.load_initial()
+    assert source.config.version == "2" and source.state()["watch"]["state"] == "ok"
