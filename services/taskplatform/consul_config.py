@@ -89,20 +89,33 @@ class ConsulConfigSource(ConfigSource):
         if client is not None:
             client.http.session.close()
 
+    def _get(self, endpoint: ConsulEndpoint, blocking: dict) -> tuple[int, dict | None]:
+        """One read from one server. A kept connection the server closed just as the request went
+        out (an idle timeout, a restart) fails with a connection error: the read is sent once
+        more on a new one, so that race is not reported as Consul being away. A timeout is not
+        retried (a partitioned server would cost two)."""
+        while True:
+            reused = endpoint in self._clients
+            try:
+                return self._client(endpoint).kv.get(self.key, token=self._token(), **blocking)
+            except (requests.RequestException, consul.ConsulException) as exc:
+                self._drop_client(endpoint)
+                if not (reused and isinstance(exc, requests.ConnectionError)):
+                    raise  # the second try is on a new connection: not reused, so it stops here
+
     def _read(self, index: int, wait_seconds: float | None) -> tuple[int, bytes | None]:
         """(index, document or None when the key is absent) from the first server that answers."""
         errors = []
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[(self._endpoint + attempt) % len(self.endpoints)]
+            # No wait: a plain read (an index alone would block for Consul's default 5 min).
+            # After a failed server, the others get a plain read: a partitioned server costs
+            # one blocking timeout, not one per server.
+            blocking = dict(index=index, wait=f"{max(1, int(wait_seconds))}s") \
+                if index and wait_seconds and not errors else {}
             try:
-                # No wait: a plain read (an index alone would block for Consul's default 5 min).
-                # After a failed server, the others get a plain read: a partitioned server costs
-                # one blocking timeout, not one per server.
-                blocking = dict(index=index, wait=f"{max(1, int(wait_seconds))}s") \
-                    if index and wait_seconds and not errors else {}
-                new_index, item = self._client(endpoint).kv.get(self.key, token=self._token(), **blocking)
+                new_index, item = self._get(endpoint, blocking)
             except (requests.RequestException, consul.ConsulException) as exc:
-                self._drop_client(endpoint)
                 errors.append(f"{endpoint.host}:{endpoint.port}: {type(exc).__name__}: {exc}")
                 continue
             self._endpoint = (self._endpoint + attempt) % len(self.endpoints)

@@ -116,6 +116,7 @@ class Relay:
         self.port = self.listener.getsockname()[1]
         self.accepted = 0
         self.open: list[socket.socket] = []
+        self.drop_next_request = False  # the next request on a kept connection gets no answer
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -127,13 +128,20 @@ class Relay:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             self.accepted += 1
             self.open += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool = False) -> None:
         try:
+            requests_seen = 0
             while data := src.recv(65536):
+                requests_seen += from_client
+                if from_client and requests_seen > 1 and self.drop_next_request:
+                    # The server closes the kept connection as the request arrives.
+                    self.drop_next_request = False
+                    for sock in (src, dst):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -171,6 +179,16 @@ def test_the_watch_keeps_its_connection_and_replaces_one_the_server_dropped(cons
     consul_server.put(KEY, doc(version="3"))
     source.poll_once(wait_seconds=0)
     assert source.config.version == "3" and source.state()["watch"]["state"] == "ok" and relay.accepted == 2
+
+
+def test_a_kept_connection_closed_as_a_request_goes_out_is_retried_once_on_a_new_one(consul_server, source, relay):
+    source.endpoints = [ConsulEndpoint("127.0.0.1", relay.port)]
+    source.load_initial()
+    consul_server.put(KEY, doc(version="2"))
+    relay.drop_next_request = True
+    source.poll_once(wait_seconds=0)
+    assert source.config.version == "2" and relay.accepted == 2 and not relay.drop_next_request
+    assert source.state()["watch"]["state"] == "ok"
 
 
 def test_a_kept_connection_still_reads_the_token_file_at_each_request(consul_server, source, relay):
