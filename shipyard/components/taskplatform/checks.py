@@ -10,6 +10,7 @@ import requests
 
 from shipyard import topology
 from shipyard.components.postgres.instances import node_names
+from shipyard.components.taskplatform import runtime
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +125,17 @@ def test_every_instance_applied_the_runtime_config_consul_holds(target):
     raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
                        headers={"X-Consul-Token": token}, timeout=5).content
     wanted = hashlib.sha256(raw).hexdigest()[:16]
-    workers = [c for c in target.docker.containers() if c.labels.get("com.docker.compose.service") == target.live("worker")]
-    assert workers
-    for worker in workers:  # each worker container (one worker process each) reports in its heartbeat
-        beat = json.loads(worker.exec_run(["cat", "/tmp/taskplatform-worker.heartbeat"]).output)
-        assert beat["config_hash"] == wanted and beat["config_reload"]["watch"]["state"] == "ok", (worker.name, beat)
-    # The API processes share the port (the kernel spreads connections): with 2-4 of them,
-    # 12 asks leave one unasked with a chance under 1 in 1000.
-    for _ in range(12):
-        code, out, err = target.exec(target.live("api"), ["python", "-c", "import urllib.request; print(urllib.request.urlopen("
-                                             "'http://127.0.0.1:8000/v1/config').read().decode())"])
-        assert code == 0, err
-        assert json.loads(out)["hash"] == wanted, out
+    # Each API process and worker writes what it applied (shipyard/components/taskplatform/runtime.py
+    # reads the same files for `make config-push`): every live one, none missing.
+    app = target.settings.app
+    expected = {target.live("api"): app.api_processes, target.live("worker"): 1}
+    containers = [c for c in target.docker.containers()
+                  if c.labels.get("com.docker.compose.service") in expected and c.status == "running"]
+    assert sorted(c.labels["com.docker.compose.service"] for c in containers) == \
+        sorted([target.live("api")] + [target.live("worker")] * app.worker_replicas)
+    for container in containers:
+        output = container.exec_run(["sh", "-c", runtime.READ_REPORTS]).output.decode()
+        reports = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert len(reports) == expected[container.labels["com.docker.compose.service"]], (container.name, reports)
+        for report in reports:
+            assert report["hash"] == wanted and report["watch"]["state"] == "ok", (container.name, report)

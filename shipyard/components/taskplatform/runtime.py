@@ -34,8 +34,8 @@ from shipyard.settings import EnvironmentSettings
 REPORTING_SERVICES = ("api", "worker")
 STATE_DIR = "/tmp/taskplatform/config-state"
 # The reports of the processes still alive in the container (a process gone leaves its file).
-_READ_REPORTS = (f'for f in {STATE_DIR}/*.json; do [ -e "$f" ] || continue; p=${{f##*/}}; p=${{p%.json}}; '
-                 f'[ -d "/proc/$p" ] && cat "$f" && echo; done')
+READ_REPORTS = (f'for f in {STATE_DIR}/*.json; do [ -e "$f" ] || continue; p=${{f##*/}}; p=${{p%.json}}; '
+                f'[ -d "/proc/$p" ] && cat "$f" && echo; done')
 
 
 def runtime_key(env: str) -> str:
@@ -131,7 +131,7 @@ def read_reports(settings: EnvironmentSettings) -> tuple[list[Report], list[str]
         for container in access.containers():
             if container.labels.get(COMPOSE_SERVICE_LABEL) not in reporting or container.status != "running":
                 continue
-            result = container.exec_run(["sh", "-c", _READ_REPORTS])
+            result = container.exec_run(["sh", "-c", READ_REPORTS])
             lines = [line for line in result.output.decode(errors="replace").splitlines() if line.startswith("{")]
             if not lines:
                 silent.append(f"host {host.name}, container {container.name}: no process reports a config yet")
