@@ -12,12 +12,12 @@ hosts' addresses and the addresses they advertise — the multi-host path, for r
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import time
 import uuid
-import base64
-import os
 from pathlib import Path
 
 import pytest
