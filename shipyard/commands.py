@@ -81,6 +81,15 @@ def split_parallel(output: str, count: int) -> list[tuple[int, str, str]]:
     return parts
 
 
+def compose_start_alone(project_directory: str, project: str, services: Sequence[str]) -> list[str]:
+    return compose(project_directory, project, "up", "-d", "--no-deps", *services)
+
+
+def docker_wait(container: str, timeout_s: int) -> list[str]:
+    """Until the container stops; prints its exit code (``timeout`` ends a wait that would not)."""
+    return ["timeout", str(timeout_s), "docker", "wait", container]
+
+
 def docker_logs_tail(container: str, lines: int) -> list[str]:
     return ["docker", "logs", "--tail", str(lines), container]
 

@@ -12,8 +12,15 @@ from shipyard.topology import Instance, instances, instances_of
 
 
 def _unit(inst: Instance) -> tuple[int, int]:
-    """Rollout order key: the tier, and within it one-shots (migrations) first."""
-    return TIERS.index(inst.service.tier), 0 if inst.service.one_shot else 1
+    """Rollout order key: the tier, and within it one-shots (migrations) first — but a one-shot
+    that waits for a long-running service of its own tier (a job run against a running cluster)
+    last, after those services on every host."""
+    svc = inst.service
+    if not svc.one_shot:
+        return TIERS.index(svc.tier), 1
+    waited = [inst.component.service(w.service) for w in svc.waits]
+    after = any(w.tier == svc.tier and not w.one_shot for w in waited)
+    return TIERS.index(svc.tier), 2 if after else 0
 
 
 def dependencies(settings: EnvironmentSettings, inst: Instance) -> tuple[Instance, ...]:

@@ -162,6 +162,28 @@ def _restore(last_good_dir: str, project: str, services: list[str], timeout: int
     return f"restoring {', '.join(services)} failed too:\n{_compose_errors(err)}"
 
 
+def _up_and_wait(project_dir: str, project: str, wanted: list[str], services: dict[str, ServiceState],
+                 timeout: int) -> tuple[bool, str]:
+    """``up --wait`` of ``wanted``; then each one-shot nothing here waits for (a job run against
+    what the step started), alone: compose's --wait takes such a container's exit, even 0, for
+    a failure. (A one-shot others wait for is gated by their ``service_completed_successfully``.)"""
+    waited_for = {dep for state in services.values() for dep in state.depends_on}
+    last = [name for name in wanted if services[name].one_shot and name not in waited_for]
+    gated = [name for name in wanted if name not in last]
+    if gated:
+        ok, _, err = _run(commands.compose_up_wait(project_dir, project, gated, timeout), check=False)
+        if not ok:
+            return False, err
+    for name in last:
+        ok, _, err = _run(commands.compose_start_alone(project_dir, project, [name]), check=False)
+        if not ok:
+            return False, err
+        ok, out, err = _run(commands.docker_wait(f"{project}-{name}-1", timeout), check=False)
+        if not ok or out.strip() != "0":
+            return False, err or f"{name} exited with {out.strip() or 'no code'}"
+    return True, ""
+
+
 def converge_host(project_dir: str, project: str, services: dict[str, ServiceState], timeouts: dict[str, int], last_good_dir: str = "") -> None:
     """Converge ``services`` (this rollout step's share of the host) behind health gates. When
     the gate fails, services that were healthy before are restored from ``last_good_dir``."""
@@ -188,7 +210,7 @@ def converge_host(project_dir: str, project: str, services: dict[str, ServiceSta
                                            and not services[c.service].one_shot])
         timeout = sum(timeouts[plan.tier] for plan in stale)
         started = time.monotonic()
-        ok, _, err = _run(commands.compose_up_wait(project_dir, project, wanted, timeout), check=False)
+        ok, err = _up_and_wait(project_dir, project, wanted, services, timeout)
         took = time.monotonic() - started
         if not ok:
             failing = _failing(project_dir, project, services)

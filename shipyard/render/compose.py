@@ -68,7 +68,8 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
     svc, comp = inst.service, inst.component
     ctx = RenderContext(settings, host, comp)
     doc: dict[str, Any] = {"image": images.versioned_ref(settings, comp, svc.image, inst.colour),
-                           "restart": "unless-stopped", "logging": _LOGGING}
+                           # A one-shot ran to completion: never started again by the engine.
+                           "restart": "no" if svc.one_shot else "unless-stopped", "logging": _LOGGING}
     if comp.compose_service:
         doc.update(comp.compose_service(ctx, inst))
     if svc.health:

@@ -118,14 +118,20 @@ def spread(tmp_path_factory):
         if subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True).returncode == 0:
             added.append(address)
     values = {"consul_gossip_key": base64.b64encode(os.urandom(32)).decode(),
-              "consul_management_token": str(uuid.uuid4())}
+              "consul_management_token": str(uuid.uuid4()), "consul_agent_token": str(uuid.uuid4())}
     projects = []
     try:
         for number, host in enumerate(settings.hosts, 1):
             root = tmp_path_factory.mktemp(host.name)
             projects.append((host, root, _write_host(settings, host, root, values, number)))
-        for _, root, project in projects:
-            _docker("compose", "-f", str(root / "compose.yaml"), "-p", project, "up", "-d")
+        # All hosts at once, as a deploy's step does: the agent-token job on the first host waits
+        # for its server to be healthy, which takes the servers of the other hosts.
+        starting = [subprocess.Popen(["docker", "compose", "-f", str(root / "compose.yaml"), "-p", project, "up", "-d"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for _, root, project in projects]
+        for process in starting:
+            output, _ = process.communicate(timeout=240)
+            assert process.returncode == 0, output
         yield settings, values["consul_management_token"], projects
     finally:
         for _, root, project in projects:
@@ -172,6 +178,13 @@ def test_three_hosts_form_one_cluster_through_their_published_addresses(spread):
         assert all(line.split(" -> ")[1].startswith((host.address + ":", "127.0.0.1:")) for line in ports), ports
         assert {f"{SERVER_RPC}/tcp -> {host.address}:{SERVER_RPC}", f"{SERF_LAN}/tcp -> {host.address}:{SERF_LAN}",
                 f"{SERF_LAN}/udp -> {host.address}:{SERF_LAN}"} <= set(ports)
+    # The agent-token job (first host) made the servers' agent token; each server's agent then
+    # writes its own catalog entry with it (retried every ~15 s until the token exists).
+    _wait(lambda: _docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}",
+                          f"{projects[0][2]}-consul-agent-token-1").stdout.strip() == "exited 0", "the agent-token job")
+    for name in servers:
+        _wait(lambda: (_api(address, port, token, f"catalog/node/{name}").json() or {}).get("Node", {}).get(
+            "TaggedAddresses"), f"{name}'s catalog entry written by its agent", timeout_s=60)
     networks = {_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", f"{project}-{name}-1").stdout
                 for (_, _, project), name in zip(projects, servers)}
     assert len({tuple(json.loads(n)) for n in networks}) == 3

@@ -56,7 +56,9 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
     assert "edge" not in targets
     # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
-    assert targets["consul-1"] == ["acl-tokens.json", "gossip.json", "management_token"]
+    assert targets["consul-1"] == ["acl-tokens.json", "agent-token.json", "gossip.json", "management_token"]
+    # The job making the servers' agent token: the management token and the agent token, raw.
+    assert targets["consul-agent-token"] == ["agent_token", "management_token"]
 
 
 @pytest.mark.parametrize("secret, recreated", [

@@ -6,8 +6,9 @@ the cluster bootstraps its ACL system by itself, once, and a re-deploy never boo
 nor replaces the token (a changed value would add a second management token, never revoke
 one: Consul keeps what it has). The gossip key and the token reach the servers only in a
 secret config file (``-config-file /run/secrets/...``), never in compose, env or a command line.
-The servers use the management token as their agent token: they hold it already, and a
-separate node token would be one more secret the same process keeps.
+The servers' agent token (``consul_agent_token``, for their own catalog entries) is a token of
+its own with write on the servers' nodes only, made once by the ``consul-agent-token`` job with
+the management token; the servers name it in their config from the first start.
 
 Images: ``local`` builds Debian bullseye's consul 1.8.7; ``official`` is hashicorp/consul.
 Config keys that differ between the two are chosen by the version (see ``template_context``).
@@ -18,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
+from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service, Wait
 from shipyard.components.consul.settings import ConsulSettings
 
 UID = 100  # the official image's consul user (gid 1000); the local image is built to match
@@ -29,6 +30,7 @@ OFFICIAL_VERSION = "1.20.2"
 
 _GOSSIP = SecretFile("gossip.json", "consul_gossip_key", template="secrets/gossip.json.j2")
 _ACL = SecretFile("acl-tokens.json", "consul_management_token", template="secrets/acl-tokens.json.j2")
+_AGENT = SecretFile("agent-token.json", "consul_agent_token", template="secrets/agent-token.json.j2")
 # The raw token for the operator's and the checks' CLI/API calls inside the container.
 _TOKEN = SecretFile("management_token", "consul_management_token")
 
@@ -43,11 +45,15 @@ SERF_LAN = 8301  # gossip: membership and failure detection (TCP and UDP)
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
+    if inst.service.name == "consul-agent-token":
+        server = ctx.instances_of("consul", "consul")[0]  # placed with it: the group's first host
+        return {"command": ["sh", f"{CONF}/agent-token.sh"], "user": f"{UID}:1000",
+                "environment": {"CONSUL_HTTP_ADDR": f"http://{ctx.address(server)}"}}
     settings = ctx.section("consul")
     # Consul's own template: the container's address on the compose network.
     command = ["agent", "-server", f"-node={inst.name}", f"-config-file={CONF}/server.hcl",
                f"-config-file={SECRETS}/gossip.json", f"-config-file={SECRETS}/acl-tokens.json",
-               '-bind={{ GetInterfaceIP "eth0" }}']
+               f"-config-file={SECRETS}/agent-token.json", '-bind={{ GetInterfaceIP "eth0" }}']
     advertised = ctx.peer_advertised(inst)
     if advertised:
         # Servers on several hosts: the others reach this one at its host's address, where it
@@ -79,7 +85,8 @@ COMPONENT = Component(
     config_dirs=(ConfigDir("consul", CONF),),
     services=(
         # Healthy = a leader is elected and every server is a raft peer (no token needed).
-        Service("consul", "control", "control", "consul", UID, secrets=(_GOSSIP, _ACL, _TOKEN), config_dir="consul",
+        Service("consul", "control", "control", "consul", UID, secrets=(_GOSSIP, _ACL, _AGENT, _TOKEN),
+                config_dir="consul",
                 port=Port(8500, "consul_http", 8500,
                           "first loopback port of the Consul servers' HTTP API (server N: this + N - 1)",
                           instance_offset=-1),
@@ -89,9 +96,12 @@ COMPONENT = Component(
                 # Raft knows its peers by address: when every server came back on a new one (a
                 # cold start), no leader could be elected.
                 instances=lambda s: s.consul.servers, placement="spread", fixed_address=True),
+        Service("consul-agent-token", "control", "control", "consul", UID, one_shot=True, placement="once",
+                serves_clients=False, config_dir="consul", waits=(Wait("consul"),),
+                secrets=(_TOKEN, SecretFile("agent_token", "consul_agent_token"))),
     ),
     compose_service=compose_service,
     template_context=template_context,
-    secret_formats={"consul_management_token": "uuid", "consul_gossip_key": "base64-32"},
+    secret_formats={"consul_management_token": "uuid", "consul_agent_token": "uuid", "consul_gossip_key": "base64-32"},
     checks="shipyard.components.consul.checks",
 )

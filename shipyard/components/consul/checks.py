@@ -2,6 +2,7 @@
 anonymous client reads and writes nothing), the management token accepted."""
 
 import json
+import time
 
 import pytest
 
@@ -73,3 +74,32 @@ def test_the_config_is_the_rendered_one(target, servers):
     code, out, err = target.exec(servers[0], ["consul", "validate", f"{CONF}/server.hcl", f"{SECRETS}/gossip.json",
                                              f"{SECRETS}/acl-tokens.json"])
     assert code == 0, out + err
+
+
+def _management(target, server: str, *argv: str) -> str:
+    code, out, err = target.exec(server, ["consul", *argv, f"-token-file={TOKEN_FILE}", "-format=json"])
+    assert code == 0, out + err
+    return out
+
+
+def test_the_servers_agent_token_writes_their_nodes_only_and_is_in_use(target, servers, every_server):
+    tokens = [t for t in json.loads(_management(target, servers[0], "acl", "token", "list"))
+              if t.get("Description") == "agent token of the Consul servers"]
+    assert len(tokens) == 1 and [p["Name"] for p in tokens[0]["Policies"]] == ["shipyard-consul-agents"], tokens
+    rules = json.loads(_management(target, servers[0], "acl", "policy", "read", "-name", "shipyard-consul-agents"))["Rules"]
+    assert " ".join(rules.split()) == 'node_prefix "consul-" { policy = "write" }', rules
+    # In use: each server's own catalog entry carries the addresses only its agent writes (its
+    # anti-entropy sync, refused and retried every ~15 s until the token exists).
+    deadline = time.monotonic() + 60
+    while True:
+        missing = []
+        for name in every_server:
+            code, out, err = target.exec(servers[0], ["sh", "-c", f'curl -fsS -H "X-Consul-Token: $(cat {TOKEN_FILE})" '
+                                                      f'http://127.0.0.1:8500/v1/catalog/node/{name}'])
+            node = json.loads(out or "null") if code == 0 else None
+            if not node or not (node.get("Node") or {}).get("TaggedAddresses"):
+                missing.append(name)
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not missing, f"no catalog entry written by the agent of {missing}"

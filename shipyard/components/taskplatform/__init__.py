@@ -82,7 +82,6 @@ def compose_service(ctx, inst) -> dict[str, Any]:
             "TASKS_PG_APP_ROLE": app.db_app_role, "TASKS_SECRETS_DIR": "/run/secrets"}
     doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": env}
     if inst.service.one_shot:
-        doc["restart"] = "no"
         return doc
     doc["stop_grace_period"] = "30s" if inst.service.name == "worker" else "20s"
     doc["mem_limit"] = f"{app.memory_limit_mb}m"

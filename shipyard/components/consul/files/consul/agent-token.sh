@@ -1,0 +1,26 @@
+#!/bin/sh
+# Shipped by Shipyard (shipyard/components/consul/files/): the consul-agent-token job. Makes
+# the servers' agent token, once, with the management token: a policy that lets them write
+# their own nodes' catalog entries and nothing else, and a token whose SecretID is the stored
+# secret `consul_agent_token` (the servers name it in their config from the start; until it
+# exists, their catalog updates are refused and retried). Values are read from files and sent
+# in request bodies and headers written to a private tmpfs, never on a command line.
+set -eu
+export CONSUL_HTTP_TOKEN_FILE=/run/secrets/management_token
+policy=shipyard-consul-agents
+if consul acl token read -self -token-file=/run/secrets/agent_token >/dev/null 2>&1; then
+    echo "the servers' agent token is in place"
+    exit 0
+fi
+if ! consul acl policy read -name "$policy" >/dev/null 2>&1; then
+    consul acl policy create -name "$policy" -description "Consul servers (Shipyard): their own nodes" \
+        -rules 'node_prefix "consul-" { policy = "write" }' >/dev/null
+fi
+umask 077
+work=$(mktemp -d /dev/shm/agent-token.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+printf 'header = "X-Consul-Token: %s"\n' "$(cat /run/secrets/management_token)" >"$work/curl.conf"
+printf '{"SecretID": "%s", "Description": "agent token of the Consul servers", "Policies": [{"Name": "%s"}]}' \
+    "$(cat /run/secrets/agent_token)" "$policy" >"$work/body.json"
+curl -fsS -o /dev/null -K "$work/curl.conf" -X PUT --data "@$work/body.json" "$CONSUL_HTTP_ADDR/v1/acl/token"
+echo "the servers' agent token made (policy $policy)"
