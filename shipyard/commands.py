@@ -81,8 +81,10 @@ def split_parallel(output: str, count: int) -> list[tuple[int, str, str]]:
     return parts
 
 
-def compose_start_alone(project_directory: str, project: str, services: Sequence[str]) -> list[str]:
-    return compose(project_directory, project, "up", "-d", "--no-deps", *services)
+def compose_up_detached(project_directory: str, project: str, services: Sequence[str]) -> list[str]:
+    # Not --no-deps: compose hashes a service's config without its depends_on then, and the
+    # next deploy would take the container for changed.
+    return compose(project_directory, project, "up", "-d", *services)
 
 
 def docker_wait(container: str, timeout_s: int) -> list[str]:

@@ -175,7 +175,7 @@ def _up_and_wait(project_dir: str, project: str, wanted: list[str], services: di
         if not ok:
             return False, err
     for name in last:
-        ok, _, err = _run(commands.compose_start_alone(project_dir, project, [name]), check=False)
+        ok, _, err = _run(commands.compose_up_detached(project_dir, project, [name]), check=False)
         if not ok:
             return False, err
         ok, out, err = _run(commands.docker_wait(f"{project}-{name}-1", timeout), check=False)

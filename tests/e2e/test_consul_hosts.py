@@ -184,7 +184,7 @@ def test_three_hosts_form_one_cluster_through_their_published_addresses(spread):
                           f"{projects[0][2]}-consul-agent-token-1").stdout.strip() == "exited 0", "the agent-token job")
     for name in servers:
         _wait(lambda: (_api(address, port, token, f"catalog/node/{name}").json() or {}).get("Node", {}).get(
-            "TaggedAddresses"), f"{name}'s catalog entry written by its agent", timeout_s=60)
+            "TaggedAddresses"), f"{name}'s catalog entry written by its agent", timeout_s=120)
     networks = {_docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", f"{project}-{name}-1").stdout
                 for (_, _, project), name in zip(projects, servers)}
     assert len({tuple(json.loads(n)) for n in networks}) == 3

@@ -89,8 +89,8 @@ def test_the_servers_agent_token_writes_their_nodes_only_and_is_in_use(target, s
     rules = json.loads(_management(target, servers[0], "acl", "policy", "read", "-name", "shipyard-consul-agents"))["Rules"]
     assert " ".join(rules.split()) == 'node_prefix "consul-" { policy = "write" }', rules
     # In use: each server's own catalog entry carries the addresses only its agent writes (its
-    # anti-entropy sync, refused and retried every ~15 s until the token exists).
-    deadline = time.monotonic() + 60
+    # anti-entropy sync, refused and retried every ~15-30 s until the token exists).
+    deadline = time.monotonic() + 120
     while True:
         missing = []
         for name in every_server:

@@ -8,19 +8,34 @@
 set -eu
 export CONSUL_HTTP_TOKEN_FILE=/run/secrets/management_token
 policy=shipyard-consul-agents
-if consul acl token read -self -token-file=/run/secrets/agent_token >/dev/null 2>&1; then
-    echo "the servers' agent token is in place"
-    exit 0
-fi
-if ! consul acl policy read -name "$policy" >/dev/null 2>&1; then
-    consul acl policy create -name "$policy" -description "Consul servers (Shipyard): their own nodes" \
-        -rules 'node_prefix "consul-" { policy = "write" }' >/dev/null
-fi
 umask 077
 work=$(mktemp -d /dev/shm/agent-token.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-printf 'header = "X-Consul-Token: %s"\n' "$(cat /run/secrets/management_token)" >"$work/curl.conf"
-printf '{"SecretID": "%s", "Description": "agent token of the Consul servers", "Policies": [{"Name": "%s"}]}' \
-    "$(cat /run/secrets/agent_token)" "$policy" >"$work/body.json"
-curl -fsS -o /dev/null -K "$work/curl.conf" -X PUT --data "@$work/body.json" "$CONSUL_HTTP_ADDR/v1/acl/token"
-echo "the servers' agent token made (policy $policy)"
+
+make_token() {
+    if consul acl token read -self -token-file=/run/secrets/agent_token >/dev/null 2>"$work/error"; then
+        echo "the servers' agent token is in place"
+        return 0
+    fi
+    if ! consul acl policy read -name "$policy" >/dev/null 2>&1; then
+        consul acl policy create -name "$policy" -description "Consul servers (Shipyard): their own nodes" \
+            -rules 'node_prefix "consul-" { policy = "write" }' >/dev/null 2>"$work/error" || return 1
+    fi
+    printf 'header = "X-Consul-Token: %s"\n' "$(cat /run/secrets/management_token)" >"$work/curl.conf"
+    printf '{"SecretID": "%s", "Description": "agent token of the Consul servers", "Policies": [{"Name": "%s"}]}' \
+        "$(cat /run/secrets/agent_token)" "$policy" >"$work/body.json"
+    curl -fsS -o /dev/null -K "$work/curl.conf" -X PUT --data "@$work/body.json" \
+        "$CONSUL_HTTP_ADDR/v1/acl/token" 2>"$work/error" || return 1
+    echo "the servers' agent token made (policy $policy)"
+}
+
+# Just after a leader is elected the ACL system may still answer "legacy mode" for a moment.
+attempt=1
+until make_token; do
+    if [ "$attempt" -ge 30 ]; then
+        echo "the servers' agent token could not be made: $(cat "$work/error")" >&2
+        exit 1
+    fi
+    attempt=$((attempt + 1))
+    sleep 2
+done
