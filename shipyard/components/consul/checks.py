@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+import requests
 
 from shipyard.components.consul import CONF, SECRETS
 
@@ -89,14 +90,19 @@ def test_the_servers_agent_token_writes_their_nodes_only_and_is_in_use(target, s
     rules = json.loads(_management(target, servers[0], "acl", "policy", "read", "-name", "shipyard-consul-agents"))["Rules"]
     assert " ".join(rules.split()) == 'node_prefix "consul-" { policy = "write" }', rules
     # In use: each server's own catalog entry carries the addresses only its agent writes (its
-    # anti-entropy sync, refused and retried every ~15-30 s until the token exists).
+    # anti-entropy sync, refused and retried every ~15-30 s until the token exists). Read over
+    # the published HTTP port, the token in a header from here: on no command line.
+    from shipyard import topology
+
+    token = target.host.file(f"{target.project_dir}/secrets/{servers[0]}/{TOKEN_FILE.rsplit('/', 1)[1]}").content_string.strip()
+    bind, port = topology.published(target.settings, target.rendered.host, servers[0])
     deadline = time.monotonic() + 120
     while True:
         missing = []
         for name in every_server:
-            code, out, err = target.exec(servers[0], ["sh", "-c", f'curl -fsS -H "X-Consul-Token: $(cat {TOKEN_FILE})" '
-                                                      f'http://127.0.0.1:8500/v1/catalog/node/{name}'])
-            node = json.loads(out or "null") if code == 0 else None
+            answer = requests.get(f"http://{bind}:{port}/v1/catalog/node/{name}", headers={"X-Consul-Token": token},
+                                  timeout=5)
+            node = answer.json() if answer.status_code == 200 else None
             if not node or not (node.get("Node") or {}).get("TaggedAddresses"):
                 missing.append(name)
         if not missing or time.monotonic() > deadline:
