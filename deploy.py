@@ -11,12 +11,12 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.operations import python
 
-from shipyard import commands, images, topology
+from shipyard import commands, image_plan, topology
 from shipyard.apply.engine import ensure_docker_engine
 from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
-from shipyard.apply.images import ensure_images
-from shipyard.apply.pull import ensure_official_images
+from shipyard.apply.image_build import ensure_images
+from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import host_release_state, release_checked
 from shipyard.apply.rollout import roll_out
 from shipyard.inventory import load_environment
@@ -41,9 +41,9 @@ host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=settings.images.source == "local")
-# Blue-green (shipyard.release): the host's release state decides the versions and the colours
-# it runs; a release passes the colour it is starting (shipyard.releasing).
-first_version = images.first_version(settings)
+# Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
+# it runs; a release passes the colour it is starting (shipyard.controller.releases).
+first_version = image_plan.first_version(settings)
 state, released = host_release_state(settings.deploy_root, settings.name, first_version or "")
 starting = host.data.get("shipyard_release_start")
 if starting:
@@ -52,8 +52,8 @@ if starting:
 # live one, kept as it is once a release made it live (its colour runs that image).
 version = state.versions[starting] if starting else state.live_version
 keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
-ensure_official_images(images.images_to_pull(settings, needed), settings.name)
-ensure_images(images.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
+ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
+ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
 if starting and state.versions[starting] == state.newest:
     # Before a release's migrations (a rollback runs none): each component's check of the new
@@ -62,7 +62,7 @@ if starting and state.versions[starting] == state.newest:
     for inst in topology.instances_on(settings, this_host):
         check = inst.component.release_check
         if inst.colour == state.live and check and inst.service.name == check.service:
-            new_image = images.resolved_ref(images.versioned_ref(settings, inst.component, inst.service.image, starting),
+            new_image = image_plan.resolved_ref(image_plan.versioned_ref(settings, inst.component, inst.service.image, starting),
                                             state.env_variables())
             python.call(name=f"release check of {inst.component.name}: {' '.join(check.argv)}",
                         function=release_checked, project_dir=project_dir, project=settings.compose_project,

@@ -5,7 +5,7 @@
 #   sh build-image.sh REF SOURCE_HASH CONTEXT_DIR [ARG=VALUE...]
 #
 # A context that installs Python packages arrives with its wheelhouse/ inside (fetched once
-# by the deploying machine for the image's own Python; see shipyard/apply/wheelhouse.py).
+# by the deploying machine for the image's own Python; see shipyard/controller/wheelhouse.py).
 # ARG=VALUE         docker build --build-arg; BASE_IMAGE=... also names the image whose id
 #                   is recorded in the label org.shipyard.base-id
 #

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 from shipyard import commands
-from shipyard import release as release_model
-from shipyard.apply import releasing
-from shipyard.apply.wheelhouse import prepare_wheelhouse
+from shipyard import bluegreen
+from shipyard.controller import releases as release_steps
+from shipyard.controller.wheelhouse import prepare_wheelhouse
 from shipyard.components import COMPONENTS
-from shipyard.images import hash_tree
+from shipyard.image_plan import hash_tree
 from shipyard.errors import ShipyardError
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
@@ -133,19 +133,19 @@ def default_version() -> str:
 
 def release(env: str, version: str | None, prebuilt: bool, lock_wait: float) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
-    return releasing.release_version(settings, version or default_version(), prebuilt,
+    return release_steps.release_version(settings, version or default_version(), prebuilt,
                                      lambda data: roll_out_locked(env, data), lock_wait, REPO)
 
 
 def rollback(env: str, lock_wait: float) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
-    return releasing.rollback(settings, lambda data: roll_out_locked(env, data), lock_wait, REPO)
+    return release_steps.rollback(settings, lambda data: roll_out_locked(env, data), lock_wait, REPO)
 
 
 def releases(env: str) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
-    state = releasing.read_state(settings)
-    print(release_model.history_table(releasing.history(settings)))
+    state = release_steps.read_state(settings)
+    print(bluegreen.history_table(release_steps.history(settings)))
     idle = state.idle
     warm = f"; {idle} ({state.versions[idle]}) warm" if idle in state.versions and state.warm(time.time()) else ""
     print(f"\nlive: {state.live} ({state.live_version}){warm}")
@@ -180,7 +180,7 @@ def down(env: str, volumes: bool) -> int:
         shutil.rmtree(commands.last_good_dir(settings.deploy_root, env), ignore_errors=True)
         # And its release state and history (without VOLUMES they stay: `make up` brings the live
         # colour back at its version).
-        shutil.rmtree(release_model.release_dir(settings.deploy_root, env), ignore_errors=True)
+        shutil.rmtree(bluegreen.release_dir(settings.deploy_root, env), ignore_errors=True)
         print(f"{env}: removed {project_dir}")
     return code
 

@@ -177,7 +177,7 @@ class Service:
     # Signal to send when a service it depends on (same host) was recreated and it was not
     # (nginx resolves upstream names at load: new containers have new addresses).
     reload_signal: str | None = None
-    # Released blue-green (shipyard.release): two instances, ``<name>-blue`` and ``<name>-green``,
+    # Released blue-green (shipyard.bluegreen): two instances, ``<name>-blue`` and ``<name>-green``,
     # of which a deploy runs the live one (and keeps the previous one warm for a while).
     coloured: bool = False
     # Routes users to the live colour: the release's routing file is mounted read-only at this

@@ -103,7 +103,7 @@ HealthSettings = create_model("HealthSettings", __base__=Strict, **{
 
 
 class ReleaseSettings(Strict):
-    """Blue-green releases of the services released in colours (shipyard.release)."""
+    """Blue-green releases of the services released in colours (shipyard.bluegreen)."""
 
     watch_seconds: int = Field(60, ge=0, le=3600, description="after the switch: how long the new colour is "
                                                               "watched before the release is recorded as done")

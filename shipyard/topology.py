@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from shipyard.component import Component, Service
 from shipyard.components import COMPONENTS
-from shipyard.release import COLOURS
+from shipyard.bluegreen import COLOURS
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 LOOPBACK = "127.0.0.1"
@@ -39,7 +39,7 @@ class Instance:
     name: str
     number: int | None  # 2 for ``postgres-replica-2``; None for a service that is not numbered
     host: HostSettings
-    colour: str | None = None  # a coloured service's instance: ``blue`` or ``green`` (shipyard.release)
+    colour: str | None = None  # a coloured service's instance: ``blue`` or ``green`` (shipyard.bluegreen)
 
     @property
     def tier(self) -> str:

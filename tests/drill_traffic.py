@@ -12,7 +12,7 @@ import jwt
 import requests
 
 from shipyard import commands
-from shipyard.apply.releasing import live_instance
+from shipyard.controller.releases import live_instance
 from shipyard.settings import EnvironmentSettings
 from shipyard.topology import published
 

@@ -1,7 +1,7 @@
-"""The host's release state (shipyard.release) as a deploy sees it, and what a deploy does
+"""The host's release state (shipyard.bluegreen) as a deploy sees it, and what a deploy does
 with it: the routing file the edge includes, and the idle colour removed once it is no longer
 kept warm. A deploy never changes the state itself; releases and rollbacks do
-(shipyard.releasing)."""
+(shipyard.controller.releases)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 
-from shipyard import commands, release
+from shipyard import commands, bluegreen
 from shipyard.apply.private_files import WantedPath
-from shipyard.release import ReleaseState
+from shipyard.bluegreen import ReleaseState
 
 
 class ReleaseStateFile(FactBase):
@@ -33,16 +33,16 @@ class ReleaseStateFile(FactBase):
 def host_release_state(deploy_root: str, env: str, first_version: str) -> tuple[ReleaseState, bool]:
     """(the state, whether a release has recorded one): a host no release touched runs the
     settings' version in blue."""
-    path = f"{release.release_dir(deploy_root, env)}/{release.STATE_FILE}"
+    path = f"{bluegreen.release_dir(deploy_root, env)}/{bluegreen.STATE_FILE}"
     return ReleaseState.of_host(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}", first_version)
 
 
 def routing_paths(deploy_root: str, env: str, routing: bytes) -> tuple[str, list[WantedPath]]:
     """(root, wanted paths) of the routing file a routing service mounts."""
-    top = release.release_dir(deploy_root, env)
-    root = f"{top}/{release.ROUTING_DIR}"
+    top = bluegreen.release_dir(deploy_root, env)
+    root = f"{top}/{bluegreen.ROUTING_DIR}"
     return root, [WantedPath(top, 0, "755"), WantedPath(root, 0, "755"),
-                  WantedPath(f"{root}/{release.ROUTING_FILE}", 0, "644", routing)]
+                  WantedPath(f"{root}/{bluegreen.ROUTING_FILE}", 0, "644", routing)]
 
 
 @operation()

@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra.api import StringCommand, operation
 from pyinfra.operations import python
 
-from shipyard import commands, images, release, rollout_order, topology
+from shipyard import commands, image_plan, bluegreen, rollout_order, topology
 from shipyard.apply import rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
@@ -20,7 +20,7 @@ from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
 from shipyard.component import SecretFile
 from shipyard.render import RenderedHost, render_secret_file, secret_variables
 from shipyard.render.compose import secrets_variable
-from shipyard.release import ReleaseState
+from shipyard.bluegreen import ReleaseState
 from shipyard.secretstore import Secret, fingerprints, fingerprints_text
 from shipyard.settings import EnvironmentSettings
 
@@ -121,7 +121,7 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
                                and d.host.name == inst.host.name)
         states[inst.name] = ServiceState(
             name=inst.name, tier=svc.tier, replicas=svc.scale(settings) if svc.scale else 1,
-            image=images.resolved_ref(images.versioned_ref(settings, inst.component, svc.image, inst.colour), variables),
+            image=image_plan.resolved_ref(image_plan.versioned_ref(settings, inst.component, svc.image, inst.colour), variables),
             one_shot=svc.one_shot,
             reload_signal=svc.reload_signal, depends_on=same_host_deps)
     return states
@@ -130,7 +130,7 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
              previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0) -> None:
     """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
-    ``state``: the host's release state (shipyard.release), which the deploy keeps."""
+    ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps."""
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.instances_on(settings, rendered.host)
@@ -141,7 +141,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     for inst in on_host:
         if inst.service.routing_mount and inst.component.release_routing:
             routing_root, wanted = routing_paths(settings.deploy_root, settings.name,
-                                                 inst.component.release_routing(state.live, release.other(state.live)))
+                                                 inst.component.release_routing(state.live, bluegreen.other(state.live)))
             project_paths(name=f"release routing of {inst.name}: users on {state.live}", root=routing_root, wanted=wanted)
     apply_live, retire_live = live_rotations(on_host, set(previous or {}))
     if previous:

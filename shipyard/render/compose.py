@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from shipyard import images, release, topology
+from shipyard import image_plan, bluegreen, topology
 from shipyard.component import Health
 from shipyard.render.context import RenderContext
 from shipyard.settings import EnvironmentSettings, HostSettings
@@ -67,7 +67,7 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
              config_hashes: dict[str, str]) -> dict[str, Any]:
     svc, comp = inst.service, inst.component
     ctx = RenderContext(settings, host, comp)
-    doc: dict[str, Any] = {"image": images.versioned_ref(settings, comp, svc.image, inst.colour),
+    doc: dict[str, Any] = {"image": image_plan.versioned_ref(settings, comp, svc.image, inst.colour),
                            # A one-shot ran to completion: never started again by the engine.
                            "restart": "no" if svc.one_shot else "unless-stopped", "logging": _LOGGING}
     if comp.compose_service:
@@ -78,7 +78,7 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
     if inst.colour:
         labels[COLOUR_LABEL] = inst.colour
     if svc.routing_mount:
-        routing = f"{release.release_dir(settings.deploy_root, settings.name)}/{release.ROUTING_DIR}"
+        routing = f"{bluegreen.release_dir(settings.deploy_root, settings.name)}/{bluegreen.ROUTING_DIR}"
         doc.setdefault("volumes", []).append(f"{routing}:{svc.routing_mount}:ro")
     if svc.config_dir:
         doc.setdefault("volumes", []).append(f"./{svc.config_dir}:{comp.config_dir(svc.config_dir).mount}:ro")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard import release, topology
+from shipyard import bluegreen, topology
 from shipyard.component import Component
 from shipyard.settings import EnvironmentSettings, HostSettings
 
@@ -42,9 +42,9 @@ class RenderContext:
 
     def release_version(self, inst: topology.Instance) -> str:
         """The version ``inst`` runs, as compose interpolates it from the release state (the
-        component's versioned image's tag; shipyard.release)."""
+        component's versioned image's tag; shipyard.bluegreen)."""
         image = next(i for i in self.component.images if i.tag)
-        return f"${{{release.version_variable(inst.colour)}:-{image.tag(self.settings)}}}"
+        return f"${{{bluegreen.version_variable(inst.colour)}:-{image.tag(self.settings)}}}"
 
     def announced(self, inst: topology.Instance) -> topology.Endpoint:
         """The address ``inst`` gives others for itself."""

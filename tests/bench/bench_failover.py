@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from shipyard.drills.containers import container_of  # noqa: E402
+from shipyard.controller.drills import container_of  # noqa: E402
 from shipyard.components.postgres.promote import pg_promote, primary_of  # noqa: E402
 from shipyard.components.redis.failover import sentinel_masters  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402

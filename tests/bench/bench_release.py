@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard import commands  # noqa: E402
-from shipyard.apply.releasing import live_instance, read_state  # noqa: E402
+from shipyard.controller.releases import live_instance, read_state  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from tests.drill_traffic import SteadyLoad, api_client  # noqa: E402
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shipyard.drills.containers import container_of
+from shipyard.controller.drills import container_of
 from shipyard.components.postgres.backups import remove_restore
 from shipyard.components.postgres.promote import primary_of
 from shipyard.inventory import load_environment

@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from shipyard import images, topology
+from shipyard import image_plan, topology
 from shipyard.components import COMPONENTS
 from shipyard.components.consul import SERF_LAN, SERVER_RPC
 from shipyard.render import render_host, render_secret_file, secret_variables
@@ -110,7 +110,7 @@ def _wait(condition, what: str, timeout_s: float = 120):
 @pytest.fixture(scope="module")
 def spread(tmp_path_factory):
     settings = _settings()
-    ref = images.versioned_ref(settings, CONSUL, "consul", None)
+    ref = image_plan.versioned_ref(settings, CONSUL, "consul", None)
     if _docker("image", "inspect", ref, check=False).returncode != 0:
         pytest.fail(f"image {ref} is missing: run `make up ENV=ci` first (it builds it)")
     added = []

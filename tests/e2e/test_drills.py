@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shipyard.drills.containers import container_of
+from shipyard.controller.drills import container_of
 from shipyard.components.postgres.promote import primary_of, roles
 from shipyard.components.redis.failover import sentinel_masters
 from shipyard.inventory import load_environment

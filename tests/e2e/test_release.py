@@ -20,7 +20,7 @@ import time
 import docker
 import pytest
 
-from shipyard.apply.releasing import read_state
+from shipyard.controller.releases import read_state
 from shipyard.components.postgres.promote import primary_of
 from shipyard.inventory import load_environment
 from shipyard.lock import environment_lock

@@ -2,8 +2,8 @@
 
 import subprocess
 
-from shipyard.apply.releasing import live_instance
-from shipyard.drills.containers import container_of
+from shipyard.controller.releases import live_instance
+from shipyard.controller.drills import container_of
 from shipyard.lock import environment_lock
 from shipyard.components.redis.instances import node_names as redis_nodes
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shipyard.apply.releasing import live_instance
+from shipyard.controller.releases import live_instance
 from shipyard.components.consul.kv import ConsulKV, StaleWrite
 from shipyard.components.taskplatform import runtime
 from shipyard.inventory import load_environment

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from shipyard import commands
-from shipyard.apply.releasing import live_instance
+from shipyard.controller.releases import live_instance
 from shipyard.components.postgres.promote import primary_of, roles
 from shipyard.inventory import load_environment
 from shipyard.secretstore import PREVIOUS_SUFFIX, fingerprints, load_or_create, parse_fingerprints, rotate

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from shipyard import commands, images, release
-from shipyard.release import ReleaseState
+from shipyard import commands, image_plan, bluegreen
+from shipyard.bluegreen import ReleaseState
 from shipyard.inventory import load_environment
 from shipyard.render import RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings
 from shipyard import topology
-from shipyard.inspect import HostAccess
+from shipyard.controller.hosts import HostView
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,9 +33,9 @@ class Target:
     project_dir: str
 
     @property
-    def docker(self) -> HostAccess:
+    def docker(self) -> HostView:
         """The host's Docker engine through the docker SDK (local socket, or ssh:// for SSH hosts)."""
-        return HostAccess(self.settings, self.rendered.host)
+        return HostView(self.settings, self.rendered.host)
 
     def containers(self) -> list[dict]:
         """`docker inspect` of every container of this environment's project on the host."""
@@ -77,9 +77,9 @@ def _testinfra_url(connect: str, data: dict | None = None) -> str:
 
 
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:
-    """The host's release state (shipyard.release); a host no release touched runs blue."""
-    f = host.file(f"{release.release_dir(settings.deploy_root, settings.name)}/{release.STATE_FILE}")
-    return ReleaseState.of_host(f.content_string if f.exists else None, f.path, images.first_version(settings) or "")[0]
+    """The host's release state (shipyard.bluegreen); a host no release touched runs blue."""
+    f = host.file(f"{bluegreen.release_dir(settings.deploy_root, settings.name)}/{bluegreen.STATE_FILE}")
+    return ReleaseState.of_host(f.content_string if f.exists else None, f.path, image_plan.first_version(settings) or "")[0]
 
 
 def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:

@@ -1,9 +1,9 @@
-"""Blue-green (shipyard.release): the routing file the edge reloads names the live colour of the
+"""Blue-green (shipyard.bluegreen): the routing file the edge reloads names the live colour of the
 host's release state, and the live colour's services run the live version's image."""
 
 import pytest
 
-from shipyard import images, release, topology
+from shipyard import image_plan, bluegreen, topology
 
 
 def test_the_routing_file_sends_users_to_the_live_colour(target):
@@ -12,11 +12,11 @@ def test_the_routing_file_sends_users_to_the_live_colour(target):
     if not routing:
         pytest.skip("no routing service on this host")
     state = target.release
-    path = f"{release.release_dir(target.settings.deploy_root, target.settings.name)}/{release.ROUTING_DIR}/" \
-           f"{release.ROUTING_FILE}"
+    path = f"{bluegreen.release_dir(target.settings.deploy_root, target.settings.name)}/{bluegreen.ROUTING_DIR}/" \
+           f"{bluegreen.ROUTING_FILE}"
     f = target.host.file(path)
     assert f.mode == 0o644 and f.uid == 0
-    assert f.content == routing[0].component.release_routing(state.live, release.other(state.live))
+    assert f.content == routing[0].component.release_routing(state.live, bluegreen.other(state.live))
 
 
 def test_the_live_colour_runs_the_live_version(target):
@@ -25,6 +25,6 @@ def test_the_live_colour_runs_the_live_version(target):
         pytest.skip("no coloured service on this host")
     variables = target.release.env_variables()
     for inst in coloured:
-        ref = images.resolved_ref(images.versioned_ref(target.settings, inst.component, inst.service.image, inst.colour),
+        ref = image_plan.resolved_ref(image_plan.versioned_ref(target.settings, inst.component, inst.service.image, inst.colour),
                                   variables)
         assert target.container_of(inst.name)["Config"]["Image"] == ref, inst.name

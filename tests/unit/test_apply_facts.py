@@ -2,7 +2,7 @@
 (pyinfra returns the fact's default instead of calling ``process`` on no output)."""
 
 from shipyard.apply.private_files import PathStates
-from shipyard.apply.pull import MissingImages
+from shipyard.apply.image_pull import MissingImages
 
 
 def test_fresh_host_has_no_path_states():
@@ -34,7 +34,7 @@ def test_a_failed_pull_explains_itself_and_leaves_no_temp_file(tmp_path, monkeyp
     import subprocess
     import types
 
-    import shipyard.apply.pull as pull
+    import shipyard.apply.image_pull as pull
 
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()

@@ -3,10 +3,9 @@ import json
 import shlex
 import tarfile
 
-from shipyard.apply.images import (BASE_ID_LABEL, DockerImageLabels, ObservedImage, build_argv, context_tar,
-                                   image_dir_name, normalize_ref, parse_image_inspect, plan_image_builds,
-                                   refs_to_inspect)
-from shipyard.images import SOURCE_HASH_LABEL, ImageBuild
+from shipyard.apply.image_build import DockerImageLabels, build_argv, context_tar, image_dir_name
+from shipyard.image_plan import (BASE_ID_LABEL, SOURCE_HASH_LABEL, ImageBuild, ObservedImage, normalize_ref,
+                                 parse_image_inspect, plan_image_builds, refs_to_inspect)
 
 BASE = ImageBuild(ref="shipyard/base:bookworm", context="images/base", source_hash="b1", debootstrap=True)
 PG = ImageBuild(ref="shipyard/postgres:15", context="images/postgres", source_hash="p1",
@@ -133,10 +132,10 @@ def _needs(settings, host_name):
 
 
 def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_images(repo):
-    from shipyard import images
+    from shipyard import image_plan
 
     settings = _settings(repo)
-    plan = images.build_plan(repo, settings, _needs(settings, "ci"))
+    plan = image_plan.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
     assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/redis:7.0", "shipyard/consul:1.8",
                     "shipyard/python:3.11", "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22"]
@@ -149,12 +148,12 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
 
 
 def test_a_host_builds_only_what_its_services_run(repo):
-    from shipyard import images
+    from shipyard import image_plan
 
     settings = _settings(repo, "production")
-    data = [b.ref for b in images.build_plan(repo, settings, _needs(settings, "data-1"))]
+    data = [b.ref for b in image_plan.build_plan(repo, settings, _needs(settings, "data-1"))]
     assert data == []  # official source: pulled, and the app image is not built on a data host
-    app = images.build_plan(repo, settings, _needs(settings, "app-1"))
+    app = image_plan.build_plan(repo, settings, _needs(settings, "app-1"))
     assert [b.ref for b in app] == ["shipyard/taskplatform:0.1.0"]
     assert app[0].build_args == {"BASE_IMAGE": "registry.internal.example:5000/library/python:3.11-slim-bookworm"}
 
@@ -162,23 +161,23 @@ def test_a_host_builds_only_what_its_services_run(repo):
 def test_the_app_image_hash_covers_only_what_goes_into_the_image(repo, tmp_path):
     import shutil
 
-    from shipyard import images
+    from shipyard import image_plan
 
     services = tmp_path / "services"
     shutil.copytree(repo / "services", services, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
     include = ("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform")
-    before = images.hash_tree(services, "base", include=include)
+    before = image_plan.hash_tree(services, "base", include=include)
     (services / "tests" / "test_api.py").write_text("# edited test\n")
     (services / "README.md").write_text("edited\n")
-    assert images.hash_tree(services, "base", include=include) == before
+    assert image_plan.hash_tree(services, "base", include=include) == before
     (services / "taskplatform" / "api.py").write_text("# edited code\n")
-    assert images.hash_tree(services, "base", include=include) != before
+    assert image_plan.hash_tree(services, "base", include=include) != before
 
 
 def test_the_wheelhouse_is_fetched_for_the_images_python_whatever_runs_the_deploy(tmp_path):
-    from shipyard import images
+    from shipyard import image_plan
 
-    argv = images.wheelhouse_argv("/usr/bin/python3.13", tmp_path / "req.txt", tmp_path / "wh", "x86_64")
+    argv = image_plan.wheelhouse_argv("/usr/bin/python3.13", tmp_path / "req.txt", tmp_path / "wh", "x86_64")
     assert argv[:4] == ["/usr/bin/python3.13", "-m", "pip", "download"]
     assert "--only-binary=:all:" in argv
     assert argv[argv.index("--python-version") + 1] == "3.11" and "cp311" in argv
@@ -186,16 +185,16 @@ def test_the_wheelhouse_is_fetched_for_the_images_python_whatever_runs_the_deplo
 
 
 def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
-    from shipyard import images
+    from shipyard import image_plan
 
     local = _settings(repo)
-    assert images.images_to_pull(local, _needs(local, "ci")) == []
+    assert image_plan.images_to_pull(local, _needs(local, "ci")) == []
     prod = _settings(repo, "production")
-    assert images.images_to_pull(prod, _needs(prod, "edge-1")) == ["registry.internal.example:5000/library/nginx:1.22.1"]
-    assert images.images_to_pull(prod, _needs(prod, "app-1")) == [
+    assert image_plan.images_to_pull(prod, _needs(prod, "edge-1")) == ["registry.internal.example:5000/library/nginx:1.22.1"]
+    assert image_plan.images_to_pull(prod, _needs(prod, "app-1")) == [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",  # a Consul server per control host
         "registry.internal.example:5000/library/python:3.11-slim-bookworm"]
-    assert images.images_to_pull(prod, _needs(prod, "data-1")) == [
+    assert image_plan.images_to_pull(prod, _needs(prod, "data-1")) == [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",
         "registry.internal.example:5000/library/postgres:15.10-bookworm",
         "registry.internal.example:5000/library/redis:7.0.15-bookworm"]

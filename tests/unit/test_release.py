@@ -1,13 +1,13 @@
-"""Blue-green releases (shipyard.release): the host's state, what a deploy does with it, the
+"""Blue-green releases (shipyard.bluegreen): the host's state, what a deploy does with it, the
 watch's verdict, and how colours render."""
 
 import json
 
 import pytest
 
-from shipyard import images, release, topology
+from shipyard import image_plan, bluegreen, topology
 from shipyard.inventory import load_environment
-from shipyard.release import ReleaseState, Traffic, routed_traffic, verdict
+from shipyard.bluegreen import ReleaseState, Traffic, routed_traffic, verdict
 from shipyard.render import render_environment
 from shipyard.settings import ReleaseSettings
 
@@ -82,8 +82,8 @@ def test_verdict_rolls_back_on_errors_or_latency_beyond_the_old_colour_and_not_o
 
 
 def test_history_table_has_a_row_per_record():
-    record = release.Record("release", "2", "green", "1", 0, "me@here", "rolled back", {"start": 12.3}, "error rate")
-    table = release.history_table(release.parse_history(record.line()))
+    record = bluegreen.Record("release", "2", "green", "1", 0, "me@here", "rolled back", {"start": 12.3}, "error rate")
+    table = bluegreen.history_table(bluegreen.parse_history(record.line()))
     assert "rolled back" in table and "start 12.3" in table and "error rate" in table
 
 
@@ -102,7 +102,7 @@ def test_coloured_services_render_twice_with_the_versions_of_the_release_state(r
     # The router switches (its routing file); the edge, which holds the users' connections, does not.
     assert "/opt/shipyard/.local.release/routing:/etc/nginx/shipyard-release:ro" in services["router"]["volumes"]
     assert not any("release" in volume for volume in services["edge"]["volumes"])
-    assert images.resolved_ref(services["api-green"]["image"], {"SHIPYARD_VERSION_GREEN": "2"}) == \
+    assert image_plan.resolved_ref(services["api-green"]["image"], {"SHIPYARD_VERSION_GREEN": "2"}) == \
         "shipyard/taskplatform:2"
 
 

@@ -1,6 +1,6 @@
 """The edge: nginx in front of the task API, the only port meant for users (``ports.edge_http``
 on ``ports.edge_bind``), and behind it the router, a second nginx that sends each request to the
-API of the live colour (blue-green, shipyard.release) and serves the preview route.
+API of the live colour (blue-green, shipyard.bluegreen) and serves the preview route.
 
 Two processes because a release's switch is an nginx reload, and a reload closes the idle
 keep-alive connections of the old workers: a request a client sends on one as it closes is lost.
@@ -36,7 +36,7 @@ def _is_address(host: str) -> bool:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    # The API in each colour (blue-green, shipyard.release): users reach $live_colour's,
+    # The API in each colour (blue-green, shipyard.bluegreen): users reach $live_colour's,
     # the preview route $preview_colour's; both variables come from the release's live.conf.
     colours: dict[str, list] = {}
     for inst in ctx.instances_of("taskplatform", "api"):

@@ -9,7 +9,7 @@ import docker.errors
 
 from shipyard import commands
 from shipyard.components.postgres import CONF
-from shipyard.drills.containers import access, container, run_in
+from shipyard.controller.drills import access, container, run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 

@@ -28,7 +28,7 @@ import docker.errors
 
 from shipyard.components.postgres import CONF, PGDATA, slot_name
 from shipyard.components.postgres.instances import node_names as postgres_nodes
-from shipyard.drills.containers import container_of, in_volumes_of, require_local, run_in, start, stop
+from shipyard.controller.drills import container_of, in_volumes_of, require_local, run_in, start, stop
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 

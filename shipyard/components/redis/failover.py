@@ -6,7 +6,7 @@ import time
 
 from shipyard.components.redis import SENTINEL_CONF
 from shipyard.components.redis.instances import sentinel_names as redis_sentinels
-from shipyard.drills.containers import run_in
+from shipyard.controller.drills import run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 

@@ -3,7 +3,7 @@ any API or worker starts), the task API and its workers, all from one image.
 
 Its image is built under both image sources, on the image's own Python base; the wheels it
 installs are fetched once per deploy on the deploying machine for that Python (see
-shipyard.images), and the image hash covers only what goes into the image.
+shipyard.image_plan), and the image hash covers only what goes into the image.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _environment(ctx, inst) -> dict[str, str]:
         "TASKS_REDIS_MASTER_NAME": redis.master_name,
         "TASKS_SECRETS_DIR": "/run/secrets",
         "TASKS_CONFIG_FILE": f"{CONF}/runtime.json",
-        # Blue-green (shipyard.release): the colour this container belongs to and the version
+        # Blue-green (shipyard.bluegreen): the colour this container belongs to and the version
         # it runs, which follows the host's release state like its image does.
         **({"TASKS_RELEASE_COLOUR": inst.colour} if inst.colour else {}),
         "TASKS_BUILD_VERSION": ctx.release_version(inst),

@@ -35,7 +35,7 @@ def test_api_ready_through_edge(edge):
 
 
 def test_the_edge_serves_the_live_colour_and_version(edge, target):
-    """What the host's release state says is live is what users reach (shipyard.release)."""
+    """What the host's release state says is live is what users reach (shipyard.bluegreen)."""
     state = target.release
     response = requests.get(f"{edge}/version", timeout=5)
     assert response.json() == {"version": state.live_version, "colour": state.live}

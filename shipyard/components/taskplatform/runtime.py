@@ -28,7 +28,7 @@ from pathlib import Path
 from shipyard import topology
 from shipyard.components.consul.kv import ConsulKV, StaleWrite
 from shipyard.errors import ShipyardError
-from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess
+from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView
 from shipyard.settings import EnvironmentSettings
 
 REPORTING_SERVICES = ("api", "worker")
@@ -127,7 +127,7 @@ def read_reports(settings: EnvironmentSettings) -> tuple[list[Report], list[str]
         if not any(i.component.name == "taskplatform" and i.service.name in REPORTING_SERVICES
                    for i in topology.instances_on(settings, host)):
             continue
-        access = HostAccess(settings, host)
+        access = HostView(settings, host)
         for container in access.containers():
             if container.labels.get(COMPOSE_SERVICE_LABEL) not in reporting or container.status != "running":
                 continue

@@ -19,110 +19,22 @@ of date, and only then ships their build contexts and builds them, in plan order
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+
 from pathlib import Path, PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
 from shipyard.commands import to_shell
-from shipyard.images import SOURCE_HASH_LABEL, ImageBuild, context_files
+from shipyard.image_plan import SOURCE_HASH_LABEL, ImageBuild, PlannedBuild, context_files, parse_image_inspect, plan_image_builds, refs_to_inspect
 
 log = logging.getLogger("shipyard")
 
-# The id of the image named by BASE_IMAGE when this image was built (set by build-image.sh).
-BASE_ID_LABEL = "org.shipyard.base-id"
 BUILD_SCRIPT = "images/build-image.sh"  # repo-relative; shipped next to the contexts
 BASE_BUILD_SCRIPT = "build.sh"  # inside a debootstrap context
-
-
-# --- pure: what to build ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ObservedImage:
-    """An image as ``docker image inspect`` reports it on the host."""
-
-    id: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PlannedBuild:
-    build: ImageBuild
-    reason: str
-
-
-def normalize_ref(ref: str) -> str:
-    """``name`` → ``name:latest`` (as docker lists it in RepoTags); digests and tags unchanged."""
-    if "@" in ref:
-        return ref
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last else f"{ref}:latest"
-
-
-def base_of(build: ImageBuild) -> str | None:
-    return build.build_args.get("BASE_IMAGE") or None
-
-
-def refs_to_inspect(builds: Sequence[ImageBuild]) -> tuple[str, ...]:
-    """Every image the plan needs to know about: the images it builds and their bases."""
-    refs = {b.ref for b in builds} | {base for b in builds if (base := base_of(b))}
-    return tuple(sorted(refs))
-
-
-def parse_image_inspect(lines: Iterable[str]) -> dict[str, ObservedImage]:
-    """Lines of ``docker image inspect --format INSPECT_FORMAT`` → ref → image (by every tag)."""
-    images: dict[str, ObservedImage] = {}
-    for line in lines:
-        line = line.strip()
-        if not line.startswith("["):
-            continue  # docker's "Error: No such image" noise, blank lines
-        try:
-            tags_json, image_id, labels_json = line.split(" ", 2)
-            tags = json.loads(tags_json) or []
-            labels = json.loads(labels_json) or {}
-        except ValueError:
-            continue
-        for tag in tags:
-            images[tag] = ObservedImage(id=image_id, labels=labels)
-    return images
-
-
-def stale_reason(build: ImageBuild, observed: Mapping[str, ObservedImage], rebuilt: set[str]) -> str | None:
-    """Why ``build`` must be built now, or None when the image on the host is up to date."""
-    image = observed.get(normalize_ref(build.ref))
-    if image is None:
-        return "not on the host yet"
-    if build.keep_existing:
-        return None
-    have = image.labels.get(SOURCE_HASH_LABEL, "")
-    if have != build.source_hash:
-        return f"source changed (image has {have or 'no source hash'}, context is {build.source_hash})"
-    base = base_of(build)
-    if base:
-        if normalize_ref(base) in rebuilt:
-            return f"its base {base} is rebuilt"
-        base_now = observed.get(normalize_ref(base))
-        built_on = image.labels.get(BASE_ID_LABEL, "")
-        if base_now is not None and built_on and base_now.id != built_on:
-            return f"its base {base} changed since it was built"
-    return None
-
-
-def plan_image_builds(builds: Sequence[ImageBuild], observed: Mapping[str, ObservedImage]) -> list[PlannedBuild]:
-    """The builds to run, in plan order (bases first), each with the reason."""
-    planned: list[PlannedBuild] = []
-    rebuilt: set[str] = set()
-    for build in builds:
-        reason = stale_reason(build, observed, rebuilt)
-        if reason:
-            planned.append(PlannedBuild(build, reason))
-            rebuilt.add(normalize_ref(build.ref))
-    return planned
 
 
 def image_dir_name(ref: str) -> str:

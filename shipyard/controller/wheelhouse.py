@@ -1,6 +1,6 @@
 """The task platform's wheelhouse, fetched once per deploy on the deploying machine.
 
-Binary wheels for the images' own Python (shipyard.images.IMAGE_PYTHON), whatever Python runs
+Binary wheels for the images' own Python (shipyard.image_plan.IMAGE_PYTHON), whatever Python runs
 the deploy, plus the project's own (pure-Python) wheel; cached under
 ``.shipyard/wheelhouse/<hash>/`` keyed by what goes into it, so a re-run fetches nothing. Hosts
 that build the image receive it inside the build context; no host builds wheels itself.
@@ -15,19 +15,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shipyard import images
+from shipyard import image_plan
 from shipyard.errors import ShipyardError
 
 
 def _key(requirements: Path, context: Path, include: tuple[str, ...], machine: str) -> str:
     digest = hashlib.sha256(requirements.read_bytes())
-    digest.update(f"{images.IMAGE_PYTHON} {machine} {images.hash_tree(context, include=include)}".encode())
+    digest.update(f"{image_plan.IMAGE_PYTHON} {machine} {image_plan.hash_tree(context, include=include)}".encode())
     return digest.hexdigest()[:16]
 
 
 def prepare_wheelhouse(repo: Path) -> Path | None:
     """The wheelhouse dir (created when missing), or None when no image needs one."""
-    wanted = images.wheelhouse_requirements(repo)
+    wanted = image_plan.wheelhouse_requirements(repo)
     if not wanted:
         return None
     if len(wanted) > 1:
@@ -43,11 +43,11 @@ def prepare_wheelhouse(repo: Path) -> Path | None:
     # The project's own wheel is built from a copy of what goes into the image: an in-tree
     # build would leave build/ and *.egg-info in the source tree.
     source = partial / ".source"
-    for path in images.context_files(context, include):
+    for path in image_plan.context_files(context, include):
         target = source / path.relative_to(context)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    steps = [images.wheelhouse_argv(sys.executable, requirements, partial, machine),
+    steps = [image_plan.wheelhouse_argv(sys.executable, requirements, partial, machine),
              [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
               str(source), "-w", str(partial)]]
     for argv in steps:
@@ -56,7 +56,7 @@ def prepare_wheelhouse(repo: Path) -> Path | None:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
             raise ShipyardError(f"wheelhouse for {context.name} ({requirements.name})",
                                 f"`{' '.join(argv[:4])} ...` failed:\n{tail}",
-                                f"check that PyPI (or your pip index) answers and has Python {images.IMAGE_PYTHON} "
+                                f"check that PyPI (or your pip index) answers and has Python {image_plan.IMAGE_PYTHON} "
                                 f"{machine} wheels for every pinned requirement")
     shutil.rmtree(source)
     (partial / ".complete").write_text("")

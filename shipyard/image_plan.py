@@ -1,6 +1,6 @@
 """Image sources: which image each service runs, and how images are built. Pure.
 
-The apply layer (shipyard/apply/images.py) turns an ``ImageBuild`` plan into pyinfra
+The apply layer (shipyard/apply/image_build.py) turns an ``ImageBuild`` plan into pyinfra
 operations on a host. Images are declared by the components (shipyard.component.Image):
 
 - ``official``: pinned upstream tags, optionally behind a registry-mirror prefix for
@@ -18,14 +18,16 @@ wheelhouse fetched once per deploy for the base image's own Python (``wheelhouse
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from shipyard.component import Component, Image
 from shipyard.components import COMPONENTS
-from shipyard.release import version_variable
+from shipyard.bluegreen import version_variable
 
 ImageSource = Literal["official", "local"]
 
@@ -88,7 +90,7 @@ def image_ref(settings, comp: Component, key: str) -> str:
 
 def versioned_ref(settings, comp: Component, key: str, colour: str | None) -> str:
     """The ref a compose file names: a versioned image's tag comes from the release state
-    (the project's .env, shipyard.release.version_variable), the settings' tag as the default."""
+    (the project's .env, shipyard.bluegreen.version_variable), the settings' tag as the default."""
     image = _image(comp, key)
     if not (image.build_context and image.tag):
         return image_ref(settings, comp, key)
@@ -226,3 +228,92 @@ def wheelhouse_argv(python: str, requirements: Path, dest: Path, machine: str) -
     for platform in WHEEL_PLATFORMS:
         argv += ["--platform", f"{platform}_{machine}"]
     return argv + ["--platform", "any", "-r", str(requirements), "-d", str(dest)]
+
+
+# The id of the image named by BASE_IMAGE when this image was built (set by build-image.sh).
+BASE_ID_LABEL = "org.shipyard.base-id"
+
+
+# --- what to build on a host, from what it has ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ObservedImage:
+    """An image as ``docker image inspect`` reports it on the host."""
+
+    id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    build: ImageBuild
+    reason: str
+
+
+def normalize_ref(ref: str) -> str:
+    """``name`` → ``name:latest`` (as docker lists it in RepoTags); digests and tags unchanged."""
+    if "@" in ref:
+        return ref
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else f"{ref}:latest"
+
+
+def base_of(build: ImageBuild) -> str | None:
+    return build.build_args.get("BASE_IMAGE") or None
+
+
+def refs_to_inspect(builds: Sequence[ImageBuild]) -> tuple[str, ...]:
+    """Every image the plan needs to know about: the images it builds and their bases."""
+    refs = {b.ref for b in builds} | {base for b in builds if (base := base_of(b))}
+    return tuple(sorted(refs))
+
+
+def parse_image_inspect(lines: Iterable[str]) -> dict[str, ObservedImage]:
+    """Lines of ``docker image inspect --format INSPECT_FORMAT`` → ref → image (by every tag)."""
+    images: dict[str, ObservedImage] = {}
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("["):
+            continue  # docker's "Error: No such image" noise, blank lines
+        try:
+            tags_json, image_id, labels_json = line.split(" ", 2)
+            tags = json.loads(tags_json) or []
+            labels = json.loads(labels_json) or {}
+        except ValueError:
+            continue
+        for tag in tags:
+            images[tag] = ObservedImage(id=image_id, labels=labels)
+    return images
+
+
+def stale_reason(build: ImageBuild, observed: Mapping[str, ObservedImage], rebuilt: set[str]) -> str | None:
+    """Why ``build`` must be built now, or None when the image on the host is up to date."""
+    image = observed.get(normalize_ref(build.ref))
+    if image is None:
+        return "not on the host yet"
+    if build.keep_existing:
+        return None
+    have = image.labels.get(SOURCE_HASH_LABEL, "")
+    if have != build.source_hash:
+        return f"source changed (image has {have or 'no source hash'}, context is {build.source_hash})"
+    base = base_of(build)
+    if base:
+        if normalize_ref(base) in rebuilt:
+            return f"its base {base} is rebuilt"
+        base_now = observed.get(normalize_ref(base))
+        built_on = image.labels.get(BASE_ID_LABEL, "")
+        if base_now is not None and built_on and base_now.id != built_on:
+            return f"its base {base} changed since it was built"
+    return None
+
+
+def plan_image_builds(builds: Sequence[ImageBuild], observed: Mapping[str, ObservedImage]) -> list[PlannedBuild]:
+    """The builds to run, in plan order (bases first), each with the reason."""
+    planned: list[PlannedBuild] = []
+    rebuilt: set[str] = set()
+    for build in builds:
+        reason = stale_reason(build, observed, rebuilt)
+        if reason:
+            planned.append(PlannedBuild(build, reason))
+            rebuilt.add(normalize_ref(build.ref))
+    return planned

@@ -1,6 +1,7 @@
-"""The Docker access the drills share, through the docker SDK (shipyard.inspect): a
-service's container, a command in it as an argv, stop and start, and a throwaway container
-with a stopped service's volumes. No docker CLI, no shell strings."""
+"""What the components' drills share (promote, rebuild, backups, failover): the host of a
+service, its container, a command in it as an argv, stop and start, and a throwaway container
+with a stopped service's volumes — every change through ``HostControl``. No docker CLI, no
+shell strings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from docker.models.containers import Container
 
 from shipyard import topology
 from shipyard.errors import ShipyardError
-from shipyard.inspect import HostAccess, exec_in
+from shipyard.controller.hosts import HostControl
 from shipyard.settings import EnvironmentSettings
 
 # Drills wait inside some commands (a base backup, pg_ctl promote -w): a long request timeout.
@@ -22,7 +23,7 @@ def require_local(settings: EnvironmentSettings) -> None:
                             "run the drill on the data host itself, with an inventory of @local hosts")
 
 
-def access(settings: EnvironmentSettings, service: str) -> HostAccess:
+def access(settings: EnvironmentSettings, service: str) -> HostControl:
     """The host that runs ``service``."""
     require_local(settings)
     try:
@@ -30,7 +31,7 @@ def access(settings: EnvironmentSettings, service: str) -> HostAccess:
     except KeyError:
         raise ShipyardError(f"environment {settings.name}", f"has no service {service}",
                             "name one of: " + ", ".join(sorted({i.name for i in topology.instances(settings)}))) from None
-    return HostAccess(settings, host, timeout_s=DRILL_TIMEOUT_S)
+    return HostControl(settings, host, timeout_s=DRILL_TIMEOUT_S)
 
 
 def container(settings: EnvironmentSettings, service: str, running: bool = True) -> Container:
@@ -44,16 +45,15 @@ def container_of(settings: EnvironmentSettings, service: str, running: bool = Tr
 
 def run_in(settings: EnvironmentSettings, service: str, argv: list[str], user: str = "") -> tuple[int, str, str]:
     """``argv`` in the running container of ``service``: (exit code, stdout, stderr)."""
-    return exec_in(container(settings, service), argv, user=user)
+    return access(settings, service).run(container(settings, service), argv, user=user)
 
 
 def stop(settings: EnvironmentSettings, service: str) -> None:
-    # The engine waits the service's stop_grace_period (compose stores it as StopTimeout).
-    container(settings, service, running=False).stop()
+    access(settings, service).stop(container(settings, service, running=False))
 
 
 def start(settings: EnvironmentSettings, service: str) -> None:
-    container(settings, service, running=False).start()
+    access(settings, service).start(container(settings, service, running=False))
 
 
 def in_volumes_of(settings: EnvironmentSettings, service: str, argv: list[str], user: str = "",
@@ -61,15 +61,5 @@ def in_volumes_of(settings: EnvironmentSettings, service: str, argv: list[str], 
     """``argv`` in a throwaway container of the service's image with its volumes (and config
     mounts), while the service itself is stopped: (exit code, stdout, stderr)."""
     stopped = container(settings, service, running=False)
-    client = access(settings, service).docker
-    throwaway = client.containers.run(stopped.attrs["Config"]["Image"], argv[1:], entrypoint=argv[:1], user=user,
-                                      environment=environment or {}, volumes_from=[stopped.id], detach=True,
-                                      labels={"org.shipyard.drill": service})
-    try:
-        code = throwaway.wait(timeout=DRILL_TIMEOUT_S)["StatusCode"]
-        out = throwaway.logs(stdout=True, stderr=False).decode(errors="replace")
-        err = throwaway.logs(stdout=False, stderr=True).decode(errors="replace")
-    finally:
-        throwaway.remove(force=True)
-    return code, out, err
-
+    return access(settings, service).run_beside(stopped, argv, user=user, environment=environment,
+                                                timeout_s=DRILL_TIMEOUT_S)

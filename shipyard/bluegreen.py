@@ -3,7 +3,7 @@
 A service declared ``coloured`` (shipyard.component.Service) runs as two instances,
 ``<name>-blue`` and ``<name>-green``; the edge routes users to the *live* colour. A release
 starts the other colour with the new version next to the live one, smoke-tests it through the
-edge's preview route, switches the edge, and watches it (shipyard.releasing does the steps).
+edge's preview route, switches the edge, and watches it (shipyard.controller.releases does the steps).
 
 The host keeps the state in ``<deploy_root>/.<env>.release/`` (beside the project, which a
 deploy rewrites whole): ``state.json`` (ReleaseState), ``history.jsonl`` (one line per release

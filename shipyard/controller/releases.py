@@ -1,5 +1,5 @@
 """Blue-green releases and rollbacks (`make release`, `make rollback`, `make releases`): the
-steps, on the environment's hosts (shipyard.release holds the state and the rules).
+steps, on the environment's hosts (shipyard.bluegreen holds the state and the rules).
 
 A release, each step timed and printed:
   1. lock      the environment's lock (the deploys' own);
@@ -36,12 +36,12 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
-from shipyard import images, release, topology
-from shipyard.drills.containers import require_local
+from shipyard import image_plan, bluegreen, topology
+from shipyard.controller.drills import require_local
 from shipyard.errors import ShipyardError
-from shipyard.inspect import COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL, HostAccess, exec_in
+from shipyard.controller.hosts import HostControl
 from shipyard.lock import environment_lock
-from shipyard.release import Record, ReleaseState, Traffic
+from shipyard.bluegreen import Record, ReleaseState, Traffic
 from shipyard.settings import EnvironmentSettings
 
 LOG_TAIL_LINES = 40
@@ -69,14 +69,14 @@ def _who() -> str:
 # --- the host's files ----------------------------------------------------------------------------
 
 def _dir(settings: EnvironmentSettings) -> Path:
-    return Path(release.release_dir(settings.deploy_root, settings.name))
+    return Path(bluegreen.release_dir(settings.deploy_root, settings.name))
 
 
 def read_state(settings: EnvironmentSettings) -> ReleaseState:
     try:
         return _access(settings, settings.hosts[0]).release_state()[0]
     except ValueError as exc:
-        raise ShipyardError(str(_dir(settings) / release.STATE_FILE), str(exc),
+        raise ShipyardError(str(_dir(settings) / bluegreen.STATE_FILE), str(exc),
                             "fix the file, or remove it (a release writes it again)") from None
 
 
@@ -94,16 +94,16 @@ def live_instance(settings: EnvironmentSettings, service: str) -> str:
 
 
 def write_state(settings: EnvironmentSettings, state: ReleaseState) -> None:
-    _write(_dir(settings) / release.STATE_FILE, state.dump().encode())
+    _write(_dir(settings) / bluegreen.STATE_FILE, state.dump().encode())
 
 
 def history(settings: EnvironmentSettings) -> list[Record]:
-    path = _dir(settings) / release.HISTORY_FILE
-    return release.parse_history(path.read_text() if path.exists() else None)
+    path = _dir(settings) / bluegreen.HISTORY_FILE
+    return bluegreen.parse_history(path.read_text() if path.exists() else None)
 
 
 def _record(settings: EnvironmentSettings, record: Record) -> None:
-    with open(_dir(settings) / release.HISTORY_FILE, "a") as handle:
+    with open(_dir(settings) / bluegreen.HISTORY_FILE, "a") as handle:
         handle.write(record.line())
 
 
@@ -118,18 +118,16 @@ def _routing(settings: EnvironmentSettings) -> list[topology.Instance]:
 
 
 def _containers(settings: EnvironmentSettings, inst: topology.Instance) -> list[Container]:
-    # Filtered by the engine: the SDK inspects every container it lists, and a rollback is timed.
-    return _access(settings, inst.host).docker.containers.list(all=True, filters={"label": [
-        f"{COMPOSE_PROJECT_LABEL}={settings.compose_project}", f"{COMPOSE_SERVICE_LABEL}={inst.name}"]})
+    return _access(settings, inst.host).containers_of(inst.name)
 
 
-_ACCESS: dict[str, HostAccess] = {}
+_ACCESS: dict[str, HostControl] = {}
 
 
-def _access(settings: EnvironmentSettings, host) -> HostAccess:
+def _access(settings: EnvironmentSettings, host) -> HostControl:
     """One Docker client per host for the whole command."""
     if host.name not in _ACCESS:
-        _ACCESS[host.name] = HostAccess(settings, host)
+        _ACCESS[host.name] = HostControl(settings, host)
     return _ACCESS[host.name]
 
 
@@ -157,7 +155,7 @@ def _stop_workers(settings: EnvironmentSettings, colour: str) -> list[str]:
         if not inst.service.serves_clients:
             for container in _containers(settings, inst):
                 if container.status == "running":
-                    container.stop()  # the engine waits the service's stop_grace_period
+                    _access(settings, inst.host).stop(container)
                     stopped.append(container.name)
     return stopped
 
@@ -184,24 +182,24 @@ def _start_workers(settings: EnvironmentSettings, colour: str) -> bool:
             complete &= bool(containers)
             for container in containers:
                 if container.status != "running":
-                    container.start()
+                    _access(settings, inst.host).start(container)
     return complete
 
 
 def _remove_colour(settings: EnvironmentSettings, colour: str) -> None:
     for inst in _coloured(settings, colour):
         for container in _containers(settings, inst):
-            container.remove(force=True)
+            _access(settings, inst.host).remove(container)
 
 
 def switch(settings: EnvironmentSettings, to: str) -> None:
     """Users to ``to``: the routing file rewritten whole, the routing service reloaded."""
     for inst in _routing(settings):
-        _write(_dir(settings) / release.ROUTING_DIR / release.ROUTING_FILE,
-               inst.component.release_routing(to, release.other(to)))
+        _write(_dir(settings) / bluegreen.ROUTING_DIR / bluegreen.ROUTING_FILE,
+               inst.component.release_routing(to, bluegreen.other(to)))
         signal = inst.service.reload_signal or "SIGHUP"
         for container in _containers(settings, inst):
-            container.kill(signal=signal if signal.startswith("SIG") else f"SIG{signal}")
+            _access(settings, inst.host).signal(container, signal)
 
 
 def routed_traffic(settings: EnvironmentSettings, colour: str, since: float, until: float | None = None) -> Traffic:
@@ -211,7 +209,7 @@ def routed_traffic(settings: EnvironmentSettings, colour: str, since: float, unt
         for container in _containers(settings, inst):
             log += container.logs(stdout=True, stderr=False, since=float(since),
                                   until=float(until or time.time())).decode(errors="replace")
-    return release.routed_traffic(log, colour)
+    return bluegreen.routed_traffic(log, colour)
 
 
 # --- the commands --------------------------------------------------------------------------------
@@ -225,7 +223,7 @@ def _smoke(settings: EnvironmentSettings, colour: str) -> tuple[bool, str]:
         running = [c for c in _containers(settings, inst) if c.status == "running"]
         if not running:
             return False, f"{inst.name}: no running container"
-        code, out, err = exec_in(running[0], list(argv))
+        code, out, err = _access(settings, inst.host).run(running[0], list(argv))
         if code != 0:
             return False, f"{inst.name}: `{' '.join(argv)}` exited {code}:\n{(out + err).strip()}"
         return True, out.strip().splitlines()[-1] if out.strip() else "ok"
@@ -236,8 +234,8 @@ def _one_shots_ran(settings: EnvironmentSettings, version: str) -> bool:
     """Every one-shot of a versioned image (migrations) ran to success with ``version``'s image."""
     for inst in topology.instances(settings):
         if inst.colour is None and inst.service.one_shot:
-            wanted = images.resolved_ref(images.versioned_ref(settings, inst.component, inst.service.image, None),
-                                         {release.version_variable(None): version})
+            wanted = image_plan.resolved_ref(image_plan.versioned_ref(settings, inst.component, inst.service.image, None),
+                                         {bluegreen.version_variable(None): version})
             if not wanted.endswith(f":{version}"):
                 continue  # not a versioned image
             for container in _containers(settings, inst):
@@ -346,13 +344,13 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
 
 
 def _require_image(settings: EnvironmentSettings, version: str) -> None:
-    refs = {images.resolved_ref(images.versioned_ref(settings, i.component, i.service.image, i.colour),
-                                {release.version_variable(i.colour): version})
+    refs = {image_plan.resolved_ref(image_plan.versioned_ref(settings, i.component, i.service.image, i.colour),
+                                {bluegreen.version_variable(i.colour): version})
             for i in topology.instances(settings) if i.colour}
     for host in settings.hosts:
-        client = HostAccess(settings, host).docker
+        view = _access(settings, host)
         for ref in refs:
-            if not client.images.list(name=ref):
+            if view.image_id(ref) is None:
                 raise ShipyardError(f"host {host.name}", f"image {ref} is not there (BUILD=0 releases an existing image)",
                                     f"build or load it on the host first, or release without BUILD=0 to build "
                                     f"{version} from this checkout")
@@ -365,7 +363,7 @@ def watch(settings: EnvironmentSettings, colour: str, baseline: Traffic, since: 
     while True:
         now = time.time()
         seen = routed_traffic(settings, colour, since, now)
-        reason = release.verdict(baseline, seen, settings.release)
+        reason = bluegreen.verdict(baseline, seen, settings.release)
         if reason or now >= deadline:
             return reason, seen
         time.sleep(min(WATCH_POLL_S, max(0.0, deadline - now)))

@@ -1,7 +1,13 @@
-"""Read-only access to an environment's hosts for the operator's views (`make status`,
-`make plan`, `make logs`) and the drills: the Docker engine through the docker SDK (local
-socket, or ``ssh://`` for SSH hosts) and the deployed project's files. Nothing here changes
-anything on a host.
+"""The controller's access to an environment's hosts: the Docker engine through the docker SDK
+(local socket, or ``ssh://`` for SSH hosts) and the deployed project's files. Two faces:
+
+- ``HostView``, read-only: what the operator's views (`make status`, `make plan`,
+  `make logs`), the verify checks and the components' ``describe`` hooks use. It lists and
+  reads; it never stops, starts, removes, signals or creates a container.
+- ``HostControl``, the changing face (a ``HostView`` plus the changes): what releases and drills
+  use, every change through one of its named methods so a reader finds them here.
+
+The deploy itself does not come through here: it is pyinfra's (shipyard/apply/).
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from shipyard import commands, images, release
+from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
-from shipyard.release import ReleaseState
+from shipyard.bluegreen import ReleaseState
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -25,7 +31,7 @@ COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 
 
 @dataclass
-class HostAccess:
+class HostView:
     settings: EnvironmentSettings
     host: HostSettings
     timeout_s: int = 30  # per Docker API request; drills that wait inside an exec pass more
@@ -69,11 +75,24 @@ class HostAccess:
                                 f"roll the environment out first: make up ENV={self.settings.name}")
         return found[0]
 
+    def containers_of(self, service: str) -> list[Container]:
+        """The containers of one compose service (stopped ones too), filtered by the engine: the
+        SDK inspects every container it lists, and a rollback is timed."""
+        return self.docker.containers.list(all=True, filters={"label": [
+            f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}", f"{COMPOSE_SERVICE_LABEL}={service}"]})
+
+    def image_id(self, ref: str) -> str | None:
+        """The id of image ``ref`` on the host, None when it is not there."""
+        try:
+            return self.docker.images.get(ref).id
+        except docker.errors.ImageNotFound:
+            return None
+
     def release_state(self) -> tuple[ReleaseState, bool]:
-        """(the host's release state, whether a release recorded it); shipyard.release."""
-        raw = self.read_path(f"{release.release_dir(self.settings.deploy_root, self.settings.name)}/{release.STATE_FILE}")
+        """(the host's release state, whether a release recorded it); shipyard.bluegreen."""
+        raw = self.read_path(f"{bluegreen.release_dir(self.settings.deploy_root, self.settings.name)}/{bluegreen.STATE_FILE}")
         return ReleaseState.of_host(raw.decode() if raw else None, f"host {self.host.name}: release state",
-                                    images.first_version(self.settings) or "")
+                                    image_plan.first_version(self.settings) or "")
 
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""
@@ -92,6 +111,43 @@ class HostAccess:
                commands.to_shell(["cat", path])]
         result = subprocess.run(ssh, capture_output=True, timeout=30, check=False)
         return result.stdout if result.returncode == 0 else None
+
+
+@dataclass
+class HostControl(HostView):
+    """The changing face: a ``HostView`` that also stops, starts, signals, removes and runs
+    containers, and runs commands in them. Releases and drills only."""
+
+    def stop(self, container: Container) -> None:
+        container.stop()  # the engine waits the service's stop_grace_period (compose's StopTimeout)
+
+    def start(self, container: Container) -> None:
+        container.start()
+
+    def remove(self, container: Container) -> None:
+        container.remove(force=True)
+
+    def signal(self, container: Container, signal: str) -> None:
+        container.kill(signal=signal if signal.startswith("SIG") else f"SIG{signal}")
+
+    def run(self, container: Container, argv: list[str], user: str = "") -> tuple[int, str, str]:
+        """``argv`` in a running container, no shell: (exit code, stdout, stderr)."""
+        return exec_in(container, argv, user=user)
+
+    def run_beside(self, stopped: Container, argv: list[str], user: str = "", environment: dict[str, str] | None = None,
+                   timeout_s: float | None = None) -> tuple[int, str, str]:
+        """``argv`` in a throwaway container of ``stopped``'s image with its volumes (and config
+        mounts), removed afterwards: (exit code, stdout, stderr)."""
+        throwaway = self.docker.containers.run(stopped.attrs["Config"]["Image"], argv[1:], entrypoint=argv[:1],
+                                               user=user, environment=environment or {}, volumes_from=[stopped.id],
+                                               detach=True, labels={"org.shipyard.drill": stopped.name})
+        try:
+            code = throwaway.wait(timeout=timeout_s or self.timeout_s)["StatusCode"]
+            out = throwaway.logs(stdout=True, stderr=False).decode(errors="replace")
+            err = throwaway.logs(stdout=False, stderr=True).decode(errors="replace")
+        finally:
+            throwaway.remove(force=True)
+        return code, out, err
 
 
 def exec_in(container: Container, argv: list[str], user: str = "") -> tuple[int, str, str]:

@@ -1,6 +1,6 @@
 """The operator's views: `make status` (what runs, how healthy, in which role, drifted or
 not), `make plan` (what a deploy would change, and why) and `make logs`. Read-only: they go
-through shipyard.inspect and never change a host."""
+through shipyard.controller.hosts and never change a host."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from pathlib import Path
 import docker.errors
 import yaml
 
-from shipyard import images, plan, rollout_order, topology
-from shipyard.apply.images import ObservedImage, plan_image_builds
+from shipyard import image_plan, plan, rollout_order, topology
+from shipyard.image_plan import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
-from shipyard.inspect import COMPOSE_SERVICE_LABEL, HostAccess, health, uptime
+from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, health, uptime
 from shipyard.render import COMPOSE_FILE, RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings
 
 
-def _deployed_compose(access: HostAccess) -> dict | None:
+def _deployed_compose(access: HostView) -> dict | None:
     raw = access.read_file(COMPOSE_FILE)
     return yaml.safe_load(raw) if raw else None
 
 
-def _drift(access: HostAccess, rendered: RenderedHost) -> list[str]:
+def _drift(access: HostView, rendered: RenderedHost) -> list[str]:
     changes = plan.service_changes(_deployed_compose(access), rendered.compose)
     out = [f"{name}: {'; '.join(reasons)}" for name, reasons in changes.items() if reasons]
     wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items() if p != COMPOSE_FILE}
@@ -37,7 +37,7 @@ def _drift(access: HostAccess, rendered: RenderedHost) -> list[str]:
 def status(settings: EnvironmentSettings) -> str:
     lines = [f"status of {settings.name} ({len(settings.hosts)} host{'s' if len(settings.hosts) > 1 else ''})"]
     for host in settings.hosts:
-        access = HostAccess(settings, host)
+        access = HostView(settings, host)
         rendered = render_host(settings, host)
         on_host = topology.instances_on(settings, host)
         lines.append(f"host {host.name} ({host.address})" + ("" if on_host else ": runs nothing"))
@@ -76,10 +76,10 @@ def status(settings: EnvironmentSettings) -> str:
     return "\n".join(lines)
 
 
-def _image_plan(access: HostAccess, repo: Path) -> list[str]:
+def _image_plan(access: HostView, repo: Path) -> list[str]:
     needed = [(i.component, i.service.image) for i in topology.instances_on(access.settings, access.host)]
     state, released = access.release_state()
-    builds = images.build_plan(repo, access.settings, needed, state.live_version, released)
+    builds = image_plan.build_plan(repo, access.settings, needed, state.live_version, released)
     observed = {}
     for build in builds:
         for ref in filter(None, (build.ref, build.build_args.get("BASE_IMAGE"))):
@@ -90,15 +90,13 @@ def _image_plan(access: HostAccess, repo: Path) -> list[str]:
             for tag in image.tags:
                 observed[tag] = ObservedImage(id=image.id, labels=image.labels or {})
     out = [f"build {item.build.ref}: {item.reason}" for item in plan_image_builds(builds, observed)]
-    for ref in images.images_to_pull(access.settings, needed):
-        try:
-            access.docker.images.get(ref)
-        except docker.errors.ImageNotFound:
+    for ref in image_plan.images_to_pull(access.settings, needed):
+        if access.image_id(ref) is None:
             out.append(f"pull {ref}: not on the host")
     return out
 
 
-def _runtime_reasons(access: HostAccess, rendered: RenderedHost) -> dict[str, list[str]]:
+def _runtime_reasons(access: HostView, rendered: RenderedHost) -> dict[str, list[str]]:
     """Why a service would be (re)started although its definition did not change."""
     by_service: dict[str, list] = {}
     for c in access.containers():
@@ -134,7 +132,7 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
         if len(settings.hosts) > 1:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
     for host in settings.hosts:
-        access = HostAccess(settings, host)
+        access = HostView(settings, host)
         rendered = render_host(settings, host)
         on_host = topology.instances_on(settings, host)
         lines.append(f"host {host.name}")
@@ -169,7 +167,7 @@ def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool) -
     as ``api`` or ``postgres-replica-1``, or a component such as ``redis``) on every host."""
     shown = 0
     for host in settings.hosts:
-        access = HostAccess(settings, host)
+        access = HostView(settings, host)
         for c in access.containers():
             name = c.labels.get(COMPOSE_SERVICE_LABEL, "")
             if service not in (name, c.labels.get("org.shipyard.component")):
