@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent
 settings = load_environment(REPO, host.data.get("shipyard_env"))
 this_host = next(h for h in settings.hosts if h.connect == host.name)
 # The images this host's services run: only those are pulled or built here.
-needed = [(i.component, i.service.image) for i in topology.instances_on(settings, this_host)]
+needed = [(i.component, i.service.image) for i in topology.build(settings).instances_on(this_host)]
 
 secrets = load_or_create(REPO, settings.name, generate_missing=settings.secrets.generate_missing)
 # A pending rotation (make secrets-rotate): the values it replaces, still run by the servers.
@@ -59,7 +59,7 @@ if starting and state.versions[starting] == state.newest:
     # Before a release's migrations (a rollback runs none): each component's check of the new
     # version against the live one.
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
-    for inst in topology.instances_on(settings, this_host):
+    for inst in topology.build(settings).instances_on(this_host):
         check = inst.component.release_check
         if inst.colour == state.live and check and inst.service.name == check.service:
             new_image = image_plan.resolved_ref(image_plan.versioned_ref(settings, inst.component, inst.service.image, starting),

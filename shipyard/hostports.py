@@ -79,7 +79,7 @@ def holders(proc_net_tcp: str, docker_ps: str, project: str) -> list[Holder]:
 def clashes(settings: EnvironmentSettings, host: HostSettings, held: list[Holder]) -> list[str]:
     """One line per TCP port this host's instances would publish that something else holds."""
     lines = []
-    for pub in topology.publications(settings, host):
+    for pub in topology.build(settings).publications(host):
         if pub.protocol != "tcp":
             continue  # what holds a UDP port is not read (/proc/net/udp): a bind failure names it
         for holder in held:

@@ -110,7 +110,7 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
         raise SettingsError(problems)
     environ = dict(os.environ) if environ is None else environ
     settings = load_settings(data, hosts, shown, environ)
-    clashes = topology.port_collisions(settings)
+    clashes = topology.build(settings).port_collisions()
     if clashes:
         raise SettingsError([_port_clash_error(clash, shown, environ) for clash in clashes])
     if settings.name != env:

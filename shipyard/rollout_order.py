@@ -1,5 +1,5 @@
-"""Rollout order: which instances converge in which step, on which host (DESIGN.md
-"Rollout"). A step finishes on every host before the next begins.
+"""Rollout order: which instances converge in which step, on which host (docs/architecture.md,
+"Rollout order"). A step finishes on every host before the next begins.
 
 Pure: from the instances and their dependencies (shipyard.topology); no component is named here.
 """
@@ -7,8 +7,7 @@ Pure: from the instances and their dependencies (shipyard.topology); no componen
 from __future__ import annotations
 
 from shipyard.component import TIERS
-from shipyard.settings import EnvironmentSettings
-from shipyard.topology import Instance, instances, instances_of
+from shipyard.topology import Instance, Topology
 
 
 def _unit(inst: Instance) -> tuple[int, int]:
@@ -23,27 +22,27 @@ def _unit(inst: Instance) -> tuple[int, int]:
     return TIERS.index(svc.tier), 2 if after else 0
 
 
-def dependencies(settings: EnvironmentSettings, inst: Instance) -> tuple[Instance, ...]:
+def dependencies(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
     """What must be up before ``inst``: its own component's waits (same host), and the
     client-facing instances of the components it uses (anywhere)."""
     deps: list[Instance] = []
     for wait in inst.service.waits:
-        deps += [i for i in instances_of(settings, inst.component.name, wait.service)
+        deps += [i for i in topo.instances_of(inst.component.name, wait.service)
                  if i.host.name == inst.host.name or i.service.placement == "once"]
     for used in inst.component.uses:
-        deps += [i for i in instances_of(settings, used) if i.service.serves_clients]
+        deps += [i for i in topo.instances_of(used) if i.service.serves_clients]
     return tuple(deps)
 
 
-def _peers(settings: EnvironmentSettings, inst: Instance) -> tuple[Instance, ...]:
+def _peers(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
     """The instances a service's health gate waits for together (a quorum: every instance of a
     service with peer ports); empty for any other service."""
     if not inst.service.peer_ports:
         return ()
-    return instances_of(settings, inst.component.name, inst.service.name)
+    return topo.instances_of(inst.component.name, inst.service.name)
 
 
-def _next_step(settings: EnvironmentSettings, pending: list[Instance], done: set[tuple[str, str]],
+def _next_step(topo: Topology, pending: list[Instance], done: set[tuple[str, str]],
                held: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """What can converge now, leaving out ``held``: grown to a fixed point, since a same-host
     dependency may join the same step."""
@@ -57,7 +56,7 @@ def _next_step(settings: EnvironmentSettings, pending: list[Instance], done: set
             if any(o.host.name != inst.host.name and _unit(o) < _unit(inst) for o in pending):
                 continue  # earlier tiers elsewhere first
             if all(_key(d) in done or (d.host.name == inst.host.name and _key(d) in chosen)
-                   for d in dependencies(settings, inst)):
+                   for d in dependencies(topo, inst)):
                 chosen.add(_key(inst))
                 changed = True
     return chosen
@@ -67,7 +66,7 @@ def _key(inst: Instance) -> tuple[str, str]:
     return inst.host.name, inst.name
 
 
-def rollout_steps(settings: EnvironmentSettings) -> list[dict[str, tuple[str, ...]]]:
+def rollout_steps(topo: Topology) -> list[dict[str, tuple[str, ...]]]:
     """Steps of a rollout: each maps host name → the services it converges in that step; a
     step finishes on every host before the next starts.
 
@@ -77,15 +76,15 @@ def rollout_steps(settings: EnvironmentSettings) -> list[dict[str, tuple[str, ..
     Several: data everywhere, then migrations once, then the app, then the edge. Peers (a
     quorum, healthy only together) converge in one step, on every host at once.
     """
-    pending = list(instances(settings))
+    pending = list(topo.instances)
     done: set[tuple[str, str]] = set()
     steps: list[dict[str, tuple[str, ...]]] = []
     while pending:
         held: set[tuple[str, str]] = set()
         while True:
-            chosen = _next_step(settings, pending, done, held)
+            chosen = _next_step(topo, pending, done, held)
             apart = {_key(i) for i in pending if _key(i) in chosen
-                     and any(_key(p) not in chosen and _key(p) not in done for p in _peers(settings, i))}
+                     and any(_key(p) not in chosen and _key(p) not in done for p in _peers(topo, i))}
             if not apart:
                 break
             held |= apart  # a peer cannot converge yet: neither do the others

@@ -109,7 +109,7 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
     handed to a pyinfra python.call). Of a coloured service, only the colours the release
     ``state`` converges (the live one, or the one a release is starting)."""
     state = state or ReleaseState()
-    on_host = topology.instances_on(settings, rendered.host)
+    on_host = topology.build(settings).instances_on(rendered.host)
     names = {i.name for i in on_host}
     variables = state.env_variables()
     states = {}
@@ -117,7 +117,7 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
         if inst.colour is not None and inst.colour not in state.colours_to_converge():
             continue
         svc = inst.service
-        same_host_deps = tuple(d.name for d in rollout_order.dependencies(settings, inst) if d.name in names
+        same_host_deps = tuple(d.name for d in rollout_order.dependencies(topology.build(settings), inst) if d.name in names
                                and d.host.name == inst.host.name)
         states[inst.name] = ServiceState(
             name=inst.name, tier=svc.tier, replicas=svc.scale(settings) if svc.scale else 1,
@@ -133,7 +133,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps."""
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
-    on_host = topology.instances_on(settings, rendered.host)
+    on_host = topology.build(settings).instances_on(rendered.host)
     project_paths(name=f"project files and secrets in {root}", root=root,
                   wanted=project_files(root, rendered) + secret_files(
                       root, on_host, values, previous, secret_variables(settings, rendered.host),
@@ -151,7 +151,7 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     states = service_states(settings, rendered, state)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
     last_good = commands.last_good_dir(settings.deploy_root, settings.name)
-    steps = rollout_order.rollout_steps(settings)
+    steps = rollout_order.rollout_steps(topology.build(settings))
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",

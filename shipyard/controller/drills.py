@@ -27,10 +27,10 @@ def access(settings: EnvironmentSettings, service: str) -> HostControl:
     """The host that runs ``service``."""
     require_local(settings)
     try:
-        host = topology.find(settings, service).host
+        host = topology.build(settings).find(service).host
     except KeyError:
         raise ShipyardError(f"environment {settings.name}", f"has no service {service}",
-                            "name one of: " + ", ".join(sorted({i.name for i in topology.instances(settings)}))) from None
+                            "name one of: " + ", ".join(sorted({i.name for i in topology.build(settings).instances}))) from None
     return HostControl(settings, host, timeout_s=DRILL_TIMEOUT_S)
 
 

@@ -110,11 +110,11 @@ def _record(settings: EnvironmentSettings, record: Record) -> None:
 # --- containers ----------------------------------------------------------------------------------
 
 def _coloured(settings: EnvironmentSettings, colour: str) -> list[topology.Instance]:
-    return [i for i in topology.instances(settings) if i.colour == colour]
+    return [i for i in topology.build(settings).instances if i.colour == colour]
 
 
 def _routing(settings: EnvironmentSettings) -> list[topology.Instance]:
-    return [i for i in topology.instances(settings) if i.service.routing_mount and i.component.release_routing]
+    return [i for i in topology.build(settings).instances if i.service.routing_mount and i.component.release_routing]
 
 
 def _containers(settings: EnvironmentSettings, inst: topology.Instance) -> list[Container]:
@@ -232,7 +232,7 @@ def _smoke(settings: EnvironmentSettings, colour: str) -> tuple[bool, str]:
 
 def _one_shots_ran(settings: EnvironmentSettings, version: str) -> bool:
     """Every one-shot of a versioned image (migrations) ran to success with ``version``'s image."""
-    for inst in topology.instances(settings):
+    for inst in topology.build(settings).instances:
         if inst.colour is None and inst.service.one_shot:
             wanted = image_plan.resolved_ref(image_plan.versioned_ref(settings, inst.component, inst.service.image, None),
                                          {bluegreen.version_variable(None): version})
@@ -346,7 +346,7 @@ def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool,
 def _require_image(settings: EnvironmentSettings, version: str) -> None:
     refs = {image_plan.resolved_ref(image_plan.versioned_ref(settings, i.component, i.service.image, i.colour),
                                 {bluegreen.version_variable(i.colour): version})
-            for i in topology.instances(settings) if i.colour}
+            for i in topology.build(settings).instances if i.colour}
     for host in settings.hosts:
         view = _access(settings, host)
         for ref in refs:

@@ -39,7 +39,7 @@ def status(settings: EnvironmentSettings) -> str:
     for host in settings.hosts:
         access = HostView(settings, host)
         rendered = render_host(settings, host)
-        on_host = topology.instances_on(settings, host)
+        on_host = topology.build(settings).instances_on(host)
         lines.append(f"host {host.name} ({host.address})" + ("" if on_host else ": runs nothing"))
         if not on_host:
             continue
@@ -77,7 +77,7 @@ def status(settings: EnvironmentSettings) -> str:
 
 
 def _image_plan(access: HostView, repo: Path) -> list[str]:
-    needed = [(i.component, i.service.image) for i in topology.instances_on(access.settings, access.host)]
+    needed = [(i.component, i.service.image) for i in topology.build(access.settings).instances_on(access.host)]
     state, released = access.release_state()
     builds = image_plan.build_plan(repo, access.settings, needed, state.live_version, released)
     observed = {}
@@ -104,7 +104,7 @@ def _runtime_reasons(access: HostView, rendered: RenderedHost) -> dict[str, list
     out: dict[str, list[str]] = {}
     released, _ = access.release_state()
     now = time.time()
-    for inst in topology.instances_on(access.settings, access.host):
+    for inst in topology.build(access.settings).instances_on(access.host):
         found = by_service.get(inst.name, [])
         if inst.colour is not None and inst.colour not in released.colours_to_run():
             if found and inst.colour in released.colours_to_remove(now):
@@ -128,13 +128,13 @@ def _runtime_reasons(access: HostView, rendered: RenderedHost) -> dict[str, list
 def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
     lines = [f"plan for {settings.name}: what `make deploy ENV={settings.name}` would change (read-only; nothing was changed)"]
     total = 0
-    for number, step in enumerate(rollout_order.rollout_steps(settings), 1):
+    for number, step in enumerate(rollout_order.rollout_steps(topology.build(settings)), 1):
         if len(settings.hosts) > 1:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
     for host in settings.hosts:
         access = HostView(settings, host)
         rendered = render_host(settings, host)
-        on_host = topology.instances_on(settings, host)
+        on_host = topology.build(settings).instances_on(host)
         lines.append(f"host {host.name}")
         image_lines = _image_plan(access, repo)
         deployed = _deployed_compose(access)
@@ -180,7 +180,7 @@ def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool) -
             else:
                 print(c.logs(tail=tail).decode(errors="replace"), end="", flush=True)
     if not shown:
-        names = sorted({i.name for i in topology.instances(settings)} | {c.name for c in COMPONENTS})
+        names = sorted({i.name for i in topology.build(settings).instances} | {c.name for c in COMPONENTS})
         print(f"no container of {service!r} in {settings.name}; one of: {', '.join(names)}")
         return 1
     return 0

@@ -53,7 +53,7 @@ class RenderedHost:
 
 def _config_dirs_on(settings: EnvironmentSettings, host: HostSettings) -> list[tuple[Component, str]]:
     seen: list[tuple[Component, str]] = []
-    for inst in topology.instances_on(settings, host):
+    for inst in topology.build(settings).instances_on(host):
         pair = (inst.component, inst.service.config_dir)
         if inst.service.config_dir and pair not in seen:
             seen.append(pair)  # type: ignore[arg-type]
@@ -86,7 +86,7 @@ def render_secret_file(comp: Component, template: str, secret: str, value: str,
 def secret_variables(settings: EnvironmentSettings, host: HostSettings) -> dict[str, dict[str, Any]]:
     """component name → the variables its secret templates see (its ``template_context``), for
     each component the host runs (another's context may ask for addresses this host never sees)."""
-    here = {inst.component.name for inst in topology.instances_on(settings, host)}
+    here = {inst.component.name for inst in topology.build(settings).instances_on(host)}
     return {comp.name: comp.template_context(RenderContext(settings, host, comp)) if comp.template_context else {}
             for comp in COMPONENTS if comp.name in here}
 

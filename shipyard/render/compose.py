@@ -52,11 +52,11 @@ def _depends_on(settings: EnvironmentSettings, inst: topology.Instance, on_host:
     """Same-host start order; what runs on other hosts is ordered by the rollout steps."""
     deps: dict[str, Any] = {}
     for wait in inst.service.waits:
-        for dep in topology.instances_of(settings, inst.component.name, wait.service):
+        for dep in topology.build(settings).instances_of(inst.component.name, wait.service):
             if dep.name in on_host:
                 deps[dep.name] = {"condition": wait.condition}
     for used in inst.component.uses:
-        for dep in topology.instances_of(settings, used):
+        for dep in topology.build(settings).instances_of(used):
             # A colour is started by a deploy or a release, never because a consumer starts.
             if dep.name in on_host and dep.service.serves_clients and dep.service.consumers_wait and dep.colour is None:
                 deps[dep.name] = {"condition": dep.service.consumers_wait}
@@ -94,10 +94,10 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
         if any(s.rotation is None for s in svc.secrets):
             labels[SECRETS_LABEL] = f"${{{secrets_variable(inst.name)}:-none}}"
     doc["labels"] = labels
-    bound = topology.binding(settings, inst)
+    bound = topology.build(settings).binding(inst)
     ports = [f"{bound[0]}:{bound[1]}:{svc.port.container}"] if bound and svc.port else []
     ports += [f"{address}:{port}:{port}" + ("/udp" if protocol == "udp" else "")
-              for address, port, protocol in topology.peer_bindings(settings, inst)]
+              for address, port, protocol in topology.build(settings).peer_bindings(inst)]
     if ports:
         doc["ports"] = ports
     deps = _depends_on(settings, inst, on_host)
@@ -117,7 +117,7 @@ def secrets_variable(instance: str) -> str:
 def render_compose(settings: EnvironmentSettings, host: HostSettings,
                    config_hashes: dict[str, str]) -> dict[str, Any]:
     """The compose document of ``host``. ``config_hashes``: config dir → content hash."""
-    on_host = topology.instances_on(settings, host)
+    on_host = topology.build(settings).instances_on(host)
     names = {i.name for i in on_host}
     services = {inst.name: _service(settings, host, inst, names, config_hashes) for inst in on_host}
     fixed = [inst for inst in on_host if inst.service.fixed_address]

@@ -22,23 +22,28 @@ class RenderContext:
     def env(self) -> str:
         return self.settings.name
 
+    @property
+    def topology(self) -> topology.Topology:
+        """The environment's topology (built once per settings; shipyard.topology.build)."""
+        return topology.build(self.settings)
+
     def section(self, key: str) -> Any:
         """A settings section (``postgres``, ``app``...)."""
         return getattr(self.settings, key)
 
     def instances_of(self, component: str, service: str | None = None) -> tuple[topology.Instance, ...]:
-        return topology.instances_of(self.settings, component, service)
+        return self.topology.instances_of(component, service)
 
     def instance_names(self, component: str, service: str | None = None) -> tuple[str, ...]:
-        return topology.instance_names(self.settings, component, service)
+        return self.topology.instance_names(component, service)
 
     def endpoints(self, component: str, service: str | None = None) -> tuple[topology.Endpoint, ...]:
         """Every client-facing instance as this host reaches it."""
-        return topology.endpoints(self.settings, component, service, self.host)
+        return self.topology.endpoints(component, service, self.host)
 
     def address(self, inst: topology.Instance) -> topology.Endpoint:
         """How this host reaches ``inst``."""
-        return topology.address(self.settings, inst, self.host)
+        return self.topology.address(inst, self.host)
 
     def release_version(self, inst: topology.Instance) -> str:
         """The version ``inst`` runs, as compose interpolates it from the release state (the
@@ -48,12 +53,12 @@ class RenderContext:
 
     def announced(self, inst: topology.Instance) -> topology.Endpoint:
         """The address ``inst`` gives others for itself."""
-        return topology.announced(self.settings, inst)
+        return self.topology.announced(inst)
 
     def peer_advertised(self, inst: topology.Instance) -> str | None:
         """The address ``inst`` advertises to its peers (None: its container address will do)."""
-        return topology.peer_advertised(self.settings, inst)
+        return self.topology.peer_advertised(inst)
 
     def peer_endpoints(self, component: str, service: str, port: int) -> tuple[topology.Endpoint, ...]:
         """Every instance of a service as its peers reach it at one of its peer ports."""
-        return topology.peer_endpoints(self.settings, component, service, port)
+        return self.topology.peer_endpoints(component, service, port)

@@ -43,7 +43,7 @@ def _settings():
     data = {"name": "spread", "images": {"source": "local"}, "network": {"subnet": SUBNET_PREFIX + "0/24"},
             "consul": {"servers": 3}, "ports": {"consul_http": 18600}}  # apart from local's and ci's
     settings = load_settings(data, hosts, "tests/e2e/test_consul_hosts.py", {})
-    assert not topology.port_collisions(settings)
+    assert not topology.build(settings).port_collisions()
     return settings
 
 
@@ -66,7 +66,7 @@ def _write_host(settings, host, root: Path, values: dict[str, str], number: int)
     services = {name: svc for name, svc in rendered.compose["services"].items()
                 if svc["labels"][COMPONENT_LABEL] == "consul"}
     for name in services:
-        svc = topology.find(settings, name, host).service
+        svc = topology.build(settings).find(name, host).service
         folder = root / "secrets" / name
         folder.mkdir(parents=True)
         for secret in svc.secrets:
@@ -79,7 +79,7 @@ def _write_host(settings, host, root: Path, values: dict[str, str], number: int)
         os.chown(folder, svc.uid, svc.uid)
     project = f"shipyard-spread-{host.name}"
     document = {**rendered.compose, "name": project, "services": services,
-                "volumes": {f"consul-data-{n}": {} for n in (i.number for i in topology.instances_on(settings, host)
+                "volumes": {f"consul-data-{n}": {} for n in (i.number for i in topology.build(settings).instances_on(host)
                                                             if i.name in services)}}
     # Two hosts on one engine cannot both hold one subnet: each gets its own (host-local only).
     text = yaml.safe_dump(document, sort_keys=False).replace(SUBNET_PREFIX, f"10.213.{9 + number}.")
@@ -141,7 +141,7 @@ def spread(tmp_path_factory):
 
 
 def _servers(settings):
-    return {inst.name: inst for inst in topology.instances_of(settings, "consul", "consul")}
+    return {inst.name: inst for inst in topology.build(settings).instances_of("consul", "consul")}
 
 
 def _healthy(container: str) -> bool:
@@ -149,7 +149,7 @@ def _healthy(container: str) -> bool:
 
 
 def _http(settings, inst) -> tuple[str, int]:
-    return topology.binding(settings, inst)
+    return topology.build(settings).binding(inst)
 
 
 def _peers(settings, token, inst) -> list[str]:

@@ -57,10 +57,10 @@ class Target:
 
     def runs(self, component: str) -> bool:
         """Whether any service of ``component`` runs on this host."""
-        return any(i.component.name == component for i in topology.instances_on(self.settings, self.rendered.host))
+        return any(i.component.name == component for i in topology.build(self.settings).instances_on(self.rendered.host))
 
     def instance(self, service: str) -> topology.Instance:
-        return topology.find(self.settings, service, self.rendered.host)
+        return topology.build(self.settings).find(service, self.rendered.host)
 
     def container_of(self, service: str) -> dict:
         found = [c for c in self.containers() if c["Config"]["Labels"].get("com.docker.compose.service") == service]
@@ -93,7 +93,7 @@ def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:
 def pytest_generate_tests(metafunc):
     settings = _settings(metafunc.config)
     if "service" in metafunc.fixturenames:
-        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.instances_on(settings, h)
+        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.build(settings).instances_on(h)
                  if _runs(settings, i)]
         metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
     elif "target" in metafunc.fixturenames:

@@ -7,7 +7,7 @@ from shipyard import image_plan, bluegreen, topology
 
 
 def test_the_routing_file_sends_users_to_the_live_colour(target):
-    routing = [i for i in topology.instances_on(target.settings, target.rendered.host)
+    routing = [i for i in topology.build(target.settings).instances_on(target.rendered.host)
                if i.service.routing_mount and i.component.release_routing]
     if not routing:
         pytest.skip("no routing service on this host")
@@ -20,7 +20,7 @@ def test_the_routing_file_sends_users_to_the_live_colour(target):
 
 
 def test_the_live_colour_runs_the_live_version(target):
-    coloured = [i for i in topology.instances_on(target.settings, target.rendered.host) if i.colour == target.release.live]
+    coloured = [i for i in topology.build(target.settings).instances_on(target.rendered.host) if i.colour == target.release.live]
     if not coloured:
         pytest.skip("no coloured service on this host")
     variables = target.release.env_variables()

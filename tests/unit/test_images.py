@@ -128,7 +128,7 @@ def _settings(repo, env="ci", **overrides):
 def _needs(settings, host_name):
     from shipyard import topology
 
-    return [(i.component, i.service.image) for i in topology.instances_on(settings, settings.host(host_name))]
+    return [(i.component, i.service.image) for i in topology.build(settings).instances_on(settings.host(host_name))]
 
 
 def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_images(repo):

@@ -108,5 +108,5 @@ def test_coloured_services_render_twice_with_the_versions_of_the_release_state(r
 
 def test_each_colour_is_its_own_instance_on_each_app_host(repo):
     settings = load_environment(repo, "production", {})
-    names = [(i.host.name, i.name) for i in topology.instances_of(settings, "taskplatform", "api")]
+    names = [(i.host.name, i.name) for i in topology.build(settings).instances_of("taskplatform", "api")]
     assert names == [("app-1", "api-blue"), ("app-2", "api-blue"), ("app-1", "api-green"), ("app-2", "api-green")]

@@ -9,14 +9,14 @@ from shipyard.render import render_environment
 
 def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
     settings = load_environment(repo, "ci", {})
-    steps = rollout_order.rollout_steps(settings)
+    steps = rollout_order.rollout_steps(topology.build(settings))
     assert len(steps) == 1
-    assert set(steps[0]["ci"]) == {i.name for i in topology.instances(settings)}
+    assert set(steps[0]["ci"]) == {i.name for i in topology.build(settings).instances}
 
 
 def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     settings = load_environment(repo, "production", {})
-    steps = rollout_order.rollout_steps(settings)
+    steps = rollout_order.rollout_steps(topology.build(settings))
     # data everywhere; then Consul's servers, on their three hosts at once (each one's health
     # gate waits for all three); then the migration with its own host's app (compose orders
     # those two); then the other app hosts, once the schema is there; then the edge.

@@ -14,7 +14,7 @@ from shipyard.secretstore import SECRET_NAMES, Secret
 @pytest.fixture(scope="module")
 def on_host(repo):
     settings = load_environment(repo, "ci", {})
-    return topology.instances_on(settings, settings.hosts[0])
+    return topology.build(settings).instances_on(settings.hosts[0])
 
 
 @pytest.fixture(scope="module")

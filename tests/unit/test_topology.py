@@ -9,7 +9,7 @@ import pytest
 
 from shipyard import topology
 from shipyard.inventory import load_environment
-from shipyard.render import render_environment
+from shipyard.render import render_environment, render_host
 
 ENVIRONMENTS = ("local", "ci", "production")
 IP_PORT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})[: ](\d{2,5})\b")
@@ -55,7 +55,7 @@ def test_nothing_binds_every_address_but_a_public_port(repo, env):
     for host_name, host in render_environment(settings).items():
         for (ip, port), service in published(host).items():
             if ip == "0.0.0.0":
-                inst = topology.find(settings, service, settings.host(host_name))
+                inst = topology.build(settings).find(service, settings.host(host_name))
                 assert inst.service.port.publish == "public", f"{env}/{host_name}: {service} on 0.0.0.0:{port}"
             else:
                 assert ip in ("127.0.0.1", settings.host(host_name).address), (env, host_name, service, ip)
@@ -81,18 +81,18 @@ def test_production_hands_the_app_every_data_instance_it_needs_on_the_private_ad
 def test_numbered_instances_and_their_ports(repo):
     settings = load_environment(repo, "production", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     data = settings.host("data-1")
-    assert topology.published(settings, data, "postgres-replica-2") == ("10.0.2.21", 5434)
-    assert topology.published(settings, data, "redis-sentinel-1") == ("10.0.2.21", 26379)
-    assert topology.published(settings, data, "postgres-backup") is None
+    assert topology.build(settings).published(data, "postgres-replica-2") == ("10.0.2.21", 5434)
+    assert topology.build(settings).published(data, "redis-sentinel-1") == ("10.0.2.21", 26379)
+    assert topology.build(settings).published(data, "postgres-backup") is None
     ci = load_environment(repo, "ci", {})
-    assert topology.published(ci, ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
-    assert topology.published(ci, ci.hosts[0], "postgres") == ("127.0.0.1", 15432)
+    assert topology.build(ci).published(ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
+    assert topology.build(ci).published(ci.hosts[0], "postgres") == ("127.0.0.1", 15432)
 
 
 def test_production_spreads_consul_one_server_per_control_host_meeting_on_private_addresses(repo):
     settings = load_environment(repo, "production", {})
     rendered = render_environment(settings)
-    servers = {inst.name: inst.host for inst in topology.instances_of(settings, "consul", "consul")}
+    servers = {inst.name: inst.host for inst in topology.build(settings).instances_of("consul", "consul")}
     assert len({h.name for h in servers.values()}) == 3  # one per host: losing a host loses one vote
     for name, host in servers.items():
         service = rendered[host.name].compose["services"][name]
@@ -112,7 +112,7 @@ def test_production_spreads_consul_one_server_per_control_host_meeting_on_privat
 def test_servers_on_one_host_meet_on_its_network_and_publish_no_peer_port(repo, env):
     settings = load_environment(repo, env, {})
     host = render_environment(settings)[settings.hosts[0].name]
-    for inst in topology.instances_of(settings, "consul", "consul"):
+    for inst in topology.build(settings).instances_of("consul", "consul"):
         service = host.compose["services"][inst.name]
         assert not any(a.startswith("-advertise") for a in service["command"])
         assert all(p.endswith(":8500") for p in service["ports"]), service["ports"]
@@ -128,3 +128,24 @@ def test_more_peers_than_hosts_is_refused_with_the_placement_fix(repo):
     assert ("host app-1: consul-1 and consul-4 would both publish the peer ports 8300/tcp, 8301/tcp, 8301/udp "
             "on 10.0.1.11") in text
     assert "list at least 5 hosts in group 'control'" in text
+
+
+def test_the_topology_is_built_once_per_settings_and_indexed(repo, monkeypatch):
+    settings = load_environment(repo, "production", {})
+    built = []
+    real = topology._placed
+    monkeypatch.setattr(topology, "_placed", lambda s: built.append(s) or real(s))
+    topology._BUILT.clear()
+    first = topology.build(settings)
+    for host in settings.hosts:  # render, plan and status ask again and again: no new placement
+        render_host(settings, host)
+    assert topology.build(settings) is first and len(built) == 1
+    # A different settings object (an override) is a different topology.
+    other = load_environment(repo, "production", {"SHIPYARD_CONSUL__SERVERS": "1"})
+    assert topology.build(other) is not first and len(built) == 2
+    # The indexes answer what the scans answered.
+    for host in settings.hosts:
+        assert first.instances_on(host) == tuple(i for i in first.instances if i.host.name == host.name)
+    assert first.instances_of("consul", "consul") == tuple(
+        i for i in first.instances if i.component.name == "consul" and i.service.name == "consul")
+    assert first.find("consul-2").host.name == first.instances_of("consul", "consul")[1].host.name

@@ -19,7 +19,7 @@ def servers(target):
         pytest.skip("no Consul on this host")
     from shipyard import topology
 
-    return [i.name for i in topology.instances_on(target.settings, target.rendered.host)
+    return [i.name for i in topology.build(target.settings).instances_on(target.rendered.host)
             if i.component.name == "consul" and i.service.name == "consul"]
 
 
@@ -27,7 +27,7 @@ def servers(target):
 def every_server(target):
     from shipyard import topology
 
-    return topology.instance_names(target.settings, "consul", "consul")
+    return topology.build(target.settings).instance_names("consul", "consul")
 
 
 def _http_status(target, server: str, *curl: str) -> str:
@@ -95,7 +95,7 @@ def test_the_servers_agent_token_writes_their_nodes_only_and_is_in_use(target, s
     from shipyard import topology
 
     token = target.host.file(f"{target.project_dir}/secrets/{servers[0]}/{TOKEN_FILE.rsplit('/', 1)[1]}").content_string.strip()
-    bind, port = topology.published(target.settings, target.rendered.host, servers[0])
+    bind, port = topology.build(target.settings).published(target.rendered.host, servers[0])
     deadline = time.monotonic() + 120
     while True:
         missing = []

@@ -31,8 +31,8 @@ class StaleWrite(Exception):
 class ConsulKV:
     def __init__(self, settings: EnvironmentSettings, token: str, timeout_s: float = 5.0):
         self.bases = []
-        for server in topology.instances_of(settings, "consul", "consul"):
-            bound = topology.binding(settings, server)
+        for server in topology.build(settings).instances_of("consul", "consul"):
+            bound = topology.build(settings).binding(server)
             if bound is not None:
                 self.bases.append(f"http://{'127.0.0.1' if bound[0] == '0.0.0.0' else bound[0]}:{bound[1]}/v1")
         if not self.bases:

@@ -94,7 +94,7 @@ def test_a_commit_on_the_primary_reaches_every_replica(target, primary, replicas
 
 def test_every_node_refuses_unauthenticated_clients(target, primary):
     """Through the published port (no password: refused), and inside each replica too."""
-    _, pg_port = topology.published(target.settings, target.rendered.host, "postgres")
+    _, pg_port = topology.build(target.settings).published(target.rendered.host, "postgres")
     client = target.docker.docker
     image = target.container_of("postgres")["Config"]["Image"]
     with pytest.raises(docker.errors.ContainerError) as refused:

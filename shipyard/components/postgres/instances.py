@@ -8,8 +8,8 @@ from shipyard import topology
 
 def node_names(settings) -> tuple[str, ...]:
     """``postgres`` (the first primary) and its replicas."""
-    return topology.instance_names(settings, "postgres", "postgres") + replica_names(settings)
+    return topology.build(settings).instance_names("postgres", "postgres") + replica_names(settings)
 
 
 def replica_names(settings) -> tuple[str, ...]:
-    return topology.instance_names(settings, "postgres", "postgres-replica")
+    return topology.build(settings).instance_names("postgres", "postgres-replica")

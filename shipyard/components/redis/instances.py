@@ -8,8 +8,8 @@ from shipyard import topology
 
 def node_names(settings) -> tuple[str, ...]:
     """``redis`` (the first master) and its replicas."""
-    return topology.instance_names(settings, "redis", "redis") + topology.instance_names(settings, "redis", "redis-replica")
+    return topology.build(settings).instance_names("redis", "redis") + topology.build(settings).instance_names("redis", "redis-replica")
 
 
 def sentinel_names(settings) -> tuple[str, ...]:
-    return topology.instance_names(settings, "redis", "redis-sentinel")
+    return topology.build(settings).instance_names("redis", "redis-sentinel")

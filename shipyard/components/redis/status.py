@@ -24,9 +24,9 @@ def describe(settings, containers: dict) -> dict[str, str]:
     for name in answers:
         agree = "agrees" if answers[name] == master else "DISAGREES"
         out[name] = f"names {answers[name]} as master ({agree}; {count} of {len(answers)} Sentinels)"
-    for inst in topology.instances_of(settings, "redis"):
+    for inst in topology.build(settings).instances_of("redis"):
         if inst.service.name != "redis-sentinel" and inst.name in containers:
-            me = str(topology.announced(settings, inst))
+            me = str(topology.build(settings).announced(inst))
             out[inst.name] = ("master" if me == master else "replica") + f" (as {me}, by the Sentinels)" if master \
                 else "role unknown: no Sentinel answers"
     return out

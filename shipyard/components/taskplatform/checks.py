@@ -17,7 +17,7 @@ from shipyard.components.taskplatform import runtime
 def edge(target):
     if not target.runs("edge"):
         pytest.skip("no edge on this host")
-    bind, port = topology.published(target.settings, target.rendered.host, "edge")
+    bind, port = topology.build(target.settings).published(target.rendered.host, "edge")
     return f"http://{'127.0.0.1' if bind == '0.0.0.0' else bind}:{port}"
 
 
@@ -120,8 +120,8 @@ def test_every_instance_applied_the_runtime_config_consul_holds(target):
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
     token = target.host.file(f"{target.project_dir}/secrets/consul-setup/consul_admin_token").content_string.strip()
-    server = topology.instances_of(target.settings, "consul", "consul")[0]
-    bind, port = topology.binding(target.settings, server)
+    server = topology.build(target.settings).instances_of("consul", "consul")[0]
+    bind, port = topology.build(target.settings).binding(server)
     raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
                        headers={"X-Consul-Token": token}, timeout=5).content
     wanted = hashlib.sha256(raw).hexdigest()[:16]

@@ -122,10 +122,10 @@ def read_reports(settings: EnvironmentSettings) -> tuple[list[Report], list[str]
     """Every running API/worker process's report; and the containers that gave none."""
     reports, silent = [], []
     # Both colours' instances: a release's warm previous colour applies the config too.
-    reporting = {name for service in REPORTING_SERVICES for name in topology.instance_names(settings, "taskplatform", service)}
+    reporting = {name for service in REPORTING_SERVICES for name in topology.build(settings).instance_names("taskplatform", service)}
     for host in settings.hosts:
         if not any(i.component.name == "taskplatform" and i.service.name in REPORTING_SERVICES
-                   for i in topology.instances_on(settings, host)):
+                   for i in topology.build(settings).instances_on(host)):
             continue
         access = HostView(settings, host)
         for container in access.containers():
