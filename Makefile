@@ -7,10 +7,10 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: release rollback releases bench-release secrets-init secrets-rotate config-push config-set config-history config-rollback status plan logs pg-backup pg-restore pg-promote pg-rebuild redis-failover bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
 
-help:
+help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
 	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py)"
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
@@ -18,20 +18,9 @@ help:
 	@echo "make plan ENV=name      what a deploy would change and why (touches nothing)"
 	@echo "make logs ENV=name SERVICE=name [TAIL=100] [FOLLOW=1]   logs of a service or component"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
-	@echo "make redis-failover ENV=name   Sentinel failover drill (prints the seconds it took)"
-	@echo "make pg-promote ENV=name REPLICA=postgres-replica-N   switch the PostgreSQL primary (no commit lost;"
-	@echo "                         FORCE=1 when the primary is dead: what it had not sent is lost)"
-	@echo "make pg-rebuild ENV=name NODE=name   wipe a PostgreSQL replica and clone it again"
-	@echo "make pg-backup ENV=name        a base backup now (they also run every postgres.backup_interval_s)"
-	@echo "make pg-restore ENV=name [BACKUP=/backups/base-...] [UNTIL='2026-11-24 08:00:00+00']"
-	@echo "                         a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)"
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
 	@echo "make secrets-rotate ENV=name NAME=secret   a new value, applied in the running servers and to"
 	@echo "                         every container that reads it (an interrupted one: make up finishes it)"
-	@echo "make config-push ENV=name   write the repo's runtime config (SHIPYARD.runtime) to Consul, show the"
-	@echo "                         diff, wait until every API process and worker runs it"
-	@echo "make config-set ENV=name KEY=k VALUE=v   one runtime key, same path; make config-history ENV=name;"
-	@echo "                         make config-rollback ENV=name TO=version"
 	@echo "make release ENV=name [VERSION=v] [BUILD=0]   blue-green: v (default: from git) in the idle colour,"
 	@echo "                         smoke test, switch, watch; rolls back by itself (BUILD=0: an image already there)"
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
@@ -44,6 +33,9 @@ help:
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
 	@echo "make bench-config ENV=name   runtime config push to every process: p50/p95/p99 vs raw blocking queries"
+	@echo
+	@echo "Commands the components bring (shipyard/components/<name>/commands.py):"
+	@$(PY) -m shipyard commands --make-help
 
 # 1. The virtualenv with pinned dependencies (deploy tooling + the task platform, for its tests).
 venv: $(VENV)/.installed
@@ -77,23 +69,6 @@ releases: venv
 down: venv
 	$(PY) -m shipyard down --env $(ENV) $(if $(filter 1,$(VOLUMES)),--volumes,)
 
-pg-backup: venv
-	$(PY) -m shipyard pg-backup --env $(ENV)
-
-pg-restore: venv
-	$(PY) -m shipyard pg-restore --env $(ENV) $(if $(BACKUP),--backup $(BACKUP),) $(if $(UNTIL),--until "$(UNTIL)",)
-
-pg-promote: venv
-	@test -n "$(REPLICA)" || { echo "usage: make pg-promote ENV=$(ENV) REPLICA=postgres-replica-N" >&2; exit 2; }
-	$(PY) -m shipyard pg-promote --env $(ENV) --replica $(REPLICA) --lock-wait $(LOCK_WAIT) $(if $(filter 1,$(FORCE)),--force,)
-
-pg-rebuild: venv
-	@test -n "$(NODE)" || { echo "usage: make pg-rebuild ENV=$(ENV) NODE=postgres-replica-N" >&2; exit 2; }
-	$(PY) -m shipyard pg-rebuild --env $(ENV) --node $(NODE) --lock-wait $(LOCK_WAIT)
-
-redis-failover: venv
-	$(PY) -m shipyard redis-failover --env $(ENV)
-
 # The operator's views, read-only: what runs and how (status), what a deploy would change (plan).
 status: venv
 	$(PY) -m shipyard status --env $(ENV)
@@ -107,18 +82,6 @@ logs: venv
 
 secrets-init: venv
 	$(PY) -m shipyard secrets-init --env $(ENV)
-
-# The runtime config in Consul (validated by the task platform's own schema, from services/).
-config-push config-history: venv
-	$(PY) -m shipyard $@ --env $(ENV)
-
-config-set: venv
-	@test -n "$(KEY)" -a -n "$(VALUE)" || { echo "usage: make config-set ENV=$(ENV) KEY=worker_concurrency VALUE=8" >&2; exit 2; }
-	$(PY) -m shipyard config-set --env $(ENV) --key '$(KEY)' --value '$(VALUE)'
-
-config-rollback: venv
-	@test -n "$(TO)" || { echo "usage: make config-rollback ENV=$(ENV) TO=<version from make config-history>" >&2; exit 2; }
-	$(PY) -m shipyard config-rollback --env $(ENV) --to '$(TO)'
 
 secrets-rotate: venv
 	@test -n "$(NAME)" || { echo "usage: make secrets-rotate ENV=$(ENV) NAME=postgres_password|redis_password|..." >&2; exit 2; }
@@ -176,3 +139,10 @@ bench-api: venv host-test-deps
 
 clean:
 	rm -rf $(VENV) .shipyard
+
+# Operator commands that components bring (pg-promote, redis-failover, config-set...; `make help`
+# lists them): any target this Makefile does not define goes to the CLI, which knows them from the
+# registry and reads their options from the make variables on the command line (REPLICA=, FORCE=1).
+.DEFAULT:
+	@$(MAKE) --no-print-directory venv >/dev/null
+	@$(PY) -m shipyard $@ --env $(ENV) --lock-wait $(LOCK_WAIT) --from-make

@@ -7,14 +7,13 @@
     python -m shipyard secrets-init --env E
     python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
     python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
-    python -m shipyard config-push --env E | config-set --env E --key K --value V
-    python -m shipyard config-history --env E | config-rollback --env E --to VERSION
     python -m shipyard release --env E [--version V] [--prebuilt] | rollback --env E | releases --env E
-    python -m shipyard redis-failover --env E
-    python -m shipyard pg-backup --env E
-    python -m shipyard pg-restore --env E [--backup /backups/base-<time>] [--until TIME]
-    python -m shipyard pg-promote --env E --replica postgres-replica-N [--force]
-    python -m shipyard pg-rebuild --env E --node NODE
+    python -m shipyard commands [--make-help]
+    python -m shipyard <a component's command> --env E [--option V ...]   (e.g. pg-promote --replica R)
+
+The core's commands are listed here; the components' (pg-*, redis-failover, consul-members,
+config-*) come from the registry (``Component.commands``), so a new component's command appears
+in `make help` and here with no change to this file or the Makefile.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from shipyard import commands
 from shipyard import bluegreen
 from shipyard.controller import releases as release_steps
 from shipyard.controller.wheelhouse import prepare_wheelhouse
+from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.image_plan import hash_tree
 from shipyard.errors import ShipyardError
@@ -185,191 +185,183 @@ def down(env: str, volumes: bool) -> int:
     return code
 
 
-def pg_promote(env: str, replica: str, lock_wait: float, force: bool) -> int:
-    from shipyard.components.postgres.promote import check_node, pg_promote as promote
-
+def validate(env: str) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
-    check_node(settings, replica)
-    # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
-    with environment_lock(REPO, env, lock_wait):
-        done = promote(settings, replica, force=force)
-    without = f" ({done.writes_unavailable_s:.2f}s without a primary)" if done.writes_unavailable_s is not None else ""
-    print(f"{env}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
-          f"{done.promote_s:.2f}s after the promote{without}; {done.old_primary} rebuilt as a replica in "
-          f"{done.rebuild_s:.1f}s")
+    print(f"{env}: valid ({len(settings.hosts)} hosts)")
     return 0
 
 
-def pg_rebuild(env: str, node: str, lock_wait: float) -> int:
-    from shipyard.components.postgres.promote import check_node, pg_rebuild as rebuild
-
-    settings = load_environment(REPO, env, dict(os.environ))
-    check_node(settings, node)
-    with environment_lock(REPO, env, lock_wait):
-        took = rebuild(settings, node)
-    print(f"{env}: {node} cloned again from the primary and streaming after {took:.1f}s")
+def secrets_init(env: str) -> int:
+    load_environment(REPO, env, dict(os.environ))
+    created: list[str] = []
+    load_or_create(REPO, env, generate_missing=True, created=created)
+    print(f"{env}: created {', '.join(created)} in secrets/{env}/ (commit them; the values stay encrypted)"
+          if created else f"{env}: every secret exists; nothing created")
     return 0
 
 
-def runtime_config(command: str, env: str, key: str | None, value: str | None, to: str | None, timeout: float) -> int:
-    """The task platform's runtime config in Consul (shipyard.components.taskplatform.runtime)."""
-    import json
+def operator_view(command: str, args: argparse.Namespace) -> int:
+    """`make status`, `make plan`, `make logs`: read-only (shipyard.controller.views)."""
+    from shipyard.controller import views
 
-    from shipyard.components.taskplatform import runtime
-
-    settings = load_environment(REPO, env, dict(os.environ))
-    token = load_or_create(REPO, env, generate_missing=False)["consul_management_token"].value
-    if command == "config-history":
-        for entry in runtime.history(settings, token):
-            doc = entry["document"]
-            print(f"version {doc['version']:>4}  {entry['at']}  {entry['by']}  {entry['note']}")
-        return 0
-    if command == "config-push":
-        print(runtime.push(settings, token, runtime.desired(settings), "pushed from the repo", timeout))
-        return 0
-    doc = runtime.current_document(settings, token)
-    if command == "config-set":
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value  # a bare word is a string
-        print(runtime.push(settings, token, {**doc, key: parsed}, f"set {key}", timeout))
-        return 0
-    print(runtime.push(settings, token, runtime.version_from_history(settings, token, to), f"rollback to version {to}",
-                       timeout))
+    settings = load_environment(REPO, args.env, dict(os.environ))
+    if command == "logs":
+        return views.logs(settings, args.service, args.tail, args.follow)
+    print(views.status(settings) if command == "status" else views.plan_environment(settings, REPO))
     return 0
+
+
+# --- the commands components bring (Component.commands) -----------------------------------------
+
+def component_commands() -> dict[str, Command]:
+    """Every registered component's operator commands by name (a name is one command)."""
+    found: dict[str, Command] = {}
+    for comp in COMPONENTS:
+        for command in comp.commands:
+            if command.name in found or command.name in CORE_COMMANDS:
+                raise ShipyardError(f"component {comp.name}", f"command {command.name} is defined twice",
+                                    "give the command a name of its own (prefix it with the component's)")
+            found[command.name] = command
+    return found
+
+
+def make_usage(command: Command, env: str = "name") -> str:
+    """``make pg-promote ENV=name REPLICA=postgres-replica-1 [FORCE=1]``."""
+    words = [f"make {command.name}", f"ENV={env}"]
+    for option in command.options:
+        value = "1" if option.flag else (option.example or "..")
+        words.append(f"{option.make}={value}" if option.required else f"[{option.make}={value}]")
+    return " ".join(words)
+
+
+def _option_values(command: Command, args: argparse.Namespace, from_make: bool) -> dict[str, object]:
+    """The options' values: the CLI's, or through make its variables (REPLICA=, FORCE=1)."""
+    values: dict[str, object] = {}
+    for option in command.options:
+        value = getattr(args, option.name.replace("-", "_"))
+        if from_make and value in (None, False):
+            raw = os.environ.get(option.make, "")
+            value = (raw == "1") if option.flag else (raw or None)
+        if value is None and option.required:
+            raise ShipyardError(f"make {command.name}", f"{option.make} is not set ({option.help})",
+                                f"run: {make_usage(command, args.env)}")
+        if value is None:
+            value = option.default
+        if option.number and value is not None:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ShipyardError(f"make {command.name}, {option.make}", f"{value!r} is not a number",
+                                    f"run: {make_usage(command, args.env)}") from None
+        values[option.name] = value
+    return values
+
+
+def run_component_command(command: Command, args: argparse.Namespace) -> int:
+    settings = load_environment(REPO, args.env, dict(os.environ))
+    options = _option_values(command, args, args.from_make)
+
+    def secret(name: str) -> str:
+        return load_or_create(REPO, args.env, generate_missing=False)[name].value
+
+    ctx = CommandContext(settings, REPO, options, lambda: environment_lock(REPO, args.env, args.lock_wait), secret)
+    return command.run(ctx)
+
+
+def list_commands(make_help: bool) -> int:
+    """The registry's commands: names (the docs check), or `make help`'s lines."""
+    for command in component_commands().values():
+        if make_help:
+            print(f"{make_usage(command)}\n{'':25}{command.help}")
+        else:
+            print(command.name)
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------------
+
+# Core commands: (help, arguments beyond --env). The Makefile's own targets call these.
+CORE_COMMANDS: dict[str, tuple[str, tuple[tuple[tuple[str, ...], dict], ...]]] = {
+    "render": ("render compose/<env>/ (all environments by default)", (
+        (("--check",), {"action": "store_true", "help": "fail when compose/ differs from a fresh render"}),)),
+    "validate": ("validate an environment's settings and render it in memory", ()),
+    "up": ("roll out an environment", ()),
+    "down": ("stop an environment (--volumes: delete its data too)", ((("--volumes",), {"action": "store_true"}),)),
+    "secrets-init": ("create the missing secrets of an environment, on purpose", ()),
+    "secrets-rotate": ("a new value for one secret, applied by a deploy", ((("--name",), {"required": True}),)),
+    "status": ("per host and component: instances, image, health, uptime, role, drift", ()),
+    "plan": ("what a deploy would change and why (read-only)", ()),
+    "logs": ("the logs of a service's (or component's) containers on every host", (
+        (("--service",), {"required": True}), (("--tail",), {"type": int, "default": 100}),
+        (("--follow",), {"action": "store_true"}))),
+    "release": ("blue-green: the new version in the idle colour, smoke, switch, watch", (
+        (("--version",), {"help": "the version (image tag); default: from git"}),
+        (("--prebuilt",), {"action": "store_true", "help": "release an image already on the hosts (no build)"}))),
+    "rollback": ("back to the previous version (instant when its colour is warm)", ()),
+    "releases": ("the release history kept on the host", ()),
+    "commands": ("the operator commands the components bring", (
+        (("--make-help",), {"action": "store_true", "help": "as `make help` lists them"}),)),
+}
+_LOCKING = {"up", "secrets-rotate", "release", "rollback"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipyard")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (text, arguments) in CORE_COMMANDS.items():
+        command = sub.add_parser(name, help=text)
+        if name == "render":
+            command.add_argument("--env", action="append")
+        elif name != "commands":
+            command.add_argument("--env", required=True)
+        if name in _LOCKING:
+            command.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another deploy")
+        for flags, kwargs in arguments:
+            command.add_argument(*flags, **kwargs)
+    for name, command in component_commands().items():
+        p_command = sub.add_parser(name, help=command.help)
+        p_command.add_argument("--env", required=True)
+        p_command.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for a deploy")
+        p_command.add_argument("--from-make", action="store_true", help="options from the make variables")
+        for option in command.options:
+            kwargs = {"action": "store_true"} if option.flag else {}
+            p_command.add_argument(f"--{option.name}", help=option.help, **kwargs)
+    return parser
+
+
+def run_core_command(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "render":
+        # The committed files are rendered from the inventories alone; overrides are a deploy-time thing.
+        environ = {} if args.check or not args.env else dict(os.environ)
+        return render(args.env or list_environments(REPO), args.check, environ)
+    if command in ("status", "plan", "logs"):
+        return operator_view(command, args)
+    handlers = {
+        "validate": lambda: validate(args.env),
+        "up": lambda: up(args.env, args.lock_wait),
+        "down": lambda: down(args.env, args.volumes),
+        "secrets-init": lambda: secrets_init(args.env),
+        "secrets-rotate": lambda: secrets_rotate(args.env, args.name, args.lock_wait),
+        "release": lambda: release(args.env, args.version, args.prebuilt, args.lock_wait),
+        "rollback": lambda: rollback(args.env, args.lock_wait),
+        "releases": lambda: releases(args.env),
+        "commands": lambda: list_commands(args.make_help),
+    }
+    return handlers[command]()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shipyard")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_render = sub.add_parser("render", help="render compose/<env>/ (all environments by default)")
-    p_render.add_argument("--env", action="append")
-    p_render.add_argument("--check", action="store_true", help="fail when compose/ differs from a fresh render")
-    p_validate = sub.add_parser("validate")
-    p_validate.add_argument("--env", required=True)
-    p_up = sub.add_parser("up", help="roll out an environment")
-    p_up.add_argument("--env", required=True)
-    p_up.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another deploy")
-    p_failover = sub.add_parser("redis-failover", help="SENTINEL FAILOVER and wait for the new master")
-    p_failover.add_argument("--env", required=True)
-    sub.add_parser("pg-backup", help="a PostgreSQL base backup now").add_argument("--env", required=True)
-    p_restore = sub.add_parser("pg-restore", help="start a fresh PostgreSQL from a base backup")
-    p_restore.add_argument("--env", required=True)
-    p_restore.add_argument("--backup", help="/backups/base-<time> (default: the newest)")
-    p_restore.add_argument("--until", help="replay the WAL archive up to this time (default: all of it)")
-    p_promote = sub.add_parser("pg-promote", help="make a PostgreSQL replica the primary (no commit lost)")
-    p_promote.add_argument("--env", required=True)
-    p_promote.add_argument("--replica", required=True, help="the node to promote, e.g. postgres-replica-1")
-    p_promote.add_argument("--lock-wait", type=float, default=0.0)
-    p_promote.add_argument("--force", action="store_true",
-                           help="promote although no primary answers (commits it had not sent are lost)")
-    p_rebuild = sub.add_parser("pg-rebuild", help="wipe a PostgreSQL replica and clone it again from the primary")
-    p_rebuild.add_argument("--env", required=True)
-    p_rebuild.add_argument("--node", required=True)
-    p_rebuild.add_argument("--lock-wait", type=float, default=0.0)
-    sub.add_parser("secrets-init", help="create the missing secrets of an environment, on purpose"
-                   ).add_argument("--env", required=True)
-    p_rotate = sub.add_parser("secrets-rotate", help="a new value for one secret, applied by a deploy")
-    p_rotate.add_argument("--env", required=True)
-    p_rotate.add_argument("--name", required=True)
-    p_rotate.add_argument("--lock-wait", type=float, default=0.0)
-    for name, text in (("config-push", "write the repo's runtime config to Consul, wait until every process runs it"),
-                       ("config-set", "change one runtime config key in Consul, wait until every process runs it"),
-                       ("config-history", "the runtime config versions pushed to Consul"),
-                       ("config-rollback", "push an earlier runtime config version again")):
-        p_config = sub.add_parser(name, help=text)
-        p_config.add_argument("--env", required=True)
-        p_config.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for every process")
-        if name == "config-set":
-            p_config.add_argument("--key", required=True)
-            p_config.add_argument("--value", required=True, help="JSON (8, true, \"x\") or a bare string")
-        if name == "config-rollback":
-            p_config.add_argument("--to", required=True, help="a version from config-history")
-    sub.add_parser("status", help="per host and component: instances, image, health, uptime, role, drift"
-                   ).add_argument("--env", required=True)
-    sub.add_parser("plan", help="what a deploy would change and why (read-only)").add_argument("--env", required=True)
-    p_logs = sub.add_parser("logs", help="the logs of a service's (or component's) containers on every host")
-    p_logs.add_argument("--env", required=True)
-    p_logs.add_argument("--service", required=True)
-    p_logs.add_argument("--tail", type=int, default=100)
-    p_logs.add_argument("--follow", action="store_true")
-    p_release = sub.add_parser("release", help="blue-green: the new version in the idle colour, smoke, switch, watch")
-    p_release.add_argument("--env", required=True)
-    p_release.add_argument("--version", help="the version (image tag); default: from git")
-    p_release.add_argument("--prebuilt", action="store_true", help="release an image already on the hosts (no build)")
-    p_release.add_argument("--lock-wait", type=float, default=0.0)
-    p_rollback = sub.add_parser("rollback", help="back to the previous version (instant when its colour is warm)")
-    p_rollback.add_argument("--env", required=True)
-    p_rollback.add_argument("--lock-wait", type=float, default=0.0)
-    sub.add_parser("releases", help="the release history kept on the host").add_argument("--env", required=True)
-    p_down = sub.add_parser("down")
-    p_down.add_argument("--env", required=True)
-    p_down.add_argument("--volumes", action="store_true")
-    args = parser.parse_args(argv)
     try:
-        if args.command == "render":
-            # The committed files are rendered from the inventories alone; overrides are a deploy-time thing.
-            environ = {} if args.check or not args.env else dict(os.environ)
-            return render(args.env or list_environments(REPO), args.check, environ)
-        if args.command == "validate":
-            settings = load_environment(REPO, args.env, dict(os.environ))
-            print(f"{args.env}: valid ({len(settings.hosts)} hosts)")
-            return 0
-        if args.command == "secrets-init":
-            load_environment(REPO, args.env, dict(os.environ))
-            created: list[str] = []
-            load_or_create(REPO, args.env, generate_missing=True, created=created)
-            print(f"{args.env}: created {', '.join(created)} in secrets/{args.env}/ (commit them; the values stay "
-                  f"encrypted)" if created else f"{args.env}: every secret exists; nothing created")
-            return 0
-        if args.command.startswith("config-"):
-            return runtime_config(args.command, args.env, getattr(args, "key", None), getattr(args, "value", None),
-                                  getattr(args, "to", None), args.timeout)
-        if args.command == "secrets-rotate":
-            return secrets_rotate(args.env, args.name, args.lock_wait)
-        if args.command in ("status", "plan", "logs"):
-            from shipyard import views
-
-            settings = load_environment(REPO, args.env, dict(os.environ))
-            if args.command == "logs":
-                return views.logs(settings, args.service, args.tail, args.follow)
-            print(views.status(settings) if args.command == "status" else views.plan_environment(settings, REPO))
-            return 0
-        if args.command == "up":
-            return up(args.env, args.lock_wait)
-        if args.command == "down":
-            return down(args.env, args.volumes)
-        if args.command == "release":
-            return release(args.env, args.version, args.prebuilt, args.lock_wait)
-        if args.command == "rollback":
-            return rollback(args.env, args.lock_wait)
-        if args.command == "releases":
-            return releases(args.env)
-        if args.command == "pg-promote":
-            return pg_promote(args.env, args.replica, args.lock_wait, args.force)
-        if args.command == "pg-rebuild":
-            return pg_rebuild(args.env, args.node, args.lock_wait)
-        if args.command == "pg-backup":
-            from shipyard.components.postgres.backups import pg_backup
-
-            print(pg_backup(load_environment(REPO, args.env, dict(os.environ))))
-            return 0
-        if args.command == "pg-restore":
-            from shipyard.components.postgres.backups import pg_restore, restore_container
-
-            settings = load_environment(REPO, args.env, dict(os.environ))
-            backup, rows = pg_restore(settings, args.backup, args.until)
-            print(f"{args.env}: restored {backup} into container {restore_container(settings)}: tasks has {rows} rows "
-                  f"(remove it with: docker rm -f -v {restore_container(settings)})")
-            return 0
-        if args.command == "redis-failover":
-            from shipyard.components.redis.failover import redis_failover
-
-            old, new, took = redis_failover(load_environment(REPO, args.env, dict(os.environ)))
-            print(f"{args.env}: Redis master {old} -> {new}; all Sentinels agree after {took:.2f}s")
-            return 0
+        commands_of_components = component_commands()
+        argv = sys.argv[1:] if argv is None else argv
+        if "--from-make" in argv and argv[0] not in commands_of_components:
+            raise ShipyardError(f"make {argv[0]}", "no such target, and no component brings such a command",
+                                "`make help` lists the targets and the components' commands")
+        args = build_parser().parse_args(argv)
+        if args.command in commands_of_components:
+            return run_component_command(commands_of_components[args.command], args)
+        return run_core_command(args)
     except ShipyardError as exc:
         print(f"shipyard: error: {exc}", file=sys.stderr)
         return 2
-    return 1

@@ -10,7 +10,8 @@ A component is one folder under ``shipyard/components/<name>/`` holding everythi
   environment variables or arguments (so ``compose/`` holds only what differs);
 - ``image/``: the recipe of its ``local`` image (Dockerfile on the Debian base);
 - ``checks.py``: the testinfra checks `make verify` runs against it;
-- drills or operator commands of its own.
+- ``commands.py``: the operator commands it brings (``Command``: `make <name> ENV=..`), and the
+  drills behind them.
 
 The core (settings, topology, render, plan, apply) iterates ``shipyard.components.COMPONENTS``
 and never names one. A component names other components only where it *uses* them.
@@ -19,6 +20,8 @@ and never names one. A component names other components only where it *uses* the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from types import ModuleType
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -219,6 +222,50 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Option:
+    """An argument of an operator command: ``--<name>`` for ``python -m shipyard``, the make
+    variable ``make`` (default: the name in capitals) for `make <command>`."""
+
+    name: str  # "replica" → --replica, REPLICA=
+    help: str
+    required: bool = False
+    flag: bool = False  # on/off: --name; through make, on only for the value 1 (FORCE=1)
+    default: Any = None
+    number: bool = False  # a float
+    example: str = ""  # shown in the usage line: REPLICA=postgres-replica-1
+
+    @property
+    def make(self) -> str:
+        return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What an operator command gets from the core: the validated settings, the checkout, its
+    options' values, the environment's deploy lock (a context manager; take it around anything a
+    deploy must not run beside) and the checkout's secrets (values in memory, never printed)."""
+
+    settings: Any  # shipyard.settings.EnvironmentSettings
+    repo: Path
+    options: Mapping[str, Any]
+    lock: Callable[[], AbstractContextManager]
+    secret: Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class Command:
+    """An operator command a component brings: `make <name> ENV=.. [OPTION=..]` and
+    ``python -m shipyard <name> --env .. [--option ..]``. The CLI and `make help` list every
+    registered component's commands; the core names none. ``run`` returns the exit code and
+    imports what it drives (docker SDK, HTTP clients) itself, so loading the registry stays cheap."""
+
+    name: str
+    help: str
+    run: Callable[[CommandContext], int]
+    options: tuple[Option, ...] = ()
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     folder: Path
@@ -238,10 +285,14 @@ class Component:
     # How a secret only it defines is generated, when not a URL-safe random token (the default):
     # "uuid" (Consul token IDs), "base64-32" (a gossip key: 32 random bytes, standard base64).
     secret_formats: Mapping[str, Literal["token", "uuid", "base64-32"]] = field(default_factory=dict)
-    checks: str | None = None  # module of testinfra checks (`make verify`)
-    # `make status`: module whose ``describe(settings, {instance name: container})`` returns
-    # what an operator wants to know of each instance beyond health (role, lag...).
-    describe: str | None = None
+    # Its testinfra checks (`make verify`): () → the module holding them (imported when asked, so
+    # the registry does not load pytest).
+    checks: Callable[[], ModuleType] | None = None
+    # `make status`: (settings, {instance name: container}) → what an operator wants to know of
+    # each instance beyond health (role, lag...).
+    describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
+    # Operator commands it brings (`make <name>`; Command).
+    commands: tuple[Command, ...] = ()
     # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.
     release_routing: Callable[[str, str], bytes] | None = None
     # A release's smoke test of the colour it starts: settings → (coloured service, argv run in

@@ -5,7 +5,6 @@ through shipyard.controller.hosts and never change a host."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def status(settings: EnvironmentSettings) -> str:
                 continue
             lines.append(f"  {comp.name}")
             running = {i.name: by_service[i.name][0] for i in mine if by_service.get(i.name)}
-            roles = importlib.import_module(comp.describe).describe(settings, running) if comp.describe else {}
+            roles = comp.describe(settings, running) if comp.describe else {}
             for inst in mine:
                 found = by_service.get(inst.name, [])
                 if inst.colour is not None and inst.colour != state.live:

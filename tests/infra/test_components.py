@@ -3,14 +3,12 @@ here from the registry: a new component's checks run without touching this file.
 
 from __future__ import annotations
 
-import importlib
-
 from shipyard.components import COMPONENTS
 
 for _component in COMPONENTS:
     if not _component.checks:
         continue
-    _module = importlib.import_module(_component.checks)
+    _module = _component.checks()
     for _name, _value in vars(_module).items():
         if _name.startswith("_") or not callable(_value) or getattr(_value, "__module__", None) != _module.__name__:
             continue

@@ -3,6 +3,7 @@ component is its own folder plus one registry line."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -17,9 +18,10 @@ from shipyard.inventory import ROLES, load_environment
 from shipyard.render import render_environment
 
 REPO = Path(__file__).resolve().parents[2]
-# The core: what iterates components. cli.py is the front door (it lists the drills' commands).
+# The core: what iterates components — everything but the components' own folders (cli.py too:
+# the components' commands come from the registry).
 CORE = sorted([*REPO.glob("shipyard/*.py"), *REPO.glob("shipyard/render/*.py"), *REPO.glob("shipyard/apply/*.py"),
-               REPO / "deploy.py"])
+               *REPO.glob("shipyard/controller/*.py"), REPO / "deploy.py"])
 
 
 def test_names_config_dirs_and_settings_sections_are_unique():
@@ -48,8 +50,8 @@ def test_every_service_refers_to_what_its_component_declares():
         for image in comp.images:
             for context in (image.local_context, image.build_context):
                 assert context is None or (REPO / context / "Dockerfile").is_file(), (comp.name, context)
-        if comp.checks:
-            assert (REPO / (comp.checks.replace(".", "/") + ".py")).is_file()
+        if comp.checks:  # a callable that loads the module of checks from the component's folder
+            assert Path(comp.checks().__file__).parent == comp.folder, comp.name
 
 
 def test_the_core_names_no_component():
@@ -59,6 +61,39 @@ def test_the_core_names_no_component():
     found = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in CORE
              for n, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]
     assert not found, "component names in core code:\n" + "\n".join(found)
+
+
+def component_imports(path: Path) -> list[str]:
+    """The modules of one component a file imports (``shipyard.components.<name>[.x]``), read
+    from its syntax tree: lazy imports inside functions count too."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        else:
+            continue
+        found += [m for m in modules if m.startswith("shipyard.components.") and m.split(".")[2] in COMPONENT_FOLDERS]
+    return found
+
+
+# Every component's folder (the registry itself, shipyard.components.COMPONENTS, is the core's way in).
+COMPONENT_FOLDERS = {p.name for p in (REPO / "shipyard/components").iterdir() if (p / "__init__.py").is_file()}
+
+
+def test_the_core_imports_no_component():
+    found = [f"{path.relative_to(REPO)}: imports {m}" for path in CORE for m in component_imports(path)]
+    assert not found, "the core imports components (go through shipyard.components.COMPONENTS):\n" + "\n".join(found)
+
+
+def test_the_import_check_sees_lazy_imports(tmp_path):
+    sample = tmp_path / "cli.py"
+    sample.write_text("def pg():\n    from shipyard.components.postgres.promote import pg_promote\n"
+                      "from shipyard.components import redis\n")
+    assert sorted(component_imports(sample)) == ["shipyard.components.postgres.promote",
+                                         "shipyard.components.postgres.promote.pg_promote",
+                                         "shipyard.components.redis"]
 
 
 _WITH_FIXTURE = """
@@ -100,6 +135,39 @@ def test_a_component_from_a_fixture_folder_renders_with_no_core_change():
     assert [f for f in data["static"] if f.startswith("memcached/")] == ["memcached/health.sh", "memcached/start.sh"]
     # Only the data host runs it.
     assert all("memcached" not in h["compose"]["services"] for name, h in hosts.items() if name != "data-1")
+
+
+# Stands in for `python -m shipyard` (the Makefile's $(PY) -m shipyard): the CLI with the fixture
+# component registered, as its one registry line would.
+_CLI_WITH_FIXTURE = """
+import sys
+sys.path[:0] = [{repo!r}, {fixtures!r}]
+import shipyard.components as registry
+from memcached import COMPONENT
+registry.COMPONENTS = registry.COMPONENTS + (COMPONENT,)
+from shipyard.cli import main
+args = sys.argv[1:]
+sys.exit(main(args[2:] if args[:2] == ["-m", "shipyard"] else args))
+"""
+
+
+def test_a_components_command_reaches_make_help_and_make_with_no_core_or_makefile_change(tmp_path):
+    python = tmp_path / "python-with-fixture"
+    script = tmp_path / "cli.py"
+    script.write_text(_CLI_WITH_FIXTURE.format(repo=str(REPO), fixtures=str(REPO / "tests/unit/fixtures/components")))
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    python.chmod(0o755)
+    make = ["make", "--no-print-directory", "-C", str(REPO), f"PY={python}"]
+    listed = subprocess.run([*make, "help"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "make memcached-flush ENV=name [PREFIX=sessions:]" in listed.stdout
+    assert "drop the cached entries" in listed.stdout
+    ran = subprocess.run([*make, "memcached-flush", "ENV=production", "PREFIX=sessions:",
+                          "SHIPYARD_MEMCACHED__MEMORY_MB=96"], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().endswith("production: would flush sessions: of memcached (96 MB) on data-1")
+    unknown = subprocess.run([*make, "memcached-flsh", "ENV=production"], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "make memcached-flsh: no such target" in unknown.stderr
 
 
 def test_an_unknown_setting_of_a_component_section_names_the_key(repo):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service, Wait
+from shipyard.components.consul.commands import COMMANDS
 from shipyard.components.consul.settings import ConsulSettings
 
 UID = 100  # the official image's consul user (gid 1000); the local image is built to match
@@ -76,6 +77,12 @@ def template_context(ctx) -> dict[str, Any]:
             "ui_config": v >= (1, 9), "management_key": "initial_management" if v >= (1, 11) else "master"}
 
 
+def _checks():
+    from shipyard.components.consul import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
 COMPONENT = Component(
     name="consul",
     folder=Path(__file__).parent,
@@ -103,5 +110,6 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     secret_formats={"consul_management_token": "uuid", "consul_agent_token": "uuid", "consul_gossip_key": "base64-32"},
-    checks="shipyard.components.consul.checks",
+    checks=_checks,
+    commands=COMMANDS,
 )

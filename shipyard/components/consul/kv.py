@@ -31,8 +31,9 @@ class StaleWrite(Exception):
 class ConsulKV:
     def __init__(self, settings: EnvironmentSettings, token: str, timeout_s: float = 5.0):
         self.bases = []
-        for server in topology.build(settings).instances_of("consul", "consul"):
-            bound = topology.build(settings).binding(server)
+        topo = topology.build(settings)
+        for server in topo.instances_of("consul", "consul"):
+            bound = topo.binding(server)
             if bound is not None:
                 self.bases.append(f"http://{'127.0.0.1' if bound[0] == '0.0.0.0' else bound[0]}:{bound[1]}/v1")
         if not self.bases:
@@ -58,6 +59,14 @@ class ConsulKV:
         return ShipyardError(self.where, f"{what}: {response.status_code} {response.text.strip()[:200]}",
                              "check the Consul servers (make status) and that this checkout holds the "
                              "environment's consul_management_token")
+
+    def raft_servers(self) -> list[dict]:
+        """The raft configuration as the leader holds it: each server's node, address, leader
+        flag and whether it votes (Consul's /v1/operator/raft/configuration; operator:read)."""
+        response = self._call("GET", "/operator/raft/configuration")
+        if response.status_code != 200:
+            raise self._refused(response, "reading the raft configuration")
+        return response.json()["Servers"]
 
     def get(self, key: str) -> Entry | None:
         response = self._call("GET", f"/kv/{key}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
+from shipyard.components.postgres.commands import COMMANDS
 from shipyard.components.postgres.settings import PostgresSettings
 
 UID = 999  # the official postgres image's uid (the local image is built to match)
@@ -85,6 +86,18 @@ def template_context(ctx) -> dict[str, Any]:
     return {"env": ctx.env, "postgres": ctx.section("postgres")}
 
 
+def _checks():
+    from shipyard.components.postgres import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
+def _describe(settings, containers):
+    from shipyard.components.postgres.status import describe
+
+    return describe(settings, containers)
+
+
 COMPONENT = Component(
     name="postgres",
     folder=Path(__file__).parent,
@@ -114,6 +127,7 @@ COMPONENT = Component(
     template_context=template_context,
     # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
     single_host=True,
-    checks="shipyard.components.postgres.checks",
-    describe="shipyard.components.postgres.status",
+    checks=_checks,
+    commands=COMMANDS,
+    describe=_describe,
 )

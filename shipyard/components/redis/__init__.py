@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
+from shipyard.components.redis.commands import COMMANDS
 from shipyard.components.redis.settings import RedisSettings
 
 UID = 999  # the official redis image's uid (the local image is built to match)
@@ -77,6 +78,18 @@ def template_context(ctx) -> dict[str, Any]:
     return {"env": ctx.env, "redis": ctx.section("redis"), "master": _master_as_deployed(ctx)}
 
 
+def _checks():
+    from shipyard.components.redis import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
+def _describe(settings, containers):
+    from shipyard.components.redis.status import describe
+
+    return describe(settings, containers)
+
+
 COMPONENT = Component(
     name="redis",
     folder=Path(__file__).parent,
@@ -106,6 +119,7 @@ COMPONENT = Component(
     template_context=template_context,
     # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
     single_host=True,
-    checks="shipyard.components.redis.checks",
-    describe="shipyard.components.redis.status",
+    checks=_checks,
+    commands=COMMANDS,
+    describe=_describe,
 )

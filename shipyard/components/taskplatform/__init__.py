@@ -16,6 +16,7 @@ from shipyard.component import (Component, ConfigDir, Health, Image, Port, Relea
                                 Wait)
 from shipyard.components.edge import PREVIEW_PORT
 from shipyard.components.taskplatform.migrations import refusal
+from shipyard.components.taskplatform.commands import COMMANDS
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
 
 UID = 10001  # the task platform image's user
@@ -100,6 +101,12 @@ def template_context(ctx) -> dict[str, Any]:
     return {"runtime_json": json.dumps(runtime, indent=2, sort_keys=True)}
 
 
+def _checks():
+    from shipyard.components.taskplatform import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
 COMPONENT = Component(
     name="taskplatform",
     folder=Path(__file__).parent,
@@ -143,5 +150,6 @@ COMPONENT = Component(
     # Expand/contract (migrations.py): the live version must keep working on the new schema.
     release_check=ReleaseCheck("api", ("taskplatform", "migrations"), refusal),
     secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
-    checks="shipyard.components.taskplatform.checks",
+    checks=_checks,
+    commands=COMMANDS,
 )

@@ -1,0 +1,68 @@
+"""The task platform's operator commands: its runtime config in Consul (``runtime.py``) —
+`make config-push`, `config-set`, `config-history`, `config-rollback`. Each change is validated by
+the platform's own schema, written with check-and-set, and waited for until every API process
+and worker reports it."""
+
+from __future__ import annotations
+
+import json
+
+from shipyard.component import Command, CommandContext, Option
+
+TOKEN = "consul_management_token"
+TIMEOUT = Option("timeout", "seconds to wait until every process runs it", default=30.0, number=True)
+
+
+def _push(ctx: CommandContext) -> int:
+    from shipyard.components.taskplatform import runtime
+
+    print(runtime.push(ctx.settings, ctx.secret(TOKEN), runtime.desired(ctx.settings), "pushed from the repo",
+                       ctx.options["timeout"]))
+    return 0
+
+
+def parse_value(value: str):
+    """VALUE= as JSON (8, true, "x", [..]) or, when it is not JSON, a bare string."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _set(ctx: CommandContext) -> int:
+    from shipyard.components.taskplatform import runtime
+
+    token, key = ctx.secret(TOKEN), ctx.options["key"]
+    doc = {**runtime.current_document(ctx.settings, token), key: parse_value(ctx.options["value"])}
+    print(runtime.push(ctx.settings, token, doc, f"set {key}", ctx.options["timeout"]))
+    return 0
+
+
+def _history(ctx: CommandContext) -> int:
+    from shipyard.components.taskplatform import runtime
+
+    for entry in runtime.history(ctx.settings, ctx.secret(TOKEN)):
+        doc = entry["document"]
+        print(f"version {doc['version']:>4}  {entry['at']}  {entry['by']}  {entry['note']}")
+    return 0
+
+
+def _rollback(ctx: CommandContext) -> int:
+    from shipyard.components.taskplatform import runtime
+
+    token, to = ctx.secret(TOKEN), ctx.options["to"]
+    print(runtime.push(ctx.settings, token, runtime.version_from_history(ctx.settings, token, to),
+                       f"rollback to version {to}", ctx.options["timeout"]))
+    return 0
+
+
+COMMANDS = (
+    Command("config-push", "write the repo's runtime config (SHIPYARD.runtime) to Consul, show the diff, wait "
+            "until every API process and worker runs it", _push, (TIMEOUT,)),
+    Command("config-set", "change one runtime config key in Consul, same path", _set,
+            (Option("key", "the key", required=True, example="worker_concurrency"),
+             Option("value", "JSON (8, true, \"x\") or a bare string", required=True, example="8"), TIMEOUT)),
+    Command("config-history", "the runtime config versions pushed to Consul", _history),
+    Command("config-rollback", "push an earlier runtime config version again", _rollback,
+            (Option("to", "a version from make config-history", required=True, example="3"), TIMEOUT)),
+)
