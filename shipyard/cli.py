@@ -26,14 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from shipyard import commands
-from shipyard import bluegreen
-from shipyard.controller import releases as release_steps
-from shipyard.controller.wheelhouse import prepare_wheelhouse
+from shipyard import bluegreen, commands
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
-from shipyard.image_plan import hash_tree
+from shipyard.controller.wheelhouse import prepare_wheelhouse
 from shipyard.errors import ShipyardError
+from shipyard.image_plan import hash_tree
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
@@ -132,17 +130,23 @@ def default_version() -> str:
 
 
 def release(env: str, version: str | None, prebuilt: bool, lock_wait: float) -> int:
+    from shipyard.controller import releases as release_steps  # the docker SDK: only when used
+
     settings = load_environment(REPO, env, dict(os.environ))
     return release_steps.release_version(settings, version or default_version(), prebuilt,
                                      lambda data: roll_out_locked(env, data), lock_wait, REPO)
 
 
 def rollback(env: str, lock_wait: float) -> int:
+    from shipyard.controller import releases as release_steps  # the docker SDK: only when used
+
     settings = load_environment(REPO, env, dict(os.environ))
     return release_steps.rollback(settings, lambda data: roll_out_locked(env, data), lock_wait, REPO)
 
 
 def releases(env: str) -> int:
+    from shipyard.controller import releases as release_steps  # the docker SDK: only when used
+
     settings = load_environment(REPO, env, dict(os.environ))
     state = release_steps.read_state(settings)
     print(bluegreen.history_table(release_steps.history(settings)))
