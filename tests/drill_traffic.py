@@ -14,12 +14,12 @@ import requests
 from shipyard import commands
 from shipyard.controller.releases import live_instance
 from shipyard.settings import EnvironmentSettings
-from shipyard.topology import published
+from shipyard import topology
 
 
 def api_client(settings: EnvironmentSettings) -> requests.Session:
     """A session with a fresh token, signed with the environment's own key; ``.base`` is the edge."""
-    bind, port = published(settings, settings.hosts[0], "edge")
+    bind, port = topology.build(settings).published(settings.hosts[0], "edge")
     api = live_instance(settings, "api")
     key = Path(commands.project_dir(settings.deploy_root, settings.name), f"secrets/{api}/jwt_signing_key").read_text().strip()
     session = requests.Session()

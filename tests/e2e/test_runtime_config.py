@@ -15,7 +15,7 @@ from shipyard.components.consul.kv import ConsulKV, StaleWrite
 from shipyard.components.taskplatform import runtime
 from shipyard.inventory import load_environment
 from shipyard.secretstore import load_or_create
-from shipyard.topology import instance_names
+from shipyard import topology
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
 from .conftest import REPO, container_states, run_shipyard
@@ -105,7 +105,7 @@ def test_an_invalid_value_written_around_the_push_is_rejected_by_every_process_u
 
 def _consul_containers(settings) -> dict[str, str]:
     """address:8300 → container name of every Consul server."""
-    names = [f"{settings.compose_project}-{n}-1" for n in instance_names(settings, "consul", "consul")]
+    names = [f"{settings.compose_project}-{n}-1" for n in topology.build(settings).instance_names("consul", "consul")]
     out = subprocess.run(["docker", "inspect", "--format",
                           "{{.Name}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", *names],
                          capture_output=True, text=True, check=True).stdout
@@ -194,7 +194,7 @@ OUTAGES = {"stopped": (("stop", "-t", "5"), ("start",)), "partitioned": (("pause
 def test_with_every_consul_server_out_the_platform_keeps_serving_and_reports_itself_stale(
         env_name, settings, token, outage):
     client = api_client(settings)
-    servers = [f"{settings.compose_project}-{name}-1" for name in instance_names(settings, "consul", "consul")]
+    servers = [f"{settings.compose_project}-{name}-1" for name in topology.build(settings).instance_names("consul", "consul")]
     cut, restore = OUTAGES[outage]
     subprocess.run(["docker", *cut, *servers], check=True, capture_output=True)
     try:

@@ -15,7 +15,7 @@ from shipyard.controller.releases import live_instance
 from shipyard.components.postgres.promote import primary_of, roles
 from shipyard.inventory import load_environment
 from shipyard.secretstore import PREVIOUS_SUFFIX, fingerprints, load_or_create, parse_fingerprints, rotate
-from shipyard.topology import published
+from shipyard import topology
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
 from .conftest import REPO, container_states, run_shipyard
@@ -42,7 +42,7 @@ def _by_service(settings) -> dict[str, str]:
 
 
 def _pg_login(settings, user: str, password: str) -> bool:
-    bind, port = published(settings, settings.hosts[0], "postgres")
+    bind, port = topology.build(settings).published(settings.hosts[0], "postgres")
     try:
         psycopg.connect(host=bind, port=port, dbname=settings.postgres.database, user=user, password=password,
                         connect_timeout=5).close()
@@ -130,7 +130,7 @@ def test_rotating_a_services_consul_token_revokes_the_old_one_and_every_process_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     new = _secret(settings, f"{worker}/consul_token")
     assert new != old and old not in result.stdout + result.stderr
-    bind, port = published(settings, settings.hosts[0], "consul-1")
+    bind, port = topology.build(settings).published(settings.hosts[0], "consul-1")
     key = f"http://{bind}:{port}/v1/kv/shipyard/{env_name}/shared/runtime"
     assert requests.get(key, headers={"X-Consul-Token": old}, timeout=5).status_code == 403
     assert requests.get(key, headers={"X-Consul-Token": new}, timeout=5).status_code == 200
