@@ -118,7 +118,8 @@ def code_pieces(text: str) -> Iterator[tuple[int, str]]:
         yield joined.count("\n", 0, m.start()) + 1, m.group(2).replace("\n", " ")
 
 
-_MAKE = re.compile(r"(?:^|[\s;&|(])make((?:\s+[A-Z][A-Z0-9_]*=\S*)*)\s+([a-z][a-z0-9-]*)")
+# `make foo`, `make foo ENV=..`, `VAR=x make foo`, `make VAR=x foo`; `make bench-*`: some target bench-...
+_MAKE = re.compile(r"(?:^|[\s;&|(])make((?:\s+[A-Z][A-Z0-9_]*=\S*)*)\s+([a-z][a-z0-9-]*\*?)")
 _PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$")
 _MODULE = re.compile(r"^(%s)(\.[A-Za-z_][A-Za-z0-9_]*)+$" % "|".join(MODULE_ROOTS))
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -173,8 +174,11 @@ def doc_problems(doc: Path, targets: set[str], repo: Path = REPO) -> list[str]:
     problems: list[str] = []
     for line, code in code_pieces(text):
         for m in _MAKE.finditer(code):
-            if m.group(2) not in targets:
-                problems.append(f"{name}:{line}: `make {m.group(2)}`: no such make target "
+            target = m.group(2)
+            known = (any(t.startswith(target[:-1]) for t in targets) if target.endswith("*")
+                     else target in targets)
+            if not known:
+                problems.append(f"{name}:{line}: `make {target}`: no such make target "
                                 f"(not a Makefile rule, nor a command a component brings)")
         for token in re.split(r"[\s,;()\[\]\"']+", code):
             token = token.strip("`:").rstrip(".")
