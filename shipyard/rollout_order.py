@@ -1,5 +1,5 @@
-"""Rollout order: which instances converge in which step, on which host (DESIGN.md
-"Rollout"). A step finishes on every host before the next begins.
+"""Rollout order: which instances converge in which step, on which host (docs/architecture.md,
+"Rollout order"). A step finishes on every host before the next begins.
 
 Pure: from the instances and their dependencies (shipyard.topology); no component is named here.
 """

@@ -254,3 +254,20 @@ def test_make_targets_include_what_components_bring():
     assert {"up", "test", "test-unit", "verify", "help"} <= targets
     # Before the `commands` hook they are Makefile rules; after, components bring them.
     assert {"pg-backup", "pg-promote", "redis-failover", "config-push"} <= targets
+
+
+def test_code_points_at_docs_pages_that_exist():
+    """Docstrings and comments that send a reader to a page name one that exists (no DESIGN.md:
+    the design notes are not part of the repository)."""
+    problems = []
+    sources = [REPO / "Makefile", REPO / "deploy.py",
+               *(p for top in ("shipyard", "services", "tests", "images", "inventories") for p in (REPO / top).rglob("*")
+                 if p.suffix in {".py", ".sh", ".j2"} and "__pycache__" not in p.parts)]
+    for path in sources:
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in re.finditer(r"\b(docs/[\w-]+\.md|DESIGN\.md)", line):
+                if not (REPO / m.group(1)).exists():
+                    problems.append(f"{path.relative_to(REPO)}:{n}: {m.group(1)}: no such page")
+    assert not problems, "code points at docs that do not exist:\n  " + "\n  ".join(problems)
