@@ -11,6 +11,7 @@ names the doc, the line and what is missing.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -87,8 +88,31 @@ def component_commands(repo: Path = REPO) -> set[str]:
     return {getattr(cmd, "name", cmd) for comp in COMPONENTS for cmd in getattr(comp, "commands", ())}
 
 
-def make_targets(repo: Path = REPO) -> set[str]:
-    return makefile_targets(repo / "Makefile") | component_commands(repo)
+def forwards_to_cli(makefile: Path) -> bool:
+    """Whether the Makefile hands a target it does not define to `python -m shipyard <target>`
+    (a `%:` or `.DEFAULT:` rule)."""
+    return any(re.match(r"^(%|\.DEFAULT)\s*:", line) for line in makefile.read_text().splitlines())
+
+
+def cli_subcommands(repo: Path = REPO) -> set[str]:
+    """The subcommands `python -m shipyard --help` lists (argparse's `{a,b,...}`)."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "shipyard", "--help"], cwd=repo,
+                             capture_output=True, text=True, timeout=120, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    m = re.search(r"\{([a-z0-9,-]+)\}", out)
+    return set(m.group(1).split(",")) if m else set()
+
+
+@functools.cache
+def make_targets(repo: Path = REPO) -> frozenset[str]:
+    """Makefile rules, the commands components bring, and, when the Makefile forwards what it
+    does not define to the CLI, the CLI's own subcommands."""
+    targets = makefile_targets(repo / "Makefile") | component_commands(repo)
+    if forwards_to_cli(repo / "Makefile"):
+        targets |= cli_subcommands(repo)
+    return frozenset(targets)
 
 
 # --- what the docs name --------------------------------------------------------------------
@@ -247,6 +271,14 @@ def test_the_check_reports_a_missing_target_path_module_and_test(tmp_path):
         "docs/guide.md:10: `shipyard/gone/`: no such directory",
         "docs/guide.md:12: link to nothere.md: no such file",
     ]
+
+
+def test_a_forwarding_makefile_accepts_the_cli_subcommands(tmp_path):
+    (tmp_path / "Makefile").write_text("up:\n\techo up\n")
+    assert not forwards_to_cli(tmp_path / "Makefile")
+    (tmp_path / "Makefile").write_text("up:\n\techo up\n%: venv\n\t$(PY) -m shipyard $@\n")
+    assert forwards_to_cli(tmp_path / "Makefile")
+    assert {"up", "validate", "status"} <= cli_subcommands()
 
 
 def test_make_targets_include_what_components_bring():
