@@ -2,10 +2,12 @@
 
 Every `make` target named in README.md, docs/*.md and the folders' READMEs (in inline code or a
 code block: `make foo`, `make foo ENV=..`, `VAR=x make foo`) is a rule of the Makefile or an
-operator command a component brings; every repository path they name in backticks
+operator command a component brings (or, once the Makefile forwards what it does not define to
+the CLI, one of the CLI's subcommands); every repository path they name in backticks
 (`shipyard/apply/hostlock.py`, `tests/e2e/`, `tests/unit/test_render.py::test_x`) and every
-module (`shipyard.rollout_order.rollout_steps`) exists; every relative link resolves. A failure
-names the doc, the line and what is missing.
+module (`shipyard.rollout_order.rollout_steps`) exists; every relative link resolves; the README
+stays a front door that links every page; code that points at a docs page points at one that
+exists. A failure names the doc, the line and what is missing.
 """
 
 from __future__ import annotations
