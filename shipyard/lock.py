@@ -4,7 +4,8 @@ two clones of the repo deploying the same environment queue behind each other.
 
 The lock is held by the open file, so it is released when the process ends, even on kill -9;
 the file also records who holds it (pid and checkout), for the message the second deploy prints.
-Deploys of one environment from different machines are not serialised by this (see README).
+Deploys of one environment from different machines do not meet here but on each host, at
+the lock shipyard/apply/hostlock.py takes first (docs/deploy.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Instances, placement and addressing: the one place that decides where each instance runs,
-what it publishes, and every address handed to anything else (DESIGN.md "Addressing").
+what it publishes, and every address handed to anything else (docs/architecture.md,
+"Addressing: the topology").
 
 Same host: one compose network, so a consumer reaches a provider by service name and
 container port. Different hosts: each host runs its own compose project, so the consumer

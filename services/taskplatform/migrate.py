@@ -29,7 +29,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def chain() -> dict:
     """The migrations this release carries, oldest first, and the destructive ones (expand/contract,
-    README): a module marks itself with ``destructive = "<what it removes>"`` and
+    docs/releases.md): a module marks itself with ``destructive = "<what it removes>"`` and
     ``unused_since = "<revision>"``, the revision from which on the code no longer needs it. No
     database: a release reads this from the new image and from the live colour before it migrates."""
     from alembic.script import ScriptDirectory

@@ -16,5 +16,5 @@ def test_it_lists_every_migration_oldest_first_and_the_destructive_ones(capsys, 
     out = json.loads(capsys.readouterr().out)
     files = sorted(p.name.split("_", 1)[0] for p in VERSIONS.glob("[0-9]*.py"))
     assert out["chain"] == files
-    # Every destructive one says what it removes and since when nothing needs it (README).
+    # Every destructive one says what it removes and since when nothing needs it (docs/releases.md).
     assert all(mark["removes"] and mark["unused_since"] for mark in out["destructive"].values())

@@ -2,7 +2,7 @@
 Pure; the release runs ``taskplatform migrations`` in the new image and in the live colour and
 hands both outputs here (shipyard.component.ReleaseCheck).
 
-The rule (README, "Releases and migrations"): both versions run against one schema during a
+The rule (docs/releases.md, "Migrations: the expand/contract rule"): both versions run against one schema during a
 release and its watch window, and the previous version stays warm for a rollback, so a release's
 migrations must keep the live version working. Adding is always allowed. A migration that
 removes or changes what code reads (a dropped or renamed column, a new constraint old code
