@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -25,8 +24,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from taskplatform import gates, kinds, limits, logs, metrics, queue, release, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
+from taskplatform.config_source import build_config_source
 from taskplatform.errors import ApiError, assign_request_id, documented, error_response, install_handlers
-from taskplatform.runtime_config import ConfigSource, FileConfigSource
+from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import FileSecretSource, SecretSource, optional
 from taskplatform.settings import ProcessSettings
 from taskplatform.storable import unstorable_json, unstorable_text
@@ -206,24 +206,6 @@ class Services:
             await self.redis.aclose()
         for pool in self._pools:
             await pool.close()
-
-
-def build_config_source(settings: ProcessSettings) -> ConfigSource:
-    if settings.consul_addrs:
-        from taskplatform.consul_config import ConsulConfigSource, parse_endpoints
-
-        source: ConfigSource = ConsulConfigSource(
-            parse_endpoints(settings.consul_addrs), settings.consul_runtime_path, Path(settings.secrets_dir) / "consul_token",
-            settings.config_cache_file, wait_seconds=settings.consul_wait_seconds)
-    else:
-        source = FileConfigSource(settings.config_file, settings.config_poll_seconds)
-    source.on_reload = metrics.CONFIG_RELOADS.inc
-    source.on_reject = metrics.CONFIG_REJECTIONS.inc
-    source.on_watch_error = metrics.CONFIG_WATCH_ERRORS.inc
-    source.subscribe(lambda loaded: metrics.set_config_version(loaded.config.version, loaded.hash))
-    source.subscribe(lambda loaded: logging.getLogger().setLevel(loaded.config.log_level))
-    source.subscribe(lambda loaded: metrics.MAINTENANCE_MODE.set(loaded.config.maintenance))
-    return source
 
 
 # What a route can be refused with besides its own errors: every route but the unlimited ones
