@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from taskplatform import gates, kinds, limits, logs, metrics, queue, release, store
+from taskplatform import colours, gates, kinds, limits, logs, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.config_source import build_config_source
@@ -216,7 +216,7 @@ TENANT = (401, 422, 429, 503)
 
 
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
-               config: ConfigSource | None = None) -> release.ReleaseHeader:
+               config: ConfigSource | None = None) -> colours.ReleaseHeader:
     settings = settings or ProcessSettings()
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
@@ -235,7 +235,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=lifespan,
                   docs_url=None, redoc_url=None, dependencies=[Depends(gates.writes_open(config))])
     if settings.fault_error_share > 0:  # release tests only: in the product not even a middleware
-        app.add_middleware(release.InjectedFaults, share=settings.fault_error_share)
+        app.add_middleware(colours.InjectedFaults, share=settings.fault_error_share)
     # Outermost last: the request context (request id, access log, last-resort 500) sees every
     # request the concurrency limit lets in, the body limit's 413 included.
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
@@ -286,7 +286,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         except ValueError:
             raise ApiError(404, "not_found", "no such task") from None
 
-    task_stream = release.task_stream_for(settings.release_colour)
+    task_stream = colours.task_stream_for(settings.release_colour)
 
     async def enqueue(task_id: str, what: str, stream: str) -> None:
         try:
@@ -417,7 +417,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
     # logs its refusals itself). ``.app`` is the FastAPI app. Around it all, X-Release: a refusal
     # says which release refused too.
-    return release.ReleaseHeader(
+    return colours.ReleaseHeader(
         limits.ConcurrencyLimit(app, settings.api_max_concurrent_requests, settings.pg_pool_size,
                                 on_refused=metrics.REQUESTS.labels(route="(overloaded)", status="503").inc),
         settings.release_colour, settings.build_version)
