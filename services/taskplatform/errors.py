@@ -107,7 +107,7 @@ def install_handlers(app: FastAPI) -> None:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app answers on the request's path. ``iter_route_contexts``
-    walks into included routers, which ``app.routes`` holds as one opaque entry each."""
+    also walks into included routers (``app.routes`` holds one opaque entry for each)."""
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.routes):
         match, _ = route.matches(request.scope)

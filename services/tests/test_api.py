@@ -99,8 +99,8 @@ def test_invalid_input_is_422_in_the_error_shape(tenant):
     ("POST", "/openapi.json", "GET, HEAD"),  # FastAPI's own route, outside the routers
 ])
 def test_a_method_a_path_does_not_answer_is_405_with_every_allowed_method(tenant, method, path, allowed):
-    # The routes live in routers the app includes: Allow must still name the methods of every
-    # route of the path, in whichever router it is.
+    # Starlette's own Allow names the first route of the path only; the API's names every
+    # route's, wherever the route is registered (the app's router or an included one).
     refused = tenant.session.request(method, f"{tenant.base}{path}", timeout=5)
     assert_error(refused, 405, "method_not_allowed")
     assert refused.headers["Allow"] == allowed

@@ -10,24 +10,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from taskplatform import metrics, queue
-from taskplatform.deps import ServicesDep
+from taskplatform.deps import services_of
 from taskplatform.errors import LIMITED, documented, error_response
 
 READY_REDIS_TIMEOUT_SECONDS = 1.0
 
-router = APIRouter()
 
-
-@router.get("/health")
 async def health():
     return {"status": "ok"}
 
 
-@router.get("/health/ready", responses=documented(503))
-async def ready(request: Request, services: ServicesDep):
+async def ready(request: Request):
     """Ready = can serve: PostgreSQL (the truth) and the runtime config. Redis is reported
     apart and does not fail readiness: creates are accepted without it (the reconciler
     enqueues them later), so taking the API out of rotation would refuse what still works."""
+    services = services_of(request)
     problems = []
     try:
         await services.store.pool.fetchval("SELECT 1")
@@ -49,10 +46,8 @@ async def ready(request: Request, services: ServicesDep):
             "redis": "unavailable" if redis_problem else "ok"}
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition"}})
-async def metrics_endpoint(services: ServicesDep):
+async def metrics_endpoint(request: Request):
+    services = services_of(request)
     live: dict[str, dict] = {}
     try:
         length, pending = await queue.queue_depth(services.redis)
@@ -63,13 +58,24 @@ async def metrics_endpoint(services: ServicesDep):
     return Response(metrics.exposition(live), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/v1/config", responses=documented(*LIMITED))
-async def config_info(services: ServicesDep):
+async def config_info(request: Request):
+    services = services_of(request)
     loaded = services.config.current()
     return {"version": loaded.config.version, "hash": loaded.hash, **loaded.config.switches(),
             **services.config.reload_state()}
 
 
-@router.get("/version", responses=documented(*LIMITED))
-async def version(services: ServicesDep):
+async def version(request: Request):
+    services = services_of(request)
     return {"version": services.settings.build_version, "colour": services.settings.release_colour}
+
+
+def add_routes(routes: APIRouter) -> None:
+    """The operational routes, in the order the OpenAPI lists them."""
+    routes.add_api_route("/health", health, methods=["GET"])
+    routes.add_api_route("/health/ready", ready, methods=["GET"], responses=documented(503))
+    routes.add_api_route("/metrics", metrics_endpoint, methods=["GET"], response_class=Response,
+                         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                          "description": "Prometheus text exposition"}})
+    routes.add_api_route("/v1/config", config_info, methods=["GET"], responses=documented(*LIMITED))
+    routes.add_api_route("/version", version, methods=["GET"], responses=documented(*LIMITED))

@@ -8,13 +8,13 @@ import logging
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from taskplatform import gates, metrics, queue, store
 from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
-from taskplatform.deps import RateLimitedTenant, ServicesDep, TaskStream
+from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.schemas import STORABLE_SCHEMAS, TaskCreate
 from taskplatform.storable import unstorable_text
@@ -53,8 +53,9 @@ async def transition(services: Services, tenant_id: str, task_id: str, change, w
     return task
 
 
-async def create_task(body: TaskCreate, tenant_id: RateLimitedTenant, stream: TaskStream, services: ServicesDep,
+async def create_task(request: Request, body: TaskCreate, tenant_id: RateLimitedTenant, stream: TaskStream,
                       idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+    services = services_of(request)
     gates.check_kind_enabled(services.config.config, body.kind)
     try:
         task, created = await services.store.create(tenant_id, body.kind, body.payload,
@@ -71,7 +72,8 @@ async def create_task(body: TaskCreate, tenant_id: RateLimitedTenant, stream: Ta
     return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
 
-async def get_task(task_id: str, tenant_id: RateLimitedTenant, services: ServicesDep):
+async def get_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
+    services = services_of(request)
     task = await services.store.get(tenant_id, parse_id(task_id))
     if task is None:
         raise ApiError(404, "not_found", "no such task")
@@ -95,31 +97,32 @@ def list_tasks_up_to(page_size: int):
     a process setting, and FastAPI reads parameters from the endpoint's signature — so the
     endpoint is made once the setting is known."""
 
-    async def list_tasks(tenant_id: RateLimitedTenant, services: ServicesDep, status: TaskStatus | None = None,
+    async def list_tasks(request: Request, tenant_id: RateLimitedTenant, status: TaskStatus | None = None,
                          kind: str | None = Query(None, max_length=64, json_schema_extra=STORABLE_SCHEMAS["StorableText"]),
                          limit: int = Query(min(50, page_size), ge=1, le=page_size,
                                             description=f"tasks per page, at most {page_size} (TASKS_API_MAX_PAGE_SIZE)"),
                          cursor: str | None = None):
-        return await list_page(services, tenant_id, status, kind, limit, cursor)
+        return await list_page(services_of(request), tenant_id, status, kind, limit, cursor)
 
     return list_tasks
 
 
-async def cancel_task(task_id: str, tenant_id: RateLimitedTenant, services: ServicesDep):
+async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
+    services = services_of(request)
     return await transition(services, tenant_id, task_id, services.store.cancel,
                             "only queued or retry_wait tasks can be cancelled")
 
 
-async def retry_task(task_id: str, tenant_id: RateLimitedTenant, stream: TaskStream, services: ServicesDep):
+async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, stream: TaskStream):
+    services = services_of(request)
     task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
     await enqueue(services, task["id"], "re-drive", stream)
     return JSONResponse(task, status_code=202)
 
 
-def router(page_size: int) -> APIRouter:
+def add_routes(routes: APIRouter, page_size: int) -> None:
     """The task routes, in the order the OpenAPI lists them; ``page_size`` is
     TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds."""
-    routes = APIRouter()
     routes.add_api_route("/v1/tasks", create_task, methods=["POST"], status_code=202,
                          responses=documented(*TENANT, 409, 413))
     routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404))
@@ -128,4 +131,3 @@ def router(page_size: int) -> APIRouter:
                          responses=documented(*TENANT, 404, 409))
     routes.add_api_route("/v1/tasks/{task_id}/retry", retry_task, methods=["POST"], status_code=202,
                          responses=documented(*TENANT, 404, 409))
-    return routes
