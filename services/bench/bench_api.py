@@ -266,6 +266,39 @@ def drain_backlog(platform, limit_s: float = 180) -> dict:
     return {"backlog": backlog, "left": left, "seconds": took, "tasks_per_s": (backlog - left) / took if took else 0}
 
 
+def print_overload(over: dict, over_tasks: dict, seconds: int) -> None:
+    """The overload phase's lines of the report: what was offered, accepted and refused, and at what cost."""
+    g = over["generator"]
+    acc, ref = g["accepted"], g["refused"]
+    print(f"  overload: sustainable {over['sustainable_rps']:.0f} req/s (above) x {OVERLOAD_FACTOR} = offered "
+          f"{over['offered_rps']:.0f} req/s for {seconds}s, open loop ({g['sent']} creates on a fixed schedule, "
+          f"each timed from when it was due; {g['connections']} connections)")
+    print(f"    accepted (202) {over['accepted_rps']:6.0f} /s  p50 {ms(acc['p50_ms'])}  p95 {ms(acc['p95_ms'])}  "
+          f"p99 {ms(acc['p99_ms'])}  max {ms(acc['max_ms'])}")
+    print(f"    refused  (503) {over['refused_rps']:6.0f} /s  p50 {ms(ref['p50_ms'])}  p95 {ms(ref['p95_ms'])}  "
+          f"p99 {ms(ref['p99_ms'])}  max {ms(ref['max_ms'])}")
+    print(f"    other answers {over['others'] or 'none'}, unanswered {g['unanswered']}; generator: "
+          f"{g['waited_for_connection']} requests waited for a free connection, at worst {g['max_schedule_lag_ms']:.1f} ms "
+          f"behind schedule")
+    print(f"    API RSS ({over['api_processes']} processes) {over['rss_before_mb']:.0f} MB before, "
+          f"{over['rss_peak_mb']:.0f} MB peak (each process's own peak, summed), {over['rss_after_mb']:.0f} MB after")
+    print(f"    accepted tasks: {over_tasks['rows']} rows for {over['accepted']} 202s, "
+          f"{over_tasks['succeeded']} succeeded once the workers drained them")
+    print(f"    {over['cpu']}; generator at nice {g['nice']}; load average "
+          f"{' '.join(f'{v:.2f}' for v in over['load_before'])} before, "
+          f"{' '.join(f'{v:.2f}' for v in over['load_after'])} after")
+
+
+def overload_target_met(over: dict, over_tasks: dict) -> bool:
+    """Refusals fast, accepted requests still served in time, nothing else answered, and every
+    accepted task run."""
+    g = over["generator"]
+    acc, ref = g["accepted"], g["refused"]
+    return (ref["p99_ms"] is not None and ref["p99_ms"] < 50 and acc["p95_ms"] is not None
+            and acc["p95_ms"] < 100 and not over["others"] and g["unanswered"] == 0
+            and over_tasks["succeeded"] == over_tasks["rows"] == over["accepted"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each load phase")
@@ -312,25 +345,7 @@ def main() -> None:
     if edge:
         print(f"  create-task via edge {edge['rps']:8.0f} req/s  p50 {edge['p50_ms']:6.1f} ms  p95 {edge['p95_ms']:6.1f} ms"
               f"  p99 {edge['p99_ms']:6.1f} ms  errors {edge['errors']}  non-2xx {edge['non2xx']}")
-    g = over["generator"]
-    acc, ref = g["accepted"], g["refused"]
-    print(f"  overload: sustainable {over['sustainable_rps']:.0f} req/s (above) x {OVERLOAD_FACTOR} = offered "
-          f"{over['offered_rps']:.0f} req/s for {args.seconds}s, open loop ({g['sent']} creates on a fixed schedule, "
-          f"each timed from when it was due; {g['connections']} connections)")
-    print(f"    accepted (202) {over['accepted_rps']:6.0f} /s  p50 {ms(acc['p50_ms'])}  p95 {ms(acc['p95_ms'])}  "
-          f"p99 {ms(acc['p99_ms'])}  max {ms(acc['max_ms'])}")
-    print(f"    refused  (503) {over['refused_rps']:6.0f} /s  p50 {ms(ref['p50_ms'])}  p95 {ms(ref['p95_ms'])}  "
-          f"p99 {ms(ref['p99_ms'])}  max {ms(ref['max_ms'])}")
-    print(f"    other answers {over['others'] or 'none'}, unanswered {g['unanswered']}; generator: "
-          f"{g['waited_for_connection']} requests waited for a free connection, at worst {g['max_schedule_lag_ms']:.1f} ms "
-          f"behind schedule")
-    print(f"    API RSS ({over['api_processes']} processes) {over['rss_before_mb']:.0f} MB before, "
-          f"{over['rss_peak_mb']:.0f} MB peak (each process's own peak, summed), {over['rss_after_mb']:.0f} MB after")
-    print(f"    accepted tasks: {over_tasks['rows']} rows for {over['accepted']} 202s, "
-          f"{over_tasks['succeeded']} succeeded once the workers drained them")
-    print(f"    {over['cpu']}; generator at nice {g['nice']}; load average "
-          f"{' '.join(f'{v:.2f}' for v in over['load_before'])} before, "
-          f"{' '.join(f'{v:.2f}' for v in over['load_after'])} after")
+    print_overload(over, over_tasks, args.seconds)
     print(f"  worker drain         {drain['tasks_per_s']:8.0f} tasks/s  ({drain['backlog']} queued tasks, "
           f"{drain['left']} left, 2 workers)")
     print(f"  end-to-end (created -> succeeded, {e2e['done']}/{e2e['tasks']} tasks)  p50 {e2e['p50_ms']:.1f} ms"
@@ -339,9 +354,7 @@ def main() -> None:
     print(f"  ratio create-task/s : pgbench insert tps = {ratio:.2f}")
     target = direct["rps"] >= 1000 and direct["p95_ms"] < 50 and direct["non2xx"] == direct["errors"] == 0
     print(f"  target >= 1000 create-task/s at p95 < 50 ms, none refused: {'MET' if target else 'MISSED'}")
-    overload_target = (ref["p99_ms"] is not None and ref["p99_ms"] < 50 and acc["p95_ms"] is not None
-                       and acc["p95_ms"] < 100 and not over["others"] and g["unanswered"] == 0
-                       and over_tasks["succeeded"] == over_tasks["rows"] == over["accepted"])
+    overload_target = overload_target_met(over, over_tasks)
     print(f"  overload target refused p99 < 50 ms, accepted p95 < 100 ms, no other answer, every accepted task "
           f"succeeded: {'MET' if overload_target else 'MISSED'}")
     print("BENCH_JSON " + json.dumps({"direct": direct, "edge": edge, "overload": over, "overload_tasks": over_tasks,

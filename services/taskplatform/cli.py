@@ -42,7 +42,7 @@ def app_factory():
 
 
 def _worker(settings: ProcessSettings) -> int:
-    from taskplatform.api import build_config_source
+    from taskplatform.config_source import build_config_source
     from taskplatform.secrets import FileSecretSource
     from taskplatform.worker import Worker, serve_metrics
 

@@ -9,6 +9,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -59,6 +60,13 @@ def documented(*statuses: int) -> dict[int, dict]:
     return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
 
 
+# What a route can be refused with besides its own errors: every route but the unlimited ones
+# may be refused for overload (503); a tenant's routes need a token (401), are rate limited
+# (429) and need the database (503 database_unavailable too).
+LIMITED = (503,)
+TENANT = (401, 422, 429, 503)
+
+
 def assign_request_id(scope) -> str:
     """The request's id: the caller's X-Request-ID (so a trace crosses the edge), else a new one;
     kept in the ASGI scope for every later reader."""
@@ -98,9 +106,10 @@ def install_handlers(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app answers on the request's path."""
+    """Every method some route of the app answers on the request's path. ``iter_route_contexts``
+    also walks into included routers (``app.routes`` holds one opaque entry for each)."""
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in iter_route_contexts(request.app.routes):
         match, _ = route.matches(request.scope)
         if match != Match.NONE:
             methods |= getattr(route, "methods", None) or set()

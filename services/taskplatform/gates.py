@@ -4,28 +4,21 @@ creates of a disabled task kind. (The workers' side of the kinds is the claim's:
 
 from __future__ import annotations
 
-from fastapi import Request
-
 from taskplatform.errors import ApiError
-from taskplatform.runtime_config import ConfigSource, RuntimeConfig
+from taskplatform.runtime_config import RuntimeConfig
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def writes_open(config: ConfigSource):
-    """A dependency of every route: in maintenance a write under /v1/ is refused, 503
-    ``maintenance`` with Retry-After. It runs before authentication and the rate limit, so a
-    refusal costs no Redis call. Reads, health and metrics go on: a readiness failing for
-    maintenance would take every API out of rotation, reads included."""
-
-    async def check(request: Request) -> None:
-        current = config.config
-        if current.maintenance and request.method in WRITE_METHODS and request.scope["path"].startswith("/v1/"):
-            raise ApiError(503, "maintenance", "the platform is in maintenance: writes are paused, reads work; "
-                                               "retry after Retry-After",
-                           {"Retry-After": str(current.maintenance_retry_after_seconds)})
-
-    return check
+def check_writes_open(config: RuntimeConfig, method: str, path: str) -> None:
+    """Every route's first check (``deps.writes_open``): in maintenance a write under /v1/ is
+    refused, 503 ``maintenance`` with Retry-After. It runs before authentication and the rate
+    limit, so a refusal costs no Redis call. Reads, health and metrics go on: a readiness failing
+    for maintenance would take every API out of rotation, reads included."""
+    if config.maintenance and method in WRITE_METHODS and path.startswith("/v1/"):
+        raise ApiError(503, "maintenance", "the platform is in maintenance: writes are paused, reads work; "
+                                           "retry after Retry-After",
+                       {"Retry-After": str(config.maintenance_retry_after_seconds)})
 
 
 def check_kind_enabled(config: RuntimeConfig, kind: str) -> None:

@@ -71,7 +71,7 @@ class ProcessSettings(BaseSettings):
     release_colour: Literal["", "blue", "green"] = ""
     build_version: str = "dev"
     # TEST ONLY (release tests play a bad release with it; the product never sets it): this
-    # share of the API's /v1/ requests answer 500 ``injected_fault`` (``taskplatform.release``).
+    # share of the API's /v1/ requests answer 500 ``injected_fault`` (``taskplatform.colours``).
     fault_error_share: float = Field(0.0, ge=0, le=1)
     api_host: str = "0.0.0.0"
     api_port: int = probe.DEFAULT_API_PORT

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from taskplatform import auth, release
+from taskplatform import auth, colours
 from taskplatform.secrets import SecretError, SecretSource
 from taskplatform.settings import ProcessSettings
 
@@ -42,10 +42,10 @@ class Smoke:
         self.settings, self.secrets = settings, secrets
         self.base_url, self.timeout = base_url.rstrip("/"), timeout
         self.colour = settings.release_colour
-        self.expected = release.release_name(settings.release_colour, settings.build_version)
+        self.expected = colours.release_name(settings.release_colour, settings.build_version)
         self.session = requests.Session()
         if preview_header:  # the edge's preview server sets it; a test calling the API directly must
-            self.session.headers[release.PREVIEW_HEADER] = "1"
+            self.session.headers[colours.PREVIEW_HEADER] = "1"
         self.report: dict = {"ok": False}
 
     def run(self) -> dict:
@@ -74,9 +74,9 @@ class Smoke:
 
     def _round_trip(self, deadline: float) -> None:
         created = self._request("post", "/v1/tasks", deadline, json={"kind": "smoke", "payload": {}})
-        served = created.headers.get(release.RELEASE_HEADER)
+        served = created.headers.get(colours.RELEASE_HEADER)
         if served is None:
-            raise SmokeFailed(f"create answered {created.status_code} without {release.RELEASE_HEADER}: "
+            raise SmokeFailed(f"create answered {created.status_code} without {colours.RELEASE_HEADER}: "
                               f"no task API answered at {self.base_url}")
         self.report["api"] = _release(served)
         if served != self.expected:
@@ -102,7 +102,7 @@ class Smoke:
             time.sleep(POLL_SECONDS)
         runner = task["result"]
         self.report["worker"] = runner
-        ran_by = release.release_name(runner.get("colour", ""), runner.get("version", "?"))
+        ran_by = colours.release_name(runner.get("colour", ""), runner.get("version", "?"))
         if ran_by != self.expected:
             raise SmokeFailed(f"task run by {_named(ran_by)} (worker {runner.get('worker')}), "
                               f"expected {_named(self.expected)}")

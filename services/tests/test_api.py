@@ -91,6 +91,21 @@ def test_invalid_input_is_422_in_the_error_shape(tenant):
     assert_error(tenant.session.get(f"{tenant.base}/nope"), 404, "not_found")
 
 
+@pytest.mark.parametrize("method, path, allowed", [
+    ("PUT", "/v1/tasks", "GET, POST"),  # two routes, one path
+    ("DELETE", "/v1/tasks/00000000-0000-0000-0000-000000000000", "GET"),
+    ("GET", "/v1/tasks/00000000-0000-0000-0000-000000000000/cancel", "POST"),
+    ("POST", "/health", "GET"),
+    ("POST", "/openapi.json", "GET, HEAD"),  # FastAPI's own route, outside the routers
+])
+def test_a_method_a_path_does_not_answer_is_405_with_every_allowed_method(tenant, method, path, allowed):
+    # Starlette's own Allow names the first route of the path only; the API's names every
+    # route's, wherever the route is registered (the app's router or an included one).
+    refused = tenant.session.request(method, f"{tenant.base}{path}", timeout=5)
+    assert_error(refused, 405, "method_not_allowed")
+    assert refused.headers["Allow"] == allowed
+
+
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 

@@ -4,7 +4,7 @@ release tests only — plays a bad release (``InjectedFaults``)."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Mapping
 
 from taskplatform import queue
 from taskplatform.errors import error_response
@@ -40,18 +40,15 @@ class ReleaseHeader:
         await self.app(scope, receive, with_release)
 
 
-def task_stream_for(colour: str):
-    """A FastAPI dependency: the stream a task this request creates or re-drives goes on — its
-    colour's stream when the request came through the preview route, so that this colour's
-    workers run it (the release's smoke test checks they do), else the shared one. A preview
-    task whose colour has no worker is still run: PostgreSQL is the truth, and any worker
-    recovers a task queued longer than ``reconcile_after_seconds``."""
-    preview_stream = queue.colour_stream(colour) if colour else queue.STREAM
-
-    def task_stream(request: Request) -> str:
-        return preview_stream if request.headers.get(PREVIEW_HEADER) == "1" else queue.STREAM
-
-    return task_stream
+def task_stream(colour: str, headers: Mapping[str, str]) -> str:
+    """The stream a task a request creates or re-drives goes on: its colour's stream when the
+    request came through the preview route, so that this colour's workers run it (the release's
+    smoke test checks they do), else the shared one. A preview task whose colour has no worker
+    is still run: PostgreSQL is the truth, and any worker recovers a task queued longer than
+    ``reconcile_after_seconds``."""
+    if headers.get(PREVIEW_HEADER) != "1":
+        return queue.STREAM
+    return queue.colour_stream(colour) if colour else queue.STREAM
 
 
 def _preview(scope) -> bool:

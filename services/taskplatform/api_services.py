@@ -1,0 +1,67 @@
+"""What an API process's handlers use: its settings and sources, the token check, the
+PostgreSQL pools and the Redis client, and the config watch and report. Built by ``create_app``
+(kept on ``app.state.services``, reached through ``deps``), opened and closed by its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+
+from taskplatform import limits, queue, store
+from taskplatform.auth import Authenticator, LiveKeySet
+from taskplatform.config_report import ConfigReport
+from taskplatform.runtime_config import ConfigSource
+from taskplatform.secrets import SecretSource, optional
+from taskplatform.settings import ProcessSettings
+
+
+class Services:
+    """What the handlers use; its connections are opened when the app starts (``start``, in its
+    lifespan) and closed when it stops (``stop``)."""
+
+    def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
+        self.settings, self.secrets, self.config = settings, secrets, config
+        self.auth = Authenticator(LiveKeySet(secrets, settings.jwt_keys_refresh_seconds),
+                                  settings.jwt_issuer, settings.jwt_audience)
+        self.store: store.TaskStore | None = None
+        self.redis = None
+        self._pools = []
+        self._watch: asyncio.Task | None = None
+        self._report: ConfigReport | None = None
+        self._reporting: asyncio.Task | None = None
+
+    async def _pool(self, target: str) -> limits.BoundedPool:
+        s = self.settings
+        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, self.secrets.get("postgres_password"),
+                                       s.pg_pool_size, target=target, connect_timeout=s.pg_connect_timeout_seconds)
+        bounded = limits.BoundedPool(pool, s.pg_acquire_timeout_seconds)
+        self._pools.append(bounded)
+        return bounded
+
+    async def start(self) -> None:
+        s = self.settings
+        pool = await self._pool("read-write")
+        read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
+        self.store = store.TaskStore(pool, read_pool)
+        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
+                                   s.redis_master_name, optional(self.secrets, "sentinel_password"))
+        self._watch = asyncio.create_task(self.config.supervise())
+        self._report = ConfigReport(self.config, s.config_state_dir, "api")
+        self._reporting = self._report.start()
+
+    async def within_redis_timeout(self, awaitable):
+        """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
+        raises TimeoutError): the caller carries on without Redis. asyncio.timeout, not
+        wait_for: on Python 3.11 wait_for wraps the call in a task of its own, per request."""
+        async with asyncio.timeout(self.settings.api_redis_timeout_seconds):
+            return await awaitable
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+        if self._report and self._reporting:
+            self._reporting.cancel()
+            self._report.remove()
+        if self.redis is not None:
+            await self.redis.aclose()
+        for pool in self._pools:
+            await pool.close()

@@ -1,0 +1,133 @@
+"""A tenant's tasks: create, read, list, cancel and re-drive (``/v1/tasks``). PostgreSQL holds
+each task; Redis only carries its id to the workers, so a create or re-drive whose enqueue fails
+still succeeds (the workers' reconciler enqueues it later)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from taskplatform import gates, metrics, queue, store
+from taskplatform.api_services import Services
+from taskplatform.cursors import decode_cursor, encode_cursor
+from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
+from taskplatform.errors import TENANT, ApiError, documented
+from taskplatform.schemas import STORABLE_SCHEMAS, TaskCreate
+from taskplatform.storable import unstorable_text
+
+log = logging.getLogger("taskplatform.api")
+
+TaskStatus = Literal["queued", "running", "retry_wait", "succeeded", "dead", "cancelled"]
+
+
+def parse_id(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        raise ApiError(404, "not_found", "no such task") from None
+
+
+async def enqueue(services: Services, task_id: str, what: str, stream: str) -> None:
+    try:
+        await services.within_redis_timeout(queue.enqueue(services.redis, task_id, stream))
+    except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
+        metrics.TASKS_ENQUEUE_FAILED.inc()
+        log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
+                    extra={"task_id": task_id, "reason": repr(exc)})
+
+
+async def transition(services: Services, tenant_id: str, task_id: str, change, wrong_state: str):
+    """A task moved by ``change`` (a store method), or why not: 404 for no such task, 409 for a
+    task in a state that does not allow it."""
+    tid = parse_id(task_id)
+    task = await change(tenant_id, tid)
+    if task is None:
+        current = await services.store.get(tenant_id, tid)
+        if current is None:
+            raise ApiError(404, "not_found", "no such task")
+        raise ApiError(409, "conflict", f"task is {current['status']}; {wrong_state}")
+    return task
+
+
+async def create_task(request: Request, body: TaskCreate, tenant_id: RateLimitedTenant, stream: TaskStream,
+                      idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+    services = services_of(request)
+    gates.check_kind_enabled(services.config.config, body.kind)
+    try:
+        task, created = await services.store.create(tenant_id, body.kind, body.payload,
+                                                    services.config.config.task_max_attempts, idempotency_key)
+    except store.IdempotencyKeyReused:
+        # Replaying a key returns the first task only for the same request: another body
+        # under it is a client bug that would otherwise be silently dropped.
+        raise ApiError(409, "idempotency_key_reused",
+                       "this Idempotency-Key was used for a different task (kind or payload); "
+                       "use a new key for a new task") from None
+    if created:
+        metrics.TASKS_CREATED.inc()
+        await enqueue(services, task["id"], "create", stream)
+    return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
+
+
+async def get_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
+    services = services_of(request)
+    task = await services.store.get(tenant_id, parse_id(task_id))
+    if task is None:
+        raise ApiError(404, "not_found", "no such task")
+    return task
+
+
+async def list_page(services: Services, tenant_id: str, status: TaskStatus | None, kind: str | None, limit: int,
+                    cursor: str | None) -> dict:
+    """One page of the tenant's tasks, newest first, and the cursor of the next one if any."""
+    if kind is not None and (problem := unstorable_text(kind)):
+        raise ApiError(422, "invalid_request", f"kind: {problem}")
+    after = decode_cursor(cursor) if cursor else None
+    items = await services.store.list(tenant_id, status, kind, limit + 1, after)
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(items[-1]) if more else None}
+
+
+def list_tasks_up_to(page_size: int):
+    """The list route's endpoint: its ``limit`` parameter (default, bound, description) comes from
+    a process setting, and FastAPI reads parameters from the endpoint's signature — so the
+    endpoint is made once the setting is known."""
+
+    async def list_tasks(request: Request, tenant_id: RateLimitedTenant, status: TaskStatus | None = None,
+                         kind: str | None = Query(None, max_length=64, json_schema_extra=STORABLE_SCHEMAS["StorableText"]),
+                         limit: int = Query(min(50, page_size), ge=1, le=page_size,
+                                            description=f"tasks per page, at most {page_size} (TASKS_API_MAX_PAGE_SIZE)"),
+                         cursor: str | None = None):
+        return await list_page(services_of(request), tenant_id, status, kind, limit, cursor)
+
+    return list_tasks
+
+
+async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
+    services = services_of(request)
+    return await transition(services, tenant_id, task_id, services.store.cancel,
+                            "only queued or retry_wait tasks can be cancelled")
+
+
+async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, stream: TaskStream):
+    services = services_of(request)
+    task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
+    await enqueue(services, task["id"], "re-drive", stream)
+    return JSONResponse(task, status_code=202)
+
+
+def add_routes(routes: APIRouter, page_size: int) -> None:
+    """The task routes, in the order the OpenAPI lists them; ``page_size`` is
+    TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds."""
+    routes.add_api_route("/v1/tasks", create_task, methods=["POST"], status_code=202,
+                         responses=documented(*TENANT, 409, 413))
+    routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404))
+    routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"], responses=documented(*TENANT, 400))
+    routes.add_api_route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"],
+                         responses=documented(*TENANT, 404, 409))
+    routes.add_api_route("/v1/tasks/{task_id}/retry", retry_task, methods=["POST"], status_code=202,
+                         responses=documented(*TENANT, 404, 409))
