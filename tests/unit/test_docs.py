@@ -22,15 +22,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# TEMPORARY: paths the restructure of issue 18 creates on another branch. The docs already use
-# these names; empty this set when that branch is merged (test_planned_paths_are_still_missing
-# says which entries to remove once they exist).
-PLANNED = frozenset({
-    "services/taskplatform/colours.py",
-    "services/taskplatform/deps.py",
-    "services/taskplatform/routes/",
-})
-
 # Paths the docs name as examples of what a site would add, not as files of this repository.
 EXAMPLES = frozenset({
     "templates/edge/nginx/nginx.conf.j2",
@@ -141,10 +132,6 @@ _MODULE = re.compile(r"^(%s)(\.[A-Za-z_][A-Za-z0-9_]*)+$" % "|".join(MODULE_ROOT
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def _planned(rel: str) -> bool:
-    return rel in PLANNED or rel.rstrip("/") + "/" in PLANNED or rel.rstrip("/") in PLANNED
-
-
 def _path_problem(token: str, doc: Path, repo: Path, top: set[str]) -> str | None:
     path, _, test = token.partition("::")
     if not _PATH.match(path) or "/" not in path or ".." in path.split("/"):
@@ -153,14 +140,11 @@ def _path_problem(token: str, doc: Path, repo: Path, top: set[str]) -> str | Non
     if first in RUNTIME_ROOTS or path in EXAMPLES:
         return None
     here = doc.parent
-    if first not in top and not (here / first).exists() and not any(p.startswith(first + "/") for p in PLANNED):
+    if first not in top and not (here / first).exists():
         return None  # not a path of this repository (an image name, a URL path, a Consul key)
     candidates = [repo / path, here / path]
     found = next((c for c in candidates if (c.is_dir() if path.endswith("/") else c.exists())), None)
     if found is None:
-        in_repo = [str(c.relative_to(repo)) for c in candidates if c.is_relative_to(repo)]
-        if any(_planned(r + ("/" if path.endswith("/") else "")) for r in in_repo):
-            return None
         return f"`{path}`: no such {'directory' if path.endswith('/') else 'file or directory'}"
     if test and found.suffix == ".py":
         names = {n.name for n in ast.walk(ast.parse(found.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
@@ -176,9 +160,6 @@ def _module_problem(token: str, repo: Path) -> str | None:
         rel = Path(*parts[1:k])
         if (base / rel).with_suffix(".py").is_file() or (base / rel).is_dir():
             return None
-        for candidate in ((base / rel).with_suffix(".py"), base / rel):
-            if _planned(str(candidate.relative_to(repo))) or _planned(str(candidate.relative_to(repo)) + "/"):
-                return None
     return f"`{token}`: no such module"
 
 
@@ -225,11 +206,6 @@ def test_readme_is_a_front_door_linking_every_docs_page():
     assert len(readme.splitlines()) <= 200, "README.md is the front door: at most 200 lines; move detail to docs/"
     unlinked = [p.name for p in sorted((REPO / "docs").glob("*.md")) if f"](docs/{p.name})" not in readme]
     assert not unlinked, f"README.md does not link these docs pages: {', '.join(unlinked)}"
-
-
-def test_planned_paths_are_still_missing():
-    arrived = sorted(p for p in PLANNED if (REPO / p).exists())
-    assert not arrived, f"these planned paths exist now; remove them from PLANNED in {Path(__file__).name}: {arrived}"
 
 
 def test_the_check_reports_a_missing_target_path_module_and_test(tmp_path):
