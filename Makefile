@@ -65,8 +65,10 @@ up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
 	$(MAKE) --no-print-directory verify ENV=$(ENV)
 
+# VERSION reaches the command as one word whatever it holds (make exports it to the recipe's
+# shell): the release's own check says what is wrong with it, not the shell or argparse.
 release: venv
-	$(PY) -m shipyard release --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(VERSION),--version $(VERSION),) $(if $(filter 0,$(BUILD)),--prebuilt,)
+	$(PY) -m shipyard release --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(VERSION),--version "$$VERSION",) $(if $(filter 0,$(BUILD)),--prebuilt,)
 
 rollback: venv
 	$(PY) -m shipyard rollback --env $(ENV) --lock-wait $(LOCK_WAIT)

@@ -30,3 +30,22 @@ def test_a_locking_command_takes_the_lock_in_the_lock_dir_given(repo, tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "another deploy holds the lock" in done.stderr
     assert f"lock file {tmp_path / 'local.lock'}" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["cli", "make"])
+def test_a_release_with_a_bad_version_stops_before_anything_happens(repo, tmp_path, how):
+    """The environment's lock is held here: a release that got as far as taking it would stop
+    with 'another deploy holds the lock' instead; the version check speaks first. Through make,
+    a value with a space stays one word, so it is the check that speaks, not argparse."""
+    from shipyard.release import VERSION_PATTERN
+
+    locks = {"SHIPYARD_LOCK_DIR": str(tmp_path)}
+    argv = (["make", "-s", "-o", ".venv/.installed", "release", "ENV=local", "VERSION=1.0 x"] if how == "make"
+            else [sys.executable, "-m", "shipyard", "release", "--env", "local", "--version", "1.0 x"])
+    with environment_lock(repo, "local", environ=locks):
+        environ = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, env={**environ, **locks}, timeout=60)
+    assert done.returncode != 0
+    assert "VERSION (make release VERSION=...): '1.0 x' is not a version" in done.stderr, done.stderr
+    assert VERSION_PATTERN in done.stderr and "fix: use e.g. VERSION=1.4.2" in done.stderr
+    assert "another deploy holds the lock" not in done.stderr and "unrecognized arguments" not in done.stderr
