@@ -58,3 +58,15 @@ def test_an_image_without_a_recipe_for_the_source_says_which_setting_and_what_to
         monkeypatch.setattr(images, "COMPONENTS", (comp,))
         with pytest.raises(ShipyardError, match="has no local recipe"):
             images.build_plan(repo, settings, [(comp, "solo")])
+
+
+def test_every_error_class_is_raised_somewhere(repo):
+    """An error class nothing raises misleads a reader about what can fail (RolloutError was one)."""
+    import inspect
+
+    from shipyard import errors
+
+    sources = "\n".join(path.read_text() for path in [repo / "deploy.py", *(repo / "shipyard").rglob("*.py")])
+    classes = [name for name, cls in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(cls, errors.ShipyardError) and cls is not errors.ShipyardError]
+    assert classes and not [name for name in classes if f"raise {name}(" not in sources]
