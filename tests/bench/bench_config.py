@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard.components.consul.kv import ConsulKV  # noqa: E402
-from shipyard.components.taskplatform import runtime  # noqa: E402
+from shipyard.components.taskplatform import consul_keys, runtime  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from shipyard.secretstore import load_or_create  # noqa: E402
 from tests.drill_traffic import Traffic, api_client  # noqa: E402
@@ -53,7 +53,7 @@ FIRST_LOOK_S = 0.1
 # Consul says nothing when a blocking query is parked: the floors' queries get this long to
 # reach the server before the write (a query that answers before the write stops the bench).
 PARK_S = 0.05
-FLOOR_KEY = "shipyard/{env}/bench/floor"
+FLOOR_KEY = "bench/floor"  # under the environment's prefix (consul_keys.env_prefix)
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,8 @@ def main() -> None:
     if up.returncode != 0:
         sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
     token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
-    kv, key = ConsulKV(settings, token), runtime.runtime_key(settings.name)
-    floor_key = FLOOR_KEY.format(env=settings.name)
+    kv, key = ConsulKV(settings, token), consul_keys.runtime_key(settings.name)
+    floor_key = consul_keys.env_prefix(settings.name) + FLOOR_KEY
     pushes: list[Sample] = []
     floor: list[Sample] = []
     fan_out: list[Sample] = []
