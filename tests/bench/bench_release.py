@@ -41,6 +41,8 @@ from shipyard.secretstore import load_or_create  # noqa: E402
 from tests.bench import benchenv  # noqa: E402
 from tests.drill_traffic import SteadyLoad, api_client  # noqa: E402
 
+COMPOSE_PROJECT, COMPOSE_SERVICE = "com.docker.compose.project", "com.docker.compose.service"
+COLOUR = "org.shipyard.colour"  # the label of a coloured service's containers (the render's)
 RATE = 200.0
 STEADY_S = 10.0
 AFTER_S = 5.0
@@ -96,9 +98,13 @@ def _put_back(settings, found_live: str, rate_limit) -> None:
         raise SystemExit(f"bench: {state.live} is live after the rollback, not {found_live} as found")
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
     with environment_lock(REPO, settings.name):
-        released = [f"{service}-{state.idle}" for service in ("api", "worker")]
-        subprocess.run(commands.compose(project_dir, settings.compose_project, "rm", "--stop", "--force", *released),
-                       check=True, capture_output=True)
+        released = subprocess.run(["docker", "ps", "-a", "--filter", f"label={COMPOSE_PROJECT}={settings.compose_project}",
+                                   "--filter", f"label={COLOUR}={state.idle}",
+                                   "--format", f'{{{{.Label "{COMPOSE_SERVICE}"}}}}'],
+                                  check=True, capture_output=True, text=True).stdout.split()
+        if released:
+            subprocess.run(commands.compose(project_dir, settings.compose_project, "rm", "--stop", "--force",
+                                            *sorted(set(released))), check=True, capture_output=True)
         write_state(settings, state.without_idle())
 
 
@@ -115,6 +121,7 @@ def main() -> None:
     settings = load_environment(REPO, args.env, dict(os.environ))
     benchenv.refuse_real(settings, "bench-release")
     was = benchenv.found(settings)
+    found_live = rate_limit = None
     try:
         up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
                             capture_output=True, text=True)
@@ -152,8 +159,6 @@ def main() -> None:
             return {"recreate_s": time.monotonic() - started}
 
         baseline = _phase(settings, "in-place recreate (baseline)", in_place)
-        if was.deployed:
-            _put_back(settings, found_live, rate_limit)
         print("bench-release: summary")
         print(f"  release:  {release['failed']} not 2xx (target 0); switch {release['switch_s']:.2f}s; "
               f"p99 {release['p99_cutover_ms']:.1f} ms vs steady {release['p99_steady_ms']:.1f} ms")
@@ -162,8 +167,15 @@ def main() -> None:
         print(f"  baseline: {baseline['failed']} not 2xx over {baseline['failed_span_s']:.2f}s of errors "
               f"(in-place recreate of the API)")
     finally:
+        put_back = True
+        if was.deployed and rate_limit is not None:  # also after a failure: what can be put back is
+            try:
+                _put_back(settings, found_live, rate_limit)
+            except (Exception, SystemExit) as exc:
+                print(f"bench-release: could not put {args.env} back as found: {exc}", file=sys.stderr)
+                put_back = False
         left = True if args.keep else benchenv.leave_as_found(was, "bench-release")
-    if not left:
+    if not (left and put_back):
         sys.exit(1)
 
 
