@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-e2e bench-rollout bench-idle bench-api clean
+        test test-unit test-services test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -26,13 +26,17 @@ help: venv
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
 	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
-	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci)"
-	@echo "make bench-rollout      rollout timings vs plain docker compose"
+	@echo "make test               unit + services + e2e (rolls out, verifies and removes ENV=ci), and each"
+	@echo "                         benchmark once in its short mode"
+	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
+	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
 	@echo "make bench-config ENV=name   runtime config push to every process: p50/p95/p99 vs raw blocking queries"
+	@echo "                         Every bench: SHORT=1 runs it short; a real environment (secrets.generate_missing"
+	@echo "                         false, like production) is refused; one it did not create is left as it was found"
 	@echo
 	@echo "Commands the components bring (shipyard/components/<name>/commands.py):"
 	@$(PY) -m shipyard commands --make-help
@@ -57,8 +61,10 @@ up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
 	$(MAKE) --no-print-directory verify ENV=$(ENV)
 
+# VERSION reaches the command as one word whatever it holds (make exports it to the recipe's
+# shell): the release's own check says what is wrong with it, not the shell or argparse.
 release: venv
-	$(PY) -m shipyard release --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(VERSION),--version $(VERSION),) $(if $(filter 0,$(BUILD)),--prebuilt,)
+	$(PY) -m shipyard release --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(VERSION),--version "$$VERSION",) $(if $(filter 0,$(BUILD)),--prebuilt,)
 
 rollback: venv
 	$(PY) -m shipyard rollback --env $(ENV) --lock-wait $(LOCK_WAIT)
@@ -99,7 +105,12 @@ render-check: venv
 verify: venv
 	$(PYTEST) -q tests/infra --shipyard-env=$(ENV)
 
-test: venv host-test-deps test-unit test-services test-e2e
+# Everything, the benchmarks included, each once in its short mode: bench-api on its own servers,
+# the others on test-e2e's ci rollout (test-benches, after the e2e tests and before the down).
+test: venv host-test-deps test-unit test-services
+	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
+	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
+	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
 
 test-unit: venv
 	$(PYTEST) -q tests/unit
@@ -110,32 +121,51 @@ test-services: venv host-test-deps
 # The whole ci environment on the local Docker engine, verified, then removed (also on failure).
 # It starts by removing what an aborted earlier run may have left: ci is the tests' own, and a
 # fresh checkout holds fresh secrets, which the deployed leftovers would refuse.
+# E2E_BENCHES=1 (make test): the benchmarks run on the same rollout, after the tests.
 test-e2e: venv
 	@$(MAKE) --no-print-directory down ENV=ci VOLUMES=1 >/dev/null 2>&1 || true
 	@status=0; \
 	$(MAKE) --no-print-directory up ENV=ci || status=$$?; \
 	if [ $$status -eq 0 ]; then $(PYTEST) -q tests/e2e --shipyard-env=ci || status=$$?; fi; \
+	if [ $$status -eq 0 ] && [ "$(E2E_BENCHES)" = 1 ]; then \
+	  $(MAKE) --no-print-directory test-benches ENV=ci WIPE=1 || status=$$?; fi; \
 	$(MAKE) --no-print-directory down ENV=ci VOLUMES=1; \
 	exit $$status
 
+# Each benchmark that needs an environment, once, short, on ENV as it is rolled out, each timed;
+# every one runs, and any failure fails the target. bench-rollout last: it does its own down/up
+# cycles, and deletes ENV's data, so only with WIPE=1 (ci is the tests' own); it ends removed.
+test-benches: venv
+	@failed=""; for bench in idle config failover release rollout; do \
+	  started=$$(date +%s); \
+	  $(PY) tests/bench/bench_$$bench.py --env $(ENV) --short \
+	    $$([ $$bench = rollout ] && echo $(if $(filter 1,$(WIPE)),--wipe,)) || failed="$$failed bench-$$bench"; \
+	  echo "make test: bench-$$bench --short on $(ENV) took $$(( $$(date +%s) - started )) s"; \
+	done; \
+	[ -z "$$failed" ] || { echo "test-benches: FAILED:$$failed" >&2; exit 1; }
+
+# The benchmarks (tests/bench/benchenv.py: what they may do to an environment). SHORT=1: once,
+# short (fewer runs, shorter windows), as `make test` runs them.
+BENCH_SHORT = $(if $(filter 1,$(SHORT)),--short,)
+
 bench-rollout: venv
-	$(PY) tests/bench/bench_rollout.py --env ci
+	$(PY) tests/bench/bench_rollout.py --env ci $(if $(filter 1,$(WIPE)),--wipe,) $(BENCH_SHORT)
 
 bench-idle: venv
-	$(PY) tests/bench/bench_idle.py --env $(ENV)
+	$(PY) tests/bench/bench_idle.py --env $(ENV) $(BENCH_SHORT)
 
 bench-failover: venv
-	$(PY) tests/bench/bench_failover.py --env ci
+	$(PY) tests/bench/bench_failover.py --env ci $(BENCH_SHORT)
 
 bench-release: venv
-	$(PY) tests/bench/bench_release.py --env ci
+	$(PY) tests/bench/bench_release.py --env ci $(BENCH_SHORT)
 
 bench-config: venv
-	$(PY) tests/bench/bench_config.py --env $(ENV)
+	$(PY) tests/bench/bench_config.py --env $(ENV) $(BENCH_SHORT)
 
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
-	PYTHONPATH=services $(PY) services/bench/bench_api.py $(BENCH_ARGS)
+	PYTHONPATH=services $(PY) services/bench/bench_api.py $(BENCH_SHORT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .shipyard

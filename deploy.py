@@ -17,8 +17,9 @@ from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
 from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
-from shipyard.apply.releasestate import host_release_state, release_checked
+from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
 from shipyard.apply.rollout import roll_out
+from shipyard.errors import RolloutError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
 from shipyard.secretstore import load_or_create, previous_values
@@ -26,7 +27,10 @@ from shipyard.secretstore import load_or_create, previous_values
 REPO = Path(__file__).resolve().parent
 
 settings = load_environment(REPO, host.data.get("shipyard_env"))
-this_host = next(h for h in settings.hosts if h.connect == host.name)
+this_host = next((h for h in settings.hosts if h.connect == host.name), None)
+if this_host is None:
+    raise RolloutError(f"host {host.name}", f"not a host of environment {settings.name} (inventories/{settings.name}.py)",
+                       "deploy through `make deploy ENV=<name>`: the inventory and shipyard_env name one environment")
 # The images this host's services run: only those are pulled or built here.
 needed = [(i.component, i.service.image) for i in topology.build(settings).instances_on(this_host)]
 
@@ -47,7 +51,7 @@ first_version = image_plan.first_version(settings)
 state, released = host_release_state(settings.deploy_root, settings.name, first_version or "")
 starting = host.data.get("shipyard_release_start")
 if starting:
-    assert state.starting == starting, f"host {host.name}: the release state does not start {starting}"
+    check_release_start(state, starting, f"host {host.name}: {state_path(settings.deploy_root, settings.name)}")
 # The version a deploy may build: the one a release starts (unless it is prebuilt), else the
 # live one, kept as it is once a release made it live (its colour runs that image).
 version = state.versions[starting] if starting else state.live_version

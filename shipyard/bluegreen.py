@@ -26,12 +26,25 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from shipyard.errors import ShipyardError
+
 COLOURS = ("blue", "green")
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.jsonl"
 ROUTING_DIR = "routing"  # mounted into the routing services (Service.routing_mount)
 ROUTING_FILE = "live.conf"
 VERSION_PATTERN = r"^[0-9A-Za-z._-]{1,64}$"
+
+
+def check_version(value: str) -> str:
+    """``value`` as a release's version (an image tag, a line of the project's .env and of
+    state.json), or the error that says so: before anything happens."""
+    if not re.fullmatch(VERSION_PATTERN, value):
+        raise ShipyardError("VERSION (make release VERSION=...)",
+                            f"{value!r} is not a version: it must match {VERSION_PATTERN} "
+                            "(1 to 64 letters, digits, '.', '_' or '-')",
+                            "use e.g. VERSION=1.4.2, or leave VERSION out to release the checkout's commit")
+    return value
 
 
 def other(colour: str) -> str:

@@ -132,8 +132,9 @@ def default_version() -> str:
 def release(env: str, version: str | None, prebuilt: bool, lock_wait: float) -> int:
     from shipyard.controller import releases as release_steps  # the docker SDK: only when used
 
+    version = bluegreen.check_version(default_version() if version is None else version)
     settings = load_environment(REPO, env, dict(os.environ))
-    return release_steps.release_version(settings, version or default_version(), prebuilt,
+    return release_steps.release_version(settings, version, prebuilt,
                                      lambda data: roll_out_locked(env, data), lock_wait, REPO)
 
 

@@ -31,4 +31,5 @@ class LockError(ShipyardError):
 
 
 class RolloutError(ShipyardError):
-    pass
+    """A deploy that cannot go on with what it found on a host: raised while deploy.py plans
+    the host's operations, so before anything on the host changes."""

@@ -28,6 +28,7 @@ from typing import Literal
 from shipyard.component import Component, Image
 from shipyard.components import COMPONENTS
 from shipyard.bluegreen import version_variable
+from shipyard.errors import ShipyardError
 
 ImageSource = Literal["official", "local"]
 
@@ -75,15 +76,26 @@ def _image(comp: Component, key: str) -> Image:
     raise KeyError(f"component {comp.name} declares no image {key!r}")
 
 
+def _no_source(comp: Component, key: str, source: str) -> ShipyardError:
+    """An image the settings' source cannot give: the component declares no recipe for it."""
+    recipe, fields = ("local recipe", "Image.local, local_context") if source == "local" else ("official ref", "Image.official")
+    return ShipyardError(f"images.source '{source}': component {comp.name}, image {key}",
+                         f"the image has no {recipe} to run under this source",
+                         f"set images.source to '{'official' if source == 'local' else 'local'}' in the environment's "
+                         f"inventory, or declare the {recipe} ({fields}) in {comp.folder}/__init__.py")
+
+
 def image_ref(settings, comp: Component, key: str) -> str:
     """The ref a service of ``comp`` running image ``key`` uses under the settings' source."""
     image = _image(comp, key)
     if image.build_context:
         return f"{image.local}:{image.tag(settings) if image.tag else 'latest'}"
     if settings.images.source == "local":
-        assert image.local, f"{comp.name}: image {key} has no local recipe"
+        if not image.local:
+            raise _no_source(comp, key, "local")
         return image.local
-    assert image.official, f"{comp.name}: image {key} has no official ref"
+    if not image.official:
+        raise _no_source(comp, key, "official")
     return official_ref(image.official, settings.images.mirror)
 
 
@@ -199,7 +211,8 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
                 build_args={"BASE_IMAGE": base_ref}, include=include, wheelhouse=bool(image.wheelhouse),
                 keep_existing=versioned and keep_version))
         elif local:
-            assert image.local and image.local_context, f"{comp.name}: image {image.key} has no local recipe"
+            if not (image.local and image.local_context):
+                raise _no_source(comp, image.key, "local")
             base_ref = BASE_IMAGE if image.local_base == "base" else image_ref(settings, comp, image.local_base)
             builds.append(ImageBuild(ref=image.local, context=image.local_context,
                                      source_hash=hash_tree(repo / image.local_context, base_ref),

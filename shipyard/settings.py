@@ -184,8 +184,13 @@ def _component_sections() -> dict[str, Any]:
 EnvironmentSettings = create_model("EnvironmentSettings", __base__=CoreSettings, **_component_sections())
 
 
-# SHIPYARD_* variables that configure the tool, not the environment.
-TOOL_VARIABLES = frozenset({"SHIPYARD_AGE_IDENTITY_DIR"})
+# SHIPYARD_* variables that configure the tool, not the environment (each read where noted).
+TOOL_VARIABLES = frozenset({
+    "SHIPYARD_AGE_IDENTITY_DIR",  # shipyard/secretstore.py: where the age identities are
+    "SHIPYARD_LOCK_DIR",  # shipyard/lock.py: where the environments' deploy locks are
+    # images/base/build.sh: the Debian mirrors of the base image (a deploy's build inherits them)
+    "SHIPYARD_DEBIAN_MIRROR", "SHIPYARD_DEBIAN_SECURITY_MIRROR",
+})
 
 
 def _settings_env_vars(model: Any, prefix: tuple[str, ...]):

@@ -306,7 +306,11 @@ def main() -> None:
     parser.add_argument("--e2e-tasks", type=int, default=200)
     parser.add_argument("--edge-url", help="also measure create-task through this edge (e.g. http://127.0.0.1:18080)")
     parser.add_argument("--jwt-key-file", help="the edge environment's JWT signing key file")
+    parser.add_argument("--short", action="store_true",
+                        help="3 s phases and 50 end-to-end tasks: a check that the bench works (`make test`)")
     args = parser.parse_args()
+    if args.short:
+        args.seconds, args.e2e_tasks = 3, 50
 
     load_at_start = os.getloadavg()
     platform = start_platform(rate_limit_per_minute=10_000_000, worker_concurrency=16, reconcile_after_seconds=30.0)

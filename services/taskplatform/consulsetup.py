@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from taskplatform import consul_keys
 from taskplatform.secrets import SecretSource
 from taskplatform.settings import ProcessSettings
 
@@ -33,8 +34,8 @@ class ConsulSetupError(RuntimeError):
 
 def policy_rules(env: str, service: str) -> str:
     """JSON ACL rules (Consul 1.8 accepts them as HCL's JSON form): read two prefixes."""
-    return json.dumps({"key_prefix": {f"shipyard/{env}/{service}/": {"policy": "read"},
-                                      f"shipyard/{env}/shared/": {"policy": "read"}}}, sort_keys=True)
+    return json.dumps({"key_prefix": {consul_keys.service_prefix(env, service): {"policy": "read"},
+                                      consul_keys.shared_prefix(env): {"policy": "read"}}}, sort_keys=True)
 
 
 class _Api:
@@ -141,7 +142,7 @@ def _seed(api: _Api, key: str, env: str, seed: bytes) -> str:
                         "by": "consul-setup", "note": "seeded by the first deploy"}, sort_keys=True).encode()
     ops = [{"KV": {"Verb": "cas", "Key": key, "Value": base64.b64encode(seed).decode(), "Index": 0}}]
     if version.isdigit():
-        ops.append({"KV": {"Verb": "set", "Key": f"shipyard/{env}/history/{int(version):08d}",
+        ops.append({"KV": {"Verb": "set", "Key": consul_keys.history_key(env, version),
                            "Value": base64.b64encode(entry).decode()}})
     response = api.call("PUT", "/v1/txn", json=ops)
     if response.status_code == 409 and "index is stale" in response.text:

@@ -14,6 +14,7 @@ from pyinfra.api.exceptions import OperationError
 from shipyard import commands, bluegreen
 from shipyard.apply.private_files import WantedPath
 from shipyard.bluegreen import ReleaseState
+from shipyard.errors import RolloutError
 
 
 class ReleaseStateFile(FactBase):
@@ -30,11 +31,28 @@ class ReleaseStateFile(FactBase):
         return "\n".join(output)
 
 
+def state_path(deploy_root: str, env: str) -> str:
+    return f"{bluegreen.release_dir(deploy_root, env)}/{bluegreen.STATE_FILE}"
+
+
 def host_release_state(deploy_root: str, env: str, first_version: str) -> tuple[ReleaseState, bool]:
     """(the state, whether a release has recorded one): a host no release touched runs the
     settings' version in blue."""
-    path = f"{bluegreen.release_dir(deploy_root, env)}/{bluegreen.STATE_FILE}"
+    path = state_path(deploy_root, env)
     return ReleaseState.of_host(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}", first_version)
+
+
+def check_release_start(state: ReleaseState, starting: str, where: str) -> None:
+    """A release's deploy (``starting``: the colour it starts) goes on only when the host's state
+    says that release is starting it: the release writes the state before it deploys, so any
+    other state means something else changed it meanwhile, and the deploy would run the wrong
+    versions in the wrong colours."""
+    if state.starting != starting:
+        holds = f"{state.starting} starting" if state.starting else "no release starting"
+        raise RolloutError(where, f"the release state does not start {starting} (it holds {holds}, "
+                                  f"{state.live} live); nothing on the host was changed",
+                           "run the release again (it writes the state first); if this repeats, find what else "
+                           "writes this file (another checkout's release, a hand edit)")
 
 
 def routing_paths(deploy_root: str, env: str, routing: bytes) -> tuple[str, list[WantedPath]]:

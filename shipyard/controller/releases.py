@@ -289,6 +289,7 @@ def _start_and_smoke(settings: EnvironmentSettings, before: ReleaseState, colour
 
 def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool, deploy: Deploy,
                     lock_wait: float, repo: Path) -> int:
+    bluegreen.check_version(version)  # it becomes an image tag and a line of .env and state.json
     require_local(settings)
     timer = _Timer()
     with environment_lock(repo, settings.name, lock_wait):

@@ -15,8 +15,13 @@ floor of the mechanism, in one run.
 - For information, the same figures from just before the write is sent: a blocking query wakes
   when the server applies the write, which can come before the writer has its acknowledgment.
 Targets: p99 < 1 s to all instances; p50 <= 3x the floor's p50 (judged against each floor).
-Rolls out ENV first, leaves it removed (`make down VOLUMES=1`). Loopback only; bounded
-(50 + 50 + 50 writes).
+Rolls out ENV first. Loopback only; bounded (50 + 50 + 50 writes; --short: 10 of each, for
+`make test`).
+
+The environment (tests/bench/benchenv.py): a real one is refused; one the bench did not create
+is left as it was found: its runtime config document pushed back as it was (as `make config-push`
+does: one more version, in `make config-history`) and the floor's key deleted; one it created is removed
+(`make down VOLUMES=1`).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard.components.consul.kv import ConsulKV  # noqa: E402
-from shipyard.components.taskplatform import runtime  # noqa: E402
+from shipyard.components.taskplatform import consul_keys, runtime  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from shipyard.secretstore import load_or_create  # noqa: E402
+from tests.bench import benchenv  # noqa: E402
 from tests.drill_traffic import Traffic, api_client  # noqa: E402
 
 PUSHES = 50
@@ -53,7 +59,7 @@ FIRST_LOOK_S = 0.1
 # Consul says nothing when a blocking query is parked: the floors' queries get this long to
 # reach the server before the write (a query that answers before the write stops the bench).
 PARK_S = 0.05
-FLOOR_KEY = "shipyard/{env}/bench/floor"
+FLOOR_KEY = "bench/floor"  # under the environment's prefix (consul_keys.env_prefix)
 
 
 @dataclass(frozen=True)
@@ -172,37 +178,57 @@ def _figures(samples: list[float]) -> str:
             f"p99 {_ms(_quantile(samples, 0.99))}  max {_ms(max(samples))}")
 
 
+def _put_back(settings, kv: ConsulKV, token: str, found: bytes, floor_key: str) -> None:
+    """The runtime config document as the bench found it, pushed as `make config-push` does (a
+    new version, in the history, applied by every process); the floor's key deleted."""
+    runtime.push(settings, token, json.loads(found), "bench-config: put back as found")
+    if kv.get(floor_key) is not None:
+        kv.delete(floor_key)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=benchenv.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="local")
+    parser.add_argument("--pushes", type=int, default=PUSHES, help="pushes, and writes of each floor")
+    parser.add_argument("--short", action="store_true", help="10 pushes (a check that the bench works)")
     args = parser.parse_args()
+    pushes_wanted = 10 if args.short else args.pushes
     settings = load_environment(REPO, args.env, dict(os.environ))
-    up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
-    token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
-    kv, key = ConsulKV(settings, token), runtime.runtime_key(settings.name)
-    floor_key = FLOOR_KEY.format(env=settings.name)
-    pushes: list[Sample] = []
-    floor: list[Sample] = []
-    fan_out: list[Sample] = []
+    benchenv.refuse_real(settings, "bench-config")
+    was = benchenv.found(settings)
     try:
-        processes = len(runtime.read_reports(settings)[0])
-        client = api_client(settings)
-        with Traffic(client, interval_s=0.1) as traffic:  # light traffic: ~10 creates/s
-            for n in range(PUSHES):
-                pushes.append(_push_once(settings, kv, key, 1.0 + (n % 2) / 2))
-                floor.append(_floor_once(kv, floor_key, 1))
-                fan_out.append(_floor_once(kv, floor_key, processes))
-        reporting = len(runtime.read_reports(settings)[0])
+        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
+                            capture_output=True, text=True)
+        if up.returncode != 0:
+            sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
+        kv, key = ConsulKV(settings, token), consul_keys.runtime_key(settings.name)
+        floor_key = consul_keys.env_prefix(settings.name) + FLOOR_KEY
+        found_doc = kv.get(key).value
+        pushes: list[Sample] = []
+        floor: list[Sample] = []
+        fan_out: list[Sample] = []
+        try:
+            processes = len(runtime.read_reports(settings)[0])
+            client = api_client(settings)
+            with Traffic(client, interval_s=0.1) as traffic:  # light traffic: ~10 creates/s
+                for n in range(pushes_wanted):
+                    pushes.append(_push_once(settings, kv, key, 1.0 + (n % 2) / 2))
+                    floor.append(_floor_once(kv, floor_key, 1))
+                    fan_out.append(_floor_once(kv, floor_key, processes))
+            reporting = len(runtime.read_reports(settings)[0])
+        finally:
+            if was.deployed:
+                _put_back(settings, kv, token, found_doc, floor_key)
     finally:
-        subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
-                       capture_output=True)
+        left = benchenv.leave_as_found(was, "bench-config")
+    if not left:
+        sys.exit(1)
     if reporting != processes:
         sys.exit(f"bench: {processes} processes reported at the start, {reporting} at the end")
     push_p50 = statistics.median(s.from_ack for s in pushes)
-    print(f"bench-config env={args.env}: {PUSHES} pushes of one key under light traffic "
+    print(f"bench-config env={args.env}: {len(pushes)} pushes of one key under light traffic "
           f"({len(traffic.accepted)} tasks accepted, {traffic.refused} refused), {processes} processes")
     rows = (("push, applied on every process", pushes), ("floor, 1 raw blocking query returns", floor),
             (f"floor, {processes} raw blocking queries, the last", fan_out))

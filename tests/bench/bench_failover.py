@@ -6,7 +6,12 @@
   the new primary, and from stopping the old primary to that write.
 - For each drill: tasks the API accepted while it ran vs tasks processed (must be equal), and
   the longest stretch in which no task creation succeeded.
-Rolls out ENV first (images present); leaves it removed (`make down VOLUMES=1`).
+Rolls out ENV first (images present). --short: one run of each drill (`make test`).
+
+The environment (tests/bench/benchenv.py): a real one is refused; one the bench did not create
+is left as it was found: the Redis master and the PostgreSQL primary it found are made so again
+(SENTINEL FAILOVER; `make pg-promote`), data kept; one it created is removed
+(`make down VOLUMES=1`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from shipyard.controller.drills import container_of  # noqa: E402
 from shipyard.components.postgres.promote import pg_promote, primary_of  # noqa: E402
-from shipyard.components.redis.failover import sentinel_masters  # noqa: E402
+from shipyard.components.redis.failover import redis_failover, sentinel_masters  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from shipyard.components.postgres.instances import node_names as postgres_nodes  # noqa: E402
+from tests.bench import benchenv  # noqa: E402
 from tests.drill_traffic import Traffic, api_client, wait_all_processed  # noqa: E402
 
 _REDIS_AUTH = "REDISCLI_AUTH=$(sed -n 's/^requirepass //p' /run/secrets/redis_auth.conf)"
@@ -80,28 +86,49 @@ def postgres_drill(settings, client) -> dict:
             "gap": traffic.longest_gap_s, **counts}
 
 
+def put_back_roles(settings, redis_master: str, pg_primary: str) -> None:
+    """The Redis master and the PostgreSQL primary the bench found, made so again."""
+    for _ in range(settings.redis.replicas + 1):  # Sentinel picks the replica: one failover each
+        if sentinel_masters(settings)[0] == redis_master:
+            break
+        redis_failover(settings)
+    else:
+        sys.exit(f"bench: the Redis master is {sentinel_masters(settings)[0]}, not {redis_master} as found")
+    if primary_of(settings) != pg_primary:
+        pg_promote(settings, pg_primary)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=benchenv.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="ci")
     parser.add_argument("--runs", type=int, default=2, help="repetitions of each drill; the median is reported")
+    parser.add_argument("--short", action="store_true", help="one run of each drill (a check that the bench works)")
     args = parser.parse_args()
+    if args.short:
+        args.runs = 1
     settings = load_environment(REPO, args.env, dict(os.environ))
+    benchenv.refuse_real(settings, "bench-failover")
     if not postgres_nodes(settings)[1:] or not settings.redis.sentinels:
         sys.exit(f"bench: {args.env} needs postgres.replicas >= 1 and redis.sentinels >= 1")
-    up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
-    client = api_client(settings)
+    was = benchenv.found(settings)
     runs: dict[str, list[dict]] = {"redis": [], "postgres": []}
     try:
+        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
+                            capture_output=True, text=True)
+        if up.returncode != 0:
+            sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        client = api_client(settings)
+        redis_master, pg_primary = sentinel_masters(settings)[0], primary_of(settings)
         for _ in range(args.runs):
             runs["redis"].append(redis_drill(settings, client))
             runs["postgres"].append(postgres_drill(settings, client))
+        if was.deployed:
+            put_back_roles(settings, redis_master, pg_primary)
     finally:
-        # Like `make down VOLUMES=1`: the project dir (and the secrets it records) goes too.
-        subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
-                       capture_output=True)
+        left = benchenv.leave_as_found(was, "bench-failover")
+    if not left:
+        sys.exit(1)
 
     def med(drill: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[drill])

@@ -13,11 +13,15 @@ plus the components' own timers (Sentinel pings, replication, backups, worker po
   `org.shipyard.component` (else the compose service), and the health-probe interval: the
   time between the last two probes in State.Health.Log.
 Containers are always unpaused (finally, also on Ctrl-C/SIGTERM), then awaited until healthy.
+
+The environment (tests/bench/benchenv.py): a real one is refused (pausing it is an outage);
+the one measured is left as it was found, running. --short: 5-second windows (`make test`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -25,9 +29,16 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import docker
 from docker.errors import APIError
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from shipyard.inventory import load_environment  # noqa: E402
+from tests.bench import benchenv  # noqa: E402
 
 TARGET = 5.0  # % of one core, for A-B
 HEALTH_TIMEOUT = 120.0  # seconds to wait for every container to be healthy (before A, after B)
@@ -95,11 +106,17 @@ def wait_healthy(containers, timeout: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=benchenv.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="ci")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each window")
+    parser.add_argument("--short", action="store_true", help="5-second windows (a check that the bench works)")
     args = parser.parse_args()
-    project = f"shipyard-{args.env}"
+    if args.short:
+        args.seconds = 5.0
+    settings = load_environment(REPO, args.env, dict(os.environ))
+    benchenv.refuse_real(settings, "bench-idle")
+    project = settings.compose_project
     client = docker.from_env()
     containers = client.containers.list(filters={"label": f"com.docker.compose.project={project}",
                                                  "status": "running"})

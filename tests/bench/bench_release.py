@@ -7,8 +7,15 @@ seconds (from the release's own step timings), the seconds from the rollback com
 first request served by the old colour (target < 1 s), and p99 around the cutover against the
 steady state's. Baseline: `docker compose up -d --force-recreate --no-deps` of the live API (a
 deploy without colours) under the same load: failed requests and the seconds between its first
-and last failure. Rolls out ENV first, removes it after (`make down VOLUMES=1`). Loopback only;
-bounded (SteadyLoad stops at 20000 requests per phase).
+and last failure. Rolls out ENV first. Loopback only; bounded (SteadyLoad stops at 20000
+requests per phase). --short (`make test`): 100 requests/s, 3 s of steady state and 2 s after
+each cutover, a 5 s watch.
+
+The environment (tests/bench/benchenv.py): a real one is refused; one the bench did not create
+is left as it was found: the rollback puts the found version back live in the found colour,
+its rate limit is set back, and the colour the bench released is removed (its version stays
+the one-shots' newest and in `make releases`: its migrations ran); one it created is removed
+(`make down VOLUMES=1`).
 """
 
 from __future__ import annotations
@@ -26,17 +33,24 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard import commands  # noqa: E402
-from shipyard.controller.releases import live_instance, read_state  # noqa: E402
+from shipyard.components.taskplatform import runtime  # noqa: E402
+from shipyard.controller.releases import live_instance, read_state, write_state  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
+from shipyard.lock import environment_lock  # noqa: E402
+from shipyard.secretstore import load_or_create  # noqa: E402
+from tests.bench import benchenv  # noqa: E402
 from tests.drill_traffic import SteadyLoad, api_client  # noqa: E402
 
+COMPOSE_PROJECT, COMPOSE_SERVICE = "com.docker.compose.project", "com.docker.compose.service"
+COLOUR = "org.shipyard.colour"  # the label of a coloured service's containers (the render's)
 RATE = 200.0
 STEADY_S = 10.0
 AFTER_S = 5.0
+WATCH_S = 10
 
 
 def _shipyard(*args: str) -> str:
-    env = {**os.environ, "SHIPYARD_RELEASE__WATCH_SECONDS": "10"}
+    env = {**os.environ, "SHIPYARD_RELEASE__WATCH_SECONDS": str(WATCH_S)}
     result = subprocess.run([sys.executable, "-m", "shipyard", *args], cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"bench: `shipyard {' '.join(args)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -75,17 +89,47 @@ def _phase(settings, name: str, action) -> dict:
     return figures
 
 
+def _put_back(settings, found_live: str, rate_limit) -> None:
+    """After the rollback the found colour is live at the found version: the bench's rate limit
+    set back, the colour it released removed (containers and state)."""
+    _shipyard("config-set", "--env", settings.name, "--key", "rate_limit_per_minute", "--value", str(rate_limit))
+    state = read_state(settings)
+    if state.live != found_live:
+        raise SystemExit(f"bench: {state.live} is live after the rollback, not {found_live} as found")
+    project_dir = commands.project_dir(settings.deploy_root, settings.name)
+    with environment_lock(REPO, settings.name):
+        released = subprocess.run(["docker", "ps", "-a", "--filter", f"label={COMPOSE_PROJECT}={settings.compose_project}",
+                                   "--filter", f"label={COLOUR}={state.idle}",
+                                   "--format", f'{{{{.Label "{COMPOSE_SERVICE}"}}}}'],
+                                  check=True, capture_output=True, text=True).stdout.split()
+        if released:
+            subprocess.run(commands.compose(project_dir, settings.compose_project, "rm", "--stop", "--force",
+                                            *sorted(set(released))), check=True, capture_output=True)
+        write_state(settings, state.without_idle())
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    global RATE, STEADY_S, AFTER_S, WATCH_S
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=benchenv.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="ci")
-    parser.add_argument("--keep", action="store_true", help="leave the environment rolled out")
+    parser.add_argument("--keep", action="store_true", help="leave the environment rolled out (also one it created)")
+    parser.add_argument("--short", action="store_true", help="lower rate, shorter phases (a check that the bench works)")
     args = parser.parse_args()
-    up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                        capture_output=True, text=True)
-    if up.returncode != 0:
-        raise SystemExit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
-    settings = load_environment(REPO, args.env)
+    if args.short:
+        RATE, STEADY_S, AFTER_S, WATCH_S = 100.0, 3.0, 2.0, 5
+    settings = load_environment(REPO, args.env, dict(os.environ))
+    benchenv.refuse_real(settings, "bench-release")
+    was = benchenv.found(settings)
+    found_live = rate_limit = None
     try:
+        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
+                            capture_output=True, text=True)
+        if up.returncode != 0:
+            raise SystemExit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        found_live = read_state(settings).live
+        token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
+        rate_limit = runtime.current_document(settings, token)["rate_limit_per_minute"]
         # One tenant sends all the load: its rate limit (runtime config) must not be what refuses.
         _shipyard("config-set", "--env", args.env, "--key", "rate_limit_per_minute", "--value", "120000")
         version = f"bench-{time.strftime('%H%M%S')}"
@@ -123,9 +167,16 @@ def main() -> None:
         print(f"  baseline: {baseline['failed']} not 2xx over {baseline['failed_span_s']:.2f}s of errors "
               f"(in-place recreate of the API)")
     finally:
-        if not args.keep:
-            subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", args.env, "--volumes"], cwd=REPO,
-                           capture_output=True)
+        put_back = True
+        if was.deployed and rate_limit is not None:  # also after a failure: what can be put back is
+            try:
+                _put_back(settings, found_live, rate_limit)
+            except (Exception, SystemExit) as exc:
+                print(f"bench-release: could not put {args.env} back as found: {exc}", file=sys.stderr)
+                put_back = False
+        left = True if args.keep else benchenv.leave_as_found(was, "bench-release")
+    if not (left and put_back):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

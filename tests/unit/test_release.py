@@ -110,3 +110,33 @@ def test_each_colour_is_its_own_instance_on_each_app_host(repo):
     settings = load_environment(repo, "production", {})
     names = [(i.host.name, i.name) for i in topology.build(settings).instances_of("taskplatform", "api")]
     assert names == [("app-1", "api-blue"), ("app-2", "api-blue"), ("app-1", "api-green"), ("app-2", "api-green")]
+
+
+@pytest.mark.parametrize("value", ["1.0", "0.1.0", "2026-11-24.1", "abc123def456-1a2b3c4d", "v_1", "x" * 64])
+def test_a_version_is_what_an_image_tag_and_a_dotenv_line_can_hold(value):
+    assert bluegreen.check_version(value) == value
+
+
+@pytest.mark.parametrize("value", ["1.0 x", "", "1.0\n", "x" * 65, "1.0;reboot", "$(id)", "a/b", "1:2", "é"])
+def test_any_other_version_stops_saying_where_what_and_the_fix(value):
+    from shipyard.errors import ShipyardError
+
+    with pytest.raises(ShipyardError) as err:
+        bluegreen.check_version(value)
+    assert err.value.where.startswith("VERSION")
+    assert repr(value) in err.value.what and bluegreen.VERSION_PATTERN in err.value.what
+    assert "VERSION=1.4.2" in err.value.fix and "leave VERSION out" in err.value.fix
+
+
+def test_a_release_refuses_a_bad_version_before_it_touches_anything(repo):
+    """The entry of the release steps checks too (a caller other than the CLI): before the
+    environment's lock, the build or the state (production has no @local host: anything
+    past the check would stop with another error)."""
+    from shipyard.controller import releases
+    from shipyard.errors import ShipyardError
+
+    def deploy(data):
+        raise AssertionError("deployed")
+
+    with pytest.raises(ShipyardError, match="VERSION"):
+        releases.release_version(load_environment(repo, "production", {}), "1.0 x", False, deploy, 0, repo)

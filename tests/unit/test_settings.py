@@ -4,6 +4,8 @@ import pytest
 
 from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
+from shipyard.lock import LOCK_DIR_VAR
+from shipyard.secretstore import IDENTITY_DIR_VAR
 
 
 def write_inventory(tmp_path: Path, body: str, env: str = "t") -> Path:
@@ -134,3 +136,12 @@ def test_a_single_host_component_refuses_a_second_host_in_its_group(tmp_path):
     assert "inventories/two.py: group 'data'" in text
     assert "2 hosts (d1, d2) but this release runs postgres on a single host" in text
     assert "runs redis on a single host" in text and "put exactly one host in the data group" in text
+
+
+@pytest.mark.parametrize("variable", [LOCK_DIR_VAR, IDENTITY_DIR_VAR,
+                                      "SHIPYARD_DEBIAN_MIRROR", "SHIPYARD_DEBIAN_SECURITY_MIRROR"])
+def test_the_tools_own_variables_are_not_settings(repo, variable):
+    """Variables the tool reads (the lock dir, the age identities, the base image's mirrors in
+    images/base/build.sh) are documented to the user: setting one must not stop every command
+    with 'no such setting'."""
+    assert load_environment(repo, "local", {variable: "/tmp/somewhere"}).name == "local"

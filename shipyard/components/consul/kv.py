@@ -85,6 +85,11 @@ class ConsulKV:
             raise self._refused(response, f"listing {prefix}")
         return response.json()
 
+    def delete(self, key: str) -> None:
+        response = self._call("DELETE", f"/kv/{key}")
+        if response.status_code != 200:
+            raise self._refused(response, f"deleting {key}")
+
     def write(self, key: str, value: bytes, expected_index: int, also: dict[str, bytes] | None = None) -> None:
         """Write ``key`` only if its ModifyIndex is still ``expected_index`` (0: only if absent),
         with the ``also`` keys in the same transaction: all of them or none."""

@@ -15,6 +15,7 @@ from typing import Any
 from shipyard.component import (Component, ConfigDir, Health, Image, Port, ReleaseCheck, SecretFile, Service,
                                 Wait)
 from shipyard.components.edge import PREVIEW_PORT
+from shipyard.components.taskplatform import consul_keys
 from shipyard.components.taskplatform.migrations import refusal
 from shipyard.components.taskplatform.commands import COMMANDS
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
@@ -65,7 +66,7 @@ def _environment(ctx, inst) -> dict[str, str]:
         # The runtime config: the document at this key of the Consul servers (the file above
         # seeds it once, through consul-setup).
         "TASKS_CONSUL_ADDRS": ",".join(str(e) for e in ctx.endpoints("consul", "consul")),
-        "TASKS_CONSUL_RUNTIME_PATH": f"shipyard/{ctx.env}/shared/runtime",
+        "TASKS_CONSUL_RUNTIME_PATH": consul_keys.runtime_key(ctx.env),
     }
 
 

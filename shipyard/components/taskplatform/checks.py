@@ -10,7 +10,7 @@ import requests
 
 from shipyard import topology
 from shipyard.components.postgres.instances import node_names
-from shipyard.components.taskplatform import runtime
+from shipyard.components.taskplatform import consul_keys, runtime
 
 
 @pytest.fixture(scope="module")
@@ -109,20 +109,21 @@ def test_each_service_consul_token_reads_its_own_and_the_shared_config_and_nothi
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
     env, instance = target.settings.name, target.live(reader)
-    assert _consul_status(target, instance, "GET", f"shipyard/{env}/shared/runtime") == "200"
-    assert _consul_status(target, instance, "GET", f"shipyard/{env}/{other}/probe") == "403"
-    assert _consul_status(target, instance, "GET", f"shipyard/{env}-other/shared/runtime") == "403"
-    assert _consul_status(target, instance, "PUT", f"shipyard/{env}/shared/runtime") == "403"
-    assert _consul_status(target, instance, "PUT", f"shipyard/{env}/{reader}/probe") == "403"
+    assert _consul_status(target, instance, "GET", consul_keys.runtime_key(env)) == "200"
+    assert _consul_status(target, instance, "GET", consul_keys.service_prefix(env, other) + "probe") == "403"
+    assert _consul_status(target, instance, "GET", consul_keys.runtime_key(f"{env}-other")) == "403"
+    assert _consul_status(target, instance, "PUT", consul_keys.runtime_key(env)) == "403"
+    assert _consul_status(target, instance, "PUT", consul_keys.service_prefix(env, reader) + "probe") == "403"
 
 
 def test_every_instance_applied_the_runtime_config_consul_holds(target):
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
     token = target.host.file(f"{target.project_dir}/secrets/consul-setup/consul_admin_token").content_string.strip()
-    server = topology.build(target.settings).instances_of("consul", "consul")[0]
-    bind, port = topology.build(target.settings).binding(server)
-    raw = requests.get(f"http://{bind}:{port}/v1/kv/shipyard/{target.settings.name}/shared/runtime?raw",
+    topo = topology.build(target.settings)
+    server = topo.instances_of("consul", "consul")[0]
+    bind, port = topo.binding(server)
+    raw = requests.get(f"http://{bind}:{port}/v1/kv/{consul_keys.runtime_key(target.settings.name)}?raw",
                        headers={"X-Consul-Token": token}, timeout=5).content
     wanted = hashlib.sha256(raw).hexdigest()[:16]
     # Each API process and worker writes what it applied (shipyard/components/taskplatform/runtime.py

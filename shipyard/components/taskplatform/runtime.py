@@ -7,8 +7,8 @@ The desired document lives in the repo (``SHIPYARD.runtime`` of the inventory, w
    keys refused, before anything is written;
 2. diffs it against what Consul holds and, when they differ, writes it as the next version with
    check-and-set on the index it read (a push that lost the race writes nothing and says who
-   won), in one transaction with its history entry (``shipyard/<env>/history/<version>``: the
-   document, when, who);
+   won), in one transaction with its history entry (``history_key``: the document, when, who;
+   the key layout is the services' own, ``consul_keys``);
 3. waits until every running API process and worker reports the new document's hash as applied
    (``taskplatform.config_report``), or names each one that did not and why: rejected (with
    the instance's reason), its source failing (since when, the error), or still on an older one.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from shipyard import topology
 from shipyard.components.consul.kv import ConsulKV, StaleWrite
+from shipyard.components.taskplatform.consul_keys import history_key, history_prefix, runtime_key
 from shipyard.errors import ShipyardError
 from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView
 from shipyard.settings import EnvironmentSettings
@@ -36,14 +37,6 @@ STATE_DIR = "/tmp/taskplatform/config-state"
 # The reports of the processes still alive in the container (a process gone leaves its file).
 READ_REPORTS = (f'for f in {STATE_DIR}/*.json; do [ -e "$f" ] || continue; p=${{f##*/}}; p=${{p%.json}}; '
                 f'[ -d "/proc/$p" ] && cat "$f" && echo; done')
-
-
-def runtime_key(env: str) -> str:
-    return f"shipyard/{env}/shared/runtime"
-
-
-def history_prefix(env: str) -> str:
-    return f"shipyard/{env}/history/"
 
 
 def encode(doc: dict) -> bytes:
@@ -178,7 +171,7 @@ def push(settings: EnvironmentSettings, token: str, doc: dict, note: str, timeou
                     "by": f"{getpass.getuser()}@{socket.gethostname()}", "note": note})
     try:
         kv.write(key, raw, current.modify_index if current else 0,
-                 also={f"{history_prefix(settings.name)}{int(version):08d}": entry})
+                 also={history_key(settings.name, version): entry})
     except StaleWrite:
         raise ShipyardError(kv.where, f"{key} changed since it was read (another push won); nothing was written",
                             f"see what it holds now: make config-history ENV={settings.name}; then push again "
@@ -213,7 +206,7 @@ def history(settings: EnvironmentSettings, token: str) -> list[dict]:
 def version_from_history(settings: EnvironmentSettings, token: str, version: str) -> dict:
     if not version.isdigit():
         raise ShipyardError("TO", f"{version!r} is not a version number", "see make config-history")
-    item = ConsulKV(settings, token).get(f"{history_prefix(settings.name)}{int(version):08d}")
+    item = ConsulKV(settings, token).get(history_key(settings.name, version))
     if item is None:
         raise ShipyardError("TO", f"no version {version} in the history of {settings.name}",
                             f"pick one from make config-history ENV={settings.name}")

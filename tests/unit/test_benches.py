@@ -1,0 +1,64 @@
+"""The benchmarks: what they may do to an environment (tests/bench/benchenv.py), their short
+mode, and that `make test` runs every one of them."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipyard.inventory import load_environment
+from tests.bench import benchenv
+from tests.bench.bench_rollout import plain_compose_steps
+
+REPO = Path(__file__).resolve().parents[2]
+BENCHES = sorted((REPO / "tests" / "bench").glob("bench_*.py"))
+
+
+def test_a_real_environment_is_refused(repo):
+    with pytest.raises(SystemExit) as stop:
+        benchenv.refuse_real(load_environment(repo, "production", {}), "bench-x")
+    assert "real environment" in str(stop.value) and "fix: benchmark a throw-away environment" in str(stop.value)
+    for env in ("local", "ci"):
+        benchenv.refuse_real(load_environment(repo, env, {}), "bench-x")
+
+
+@pytest.mark.parametrize("deployed,running,wanted", [
+    (True, True, None),  # a user's running environment stays as it is, data and all
+    (True, False, ["down", "--env", "local"]),  # stopped again, data kept
+    (False, False, ["down", "--env", "local", "--volumes"]),  # the bench created it
+])
+def test_an_environment_is_left_as_it_was_found(deployed, running, wanted):
+    argv = benchenv.leave_argv(benchenv.Found("local", deployed, running))
+    assert (argv[3:] if argv else None) == wanted
+
+
+@pytest.mark.parametrize("bench", BENCHES, ids=lambda p: p.name)
+def test_every_bench_follows_the_rule_and_has_a_short_mode(bench):
+    text = bench.read_text()
+    assert "benchenv.refuse_real(settings" in text, "a real environment must be refused"
+    if re.search(r'"(up|down)"|compose_down', text):  # bench-idle unpauses what it paused itself
+        assert "benchenv.leave_as_found(" in text or "benchenv.remove(" in text, \
+            "a bench that deploys or tears down leaves the environment as it found it"
+    assert "--volumes" not in text, "only benchenv removes an environment's data (as the rule says)"
+    help_text = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--short" in help_text and "A real environment is refused" in help_text
+
+
+def test_make_test_runs_every_bench_once_short():
+    makefile = (REPO / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "bench-api SHORT=1" in test_recipe and "test-e2e E2E_BENCHES=1" in test_recipe
+    loop = re.search(r"for bench in ([a-z ]+); do", makefile).group(1).split()
+    assert sorted(f"bench_{name}.py" for name in loop) == [b.name for b in BENCHES]
+    assert loop[-1] == "rollout", "bench-rollout does its own down/up cycles: it runs last"
+
+
+def test_the_plain_compose_baseline_starts_the_one_shot_nothing_waits_for_on_its_own(repo):
+    compose = repo / "compose" / "ci" / "ci" / "compose.yaml"
+    services = ["api-blue", "worker-blue", "consul-1", "consul-agent-token", "consul-setup", "db-setup", "migrate",
+                "postgres", "redis", "edge", "router"]
+    gated, last = plain_compose_steps(compose, services)
+    assert last == ["consul-agent-token"]  # --wait would take its exit (0) for a failure
+    assert {"db-setup", "consul-setup", "migrate"} <= set(gated)  # gated by service_completed_successfully

@@ -1,0 +1,51 @@
+"""The command line as a user runs it (``python -m shipyard``): what stops it, and where."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipyard.lock import environment_lock
+
+
+def shipyard(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shipyard", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_validate_works_with_a_lock_dir_of_ones_own(repo, tmp_path):
+    done = shipyard(repo, "validate", "--env", "local", env={"SHIPYARD_LOCK_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "local: valid" in done.stdout
+
+
+def test_a_locking_command_takes_the_lock_in_the_lock_dir_given(repo, tmp_path):
+    """secrets-rotate validates the environment, then takes the lock before it changes anything:
+    with the lock in SHIPYARD_LOCK_DIR held here, it stops there, naming that lock file."""
+    locks = {"SHIPYARD_LOCK_DIR": str(tmp_path)}
+    with environment_lock(repo, "local", environ=locks):
+        done = shipyard(repo, "secrets-rotate", "--env", "local", "--name", "postgres_password", env=locks)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "another deploy holds the lock" in done.stderr
+    assert f"lock file {tmp_path / 'local.lock'}" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["cli", "make"])
+def test_a_release_with_a_bad_version_stops_before_anything_happens(repo, tmp_path, how):
+    """The environment's lock is held here: a release that got as far as taking it would stop
+    with 'another deploy holds the lock' instead; the version check speaks first. Through make,
+    a value with a space stays one word, so it is the check that speaks, not argparse."""
+    from shipyard.bluegreen import VERSION_PATTERN
+
+    locks = {"SHIPYARD_LOCK_DIR": str(tmp_path)}
+    argv = (["make", "-s", "-o", ".venv/.installed", "release", "ENV=local", "VERSION=1.0 x"] if how == "make"
+            else [sys.executable, "-m", "shipyard", "release", "--env", "local", "--version", "1.0 x"])
+    with environment_lock(repo, "local", environ=locks):
+        environ = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, env={**environ, **locks}, timeout=60)
+    assert done.returncode != 0
+    assert "VERSION (make release VERSION=...): '1.0 x' is not a version" in done.stderr, done.stderr
+    assert VERSION_PATTERN in done.stderr and "fix: use e.g. VERSION=1.4.2" in done.stderr
+    assert "another deploy holds the lock" not in done.stderr and "unrecognized arguments" not in done.stderr
