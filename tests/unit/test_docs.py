@@ -56,19 +56,11 @@ def makefile_targets(makefile: Path) -> set[str]:
     return targets
 
 
-def component_commands(repo: Path = REPO) -> set[str]:
-    """The operator commands components bring: what `python -m shipyard commands --names` lists
-    when the CLI has it, else the registry's `commands` hooks (none before that hook exists)."""
-    try:
-        out = subprocess.run([sys.executable, "-m", "shipyard", "commands", "--names"], cwd=repo,
-                             capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode == 0 and out.stdout.strip():
-            return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+def component_commands() -> set[str]:
+    """The operator commands components bring (`python -m shipyard commands` lists them)."""
     from shipyard.components import COMPONENTS
 
-    return {getattr(cmd, "name", cmd) for comp in COMPONENTS for cmd in getattr(comp, "commands", ())}
+    return {command.name for comp in COMPONENTS for command in comp.commands}
 
 
 def forwards_to_cli(makefile: Path) -> bool:
@@ -92,7 +84,7 @@ def cli_subcommands(repo: Path = REPO) -> set[str]:
 def make_targets(repo: Path = REPO) -> frozenset[str]:
     """Makefile rules, the commands components bring, and, when the Makefile forwards what it
     does not define to the CLI, the CLI's own subcommands."""
-    targets = makefile_targets(repo / "Makefile") | component_commands(repo)
+    targets = makefile_targets(repo / "Makefile") | component_commands()
     if forwards_to_cli(repo / "Makefile"):
         targets |= cli_subcommands(repo)
     return frozenset(targets)
