@@ -244,7 +244,7 @@ def test_a_forwarding_makefile_accepts_the_cli_subcommands(tmp_path):
 def test_make_targets_include_what_components_bring():
     targets = make_targets()
     assert {"up", "test", "test-unit", "verify", "help"} <= targets
-    # Before the `commands` hook they are Makefile rules; after, components bring them.
+    # Components bring these (Component.commands); the Makefile forwards them.
     assert {"pg-backup", "pg-promote", "redis-failover", "config-push"} <= targets
 
 
