@@ -11,7 +11,7 @@ SHIPYARD = {
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
-              "postgres": 15432, "redis": 16379, "consul_http": 18500},
+              "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093},
     "consul": {"servers": 3},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
 }
@@ -21,3 +21,4 @@ edge = _this_machine
 app = _this_machine
 data = _this_machine
 control = _this_machine
+observability = _this_machine
