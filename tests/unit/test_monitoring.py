@@ -109,7 +109,7 @@ def _labels(job: dict) -> dict[str, str]:
 
 
 def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(repo):
-    settings = load_environment(repo, "ci", {})
+    settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
     jobs = _jobs(render_host(settings, settings.hosts[0]).files)
     assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/prometheus", "ci/worker-blue",
                             "ci/worker-green"]
@@ -177,7 +177,7 @@ def test_intervals_retention_and_waits_come_from_the_settings(repo):
 
 @pytest.mark.parametrize("variables, message", [
     ({"SHIPYARD_PROMETHEUS__EVALUATION_INTERVAL_S": "60", "SHIPYARD_PROMETHEUS__ALERTS__NO_WORKER_S": "30"},
-     "evaluation_interval_s (60) is longer than the shortest alert wait (30 s in alerts)"),
+     "evaluation_interval_s (60) is longer than alerts.host_down_s (10); lower evaluation_interval_s or raise alerts.host_down_s"),
     ({"SHIPYARD_ALERTMANAGER__WEBHOOK_URLS": '["http://hooks.example/x\\" ; rm -rf /"]'},
      "is not an http(s) URL"),
     ({"SHIPYARD_ALERTMANAGER__EMAIL_TO": '["ops@example.com"]'},

@@ -35,8 +35,9 @@ class PrometheusSettings(Strict):
     @model_validator(mode="after")
     def _evaluation_not_slower_than_alerts(self):
         # Alerts are judged at each evaluation: one slower than a `for` makes that `for` meaningless.
-        shortest = min(v for v in self.alerts.model_dump().values() if v > 0) if any(self.alerts.model_dump().values()) else None
-        if shortest is not None and self.evaluation_interval_s > shortest:
-            raise ValueError(f"evaluation_interval_s ({self.evaluation_interval_s}) is longer than the shortest alert "
-                             f"wait ({shortest} s in alerts); lower evaluation_interval_s or raise that wait")
+        waits = [(v, k) for k, v in self.alerts.model_dump().items() if v > 0]
+        if waits and self.evaluation_interval_s > min(waits)[0]:
+            shortest, key = min(waits)
+            raise ValueError(f"evaluation_interval_s ({self.evaluation_interval_s}) is longer than alerts.{key} "
+                             f"({shortest}); lower evaluation_interval_s or raise alerts.{key}")
         return self

@@ -1,0 +1,170 @@
+"""An alert's whole path on the rolled-out environment: the real Prometheus scrapes the workers,
+evaluates NoWorkerConsuming and sends it to the real Alertmanager, which delivers it to a webhook
+receiver this test runs. Stop every worker container: the alert arrives within the bound its
+settings give (discovery refresh + `for` + evaluation intervals + `group_wait`; the measured
+time is printed); start them again: the resolved notification arrives.
+
+The receiver listens on the host's side of the environment's project network (its gateway),
+where the environment's ``alertmanager.webhook_urls`` points (inventories/ci.py): Alertmanager
+runs in a container and cannot reach the host's loopback. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from shipyard import topology
+from shipyard.inventory import load_environment
+
+from .conftest import REPO
+
+ALERT = "NoWorkerConsuming"
+SLACK_S = 10  # delivery and the engine's own latencies, beyond what the settings bound
+
+
+@pytest.fixture(scope="module")
+def settings(env_name):
+    settings = load_environment(REPO, env_name)
+    if not (settings.prometheus.enabled and settings.alertmanager.enabled):
+        pytest.fail(f"{env_name}: Prometheus and Alertmanager must be enabled for this test "
+                    "(SHIPYARD.prometheus.enabled, SHIPYARD.alertmanager.enabled)")
+    return settings
+
+
+def _gateway(settings) -> str:
+    network = f"{settings.compose_project}_default"
+    return subprocess.run(["docker", "network", "inspect", network, "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+class Receiver:
+    """Alertmanager's webhook JSON, POSTed: each notification with the time it arrived."""
+
+    def __init__(self, address: str, port: int):
+        self.received: queue.Queue[tuple[float, dict]] = queue.Queue()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.put((time.monotonic(), json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((address, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, status: str, deadline: float) -> tuple[float, dict] | None:
+        """The first notification of ALERT with ``status`` (firing/resolved) before ``deadline``."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                at, body = self.received.get(timeout=left)
+            except queue.Empty:
+                return None
+            if body.get("status") == status and any(a["labels"].get("alertname") == ALERT for a in body["alerts"]):
+                return at, body
+        return None
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver(settings):
+    gateway = _gateway(settings)
+    urls = [urlsplit(u) for u in settings.alertmanager.webhook_urls]
+    ours = [u for u in urls if u.hostname == gateway and u.port]
+    if not ours:
+        pytest.fail(f"{settings.name}: no alertmanager.webhook_urls entry on the project network's gateway "
+                    f"{gateway} (e.g. http://{gateway}:19095/e2e-alerts, as inventories/ci.py has)")
+    server = Receiver(gateway, ours[0].port)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(settings):
+    topo = topology.build(settings)
+    prom = topo.instances_of("prometheus", "prometheus")[0]
+    bind, port = topo.binding(prom)
+    return f"http://{bind}:{port}/api/v1"
+
+
+def _query(prometheus: str, expr: str) -> list[dict]:
+    answer = requests.get(f"{prometheus}/query", params={"query": expr}, timeout=5)
+    answer.raise_for_status()
+    return answer.json()["data"]["result"]
+
+
+def _firing(prometheus: str) -> bool:
+    alerts = requests.get(f"{prometheus}/alerts", timeout=5).json()["data"]["alerts"]
+    return any(a["labels"]["alertname"] == ALERT for a in alerts)
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.5)
+
+
+def _workers(settings) -> list[str]:
+    """Running worker containers of every colour (each replica)."""
+    names = topology.build(settings).instance_names("taskplatform", "worker")
+    out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
+                          *(arg for n in names for arg in ("--filter", f"label=com.docker.compose.service={n}"))],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out
+
+
+def test_stopped_workers_page_within_the_bound_and_their_return_resolves_it(settings, receiver, prometheus, capsys):
+    prom, am = settings.prometheus, settings.alertmanager
+    # Before: every running worker is scraped and the alert is not firing.
+    _wait(lambda: _query(prometheus, 'up{job="worker"} == 1'), 60, "a worker target up")
+    _wait(lambda: not _firing(prometheus), 60, f"{ALERT} not firing")
+    workers = _workers(settings)
+    assert workers, "no running worker container"
+
+    fire_bound = (prom.scrape_interval_s  # the discovery notices the name is gone
+                  + 2 * prom.evaluation_interval_s + prom.alerts.no_worker_s  # pending, then `for` at an evaluation
+                  + am.group_wait_s)
+    resolve_bound = (prom.scrape_interval_s + 2 * prom.scrape_interval_s  # rediscovered, then scraped
+                     + prom.evaluation_interval_s + am.group_interval_s)
+    try:
+        subprocess.run(["docker", "stop", *workers], check=True, capture_output=True, timeout=60)
+        stopped = time.monotonic()
+        fired = receiver.wait_for("firing", stopped + fire_bound + SLACK_S)
+        with capsys.disabled():
+            print(f"\n{ALERT}: {len(workers)} worker container(s) stopped; firing notification after "
+                  + (f"{fired[0] - stopped:.1f} s" if fired else "nothing") + f" (bound {fire_bound} s: discovery "
+                  f"{prom.scrape_interval_s} + for {prom.alerts.no_worker_s} + 2 x evaluation "
+                  f"{prom.evaluation_interval_s} + group_wait {am.group_wait_s}; +{SLACK_S} s slack)")
+        assert fired, f"no firing {ALERT} notification within {fire_bound + SLACK_S} s"
+        body = fired[1]
+        assert body["receiver"] == "page" and body["commonLabels"]["severity"] == "critical", body
+        assert body["commonLabels"]["env"] == settings.name, body
+        assert fired[0] - stopped <= fire_bound + SLACK_S
+    finally:
+        subprocess.run(["docker", "start", *workers], check=True, capture_output=True, timeout=60)
+    started = time.monotonic()
+    resolved = receiver.wait_for("resolved", started + 60 + resolve_bound)
+    with capsys.disabled():
+        print(f"{ALERT}: workers started; resolved notification after "
+              + (f"{resolved[0] - started:.1f} s" if resolved else "nothing")
+              + f" (includes the workers' own start; settings bound {resolve_bound} s after they answer)")
+    assert resolved, f"no resolved {ALERT} notification within {60 + resolve_bound} s of the workers' start"
+    assert _query(prometheus, 'up{job="worker"} == 1')
