@@ -297,6 +297,18 @@ def test_the_inhibitions_hold_in_a_real_alertmanager(repo, tmp_path):
         # h1 is down: its other alerts wait on HostDown; on h2 a down target silences its own
         # config alert only, not the API's beside it, nor itself.
         assert inhibited == expected_inhibited
+        # `make alerts` shows the same, through the published port the settings give.
+        import os
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        shown = subprocess.run([sys.executable, "-m", "shipyard", "alerts", "--env", "ci"], cwd=repo, timeout=60,
+                               env={**env, "SHIPYARD_PORTS__ALERTMANAGER_HTTP": str(port)}, capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == ["alert", "severity", "host", "target", "since", "state", "summary"]
+        assert lines[1].startswith("HostDown") and "active" in lines[1], shown.stdout
+        assert sum("(inhibited)" in line for line in lines) == 3 and len(lines) == 1 + len(posted), shown.stdout
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service
+from shipyard.components.alertmanager.commands import COMMANDS
 from shipyard.components.alertmanager.settings import AlertmanagerSettings
 
 UID = 65534  # nobody, as in the official image
@@ -107,4 +108,5 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     checks=_checks,
+    commands=COMMANDS,
 )
