@@ -312,3 +312,17 @@ def test_the_inhibitions_hold_in_a_real_alertmanager(repo, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_make_status_sums_up_the_scrape_health_by_service():
+    from shipyard.components.prometheus.status import scrape_health
+
+    def target(service: str, instance: str, health: str, error: str = "") -> dict:
+        return {"labels": {"job": service, "service": service, "instance": instance}, "health": health,
+                "lastError": error}
+
+    assert scrape_health([]) == "no target discovered yet"
+    assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "up")]) == \
+        "2/2 targets up (api 1/1, worker 1/1)"
+    assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "down", "connection refused")]) == \
+        "1/2 targets up (api 1/1, worker 0/1); down: worker w:9101 (down: connection refused)"

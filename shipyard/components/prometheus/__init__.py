@@ -66,6 +66,12 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     }
 
 
+def _describe(settings, containers):
+    from shipyard.components.prometheus.status import describe  # the docker SDK's containers: `make status` only
+
+    return describe(settings, containers)
+
+
 def _checks():
     from shipyard.components.prometheus import checks  # pytest and HTTP clients: loaded by `make verify` only
 
@@ -92,4 +98,5 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     checks=_checks,
+    describe=_describe,
 )
