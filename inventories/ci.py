@@ -19,9 +19,11 @@ SHIPYARD = {
     "prometheus": {"scrape_interval_s": 5, "evaluation_interval_s": 5,
                    "alerts": {"target_down_s": 10, "host_down_s": 10, "no_worker_s": 10}},
     # The receiver tests/e2e/test_alerts.py runs while it runs, on the host's side of the
-    # project network (its gateway, 10.213.2.1): nothing leaves the machine. Otherwise nothing
-    # listens there and deliveries fail (counted: alertmanager_notifications_failed_total).
-    "alertmanager": {"webhook_urls": ["http://10.213.2.1:19095/e2e-alerts"], "group_wait_s": 5, "group_interval_s": 10},
+    # project network: its gateway, which Docker takes from the start of the network's dynamic
+    # range (10.213.2.128, see network.dynamic_range). Nothing leaves the machine. Otherwise
+    # nothing listens there and deliveries fail (counted: alertmanager_notifications_failed_total).
+    "alertmanager": {"webhook_urls": ["http://10.213.2.128:19095/e2e-alerts"], "group_wait_s": 5,
+                     "group_interval_s": 10},
 }
 
 _this_machine = [("@local", {"shipyard_host": "ci"})]

@@ -41,8 +41,13 @@ def settings(env_name):
 
 
 def _gateway(settings) -> str:
-    network = f"{settings.compose_project}_default"
-    return subprocess.run(["docker", "network", "inspect", network, "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+    """The host's address on the project network, as Alertmanager's container sees it."""
+    container = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
+                                "--filter", "label=com.docker.compose.service=alertmanager"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert container, f"no Alertmanager container runs in {settings.name}: make up ENV={settings.name}"
+    return subprocess.run(["docker", "inspect", container[0], "--format",
+                           "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}"],
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -124,11 +129,12 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 
 def _workers(settings) -> list[str]:
     """Running worker containers of every colour (each replica)."""
-    names = topology.build(settings).instance_names("taskplatform", "worker")
-    out = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
-                          *(arg for n in names for arg in ("--filter", f"label=com.docker.compose.service={n}"))],
-                         capture_output=True, text=True, check=True).stdout.split()
-    return out
+    found = []
+    for name in topology.build(settings).instance_names("taskplatform", "worker"):  # label filters AND: one each
+        found += subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
+                                 "--filter", f"label=com.docker.compose.service={name}"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    return found
 
 
 def test_stopped_workers_page_within_the_bound_and_their_return_resolves_it(settings, receiver, prometheus, capsys):
