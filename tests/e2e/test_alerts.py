@@ -72,14 +72,14 @@ class Receiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def wait_for(self, status: str, deadline: float) -> tuple[float, dict] | None:
-        """The first notification of ALERT with ``status`` (firing/resolved) before ``deadline``."""
+    def wait_for(self, status: str, deadline: float, alert: str = ALERT) -> tuple[float, dict] | None:
+        """The first notification of ``alert`` with ``status`` (firing/resolved) before ``deadline``."""
         while (left := deadline - time.monotonic()) > 0:
             try:
                 at, body = self.received.get(timeout=left)
             except queue.Empty:
                 return None
-            if body.get("status") == status and any(a["labels"].get("alertname") == ALERT for a in body["alerts"]):
+            if body.get("status") == status and any(a["labels"].get("alertname") == alert for a in body["alerts"]):
                 return at, body
         return None
 
@@ -115,9 +115,9 @@ def _query(prometheus: str, expr: str) -> list[dict]:
     return answer.json()["data"]["result"]
 
 
-def _firing(prometheus: str) -> bool:
+def _firing(prometheus: str, alert: str = ALERT) -> bool:
     alerts = requests.get(f"{prometheus}/alerts", timeout=5).json()["data"]["alerts"]
-    return any(a["labels"]["alertname"] == ALERT for a in alerts)
+    return any(a["labels"]["alertname"] == alert for a in alerts)
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:
@@ -174,3 +174,50 @@ def test_stopped_workers_page_within_the_bound_and_their_return_resolves_it(sett
               + f" (includes the workers' own start; settings bound {resolve_bound} s after they answer)")
     assert resolved, f"no resolved {ALERT} notification within {60 + resolve_bound} s of the workers' start"
     assert _query(prometheus, 'up{job="worker"} == 1')
+
+
+def test_a_runtime_config_every_process_rejects_fires_for_each_of_them(env_name, settings, receiver, prometheus, capsys):
+    """Written straight into Consul with the management token (a push refuses it before writing):
+    each API container and worker keeps its config, counts the rejection, and the alert names each."""
+    from shipyard.components.consul.kv import ConsulKV
+    from shipyard.components.taskplatform import runtime
+    from shipyard.secretstore import load_or_create
+
+    alert, prom, am = "RuntimeConfigRejected", settings.prometheus, settings.alertmanager
+    # An earlier rejection counts for alerts.config_rejected_window_s: start once it has passed.
+    _wait(lambda: not _firing(prometheus, alert), prom.alerts.config_rejected_window_s + 30, f"{alert} not firing")
+    scraped = {(r["metric"]["job"], r["metric"]["instance"])
+               for r in _query(prometheus, 'up{job=~"api|worker"} == 1')}
+    assert {job for job, _ in scraped} == {"api", "worker"}, scraped
+    kv = ConsulKV(settings, load_or_create(REPO, env_name, generate_missing=False)["consul_management_token"].value)
+    key = runtime.runtime_key(settings.name)
+    read = kv.get(key)
+    good = json.loads(read.value)
+    bound = prom.scrape_interval_s + 2 * prom.evaluation_interval_s + am.group_wait_s + am.group_interval_s
+    kv.write(key, runtime.encode({**good, "version": str(int(good["version"]) + 1), "worker_concurrency": 0}),
+             read.modify_index)
+    written = time.monotonic()
+    try:
+        named: set[tuple[str, str]] = set()
+        first = None
+        while named != scraped:
+            got = receiver.wait_for("firing", written + bound + SLACK_S, alert)
+            if got is None:
+                break
+            first = first or got[0]
+            named |= {(a["labels"]["job"], a["labels"]["instance"]) for a in got[1]["alerts"]
+                      if a["labels"]["alertname"] == alert and a["status"] == "firing"}
+        with capsys.disabled():
+            print(f"\n{alert}: invalid config written; first notification after "
+                  + (f"{first - written:.1f} s" if first else "nothing")
+                  + f", naming {len(named)} of {len(scraped)} processes' targets (bound {bound} s: scrape "
+                  f"{prom.scrape_interval_s} + 2 x evaluation {prom.evaluation_interval_s} + group_wait "
+                  f"{am.group_wait_s} + group_interval {am.group_interval_s}; +{SLACK_S} s slack)")
+        assert named == scraped, f"{alert} named {sorted(named)}, every API and worker target is {sorted(scraped)}"
+    finally:
+        fixed = kv.get(key)
+        kv.write(key, runtime.encode({**good, "version": str(int(good["version"]) + 2)}), fixed.modify_index)
+    # Every process takes the fixed one (the config it kept was valid all along).
+    _wait(lambda: {(r["metric"]["job"], r["metric"]["instance"]) for r in _query(
+        prometheus, f'config_version_info{{version="{int(good["version"]) + 2}"}}')} == scraped, 60,
+        "every process applies the fixed config")
