@@ -15,6 +15,8 @@ class AlertTimings(Strict):
     target_down_s: int = Field(120, ge=0, le=86400, description="a scrape target failing before TargetDown")
     host_down_s: int = Field(120, ge=0, le=86400, description="every target of a host failing before HostDown")
     no_worker_s: int = Field(120, ge=0, le=86400, description="no worker answering before NoWorkerConsuming")
+    no_free_slot_s: int = Field(600, ge=0, le=86400,
+                                description="every worker slot busy before NoWorkerSlotFree (new tasks wait)")
     config_mismatch_s: int = Field(300, ge=0, le=86400,
                                    description="processes on different runtime configs before RuntimeConfigMismatch")
     config_rejected_window_s: int = Field(900, ge=60, le=86400,
