@@ -115,6 +115,14 @@ def _query(prometheus: str, expr: str) -> list[dict]:
     return answer.json()["data"]["result"]
 
 
+def _scraped(prometheus: str, *jobs: str) -> set[tuple[str, str]]:
+    """(job, instance) of the targets Prometheus scrapes now, up (not series it still remembers)."""
+    answer = requests.get(f"{prometheus}/targets", params={"state": "active"}, timeout=5)
+    answer.raise_for_status()
+    return {(t["labels"]["job"], t["labels"]["instance"]) for t in answer.json()["data"]["activeTargets"]
+            if t["labels"]["job"] in jobs and t["health"] == "up"}
+
+
 def _firing(prometheus: str, alert: str = ALERT) -> bool:
     alerts = requests.get(f"{prometheus}/alerts", timeout=5).json()["data"]["alerts"]
     return any(a["labels"]["alertname"] == alert for a in alerts)
@@ -140,7 +148,7 @@ def _workers(settings) -> list[str]:
 def test_stopped_workers_page_within_the_bound_and_their_return_resolves_it(settings, receiver, prometheus, capsys):
     prom, am = settings.prometheus, settings.alertmanager
     # Before: every running worker is scraped and the alert is not firing.
-    _wait(lambda: _query(prometheus, 'up{job="worker"} == 1'), 60, "a worker target up")
+    _wait(lambda: _scraped(prometheus, "worker"), 60, "a worker target up")
     _wait(lambda: not _firing(prometheus), 60, f"{ALERT} not firing")
     workers = _workers(settings)
     assert workers, "no running worker container"
@@ -173,7 +181,7 @@ def test_stopped_workers_page_within_the_bound_and_their_return_resolves_it(sett
               + (f"{resolved[0] - started:.1f} s" if resolved else "nothing")
               + f" (includes the workers' own start; settings bound {resolve_bound} s after they answer)")
     assert resolved, f"no resolved {ALERT} notification within {60 + resolve_bound} s of the workers' start"
-    assert _query(prometheus, 'up{job="worker"} == 1')
+    assert _scraped(prometheus, "worker")
 
 
 def test_a_runtime_config_every_process_rejects_fires_for_each_of_them(env_name, settings, receiver, prometheus, capsys):
@@ -186,8 +194,7 @@ def test_a_runtime_config_every_process_rejects_fires_for_each_of_them(env_name,
     alert, prom, am = "RuntimeConfigRejected", settings.prometheus, settings.alertmanager
     # An earlier rejection counts for alerts.config_rejected_window_s: start once it has passed.
     _wait(lambda: not _firing(prometheus, alert), prom.alerts.config_rejected_window_s + 30, f"{alert} not firing")
-    scraped = {(r["metric"]["job"], r["metric"]["instance"])
-               for r in _query(prometheus, 'up{job=~"api|worker"} == 1')}
+    scraped = _scraped(prometheus, "api", "worker")
     assert {job for job, _ in scraped} == {"api", "worker"}, scraped
     kv = ConsulKV(settings, load_or_create(REPO, env_name, generate_missing=False)["consul_management_token"].value)
     key = runtime.runtime_key(settings.name)
