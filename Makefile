@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-deps up deploy down render render-check validate verify \
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
@@ -50,7 +50,15 @@ $(VENV)/.installed: requirements.txt services/requirements.txt services/requirem
 	touch $@
 
 # PostgreSQL and Redis binaries for the services' integration tests (they start their own servers).
-host-test-deps:
+# promtool and amtool for the unit tests of the monitoring rules and configs (Debian's packages;
+# only the tools are wanted: a service the package would start is stopped).
+host-test-tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null && \
+	   for svc in prometheus prometheus-alertmanager; do service $$svc stop >/dev/null 2>&1 || true; done)
+
+host-test-deps: host-test-tools
 	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server >/dev/null)
 	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
@@ -112,7 +120,7 @@ test: venv host-test-deps test-unit test-services
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
 
-test-unit: venv
+test-unit: venv host-test-tools
 	$(PYTEST) -q tests/unit
 
 test-services: venv host-test-deps

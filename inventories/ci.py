@@ -11,9 +11,19 @@ SHIPYARD = {
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
-              "postgres": 15432, "redis": 16379, "consul_http": 18500},
+              "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093},
     "consul": {"servers": 3},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
+    # Short waits so that tests/e2e/test_alerts.py proves an alert's whole path in well under
+    # two minutes; a real environment keeps the defaults.
+    "prometheus": {"scrape_interval_s": 5, "evaluation_interval_s": 5,
+                   "alerts": {"target_down_s": 10, "host_down_s": 10, "no_worker_s": 10, "config_rejected_window_s": 60}},
+    # The receiver tests/e2e/test_alerts.py runs while it runs, on the host's side of the
+    # project network: its gateway, which Docker takes from the start of the network's dynamic
+    # range (10.213.2.128, see network.dynamic_range). Nothing leaves the machine. Otherwise
+    # nothing listens there and deliveries fail (counted: alertmanager_notifications_failed_total).
+    "alertmanager": {"webhook_urls": ["http://10.213.2.128:19095/e2e-alerts"], "group_wait_s": 5,
+                     "group_interval_s": 10},
 }
 
 _this_machine = [("@local", {"shipyard_host": "ci"})]
@@ -21,3 +31,4 @@ edge = _this_machine
 app = _this_machine
 data = _this_machine
 control = _this_machine
+observability = _this_machine

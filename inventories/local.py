@@ -13,7 +13,7 @@ SHIPYARD = {
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.1.0/24"},
     "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
-              "postgres": 5432, "redis": 6379, "consul_http": 8500},
+              "postgres": 5432, "redis": 6379, "consul_http": 8500, "prometheus_http": 9090, "alertmanager_http": 9093},
 }
 
 _this_machine = [("@local", {"shipyard_host": "local"})]
@@ -21,3 +21,4 @@ edge = _this_machine
 app = _this_machine
 data = _this_machine
 control = _this_machine
+observability = _this_machine

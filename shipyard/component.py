@@ -137,6 +137,15 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """The Prometheus endpoint a service serves: whatever collects metrics scrapes every
+    instance of it (each replica and each running colour) at this container port and path."""
+
+    port: int
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True)
 class Wait:
     """A same-host start dependency: compose starts this service once ``service`` is
     ``condition`` (service_started / service_healthy / service_completed_successfully)."""
@@ -173,6 +182,7 @@ class Service:
     hot_reload: bool = False  # its config dir is watched live: changes must not recreate it
     one_shot: bool = False  # runs to completion (migrations); converges before its tier
     health: Health | None = None
+    metrics: Metrics | None = None  # its Prometheus endpoint (scraped in every instance)
     waits: tuple[Wait, ...] = ()
     # Keeps one address on the project network across re-creations (settings.network): for
     # services whose peers know them by address (Consul servers: raft).

@@ -295,7 +295,8 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(ShipyardError(f"{source_file}: host {name}", "two hosts share this shipyard_host name",
                                       "give each host a unique 'shipyard_host' in its inventory data"))
-    groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services})
+    # Groups of the services the settings run (a service a setting turns off needs no host).
+    groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services if not svc.scale or svc.scale(settings)})
     for group in groups:
         if not any(group in h.roles for h in settings.hosts):
             users = sorted({comp.name for comp in COMPONENTS for svc in comp.services if svc.group == group})

@@ -28,6 +28,9 @@ CONFIG_REJECTIONS = Counter("config_rejections_total", "runtime config versions 
 CONFIG_WATCH_ERRORS = Counter("config_watch_errors_total", "errors watching or applying the runtime config "
                                                             "(logged with a traceback; the watch is retried)")
 TASKS_RUNNING = Gauge("worker_tasks_running", "task attempts running in this worker", multiprocess_mode="livesum")
+# Read at each scrape from the applied runtime config (worker_concurrency): busy over total slots.
+WORKER_SLOTS = Gauge("worker_slots", "task attempts this worker may run at once (runtime config worker_concurrency)",
+                     multiprocess_mode="livesum")
 TASK_RUN_SECONDS = Histogram("task_run_seconds", "time an attempt's body ran (until its outcome or timeout)",
                              ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
 TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task's creation to its first claim",

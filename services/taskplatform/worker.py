@@ -62,6 +62,7 @@ class Worker:
         # (`_recover`).
         self.backlog: collections.deque[tuple[queue.Message | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
+        metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
         self.store: store.TaskStore | None = None
         self.redis = None
 

@@ -138,5 +138,6 @@ def test_the_worker_exports_run_time_and_queue_wait_per_kind(platform, tenant):
         waited = dict((labels["kind"], value) for labels, value in samples(url, "task_queue_wait_seconds_count"))
         assert run["sleep"] >= 0.3 and waited["sleep"] == 1, (run, waited)
         assert samples(url, "worker_tasks_running") == [({}, 0.0)]
+        assert samples(url, "worker_slots") == [({}, 4.0)]  # the runtime config's worker_concurrency
     finally:
         platform.stop_workers()

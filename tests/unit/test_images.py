@@ -138,7 +138,8 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     plan = image_plan.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
     assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/redis:7.0", "shipyard/consul:1.8",
-                    "shipyard/python:3.11", "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22"]
+                    "shipyard/python:3.11", "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22",
+                    "shipyard/alertmanager:0.25", "shipyard/prometheus:2.42"]
     for build in plan:
         assert (repo / build.context).is_dir(), build.context
         base = build.build_args.get("BASE_IMAGE")

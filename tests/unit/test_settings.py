@@ -14,14 +14,14 @@ def write_inventory(tmp_path: Path, body: str, env: str = "t") -> Path:
     return tmp_path
 
 
-ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = _h\n'
+ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = observability = _h\n'
 
 
 def test_valid_inventory_loads_with_defaults(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
     settings = load_environment(repo, "t", {})
     assert settings.hosts[0].name == "box"
-    assert settings.hosts[0].roles == ("edge", "app", "data", "control")
+    assert settings.hosts[0].roles == ("edge", "app", "data", "control", "observability")
     assert settings.ports.postgres == 5432
 
 
@@ -31,7 +31,7 @@ def test_unknown_key_names_file_key_path_and_fix(tmp_path):
         load_environment(repo, "t", {})
     text = str(err.value)
     assert "inventories/t.py: SHIPYARD.ports.edge_htp" in text
-    assert "allowed keys here: api_direct, consul_http, edge_bind, edge_http, postgres, redis" in text
+    assert "allowed keys here: alertmanager_http, api_direct, consul_http, edge_bind, edge_http, postgres, prometheus_http, redis" in text
     assert "no host was touched" in text
 
 
@@ -45,8 +45,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 def test_environment_variable_overrides_inventory(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t", "ports": {"edge_http": 8080}}' + ONE_HOST)
-    settings = load_environment(repo, "t", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})
-    assert settings.ports.edge_http == 9090
+    settings = load_environment(repo, "t", {"SHIPYARD_PORTS__EDGE_HTTP": "9191"})
+    assert settings.ports.edge_http == 9191
 
 
 def test_bad_environment_variable_is_named(tmp_path):
@@ -84,6 +84,17 @@ def test_missing_role_says_which_group_to_add(tmp_path):
     assert "group 'edge'" in str(err.value) and "edge = [...]" in str(err.value)
 
 
+def test_observability_turned_off_needs_no_observability_host(tmp_path):
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\n_h = [("@local", {"shipyard_host": "box"})]\n'
+                                     'edge = app = data = control = _h\n')
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    assert "group 'observability': no host has the observability role (it runs alertmanager, prometheus)" in str(err.value)
+    settings = load_environment(repo, "t", {"SHIPYARD_PROMETHEUS__ENABLED": "false",
+                                            "SHIPYARD_ALERTMANAGER__ENABLED": "false"})
+    assert not settings.prometheus.enabled and not settings.hosts_with_role("observability")
+
+
 def test_unknown_group_and_host_data_are_errors(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\nweb = ["@local"]\nedge = app = data = [("@local", {"adress": "x"})]\n')
     with pytest.raises(SettingsError) as err:
@@ -119,7 +130,10 @@ def test_two_ports_on_one_number_are_refused_naming_both_keys(repo):
     # 0.0.0.0 overlaps every address of the host.
     with pytest.raises(SettingsError):
         load_environment(repo, "ci", {"SHIPYARD_PORTS__EDGE_BIND": "0.0.0.0", "SHIPYARD_PORTS__EDGE_HTTP": "15432"})
-    load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})  # a free port is fine
+    load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "9191"})  # a free port is fine
+    with pytest.raises(SettingsError) as err:  # Prometheus's loopback port counts like any other
+        load_environment(repo, "local", {"SHIPYARD_PORTS__EDGE_HTTP": "9090"})
+    assert "ports.edge_http (edge) and ports.prometheus_http (prometheus) both publish 9090" in str(err.value)
 
 
 def test_a_single_host_component_refuses_a_second_host_in_its_group(tmp_path):

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import (Component, ConfigDir, Health, Image, Port, ReleaseCheck, SecretFile, Service,
-                                Wait)
+from shipyard.component import (Component, ConfigDir, Health, Image, Metrics, Port, ReleaseCheck, SecretFile,
+                                Service, Wait)
 from shipyard.components.edge import PREVIEW_PORT
 from shipyard.components.taskplatform import consul_keys
 from shipyard.components.taskplatform.migrations import refusal
@@ -22,6 +22,7 @@ from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettin
 
 UID = 10001  # the task platform image's user
 CONF = "/etc/taskplatform"
+WORKER_METRICS_PORT = 9101  # the app's default worker_metrics_port
 # Each process reads "postgres_password": the password of the role it connects as. Only the
 # db-setup job gets the superuser's.
 _PG_MIGRATOR = SecretFile("postgres_password", "pg_migrator_password")
@@ -135,6 +136,8 @@ COMPONENT = Component(
                 port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks; green: "
                                                    "the next port); null to not publish"),
                 health=Health(("taskplatform", "healthcheck", "api"), start_period_s=60),
+                # Aggregated over the container's uvicorn processes (multiprocess mode): one target.
+                metrics=Metrics(8000),
                 waits=(Wait("migrate", "service_completed_successfully"),
                        Wait("consul-setup", "service_completed_successfully"))),
         Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL,
@@ -142,6 +145,8 @@ COMPONENT = Component(
                 config_dir="taskplatform", coloured=True,
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),
+                # Its own metrics server (services/taskplatform/settings.py: worker_metrics_port).
+                metrics=Metrics(WORKER_METRICS_PORT),
                 waits=(Wait("migrate", "service_completed_successfully"),
                        Wait("consul-setup", "service_completed_successfully"))),
     ),

@@ -1,0 +1,104 @@
+"""Prometheus: scrapes every metrics endpoint the topology holds (targets.py), evaluates the
+alerting rules of templates/prometheus/rules/ and sends alerts to Alertmanager.
+
+One instance per environment, on the observability group's first host, its samples in a named
+volume for ``prometheus.retention_days``. Published on loopback only (``ports.prometheus_http``;
+nobody on another host consumes it). Images: ``local`` builds Debian bookworm's prometheus 2.42
+(promtool inside); ``official`` is prom/prometheus at the same version.
+
+The rules are unit-tested (rules_tests/, `make test-unit`); each alert's runbook is RUNBOOKS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service
+from shipyard.components.prometheus.settings import PrometheusSettings
+from shipyard.components.prometheus.targets import scrape_plan
+
+UID = 65534  # nobody, as in the official image
+CONF = "/etc/prometheus"
+PORT = 9090
+VERSION = "2.42.0"
+RUNBOOKS = "shipyard/components/prometheus/RUNBOOKS.md"
+
+
+def config(ctx) -> tuple[dict[str, Any], list[str]]:
+    """prometheus.yml as data, and the instances it cannot scrape from this host."""
+    prom: PrometheusSettings = ctx.section("prometheus")
+    plan = scrape_plan(ctx, prom.scrape_interval_s)
+    doc: dict[str, Any] = {
+        "global": {"scrape_interval": f"{prom.scrape_interval_s}s",
+                   "evaluation_interval": f"{prom.evaluation_interval_s}s",
+                   # On every alert sent (and absent() alerts have no target labels to carry it).
+                   "external_labels": {"env": ctx.env}},
+        # Relative to this file: the same in the container and in compose/ (promtool check config).
+        "rule_files": ["rules/*.yml"],
+    }
+    managers = [str(e) for e in ctx.endpoints("alertmanager", "alertmanager")]
+    if managers:
+        doc["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": managers}]}]}
+    doc["scrape_configs"] = plan.jobs
+    return doc, plan.unreachable
+
+
+def template_context(ctx) -> dict[str, Any]:
+    prom: PrometheusSettings = ctx.section("prometheus")
+    doc, unreachable = config(ctx)
+    apis = ctx.instances_of("taskplatform", "api")
+    return {"env": ctx.env, "config_yaml": yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120),
+            "unreachable": unreachable, "alerts": prom.alerts, "runbooks": RUNBOOKS,
+            "objective": prom.availability_objective, "budget": f"{1 - prom.availability_objective:.6g}",
+            "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
+            # A sample older than three scrapes is not the target's present state.
+            "fresh_s": 3 * prom.scrape_interval_s}
+
+
+def compose_service(ctx, inst) -> dict[str, Any]:
+    prom: PrometheusSettings = ctx.section("prometheus")
+    return {
+        "command": [f"--config.file={CONF}/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                    f"--storage.tsdb.retention.time={prom.retention_days}d", f"--web.listen-address=:{PORT}"],
+        "volumes": ["prometheus-data:/prometheus"],
+        "mem_limit": f"{prom.memory_limit_mb}m",
+    }
+
+
+def _describe(settings, containers):
+    from shipyard.components.prometheus.status import describe  # the docker SDK's containers: `make status` only
+
+    return describe(settings, containers)
+
+
+def _checks():
+    from shipyard.components.prometheus import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
+COMPONENT = Component(
+    name="prometheus",
+    folder=Path(__file__).parent,
+    settings={"prometheus": PrometheusSettings},
+    # What it scrapes on other hosts and where it sends alerts.
+    uses=("taskplatform", "alertmanager"),
+    images=(Image("prometheus", official=f"prom/prometheus:v{VERSION}", local="shipyard/prometheus:2.42",
+                  local_context="shipyard/components/prometheus/image"),),
+    config_dirs=(ConfigDir("prometheus", CONF),),
+    services=(
+        Service("prometheus", "observability", "observability", "prometheus", UID, config_dir="prometheus",
+                port=Port(PORT, "prometheus_http", PORT, "loopback port of Prometheus's UI and API"),
+                health=Health(("wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/-/ready"),
+                              start_period_s=30),
+                metrics=Metrics(PORT),
+                placement="once", scale=lambda s: 1 if s.prometheus.enabled else 0),
+    ),
+    compose_service=compose_service,
+    template_context=template_context,
+    checks=_checks,
+    describe=_describe,
+)

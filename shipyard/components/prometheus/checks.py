@@ -1,0 +1,85 @@
+"""Prometheus: every target the topology gives it is up (each running instance with metrics,
+by service and colour), the rules are loaded and evaluate with no error, Alertmanager is
+among its alerting endpoints, and nothing of it is published beyond loopback."""
+
+import time
+
+import pytest
+import requests
+
+from shipyard.components.prometheus import PORT
+
+WAIT_S = 120  # a fresh Prometheus: discovery, a first scrape and a first evaluation
+
+
+@pytest.fixture(scope="module")
+def prometheus(target):
+    if not target.runs("prometheus"):
+        pytest.skip("no Prometheus on this host")
+    from shipyard import topology
+
+    bind, port = topology.build(target.settings).published(target.rendered.host, "prometheus")
+    return f"http://{bind}:{port}"
+
+
+def _get(base: str, path: str) -> dict:
+    answer = requests.get(f"{base}{path}", timeout=5)
+    answer.raise_for_status()
+    return answer.json()["data"]
+
+
+def _expected(target) -> set[tuple[str, str, str]]:
+    """(host, service, colour) of every running instance with metrics (of a coloured service:
+    the colours the release state runs)."""
+    from shipyard import topology
+
+    running = target.release.colours_to_run()
+    return {(i.host.name, i.service.name, i.colour or "") for i in topology.build(target.settings).instances
+            if i.service.metrics and not i.service.one_shot and (i.colour is None or i.colour in running)}
+
+
+def test_every_target_is_up(target, prometheus):
+    expected = _expected(target)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        active = _get(prometheus, "/api/v1/targets?state=active")["activeTargets"]
+        seen = {(t["labels"]["host"], t["labels"]["service"], t["labels"].get("colour", "")) for t in active}
+        down = [f"{t['labels']['job']} {t['labels']['instance']}: {t['health']} {t['lastError']}"
+                for t in active if t["health"] != "up"]
+        if (expected <= seen and not down) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert expected <= seen, f"not discovered: {sorted(expected - seen)}"
+    assert not down, "targets not up:\n" + "\n".join(down)
+    for t in active:  # the labels alerts and dashboards select on
+        assert {"env", "host", "component", "service", "job"} <= set(t["labels"]), t["labels"]
+        assert t["labels"]["env"] == target.settings.name
+
+
+def test_rules_are_loaded_and_evaluate_without_error(target, prometheus):
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        rules = [r for g in _get(prometheus, "/api/v1/rules")["groups"] for r in g["rules"]]
+        if (rules and all(r["health"] != "unknown" for r in rules)) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    failing = [f"{r['name']}: {r['health']} {r.get('lastError', '')}" for r in rules if r["health"] != "ok"]
+    assert rules and not failing, "rules not evaluating:\n" + "\n".join(failing)
+    assert {"TargetDown", "HostDown"} <= {r["name"] for r in rules}
+
+
+def test_alerts_go_to_the_environments_alertmanager(target, prometheus):
+    if not target.runs("alertmanager"):
+        pytest.skip("no Alertmanager in this environment")
+    deadline = time.monotonic() + WAIT_S
+    while not _get(prometheus, "/api/v1/alertmanagers")["activeAlertmanagers"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert [a["url"] for a in _get(prometheus, "/api/v1/alertmanagers")["activeAlertmanagers"]]
+
+
+def test_published_on_loopback_only(target, prometheus):
+    container = target.container_of("prometheus")
+    bindings = [b for ports in (container["NetworkSettings"]["Ports"] or {}).values() for b in (ports or [])]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
+    assert [f"{b['HostIp']}:{b['HostPort']}" for b in bindings] == [prometheus.removeprefix("http://")]
+    assert container["Config"]["ExposedPorts"].keys() == {f"{PORT}/tcp"}

@@ -1,0 +1,45 @@
+"""``SHIPYARD.prometheus``: what Prometheus collects, how long it keeps it, and how long each
+alert waits before it fires."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from shipyard.component import Strict
+
+
+class AlertTimings(Strict):
+    """How long a condition holds before its alert fires (Prometheus ``for``), in seconds.
+    Short values belong in throw-away environments only (the ci inventory's e2e)."""
+
+    target_down_s: int = Field(120, ge=0, le=86400, description="a scrape target failing before TargetDown")
+    host_down_s: int = Field(120, ge=0, le=86400, description="every target of a host failing before HostDown")
+    no_worker_s: int = Field(120, ge=0, le=86400, description="no worker answering before NoWorkerConsuming")
+    no_free_slot_s: int = Field(600, ge=0, le=86400,
+                                description="every worker slot busy before NoWorkerSlotFree (new tasks wait)")
+    config_mismatch_s: int = Field(300, ge=0, le=86400,
+                                   description="processes on different runtime configs before RuntimeConfigMismatch")
+    config_rejected_window_s: int = Field(900, ge=60, le=86400,
+                                          description="a rejected runtime config keeps RuntimeConfigRejected firing this long")
+
+
+class PrometheusSettings(Strict):
+    enabled: bool = Field(True, description="run Prometheus (false: nothing collects metrics or evaluates alerts)")
+    scrape_interval_s: int = Field(15, ge=1, le=300, description="seconds between two scrapes of a target")
+    evaluation_interval_s: int = Field(15, ge=1, le=300, description="seconds between two evaluations of the rules")
+    retention_days: int = Field(15, ge=1, le=3650, description="days of samples kept")
+    availability_objective: float = Field(0.999, gt=0.5, lt=1,
+                                          description="share of API answers that are not 5xx (the SLO the burn-rate "
+                                                      "alerts defend)")
+    memory_limit_mb: int = Field(512, ge=128)
+    alerts: AlertTimings = AlertTimings()
+
+    @model_validator(mode="after")
+    def _evaluation_not_slower_than_alerts(self):
+        # Alerts are judged at each evaluation: one slower than a `for` makes that `for` meaningless.
+        waits = [(v, k) for k, v in self.alerts.model_dump().items() if v > 0]
+        if waits and self.evaluation_interval_s > min(waits)[0]:
+            shortest, key = min(waits)
+            raise ValueError(f"evaluation_interval_s ({self.evaluation_interval_s}) is longer than alerts.{key} "
+                             f"({shortest}); lower evaluation_interval_s or raise alerts.{key}")
+        return self

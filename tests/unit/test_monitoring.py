@@ -1,0 +1,327 @@
+"""Prometheus and Alertmanager as rendered: scrape targets from the topology, the rules under
+their promtool tests, the configs under their own validators (promtool, amtool), receivers and
+routes from the settings. promtool and amtool come from Debian (make host-test-deps)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shipyard.components.prometheus.settings import PrometheusSettings
+from shipyard.errors import SettingsError
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment, render_host
+
+PROMETHEUS = Path(__file__).resolve().parents[2] / "shipyard/components/prometheus"
+RULES = "prometheus/rules/shipyard.yml"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: run `make host-test-deps` (Debian's prometheus / prometheus-alertmanager)"
+    return path
+
+
+def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def write(files: dict[str, bytes], into: Path) -> Path:
+    for rel, content in files.items():
+        (into / rel).parent.mkdir(parents=True, exist_ok=True)
+        (into / rel).write_bytes(content)
+    return into
+
+
+def with_defaults(settings):
+    """The environment with SHIPYARD.prometheus at its defaults: what the rules' tests are written for."""
+    return settings.model_copy(update={"prometheus": PrometheusSettings()})
+
+
+@pytest.fixture(scope="module")
+def default_rules(repo, tmp_path_factory) -> Path:
+    settings = with_defaults(load_environment(repo, "local", {}))
+    files = render_host(settings, settings.hosts[0]).files
+    out = tmp_path_factory.mktemp("rules")
+    (out / "shipyard.yml").write_bytes(files[RULES])
+    return out / "shipyard.yml"
+
+
+def test_the_rules_pass_their_promtool_tests(default_rules):
+    tests = sorted(p.name for p in (PROMETHEUS / "rules_tests").glob("*.test.yml"))
+    assert tests
+    for name in tests:
+        shutil.copy(PROMETHEUS / "rules_tests" / name, default_rules.parent / name)
+    result = run([tool("promtool"), "test", "rules", *tests], cwd=default_rules.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(tests), result.stdout
+
+
+def _alerts(rules_file: Path) -> list[dict]:
+    return [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_every_alert_has_a_summary_a_runbook_and_cases_that_fire_and_must_not(default_rules):
+    runbooks = (PROMETHEUS / "RUNBOOKS.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9-]", "", h.strip().lower().replace(" ", "-")) for h in re.findall(r"^## (.+)$", runbooks, re.M)}
+    cases = [t for p in sorted((PROMETHEUS / "rules_tests").glob("*.test.yml"))
+             for test in yaml.safe_load(p.read_text())["tests"] for t in test["alert_rule_test"]]
+    alerts = _alerts(default_rules)
+    assert {"TargetDown", "HostDown", "NoWorkerConsuming", "ApiErrorBudgetBurnFast", "ApiErrorBudgetBurnSlow",
+            "RuntimeConfigRejected", "RuntimeConfigMismatch"} <= {a["alert"] for a in alerts}
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert["annotations"]["summary"], name
+        runbook = alert["annotations"]["runbook"]
+        assert runbook.startswith("shipyard/components/prometheus/RUNBOOKS.md#"), name
+        assert runbook.split("#")[1] in anchors, f"{name}: no section {runbook.split('#')[1]} in RUNBOOKS.md"
+        assert alert["labels"]["severity"] in ("critical", "warning"), name
+        assert any(c["alertname"] == name and c.get("exp_alerts") for c in cases), f"{name}: no case where it fires"
+        assert any(c["alertname"] == name and not c.get("exp_alerts") for c in cases), f"{name}: no case where it must not"
+
+
+@pytest.mark.parametrize("env", ["local", "ci", "production"])
+def test_each_environments_prometheus_and_alertmanager_configs_pass_their_validators(repo, tmp_path, env):
+    settings = load_environment(repo, env, {})
+    for host, rendered in render_environment(settings).items():
+        if "prometheus/prometheus.yml" in rendered.files:
+            out = write(rendered.files, tmp_path / host)
+            result = run([tool("promtool"), "check", "config", str(out / "prometheus/prometheus.yml")])
+            assert result.returncode == 0 and "rules found" in result.stdout, result.stdout + result.stderr
+        if "alertmanager/alertmanager.yml" in rendered.files:
+            out = write(rendered.files, tmp_path / host)
+            result = run([tool("amtool"), "check-config", str(out / "alertmanager/alertmanager.yml")])
+            assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _jobs(files: dict[str, bytes]) -> dict[str, dict]:
+    return {j["job_name"]: j for j in yaml.safe_load(files["prometheus/prometheus.yml"])["scrape_configs"]}
+
+
+def _labels(job: dict) -> dict[str, str]:
+    return {r["target_label"]: r["replacement"] for r in job["relabel_configs"]}
+
+
+def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(repo):
+    settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
+    jobs = _jobs(render_host(settings, settings.hosts[0]).files)
+    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/prometheus", "ci/worker-blue",
+                            "ci/worker-green"]
+    # DNS on the project network: every replica of a scaled service, nothing for an absent colour.
+    assert jobs["ci/worker-green"]["dns_sd_configs"] == [{"names": ["worker-green"], "type": "A", "port": 9101,
+                                                          "refresh_interval": "15s"}]
+    assert _labels(jobs["ci/worker-green"]) == {"job": "worker", "env": "ci", "host": "ci", "component": "taskplatform",
+                                                "service": "worker", "colour": "green"}
+    assert jobs["ci/api-blue"]["dns_sd_configs"][0]["port"] == 8000 and jobs["ci/api-blue"]["metrics_path"] == "/metrics"
+    assert _labels(jobs["ci/prometheus"]) == {"job": "prometheus", "env": "ci", "host": "ci", "component": "prometheus",
+                                              "service": "prometheus"}
+    config = yaml.safe_load(render_host(settings, settings.hosts[0]).files["prometheus/prometheus.yml"])
+    assert config["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
+    assert config["global"]["external_labels"] == {"env": "ci"}
+
+
+def test_other_hosts_are_scraped_at_their_published_addresses_and_what_is_not_is_said(repo):
+    settings = load_environment(repo, "production", {})
+    files = render_host(settings, settings.host("obs-1")).files
+    jobs = _jobs(files)
+    assert jobs["app-2/api-green"]["static_configs"] == [{"targets": ["10.0.1.12:8001"]}]
+    assert _labels(jobs["app-2/api-green"])["host"] == "app-2"
+    assert "app-1/worker-blue" not in jobs
+    assert "# Not scraped from this host: worker-blue on app-1 (metrics port 9101 is not published to other hosts)" \
+        in files["prometheus/prometheus.yml"].decode()
+    # What Prometheus reaches on the app hosts is what the edge reaches already: their private address.
+    app = render_host(settings, settings.host("app-1")).compose["services"]
+    assert app["api-blue"]["ports"] == ["10.0.1.11:8000:8000"] and "ports" not in app["worker-blue"]
+
+
+def test_published_on_loopback_and_data_in_named_volumes(repo):
+    for env in ("local", "ci", "production"):
+        settings = load_environment(repo, env, {})
+        for rendered in render_environment(settings).values():
+            services = rendered.compose["services"]
+            for name, volume in (("prometheus", "prometheus-data:/prometheus"), ("alertmanager", "alertmanager-data:/alertmanager")):
+                if name in services:
+                    assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), (env, services[name]["ports"])
+                    assert volume in services[name]["volumes"]
+                    assert services[name]["healthcheck"]["test"][-1].endswith("/-/ready")
+
+
+def test_settings_turn_each_off_and_prometheus_then_sends_nowhere(repo):
+    settings = load_environment(repo, "ci", {"SHIPYARD_ALERTMANAGER__ENABLED": "false"})
+    rendered = render_host(settings, settings.hosts[0])
+    assert "alertmanager" not in rendered.compose["services"] and "alerting" not in yaml.safe_load(
+        rendered.files["prometheus/prometheus.yml"])
+    settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__ENABLED": "false"})
+    rendered = render_host(settings, settings.hosts[0])
+    assert "prometheus" not in rendered.compose["services"] and "prometheus/prometheus.yml" not in rendered.files
+
+
+def test_intervals_retention_and_waits_come_from_the_settings(repo):
+    settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "5",
+                                             "SHIPYARD_PROMETHEUS__EVALUATION_INTERVAL_S": "2",
+                                             "SHIPYARD_PROMETHEUS__RETENTION_DAYS": "3",
+                                             "SHIPYARD_PROMETHEUS__ALERTS__NO_WORKER_S": "10"})
+    rendered = render_host(settings, settings.hosts[0])
+    config = yaml.safe_load(rendered.files["prometheus/prometheus.yml"])
+    assert config["global"]["scrape_interval"] == "5s" and config["global"]["evaluation_interval"] == "2s"
+    assert "--storage.tsdb.retention.time=3d" in rendered.compose["services"]["prometheus"]["command"]
+    rules = {r.get("alert"): r for g in yaml.safe_load(rendered.files[RULES])["groups"] for r in g["rules"]}
+    assert rules["NoWorkerConsuming"]["for"] == "10s"
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"SHIPYARD_PROMETHEUS__EVALUATION_INTERVAL_S": "60", "SHIPYARD_PROMETHEUS__ALERTS__NO_WORKER_S": "30"},
+     "evaluation_interval_s (60) is longer than alerts.host_down_s (10); lower evaluation_interval_s or raise alerts.host_down_s"),
+    ({"SHIPYARD_ALERTMANAGER__WEBHOOK_URLS": '["http://hooks.example/x\\" ; rm -rf /"]'},
+     "is not an http(s) URL"),
+    ({"SHIPYARD_ALERTMANAGER__EMAIL_TO": '["ops@example.com"]'},
+     "email_to is set but email_from or smarthost is not"),
+    ({"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "0"}, "SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S"),
+])
+def test_bad_settings_are_refused_before_any_host_naming_key_and_fix(repo, variables, message):
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "ci", variables)
+    assert message in str(err.value)
+
+
+def _alertmanager(repo, tmp_path, variables: dict[str, str]) -> tuple[Path, dict]:
+    settings = load_environment(repo, "ci", variables)
+    out = write(render_host(settings, settings.hosts[0]).files, tmp_path)
+    path = out / "alertmanager/alertmanager.yml"
+    return path, yaml.safe_load(path.read_text())
+
+
+def test_receivers_come_from_the_settings(repo, tmp_path):
+    path, config = _alertmanager(repo, tmp_path, {
+        "SHIPYARD_ALERTMANAGER__WEBHOOK_URLS": '["http://10.0.0.9:9000/hook", "https://hooks.example/a?b=c"]',
+        "SHIPYARD_ALERTMANAGER__EMAIL_TO": '["ops@example.com"]', "SHIPYARD_ALERTMANAGER__EMAIL_FROM": "am@example.com",
+        "SHIPYARD_ALERTMANAGER__SMARTHOST": "smtp.example.com:587", "SHIPYARD_ALERTMANAGER__GROUP_WAIT_S": "5"})
+    page = next(r for r in config["receivers"] if r["name"] == "page")
+    assert page["webhook_configs"] == [{"url": "http://10.0.0.9:9000/hook", "send_resolved": True},
+                                       {"url": "https://hooks.example/a?b=c", "send_resolved": True}]
+    assert page["email_configs"] == [{"to": "ops@example.com", "from": "am@example.com",
+                                      "smarthost": "smtp.example.com:587", "send_resolved": True}]
+    assert config["route"]["group_wait"] == "5s"
+    result = run([tool("amtool"), "check-config", str(path)])
+    assert result.returncode == 0 and "2 receivers" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("labels, receiver", [
+    (["alertname=NoWorkerConsuming", "severity=critical", "env=ci"], "page"),
+    (["alertname=HostDown", "severity=critical", "env=ci", "host=ci"], "page"),
+    (["alertname=TargetDown", "severity=warning", "env=ci", "host=ci", "job=worker"], "notify"),
+    (["alertname=RuntimeConfigRejected", "severity=warning", "env=ci"], "notify"),
+    (["alertname=Unlabelled"], "notify"),  # an alert without severity still reaches someone
+])
+def test_routes_send_critical_alerts_to_page_and_the_rest_to_notify(repo, tmp_path, labels, receiver):
+    path, _ = _alertmanager(repo, tmp_path, {})
+    result = run([tool("amtool"), "config", "routes", "test", f"--config.file={path}",
+                  f"--verify.receivers={receiver}", *labels])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_a_host_down_inhibits_that_hosts_other_alerts_and_a_target_down_its_own(repo, tmp_path):
+    _, config = _alertmanager(repo, tmp_path, {})
+    host, target = config["inhibit_rules"]
+    assert host == {"source_matchers": ['alertname="HostDown"'], "target_matchers": ['alertname!="HostDown"'],
+                    "equal": ["env", "host"]}
+    assert target["source_matchers"] == ['alertname="TargetDown"'] and target["equal"] == ["env", "host", "job", "instance"]
+    # The labels the inhibitions match on are the ones every target carries (test above) and the
+    # rules keep: HostDown keeps env and host.
+    assert config["route"]["group_by"] == ["env", "alertname", "host"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_inhibitions_hold_in_a_real_alertmanager(repo, tmp_path):
+    """The rendered config in Debian's Alertmanager on loopback: alerts posted to its API, and
+    the ones it marks inhibited read back."""
+    import time
+
+    import requests
+
+    path, _ = _alertmanager(repo, tmp_path, {})
+    port = _free_port()
+    server = subprocess.Popen([tool("prometheus-alertmanager"), f"--config.file={path}",
+                               f"--storage.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                               "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read().decode()
+            time.sleep(0.1)
+
+        def alert(name: str, **labels: str) -> dict:
+            return {"labels": {"alertname": name, "env": "ci", **labels}}
+
+        posted = [alert("HostDown", host="h1", severity="critical"),
+                  alert("TargetDown", host="h1", job="api", instance="a:8000", severity="warning"),
+                  alert("RuntimeConfigRejected", host="h1", job="api", instance="a:8000", severity="warning"),
+                  alert("TargetDown", host="h2", job="worker", instance="w:9101", severity="warning"),
+                  alert("RuntimeConfigRejected", host="h2", job="worker", instance="w:9101", severity="warning"),
+                  alert("RuntimeConfigRejected", host="h2", job="api", instance="b:8000", severity="warning")]
+        assert requests.post(f"{base}/alerts", json=posted, timeout=5).status_code == 200
+
+        def key(a: dict) -> tuple[str, str, str]:
+            return a["labels"]["alertname"], a["labels"]["host"], a["labels"].get("instance", "")
+
+        expected_inhibited = {("TargetDown", "h1", "a:8000"), ("RuntimeConfigRejected", "h1", "a:8000"),
+                              ("RuntimeConfigRejected", "h2", "w:9101")}
+        deadline = time.monotonic() + 20
+        while True:
+            alerts = requests.get(f"{base}/alerts", timeout=5).json()
+            inhibited = {key(a) for a in alerts if a["status"]["inhibitedBy"]}
+            if (len(alerts) == len(posted) and inhibited == expected_inhibited) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(alerts) == len(posted)
+        # h1 is down: its other alerts wait on HostDown; on h2 a down target silences its own
+        # config alert only, not the API's beside it, nor itself.
+        assert inhibited == expected_inhibited
+        # `make alerts` shows the same, through the published port the settings give.
+        import os
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        shown = subprocess.run([sys.executable, "-m", "shipyard", "alerts", "--env", "ci"], cwd=repo, timeout=60,
+                               env={**env, "SHIPYARD_PORTS__ALERTMANAGER_HTTP": str(port)}, capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == ["alert", "severity", "host", "target", "since", "state", "summary"]
+        assert lines[1].startswith("HostDown") and "active" in lines[1], shown.stdout
+        assert sum("(inhibited)" in line for line in lines) == 3 and len(lines) == 1 + len(posted), shown.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_make_status_sums_up_the_scrape_health_by_service():
+    from shipyard.components.prometheus.status import scrape_health
+
+    def target(service: str, instance: str, health: str, error: str = "") -> dict:
+        return {"labels": {"job": service, "service": service, "instance": instance}, "health": health,
+                "lastError": error}
+
+    assert scrape_health([]) == "no target discovered yet"
+    assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "up")]) == \
+        "2/2 targets up (api 1/1, worker 1/1)"
+    assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "down", "connection refused")]) == \
+        "1/2 targets up (api 1/1, worker 0/1); down: worker w:9101 (down: connection refused)"
