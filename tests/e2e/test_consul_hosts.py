@@ -41,7 +41,9 @@ def _settings():
                           roles=("edge", "app", "data", "control") if n == 1 else ("control",))
              for n, address in enumerate(ADDRESSES, 1)]
     data = {"name": "spread", "images": {"source": "local"}, "network": {"subnet": SUBNET_PREFIX + "0/24"},
-            "consul": {"servers": 3}, "ports": {"consul_http": 18600}}  # apart from local's and ci's
+            "consul": {"servers": 3}, "ports": {"consul_http": 18600},  # apart from local's and ci's
+            # Consul alone is under test: no observability host, so no monitoring.
+            "prometheus": {"enabled": False}, "alertmanager": {"enabled": False}}
     settings = load_settings(data, hosts, "tests/e2e/test_consul_hosts.py", {})
     assert not topology.build(settings).port_collisions()
     return settings
