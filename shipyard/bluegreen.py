@@ -213,6 +213,9 @@ class Traffic:
         ordered = sorted(self.seconds)
         return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] * 1000
 
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.answers + other.answers, self.errors + other.errors, self.seconds + other.seconds)
+
     def describe(self) -> str:
         return f"{self.answers} answers, {self.errors} 5xx ({self.error_rate:.1%}), p95 {self.p95_ms:.0f} ms"
 
@@ -234,8 +237,12 @@ def routed_traffic(log: str, colour: str) -> Traffic:
 
 
 def verdict(baseline: Traffic, new: Traffic, settings: Any) -> str | None:
-    """Why the new colour must be rolled back (None: it does as well as the old one did).
-    ``settings``: shipyard.settings.ReleaseSettings."""
+    """Why the new colour must be rolled back, judging ``new`` as one whole (None: it does as well
+    as the old one did). ``settings``: shipyard.settings.ReleaseSettings."""
+    return _error_verdict(baseline, new, settings) or _latency_verdict(baseline, new, settings)
+
+
+def _error_verdict(baseline: Traffic, new: Traffic, settings: Any) -> str | None:
     if new.answers < settings.min_requests:
         return None
     allowed = baseline.error_rate + settings.max_error_rate
@@ -243,8 +250,48 @@ def verdict(baseline: Traffic, new: Traffic, settings: Any) -> str | None:
         return (f"error rate {new.error_rate:.1%} ({new.errors} of {new.answers} answers were 5xx) is above "
                 f"{allowed:.1%} (the old colour's {baseline.error_rate:.1%} + release.max_error_rate "
                 f"{settings.max_error_rate:.1%})")
+    return None
+
+
+def _latency_verdict(baseline: Traffic, new: Traffic, settings: Any) -> str | None:
+    if new.answers < settings.min_requests:
+        return None
     limit = max(settings.p95_floor_ms, baseline.p95_ms * settings.max_p95_ratio)
     if new.p95_ms > limit:
         return (f"p95 {new.p95_ms:.0f} ms is above {limit:.0f} ms (the old colour's {baseline.p95_ms:.0f} ms x "
                 f"release.max_p95_ratio {settings.max_p95_ratio}, at least release.p95_floor_ms)")
     return None
+
+
+@dataclass
+class Watch:
+    """The watch's verdict as the new colour's answers come in, window by window.
+
+    Errors are judged over everything since the switch: a 5xx is never a warm-up effect. Latency
+    is judged over consecutive *stretches* of at least ``release.min_requests`` answers, and only
+    ``release.latency_strikes`` slow stretches in a row roll back: a new colour's first second is
+    slower (its connection pools fill, its code paths run for the first time) and, judged as one
+    whole with what follows, that second alone kept the p95 above the limit for the rest of a
+    short watch and rolled back a release that was fine (bench-release, 2 cores: 93 answers of the
+    first second at p95 214 ms against the old colour's 24 ms). A real regression is slow in
+    every stretch and rolls back after ``latency_strikes`` of them."""
+
+    baseline: Traffic
+    settings: Any  # shipyard.settings.ReleaseSettings
+    seen: Traffic = field(default_factory=Traffic)  # everything since the switch
+    stretch: Traffic = field(default_factory=Traffic)  # answers not judged for latency yet
+    strikes: int = 0  # slow stretches in a row
+
+    def add(self, window: Traffic) -> str | None:
+        """Why to roll back, now that ``window``'s answers came in (None: not so far)."""
+        self.seen = self.seen + window
+        self.stretch = self.stretch + window
+        if self.stretch.answers < self.settings.min_requests:
+            return _error_verdict(self.baseline, self.seen, self.settings)
+        slow = _latency_verdict(self.baseline, self.stretch, self.settings)
+        self.strikes = self.strikes + 1 if slow else 0
+        self.stretch = Traffic()
+        if slow and self.strikes >= self.settings.latency_strikes:
+            return (f"{slow}, in {self.strikes} stretches of answers in a row (release.latency_strikes "
+                    f"{self.settings.latency_strikes})")
+        return _error_verdict(self.baseline, self.seen, self.settings)

@@ -116,6 +116,9 @@ class ReleaseSettings(Strict):
     max_p95_ratio: float = Field(3.0, ge=1, description="new colour's p95 over the old colour's that rolls back")
     p95_floor_ms: float = Field(100.0, ge=0, description="a p95 under this never rolls back (noise of idle systems)")
     min_requests: int = Field(20, ge=1, description="fewer answers in the window decide nothing yet")
+    latency_strikes: int = Field(3, ge=1, description="stretches of min_requests answers in a row whose p95 is "
+                                                      "above the limit that roll back (one slow stretch, a cold "
+                                                      "start, does not)")
     smoke_timeout_seconds: int = Field(30, ge=5, le=600, description="the smoke test's create -> completed round trip")
 
 

@@ -360,13 +360,13 @@ def _require_image(settings: EnvironmentSettings, version: str) -> None:
 def watch(settings: EnvironmentSettings, colour: str, baseline: Traffic, since: float) -> tuple[str | None, Traffic]:
     """Watch ``colour``'s answers for ``release.watch_seconds``: (why to roll back, what it saw)."""
     deadline = since + settings.release.watch_seconds
-    seen = Traffic()
+    judge = bluegreen.Watch(baseline, settings.release)
     while True:
         now = time.time()
-        seen = routed_traffic(settings, colour, since, now)
-        reason = bluegreen.verdict(baseline, seen, settings.release)
+        reason = judge.add(routed_traffic(settings, colour, since, now))
+        since = now
         if reason or now >= deadline:
-            return reason, seen
+            return reason, judge.seen
         time.sleep(min(WATCH_POLL_S, max(0.0, deadline - now)))
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from shipyard import image_plan, bluegreen, topology
 from shipyard.inventory import load_environment
-from shipyard.bluegreen import ReleaseState, Traffic, routed_traffic, verdict
+from shipyard.bluegreen import ReleaseState, Traffic, Watch, routed_traffic, verdict
 from shipyard.render import render_environment
 from shipyard.settings import ReleaseSettings
 
@@ -79,6 +79,33 @@ def test_verdict_rolls_back_on_errors_or_latency_beyond_the_old_colour_and_not_o
     assert verdict(old, _traffic(rules.min_requests - 1, rules.min_requests - 1, 25), rules) is None
     # The old colour's own error rate is allowed on top (a flaky dependency is not the release's fault).
     assert verdict(_traffic(100, 10, 20), _traffic(100, 11, 20), rules) is None
+
+
+def test_the_watch_forgives_a_cold_first_stretch_but_not_a_slow_colour():
+    rules = ReleaseSettings()  # min_requests 20, latency_strikes 3
+    old = _traffic(400, 0, 24)
+    cold_start = Watch(old, rules)
+    # The first second of a new colour: 93 answers at 214 ms (the CI run that rolled back a good release).
+    assert cold_start.add(_traffic(93, 0, 214)) is None
+    assert all(cold_start.add(_traffic(100, 0, 25)) is None for _ in range(4))
+    assert cold_start.seen.answers == 493 and cold_start.seen.p95_ms == pytest.approx(214)  # as one whole: slow
+    slow = Watch(old, rules)
+    assert slow.add(_traffic(100, 0, 300)) is None and slow.add(_traffic(100, 0, 300)) is None
+    reason = slow.add(_traffic(100, 0, 300))
+    assert "p95 300 ms is above 100 ms" in reason and "3 stretches" in reason
+    # A stretch is min_requests answers however many windows they came in: low traffic is judged too.
+    trickle = Watch(old, rules)
+    verdicts = [trickle.add(_traffic(7, 0, 300)) for _ in range(9)]
+    assert verdicts[:8] == [None] * 8 and "3 stretches" in verdicts[8]
+    # Slow, fast, slow, slow: not three in a row.
+    mixed = Watch(old, rules)
+    assert [mixed.add(_traffic(50, 0, ms)) for ms in (300, 25, 300, 300)] == [None] * 4
+
+
+def test_the_watch_rolls_back_on_errors_at_once():
+    watch = Watch(_traffic(400, 0, 24), ReleaseSettings())
+    assert watch.add(_traffic(10, 0, 25)) is None  # under min_requests: nothing decided
+    assert "error rate" in watch.add(_traffic(30, 10, 25))
 
 
 def test_history_table_has_a_row_per_record():
