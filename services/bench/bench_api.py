@@ -32,7 +32,8 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from taskplatform_testing.servers import PG_BIN, start_platform, token_for  # noqa: E402
+import observed  # noqa: E402  (services/bench/observed.py)
+from taskplatform_testing.servers import PG_BIN, free_port, start_platform, token_for  # noqa: E402
 
 OVERLOAD_FACTOR = 4
 GENERATOR_NICE = -10
@@ -50,6 +51,13 @@ def wrk(url: str, token: str, seconds: int, connections: int) -> dict:
         sys.exit(f"bench-api: wrk printed no result:\n{out.stdout}\n{out.stderr}")
     result = json.loads(line.split(" ", 1)[1])
     result["rps"] = result["requests"] / result["duration_s"]
+    return result
+
+
+def _settled(result: dict) -> dict:
+    """``result``, once wrk's last requests have been answered (it leaves without waiting for
+    them; with the next run's connections they would pass the concurrency limit)."""
+    time.sleep(1)
     return result
 
 
@@ -324,6 +332,8 @@ def main() -> None:
         time.sleep(1)
         with CpuUse(platform, api) as direct_cpu:
             direct = wrk(url, token, args.seconds, args.connections)
+        time.sleep(1)  # wrk's last requests (above)
+        obs = observed.compare(lambda: _settled(wrk(url, token, args.seconds, args.connections)), url, free_port())
         edge = None
         if args.edge_url:
             edge_token = token_for(Path(args.jwt_key_file), "bench") if args.jwt_key_file else token
@@ -349,6 +359,7 @@ def main() -> None:
     if edge:
         print(f"  create-task via edge {edge['rps']:8.0f} req/s  p50 {edge['p50_ms']:6.1f} ms  p95 {edge['p95_ms']:6.1f} ms"
               f"  p99 {edge['p99_ms']:6.1f} ms  errors {edge['errors']}  non-2xx {edge['non2xx']}")
+    observed.print_comparison(obs, args.seconds)
     print_overload(over, over_tasks, args.seconds)
     print(f"  worker drain         {drain['tasks_per_s']:8.0f} tasks/s  ({drain['backlog']} queued tasks, "
           f"{drain['left']} left, 2 workers)")
@@ -362,7 +373,7 @@ def main() -> None:
     print(f"  overload target refused p99 < 50 ms, accepted p95 < 100 ms, no other answer, every accepted task "
           f"succeeded: {'MET' if overload_target else 'MISSED'}")
     print("BENCH_JSON " + json.dumps({"direct": direct, "edge": edge, "overload": over, "overload_tasks": over_tasks,
-                                      "direct_cpu_seconds": direct_cpu.seconds, "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
+                                      "direct_cpu_seconds": direct_cpu.seconds, "observability": obs, "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
                                       "ratio_to_pgbench": ratio}))
 
 

@@ -9,7 +9,6 @@ tiers. On a failed gate it prints each failing container's last log lines and he
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from shipyard import commands
 from shipyard.plan import (COMPOSE_CONFIG_HASH_LABEL, COMPOSE_SERVICE_LABEL, DesiredService, ObservedContainer,
                            healthy_services, plan_host, to_restore)
 
-log = logging.getLogger("shipyard")
 LOG_TAIL_LINES = 40
 
 
@@ -197,8 +195,8 @@ def converge_host(project_dir: str, project: str, services: dict[str, ServiceSta
     for plan in plans:
         if plan.up_to_date:
             host.noop(f"tier {plan.tier}: {', '.join(plan.services)} up to date")
-        else:
-            log.warning("host %s tier %s: %s", host.name, plan.tier, "; ".join(plan.reasons))
+        else:  # reason first: what drifted or changed, before anything is touched
+            print(f"[{host.name}] tier {plan.tier}: {'; '.join(plan.reasons)}", flush=True)
     changed_tiers = [plan.tier for plan in stale]
     if stale:
         # One dependency-gated `up --wait` over every stale tier of the step: compose starts each

@@ -5,8 +5,8 @@ same load, in one run.
 Prints, for the release and the rollback: requests that were not 2xx (target 0), the switch's
 seconds (from the release's own step timings), the seconds from the rollback command to the
 first request served by the old colour (target < 1 s), and p99 around the cutover against the
-steady state's. Baseline: `docker compose up -d --force-recreate --no-deps` of the live API (a
-deploy without colours) under the same load: failed requests and the seconds between its first
+steady state's. Baseline: `docker compose up -d --force-recreate` of the live API (a deploy
+without colours: its one-shot dependencies run again first) under the same load: failed requests and the seconds between its first
 and last failure. Rolls out ENV first. Loopback only; bounded (SteadyLoad stops at 20000
 requests per phase). --short (`make test`): 100 requests/s, 3 s of steady state and 2 s after
 each cutover, a 5 s watch.
@@ -153,8 +153,11 @@ def main() -> None:
 
         def in_place(load, started):
             project_dir = commands.project_dir(settings.deploy_root, settings.name)
+            # Not --no-deps: compose drops depends_on from a service's config under it, so the
+            # recreated container's config hash would differ from the deploy's and the next
+            # deploy would recreate the API again (the environment not left as found).
             subprocess.run(commands.compose(project_dir, settings.compose_project, "up", "-d", "--force-recreate",
-                                            "--no-deps", "--wait", live_instance(settings, "api")),
+                                            "--wait", live_instance(settings, "api")),
                            check=True, capture_output=True)
             return {"recreate_s": time.monotonic() - started}
 
