@@ -39,7 +39,7 @@ def scraping(api_url: str, port: int) -> Iterator[Callable[[], float]]:
         query = f"http://127.0.0.1:{port}/api/v1/query"
 
         def scrapes() -> float:
-            result = requests.get(query, params={"query": 'sum(prometheus_target_interval_length_seconds_count)'},
+            result = requests.get(query, params={"query": 'count_over_time(up{job="api"}[1h])'},
                                   timeout=5).json()["data"]["result"]
             return float(result[0]["value"][1]) if result else 0.0
 
