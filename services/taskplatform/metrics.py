@@ -42,7 +42,7 @@ TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task
 # reaches the processes one by one).
 MAINTENANCE_MODE = Gauge("maintenance_mode", "1 while the applied runtime config has maintenance on "
                                              "(the API refuses writes)", multiprocess_mode="livemax")
-# Read from the PostgreSQL pools of the process at each scrape (``watch_pools``); summed over
+# Read from the PostgreSQL pools of the process at each scrape (``watch_pool``); summed over
 # the API's processes and, within a process, over its pools (the primary's and a replica's).
 DB_POOL_CONNECTIONS = Gauge("db_pool_connections", "PostgreSQL connections of this process's pools, in use by a "
                                                    "query or idle", ["state"], multiprocess_mode="livesum")
