@@ -35,6 +35,8 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open,
                   docs_url=None, redoc_url=None, dependencies=[Depends(deps.writes_open)])
     app.state.services = Services(settings, secrets, config)
+    metrics.count_kinds(metrics.TASKS_CREATED)
+    metrics.set_release(settings.release_colour, settings.build_version)
     _add_middleware(app, settings)
     install_handlers(app)
     app.add_exception_handler(limits.Overloaded, _overloaded)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import limits, queue, store
+from taskplatform import limits, metrics, queue, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -28,6 +28,7 @@ class Services:
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None
         self._reporting: asyncio.Task | None = None
+        self._metering: asyncio.Task | None = None
 
     async def _pool(self, target: str) -> limits.BoundedPool:
         s = self.settings
@@ -35,6 +36,7 @@ class Services:
                                        s.pg_pool_size, target=target, connect_timeout=s.pg_connect_timeout_seconds)
         bounded = limits.BoundedPool(pool, s.pg_acquire_timeout_seconds)
         self._pools.append(bounded)
+        metrics.watch_pool(bounded)
         return bounded
 
     async def start(self) -> None:
@@ -47,6 +49,7 @@ class Services:
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
+        self._metering = asyncio.create_task(_refresh_pool_metrics())
 
     async def within_redis_timeout(self, awaitable):
         """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
@@ -56,12 +59,22 @@ class Services:
             return await awaitable
 
     async def stop(self) -> None:
-        if self._watch:
-            self._watch.cancel()
+        for task in (self._watch, self._metering):
+            if task:
+                task.cancel()
         if self._report and self._reporting:
             self._reporting.cancel()
             self._report.remove()
         if self.redis is not None:
             await self.redis.aclose()
         for pool in self._pools:
+            metrics.forget_pool(pool)
             await pool.close()
+
+
+async def _refresh_pool_metrics(every_seconds: float = 1.0) -> None:
+    """This process's pool gauges, every second: a scrape reaches one API process, which reads
+    its own pools then and its siblings' gauges from their files (``metrics.refresh_pools``)."""
+    while True:
+        metrics.refresh_pools()
+        await asyncio.sleep(every_seconds)

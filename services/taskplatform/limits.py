@@ -160,16 +160,27 @@ class BodySizeLimit:
 class BoundedPool:
     """The asyncpg pool's query methods, each waiting at most ``acquire_timeout`` seconds for a
     connection: when PostgreSQL is slow, requests give up with ``Overloaded`` instead of queueing
-    for the pool without end (asyncpg's own pool methods wait for ever)."""
+    for the pool without end (asyncpg's own pool methods wait for ever). ``None``: as long as it
+    takes (the worker's loops). It counts the queries waiting for a connection, which asyncpg
+    does not say (``state``, the db_pool_* metrics)."""
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float):
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float | None):
         self.pool, self.acquire_timeout = pool, acquire_timeout
+        self.waiting = 0
+
+    def state(self) -> tuple[int, int, int, int]:
+        """(connections in use, idle, queries waiting for one, the most the pool opens)."""
+        idle = self.pool.get_idle_size()
+        return self.pool.get_size() - idle, idle, self.waiting, self.pool.get_max_size()
 
     async def _acquire(self) -> asyncpg.Connection:
+        self.waiting += 1
         try:
             return await self.pool.acquire(timeout=self.acquire_timeout)
         except asyncio.TimeoutError:
             raise Overloaded(f"no database connection free within {self.acquire_timeout} s") from None
+        finally:
+            self.waiting -= 1
 
     async def _run(self, method: str, query: str, args) -> object:
         conn = await self._acquire()

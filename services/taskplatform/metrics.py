@@ -10,14 +10,17 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, gen
                                multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 
+from taskplatform import kinds
+
 REQUEST_LATENCY = Histogram("http_request_duration_seconds", "API request latency", ["route"],
                             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 REQUESTS = Counter("http_requests_total", "API requests", ["route", "status"])
-TASKS_CREATED = Counter("tasks_created_total", "tasks accepted by the API")
+# By kind: a known, small set (kinds.PAYLOADS; anything else is "other", see kind_label).
+TASKS_CREATED = Counter("tasks_created_total", "tasks accepted by the API", ["kind"])
 TASKS_ENQUEUE_FAILED = Counter("tasks_enqueue_failed_total", "tasks committed but not enqueued (reconciler will)")
-TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed")
-TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)")
-TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt")
+TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed", ["kind"])
+TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)", ["kind"])
+TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt", ["kind"])
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
 TASKS_RECOVERED = Counter("tasks_recovered_total", "tasks a worker took from PostgreSQL, not from the stream",
                           ["reason"])
@@ -39,6 +42,17 @@ TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task
 # reaches the processes one by one).
 MAINTENANCE_MODE = Gauge("maintenance_mode", "1 while the applied runtime config has maintenance on "
                                              "(the API refuses writes)", multiprocess_mode="livemax")
+# Read from the PostgreSQL pools of the process at each scrape (``watch_pool``); summed over
+# the API's processes and, within a process, over its pools (the primary's and a replica's).
+DB_POOL_CONNECTIONS = Gauge("db_pool_connections", "PostgreSQL connections of this process's pools, in use by a "
+                                                   "query or idle", ["state"], multiprocess_mode="livesum")
+DB_POOL_WAITING = Gauge("db_pool_waiting", "queries waiting for a PostgreSQL connection of this process's pools",
+                        multiprocess_mode="livesum")
+DB_POOL_MAX = Gauge("db_pool_max", "the most PostgreSQL connections this process's pools may open",
+                    multiprocess_mode="livesum")
+RELEASE_INFO = Gauge("release_info", "the release this process runs (value 1): its colour (none outside "
+                                     "blue-green) and build version", ["colour", "version"],
+                     multiprocess_mode="livemax")
 CONFIG_VERSION_NAME = "config_version_info"
 CONFIG_VERSION = Gauge(CONFIG_VERSION_NAME, "applied runtime config (value 1)", ["version", "hash"],
                        multiprocess_mode="liveall")
@@ -56,6 +70,80 @@ def set_config_version(version: str, digest: str) -> None:
     _applied_config = (version, digest)
 
 
+def kind_label(kind: str) -> str:
+    """A task's kind as a label value: one of the known kinds, else "other" (a row of a newer
+    release's kind), so that no row can add series."""
+    return kind if kind in kinds.PAYLOADS else "other"
+
+
+def count_kinds(*counters: Counter) -> None:
+    """Every known kind's series at 0 from the start: ``increase`` sees the first task of a kind
+    (a series born at 1 shows no increase)."""
+    for counter in counters:
+        for kind in (*kinds.PAYLOADS, "other"):
+            counter.labels(kind=kind)
+
+
+def set_release(colour: str, version: str) -> None:
+    RELEASE_INFO.labels(colour=colour or "none", version=version).set(1)
+
+
+_pools: list = []
+
+
+def watch_pool(pool) -> None:
+    """Export ``pool`` (anything with ``state()`` → (in use, idle, waiting, max)) as the
+    db_pool_* gauges, read at each scrape (``refresh_pools``) until ``forget_pool``."""
+    _pools.append(pool)
+
+
+def forget_pool(pool) -> None:
+    if pool in _pools:
+        _pools.remove(pool)
+    refresh_pools()
+
+
+def refresh_pools() -> None:
+    """The db_pool_* gauges from this process's pools now. At each scrape of the process that
+    answers it; an API process also calls it every second, so that its siblings' values, read
+    from their files, are as fresh."""
+    in_use = idle = waiting = most = 0
+    for pool in list(_pools):
+        state = pool.state()
+        in_use, idle, waiting, most = in_use + state[0], idle + state[1], waiting + state[2], most + state[3]
+    DB_POOL_CONNECTIONS.labels(state="in_use").set(in_use)
+    DB_POOL_CONNECTIONS.labels(state="idle").set(idle)
+    DB_POOL_WAITING.set(waiting)
+    DB_POOL_MAX.set(most)
+
+
+class QueueStats:
+    """The queue as PostgreSQL last said (a worker refreshes it every few seconds, ``Worker``):
+    a scrape reads these and asks nothing. Nothing is exported before the first answer nor
+    after a failed one (``clear``): a value PostgreSQL no longer vouches for is not shown."""
+
+    def __init__(self):
+        self.values: tuple[int, float] | None = None
+
+    def set(self, queued: int, oldest_seconds: float) -> None:
+        self.values = (queued, oldest_seconds)
+
+    def clear(self) -> None:
+        self.values = None
+
+    def collect(self):
+        if self.values is None:
+            return
+        note = " (every worker exports the same: use max())"
+        yield GaugeMetricFamily("tasks_queued", "tasks waiting for a worker, not yet claimed" + note,
+                                value=self.values[0])
+        yield GaugeMetricFamily("tasks_oldest_queued_age_seconds", "seconds the oldest queued task has waited since "
+                                "it was last queued, 0 when none" + note, value=self.values[1])
+
+
+QUEUE = QueueStats()
+
+
 class _WithoutReplacedConfigs:
     """The process metrics (aggregated when multiprocess), without config versions replaced."""
 
@@ -68,16 +156,20 @@ class _WithoutReplacedConfigs:
             self.source = REGISTRY
 
     def collect(self):
+        refresh_pools()  # before the files are read: this process's own pools as of now
         for family in self.source.collect():
             if family.name == CONFIG_VERSION_NAME:
                 family.samples = [sample for sample in family.samples if sample.value != 0]
             yield family
 
 
-def exposed_registry() -> CollectorRegistry:
-    """What a scrape of this process gets (the worker's metrics server serves it as is)."""
+def exposed_registry(queue: QueueStats | None = None) -> CollectorRegistry:
+    """What a scrape of this process gets (the worker's metrics server serves it as is, with
+    the ``queue`` it refreshes)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_WithoutReplacedConfigs())
+    if queue is not None:
+        registry.register(queue)
     return registry
 
 

@@ -99,6 +99,9 @@ class ProcessSettings(BaseSettings):
     # A consumer of the group idle this long with no pending entries is removed (a worker gone).
     consumer_forget_idle_seconds: float = 300.0
     maintenance_interval_seconds: float = 1.0  # reconciler / scheduler / reclaim period
+    # How often a worker asks PostgreSQL how many tasks are queued and how old the oldest is
+    # (tasks_queued, tasks_oldest_queued_age_seconds): a scrape reads the last answer.
+    queue_metrics_interval_seconds: float = Field(5.0, gt=0)
     shutdown_grace_seconds: float = 20.0
 
     def pg_nodes(self) -> list[tuple[str, int]]:

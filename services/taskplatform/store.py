@@ -80,8 +80,8 @@ class TaskStore:
         request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
         number); another request under that key raises ``IdempotencyKeyReused``."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key) "
-            f"VALUES ($1, $2, $3, $4, $5, $6) "
+            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, queued_at) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) "
             f"ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
             f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key)
         if row is not None:
@@ -138,13 +138,14 @@ class TaskStore:
         back to 0 cannot let an old holder in: its writes also match a lease token, which only
         a new claim sets."""
         return await self._tenant_transition(
-            tenant, task_id, "status = 'queued', attempts = 0, error = NULL, lease_until = NULL, lease_token = NULL",
+            tenant, task_id, "status = 'queued', queued_at = clock_timestamp(), attempts = 0, error = NULL, "
+                             "lease_until = NULL, lease_token = NULL",
             ("dead",))
 
     # --- worker side ------------------------------------------------------------------------
     async def claim(self, task_id: uuid.UUID, lease_seconds: float,
-                    runnable_kinds: Sequence[str] = tuple(kinds.PAYLOADS)) -> tuple[Claimed | None, bool]:
-        """(claim, went_dead). Queued → running, or a running task whose lease expired (its
+                    runnable_kinds: Sequence[str] = tuple(kinds.PAYLOADS)) -> tuple[Claimed | None, str | None]:
+        """(claim, the kind of the task if this claim turned it dead, else None). Queued → running, or a running task whose lease expired (its
         worker died): that lost attempt stays counted. The attempt is counted here, in the same
         conditional UPDATE, so a task that kills its worker every time still runs out of
         attempts: once none are left the claim turns it dead instead of running it again.
@@ -166,10 +167,10 @@ class TaskStore:
             "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
             task_id, lease_seconds, uuid.uuid4(), list(runnable_kinds))
         if row is None:
-            return None, False
+            return None, None
         if row["status"] == "dead":
-            return None, True
-        return Claimed(**{k: v for k, v in dict(row).items() if k != "status"}), False
+            return None, row["kind"]
+        return Claimed(**{k: v for k, v in dict(row).items() if k != "status"}), None
 
     async def renew_leases(self, claims: list[Claimed], lease_seconds: float) -> set[uuid.UUID]:
         """Extends the leases still held; returns the ids renewed (a missing one was lost)."""
@@ -209,29 +210,32 @@ class TaskStore:
         """Shutdown: give an unfinished attempt back (it does not count). The token is cleared,
         so whatever the cancelled attempt still does cannot touch the next holder's attempt."""
         status = await self.pool.execute(
-            "UPDATE tasks SET status = 'queued', attempts = attempts - 1, lease_until = NULL, lease_token = NULL, "
+            "UPDATE tasks SET status = 'queued', queued_at = clock_timestamp(), attempts = attempts - 1, "
+            "lease_until = NULL, lease_token = NULL, "
             f"updated_at = clock_timestamp() - interval '1 day' WHERE {self._HELD}",
             claim.id, claim.attempts, claim.lease_token)
         return status.endswith(" 1")
 
     async def due_retries(self, limit: int = 500) -> list[uuid.UUID]:
         rows = await self.pool.fetch(
-            "UPDATE tasks SET status = 'queued', run_after = NULL, updated_at = clock_timestamp() "
+            "UPDATE tasks SET status = 'queued', queued_at = clock_timestamp(), run_after = NULL, "
+            "updated_at = clock_timestamp() "
             "WHERE id IN (SELECT id FROM tasks WHERE status = 'retry_wait' AND run_after <= clock_timestamp() "
             "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
         return [r["id"] for r in rows]
 
-    async def expire_leases(self, limit: int) -> tuple[list[uuid.UUID], int]:
-        """(tasks queued again, tasks that went dead): running under an expired lease, their
+    async def expire_leases(self, limit: int) -> tuple[list[uuid.UUID], list[str]]:
+        """(tasks queued again, the kind of each task that went dead): running under an expired lease, their
         worker died or stalled. That lost attempt was counted at claim and stays so: queued
         again while attempts remain, else dead."""
         rows = await self.pool.fetch(
             "UPDATE tasks SET "
             "  status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, "
+            "  queued_at = CASE WHEN attempts >= max_attempts THEN queued_at ELSE clock_timestamp() END, "
             f" error = {_LOST_ATTEMPT}, lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
             "WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_until < clock_timestamp() "
-            "  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, status", limit)
-        return [r["id"] for r in rows if r["status"] == "queued"], sum(r["status"] == "dead" for r in rows)
+            "  ORDER BY updated_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, status, kind", limit)
+        return [r["id"] for r in rows if r["status"] == "queued"], [r["kind"] for r in rows if r["status"] == "dead"]
 
     async def take_overdue(self, queued_for_seconds: float, limit: int,
                            runnable_kinds: Sequence[str]) -> list[uuid.UUID]:
@@ -248,3 +252,14 @@ class TaskStore:
             "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
             queued_for_seconds, limit, list(runnable_kinds))
         return [r["id"] for r in rows]
+
+    async def queue_stats(self) -> tuple[int, float]:
+        """(tasks queued, seconds the oldest of them has waited since it was last queued; 0 when
+        none): what waits for a worker. Two index scans of the queued tasks alone
+        (``tasks_unfinished`` counts them, ``tasks_queued_since`` gives the oldest in one probe),
+        cheap for a periodic refresh."""
+        row = await self.pool.fetchrow(
+            "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued') AS queued, "
+            "  (SELECT extract(epoch FROM clock_timestamp() - min(coalesce(queued_at, created_at)))::float8 "
+            "   FROM tasks WHERE status = 'queued') AS oldest")
+        return row["queued"], max(0.0, row["oldest"] or 0.0)

@@ -22,7 +22,7 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import kinds, logs, metrics, queue, store
+from taskplatform import kinds, limits, logs, metrics, queue, store
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
@@ -63,6 +63,8 @@ class Worker:
         self.backlog: collections.deque[tuple[queue.Message | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
         metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
+        metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD)
+        metrics.set_release(settings.release_colour, settings.build_version)
         self.store: store.TaskStore | None = None
         self.redis = None
 
@@ -82,12 +84,12 @@ class Worker:
     async def _run(self, message: queue.Message | None, task_id: str) -> None:
         task = asyncio.current_task()
         try:
-            claim, went_dead = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
+            claim, dead_kind = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
                                                       self.config.config.runnable_kinds())
         except ValueError:
-            claim, went_dead = None, False  # not a task id: drop the message
-        if went_dead:  # its worker died on its last attempt (a crash loop): it ends here
-            metrics.TASKS_DEAD.inc()
+            claim, dead_kind = None, None  # not a task id: drop the message
+        if dead_kind:  # its worker died on its last attempt (a crash loop): it ends here
+            metrics.TASKS_DEAD.labels(kind=metrics.kind_label(dead_kind)).inc()
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
         if claim is None:  # finished, cancelled, dead, running elsewhere under a live lease, or of a
             # disabled kind: queued, the reconciler brings it back once its kind is enabled again
@@ -120,7 +122,7 @@ class Worker:
             exc = body.exception()
             await self._fail(claim, f"{exc.__class__.__name__}: {exc}")
         elif await self.store.complete(claim, body.result()):
-            metrics.TASKS_COMPLETED.inc()
+            metrics.TASKS_COMPLETED.labels(kind=metrics.kind_label(claim.kind)).inc()
         self.inflight[task] = (message, None)  # recorded: no lease to keep or hand back
         await self._ack(message)
 
@@ -133,10 +135,11 @@ class Worker:
         last = claim.attempts >= claim.max_attempts
         delay = None if last else retry_delay(claim.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
         new_status = await self.store.fail(claim, error, delay)
+        kind = metrics.kind_label(claim.kind)
         if new_status == "dead":
-            metrics.TASKS_DEAD.inc()
+            metrics.TASKS_DEAD.labels(kind=kind).inc()
         elif new_status == "retry_wait":
-            metrics.TASKS_FAILED.inc()
+            metrics.TASKS_FAILED.labels(kind=kind).inc()
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
@@ -258,9 +261,10 @@ class Worker:
         if lost or overdue:
             log.info("recovered tasks from PostgreSQL",
                      extra={"lease_expired": len(lost), "queued_too_long": len(overdue)})
+        for kind in dead:
+            metrics.TASKS_DEAD.labels(kind=metrics.kind_label(kind)).inc()
         if dead:
-            metrics.TASKS_DEAD.inc(dead)
-            log.info("tasks out of attempts after losing their worker", extra={"count": dead})
+            log.info("tasks out of attempts after losing their worker", extra={"count": len(dead)})
 
     async def _maintain(self) -> None:
         while not self.stopping.is_set():
@@ -279,6 +283,22 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
 
+    async def _measure_queue(self) -> None:
+        """tasks_queued and tasks_oldest_queued_age_seconds, from PostgreSQL every
+        ``queue_metrics_interval_seconds`` (one cheap indexed query, ``TaskStore.queue_stats``):
+        a scrape reads what the last answer said. Not shown while PostgreSQL does not answer."""
+        while not self.stopping.is_set():
+            try:
+                metrics.QUEUE.set(*await self.store.queue_stats())
+            except Exception as exc:  # noqa: BLE001 - an outage: the maintenance loop says so
+                metrics.QUEUE.clear()
+                if not isinstance(exc, OUTAGES):
+                    log.warning("queue metrics not refreshed", **_trouble(exc))
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.settings.queue_metrics_interval_seconds)
+            except asyncio.TimeoutError:
+                pass
+
     async def _keep_leases_while_finishing(self) -> None:
         """During the shutdown grace period the maintenance loop has stopped, but in-flight
         attempts still hold their tasks: without this their leases expire and another worker
@@ -294,9 +314,10 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
-        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
-                                       self.secrets.get("postgres_password"), s.pg_pool_size,
-                                       connect_timeout=s.pg_connect_timeout_seconds)
+        pool = limits.BoundedPool(await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
+                                                          self.secrets.get("postgres_password"), s.pg_pool_size,
+                                                          connect_timeout=s.pg_connect_timeout_seconds), None)
+        metrics.watch_pool(pool)
         self.store = store.TaskStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
@@ -309,12 +330,13 @@ class Worker:
         reporting = report.start()
         log.info("worker started", extra={"consumer": self.consumer,
                                           "concurrency": self.config.config.worker_concurrency})
-        await asyncio.gather(self._consume(), self._maintain())
+        await asyncio.gather(self._consume(), self._maintain(), self._measure_queue())
         await self._shutdown()
         watch.cancel()
         reporting.cancel()
         report.remove()
         await self.redis.aclose()
+        metrics.forget_pool(pool)
         await pool.close()
 
     async def _shutdown(self) -> None:
@@ -371,4 +393,4 @@ def _text(value) -> str:
 
 def serve_metrics(port: int) -> None:
     if port:
-        start_http_server(port, registry=metrics.exposed_registry())
+        start_http_server(port, registry=metrics.exposed_registry(metrics.QUEUE))

@@ -4,12 +4,13 @@ metrics that say what the platform does, the state of the runtime config's hot r
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import log_lines, wait_worker_ready
+from conftest import Tenant, log_lines, wait_worker_ready
 from taskplatform import logs
 from taskplatform_testing.servers import free_port
 
@@ -139,5 +140,111 @@ def test_the_worker_exports_run_time_and_queue_wait_per_kind(platform, tenant):
         assert run["sleep"] >= 0.3 and waited["sleep"] == 1, (run, waited)
         assert samples(url, "worker_tasks_running") == [({}, 0.0)]
         assert samples(url, "worker_slots") == [({}, 4.0)]  # the runtime config's worker_concurrency
+    finally:
+        platform.stop_workers()
+
+
+def by_label(url: str, name: str, label: str) -> dict[str, float]:
+    return {labels[label]: value for labels, value in samples(url, name)}
+
+
+def wait_metrics(url: str, condition, what: str, timeout: float = 20) -> None:
+    """Until ``condition(url)`` holds for a scrape of ``url``."""
+    deadline = time.monotonic() + timeout
+    while not condition(url):
+        assert time.monotonic() < deadline, f"{url}: not {what} after {timeout}s"
+        time.sleep(0.1)
+
+
+def test_tasks_are_counted_by_kind_created_completed_failed_and_dead(platform, tenant, api_url):
+    created_before = by_label(f"{api_url}/metrics", "tasks_created_total", "kind")
+    port = free_port()
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port)
+    try:
+        wait_worker_ready(worker)
+        ids = [tenant.create("checksum").json()["id"] for _ in range(2)]
+        ids.append(tenant.create("fail", {"always": True}).json()["id"])
+        done = [tenant.wait_for(task_id)["status"] for task_id in ids]
+        assert done == ["succeeded", "succeeded", "dead"], done
+        created = by_label(f"{api_url}/metrics", "tasks_created_total", "kind")
+        assert created["checksum"] - created_before.get("checksum", 0) == 2, (created_before, created)
+        assert created["fail"] - created_before.get("fail", 0) == 1, (created_before, created)
+        url = f"http://127.0.0.1:{port}/metrics"
+        # Every known kind from the start (increase() sees a kind's first task), the rest 0.
+        assert by_label(url, "tasks_completed_total", "kind") == {"checksum": 2, "sleep": 0, "fail": 0, "smoke": 0,
+                                                                  "other": 0}
+        assert by_label(url, "tasks_failed_total", "kind")["fail"] == 2  # task_max_attempts 3: two retried
+        assert by_label(url, "tasks_dead_total", "kind") == {"checksum": 0, "sleep": 0, "fail": 1, "smoke": 0,
+                                                             "other": 0}
+        assert samples(url, "tasks_created_total") == []  # the API's business, not exported at 0 here
+    finally:
+        platform.stop_workers()
+
+
+def test_the_worker_exports_the_queue_depth_and_the_oldest_queued_tasks_age(platform, tenant, runtime_config):
+    """From PostgreSQL every queue_metrics_interval_seconds; a scrape only reads the last answer."""
+    waiting = [tenant.create("sleep", {"seconds": 0}).json()["id"] for _ in range(2)]
+    runtime_config(enabled_kinds=[])  # nothing runs: what is queued stays so, the count holds still
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
+                         user=platform.pg.user, password=platform.pg.password, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET queued_at = clock_timestamp() - interval '1 hour' WHERE id = %s",
+                     (waiting[0],))
+    port = free_port()
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port, TASKS_QUEUE_METRICS_INTERVAL_SECONDS=0.2)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_worker_ready(worker)
+        wait_metrics(url, lambda u: samples(u, "tasks_queued"), "showing the queue")
+        (_, queued), = samples(url, "tasks_queued")
+        (_, oldest), = samples(url, "tasks_oldest_queued_age_seconds")
+        assert queued >= 2 and 3600 <= oldest < 3660, (queued, oldest)
+        assert tenant.session.post(f"{tenant.base}/v1/tasks/{waiting[0]}/cancel", timeout=10).status_code == 200
+        # One fewer waits, and the oldest now is younger (other tests' tasks are not an hour old).
+        wait_metrics(url, lambda u: samples(u, "tasks_queued") == [({}, queued - 1)]
+                     and samples(u, "tasks_oldest_queued_age_seconds")[0][1] < 3600, "updated after a cancel")
+    finally:
+        platform.stop_workers()
+        for task_id in waiting[1:]:
+            tenant.session.post(f"{tenant.base}/v1/tasks/{task_id}/cancel", timeout=10)
+
+
+def pool_state(url: str) -> tuple[float, float, float, float]:
+    """(in use, idle, waiting, max) as a scrape of ``url`` says."""
+    connections = by_label(url, "db_pool_connections", "state")
+    return (connections.get("in_use"), connections.get("idle"), samples(url, "db_pool_waiting")[0][1],
+            samples(url, "db_pool_max")[0][1])
+
+
+def test_the_database_pools_in_use_idle_and_waiting_summed_over_the_api_processes(platform, start_api):
+    """Two processes with one connection each: three creates held on a locked table take both
+    connections, or one while two wait for it."""
+    api = start_api(processes=2, TASKS_PG_POOL_SIZE=1, TASKS_PG_ACQUIRE_TIMEOUT_SECONDS=30)
+    url, tenant = f"{api.url}/metrics", Tenant(api.url, platform)
+    wait_metrics(url, lambda u: pool_state(u) == (0, 2, 0, 2), "two idle connections of two")
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
+                         user=platform.pg.user, password=platform.pg.password) as conn:
+        conn.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(3) as pool:
+            creates = [pool.submit(tenant.create) for _ in range(3)]
+            try:
+                wait_metrics(url, lambda u: (lambda s: s[0] + s[2] == 3 and s[0] + s[1] == 2 and s[2] >= 1)(
+                    pool_state(u)), "three creates holding or waiting for a connection")
+            finally:
+                conn.rollback()
+            assert [c.result().status_code for c in creates] == [202] * 3
+    wait_metrics(url, lambda u: pool_state(u) == (0, 2, 0, 2), "every connection idle again")
+
+
+def test_the_release_and_the_workers_pool_are_exported(platform, api_url):
+    assert samples(f"{api_url}/metrics", "release_info") == [({"colour": "green", "version": "test-1"}, 1.0)]
+    port = free_port()
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port, TASKS_RELEASE_COLOUR="",
+                                   TASKS_BUILD_VERSION="test-2", TASKS_PG_POOL_SIZE=3)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_worker_ready(worker)
+        assert samples(url, "release_info") == [({"colour": "none", "version": "test-2"}, 1.0)]
+        in_use, idle, waiting, most = pool_state(url)
+        assert most == 3 and in_use + idle >= 1 and waiting == 0, (in_use, idle, waiting, most)
     finally:
         platform.stop_workers()

@@ -133,7 +133,7 @@ def test_the_claim_and_the_reconciler_leave_a_task_of_a_kind_they_may_not_run(pl
         task_id = uuid.UUID(task["id"])
         # Overdue, and alone so: other tests' queued tasks are younger than half an hour.
         await pool.execute("UPDATE tasks SET updated_at = clock_timestamp() - interval '1 hour' WHERE id = $1", task_id)
-        assert await tasks.claim(task_id, 30, ["checksum"]) == (None, False)
+        assert await tasks.claim(task_id, 30, ["checksum"]) == (None, None)
         assert task_id not in await tasks.take_overdue(1800, 1000, ["checksum"])
         assert dict(await pool.fetchrow("SELECT status, attempts FROM tasks WHERE id = $1", task_id)) == {
             "status": "queued", "attempts": 0}

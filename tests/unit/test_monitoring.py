@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shipyard.components.prometheus.settings import PrometheusSettings
+from shipyard.components.prometheus.settings import LATENCY_BUCKETS_MS, PrometheusSettings
 from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment, render_host
@@ -73,6 +73,7 @@ def test_every_alert_has_a_summary_a_runbook_and_cases_that_fire_and_must_not(de
              for test in yaml.safe_load(p.read_text())["tests"] for t in test["alert_rule_test"]]
     alerts = _alerts(default_rules)
     assert {"TargetDown", "HostDown", "NoWorkerConsuming", "ApiErrorBudgetBurnFast", "ApiErrorBudgetBurnSlow",
+            "ApiLatencyBudgetBurnFast", "ApiLatencyBudgetBurnSlow", "OldestQueuedTaskTooOld", "DeadTasksRising",
             "RuntimeConfigRejected", "RuntimeConfigMismatch"} <= {a["alert"] for a in alerts}
     for alert in alerts:
         name = alert["alert"]
@@ -182,6 +183,8 @@ def test_intervals_retention_and_waits_come_from_the_settings(repo):
     ({"SHIPYARD_ALERTMANAGER__EMAIL_TO": '["ops@example.com"]'},
      "email_to is set but email_from or smarthost is not"),
     ({"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "0"}, "SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S"),
+    ({"SHIPYARD_PROMETHEUS__LATENCY_THRESHOLD_MS": "300"},
+     "latency_threshold_ms (300) is not a bucket boundary of the API's http_request_duration_seconds; use one of 2, 5,"),
 ])
 def test_bad_settings_are_refused_before_any_host_naming_key_and_fix(repo, variables, message):
     with pytest.raises(SettingsError) as err:
@@ -325,3 +328,21 @@ def test_make_status_sums_up_the_scrape_health_by_service():
         "2/2 targets up (api 1/1, worker 1/1)"
     assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "down", "connection refused")]) == \
         "1/2 targets up (api 1/1, worker 0/1); down: worker w:9101 (down: connection refused)"
+
+
+def test_the_latency_thresholds_are_the_apis_histogram_buckets(repo):
+    """The settings' copy of the buckets (the core imports no service code) is the API's."""
+    source = (repo / "services/taskplatform/metrics.py").read_text()
+    buckets = re.search(r'Histogram\("http_request_duration_seconds".*?buckets=\(([^)]*)\)', source, re.S).group(1)
+    assert tuple(round(float(b) * 1000) for b in buckets.split(",")) == LATENCY_BUCKETS_MS
+
+
+@pytest.mark.parametrize("threshold_ms, le", [(250, "0.25"), (1000, "1.0"), (5, "0.005")])
+def test_the_latency_rules_read_the_bucket_of_the_threshold_as_prometheus_client_names_it(repo, threshold_ms, le):
+    settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__LATENCY_THRESHOLD_MS": str(threshold_ms),
+                                             "SHIPYARD_PROMETHEUS__LATENCY_OBJECTIVE": "0.95"})
+    groups = yaml.safe_load(render_host(settings, settings.hosts[0]).files[RULES])["groups"]
+    rules = {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}
+    assert f'le="{le}"' in rules["env:api_slow_ratio:rate5m"]["expr"]
+    assert "(14.4 * 0.05)" in rules["ApiLatencyBudgetBurnFast"]["expr"]
+    assert f"longer than {threshold_ms} ms" in rules["ApiLatencyBudgetBurnSlow"]["annotations"]["summary"]

@@ -67,7 +67,7 @@ async def create_task(request: Request, body: TaskCreate, tenant_id: RateLimited
                        "this Idempotency-Key was used for a different task (kind or payload); "
                        "use a new key for a new task") from None
     if created:
-        metrics.TASKS_CREATED.inc()
+        metrics.TASKS_CREATED.labels(kind=metrics.kind_label(body.kind)).inc()
         await enqueue(services, task["id"], "create", stream)
     return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 

@@ -53,6 +53,9 @@ def template_context(ctx) -> dict[str, Any]:
     return {"env": ctx.env, "config_yaml": yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120),
             "unreachable": unreachable, "alerts": prom.alerts, "runbooks": RUNBOOKS,
             "objective": prom.availability_objective, "budget": f"{1 - prom.availability_objective:.6g}",
+            "latency": {"objective": prom.latency_objective, "budget": f"{1 - prom.latency_objective:.6g}",
+                        "threshold_ms": prom.latency_threshold_ms, "le": prom.latency_le()},
+            "oldest_queued_max_s": prom.oldest_queued_task_max_s,
             "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
             # A sample older than three scrapes is not the target's present state.
             "fresh_s": 3 * prom.scrape_interval_s}

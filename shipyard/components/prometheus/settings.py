@@ -3,7 +3,7 @@ alert waits before it fires."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shipyard.component import Strict
 
@@ -21,6 +21,17 @@ class AlertTimings(Strict):
                                    description="processes on different runtime configs before RuntimeConfigMismatch")
     config_rejected_window_s: int = Field(900, ge=60, le=86400,
                                           description="a rejected runtime config keeps RuntimeConfigRejected firing this long")
+    oldest_queued_s: int = Field(300, ge=0, le=86400,
+                                 description="the oldest queued task older than oldest_queued_task_max_s before "
+                                             "OldestQueuedTaskTooOld")
+    dead_tasks_window_s: int = Field(900, ge=60, le=86400,
+                                     description="a task of a kind going dead keeps DeadTasksRising firing this long")
+
+
+# The bucket boundaries of the API's `http_request_duration_seconds`, in ms
+# (services/taskplatform/metrics.py; tests/unit/test_monitoring.py checks they agree). A latency
+# objective can only be judged at one of them: the histogram counts nothing in between.
+LATENCY_BUCKETS_MS = (2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
 class PrometheusSettings(Strict):
@@ -31,8 +42,28 @@ class PrometheusSettings(Strict):
     availability_objective: float = Field(0.999, gt=0.5, lt=1,
                                           description="share of API answers that are not 5xx (the SLO the burn-rate "
                                                       "alerts defend)")
+    latency_objective: float = Field(0.99, gt=0.5, lt=1,
+                                     description="share of API answers within latency_threshold_ms (the SLO the "
+                                                 "latency burn-rate alerts defend)")
+    latency_threshold_ms: int = Field(250, description="what the latency objective calls fast enough; one of the "
+                                                       f"histogram's bucket boundaries {LATENCY_BUCKETS_MS}")
+    oldest_queued_task_max_s: int = Field(300, ge=1, le=7 * 86400,
+                                          description="seconds a queued task may wait for a worker before "
+                                                      "OldestQueuedTaskTooOld")
     memory_limit_mb: int = Field(512, ge=128)
     alerts: AlertTimings = AlertTimings()
+
+    @field_validator("latency_threshold_ms")
+    @classmethod
+    def _a_bucket_boundary(cls, value: int) -> int:
+        if value not in LATENCY_BUCKETS_MS:
+            raise ValueError(f"latency_threshold_ms ({value}) is not a bucket boundary of the API's "
+                             f"http_request_duration_seconds; use one of {', '.join(map(str, LATENCY_BUCKETS_MS))}")
+        return value
+
+    def latency_le(self) -> str:
+        """The threshold as the `le` label of its bucket, as prometheus_client writes it (0.25, 1.0)."""
+        return repr(self.latency_threshold_ms / 1000)
 
     @model_validator(mode="after")
     def _evaluation_not_slower_than_alerts(self):
