@@ -16,6 +16,7 @@ Metric names: the task platform's own (services/), prometheus-postgres-exporter'
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -215,3 +216,19 @@ def panel_queries(model: dict[str, Any]) -> list[PanelQuery]:
 def annotation_queries(model: dict[str, Any]) -> list[PanelQuery]:
     return [PanelQuery(model["title"], f"annotation {a.get('name')}", "", a["expr"])
             for a in (model.get("annotations") or {}).get("list", []) if a.get("expr")]
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\[\[(\w+)\]\]|\$(\w+)")
+
+
+def with_variables(expr: str, values: dict[str, str]) -> str:
+    """``expr`` as Grafana sends it to Prometheus, with ``values`` for its template variables
+    (``$env``, ``${env}``, ``[[env]]``, ``$__rate_interval``…). A variable without a value is an
+    error naming it: a query is never evaluated half-substituted."""
+    def value(match: re.Match) -> str:
+        name = next(g for g in match.groups() if g)
+        if name not in values:
+            raise KeyError(f"no value for the template variable ${name} in {expr!r}")
+        return values[name]
+
+    return _VARIABLE.sub(value, expr)
