@@ -42,8 +42,9 @@ _ROTATE = ("sh", "-c", f"grafana cli --homepath /usr/share/grafana admin reset-a
 
 
 def runs(settings) -> bool:
-    """Grafana runs where it is enabled and the image source gives it."""
-    return settings.grafana.enabled and settings.images.source == "official"
+    """Grafana runs where it is enabled, the image source gives it and Prometheus runs (every
+    dashboard reads it)."""
+    return settings.grafana.enabled and settings.prometheus.enabled and settings.images.source == "official"
 
 
 def datasources(ctx) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def datasources(ctx) -> dict[str, Any]:
     interval = ctx.section("prometheus").scrape_interval_s
     return {"apiVersion": 1, "datasources": [{
         "name": "Prometheus", "type": "prometheus", "uid": dashboards.DATASOURCE_UID, "access": "proxy",
-        "orgId": 1, "url": f"http://{prom[0]}" if prom else "", "isDefault": True, "editable": False,
+        "orgId": 1, "url": f"http://{prom[0]}", "isDefault": True, "editable": False,
         # $__rate_interval is at least four scrapes: tell Grafana the real interval.
         "jsonData": {"timeInterval": f"{interval}s", "httpMethod": "POST"}}]}
 
