@@ -4,9 +4,8 @@ environment's Prometheus, provisioned from the repo.
 Runs only under the ``official`` image source (``grafana/grafana`` pinned below): Grafana has no
 Debian package, so there is no ``local`` recipe and under ``local`` (``local``, ``ci``) the
 service has no instance at all (``scale`` 0), whatever ``grafana.enabled`` says. The dashboards
-are still built and rendered for every environment's observability host that runs it, and
-``tests/e2e/test_dashboards.py`` proves each panel's queries against any environment's
-Prometheus, Grafana or not.
+are code all the same (dashboards.py): ``tests/e2e/test_dashboards.py`` proves each panel's
+queries against any running environment's Prometheus, Grafana or not.
 
 One instance on the observability group's first host, published on loopback only
 (``ports.grafana_http``), its database in a named volume. Provisioning (templates/grafana/,
