@@ -5,7 +5,8 @@ environment under test, returns data.
 Grafana need not run for this: the queries are the built dashboards' own, with the template
 variables substituted as Grafana would (``$env``: the environment's name; ``$__rate_interval``:
 four scrape intervals, Grafana's floor for it) and sent to Prometheus's range API over the last
-minutes, the way a time-series panel asks. Each query is its own test, named
+minutes, the way a time-series panel asks; a panel draws something when one sample is a number
+(NaN, as 0/0 gives, draws nothing). Each query is its own test, named
 ``<dashboard> / <panel> / <refId>``, so one dead panel does not hide another. The environment must
 be rolled out already (`make up ENV=..`); nothing here deploys.
 """
@@ -76,9 +77,10 @@ def test_the_env_variable_offers_the_environment(prometheus, settings):
 def test_every_panel_returns_data(query, prometheus, settings, variables):
     expr = dashboards.with_variables(query.expr, variables)
     data = _range(prometheus, expr, settings.prometheus.scrape_interval_s)
-    samples = sum(len(series.get("values", [])) for series in data["result"])
-    assert samples, (f"dead panel: {query} — no data over the last {WINDOW_S // 60} minutes of {settings.name} "
-                     f"for {expr}")
+    # NaN (0/0, a quantile of no requests) draws nothing: it is no data.
+    drawn = sum(1 for series in data["result"] for _, value in series.get("values", []) if value.lower() != "nan")
+    assert drawn, (f"dead panel: {query} — no data over the last {WINDOW_S // 60} minutes of {settings.name} "
+                   f"for {expr}")
 
 
 @pytest.mark.parametrize("query", ANNOTATIONS, ids=str)

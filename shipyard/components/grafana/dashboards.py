@@ -64,6 +64,9 @@ def _dashboard(uid: str, title: str, tags: list[str]):
             .time("now-1h", "now").timezone("utc").with_variable(env))
 
 
+QUEUE_STATE = "The queue's own state, reported alike by every process that exports it: max, not sum."
+
+
 def platform_overview():
     errors = _rate("http_requests_total", "route", f'{ENV}, status=~"5.."')
     answers = _rate("http_requests_total", "route")
@@ -85,14 +88,14 @@ def platform_overview():
                                 for q in (0.5, 0.95, 0.99)], width=24))
             .with_row(dashboard.Row("Tasks"))
             .with_panel(_graph("Tasks by kind: created, completed, failed, dead", "ops", tasks))
-            .with_panel(_graph("Queue: depth and oldest queued task", "short",
-                               [(f"max(tasks_queued{{{ENV}}})", "queued"),
-                                (f"max(tasks_oldest_queued_age_seconds{{{ENV}}})", "oldest queued (s)")],
-                               description="Both are the queue's own state, reported alike by every process: max, "
-                                           "not sum."))
             .with_panel(_graph("Worker slots: busy and total", "short",
                                [(f"sum(worker_tasks_running{{{ENV}}})", "busy"),
                                 (f"sum(worker_slots{{{ENV}}})", "total")]))
+            .with_panel(_graph("Queued tasks", "short", [(f"max(tasks_queued{{{ENV}}})", "queued")], width=6,
+                               description=QUEUE_STATE))
+            .with_panel(_graph("Oldest queued task", "s",
+                               [(f"max(tasks_oldest_queued_age_seconds{{{ENV}}})", "age")], width=6,
+                               description=QUEUE_STATE))
             .with_panel(_graph("Database pool", "short", pool)))
 
 
