@@ -94,6 +94,12 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     }
 
 
+def _checks():
+    from shipyard.components.grafana import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
 COMPONENT = Component(
     name="grafana",
     folder=Path(__file__).parent,
@@ -113,4 +119,5 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
+    checks=_checks,
 )
