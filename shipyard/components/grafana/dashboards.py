@@ -8,9 +8,10 @@ Every query selects ``env="$env"`` (the one template variable; every scrape targ
 ``$__rate_interval`` in range selectors. ``tests/e2e/test_dashboards.py`` evaluates every
 target of every panel (``panel_queries``) against the Prometheus of a running environment.
 
-Metric names: the task platform's own (services/), prometheus-postgres-exporter's (``pg_up``,
-``pg_replication_lag``, ``pg_stat_replication_*``) and redis_exporter's (``redis_up``,
-``redis_instance_info``, ``redis_connected_clients``, ``redis_sentinel_*``).
+Metric names: the task platform's own (services/), prometheus-postgres-exporter's built-in ones
+(``pg_up``, ``pg_stat_replication_*``, ``pg_replication_slots_*``) and redis_exporter's
+(``redis_up``, ``redis_instance_info``, ``redis_connected_clients``, ``redis_sentinel_master_*``),
+as Debian's packages (0.11, 1.45) export them.
 """
 
 from __future__ import annotations
@@ -100,23 +101,31 @@ def platform_overview():
 
 
 def data_tier():
+    """Only what the exporters compute themselves: Debian's prometheus-postgres-exporter 0.11 has
+    no replay lag in seconds built in (``pg_replication_lag`` is an example query, and newer
+    exporters call it ``pg_replication_lag_seconds``), so lag is the primary's view in bytes."""
+    lag = f"max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{{{ENV}}})"
     return (_dashboard("shipyard-data", "Shipyard / Data tier", ["postgres", "redis"])
             .with_row(dashboard.Row("PostgreSQL"))
             .with_panel(_stat("PostgreSQL nodes up", "short", [(f"sum(pg_up{{{ENV}}})", "up")]))
             .with_panel(_stat("Replicas streaming (seen from the primary)", "short",
                               [(f'count(pg_stat_replication_pg_wal_lsn_diff{{{ENV}, state="streaming"}})',
                                 "streaming")]))
-            .with_panel(_graph("Replication lag (seconds since the last replayed transaction)", "s",
-                               [(f"max by (host, service) (pg_replication_lag{{{ENV}}})", "{{service}}")]))
-            .with_panel(_graph("Replication lag (bytes, seen from the primary)", "bytes",
-                               [(f"max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{{{ENV}}})",
-                                 "{{application_name}}")]))
+            .with_panel(_graph("Replication lag: bytes each replica is behind the primary", "bytes",
+                               [(lag, "{{application_name}}")]))
+            .with_panel(_stat("Replication slots active", "short",
+                              [(f"sum(max by (slot_name) (pg_replication_slots_active{{{ENV}}}))", "active")],
+                              width=12))
+            .with_panel(_graph("WAL each slot retains", "bytes",
+                               [(f"max by (slot_name) (pg_replication_slots_pg_wal_lsn_diff{{{ENV}}})",
+                                 "{{slot_name}}")]))
             .with_row(dashboard.Row("Redis"))
             .with_panel(_stat("Redis nodes by role", "short",
-                              [(f"count by (role) (redis_instance_info{{{ENV}}})", "{{role}}")]))
-            .with_panel(_stat("Redis nodes up", "short", [(f"sum(redis_up{{{ENV}}})", "up")]))
+                              [(f'count by (role) (redis_instance_info{{{ENV}, role!=""}})', "{{role}}")]))
+            .with_panel(_stat("Redis nodes and Sentinels up", "short", [(f"sum(redis_up{{{ENV}}})", "up")]))
             .with_panel(_graph("Redis clients", "short",
-                               [(f"sum by (service) (redis_connected_clients{{{ENV}}})", "{{service}}")]))
+                               [(f"sum by (service, instance) (redis_connected_clients{{{ENV}}})",
+                                 "{{service}} {{instance}}")]))
             .with_panel(_graph("Sentinels: replicas and sentinels each sees", "short",
                                [(f"max by (master_name) (redis_sentinel_master_slaves{{{ENV}}})",
                                  "replicas of {{master_name}}"),
@@ -125,8 +134,8 @@ def data_tier():
 
 
 # A version that was not there a minute before: a release (or a rollback) reached a process.
-RELEASE_ANNOTATION = (f"count by (version) (release_info{{{ENV}}}) "
-                      f"unless count by (version) (release_info{{{ENV}}} offset 1m)")
+RELEASE_ANNOTATION = (f"count by (version) (release_info{{{ENV}}} == 1) "
+                      f"unless count by (version) (release_info{{{ENV}}} offset 1m == 1)")
 
 
 def releases():
@@ -135,14 +144,15 @@ def releases():
     return (_dashboard("shipyard-releases", "Shipyard / Releases", ["releases"])
             .annotation(annotation)
             .with_panel(_stat("Running version by colour", "short",
-                              [(f"count by (colour, version) (release_info{{{ENV}}})", "{{colour}} {{version}}")],
-                              width=12, description="Processes per colour and version (release_info)."))
+                              [(f"count by (colour, version) (release_info{{{ENV}}} == 1)", "{{colour}} {{version}}")],
+                              width=12, description="Scrape targets (API, workers) per colour and version "
+                                                    "(release_info)."))
             .with_panel(_stat("Colours running", "short",
                               [(f'count by (colour) (up{{{ENV}, colour=~"blue|green"}} == 1)', "{{colour}}")],
                               width=12, description="Scrape targets up per colour: the live one, and the previous "
                                                     "while it is kept warm."))
-            .with_panel(_graph("Processes per version", "short",
-                               [(f"count by (version) (release_info{{{ENV}}})", "{{version}}")], width=24)))
+            .with_panel(_graph("Targets per version", "short",
+                               [(f"count by (version) (release_info{{{ENV}}} == 1)", "{{version}}")], width=24)))
 
 
 def runtime_config():
