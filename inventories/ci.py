@@ -11,7 +11,8 @@ SHIPYARD = {
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
-              "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093},
+              "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
+              "grafana_http": 13000},
     "consul": {"servers": 3},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
     # Short waits so that tests/e2e/test_alerts.py proves an alert's whole path in well under

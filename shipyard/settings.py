@@ -302,7 +302,8 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
     groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services if not svc.scale or svc.scale(settings)})
     for group in groups:
         if not any(group in h.roles for h in settings.hosts):
-            users = sorted({comp.name for comp in COMPONENTS for svc in comp.services if svc.group == group})
+            users = sorted({comp.name for comp in COMPONENTS for svc in comp.services
+                            if svc.group == group and (not svc.scale or svc.scale(settings))})
             problems.append(ShipyardError(f"{source_file}: group '{group}'", f"no host has the {group} role "
                                           f"(it runs {', '.join(users)})",
                                           f"add a module-level list '{group} = [...]' naming at least one host"))

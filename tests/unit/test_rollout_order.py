@@ -23,7 +23,7 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     # watches it all.
     assert [sorted(step) for step in steps] == [["data-1"], ["app-1", "app-2", "data-1"], ["app-1"], ["app-2"],
                                                 ["edge-1"], ["obs-1"]]
-    assert steps[5] == {"obs-1": ("alertmanager", "prometheus")}
+    assert steps[5] == {"obs-1": ("alertmanager", "prometheus", "grafana")}
     assert steps[1] == {"app-1": ("consul-1",), "app-2": ("consul-2",), "data-1": ("consul-3",)}
     # The servers' agent-token job runs against the whole cluster: after it, on the first host.
     assert steps[2]["app-1"] == ("consul-agent-token", "db-setup", "consul-setup", "migrate", "api-blue", "api-green",
