@@ -32,11 +32,13 @@ from datetime import datetime
 from pathlib import Path
 
 import docker
+import requests
 from docker.errors import APIError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from shipyard import topology  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from tests.bench import benchenv  # noqa: E402
 
@@ -173,6 +175,37 @@ def main() -> None:
     print("note: each probe's command runs inside its container's cgroup (counted above), but the\n"
           "  `docker exec` machinery behind it (dockerd, containerd, shim, runc) runs outside the\n"
           "  containers' cgroups: that lands only in the whole-machine A-B, the headline figure.")
+    print_prometheus(settings)
+
+
+def _own_metrics(url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Unlabelled samples of ``names`` from a /metrics page (the text format)."""
+    found = {}
+    for line in requests.get(url, timeout=5).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[name] = float(value)
+    return found
+
+
+def print_prometheus(settings) -> None:
+    """Prometheus's own memory and head series, and how long it has run: the issue's figure is
+    after 10 minutes of `ci` (run the bench when it has been up that long)."""
+    topo = topology.build(settings)
+    proms = topo.instances_of("prometheus", "prometheus")
+    if not proms:
+        return
+    bind, port = topo.binding(proms[0])
+    try:
+        own = _own_metrics(f"http://{bind}:{port}/metrics", ("process_resident_memory_bytes",
+                                                             "prometheus_tsdb_head_series", "process_start_time_seconds"))
+    except requests.RequestException as exc:
+        print(f"prometheus: its /metrics did not answer at {bind}:{port} ({exc})")
+        return
+    up_min = (time.time() - own["process_start_time_seconds"]) / 60
+    print(f"prometheus: RSS {own['process_resident_memory_bytes'] / 2**20:.1f} MiB, "
+          f"{own['prometheus_tsdb_head_series']:.0f} head series, up {up_min:.1f} min"
+          f"{'' if up_min >= 10 else ' (the issue asks for the figure after 10 minutes)'}")
 
 
 if __name__ == "__main__":
