@@ -228,3 +228,62 @@ def test_a_runtime_config_every_process_rejects_fires_for_each_of_them(env_name,
     _wait(lambda: {(r["metric"]["job"], r["metric"]["instance"]) for r in _query(
         prometheus, f'config_version_info{{version="{int(good["version"]) + 2}"}}')} == scraped, 60,
         "every process applies the fixed config")
+
+
+def test_tasks_waiting_behind_busy_workers_age_into_an_alert_that_resolves_once_they_run(
+        env_name, settings, receiver, prometheus, capsys):
+    """Each worker down to one slot (runtime config) and two more 30-second tasks than workers:
+    the last ones wait, their age (each worker asks PostgreSQL every few seconds) passes the
+    setting and OldestQueuedTaskTooOld reaches the receiver; once every task has been taken the
+    alert resolves."""
+    from shipyard.components.consul.kv import ConsulKV
+    from shipyard.components.taskplatform import runtime
+    from shipyard.secretstore import load_or_create
+    from tests.drill_traffic import api_client
+
+    alert, prom, am = "OldestQueuedTaskTooOld", settings.prometheus, settings.alertmanager
+    _wait(lambda: _scraped(prometheus, "worker"), 60, "a worker target up")
+    _wait(lambda: not _firing(prometheus, alert), 120, f"{alert} not firing")
+    workers = _scraped(prometheus, "worker")
+    kv = ConsulKV(settings, load_or_create(REPO, env_name, generate_missing=False)["consul_management_token"].value)
+    key = runtime.runtime_key(settings.name)
+    read = kv.get(key)
+    good = json.loads(read.value)
+    version = int(good["version"])
+    kv.write(key, runtime.encode({**good, "version": str(version + 1), "worker_concurrency": 1}), read.modify_index)
+    client = api_client(settings)
+    try:
+        _wait(lambda: {(r["metric"]["job"], r["metric"]["instance"]) for r in _query(
+            prometheus, f'config_version_info{{job="worker", version="{version + 1}"}}')} == workers,
+            60, "every worker applies the config with one slot")
+        ids = []
+        for _ in range(len(workers) + 2):
+            created = client.post(f"{client.base}/v1/tasks", json={"kind": "sleep", "payload": {"seconds": 30}},
+                                  timeout=10)
+            assert created.status_code == 202, created.text
+            ids.append(created.json()["id"])
+        queued = time.monotonic()
+        bound = (5 + prom.scrape_interval_s  # the workers' queue refresh (TASKS_QUEUE_METRICS_INTERVAL_SECONDS), a scrape
+                 + prom.oldest_queued_task_max_s + prom.alerts.oldest_queued_s + 2 * prom.evaluation_interval_s
+                 + am.group_wait_s)
+        fired = receiver.wait_for("firing", queued + bound + SLACK_S, alert)
+        with capsys.disabled():
+            print(f"\n{alert}: {len(ids)} 30 s tasks for {len(workers)} one-slot worker(s); firing notification after "
+                  + (f"{fired[0] - queued:.1f} s" if fired else "nothing")
+                  + f" (bound {bound} s: refresh 5 + scrape {prom.scrape_interval_s} + age "
+                  f"{prom.oldest_queued_task_max_s} + for {prom.alerts.oldest_queued_s} + 2 x evaluation "
+                  f"{prom.evaluation_interval_s} + group_wait {am.group_wait_s}; +{SLACK_S} s slack)")
+        assert fired, f"no firing {alert} notification within {bound + SLACK_S} s"
+        assert fired[1]["receiver"] == "notify" and fired[1]["commonLabels"]["env"] == settings.name, fired[1]
+    finally:
+        now = kv.get(key)
+        kv.write(key, runtime.encode({**good, "version": str(version + 2)}), now.modify_index)
+    # The slots back: every task is taken at once, none waits, and the alert resolves.
+    _wait(lambda: all(client.get(f"{client.base}/v1/tasks/{i}", timeout=10).json()["status"] != "queued" for i in ids),
+          60, "every task taken by a worker")
+    taken = time.monotonic()
+    resolved = receiver.wait_for("resolved", taken + 60, alert)
+    with capsys.disabled():
+        print(f"{alert}: every task taken; resolved notification "
+              + (f"{resolved[0] - taken:.1f} s" if resolved else "never") + " after")
+    assert resolved, f"no resolved {alert} notification within 60 s of every task being taken"
