@@ -48,7 +48,9 @@ def default_rules(repo, tmp_path_factory) -> Path:
     settings = with_defaults(load_environment(repo, "local", {}))
     files = render_host(settings, settings.hosts[0]).files
     out = tmp_path_factory.mktemp("rules")
-    (out / "shipyard.yml").write_bytes(files[RULES])
+    for rel, content in files.items():  # every rules file (each test names the one it tests)
+        if rel.startswith("prometheus/rules/"):
+            (out / Path(rel).name).write_bytes(content)
     return out / "shipyard.yml"
 
 
@@ -63,7 +65,9 @@ def test_the_rules_pass_their_promtool_tests(default_rules):
 
 
 def _alerts(rules_file: Path) -> list[dict]:
-    return [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    """Every alert of every rules file beside ``rules_file``."""
+    return [r for f in sorted(rules_file.parent.glob("*.yml")) if not f.name.endswith(".test.yml")
+            for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"] if "alert" in r]
 
 
 def test_every_alert_has_a_summary_a_runbook_and_cases_that_fire_and_must_not(default_rules):
@@ -110,8 +114,14 @@ def _labels(job: dict) -> dict[str, str]:
 def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(repo):
     settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
     jobs = _jobs(render_host(settings, settings.hosts[0]).files)
-    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/prometheus", "ci/worker-blue",
-                            "ci/worker-green"]
+    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/edge-exporter", "ci/node-exporter",
+                            "ci/postgres-exporter", "ci/postgres-replica-exporter-1", "ci/prometheus", "ci/redis-exporter",
+                            "ci/redis-replica-exporter-1", "ci/redis-sentinel-exporter-1", "ci/redis-sentinel-exporter-2",
+                            "ci/redis-sentinel-exporter-3", "ci/router-exporter", "ci/worker-blue", "ci/worker-green"]
+    # An exporter is scraped beside what it watches, by its own compose name, with its component.
+    assert _labels(jobs["ci/postgres-replica-exporter-1"]) == {
+        "job": "postgres-replica-exporter", "env": "ci", "host": "ci", "component": "postgres",
+        "service": "postgres-replica-exporter"}
     # DNS on the project network: every replica of a scaled service, nothing for an absent colour.
     assert jobs["ci/worker-green"]["dns_sd_configs"] == [{"names": ["worker-green"], "type": "A", "port": 9101,
                                                           "refresh_interval": "15s"}]

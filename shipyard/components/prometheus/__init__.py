@@ -55,7 +55,21 @@ def template_context(ctx) -> dict[str, Any]:
             "objective": prom.availability_objective, "budget": f"{1 - prom.availability_objective:.6g}",
             "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
             # A sample older than three scrapes is not the target's present state.
-            "fresh_s": 3 * prom.scrape_interval_s}
+            "fresh_s": 3 * prom.scrape_interval_s, **_datatier_context(ctx)}
+
+
+def _datatier_context(ctx) -> dict[str, Any]:
+    """What rules/datatier.yml needs of the data tier's settings (its exporters' metrics)."""
+    prom: PrometheusSettings = ctx.section("prometheus")
+    postgres, redis = ctx.section("postgres"), ctx.section("redis")
+    return {"postgres_exporters": bool(ctx.instances_of("postgres", "postgres-exporter")),
+            "redis_sentinel_exporters": bool(ctx.instances_of("redis", "redis-sentinel-exporter")),
+            "node_exporters": bool(ctx.instances_of("node", "node-exporter")),
+            "pg_max_lag_bytes": postgres.replica_max_lag_mb * 1024 * 1024,
+            "pg_backup_interval_s": postgres.backup_interval_s,
+            # The WAL archive may be behind by as much as a replica may (it streams the same WAL).
+            "wal_archive_slot": "postgres_backup", "disk_free_min": prom.host_disk_free_min,
+            "memory_available_min": prom.host_memory_available_min}
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
@@ -85,7 +99,7 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     settings={"prometheus": PrometheusSettings},
     # What it scrapes on other hosts and where it sends alerts.
-    uses=("taskplatform", "alertmanager"),
+    uses=("taskplatform", "alertmanager"),  # (and reads the data tier's settings for its rules)
     images=(Image("prometheus", official=f"prom/prometheus:v{VERSION}", local="shipyard/prometheus:2.42",
                   local_context="shipyard/components/prometheus/image"),),
     config_dirs=(ConfigDir("prometheus", CONF),),

@@ -44,7 +44,7 @@ umask 077
   printf 'sentinel auth-pass %s %s\n' "$REDIS_MASTER_NAME" "$(cat /run/secrets/redis_password)"
   printf 'requirepass %s\n' "$(cat /run/secrets/sentinel_password)"
   printf 'sentinel sentinel-pass %s\n' "$(cat /run/secrets/sentinel_password)"
-  printf 'user redis_exporter on >%s resetkeys resetchannels -@all +ping +info +sentinel|masters +sentinel|master +sentinel|sentinels +sentinel|slaves +sentinel|replicas\n' \
+  printf 'user redis_exporter on >%s resetkeys resetchannels -@all +ping +info +client|setname +sentinel|masters +sentinel|master +sentinel|sentinels +sentinel|slaves +sentinel|replicas\n' \
       "$(cat /run/secrets/redis_exporter_password)"; } >"$conf.new"
 mv "$conf.new" "$conf"
 # The image's entrypoint gives /data to the redis user and drops root.
