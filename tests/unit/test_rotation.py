@@ -44,8 +44,12 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["postgres"] == targets["postgres-replica-1"] == [
         "postgres_password", "replication_password", "replication_pgpass"]
     assert targets["postgres-backup"] == ["replication_pgpass"]
-    assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
-    assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
+    assert targets["redis"] == ["redis_auth.conf", "redis_exporter_acl.conf", "sentinel_password"]
+    assert targets["redis-sentinel-1"] == ["redis_exporter_password", "redis_password", "sentinel_password"]
+    # The exporters: their own role's password, their own ACL user's (a JSON map by server).
+    assert targets["postgres-exporter"] == targets["postgres-replica-exporter-1"] == ["pg_exporter_password"]
+    assert targets["postgres-setup"] == ["pg_exporter_password", "postgres_password"]
+    assert targets["redis-sentinel-exporter-1"] == targets["redis-exporter"] == ["redis_exporter_passwords.json"]
     # Each its own Consul token (read of its own prefix), never the management token.
     assert targets["worker-blue"] == targets["worker-green"] == ["consul_token", "postgres_password", "redis_password", "sentinel_password"]
     assert targets["api-blue"] == targets["api-green"] == ["consul_token", "jwt_signing_key", "postgres_password", "redis_password",
@@ -65,7 +69,7 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     # Redis nodes and Sentinels take the new Redis password live; its clients are recreated.
     ("redis_password", {"api-blue", "api-green", "worker-blue", "worker-green"}),
     # The nodes change the superuser's password live; only the job that logs in with it reruns.
-    ("postgres_password", {"db-setup"}),
+    ("postgres_password", {"db-setup", "postgres-setup"}),  # the jobs that log in as the superuser
     ("pg_app_password", {"db-setup", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("pg_migrator_password", {"db-setup", "migrate"}),
     ("replication_password", set()),
