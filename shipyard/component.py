@@ -143,10 +143,14 @@ class Health:
 @dataclass(frozen=True)
 class Metrics:
     """The Prometheus endpoint a service serves: whatever collects metrics scrapes every
-    instance of it (each replica and each running colour) at this container port and path."""
+    instance of it (each replica and each running colour) at this container port and path,
+    with these query ``params``; ``bearer_secret`` names the stored secret the collector
+    presents as a bearer token (an endpoint behind an ACL: Consul's agent metrics)."""
 
     port: int
     path: str = "/metrics"
+    params: tuple[tuple[str, str], ...] = ()
+    bearer_secret: str | None = None
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,14 @@ def test_each_environments_prometheus_and_alertmanager_configs_pass_their_valida
     for host, rendered in render_environment(settings).items():
         if "prometheus/prometheus.yml" in rendered.files:
             out = write(rendered.files, tmp_path / host)
-            result = run([tool("promtool"), "check", "config", str(out / "prometheus/prometheus.yml")])
+            # Bearer tokens are files delivered at deploy time (/run/secrets/ in the container):
+            # promtool wants them to exist, so they point at stand-ins here.
+            config = out / "prometheus/prometheus.yml"
+            (out / "secrets").mkdir()
+            for name in set(re.findall(r"credentials_file: /run/secrets/(\S+)", config.read_text())):
+                (out / "secrets" / name).write_text("token\n")
+            config.write_text(config.read_text().replace("/run/secrets/", f"{out}/secrets/"))
+            result = run([tool("promtool"), "check", "config", str(config)])
             assert result.returncode == 0 and "rules found" in result.stdout, result.stdout + result.stderr
         if "alertmanager/alertmanager.yml" in rendered.files:
             out = write(rendered.files, tmp_path / host)
@@ -114,7 +121,8 @@ def _labels(job: dict) -> dict[str, str]:
 def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(repo):
     settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
     jobs = _jobs(render_host(settings, settings.hosts[0]).files)
-    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/edge-exporter", "ci/node-exporter",
+    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/consul-1", "ci/consul-2", "ci/consul-3",
+                            "ci/edge-exporter", "ci/node-exporter",
                             "ci/postgres-exporter", "ci/postgres-replica-exporter-1", "ci/prometheus", "ci/redis-exporter",
                             "ci/redis-replica-exporter-1", "ci/redis-sentinel-exporter-1", "ci/redis-sentinel-exporter-2",
                             "ci/redis-sentinel-exporter-3", "ci/router-exporter", "ci/worker-blue", "ci/worker-green"]
@@ -130,6 +138,10 @@ def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(re
     assert jobs["ci/api-blue"]["dns_sd_configs"][0]["port"] == 8000 and jobs["ci/api-blue"]["metrics_path"] == "/metrics"
     assert _labels(jobs["ci/prometheus"]) == {"job": "prometheus", "env": "ci", "host": "ci", "component": "prometheus",
                                               "service": "prometheus"}
+    # Consul's servers: their own metrics behind the ACL, with Prometheus's token (a file).
+    assert jobs["ci/consul-2"]["params"] == {"format": ["prometheus"]}
+    assert jobs["ci/consul-2"]["authorization"] == {"type": "Bearer",
+                                                   "credentials_file": "/run/secrets/consul_metrics_token"}
     config = yaml.safe_load(render_host(settings, settings.hosts[0]).files["prometheus/prometheus.yml"])
     assert config["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
     assert config["global"]["external_labels"] == {"env": "ci"}

@@ -62,7 +62,9 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
     assert targets["consul-1"] == ["acl-tokens.json", "agent-token.json", "gossip.json", "management_token"]
     # The job making the servers' agent token: the management token and the agent token, raw.
-    assert targets["consul-agent-token"] == ["agent_token", "management_token"]
+    assert targets["consul-agent-token"] == ["agent_token", "management_token", "metrics_token"]
+    # Prometheus: the token it scrapes Consul's servers with (agent:read), nothing else.
+    assert targets["prometheus"] == ["consul_metrics_token"]
 
 
 @pytest.mark.parametrize("secret, recreated", [

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
+from shipyard.components.consul import METRICS_TOKEN
 from shipyard.components.prometheus.settings import PrometheusSettings
 from shipyard.components.prometheus.targets import scrape_plan
 
@@ -65,6 +66,7 @@ def _datatier_context(ctx) -> dict[str, Any]:
     return {"postgres_exporters": bool(ctx.instances_of("postgres", "postgres-exporter")),
             "redis_sentinel_exporters": bool(ctx.instances_of("redis", "redis-sentinel-exporter")),
             "node_exporters": bool(ctx.instances_of("node", "node-exporter")),
+            "consul_servers": bool(ctx.instances_of("consul", "consul")),
             "pg_max_lag_bytes": postgres.replica_max_lag_mb * 1024 * 1024,
             "pg_backup_interval_s": postgres.backup_interval_s,
             # The WAL archive may be behind by as much as a replica may (it streams the same WAL).
@@ -99,7 +101,8 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     settings={"prometheus": PrometheusSettings},
     # What it scrapes on other hosts and where it sends alerts.
-    uses=("taskplatform", "alertmanager"),  # (and reads the data tier's settings for its rules)
+    # (and reads the data tier's settings for its rules; Consul's servers need a token: its secret)
+    uses=("taskplatform", "alertmanager", "consul"),
     images=(Image("prometheus", official=f"prom/prometheus:v{VERSION}", local="shipyard/prometheus:2.42",
                   local_context="shipyard/components/prometheus/image"),),
     config_dirs=(ConfigDir("prometheus", CONF),),
@@ -109,6 +112,8 @@ COMPONENT = Component(
                 health=Health(("wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/-/ready"),
                               start_period_s=30),
                 metrics=Metrics(PORT),
+                # Bearer tokens of endpoints behind an ACL (Metrics.bearer_secret), read at each scrape.
+                secrets=(SecretFile(METRICS_TOKEN, METRICS_TOKEN, rotation=Rotation()),),
                 placement="once", scale=lambda s: 1 if s.prometheus.enabled else 0),
     ),
     compose_service=compose_service,

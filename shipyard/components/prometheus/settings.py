@@ -31,6 +31,8 @@ class AlertTimings(Strict):
                                                    "PostgresWalArchiveStalled")
     sentinels_disagree_s: int = Field(60, ge=0, le=86400,
                                       description="Sentinels naming different masters before RedisSentinelsDisagree")
+    consul_no_leader_s: int = Field(60, ge=0, le=86400,
+                                    description="Consul's servers answering with none of them the leader before ConsulNoLeader")
     host_resource_s: int = Field(300, ge=0, le=86400,
                                  description="a host's disk or memory below its floor before HostDiskFull / HostMemoryLow")
 
