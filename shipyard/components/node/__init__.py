@@ -38,7 +38,7 @@ def compose_service(ctx, inst) -> dict[str, Any]:
                 "command": [f"--port={CADVISOR_PORT}", "--docker_only=true", "--housekeeping_interval=15s"],
                 "mem_limit": "256m"}
     return {"command": [f"--web.listen-address=:{NODE_EXPORTER_PORT}", "--path.procfs=/host/proc",
-                        "--path.sysfs=/host/sys", f"--path.rootfs={HOST_ROOT}",
+                        "--path.sysfs=/host/sys", f"--path.rootfs={HOST_ROOT}", f"--path.udev.data={HOST_ROOT}/run/udev/data",
                         # The container's network namespace, not the host's (see the module doc).
                         "--no-collector.netdev", "--no-collector.netstat", "--no-collector.sockstat",
                         "--no-collector.textfile",
