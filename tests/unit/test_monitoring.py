@@ -347,3 +347,32 @@ def test_make_status_sums_up_the_scrape_health_by_service():
         "2/2 targets up (api 1/1, worker 1/1)"
     assert scrape_health([target("api", "a:8000", "up"), target("worker", "w:9101", "down", "connection refused")]) == \
         "1/2 targets up (api 1/1, worker 0/1); down: worker w:9101 (down: connection refused)"
+
+
+@pytest.mark.parametrize("env", ["local", "ci", "production"])
+def test_exporters_sit_beside_what_they_watch_and_publish_nothing(repo, env):
+    """One postgres exporter per node, one redis exporter per node and per Sentinel, one nginx
+    exporter per nginx, a node exporter on every host; cAdvisor only under the official images.
+    None of them publishes a port: Prometheus scrapes them on the project network."""
+    settings = load_environment(repo, env, {})
+    hosts = render_environment(settings)
+    placed = {name: host for host, rendered in hosts.items() for name in rendered.compose["services"]}
+    watched = {"postgres-exporter": "postgres", "redis-exporter": "redis", "edge-exporter": "edge",
+               "router-exporter": "router"}
+    watched |= {f"postgres-replica-exporter-{n}": f"postgres-replica-{n}" for n in range(1, settings.postgres.replicas + 1)}
+    watched |= {f"redis-replica-exporter-{n}": f"redis-replica-{n}" for n in range(1, settings.redis.replicas + 1)}
+    watched |= {f"redis-sentinel-exporter-{n}": f"redis-sentinel-{n}" for n in range(1, settings.redis.sentinels + 1)}
+    for exporter, target in watched.items():
+        assert placed[exporter] == placed[target], (exporter, target)
+    for host, rendered in hosts.items():
+        services = rendered.compose["services"]
+        assert "node-exporter" in services, host
+        assert ("cadvisor" in services) == (settings.images.source == "official"), host
+        for name, svc in services.items():
+            if name.endswith("exporter") or "-exporter-" in name or name == "cadvisor":
+                assert "ports" not in svc, (host, name, svc.get("ports"))
+    # The exporters read the node they watch, as their own role, the password from a file.
+    postgres_host = hosts[placed["postgres-exporter"]].compose["services"]
+    assert postgres_host["postgres-exporter"]["environment"] == {
+        "DATA_SOURCE_URI": "postgres:5432/postgres?sslmode=disable", "DATA_SOURCE_USER": "postgres_exporter",
+        "DATA_SOURCE_PASS_FILE": "/run/secrets/pg_exporter_password"}
