@@ -78,6 +78,12 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     # The Sentinels' own password: they and their clients restart with it (nodes read it at start).
     ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("jwt_signing_key", {"api-blue", "api-green"}),
+    # The exporters' passwords: the Redis nodes take theirs live, the Sentinels write it at start;
+    # PostgreSQL's role gets its new one from the setup job's rerun, which the exporters wait for.
+    ("redis_exporter_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "redis-exporter",
+                                 "redis-replica-exporter-1", "redis-sentinel-exporter-1", "redis-sentinel-exporter-2",
+                                 "redis-sentinel-exporter-3"}),
+    ("pg_exporter_password", {"postgres-setup", "postgres-exporter", "postgres-replica-exporter-1"}),
 ])
 def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_it_at_start(on_host, secret, recreated):
     before = digests(on_host, values())

@@ -45,9 +45,12 @@ _PORT_DOC = "host port Redis publishes on (replica N: this + N, published only f
 EXPORTER_PORT = 9121
 EXPORTER_UID = 59000  # the official redis_exporter image's uid (the local image is built to match)
 EXPORTER_USER = "redis_exporter"
-# The exporters' ACL user: each node includes it from a secret file, each Sentinel's entrypoint
-# writes it into its own config. Read at start: a rotated value recreates nodes and Sentinels.
-_EXPORTER_ACL = SecretFile("redis_exporter_acl.conf", "redis_exporter_password", template="secrets/exporter-acl.conf.j2")
+# The exporters' ACL user: each node includes it from a secret file and takes a rotated value
+# live (files/redis/rotate-exporter.sh: the new password beside the old until every exporter is
+# recreated); each Sentinel's entrypoint writes it into its own config: they are recreated.
+_EXPORTER_ACL = SecretFile("redis_exporter_acl.conf", "redis_exporter_password", template="secrets/exporter-acl.conf.j2",
+                           rotation=Rotation(apply=("sh", f"{CONF}/rotate-exporter.sh", "apply"),
+                                             retire=("sh", f"{CONF}/rotate-exporter.sh", "retire")))
 _EXPORTER_RAW = SecretFile("redis_exporter_password", "redis_exporter_password")
 # redis_exporter reads passwords as a JSON map, server URI → password (--redis.password-file).
 _EXPORTER_MAP = SecretFile("redis_exporter_passwords.json", "redis_exporter_password",
