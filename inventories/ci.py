@@ -19,7 +19,7 @@ SHIPYARD = {
     # two minutes; a real environment keeps the defaults.
     "prometheus": {"scrape_interval_s": 5, "evaluation_interval_s": 5, "oldest_queued_task_max_s": 10,
                    "alerts": {"target_down_s": 10, "host_down_s": 10, "no_worker_s": 10, "config_rejected_window_s": 60,
-                              "oldest_queued_s": 5}},
+                              "oldest_queued_s": 5, "replica_not_streaming_s": 10}},
     # The receiver tests/e2e/test_alerts.py runs while it runs, on the host's side of the
     # project network: its gateway, which Docker takes from the start of the network's dynamic
     # range (10.213.2.128, see network.dynamic_range). Nothing leaves the machine. Otherwise

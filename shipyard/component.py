@@ -39,6 +39,10 @@ class Strict(BaseModel):
 Tier = Literal["data", "control", "app", "edge", "observability"]
 TIERS: tuple[Tier, ...] = ("data", "control", "app", "edge", "observability")
 
+# The host group of a service that runs on every host of the environment, whatever its roles
+# (a per-host agent such as the node exporter), with placement "each".
+EVERY_HOST = "*"
+
 # How a service's container port is published on its host.
 #   "client": loopback when every consumer is on the same host (operators, benchmarks), the
 #             host's own (private) address when a consumer runs on another host;
@@ -139,10 +143,14 @@ class Health:
 @dataclass(frozen=True)
 class Metrics:
     """The Prometheus endpoint a service serves: whatever collects metrics scrapes every
-    instance of it (each replica and each running colour) at this container port and path."""
+    instance of it (each replica and each running colour) at this container port and path,
+    with these query ``params``; ``bearer_secret`` names the stored secret the collector
+    presents as a bearer token (an endpoint behind an ACL: Consul's agent metrics)."""
 
     port: int
     path: str = "/metrics"
+    params: tuple[tuple[str, str], ...] = ()
+    bearer_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class Service:
 
     name: str
     tier: Tier
-    group: str  # inventory host group
+    group: str  # inventory host group (EVERY_HOST: every host)
     image: str  # key of one of the component's images
     uid: int  # uid that reads its secret files (they are mode 0400)
     port: Port | None = None

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from shipyard.component import TIERS, Strict
+from shipyard.component import EVERY_HOST, TIERS, Strict
 from shipyard.components import COMPONENTS
 from shipyard.errors import SettingsError, ShipyardError
 
@@ -164,6 +164,8 @@ class CoreSettings(BaseSettings):
         return f"shipyard-{self.name}"
 
     def hosts_with_role(self, role: str) -> tuple[HostSettings, ...]:
+        if role == EVERY_HOST:
+            return self.hosts
         return tuple(h for h in self.hosts if role in h.roles)
 
     def host(self, name: str) -> HostSettings:
@@ -301,14 +303,14 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
     # Groups of the services the settings run (a service a setting turns off needs no host).
     groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services if not svc.scale or svc.scale(settings)})
     for group in groups:
-        if not any(group in h.roles for h in settings.hosts):
+        if group != EVERY_HOST and not any(group in h.roles for h in settings.hosts):
             users = sorted({comp.name for comp in COMPONENTS for svc in comp.services
                             if svc.group == group and (not svc.scale or svc.scale(settings))})
             problems.append(ShipyardError(f"{source_file}: group '{group}'", f"no host has the {group} role "
                                           f"(it runs {', '.join(users)})",
                                           f"add a module-level list '{group} = [...]' naming at least one host"))
     for comp in COMPONENTS:
-        comp_groups = sorted({svc.group for svc in comp.services})
+        comp_groups = sorted({svc.group for svc in comp.services if svc.group != EVERY_HOST})
         hosts = sorted({h.name for h in settings.hosts if set(h.roles) & set(comp_groups)})
         if comp.single_host and len(hosts) > 1:
             problems.append(ShipyardError(f"{source_file}: group '{', '.join(comp_groups)}'",

@@ -8,12 +8,13 @@ from shipyard.components.alertmanager import COMPONENT as ALERTMANAGER
 from shipyard.components.consul import COMPONENT as CONSUL
 from shipyard.components.edge import COMPONENT as EDGE
 from shipyard.components.grafana import COMPONENT as GRAFANA
+from shipyard.components.node import COMPONENT as NODE
 from shipyard.components.postgres import COMPONENT as POSTGRES
 from shipyard.components.prometheus import COMPONENT as PROMETHEUS
 from shipyard.components.redis import COMPONENT as REDIS
 from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
 
-COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA)
+COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE)
 
 
 def component_named(name: str) -> Component:

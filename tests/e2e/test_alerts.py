@@ -287,3 +287,55 @@ def test_tasks_waiting_behind_busy_workers_age_into_an_alert_that_resolves_once_
         print(f"{alert}: every task taken; resolved notification "
               + (f"{resolved[0] - taken:.1f} s" if resolved else "never") + " after")
     assert resolved, f"no resolved {alert} notification within 60 s of every task being taken"
+
+
+def _container(settings, service: str) -> str:
+    found = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
+                            "--filter", f"label=com.docker.compose.service={service}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert found, f"no running {service} container in {settings.name}"
+    return found[0]
+
+
+def _primary(prometheus: str) -> str:
+    nodes = [r["metric"]["node"] for r in _query(prometheus, "pg_node_in_recovery == 0")]
+    assert len(nodes) == 1, f"expected one primary, the exporters say {nodes}"
+    return nodes[0]
+
+
+def test_a_stopped_postgres_replica_pages_and_its_return_resolves_it(settings, receiver, prometheus, capsys):
+    """Stop the container of a node that is not the primary (its exporter keeps running): the
+    primary's pg_stat_replication loses its row and PostgresReplicaNotStreaming fires, naming it."""
+    alert, prom, am = "PostgresReplicaNotStreaming", settings.prometheus, settings.alertmanager
+    nodes = [r["metric"]["node"] for r in _query(prometheus, "pg_up == 1")]
+    if len(nodes) < 2:
+        pytest.skip("postgres.replicas is 0: no replica to stop")
+    primary = _primary(prometheus)
+    replica = sorted(n for n in nodes if n != primary)[0]
+    _wait(lambda: not _firing(prometheus, alert), 120, f"{alert} not firing")
+    container = _container(settings, replica)
+    fire_bound = (prom.scrape_interval_s  # the primary's scrape without the row
+                  + 2 * prom.evaluation_interval_s + prom.alerts.replica_not_streaming_s + am.group_wait_s)
+    resolve_bound = 2 * prom.scrape_interval_s + prom.evaluation_interval_s + am.group_interval_s
+    try:
+        subprocess.run(["docker", "stop", container], check=True, capture_output=True, timeout=60)
+        stopped = time.monotonic()
+        fired = receiver.wait_for("firing", stopped + fire_bound + SLACK_S, alert)
+        with capsys.disabled():
+            print(f"\n{alert}: {replica} stopped; firing notification after "
+                  + (f"{fired[0] - stopped:.1f} s" if fired else "nothing") + f" (bound {fire_bound} s: scrape "
+                  f"{prom.scrape_interval_s} + for {prom.alerts.replica_not_streaming_s} + 2 x evaluation "
+                  f"{prom.evaluation_interval_s} + group_wait {am.group_wait_s}; +{SLACK_S} s slack)")
+        assert fired, f"no firing {alert} notification within {fire_bound + SLACK_S} s"
+        ours = [a for a in fired[1]["alerts"] if a["labels"]["alertname"] == alert]
+        assert {a["labels"]["node"] for a in ours} == {replica}, ours
+        assert fired[1]["receiver"] == "page" and fired[1]["commonLabels"]["env"] == settings.name, fired[1]
+    finally:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=60)
+    started = time.monotonic()
+    resolved = receiver.wait_for("resolved", started + 90 + resolve_bound, alert)
+    with capsys.disabled():
+        print(f"{alert}: {replica} started; resolved notification after "
+              + (f"{resolved[0] - started:.1f} s" if resolved else "nothing")
+              + f" (includes its start and catch-up; settings bound {resolve_bound} s once it streams)")
+    assert resolved, f"no resolved {alert} notification within {90 + resolve_bound} s of the replica's start"

@@ -8,6 +8,11 @@ def test_service_is_running_and_healthy(target, service):
         assert (state["Status"], state["ExitCode"]) == ("exited", 0)
     else:
         assert state["Status"] == "running"
+        if target.instance(service).service.health is None:
+            # The exporters: their upstream images (scratch) hold nothing to probe with; whether
+            # they answer is their scrape's health (shipyard/components/prometheus/checks.py).
+            assert "Health" not in state
+            return
         assert state["Health"]["Status"] == "healthy"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.component import TIERS
+from shipyard.component import EVERY_HOST, TIERS
 from shipyard.components import COMPONENTS
 from shipyard.inventory import ROLES, load_environment
 from shipyard.render import render_environment
@@ -40,7 +40,7 @@ def test_every_service_refers_to_what_its_component_declares():
         for svc in comp.services:
             assert svc.image in images, (comp.name, svc.name)
             assert svc.config_dir is None or svc.config_dir in dirs, (comp.name, svc.name)
-            assert svc.tier in TIERS and svc.group in ROLES, (comp.name, svc.name)
+            assert svc.tier in TIERS and (svc.group in ROLES or svc.group == EVERY_HOST), (comp.name, svc.name)
             for wait in svc.waits:
                 comp.service(wait.service)
             for secret in svc.secrets:
@@ -189,7 +189,8 @@ def test_site_template_override_wins_over_the_components_own(repo, tmp_path):
     assert text == "# site nginx for x\n"
     own = render_template("edge", comp.templates_dir, "nginx/nginx.conf.j2",
                           {"env": "x", "api_colours": {}, "api_by_name": True, "api_port": 8000, "conf": "/c",
-                           "routing": "/r", "preview_port": 8081, "router_port": 8080}, site_root=tmp_path / "none")
+                           "routing": "/r", "preview_port": 8081, "router_port": 8080, "status_port": 8090,
+                           "network": "10.0.0.0/24"}, site_root=tmp_path / "none")
     assert own.startswith("# Rendered by Shipyard for environment x")
 
 

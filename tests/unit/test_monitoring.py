@@ -48,7 +48,9 @@ def default_rules(repo, tmp_path_factory) -> Path:
     settings = with_defaults(load_environment(repo, "local", {}))
     files = render_host(settings, settings.hosts[0]).files
     out = tmp_path_factory.mktemp("rules")
-    (out / "shipyard.yml").write_bytes(files[RULES])
+    for rel, content in files.items():  # every rules file (each test names the one it tests)
+        if rel.startswith("prometheus/rules/"):
+            (out / Path(rel).name).write_bytes(content)
     return out / "shipyard.yml"
 
 
@@ -63,7 +65,9 @@ def test_the_rules_pass_their_promtool_tests(default_rules):
 
 
 def _alerts(rules_file: Path) -> list[dict]:
-    return [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"] if "alert" in r]
+    """Every alert of every rules file beside ``rules_file``."""
+    return [r for f in sorted(rules_file.parent.glob("*.yml")) if not f.name.endswith(".test.yml")
+            for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"] if "alert" in r]
 
 
 def test_every_alert_has_a_summary_a_runbook_and_cases_that_fire_and_must_not(default_rules):
@@ -92,7 +96,14 @@ def test_each_environments_prometheus_and_alertmanager_configs_pass_their_valida
     for host, rendered in render_environment(settings).items():
         if "prometheus/prometheus.yml" in rendered.files:
             out = write(rendered.files, tmp_path / host)
-            result = run([tool("promtool"), "check", "config", str(out / "prometheus/prometheus.yml")])
+            # Bearer tokens are files delivered at deploy time (/run/secrets/ in the container):
+            # promtool wants them to exist, so they point at stand-ins here.
+            config = out / "prometheus/prometheus.yml"
+            (out / "secrets").mkdir()
+            for name in set(re.findall(r"credentials_file: /run/secrets/(\S+)", config.read_text())):
+                (out / "secrets" / name).write_text("token\n")
+            config.write_text(config.read_text().replace("/run/secrets/", f"{out}/secrets/"))
+            result = run([tool("promtool"), "check", "config", str(config)])
             assert result.returncode == 0 and "rules found" in result.stdout, result.stdout + result.stderr
         if "alertmanager/alertmanager.yml" in rendered.files:
             out = write(rendered.files, tmp_path / host)
@@ -111,8 +122,15 @@ def _labels(job: dict) -> dict[str, str]:
 def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(repo):
     settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
     jobs = _jobs(render_host(settings, settings.hosts[0]).files)
-    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/prometheus", "ci/worker-blue",
-                            "ci/worker-green"]
+    assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/consul-1", "ci/consul-2", "ci/consul-3",
+                            "ci/edge-exporter", "ci/node-exporter",
+                            "ci/postgres-exporter", "ci/postgres-replica-exporter-1", "ci/prometheus", "ci/redis-exporter",
+                            "ci/redis-replica-exporter-1", "ci/redis-sentinel-exporter-1", "ci/redis-sentinel-exporter-2",
+                            "ci/redis-sentinel-exporter-3", "ci/router-exporter", "ci/worker-blue", "ci/worker-green"]
+    # An exporter is scraped beside what it watches, by its own compose name, with its component.
+    assert _labels(jobs["ci/postgres-replica-exporter-1"]) == {
+        "job": "postgres-replica-exporter", "env": "ci", "host": "ci", "component": "postgres",
+        "service": "postgres-replica-exporter"}
     # DNS on the project network: every replica of a scaled service, nothing for an absent colour.
     assert jobs["ci/worker-green"]["dns_sd_configs"] == [{"names": ["worker-green"], "type": "A", "port": 9101,
                                                           "refresh_interval": "15s"}]
@@ -121,6 +139,10 @@ def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(re
     assert jobs["ci/api-blue"]["dns_sd_configs"][0]["port"] == 8000 and jobs["ci/api-blue"]["metrics_path"] == "/metrics"
     assert _labels(jobs["ci/prometheus"]) == {"job": "prometheus", "env": "ci", "host": "ci", "component": "prometheus",
                                               "service": "prometheus"}
+    # Consul's servers: their own metrics behind the ACL, with Prometheus's token (a file).
+    assert jobs["ci/consul-2"]["params"] == {"format": ["prometheus"]}
+    assert jobs["ci/consul-2"]["authorization"] == {"type": "Bearer",
+                                                   "credentials_file": "/run/secrets/consul_metrics_token"}
     config = yaml.safe_load(render_host(settings, settings.hosts[0]).files["prometheus/prometheus.yml"])
     assert config["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]
     assert config["global"]["external_labels"] == {"env": "ci"}
@@ -177,7 +199,7 @@ def test_intervals_retention_and_waits_come_from_the_settings(repo):
 
 @pytest.mark.parametrize("variables, message", [
     ({"SHIPYARD_PROMETHEUS__EVALUATION_INTERVAL_S": "60", "SHIPYARD_PROMETHEUS__ALERTS__NO_WORKER_S": "30"},
-     "evaluation_interval_s (60) is longer than alerts.host_down_s (10); lower evaluation_interval_s or raise alerts.host_down_s"),
+     "evaluation_interval_s (60) is longer than alerts.oldest_queued_s (5); lower evaluation_interval_s or raise alerts.oldest_queued_s"),
     ({"SHIPYARD_ALERTMANAGER__WEBHOOK_URLS": '["http://hooks.example/x\\" ; rm -rf /"]'},
      "is not an http(s) URL"),
     ({"SHIPYARD_ALERTMANAGER__EMAIL_TO": '["ops@example.com"]'},
@@ -346,3 +368,32 @@ def test_the_latency_rules_read_the_bucket_of_the_threshold_as_prometheus_client
     assert f'le="{le}"' in rules["env:api_slow_ratio:rate5m"]["expr"]
     assert "(14.4 * 0.05)" in rules["ApiLatencyBudgetBurnFast"]["expr"]
     assert f"longer than {threshold_ms} ms" in rules["ApiLatencyBudgetBurnSlow"]["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("env", ["local", "ci", "production"])
+def test_exporters_sit_beside_what_they_watch_and_publish_nothing(repo, env):
+    """One postgres exporter per node, one redis exporter per node and per Sentinel, one nginx
+    exporter per nginx, a node exporter on every host; cAdvisor only under the official images.
+    None of them publishes a port: Prometheus scrapes them on the project network."""
+    settings = load_environment(repo, env, {})
+    hosts = render_environment(settings)
+    placed = {name: host for host, rendered in hosts.items() for name in rendered.compose["services"]}
+    watched = {"postgres-exporter": "postgres", "redis-exporter": "redis", "edge-exporter": "edge",
+               "router-exporter": "router"}
+    watched |= {f"postgres-replica-exporter-{n}": f"postgres-replica-{n}" for n in range(1, settings.postgres.replicas + 1)}
+    watched |= {f"redis-replica-exporter-{n}": f"redis-replica-{n}" for n in range(1, settings.redis.replicas + 1)}
+    watched |= {f"redis-sentinel-exporter-{n}": f"redis-sentinel-{n}" for n in range(1, settings.redis.sentinels + 1)}
+    for exporter, target in watched.items():
+        assert placed[exporter] == placed[target], (exporter, target)
+    for host, rendered in hosts.items():
+        services = rendered.compose["services"]
+        assert "node-exporter" in services, host
+        assert ("cadvisor" in services) == (settings.images.source == "official"), host
+        for name, svc in services.items():
+            if name.endswith("exporter") or "-exporter-" in name or name == "cadvisor":
+                assert "ports" not in svc, (host, name, svc.get("ports"))
+    # The exporters read the node they watch, as their own role, the password from a file.
+    postgres_host = hosts[placed["postgres-exporter"]].compose["services"]
+    assert postgres_host["postgres-exporter"]["environment"] == {
+        "DATA_SOURCE_URI": "postgres:5432/postgres?sslmode=disable", "DATA_SOURCE_USER": "postgres_exporter",
+        "DATA_SOURCE_PASS_FILE": "/run/secrets/pg_exporter_password"}

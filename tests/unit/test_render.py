@@ -55,8 +55,10 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
     services = rendered(repo, "ci")["ci"].compose["services"]
     for name, svc in services.items():
         mounts = [v for v in svc.get("volumes", []) if v.endswith(":/run/secrets:ro")]
-        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name not in ("edge", "router", "prometheus",
-                                                                                   "alertmanager") else []), name
+        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name not in ("edge", "router",
+                                                                                   "alertmanager", "edge-exporter",
+                                                                                   "router-exporter", "node-exporter")
+                          else []), name
     # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
     assert "org.shipyard.secrets" not in services["postgres"]["labels"]
     assert services["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"

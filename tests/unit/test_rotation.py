@@ -44,8 +44,12 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["postgres"] == targets["postgres-replica-1"] == [
         "postgres_password", "replication_password", "replication_pgpass"]
     assert targets["postgres-backup"] == ["replication_pgpass"]
-    assert targets["redis"] == ["redis_auth.conf", "sentinel_password"]
-    assert targets["redis-sentinel-1"] == ["redis_password", "sentinel_password"]
+    assert targets["redis"] == ["redis_auth.conf", "redis_exporter_acl.conf", "sentinel_password"]
+    assert targets["redis-sentinel-1"] == ["redis_exporter_password", "redis_password", "sentinel_password"]
+    # The exporters: their own role's password, their own ACL user's (a JSON map by server).
+    assert targets["postgres-exporter"] == targets["postgres-replica-exporter-1"] == ["pg_exporter_password"]
+    assert targets["postgres-setup"] == ["pg_exporter_password", "postgres_password"]
+    assert targets["redis-sentinel-exporter-1"] == targets["redis-exporter"] == ["redis_exporter_passwords.json"]
     # Each its own Consul token (read of its own prefix), never the management token.
     assert targets["worker-blue"] == targets["worker-green"] == ["consul_token", "postgres_password", "redis_password", "sentinel_password"]
     assert targets["api-blue"] == targets["api-green"] == ["consul_token", "jwt_signing_key", "postgres_password", "redis_password",
@@ -58,20 +62,28 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
     assert targets["consul-1"] == ["acl-tokens.json", "agent-token.json", "gossip.json", "management_token"]
     # The job making the servers' agent token: the management token and the agent token, raw.
-    assert targets["consul-agent-token"] == ["agent_token", "management_token"]
+    assert targets["consul-agent-token"] == ["agent_token", "management_token", "metrics_token"]
+    # Prometheus: the token it scrapes Consul's servers with (agent:read), nothing else.
+    assert targets["prometheus"] == ["consul_metrics_token"]
 
 
 @pytest.mark.parametrize("secret, recreated", [
     # Redis nodes and Sentinels take the new Redis password live; its clients are recreated.
     ("redis_password", {"api-blue", "api-green", "worker-blue", "worker-green"}),
     # The nodes change the superuser's password live; only the job that logs in with it reruns.
-    ("postgres_password", {"db-setup"}),
+    ("postgres_password", {"db-setup", "postgres-setup"}),  # the jobs that log in as the superuser
     ("pg_app_password", {"db-setup", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("pg_migrator_password", {"db-setup", "migrate"}),
     ("replication_password", set()),
     # The Sentinels' own password: they and their clients restart with it (nodes read it at start).
     ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("jwt_signing_key", {"api-blue", "api-green"}),
+    # The exporters' passwords: the Redis nodes take theirs live, the Sentinels write it at start;
+    # PostgreSQL's role gets its new one from the setup job's rerun, which the exporters wait for.
+    ("redis_exporter_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "redis-exporter",
+                                 "redis-replica-exporter-1", "redis-sentinel-exporter-1", "redis-sentinel-exporter-2",
+                                 "redis-sentinel-exporter-3"}),
+    ("pg_exporter_password", {"postgres-setup", "postgres-exporter", "postgres-replica-exporter-1"}),
 ])
 def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_it_at_start(on_host, secret, recreated):
     before = digests(on_host, values())

@@ -8,7 +8,9 @@ one: Consul keeps what it has). The gossip key and the token reach the servers o
 secret config file (``-config-file /run/secrets/...``), never in compose, env or a command line.
 The servers' agent token (``consul_agent_token``, for their own catalog entries) is a token of
 its own with write on the servers' nodes only, made once by the ``consul-agent-token`` job with
-the management token; the servers name it in their config from the first start.
+the management token; the servers name it in their config from the first start. The same job
+makes Prometheus's token (``consul_metrics_token``: agent:read, nothing else), with which it
+scrapes each server's ``/v1/agent/metrics?format=prometheus`` (``telemetry`` in server.hcl).
 
 Images: ``local`` builds Debian bullseye's consul 1.8.7; ``official`` is hashicorp/consul.
 Config keys that differ between the two are chosen by the version (see ``template_context``).
@@ -19,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, PeerPort, Port, SecretFile, Service, Wait
 from shipyard.components.consul.commands import COMMANDS
 from shipyard.components.consul.settings import ConsulSettings
 
@@ -34,6 +36,9 @@ _ACL = SecretFile("acl-tokens.json", "consul_management_token", template="secret
 _AGENT = SecretFile("agent-token.json", "consul_agent_token", template="secrets/agent-token.json.j2")
 # The raw token for the operator's and the checks' CLI/API calls inside the container.
 _TOKEN = SecretFile("management_token", "consul_management_token")
+# What Prometheus presents to read the servers' own metrics (agent:read only), made by the
+# consul-agent-token job like the agent token.
+METRICS_TOKEN = "consul_metrics_token"
 
 
 def version(ctx) -> tuple[int, ...]:
@@ -100,16 +105,19 @@ COMPONENT = Component(
                 peer_ports=(PeerPort(SERVER_RPC, ("tcp",), "server RPC and raft"),
                             PeerPort(SERF_LAN, ("tcp", "udp"), "LAN gossip")),
                 health=Health(("sh", f"{CONF}/health.sh"), start_period_s=60),
+                # Its own metrics (telemetry.prometheus_retention_time), behind the ACL: agent:read.
+                metrics=Metrics(8500, "/v1/agent/metrics", params=(("format", "prometheus"),), bearer_secret=METRICS_TOKEN),
                 # Raft knows its peers by address: when every server came back on a new one (a
                 # cold start), no leader could be elected.
                 instances=lambda s: s.consul.servers, placement="spread", fixed_address=True),
         Service("consul-agent-token", "control", "control", "consul", UID, one_shot=True, placement="once",
                 serves_clients=False, config_dir="consul", waits=(Wait("consul"),),
-                secrets=(_TOKEN, SecretFile("agent_token", "consul_agent_token"))),
+                secrets=(_TOKEN, SecretFile("agent_token", "consul_agent_token"), SecretFile("metrics_token", METRICS_TOKEN))),
     ),
     compose_service=compose_service,
     template_context=template_context,
-    secret_formats={"consul_management_token": "uuid", "consul_agent_token": "uuid", "consul_gossip_key": "base64-32"},
+    secret_formats={"consul_management_token": "uuid", "consul_agent_token": "uuid", METRICS_TOKEN: "uuid",
+                    "consul_gossip_key": "base64-32"},
     checks=_checks,
     commands=COMMANDS,
 )

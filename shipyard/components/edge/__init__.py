@@ -5,7 +5,11 @@ API of the live colour (blue-green, shipyard.bluegreen) and serves the preview r
 Two processes because a release's switch is an nginx reload, and a reload closes the idle
 keep-alive connections of the old workers: a request a client sends on one as it closes is lost.
 Users' connections end at the edge, which a release never reloads; the router takes one
-connection per request from the edge, so its reload drops nothing."""
+connection per request from the edge, so its reload drops nothing.
+
+Each nginx serves ``stub_status`` on a private port (``STATUS_PORT``, not published, answered
+to the project network only), read by an nginx exporter beside it (``edge-exporter``,
+``router-exporter``) that Prometheus scrapes on the project network."""
 
 from __future__ import annotations
 
@@ -13,16 +17,30 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service, Wait
 
 CONF = "/etc/nginx/shipyard"
 # The release's routing file (live.conf, written by release_routing below) is mounted here.
 ROUTING = "/etc/nginx/shipyard-release"
 ROUTER_PORT = 8080  # the router's user route (not published: the edge's upstream)
 PREVIEW_PORT = 8081  # the router's preview route: the idle colour, for a release's smoke test (not published)
+STATUS_PORT = 8090  # each nginx's stub_status, for its exporter (not published; project network only)
+EXPORTER_PORT = 9113
+EXPORTER_UID = 65534  # nobody, as in the official exporter image
+
+
+def _exporter(name: str, of: str) -> Service:
+    return Service(name, "edge", "edge", "nginx-exporter", EXPORTER_UID, serves_clients=False,
+                   metrics=Metrics(EXPORTER_PORT), waits=(Wait(of, "service_started"),))
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
+    if inst.service.name.endswith("-exporter"):
+        nginx = inst.service.name.removesuffix("-exporter")
+        return {"command": [f"-web.listen-address=:{EXPORTER_PORT}", f"-nginx.scrape-uri=http://{nginx}:{STATUS_PORT}/stub_status",
+                            # nginx may start after it: retry rather than exit.
+                            "-nginx.retries=30", "-nginx.retry-interval=2s"],
+                "mem_limit": "32m"}
     conf = "router.conf" if inst.service.name == "router" else "nginx.conf"
     return {"command": ["nginx", "-c", f"{CONF}/{conf}", "-g", "daemon off;"]}
 
@@ -50,7 +68,8 @@ def template_context(ctx) -> dict[str, Any]:
     by_name = all(len(servers) == 1 and not _is_address(servers[0].host) for servers in colours.values())
     port = next(iter(colours.values()))[0].port
     return {"env": ctx.env, "api_colours": colours, "api_by_name": by_name, "api_port": port,
-            "conf": CONF, "routing": ROUTING, "preview_port": PREVIEW_PORT, "router_port": ROUTER_PORT}
+            "conf": CONF, "routing": ROUTING, "preview_port": PREVIEW_PORT, "router_port": ROUTER_PORT,
+            "status_port": STATUS_PORT, "network": str(ctx.settings.network.subnet)}
 
 
 def release_routing(live: str, preview: str) -> bytes:
@@ -63,7 +82,10 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     uses=("taskplatform",),
     images=(Image("nginx", official="nginx:1.22.1", local="shipyard/nginx:1.22",
-                  local_context="shipyard/components/edge/image"),),
+                  local_context="shipyard/components/edge/image"),
+            # Debian bookworm ships 0.11.0: the same version upstream.
+            Image("nginx-exporter", official="nginx/nginx-prometheus-exporter:0.11.0", local="shipyard/nginx-exporter:0.11",
+                  local_context="shipyard/components/edge/exporter-image")),
     config_dirs=(ConfigDir("nginx", CONF),),
     services=(
         Service("router", "edge", "edge", "nginx", 0, config_dir="nginx", serves_clients=False,
@@ -77,6 +99,8 @@ COMPONENT = Component(
                           bind_setting="edge_bind"),
                 health=Health(("curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1/edge/health"), start_period_s=30),
                 waits=(Wait("router"),)),
+        _exporter("router-exporter", "router"),
+        _exporter("edge-exporter", "edge"),
     ),
     compose_service=compose_service,
     template_context=template_context,

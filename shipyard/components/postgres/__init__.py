@@ -1,5 +1,8 @@
-"""PostgreSQL: the first primary ``postgres``, ``postgres.replicas`` streaming replicas and the
-backup service (scheduled base backups + a continuous WAL archive).
+"""PostgreSQL: the first primary ``postgres``, ``postgres.replicas`` streaming replicas, the
+backup service (scheduled base backups + a continuous WAL archive), the ``postgres-setup`` job
+and one exporter beside each node (``postgres-exporter`` for ``postgres``,
+``postgres-replica-exporter-N`` for ``postgres-replica-N``), scraped by Prometheus on the
+project network (nothing published).
 
 Which node is the primary is decided by the data (standby.signal), not the service name:
 after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
@@ -11,12 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service, Wait
 from shipyard.components.postgres.commands import COMMANDS
 from shipyard.components.postgres.settings import PostgresSettings
 
 UID = 999  # the official postgres image's uid (the local image is built to match)
 CONF = "/etc/postgresql/shipyard"
+EXPORTER_CONF = "/etc/postgres-exporter"
+EXPORTER_PORT = 9187
+EXPORTER_UID = 65534  # nobody, as in the official exporter image
+# The exporters' own role: LOGIN, member of pg_monitor, nothing else (files/postgres/monitor-setup.sh).
+EXPORTER_ROLE = "postgres_exporter"
 # Where PostgreSQL keeps its data: a directory inside the volume (mounted at its parent), so
 # the volume root can hold markers such as node.sh's rebuild marker.
 PGDATA = "/var/lib/postgresql/data/pgdata"
@@ -43,6 +51,18 @@ _NODE_SECRETS = (
 # A replica's first start clones the primary: its failing probes count only after that long.
 _NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
+# The exporters' password: the setup job sets it (as the superuser), the exporters read it at
+# start; a rotated one re-runs the job and then recreates them (they wait for it).
+_EXPORTER_SECRET = SecretFile("pg_exporter_password", "pg_exporter_password")
+_SETUP_SECRETS = (SecretFile("postgres_password", "postgres_password"), _EXPORTER_SECRET)
+
+
+def _exporter(name: str, instances=None) -> Service:
+    """The exporter of one node: its own role, its node's metrics, nothing published."""
+    return Service(name, "data", "data", "postgres-exporter", EXPORTER_UID, secrets=(_EXPORTER_SECRET,),
+                   config_dir="postgres-exporter", serves_clients=False, metrics=Metrics(EXPORTER_PORT),
+                   instances=instances, placement="spread" if instances else "each",
+                   waits=(Wait("postgres-setup", "service_completed_successfully"),))
 
 
 def slot_name(node: str) -> str:
@@ -55,11 +75,34 @@ def nodes(ctx) -> tuple[str, ...]:
     return ctx.instance_names("postgres", "postgres") + ctx.instance_names("postgres", "postgres-replica")
 
 
+def watched_node(inst) -> str:
+    """The node an exporter instance watches: ``postgres-exporter`` → ``postgres``,
+    ``postgres-replica-exporter-N`` → ``postgres-replica-N``."""
+    return inst.name.replace("-exporter", "")
+
+
+def _exporter_service(ctx, inst) -> dict[str, Any]:
+    node = watched_node(inst)
+    # Flags, not the image's defaults: the same under both image sources. `node` names the
+    # watched node on every series (its address changes with each container).
+    return {"command": [f"--web.listen-address=:{EXPORTER_PORT}", f"--extend.query-path={EXPORTER_CONF}/queries.yaml",
+                        f"--constantLabels=node={node}"],
+            "environment": {"DATA_SOURCE_URI": f"{node}:5432/postgres?sslmode=disable",
+                            "DATA_SOURCE_USER": EXPORTER_ROLE,
+                            "DATA_SOURCE_PASS_FILE": "/run/secrets/pg_exporter_password"},
+            "mem_limit": "64m"}
+
+
 def compose_service(ctx, inst) -> dict[str, Any]:
     """The scripts' inputs go in each service's environment, only what it reads: tuning the
     backups re-creates the backup service, not the database nodes."""
     settings = ctx.section("postgres")
+    if inst.service.name.endswith("-exporter"):
+        return _exporter_service(ctx, inst)
     env = {"PGDATA": PGDATA, "PG_NODES": " ".join(nodes(ctx))}
+    if inst.service.name == "postgres-setup":
+        env |= {"PG_SUPERUSER": settings.user, "PG_EXPORTER_ROLE": EXPORTER_ROLE}
+        return {"environment": env, "command": ["bash", f"{CONF}/monitor-setup.sh"]}
     if inst.service.name == "postgres-backup":
         env |= {"PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s), "PG_BACKUP_KEEP": str(settings.backup_keep),
                 "PG_BACKUP_RETRY_S": str(BACKUP_RETRY_S), "PG_WAL_ARCHIVE_SLOT": WAL_ARCHIVE_SLOT}
@@ -103,8 +146,11 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     settings={"postgres": PostgresSettings},
     images=(Image("postgres", official="postgres:15.10-bookworm", local="shipyard/postgres:15",
-                  local_context="shipyard/components/postgres/image"),),
-    config_dirs=(ConfigDir("postgres", CONF),),
+                  local_context="shipyard/components/postgres/image"),
+            # Debian bookworm ships 0.11.1: the same version upstream.
+            Image("postgres-exporter", official="prometheuscommunity/postgres-exporter:v0.11.1",
+                  local="shipyard/postgres-exporter:0.11", local_context="shipyard/components/postgres/exporter-image")),
+    config_dirs=(ConfigDir("postgres", CONF), ConfigDir("postgres-exporter", EXPORTER_CONF)),
     services=(
         # The first primary. Over TCP on purpose in its health check: during first-boot init
         # the entrypoint's temporary server listens on the socket only, which must not count.
@@ -121,7 +167,13 @@ COMPONENT = Component(
         Service("postgres-backup", "data", "data", "postgres", UID, secrets=(_PGPASS,), config_dir="postgres",
                 serves_clients=False, placement="once",
                 health=Health(("bash", f"{CONF}/backup.sh", "check"), start_period_s=120),
-                waits=(Wait("postgres", "service_started"),)),
+                # Its first backup records its time in the table the setup job makes.
+                waits=(Wait("postgres", "service_started"), Wait("postgres-setup", "service_completed_successfully"))),
+        # The exporters' role and the backup-time table, on the primary, as the superuser.
+        Service("postgres-setup", "data", "data", "postgres", UID, secrets=_SETUP_SECRETS, config_dir="postgres",
+                one_shot=True, placement="once", serves_clients=False, waits=(Wait("postgres"),)),
+        _exporter("postgres-exporter"),
+        _exporter("postgres-replica-exporter", instances=lambda s: s.postgres.replicas),
     ),
     compose_service=compose_service,
     template_context=template_context,

@@ -18,7 +18,7 @@ def describe(settings, containers: dict) -> dict[str, str]:
     """instance name → role text, for the running containers given."""
     out = {}
     for name, container in containers.items():
-        if container.status != "running":
+        if container.status != "running" or "-exporter" in name:  # exporters: their scrape says
             continue
         if name == "postgres-backup":
             result = container.exec_run(["bash", f"{CONF}/backup.sh", "check"])

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
+from shipyard.components.consul import METRICS_TOKEN
 from shipyard.components.prometheus.settings import PrometheusSettings
 from shipyard.components.prometheus.targets import scrape_plan
 
@@ -58,7 +59,22 @@ def template_context(ctx) -> dict[str, Any]:
             "oldest_queued_max_s": prom.oldest_queued_task_max_s,
             "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
             # A sample older than three scrapes is not the target's present state.
-            "fresh_s": 3 * prom.scrape_interval_s}
+            "fresh_s": 3 * prom.scrape_interval_s, **_datatier_context(ctx)}
+
+
+def _datatier_context(ctx) -> dict[str, Any]:
+    """What rules/datatier.yml needs of the data tier's settings (its exporters' metrics)."""
+    prom: PrometheusSettings = ctx.section("prometheus")
+    postgres, redis = ctx.section("postgres"), ctx.section("redis")
+    return {"postgres_exporters": bool(ctx.instances_of("postgres", "postgres-exporter")),
+            "redis_sentinel_exporters": bool(ctx.instances_of("redis", "redis-sentinel-exporter")),
+            "node_exporters": bool(ctx.instances_of("node", "node-exporter")),
+            "consul_servers": bool(ctx.instances_of("consul", "consul")),
+            "pg_max_lag_bytes": postgres.replica_max_lag_mb * 1024 * 1024,
+            "pg_backup_interval_s": postgres.backup_interval_s,
+            # The WAL archive may be behind by as much as a replica may (it streams the same WAL).
+            "wal_archive_slot": "postgres_backup", "disk_free_min": prom.host_disk_free_min,
+            "memory_available_min": prom.host_memory_available_min}
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
@@ -88,7 +104,8 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     settings={"prometheus": PrometheusSettings},
     # What it scrapes on other hosts and where it sends alerts.
-    uses=("taskplatform", "alertmanager"),
+    # (and reads the data tier's settings for its rules; Consul's servers need a token: its secret)
+    uses=("taskplatform", "alertmanager", "consul"),
     images=(Image("prometheus", official=f"prom/prometheus:v{VERSION}", local="shipyard/prometheus:2.42",
                   local_context="shipyard/components/prometheus/image"),),
     config_dirs=(ConfigDir("prometheus", CONF),),
@@ -98,6 +115,8 @@ COMPONENT = Component(
                 health=Health(("wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/-/ready"),
                               start_period_s=30),
                 metrics=Metrics(PORT),
+                # Bearer tokens of endpoints behind an ACL (Metrics.bearer_secret), read at each scrape.
+                secrets=(SecretFile(METRICS_TOKEN, METRICS_TOKEN, rotation=Rotation()),),
                 placement="once", scale=lambda s: 1 if s.prometheus.enabled else 0),
     ),
     compose_service=compose_service,

@@ -83,3 +83,34 @@ def test_published_on_loopback_only(target, prometheus):
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
     assert [f"{b['HostIp']}:{b['HostPort']}" for b in bindings] == [prometheus.removeprefix("http://")]
     assert container["Config"]["ExposedPorts"].keys() == {f"{PORT}/tcp"}
+
+
+def _exporters(target) -> list:
+    """Every exporter instance on this host (services named ``*-exporter``, with metrics)."""
+    from shipyard import topology
+
+    return [i for i in topology.build(target.settings).instances_on(target.rendered.host)
+            if i.service.metrics and i.service.name.endswith("-exporter")]
+
+
+def test_every_exporter_target_is_up_and_none_is_published(target, prometheus):
+    exporters = _exporters(target)
+    assert exporters, "no exporter on this host"
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        active = _get(prometheus, "/api/v1/targets?state=active")["activeTargets"]
+        by_job = {}
+        for t in active:
+            by_job.setdefault(t["labels"]["job"], []).append(t["health"])
+        missing = sorted({i.service.name for i in exporters} - {j for j, h in by_job.items() if h and all(x == "up" for x in h)})
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not missing, f"exporters not scraped or not up: {missing}"
+    for inst in exporters:  # reachable on the project network only: no port bound on the host
+        ports = target.container_of(inst.name)["NetworkSettings"]["Ports"] or {}
+        assert not [b for bindings in ports.values() for b in (bindings or [])], f"{inst.name} publishes {ports}"
+    # Each exporter reaches what it watches (their own "up" metrics), not only answers its scrape.
+    for metric in ("pg_up", "redis_up", "nginx_up"):
+        answer = requests.get(f"{prometheus}/api/v1/query", params={"query": f"{metric} == 0"}, timeout=5).json()
+        assert answer["data"]["result"] == [], f"{metric} == 0: {answer['data']['result']}"

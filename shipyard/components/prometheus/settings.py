@@ -26,6 +26,21 @@ class AlertTimings(Strict):
                                              "OldestQueuedTaskTooOld")
     dead_tasks_window_s: int = Field(900, ge=60, le=86400,
                                      description="a task of a kind going dead keeps DeadTasksRising firing this long")
+    replica_not_streaming_s: int = Field(60, ge=0, le=86400,
+                                         description="a PostgreSQL node other than the primary not streaming from it "
+                                                     "before PostgresReplicaNotStreaming")
+    replica_lag_s: int = Field(120, ge=0, le=86400, description="a replica further behind than "
+                                                                "postgres.replica_max_lag_mb before PostgresReplicaLagging")
+    wal_archive_stalled_s: int = Field(120, ge=0, le=86400,
+                                       description="the WAL archive not streaming (or far behind) before "
+                                                   "PostgresWalArchiveStalled")
+    sentinels_disagree_s: int = Field(60, ge=0, le=86400,
+                                      description="Sentinels naming different masters before RedisSentinelsDisagree")
+    consul_no_leader_s: int = Field(60, ge=0, le=86400,
+                                    description="Consul's servers answering with none of them the leader before ConsulNoLeader")
+    host_resource_s: int = Field(300, ge=0, le=86400,
+                                 description="a host's disk or memory below its floor before HostDiskFull / HostMemoryLow")
+
 
 
 # The bucket boundaries of the API's `http_request_duration_seconds`, in ms
@@ -51,6 +66,8 @@ class PrometheusSettings(Strict):
                                           description="seconds a queued task may wait for a worker before "
                                                       "OldestQueuedTaskTooOld")
     memory_limit_mb: int = Field(512, ge=128)
+    host_disk_free_min: float = Field(0.10, gt=0, lt=1, description="share of a host filesystem that must stay free")
+    host_memory_available_min: float = Field(0.10, gt=0, lt=1, description="share of a host's memory that must stay available")
     alerts: AlertTimings = AlertTimings()
 
     @field_validator("latency_threshold_ms")

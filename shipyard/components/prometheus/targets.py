@@ -1,6 +1,7 @@
 """Prometheus's scrape jobs from the topology: every instance of every service that declares
 ``metrics`` (shipyard.component.Metrics), each with the labels env, host, component, service
-and colour (coloured services), its ``job`` being the service's name.
+and colour (coloured services), its ``job`` being the service's name; an endpoint behind an ACL
+gets its bearer token from a secret file of Prometheus (``Metrics.bearer_secret``).
 
 An instance on Prometheus's own host is found by Docker's DNS under its compose name
 (``dns_sd_configs``), re-read every scrape interval: that name resolves to every replica of a
@@ -44,6 +45,10 @@ def scrape_plan(ctx, interval_s: int) -> ScrapePlan:
             continue
         labels = labels_of(ctx, inst)
         job: dict[str, Any] = {"job_name": f"{inst.host.name}/{inst.name}", "metrics_path": metrics.path}
+        if metrics.params:
+            job["params"] = {k: [v] for k, v in metrics.params}
+        if metrics.bearer_secret:  # read at each scrape: a rotated token needs no restart
+            job["authorization"] = {"type": "Bearer", "credentials_file": f"/run/secrets/{metrics.bearer_secret}"}
         if inst.host.name == ctx.host.name:
             job["dns_sd_configs"] = [{"names": [inst.name], "type": "A", "port": metrics.port,
                                       "refresh_interval": f"{interval_s}s"}]

@@ -5,6 +5,11 @@ Redis nodes carry no ``replicaof`` in compose: ``files/redis/node.sh`` asks the 
 the master is now. Each Sentinel keeps its own config file in its own volume, seeded once
 from the rendered ``sentinel.conf`` by ``files/sentinel/entrypoint.sh``. The Sentinels have a
 config dir of their own, so tuning them leaves the Redis nodes running.
+
+Beside each node and each Sentinel runs an exporter (``redis-exporter``,
+``redis-replica-exporter-N``, ``redis-sentinel-exporter-N``), logged in as the ACL user
+``redis_exporter`` (read-only server state, no keys), scraped on the project network only. One per
+Sentinel, not one per set: "the Sentinels disagree about the master" compares their own views.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Port, Rotation, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service, Wait
 from shipyard.components.redis.commands import COMMANDS
 from shipyard.components.redis.settings import RedisSettings
 
@@ -37,6 +42,44 @@ _SENTINEL_AUTH = SecretFile("sentinel_password", "sentinel_password")
 _NODE_SENTINEL_AUTH = SecretFile("sentinel_password", "sentinel_password", rotation=Rotation())
 _NODE_HEALTH = Health(("sh", f"{CONF}/health.sh"), start_period_s=60)
 _PORT_DOC = "host port Redis publishes on (replica N: this + N, published only for other hosts)"
+EXPORTER_PORT = 9121
+EXPORTER_UID = 59000  # the official redis_exporter image's uid (the local image is built to match)
+EXPORTER_USER = "redis_exporter"
+# The exporters' ACL user: each node includes it from a secret file and takes a rotated value
+# live (files/redis/rotate-exporter.sh: the new password beside the old until every exporter is
+# recreated); each Sentinel's entrypoint writes it into its own config: they are recreated.
+_EXPORTER_ACL = SecretFile("redis_exporter_acl.conf", "redis_exporter_password", template="secrets/exporter-acl.conf.j2",
+                           rotation=Rotation(apply=("sh", f"{CONF}/rotate-exporter.sh", "apply"),
+                                             retire=("sh", f"{CONF}/rotate-exporter.sh", "retire")))
+_EXPORTER_RAW = SecretFile("redis_exporter_password", "redis_exporter_password")
+# redis_exporter reads passwords as a JSON map, server URI → password (--redis.password-file).
+_EXPORTER_MAP = SecretFile("redis_exporter_passwords.json", "redis_exporter_password",
+                           template="secrets/exporter-passwords.json.j2")
+
+
+def watched(inst) -> str:
+    """The node or Sentinel an exporter instance watches (``redis-replica-exporter-1`` →
+    ``redis-replica-1``)."""
+    return inst.name.replace("-exporter", "")
+
+
+def _exporter_addrs(ctx) -> list[str]:
+    return [f"redis://{i.name}:{i.service.port.container}" for i in ctx.instances_of("redis")
+            if not i.service.name.endswith("-exporter")]
+
+
+def _exporter(name: str, of: str) -> Service:
+    numbered = {"redis-replica": lambda s: s.redis.replicas, "redis-sentinel": lambda s: s.redis.sentinels}.get(of)
+    return Service(name, "data", "data", "redis-exporter", EXPORTER_UID, secrets=(_EXPORTER_MAP,),
+                   serves_clients=False, metrics=Metrics(EXPORTER_PORT), instances=numbered,
+                   placement="spread" if numbered else "each", waits=(Wait(of, "service_started"),))
+
+
+def _exporter_service(ctx, inst) -> dict[str, Any]:
+    port = 26379 if inst.service.name == "redis-sentinel-exporter" else 6379
+    return {"command": [f"-web.listen-address=:{EXPORTER_PORT}", f"-redis.addr=redis://{watched(inst)}:{port}",
+                        f"-redis.user={EXPORTER_USER}", "-redis.password-file=/run/secrets/redis_exporter_passwords.json"],
+            "mem_limit": "64m"}
 
 
 def _master_as_deployed(ctx):
@@ -45,6 +88,8 @@ def _master_as_deployed(ctx):
 
 def compose_service(ctx, inst) -> dict[str, Any]:
     settings = ctx.section("redis")
+    if inst.service.name.endswith("-exporter"):
+        return _exporter_service(ctx, inst)
     me = ctx.announced(inst)
     if inst.service.name == "redis-sentinel":
         return {"command": ["sh", f"{SENTINEL_CONF}/entrypoint.sh", me.host, str(me.port)],
@@ -75,7 +120,8 @@ def compose_service(ctx, inst) -> dict[str, Any]:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    return {"env": ctx.env, "redis": ctx.section("redis"), "master": _master_as_deployed(ctx)}
+    return {"env": ctx.env, "redis": ctx.section("redis"), "master": _master_as_deployed(ctx),
+            "exporter_addrs": _exporter_addrs(ctx)}
 
 
 def _checks():
@@ -95,25 +141,32 @@ COMPONENT = Component(
     folder=Path(__file__).parent,
     settings={"redis": RedisSettings},
     images=(Image("redis", official="redis:7.0.15-bookworm", local="shipyard/redis:7.0",
-                  local_context="shipyard/components/redis/image"),),
+                  local_context="shipyard/components/redis/image"),
+            # Debian bookworm ships 1.45.0: the same version upstream.
+            Image("redis-exporter", official="oliver006/redis_exporter:v1.45.0", local="shipyard/redis-exporter:1.45",
+                  local_context="shipyard/components/redis/exporter-image")),
     config_dirs=(ConfigDir("redis", CONF), ConfigDir("sentinel", SENTINEL_CONF)),
     services=(
-        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH), config_dir="redis",
+        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH),
         # Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a
         # replica, and its node.sh asks the Sentinels, so they must start beside it.
-        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH), config_dir="redis",
+        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL), config_dir="redis",
                 port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
                 instances=lambda s: s.redis.replicas, placement="spread", consumers_wait=None,
                 waits=(Wait("redis", "service_started"),)),
         Service("redis-sentinel", "data", "data", "redis", UID,
                 secrets=(SecretFile("redis_password", "redis_password",
-                                   rotation=Rotation(apply=("sh", f"{SENTINEL_CONF}/rotate.sh"))), _SENTINEL_AUTH), config_dir="sentinel",
+                                   rotation=Rotation(apply=("sh", f"{SENTINEL_CONF}/rotate.sh"))), _SENTINEL_AUTH,
+                         _EXPORTER_RAW), config_dir="sentinel",
                 port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
                           publish="remote", instance_offset=-1),
                 health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),
                 instances=lambda s: s.redis.sentinels, placement="spread",
                 waits=(Wait("redis", "service_started"),)),
+        _exporter("redis-exporter", "redis"),
+        _exporter("redis-replica-exporter", "redis-replica"),
+        _exporter("redis-sentinel-exporter", "redis-sentinel"),
     ),
     compose_service=compose_service,
     template_context=template_context,

@@ -11,9 +11,11 @@ from shipyard.components.redis import SENTINEL_CONF
 
 def describe(settings, containers: dict) -> dict[str, str]:
     master_name = settings.redis.master_name
+    topo = topology.build(settings)
+    sentinels = set(topo.instance_names("redis", "redis-sentinel"))
     answers: dict[str, str] = {}
     for name, container in containers.items():
-        if name.startswith("redis-sentinel-") and container.status == "running":
+        if name in sentinels and container.status == "running":
             result = container.exec_run(["sh", f"{SENTINEL_CONF}/cli.sh", "sentinel", "get-master-addr-by-name",
                                          master_name])
             lines = (result.output or b"").decode(errors="replace").split()
@@ -24,9 +26,9 @@ def describe(settings, containers: dict) -> dict[str, str]:
     for name in answers:
         agree = "agrees" if answers[name] == master else "DISAGREES"
         out[name] = f"names {answers[name]} as master ({agree}; {count} of {len(answers)} Sentinels)"
-    for inst in topology.build(settings).instances_of("redis"):
-        if inst.service.name != "redis-sentinel" and inst.name in containers:
-            me = str(topology.build(settings).announced(inst))
+    for inst in topo.instances_of("redis"):  # the nodes (their exporters have no role)
+        if inst.service.name in ("redis", "redis-replica") and inst.name in containers:
+            me = str(topo.announced(inst))
             out[inst.name] = ("master" if me == master else "replica") + f" (as {me}, by the Sentinels)" if master \
                 else "role unknown: no Sentinel answers"
     return out

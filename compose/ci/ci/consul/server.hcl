@@ -10,6 +10,12 @@ retry_join       = ["consul-1:8301", "consul-2:8301", "consul-3:8301"]
 log_level        = "WARN"
 disable_update_check = true
 ui = true
+telemetry {
+  # /v1/agent/metrics?format=prometheus (Prometheus scrapes it with a token of agent:read). A
+  # gauge no longer set (a leader's consul_autopilot_healthy after it steps down) goes after this.
+  prometheus_retention_time = "30s"
+  disable_hostname          = true
+}
 ports {
   # Runtime config is read over HTTP; nothing here resolves names through Consul.
   dns = -1

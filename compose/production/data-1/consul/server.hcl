@@ -12,6 +12,12 @@ disable_update_check = true
 ui_config {
   enabled = true
 }
+telemetry {
+  # /v1/agent/metrics?format=prometheus (Prometheus scrapes it with a token of agent:read). A
+  # gauge no longer set (a leader's consul_autopilot_healthy after it steps down) goes after this.
+  prometheus_retention_time = "30s"
+  disable_hostname          = true
+}
 ports {
   # Runtime config is read over HTTP; nothing here resolves names through Consul.
   dns = -1

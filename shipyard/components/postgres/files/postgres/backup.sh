@@ -9,7 +9,8 @@
 #                             the WAL archive streams from the primary
 # Base backups: /backups/base-<UTC time>/ with base.tar.gz and pg_wal.tar.gz (the WAL that
 # makes it consistent), written as *.partial and renamed when complete; the newest
-# $PG_BACKUP_KEEP are kept. A failed one is retried every $PG_BACKUP_RETRY_S s.
+# $PG_BACKUP_KEEP are kept. A failed one is retried every $PG_BACKUP_RETRY_S s. A complete one
+# records its time in shipyard_monitor.base_backup on the primary (the exporters' backup age).
 # WAL archive: /backups/wal/, every WAL record as the primary writes it (pg_receivewal
 # --synchronous on its own slot, $PG_WAL_ARCHIVE_SLOT), so a restore replays up to the last commit, or to a
 # chosen time. WAL older than the oldest kept base backup is removed with it.
@@ -41,6 +42,11 @@ backup_now() {
         return 1
     fi
     mv "$name.partial" "$name" || return 1
+    # Where the exporters read it (shipyard_monitor.base_backup, made by the postgres-setup job):
+    # a backup that cannot say so still counts, and the next one records it.
+    pg_ask "$primary" "INSERT INTO shipyard_monitor.base_backup VALUES (1, now())
+                       ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at" >/dev/null \
+        || echo "backup $name complete, but its time could not be recorded on $primary (the backup age metric)" >&2
     kept | head -n -"$PG_BACKUP_KEEP" | xargs -r rm -rf
     # The archive keeps what the oldest kept base backup needs to be replayed forward.
     oldest=$(kept | head -n 1)

@@ -37,11 +37,15 @@ umask 077
 # (requirepass) and the one it gives its peers (sentinel-pass): the same secret on every Sentinel.
 # Sentinel's CONFIG REWRITE records the default user as an ACL line ("user default on nopass
 # ..."), which would win over requirepass at the next start: it goes, requirepass decides.
+# The exporter's own ACL user (read-only: INFO and the SENTINEL queries it makes), written
+# afresh at each start like the passwords (a rewrite records it hashed).
 { grep -v -e "^sentinel auth-pass $REDIS_MASTER_NAME " -e "^requirepass " -e "^sentinel sentinel-pass " \
-       -e "^user default " "$conf"
+       -e "^user default " -e "^user redis_exporter " "$conf"
   printf 'sentinel auth-pass %s %s\n' "$REDIS_MASTER_NAME" "$(cat /run/secrets/redis_password)"
   printf 'requirepass %s\n' "$(cat /run/secrets/sentinel_password)"
-  printf 'sentinel sentinel-pass %s\n' "$(cat /run/secrets/sentinel_password)"; } >"$conf.new"
+  printf 'sentinel sentinel-pass %s\n' "$(cat /run/secrets/sentinel_password)"
+  printf 'user redis_exporter on >%s resetkeys resetchannels -@all +ping +info +client|setname +sentinel|masters +sentinel|master +sentinel|sentinels +sentinel|slaves +sentinel|replicas\n' \
+      "$(cat /run/secrets/redis_exporter_password)"; } >"$conf.new"
 mv "$conf.new" "$conf"
 # The image's entrypoint gives /data to the redis user and drops root.
 exec docker-entrypoint.sh redis-server /data/sentinel.conf --sentinel
