@@ -79,7 +79,13 @@ def cpu_samples(containers) -> dict[str, tuple[int, float]]:
 
 
 def component(c) -> str:
-    return c.labels.get("org.shipyard.component") or c.labels.get("com.docker.compose.service", c.name)
+    """The row a container counts in: its component, except that the exporters (each in the
+    component it watches) count together, so that what monitoring costs reads off the table:
+    the exporters, node, prometheus and alertmanager rows."""
+    service = c.labels.get("com.docker.compose.service", c.name)
+    if service.endswith("-exporter") or "-exporter-" in service:
+        return "(exporters)"
+    return c.labels.get("org.shipyard.component") or service
 
 
 def probe_interval(c) -> float | None:
@@ -172,6 +178,9 @@ def main() -> None:
     allrows = [x for row in rows.values() for x in row]
     print(f"  {'sum':<22}{len(allrows):>3}{sum(cpu for cpu, _ in allrows):8.2f}{'':>13}"
           f"{sum(60.0 / iv for _, iv in allrows if iv):12.0f}")
+    monitoring = sum(cpu for name in ("(exporters)", "node", "prometheus", "alertmanager", "grafana")
+                     for cpu, _ in rows.get(name, []))
+    print(f"  {'of which monitoring':<22}{'':>3}{monitoring:8.2f}")
     print("note: each probe's command runs inside its container's cgroup (counted above), but the\n"
           "  `docker exec` machinery behind it (dockerd, containerd, shim, runc) runs outside the\n"
           "  containers' cgroups: that lands only in the whole-machine A-B, the headline figure.")
