@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
                       create_model, model_validator)
@@ -75,9 +75,19 @@ def _instant_text(value: Any) -> Any:
     return value
 
 
+def _body_schema(schema: dict, model: type[_Timing]) -> None:
+    """Not run_at and delay_seconds together; ``payload`` required where ``{}`` does not fit the
+    kind's model (the API still takes it left out, as ``{}``, to say which fields are missing)."""
+    schema["not"] = {"required": ["run_at", "delay_seconds"]}
+    if model.payload_required:
+        schema["required"] = [*schema.get("required", []), "payload"]
+
+
 class _Timing(BaseModel):
-    """When a task may run: at once (neither given), at ``run_at``, or ``delay_seconds`` from now."""
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"required": ["run_at", "delay_seconds"]}})
+    """A create's body: when the task may run, at once (neither given), at ``run_at``, or
+    ``delay_seconds`` from now (the kind and payload fields are added per kind)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_body_schema)
+    payload_required: ClassVar[bool] = False
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
         "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
         "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
@@ -94,16 +104,24 @@ def create_body(max_delay_seconds: float):
     """The body of ``POST /v1/tasks``: one model per loaded kind, discriminated by ``kind``."""
     bodies = []
     for kind in kinds.registry().values():
-        bodies.append(create_model(
+        bodies.append(body := create_model(
             _component_name(kind.name), __base__=_Timing,
             kind=(Literal[kind.name], ...),
             payload=(_valid_payload(kind), Field(default_factory=dict, validate_default=True)),
             delay_seconds=(float | None, Field(None, ge=0, le=max_delay_seconds, strict=True, description=(
                 f"run no earlier than this many seconds from now (at most {max_delay_seconds:g}, "
                 f"TASKS_API_MAX_DELAY_SECONDS); not with run_at")))))
+        body.payload_required = not _fits(kind.payload, {})
     if len({body.__name__ for body in bodies}) < len(bodies):
         raise kinds.KindError(f"two task kinds differ only by '-' and '_' ({kinds.names()}): rename one")
     return Annotated[Union[tuple(bodies)], Field(discriminator="kind")]
+
+
+def _fits(model: type[BaseModel] | None, payload: dict) -> bool:
+    try:
+        return model is None or bool(model.model_validate(payload))
+    except ValidationError:
+        return False
 
 
 def delay_of(body: BaseModel, now: dt.datetime | None = None) -> float | None:

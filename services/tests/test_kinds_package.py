@@ -69,6 +69,10 @@ def test_the_openapi_publishes_the_packages_payload_models(acme):
     assert invoice["payload"]["properties"]["lines"]["items"] == {"$ref": "#/components/schemas/Line"}
     assert schemas["Line"]["required"] == ["sku", "quantity", "cents"]  # the nested model, in the components
     assert {"CreateChecksumTask", "CreateSleepTask", "CreateSmokeTask", "CreateAcmeStampTask"} <= set(schemas)
+    # Required where {} does not fit the kind's model: a client that leaves it out is told which fields lack.
+    assert "payload" in schemas["CreateAcmeInvoiceTask"]["required"] and "payload" in schemas["CreateSleepTask"]["required"]
+    assert "payload" not in schemas["CreateChecksumTask"]["required"]
+    assert schemas["CreateSleepTask"]["not"] == {"required": ["run_at", "delay_seconds"]}
 
 
 def test_the_api_validates_a_packages_payloads(tenant):
