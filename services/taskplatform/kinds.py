@@ -224,6 +224,7 @@ class Runner:
 
     def __init__(self, threads: int):
         self.threads = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="kind")
+        self.in_threads: set[concurrent.futures.Future] = set()  # bodies running in a thread, abandoned or not
         # Waiting for processes' answers: apart, so that hung thread kinds cannot starve them.
         self.waiters = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="kind-process")
         self.processes = multiprocessing.get_context("forkserver")
@@ -244,7 +245,10 @@ class Runner:
             except (SystemExit, KeyboardInterrupt) as exc:
                 raise TaskFailed(f"{exc.__class__.__name__}: {exc}") from None
         elif kind.sync == "thread":
-            value = await asyncio.get_running_loop().run_in_executor(self.threads, _contained, kind.function, args)
+            running = self.threads.submit(_contained, kind.function, args)
+            self.in_threads.add(running)
+            running.add_done_callback(self.in_threads.discard)
+            value = await asyncio.wrap_future(running)
         else:
             value = await self._in_process(kind, args)
         return result_json(kind, value)
@@ -269,9 +273,13 @@ class Runner:
             raise TaskFailed(outcome[1])
         return outcome[1]
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Lets the pools go; returns how many bodies still run in threads (timed out or handed
+        back, they cannot be stopped): the process must then exit without joining them
+        (``os._exit``), or a body that never returns would keep the worker from ever exiting."""
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.waiters.shutdown(wait=False, cancel_futures=True)
+        return len(self.in_threads)
 
 
 def result_json(kind: Kind, value: Any) -> dict:

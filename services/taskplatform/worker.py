@@ -64,6 +64,7 @@ class Worker:
         self.stopping = asyncio.Event()
         kinds.registry(settings.kinds_packages)  # before the metrics name them
         self.kind_runner = kinds.Runner(settings.kind_threads)
+        self.stuck_threads = 0
         metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
         metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD)
         metrics.set_release(settings.release_colour, settings.build_version)
@@ -340,9 +341,12 @@ class Worker:
         reporting.cancel()
         report.remove()
         await self.redis.aclose()
-        self.kind_runner.close()
         metrics.forget_pool(pool)
         await pool.close()
+        self.stuck_threads = self.kind_runner.close()
+        if self.stuck_threads:
+            log.warning("task bodies still run in threads (timed out or handed back; a thread cannot be "
+                        "stopped): exiting without waiting for them", extra={"threads": self.stuck_threads})
 
     async def _shutdown(self) -> None:
         """Tasks taken but not started go back at once; in-flight tasks finish within the grace

@@ -6,6 +6,7 @@ worker goes down and every attempt is counted. Delays: a task created with ``del
 A real PostgreSQL, Redis, API and two workers of their own."""
 
 import datetime as dt
+import signal
 import time
 from pathlib import Path
 
@@ -135,3 +136,18 @@ def test_delayed_tasks_run_after_their_time_once_across_two_workers(acme, tenant
     assert all(task["attempts"] == 1 and task["result"]["ran_at"] >= due[task_id] for task_id, task in done.items())
     runs = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(runs) == sorted(due)  # each ran once
+
+
+def test_a_worker_stops_on_sigterm_while_a_body_blocks_its_thread(acme, tenant):
+    """Last in this module: it replaces the two workers with one of a short grace period."""
+    platform, _, workers = acme
+    platform.stop_processes(chosen=list(workers))
+    worker = platform.start_worker(PYTHONPATH=f"{SERVICES}:{FIXTURES}", TASKS_SHUTDOWN_GRACE_SECONDS=1)
+    wait_worker_ready(worker)
+    task_id = create(tenant, "acme-misbehave", {"how": "block", "seconds": 60}).json()["id"]
+    tenant.wait_for(task_id, statuses=("running",), timeout=20)
+    stopped = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0 and time.monotonic() - stopped < 10  # not the 60 s of the body's thread
+    handed_back = tenant.get(task_id).json()
+    assert handed_back["status"] == "queued" and handed_back["attempts"] == 0, handed_back  # its attempt given back
