@@ -13,14 +13,14 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
-from taskplatform import colours, deps, limits, metrics
+from taskplatform import colours, deps, kinds, limits, metrics
 from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
 from taskplatform.request_context import RequestContext
 from taskplatform.routes import ops, tasks
 from taskplatform.runtime_config import ConfigSource
-from taskplatform.schemas import STORABLE_SCHEMAS
+from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
 from taskplatform.secrets import FileSecretSource, SecretSource
 from taskplatform.settings import ProcessSettings
 
@@ -28,6 +28,7 @@ from taskplatform.settings import ProcessSettings
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
                config: ConfigSource | None = None) -> colours.ReleaseHeader:
     settings = settings or ProcessSettings()
+    kinds.registry(settings.kinds_packages)  # the task kinds first: the runtime config, the routes and the metrics name them
     secrets = secrets or FileSecretSource(settings.secrets_dir)
     config = config or build_config_source(settings)
     if not config.loaded:
@@ -43,7 +44,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     app.openapi = functools.partial(_openapi_with_storable_schemas, app)
     # On the app's own router, not included ones: FastAPI 0.165 matches a request to an included
     # router twice, ~15-20 µs of CPU on every request.
-    tasks.add_routes(app.router, settings.api_max_page_size)
+    tasks.add_routes(app.router, settings.api_max_page_size, settings.api_max_delay_seconds)
     ops.add_routes(app.router)
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
@@ -85,5 +86,6 @@ def _openapi_with_storable_schemas(app: FastAPI) -> dict:
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
         doc["components"]["schemas"].update(STORABLE_SCHEMAS)
+        doc["components"]["schemas"].update(payload_components())
         app.openapi_schema = doc
     return app.openapi_schema

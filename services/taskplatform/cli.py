@@ -50,7 +50,11 @@ def _worker(settings: ProcessSettings) -> int:
     config = build_config_source(settings)
     config.load_initial()
     serve_metrics(settings.worker_metrics_port)
-    asyncio.run(Worker(settings, FileSecretSource(settings.secrets_dir), config).run())
+    worker = Worker(settings, FileSecretSource(settings.secrets_dir), config)
+    asyncio.run(worker.run())
+    if worker.stuck_threads:  # the interpreter's exit would join them, maybe forever
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -39,7 +39,8 @@ def error_response(request_id: str, status: int, code: str, message: str,
 
 # What each status means for this API, as the OpenAPI says it (the codes are in the message).
 _MEANINGS = {
-    400: "Bad request: a cursor this API did not return (`invalid_cursor`)",
+    400: "Bad request: a cursor this API did not return (`invalid_cursor`), a `run_at` further ahead than "
+         "TASKS_API_MAX_DELAY_SECONDS (`run_at_too_far`)",
     401: "Missing, malformed, expired or foreign bearer token (`unauthorized`)",
     404: "No such task for this tenant, or no such path (`not_found`)",
     405: "Method not allowed on this path (`method_not_allowed`; `Allow` lists the allowed ones)",

@@ -15,7 +15,7 @@ from taskplatform import kinds
 REQUEST_LATENCY = Histogram("http_request_duration_seconds", "API request latency", ["route"],
                             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 REQUESTS = Counter("http_requests_total", "API requests", ["route", "status"])
-# By kind: a known, small set (kinds.PAYLOADS; anything else is "other", see kind_label).
+# By kind: a known, small set (the kinds this process loaded; anything else is "other", see kind_label).
 TASKS_CREATED = Counter("tasks_created_total", "tasks accepted by the API", ["kind"])
 TASKS_ENQUEUE_FAILED = Counter("tasks_enqueue_failed_total", "tasks committed but not enqueued (reconciler will)")
 TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed", ["kind"])
@@ -73,14 +73,14 @@ def set_config_version(version: str, digest: str) -> None:
 def kind_label(kind: str) -> str:
     """A task's kind as a label value: one of the known kinds, else "other" (a row of a newer
     release's kind), so that no row can add series."""
-    return kind if kind in kinds.PAYLOADS else "other"
+    return kind if kind in kinds.registry() else "other"
 
 
 def count_kinds(*counters: Counter) -> None:
     """Every known kind's series at 0 from the start: ``increase`` sees the first task of a kind
     (a series born at 1 shows no increase)."""
     for counter in counters:
-        for kind in (*kinds.PAYLOADS, "other"):
+        for kind in (*kinds.registry(), "other"):
             counter.labels(kind=kind)
 
 

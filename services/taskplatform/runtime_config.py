@@ -67,9 +67,9 @@ class RuntimeConfig(BaseModel):
     @field_validator("task_timeout_seconds_by_kind")
     @classmethod
     def _known_kinds(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(kinds.PAYLOADS))
+        unknown = sorted(set(value) - set(kinds.names()))
         if unknown:  # a typo would silently fall back to the default timeout
-            raise ValueError(f"unknown task kinds {unknown}; known: {sorted(kinds.PAYLOADS)}")
+            raise ValueError(f"unknown task kinds {unknown}; known: {kinds.names()}")
         return value
 
     def timeout_for(self, kind: str) -> float:
@@ -78,8 +78,8 @@ class RuntimeConfig(BaseModel):
     def runnable_kinds(self) -> list[str]:
         """The kinds of this release that are enabled."""
         if self.enabled_kinds is None:
-            return list(kinds.PAYLOADS)
-        return [kind for kind in kinds.PAYLOADS if kind in self.enabled_kinds]
+            return kinds.names()
+        return [kind for kind in kinds.names() if kind in self.enabled_kinds]
 
     def switches(self) -> dict:
         """The operator's switches as this process applies them (the kinds resolved)."""
@@ -123,9 +123,9 @@ def validate_document(doc: dict) -> RuntimeConfig:
         config = RuntimeConfig.model_validate(doc)
     except ValidationError as exc:
         raise ConfigRejected(_problems(exc)) from None
-    unknown_kinds = sorted(set(config.enabled_kinds or ()) - set(kinds.PAYLOADS))
+    unknown_kinds = sorted(set(config.enabled_kinds or ()) - set(kinds.names()))
     if unknown_kinds:  # a typo would silently disable the kind it meant
-        raise ConfigRejected(f"enabled_kinds: unknown task kinds {unknown_kinds}; known: {sorted(kinds.PAYLOADS)}")
+        raise ConfigRejected(f"enabled_kinds: unknown task kinds {unknown_kinds}; known: {kinds.names()}")
     return config
 
 

@@ -1,22 +1,29 @@
 """What the task API accepts, as models and JSON Schema: a create request's body per task kind
-(``TaskCreate``), and the schemas of what PostgreSQL can store, which the OpenAPI's components
-hold (``STORABLE_SCHEMAS``, added by ``create_app``), so that the OpenAPI promises no more than
-the API accepts."""
+(``create_body``: one model per loaded kind, a union discriminated by ``kind``), and the schemas
+of what PostgreSQL can store, which the OpenAPI's components hold (``STORABLE_SCHEMAS``, added by
+``create_app`` with the kinds' own nested models, ``payload_components``), so that the OpenAPI
+promises no more than the API accepts."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+import datetime as dt
+import functools
+import re
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
+                      create_model, model_validator)
 
 from taskplatform import kinds
 from taskplatform.storable import unstorable_json
 
-def _valid_payload(kind: str):
+
+def _valid_payload(kind: kinds.Kind):
     """A kind's payload: kept as the client sent it (stored as is), checked against the kind's
     model and against what PostgreSQL can store; its OpenAPI schema is the kind's model, so a
-    request valid by the OpenAPI is accepted."""
-    model = kinds.PAYLOADS[kind]
+    request valid by the OpenAPI is accepted. Checked also when the client leaves it out (as
+    ``{}``): a kind whose model requires fields refuses that, naming them."""
+    model = kind.payload
 
     def check(payload: dict[str, Any]) -> dict[str, Any]:
         if problem := unstorable_json(payload):
@@ -29,16 +36,104 @@ def _valid_payload(kind: str):
                                            for e in exc.errors())) from None
         return payload
 
-    schema = model.model_json_schema() if model is not None else {
-        "type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
-        "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}
-    return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(schema)]
+    return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(payload_schema(kind))]
 
 
-def _create_body(kind: str) -> type[BaseModel]:
-    payload = _valid_payload(kind)
-    return create_model(f"Create{kind.capitalize()}Task", __config__=ConfigDict(extra="forbid"),
-                        kind=(Literal[kind], ...), payload=(payload, Field(default_factory=dict)))
+def payload_schema(kind: kinds.Kind) -> dict:
+    """The kind's payload model as JSON Schema, its nested models referenced in the OpenAPI's
+    components (``payload_components``)."""
+    if kind.payload is None:
+        return {"type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
+                "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}
+    schema = kind.payload.model_json_schema(ref_template=COMPONENTS + "{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+def payload_components() -> dict[str, dict]:
+    """The nested models of every kind's payload, by name, for the OpenAPI's components. Two
+    kinds' different models of one name would make one of them lie: refused at start."""
+    found: dict[str, dict] = {}
+    for kind in kinds.registry().values():
+        if kind.payload is None:
+            continue
+        for name, schema in kind.payload.model_json_schema(ref_template=COMPONENTS + "{model}").get("$defs", {}).items():
+            if found.setdefault(name, schema) != schema:
+                raise kinds.KindError(f"task kind {kind.name!r}: its payload's nested model {name!r} differs from "
+                                      f"another kind's of the same name; rename one of them")
+    return found
+
+
+def _component_name(kind: str) -> str:
+    return "Create" + "".join(part.capitalize() for part in re.split(r"[-_]", kind)) + "Task"
+
+
+def _instant_text(value: Any) -> Any:
+    """An instant is RFC 3339 text, as the OpenAPI says: no Unix timestamp number."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("an RFC 3339 date-time string with a time zone offset, e.g. 2026-12-05T09:30:00Z")
+    return value
+
+
+def _body_schema(schema: dict, model: type[_Timing]) -> None:
+    """Not run_at and delay_seconds together; ``payload`` required where ``{}`` does not fit the
+    kind's model (the API still takes it left out, as ``{}``, to say which fields are missing)."""
+    schema["not"] = {"required": ["run_at", "delay_seconds"]}
+    if model.payload_required:
+        schema["required"] = [*schema.get("required", []), "payload"]
+
+
+class _Timing(BaseModel):
+    """A create's body: when the task may run, at once (neither given), at ``run_at``, or
+    ``delay_seconds`` from now (the kind and payload fields are added per kind)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_body_schema)
+    payload_required: ClassVar[bool] = False
+    run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
+        "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
+        "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if {"run_at", "delay_seconds"} <= self.model_fields_set:  # as the schema's "not" says, null or not
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+
+@functools.cache
+def create_body(max_delay_seconds: float):
+    """The body of ``POST /v1/tasks``: one model per loaded kind, discriminated by ``kind``."""
+    bodies = []
+    for kind in kinds.registry().values():
+        bodies.append(body := create_model(
+            _component_name(kind.name), __base__=_Timing,
+            kind=(Literal[kind.name], ...),
+            payload=(_valid_payload(kind), Field(default_factory=dict, validate_default=True)),
+            delay_seconds=(float | None, Field(None, ge=0, le=max_delay_seconds, strict=True, description=(
+                f"run no earlier than this many seconds from now (at most {max_delay_seconds:g}, "
+                f"TASKS_API_MAX_DELAY_SECONDS); not with run_at")))))
+        body.payload_required = not _fits(kind.payload, {})
+    if len({body.__name__ for body in bodies}) < len(bodies):
+        raise kinds.KindError(f"two task kinds differ only by '-' and '_' ({kinds.names()}): rename one")
+    return Annotated[Union[tuple(bodies)], Field(discriminator="kind")]
+
+
+def _fits(model: type[BaseModel] | None, payload: dict) -> bool:
+    try:
+        return model is None or bool(model.model_validate(payload))
+    except ValidationError:
+        return False
+
+
+def delay_of(body: BaseModel, now: dt.datetime | None = None) -> float | None:
+    """Seconds from now until the task may run (None: at once), from ``run_at`` or ``delay_seconds``."""
+    if body.delay_seconds is not None:
+        return body.delay_seconds or None
+    if body.run_at is not None:
+        # timestamp() does not build a datetime in UTC, so an instant near year 1 or 9999 with an
+        # offset cannot overflow.
+        delay = body.run_at.timestamp() - (now or dt.datetime.now(dt.timezone.utc)).timestamp()
+        return delay if delay > 0 else None
+    return None
 
 
 # What jsonb stores, as JSON Schema: no NaN (JSON has none), no NUL and no lone surrogate in
@@ -56,5 +151,3 @@ STORABLE_SCHEMAS = {
         {"type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
          "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}]},
 }
-
-TaskCreate = Annotated[Union[tuple(_create_body(kind) for kind in kinds.PAYLOADS)], Field(discriminator="kind")]

@@ -91,6 +91,15 @@ class ProcessSettings(BaseSettings):
     jwt_issuer: str = "shipyard"
     jwt_audience: str = "taskplatform"
     jwt_keys_refresh_seconds: float = Field(1.0, gt=0)
+    # Task kinds (``taskplatform.kinds``): these modules (import paths, comma-separated), plus
+    # every module installed distributions name in the entry-point group ``taskplatform.kinds``.
+    # The demo kinds by default; empty: the entry points alone.
+    kinds_packages: str = "taskplatform_demo_kinds"
+    # Threads a worker runs plain-function ("thread") kinds in; a timed-out body keeps its thread
+    # until it returns (Python cannot stop a thread), so this is above worker_concurrency.
+    kind_threads: int = Field(32, ge=1)
+    # A create's run_at / delay_seconds: at most this far ahead (30 days).
+    api_max_delay_seconds: float = Field(2_592_000.0, gt=0)
     worker_metrics_port: int = 9101
     heartbeat_file: str = probe.DEFAULT_HEARTBEAT_FILE
     # Reliability timings (seconds). Tests shorten them; production keeps the defaults.

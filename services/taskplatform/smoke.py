@@ -4,15 +4,20 @@ container before the edge switches. One real task round trip through the edge's 
 of the same: the new colour works end to end before any user reaches it.
 
 The token is minted here with the container's own key set (it has ``jwt_signing_key``), short
-lived; neither it nor the key is ever printed."""
+lived; neither it nor the key is ever printed.
+
+The task kind ``smoke`` it creates is the platform's own (declared here, loaded whatever
+TASKS_KINDS_PACKAGES says): its result names who ran it, ``{"colour", "version", "worker"}``."""
 
 from __future__ import annotations
 
 import time
 
 import requests
+from pydantic import BaseModel, ConfigDict
 
 from taskplatform import auth, colours
+from taskplatform.kinds import TaskContext, kind
 from taskplatform.secrets import SecretError, SecretSource
 from taskplatform.settings import ProcessSettings
 
@@ -24,6 +29,17 @@ TOKEN_SPARE_SECONDS = 60  # the token outlives the smoke test by this, no more
 
 class SmokeFailed(Exception):
     pass
+
+
+class SmokePayload(BaseModel):
+    """Nothing: a smoke task only says who ran it."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+@kind("smoke", payload=SmokePayload)
+async def run_smoke(payload: SmokePayload, context: TaskContext) -> dict:
+    """The release's smoke test: which colour, version and worker took it."""
+    return dict(context.runner)
 
 
 def _named(name: str) -> str:

@@ -24,7 +24,7 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServ
 _LOST_ATTEMPT = "'attempt ' || attempts || ' lost: its lease expired (the worker died or stalled)'"
 
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
-            "created_at, updated_at")
+            "created_at, updated_at, run_after")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -52,8 +52,9 @@ def task_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
     doc.pop("same_request", None)
     doc["id"] = str(doc["id"])
-    for key in ("created_at", "updated_at"):
-        doc[key] = doc[key].isoformat()
+    for key in ("created_at", "updated_at", "run_after"):
+        if key in doc:
+            doc[key] = doc[key] and doc[key].isoformat()
     return doc
 
 
@@ -75,15 +76,20 @@ class TaskStore:
 
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
-                     idempotency_key: str | None) -> tuple[dict, bool]:
+                     idempotency_key: str | None, delay_seconds: float | None = None) -> tuple[dict, bool]:
         """(task, created). The same (tenant, idempotency key) returns the first task when the
         request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
-        number); another request under that key raises ``IdempotencyKeyReused``."""
+        number); another request under that key raises ``IdempotencyKeyReused``. With
+        ``delay_seconds`` the task is ``scheduled`` until then (PostgreSQL's clock: ``run_after``),
+        and ``due_scheduled`` queues it."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, queued_at) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) "
+            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, status, queued_at, run_after) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7::float8 > 0 THEN 'scheduled' ELSE 'queued' END, "
+            f"  CASE WHEN $7::float8 > 0 THEN NULL ELSE clock_timestamp() END, "
+            f"  CASE WHEN $7::float8 > 0 THEN clock_timestamp() + make_interval(secs => $7::float8) END) "
             f"ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-            f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key)
+            f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key,
+            delay_seconds)
         if row is not None:
             return task_json(row), True
         row = await self.pool.fetchrow(
@@ -131,7 +137,8 @@ class TaskStore:
         return task_json(row) if row else None
 
     async def cancel(self, tenant: str, task_id: uuid.UUID) -> dict | None:
-        return await self._tenant_transition(tenant, task_id, "status = 'cancelled'", ("queued", "retry_wait"))
+        return await self._tenant_transition(tenant, task_id, "status = 'cancelled'",
+                                             ("scheduled", "queued", "retry_wait"))
 
     async def redrive(self, tenant: str, task_id: uuid.UUID) -> dict | None:
         """A dead task starts over: attempts reset, error cleared, queued again. Attempts going
@@ -144,7 +151,7 @@ class TaskStore:
 
     # --- worker side ------------------------------------------------------------------------
     async def claim(self, task_id: uuid.UUID, lease_seconds: float,
-                    runnable_kinds: Sequence[str] = tuple(kinds.PAYLOADS)) -> tuple[Claimed | None, str | None]:
+                    runnable_kinds: Sequence[str] | None = None) -> tuple[Claimed | None, str | None]:
         """(claim, the kind of the task if this claim turned it dead, else None). Queued → running, or a running task whose lease expired (its
         worker died): that lost attempt stays counted. The attempt is counted here, in the same
         conditional UPDATE, so a task that kills its worker every time still runs out of
@@ -165,7 +172,7 @@ class TaskStore:
             "  AND kind = ANY($4::text[]) "
             "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status, "
             "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
-            task_id, lease_seconds, uuid.uuid4(), list(runnable_kinds))
+            task_id, lease_seconds, uuid.uuid4(), list(kinds.names() if runnable_kinds is None else runnable_kinds))
         if row is None:
             return None, None
         if row["status"] == "dead":
@@ -217,11 +224,21 @@ class TaskStore:
         return status.endswith(" 1")
 
     async def due_retries(self, limit: int = 500) -> list[uuid.UUID]:
+        """Failed attempts' tasks whose retry is due, queued again."""
+        return await self._due("retry_wait", limit)
+
+    async def due_scheduled(self, limit: int = 500) -> list[uuid.UUID]:
+        """Delayed tasks (``run_at``, ``delay_seconds``) whose time has come, queued. One
+        conditional UPDATE over rows locked with SKIP LOCKED: however many workers ask at once,
+        each task is queued by one of them, once; the claim then runs it once."""
+        return await self._due("scheduled", limit)
+
+    async def _due(self, status: str, limit: int) -> list[uuid.UUID]:
         rows = await self.pool.fetch(
             "UPDATE tasks SET status = 'queued', queued_at = clock_timestamp(), run_after = NULL, "
             "updated_at = clock_timestamp() "
-            "WHERE id IN (SELECT id FROM tasks WHERE status = 'retry_wait' AND run_after <= clock_timestamp() "
-            "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id", limit)
+            "WHERE id IN (SELECT id FROM tasks WHERE status = $2 AND run_after <= clock_timestamp() "
+            "ORDER BY run_after LIMIT $1 FOR UPDATE SKIP LOCKED) AND status = $2 RETURNING id", limit, status)
         return [r["id"] for r in rows]
 
     async def expire_leases(self, limit: int) -> tuple[list[uuid.UUID], list[str]]:

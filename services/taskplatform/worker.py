@@ -62,6 +62,9 @@ class Worker:
         # (`_recover`).
         self.backlog: collections.deque[tuple[queue.Message | None, str]] = collections.deque()
         self.stopping = asyncio.Event()
+        kinds.registry(settings.kinds_packages)  # before the metrics name them
+        self.kind_runner = kinds.Runner(settings.kind_threads)
+        self.stuck_threads = 0
         metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
         metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD)
         metrics.set_release(settings.release_colour, settings.build_version)
@@ -100,7 +103,8 @@ class Worker:
             metrics.TASK_QUEUE_WAIT_SECONDS.labels(kind=claim.kind).observe(claim.queued_seconds)
         timeout = self.config.config.timeout_for(claim.kind)
         started = time.perf_counter()
-        body = asyncio.create_task(kinds.run(claim.kind, claim.payload, claim.attempts, self.runner))
+        context = kinds.TaskContext(str(claim.id), claim.attempts, self.runner)
+        body = asyncio.create_task(self.kind_runner.run(kinds.registry()[claim.kind], claim.payload, context))
         body.add_done_callback(_retrieve)
         try:
             with metrics.TASKS_RUNNING.track_inprogress():
@@ -119,8 +123,8 @@ class Worker:
         elif body.cancelled():
             await self._fail(claim, "CancelledError: the task cancelled itself")
         elif body.exception() is not None:  # any failure of task code is the task's failure
-            exc = body.exception()
-            await self._fail(claim, f"{exc.__class__.__name__}: {exc}")
+            exc = body.exception()  # a payload its kind's model refuses never will fit: no retry
+            await self._fail(claim, f"{exc.__class__.__name__}: {exc}", final=isinstance(exc, kinds.PayloadRejected))
         elif await self.store.complete(claim, body.result()):
             metrics.TASKS_COMPLETED.labels(kind=metrics.kind_label(claim.kind)).inc()
         self.inflight[task] = (message, None)  # recorded: no lease to keep or hand back
@@ -130,9 +134,9 @@ class Worker:
         if message is not None:  # a task recovered from PostgreSQL came without a message
             await self.redis.xack(message.stream, queue.GROUP, message.id)
 
-    async def _fail(self, claim: store.Claimed, error: str) -> None:
+    async def _fail(self, claim: store.Claimed, error: str, final: bool = False) -> None:
         cfg = self.config.config
-        last = claim.attempts >= claim.max_attempts
+        last = final or claim.attempts >= claim.max_attempts
         delay = None if last else retry_delay(claim.attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
         new_status = await self.store.fail(claim, error, delay)
         kind = metrics.kind_label(claim.kind)
@@ -216,7 +220,7 @@ class Worker:
         await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
         for stream in self.streams:
             await self._reclaim(stream)
-        for task_id in await self.store.due_retries():
+        for task_id in await self.store.due_retries() + await self.store.due_scheduled():
             await queue.enqueue(self.redis, str(task_id))
         for stream in self.streams:
             forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds,
@@ -323,6 +327,7 @@ class Worker:
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         await self._ensure_group()
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.kind_runner.start)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         watch = asyncio.create_task(self.config.supervise())
@@ -338,6 +343,10 @@ class Worker:
         await self.redis.aclose()
         metrics.forget_pool(pool)
         await pool.close()
+        self.stuck_threads = self.kind_runner.close()
+        if self.stuck_threads:
+            log.warning("task bodies still run in threads (timed out or handed back; a thread cannot be "
+                        "stopped): exiting without waiting for them", extra={"threads": self.stuck_threads})
 
     async def _shutdown(self) -> None:
         """Tasks taken but not started go back at once; in-flight tasks finish within the grace

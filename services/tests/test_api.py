@@ -225,3 +225,67 @@ def test_metrics_expose_the_platform_figures(api_url, tenant):
     for name in ("http_request_duration_seconds_bucket", "http_requests_total", "tasks_created_total",
                  "queue_stream_length", "config_reloads_total", "config_version_info"):
         assert name in text, name
+
+
+# --- issue 23: the payload is validated whether given or not; unknown kinds; delays ----------
+@pytest.mark.parametrize("body, missing", [
+    ({"kind": "sleep"}, "payload.seconds: Field required"),
+    ({"kind": "sleep", "payload": {}}, "payload.seconds: Field required"),
+    ({"kind": "fail"}, "give 'times' (fail that many attempts) or 'always': true"),
+])
+def test_a_payload_left_out_is_validated_as_the_empty_object(tenant, body, missing):
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", json=body, timeout=10)
+    assert_error(response, 422, "invalid_request")
+    assert missing in response.json()["message"], response.json()
+    assert tenant.session.get(f"{tenant.base}/v1/tasks", timeout=10).json()["items"] == []  # nothing was stored
+
+
+def test_kinds_without_required_fields_still_take_no_payload(tenant):
+    for kind in ("checksum", "smoke"):
+        response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": kind}, timeout=10)
+        assert response.status_code == 202 and response.json()["payload"] == {}, response.text
+
+
+def test_an_unknown_kind_is_422_naming_the_known_ones(tenant):
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "resize", "payload": {}}, timeout=10)
+    assert_error(response, 422, "invalid_request")
+    message = response.json()["message"]
+    assert "'resize'" in message and all(f"'{kind}'" in message for kind in ("checksum", "fail", "sleep", "smoke"))
+
+
+def test_a_delayed_task_is_scheduled_with_its_time(tenant):
+    before = time.time()
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", timeout=10,
+                                   json={"kind": "checksum", "payload": {"n": 1}, "delay_seconds": 600})
+    assert response.status_code == 202, response.text
+    task = response.json()
+    assert task["status"] == "scheduled" and task["run_after"] is not None
+    from datetime import datetime
+    assert before + 599 <= datetime.fromisoformat(task["run_after"]).timestamp() <= time.time() + 601
+    at = "2100-01-01T00:00:00+01:00"
+    far = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", "run_at": at}, timeout=10)
+    assert_error(far, 400, "run_at_too_far")
+    cancelled = tenant.session.post(f"{tenant.base}/v1/tasks/{task['id']}/cancel", timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+
+
+def test_a_run_at_in_the_past_queues_the_task_at_once(tenant):
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", timeout=10,
+                                   json={"kind": "checksum", "run_at": "2020-01-01T00:00:00Z"})
+    assert response.status_code == 202 and response.json()["status"] == "queued", response.text
+    assert response.json()["run_after"] is None
+
+
+@pytest.mark.parametrize("timing, problem", [
+    ({"run_at": "2030-01-01T00:00:00"}, "timezone"),
+    ({"run_at": 1893456000}, "RFC 3339"),
+    ({"run_at": "2030-01-01T00:00:00Z", "delay_seconds": 5}, "give run_at or delay_seconds, not both"),
+    ({"run_at": None, "delay_seconds": 5}, "give run_at or delay_seconds, not both"),
+    ({"delay_seconds": -1}, "greater than or equal to 0"),
+    ({"delay_seconds": 2_592_001}, "less than or equal to 2592000"),
+    ({"delay_seconds": "5"}, "valid number"),
+])
+def test_a_bad_delay_is_422(tenant, timing, problem):
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", **timing}, timeout=10)
+    assert_error(response, 422, "invalid_request")
+    assert problem in response.json()["message"], response.json()

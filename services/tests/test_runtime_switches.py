@@ -41,7 +41,7 @@ def start_worker(platform):
 def test_the_switches_default_to_open_and_a_kind_only_a_newer_release_knows_is_refused_by_the_deploy_alone():
     config = validate_document(dict(RUNTIME_DEFAULTS))
     assert not config.maintenance and config.maintenance_retry_after_seconds == 30
-    assert config.runnable_kinds() == list(kinds.PAYLOADS)
+    assert config.runnable_kinds() == kinds.names()
     newer = dict(RUNTIME_DEFAULTS, enabled_kinds=["checksum", "resize"])
     with pytest.raises(ConfigRejected, match=r"enabled_kinds: unknown task kinds \['resize'\]"):
         validate_document(newer)

@@ -100,3 +100,18 @@ def test_the_reconciler_counts_an_expired_lease_as_a_failed_attempt(platform, at
         else:
             assert task_id not in requeued and "checksum" in dead and state["status"] == "dead"
     run_with_store(platform, scenario)
+
+
+def test_a_scheduled_task_is_not_claimed_before_it_is_due_and_queued_once_by_racing_workers(platform):
+    async def scenario(tasks, pool):
+        task, _ = await tasks.create(f"tenant-{uuid.uuid4().hex[:8]}", "checksum", {}, 3, None, delay_seconds=60)
+        task_id = uuid.UUID(task["id"])
+        assert task["status"] == "scheduled" and task["run_after"]
+        assert await tasks.claim(task_id, 30) == (None, None)  # a stray message cannot run it early
+        assert task_id not in await tasks.due_scheduled() + await tasks.take_overdue(0, 100, ["checksum"])
+        await pool.execute("UPDATE tasks SET run_after = clock_timestamp() WHERE id = $1", task_id)  # its time comes
+        racing = await asyncio.gather(*(tasks.due_scheduled() for _ in range(4)))
+        assert sum(ids.count(task_id) for ids in racing) == 1
+        claim, _ = await tasks.claim(task_id, 30)
+        assert claim is not None and claim.attempts == 1
+    run_with_store(platform, scenario)

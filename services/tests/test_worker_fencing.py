@@ -23,9 +23,9 @@ class StubbornBody:
         self.release = asyncio.Event()
         self.returned = asyncio.Event()
 
-    async def __call__(self, kind, payload, attempt, runner):
-        if attempt > 1:
-            return {"attempt": attempt}
+    async def __call__(self, kind, payload, context):
+        if context.attempt > 1:
+            return {"attempt": context.attempt}
         try:
             await asyncio.Event().wait()  # hangs
         except asyncio.CancelledError:
@@ -46,7 +46,7 @@ def run_worker_scenario(platform, tmp_path, monkeypatch, scenario, **config):
     source = FileConfigSource(config_file)
     source.load_initial()
     body = StubbornBody()
-    monkeypatch.setattr(kinds, "run", body)
+    monkeypatch.setattr(kinds.Runner, "run", body)
 
     async def main():
         secrets = FileSecretSource(settings.secrets_dir)

@@ -1,8 +1,9 @@
 """A tenant's tasks: create, read, list, cancel and re-drive (``/v1/tasks``). PostgreSQL holds
 each task; Redis only carries its id to the workers, so a create or re-drive whose enqueue fails
-still succeeds (the workers' reconciler enqueues it later)."""
+still succeeds (the workers' reconciler enqueues it later).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the create endpoint's body type is made at start
+from the loaded task kinds (``create_task_for``), and FastAPI reads it from the signature."""
 
 import logging
 import uuid
@@ -16,12 +17,12 @@ from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
 from taskplatform.errors import TENANT, ApiError, documented
-from taskplatform.schemas import STORABLE_SCHEMAS, TaskCreate
+from taskplatform.schemas import STORABLE_SCHEMAS, create_body, delay_of
 from taskplatform.storable import unstorable_text
 
 log = logging.getLogger("taskplatform.api")
 
-TaskStatus = Literal["queued", "running", "retry_wait", "succeeded", "dead", "cancelled"]
+TaskStatus = Literal["scheduled", "queued", "running", "retry_wait", "succeeded", "dead", "cancelled"]
 
 
 def parse_id(task_id: str) -> uuid.UUID:
@@ -53,23 +54,36 @@ async def transition(services: Services, tenant_id: str, task_id: str, change, w
     return task
 
 
-async def create_task(request: Request, body: TaskCreate, tenant_id: RateLimitedTenant, stream: TaskStream,
-                      idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
-    services = services_of(request)
-    gates.check_kind_enabled(services.config.config, body.kind)
-    try:
-        task, created = await services.store.create(tenant_id, body.kind, body.payload,
-                                                    services.config.config.task_max_attempts, idempotency_key)
-    except store.IdempotencyKeyReused:
-        # Replaying a key returns the first task only for the same request: another body
-        # under it is a client bug that would otherwise be silently dropped.
-        raise ApiError(409, "idempotency_key_reused",
-                       "this Idempotency-Key was used for a different task (kind or payload); "
-                       "use a new key for a new task") from None
-    if created:
-        metrics.TASKS_CREATED.labels(kind=metrics.kind_label(body.kind)).inc()
-        await enqueue(services, task["id"], "create", stream)
-    return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
+def create_task_for(max_delay_seconds: float):
+    """The create endpoint: its body is one model per loaded task kind (``schemas.create_body``),
+    and ``delay_seconds`` is bounded by a process setting, so it is made once both are known."""
+
+    async def create_task(request: Request, body: create_body(max_delay_seconds), tenant_id: RateLimitedTenant,
+                          stream: TaskStream, idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+        services = services_of(request)
+        gates.check_kind_enabled(services.config.config, body.kind)
+        delay = delay_of(body)
+        if delay is not None and delay > max_delay_seconds:
+            # What no schema can say (it depends on the time now): a 400, as for a foreign cursor.
+            raise ApiError(400, "run_at_too_far", f"run_at is {delay:.0f} s from now; at most {max_delay_seconds:g} s "
+                                                  f"ahead (TASKS_API_MAX_DELAY_SECONDS)")
+        try:
+            task, created = await services.store.create(tenant_id, body.kind, body.payload,
+                                                        services.config.config.task_max_attempts, idempotency_key,
+                                                        delay)
+        except store.IdempotencyKeyReused:
+            # Replaying a key returns the first task only for the same request: another body
+            # under it is a client bug that would otherwise be silently dropped.
+            raise ApiError(409, "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different task (kind or payload); "
+                           "use a new key for a new task") from None
+        if created:
+            metrics.TASKS_CREATED.labels(kind=metrics.kind_label(body.kind)).inc()
+            if task["status"] == "queued":  # a scheduled task is queued by a worker when it is due
+                await enqueue(services, task["id"], "create", stream)
+        return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
+
+    return create_task
 
 
 async def get_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
@@ -110,7 +124,7 @@ def list_tasks_up_to(page_size: int):
 async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
     services = services_of(request)
     return await transition(services, tenant_id, task_id, services.store.cancel,
-                            "only queued or retry_wait tasks can be cancelled")
+                            "only scheduled, queued or retry_wait tasks can be cancelled")
 
 
 async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, stream: TaskStream):
@@ -120,11 +134,12 @@ async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenan
     return JSONResponse(task, status_code=202)
 
 
-def add_routes(routes: APIRouter, page_size: int) -> None:
+def add_routes(routes: APIRouter, page_size: int, max_delay_seconds: float) -> None:
     """The task routes, in the order the OpenAPI lists them; ``page_size`` is
-    TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds."""
-    routes.add_api_route("/v1/tasks", create_task, methods=["POST"], status_code=202,
-                         responses=documented(*TENANT, 409, 413))
+    TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds, ``max_delay_seconds``
+    TASKS_API_MAX_DELAY_SECONDS, the furthest ahead a task may be delayed."""
+    routes.add_api_route("/v1/tasks", create_task_for(max_delay_seconds), methods=["POST"], status_code=202,
+                         responses=documented(*TENANT, 400, 409, 413))
     routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404))
     routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"], responses=documented(*TENANT, 400))
     routes.add_api_route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"],
