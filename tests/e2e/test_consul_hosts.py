@@ -120,7 +120,8 @@ def spread(tmp_path_factory):
         if subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True).returncode == 0:
             added.append(address)
     values = {"consul_gossip_key": base64.b64encode(os.urandom(32)).decode(),
-              "consul_management_token": str(uuid.uuid4()), "consul_agent_token": str(uuid.uuid4())}
+              "consul_management_token": str(uuid.uuid4()), "consul_agent_token": str(uuid.uuid4()),
+              "consul_metrics_token": str(uuid.uuid4())}  # Prometheus's, made by the agent-token job
     projects = []
     try:
         for number, host in enumerate(settings.hosts, 1):

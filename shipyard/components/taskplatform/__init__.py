@@ -118,7 +118,7 @@ COMPONENT = Component(
         Image("python", official="python:3.11-slim-bookworm", local="shipyard/python:3.11",
               local_context="shipyard/components/taskplatform/python-image"),
         Image("taskplatform", local="shipyard/taskplatform", build_context="services",
-              build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform"),
+              build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform", "taskplatform_demo_kinds"),
               build_base="python", wheelhouse="requirements.txt", tag=lambda s: s.app.version),
     ),
     config_dirs=(ConfigDir("taskplatform", CONF),),
