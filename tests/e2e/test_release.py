@@ -44,6 +44,13 @@ def _shipyard(*args: str, extra: dict[str, str] | None = None):
     return result, result.stdout + result.stderr
 
 
+def _said(out: str) -> str:
+    """What a failed assertion shows: the release's own lines first (the failing step and why),
+    which the printed logs of the failing colour would push out of a plain tail, then the tail."""
+    own = [line for line in out.splitlines() if line.startswith("release:")]
+    return "\n".join(own) + "\n--- tail ---\n" + out[-3000:]
+
+
 def _wait_answers(load: SteadyLoad, since: float, count: int, timeout: float = 30.0) -> None:
     """Until ``count`` answers came for requests sent after ``since`` (the traffic we judge)."""
     deadline = time.monotonic() + timeout
@@ -76,7 +83,7 @@ def test_a_release_under_steady_load_fails_no_request_and_switches_users(env_nam
         result, out = _shipyard("release", "--env", env_name, "--version", version)
         after = time.monotonic()
         _wait_answers(load, after, 40)
-    assert result.returncode == 0, out[-5000:]
+    assert result.returncode == 0, _said(out)
     for step in STEPS:
         assert f"release: {step}" in result.stdout, (step, result.stdout[-3000:])
     assert load.failed() == [], load.failed()[:10]
@@ -105,7 +112,7 @@ def test_rollback_to_the_warm_colour_under_load_fails_no_request(env_name, setti
         result, out = _shipyard("rollback", "--env", env_name)
         after = time.monotonic()
         _wait_answers(load, after, 40)
-    assert result.returncode == 0, out[-5000:]
+    assert result.returncode == 0, _said(out)
     assert load.failed() == [], load.failed()[:10]
     first = load.first_served_by(previous, since=asked)
     print(f"rollback: command to the first request served by {previous}: {first - asked:.2f}s")
@@ -125,7 +132,7 @@ def test_a_bad_release_rolls_back_by_itself_inside_its_watch_window(env_name, se
                                 extra={"SHIPYARD_RELEASE__WATCH_SECONDS": "60"})
         after = time.monotonic()
         _wait_answers(load, after, 60)
-    assert result.returncode == 1, out[-5000:]
+    assert result.returncode == 1, _said(out)
     assert "ROLLING BACK" in out and "error rate" in out, out[-3000:]
     # The bad answers were the bad version's own, counted and reported; after the rollback, none.
     bad_answers = load.failed(until=after)
@@ -154,8 +161,8 @@ def test_a_version_that_does_not_start_leaves_the_live_colour_untouched(env_name
     live = _project_containers(settings, before.live)
     result, out = _shipyard("release", "--env", env_name, "--version", broken, "--prebuilt",
                             extra={"SHIPYARD_HEALTH__APP_TIMEOUT_S": "30"})
-    assert result.returncode == 1, out[-5000:]
-    assert "start FAILED" in out and "broken on purpose" in out, out[-5000:]
+    assert result.returncode == 1, _said(out)
+    assert "start FAILED" in out and "broken on purpose" in out, _said(out)
     assert _project_containers(settings, before.live) == live
     state = read_state(settings)
     assert (state.live, state.live_version, state.starting) == (before.live, before.live_version, None)
@@ -198,7 +205,7 @@ def test_a_destructive_migration_the_live_version_still_needs_is_refused_before_
     context.seek(0)
     client.images.build(fileobj=context, custom_context=True, tag=f"shipyard/taskplatform:{version}", rm=True)
     result, out = _shipyard("release", "--env", env_name, "--version", version, "--prebuilt")
-    assert result.returncode == 1, out[-5000:]
+    assert result.returncode == 1, _said(out)
     assert "release refused before its migrations: migration 0900 drops tasks.error, which the live version" in out
     state = read_state(settings)
     assert (state.live, state.live_version, state.newest) == (before.live, before.live_version, before.newest)
@@ -235,7 +242,7 @@ def test_a_release_killed_halfway_leaves_users_on_the_live_colour_and_the_next_r
         result, out = _shipyard("release", "--env", env_name, "--version", version)
         after = time.monotonic()
         _wait_answers(load, after, 40)
-    assert result.returncode == 0, out[-5000:]
+    assert result.returncode == 0, _said(out)
     assert load.failed() == [], load.failed()[:10]
     assert (read_state(settings).live, read_state(settings).live_version) == (target, version)
 
@@ -258,7 +265,7 @@ def test_once_the_previous_colour_is_no_longer_warm_a_deploy_removes_it_and_roll
         # Kept warm for no time at all: the next deploy removes the previous colour.
         result, out = _shipyard("release", "--env", env_name, "--version", version,
                                 extra={"SHIPYARD_RELEASE__KEEP_PREVIOUS_SECONDS": "0"})
-        assert result.returncode == 0, out[-5000:]
+        assert result.returncode == 0, _said(out)
         up = run_shipyard("up", "--env", env_name)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
         assert not _project_containers(settings, before.live)
@@ -266,7 +273,7 @@ def test_once_the_previous_colour_is_no_longer_warm_a_deploy_removes_it_and_roll
         assert f"api-{before.live}" in status and "idle" in status
         # The rollback starts it again behind the gate and the smoke test, then switches.
         result, out = _shipyard("rollback", "--env", env_name)
-        assert result.returncode == 0, out[-5000:]
+        assert result.returncode == 0, _said(out)
         assert "release: start" in out and "release: smoke" in out
         after = time.monotonic()
         _wait_answers(load, after, 40)
