@@ -74,15 +74,11 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     }
 
 
-# Healthy = the server answers on its TLS listener, sealed or not (`bao status`: 0 unsealed,
-# 2 sealed, 1 unreachable): the deploy initialises and unseals it after its health gate.
-_HEALTH = ("sh", "-c", f'bao status -address=https://127.0.0.1:{API_PORT} -ca-cert={TLS_DIR}/ca.crt >/dev/null; '
-                       '[ "$?" -ne 1 ]')
-
 COMPONENT = Component(
     name="vault",
     folder=Path(__file__).parent,
     settings={"vault": VaultSettings},
+    uses=("postgres",),  # the database secrets engine connects to it
     images=(Image("vault", official=f"openbao/openbao:{VERSION}", local=f"shipyard/openbao:{VERSION}",
                   local_context="shipyard/components/vault/image"),),
     config_dirs=(ConfigDir("vault", CONF),),
@@ -93,7 +89,7 @@ COMPONENT = Component(
                           instance_offset=-1),
                 peer_ports=(PeerPort(API_PORT, ("tcp",), "API, for the raft retry_join of a new server"),
                             PeerPort(CLUSTER_PORT, ("tcp",), "raft and request forwarding")),
-                health=Health(_HEALTH, start_period_s=30),
+                health=Health(("sh", f"{CONF}/health.sh"), start_period_s=30),  # sealed or not
                 # Raft knows its peers by address (as Consul's servers).
                 instances=lambda s: s.vault.servers, placement="spread", fixed_address=True,
                 scale=lambda s: 1 if runs(s) else 0),
