@@ -40,11 +40,12 @@ def runs(settings) -> bool:
 
 
 def server_config_vars(env: str, settings: VaultSettings, join: list[str], *, data_dir: str = DATA_DIR,
-                       tls_dir: str = TLS_DIR, logs_dir: str = LOGS_DIR) -> dict[str, Any]:
-    """The variables of templates/vault/server.hcl.j2. The paths are arguments so that the tests
-    boot a real server from this very template with their own directories."""
+                       tls_dir: str = TLS_DIR, logs_dir: str = LOGS_DIR, listen: str = "0.0.0.0",
+                       api_port: int = API_PORT, cluster_port: int = CLUSTER_PORT) -> dict[str, Any]:
+    """The variables of templates/vault/server.hcl.j2. Paths, address and ports are arguments so
+    that the tests boot a real server from this very template on their own loopback ports."""
     return {"env": env, "vault": settings, "join": join, "data_dir": data_dir, "tls_dir": tls_dir,
-            "api_port": API_PORT, "cluster_port": CLUSTER_PORT, "audit_path": AUDIT_PATH,
+            "listen": listen, "api_port": api_port, "cluster_port": cluster_port, "audit_path": AUDIT_PATH,
             "audit_file": f"{logs_dir}/audit.log"}
 
 
