@@ -150,3 +150,12 @@ def test_loading_the_registry_loads_no_vault_client(repo):
     probe = "import sys, shipyard.components, shipyard.render; print('hvac' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_every_server_gets_the_same_config(repo):
+    """The audit device is replicated with raft: a server declaring it with other options cannot
+    take over as leader (seen on a real 3-server cluster: tests/vault/test_raft_cluster.py), so
+    what differs between servers comes from their environment, never from server.hcl."""
+    _, hosts = _rendered(repo, "production")
+    configs = {_config(r) for r in hosts.values()}
+    assert len(hosts) == 3 and len(configs) == 1

@@ -60,47 +60,58 @@ class BaoServer:
             self.process.wait()
 
 
-def _render_config(root: Path, settings, api_port: int, cluster_port: int) -> Path:
+# The audit device is replicated config: every server of a cluster must declare it with the same
+# options, or a follower refuses to take over as leader ("modifications to audit devices are not
+# allowed"). The containers all write /openbao/logs/audit.log; here each server runs in its own
+# directory and the same relative path keeps the declarations identical.
+AUDIT_DIR = "logs"
+
+
+def _render_config(root: Path, settings, tls_dir: Path, join: list[str], api_port: int, cluster_port: int) -> Path:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(component.COMPONENT.templates_dir),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    variables = component.server_config_vars("test", settings.vault, [], data_dir=str(root / "data"),
-                                             tls_dir=str(root / "tls"), logs_dir=str(root / "logs"),
+    variables = component.server_config_vars("test", settings.vault, join, data_dir=str(root / "data"),
+                                             tls_dir=str(tls_dir), logs_dir=AUDIT_DIR,
                                              listen="127.0.0.1", api_port=api_port, cluster_port=cluster_port)
     path = root / "server.hcl"
     path.write_text(env.get_template("vault/server.hcl.j2").render(**variables))
     return path
 
 
-def _write_tls(root: Path) -> None:
-    (root / "tls").mkdir(mode=0o700)
+def write_tls(directory: Path) -> Path:
+    """ca.crt, server.crt and server.key (0400) for servers on loopback, from a new CA."""
+    directory.mkdir(mode=0o700, parents=True)
     ca = tls.new_ca("test")
     server = tls.server_cert(ca, ("localhost",), ("127.0.0.1",))
     for name, data in (("ca.crt", ca.cert_pem), ("server.crt", server.cert_pem), ("server.key", server.key_pem)):
-        path = root / "tls" / name
+        path = directory / name
         path.write_bytes(data)
         path.chmod(0o400 if name.endswith(".key") else 0o444)
+    return directory
 
 
-def start_bao(root: Path, settings) -> BaoServer:
+def start_bao(root: Path, settings, tls_dir: Path, *, node_id: str = "test-1", join: list[str] | None = None,
+              ports: tuple[int, int] | None = None) -> BaoServer:
+    """One server from the component's template. ``join``: the API host:port of every server of
+    a cluster (the template's retry_join); ``ports``: (API, cluster), free ones by default."""
     from taskplatform_testing.servers import free_port, wait_port
 
     for sub in ("data", "logs"):
         (root / sub).mkdir(parents=True, mode=0o700)
-    _write_tls(root)
-    api_port, cluster_port = free_port(), free_port()
-    config = _render_config(root, settings, api_port, cluster_port)
+    api_port, cluster_port = ports or (free_port(), free_port())
+    config = _render_config(root, settings, tls_dir, join or [], api_port, cluster_port)
     address = f"https://127.0.0.1:{api_port}"
-    environ = {**os.environ, "BAO_RAFT_NODE_ID": "test-1", "BAO_API_ADDR": address,
+    environ = {**os.environ, "BAO_RAFT_NODE_ID": node_id, "BAO_API_ADDR": address,
                "BAO_CLUSTER_ADDR": f"https://127.0.0.1:{cluster_port}"}
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen([str(bao_binary()), "server", f"-config={config}"], env=environ,
-                               stdout=log, stderr=subprocess.STDOUT)
+    with open(root / "server.log", "ab") as log:
+        process = subprocess.Popen([str(bao_binary()), "server", f"-config={config}"], env=environ, cwd=root,
+                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(api_port, timeout=30)
     except TimeoutError:
         process.kill()
         pytest.fail("bao server did not listen:\n" + (root / "server.log").read_text()[-3000:])
-    return BaoServer(root, address, str(root / "tls" / "ca.crt"), process)
+    return BaoServer(root, address, str(tls_dir / "ca.crt"), process)
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +154,7 @@ def postgres(workdir):
 
 @pytest.fixture(scope="session")
 def bao(workdir, settings):
-    server = start_bao(workdir / "bao", settings)
+    server = start_bao(workdir / "bao", settings, write_tls(workdir / "tls"))
     yield server
     server.stop()
 
