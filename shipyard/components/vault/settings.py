@@ -44,8 +44,17 @@ class VaultSettings(Strict):
     servers: int = Field(1, ge=1, le=7, description="Vault servers (raft voters): 1, or 3/5 for a quorum that survives a loss")
     log_level: str = Field("warn", pattern=r"^(trace|debug|info|warn|error)$")
     memory_limit_mb: int = Field(256, ge=128)
+    unseal_key_shares: int = Field(5, ge=1, le=10, description="unseal keys made at initialisation")
+    unseal_key_threshold: int = Field(3, ge=1, le=10, description="unseal keys it takes to unseal a server")
     approle: AppRoleSettings = AppRoleSettings()
     database: DatabaseSettings = DatabaseSettings()
+
+    @model_validator(mode="after")
+    def _threshold(self):
+        if self.unseal_key_threshold > self.unseal_key_shares:
+            raise ValueError(f"vault.unseal_key_threshold ({self.unseal_key_threshold}) is above unseal_key_shares "
+                             f"({self.unseal_key_shares}); no server could ever be unsealed: lower it")
+        return self
 
     @model_validator(mode="after")
     def _odd_quorum(self):
