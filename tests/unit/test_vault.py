@@ -159,3 +159,31 @@ def test_every_server_gets_the_same_config(repo):
     _, hosts = _rendered(repo, "production")
     configs = {_config(r) for r in hosts.values()}
     assert len(hosts) == 3 and len(configs) == 1
+
+
+@pytest.mark.parametrize("env, expected", [
+    ("local", [("vault-1", "https://127.0.0.1:8200")]),
+    ("ci", [("vault-1", "https://127.0.0.1:18200")]),
+    ("production", [("vault-1", "https://10.0.1.11:8200"), ("vault-2", "https://10.0.1.12:8200"),
+                    ("vault-3", "https://10.0.2.21:8200")]),
+])
+def test_vault_init_reaches_each_server_where_it_is_published(repo, env, expected):
+    from shipyard.components.vault import setup, tls
+
+    settings = load_environment(repo, env, ENABLED)
+    assert setup.server_addresses(settings) == expected
+    # Each server's certificate holds the name it is reached at.
+    for inst in topology.build(settings).instances_of("vault", "vault"):
+        names, addresses = tls.server_names(settings, inst)
+        host = dict(expected)[inst.name].split("//")[1].rsplit(":", 1)[0]
+        assert host in names + addresses
+
+
+def test_vault_init_with_vault_off_does_nothing(repo, capsys):
+    from shipyard.component import CommandContext
+    from shipyard.components.vault.commands import COMMANDS
+
+    settings = load_environment(repo, "ci", {})
+    context = CommandContext(settings, repo, {}, lock=None, secret=None)
+    assert COMMANDS[0].run(context) == 0
+    assert "vault.enabled is false" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 from shipyard import secretstore, topology
-from shipyard.components.vault import access, bootstrap, tls
+from shipyard.components.vault import API_PORT, access, bootstrap, tls
 from shipyard.components.vault.bootstrap import VaultError
 
 CA_CERT, CA_KEY = "vault_ca_cert", "vault_ca_key"
@@ -46,12 +46,17 @@ def ensure_ca(repo: Path, settings, environ: dict[str, str] | None = None) -> tl
 
 
 def server_addresses(settings) -> list[tuple[str, str]]:
-    """(instance, https address) of every Vault server as this machine reaches its published API."""
+    """(instance, https address) of every Vault server as the deploying machine reaches it: on
+    its host's private address where the servers span hosts (the API is a peer port there), else
+    at its published loopback port (the deploy runs on that host)."""
     topo = topology.build(settings)
     out = []
     for inst in topo.instances_of("vault", "vault"):
+        peer = [address for address, port, _ in topo.peer_bindings(inst) if port == API_PORT]
         bound = topo.binding(inst)
-        if bound is not None:
+        if peer:
+            out.append((inst.name, f"https://{peer[0]}:{API_PORT}"))
+        elif bound is not None:
             out.append((inst.name, f"https://{'127.0.0.1' if bound[0] == '0.0.0.0' else bound[0]}:{bound[1]}"))
     if not out:
         raise VaultError(f"environment {settings.name}", "runs no Vault server with a published API",
