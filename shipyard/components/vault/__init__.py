@@ -2,9 +2,10 @@
 
 In progress (issue 20, docs/secrets.md "Vault (in progress)"): ``vault.enabled`` is off in every
 inventory, so nothing deployed runs it yet. What is here: the service, its rendered server config,
-its image recipe, the access each service gets (access.py, pure) and the idempotent bootstrap
-that puts it into a running server (bootstrap.py, hvac; proven by tests/vault/ against a real
-``bao server``). The deploy's init, unseal and bootstrap steps and the TLS files' delivery are not.
+its image recipe, the access each service gets (access.py, pure), the idempotent bootstrap that
+puts it into a running server (bootstrap.py, hvac) and `make vault-init` around it (setup.py: CA,
+init with the keys age-encrypted, unseal, bootstrap), proven by tests/vault/ against a real
+``bao server``. Not yet: the deploy running those steps, and the TLS files' delivery.
 
 Storage is integrated raft: one server in ``local`` and ``ci``, three in ``production`` (one per
 control host), joined with ``retry_join`` over TLS. The listener speaks TLS only, with a server
