@@ -56,6 +56,9 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         assert not any(token.encode() in data or keys[0].encode() in data for data in held.values())
         assert not any(token in line for line in first)
 
+        lines, healthy = setup.status(settings, repo, environ)
+        assert healthy and lines == [f"vault-1  https://127.0.0.1:{port}  unsealed, leader, OpenBao 2.7.2"], lines
+
         second = setup.run(settings, repo, values, environ, database)
         assert second[0].startswith("vault: nothing to change"), second
         assert second[1].startswith("service secrets: 0 written")
@@ -63,6 +66,8 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         server.stop()
         server = start_bao(workdir / "setup-bao", settings, tls_dir, node_id="vault-1", ports=ports)
         assert server.client().sys.read_seal_status()["sealed"]
+        lines, healthy = setup.status(settings, repo, environ)
+        assert not healthy and lines == [f"vault-1  https://127.0.0.1:{port}  sealed (unseal progress 0/3)"], lines
         third = setup.run(settings, repo, values, environ, database)
         assert third[0] == "unsealed vault-1" and third[1].startswith("vault: nothing to change"), third
     finally:
@@ -79,3 +84,5 @@ def test_an_unreachable_server_is_named(store):
     settings = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_PORTS__VAULT_HTTPS": str(port)})
     with pytest.raises(setup.VaultError, match=rf"https://127.0.0.1:{port}: unreachable"):
         setup.run(settings, repo, values, environ, ("127.0.0.1:1",))
+    lines, healthy = setup.status(settings, repo, environ)
+    assert not healthy and lines == [f"vault-1  https://127.0.0.1:{port}  unreachable (ConnectionError)"]

@@ -1,4 +1,5 @@
-"""Vault's operator command: `make vault-init ENV=..` (setup.py), under the deploy lock."""
+"""Vault's operator commands: `make vault-init ENV=..` (setup.py, under the deploy lock) and
+`make vault-status ENV=..` (each server's seal state and raft role)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,20 @@ def _init(ctx: CommandContext) -> int:
     return 0
 
 
+def _status(ctx: CommandContext) -> int:
+    from shipyard.components.vault import setup  # hvac: loaded when the command runs
+
+    if not ctx.settings.vault.enabled:
+        print(f"{ctx.settings.name}: vault.enabled is false, so no Vault server runs")
+        return 0
+    lines, healthy = setup.status(ctx.settings, ctx.repo)
+    print("\n".join(lines))
+    return 0 if healthy else 1
+
+
 COMMANDS = (
     Command("vault-init", "Vault: make or read the CA, initialise (keys age-encrypted in secrets/ENV/), unseal every "
             "server, bootstrap policies, AppRoles and the database engine, copy each service's secrets", _init),
+    Command("vault-status", "Vault: each server's seal state and raft role (exit 1 when one is sealed or "
+            "unreachable)", _status),
 )

@@ -140,3 +140,32 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
         synced = bootstrap.sync_secrets(active, want, secrets)
         lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
     return lines
+
+
+def _server_state(client) -> tuple[str, bool]:
+    """One server's state for an operator, and whether it serves (unsealed, answering)."""
+    try:
+        seal = client.sys.read_seal_status()
+    except requests.RequestException as err:
+        return f"unreachable ({type(err).__name__})", False
+    if not seal["initialized"]:
+        return "not initialised", False
+    if seal["sealed"]:
+        return f"sealed (unseal progress {seal['progress']}/{seal['t']})", False
+    leader = client.sys.read_leader_status()
+    role = "leader" if leader.get("is_self") else "standby"
+    return f"unsealed, {role}, OpenBao {seal.get('version', '?')}", True
+
+
+def status(settings, repo: Path, environ: dict[str, str] | None = None) -> tuple[list[str], bool]:
+    """Each server's seal state and raft role (no token needed); True when every one serves."""
+    ca = ensure_ca(repo, settings, environ)
+    lines, healthy = [], True
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:
+        ca_file.write(ca.cert_pem)
+        ca_file.flush()
+        for name, address in server_addresses(settings):
+            state, serves = _server_state(bootstrap.client(address, ca_file.name))
+            lines.append(f"{name}  {address}  {state}")
+            healthy = healthy and serves
+    return lines, healthy
