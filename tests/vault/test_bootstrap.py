@@ -80,7 +80,9 @@ def _login(bao, service: str):
     with pytest.raises(hvac.exceptions.VaultError):
         bao.client(wrapped).sys.unwrap()  # single use
     vault = bao.client()
-    vault.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    auth = vault.auth.approle.login(role_id=role_id, secret_id=secret_id)["auth"]
+    assert auth["token_policies"] == ["default", f"service-{service}"]
+    assert auth["lease_duration"] == 300 and auth["renewable"]  # vault.approle.token_ttl_s (conftest)
     with pytest.raises(hvac.exceptions.VaultError):
         bao.client().auth.approle.login(role_id=role_id, secret_id=secret_id)  # secret_id_num_uses = 1
     return vault
@@ -101,6 +103,9 @@ def test_each_service_reads_its_own_path_and_is_refused_anothers(bao, wanted):
         api.secrets.database.generate_credentials(name="tasks_migrator")  # the migrator's role, not its own
     with pytest.raises(hvac.exceptions.Forbidden):
         api.secrets.kv.v2.create_or_update_secret(path="services/api/jwt_signing_key", secret={"value": "x"})
+    with pytest.raises(hvac.exceptions.Forbidden):
+        api.secrets.kv.v2.list_secrets(path="services", mount_point="secret")  # other services' names
+    assert api.secrets.kv.v2.list_secrets(path="services/api", mount_point="secret")["data"]["keys"]
     worker = _login(bao, "worker")
     assert _read(worker, "services/worker/consul_token_worker") == SECRET_VALUES["consul_token_worker"]
     with pytest.raises(hvac.exceptions.Forbidden):
@@ -152,3 +157,12 @@ def test_a_migrators_tables_belong_to_the_migrator_role_after_its_user_expires(b
     assert owner == ("tasks_migrator",)
     with _connect(postgres, "tasks_app", "a" * 32) as app:  # default privileges reach the app role
         app.execute("SELECT count(*) FROM vault_made")
+
+
+def test_a_dynamic_credential_is_renewed_up_to_its_max_ttl_only(bao, settings):
+    worker = _login(bao, "worker")
+    creds = worker.secrets.database.generate_credentials(name="tasks_app")
+    assert creds["lease_duration"] == settings.vault.database.credential_ttl_s and creds["renewable"]
+    renewed = worker.sys.renew_lease(lease_id=creds["lease_id"], increment=3600)
+    assert renewed["lease_duration"] <= settings.vault.database.credential_max_ttl_s
+    _root(bao).sys.revoke_lease(lease_id=creds["lease_id"])
