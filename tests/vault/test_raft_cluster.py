@@ -85,7 +85,10 @@ def test_three_servers_join_by_retry_join_and_survive_the_loss_of_their_leader(c
         time.sleep(0.5)
     assert _voters(root) == ["vault-1", "vault-2", "vault-3"]
     root.sys.enable_secrets_engine(backend_type="kv", path="secret", options={"version": "2"})
-    root.secrets.kv.v2.create_or_update_secret(path="before", secret={"value": "1"}, mount_point="secret")
+    # A new KV v2 mount is unavailable for a moment while it upgrades ("Upgrading from
+    # non-versioned to versioned data"); bootstrap.py waits for it the same way.
+    _eventually(lambda: root.secrets.kv.v2.create_or_update_secret(path="before", secret={"value": "1"},
+                                                                   mount_point="secret"))
 
     leader = _leader(cluster, init.root_token)
     leader.process.kill()

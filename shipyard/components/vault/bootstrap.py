@@ -115,12 +115,33 @@ def _ensure_mount(vault: hvac.Client, report: Report, path: str, kind: str, opti
     found = mounts.get(f"{path}/")
     if found is None:
         vault.sys.enable_secrets_engine(backend_type=kind, path=path, options=options)
+        if kind == "kv":
+            _wait_kv_ready(vault, path)
         report.note(f"secrets engine {kind} at {path}/", True, "enabled")
         return
     if found["type"] != kind or any((found.get("options") or {}).get(k) != v for k, v in (options or {}).items()):
         raise VaultError(f"{vault.url} {path}/", f"holds a {found['type']} engine {found.get('options')}, not {kind} {options}",
                          f"move what is there and disable it (bao secrets disable {path}), then bootstrap again")
     report.note(f"secrets engine {kind} at {path}/", False)
+
+
+def _wait_kv_ready(vault: hvac.Client, path: str, timeout_s: float = 30) -> None:
+    """A new KV v2 mount answers "Upgrading from non-versioned to versioned data ... unavailable
+    for a brief period" for a moment (seen on OpenBao 2.7.2, on a raft cluster): wait until a data
+    read answers (a 404 for a secret that is not there is an answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            vault.secrets.kv.v2.read_secret_version(path="shipyard-ready-probe", mount_point=path,
+                                                    raise_on_deleted_version=True)
+            return
+        except hvac.exceptions.InvalidPath:
+            return
+        except hvac.exceptions.VaultError as err:
+            if time.monotonic() > deadline:
+                raise VaultError(f"{vault.url} {path}/", f"the new KV v2 mount is not ready after {timeout_s:.0f} s ({err})",
+                                 "check the server's log; run the bootstrap again") from err
+            time.sleep(0.2)
 
 
 def _ensure_auth(vault: hvac.Client, report: Report, path: str, kind: str) -> None:
