@@ -12,8 +12,11 @@ SHIPYARD = {
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
-              "grafana_http": 13000},
+              "grafana_http": 13000, "vault_https": 18200},
     "consul": {"servers": 3},
+    # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
+    # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
+    "vault": {"enabled": False},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
     # Short waits so that tests/e2e/test_alerts.py proves an alert's whole path in well under
     # two minutes; a real environment keeps the defaults.

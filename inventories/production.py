@@ -16,6 +16,10 @@ SHIPYARD = {
     "runtime": {"rate_limit_per_minute": 1200, "worker_concurrency": 8},
     # Three servers, one per control host: a raft quorum that survives the loss of one host.
     "consul": {"servers": 3},
+    # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
+    # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
+    # Three servers then, one per control host, like Consul's.
+    "vault": {"enabled": False, "servers": 3},
 }
 
 _deploy = {"ssh_user": "deploy"}
@@ -30,7 +34,7 @@ app = [
 data = [
     ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
 ]
-# Consul's servers (one each): they publish their raft and gossip ports on these addresses.
+# Consul's (and Vault's) servers (one each): they publish their raft and gossip ports on these addresses.
 control = [data[0], *app]
 observability = [
     ("obs-1.prod.example.net", {**_deploy, "shipyard_host": "obs-1", "address": "10.0.3.31"}),

@@ -38,6 +38,8 @@ IDENTITY_DIR_VAR = "SHIPYARD_AGE_IDENTITY_DIR"
 # Every secret some component's service reads (shipyard.component.SecretFile.secret).
 SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.services for s in svc.secrets}))
 _FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_formats.items()}
+# Secrets only the deploying machine holds (shipyard.component.Component.held_secrets).
+HELD_NAMES = tuple(sorted({name for comp in COMPONENTS for name in comp.held_secrets}))
 
 
 def new_value(name: str) -> str:
@@ -207,3 +209,31 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
                 created.append(name)
         values[name] = Secret(name, value)
     return values
+
+
+def _held_path(repo: Path, env: str, name: str) -> Path:
+    if name not in HELD_NAMES:
+        raise SecretsError(f"secrets/{env}/", f"no held secret named {name!r}", f"one of: {', '.join(HELD_NAMES)}")
+    return repo / "secrets" / env / f"{name}.age"
+
+
+def read_held(repo: Path, env: str, name: str, environ: dict[str, str] | None = None) -> Secret | None:
+    """A held secret's value (None when it was never written)."""
+    path = _held_path(repo, env, name)
+    if not path.exists():
+        return None
+    key_file = identity_path(env, environ)
+    return Secret(name, _decrypt(path, _load_identity(env, key_file), key_file))
+
+
+def write_held(repo: Path, env: str, name: str, value: str, environ: dict[str, str] | None = None) -> None:
+    """Encrypt a held secret to the environment's recipients (an existing one is never replaced:
+    what only this machine holds is not overwritten by mistake)."""
+    path = _held_path(repo, env, name)
+    if path.exists():
+        raise SecretsError(str(path), "exists already", "it is never overwritten: move it away on purpose first")
+    store = repo / "secrets" / env
+    if not (store / "recipients.txt").exists():
+        raise SecretsError(str(store / "recipients.txt"), "missing: the environment has no secret store yet",
+                           f"create it with `make secrets-init ENV={env}`")
+    _write_private(path, pyrage.encrypt(value.encode(), _recipients(env, store)), 0o644)

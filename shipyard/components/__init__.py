@@ -13,8 +13,9 @@ from shipyard.components.postgres import COMPONENT as POSTGRES
 from shipyard.components.prometheus import COMPONENT as PROMETHEUS
 from shipyard.components.redis import COMPONENT as REDIS
 from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
+from shipyard.components.vault import COMPONENT as VAULT
 
-COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE)
+COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE)
 
 
 def component_named(name: str) -> Component:

@@ -1,0 +1,147 @@
+"""What the environment's Vault must hold, from the settings and the topology. Pure.
+
+- KV v2 at ``secret/``: each service's secrets under ``secret/services/<service>/`` (a copy per
+  service, as the files are today: one service's path holds only what it reads);
+- AppRole auth at ``approle/``: one role per service that reads secrets, each bound to its own
+  policy only, with the TTLs and secret-id limits of ``vault.approle``;
+- the database secrets engine at ``database/``: one connection to the environment's PostgreSQL
+  (as its superuser) and one role per application role the services connect as, whose users are
+  made on demand as members of that role (the privileges ``db-setup`` grants it) and dropped
+  when their lease ends;
+- one policy per service: read of its own KV path, and credentials of its own database role.
+
+The bootstrap (bootstrap.py) writes this into a server and reports what it changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shipyard import topology
+
+KV_MOUNT = "secret"
+APPROLE_MOUNT = "approle"
+DATABASE_MOUNT = "database"
+DATABASE_CONNECTION = "postgres"
+# The services that connect to PostgreSQL read their role's password as ``postgres_password``
+# (the task platform's convention): under Vault that role's users come from the database engine.
+_CONNECTS_AS = "postgres_password"
+
+
+@dataclass(frozen=True)
+class DatabaseRole:
+    """A database engine role: users made on demand as members of ``group`` (a PostgreSQL role)."""
+
+    name: str
+    group: str
+    ttl_s: int
+    max_ttl_s: int
+
+    @property
+    def creation_statements(self) -> tuple[str, ...]:
+        # INHERIT + IN ROLE: the user holds exactly the group's privileges. SET role: what it
+        # creates (a migration's tables) is owned by the group, not by a user about to be dropped.
+        return (f'CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' VALID UNTIL \'{{{{expiration}}}}\' '
+                f'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT IN ROLE "{self.group}";',
+                f'ALTER ROLE "{{{{name}}}}" SET role = \'{self.group}\';')
+
+    @property
+    def revocation_statements(self) -> tuple[str, ...]:
+        # An ended lease ends the user's sessions too: an expired credential serves nothing.
+        return ('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = \'{{name}}\';',
+                f'REASSIGN OWNED BY "{{{{name}}}}" TO "{self.group}";',
+                'DROP OWNED BY "{{name}}";',
+                'DROP ROLE IF EXISTS "{{name}}";')
+
+
+@dataclass(frozen=True)
+class ServiceAccess:
+    """What one service (all its instances and colours) may read."""
+
+    service: str
+    secrets: tuple[str, ...]  # stored secrets it reads: its copies under its own KV path
+    database_role: str | None = None
+
+    @property
+    def policy(self) -> str:
+        return f"service-{self.service}"
+
+    @property
+    def kv_path(self) -> str:
+        return f"services/{self.service}"
+
+    def policy_hcl(self) -> str:
+        rules = [f'path "{KV_MOUNT}/data/{self.kv_path}/*" {{\n  capabilities = ["read"]\n}}\n',
+                 f'path "{KV_MOUNT}/metadata/{self.kv_path}/*" {{\n  capabilities = ["read", "list"]\n}}\n']
+        if self.database_role:
+            rules.append(f'path "{DATABASE_MOUNT}/creds/{self.database_role}" {{\n  capabilities = ["read"]\n}}\n')
+        return f"# Shipyard: what {self.service} may read, and nothing else.\n" + "".join(rules)
+
+
+@dataclass(frozen=True)
+class AppRole:
+    service: str
+    policy: str
+    token_ttl_s: int
+    token_max_ttl_s: int
+    secret_id_ttl_s: int
+    secret_id_num_uses: int
+
+    def params(self) -> dict:
+        """The role's fields as Vault reads them back (the bootstrap compares these)."""
+        return {"token_policies": [self.policy], "token_ttl": self.token_ttl_s, "token_max_ttl": self.token_max_ttl_s,
+                "secret_id_ttl": self.secret_id_ttl_s, "secret_id_num_uses": self.secret_id_num_uses,
+                "bind_secret_id": True}
+
+
+@dataclass(frozen=True)
+class Desired:
+    services: tuple[ServiceAccess, ...]
+    approles: tuple[AppRole, ...]
+    database_roles: tuple[DatabaseRole, ...]
+    database_hosts: tuple[str, ...]  # host:port of every PostgreSQL node, as Vault reaches them
+    database_name: str
+    database_admin: str  # the superuser Vault connects as (its password: the postgres_password secret)
+
+
+def _database_roles(settings) -> dict[str, str]:
+    """Stored secret → the PostgreSQL role whose password it is (the task platform's roles)."""
+    return {"pg_app_password": settings.app.db_app_role, "pg_migrator_password": settings.app.db_migrator_role}
+
+
+def service_access(settings) -> tuple[ServiceAccess, ...]:
+    """One entry per service of the topology that reads secrets (its instances and colours share it)."""
+    roles = _database_roles(settings)
+    found: dict[str, ServiceAccess] = {}
+    for inst in topology.build(settings).instances:
+        svc = inst.service
+        if not svc.secrets or svc.name in found:
+            continue
+        connects = [s.secret for s in svc.secrets if s.target == _CONNECTS_AS and s.secret in roles]
+        found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in svc.secrets})),
+                                        roles[connects[0]] if connects else None)
+    return tuple(found[name] for name in sorted(found))
+
+
+def desired(settings, database_hosts: tuple[str, ...]) -> Desired:
+    """The whole of it. ``database_hosts``: the PostgreSQL nodes as the Vault servers reach them
+    (the topology's, from a Vault host; the tests': their own server)."""
+    vault = settings.vault
+    app = vault.approle
+    services = service_access(settings)
+    approles = tuple(AppRole(s.service, s.policy, app.token_ttl_s, app.token_max_ttl_s, app.secret_id_ttl_s,
+                             app.secret_id_num_uses) for s in services)
+    groups = sorted({s.database_role for s in services if s.database_role})
+    database_roles = tuple(DatabaseRole(g, g, vault.database.credential_ttl_s, vault.database.credential_max_ttl_s)
+                           for g in groups)
+    return Desired(services, approles, database_roles, tuple(database_hosts), settings.postgres.database,
+                   settings.postgres.user)
+
+
+def database_hosts(settings) -> tuple[str, ...]:
+    """Every PostgreSQL node as the first Vault server's host reaches it."""
+    top = topology.build(settings)
+    servers = top.instances_of("vault", "vault")
+    if not servers:
+        return ()
+    return tuple(str(e) for svc in ("postgres", "postgres-replica") for e in top.endpoints("postgres", svc, servers[0].host))

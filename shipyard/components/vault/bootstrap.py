@@ -1,0 +1,270 @@
+"""Initialise, unseal and bootstrap the environment's Vault (OpenBao) with hvac, idempotently.
+
+Controller-side I/O from the deploying machine (like consul/kv.py): never imported by the
+registry or the render (tests/unit/test_vault.py checks that ``make render`` loads no hvac).
+
+- ``initialize``: a new server's unseal keys and root token (None when it already is), for the
+  caller to age-encrypt at once; nothing here writes or prints them (their repr is ``***``);
+- ``unseal``: the keys up to the threshold, when sealed;
+- ``bootstrap``: what access.py says the server must hold — KV v2, AppRole auth, one policy and
+  one AppRole per service, the database engine's connection and one role per application role —
+  written only where it differs, and the declared audit device checked. Its ``Report`` says what
+  it changed; a second run changes nothing and says so;
+- ``sync_secrets``: each service's copies of its stored secrets under its own KV path, written
+  only when the value differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import hvac
+import hvac.exceptions
+
+from shipyard.components.vault import AUDIT_PATH
+from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, KV_MOUNT,
+                                              Desired)
+from shipyard.errors import ShipyardError
+
+
+class VaultError(ShipyardError):
+    """A Vault server refused or is not in the state the step needs."""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    unseal_keys: tuple[str, ...]
+    root_token: str
+    threshold: int
+
+    def __repr__(self) -> str:
+        return f"InitResult({len(self.unseal_keys)} unseal keys=***, root_token=***, threshold={self.threshold})"
+
+    __str__ = __repr__
+
+
+@dataclass
+class Report:
+    """What a bootstrap changed and what it found as it should be, one line each."""
+
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def note(self, what: str, changed: bool, how: str = "") -> None:
+        (self.changed if changed else self.unchanged).append(f"{what}: {how}" if changed and how else what)
+
+    def __str__(self) -> str:
+        if not self.changed:
+            return f"vault: nothing to change ({len(self.unchanged)} items already as they should be)"
+        return "vault: changed " + "; ".join(self.changed) + f" ({len(self.unchanged)} unchanged)"
+
+
+def client(address: str, ca_cert: str, token: str | None = None) -> hvac.Client:
+    """A client of one server, verifying its certificate against the environment's CA file."""
+    return hvac.Client(url=address, verify=ca_cert, token=token, timeout=10)
+
+
+def initialize(vault: hvac.Client, shares: int = 5, threshold: int = 3) -> InitResult | None:
+    """Initialise a new server; None when it already is (then nothing changes)."""
+    if vault.sys.is_initialized():
+        return None
+    result = vault.sys.initialize(secret_shares=shares, secret_threshold=threshold)
+    return InitResult(tuple(result["keys_base64"]), result["root_token"], threshold)
+
+
+def unseal(vault: hvac.Client, keys: tuple[str, ...]) -> bool:
+    """Unseal with as many keys as it takes; False when it was not sealed."""
+    status = vault.sys.read_seal_status()
+    if not status["sealed"]:
+        return False
+    for key in keys:
+        status = vault.sys.submit_unseal_key(key)
+        if not status["sealed"]:
+            return True
+    raise VaultError(vault.url, f"still sealed after {len(keys)} unseal keys (threshold {status['t']})",
+                     "give the environment's unseal keys (secrets/<env>/vault_unseal_keys.age)")
+
+
+def wait_active(vault: hvac.Client, timeout_s: float = 30) -> None:
+    """Until the server answers as the active node (raft elected it, unsealed)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            health = vault.sys.read_health_status(method="GET", standby_ok=False)
+            code = getattr(health, "status_code", 200)
+            if code == 200:
+                return
+            last = f"health {code}"
+        except (hvac.exceptions.VaultError, OSError) as err:
+            last = str(err)
+        time.sleep(0.2)
+    raise VaultError(vault.url, f"not active after {timeout_s:.0f} s ({last})",
+                     "check that it is unsealed and that a raft leader is elected (bao operator raft list-peers)")
+
+
+def _listing(response) -> dict:
+    data = response.get("data", response) if isinstance(response, dict) else {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def _ensure_mount(vault: hvac.Client, report: Report, path: str, kind: str, options: dict | None = None) -> None:
+    mounts = _listing(vault.sys.list_mounted_secrets_engines())
+    found = mounts.get(f"{path}/")
+    if found is None:
+        vault.sys.enable_secrets_engine(backend_type=kind, path=path, options=options)
+        if kind == "kv":
+            _wait_kv_ready(vault, path)
+        report.note(f"secrets engine {kind} at {path}/", True, "enabled")
+        return
+    if found["type"] != kind or any((found.get("options") or {}).get(k) != v for k, v in (options or {}).items()):
+        raise VaultError(f"{vault.url} {path}/", f"holds a {found['type']} engine {found.get('options')}, not {kind} {options}",
+                         f"move what is there and disable it (bao secrets disable {path}), then bootstrap again")
+    report.note(f"secrets engine {kind} at {path}/", False)
+
+
+def _wait_kv_ready(vault: hvac.Client, path: str, timeout_s: float = 30) -> None:
+    """A new KV v2 mount answers "Upgrading from non-versioned to versioned data ... unavailable
+    for a brief period" for a moment (seen on OpenBao 2.7.2, on a raft cluster): wait until a data
+    read answers (a 404 for a secret that is not there is an answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            vault.secrets.kv.v2.read_secret_version(path="shipyard-ready-probe", mount_point=path,
+                                                    raise_on_deleted_version=True)
+            return
+        except hvac.exceptions.InvalidPath:
+            return
+        except hvac.exceptions.VaultError as err:
+            if time.monotonic() > deadline:
+                raise VaultError(f"{vault.url} {path}/", f"the new KV v2 mount is not ready after {timeout_s:.0f} s ({err})",
+                                 "check the server's log; run the bootstrap again") from err
+            time.sleep(0.2)
+
+
+def _ensure_auth(vault: hvac.Client, report: Report, path: str, kind: str) -> None:
+    methods = _listing(vault.sys.list_auth_methods())
+    found = methods.get(f"{path}/")
+    if found is None:
+        vault.sys.enable_auth_method(method_type=kind, path=path)
+        report.note(f"auth method {kind} at {path}/", True, "enabled")
+    elif found["type"] != kind:
+        raise VaultError(f"{vault.url} auth/{path}/", f"holds a {found['type']} auth method, not {kind}",
+                         f"disable it (bao auth disable {path}), then bootstrap again")
+    else:
+        report.note(f"auth method {kind} at {path}/", False)
+
+
+def _ensure_policy(vault: hvac.Client, report: Report, name: str, rules: str) -> None:
+    found = vault.read(f"sys/policies/acl/{name}")
+    current = (found or {}).get("data", {}).get("policy")
+    if current == rules:
+        report.note(f"policy {name}", False)
+        return
+    vault.sys.create_or_update_policy(name=name, policy=rules)
+    report.note(f"policy {name}", True, "written" if current is None else "updated")
+
+
+def _differs(current: Mapping, wanted: Mapping) -> list[str]:
+    return sorted(k for k, v in wanted.items() if current.get(k) != v)
+
+
+def _ensure_config(vault: hvac.Client, report: Report, what: str, path: str, wanted: dict,
+                   extra: dict | None = None) -> None:
+    """Write ``wanted`` (+ ``extra``: written, never compared — a password) at ``path`` unless
+    what the server reads back there already holds ``wanted``."""
+    found = vault.read(path)
+    current = (found or {}).get("data") or {}
+    differ = _differs(current, wanted) if found else ["all"]
+    if not differ:
+        report.note(what, False)
+        return
+    vault.write_data(path, data={**wanted, **(extra or {})})
+    report.note(what, True, "created" if not found else "updated (" + ", ".join(differ) + ")")
+
+
+def _check_audit(vault: hvac.Client, report: Report) -> None:
+    devices = _listing(vault.sys.list_enabled_audit_devices())
+    if f"{AUDIT_PATH}/" not in devices:
+        raise VaultError(f"{vault.url} sys/audit", f"no audit device at {AUDIT_PATH}/ (found: {sorted(devices) or 'none'})",
+                         "the server config declares it (templates/vault/server.hcl.j2): check the config the server "
+                         "was started with and that it can write its audit file")
+    report.note(f"audit device {AUDIT_PATH}/ ({devices[f'{AUDIT_PATH}/']['type']})", False)
+
+
+def _database(vault: hvac.Client, report: Report, want: Desired, admin_password: str, sslmode: str) -> None:
+    _ensure_mount(vault, report, DATABASE_MOUNT, "database")
+    url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{','.join(want.database_hosts)}/{want.database_name}"
+           f"?sslmode={sslmode}" + ("&target_session_attrs=read-write" if len(want.database_hosts) > 1 else ""))
+    wanted = {"plugin_name": "postgresql-database-plugin",
+              "allowed_roles": sorted(r.name for r in want.database_roles),
+              "connection_details": {"connection_url": url, "username": want.database_admin,
+                                     "password_authentication": "scram-sha-256"}}
+    # The server never reads back the password: written with the connection, rotated on purpose only.
+    found = vault.read(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}")
+    current = (found or {}).get("data") or {}
+    shown = {"plugin_name": current.get("plugin_name"), "allowed_roles": sorted(current.get("allowed_roles") or []),
+             "connection_details": {k: (current.get("connection_details") or {}).get(k)
+                                    for k in wanted["connection_details"]}}
+    differ = _differs(shown, wanted) if found else ["all"]
+    if differ:
+        vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
+            "plugin_name": wanted["plugin_name"], "allowed_roles": wanted["allowed_roles"], "connection_url": url,
+            "username": want.database_admin, "password": admin_password, "password_authentication": "scram-sha-256",
+            "verify_connection": True})
+    report.note(f"database connection {DATABASE_CONNECTION}", bool(differ),
+                "created" if not found else "updated (" + ", ".join(differ) + ")")
+    for role in want.database_roles:
+        _ensure_config(vault, report, f"database role {role.name}", f"{DATABASE_MOUNT}/roles/{role.name}", {
+            "db_name": DATABASE_CONNECTION, "default_ttl": role.ttl_s, "max_ttl": role.max_ttl_s,
+            "creation_statements": list(role.creation_statements),
+            "revocation_statements": list(role.revocation_statements)})
+
+
+def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: str = "disable") -> Report:
+    """Make the server hold ``want`` (with a token allowed to: the root token at the first
+    bootstrap). ``admin_password``: the PostgreSQL superuser's, for the database connection."""
+    if vault.sys.read_seal_status()["sealed"]:
+        raise VaultError(vault.url, "is sealed", "unseal it first (the deploy does: bootstrap.unseal)")
+    report = Report()
+    _check_audit(vault, report)
+    _ensure_mount(vault, report, KV_MOUNT, "kv", {"version": "2"})
+    _ensure_auth(vault, report, APPROLE_MOUNT, "approle")
+    for svc in want.services:
+        _ensure_policy(vault, report, svc.policy, svc.policy_hcl())
+    for role in want.approles:
+        _ensure_config(vault, report, f"approle {role.service}", f"auth/{APPROLE_MOUNT}/role/{role.service}", role.params())
+    if want.database_roles:
+        _database(vault, report, want, admin_password, sslmode)
+    return report
+
+
+def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -> Report:
+    """Each service's copy of each stored secret it reads, at ``secret/services/<service>/<name>``
+    (``{"value": ...}``), written only when it differs. Values absent from ``values`` are skipped."""
+    report = Report()
+    for svc in want.services:
+        for name in svc.secrets:
+            if name not in values:
+                continue
+            path = f"{svc.kv_path}/{name}"
+            try:
+                current = vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,
+                                                                  raise_on_deleted_version=True)["data"]["data"]
+            except hvac.exceptions.InvalidPath:
+                current = None
+            same = current == {"value": values[name]}
+            if not same:
+                vault.secrets.kv.v2.create_or_update_secret(path=path, secret={"value": values[name]}, mount_point=KV_MOUNT)
+            report.note(f"{KV_MOUNT}/{path}", not same, "written")
+    return report
+
+
+def issue_secret_id(vault: hvac.Client, service: str, wrap_ttl: str = "120s") -> tuple[str, str]:
+    """(role-id, a response-wrapped secret-id token) for one service's AppRole: what the deploy
+    hands a service (the role-id is config; the wrapped secret-id is single use)."""
+    role_id = vault.auth.approle.read_role_id(role_name=service, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+    wrapped = vault.auth.approle.generate_secret_id(role_name=service, mount_point=APPROLE_MOUNT, wrap_ttl=wrap_ttl)
+    return role_id, wrapped["wrap_info"]["token"]

@@ -1,0 +1,171 @@
+"""`make vault-init ENV=..`: the environment's Vault from the deploying machine, idempotently —
+its CA, initialisation, unseal of every server, bootstrap and each service's secrets.
+
+What only this machine holds is age-encrypted under ``secrets/<env>/`` (held secrets,
+shipyard.secretstore.read_held): the CA (``vault_ca_cert``, ``vault_ca_key``), and, written the
+moment the server returns them and before anything else, the unseal keys (``vault_unseal_keys``)
+and the root token (``vault_root_token``). A restarted (sealed) server is unsealed from them by
+the next run. Nothing of them is printed.
+
+Not yet: the deploy does not call this (the next slice runs it after the control tier's health
+gate), the servers' TLS files are not delivered, and the root token is kept, not revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+from shipyard import secretstore, topology
+from shipyard.components.vault import API_PORT, access, bootstrap, tls
+from shipyard.components.vault.bootstrap import VaultError
+
+CA_CERT, CA_KEY = "vault_ca_cert", "vault_ca_key"
+UNSEAL_KEYS, ROOT_TOKEN = "vault_unseal_keys", "vault_root_token"
+HELD = (CA_CERT, CA_KEY, UNSEAL_KEYS, ROOT_TOKEN)
+
+
+def ensure_ca(repo: Path, settings, environ: dict[str, str] | None = None) -> tls.KeyPair:
+    """The environment's CA: read from the store, or made once and stored."""
+    env = settings.name
+    cert, key = (secretstore.read_held(repo, env, n, environ) for n in (CA_CERT, CA_KEY))
+    if cert and key:
+        return tls.KeyPair(cert.value.encode(), key.value.encode())
+    if cert or key:
+        raise VaultError(f"secrets/{env}/{CA_KEY if cert else CA_CERT}.age", "missing while the other half of the CA exists",
+                         "restore it from git; a new CA would orphan every server certificate it signed")
+    ca = tls.new_ca(env)
+    secretstore.write_held(repo, env, CA_CERT, ca.cert_pem.decode(), environ)
+    secretstore.write_held(repo, env, CA_KEY, ca.key_pem.decode(), environ)
+    return ca
+
+
+def server_addresses(settings) -> list[tuple[str, str]]:
+    """(instance, https address) of every Vault server as the deploying machine reaches it: on
+    its host's private address where the servers span hosts (the API is a peer port there), else
+    at its published loopback port (the deploy runs on that host)."""
+    topo = topology.build(settings)
+    out = []
+    for inst in topo.instances_of("vault", "vault"):
+        peer = [address for address, port, _ in topo.peer_bindings(inst) if port == API_PORT]
+        bound = topo.binding(inst)
+        if peer:
+            out.append((inst.name, f"https://{peer[0]}:{API_PORT}"))
+        elif bound is not None:
+            out.append((inst.name, f"https://{'127.0.0.1' if bound[0] == '0.0.0.0' else bound[0]}:{bound[1]}"))
+    if not out:
+        raise VaultError(f"environment {settings.name}", "runs no Vault server with a published API",
+                         "set vault.enabled (and ports.vault_https) in the inventory")
+    return out
+
+
+def _initialise(repo: Path, settings, client, environ) -> list[str]:
+    try:
+        result = bootstrap.initialize(client, settings.vault.unseal_key_shares, settings.vault.unseal_key_threshold)
+    except requests.RequestException as err:
+        raise VaultError(client.url, f"unreachable ({type(err).__name__})",
+                         f"check that its server runs and publishes its API there (make status ENV={settings.name})") from err
+    if result is None:
+        return []
+    try:
+        secretstore.write_held(repo, settings.name, UNSEAL_KEYS, json.dumps(list(result.unseal_keys)), environ)
+        secretstore.write_held(repo, settings.name, ROOT_TOKEN, result.root_token, environ)
+    except Exception as err:
+        raise VaultError(client.url, f"initialised, but its unseal keys could not be stored ({err})",
+                         "this server can never be unsealed: stop it, delete its data volume and run again") from err
+    return [f"initialised {client.url}: {len(result.unseal_keys)} unseal keys (threshold {result.threshold}) and "
+            f"the root token age-encrypted in secrets/{settings.name}/"]
+
+
+def _held(repo: Path, settings, name: str, environ) -> str:
+    value = secretstore.read_held(repo, settings.name, name, environ)
+    if value is None:
+        raise VaultError(f"secrets/{settings.name}/{name}.age", "missing, but the Vault servers are initialised",
+                         "restore it from git (whoever initialised the environment committed it)")
+    return value.value
+
+
+def _unseal_all(servers, keys: tuple[str, ...], timeout_s: float = 60) -> list[str]:
+    """Every server unsealed; one that is not yet part of the raft cluster (a new follower's
+    retry_join) is waited for, up to ``timeout_s``."""
+    lines, deadline = [], time.monotonic() + timeout_s
+    for name, client in servers:
+        while True:
+            try:
+                if bootstrap.unseal(client, keys):
+                    lines.append(f"unsealed {name}")
+                break
+            except Exception as err:  # a joining server is uninitialised until raft lets it in
+                if time.monotonic() > deadline:
+                    raise VaultError(client.url, f"{name} cannot be unsealed ({err})",
+                                     f"check that it runs and reaches the others (make status ENV=..)") from err
+                time.sleep(0.5)
+    return lines
+
+
+def _active(servers, timeout_s: float = 60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for _, client in servers:
+            try:
+                if client.sys.read_leader_status().get("is_self"):
+                    return client
+            except Exception:  # not answering yet: ask the next
+                pass
+        time.sleep(0.3)
+    raise VaultError(", ".join(c.url for _, c in servers), "no active server (no raft leader)",
+                     "check the servers' logs (make logs SERVICE=vault)")
+
+
+def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str] | None = None,
+        database_hosts: tuple[str, ...] | None = None) -> list[str]:
+    """Everything, idempotently; returns what it did, one line each (nothing secret)."""
+    ca = ensure_ca(repo, settings, environ)
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:  # the CA's certificate: public
+        ca_file.write(ca.cert_pem)
+        ca_file.flush()
+        servers = [(name, bootstrap.client(address, ca_file.name)) for name, address in server_addresses(settings)]
+        lines = _initialise(repo, settings, servers[0][1], environ)
+        keys = tuple(json.loads(_held(repo, settings, UNSEAL_KEYS, environ)))
+        lines += _unseal_all(servers, keys)
+        active = _active(servers)
+        active.token = _held(repo, settings, ROOT_TOKEN, environ)
+        want = access.desired(settings, database_hosts or access.database_hosts(settings))
+        lines.append(str(bootstrap.bootstrap(active, want, secrets["postgres_password"])))
+        synced = bootstrap.sync_secrets(active, want, secrets)
+        lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
+    return lines
+
+
+def _server_state(client) -> tuple[str, bool]:
+    """One server's state for an operator, and whether it serves (unsealed, answering)."""
+    try:
+        seal = client.sys.read_seal_status()
+    except requests.RequestException as err:
+        return f"unreachable ({type(err).__name__})", False
+    if not seal["initialized"]:
+        return "not initialised", False
+    if seal["sealed"]:
+        return f"sealed (unseal progress {seal['progress']}/{seal['t']})", False
+    leader = client.sys.read_leader_status()
+    role = "leader" if leader.get("is_self") else "standby"
+    return f"unsealed, {role}, OpenBao {seal.get('version', '?')}", True
+
+
+def status(settings, repo: Path, environ: dict[str, str] | None = None) -> tuple[list[str], bool]:
+    """Each server's seal state and raft role (no token needed); True when every one serves."""
+    ca = ensure_ca(repo, settings, environ)
+    lines, healthy = [], True
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:
+        ca_file.write(ca.cert_pem)
+        ca_file.flush()
+        for name, address in server_addresses(settings):
+            state, serves = _server_state(bootstrap.client(address, ca_file.name))
+            lines.append(f"{name}  {address}  {state}")
+            healthy = healthy and serves
+    return lines, healthy

@@ -1,0 +1,189 @@
+"""Vault (OpenBao) as rendered, and the access the bootstrap gives each service. Off in every
+inventory (nothing deployed changes); rendered here with ``SHIPYARD_VAULT__ENABLED=true`` in
+each environment: one server in local and ci, three in production (one per control host, raft
+``retry_join`` to each), a TLS-only listener, the audit device declared, the API on loopback
+only. That the rendered config boots a real server: tests/vault/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shipyard import image_plan, topology
+from shipyard.components.vault import API_PORT, CLUSTER_PORT, access
+from shipyard.inventory import load_environment
+from shipyard.render import render_host
+
+ENABLED = {"SHIPYARD_VAULT__ENABLED": "true"}
+ENVS = {"local": 1, "ci": 1, "production": 3}
+
+
+def _rendered(repo, env):
+    settings = load_environment(repo, env, ENABLED)
+    return settings, {h.name: render_host(settings, h) for h in settings.hosts_with_role("control")}
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_vault_is_off_in_every_inventory(repo, env):
+    settings = load_environment(repo, env, {})
+    assert settings.vault.enabled is False
+    assert not topology.build(settings).instances_of("vault")
+    for host in settings.hosts:
+        rendered = render_host(settings, host)
+        assert not [n for n in rendered.compose["services"] if n.startswith("vault")]
+        assert not [p for p in rendered.files if p.startswith("vault/")]
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_each_control_host_runs_its_share_of_the_servers(repo, env):
+    settings, hosts = _rendered(repo, env)
+    servers = [n for r in hosts.values() for n in r.compose["services"] if n.startswith("vault")]
+    assert len(servers) == ENVS[env] == settings.vault.servers
+    # One per host where there are several hosts.
+    assert len(hosts) == 1 or all(len([n for n in r.compose["services"] if n.startswith("vault")]) == 1
+                                  for r in hosts.values())
+
+
+def _config(rendered) -> str:
+    text = rendered.files["vault/server.hcl"]
+    return text.decode() if isinstance(text, bytes) else text
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_the_server_config_is_raft_tls_and_audited(repo, env):
+    settings, hosts = _rendered(repo, env)
+    for rendered in hosts.values():
+        config = _config(rendered)
+        assert 'storage "raft"' in config and 'path = "/openbao/file"' in config
+        assert f'address         = "0.0.0.0:{API_PORT}"' in config
+        assert 'tls_cert_file   = "/openbao/tls/server.crt"' in config and "tls_disable" not in config
+        assert 'audit "file" "file"' in config and 'file_path = "/openbao/logs/audit.log"' in config
+        joins = re.findall(r'leader_api_addr\s+= "https://([^"]+)"', config)
+        if ENVS[env] == 1:
+            assert joins == []  # nothing to join
+        else:
+            addresses = sorted(f"{h.address}:{API_PORT}" for h in settings.hosts_with_role("control"))
+            assert sorted(joins) == addresses
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_the_api_is_published_on_loopback_and_peer_ports_only_across_hosts(repo, env):
+    settings, hosts = _rendered(repo, env)
+    for name, rendered in hosts.items():
+        for service, doc in rendered.compose["services"].items():
+            if not service.startswith("vault"):
+                continue
+            host = next(h for h in settings.hosts if h.name == name)
+            client = [p for p in doc["ports"] if p.endswith(f":{API_PORT}") and p.startswith("127.0.0.1:")]
+            assert len(client) == 1
+            others = sorted(set(doc["ports"]) - set(client))
+            if ENVS[env] == 1:
+                assert others == []
+            else:
+                assert others == [f"{host.address}:{API_PORT}:{API_PORT}", f"{host.address}:{CLUSTER_PORT}:{CLUSTER_PORT}"]
+            assert not any(p.startswith("0.0.0.0") for p in doc["ports"])
+            env_vars = doc["environment"]
+            assert env_vars["BAO_RAFT_NODE_ID"] == service
+            assert env_vars["BAO_API_ADDR"].startswith("https://")
+            # The TLS files are delivered, never rendered: no key in compose/.
+            assert not [p for p in rendered.files if p.endswith(".key")]
+
+
+def test_the_images_by_source(repo):
+    local = load_environment(repo, "ci", ENABLED)
+    builds = image_plan.build_plan(repo, local, [(i.component, i.service.image)
+                                                 for i in topology.build(local).instances_on(local.hosts[0])])
+    assert any(b.ref == "shipyard/openbao:2.7.2" and b.context == "shipyard/components/vault/image" for b in builds)
+    official = load_environment(repo, "production", ENABLED)
+    app1 = next(h for h in official.hosts if h.name == "app-1")
+    doc = render_host(official, app1).compose["services"]["vault-1"]
+    assert doc["image"] == "registry.internal.example:5000/openbao/openbao:2.7.2"
+
+
+def test_an_even_number_of_servers_is_refused(repo):
+    with pytest.raises(Exception, match="odd number"):
+        load_environment(repo, "local", {**ENABLED, "SHIPYARD_VAULT__SERVERS": "2"})
+
+
+def test_each_service_gets_a_policy_for_its_own_paths_only(repo):
+    settings = load_environment(repo, "ci", ENABLED)
+    services = {s.service: s for s in access.service_access(settings)}
+    assert services["api"].database_role == services["worker"].database_role == settings.app.db_app_role
+    assert services["migrate"].database_role == settings.app.db_migrator_role
+    assert services["db-setup"].database_role is None  # it sets the roles up as the superuser
+    assert "vault" not in services  # reads no secret
+    for name, svc in services.items():
+        policy = svc.policy_hcl()
+        paths = re.findall(r'path "([^"]+)"', policy)
+        assert all(p.startswith((f"secret/data/services/{name}/", f"secret/metadata/services/{name}/",
+                                 "database/creds/")) for p in paths), policy
+        assert [p for p in paths if p.startswith("database/")] == (
+            [f"database/creds/{svc.database_role}"] if svc.database_role else [])
+        assert "sudo" not in policy and "create" not in policy and "update" not in policy
+
+
+def test_approles_and_database_roles_take_their_limits_from_the_settings(repo):
+    settings = load_environment(repo, "ci", {**ENABLED, "SHIPYARD_VAULT__APPROLE__SECRET_ID_NUM_USES": "1",
+                                             "SHIPYARD_VAULT__APPROLE__TOKEN_TTL_S": "120",
+                                             "SHIPYARD_VAULT__DATABASE__CREDENTIAL_TTL_S": "30"})
+    want = access.desired(settings, ("postgres:5432",))
+    api = next(r for r in want.approles if r.service == "api")
+    assert api.params()["token_policies"] == ["service-api"]
+    assert api.params()["token_ttl"] == 120 and api.params()["secret_id_num_uses"] == 1
+    assert [r.name for r in want.database_roles] == sorted({settings.app.db_app_role, settings.app.db_migrator_role})
+    app_role = next(r for r in want.database_roles if r.name == settings.app.db_app_role)
+    assert app_role.ttl_s == 30
+    assert f'IN ROLE "{settings.app.db_app_role}"' in app_role.creation_statements[0]
+    assert "{{password}}" in app_role.creation_statements[0] and "VALID UNTIL '{{expiration}}'" in app_role.creation_statements[0]
+    assert access.database_hosts(settings) == ("postgres:5432", "postgres-replica-1:5432")
+
+
+def test_the_ttl_limits_are_checked(repo):
+    with pytest.raises(Exception, match="token_max_ttl_s"):
+        load_environment(repo, "ci", {**ENABLED, "SHIPYARD_VAULT__APPROLE__TOKEN_TTL_S": "99999"})
+
+
+def test_loading_the_registry_loads_no_vault_client(repo):
+    import subprocess
+    import sys
+    probe = "import sys, shipyard.components, shipyard.render; print('hvac' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_every_server_gets_the_same_config(repo):
+    """The audit device is replicated with raft: a server declaring it with other options cannot
+    take over as leader (seen on a real 3-server cluster: tests/vault/test_raft_cluster.py), so
+    what differs between servers comes from their environment, never from server.hcl."""
+    _, hosts = _rendered(repo, "production")
+    configs = {_config(r) for r in hosts.values()}
+    assert len(hosts) == 3 and len(configs) == 1
+
+
+@pytest.mark.parametrize("env, expected", [
+    ("local", [("vault-1", "https://127.0.0.1:8200")]),
+    ("ci", [("vault-1", "https://127.0.0.1:18200")]),
+    ("production", [("vault-1", "https://10.0.1.11:8200"), ("vault-2", "https://10.0.1.12:8200"),
+                    ("vault-3", "https://10.0.2.21:8200")]),
+])
+def test_vault_init_reaches_each_server_where_it_is_published(repo, env, expected):
+    from shipyard.components.vault import setup, tls
+
+    settings = load_environment(repo, env, ENABLED)
+    assert setup.server_addresses(settings) == expected
+    # Each server's certificate holds the name it is reached at.
+    for inst in topology.build(settings).instances_of("vault", "vault"):
+        names, addresses = tls.server_names(settings, inst)
+        host = dict(expected)[inst.name].split("//")[1].rsplit(":", 1)[0]
+        assert host in names + addresses
+
+
+def test_vault_init_with_vault_off_does_nothing(repo, capsys):
+    from shipyard.component import CommandContext
+    from shipyard.components.vault.commands import COMMANDS
+
+    settings = load_environment(repo, "ci", {})
+    context = CommandContext(settings, repo, {}, lock=None, secret=None)
+    assert COMMANDS[0].run(context) == 0
+    assert "vault.enabled is false" in capsys.readouterr().out
