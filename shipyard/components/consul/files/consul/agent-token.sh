@@ -8,45 +8,37 @@
 # It makes Prometheus's metrics token (`consul_metrics_token`, agent:read) the same way.
 set -eu
 export CONSUL_HTTP_TOKEN_FILE=/run/secrets/management_token
-policy=shipyard-consul-agents
 umask 077
 work=$(mktemp -d /dev/shm/agent-token.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-make_token() {
-    if consul acl token read -self -token-file=/run/secrets/agent_token >/dev/null 2>"$work/error"; then
-        echo "the servers' agent token is in place"
+# ensure_token <secret file> <policy> <policy description> <rules> <token description>: the
+# token whose SecretID is in the file, with that one policy; made once (read back after).
+ensure_token() {
+    if consul acl token read -self -token-file="$1" >/dev/null 2>"$work/error"; then
+        echo "$5: in place"
         return 0
     fi
-    if ! consul acl policy read -name "$policy" >/dev/null 2>&1; then
-        consul acl policy create -name "$policy" -description "Consul servers (Shipyard): their own nodes" \
-            -rules 'node_prefix "consul-" { policy = "write" }' >/dev/null 2>"$work/error" || return 1
+    if ! consul acl policy read -name "$2" >/dev/null 2>&1; then
+        consul acl policy create -name "$2" -description "$3" -rules "$4" >/dev/null 2>"$work/error" || return 1
     fi
     printf 'header = "X-Consul-Token: %s"\n' "$(cat /run/secrets/management_token)" >"$work/curl.conf"
-    printf '{"SecretID": "%s", "Description": "agent token of the Consul servers", "Policies": [{"Name": "%s"}]}' \
-        "$(cat /run/secrets/agent_token)" "$policy" >"$work/body.json"
+    printf '{"SecretID": "%s", "Description": "%s", "Policies": [{"Name": "%s"}]}' \
+        "$(cat "$1")" "$5" "$2" >"$work/body.json"
     curl -fsS -o /dev/null -K "$work/curl.conf" -X PUT --data "@$work/body.json" \
         "$CONSUL_HTTP_ADDR/v1/acl/token" 2>"$work/error" || return 1
-    echo "the servers' agent token made (policy $policy)"
+    echo "$5: made (policy $2)"
+}
+
+make_token() {
+    ensure_token /run/secrets/agent_token shipyard-consul-agents "Consul servers (Shipyard): their own nodes" \
+        'node_prefix "consul-" { policy = "write" }' "agent token of the Consul servers"
 }
 
 # Prometheus's token: agent:read (the servers' /v1/agent/metrics), nothing else.
-metrics_policy=shipyard-consul-metrics
 make_metrics_token() {
-    if consul acl token read -self -token-file=/run/secrets/metrics_token >/dev/null 2>"$work/error"; then
-        echo "Prometheus's metrics token is in place"
-        return 0
-    fi
-    if ! consul acl policy read -name "$metrics_policy" >/dev/null 2>&1; then
-        consul acl policy create -name "$metrics_policy" -description "Prometheus (Shipyard): the agents' metrics" \
-            -rules 'agent_prefix "" { policy = "read" }' >/dev/null 2>"$work/error" || return 1
-    fi
-    printf 'header = "X-Consul-Token: %s"\n' "$(cat /run/secrets/management_token)" >"$work/curl.conf"
-    printf '{"SecretID": "%s", "Description": "Prometheus: agent metrics", "Policies": [{"Name": "%s"}]}' \
-        "$(cat /run/secrets/metrics_token)" "$metrics_policy" >"$work/body.json"
-    curl -fsS -o /dev/null -K "$work/curl.conf" -X PUT --data "@$work/body.json" \
-        "$CONSUL_HTTP_ADDR/v1/acl/token" 2>"$work/error" || return 1
-    echo "Prometheus's metrics token made (policy $metrics_policy)"
+    ensure_token /run/secrets/metrics_token shipyard-consul-metrics "Prometheus (Shipyard): the agents' metrics" \
+        'agent_prefix "" { policy = "read" }' "Prometheus: agent metrics"
 }
 
 # Just after a leader is elected the ACL system may still answer "legacy mode" for a moment.
