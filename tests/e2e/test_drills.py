@@ -11,7 +11,8 @@ import pytest
 
 from shipyard.controller.drills import container_of
 from shipyard.components.postgres.promote import primary_of, roles
-from shipyard.components.redis.failover import sentinel_masters
+from shipyard.components.redis.failover import replicas_in_sync, sentinel_masters
+from shipyard.components.redis.instances import sentinel_names
 from shipyard.inventory import load_environment
 from shipyard.components.postgres.instances import node_names as postgres_nodes
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
@@ -41,6 +42,12 @@ def test_sentinel_failover_under_traffic_loses_no_task(env_name, settings, clien
 
 
 def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(settings, client):
+    # A replica to promote: one that replicates from the master now (after the drill above the
+    # old master may still be copying the data set).
+    deadline = time.monotonic() + 60
+    while (in_sync := replicas_in_sync(settings))[0] < settings.redis.replicas and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert in_sync[0] == settings.redis.replicas, in_sync
     old = sentinel_masters(settings)[0]
     old_service = old.split(":")[0]  # single host: Sentinel announces service names
     container = container_of(settings, old_service)
@@ -54,7 +61,8 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
                 break
             time.sleep(0.2)
         time.sleep(3)  # traffic on the new master
-    assert len(masters) == 1 and old not in masters, f"no new master elected: {masters}"
+    assert len(masters) == 1 and old not in masters, \
+        f"no new master elected: {masters}\n" + "\n".join(_sentinel_log_tail(settings))
     earlier = _node_log(container, old)
     subprocess.run(["docker", "start", container], check=True, capture_output=True)
     # It asks the Sentinels before it starts, so it never runs as a second master.
@@ -73,6 +81,16 @@ def test_stopping_the_master_container_elects_a_new_master_and_loses_no_task(set
             break
         time.sleep(0.5)
     assert role == "slave"
+
+
+def _sentinel_log_tail(settings) -> list[str]:
+    """The Sentinels' last lines, for an assertion message: what they decided and why."""
+    lines = []
+    for sentinel in sentinel_names(settings):
+        logs = subprocess.run(["docker", "logs", "--tail", "25", container_of(settings, sentinel)],
+                              capture_output=True, text=True)
+        lines += [f"{sentinel}: {line}" for line in (logs.stdout + logs.stderr).splitlines()]
+    return lines
 
 
 def _node_log(container: str, node: str) -> list[str]:
