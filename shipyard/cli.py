@@ -29,7 +29,7 @@ from pathlib import Path
 from shipyard import bluegreen, commands
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
-from shipyard.controller.wheelhouse import prepare_wheelhouse
+from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import ShipyardError
 from shipyard.image_plan import hash_tree
 from shipyard.inventory import inventory_path, list_environments, load_environment
@@ -103,6 +103,9 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     wheelhouse = prepare_wheelhouse(REPO)
     if wheelhouse:
         argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
+    pinned_wheels = prepare_pinned_wheels(REPO, settings)
+    if pinned_wheels:
+        argv += ["--data", f"shipyard_pinned_wheels={pinned_wheels}"]
     result = subprocess.run(argv, cwd=REPO, check=False)
     took = time.monotonic() - started
     if result.returncode != 0:

@@ -8,7 +8,10 @@
   (as its superuser) and one role per application role the services connect as, whose users are
   made on demand as members of that role (the privileges ``db-setup`` grants it) and dropped
   when their lease ends;
-- one policy per service: read of its own KV path, and credentials of its own database role.
+- one policy per service: read of its own KV path, and credentials of its own database role;
+- the deployer: the AppRole the deploying machine logs in with to bootstrap (no root token lives
+  between deploys), whose policy reaches the paths the bootstrap writes and nothing else — not
+  the seal, not root token generation, not another service's database credentials.
 
 The bootstrap (bootstrap.py) writes this into a server and reports what it changed.
 """
@@ -94,6 +97,37 @@ class AppRole:
                 "bind_secret_id": True}
 
 
+DEPLOYER = "shipyard-deployer"
+# What the bootstrap (bootstrap.py) reads and writes; sudo where the API asks for it (listing
+# audit devices and token accessors, enabling an auth method).
+_DEPLOYER_RULES = (
+    ("sys/mounts", ("read",)),
+    ("sys/mounts/*", ("create", "read", "update")),
+    ("sys/auth", ("read",)),
+    ("sys/auth/*", ("create", "read", "update", "sudo")),
+    ("sys/audit", ("read", "sudo")),
+    ("sys/policies/acl/*", ("create", "read", "update")),
+    (f"auth/{APPROLE_MOUNT}/role/*", ("create", "read", "update", "list")),
+    (f"{DATABASE_MOUNT}/config/*", ("create", "read", "update")),
+    (f"{DATABASE_MOUNT}/roles/*", ("create", "read", "update")),
+    (f"{KV_MOUNT}/data/services/*", ("create", "read", "update")),
+    (f"{KV_MOUNT}/metadata/services/*", ("read", "list")),
+    (f"{KV_MOUNT}/data/shipyard-ready-probe", ("read",)),
+    # A root token an interrupted first run left behind is found and revoked.
+    ("auth/token/accessors", ("list", "sudo")),
+    ("auth/token/lookup-accessor", ("update",)),
+    ("auth/token/revoke-accessor", ("update",)),
+)
+
+
+def deployer_policy_hcl() -> str:
+    rules = []
+    for path, capabilities in _DEPLOYER_RULES:
+        listed = ", ".join(f'"{c}"' for c in capabilities)
+        rules.append(f'path "{path}" {{\n  capabilities = [{listed}]\n}}\n')
+    return "# Shipyard: the deploy's bootstrap, and nothing else.\n" + "".join(rules)
+
+
 @dataclass(frozen=True)
 class Desired:
     services: tuple[ServiceAccess, ...]
@@ -102,6 +136,7 @@ class Desired:
     database_hosts: tuple[str, ...]  # host:port of every PostgreSQL node, as Vault reaches them
     database_name: str
     database_admin: str  # the superuser Vault connects as (its password: the postgres_password secret)
+    deployer: AppRole  # the deploying machine's own
 
 
 def _database_roles(settings) -> dict[str, str]:
@@ -134,8 +169,11 @@ def desired(settings, database_hosts: tuple[str, ...]) -> Desired:
     groups = sorted({s.database_role for s in services if s.database_role})
     database_roles = tuple(DatabaseRole(g, g, vault.database.credential_ttl_s, vault.database.credential_max_ttl_s)
                            for g in groups)
+    # The deployer's secret-id lives on the deploying machine (age-encrypted, like the unseal
+    # keys) and is used by every deploy: no TTL, no use limit; its tokens are short.
+    deployer = AppRole(DEPLOYER, DEPLOYER, 900, 1800, 0, 0)
     return Desired(services, approles, database_roles, tuple(database_hosts), settings.postgres.database,
-                   settings.postgres.user)
+                   settings.postgres.user, deployer)
 
 
 def database_hosts(settings) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ registry or the render (tests/unit/test_vault.py checks that ``make render`` loa
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import hvac.exceptions
 
 from shipyard.components.vault import AUDIT_PATH
 from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, KV_MOUNT,
-                                              Desired)
+                                              Desired, deployer_policy_hcl)
 from shipyard.errors import ShipyardError
 
 
@@ -85,6 +86,34 @@ def unseal(vault: hvac.Client, keys: tuple[str, ...]) -> bool:
             return True
     raise VaultError(vault.url, f"still sealed after {len(keys)} unseal keys (threshold {status['t']})",
                      "give the environment's unseal keys (secrets/<env>/vault_unseal_keys.age)")
+
+
+def revoke_other_roots(vault: hvac.Client) -> int:
+    """Revoke every root token but the client's own (one an interrupted run made and never
+    revoked); how many."""
+    own = vault.auth.token.lookup_self()["data"]["accessor"]
+    try:
+        accessors = vault.auth.token.list_accessors()["data"]["keys"]
+    except hvac.exceptions.InvalidPath:  # no token at all besides... none listed
+        return 0
+    revoked = 0
+    for accessor in accessors:
+        if accessor == own:
+            continue
+        try:
+            policies = vault.auth.token.lookup_accessor(accessor)["data"]["policies"]
+        except hvac.exceptions.InvalidRequest:  # expired meanwhile
+            continue
+        if "root" in policies:
+            vault.auth.token.revoke_accessor(accessor)
+            revoked += 1
+    return revoked
+
+
+def revoke_self(vault: hvac.Client) -> None:
+    """Revoke the token the client holds (the bootstrap's root token, once done)."""
+    vault.auth.token.revoke_self()
+    vault.token = None
 
 
 def wait_active(vault: hvac.Client, timeout_s: float = 30) -> None:
@@ -210,10 +239,16 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
                                     for k in wanted["connection_details"]}}
     differ = _differs(shown, wanted) if found else ["all"]
     if differ:
-        vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
-            "plugin_name": wanted["plugin_name"], "allowed_roles": wanted["allowed_roles"], "connection_url": url,
-            "username": want.database_admin, "password": admin_password, "password_authentication": "scram-sha-256",
-            "verify_connection": True})
+        try:
+            vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
+                "plugin_name": wanted["plugin_name"], "allowed_roles": wanted["allowed_roles"], "connection_url": url,
+                "username": want.database_admin, "password": admin_password,
+                "password_authentication": "scram-sha-256", "verify_connection": True})
+        except hvac.exceptions.InvalidRequest as err:  # the server checks the connection first
+            raise VaultError(f"{vault.url} {DATABASE_MOUNT}/config/{DATABASE_CONNECTION}",
+                             f"Vault cannot connect to PostgreSQL at {', '.join(want.database_hosts)} as "
+                             f"{want.database_admin}: {str(err).split(', on post')[0]}",
+                             "check that PostgreSQL runs and that the Vault servers reach it, then run again (it carries on where this stopped)") from err
     report.note(f"database connection {DATABASE_CONNECTION}", bool(differ),
                 "created" if not found else "updated (" + ", ".join(differ) + ")")
     for role in want.database_roles:
@@ -223,15 +258,42 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
             "revocation_statements": list(role.revocation_statements)})
 
 
+def ensure_deployer(vault: hvac.Client, report: Report, want: Desired) -> None:
+    """The deployer's policy and AppRole (the deploying machine's identity after the first run)."""
+    _ensure_auth(vault, report, APPROLE_MOUNT, "approle")
+    _ensure_policy(vault, report, want.deployer.policy, deployer_policy_hcl())
+    _ensure_config(vault, report, f"approle {want.deployer.service}",
+                   f"auth/{APPROLE_MOUNT}/role/{want.deployer.service}", want.deployer.params())
+
+
+def deployer_credential(vault: hvac.Client, want: Desired) -> str:
+    """A new secret-id of the deployer's AppRole with its role-id, as JSON (for the held store)."""
+    role = want.deployer.service
+    role_id = vault.auth.approle.read_role_id(role_name=role, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+    secret_id = vault.auth.approle.generate_secret_id(role_name=role, mount_point=APPROLE_MOUNT)["data"]["secret_id"]
+    return json.dumps({"role_id": role_id, "secret_id": secret_id})
+
+
+def login_deployer(vault: hvac.Client, credential: str) -> None:
+    """Log ``vault`` in as the deployer (its token set on the client)."""
+    found = json.loads(credential)
+    try:
+        vault.auth.approle.login(role_id=found["role_id"], secret_id=found["secret_id"], mount_point=APPROLE_MOUNT)
+    except hvac.exceptions.InvalidRequest as err:
+        raise VaultError(f"{vault.url} auth/{APPROLE_MOUNT}/login", f"refused the deployer's credential ({err})",
+                         "its secret-id was revoked or the AppRole changed: make a new one with a root token "
+                         "(docs/secrets.md, 'Recovering the deployer')") from err
+
+
 def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: str = "disable") -> Report:
     """Make the server hold ``want`` (with a token allowed to: the root token at the first
-    bootstrap). ``admin_password``: the PostgreSQL superuser's, for the database connection."""
+    bootstrap, the deployer's after). ``admin_password``: the PostgreSQL superuser's, for the database connection."""
     if vault.sys.read_seal_status()["sealed"]:
         raise VaultError(vault.url, "is sealed", "unseal it first (the deploy does: bootstrap.unseal)")
     report = Report()
     _check_audit(vault, report)
     _ensure_mount(vault, report, KV_MOUNT, "kv", {"version": "2"})
-    _ensure_auth(vault, report, APPROLE_MOUNT, "approle")
+    ensure_deployer(vault, report, want)
     for svc in want.services:
         _ensure_policy(vault, report, svc.policy, svc.policy_hcl())
     for role in want.approles:
