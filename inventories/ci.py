@@ -16,7 +16,7 @@ SHIPYARD = {
     "consul": {"servers": 3},
     # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
     # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
-    "vault": {"enabled": False},
+    "vault": {"enabled": True},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
     # Short waits so that tests/e2e/test_alerts.py proves an alert's whole path in well under
     # two minutes; a real environment keeps the defaults.

@@ -16,7 +16,7 @@ SHIPYARD = {
               "postgres": 5432, "redis": 6379, "consul_http": 8500, "prometheus_http": 9090, "alertmanager_http": 9093},
     # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
     # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
-    "vault": {"enabled": False},
+    "vault": {"enabled": True},
 }
 
 _this_machine = [("@local", {"shipyard_host": "local"})]

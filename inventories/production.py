@@ -19,7 +19,7 @@ SHIPYARD = {
     # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
     # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
     # Three servers then, one per control host, like Consul's.
-    "vault": {"enabled": False, "servers": 3},
+    "vault": {"enabled": True, "servers": 3},
 }
 
 _deploy = {"ssh_user": "deploy"}

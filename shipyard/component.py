@@ -323,6 +323,10 @@ class Component:
     describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
+    # What the deploying machine does on the live environment after every successful rollout
+    # in which the component runs (Vault: initialise, unseal, bootstrap): CommandContext (no
+    # options; the deploy's lock is held) → lines to print, nothing secret.
+    after_rollout: Callable[[CommandContext], list[str]] | None = None
     # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.
     release_routing: Callable[[str, str], bytes] | None = None
     # A release's smoke test of the colour it starts: settings → (coloured service, argv run in

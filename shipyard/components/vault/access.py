@@ -150,7 +150,8 @@ def service_access(settings) -> tuple[ServiceAccess, ...]:
     found: dict[str, ServiceAccess] = {}
     for inst in topology.build(settings).instances:
         svc = inst.service
-        if not svc.secrets or svc.name in found:
+        # Vault's own servers read their TLS bundle as a file: they are not Vault's clients.
+        if not svc.secrets or svc.name in found or inst.component.name == "vault":
             continue
         connects = [s.secret for s in svc.secrets if s.target == _CONNECTS_AS and s.secret in roles]
         found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in svc.secrets})),
