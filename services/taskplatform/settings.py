@@ -39,6 +39,7 @@ class ProcessSettings(BaseSettings):
     pg_admin_user: str = "postgres"
     pg_migrator_role: str = "tasks_migrator"
     pg_app_role: str = "tasks_app"
+    pg_issuer_role: str = "tasks_issuer"  # db-setup: makes members of the two above (Vault)
     pg_hosts: str = Field("", description="comma-separated host:port of every PostgreSQL node: writes go to the "
                                           "one that accepts them, lag-tolerant reads prefer a replica; "
                                           "empty = pg_host:pg_port alone")

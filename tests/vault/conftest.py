@@ -119,6 +119,9 @@ def start_bao(root: Path, settings, tls_dir: Path, *, node_id: str = "test-1", j
     return BaoServer(root, address, str(tls_dir / "ca.crt"), process)
 
 
+ISSUER_PASSWORD = "i" * 32  # the role Vault's database engine connects as (db-setup makes it)
+
+
 @pytest.fixture(scope="session")
 def settings():
     return load_environment(REPO, "ci", VARIABLES)
@@ -152,7 +155,7 @@ def postgres(workdir):
                               pg_database=server.database, pg_admin_user=server.user)
     migrate.upgrade(process, Given(postgres_password=server.password))
     dbsetup.setup(process, Given(postgres_admin_password=server.password, migrator_password="m" * 32,
-                                 app_password="a" * 32))
+                                 app_password="a" * 32, issuer_password=ISSUER_PASSWORD))
     yield server
     server.stop()
 

@@ -17,7 +17,7 @@ from shipyard.components import component_named
 from shipyard.components.vault import bootstrap, setup
 from shipyard.errors import SecretsError
 from shipyard.inventory import load_environment
-from tests.vault.conftest import REPO, VARIABLES, start_bao, write_tls
+from tests.vault.conftest import ISSUER_PASSWORD, REPO, VARIABLES, start_bao, write_tls
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
     from taskplatform_testing.servers import free_port
 
     repo, environ, values = store
-    values = {**values, "postgres_password": postgres.password}  # the test server's superuser
+    values = {**values, "pg_issuer_password": ISSUER_PASSWORD}  # the test server's issuer role
     port = free_port()
     settings = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_PORTS__VAULT_HTTPS": str(port)})
     ca = setup.ensure_ca(repo, settings, environ)

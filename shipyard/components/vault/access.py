@@ -5,7 +5,8 @@
 - AppRole auth at ``approle/``: one role per service that reads secrets, each bound to its own
   policy only, with the TTLs and secret-id limits of ``vault.approle``;
 - the database secrets engine at ``database/``: one connection to the environment's PostgreSQL
-  (as its superuser) and one role per application role the services connect as, whose users are
+  (as the platform's issuer role, which db-setup makes: CREATEROLE, never a superuser) and one
+  role per application role the services connect as, whose users are
   made on demand as members of that role (the privileges ``db-setup`` grants it) and dropped
   when their lease ends;
 - one policy per service: read of its own KV path, and credentials of its own database role;
@@ -44,9 +45,12 @@ class DatabaseRole:
     def creation_statements(self) -> tuple[str, ...]:
         # INHERIT + IN ROLE: the user holds exactly the group's privileges. SET role: what it
         # creates (a migration's tables) is owned by the group, not by a user about to be dropped.
+        # Granted to the connection's own role (the issuer, not a superuser): revocation's
+        # REASSIGN and DROP OWNED need the privileges of the user they clear.
         return (f'CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' VALID UNTIL \'{{{{expiration}}}}\' '
                 f'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT IN ROLE "{self.group}";',
-                f'ALTER ROLE "{{{{name}}}}" SET role = \'{self.group}\';')
+                f'ALTER ROLE "{{{{name}}}}" SET role = \'{self.group}\';',
+                'GRANT "{{name}}" TO CURRENT_USER;')
 
     @property
     def revocation_statements(self) -> tuple[str, ...]:
@@ -135,7 +139,7 @@ class Desired:
     database_roles: tuple[DatabaseRole, ...]
     database_hosts: tuple[str, ...]  # host:port of every PostgreSQL node, as Vault reaches them
     database_name: str
-    database_admin: str  # the superuser Vault connects as (its password: the postgres_password secret)
+    database_admin: str  # the role Vault connects as: the platform's issuer (its password: pg_issuer_password)
     deployer: AppRole  # the deploying machine's own
 
 
@@ -174,7 +178,7 @@ def desired(settings, database_hosts: tuple[str, ...]) -> Desired:
     # keys) and is used by every deploy: no TTL, no use limit; its tokens are short.
     deployer = AppRole(DEPLOYER, DEPLOYER, 900, 1800, 0, 0)
     return Desired(services, approles, database_roles, tuple(database_hosts), settings.postgres.database,
-                   settings.postgres.user, deployer)
+                   settings.app.db_issuer_role, deployer)
 
 
 def database_hosts(settings) -> tuple[str, ...]:

@@ -287,7 +287,8 @@ def login_deployer(vault: hvac.Client, credential: str) -> None:
 
 def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: str = "disable") -> Report:
     """Make the server hold ``want`` (with a token allowed to: the root token at the first
-    bootstrap, the deployer's after). ``admin_password``: the PostgreSQL superuser's, for the database connection."""
+    bootstrap, the deployer's after). ``admin_password``: the password of the role the database
+    connection uses (the platform's issuer role)."""
     if vault.sys.read_seal_status()["sealed"]:
         raise VaultError(vault.url, "is sealed", "unseal it first (the deploy does: bootstrap.unseal)")
     report = Report()

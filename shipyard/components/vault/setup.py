@@ -28,6 +28,7 @@ from shipyard.components.vault import API_PORT, access, bootstrap
 from shipyard.components.vault.certificates import CA_CERT, CA_KEY, ensure_ca
 from shipyard.components.vault.bootstrap import VaultError
 
+ISSUER_PASSWORD = "pg_issuer_password"  # the role Vault's database engine connects as (db-setup makes it)
 UNSEAL_KEYS, ROOT_TOKEN, DEPLOYER = "vault_unseal_keys", "vault_root_token", "vault_deployer"
 HELD = (CA_CERT, CA_KEY, UNSEAL_KEYS, ROOT_TOKEN, DEPLOYER)
 
@@ -150,7 +151,7 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
         as_root, done = _login(repo, settings, active, want, environ)
         lines += done
         try:
-            lines.append(str(bootstrap.bootstrap(active, want, secrets["postgres_password"])))
+            lines.append(str(bootstrap.bootstrap(active, want, secrets[ISSUER_PASSWORD])))
             synced = bootstrap.sync_secrets(active, want, secrets)
             lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
             stale = bootstrap.revoke_other_roots(active)
