@@ -57,7 +57,7 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     assert targets["consul-setup"] == ["consul_admin_token", "consul_token_api", "consul_token_worker"]
     # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
     # workers and migrations read their own role's as postgres_password (checked by make verify).
-    assert targets["db-setup"] == ["app_password", "migrator_password", "postgres_admin_password"]
+    assert targets["db-setup"] == ["app_password", "issuer_password", "migrator_password", "postgres_admin_password"]
     assert "edge" not in targets
     # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
     assert targets["consul-1"] == ["acl-tokens.json", "agent-token.json", "gossip.json", "management_token"]
@@ -74,6 +74,8 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     ("postgres_password", {"db-setup", "postgres-setup"}),  # the jobs that log in as the superuser
     ("pg_app_password", {"db-setup", "api-blue", "api-green", "worker-blue", "worker-green"}),
     ("pg_migrator_password", {"db-setup", "migrate"}),
+    # Vault's issuer role: db-setup sets it; Vault's connection takes it after the rollout.
+    ("pg_issuer_password", {"db-setup"}),
     ("replication_password", set()),
     # The Sentinels' own password: they and their clients restart with it (nodes read it at start).
     ("sentinel_password", {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3", "api-blue", "api-green", "worker-blue", "worker-green"}),

@@ -62,6 +62,27 @@ def test_bootstrap_puts_back_what_was_changed_by_hand(bao, wanted, postgres):
     assert bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD).changed == []
 
 
+def test_a_rotated_issuer_password_is_written_to_the_connection_and_used(bao, wanted, postgres):
+    """The server never reads a password back: the bootstrap notices a new one by its fingerprint,
+    and the connection works with it (a dynamic user made after the change)."""
+    vault = _root(bao)
+    bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD)
+    rotated = "j" * 32
+    with _connect(postgres, postgres.user, postgres.password) as admin:
+        admin.execute(f"ALTER ROLE {wanted.database_admin} PASSWORD '{rotated}'")
+    try:
+        report = bootstrap.bootstrap(vault, wanted, rotated)
+        assert report.changed == ["database connection postgres: updated (password)"], str(report)
+        creds = vault.read("database/creds/tasks_app")
+        with _connect(postgres, creds["data"]["username"], creds["data"]["password"]) as conn:
+            assert conn.execute("SELECT session_user").fetchone()[0] == creds["data"]["username"]
+        assert bootstrap.bootstrap(vault, wanted, rotated).changed == []
+    finally:
+        with _connect(postgres, postgres.user, postgres.password) as admin:
+            admin.execute(f"ALTER ROLE {wanted.database_admin} PASSWORD '{ISSUER_PASSWORD}'")
+        bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD)
+
+
 def test_the_audit_device_is_on_and_hashes_values(bao, wanted):
     vault = _root(bao)
     assert vault.sys.list_enabled_audit_devices()["data"]["file/"]["type"] == "file"

@@ -27,6 +27,9 @@ KV_MOUNT = "secret"
 APPROLE_MOUNT = "approle"
 DATABASE_MOUNT = "database"
 DATABASE_CONNECTION = "postgres"
+# The deployer's own records (the database connection's password fingerprint: the server never
+# reads a password back, so this is how a rotated one is noticed).
+DEPLOY_RECORDS = "shipyard-deploy"
 # The services that connect to PostgreSQL read their role's password as ``postgres_password``
 # (the task platform's convention): under Vault that role's users come from the database engine.
 _CONNECTS_AS = "postgres_password"
@@ -117,6 +120,7 @@ _DEPLOYER_RULES = (
     (f"{KV_MOUNT}/data/services/*", ("create", "read", "update")),
     (f"{KV_MOUNT}/metadata/services/*", ("read", "list")),
     (f"{KV_MOUNT}/data/shipyard-ready-probe", ("read",)),
+    (f"{KV_MOUNT}/data/{DEPLOY_RECORDS}/*", ("create", "read", "update")),
     # A root token an interrupted first run left behind is found and revoked.
     ("auth/token/accessors", ("list", "sudo")),
     ("auth/token/lookup-accessor", ("update",)),

@@ -16,6 +16,7 @@ registry or the render (tests/unit/test_vault.py checks that ``make render`` loa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -25,8 +26,8 @@ import hvac
 import hvac.exceptions
 
 from shipyard.components.vault import AUDIT_PATH
-from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, KV_MOUNT,
-                                              Desired, deployer_policy_hcl)
+from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, DEPLOY_RECORDS,
+                                              KV_MOUNT, Desired, deployer_policy_hcl)
 from shipyard.errors import ShipyardError
 
 
@@ -223,6 +224,14 @@ def _check_audit(vault: hvac.Client, report: Report) -> None:
     report.note(f"audit device {AUDIT_PATH}/ ({devices[f'{AUDIT_PATH}/']['type']})", False)
 
 
+def _read_kv(vault: hvac.Client, path: str) -> dict:
+    try:
+        return vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,
+                                                       raise_on_deleted_version=True)["data"]["data"]
+    except hvac.exceptions.InvalidPath:
+        return {}
+
+
 def _database(vault: hvac.Client, report: Report, want: Desired, admin_password: str, sslmode: str) -> None:
     _ensure_mount(vault, report, DATABASE_MOUNT, "database")
     url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{','.join(want.database_hosts)}/{want.database_name}"
@@ -231,13 +240,17 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
               "allowed_roles": sorted(r.name for r in want.database_roles),
               "connection_details": {"connection_url": url, "username": want.database_admin,
                                      "password_authentication": "scram-sha-256"}}
-    # The server never reads back the password: written with the connection, rotated on purpose only.
     found = vault.read(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}")
     current = (found or {}).get("data") or {}
     shown = {"plugin_name": current.get("plugin_name"), "allowed_roles": sorted(current.get("allowed_roles") or []),
              "connection_details": {k: (current.get("connection_details") or {}).get(k)
                                     for k in wanted["connection_details"]}}
     differ = _differs(shown, wanted) if found else ["all"]
+    # The server never reads back the password: its fingerprint, kept beside, says it changed.
+    record = f"{DEPLOY_RECORDS}/database-connection"
+    fingerprint = hashlib.sha256(admin_password.encode()).hexdigest()
+    if found and _read_kv(vault, record).get("password_sha256") != fingerprint:
+        differ.append("password")
     if differ:
         try:
             vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
@@ -249,6 +262,9 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
                              f"Vault cannot connect to PostgreSQL at {', '.join(want.database_hosts)} as "
                              f"{want.database_admin}: {str(err).split(', on post')[0]}",
                              "check that PostgreSQL runs and that the Vault servers reach it, then run again (it carries on where this stopped)") from err
+    if differ:
+        vault.secrets.kv.v2.create_or_update_secret(path=record, secret={"password_sha256": fingerprint},
+                                                    mount_point=KV_MOUNT)
     report.note(f"database connection {DATABASE_CONNECTION}", bool(differ),
                 "created" if not found else "updated (" + ", ".join(differ) + ")")
     for role in want.database_roles:
@@ -313,12 +329,7 @@ def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -
             if name not in values:
                 continue
             path = f"{svc.kv_path}/{name}"
-            try:
-                current = vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,
-                                                                  raise_on_deleted_version=True)["data"]["data"]
-            except hvac.exceptions.InvalidPath:
-                current = None
-            same = current == {"value": values[name]}
+            same = _read_kv(vault, path) == {"value": values[name]}
             if not same:
                 vault.secrets.kv.v2.create_or_update_secret(path=path, secret={"value": values[name]}, mount_point=KV_MOUNT)
             report.note(f"{KV_MOUNT}/{path}", not same, "written")
