@@ -193,7 +193,7 @@ def _ensure_policy(vault: hvac.Client, report: Report, name: str, rules: str) ->
     if current == rules:
         report.note(f"policy {name}", False)
         return
-    vault.sys.create_or_update_policy(name=name, policy=rules)
+    vault.sys.create_or_update_acl_policy(name=name, policy=rules)  # the path the deployer may write
     report.note(f"policy {name}", True, "written" if current is None else "updated")
 
 
