@@ -25,6 +25,11 @@ from taskplatform.secrets import FileSecretSource, SecretSource
 from taskplatform.settings import ProcessSettings
 
 
+DESCRIPTION = ("Send `Authorization: Bearer <credential>`: an API key (`sy_...`, made by a tenant's admin with "
+               "`POST /v1/api-keys`) or a JWT. Each operation names the scope it needs in `x-required-scope`; "
+               "a credential without it gets 403 `forbidden`. Errors are `{code, message, request_id}`.")
+
+
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
                config: ConfigSource | None = None) -> colours.ReleaseHeader:
     settings = settings or ProcessSettings()
@@ -35,7 +40,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         config.load_initial()
     # FastAPI's own /openapi.json and /docs are off: ``routes.docs`` serves both (the document
     # per listener, the page with assets from the image).
-    app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open,
+    app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open, description=DESCRIPTION,
                   openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(deps.writes_open)])
     app.state.services = Services(settings, secrets, config)
     metrics.count_kinds(metrics.TASKS_CREATED)
