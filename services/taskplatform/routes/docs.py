@@ -60,7 +60,8 @@ async def docs_asset(name: str):
 
 
 def add_routes(routes: APIRouter) -> None:
-    """Public, and not operations of the API: left out of the document they serve."""
-    routes.add_api_route(OPENAPI_PATH, openapi_document, methods=["GET"], include_in_schema=False, **public())
-    routes.add_api_route(DOCS_PATH, docs_page, methods=["GET"], include_in_schema=False, **public())
+    """Public, and not operations of the API: left out of the document they serve. HEAD too, as
+    FastAPI's own /openapi.json answered it."""
+    routes.add_api_route(OPENAPI_PATH, openapi_document, methods=["GET", "HEAD"], include_in_schema=False, **public())
+    routes.add_api_route(DOCS_PATH, docs_page, methods=["GET", "HEAD"], include_in_schema=False, **public())
     routes.add_api_route(f"{ASSETS_PATH}/{{name}}", docs_asset, methods=["GET"], include_in_schema=False, **public())
