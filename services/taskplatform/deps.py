@@ -56,13 +56,10 @@ async def principal_of(request: Request,
     return principal
 
 
-async def tenant(principal: Annotated[Principal, Depends(principal_of)]) -> str:
-    return principal.tenant
-
-
-async def rate_limited_tenant(request: Request, tenant_id: Annotated[str, Depends(tenant)]) -> str:
+async def rate_limited_tenant(request: Request, principal: Annotated[Principal, Depends(principal_of)]) -> str:
     """The tenant, within its requests per minute (429 with Retry-After beyond them), counted in
     Redis per minute across every API process."""
+    tenant_id = principal.tenant
     services = services_of(request)
     limit = services.config.config.rate_limit_per_minute
     now = time.time()
