@@ -92,6 +92,9 @@ class ProcessSettings(BaseSettings):
     jwt_issuer: str = "shipyard"
     jwt_audience: str = "taskplatform"
     jwt_keys_refresh_seconds: float = Field(1.0, gt=0)
+    # An API process keeps a looked-up API key this long: a revoked key is refused by every
+    # process within it (``taskplatform.api_keys``).
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=300)
     # Task kinds (``taskplatform.kinds``): these modules (import paths, comma-separated), plus
     # every module installed distributions name in the entry-point group ``taskplatform.kinds``.
     # The demo kinds by default; empty: the entry points alone.
