@@ -26,7 +26,10 @@ class CreateApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"name": "ci-deployer", "scopes": ["tasks:read", "tasks:write"], "expires_in_seconds": 2592000}]})
 
-    name: str = Field(min_length=1, max_length=api_keys.NAME_MAX_LENGTH, description="what the key is for")
+    # The pattern only documents what _storable checks (PostgreSQL text holds no NUL): the OpenAPI
+    # promises no more than the API accepts.
+    name: str = Field(min_length=1, max_length=api_keys.NAME_MAX_LENGTH, description="what the key is for",
+                      json_schema_extra={"pattern": "^[^\\x00]*$"})
     scopes: list[str] = Field(min_length=1, json_schema_extra={"items": {"enum": list(ALL)}},
                               description=f"what the key may do: any of {', '.join(ALL)}")
     expires_in_seconds: int | None = Field(None, ge=60, le=MAX_TTL_SECONDS,
