@@ -1,11 +1,11 @@
 """Vault: ``vault.servers`` OpenBao servers (a Vault-API server) holding the environment's secrets.
 
-In progress (issue 20, docs/secrets.md "Vault (in progress)"): ``vault.enabled`` is off in every
-inventory, so nothing deployed runs it yet. What is here: the service, its rendered server config,
+On in every inventory; the services do not read from it yet (docs/secrets.md, "Vault"). What is here: the service, its rendered server config,
 its image recipe, its TLS (certificates.py: the held CA, and the servers' bundle issued from it as
 the secret ``vault_tls``), the access each service gets (access.py, pure), the idempotent bootstrap
-that puts it into a running server (bootstrap.py, hvac) and `make vault-init` around it (setup.py:
-init with the keys age-encrypted, unseal, bootstrap), proven by tests/vault/ against a real
+that puts it into a running server (bootstrap.py, hvac) and the step `make up` runs after every
+rollout around it (setup.py, also `make vault-init`: init with the keys age-encrypted, unseal,
+bootstrap as the deployer), proven by tests/vault/ against a real
 ``bao server``.
 
 Storage is integrated raft: one server in ``local`` and ``ci``, three in ``production`` (one per
