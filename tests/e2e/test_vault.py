@@ -132,8 +132,11 @@ def test_a_restarted_server_is_sealed_and_the_next_deploy_unseals_it(settings):
         assert time.monotonic() < deadline, status.stdout + status.stderr
         time.sleep(0.5)
     assert status.returncode == 1
+    shown = run_shipyard("status", "--env", settings.name).stdout
+    assert "SEALED (unseal progress 0/3; the next `make up` unseals it)" in shown, shown
     up = run_shipyard("up", "--env", settings.name)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     assert "shipyard: vault: unsealed vault-1" in up.stdout
     assert "vault: nothing to change" in up.stdout
     assert run_shipyard("vault-status", "--env", settings.name).returncode == 0
+    assert "unsealed, leader" in run_shipyard("status", "--env", settings.name).stdout

@@ -219,3 +219,19 @@ def test_the_servers_tls_bundle_is_issued_from_the_held_ca_for_every_server(repo
     secretstore.rotate(tmp_path, "production", "vault_tls", environ)
     again = secretstore.load_or_create(tmp_path, "production", environ)["vault_tls"].value
     assert again != bundle and x509.load_pem_x509_certificates(again.encode())[1] == ca
+
+
+@pytest.mark.parametrize("answer, code, line", [
+    ({"initialized": True, "sealed": False, "is_self": True, "version": "2.7.2"}, 0, "unsealed, leader, OpenBao 2.7.2"),
+    ({"initialized": True, "sealed": False, "is_self": False, "version": "2.7.2"}, 0, "unsealed, standby, OpenBao 2.7.2"),
+    ({"initialized": True, "sealed": True, "progress": 1, "t": 3}, 2,
+     "SEALED (unseal progress 1/3; the next `make up` unseals it)"),
+    ({"initialized": False, "sealed": True}, 2, "not initialised (the next `make up` initialises it)"),
+    (None, 1, "no answer from its API"),
+])
+def test_make_status_says_each_servers_seal_state_and_role(answer, code, line):
+    import json
+    from shipyard.components.vault.status import describe_one
+
+    output = json.dumps(answer).encode() if answer is not None else b"Error checking seal status: connection refused"
+    assert describe_one(output, code) == line

@@ -48,6 +48,12 @@ def _issue_tls_bundle(repo: Path, env: str, environ: dict[str, str] | None) -> s
     return certificates.issue_bundle(repo, env, environ)
 
 
+def _describe(settings, containers):
+    from shipyard.components.vault.status import describe  # the status's JSON: only when asked
+
+    return describe(settings, containers)
+
+
 def runs(settings) -> bool:
     return settings.vault.enabled
 
@@ -116,4 +122,5 @@ COMPONENT = Component(
     issued_secrets={TLS_BUNDLE: _issue_tls_bundle},
     commands=COMMANDS,
     after_rollout=after_rollout,
+    describe=_describe,
 )
