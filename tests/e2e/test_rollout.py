@@ -34,6 +34,8 @@ def test_status_and_plan_describe_the_rolled_out_environment(env_name):
     assert any(line.split()[0] in ("postgres", "postgres-replica-1") and "primary, streaming to" in line
                for line in lines if len(line.split()) > 1), status.stdout
     assert "agrees; 3 of 3 Sentinels" in status.stdout and "drift from the render: none" in status.stdout
+    worker_row = next(line for line in lines if line.split()[:1] == [worker] and " healthy " in line)
+    assert re.search(r"queue: \d+ queued \(oldest \d+ s\), \d+ scheduled, \d+ running, \d+ dead", worker_row), worker_row
     plan = run_shipyard("plan", "--env", env_name)
     assert plan.returncode == 0 and plan.stdout.rstrip().endswith("nothing to do"), plan.stdout + plan.stderr
     changed = run_shipyard("plan", "--env", env_name, env_extra={"SHIPYARD_REDIS__QUORUM": "3"})
