@@ -18,7 +18,7 @@ from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
 from taskplatform.request_context import RequestContext
-from taskplatform.routes import ops, tasks
+from taskplatform.routes import ops, schedules, tasks
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
 from taskplatform.secrets import FileSecretSource, SecretSource
@@ -45,6 +45,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # On the app's own router, not included ones: FastAPI 0.165 matches a request to an included
     # router twice, ~15-20 µs of CPU on every request.
     tasks.add_routes(app.router, settings.api_max_page_size, settings.api_max_delay_seconds)
+    schedules.add_routes(app.router, settings.api_max_page_size)
     ops.add_routes(app.router)
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import limits, metrics, queue, store
+from taskplatform import limits, metrics, queue, schedules, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -23,6 +23,7 @@ class Services:
         self.auth = Authenticator(LiveKeySet(secrets, settings.jwt_keys_refresh_seconds),
                                   settings.jwt_issuer, settings.jwt_audience)
         self.store: store.TaskStore | None = None
+        self.schedules: schedules.ScheduleStore | None = None
         self.redis = None
         self._pools = []
         self._watch: asyncio.Task | None = None
@@ -44,6 +45,7 @@ class Services:
         pool = await self._pool("read-write")
         read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
         self.store = store.TaskStore(pool, read_pool)
+        self.schedules = schedules.ScheduleStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.supervise())
