@@ -127,6 +127,14 @@ def _schedule_body_schema(schema: dict, model: type[_Recurring]) -> None:
         schema["required"] = [*schema.get("required", []), "payload"]
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON number without a fraction (``60`` or ``60.0``, both integers to JSON Schema); not
+    text, not a boolean, which pydantic's lax mode would turn into one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a whole number of seconds, e.g. 60")
+    return value
+
+
 class _Recurring(BaseModel):
     """A schedule's body: when its tasks are made (the kind and payload fields are added per kind).
     ``cron``, ``timezone`` and ``interval_seconds`` are left out, never null (None: left out).
@@ -139,7 +147,7 @@ class _Recurring(BaseModel):
         "lists, names, L, W, #), evaluated in `timezone`; not with interval_seconds"))
     timezone: str = Field(None, min_length=1, max_length=64, pattern="^[^\\x00]*$", description=(
         "the IANA time zone of `cron` (default UTC), e.g. Europe/Paris"))
-    interval_seconds: int = Field(None, ge=1, le=31_536_000, strict=True, description=(
+    interval_seconds: Annotated[int, BeforeValidator(_json_integer)] = Field(None, ge=1, le=31_536_000, description=(
         "every this many seconds from the schedule's creation; not with cron"))
     catchup: recurrence.Catchup = Field("latest", description=(
         "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "
