@@ -66,7 +66,8 @@ class Worker:
         self.kind_runner = kinds.Runner(settings.kind_threads)
         self.stuck_threads = 0
         metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
-        metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD, metrics.SCHEDULES_FIRED)
+        metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD, metrics.SCHEDULES_FIRED,
+                            metrics.TASKS_DELETED)
         for policy in recurrence.CATCHUP_POLICIES:
             metrics.SCHEDULE_OCCURRENCES_SKIPPED.labels(catchup=policy)
         metrics.set_release(settings.release_colour, settings.build_version)
@@ -225,6 +226,7 @@ class Worker:
             await self._reclaim(stream)
         for task_id in await self.store.due_retries() + await self.store.due_scheduled() + await self._fire_schedules():
             await queue.enqueue(self.redis, str(task_id))
+        await self._retain()
         for stream in self.streams:
             forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds,
                                                           stream)
@@ -246,6 +248,18 @@ class Worker:
         for schedule_id, why in firing.unreadable.items():
             log.warning("schedule not fired", extra={"schedule_id": str(schedule_id), "reason": why})
         return firing.task_ids
+
+    async def _retain(self) -> None:
+        """Retention: one batch of finished tasks past their period deleted (``delete_finished``),
+        when the runtime config gives one. A batch per pass, so a backlog of expired tasks (the
+        first run after retention is set) is worked off in short statements, never one long one."""
+        cfg = self.config.config
+        if not cfg.retains():
+            return
+        deleted = await self.store.delete_finished(cfg.retention_seconds, cfg.retention_seconds_by_kind,
+                                                   cfg.retention_seconds_by_tenant)
+        for kind, count in collections.Counter(metrics.kind_label(kind) for kind in deleted).items():
+            metrics.TASKS_DELETED.labels(kind=kind).inc(count)
 
     async def _reclaim(self, stream: str) -> None:
         """Messages of ``stream`` pending under another consumer for ``claim_idle_seconds`` (its

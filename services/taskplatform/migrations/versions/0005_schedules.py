@@ -53,6 +53,8 @@ def upgrade() -> None:
             PRIMARY KEY (schedule_id, occurrence_at)
         )
     """)
+    # Retention deletes a task's occurrence record with the task.
+    op.execute("CREATE INDEX IF NOT EXISTS schedule_occurrences_task ON schedule_occurrences (task_id)")
 
 
 def downgrade() -> None:
