@@ -121,11 +121,15 @@ def due(recurrence: Recurrence, next_run_at: dt.datetime, now: dt.datetime, catc
 
 
 def _since(recurrence: Recurrence, since: dt.datetime, now: dt.datetime):
-    """Occurrences in [since, now], newest first."""
+    """Occurrences in [since, now], newest first. ``since`` (the schedule's ``next_run_at``) is
+    one, found going forward: should going back not find it (a local time the clocks skip), it
+    comes last all the same, so it is never lost."""
     for at in recurrence.at_or_before(now):
-        if at < since:
-            return
+        if at <= since:
+            break
         yield at
+    if since <= now:
+        yield since
 
 
 def _count_older(recurrence: Recurrence, since: dt.datetime, oldest_kept: dt.datetime) -> int:

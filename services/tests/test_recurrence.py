@@ -35,6 +35,12 @@ def test_a_skipped_local_time_fires_once_at_the_jump_and_a_repeated_one_once():
     assert half_past_two.first_after(first) == utc(2026, 10, 26, 1, 30)
 
 
+@pytest.mark.parametrize("occurrence", [utc(2026, 3, 29, 1), utc(2026, 10, 25, 0, 30)])
+def test_a_pass_at_a_daylight_saving_change_fires_its_occurrence(occurrence):
+    plan = due(Cron("30 2 * * *", PARIS), occurrence, occurrence + dt.timedelta(seconds=0.3), "latest")
+    assert plan.fire == [occurrence] and plan.skipped == 0 and plan.next_run_at > occurrence
+
+
 def test_first_after_is_strictly_after_and_at_or_before_includes_the_instant():
     hourly = Cron("0 * * * *", UTC)
     assert hourly.first_after(utc(2026, 1, 1, 10)) == utc(2026, 1, 1, 11)
