@@ -102,19 +102,6 @@ def test_concurrency_follows_the_live_config(workers, tenant, runtime_config):
     assert 1 <= most_running <= 2  # two workers, one slot each (and the sampling did see them run)
 
 
-def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, workers):
-    for proc in workers:  # only the new worker below may take the task
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    worker = platform.start_worker()
-    wait_worker_ready(worker)
-    task_id = tenant.create("sleep", {"seconds": 1.5}).json()["id"]
-    tenant.wait_for(task_id, statuses=("running",), timeout=10)
-    os.killpg(worker.pid, signal.SIGTERM)
-    assert worker.wait(30) == 0
-    assert tenant.get(task_id).json()["status"] == "succeeded"
-
-
 def test_workers_delete_finished_tasks_past_the_retention_of_the_runtime_config(workers, tenant, platform,
                                                                                  runtime_config):
     import psycopg
@@ -131,3 +118,17 @@ def test_workers_delete_finished_tasks_past_the_retention_of_the_runtime_config(
         assert time.monotonic() < deadline, "the expired task is still there after 10 s"
         time.sleep(0.05)
     assert tenant.get(kept["id"]).json()["status"] == "succeeded"  # finished just now: kept
+
+
+def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, workers):
+    for proc in workers:  # only the new worker below may take the task
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    worker = platform.start_worker()
+    wait_worker_ready(worker)
+    task_id = tenant.create("sleep", {"seconds": 1.5}).json()["id"]
+    tenant.wait_for(task_id, statuses=("running",), timeout=10)
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert tenant.get(task_id).json()["status"] == "succeeded"
+
