@@ -3,6 +3,7 @@ which validates and renders before any host is touched, fetches the wheelhouse o
 holds the environment's lock.
 
     pyinfra -y inventories/<env>.py deploy.py --data shipyard_env=<env> [--data shipyard_wheelhouse=DIR]
+        [--data shipyard_pinned_wheels=DIR]
 """
 
 import time
@@ -58,7 +59,8 @@ version = state.versions[starting] if starting else state.live_version
 keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
 ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
 ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
-              remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"))
+              remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"),
+              wheels_dir=host.data.get("shipyard_pinned_wheels"))
 if starting and state.versions[starting] == state.newest:
     # Before a release's migrations (a rollback runs none): each component's check of the new
     # version against the live one.

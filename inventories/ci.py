@@ -14,9 +14,8 @@ SHIPYARD = {
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
               "grafana_http": 13000, "vault_https": 18200},
     "consul": {"servers": 3},
-    # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
-    # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
-    "vault": {"enabled": False},
+    # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
+    "vault": {"enabled": True},
     "health": {"data_timeout_s": 120, "app_timeout_s": 120, "edge_timeout_s": 60},
     # Short waits so that tests/e2e/test_alerts.py proves an alert's whole path in well under
     # two minutes; a real environment keeps the defaults.

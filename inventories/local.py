@@ -14,9 +14,8 @@ SHIPYARD = {
     "network": {"subnet": "10.213.1.0/24"},
     "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
               "postgres": 5432, "redis": 6379, "consul_http": 8500, "prometheus_http": 9090, "alertmanager_http": 9093},
-    # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
-    # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
-    "vault": {"enabled": False},
+    # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
+    "vault": {"enabled": True},
 }
 
 _this_machine = [("@local", {"shipyard_host": "local"})]

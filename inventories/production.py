@@ -16,10 +16,9 @@ SHIPYARD = {
     "runtime": {"rate_limit_per_minute": 1200, "worker_concurrency": 8},
     # Three servers, one per control host: a raft quorum that survives the loss of one host.
     "consul": {"servers": 3},
-    # Vault (OpenBao, issue 20): off until the deploy initialises, unseals and bootstraps it
-    # (docs/secrets.md, "Vault (in progress)"); nothing deployed changes while it is off.
-    # Three servers then, one per control host, like Consul's.
-    "vault": {"enabled": False, "servers": 3},
+    # Vault (OpenBao): initialised, unsealed and bootstrapped by every deploy (docs/secrets.md);
+    # three servers, one per control host, like Consul's.
+    "vault": {"enabled": True, "servers": 3},
 }
 
 _deploy = {"ssh_user": "deploy"}

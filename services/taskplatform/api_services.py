@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import limits, metrics, queue, schedules, store
+from taskplatform import api_keys, limits, metrics, queue, schedules, store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -24,6 +24,8 @@ class Services:
                                   settings.jwt_issuer, settings.jwt_audience)
         self.store: store.TaskStore | None = None
         self.schedules: schedules.ScheduleStore | None = None
+        self.api_keys: api_keys.ApiKeyVerifier | None = None
+        self.api_key_store: api_keys.ApiKeyStore | None = None
         self.redis = None
         self._pools = []
         self._watch: asyncio.Task | None = None
@@ -46,6 +48,9 @@ class Services:
         read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
         self.store = store.TaskStore(pool, read_pool)
         self.schedules = schedules.ScheduleStore(pool)
+        # The primary's pool: a key revoked a moment ago must not be found on a lagging replica.
+        self.api_key_store = api_keys.ApiKeyStore(pool)
+        self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         self._watch = asyncio.create_task(self.config.supervise())

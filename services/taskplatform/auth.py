@@ -6,6 +6,10 @@ The secret holds either a key set, JSON ``{"keys": [{"kid": "2026-11", "k": "<se
 (the first key is the one to sign new tokens with; the others are still accepted), or — as
 deployments made before key sets hold it — a plain key, which is a set of one key whose kid is
 ``legacy_kid(key)``; a token without a ``kid`` is accepted only while the set has one key.
+
+A token's ``scope`` claim (space-separated names, ``scopes``) says what it may do. A token
+without one has every scope: tokens minted before scopes existed (machine identities, the
+release's smoke test) keep working; ``taskplatform token`` always writes the claim.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from taskplatform import scopes
 from taskplatform.errors import ApiError
 from taskplatform.secrets import SecretError, SecretSource
 from taskplatform.storable import unstorable_text
@@ -73,11 +78,15 @@ class KeySet:
             return next(iter(self.keys.values())) if len(self.keys) == 1 else None
         return self.keys.get(kid)
 
-    def issue(self, subject: str, issuer: str, audience: str, ttl_seconds: float = 3600) -> str:
-        """A token signed with the signing key (for tests, benchmarks and tools: the API only verifies)."""
+    def issue(self, subject: str, issuer: str, audience: str, ttl_seconds: float = 3600,
+              scope_names: tuple[str, ...] | None = None) -> str:
+        """A token signed with the signing key (for tests, benchmarks and tools: the API only
+        verifies); ``scope_names`` None writes no ``scope`` claim (every scope)."""
         now = int(time.time())
-        return jwt.encode({"sub": subject, "iss": issuer, "aud": audience, "iat": now, "exp": now + int(ttl_seconds)},
-                          self.keys[self.signing_kid], algorithm=ALGORITHM, headers={"kid": self.signing_kid})
+        claims = {"sub": subject, "iss": issuer, "aud": audience, "iat": now, "exp": now + int(ttl_seconds)}
+        if scope_names is not None:
+            claims["scope"] = scopes.scope_claim(scopes.parse_scopes(list(scope_names)))
+        return jwt.encode(claims, self.keys[self.signing_kid], algorithm=ALGORITHM, headers={"kid": self.signing_kid})
 
 
 class LiveKeySet:
@@ -148,26 +157,24 @@ def _kid(token: str) -> object:
 class Authenticator:
     def __init__(self, keys: LiveKeySet, issuer: str, audience: str):
         self.keys, self.issuer, self.audience = keys, issuer, audience
-        self._verified: dict[str, tuple[str, float]] = {}  # token -> (tenant, exp)
+        self._verified: dict[str, tuple[scopes.Principal, float]] = {}  # token -> (principal, exp)
         self._verified_with: KeySet | None = None
 
-    def tenant(self, token: str | None) -> str:
-        """The tenant (``sub``) of a valid bearer token (None: no bearer token sent), else ``ApiError`` 401."""
-        if not token:
-            raise unauthorized("send Authorization: Bearer <JWT signed with a platform key>")
+    def principal(self, token: str) -> scopes.Principal:
+        """The tenant (``sub``) and scopes of a valid JWT, else ``ApiError`` 401."""
         keys = self.keys.current()
         if keys is not self._verified_with:
             self._verified.clear()
             self._verified_with = keys
         if (hit := self._verified.get(token)) is not None and time.time() < hit[1]:
             return hit[0]
-        tenant, expires = self._verify(token, keys)
+        principal, expires = self._verify(token, keys)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (tenant, expires)
-        return tenant
+        self._verified[token] = (principal, expires)
+        return principal
 
-    def _verify(self, token: str, keys: KeySet) -> tuple[str, float]:
+    def _verify(self, token: str, keys: KeySet) -> tuple[scopes.Principal, float]:
         if len(token) > TOKEN_MAX_LENGTH:
             raise unauthorized(f"the token is longer than {TOKEN_MAX_LENGTH} characters")
         kid = _kid(token)
@@ -184,4 +191,17 @@ class Authenticator:
         # The tenant is stored as text: it must be text PostgreSQL takes (no NUL, no lone surrogate).
         if not isinstance(subject, str) or not 0 < len(subject) <= TENANT_MAX_LENGTH or unstorable_text(subject):
             raise unauthorized(f"the token's subject must be a tenant name of 1 to {TENANT_MAX_LENGTH} characters")
-        return subject, claims["exp"]
+        return scopes.Principal(subject, _scopes_of(claims), "jwt"), claims["exp"]
+
+
+def _scopes_of(claims: dict) -> frozenset[str]:
+    """The token's ``scope`` claim as a set; absent: every scope (tokens from before scopes)."""
+    if "scope" not in claims:
+        return frozenset(scopes.ALL)
+    claim = claims["scope"]
+    if not isinstance(claim, str):
+        raise unauthorized("the token's scope claim must be a string of space-separated scope names")
+    try:
+        return scopes.parse_scopes(claim.split())
+    except scopes.ScopeError as exc:
+        raise unauthorized(f"the token's scope claim: {exc}") from None

@@ -1,4 +1,5 @@
-"""`taskplatform api | worker | migrate | migrations | healthcheck api|worker | smoke` — the container commands."""
+"""`taskplatform api | worker | migrate | migrations | healthcheck api|worker | smoke | token` — the container
+commands."""
 
 from __future__ import annotations
 
@@ -124,6 +125,44 @@ def _smoke(settings: ProcessSettings, args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+# An operator's token is for a person or a job to start with (e.g. to create the tenant's API
+# keys): a day by default, 30 days at most; machine identities get theirs from their issuer.
+TOKEN_DEFAULT_TTL_SECONDS = 86400
+TOKEN_MAX_TTL_SECONDS = 30 * 86400
+
+
+def _token(settings: ProcessSettings, args: argparse.Namespace) -> int:
+    """A JWT for ``--tenant`` signed with the key set's signing key, on stdout alone (for a
+    pipe); a refusal on stderr names the option and what to give. Nothing is logged."""
+    import sys
+
+    from taskplatform import auth, scopes
+    from taskplatform.secrets import FileSecretSource, SecretError
+    from taskplatform.storable import unstorable_text
+
+    names = list(scopes.ALL) if args.scopes is None else [n.strip() for n in args.scopes.split(",") if n.strip()]
+    problem = None
+    if not 0 < len(args.tenant) <= auth.TENANT_MAX_LENGTH or unstorable_text(args.tenant):
+        problem = f"--tenant: a tenant name of 1 to {auth.TENANT_MAX_LENGTH} characters (no NUL), got {args.tenant!r}"
+    elif not 0 < args.ttl <= TOKEN_MAX_TTL_SECONDS:
+        problem = f"--ttl: seconds in (0, {TOKEN_MAX_TTL_SECONDS}], got {args.ttl:g}"
+    elif not names:
+        problem = f"--scopes: name at least one of {','.join(scopes.ALL)}"
+    try:
+        if problem is None:
+            scopes.parse_scopes(names)
+            keys = auth.KeySet.parse(FileSecretSource(settings.secrets_dir).get(auth.SECRET_NAME))
+    except scopes.ScopeError as exc:
+        problem = f"--scopes: {exc}"
+    except (SecretError, auth.KeySetError) as exc:  # their messages never quote the key
+        problem = f"the key set {auth.SECRET_NAME} in {settings.secrets_dir}: {exc}"
+    if problem is not None:
+        print(f"taskplatform token: {problem}", file=sys.stderr)
+        return 2
+    print(keys.issue(args.tenant, settings.jwt_issuer, settings.jwt_audience, args.ttl, tuple(names)), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskplatform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     smoke.add_argument("--preview-header", action="store_true",
                        help="send X-Shipyard-Preview: 1 itself (tests calling the API directly; the edge's "
                             "preview server sets it)")
+    token = sub.add_parser("token", help="print a JWT for a tenant, signed with this container's key set "
+                                         "(jwt_signing_key), with the API's issuer and audience")
+    token.add_argument("--tenant", required=True, help="the tenant (the token's sub)")
+    token.add_argument("--scopes", help="comma-separated, of tasks:read, tasks:write, schedules:write, "
+                                        "webhooks:write, admin (default: every scope)")
+    token.add_argument("--ttl", type=float, default=TOKEN_DEFAULT_TTL_SECONDS,
+                       help=f"seconds until it expires ({TOKEN_DEFAULT_TTL_SECONDS}; at most {TOKEN_MAX_TTL_SECONDS})")
     sub.add_parser("migrations", help="the migrations this release carries and the destructive ones, as JSON "
                                       "(a release compares them with the live version's)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
@@ -169,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return _consul_setup(settings)
     if args.command == "smoke":
         return _smoke(settings, args)
+    if args.command == "token":
+        return _token(settings, args)
     return 2
 
 

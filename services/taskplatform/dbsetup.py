@@ -2,7 +2,12 @@
 
 Run once per deploy, before migrations, as the database's superuser (the only process that
 gets its password): the migrator role owns the schema and what migrations create; the app role
-(API and workers) may read and write rows, nothing else — no DDL, no superuser. Idempotent:
+(API and workers) may read and write rows, nothing else — no DDL, no superuser. The issuer role
+(when its password is given: Vault's database engine connects as it) makes short-lived members of
+those two and drops them: CREATEROLE, both roles WITH ADMIN OPTION, pg_signal_backend (it ends
+an expired member's sessions) — never a superuser. It inherits what it is granted (PostgreSQL 15
+cannot inherit pg_signal_backend alone; 16's GRANT ... WITH INHERIT FALSE could), which gives it
+no more than it could take by making itself a member. Idempotent:
 roles are created or have their password set again; objects created before this job existed
 (owned by the superuser) are handed to the migrator; default privileges give the app role
 whatever later migrations create. Like docker-elk's setup job for Elasticsearch users.
@@ -13,7 +18,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from taskplatform.secrets import SecretSource
+from taskplatform.secrets import SecretSource, optional
 from taskplatform.settings import ProcessSettings
 
 _OBJECTS = (("r", "TABLE"), ("p", "TABLE"), ("v", "VIEW"), ("S", "SEQUENCE"))
@@ -62,4 +67,19 @@ def setup(settings: ProcessSettings, secrets: SecretSource) -> list[str]:
             done.append(f"{keyword.lower()} {name} now owned by {migrator}")
         cur.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}").format(**ident))
         cur.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}").format(**ident))
+        issuer_password = optional(secrets, "issuer_password")
+        if issuer_password:
+            done.append(_issuer(cur, settings.pg_issuer_role, issuer_password, ident))
     return done + [f"roles {migrator} (schema owner) and {app} (rows only) ready in {database}"]
+
+
+def _issuer(cur, name: str, password: str, ident: dict) -> str:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    verb = "ALTER" if cur.fetchone() else "CREATE"
+    cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB CREATEROLE NOREPLICATION INHERIT PASSWORD {}").format(
+        sql.SQL(verb), sql.Identifier(name), sql.Literal(password)))
+    issuer = sql.Identifier(name)
+    cur.execute(sql.SQL("GRANT {migrator}, {app} TO {issuer} WITH ADMIN OPTION").format(issuer=issuer, **ident))
+    cur.execute(sql.SQL("GRANT pg_signal_backend TO {issuer}").format(issuer=issuer))
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {db} TO {issuer}").format(issuer=issuer, **ident))
+    return f"role {name} may make and drop members of {ident['migrator'].as_string(cur)}, {ident['app'].as_string(cur)}"

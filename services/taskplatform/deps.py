@@ -13,15 +13,18 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskplatform import colours, gates
+from taskplatform import api_keys, colours, gates
 from taskplatform.api_services import Services
+from taskplatform.auth import unauthorized
 from taskplatform.errors import ApiError
+from taskplatform.scopes import Principal
 
 log = logging.getLogger("taskplatform.api")
 
 # The OpenAPI's security scheme; a missing or malformed header is the authenticator's to refuse
 # (401 in the one error shape), not FastAPI's.
-bearer = HTTPBearer(auto_error=False, description="a JWT (HS256) signed with a key of the platform's key set")
+bearer = HTTPBearer(auto_error=False, description="an API key (`sy_<id>_<secret>`, made with POST /v1/api-keys) "
+                                                   "or a JWT (HS256) signed with a key of the platform's key set")
 
 
 def services_of(request: Request) -> Services:
@@ -36,17 +39,27 @@ async def writes_open(request: Request) -> None:
     gates.check_writes_open(services_of(request).config.config, request.method, request.scope["path"])
 
 
-async def tenant(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
-    """The tenant the bearer token names (401 without a valid one); kept in the scope for the
-    access log."""
-    tenant_id = services_of(request).auth.tenant(credentials.credentials if credentials else None)
-    request.scope["tenant"] = tenant_id
-    return tenant_id
+async def principal_of(request: Request,
+                       credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+    """Who sends the request: the tenant and scopes of its API key or JWT (401 without a valid
+    one). The tenant and credential (a key's id, never its secret) are kept for the access log."""
+    token = credentials.credentials if credentials else None
+    if not token:
+        raise unauthorized("send Authorization: Bearer <API key sy_...> or <JWT signed with a platform key>")
+    services = services_of(request)
+    if api_keys.looks_like_key(token):
+        principal = await services.api_keys.principal(token)
+    else:
+        principal = services.auth.principal(token)
+    request.scope["tenant"] = principal.tenant
+    request.scope["credential"] = principal.credential
+    return principal
 
 
-async def rate_limited_tenant(request: Request, tenant_id: Annotated[str, Depends(tenant)]) -> str:
+async def rate_limited_tenant(request: Request, principal: Annotated[Principal, Depends(principal_of)]) -> str:
     """The tenant, within its requests per minute (429 with Retry-After beyond them), counted in
     Redis per minute across every API process."""
+    tenant_id = principal.tenant
     services = services_of(request)
     limit = services.config.config.rate_limit_per_minute
     now = time.time()
@@ -72,4 +85,5 @@ def task_stream(request: Request) -> str:
 
 
 RateLimitedTenant = Annotated[str, Depends(rate_limited_tenant)]
+Caller = Annotated[Principal, Depends(principal_of)]
 TaskStream = Annotated[str, Depends(task_stream)]

@@ -42,8 +42,9 @@ _MEANINGS = {
     400: "Bad request: a cursor this API did not return (`invalid_cursor`), a `run_at` further ahead than "
          "TASKS_API_MAX_DELAY_SECONDS (`run_at_too_far`), a cron expression cron cannot evaluate or a time "
          "zone that does not exist (`invalid_schedule`)",
-    401: "Missing, malformed, expired or foreign bearer token (`unauthorized`)",
-    404: "No such task or schedule for this tenant, or no such path (`not_found`)",
+    401: "Missing, malformed, expired, revoked or foreign bearer token or API key (`unauthorized`)",
+    403: "The credential lacks the scope this operation needs (`forbidden`; the message names it)",
+    404: "No such task, schedule or API key for this tenant, or no such path (`not_found`)",
     405: "Method not allowed on this path (`method_not_allowed`; `Allow` lists the allowed ones)",
     409: "Conflicting state: the task is not in a state that allows this (`conflict`), the "
          "Idempotency-Key was used for another request (`idempotency_key_reused`), or the runtime "
@@ -63,10 +64,10 @@ def documented(*statuses: int) -> dict[int, dict]:
 
 
 # What a route can be refused with besides its own errors: every route but the unlimited ones
-# may be refused for overload (503); a tenant's routes need a token (401), are rate limited
-# (429) and need the database (503 database_unavailable too).
+# may be refused for overload (503); a tenant's routes need a credential (401) with the route's
+# scope (403), are rate limited (429) and need the database (503 database_unavailable too).
 LIMITED = (503,)
-TENANT = (401, 422, 429, 503)
+TENANT = (401, 403, 422, 429, 503)
 
 
 def assign_request_id(scope) -> str:

@@ -55,6 +55,7 @@ class RequestContext:
         metrics.REQUEST_LATENCY.labels(route=route_path).observe(latency)
         metrics.REQUESTS.labels(route=route_path, status=str(status)).inc()
         if route_path not in ("/health", "/health/ready", "/metrics"):
-            log.info("request", extra={"request_id": request_id, "tenant": scope.get("tenant"), "route": route_path,
+            log.info("request", extra={"request_id": request_id, "tenant": scope.get("tenant"),
+                                       "credential": scope.get("credential"), "route": route_path,
                                        "method": scope["method"], "status": status,
                                        "latency_ms": round(latency * 1000, 2)})

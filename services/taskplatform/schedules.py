@@ -1,6 +1,6 @@
 """PostgreSQL: a tenant's schedules (create, read, list, pause, resume, delete) and the firing
 pass the workers run (``ScheduleStore.fire_due``), which creates one task per occurrence
-however many firers run at once or die mid-way (migration 0005 says how)."""
+however many firers run at once or die mid-way (migration 0006 says how)."""
 
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ class ProcessSettings(BaseSettings):
     pg_admin_user: str = "postgres"
     pg_migrator_role: str = "tasks_migrator"
     pg_app_role: str = "tasks_app"
+    pg_issuer_role: str = "tasks_issuer"  # db-setup: makes members of the two above (Vault)
     pg_hosts: str = Field("", description="comma-separated host:port of every PostgreSQL node: writes go to the "
                                           "one that accepts them, lag-tolerant reads prefer a replica; "
                                           "empty = pg_host:pg_port alone")
@@ -91,6 +92,9 @@ class ProcessSettings(BaseSettings):
     jwt_issuer: str = "shipyard"
     jwt_audience: str = "taskplatform"
     jwt_keys_refresh_seconds: float = Field(1.0, gt=0)
+    # An API process keeps a looked-up API key this long: a revoked key is refused by every
+    # process within it (``taskplatform.api_keys``).
+    api_key_cache_seconds: float = Field(5.0, ge=0, le=300)
     # Task kinds (``taskplatform.kinds``): these modules (import paths, comma-separated), plus
     # every module installed distributions name in the entry-point group ``taskplatform.kinds``.
     # The demo kinds by default; empty: the entry points alone.

@@ -119,12 +119,13 @@ class Redis:
             self.process.wait(10)
 
 
-def token_for(key_file: Path, subject: str, ttl_seconds: float = 3600) -> str:
+def token_for(key_file: Path, subject: str, ttl_seconds: float = 3600, scopes: tuple[str, ...] | None = None) -> str:
     """A token signed with the signing key of a key set file, for the API's default issuer and
-    audience (tests, benchmarks and drills mint their tokens here)."""
+    audience (tests, benchmarks and drills mint their tokens here); ``scopes`` None: no
+    ``scope`` claim, every scope."""
     defaults = ProcessSettings.model_fields
     return auth.KeySet.parse(key_file.read_text()).issue(subject, defaults["jwt_issuer"].default,
-                                                          defaults["jwt_audience"].default, ttl_seconds)
+                                                          defaults["jwt_audience"].default, ttl_seconds, scopes)
 
 
 def write_secrets(directory: Path, pg: Postgres, redis: Redis, jwt_key: str) -> None:
@@ -168,9 +169,9 @@ class Platform:
     def config_file(self) -> Path:
         return self.root / "runtime.json"
 
-    def token(self, subject: str, ttl_seconds: float = 3600) -> str:
+    def token(self, subject: str, ttl_seconds: float = 3600, scopes: tuple[str, ...] | None = None) -> str:
         """A bearer token for ``subject``, as the platform's token issuer would sign it."""
-        return token_for(self.secrets_dir / auth.SECRET_NAME, subject, ttl_seconds)
+        return token_for(self.secrets_dir / auth.SECRET_NAME, subject, ttl_seconds, scopes)
 
     def env(self, **extra) -> dict[str, str]:
         env = dict(os.environ)

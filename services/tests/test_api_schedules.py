@@ -153,3 +153,20 @@ def test_the_openapi_documents_the_schedule_routes_and_bodies(api_url):
     body = doc["components"]["schemas"]["CreateSleepSchedule"]
     assert "payload" in body["required"] and len(body["oneOf"]) == 2
     assert "400" in doc["paths"]["/v1/schedules"]["post"]["responses"]
+
+
+def test_changing_schedules_needs_schedules_write_and_reading_them_tasks_read(api_url, platform):
+    owner = f"tenant-{uuid.uuid4().hex[:8]}"
+
+    def as_holder(*scopes):
+        return {"Authorization": f"Bearer {platform.token(owner, scopes=scopes)}"}
+
+    body = {"kind": "checksum", "interval_seconds": 3600}
+    refused = requests.post(f"{api_url}/v1/schedules", json=body, headers=as_holder("tasks:write"), timeout=10)
+    assert refused.status_code == 403 and "'schedules:write'" in refused.json()["message"]
+    created = requests.post(f"{api_url}/v1/schedules", json=body, headers=as_holder("schedules:write"), timeout=10)
+    assert created.status_code == 201, created.text
+    url = f"{api_url}/v1/schedules/{created.json()['id']}"
+    assert requests.get(url, headers=as_holder("tasks:read"), timeout=10).status_code == 200
+    assert requests.delete(url, headers=as_holder("tasks:read"), timeout=10).status_code == 403
+    assert requests.delete(url, headers=as_holder("schedules:write"), timeout=10).status_code == 204

@@ -29,7 +29,9 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
 from shipyard.commands import to_shell
-from shipyard.image_plan import SOURCE_HASH_LABEL, ImageBuild, PlannedBuild, context_files, parse_image_inspect, plan_image_builds, refs_to_inspect
+from shipyard.errors import RolloutError
+from shipyard.image_plan import (SOURCE_HASH_LABEL, ImageBuild, PlannedBuild, context_files, parse_image_inspect,
+                                 plan_image_builds, refs_to_inspect, wheel_file_prefix)
 
 log = logging.getLogger("shipyard")
 
@@ -67,6 +69,19 @@ def wheelhouse_files(wheelhouse: Path | None) -> dict[str, bytes]:
     return {f"wheelhouse/{p.name}": p.read_bytes() for p in sorted(wheelhouse.glob("*.whl"))}
 
 
+def pinned_wheel_files(wheels_dir: Path | None, requirements: tuple[str, ...]) -> dict[str, bytes]:
+    """``wheels/<wheel>`` → bytes of each pinned requirement's wheel (fetched on the deploying
+    machine: shipyard.controller.wheelhouse.prepare_pinned_wheels)."""
+    files = {}
+    for requirement in requirements:
+        found = sorted(wheels_dir.glob(wheel_file_prefix(requirement) + "*.whl")) if wheels_dir else []
+        if not found:
+            raise RolloutError(f"image build ({requirement})", f"its wheel is not in {wheels_dir}",
+                               "deploy through `make up` / `make deploy`, which fetches it first")
+        files[f"wheels/{found[0].name}"] = found[0].read_bytes()
+    return files
+
+
 def build_argv(build: ImageBuild, remote_dir: str) -> list[str]:
     """The one command that builds ``build`` from its context shipped to ``remote_dir``."""
     if build.debootstrap:
@@ -99,12 +114,14 @@ class DockerImageLabels(FactBase):
         return {}
 
 
-def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, wheelhouse: Path | None) -> Iterator:
+def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, wheelhouse: Path | None,
+                    wheels_dir: Path | None) -> Iterator:
     build = planned.build
     remote_dir = f"{remote_build_root.rstrip('/')}/{image_dir_name(build.ref)}"
     extra = {} if build.debootstrap else {PurePosixPath(BUILD_SCRIPT).name: (repo / BUILD_SCRIPT).read_bytes()}
     if build.wheelhouse:
         extra.update(wheelhouse_files(wheelhouse))
+    extra.update(pinned_wheel_files(wheels_dir, build.wheels))
     tar_path = f"{remote_dir}.tar"
     yield FileUploadCommand(io.BytesIO(context_tar(repo / build.context, build.include, extra)), tar_path)
     yield StringCommand(" && ".join(to_shell(argv) for argv in (
@@ -114,7 +131,8 @@ def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, w
 
 
 @operation()
-def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None):
+def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None,
+                 wheels_dir: str | None = None):
     """Build the images of ``builds`` that are missing or out of date on the host, in order."""
     observed = host.get_fact(DockerImageLabels, refs=refs_to_inspect(builds))
     planned = plan_image_builds(builds, observed)
@@ -126,15 +144,17 @@ def local_images(builds: list[ImageBuild], repo_root: str, remote_build_root: st
     yield StringCommand(to_shell(["mkdir", "-p", remote_build_root]))
     repo = Path(repo_root)
     for item in planned:
-        yield from _build_commands(item, repo, remote_build_root, Path(wheelhouse) if wheelhouse else None)
+        yield from _build_commands(item, repo, remote_build_root, Path(wheelhouse) if wheelhouse else None,
+                                   Path(wheels_dir) if wheels_dir else None)
     # Replaced images of ours that nothing uses any more (never another project's images).
     yield StringCommand(to_shell(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])
                         + " >/dev/null")
 
 
-def ensure_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None) -> None:
+def ensure_images(builds: list[ImageBuild], repo_root: str, remote_build_root: str, wheelhouse: str | None,
+                  wheels_dir: str | None = None) -> None:
     if not builds:
         return
     names = ", ".join(image_dir_name(b.ref) for b in builds)
     local_images(name=f"images built on the host ({names})", builds=list(builds), repo_root=repo_root,
-                 remote_build_root=remote_build_root, wheelhouse=wheelhouse)
+                 remote_build_root=remote_build_root, wheelhouse=wheelhouse, wheels_dir=wheels_dir)

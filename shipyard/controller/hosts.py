@@ -49,6 +49,12 @@ class HostView:
         port = f":{self.host.ssh_port}" if self.host.ssh_port else ""
         return f"{user}{self.host.connect}{port}"
 
+    def _over_ssh(self, argv: list[str]) -> list[str]:
+        """``argv`` run on the host over SSH (read-only uses: files, compose's view)."""
+        return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
+                f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
+                commands.to_shell(argv)]
+
     @cached_property
     def docker(self) -> docker.DockerClient:
         try:
@@ -94,6 +100,14 @@ class HostView:
         return ReleaseState.of_host(raw.decode() if raw else None, f"host {self.host.name}: release state",
                                     image_plan.first_version(self.settings) or "")
 
+    def compose_config_hashes(self) -> str | None:
+        """`docker compose config --hash '*'` of the deployed project (read-only); None when it
+        cannot be asked (nothing deployed, no access)."""
+        argv = commands.compose_config_hashes(self.project_dir, self.settings.compose_project)
+        result = subprocess.run(argv if self.local else self._over_ssh(argv), capture_output=True, text=True,
+                                timeout=60, check=False)
+        return result.stdout if result.returncode == 0 else None
+
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""
         return self.read_path(f"{self.project_dir}/{rel}")
@@ -106,10 +120,7 @@ class HostView:
                     return handle.read()
             except FileNotFoundError:
                 return None
-        ssh = ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
-               f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
-               commands.to_shell(["cat", path])]
-        result = subprocess.run(ssh, capture_output=True, timeout=30, check=False)
+        result = subprocess.run(self._over_ssh(["cat", path]), capture_output=True, timeout=30, check=False)
         return result.stdout if result.returncode == 0 else None
 
 

@@ -1,4 +1,5 @@
-"""The task platform's wheelhouse, fetched once per deploy on the deploying machine.
+"""The task platform's wheelhouse, and the pinned wheels local images carry (OpenBao's ``bao``),
+fetched once per deploy on the deploying machine.
 
 Binary wheels for the images' own Python (shipyard.image_plan.IMAGE_PYTHON), whatever Python runs
 the deploy, plus the project's own (pure-Python) wheel; cached under
@@ -62,4 +63,25 @@ def prepare_wheelhouse(repo: Path) -> Path | None:
     (partial / ".complete").write_text("")
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)
+    return dest
+
+
+def prepare_pinned_wheels(repo: Path, settings) -> Path | None:
+    """``.shipyard/wheels/`` holding every pinned wheel the environment's local images need
+    (None when none does); a wheel already there is not fetched again."""
+    wanted = image_plan.pinned_wheels(settings)
+    if not wanted:
+        return None
+    dest = repo / ".shipyard" / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    machine = platform.machine()
+    for requirement in wanted:
+        if any(dest.glob(image_plan.wheel_file_prefix(requirement) + "*.whl")):
+            continue
+        argv = image_plan.pinned_wheel_argv(sys.executable, requirement, dest, machine)
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not any(dest.glob(image_plan.wheel_file_prefix(requirement) + "*.whl")):
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+            raise ShipyardError(f"wheel {requirement} for a local image", f"`pip download` failed:\n{tail}",
+                                f"check that PyPI (or your pip index) answers and has a {machine} Linux wheel of it")
     return dest

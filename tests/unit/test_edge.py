@@ -78,3 +78,25 @@ def test_a_method_nginx_refuses_itself_gets_405_with_allow(nginx_conf):
     assert re.search(r'add_header\s+Allow\s+"GET, HEAD, POST"\s+always;', body), body
     assert re.search(r"return\s+405\b", body), body
     assert "proxy_intercept_errors on" not in nginx_conf  # the API's own 405s (their Allow) pass as they are
+
+
+def operator_paths(repo) -> tuple[str, ...]:
+    """``OPERATOR_PATHS`` of the API (services/taskplatform/routes/ops.py), read without importing
+    the services' package: the paths the API's OpenAPI leaves out for the edge."""
+    import ast
+
+    tree = ast.parse((repo / "services" / "taskplatform" / "routes" / "ops.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "OPERATOR_PATHS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no OPERATOR_PATHS in services/taskplatform/routes/ops.py")
+
+
+def test_the_edge_blocks_what_the_api_leaves_out_of_its_openapi_and_says_so(nginx_conf, repo):
+    """The edge's OpenAPI (the API's, asked with X-Shipyard-Edge: 1) lists no path the edge
+    answers 404, and every one it blocks is left out of it."""
+    paths = operator_paths(repo)
+    for path in paths:
+        assert any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
+    assert paths, "OPERATOR_PATHS is empty"
+    assert "proxy_set_header X-Shipyard-Edge 1;" in location_block(nginx_conf, "/")

@@ -138,7 +138,7 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     plan = image_plan.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
     assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/postgres-exporter:0.11", "shipyard/redis:7.0",
-                    "shipyard/redis-exporter:1.45", "shipyard/consul:1.8", "shipyard/python:3.11",
+                    "shipyard/redis-exporter:1.45", "shipyard/consul:1.8", "shipyard/openbao:2.7.2", "shipyard/python:3.11",
                     "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22", "shipyard/nginx-exporter:0.11",
                     "shipyard/alertmanager:0.25", "shipyard/prometheus:2.42", "shipyard/node-exporter:1.5"]
     for build in plan:
@@ -200,10 +200,12 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
         "registry.internal.example:5000/nginx/nginx-prometheus-exporter:0.11.0"])
     assert image_plan.images_to_pull(prod, _needs(prod, "app-1")) == sorted(per_host + [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",  # a Consul server per control host
-        "registry.internal.example:5000/library/python:3.11-slim-bookworm"])
+        "registry.internal.example:5000/library/python:3.11-slim-bookworm",
+        "registry.internal.example:5000/openbao/openbao:2.7.2"])  # and a Vault server
     assert image_plan.images_to_pull(prod, _needs(prod, "data-1")) == sorted(per_host + [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",
         "registry.internal.example:5000/library/postgres:15.10-bookworm",
         "registry.internal.example:5000/library/redis:7.0.15-bookworm",
         "registry.internal.example:5000/oliver006/redis_exporter:v1.45.0",
+        "registry.internal.example:5000/openbao/openbao:2.7.2",
         "registry.internal.example:5000/prometheuscommunity/postgres-exporter:v0.11.1"])

@@ -170,7 +170,8 @@ def test_consul_servers_keep_fixed_addresses_and_docker_assigns_the_rest_from_th
     assert doc["networks"]["default"]["ipam"]["config"] == [{"subnet": "10.213.2.0/24", "ip_range": "10.213.2.128/25"}]
     fixed = {name: svc["networks"]["default"]["ipv4_address"] for name, svc in doc["services"].items()
              if "networks" in svc}
-    assert fixed == {"consul-1": "10.213.2.10", "consul-2": "10.213.2.11", "consul-3": "10.213.2.12"}
+    assert fixed == {"consul-1": "10.213.2.10", "consul-2": "10.213.2.11", "consul-3": "10.213.2.12",
+                     "vault-1": "10.213.2.13"}  # raft knows its peers by address too
 
 
 def test_a_subnet_without_room_for_both_halves_is_refused(repo):

@@ -17,7 +17,7 @@ def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
 def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     settings = load_environment(repo, "production", {})
     steps = rollout_order.rollout_steps(topology.build(settings))
-    # data everywhere; then Consul's servers, on their three hosts at once (each one's health
+    # data everywhere; then Consul's and Vault's servers, on their three hosts at once (each one's health
     # gate waits for all three); then the migration with its own host's app (compose orders
     # those two); then the other app hosts, once the schema is there; then the edge; then what
     # watches it all (and each host's own agents: the node exporter, cAdvisor; edge-1's join its
@@ -25,7 +25,8 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     assert [sorted(step) for step in steps] == [["data-1"], ["app-1", "app-2", "data-1"], ["app-1"], ["app-2"],
                                                 ["edge-1"], ["app-1", "app-2", "data-1", "obs-1"]]
     assert steps[5]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor")
-    assert steps[1] == {"app-1": ("consul-1",), "app-2": ("consul-2",), "data-1": ("consul-3",)}
+    assert steps[1] == {"app-1": ("consul-1", "vault-1"), "app-2": ("consul-2", "vault-2"),
+                        "data-1": ("consul-3", "vault-3")}
     # The servers' agent-token job runs against the whole cluster: after it, on the first host.
     assert steps[2]["app-1"] == ("consul-agent-token", "db-setup", "consul-setup", "migrate", "api-blue", "api-green",
                                  "worker-blue", "worker-green")

@@ -1,8 +1,32 @@
 import pytest
 
+from shipyard import secretstore
 from shipyard.secretstore import SECRET_NAMES
 from shipyard.errors import SecretsError
 from shipyard.secretstore import load_or_create
+
+
+@pytest.fixture(autouse=True)
+def issuers(monkeypatch):
+    """The store's issued secrets (Vault's TLS bundle) by a stand-in issuer: these throw-away
+    repos have no inventory to issue a certificate for (tests/unit/test_vault.py issues real ones)."""
+    calls = []
+
+    def issue(repo, env, environ):
+        calls.append((repo, env))
+        return f"issued for {env} #{len(calls)} " + "x" * 32
+
+    monkeypatch.setattr(secretstore, "_ISSUERS", {name: issue for name in secretstore._ISSUERS})
+    return calls
+
+
+def test_issued_secrets_come_from_their_issuer_when_missing_or_rotated(tmp_path, issuers):
+    env = {"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path / "ids")}
+    name = next(iter(secretstore._ISSUERS))
+    assert load_or_create(tmp_path, "t", env)[name].value.startswith("issued for t #1 ")
+    assert load_or_create(tmp_path, "t", env)[name].value.startswith("issued for t #1 ")  # kept, not issued again
+    secretstore.rotate(tmp_path, "t", name, env)
+    assert load_or_create(tmp_path, "t", env)[name].value.startswith("issued for t #2 ")
 
 
 def test_generates_encrypts_and_reads_back(tmp_path):

@@ -1,8 +1,8 @@
-"""Vault (OpenBao) as rendered, and the access the bootstrap gives each service. Off in every
-inventory (nothing deployed changes); rendered here with ``SHIPYARD_VAULT__ENABLED=true`` in
-each environment: one server in local and ci, three in production (one per control host, raft
-``retry_join`` to each), a TLS-only listener, the audit device declared, the API on loopback
-only. That the rendered config boots a real server: tests/vault/."""
+"""Vault (OpenBao) as rendered, and the access the bootstrap gives each service. On in every
+inventory (``SHIPYARD_VAULT__ENABLED=false`` turns it off): one server in local and ci, three in
+production (one per control host, raft ``retry_join`` to each), a TLS-only listener, the audit
+device declared, the API on loopback only. That the rendered config boots a real server:
+tests/vault/; that a deploy runs it: tests/e2e/test_vault.py."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def _rendered(repo, env):
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))
-def test_vault_is_off_in_every_inventory(repo, env):
-    settings = load_environment(repo, env, {})
-    assert settings.vault.enabled is False
+def test_vault_is_on_in_every_inventory_and_off_leaves_nothing_of_it(repo, env):
+    assert load_environment(repo, env, {}).vault.enabled is True
+    settings = load_environment(repo, env, {"SHIPYARD_VAULT__ENABLED": "false"})
     assert not topology.build(settings).instances_of("vault")
     for host in settings.hosts:
         rendered = render_host(settings, host)
@@ -56,8 +56,9 @@ def test_the_server_config_is_raft_tls_and_audited(repo, env):
     for rendered in hosts.values():
         config = _config(rendered)
         assert 'storage "raft"' in config and 'path = "/openbao/file"' in config
-        assert f'address         = "0.0.0.0:{API_PORT}"' in config
-        assert 'tls_cert_file   = "/openbao/tls/server.crt"' in config and "tls_disable" not in config
+        assert f'address         = ":{API_PORT}"' in config and "disable_mlock" not in config
+        assert 'tls_cert_file   = "/run/secrets/tls.pem"' in config and "tls_disable" not in config
+        assert 'tls_key_file    = "/run/secrets/tls.pem"' in config
         assert 'audit "file" "file"' in config and 'file_path = "/openbao/logs/audit.log"' in config
         joins = re.findall(r'leader_api_addr\s+= "https://([^"]+)"', config)
         if ENVS[env] == 1:
@@ -112,7 +113,7 @@ def test_each_service_gets_a_policy_for_its_own_paths_only(repo):
     assert services["api"].database_role == services["worker"].database_role == settings.app.db_app_role
     assert services["migrate"].database_role == settings.app.db_migrator_role
     assert services["db-setup"].database_role is None  # it sets the roles up as the superuser
-    assert "vault" not in services  # reads no secret
+    assert "vault" not in services  # the server itself: its TLS bundle is a file, not a KV secret
     for name, svc in services.items():
         policy = svc.policy_hcl()
         paths = re.findall(r'path "([^"]+)"', policy)
@@ -183,7 +184,54 @@ def test_vault_init_with_vault_off_does_nothing(repo, capsys):
     from shipyard.component import CommandContext
     from shipyard.components.vault.commands import COMMANDS
 
-    settings = load_environment(repo, "ci", {})
+    settings = load_environment(repo, "ci", {"SHIPYARD_VAULT__ENABLED": "false"})
     context = CommandContext(settings, repo, {}, lock=None, secret=None)
     assert COMMANDS[0].run(context) == 0
     assert "vault.enabled is false" in capsys.readouterr().out
+
+
+def test_the_servers_tls_bundle_is_issued_from_the_held_ca_for_every_server(repo, tmp_path):
+    """The secret vault_tls as the store issues it (a throw-away store over the real inventories):
+    key, certificate and CA certificate; the certificate signed by the held CA, naming every server
+    where it is reached; the CA made once."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from shipyard import secretstore
+    from shipyard.components.vault import certificates
+
+    (tmp_path / "inventories").symlink_to(repo / "inventories")
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    values = secretstore.load_or_create(tmp_path, "production", environ)
+    bundle = values["vault_tls"].value
+    assert [line for line in bundle.splitlines() if line.startswith("-----BEGIN")] == [
+        "-----BEGIN PRIVATE KEY-----", "-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----"]
+    server, ca = x509.load_pem_x509_certificates(bundle.encode())
+    held_ca = secretstore.read_held(tmp_path, "production", certificates.CA_CERT, environ).value
+    assert ca.public_bytes(serialization.Encoding.PEM).decode() == held_ca
+    server.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"vault-1", "vault-2", "vault-3", "localhost"} <= set(sans.get_values_for_type(x509.DNSName))
+    assert {str(a) for a in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.0.1.11", "10.0.1.12",
+                                                                          "10.0.2.21"}
+    key = serialization.load_pem_private_key(bundle.encode(), password=None)
+    assert key.public_key().public_numbers() == server.public_key().public_numbers()
+    # Rotated: a new key and certificate from the same CA.
+    secretstore.rotate(tmp_path, "production", "vault_tls", environ)
+    again = secretstore.load_or_create(tmp_path, "production", environ)["vault_tls"].value
+    assert again != bundle and x509.load_pem_x509_certificates(again.encode())[1] == ca
+
+
+@pytest.mark.parametrize("answer, code, line", [
+    ({"initialized": True, "sealed": False, "is_self": True, "version": "2.7.2"}, 0, "unsealed, leader, OpenBao 2.7.2"),
+    ({"initialized": True, "sealed": False, "is_self": False, "version": "2.7.2"}, 0, "unsealed, standby, OpenBao 2.7.2"),
+    ({"initialized": True, "sealed": True, "progress": 1, "t": 3}, 2,
+     "SEALED (unseal progress 1/3; the next `make up` unseals it)"),
+    ({"initialized": False, "sealed": True}, 2, "not initialised (the next `make up` initialises it)"),
+    (None, 1, "no answer from its API"),
+])
+def test_make_status_says_each_servers_seal_state_and_role(answer, code, line):
+    import json
+    from shipyard.components.vault.status import describe_one
+
+    output = json.dumps(answer).encode() if answer is not None else b"Error checking seal status: connection refused"
+    assert describe_one(output, code) == line

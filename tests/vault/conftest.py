@@ -71,22 +71,27 @@ def _render_config(root: Path, settings, tls_dir: Path, join: list[str], api_por
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(component.COMPONENT.templates_dir),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     variables = component.server_config_vars("test", settings.vault, join, data_dir=str(root / "data"),
-                                             tls_dir=str(tls_dir), logs_dir=AUDIT_DIR,
+                                             tls_file=str(tls_dir / "tls.pem"), logs_dir=AUDIT_DIR,
                                              listen="127.0.0.1", api_port=api_port, cluster_port=cluster_port)
     path = root / "server.hcl"
     path.write_text(env.get_template("vault/server.hcl.j2").render(**variables))
     return path
 
 
-def write_tls(directory: Path, ca: tls.KeyPair | None = None) -> Path:
-    """ca.crt, server.crt and server.key (0400) for servers on loopback, from ``ca`` (default: a new CA)."""
+def write_tls(directory: Path, ca: tls.KeyPair | None = None, bundle: str | None = None) -> Path:
+    """The servers' bundle ``tls.pem`` (0400: key, certificate, CA certificate — the layout of the
+    deployed secret ``vault_tls``; ``bundle`` when given, else one for loopback from ``ca``,
+    default a new CA), and ``ca.crt`` for the clients."""
     directory.mkdir(mode=0o700, parents=True)
     ca = ca or tls.new_ca("test")
-    server = tls.server_cert(ca, ("localhost",), ("127.0.0.1",))
-    for name, data in (("ca.crt", ca.cert_pem), ("server.crt", server.cert_pem), ("server.key", server.key_pem)):
+    if bundle is None:
+        server = tls.server_cert(ca, ("localhost",), ("127.0.0.1",))
+        bundle = (server.key_pem + server.cert_pem + ca.cert_pem).decode()
+    for name, data, mode in (("tls.pem", bundle.encode(), 0o400),
+                             ("ca.crt", ca.cert_pem, 0o444)):
         path = directory / name
         path.write_bytes(data)
-        path.chmod(0o400 if name.endswith(".key") else 0o444)
+        path.chmod(mode)
     return directory
 
 
@@ -112,6 +117,9 @@ def start_bao(root: Path, settings, tls_dir: Path, *, node_id: str = "test-1", j
         process.kill()
         pytest.fail("bao server did not listen:\n" + (root / "server.log").read_text()[-3000:])
     return BaoServer(root, address, str(tls_dir / "ca.crt"), process)
+
+
+ISSUER_PASSWORD = "i" * 32  # the role Vault's database engine connects as (db-setup makes it)
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +155,7 @@ def postgres(workdir):
                               pg_database=server.database, pg_admin_user=server.user)
     migrate.upgrade(process, Given(postgres_password=server.password))
     dbsetup.setup(process, Given(postgres_admin_password=server.password, migrator_password="m" * 32,
-                                 app_password="a" * 32))
+                                 app_password="a" * 32, issuer_password=ISSUER_PASSWORD))
     yield server
     server.stop()
 

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from shipyard.components.vault import bootstrap
+from tests.vault.conftest import ISSUER_PASSWORD
 
 STATE: dict = {}
 SECRET_VALUES = {"jwt_signing_key": "jwt-test-value", "redis_password": "redis-test-value",
@@ -41,12 +42,12 @@ def test_init_and_unseal_once(bao):
 
 
 def test_bootstrap_twice_the_second_changes_nothing(bao, wanted, postgres):
-    first = bootstrap.bootstrap(_root(bao), wanted, postgres.password)
+    first = bootstrap.bootstrap(_root(bao), wanted, ISSUER_PASSWORD)
     assert first.changed, str(first)
     assert any(line.startswith("secrets engine kv at secret/") for line in first.changed)
     assert any(line.startswith("approle api") for line in first.changed)
     assert any(line.startswith("database role tasks_app") for line in first.changed)
-    second = bootstrap.bootstrap(_root(bao), wanted, postgres.password)
+    second = bootstrap.bootstrap(_root(bao), wanted, ISSUER_PASSWORD)
     assert second.changed == [], str(second)
     assert str(second).startswith("vault: nothing to change")
     assert len(second.unchanged) == len(first.changed) + len(first.unchanged)
@@ -56,9 +57,30 @@ def test_bootstrap_puts_back_what_was_changed_by_hand(bao, wanted, postgres):
     vault = _root(bao)
     vault.sys.create_or_update_policy(name="service-api", policy='path "secret/*" { capabilities = ["read"] }')
     vault.write_data("auth/approle/role/worker", data={"token_ttl": 99999, "token_max_ttl": 99999})
-    report = bootstrap.bootstrap(vault, wanted, postgres.password)
+    report = bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD)
     assert report.changed == ["policy service-api: updated", "approle worker: updated (token_max_ttl, token_ttl)"]
-    assert bootstrap.bootstrap(vault, wanted, postgres.password).changed == []
+    assert bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD).changed == []
+
+
+def test_a_rotated_issuer_password_is_written_to_the_connection_and_used(bao, wanted, postgres):
+    """The server never reads a password back: the bootstrap notices a new one by its fingerprint,
+    and the connection works with it (a dynamic user made after the change)."""
+    vault = _root(bao)
+    bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD)
+    rotated = "j" * 32
+    with _connect(postgres, postgres.user, postgres.password) as admin:
+        admin.execute(f"ALTER ROLE {wanted.database_admin} PASSWORD '{rotated}'")
+    try:
+        report = bootstrap.bootstrap(vault, wanted, rotated)
+        assert report.changed == ["database connection postgres: updated (password)"], str(report)
+        creds = vault.read("database/creds/tasks_app")
+        with _connect(postgres, creds["data"]["username"], creds["data"]["password"]) as conn:
+            assert conn.execute("SELECT session_user").fetchone()[0] == creds["data"]["username"]
+        assert bootstrap.bootstrap(vault, wanted, rotated).changed == []
+    finally:
+        with _connect(postgres, postgres.user, postgres.password) as admin:
+            admin.execute(f"ALTER ROLE {wanted.database_admin} PASSWORD '{ISSUER_PASSWORD}'")
+        bootstrap.bootstrap(vault, wanted, ISSUER_PASSWORD)
 
 
 def test_the_audit_device_is_on_and_hashes_values(bao, wanted):

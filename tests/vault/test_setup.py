@@ -1,26 +1,31 @@
 """`make vault-init` (shipyard/components/vault/setup.py) against a real OpenBao server on the
 port the settings publish, with a throw-away secret store: the CA made once and kept, the server
-initialised with its unseal keys and root token age-encrypted at once, bootstrapped and given
-each service's secrets; run again, nothing changes; the server restarted (sealed), the next run
-unseals it from the store."""
+initialised with its unseal keys and root token age-encrypted at once, the deployer's AppRole
+made, bootstrapped and given each service's secrets, the root token revoked and deleted; run
+again (as the deployer), nothing changes, and another root token left standing is revoked; the
+server restarted (sealed), the next run unseals it from the store."""
 
 from __future__ import annotations
 
 import json
 
+import hvac.exceptions
 import pytest
 
 from shipyard import secretstore
 from shipyard.components import component_named
-from shipyard.components.vault import setup
+from shipyard.components.vault import bootstrap, setup
 from shipyard.errors import SecretsError
 from shipyard.inventory import load_environment
-from tests.vault.conftest import REPO, VARIABLES, start_bao, write_tls
+from tests.vault.conftest import ISSUER_PASSWORD, REPO, VARIABLES, start_bao, write_tls
 
 
 @pytest.fixture(scope="module")
 def store(workdir):
     repo = workdir / "checkout"
+    repo.mkdir()
+    # The store issues the servers' TLS bundle from the inventory's addresses: the real ones.
+    (repo / "inventories").symlink_to(REPO / "inventories")
     environ = {secretstore.IDENTITY_DIR_VAR: str(workdir / "identities")}
     values = secretstore.load_or_create(repo, "ci", environ)
     return repo, environ, {name: secret.value for name, secret in values.items()}
@@ -35,33 +40,63 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
     from taskplatform_testing.servers import free_port
 
     repo, environ, values = store
-    values = {**values, "postgres_password": postgres.password}  # the test server's superuser
+    values = {**values, "pg_issuer_password": ISSUER_PASSWORD}  # the test server's issuer role
     port = free_port()
     settings = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_PORTS__VAULT_HTTPS": str(port)})
     ca = setup.ensure_ca(repo, settings, environ)
     assert setup.ensure_ca(repo, settings, environ) == ca  # made once
-    tls_dir = write_tls(workdir / "setup-tls", ca)
+    # The servers' bundle as the store issued it (the secret vault_tls a deploy delivers).
+    tls_dir = write_tls(workdir / "setup-tls", ca, values["vault_tls"])
     ports = (port, free_port())
     server = start_bao(workdir / "setup-bao", settings, tls_dir, node_id="vault-1", ports=ports)
     database = (f"127.0.0.1:{postgres.port}",)
+    store_dir = repo / "secrets" / "ci"
     try:
+        # Interrupted: PostgreSQL unreachable mid-bootstrap. The keys, the root token and the
+        # deployer's credential are stored already, so the next run can finish.
+        with pytest.raises(setup.VaultError):
+            setup.run(settings, repo, values, environ, ("127.0.0.1:1",))
+        assert all((store_dir / f"{name}.age").exists() for name in setup.HELD)
+        root = server.client()
+        root.token = secretstore.read_held(repo, "ci", setup.ROOT_TOKEN, environ).value
+        extra_root = root.auth.token.create(policies=["root"])["auth"]["client_token"]  # an operator's, left standing
+
         first = setup.run(settings, repo, values, environ, database)
-        assert first[0].startswith("initialised https://127.0.0.1:") and first[1] == "unsealed vault-1"
-        assert first[2].startswith("vault: changed ")
-        assert first[3].startswith("service secrets: ") and not first[3].startswith("service secrets: 0 written")
-        held = {name: (repo / "secrets" / "ci" / f"{name}.age").read_bytes() for name in setup.HELD}
-        token = secretstore.read_held(repo, "ci", setup.ROOT_TOKEN, environ).value
+        assert first[0] == "unsealed vault-1" or first[0].startswith("vault: changed "), first
+        assert first[-2:] == ["the initial root token revoked and deleted from secrets/ci/",
+                              "1 other root token(s) revoked"], first
+        assert any(line.startswith("service secrets: ") and not line.startswith("service secrets: 0 written")
+                   for line in first), first
+        for token in (root.token, extra_root):
+            with pytest.raises(hvac.exceptions.Forbidden):
+                server.client().lookup_token(token)
+        held = {name: (store_dir / f"{name}.age").read_bytes() for name in setup.HELD if (store_dir / f"{name}.age").exists()}
+        assert sorted(held) == sorted(set(setup.HELD) - {setup.ROOT_TOKEN})
         keys = json.loads(secretstore.read_held(repo, "ci", setup.UNSEAL_KEYS, environ).value)
         assert len(keys) == settings.vault.unseal_key_shares
-        assert not any(token.encode() in data or keys[0].encode() in data for data in held.values())
-        assert not any(token in line for line in first)
+        assert not any(keys[0].encode() in data for data in held.values())
+        assert not any(keys[0] in line or root.token in line for line in first)
+
+        # The deployer may bootstrap, and not more: not the seal, not a service's credentials,
+        # not the root policy.
+        deployer = server.client()
+        bootstrap.login_deployer(deployer, secretstore.read_held(repo, "ci", setup.DEPLOYER, environ).value)
+        for forbidden in (deployer.sys.seal, lambda: deployer.read("database/creds/tasks_app"),
+                          lambda: deployer.sys.create_or_update_policy("service-api", 'path "*" {capabilities = ["sudo"]}')
+                          and False, lambda: deployer.auth.token.create(policies=["root"])):
+            with pytest.raises(hvac.exceptions.Forbidden):
+                forbidden()
 
         lines, healthy = setup.status(settings, repo, environ)
         assert healthy and lines == [f"vault-1  https://127.0.0.1:{port}  unsealed, leader, OpenBao 2.7.2"], lines
 
+        # As the deployer, the next run puts back what drifted (a policy widened by hand)...
+        deployer.sys.create_or_update_acl_policy("service-api", 'path "secret/*" { capabilities = ["read"] }')
         second = setup.run(settings, repo, values, environ, database)
-        assert second[0].startswith("vault: nothing to change"), second
-        assert second[1].startswith("service secrets: 0 written")
+        assert second[0].startswith("vault: changed policy service-api: updated"), second
+        assert second[1].startswith("service secrets: 0 written") and len(second) == 2, second
+        # ...and then has nothing to change.
+        assert setup.run(settings, repo, values, environ, database)[0].startswith("vault: nothing to change")
 
         server.stop()
         server = start_bao(workdir / "setup-bao", settings, tls_dir, node_id="vault-1", ports=ports)
@@ -73,7 +108,7 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
     finally:
         server.stop()
     with pytest.raises(SecretsError, match="never overwritten"):
-        secretstore.write_held(repo, "ci", setup.ROOT_TOKEN, "x", environ)
+        secretstore.write_held(repo, "ci", setup.UNSEAL_KEYS, "x", environ)
 
 
 def test_an_unreachable_server_is_named(store):

@@ -1,6 +1,8 @@
 """What probes, scrapers and operators ask an API process: liveness, readiness, metrics, the
 runtime config it applied and the release it is. No token; never rate limited, and the first
-three never refused for concurrency either (``limits.UNLIMITED_PATHS``)."""
+three never refused for concurrency either (``limits.UNLIMITED_PATHS``). ``OPERATOR_PATHS``
+are answered on the API's own port only: the edge answers them 404 (its nginx.conf), and the
+OpenAPI it serves leaves them out (``routes.docs``)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from fastapi.responses import Response
 from taskplatform import metrics, queue
 from taskplatform.deps import services_of
 from taskplatform.errors import LIMITED, documented, error_response
+from taskplatform.scopes import public
 
 READY_REDIS_TIMEOUT_SECONDS = 1.0
+OPERATOR_PATHS = ("/metrics", "/v1/config")
 
 
 async def health():
@@ -72,10 +76,10 @@ async def version(request: Request):
 
 def add_routes(routes: APIRouter) -> None:
     """The operational routes, in the order the OpenAPI lists them."""
-    routes.add_api_route("/health", health, methods=["GET"])
-    routes.add_api_route("/health/ready", ready, methods=["GET"], responses=documented(503))
+    routes.add_api_route("/health", health, methods=["GET"], **public())
+    routes.add_api_route("/health/ready", ready, methods=["GET"], responses=documented(503), **public())
     routes.add_api_route("/metrics", metrics_endpoint, methods=["GET"], response_class=Response,
                          responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                                          "description": "Prometheus text exposition"}})
-    routes.add_api_route("/v1/config", config_info, methods=["GET"], responses=documented(*LIMITED))
-    routes.add_api_route("/version", version, methods=["GET"], responses=documented(*LIMITED))
+                                          "description": "Prometheus text exposition"}}, **public())
+    routes.add_api_route("/v1/config", config_info, methods=["GET"], responses=documented(*LIMITED), **public())
+    routes.add_api_route("/version", version, methods=["GET"], responses=documented(*LIMITED), **public())

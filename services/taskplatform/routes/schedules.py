@@ -15,6 +15,7 @@ from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, services_of
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.schemas import create_schedule_body
+from taskplatform.scopes import SCHEDULES_WRITE, TASKS_READ, needs
 
 
 def parse_id(schedule_id: str) -> uuid.UUID:
@@ -92,16 +93,18 @@ async def delete_schedule(request: Request, schedule_id: str, tenant_id: RateLim
 
 def add_routes(routes: APIRouter, page_size: int) -> None:
     """The schedule routes, in the order the OpenAPI lists them; ``page_size`` is
-    TASKS_API_MAX_PAGE_SIZE, the most schedules a list page holds."""
+    TASKS_API_MAX_PAGE_SIZE, the most schedules a list page holds. Changing schedules needs
+    ``schedules:write`` (a schedule makes tasks for ever: more than ``tasks:write``); reading them
+    ``tasks:read``, as reading the tasks they make."""
     routes.add_api_route("/v1/schedules", create_schedule, methods=["POST"], status_code=201,
-                         responses=documented(*TENANT, 400, 409, 413))
+                         responses=documented(*TENANT, 400, 409, 413), **needs(SCHEDULES_WRITE))
     routes.add_api_route("/v1/schedules/{schedule_id}", get_schedule, methods=["GET"],
-                         responses=documented(*TENANT, 404))
+                         responses=documented(*TENANT, 404), **needs(TASKS_READ))
     routes.add_api_route("/v1/schedules", list_schedules_up_to(page_size), methods=["GET"],
-                         responses=documented(*TENANT, 400))
+                         responses=documented(*TENANT, 400), **needs(TASKS_READ))
     routes.add_api_route("/v1/schedules/{schedule_id}/pause", pause_schedule, methods=["POST"],
-                         responses=documented(*TENANT, 404))
+                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
     routes.add_api_route("/v1/schedules/{schedule_id}/resume", resume_schedule, methods=["POST"],
-                         responses=documented(*TENANT, 404))
+                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
     routes.add_api_route("/v1/schedules/{schedule_id}", delete_schedule, methods=["DELETE"], status_code=204,
-                         responses=documented(*TENANT, 404))
+                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from taskplatform import gates, metrics, queue, store
+from taskplatform.scopes import TASKS_READ, TASKS_WRITE, needs
 from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
@@ -139,10 +140,12 @@ def add_routes(routes: APIRouter, page_size: int, max_delay_seconds: float) -> N
     TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds, ``max_delay_seconds``
     TASKS_API_MAX_DELAY_SECONDS, the furthest ahead a task may be delayed."""
     routes.add_api_route("/v1/tasks", create_task_for(max_delay_seconds), methods=["POST"], status_code=202,
-                         responses=documented(*TENANT, 400, 409, 413))
-    routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404))
-    routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"], responses=documented(*TENANT, 400))
+                         responses=documented(*TENANT, 400, 409, 413), **needs(TASKS_WRITE))
+    routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404),
+                         **needs(TASKS_READ))
+    routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"], responses=documented(*TENANT, 400),
+                         **needs(TASKS_READ))
     routes.add_api_route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"],
-                         responses=documented(*TENANT, 404, 409))
+                         responses=documented(*TENANT, 404, 409), **needs(TASKS_WRITE))
     routes.add_api_route("/v1/tasks/{task_id}/retry", retry_task, methods=["POST"], status_code=202,
-                         responses=documented(*TENANT, 404, 409))
+                         responses=documented(*TENANT, 404, 409), **needs(TASKS_WRITE))

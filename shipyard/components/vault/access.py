@@ -5,10 +5,14 @@
 - AppRole auth at ``approle/``: one role per service that reads secrets, each bound to its own
   policy only, with the TTLs and secret-id limits of ``vault.approle``;
 - the database secrets engine at ``database/``: one connection to the environment's PostgreSQL
-  (as its superuser) and one role per application role the services connect as, whose users are
+  (as the platform's issuer role, which db-setup makes: CREATEROLE, never a superuser) and one
+  role per application role the services connect as, whose users are
   made on demand as members of that role (the privileges ``db-setup`` grants it) and dropped
   when their lease ends;
-- one policy per service: read of its own KV path, and credentials of its own database role.
+- one policy per service: read of its own KV path, and credentials of its own database role;
+- the deployer: the AppRole the deploying machine logs in with to bootstrap (no root token lives
+  between deploys), whose policy reaches the paths the bootstrap writes and nothing else — not
+  the seal, not root token generation, not another service's database credentials.
 
 The bootstrap (bootstrap.py) writes this into a server and reports what it changed.
 """
@@ -23,6 +27,9 @@ KV_MOUNT = "secret"
 APPROLE_MOUNT = "approle"
 DATABASE_MOUNT = "database"
 DATABASE_CONNECTION = "postgres"
+# The deployer's own records (the database connection's password fingerprint: the server never
+# reads a password back, so this is how a rotated one is noticed).
+DEPLOY_RECORDS = "shipyard-deploy"
 # The services that connect to PostgreSQL read their role's password as ``postgres_password``
 # (the task platform's convention): under Vault that role's users come from the database engine.
 _CONNECTS_AS = "postgres_password"
@@ -41,9 +48,12 @@ class DatabaseRole:
     def creation_statements(self) -> tuple[str, ...]:
         # INHERIT + IN ROLE: the user holds exactly the group's privileges. SET role: what it
         # creates (a migration's tables) is owned by the group, not by a user about to be dropped.
+        # Granted to the connection's own role (the issuer, not a superuser): revocation's
+        # REASSIGN and DROP OWNED need the privileges of the user they clear.
         return (f'CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' VALID UNTIL \'{{{{expiration}}}}\' '
                 f'NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION INHERIT IN ROLE "{self.group}";',
-                f'ALTER ROLE "{{{{name}}}}" SET role = \'{self.group}\';')
+                f'ALTER ROLE "{{{{name}}}}" SET role = \'{self.group}\';',
+                'GRANT "{{name}}" TO CURRENT_USER;')
 
     @property
     def revocation_statements(self) -> tuple[str, ...]:
@@ -94,6 +104,38 @@ class AppRole:
                 "bind_secret_id": True}
 
 
+DEPLOYER = "shipyard-deployer"
+# What the bootstrap (bootstrap.py) reads and writes; sudo where the API asks for it (listing
+# audit devices and token accessors, enabling an auth method).
+_DEPLOYER_RULES = (
+    ("sys/mounts", ("read",)),
+    ("sys/mounts/*", ("create", "read", "update")),
+    ("sys/auth", ("read",)),
+    ("sys/auth/*", ("create", "read", "update", "sudo")),
+    ("sys/audit", ("read", "sudo")),
+    ("sys/policies/acl/*", ("create", "read", "update")),
+    (f"auth/{APPROLE_MOUNT}/role/*", ("create", "read", "update", "list")),
+    (f"{DATABASE_MOUNT}/config/*", ("create", "read", "update")),
+    (f"{DATABASE_MOUNT}/roles/*", ("create", "read", "update")),
+    (f"{KV_MOUNT}/data/services/*", ("create", "read", "update")),
+    (f"{KV_MOUNT}/metadata/services/*", ("read", "list")),
+    (f"{KV_MOUNT}/data/shipyard-ready-probe", ("read",)),
+    (f"{KV_MOUNT}/data/{DEPLOY_RECORDS}/*", ("create", "read", "update")),
+    # A root token an interrupted first run left behind is found and revoked.
+    ("auth/token/accessors", ("list", "sudo")),
+    ("auth/token/lookup-accessor", ("update",)),
+    ("auth/token/revoke-accessor", ("update",)),
+)
+
+
+def deployer_policy_hcl() -> str:
+    rules = []
+    for path, capabilities in _DEPLOYER_RULES:
+        listed = ", ".join(f'"{c}"' for c in capabilities)
+        rules.append(f'path "{path}" {{\n  capabilities = [{listed}]\n}}\n')
+    return "# Shipyard: the deploy's bootstrap, and nothing else.\n" + "".join(rules)
+
+
 @dataclass(frozen=True)
 class Desired:
     services: tuple[ServiceAccess, ...]
@@ -101,7 +143,8 @@ class Desired:
     database_roles: tuple[DatabaseRole, ...]
     database_hosts: tuple[str, ...]  # host:port of every PostgreSQL node, as Vault reaches them
     database_name: str
-    database_admin: str  # the superuser Vault connects as (its password: the postgres_password secret)
+    database_admin: str  # the role Vault connects as: the platform's issuer (its password: pg_issuer_password)
+    deployer: AppRole  # the deploying machine's own
 
 
 def _database_roles(settings) -> dict[str, str]:
@@ -115,7 +158,8 @@ def service_access(settings) -> tuple[ServiceAccess, ...]:
     found: dict[str, ServiceAccess] = {}
     for inst in topology.build(settings).instances:
         svc = inst.service
-        if not svc.secrets or svc.name in found:
+        # Vault's own servers read their TLS bundle as a file: they are not Vault's clients.
+        if not svc.secrets or svc.name in found or inst.component.name == "vault":
             continue
         connects = [s.secret for s in svc.secrets if s.target == _CONNECTS_AS and s.secret in roles]
         found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in svc.secrets})),
@@ -134,8 +178,11 @@ def desired(settings, database_hosts: tuple[str, ...]) -> Desired:
     groups = sorted({s.database_role for s in services if s.database_role})
     database_roles = tuple(DatabaseRole(g, g, vault.database.credential_ttl_s, vault.database.credential_max_ttl_s)
                            for g in groups)
+    # The deployer's secret-id lives on the deploying machine (age-encrypted, like the unseal
+    # keys) and is used by every deploy: no TTL, no use limit; its tokens are short.
+    deployer = AppRole(DEPLOYER, DEPLOYER, 900, 1800, 0, 0)
     return Desired(services, approles, database_roles, tuple(database_hosts), settings.postgres.database,
-                   settings.postgres.user)
+                   settings.app.db_issuer_role, deployer)
 
 
 def database_hosts(settings) -> tuple[str, ...]:

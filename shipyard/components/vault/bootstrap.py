@@ -16,6 +16,8 @@ registry or the render (tests/unit/test_vault.py checks that ``make render`` loa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ import hvac
 import hvac.exceptions
 
 from shipyard.components.vault import AUDIT_PATH
-from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, KV_MOUNT,
-                                              Desired)
+from shipyard.components.vault.access import (APPROLE_MOUNT, DATABASE_CONNECTION, DATABASE_MOUNT, DEPLOY_RECORDS,
+                                              KV_MOUNT, Desired, deployer_policy_hcl)
 from shipyard.errors import ShipyardError
 
 
@@ -85,6 +87,34 @@ def unseal(vault: hvac.Client, keys: tuple[str, ...]) -> bool:
             return True
     raise VaultError(vault.url, f"still sealed after {len(keys)} unseal keys (threshold {status['t']})",
                      "give the environment's unseal keys (secrets/<env>/vault_unseal_keys.age)")
+
+
+def revoke_other_roots(vault: hvac.Client) -> int:
+    """Revoke every root token but the client's own (one an interrupted run made and never
+    revoked); how many."""
+    own = vault.auth.token.lookup_self()["data"]["accessor"]
+    try:
+        accessors = vault.auth.token.list_accessors()["data"]["keys"]
+    except hvac.exceptions.InvalidPath:  # no token at all besides... none listed
+        return 0
+    revoked = 0
+    for accessor in accessors:
+        if accessor == own:
+            continue
+        try:
+            policies = vault.auth.token.lookup_accessor(accessor)["data"]["policies"]
+        except hvac.exceptions.InvalidRequest:  # expired meanwhile
+            continue
+        if "root" in policies:
+            vault.auth.token.revoke_accessor(accessor)
+            revoked += 1
+    return revoked
+
+
+def revoke_self(vault: hvac.Client) -> None:
+    """Revoke the token the client holds (the bootstrap's root token, once done)."""
+    vault.auth.token.revoke_self()
+    vault.token = None
 
 
 def wait_active(vault: hvac.Client, timeout_s: float = 30) -> None:
@@ -163,7 +193,7 @@ def _ensure_policy(vault: hvac.Client, report: Report, name: str, rules: str) ->
     if current == rules:
         report.note(f"policy {name}", False)
         return
-    vault.sys.create_or_update_policy(name=name, policy=rules)
+    vault.sys.create_or_update_acl_policy(name=name, policy=rules)  # the path the deployer may write
     report.note(f"policy {name}", True, "written" if current is None else "updated")
 
 
@@ -194,6 +224,14 @@ def _check_audit(vault: hvac.Client, report: Report) -> None:
     report.note(f"audit device {AUDIT_PATH}/ ({devices[f'{AUDIT_PATH}/']['type']})", False)
 
 
+def _read_kv(vault: hvac.Client, path: str) -> dict:
+    try:
+        return vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,
+                                                       raise_on_deleted_version=True)["data"]["data"]
+    except hvac.exceptions.InvalidPath:
+        return {}
+
+
 def _database(vault: hvac.Client, report: Report, want: Desired, admin_password: str, sslmode: str) -> None:
     _ensure_mount(vault, report, DATABASE_MOUNT, "database")
     url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{','.join(want.database_hosts)}/{want.database_name}"
@@ -202,18 +240,31 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
               "allowed_roles": sorted(r.name for r in want.database_roles),
               "connection_details": {"connection_url": url, "username": want.database_admin,
                                      "password_authentication": "scram-sha-256"}}
-    # The server never reads back the password: written with the connection, rotated on purpose only.
     found = vault.read(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}")
     current = (found or {}).get("data") or {}
     shown = {"plugin_name": current.get("plugin_name"), "allowed_roles": sorted(current.get("allowed_roles") or []),
              "connection_details": {k: (current.get("connection_details") or {}).get(k)
                                     for k in wanted["connection_details"]}}
     differ = _differs(shown, wanted) if found else ["all"]
+    # The server never reads back the password: its fingerprint, kept beside, says it changed.
+    record = f"{DEPLOY_RECORDS}/database-connection"
+    fingerprint = hashlib.sha256(admin_password.encode()).hexdigest()
+    if found and _read_kv(vault, record).get("password_sha256") != fingerprint:
+        differ.append("password")
     if differ:
-        vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
-            "plugin_name": wanted["plugin_name"], "allowed_roles": wanted["allowed_roles"], "connection_url": url,
-            "username": want.database_admin, "password": admin_password, "password_authentication": "scram-sha-256",
-            "verify_connection": True})
+        try:
+            vault.write_data(f"{DATABASE_MOUNT}/config/{DATABASE_CONNECTION}", data={
+                "plugin_name": wanted["plugin_name"], "allowed_roles": wanted["allowed_roles"], "connection_url": url,
+                "username": want.database_admin, "password": admin_password,
+                "password_authentication": "scram-sha-256", "verify_connection": True})
+        except hvac.exceptions.InvalidRequest as err:  # the server checks the connection first
+            raise VaultError(f"{vault.url} {DATABASE_MOUNT}/config/{DATABASE_CONNECTION}",
+                             f"Vault cannot connect to PostgreSQL at {', '.join(want.database_hosts)} as "
+                             f"{want.database_admin}: {str(err).split(', on post')[0]}",
+                             "check that PostgreSQL runs and that the Vault servers reach it, then run again (it carries on where this stopped)") from err
+    if differ:
+        vault.secrets.kv.v2.create_or_update_secret(path=record, secret={"password_sha256": fingerprint},
+                                                    mount_point=KV_MOUNT)
     report.note(f"database connection {DATABASE_CONNECTION}", bool(differ),
                 "created" if not found else "updated (" + ", ".join(differ) + ")")
     for role in want.database_roles:
@@ -223,15 +274,43 @@ def _database(vault: hvac.Client, report: Report, want: Desired, admin_password:
             "revocation_statements": list(role.revocation_statements)})
 
 
+def ensure_deployer(vault: hvac.Client, report: Report, want: Desired) -> None:
+    """The deployer's policy and AppRole (the deploying machine's identity after the first run)."""
+    _ensure_auth(vault, report, APPROLE_MOUNT, "approle")
+    _ensure_policy(vault, report, want.deployer.policy, deployer_policy_hcl())
+    _ensure_config(vault, report, f"approle {want.deployer.service}",
+                   f"auth/{APPROLE_MOUNT}/role/{want.deployer.service}", want.deployer.params())
+
+
+def deployer_credential(vault: hvac.Client, want: Desired) -> str:
+    """A new secret-id of the deployer's AppRole with its role-id, as JSON (for the held store)."""
+    role = want.deployer.service
+    role_id = vault.auth.approle.read_role_id(role_name=role, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+    secret_id = vault.auth.approle.generate_secret_id(role_name=role, mount_point=APPROLE_MOUNT)["data"]["secret_id"]
+    return json.dumps({"role_id": role_id, "secret_id": secret_id})
+
+
+def login_deployer(vault: hvac.Client, credential: str) -> None:
+    """Log ``vault`` in as the deployer (its token set on the client)."""
+    found = json.loads(credential)
+    try:
+        vault.auth.approle.login(role_id=found["role_id"], secret_id=found["secret_id"], mount_point=APPROLE_MOUNT)
+    except hvac.exceptions.InvalidRequest as err:
+        raise VaultError(f"{vault.url} auth/{APPROLE_MOUNT}/login", f"refused the deployer's credential ({err})",
+                         "its secret-id was revoked or the AppRole changed: make a new one with a root token "
+                         "(docs/secrets.md, 'Recovering the deployer')") from err
+
+
 def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: str = "disable") -> Report:
     """Make the server hold ``want`` (with a token allowed to: the root token at the first
-    bootstrap). ``admin_password``: the PostgreSQL superuser's, for the database connection."""
+    bootstrap, the deployer's after). ``admin_password``: the password of the role the database
+    connection uses (the platform's issuer role)."""
     if vault.sys.read_seal_status()["sealed"]:
         raise VaultError(vault.url, "is sealed", "unseal it first (the deploy does: bootstrap.unseal)")
     report = Report()
     _check_audit(vault, report)
     _ensure_mount(vault, report, KV_MOUNT, "kv", {"version": "2"})
-    _ensure_auth(vault, report, APPROLE_MOUNT, "approle")
+    ensure_deployer(vault, report, want)
     for svc in want.services:
         _ensure_policy(vault, report, svc.policy, svc.policy_hcl())
     for role in want.approles:
@@ -250,12 +329,7 @@ def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -
             if name not in values:
                 continue
             path = f"{svc.kv_path}/{name}"
-            try:
-                current = vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,
-                                                                  raise_on_deleted_version=True)["data"]["data"]
-            except hvac.exceptions.InvalidPath:
-                current = None
-            same = current == {"value": values[name]}
+            same = _read_kv(vault, path) == {"value": values[name]}
             if not same:
                 vault.secrets.kv.v2.create_or_update_secret(path=path, secret={"value": values[name]}, mount_point=KV_MOUNT)
             report.note(f"{KV_MOUNT}/{path}", not same, "written")

@@ -1,20 +1,26 @@
-"""Vault's operator commands: `make vault-init ENV=..` (setup.py, under the deploy lock) and
-`make vault-status ENV=..` (each server's seal state and raft role)."""
+"""Vault's operator commands: `make vault-init ENV=..` (setup.py, under the deploy lock; `make up`
+runs the same after every rollout) and `make vault-status ENV=..` (each server's seal state and
+raft role)."""
 
 from __future__ import annotations
 
 from shipyard.component import Command, CommandContext
 
 
-def _init(ctx: CommandContext) -> int:
-    from shipyard.components.vault import setup  # hvac: loaded when the command runs
+def after_rollout(ctx: CommandContext) -> list[str]:
+    """What `make up` does once the hosts converged, and `make vault-init` alone: setup.run."""
+    from shipyard.components.vault import setup  # hvac: loaded when it runs
     from shipyard.secretstore import SECRET_NAMES
 
+    return setup.run(ctx.settings, ctx.repo, {name: ctx.secret(name) for name in SECRET_NAMES})
+
+
+def _init(ctx: CommandContext) -> int:
     if not ctx.settings.vault.enabled:
         print(f"{ctx.settings.name}: vault.enabled is false, so no Vault server runs: nothing to do")
         return 0
     with ctx.lock():
-        for line in setup.run(ctx.settings, ctx.repo, {name: ctx.secret(name) for name in SECRET_NAMES}):
+        for line in after_rollout(ctx):
             print(line)
     return 0
 

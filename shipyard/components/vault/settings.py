@@ -39,8 +39,8 @@ class DatabaseSettings(Strict):
 
 
 class VaultSettings(Strict):
-    enabled: bool = Field(False, description="run the Vault servers (off everywhere until the deploy initialises, "
-                                             "unseals and bootstraps them: docs/secrets.md, 'Vault (in progress)')")
+    enabled: bool = Field(False, description="run the Vault servers; every deploy initialises, unseals and "
+                                             "bootstraps them (docs/secrets.md, 'Vault')")
     servers: int = Field(1, ge=1, le=7, description="Vault servers (raft voters): 1, or 3/5 for a quorum that survives a loss")
     log_level: str = Field("warn", pattern=r"^(trace|debug|info|warn|error)$")
     memory_limit_mb: int = Field(256, ge=128)

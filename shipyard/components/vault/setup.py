@@ -2,13 +2,15 @@
 its CA, initialisation, unseal of every server, bootstrap and each service's secrets.
 
 What only this machine holds is age-encrypted under ``secrets/<env>/`` (held secrets,
-shipyard.secretstore.read_held): the CA (``vault_ca_cert``, ``vault_ca_key``), and, written the
-moment the server returns them and before anything else, the unseal keys (``vault_unseal_keys``)
-and the root token (``vault_root_token``). A restarted (sealed) server is unsealed from them by
-the next run. Nothing of them is printed.
-
-Not yet: the deploy does not call this (the next slice runs it after the control tier's health
-gate), the servers' TLS files are not delivered, and the root token is kept, not revoked.
+shipyard.secretstore.read_held): the CA (``vault_ca_cert``, ``vault_ca_key``: certificates.py),
+and, written the moment the server returns them and before anything else, the unseal keys
+(``vault_unseal_keys``) and the root token (``vault_root_token``). A restarted (sealed) server
+is unsealed from them by the next run. The root token serves the first run only: it makes the
+deployer's AppRole (``vault_deployer``: role-id and secret-id), whose short-lived tokens every
+later run bootstraps with, and is then revoked and deleted (OpenBao 2.7 has the unauthenticated
+generate-root endpoints off, so a root token is made on demand only by an operator: docs/secrets.md).
+Nothing of them is printed. `make up` runs this after the hosts converged
+(Component.after_rollout); `make vault-init` runs it alone.
 """
 
 from __future__ import annotations
@@ -22,27 +24,13 @@ from pathlib import Path
 import requests
 
 from shipyard import secretstore, topology
-from shipyard.components.vault import API_PORT, access, bootstrap, tls
+from shipyard.components.vault import API_PORT, access, bootstrap
+from shipyard.components.vault.certificates import CA_CERT, CA_KEY, ensure_ca
 from shipyard.components.vault.bootstrap import VaultError
 
-CA_CERT, CA_KEY = "vault_ca_cert", "vault_ca_key"
-UNSEAL_KEYS, ROOT_TOKEN = "vault_unseal_keys", "vault_root_token"
-HELD = (CA_CERT, CA_KEY, UNSEAL_KEYS, ROOT_TOKEN)
-
-
-def ensure_ca(repo: Path, settings, environ: dict[str, str] | None = None) -> tls.KeyPair:
-    """The environment's CA: read from the store, or made once and stored."""
-    env = settings.name
-    cert, key = (secretstore.read_held(repo, env, n, environ) for n in (CA_CERT, CA_KEY))
-    if cert and key:
-        return tls.KeyPair(cert.value.encode(), key.value.encode())
-    if cert or key:
-        raise VaultError(f"secrets/{env}/{CA_KEY if cert else CA_CERT}.age", "missing while the other half of the CA exists",
-                         "restore it from git; a new CA would orphan every server certificate it signed")
-    ca = tls.new_ca(env)
-    secretstore.write_held(repo, env, CA_CERT, ca.cert_pem.decode(), environ)
-    secretstore.write_held(repo, env, CA_KEY, ca.key_pem.decode(), environ)
-    return ca
+ISSUER_PASSWORD = "pg_issuer_password"  # the role Vault's database engine connects as (db-setup makes it)
+UNSEAL_KEYS, ROOT_TOKEN, DEPLOYER = "vault_unseal_keys", "vault_root_token", "vault_deployer"
+HELD = (CA_CERT, CA_KEY, UNSEAL_KEYS, ROOT_TOKEN, DEPLOYER)
 
 
 def server_addresses(settings) -> list[tuple[str, str]]:
@@ -65,6 +53,8 @@ def server_addresses(settings) -> list[tuple[str, str]]:
 
 
 def _initialise(repo: Path, settings, client, environ) -> list[str]:
+    """Initialise a new server: its unseal keys and root token stored at once (the root token
+    only until the deployer's credential is stored: ``_login``)."""
     try:
         result = bootstrap.initialize(client, settings.vault.unseal_key_shares, settings.vault.unseal_key_threshold)
     except requests.RequestException as err:
@@ -78,8 +68,29 @@ def _initialise(repo: Path, settings, client, environ) -> list[str]:
     except Exception as err:
         raise VaultError(client.url, f"initialised, but its unseal keys could not be stored ({err})",
                          "this server can never be unsealed: stop it, delete its data volume and run again") from err
-    return [f"initialised {client.url}: {len(result.unseal_keys)} unseal keys (threshold {result.threshold}) and "
-            f"the root token age-encrypted in secrets/{settings.name}/"]
+    return [f"initialised {client.url}: {len(result.unseal_keys)} unseal keys (threshold {result.threshold}) "
+            f"and the root token age-encrypted in secrets/{settings.name}/"]
+
+
+def _login(repo: Path, settings, active, want, environ) -> tuple[bool, list[str]]:
+    """Give ``active`` a token to bootstrap with: the initial root token while it is stored
+    (then the deployer's credential is made and stored first), else the deployer's AppRole.
+    (whether it is the root token, what it did)."""
+    root = secretstore.read_held(repo, settings.name, ROOT_TOKEN, environ)
+    deployer = secretstore.read_held(repo, settings.name, DEPLOYER, environ)
+    if root is None:
+        if deployer is None:
+            raise VaultError(f"secrets/{settings.name}/{DEPLOYER}.age", "missing, but the Vault servers are initialised",
+                             "restore it from git; else see docs/secrets.md, 'Recovering the deployer'")
+        bootstrap.login_deployer(active, deployer.value)
+        return False, []
+    active.token = root.value
+    if deployer is not None:
+        return True, []
+    report = bootstrap.Report()
+    bootstrap.ensure_deployer(active, report, want)
+    secretstore.write_held(repo, settings.name, DEPLOYER, bootstrap.deployer_credential(active, want), environ)
+    return True, [f"the deployer's AppRole credential age-encrypted in secrets/{settings.name}/"]
 
 
 def _held(repo: Path, settings, name: str, environ) -> str:
@@ -134,11 +145,26 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
         keys = tuple(json.loads(_held(repo, settings, UNSEAL_KEYS, environ)))
         lines += _unseal_all(servers, keys)
         active = _active(servers)
-        active.token = _held(repo, settings, ROOT_TOKEN, environ)
         want = access.desired(settings, database_hosts or access.database_hosts(settings))
-        lines.append(str(bootstrap.bootstrap(active, want, secrets["postgres_password"])))
-        synced = bootstrap.sync_secrets(active, want, secrets)
-        lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
+        # No root token lives past the first run: it makes the deployer's AppRole, whose short
+        # tokens every later run logs in with, and is revoked and deleted once it has bootstrapped.
+        as_root, done = _login(repo, settings, active, want, environ)
+        lines += done
+        try:
+            lines.append(str(bootstrap.bootstrap(active, want, secrets[ISSUER_PASSWORD])))
+            synced = bootstrap.sync_secrets(active, want, secrets)
+            lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
+            stale = bootstrap.revoke_other_roots(active)
+        except Exception:
+            if not as_root:  # the stored root token stays valid for the next run to finish with
+                bootstrap.revoke_self(active)
+            raise
+        bootstrap.revoke_self(active)
+        if as_root:
+            secretstore.remove_held(repo, settings.name, ROOT_TOKEN)
+            lines.append(f"the initial root token revoked and deleted from secrets/{settings.name}/")
+        if stale:
+            lines.append(f"{stale} other root token(s) revoked")
     return lines
 
 

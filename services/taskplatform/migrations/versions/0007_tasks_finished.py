@@ -1,6 +1,6 @@
 """an index of the finished tasks by when they finished, for retention
 
-Revision ID: 0006
+Revision ID: 0007
 
 Expand-only. Built CONCURRENTLY, outside the migration's transaction: a plain CREATE INDEX would
 hold off every create (its SHARE lock) for as long as it reads the whole table. A build that
@@ -10,8 +10,8 @@ failed half-way leaves an invalid index, which IF NOT EXISTS would keep: it is d
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """schedules: a tenant's recurring tasks, and the occurrences each has fired
 
-Revision ID: 0005
+Revision ID: 0006
 
 Expand-only: two new tables, nothing of ``tasks`` changes (a release before this one neither
 reads nor writes them). The app role gets its rows by the default privileges ``db-setup`` gave
@@ -15,8 +15,8 @@ fault), the primary key on (schedule, occurrence) refuses the second task.
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,164 @@
+"""Vault (OpenBao) as the deploy runs it on the rolled-out environment: initialised, unsealed and
+bootstrapped by `make up` (Component.after_rollout), no root token left, each service's AppRole
+limited to its own paths, dynamic PostgreSQL users that work against the deployed database and
+end with their lease, nothing secret in the container's environment or the audit log, and a
+restarted (sealed) server unsealed by the next `make up`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+import hvac
+import hvac.exceptions
+import psycopg
+import pytest
+
+from shipyard import secretstore
+from shipyard.components.vault import bootstrap, setup
+from shipyard.controller.drills import container_of
+from shipyard.inventory import load_environment
+
+from .conftest import REPO, run_shipyard
+
+
+@pytest.fixture(scope="module")
+def settings(env_name):
+    settings = load_environment(REPO, env_name)
+    if not settings.vault.enabled:
+        pytest.skip("vault.enabled is false")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def ca_file(settings):
+    ca = secretstore.read_held(REPO, settings.name, "vault_ca_cert")
+    with tempfile.NamedTemporaryFile("w", suffix=".crt") as handle:
+        handle.write(ca.value)
+        handle.flush()
+        yield handle.name
+
+
+@pytest.fixture(scope="module")
+def deployer(settings, ca_file):
+    """A client logged in as the deploy's own AppRole (as `make up` does)."""
+    address = setup.server_addresses(settings)[0][1]
+    client = bootstrap.client(address, ca_file)
+    bootstrap.login_deployer(client, secretstore.read_held(REPO, settings.name, setup.DEPLOYER).value)
+    yield client
+    bootstrap.revoke_self(client)
+
+
+def _service_client(deployer, ca_file, service: str) -> hvac.Client:
+    """Log in as ``service`` the way a service will: role-id, and a wrapped single-use secret-id."""
+    role_id, wrapped = bootstrap.issue_secret_id(deployer, service)
+    secret_id = bootstrap.client(deployer.url, ca_file, wrapped).sys.unwrap()["data"]["secret_id"]
+    with pytest.raises(hvac.exceptions.VaultError):  # single use: unwrapped once only
+        bootstrap.client(deployer.url, ca_file, wrapped).sys.unwrap()
+    client = bootstrap.client(deployer.url, ca_file)
+    client.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    return client
+
+
+def test_the_deploy_left_every_server_unsealed_and_no_root_token(settings):
+    status = run_shipyard("vault-status", "--env", settings.name)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "unsealed, leader" in status.stdout
+    store = REPO / "secrets" / settings.name
+    assert (store / "vault_unseal_keys.age").exists() and (store / "vault_deployer.age").exists()
+    assert not (store / "vault_root_token.age").exists()  # revoked and deleted after the first bootstrap
+
+
+def test_each_service_reads_its_own_secrets_only(settings, deployer, ca_file):
+    api = _service_client(deployer, ca_file, "api")
+    own = api.secrets.kv.v2.read_secret_version(path="services/api/jwt_signing_key", mount_point="secret",
+                                                raise_on_deleted_version=True)
+    assert own["data"]["data"]["value"] == secretstore.load_or_create(REPO, settings.name)["jwt_signing_key"].value
+    for forbidden in ("services/worker/consul_token_worker", "services/migrate/pg_migrator_password",
+                      "services/db-setup/postgres_password"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            api.secrets.kv.v2.read_secret_version(path=forbidden, mount_point="secret", raise_on_deleted_version=True)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        api.read(f"database/creds/{settings.app.db_migrator_role}")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        api.secrets.kv.v2.create_or_update_secret(path="services/api/jwt_signing_key", secret={"value": "x"},
+                                                  mount_point="secret")
+
+
+def test_a_dynamic_database_user_works_on_the_deployed_postgres_and_ends_with_its_lease(settings, deployer, ca_file):
+    worker = _service_client(deployer, ca_file, "worker")
+    creds = worker.read(f"database/creds/{settings.app.db_app_role}")
+    user, password = creds["data"]["username"], creds["data"]["password"]
+    conninfo = dict(host="127.0.0.1", port=settings.ports.postgres, dbname=settings.postgres.database,
+                    user=user, password=password, connect_timeout=5)
+    with psycopg.connect(**conninfo) as conn:
+        assert conn.execute("SELECT current_user, count(*) >= 0 FROM tasks").fetchone() == (settings.app.db_app_role, True)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE not_mine (id int)")
+    # The worker's token revoked (as when it expires): its leases go with it, and the user with them.
+    worker.auth.token.revoke_self()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            psycopg.connect(**conninfo).close()
+        except psycopg.OperationalError as err:
+            assert "does not exist" in str(err) or "password authentication failed" in str(err), err
+            break
+        assert time.monotonic() < deadline, f"{user} can still log in 30 s after its lease ended"
+        time.sleep(0.5)
+
+
+def test_nothing_secret_in_the_container_environment_or_the_audit_log(settings):
+    container = container_of(settings, "vault-1")
+    inspect = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True, text=True,
+                                        check=True).stdout)[0]
+    values = [s.value for s in secretstore.load_or_create(REPO, settings.name).values()]
+    held = json.loads(secretstore.read_held(REPO, settings.name, setup.UNSEAL_KEYS).value)
+    environment = "\n".join(inspect["Config"]["Env"])
+    assert not any(v in environment for v in values + held)
+    audit = subprocess.run(["docker", "exec", container, "cat", "/openbao/logs/audit.log"], capture_output=True,
+                           text=True, check=True).stdout
+    assert audit.count("\n") > 10  # the deploy's requests are on record
+    assert not any(v in audit for v in values + held)
+
+
+def test_a_restarted_server_is_sealed_and_the_next_deploy_unseals_it(settings):
+    container = container_of(settings, "vault-1")
+    subprocess.run(["docker", "restart", container], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while "sealed (unseal progress" not in (status := run_shipyard("vault-status", "--env", settings.name)).stdout:
+        assert time.monotonic() < deadline, status.stdout + status.stderr
+        time.sleep(0.5)
+    assert status.returncode == 1
+    shown = run_shipyard("status", "--env", settings.name).stdout
+    assert "SEALED (unseal progress 0/3; the next `make up` unseals it)" in shown, shown
+    up = run_shipyard("up", "--env", settings.name)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "shipyard: vault: unsealed vault-1" in up.stdout
+    assert "vault: nothing to change" in up.stdout
+    assert run_shipyard("vault-status", "--env", settings.name).returncode == 0
+    assert "unsealed, leader" in run_shipyard("status", "--env", settings.name).stdout
+
+
+def test_rotating_the_servers_tls_serves_a_new_certificate_from_the_same_ca_and_ends_unsealed(settings, ca_file):
+    address = setup.server_addresses(settings)[0][1].removeprefix("https://")
+    host, port = address.rsplit(":", 1)
+
+    def served() -> str:
+        return ssl.get_server_certificate((host, int(port)))
+
+    before = served()
+    rotated = run_shipyard("secrets-rotate", "--env", settings.name, "--name", "vault_tls")
+    assert rotated.returncode == 0, rotated.stdout[-3000:] + rotated.stderr[-3000:]
+    assert "shipyard: vault: unsealed vault-1" in rotated.stdout  # recreated with it, unsealed by the same deploy
+    after = served()
+    assert after != before
+    context = ssl.create_default_context(cafile=ca_file)  # the held CA, unchanged, verifies the new one
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=5),
+                             server_hostname="localhost") as tls:
+        assert tls.getpeercert()
+    assert run_shipyard("vault-status", "--env", settings.name).returncode == 0
