@@ -3,13 +3,15 @@ runtime config, hot-reloaded later through the config source)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from shipyard.component import Strict
 
 _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+# The app's bounds (services/taskplatform/runtime_config.py: RetentionSeconds): a minute to ten years.
+_Retention = Annotated[float, Field(ge=60, le=315_360_000)]
 
 
 class RuntimeSettings(Strict):
@@ -30,6 +32,12 @@ class RuntimeSettings(Strict):
     maintenance_retry_after_seconds: int = Field(30, ge=1, le=3600, description="Retry-After of those refusals")
     enabled_kinds: list[str] | None = Field(None, description="task kinds the API accepts and workers run; "
                                                               "null: all (the app rejects unknown kinds)")
+    # Finished tasks deleted this long after they finished (null: kept); a tenant's period
+    # overrides its kinds', a kind's the default (services/README.md, "Retention").
+    retention_seconds: _Retention | None = Field(None, description="finished tasks are deleted after this; null: kept")
+    retention_seconds_by_kind: dict[str, _Retention] = Field(default_factory=dict,
+                                                             description="per-kind retention (the app rejects unknown kinds)")
+    retention_seconds_by_tenant: dict[str, _Retention] = Field(default_factory=dict, description="per-tenant retention")
 
 
 class AppSettings(Strict):
