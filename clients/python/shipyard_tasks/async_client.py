@@ -114,7 +114,7 @@ class AsyncClient:
         return await self._send(calls.create_api_key(name, scopes, expires_in_seconds))
 
     async def list_api_keys(self) -> list[ApiKey]:
-        return await self._send(calls.list_api_keys()).items
+        return (await self._send(calls.list_api_keys())).items
 
     async def revoke_api_key(self, key_id: str) -> ApiKey:
         return await self._send(calls.revoke_api_key(key_id))
