@@ -3,8 +3,9 @@ async client (which only sleep the way their I/O does).
 
 A request is sent again only when doing so cannot make the API act twice:
 - the connection could not be made (the request never left): any request;
-- 429, or 503 ``overloaded`` / ``maintenance``: the API refuses those before it looks at the
-  request (rate limit, concurrency limit, maintenance gate): any request;
+- 429, or 503 ``overloaded`` / ``maintenance``: the API refuses those before the request's write
+  runs (rate limit, concurrency limit, maintenance gate, or no database connection free for the
+  write's one statement): any request;
 - a dropped connection, a timeout, any other 502/503/504: the request may have been acted on, so
   only a read (GET, HEAD, DELETE of a key: revoking again changes nothing) or a request carrying
   an ``Idempotency-Key`` (the API answers a replay with the first task).
