@@ -2,7 +2,8 @@
 
 from shipyard_tasks.async_client import AsyncClient
 from shipyard_tasks.errors import (ApiError, Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge, RateLimited,
-                                   ServerError, ShipyardError, TransportError, Unauthorized, Unavailable, WaitTimeout)
+                                   ServerError, ShipyardError, TransportError, Unauthorized, Unavailable, UnexpectedAnswer,
+                                   WaitTimeout)
 from shipyard_tasks.models import FINISHED, ApiKey, ApiKeyList, CreatedApiKey, ErrorBody, Task, TaskPage, TaskStatus
 from shipyard_tasks.retries import RetryPolicy
 from shipyard_tasks.session import VERSION as __version__
@@ -11,4 +12,4 @@ from shipyard_tasks.sync_client import Client
 __all__ = ["AsyncClient", "Client", "RetryPolicy", "Task", "TaskPage", "TaskStatus", "FINISHED", "ApiKey", "ApiKeyList",
            "CreatedApiKey", "ErrorBody", "ShipyardError", "ApiError", "InvalidRequest", "Unauthorized", "Forbidden",
            "NotFound", "Conflict", "PayloadTooLarge", "RateLimited", "Unavailable", "ServerError", "TransportError",
-           "WaitTimeout", "__version__"]
+           "UnexpectedAnswer", "WaitTimeout", "__version__"]

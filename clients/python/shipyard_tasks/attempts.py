@@ -7,11 +7,11 @@ import random
 from dataclasses import dataclass
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shipyard_tasks import retries
 from shipyard_tasks.calls import Call
-from shipyard_tasks.errors import ApiError, TransportError, error_from
+from shipyard_tasks.errors import ApiError, TransportError, UnexpectedAnswer, error_from
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,11 @@ class Attempts:
         """A send that got an answer: the call's model, a ``Resend``, or raises the ``ApiError``."""
         self.count += 1
         if response.is_success:
-            return self.call.answer.model_validate_json(response.content)
+            try:
+                return self.call.answer.model_validate_json(response.content)
+            except ValidationError as invalid:
+                raise UnexpectedAnswer(response, f"{invalid.error_count()} error(s), first: "
+                                                 f"{invalid.errors()[0]['msg']}") from invalid
         error: ApiError = error_from(response)
         if retries.may_resend_after_answer(self.call.method, self._idempotent, error.status, error.code):
             wait = self.policy.delay(self.count, error.retry_after, self.rng)

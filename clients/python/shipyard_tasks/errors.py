@@ -103,6 +103,16 @@ class TransportError(ShipyardError):
         super().__init__(f"{method} {url}: no answer after {attempts} attempt(s): {type(cause).__name__}: {cause}")
 
 
+class UnexpectedAnswer(ShipyardError):
+    """A success status whose body is not what the API documents: something else answered (a
+    proxy's page), or the API is of a version this client does not know."""
+
+    def __init__(self, response: httpx.Response, problem: str):
+        self.status, self.body = response.status_code, response.text[:500]
+        super().__init__(f"{response.request.method} {response.request.url}: {response.status_code} with a body "
+                         f"that is not the API's answer ({problem}): {self.body[:200]!r}")
+
+
 class WaitTimeout(ShipyardError):
     """The task had not finished when the wait's time was up; ``task`` is as last seen."""
 

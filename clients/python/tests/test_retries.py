@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from faulty_proxy import Answer, DropAfter, DropBefore
-from shipyard_tasks import AsyncClient, Client, RateLimited, RetryPolicy, TransportError, Unavailable
+from shipyard_tasks import (AsyncClient, Client, RateLimited, RetryPolicy, TransportError, Unavailable,
+                            UnexpectedAnswer)
 from taskplatform_testing.servers import free_port
 from conftest import FAST
 
@@ -78,6 +79,13 @@ def test_resends_stop_after_the_policys_attempts(proxy, token):
         with pytest.raises(Unavailable):
             impatient.list_tasks()
     assert len(proxy.sends("GET", "/v1/tasks")) == 3
+
+
+def test_a_success_that_is_not_the_apis_answer_is_named_as_such(via_proxy, proxy):
+    proxy.inject(Answer(200))  # a captive portal's page
+    with pytest.raises(UnexpectedAnswer) as odd:
+        via_proxy.list_tasks()
+    assert odd.value.status == 200 and "bad gateway" in odd.value.body
 
 
 def test_no_server_at_all_is_a_transport_error_after_every_attempt(token):
