@@ -79,7 +79,8 @@ async def revoke_key(request: Request, key_id: str, tenant_id: RateLimitedTenant
 def add_routes(routes: APIRouter) -> None:
     """The API key routes, in the order the OpenAPI lists them."""
     routes.add_api_route("/v1/api-keys", create_key, methods=["POST"], status_code=201,
-                         responses={**answer(CreatedApiKey, 201, "The key, shown this once (`Cache-Control: no-store`)"),
+                         responses={**answer(CreatedApiKey, 201,
+                                             "The key, shown this once (`Cache-Control: no-store`)"),
                                     **documented(*TENANT, 413)}, **needs(ADMIN))
     routes.add_api_route("/v1/api-keys", list_keys, methods=["GET"],
                          responses={**answer(ApiKeyList, 200, "The tenant's keys, revoked ones included"),

@@ -147,7 +147,8 @@ def add_routes(routes: APIRouter, page_size: int, max_delay_seconds: float) -> N
     routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"],
                          responses={**answer(Task, 200, "The task"), **documented(*TENANT, 404)}, **needs(TASKS_READ))
     routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"],
-                         responses={**answer(TaskPage, 200, "A page of the tenant's tasks"), **documented(*TENANT, 400)},
+                         responses={**answer(TaskPage, 200, "A page of the tenant's tasks"),
+                                    **documented(*TENANT, 400)},
                          **needs(TASKS_READ))
     routes.add_api_route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"],
                          responses={**answer(Task, 200, "The task, cancelled"), **documented(*TENANT, 404, 409)},
