@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-e2e test-benches bench-rollout bench-idle bench-api clean
+        test test-unit test-services test-vault test-client test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -26,7 +26,7 @@ help: venv
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
 	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
-	@echo "make test               unit + services + vault + e2e (rolls out, verifies and removes ENV=ci), and each"
+	@echo "make test               unit + services + vault + client + e2e (rolls out, verifies and removes ENV=ci), and each"
 	@echo "                         benchmark once in its short mode"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
@@ -115,7 +115,7 @@ verify: venv
 
 # Everything, the benchmarks included, each once in its short mode: bench-api on its own servers,
 # the others on test-e2e's ci rollout (test-benches, after the e2e tests and before the down).
-test: venv host-test-deps test-unit test-services test-vault
+test: venv host-test-deps test-unit test-services test-vault test-client
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
@@ -130,6 +130,18 @@ test-services: venv host-test-deps
 # `make venv` installs: raft storage, TLS, audit) and a real PostgreSQL; no Docker. docs/secrets.md.
 test-vault: venv host-test-deps
 	PYTHONPATH=services $(PYTEST) -q tests/vault
+
+# The Python client (clients/python): built as a wheel, installed in a temporary directory, and
+# its tests run against that wheel (not the source tree: a module the wheel leaves out fails
+# them) and a real API with PostgreSQL, Redis and a worker, as test-services starts them. Built
+# from a copy: setuptools builds in the source tree, and a build/ left there would put a module
+# deleted since into the next wheel.
+test-client: venv host-test-deps
+	@build=$$(mktemp -d) && trap 'rm -rf "$$build"' EXIT && \
+	cp -r clients/python "$$build/src" && rm -rf "$$build/src/tests" && \
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps "$$build/src" -w "$$build/dist" && \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$build/site" "$$build"/dist/*.whl && \
+	PYTHONPATH="services:$$build/site" SHIPYARD_TASKS_FROM="$$build/site" $(PYTEST) -q clients/python/tests
 
 # The whole ci environment on the local Docker engine, verified, then removed (also on failure).
 # It starts by removing what an aborted earlier run may have left: ci is the tests' own, and a

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from taskplatform import api_keys
 from taskplatform.deps import Caller, RateLimitedTenant, services_of
 from taskplatform.errors import TENANT, ApiError, documented
+from taskplatform.responses import ApiKey, ApiKeyList, CreatedApiKey, answer
 from taskplatform.scopes import ADMIN, ALL, needs
 from taskplatform.storable import unstorable_text
 
@@ -78,7 +79,12 @@ async def revoke_key(request: Request, key_id: str, tenant_id: RateLimitedTenant
 def add_routes(routes: APIRouter) -> None:
     """The API key routes, in the order the OpenAPI lists them."""
     routes.add_api_route("/v1/api-keys", create_key, methods=["POST"], status_code=201,
-                         responses=documented(*TENANT, 413), **needs(ADMIN))
-    routes.add_api_route("/v1/api-keys", list_keys, methods=["GET"], responses=documented(*TENANT), **needs(ADMIN))
+                         responses={**answer(CreatedApiKey, 201,
+                                             "The key, shown this once (`Cache-Control: no-store`)"),
+                                    **documented(*TENANT, 413)}, **needs(ADMIN))
+    routes.add_api_route("/v1/api-keys", list_keys, methods=["GET"],
+                         responses={**answer(ApiKeyList, 200, "The tenant's keys, revoked ones included"),
+                                    **documented(*TENANT)}, **needs(ADMIN))
     routes.add_api_route("/v1/api-keys/{key_id}", revoke_key, methods=["DELETE"],
-                         responses=documented(*TENANT, 404), **needs(ADMIN))
+                         responses={**answer(ApiKey, 200, "The key, revoked (revoking it again changes nothing)"),
+                                    **documented(*TENANT, 404)}, **needs(ADMIN))

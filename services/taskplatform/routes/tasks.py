@@ -18,6 +18,7 @@ from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
 from taskplatform.errors import TENANT, ApiError, documented
+from taskplatform.responses import Task, TaskPage, answer
 from taskplatform.schemas import STORABLE_SCHEMAS, create_body, delay_of
 from taskplatform.storable import unstorable_text
 
@@ -140,12 +141,18 @@ def add_routes(routes: APIRouter, page_size: int, max_delay_seconds: float) -> N
     TASKS_API_MAX_PAGE_SIZE, the most tasks a list page holds, ``max_delay_seconds``
     TASKS_API_MAX_DELAY_SECONDS, the furthest ahead a task may be delayed."""
     routes.add_api_route("/v1/tasks", create_task_for(max_delay_seconds), methods=["POST"], status_code=202,
-                         responses=documented(*TENANT, 400, 409, 413), **needs(TASKS_WRITE))
-    routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"], responses=documented(*TENANT, 404),
-                         **needs(TASKS_READ))
-    routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"], responses=documented(*TENANT, 400),
+                         responses={**answer(Task, 202, "The task, created (or the first one, replayed under its "
+                                                        "Idempotency-Key: `Idempotent-Replayed: true`)"),
+                                    **documented(*TENANT, 400, 409, 413)}, **needs(TASKS_WRITE))
+    routes.add_api_route("/v1/tasks/{task_id}", get_task, methods=["GET"],
+                         responses={**answer(Task, 200, "The task"), **documented(*TENANT, 404)}, **needs(TASKS_READ))
+    routes.add_api_route("/v1/tasks", list_tasks_up_to(page_size), methods=["GET"],
+                         responses={**answer(TaskPage, 200, "A page of the tenant's tasks"),
+                                    **documented(*TENANT, 400)},
                          **needs(TASKS_READ))
     routes.add_api_route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"],
-                         responses=documented(*TENANT, 404, 409), **needs(TASKS_WRITE))
+                         responses={**answer(Task, 200, "The task, cancelled"), **documented(*TENANT, 404, 409)},
+                         **needs(TASKS_WRITE))
     routes.add_api_route("/v1/tasks/{task_id}/retry", retry_task, methods=["POST"], status_code=202,
-                         responses=documented(*TENANT, 404, 409), **needs(TASKS_WRITE))
+                         responses={**answer(Task, 202, "The task, queued again"), **documented(*TENANT, 404, 409)},
+                         **needs(TASKS_WRITE))

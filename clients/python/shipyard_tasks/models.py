@@ -1,0 +1,69 @@
+"""What the API answers, as pydantic models. They mirror the components of the API's OpenAPI
+(``Task``, ``TaskPage``, ``ApiKey``, ``CreatedApiKey``, ``ApiKeyList``, ``ErrorBody``): field names
+and required-ness are checked against the document by ``tests/test_models_match_openapi.py``.
+
+Unknown fields are ignored, so a newer API that adds a field does not break an older client."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TaskStatus = Literal["scheduled", "queued", "running", "retry_wait", "succeeded", "dead", "cancelled"]
+
+# A task in one of these will not change again by itself (only a re-drive moves a dead one).
+FINISHED: frozenset[str] = frozenset({"succeeded", "dead", "cancelled"})
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Task(_Answer):
+    id: str
+    tenant: str
+    kind: str
+    payload: dict[str, Any]
+    status: TaskStatus
+    attempts: int
+    max_attempts: int
+    result: Any
+    error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    run_after: dt.datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class TaskPage(_Answer):
+    items: list[Task]
+    next_cursor: str | None
+
+
+class ApiKey(_Answer):
+    id: str
+    name: str
+    scopes: list[str]
+    created_by: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class CreatedApiKey(ApiKey):
+    key: str  # sy_<id>_<secret>: the API shows it this once
+
+
+class ApiKeyList(_Answer):
+    items: list[ApiKey]
+
+
+class ErrorBody(_Answer):
+    code: str
+    message: str
+    request_id: str

@@ -1,0 +1,117 @@
+"""``Client``: the API over httpx, blocking. Same methods as ``AsyncClient``, each sending one
+``calls.Call`` through ``_send``, which resends as ``attempts.Attempts`` decides."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from shipyard_tasks import calls
+from shipyard_tasks.attempts import Attempts, Resend
+from shipyard_tasks.errors import WaitTimeout
+from shipyard_tasks.models import ApiKey, CreatedApiKey, Task, TaskPage, TaskStatus
+from shipyard_tasks.retries import RetryPolicy
+from shipyard_tasks.session import client_headers
+from shipyard_tasks.waiting import PollSchedule
+
+
+class Client:
+    """``Client("https://tasks.example.com", "sy_...")``: a tenant's API key or a JWT.
+    ``transport``: an httpx transport (tests, proxies); ``timeout``: seconds per send."""
+
+    def __init__(self, base_url: str, credential: str, *, timeout: float = 10.0, retry: RetryPolicy | None = None,
+                 transport: httpx.BaseTransport | None = None, headers: dict[str, str] | None = None):
+        self.retry = retry or RetryPolicy()
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers=client_headers(credential, headers))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: calls.Call):
+        attempts = Attempts(call, self.retry)
+        # One request id for every send of the call: the API's logs group the tries.
+        headers = {**call.headers, "X-Request-Id": uuid.uuid4().hex}
+        while True:
+            request = self._http.build_request(call.method, call.path, params=call.params, json=call.body,
+                                               headers=headers)
+            try:
+                outcome = attempts.after_answer(self._http.send(request))
+            except httpx.TransportError as error:
+                outcome = attempts.after_error(error, str(request.url))
+            if not isinstance(outcome, Resend):
+                return outcome
+            time.sleep(outcome.after_seconds)
+
+    # Tasks
+
+    def create_task(self, kind: str, payload: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+                    delay_seconds: float | None = None, run_at: dt.datetime | None = None) -> Task:
+        """Creates a task (202), or returns the one made earlier under ``idempotency_key``. A key is
+        generated when none is given: resends after a lost answer are safe either way; give your
+        own to make a retry of your whole operation safe too."""
+        return self._send(calls.create_task(kind, payload, idempotency_key, delay_seconds, run_at))
+
+    def get_task(self, task_id: str) -> Task:
+        return self._send(calls.get_task(task_id))
+
+    def list_tasks(self, *, status: TaskStatus | None = None, kind: str | None = None, limit: int | None = None,
+                   cursor: str | None = None) -> TaskPage:
+        """One page, newest first; ``next_cursor`` fetches the next (or use ``iter_tasks``)."""
+        return self._send(calls.list_tasks(status, kind, limit, cursor))
+
+    def iter_tasks(self, *, status: TaskStatus | None = None, kind: str | None = None,
+                   page_size: int | None = None) -> Iterator[Task]:
+        """Every matching task, newest first, fetching pages as the iteration reaches them."""
+        cursor = None
+        while True:
+            page = self.list_tasks(status=status, kind=kind, limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel_task(self, task_id: str) -> Task:
+        """Cancels a scheduled, queued or retry_wait task (409 ``Conflict`` in another state)."""
+        return self._send(calls.cancel_task(task_id))
+
+    def retry_task(self, task_id: str) -> Task:
+        """Re-drives a dead task: queued again, attempts from 0 (409 ``Conflict`` otherwise)."""
+        return self._send(calls.retry_task(task_id))
+
+    def wait_for_task(self, task_id: str, *, timeout: float = 60.0, poll_ceiling: float = 2.0) -> Task:
+        """The task once succeeded, dead or cancelled (check ``status``); ``WaitTimeout`` (with the
+        task as last seen) if it is not by ``timeout`` seconds from now."""
+        schedule = PollSchedule(timeout, ceiling=poll_ceiling)
+        while True:
+            task = self.get_task(task_id)
+            if task.finished:
+                return task
+            delay = schedule.next_delay()
+            if delay is None:
+                raise WaitTimeout(task, timeout)
+            time.sleep(delay)
+
+    # API keys (the ``admin`` scope)
+
+    def create_api_key(self, name: str, scopes: list[str], *, expires_in_seconds: int | None = None) -> CreatedApiKey:
+        """A new key for this tenant; ``.key`` is shown this once. Not resent after a lost answer
+        (the API has no idempotency key for it): on ``TransportError`` list the keys to see."""
+        return self._send(calls.create_api_key(name, scopes, expires_in_seconds))
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return self._send(calls.list_api_keys()).items
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        return self._send(calls.revoke_api_key(key_id))
