@@ -106,11 +106,15 @@ class HostView:
                     return handle.read()
             except FileNotFoundError:
                 return None
-        ssh = ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
-               f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
-               commands.to_shell(["cat", path])]
-        result = subprocess.run(ssh, capture_output=True, timeout=30, check=False)
+        result = subprocess.run(self.ssh_argv(["cat", path]), capture_output=True, timeout=30, check=False)
         return result.stdout if result.returncode == 0 else None
+
+    def ssh_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run on this SSH host by the ssh client (its config, keys and known hosts, as
+        the docker SDK's ``ssh://`` uses them), quoted once for the remote shell."""
+        return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
+                f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
+                commands.to_shell(argv)]
 
 
 @dataclass
