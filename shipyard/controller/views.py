@@ -165,10 +165,11 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
 
 def _print_container_logs(c, tail: int, follow: bool, since: float | None, minimum: int | None) -> None:
     """One container's lines. With a level, the engine's lines since ``since`` are filtered and
-    the last ``tail`` kept ones shown (TAIL counts what is shown, not what was read)."""
+    the last ``tail`` kept ones shown (TAIL counts what is shown, not what was read); followed,
+    the engine's last ``tail`` lines are filtered, then every new one."""
     window = {"since": int(since)} if since is not None else {}
     if follow:
-        chunks = c.logs(stream=True, follow=True, tail=tail if minimum is None else 0, **window)
+        chunks = c.logs(stream=True, follow=True, tail=tail, **window)
         for line in tracing.split_lines(chunks):
             if minimum is None or tracing.at_or_above(line, minimum):
                 print(line, flush=True)

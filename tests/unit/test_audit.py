@@ -15,6 +15,7 @@ import pytest
 from shipyard import audit, cli, commands
 from shipyard.audit import Checkout
 from shipyard.controller import audit_log
+from shipyard.controller.hosts import HostView
 from shipyard.errors import ShipyardError
 from shipyard.inventory import load_environment
 
@@ -174,3 +175,20 @@ def test_a_refused_command_run_as_a_user_runs_it_is_on_record(repo, tmp_path):
     shown = subprocess.run([sys.executable, "-m", "shipyard", "audit", "--env", "local"], cwd=repo, env=environ,
                            capture_output=True, text=True, timeout=60)
     assert "pg-promote --replica=nope" in shown.stdout and "FAILED (exit 2): environment local: has no" in shown.stdout
+
+
+def test_an_ssh_host_s_append_is_one_quoted_command_fed_the_line_on_stdin(repo, tmp_path):
+    """What runs on an SSH host, run here by a local shell as sshd would run it: the directory and
+    the file made, the line appended (never on the command line), mode 0640."""
+    settings = load_environment(repo, "production", {"SHIPYARD_DEPLOY_ROOT": str(tmp_path / "root")})
+    host = settings.hosts[0]
+    path = audit.audit_log_path(settings.deploy_root, settings.name)
+    argv = HostView(settings, host).ssh_argv(
+        ["sh", "-c", audit_log._APPEND, "sh", os.path.dirname(path), path])
+    assert argv[0] == "ssh" and host.connect in argv[-2]
+    line = audit.to_line(event(options={"value": "x; rm -rf /"}))
+    for _ in range(2):
+        done = subprocess.run(["sh", "-c", argv[-1]], input=line.encode(), capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    assert "rm -rf" not in argv[-1]
+    assert open(path).read() == line * 2 and stat.S_IMODE(os.stat(path).st_mode) == 0o640
