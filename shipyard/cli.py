@@ -363,7 +363,7 @@ def audited(args: argparse.Namespace, changes: bool, options: dict[str, object],
                                   sensitive=sensitive, user=user, machine=machine,
                                   checkout=audit_log.checkout(REPO), started=started_at,
                                   duration_s=time.monotonic() - started, exit_code=code, error=error)
-        audit_log.record(settings, event)
+        audit_log.record(settings, event)  # reports a host it cannot write; never raises for it
 
 
 def show_audit(env: str, last: int) -> int:

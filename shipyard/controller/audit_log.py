@@ -26,7 +26,11 @@ _APPEND = 'umask 027 && mkdir -p "$1" && cat >> "$2" && chmod 640 "$2"'
 
 def who() -> tuple[str, str]:
     """(user, machine). Under sudo, the operator who ran sudo, not root."""
-    return os.environ.get("SUDO_USER") or getpass.getuser(), socket.gethostname()
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = f"uid {os.getuid()}"
+    return user, socket.gethostname()
 
 
 def checkout(repo: Path) -> Checkout:
@@ -35,10 +39,13 @@ def checkout(repo: Path) -> Checkout:
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30, check=False)
 
-    head = git("rev-parse", "HEAD")
-    if head.returncode != 0:
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return Checkout(commit="", dirty=False)
+        return Checkout(commit=head.stdout.strip(), dirty=bool(git("status", "--porcelain").stdout.strip()))
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine: the event says "(no git)"
         return Checkout(commit="", dirty=False)
-    return Checkout(commit=head.stdout.strip(), dirty=bool(git("status", "--porcelain").stdout.strip()))
 
 
 def _append_local(path: str, line: str) -> None:
