@@ -155,3 +155,33 @@ def to_restore(healthy_before: set[str], failing_after: list[ObservedContainer])
     """What a failed deploy took down: services that were healthy before it and are not now.
     They go back to the last configuration that deployed well (shipyard.apply.converge)."""
     return sorted(healthy_before & {c.service for c in failing_after})
+
+
+def env_changes(deployed_env: str | None, wanted_env: str, variables: dict[str, str]) -> dict[str, list[str]]:
+    """Instances whose secrets-at-start fingerprint (the project's .env) would change: a deploy
+    recreates them. ``variables``: instance → its .env variable (render.compose.secrets_variable)."""
+    def parse(text: str | None) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in (text or "").splitlines() if "=" in line)
+
+    have, want = parse(deployed_env), parse(wanted_env)
+    return {inst: ["a secret it reads at start changed"] for inst, var in variables.items()
+            if var in want and have.get(var) != want[var]}
+
+
+def parse_config_hashes(output: str) -> dict[str, str]:
+    """`docker compose config --hash '*'` → service → hash."""
+    return dict(line.split(None, 1) for line in output.splitlines() if len(line.split()) == 2)
+
+
+def drifted(containers: dict[str, list[tuple[str, str]]], deployed: dict[str, str]) -> dict[str, list[str]]:
+    """Containers not made from the deployed definition (recreated or changed outside the deploy):
+    ``containers``: service → [(container name, its config-hash label)]; ``deployed``: service →
+    the hash compose computes from the project on the host."""
+    out: dict[str, list[str]] = {}
+    for service, found in containers.items():
+        want = deployed.get(service)
+        for name, have in found:
+            if want and have != want:
+                out.setdefault(service, []).append(f"{name}: not made from the deployed definition "
+                                                   "(changed outside the deploy)")
+    return out

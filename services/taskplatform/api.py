@@ -18,7 +18,7 @@ from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
 from taskplatform.request_context import RequestContext
-from taskplatform.routes import docs, keys, ops, tasks
+from taskplatform.routes import docs, keys, ops, schedules, tasks
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
 from taskplatform.secrets import FileSecretSource, SecretSource
@@ -52,6 +52,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # On the app's own router, not included ones: FastAPI 0.165 matches a request to an included
     # router twice, ~15-20 µs of CPU on every request.
     tasks.add_routes(app.router, settings.api_max_page_size, settings.api_max_delay_seconds)
+    schedules.add_routes(app.router, settings.api_max_page_size)
     keys.add_routes(app.router)
     ops.add_routes(app.router)
     docs.add_routes(app.router)

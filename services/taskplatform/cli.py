@@ -1,5 +1,5 @@
-"""`taskplatform api | worker | migrate | migrations | healthcheck api|worker | smoke | token` — the container
-commands."""
+"""`taskplatform api | worker | migrate | migrations | healthcheck api|worker | smoke | token | queue-stats` —
+the container commands."""
 
 from __future__ import annotations
 
@@ -113,6 +113,17 @@ def _consul_setup(settings: ProcessSettings) -> int:
     return 0
 
 
+def _queue_stats(settings: ProcessSettings) -> int:
+    import json
+
+    from taskplatform import queue_stats
+    from taskplatform.secrets import FileSecretSource
+
+    with queue_stats.connect(settings, FileSecretSource(settings.secrets_dir)) as conn:
+        print(json.dumps(queue_stats.read(conn), sort_keys=True))
+    return 0
+
+
 def _smoke(settings: ProcessSettings, args: argparse.Namespace) -> int:
     import json
 
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "webhooks:write, admin (default: every scope)")
     token.add_argument("--ttl", type=float, default=TOKEN_DEFAULT_TTL_SECONDS,
                        help=f"seconds until it expires ({TOKEN_DEFAULT_TTL_SECONDS}; at most {TOKEN_MAX_TTL_SECONDS})")
+    sub.add_parser("queue-stats", help="what waits, runs and died, per kind, from PostgreSQL, as JSON (make status)")
     sub.add_parser("migrations", help="the migrations this release carries and the destructive ones, as JSON "
                                       "(a release compares them with the live version's)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")
@@ -213,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         return _db_setup(settings)
     if args.command == "consul-setup":
         return _consul_setup(settings)
+    if args.command == "queue-stats":
+        return _queue_stats(settings)
     if args.command == "smoke":
         return _smoke(settings, args)
     if args.command == "token":

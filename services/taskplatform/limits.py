@@ -5,6 +5,7 @@ Each refusal is an answer in the one error shape (``errors``), never a hang or a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -186,6 +187,15 @@ class BoundedPool:
         conn = await self._acquire()
         try:
             return await getattr(conn, method)(query, *args)
+        finally:
+            await self.pool.release(conn)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self):
+        """A connection of its own for a transaction, waiting for it as the query methods do."""
+        conn = await self._acquire()
+        try:
+            yield conn
         finally:
             await self.pool.release(conn)
 

@@ -21,6 +21,10 @@ TASKS_ENQUEUE_FAILED = Counter("tasks_enqueue_failed_total", "tasks committed bu
 TASKS_COMPLETED = Counter("tasks_completed_total", "tasks a worker completed", ["kind"])
 TASKS_FAILED = Counter("tasks_failed_total", "task attempts that failed (will retry)", ["kind"])
 TASKS_DEAD = Counter("tasks_dead_total", "tasks that failed their last attempt", ["kind"])
+SCHEDULES_FIRED = Counter("schedules_fired_total", "tasks created by schedules, one per occurrence fired", ["kind"])
+SCHEDULE_OCCURRENCES_SKIPPED = Counter("schedule_occurrences_skipped_total", "occurrences missed while no worker "
+                                       "fired and not fired, by the schedule's catch-up policy", ["catchup"])
+TASKS_DELETED = Counter("tasks_deleted_total", "finished tasks deleted by retention", ["kind"])
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
 TASKS_RECOVERED = Counter("tasks_recovered_total", "tasks a worker took from PostgreSQL, not from the stream",
                           ["reason"])

@@ -29,6 +29,9 @@ from taskplatform import kinds
 # A timeout is a bound on one attempt; a day is far beyond any kind we run, and catches a unit
 # mistake (milliseconds given as seconds) before it makes hung attempts last for ever.
 TimeoutSeconds = Annotated[float, Field(gt=0, le=86_400)]
+# How long a finished task is kept: a minute at least (a client polling for the outcome must
+# see it), ten years at most (a unit mistake, milliseconds for seconds, would keep it for ages).
+RetentionSeconds = Annotated[float, Field(ge=60, le=315_360_000)]
 
 log = logging.getLogger("taskplatform.config")
 
@@ -63,14 +66,23 @@ class RuntimeConfig(BaseModel):
     # kept, not refused, by the same rule as unknown keys: it may be a newer release's kind
     # (``validate_document`` refuses it before a push).
     enabled_kinds: list[str] | None = None
+    # Finished tasks (succeeded, dead, cancelled) are deleted this long after they finished;
+    # None: kept. A tenant's period overrides its kinds', a kind's the default.
+    retention_seconds: RetentionSeconds | None = None
+    retention_seconds_by_kind: dict[str, RetentionSeconds] = Field(default_factory=dict)
+    retention_seconds_by_tenant: dict[str, RetentionSeconds] = Field(default_factory=dict)
 
-    @field_validator("task_timeout_seconds_by_kind")
+    @field_validator("task_timeout_seconds_by_kind", "retention_seconds_by_kind")
     @classmethod
     def _known_kinds(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(kinds.names()))
         if unknown:  # a typo would silently fall back to the default timeout
             raise ValueError(f"unknown task kinds {unknown}; known: {kinds.names()}")
         return value
+
+    def retains(self) -> bool:
+        """Whether any finished task is ever deleted."""
+        return bool(self.retention_seconds or self.retention_seconds_by_kind or self.retention_seconds_by_tenant)
 
     def timeout_for(self, kind: str) -> float:
         return self.task_timeout_seconds_by_kind.get(kind, self.task_timeout_seconds)

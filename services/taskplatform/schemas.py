@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
                       create_model, model_validator)
 
-from taskplatform import kinds
+from taskplatform import kinds, recurrence
 from taskplatform.storable import unstorable_json
 
 
@@ -114,6 +114,67 @@ def create_body(max_delay_seconds: float):
         body.payload_required = not _fits(kind.payload, {})
     if len({body.__name__ for body in bodies}) < len(bodies):
         raise kinds.KindError(f"two task kinds differ only by '-' and '_' ({kinds.names()}): rename one")
+    return Annotated[Union[tuple(bodies)], Field(discriminator="kind")]
+
+
+def _schedule_body_schema(schema: dict, model: type[_Recurring]) -> None:
+    """Exactly one of cron and interval_seconds; timezone with cron only; ``payload`` required
+    where ``{}`` does not fit the kind's model."""
+    schema["oneOf"] = [{"required": ["cron"], "not": {"required": ["interval_seconds"]}},
+                       {"required": ["interval_seconds"], "not": {"anyOf": [{"required": ["cron"]},
+                                                                            {"required": ["timezone"]}]}}]
+    if model.payload_required:
+        schema["required"] = [*schema.get("required", []), "payload"]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON number without a fraction (``60`` or ``60.0``, both integers to JSON Schema); not
+    text, not a boolean, which pydantic's lax mode would turn into one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a whole number of seconds, e.g. 60")
+    return value
+
+
+class _Recurring(BaseModel):
+    """A schedule's body: when its tasks are made (the kind and payload fields are added per kind).
+    ``cron``, ``timezone`` and ``interval_seconds`` are left out, never null (None: left out).
+    Whether cron can evaluate the expression and the time zone exists, no schema says: the route
+    checks them (400)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_schedule_body_schema)
+    payload_required: ClassVar[bool] = False
+    cron: str = Field(None, min_length=1, max_length=200, pattern="^[^\\x00]*$", description=(
+        "a cron expression, five fields (minute hour day-of-month month day-of-week: ranges, steps, "
+        "lists, names, L, W, #), evaluated in `timezone`; not with interval_seconds"))
+    timezone: str = Field(None, min_length=1, max_length=64, pattern="^[^\\x00]*$", description=(
+        "the IANA time zone of `cron` (default UTC), e.g. Europe/Paris"))
+    interval_seconds: Annotated[int, BeforeValidator(_json_integer)] = Field(None, ge=1, le=31_536_000, description=(
+        "every this many seconds from the schedule's creation; not with cron"))
+    catchup: recurrence.Catchup = Field("latest", description=(
+        "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "
+        f"each, oldest first, at most the {recurrence.CATCHUP_ALL_LIMIT} most recent, `none` only one at most "
+        f"{recurrence.ON_TIME_SECONDS:g} s late"))
+
+    @model_validator(mode="after")
+    def _cron_or_interval(self):
+        if (self.cron is None) == (self.interval_seconds is None):
+            raise ValueError("give cron (with an optional timezone) or interval_seconds, exactly one")
+        if self.interval_seconds is not None and self.timezone is not None:
+            raise ValueError("timezone applies to cron only; leave it out with interval_seconds")
+        if self.cron is not None and self.timezone is None:
+            self.timezone = "UTC"
+        return self
+
+
+@functools.cache
+def create_schedule_body():
+    """The body of ``POST /v1/schedules``: one model per loaded kind, discriminated by ``kind``."""
+    bodies = []
+    for kind in kinds.registry().values():
+        bodies.append(body := create_model(
+            _component_name(kind.name).removesuffix("Task") + "Schedule", __base__=_Recurring,
+            kind=(Literal[kind.name], ...),
+            payload=(_valid_payload(kind), Field(default_factory=dict, validate_default=True))))
+        body.payload_required = not _fits(kind.payload, {})
     return Annotated[Union[tuple(bodies)], Field(discriminator="kind")]
 
 

@@ -270,6 +270,26 @@ class TaskStore:
             queued_for_seconds, limit, list(runnable_kinds))
         return [r["id"] for r in rows]
 
+    async def delete_finished(self, default_seconds: float | None, by_kind: dict[str, float],
+                              by_tenant: dict[str, float], limit: int = 500) -> list[str]:
+        """Retention: deletes at most ``limit`` finished tasks (succeeded, dead, cancelled) older
+        than their period — their tenant's, else their kind's, else ``default_seconds``; none
+        given: kept —, oldest first, with their schedule occurrences' records; returns the kind
+        of each. A short statement over the ``tasks_finished`` index that locks only the rows it
+        deletes (``SKIP LOCKED``: workers share the work): creates go on meanwhile."""
+        rows = await self.pool.fetch(
+            "WITH expired AS ("
+            "  SELECT id FROM tasks t WHERE status IN ('succeeded', 'dead', 'cancelled') "
+            "  AND updated_at < clock_timestamp() - make_interval(secs => coalesce("
+            "    (SELECT r.s FROM unnest($1::text[], $2::float8[]) AS r(name, s) WHERE r.name = t.tenant), "
+            "    (SELECT r.s FROM unnest($3::text[], $4::float8[]) AS r(name, s) WHERE r.name = t.kind), $5::float8)) "
+            "  ORDER BY updated_at LIMIT $6 FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM tasks WHERE id IN (SELECT id FROM expired) RETURNING id, kind), "
+            "records AS (DELETE FROM schedule_occurrences WHERE task_id IN (SELECT id FROM gone)) "
+            "SELECT kind FROM gone",
+            list(by_tenant), list(by_tenant.values()), list(by_kind), list(by_kind.values()), default_seconds, limit)
+        return [r["kind"] for r in rows]
+
     async def queue_stats(self) -> tuple[int, float]:
         """(tasks queued, seconds the oldest of them has waited since it was last queued; 0 when
         none): what waits for a worker. Two index scans of the queued tasks alone

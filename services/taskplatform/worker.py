@@ -22,7 +22,7 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import kinds, limits, logs, metrics, queue, store
+from taskplatform import kinds, limits, logs, metrics, queue, recurrence, schedules, store
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
@@ -66,9 +66,13 @@ class Worker:
         self.kind_runner = kinds.Runner(settings.kind_threads)
         self.stuck_threads = 0
         metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
-        metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD)
+        metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD, metrics.SCHEDULES_FIRED,
+                            metrics.TASKS_DELETED)
+        for policy in recurrence.CATCHUP_POLICIES:
+            metrics.SCHEDULE_OCCURRENCES_SKIPPED.labels(catchup=policy)
         metrics.set_release(settings.release_colour, settings.build_version)
         self.store: store.TaskStore | None = None
+        self.schedules: schedules.ScheduleStore | None = None
         self.redis = None
 
     def _free_slots(self) -> int:
@@ -223,14 +227,42 @@ class Worker:
         await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
         for stream in self.streams:
             await self._reclaim(stream)
-        for task_id in await self.store.due_retries() + await self.store.due_scheduled():
+        for task_id in await self.store.due_retries() + await self.store.due_scheduled() + await self._fire_schedules():
             await queue.enqueue(self.redis, str(task_id))
+        await self._retain()
         for stream in self.streams:
             forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds,
                                                           stream)
             if forgotten:
                 metrics.CONSUMERS_FORGOTTEN.inc(len(forgotten))
                 log.info("idle consumers removed from the group", extra={"consumers": forgotten, "stream": stream})
+
+    async def _fire_schedules(self) -> list[uuid.UUID]:
+        """The tasks of the schedules' occurrences due now, created (``ScheduleStore.fire_due``:
+        once each, whatever the number of workers), to be enqueued. Should the enqueue fail, they
+        are queued rows, which the reconciler takes after ``reconcile_after_seconds``."""
+        firing = await self.schedules.fire_due(self.config.config.task_max_attempts)
+        for kind in firing.kinds:
+            metrics.SCHEDULES_FIRED.labels(kind=metrics.kind_label(kind)).inc()
+        for policy, count in firing.skipped.items():
+            metrics.SCHEDULE_OCCURRENCES_SKIPPED.labels(catchup=policy).inc(count)
+        if firing.task_ids or firing.skipped:
+            log.info("schedules fired", extra={"tasks": len(firing.task_ids), "skipped": firing.skipped})
+        for schedule_id, why in firing.unreadable.items():
+            log.warning("schedule not fired", extra={"schedule_id": str(schedule_id), "reason": why})
+        return firing.task_ids
+
+    async def _retain(self) -> None:
+        """Retention: one batch of finished tasks past their period deleted (``delete_finished``),
+        when the runtime config gives one. A batch per pass, so a backlog of expired tasks (the
+        first run after retention is set) is worked off in short statements, never one long one."""
+        cfg = self.config.config
+        if not cfg.retains():
+            return
+        deleted = await self.store.delete_finished(cfg.retention_seconds, cfg.retention_seconds_by_kind,
+                                                   cfg.retention_seconds_by_tenant)
+        for kind, count in collections.Counter(metrics.kind_label(kind) for kind in deleted).items():
+            metrics.TASKS_DELETED.labels(kind=kind).inc(count)
 
     async def _reclaim(self, stream: str) -> None:
         """Messages of ``stream`` pending under another consumer for ``claim_idle_seconds`` (its
@@ -326,6 +358,7 @@ class Worker:
                                                           connect_timeout=s.pg_connect_timeout_seconds), None)
         metrics.watch_pool(pool)
         self.store = store.TaskStore(pool)
+        self.schedules = schedules.ScheduleStore(pool)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         await self._ensure_group()

@@ -5,6 +5,7 @@ enabled again). Against the real API processes, a worker, PostgreSQL and Redis."
 
 import datetime as dt
 import json
+import re
 import time
 import uuid
 
@@ -141,3 +142,14 @@ def test_the_claim_and_the_reconciler_leave_a_task_of_a_kind_they_may_not_run(pl
         claim, _ = await tasks.claim(task_id, 30, ["checksum", "sleep"])
         assert claim.attempts == 1
     run_with_store(platform, scenario)
+
+
+def test_retention_periods_are_bounded_and_name_known_kinds():
+    config = validate_document(dict(RUNTIME_DEFAULTS))
+    assert config.retention_seconds is None and not config.retains()  # kept for ever unless said
+    assert validate_document(dict(RUNTIME_DEFAULTS, retention_seconds_by_tenant={"acme": 600})).retains()
+    for refused, says in (({"retention_seconds": 5}, "greater than or equal to 60"),
+                          ({"retention_seconds": 10 ** 12}, "less than or equal to"),
+                          ({"retention_seconds_by_kind": {"chekcsum": 3600}}, "unknown task kinds ['chekcsum']")):
+        with pytest.raises(ConfigRejected, match=re.escape(says)):
+            validate_document(dict(RUNTIME_DEFAULTS, **refused))

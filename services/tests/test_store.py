@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from taskplatform import store
+from taskplatform.schedules import ScheduleStore
 
 
 def run_with_store(platform, scenario):
@@ -114,4 +115,55 @@ def test_a_scheduled_task_is_not_claimed_before_it_is_due_and_queued_once_by_rac
         assert sum(ids.count(task_id) for ids in racing) == 1
         claim, _ = await tasks.claim(task_id, 30)
         assert claim is not None and claim.attempts == 1
+    run_with_store(platform, scenario)
+
+
+async def finished_task(tasks: store.TaskStore, pool, tenant: str, kind: str, status: str, age_seconds: float) -> uuid.UUID:
+    """A task of ``tenant`` that reached ``status`` ``age_seconds`` ago."""
+    task, _ = await tasks.create(tenant, kind, {"seconds": 0} if kind == "sleep" else {}, 3, None)
+    await pool.execute("UPDATE tasks SET status = $2, updated_at = clock_timestamp() - make_interval(secs => $3) "
+                       "WHERE id = $1", uuid.UUID(task["id"]), status, age_seconds)
+    return uuid.UUID(task["id"])
+
+
+def test_retention_deletes_finished_tasks_past_their_tenants_else_kinds_else_default_period(platform):
+    async def scenario(tasks, pool):
+        usual, brief = f"tenant-{uuid.uuid4().hex[:8]}", f"tenant-{uuid.uuid4().hex[:8]}"
+        expired = await finished_task(tasks, pool, usual, "checksum", "succeeded", 7200)  # default: 1 h
+        recent = await finished_task(tasks, pool, usual, "checksum", "succeeded", 1800)
+        long_kept_kind = await finished_task(tasks, pool, usual, "sleep", "dead", 7200)  # sleep: 1 day
+        tenant_first = await finished_task(tasks, pool, brief, "sleep", "cancelled", 1200)  # brief: 10 min
+        unfinished = await finished_task(tasks, pool, usual, "checksum", "queued", 7200)
+        schedule = await ScheduleStore(pool).create(usual, "checksum", {}, None, None, 3600, "latest")
+        await pool.execute("INSERT INTO schedule_occurrences (schedule_id, occurrence_at, task_id) "
+                           "VALUES ($1, clock_timestamp(), $2)", uuid.UUID(schedule["id"]), expired)
+        deleted = await tasks.delete_finished(3600, {"sleep": 86400}, {brief: 600}, limit=1000)
+        assert sorted(deleted) == ["checksum", "sleep"]
+        left = {r["id"] for r in await pool.fetch("SELECT id FROM tasks WHERE tenant = ANY($1::text[])", [usual, brief])}
+        assert left == {recent, long_kept_kind, unfinished}
+        assert await pool.fetchval("SELECT count(*) FROM schedule_occurrences WHERE task_id = $1", expired) == 0
+        assert await tasks.delete_finished(None, {}, {}, limit=1000) == []  # no period: kept for ever
+    run_with_store(platform, scenario)
+
+
+def test_retention_works_in_batches_oldest_first(platform):
+    async def scenario(tasks, pool):
+        owner = f"tenant-{uuid.uuid4().hex[:8]}"
+        by_age = [await finished_task(tasks, pool, owner, "checksum", "succeeded", age) for age in (900, 1000, 1100)]
+        assert len(await tasks.delete_finished(None, {}, {owner: 600}, limit=2)) == 2
+        assert [r["id"] for r in await pool.fetch("SELECT id FROM tasks WHERE tenant = $1", owner)] == by_age[:1]
+    run_with_store(platform, scenario)
+
+
+def test_a_retention_batch_in_progress_does_not_hold_off_creates(platform):
+    async def scenario(tasks, pool):
+        owner = f"tenant-{uuid.uuid4().hex[:8]}"
+        for _ in range(3):
+            await finished_task(tasks, pool, owner, "checksum", "succeeded", 7200)
+        async with pool.acquire() as conn, conn.transaction():  # the batch's statement, not committed yet
+            assert len(await store.TaskStore(conn).delete_finished(None, {}, {owner: 600}, limit=100)) == 3
+            for key in (None, "a-new-key"):  # the same tenant, plain and idempotent
+                task, created = await asyncio.wait_for(tasks.create(owner, "checksum", {}, 3, key), 2)
+                assert created and task["status"] == "queued"
+        assert await pool.fetchval("SELECT count(*) FROM tasks WHERE tenant = $1", owner) == 2
     run_with_store(platform, scenario)

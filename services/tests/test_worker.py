@@ -102,6 +102,24 @@ def test_concurrency_follows_the_live_config(workers, tenant, runtime_config):
     assert 1 <= most_running <= 2  # two workers, one slot each (and the sampling did see them run)
 
 
+def test_workers_delete_finished_tasks_past_the_retention_of_the_runtime_config(workers, tenant, platform,
+                                                                                 runtime_config):
+    import psycopg
+
+    done = tenant.wait_for(tenant.create("checksum", {"keep": "briefly"}).json()["id"])
+    kept = tenant.wait_for(tenant.create("checksum", {"keep": "a while"}).json()["id"])
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
+                         user=platform.pg.user, password=platform.pg.password, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET updated_at = clock_timestamp() - interval '2 minutes' WHERE id = %s",
+                     (done["id"],))  # it finished two minutes ago
+    runtime_config(retention_seconds_by_tenant={tenant.name: 60})
+    deadline = time.monotonic() + 10
+    while tenant.get(done["id"]).status_code != 404:
+        assert time.monotonic() < deadline, "the expired task is still there after 10 s"
+        time.sleep(0.05)
+    assert tenant.get(kept["id"]).json()["status"] == "succeeded"  # finished just now: kept
+
+
 def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, workers):
     for proc in workers:  # only the new worker below may take the task
         os.killpg(proc.pid, signal.SIGTERM)
@@ -113,3 +131,4 @@ def test_sigterm_finishes_the_in_flight_task_then_exits(platform, tenant, worker
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(30) == 0
     assert tenant.get(task_id).json()["status"] == "succeeded"
+

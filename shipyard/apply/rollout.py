@@ -19,7 +19,7 @@ from shipyard.apply.releasestate import colour_removed, routing_paths
 from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
 from shipyard.component import SecretFile
 from shipyard.render import RenderedHost, render_secret_file, secret_variables
-from shipyard.render.compose import secrets_variable
+from shipyard.render.compose import secrets_env
 from shipyard.bluegreen import ReleaseState
 from shipyard.secretstore import Secret, fingerprints, fingerprints_text
 from shipyard.settings import EnvironmentSettings
@@ -59,7 +59,7 @@ def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict
     # What this host runs with, by fingerprint: a deploy holding other secrets stops (guard.py).
     wanted = [WantedPath(f"{root}/secrets", 0, "700"),
               WantedPath(f"{root}/secrets/{FINGERPRINTS}", 0, "400", fingerprints_text(values)),
-              WantedPath(f"{root}/.env", 0, "600", secrets_env(on_host, values) + "".join(
+              WantedPath(f"{root}/.env", 0, "600", secrets_env(on_host, fingerprints(values)) + "".join(
                   f"{name}={value}\n" for name, value in sorted((versions or {}).items())).encode())]
     for inst in on_host:
         svc = inst.service
@@ -73,20 +73,6 @@ def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict
                 wanted.append(WantedPath(f"{folder}/{s.target}{RETIRING_SUFFIX}", svc.uid, "400",
                                          _secret_content(inst, s, previous[s.secret], variables)))
     return wanted
-
-
-def secrets_env(on_host: tuple[topology.Instance, ...], values: dict[str, Secret]) -> bytes:
-    """The project's .env: per instance, a fingerprint of the secrets it reads at start (those
-    without a live Rotation), which its compose label interpolates — so a changed secret
-    recreates exactly its readers. Fingerprints only: no value is in it."""
-    printed = fingerprints(values)
-    lines = []
-    for inst in on_host:
-        read_at_start = sorted({s.secret for s in inst.service.secrets if s.rotation is None})
-        if read_at_start:
-            joined = ",".join(f"{name}:{printed[name]}" for name in read_at_start)
-            lines.append(f"{secrets_variable(inst.name)}={hashlib.sha256(joined.encode()).hexdigest()[:16]}\n")
-    return "".join(lines).encode()
 
 
 def live_rotations(on_host: tuple[topology.Instance, ...], rotating: set[str]) -> tuple[list[LiveRotation], list[LiveRotation]]:

@@ -49,6 +49,14 @@ class HostView:
         port = f":{self.host.ssh_port}" if self.host.ssh_port else ""
         return f"{user}{self.host.connect}{port}"
 
+    def ssh_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run on the host by the ssh client (its config, keys and known hosts, as the
+        docker SDK's ``ssh://`` uses them), quoted once for the remote shell. Read-only uses
+        (files, compose's view), and the audit trail's append (shipyard.controller.audit_log)."""
+        return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
+                f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
+                commands.to_shell(argv)]
+
     @cached_property
     def docker(self) -> docker.DockerClient:
         try:
@@ -94,6 +102,14 @@ class HostView:
         return ReleaseState.of_host(raw.decode() if raw else None, f"host {self.host.name}: release state",
                                     image_plan.first_version(self.settings) or "")
 
+    def compose_config_hashes(self) -> str | None:
+        """`docker compose config --hash '*'` of the deployed project (read-only); None when it
+        cannot be asked (nothing deployed, no access)."""
+        argv = commands.compose_config_hashes(self.project_dir, self.settings.compose_project)
+        result = subprocess.run(argv if self.local else self.ssh_argv(argv), capture_output=True, text=True,
+                                timeout=60, check=False)
+        return result.stdout if result.returncode == 0 else None
+
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""
         return self.read_path(f"{self.project_dir}/{rel}")
@@ -108,13 +124,6 @@ class HostView:
                 return None
         result = subprocess.run(self.ssh_argv(["cat", path]), capture_output=True, timeout=30, check=False)
         return result.stdout if result.returncode == 0 else None
-
-    def ssh_argv(self, argv: list[str]) -> list[str]:
-        """``argv`` run on this SSH host by the ssh client (its config, keys and known hosts, as
-        the docker SDK's ``ssh://`` uses them), quoted once for the remote shell."""
-        return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
-                f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
-                commands.to_shell(argv)]
 
 
 @dataclass

@@ -17,7 +17,10 @@ from shipyard import image_plan, plan, rollout_order, topology, tracing
 from shipyard.image_plan import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
 from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, health, uptime
+from shipyard.errors import ShipyardError
 from shipyard.render import COMPOSE_FILE, RenderedHost, render_host
+from shipyard.render.compose import secrets_env, secrets_variable
+from shipyard.secretstore import fingerprints, load_or_create
 from shipyard.settings import EnvironmentSettings
 
 
@@ -126,9 +129,40 @@ def _runtime_reasons(access: HostView, rendered: RenderedHost) -> dict[str, list
     return out
 
 
+def _container_reasons(access: HostView, on_host, printed: dict[str, str] | None) -> dict[str, list[str]]:
+    """Why containers whose definition did not change would still be recreated: a secret they
+    read at start changed (the project's .env), or they were not made from the deployed
+    definition (changed outside the deploy)."""
+    out: dict[str, list[str]] = {}
+    if printed is not None:
+        variables = {inst.name: secrets_variable(inst.name) for inst in on_host}
+        have = access.read_file(".env")
+        out = plan.env_changes(have.decode() if have else None, secrets_env(on_host, printed).decode(), variables)
+    hashes = access.compose_config_hashes()
+    if hashes:
+        found: dict[str, list[tuple[str, str]]] = {}
+        for c in access.containers():
+            found.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(
+                (c.name, c.labels.get(plan.COMPOSE_CONFIG_HASH_LABEL, "")))
+        for name, reasons in plan.drifted(found, plan.parse_config_hashes(hashes)).items():
+            out.setdefault(name, []).extend(reasons)
+    return out
+
+
+def _secret_fingerprints(settings: EnvironmentSettings, repo: Path) -> tuple[dict[str, str] | None, str | None]:
+    """The checkout's secrets by fingerprint (what a deploy would give the hosts), or why not."""
+    try:
+        return fingerprints(load_or_create(repo, settings.name, generate_missing=False)), None
+    except ShipyardError as err:
+        return None, f"secrets: not compared ({err.what})"
+
+
 def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
     lines = [f"plan for {settings.name}: what `make deploy ENV={settings.name}` would change (read-only; nothing was changed)"]
     total = 0
+    printed, unread = _secret_fingerprints(settings, repo)
+    if unread:
+        lines.append(unread)
     for number, step in enumerate(rollout_order.rollout_steps(topology.build(settings)), 1):
         if len(settings.hosts) > 1:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
@@ -141,6 +175,8 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
         deployed = _deployed_compose(access)
         changes = plan.service_changes(deployed, rendered.compose)
         runtime = _runtime_reasons(access, rendered)
+        for name, reasons in _container_reasons(access, on_host, printed).items():
+            runtime.setdefault(name, []).extend(reasons)
         wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items()}
         have = {p: hashlib.sha256(c).hexdigest() for p in wanted if (c := access.read_file(p)) is not None}
         files = plan.file_changes(have, wanted)

@@ -114,6 +114,20 @@ def secrets_variable(instance: str) -> str:
     return "SHIPYARD_SECRETS_" + instance.upper().replace("-", "_")
 
 
+def secrets_env(on_host: tuple[topology.Instance, ...], printed: dict[str, str]) -> bytes:
+    """The project's .env: per instance, a fingerprint of the secrets it reads at start (those
+    without a live Rotation), which its compose label interpolates — so a changed secret
+    recreates exactly its readers. ``printed``: secret name → its fingerprint
+    (shipyard.secretstore.fingerprints); no value is in it."""
+    lines = []
+    for inst in on_host:
+        read_at_start = sorted({s.secret for s in inst.service.secrets if s.rotation is None})
+        if read_at_start:
+            joined = ",".join(f"{name}:{printed[name]}" for name in read_at_start)
+            lines.append(f"{secrets_variable(inst.name)}={hashlib.sha256(joined.encode()).hexdigest()[:16]}\n")
+    return "".join(lines).encode()
+
+
 def render_compose(settings: EnvironmentSettings, host: HostSettings,
                    config_hashes: dict[str, str]) -> dict[str, Any]:
     """The compose document of ``host``. ``config_hashes``: config dir → content hash."""

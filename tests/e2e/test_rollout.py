@@ -34,11 +34,33 @@ def test_status_and_plan_describe_the_rolled_out_environment(env_name):
     assert any(line.split()[0] in ("postgres", "postgres-replica-1") and "primary, streaming to" in line
                for line in lines if len(line.split()) > 1), status.stdout
     assert "agrees; 3 of 3 Sentinels" in status.stdout and "drift from the render: none" in status.stdout
+    worker_row = next(line for line in lines if line.split()[:1] == [worker] and " healthy " in line)
+    assert re.search(r"queue: \d+ queued \(oldest \d+ s\), \d+ scheduled, \d+ running, \d+ dead", worker_row), worker_row
     plan = run_shipyard("plan", "--env", env_name)
     assert plan.returncode == 0 and plan.stdout.rstrip().endswith("nothing to do"), plan.stdout + plan.stderr
     changed = run_shipyard("plan", "--env", env_name, env_extra={"SHIPYARD_REDIS__QUORUM": "3"})
     assert "redis-sentinel-1: environment.REDIS_QUORUM: '2' -> '3'" in changed.stdout, changed.stdout
     assert "redis: " not in changed.stdout  # the Redis nodes keep running
+
+
+def test_plan_sees_a_container_changed_by_hand_and_the_next_deploy_puts_it_back(env_name, tmp_path):
+    """Drift the render cannot show: the node exporter recreated by hand from another definition
+    (an extra variable, through compose itself) — same files, another container."""
+    from shipyard import commands
+    from shipyard.inventory import load_environment
+
+    settings = load_environment(REPO, env_name)
+    override = tmp_path / "by-hand.yaml"
+    override.write_text("services:\n  node-exporter:\n    environment:\n      BY_HAND: '1'\n")
+    project_dir = commands.project_dir(settings.deploy_root, env_name)
+    by_hand = subprocess.run(commands.compose(project_dir, settings.compose_project, "-f", str(override), "up", "-d",
+                                              "--no-deps", "node-exporter"), capture_output=True, text=True)
+    assert by_hand.returncode == 0, by_hand.stderr
+    plan = run_shipyard("plan", "--env", env_name)
+    assert "node-exporter-1: not made from the deployed definition (changed outside the deploy)" in plan.stdout, plan.stdout
+    repaired = run_shipyard("up", "--env", env_name)
+    assert repaired.returncode == 0 and "node-exporter-1: compose config changed" in repaired.stdout, repaired.stdout
+    assert run_shipyard("plan", "--env", env_name).stdout.rstrip().endswith("nothing to do")
 
 
 def test_a_second_checkout_with_other_secrets_is_refused_before_touching_anything(env_name, tmp_path):

@@ -7,6 +7,8 @@ restarted (sealed) server unsealed by the next `make up`."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -140,3 +142,23 @@ def test_a_restarted_server_is_sealed_and_the_next_deploy_unseals_it(settings):
     assert "vault: nothing to change" in up.stdout
     assert run_shipyard("vault-status", "--env", settings.name).returncode == 0
     assert "unsealed, leader" in run_shipyard("status", "--env", settings.name).stdout
+
+
+def test_rotating_the_servers_tls_serves_a_new_certificate_from_the_same_ca_and_ends_unsealed(settings, ca_file):
+    address = setup.server_addresses(settings)[0][1].removeprefix("https://")
+    host, port = address.rsplit(":", 1)
+
+    def served() -> str:
+        return ssl.get_server_certificate((host, int(port)))
+
+    before = served()
+    rotated = run_shipyard("secrets-rotate", "--env", settings.name, "--name", "vault_tls")
+    assert rotated.returncode == 0, rotated.stdout[-3000:] + rotated.stderr[-3000:]
+    assert "shipyard: vault: unsealed vault-1" in rotated.stdout  # recreated with it, unsealed by the same deploy
+    after = served()
+    assert after != before
+    context = ssl.create_default_context(cafile=ca_file)  # the held CA, unchanged, verifies the new one
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=5),
+                             server_hostname="localhost") as tls:
+        assert tls.getpeercert()
+    assert run_shipyard("vault-status", "--env", settings.name).returncode == 0

@@ -65,3 +65,25 @@ def test_a_failed_deploy_restores_what_it_took_down_and_only_that():
     after_failing = [c("postgres", "restarting", "unhealthy"), c("api", health="unhealthy")]
     # postgres was healthy and the deploy broke it; api was already unhealthy, nothing to go back to.
     assert to_restore(healthy_services(before), after_failing) == ["postgres"]
+
+
+def test_a_changed_secret_fingerprint_names_exactly_its_readers():
+    from shipyard.plan import env_changes
+
+    variables = {"api-blue": "SHIPYARD_SECRETS_API_BLUE", "redis": "SHIPYARD_SECRETS_REDIS"}
+    have = "SHIPYARD_SECRETS_API_BLUE=aaaa\nSHIPYARD_SECRETS_REDIS=bbbb\nTASKPLATFORM_BLUE=1.0\n"
+    want = "SHIPYARD_SECRETS_API_BLUE=cccc\nSHIPYARD_SECRETS_REDIS=bbbb\n"
+    assert env_changes(have, want, variables) == {"api-blue": ["a secret it reads at start changed"]}
+    assert env_changes(None, want, variables) == {name: ["a secret it reads at start changed"] for name in variables}
+    assert env_changes(want, want, variables) == {}
+
+
+def test_a_container_not_made_from_the_deployed_definition_is_drift():
+    from shipyard.plan import drifted, parse_config_hashes
+
+    deployed = parse_config_hashes("node-exporter e5f4\nredis 1111\n")
+    assert deployed == {"node-exporter": "e5f4", "redis": "1111"}
+    found = {"node-exporter": [("shipyard-ci-node-exporter-1", "6cee")], "redis": [("shipyard-ci-redis-1", "1111")],
+             "stray": [("x", "y")]}
+    assert drifted(found, deployed) == {"node-exporter": [
+        "shipyard-ci-node-exporter-1: not made from the deployed definition (changed outside the deploy)"]}

@@ -5,7 +5,9 @@ beside the new one only while a rotation is pending."""
 import pytest
 
 from shipyard import topology
-from shipyard.apply.rollout import live_rotations, secret_files, secrets_env
+from shipyard.apply.rollout import live_rotations, secret_files
+from shipyard.render.compose import secrets_env
+from shipyard.secretstore import fingerprints
 from shipyard.render import secret_variables
 from shipyard.inventory import load_environment
 from shipyard.secretstore import SECRET_NAMES, Secret
@@ -30,7 +32,7 @@ def values(suffix: str = "", **changed: str) -> dict[str, Secret]:
 
 
 def digests(on_host, vals) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in secrets_env(on_host, vals).decode().splitlines())
+    return dict(line.split("=", 1) for line in secrets_env(on_host, fingerprints(vals)).decode().splitlines())
 
 
 def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
@@ -93,7 +95,7 @@ def test_a_changed_secret_changes_the_label_of_exactly_the_containers_that_read_
     changed = {name.removeprefix("SHIPYARD_SECRETS_").lower().replace("_", "-")
                for name in before if before[name] != after[name]}
     assert changed == recreated
-    assert "n" * 43 not in secrets_env(on_host, values(**{secret: "n" * 43})).decode()
+    assert "n" * 43 not in secrets_env(on_host, fingerprints(values(**{secret: "n" * 43}))).decode()
 
 
 def test_the_old_value_is_delivered_only_to_live_servers_and_only_while_a_rotation_is_pending(on_host, variables):

@@ -8,6 +8,7 @@ server restarted (sealed), the next run unseals it from the store."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import hvac.exceptions
 import pytest
@@ -105,6 +106,20 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         assert not healthy and lines == [f"vault-1  https://127.0.0.1:{port}  sealed (unseal progress 0/3)"], lines
         third = setup.run(settings, repo, values, environ, database)
         assert third[0] == "unsealed vault-1" and third[1].startswith("vault: nothing to change"), third
+
+        # Its data deleted (as by `make down VOLUMES=1`): a real environment stops and deletes
+        # nothing; a throw-away one (ci: secrets.generate_missing) forgets the old keys and starts afresh.
+        server.stop()
+        shutil.rmtree(workdir / "setup-bao" / "data")
+        server = start_bao(workdir / "setup-bao", settings, tls_dir, node_id="vault-1", ports=ports)
+        real = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_PORTS__VAULT_HTTPS": str(port),
+                                             "SHIPYARD_SECRETS__GENERATE_MISSING": "false"})
+        with pytest.raises(setup.VaultError, match="holds vault_unseal_keys.age, vault_deployer.age of an earlier"):
+            setup.run(real, repo, values, environ, database)
+        assert (store_dir / "vault_unseal_keys.age").exists() and not server.client().sys.is_initialized()
+        fourth = setup.run(settings, repo, values, environ, database)
+        assert fourth[0].startswith("the servers' data was deleted: vault_unseal_keys.age, vault_deployer.age"), fourth
+        assert fourth[1].startswith("initialised") and fourth[-1].startswith("the initial root token revoked"), fourth
     finally:
         server.stop()
     with pytest.raises(SecretsError, match="never overwritten"):

@@ -111,6 +111,12 @@ def _checks():
     return checks
 
 
+def _describe(settings, containers):
+    from shipyard.components.taskplatform.status import describe  # only when `make status` asks
+
+    return describe(settings, containers)
+
+
 COMPONENT = Component(
     name="taskplatform",
     folder=Path(__file__).parent,
@@ -160,4 +166,5 @@ COMPONENT = Component(
     secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
     checks=_checks,
     commands=COMMANDS,
+    describe=_describe,
 )

@@ -56,20 +56,45 @@ def _initialise(repo: Path, settings, client, environ) -> list[str]:
     """Initialise a new server: its unseal keys and root token stored at once (the root token
     only until the deployer's credential is stored: ``_login``)."""
     try:
-        result = bootstrap.initialize(client, settings.vault.unseal_key_shares, settings.vault.unseal_key_threshold)
+        fresh = not client.sys.is_initialized()
     except requests.RequestException as err:
         raise VaultError(client.url, f"unreachable ({type(err).__name__})",
                          f"check that its server runs and publishes its API there (make status ENV={settings.name})") from err
-    if result is None:
+    if not fresh:
         return []
+    lines = _forget_wiped(repo, settings, client)
+    result = bootstrap.initialize(client, settings.vault.unseal_key_shares, settings.vault.unseal_key_threshold)
     try:
         secretstore.write_held(repo, settings.name, UNSEAL_KEYS, json.dumps(list(result.unseal_keys)), environ)
         secretstore.write_held(repo, settings.name, ROOT_TOKEN, result.root_token, environ)
     except Exception as err:
         raise VaultError(client.url, f"initialised, but its unseal keys could not be stored ({err})",
                          "this server can never be unsealed: stop it, delete its data volume and run again") from err
-    return [f"initialised {client.url}: {len(result.unseal_keys)} unseal keys (threshold {result.threshold}) "
-            f"and the root token age-encrypted in secrets/{settings.name}/"]
+    return lines + [f"initialised {client.url}: {len(result.unseal_keys)} unseal keys (threshold {result.threshold}) "
+                    f"and the root token age-encrypted in secrets/{settings.name}/"]
+
+
+# What belongs to one initialisation of the servers' data: meaningless once that data is gone.
+_OF_THE_DATA = (UNSEAL_KEYS, ROOT_TOKEN, DEPLOYER)
+
+
+def _forget_wiped(repo: Path, settings, client) -> list[str]:
+    """A new server while keys of an earlier initialisation are stored: its data was deleted
+    (`make down VOLUMES=1`). In a throw-away environment (secrets.generate_missing: local, ci)
+    they are deleted and it starts afresh; in a real one nothing is deleted and the deploy stops."""
+    stored = [name for name in _OF_THE_DATA if (repo / "secrets" / settings.name / f"{name}.age").exists()]
+    if not stored:
+        return []
+    files = ", ".join(f"{name}.age" for name in stored)
+    if not settings.secrets.generate_missing:
+        raise VaultError(client.url, f"is not initialised, but secrets/{settings.name}/ holds {files} of an "
+                         "earlier initialisation (was its data volume deleted?)",
+                         "restore the servers' data from a raft snapshot; or, to start Vault afresh on purpose, "
+                         f"move {files} out of secrets/{settings.name}/ and deploy again")
+    for name in stored:
+        secretstore.remove_held(repo, settings.name, name)
+    return [f"the servers' data was deleted: {files} of the earlier initialisation deleted "
+            "(a throw-away environment: secrets.generate_missing)"]
 
 
 def _login(repo: Path, settings, active, want, environ) -> tuple[bool, list[str]]:
