@@ -58,8 +58,13 @@ def test_a_created_task_s_request_line_names_it_and_the_worker_logs_its_success(
                                    headers={"X-Request-Id": "trace-link-1"}, timeout=30)
     assert response.status_code == 202, response.text
     task_id = response.json()["id"]
-    created = [line for line in log_lines(platform, "api") if line.get("request_id") == "trace-link-1"]
-    assert [line.get("task_id") for line in created if line["msg"] == "request"] == [task_id], created
+    # The access line is written once the response is sent: the client may read it first.
+    deadline = time.monotonic() + 10
+    while not (created := [line for line in log_lines(platform, "api")
+                           if line.get("request_id") == "trace-link-1" and line["msg"] == "request"]):
+        assert time.monotonic() < deadline, "no access line for request trace-link-1 after 10 s"
+        time.sleep(0.05)
+    assert [line.get("task_id") for line in created] == [task_id], created
     worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=free_port())
     try:
         wait_worker_ready(worker)
