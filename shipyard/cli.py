@@ -318,9 +318,9 @@ def list_commands(make_help: bool) -> int:
 
 # --- the audit trail (shipyard.audit) -------------------------------------------------------------
 
-# The core's commands that change an environment (its hosts, or its secrets); components mark
-# theirs (``Command.changes``).
-CHANGING = frozenset({"up", "down", "secrets-init", "secrets-rotate", "release", "rollback"})
+# The core's commands that change an environment's hosts; components mark theirs
+# (``Command.changes``). secrets-init only adds files to the checkout, which git records.
+CHANGING = frozenset({"up", "down", "secrets-rotate", "release", "rollback"})
 # Arguments that say how the tool runs, not what the command does.
 _NOT_OPTIONS = frozenset({"command", "env", "from_make", "lock_wait"})
 
