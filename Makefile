@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
         test test-unit test-services test-vault test-client test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
@@ -16,7 +16,11 @@ help: venv
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make status ENV=name    per host and component: instances, image, health, uptime, role, drift"
 	@echo "make plan ENV=name      what a deploy would change and why (touches nothing)"
-	@echo "make logs ENV=name SERVICE=name [TAIL=100] [FOLLOW=1]   logs of a service or component"
+	@echo "make logs ENV=name SERVICE=name [TAIL=100] [FOLLOW=1] [SINCE=10m] [LEVEL=warning]   logs of a service or"
+	@echo "                         component (LEVEL: JSON lines at or above it; other lines kept)"
+	@echo "make trace ENV=name REQUEST_ID=id | TASK_ID=id [SINCE=24h]   one request or task across every container,"
+	@echo "                         merged by time, with each hop's latency"
+	@echo "make audit ENV=name [LAST=20]   who deployed, released, rotated, promoted... when, from which commit, result"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
 	@echo "make secrets-rotate ENV=name NAME=secret   a new value, applied in the running servers and to"
@@ -91,8 +95,19 @@ plan: venv
 	$(PY) -m shipyard plan --env $(ENV)
 
 logs: venv
-	@test -n "$(SERVICE)" || { echo "usage: make logs ENV=$(ENV) SERVICE=api|postgres|redis-sentinel-1|... [TAIL=100] [FOLLOW=1]" >&2; exit 2; }
-	$(PY) -m shipyard logs --env $(ENV) --service $(SERVICE) --tail $(or $(TAIL),100) $(if $(filter 1,$(FOLLOW)),--follow,)
+	@test -n "$(SERVICE)" || { echo "usage: make logs ENV=$(ENV) SERVICE=api|postgres|redis-sentinel-1|... [TAIL=100] [FOLLOW=1] [SINCE=10m] [LEVEL=warning]" >&2; exit 2; }
+	$(PY) -m shipyard logs --env $(ENV) --service $(SERVICE) --tail $(or $(TAIL),100) $(if $(filter 1,$(FOLLOW)),--follow,) \
+	    $(if $(SINCE),--since "$$SINCE",) $(if $(LEVEL),--level "$$LEVEL",)
+
+# One request (its X-Request-ID) or task followed across every container's log (read-only).
+trace: venv
+	@test -n "$(REQUEST_ID)$(TASK_ID)" || { echo "usage: make trace ENV=$(ENV) REQUEST_ID=<X-Request-ID> | TASK_ID=<task id> [SINCE=24h]" >&2; exit 2; }
+	$(PY) -m shipyard trace --env $(ENV) $(if $(REQUEST_ID),--request-id "$$REQUEST_ID",) \
+	    $(if $(TASK_ID),--task-id "$$TASK_ID",) $(if $(SINCE),--since "$$SINCE",)
+
+# The audit trail: every command that changed the environment, from its hosts (read-only).
+audit: venv
+	$(PY) -m shipyard audit --env $(ENV) --last $(or $(LAST),20)
 
 secrets-init: venv
 	$(PY) -m shipyard secrets-init --env $(ENV)

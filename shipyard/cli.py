@@ -6,7 +6,10 @@
     python -m shipyard down --env E [--volumes]
     python -m shipyard secrets-init --env E
     python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
-    python -m shipyard status --env E | plan --env E | logs --env E --service S [--tail N] [--follow]
+    python -m shipyard status --env E | plan --env E
+    python -m shipyard logs --env E --service S [--tail N] [--follow] [--since 10m] [--level warning]
+    python -m shipyard trace --env E --request-id R | --task-id T [--since 24h]
+    python -m shipyard audit --env E [--last N]
     python -m shipyard release --env E [--version V] [--prebuilt] | rollback --env E | releases --env E
     python -m shipyard commands [--make-help]
     python -m shipyard <a component's command> --env E [--option V ...]   (e.g. pg-promote --replica R)
@@ -14,6 +17,9 @@
 The core's commands are listed here; the components' (pg-*, redis-failover, consul-members,
 config-*) come from the registry (``Component.commands``), so a new component's command appears
 in `make help` and here with no change to this file or the Makefile.
+
+Every command that changes an environment (``CHANGING`` here, ``Command.changes`` for the
+components') leaves an event in its audit trail (``audited``, shipyard.audit).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from shipyard import bluegreen, commands, topology
+from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
@@ -224,12 +232,20 @@ def secrets_init(env: str) -> int:
 
 
 def operator_view(command: str, args: argparse.Namespace) -> int:
-    """`make status`, `make plan`, `make logs`: read-only (shipyard.controller.views)."""
+    """`make status`, `make plan`, `make logs`, `make trace`: read-only (shipyard.controller.views)."""
     from shipyard.controller import views
 
     settings = load_environment(REPO, args.env, dict(os.environ))
     if command == "logs":
-        return views.logs(settings, args.service, args.tail, args.follow)
+        since = tracing.parse_since(args.since, time.time()) if args.since else None
+        minimum = tracing.check_level(args.level) if args.level else None
+        return views.logs(settings, args.service, args.tail, args.follow, since, minimum)
+    if command == "trace":
+        if not args.request_id and not args.task_id:
+            raise ShipyardError("make trace", "neither REQUEST_ID nor TASK_ID is set",
+                                f"run: make trace ENV={args.env} REQUEST_ID=<X-Request-ID> (or TASK_ID=<task id>)")
+        since = tracing.parse_since(args.since, time.time())
+        return views.trace(settings, set(args.request_id), set(args.task_id), since)
     print(views.status(settings) if command == "status" else views.plan_environment(settings, REPO))
     return 0
 
@@ -280,9 +296,8 @@ def _option_values(command: Command, args: argparse.Namespace, from_make: bool) 
     return values
 
 
-def run_component_command(command: Command, args: argparse.Namespace) -> int:
+def run_component_command(command: Command, args: argparse.Namespace, options: dict[str, object]) -> int:
     settings = load_environment(REPO, args.env, dict(os.environ))
-    options = _option_values(command, args, args.from_make)
 
     def secret(name: str) -> str:
         return load_or_create(REPO, args.env, generate_missing=False)[name].value
@@ -301,6 +316,70 @@ def list_commands(make_help: bool) -> int:
     return 0
 
 
+# --- the audit trail (shipyard.audit) -------------------------------------------------------------
+
+# The core's commands that change an environment's hosts; components mark theirs
+# (``Command.changes``). secrets-init only adds files to the checkout, which git records.
+CHANGING = frozenset({"up", "down", "secrets-rotate", "release", "rollback"})
+# Arguments that say how the tool runs, not what the command does.
+_NOT_OPTIONS = frozenset({"command", "env", "from_make", "lock_wait"})
+
+
+def core_options(args: argparse.Namespace) -> dict[str, object]:
+    return {name.replace("_", "-"): value for name, value in vars(args).items() if name not in _NOT_OPTIONS}
+
+
+def audited(args: argparse.Namespace, changes: bool, options: dict[str, object], sensitive: set[str],
+            run: Callable[[], int]) -> int:
+    """``run()``, and when the command changes the environment, its event appended on every host
+    of it — failed, raised or interrupted runs too. A command refused before the environment's
+    settings load touched no host and is not recorded."""
+    if not changes:
+        return run()
+    from shipyard.controller import audit_log  # the docker SDK: only for commands that change
+
+    settings = load_environment(REPO, args.env, dict(os.environ))
+    started_at, started = time.time(), time.monotonic()
+    code: int | None = None
+    error: BaseException | str | None = None
+    try:
+        code = run()
+        return code
+    except ShipyardError as exc:
+        code, error = 2, exc  # main's exit code for it
+        raise
+    except KeyboardInterrupt:
+        error = "interrupted (Ctrl-C)"
+        raise
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        raise
+    except Exception as exc:
+        code, error = 1, f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        user, machine = audit_log.who()
+        event = audit.build_event(event_id=uuid.uuid4().hex, env=args.env, command=args.command, options=options,
+                                  sensitive=sensitive, user=user, machine=machine,
+                                  checkout=audit_log.checkout(REPO), started=started_at,
+                                  duration_s=time.monotonic() - started, exit_code=code, error=error)
+        audit_log.record(settings, event)  # reports a host it cannot write; never raises for it
+
+
+def show_audit(env: str, last: int) -> int:
+    """`make audit`: the environment's events, merged from its hosts, as a table."""
+    from shipyard.controller import audit_log
+
+    events, problems = audit_log.read(load_environment(REPO, env, dict(os.environ)))
+    for problem in problems:
+        print(f"shipyard: {problem}", file=sys.stderr)
+    if not events:
+        print(f"{env}: no audit event recorded yet")
+        return 0
+    print(audit.table(events, last))
+    return 0
+
+
 # --- the parser ------------------------------------------------------------------------------------
 
 # Core commands: (help, arguments beyond --env). The Makefile's own targets call these.
@@ -316,7 +395,16 @@ CORE_COMMANDS: dict[str, tuple[str, tuple[tuple[tuple[str, ...], dict], ...]]] =
     "plan": ("what a deploy would change and why (read-only)", ()),
     "logs": ("the logs of a service's (or component's) containers on every host", (
         (("--service",), {"required": True}), (("--tail",), {"type": int, "default": 100}),
-        (("--follow",), {"action": "store_true"}))),
+        (("--follow",), {"action": "store_true"}),
+        (("--since",), {"help": "only lines logged since then: 10m, 2h, an ISO time (UTC) or unix seconds"}),
+        (("--level",), {"help": "only JSON lines at or above this level (debug, info, warning, error); "
+                                "lines that are not JSON are kept"}))),
+    "trace": ("one request or task followed across every container, merged by time, with each hop's latency", (
+        (("--request-id",), {"action": "append", "default": [], "help": "a request id (X-Request-ID)"}),
+        (("--task-id",), {"action": "append", "default": [], "help": "a task id"}),
+        (("--since",), {"default": "24h", "help": "how far back to read the logs (default 24h)"}))),
+    "audit": ("the audit trail: who changed the environment, how, from which commit, with what result", (
+        (("--last",), {"type": int, "default": 20, "help": "how many events (default 20)"}),)),
     "release": ("blue-green: the new version in the idle colour, smoke, switch, watch", (
         (("--version",), {"help": "the version (image tag); default: from git"}),
         (("--prebuilt",), {"action": "store_true", "help": "release an image already on the hosts (no build)"}))),
@@ -358,7 +446,7 @@ def run_core_command(args: argparse.Namespace) -> int:
         # The committed files are rendered from the inventories alone; overrides are a deploy-time thing.
         environ = {} if args.check or not args.env else dict(os.environ)
         return render(args.env or list_environments(REPO), args.check, environ)
-    if command in ("status", "plan", "logs"):
+    if command in ("status", "plan", "logs", "trace"):
         return operator_view(command, args)
     handlers = {
         "validate": lambda: validate(args.env),
@@ -370,6 +458,7 @@ def run_core_command(args: argparse.Namespace) -> int:
         "rollback": lambda: rollback(args.env, args.lock_wait),
         "releases": lambda: releases(args.env),
         "commands": lambda: list_commands(args.make_help),
+        "audit": lambda: show_audit(args.env, args.last),
     }
     return handlers[command]()
 
@@ -382,9 +471,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ShipyardError(f"make {argv[0]}", "no such target, and no component brings such a command",
                                 "`make help` lists the targets and the components' commands")
         args = build_parser().parse_args(argv)
-        if args.command in commands_of_components:
-            return run_component_command(commands_of_components[args.command], args)
-        return run_core_command(args)
+        component_command = commands_of_components.get(args.command)
+        if component_command is not None:
+            options = _option_values(component_command, args, args.from_make)
+            return audited(args, component_command.changes, options,
+                           {o.name for o in component_command.options if o.sensitive},
+                           lambda: run_component_command(component_command, args, options))
+        return audited(args, args.command in CHANGING, core_options(args), set(), lambda: run_core_command(args))
     except ShipyardError as exc:
         print(f"shipyard: error: {exc}", file=sys.stderr)
         return 2

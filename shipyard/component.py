@@ -255,6 +255,7 @@ class Option:
     default: Any = None
     number: bool = False  # a float
     example: str = ""  # shown in the usage line: REPLICA=postgres-replica-1
+    sensitive: bool = False  # its value may be a secret: the audit trail records it as ***
 
     @property
     def make(self) -> str:
@@ -285,6 +286,9 @@ class Command:
     help: str
     run: Callable[[CommandContext], int]
     options: tuple[Option, ...] = ()
+    # It changes the environment (a promotion, a config push): each run, failed ones too, leaves
+    # an event in the audit trail (shipyard.audit). Read-only commands leave none.
+    changes: bool = False
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,10 @@ class RequestContext:
         metrics.REQUEST_LATENCY.labels(route=route_path).observe(latency)
         metrics.REQUESTS.labels(route=route_path, status=str(status)).inc()
         if route_path not in ("/health", "/health/ready", "/metrics"):
+            # task_id: the task a request created (or replayed), so a trace of the request finds
+            # the task's lines in the workers (`make trace`).
             log.info("request", extra={"request_id": request_id, "tenant": scope.get("tenant"),
                                        "credential": scope.get("credential"), "route": route_path,
                                        "method": scope["method"], "status": status,
-                                       "latency_ms": round(latency * 1000, 2)})
+                                       "latency_ms": round(latency * 1000, 2),
+                                       **({"task_id": scope["task_id"]} if "task_id" in scope else {})})

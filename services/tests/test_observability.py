@@ -51,6 +51,31 @@ def test_an_enqueue_failure_is_logged_with_the_request_id(platform, tenant):
     assert failed and failed[0].get("request_id") == "enqueue-fails-1", failed
 
 
+def test_a_created_task_s_request_line_names_it_and_the_worker_logs_its_success(platform, tenant):
+    """What `make trace` links: the request that created a task names it on its access line, and
+    the worker that ran it logs its success with the task's id."""
+    response = tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": "checksum", "payload": {"x": 1}},
+                                   headers={"X-Request-Id": "trace-link-1"}, timeout=30)
+    assert response.status_code == 202, response.text
+    task_id = response.json()["id"]
+    # The access line is written once the response is sent: the client may read it first.
+    deadline = time.monotonic() + 10
+    while not (created := [line for line in log_lines(platform, "api")
+                           if line.get("request_id") == "trace-link-1" and line["msg"] == "request"]):
+        assert time.monotonic() < deadline, "no access line for request trace-link-1 after 10 s"
+        time.sleep(0.05)
+    assert [line.get("task_id") for line in created] == [task_id], created
+    worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=free_port())
+    try:
+        wait_worker_ready(worker)
+        assert tenant.wait_for(task_id)["status"] == "succeeded"
+    finally:
+        platform.stop_workers()
+    done = [line for line in log_lines(platform, "worker") if line.get("task_id") == task_id]
+    assert [line["msg"] for line in done] == ["task succeeded"], done
+    assert done[0]["attempt"] == 1 and done[0]["run_ms"] >= 0, done
+
+
 def wait_config_state(api_url: str, condition, what: str, timeout: float = 20) -> dict:
     """Until every API process answers ``GET /v1/config`` with a state meeting ``condition``
     (ten answers in a row: the requests spread over the processes)."""

@@ -49,8 +49,10 @@ class HostView:
         port = f":{self.host.ssh_port}" if self.host.ssh_port else ""
         return f"{user}{self.host.connect}{port}"
 
-    def _over_ssh(self, argv: list[str]) -> list[str]:
-        """``argv`` run on the host over SSH (read-only uses: files, compose's view)."""
+    def ssh_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run on the host by the ssh client (its config, keys and known hosts, as the
+        docker SDK's ``ssh://`` uses them), quoted once for the remote shell. Read-only uses
+        (files, compose's view), and the audit trail's append (shipyard.controller.audit_log)."""
         return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
                 f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
                 commands.to_shell(argv)]
@@ -104,7 +106,7 @@ class HostView:
         """`docker compose config --hash '*'` of the deployed project (read-only); None when it
         cannot be asked (nothing deployed, no access)."""
         argv = commands.compose_config_hashes(self.project_dir, self.settings.compose_project)
-        result = subprocess.run(argv if self.local else self._over_ssh(argv), capture_output=True, text=True,
+        result = subprocess.run(argv if self.local else self.ssh_argv(argv), capture_output=True, text=True,
                                 timeout=60, check=False)
         return result.stdout if result.returncode == 0 else None
 
@@ -120,7 +122,7 @@ class HostView:
                     return handle.read()
             except FileNotFoundError:
                 return None
-        result = subprocess.run(self._over_ssh(["cat", path]), capture_output=True, timeout=30, check=False)
+        result = subprocess.run(self.ssh_argv(["cat", path]), capture_output=True, timeout=30, check=False)
         return result.stdout if result.returncode == 0 else None
 
 

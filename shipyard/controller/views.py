@@ -4,6 +4,8 @@ through shipyard.controller.hosts and never change a host."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import datetime as dt
 import hashlib
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import docker.errors
 import yaml
 
-from shipyard import image_plan, plan, rollout_order, topology
+from shipyard import image_plan, plan, rollout_order, topology, tracing
 from shipyard.image_plan import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
 from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, health, uptime
@@ -197,9 +199,31 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
     return "\n".join(lines)
 
 
-def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool) -> int:
+def _print_container_logs(c, tail: int, follow: bool, since: float | None, minimum: int | None) -> None:
+    """One container's lines. With a level, the engine's lines since ``since`` are filtered and
+    the last ``tail`` kept ones shown (TAIL counts what is shown, not what was read); followed,
+    the engine's last ``tail`` lines are filtered, then every new one."""
+    window = {"since": int(since)} if since is not None else {}
+    if follow:
+        chunks = c.logs(stream=True, follow=True, tail=tail, **window)
+        for line in tracing.split_lines(chunks):
+            if minimum is None or tracing.at_or_above(line, minimum):
+                print(line, flush=True)
+        return
+    raw = c.logs(tail=tail if minimum is None else "all", **window).decode(errors="replace")
+    lines = raw.splitlines()
+    if minimum is not None:
+        lines = [line for line in lines if tracing.at_or_above(line, minimum)][-tail:] if tail > 0 else []
+    if lines:
+        print("\n".join(lines), flush=True)
+
+
+def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool, since: float | None = None,
+         minimum: int | None = None) -> int:
     """Print the last ``tail`` lines of every container of ``service`` (a compose service such
-    as ``api`` or ``postgres-replica-1``, or a component such as ``redis``) on every host."""
+    as ``api`` or ``postgres-replica-1``, or a component such as ``redis``) on every host; only
+    those logged after ``since`` (unix seconds), only JSON lines at or above level ``minimum``
+    (shipyard.tracing.at_or_above; other lines are kept)."""
     shown = 0
     for host in settings.hosts:
         access = HostView(settings, host)
@@ -209,13 +233,46 @@ def logs(settings: EnvironmentSettings, service: str, tail: int, follow: bool) -
                 continue
             shown += 1
             print(f"==> {host.name} {c.name} ({health(c)}) <==", flush=True)
-            if follow:
-                for chunk in c.logs(stream=True, follow=True, tail=tail):
-                    print(chunk.decode(errors="replace"), end="", flush=True)
-            else:
-                print(c.logs(tail=tail).decode(errors="replace"), end="", flush=True)
+            _print_container_logs(c, tail, follow, since, minimum)
     if not shown:
         names = sorted({i.name for i in topology.build(settings).instances} | {c.name for c in COMPONENTS})
         print(f"no container of {service!r} in {settings.name}; one of: {', '.join(names)}")
         return 1
+    return 0
+
+
+def _timed_lines(host_name: str, c, since: float) -> list[tracing.LogLine]:
+    """A container's lines since ``since`` with the engine's timestamps."""
+    where = f"{host_name} {c.labels.get(COMPOSE_SERVICE_LABEL, c.name)}"
+    out = []
+    for raw in c.logs(timestamps=True, since=int(since)).decode(errors="replace").splitlines():
+        parsed = tracing.split_engine_timestamp(raw)
+        if parsed is not None:
+            out.append(tracing.LogLine(where, parsed[0], parsed[1]))
+    return out
+
+
+def trace(settings: EnvironmentSettings, request_ids: set[str], task_ids: set[str], since: float) -> int:
+    """`make trace`: every line of the request(s)/task(s) in every container of the environment
+    (stopped ones too) since ``since``, and of what they link to, merged in the order the hops
+    started, with each hop's latency (shipyard.tracing)."""
+    lines: list[tracing.LogLine] = []
+    read = 0
+    for host in settings.hosts:
+        access = HostView(settings, host)
+        containers = access.containers()
+        read += len(containers)
+        # Read at once: each container's log is one request to its engine, most of it waiting.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            for found in pool.map(lambda c: _timed_lines(host.name, c, since), containers):
+                lines += found
+    hops = tracing.follow(lines, request_ids, task_ids)
+    wanted = ", ".join([*(f"request {r}" for r in sorted(request_ids)), *(f"task {t}" for t in sorted(task_ids))])
+    if not hops:
+        print(f"{settings.name}: no line of {wanted} in the logs of {read} containers since "
+              f"{dt.datetime.fromtimestamp(since, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
+              "(an older one: SINCE=; a recreated container's earlier lines are gone)")
+        return 1
+    print(f"{settings.name}: {wanted}: {len(hops)} lines from {len({h.line.where for h in hops})} containers")
+    print(tracing.trace_table(hops))
     return 0

@@ -1,5 +1,6 @@
 """The command line as a user runs it (``python -m shipyard``): what stops it, and where."""
 
+import json
 import os
 import subprocess
 import sys
@@ -26,10 +27,14 @@ def test_a_locking_command_takes_the_lock_in_the_lock_dir_given(repo, tmp_path):
     with the lock in SHIPYARD_LOCK_DIR held here, it stops there, naming that lock file."""
     locks = {"SHIPYARD_LOCK_DIR": str(tmp_path)}
     with environment_lock(repo, "local", environ=locks):
-        done = shipyard(repo, "secrets-rotate", "--env", "local", "--name", "postgres_password", env=locks)
+        done = shipyard(repo, "secrets-rotate", "--env", "local", "--name", "postgres_password",
+                        env={**locks, "SHIPYARD_DEPLOY_ROOT": str(tmp_path / "root")})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "another deploy holds the lock" in done.stderr
     assert f"lock file {tmp_path / 'local.lock'}" in done.stderr
+    # Refused, and on record (the audit trail, in this test's deploy root: not this machine's).
+    [event] = [json.loads(line) for line in (tmp_path / "root" / ".local.audit.log").read_text().splitlines()]
+    assert (event["command"], event["options"], event["exit_code"]) == ("secrets-rotate", {"name": "postgres_password"}, 2)
 
 
 @pytest.mark.parametrize("how", ["cli", "make"])
@@ -44,7 +49,8 @@ def test_a_release_with_a_bad_version_stops_before_anything_happens(repo, tmp_pa
             else [sys.executable, "-m", "shipyard", "release", "--env", "local", "--version", "1.0 x"])
     with environment_lock(repo, "local", environ=locks):
         environ = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, env={**environ, **locks}, timeout=60)
+        done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60,
+                              env={**environ, **locks, "SHIPYARD_DEPLOY_ROOT": str(tmp_path / "root")})
     assert done.returncode != 0
     assert "VERSION (make release VERSION=...): '1.0 x' is not a version" in done.stderr, done.stderr
     assert VERSION_PATTERN in done.stderr and "fix: use e.g. VERSION=1.4.2" in done.stderr

@@ -100,3 +100,20 @@ def test_the_edge_blocks_what_the_api_leaves_out_of_its_openapi_and_says_so(ngin
         assert any(re.search(p, path) for p in blocked_path_patterns(nginx_conf)), path
     assert paths, "OPERATOR_PATHS is empty"
     assert "proxy_set_header X-Shipyard-Edge 1;" in location_block(nginx_conf, "/")
+
+
+@pytest.mark.parametrize("env", ["local", "ci", "production"])
+def test_the_edge_and_the_router_log_and_forward_one_request_id(repo, env):
+    """`make trace` follows a request by the id the edge gives it (X-Request-ID, which the API
+    echoes): the edge logs and forwards its own, the router logs and forwards the edge's (its own
+    only for a request that did not come through the edge)."""
+    files = {rel: content.decode() for h in render_environment(load_environment(repo, env, {})).values()
+             for rel, content in h.files.items() if rel.startswith("nginx/")}
+    edge, router = files["nginx/nginx.conf"], files["nginx/router.conf"]
+    assert "rid=$request_id" in edge and "proxy_set_header X-Request-ID $request_id;" in location_block(edge, "/")
+    mapped = re.search(r"map \$http_x_request_id \$trace_id \{(.*?)\}", router, re.S)
+    assert mapped and re.search(r'""\s+\$request_id;', mapped.group(1)) \
+        and re.search(r"default\s+\$http_x_request_id;", mapped.group(1)), router
+    main_format = re.search(r"log_format main (.*?);", router, re.S).group(1)
+    assert "rid=$trace_id" in main_format
+    assert "proxy_set_header X-Request-ID $trace_id;" in location_block(router, "/")

@@ -79,6 +79,7 @@ def create_task_for(max_delay_seconds: float):
             raise ApiError(409, "idempotency_key_reused",
                            "this Idempotency-Key was used for a different task (kind or payload); "
                            "use a new key for a new task") from None
+        request.scope["task_id"] = str(task["id"])  # on the request's access line (request_context)
         if created:
             metrics.TASKS_CREATED.labels(kind=metrics.kind_label(body.kind)).inc()
             if task["status"] == "queued":  # a scheduled task is queued by a worker when it is due

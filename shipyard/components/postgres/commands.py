@@ -50,15 +50,17 @@ def _rebuild(ctx: CommandContext) -> int:
 
 
 COMMANDS = (
-    Command("pg-backup", "a base backup now (they also run every postgres.backup_interval_s)", _backup),
+    Command("pg-backup", "a base backup now (they also run every postgres.backup_interval_s)", _backup,
+            changes=True),
     Command("pg-restore", "a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)", _restore,
             (Option("backup", "/backups/base-<time> (default: the newest)"),
              Option("until", "replay the WAL archive up to this time (default: all of it)",
-                    example="'2026-11-24 08:00:00+00'"))),
+                    example="'2026-11-24 08:00:00+00'")), changes=True),
     Command("pg-promote", "make a replica the primary (no commit lost; FORCE=1 when the primary is dead: what it "
             "had not sent is lost)", _promote,
             (Option("replica", "the node to promote", required=True, example="postgres-replica-1"),
-             Option("force", "promote although no primary answers (commits it had not sent are lost)", flag=True))),
+             Option("force", "promote although no primary answers (commits it had not sent are lost)", flag=True)),
+            changes=True),
     Command("pg-rebuild", "wipe a PostgreSQL replica and clone it again from the primary", _rebuild,
-            (Option("node", "the replica to clone again", required=True, example="postgres-replica-1"),)),
+            (Option("node", "the replica to clone again", required=True, example="postgres-replica-1"),), changes=True),
 )

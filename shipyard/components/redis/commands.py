@@ -16,5 +16,5 @@ def _failover(ctx: CommandContext) -> int:
 
 COMMANDS = (
     Command("redis-failover", "Sentinel failover drill: SENTINEL FAILOVER, then the seconds until every Sentinel "
-            "names the new master and until every replica replicates from it", _failover),
+            "names the new master and until every replica replicates from it", _failover, changes=True),
 )

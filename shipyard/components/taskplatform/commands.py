@@ -84,13 +84,14 @@ def _token(ctx: CommandContext) -> int:
 
 COMMANDS = (
     Command("config-push", "write the repo's runtime config (SHIPYARD.runtime) to Consul, show the diff, wait "
-            "until every API process and worker runs it", _push, (TIMEOUT,)),
+            "until every API process and worker runs it", _push, (TIMEOUT,), changes=True),
     Command("config-set", "change one runtime config key in Consul, same path", _set,
             (Option("key", "the key", required=True, example="worker_concurrency"),
-             Option("value", "JSON (8, true, \"x\") or a bare string", required=True, example="8"), TIMEOUT)),
+             Option("value", "JSON (8, true, \"x\") or a bare string", required=True, example="8"), TIMEOUT),
+            changes=True),
     Command("config-history", "the runtime config versions pushed to Consul", _history),
     Command("config-rollback", "push an earlier runtime config version again", _rollback,
-            (Option("to", "a version from make config-history", required=True, example="3"), TIMEOUT)),
+            (Option("to", "a version from make config-history", required=True, example="3"), TIMEOUT), changes=True),
     Command("token", "print a JWT for a tenant, signed in the live API container (default: every scope, a day)",
             _token, (Option("tenant", "the tenant (the token's sub)", required=True, example="acme"),
                      Option("scopes", "comma-separated: tasks:read, tasks:write, schedules:write, webhooks:write, "

@@ -38,7 +38,8 @@ def _status(ctx: CommandContext) -> int:
 
 COMMANDS = (
     Command("vault-init", "Vault: make or read the CA, initialise (keys age-encrypted in secrets/ENV/), unseal every "
-            "server, bootstrap policies, AppRoles and the database engine, copy each service's secrets", _init),
+            "server, bootstrap policies, AppRoles and the database engine, copy each service's secrets", _init,
+            changes=True),
     Command("vault-status", "Vault: each server's seal state and raft role (exit 1 when one is sealed or "
             "unreachable)", _status),
 )

@@ -1,0 +1,108 @@
+"""The audit trail's side effects (the events themselves: shipyard.audit): who runs a command and
+from which commit, appending its event to ``<deploy_root>/.<env>.audit.log`` on each host of the
+environment, and reading them back for `make audit`.
+
+``@local`` hosts are written directly; SSH hosts through the ssh client, the way the views read
+files there (``HostView.ssh_argv``): one ``sh -c 'cat >> file'`` fed the line on stdin, so the
+line is never part of a command line. A host that cannot be written is reported and skipped: the
+audit never turns a command's result into another one."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from shipyard import audit
+from shipyard.audit import AuditEvent, Checkout
+from shipyard.controller.hosts import HostView
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+_APPEND = 'umask 027 && mkdir -p "$1" && cat >> "$2" && chmod 640 "$2"'
+
+
+def who() -> tuple[str, str]:
+    """(user, machine). Under sudo, the operator who ran sudo, not root."""
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = f"uid {os.getuid()}"
+    return user, socket.gethostname()
+
+
+def checkout(repo: Path) -> Checkout:
+    """The commit HEAD names and whether anything differs from it (untracked files too: a new
+    template changes a deploy as much as an edited one)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30, check=False)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return Checkout(commit="", dirty=False)
+        return Checkout(commit=head.stdout.strip(), dirty=bool(git("status", "--porcelain").stdout.strip()))
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine: the event says "(no git)"
+        return Checkout(commit="", dirty=False)
+
+
+def _append_local(path: str, line: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # O_APPEND: one write of one line lands whole after whatever another writer appended.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, audit.LOG_MODE)
+    try:
+        os.fchmod(fd, audit.LOG_MODE)
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _append_ssh(view: HostView, path: str, line: str) -> None:
+    argv = view.ssh_argv(["sh", "-c", _APPEND, "sh", os.path.dirname(path), path])
+    result = subprocess.run(argv, input=line.encode(), capture_output=True, timeout=30, check=False)
+    if result.returncode != 0:
+        raise OSError(result.stderr.decode(errors="replace").strip() or f"ssh exit {result.returncode}")
+
+
+def _target(host: HostSettings) -> tuple:
+    """Hosts reached the same way share one file (two ``@local`` hosts are one machine)."""
+    return (host.connect, host.ssh_user, host.ssh_port)
+
+
+def record(settings: EnvironmentSettings, event: AuditEvent) -> list[str]:
+    """Append ``event`` on every host of the environment; the hosts written."""
+    path = audit.audit_log_path(settings.deploy_root, settings.name)
+    line = audit.to_line(event)
+    written: list[str] = []
+    done: set[tuple] = set()
+    for host in settings.hosts:
+        if _target(host) in done:
+            continue
+        view = HostView(settings, host)
+        try:
+            _append_local(path, line) if view.local else _append_ssh(view, path, line)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"shipyard: warning: host {host.name} ({host.connect}): the audit event of `{event.command}` was "
+                  f"not written to {path}: {exc}; fix: check that this machine may write there (root, ssh)",
+                  file=sys.stderr)
+            continue
+        done.add(_target(host))
+        written.append(host.name)
+    return written
+
+
+def read(settings: EnvironmentSettings) -> tuple[list[AuditEvent], list[str]]:
+    """Every host's events merged (each event once, in time order), and what could not be read."""
+    path = audit.audit_log_path(settings.deploy_root, settings.name)
+    per_host, problems = [], []
+    for host in settings.hosts:
+        raw = HostView(settings, host).read_path(path)
+        if raw is None:
+            problems.append(f"host {host.name}: no audit log at {path} (nothing recorded there yet, or unreadable)")
+            continue
+        events, bad = audit.parse_lines(raw.decode(errors="replace"), f"host {host.name}: {path}")
+        per_host.append(events)
+        problems += bad
+    return audit.merge(per_host), problems
