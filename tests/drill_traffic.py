@@ -17,17 +17,47 @@ from shipyard.settings import EnvironmentSettings
 from shipyard import topology
 
 
-def api_client(settings: EnvironmentSettings) -> requests.Session:
-    """A session with a fresh token, signed with the environment's own key; ``.base`` is the edge."""
+def api_client(settings: EnvironmentSettings, tenant: str = "drill") -> requests.Session:
+    """A session with a fresh token for ``tenant``, signed with the environment's own key;
+    ``.base`` is the edge."""
     bind, port = topology.build(settings).published(settings.hosts[0], "edge")
     api = live_instance(settings, "api")
     key = Path(commands.project_dir(settings.deploy_root, settings.name), f"secrets/{api}/jwt_signing_key").read_text().strip()
     session = requests.Session()
-    claims = {"sub": "drill", "iss": settings.app.jwt_issuer, "aud": settings.app.jwt_audience,
+    claims = {"sub": tenant, "iss": settings.app.jwt_issuer, "aud": settings.app.jwt_audience,
               "exp": int(time.time()) + 900}
     session.headers["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="HS256")
     session.base = f"http://{bind}:{port}"
     return session
+
+
+def clear_tenant(client: requests.Session, timeout_s: float = 90) -> tuple[int, int]:
+    """Delete every schedule of the client's tenant and cancel every task of it that has not
+    started, then wait until none runs: what a test generated (schemathesis makes schedules that
+    fire every second and `sleep` tasks of up to 30 s) must not hold the workers' slots for the
+    tests after it. (schedules deleted, tasks cancelled)."""
+    deadline = time.monotonic() + timeout_s
+    schedules = 0
+    while items := _page(client, "/v1/schedules", {}):
+        for schedule in items:
+            schedules += client.delete(f"{client.base}/v1/schedules/{schedule['id']}", timeout=10).status_code == 204
+        assert time.monotonic() < deadline, f"schedules left after {timeout_s} s"
+    cancelled = 0
+    for status in ("scheduled", "queued", "retry_wait"):
+        while items := _page(client, "/v1/tasks", {"status": status}):
+            for task in items:  # one that started meanwhile answers 409: it ends by itself
+                cancelled += client.post(f"{client.base}/v1/tasks/{task['id']}/cancel", timeout=10).status_code == 200
+            assert time.monotonic() < deadline, f"still {status} tasks after {timeout_s} s"
+    while _page(client, "/v1/tasks", {"status": "running"}):
+        assert time.monotonic() < deadline, f"the tenant's tasks still run after {timeout_s} s"
+        time.sleep(0.5)
+    return schedules, cancelled
+
+
+def _page(client: requests.Session, path: str, params: dict) -> list[dict]:
+    answer = client.get(f"{client.base}{path}", params={**params, "limit": 100}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["items"]
 
 
 class Traffic:
