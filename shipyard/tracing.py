@@ -151,9 +151,35 @@ def follow(lines: Iterable[LogLine], request_ids: set[str], task_ids: set[str]) 
         more_requests = set().union(*(h.request_ids for h in found)) - wanted_requests
         more_tasks = set().union(*(h.task_ids for h in found)) - wanted_tasks
         if not more_requests and not more_tasks:
-            return sorted(found, key=lambda h: (h.started, h.line.logged))
+            return _enclosing_first(sorted(found, key=lambda h: (h.started, h.line.logged)))
         wanted_requests |= more_requests
         wanted_tasks |= more_tasks
+
+
+def _enclosing_first(hops: list[Hop]) -> list[Hop]:
+    """Hops in start order, except that of two access lines whose spans overlap, the caller
+    comes first: a proxy's line (not JSON) before the application's, and of two proxies the one
+    that took longer (its span holds the call it made). Start estimates cannot tell
+    them apart: each is the engine's time of the line — when the container's pipe delivered it,
+    a few ms late under load, and an application logs after its answer — minus a rounded
+    duration."""
+    def caller_first(first: Hop, second: Hop) -> bool:
+        if first.took_s is None or second.took_s is None or second.started >= first.line.logged:
+            return False  # not two overlapping access lines
+        first_proxy, second_proxy = (_json(h.line.text.strip()) is None for h in (first, second))
+        if first_proxy != second_proxy:
+            return second_proxy  # the application measures its own time, not the proxy's: no comparison
+        return second.took_s > first.took_s
+
+    hops = list(hops)
+    swapped = True
+    while swapped:
+        swapped = False
+        for i in range(len(hops) - 1):
+            if caller_first(hops[i], hops[i + 1]):
+                hops[i], hops[i + 1] = hops[i + 1], hops[i]
+                swapped = True
+    return hops
 
 
 def _clock(at: float) -> str:

@@ -103,3 +103,18 @@ def test_the_table_gives_each_hop_its_latency_since_the_previous_and_the_first()
     assert table[2].split()[1:4] == ["+1.5ms", "+1.5ms", "7.0ms"]
     assert table[3].split()[1:4] == ["+1.5ms", "+3.0ms", "5.0ms"]
     assert table[4].split()[1:3] == ["+47.0ms", "+50.0ms"] and table[4].endswith('"task_id": "%s"}' % TASK)
+
+
+def test_overlapping_access_lines_are_shown_callers_first_whatever_their_start_estimates():
+    from shipyard.tracing import LogLine, follow
+
+    rid = "r" * 32
+    app = LogLine("h api-green", 100.0060, '{"msg": "request", "request_id": "%s", "latency_ms": 4.0}' % rid)
+    edge = LogLine("h edge", 100.0050, f'1.2.3.4 "POST /v1/tasks HTTP/1.1" 202 286 0.005 rid={rid} upstream=x')
+    router = LogLine("h router", 100.0052, f'1.2.3.5 "POST /v1/tasks HTTP/1.1" 202 286 0.004 rid={rid} upstream=y')
+    hops = follow([app, router, edge], {rid}, set())
+    assert [h.line.where for h in hops] == ["h edge", "h router", "h api-green"]
+    # The application's line with an earlier start estimate than the edge's (99.9995 against
+    # 100.0000: its pipe, its own clock of the request): still the callee.
+    late_app = LogLine("h api-green", 100.0040, '{"msg": "request", "request_id": "%s", "latency_ms": 4.5}' % rid)
+    assert [h.line.where for h in follow([late_app, router, edge], {rid}, set())] == ["h edge", "h router", "h api-green"]
