@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-client test-e2e test-benches bench-rollout bench-idle bench-api clean
+        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -68,6 +68,14 @@ host-test-deps: host-test-tools
 	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
 	@# The real Consul for the task platform's tests: bullseye's 1.8.7 binary (runs on bookworm).
 	@command -v consul >/dev/null || sh shipyard/apply/apt-from-suite.sh bullseye consul binary usr/bin/consul /usr/local/bin/consul
+
+# Patroni and etcd for tests/patroni (Debian's packages: patroni 3.0.2 with python3-etcd, etcd 3.4
+# and its etcdctl). The tests start their own etcd: the one the package may start is stopped.
+host-test-patroni: host-test-deps
+	@command -v patroni >/dev/null && command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    patroni python3-etcd etcd-server etcd-client >/dev/null)
+	@service etcd stop >/dev/null 2>&1 || true
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
