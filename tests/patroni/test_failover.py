@@ -133,3 +133,35 @@ def test_the_old_leader_restarted_rejoins_as_a_replica_of_the_new_timeline(clust
     with capsys.disabled():
         print(f"patroni: {old.name} back as a replica of {new.name} (timeline {_timeline(new)}) "
               f"{rejoined_s:.1f} s after its restart; pg_rewind {'ran' if rewound else 'not needed'}")
+
+
+def test_the_rest_api_refuses_changes_without_its_credentials(cluster, settings, secret_values):
+    import requests
+
+    node = cluster[0]
+    # A patch setting ttl to the value it has changes nothing, whoever sends it.
+    same = {"ttl": settings.postgres.patroni.ttl_s}
+    assert requests.patch(f"{node.api}/config", json=same, timeout=5).status_code == 401
+    wrong = requests.patch(f"{node.api}/config", json=same, timeout=5, auth=(patroni.API_USER, "wrong"))
+    assert wrong.status_code == 401
+    right = requests.patch(f"{node.api}/config", json=same, timeout=5,
+                           auth=(patroni.API_USER, secret_values["patroni_api_password"]))
+    assert right.status_code == 200, right.text
+    assert right.json()["ttl"] == settings.postgres.patroni.ttl_s
+
+
+def test_no_secret_lands_in_a_log_the_config_or_pgdata(cluster, etcd, secret_values):
+    """Patroni hands the replication password to PostgreSQL through its passfile (run/), so
+    ``primary_conninfo`` in PGDATA names the file; nothing it logs or renders holds a value."""
+    places = [etcd.root / "etcd.log"]
+    for node in cluster:
+        places += [*node.logs, node.root / "conf" / "patroni.yml"]
+        places += [p for p in (node.root / "data").glob("*.conf")]
+    leaks = [(str(path), name) for path in places for name, value in secret_values.items()
+             if value in path.read_text(errors="replace")]
+    assert not leaks
+    conf = (cluster[0].root / "data" / "postgresql.conf").read_text()
+    replicas = [n for n in cluster if "primary_conninfo" in (n.root / "data" / "postgresql.conf").read_text()]
+    assert replicas, conf
+    assert all(f"passfile={n.root / 'run' / 'pgpass'}" in (n.root / "data" / "postgresql.conf").read_text()
+               for n in replicas)
