@@ -7,6 +7,10 @@ project network (nothing published).
 Which node is the primary is decided by the data (standby.signal), not the service name:
 after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
 through the same static ``files/postgres/node.sh``, driven by the environment below.
+
+That is ``postgres.ha: scripts``, the default. ``postgres.ha: patroni`` (in progress, not
+deployed yet): each node's Patroni config (``patroni_config_vars``, patroni.py) and Patroni's
+etcd access (etcd_access.py), proven on real processes by tests/patroni/.
 """
 
 from __future__ import annotations
