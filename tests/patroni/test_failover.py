@@ -10,8 +10,10 @@ import time
 
 import psycopg
 import pytest
+import requests
 
 from shipyard.components.postgres import patroni
+from tests.patroni.conftest import wait_for
 
 ROWS = 200  # each its own transaction, each acknowledged before the kill
 # Expected: the dead leader's key expires at most ttl_s after its last renewal, then the
@@ -66,8 +68,6 @@ def _timeline(node) -> int | None:
 
 
 def test_a_leader_is_elected_and_two_replicas_stream_one_synchronously(cluster, settings, secret_values):
-    from tests.patroni.conftest import wait_for
-
     leader = wait_for("a leader elected", lambda: _primary(cluster), 120)
     others = [n.name for n in cluster if n is not leader]
     # Synchronous mode: Patroni names one replica in synchronous_standby_names once it streams.
@@ -79,8 +79,6 @@ def test_a_leader_is_elected_and_two_replicas_stream_one_synchronously(cluster, 
 
 def test_the_leader_killed_the_synchronous_replica_takes_over_with_every_acknowledged_row(
         cluster, settings, secret_values, capsys):
-    from tests.patroni.conftest import wait_for
-
     leader = _primary(cluster)
     assert leader, "no leader: the test before failed"
     sync = next(m["name"] for m in leader.get("/cluster")[1]["members"] if m["role"] == "sync_standby")
@@ -111,8 +109,6 @@ def test_the_leader_killed_the_synchronous_replica_takes_over_with_every_acknowl
 
 
 def test_the_old_leader_restarted_rejoins_as_a_replica_of_the_new_timeline(cluster, settings, secret_values, capsys):
-    from tests.patroni.conftest import wait_for
-
     if "killed" not in FIGURES:
         pytest.fail("no failover: the test before failed")
     old, new = FIGURES["killed"], FIGURES["leader"]
@@ -136,8 +132,6 @@ def test_the_old_leader_restarted_rejoins_as_a_replica_of_the_new_timeline(clust
 
 
 def test_the_rest_api_refuses_changes_without_its_credentials(cluster, settings, secret_values):
-    import requests
-
     node = cluster[0]
     # A patch setting ttl to the value it has changes nothing, whoever sends it.
     same = {"ttl": settings.postgres.patroni.ttl_s}
