@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-client test-e2e test-benches bench-rollout bench-idle bench-api clean
+        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -30,7 +30,7 @@ help: venv
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
 	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
-	@echo "make test               unit + services + vault + client + e2e (rolls out, verifies and removes ENV=ci), and each"
+	@echo "make test               unit + services + vault + client + patroni + e2e (rolls out, verifies and removes ENV=ci), and each"
 	@echo "                         benchmark once in its short mode"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
@@ -68,6 +68,14 @@ host-test-deps: host-test-tools
 	@for svc in postgresql redis-server; do service $$svc stop >/dev/null 2>&1 || true; done
 	@# The real Consul for the task platform's tests: bullseye's 1.8.7 binary (runs on bookworm).
 	@command -v consul >/dev/null || sh shipyard/apply/apt-from-suite.sh bullseye consul binary usr/bin/consul /usr/local/bin/consul
+
+# Patroni and etcd for tests/patroni (Debian's packages: patroni 3.0.2 with python3-etcd for its
+# etcd3 client, etcd 3.4). The tests start their own etcd: the one the package may start is stopped.
+host-test-patroni: host-test-deps
+	@command -v patroni >/dev/null && command -v etcd >/dev/null && /usr/bin/python3 -c 'import etcd' 2>/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    patroni python3-etcd etcd-server >/dev/null)
+	@service etcd stop >/dev/null 2>&1 || true
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
@@ -130,7 +138,7 @@ verify: venv
 
 # Everything, the benchmarks included, each once in its short mode: bench-api on its own servers,
 # the others on test-e2e's ci rollout (test-benches, after the e2e tests and before the down).
-test: venv host-test-deps test-unit test-services test-vault test-client
+test: venv host-test-deps test-unit test-services test-vault test-client test-patroni
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
@@ -157,6 +165,13 @@ test-client: venv host-test-deps
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps "$$build/src" -w "$$build/dist" && \
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$build/site" "$$build"/dist/*.whl && \
 	PYTHONPATH="services:$$build/site" SHIPYARD_TASKS_FROM="$$build/site" $(PYTEST) -q clients/python/tests
+
+# PostgreSQL under Patroni (postgres.ha: patroni, not deployed yet): a real etcd and three
+# Patroni-run PostgreSQL nodes from the component's rendered config, on loopback; the leader
+# killed, a replica promoted with every acknowledged row, the old leader back as a replica.
+# No Docker. docs/data-tier.md, "Patroni".
+test-patroni: venv host-test-patroni
+	PYTHONPATH=services $(PYTEST) -q tests/patroni
 
 # The whole ci environment on the local Docker engine, verified, then removed (also on failure).
 # It starts by removing what an aborted earlier run may have left: ci is the tests' own, and a

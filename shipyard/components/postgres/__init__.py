@@ -7,6 +7,10 @@ project network (nothing published).
 Which node is the primary is decided by the data (standby.signal), not the service name:
 after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
 through the same static ``files/postgres/node.sh``, driven by the environment below.
+
+That is ``postgres.ha: scripts``, the default. ``postgres.ha: patroni`` (in progress, not
+deployed yet): each node's Patroni config (``patroni_config_vars``, patroni.py) and Patroni's
+etcd access (etcd_access.py), proven on real processes by tests/patroni/.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service, Wait
+from shipyard.components.postgres import patroni
 from shipyard.components.postgres.commands import COMMANDS
 from shipyard.components.postgres.settings import PostgresSettings
 
@@ -28,6 +33,8 @@ EXPORTER_ROLE = "postgres_exporter"
 # Where PostgreSQL keeps its data: a directory inside the volume (mounted at its parent), so
 # the volume root can hold markers such as node.sh's rebuild marker.
 PGDATA = "/var/lib/postgresql/data/pgdata"
+# Patroni's passfile and PostgreSQL's socket (postgres.ha: patroni): the node's own, not shared.
+PATRONI_RUN = "/var/run/postgresql"
 # The physical slot the backup service's WAL archive streams on (no node is called that).
 WAL_ARCHIVE_SLOT = "postgres_backup"
 # A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
@@ -126,7 +133,19 @@ def compose_service(ctx, inst) -> dict[str, Any]:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    return {"env": ctx.env, "postgres": ctx.section("postgres")}
+    # The role names are for the secret fragments of the Patroni mode (patroni.SECRETS).
+    return {"env": ctx.env, "postgres": ctx.section("postgres"), **patroni.template_names()}
+
+
+def patroni_config_vars(ctx, node: str) -> dict[str, Any]:
+    """The variables of one node's patroni.yml as a deploy would run it (``postgres.ha:
+    patroni``; not deployed yet): in its container, reached by its service name, etcd on the
+    control hosts' private addresses."""
+    addresses = patroni.NodeAddresses(pg_listen="0.0.0.0:5432", pg_connect=f"{node}:5432",
+                                      api_listen=f"0.0.0.0:{patroni.API_PORT}", api_connect=f"{node}:{patroni.API_PORT}")
+    paths = patroni.NodePaths(data_dir=PGDATA, conf_dir=CONF, run_dir=PATRONI_RUN)
+    etcd = [f"{h.address}:{patroni.ETCD_CLIENT_PORT}" for h in ctx.settings.hosts_with_role("control")]
+    return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd)
 
 
 def _checks():

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from shipyard.component import Strict
 
 _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class PatroniSettings(Strict):
+    """How Patroni decides a failover (``postgres.ha: patroni``; docs/data-tier.md, "Patroni").
+    The defaults aim at a failover within 15 s: the leader's key in etcd lives ``ttl_s``, so a
+    dead leader is replaced about ``ttl_s`` after its last renewal."""
+
+    ttl_s: int = Field(10, ge=5, le=300, description="lifetime of the leader key: a dead leader is replaced after about this")
+    loop_wait_s: int = Field(2, ge=1, le=60, description="seconds between the runs of each node's HA loop")
+    retry_timeout_s: int = Field(4, ge=1, le=60,
+                                 description="a DCS or PostgreSQL call failing this long makes the leader step down")
+    synchronous: bool = Field(False, description="synchronous_mode: a commit is acknowledged once a replica has it, and "
+                                                 "only that replica may be promoted (no acknowledged transaction lost)")
+    maximum_lag_on_failover_mb: int = Field(1, ge=0, description="a replica further behind than this is never promoted")
+
+    @model_validator(mode="after")
+    def _leader_renews_in_time(self):
+        # Patroni's own rule: a leader must be able to retry its DCS calls twice and still renew
+        # its key before the key expires, or a slow DCS alone makes it lose the lock.
+        needed = self.loop_wait_s + 2 * self.retry_timeout_s
+        if needed > self.ttl_s:
+            raise ValueError(f"postgres.patroni: loop_wait_s + 2 * retry_timeout_s = {needed} exceeds ttl_s "
+                             f"({self.ttl_s}); Patroni requires loop_wait + 2 * retry_timeout <= ttl: raise ttl_s "
+                             f"to {needed} or lower loop_wait_s / retry_timeout_s")
+        return self
 
 
 class PostgresSettings(Strict):
@@ -21,3 +48,7 @@ class PostgresSettings(Strict):
     replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
     backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups")
     backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted)")
+    ha: Literal["scripts", "patroni"] = Field(
+        "scripts", description="who runs replication and failover: 'scripts' (node.sh, make pg-promote) or 'patroni' "
+                               "(automatic failover; in progress: rendered and tested, not deployed yet)")
+    patroni: PatroniSettings = PatroniSettings()
