@@ -10,11 +10,10 @@ import signal
 import time
 import uuid
 
-import asyncpg
 import pytest
 
 from conftest import wait_worker_ready
-from taskplatform import recurrence, store
+from taskplatform import store
 from taskplatform.schedules import ScheduleStore
 from taskplatform_testing.servers import start_platform
 

@@ -4,7 +4,6 @@ duplicate delivery, live concurrency, graceful SIGTERM."""
 import os
 import signal
 import time
-import uuid
 
 import pytest
 import redis

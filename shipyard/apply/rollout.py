@@ -4,7 +4,6 @@ host before the next begins, so tiers converge in order across hosts."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from pyinfra.api import StringCommand, operation

@@ -1,13 +1,12 @@
 """`make trace` on the rolled-out environment: a task created through the edge is followed by the
 id the edge answered with, across the edge, the router, the API and the worker that ran it, in the
-order the hops started; by its task id the same lines come back. Read-only but for that one task.
+order of the calls (callers first); by its task id the same lines come back. Read-only but for that one task.
 `make logs SINCE= LEVEL=` keeps what it says it keeps."""
 
 import json
 import time
 
 import pytest
-import requests
 
 from shipyard.inventory import load_environment
 from tests.drill_traffic import api_client

@@ -90,12 +90,12 @@ def unseal(vault: hvac.Client, keys: tuple[str, ...]) -> bool:
 
 
 def revoke_other_roots(vault: hvac.Client) -> int:
-    """Revoke every root token but the client's own (one an interrupted run made and never
-    revoked); how many."""
+    """Revoke every root token but the client's own (one an operator made and left standing);
+    how many."""
     own = vault.auth.token.lookup_self()["data"]["accessor"]
     try:
         accessors = vault.auth.token.list_accessors()["data"]["keys"]
-    except hvac.exceptions.InvalidPath:  # no token at all besides... none listed
+    except hvac.exceptions.InvalidPath:  # the server lists none
         return 0
     revoked = 0
     for accessor in accessors:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shipyard import secretstore, topology
-from shipyard.components.vault import TLS_BUNDLE, tls
+from shipyard.components.vault import tls
 from shipyard.errors import ShipyardError
 
 CA_CERT, CA_KEY = "vault_ca_cert", "vault_ca_key"
