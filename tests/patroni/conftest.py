@@ -257,3 +257,21 @@ def cluster(workdir, settings, secret_values, etcd):
     yield nodes
     for node in nodes:
         node.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tail of every node's Patroni log and of etcd's: the
+    why of a cluster that did not converge is there, and the directories are deleted at the end."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    nodes = item.funcargs.get("cluster") or []
+    for node in nodes:
+        lines = node.log_text().splitlines()[-40:]
+        report.sections.append((f"Patroni log of {node.name} (last 40 lines)", "\n".join(lines)))
+    etcd = item.funcargs.get("etcd")
+    if etcd is not None and (etcd.root / "etcd.log").exists():
+        lines = (etcd.root / "etcd.log").read_text(errors="replace").splitlines()[-20:]
+        report.sections.append(("etcd log (last 20 lines)", "\n".join(lines)))

@@ -93,6 +93,9 @@ def test_the_node_runs_debians_postgresql_15_on_the_scripts_data_and_pg_hba(repo
         assert local["data_dir"] == component.PGDATA
         assert local["parameters"]["hba_file"] == f"{component.CONF}/pg_hba.conf"
         assert local["pgpass"] == f"{component.PATRONI_RUN}/pgpass"
+        # A new replica does not wait for a spread checkpoint on the leader (minutes when it has
+        # dirty pages): what the scripts mode's pg_basebackup --checkpoint=fast does.
+        assert {"checkpoint": "fast"} in local["basebackup"]
 
 
 @pytest.mark.parametrize("env", ENVS)
