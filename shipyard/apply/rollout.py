@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyinfra.api import StringCommand, operation
+from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
 from shipyard import commands, image_plan, bluegreen, rollout_order, topology
@@ -18,6 +19,7 @@ from shipyard.apply.private_files import WantedPath, project_paths
 from shipyard.apply.releasestate import colour_removed, routing_paths
 from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
 from shipyard.component import CommandContext, SecretFile
+from shipyard.errors import ShipyardError
 from shipyard.render import RenderedHost, render_secret_file, secret_variables
 from shipyard.render.compose import secrets_env
 from shipyard.bluegreen import ReleaseState
@@ -115,8 +117,13 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
 
 def run_live_setup(component: str, run: Callable[[CommandContext], list[str]], context: CommandContext) -> None:
     """A component's live setup (Component.live_setup), on the deploying machine: its lines
-    printed; an error stops the rollout before the services that need it."""
-    for line in run(context):
+    printed; an error stops the rollout before the services that need it (pyinfra reports an
+    OperationError's text alone: where, what and the fix, no traceback)."""
+    try:
+        lines = run(context)
+    except ShipyardError as err:
+        raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from err
+    for line in lines:
         print(f"shipyard: {component}: {line}", flush=True)
 
 

@@ -78,3 +78,20 @@ def test_services_waiting_for_a_live_setup_converge_a_step_later_on_one_host_too
 def test_a_service_a_live_setup_both_waits_for_and_precedes_is_refused(repo, vault_before):
     with pytest.raises(ValueError, match="db-setup"):
         rollout_order.rollout_steps(topology.build(load_environment(repo, "ci", {})))
+
+
+def test_a_live_setup_that_fails_stops_the_rollout_saying_where_what_and_the_fix(capsys):
+    from pyinfra.api.exceptions import OperationError
+
+    from shipyard.apply.rollout import run_live_setup
+    from shipyard.errors import ShipyardError
+
+    def unreachable(ctx):
+        raise ShipyardError("https://127.0.0.1:18200", "unreachable (ConnectionError)", "check that its server runs")
+
+    with pytest.raises(OperationError) as raised:
+        run_live_setup("vault", unreachable, None)
+    assert str(raised.value) == ("vault's live setup stopped the rollout: https://127.0.0.1:18200: unreachable "
+                                 "(ConnectionError)\n  fix: check that its server runs")
+    run_live_setup("vault", lambda ctx: ["unsealed vault-1"], None)
+    assert capsys.readouterr().out == "shipyard: vault: unsealed vault-1\n"
