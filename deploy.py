@@ -78,7 +78,7 @@ if starting and state.versions[starting] == state.newest:
                         live_version=state.live_version or "")
 # The live setups (Component.live_setup) run once, from the deploying machine, carried by the
 # inventory's first host; the environment's lock is held by `make up` around all of this.
-setup_context = (CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
-                 if this_host is settings.hosts[0] else None)
-roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time(), setup_context)
+setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
+roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time(), setup_context,
+         runs_setups=this_host is settings.hosts[0])
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

@@ -289,6 +289,13 @@ class LiveSetup:
     after: tuple[str, ...] = ()
     # settings → the (component, service) pairs that need the step done before they start.
     before: Callable[[Any], tuple[tuple[str, str], ...]] = lambda settings: ()
+    # What it hands each of those instances at every rollout (a single-use credential): the
+    # core writes the files into the instance's own hand-off directory on its host (0700, the
+    # service's uid; outside the project, which the deploy keeps exactly as rendered), mounted
+    # read-write at ``handoff`` so the service deletes what it used and keeps what must outlive
+    # a restart. (CommandContext, instance names) → {instance name: {file name: content}}.
+    handoff: str | None = None
+    deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -341,6 +348,11 @@ class Component:
     # `make status`: (settings, {instance name: container}) → what an operator wants to know of
     # each instance beyond health (role, lag...).
     describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
+    # It can serve the services' secrets at run time: ``secrets.backend`` may name it.
+    secrets_backend: bool = False
+    # Checks across sections, after each section validated: settings → (key path under SHIPYARD,
+    # what, the fix) for each problem; the deploy stops before any host is touched.
+    settings_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
     # What the deploying machine does on the live environment during every rollout in which the

@@ -57,6 +57,12 @@ def _live_setups(topo: Topology) -> list[tuple[Component, set[tuple[str, str]], 
     return found
 
 
+def setups_waited_for(topo: Topology, inst: Instance) -> tuple[Component, ...]:
+    """The components whose live setup ``inst`` waits for (it is handed their files)."""
+    return tuple(comp for comp in {i.component.name: i.component for i in topo.instances}.values()
+                 if comp.live_setup and (inst.component.name, inst.service.name) in comp.live_setup.before(topo.settings))
+
+
 def _gates(topo: Topology) -> dict[tuple[str, str], set[tuple[str, str]]]:
     """Instance → what must have converged in an *earlier* step (not the same one: a live setup
     runs between steps), however many hosts."""

@@ -12,7 +12,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
 from shipyard import commands, image_plan, bluegreen, rollout_order, topology
-from shipyard.apply import rotation
+from shipyard.apply import handoff, rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
@@ -127,13 +127,22 @@ def run_live_setup(component: str, run: Callable[[CommandContext], list[str]], c
         print(f"shipyard: {component}: {line}", flush=True)
 
 
+def _handoff_targets(settings: EnvironmentSettings, on_host, converging, comp) -> dict[str, tuple[str, int]]:
+    """Instance → (hand-off directory, uid) of this host's instances, converged by this deploy,
+    that wait for ``comp``'s live setup."""
+    topo = topology.build(settings)
+    return {inst.name: (commands.handoff_dir(settings.deploy_root, settings.name, comp.name, inst.name), inst.service.uid)
+            for inst in on_host if inst.name in converging and comp in rollout_order.setups_waited_for(topo, inst)}
+
+
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
              previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0,
-             setup_context: CommandContext | None = None) -> None:
+             setup_context: CommandContext | None = None, runs_setups: bool = False) -> None:
     """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
     ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps;
-    ``setup_context``: given to one host of the deploy (the first), which carries the live setups
-    (Component.live_setup) between the steps: they run once, on the deploying machine."""
+    ``setup_context``: what the live setups (Component.live_setup) and their hand-offs get; the
+    one host with ``runs_setups`` (the first) carries the setups between the steps: they run
+    once, on the deploying machine. Every host then writes what its instances are handed."""
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
@@ -166,8 +175,14 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
         # pyinfra runs an operation on every host before the next: the other hosts' next step
         # waits for this one host's setup.
         for comp in setups.get(number - 1, ()):
-            python.call(name=f"{comp.name}: live setup on the deploying machine", function=run_live_setup,
-                        component=comp.name, run=comp.live_setup.run, context=setup_context)
+            if runs_setups:
+                python.call(name=f"{comp.name}: live setup on the deploying machine", function=run_live_setup,
+                            component=comp.name, run=comp.live_setup.run, context=setup_context)
+            targets = _handoff_targets(settings, on_host, states, comp) if comp.live_setup.deliver else {}
+            if targets:
+                python.call(name=f"{comp.name}: hand-off to {', '.join(targets)}", function=handoff.hand_off,
+                            component=comp.name, deliver=comp.live_setup.deliver, context=setup_context,
+                            targets=targets)
     # A warm previous colour read the old value of a secret being rotated, which the servers
     # refuse once it is retired: it goes (the rollback target is started afresh instead).
     removed = set(state.colours_to_remove(now)) | ({state.idle} if previous else set())

@@ -15,6 +15,13 @@ def live_setup(ctx: CommandContext) -> list[str]:
     return setup.run(ctx.settings, ctx.repo, {name: ctx.secret(name) for name in SECRET_NAMES})
 
 
+def hand_off(ctx: CommandContext, instances: tuple[str, ...]) -> dict[str, dict[str, bytes]]:
+    """What each service that logs in at run time is handed (Component.live_setup): setup.hand_off."""
+    from shipyard.components.vault import setup  # hvac: loaded when it runs
+
+    return setup.hand_off(ctx.settings, ctx.repo, instances)
+
+
 def _init(ctx: CommandContext) -> int:
     if not ctx.settings.vault.enabled:
         print(f"{ctx.settings.name}: vault.enabled is false, so no Vault server runs: nothing to do")
