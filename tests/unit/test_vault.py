@@ -262,10 +262,20 @@ def test_with_the_vault_backend_the_api_and_workers_get_a_hand_off_directory_and
             services = render_host(settings, host).compose["services"]
             for inst in topo.instances_on(host):
                 mounts = [v for v in services[inst.name].get("volumes", []) if v.endswith(":/run/vault")]
+                environment = services[inst.name].get("environment") or {}
                 if mounts:
                     handed.add(inst.service.name)
                     # Its own directory, outside the project (which the deploy keeps as rendered).
                     assert mounts == [f"{settings.deploy_root}/.{env}.handoff/vault/{inst.name}:/run/vault"]
+                    # It logs in with its role-id (config) and what it is handed; the state Vault
+                    # gives it stays in memory.
+                    assert environment["TASKS_VAULT_ROLE_ID"] == f"service-{inst.service.name}"
+                    assert environment["TASKS_VAULT_WRAPPED_SECRET_ID"] == "/run/vault/secret_id.wrapped"
+                    assert environment["TASKS_VAULT_CA_FILE"] == "/run/vault/ca.pem"
+                    assert re.fullmatch(r"https://(vault-1|10\.0\.\d+\.\d+):8200", environment["TASKS_VAULT_ADDR"])
+                    assert services[inst.name]["tmpfs"] == ["/run/taskplatform-vault:uid=10001,gid=10001,mode=0700"]
+                else:
+                    assert not any(k.startswith("TASKS_VAULT_") for k in environment)
         assert handed == expected
 
 

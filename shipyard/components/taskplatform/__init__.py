@@ -14,6 +14,7 @@ from typing import Any
 
 from shipyard.component import (Component, ConfigDir, Health, Image, Metrics, Port, ReleaseCheck, SecretFile,
                                 Service, Wait)
+from shipyard.components import vault
 from shipyard.components.edge import PREVIEW_PORT
 from shipyard.components.taskplatform import consul_keys
 from shipyard.components.taskplatform.migrations import refusal
@@ -72,6 +73,26 @@ def _environment(ctx, inst) -> dict[str, str]:
     }
 
 
+VAULT_STATE_DIR = "/run/taskplatform-vault"
+
+
+def _vault_environment(ctx, inst) -> dict[str, str]:
+    """secrets.backend vault: the process logs in with its AppRole and the wrapped secret-id the
+    deploy hands it (vault's live setup), and takes its PostgreSQL users from the database
+    engine (services/README.md, "PostgreSQL credentials from Vault")."""
+    # Any server answers (a standby forwards to the leader): this host's own when it has one,
+    # reached as the servers reach each other.
+    servers = ctx.instances_of("vault", "vault")
+    here = [n for n, server in enumerate(servers) if server.host.name == ctx.host.name]
+    server = ctx.peer_endpoints("vault", "vault", vault.API_PORT)[here[0] if here else 0]
+    return {"TASKS_VAULT_ADDR": f"https://{server}",
+            "TASKS_VAULT_CA_FILE": f"{vault.HANDOFF}/{vault.CA_FILE}",
+            "TASKS_VAULT_ROLE_ID": vault.role_id(inst.service.name),
+            "TASKS_VAULT_WRAPPED_SECRET_ID": f"{vault.HANDOFF}/{vault.WRAPPED_SECRET_ID}",
+            "TASKS_VAULT_DB_ROLE": ctx.section("app").db_app_role,
+            "TASKS_VAULT_STATE_DIR": VAULT_STATE_DIR}
+
+
 def compose_service(ctx, inst) -> dict[str, Any]:
     app = ctx.section("app")
     env = _environment(ctx, inst)
@@ -86,6 +107,11 @@ def compose_service(ctx, inst) -> dict[str, Any]:
             "TASKS_PG_APP_ROLE": app.db_app_role, "TASKS_PG_ISSUER_ROLE": app.db_issuer_role,
             "TASKS_SECRETS_DIR": "/run/secrets"}
     doc: dict[str, Any] = {"command": ["taskplatform", inst.service.name], "environment": env}
+    if ("taskplatform", inst.service.name) in vault.LOG_IN and ctx.section("secrets").backend == "vault":
+        doc["environment"] |= _vault_environment(ctx, inst)
+        # What Vault gave the process (its PostgreSQL user, for the API's uvicorn processes): in
+        # memory only, the service's alone.
+        doc["tmpfs"] = [f"{VAULT_STATE_DIR}:uid={UID},gid={UID},mode=0700"]
     if inst.service.one_shot:
         return doc
     doc["stop_grace_period"] = "30s" if inst.service.name == "worker" else "20s"

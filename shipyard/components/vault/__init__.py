@@ -60,9 +60,16 @@ def runs(settings) -> bool:
 
 # The services that log in to Vault at run time under ``secrets.backend: vault`` (the task
 # platform's API and workers: dynamic PostgreSQL users, services/README.md). Each is handed a
-# wrapped secret-id at every rollout, in its hand-off directory (HANDOFF).
+# wrapped secret-id and the CA certificate at every rollout, in its hand-off directory.
 LOG_IN = (("taskplatform", "api"), ("taskplatform", "worker"))
 HANDOFF = "/run/vault"
+WRAPPED_SECRET_ID, CA_FILE = "secret_id.wrapped", "ca.pem"
+
+
+def role_id(service: str) -> str:
+    """A service's AppRole role-id, set by the bootstrap rather than drawn at random: config
+    (compose renders it), no secret — logging in takes the secret-id the deploy hands over."""
+    return f"service-{service}"
 
 
 def _logging_in(settings) -> tuple[tuple[str, str], ...]:

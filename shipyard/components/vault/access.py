@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shipyard import topology
+from shipyard.components.vault import LOG_IN, role_id
 
 KV_MOUNT = "secret"
 APPROLE_MOUNT = "approle"
@@ -96,18 +97,17 @@ class AppRole:
     token_max_ttl_s: int
     secret_id_ttl_s: int
     secret_id_num_uses: int
+    token_period_s: int = 0  # 0: not periodic
 
     @property
     def role_id(self) -> str:
-        """Set by the bootstrap, not drawn at random: the services' role-id is config (compose
-        renders it), and no secret — logging in takes the secret-id the deploy hands over."""
-        return f"service-{self.service}"
+        return role_id(self.service)
 
     def params(self) -> dict:
         """The role's fields as Vault reads them back (the bootstrap compares these)."""
         return {"token_policies": [self.policy], "token_ttl": self.token_ttl_s, "token_max_ttl": self.token_max_ttl_s,
-                "secret_id_ttl": self.secret_id_ttl_s, "secret_id_num_uses": self.secret_id_num_uses,
-                "bind_secret_id": True}
+                "token_period": self.token_period_s, "secret_id_ttl": self.secret_id_ttl_s,
+                "secret_id_num_uses": self.secret_id_num_uses, "bind_secret_id": True}
 
 
 DEPLOYER = "shipyard-deployer"
@@ -179,8 +179,12 @@ def desired(settings, database_hosts: tuple[str, ...]) -> Desired:
     vault = settings.vault
     app = vault.approle
     services = service_access(settings)
+    # The services that log in at run time get periodic tokens: renewed for as long as the
+    # process lives (its wrapped secret-id logs in once), gone a period after it stopped renewing.
+    logging_in = {service for _, service in LOG_IN}
     approles = tuple(AppRole(s.service, s.policy, app.token_ttl_s, app.token_max_ttl_s, app.secret_id_ttl_s,
-                             app.secret_id_num_uses) for s in services)
+                             app.secret_id_num_uses, app.token_ttl_s if s.service in logging_in else 0)
+                     for s in services)
     groups = sorted({s.database_role for s in services if s.database_role})
     database_roles = tuple(DatabaseRole(g, g, vault.database.credential_ttl_s, vault.database.credential_max_ttl_s)
                            for g in groups)

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from shipyard import secretstore, topology
-from shipyard.components.vault import API_PORT, access, bootstrap
+from shipyard.components.vault import API_PORT, CA_FILE, WRAPPED_SECRET_ID, access, bootstrap
 from shipyard.components.vault.certificates import CA_CERT, CA_KEY, ensure_ca
 from shipyard.components.vault.bootstrap import VaultError
 
@@ -170,21 +170,20 @@ def _clients(repo: Path, settings, environ):
         yield [(name, bootstrap.client(address, ca_file.name)) for name, address in server_addresses(settings)]
 
 
-# The file each service that logs in at run time is handed (Component.live_setup's hand-off).
-WRAPPED_SECRET_ID = "secret_id.wrapped"
-
-
 def hand_off(settings, repo: Path, instances: tuple[str, ...], environ: dict[str, str] | None = None
              ) -> dict[str, dict[str, bytes]]:
     """Each instance a response-wrapped, single-use secret-id of its service's AppRole, issued
-    as the deployer: valid as long as the secret-id it wraps (vault.approle.secret_id_ttl_s)."""
+    as the deployer, valid as long as the secret-id it wraps (vault.approle.secret_id_ttl_s);
+    and the CA certificate its TLS client checks the servers against."""
     service_of = {i.name: i.service.name for i in topology.build(settings).instances if i.name in instances}
     wrap_ttl = f"{settings.vault.approle.secret_id_ttl_s or 600}s"
+    ca_cert = ensure_ca(repo, settings, environ).cert_pem
     with _clients(repo, settings, environ) as servers:
         active = _active(servers)
         bootstrap.login_deployer(active, _held(repo, settings, DEPLOYER, environ))
         try:
-            return {inst: {WRAPPED_SECRET_ID: bootstrap.issue_secret_id(active, service_of[inst], wrap_ttl)[1].encode()}
+            return {inst: {WRAPPED_SECRET_ID: bootstrap.issue_secret_id(active, service_of[inst], wrap_ttl)[1].encode(),
+                           CA_FILE: ca_cert}
                     for inst in instances}
         finally:
             bootstrap.revoke_self(active)
