@@ -92,7 +92,8 @@ class CredentialKeeper:
         self.state_dir = Path(settings.vault_state_dir)
         self.session = VaultSession(settings.vault_addr, settings.vault_ca_file, settings.vault_role_id,
                                     Path(settings.secrets_dir) / settings.vault_wrapped_secret_id, self.state_dir,
-                                    settings.vault_timeout_seconds, settings.vault_approle_mount)
+                                    settings.vault_timeout_seconds, settings.vault_approle_mount,
+                                    Path(settings.vault_token_file) if settings.vault_token_file else None)
         self.lease: Lease | None = None
         self.draining: list[Lease] = []
         self.generation = 0
@@ -108,7 +109,7 @@ class CredentialKeeper:
         """The first login and credentials, synchronously (``VaultStartError`` or a Vault error
         when they cannot be had: the process does not start), then the thread that keeps them."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.session.login()
+        self.session.start()
         self._token_next = self.session.renew_due_at()
         self._rotate("first credentials")
         if self.lease is None:
@@ -122,11 +123,12 @@ class CredentialKeeper:
 
     def stop(self) -> None:
         """Stop keeping; revoke the token (and with it the leases it made): call once the pools
-        are closed."""
+        are closed. A kept token (``vault_token_file``) is left for the container's next start,
+        which resumes it; unrenewed, it ends a period later, its leases with it."""
         self._stop.set()
         if self._thread:
             self._thread.join(10)
-        if self.session.token:
+        if self.session.token and not self.session.token_file:
             self.session.revoke(self.session.client)
 
     def _run(self) -> None:

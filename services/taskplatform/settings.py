@@ -127,6 +127,10 @@ class ProcessSettings(BaseSettings):
     vault_ca_file: str = Field("", description="the CA certificate Vault's TLS is checked against")
     vault_role_id: str = ""
     vault_wrapped_secret_id: str = "vault_wrapped_secret_id"  # a file name in secrets_dir
+    # Where the token is kept across restarts of the container (its own directory, 0600): a
+    # restarted process resumes it (renewing it) instead of needing a fresh wrapped secret-id.
+    # Empty: memory only, and a restart needs one from the deploy.
+    vault_token_file: str = ""
     vault_approle_mount: str = "approle"
     vault_database_mount: str = "database"
     vault_db_role: str = "tasks_app"

@@ -62,10 +62,11 @@ class Token:
 
 class VaultSession:
     def __init__(self, address: str, ca_file: str, role_id: str, wrapped_file: Path, state_dir: Path,
-                 timeout: float = 5.0, approle_mount: str = "approle"):
+                 timeout: float = 5.0, approle_mount: str = "approle", token_file: Path | None = None):
         self.address, self.ca_file, self.role_id = address, ca_file, role_id
         self.wrapped_file, self.state_dir, self.timeout = Path(wrapped_file), Path(state_dir), timeout
         self.approle_mount = approle_mount
+        self.token_file = Path(token_file) if token_file else None
         self.client = self._client()
         self.token: Token | None = None
         self._secret_id: str | None = None
@@ -116,6 +117,52 @@ class VaultSession:
                      extra={"file": str(self.wrapped_file), "reason": exc.strerror})
 
     # --- the token --------------------------------------------------------------------------
+    def start(self) -> None:
+        """The first token of this process: a login with the wrapped secret-id the deploy handed
+        over when there is one (a new container, or a deploy since); else — or when that one is
+        refused (handed to a container that was running, and expired since) — the token an
+        earlier start of this container kept (``token_file``), renewed: a container restarted by
+        the engine (a crash, a reboot) carries on without the deploy."""
+        kept = self._kept_token()
+        if self.wrapped_file.exists() or not kept:
+            try:
+                self.login()
+            except (VaultStartError, *REFUSED) as exc:
+                if not kept:
+                    raise
+                log.info("the handed secret-id is refused; resuming the token kept by an earlier start",
+                         extra={"reason": reason(exc)})
+                self._secret_id, self.secret_id_spent = None, False
+                self.wrapped_file.unlink(missing_ok=True)  # spent or expired: of no use to a later start
+                self._resume(kept)
+                return
+            if kept:  # an earlier incarnation's: this one has its own now
+                self.revoke(self._client(kept))
+            return
+        self._resume(kept)
+
+    def _resume(self, kept: str) -> None:
+        client = self._client(kept)
+        try:
+            auth = client.auth.token.renew_self()["auth"]
+        except UNAVAILABLE as exc:
+            raise VaultStartError(f"Vault at {self.address} is unavailable ({reason(exc)}); the service starts "
+                                  f"once it answers and is unsealed") from None
+        except REFUSED as exc:
+            raise VaultStartError(f"{self.token_file}: the token kept by an earlier start is refused "
+                                  f"({reason(exc)}: unrenewed for a whole period, or revoked) and no usable "
+                                  f"wrapped secret-id was handed over: `make up` hands a fresh one") from None
+        now = time.time()
+        self.client = client
+        self.token = Token(auth["accessor"], int(auth["lease_duration"]), now + auth["lease_duration"], now)
+        log.info("resumed the token kept by an earlier start", extra={"ttl_s": auth["lease_duration"]})
+
+    def _kept_token(self) -> str | None:
+        try:
+            return self.token_file.read_text().strip() or None if self.token_file else None
+        except OSError:
+            return None
+
     def login(self) -> None:
         """AppRole login with the secret-id held in memory; the client then carries the new token."""
         if self._secret_id is None:
@@ -130,6 +177,8 @@ class VaultSession:
         now = time.time()
         self.client = client
         self.token = Token(auth["accessor"], int(auth["lease_duration"]), now + auth["lease_duration"], now)
+        if self.token_file:
+            write_private(self.token_file, auth["client_token"] + "\n")
         log.info("logged in to Vault", extra={"ttl_s": auth["lease_duration"], "renewable": auth["renewable"]})
 
     def renew(self) -> int:

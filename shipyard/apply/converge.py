@@ -160,13 +160,44 @@ def _restore(last_good_dir: str, project: str, services: list[str], timeout: int
     return f"restoring {', '.join(services)} failed too:\n{_compose_errors(err)}"
 
 
+def one_shots_alone(wanted: list[str], services: dict[str, ServiceState]) -> list[str]:
+    """The one-shots of ``wanted`` that no long-running service of the step waits for, directly
+    or through another one-shot (api ← migrate ← db-setup: compose gates those itself), in the
+    order to run them."""
+    waited_for: set[str] = set()
+    queue = [dep for state in services.values() if not state.one_shot for dep in state.depends_on]
+    while queue:
+        dep = queue.pop()
+        if dep not in waited_for:
+            waited_for.add(dep)
+            queue += list(services[dep].depends_on) if dep in services else []
+    return _dependencies_first([n for n in wanted if services[n].one_shot and n not in waited_for], services)
+
+
+def _dependencies_first(names: list[str], services: dict[str, ServiceState]) -> list[str]:
+    """``names`` ordered so that each comes after those of them it depends on (migrate after
+    db-setup when a step holds both and nothing long-running waits for them)."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for dep in services[name].depends_on:
+            if dep in names:
+                visit(dep)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
 def _up_and_wait(project_dir: str, project: str, wanted: list[str], services: dict[str, ServiceState],
                  timeout: int) -> tuple[bool, str]:
     """``up --wait`` of ``wanted``; then each one-shot nothing here waits for (a job run against
     what the step started), alone: compose's --wait takes such a container's exit, even 0, for
     a failure. (A one-shot others wait for is gated by their ``service_completed_successfully``.)"""
-    waited_for = {dep for state in services.values() for dep in state.depends_on}
-    last = [name for name in wanted if services[name].one_shot and name not in waited_for]
+    last = one_shots_alone(wanted, services)
     gated = [name for name in wanted if name not in last]
     if gated:
         ok, _, err = _run(commands.compose_up_wait(project_dir, project, gated, timeout), check=False)

@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import hvac.exceptions
 import psycopg
 import pytest
 import requests
@@ -236,6 +237,51 @@ def test_a_second_start_on_the_same_wrapped_secret_id_fails_and_says_why(vault, 
     assert second.returncode == 1
     assert "expired (its wrap TTL) or was unwrapped already" in second.stdout, second.stdout[-2000:]
     assert wrapped.strip() not in second.stdout + second.stderr
+
+
+def test_a_restarted_container_resumes_its_kept_token_and_a_fresh_hand_off_replaces_it(vault, platform):
+    """As deployed: the wrapped secret-id and the token both in the container's hand-off
+    directory (read-write). A restart by the engine (a crash, a reboot) finds no wrapped
+    secret-id and resumes the kept token; a deploy's fresh one makes a new login, the kept
+    token revoked; a kept token revoked with nothing handed over: exit 1, saying what to do."""
+    env = _vault_env(vault, platform, "worker")
+    env["TASKS_VAULT_TOKEN_FILE"] = str(Path(env["TASKS_VAULT_STATE_DIR"]) / "kept" / "token")
+    Path(env["TASKS_VAULT_TOKEN_FILE"]).parent.mkdir(parents=True, mode=0o700)
+    credentials = Path(env["TASKS_VAULT_STATE_DIR"]) / "postgres.json"
+
+    def started(proc, log_line: str) -> None:
+        _wait("the worker's credentials", lambda: credentials.exists(), 30)
+        _wait(f"'{log_line}' in the worker's log", lambda: log_line in proc.log_path.read_text(), 30)
+
+    first = platform.start_worker(**env)
+    started(first, "logged in to Vault")
+    token = Path(env["TASKS_VAULT_TOKEN_FILE"]).read_text().strip()
+    assert oct(Path(env["TASKS_VAULT_TOKEN_FILE"]).stat().st_mode & 0o777) == "0o600"
+    platform.stop_processes(chosen=[first])
+    credentials.unlink()
+    assert not (platform.secrets_dir / env["TASKS_VAULT_WRAPPED_SECRET_ID"]).exists()  # used, deleted
+
+    resumed = platform.start_worker(**env)
+    started(resumed, "resumed the token kept by an earlier start")
+    assert vault.root().auth.token.lookup(token)["data"]["ttl"] > 0
+    platform.stop_processes(chosen=[resumed])
+    credentials.unlink()
+
+    fresh = _vault_env(vault, platform, "worker")  # what the next deploy hands over
+    (platform.secrets_dir / fresh["TASKS_VAULT_WRAPPED_SECRET_ID"]).rename(
+        platform.secrets_dir / env["TASKS_VAULT_WRAPPED_SECRET_ID"])
+    renewed = platform.start_worker(**env)
+    started(renewed, "logged in to Vault")
+    assert Path(env["TASKS_VAULT_TOKEN_FILE"]).read_text().strip() != token
+    with pytest.raises(hvac.exceptions.Forbidden):
+        vault.root().auth.token.lookup(token)  # the earlier incarnation's, revoked
+    platform.stop_processes(chosen=[renewed])
+
+    vault.root().auth.token.revoke(Path(env["TASKS_VAULT_TOKEN_FILE"]).read_text().strip())
+    refused = platform.run("worker", **env)
+    assert refused.returncode == 1
+    assert "the token kept by an earlier start is refused" in refused.stdout, refused.stdout[-2000:]
+    assert "`make up` hands a fresh one" in refused.stdout
 
 
 def _revoke_tokens_of(vault: Vault, service: str) -> int:

@@ -89,6 +89,8 @@ def _vault_environment(ctx, inst) -> dict[str, str]:
             "TASKS_VAULT_CA_FILE": f"{vault.HANDOFF}/{vault.CA_FILE}",
             "TASKS_VAULT_ROLE_ID": vault.role_id(inst.service.name),
             "TASKS_VAULT_WRAPPED_SECRET_ID": f"{vault.HANDOFF}/{vault.WRAPPED_SECRET_ID}",
+            # Kept across restarts of the container (a crash, a reboot): resumed, not a new login.
+            "TASKS_VAULT_TOKEN_FILE": f"{vault.HANDOFF}/token",
             "TASKS_VAULT_DB_ROLE": ctx.section("app").db_app_role,
             "TASKS_VAULT_STATE_DIR": VAULT_STATE_DIR}
 
