@@ -7,7 +7,9 @@ SHIPYARD = {
     "name": "ci",
     "images": {"source": "local"},
     # Per machine and throw-away: its secrets are generated here on first deploy (git-ignored).
-    "secrets": {"generate_missing": True},
+    # The API and workers take their PostgreSQL users from Vault (docs/secrets.md): `make test`
+    # runs that backend end to end.
+    "secrets": {"generate_missing": True, "backend": "vault"},
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,

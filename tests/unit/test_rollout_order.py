@@ -11,8 +11,13 @@ from shipyard.inventory import load_environment
 from shipyard.render import render_environment
 
 
+# ci runs the vault backend, whose API and workers start a step after Vault's live setup
+# (tests/unit/test_vault.py); with the files, one host converges in one step.
+AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age"}
+
+
 def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
-    settings = load_environment(repo, "ci", {})
+    settings = load_environment(repo, "ci", AGE_BACKEND)
     steps = rollout_order.rollout_steps(topology.build(settings))
     assert len(steps) == 1
     assert set(steps[0]["ci"]) == {i.name for i in topology.build(settings).instances}
@@ -55,7 +60,7 @@ def vault_before(request):
 
 def test_with_no_service_waiting_a_live_setup_runs_after_the_last_step(repo):
     for env in ("ci", "production"):
-        topo = topology.build(load_environment(repo, env, {}))
+        topo = topology.build(load_environment(repo, env, AGE_BACKEND))
         steps = rollout_order.rollout_steps(topo)
         assert {i: [c.name for c in comps] for i, comps in rollout_order.setup_points(topo, steps).items()} \
             == {len(steps) - 1: ["vault"]}
@@ -63,7 +68,7 @@ def test_with_no_service_waiting_a_live_setup_runs_after_the_last_step(repo):
 
 @pytest.mark.parametrize("vault_before", [("api", "worker")], indirect=True)
 def test_services_waiting_for_a_live_setup_converge_a_step_later_on_one_host_too(repo, vault_before):
-    topo = topology.build(load_environment(repo, "ci", {}))
+    topo = topology.build(load_environment(repo, "ci", AGE_BACKEND))
     steps = rollout_order.rollout_steps(topo)
     # Vault's servers and db-setup (whose issuer role the setup needs) first, with everything
     # that does not wait; the setup; then the API and workers, and what depends on them.
@@ -77,7 +82,7 @@ def test_services_waiting_for_a_live_setup_converge_a_step_later_on_one_host_too
 @pytest.mark.parametrize("vault_before", [("db-setup",)], indirect=True)
 def test_a_service_a_live_setup_both_waits_for_and_precedes_is_refused(repo, vault_before):
     with pytest.raises(ValueError, match="db-setup"):
-        rollout_order.rollout_steps(topology.build(load_environment(repo, "ci", {})))
+        rollout_order.rollout_steps(topology.build(load_environment(repo, "ci", AGE_BACKEND)))
 
 
 def test_a_live_setup_that_fails_stops_the_rollout_saying_where_what_and_the_fix(capsys):

@@ -17,6 +17,8 @@ from shipyard.inventory import load_environment
 from shipyard.render import render_host
 
 ENABLED = {"SHIPYARD_VAULT__ENABLED": "true"}
+# ci runs the vault backend (`make test` takes it end to end); Vault off needs the files.
+AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age"}
 ENVS = {"local": 1, "ci": 1, "production": 3}
 
 
@@ -28,7 +30,7 @@ def _rendered(repo, env):
 @pytest.mark.parametrize("env", sorted(ENVS))
 def test_vault_is_on_in_every_inventory_and_off_leaves_nothing_of_it(repo, env):
     assert load_environment(repo, env, {}).vault.enabled is True
-    settings = load_environment(repo, env, {"SHIPYARD_VAULT__ENABLED": "false"})
+    settings = load_environment(repo, env, {"SHIPYARD_VAULT__ENABLED": "false", **AGE_BACKEND})
     assert not topology.build(settings).instances_of("vault")
     for host in settings.hosts:
         rendered = render_host(settings, host)
@@ -185,7 +187,7 @@ def test_vault_init_with_vault_off_does_nothing(repo, capsys):
     from shipyard.component import CommandContext
     from shipyard.components.vault.commands import COMMANDS
 
-    settings = load_environment(repo, "ci", {"SHIPYARD_VAULT__ENABLED": "false"})
+    settings = load_environment(repo, "ci", {"SHIPYARD_VAULT__ENABLED": "false", **AGE_BACKEND})
     context = CommandContext(settings, repo, {}, lock=None, secret=None)
     assert COMMANDS[0].run(context) == 0
     assert "vault.enabled is false" in capsys.readouterr().out
@@ -242,6 +244,11 @@ def test_make_status_says_each_servers_seal_state_and_role(answer, code, line):
 VAULT_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "vault"}
 
 
+def test_ci_runs_the_vault_backend_and_the_other_inventories_the_files(repo):
+    assert {env: load_environment(repo, env, {}).secrets.backend for env in ENVS} == \
+        {"ci": "vault", "local": "age", "production": "age"}
+
+
 def test_the_vault_backend_needs_vault_running_and_an_unknown_backend_is_refused(repo):
     with pytest.raises(SettingsError) as off:
         load_environment(repo, "ci", {**VAULT_BACKEND, "SHIPYARD_VAULT__ENABLED": "false"})
@@ -254,7 +261,7 @@ def test_the_vault_backend_needs_vault_running_and_an_unknown_backend_is_refused
 
 @pytest.mark.parametrize("env", sorted(ENVS))
 def test_with_the_vault_backend_the_api_and_workers_get_a_hand_off_directory_and_no_one_else(repo, env):
-    for variables, expected in (({}, set()), (VAULT_BACKEND, {"api", "worker"})):
+    for variables, expected in ((AGE_BACKEND, set()), (VAULT_BACKEND, {"api", "worker"})):
         settings = load_environment(repo, env, variables)
         topo = topology.build(settings)
         handed = set()
