@@ -115,7 +115,7 @@ def address_problem(address: str) -> str | None:
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is not None:
             return address_problem(str(embedded))
-    for name in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
+    for name in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
     if not ip.is_global:  # shared address space (100.64/10), documentation ranges, ...
@@ -190,12 +190,11 @@ async def post(url: str, headers: dict[str, str], body: bytes, allow_private: bo
     try:
         async with asyncio.timeout(timeout):
             target = parse_url(url)
-            address = (await resolve(target.host, target.port, allow_private, timeout))[0]
+            addresses = await resolve(target.host, target.port, allow_private, timeout)
             context = None
             if target.scheme == "https":
                 context = tls or ssl.create_default_context()
-            reader, writer = await asyncio.open_connection(
-                address, target.port, ssl=context, server_hostname=target.host if context else None)
+            reader, writer = await _connect(addresses, target, context)
             try:
                 writer.write(request_bytes(target, headers, body))
                 await writer.drain()
@@ -209,6 +208,19 @@ async def post(url: str, headers: dict[str, str], body: bytes, allow_private: bo
         return Sent(None, f"timed out after {timeout:g} s (webhook_timeout_seconds)")
     except (OSError, ValueError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
         return Sent(None, f"{exc.__class__.__name__}: {exc}"[:500])
+
+
+async def _connect(addresses: list[str], target: Target, context: ssl.SSLContext | None):
+    """A connection to the first of the checked ``addresses`` that accepts one (a name may
+    resolve to an IPv6 and an IPv4 address, and the receiver listen on one of them only)."""
+    for address in addresses[:-1]:
+        try:
+            return await asyncio.open_connection(address, target.port, ssl=context,
+                                                 server_hostname=target.host if context else None)
+        except ConnectionError:
+            continue
+    return await asyncio.open_connection(addresses[-1], target.port, ssl=context,
+                                         server_hostname=target.host if context else None)
 
 
 def signed_headers(secret: str, event_id: str, event_type: str, body: bytes, now: float | None = None) -> dict:
