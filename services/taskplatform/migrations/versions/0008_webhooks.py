@@ -30,6 +30,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _subscriptions_and_events()
+    _deliveries()
+    _trigger()
+
+
+def _subscriptions_and_events() -> None:
     op.execute("""
         CREATE TABLE IF NOT EXISTS webhook_subscriptions (
             id uuid PRIMARY KEY,
@@ -56,6 +62,9 @@ def upgrade() -> None:
             created_at timestamptz NOT NULL DEFAULT clock_timestamp()
         )
     """)
+
+
+def _deliveries() -> None:
     op.execute("""
         CREATE TABLE IF NOT EXISTS webhook_deliveries (
             id uuid PRIMARY KEY,
@@ -89,6 +98,9 @@ def upgrade() -> None:
         )
     """)
     op.execute("CREATE INDEX IF NOT EXISTS webhook_attempts_delivery ON webhook_attempts (delivery_id, id DESC)")
+
+
+def _trigger() -> None:
     op.execute("""
         CREATE OR REPLACE FUNCTION webhook_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
