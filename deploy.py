@@ -6,6 +6,7 @@ holds the environment's lock.
         [--data shipyard_pinned_wheels=DIR]
 """
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
 from shipyard.apply.rollout import roll_out
+from shipyard.component import CommandContext
 from shipyard.errors import RolloutError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
@@ -74,5 +76,9 @@ if starting and state.versions[starting] == state.newest:
                         function=release_checked, project_dir=project_dir, project=settings.compose_project,
                         new_image=new_image, live_service=inst.name, argv=list(check.argv), refusal=check.refusal,
                         live_version=state.live_version or "")
-roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time())
+# The live setups (Component.live_setup) run once, from the deploying machine, carried by the
+# inventory's first host; the environment's lock is held by `make up` around all of this.
+setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
+roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time(), setup_context,
+         runs_setups=this_host is settings.hosts[0])
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

@@ -120,26 +120,12 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     if result.returncode != 0:
         print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
         return result.returncode
-    after_rollout(settings)
     if rotating:
         # Every host runs the new values now: the replaced ones are no longer needed.
         finish_rotations(REPO, env, rotating)
         print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
     print(f"shipyard: rollout of {env} done in {took:.1f}s")
     return 0
-
-
-def after_rollout(settings) -> None:
-    """Each running component's steps on the live environment (Component.after_rollout)."""
-    running = {inst.component.name for inst in topology.build(settings).instances}
-    values = None
-    for comp in COMPONENTS:
-        if comp.after_rollout is None or comp.name not in running:
-            continue
-        values = values or load_or_create(REPO, settings.name, generate_missing=False)
-        ctx = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: values[name].value)
-        for line in comp.after_rollout(ctx):
-            print(f"shipyard: {comp.name}: {line}")
 
 
 def default_version() -> str:

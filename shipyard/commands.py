@@ -19,6 +19,12 @@ def last_good_dir(deploy_root: str, env: str) -> str:
     return f"{deploy_root.rstrip('/')}/.{env}.last-good"
 
 
+def handoff_dir(deploy_root: str, env: str, component: str, instance: str) -> str:
+    """What a component's live setup hands one instance (Component.live_setup), mounted
+    read-write: outside the project, which the deploy keeps exactly as rendered."""
+    return f"{deploy_root.rstrip('/')}/.{env}.handoff/{component}/{instance}"
+
+
 def compose(project_directory: str, project: str, *args: str) -> list[str]:
     return ["docker", "compose", "--project-directory", project_directory,
             "-f", f"{project_directory}/compose.yaml", "-p", project, *args]

@@ -276,6 +276,29 @@ class CommandContext:
 
 
 @dataclass(frozen=True)
+class LiveSetup:
+    """A step the deploying machine runs on the live environment within a rollout, once the
+    component's own instances and the services named in ``after`` (of any component) have
+    converged, and before the services that ``before`` names for these settings: the rollout
+    puts those in a later step (shipyard.rollout_order), on one host too. With none of them, it
+    runs once every service converged. ``run``: CommandContext (no options; the deploy's lock is
+    held) → lines to print, nothing secret; it raises (a ShipyardError: where, what, the fix) to
+    stop the rollout before the services that need it."""
+
+    run: Callable[[CommandContext], list[str]]
+    after: tuple[str, ...] = ()
+    # settings → the (component, service) pairs that need the step done before they start.
+    before: Callable[[Any], tuple[tuple[str, str], ...]] = lambda settings: ()
+    # What it hands each of those instances at every rollout (a single-use credential): the
+    # core writes the files into the instance's own hand-off directory on its host (0700, the
+    # service's uid; outside the project, which the deploy keeps exactly as rendered), mounted
+    # read-write at ``handoff`` so the service deletes what it used and keeps what must outlive
+    # a restart. (CommandContext, instance names) → {instance name: {file name: content}}.
+    handoff: str | None = None
+    deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
+
+
+@dataclass(frozen=True)
 class Command:
     """An operator command a component brings: `make <name> ENV=.. [OPTION=..]` and
     ``python -m shipyard <name> --env .. [--option ..]``. The CLI and `make help` list every
@@ -325,12 +348,16 @@ class Component:
     # `make status`: (settings, {instance name: container}) → what an operator wants to know of
     # each instance beyond health (role, lag...).
     describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
+    # It can serve the services' secrets at run time: ``secrets.backend`` may name it.
+    secrets_backend: bool = False
+    # Checks across sections, after each section validated: settings → (key path under SHIPYARD,
+    # what, the fix) for each problem; the deploy stops before any host is touched.
+    settings_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
-    # What the deploying machine does on the live environment after every successful rollout
-    # in which the component runs (Vault: initialise, unseal, bootstrap): CommandContext (no
-    # options; the deploy's lock is held) → lines to print, nothing secret.
-    after_rollout: Callable[[CommandContext], list[str]] | None = None
+    # What the deploying machine does on the live environment during every rollout in which the
+    # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
+    live_setup: LiveSetup | None = None
     # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.
     release_routing: Callable[[str, str], bytes] | None = None
     # A release's smoke test of the colour it starts: settings → (coloured service, argv run in

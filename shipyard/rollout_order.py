@@ -6,7 +6,7 @@ Pure: from the instances and their dependencies (shipyard.topology); no componen
 
 from __future__ import annotations
 
-from shipyard.component import TIERS
+from shipyard.component import TIERS, Component
 from shipyard.topology import Instance, Topology
 
 
@@ -42,8 +42,39 @@ def _peers(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
     return topo.instances_of(inst.component.name, inst.service.name)
 
 
+def _live_setups(topo: Topology) -> list[tuple[Component, set[tuple[str, str]], set[tuple[str, str]]]]:
+    """Each running component's live setup (Component.live_setup): (component, the instances it
+    waits for — its own and those of the services it runs after —, the instances that wait for it)."""
+    found = []
+    for comp in {i.component.name: i.component for i in topo.instances}.values():
+        setup = comp.live_setup
+        if setup is None:
+            continue
+        needed = {_key(i) for i in topo.instances if i.component is comp or i.service.name in setup.after}
+        before = set(setup.before(topo.settings))
+        waiting = {_key(i) for i in topo.instances if (i.component.name, i.service.name) in before}
+        found.append((comp, needed, waiting))
+    return found
+
+
+def setups_waited_for(topo: Topology, inst: Instance) -> tuple[Component, ...]:
+    """The components whose live setup ``inst`` waits for (it is handed their files)."""
+    return tuple(comp for comp in {i.component.name: i.component for i in topo.instances}.values()
+                 if comp.live_setup and (inst.component.name, inst.service.name) in comp.live_setup.before(topo.settings))
+
+
+def _gates(topo: Topology) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """Instance → what must have converged in an *earlier* step (not the same one: a live setup
+    runs between steps), however many hosts."""
+    gates: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for _, needed, waiting in _live_setups(topo):
+        for key in waiting:
+            gates.setdefault(key, set()).update(needed)
+    return gates
+
+
 def _next_step(topo: Topology, pending: list[Instance], done: set[tuple[str, str]],
-               held: set[tuple[str, str]]) -> set[tuple[str, str]]:
+               held: set[tuple[str, str]], gates: dict[tuple[str, str], set[tuple[str, str]]]) -> set[tuple[str, str]]:
     """What can converge now, leaving out ``held``: grown to a fixed point, since a same-host
     dependency may join the same step."""
     chosen: set[tuple[str, str]] = set()
@@ -51,7 +82,7 @@ def _next_step(topo: Topology, pending: list[Instance], done: set[tuple[str, str
     while changed:
         changed = False
         for inst in pending:
-            if _key(inst) in chosen or _key(inst) in held:
+            if _key(inst) in chosen or _key(inst) in held or not gates.get(_key(inst), set()) <= done:
                 continue
             if any(o.host.name != inst.host.name and _unit(o) < _unit(inst) for o in pending):
                 continue  # earlier tiers elsewhere first
@@ -74,15 +105,18 @@ def rollout_steps(topo: Topology) -> list[dict[str, tuple[str, ...]]]:
     and each of its dependencies has, or (same host) converges in the same step — compose
     orders those itself, so independent work on one host overlaps. One host: a single step.
     Several: data everywhere, then migrations once, then the app, then the edge. Peers (a
-    quorum, healthy only together) converge in one step, on every host at once.
+    quorum, healthy only together) converge in one step, on every host at once. A service that
+    waits for a live setup (Component.live_setup) converges in a step after everything the setup
+    waits for, on one host too (``setup_points``: where the setups run).
     """
+    gates = _gates(topo)
     pending = list(topo.instances)
     done: set[tuple[str, str]] = set()
     steps: list[dict[str, tuple[str, ...]]] = []
     while pending:
         held: set[tuple[str, str]] = set()
         while True:
-            chosen = _next_step(topo, pending, done, held)
+            chosen = _next_step(topo, pending, done, held, gates)
             apart = {_key(i) for i in pending if _key(i) in chosen
                      and any(_key(p) not in chosen and _key(p) not in done for p in _peers(topo, i))}
             if not apart:
@@ -99,3 +133,15 @@ def rollout_steps(topo: Topology) -> list[dict[str, tuple[str, ...]]]:
         done |= chosen
         pending = [i for i in pending if _key(i) not in chosen]
     return steps
+
+
+def setup_points(topo: Topology, steps: list[dict[str, tuple[str, ...]]]) -> dict[int, tuple[Component, ...]]:
+    """Step index (0-based) → the components whose live setup runs right after that step: the
+    step in which the last instance it waits for converged — or, when no service waits for it,
+    the last step (a setup that fails then leaves every service converged)."""
+    converged_in = {(host, name): index for index, step in enumerate(steps) for host, names in step.items() for name in names}
+    points: dict[int, tuple[Component, ...]] = {}
+    for comp, needed, waiting in _live_setups(topo):
+        index = max(converged_in[k] for k in needed) if waiting else len(steps) - 1
+        points[index] = points.get(index, ()) + (comp,)
+    return points

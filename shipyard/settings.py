@@ -93,6 +93,16 @@ class NetworkSettings(Strict):
 class SecretSettings(Strict):
     generate_missing: bool = Field(False, description="generate a missing secret at deploy time: only for "
                                                       "per-machine, throw-away environments (local, ci)")
+    backend: str = Field("age", description="where services take their secrets at run time: 'age' (files the "
+                                            "deploy delivers), or a component that serves them (docs/secrets.md)")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        known = ["age", *(comp.name for comp in COMPONENTS if comp.secrets_backend)]
+        if value not in known:
+            raise ValueError(f"no secrets backend {value!r}; use one of {', '.join(known)}")
+        return value
 
 
 # ``health.<tier>_timeout_s``: seconds a tier may take to become healthy in a rollout.
@@ -316,6 +326,9 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
             problems.append(ShipyardError(f"{source_file}: group '{', '.join(comp_groups)}'",
                                           f"{len(hosts)} hosts ({', '.join(hosts)}) but this release runs {comp.name} "
                                           "on a single host", f"put exactly one host in the {' and '.join(comp_groups)} group"))
+    for comp in COMPONENTS:
+        for key, what, fix in comp.settings_problems(settings) if comp.settings_problems else ():
+            problems.append(ShipyardError(f"{source_file}: SHIPYARD.{key}", what, fix))
     for host in settings.hosts:
         if not re.match(r"^[A-Za-z0-9.:-]+$", host.address):
             problems.append(ShipyardError(f"{source_file}: host {host.name}: address", f"not a hostname or IP: {host.address!r}",

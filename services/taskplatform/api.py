@@ -21,7 +21,7 @@ from taskplatform.request_context import RequestContext
 from taskplatform.routes import docs, keys, ops, schedules, tasks, webhooks
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
-from taskplatform.secrets import FileSecretSource, SecretSource
+from taskplatform.secrets import SecretSource, for_process
 from taskplatform.settings import ProcessSettings
 
 
@@ -34,7 +34,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
                config: ConfigSource | None = None) -> colours.ReleaseHeader:
     settings = settings or ProcessSettings()
     kinds.registry(settings.kinds_packages)  # the task kinds first: the runtime config, the routes and the metrics name them
-    secrets = secrets or FileSecretSource(settings.secrets_dir)
+    secrets = secrets or for_process(settings)
     config = config or build_config_source(settings)
     if not config.loaded:
         config.load_initial()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import api_keys, limits, metrics, queue, schedules, store, webhook_store
+from taskplatform import api_keys, db_credentials, limits, metrics, queue, schedules, store, webhook_store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -33,11 +33,13 @@ class Services:
         self._report: ConfigReport | None = None
         self._reporting: asyncio.Task | None = None
         self._metering: asyncio.Task | None = None
+        # With Vault: the PostgreSQL credentials the container's keeper writes (``db_credentials``).
+        self.credentials: db_credentials.PoolCredentials | None = None
+        self._following: asyncio.Task | None = None
 
     async def _pool(self, target: str) -> limits.BoundedPool:
         s = self.settings
-        pool = await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user, self.secrets.get("postgres_password"),
-                                       s.pg_pool_size, target=target, connect_timeout=s.pg_connect_timeout_seconds)
+        pool = await db_credentials.create_pool(s, self.secrets, self.credentials, target)
         bounded = limits.BoundedPool(pool, s.pg_acquire_timeout_seconds)
         self._pools.append(bounded)
         metrics.watch_pool(bounded)
@@ -45,6 +47,8 @@ class Services:
 
     async def start(self) -> None:
         s = self.settings
+        if s.vault_enabled():
+            self.credentials = db_credentials.PoolCredentials(s.vault_state_dir, s.vault_credentials_poll_seconds)
         pool = await self._pool("read-write")
         read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
         self.store = store.TaskStore(pool, read_pool)
@@ -59,6 +63,8 @@ class Services:
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
         self._metering = asyncio.create_task(_refresh_pool_metrics())
+        if self.credentials:
+            self._following = asyncio.create_task(self.credentials.follow())
 
     async def within_redis_timeout(self, awaitable):
         """A Redis call of a request, given up after ``api_redis_timeout_seconds`` (then it
@@ -68,7 +74,7 @@ class Services:
             return await awaitable
 
     async def stop(self) -> None:
-        for task in (self._watch, self._metering):
+        for task in (self._watch, self._metering, self._following):
             if task:
                 task.cancel()
         if self._report and self._reporting:

@@ -23,10 +23,43 @@ def _api(settings: ProcessSettings) -> int:
 
     # Several uvicorn processes: metrics are aggregated through files in a fresh directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskplatform-metrics-")
-    uvicorn.run("taskplatform.cli:app_factory", factory=True, host=settings.api_host, port=settings.api_port,
-                workers=settings.api_processes, log_config=None, access_log=False, proxy_headers=True,
-                forwarded_allow_ips="*", timeout_graceful_shutdown=15, loop="uvloop", http="httptools")
+    # With Vault, this process (uvicorn's supervisor) logs in once and keeps the credentials
+    # that its uvicorn processes read (``db_credentials``): a wrapped secret-id logs in once.
+    keeper = _start_keeper(settings)
+    if keeper is False:
+        return 1
+    try:
+        uvicorn.run("taskplatform.cli:app_factory", factory=True, host=settings.api_host, port=settings.api_port,
+                    workers=settings.api_processes, log_config=None, access_log=False, proxy_headers=True,
+                    forwarded_allow_ips="*", timeout_graceful_shutdown=15, loop="uvloop", http="httptools")
+    finally:
+        if keeper:
+            keeper.stop()
     return 0
+
+
+def _start_keeper(settings: ProcessSettings):
+    """The container's Vault credential keeper, started (None without Vault; False when it cannot
+    start: the reason is logged, without any secret value)."""
+    if not settings.vault_enabled():
+        return None
+    import hvac.exceptions
+
+    from taskplatform.db_credentials import CredentialKeeper
+    from taskplatform.vault_client import UNAVAILABLE, VaultStartError, reason
+
+    logs.setup()
+    keeper = CredentialKeeper(settings)
+    try:
+        keeper.start()
+    except VaultStartError as exc:
+        logging.getLogger("taskplatform.vault").error("cannot log in to Vault", extra={"reason": str(exc)})
+        return False
+    except (*UNAVAILABLE, hvac.exceptions.VaultError, RuntimeError) as exc:
+        logging.getLogger("taskplatform.vault").error("cannot start with Vault", extra={
+            "reason": reason(exc), "vault": settings.vault_addr})
+        return False
+    return keeper
 
 
 def app_factory():
@@ -44,15 +77,22 @@ def app_factory():
 
 def _worker(settings: ProcessSettings) -> int:
     from taskplatform.config_source import build_config_source
-    from taskplatform.secrets import FileSecretSource
+    from taskplatform.secrets import for_process
     from taskplatform.worker import Worker, serve_metrics
 
     logs.setup()
+    keeper = _start_keeper(settings)
+    if keeper is False:
+        return 1
     config = build_config_source(settings)
     config.load_initial()
     serve_metrics(settings.worker_metrics_port)
-    worker = Worker(settings, FileSecretSource(settings.secrets_dir), config)
-    asyncio.run(worker.run())
+    worker = Worker(settings, for_process(settings), config)
+    try:
+        asyncio.run(worker.run())
+    finally:
+        if keeper:
+            keeper.stop()
     if worker.stuck_threads:  # the interpreter's exit would join them, maybe forever
         logging.shutdown()
         os._exit(0)

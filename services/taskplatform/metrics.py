@@ -60,6 +60,13 @@ DB_POOL_WAITING = Gauge("db_pool_waiting", "queries waiting for a PostgreSQL con
                         multiprocess_mode="livesum")
 DB_POOL_MAX = Gauge("db_pool_max", "the most PostgreSQL connections this process's pools may open",
                     multiprocess_mode="livesum")
+# Vault (``taskplatform.db_credentials``): each failed call of the credential keeper, by what it
+# tried (login, renew_token, renew_lease, credentials, kv); what is held is kept meanwhile.
+VAULT_ERRORS = Counter("vault_errors_total", "Vault calls of the credential keeper that failed (unreachable, "
+                                             "sealed, refused)", ["operation"])
+DB_CREDENTIALS_EXPIRY = Gauge("db_credentials_expiry_timestamp_seconds", "when the PostgreSQL credentials' Vault "
+                                                                          "lease ends, as last renewed",
+                              multiprocess_mode="livemax")
 RELEASE_INFO = Gauge("release_info", "the release this process runs (value 1): its colour (none outside "
                                      "blue-green) and build version", ["colour", "version"],
                      multiprocess_mode="livemax")

@@ -1,5 +1,6 @@
 """Secret sources. The API and workers ask a ``SecretSource`` by name and never care where the
-value lives: files under /run/secrets here, Vault later (same interface)."""
+value lives: files under /run/secrets, or Vault's copies of them kept as files by the credential keeper
+(``for_process``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,31 @@ def optional(source: SecretSource, name: str) -> str | None:
         return source.get(name)
     except SecretError:
         return None
+
+
+class FirstOf(SecretSource):
+    """The first of ``sources`` that has the secret (Vault's copies kept as files, then the deploy's files)."""
+
+    def __init__(self, *sources: SecretSource):
+        self.sources = sources
+
+    def get(self, name: str) -> str:
+        problems = []
+        for source in self.sources:
+            try:
+                return source.get(name)
+            except SecretError as exc:
+                problems.append(str(exc))
+        raise SecretError("; ".join(problems))
+
+
+def for_process(settings) -> SecretSource:
+    """The files under ``secrets_dir``; with Vault and a KV path, the service's secrets as the
+    credential keeper keeps them (``db_credentials``, under ``vault_state_dir``) first."""
+    files = FileSecretSource(settings.secrets_dir)
+    if settings.vault_enabled() and settings.vault_kv_path:
+        return FirstOf(FileSecretSource(Path(settings.vault_state_dir) / "secrets"), files)
+    return files
 
 
 class FileSecretSource(SecretSource):

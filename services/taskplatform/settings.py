@@ -122,6 +122,33 @@ class ProcessSettings(BaseSettings):
     webhook_poll_seconds: float = Field(0.5, gt=0)
     webhook_lease_margin_seconds: float = Field(30.0, ge=0)
 
+    # PostgreSQL credentials (and, with vault_kv_path, the secrets) from Vault instead of the
+    # files, when vault_addr is given (``taskplatform.vault_client``, ``taskplatform.db_credentials``):
+    # the process logs in with its AppRole (vault_role_id: config, not a secret) and the
+    # response-wrapped, single-use secret-id the deploy put in the secret file
+    # vault_wrapped_secret_id; its PostgreSQL users come from <vault_database_mount>/creds/<vault_db_role>.
+    # Empty vault_addr: the static password files (postgres_password), as before.
+    vault_addr: str = Field("", description="https://host:8200 of Vault; empty = the secret files alone")
+    vault_ca_file: str = Field("", description="the CA certificate Vault's TLS is checked against")
+    vault_role_id: str = ""
+    vault_wrapped_secret_id: str = "vault_wrapped_secret_id"  # a file name in secrets_dir
+    vault_approle_mount: str = "approle"
+    vault_database_mount: str = "database"
+    vault_db_role: str = "tasks_app"
+    # The service's own KV v2 path (e.g. services/api under the mount secret): its secrets are
+    # kept as files in <vault_state_dir>/secrets and read before secrets_dir's. Empty: not read.
+    vault_kv_mount: str = "secret"
+    vault_kv_path: str = ""
+    # Where the process keeps what Vault gave it, for its own processes (the API's uvicorn
+    # processes read the PostgreSQL credentials there): a tmpfs, mode 0700, files 0600.
+    vault_state_dir: str = "/run/taskplatform-vault"
+    vault_timeout_seconds: float = Field(5.0, gt=0)
+    # How often a process looks for new PostgreSQL credentials in vault_state_dir.
+    vault_credentials_poll_seconds: float = Field(0.5, gt=0)
+
+    def vault_enabled(self) -> bool:
+        return bool(self.vault_addr)
+
     def pg_nodes(self) -> list[tuple[str, int]]:
         return parse_host_ports(self.pg_hosts) or [(self.pg_host, self.pg_port)]
 

@@ -38,10 +38,16 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
     and keeps the first matching ``target``: "read-write" finds the primary, also after a
     promotion (connections to a stopped primary break, the pool reconnects to the new one);
     "prefer-standby" suits reads that tolerate replication lag."""
-    return await asyncpg.create_pool(host=[h for h, _ in nodes], port=[p for _, p in nodes], database=database,
-                                     user=user, password=password, target_session_attrs=target,
-                                     min_size=1, max_size=size, init=_init_connection,
-                                     command_timeout=10, timeout=connect_timeout)
+    return await asyncpg.create_pool(**connect_args(nodes, database, user, password, target, connect_timeout),
+                                     min_size=1, max_size=size, init=_init_connection)
+
+
+def connect_args(nodes: list[tuple[str, int]], database: str, user: str, password: str, target: str = "read-write",
+                 connect_timeout: float = 2.0) -> dict:
+    """What a pool's new connections are made with (``create_pool``; a pool moving to new
+    credentials is given them again, ``Pool.set_connect_args``, which replaces them all)."""
+    return {"host": [h for h, _ in nodes], "port": [p for _, p in nodes], "database": database, "user": user,
+            "password": password, "target_session_attrs": target, "command_timeout": 10, "timeout": connect_timeout}
 
 
 class IdempotencyKeyReused(Exception):

@@ -22,7 +22,8 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import kinds, limits, logs, metrics, queue, recurrence, schedules, store, webhook_dispatch, webhook_store
+from taskplatform import (db_credentials, kinds, limits, logs, metrics, queue, recurrence, schedules, store,
+                          webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
@@ -356,9 +357,10 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
-        pool = limits.BoundedPool(await store.create_pool(s.pg_nodes(), s.pg_database, s.pg_user,
-                                                          self.secrets.get("postgres_password"), s.pg_pool_size,
-                                                          connect_timeout=s.pg_connect_timeout_seconds), None)
+        # With Vault: the credentials the keeper (started by the command, ``cli``) writes.
+        credentials = (db_credentials.PoolCredentials(s.vault_state_dir, s.vault_credentials_poll_seconds)
+                       if s.vault_enabled() else None)
+        pool = limits.BoundedPool(await db_credentials.create_pool(s, self.secrets, credentials), None)
         metrics.watch_pool(pool)
         self.store = store.TaskStore(pool)
         self.schedules = schedules.ScheduleStore(pool)
@@ -373,6 +375,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         watch = asyncio.create_task(self.config.supervise())
+        following = asyncio.create_task(credentials.follow()) if credentials else None
         report = ConfigReport(self.config, s.config_state_dir, "worker")
         reporting = report.start()
         log.info("worker started", extra={"consumer": self.consumer,
@@ -380,6 +383,8 @@ class Worker:
         await asyncio.gather(self._consume(), self._maintain(), self._measure_queue(), self.webhooks.run(self.stopping))
         await asyncio.gather(self._shutdown(), self.webhooks.drain(s.shutdown_grace_seconds))
         watch.cancel()
+        if following:
+            following.cancel()
         reporting.cancel()
         report.remove()
         await self.redis.aclose()

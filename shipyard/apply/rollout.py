@@ -4,19 +4,22 @@ host before the next begins, so tiers converge in order across hosts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyinfra.api import StringCommand, operation
+from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
 from shipyard import commands, image_plan, bluegreen, rollout_order, topology
-from shipyard.apply import rotation
+from shipyard.apply import handoff, rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
 from shipyard.apply.releasestate import colour_removed, routing_paths
 from shipyard.apply.rotation import RETIRING_SUFFIX, LiveRotation
-from shipyard.component import SecretFile
+from shipyard.component import CommandContext, SecretFile
+from shipyard.errors import ShipyardError
 from shipyard.render import RenderedHost, render_secret_file, secret_variables
 from shipyard.render.compose import secrets_env
 from shipyard.bluegreen import ReleaseState
@@ -112,10 +115,34 @@ def service_states(settings: EnvironmentSettings, rendered: RenderedHost,
     return states
 
 
+def run_live_setup(component: str, run: Callable[[CommandContext], list[str]], context: CommandContext) -> None:
+    """A component's live setup (Component.live_setup), on the deploying machine: its lines
+    printed; an error stops the rollout before the services that need it (pyinfra reports an
+    OperationError's text alone: where, what and the fix, no traceback)."""
+    try:
+        lines = run(context)
+    except ShipyardError as err:
+        raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from err
+    for line in lines:
+        print(f"shipyard: {component}: {line}", flush=True)
+
+
+def _handoff_targets(settings: EnvironmentSettings, on_host, converging, comp) -> dict[str, tuple[str, int]]:
+    """Instance → (hand-off directory, uid) of this host's instances, converged by this deploy,
+    that wait for ``comp``'s live setup."""
+    topo = topology.build(settings)
+    return {inst.name: (commands.handoff_dir(settings.deploy_root, settings.name, comp.name, inst.name), inst.service.uid)
+            for inst in on_host if inst.name in converging and comp in rollout_order.setups_waited_for(topo, inst)}
+
+
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
-             previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0) -> None:
+             previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0,
+             setup_context: CommandContext | None = None, runs_setups: bool = False) -> None:
     """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
-    ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps."""
+    ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps;
+    ``setup_context``: what the live setups (Component.live_setup) and their hand-offs get; the
+    one host with ``runs_setups`` (the first) carries the setups between the steps: they run
+    once, on the deploying machine. Every host then writes what its instances are handed."""
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
@@ -136,13 +163,26 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     states = service_states(settings, rendered, state)
     timeouts = {tier: getattr(settings.health, f"{tier}_timeout_s") for tier in {s.tier for s in states.values()}}
     last_good = commands.last_good_dir(settings.deploy_root, settings.name)
-    steps = rollout_order.rollout_steps(topology.build(settings))
+    topo = topology.build(settings)
+    steps = rollout_order.rollout_steps(topo)
+    setups = rollout_order.setup_points(topo, steps) if setup_context is not None else {}
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",
                     function=converge_host, project_dir=root, project=settings.compose_project,
                     services={name: states[name] for name in mine if name in states}, timeouts=timeouts,
                     last_good_dir=last_good)
+        # pyinfra runs an operation on every host before the next: the other hosts' next step
+        # waits for this one host's setup.
+        for comp in setups.get(number - 1, ()):
+            if runs_setups:
+                python.call(name=f"{comp.name}: live setup on the deploying machine", function=run_live_setup,
+                            component=comp.name, run=comp.live_setup.run, context=setup_context)
+            targets = _handoff_targets(settings, on_host, states, comp) if comp.live_setup.deliver else {}
+            if targets:
+                python.call(name=f"{comp.name}: hand-off to {', '.join(targets)}", function=handoff.hand_off,
+                            component=comp.name, deliver=comp.live_setup.deliver, context=setup_context,
+                            targets=targets)
     # A warm previous colour read the old value of a secret being rotated, which the servers
     # refuse once it is retired: it goes (the rollback target is started afresh instead).
     removed = set(state.colours_to_remove(now)) | ({state.idle} if previous else set())

@@ -163,9 +163,14 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
     printed, unread = _secret_fingerprints(settings, repo)
     if unread:
         lines.append(unread)
-    for number, step in enumerate(rollout_order.rollout_steps(topology.build(settings)), 1):
-        if len(settings.hosts) > 1:
+    topo = topology.build(settings)
+    steps = rollout_order.rollout_steps(topo)
+    setups = rollout_order.setup_points(topo, steps)
+    for number, step in enumerate(steps, 1):
+        if len(steps) > 1:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
+        for comp in setups.get(number - 1, ()):
+            lines.append(f"then, from this machine: {comp.name}'s live setup")
     for host in settings.hosts:
         access = HostView(settings, host)
         rendered = render_host(settings, host)

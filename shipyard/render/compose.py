@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from shipyard import image_plan, bluegreen, topology
+from shipyard import bluegreen, commands, image_plan, rollout_order, topology
 from shipyard.component import Health
 from shipyard.render.context import RenderContext
 from shipyard.settings import EnvironmentSettings, HostSettings
@@ -93,6 +93,11 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
         doc.setdefault("volumes", []).append(f"./secrets/{inst.name}:{SECRETS_DIR}:ro")
         if any(s.rotation is None for s in svc.secrets):
             labels[SECRETS_LABEL] = f"${{{secrets_variable(inst.name)}:-none}}"
+    for setup in rollout_order.setups_waited_for(topology.build(settings), inst):
+        if setup.live_setup.handoff:
+            # Read-write: the service deletes the single-use credential it used.
+            handoff = commands.handoff_dir(settings.deploy_root, settings.name, setup.name, inst.name)
+            doc.setdefault("volumes", []).append(f"{handoff}:{setup.live_setup.handoff}")
     doc["labels"] = labels
     bound = topology.build(settings).binding(inst)
     ports = [f"{bound[0]}:{bound[1]}:{svc.port.container}"] if bound and svc.port else []

@@ -1,5 +1,5 @@
 """Vault (OpenBao) as the deploy runs it on the rolled-out environment: initialised, unsealed and
-bootstrapped by `make up` (Component.after_rollout), no root token left, each service's AppRole
+bootstrapped by `make up` (Component.live_setup), no root token left, each service's AppRole
 limited to its own paths, dynamic PostgreSQL users that work against the deployed database and
 end with their lease, nothing secret in the container's environment or the audit log, and a
 restarted (sealed) server unsealed by the next `make up`."""

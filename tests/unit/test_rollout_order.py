@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from shipyard import rollout_order, topology
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment
@@ -35,3 +39,59 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     assert "migrate" in rendered["app-1"].compose["services"]
     assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
     assert "migrate" not in rendered["app-2"].compose["services"]["api-blue"].get("depends_on", {})
+
+
+@pytest.fixture
+def vault_before(request):
+    """Vault's live setup as if the task platform's API and workers logged in to it at run time."""
+    from shipyard.components import vault
+
+    kept = vault.COMPONENT.live_setup
+    wanted = dataclasses.replace(kept, before=lambda settings: tuple(("taskplatform", s) for s in request.param))
+    object.__setattr__(vault.COMPONENT, "live_setup", wanted)  # frozen: the registry's own object
+    yield vault.COMPONENT
+    object.__setattr__(vault.COMPONENT, "live_setup", kept)
+
+
+def test_with_no_service_waiting_a_live_setup_runs_after_the_last_step(repo):
+    for env in ("ci", "production"):
+        topo = topology.build(load_environment(repo, env, {}))
+        steps = rollout_order.rollout_steps(topo)
+        assert {i: [c.name for c in comps] for i, comps in rollout_order.setup_points(topo, steps).items()} \
+            == {len(steps) - 1: ["vault"]}
+
+
+@pytest.mark.parametrize("vault_before", [("api", "worker")], indirect=True)
+def test_services_waiting_for_a_live_setup_converge_a_step_later_on_one_host_too(repo, vault_before):
+    topo = topology.build(load_environment(repo, "ci", {}))
+    steps = rollout_order.rollout_steps(topo)
+    # Vault's servers and db-setup (whose issuer role the setup needs) first, with everything
+    # that does not wait; the setup; then the API and workers, and what depends on them.
+    assert len(steps) == 2
+    assert {"vault-1", "db-setup", "postgres", "migrate"} <= set(steps[0]["ci"])
+    assert {"api-blue", "api-green", "worker-blue", "worker-green", "router"} <= set(steps[1]["ci"])
+    assert not {"api-blue", "worker-blue", "router"} & set(steps[0]["ci"])
+    assert rollout_order.setup_points(topo, steps) == {0: (vault_before,)}
+
+
+@pytest.mark.parametrize("vault_before", [("db-setup",)], indirect=True)
+def test_a_service_a_live_setup_both_waits_for_and_precedes_is_refused(repo, vault_before):
+    with pytest.raises(ValueError, match="db-setup"):
+        rollout_order.rollout_steps(topology.build(load_environment(repo, "ci", {})))
+
+
+def test_a_live_setup_that_fails_stops_the_rollout_saying_where_what_and_the_fix(capsys):
+    from pyinfra.api.exceptions import OperationError
+
+    from shipyard.apply.rollout import run_live_setup
+    from shipyard.errors import ShipyardError
+
+    def unreachable(ctx):
+        raise ShipyardError("https://127.0.0.1:18200", "unreachable (ConnectionError)", "check that its server runs")
+
+    with pytest.raises(OperationError) as raised:
+        run_live_setup("vault", unreachable, None)
+    assert str(raised.value) == ("vault's live setup stopped the rollout: https://127.0.0.1:18200: unreachable "
+                                 "(ConnectionError)\n  fix: check that its server runs")
+    run_live_setup("vault", lambda ctx: ["unsealed vault-1"], None)
+    assert capsys.readouterr().out == "shipyard: vault: unsealed vault-1\n"

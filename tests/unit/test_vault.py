@@ -12,6 +12,7 @@ import pytest
 
 from shipyard import image_plan, topology
 from shipyard.components.vault import API_PORT, CLUSTER_PORT, access
+from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
 
@@ -236,3 +237,46 @@ def test_make_status_says_each_servers_seal_state_and_role(answer, code, line):
 
     output = json.dumps(answer).encode() if answer is not None else b"Error checking seal status: connection refused"
     assert describe_one(output, code) == line
+
+
+VAULT_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "vault"}
+
+
+def test_the_vault_backend_needs_vault_running_and_an_unknown_backend_is_refused(repo):
+    with pytest.raises(SettingsError) as off:
+        load_environment(repo, "ci", {**VAULT_BACKEND, "SHIPYARD_VAULT__ENABLED": "false"})
+    assert "SHIPYARD.secrets.backend" in str(off.value) and "set vault.enabled: true" in str(off.value)
+    with pytest.raises(SettingsError) as unknown:
+        load_environment(repo, "ci", {"SHIPYARD_SECRETS__BACKEND": "keyring"})
+    assert "environment variable SHIPYARD_SECRETS__BACKEND" in str(unknown.value)
+    assert "use one of age, vault" in str(unknown.value)
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_with_the_vault_backend_the_api_and_workers_get_a_hand_off_directory_and_no_one_else(repo, env):
+    for variables, expected in (({}, set()), (VAULT_BACKEND, {"api", "worker"})):
+        settings = load_environment(repo, env, variables)
+        topo = topology.build(settings)
+        handed = set()
+        for host in settings.hosts:
+            services = render_host(settings, host).compose["services"]
+            for inst in topo.instances_on(host):
+                mounts = [v for v in services[inst.name].get("volumes", []) if v.endswith(":/run/vault")]
+                if mounts:
+                    handed.add(inst.service.name)
+                    # Its own directory, outside the project (which the deploy keeps as rendered).
+                    assert mounts == [f"{settings.deploy_root}/.{env}.handoff/vault/{inst.name}:/run/vault"]
+        assert handed == expected
+
+
+def test_with_the_vault_backend_the_api_and_workers_start_a_step_after_the_vault_setup(repo):
+    from shipyard import rollout_order
+
+    for env in ("ci", "production"):
+        topo = topology.build(load_environment(repo, env, VAULT_BACKEND))
+        steps = rollout_order.rollout_steps(topo)
+        (after, comps), = rollout_order.setup_points(topo, steps).items()
+        assert [c.name for c in comps] == ["vault"]
+        started = {name for step in steps[:after + 1] for names in step.values() for name in names}
+        assert "db-setup" in started and {i.name for i in topo.instances_of("vault")} <= started
+        assert not {i.name for i in topo.instances if i.service.name in ("api", "worker")} & started

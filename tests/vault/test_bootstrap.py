@@ -97,6 +97,7 @@ def test_the_audit_device_is_on_and_hashes_values(bao, wanted):
 
 def _login(bao, service: str):
     role_id, wrapped = bootstrap.issue_secret_id(_root(bao), service)
+    assert role_id == f"service-{service}"  # config the compose file carries, set by the bootstrap
     # What a service does with the wrapped secret-id it is handed: unwrap it with itself as the token.
     secret_id = bao.client(wrapped).sys.unwrap()["data"]["secret_id"]
     with pytest.raises(hvac.exceptions.VaultError):

@@ -25,7 +25,8 @@ async def health():
 
 
 async def ready(request: Request):
-    """Ready = can serve: PostgreSQL (the truth) and the runtime config. Redis is reported
+    """Ready = can serve: PostgreSQL (the truth; with Vault, a PostgreSQL lease not yet ended)
+    and the runtime config. Redis is reported
     apart and does not fail readiness: creates are accepted without it (the reconciler
     enqueues them later), so taking the API out of rotation would refuse what still works."""
     services = services_of(request)
@@ -34,6 +35,8 @@ async def ready(request: Request):
         await services.store.pool.fetchval("SELECT 1")
     except Exception as exc:  # noqa: BLE001
         problems.append(f"postgresql: {exc.__class__.__name__}")
+    if services.credentials and (expired := services.credentials.problem()):
+        problems.append(expired)  # the Vault lease ran out: new connections would be refused
     if not services.config.loaded:
         problems.append("runtime config not loaded")
     redis_problem = None

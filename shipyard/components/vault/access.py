@@ -97,6 +97,12 @@ class AppRole:
     secret_id_ttl_s: int
     secret_id_num_uses: int
 
+    @property
+    def role_id(self) -> str:
+        """Set by the bootstrap, not drawn at random: the services' role-id is config (compose
+        renders it), and no secret — logging in takes the secret-id the deploy hands over."""
+        return f"service-{self.service}"
+
     def params(self) -> dict:
         """The role's fields as Vault reads them back (the bootstrap compares these)."""
         return {"token_policies": [self.policy], "token_ttl": self.token_ttl_s, "token_max_ttl": self.token_max_ttl_s,

@@ -315,6 +315,10 @@ def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: s
         _ensure_policy(vault, report, svc.policy, svc.policy_hcl())
     for role in want.approles:
         _ensure_config(vault, report, f"approle {role.service}", f"auth/{APPROLE_MOUNT}/role/{role.service}", role.params())
+        current = vault.auth.approle.read_role_id(role_name=role.service, mount_point=APPROLE_MOUNT)["data"]["role_id"]
+        if current != role.role_id:
+            vault.auth.approle.update_role_id(role_name=role.service, role_id=role.role_id, mount_point=APPROLE_MOUNT)
+        report.note(f"approle {role.service} role-id", current != role.role_id, "set")
     if want.database_roles:
         _database(vault, report, want, admin_password, sslmode)
     return report
@@ -338,7 +342,8 @@ def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -
 
 def issue_secret_id(vault: hvac.Client, service: str, wrap_ttl: str = "120s") -> tuple[str, str]:
     """(role-id, a response-wrapped secret-id token) for one service's AppRole: what the deploy
-    hands a service (the role-id is config; the wrapped secret-id is single use)."""
+    hands a service (the role-id is config; the wrapped secret-id is single use: whoever unwraps
+    it first gets the secret-id, and the service sees a refused unwrap if someone did before it)."""
     role_id = vault.auth.approle.read_role_id(role_name=service, mount_point=APPROLE_MOUNT)["data"]["role_id"]
     wrapped = vault.auth.approle.generate_secret_id(role_name=service, mount_point=APPROLE_MOUNT, wrap_ttl=wrap_ttl)
     return role_id, wrapped["wrap_info"]["token"]

@@ -1,5 +1,5 @@
 """Vault's operator commands: `make vault-init ENV=..` (setup.py, under the deploy lock; `make up`
-runs the same after every rollout) and `make vault-status ENV=..` (each server's seal state and
+runs the same within every rollout: Component.live_setup) and `make vault-status ENV=..` (each server's seal state and
 raft role)."""
 
 from __future__ import annotations
@@ -7,12 +7,19 @@ from __future__ import annotations
 from shipyard.component import Command, CommandContext
 
 
-def after_rollout(ctx: CommandContext) -> list[str]:
-    """What `make up` does once the hosts converged, and `make vault-init` alone: setup.run."""
+def live_setup(ctx: CommandContext) -> list[str]:
+    """What `make up` does within the rollout (Component.live_setup), and `make vault-init` alone: setup.run."""
     from shipyard.components.vault import setup  # hvac: loaded when it runs
     from shipyard.secretstore import SECRET_NAMES
 
     return setup.run(ctx.settings, ctx.repo, {name: ctx.secret(name) for name in SECRET_NAMES})
+
+
+def hand_off(ctx: CommandContext, instances: tuple[str, ...]) -> dict[str, dict[str, bytes]]:
+    """What each service that logs in at run time is handed (Component.live_setup): setup.hand_off."""
+    from shipyard.components.vault import setup  # hvac: loaded when it runs
+
+    return setup.hand_off(ctx.settings, ctx.repo, instances)
 
 
 def _init(ctx: CommandContext) -> int:
@@ -20,7 +27,7 @@ def _init(ctx: CommandContext) -> int:
         print(f"{ctx.settings.name}: vault.enabled is false, so no Vault server runs: nothing to do")
         return 0
     with ctx.lock():
-        for line in after_rollout(ctx):
+        for line in live_setup(ctx):
             print(line)
     return 0
 

@@ -9,12 +9,13 @@ is unsealed from them by the next run. The root token serves the first run only:
 deployer's AppRole (``vault_deployer``: role-id and secret-id), whose short-lived tokens every
 later run bootstraps with, and is then revoked and deleted (OpenBao 2.7 has the unauthenticated
 generate-root endpoints off, so a root token is made on demand only by an operator: docs/secrets.md).
-Nothing of them is printed. `make up` runs this after the hosts converged
-(Component.after_rollout); `make vault-init` runs it alone.
+Nothing of them is printed. `make up` runs this within the rollout, once its servers and db-setup
+converged (Component.live_setup); `make vault-init` runs it alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -158,14 +159,41 @@ def _active(servers, timeout_s: float = 60):
                      "check the servers' logs (make logs SERVICE=vault)")
 
 
+@contextlib.contextmanager
+def _clients(repo: Path, settings, environ):
+    """(instance, hvac client) of every server, trusting the environment's CA (a temporary file
+    of its certificate: public)."""
+    ca = ensure_ca(repo, settings, environ)
+    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:
+        ca_file.write(ca.cert_pem)
+        ca_file.flush()
+        yield [(name, bootstrap.client(address, ca_file.name)) for name, address in server_addresses(settings)]
+
+
+# The file each service that logs in at run time is handed (Component.live_setup's hand-off).
+WRAPPED_SECRET_ID = "secret_id.wrapped"
+
+
+def hand_off(settings, repo: Path, instances: tuple[str, ...], environ: dict[str, str] | None = None
+             ) -> dict[str, dict[str, bytes]]:
+    """Each instance a response-wrapped, single-use secret-id of its service's AppRole, issued
+    as the deployer: valid as long as the secret-id it wraps (vault.approle.secret_id_ttl_s)."""
+    service_of = {i.name: i.service.name for i in topology.build(settings).instances if i.name in instances}
+    wrap_ttl = f"{settings.vault.approle.secret_id_ttl_s or 600}s"
+    with _clients(repo, settings, environ) as servers:
+        active = _active(servers)
+        bootstrap.login_deployer(active, _held(repo, settings, DEPLOYER, environ))
+        try:
+            return {inst: {WRAPPED_SECRET_ID: bootstrap.issue_secret_id(active, service_of[inst], wrap_ttl)[1].encode()}
+                    for inst in instances}
+        finally:
+            bootstrap.revoke_self(active)
+
+
 def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str] | None = None,
         database_hosts: tuple[str, ...] | None = None) -> list[str]:
     """Everything, idempotently; returns what it did, one line each (nothing secret)."""
-    ca = ensure_ca(repo, settings, environ)
-    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:  # the CA's certificate: public
-        ca_file.write(ca.cert_pem)
-        ca_file.flush()
-        servers = [(name, bootstrap.client(address, ca_file.name)) for name, address in server_addresses(settings)]
+    with _clients(repo, settings, environ) as servers:
         lines = _initialise(repo, settings, servers[0][1], environ)
         keys = tuple(json.loads(_held(repo, settings, UNSEAL_KEYS, environ)))
         lines += _unseal_all(servers, keys)
@@ -210,13 +238,10 @@ def _server_state(client) -> tuple[str, bool]:
 
 def status(settings, repo: Path, environ: dict[str, str] | None = None) -> tuple[list[str], bool]:
     """Each server's seal state and raft role (no token needed); True when every one serves."""
-    ca = ensure_ca(repo, settings, environ)
     lines, healthy = [], True
-    with tempfile.NamedTemporaryFile("wb", suffix=".crt") as ca_file:
-        ca_file.write(ca.cert_pem)
-        ca_file.flush()
-        for name, address in server_addresses(settings):
-            state, serves = _server_state(bootstrap.client(address, ca_file.name))
-            lines.append(f"{name}  {address}  {state}")
+    with _clients(repo, settings, environ) as servers:
+        for name, client in servers:
+            state, serves = _server_state(client)
+            lines.append(f"{name}  {client.url}  {state}")
             healthy = healthy and serves
     return lines, healthy

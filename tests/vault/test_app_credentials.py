@@ -1,0 +1,307 @@
+"""The task platform's own processes on Vault (taskplatform.vault_client, taskplatform.db_credentials):
+the real API (two uvicorn processes) and a real worker log in with a wrapped single-use
+secret-id, connect as dynamic ``tasks_app`` users and move to new ones under continuous
+traffic with no failed request; Vault stopped mid-run: they keep serving until the lease ends,
+count the failures, and readiness flips only then; a revoked token: a new login.
+
+Its own OpenBao server (the session's ``bao`` is test_bootstrap's, which initialises it),
+beside the session's PostgreSQL, bootstrapped by the component's bootstrap. Leases of 10 s
+(max 20 s, conftest); the AppRoles here get tokens of 8 s (max 30 s) and multi-use secret-ids,
+so that a new login happens within a test (the bootstrap's settings refuse TTLs under 60 s)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from shipyard.components.vault import bootstrap
+from tests.vault.conftest import ISSUER_PASSWORD, start_bao, write_tls
+
+TOKEN_TTL_S, TOKEN_MAX_TTL_S = 8, 30
+
+
+class Vault:
+    def __init__(self, directory: Path, settings, ports):
+        self.directory, self.settings, self.ports = directory, settings, ports
+        self.tls = write_tls(directory.parent / f"{directory.name}-tls")
+        self.server = start_bao(directory, settings, self.tls, ports=ports)
+        self.init = bootstrap.initialize(self.server.client(), shares=1, threshold=1)
+        self.unseal()
+
+    def unseal(self) -> None:
+        bootstrap.unseal(self.server.client(), self.init.unseal_keys)
+        bootstrap.wait_active(self.server.client())
+
+    def root(self):
+        return self.server.client(self.init.root_token)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def restart(self) -> None:
+        self.server = start_bao(self.directory, self.settings, self.tls, ports=self.ports)
+        self.unseal()
+
+
+@pytest.fixture(scope="module")
+def vault(workdir, settings, wanted, postgres):
+    from taskplatform_testing.servers import free_port
+
+    server = Vault(workdir / "app-bao", settings, (free_port(), free_port()))
+    root = server.root()
+    bootstrap.bootstrap(root, wanted, ISSUER_PASSWORD)
+    for service in ("api", "worker"):  # short tokens, secret-ids that log in again
+        root.write_data(f"auth/approle/role/{service}", data={
+            "token_ttl": TOKEN_TTL_S, "token_max_ttl": TOKEN_MAX_TTL_S, "secret_id_num_uses": 0})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(workdir, postgres, vault, wanted):
+    from taskplatform_testing.servers import Platform, Redis, write_config, write_secrets
+
+    root = workdir / "platform"
+    root.mkdir()
+    redis = Redis(root / "redis").start()
+    platform = Platform(root, postgres, redis, jwt_key=secrets.token_urlsafe(32))
+    write_secrets(platform.secrets_dir, postgres, redis, platform.jwt_key)
+    # Not the password of any user the services may use: under Vault they must not read it.
+    (platform.secrets_dir / "postgres_password").chmod(0o600)
+    (platform.secrets_dir / "postgres_password").write_text("not-used-under-vault\n")
+    write_config(platform.config_file, worker_concurrency=8)
+    bootstrap.sync_secrets(vault.root(), wanted, {"redis_password": redis.password})
+    yield platform
+    platform.stop_processes()
+    redis.stop()
+
+
+def _vault_env(vault: Vault, platform, service: str) -> dict:
+    """What the deploy gives a service's container: Vault's address and CA, the role-id, and a
+    fresh wrapped secret-id in a secret file; and a state dir of its own (a tmpfs, deployed)."""
+    role_id, wrapped = bootstrap.issue_secret_id(vault.root(), service)
+    name = f"vault_wrapped_secret_id_{uuid.uuid4().hex[:8]}"
+    path = platform.secrets_dir / name
+    path.write_text(wrapped + "\n")
+    path.chmod(0o600)
+    state = platform.root / f"vault-{service}-{name[-8:]}"
+    return {"TASKS_VAULT_ADDR": vault.server.address, "TASKS_VAULT_CA_FILE": vault.server.ca_file,
+            "TASKS_VAULT_ROLE_ID": role_id, "TASKS_VAULT_WRAPPED_SECRET_ID": name, "TASKS_VAULT_STATE_DIR": str(state),
+            "TASKS_VAULT_KV_PATH": f"services/{service}", "TASKS_PG_USER": "nobody"}
+
+
+def _credentials(env: dict) -> dict:
+    return json.loads((Path(env["TASKS_VAULT_STATE_DIR"]) / "postgres.json").read_text())
+
+
+def _admin(postgres):
+    return psycopg.connect(host="127.0.0.1", port=postgres.port, dbname=postgres.database, user=postgres.user,
+                           password=postgres.password, autocommit=True, connect_timeout=5)
+
+
+def _connected_users(admin) -> set[str]:
+    return {row[0] for row in admin.execute("SELECT DISTINCT usename FROM pg_stat_activity "
+                                            "WHERE usename LIKE 'v-%'").fetchall()}
+
+
+def _roles_exist(admin, names) -> set[str]:
+    return {row[0] for row in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                            (list(names),)).fetchall()}
+
+
+def _wait(what: str, check, timeout: float, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:g} s")
+
+
+def _ready(url: str) -> int:
+    try:
+        return requests.get(f"{url}/health/ready", timeout=5).status_code
+    except requests.RequestException:
+        return 0
+
+
+class Traffic:
+    """Requests to the API from a thread, as fast as they are answered: creates and lists."""
+
+    def __init__(self, url: str, token: str):
+        self.url, self.headers = url, {"Authorization": f"Bearer {token}"}
+        self.ok, self.failed, self.created = 0, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        session.headers.update(self.headers)
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                if n % 2:
+                    reply = session.post(f"{self.url}/v1/tasks", json={"kind": "checksum", "payload": {"n": n}},
+                                         timeout=10)
+                    if reply.status_code == 201:
+                        self.created.append(reply.json()["id"])
+                else:
+                    reply = session.get(f"{self.url}/v1/tasks?limit=5", timeout=10)
+                outcome = reply.status_code < 300
+                detail = f"{reply.status_code} {reply.text[:200]}"
+            except requests.RequestException as exc:
+                outcome, detail = False, repr(exc)
+            if outcome:
+                self.ok += 1
+            else:
+                self.failed.append((time.time(), detail))
+
+
+def _log(proc) -> str:
+    return Path(proc.log_path).read_text()
+
+
+def test_api_and_worker_move_to_new_users_with_no_failed_request(vault, platform, postgres):
+    api_env, worker_env = _vault_env(vault, platform, "api"), _vault_env(vault, platform, "worker")
+    api = platform.spawn_api(2, **api_env)
+    worker = platform.start_worker(**worker_env)
+    _wait("the API ready", lambda: _ready(api.url) == 200, 30)
+    _wait("the worker's credentials", lambda: (Path(worker_env["TASKS_VAULT_STATE_DIR"]) / "postgres.json").exists()
+          or worker.poll() is not None, 30)
+    assert worker.poll() is None, _log(worker)[-3000:]
+    # The wrapped secret-id is single use: its file is gone once unwrapped.
+    assert not (platform.secrets_dir / api_env["TASKS_VAULT_WRAPPED_SECRET_ID"]).exists()
+    # The KV copy of the service's secret is kept beside the credentials (0600).
+    kept = Path(api_env["TASKS_VAULT_STATE_DIR"]) / "secrets" / "redis_password"
+    assert kept.read_text() == platform.redis.password and kept.stat().st_mode & 0o077 == 0
+    api_users, worker_users, seen_connected = [], [], set()
+    with _admin(postgres) as admin, Traffic(api.url, platform.token("vault-tenant")) as traffic:
+        end = time.monotonic() + 2 * 20 + 8  # more than two max TTLs of a lease (20 s)
+        while time.monotonic() < end:
+            for env, users in ((api_env, api_users), (worker_env, worker_users)):
+                user = _credentials(env)["username"]
+                if not users or users[-1] != user:
+                    users.append(user)
+            seen_connected |= _connected_users(admin)
+            time.sleep(0.2)
+    assert traffic.ok > 200, traffic.ok
+    assert traffic.failed == [], traffic.failed[:5]
+    # Each process moved at least twice, and its connections did (pg_stat_activity).
+    assert len(api_users) >= 3 and len(worker_users) >= 3, (api_users, worker_users)
+    assert set(api_users[:-1]) <= seen_connected and set(worker_users[:-1]) <= seen_connected
+    # The token reached its max TTL (30 s) within the run: a new login, without a failure.
+    assert "token near its max TTL: logging in again" in _log(api)
+    assert _log(api).count("logged in to Vault") >= 2
+    # Every user left behind is dropped (revoked with its token, or at its lease's end).
+    with _admin(postgres) as admin:
+        old = set(api_users[:-1] + worker_users[:-1])
+        _wait("the old dynamic users dropped", lambda: not _roles_exist(admin, old), 30, 0.5)
+        # The worker ran what the API took in, on its dynamic users.
+        ids = [uuid.UUID(i) for i in traffic.created]
+        _wait("every created task succeeded", lambda: admin.execute(
+            "SELECT count(*) FROM tasks WHERE id = ANY(%s) AND status = 'succeeded'", (ids,)).fetchone()[0] == len(ids),
+            60, 0.5)
+    for value in (platform.redis.password, _credentials(api_env)["password"]):
+        assert value not in _log(api) and value not in _log(worker)
+    platform.stop_processes(chosen=[api, worker])
+
+
+def test_a_second_start_on_the_same_wrapped_secret_id_fails_and_says_why(vault, platform):
+    env = _vault_env(vault, platform, "worker")
+    wrapped = (platform.secrets_dir / env["TASKS_VAULT_WRAPPED_SECRET_ID"]).read_text()
+    first = platform.start_worker(**env)
+    _wait("the worker's credentials", lambda: (Path(env["TASKS_VAULT_STATE_DIR"]) / "postgres.json").exists(), 30)
+    platform.stop_processes(chosen=[first])
+    (platform.secrets_dir / env["TASKS_VAULT_WRAPPED_SECRET_ID"]).write_text(wrapped)  # as a read-only mount keeps it
+    second = platform.run("worker", **env)
+    assert second.returncode == 1
+    assert "expired (its wrap TTL) or was unwrapped already" in second.stdout, second.stdout[-2000:]
+    assert wrapped.strip() not in second.stdout + second.stderr
+
+
+def _revoke_tokens_of(vault: Vault, service: str) -> int:
+    root, revoked = vault.root(), 0
+    for accessor in root.list("auth/token/accessors")["data"]["keys"]:
+        try:
+            info = root.auth.token.lookup_accessor(accessor)["data"]
+        except Exception:  # noqa: BLE001 - expired meanwhile
+            continue
+        if f"service-{service}" in info.get("policies", []):
+            root.auth.token.revoke_accessor(accessor)
+            revoked += 1
+    return revoked
+
+
+def test_a_refused_token_renewal_leads_to_a_new_login(vault, platform, postgres):
+    env = _vault_env(vault, platform, "api")
+    api = platform.spawn_api(1, **env)
+    _wait("the API ready", lambda: _ready(api.url) == 200, 30)
+    before = _credentials(env)["username"]
+    assert _revoke_tokens_of(vault, "api") >= 1  # its leases (the user's sessions) go with it
+    _wait("a new login after the refused renewal",
+          lambda: "token renewal refused: logging in again" in _log(api), 20)
+    _wait("new credentials", lambda: _credentials(env)["username"] != before, 20)
+    headers = {"Authorization": f"Bearer {platform.token('vault-tenant')}"}
+    _wait("requests served again", lambda: requests.get(f"{api.url}/v1/tasks", headers=headers,
+                                                        timeout=5).status_code == 200, 20)
+    assert _ready(api.url) == 200
+    platform.stop_processes(chosen=[api])
+
+
+def _metric(url: str, name: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{")
+               or line.startswith(name + " "))
+
+
+def test_vault_stopped_the_api_serves_until_its_lease_ends_then_is_not_ready(vault, platform, postgres):
+    env = _vault_env(vault, platform, "api")
+    api = platform.spawn_api(2, **env)
+    _wait("the API ready", lambda: _ready(api.url) == 200, 30)
+    assert _metric(api.url, "vault_errors_total") == 0
+    with Traffic(api.url, platform.token("vault-tenant")) as traffic:
+        _wait("traffic served", lambda: traffic.ok > 20, 20)
+        vault.stop()
+        stopped_at = time.time()
+        # Until the held lease ends: ready, and every request served.
+        flipped_at = None
+        while time.time() < stopped_at + 40:
+            held = _credentials(env)["expires_at"]
+            status = _ready(api.url)
+            if status != 200:
+                flipped_at = time.time()
+                break
+            time.sleep(0.1)
+        lease_end = _credentials(env)["expires_at"]
+        served_until_then = [f for f in traffic.failed if f[0] < lease_end]
+    assert flipped_at is not None, "readiness never changed while Vault was away"
+    assert flipped_at >= lease_end >= held and lease_end > stopped_at, (flipped_at, lease_end, stopped_at)
+    assert served_until_then == [], served_until_then[:5]
+    assert traffic.ok > 50
+    assert _metric(api.url, "vault_errors_total") >= 2  # counted across the API's processes
+    assert requests.get(f"{api.url}/health/ready", timeout=5).json()["code"] == "not_ready"
+    # Vault back: the ended lease is refused, the token expired meanwhile; new login, new user, ready.
+    vault.restart()
+    _wait("ready again once Vault is back", lambda: _ready(api.url) == 200, 40, 0.5)
+    assert _credentials(env)["expires_at"] > time.time()
+    platform.stop_processes(chosen=[api])
+    shutil.rmtree(env["TASKS_VAULT_STATE_DIR"], ignore_errors=True)
