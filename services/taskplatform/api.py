@@ -18,7 +18,7 @@ from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
 from taskplatform.request_context import RequestContext
-from taskplatform.routes import docs, keys, ops, schedules, tasks
+from taskplatform.routes import docs, keys, ops, schedules, tasks, webhooks
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.schemas import STORABLE_SCHEMAS, payload_components
 from taskplatform.secrets import SecretSource, for_process
@@ -53,6 +53,7 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # router twice, ~15-20 µs of CPU on every request.
     tasks.add_routes(app.router, settings.api_max_page_size, settings.api_max_delay_seconds)
     schedules.add_routes(app.router, settings.api_max_page_size)
+    webhooks.add_routes(app.router, settings.api_max_page_size)
     keys.add_routes(app.router)
     ops.add_routes(app.router)
     docs.add_routes(app.router)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import api_keys, db_credentials, limits, metrics, queue, schedules, store
+from taskplatform import api_keys, db_credentials, limits, metrics, queue, schedules, store, webhook_store
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -24,6 +24,7 @@ class Services:
                                   settings.jwt_issuer, settings.jwt_audience)
         self.store: store.TaskStore | None = None
         self.schedules: schedules.ScheduleStore | None = None
+        self.webhooks: webhook_store.WebhookStore | None = None
         self.api_keys: api_keys.ApiKeyVerifier | None = None
         self.api_key_store: api_keys.ApiKeyStore | None = None
         self.redis = None
@@ -52,6 +53,7 @@ class Services:
         read_pool = await self._pool("prefer-standby") if len(s.pg_nodes()) > 1 else None
         self.store = store.TaskStore(pool, read_pool)
         self.schedules = schedules.ScheduleStore(pool)
+        self.webhooks = webhook_store.WebhookStore(pool)
         # The primary's pool: a key revoked a moment ago must not be found on a lagging replica.
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)

@@ -41,10 +41,11 @@ def error_response(request_id: str, status: int, code: str, message: str,
 _MEANINGS = {
     400: "Bad request: a cursor this API did not return (`invalid_cursor`), a `run_at` further ahead than "
          "TASKS_API_MAX_DELAY_SECONDS (`run_at_too_far`), a cron expression cron cannot evaluate or a time "
-         "zone that does not exist (`invalid_schedule`)",
+         "zone that does not exist (`invalid_schedule`), a webhook URL the platform will not send to "
+         "(`url_not_allowed`: not http(s), or its host resolves to a loopback, private or link-local address)",
     401: "Missing, malformed, expired, revoked or foreign bearer token or API key (`unauthorized`)",
     403: "The credential lacks the scope this operation needs (`forbidden`; the message names it)",
-    404: "No such task, schedule or API key for this tenant, or no such path (`not_found`)",
+    404: "No such task, schedule, API key, webhook or delivery for this tenant, or no such path (`not_found`)",
     405: "Method not allowed on this path (`method_not_allowed`; `Allow` lists the allowed ones)",
     409: "Conflicting state: the task is not in a state that allows this (`conflict`), the "
          "Idempotency-Key was used for another request (`idempotency_key_reused`), or the runtime "

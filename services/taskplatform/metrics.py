@@ -25,6 +25,12 @@ SCHEDULES_FIRED = Counter("schedules_fired_total", "tasks created by schedules, 
 SCHEDULE_OCCURRENCES_SKIPPED = Counter("schedule_occurrences_skipped_total", "occurrences missed while no worker "
                                        "fired and not fired, by the schedule's catch-up policy", ["catchup"])
 TASKS_DELETED = Counter("tasks_deleted_total", "finished tasks deleted by retention", ["kind"])
+# Webhook delivery attempts by outcome: succeeded (2xx), retrying (failed, another attempt will
+# come), failed (the last attempt failed: the delivery is given up until redelivered by hand).
+WEBHOOK_OUTCOMES = ("succeeded", "retrying", "failed")
+WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "webhook delivery attempts by outcome", ["outcome"])
+WEBHOOKS_IN_FLIGHT = Gauge("webhook_deliveries_in_flight", "webhook deliveries this worker is sending",
+                           multiprocess_mode="livesum")
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")
 TASKS_RECOVERED = Counter("tasks_recovered_total", "tasks a worker took from PostgreSQL, not from the stream",
                           ["reason"])

@@ -55,6 +55,60 @@ class ApiKeyList(BaseModel):
     items: list[ApiKey]
 
 
+WebhookEvent = Literal["task.succeeded", "task.failed", "task.dead", "task.cancelled"]
+
+
+class Webhook(BaseModel):
+    """A webhook subscription as read: never its secret."""
+
+    id: str = Field(description="the subscription's UUID")
+    url: str
+    events: list[WebhookEvent]
+    description: str
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class CreatedWebhook(Webhook):
+    secret: str = Field(description="the signing secret (`whsec_...`): shown in this answer only; deliveries carry "
+                                    "`Shipyard-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`")
+
+
+class WebhookPage(BaseModel):
+    items: list[Webhook] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
+
+
+class DeliveryAttempt(BaseModel):
+    attempt: int = Field(description="1 for the first try (a redelivery by hand starts again from 1)")
+    status_code: int | None = Field(description="the receiver's HTTP status; null when none came")
+    error: str | None = Field(description="why the attempt failed (a status outside 2xx, a timeout, a refused "
+                                          "address, a connection error); null when it succeeded")
+    duration_ms: float
+    at: AwareDatetime
+
+
+class Delivery(BaseModel):
+    """One event sent (or to be sent) to one subscription."""
+
+    id: str
+    subscription_id: str
+    event_id: str = Field(description="the idempotency id, `Shipyard-Event-Id`: the same on every attempt")
+    event_type: WebhookEvent
+    task_id: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int = Field(description="attempts made since it was (re)queued")
+    next_attempt_at: AwareDatetime | None = Field(description="when a pending delivery is tried next")
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    log: list[DeliveryAttempt] = Field(description="its most recent attempts, newest first")
+
+
+class DeliveryPage(BaseModel):
+    items: list[Delivery] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
+
+
 def answer(model: type[BaseModel], status: int, description: str) -> dict[int, dict]:
     """An OpenAPI ``responses`` entry for a route's success."""
     return {status: {"model": model, "description": description}}

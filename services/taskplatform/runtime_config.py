@@ -71,6 +71,18 @@ class RuntimeConfig(BaseModel):
     retention_seconds: RetentionSeconds | None = None
     retention_seconds_by_kind: dict[str, RetentionSeconds] = Field(default_factory=dict)
     retention_seconds_by_tenant: dict[str, RetentionSeconds] = Field(default_factory=dict)
+    # Webhooks (``webhooks``, ``webhook_dispatch``): a failed delivery is tried again after
+    # min(max, base · 2^(attempt−1)) seconds with full jitter, at most ``webhook_max_attempts``
+    # times; each attempt (DNS, connect, send, the status line) has ``webhook_timeout_seconds``;
+    # a worker sends at most ``webhook_concurrency`` at once, beside its task slots. Private,
+    # loopback and link-local receivers are refused unless ``webhook_allow_private_addresses``
+    # (an environment whose receivers are on its own network; the tests' loopback receiver).
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, le=86_400)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0, le=86_400)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    webhook_concurrency: int = Field(16, ge=1, le=256)
+    webhook_allow_private_addresses: bool = False
 
     @field_validator("task_timeout_seconds_by_kind", "retention_seconds_by_kind")
     @classmethod

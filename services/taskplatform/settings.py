@@ -116,6 +116,11 @@ class ProcessSettings(BaseSettings):
     # (tasks_queued, tasks_oldest_queued_age_seconds): a scrape reads the last answer.
     queue_metrics_interval_seconds: float = Field(5.0, gt=0)
     shutdown_grace_seconds: float = 20.0
+    # Webhooks: how often an idle dispatcher asks for due deliveries (a busy one asks again at
+    # once), and how long past ``webhook_timeout_seconds`` a claimed delivery stays leased
+    # before another worker may send it again (its dispatcher died).
+    webhook_poll_seconds: float = Field(0.5, gt=0)
+    webhook_lease_margin_seconds: float = Field(30.0, ge=0)
 
     # PostgreSQL credentials (and, with vault_kv_path, the secrets) from Vault instead of the
     # files, when vault_addr is given (``taskplatform.vault_client``, ``taskplatform.db_credentials``):

@@ -22,7 +22,8 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import db_credentials, kinds, limits, logs, metrics, queue, recurrence, schedules, store
+from taskplatform import (db_credentials, kinds, limits, logs, metrics, queue, recurrence, schedules, store,
+                          webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
@@ -70,9 +71,12 @@ class Worker:
                             metrics.TASKS_DELETED)
         for policy in recurrence.CATCHUP_POLICIES:
             metrics.SCHEDULE_OCCURRENCES_SKIPPED.labels(catchup=policy)
+        for outcome in metrics.WEBHOOK_OUTCOMES:
+            metrics.WEBHOOK_DELIVERIES.labels(outcome=outcome)
         metrics.set_release(settings.release_colour, settings.build_version)
         self.store: store.TaskStore | None = None
         self.schedules: schedules.ScheduleStore | None = None
+        self.webhooks: webhook_dispatch.Dispatcher | None = None
         self.redis = None
 
     def _free_slots(self) -> int:
@@ -360,6 +364,9 @@ class Worker:
         metrics.watch_pool(pool)
         self.store = store.TaskStore(pool)
         self.schedules = schedules.ScheduleStore(pool)
+        # Webhooks: a loop of its own beside the task slots (``webhook_dispatch`` says why a slow
+        # receiver cannot slow the tasks).
+        self.webhooks = webhook_dispatch.Dispatcher(webhook_store.WebhookStore(pool), self.config, s, OUTAGES)
         self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
                                    s.redis_master_name, optional(self.secrets, "sentinel_password"))
         await self._ensure_group()
@@ -373,8 +380,8 @@ class Worker:
         reporting = report.start()
         log.info("worker started", extra={"consumer": self.consumer,
                                           "concurrency": self.config.config.worker_concurrency})
-        await asyncio.gather(self._consume(), self._maintain(), self._measure_queue())
-        await self._shutdown()
+        await asyncio.gather(self._consume(), self._maintain(), self._measure_queue(), self.webhooks.run(self.stopping))
+        await asyncio.gather(self._shutdown(), self.webhooks.drain(s.shutdown_grace_seconds))
         watch.cancel()
         if following:
             following.cancel()

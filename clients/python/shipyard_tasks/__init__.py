@@ -4,12 +4,14 @@ from shipyard_tasks.async_client import AsyncClient
 from shipyard_tasks.errors import (ApiError, Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge,
                                    RateLimited, ServerError, ShipyardError, TransportError, Unauthorized, Unavailable,
                                    UnexpectedAnswer, WaitTimeout)
-from shipyard_tasks.models import FINISHED, ApiKey, ApiKeyList, CreatedApiKey, ErrorBody, Task, TaskPage, TaskStatus
+from shipyard_tasks.models import (FINISHED, ApiKey, ApiKeyList, CreatedApiKey, CreatedWebhook, Delivery, DeliveryAttempt,
+                                   DeliveryPage, ErrorBody, Task, TaskPage, TaskStatus, Webhook, WebhookPage)
 from shipyard_tasks.retries import RetryPolicy
 from shipyard_tasks.session import VERSION as __version__
 from shipyard_tasks.sync_client import Client
 
 __all__ = ["AsyncClient", "Client", "RetryPolicy", "Task", "TaskPage", "TaskStatus", "FINISHED", "ApiKey", "ApiKeyList",
-           "CreatedApiKey", "ErrorBody", "ShipyardError", "ApiError", "InvalidRequest", "Unauthorized", "Forbidden",
+           "CreatedApiKey", "Webhook", "CreatedWebhook", "WebhookPage", "Delivery", "DeliveryAttempt", "DeliveryPage",
+           "ErrorBody", "ShipyardError", "ApiError", "InvalidRequest", "Unauthorized", "Forbidden",
            "NotFound", "Conflict", "PayloadTooLarge", "RateLimited", "Unavailable", "ServerError", "TransportError",
            "UnexpectedAnswer", "WaitTimeout", "__version__"]

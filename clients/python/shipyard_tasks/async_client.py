@@ -14,7 +14,8 @@ import httpx
 from shipyard_tasks import calls
 from shipyard_tasks.attempts import Attempts, Resend
 from shipyard_tasks.errors import WaitTimeout
-from shipyard_tasks.models import ApiKey, CreatedApiKey, Task, TaskPage, TaskStatus
+from shipyard_tasks.models import (ApiKey, CreatedApiKey, CreatedWebhook, Delivery, DeliveryPage, Task, TaskPage,
+                                   TaskStatus, Webhook, WebhookPage)
 from shipyard_tasks.retries import RetryPolicy
 from shipyard_tasks.session import client_headers
 from shipyard_tasks.waiting import PollSchedule
@@ -118,3 +119,24 @@ class AsyncClient:
 
     async def revoke_api_key(self, key_id: str) -> ApiKey:
         return await self._send(calls.revoke_api_key(key_id))
+
+    # Webhooks (the ``webhooks:write`` scope)
+
+    async def create_webhook(self, url: str, events: list[str], *, description: str | None = None) -> CreatedWebhook:
+        """A subscription; ``.secret`` is shown this once (``shipyard_tasks.webhooks.verify``
+        checks deliveries with it). Not resent after a lost answer: list the webhooks to see."""
+        return await self._send(calls.create_webhook(url, events, description))
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        return await self._send(calls.get_webhook(webhook_id))
+
+    async def list_webhooks(self, *, limit: int | None = None, cursor: str | None = None) -> WebhookPage:
+        return await self._send(calls.list_webhooks(limit, cursor))
+
+    async def list_deliveries(self, webhook_id: str, *, limit: int | None = None, cursor: str | None = None) -> DeliveryPage:
+        """One page of the subscription's deliveries, newest first, each with its recent attempts."""
+        return await self._send(calls.list_deliveries(webhook_id, limit, cursor))
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """A succeeded or failed delivery sent again (same event id; 409 ``Conflict`` while pending)."""
+        return await self._send(calls.redeliver(webhook_id, delivery_id))

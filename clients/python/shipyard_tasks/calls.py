@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from shipyard_tasks.models import ApiKey, ApiKeyList, CreatedApiKey, Task, TaskPage
+from shipyard_tasks.models import (ApiKey, ApiKeyList, CreatedApiKey, CreatedWebhook, Delivery, DeliveryPage, Task,
+                                   TaskPage, Webhook, WebhookPage)
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,31 @@ def list_api_keys() -> Call:
 
 def revoke_api_key(key_id: str) -> Call:
     return Call("DELETE", f"/v1/api-keys/{_segment(key_id)}", ApiKey)
+
+
+def _page_params(limit: int | None, cursor: str | None) -> dict[str, Any]:
+    return {name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None}
+
+
+def create_webhook(url: str, events: list[str], description: str | None) -> Call:
+    body: dict[str, Any] = {"url": url, "events": list(events)}
+    if description is not None:
+        body["description"] = description
+    return Call("POST", "/v1/webhooks", CreatedWebhook, body=body)
+
+
+def get_webhook(webhook_id: str) -> Call:
+    return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}", Webhook)
+
+
+def list_webhooks(limit: int | None, cursor: str | None) -> Call:
+    return Call("GET", "/v1/webhooks", WebhookPage, params=_page_params(limit, cursor))
+
+
+def list_deliveries(webhook_id: str, limit: int | None, cursor: str | None) -> Call:
+    return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}/deliveries", DeliveryPage,
+                params=_page_params(limit, cursor))
+
+
+def redeliver(webhook_id: str, delivery_id: str) -> Call:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver", Delivery)

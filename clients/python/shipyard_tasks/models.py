@@ -1,5 +1,5 @@
 """What the API answers, as pydantic models. They mirror the components of the API's OpenAPI
-(``Task``, ``TaskPage``, ``ApiKey``, ``CreatedApiKey``, ``ApiKeyList``, ``ErrorBody``): field names
+(``Task``, ``TaskPage``, ``ApiKey``, ``CreatedApiKey``, ``ApiKeyList``, the webhooks', ``ErrorBody``): field names
 and required-ness are checked against the document by ``tests/test_models_match_openapi.py``.
 
 Unknown fields are ignored, so a newer API that adds a field does not break an older client."""
@@ -61,6 +61,54 @@ class CreatedApiKey(ApiKey):
 
 class ApiKeyList(_Answer):
     items: list[ApiKey]
+
+
+WebhookEvent = Literal["task.succeeded", "task.failed", "task.dead", "task.cancelled"]
+
+
+class Webhook(_Answer):
+    id: str
+    url: str
+    events: list[WebhookEvent]
+    description: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CreatedWebhook(Webhook):
+    secret: str  # whsec_...: the API shows it this once; verify deliveries with it (shipyard_tasks.webhooks)
+
+
+class WebhookPage(_Answer):
+    items: list[Webhook]
+    next_cursor: str | None
+
+
+class DeliveryAttempt(_Answer):
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    at: dt.datetime
+
+
+class Delivery(_Answer):
+    id: str
+    subscription_id: str
+    event_id: str
+    event_type: WebhookEvent
+    task_id: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    log: list[DeliveryAttempt]
+
+
+class DeliveryPage(_Answer):
+    items: list[Delivery]
+    next_cursor: str | None
 
 
 class ErrorBody(_Answer):

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shipyard_tasks import Client, Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, WaitTimeout
+from shipyard_tasks import Client, Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, WaitTimeout, Webhook
 from conftest import FAST
 
 
@@ -134,3 +134,18 @@ def test_an_admin_creates_lists_and_revokes_api_keys_that_work_as_credentials(pl
                 by_key.get_task(task.id)
         with pytest.raises(NotFound):
             admin.revoke_api_key("0123456789abcdef")
+
+
+def test_webhooks_are_created_read_listed_and_their_deliveries_paged(client):
+    """A public literal address (nothing resolves, nothing is sent: no task of the tenant changes)."""
+    created = client.create_webhook("https://93.184.215.14/hooks?x=1", ["task.dead", "task.succeeded"],
+                                    description="ops")
+    assert created.secret.startswith("whsec_") and created.events == ["task.dead", "task.succeeded"]
+    assert client.get_webhook(created.id) == Webhook(**created.model_dump(exclude={"secret"}))
+    assert [w.id for w in client.list_webhooks(limit=5).items] == [created.id]
+    assert client.list_deliveries(created.id).items == []
+    with pytest.raises(NotFound):
+        client.redeliver(created.id, created.id)
+    with pytest.raises(InvalidRequest) as refused:
+        client.create_webhook("http://127.0.0.1:9/", ["task.dead"])
+    assert refused.value.code == "url_not_allowed" and "loopback" in refused.value.message

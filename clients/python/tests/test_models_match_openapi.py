@@ -20,7 +20,9 @@ from taskplatform.secrets import FileSecretSource
 from taskplatform.settings import ProcessSettings
 from taskplatform_testing.servers import write_config
 
-MODELS = [models.Task, models.TaskPage, models.ApiKey, models.CreatedApiKey, models.ApiKeyList, models.ErrorBody]
+MODELS = [models.Task, models.TaskPage, models.ApiKey, models.CreatedApiKey, models.ApiKeyList, models.ErrorBody,
+          models.Webhook, models.CreatedWebhook, models.WebhookPage, models.Delivery, models.DeliveryAttempt,
+          models.DeliveryPage]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,11 @@ CALLS = {
     "create_api_key": calls.create_api_key("ci", ["tasks:read"], 3600),
     "list_api_keys": calls.list_api_keys(),
     "revoke_api_key": calls.revoke_api_key("0123456789abcdef"),
+    "create_webhook": calls.create_webhook("https://hooks.example.com/x", ["task.dead"], "ops"),
+    "get_webhook": calls.get_webhook("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
+    "list_webhooks": calls.list_webhooks(10, "cursor"),
+    "list_deliveries": calls.list_deliveries("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10", 10, "cursor"),
+    "redeliver": calls.redeliver("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10", "1c6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
 }
 
 

@@ -38,6 +38,15 @@ class RuntimeSettings(Strict):
     retention_seconds_by_kind: dict[str, _Retention] = Field(default_factory=dict,
                                                              description="per-kind retention (the app rejects unknown kinds)")
     retention_seconds_by_tenant: dict[str, _Retention] = Field(default_factory=dict, description="per-tenant retention")
+    # Webhooks (services/README.md, "Webhooks"): retries, per-attempt timeout, deliveries in
+    # flight per worker; private receivers only where the environment's own network holds them.
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="attempts of a delivery before it fails")
+    webhook_retry_base_seconds: float = Field(10.0, gt=0, le=86400, description="first retry's backoff bound")
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0, le=86400, description="longest backoff between attempts")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="one delivery attempt's limit")
+    webhook_concurrency: int = Field(16, ge=1, le=256, description="deliveries in flight per worker")
+    webhook_allow_private_addresses: bool = Field(False, description="deliver to loopback, private and link-local "
+                                                                     "addresses (refused by default: SSRF)")
 
 
 class AppSettings(Strict):
