@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import time
@@ -83,6 +84,19 @@ class RuntimeConfig(BaseModel):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     webhook_concurrency: int = Field(16, ge=1, le=256)
     webhook_allow_private_addresses: bool = False
+    # CIDRs every receiver address must lie in (empty: no such limit): an environment that
+    # delivers only to its own receivers (ci: its tests' receiver, never a URL a fuzzer made up).
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net)
+            except ValueError as exc:
+                raise ValueError(f"webhook_allowed_networks: {net!r} is not a network ({exc})") from None
+        return value
 
     @field_validator("task_timeout_seconds_by_kind", "retention_seconds_by_kind")
     @classmethod

@@ -76,7 +76,8 @@ class Dispatcher:
         started = time.perf_counter()
         with metrics.WEBHOOKS_IN_FLIGHT.track_inprogress():
             sent = await webhooks.post(claim.url, headers, body, cfg.webhook_allow_private_addresses,
-                                       cfg.webhook_timeout_seconds)
+                                       cfg.webhook_timeout_seconds,
+                                       allowed_networks=tuple(cfg.webhook_allowed_networks))
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         error = sent.error or (None if sent.ok else f"HTTP {sent.status_code}")
         retry_in = None

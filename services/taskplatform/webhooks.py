@@ -123,10 +123,20 @@ def address_problem(address: str) -> str | None:
     return None
 
 
-async def resolve(host: str, port: int, allow_private: bool, timeout: float) -> list[str]:
+def outside(address: str, networks: tuple[str, ...]) -> bool:
+    """``address`` lies in none of ``networks`` (CIDRs; none given: no such limit)."""
+    if not networks:
+        return False
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return not any(ip in ipaddress.ip_network(net) for net in networks)
+
+
+async def resolve(host: str, port: int, allow_private: bool, timeout: float,
+                  allowed_networks: tuple[str, ...] = ()) -> list[str]:
     """The addresses ``host`` resolves to, each one checked (``address_problem``) unless
     ``allow_private``: a single private one refuses the URL (a name that resolves to a public
-    and a private address could be made to reach the private one)."""
+    and a private address could be made to reach the private one). With ``allowed_networks``
+    (an environment that delivers only to its own receivers: CIDRs), every address must lie in one."""
     try:
         ipaddress.ip_address(host)
         addresses = [host]
@@ -140,6 +150,11 @@ async def resolve(host: str, port: int, allow_private: bool, timeout: float) -> 
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if not addresses:
             raise UrlRefused(f"the host {host!r} resolves to no address")
+    for address in addresses:
+        if outside(address, allowed_networks):
+            shown = host if host == address else f"{host!r} resolves to {address}"
+            raise UrlRefused(f"{shown}: outside the networks this environment delivers to "
+                             f"(webhook_allowed_networks: {', '.join(allowed_networks)})")
     if not allow_private:
         for address in addresses:
             if problem := address_problem(address):
@@ -149,10 +164,10 @@ async def resolve(host: str, port: int, allow_private: bool, timeout: float) -> 
     return addresses
 
 
-async def check_url(url: str, allow_private: bool, timeout: float = 5.0) -> Target:
+async def check_url(url: str, allow_private: bool, timeout: float = 5.0, allowed_networks: tuple[str, ...] = ()) -> Target:
     """A subscription's URL, parsed and resolved now: what the API refuses at creation."""
     target = parse_url(url)
-    await resolve(target.host, target.port, allow_private, timeout)
+    await resolve(target.host, target.port, allow_private, timeout, allowed_networks)
     return target
 
 
@@ -183,14 +198,14 @@ def status_of(line: bytes) -> int:
 
 
 async def post(url: str, headers: dict[str, str], body: bytes, allow_private: bool, timeout: float,
-               tls: ssl.SSLContext | None = None) -> Sent:
+               tls: ssl.SSLContext | None = None, allowed_networks: tuple[str, ...] = ()) -> Sent:
     """One delivery attempt: resolve and check, connect to the first checked address, send, read
     the status line; all within ``timeout``. Never raises for the receiver's sake: what went
     wrong is the ``error`` (the delivery log shows it)."""
     try:
         async with asyncio.timeout(timeout):
             target = parse_url(url)
-            addresses = await resolve(target.host, target.port, allow_private, timeout)
+            addresses = await resolve(target.host, target.port, allow_private, timeout, allowed_networks)
             context = None
             if target.scheme == "https":
                 context = tls or ssl.create_default_context()

@@ -299,6 +299,22 @@ def test_a_name_resolving_to_loopback_is_refused_at_delivery_once_private_addres
     assert receiver.received == []
 
 
+def test_outside_the_allowed_networks_a_url_is_refused_at_creation_and_at_delivery(tenant, fast, receiver):
+    """An environment that delivers only to its own receivers (ci: a fuzzer's made-up URLs must
+    reach no one) lists their networks; private addresses allowed or not."""
+    hook = subscribe(tenant, receiver.url("localhost"), ["task.succeeded"]).json()  # 127.0.0.1/8 allowed now
+    fast(**{**FAST, "webhook_allowed_networks": ["10.0.0.0/8"]})
+    refused = subscribe(tenant, receiver.url("127.0.0.1"))
+    assert_error(refused, 400, "url_not_allowed")
+    assert "outside the networks this environment delivers to (webhook_allowed_networks: 10.0.0.0/8)" \
+        in refused.json()["message"]
+    tenant.create("checksum", {"after": "narrowed"})
+    delivery = wait_until(lambda: [d for d in deliveries(tenant, hook["id"])["items"] if d["log"]], 10,
+                          "attempted")[0]
+    assert "outside the networks" in delivery["log"][0]["error"], delivery
+    assert receiver.received == []
+
+
 def test_a_hanging_receiver_does_not_slow_the_tasks(tenant, fast, receiver):
     """Every delivery hangs for the whole attempt's timeout (5 s) and the dispatchers' slots are
     all held; the tasks still finish at their pace without webhooks (measured first, on the same

@@ -62,8 +62,9 @@ def parse_id(value: str, what: str) -> uuid.UUID:
 async def create_webhook(request: Request, body: CreateWebhook, tenant_id: RateLimitedTenant):
     services = services_of(request)
     try:
-        await webhooks.check_url(body.url, services.config.config.webhook_allow_private_addresses,
-                                 RESOLVE_TIMEOUT_SECONDS)
+        config = services.config.config
+        await webhooks.check_url(body.url, config.webhook_allow_private_addresses, RESOLVE_TIMEOUT_SECONDS,
+                                 tuple(config.webhook_allowed_networks))
     except webhooks.UrlRefused as exc:
         raise ApiError(400, "url_not_allowed", f"url: {exc}") from None
     secret = webhooks.new_secret()

@@ -47,6 +47,8 @@ class RuntimeSettings(Strict):
     webhook_concurrency: int = Field(16, ge=1, le=256, description="deliveries in flight per worker")
     webhook_allow_private_addresses: bool = Field(False, description="deliver to loopback, private and link-local "
                                                                      "addresses (refused by default: SSRF)")
+    webhook_allowed_networks: list[str] = Field(default_factory=list, description="CIDRs every receiver address "
+                                                "must lie in (empty: any the rule above allows)")
 
 
 class AppSettings(Strict):
