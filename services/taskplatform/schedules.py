@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from taskplatform import recurrence
+from taskplatform import kinds, recurrence
 
 _COLUMNS = ("id, tenant, kind, payload, cron, timezone, interval_seconds, catchup, paused, next_run_at, "
             "last_fired_at, created_at, updated_at")
@@ -23,8 +23,8 @@ _FIRE = """
         INSERT INTO schedule_occurrences (schedule_id, occurrence_at, task_id)
         SELECT $1, at, gen_random_uuid() FROM unnest($2::timestamptz[]) AS o(at) ORDER BY at
         ON CONFLICT DO NOTHING RETURNING occurrence_at, task_id)
-    INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status, queued_at)
-    SELECT task_id, $3, $4, $5, $6, 'queued', clock_timestamp() FROM fired ORDER BY occurrence_at
+    INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status, queued_at, queue)
+    SELECT task_id, $3, $4, $5, $6, 'queued', clock_timestamp(), $7 FROM fired ORDER BY occurrence_at
     RETURNING id"""
 
 
@@ -133,7 +133,8 @@ class ScheduleStore:
                 created = []
                 if due.fire:
                     created = [r["id"] for r in await conn.fetch(_FIRE, row["id"], due.fire, row["tenant"],
-                                                                 row["kind"], row["payload"], max_attempts)]
+                                                                 row["kind"], row["payload"], max_attempts,
+                                                                 kinds.queue_of(row["kind"]))]
                 await conn.execute(
                     "UPDATE schedules SET next_run_at = $2, last_fired_at = coalesce($3, last_fired_at), "
                     "updated_at = clock_timestamp() WHERE id = $1",

@@ -91,6 +91,9 @@ class _Timing(BaseModel):
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
         "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
         "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
+    priority: int = Field(5, ge=0, le=9, strict=True, description=(
+        "0 (lowest) to 9 (highest): within its kind's queue, a task of a higher priority starts first (by band: "
+        "7-9 before 4-6 before 0-3, first come within a band; the task keeps the exact value)"))
 
     @model_validator(mode="after")
     def _one_of(self):
