@@ -78,6 +78,7 @@ class Lane:
 
     def __init__(self, name: str, colour: str = ""):
         self.name = name
+        self.colour = colour
         self.streams = queue.queue_streams(name, colour)
         self.running: set = set()  # the asyncio tasks of its attempts
         self.bucket = TokenBucket()
@@ -98,6 +99,12 @@ class Lane:
 
     def __len__(self) -> int:
         return len(self._backlog)
+
+    def streams_above(self, priority: int) -> list[str]:
+        """Its streams of the bands above ``priority``'s, highest first: what may hold a task
+        that should start before one of ``priority`` waiting here."""
+        bands = [lowest for _, lowest in queue.BANDS if lowest > priority]
+        return [stream for stream in self.streams if priority_of_stream(stream) in bands]
 
     def waiting(self) -> Iterator[Waiting]:
         """What waits, in start order."""
@@ -127,7 +134,8 @@ class Lanes:
 
     def route(self, queue_name: str | None) -> Lane:
         """The lane of a queue; the default queue's for one this worker does not run."""
-        return self.by_name.get(queue_name or queue.DEFAULT_QUEUE) or self.by_name[queue.DEFAULT_QUEUE]
+        lane = self.by_name.get(queue_name or queue.DEFAULT_QUEUE)
+        return lane if lane is not None else self.by_name[queue.DEFAULT_QUEUE]  # not `or`: an empty lane is falsy
 
     @property
     def streams(self) -> list[str]:

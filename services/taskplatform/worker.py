@@ -161,7 +161,9 @@ class Worker:
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
     def _spawn(self, message: queue.Message | None, task_id: str, lane: lanes.Lane | None = None) -> None:
-        lane = lane or self.lanes.by_stream.get(message.stream if message else "") or self.lanes.route(None)
+        if lane is None:  # a message's lane is its stream's
+            lane = self.lanes.by_stream.get(message.stream) if message else None
+            lane = lane if lane is not None else self.lanes.route(None)
         task = asyncio.create_task(self._process(message, task_id))
         self.inflight[task] = (message, None)
         lane.running.add(task)
@@ -190,6 +192,12 @@ class Worker:
                 await asyncio.sleep(min(wait, 0.05))
                 continue
             if len(lane):  # recovered or read before: they start first, highest priority first
+                try:  # unless a higher band's stream holds one (a backlog of recovered low ones)
+                    for stream in lane.streams_above(lane.peek().priority):
+                        if await self._take(lane, {stream: ">"}, 1, None):
+                            break
+                except Exception as exc:  # noqa: BLE001 - Redis away: what waits here starts
+                    log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
                 waiting = lane.pop()
                 lane.bucket.take(rate)
                 self._spawn(waiting.message, waiting.task_id, lane)
