@@ -19,7 +19,6 @@ from taskplatform_testing.servers import SERVICES, free_port, start_platform, wr
 
 from test_kinds_package import FIXTURES
 
-# The reconciler's default in the tests (2 s) is kept: recovered tasks must not jump the priorities either.
 QUEUES = {"reports": {"concurrency": 2}, "interactive": {"concurrency": 2}}
 
 
@@ -125,8 +124,12 @@ def test_a_flooded_queue_at_its_limit_does_not_delay_another_queue(tenant, queue
     assert most_at_once(reports_done) <= 2, "the reports ran beyond their queue's concurrency"
 
 
-def test_a_higher_priority_starts_before_the_lower_ones_waiting_in_its_queue(tenant, configure):
-    configure({"reports": {"concurrency": 1}})
+@pytest.mark.parametrize("reconcile_after_seconds", [30, 0.5], ids=["from-the-streams", "recovered-from-postgresql"])
+def test_a_higher_priority_starts_before_the_lower_ones_waiting_in_its_queue(tenant, configure,
+                                                                           reconcile_after_seconds):
+    """The low ones wait in their stream (the high band is read first), or were taken from
+    PostgreSQL by the reconciler into the worker (the high band is still read before they start)."""
+    configure({"reports": {"concurrency": 1}}, reconcile_after_seconds=reconcile_after_seconds)
     low = [create(tenant, "acme-report", {"seconds": 0.4}, priority=1) for _ in range(8)]
     tenant.wait_until(low[0], lambda task: task["status"] == "running", 10, "running")
     high = create(tenant, "acme-report", {"seconds": 0.4}, priority=9)
