@@ -82,6 +82,7 @@ class Lane:
         self.streams = queue.queue_streams(name, colour)
         self.running: set = set()  # the asyncio tasks of its attempts
         self.bucket = TokenBucket()
+        self.redis_ok = True  # its last read of Redis succeeded (the worker's to say)
         self._backlog: list[tuple[int, int, Waiting]] = []
         self._order = itertools.count()
 

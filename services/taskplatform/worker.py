@@ -191,21 +191,26 @@ class Worker:
             if wait > 0:
                 await asyncio.sleep(min(wait, 0.05))
                 continue
-            if len(lane):  # recovered or read before: they start first, highest priority first
-                try:  # unless a higher band's stream holds one (a backlog of recovered low ones)
-                    for stream in lane.streams_above(lane.peek().priority):
-                        if await self._take(lane, {stream: ">"}, 1, None):
-                            break
-                except Exception as exc:  # noqa: BLE001 - Redis away: what waits here starts
-                    log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
+            if len(lane):  # recovered or read before: they start first, highest priority first,
+                # unless a higher band's stream holds one (behind a backlog of recovered low ones).
+                # Not while Redis is away: recovery from PostgreSQL must not wait for its timeouts.
+                if lane.redis_ok:
+                    try:
+                        for stream in lane.streams_above(lane.peek().priority):
+                            if await self._take(lane, {stream: ">"}, 1, None):
+                                break
+                    except Exception as exc:  # noqa: BLE001 - what waits here starts; the next read retries
+                        lane.redis_ok = False
+                        log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
                 waiting = lane.pop()
                 lane.bucket.take(rate)
                 self._spawn(waiting.message, waiting.task_id, lane)
                 continue
             try:
                 await self._read(lane, lane.bucket.available(rate, free), block_ms=1000)
-                backoff = 0.5
+                backoff, lane.redis_ok = 0.5, True
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
+                lane.redis_ok = False
                 if "NOGROUP" in str(exc):
                     await self._ensure_group()
                     continue

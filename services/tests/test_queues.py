@@ -176,6 +176,7 @@ def test_the_api_validates_and_documents_the_priority(tenant, queues):
         assert answer.status_code == 422, (bad, answer.text)
     task = tenant.get(create(tenant, "acme-ping")).json()
     assert task["priority"] == 5
+    assert tenant.get(create(tenant, "acme-ping", priority=7.0)).json()["priority"] == 7  # a JSON integer
     schema = requests.get(f"{url}/openapi.json", timeout=10).json()["components"]["schemas"]["CreateAcmePingTask"]
     assert schema["properties"]["priority"]["minimum"] == 0 and schema["properties"]["priority"]["maximum"] == 9
 
