@@ -87,6 +87,12 @@ def _json_whole_number(value: Any) -> Any:
     return value
 
 
+Priority = Annotated[int, Field(ge=0, le=9, strict=True, description=(
+    "0 (lowest) to 9 (highest): within its kind's queue, a task of a higher priority starts first (by band: "
+    "7-9 before 4-6 before 0-3, first come within a band; the task keeps the exact value)")),
+    BeforeValidator(_json_whole_number)]
+
+
 def _body_schema(schema: dict, model: type[_Timing]) -> None:
     """Not run_at and delay_seconds together; ``payload`` required where ``{}`` does not fit the
     kind's model (the API still takes it left out, as ``{}``, to say which fields are missing)."""
@@ -103,9 +109,7 @@ class _Timing(BaseModel):
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
         "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
         "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
-    priority: Annotated[int, BeforeValidator(_json_whole_number)] = Field(5, ge=0, le=9, strict=True, description=(
-        "0 (lowest) to 9 (highest): within its kind's queue, a task of a higher priority starts first (by band: "
-        "7-9 before 4-6 before 0-3, first come within a band; the task keeps the exact value)"))
+    priority: Priority = 5
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -168,6 +172,7 @@ class _Recurring(BaseModel):
         "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "
         f"each, oldest first, at most the {recurrence.CATCHUP_ALL_LIMIT} most recent, `none` only one at most "
         f"{recurrence.ON_TIME_SECONDS:g} s late"))
+    priority: Priority = 5  # of each task it makes
 
     @model_validator(mode="after")
     def _cron_or_interval(self):

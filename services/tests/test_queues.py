@@ -214,3 +214,27 @@ def test_queue_stats_and_metrics_are_per_queue(tenant, queues, configure):
     assert 'worker_queue_running{queue="reports"} 1.0' in text
     assert 'queue_tasks_queued{queue="interactive"} 0.0' in text
     wait_all(tenant, ids, timeout=30)
+
+
+def test_a_schedule_gives_its_tasks_its_priority(tenant, queues):
+    _, url, _ = queues
+    for bad in (10, "9"):
+        refused = tenant.session.post(f"{url}/v1/schedules", json={"kind": "acme-ping", "interval_seconds": 1,
+                                                                    "priority": bad}, timeout=10)
+        assert refused.status_code == 422, refused.text
+    answer = tenant.session.post(f"{url}/v1/schedules", json={"kind": "acme-ping", "interval_seconds": 1,
+                                                               "priority": 8}, timeout=10)
+    assert answer.status_code == 201 and answer.json()["priority"] == 8, answer.text
+    schedule_id = answer.json()["id"]
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            page = tenant.session.get(f"{url}/v1/tasks", params={"kind": "acme-ping", "status": "succeeded"},
+                                      timeout=10).json()["items"]
+            if page:
+                break
+            assert time.monotonic() < deadline, "the schedule made no task"
+            time.sleep(0.1)
+        assert {task["priority"] for task in page} == {8}
+    finally:
+        tenant.session.delete(f"{url}/v1/schedules/{schedule_id}", timeout=10)

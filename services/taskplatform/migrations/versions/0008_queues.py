@@ -1,4 +1,4 @@
-"""a task's priority and queue, for per-queue dispatch
+"""a task's priority and queue, for per-queue dispatch; a schedule's priority for its tasks
 
 Revision ID: 0008
 
@@ -8,6 +8,7 @@ a release before this one — which names neither column — get 5, the default 
 is nullable without a default: such a row's queue is its kind's (``kinds.queue_of``), which that
 release did not record. No CHECK on ``priority``: adding one reads the whole table under an
 exclusive lock; the API validates 0-9, and only the platform writes the column.
+``schedules.priority`` likewise: a schedule an older release made gives its tasks 5.
 """
 
 from alembic import op
@@ -21,6 +22,7 @@ depends_on = None
 def upgrade() -> None:
     op.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 5")
     op.execute("ALTER TABLE tasks ADD COLUMN IF NOT EXISTS queue text")
+    op.execute("ALTER TABLE schedules ADD COLUMN IF NOT EXISTS priority smallint NOT NULL DEFAULT 5")
 
 
 def downgrade() -> None:
