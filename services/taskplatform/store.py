@@ -317,20 +317,10 @@ class TaskStore:
     async def queue_stats_by_queue(self) -> list[tuple[str, str | None, int, float]]:
         """(kind, queue, tasks queued, seconds the oldest has waited) per kind and queue of the
         queued tasks: the worker maps a row without a queue to its kind's. Over the
-        ``tasks_unfinished`` rows of status queued alone, like ``queue_stats``."""
+        rows of status queued alone (``tasks_unfinished``); each row's heap is read for its kind
+        and queue, so it costs in proportion to the backlog (not measured at a large one)."""
         rows = await self.pool.fetch(
             "SELECT kind, queue, count(*) AS queued, "
             "  extract(epoch FROM clock_timestamp() - min(coalesce(queued_at, created_at)))::float8 AS oldest "
             "FROM tasks WHERE status = 'queued' GROUP BY kind, queue")
         return [(r["kind"], r["queue"], r["queued"], max(0.0, r["oldest"] or 0.0)) for r in rows]
-
-    async def queue_stats(self) -> tuple[int, float]:
-        """(tasks queued, seconds the oldest of them has waited since it was last queued; 0 when
-        none): what waits for a worker. Two index scans of the queued tasks alone
-        (``tasks_unfinished`` counts them, ``tasks_queued_since`` gives the oldest in one probe),
-        cheap for a periodic refresh."""
-        row = await self.pool.fetchrow(
-            "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued') AS queued, "
-            "  (SELECT extract(epoch FROM clock_timestamp() - min(coalesce(queued_at, created_at)))::float8 "
-            "   FROM tasks WHERE status = 'queued') AS oldest")
-        return row["queued"], max(0.0, row["oldest"] or 0.0)

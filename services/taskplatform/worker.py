@@ -382,18 +382,21 @@ class Worker:
                 pass
 
     async def _measure_queue(self) -> None:
-        """tasks_queued and tasks_oldest_queued_age_seconds, from PostgreSQL every
-        ``queue_metrics_interval_seconds`` (one cheap indexed query, ``TaskStore.queue_stats``):
-        a scrape reads what the last answer said. Not shown while PostgreSQL does not answer.
-        Per queue too (a row without a queue counted in its kind's)."""
+        """tasks_queued and tasks_oldest_queued_age_seconds, in total and per queue (a row
+        without a queue counted in its kind's), from PostgreSQL every
+        ``queue_metrics_interval_seconds`` (one query over the queued rows alone,
+        ``TaskStore.queue_stats_by_queue``): a scrape reads what the last answer said. Not shown
+        while PostgreSQL does not answer."""
         while not self.stopping.is_set():
             try:
-                metrics.QUEUE.set(*await self.store.queue_stats())
                 by_queue = {lane.name: (0, 0.0) for lane in self.lanes}
+                total = (0, 0.0)
                 for kind, queue_name, queued, oldest in await self.store.queue_stats_by_queue():
                     name = queue_name or kinds.queue_of(kind)
                     before = by_queue.get(name, (0, 0.0))
                     by_queue[name] = (before[0] + queued, max(before[1], oldest))
+                    total = (total[0] + queued, max(total[1], oldest))
+                metrics.QUEUE.set(*total)
                 metrics.QUEUE.set_by_queue(by_queue)
             except Exception as exc:  # noqa: BLE001 - an outage: the maintenance loop says so
                 metrics.QUEUE.clear()
