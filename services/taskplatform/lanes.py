@@ -78,7 +78,6 @@ class Lane:
 
     def __init__(self, name: str, colour: str = ""):
         self.name = name
-        self.colour = colour
         self.streams = queue.queue_streams(name, colour)
         self.running: set = set()  # the asyncio tasks of its attempts
         self.bucket = TokenBucket()
@@ -106,10 +105,6 @@ class Lane:
         that should start before one of ``priority`` waiting here."""
         bands = [lowest for _, lowest in queue.BANDS if lowest > priority]
         return [stream for stream in self.streams if priority_of_stream(stream) in bands]
-
-    def waiting(self) -> Iterator[Waiting]:
-        """What waits, in start order."""
-        return (entry[2] for entry in sorted(self._backlog))
 
 
 def priority_of_stream(stream: str) -> int:
