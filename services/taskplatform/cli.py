@@ -160,7 +160,7 @@ def _queue_stats(settings: ProcessSettings) -> int:
     from taskplatform.secrets import FileSecretSource
 
     with queue_stats.connect(settings, FileSecretSource(settings.secrets_dir)) as conn:
-        print(json.dumps(queue_stats.read(conn), sort_keys=True))
+        print(json.dumps(queue_stats.read(conn, settings.kinds_packages), sort_keys=True))
     return 0
 
 
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "webhooks:write, admin (default: every scope)")
     token.add_argument("--ttl", type=float, default=TOKEN_DEFAULT_TTL_SECONDS,
                        help=f"seconds until it expires ({TOKEN_DEFAULT_TTL_SECONDS}; at most {TOKEN_MAX_TTL_SECONDS})")
-    sub.add_parser("queue-stats", help="what waits, runs and died, per kind, from PostgreSQL, as JSON (make status)")
+    sub.add_parser("queue-stats", help="what waits, runs and died, per queue and kind, from PostgreSQL, as JSON (make status)")
     sub.add_parser("migrations", help="the migrations this release carries and the destructive ones, as JSON "
                                       "(a release compares them with the live version's)")
     check = sub.add_parser("healthcheck", help="exit 0 when healthy (container health checks)")

@@ -40,15 +40,19 @@ class ReleaseHeader:
         await self.app(scope, receive, with_release)
 
 
-def task_stream(colour: str, headers: Mapping[str, str]) -> str:
-    """The stream a task a request creates or re-drives goes on: its colour's stream when the
-    request came through the preview route, so that this colour's workers run it (the release's
-    smoke test checks they do), else the shared one. A preview task whose colour has no worker
-    is still run: PostgreSQL is the truth, and any worker recovers a task queued longer than
-    ``reconcile_after_seconds``."""
-    if headers.get(PREVIEW_HEADER) != "1":
-        return queue.STREAM
-    return queue.colour_stream(colour) if colour else queue.STREAM
+def task_colour(colour: str, headers: Mapping[str, str]) -> str:
+    """The colour whose streams a task a request creates or re-drives goes on (``""``: the
+    shared ones): this process's colour when the request came through the preview route, so
+    that this colour's workers run it (the release's smoke test checks they do). A preview task
+    whose colour has no worker is still run: PostgreSQL is the truth, and any worker recovers a
+    task queued longer than ``reconcile_after_seconds``."""
+    return colour if headers.get(PREVIEW_HEADER) == "1" else ""
+
+
+def task_stream(colour: str, headers: Mapping[str, str], queue_name: str = queue.DEFAULT_QUEUE,
+                priority: int = queue.DEFAULT_PRIORITY) -> str:
+    """The stream a task of ``queue_name`` and ``priority`` a request creates goes on."""
+    return queue.stream_for(queue_name, priority, task_colour(colour, headers))
 
 
 def _preview(scope) -> bool:

@@ -1,5 +1,5 @@
 """The task API's request dependencies, all in one place: the maintenance gate every route
-passes first, the tenant a bearer token names and its rate limit, the stream a task goes on —
+passes first, the tenant a bearer token names and its rate limit, the streams a task goes on —
 and the process's services (``services_of``). They reach the process's state through
 ``request.app.state`` (set by ``create_app``), so routes and dependencies are plain module
 functions. Routes declare them by the ``Annotated`` names at the bottom."""
@@ -79,11 +79,12 @@ async def rate_limited_tenant(request: Request, principal: Annotated[Principal, 
     return tenant_id
 
 
-def task_stream(request: Request) -> str:
-    """The stream a task this request creates or re-drives goes on (``colours.task_stream``)."""
-    return colours.task_stream(services_of(request).settings.release_colour, request.headers)
+def task_colour(request: Request) -> str:
+    """The colour whose streams a task this request creates or re-drives goes on ("": the
+    shared ones; ``colours.task_colour``); its queue and priority pick the stream."""
+    return colours.task_colour(services_of(request).settings.release_colour, request.headers)
 
 
 RateLimitedTenant = Annotated[str, Depends(rate_limited_tenant)]
 Caller = Annotated[Principal, Depends(principal_of)]
-TaskStream = Annotated[str, Depends(task_stream)]
+TaskColour = Annotated[str, Depends(task_colour)]

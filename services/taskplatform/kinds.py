@@ -106,10 +106,14 @@ def kind(name: str, *, payload: type[BaseModel] | None, result: type[BaseModel] 
     create's payload must fit (None: any JSON object). ``sync``, for a plain function: "thread"
     (the default) or "process" (a process of its own per attempt: for CPU-bound code, or code that
     may hang, crash or leak; killed at its timeout); an ``async def`` function runs in the
-    worker's event loop and must not block it. ``queue``: recorded for per-kind queues (not used
-    yet: every kind shares the task stream)."""
+    worker's event loop and must not block it. ``queue``: the queue its tasks wait in (1-64 of
+    a-z, 0-9, '_', '-'): each queue has its own slots in a worker and its own rate limit
+    (runtime config ``queues``), so a slow kind on a queue of its own cannot delay the others."""
     if not NAME.match(name):
         raise KindError(f"task kind {name!r}: a name is 1-64 of a-z, 0-9, '_' and '-', starting with a letter")
+    if not isinstance(queue, str) or not NAME.match(queue):
+        raise KindError(f"task kind {name!r}: queue {queue!r}: a queue name is 1-64 of a-z, 0-9, '_' and '-', "
+                        f"starting with a letter (or leave queue= out: 'default')")
     for label, model in (("payload", payload), ("result", result)):
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise KindError(f"task kind {name!r}: {label}= must be a pydantic model class (or None), not {model!r}")
@@ -178,6 +182,20 @@ def registry(packages: str | None = None) -> dict[str, Kind]:
 
 def names() -> list[str]:
     return list(registry())
+
+
+DEFAULT_QUEUE = "default"
+
+
+def queues() -> list[str]:
+    """The queues of the loaded kinds, ``default`` always among them, sorted."""
+    return sorted({DEFAULT_QUEUE, *(k.queue for k in registry().values())})
+
+
+def queue_of(kind_name: str) -> str:
+    """The queue of a kind; ``default`` for a kind this release does not know."""
+    found = registry().get(kind_name)
+    return found.queue if found is not None else DEFAULT_QUEUE
 
 
 def canonical_json(payload: Any) -> bytes:

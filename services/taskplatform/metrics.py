@@ -44,6 +44,12 @@ TASKS_RUNNING = Gauge("worker_tasks_running", "task attempts running in this wor
 # Read at each scrape from the applied runtime config (worker_concurrency): busy over total slots.
 WORKER_SLOTS = Gauge("worker_slots", "task attempts this worker may run at once (runtime config worker_concurrency)",
                      multiprocess_mode="livesum")
+# Per queue (the queues the worker's kinds declare, each at 0 from the start): a queue's own
+# slots (runtime config ``queues``, else worker_concurrency) and the attempts running in them.
+QUEUE_SLOTS = Gauge("worker_queue_slots", "task attempts of this queue this worker may run at once", ["queue"],
+                    multiprocess_mode="livesum")
+QUEUE_RUNNING = Gauge("worker_queue_running", "task attempts of this queue running in this worker", ["queue"],
+                      multiprocess_mode="livesum")
 TASK_RUN_SECONDS = Histogram("task_run_seconds", "time an attempt's body ran (until its outcome or timeout)",
                              ["kind"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600))
 TASK_QUEUE_WAIT_SECONDS = Histogram("task_queue_wait_seconds", "time from a task's creation to its first claim",
@@ -141,12 +147,18 @@ class QueueStats:
 
     def __init__(self):
         self.values: tuple[int, float] | None = None
+        self.by_queue: dict[str, tuple[int, float]] = {}
 
     def set(self, queued: int, oldest_seconds: float) -> None:
         self.values = (queued, oldest_seconds)
 
+    def set_by_queue(self, by_queue: dict[str, tuple[int, float]]) -> None:
+        """(queued, oldest wait) per queue; every queue of the worker's kinds given, at 0 when empty."""
+        self.by_queue = dict(by_queue)
+
     def clear(self) -> None:
         self.values = None
+        self.by_queue = {}
 
     def collect(self):
         if self.values is None:
@@ -156,6 +168,16 @@ class QueueStats:
                                 value=self.values[0])
         yield GaugeMetricFamily("tasks_oldest_queued_age_seconds", "seconds the oldest queued task has waited since "
                                 "it was last queued, 0 when none" + note, value=self.values[1])
+        if self.by_queue:
+            queued = GaugeMetricFamily("queue_tasks_queued", "tasks of this queue waiting for a worker" + note,
+                                       labels=["queue"])
+            oldest = GaugeMetricFamily("queue_oldest_queued_age_seconds", "seconds the oldest queued task of this "
+                                       "queue has waited, 0 when none" + note, labels=["queue"])
+            for name, (count, age) in sorted(self.by_queue.items()):
+                queued.add_metric([name], count)
+                oldest.add_metric([name], age)
+            yield queued
+            yield oldest
 
 
 QUEUE = QueueStats()

@@ -1,9 +1,20 @@
 """Redis Streams dispatch. Redis only carries task ids; losing a message loses no task (a
 worker recovers it from PostgreSQL), and a duplicate is harmless (claims are conditional).
 
-Every worker reads the shared stream; a worker of a release colour also reads that colour's
-stream, where the API of that colour puts the tasks created through the preview route (the
-release's smoke test must be served by the new colour's workers, before users are)."""
+One stream per queue and priority band (``stream_for``): a kind declares its queue, a task's
+priority (0-9) picks the band. A worker reads each queue apart, with that queue's own slots
+(``lanes.Lane``), and within a queue the high band before the normal one before the low one.
+Why bands and not ten streams: every empty stream a read passes costs a round trip before a
+task starts, and three steps are what callers tell apart in practice (urgent, normal,
+bulk); within a band the order is FIFO. PostgreSQL keeps the exact priority.
+
+The default queue's normal band is ``tasks:stream``, the one stream of the releases before
+queues: an older colour's API (which puts every task there) and its workers (which read only
+that one) keep working beside a newer colour during a release.
+
+Every worker reads the shared streams; a worker of a release colour also reads its colour's,
+where the API of that colour puts the tasks created through the preview route (the release's
+smoke test must be served by the new colour's workers, before users are)."""
 
 from __future__ import annotations
 
@@ -18,6 +29,11 @@ from redis.exceptions import ResponseError
 STREAM = "tasks:stream"
 GROUP = "workers"
 MAXLEN = 200_000  # approximate trim; entries are acked long before this
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 5
+PRIORITIES = range(0, 10)  # 0 lowest, 9 highest
+# Bands, highest first: (name, lowest priority in it).
+BANDS = (("high", 7), ("normal", 4), ("low", 0))
 
 
 class Message(NamedTuple):
@@ -26,14 +42,41 @@ class Message(NamedTuple):
     id: str
 
 
+def band_of(priority: int) -> str:
+    """The band of a priority: high (7-9), normal (4-6), low (0-3)."""
+    return next(name for name, lowest in BANDS if priority >= lowest)
+
+
+def stream_for(queue: str = DEFAULT_QUEUE, priority: int = DEFAULT_PRIORITY, colour: str = "") -> str:
+    """The stream of a task of ``queue`` and ``priority``; with ``colour``, that colour's own
+    (the preview route's tasks). The default queue's normal band keeps the names of the
+    releases before queues (``tasks:stream``, ``tasks:stream:<colour>``)."""
+    band = band_of(priority)
+    if queue == DEFAULT_QUEUE and band == "normal":
+        name = STREAM
+    else:
+        name = f"tasks:queue:{queue}:{band}"
+    return f"{name}:{colour}" if colour else name
+
+
 def colour_stream(colour: str) -> str:
-    return f"{STREAM}:{colour}"
+    return stream_for(colour=colour)
 
 
-def streams_for(colour: str) -> list[str]:
-    """The streams a worker of ``colour`` reads, in one XREADGROUP: the shared one, plus its
-    colour's when it has one (none: tests, a run outside blue-green)."""
-    return [STREAM, colour_stream(colour)] if colour else [STREAM]
+def queue_streams(queue: str, colour: str = "") -> list[str]:
+    """The streams of ``queue`` a worker of ``colour`` reads, highest band first (within a band
+    the shared stream before its colour's)."""
+    streams = []
+    for _, lowest in BANDS:
+        streams.append(stream_for(queue, lowest))
+        if colour:
+            streams.append(stream_for(queue, lowest, colour))
+    return streams
+
+
+def streams_for(colour: str, queues: list[str] | tuple[str, ...] = (DEFAULT_QUEUE,)) -> list[str]:
+    """Every stream a worker of ``colour`` reads, over ``queues``."""
+    return [stream for queue in queues for stream in queue_streams(queue, colour)]
 
 
 def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]] | None = None,
@@ -68,7 +111,8 @@ async def ensure_group(client: redis.Redis, stream: str = STREAM) -> None:
 
 
 async def queue_depth(client: redis.Redis) -> tuple[int, int]:
-    """(stream length, pending entries of the group)."""
+    """(stream length, pending entries of the group) of the shared stream (the default queue's
+    normal band)."""
     length = await client.xlen(STREAM)
     try:
         pending = (await client.xpending(STREAM, GROUP))["pending"]

@@ -1,36 +1,68 @@
-"""`taskplatform queue-stats`: what waits, runs and died, per kind, as PostgreSQL has it now — for
-`make status` (one JSON document; the operator asks, nothing polls it).
+"""`taskplatform queue-stats`: what waits, runs and died, per queue and per kind, as PostgreSQL
+has it now — for `make status` (one JSON document; the operator asks, nothing polls it).
 
 One query on the rows that are not finished well (queued, scheduled, running, dead): the finished
-ones, the bulk of the table, are left out by the status filter.
+ones, the bulk of the table, are left out by the status filter. A row of a release before queues
+names no queue: it is counted in its kind's (the kinds this image declares; ``default`` for a
+kind it does not know).
 """
 
 from __future__ import annotations
 
 import psycopg
 
+from taskplatform import kinds
+
 from taskplatform.secrets import SecretSource
 from taskplatform.settings import ProcessSettings
 
 QUERY = (
-    "SELECT kind, count(*) FILTER (WHERE status = 'queued') AS queued, "
+    "SELECT kind, queue, count(*) FILTER (WHERE status = 'queued') AS queued, "
     "  coalesce(extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = 'queued')), 0) "
     "    AS oldest_queued_s, "
     "  count(*) FILTER (WHERE status = 'scheduled') AS scheduled, "
     "  count(*) FILTER (WHERE status = 'running') AS running, "
     "  count(*) FILTER (WHERE status = 'dead') AS dead "
-    "FROM tasks WHERE status IN ('queued', 'scheduled', 'running', 'dead') GROUP BY kind ORDER BY kind")
+    "FROM tasks WHERE status IN ('queued', 'scheduled', 'running', 'dead') GROUP BY kind, queue ORDER BY kind")
+
+COUNTS = ("queued", "scheduled", "running", "dead")
 
 
-def read(conn: psycopg.Connection) -> dict:
-    """{"kinds": {kind: {queued, oldest_queued_s, scheduled, running, dead}}, "total": {...}}."""
-    kinds = {}
-    for kind, queued, oldest, scheduled, running, dead in conn.execute(QUERY).fetchall():
-        kinds[kind] = {"queued": queued, "oldest_queued_s": round(float(oldest), 1), "scheduled": scheduled,
-                       "running": running, "dead": dead}
-    total = {key: sum(k[key] for k in kinds.values()) for key in ("queued", "scheduled", "running", "dead")}
-    total["oldest_queued_s"] = max((k["oldest_queued_s"] for k in kinds.values()), default=0.0)
-    return {"kinds": kinds, "total": total}
+def _add(into: dict, counts: dict) -> None:
+    for key in COUNTS:
+        into[key] = into.get(key, 0) + counts[key]
+    into["oldest_queued_s"] = max(into.get("oldest_queued_s", 0.0), counts["oldest_queued_s"])
+
+
+def _empty() -> dict:
+    return {**{key: 0 for key in COUNTS}, "oldest_queued_s": 0.0}
+
+
+def read(conn: psycopg.Connection, kinds_packages: str | None = None) -> dict:
+    """{"queues": {queue: {...}}, "kinds": {kind: {...}}, "total": {...}}, each {queued,
+    oldest_queued_s, scheduled, running, dead}; every queue the kinds declare is listed, at 0
+    when empty."""
+    declared, queue_of = _declared_queues(kinds_packages)
+    queues = {name: _empty() for name in declared}
+    by_kind, total = {}, _empty()
+    for kind, queue, queued, oldest, scheduled, running, dead in conn.execute(QUERY).fetchall():
+        counts = {"queued": queued, "oldest_queued_s": round(float(oldest), 1), "scheduled": scheduled,
+                  "running": running, "dead": dead}
+        _add(by_kind.setdefault(kind, {}), counts)
+        _add(queues.setdefault(queue or queue_of(kind), _empty()), counts)
+        _add(total, counts)
+    return {"queues": dict(sorted(queues.items())), "kinds": by_kind, "total": total}
+
+
+def _declared_queues(kinds_packages: str | None):
+    """(the queues the image's kinds declare, kind → queue). Kinds that cannot be loaded (a
+    broken package) must not cost the status line: every row then counts in its own queue, or
+    ``default``."""
+    try:
+        kinds.registry(kinds_packages)
+        return kinds.queues(), kinds.queue_of
+    except kinds.KindError:
+        return [kinds.DEFAULT_QUEUE], lambda kind: kinds.DEFAULT_QUEUE
 
 
 def connect(settings: ProcessSettings, secrets: SecretSource) -> psycopg.Connection:

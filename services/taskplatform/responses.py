@@ -28,6 +28,8 @@ class Task(BaseModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     run_after: AwareDatetime | None = Field(description="a scheduled task's time, a retry_wait task's next try")
+    priority: int = Field(5, ge=0, le=9, description="0-9, higher first within the kind's queue (absent from a "
+                                                     "release before priorities: 5)")
 
 
 class TaskPage(BaseModel):

@@ -37,6 +37,22 @@ RetentionSeconds = Annotated[float, Field(ge=60, le=315_360_000)]
 log = logging.getLogger("taskplatform.config")
 
 
+class QueueSettings(BaseModel):
+    """One queue's limits, per worker (each worker applies them to what it starts itself: no
+    coordination between workers, so a queue's cluster-wide bound is the value times the number
+    of workers — stated, not hidden). Left out: the worker's default (``worker_concurrency``
+    slots, no rate limit)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Attempts of this queue a worker runs at once: slots of its own, which no other queue's
+    # tasks take.
+    concurrency: int | None = Field(None, ge=1, le=256)
+    # Attempts of this queue a worker starts per second at most (a token bucket holding a
+    # tenth of a second's worth, at least one: a short burst, never a second's worth at once).
+    # The bound catches a unit mistake (per minute given as per second) only loosely: 10000/s.
+    rate_per_second: float | None = Field(None, gt=0, le=10_000)
+
+
 class RuntimeConfig(BaseModel):
     # Keys this release does not know are left out, not refused: during a release two versions
     # run side by side on one document, and a key only the newer one knows must not make the
@@ -87,6 +103,10 @@ class RuntimeConfig(BaseModel):
     # CIDRs every receiver address must lie in (empty: no such limit): an environment that
     # delivers only to its own receivers (ci: its tests' receiver, never a URL a fuzzer made up).
     webhook_allowed_networks: list[str] = Field(default_factory=list)
+    # Per queue (the queue a kind declares): its concurrency and rate limit per worker. A queue
+    # this release does not know is kept, not refused, by the rule of unknown keys (a newer
+    # release beside it may declare it); ``validate_document`` refuses it before a push.
+    queues: dict[str, QueueSettings] = Field(default_factory=dict)
 
     @field_validator("webhook_allowed_networks")
     @classmethod
@@ -109,6 +129,16 @@ class RuntimeConfig(BaseModel):
     def retains(self) -> bool:
         """Whether any finished task is ever deleted."""
         return bool(self.retention_seconds or self.retention_seconds_by_kind or self.retention_seconds_by_tenant)
+
+    def concurrency_of(self, queue: str) -> int:
+        """Slots of ``queue`` in one worker: its own setting, else ``worker_concurrency``."""
+        settings = self.queues.get(queue)
+        return settings.concurrency if settings and settings.concurrency else self.worker_concurrency
+
+    def rate_of(self, queue: str) -> float | None:
+        """Attempts of ``queue`` one worker starts per second at most; None: no limit."""
+        settings = self.queues.get(queue)
+        return settings.rate_per_second if settings else None
 
     def timeout_for(self, kind: str) -> float:
         return self.task_timeout_seconds_by_kind.get(kind, self.task_timeout_seconds)
@@ -164,6 +194,9 @@ def validate_document(doc: dict) -> RuntimeConfig:
     unknown_kinds = sorted(set(config.enabled_kinds or ()) - set(kinds.names()))
     if unknown_kinds:  # a typo would silently disable the kind it meant
         raise ConfigRejected(f"enabled_kinds: unknown task kinds {unknown_kinds}; known: {kinds.names()}")
+    unknown_queues = sorted(set(config.queues) - set(kinds.queues()))
+    if unknown_queues:  # a typo would silently leave the queue it meant unlimited
+        raise ConfigRejected(f"queues: unknown queues {unknown_queues}; the kinds declare: {kinds.queues()}")
     return config
 
 

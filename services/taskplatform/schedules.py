@@ -11,10 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from taskplatform import recurrence
+from taskplatform import kinds, recurrence
 
 _COLUMNS = ("id, tenant, kind, payload, cron, timezone, interval_seconds, catchup, paused, next_run_at, "
-            "last_fired_at, created_at, updated_at")
+            "last_fired_at, created_at, updated_at, priority")
 
 # One statement per schedule and pass: the occurrences are recorded first, and a task is made
 # only for those recorded now (an occurrence already there was fired before: no second task).
@@ -23,8 +23,8 @@ _FIRE = """
         INSERT INTO schedule_occurrences (schedule_id, occurrence_at, task_id)
         SELECT $1, at, gen_random_uuid() FROM unnest($2::timestamptz[]) AS o(at) ORDER BY at
         ON CONFLICT DO NOTHING RETURNING occurrence_at, task_id)
-    INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status, queued_at)
-    SELECT task_id, $3, $4, $5, $6, 'queued', clock_timestamp() FROM fired ORDER BY occurrence_at
+    INSERT INTO tasks (id, tenant, kind, payload, max_attempts, status, queued_at, queue, priority)
+    SELECT task_id, $3, $4, $5, $6, 'queued', clock_timestamp(), $7, $8 FROM fired ORDER BY occurrence_at
     RETURNING id"""
 
 
@@ -59,7 +59,7 @@ class ScheduleStore:
 
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, cron: str | None, timezone: str | None,
-                     interval_seconds: int | None, catchup: recurrence.Catchup) -> dict:
+                     interval_seconds: int | None, catchup: recurrence.Catchup, priority: int = 5) -> dict:
         """A new schedule whose first occurrence is the first after now (PostgreSQL's clock); an
         interval counts from now."""
         async with self.pool.acquire() as conn:
@@ -68,9 +68,10 @@ class ScheduleStore:
             first = recurrence_of(row).first_after(now)
             created = await conn.fetchrow(
                 f"INSERT INTO schedules (id, tenant, kind, payload, cron, timezone, interval_seconds, catchup, "
-                f"  next_run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) "
+                f"  next_run_at, created_at, updated_at, priority) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) "
                 f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, cron, timezone, interval_seconds,
-                catchup, first, now)
+                catchup, first, now, priority)
         return schedule_json(created)
 
     async def get(self, tenant: str, schedule_id: uuid.UUID) -> dict | None:
@@ -133,7 +134,8 @@ class ScheduleStore:
                 created = []
                 if due.fire:
                     created = [r["id"] for r in await conn.fetch(_FIRE, row["id"], due.fire, row["tenant"],
-                                                                 row["kind"], row["payload"], max_attempts)]
+                                                                 row["kind"], row["payload"], max_attempts,
+                                                                 kinds.queue_of(row["kind"]), row["priority"])]
                 await conn.execute(
                     "UPDATE schedules SET next_run_at = $2, last_fired_at = coalesce($3, last_fired_at), "
                     "updated_at = clock_timestamp() WHERE id = $1",

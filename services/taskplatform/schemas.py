@@ -75,6 +75,24 @@ def _instant_text(value: Any) -> Any:
     return value
 
 
+def _json_whole_number(value: Any) -> Any:
+    """A JSON integer: ``5`` or ``5.0`` (one number type; JSON Schema's integer), not text, not a
+    boolean, not ``5.5``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a whole number from 0 to 9")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("a whole number from 0 to 9")
+        return int(value)
+    return value
+
+
+Priority = Annotated[int, Field(ge=0, le=9, strict=True, description=(
+    "0 (lowest) to 9 (highest): within its kind's queue, a task of a higher priority starts first (by band: "
+    "7-9 before 4-6 before 0-3, first come within a band; the task keeps the exact value)")),
+    BeforeValidator(_json_whole_number)]
+
+
 def _body_schema(schema: dict, model: type[_Timing]) -> None:
     """Not run_at and delay_seconds together; ``payload`` required where ``{}`` does not fit the
     kind's model (the API still takes it left out, as ``{}``, to say which fields are missing)."""
@@ -91,6 +109,7 @@ class _Timing(BaseModel):
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
         "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
         "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
+    priority: Priority = 5
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -153,6 +172,7 @@ class _Recurring(BaseModel):
         "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "
         f"each, oldest first, at most the {recurrence.CATCHUP_ALL_LIMIT} most recent, `none` only one at most "
         f"{recurrence.ON_TIME_SECONDS:g} s late"))
+    priority: Priority = 5  # of each task it makes
 
     @model_validator(mode="after")
     def _cron_or_interval(self):

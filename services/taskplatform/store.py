@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -24,7 +24,9 @@ UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.TargetServ
 _LOST_ATTEMPT = "'attempt ' || attempts || ' lost: its lease expired (the worker died or stalled)'"
 
 _COLUMNS = ("id, tenant, kind, payload, status, attempts, max_attempts, result, error, "
-            "created_at, updated_at, run_after")
+            "created_at, updated_at, run_after, priority")
+
+DEFAULT_PRIORITY = 5  # the column's default (migration 0009): a row an older release wrote has it
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -64,6 +66,15 @@ def task_json(row: asyncpg.Record) -> dict[str, Any]:
     return doc
 
 
+class Route(NamedTuple):
+    """Where a queued task goes: its queue (None: its kind's, for a row an older release wrote)
+    and priority. ``TaskStore.routes`` reads them for the tasks a worker queues or recovers."""
+    id: uuid.UUID
+    kind: str
+    queue: str | None
+    priority: int
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: uuid.UUID
@@ -82,20 +93,23 @@ class TaskStore:
 
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
-                     idempotency_key: str | None, delay_seconds: float | None = None) -> tuple[dict, bool]:
+                     idempotency_key: str | None, delay_seconds: float | None = None,
+                     priority: int = DEFAULT_PRIORITY, queue: str | None = None) -> tuple[dict, bool]:
         """(task, created). The same (tenant, idempotency key) returns the first task when the
         request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
         number); another request under that key raises ``IdempotencyKeyReused``. With
         ``delay_seconds`` the task is ``scheduled`` until then (PostgreSQL's clock: ``run_after``),
-        and ``due_scheduled`` queues it."""
+        and ``due_scheduled`` queues it. ``priority`` (0-9, higher first within its queue) and
+        ``queue`` (the kind's; None: the kind's as the worker knows it) route it."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, status, queued_at, run_after) "
+            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, status, queued_at, run_after, "
+            f"  priority, queue) "
             f"VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7::float8 > 0 THEN 'scheduled' ELSE 'queued' END, "
             f"  CASE WHEN $7::float8 > 0 THEN NULL ELSE clock_timestamp() END, "
-            f"  CASE WHEN $7::float8 > 0 THEN clock_timestamp() + make_interval(secs => $7::float8) END) "
+            f"  CASE WHEN $7::float8 > 0 THEN clock_timestamp() + make_interval(secs => $7::float8) END, $8, $9) "
             f"ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
             f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key,
-            delay_seconds)
+            delay_seconds, priority, queue)
         if row is not None:
             return task_json(row), True
         row = await self.pool.fetchrow(
@@ -296,13 +310,23 @@ class TaskStore:
             list(by_tenant), list(by_tenant.values()), list(by_kind), list(by_kind.values()), default_seconds, limit)
         return [r["kind"] for r in rows]
 
-    async def queue_stats(self) -> tuple[int, float]:
-        """(tasks queued, seconds the oldest of them has waited since it was last queued; 0 when
-        none): what waits for a worker. Two index scans of the queued tasks alone
-        (``tasks_unfinished`` counts them, ``tasks_queued_since`` gives the oldest in one probe),
-        cheap for a periodic refresh."""
-        row = await self.pool.fetchrow(
-            "SELECT (SELECT count(*) FROM tasks WHERE status = 'queued') AS queued, "
-            "  (SELECT extract(epoch FROM clock_timestamp() - min(coalesce(queued_at, created_at)))::float8 "
-            "   FROM tasks WHERE status = 'queued') AS oldest")
-        return row["queued"], max(0.0, row["oldest"] or 0.0)
+    async def routes(self, task_ids: Sequence[uuid.UUID]) -> list[Route]:
+        """The queue and priority of each of ``task_ids`` (those that exist), in one primary-key
+        lookup: for the tasks a worker queues (due retries, scheduled, fired) or recovers."""
+        if not task_ids:
+            return []
+        rows = await self.pool.fetch("SELECT id, kind, queue, priority FROM tasks WHERE id = ANY($1::uuid[])",
+                                     list(task_ids))
+        found = {r["id"]: Route(r["id"], r["kind"], r["queue"], r["priority"]) for r in rows}
+        return [found[task_id] for task_id in task_ids if task_id in found]
+
+    async def queue_stats_by_queue(self) -> list[tuple[str, str | None, int, float]]:
+        """(kind, queue, tasks queued, seconds the oldest has waited) per kind and queue of the
+        queued tasks: the worker maps a row without a queue to its kind's. Over the
+        rows of status queued alone (``tasks_unfinished``); each row's heap is read for its kind
+        and queue, so it costs in proportion to the backlog (not measured at a large one)."""
+        rows = await self.pool.fetch(
+            "SELECT kind, queue, count(*) AS queued, "
+            "  extract(epoch FROM clock_timestamp() - min(coalesce(queued_at, created_at)))::float8 AS oldest "
+            "FROM tasks WHERE status = 'queued' GROUP BY kind, queue")
+        return [(r["kind"], r["queue"], r["queued"], max(0.0, r["oldest"] or 0.0)) for r in rows]

@@ -1,5 +1,10 @@
 """The worker: consumes the Redis stream, runs tasks, records outcomes in PostgreSQL.
 
+Each queue a kind declares has its own lane (``lanes.Lane``): its streams, its slots and rate
+limit (runtime config ``queues``, per worker), its backlog. A lane reads only when it has a free
+slot and a start is allowed, so a queue at its limit neither takes another's slots nor holds
+messages another worker could start.
+
 Order of truth: claim the row (conditional UPDATE) → run → record the outcome → XACK. A crash
 anywhere leaves either an un-acked message (reclaimed with XAUTOCLAIM once idle) or a row
 whose lease expires (recovered from PostgreSQL, `_recover`); the conditional UPDATEs make the
@@ -22,8 +27,8 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import (db_credentials, kinds, limits, logs, metrics, queue, recurrence, schedules, store,
-                          webhook_dispatch, webhook_store)
+from taskplatform import (db_credentials, kinds, lanes, limits, logs, metrics, queue, recurrence, schedules,
+                          store, webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource, optional
@@ -51,22 +56,26 @@ class Worker:
     def __init__(self, settings: ProcessSettings, secrets: SecretSource, config: ConfigSource):
         self.settings, self.secrets, self.config = settings, secrets, config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.streams = queue.streams_for(settings.release_colour)
+        kinds.registry(settings.kinds_packages)  # the kinds say which queues there are
+        self.lanes = lanes.Lanes(kinds.queues(), settings.release_colour)
+        self.streams = self.lanes.streams
         # Who runs a task, for the kinds that say so (`smoke`: the release's smoke test checks
         # that the new colour's workers took its task).
         self.runner = {"colour": settings.release_colour, "version": settings.build_version, "worker": self.consumer}
         # Per running task: its stream message (None when recovered from PostgreSQL) and claim.
         self.inflight: dict[asyncio.Task, tuple[queue.Message | None, store.Claimed | None]] = {}
-        # Tasks taken but not started yet, as (message or None, task id): a read asks each of
-        # its streams for as many as there are free slots, and the concurrency may be lowered
-        # while it waits; what does not fit waits here, as do tasks recovered from PostgreSQL
-        # (`_recover`).
-        self.backlog: collections.deque[tuple[queue.Message | None, str]] = collections.deque()
+        # Tasks taken but not started yet wait in their lane's backlog (``Lane.add``): a read
+        # asks for as many as there are free slots, and the concurrency may be lowered while it
+        # waits; tasks recovered from PostgreSQL (`_recover`) wait there too.
         self.stopping = asyncio.Event()
-        kinds.registry(settings.kinds_packages)  # before the metrics name them
         self.kind_runner = kinds.Runner(settings.kind_threads)
         self.stuck_threads = 0
-        metrics.WORKER_SLOTS.set_function(lambda: self.config.config.worker_concurrency)
+        metrics.WORKER_SLOTS.set_function(lambda: sum(self.config.config.concurrency_of(lane.name)
+                                                      for lane in self.lanes))
+        for lane in self.lanes:
+            metrics.QUEUE_SLOTS.labels(queue=lane.name).set_function(
+                lambda name=lane.name: self.config.config.concurrency_of(name))
+            metrics.QUEUE_RUNNING.labels(queue=lane.name).set_function(lambda lane=lane: len(lane.running))
         metrics.count_kinds(metrics.TASKS_COMPLETED, metrics.TASKS_FAILED, metrics.TASKS_DEAD, metrics.SCHEDULES_FIRED,
                             metrics.TASKS_DELETED)
         for policy in recurrence.CATCHUP_POLICIES:
@@ -78,9 +87,6 @@ class Worker:
         self.schedules: schedules.ScheduleStore | None = None
         self.webhooks: webhook_dispatch.Dispatcher | None = None
         self.redis = None
-
-    def _free_slots(self) -> int:
-        return self.config.config.worker_concurrency - len(self.inflight)
 
     # --- processing -----------------------------------------------------------------------
     async def _process(self, message: queue.Message | None, task_id: str) -> None:
@@ -158,45 +164,88 @@ class Worker:
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
-    def _spawn(self, message: queue.Message | None, task_id: str) -> None:
+    def _spawn(self, message: queue.Message | None, task_id: str, lane: lanes.Lane | None = None) -> None:
+        if lane is None:  # a message's lane is its stream's
+            lane = self.lanes.by_stream.get(message.stream) if message else None
+            lane = lane if lane is not None else self.lanes.route(None)
         task = asyncio.create_task(self._process(message, task_id))
         self.inflight[task] = (message, None)
-        task.add_done_callback(self._done)
+        lane.running.add(task)
+        task.add_done_callback(lambda done: self._done(done, lane))
 
-    def _start_backlog(self) -> None:
-        while self.backlog and self._free_slots() > 0:
-            self._spawn(*self.backlog.popleft())
-
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task, lane: lanes.Lane) -> None:
         self.inflight.pop(task, None)
+        lane.running.discard(task)
 
     async def _consume(self) -> None:
+        await asyncio.gather(*(self._consume_lane(lane) for lane in self.lanes))
+
+    async def _consume_lane(self, lane: lanes.Lane) -> None:
+        """One queue: start what its backlog holds, else read its streams, while it has a free
+        slot and its rate limit allows a start (both read from the applied config each time:
+        a change applies at once). Polls every 10 ms while the queue is full, as one pool did."""
         backoff = 0.5
         while not self.stopping.is_set():
-            self._start_backlog()
-            free = self._free_slots()
-            if free <= 0 or self.backlog:
+            cfg = self.config.config
+            free, rate = lane.free(cfg.concurrency_of(lane.name)), cfg.rate_of(lane.name)
+            if free <= 0:
                 await asyncio.sleep(0.01)
                 continue
+            wait = lane.bucket.wait(rate)
+            if wait > 0:
+                await asyncio.sleep(min(wait, 0.05))
+                continue
+            if len(lane):  # recovered or read before: they start first, highest priority first,
+                # unless a higher band's stream holds one (behind a backlog of recovered low ones).
+                # Not while Redis is away: recovery from PostgreSQL must not wait for its timeouts.
+                if lane.redis_ok:
+                    try:
+                        for stream in lane.streams_above(lane.peek().priority):
+                            if await self._take(lane, {stream: ">"}, 1, None):
+                                break
+                    except Exception as exc:  # noqa: BLE001 - what waits here starts; the next read retries
+                        lane.redis_ok = False
+                        log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
+                waiting = lane.pop()
+                lane.bucket.take(rate)
+                self._spawn(waiting.message, waiting.task_id, lane)
+                continue
             try:
-                await self._read(free, block_ms=1000)
-                backoff = 0.5
+                await self._read(lane, lane.bucket.available(rate, free), block_ms=1000)
+                backoff, lane.redis_ok = 0.5, True
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
+                lane.redis_ok = False
                 if "NOGROUP" in str(exc):
                     await self._ensure_group()
                     continue
-                log.warning("redis read failed; retrying", extra={"reason": repr(exc), "in_s": backoff})
+                log.warning("redis read failed; retrying", extra={"reason": repr(exc), "in_s": backoff,
+                                                                  "queue": lane.name})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
 
-    async def _read(self, count: int, block_ms: int) -> None:
-        """New messages of every stream of this worker, in one XREADGROUP, into the backlog."""
-        replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, {stream: ">" for stream in self.streams},
-                                              count=count, block=block_ms)
+    async def _read(self, lane: lanes.Lane, count: int, block_ms: int) -> None:
+        """Up to ``count`` new messages of ``lane``'s streams into its backlog: each stream
+        asked in turn, highest band first, without waiting, so that a high-priority task is
+        taken before the lower ones already waiting; when all are empty, one read of all of
+        them that waits up to ``block_ms`` for the next message (one at most per stream)."""
+        taken = 0
+        for stream in lane.streams:
+            taken += await self._take(lane, {stream: ">"}, count - taken, None)
+            if taken >= count:
+                return
+        if taken == 0:
+            await self._take(lane, {stream: ">" for stream in lane.streams}, 1, block_ms)
+
+    async def _take(self, lane: lanes.Lane, streams: dict[str, str], count: int, block_ms: int | None) -> int:
+        replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, streams, count=count, block=block_ms)
+        taken = 0
         for stream, messages in replies or []:
             for message_id, fields in messages:
-                self.backlog.append((queue.Message(_text(stream), _text(message_id)),
-                                     _text(fields.get(b"task_id", b""))))
+                stream = _text(stream)
+                lane.add(lanes.Waiting(queue.Message(stream, _text(message_id)), _text(fields.get(b"task_id", b"")),
+                                       lanes.priority_of_stream(stream)))
+                taken += 1
+        return taken
 
     async def _ensure_group(self) -> None:
         try:
@@ -231,8 +280,9 @@ class Worker:
         await self._recover()  # PostgreSQL only: recovery goes on while Redis is away
         for stream in self.streams:
             await self._reclaim(stream)
-        for task_id in await self.store.due_retries() + await self.store.due_scheduled() + await self._fire_schedules():
-            await queue.enqueue(self.redis, str(task_id))
+        due = await self.store.due_retries() + await self.store.due_scheduled() + await self._fire_schedules()
+        for route in await self.store.routes(due):
+            await queue.enqueue(self.redis, str(route.id), queue.stream_for(self._queue_of(route), route.priority))
         await self._retain()
         for stream in self.streams:
             forgotten = await queue.forget_idle_consumers(self.redis, self.settings.consumer_forget_idle_seconds,
@@ -268,17 +318,24 @@ class Worker:
         for kind, count in collections.Counter(metrics.kind_label(kind) for kind in deleted).items():
             metrics.TASKS_DELETED.labels(kind=kind).inc(count)
 
+    def _queue_of(self, route: store.Route) -> str:
+        """The queue a task goes to: the one its row names if this worker runs it, else its
+        kind's (a row an older release wrote names none)."""
+        return route.queue if route.queue in self.lanes.by_name else kinds.queue_of(route.kind)
+
     async def _reclaim(self, stream: str) -> None:
         """Messages of ``stream`` pending under another consumer for ``claim_idle_seconds`` (its
-        worker died), as many as there are free slots."""
-        free = self._free_slots() - len(self.backlog)
+        worker died), as many as its queue has free slots."""
+        lane = self.lanes.by_stream[stream]
+        free = lane.free(self.config.config.concurrency_of(lane.name)) - len(lane)
         if free <= 0:
             return
         idle_ms = int(self.settings.claim_idle_seconds * 1000)
         reply = await self.redis.xautoclaim(stream, queue.GROUP, self.consumer, idle_ms, "0-0", count=free)
         for message_id, fields in (reply[1] if reply else []):
             if fields:  # entries trimmed away come back empty
-                self.backlog.append((queue.Message(stream, _text(message_id)), _text(fields.get(b"task_id", b""))))
+                lane.add(lanes.Waiting(queue.Message(stream, _text(message_id)), _text(fields.get(b"task_id", b"")),
+                                       lanes.priority_of_stream(stream)))
             else:
                 await self.redis.xack(stream, queue.GROUP, message_id)
 
@@ -287,16 +344,18 @@ class Worker:
         expired lease (their worker died) or queued longer than ``reconcile_after_seconds``
         (their enqueue failed, a Redis failover lost their message, or a backlog holds it).
         They go straight from PostgreSQL into this worker's own queue, which is served before
-        the stream: a backlog cannot postpone them, and the stream gets no duplicates. Bounded:
-        at most ``worker_concurrency`` of them wait here; a message of theirs still in the
-        stream finds them claimed or done, and is dropped."""
-        room = self.config.config.worker_concurrency - len(self.backlog)
+        the stream: a backlog cannot postpone them, and the stream gets no duplicates. Each goes
+        to its queue's lane (its row's queue, else its kind's), by its priority. Bounded: at most
+        as many as the worker's slots over all queues wait here; a message of theirs still in
+        the stream finds them claimed or done, and is dropped."""
+        cfg = self.config.config
+        room = sum(cfg.concurrency_of(lane.name) for lane in self.lanes) - self.lanes.backlog_size()
         if room <= 0:
             return
         lost, dead = await self.store.expire_leases(room)
-        overdue = await self.store.take_overdue(self.config.config.reconcile_after_seconds, room - len(lost),
-                                                self.config.config.runnable_kinds())
-        self.backlog.extend((None, str(task_id)) for task_id in lost + overdue)
+        overdue = await self.store.take_overdue(cfg.reconcile_after_seconds, room - len(lost), cfg.runnable_kinds())
+        for route in await self.store.routes(lost + overdue):
+            self.lanes.route(self._queue_of(route)).add(lanes.Waiting(None, str(route.id), route.priority))
         if lost:
             metrics.TASKS_RECOVERED.labels(reason="lease_expired").inc(len(lost))
         if overdue:
@@ -327,12 +386,22 @@ class Worker:
                 pass
 
     async def _measure_queue(self) -> None:
-        """tasks_queued and tasks_oldest_queued_age_seconds, from PostgreSQL every
-        ``queue_metrics_interval_seconds`` (one cheap indexed query, ``TaskStore.queue_stats``):
-        a scrape reads what the last answer said. Not shown while PostgreSQL does not answer."""
+        """tasks_queued and tasks_oldest_queued_age_seconds, in total and per queue (a row
+        without a queue counted in its kind's), from PostgreSQL every
+        ``queue_metrics_interval_seconds`` (one query over the queued rows alone,
+        ``TaskStore.queue_stats_by_queue``): a scrape reads what the last answer said. Not shown
+        while PostgreSQL does not answer."""
         while not self.stopping.is_set():
             try:
-                metrics.QUEUE.set(*await self.store.queue_stats())
+                by_queue = {lane.name: (0, 0.0) for lane in self.lanes}
+                total = (0, 0.0)
+                for kind, queue_name, queued, oldest in await self.store.queue_stats_by_queue():
+                    name = queue_name or kinds.queue_of(kind)
+                    before = by_queue.get(name, (0, 0.0))
+                    by_queue[name] = (before[0] + queued, max(before[1], oldest))
+                    total = (total[0] + queued, max(total[1], oldest))
+                metrics.QUEUE.set(*total)
+                metrics.QUEUE.set_by_queue(by_queue)
             except Exception as exc:  # noqa: BLE001 - an outage: the maintenance loop says so
                 metrics.QUEUE.clear()
                 if not isinstance(exc, OUTAGES):
@@ -378,8 +447,8 @@ class Worker:
         following = asyncio.create_task(credentials.follow()) if credentials else None
         report = ConfigReport(self.config, s.config_state_dir, "worker")
         reporting = report.start()
-        log.info("worker started", extra={"consumer": self.consumer,
-                                          "concurrency": self.config.config.worker_concurrency})
+        log.info("worker started", extra={"consumer": self.consumer, "queues": {
+            lane.name: self.config.config.concurrency_of(lane.name) for lane in self.lanes}})
         await asyncio.gather(self._consume(), self._maintain(), self._measure_queue(), self.webhooks.run(self.stopping))
         await asyncio.gather(self._shutdown(), self.webhooks.drain(s.shutdown_grace_seconds))
         watch.cancel()
@@ -398,7 +467,7 @@ class Worker:
     async def _shutdown(self) -> None:
         """Tasks taken but not started go back at once; in-flight tasks finish within the grace
         period (their leases kept alive meanwhile); the rest is handed back."""
-        not_started = len(self.backlog)
+        not_started = self.lanes.backlog_size()
         await self._return_unstarted()
         if self.inflight:
             log.info("finishing in-flight tasks", extra={"count": len(self.inflight)})
@@ -424,14 +493,16 @@ class Worker:
         (pending under this consumer) or ``reconcile_after_seconds`` (a recovered row) before
         another worker took them, which would delay tasks every time a release drains a
         colour's workers. A message goes back on its own stream (a preview task stays with
-        its colour), a recovered task on the shared one. Added again before the ack: a stop
-        in between leaves a duplicate, which claims make harmless."""
+        its colour), a recovered task on its queue's shared one, by its priority. Added again
+        before the ack: a stop in between leaves a duplicate, which claims make harmless."""
         try:
-            while self.backlog:
-                message, task_id = self.backlog[0]
-                await queue.enqueue(self.redis, task_id, message.stream if message else queue.STREAM)
-                await self._ack(message)
-                self.backlog.popleft()
+            for lane in self.lanes:
+                while len(lane):
+                    message, task_id, priority = lane.peek()
+                    await queue.enqueue(self.redis, task_id,
+                                        message.stream if message else queue.stream_for(lane.name, priority))
+                    await self._ack(message)
+                    lane.pop()
         except Exception as exc:  # noqa: BLE001 - Redis away: they are reclaimed or reconciled later
             log.warning("tasks not started could not be put back on the stream", **_trouble(exc))
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from conftest import live_workers, wait_worker_ready
-from taskplatform import queue
+from taskplatform import lanes, queue
 from taskplatform.runtime_config import FileConfigSource
 from taskplatform.secrets import FileSecretSource
 from taskplatform.settings import ProcessSettings
@@ -163,11 +163,12 @@ def test_a_stopping_worker_puts_back_at_once_what_it_took_but_did_not_start(tmp_
             await worker._ensure_group()
             await queue.enqueue(worker.redis, preview, GREEN_STREAM)
             await queue.enqueue(worker.redis, shared, queue.STREAM)
-            await worker._read(count=10, block_ms=1000)
-            worker.backlog.append((None, recovered))
-            assert len(worker.backlog) == 3
+            default = worker.lanes["default"]
+            await worker._read(default, count=10, block_ms=1000)
+            default.add(lanes.Waiting(None, recovered, queue.DEFAULT_PRIORITY))
+            assert len(default) == 3
             await worker._shutdown()
-            assert not worker.backlog
+            assert worker.lanes.backlog_size() == 0
             for stream in worker.streams:  # nothing left pending under the stopped consumer
                 assert (await worker.redis.xpending(stream, queue.GROUP))["pending"] == 0
             # What the next worker reads: each task on the stream it came from.

@@ -34,6 +34,7 @@ class Task(_Answer):
     created_at: dt.datetime
     updated_at: dt.datetime
     run_after: dt.datetime | None
+    priority: int = 5  # 0-9, higher first within the kind's queue (an API before priorities: 5)
 
     @property
     def finished(self) -> bool:

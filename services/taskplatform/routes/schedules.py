@@ -42,7 +42,7 @@ async def create_schedule(request: Request, body: create_schedule_body(), tenant
     gates.check_kind_enabled(services.config.config, body.kind)
     checked_recurrence(body.cron, body.timezone)
     schedule = await services.schedules.create(tenant_id, body.kind, body.payload, body.cron, body.timezone,
-                                               body.interval_seconds, body.catchup)
+                                               body.interval_seconds, body.catchup, body.priority)
     return JSONResponse(schedule, status_code=201)
 
 

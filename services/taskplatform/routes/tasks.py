@@ -12,11 +12,11 @@ from typing import Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from taskplatform import gates, metrics, queue, store
+from taskplatform import gates, kinds, metrics, queue, store
 from taskplatform.scopes import TASKS_READ, TASKS_WRITE, needs
 from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
-from taskplatform.deps import RateLimitedTenant, TaskStream, services_of
+from taskplatform.deps import RateLimitedTenant, TaskColour, services_of
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.responses import Task, TaskPage, answer
 from taskplatform.schemas import STORABLE_SCHEMAS, create_body, delay_of
@@ -34,7 +34,10 @@ def parse_id(task_id: str) -> uuid.UUID:
         raise ApiError(404, "not_found", "no such task") from None
 
 
-async def enqueue(services: Services, task_id: str, what: str, stream: str) -> None:
+async def enqueue(services: Services, task: dict, what: str, colour: str) -> None:
+    """On the stream of its kind's queue and its priority's band (``queue.stream_for``)."""
+    task_id = task["id"]
+    stream = queue.stream_for(kinds.queue_of(task["kind"]), task.get("priority", queue.DEFAULT_PRIORITY), colour)
     try:
         await services.within_redis_timeout(queue.enqueue(services.redis, task_id, stream))
     except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues it later
@@ -61,7 +64,7 @@ def create_task_for(max_delay_seconds: float):
     and ``delay_seconds`` is bounded by a process setting, so it is made once both are known."""
 
     async def create_task(request: Request, body: create_body(max_delay_seconds), tenant_id: RateLimitedTenant,
-                          stream: TaskStream, idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+                          colour: TaskColour, idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         services = services_of(request)
         gates.check_kind_enabled(services.config.config, body.kind)
         delay = delay_of(body)
@@ -72,7 +75,7 @@ def create_task_for(max_delay_seconds: float):
         try:
             task, created = await services.store.create(tenant_id, body.kind, body.payload,
                                                         services.config.config.task_max_attempts, idempotency_key,
-                                                        delay)
+                                                        delay, body.priority, kinds.queue_of(body.kind))
         except store.IdempotencyKeyReused:
             # Replaying a key returns the first task only for the same request: another body
             # under it is a client bug that would otherwise be silently dropped.
@@ -83,7 +86,7 @@ def create_task_for(max_delay_seconds: float):
         if created:
             metrics.TASKS_CREATED.labels(kind=metrics.kind_label(body.kind)).inc()
             if task["status"] == "queued":  # a scheduled task is queued by a worker when it is due
-                await enqueue(services, task["id"], "create", stream)
+                await enqueue(services, task, "create", colour)
         return JSONResponse(task, status_code=202, headers={} if created else {"Idempotent-Replayed": "true"})
 
     return create_task
@@ -130,10 +133,10 @@ async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTena
                             "only scheduled, queued or retry_wait tasks can be cancelled")
 
 
-async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, stream: TaskStream):
+async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, colour: TaskColour):
     services = services_of(request)
     task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-    await enqueue(services, task["id"], "re-drive", stream)
+    await enqueue(services, task, "re-drive", colour)
     return JSONResponse(task, status_code=202)
 
 

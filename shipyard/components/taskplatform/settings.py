@@ -14,6 +14,15 @@ _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 _Retention = Annotated[float, Field(ge=60, le=315_360_000)]
 
 
+class QueueRuntimeSettings(Strict):
+    """One queue's limits per worker (services/README.md, "Queues and priorities"); null: the default."""
+
+    concurrency: int | None = Field(None, ge=1, le=256, description="attempts of this queue one worker runs at once; "
+                                                                    "null: worker_concurrency")
+    rate_per_second: float | None = Field(None, gt=0, le=10_000, description="attempts of this queue one worker "
+                                                                            "starts per second at most; null: no limit")
+
+
 class RuntimeSettings(Strict):
     """Initial runtime config of the task platform (hot-reloadable later through the config source)."""
 
@@ -49,6 +58,10 @@ class RuntimeSettings(Strict):
                                                                      "addresses (refused by default: SSRF)")
     webhook_allowed_networks: list[str] = Field(default_factory=list, description="CIDRs every receiver address "
                                                 "must lie in (empty: any the rule above allows)")
+    # Per queue (a kind declares its queue): its own slots and start rate in each worker.
+    queues: dict[str, QueueRuntimeSettings] = Field(default_factory=dict,
+                                                    description="per-queue concurrency and rate limit per worker "
+                                                                "(the app rejects queues no kind declares)")
 
 
 class AppSettings(Strict):
