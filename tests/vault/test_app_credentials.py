@@ -60,9 +60,11 @@ def vault(workdir, settings, wanted, postgres):
     server = Vault(workdir / "app-bao", settings, (free_port(), free_port()))
     root = server.root()
     bootstrap.bootstrap(root, wanted, ISSUER_PASSWORD)
-    for service in ("api", "worker"):  # short tokens, secret-ids that log in again
+    # Short tokens that are not periodic (the deployed AppRoles' are: tests/vault/test_bootstrap.py),
+    # and secret-ids that log in again: the keeper's in-process re-login at a token's max TTL.
+    for service in ("api", "worker"):
         root.write_data(f"auth/approle/role/{service}", data={
-            "token_ttl": TOKEN_TTL_S, "token_max_ttl": TOKEN_MAX_TTL_S, "secret_id_num_uses": 0})
+            "token_ttl": TOKEN_TTL_S, "token_max_ttl": TOKEN_MAX_TTL_S, "token_period": 0, "secret_id_num_uses": 0})
     yield server
     server.stop()
 

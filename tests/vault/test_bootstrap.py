@@ -106,6 +106,10 @@ def _login(bao, service: str):
     auth = vault.auth.approle.login(role_id=role_id, secret_id=secret_id)["auth"]
     assert auth["token_policies"] == ["default", f"service-{service}"]
     assert auth["lease_duration"] == 300 and auth["renewable"]  # vault.approle.token_ttl_s (conftest)
+    # The services that log in at run time get periodic tokens (no max TTL to force a new login,
+    # which their single-use secret-id could not make); the others' tokens are not.
+    period = vault.auth.token.lookup_self()["data"].get("period") or 0
+    assert period == (300 if service in ("api", "worker") else 0), (service, period)
     with pytest.raises(hvac.exceptions.VaultError):
         bao.client().auth.approle.login(role_id=role_id, secret_id=secret_id)  # secret_id_num_uses = 1
     return vault
