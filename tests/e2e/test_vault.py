@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import hvac
 import hvac.exceptions
@@ -127,6 +128,90 @@ def test_nothing_secret_in_the_container_environment_or_the_audit_log(settings):
                            text=True, check=True).stdout
     assert audit.count("\n") > 10  # the deploy's requests are on record
     assert not any(v in audit for v in values + held)
+
+
+def _running(settings, service: str) -> list[tuple[str, str]]:
+    """(instance, container id) of every running container of ``service`` (either colour)."""
+    from shipyard import topology
+
+    found = []
+    for inst in topology.build(settings).instances:
+        if inst.service.name == service:
+            try:
+                found.append((inst.name, container_of(settings, inst.name)))
+            except Exception:  # noqa: BLE001 - the idle colour: not running
+                continue
+    return found
+
+
+def _in(container: str, code: str) -> str:
+    return subprocess.run(["docker", "exec", container, "python", "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+# What the process holds, read in its container: the user name only (the file holds the password).
+_USERNAME = "import json; print(json.load(open('/run/taskplatform-vault/postgres.json'))['username'])"
+
+
+def test_the_api_and_workers_run_on_dynamic_users_with_what_the_deploy_handed_them(settings):
+    """secrets.backend vault: each API and worker container logged in with its role-id (config)
+    and the single-use wrapped secret-id it was handed (deleted once used), keeps its token in its
+    own hand-off directory, and connects to PostgreSQL as a user of Vault's database engine."""
+    if settings.secrets.backend != "vault":
+        pytest.skip("secrets.backend is not vault")
+    for service in ("api", "worker"):
+        running = _running(settings, service)
+        assert running, f"no {service} container runs"
+        for instance, container in running:
+            env = dict(e.split("=", 1) for e in json.loads(subprocess.run(
+                ["docker", "inspect", container], capture_output=True, text=True, check=True).stdout)[0]["Config"]["Env"])
+            assert env["TASKS_VAULT_ROLE_ID"] == f"service-{service}"
+            handoff = Path(settings.deploy_root) / f".{settings.name}.handoff" / "vault" / instance
+            # The CA and the token it keeps; a wrapped secret-id only when a deploy since its start
+            # handed it a fresh one (unused while it runs: the one it started with was deleted).
+            assert {"ca.pem", "token"} <= {p.name for p in handoff.iterdir()} <= {"ca.pem", "token", "secret_id.wrapped"}
+            assert (handoff.stat().st_uid, oct(handoff.stat().st_mode & 0o777)) == (10001, "0o700")
+            assert oct((handoff / "token").stat().st_mode & 0o777) == "0o600"
+            assert _in(container, _USERNAME).startswith(f"v-approle-{settings.app.db_app_role[:8]}")
+
+
+def test_a_worker_killed_comes_back_by_itself_with_what_its_directory_holds(settings):
+    """The engine restarts a crashed container (SIGKILL of its process), no deploy in between:
+    it logs in with the wrapped secret-id a deploy handed it meanwhile, if one waits there; killed
+    again, with none left, it resumes the token it kept. A new PostgreSQL user each time."""
+    if settings.secrets.backend != "vault":
+        pytest.skip("secrets.backend is not vault")
+    instance, container = _running(settings, "worker")[0]
+    handoff = Path(settings.deploy_root) / f".{settings.name}.handoff" / "vault" / instance
+
+    def inspect(field: str):
+        return json.loads(subprocess.run(["docker", "inspect", "-f", f"{{{{json .{field}}}}}", container],
+                                         capture_output=True, text=True, check=True).stdout)
+
+    def kill_and_wait() -> str:
+        restarts, before = inspect("RestartCount"), _in(container, _USERNAME)
+        since = inspect("State")["StartedAt"]
+        subprocess.run(["kill", "-9", str(inspect("State")["Pid"])], check=True)
+        deadline = time.monotonic() + 90
+        while not (inspect("RestartCount") > restarts and inspect("State").get("Health", {}).get("Status") == "healthy"):
+            assert time.monotonic() < deadline, f"{instance} not healthy again within 90 s: {inspect('State')}"
+            time.sleep(0.5)
+        assert _in(container, _USERNAME) not in (before, "")
+        return subprocess.run(["docker", "logs", "--since", since, container], capture_output=True, text=True).stdout
+
+    if (handoff / "secret_id.wrapped").exists():
+        logs = kill_and_wait()
+        assert "logged in to Vault" in logs and "resumed the token" not in logs, logs[-2000:]
+        assert not (handoff / "secret_id.wrapped").exists()  # used, deleted
+    logs = kill_and_wait()
+    assert "resumed the token kept by an earlier start" in logs, logs[-2000:]
+    # `make verify` counts any restart as a loop: the worker is recreated (a new container, which
+    # resumes the same kept token) so that the environment verifies as before.
+    from shipyard import commands
+
+    project_dir = commands.project_dir(settings.deploy_root, settings.name)
+    subprocess.run(commands.compose(project_dir, settings.compose_project, "up", "-d", "--wait", "--force-recreate",
+                                    "--no-deps", instance), check=True, capture_output=True)
 
 
 def test_a_restarted_server_is_sealed_and_the_next_deploy_unseals_it(settings):
