@@ -198,6 +198,8 @@ def down(env: str, volumes: bool) -> int:
         # And its release state and history (without VOLUMES they stay: `make up` brings the live
         # colour back at its version).
         shutil.rmtree(bluegreen.release_dir(settings.deploy_root, env), ignore_errors=True)
+        # And what the live setups handed the services (Vault tokens of data that is gone).
+        shutil.rmtree(commands.handoff_root(settings.deploy_root, env), ignore_errors=True)
         print(f"{env}: removed {project_dir}")
     return code
 

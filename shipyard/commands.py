@@ -19,10 +19,15 @@ def last_good_dir(deploy_root: str, env: str) -> str:
     return f"{deploy_root.rstrip('/')}/.{env}.last-good"
 
 
+def handoff_root(deploy_root: str, env: str) -> str:
+    """What the live setups hand the instances (Component.live_setup): outside the project,
+    which the deploy keeps exactly as rendered."""
+    return f"{deploy_root.rstrip('/')}/.{env}.handoff"
+
+
 def handoff_dir(deploy_root: str, env: str, component: str, instance: str) -> str:
-    """What a component's live setup hands one instance (Component.live_setup), mounted
-    read-write: outside the project, which the deploy keeps exactly as rendered."""
-    return f"{deploy_root.rstrip('/')}/.{env}.handoff/{component}/{instance}"
+    """What a component's live setup hands one instance, mounted read-write in its container."""
+    return f"{handoff_root(deploy_root, env)}/{component}/{instance}"
 
 
 def compose(project_directory: str, project: str, *args: str) -> list[str]:
