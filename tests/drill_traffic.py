@@ -31,31 +31,45 @@ def api_client(settings: EnvironmentSettings, tenant: str = "drill") -> requests
     return session
 
 
-def clear_tenant(client: requests.Session, timeout_s: float = 90) -> tuple[int, int]:
+def clear_tenant(client: requests.Session, timeout_s: float = 240) -> tuple[int, int]:
     """Delete every schedule of the client's tenant and cancel every task of it that has not
     started, then wait until none runs: what a test generated (schemathesis makes schedules that
     fire every second and `sleep` tasks of up to 30 s) must not hold the workers' slots for the
-    tests after it. (schedules deleted, tasks cancelled)."""
+    tests after it. (schedules deleted, tasks cancelled). The run before it may have spent the
+    tenant's requests for this minute: a 429 is waited out as its Retry-After says, as any
+    well-behaved client does, within the deadline."""
     deadline = time.monotonic() + timeout_s
     schedules = 0
-    while items := _page(client, "/v1/schedules", {}):
+    while items := _page(client, "/v1/schedules", {}, deadline):
         for schedule in items:
-            schedules += client.delete(f"{client.base}/v1/schedules/{schedule['id']}", timeout=10).status_code == 204
+            answer = _send(client, "DELETE", f"/v1/schedules/{schedule['id']}", deadline)
+            schedules += answer.status_code == 204
         assert time.monotonic() < deadline, f"schedules left after {timeout_s} s"
     cancelled = 0
     for status in ("scheduled", "queued", "retry_wait"):
-        while items := _page(client, "/v1/tasks", {"status": status}):
+        while items := _page(client, "/v1/tasks", {"status": status}, deadline):
             for task in items:  # one that started meanwhile answers 409: it ends by itself
-                cancelled += client.post(f"{client.base}/v1/tasks/{task['id']}/cancel", timeout=10).status_code == 200
+                cancelled += _send(client, "POST", f"/v1/tasks/{task['id']}/cancel", deadline).status_code == 200
             assert time.monotonic() < deadline, f"still {status} tasks after {timeout_s} s"
-    while _page(client, "/v1/tasks", {"status": "running"}):
+    while _page(client, "/v1/tasks", {"status": "running"}, deadline):
         assert time.monotonic() < deadline, f"the tenant's tasks still run after {timeout_s} s"
         time.sleep(0.5)
     return schedules, cancelled
 
 
-def _page(client: requests.Session, path: str, params: dict) -> list[dict]:
-    answer = client.get(f"{client.base}{path}", params={**params, "limit": 100}, timeout=10)
+def _send(client: requests.Session, method: str, path: str, deadline: float, **kwargs) -> requests.Response:
+    """One request; a 429 is repeated after the Retry-After the API gave, until ``deadline``."""
+    while True:
+        answer = client.request(method, f"{client.base}{path}", timeout=10, **kwargs)
+        if answer.status_code != 429:
+            return answer
+        wait_s = float(answer.headers.get("Retry-After", "1"))
+        assert time.monotonic() + wait_s < deadline, f"{method} {path}: still rate-limited at the deadline"
+        time.sleep(wait_s)
+
+
+def _page(client: requests.Session, path: str, params: dict, deadline: float) -> list[dict]:
+    answer = _send(client, "GET", path, deadline, params={**params, "limit": 100})
     answer.raise_for_status()
     return answer.json()["items"]
 
