@@ -47,7 +47,7 @@ lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REP
 host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
-ensure_docker_engine(debootstrap=settings.images.source == "local")
+ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed))
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)

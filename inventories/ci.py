@@ -14,7 +14,7 @@ SHIPYARD = {
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_bind": "127.0.0.1", "api_direct": 18000,
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
-              "grafana_http": 13000, "vault_https": 18200},
+              "grafana_http": 13000, "vault_https": 18200, "elasticsearch_http": 19200},
     "consul": {"servers": 3},
     # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
     "vault": {"enabled": True},

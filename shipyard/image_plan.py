@@ -10,8 +10,9 @@ operations on a host. Images are declared by the components (shipyard.component.
   images follow the official images' conventions (env vars, paths, uids), so the rendered
   compose files are the same apart from the image.
 
-Images Shipyard always builds (the task platform's) use the component's ``build_context``
-under both sources; only their base differs. Their Python dependencies come from a
+Images Shipyard always builds (the task platform's, the log shipper's) use the component's
+``build_context`` under both sources; only their base differs (``build_base``; none: the
+debootstrap base, built on the host under either source). Their Python dependencies come from a
 wheelhouse fetched once per deploy for the base image's own Python (``wheelhouse_argv``).
 """
 
@@ -105,9 +106,17 @@ def versioned_ref(settings, comp: Component, key: str, colour: str | None) -> st
     """The ref a compose file names: a versioned image's tag comes from the release state
     (the project's .env, shipyard.bluegreen.version_variable), the settings' tag as the default."""
     image = _image(comp, key)
+    version = version_of(settings, comp, key, colour)
+    return f"{image.local}:{version}" if version else image_ref(settings, comp, key)
+
+
+def version_of(settings, comp: Component, key: str, colour: str | None) -> str | None:
+    """The release version a versioned image runs, as compose interpolates it (None: the image
+    has no release version)."""
+    image = _image(comp, key)
     if not (image.build_context and image.tag):
-        return image_ref(settings, comp, key)
-    return f"{image.local}:${{{version_variable(colour)}:-{image.tag(settings)}}}"
+        return None
+    return f"${{{version_variable(colour)}:-{image.tag(settings)}}}"
 
 
 def first_version(settings) -> str | None:
@@ -193,8 +202,7 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
     builds: list[ImageBuild] = []
     local = settings.images.source == "local"
     wanted = images_for(settings, services)
-    needs_base = local and any(not image.build_context for _, image in wanted)
-    if needs_base:
+    if any(_on_base(settings, image) for _, image in wanted):
         builds.append(ImageBuild(ref=BASE_IMAGE, context=BASE_CONTEXT, debootstrap=True,
                                  source_hash=hash_tree(repo / BASE_CONTEXT)))
     for comp, image in wanted:
@@ -219,6 +227,19 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
                                      source_hash=hash_tree(repo / image.local_context, base_ref, *image.local_wheels),
                                      build_args={"BASE_IMAGE": base_ref}, wheels=image.local_wheels))
     return builds
+
+
+def _on_base(settings, image: Image) -> bool:
+    """Built FROM the debootstrap base: a local recipe under ``local``, or an image Shipyard
+    always builds that names no other base."""
+    if image.build_context:
+        return not image.build_base
+    return settings.images.source == "local"
+
+
+def needs_debootstrap(settings, services: list[tuple[Component, str]]) -> bool:
+    """Whether a host running ``services`` builds the debootstrap base (and so needs debootstrap)."""
+    return any(_on_base(settings, image) for _, image in images_for(settings, services))
 
 
 def wheelhouse_requirements(repo: Path) -> list[tuple[Path, Path, tuple[str, ...]]]:

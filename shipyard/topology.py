@@ -182,10 +182,14 @@ class Topology:
         return self._consumers.get(component.name, ())
 
     def needs_remote_access(self, inst: Instance) -> bool:
-        """True when a consumer of the instance's component runs on another host than it does."""
+        """True when a consumer of the instance's component runs on another host than it does,
+        or a service of its own component that waits for it (Service.waits: the log shipper on
+        every host, for the store on one)."""
         if not inst.service.serves_clients:
             return False
-        return any(c.host.name != inst.host.name for c in self.consumers(inst.component))
+        waiting = tuple(i for i in self.instances_of(inst.component.name)
+                        if any(w.service == inst.service.name for w in i.service.waits))
+        return any(c.host.name != inst.host.name for c in self.consumers(inst.component) + waiting)
 
     # --- ports ----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from shipyard.components.alertmanager import COMPONENT as ALERTMANAGER
 from shipyard.components.consul import COMPONENT as CONSUL
 from shipyard.components.edge import COMPONENT as EDGE
 from shipyard.components.grafana import COMPONENT as GRAFANA
+from shipyard.components.elk import COMPONENT as ELK
 from shipyard.components.node import COMPONENT as NODE
 from shipyard.components.postgres import COMPONENT as POSTGRES
 from shipyard.components.prometheus import COMPONENT as PROMETHEUS
@@ -15,7 +16,7 @@ from shipyard.components.redis import COMPONENT as REDIS
 from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
 from shipyard.components.vault import COMPONENT as VAULT
 
-COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE)
+COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE, ELK)
 
 
 def component_named(name: str) -> Component:

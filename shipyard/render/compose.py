@@ -27,8 +27,15 @@ SECRETS_DIR = "/run/secrets"
 TIER_LABEL = "org.shipyard.tier"
 COMPONENT_LABEL = "org.shipyard.component"
 COLOUR_LABEL = "org.shipyard.colour"
+VERSION_LABEL = "org.shipyard.version"
 
-_LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+# The engine keeps each container's lines in json-file (what `make logs` reads); the labels
+# named here ride in every line's "attrs", which is how the log shipper (shipyard/components/
+# logs) knows the environment, service, colour and version of a line it reads from the file.
+_LOGGING = {"driver": "json-file",
+            "options": {"max-size": "10m", "max-file": "3",
+                        "labels": ",".join(("com.docker.compose.project", "com.docker.compose.service",
+                                            COMPONENT_LABEL, COLOUR_LABEL, VERSION_LABEL))}}
 
 # Health probes: every second until the first success (a rollout's gates wait for that), then
 # one every PROBE_SLOW_S: the probe sleeps before checking once it has passed. A probe costs a
@@ -77,6 +84,9 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
     labels = {COMPONENT_LABEL: comp.name, TIER_LABEL: svc.tier}
     if inst.colour:
         labels[COLOUR_LABEL] = inst.colour
+    version = image_plan.version_of(settings, comp, svc.image, inst.colour)
+    if version:
+        labels[VERSION_LABEL] = version
     if svc.routing_mount:
         routing = f"{bluegreen.release_dir(settings.deploy_root, settings.name)}/{bluegreen.ROUTING_DIR}"
         doc.setdefault("volumes", []).append(f"{routing}:{svc.routing_mount}:ro")

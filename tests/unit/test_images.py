@@ -140,7 +140,8 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/postgres-exporter:0.11", "shipyard/redis:7.0",
                     "shipyard/redis-exporter:1.45", "shipyard/consul:1.8", "shipyard/openbao:2.7.2", "shipyard/python:3.11",
                     "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22", "shipyard/nginx-exporter:0.11",
-                    "shipyard/alertmanager:0.25", "shipyard/prometheus:2.42", "shipyard/node-exporter:1.5"]
+                    "shipyard/alertmanager:0.25", "shipyard/prometheus:2.42", "shipyard/node-exporter:1.5",
+                    "shipyard/logship:latest", "shipyard/logstore-osmem:0.1.6"]
     for build in plan:
         assert (repo / build.context).is_dir(), build.context
         base = build.build_args.get("BASE_IMAGE")
@@ -154,10 +155,14 @@ def test_a_host_builds_only_what_its_services_run(repo):
 
     settings = _settings(repo, "production")
     data = [b.ref for b in image_plan.build_plan(repo, settings, _needs(settings, "data-1"))]
-    assert data == []  # official source: pulled, and the app image is not built on a data host
+    # Official source: pulled, and the app image is not built on a data host; the log shipper,
+    # which no registry serves, is built on every host, on the debootstrap base.
+    assert data == ["shipyard/base:bookworm", "shipyard/logship:latest"]
+    assert image_plan.needs_debootstrap(settings, _needs(settings, "data-1"))
     app = image_plan.build_plan(repo, settings, _needs(settings, "app-1"))
-    assert [b.ref for b in app] == ["shipyard/taskplatform:0.1.0"]
-    assert app[0].build_args == {"BASE_IMAGE": "registry.internal.example:5000/library/python:3.11-slim-bookworm"}
+    assert [b.ref for b in app] == ["shipyard/base:bookworm", "shipyard/taskplatform:0.1.0", "shipyard/logship:latest"]
+    assert app[1].build_args == {"BASE_IMAGE": "registry.internal.example:5000/library/python:3.11-slim-bookworm"}
+    assert app[2].build_args == {"BASE_IMAGE": "shipyard/base:bookworm"}
 
 
 def test_the_app_image_hash_covers_only_what_goes_into_the_image(repo, tmp_path):

@@ -31,7 +31,8 @@ def test_unknown_key_names_file_key_path_and_fix(tmp_path):
         load_environment(repo, "t", {})
     text = str(err.value)
     assert "inventories/t.py: SHIPYARD.ports.edge_htp" in text
-    assert "allowed keys here: alertmanager_http, api_direct, consul_http, edge_bind, edge_http, grafana_http, postgres, prometheus_http, redis" in text
+    assert ("allowed keys here: alertmanager_http, api_direct, consul_http, edge_bind, edge_http, elasticsearch_http, "
+            "grafana_http, postgres, prometheus_http, redis") in text
     assert "no host was touched" in text
 
 
@@ -89,9 +90,10 @@ def test_observability_turned_off_needs_no_observability_host(tmp_path):
                                      'edge = app = data = control = _h\n')
     with pytest.raises(SettingsError) as err:
         load_environment(repo, "t", {})
-    assert "group 'observability': no host has the observability role (it runs alertmanager, prometheus)" in str(err.value)
+    assert "group 'observability': no host has the observability role (it runs alertmanager, elk, prometheus)" in str(err.value)
     settings = load_environment(repo, "t", {"SHIPYARD_PROMETHEUS__ENABLED": "false",
-                                            "SHIPYARD_ALERTMANAGER__ENABLED": "false"})
+                                            "SHIPYARD_ALERTMANAGER__ENABLED": "false",
+                                            "SHIPYARD_LOGS__ENABLED": "false"})
     assert not settings.prometheus.enabled and not settings.hosts_with_role("observability")
 
 

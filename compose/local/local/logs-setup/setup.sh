@@ -1,0 +1,15 @@
+#!/bin/sh
+# Rendered by Shipyard (shipyard/components/elk): puts the index template of environment local into the log store before any shipper
+# writes (a daily index takes its mapping when it is created). Idempotent: a PUT replaces.
+set -eu
+store="http://elasticsearch-1:9200"
+
+put() {  # put <path> <file>: fails on any answer but 2xx, and prints it
+    answer=$(curl -sS -o /tmp/answer -w '%{http_code}' -X PUT "$store$1" \
+             -H 'Content-Type: application/json' --data-binary "@$2") || { echo "logs-setup: $store$1: no answer" >&2; exit 1; }
+    case "$answer" in
+        2*) echo "logs-setup: PUT $1: $answer" ;;
+        *) echo "logs-setup: PUT $1 answered $answer: $(cat /tmp/answer)" >&2; exit 1 ;;
+    esac
+}
+put "/_index_template/shipyard-logs-local" "/etc/logs-setup/index-template.json"
