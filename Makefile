@@ -18,8 +18,8 @@ help: venv
 	@echo "make plan ENV=name      what a deploy would change and why (touches nothing)"
 	@echo "make logs ENV=name SERVICE=name [TAIL=100] [FOLLOW=1] [SINCE=10m] [LEVEL=warning]   logs of a service or"
 	@echo "                         component (LEVEL: JSON lines at or above it; other lines kept)"
-	@echo "make trace ENV=name REQUEST_ID=id | TASK_ID=id [SINCE=24h]   one request or task across every container,"
-	@echo "                         merged by time, with each hop's latency"
+	@echo "make trace ENV=name REQUEST_ID=id | TASK_ID=id [SINCE=24h] [ENGINES=1]   one request or task across every"
+	@echo "                         container, merged by time, with each hop's latency (from the log store; ENGINES=1: engines)"
 	@echo "make audit ENV=name [LAST=20]   who deployed, released, rotated, promoted... when, from which commit, result"
 	@echo "make down ENV=name      stop it (VOLUMES=1 also deletes its data)"
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
@@ -107,11 +107,12 @@ logs: venv
 	$(PY) -m shipyard logs --env $(ENV) --service $(SERVICE) --tail $(or $(TAIL),100) $(if $(filter 1,$(FOLLOW)),--follow,) \
 	    $(if $(SINCE),--since "$$SINCE",) $(if $(LEVEL),--level "$$LEVEL",)
 
-# One request (its X-Request-ID) or task followed across every container's log (read-only).
+# One request (its X-Request-ID) or task followed across every container's log (read-only): from
+# the log store when the environment runs one, from each engine otherwise or with ENGINES=1.
 trace: venv
-	@test -n "$(REQUEST_ID)$(TASK_ID)" || { echo "usage: make trace ENV=$(ENV) REQUEST_ID=<X-Request-ID> | TASK_ID=<task id> [SINCE=24h]" >&2; exit 2; }
+	@test -n "$(REQUEST_ID)$(TASK_ID)" || { echo "usage: make trace ENV=$(ENV) REQUEST_ID=<X-Request-ID> | TASK_ID=<task id> [SINCE=24h] [ENGINES=1]" >&2; exit 2; }
 	$(PY) -m shipyard trace --env $(ENV) $(if $(REQUEST_ID),--request-id "$$REQUEST_ID",) \
-	    $(if $(TASK_ID),--task-id "$$TASK_ID",) $(if $(SINCE),--since "$$SINCE",)
+	    $(if $(TASK_ID),--task-id "$$TASK_ID",) $(if $(SINCE),--since "$$SINCE",) $(if $(filter 1,$(ENGINES)),--engines,)
 
 # The audit trail: every command that changed the environment, from its hosts (read-only).
 audit: venv

@@ -233,7 +233,7 @@ def operator_view(command: str, args: argparse.Namespace) -> int:
             raise ShipyardError("make trace", "neither REQUEST_ID nor TASK_ID is set",
                                 f"run: make trace ENV={args.env} REQUEST_ID=<X-Request-ID> (or TASK_ID=<task id>)")
         since = tracing.parse_since(args.since, time.time())
-        return views.trace(settings, set(args.request_id), set(args.task_id), since)
+        return views.trace(settings, set(args.request_id), set(args.task_id), since, engines_only=args.engines)
     print(views.status(settings) if command == "status" else views.plan_environment(settings, REPO))
     return 0
 
@@ -390,7 +390,9 @@ CORE_COMMANDS: dict[str, tuple[str, tuple[tuple[tuple[str, ...], dict], ...]]] =
     "trace": ("one request or task followed across every container, merged by time, with each hop's latency", (
         (("--request-id",), {"action": "append", "default": [], "help": "a request id (X-Request-ID)"}),
         (("--task-id",), {"action": "append", "default": [], "help": "a task id"}),
-        (("--since",), {"default": "24h", "help": "how far back to read the logs (default 24h)"}))),
+        (("--since",), {"default": "24h", "help": "how far back to read the logs (default 24h)"}),
+        (("--engines",), {"action": "store_true", "help": "read every container's log on its engine, not the "
+                                                          "environment's log store"}))),
     "audit": ("the audit trail: who changed the environment, how, from which commit, with what result", (
         (("--last",), {"type": int, "default": 20, "help": "how many events (default 20)"}),)),
     "release": ("blue-green: the new version in the idle colour, smoke, switch, watch", (

@@ -315,6 +315,21 @@ class Command:
 
 
 @dataclass(frozen=True)
+class LogStore:
+    """A component that keeps every container's lines in one place (central logs): `make trace`
+    reads them from it instead of from each engine. Searches run inside a running container of
+    ``service`` (its own client, its own credentials; nothing is published for them)."""
+
+    service: str
+    # (settings, request body) → argv run in that container, printing the store's JSON answer.
+    search_argv: Callable[[Any, Mapping[str, Any]], tuple[str, ...]]
+    # (settings, request ids, task ids, since in unix seconds) → the request body finding their lines.
+    trace_query: Callable[[Any, frozenset[str], frozenset[str], float], Mapping[str, Any]]
+    # One hit of the answer → (where: "<host> <service>", unix seconds, the line as the container wrote it).
+    line_of: Callable[[Mapping[str, Any]], tuple[str, float, str]]
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     folder: Path
@@ -358,6 +373,8 @@ class Component:
     # What the deploying machine does on the live environment during every rollout in which the
     # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
     live_setup: LiveSetup | None = None
+    # It keeps every container's lines (LogStore): `make trace` reads them from it.
+    log_store: LogStore | None = None
     # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.
     release_routing: Callable[[str, str], bytes] | None = None
     # A release's smoke test of the colour it starts: settings → (coloured service, argv run in

@@ -161,11 +161,12 @@ def _restore(last_good_dir: str, project: str, services: list[str], timeout: int
 
 
 def one_shots_alone(wanted: list[str], services: dict[str, ServiceState]) -> list[str]:
-    """The one-shots of ``wanted`` that no long-running service of the step waits for, directly
-    or through another one-shot (api ← migrate ← db-setup: compose gates those itself), in the
-    order to run them."""
+    """The one-shots of ``wanted`` that no long-running service started with them waits for,
+    directly or through another one-shot (api ← migrate ← db-setup: compose gates those itself),
+    in the order to run them. A waiting service that is up to date is not started: `up --wait`
+    would see the one-shot exit and fail."""
     waited_for: set[str] = set()
-    queue = [dep for state in services.values() if not state.one_shot for dep in state.depends_on]
+    queue = [dep for name in wanted if not services[name].one_shot for dep in services[name].depends_on]
     while queue:
         dep = queue.pop()
         if dep not in waited_for:

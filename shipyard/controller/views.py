@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 from shipyard import image_plan, plan, rollout_order, topology, tracing
 from shipyard.image_plan import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
-from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, health, uptime
+from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, exec_in, health, uptime
 from shipyard.errors import ShipyardError
 from shipyard.render import COMPOSE_FILE, RenderedHost, render_host
 from shipyard.render.compose import secrets_env, secrets_variable
@@ -257,10 +258,55 @@ def _timed_lines(host_name: str, c, since: float) -> list[tracing.LogLine]:
     return out
 
 
-def trace(settings: EnvironmentSettings, request_ids: set[str], task_ids: set[str], since: float) -> int:
-    """`make trace`: every line of the request(s)/task(s) in every container of the environment
-    (stopped ones too) since ``since``, and of what they link to, merged in the order the hops
-    started, with each hop's latency (shipyard.tracing)."""
+def _stored_lines(settings: EnvironmentSettings, request_ids: set[str], task_ids: set[str],
+                  since: float) -> tuple[list[tracing.LogLine], str] | None:
+    """The lines of the request(s)/task(s) and of what they link to, from the environment's log
+    store (Component.log_store), and where they came from; None when it has none running. A
+    search finds the lines carrying the ids asked for; the ids those lines link to (the task a
+    request created, the request that created a task) are searched for next, until none is new."""
+    for comp in COMPONENTS:
+        store = comp.log_store
+        instances = topology.build(settings).instances_of(comp.name, store.service) if store else ()
+        if not instances:
+            continue
+        inst = instances[0]
+        access = HostView(settings, inst.host)
+        try:
+            container = access.container_of(inst.name)
+        except ShipyardError as err:
+            print(f"{settings.name}: the log store is not answering ({err.what}); reading the engines instead")
+            return None
+        wanted_requests, wanted_tasks = set(request_ids), set(task_ids)
+        for _ in range(8):
+            body = store.trace_query(settings, frozenset(wanted_requests), frozenset(wanted_tasks), since)
+            code, out, err = exec_in(container, list(store.search_argv(settings, body)))  # a read-only search
+            if code != 0:
+                print(f"{settings.name}: the log store refused the search ({(err or out).strip()[-300:]}); "
+                      "reading the engines instead")
+                return None
+            lines = [tracing.LogLine(*store.line_of(hit)) for hit in json.loads(out)["hits"]["hits"]]
+            hops = tracing.follow(lines, wanted_requests, wanted_tasks)
+            more_requests = set().union(*(h.request_ids for h in hops)) - wanted_requests
+            more_tasks = set().union(*(h.task_ids for h in hops)) - wanted_tasks
+            if not more_requests and not more_tasks:
+                return lines, f"the log store ({inst.name} on {inst.host.name})"
+            wanted_requests |= more_requests
+            wanted_tasks |= more_tasks
+        return lines, f"the log store ({inst.name} on {inst.host.name})"
+    return None
+
+
+def trace(settings: EnvironmentSettings, request_ids: set[str], task_ids: set[str], since: float,
+          engines_only: bool = False) -> int:
+    """`make trace`: every line of the request(s)/task(s) since ``since``, and of what they link
+    to, merged in the order the hops started, with each hop's latency (shipyard.tracing). From
+    the log store when the environment runs one (it keeps the lines of containers recreated
+    since), else from every container of every engine (stopped ones too)."""
+    stored = None if engines_only else _stored_lines(settings, request_ids, task_ids, since)
+    if stored is not None:
+        lines, source = stored
+        return _print_trace(settings, tracing.follow(lines, request_ids, task_ids), request_ids, task_ids, since,
+                            source)
     lines: list[tracing.LogLine] = []
     read = 0
     for host in settings.hosts:
@@ -271,13 +317,18 @@ def trace(settings: EnvironmentSettings, request_ids: set[str], task_ids: set[st
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             for found in pool.map(lambda c: _timed_lines(host.name, c, since), containers):
                 lines += found
-    hops = tracing.follow(lines, request_ids, task_ids)
+    return _print_trace(settings, tracing.follow(lines, request_ids, task_ids), request_ids, task_ids, since,
+                        f"the logs of {read} containers (a recreated container's earlier lines are gone)")
+
+
+def _print_trace(settings: EnvironmentSettings, hops: list[tracing.Hop], request_ids: set[str], task_ids: set[str],
+                 since: float, source: str) -> int:
     wanted = ", ".join([*(f"request {r}" for r in sorted(request_ids)), *(f"task {t}" for t in sorted(task_ids))])
     if not hops:
-        print(f"{settings.name}: no line of {wanted} in the logs of {read} containers since "
-              f"{dt.datetime.fromtimestamp(since, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
-              "(an older one: SINCE=; a recreated container's earlier lines are gone)")
+        print(f"{settings.name}: no line of {wanted} in {source} since "
+              f"{dt.datetime.fromtimestamp(since, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC (an older one: SINCE=)")
         return 1
-    print(f"{settings.name}: {wanted}: {len(hops)} lines from {len({h.line.where for h in hops})} containers")
+    print(f"{settings.name}: {wanted}: {len(hops)} lines from {len({h.line.where for h in hops})} containers, "
+          f"read from {source}")
     print(tracing.trace_table(hops))
     return 0

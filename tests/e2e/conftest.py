@@ -36,3 +36,12 @@ def container_states(project: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def env_name(request) -> str:
     return request.config.getoption("--shipyard-env")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after_all: runs after every other e2e test (it checks what the whole run left)")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``after_all`` last, in their own order (a stable sort keeps the others' order)."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)

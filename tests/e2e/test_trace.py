@@ -1,6 +1,7 @@
-"""`make trace` on the rolled-out environment: a task created through the edge is followed by the
-id the edge answered with, across the edge, the router, the API and the worker that ran it, in the
-order of the calls (callers first); by its task id the same lines come back. Read-only but for that one task.
+"""`make trace ENGINES=1` (every engine's logs; tests/e2e/test_logs.py reads the log store) on the
+rolled-out environment: a task created through the edge is followed by the id the edge answered
+with, across the edge, the router, the API and the worker that ran it, in the order of the calls
+(callers first); by its task id the same lines come back. Read-only but for that one task.
 `make logs SINCE= LEVEL=` keeps what it says it keeps."""
 
 import json
@@ -33,7 +34,7 @@ COLUMNS = ("started (UTC)", "since prev", "since first", "took", "where", "line"
 
 def trace_rows(env_name: str, *args: str) -> list[dict[str, str]]:
     """`shipyard trace`'s rows, each cell cut at its header's column."""
-    done = run_shipyard("trace", "--env", env_name, "--since", "15m", *args)
+    done = run_shipyard("trace", "--env", env_name, "--since", "15m", "--engines", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     header, *rows = done.stdout.splitlines()[1:]
     starts = [header.index(name) for name in COLUMNS]
@@ -85,9 +86,12 @@ def test_a_task_is_followed_back_to_the_request_that_created_it(env_name, traced
 
 
 def test_an_unknown_id_finds_nothing_and_says_where_it_looked(env_name):
-    done = run_shipyard("trace", "--env", env_name, "--request-id", "no-such-request-0000", "--since", "5m")
+    done = run_shipyard("trace", "--env", env_name, "--request-id", "no-such-request-0000", "--since", "5m", "--engines")
     assert done.returncode == 1
     assert "no line of request no-such-request-0000 in the logs of" in done.stdout
+    stored = run_shipyard("trace", "--env", env_name, "--request-id", "no-such-request-0000", "--since", "5m")
+    assert stored.returncode == 1
+    assert "no line of request no-such-request-0000 in the log store (elasticsearch-1 on" in stored.stdout
 
 
 def test_logs_since_and_level_keep_what_they_say(env_name, traced_task):

@@ -28,3 +28,6 @@ def test_one_shots_a_long_running_service_waits_for_are_left_to_compose_the_othe
     # what it depends on first — compose's --wait takes a job's exit, even 0, for a failure.
     alone = {s.name: s for s in jobs}
     assert one_shots_alone(["migrate", "consul-setup", "db-setup"], alone) == ["db-setup", "migrate", "consul-setup"]
+    # The API up to date, its jobs changed (the log store's template job after a store change):
+    # nothing started waits for them, so they run alone too.
+    assert one_shots_alone(["db-setup", "migrate"], with_api) == ["db-setup", "migrate"]

@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import EVERY_HOST, Component, ConfigDir, Health, Image, Port, Service, Wait
-from shipyard.components.elk import documents
+from shipyard.component import EVERY_HOST, Component, ConfigDir, Health, Image, LogStore, Port, Service, Wait
+from shipyard.components.elk import documents, search
 from shipyard.components.elk.settings import LogsSettings
 
 STORE_PORT = 9200
@@ -91,8 +91,9 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     if name == "logs-setup":
         return {"entrypoint": ["sh", f"{SETUP_CONF}/setup.sh"], "user": "65534:65534", "read_only": True,
                 "tmpfs": ["/tmp"], "security_opt": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
-    # elasticsearch: the stand-in under local (its image runs it as it is).
-    return {"mem_limit": f"{logs.stand_in_memory_limit_mb}m"}
+    # elasticsearch: the stand-in under local; it puts the index template back at each start.
+    return {"mem_limit": f"{logs.stand_in_memory_limit_mb}m", "volumes": [f"./logs-setup:{SETUP_CONF}:ro"],
+            "tmpfs": ["/tmp"]}
 
 
 COMPONENT = Component(
@@ -124,4 +125,6 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
+    log_store=LogStore("elasticsearch", search_argv=search.search_argv, trace_query=search.trace_query,
+                       line_of=search.line_of),
 )

@@ -3,6 +3,7 @@ store's index template maps, and `make trace` / `make logs` read back. Pure data
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 INDEX_PREFIX = "shipyard-logs-"
@@ -63,3 +64,10 @@ def lifecycle_policy(retention_days: int) -> dict[str, Any]:
 def rsyslog_string(text: str) -> str:
     """``text`` as the inside of a RainerScript string literal."""
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def unix_seconds(timestamp: str) -> float:
+    """A document's @timestamp (the engine's RFC 3339 time, nanoseconds) as unix seconds."""
+    whole, _, rest = timestamp.rstrip("Z").partition(".")
+    base = dt.datetime.fromisoformat(whole).replace(tzinfo=dt.timezone.utc).timestamp()
+    return base + (float("0." + rest) if rest else 0.0)

@@ -2,7 +2,8 @@
 # Rendered by Shipyard (shipyard/components/elk): puts the index template of environment ci into the log store before any shipper
 # writes (a daily index takes its mapping when it is created). Idempotent: a PUT replaces.
 set -eu
-store="http://elasticsearch-1:9200"
+# STORE: the stand-in store applies this script to itself at its start (image/logstore).
+store="${STORE:-http://elasticsearch-1:9200}"
 
 put() {  # put <path> <file>: fails on any answer but 2xx, and prints it
     answer=$(curl -sS -o /tmp/answer -w '%{http_code}' -X PUT "$store$1" \

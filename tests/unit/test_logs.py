@@ -1,0 +1,118 @@
+"""Central logs (shipyard/components/elk, docs/logs.md), the pure parts: what the shipper is
+configured to do, the documents' mapping, and how `make trace` searches the store and reads its
+answer. tests/e2e/test_logs.py runs the whole path."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from shipyard.components.elk import documents, search
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+
+def _rendered(repo, env="ci"):
+    return render_environment(load_environment(repo, env, {}))
+
+
+def _file(host, path: str) -> str:
+    return host.shipped[path].decode()
+
+
+def test_every_service_logs_to_json_file_with_the_labels_the_shipper_reads(repo):
+    services = _rendered(repo)["ci"].compose["services"]
+    for name, svc in services.items():
+        labels = svc["logging"]["options"]["labels"].split(",")
+        assert svc["logging"]["driver"] == "json-file", name
+        assert {"com.docker.compose.project", "com.docker.compose.service", "org.shipyard.colour",
+                "org.shipyard.version"} <= set(labels), name
+    # The release version of a coloured service, as compose interpolates it from the release state.
+    assert services["api-blue"]["labels"]["org.shipyard.version"].startswith("${SHIPYARD_VERSION_BLUE:-")
+
+
+def test_the_shipper_reads_the_engines_files_read_only_with_one_capability(repo):
+    logship = _rendered(repo)["ci"].compose["services"]["logship"]
+    assert "/var/lib/docker/containers:/var/lib/docker/containers:ro" in logship["volumes"]
+    assert logship["cap_drop"] == ["ALL"] and logship["cap_add"] == ["DAC_READ_SEARCH"] and logship["read_only"]
+    assert logship["depends_on"] == {"elasticsearch-1": {"condition": "service_healthy"},
+                                     "logs-setup": {"condition": "service_completed_successfully"}}
+
+
+def test_the_shipper_keeps_its_own_projects_lines_and_sends_them_with_stable_ids(repo):
+    conf = _file(_rendered(repo)["ci"], "logship/rsyslog.conf")
+    assert 'if $!docker!attrs!com.docker.compose.project != "shipyard-ci" then stop' in conf
+    for service in documents.NOT_SHIPPED:
+        assert f'if $.service startswith "{service}" then stop' in conf
+    assert 'server=["http://elasticsearch-1:9200"]' in conf and "pwd=" not in conf  # the stand-in has no users
+    assert 'string="shipyard-logs-ci-%$!docker!time:1:10%"' in conf
+    # The id: the container (the sixth path element of /var/lib/docker/containers/<id>/<id>-json.log),
+    # the engine's time, the offset: the same line shipped twice is stored once.
+    assert "set $.container = field($!metadata!filename, 47, 6);" in conf
+    assert 'bulkid="document_id" dynbulkid="on"' in conf
+    assert 'queue.maxDiskSpace="512m"' in conf and 'action.resumeRetryCount="-1"' in conf
+
+
+def test_the_access_pattern_follows_the_edges_and_the_routers_log_format(repo):
+    host = _rendered(repo)["ci"]
+    prefix = "'$remote_addr \"$request\" $status $body_bytes_sent $request_time '"
+    for path in ("nginx/nginx.conf", "nginx/router.conf"):
+        assert f"log_format main {prefix}" in _file(host, path), path
+    pattern = re.compile(documents.ACCESS_PATTERN)  # an ERE: Python reads it the same
+    line = '10.0.0.2 "POST /v1/tasks?x=1 HTTP/1.1" 202 286 0.007 rid=ab12 upstream=10.0.0.3:8000 colour=blue'
+    assert dict(zip(documents.ACCESS_FIELDS, pattern.match(line).groups())) == {
+        "client": "10.0.0.2", "method": "POST", "path": "/v1/tasks?x=1", "status": "202", "bytes": "286",
+        "request_time_s": "0.007", "request_id": "ab12"}
+    assert not pattern.match('{"level": "info", "msg": "rid=ab12"}')
+    assert documents.rsyslog_string(documents.ACCESS_PATTERN) in _file(host, "logship/rsyslog.conf")
+
+
+def test_the_mapping_makes_every_extracted_field_searchable_and_keeps_the_rest_unindexed():
+    properties = documents.mappings()["properties"]
+    for field in (*documents.COMMON, *documents.APP_FIELDS, *documents.ACCESS_FIELDS, "message", "upstream"):
+        assert field in properties, field
+    assert properties["@timestamp"] == {"type": "date_nanos"} and properties["request_id"] == {"type": "keyword"}
+    assert properties["app"] == {"type": "object", "enabled": False} and documents.mappings()["dynamic"] is False
+    template = documents.index_template("ci", replicas=0, lifecycle_policy=None)
+    assert template["index_patterns"] == ["shipyard-logs-ci-*"] and "index.lifecycle.name" not in template["template"]["settings"]
+    with_policy = documents.index_template("production", replicas=1, lifecycle_policy="shipyard-logs")
+    assert with_policy["template"]["settings"]["index.lifecycle.name"] == "shipyard-logs"
+    assert documents.lifecycle_policy(14)["policy"]["phases"]["delete"] == {"min_age": "14d", "actions": {"delete": {}}}
+
+
+def test_the_setup_job_puts_the_template_and_under_local_no_lifecycle_policy(repo):
+    host = _rendered(repo)["ci"]
+    script = _file(host, "logs-setup/setup.sh")
+    assert 'put "/_index_template/shipyard-logs-ci" "/etc/logs-setup/index-template.json"' in script
+    assert "_ilm/policy" not in script
+    assert json.loads(_file(host, "logs-setup/index-template.json")) == documents.index_template("ci", 0, None)
+
+
+def test_a_trace_searches_both_ids_since_the_time_asked_oldest_first():
+    body = search.trace_query(None, frozenset({"r1"}), frozenset({"t2", "t1"}), 1796462458.5)
+    assert body["query"]["bool"]["should"] == [{"terms": {"request_id": ["r1"]}}, {"terms": {"task_id": ["t1", "t2"]}}]
+    assert body["query"]["bool"]["minimum_should_match"] == 1
+    assert body["query"]["bool"]["filter"] == [{"range": {"@timestamp": {"gte": "2026-12-05T09:20:58.500000Z"}}}]
+    assert body["sort"] == [{"@timestamp": "asc"}]
+    only_tasks = search.trace_query(None, frozenset(), frozenset({"t"}), 0)
+    assert only_tasks["query"]["bool"]["should"] == [{"terms": {"task_id": ["t"]}}]
+
+
+def test_the_search_runs_in_the_stores_container_with_no_password_on_the_command_line(repo):
+    local = load_environment(repo, "ci", {})
+    argv = search.search_argv(local, {"size": 1})
+    assert argv[0] == "curl" and argv[-1].startswith("http://127.0.0.1:9200/shipyard-logs-ci-*/_search")
+    official = search.search_argv(load_environment(repo, "production", {}), {"size": 1})
+    assert official[:2] == ("sh", "-c") and "$(cat /run/secrets/logs_reader_password)" in official[2]
+    assert official[4] == "curl"
+
+
+def test_a_stored_line_comes_back_as_the_container_wrote_it():
+    app = {"ts": 1.5, "level": "info", "msg": "request", "request_id": "r", "status": 202, "latency_ms": 5.5}
+    where, when, text = search.line_of({"_source": {"@timestamp": "2026-12-05T09:20:58.802123456Z", "host": "ci",
+                                                    "service": "api-blue", "format": "app", "app": app}})
+    assert (where, json.loads(text)) == ("ci api-blue", app)
+    assert abs(when - 1796462458.802123456) < 1e-6
+    _, _, access = search.line_of({"_source": {"@timestamp": "2026-12-05T09:20:58Z", "host": "ci", "service": "edge",
+                                               "format": "access", "message": "1.2.3.4 \"GET / HTTP/1.1\" 200"}})
+    assert access == "1.2.3.4 \"GET / HTTP/1.1\" 200"
