@@ -9,9 +9,9 @@ from typing import Any
 
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.exceptions import OperationError
-from pyinfra.operations import python
+from pyinfra.operations import files, python
 
-from shipyard import commands, image_plan, bluegreen, rollout_order, topology
+from shipyard import audit, commands, image_plan, bluegreen, rollout_order, topology
 from shipyard.apply import handoff, rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
@@ -146,6 +146,11 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
+    # Before any container may mount it (the log shipper does, read-only): a bind mount of a
+    # missing file would make the engine create a directory there. Never truncated.
+    trail = audit.audit_log_path(settings.deploy_root, settings.name)
+    files.file(name=f"the audit trail's file {trail}", path=trail, user="root", group="root",
+               mode=f"{audit.LOG_MODE:o}", present=True, create_remote_dir=True)
     project_paths(name=f"project files and secrets in {root}", root=root,
                   wanted=project_files(root, rendered) + secret_files(
                       root, on_host, values, previous, secret_variables(settings, rendered.host),

@@ -1,13 +1,14 @@
 """Central logs on the rolled-out environment (docs/logs.md): every hop of a request through the
-edge is in the log store with its parsed fields; `make trace` reads it from there; the store
-stopped for 60 s under traffic loses no line of that window; and, after every other test of the
-run, no secret value is in any stored line.
+edge is in the log store with its parsed fields; `make trace` reads it from there; the audit
+trail's events reach it in order; the store stopped for 60 s under traffic loses no line of that
+window; and, after every other test of the run, no secret value is in any stored line.
 
 The store here is the stand-in (osmem-server, images.source local); the shipper, its parsing and
 buffering, the index template and the searches are the real ones. Loopback only, bounded."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -94,6 +95,35 @@ def test_every_hop_of_a_request_is_in_the_store_with_its_fields(settings, store)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "read from the log store (elasticsearch-1 on" in done.stdout, done.stdout
     assert '"msg": "task succeeded"' in done.stdout and f"rid={request_id}" in done.stdout, done.stdout
+
+
+def test_the_audit_trail_reaches_the_store_in_order(settings, store):
+    from shipyard.controller import audit_log
+
+    engine = docker.from_env()
+    started = engine.containers.get(f"{settings.compose_project}-elasticsearch-1-1").attrs["State"]["StartedAt"]
+    store_up_since = dt.datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
+    # One more event of our own: a deploy with nothing to change.
+    done = run_shipyard("up", "--env", settings.name)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events, problems = audit_log.read(settings)
+    assert not problems, problems
+    # What was recorded since the store started (the stand-in keeps nothing older), in the file's order.
+    recent = [e for e in events if e.started >= store_up_since]
+    assert recent and recent[-1].command == "up" and recent[-1].result == "ok", recent[-3:]
+
+    def stored():
+        docs = search(store, {"term": {"format": "audit"}}, size=5000, sort=[{"started": "asc"}])
+        return docs if {d["audit_id"] for d in docs} >= {e.id for e in recent} else None
+
+    docs = wait_for(f"the {len(recent)} audit events recorded since the store started", 60, stored)
+    # In the order the commands started (the file has them in the order they ended).
+    in_store = [d["audit_id"] for d in docs if d["audit_id"] in {e.id for e in recent}]
+    assert in_store == [e.id for e in sorted(recent, key=lambda e: e.started)]
+    last = next(d for d in docs if d["audit_id"] == recent[-1].id)
+    assert (last["command"], last["result"], last["level"], last["host"], last["user"], last["commit"]) == \
+        ("up", "ok", "info", settings.hosts[0].name, recent[-1].user, recent[-1].commit), last
+    assert last["audit"]["duration_s"] == recent[-1].duration_s
 
 
 def test_the_store_stopped_for_a_minute_under_traffic_loses_no_line(settings, store):

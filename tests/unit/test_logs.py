@@ -31,9 +31,10 @@ def test_every_service_logs_to_json_file_with_the_labels_the_shipper_reads(repo)
     assert services["api-blue"]["labels"]["org.shipyard.version"].startswith("${SHIPYARD_VERSION_BLUE:-")
 
 
-def test_the_shipper_reads_the_engines_files_read_only_with_one_capability(repo):
+def test_the_shipper_reads_the_engines_files_and_the_audit_trail_read_only_with_one_capability(repo):
     logship = _rendered(repo)["ci"].compose["services"]["logship"]
     assert "/var/lib/docker/containers:/var/lib/docker/containers:ro" in logship["volumes"]
+    assert "/opt/shipyard/.ci.audit.log:/var/log/shipyard/audit.log:ro" in logship["volumes"]
     assert logship["cap_drop"] == ["ALL"] and logship["cap_add"] == ["DAC_READ_SEARCH"] and logship["read_only"]
     assert logship["depends_on"] == {"elasticsearch-1": {"condition": "service_healthy"},
                                      "logs-setup": {"condition": "service_completed_successfully"}}
@@ -45,11 +46,13 @@ def test_the_shipper_keeps_its_own_projects_lines_and_sends_them_with_stable_ids
     for service in documents.NOT_SHIPPED:
         assert f'if $.service startswith "{service}" then stop' in conf
     assert 'server=["http://elasticsearch-1:9200"]' in conf and "pwd=" not in conf  # the stand-in has no users
-    assert 'string="shipyard-logs-ci-%$!docker!time:1:10%"' in conf
+    assert 'string="shipyard-logs-ci-%$!doc!@timestamp:1:10%"' in conf
     # The id: the container (the sixth path element of /var/lib/docker/containers/<id>/<id>-json.log),
-    # the engine's time, the offset: the same line shipped twice is stored once.
-    assert "set $.container = field($!metadata!filename, 47, 6);" in conf
-    assert 'bulkid="document_id" dynbulkid="on"' in conf
+    # the engine's time, the offset: the same line shipped twice is stored once. An audit event:
+    # its id and the host (each host the command touched writes it).
+    assert 'set $.id = field($!metadata!filename, 47, 6) & "-" & $!docker!time & "-" & $!metadata!fileoffset;' in conf
+    assert 'set $.id = "audit-" & $.event!id & "-ci";' in conf and 'if $.event!env != "ci" then stop' in conf
+    assert 'bulkid="document_id" dynbulkid="on"' in conf and conf.count('type="omelasticsearch"') == 1
     assert 'queue.maxDiskSpace="512m"' in conf and 'action.resumeRetryCount="-1"' in conf
 
 
@@ -101,7 +104,7 @@ def test_a_trace_searches_both_ids_since_the_time_asked_oldest_first():
 def test_the_search_runs_in_the_stores_container_with_no_password_on_the_command_line(repo):
     local = load_environment(repo, "ci", {})
     argv = search.search_argv(local, {"size": 1})
-    assert argv[0] == "curl" and argv[-1].startswith("http://127.0.0.1:9200/shipyard-logs-ci-*/_search")
+    assert argv[0] == "curl" and argv[3].startswith("http://127.0.0.1:9200/shipyard-logs-ci-*/_search")
     official = search.search_argv(load_environment(repo, "production", {}), {"size": 1})
     assert official[:2] == ("sh", "-c") and "$(cat /run/secrets/logs_reader_password)" in official[2]
     assert official[4] == "curl"

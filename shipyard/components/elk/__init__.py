@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shipyard import audit
 from shipyard.component import EVERY_HOST, Component, ConfigDir, Health, Image, LogStore, Port, Service, Wait
 from shipyard.components.elk import documents, search
 from shipyard.components.elk.settings import LogsSettings
@@ -33,6 +34,9 @@ SETUP_CONF = "/etc/logs-setup"
 LIFECYCLE_POLICY = "shipyard-logs"
 # The engine's per-container log files, as the shipper sees them (read-only).
 ENGINE_CONTAINERS = "/var/lib/docker/containers"
+# The host's audit trail (shipyard.audit: one JSON line per command that changed the
+# environment), as the shipper sees it (read-only): operator actions go to the store too.
+AUDIT_TRAIL = "/var/log/shipyard/audit.log"
 
 
 def runs(settings) -> bool:
@@ -64,10 +68,13 @@ def template_context(ctx) -> dict[str, Any]:
         "buffer_max_mb": logs.buffer_max_mb,
         "not_shipped": documents.NOT_SHIPPED,
         "app_fields": [f for f in documents.APP_FIELDS if f != "logger"],
+        "audit_trail": AUDIT_TRAIL, "audit_fields": documents.AUDIT_FIELDS,
         "access_pattern": documents.rsyslog_string(documents.ACCESS_PATTERN),
         "credentials": None,
         "index_template_name": f"shipyard-logs-{ctx.env}",
         "index_template_json": json.dumps(template, indent=2, sort_keys=True),
+        "index_pattern": documents.index_pattern(ctx.env),
+        "mappings_json": json.dumps(documents.mappings(), indent=2, sort_keys=True),
         "lifecycle_policy_name": LIFECYCLE_POLICY if _lifecycle(settings) else None,
         "lifecycle_policy_json": json.dumps(documents.lifecycle_policy(logs.retention_days), indent=2, sort_keys=True),
         "setup_dir": SETUP_CONF,
@@ -85,7 +92,8 @@ def compose_service(ctx, inst) -> dict[str, Any]:
             "cap_drop": ["ALL"], "cap_add": ["DAC_READ_SEARCH"],
             "security_opt": ["no-new-privileges:true"],
             "read_only": True,
-            "volumes": [f"{ENGINE_CONTAINERS}:{ENGINE_CONTAINERS}:ro", "logship-state:/var/lib/rsyslog"],
+            "volumes": [f"{ENGINE_CONTAINERS}:{ENGINE_CONTAINERS}:ro", "logship-state:/var/lib/rsyslog",
+                        f"{audit.audit_log_path(ctx.settings.deploy_root, ctx.env)}:{AUDIT_TRAIL}:ro"],
             "mem_limit": f"{logs.shipper_memory_limit_mb}m",
         }
     if name == "logs-setup":
@@ -94,6 +102,12 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     # elasticsearch: the stand-in under local; it puts the index template back at each start.
     return {"mem_limit": f"{logs.stand_in_memory_limit_mb}m", "volumes": [f"./logs-setup:{SETUP_CONF}:ro"],
             "tmpfs": ["/tmp"]}
+
+
+def _checks():
+    from shipyard.components.elk import checks  # pytest: loaded by `make verify` only
+
+    return checks
 
 
 COMPONENT = Component(
@@ -125,6 +139,7 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
+    checks=_checks,
     log_store=LogStore("elasticsearch", search_argv=search.search_argv, trace_query=search.trace_query,
                        line_of=search.line_of),
 )

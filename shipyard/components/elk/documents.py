@@ -18,11 +18,15 @@ APP_FIELDS = ("logger", "request_id", "task_id", "tenant", "route", "method", "s
 # status, body bytes, request time, then rid=... The groups, in order, become these fields.
 ACCESS_PATTERN = r'^([^ ]+) "([A-Z]+) ([^ ]+) [^"]*" ([0-9]{3}) ([0-9]+) ([0-9.]+) rid=([^ ]+)'
 ACCESS_FIELDS = ("client", "method", "path", "status", "bytes", "request_time_s", "request_id")
+# The audit trail's events (shipyard.audit.AuditEvent; format "audit", service "audit"): these
+# fields indexed, the whole event kept under "audit" (stored, not indexed).
+AUDIT_FIELDS = ("command", "result", "user", "machine", "commit", "duration_s", "exit_code", "error")
 # Services whose own lines are not shipped: they would feed back into what they ship or store.
 NOT_SHIPPED = ("logship", "logs-setup", "elasticsearch")
 
 _TYPES = {"status": "short", "latency_ms": "float", "run_ms": "float", "attempt": "short", "bytes": "long",
-          "request_time_s": "float", "message": "text", "error": "text"}
+          "request_time_s": "float", "message": "text", "error": "text", "duration_s": "float", "exit_code": "short",
+          "started": "double"}
 
 
 def index_prefix(env: str) -> str:
@@ -36,10 +40,11 @@ def index_pattern(env: str) -> str:
 
 def mappings() -> dict[str, Any]:
     """The documents' mapping: fields outside it are kept in _source and not indexed."""
-    names = sorted({*COMMON, *APP_FIELDS, *ACCESS_FIELDS, "message", "upstream"})
+    names = sorted({*COMMON, *APP_FIELDS, *ACCESS_FIELDS, *AUDIT_FIELDS, "message", "upstream", "audit_id", "started"})
     properties: dict[str, Any] = {"@timestamp": {"type": "date_nanos"}}
     properties.update({name: {"type": _TYPES.get(name, "keyword")} for name in names})
     properties["app"] = {"type": "object", "enabled": False}
+    properties["audit"] = {"type": "object", "enabled": False}
     return {"dynamic": False, "properties": properties}
 
 

@@ -29,16 +29,22 @@ def trace_query(settings, request_ids: frozenset[str], task_ids: frozenset[str],
                                "should": should, "minimum_should_match": 1}}}
 
 
-def search_argv(settings, body: Mapping[str, Any]) -> tuple[str, ...]:
-    """curl in the store's container: the stand-in answers without credentials; Elasticsearch
-    (official images) as the read-only user, its password read from its file inside the
-    container, so it is never on a command line the deploying machine sees."""
-    url = f"{STORE_URL}/{documents.index_pattern(settings.name)}/_search?ignore_unavailable=true"
-    request = ("curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json",
-               "--data-binary", json.dumps(body, sort_keys=True), url)
+def read_argv(settings, path: str, body: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """curl in the store's container reading ``path`` (a POST of ``body`` when given): the
+    stand-in answers without credentials; Elasticsearch (official images) as the read-only user,
+    its password read from its file inside the container, so it is never on a command line the
+    deploying machine sees."""
+    request = ("curl", "-sS", "--fail-with-body", f"{STORE_URL}{path}")
+    if body is not None:
+        request += ("-H", "Content-Type: application/json", "--data-binary", json.dumps(body, sort_keys=True))
     if settings.images.source != "official":
         return request
-    return ("sh", "-c", f'exec "$@" -u "{READER_USER}:$(cat /run/secrets/{READER_SECRET})"', "search", *request)
+    return ("sh", "-c", f'exec "$@" -u "{READER_USER}:$(cat /run/secrets/{READER_SECRET})"', "read", *request)
+
+
+def search_argv(settings, body: Mapping[str, Any]) -> tuple[str, ...]:
+    """A search of the environment's indices (Component.log_store)."""
+    return read_argv(settings, f"/{documents.index_pattern(settings.name)}/_search?ignore_unavailable=true", body)
 
 
 def line_of(hit: Mapping[str, Any]) -> tuple[str, float, str]:
