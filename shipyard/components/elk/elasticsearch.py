@@ -121,6 +121,9 @@ def pem_block(bundle: str, kind: str, index: int) -> str:
     key, the node certificate, then the CA's), with its BEGIN and END lines."""
     begin, end = f"-----BEGIN {kind}-----", f"-----END {kind}-----"
     blocks = [begin + part.split(end, 1)[0] + end for part in bundle.split(begin)[1:] if end in part]
+    if index >= len(blocks):
+        raise ValueError(f"the transport bundle holds {len(blocks)} {kind} block(s), not {index + 1}: "
+                         f"issue a new one with `make secrets-rotate NAME={TRANSPORT_TLS}`")
     return blocks[index]
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shipyard.component import Strict
 
@@ -21,11 +19,20 @@ def heap_problem(heap_mb: int, memory_limit_mb: int, what: str) -> str | None:
 class ElasticsearchSettings(Strict):
     """The store (official image source: Elasticsearch; local: the in-memory stand-in)."""
 
-    nodes: Literal[1, 3] = Field(1, description="Elasticsearch nodes (3: a cluster that keeps a replica of each "
+    nodes: int = Field(1, description="Elasticsearch nodes (3: a cluster that keeps a replica of each "
                                                 "index and survives one node; official images only)")
     heap_mb: int = Field(1024, ge=256, le=31744, description="JVM heap of each node (ES_JAVA_OPTS -Xms/-Xmx); "
                                                              "at most half of memory_limit_mb")
     memory_limit_mb: int = Field(2048, ge=512, description="container memory limit of each node")
+
+    @field_validator("nodes")
+    @classmethod
+    def _one_or_three(cls, value: int) -> int:
+        # One node, or a cluster of three that keeps a quorum of masters and a replica of each
+        # index when one is lost (two could not elect a master without the other).
+        if value not in (1, 3):
+            raise ValueError(f"{value} nodes: use 1 or 3")
+        return value
 
     @model_validator(mode="after")
     def _heap_within_limit(self):
