@@ -13,7 +13,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.operations import python
 
-from shipyard import commands, image_plan, topology
+from shipyard import commands, hostsysctl, image_plan, topology
 from shipyard.apply.engine import ensure_docker_engine
 from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
@@ -21,6 +21,7 @@ from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
 from shipyard.apply.rollout import roll_out
+from shipyard.apply.sysctl import ensure_host_sysctls
 from shipyard.component import CommandContext
 from shipyard.errors import RolloutError
 from shipyard.inventory import load_environment
@@ -48,6 +49,8 @@ host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed))
+# The kernel settings its services need (Elasticsearch's vm.max_map_count): only where they run.
+ensure_host_sysctls(settings.name, hostsysctl.needed(settings, this_host))
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)

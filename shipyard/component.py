@@ -118,6 +118,24 @@ class SecretFile:
     secret: str
     template: str | None = None
     rotation: Rotation | None = None
+    # settings → whether the service has this file at all (None: always). A file only some
+    # settings need (the log store's users exist under the official image source only).
+    when: Callable[[Any], bool] | None = None
+    # A reader that runs at start (no live Rotation) yet needs the value a rotation replaces:
+    # the previous value is delivered beside the new one as ``<target>.retiring`` too (a setup
+    # job that logs in with the old password to set the new one).
+    keep_previous: bool = False
+
+
+@dataclass(frozen=True)
+class HostSysctl:
+    """A kernel setting the host of a service's instance must have at least (Elasticsearch's
+    ``vm.max_map_count``): raised by the deploy's host step when lower, persisted under
+    /etc/sysctl.d; never lowered."""
+
+    key: str  # vm.max_map_count
+    minimum: int
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,11 @@ class Service:
     placement: Literal["each", "spread", "once"] = "each"
     scale: Callable[[Any], int] | None = None  # containers per host (compose deploy.replicas); 0: absent
     secrets: tuple[SecretFile, ...] = ()
+    # Where its secrets folder is mounted (read-only) when not /run/secrets: a server that reads
+    # files only below its own config directory (Elasticsearch's TLS files).
+    secrets_mount: str | None = None
+    # settings → the kernel settings its host needs (HostSysctl); applied on the hosts that run it.
+    host_sysctls: Callable[[Any], tuple[HostSysctl, ...]] | None = None
     config_dir: str | None = None  # a ConfigDir name of the component
     hot_reload: bool = False  # its config dir is watched live: changes must not recreate it
     one_shot: bool = False  # runs to completion (migrations); converges before its tier
@@ -204,6 +227,10 @@ class Service:
     # Routes users to the live colour: the release's routing file is mounted read-only at this
     # directory, and a switch rewrites it and sends ``reload_signal``.
     routing_mount: str | None = None
+
+    def secret_files(self, settings) -> tuple[SecretFile, ...]:
+        """Its secret files under ``settings`` (SecretFile.when)."""
+        return tuple(s for s in self.secrets if s.when is None or s.when(settings))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from shipyard.component import Component, Service
+from shipyard.component import Component, SecretFile, Service
 from shipyard.errors import ShipyardError
 from shipyard.components import COMPONENTS
 from shipyard.bluegreen import COLOURS
@@ -47,6 +47,8 @@ class Instance:
     number: int | None  # 2 for ``postgres-replica-2``; None for a service that is not numbered
     host: HostSettings
     colour: str | None = None  # a coloured service's instance: ``blue`` or ``green`` (shipyard.bluegreen)
+    # Its secret files under the environment's settings (Service.secret_files).
+    secrets: tuple[SecretFile, ...] = ()
 
     @property
     def tier(self) -> str:
@@ -69,15 +71,16 @@ def _placed(settings: EnvironmentSettings) -> tuple[Instance, ...]:
             hosts = settings.hosts_with_role(svc.group)
             if not hosts or _scale(svc, settings) == 0:
                 continue
+            files = svc.secret_files(settings)
             if svc.coloured:
                 # Numbered coloured services are not needed yet: refused by the spec test.
                 placed = hosts[:1] if svc.placement in ("once", "spread") else hosts
-                result += [Instance(comp, svc, f"{svc.name}-{colour}", None, h, colour)
+                result += [Instance(comp, svc, f"{svc.name}-{colour}", None, h, colour, files)
                            for colour in COLOURS for h in placed]
                 continue
             if svc.instances is None:
                 placed = hosts[:1] if svc.placement in ("once", "spread") else hosts
-                result += [Instance(comp, svc, svc.name, None, h) for h in placed]
+                result += [Instance(comp, svc, svc.name, None, h, secrets=files) for h in placed]
                 continue
             for number in range(1, _count(svc, settings) + 1):
                 if svc.placement == "spread":
@@ -86,7 +89,8 @@ def _placed(settings: EnvironmentSettings) -> tuple[Instance, ...]:
                     where = hosts[:1]
                 else:
                     where = hosts
-                result += [Instance(comp, svc, f"{svc.name}-{number}", number, h) for h in where]
+                result += [Instance(comp, svc, f"{svc.name}-{number}", number, h, secrets=files)
+                           for h in where]
     return tuple(result)
 
 

@@ -65,13 +65,13 @@ def secret_files(root: str, on_host: tuple[topology.Instance, ...], values: dict
                   f"{name}={value}\n" for name, value in sorted((versions or {}).items())).encode())]
     for inst in on_host:
         svc = inst.service
-        if not svc.secrets:
+        if not inst.secrets:
             continue
         folder = f"{root}/secrets/{inst.name}"
         wanted.append(WantedPath(folder, svc.uid, "500"))
-        for s in svc.secrets:
+        for s in inst.secrets:
             wanted.append(WantedPath(f"{folder}/{s.target}", svc.uid, "400", _secret_content(inst, s, values[s.secret], variables)))
-            if s.rotation is not None and s.secret in previous:
+            if (s.rotation is not None or s.keep_previous) and s.secret in previous:
                 wanted.append(WantedPath(f"{folder}/{s.target}{RETIRING_SUFFIX}", svc.uid, "400",
                                          _secret_content(inst, s, previous[s.secret], variables)))
     return wanted
@@ -81,7 +81,7 @@ def live_rotations(on_host: tuple[topology.Instance, ...], rotating: set[str]) -
     """The apply and retire commands of the rotating secrets on this host's servers."""
     apply, retire = [], []
     for inst in on_host:
-        for s in inst.service.secrets:
+        for s in inst.secrets:
             if s.rotation is None or s.secret not in rotating:
                 continue
             if s.rotation.apply:

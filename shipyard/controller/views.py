@@ -14,7 +14,7 @@ from pathlib import Path
 import docker.errors
 import yaml
 
-from shipyard import image_plan, plan, rollout_order, topology, tracing
+from shipyard import hostsysctl, image_plan, plan, rollout_order, topology, tracing
 from shipyard.image_plan import ObservedImage, plan_image_builds
 from shipyard.components import COMPONENTS
 from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView, exec_in, health, uptime
@@ -177,6 +177,7 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
         rendered = render_host(settings, host)
         on_host = topology.build(settings).instances_on(host)
         lines.append(f"host {host.name}")
+        lines += [f"  {line}" for line in hostsysctl.plan_lines(settings, host)]
         image_lines = _image_plan(access, repo)
         deployed = _deployed_compose(access)
         changes = plan.service_changes(deployed, rendered.compose)

@@ -96,12 +96,12 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
             # Compose does not see bind-mounted file contents; a label with their hash makes a
             # config change recreate the container. Hot-reloaded configs are left out on purpose.
             labels[CONFIG_HASH_LABEL] = config_hashes[svc.config_dir]
-    if svc.secrets:
+    if inst.secrets:
         # The service's own folder as a directory, not compose's per-file secrets: a file the
         # deploy replaces is then seen by the running container (a rotation's new and
         # retiring values, a passfile read at each connection).
-        doc.setdefault("volumes", []).append(f"./secrets/{inst.name}:{SECRETS_DIR}:ro")
-        if any(s.rotation is None for s in svc.secrets):
+        doc.setdefault("volumes", []).append(f"./secrets/{inst.name}:{svc.secrets_mount or SECRETS_DIR}:ro")
+        if any(s.rotation is None for s in inst.secrets):
             labels[SECRETS_LABEL] = f"${{{secrets_variable(inst.name)}:-none}}"
     for setup in rollout_order.setups_waited_for(topology.build(settings), inst):
         if setup.live_setup.handoff:
@@ -136,7 +136,7 @@ def secrets_env(on_host: tuple[topology.Instance, ...], printed: dict[str, str])
     (shipyard.secretstore.fingerprints); no value is in it."""
     lines = []
     for inst in on_host:
-        read_at_start = sorted({s.secret for s in inst.service.secrets if s.rotation is None})
+        read_at_start = sorted({s.secret for s in inst.secrets if s.rotation is None})
         if read_at_start:
             joined = ",".join(f"{name}:{printed[name]}" for name in read_at_start)
             lines.append(f"{secrets_variable(inst.name)}={hashlib.sha256(joined.encode()).hexdigest()[:16]}\n")

@@ -68,10 +68,11 @@ def _write_host(settings, host, root: Path, values: dict[str, str], number: int)
     services = {name: svc for name, svc in rendered.compose["services"].items()
                 if svc["labels"][COMPONENT_LABEL] == "consul"}
     for name in services:
-        svc = topology.build(settings).find(name, host).service
+        inst = topology.build(settings).find(name, host)
+        svc = inst.service
         folder = root / "secrets" / name
         folder.mkdir(parents=True)
-        for secret in svc.secrets:
+        for secret in inst.secrets:
             value = values[secret.secret]
             content = (render_secret_file(CONSUL, secret.template, secret.secret, value, variables)
                        if secret.template else value.encode())

@@ -27,7 +27,7 @@ def test_the_project_dir_holds_nothing_but_the_render_and_the_secrets_of_its_ser
     services = target.rendered.compose["services"]
     # Both colours' secrets: the idle colour gets its files ready for the next release.
     assert sorted(secret_dirs) == sorted(["fingerprints"] + [name for name in services
-                                                             if target.instance(name).service.secrets])
+                                                             if target.instance(name).secrets])
     # No rotation is pending: no old value is left anywhere.
     assert target.host.check_output(f"find {target.project_dir}/secrets -name '*.retiring'") == ""
 
@@ -57,7 +57,7 @@ def test_the_host_records_its_secrets_by_fingerprint_only(target):
 
 def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service):
     spec = target.instance(service).service
-    for secret in spec.secrets:
+    for secret in target.instance(service).secrets:
         f = target.host.file(f"{target.project_dir}/secrets/{service}/{secret.target}")
         assert f.is_file and f.mode == 0o400 and f.uid == spec.uid, secret.target
     assert target.host.file(f"{target.project_dir}/secrets").mode == 0o700
@@ -65,16 +65,18 @@ def test_secret_files_on_host_are_0400_and_owned_by_their_reader(target, service
 
 def test_secret_files_inside_container(target, service):
     spec = target.instance(service).service
-    if spec.one_shot or not spec.secrets:
+    files = target.instance(service).secrets
+    if spec.one_shot or not files:
         pytest.skip("no running container or no secrets")
-    for secret in spec.secrets:
-        code, out, err = target.exec(service, ["stat", "-L", "-c", "%a %u", f"/run/secrets/{secret.target}"])
+    mount = spec.secrets_mount or "/run/secrets"
+    for secret in files:
+        code, out, err = target.exec(service, ["stat", "-L", "-c", "%a %u", f"{mount}/{secret.target}"])
         assert code == 0, err
         assert out.split() == ["400", str(spec.uid)], secret.target
     # Its own folder only: no other service's secret is visible in it.
-    code, out, err = target.exec(service, ["ls", "-A", "/run/secrets"])
+    code, out, err = target.exec(service, ["ls", "-A", mount])
     assert code == 0, err
-    assert sorted(out.split()) == sorted(s.target for s in spec.secrets)
+    assert sorted(out.split()) == sorted(s.target for s in files)
 
 
 def test_no_secret_value_in_env_compose_or_config(target):

@@ -106,7 +106,7 @@ def test_the_search_runs_in_the_stores_container_with_no_password_on_the_command
     argv = search.search_argv(local, {"size": 1})
     assert argv[0] == "curl" and argv[3].startswith("http://127.0.0.1:9200/shipyard-logs-ci-*/_search")
     official = search.search_argv(load_environment(repo, "production", {}), {"size": 1})
-    assert official[:2] == ("sh", "-c") and "$(cat /run/secrets/logs_reader_password)" in official[2]
+    assert official[:2] == ("sh", "-c") and "$(cat /usr/share/elasticsearch/config/shipyard-secrets/logs_reader_password)" in official[2]
     assert official[4] == "curl"
 
 

@@ -32,11 +32,13 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     # then the migration with its own host's app (compose orders those two); then the other app
     # hosts, once the schema is there; then the edge; then what watches it all (and each host's
     # own agents: the node exporter, cAdvisor, the log shipper; edge-1's join its edge step,
-    # nothing being pending elsewhere before them).
+    # nothing being pending elsewhere before them); Kibana's setup job last, once Kibana is up.
     assert [sorted(step) for step in steps] == [["data-1", "obs-1"], ["data-1"], ["obs-1"], ["app-1", "app-2", "data-1"],
-                                                ["app-1"], ["app-2"], ["edge-1"], ["app-1", "app-2", "data-1", "obs-1"]]
+                                                ["app-1"], ["app-2"], ["edge-1"], ["app-1", "app-2", "data-1", "obs-1"],
+                                                ["obs-1"]]
     assert steps[0]["obs-1"] == ("elasticsearch-1",) and steps[2]["obs-1"] == ("logs-setup",)
-    assert steps[7]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor", "logship")
+    assert steps[7]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor", "logship", "kibana")
+    assert steps[8] == {"obs-1": ("kibana-setup",)}
     assert steps[3] == {"app-1": ("consul-1", "vault-1"), "app-2": ("consul-2", "vault-2"),
                         "data-1": ("consul-3", "vault-3")}
     # The servers' agent-token job runs against the whole cluster: after it, on the first host.

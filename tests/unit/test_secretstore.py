@@ -12,11 +12,13 @@ def issuers(monkeypatch):
     repos have no inventory to issue a certificate for (tests/unit/test_vault.py issues real ones)."""
     calls = []
 
-    def issue(repo, env, environ):
-        calls.append((repo, env))
-        return f"issued for {env} #{len(calls)} " + "x" * 32
+    def issuer(name):
+        def issue(repo, env, environ):
+            calls.append((repo, env, name))
+            return f"issued for {env} #{sum(1 for c in calls if c[2] == name)} " + "x" * 32
+        return issue
 
-    monkeypatch.setattr(secretstore, "_ISSUERS", {name: issue for name in secretstore._ISSUERS})
+    monkeypatch.setattr(secretstore, "_ISSUERS", {name: issuer(name) for name in secretstore._ISSUERS})
     return calls
 
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shipyard.components.elk import documents
+from shipyard.components.elk import documents, elasticsearch
 
 STORE_URL = "http://127.0.0.1:9200"
 READER_SECRET = "logs_reader_password"
@@ -39,7 +39,8 @@ def read_argv(settings, path: str, body: Mapping[str, Any] | None = None) -> tup
         request += ("-H", "Content-Type: application/json", "--data-binary", json.dumps(body, sort_keys=True))
     if settings.images.source != "official":
         return request
-    return ("sh", "-c", f'exec "$@" -u "{READER_USER}:$(cat /run/secrets/{READER_SECRET})"', "read", *request)
+    return ("sh", "-c", f'exec "$@" -u "{READER_USER}:$(cat {elasticsearch.SECRETS}/{READER_SECRET})"', "read",
+            *request)
 
 
 def search_argv(settings, body: Mapping[str, Any]) -> tuple[str, ...]:

@@ -2,28 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shipyard.component import Strict
+
+
+def heap_problem(heap_mb: int, memory_limit_mb: int, what: str) -> str | None:
+    """Why a JVM heap does not fit its container (None: it does): the other half is the JVM's
+    own and the filesystem cache's."""
+    if heap_mb * 2 > memory_limit_mb:
+        return (f"heap_mb ({heap_mb}) is more than half of memory_limit_mb ({memory_limit_mb}): {what}; raise "
+                f"memory_limit_mb to {heap_mb * 2} or lower heap_mb")
+    return None
 
 
 class ElasticsearchSettings(Strict):
     """The store (official image source: Elasticsearch; local: the in-memory stand-in)."""
 
-    nodes: Literal[1, 3] = Field(1, description="Elasticsearch nodes (3: a cluster that keeps a replica of each "
+    nodes: int = Field(1, description="Elasticsearch nodes (3: a cluster that keeps a replica of each "
                                                 "index and survives one node; official images only)")
     heap_mb: int = Field(1024, ge=256, le=31744, description="JVM heap of each node (ES_JAVA_OPTS -Xms/-Xmx); "
                                                              "at most half of memory_limit_mb")
     memory_limit_mb: int = Field(2048, ge=512, description="container memory limit of each node")
 
+    @field_validator("nodes")
+    @classmethod
+    def _one_or_three(cls, value: int) -> int:
+        # One node, or a cluster of three that keeps a quorum of masters and a replica of each
+        # index when one is lost (two could not elect a master without the other).
+        if value not in (1, 3):
+            raise ValueError(f"{value} nodes: use 1 or 3")
+        return value
+
     @model_validator(mode="after")
     def _heap_within_limit(self):
-        if self.heap_mb * 2 > self.memory_limit_mb:
-            raise ValueError(f"heap_mb ({self.heap_mb}) is more than half of memory_limit_mb ({self.memory_limit_mb}): "
-                             "Elasticsearch needs the other half for the filesystem cache; raise memory_limit_mb "
-                             f"to {self.heap_mb * 2} or lower heap_mb")
+        problem = heap_problem(self.heap_mb, self.memory_limit_mb, "Elasticsearch needs the other half for the "
+                                                                   "filesystem cache")
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class KibanaSettings(Strict):
+    """Kibana (official image source only): one instance on the observability group's first host."""
+
+    enabled: bool = Field(True, description="run Kibana where the image source gives it ('official' only)")
+    memory_limit_mb: int = Field(1024, ge=512, description="container memory limit")
+    ready_timeout_s: int = Field(300, ge=30, le=3600, description="how long its setup job waits for Kibana to "
+                                                                  "be available before it fails saying so")
+
+
+class LogstashSettings(Strict):
+    """Logstash between the shippers and the store (official image source only; off by default)."""
+
+    enabled: bool = Field(False, description="the shippers send to Logstash, which writes to Elasticsearch from "
+                                             "its persistent queue ('official' only; the parsing stays in the shipper)")
+    heap_mb: int = Field(512, ge=256, le=31744, description="JVM heap (LS_JAVA_OPTS -Xms/-Xmx)")
+    memory_limit_mb: int = Field(1536, ge=512, description="container memory limit")
+    queue_max_mb: int = Field(1024, ge=64, description="the persistent queue's size on disk (queue.max_bytes); "
+                                                       "when full, Logstash stops reading and the shippers buffer")
+
+    @model_validator(mode="after")
+    def _heap_within_limit(self):
+        problem = heap_problem(self.heap_mb, self.memory_limit_mb, "Logstash needs the rest for its direct memory")
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -37,3 +80,5 @@ class LogsSettings(Strict):
     shipper_memory_limit_mb: int = Field(256, ge=64)
     stand_in_memory_limit_mb: int = Field(1024, ge=128, description="the local image source's in-memory store")
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    kibana: KibanaSettings = KibanaSettings()
+    logstash: LogstashSettings = LogstashSettings()

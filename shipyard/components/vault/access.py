@@ -165,10 +165,10 @@ def service_access(settings) -> tuple[ServiceAccess, ...]:
     for inst in topology.build(settings).instances:
         svc = inst.service
         # Vault's own servers read their TLS bundle as a file: they are not Vault's clients.
-        if not svc.secrets or svc.name in found or inst.component.name == "vault":
+        if not inst.secrets or svc.name in found or inst.component.name == "vault":
             continue
-        connects = [s.secret for s in svc.secrets if s.target == _CONNECTS_AS and s.secret in roles]
-        found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in svc.secrets})),
+        connects = [s.secret for s in inst.secrets if s.target == _CONNECTS_AS and s.secret in roles]
+        found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in inst.secrets})),
                                         roles[connects[0]] if connects else None)
     return tuple(found[name] for name in sorted(found))
 

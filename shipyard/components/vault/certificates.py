@@ -15,26 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shipyard import secretstore, topology
+from shipyard import tls as shared_tls
+from shipyard import topology
 from shipyard.components.vault import tls
-from shipyard.errors import ShipyardError
 
 CA_CERT, CA_KEY = "vault_ca_cert", "vault_ca_key"
 
 
 def ensure_ca(repo: Path, settings, environ: dict[str, str] | None = None) -> tls.KeyPair:
     """The environment's CA: read from the store, or made once and stored."""
-    env = settings.name
-    cert, key = (secretstore.read_held(repo, env, n, environ) for n in (CA_CERT, CA_KEY))
-    if cert and key:
-        return tls.KeyPair(cert.value.encode(), key.value.encode())
-    if cert or key:
-        raise ShipyardError(f"secrets/{env}/{CA_KEY if cert else CA_CERT}.age", "missing while the other half of the CA exists",
-                            "restore it from git; a new CA would orphan every server certificate it signed")
-    ca = tls.new_ca(env)
-    secretstore.write_held(repo, env, CA_CERT, ca.cert_pem.decode(), environ)
-    secretstore.write_held(repo, env, CA_KEY, ca.key_pem.decode(), environ)
-    return ca
+    return shared_tls.ensure_ca(repo, settings.name, (CA_CERT, CA_KEY), f"shipyard {settings.name} vault CA", environ)
 
 
 def bundle_names(settings) -> tuple[tuple[str, ...], tuple[str, ...]]:

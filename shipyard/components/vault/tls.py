@@ -8,76 +8,17 @@ their CA and their server's certificate with these same functions.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-from dataclasses import dataclass
+from shipyard.tls import KeyPair, instance_names, server_cert
+from shipyard.tls import new_ca as _new_ca
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    cert_pem: bytes
-    key_pem: bytes
-
-    def __repr__(self) -> str:
-        return "KeyPair(cert, key=***)"
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+__all__ = ["KeyPair", "new_ca", "server_cert", "server_names"]
 
 
 def new_ca(env: str, days: int = 3650) -> KeyPair:
     """A self-signed CA for one environment's Vault servers (and nothing else: path length 0)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"shipyard {env} vault CA")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
-
-
-def server_cert(ca: KeyPair, names: tuple[str, ...], addresses: tuple[str, ...], days: int = 397) -> KeyPair:
-    """A server (and raft peer: client auth too) certificate for ``names`` and IP ``addresses``."""
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else addresses[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return _new_ca(f"shipyard {env} vault CA", days)
 
 
 def server_names(settings, instance) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(DNS names, IP addresses) a server's certificate must hold: its service name (its peers on
-    one host), ``localhost`` and loopback (the published API, the health probe) and its host's
-    address (peers and the deploy on other hosts)."""
-    names = (instance.name, "localhost")
-    addresses = ["127.0.0.1"]
-    try:
-        ipaddress.ip_address(instance.host.address)
-        addresses.append(instance.host.address)
-    except ValueError:
-        names += (instance.host.address,)
-    return names, tuple(dict.fromkeys(addresses))
+    """(DNS names, IP addresses) a server's certificate must hold (shipyard.tls.instance_names)."""
+    return instance_names(instance)

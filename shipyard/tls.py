@@ -1,0 +1,103 @@
+"""An environment's own certificate authorities and the certificates they issue (PEM), with
+``cryptography``: for servers whose peers and clients trust only their environment's CA (Vault's
+raft, Elasticsearch's transport layer). Pure values in, PEM out; ``ensure_ca`` keeps a CA as two
+*held* secrets of the environment's store (made once, never delivered to a host).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shipyard.errors import ShipyardError
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+    def __repr__(self) -> str:
+        return "KeyPair(cert, key=***)"
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_ca(common_name: str, days: int = 3650) -> KeyPair:
+    """A self-signed CA that signs server certificates only (path length 0)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def server_cert(ca: KeyPair, names: tuple[str, ...], addresses: tuple[str, ...], days: int = 397) -> KeyPair:
+    """A server (and peer: client auth too) certificate for ``names`` and IP ``addresses``."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else addresses[0])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5)).not_valid_after(_now() + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def instance_names(instance) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) the certificate of a topology instance must hold: its service name
+    (its peers on one host), ``localhost`` and loopback (a published port, a health probe) and its
+    host's address (peers and clients on other hosts)."""
+    names = (instance.name, "localhost")
+    addresses = ["127.0.0.1"]
+    try:
+        ipaddress.ip_address(instance.host.address)
+        addresses.append(instance.host.address)
+    except ValueError:
+        names += (instance.host.address,)
+    return names, tuple(dict.fromkeys(addresses))
+
+
+def ensure_ca(repo: Path, env: str, held: tuple[str, str], common_name: str,
+              environ: dict[str, str] | None = None) -> KeyPair:
+    """The CA kept as the held secrets ``held`` (certificate, key) of ``env``: read from the
+    store, or made once and stored."""
+    from shipyard import secretstore  # the store loads the registry: only when a CA is needed
+
+    cert_name, key_name = held
+    cert, key = (secretstore.read_held(repo, env, n, environ) for n in held)
+    if cert and key:
+        return KeyPair(cert.value.encode(), key.value.encode())
+    if cert or key:
+        raise ShipyardError(f"secrets/{env}/{key_name if cert else cert_name}.age", "missing while the other half of the CA exists",
+                            "restore it from git; a new CA would orphan every certificate it signed")
+    ca = new_ca(common_name)
+    secretstore.write_held(repo, env, cert_name, ca.cert_pem.decode(), environ)
+    secretstore.write_held(repo, env, key_name, ca.key_pem.decode(), environ)
+    return ca
