@@ -109,7 +109,7 @@ class RuntimeConfig(BaseModel):
     # Finished deliveries (succeeded, failed) and their attempts' log are deleted this long after
     # they finished, by the workers' retention pass as finished tasks are; None: kept.
     webhook_delivery_retention_seconds: RetentionSeconds | None = None
-    # The most tasks one ``POST /v1/tasks/batch`` creates (beyond: 400 ``batch_too_large``). The
+    # The most tasks one ``POST /v1/tasks:batch`` creates (beyond: 400 ``batch_too_large``). The
     # OpenAPI states the bound of this key (``BATCH_MAX_TASKS_BOUND``), not its value: the
     # document is built once, the key is live.
     batch_max_tasks: int = Field(100, ge=1, le=BATCH_MAX_TASKS_BOUND)

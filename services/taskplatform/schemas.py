@@ -151,7 +151,7 @@ def create_body(max_delay_seconds: float):
 
 @functools.cache
 def create_batch_body(max_delay_seconds: float) -> type[BaseModel]:
-    """The body of ``POST /v1/tasks/batch``: ``tasks``, each a create's body (one model per kind,
+    """The body of ``POST /v1/tasks:batch``: ``tasks``, each a create's body (one model per kind,
     ``Batch<Kind>Task``) with its own ``idempotency_key``."""
     items = tuple(create_model(body.__name__.replace("Create", "Batch", 1), __base__=body,
                                idempotency_key=(IdempotencyKey | None, Field(None, description=IDEMPOTENCY_KEY)))
@@ -203,6 +203,10 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+# Whole seconds as JSON Schema's integer says them: 60 or 60.0, never "60" or true.
+WholeSeconds = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class _Recurring(BaseModel):
     """A schedule's body: when its tasks are made (the kind and payload fields are added per kind).
     ``cron``, ``timezone`` and ``interval_seconds`` are left out, never null (None: left out).
@@ -215,7 +219,7 @@ class _Recurring(BaseModel):
         "lists, names, L, W, #), evaluated in `timezone`; not with interval_seconds"))
     timezone: str = Field(None, min_length=1, max_length=64, pattern="^[^\\x00]*$", description=(
         "the IANA time zone of `cron` (default UTC), e.g. Europe/Paris"))
-    interval_seconds: Annotated[int, BeforeValidator(_json_integer)] = Field(None, ge=1, le=31_536_000, description=(
+    interval_seconds: WholeSeconds = Field(None, ge=1, le=31_536_000, description=(
         "every this many seconds from the schedule's creation; not with cron"))
     catchup: recurrence.Catchup = Field("latest", description=(
         "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "

@@ -2,7 +2,7 @@
 PostgreSQL holds each task; Redis only carries its id to the workers, so a create or re-drive
 whose enqueue fails still succeeds (the workers' reconciler enqueues it later).
 
-**Batches** (``POST /v1/tasks/batch``) are all or nothing: every task is checked first (the body
+**Batches** (``POST /v1/tasks:batch``) are all or nothing: every task is checked first (the body
 against each kind's model — a 422 names the item, ``tasks.3...`` —, then what no schema says:
 the kind enabled, ``run_at`` not too far, the callback URLs allowed), and all are inserted in
 one transaction, so one refused task creates none; a task whose idempotency key names a task of
@@ -217,7 +217,7 @@ def add_routes(routes: APIRouter, page_size: int, max_delay_seconds: float) -> N
                                                         "Idempotency-Key: `Idempotent-Replayed: true`)",
                                              _task_links("/id")),
                                     **documented(*TENANT, 400, 409, 413)}, **needs(TASKS_WRITE))
-    routes.add_api_route("/v1/tasks/batch", create_batch_for(max_delay_seconds), methods=["POST"], status_code=202,
+    routes.add_api_route("/v1/tasks:batch", create_batch_for(max_delay_seconds), methods=["POST"], status_code=202,
                          operation_id="create_task_batch",
                          description="All or nothing, in one transaction: a task refused refuses the batch (the "
                                      "error names it, `tasks.<index>`) and none is created. A task whose "

@@ -17,13 +17,12 @@ needs exactly one" without a scope for reading webhooks that nobody asked for ye
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-import asyncio
 
 from taskplatform import webhooks
 from taskplatform.api_services import Services
@@ -32,6 +31,7 @@ from taskplatform.deps import RateLimitedTenant, services_of
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.responses import (CallbackSecret, CreatedWebhook, Delivery, DeliveryPage, Webhook, WebhookEvent,
                                     WebhookPage, answer, links_to)
+from taskplatform.schemas import WholeSeconds
 from taskplatform.scopes import WEBHOOKS_WRITE, needs
 from taskplatform.storable import unstorable_text
 
@@ -68,7 +68,7 @@ class CreateWebhook(BaseModel):
 class Rotation(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"overlap_seconds": 3600}]})
 
-    overlap_seconds: int = Field(OVERLAP_SECONDS, ge=0, le=MAX_OVERLAP_SECONDS, strict=True, description=(
+    overlap_seconds: WholeSeconds = Field(OVERLAP_SECONDS, ge=0, le=MAX_OVERLAP_SECONDS, description=(
         f"how long the secret replaced still signs too (a second `v1=`), {OVERLAP_SECONDS} (a day) unless given; "
         f"0: from now on only the new one"))
 
