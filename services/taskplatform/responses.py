@@ -78,9 +78,9 @@ class Webhook(BaseModel):
     description: str
     created_at: AwareDatetime
     updated_at: AwareDatetime
-    previous_secret_expires_at: AwareDatetime | None = Field(description=(
+    previous_secret_expires_at: AwareDatetime | None = Field(None, description=(
         "after a rotation: until when the secret it replaced still signs deliveries too (a second `v1=`); null "
-        "when only the current secret signs"))
+        "when only the current secret signs (absent from a release before rotation: null)"))
 
 
 _SIGNING = ("deliveries carry `Shipyard-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`, one `v1=` "
@@ -120,7 +120,8 @@ class Delivery(BaseModel):
 
     id: str
     subscription_id: str | None = Field(description="the subscription it is for; null for a task's `callback_url`")
-    callback_url: str | None = Field(description="a task's callback: where it goes; null for a subscription's")
+    callback_url: str | None = Field(None, description="a task's callback: where it goes; null for a subscription's "
+                                                       "(absent from a release before callbacks: null)")
     event_id: str = Field(description="the idempotency id, `Shipyard-Event-Id`: the same on every attempt")
     event_type: WebhookEvent
     task_id: str

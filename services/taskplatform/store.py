@@ -155,7 +155,8 @@ class TaskStore:
             return task_json(row), True
         row = await self.pool.fetchrow(
             f"SELECT {_TASK_COLUMNS}, {_SAME_REQUEST} AS same_request "
-            f"FROM tasks t, (VALUES ($3::text, $4::jsonb, $5::text)) AS r(kind, payload, callback_url) WHERE t.tenant = $1 AND t.idempotency_key = $2", tenant, idempotency_key, kind, payload, callback_url)
+            f"FROM tasks t, (VALUES ($3::text, $4::jsonb, $5::text)) AS r(kind, payload, callback_url) "
+            f"WHERE t.tenant = $1 AND t.idempotency_key = $2", tenant, idempotency_key, kind, payload, callback_url)
         if not row["same_request"]:
             raise IdempotencyKeyReused(idempotency_key)
         return task_json(row), False

@@ -96,8 +96,9 @@ class Dispatcher:
             metrics.WEBHOOK_DELIVERIES.labels(outcome=label).inc()
         log.info("webhook delivery", extra={
             "delivery_id": str(claim.id), "callback": claim.subscription_id is None, "event_id": str(claim.event_id),
-            "event_type": claim.event_type, "attempt": claim.attempts, "status_code": sent.status_code, "outcome": label, "reason": sent.error,
-            "duration_ms": duration_ms, "retry_in_s": round(retry_in, 2) if retry_in is not None else None})
+            "event_type": claim.event_type, "attempt": claim.attempts, "status_code": sent.status_code,
+            "outcome": label, "reason": sent.error, "duration_ms": duration_ms,
+            "retry_in_s": round(retry_in, 2) if retry_in is not None else None})
 
     async def drain(self, grace_seconds: float) -> None:
         """Shutdown: what is in flight may finish within ``grace_seconds``; the rest is cancelled
