@@ -3,17 +3,11 @@ status or content the OpenAPI does not document, schema-valid requests accepted,
 refused, unsupported methods answered 405 with Allow. Bounded: examples per operation in
 schemathesis.toml, the whole run by MAX_SECONDS. Against a real API process, PostgreSQL and Redis of its own."""
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
-from taskplatform import auth
-from taskplatform.api import create_app
-from taskplatform.secrets import FileSecretSource
-from taskplatform.settings import ProcessSettings
+from taskplatform_testing.app import openapi_document
 from taskplatform_testing.schemathesis_run import run_schemathesis
-from taskplatform_testing.servers import start_platform, write_config
+from taskplatform_testing.servers import start_platform
 
 MAX_SECONDS = 60
 
@@ -43,11 +37,7 @@ def test_the_api_keeps_to_its_openapi(own_platform, tmp_path):
 @pytest.fixture(scope="module")
 def document() -> dict:
     """The OpenAPI of an app built as an API process builds it (no connections are opened)."""
-    root = Path(tempfile.mkdtemp(prefix="openapi-"))
-    (root / auth.SECRET_NAME).write_text("a-key-only-for-building-the-app")
-    write_config(root / "runtime.json")
-    settings = ProcessSettings(secrets_dir=str(root), config_file=str(root / "runtime.json"), consul_addrs="")
-    return create_app(settings, FileSecretSource(str(root))).app.app.openapi()
+    return openapi_document()
 
 
 def operations(document: dict) -> dict[str, tuple[str, dict]]:

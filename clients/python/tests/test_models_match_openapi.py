@@ -6,19 +6,13 @@ declares. An API change the client does not follow fails here."""
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import typing
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from shipyard_tasks import calls, models
-from taskplatform import auth
-from taskplatform.api import create_app
-from taskplatform.secrets import FileSecretSource
-from taskplatform.settings import ProcessSettings
-from taskplatform_testing.servers import write_config
+from taskplatform_testing.app import openapi_document
 
 MODELS = [models.Task, models.TaskPage, models.TaskBatch, models.TaskBatchItem, models.ApiKey, models.CreatedApiKey,
           models.ApiKeyList, models.ErrorBody, models.Webhook, models.CreatedWebhook, models.WebhookPage,
@@ -28,11 +22,7 @@ MODELS = [models.Task, models.TaskPage, models.TaskBatch, models.TaskBatchItem, 
 @pytest.fixture(scope="module")
 def document() -> dict:
     """The OpenAPI of an app built as an API process builds it (no connections are opened)."""
-    root = Path(tempfile.mkdtemp(prefix="client-openapi-"))
-    (root / auth.SECRET_NAME).write_text("a-key-only-for-building-the-app")
-    write_config(root / "runtime.json")
-    settings = ProcessSettings(secrets_dir=str(root), config_file=str(root / "runtime.json"), consul_addrs="")
-    return create_app(settings, FileSecretSource(str(root))).app.app.openapi()
+    return openapi_document()
 
 
 def schema(document: dict, ref_or_name: str) -> dict:

@@ -211,7 +211,6 @@ async def _redeliver(request: Request, tenant_id: str, subscription_id: uuid.UUI
     return JSONResponse(delivery, status_code=202)
 
 
-_REDELIVERED = "The delivery, due again now with the same event id and body and a fresh budget of attempts"
 _SUBSCRIPTION_LINKS = links_to("webhook_id", "/id", GetWebhook="get_webhook", ListDeliveries="list_deliveries",
                                RotateSecret="rotate_webhook_secret", DeleteWebhook="delete_webhook")
 
@@ -239,25 +238,27 @@ def add_routes(routes: APIRouter, page_size: int) -> None:
                                                                   "shown this once (`Cache-Control: no-store`); the "
                                                                   "old one signs too until `previous_secret_expires_at`"),
                                     **documented(*TENANT, 404, 413)}, **scope)
-    routes.add_api_route("/v1/webhooks/{webhook_id}/deliveries", list_deliveries_up_to(page_size), methods=["GET"],
-                         operation_id="list_deliveries",
-                         responses={**answer(DeliveryPage, 200, "A page of the subscription's deliveries, each with "
-                                                                "its most recent attempts"),
-                                    **documented(*TENANT, 400, 404)}, **scope)
-    routes.add_api_route("/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", redeliver, methods=["POST"],
-                         status_code=202, operation_id="redeliver",
-                         responses={**answer(Delivery, 202, _REDELIVERED), **documented(*TENANT, 404, 409)}, **scope)
+    _add_delivery_routes(routes, "/v1/webhooks/{webhook_id}", list_deliveries_up_to(page_size), redeliver,
+                         ("list_deliveries", "redeliver"), "the subscription's", (404,))
     routes.add_api_route("/v1/callbacks/secret", set_callback_secret, methods=["POST"], operation_id="set_callback_secret",
                          responses={**answer(CallbackSecret, 200, "The tenant's new callback secret (made, or rotated: "
                                                                   "the old one signs too until "
                                                                   "`previous_secret_expires_at`), shown this once "
                                                                   "(`Cache-Control: no-store`)"),
                                     **documented(*TENANT, 413)}, **scope)
-    routes.add_api_route("/v1/callbacks/deliveries", list_callback_deliveries_up_to(page_size), methods=["GET"],
-                         operation_id="list_callback_deliveries",
-                         responses={**answer(DeliveryPage, 200, "A page of the deliveries to the tenant's tasks' "
-                                                                "`callback_url`s, each with its most recent attempts"),
-                                    **documented(*TENANT, 400)}, **scope)
-    routes.add_api_route("/v1/callbacks/deliveries/{delivery_id}/redeliver", redeliver_callback, methods=["POST"],
-                         status_code=202, operation_id="redeliver_callback",
-                         responses={**answer(Delivery, 202, _REDELIVERED), **documented(*TENANT, 404, 409)}, **scope)
+    _add_delivery_routes(routes, "/v1/callbacks", list_callback_deliveries_up_to(page_size), redeliver_callback,
+                         ("list_callback_deliveries", "redeliver_callback"), "the tenant's tasks' `callback_url`")
+
+
+def _add_delivery_routes(routes: APIRouter, prefix: str, listing, redelivery, operation_ids: tuple[str, str],
+                         whose: str, not_found: tuple[int, ...] = ()) -> None:
+    """An owner's deliveries (a subscription's, or the tenant's callbacks') and their redelivery."""
+    routes.add_api_route(f"{prefix}/deliveries", listing, methods=["GET"], operation_id=operation_ids[0],
+                         responses={**answer(DeliveryPage, 200, f"A page of {whose} deliveries, each with its most "
+                                                                f"recent attempts"),
+                                    **documented(*TENANT, 400, *not_found)}, **needs(WEBHOOKS_WRITE))
+    routes.add_api_route(f"{prefix}/deliveries/{{delivery_id}}/redeliver", redelivery, methods=["POST"],
+                         status_code=202, operation_id=operation_ids[1],
+                         responses={**answer(Delivery, 202, "The delivery, due again now with the same event id and "
+                                                            "body and a fresh budget of attempts"),
+                                    **documented(*TENANT, 404, 409)}, **needs(WEBHOOKS_WRITE))

@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 
-Expand-only: new nullable columns, a new table, a replaced trigger function and an index built
+Expand-only: new nullable columns, a new table, a new trigger on ``tasks`` and indexes built
 ``CONCURRENTLY`` (as 0007's: a plain build would hold off every delivery's write while it reads
 the table).
 
@@ -14,7 +14,8 @@ the table).
   secrets: a rotated-out secret still signs, beside the new one, until then.
 - ``webhook_deliveries``: a callback's delivery has no subscription (``subscription_id`` NULL,
   ``callback_url`` and ``tenant`` set). Dropping the NOT NULL changes no row.
-- The trigger function writes a callback delivery too (the outbox, as 0008 says).
+- A trigger on ``tasks`` writes a callback's event and delivery with the status change (the
+  outbox, as 0008 says), beside 0008's, which is unchanged.
 
 A release before this one during a blue/green switch: its dispatcher claims rows whose
 ``lease_until`` is NULL or past, and joins the subscriptions (inner): a callback delivery it took
@@ -69,40 +70,36 @@ def _index_concurrently(name: str, definition: str) -> None:
 
 
 def _trigger() -> None:
-    """0008's function, and a delivery to the task's ``callback_url`` on its terminal events."""
+    """A trigger of its own beside 0008's, which stays as it is: on a task's terminal status
+    change, when it has a ``callback_url``, an event and its one delivery. Its ``WHEN`` is
+    evaluated without calling the function, so a task without a callback costs nothing more. A
+    status change that a subscription wants too has an event for each (each receiver sees its own
+    event id, the same on each of its attempts)."""
     op.execute("""
-        CREATE OR REPLACE FUNCTION webhook_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION webhook_task_callback() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
-            v_type text := CASE NEW.status WHEN 'succeeded' THEN 'task.succeeded'
-                WHEN 'retry_wait' THEN 'task.failed' WHEN 'dead' THEN 'task.dead'
-                WHEN 'cancelled' THEN 'task.cancelled' END;
-            v_callback boolean := NEW.callback_url IS NOT NULL
-                AND NEW.status IN ('succeeded', 'dead', 'cancelled');
-            v_event uuid;
+            v_event uuid := gen_random_uuid();
         BEGIN
-            IF NOT v_callback AND NOT EXISTS (SELECT 1 FROM webhook_subscriptions
-                                              WHERE tenant = NEW.tenant AND v_type = ANY (events)) THEN
-                RETURN NULL;
-            END IF;
-            v_event := gen_random_uuid();
             INSERT INTO webhook_events (id, tenant, type, task_id, task)
-            VALUES (v_event, NEW.tenant, v_type, NEW.id, jsonb_build_object(
-                'id', NEW.id, 'kind', NEW.kind, 'status', NEW.status, 'attempts', NEW.attempts,
-                'max_attempts', NEW.max_attempts, 'result', NEW.result, 'error', NEW.error,
-                'created_at', NEW.created_at, 'updated_at', NEW.updated_at, 'run_after', NEW.run_after));
-            INSERT INTO webhook_deliveries (id, subscription_id, event_id)
-            SELECT gen_random_uuid(), s.id, v_event FROM webhook_subscriptions s
-            WHERE s.tenant = NEW.tenant AND v_type = ANY (s.events);
-            IF v_callback THEN
-                INSERT INTO webhook_deliveries (id, subscription_id, event_id, callback_url, tenant, lease_until)
-                VALUES (gen_random_uuid(), NULL, v_event, NEW.callback_url, NEW.tenant, 'infinity');
-            END IF;
+            SELECT v_event, NEW.tenant, 'task.' || NEW.status, NEW.id, to_jsonb(snapshot) FROM (SELECT
+                NEW.id, NEW.kind, NEW.status, NEW.attempts, NEW.max_attempts, NEW.result, NEW.error,
+                NEW.created_at, NEW.updated_at, NEW.run_after) AS snapshot;
+            -- Unheld: lease_until infinity, which the claim of a release before this one never takes.
+            INSERT INTO webhook_deliveries (id, subscription_id, event_id, callback_url, tenant, lease_until)
+            VALUES (gen_random_uuid(), NULL, v_event, NEW.callback_url, NEW.tenant, 'infinity');
             RETURN NULL;
         END $$
+    """)
+    op.execute("DROP TRIGGER IF EXISTS tasks_callback_events ON tasks")
+    op.execute("""
+        CREATE TRIGGER tasks_callback_events AFTER UPDATE OF status ON tasks FOR EACH ROW
+        WHEN (NEW.callback_url IS NOT NULL AND NEW.status IS DISTINCT FROM OLD.status
+              AND NEW.status IN ('succeeded', 'dead', 'cancelled'))
+        EXECUTE FUNCTION webhook_task_callback()
     """)
 
 
 def downgrade() -> None:
-    # Expand-only: the columns, the table, the indexes and the function stay (the release before
-    # this one never sets a callback_url, for which the function does what 0008's did).
+    # Expand-only: the columns, the table, the indexes and the trigger stay (the release before
+    # this one never sets a callback_url, and its trigger never fires then).
     pass
