@@ -11,7 +11,7 @@ import requests
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from taskplatform import scopes
+from taskplatform import auth, scopes
 from taskplatform_testing.app import built_app
 from conftest import sign_hs256
 from test_api import assert_error
