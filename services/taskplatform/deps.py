@@ -59,24 +59,38 @@ async def principal_of(request: Request,
 async def rate_limited_tenant(request: Request, principal: Annotated[Principal, Depends(principal_of)]) -> str:
     """The tenant, within its requests per minute (429 with Retry-After beyond them), counted in
     Redis per minute across every API process."""
-    tenant_id = principal.tenant
-    services = services_of(request)
+    await charge_rate(services_of(request), principal.tenant, 1)
+    return principal.tenant
+
+
+async def charge_rate(services: Services, tenant_id: str, requests: int, batch: int | None = None) -> None:
+    """Counts ``requests`` more of the tenant in this minute; beyond its limit, 429 with
+    Retry-After. A request refused stays counted (a client hammering stays refused); the other
+    tasks of a ``batch`` of that many (its request is counted already) are given back when
+    refused, so a batch too big for what is left of the minute costs one request."""
+    if requests <= 0:
+        return
     limit = services.config.config.rate_limit_per_minute
     now = time.time()
     key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
         pipe = services.redis.pipeline(transaction=False)
-        pipe.incr(key)
+        pipe.incrby(key, requests)
         pipe.expire(key, 120)
         count, _ = await services.within_redis_timeout(pipe.execute())
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
-        return tenant_id
-    if count > limit:
-        retry_after = max(1, 60 - int(now) % 60)
-        raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this tenant",
-                       {"Retry-After": str(retry_after)})
-    return tenant_id
+        return
+    if count <= limit:
+        return
+    if batch is not None:
+        try:
+            await services.within_redis_timeout(services.redis.decrby(key, requests))
+        except Exception as exc:  # noqa: BLE001 - then they stay counted until the minute ends
+            log.warning("rate limiter: a refused batch's tasks not given back", extra={"reason": repr(exc)})
+    raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this tenant"
+                                        f"{f' (a batch counts each task: this one {batch})' if batch else ''}",
+                   {"Retry-After": str(max(1, 60 - int(now) % 60))})
 
 
 def task_colour(request: Request) -> str:

@@ -21,10 +21,11 @@ def check_writes_open(config: RuntimeConfig, method: str, path: str) -> None:
                        {"Retry-After": str(config.maintenance_retry_after_seconds)})
 
 
-def check_kind_enabled(config: RuntimeConfig, kind: str) -> None:
+def check_kind_enabled(config: RuntimeConfig, kind: str, field: str = "") -> None:
     """A create of a kind the runtime config disables is refused, 409 ``kind_disabled``: the
     request is valid, the platform's state refuses it for now (as it would a task in the wrong
-    state), and it is accepted again once the kind is enabled."""
+    state), and it is accepted again once the kind is enabled. ``field``: the item of a batch
+    (``tasks.3.``), named first in the message."""
     if kind not in config.runnable_kinds():
-        raise ApiError(409, "kind_disabled", f"task kind {kind!r} is disabled by the runtime config (enabled_kinds: "
+        raise ApiError(409, "kind_disabled", f"{field}task kind {kind!r} is disabled by the runtime config (enabled_kinds: "
                                              f"{config.runnable_kinds()}); it is accepted again once enabled")

@@ -29,6 +29,8 @@ TASKS_DELETED = Counter("tasks_deleted_total", "finished tasks deleted by retent
 # come), failed (the last attempt failed: the delivery is given up until redelivered by hand).
 WEBHOOK_OUTCOMES = ("succeeded", "retrying", "failed")
 WEBHOOK_DELIVERIES = Counter("webhook_deliveries_total", "webhook delivery attempts by outcome", ["outcome"])
+WEBHOOK_DELIVERIES_DELETED = Counter("webhook_deliveries_deleted_total", "finished webhook deliveries deleted by "
+                                                                       "retention (with their attempts' log)")
 WEBHOOKS_IN_FLIGHT = Gauge("webhook_deliveries_in_flight", "webhook deliveries this worker is sending",
                            multiprocess_mode="livesum")
 TASKS_TIMED_OUT = Counter("tasks_timed_out_total", "task attempts cancelled for running past their timeout")

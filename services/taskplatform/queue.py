@@ -100,6 +100,18 @@ async def enqueue(client: redis.Redis, task_id: str, stream: str = STREAM) -> No
     await client.xadd(stream, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
 
 
+async def enqueue_many(client: redis.Redis, entries: list[tuple[str, str]]) -> None:
+    """(task id, stream) each, in one round trip (a pipeline, not a transaction: an entry added
+    is a task that may run, whatever happens to the others)."""
+    if len(entries) == 1:
+        await enqueue(client, *entries[0])
+        return
+    pipe = client.pipeline(transaction=False)
+    for task_id, stream in entries:
+        pipe.xadd(stream, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
+    await pipe.execute()
+
+
 async def ensure_group(client: redis.Redis, stream: str = STREAM) -> None:
     # From id 0: if Redis lost the group (restart without data), everything still in the
     # stream is delivered again; claims make that harmless.

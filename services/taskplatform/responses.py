@@ -32,6 +32,15 @@ class Task(BaseModel):
                                                      "release before priorities: 5)")
 
 
+class TaskBatchItem(BaseModel):
+    created: bool = Field(description="false: the task made earlier under this item's idempotency_key (a replay)")
+    task: Task
+
+
+class TaskBatch(BaseModel):
+    items: list[TaskBatchItem] = Field(description="one per task of the request, in its order")
+
+
 class TaskPage(BaseModel):
     items: list[Task] = Field(description="newest first")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
@@ -69,11 +78,27 @@ class Webhook(BaseModel):
     description: str
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    previous_secret_expires_at: AwareDatetime | None = Field(None, description=(
+        "after a rotation: until when the secret it replaced still signs deliveries too (a second `v1=`); null "
+        "when only the current secret signs (absent from a release before rotation: null)"))
+
+
+_SIGNING = ("deliveries carry `Shipyard-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`, one `v1=` "
+            "per secret still signing (after a rotation, the old one's until `previous_secret_expires_at`)")
 
 
 class CreatedWebhook(Webhook):
-    secret: str = Field(description="the signing secret (`whsec_...`): shown in this answer only; deliveries carry "
-                                    "`Shipyard-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`")
+    secret: str = Field(description=f"the signing secret (`whsec_...`): shown in this answer only; {_SIGNING}")
+
+
+class CallbackSecret(BaseModel):
+    """The tenant's secret for the deliveries to its tasks' `callback_url`s."""
+
+    secret: str = Field(description=f"the signing secret (`whsec_...`): shown in this answer only; {_SIGNING}")
+    created_at: AwareDatetime
+    updated_at: AwareDatetime = Field(description="when it was last rotated")
+    previous_secret_expires_at: AwareDatetime | None = Field(description=(
+        "until when the secret it replaced still signs too; null: no other secret signs"))
 
 
 class WebhookPage(BaseModel):
@@ -94,7 +119,9 @@ class Delivery(BaseModel):
     """One event sent (or to be sent) to one subscription."""
 
     id: str
-    subscription_id: str
+    subscription_id: str | None = Field(description="the subscription it is for; null for a task's `callback_url`")
+    callback_url: str | None = Field(None, description="a task's callback: where it goes; null for a subscription's "
+                                                       "(absent from a release before callbacks: null)")
     event_id: str = Field(description="the idempotency id, `Shipyard-Event-Id`: the same on every attempt")
     event_type: WebhookEvent
     task_id: str
@@ -111,6 +138,21 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
 
 
-def answer(model: type[BaseModel], status: int, description: str) -> dict[int, dict]:
-    """An OpenAPI ``responses`` entry for a route's success."""
-    return {status: {"model": model, "description": description}}
+def answer(model: type[BaseModel] | None, status: int, description: str, links: dict | None = None) -> dict[int, dict]:
+    """An OpenAPI ``responses`` entry for a route's success, with the ``links`` to the
+    operations its answer leads to (``links_to``)."""
+    entry: dict = {"description": description}
+    if model is not None:
+        entry["model"] = model
+    if links:
+        entry["links"] = links
+    return {status: entry}
+
+
+def links_to(parameter: str, pointer: str, **operations: str) -> dict[str, dict]:
+    """OpenAPI links (``Name=operation_id``) to operations taking ``parameter`` from the answer's
+    body at the JSON ``pointer`` (``/id``): a client — and schemathesis' stateful phase — goes
+    from a created object to what can be done with it."""
+    return {name: {"operationId": operation, "parameters": {parameter: f"$response.body#{pointer}"},
+                   "description": f"`{parameter}` is the answer's `{pointer[1:]}`"}
+            for name, operation in operations.items()}

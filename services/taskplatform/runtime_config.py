@@ -33,6 +33,9 @@ TimeoutSeconds = Annotated[float, Field(gt=0, le=86_400)]
 # How long a finished task is kept: a minute at least (a client polling for the outcome must
 # see it), ten years at most (a unit mistake, milliseconds for seconds, would keep it for ages).
 RetentionSeconds = Annotated[float, Field(ge=60, le=315_360_000)]
+# The most ``batch_max_tasks`` may say: a batch is one transaction, and one of a thousand tasks
+# holds its locks (and its request's slot) for a moment already.
+BATCH_MAX_TASKS_BOUND = 1000
 
 log = logging.getLogger("taskplatform.config")
 
@@ -103,6 +106,13 @@ class RuntimeConfig(BaseModel):
     # CIDRs every receiver address must lie in (empty: no such limit): an environment that
     # delivers only to its own receivers (ci: its tests' receiver, never a URL a fuzzer made up).
     webhook_allowed_networks: list[str] = Field(default_factory=list)
+    # Finished deliveries (succeeded, failed) and their attempts' log are deleted this long after
+    # they finished, by the workers' retention pass as finished tasks are; None: kept.
+    webhook_delivery_retention_seconds: RetentionSeconds | None = None
+    # The most tasks one ``POST /v1/tasks:batch`` creates (beyond: 400 ``batch_too_large``). The
+    # OpenAPI states the bound of this key (``BATCH_MAX_TASKS_BOUND``), not its value: the
+    # document is built once, the key is live.
+    batch_max_tasks: int = Field(100, ge=1, le=BATCH_MAX_TASKS_BOUND)
     # Per queue (the queue a kind declares): its concurrency and rate limit per worker. A queue
     # this release does not know is kept, not refused, by the rule of unknown keys (a newer
     # release beside it may declare it); ``validate_document`` refuses it before a push.

@@ -14,8 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema,
                       create_model, model_validator)
 
-from taskplatform import kinds, recurrence
-from taskplatform.storable import unstorable_json
+from taskplatform import kinds, recurrence, webhooks
+from taskplatform.runtime_config import BATCH_MAX_TASKS_BOUND
+from taskplatform.storable import unstorable_json, unstorable_text
 
 
 def _valid_payload(kind: kinds.Kind):
@@ -93,6 +94,28 @@ Priority = Annotated[int, Field(ge=0, le=9, strict=True, description=(
     BeforeValidator(_json_whole_number)]
 
 
+def _storable_text(text: str) -> str:
+    if problem := unstorable_text(text):
+        raise ValueError(problem)
+    return text
+
+
+CallbackUrl = Annotated[str, Field(min_length=1, max_length=webhooks.URL_MAX_LENGTH, pattern="^[^\\x00]*$"),
+                        AfterValidator(_storable_text)]
+CALLBACK_URL = (
+    "where the task's terminal events (`task.succeeded`, `task.dead`, `task.cancelled`) are POSTed too, as a "
+    "webhook subscription's (same body and headers, at least once, same `Shipyard-Event-Id` on every attempt), "
+    "signed with the tenant's callback secret (`POST /v1/callbacks/secret`; 409 `callback_secret_missing` "
+    "without one); http(s) to a host that resolves to public addresses only (unless the environment allows "
+    "private ones: 400 `url_not_allowed`), checked again at each delivery; never shown in the task's answers")
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200, pattern="^[^\\x00]*$"),
+                           AfterValidator(_storable_text)]
+IDEMPOTENCY_KEY = (
+    "this task's own idempotency key: a batch sent again returns the task made under it (`created`: false) "
+    "when the request is the same, and is refused (409 `idempotency_key_reused`) when not; the same within "
+    "one batch, likewise: the same request is one task (answered twice), another is refused")
+
+
 def _body_schema(schema: dict, model: type[_Timing]) -> None:
     """Not run_at and delay_seconds together; ``payload`` required where ``{}`` does not fit the
     kind's model (the API still takes it left out, as ``{}``, to say which fields are missing)."""
@@ -103,13 +126,15 @@ def _body_schema(schema: dict, model: type[_Timing]) -> None:
 
 class _Timing(BaseModel):
     """A create's body: when the task may run, at once (neither given), at ``run_at``, or
-    ``delay_seconds`` from now (the kind and payload fields are added per kind)."""
+    ``delay_seconds`` from now, its priority and callback (the kind and payload fields are added
+    per kind)."""
     model_config = ConfigDict(extra="forbid", json_schema_extra=_body_schema)
     payload_required: ClassVar[bool] = False
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_instant_text), Field(description=(
         "run no earlier than this instant (RFC 3339 with a time zone offset; at most "
         "TASKS_API_MAX_DELAY_SECONDS ahead, 400 beyond; an instant past runs at once); not with delay_seconds"))] = None
     priority: Priority = 5
+    callback_url: CallbackUrl | None = Field(None, description=CALLBACK_URL)
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -121,6 +146,30 @@ class _Timing(BaseModel):
 @functools.cache
 def create_body(max_delay_seconds: float):
     """The body of ``POST /v1/tasks``: one model per loaded kind, discriminated by ``kind``."""
+    return Annotated[Union[_create_models(max_delay_seconds)], Field(discriminator="kind")]
+
+
+@functools.cache
+def create_batch_body(max_delay_seconds: float) -> type[BaseModel]:
+    """The body of ``POST /v1/tasks:batch``: ``tasks``, each a create's body (one model per kind,
+    ``Batch<Kind>Task``) with its own ``idempotency_key``."""
+    items = tuple(create_model(body.__name__.replace("Create", "Batch", 1), __base__=body,
+                               idempotency_key=(IdempotencyKey | None, Field(None, description=IDEMPOTENCY_KEY)))
+                  for body in _create_models(max_delay_seconds))
+    plain = next((body.model_fields["kind"].annotation.__args__[0] for body in items if not body.payload_required),
+                 "smoke")
+    example = {"tasks": [{"kind": plain, "idempotency_key": "order-42-a"},
+                         {"kind": plain, "priority": 8, "delay_seconds": 60, "idempotency_key": "order-42-b"}]}
+    return create_model(
+        "CreateTaskBatch", __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}),
+        tasks=(list[Annotated[Union[items], Field(discriminator="kind")]], Field(
+            min_length=1, max_length=BATCH_MAX_TASKS_BOUND, description=(
+                f"the tasks, created all or none: at most the runtime config's `batch_max_tasks` (100 by default; "
+                f"400 `batch_too_large` beyond it, whatever this schema's bound of {BATCH_MAX_TASKS_BOUND} says)"))))
+
+
+@functools.cache
+def _create_models(max_delay_seconds: float) -> tuple[type[_Timing], ...]:
     bodies = []
     for kind in kinds.registry().values():
         bodies.append(body := create_model(
@@ -133,7 +182,7 @@ def create_body(max_delay_seconds: float):
         body.payload_required = not _fits(kind.payload, {})
     if len({body.__name__ for body in bodies}) < len(bodies):
         raise kinds.KindError(f"two task kinds differ only by '-' and '_' ({kinds.names()}): rename one")
-    return Annotated[Union[tuple(bodies)], Field(discriminator="kind")]
+    return tuple(bodies)
 
 
 def _schedule_body_schema(schema: dict, model: type[_Recurring]) -> None:
@@ -154,6 +203,10 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+# Whole seconds as JSON Schema's integer says them: 60 or 60.0, never "60" or true.
+WholeSeconds = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class _Recurring(BaseModel):
     """A schedule's body: when its tasks are made (the kind and payload fields are added per kind).
     ``cron``, ``timezone`` and ``interval_seconds`` are left out, never null (None: left out).
@@ -166,7 +219,7 @@ class _Recurring(BaseModel):
         "lists, names, L, W, #), evaluated in `timezone`; not with interval_seconds"))
     timezone: str = Field(None, min_length=1, max_length=64, pattern="^[^\\x00]*$", description=(
         "the IANA time zone of `cron` (default UTC), e.g. Europe/Paris"))
-    interval_seconds: Annotated[int, BeforeValidator(_json_integer)] = Field(None, ge=1, le=31_536_000, description=(
+    interval_seconds: WholeSeconds = Field(None, ge=1, le=31_536_000, description=(
         "every this many seconds from the schedule's creation; not with cron"))
     catchup: recurrence.Catchup = Field("latest", description=(
         "occurrences missed while no worker fired (an outage): `latest` fires the most recent one, `all` "

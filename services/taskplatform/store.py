@@ -53,12 +53,57 @@ def connect_args(nodes: list[tuple[str, int]], database: str, user: str, passwor
 
 
 class IdempotencyKeyReused(Exception):
-    """An idempotency key already names a task created from another request."""
+    """An idempotency key already names a task created from another request; ``index``: which
+    item of a batch (None for a single create)."""
+
+    def __init__(self, key: str | None, index: int | None = None):
+        super().__init__(key)
+        self.key, self.index = key, index
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """One task to create (``TaskStore.create_batch``): what ``TaskStore.create`` takes, per task."""
+    kind: str
+    payload: dict
+    idempotency_key: str | None = None
+    delay_seconds: float | None = None
+    priority: int = DEFAULT_PRIORITY
+    queue: str | None = None
+    callback_url: str | None = None
+
+
+# The INSERT of both creates, from a relation ``src`` of the columns below (one row of
+# parameters, or a batch's rows): ``scheduled`` with a delay (PostgreSQL's clock), else
+# ``queued``; a (tenant, idempotency key) taken already inserts nothing (the caller reads it).
+_INSERT = (
+    "INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, status, queued_at, run_after, "
+    "  priority, queue, callback_url) "
+    "SELECT id, tenant, kind, payload, max_attempts, idempotency_key, "
+    "  CASE WHEN delay > 0 THEN 'scheduled' ELSE 'queued' END, "
+    "  CASE WHEN delay > 0 THEN NULL ELSE clock_timestamp() END, "
+    "  CASE WHEN delay > 0 THEN clock_timestamp() + make_interval(secs => delay) END, priority, queue, callback_url "
+    "FROM {src} "
+    "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    f"RETURNING {_COLUMNS}")
+_SRC = (("id", "uuid"), ("tenant", "text"), ("kind", "text"), ("payload", "jsonb"), ("max_attempts", "int"),
+        ("idempotency_key", "text"), ("delay", "float8"), ("priority", "smallint"), ("queue", "text"),
+        ("callback_url", "text"))
+# One create's parameters $1..$10 as that relation; a batch's rows (JSON objects) as it.
+_ONE = (f"(VALUES ({', '.join(f'${n}::{type_}' for n, (_, type_) in enumerate(_SRC, 1))})) "
+        f"AS r({', '.join(name for name, _ in _SRC)})")
+_MANY = (f"(SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(ord int, {', '.join(f'{n} {t}' for n, t in _SRC)}) "
+         f"ORDER BY idempotency_key NULLS LAST, ord) AS r")
+_TASK_COLUMNS = ", ".join(f"t.{column}" for column in _COLUMNS.split(", "))
+# The same request under a key: kind, payload (as jsonb: 1.0 and 1 are the same number) and
+# callback URL alike.
+_SAME_REQUEST = "(t.kind = r.kind AND t.payload = r.payload AND t.callback_url IS NOT DISTINCT FROM r.callback_url)"
 
 
 def task_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
     doc.pop("same_request", None)
+    doc.pop("ord", None)
     doc["id"] = str(doc["id"])
     for key in ("created_at", "updated_at", "run_after"):
         if key in doc:
@@ -94,30 +139,57 @@ class TaskStore:
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, max_attempts: int,
                      idempotency_key: str | None, delay_seconds: float | None = None,
-                     priority: int = DEFAULT_PRIORITY, queue: str | None = None) -> tuple[dict, bool]:
+                     priority: int = DEFAULT_PRIORITY, queue: str | None = None,
+                     callback_url: str | None = None) -> tuple[dict, bool]:
         """(task, created). The same (tenant, idempotency key) returns the first task when the
-        request is the same (kind and payload, compared as jsonb: 1.0 and 1 are the same
-        number); another request under that key raises ``IdempotencyKeyReused``. With
+        request is the same (kind, payload — compared as jsonb: 1.0 and 1 are the same number —
+        and callback URL); another request under that key raises ``IdempotencyKeyReused``. With
         ``delay_seconds`` the task is ``scheduled`` until then (PostgreSQL's clock: ``run_after``),
         and ``due_scheduled`` queues it. ``priority`` (0-9, higher first within its queue) and
-        ``queue`` (the kind's; None: the kind's as the worker knows it) route it."""
+        ``queue`` (the kind's; None: the kind's as the worker knows it) route it. With
+        ``callback_url`` its terminal events are delivered there too (migration 0010's trigger)."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO tasks (id, tenant, kind, payload, max_attempts, idempotency_key, status, queued_at, run_after, "
-            f"  priority, queue) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7::float8 > 0 THEN 'scheduled' ELSE 'queued' END, "
-            f"  CASE WHEN $7::float8 > 0 THEN NULL ELSE clock_timestamp() END, "
-            f"  CASE WHEN $7::float8 > 0 THEN clock_timestamp() + make_interval(secs => $7::float8) END, $8, $9) "
-            f"ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-            f"RETURNING {_COLUMNS}", uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key,
-            delay_seconds, priority, queue)
+            _INSERT.format(src=_ONE), uuid.uuid4(), tenant, kind, payload, max_attempts, idempotency_key,
+            delay_seconds, priority, queue, callback_url)
         if row is not None:
             return task_json(row), True
         row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS}, (kind = $3 AND payload = $4::jsonb) AS same_request FROM tasks "
-            f"WHERE tenant = $1 AND idempotency_key = $2", tenant, idempotency_key, kind, payload)
+            f"SELECT {_TASK_COLUMNS}, {_SAME_REQUEST} AS same_request "
+            f"FROM tasks t, (VALUES ($3::text, $4::jsonb, $5::text)) AS r(kind, payload, callback_url) "
+            f"WHERE t.tenant = $1 AND t.idempotency_key = $2", tenant, idempotency_key, kind, payload, callback_url)
         if not row["same_request"]:
             raise IdempotencyKeyReused(idempotency_key)
         return task_json(row), False
+
+    async def create_batch(self, tenant: str, tasks: Sequence[NewTask], max_attempts: int) -> list[tuple[dict, bool]]:
+        """(task, created) for each of ``tasks``, in order, all in one transaction: all or nothing.
+        Each is created as ``create`` creates one; one whose idempotency key names a task of
+        another request raises ``IdempotencyKeyReused`` with its index, and nothing of the batch
+        is created. The keys must differ within the batch (the caller checks). Inserted in the
+        order of their keys, so two batches that share keys wait for each other instead of
+        deadlocking."""
+        ids = [uuid.uuid4() for _ in tasks]
+        rows = [{"ord": i, "id": str(ids[i]), "tenant": tenant, "kind": t.kind, "payload": t.payload,
+                 "max_attempts": max_attempts, "idempotency_key": t.idempotency_key, "delay": t.delay_seconds,
+                 "priority": t.priority, "queue": t.queue, "callback_url": t.callback_url} for i, t in enumerate(tasks)]
+        results: list[tuple[dict, bool] | None] = [None] * len(tasks)
+        async with self.pool.acquire() as conn, conn.transaction():
+            created = await conn.fetch(_INSERT.format(src=_MANY), rows)
+            index_of = {task_id: i for i, task_id in enumerate(ids)}
+            for row in created:
+                results[index_of[row["id"]]] = (task_json(row), True)
+            replayed = [rows[i] for i, result in enumerate(results) if result is None]
+            if replayed:
+                existing = await conn.fetch(
+                    f"SELECT {_TASK_COLUMNS}, {_SAME_REQUEST} AS same_request, r.ord "
+                    f"FROM jsonb_to_recordset($2::jsonb) AS r(ord int, kind text, payload jsonb, idempotency_key text, "
+                    f"  callback_url text) "
+                    f"JOIN tasks t ON t.tenant = $1 AND t.idempotency_key = r.idempotency_key", tenant, replayed)
+                for row in existing:
+                    if not row["same_request"]:
+                        raise IdempotencyKeyReused(rows[row["ord"]]["idempotency_key"], row["ord"])
+                    results[row["ord"]] = (task_json(row), False)
+        return results
 
     async def get(self, tenant: str, task_id: uuid.UUID) -> dict | None:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1 AND tenant = $2",

@@ -72,12 +72,16 @@ class Dispatcher:
     async def _deliver(self, claim: Claimed) -> None:
         cfg = self.config.config
         body = webhooks.event_body(str(claim.event_id), claim.event_type, claim.event_at.isoformat(), claim.task)
-        headers = webhooks.signed_headers(claim.secret, str(claim.event_id), claim.event_type, body)
         started = time.perf_counter()
-        with metrics.WEBHOOKS_IN_FLIGHT.track_inprogress():
-            sent = await webhooks.post(claim.url, headers, body, cfg.webhook_allow_private_addresses,
-                                       cfg.webhook_timeout_seconds,
-                                       allowed_networks=tuple(cfg.webhook_allowed_networks))
+        if not claim.secrets:  # a callback of a tenant without a callback secret: nothing to sign with
+            sent = webhooks.Sent(None, "refused: the tenant has no callback secret to sign with "
+                                       "(POST /v1/callbacks/secret makes one)")
+        else:
+            headers = webhooks.signed_headers(claim.secrets, str(claim.event_id), claim.event_type, body)
+            with metrics.WEBHOOKS_IN_FLIGHT.track_inprogress():
+                sent = await webhooks.post(claim.url, headers, body, cfg.webhook_allow_private_addresses,
+                                           cfg.webhook_timeout_seconds,
+                                           allowed_networks=tuple(cfg.webhook_allowed_networks))
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         error = sent.error or (None if sent.ok else f"HTTP {sent.status_code}")
         retry_in = None
@@ -91,9 +95,10 @@ class Dispatcher:
         if await self.store.record(claim, sent.status_code, error, duration_ms, outcome, retry_in):
             metrics.WEBHOOK_DELIVERIES.labels(outcome=label).inc()
         log.info("webhook delivery", extra={
-            "delivery_id": str(claim.id), "event_id": str(claim.event_id), "event_type": claim.event_type,
-            "attempt": claim.attempts, "status_code": sent.status_code, "outcome": label, "reason": sent.error,
-            "duration_ms": duration_ms, "retry_in_s": round(retry_in, 2) if retry_in is not None else None})
+            "delivery_id": str(claim.id), "callback": claim.subscription_id is None, "event_id": str(claim.event_id),
+            "event_type": claim.event_type, "attempt": claim.attempts, "status_code": sent.status_code,
+            "outcome": label, "reason": sent.error, "duration_ms": duration_ms,
+            "retry_in_s": round(retry_in, 2) if retry_in is not None else None})
 
     async def drain(self, grace_seconds: float) -> None:
         """Shutdown: what is in flight may finish within ``grace_seconds``; the rest is cancelled

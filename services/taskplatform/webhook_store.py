@@ -9,6 +9,17 @@ dispatchers never send one delivery at once, and the outcome is recorded only by
 holder. The row lock lasts for the claim only, not the HTTP request (a slow receiver holds no
 connection of the pool). A dispatcher that dies mid-request leaves a lease that expires: another
 one sends the delivery again, with the same event id (at least once).
+
+A task's ``callback_url`` has deliveries of its own, in the same table without a subscription
+(``subscription_id`` NULL, ``callback_url`` and ``tenant`` set), signed with the tenant's callback
+secret (``webhook_callback_secrets``); claimed, sent, retried and logged as the others. While no
+dispatcher holds one its ``lease_until`` is ``infinity`` (``_UNHELD_LEASE``), so that a release
+before migration 0010 never claims one (migration 0010 says why); a delivery is held when it has a
+``lease_token``.
+
+A rotated secret (``rotate_secret``, ``set_callback_secret``) keeps signing beside the new one
+until its ``previous_secret_expires_at``: the claim hands the dispatcher every secret still
+signing, the current one first.
 """
 
 from __future__ import annotations
@@ -20,9 +31,27 @@ from typing import Any
 
 import asyncpg
 
-_SUBSCRIPTION = "id, url, events, description, created_at, updated_at"
-_DELIVERY = ("d.id, d.subscription_id, d.event_id, e.type AS event_type, e.task_id, d.status, d.attempts, "
-             "d.next_attempt_at, d.created_at, d.updated_at")
+# The end of a rotated-out secret's overlap, shown only while it still signs.
+_PREVIOUS_EXPIRES = ("CASE WHEN previous_secret_expires_at > clock_timestamp() THEN previous_secret_expires_at END "
+                     "AS previous_secret_expires_at")
+_SUBSCRIPTION = f"id, url, events, description, created_at, updated_at, {_PREVIOUS_EXPIRES}"
+_DELIVERY = ("d.id, d.subscription_id, d.callback_url, d.event_id, e.type AS event_type, e.task_id, d.status, "
+             "d.attempts, d.next_attempt_at, d.created_at, d.updated_at")
+# ``lease_until`` of a delivery nobody holds (see the module's text): NULL, or ``infinity`` for a
+# callback's.
+_UNHELD_LEASE = "CASE WHEN subscription_id IS NULL THEN 'infinity'::timestamptz END"
+# A page of deliveries' rows with their most recent attempts (``log``, newest first); the caller
+# adds the WHERE clause (its first parameter is the owner: a subscription or a tenant) and
+# $2 = limit, $3/$4 = the cursor.
+_DELIVERY_PAGE = (
+    f"SELECT {_DELIVERY}, (SELECT coalesce(jsonb_agg(jsonb_build_object("
+    f"    'attempt', a.attempt, 'status_code', a.status_code, 'error', a.error, "
+    f"    'duration_ms', a.duration_ms, 'at', a.at) ORDER BY a.id DESC), '[]') FROM ("
+    f"  SELECT * FROM webhook_attempts WHERE delivery_id = d.id ORDER BY id DESC LIMIT {{log}}"
+    f") a) AS log "
+    f"FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE {{owner}} "
+    f"AND ($3::timestamptz IS NULL OR (d.created_at, d.id) < ($3, $4::uuid)) "
+    f"ORDER BY d.created_at DESC, d.id DESC LIMIT $2")
 # The most recent attempts shown with each delivery of a page (a delivery redelivered by hand
 # many times keeps all of them in the table).
 LOG_PER_DELIVERY = 25
@@ -35,14 +64,15 @@ def _iso(value):
 def subscription_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
     doc["id"] = str(doc["id"])
-    doc["created_at"], doc["updated_at"] = _iso(doc["created_at"]), _iso(doc["updated_at"])
+    for key in ("created_at", "updated_at", "previous_secret_expires_at"):
+        doc[key] = _iso(doc[key])
     return doc
 
 
 def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
     doc = dict(row)
     for key in ("id", "subscription_id", "event_id", "task_id"):
-        doc[key] = str(doc[key])
+        doc[key] = doc[key] and str(doc[key])
     for key in ("next_attempt_at", "created_at", "updated_at"):
         doc[key] = _iso(doc[key])
     if doc["status"] != "pending":
@@ -53,11 +83,13 @@ def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery a dispatcher holds: what to send where, and the lease that fences its outcome."""
+    """A delivery a dispatcher holds: what to send where, signed with which secrets (the current
+    one first; none: a callback whose tenant has no callback secret), and the lease that fences
+    its outcome."""
     id: uuid.UUID
-    subscription_id: uuid.UUID
+    subscription_id: uuid.UUID | None  # None: a task's callback
     url: str
-    secret: str
+    secrets: list[str]
     event_id: uuid.UUID
     event_type: str
     event_at: dt.datetime
@@ -91,6 +123,31 @@ class WebhookStore:
             f"ORDER BY created_at DESC, id DESC LIMIT $2", tenant, limit, after and after[0], after and after[1])
         return [subscription_json(r) for r in rows]
 
+    async def rotate_secret(self, tenant: str, subscription_id: uuid.UUID, secret: str,
+                            overlap_seconds: float) -> dict | None:
+        """The subscription signing with ``secret`` from now on, and with the secret it replaces
+        too for ``overlap_seconds`` (a secret rotated out before is dropped: two sign at most).
+        None: no such subscription of the tenant."""
+        row = await self.pool.fetchrow(
+            f"UPDATE webhook_subscriptions SET previous_secret = secret, secret = $3, "
+            f"  previous_secret_expires_at = clock_timestamp() + make_interval(secs => $4), "
+            f"  updated_at = clock_timestamp() WHERE id = $1 AND tenant = $2 RETURNING {_SUBSCRIPTION}",
+            subscription_id, tenant, secret, overlap_seconds)
+        return subscription_json(row) if row else None
+
+    async def set_callback_secret(self, tenant: str, secret: str, overlap_seconds: float) -> dict:
+        """The tenant's callback secret: made, or rotated as a subscription's (``rotate_secret``)."""
+        row = await self.pool.fetchrow(
+            f"INSERT INTO webhook_callback_secrets AS k (tenant, secret) VALUES ($1, $2) "
+            f"ON CONFLICT (tenant) DO UPDATE SET previous_secret = k.secret, secret = excluded.secret, "
+            f"  previous_secret_expires_at = clock_timestamp() + make_interval(secs => $3), "
+            f"  updated_at = clock_timestamp() "
+            f"RETURNING created_at, updated_at, {_PREVIOUS_EXPIRES}", tenant, secret, overlap_seconds)
+        return {key: _iso(value) for key, value in row.items()}
+
+    async def has_callback_secret(self, tenant: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT true FROM webhook_callback_secrets WHERE tenant = $1", tenant))
+
     async def delete(self, tenant: str, subscription_id: uuid.UUID) -> bool:
         """Gone with its deliveries and their log (a delivery in flight records nothing after)."""
         status = await self.pool.execute("DELETE FROM webhook_subscriptions WHERE id = $1 AND tenant = $2",
@@ -105,33 +162,36 @@ class WebhookStore:
             if not await conn.fetchval("SELECT true FROM webhook_subscriptions WHERE id = $1 AND tenant = $2",
                                        subscription_id, tenant):
                 return None
-            rows = await conn.fetch(
-                f"SELECT {_DELIVERY}, (SELECT coalesce(jsonb_agg(jsonb_build_object("
-                f"    'attempt', a.attempt, 'status_code', a.status_code, 'error', a.error, "
-                f"    'duration_ms', a.duration_ms, 'at', a.at) ORDER BY a.id DESC), '[]') FROM ("
-                f"  SELECT * FROM webhook_attempts WHERE delivery_id = d.id ORDER BY id DESC LIMIT {LOG_PER_DELIVERY}"
-                f") a) AS log "
-                f"FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE d.subscription_id = $1 "
-                f"AND ($3::timestamptz IS NULL OR (d.created_at, d.id) < ($3, $4::uuid)) "
-                f"ORDER BY d.created_at DESC, d.id DESC LIMIT $2",
-                subscription_id, limit, after and after[0], after and after[1])
+            rows = await conn.fetch(_page_sql("d.subscription_id = $1"), subscription_id, limit,
+                                    after and after[0], after and after[1])
         return [delivery_json(r) for r in rows]
 
-    async def redeliver(self, tenant: str, subscription_id: uuid.UUID,
+    async def callback_deliveries(self, tenant: str, limit: int,
+                                  after: tuple[dt.datetime, uuid.UUID] | None) -> list[dict]:
+        """A page of the deliveries to the tenant's tasks' ``callback_url``s, as ``deliveries``."""
+        rows = await self.pool.fetch(_page_sql("d.tenant = $1 AND d.subscription_id IS NULL"), tenant, limit,
+                                     after and after[0], after and after[1])
+        return [delivery_json(r) for r in rows]
+
+    async def redeliver(self, tenant: str, subscription_id: uuid.UUID | None,
                         delivery_id: uuid.UUID) -> tuple[dict | None, bool]:
         """(the delivery, whether it was queued again). A finished one (succeeded or failed) is
         due again now with a fresh budget of attempts and the same event (id and body); a
-        pending one is left as it is (it will be tried anyway). None: no such delivery."""
+        pending one is left as it is (it will be tried anyway). None: no such delivery — of
+        the tenant's subscription ``subscription_id``, or of its callbacks when that is None."""
+        owner = ("d.subscription_id IS NULL AND d.tenant = $3 AND $2::uuid IS NULL" if subscription_id is None else
+                 "d.subscription_id = $2 AND EXISTS (SELECT 1 FROM webhook_subscriptions s "
+                 "  WHERE s.id = d.subscription_id AND s.tenant = $3)")
         async with self.pool.acquire() as conn:
             moved = await conn.fetchval(
-                "UPDATE webhook_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = clock_timestamp(), "
-                "  lease_until = NULL, lease_token = NULL, updated_at = clock_timestamp() "
-                "FROM webhook_subscriptions s WHERE d.id = $1 AND d.subscription_id = $2 AND s.id = d.subscription_id "
-                "  AND s.tenant = $3 AND d.status <> 'pending' RETURNING true", delivery_id, subscription_id, tenant)
+                f"UPDATE webhook_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = clock_timestamp(), "
+                f"  lease_until = {_UNHELD_LEASE}, lease_token = NULL, updated_at = clock_timestamp() "
+                f"WHERE d.id = $1 AND {owner} AND d.status <> 'pending' RETURNING true",
+                delivery_id, subscription_id, tenant)
             row = await conn.fetchrow(
                 f"SELECT {_DELIVERY}, '[]'::jsonb AS log FROM webhook_deliveries d "
-                f"JOIN webhook_events e ON e.id = d.event_id JOIN webhook_subscriptions s ON s.id = d.subscription_id "
-                f"WHERE d.id = $1 AND d.subscription_id = $2 AND s.tenant = $3", delivery_id, subscription_id, tenant)
+                f"JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1 AND {owner}",
+                delivery_id, subscription_id, tenant)
         return (delivery_json(row) if row else None), bool(moved)
 
     # --- worker side ------------------------------------------------------------------------
@@ -140,15 +200,23 @@ class WebhookStore:
         lease), oldest first, each with its attempt counted and a lease of ``lease_seconds``."""
         rows = await self.pool.fetch(
             "WITH due AS (SELECT id FROM webhook_deliveries WHERE status = 'pending' "
-            "  AND next_attempt_at <= clock_timestamp() AND (lease_until IS NULL OR lease_until < clock_timestamp()) "
+            "  AND next_attempt_at <= clock_timestamp() AND (lease_token IS NULL OR lease_until < clock_timestamp()) "
             "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED), "
             "claimed AS (UPDATE webhook_deliveries d SET attempts = d.attempts + 1, lease_token = gen_random_uuid(), "
             "  lease_until = clock_timestamp() + make_interval(secs => $2), updated_at = clock_timestamp() "
             "  FROM due WHERE d.id = due.id RETURNING d.*) "
-            "SELECT c.id, c.subscription_id, s.url, s.secret, e.id AS event_id, e.type AS event_type, "
-            "  e.created_at AS event_at, e.task, c.attempts, c.lease_token "
-            "FROM claimed c JOIN webhook_subscriptions s ON s.id = c.subscription_id "
-            "JOIN webhook_events e ON e.id = c.event_id", limit, lease_seconds)
+            "SELECT c.id, c.subscription_id, coalesce(t.url, c.callback_url) AS url, "
+            "  array_remove(ARRAY[t.secret, CASE WHEN t.previous_secret_expires_at > clock_timestamp() "
+            "    THEN t.previous_secret END], NULL) AS secrets, "
+            "  e.id AS event_id, e.type AS event_type, e.created_at AS event_at, e.task, c.attempts, c.lease_token "
+            "FROM claimed c JOIN webhook_events e ON e.id = c.event_id "
+            # Where it goes and the secrets that sign it: its subscription's, or its tenant's callback secrets.
+            "LEFT JOIN LATERAL ("
+            "  SELECT url, secret, previous_secret, previous_secret_expires_at FROM webhook_subscriptions "
+            "  WHERE id = c.subscription_id "
+            "  UNION ALL SELECT c.callback_url, secret, previous_secret, previous_secret_expires_at "
+            "  FROM webhook_callback_secrets WHERE c.subscription_id IS NULL AND tenant = c.tenant) t ON true",
+            limit, lease_seconds)
         return [Claimed(**dict(r)) for r in rows]
 
     async def record(self, claim: Claimed, status_code: int | None, error: str | None, duration_ms: float,
@@ -159,10 +227,10 @@ class WebhookStore:
         False: not the holder any more; nothing recorded."""
         async with self.pool.acquire() as conn, conn.transaction():
             moved = await conn.fetchval(
-                "UPDATE webhook_deliveries SET status = $3, lease_until = NULL, lease_token = NULL, "
-                "  next_attempt_at = CASE WHEN $3 = 'pending' THEN clock_timestamp() + make_interval(secs => $4) "
-                "    ELSE next_attempt_at END, updated_at = clock_timestamp() "
-                "WHERE id = $1 AND lease_token = $2 AND status = 'pending' RETURNING true",
+                f"UPDATE webhook_deliveries SET status = $3, lease_until = {_UNHELD_LEASE}, lease_token = NULL, "
+                f"  next_attempt_at = CASE WHEN $3 = 'pending' THEN clock_timestamp() + make_interval(secs => $4) "
+                f"    ELSE next_attempt_at END, updated_at = clock_timestamp() "
+                f"WHERE id = $1 AND lease_token = $2 AND status = 'pending' RETURNING true",
                 claim.id, claim.lease_token, outcome, retry_in_seconds or 0.0)
             if moved:
                 await conn.execute("INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) "
@@ -173,6 +241,28 @@ class WebhookStore:
     async def hand_back(self, claim: Claimed) -> None:
         """Shutdown: a delivery not finished is due again at once, that attempt not counted."""
         await self.pool.execute(
-            "UPDATE webhook_deliveries SET attempts = attempts - 1, lease_until = NULL, lease_token = NULL, "
-            "updated_at = clock_timestamp() WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
+            f"UPDATE webhook_deliveries SET attempts = attempts - 1, lease_until = {_UNHELD_LEASE}, lease_token = NULL, "
+            f"updated_at = clock_timestamp() WHERE id = $1 AND lease_token = $2 AND status = 'pending'",
             claim.id, claim.lease_token)
+
+    async def delete_finished(self, retention_seconds: float, limit: int = 500) -> int:
+        """Retention: deletes at most ``limit`` deliveries finished (succeeded or failed) longer
+        than ``retention_seconds`` ago, oldest first, with their attempts' log and the events no
+        delivery refers to any more; returns how many deliveries. As the tasks'
+        (``TaskStore.delete_finished``): a short statement over an index of the finished ones
+        (``webhook_deliveries_finished``) that locks only the rows it deletes (``SKIP LOCKED``:
+        workers share the work), pending deliveries untouched."""
+        return await self.pool.fetchval(
+            "WITH expired AS ("
+            "  SELECT id FROM webhook_deliveries WHERE status <> 'pending' "
+            "  AND updated_at < clock_timestamp() - make_interval(secs => $1) "
+            "  ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM expired) RETURNING id, event_id), "
+            # One snapshot for the whole statement: the deliveries deleted above are still seen here.
+            "events AS (DELETE FROM webhook_events e WHERE e.id IN (SELECT event_id FROM gone) AND NOT EXISTS ("
+            "  SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.id NOT IN (SELECT id FROM gone))) "
+            "SELECT count(*) FROM gone", retention_seconds, limit)
+
+
+def _page_sql(owner: str) -> str:
+    return _DELIVERY_PAGE.format(owner=owner, log=LOG_PER_DELIVERY)

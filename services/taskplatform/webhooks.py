@@ -4,7 +4,9 @@ and the HTTP request itself. Nothing here touches PostgreSQL; the API (``routes/
 the workers' dispatcher (``webhook_dispatch``) share it.
 
 **Signature.** Each delivery carries ``Shipyard-Signature: t=<unix seconds>,v1=<hex>`` where
-``<hex>`` is HMAC-SHA256, keyed with the subscription's secret, of ``"<t>." + body``, and
+``<hex>`` is HMAC-SHA256, keyed with the subscription's secret, of ``"<t>." + body`` (after a
+rotation, one ``v1=`` per secret still signing: the new one first, then the old one until its
+overlap ends; a task's ``callback_url`` is signed with its tenant's callback secret), and
 ``Shipyard-Event-Id``: the event's id, the same on every retry and redelivery (a receiver keeps
 the ids it has handled and drops a repeat: deliveries are at least once). A receiver checks the
 HMAC in constant time and that ``t`` is recent (five minutes by default), so a captured delivery
@@ -33,6 +35,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 EVENTS = ("task.succeeded", "task.failed", "task.dead", "task.cancelled")
@@ -53,10 +56,14 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Shipyard-Signature`` header's value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
+def signature(secrets: str | Sequence[str], timestamp: int, body: bytes) -> str:
+    """The ``Shipyard-Signature`` header's value for ``body`` sent at ``timestamp``: one ``v1=``
+    per secret, the current one first (a rotated-out secret signs too during its overlap, so a
+    receiver that still holds it keeps accepting; Stripe's scheme)."""
+    signed = f"{timestamp}.".encode() + body
+    digests = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+               for secret in ([secrets] if isinstance(secrets, str) else secrets)]
+    return ",".join([f"t={timestamp}", *(f"v1={digest}" for digest in digests)])
 
 
 def event_body(event_id: str, event_type: str, created_at: str, task: dict) -> bytes:
@@ -238,7 +245,8 @@ async def _connect(addresses: list[str], target: Target, context: ssl.SSLContext
                                          server_hostname=target.host if context else None)
 
 
-def signed_headers(secret: str, event_id: str, event_type: str, body: bytes, now: float | None = None) -> dict:
+def signed_headers(secrets: str | Sequence[str], event_id: str, event_type: str, body: bytes,
+                   now: float | None = None) -> dict:
     timestamp = int(now if now is not None else time.time())
     return {EVENT_ID_HEADER: event_id, EVENT_TYPE_HEADER: event_type,
-            SIGNATURE_HEADER: signature(secret, timestamp, body)}
+            SIGNATURE_HEADER: signature(secrets, timestamp, body)}

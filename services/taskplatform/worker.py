@@ -308,9 +308,13 @@ class Worker:
 
     async def _retain(self) -> None:
         """Retention: one batch of finished tasks past their period deleted (``delete_finished``),
-        when the runtime config gives one. A batch per pass, so a backlog of expired tasks (the
-        first run after retention is set) is worked off in short statements, never one long one."""
+        and one of finished webhook deliveries past theirs, when the runtime config gives them. A
+        batch per pass, so a backlog (the first run after retention is set) is worked off in short
+        statements, never one long one."""
         cfg = self.config.config
+        if cfg.webhook_delivery_retention_seconds:
+            deliveries = await self.webhooks.store.delete_finished(cfg.webhook_delivery_retention_seconds)
+            metrics.WEBHOOK_DELIVERIES_DELETED.inc(deliveries)
         if not cfg.retains():
             return
         deleted = await self.store.delete_finished(cfg.retention_seconds, cfg.retention_seconds_by_kind,

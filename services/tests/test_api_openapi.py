@@ -5,6 +5,7 @@ schemathesis.toml, the whole run by MAX_SECONDS. Against a real API process, Pos
 
 import pytest
 
+from taskplatform_testing.app import openapi_document
 from taskplatform_testing.schemathesis_run import run_schemathesis
 from taskplatform_testing.servers import start_platform
 
@@ -31,3 +32,47 @@ def test_the_api_keeps_to_its_openapi(own_platform, tmp_path):
     # errors; status_code_conformance: 0 undocumented statuses; and the rest).
     assert run.operations >= 10, run.output[-5000:]
     assert run.problems == 0, run.output[-20000:]
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    """The OpenAPI of an app built as an API process builds it (no connections are opened)."""
+    return openapi_document()
+
+
+def operations(document: dict) -> dict[str, tuple[str, dict]]:
+    """operationId → (path, operation)."""
+    return {op["operationId"]: (path, op) for path, item in document["paths"].items() for op in item.values()}
+
+
+@pytest.mark.parametrize("operation, status, linked", [
+    ("create_task", "202", {"get_task", "cancel_task", "retry_task"}),
+    ("create_task_batch", "202", {"get_task", "cancel_task", "retry_task"}),
+    ("create_schedule", "201", {"get_schedule", "pause_schedule", "resume_schedule", "delete_schedule"}),
+    ("create_webhook", "201", {"get_webhook", "list_deliveries", "rotate_webhook_secret", "delete_webhook"}),
+])
+def test_a_created_object_links_to_what_can_be_done_with_it(document, operation, status, linked):
+    """What schemathesis' stateful phase follows: without these links it never reached a task
+    that exists. Each link names an operation of the document and fills its path parameter from
+    the answer."""
+    by_id = operations(document)
+    links = by_id[operation][1]["responses"][status]["links"]
+    assert {link["operationId"] for link in links.values()} == linked
+    for link in links.values():
+        path, target = by_id[link["operationId"]]
+        (parameter, expression), = link["parameters"].items()
+        assert f"{{{parameter}}}" in path and expression.startswith("$response.body#/")
+        assert any(p["name"] == parameter and p["in"] == "path" for p in target["parameters"])
+
+
+def test_the_new_operations_have_examples_and_their_errors_documented(document):
+    by_id = operations(document)
+    schemas = document["components"]["schemas"]
+    assert schemas["CreateTaskBatch"]["examples"] and schemas["Rotation"]["examples"]
+    batch = by_id["create_task_batch"][1]
+    assert {"400", "409", "422", "429"} <= set(batch["responses"]) and "all or nothing" in batch["description"].lower()
+    assert batch["x-required-scope"] == "tasks:write"
+    for operation in ("rotate_webhook_secret", "set_callback_secret", "list_callback_deliveries", "redeliver_callback"):
+        assert by_id[operation][1]["x-required-scope"] == "webhooks:write"
+        assert by_id[operation][1]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/ErrorBody")

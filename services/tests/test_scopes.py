@@ -4,9 +4,7 @@ are read from the app itself (``app.routes``, the ones the OpenAPI leaves out in
 route added without a scope fails here. Requests go to a real API process."""
 
 import re
-import tempfile
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -14,10 +12,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from taskplatform import auth, scopes
-from taskplatform.api import create_app
-from taskplatform.secrets import FileSecretSource
-from taskplatform.settings import ProcessSettings
-from taskplatform_testing.servers import write_config
+from taskplatform_testing.app import built_app
 from conftest import sign_hs256
 from test_api import assert_error
 from test_api_auth import claims
@@ -25,12 +20,7 @@ from test_api_auth import claims
 
 def app_routes() -> list[APIRoute]:
     """The routes of an app built as an API process builds it (no connections are opened)."""
-    root = Path(tempfile.mkdtemp(prefix="scopes-"))
-    (root / auth.SECRET_NAME).write_text("a-key-only-for-building-the-app")
-    write_config(root / "runtime.json")
-    settings = ProcessSettings(secrets_dir=str(root), config_file=str(root / "runtime.json"), consul_addrs="")
-    app = create_app(settings, FileSecretSource(str(root))).app.app  # inside X-Release and the concurrency limit
-    return [route for route in app.routes if isinstance(route, APIRoute)]
+    return [route for route in built_app().routes if isinstance(route, APIRoute)]
 
 
 ROUTES = [(method, route) for route in app_routes() for method in sorted(route.methods - {"HEAD"})]

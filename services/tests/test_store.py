@@ -9,6 +9,7 @@ import pytest
 
 from taskplatform import store
 from taskplatform.schedules import ScheduleStore
+from taskplatform.webhook_store import WebhookStore
 
 
 def run_with_store(platform, scenario):
@@ -166,4 +167,94 @@ def test_a_retention_batch_in_progress_does_not_hold_off_creates(platform):
                 task, created = await asyncio.wait_for(tasks.create(owner, "checksum", {}, 3, key), 2)
                 assert created and task["status"] == "queued"
         assert await pool.fetchval("SELECT count(*) FROM tasks WHERE tenant = $1", owner) == 2
+    run_with_store(platform, scenario)
+
+
+async def finished_delivery(pool, subscription_id: uuid.UUID, status: str, age_seconds: float,
+                            event_id: uuid.UUID | None = None) -> uuid.UUID:
+    """A delivery (with an attempt in its log) of a new event, or of ``event_id``, that reached
+    ``status`` ``age_seconds`` ago."""
+    if event_id is None:
+        event_id = uuid.uuid4()
+        await pool.execute("INSERT INTO webhook_events (id, tenant, type, task_id, task) "
+                           "VALUES ($1, 't', 'task.succeeded', $2, '{}')", event_id, uuid.uuid4())
+    delivery_id = uuid.uuid4()
+    await pool.execute("INSERT INTO webhook_deliveries (id, subscription_id, event_id, status, updated_at) "
+                       "VALUES ($1, $2, $3, $4, clock_timestamp() - make_interval(secs => $5))",
+                       delivery_id, subscription_id, event_id, status, age_seconds)
+    await pool.execute("INSERT INTO webhook_attempts (delivery_id, attempt, status_code, duration_ms) "
+                       "VALUES ($1, 1, 200, 1)", delivery_id)
+    return delivery_id
+
+
+def test_delivery_log_retention_deletes_old_finished_deliveries_in_batches_oldest_first(platform):
+    async def scenario(tasks, pool):
+        webhooks = WebhookStore(pool)
+        owner = f"tenant-{uuid.uuid4().hex[:8]}"
+        hook, other = [uuid.UUID((await webhooks.create(owner, "https://example.com/", ["task.succeeded"], "",
+                                                        "whsec_x"))["id"]) for _ in range(2)]
+        oldest = await finished_delivery(pool, hook, "failed", 7400)
+        old = [await finished_delivery(pool, hook, status, age) for status, age in (("succeeded", 7300),
+                                                                                    ("succeeded", 7200))]
+        shared_event = await pool.fetchval("SELECT event_id FROM webhook_deliveries WHERE id = $1", old[1])
+        sibling = await finished_delivery(pool, other, "succeeded", 60, shared_event)  # same event, recent
+        recent = await finished_delivery(pool, hook, "succeeded", 60)
+        pending = await finished_delivery(pool, hook, "pending", 7500)
+        # Every database of the test session shares the table: only this subscription's rows count.
+        ours = "SELECT array_agg(id) FROM webhook_deliveries WHERE subscription_id = ANY($1::uuid[])"
+
+        assert await webhooks.delete_finished(3600, limit=2) >= 2
+        left = set(await pool.fetchval(ours, [hook, other]))
+        assert oldest not in left and old[0] not in left, "oldest first"
+        while await webhooks.delete_finished(3600, limit=2):
+            pass
+        assert set(await pool.fetchval(ours, [hook, other])) == {sibling, recent, pending}
+        assert await pool.fetchval("SELECT count(*) FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[])",
+                                   [oldest, *old]) == 0
+        events = await pool.fetch("SELECT id FROM webhook_events WHERE id IN (SELECT event_id FROM webhook_deliveries "
+                                  "WHERE subscription_id = ANY($1::uuid[]))", [hook, other])
+        assert shared_event in {r["id"] for r in events}, "an event a delivery still needs stays"
+        assert await pool.fetchval("SELECT count(*) FROM webhook_events e WHERE NOT EXISTS (SELECT 1 FROM "
+                                   "webhook_deliveries d WHERE d.event_id = e.id) AND e.tenant = 't'") == 0, \
+            "the events of the deleted deliveries are gone"
+    run_with_store(platform, scenario)
+
+
+# The claim of the release before migration 0010 (its webhook_store.claim_due), which may run
+# beside this one during a blue/green switch.
+CLAIM_BEFORE_0010 = (
+    "WITH due AS (SELECT id FROM webhook_deliveries WHERE status = 'pending' "
+    "  AND next_attempt_at <= clock_timestamp() AND (lease_until IS NULL OR lease_until < clock_timestamp()) "
+    "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE webhook_deliveries d SET attempts = d.attempts + 1, lease_token = gen_random_uuid(), "
+    "  lease_until = clock_timestamp() + make_interval(secs => $2), updated_at = clock_timestamp() "
+    "  FROM due WHERE d.id = due.id RETURNING d.*) "
+    "SELECT c.id FROM claimed c JOIN webhook_subscriptions s ON s.id = c.subscription_id")
+
+
+def test_a_callback_delivery_is_written_with_the_status_change_and_never_taken_by_the_release_before(platform):
+    """A task with a callback_url: its terminal status change writes the callback's delivery (the
+    trigger of migration 0010), which the claim of a release before it leaves alone (it could not
+    send it and would count an attempt); this release's claims it, with the tenant's callback
+    secrets, and gives it back unheld after a failed attempt."""
+    async def scenario(tasks, pool):
+        owner = f"tenant-{uuid.uuid4().hex[:8]}"
+        webhooks = WebhookStore(pool)
+        await webhooks.set_callback_secret(owner, "whsec_old", 0)
+        await webhooks.set_callback_secret(owner, "whsec_new", 600)
+        task, _ = await tasks.create(owner, "checksum", {}, 3, None, callback_url="https://example.com/cb")
+        claim, _ = await tasks.claim(uuid.UUID(task["id"]), 30)
+        assert await tasks.complete(claim, {"ok": True})
+        delivery = await pool.fetchrow("SELECT *, lease_until = 'infinity' AS unheld FROM webhook_deliveries "
+                                       "WHERE tenant = $1", owner)
+        assert delivery["subscription_id"] is None and delivery["callback_url"] == "https://example.com/cb"
+        assert delivery["unheld"] and delivery["lease_token"] is None
+        assert [r for r in await pool.fetch(CLAIM_BEFORE_0010, 1000, 30) if r["id"] == delivery["id"]] == []
+        assert await pool.fetchval("SELECT attempts FROM webhook_deliveries WHERE id = $1", delivery["id"]) == 0
+
+        claimed = [c for c in await webhooks.claim_due(1000, 30) if c.id == delivery["id"]]
+        assert len(claimed) == 1 and claimed[0].url == "https://example.com/cb"
+        assert claimed[0].secrets == ["whsec_new", "whsec_old"] and claimed[0].task["status"] == "succeeded"
+        assert await webhooks.record(claimed[0], 500, "HTTP 500", 1.0, "pending", 0)
+        assert [r for r in await pool.fetch(CLAIM_BEFORE_0010, 1000, 30) if r["id"] == delivery["id"]] == []
     run_with_store(platform, scenario)

@@ -7,6 +7,7 @@ receiver that hangs does not slow the tasks."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -131,11 +132,13 @@ def deliveries(tenant, webhook_id: str, **params) -> dict:
 
 
 def verify(secret: str, request: dict, tolerance: float = 60) -> dict:
-    """The receiver's check, written here from the documented scheme (not the platform's code)."""
-    fields = dict(part.split("=", 1) for part in request["headers"]["Shipyard-Signature"].split(","))
-    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + request["body"], hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(expected, fields["v1"]), "signature does not match"
-    assert abs(time.time() - int(fields["t"])) < tolerance, "stale timestamp"
+    """The receiver's check, written here from the documented scheme (not the platform's code): one
+    ``t=``, and one ``v1=`` or more (one per secret still signing), any of which may match."""
+    parts = [part.split("=", 1) for part in request["headers"]["Shipyard-Signature"].split(",")]
+    (timestamp,) = [value for name, value in parts if name == "t"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256).hexdigest()
+    assert any(hmac.compare_digest(expected, value) for name, value in parts if name == "v1"), "signature does not match"
+    assert abs(time.time() - int(timestamp)) < tolerance, "stale timestamp"
     return json.loads(request["body"])
 
 
@@ -389,3 +392,222 @@ def test_the_workers_count_deliveries_by_outcome(tenant, fast, receiver, webhook
                "succeeded")
     after = outcome_counts(webhook_workers)
     assert after["retrying"] >= before["retrying"] + 1 and after["succeeded"] >= before["succeeded"] + 1, (before, after)
+
+
+# --- secret rotation ---------------------------------------------------------------------------
+
+def signatures(request: dict) -> list[str]:
+    return [part.split("=", 1)[1] for part in request["headers"]["Shipyard-Signature"].split(",")
+            if part.startswith("v1=")]
+
+
+def test_a_rotated_secret_still_signs_within_its_overlap_and_not_after(tenant, other_tenant, fast, receiver):
+    hook = subscribe(tenant, receiver.url(), ["task.succeeded"]).json()
+    url = f"{tenant.base}/v1/webhooks/{hook['id']}/rotate-secret"
+    assert_error(other_tenant.session.post(url, timeout=10), 404, "not_found")
+    rotated = tenant.session.post(url, json={"overlap_seconds": 4}, timeout=10)
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.headers["Cache-Control"] == "no-store"
+    new = rotated.json()
+    assert new["secret"].startswith("whsec_") and new["secret"] != hook["secret"] and new["id"] == hook["id"]
+    assert new["previous_secret_expires_at"] is not None
+    assert tenant.session.get(f"{tenant.base}/v1/webhooks/{hook['id']}", timeout=10).json()[
+        "previous_secret_expires_at"] == new["previous_secret_expires_at"]
+
+    tenant.create("checksum", {"rotated": "within"})
+    within = wait_until(lambda: receiver.received and receiver.received[0], 10, "delivered")
+    assert len(signatures(within)) == 2, within["headers"]["Shipyard-Signature"]
+    verify(new["secret"], within)
+    verify(hook["secret"], within)  # a receiver that has not switched yet still accepts
+
+    expires = dt.datetime.fromisoformat(new["previous_secret_expires_at"])
+    time.sleep(max(0.0, (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.5)
+    assert tenant.session.get(f"{tenant.base}/v1/webhooks/{hook['id']}", timeout=10).json()[
+        "previous_secret_expires_at"] is None
+    tenant.create("checksum", {"rotated": "after"})
+    after = wait_until(lambda: len(receiver.received) >= 2 and receiver.received[1], 10, "delivered again")
+    assert len(signatures(after)) == 1
+    verify(new["secret"], after)
+    with pytest.raises(AssertionError, match="does not match"):
+        verify(hook["secret"], after)
+
+
+def test_a_second_rotation_drops_the_oldest_secret(tenant, fast, receiver):
+    hook = subscribe(tenant, receiver.url(), ["task.succeeded"]).json()
+    url = f"{tenant.base}/v1/webhooks/{hook['id']}/rotate-secret"
+    second = tenant.session.post(url, timeout=10).json()  # a day's overlap by default
+    third = tenant.session.post(url, json={}, timeout=10).json()
+    tenant.create("checksum", {"rotated": "twice"})
+    request = wait_until(lambda: receiver.received and receiver.received[0], 10, "delivered")
+    assert len(signatures(request)) == 2
+    verify(third["secret"], request)
+    verify(second["secret"], request)
+    with pytest.raises(AssertionError, match="does not match"):
+        verify(hook["secret"], request)
+
+
+@pytest.mark.parametrize("body", [{"overlap_seconds": -1}, {"overlap_seconds": 604_801}, {"overlap_seconds": "60"},
+                                  {"overlap": 60}])
+def test_a_rotation_with_a_bad_overlap_is_422(tenant, body):
+    # No subscription needed: the body is checked before the subscription is looked for.
+    response = tenant.session.post(f"{tenant.base}/v1/webhooks/00000000-0000-0000-0000-000000000000/rotate-secret",
+                                   json=body, timeout=10)
+    assert_error(response, 422, "invalid_request")
+
+
+# --- a task's callback_url ---------------------------------------------------------------------
+
+def callback_secret(tenant, **body) -> dict:
+    response = tenant.session.post(f"{tenant.base}/v1/callbacks/secret", json=body or None, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    return response.json()
+
+
+def create_with_callback(tenant, url: str, kind: str = "checksum", payload: dict | None = None, **extra):
+    return tenant.session.post(f"{tenant.base}/v1/tasks", json={"kind": kind, "payload": payload or {},
+                                                                "callback_url": url, **extra}, timeout=10)
+
+
+def callback_deliveries(tenant) -> list[dict]:
+    response = tenant.session.get(f"{tenant.base}/v1/callbacks/deliveries", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_a_callback_url_needs_the_tenants_callback_secret_and_an_allowed_address(tenant, fast, receiver):
+    response = create_with_callback(tenant, receiver.url())
+    assert_error(response, 409, "callback_secret_missing")
+    assert "POST /v1/callbacks/secret" in response.json()["message"]
+    callback_secret(tenant)
+    fast(**{**FAST, "webhook_allow_private_addresses": False})
+    refused = create_with_callback(tenant, receiver.url("localhost"))
+    assert_error(refused, 400, "url_not_allowed")
+    assert refused.json()["message"].startswith("callback_url: ") and "loopback" in refused.json()["message"]
+    refused = tenant.session.post(f"{tenant.base}/v1/tasks:batch", json={"tasks": [
+        {"kind": "checksum"}, {"kind": "checksum", "callback_url": "http://169.254.169.254/latest"}]}, timeout=10)
+    assert_error(refused, 400, "url_not_allowed")
+    assert refused.json()["message"].startswith("tasks.1.callback_url: ")
+    page = tenant.session.get(f"{tenant.base}/v1/tasks", timeout=10).json()
+    assert page["items"] == [], "nothing created"
+
+
+def test_a_callback_is_delivered_once_per_terminal_event_and_signed_with_the_callback_secret(tenant, fast, receiver):
+    secret = callback_secret(tenant)
+    assert secret["secret"].startswith("whsec_") and secret["previous_secret_expires_at"] is None
+    task = create_with_callback(tenant, receiver.url() + "&task=1", payload={"cb": 1})
+    assert task.status_code == 202, task.text
+    task = task.json()
+    assert "callback_url" not in task, "the URL is not shown with the task"
+    tenant.wait_for(task["id"], ("succeeded",))
+    request = wait_until(lambda: receiver.received and receiver.received[0], 10, "called back")
+    event = verify(secret["secret"], request)
+    assert event["type"] == "task.succeeded" and event["data"]["task"]["id"] == task["id"]
+    assert request["headers"]["Shipyard-Event-Id"] == event["id"] and "task=1" in request["path"]
+    delivered = wait_until(lambda: [d for d in callback_deliveries(tenant) if d["status"] == "succeeded"], 10,
+                           "recorded")
+    assert len(delivered) == 1
+    assert delivered[0]["subscription_id"] is None and delivered[0]["callback_url"] == receiver.url() + "&task=1"
+    assert delivered[0]["event_id"] == event["id"] and delivered[0]["task_id"] == task["id"]
+    time.sleep(1)  # the workers poll every 0.1 s: a second send of the event would be here by now
+    assert len(receiver.received) == 1, "one event, one delivery"
+
+
+def test_a_callback_comes_for_terminal_events_only_retried_with_the_same_event_id(tenant, fast, receiver):
+    """A task that fails until dead: its retries (task.failed) are no callback, its end is; the
+    receiver answers 500 once, and the retry carries the same event."""
+    secret = callback_secret(tenant)
+    receiver.respond = lambda request: 500 if len(receiver.received) == 1 else 200
+    failing = create_with_callback(tenant, receiver.url(), "fail", {"always": True}).json()
+    tenant.wait_for(failing["id"], ("dead",))
+    wait_until(lambda: len(receiver.received) >= 2, 10, "tried twice")
+    assert {r["headers"]["Shipyard-Event-Id"] for r in receiver.received} == {receiver.received[0]["headers"][
+        "Shipyard-Event-Id"]}
+    assert [verify(secret["secret"], r)["type"] for r in receiver.received] == ["task.dead", "task.dead"]
+    delivery = wait_until(lambda: [d for d in callback_deliveries(tenant) if d["status"] == "succeeded"], 10,
+                          "succeeded")[0]
+    assert [(a["attempt"], a["status_code"]) for a in delivery["log"]] == [(2, 200), (1, 500)]
+    again = tenant.session.post(f"{tenant.base}/v1/callbacks/deliveries/{delivery['id']}/redeliver", timeout=10)
+    assert again.status_code == 202 and again.json()["status"] == "pending", again.text
+    wait_until(lambda: len(receiver.received) >= 3, 10, "redelivered")
+    assert len({r["headers"]["Shipyard-Event-Id"] for r in receiver.received}) == 1
+
+
+def test_a_cancelled_tasks_callback_and_a_batchs_callbacks(tenant, other_tenant, fast, receiver):
+    secret = callback_secret(tenant)
+    answer = tenant.session.post(f"{tenant.base}/v1/tasks:batch", json={"tasks": [
+        {"kind": "checksum", "callback_url": receiver.url() + "&n=0"},
+        {"kind": "checksum"},
+        {"kind": "checksum", "delay_seconds": 3600, "callback_url": receiver.url() + "&n=2"}]}, timeout=10)
+    assert answer.status_code == 202, answer.text
+    first, _, delayed = (item["task"] for item in answer.json()["items"])
+    assert tenant.session.post(f"{tenant.base}/v1/tasks/{delayed['id']}/cancel", timeout=10).status_code == 200
+    wait_until(lambda: len(receiver.received) >= 2, 15, "two callbacks")
+    events = sorted((verify(secret["secret"], r)["type"], r["path"].rsplit("=", 1)[1]) for r in receiver.received)
+    assert events == [("task.cancelled", "2"), ("task.succeeded", "0")]
+    assert len(callback_deliveries(tenant)) == 2
+    assert callback_deliveries(other_tenant) == []
+    pending_id = callback_deliveries(tenant)[0]["id"]
+    assert_error(other_tenant.session.post(f"{other_tenant.base}/v1/callbacks/deliveries/{pending_id}/redeliver",
+                                           timeout=10), 404, "not_found")
+
+
+def test_a_callback_secret_rotated_signs_with_both_during_the_overlap(tenant, fast, receiver):
+    old = callback_secret(tenant)
+    new = callback_secret(tenant, overlap_seconds=600)
+    assert new["secret"] != old["secret"] and new["previous_secret_expires_at"] and new["created_at"] == old["created_at"]
+    task = create_with_callback(tenant, receiver.url()).json()
+    tenant.wait_for(task["id"], ("succeeded",))
+    request = wait_until(lambda: receiver.received and receiver.received[0], 10, "called back")
+    assert len(signatures(request)) == 2
+    verify(new["secret"], request)
+    verify(old["secret"], request)
+
+
+def test_an_idempotent_create_compares_the_callback_url_too(tenant, fast, receiver):
+    callback_secret(tenant)
+    headers = {"Idempotency-Key": "with-callback"}
+    body = {"kind": "checksum", "payload": {}, "callback_url": receiver.url()}
+    first = tenant.session.post(f"{tenant.base}/v1/tasks", json=body, headers=headers, timeout=10)
+    again = tenant.session.post(f"{tenant.base}/v1/tasks", json=body, headers=headers, timeout=10)
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    other = tenant.session.post(f"{tenant.base}/v1/tasks", json={**body, "callback_url": receiver.url() + "&x=1"},
+                                headers=headers, timeout=10)
+    assert_error(other, 409, "idempotency_key_reused")
+    assert_error(tenant.session.post(f"{tenant.base}/v1/tasks", json={**body, "callback_url": None}, headers=headers,
+                                     timeout=10), 409, "idempotency_key_reused")
+
+
+# --- delivery-log retention --------------------------------------------------------------------
+
+def test_the_workers_delete_old_finished_deliveries_and_keep_the_rest(tenant, fast, receiver, platform):
+    hook = subscribe(tenant, receiver.url(), ["task.succeeded"]).json()
+    for n in range(3):
+        tenant.create("checksum", {"retain": n})
+    done = wait_until(lambda: [d for d in deliveries(tenant, hook["id"])["items"] if d["status"] == "succeeded"]
+                      if len(receiver.received) >= 3 else None, 10, "three delivered")
+    aged = [d["id"] for d in done[:2]]
+    run_sql(platform, "UPDATE webhook_deliveries SET updated_at = clock_timestamp() - interval '2 minutes' "
+                      "WHERE id = ANY($1::uuid[])", aged)
+    fast(**{**FAST, "webhook_delivery_retention_seconds": 60})
+    left = wait_until(lambda: (items := deliveries(tenant, hook["id"])["items"]) and len(items) == 1 and items, 10,
+                      "the old ones deleted")
+    assert left[0]["id"] == done[2]["id"] and left[0]["log"]
+    assert run_sql(platform, "SELECT count(*) FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[])", aged) == 0
+
+
+def run_sql(platform, sql: str, *args):
+    """One statement on the platform's database, as its superuser; the first column of the first row."""
+    import asyncio
+
+    import asyncpg
+
+    async def main():
+        conn = await asyncpg.connect(host="127.0.0.1", port=platform.pg.port, database=platform.pg.database,
+                                     user=platform.pg.user, password=platform.pg.password)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
@@ -14,8 +14,9 @@ import httpx
 from shipyard_tasks import calls
 from shipyard_tasks.attempts import Attempts, Resend
 from shipyard_tasks.errors import WaitTimeout
-from shipyard_tasks.models import (ApiKey, CreatedApiKey, CreatedWebhook, Delivery, DeliveryPage, Task, TaskPage,
-                                   TaskStatus, Webhook, WebhookPage)
+from shipyard_tasks.calls import NewTask
+from shipyard_tasks.models import (ApiKey, CallbackSecret, CreatedApiKey, CreatedWebhook, Delivery, DeliveryPage, Task,
+                                   TaskBatch, TaskPage, TaskStatus, Webhook, WebhookPage)
 from shipyard_tasks.retries import RetryPolicy
 from shipyard_tasks.session import client_headers
 from shipyard_tasks.waiting import PollSchedule
@@ -59,11 +60,23 @@ class AsyncClient:
 
     async def create_task(self, kind: str, payload: dict[str, Any] | None = None, *,
                           idempotency_key: str | None = None, delay_seconds: float | None = None,
-                          run_at: dt.datetime | None = None) -> Task:
+                          run_at: dt.datetime | None = None, priority: int | None = None,
+                          callback_url: str | None = None) -> Task:
         """Creates a task (202), or returns the one made earlier under ``idempotency_key``. A key is
         generated when none is given: resends after a lost answer are safe either way; give your
-        own to make a retry of your whole operation safe too."""
-        return await self._send(calls.create_task(kind, payload, idempotency_key, delay_seconds, run_at))
+        own to make a retry of your whole operation safe too. ``callback_url``: where its end
+        (succeeded, dead, cancelled) is POSTed, signed with the tenant's callback secret
+        (``set_callback_secret`` first; ``Conflict`` ``callback_secret_missing`` otherwise)."""
+        task = NewTask(kind, payload, idempotency_key, delay_seconds, run_at, priority, callback_url)
+        return await self._send(calls.create_task(task))
+
+    async def create_tasks(self, tasks: Iterable[NewTask]) -> TaskBatch:
+        """A batch (``POST /v1/tasks:batch``), all or nothing: one task refused refuses the batch
+        (the error names it, ``tasks.<index>``) and none is made. ``.items`` (and ``.tasks``) in
+        the order given; ``created`` False for a task made earlier under its key. Each task gets
+        a key unless it has one, so a resend after a lost answer makes nothing twice. Each task
+        counts as a request of the tenant's rate limit."""
+        return await self._send(calls.create_tasks(list(tasks)))
 
     async def get_task(self, task_id: str) -> Task:
         return await self._send(calls.get_task(task_id))
@@ -140,3 +153,23 @@ class AsyncClient:
     async def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
         """A succeeded or failed delivery sent again (same event id; 409 ``Conflict`` while pending)."""
         return await self._send(calls.redeliver(webhook_id, delivery_id))
+
+    async def rotate_webhook_secret(self, webhook_id: str, *, overlap_seconds: int | None = None) -> CreatedWebhook:
+        """A new signing secret (``.secret``, shown this once); the old one signs too (a second
+        ``v1=``) for ``overlap_seconds`` (the API's default: a day). Not resent after a lost answer
+        (a second rotation would drop the secret the first one made): read the webhook to see."""
+        return await self._send(calls.rotate_webhook_secret(webhook_id, overlap_seconds))
+
+    # Callbacks: deliveries to the tasks' ``callback_url`` (the ``webhooks:write`` scope)
+
+    async def set_callback_secret(self, *, overlap_seconds: int | None = None) -> CallbackSecret:
+        """The tenant's callback signing secret, made or rotated (as ``rotate_webhook_secret``)."""
+        return await self._send(calls.set_callback_secret(overlap_seconds))
+
+    async def list_callback_deliveries(self, *, limit: int | None = None, cursor: str | None = None) -> DeliveryPage:
+        """One page of the deliveries to the tenant's callback URLs, newest first."""
+        return await self._send(calls.list_callback_deliveries(limit, cursor))
+
+    async def redeliver_callback(self, delivery_id: str) -> Delivery:
+        """A succeeded or failed callback delivery sent again (same event id)."""
+        return await self._send(calls.redeliver_callback(delivery_id))

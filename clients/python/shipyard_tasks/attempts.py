@@ -26,7 +26,7 @@ class Attempts:
 
     @property
     def _idempotent(self) -> bool:
-        return self.call.idempotency_key is not None
+        return self.call.idempotent
 
     def after_error(self, error: httpx.TransportError, url: str) -> Resend:
         """A send that got no answer: a ``Resend``, or raises ``TransportError``."""

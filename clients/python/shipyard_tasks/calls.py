@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 
-from shipyard_tasks.models import (ApiKey, ApiKeyList, CreatedApiKey, CreatedWebhook, Delivery, DeliveryPage, Task,
-                                   TaskPage, Webhook, WebhookPage)
+from shipyard_tasks.models import (ApiKey, ApiKeyList, CallbackSecret, CreatedApiKey, CreatedWebhook, Delivery,
+                                   DeliveryPage, Task, TaskBatch, TaskPage, Webhook, WebhookPage)
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,30 @@ class Call:
     params: dict[str, Any] = field(default_factory=dict)
     body: Any = None
     idempotency_key: str | None = None
+    # Each task of a batch carries its own key in the body: sent again, it makes nothing twice.
+    keys_in_body: bool = False
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else {}
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending it again after a lost answer cannot make the API act twice."""
+        return self.idempotency_key is not None or self.keys_in_body
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """One task of ``create_tasks`` (a batch): what ``create_task`` takes. Without an
+    ``idempotency_key`` one is generated, so the batch may be sent again after a lost answer."""
+    kind: str
+    payload: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    delay_seconds: float | None = None
+    run_at: dt.datetime | None = None
+    priority: int | None = None
+    callback_url: str | None = None
 
 
 def _segment(value: str) -> str:
@@ -41,20 +61,36 @@ def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 
 
-def create_task(kind: str, payload: dict[str, Any] | None, idempotency_key: str | None,
-                delay_seconds: float | None, run_at: dt.datetime | None) -> Call:
+def _task_body(task: NewTask) -> dict[str, Any]:
+    if task.delay_seconds is not None and task.run_at is not None:
+        raise ValueError("give run_at or delay_seconds, not both")
+    body: dict[str, Any] = {"kind": task.kind, "payload": task.payload or {}}
+    if task.delay_seconds is not None:
+        body["delay_seconds"] = float(task.delay_seconds)
+    if task.run_at is not None:
+        if task.run_at.tzinfo is None:
+            raise ValueError("run_at needs a time zone (e.g. datetime.now(timezone.utc)); the API refuses a naive time")
+        body["run_at"] = task.run_at.isoformat()
+    for name in ("priority", "callback_url"):
+        if getattr(task, name) is not None:
+            body[name] = getattr(task, name)
+    return body
+
+
+def create_task(task: NewTask) -> Call:
     """A create always carries an idempotency key (a fresh one unless given), so that sending
     it again after a lost answer returns the first task instead of making a second."""
-    if delay_seconds is not None and run_at is not None:
-        raise ValueError("give run_at or delay_seconds, not both")
-    body: dict[str, Any] = {"kind": kind, "payload": payload or {}}
-    if delay_seconds is not None:
-        body["delay_seconds"] = float(delay_seconds)
-    if run_at is not None:
-        if run_at.tzinfo is None:
-            raise ValueError("run_at needs a time zone (e.g. datetime.now(timezone.utc)); the API refuses a naive time")
-        body["run_at"] = run_at.isoformat()
-    return Call("POST", "/v1/tasks", Task, body=body, idempotency_key=idempotency_key or new_idempotency_key())
+    return Call("POST", "/v1/tasks", Task, body=_task_body(task),
+                idempotency_key=task.idempotency_key or new_idempotency_key())
+
+
+def create_tasks(tasks: list[NewTask]) -> Call:
+    """A batch, each task with its own key (a fresh one unless given), for the same reason."""
+    if not tasks:
+        raise ValueError("a batch needs one task at least")
+    body = {"tasks": [{**_task_body(task), "idempotency_key": task.idempotency_key or new_idempotency_key()}
+                      for task in tasks]}
+    return Call("POST", "/v1/tasks:batch", TaskBatch, body=body, keys_in_body=True)
 
 
 def get_task(task_id: str) -> Call:
@@ -116,3 +152,24 @@ def list_deliveries(webhook_id: str, limit: int | None, cursor: str | None) -> C
 
 def redeliver(webhook_id: str, delivery_id: str) -> Call:
     return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver", Delivery)
+
+
+def _overlap(overlap_seconds: int | None) -> dict[str, Any] | None:
+    return None if overlap_seconds is None else {"overlap_seconds": overlap_seconds}
+
+
+def rotate_webhook_secret(webhook_id: str, overlap_seconds: int | None) -> Call:
+    return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/rotate-secret", CreatedWebhook,
+                body=_overlap(overlap_seconds))
+
+
+def set_callback_secret(overlap_seconds: int | None) -> Call:
+    return Call("POST", "/v1/callbacks/secret", CallbackSecret, body=_overlap(overlap_seconds))
+
+
+def list_callback_deliveries(limit: int | None, cursor: str | None) -> Call:
+    return Call("GET", "/v1/callbacks/deliveries", DeliveryPage, params=_page_params(limit, cursor))
+
+
+def redeliver_callback(delivery_id: str) -> Call:
+    return Call("POST", f"/v1/callbacks/deliveries/{_segment(delivery_id)}/redeliver", Delivery)

@@ -1,5 +1,6 @@
 """What the API answers, as pydantic models. They mirror the components of the API's OpenAPI
-(``Task``, ``TaskPage``, ``ApiKey``, ``CreatedApiKey``, ``ApiKeyList``, the webhooks', ``ErrorBody``): field names
+(``Task``, ``TaskBatch``, ``TaskPage``, ``ApiKey``, ``CreatedApiKey``, ``ApiKeyList``, the webhooks' and
+callbacks', ``ErrorBody``): field names
 and required-ness are checked against the document by ``tests/test_models_match_openapi.py``.
 
 Unknown fields are ignored, so a newer API that adds a field does not break an older client."""
@@ -41,6 +42,19 @@ class Task(_Answer):
         return self.status in FINISHED
 
 
+class TaskBatchItem(_Answer):
+    created: bool  # False: the task made earlier under this item's idempotency key (a replay)
+    task: Task
+
+
+class TaskBatch(_Answer):
+    items: list[TaskBatchItem]  # one per task sent, in the order sent
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [item.task for item in self.items]
+
+
 class TaskPage(_Answer):
     items: list[Task]
     next_cursor: str | None
@@ -74,10 +88,20 @@ class Webhook(_Answer):
     description: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    # After a rotation: until when the replaced secret still signs too (None: only the current one).
+    previous_secret_expires_at: dt.datetime | None = None
 
 
 class CreatedWebhook(Webhook):
     secret: str  # whsec_...: the API shows it this once; verify deliveries with it (shipyard_tasks.webhooks)
+
+
+class CallbackSecret(_Answer):
+    """The tenant's secret for the deliveries to its tasks' ``callback_url``s."""
+    secret: str  # whsec_...: the API shows it this once
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    previous_secret_expires_at: dt.datetime | None
 
 
 class WebhookPage(_Answer):
@@ -95,7 +119,8 @@ class DeliveryAttempt(_Answer):
 
 class Delivery(_Answer):
     id: str
-    subscription_id: str
+    subscription_id: str | None  # None: a delivery to a task's callback_url
+    callback_url: str | None = None
     event_id: str
     event_type: WebhookEvent
     task_id: str

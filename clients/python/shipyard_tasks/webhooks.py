@@ -4,6 +4,10 @@ and its timestamp (not older or newer than ``tolerance_seconds``: a captured del
 replayed later). Deliveries are at least once: keep the ``Shipyard-Event-Id`` (the event's
 ``id``) of what you handled and drop a repeat.
 
+After a rotation the platform signs with the new secret and, until the overlap ends, with the
+old one too: the header then holds two ``v1=``, and a delivery is accepted when any of them
+matches. A receiver switching secrets may pass both of its own (``[new, old]``) meanwhile.
+
     from shipyard_tasks.webhooks import verify, WebhookSignatureError
 
     event = verify(request.body, request.headers["Shipyard-Signature"], secret)  # raw bytes, as received
@@ -16,6 +20,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from shipyard_tasks.errors import ShipyardError
@@ -45,14 +50,19 @@ def _parse(header: str) -> tuple[int, list[str]]:
     return timestamp, signatures
 
 
-def verify(body: bytes, header: str, secret: str, *, tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
-           now: float | None = None) -> dict[str, Any]:
-    """The event (``id``, ``type``, ``created_at``, ``data.task``) if ``header`` signs ``body`` with
-    ``secret`` within ``tolerance_seconds`` of ``now``; ``WebhookSignatureError`` otherwise.
-    ``body`` must be the bytes as received: parsed and dumped again, it would not match."""
+def verify(body: bytes, header: str, secret: str | Sequence[str], *,
+           tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS, now: float | None = None) -> dict[str, Any]:
+    """The event (``id``, ``type``, ``created_at``, ``data.task``) if one of the header's ``v1=``
+    signs ``body`` with ``secret`` (or one of several secrets) within ``tolerance_seconds`` of
+    ``now``; ``WebhookSignatureError`` otherwise. ``body`` must be the bytes as received: parsed
+    and dumped again, it would not match."""
     timestamp, signatures = _parse(header)
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    if not secrets:
+        raise ValueError("verify needs a secret")
+    signed = f"{timestamp}.".encode() + body
+    expected = [hmac.new(key.encode(), signed, hashlib.sha256).hexdigest() for key in secrets]
+    if not any(hmac.compare_digest(mine, candidate) for mine in expected for candidate in signatures):
         raise WebhookSignatureError("the signature does not match: another secret, or the body was changed")
     age = (time.time() if now is None else now) - timestamp
     if abs(age) > tolerance_seconds:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from shipyard_tasks import AsyncClient, Conflict, NotFound, Unauthorized, WaitTimeout
+from shipyard_tasks import AsyncClient, Conflict, NewTask, NotFound, Unauthorized, WaitTimeout
 from conftest import FAST
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +55,11 @@ async def test_api_keys(platform, api_url, tenant):
             await admin.revoke_api_key(created.id)
             with pytest.raises(Unauthorized):
                 await by_key.list_tasks()
+
+
+async def test_a_batch_and_the_callback_secret(async_client):
+    batch = await async_client.create_tasks(NewTask("checksum", {"i": i}, delay_seconds=600) for i in range(3))
+    assert [t.payload["i"] for t in batch.tasks] == [0, 1, 2] and all(item.created for item in batch.items)
+    secret = await async_client.set_callback_secret(overlap_seconds=0)
+    assert secret.secret.startswith("whsec_")
+    assert (await async_client.list_callback_deliveries(limit=5)).items == []

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from shipyard_tasks import Client, Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, WaitTimeout, Webhook
+from shipyard_tasks import (Client, Conflict, Forbidden, InvalidRequest, NewTask, NotFound, Unauthorized, WaitTimeout,
+                            Webhook)
 from conftest import FAST
 
 
@@ -149,3 +150,56 @@ def test_webhooks_are_created_read_listed_and_their_deliveries_paged(client):
     with pytest.raises(InvalidRequest) as refused:
         client.create_webhook("http://127.0.0.1:9/", ["task.dead"])
     assert refused.value.code == "url_not_allowed" and "loopback" in refused.value.message
+
+
+def test_a_batch_is_created_in_order_all_or_nothing_and_replayed_by_its_keys(client, worker):
+    batch = client.create_tasks([NewTask("checksum", {"n": 1}, idempotency_key="b-1"),
+                                 NewTask("checksum", {"n": 2}, priority=8),
+                                 NewTask("checksum", delay_seconds=600)])
+    assert [item.created for item in batch.items] == [True, True, True]
+    assert [t.status for t in batch.tasks] == ["queued", "queued", "scheduled"] and batch.tasks[1].priority == 8
+    assert client.wait_for_task(batch.tasks[0].id, timeout=30).status == "succeeded"
+    again = client.create_tasks([NewTask("checksum", {"n": 1}, idempotency_key="b-1")])
+    assert again.items[0].created is False and again.tasks[0].id == batch.tasks[0].id
+    with pytest.raises(InvalidRequest) as refused:
+        client.create_tasks([NewTask("checksum", idempotency_key="b-2"), NewTask("sleep", {"seconds": "x"})])
+    assert refused.value.code == "invalid_request" and "tasks.1" in refused.value.message
+    with pytest.raises(Conflict) as reused:
+        client.create_tasks([NewTask("checksum", idempotency_key="b-3"), NewTask("checksum", idempotency_key="b-1")])
+    assert reused.value.code == "idempotency_key_reused" and reused.value.message.startswith("tasks.1.")
+    assert len(client.list_tasks().items) == 3, "the refused batches made nothing"
+    with pytest.raises(ValueError, match="one task at least"):
+        client.create_tasks([])
+
+
+def test_a_callback_url_needs_the_callback_secret_which_rotates(client):
+    """A public literal address, and a task that never ends within the test: nothing is sent."""
+    url = "https://93.184.215.14/callbacks?x=1"
+    with pytest.raises(Conflict) as missing:
+        client.create_task("checksum", callback_url=url, delay_seconds=3600)
+    assert missing.value.code == "callback_secret_missing"
+    first = client.set_callback_secret()
+    assert first.secret.startswith("whsec_") and first.previous_secret_expires_at is None
+    task = client.create_task("checksum", callback_url=url, delay_seconds=3600)
+    assert task.status == "scheduled"
+    batch = client.create_tasks([NewTask("checksum", callback_url=url, delay_seconds=3600)])
+    assert batch.items[0].created
+    rotated = client.set_callback_secret(overlap_seconds=60)
+    assert rotated.secret != first.secret and rotated.previous_secret_expires_at is not None
+    assert client.list_callback_deliveries().items == []
+    with pytest.raises(NotFound):
+        client.redeliver_callback(task.id)
+    with pytest.raises(InvalidRequest) as refused:
+        client.create_task("checksum", callback_url="http://10.0.0.1/cb")
+    assert refused.value.code == "url_not_allowed"
+
+
+def test_a_webhook_secret_is_rotated_with_an_overlap(client):
+    created = client.create_webhook("https://93.184.215.14/hooks", ["task.dead"])
+    rotated = client.rotate_webhook_secret(created.id, overlap_seconds=120)
+    assert rotated.secret != created.secret and rotated.id == created.id
+    assert rotated.previous_secret_expires_at is not None
+    assert client.get_webhook(created.id).previous_secret_expires_at == rotated.previous_secret_expires_at
+    assert client.rotate_webhook_secret(created.id).secret not in (created.secret, rotated.secret)
+    with pytest.raises(NotFound):
+        client.rotate_webhook_secret("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10")

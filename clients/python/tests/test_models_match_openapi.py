@@ -6,33 +6,23 @@ declares. An API change the client does not follow fails here."""
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import typing
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from shipyard_tasks import calls, models
-from taskplatform import auth
-from taskplatform.api import create_app
-from taskplatform.secrets import FileSecretSource
-from taskplatform.settings import ProcessSettings
-from taskplatform_testing.servers import write_config
+from taskplatform_testing.app import openapi_document
 
-MODELS = [models.Task, models.TaskPage, models.ApiKey, models.CreatedApiKey, models.ApiKeyList, models.ErrorBody,
-          models.Webhook, models.CreatedWebhook, models.WebhookPage, models.Delivery, models.DeliveryAttempt,
-          models.DeliveryPage]
+MODELS = [models.Task, models.TaskPage, models.TaskBatch, models.TaskBatchItem, models.ApiKey, models.CreatedApiKey,
+          models.ApiKeyList, models.ErrorBody, models.Webhook, models.CreatedWebhook, models.WebhookPage,
+          models.CallbackSecret, models.Delivery, models.DeliveryAttempt, models.DeliveryPage]
 
 
 @pytest.fixture(scope="module")
 def document() -> dict:
     """The OpenAPI of an app built as an API process builds it (no connections are opened)."""
-    root = Path(tempfile.mkdtemp(prefix="client-openapi-"))
-    (root / auth.SECRET_NAME).write_text("a-key-only-for-building-the-app")
-    write_config(root / "runtime.json")
-    settings = ProcessSettings(secrets_dir=str(root), config_file=str(root / "runtime.json"), consul_addrs="")
-    return create_app(settings, FileSecretSource(str(root))).app.app.openapi()
+    return openapi_document()
 
 
 def schema(document: dict, ref_or_name: str) -> dict:
@@ -53,8 +43,11 @@ def test_the_task_statuses_are_the_documents(document):
 
 
 CALLS = {
-    "create_task": calls.create_task("checksum", {"a": 1}, None, 5, None),
-    "create_task at": calls.create_task("checksum", None, "key", None, dt.datetime.now(dt.timezone.utc)),
+    "create_task": calls.create_task(calls.NewTask("checksum", {"a": 1}, delay_seconds=5)),
+    "create_task at": calls.create_task(calls.NewTask("checksum", None, "key", run_at=dt.datetime.now(dt.timezone.utc),
+                                                      priority=7, callback_url="https://hooks.example.com/cb")),
+    "create_tasks": calls.create_tasks([calls.NewTask("checksum", {"a": 1}, "key-1", priority=2),
+                                        calls.NewTask("checksum", delay_seconds=5, callback_url="https://h.example/")]),
     "get_task": calls.get_task("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
     "list_tasks": calls.list_tasks("queued", "checksum", 10, "cursor"),
     "cancel_task": calls.cancel_task("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
@@ -67,6 +60,10 @@ CALLS = {
     "list_webhooks": calls.list_webhooks(10, "cursor"),
     "list_deliveries": calls.list_deliveries("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10", 10, "cursor"),
     "redeliver": calls.redeliver("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10", "1c6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
+    "rotate_webhook_secret": calls.rotate_webhook_secret("0b6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10", 3600),
+    "set_callback_secret": calls.set_callback_secret(None),
+    "list_callback_deliveries": calls.list_callback_deliveries(10, "cursor"),
+    "redeliver_callback": calls.redeliver_callback("1c6f1c8e-6d0e-4f4e-9d55-6a2b9b3c1a10"),
 }
 
 
@@ -104,8 +101,24 @@ def test_each_body_the_client_sends_has_only_fields_the_document_declares(docume
     _, operation = operation_of(document, call)
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     # The create's body is one schema per task kind (oneOf, discriminated by kind): each must
-    # take the fields the client sends, whatever kind a caller names.
-    variants = [schema(document, v["$ref"]) for v in body_schema.get("oneOf", [body_schema])]
+    # take the fields the client sends, whatever kind a caller names. An optional body is
+    # anyOf the schema and null.
+    variants = [schema(document, v["$ref"]) for v in body_schema.get("oneOf", body_schema.get("anyOf", [body_schema]))
+                if "$ref" in v]
+    assert variants, f"{call.method} {call.path}: no body schema"
     for variant in variants:
         unknown = set(call.body) - set(variant["properties"])
         assert not unknown, f"{call.method} {call.path}: {variant['title']} has no field(s) {sorted(unknown)}"
+
+
+def test_each_task_of_a_batch_has_only_fields_the_document_declares(document):
+    call = CALLS["create_tasks"]
+    _, operation = operation_of(document, call)
+    items = schema(document, operation["requestBody"]["content"]["application/json"]["schema"]["$ref"])[
+        "properties"]["tasks"]["items"]["oneOf"]
+    for variant in (schema(document, v["$ref"]) for v in items):
+        for task in call.body["tasks"]:
+            unknown = set(task) - set(variant["properties"])
+            assert not unknown, f"{variant['title']} has no field(s) {sorted(unknown)}"
+    assert all(task["idempotency_key"] for task in call.body["tasks"]), "each task carries a key: resends are safe"
+    assert call.idempotent

@@ -48,3 +48,23 @@ def test_a_timestamp_changed_in_the_header_breaks_the_signature():
 def test_a_malformed_header_is_refused(bad):
     with pytest.raises(WebhookSignatureError):
         verify(BODY, bad, SECRET, now=NOW)
+
+
+def test_after_a_rotation_a_header_with_both_signatures_verifies_with_either_secret():
+    """The platform signs with the new secret and, during the overlap, the old one too."""
+    new = webhooks.new_secret()
+    signed = webhooks.signed_headers([new, SECRET], "id", "task.succeeded", BODY, now=NOW)[webhooks.SIGNATURE_HEADER]
+    assert signed.count("v1=") == 2
+    assert verify(BODY, signed, new, now=NOW)["type"] == "task.succeeded"
+    assert verify(BODY, signed, SECRET, now=NOW)
+    with pytest.raises(WebhookSignatureError, match="does not match"):
+        verify(BODY, signed, webhooks.new_secret(), now=NOW)
+
+
+def test_a_receiver_switching_secrets_may_pass_both_of_its_own():
+    old_only = header()  # signed before the rotation, or after the overlap with the old secret only
+    assert verify(BODY, old_only, [webhooks.new_secret(), SECRET], now=NOW)
+    with pytest.raises(WebhookSignatureError, match="does not match"):
+        verify(BODY, old_only, [webhooks.new_secret(), webhooks.new_secret()], now=NOW)
+    with pytest.raises(ValueError, match="needs a secret"):
+        verify(BODY, old_only, [], now=NOW)

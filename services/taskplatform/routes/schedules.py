@@ -14,6 +14,7 @@ from taskplatform import gates, recurrence
 from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, services_of
 from taskplatform.errors import TENANT, ApiError, documented
+from taskplatform.responses import answer, links_to
 from taskplatform.schemas import create_schedule_body
 from taskplatform.scopes import SCHEDULES_WRITE, TASKS_READ, needs
 
@@ -96,15 +97,19 @@ def add_routes(routes: APIRouter, page_size: int) -> None:
     TASKS_API_MAX_PAGE_SIZE, the most schedules a list page holds. Changing schedules needs
     ``schedules:write`` (a schedule makes tasks for ever: more than ``tasks:write``); reading them
     ``tasks:read``, as reading the tasks they make."""
+    links = links_to("schedule_id", "/id", GetSchedule="get_schedule", PauseSchedule="pause_schedule",
+                     ResumeSchedule="resume_schedule", DeleteSchedule="delete_schedule")
     routes.add_api_route("/v1/schedules", create_schedule, methods=["POST"], status_code=201,
-                         responses=documented(*TENANT, 400, 409, 413), **needs(SCHEDULES_WRITE))
-    routes.add_api_route("/v1/schedules/{schedule_id}", get_schedule, methods=["GET"],
+                         operation_id="create_schedule",
+                         responses={**answer(None, 201, "The schedule", links), **documented(*TENANT, 400, 409, 413)},
+                         **needs(SCHEDULES_WRITE))
+    routes.add_api_route("/v1/schedules/{schedule_id}", get_schedule, methods=["GET"], operation_id="get_schedule",
                          responses=documented(*TENANT, 404), **needs(TASKS_READ))
     routes.add_api_route("/v1/schedules", list_schedules_up_to(page_size), methods=["GET"],
-                         responses=documented(*TENANT, 400), **needs(TASKS_READ))
+                         operation_id="list_schedules", responses=documented(*TENANT, 400), **needs(TASKS_READ))
     routes.add_api_route("/v1/schedules/{schedule_id}/pause", pause_schedule, methods=["POST"],
-                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
+                         operation_id="pause_schedule", responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
     routes.add_api_route("/v1/schedules/{schedule_id}/resume", resume_schedule, methods=["POST"],
-                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
+                         operation_id="resume_schedule", responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
     routes.add_api_route("/v1/schedules/{schedule_id}", delete_schedule, methods=["DELETE"], status_code=204,
-                         responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))
+                         operation_id="delete_schedule", responses=documented(*TENANT, 404), **needs(SCHEDULES_WRITE))

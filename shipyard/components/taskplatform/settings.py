@@ -58,6 +58,10 @@ class RuntimeSettings(Strict):
                                                                      "addresses (refused by default: SSRF)")
     webhook_allowed_networks: list[str] = Field(default_factory=list, description="CIDRs every receiver address "
                                                 "must lie in (empty: any the rule above allows)")
+    webhook_delivery_retention_seconds: _Retention | None = Field(
+        None, description="finished webhook deliveries and their log are deleted after this; null: kept")
+    # The app's bound (services/taskplatform/runtime_config.py: BATCH_MAX_TASKS_BOUND).
+    batch_max_tasks: int = Field(100, ge=1, le=1000, description="the most tasks one POST /v1/tasks/batch creates")
     # Per queue (a kind declares its queue): its own slots and start rate in each worker.
     queues: dict[str, QueueRuntimeSettings] = Field(default_factory=dict,
                                                     description="per-queue concurrency and rate limit per worker "
