@@ -1,0 +1,256 @@
+"""`make bench-peers`: the same workload through Shipyard's task platform and through Celery,
+arq and RQ (issue 23), on this machine in one run, loopback only, bounded in count and time:
+
+- submit rate: 8 client processes enqueue a fixed count of `checksum` tasks as fast as each
+  enqueue is acknowledged, with no worker running (Shipyard: ``POST /v1/tasks`` with a bearer
+  token, answered 202 once the row is committed; a peer: its client library's enqueue);
+- drain rate: that backlog, then 2 worker processes started: tasks a second between the first
+  and the last completion as the system stored it (the workers' start-up is printed apart);
+- latency: 50 tasks a second, open loop, for a fixed window, each from when it was due to when
+  its result was stored (p50, p95);
+- kill -9: a few 1 s tasks, a worker killed -9 (its whole process group) while it runs one,
+  started again: does every acknowledged task end, and within what time.
+
+Each system gets the machine to itself for the first three (one after the other); the kill -9
+phase runs them all at once (sleeping tasks: no contest for the CPUs, and its waits overlap).
+Shipyard runs as ``taskplatform_testing.servers`` starts it for every test and bench (API with 2
+processes, PostgreSQL with fsync=off, Redis without persistence); each peer gets a Redis server
+of its own, the same binary and settings, and Celery keeps its results in a database of the
+same PostgreSQL. The peers come from PyPI at the versions ``peers-requirements.txt`` pins, in a
+venv of the bench's own (``peers/venv.py``); their client and worker code is ``peers/``, and each
+peer's module says which of its documented reliability settings are used, and why.
+
+A bench prints figures: it fails only when it could not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from peers import figures, venv  # noqa: E402  (services/bench/peers/)
+from peers.systems import PeerSystem, ShipyardSystem, System, reply  # noqa: E402
+from taskplatform_testing.servers import start_platform  # noqa: E402
+
+PEERS = ("celery", "arq", "rq")
+WORKERS = 2
+SLOW_TASKS = 4  # in the kill -9 phase: enough that a worker holds one while the others queue
+SLOW_TASK_S = 1.0
+CELERY_DATABASE = "celery_results"
+DEFAULT_VENV = REPO / ".cache" / "bench-peers-venv"
+
+
+@dataclass
+class Sizes:
+    clients: int = 8
+    per_client: int = 2500  # 8 x 2,500: the issue's 20,000-task backlog
+    rate: float = 50.0
+    latency_s: float = 20.0
+    drain_bound_s: float = 600.0
+    # RQ finds a killed worker's job only after its heartbeat ran out (>= 60 s) and a
+    # maintenance pass: the full run waits long enough to see it.
+    survival_bound_s: float = 90.0
+
+    @property
+    def backlog(self) -> int:
+        return self.clients * self.per_client
+
+
+SHORT = Sizes(per_client=125, latency_s=5.0, drain_bound_s=120.0, survival_bound_s=30.0)
+
+
+def submit_phase(system: System, sizes: Sizes) -> dict:
+    """``sizes.clients`` driver processes, each connected and READY before any is told GO."""
+    clients = [system.spawn_driver("submit", "--first", str(k * sizes.per_client), "--count", str(sizes.per_client),
+                                   stdin=subprocess.PIPE) for k in range(sizes.clients)]
+    for client in clients:
+        ready = client.stdout.readline().strip()
+        if ready != "READY":
+            reply(system.name, "submit", client, 30)  # exits with what the client said
+    for client in clients:
+        client.stdin.write("GO\n")
+        client.stdin.flush()
+    return figures.submit_figures([reply(system.name, "submit", c, sizes.drain_bound_s) for c in clients])
+
+
+def drain_phase(system: System, sizes: Sizes, submitted: int) -> dict:
+    waiter = system.spawn_driver("wait-drained", "--expected", str(submitted), "--bound", str(sizes.drain_bound_s))
+    spawned_at = time.time()
+    for _ in range(WORKERS):
+        system.start_worker()
+    return figures.drain_figures(submitted, spawned_at, reply(system.name, "wait-drained", waiter,
+                                                              sizes.drain_bound_s + 60))
+
+
+def latency_phase(system: System, sizes: Sizes) -> dict:
+    result = system.driver("open-loop", "--rate", str(sizes.rate), "--seconds", str(sizes.latency_s),
+                           "--first", str(sizes.backlog), "--bound", "60", timeout=sizes.latency_s + 120)
+    return figures.latency_figures(sizes.rate, sizes.latency_s, result)
+
+
+def measure(system: System, sizes: Sizes) -> dict:
+    print(f"bench-peers: {system.name}: submit, drain, latency", flush=True)
+    try:
+        submitted = submit_phase(system, sizes)
+        drain = drain_phase(system, sizes, submitted["tasks"])
+        latency = latency_phase(system, sizes)
+    finally:
+        system.stop_workers()
+    return {"submit": submitted, "drain": drain, "latency": latency}
+
+
+def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
+    """Every system at once: 2 workers, SLOW_TASKS tasks of SLOW_TASK_S; as soon as a worker
+    runs one, kill -9 it and start another; then how the acknowledged tasks ended."""
+    print("bench-peers: every system: kill -9 of a worker running a task", flush=True)
+    marks = {s.name: s.root / "slow-task-marks" for s in systems}
+    try:
+        for system in systems:
+            for _ in range(WORKERS):
+                system.start_worker()
+        enqueues = {s.name: s.spawn_driver("enqueue-slow", "--count", str(SLOW_TASKS), "--seconds", str(SLOW_TASK_S),
+                                           "--marker-file", str(marks[s.name])) for s in systems}
+        ids = {name: reply(name, "enqueue-slow", p, 60)["ids"] for name, p in enqueues.items()}
+        killed = _kill_a_busy_worker_each(systems, marks, deadline=time.monotonic() + 60)
+        waits = {s.name: s.spawn_driver("wait-ended", "--ids", json.dumps(ids[s.name]), "--bound",
+                                        str(sizes.survival_bound_s), "--marker-file", str(marks[s.name]))
+                 for s in systems}
+        ended = {name: reply(name, "wait-ended", p, sizes.survival_bound_s + 60) for name, p in waits.items()}
+    finally:
+        for system in systems:
+            system.stop_workers()
+    results = {}
+    for system in systems:
+        killed_at, in_hand = killed.get(system.name, (None, 0))
+        outcome = ended[system.name]
+        seconds = outcome.pop("observed_at") - killed_at if killed_at else None
+        results[system.name] = dict(figures.survival_figures(SLOW_TASKS, killed_at is not None, outcome, seconds),
+                                    in_hand=in_hand)
+    return results
+
+
+def _kill_a_busy_worker_each(systems: list[System], marks: dict[str, Path], deadline: float) -> dict:
+    """system name -> (when its worker was killed, how many tasks it held); a replacement
+    worker is started at once, as a supervisor would."""
+    killed = {}
+    while len(killed) < len(systems) and time.monotonic() < deadline:
+        for system in (s for s in systems if s.name not in killed):
+            busy = system.busy_workers(marks[system.name])
+            if busy:
+                worker, in_hand = max(busy.items(), key=lambda item: item[1])
+                system.kill(worker)
+                killed[system.name] = (time.time(), in_hand)
+                system.start_worker()
+        time.sleep(0.02)
+    return killed
+
+
+def start_systems(python: Path, sizes: Sizes) -> tuple[object, list[System]]:
+    """The platform (PostgreSQL, Redis, API) and every peer's Redis. The caller stops them."""
+    platform = start_platform(rate_limit_per_minute=10_000_000, worker_concurrency=16, reconcile_after_seconds=30.0)
+    systems: list[System] = []
+    try:
+        api = platform.spawn_api(processes=2)
+        pg = platform.pg
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password, dbname=pg.database,
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{CELERY_DATABASE}"')
+        systems.append(ShipyardSystem(platform, python, {
+            "SHIPYARD_API_URL": api.url, "SHIPYARD_TOKEN": platform.token("bench-peers", ttl_seconds=6 * 3600),
+            "SHIPYARD_PG_DSN": f"host=127.0.0.1 port={pg.port} user={pg.user} password={pg.password} "
+                               f"dbname={pg.database}"}))
+        peer_env = {"PEER_PG_URL": f"postgresql+psycopg://{pg.user}:{pg.password}@127.0.0.1:{pg.port}/{CELERY_DATABASE}"}
+        for name in PEERS:
+            systems.append(PeerSystem(name, python, platform.root / "peers" / name, peer_env))
+    except BaseException:
+        stop_systems(platform, systems)
+        raise
+    return platform, systems
+
+
+def stop_systems(platform, systems: list[System]) -> None:
+    for system in systems:
+        try:
+            system.stop()
+        except Exception as exc:  # the others and the platform are still stopped
+            print(f"bench-peers: stopping {system.name}: {exc!r}", file=sys.stderr)
+    platform.stop()
+
+
+SHIPYARD_SETTINGS = ("HTTP/1.1 + JWT, API 2 processes; 202 = row committed in PostgreSQL, then XADD; "
+                     "worker_concurrency 16, lease 3 s, claim idle 2 s (servers.py's test settings)")
+
+
+def report(results: dict[str, dict], described: dict[str, dict], sizes: Sizes, took_s: float) -> None:
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"bench-peers ({os.cpu_count()} CPUs, loopback; {sizes.clients} clients x {sizes.per_client} submits, "
+          f"backlog {sizes.backlog}, {WORKERS} worker processes a system, latency at {sizes.rate:.0f} tasks/s for "
+          f"{sizes.latency_s:.0f} s, kill -9 bound {sizes.survival_bound_s:.0f} s; {took_s:.0f} s; "
+          f"load average {load} at the end)")
+    for name in results:
+        versions = ", ".join(f"{k} {v}" for k, v in described[name]["versions"].items())
+        settings = SHIPYARD_SETTINGS if name == figures.SHIPYARD else described[name]["settings"]
+        print(f"  {name}{f' ({versions})' if versions else ''}: {settings}")
+    print()
+    for line in figures.table(results):
+        print(line)
+    print()
+    for name, r in results.items():
+        s, d, lat, surv = r["submit"], r["drain"], r["latency"], r["survival"]
+        print(f"  {name}: submit {s['tasks']} in {s['seconds']:.2f} s ({s['errors']} errors); drain {d['done']}/"
+              f"{d['backlog']}, workers' start-up {_num(d['startup_s'], '.1f')} s, spawn to all done "
+              f"{d['wall_s']:.1f} s; latency {lat['done']}/{lat['sent']} done (failed {lat['failed']}, pending "
+              f"{lat['pending']}), p99 {_num(lat['p99_ms'], '.1f')} ms, enqueues at worst "
+              f"{lat['max_schedule_lag_ms']:.1f} ms late")
+        print(f"    kill -9: {surv['acknowledged']} acknowledged, killed worker held {surv['in_hand']}; succeeded "
+              f"{surv['succeeded']}, failed {surv['failed']}, not ended {surv['pending']}, ran again "
+              f"{surv['ran_again']}; all ended {_num(surv['seconds'], '.1f')} s after the kill"
+              + ("" if surv["pending"] == 0 else f" (not within {sizes.survival_bound_s:.0f} s)"))
+    print()
+    for line in figures.ratio_lines(results):
+        print(line)
+    print()
+    for text, met in figures.goals(results):
+        print(f"  {'PASS  ' if met else 'MISSED'} {text}")
+    print("BENCH_JSON " + json.dumps({"sizes": sizes.__dict__, "results": results, "described": described}))
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return format(value, fmt) if value is not None else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="backlog 1,000, a 5 s latency window, a 30 s kill -9 "
+                                                             "bound: a check that the bench works (`make test`)")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the peers' venv (made when missing)")
+    args = parser.parse_args()
+    sizes = SHORT if args.short else Sizes()
+    started = time.monotonic()
+    python = venv.ensure(args.venv, HERE / "peers-requirements.txt")
+    platform, systems = start_systems(python, sizes)
+    try:
+        described = {s.name: s.driver("prepare", timeout=120) for s in systems}
+        results = {s.name: measure(s, sizes) for s in systems}
+        for name, survival in survival_phase(systems, sizes).items():
+            results[name]["survival"] = survival
+    finally:
+        stop_systems(platform, systems)
+    report(results, described, sizes, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    main()

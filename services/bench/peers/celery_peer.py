@@ -1,0 +1,92 @@
+"""Celery: Redis as the broker, results in PostgreSQL (the `db+postgresql+psycopg://` result
+backend, SQLAlchemy), with the reliability settings Celery documents for tasks that must not be
+lost with their worker: ``task_acks_late`` (a message is acknowledged once its task ended, not
+when a worker took it) and ``task_reject_on_worker_lost`` (a task whose pool process died goes
+back to the queue instead of being acknowledged as failed). Over Redis an unacknowledged message
+comes back once its ``visibility_timeout`` passed (kombu looks every 10 s): the default is an
+hour, set here to a few seconds, above the longest task the bench runs.
+
+Environment: PEER_REDIS_URL, PEER_PG_URL (``postgresql+psycopg://user:password@host:port/db``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import psycopg
+from celery import Celery
+
+from peers import workload
+
+VISIBILITY_TIMEOUT_S = 5
+# The pool: one process that reads, runs and acknowledges, per worker ("solo"; measured faster
+# here for tasks this small than prefork with one child, which hands each task to the child
+# and back over a pipe).
+POOL = "solo"
+SETTINGS = (f"task_acks_late, task_reject_on_worker_lost, visibility_timeout {VISIBILITY_TIMEOUT_S} s, "
+            f"prefetch multiplier 4 (default), pool {POOL} (one process a worker), mingle and gossip off; "
+            "results in PostgreSQL (db+postgresql+psycopg)")
+STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "failed"}  # any other state: pending
+
+
+def make_app() -> Celery:
+    pg_url = os.environ["PEER_PG_URL"]
+    app = Celery("bench_peers", broker=os.environ["PEER_REDIS_URL"], backend="db+" + pg_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_connection_retry_on_startup=True,
+        # Celery writes date_done as an aware UTC time into a column without time zone:
+        # PostgreSQL stores it in the session's zone, so that zone is UTC.
+        database_engine_options={"connect_args": {"options": "-c timezone=UTC"}},
+        worker_hijack_root_logger=False,
+    )
+    app.task(name="checksum")(workload.checksum)
+    app.task(name="slow")(workload.slow)
+    return app
+
+
+class Adapter:
+    def __init__(self):
+        self.app = make_app()
+        # The backend's rows read directly (one query, not one per task): its table and columns.
+        self.dsn = os.environ["PEER_PG_URL"].replace("postgresql+psycopg://", "postgresql://")
+
+    def prepare(self) -> dict:
+        self.app.backend.ResultSession().close()  # the result tables, before two workers race to create them
+        return {"settings": SETTINGS,
+                "versions": {name: importlib.metadata.version(name) for name in ("celery", "kombu", "redis", "SQLAlchemy")}}
+
+    def run_worker(self, name: str) -> None:
+        self.app.worker_main(["worker", f"--pool={POOL}", f"--hostname=bench{name}@%h", "--loglevel=WARNING",
+                              "--without-mingle", "--without-gossip"])
+
+    def connect(self) -> None:
+        pass  # the producer's pool connects on the first send
+
+    def submit(self, index: int) -> str:
+        return self.app.tasks["checksum"].delay({"n": index}).id
+
+    def submit_slow(self, index: int, seconds: float, marker_file: str) -> str:
+        return self.app.tasks["slow"].delay(index, seconds, marker_file).id
+
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def count_done(self, expected: int) -> int:
+        return self._query("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0]
+
+    def done_span(self) -> tuple[float | None, float | None]:
+        first, last = self._query("SELECT extract(epoch FROM min(date_done)), extract(epoch FROM max(date_done)) "
+                                  "FROM celery_taskmeta WHERE status = 'SUCCESS'")[0]
+        return (float(first), float(last)) if first is not None else (None, None)
+
+    def outcomes(self, ids: list[str]) -> dict[str, dict]:
+        rows = self._query("SELECT task_id, status, extract(epoch FROM date_done) FROM celery_taskmeta "
+                           "WHERE task_id = ANY(%s)", (ids,))
+        found = {task_id: {"state": STATES.get(status, "pending"), "done_at": float(at), "runs": None}
+                 for task_id, status, at in rows}
+        return {task_id: found.get(task_id, {"state": "pending", "done_at": None, "runs": None}) for task_id in ids}
