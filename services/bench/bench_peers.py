@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +62,16 @@ class Sizes:
     rate: float = 50.0
     latency_s: float = 20.0
     drain_bound_s: float = 600.0
-    # RQ finds a killed worker's job only after its heartbeat ran out (>= 60 s) and a
-    # maintenance pass: the full run waits long enough to see it.
-    survival_bound_s: float = 90.0
+    # RQ finds a killed worker's job only after its heartbeat ran out (>= 60 s), Celery over Redis
+    # within about 100 s (peers/*_peer.py): the full run waits long enough to see both.
+    survival_bound_s: float = 150.0
 
     @property
     def backlog(self) -> int:
         return self.clients * self.per_client
 
 
-SHORT = Sizes(per_client=125, latency_s=5.0, drain_bound_s=120.0, survival_bound_s=30.0)
+SHORT = Sizes(per_client=125, latency_s=5.0, drain_bound_s=120.0, survival_bound_s=20.0)
 
 
 def submit_phase(system: System, sizes: Sizes) -> dict:
@@ -102,29 +104,32 @@ def latency_phase(system: System, sizes: Sizes) -> dict:
 
 
 def measure(system: System, sizes: Sizes) -> dict:
-    print(f"bench-peers: {system.name}: submit, drain, latency", flush=True)
+    started = time.monotonic()
     try:
         submitted = submit_phase(system, sizes)
         drain = drain_phase(system, sizes, submitted["tasks"])
         latency = latency_phase(system, sizes)
     finally:
         system.stop_workers()
+    print(f"bench-peers: {system.name}: submit, drain, latency measured in {time.monotonic() - started:.0f} s",
+          flush=True)
     return {"submit": submitted, "drain": drain, "latency": latency}
 
 
 def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
     """Every system at once: 2 workers, SLOW_TASKS tasks of SLOW_TASK_S; as soon as a worker
     runs one, kill -9 it and start another; then how the acknowledged tasks ended."""
-    print("bench-peers: every system: kill -9 of a worker running a task", flush=True)
+    started = time.monotonic()
     marks = {s.name: s.root / "slow-task-marks" for s in systems}
     try:
-        for system in systems:
-            for _ in range(WORKERS):
-                system.start_worker()
+        # Queued before the workers start, so that the watch below sees the first task begin.
         enqueues = {s.name: s.spawn_driver("enqueue-slow", "--count", str(SLOW_TASKS), "--seconds", str(SLOW_TASK_S),
                                            "--marker-file", str(marks[s.name])) for s in systems}
         ids = {name: reply(name, "enqueue-slow", p, 60)["ids"] for name, p in enqueues.items()}
-        killed = _kill_a_busy_worker_each(systems, marks, deadline=time.monotonic() + 60)
+        for system in systems:
+            for _ in range(WORKERS):
+                system.start_worker()
+        killed = _kill_a_busy_worker_each(systems, marks, deadline=time.monotonic() + 30)
         waits = {s.name: s.spawn_driver("wait-ended", "--ids", json.dumps(ids[s.name]), "--bound",
                                         str(sizes.survival_bound_s), "--marker-file", str(marks[s.name]))
                  for s in systems}
@@ -132,13 +137,15 @@ def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
     finally:
         for system in systems:
             system.stop_workers()
+    print(f"bench-peers: every system: kill -9 of a worker running a task, in {time.monotonic() - started:.0f} s",
+          flush=True)
     results = {}
     for system in systems:
         killed_at, in_hand = killed.get(system.name, (None, 0))
         outcome = ended[system.name]
         seconds = outcome.pop("observed_at") - killed_at if killed_at else None
-        results[system.name] = dict(figures.survival_figures(SLOW_TASKS, killed_at is not None, outcome, seconds),
-                                    in_hand=in_hand)
+        results[system.name] = dict(figures.survival_figures(SLOW_TASKS, killed_at is not None, outcome, seconds,
+                                                             sizes.survival_bound_s), in_hand=in_hand)
     return results
 
 
@@ -158,9 +165,10 @@ def _kill_a_busy_worker_each(systems: list[System], marks: dict[str, Path], dead
     return killed
 
 
-def start_systems(python: Path, sizes: Sizes) -> tuple[object, list[System]]:
+def start_systems(root: Path, python: Path, peers: list[str]) -> tuple[object, list[System]]:
     """The platform (PostgreSQL, Redis, API) and every peer's Redis. The caller stops them."""
-    platform = start_platform(rate_limit_per_minute=10_000_000, worker_concurrency=16, reconcile_after_seconds=30.0)
+    platform = start_platform(root, rate_limit_per_minute=10_000_000, worker_concurrency=16,
+                              reconcile_after_seconds=30.0)
     systems: list[System] = []
     try:
         api = platform.spawn_api(processes=2)
@@ -173,7 +181,7 @@ def start_systems(python: Path, sizes: Sizes) -> tuple[object, list[System]]:
             "SHIPYARD_PG_DSN": f"host=127.0.0.1 port={pg.port} user={pg.user} password={pg.password} "
                                f"dbname={pg.database}"}))
         peer_env = {"PEER_PG_URL": f"postgresql+psycopg://{pg.user}:{pg.password}@127.0.0.1:{pg.port}/{CELERY_DATABASE}"}
-        for name in PEERS:
+        for name in peers:
             systems.append(PeerSystem(name, python, platform.root / "peers" / name, peer_env))
     except BaseException:
         stop_systems(platform, systems)
@@ -234,21 +242,31 @@ def _num(value: float | None, fmt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", action="store_true", help="backlog 1,000, a 5 s latency window, a 30 s kill -9 "
+    parser.add_argument("--short", action="store_true", help="backlog 1,000, a 5 s latency window, a 20 s kill -9 "
                                                              "bound: a check that the bench works (`make test`)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the peers' venv (made when missing)")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"the peers to run, of {','.join(PEERS)}")
     args = parser.parse_args()
+    peers = [p for p in args.peers.split(",") if p]
+    if not set(peers) <= set(PEERS):
+        parser.error(f"--peers: {','.join(sorted(set(peers) - set(PEERS)))} is not one of {','.join(PEERS)}")
     sizes = SHORT if args.short else Sizes()
     started = time.monotonic()
     python = venv.ensure(args.venv, HERE / "peers-requirements.txt")
-    platform, systems = start_systems(python, sizes)
+    root = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     try:
-        described = {s.name: s.driver("prepare", timeout=120) for s in systems}
-        results = {s.name: measure(s, sizes) for s in systems}
-        for name, survival in survival_phase(systems, sizes).items():
-            results[name]["survival"] = survival
-    finally:
-        stop_systems(platform, systems)
+        platform, systems = start_systems(root, python, peers)
+        try:
+            described = {s.name: s.driver("prepare", timeout=120) for s in systems}
+            results = {s.name: measure(s, sizes) for s in systems}
+            for name, survival in survival_phase(systems, sizes).items():
+                results[name]["survival"] = survival
+        finally:
+            stop_systems(platform, systems)
+    except BaseException:
+        print(f"bench-peers: the servers' and workers' logs are in {root}", file=sys.stderr)
+        raise
+    shutil.rmtree(root)  # a run that measured leaves nothing behind
     report(results, described, sizes, time.monotonic() - started)
 
 

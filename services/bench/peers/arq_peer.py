@@ -23,7 +23,7 @@ from arq.worker import func, run_worker
 
 from peers import workload
 
-JOB_TIMEOUT_S = 5
+JOB_TIMEOUT_S = 3
 POLL_DELAY_S = 0.01
 SETTINGS = (f"job_timeout {JOB_TIMEOUT_S} s (a killed worker's job runs again {JOB_TIMEOUT_S + 10} s after it "
             f"started), max_tries 5 (default), poll_delay {POLL_DELAY_S * 1000:.0f} ms (default 500), "

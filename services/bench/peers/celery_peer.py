@@ -3,8 +3,10 @@ backend, SQLAlchemy), with the reliability settings Celery documents for tasks t
 lost with their worker: ``task_acks_late`` (a message is acknowledged once its task ended, not
 when a worker took it) and ``task_reject_on_worker_lost`` (a task whose pool process died goes
 back to the queue instead of being acknowledged as failed). Over Redis an unacknowledged message
-comes back once its ``visibility_timeout`` passed (kombu looks every 10 s): the default is an
-hour, set here to a few seconds, above the longest task the bench runs.
+comes back once its ``visibility_timeout`` passed (default an hour; here a few seconds, above
+the longest a task waits in a worker's prefetch and runs): kombu looks for such messages when a
+worker starts, then on every 10th of its 10 s ticks, so a killed worker's tasks come back
+within about 100 s of the survivors' start.
 
 Environment: PEER_REDIS_URL, PEER_PG_URL (``postgresql+psycopg://user:password@host:port/db``).
 """
@@ -20,12 +22,12 @@ from celery import Celery
 from peers import workload
 
 VISIBILITY_TIMEOUT_S = 5
-# The pool: one process that reads, runs and acknowledges, per worker ("solo"; measured faster
-# here for tasks this small than prefork with one child, which hands each task to the child
-# and back over a pipe).
-POOL = "solo"
+# Each worker: Celery's default pool, prefork, with one child process that runs the tasks (the
+# parent reads the broker and acknowledges). Not "solo" (the worker runs them itself): outside a
+# forked child Celery's database backend opens a new PostgreSQL connection for every result
+# (SQLAlchemy's NullPool; measured here: 64 tasks/s against hundreds).
 SETTINGS = (f"task_acks_late, task_reject_on_worker_lost, visibility_timeout {VISIBILITY_TIMEOUT_S} s, "
-            f"prefetch multiplier 4 (default), pool {POOL} (one process a worker), mingle and gossip off; "
+            "prefetch multiplier 4 (default), pool prefork with 1 child a worker, mingle and gossip off; "
             "results in PostgreSQL (db+postgresql+psycopg)")
 STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "failed"}  # any other state: pending
 
@@ -60,11 +62,15 @@ class Adapter:
                 "versions": {name: importlib.metadata.version(name) for name in ("celery", "kombu", "redis", "SQLAlchemy")}}
 
     def run_worker(self, name: str) -> None:
-        self.app.worker_main(["worker", f"--pool={POOL}", f"--hostname=bench{name}@%h", "--loglevel=WARNING",
-                              "--without-mingle", "--without-gossip"])
+        self.app.worker_main(["worker", "--pool=prefork", "--concurrency=1", f"--hostname=bench{name}@%h",
+                              "--loglevel=WARNING", "--without-mingle", "--without-gossip"])
 
     def connect(self) -> None:
-        pass  # the producer's pool connects on the first send
+        # What the first send would otherwise do on the clock: the result backend (it creates its
+        # tables at setup) and the broker connection.
+        self.app.backend
+        with self.app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=3)
 
     def submit(self, index: int) -> str:
         return self.app.tasks["checksum"].delay({"n": index}).id
