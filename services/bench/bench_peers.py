@@ -117,24 +117,35 @@ def measure(system: System, sizes: Sizes) -> dict:
 
 
 def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
-    """Every system at once: 2 workers, SLOW_TASKS tasks of SLOW_TASK_S; as soon as a worker
-    runs one, kill -9 it and start another; then how the acknowledged tasks ended."""
+    """Every system at once: SLOW_TASKS tasks of SLOW_TASK_S, 2 workers; as soon as a worker
+    runs one, kill -9 it and start another; then how the acknowledged tasks ended, within
+    ``sizes.survival_bound_s`` of the kill."""
     started = time.monotonic()
     marks = {s.name: s.root / "slow-task-marks" for s in systems}
+    waits: dict[str, subprocess.Popen] = {}
     try:
         # Queued before the workers start, so that the watch below sees the first task begin.
         enqueues = {s.name: s.spawn_driver("enqueue-slow", "--count", str(SLOW_TASKS), "--seconds", str(SLOW_TASK_S),
                                            "--marker-file", str(marks[s.name])) for s in systems}
         ids = {name: reply(name, "enqueue-slow", p, 60)["ids"] for name, p in enqueues.items()}
+
+        def wait_ended(system: System) -> None:
+            waits[system.name] = system.spawn_driver("wait-ended", "--ids", json.dumps(ids[system.name]), "--bound",
+                                                     str(sizes.survival_bound_s), "--marker-file",
+                                                     str(marks[system.name]))
+
         for system in systems:
             for _ in range(WORKERS):
                 system.start_worker()
-        killed = _kill_a_busy_worker_each(systems, marks, deadline=time.monotonic() + 30)
-        waits = {s.name: s.spawn_driver("wait-ended", "--ids", json.dumps(ids[s.name]), "--bound",
-                                        str(sizes.survival_bound_s), "--marker-file", str(marks[s.name]))
-                 for s in systems}
+        killed = _kill_a_busy_worker_each(systems, marks, time.monotonic() + 15, on_killed=wait_ended)
+        for system in (s for s in systems if s.name not in waits):
+            wait_ended(system)  # never seen busy: how its tasks ended all the same
         ended = {name: reply(name, "wait-ended", p, sizes.survival_bound_s + 60) for name, p in waits.items()}
     finally:
+        for process in waits.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         for system in systems:
             system.stop_workers()
     print(f"bench-peers: every system: kill -9 of a worker running a task, in {time.monotonic() - started:.0f} s",
@@ -143,15 +154,17 @@ def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
     for system in systems:
         killed_at, in_hand = killed.get(system.name, (None, 0))
         outcome = ended[system.name]
-        seconds = outcome.pop("observed_at") - killed_at if killed_at else None
+        last_done_at = outcome.pop("last_done_at")
+        seconds = last_done_at - killed_at if killed_at and last_done_at else None
         results[system.name] = dict(figures.survival_figures(SLOW_TASKS, killed_at is not None, outcome, seconds,
                                                              sizes.survival_bound_s), in_hand=in_hand)
     return results
 
 
-def _kill_a_busy_worker_each(systems: list[System], marks: dict[str, Path], deadline: float) -> dict:
-    """system name -> (when its worker was killed, how many tasks it held); a replacement
-    worker is started at once, as a supervisor would."""
+def _kill_a_busy_worker_each(systems: list[System], marks: dict[str, Path], deadline: float, on_killed) -> dict:
+    """system name -> (when its worker was killed, how many tasks it held). The worker holding
+    the most is killed; a replacement is started at once, as a supervisor would, and
+    ``on_killed(system)`` called."""
     killed = {}
     while len(killed) < len(systems) and time.monotonic() < deadline:
         for system in (s for s in systems if s.name not in killed):
@@ -161,6 +174,7 @@ def _kill_a_busy_worker_each(systems: list[System], marks: dict[str, Path], dead
                 system.kill(worker)
                 killed[system.name] = (time.time(), in_hand)
                 system.start_worker()
+                on_killed(system)
         time.sleep(0.02)
     return killed
 

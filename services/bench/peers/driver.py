@@ -110,7 +110,8 @@ def enqueue_slow(adapter, args) -> dict:
 
 def wait_ended(adapter, args) -> dict:
     """Until every task of ``ids`` ended (or ``bound`` s): how many succeeded, failed, are still
-    pending, and how many ran more than once (an attempt lost with a killed worker, run again)."""
+    pending, how many ran more than once (an attempt lost with a killed worker, run again), and
+    when the last one succeeded (as the system stored it)."""
     ids = json.loads(args.ids)
     outcomes = _wait_ended(adapter, ids, args.bound)
     states = Counter(o["state"] for o in outcomes.values())
@@ -118,8 +119,9 @@ def wait_ended(adapter, args) -> dict:
     if len(runs) < len(ids):  # the system does not count runs itself: the tasks' own marks say
         starts = Counter(line.split()[1] for line in _marks(args.marker_file) if line.startswith("start "))
         runs = list(starts.values())
+    done_at = [o["done_at"] for o in outcomes.values() if o["state"] == "succeeded"]
     return {"succeeded": states["succeeded"], "failed": states["failed"], "pending": states["pending"],
-            "ran_again": sum(1 for n in runs if n > 1), "observed_at": time.time()}
+            "ran_again": sum(1 for n in runs if n > 1), "last_done_at": max(done_at, default=None)}
 
 
 def _marks(marker_file: str | None) -> list[str]:

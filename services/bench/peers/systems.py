@@ -1,8 +1,9 @@
 """The bench's side of each system: its worker processes (started, found busy, killed -9,
 stopped) and the client commands it runs in the peers' venv (``peers/driver.py``). Shipyard's
 workers are the platform's (``taskplatform_testing.servers``); a peer's are ``peers.driver
-<peer> worker`` processes. Every worker starts in a session of its own, so that a kill -9 takes
-the whole worker (Celery's pool, RQ's work-horse) and nothing else.
+<peer> worker`` processes. Every worker starts in a session of its own, and a kill -9 or a stop
+reaches the worker and every process it started (Celery's pool, RQ's work-horse: ``proctree``),
+nothing else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.request import urlopen
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from peers import proctree
 from taskplatform_testing.servers import Platform, Redis, free_port
 
 BENCH_DIR = Path(__file__).resolve().parents[1]  # services/bench: the driver runs as `-m peers.driver`
@@ -50,8 +52,9 @@ class System:
         raise NotImplementedError
 
     def kill(self, worker: subprocess.Popen) -> None:
-        """kill -9 of the worker and all it started (its session's process group)."""
-        os.killpg(worker.pid, signal.SIGKILL)
+        """kill -9 of the worker and of every process it started, at once (as the kernel's OOM
+        killer or a container's end takes a worker and its children)."""
+        proctree.signal_alive(proctree.tree(worker.pid), signal.SIGKILL)
         worker.wait(10)
         self.forget(worker)
 
@@ -102,23 +105,21 @@ class PeerSystem(System):
         return worker
 
     def busy_workers(self, marker_file: Path) -> dict[subprocess.Popen, int]:
-        """From the slow tasks' own marks: which process runs each one, and whose group it is in
-        (a work-horse or pool process is in its worker's)."""
-        running: dict[str, str] = {}  # task index -> the pid that started it, while it has not ended
+        """From the slow tasks' own marks: which process runs each one, and which worker started
+        that process (a work-horse or pool process is a child of its worker)."""
+        running: dict[str, int] = {}  # task index -> the pid that started it, while it has not ended
         for line in marker_file.read_text().splitlines() if marker_file.exists() else []:
             event, index, pid = line.split()
             if event == "start":
-                running[index] = pid
+                running[index] = int(pid)
             else:
                 running.pop(index, None)
-        groups: dict[int, int] = {}
+        alive = {w.pid: w for w in self.workers if w.poll() is None}
+        busy: dict[subprocess.Popen, int] = {}
         for pid in running.values():
-            try:
-                group = os.getpgid(int(pid))
-            except ProcessLookupError:
-                continue
-            groups[group] = groups.get(group, 0) + 1
-        return {w: groups[w.pid] for w in self.workers if w.pid in groups and w.poll() is None}
+            if (owner := proctree.ancestor_among(pid, set(alive))) is not None:
+                busy[alive[owner]] = busy.get(alive[owner], 0) + 1
+        return busy
 
     def forget(self, worker: subprocess.Popen) -> None:
         self.workers.remove(worker)
@@ -177,20 +178,17 @@ def _tasks_running(metrics_url: str) -> float:
 
 
 def stop_sessions(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM to each process's session; then SIGKILL to what is left of it (a leader still
-    there after STOP_GRACE_S, a pool process or work-horse its leader left behind)."""
+    """SIGTERM to each process's group (a worker's warm shutdown); then SIGKILL to whatever of it
+    is left (a worker still there after STOP_GRACE_S, a pool process or work-horse it left
+    behind)."""
+    trees = {process: proctree.tree(process.pid) for process in processes if process.poll() is None}
+    for process in trees:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process, members in trees.items():
+        _exited_unreaped(process.pid, STOP_GRACE_S)
+        # Not reaped yet, the worker's pid still names it: no other process can have taken it.
+        proctree.signal_alive(members, signal.SIGKILL)
     for process in processes:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        if process.returncode is None:
-            _exited_unreaped(process.pid, STOP_GRACE_S)
-            # Not reaped yet, the leader's pid still names its group: no other process can have
-            # taken it, so the SIGKILL reaches only what this bench started.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         process.wait(5)
 
 
