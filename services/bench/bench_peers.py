@@ -104,15 +104,15 @@ def latency_phase(system: System, sizes: Sizes) -> dict:
 
 
 def measure(system: System, sizes: Sizes) -> dict:
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]  # a busy machine shows here
     try:
         submitted = submit_phase(system, sizes)
         drain = drain_phase(system, sizes, submitted["tasks"])
         latency = latency_phase(system, sizes)
     finally:
         system.stop_workers()
-    print(f"bench-peers: {system.name}: submit, drain, latency measured in {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(f"bench-peers: {system.name}: submit, drain, latency measured in {time.monotonic() - started:.0f} s "
+          f"(load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)", flush=True)
     return {"submit": submitted, "drain": drain, "latency": latency}
 
 
@@ -156,8 +156,8 @@ def survival_phase(systems: list[System], sizes: Sizes) -> dict[str, dict]:
         outcome = ended[system.name]
         last_done_at = outcome.pop("last_done_at")
         seconds = last_done_at - killed_at if killed_at and last_done_at else None
-        results[system.name] = dict(figures.survival_figures(SLOW_TASKS, killed_at is not None, outcome, seconds,
-                                                             sizes.survival_bound_s), in_hand=in_hand)
+        results[system.name] = figures.survival_figures(SLOW_TASKS, in_hand if killed_at else None, outcome, seconds,
+                                                        sizes.survival_bound_s)
     return results
 
 
@@ -230,17 +230,9 @@ def report(results: dict[str, dict], described: dict[str, dict], sizes: Sizes, t
     for line in figures.table(results):
         print(line)
     print()
-    for name, r in results.items():
-        s, d, lat, surv = r["submit"], r["drain"], r["latency"], r["survival"]
-        print(f"  {name}: submit {s['tasks']} in {s['seconds']:.2f} s ({s['errors']} errors); drain {d['done']}/"
-              f"{d['backlog']}, workers' start-up {_num(d['startup_s'], '.1f')} s, spawn to all done "
-              f"{d['wall_s']:.1f} s; latency {lat['done']}/{lat['sent']} done (failed {lat['failed']}, pending "
-              f"{lat['pending']}), p99 {_num(lat['p99_ms'], '.1f')} ms, enqueues at worst "
-              f"{lat['max_schedule_lag_ms']:.1f} ms late")
-        print(f"    kill -9: {surv['acknowledged']} acknowledged, killed worker held {surv['in_hand']}; succeeded "
-              f"{surv['succeeded']}, failed {surv['failed']}, not ended {surv['pending']}, ran again "
-              f"{surv['ran_again']}; all ended {_num(surv['seconds'], '.1f')} s after the kill"
-              + ("" if surv["pending"] == 0 else f" (not within {sizes.survival_bound_s:.0f} s)"))
+    for name, result in results.items():
+        for line in figures.detail_lines(name, result):
+            print(line)
     print()
     for line in figures.ratio_lines(results):
         print(line)
@@ -249,9 +241,6 @@ def report(results: dict[str, dict], described: dict[str, dict], sizes: Sizes, t
         print(f"  {'PASS  ' if met else 'MISSED'} {text}")
     print("BENCH_JSON " + json.dumps({"sizes": sizes.__dict__, "results": results, "described": described}))
 
-
-def _num(value: float | None, fmt: str) -> str:
-    return format(value, fmt) if value is not None else "-"
 
 
 def main() -> None:

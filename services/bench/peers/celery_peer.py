@@ -55,6 +55,7 @@ class Adapter:
         self.app = make_app()
         # The backend's rows read directly (one query, not one per task): its table and columns.
         self.dsn = os.environ["PEER_PG_URL"].replace("postgresql+psycopg://", "postgresql://")
+        self.pg: psycopg.Connection | None = None
 
     def prepare(self) -> dict:
         self.app.backend.ResultSession().close()  # the result tables, before two workers race to create them
@@ -79,8 +80,9 @@ class Adapter:
         return self.app.tasks["slow"].delay(index, seconds, marker_file).id
 
     def _query(self, sql: str, params=()) -> list[tuple]:
-        with psycopg.connect(self.dsn) as conn:
-            return conn.execute(sql, params).fetchall()
+        if self.pg is None:
+            self.pg = psycopg.connect(self.dsn, autocommit=True)  # one, kept: a wait polls
+        return self.pg.execute(sql, params).fetchall()
 
     def count_done(self, expected: int) -> int:
         return self._query("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0]

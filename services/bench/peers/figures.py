@@ -42,12 +42,14 @@ def latency_figures(rate: float, seconds: float, result: dict) -> dict:
             **{f"p{round(q * 100)}_ms": percentile(latencies, q) for q in (0.5, 0.95, 0.99)}}
 
 
-def survival_figures(acknowledged: int, killed_with_task: bool, ended: dict, seconds: float | None,
+def survival_figures(acknowledged: int, in_hand: int | None, ended: dict, seconds: float | None,
                      bound_s: float) -> dict:
     """Whether every acknowledged task of the phase ended well within ``bound_s`` of the kill -9
-    of a worker holding one (started again at once)."""
-    return {"acknowledged": acknowledged, "killed_with_task": killed_with_task, **ended, "seconds": seconds,
-            "bound_s": bound_s, "survived": killed_with_task and ended["succeeded"] == acknowledged}
+    of a worker holding ``in_hand`` of them (None: no worker was seen running one, nothing was
+    killed); ``seconds``: from the kill to the last success."""
+    killed = in_hand is not None
+    return {"acknowledged": acknowledged, "killed_with_task": killed, "in_hand": in_hand or 0, **ended,
+            "seconds": seconds, "bound_s": bound_s, "survived": killed and ended["succeeded"] == acknowledged}
 
 
 def ratio(shipyard: float | None, peer: float | None) -> float | None:
@@ -81,12 +83,35 @@ def survival_cell(survival: dict) -> str:
 def table(results: dict[str, dict]) -> list[str]:
     """One row a figure, one column a system (Shipyard first), and the survival row."""
     names = list(results)
-    width = max(12, *(len(n) for n in names))
-    lines = [f"  {'':24}" + "".join(f"{name:>{width}}" for name in names)]
-    for label, phase, figure, _higher, fmt in FIGURES:
-        lines.append(f"  {label:24}" + "".join(f"{_cell(results[n][phase][figure], fmt):>{width}}" for n in names))
-    lines.append(f"  {'kill -9 survived':24}" + "".join(f"{survival_cell(results[n]['survival']):>{width}}"
-                                                        for n in names))
+    rows = [(label, [_cell(results[n][phase][figure], fmt) for n in names])
+            for label, phase, figure, _higher, fmt in FIGURES]
+    rows.append(("kill -9 survived", [survival_cell(results[n]["survival"]) for n in names]))
+    width = 2 + max(len(text) for text in [*names, *(cell for _label, cells in rows for cell in cells)])
+    return [f"  {'':24}" + "".join(f"{name:>{width}}" for name in names),
+            *(f"  {label:24}" + "".join(f"{cell:>{width}}" for cell in cells) for label, cells in rows)]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return format(value, fmt) if value is not None else "-"
+
+
+def detail_lines(name: str, result: dict) -> list[str]:
+    """What stands behind a system's figures: counts, errors, start-up, the tail, the kill."""
+    s, d, lat, surv = result["submit"], result["drain"], result["latency"], result["survival"]
+    lines = [f"  {name}: submit {s['tasks']} in {s['seconds']:.2f} s ({s['errors']} errors); drain {d['done']}/"
+             f"{d['backlog']}, workers' start-up {_num(d['startup_s'], '.1f')} s, spawn to all done "
+             f"{d['wall_s']:.1f} s; latency {lat['done']}/{lat['sent']} done (failed {lat['failed']}, pending "
+             f"{lat['pending']}), p99 {_num(lat['p99_ms'], '.1f')} ms, enqueues at worst "
+             f"{lat['max_schedule_lag_ms']:.1f} ms late"]
+    if not surv["killed_with_task"]:
+        ending = "no worker was seen running one of them: nothing killed"
+    elif surv["pending"]:
+        ending = f"{surv['pending']} not ended {surv['bound_s']:.0f} s after the kill"
+    else:
+        ending = f"the last ended {_num(surv['seconds'], '.1f')} s after the kill"
+    lines.append(f"    kill -9: {surv['acknowledged']} acknowledged, the killed worker held {surv['in_hand']}; "
+                 f"succeeded {surv['succeeded']}, failed {surv['failed']}, ran twice or more {surv['ran_again']}; "
+                 + ending)
     return lines
 
 

@@ -1,10 +1,12 @@
 """RQ: jobs over Redis, results in Redis, run by its default ``Worker``, which forks a
 work-horse process for every job (a job that crashes takes its horse, not the worker, with it).
-What RQ documents for a job whose worker died: the job stays in the started registry until its
-heartbeat runs out (``job_monitoring_interval`` + 60 s: never sooner than a minute), then a
-worker's maintenance pass (``maintenance_interval``, 10 min by default, 5 s here) finds it
-abandoned and re-enqueues it if it has retries left (``Retry(max=3)`` on every enqueue), else
-marks it failed. Results are kept an hour (``result_ttl``; 500 s by default), longer than a run.
+What RQ does with a job whose worker died: the job stays in the started registry until its
+heartbeat runs out (``job_monitoring_interval`` + 60 s: never sooner than a minute; 30 + 60 by
+default, 5 + 60 here), then a worker's maintenance pass finds it abandoned and re-enqueues it if
+it has retries left (``Retry(max=3)`` on every enqueue), else marks it failed. A worker runs that
+pass every ``maintenance_interval`` (10 min by default, 5 s here), but an idle one only when its
+wait for a job times out (``worker_ttl`` - 15 s: 405 s by default; ``worker_ttl`` 20 here).
+Results are kept an hour (``result_ttl``; 500 s by default), longer than a run.
 
 Environment: PEER_REDIS_URL.
 """
@@ -22,10 +24,14 @@ from rq.job import Job, JobStatus
 from peers import workload
 
 MAINTENANCE_INTERVAL_S = 5
+WORKER_TTL_S = 20
+JOB_MONITORING_INTERVAL_S = 5
 RESULT_TTL_S = 3600
 SETTINGS = (f"Worker (a forked work-horse per job, the default), Retry(max=3) on enqueue, maintenance_interval "
-            f"{MAINTENANCE_INTERVAL_S} s (default 600), result_ttl {RESULT_TTL_S} s; a killed worker's job is "
-            "found abandoned once its heartbeat ran out (>= 60 s); results in Redis")
+            f"{MAINTENANCE_INTERVAL_S} s (default 600), worker_ttl {WORKER_TTL_S} s (default 420), "
+            f"job_monitoring_interval {JOB_MONITORING_INTERVAL_S} s (default 30), result_ttl {RESULT_TTL_S} s; "
+            f"a killed worker's job is found abandoned once its heartbeat ran out "
+            f"({JOB_MONITORING_INTERVAL_S} + 60 s); results in Redis")
 STATES = {JobStatus.FINISHED: "succeeded", JobStatus.FAILED: "failed", JobStatus.CANCELED: "failed",
           JobStatus.STOPPED: "failed"}  # queued, started, scheduled, deferred: pending
 
@@ -44,8 +50,8 @@ class Adapter:
         return {"settings": SETTINGS, "versions": {name: importlib.metadata.version(name) for name in ("rq", "redis")}}
 
     def run_worker(self, name: str) -> None:
-        Worker([self.queue], connection=self.redis, maintenance_interval=MAINTENANCE_INTERVAL_S).work(
-            logging_level="WARNING")
+        Worker([self.queue], connection=self.redis, maintenance_interval=MAINTENANCE_INTERVAL_S,
+               worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_MONITORING_INTERVAL_S).work(logging_level="WARNING")
 
     def connect(self) -> None:
         self.redis.ping()

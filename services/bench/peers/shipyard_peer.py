@@ -24,6 +24,7 @@ class Adapter:
         self.headers = {"Authorization": f"Bearer {os.environ['SHIPYARD_TOKEN']}", "Content-Type": "application/json"}
         self.dsn = os.environ["SHIPYARD_PG_DSN"]
         self.http: http.client.HTTPConnection | None = None
+        self.pg: psycopg.Connection | None = None
 
     def prepare(self) -> dict:
         return {"settings": "", "versions": {}}  # the bench starts and describes the platform
@@ -54,21 +55,22 @@ class Adapter:
     def submit_slow(self, index: int, seconds: float, marker_file: str) -> str:
         return self._create("sleep", {"seconds": seconds})  # the platform's own kind: it marks nothing
 
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        if self.pg is None:
+            self.pg = psycopg.connect(self.dsn, autocommit=True)  # one, kept: a wait polls
+        return self.pg.execute(sql, params).fetchall()
+
     def count_done(self, expected: int) -> int:
-        with psycopg.connect(self.dsn) as conn:
-            return conn.execute("SELECT count(*) FROM tasks WHERE kind = 'checksum' AND status = 'succeeded'").fetchone()[0]
+        return self._query("SELECT count(*) FROM tasks WHERE kind = 'checksum' AND status = 'succeeded'")[0][0]
 
     def done_span(self) -> tuple[float | None, float | None]:
-        with psycopg.connect(self.dsn) as conn:
-            first, last = conn.execute(
-                "SELECT extract(epoch FROM min(updated_at)), extract(epoch FROM max(updated_at)) FROM tasks "
-                "WHERE kind = 'checksum' AND status = 'succeeded'").fetchone()
+        first, last = self._query("SELECT extract(epoch FROM min(updated_at)), extract(epoch FROM max(updated_at)) "
+                                  "FROM tasks WHERE kind = 'checksum' AND status = 'succeeded'")[0]
         return (float(first), float(last)) if first is not None else (None, None)
 
     def outcomes(self, ids: list[str]) -> dict[str, dict]:
-        with psycopg.connect(self.dsn) as conn:
-            rows = conn.execute("SELECT id::text, status, extract(epoch FROM updated_at), attempts FROM tasks "
-                                "WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+        rows = self._query("SELECT id::text, status, extract(epoch FROM updated_at), attempts FROM tasks "
+                           "WHERE id = ANY(%s::uuid[])", (ids,))
         found = {task_id: {"state": ENDED.get(status, "pending"), "done_at": float(at), "runs": attempts}
                  for task_id, status, at, attempts in rows}
         return {task_id: found.get(task_id, {"state": "pending", "done_at": None, "runs": None}) for task_id in ids}
