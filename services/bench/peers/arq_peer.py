@@ -22,6 +22,7 @@ from arq.jobs import deserialize_result
 from arq.worker import func, run_worker
 
 from peers import workload
+from peers.outcomes import with_pending
 
 JOB_TIMEOUT_S = 3
 POLL_DELAY_S = 0.01
@@ -93,4 +94,4 @@ class Adapter:
         results = {r.job_id: r for r in self._results([result_key_prefix + i for i in ids])}
         found = {job_id: {"state": "succeeded" if r.success else "failed", "done_at": r.finish_time.timestamp(),
                           "runs": None} for job_id, r in results.items()}
-        return {job_id: found.get(job_id, {"state": "pending", "done_at": None, "runs": None}) for job_id in ids}
+        return with_pending(ids, found)

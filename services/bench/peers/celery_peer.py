@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 
-import psycopg
 from celery import Celery
 
 from peers import workload
+from peers.result_rows import ReadsResultRows, ResultRows
 
 VISIBILITY_TIMEOUT_S = 5
 # Each worker: Celery's default pool, prefork, with one child process that runs the tasks (the
@@ -29,7 +29,6 @@ VISIBILITY_TIMEOUT_S = 5
 SETTINGS = (f"task_acks_late, task_reject_on_worker_lost, visibility_timeout {VISIBILITY_TIMEOUT_S} s, "
             "prefetch multiplier 4 (default), pool prefork with 1 child a worker, mingle and gossip off; "
             "results in PostgreSQL (db+postgresql+psycopg)")
-STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "failed"}  # any other state: pending
 
 
 def make_app() -> Celery:
@@ -50,12 +49,14 @@ def make_app() -> Celery:
     return app
 
 
-class Adapter:
+class Adapter(ReadsResultRows):
     def __init__(self):
         self.app = make_app()
         # The backend's rows read directly (one query, not one per task): its table and columns.
-        self.dsn = os.environ["PEER_PG_URL"].replace("postgresql+psycopg://", "postgresql://")
-        self.pg: psycopg.Connection | None = None
+        self.rows = ResultRows(os.environ["PEER_PG_URL"].replace("postgresql+psycopg://", "postgresql://"),
+                               table="celery_taskmeta", task_id="task_id", ids_param="%s", status="status",
+                               done_at="date_done", checksum_succeeded="status = 'SUCCESS'",
+                               states={"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "failed"})
 
     def prepare(self) -> dict:
         self.app.backend.ResultSession().close()  # the result tables, before two workers race to create them
@@ -78,23 +79,3 @@ class Adapter:
 
     def submit_slow(self, index: int, seconds: float, marker_file: str) -> str:
         return self.app.tasks["slow"].delay(index, seconds, marker_file).id
-
-    def _query(self, sql: str, params=()) -> list[tuple]:
-        if self.pg is None:
-            self.pg = psycopg.connect(self.dsn, autocommit=True)  # one, kept: a wait polls
-        return self.pg.execute(sql, params).fetchall()
-
-    def count_done(self, expected: int) -> int:
-        return self._query("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0]
-
-    def done_span(self) -> tuple[float | None, float | None]:
-        first, last = self._query("SELECT extract(epoch FROM min(date_done)), extract(epoch FROM max(date_done)) "
-                                  "FROM celery_taskmeta WHERE status = 'SUCCESS'")[0]
-        return (float(first), float(last)) if first is not None else (None, None)
-
-    def outcomes(self, ids: list[str]) -> dict[str, dict]:
-        rows = self._query("SELECT task_id, status, extract(epoch FROM date_done) FROM celery_taskmeta "
-                           "WHERE task_id = ANY(%s)", (ids,))
-        found = {task_id: {"state": STATES.get(status, "pending"), "done_at": float(at), "runs": None}
-                 for task_id, status, at in rows}
-        return {task_id: found.get(task_id, {"state": "pending", "done_at": None, "runs": None}) for task_id in ids}

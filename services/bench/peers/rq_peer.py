@@ -22,6 +22,7 @@ from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 
 from peers import workload
+from peers.outcomes import with_pending
 
 MAINTENANCE_INTERVAL_S = 5
 WORKER_TTL_S = 20
@@ -82,4 +83,4 @@ class Adapter:
             state = STATES.get(job.get_status(refresh=False), "pending")
             found[job.id] = {"state": state, "runs": None,
                              "done_at": _epoch(job.ended_at) if state == "succeeded" else None}
-        return {job_id: found.get(job_id, {"state": "pending", "done_at": None, "runs": None}) for job_id in ids}
+        return with_pending(ids, found)

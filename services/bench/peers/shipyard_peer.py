@@ -13,18 +13,18 @@ import json
 import os
 from urllib.parse import urlsplit
 
-import psycopg
-
-ENDED = {"succeeded": "succeeded", "dead": "failed", "cancelled": "failed"}  # any other status: pending
+from peers.result_rows import ReadsResultRows, ResultRows
 
 
-class Adapter:
+class Adapter(ReadsResultRows):
     def __init__(self):
         self.api = urlsplit(os.environ["SHIPYARD_API_URL"])
         self.headers = {"Authorization": f"Bearer {os.environ['SHIPYARD_TOKEN']}", "Content-Type": "application/json"}
-        self.dsn = os.environ["SHIPYARD_PG_DSN"]
         self.http: http.client.HTTPConnection | None = None
-        self.pg: psycopg.Connection | None = None
+        self.rows = ResultRows(os.environ["SHIPYARD_PG_DSN"], table="tasks", task_id="id::text",
+                               ids_param="%s::uuid[]", status="status", done_at="updated_at", runs="attempts",
+                               checksum_succeeded="kind = 'checksum' AND status = 'succeeded'",
+                               states={"succeeded": "succeeded", "dead": "failed", "cancelled": "failed"})
 
     def prepare(self) -> dict:
         return {"settings": "", "versions": {}}  # the bench starts and describes the platform
@@ -54,23 +54,3 @@ class Adapter:
 
     def submit_slow(self, index: int, seconds: float, marker_file: str) -> str:
         return self._create("sleep", {"seconds": seconds})  # the platform's own kind: it marks nothing
-
-    def _query(self, sql: str, params=()) -> list[tuple]:
-        if self.pg is None:
-            self.pg = psycopg.connect(self.dsn, autocommit=True)  # one, kept: a wait polls
-        return self.pg.execute(sql, params).fetchall()
-
-    def count_done(self, expected: int) -> int:
-        return self._query("SELECT count(*) FROM tasks WHERE kind = 'checksum' AND status = 'succeeded'")[0][0]
-
-    def done_span(self) -> tuple[float | None, float | None]:
-        first, last = self._query("SELECT extract(epoch FROM min(updated_at)), extract(epoch FROM max(updated_at)) "
-                                  "FROM tasks WHERE kind = 'checksum' AND status = 'succeeded'")[0]
-        return (float(first), float(last)) if first is not None else (None, None)
-
-    def outcomes(self, ids: list[str]) -> dict[str, dict]:
-        rows = self._query("SELECT id::text, status, extract(epoch FROM updated_at), attempts FROM tasks "
-                           "WHERE id = ANY(%s::uuid[])", (ids,))
-        found = {task_id: {"state": ENDED.get(status, "pending"), "done_at": float(at), "runs": attempts}
-                 for task_id, status, at, attempts in rows}
-        return {task_id: found.get(task_id, {"state": "pending", "done_at": None, "runs": None}) for task_id in ids}
