@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -254,6 +255,9 @@ def main() -> None:
     if not set(peers) <= set(PEERS):
         parser.error(f"--peers: {','.join(sorted(set(peers) - set(PEERS)))} is not one of {','.join(PEERS)}")
     sizes = SHORT if args.short else Sizes()
+    # A SIGTERM (a CI timeout, `kill`) ends the run through the same finally blocks as a failure:
+    # every process it started is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     started = time.monotonic()
     python = venv.ensure(args.venv, HERE / "peers-requirements.txt")
     root = Path(tempfile.mkdtemp(prefix="bench-peers-"))

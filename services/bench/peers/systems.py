@@ -35,11 +35,14 @@ class System:
         self.python, self.root = python, root
         self.env = dict(os.environ, PYTHONPATH=str(BENCH_DIR), **env)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.drivers: list[subprocess.Popen] = []  # ended ones too: a stop ends what is left
 
     def spawn_driver(self, command: str, *options: str, stdin: int | None = None) -> subprocess.Popen:
-        return subprocess.Popen([str(self.python), "-m", "peers.driver", self.name, command, *options],
-                                env=self.env, cwd=BENCH_DIR, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen([str(self.python), "-m", "peers.driver", self.name, command, *options],
+                                  env=self.env, cwd=BENCH_DIR, stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.drivers.append(driver)
+        return driver
 
     def driver(self, command: str, *options: str, timeout: float) -> dict:
         return reply(self.name, command, self.spawn_driver(command, *options), timeout)
@@ -65,7 +68,14 @@ class System:
         raise NotImplementedError
 
     def stop(self) -> None:
-        self.stop_workers()
+        """The workers, and the client commands still running (a run that stopped half-way)."""
+        try:
+            self.stop_workers()
+        finally:
+            for driver in self.drivers:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait(5)
 
 
 def reply(system: str, command: str, process: subprocess.Popen, timeout: float) -> dict:
