@@ -34,6 +34,7 @@ class Adapter(ReadsResultRows):
 
     def connect(self) -> None:
         self.http = http.client.HTTPConnection(self.api.hostname, self.api.port, timeout=30)
+        self.http.connect()  # now, not on the first create's clock
 
     def _create(self, kind: str, payload: dict) -> str:
         body = json.dumps({"kind": kind, "payload": payload})
