@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs clean
+        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-peers clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -36,6 +36,8 @@ help: venv
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
+	@echo "make bench-peers        the platform vs Celery, arq and RQ (from PyPI): submit and drain rates, latency,"
+	@echo "                         kill -9 survival, and the ratios"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"
 	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
 	@echo "make bench-config ENV=name   runtime config push to every process: p50/p95/p99 vs raw blocking queries"
@@ -138,11 +140,14 @@ render-check: venv
 verify: venv
 	$(PYTEST) -q tests/infra --shipyard-env=$(ENV)
 
-# Everything, the benchmarks included, each once in its short mode: bench-api on its own servers,
-# the others on test-e2e's ci rollout (test-benches, after the e2e tests and before the down).
+# Everything, the benchmarks included, each once in its short mode: bench-api and bench-peers on
+# their own servers, the others on test-e2e's ci rollout (test-benches, after the e2e tests and
+# before the down).
 test: venv host-test-deps test-unit test-services test-vault test-client test-patroni
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
+	@started=$$(date +%s); $(MAKE) --no-print-directory bench-peers SHORT=1 && \
+	  echo "make test: bench-peers --short took $$(( $$(date +%s) - started )) s"
 	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
 
 test-unit: venv host-test-tools
@@ -228,6 +233,12 @@ bench-logs: venv
 bench-api: venv host-test-deps
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	PYTHONPATH=services $(PY) services/bench/bench_api.py $(BENCH_SHORT) $(BENCH_ARGS)
+
+# The platform against Celery, arq and RQ on its own servers (loopback). The peers come from PyPI
+# at the versions services/bench/peers-requirements.txt pins, into the bench's own venv
+# (.cache/bench-peers-venv: made on the first run and again when the pins change, never the project's).
+bench-peers: venv host-test-deps
+	PYTHONPATH=services $(PY) services/bench/bench_peers.py $(BENCH_SHORT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .shipyard

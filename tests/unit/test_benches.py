@@ -46,10 +46,27 @@ def test_every_bench_follows_the_rule_and_has_a_short_mode(bench):
     assert "--short" in help_text and "A real environment is refused" in help_text
 
 
+SERVICE_BENCHES = sorted((REPO / "services" / "bench").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("bench", SERVICE_BENCHES, ids=lambda p: p.name)
+def test_a_bench_on_its_own_servers_has_a_target_and_a_short_mode_make_test_runs(bench):
+    """The benches of services/bench/ start their own servers: `make test` runs each, short and
+    timed, beside the services' tests."""
+    target = "bench-" + bench.stem.removeprefix("bench_")
+    makefile = (REPO / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert f"{target} SHORT=1" in test_recipe and f'echo "make test: {target} --short took' in test_recipe
+    assert re.search(rf"^{target}: .*host-test-deps", makefile, re.M)
+    assert f"services/bench/{bench.name} $(BENCH_SHORT)" in makefile
+    help_text = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--short" in help_text
+
+
 def test_make_test_runs_every_bench_once_short():
     makefile = (REPO / "Makefile").read_text()
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "bench-api SHORT=1" in test_recipe and "test-e2e E2E_BENCHES=1" in test_recipe
+    assert "test-e2e E2E_BENCHES=1" in test_recipe
     loop = re.search(r"for bench in ([a-z ]+); do", makefile).group(1).split()
     assert sorted(f"bench_{name}.py" for name in loop) == [b.name for b in BENCHES]
     assert loop[-1] == "rollout", "bench-rollout does its own down/up cycles: it runs last"

@@ -28,7 +28,7 @@ EXAMPLES = frozenset({
 })
 
 # Made at run time, absent from a fresh checkout: not checked.
-RUNTIME_ROOTS = frozenset({".shipyard", ".venv", ".git", ".pytest_cache"})
+RUNTIME_ROOTS = frozenset({".shipyard", ".venv", ".git", ".pytest_cache", ".cache"})
 
 MODULE_ROOTS = {"shipyard": REPO / "shipyard", "taskplatform": REPO / "services" / "taskplatform",
                 "taskplatform_testing": REPO / "services" / "taskplatform_testing"}
