@@ -32,7 +32,6 @@ import os
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -198,10 +197,7 @@ def main() -> None:
     benchenv.refuse_real(settings, "bench-config")
     was = benchenv.found(settings)
     try:
-        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                            capture_output=True, text=True)
-        if up.returncode != 0:
-            sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        benchenv.roll_out(args.env, "bench-config")
         token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
         kv, key = ConsulKV(settings, token), consul_keys.runtime_key(settings.name)
         floor_key = consul_keys.env_prefix(settings.name) + FLOOR_KEY

@@ -114,10 +114,7 @@ def main() -> None:
     was = benchenv.found(settings)
     runs: dict[str, list[dict]] = {"redis": [], "postgres": []}
     try:
-        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                            capture_output=True, text=True)
-        if up.returncode != 0:
-            sys.exit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        benchenv.roll_out(args.env, "bench-failover")
         client = api_client(settings)
         redis_master, pg_primary = sentinel_masters(settings)[0], primary_of(settings)
         for _ in range(args.runs):

@@ -161,10 +161,7 @@ def main() -> None:
         sys.exit(f"bench-logs: environment {args.env} ships no logs (logs.enabled is false)")
     was = benchenv.found(settings)
     try:
-        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                            capture_output=True, text=True)
-        if up.returncode != 0:
-            sys.exit(f"bench-logs: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        benchenv.roll_out(args.env, "bench-logs")
         engine = docker.from_env()
         shipper = engine.containers.get(f"{settings.compose_project}-logship-1")
         store_container = engine.containers.get(f"{settings.compose_project}-elasticsearch-1-1")

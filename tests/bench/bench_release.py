@@ -123,10 +123,7 @@ def main() -> None:
     was = benchenv.found(settings)
     found_live = rate_limit = None
     try:
-        up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", args.env], cwd=REPO,
-                            capture_output=True, text=True)
-        if up.returncode != 0:
-            raise SystemExit(f"bench: rollout of {args.env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+        benchenv.roll_out(args.env, "bench-release")
         found_live = read_state(settings).live
         token = load_or_create(REPO, args.env, generate_missing=False)["consul_management_token"].value
         rate_limit = runtime.current_document(settings, token)["rate_limit_per_minute"]

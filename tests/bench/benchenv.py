@@ -60,6 +60,14 @@ def found(settings) -> Found:
     return Found(settings.name, (project_dir / "compose.yaml").exists(), bool(ps.stdout.split()))
 
 
+def roll_out(env: str, bench: str) -> None:
+    """`make up ENV=env` (what every bench measures is the environment as rolled out); a failed
+    rollout stops the bench with its output's tail."""
+    up = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", env], cwd=REPO, capture_output=True, text=True)
+    if up.returncode != 0:
+        sys.exit(f"{bench}: rollout of {env} failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}")
+
+
 def leave_argv(was: Found) -> list[str] | None:
     """The command that puts the environment back as it was found (None: leave it running)."""
     if not was.deployed:
