@@ -141,6 +141,7 @@ def test_heap_and_memory_limit_come_from_the_settings_and_are_validated(repo):
 
 def test_the_transport_bundle_is_issued_from_the_held_ca_and_split_into_the_nodes_files(repo, tmp_path):
     from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
     from shipyard import secretstore
 
@@ -151,7 +152,9 @@ def test_the_transport_bundle_is_issued_from_the_held_ca_and_split_into_the_node
     key = elasticsearch.pem_block(bundle, "PRIVATE KEY", 0)
     cert = x509.load_pem_x509_certificate(elasticsearch.pem_block(bundle, "CERTIFICATE", 0).encode())
     ca = x509.load_pem_x509_certificate(elasticsearch.pem_block(bundle, "CERTIFICATE", 1).encode())
-    assert key.startswith("-----BEGIN PRIVATE KEY-----") and key.endswith("-----END PRIVATE KEY-----")
+    # The node's key (a whole PEM block) is the one its certificate names.
+    private = serialization.load_pem_private_key(key.encode(), password=None)
+    assert private.public_key().public_numbers() == cert.public_key().public_numbers()
     cert.verify_directly_issued_by(ca)
     held = secretstore.read_held(tmp_path, "production", elasticsearch.CA_CERT, environ).value
     assert x509.load_pem_x509_certificate(held.encode()) == ca
