@@ -49,8 +49,6 @@ host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed))
-# The kernel settings its services need (Elasticsearch's vm.max_map_count): only where they run.
-ensure_host_sysctls(settings.name, hostsysctl.needed(settings, this_host))
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)
@@ -66,6 +64,9 @@ ensure_official_images(image_plan.images_to_pull(settings, needed), settings.nam
 ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
               remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"),
               wheels_dir=host.data.get("shipyard_pinned_wheels"))
+# The kernel settings its services need (Elasticsearch's vm.max_map_count), only where they run:
+# once the images are there (a deploy that cannot get them stops before changing the kernel).
+ensure_host_sysctls(settings.name, hostsysctl.needed(settings, this_host))
 if starting and state.versions[starting] == state.newest:
     # Before a release's migrations (a rollback runs none): each component's check of the new
     # version against the live one.

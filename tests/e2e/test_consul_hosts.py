@@ -42,8 +42,8 @@ def _settings():
              for n, address in enumerate(ADDRESSES, 1)]
     data = {"name": "spread", "images": {"source": "local"}, "network": {"subnet": SUBNET_PREFIX + "0/24"},
             "consul": {"servers": 3}, "ports": {"consul_http": 18600},  # apart from local's and ci's
-            # Consul alone is under test: no observability host, so no monitoring.
-            "prometheus": {"enabled": False}, "alertmanager": {"enabled": False}}
+            # Consul alone is under test: no observability host, so no monitoring and no log store.
+            "prometheus": {"enabled": False}, "alertmanager": {"enabled": False}, "logs": {"enabled": False}}
     settings = load_settings(data, hosts, "tests/e2e/test_consul_hosts.py", {})
     assert not topology.build(settings).port_collisions()
     return settings
