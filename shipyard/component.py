@@ -125,6 +125,11 @@ class SecretFile:
     # the previous value is delivered beside the new one as ``<target>.retiring`` too (a setup
     # job that logs in with the old password to set the new one).
     keep_previous: bool = False
+    # Served by the environment's secrets backend when it has one (``secrets.backend`` other
+    # than age): the service reads its copy from there at run time, kept current by the service
+    # itself, and no file is delivered — a rotation reaches it without recreating the container.
+    # Under age it is a file like any other.
+    served: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,8 +234,16 @@ class Service:
     routing_mount: str | None = None
 
     def secret_files(self, settings) -> tuple[SecretFile, ...]:
-        """Its secret files under ``settings`` (SecretFile.when)."""
-        return tuple(s for s in self.secrets if s.when is None or s.when(settings))
+        """Its secret files under ``settings`` (SecretFile.when), without those the secrets
+        backend serves it (SecretFile.served)."""
+        served = settings.secrets.backend != "age"
+        return tuple(s for s in self.secrets if (s.when is None or s.when(settings)) and not (served and s.served))
+
+    def served_secrets(self, settings) -> tuple[SecretFile, ...]:
+        """What the environment's secrets backend serves it under ``settings`` (none under age)."""
+        if settings.secrets.backend == "age":
+            return ()
+        return tuple(s for s in self.secrets if s.served and (s.when is None or s.when(settings)))
 
 
 @dataclass(frozen=True)

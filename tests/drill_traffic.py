@@ -4,29 +4,36 @@ each one is processed. Bounded: at most 2000 requests per drill, loopback only."
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
 
-import jwt
 import requests
 
-from shipyard import commands
-from shipyard.controller.releases import live_instance
+from shipyard import secretstore, topology
 from shipyard.settings import EnvironmentSettings
-from shipyard import topology
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def token_for(settings: EnvironmentSettings, tenant: str, ttl_s: int = 900) -> str:
+    """A token for ``tenant`` signed with the signing key of the environment's key set, as this
+    checkout's secret store holds it (the services may read it from files or from Vault)."""
+    if str(REPO / "services") not in sys.path:
+        sys.path.insert(0, str(REPO / "services"))
+    from taskplatform.auth import KeySet
+
+    keys = KeySet.parse(secretstore.load_or_create(REPO, settings.name)["jwt_signing_key"].value)
+    return keys.issue(tenant, settings.app.jwt_issuer, settings.app.jwt_audience, ttl_s)
 
 
 def api_client(settings: EnvironmentSettings, tenant: str = "drill") -> requests.Session:
     """A session with a fresh token for ``tenant``, signed with the environment's own key;
     ``.base`` is the edge."""
     bind, port = topology.build(settings).published(settings.hosts[0], "edge")
-    api = live_instance(settings, "api")
-    key = Path(commands.project_dir(settings.deploy_root, settings.name), f"secrets/{api}/jwt_signing_key").read_text().strip()
     session = requests.Session()
-    claims = {"sub": tenant, "iss": settings.app.jwt_issuer, "aud": settings.app.jwt_audience,
-              "exp": int(time.time()) + 900}
-    session.headers["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="HS256")
+    session.headers["Authorization"] = "Bearer " + token_for(settings, tenant)
     session.base = f"http://{bind}:{port}"
     return session
 

@@ -10,7 +10,7 @@ from taskplatform import api_keys, db_credentials, limits, metrics, queue, sched
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
-from taskplatform.secrets import SecretSource, optional
+from taskplatform.secrets import SecretSource
 from taskplatform.settings import ProcessSettings
 
 
@@ -57,8 +57,7 @@ class Services:
         # The primary's pool: a key revoked a moment ago must not be found on a lagging replica.
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
-        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
-                                   s.redis_master_name, optional(self.secrets, "sentinel_password"))
+        self.redis = queue.connect_for(s, self.secrets)
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()

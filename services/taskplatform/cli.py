@@ -188,7 +188,7 @@ def _token(settings: ProcessSettings, args: argparse.Namespace) -> int:
     import sys
 
     from taskplatform import auth, scopes
-    from taskplatform.secrets import FileSecretSource, SecretError
+    from taskplatform.secrets import SecretError, for_process
     from taskplatform.storable import unstorable_text
 
     names = list(scopes.ALL) if args.scopes is None else [n.strip() for n in args.scopes.split(",") if n.strip()]
@@ -202,11 +202,11 @@ def _token(settings: ProcessSettings, args: argparse.Namespace) -> int:
     try:
         if problem is None:
             scopes.parse_scopes(names)
-            keys = auth.KeySet.parse(FileSecretSource(settings.secrets_dir).get(auth.SECRET_NAME))
+            keys = auth.KeySet.parse(for_process(settings).get(auth.SECRET_NAME))
     except scopes.ScopeError as exc:
         problem = f"--scopes: {exc}"
     except (SecretError, auth.KeySetError) as exc:  # their messages never quote the key
-        problem = f"the key set {auth.SECRET_NAME} in {settings.secrets_dir}: {exc}"
+        problem = f"the key set {auth.SECRET_NAME}: {exc}"
     if problem is not None:
         print(f"taskplatform token: {problem}", file=sys.stderr)
         return 2

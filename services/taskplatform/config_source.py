@@ -6,9 +6,8 @@ version as a gauge, the log level and maintenance as they change."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from taskplatform import metrics
+from taskplatform import metrics, secrets
 from taskplatform.runtime_config import ConfigSource, FileConfigSource
 from taskplatform.settings import ProcessSettings
 
@@ -19,7 +18,7 @@ def build_config_source(settings: ProcessSettings) -> ConfigSource:
         from taskplatform.consul_config import ConsulConfigSource, parse_endpoints
 
         source: ConfigSource = ConsulConfigSource(
-            parse_endpoints(settings.consul_addrs), settings.consul_runtime_path, Path(settings.secrets_dir) / "consul_token",
+            parse_endpoints(settings.consul_addrs), settings.consul_runtime_path, secrets.file_of(settings, "consul_token"),
             settings.config_cache_file, wait_seconds=settings.consul_wait_seconds)
     else:
         source = FileConfigSource(settings.config_file, settings.config_poll_seconds)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class CredentialKeeper:
         self.generation = 0
         self._token_next = self._lease_next = self._kv_next = 0.0
         self._rotate_pending = False
+        self._kv_versions: dict[str, int] = {}
         self._ended_logged = False
         self._lease_revoke_refused = False
         self._stop = threading.Event()
@@ -309,20 +311,31 @@ class CredentialKeeper:
         kv = self.session.client.secrets.kv.v2
         try:
             names = kv.list_secrets(path=s.vault_kv_path, mount_point=s.vault_kv_mount)["data"]["keys"]
-            values = {name: kv.read_secret_version(path=f"{s.vault_kv_path}/{name}", mount_point=s.vault_kv_mount,
-                                                   raise_on_deleted_version=True)["data"]["data"]["value"]
-                      for name in names if not name.endswith("/")}
+            read = {name: kv.read_secret_version(path=f"{s.vault_kv_path}/{name}", mount_point=s.vault_kv_mount,
+                                                 raise_on_deleted_version=True)["data"]
+                    for name in names if not name.endswith("/")}
+            values = {name: doc["data"]["value"] for name, doc in read.items()}
+            versions = {name: int(doc["metadata"]["version"]) for name, doc in read.items()}
         except (*UNAVAILABLE, *REFUSED, KeyError) as exc:
-            self._kv_next = now + 5.0
-            self._failed("kv", exc, 5.0)
+            self._kv_next = now + min(5.0, s.vault_kv_poll_seconds)
+            self._failed("kv", exc, min(5.0, s.vault_kv_poll_seconds))
             return
         directory = self.state_dir / KV_DIR
         directory.mkdir(mode=0o700, exist_ok=True)
-        for name, value in values.items():
-            path = directory / name
-            if not path.exists() or path.read_text() != value:
-                write_private(path, value)
-        self._kv_next = self.session.renew_due_at()
+        changed = [name for name, value in values.items()
+                   if not (directory / name).exists() or (directory / name).read_text() != value]
+        for name in changed:
+            write_private(directory / name, values[name])
+        if changed and self._kv_versions:  # not the first read: a rotation reached this process
+            log.info("secrets from Vault changed", extra={"secrets": sorted(changed)})
+        if versions != self._kv_versions and s.vault_report_file:
+            # Versions only, readable by whoever reads the hand-off directory (the deploy).
+            report = Path(s.vault_report_file)
+            tmp = report.with_name(f".{report.name}.tmp")
+            tmp.write_text(json.dumps({"kv": versions, "at": now}, sort_keys=True))
+            os.replace(tmp, report)
+        self._kv_versions = versions
+        self._kv_next = now + s.vault_kv_poll_seconds
 
 
 class PoolCredentials:

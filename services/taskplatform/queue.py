@@ -24,7 +24,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ResponseError
+
+from taskplatform.secrets import optional
 
 STREAM = "tasks:stream"
 GROUP = "workers"
@@ -79,21 +82,48 @@ def streams_for(colour: str, queues: list[str] | tuple[str, ...] = (DEFAULT_QUEU
     return [stream for queue in queues for stream in queue_streams(queue, colour)]
 
 
-def connect(host: str, port: int, password: str, sentinels: list[tuple[str, int]] | None = None,
-            master_name: str = "tasks", sentinel_password: str | None = None) -> redis.Redis:
+class LivePassword(CredentialProvider):
+    """A password read from its secret source at each new connection, so a rotated one (Vault's
+    copy kept current by the credential keeper) is used without a restart: the connections
+    already open stay logged in, and Redis accepts both passwords while a rotation runs."""
+
+    def __init__(self, secrets, name: str):
+        self.secrets, self.name = secrets, name
+
+    def get_credentials(self):
+        return (self.secrets.get(self.name),)
+
+    async def get_credentials_async(self):
+        return self.get_credentials()
+
+
+def connect(host: str, port: int, password: str | CredentialProvider, sentinels: list[tuple[str, int]] | None = None,
+            master_name: str = "tasks", sentinel_password: str | CredentialProvider | None = None) -> redis.Redis:
     """A client of the current master: through Sentinel when there are Sentinels (it follows a
-    failover on the next command that fails), else the given master directly."""
+    failover on the next command that fails), else the given master directly. A password is a
+    value, or a ``LivePassword`` read at each new connection."""
     # Fail fast (one quick retry): during a Redis outage the API must keep answering (the row is
     # committed; the reconciler enqueues later) and the worker has its own backoff loop.
-    options = dict(password=password, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
+    options = dict(_auth(password), socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
     if sentinels:
         # The Sentinels have a password of their own (anonymous clients could otherwise point
         # them at a rogue master): a Sentinel client learns nothing of the data's password.
         sentinel = Sentinel(sentinels, socket_timeout=2, socket_connect_timeout=2,
-                            sentinel_kwargs={"password": sentinel_password} if sentinel_password else None)
+                            sentinel_kwargs=_auth(sentinel_password) if sentinel_password else None)
         return sentinel.master_for(master_name, **options)
     return redis.Redis(host=host, port=port, **options)
+
+
+def connect_for(settings, secrets) -> redis.Redis:
+    """A process's client, as its settings say, on passwords read at each new connection."""
+    sentinel_password = LivePassword(secrets, "sentinel_password") if optional(secrets, "sentinel_password") else None
+    return connect(settings.redis_host, settings.redis_port, LivePassword(secrets, "redis_password"),
+                   settings.sentinels(), settings.redis_master_name, sentinel_password)
+
+
+def _auth(password: str | CredentialProvider) -> dict:
+    return {"credential_provider": password} if isinstance(password, CredentialProvider) else {"password": password}
 
 
 async def enqueue(client: redis.Redis, task_id: str, stream: str = STREAM) -> None:

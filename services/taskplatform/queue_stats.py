@@ -67,8 +67,14 @@ def _declared_queues(kinds_packages: str | None):
 
 def connect(settings: ProcessSettings, secrets: SecretSource) -> psycopg.Connection:
     """As the app role (it reads rows), on any node: a replica's answer is a moment old, which
-    a status line can afford."""
+    a status line can afford. With Vault: as the container's current dynamic user (the keeper's)."""
+    if settings.vault_enabled():
+        from taskplatform.db_credentials import read_credentials
+
+        held = read_credentials(settings.vault_state_dir)
+        user, password = held.username, held.password
+    else:
+        user, password = settings.pg_user, secrets.get("postgres_password")
     return psycopg.connect(host=",".join(h for h, _ in settings.pg_nodes()),
                            port=",".join(str(p) for _, p in settings.pg_nodes()), dbname=settings.pg_database,
-                           user=settings.pg_user, password=secrets.get("postgres_password"),
-                           connect_timeout=int(settings.pg_connect_timeout_seconds) or 2)
+                           user=user, password=password, connect_timeout=int(settings.pg_connect_timeout_seconds) or 2)

@@ -42,13 +42,28 @@ class FirstOf(SecretSource):
         raise SecretError("; ".join(problems))
 
 
+def kept_dir(settings) -> Path | None:
+    """Where the credential keeper keeps the service's KV copies (with Vault and a KV path)."""
+    if settings.vault_enabled() and settings.vault_kv_path:
+        return Path(settings.vault_state_dir) / "secrets"
+    return None
+
+
 def for_process(settings) -> SecretSource:
     """The files under ``secrets_dir``; with Vault and a KV path, the service's secrets as the
     credential keeper keeps them (``db_credentials``, under ``vault_state_dir``) first."""
     files = FileSecretSource(settings.secrets_dir)
-    if settings.vault_enabled() and settings.vault_kv_path:
-        return FirstOf(FileSecretSource(Path(settings.vault_state_dir) / "secrets"), files)
-    return files
+    kept = kept_dir(settings)
+    return FirstOf(FileSecretSource(kept), files) if kept else files
+
+
+def file_of(settings, name: str) -> Path:
+    """The file a secret is read from, for a reader that takes a path (read again at each use):
+    the keeper's copy when there is one, else the delivered file."""
+    kept = kept_dir(settings)
+    if kept and (kept / name).exists():
+        return kept / name
+    return Path(settings.secrets_dir) / name
 
 
 class FileSecretSource(SecretSource):

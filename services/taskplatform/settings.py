@@ -143,6 +143,11 @@ class ProcessSettings(BaseSettings):
     # kept as files in <vault_state_dir>/secrets and read before secrets_dir's. Empty: not read.
     vault_kv_mount: str = "secret"
     vault_kv_path: str = ""
+    # How often the KV copies are read again: the most a rotated secret waits to reach the process.
+    vault_kv_poll_seconds: float = Field(5.0, gt=0)
+    # Where the version of each KV copy held is reported (JSON, no value): the deploy waits on
+    # it after a rotation before the servers drop the old value. Empty: not reported.
+    vault_report_file: str = ""
     # Where the process keeps what Vault gave it, for its own processes (the API's uvicorn
     # processes read the PostgreSQL credentials there): a tmpfs, mode 0700, files 0600.
     vault_state_dir: str = "/run/taskplatform-vault"

@@ -31,7 +31,7 @@ from taskplatform import (db_credentials, kinds, lanes, limits, logs, metrics, q
                           store, webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
-from taskplatform.secrets import SecretSource, optional
+from taskplatform.secrets import SecretSource
 from taskplatform.settings import ProcessSettings
 
 log = logging.getLogger("taskplatform.worker")
@@ -440,8 +440,7 @@ class Worker:
         # Webhooks: a loop of its own beside the task slots (``webhook_dispatch`` says why a slow
         # receiver cannot slow the tasks).
         self.webhooks = webhook_dispatch.Dispatcher(webhook_store.WebhookStore(pool), self.config, s, OUTAGES)
-        self.redis = queue.connect(s.redis_host, s.redis_port, self.secrets.get("redis_password"), s.sentinels(),
-                                   s.redis_master_name, optional(self.secrets, "sentinel_password"))
+        self.redis = queue.connect_for(s, self.secrets)
         await self._ensure_group()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.kind_runner.start)

@@ -59,11 +59,16 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
                                                                                    "alertmanager", "edge-exporter",
                                                                                    "router-exporter", "node-exporter",
                                                                                    # the log store's stand-in has no users
-                                                                                   "elasticsearch-1", "logs-setup", "logship")
+                                                                                   "elasticsearch-1", "logs-setup", "logship",
+                                                                                   # ci's secrets backend is Vault: it serves them all
+                                                                                   "api-blue", "api-green", "worker-blue", "worker-green")
                           else []), name
     # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
     assert "org.shipyard.secrets" not in services["postgres"]["labels"]
-    assert services["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"
+    # Nor the API and workers under Vault: they keep their copies current themselves.
+    assert "org.shipyard.secrets" not in services["api-blue"]["labels"]
+    local = rendered(repo, "local")["local"].compose["services"]
+    assert local["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"
     assert services["redis-sentinel-2"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_REDIS_SENTINEL_2:-none}"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
 

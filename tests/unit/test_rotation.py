@@ -13,15 +13,19 @@ from shipyard.inventory import load_environment
 from shipyard.secretstore import SECRET_NAMES, Secret
 
 
+# ci on the age backend: every service's secrets are files (test_served_secrets_* for Vault's).
+AGE = {"SHIPYARD_SECRETS__BACKEND": "age"}
+
+
 @pytest.fixture(scope="module")
 def on_host(repo):
-    settings = load_environment(repo, "ci", {})
+    settings = load_environment(repo, "ci", AGE)
     return topology.build(settings).instances_on(settings.hosts[0])
 
 
 @pytest.fixture(scope="module")
 def variables(repo):
-    settings = load_environment(repo, "ci", {})
+    settings = load_environment(repo, "ci", AGE)
     return secret_variables(settings, settings.hosts[0])
 
 
@@ -123,3 +127,19 @@ def test_live_rotation_commands_run_in_the_servers_that_declare_them(on_host):
     apply, retire = live_rotations(on_host, {"postgres_password"})
     assert sorted(s.service for s in apply) == ["postgres", "postgres-replica-1"] and retire == []
     assert live_rotations(on_host, set()) == ([], [])
+
+
+def test_served_secrets_reach_the_api_and_workers_through_vault_not_as_files_nor_by_recreation(repo):
+    """ci's backend is Vault: it serves the API and workers everything they read, so they get no
+    file, and no rotation of those secrets recreates them (their keepers take the new copies)."""
+    settings = load_environment(repo, "ci", {})
+    on_host = topology.build(settings).instances_on(settings.hosts[0])
+    delivered = {w.path.split("/")[3] for w in secret_files("/p", on_host, values(),
+                                                            variables=secret_variables(settings, settings.hosts[0]))
+                 if w.content is not None and len(w.path.split("/")) == 5}
+    assert not delivered & {"api-blue", "api-green", "worker-blue", "worker-green"}
+    assert "redis" in delivered and "consul-setup" in delivered
+    for secret in ("redis_password", "jwt_signing_key", "consul_token_api", "pg_app_password"):
+        before, after = digests(on_host, values()), digests(on_host, values(**{secret: "n" * 43}))
+        changed = {name for name in before if before[name] != after[name]}
+        assert not {n for n in changed if "API" in n or "WORKER" in n}, (secret, changed)

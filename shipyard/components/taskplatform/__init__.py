@@ -27,9 +27,12 @@ WORKER_METRICS_PORT = 9101  # the app's default worker_metrics_port
 # Each process reads "postgres_password": the password of the role it connects as. Only the
 # db-setup job gets the superuser's.
 _PG_MIGRATOR = SecretFile("postgres_password", "pg_migrator_password")
-_PG_APP = SecretFile("postgres_password", "pg_app_password")
-_REDIS = SecretFile("redis_password", "redis_password")
-_SENTINEL = SecretFile("sentinel_password", "sentinel_password")
+# The API and workers log in to Vault under secrets.backend vault (vault.LOG_IN): it serves them
+# everything they read (SecretFile.served) — their PostgreSQL users from its database engine,
+# the rest as KV copies they keep current, so a rotation reaches them without a restart.
+_PG_APP = SecretFile("postgres_password", "pg_app_password", served=True)
+_REDIS = SecretFile("redis_password", "redis_password", served=True)
+_SENTINEL = SecretFile("sentinel_password", "sentinel_password", served=True)
 _DB_SETUP_SECRETS = (SecretFile("postgres_admin_password", "postgres_password"),
                      SecretFile("migrator_password", "pg_migrator_password"),
                      SecretFile("app_password", "pg_app_password"),
@@ -92,6 +95,11 @@ def _vault_environment(ctx, inst) -> dict[str, str]:
             # Kept across restarts of the container (a crash, a reboot): resumed, not a new login.
             "TASKS_VAULT_TOKEN_FILE": f"{vault.HANDOFF}/token",
             "TASKS_VAULT_DB_ROLE": ctx.section("app").db_app_role,
+            # Everything else it reads: its KV copies (SecretFile.served), read again this often,
+            # the versions it holds reported where the deploy looks after a rotation.
+            "TASKS_VAULT_KV_PATH": vault.kv_path(inst.service.name),
+            "TASKS_VAULT_KV_POLL_SECONDS": str(ctx.section("vault").kv_poll_s),
+            "TASKS_VAULT_REPORT_FILE": vault.HELD_FILE,
             "TASKS_VAULT_STATE_DIR": VAULT_STATE_DIR}
 
 
@@ -166,8 +174,9 @@ COMPONENT = Component(
                 placement="once", serves_clients=False, config_dir="taskplatform"),
         Service("migrate", "app", "app", "taskplatform", UID, secrets=(_PG_MIGRATOR,), one_shot=True, placement="once",
                 serves_clients=False, waits=(Wait("db-setup", "service_completed_successfully"),)),
-        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL, SecretFile("jwt_signing_key", "jwt_signing_key"),
-                                                                   SecretFile("consul_token", "consul_token_api")),
+        Service("api", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL,
+                                                                   SecretFile("jwt_signing_key", "jwt_signing_key", served=True),
+                                                                   SecretFile("consul_token", "consul_token_api", served=True)),
                 config_dir="taskplatform", hot_reload=True, coloured=True,
                 port=Port(8000, "api_direct", None, "loopback port publishing the API directly (benchmarks; green: "
                                                    "the next port); null to not publish"),
@@ -177,7 +186,7 @@ COMPONENT = Component(
                 waits=(Wait("migrate", "service_completed_successfully"),
                        Wait("consul-setup", "service_completed_successfully"))),
         Service("worker", "app", "app", "taskplatform", UID, secrets=(_PG_APP, _REDIS, _SENTINEL,
-                                                                      SecretFile("consul_token", "consul_token_worker")),
+                                                                      SecretFile("consul_token", "consul_token_worker", served=True)),
                 config_dir="taskplatform", coloured=True,
                 hot_reload=True, serves_clients=False, scale=lambda s: s.app.worker_replicas,
                 health=Health(("taskplatform", "healthcheck", "worker"), start_period_s=60),

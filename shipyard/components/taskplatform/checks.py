@@ -4,13 +4,13 @@ import hashlib
 import json
 import time
 
-import jwt
 import pytest
 import requests
 
 from shipyard import topology
 from shipyard.components.postgres.instances import node_names
 from shipyard.components.taskplatform import consul_keys, runtime
+from shipyard.components.taskplatform.commands import token_argv
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,10 @@ def edge(target):
 
 @pytest.fixture(scope="module")
 def token(target):
-    key = target.host.file(f"{target.project_dir}/secrets/{target.live('api')}/jwt_signing_key").content_string.strip()
-    app = target.settings.app
-    return jwt.encode({"sub": "verify-tenant", "iss": app.jwt_issuer, "aud": app.jwt_audience,
-                       "exp": int(time.time()) + 300}, key, algorithm="HS256")
+    """Minted as an operator does (`make token`): in the live API, with the key set it reads."""
+    code, out, err = target.exec(target.live("api"), token_argv("verify-tenant", None, 300))
+    assert code == 0, err
+    return out.strip()
 
 
 def test_api_ready_through_edge(edge):
@@ -97,8 +97,10 @@ def test_the_platform_connects_as_its_own_roles_never_as_a_superuser(target):
 # In the container, with its own token file: the status of a read or write of a key.
 _CONSUL_PROBE = """
 import sys, requests
+from taskplatform.secrets import for_process
+from taskplatform.settings import ProcessSettings
 addr, method, key = sys.argv[1:4]
-token = open('/run/secrets/consul_token').read().strip()
+token = for_process(ProcessSettings()).get('consul_token')  # as the service reads it: a file, or Vault's copy
 r = requests.request(method, f'http://{addr}/v1/kv/{key}', headers={'X-Consul-Token': token},
                      data=b'x' if method == 'PUT' else None, timeout=5)
 print(r.status_code)

@@ -64,6 +64,13 @@ def runs(settings) -> bool:
 LOG_IN = (("taskplatform", "api"), ("taskplatform", "worker"))
 HANDOFF = "/run/vault"
 WRAPPED_SECRET_ID, CA_FILE = "secret_id.wrapped", "ca.pem"
+# What such a service reports back: the version of each KV copy it holds (readers.py), no value.
+HELD_FILE = f"{HANDOFF}/held.json"
+
+
+def kv_path(service: str) -> str:
+    """Where a service's copies of its secrets are, under the KV mount (access.KV_MOUNT)."""
+    return f"services/{service}"
 
 
 def role_id(service: str) -> str:

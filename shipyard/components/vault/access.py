@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shipyard import topology
-from shipyard.components.vault import LOG_IN, role_id
+from shipyard.components.vault import LOG_IN, kv_path, role_id
 
 KV_MOUNT = "secret"
 APPROLE_MOUNT = "approle"
@@ -70,7 +70,9 @@ class ServiceAccess:
     """What one service (all its instances and colours) may read."""
 
     service: str
-    secrets: tuple[str, ...]  # stored secrets it reads: its copies under its own KV path
+    # (name under its KV path, stored secret): its copy of each secret it reads, named as the
+    # service asks for it (its file's name), so the copy and the file are one and the same to it.
+    secrets: tuple[tuple[str, str], ...]
     database_role: str | None = None
 
     @property
@@ -79,7 +81,7 @@ class ServiceAccess:
 
     @property
     def kv_path(self) -> str:
-        return f"services/{self.service}"
+        return kv_path(self.service)
 
     def policy_hcl(self) -> str:
         rules = [f'path "{KV_MOUNT}/data/{self.kv_path}/*" {{\n  capabilities = ["read"]\n}}\n',
@@ -124,7 +126,8 @@ _DEPLOYER_RULES = (
     (f"{DATABASE_MOUNT}/config/*", ("create", "read", "update")),
     (f"{DATABASE_MOUNT}/roles/*", ("create", "read", "update")),
     (f"{KV_MOUNT}/data/services/*", ("create", "read", "update")),
-    (f"{KV_MOUNT}/metadata/services/*", ("read", "list")),
+    # delete: a copy a service no longer reads goes (sync_secrets).
+    (f"{KV_MOUNT}/metadata/services/*", ("read", "list", "delete")),
     (f"{KV_MOUNT}/data/shipyard-ready-probe", ("read",)),
     (f"{KV_MOUNT}/data/{DEPLOY_RECORDS}/*", ("create", "read", "update")),
     # A root token an interrupted first run left behind is found and revoked.
@@ -158,18 +161,28 @@ def _database_roles(settings) -> dict[str, str]:
     return {"pg_app_password": settings.app.db_app_role, "pg_migrator_password": settings.app.db_migrator_role}
 
 
+def _kv_name(file) -> str:
+    """A file rendered from its value (Redis's include) is copied as the raw value, by its
+    stored name; any other as the service reads it."""
+    return file.secret if file.template else file.target
+
+
 def service_access(settings) -> tuple[ServiceAccess, ...]:
-    """One entry per service of the topology that reads secrets (its instances and colours share it)."""
+    """One entry per service of the topology that reads secrets (its instances and colours share
+    it): its files and what Vault serves it (SecretFile.served) alike."""
     roles = _database_roles(settings)
     found: dict[str, ServiceAccess] = {}
     for inst in topology.build(settings).instances:
         svc = inst.service
+        files = inst.secrets + svc.served_secrets(settings)
         # Vault's own servers read their TLS bundle as a file: they are not Vault's clients.
-        if not inst.secrets or svc.name in found or inst.component.name == "vault":
+        if not files or svc.name in found or inst.component.name == "vault":
             continue
-        connects = [s.secret for s in inst.secrets if s.target == _CONNECTS_AS and s.secret in roles]
-        found[svc.name] = ServiceAccess(svc.name, tuple(sorted({s.secret for s in inst.secrets})),
-                                        roles[connects[0]] if connects else None)
+        connects = [s.secret for s in files if s.target == _CONNECTS_AS and s.secret in roles]
+        # A served role password gets no copy: the service's users come from the database engine.
+        dynamic = {s for s in svc.served_secrets(settings) if s.target == _CONNECTS_AS and s.secret in roles}
+        copies = {(_kv_name(s), s.secret) for s in files if s not in dynamic}
+        found[svc.name] = ServiceAccess(svc.name, tuple(sorted(copies)), roles[connects[0]] if connects else None)
     return tuple(found[name] for name in sorted(found))
 
 

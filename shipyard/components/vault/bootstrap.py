@@ -324,18 +324,41 @@ def bootstrap(vault: hvac.Client, want: Desired, admin_password: str, sslmode: s
     return report
 
 
-def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -> Report:
+@dataclass
+class Synced(Report):
+    """sync_secrets' report, and the version each written copy now has: (service, name) → version
+    (what a service's keeper reports once it holds it: setup.wait_for_readers)."""
+
+    written: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _kv_names(vault: hvac.Client, path: str) -> list[str]:
+    try:
+        return [n for n in vault.secrets.kv.v2.list_secrets(path=path, mount_point=KV_MOUNT)["data"]["keys"]
+                if not n.endswith("/")]
+    except hvac.exceptions.InvalidPath:
+        return []
+
+
+def sync_secrets(vault: hvac.Client, want: Desired, values: Mapping[str, str]) -> Synced:
     """Each service's copy of each stored secret it reads, at ``secret/services/<service>/<name>``
-    (``{"value": ...}``), written only when it differs. Values absent from ``values`` are skipped."""
-    report = Report()
+    (``{"value": ...}``), written only when it differs; a copy it no longer reads deleted with
+    its versions. Values absent from ``values`` are skipped."""
+    report = Synced()
     for svc in want.services:
-        for name in svc.secrets:
-            if name not in values:
+        wanted = dict(svc.secrets)
+        for name in sorted(set(_kv_names(vault, svc.kv_path)) - set(wanted)):
+            vault.secrets.kv.v2.delete_metadata_and_all_versions(path=f"{svc.kv_path}/{name}", mount_point=KV_MOUNT)
+            report.note(f"{KV_MOUNT}/{svc.kv_path}/{name}", True, "deleted (no longer read)")
+        for name, secret in svc.secrets:
+            if secret not in values:
                 continue
             path = f"{svc.kv_path}/{name}"
-            same = _read_kv(vault, path) == {"value": values[name]}
+            same = _read_kv(vault, path) == {"value": values[secret]}
             if not same:
-                vault.secrets.kv.v2.create_or_update_secret(path=path, secret={"value": values[name]}, mount_point=KV_MOUNT)
+                written = vault.secrets.kv.v2.create_or_update_secret(path=path, secret={"value": values[secret]},
+                                                                      mount_point=KV_MOUNT)
+                report.written[(svc.service, name)] = int(written["data"]["version"])
             report.note(f"{KV_MOUNT}/{path}", not same, "written")
     return report
 

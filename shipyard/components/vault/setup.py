@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from shipyard import secretstore, topology
-from shipyard.components.vault import API_PORT, CA_FILE, WRAPPED_SECRET_ID, access, bootstrap
+from shipyard.components.vault import API_PORT, CA_FILE, LOG_IN, WRAPPED_SECRET_ID, access, bootstrap, readers
 from shipyard.components.vault.certificates import CA_CERT, CA_KEY, ensure_ca
 from shipyard.components.vault.bootstrap import VaultError
 
@@ -205,7 +205,7 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
         try:
             lines.append(str(bootstrap.bootstrap(active, want, secrets[ISSUER_PASSWORD])))
             synced = bootstrap.sync_secrets(active, want, secrets)
-            lines.append(f"service secrets: {len(synced.changed)} written, {len(synced.unchanged)} unchanged")
+            lines.append(f"service secrets: {len(synced.changed)} written or deleted, {len(synced.unchanged)} unchanged")
             stale = bootstrap.revoke_other_roots(active)
         except Exception:
             if not as_root:  # the stored root token stays valid for the next run to finish with
@@ -217,6 +217,12 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
             lines.append(f"the initial root token revoked and deleted from secrets/{settings.name}/")
         if stale:
             lines.append(f"{stale} other root token(s) revoked")
+    # New copies for services that read them at run time (a rotation): every running reader
+    # holds them before the rollout goes on to where the servers drop the old value.
+    reading = {service for _, service in LOG_IN} if settings.secrets.backend == "vault" else set()
+    fresh = {key: version for key, version in synced.written.items() if key[0] in reading}
+    if fresh:
+        lines += readers.wait_for_readers(settings, fresh, timeout_s=4 * settings.vault.kv_poll_s + 20)
     return lines
 
 
