@@ -397,6 +397,10 @@ class Component:
     # environment's CA): name → (repo, env, environ) → the new value, called by the secret store
     # when the secret is missing or rotated, like the random ones.
     issued_secrets: Mapping[str, Callable[[Path, str, dict[str, str] | None], str]] = field(default_factory=dict)
+    # Secrets whose rotated value derives from the current one: name → (current value, now as
+    # a Unix time) → the new value (a key set keeps the keys its unexpired tokens were signed
+    # with beside the new signing key). Pure; called by the secret store's rotate.
+    successors: Mapping[str, Callable[[str, float], str]] = field(default_factory=dict)
     # Its testinfra checks (`make verify`): () → the module holding them (imported when asked, so
     # the registry does not load pytest).
     checks: Callable[[], ModuleType] | None = None

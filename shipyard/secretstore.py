@@ -24,6 +24,7 @@ import base64
 import hashlib
 import os
 import secrets as random_source
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ _FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_format
 HELD_NAMES = tuple(sorted({name for comp in COMPONENTS for name in comp.held_secrets}))
 # Secrets a component issues from what it holds (shipyard.component.Component.issued_secrets).
 _ISSUERS = {name: issue for comp in COMPONENTS for name, issue in comp.issued_secrets.items()}
+# Secrets whose rotated value derives from the current one (shipyard.component.Component.successors).
+_SUCCESSORS = {name: succeed for comp in COMPONENTS for name, succeed in comp.successors.items()}
 
 
 def new_value(name: str) -> str:
@@ -148,12 +151,16 @@ def rotate(repo: Path, env: str, name: str, environ: dict[str, str] | None = Non
     if previous.exists():
         raise SecretsError(str(previous), f"a rotation of {name} is pending: not every host has applied it yet",
                            f"finish it first with `make up ENV={env}` (or `make deploy ENV={env}`), then rotate again")
-    _load_identity(env, identity_path(env, environ))  # this checkout can decrypt what it rotates
+    key_file = identity_path(env, environ)
+    identity = _load_identity(env, key_file)  # this checkout can decrypt what it rotates
     recipients = _recipients(env, store)
+    succeed = _SUCCESSORS.get(name)
+    fresh = (succeed(_decrypt(current, identity, key_file), time.time()) if succeed
+             else _fresh_value(repo, env, name, environ))
     # The old value first: a crash between the two writes leaves previous == current, which a
     # deploy applies as a no-op rotation.
     _write_private(previous, current.read_bytes(), 0o644)
-    _write_private(current, pyrage.encrypt(_fresh_value(repo, env, name, environ).encode(), recipients), 0o644)
+    _write_private(current, pyrage.encrypt(fresh.encode(), recipients), 0o644)
 
 
 def previous_values(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:

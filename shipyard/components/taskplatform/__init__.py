@@ -16,7 +16,7 @@ from shipyard.component import (Component, ConfigDir, Health, Image, Metrics, Po
                                 Service, Wait)
 from shipyard.components import vault
 from shipyard.components.edge import PREVIEW_PORT
-from shipyard.components.taskplatform import consul_keys
+from shipyard.components.taskplatform import consul_keys, keyset
 from shipyard.components.taskplatform.migrations import refusal
 from shipyard.components.taskplatform.commands import COMMANDS
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
@@ -201,6 +201,8 @@ COMPONENT = Component(
     # Expand/contract (migrations.py): the live version must keep working on the new schema.
     release_check=ReleaseCheck("api", ("taskplatform", "migrations"), refusal),
     secret_formats={f"consul_token_{s}": "uuid" for s in _CONSUL_SERVICES},
+    # A rotated key set keeps the keys of the tokens still valid: no one is logged out.
+    successors={"jwt_signing_key": keyset.next_key_set},
     checks=_checks,
     commands=COMMANDS,
     describe=_describe,
