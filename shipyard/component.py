@@ -388,7 +388,9 @@ class Component:
     # the registry does not load pytest).
     checks: Callable[[], ModuleType] | None = None
     # `make status`: (settings, {instance name: container}) → what an operator wants to know of
-    # each instance beyond health (role, lag...).
+    # each instance beyond health (role, lag...), keyed by instance name, or by a container's
+    # name for that container alone (a scaled service's replicas); lines after the first are
+    # printed under the container's line.
     describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
     # It can serve the services' secrets at run time: ``secrets.backend`` may name it.
     secrets_backend: bool = False
