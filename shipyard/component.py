@@ -399,6 +399,10 @@ class Component:
     settings_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
+    # Before a deploy touches any host, on the deploying machine: (settings, repo) → lines to
+    # print (nothing secret); raises a ShipyardError (where, what, the fix) when the rollout could
+    # not succeed (Vault sealed with no unseal keys to open it), so that nothing is changed.
+    preflight: Callable[[Any, Path], list[str]] | None = None
     # What the deploying machine does on the live environment during every rollout in which the
     # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
     live_setup: LiveSetup | None = None
