@@ -46,7 +46,7 @@ from taskplatform.vault_client import REFUSED, UNAVAILABLE, VaultSession, reason
 log = logging.getLogger("taskplatform.vault")
 
 CREDENTIALS_FILE = "postgres.json"
-STATUS_FILE = "lease.json"  # what `make status` reads: no secret (write_status)
+STATUS_FILE = "lease.json"  # what `make status` reads: no secret (CredentialKeeper._write_status)
 KV_DIR = "secrets"
 
 
