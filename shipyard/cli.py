@@ -100,6 +100,10 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     settings = load_environment(REPO, env, dict(os.environ))
     # Secrets too, before any host: a missing one of a real environment stops here with the fix.
     load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
+    # What the live environment must be for the rollout to succeed (Component.preflight).
+    for comp in COMPONENTS:
+        for line in comp.preflight(settings, REPO) if comp.preflight else ():
+            print(f"shipyard: {comp.name}: {line}", flush=True)
     rotating = sorted(previous_values(REPO, env))
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)

@@ -405,7 +405,9 @@ class Component:
     # the registry does not load pytest).
     checks: Callable[[], ModuleType] | None = None
     # `make status`: (settings, {instance name: container}) → what an operator wants to know of
-    # each instance beyond health (role, lag...).
+    # each instance beyond health (role, lag...), keyed by instance name, or by a container's
+    # name for that container alone (a scaled service's replicas); lines after the first are
+    # printed under the container's line.
     describe: Callable[[Any, Mapping[str, Any]], Mapping[str, str]] | None = None
     # It can serve the services' secrets at run time: ``secrets.backend`` may name it.
     secrets_backend: bool = False
@@ -414,6 +416,10 @@ class Component:
     settings_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
+    # Before a deploy touches any host, on the deploying machine: (settings, repo) → lines to
+    # print (nothing secret); raises a ShipyardError (where, what, the fix) when the rollout could
+    # not succeed (Vault sealed with no unseal keys to open it), so that nothing is changed.
+    preflight: Callable[[Any, Path], list[str]] | None = None
     # What the deploying machine does on the live environment during every rollout in which the
     # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
     live_setup: LiveSetup | None = None

@@ -7,6 +7,8 @@ Two halves, because the API runs several uvicorn processes and a wrapped secret-
   (``vault_client``), reads ``<mount>/creds/<role>``, renews the lease and the token half-way
   through what each was granted, and writes what the processes need — user, password, when the
   lease ends, a generation — to ``<vault_state_dir>/postgres.json`` (0600, by rename; a tmpfs).
+  Beside it, ``lease.json`` (0644, by rename, nothing secret): the user, when the lease and the
+  token end, the generation and whether calls to Vault are failing — what `make status` shows.
   When a renewal is refused or granted less than asked (the lease's max TTL is near) it gets new
   credentials at once, while the old ones still have half a TTL to run; the old user's lease is
   revoked (its token, after a new login) only once no session of it is left on any node
@@ -14,7 +16,8 @@ Two halves, because the API runs several uvicorn processes and a wrapped secret-
   renewal or one near its max TTL: a new login, new credentials under the new token (the old
   token's leases die with it), then the old token revoked the same way. Vault unreachable or
   sealed: each failed call is counted (``vault_errors_total{operation}``) and logged, retried
-  with a backoff, and what is held is kept until it runs out.
+  with a backoff, and what is held is kept until it runs out; ``lease.json`` says so (failures in a
+  row, in all, the last reason) until a call succeeds again.
 - ``PoolCredentials`` — in every process with pools: watches that file and, on a new
   generation, gives each pool the new user for its new connections (``Pool.set_connect_args``)
   and expires the old ones (``Pool.expire_connections``: an idle connection is replaced at its
@@ -43,6 +46,7 @@ from taskplatform.vault_client import REFUSED, UNAVAILABLE, VaultSession, reason
 log = logging.getLogger("taskplatform.vault")
 
 CREDENTIALS_FILE = "postgres.json"
+STATUS_FILE = "lease.json"  # what `make status` reads: no secret (CredentialKeeper._write_status)
 KV_DIR = "secrets"
 
 
@@ -80,6 +84,26 @@ class Lease:
         return self.renewed_at + (self.expires_at - self.renewed_at) / 2
 
 
+def status_document(lease: Lease, token_expires_at: float | None, generation: int, failing: int,
+                    errors_total: int, last_error: dict | None, now: float) -> dict:
+    """The keeper's state for an operator (``lease.json``): names and times only — never the
+    password, the lease id or a token."""
+    return {"username": lease.username, "lease_ttl_s": lease.ttl_s, "lease_expires_at": round(lease.expires_at, 3),
+            "token_expires_at": None if token_expires_at is None else round(token_expires_at, 3),
+            "generation": generation, "failing": failing, "errors_total": errors_total, "last_error": last_error,
+            "updated_at": round(now, 3)}
+
+
+def write_public(path: Path, text: str) -> None:
+    """``text`` to ``path`` (0644) by rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o644)  # whatever the umask
+    os.replace(tmp, path)
+
+
 def _retry_in(expires_at: float, now: float) -> float:
     """After a failed call: soon while much is left, never later than 5 s."""
     return min(5.0, max(0.5, (expires_at - now) / 4))
@@ -103,6 +127,10 @@ class CredentialKeeper:
         self._kv_versions: dict[str, int] = {}
         self._ended_logged = False
         self._lease_revoke_refused = False
+        # Calls to Vault that failed: in a row (0 once one succeeds), in all, and the last one's
+        # operation, reason and time (lease.json).
+        self.failing = self.errors_total = 0
+        self.last_error: dict | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -158,6 +186,10 @@ class CredentialKeeper:
 
     def _failed(self, operation: str, exc: BaseException, retry_in: float) -> None:
         metrics.VAULT_ERRORS.labels(operation=operation).inc()
+        self.failing += 1
+        self.errors_total += 1
+        self.last_error = {"operation": operation, "reason": reason(exc), "at": round(time.time(), 3)}
+        self._write_status()
         held = (self.lease.expires_at - time.time()) if self.lease else None
         log.warning("vault call failed; keeping what is held", extra={
             "operation": operation, "reason": reason(exc), "retry_in_s": round(retry_in, 2),
@@ -176,6 +208,7 @@ class CredentialKeeper:
             self._failed("renew_token", exc, retry)
             self._token_next = now + retry
             return
+        self._succeeded()
         if granted < self.session.token.ttl_s:  # its max TTL is near: a new token while this one lasts
             log.info("token near its max TTL: logging in again", extra={"granted_s": granted})
             self._login_again(now)
@@ -195,6 +228,7 @@ class CredentialKeeper:
             self._token_next = now + retry
             return
         self._token_next = self.session.renew_due_at()
+        self._succeeded()
         # The old token's leases end with it: new credentials under the new token now; the old
         # token is revoked once the pools left its user (``_drain``).
         self._rotate("new token")
@@ -217,6 +251,7 @@ class CredentialKeeper:
             return
         lease.expires_at, lease.renewed_at = now + granted, now
         self._ended_logged = False
+        self.failing = 0
         self._publish()
         if granted < lease.ttl_s:  # the max TTL is near: switch while this one still runs
             self._rotate("lease near its max TTL")
@@ -241,6 +276,7 @@ class CredentialKeeper:
         self._rotate_pending, self._ended_logged = False, False
         self._lease_next = self.lease.renew_due_at()
         self.generation += 1
+        self.failing = 0
         self._publish()
         log.info("new PostgreSQL credentials", extra={"why": why, "username": self.lease.username,
                                                       "ttl_s": self.lease.ttl_s,
@@ -255,6 +291,25 @@ class CredentialKeeper:
             "username": lease.username, "password": lease.password, "expires_at": lease.expires_at,
             "generation": self.generation}))
         metrics.DB_CREDENTIALS_EXPIRY.set(lease.expires_at)
+        self._write_status()
+
+    def _succeeded(self) -> None:
+        """A call to Vault went through: no longer failing (lease.json says so, with the token's new end)."""
+        self.failing = 0
+        self._write_status()
+
+    def _write_status(self) -> None:
+        """``lease.json``: what `make status` shows of this container (nothing secret). Before
+        the first credentials there is nothing to say: the process does not start without them."""
+        if self.lease is None:
+            return
+        token = self.session.token
+        try:
+            write_public(self.state_dir / STATUS_FILE, json.dumps(status_document(
+                self.lease, token.expires_at if token else None, self.generation, self.failing, self.errors_total,
+                self.last_error, time.time())))
+        except OSError as exc:  # a status file is not worth stopping the keeping for
+            log.warning("lease status not written", extra={"reason": repr(exc)[:200]})
 
     # --- leaving an old lease -------------------------------------------------------------
     def _drain(self, now: float) -> None:
@@ -336,6 +391,7 @@ class CredentialKeeper:
             os.replace(tmp, report)
         self._kv_versions = versions
         self._kv_next = now + s.vault_kv_poll_seconds
+        self._succeeded()
 
 
 class PoolCredentials:

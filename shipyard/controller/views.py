@@ -72,8 +72,11 @@ def status(settings: EnvironmentSettings) -> str:
                     continue
                 for c in found:
                     image = c.attrs["Config"]["Image"]
+                    # A text may describe one container (by its name) and run over several lines.
+                    first, *more = roles.get(c.name, roles.get(inst.name, "")).split("\n")
                     lines.append(f"    {c.name if len(found) > 1 else inst.name:<22} {image:<30} "
-                                 f"{health(c):<18} up {uptime(c):<7} {roles.get(inst.name, '')}".rstrip())
+                                 f"{health(c):<18} up {uptime(c):<7} {first}".rstrip())
+                    lines += [f"      {line}" for line in more if line]
         drift = _drift(access, rendered)
         lines.append("  drift from the render: " + ("none" if not drift else f"{len(drift)} (see `make plan ENV={settings.name}`)"))
         for item in drift[:10]:

@@ -175,6 +175,41 @@ def test_the_api_and_workers_run_on_dynamic_users_with_what_the_deploy_handed_th
             assert _in(container, _USERNAME).startswith(f"v-approle-{settings.app.db_app_role[:8]}")
 
 
+def _lease_lines(status: str) -> dict[str, str]:
+    """`make status`'s output → {the container line's name: the vault line under it}."""
+    found, row = {}, None
+    for line in status.splitlines():
+        if line.startswith("    ") and not line.startswith("      "):
+            row = line.split()[0]
+        elif line.startswith("      vault: user ") and row:
+            found[row] = line.strip()
+    return found
+
+
+def test_make_status_shows_each_api_and_worker_container_s_lease_with_a_future_expiry(settings):
+    """`make status` reads each container's lease.json (the credential keeper's, nothing secret):
+    the user it holds, the lease and token ends (in the future), no WARNING; never the password."""
+    if settings.secrets.backend != "vault":
+        pytest.skip("secrets.backend is not vault")
+    status = run_shipyard("status", "--env", settings.name)
+    assert status.returncode == 0, status.stdout + status.stderr
+    leases = _lease_lines(status.stdout)
+    for service in ("api", "worker"):
+        running = _running(settings, service)
+        assert running, f"no {service} container runs"
+        for instance, container in running:
+            assert instance in leases, f"no lease line under {instance}:\n{status.stdout}"
+            line = leases[instance]
+            held = json.loads(_in(container, "import json; d = json.load(open('/run/taskplatform-vault/postgres.json'));"
+                                             " print(json.dumps({'u': d['username'], 'p': d['password']}))"))
+            assert held["p"] not in status.stdout
+            assert line.startswith(f"vault: user v-approle-{settings.app.db_app_role[:8]}"), line
+            lease_left = int(line.split("lease ends in ")[1].split("s ")[0])
+            token_left = int(line.split("token ends in ")[1].split("s ")[0])
+            assert lease_left > 0 and token_left > 0, line
+    assert "WARNING vault" not in status.stdout, status.stdout
+
+
 def test_a_worker_killed_comes_back_by_itself_with_what_its_directory_holds(settings):
     """The engine restarts a crashed container (SIGKILL of its process), no deploy in between:
     it logs in with the wrapped secret-id a deploy handed it meanwhile, if one waits there; killed

@@ -241,6 +241,41 @@ def test_make_status_says_each_servers_seal_state_and_role(answer, code, line):
     assert describe_one(output, code) == line
 
 
+URL = "https://10.0.0.5:8200"
+
+
+@pytest.mark.parametrize("seal, error, keys_held, line", [
+    (None, "ConnectionError", False, f"vault-1 {URL}: unreachable (ConnectionError); the rollout starts it"),
+    ({"initialized": False, "sealed": True}, None, False, f"vault-1 {URL}: not initialised; the rollout initialises it"),
+    ({"initialized": True, "sealed": True, "progress": 0, "t": 3}, None, True,
+     f"vault-1 {URL}: sealed (unseal progress 0/3); the rollout unseals it"),
+    ({"initialized": True, "sealed": False}, None, False, f"vault-1 {URL}: unsealed"),
+], ids=["unreachable", "new", "sealed-with-keys", "unsealed"])
+def test_before_touching_a_host_the_deploy_says_each_servers_state(seal, error, keys_held, line):
+    from shipyard.components.vault.setup import preflight_line
+
+    assert preflight_line("vault-1", URL, seal, error, keys_held, "production") == line
+
+
+def test_a_sealed_server_this_checkout_cannot_unseal_stops_the_deploy_before_any_host():
+    from shipyard.components.vault.bootstrap import VaultError
+    from shipyard.components.vault.setup import preflight_line
+
+    with pytest.raises(VaultError) as stopped:
+        preflight_line("vault-2", URL, {"initialized": True, "sealed": True, "progress": 1, "t": 3}, None, False,
+                       "production")
+    text = str(stopped.value)
+    assert URL in text and "vault-2 is sealed (unseal progress 1/3)" in text
+    assert "secrets/production/ holds no vault_unseal_keys.age" in text and "nothing was changed" in text
+    assert "restore secrets/production/vault_unseal_keys.age from git" in text
+
+
+def test_the_vault_component_checks_its_servers_before_a_deploy_touches_a_host():
+    from shipyard.components import vault
+
+    assert vault.COMPONENT.preflight is vault.preflight
+
+
 VAULT_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "vault"}
 
 

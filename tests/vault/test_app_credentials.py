@@ -106,6 +106,18 @@ def _credentials(env: dict) -> dict:
     return json.loads((Path(env["TASKS_VAULT_STATE_DIR"]) / "postgres.json").read_text())
 
 
+def _lease_status(env: dict) -> dict:
+    """The keeper's lease.json (what `make status` shows), checked to hold nothing secret."""
+    path = Path(env["TASKS_VAULT_STATE_DIR"]) / "lease.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    text = path.read_text()
+    assert "password" not in text and _credentials(env)["password"] not in text
+    for kept in Path(env["TASKS_VAULT_STATE_DIR"]).rglob("*"):  # no token either
+        if kept.name == "token":
+            assert kept.read_text().strip() not in text
+    return json.loads(text)
+
+
 def _admin(postgres):
     return psycopg.connect(host="127.0.0.1", port=postgres.port, dbname=postgres.database, user=postgres.user,
                            password=postgres.password, autocommit=True, connect_timeout=5)
@@ -196,7 +208,7 @@ def test_api_and_worker_move_to_new_users_with_no_failed_request(vault, platform
     # The KV copy of the service's secret is kept beside the credentials (0600).
     kept = Path(api_env["TASKS_VAULT_STATE_DIR"]) / "secrets" / "redis_password"
     assert kept.read_text() == platform.redis.password and kept.stat().st_mode & 0o077 == 0
-    api_users, worker_users, seen_connected = [], [], set()
+    api_users, worker_users, seen_connected, lease_statuses = [], [], set(), []
     with _admin(postgres) as admin, Traffic(api.url, platform.token("vault-tenant")) as traffic:
         end = time.monotonic() + 2 * 20 + 8  # more than two max TTLs of a lease (20 s)
         while time.monotonic() < end:
@@ -204,6 +216,9 @@ def test_api_and_worker_move_to_new_users_with_no_failed_request(vault, platform
                 user = _credentials(env)["username"]
                 if not users or users[-1] != user:
                     users.append(user)
+            status = _lease_status(api_env)
+            lease_statuses.append(status)
+            assert status["failing"] == 0 and status["token_expires_at"] > status["updated_at"] - 1, status
             seen_connected |= _connected_users(admin)
             time.sleep(0.2)
     assert traffic.ok > 200, traffic.ok
@@ -213,6 +228,14 @@ def test_api_and_worker_move_to_new_users_with_no_failed_request(vault, platform
     assert set(api_users[:-1]) <= seen_connected and set(worker_users[:-1]) <= seen_connected
     # The token reached its max TTL (30 s) within the run: a new login, without a failure.
     assert "token near its max TTL: logging in again" in _log(api)
+    # lease.json followed every move: each user the API held, generations rising, the lease's end
+    # renewed (more ends than users), always in the future when written.
+    assert {s["username"] for s in lease_statuses} >= set(api_users[1:])
+    assert [s["generation"] for s in lease_statuses] == sorted(s["generation"] for s in lease_statuses)
+    assert len({s["lease_expires_at"] for s in lease_statuses}) > len(set(api_users))
+    assert all(s["lease_expires_at"] > s["updated_at"] for s in lease_statuses)
+    assert all(s["lease_ttl_s"] == 10 for s in lease_statuses)
+    assert _lease_status(worker_env)["username"] == _credentials(worker_env)["username"]
     assert _log(api).count("logged in to Vault") >= 2
     # Every user left behind is dropped (revoked with its token, or at its lease's end).
     with _admin(postgres) as admin:
@@ -347,9 +370,18 @@ def test_vault_stopped_the_api_serves_until_its_lease_ends_then_is_not_ready(vau
     assert traffic.ok > 50
     assert _metric(api.url, "vault_errors_total") >= 2  # counted across the API's processes
     assert requests.get(f"{api.url}/health/ready", timeout=5).json()["code"] == "not_ready"
+    # lease.json says the keeper is failing, why (no secret), and that the lease has ended.
+    failing = _lease_status(env)
+    assert failing["failing"] >= 2 and failing["errors_total"] >= failing["failing"], failing
+    assert failing["last_error"]["operation"] in ("renew_lease", "renew_token", "credentials", "login", "kv")
+    assert "Error" in failing["last_error"]["reason"] or "Timeout" in failing["last_error"]["reason"], failing
+    assert failing["lease_expires_at"] < time.time()
     # Vault back: the ended lease is refused, the token expired meanwhile; new login, new user, ready.
     vault.restart()
     _wait("ready again once Vault is back", lambda: _ready(api.url) == 200, 40, 0.5)
     assert _credentials(env)["expires_at"] > time.time()
+    back = _wait("lease.json no longer failing", lambda: (s := _lease_status(env))["failing"] == 0 and s, 10)
+    assert back["lease_expires_at"] > time.time() and back["errors_total"] >= failing["errors_total"]
+    assert back["username"] == _credentials(env)["username"] and back["generation"] > failing["generation"]
     platform.stop_processes(chosen=[api])
     shutil.rmtree(env["TASKS_VAULT_STATE_DIR"], ignore_errors=True)

@@ -104,6 +104,18 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         assert server.client().sys.read_seal_status()["sealed"]
         lines, healthy = setup.status(settings, repo, environ)
         assert not healthy and lines == [f"vault-1  https://127.0.0.1:{port}  sealed (unseal progress 0/3)"], lines
+        # Before a deploy touches a host: sealed with the keys held goes on (the rollout unseals
+        # it); without them, it stops there, naming the address and the seal status.
+        assert setup.preflight(settings, repo, environ) == [
+            f"vault-1 https://127.0.0.1:{port}: sealed (unseal progress 0/3); the rollout unseals it"]
+        keys_file = store_dir / f"{setup.UNSEAL_KEYS}.age"
+        keys_file.rename(keys_file.with_name("aside"))
+        try:
+            with pytest.raises(setup.VaultError, match=rf"https://127.0.0.1:{port}: vault-1 is sealed "
+                                                       r"\(unseal progress 0/3\) and secrets/ci/ holds no"):
+                setup.preflight(settings, repo, environ)
+        finally:
+            keys_file.with_name("aside").rename(keys_file)
         third = setup.run(settings, repo, values, environ, database)
         assert third[0] == "unsealed vault-1" and third[1].startswith("vault: nothing to change"), third
 
@@ -136,3 +148,6 @@ def test_an_unreachable_server_is_named(store):
         setup.run(settings, repo, values, environ, ("127.0.0.1:1",))
     lines, healthy = setup.status(settings, repo, environ)
     assert not healthy and lines == [f"vault-1  https://127.0.0.1:{port}  unreachable (ConnectionError)"]
+    # Before a deploy touches a host: said, not a stop (a first deploy's server is not there yet).
+    assert setup.preflight(settings, repo, environ) == [
+        f"vault-1 https://127.0.0.1:{port}: unreachable (ConnectionError); the rollout starts it"]

@@ -77,6 +77,9 @@ def _environment(ctx, inst) -> dict[str, str]:
 
 
 VAULT_STATE_DIR = "/run/taskplatform-vault"
+# What the credential keeper says of its lease, nothing secret (services/taskplatform/db_credentials.py:
+# STATUS_FILE): read by `make status` (status.py).
+LEASE_FILE = f"{VAULT_STATE_DIR}/lease.json"
 
 
 def _vault_environment(ctx, inst) -> dict[str, str]:

@@ -63,9 +63,9 @@ class Report:
         return "vault: changed " + "; ".join(self.changed) + f" ({len(self.unchanged)} unchanged)"
 
 
-def client(address: str, ca_cert: str, token: str | None = None) -> hvac.Client:
+def client(address: str, ca_cert: str, token: str | None = None, timeout: float = 10) -> hvac.Client:
     """A client of one server, verifying its certificate against the environment's CA file."""
-    return hvac.Client(url=address, verify=ca_cert, token=token, timeout=10)
+    return hvac.Client(url=address, verify=ca_cert, token=token, timeout=timeout)
 
 
 def initialize(vault: hvac.Client, shares: int = 5, threshold: int = 3) -> InitResult | None:

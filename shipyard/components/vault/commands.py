@@ -22,6 +22,15 @@ def hand_off(ctx: CommandContext, instances: tuple[str, ...]) -> dict[str, dict[
     return setup.hand_off(ctx.settings, ctx.repo, instances)
 
 
+def preflight(settings, repo) -> list[str]:
+    """Before `make up` touches a host (Component.preflight): setup.preflight."""
+    if not settings.vault.enabled:
+        return []
+    from shipyard.components.vault import setup  # hvac: loaded when it runs
+
+    return setup.preflight(settings, repo)
+
+
 def _init(ctx: CommandContext) -> int:
     if not ctx.settings.vault.enabled:
         print(f"{ctx.settings.name}: vault.enabled is false, so no Vault server runs: nothing to do")

@@ -226,6 +226,51 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
     return lines
 
 
+def preflight_line(name: str, url: str, seal: dict | None, error: str | None, keys_held: bool, env: str) -> str:
+    """One server as the deploying machine finds it before touching a host → what to print; a
+    VaultError (its address and seal status) when the rollout could not open it: sealed, and
+    this checkout holds no unseal keys. Unreachable or not initialised is what a first deploy
+    (or one after `make down`) finds: the rollout starts it, and its live setup stops the deploy,
+    naming the address, if it then does not answer."""
+    if error is not None:
+        return f"{name} {url}: unreachable ({error}); the rollout starts it"
+    if not seal.get("initialized"):
+        return f"{name} {url}: not initialised; the rollout initialises it"
+    progress = f"unseal progress {seal.get('progress', 0)}/{seal.get('t', '?')}"
+    if seal["sealed"] and not keys_held:
+        raise VaultError(url, f"{name} is sealed ({progress}) and secrets/{env}/ holds no {UNSEAL_KEYS}.age: the "
+                         "deploy could not unseal it, and the services that log in to it would not start; nothing "
+                         "was changed",
+                         f"restore secrets/{env}/{UNSEAL_KEYS}.age from git (whoever initialised the environment "
+                         "committed it), or unseal it by hand (bao operator unseal) and deploy again")
+    if seal["sealed"]:
+        return f"{name} {url}: sealed ({progress}); the rollout unseals it"
+    return f"{name} {url}: unsealed"
+
+
+def preflight(settings, repo: Path, environ: dict[str, str] | None = None) -> list[str]:
+    """Every server's seal state before the deploy touches a host (Component.preflight): a sealed
+    one this checkout cannot unseal stops it (preflight_line). Nothing to ask before the first
+    deploy (no CA held yet: no server was ever made)."""
+    ca = secretstore.read_held(repo, settings.name, CA_CERT, environ)
+    if ca is None:
+        return []
+    keys_held = (repo / "secrets" / settings.name / f"{UNSEAL_KEYS}.age").exists()
+    lines = []
+    with tempfile.NamedTemporaryFile("w", suffix=".crt") as ca_file:
+        ca_file.write(ca.value)
+        ca_file.flush()
+        for name, address in server_addresses(settings):
+            # A first deploy's server is not there yet: do not wait long for it.
+            client = bootstrap.client(address, ca_file.name, timeout=3)
+            try:
+                seal, error = client.sys.read_seal_status(), None
+            except requests.RequestException as err:
+                seal, error = None, type(err).__name__
+            lines.append(preflight_line(name, address, seal, error, keys_held, settings.name))
+    return lines
+
+
 def _server_state(client) -> tuple[str, bool]:
     """One server's state for an operator, and whether it serves (unsealed, answering)."""
     try:
