@@ -79,8 +79,8 @@ def test_each_service_reads_its_own_secrets_only(settings, deployer, ca_file):
     own = api.secrets.kv.v2.read_secret_version(path="services/api/jwt_signing_key", mount_point="secret",
                                                 raise_on_deleted_version=True)
     assert own["data"]["data"]["value"] == secretstore.load_or_create(REPO, settings.name)["jwt_signing_key"].value
-    for forbidden in ("services/worker/consul_token_worker", "services/migrate/pg_migrator_password",
-                      "services/db-setup/postgres_password"):
+    for forbidden in ("services/worker/consul_token", "services/migrate/postgres_password",
+                      "services/db-setup/postgres_admin_password"):
         with pytest.raises(hvac.exceptions.Forbidden):
             api.secrets.kv.v2.read_secret_version(path=forbidden, mount_point="secret", raise_on_deleted_version=True)
     with pytest.raises(hvac.exceptions.Forbidden):
@@ -167,9 +167,11 @@ def test_the_api_and_workers_run_on_dynamic_users_with_what_the_deploy_handed_th
                 ["docker", "inspect", container], capture_output=True, text=True, check=True).stdout)[0]["Config"]["Env"])
             assert env["TASKS_VAULT_ROLE_ID"] == f"service-{service}"
             handoff = Path(settings.deploy_root) / f".{settings.name}.handoff" / "vault" / instance
-            # The CA and the token it keeps; a wrapped secret-id only when a deploy since its start
-            # handed it a fresh one (unused while it runs: the one it started with was deleted).
-            assert {"ca.pem", "token"} <= {p.name for p in handoff.iterdir()} <= {"ca.pem", "token", "secret_id.wrapped"}
+            # The CA, the token it keeps and the versions of the KV copies it holds (held.json); a
+            # wrapped secret-id only when a deploy since its start handed it a fresh one (unused
+            # while it runs: the one it started with was deleted).
+            assert {"ca.pem", "token", "held.json"} <= {p.name for p in handoff.iterdir()} <= {
+                "ca.pem", "token", "held.json", "secret_id.wrapped"}
             assert (handoff.stat().st_uid, oct(handoff.stat().st_mode & 0o777)) == (10001, "0o700")
             assert oct((handoff / "token").stat().st_mode & 0o777) == "0o600"
             assert _in(container, _USERNAME).startswith(f"v-approle-{settings.app.db_app_role[:8]}")

@@ -123,7 +123,7 @@ def _read(vault, path: str) -> str:
 def test_each_service_reads_its_own_path_and_is_refused_anothers(bao, wanted):
     api = _login(bao, "api")
     assert _read(api, "services/api/jwt_signing_key") == SECRET_VALUES["jwt_signing_key"]
-    for path in ("services/worker/consul_token_worker", "services/migrate/pg_migrator_password"):
+    for path in ("services/worker/consul_token", "services/migrate/postgres_password"):
         with pytest.raises(hvac.exceptions.Forbidden):
             _read(api, path)
     with pytest.raises(hvac.exceptions.Forbidden):
@@ -134,9 +134,12 @@ def test_each_service_reads_its_own_path_and_is_refused_anothers(bao, wanted):
         api.secrets.kv.v2.list_secrets(path="services", mount_point="secret")  # other services' names
     assert api.secrets.kv.v2.list_secrets(path="services/api", mount_point="secret")["data"]["keys"]
     worker = _login(bao, "worker")
-    assert _read(worker, "services/worker/consul_token_worker") == SECRET_VALUES["consul_token_worker"]
+    # Copies named as the service reads them (its file's name), and none of the app role's
+    # password: its users come from the database engine.
+    assert _read(worker, "services/worker/consul_token") == SECRET_VALUES["consul_token_worker"]
+    assert "postgres_password" not in worker.secrets.kv.v2.list_secrets(path="services/worker", mount_point="secret")["data"]["keys"]
     with pytest.raises(hvac.exceptions.Forbidden):
-        _read(worker, "services/api/consul_token_api")
+        _read(worker, "services/api/consul_token")
 
 
 def _connect(postgres, username: str, password: str):

@@ -217,10 +217,11 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
             lines.append(f"the initial root token revoked and deleted from secrets/{settings.name}/")
         if stale:
             lines.append(f"{stale} other root token(s) revoked")
-    # New copies for services that read them at run time (a rotation): every running reader
-    # holds them before the rollout goes on to where the servers drop the old value.
+    # Replaced copies for services that read them at run time (a rotation; a first version
+    # replaces nothing): every running reader holds them before the rollout goes on to where
+    # the servers drop the old value.
     reading = {service for _, service in LOG_IN} if settings.secrets.backend == "vault" else set()
-    fresh = {key: version for key, version in synced.written.items() if key[0] in reading}
+    fresh = {key: version for key, version in synced.written.items() if key[0] in reading and version > 1}
     if fresh:
         lines += readers.wait_for_readers(settings, fresh, timeout_s=4 * settings.vault.kv_poll_s + 20)
     return lines
