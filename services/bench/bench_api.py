@@ -326,6 +326,7 @@ def main() -> None:
 
     load_at_start = os.getloadavg()
     platform = start_platform(rate_limit_per_minute=10_000_000, worker_concurrency=16, reconcile_after_seconds=30.0)
+    pending_vault = None
     try:
         token = platform.token("bench")
         api = platform.spawn_api(processes=2)
@@ -345,6 +346,7 @@ def main() -> None:
         over = overload(platform, api, url, direct["rps"], args.seconds)
         for _ in range(2):
             platform.start_worker(TASKS_WORKER_METRICS_PORT="0")
+        pending_vault = on_vault.PendingVault(platform)  # its init waits on raft's timers meanwhile
         # Drain the backlog the load phases left (worker throughput), then measure latency idle.
         drain = drain_backlog(platform)
         over_tasks = overload_tasks(platform)
@@ -352,11 +354,13 @@ def main() -> None:
         platform.stop_workers()
         platform.stop_processes(chosen=[api])  # idle from here: its CPU out of the next phase
         backends = on_vault.compare(
-            platform, lambda to: _settled(wrk(to, token, args.seconds, args.connections)),
+            platform, pending_vault, lambda to: _settled(wrk(to, token, args.seconds, args.connections)),
             lambda to: _settled(wrk(to, token, 1 if args.short else 2, args.connections)), args.seconds,
             args.backend_pairs)
         baseline = pgbench_insert_tps(platform, args.seconds)
     finally:
+        if pending_vault:
+            pending_vault.stop()
         platform.stop()
 
     ratio = direct["rps"] / baseline
