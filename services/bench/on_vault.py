@@ -154,6 +154,7 @@ def compare(platform, pending: PendingVault, run_load: Callable[[str], dict], wa
     """``pairs`` of windows (files, then vault) of ``run_load(url)`` (a wrk run of ``window_s``:
     requests, accepted, duration_s, errors, p95_ms) against the two APIs. ``pending``: the Vault
     server, stopped at the end."""
+    phase_started = time.monotonic()
     ttl_s, max_ttl_s = lease_ttl(window_s)
     root = pending.root
     app_password, issuer_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -193,6 +194,7 @@ def compare(platform, pending: PendingVault, run_load: Callable[[str], dict], wa
     finally:
         platform.stop_processes(chosen=[api for api in apis if api in platform.processes])
         pending.stop()
+    phase_s = time.monotonic() - phase_started
 
     def side(runs: list[dict]) -> dict:
         seconds = sum(r["duration_s"] for r in runs)
@@ -203,7 +205,7 @@ def compare(platform, pending: PendingVault, run_load: Callable[[str], dict], wa
 
     result = {"files": side(runs["files"]), "vault": side(runs["vault"]), "pairs": pairs, "window_s": window_s,
               "lease_ttl_s": ttl_s, "lease_max_ttl_s": max_ttl_s, "user_switches": switches,
-              "dynamic_users_seen": len(users), "setup_s": setup_s,
+              "dynamic_users_seen": len(users), "setup_s": setup_s, "phase_s": phase_s,
               "load_before": load_before, "load_after": os.getloadavg()}
     result["ratio"] = result["vault"]["creations_per_s"] / result["files"]["creations_per_s"]
     result["pair_ratios"] = [v / f for f, v in zip(result["files"]["windows_per_s"], result["vault"]["windows_per_s"])]
@@ -218,7 +220,7 @@ def print_comparison(result: dict) -> bool:
     """Prints the phase; True when its goal is met."""
     r = result
     print(f"  secrets backend (issue 20: {r['pairs']} pairs of {r['window_s']}s windows, files then vault; the same "
-          f"API, 2 processes each, as tasks_app; bootstrap and both APIs ready in {r['setup_s']:.1f} s)")
+          f"API, 2 processes each, as tasks_app; bootstrap and both APIs ready in {r['setup_s']:.1f} s, the phase {r['phase_s']:.0f} s)")
     print(f"    lease of the vault side's users: TTL {r['lease_ttl_s']} s, max {r['lease_max_ttl_s']} s (renewed every "
           f"{r['lease_ttl_s'] / 2:g} s, a new user every ~{1.5 * r['lease_ttl_s']:g} s); user switches during the "
           f"vault windows {r['user_switches']} (the keeper's generations), dynamic users with sessions seen then "
