@@ -35,7 +35,7 @@ help: venv
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
-	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline"
+	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline; on Vault vs on files"
 	@echo "make bench-peers        the platform vs Celery, arq and RQ (from PyPI): submit and drain rates, latency,"
 	@echo "                         kill -9 survival, and the ratios"
 	@echo "make bench-failover     Redis failover and PostgreSQL promote seconds, tasks accepted vs processed"

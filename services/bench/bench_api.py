@@ -31,8 +31,10 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository: on_vault bootstraps Vault with shipyard's own code
 
 import observed  # noqa: E402  (services/bench/observed.py)
+import on_vault  # noqa: E402  (services/bench/on_vault.py)
 from taskplatform_testing.servers import PG_BIN, free_port, start_platform, token_for  # noqa: E402
 
 OVERLOAD_FACTOR = 4
@@ -314,14 +316,17 @@ def main() -> None:
     parser.add_argument("--e2e-tasks", type=int, default=200)
     parser.add_argument("--edge-url", help="also measure create-task through this edge (e.g. http://127.0.0.1:18080)")
     parser.add_argument("--jwt-key-file", help="the edge environment's JWT signing key file")
+    parser.add_argument("--backend-pairs", type=int, default=3,
+                        help="pairs of windows (files, vault) of the secrets-backend phase")
     parser.add_argument("--short", action="store_true",
-                        help="3 s phases and 50 end-to-end tasks: a check that the bench works (`make test`)")
+                        help="3 s phases, 50 end-to-end tasks, 2 backend pairs: a check that the bench works (`make test`)")
     args = parser.parse_args()
     if args.short:
-        args.seconds, args.e2e_tasks = 3, 50
+        args.seconds, args.e2e_tasks, args.backend_pairs = 3, 50, 2
 
     load_at_start = os.getloadavg()
     platform = start_platform(rate_limit_per_minute=10_000_000, worker_concurrency=16, reconcile_after_seconds=30.0)
+    pending_vault = None
     try:
         token = platform.token("bench")
         api = platform.spawn_api(processes=2)
@@ -341,13 +346,21 @@ def main() -> None:
         over = overload(platform, api, url, direct["rps"], args.seconds)
         for _ in range(2):
             platform.start_worker(TASKS_WORKER_METRICS_PORT="0")
+        pending_vault = on_vault.PendingVault(platform)  # its init waits on raft's timers meanwhile
         # Drain the backlog the load phases left (worker throughput), then measure latency idle.
         drain = drain_backlog(platform)
         over_tasks = overload_tasks(platform)
         e2e = end_to_end_latency(platform, url, token, args.e2e_tasks)
         platform.stop_workers()
+        platform.stop_processes(chosen=[api])  # idle from here: its CPU out of the next phase
+        backends = on_vault.compare(
+            platform, pending_vault, lambda to: _settled(wrk(to, token, args.seconds, args.connections)),
+            lambda to: _settled(wrk(to, token, 1 if args.short else 2, args.connections)), args.seconds,
+            args.backend_pairs)
         baseline = pgbench_insert_tps(platform, args.seconds)
     finally:
+        if pending_vault:
+            pending_vault.stop()
         platform.stop()
 
     ratio = direct["rps"] / baseline
@@ -361,6 +374,7 @@ def main() -> None:
               f"  p99 {edge['p99_ms']:6.1f} ms  errors {edge['errors']}  non-2xx {edge['non2xx']}")
     observed.print_comparison(obs, args.seconds)
     print_overload(over, over_tasks, args.seconds)
+    on_vault.print_comparison(backends)
     print(f"  worker drain         {drain['tasks_per_s']:8.0f} tasks/s  ({drain['backlog']} queued tasks, "
           f"{drain['left']} left, 2 workers)")
     print(f"  end-to-end (created -> succeeded, {e2e['done']}/{e2e['tasks']} tasks)  p50 {e2e['p50_ms']:.1f} ms"
@@ -373,7 +387,7 @@ def main() -> None:
     print(f"  overload target refused p99 < 50 ms, accepted p95 < 100 ms, no other answer, every accepted task "
           f"succeeded: {'MET' if overload_target else 'MISSED'}")
     print("BENCH_JSON " + json.dumps({"direct": direct, "edge": edge, "overload": over, "overload_tasks": over_tasks,
-                                      "direct_cpu_seconds": direct_cpu.seconds, "observability": obs, "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
+                                      "direct_cpu_seconds": direct_cpu.seconds, "observability": obs, "secrets_backend": backends, "e2e": e2e, "drain": drain, "pgbench_insert_tps": baseline,
                                       "ratio_to_pgbench": ratio}))
 
 

@@ -256,3 +256,31 @@ def start_platform(root: Path | None = None, **config) -> Platform:
         platform.stop()
         raise RuntimeError(f"migrate failed:\n{migrated.stdout}\n{migrated.stderr}")
     return platform
+
+
+
+def make_roles(pg: Postgres, *, app_password: str, migrator_password: str, issuer_password: str | None = None,
+               migrate: bool = False) -> None:
+    """The platform's roles on ``pg``'s database as ``db-setup`` makes them
+    (``taskplatform.dbsetup``): ``tasks_app`` and ``tasks_migrator`` with these passwords, and
+    with ``issuer_password`` the issuer Vault's database engine connects as; ``migrate``: the
+    schema first (``taskplatform.migrate``, as ``pg``'s own superuser)."""
+    from taskplatform import dbsetup
+    from taskplatform import migrate as migrations
+    from taskplatform.secrets import SecretError, SecretSource
+
+    class Given(SecretSource):
+        def __init__(self, **values):
+            self.values = {k: v for k, v in values.items() if v is not None}
+
+        def get(self, name):
+            if name not in self.values:
+                raise SecretError(f"{name}: not given")
+            return self.values[name]
+
+    process = ProcessSettings(pg_host="127.0.0.1", pg_port=pg.port, pg_user=pg.user, pg_database=pg.database,
+                              pg_admin_user=pg.user)
+    if migrate:
+        migrations.upgrade(process, Given(postgres_password=pg.password))
+    dbsetup.setup(process, Given(postgres_admin_password=pg.password, migrator_password=migrator_password,
+                                 app_password=app_password, issuer_password=issuer_password))

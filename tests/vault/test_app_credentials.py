@@ -25,39 +25,15 @@ import pytest
 import requests
 
 from shipyard.components.vault import bootstrap
-from tests.vault.conftest import ISSUER_PASSWORD, start_bao, write_tls
+from taskplatform_testing.bao_server import Vault, hand_off
+from tests.vault.conftest import ISSUER_PASSWORD
 
 TOKEN_TTL_S, TOKEN_MAX_TTL_S = 8, 30
 
 
-class Vault:
-    def __init__(self, directory: Path, settings, ports):
-        self.directory, self.settings, self.ports = directory, settings, ports
-        self.tls = write_tls(directory.parent / f"{directory.name}-tls")
-        self.server = start_bao(directory, settings, self.tls, ports=ports)
-        self.init = bootstrap.initialize(self.server.client(), shares=1, threshold=1)
-        self.unseal()
-
-    def unseal(self) -> None:
-        bootstrap.unseal(self.server.client(), self.init.unseal_keys)
-        bootstrap.wait_active(self.server.client())
-
-    def root(self):
-        return self.server.client(self.init.root_token)
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def restart(self) -> None:
-        self.server = start_bao(self.directory, self.settings, self.tls, ports=self.ports)
-        self.unseal()
-
-
 @pytest.fixture(scope="module")
 def vault(workdir, settings, wanted, postgres):
-    from taskplatform_testing.servers import free_port
-
-    server = Vault(workdir / "app-bao", settings, (free_port(), free_port()))
+    server = Vault(workdir / "app-bao", settings)
     root = server.root()
     bootstrap.bootstrap(root, wanted, ISSUER_PASSWORD)
     # Short tokens that are not periodic (the deployed AppRoles' are: tests/vault/test_bootstrap.py),
@@ -91,14 +67,8 @@ def platform(workdir, postgres, vault, wanted):
 def _vault_env(vault: Vault, platform, service: str) -> dict:
     """What the deploy gives a service's container: Vault's address and CA, the role-id, and a
     fresh wrapped secret-id in a secret file; and a state dir of its own (a tmpfs, deployed)."""
-    role_id, wrapped = bootstrap.issue_secret_id(vault.root(), service)
-    name = f"vault_wrapped_secret_id_{uuid.uuid4().hex[:8]}"
-    path = platform.secrets_dir / name
-    path.write_text(wrapped + "\n")
-    path.chmod(0o600)
-    state = platform.root / f"vault-{service}-{name[-8:]}"
-    return {"TASKS_VAULT_ADDR": vault.server.address, "TASKS_VAULT_CA_FILE": vault.server.ca_file,
-            "TASKS_VAULT_ROLE_ID": role_id, "TASKS_VAULT_WRAPPED_SECRET_ID": name, "TASKS_VAULT_STATE_DIR": str(state),
+    state = platform.root / f"vault-{service}-{uuid.uuid4().hex[:8]}"
+    return {**hand_off(vault, service, platform.secrets_dir, state),
             "TASKS_VAULT_KV_PATH": f"services/{service}", "TASKS_PG_USER": "nobody"}
 
 

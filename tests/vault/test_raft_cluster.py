@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from shipyard.components.vault import bootstrap
-from tests.vault.conftest import start_bao, write_tls
+from taskplatform_testing.bao_server import start_bao, write_tls
 
 SERVERS = 3
 

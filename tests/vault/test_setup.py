@@ -18,7 +18,8 @@ from shipyard.components import component_named
 from shipyard.components.vault import bootstrap, setup
 from shipyard.errors import SecretsError
 from shipyard.inventory import load_environment
-from tests.vault.conftest import ISSUER_PASSWORD, REPO, VARIABLES, start_bao, write_tls
+from taskplatform_testing.bao_server import start_bao, write_tls
+from tests.vault.conftest import ISSUER_PASSWORD, REPO, VARIABLES
 
 
 @pytest.fixture(scope="module")
