@@ -24,6 +24,8 @@ from shipyard.components.vault import bootstrap, setup
 from shipyard.controller.drills import container_of
 from shipyard.inventory import load_environment
 
+from tests.drill_traffic import Traffic, api_client, wait_all_processed
+
 from .conftest import REPO, run_shipyard
 
 
@@ -251,22 +253,38 @@ def test_a_worker_killed_comes_back_by_itself_with_what_its_directory_holds(sett
                                     "--no-deps", instance), check=True, capture_output=True)
 
 
-def test_a_restarted_server_is_sealed_and_the_next_deploy_unseals_it(settings):
+def test_a_restarted_server_is_sealed_the_platform_serves_on_and_the_next_deploy_unseals_it(settings):
+    """Vault sealed under task traffic: the API and workers keep serving on what they hold (no
+    request fails, every task runs), say in `make status` that they cannot reach it, and are back
+    to no warning once `make up` has unsealed it."""
+    client = api_client(settings, "vault-sealed")
     container = container_of(settings, "vault-1")
-    subprocess.run(["docker", "restart", container], check=True, capture_output=True)
-    deadline = time.monotonic() + 60
-    while "sealed (unseal progress" not in (status := run_shipyard("vault-status", "--env", settings.name)).stdout:
-        assert time.monotonic() < deadline, status.stdout + status.stderr
-        time.sleep(0.5)
-    assert status.returncode == 1
-    shown = run_shipyard("status", "--env", settings.name).stdout
-    assert "SEALED (unseal progress 0/3; the next `make up` unseals it)" in shown, shown
-    up = run_shipyard("up", "--env", settings.name)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    with Traffic(client) as traffic:
+        subprocess.run(["docker", "restart", container], check=True, capture_output=True)
+        deadline = time.monotonic() + 60
+        while "sealed (unseal progress" not in (status := run_shipyard("vault-status", "--env", settings.name)).stdout:
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.5)
+        assert status.returncode == 1
+        # Each keeper's next KV read fails on the sealed server: counted, shown, nothing else changes.
+        deadline = time.monotonic() + 60
+        while (shown := run_shipyard("status", "--env", settings.name).stdout).count("WARNING vault") < 2:
+            assert time.monotonic() < deadline, shown
+            time.sleep(1)
+        assert "SEALED (unseal progress 0/3; the next `make up` unseals it)" in shown, shown
+        up = run_shipyard("up", "--env", settings.name)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    counts = wait_all_processed(client, traffic.accepted)
+    assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
+    assert traffic.refused == 0, f"{traffic.refused} requests failed while Vault was sealed"
     assert "shipyard: vault: unsealed vault-1" in up.stdout
     assert "vault: nothing to change" in up.stdout
     assert run_shipyard("vault-status", "--env", settings.name).returncode == 0
-    assert "unsealed, leader" in run_shipyard("status", "--env", settings.name).stdout
+    deadline = time.monotonic() + 60
+    while "WARNING vault" in (shown := run_shipyard("status", "--env", settings.name).stdout):
+        assert time.monotonic() < deadline, shown  # each keeper's next call goes through
+        time.sleep(1)
+    assert "unsealed, leader" in shown
 
 
 def test_rotating_the_servers_tls_serves_a_new_certificate_from_the_same_ca_and_ends_unsealed(settings, ca_file):
