@@ -92,6 +92,11 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         lines, healthy = setup.status(settings, repo, environ)
         assert healthy and lines == [f"vault-1  https://127.0.0.1:{port}  unsealed, leader, OpenBao 2.7.2"], lines
 
+        def deployer_client():
+            client = server.client()
+            bootstrap.login_deployer(client, secretstore.read_held(repo, "ci", setup.DEPLOYER, environ).value)
+            return client
+
         # As the deployer, the next run puts back what drifted (a policy widened by hand)...
         deployer.sys.create_or_update_acl_policy("service-api", 'path "secret/*" { capabilities = ["read"] }')
         second = setup.run(settings, repo, values, environ, database)
@@ -99,6 +104,20 @@ def test_vault_init_twice_then_after_a_restart(workdir, store, postgres):
         assert second[1].startswith("service secrets: 0 written") and len(second) == 2, second
         # ...and then has nothing to change.
         assert setup.run(settings, repo, values, environ, database)[0].startswith("vault: nothing to change")
+
+        # `make secrets-migrate TO=vault` from the files backend: the copies the API and workers read
+        # under Vault written (not the app role's password: their users are dynamic) and read back
+        # by each service logged in as itself; nothing secret printed.
+        on_age = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_PORTS__VAULT_HTTPS": str(port),
+                                               "SHIPYARD_SECRETS__BACKEND": "age"})
+        setup.run(on_age, repo, values, environ, database)
+        assert bootstrap.read_copy(deployer_client(), "services/api/postgres_password") == values["pg_app_password"]
+        migrated = setup.migrate(on_age, repo, values, environ, database)
+        assert "api: logged in as itself and read its 4 copies: all match secrets/ci/" in migrated, migrated
+        assert "worker: logged in as itself and read its 3 copies: all match secrets/ci/" in migrated, migrated
+        assert migrated[-1].startswith('next: set "backend": "vault" under "secrets" in inventories/ci.py'), migrated
+        assert bootstrap.read_copy(deployer_client(), "services/api/postgres_password") is None  # deleted
+        assert not any(value in line for line in migrated for value in values.values())
 
         server.stop()
         server = start_bao(workdir / "setup-bao", settings, tls_dir, node_id="vault-1", ports=ports)

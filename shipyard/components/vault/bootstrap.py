@@ -224,6 +224,11 @@ def _check_audit(vault: hvac.Client, report: Report) -> None:
     report.note(f"audit device {AUDIT_PATH}/ ({devices[f'{AUDIT_PATH}/']['type']})", False)
 
 
+def read_copy(vault: hvac.Client, path: str) -> str | None:
+    """The value of a service's copy at ``path`` under the KV mount (None: there is none)."""
+    return _read_kv(vault, path).get("value")
+
+
 def _read_kv(vault: hvac.Client, path: str) -> dict:
     try:
         return vault.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT,

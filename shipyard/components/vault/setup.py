@@ -296,3 +296,61 @@ def status(settings, repo: Path, environ: dict[str, str] | None = None) -> tuple
             lines.append(f"{name}  {client.url}  {state}")
             healthy = healthy and serves
     return lines, healthy
+
+
+def _reads_back(active, service: str, copies: tuple[tuple[str, str], ...], secrets: Mapping[str, str]) -> list[str]:
+    """Log in as ``service`` (a fresh single-use secret-id, as the deploy hands it) and read each
+    of its copies: the names whose value differs from the store's (empty: all match)."""
+    role_id, wrapped = bootstrap.issue_secret_id(active, service, "60s")
+    ca_file = active.session.verify  # the environment's CA, as the deployer's client trusts it
+    secret_id = bootstrap.client(active.url, ca_file, wrapped).sys.unwrap()["data"]["secret_id"]
+    as_service = bootstrap.client(active.url, ca_file)
+    as_service.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=access.APPROLE_MOUNT)
+    try:
+        return [name for name, secret in copies if secret in secrets and bootstrap.read_copy(
+            as_service, f"{access.kv_path(service)}/{name}") != secrets[secret]]
+    finally:
+        bootstrap.revoke_self(as_service)
+
+
+def migrate(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str] | None = None,
+            database_hosts: tuple[str, ...] | None = None) -> list[str]:
+    """`make secrets-migrate TO=vault`: every secret the services read under ``secrets.backend:
+    vault`` copied into the environment's Vault (as the next deploy on that backend would), then
+    read back by each service that logs in, as itself; what to do next. The age store stays the
+    deploy's own copy (the data servers read files), so nothing is removed from it."""
+    on_vault = settings.model_copy(update={"secrets": settings.secrets.model_copy(update={"backend": "vault"})})
+    lines = []
+    with _clients(repo, settings, environ) as servers:
+        for name, client in servers:
+            state, serves = _server_state(client)
+            if not serves:
+                raise VaultError(client.url, f"{name} is {state}", f"make up ENV={settings.name} first (it unseals "
+                                 "the servers); nothing was copied")
+        active = _active(servers)
+        bootstrap.login_deployer(active, _held(repo, settings, DEPLOYER, environ))
+        try:
+            want = access.desired(on_vault, database_hosts or access.database_hosts(on_vault))
+            lines.append(str(bootstrap.bootstrap(active, want, secrets[ISSUER_PASSWORD])))
+            synced = bootstrap.sync_secrets(active, want, secrets)
+            lines.append(f"service secrets: {len(synced.changed)} written or deleted, {len(synced.unchanged)} unchanged")
+            logging_in = {service for _, service in LOG_IN}
+            for svc in want.services:
+                if svc.service not in logging_in:
+                    continue
+                differ = _reads_back(active, svc.service, svc.secrets, secrets)
+                if differ:
+                    raise VaultError(active.url, f"{svc.service} reads {', '.join(differ)} from Vault with another "
+                                     "value than secrets/" + settings.name + "/ holds", "run make secrets-migrate again; "
+                                     "if it persists, check that nothing else writes under secret/services/")
+                lines.append(f"{svc.service}: logged in as itself and read its {len(svc.secrets)} copies: all match "
+                             f"secrets/{settings.name}/")
+        finally:
+            bootstrap.revoke_self(active)
+    if settings.secrets.backend == "vault":
+        lines.append(f"{settings.name} already takes its secrets from Vault: nothing else to do")
+    else:
+        lines.append(f"next: set \"backend\": \"vault\" under \"secrets\" in inventories/{settings.name}.py and "
+                     f"deploy (make up / make deploy ENV={settings.name}): the API and workers are recreated "
+                     "without secret files and take everything from Vault")
+    return lines
