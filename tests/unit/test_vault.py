@@ -11,7 +11,7 @@ import re
 import pytest
 
 from shipyard import image_plan, topology
-from shipyard.components.vault import API_PORT, CLUSTER_PORT, access
+from shipyard.components.vault import API_PORT, CLUSTER_PORT, access, readers
 from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
@@ -332,3 +332,39 @@ def test_with_the_vault_backend_the_api_and_workers_start_a_step_after_the_vault
         started = {name for step in steps[:after + 1] for names in step.values() for name in names}
         assert "db-setup" in started and {i.name for i in topo.instances_of("vault")} <= started
         assert not {i.name for i in topo.instances if i.service.name in ("api", "worker")} & started
+
+
+def test_under_the_vault_backend_the_api_and_workers_copies_are_what_they_read_and_no_file(repo):
+    """Vault serves the API and workers every secret they read (SecretFile.served): a copy each,
+    named as the service reads it, none of the app role's password (its users are dynamic), no
+    secret file; under age the same secrets are their files."""
+    on_vault = load_environment(repo, "ci", VAULT_BACKEND)
+    services = {s.service: dict(s.secrets) for s in access.service_access(on_vault)}
+    assert services["api"] == {"consul_token": "consul_token_api", "jwt_signing_key": "jwt_signing_key",
+                               "redis_password": "redis_password", "sentinel_password": "sentinel_password"}
+    assert services["worker"] == {"consul_token": "consul_token_worker", "redis_password": "redis_password",
+                                  "sentinel_password": "sentinel_password"}
+    # A file rendered from its value is copied raw, by its stored name.
+    assert services["redis"]["redis_password"] == "redis_password"
+    for inst in topology.build(on_vault).instances:
+        if inst.service.name in ("api", "worker"):
+            assert inst.secrets == () and inst.service.served_secrets(on_vault)
+    on_age = load_environment(repo, "ci", AGE_BACKEND)
+    api = next(i for i in topology.build(on_age).instances if i.service.name == "api")
+    assert {s.target for s in api.secrets} == {"postgres_password", *services["api"]}
+    assert api.service.served_secrets(on_age) == ()
+    # The deploy's environment tells each how often to read its copies again, and where to say
+    # which versions it holds.
+    environment = render_host(on_vault, on_vault.hosts[0]).compose["services"]["worker-blue"]["environment"]
+    assert environment["TASKS_VAULT_KV_PATH"] == "services/worker"
+    assert environment["TASKS_VAULT_REPORT_FILE"] == "/run/vault/held.json"
+    assert float(environment["TASKS_VAULT_KV_POLL_SECONDS"]) == on_vault.vault.kv_poll_s
+
+
+@pytest.mark.parametrize("held, behind", [
+    ({"redis_password": 3, "jwt_signing_key": 1}, []),
+    ({"redis_password": 2, "jwt_signing_key": 1}, ["redis_password"]),
+    ({"jwt_signing_key": 5}, ["redis_password"]),
+])
+def test_a_reader_is_behind_on_each_copy_it_holds_at_an_older_version_or_not_at_all(held, behind):
+    assert readers.behind(held, {"redis_password": 3}) == behind
