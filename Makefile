@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-peers clean
+        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -42,6 +42,7 @@ help: venv
 	@echo "make bench-release      release and rollback under 200 req/s: failed requests, switch and rollback seconds"
 	@echo "make bench-config ENV=name   runtime config push to every process: p50/p95/p99 vs raw blocking queries"
 	@echo "make bench-logs ENV=name   central logs: lines/s shipped, shipper CPU per 1,000 lines, API with shipping on/off"
+	@echo "make bench-secrets ENV=name   seconds from make secrets-rotate to every reader on the new value (Vault backend)"
 	@echo "                         Every bench: SHORT=1 runs it short; a real environment (secrets.generate_missing"
 	@echo "                         false, like production) is refused; one it did not create is left as it was found"
 	@echo
@@ -199,7 +200,7 @@ test-e2e: venv
 # cycles, and deletes ENV's data, so only with WIPE=1 (ci is the tests' own); it ends removed.
 test-benches: venv
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
-	@failed=""; for bench in idle config failover release logs rollout; do \
+	@failed=""; for bench in idle config failover release logs secrets rollout; do \
 	  started=$$(date +%s); \
 	  $(PY) tests/bench/bench_$$bench.py --env $(ENV) --short \
 	    $$([ $$bench = rollout ] && echo $(if $(filter 1,$(WIPE)),--wipe,)) || failed="$$failed bench-$$bench"; \
@@ -225,6 +226,9 @@ bench-release: venv
 
 bench-config: venv
 	$(PY) tests/bench/bench_config.py --env $(ENV) $(BENCH_SHORT)
+
+bench-secrets: venv
+	$(PY) tests/bench/bench_secrets.py --env $(ENV) $(BENCH_SHORT)
 
 bench-logs: venv
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
