@@ -92,7 +92,8 @@ class Worker:
         self.rate: queue_rate.ClusterRate | None = None
 
     # --- processing -----------------------------------------------------------------------
-    async def _process(self, message: queue.Message | None, task_id: str, charged: tuple[str, float] | None) -> None:
+    async def _process(self, message: queue.Message | None, task_id: str,
+                       charged: tuple[str, float] | None = None) -> None:
         logs.task_id.set(task_id)  # on every line logged while processing it (its own asyncio task)
         try:
             await self._run(message, task_id, charged)
@@ -101,7 +102,7 @@ class Worker:
             # and the task is picked up again. Nothing to do here but say so.
             log.warning("task processing interrupted", **_trouble(exc))
 
-    async def _run(self, message: queue.Message | None, task_id: str, charged: tuple[str, float] | None) -> None:
+    async def _run(self, message: queue.Message | None, task_id: str, charged: tuple[str, float] | None = None) -> None:
         """``charged``: the queue and rate whose cluster bucket paid for this start, if one did
         (given back when the task is not claimed here: a duplicate must not spend the rate)."""
         task = asyncio.current_task()

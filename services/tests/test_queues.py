@@ -239,7 +239,9 @@ def test_a_row_an_older_release_wrote_runs_in_its_kinds_queue(tenant, queues):
 def test_queue_stats_and_metrics_are_per_queue(tenant, queues, configure):
     platform, _, worker = queues
     configure({"reports": {"concurrency": 1}})
-    ids = [create(tenant, "acme-report", {"seconds": 1}) for _ in range(4)]
+    # 4 × 2 s of work: longer than the worker's queue metrics interval (5 s), so its refresh
+    # finds reports still queued (with 4 × 1 s the queue could drain before one).
+    ids = [create(tenant, "acme-report", {"seconds": 2}) for _ in range(4)]
     tenant.wait_until(ids[0], lambda task: task["status"] == "running", 10, "running")
     stats = platform.run("queue-stats", PYTHONPATH=f"{SERVICES}:{FIXTURES}")
     assert stats.returncode == 0, stats.stderr
