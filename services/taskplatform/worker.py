@@ -255,7 +255,7 @@ class Worker:
                     lane.rate_fallback = False
                     log.info("queue rate limit cluster-wide again", extra={"queue": lane.name})
                 return (0.0, (lane.name, rate)) if grant.granted else (grant.wait_seconds, None)
-            except OUTAGES as exc:
+            except Exception as exc:  # noqa: BLE001 - away, or refusing (OOM, BUSY): the lane goes on
                 lane.redis_ok = False
                 if not lane.rate_fallback:
                     lane.rate_fallback = True
