@@ -35,7 +35,9 @@ SHIPYARD = {
                      "group_interval_s": 10},
     # The task platform's webhooks reach only this project network (a receiver a test runs on
     # its gateway, as above): the URLs the API fuzzing makes up are refused, never sent out.
-    "runtime": {"webhook_allow_private_addresses": True, "webhook_allowed_networks": ["10.213.2.0/24"]},
+    # Schedules every second: the e2e schedule test watches occurrences within its time.
+    "runtime": {"webhook_allow_private_addresses": True, "webhook_allowed_networks": ["10.213.2.0/24"],
+                "schedule_min_interval_seconds": 1},
 }
 
 _this_machine = [("@local", {"shipyard_host": "ci"})]

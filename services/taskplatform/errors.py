@@ -43,8 +43,9 @@ _MEANINGS = {
          "TASKS_API_MAX_DELAY_SECONDS (`run_at_too_far`), a cron expression cron cannot evaluate or a time "
          "zone that does not exist (`invalid_schedule`), a webhook or callback URL the platform will not send to "
          "(`url_not_allowed`: not http(s), or its host resolves to a loopback, private or link-local address), "
-         "more tasks in a batch than the runtime config's `batch_max_tasks` (`batch_too_large`); in a batch the "
-         "message names the task (`tasks.<index>.`)",
+         "more tasks in a batch than the runtime config's `batch_max_tasks` (`batch_too_large`), a schedule whose "
+         "occurrences come closer together than the runtime config's `schedule_min_interval_seconds` "
+         "(`schedule_too_frequent`); in a batch the message names the task (`tasks.<index>.`)",
     401: "Missing, malformed, expired, revoked or foreign bearer token or API key (`unauthorized`)",
     403: "The credential lacks the scope this operation needs (`forbidden`; the message names it)",
     404: "No such task, schedule, API key, webhook or delivery for this tenant, or no such path (`not_found`)",
@@ -52,7 +53,9 @@ _MEANINGS = {
     409: "Conflicting state: the task is not in a state that allows this (`conflict`), the "
          "Idempotency-Key was used for another request (`idempotency_key_reused`), the runtime "
          "config disables the task's kind for now (`kind_disabled`), or a `callback_url` was given before the "
-         "tenant has a callback secret to sign with (`callback_secret_missing`: `POST /v1/callbacks/secret`)",
+         "tenant has a callback secret to sign with (`callback_secret_missing`: `POST /v1/callbacks/secret`), or the "
+         "tenant has the runtime config's `schedules_max_per_tenant` schedules already (`schedule_limit_reached`: "
+         "delete one)",
     413: "Request body larger than the API accepts (`payload_too_large`)",
     422: "Invalid request: a field, parameter or payload the API cannot accept (`invalid_request`)",
     429: "Rate limit of the tenant exceeded (`rate_limited`; see `Retry-After`)",

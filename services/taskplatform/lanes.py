@@ -5,9 +5,11 @@ kind's tasks wait behind it however few they are. Here a queue's tasks only ever
 queue's slots (``RuntimeConfig.concurrency_of``), read from that queue's streams
 (``queue.queue_streams``), so a queue at its limit leaves the others' slots free.
 
-The limits are per worker and read from the applied runtime config at every decision, so a
-change (Consul, the file) applies with the next start, without a restart: a lowered concurrency
-lets running attempts finish and starts nothing new until the queue is under it again.
+The concurrency is per worker, the rate limit the cluster's (``queue_rate``; ``TokenBucket``
+here is a worker's own, used while Redis is away); both are read from the applied runtime config
+at every decision, so a change (Consul, the file) applies with the next start, without a
+restart: a lowered concurrency lets running attempts finish and starts nothing new until the
+queue is under it again.
 
 Pure bookkeeping: no Redis, no PostgreSQL (the worker does the I/O), so it is tested without
 either.
@@ -82,6 +84,7 @@ class Lane:
         self.running: set = set()  # the asyncio tasks of its attempts
         self.bucket = TokenBucket()
         self.redis_ok = True  # its last read of Redis succeeded (the worker's to say)
+        self.rate_fallback = False  # its rate limit is this worker's own bucket (Redis away)
         self._backlog: list[tuple[int, int, Waiting]] = []
         self._order = itertools.count()
 

@@ -77,6 +77,41 @@ class Interval:
 
 Recurrence = Union[Cron, Interval]
 
+# How many occurrences of a cron expression ``shortest_gap`` looks at: enough to see a burst
+# within an hour or a day (``0-4 9 * * *``: five a minute apart), few enough to cost nothing.
+GAP_SAMPLE = 64
+
+
+def shortest_gap(recurrence: Recurrence, after: dt.datetime) -> float:
+    """The shortest spacing in seconds between a schedule's occurrences: its interval, or for a
+    cron expression the shortest between its next ``GAP_SAMPLE`` occurrences after ``after``
+    (60 s at least: five fields have no seconds)."""
+    if isinstance(recurrence, Interval):
+        return float(recurrence.seconds)
+    times = cronsim.CronSim(recurrence.expression, after.astimezone(recurrence.zone))
+    previous, shortest = None, math.inf
+    for _ in range(GAP_SAMPLE):
+        try:
+            at = next(times).astimezone(_UTC)
+        except StopIteration:  # an expression that ends (a date that never comes again)
+            break
+        if previous is not None:
+            shortest = min(shortest, (at - previous).total_seconds())
+        previous = at
+    return shortest
+
+
+def example_cron(least_seconds: float) -> str:
+    """The most frequent evenly spaced cron expression whose occurrences are at least
+    ``least_seconds`` apart (for a refusal's message: what to write instead)."""
+    for minutes in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30):  # the divisors of an hour
+        if minutes * 60 >= least_seconds:
+            return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    for hours in (1, 2, 3, 4, 6, 8, 12):  # of a day
+        if hours * 3600 >= least_seconds:
+            return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    return "0 0 * * *"
+
 
 def parse_cron(expression: str) -> str:
     """The expression if cronsim can evaluate it, else ``RecurrenceError`` saying what to write."""

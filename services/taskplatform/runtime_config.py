@@ -41,16 +41,16 @@ log = logging.getLogger("taskplatform.config")
 
 
 class QueueSettings(BaseModel):
-    """One queue's limits, per worker (each worker applies them to what it starts itself: no
-    coordination between workers, so a queue's cluster-wide bound is the value times the number
-    of workers — stated, not hidden). Left out: the worker's default (``worker_concurrency``
-    slots, no rate limit)."""
+    """One queue's limits: its concurrency per worker (each worker's own slots, so the cluster's
+    bound is the value times the workers), its rate over the cluster (one bucket in Redis that
+    every worker takes its starts from, ``queue_rate``). Left out: the worker's default
+    (``worker_concurrency`` slots, no rate limit)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Attempts of this queue a worker runs at once: slots of its own, which no other queue's
     # tasks take.
     concurrency: int | None = Field(None, ge=1, le=256)
-    # Attempts of this queue a worker starts per second at most (a token bucket holding a
+    # Attempts of this queue all workers together start per second at most (a bucket holding a
     # tenth of a second's worth, at least one: a short burst, never a second's worth at once).
     # The bound catches a unit mistake (per minute given as per second) only loosely: 10000/s.
     rate_per_second: float | None = Field(None, gt=0, le=10_000)
@@ -113,7 +113,15 @@ class RuntimeConfig(BaseModel):
     # OpenAPI states the bound of this key (``BATCH_MAX_TASKS_BOUND``), not its value: the
     # document is built once, the key is live.
     batch_max_tasks: int = Field(100, ge=1, le=BATCH_MAX_TASKS_BOUND)
-    # Per queue (the queue a kind declares): its concurrency and rate limit per worker. A queue
+    # Schedules: the most one tenant may have, paused ones too (one more: 409
+    # ``schedule_limit_reached``), and the shortest spacing of a schedule's occurrences (an
+    # ``interval_seconds`` below it, or a cron expression firing more often: 400
+    # ``schedule_too_frequent``): a schedule firing every second was once found flooding the
+    # workers. Checked at create: schedules made before a lowered limit stay and fire.
+    schedules_max_per_tenant: int = Field(100, ge=1, le=100_000)
+    schedule_min_interval_seconds: int = Field(60, ge=1, le=86_400)
+    # Per queue (the queue a kind declares): its concurrency per worker and its rate limit over
+    # the cluster (``queue_rate``). A queue
     # this release does not know is kept, not refused, by the rule of unknown keys (a newer
     # release beside it may declare it); ``validate_document`` refuses it before a push.
     queues: dict[str, QueueSettings] = Field(default_factory=dict)
@@ -146,7 +154,7 @@ class RuntimeConfig(BaseModel):
         return settings.concurrency if settings and settings.concurrency else self.worker_concurrency
 
     def rate_of(self, queue: str) -> float | None:
-        """Attempts of ``queue`` one worker starts per second at most; None: no limit."""
+        """Attempts of ``queue`` the workers together start per second at most; None: no limit."""
         settings = self.queues.get(queue)
         return settings.rate_per_second if settings else None
 

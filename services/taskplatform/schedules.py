@@ -43,6 +43,14 @@ def recurrence_of(row: asyncpg.Record | dict) -> recurrence.Recurrence:
     return recurrence.Interval(row["interval_seconds"], row["created_at"])
 
 
+class ScheduleLimitReached(Exception):
+    """The tenant has ``limit`` schedules already (runtime config ``schedules_max_per_tenant``)."""
+
+    def __init__(self, count: int, limit: int):
+        super().__init__(f"{count} schedules, the most is {limit}")
+        self.count, self.limit = count, limit
+
+
 @dataclass(frozen=True)
 class Firing:
     """What one firing pass did: the tasks it created (queued, to be enqueued) with their kinds,
@@ -59,10 +67,20 @@ class ScheduleStore:
 
     # --- API side ---------------------------------------------------------------------------
     async def create(self, tenant: str, kind: str, payload: dict, cron: str | None, timezone: str | None,
-                     interval_seconds: int | None, catchup: recurrence.Catchup, priority: int = 5) -> dict:
+                     interval_seconds: int | None, catchup: recurrence.Catchup, priority: int = 5,
+                     max_per_tenant: int | None = None) -> dict:
         """A new schedule whose first occurrence is the first after now (PostgreSQL's clock); an
-        interval counts from now."""
-        async with self.pool.acquire() as conn:
+        interval counts from now. With ``max_per_tenant``: ``ScheduleLimitReached`` when the
+        tenant has that many already. The count and the insert are one transaction under a lock
+        of the tenant's (a transaction-scoped advisory lock on its name): two creates of one
+        tenant at once take turns, so however many race, the tenant never ends above the limit;
+        other tenants' creates do not wait."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if max_per_tenant is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('schedules:' || $1, 0))", tenant)
+                count = await conn.fetchval("SELECT count(*) FROM schedules WHERE tenant = $1", tenant)
+                if count >= max_per_tenant:
+                    raise ScheduleLimitReached(count, max_per_tenant)
             now = await conn.fetchval("SELECT clock_timestamp()")
             row = {"cron": cron, "timezone": timezone, "interval_seconds": interval_seconds, "created_at": now}
             first = recurrence_of(row).first_after(now)

@@ -1,9 +1,10 @@
 """The worker: consumes the Redis stream, runs tasks, records outcomes in PostgreSQL.
 
-Each queue a kind declares has its own lane (``lanes.Lane``): its streams, its slots and rate
-limit (runtime config ``queues``, per worker), its backlog. A lane reads only when it has a free
-slot and a start is allowed, so a queue at its limit neither takes another's slots nor holds
-messages another worker could start.
+Each queue a kind declares has its own lane (``lanes.Lane``): its streams, its slots (runtime
+config ``queues``, per worker), its backlog; its rate limit is the cluster's (``queue_rate``: one
+bucket in Redis that every worker takes a start from). A lane reads only when it has a free slot,
+and a limited one no more than its burst, so a queue at its limit neither takes another's slots
+nor holds many messages another worker could start.
 
 Order of truth: claim the row (conditional UPDATE) → run → record the outcome → XACK. A crash
 anywhere leaves either an un-acked message (reclaimed with XAUTOCLAIM once idle) or a row
@@ -17,6 +18,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -27,8 +29,8 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import (db_credentials, kinds, lanes, limits, logs, metrics, queue, recurrence, schedules,
-                          store, webhook_dispatch, webhook_store)
+from taskplatform import (db_credentials, kinds, lanes, limits, logs, metrics, queue, queue_rate, recurrence,
+                          schedules, store, webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource
@@ -87,18 +89,22 @@ class Worker:
         self.schedules: schedules.ScheduleStore | None = None
         self.webhooks: webhook_dispatch.Dispatcher | None = None
         self.redis = None
+        self.rate: queue_rate.ClusterRate | None = None
 
     # --- processing -----------------------------------------------------------------------
-    async def _process(self, message: queue.Message | None, task_id: str) -> None:
+    async def _process(self, message: queue.Message | None, task_id: str,
+                       charged: tuple[str, float] | None = None) -> None:
         logs.task_id.set(task_id)  # on every line logged while processing it (its own asyncio task)
         try:
-            await self._run(message, task_id)
+            await self._run(message, task_id, charged)
         except Exception as exc:  # noqa: BLE001
             # PostgreSQL or Redis failed mid-task: the message stays pending, the lease expires,
             # and the task is picked up again. Nothing to do here but say so.
             log.warning("task processing interrupted", **_trouble(exc))
 
-    async def _run(self, message: queue.Message | None, task_id: str) -> None:
+    async def _run(self, message: queue.Message | None, task_id: str, charged: tuple[str, float] | None = None) -> None:
+        """``charged``: the queue and rate whose cluster bucket paid for this start, if one did
+        (given back when the task is not claimed here: a duplicate must not spend the rate)."""
         task = asyncio.current_task()
         try:
             claim, dead_kind = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
@@ -110,6 +116,11 @@ class Worker:
             log.info("task out of attempts after losing its worker", extra={"task_id": task_id, "status": "dead"})
         if claim is None:  # finished, cancelled, dead, running elsewhere under a live lease, or of a
             # disabled kind: queued, the reconciler brings it back once its kind is enabled again
+            if charged:
+                try:
+                    await self.rate.give_back(*charged)
+                except OUTAGES:  # Redis away: a start of the rate lost, the message still acked
+                    pass
             await self._ack(message)
             return
         self.inflight[task] = (message, claim)
@@ -164,11 +175,12 @@ class Worker:
         log.info("task failed", extra={"task_id": str(claim.id), "attempt": claim.attempts, "status": new_status,
                                        "reason": error[:200], "retry_in_s": round(delay, 2) if delay else None})
 
-    def _spawn(self, message: queue.Message | None, task_id: str, lane: lanes.Lane | None = None) -> None:
+    def _spawn(self, message: queue.Message | None, task_id: str, lane: lanes.Lane | None = None,
+               charged: tuple[str, float] | None = None) -> None:
         if lane is None:  # a message's lane is its stream's
             lane = self.lanes.by_stream.get(message.stream) if message else None
             lane = lane if lane is not None else self.lanes.route(None)
-        task = asyncio.create_task(self._process(message, task_id))
+        task = asyncio.create_task(self._process(message, task_id, charged))
         self.inflight[task] = (message, None)
         lane.running.add(task)
         task.add_done_callback(lambda done: self._done(done, lane))
@@ -181,9 +193,10 @@ class Worker:
         await asyncio.gather(*(self._consume_lane(lane) for lane in self.lanes))
 
     async def _consume_lane(self, lane: lanes.Lane) -> None:
-        """One queue: start what its backlog holds, else read its streams, while it has a free
-        slot and its rate limit allows a start (both read from the applied config each time:
-        a change applies at once). Polls every 10 ms while the queue is full, as one pool did."""
+        """One queue: start what its backlog holds, each when the queue's rate limit allows a
+        start, else read its streams, while it has a free slot (both limits read from the applied
+        config each time: a change applies at once). Polls every 10 ms while the queue is full,
+        as one pool did, and at most every 50 ms while its rate holds a start back."""
         backoff = 0.5
         while not self.stopping.is_set():
             cfg = self.config.config
@@ -191,12 +204,14 @@ class Worker:
             if free <= 0:
                 await asyncio.sleep(0.01)
                 continue
-            wait = lane.bucket.wait(rate)
-            if wait > 0:
-                await asyncio.sleep(min(wait, 0.05))
-                continue
-            if len(lane):  # recovered or read before: they start first, highest priority first,
+            if len(lane):
+                # A start allowed by the queue's rate limit (the cluster's), first. Then what was
+                # recovered or read before starts, highest priority first,
                 # unless a higher band's stream holds one (behind a backlog of recovered low ones).
+                wait, charged = await self._take_start(lane, rate)
+                if wait > 0:
+                    await asyncio.sleep(min(wait, 0.05))
+                    continue
                 # Not while Redis is away: recovery from PostgreSQL must not wait for its timeouts.
                 if lane.redis_ok:
                     try:
@@ -207,11 +222,13 @@ class Worker:
                         lane.redis_ok = False
                         log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
                 waiting = lane.pop()
-                lane.bucket.take(rate)
-                self._spawn(waiting.message, waiting.task_id, lane)
+                self._spawn(waiting.message, waiting.task_id, lane, charged)
                 continue
             try:
-                await self._read(lane, lane.bucket.available(rate, free), block_ms=1000)
+                # A limited queue takes no more than its burst at once: what it holds waits here
+                # for the cluster's bucket, and another worker could have started it.
+                await self._read(lane, free if rate is None else min(free, math.ceil(queue_rate.burst_of(rate))),
+                                 block_ms=1000)
                 backoff, lane.redis_ok = 0.5, True
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
                 lane.redis_ok = False
@@ -222,6 +239,32 @@ class Worker:
                                                                   "queue": lane.name})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
+
+    async def _take_start(self, lane: lanes.Lane, rate: float | None) -> tuple[float, tuple[str, float] | None]:
+        """A start of ``lane``'s queue from the cluster's bucket (``queue_rate``): (0, what paid
+        for it) when taken, else (the seconds until one may be, None). While Redis is away (this
+        lane's last read of it failed, or this call fails) from the worker's own bucket at the
+        same rate, so recovery from PostgreSQL goes on: the cluster's bound is then the rate
+        times the workers."""
+        if rate is None:
+            return 0.0, None
+        if lane.redis_ok:
+            try:
+                grant = await self.rate.take(lane.name, rate)
+                if lane.rate_fallback:
+                    lane.rate_fallback = False
+                    log.info("queue rate limit cluster-wide again", extra={"queue": lane.name})
+                return (0.0, (lane.name, rate)) if grant.granted else (grant.wait_seconds, None)
+            except Exception as exc:  # noqa: BLE001 - away, or refusing (OOM, BUSY): the lane goes on
+                lane.redis_ok = False
+                if not lane.rate_fallback:
+                    lane.rate_fallback = True
+                    log.warning("queue rate limit per worker while Redis is away",
+                                extra={"queue": lane.name, "reason": repr(exc)})
+        wait = lane.bucket.wait(rate)
+        if wait == 0:
+            lane.bucket.take(rate)
+        return wait, None
 
     async def _read(self, lane: lanes.Lane, count: int, block_ms: int) -> None:
         """Up to ``count`` new messages of ``lane``'s streams into its backlog: each stream
@@ -441,6 +484,7 @@ class Worker:
         # receiver cannot slow the tasks).
         self.webhooks = webhook_dispatch.Dispatcher(webhook_store.WebhookStore(pool), self.config, s, OUTAGES)
         self.redis = queue.connect_for(s, self.secrets)
+        self.rate = queue_rate.ClusterRate(self.redis)
         await self._ensure_group()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.kind_runner.start)

@@ -136,9 +136,11 @@ def write_secrets(directory: Path, pg: Postgres, redis: Redis, jwt_key: str) -> 
         (directory / name).chmod(0o400)
 
 
+# Schedules may fire every second here (the default minimum is a minute): the firing tests need
+# occurrences to come within a test's time.
 RUNTIME_DEFAULTS = {"version": "1", "rate_limit_per_minute": 100000, "worker_concurrency": 4,
                     "task_max_attempts": 3, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0,
-                    "reconcile_after_seconds": 2.0, "log_level": "INFO"}
+                    "reconcile_after_seconds": 2.0, "log_level": "INFO", "schedule_min_interval_seconds": 1}
 
 
 def write_config(path: Path, **overrides) -> dict:

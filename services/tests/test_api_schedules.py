@@ -2,6 +2,7 @@
 time zone, or an interval), read, list, pause, resume, delete, per tenant; what is refused and
 why; one task per occurrence with the three workers racing to fire; the OpenAPI and the metrics."""
 
+import concurrent.futures
 import datetime as dt
 import time
 import uuid
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from conftest import wait_worker_ready
+from test_api import assert_error
 from taskplatform_testing.servers import free_port
 
 
@@ -170,3 +172,52 @@ def test_changing_schedules_needs_schedules_write_and_reading_them_tasks_read(ap
     assert requests.get(url, headers=as_holder("tasks:read"), timeout=10).status_code == 200
     assert requests.delete(url, headers=as_holder("tasks:read"), timeout=10).status_code == 403
     assert requests.delete(url, headers=as_holder("schedules:write"), timeout=10).status_code == 204
+
+
+def test_a_tenant_has_at_most_schedules_max_per_tenant_even_when_creates_race(tenant, other_tenant, runtime_config):
+    """20 creates at once through two API processes against a limit of 5: 5 made, 15 refused with
+    the code and the fix, never a sixth; another tenant is not counted; a delete makes room."""
+    runtime_config(schedules_max_per_tenant=5)
+    headers = dict(tenant.session.headers)
+
+    def one(n: int):
+        return requests.post(f"{tenant.base}/v1/schedules", headers=headers, timeout=30,
+                             json={"kind": "checksum", "interval_seconds": 3600 + n})
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    made = [a for a in answers if a.status_code == 201]
+    refused = [a for a in answers if a.status_code != 201]
+    assert len(made) == 5, [a.text for a in answers][:3]
+    for answer in refused:
+        assert_error(answer, 409, "schedule_limit_reached")
+        message = answer.json()["message"]
+        assert "5 schedules" in message and "schedules_max_per_tenant" in message and "DELETE" in message
+    assert len(tenant.session.get(f"{tenant.base}/v1/schedules", timeout=10).json()["items"]) == 5
+    assert create(other_tenant, interval_seconds=3600).status_code == 201  # its own count
+    assert tenant.session.post(f"{tenant.base}/v1/schedules/{made[0].json()['id']}/pause",
+                               timeout=10).status_code == 200
+    assert_error(create(tenant, interval_seconds=7200), 409, "schedule_limit_reached")  # paused ones count
+    assert tenant.session.delete(f"{tenant.base}/v1/schedules/{made[0].json()['id']}", timeout=10).status_code == 204
+    assert create(tenant, interval_seconds=7200).status_code == 201
+
+
+@pytest.mark.parametrize("body,refused", [
+    ({"interval_seconds": 299}, "interval_seconds: 299 s is shorter than the minimum, 300 s"),
+    ({"interval_seconds": 300}, None),
+    ({"cron": "*/2 * * * *"}, "fires 120 s apart"),
+    ({"cron": "0-4 9 * * *", "timezone": "Europe/Paris"}, "fires 60 s apart"),  # a burst once a day
+    ({"cron": "*/5 * * * *"}, None),
+    ({"cron": "30 9 * * mon-fri", "timezone": "Europe/Paris"}, None),
+])
+def test_a_schedule_firing_more_often_than_the_minimum_is_refused(tenant, runtime_config, body, refused):
+    runtime_config(schedule_min_interval_seconds=300)
+    answer = create(tenant, **body)
+    if refused is None:
+        assert answer.status_code == 201, answer.text
+        return
+    assert_error(answer, 400, "schedule_too_frequent")
+    message = answer.json()["message"]
+    assert refused in message and "schedule_min_interval_seconds" in message, message
+    if "cron" in body:
+        assert "'*/5 * * * *'" in message, message  # what to write instead

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import requests
 
-from conftest import Tenant, heartbeat, wait_worker_ready
+from conftest import Tenant, heartbeat, wait_worker_ready, wait_workers_config_version
 from taskplatform_testing.servers import SERVICES, free_port, start_platform, write_config
 
 from test_kinds_package import FIXTURES
@@ -153,6 +153,48 @@ def test_a_queues_rate_limit_bounds_its_starts(tenant, configure):
     assert span >= (len(starts) - 2) / rate, f"20 starts in {span:.2f} s: faster than {rate}/s"
 
 
+def starts_per_window(tasks: list[dict]) -> list[float]:
+    return sorted(t["result"]["started_at"] for t in tasks)
+
+
+def most_in_a_window(starts: list[float], window: float = 1.0) -> int:
+    """The most starts in any ``window`` seconds (each start opening one)."""
+    return max(sum(1 for s in starts if first <= s < first + window) for first in starts)
+
+
+def test_a_queues_rate_limit_holds_over_three_workers_and_changes_live(tenant, queues, configure):
+    """The rate is the cluster's: three workers together start at most the rate (plus the burst
+    of a tenth of a second's worth, at least one start) in any second, and as many as it allows;
+    a change applies to the running workers without a restart."""
+    platform, _, worker = queues
+    path = f"{SERVICES}:{FIXTURES}"
+    others = [platform.start_worker(PYTHONPATH=path) for _ in range(2)]
+    try:
+        for other in others:
+            wait_worker_ready(other)
+        workers = [worker, *others]
+        for rate, count in ((5, 30), (12, 48)):
+            configure({"reports": {"concurrency": 8, "rate_per_second": rate}})
+            wait_workers_config_version(workers, heartbeat(worker)["config_version"])
+            # One batch: a backlog from the first start on, so the throughput is the limit's alone.
+            answer = tenant.session.post(f"{tenant.base}/v1/tasks:batch", timeout=30, json={
+                "tasks": [{"kind": "acme-report", "payload": {"seconds": 0}} for _ in range(count)]})
+            assert answer.status_code == 202, answer.text
+            ids = [item["task"]["id"] for item in answer.json()["items"]]
+            starts = starts_per_window(wait_all(tenant, ids, timeout=60))
+            most, span = most_in_a_window(starts), starts[-1] - starts[0]
+            burst = max(1, rate // 10)
+            print(f"\n3 workers at {rate}/s: {count} starts in {span:.2f} s ({(count - 1) / span:.2f}/s), "
+                  f"at most {most} in one second")
+            assert most <= rate + burst, f"{most} starts in one second over 3 workers (limit {rate}/s)"
+            assert span >= (count - 1 - burst) / rate, f"{count} starts in {span:.2f} s: faster than {rate}/s"
+            # As many as the rate allows: the three workers together are not held to a third of it.
+            assert (count - 1) / span >= 0.75 * rate, f"{count} starts in {span:.2f} s: far below {rate}/s"
+        assert all(w.poll() is None for w in workers)  # the same processes: no restart
+    finally:
+        platform.stop_processes(chosen=others)
+
+
 def test_a_queues_concurrency_changes_live(tenant, queues, configure):
     _, _, worker = queues
     configure({"reports": {"concurrency": 1}})
@@ -197,7 +239,9 @@ def test_a_row_an_older_release_wrote_runs_in_its_kinds_queue(tenant, queues):
 def test_queue_stats_and_metrics_are_per_queue(tenant, queues, configure):
     platform, _, worker = queues
     configure({"reports": {"concurrency": 1}})
-    ids = [create(tenant, "acme-report", {"seconds": 1}) for _ in range(4)]
+    # 4 × 2 s of work: longer than the worker's queue metrics interval (5 s), so its refresh
+    # finds reports still queued (with 4 × 1 s the queue could drain before one).
+    ids = [create(tenant, "acme-report", {"seconds": 2}) for _ in range(4)]
     tenant.wait_until(ids[0], lambda task: task["status"] == "running", 10, "running")
     stats = platform.run("queue-stats", PYTHONPATH=f"{SERVICES}:{FIXTURES}")
     assert stats.returncode == 0, stats.stderr

@@ -5,6 +5,7 @@ No ``from __future__ import annotations`` here: the create endpoint's body type 
 from the loaded task kinds (``schemas.create_schedule_body``), and FastAPI reads it from the
 signature."""
 
+import datetime as dt
 import uuid
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,6 +16,7 @@ from taskplatform.cursors import decode_cursor, encode_cursor
 from taskplatform.deps import RateLimitedTenant, services_of
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.responses import answer, links_to
+from taskplatform.schedules import ScheduleLimitReached
 from taskplatform.schemas import create_schedule_body
 from taskplatform.scopes import SCHEDULES_WRITE, TASKS_READ, needs
 
@@ -38,12 +40,41 @@ def checked_recurrence(cron: str | None, timezone: str | None) -> None:
             raise ApiError(400, "invalid_schedule", f"{field}: {exc}") from None
 
 
+def checked_spacing(cron: str | None, timezone: str | None, interval_seconds: int | None, least: int) -> None:
+    """Occurrences at least ``least`` seconds apart (runtime config ``schedule_min_interval_seconds``):
+    else 400 ``schedule_too_frequent``, naming the field, the minimum and what to write."""
+    if interval_seconds is not None:
+        if interval_seconds < least:
+            raise ApiError(400, "schedule_too_frequent",
+                           f"interval_seconds: {interval_seconds} s is shorter than the minimum, {least} s "
+                           f"(runtime config schedule_min_interval_seconds); give {least} or more")
+        return
+    if least <= 60:  # five fields: a minute apart at the most often
+        return
+    recurring = recurrence.Cron(cron, recurrence.parse_zone(timezone))
+    gap = recurrence.shortest_gap(recurring, dt.datetime.now(dt.timezone.utc))
+    if gap < least:
+        raise ApiError(400, "schedule_too_frequent",
+                       f"cron: {cron!r} fires {gap:g} s apart, more often than the minimum, {least} s "
+                       f"(runtime config schedule_min_interval_seconds); write one whose occurrences are at "
+                       f"least that far apart, e.g. '{recurrence.example_cron(least)}'")
+
+
 async def create_schedule(request: Request, body: create_schedule_body(), tenant_id: RateLimitedTenant):
     services = services_of(request)
-    gates.check_kind_enabled(services.config.config, body.kind)
+    cfg = services.config.config
+    gates.check_kind_enabled(cfg, body.kind)
     checked_recurrence(body.cron, body.timezone)
-    schedule = await services.schedules.create(tenant_id, body.kind, body.payload, body.cron, body.timezone,
-                                               body.interval_seconds, body.catchup, body.priority)
+    checked_spacing(body.cron, body.timezone, body.interval_seconds, cfg.schedule_min_interval_seconds)
+    try:
+        schedule = await services.schedules.create(tenant_id, body.kind, body.payload, body.cron, body.timezone,
+                                                   body.interval_seconds, body.catchup, body.priority,
+                                                   max_per_tenant=cfg.schedules_max_per_tenant)
+    except ScheduleLimitReached as exc:
+        raise ApiError(409, "schedule_limit_reached",
+                       f"this tenant has {exc.count} schedules, the most it may have "
+                       f"(runtime config schedules_max_per_tenant: {exc.limit}); delete one it no longer needs "
+                       f"(DELETE /v1/schedules/{{schedule_id}}) or ask the operator to raise the limit") from None
     return JSONResponse(schedule, status_code=201)
 
 

@@ -15,12 +15,13 @@ _Retention = Annotated[float, Field(ge=60, le=315_360_000)]
 
 
 class QueueRuntimeSettings(Strict):
-    """One queue's limits per worker (services/README.md, "Queues and priorities"); null: the default."""
+    """One queue's limits (services/README.md, "Queues and priorities"); null: the default."""
 
     concurrency: int | None = Field(None, ge=1, le=256, description="attempts of this queue one worker runs at once; "
                                                                     "null: worker_concurrency")
-    rate_per_second: float | None = Field(None, gt=0, le=10_000, description="attempts of this queue one worker "
-                                                                            "starts per second at most; null: no limit")
+    rate_per_second: float | None = Field(None, gt=0, le=10_000, description="attempts of this queue all workers "
+                                                                            "together start per second at most "
+                                                                            "(cluster-wide); null: no limit")
 
 
 class RuntimeSettings(Strict):
@@ -62,9 +63,15 @@ class RuntimeSettings(Strict):
         None, description="finished webhook deliveries and their log are deleted after this; null: kept")
     # The app's bound (services/taskplatform/runtime_config.py: BATCH_MAX_TASKS_BOUND).
     batch_max_tasks: int = Field(100, ge=1, le=1000, description="the most tasks one POST /v1/tasks/batch creates")
-    # Per queue (a kind declares its queue): its own slots and start rate in each worker.
+    # Schedules (services/README.md, "Schedules"): the most per tenant, the shortest spacing.
+    schedules_max_per_tenant: int = Field(100, ge=1, le=100_000, description="the most schedules one tenant has "
+                                                                            "(one more: 409 schedule_limit_reached)")
+    schedule_min_interval_seconds: int = Field(60, ge=1, le=86_400, description="the shortest spacing of a schedule's "
+                                               "occurrences (closer: 400 schedule_too_frequent)")
+    # Per queue (a kind declares its queue): its own slots in each worker, its start rate over all.
     queues: dict[str, QueueRuntimeSettings] = Field(default_factory=dict,
-                                                    description="per-queue concurrency and rate limit per worker "
+                                                    description="per-queue concurrency per worker and rate limit "
+                                                                "over the cluster "
                                                                 "(the app rejects queues no kind declares)")
 
 
