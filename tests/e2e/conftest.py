@@ -23,6 +23,18 @@ def run_shipyard(*args: str, env_extra: dict[str, str] | None = None) -> subproc
                           capture_output=True, text=True, timeout=600)
 
 
+def project_gateway(settings, service: str) -> str:
+    """The host's address on the project network, as ``service``'s container sees it: where a
+    receiver a test runs (alerts, webhooks) is reached from inside, and nothing leaves the machine."""
+    container = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
+                                "--filter", f"label=com.docker.compose.service={service}"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert container, f"no {service} container runs in {settings.name}: make up ENV={settings.name}"
+    return subprocess.run(["docker", "inspect", container[0], "--format",
+                           "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def container_states(project: str) -> dict[str, str]:
     """container name → id + start time: changes when a container is recreated or restarted."""
     out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",

@@ -25,7 +25,7 @@ import requests
 from shipyard import topology
 from shipyard.inventory import load_environment
 
-from .conftest import REPO
+from .conftest import REPO, project_gateway
 
 ALERT = "NoWorkerConsuming"
 SLACK_S = 10  # delivery and the engine's own latencies, beyond what the settings bound
@@ -38,17 +38,6 @@ def settings(env_name):
         pytest.fail(f"{env_name}: Prometheus and Alertmanager must be enabled for this test "
                     "(SHIPYARD.prometheus.enabled, SHIPYARD.alertmanager.enabled)")
     return settings
-
-
-def _gateway(settings) -> str:
-    """The host's address on the project network, as Alertmanager's container sees it."""
-    container = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}",
-                                "--filter", "label=com.docker.compose.service=alertmanager"],
-                               capture_output=True, text=True, check=True).stdout.split()
-    assert container, f"no Alertmanager container runs in {settings.name}: make up ENV={settings.name}"
-    return subprocess.run(["docker", "inspect", container[0], "--format",
-                           "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}"],
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 class Receiver:
@@ -90,7 +79,7 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def receiver(settings):
-    gateway = _gateway(settings)
+    gateway = project_gateway(settings, "alertmanager")
     urls = [urlsplit(u) for u in settings.alertmanager.webhook_urls]
     ours = [u for u in urls if u.hostname == gateway and u.port]
     if not ours:
