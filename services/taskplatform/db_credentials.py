@@ -125,6 +125,7 @@ class CredentialKeeper:
         self._token_next = self._lease_next = self._kv_next = 0.0
         self._rotate_pending = False
         self._kv_versions: dict[str, int] = {}
+        self._refresh_seen: int | None = None
         self._ended_logged = False
         self._lease_revoke_refused = False
         # Calls to Vault that failed: in a row (0 once one succeeds), in all, and the last one's
@@ -148,6 +149,7 @@ class CredentialKeeper:
                                f"see the log line before")
         if self.settings.vault_kv_path:
             self._refresh_kv()
+            self._asked_to_refresh()  # what a deploy asked before this start is read already
         self._thread = threading.Thread(target=self._run, name="vault-credentials", daemon=True)
         self._thread.start()
 
@@ -177,12 +179,24 @@ class CredentialKeeper:
             self._keep_lease(now)
         if self.draining:
             self._drain(now)
-        if self.settings.vault_kv_path and now >= self._kv_next:
+        if self.settings.vault_kv_path and (now >= self._kv_next or self._asked_to_refresh()):
             self._refresh_kv()
         if self.lease and now >= self.lease.expires_at and not self._ended_logged:
             self._ended_logged = True
             log.error("the PostgreSQL lease ended and Vault gave no new one: new connections are refused, "
                       "readiness fails", extra={"username": self.lease.username})
+
+    def _asked_to_refresh(self) -> bool:
+        """The deploy wrote new copies and touched ``vault_refresh_file``: read them now, not at
+        the next poll (a stat per tick; no request to Vault until asked, or the poll is due)."""
+        if not self.settings.vault_refresh_file:
+            return False
+        try:
+            stamp = os.stat(self.settings.vault_refresh_file).st_mtime_ns
+        except OSError:
+            return False
+        asked, self._refresh_seen = stamp != self._refresh_seen, stamp
+        return asked
 
     def _failed(self, operation: str, exc: BaseException, retry_in: float) -> None:
         metrics.VAULT_ERRORS.labels(operation=operation).inc()

@@ -143,8 +143,11 @@ class ProcessSettings(BaseSettings):
     # kept as files in <vault_state_dir>/secrets and read before secrets_dir's. Empty: not read.
     vault_kv_mount: str = "secret"
     vault_kv_path: str = ""
-    # How often the KV copies are read again: the most a rotated secret waits to reach the process.
-    vault_kv_poll_seconds: float = Field(5.0, gt=0)
+    # How often the KV copies are read again unasked (each read is a request to Vault, and an
+    # audit log entry): a deploy that writes new copies asks at once through vault_refresh_file.
+    vault_kv_poll_seconds: float = Field(300.0, gt=0)
+    # Touched by the deploy after it wrote new copies: the keeper reads them within a tick.
+    vault_refresh_file: str = ""
     # Where the version of each KV copy held is reported (JSON, no value): the deploy waits on
     # it after a rotation before the servers drop the old value. Empty: not reported.
     vault_report_file: str = ""

@@ -173,7 +173,7 @@ def test_the_api_and_workers_run_on_dynamic_users_with_what_the_deploy_handed_th
             # wrapped secret-id only when a deploy since its start handed it a fresh one (unused
             # while it runs: the one it started with was deleted).
             assert {"ca.pem", "token", "held.json"} <= {p.name for p in handoff.iterdir()} <= {
-                "ca.pem", "token", "held.json", "secret_id.wrapped"}
+                "ca.pem", "token", "held.json", "refresh", "secret_id.wrapped"}
             assert (handoff.stat().st_uid, oct(handoff.stat().st_mode & 0o777)) == (10001, "0o700")
             assert oct((handoff / "token").stat().st_mode & 0o777) == "0o600"
             assert _in(container, _USERNAME).startswith(f"v-approle-{settings.app.db_app_role[:8]}")

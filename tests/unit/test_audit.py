@@ -157,7 +157,7 @@ def test_a_read_only_command_leaves_no_event(audited_root):
 def test_every_changing_command_is_marked_and_no_read_only_one():
     marked = {name for name, command in cli.component_commands().items() if command.changes}
     assert {"pg-promote", "pg-rebuild", "pg-backup", "pg-restore", "redis-failover", "config-push", "config-set",
-            "config-rollback", "vault-init"} == marked
+            "config-rollback", "vault-init", "secrets-migrate"} == marked
     assert {"up", "down", "release", "rollback", "secrets-rotate"} == cli.CHANGING
     assert not cli.CHANGING & {"status", "plan", "logs", "trace", "audit", "releases", "validate", "render"}
 

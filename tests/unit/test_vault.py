@@ -358,6 +358,7 @@ def test_under_the_vault_backend_the_api_and_workers_copies_are_what_they_read_a
     environment = render_host(on_vault, on_vault.hosts[0]).compose["services"]["worker-blue"]["environment"]
     assert environment["TASKS_VAULT_KV_PATH"] == "services/worker"
     assert environment["TASKS_VAULT_REPORT_FILE"] == "/run/vault/held.json"
+    assert environment["TASKS_VAULT_REFRESH_FILE"] == "/run/vault/refresh"
     assert float(environment["TASKS_VAULT_KV_POLL_SECONDS"]) == on_vault.vault.kv_poll_s
 
 

@@ -12,6 +12,7 @@ so that a new login happens within a test (the bootstrap's settings refuse TTLs 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import threading
@@ -232,6 +233,36 @@ def test_a_second_start_on_the_same_wrapped_secret_id_fails_and_says_why(vault, 
     assert second.returncode == 1
     assert "expired (its wrap TTL) or was unwrapped already" in second.stdout, second.stdout[-2000:]
     assert wrapped.strip() not in second.stdout + second.stderr
+
+
+def test_new_copies_are_read_at_once_when_the_deploy_touches_the_refresh_file(vault, platform):
+    """A rotation's copies reach a running process without waiting for its poll (300 s by
+    default): the deploy touches the refresh file, the keeper reads its KV path within a tick,
+    keeps the new copy and reports its version (held.json: versions, no value)."""
+    env = _vault_env(vault, platform, "worker")
+    state = Path(env["TASKS_VAULT_STATE_DIR"])
+    env |= {"TASKS_VAULT_REFRESH_FILE": str(state.parent / f"{state.name}-refresh"),
+            "TASKS_VAULT_REPORT_FILE": str(state.parent / f"{state.name}-held.json")}
+    kv = vault.root().secrets.kv.v2
+    kv.create_or_update_secret(path="services/worker/rotated_note", secret={"value": "first"}, mount_point="secret")
+    worker = platform.start_worker(**env)
+    try:
+        kept, held = state / "secrets" / "rotated_note", Path(env["TASKS_VAULT_REPORT_FILE"])
+        _wait("the first copy", lambda: kept.exists() or worker.poll() is not None, 30)
+        assert kept.read_text() == "first", _log(worker)[-2000:]
+        for value in ("second", "third"):
+            version = kv.create_or_update_secret(path="services/worker/rotated_note", secret={"value": value},
+                                                 mount_point="secret")["data"]["version"]
+            Path(env["TASKS_VAULT_REFRESH_FILE"]).touch()
+            _wait(f"the copy {value!r}", lambda: kept.read_text() == value, 5)
+            _wait("its version reported", lambda: json.loads(held.read_text())["kv"].get("rotated_note") == version, 5)
+        assert "first" not in held.read_text() and "third" not in held.read_text()
+        assert "secrets from Vault changed" in _log(worker)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        vault.root().secrets.kv.v2.delete_metadata_and_all_versions(path="services/worker/rotated_note",
+                                                                    mount_point="secret")
 
 
 def test_a_restarted_container_resumes_its_kept_token_and_a_fresh_hand_off_replaces_it(vault, platform):

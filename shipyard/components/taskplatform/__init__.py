@@ -98,11 +98,13 @@ def _vault_environment(ctx, inst) -> dict[str, str]:
             # Kept across restarts of the container (a crash, a reboot): resumed, not a new login.
             "TASKS_VAULT_TOKEN_FILE": f"{vault.HANDOFF}/token",
             "TASKS_VAULT_DB_ROLE": ctx.section("app").db_app_role,
-            # Everything else it reads: its KV copies (SecretFile.served), read again this often,
-            # the versions it holds reported where the deploy looks after a rotation.
+            # Everything else it reads: its KV copies (SecretFile.served), read again this often
+            # or at once when the deploy asks (after a rotation), the versions it holds reported
+            # where the deploy looks.
             "TASKS_VAULT_KV_PATH": vault.kv_path(inst.service.name),
             "TASKS_VAULT_KV_POLL_SECONDS": str(ctx.section("vault").kv_poll_s),
             "TASKS_VAULT_REPORT_FILE": vault.HELD_FILE,
+            "TASKS_VAULT_REFRESH_FILE": vault.REFRESH_FILE,
             "TASKS_VAULT_STATE_DIR": VAULT_STATE_DIR}
 
 

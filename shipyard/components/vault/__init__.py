@@ -66,6 +66,8 @@ HANDOFF = "/run/vault"
 WRAPPED_SECRET_ID, CA_FILE = "secret_id.wrapped", "ca.pem"
 # What such a service reports back: the version of each KV copy it holds (readers.py), no value.
 HELD_FILE = f"{HANDOFF}/held.json"
+# Touched by the deploy once it wrote new copies: the service reads them at once (readers.py).
+REFRESH_FILE = f"{HANDOFF}/refresh"
 
 
 def kv_path(service: str) -> str:

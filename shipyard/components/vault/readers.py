@@ -1,11 +1,12 @@
 """Whether the services that read their secrets from Vault hold what the deploy just wrote there.
 
 Each such service's process keeps its copies current by itself (its credential keeper reads its
-KV path every ``vault_kv_poll_seconds``) and reports the version of each copy it holds in
-``HELD_FILE`` of its hand-off directory — versions, never values. After a rollout wrote new
-copies (a rotation), the deploy waits here until every running container of those services
-reports them, before the servers drop the old value (the rotation's retire phase): a process
-still on the old Redis password would be refused at its next connection.
+KV path every ``vault.kv_poll_s``, and at once when ``REFRESH_FILE`` in its hand-off directory
+is touched) and reports the version of each copy it holds in ``HELD_FILE`` there — versions,
+never values. After a rollout wrote new copies (a rotation), the deploy touches each running
+reader's refresh file and waits here until every one reports them, before the servers drop the
+old value (the rotation's retire phase): a process still on the old Redis password would be
+refused at its next connection.
 
 Controller-side I/O from the deploying machine, through the read-only HostView.
 """
@@ -17,7 +18,7 @@ import time
 from collections.abc import Mapping
 
 from shipyard import topology
-from shipyard.components.vault import HELD_FILE
+from shipyard.components.vault import HELD_FILE, REFRESH_FILE
 from shipyard.components.vault.bootstrap import VaultError
 from shipyard.controller.hosts import COMPOSE_SERVICE_LABEL, HostView
 
@@ -60,6 +61,8 @@ def wait_for_readers(settings, written: Mapping[tuple[str, str], int], timeout_s
     for (service, name), version in written.items():
         wanted.setdefault(service, {})[name] = version
     started = time.monotonic()
+    for _, _, container in _readers(settings, set(wanted)):
+        container.exec_run(["touch", REFRESH_FILE])  # read them now, not at the next poll
     while True:
         problems, holding, silent = [], 0, []
         for service, where, container in _readers(settings, set(wanted)):

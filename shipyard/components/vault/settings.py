@@ -46,8 +46,9 @@ class VaultSettings(Strict):
     memory_limit_mb: int = Field(256, ge=128)
     unseal_key_shares: int = Field(5, ge=1, le=10, description="unseal keys made at initialisation")
     unseal_key_threshold: int = Field(3, ge=1, le=10, description="unseal keys it takes to unseal a server")
-    kv_poll_s: float = Field(5.0, ge=0.5, le=300, description="how often a service that logs in reads its KV copies "
-                                                                "again: the most a rotated secret waits to reach it")
+    kv_poll_s: float = Field(300.0, ge=5, le=3600, description="how often a service that logs in reads its KV copies "
+                                                                "again unasked (a deploy that wrote new ones asks at once; "
+                                                                "each read is a request and an audit entry)")
     approle: AppRoleSettings = AppRoleSettings()
     database: DatabaseSettings = DatabaseSettings()
 

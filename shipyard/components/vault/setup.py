@@ -223,7 +223,7 @@ def run(settings, repo: Path, secrets: Mapping[str, str], environ: dict[str, str
     reading = {service for _, service in LOG_IN} if settings.secrets.backend == "vault" else set()
     fresh = {key: version for key, version in synced.written.items() if key[0] in reading and version > 1}
     if fresh:
-        lines += readers.wait_for_readers(settings, fresh, timeout_s=4 * settings.vault.kv_poll_s + 20)
+        lines += readers.wait_for_readers(settings, fresh, timeout_s=60)
     return lines
 
 
