@@ -197,3 +197,18 @@ def test_the_api_and_workers_are_told_the_modules(repo):
     # (and migrate, which has the same environment).
     compose = (repo / "compose/ci/ci/compose.yaml").read_text()
     assert compose.count("TASKS_KINDS_PACKAGES: taskplatform_demo_kinds") >= 4
+
+
+def test_a_releases_default_version_follows_a_package_git_does_not_hold(repo, tmp_path):
+    from shipyard.cli import default_version
+
+    package = tmp_path / "acme_shop"
+    shutil.copytree(repo / EXAMPLE, package, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    settings = load_environment(_environment(tmp_path / "env", [{"path": DEMO_KINDS_PATH}, {"path": str(package)}]),
+                                "t", {})
+    first = default_version(settings)
+    commit = first.split("-", 1)[0]
+    assert first.startswith(commit + "-") and first == default_version(settings)  # same content, same version
+    (package / "acme_shop" / "extra.py").write_text("X = 1\n")
+    second = default_version(settings)
+    assert second.startswith(commit + "-") and second != first
