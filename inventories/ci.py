@@ -36,6 +36,11 @@ SHIPYARD = {
     # The task platform's webhooks reach only this project network (a receiver a test runs on
     # its gateway, as above): the URLs the API fuzzing makes up are refused, never sent out.
     # Schedules every second: the e2e schedule test watches occurrences within its time.
+    # The task kinds built into the image: the platform's demo kinds (the e2e tests use them) and
+    # a team's own package from outside services/ (tests/e2e/test_user_kinds.py), found by its
+    # entry point (docs/task-platform.md, "Task kinds").
+    "app": {"kinds_packages": [{"path": "services/taskplatform_demo_kinds", "modules": ["taskplatform_demo_kinds"]},
+                               {"path": "examples/kinds/acme_shop"}]},
     "runtime": {"webhook_allow_private_addresses": True, "webhook_allowed_networks": ["10.213.2.0/24"],
                 "schedule_min_interval_seconds": 1},
 }

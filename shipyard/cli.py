@@ -40,7 +40,8 @@ from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import ShipyardError
-from shipyard.image_plan import hash_tree
+from shipyard import image_packages
+from shipyard.image_plan import versioned_packages, versioned_source_hash
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
@@ -113,7 +114,7 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     for key, value in (data or {}).items():
         argv += ["--data", f"{key}={value}"]
     # Once, here, for every host that builds the task platform's image.
-    wheelhouse = prepare_wheelhouse(REPO)
+    wheelhouse = prepare_wheelhouse(REPO, settings)
     if wheelhouse:
         argv += ["--data", f"shipyard_wheelhouse={wheelhouse}"]
     pinned_wheels = prepare_pinned_wheels(REPO, settings)
@@ -132,24 +133,34 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     return 0
 
 
-def default_version() -> str:
+def default_version(settings) -> str:
     """A release's version when VERSION= is not given: the commit of the task platform's
-    sources, and a hash of them when they differ from it (every change its own version)."""
+    sources, and a hash of what goes into its image when git does not pin it — its sources or
+    a kinds package in the checkout changed since the commit, or a kinds package git does not
+    hold (outside the checkout, a wheel it ignores, a requirement) — so every change is its own
+    version, and the same content the same one (a release of it: nothing to do)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unversioned"
     sources = [image.build_context for comp in COMPONENTS for image in comp.images if image.build_context and image.tag]
-    if git("status", "--porcelain", "--", *sources):
-        return f"{commit}-{hash_tree(REPO / sources[0])[:8]}"
+    held = True
+    for package in versioned_packages(settings):
+        path = image_packages.resolve(REPO, package.path or package.wheel) if package.requirement is None else None
+        if path is None or not path.resolve().is_relative_to(REPO.resolve()) or not git("ls-files", "--", str(path)):
+            held = False
+        else:
+            sources.append(str(path.resolve().relative_to(REPO.resolve())))
+    if not held or git("status", "--porcelain", "--", *sources):
+        return f"{commit}-{(versioned_source_hash(REPO, settings) or '')[:8]}"
     return commit
 
 
 def release(env: str, version: str | None, prebuilt: bool, lock_wait: float) -> int:
     from shipyard.controller import releases as release_steps  # the docker SDK: only when used
 
-    version = bluegreen.check_version(default_version() if version is None else version)
     settings = load_environment(REPO, env, dict(os.environ))
+    version = bluegreen.check_version(default_version(settings) if version is None else version)
     return release_steps.release_version(settings, version, prebuilt,
                                      lambda data: roll_out_locked(env, data), lock_wait, REPO)
 

@@ -281,6 +281,11 @@ class Image:
     # checks their sha256 itself.
     local_wheels: tuple[str, ...] = ()
     tag: Callable[[Any], str] | None = None  # the built image's tag from the settings (app version)
+    # The user's Python packages a build_context image installs beside its own code, from the
+    # settings (shipyard.image_packages.PythonPackage: a project path, a wheel, a pinned
+    # requirement): wheels made on the deploying machine, shipped in the context's wheelhouse,
+    # their content in the image's source hash (and in a release's default version).
+    packages: Callable[[Any], tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +419,9 @@ class Component:
     # Checks across sections, after each section validated: settings → (key path under SHIPYARD,
     # what, the fix) for each problem; the deploy stops before any host is touched.
     settings_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
+    # The same for what the settings name in the checkout (a package's directory, a wheel file):
+    # (settings, repo) → (key path, what, fix); checked by every load of the environment.
+    checkout_problems: Callable[[Any, Path], list[tuple[str, str, str]]] | None = None
     # Operator commands it brings (`make <name>`; Command).
     commands: tuple[Command, ...] = ()
     # Before a deploy touches any host, on the deploying machine: (settings, repo) → lines to

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shipyard import image_packages
 from shipyard.component import Component, Image
 from shipyard.components import COMPONENTS
 from shipyard.bluegreen import version_variable
@@ -216,7 +217,8 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
                 ref = f"{image.local}:{version}"
             builds.append(ImageBuild(
                 ref=ref, context=image.build_context,
-                source_hash=hash_tree(repo / image.build_context, base_ref, include=include),
+                source_hash=hash_tree(repo / image.build_context, base_ref, *packages_hash(repo, settings, image),
+                                      include=include),
                 build_args={"BASE_IMAGE": base_ref}, include=include, wheelhouse=bool(image.wheelhouse),
                 keep_existing=versioned and keep_version))
         elif local:
@@ -242,14 +244,58 @@ def needs_debootstrap(settings, services: list[tuple[Component, str]]) -> bool:
     return any(_on_base(settings, image) for _, image in images_for(settings, services))
 
 
-def wheelhouse_requirements(repo: Path) -> list[tuple[Path, Path, tuple[str, ...]]]:
-    """(requirements file, context dir, included paths) of every image built with a wheelhouse."""
+def packages_of(settings, image: Image) -> tuple[image_packages.PythonPackage, ...]:
+    """The user's packages ``image`` installs under ``settings`` (Image.packages)."""
+    return tuple(image.packages(settings)) if image.packages and settings is not None else ()
+
+
+def packages_hash(repo: Path, settings, image: Image) -> tuple[str, ...]:
+    """What the image's source hash adds for its packages: nothing without any (so an image
+    without packages keeps the hash it had)."""
+    packages = packages_of(settings, image)
+    return (f"packages {image_packages.content_hash(repo, packages)}",) if packages else ()
+
+
+def versioned_source_hash(repo: Path, settings) -> str | None:
+    """A hash of what goes into the versioned image (its context's files and its packages), for
+    a release's version when git does not pin it (shipyard.cli.default_version)."""
+    for comp in COMPONENTS:
+        for image in comp.images:
+            if image.build_context and image.tag:
+                return hash_tree(repo / image.build_context, *packages_hash(repo, settings, image),
+                                 include=image.build_include)
+    return None
+
+
+def versioned_packages(settings) -> tuple[image_packages.PythonPackage, ...]:
+    """The user's packages of the versioned image under ``settings``."""
+    for comp in COMPONENTS:
+        for image in comp.images:
+            if image.build_context and image.tag:
+                return packages_of(settings, image)
+    return ()
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """What a build context's wheelhouse holds: the wheels of ``requirements`` (for the image's
+    Python), the project's own wheel (from ``context``, ``include``), and the user's
+    ``packages`` (in its ``packages/`` folder, their dependencies beside the others)."""
+
+    requirements: Path
+    context: Path
+    include: tuple[str, ...]
+    packages: tuple[image_packages.PythonPackage, ...] = ()
+
+
+def wheelhouse_requirements(repo: Path, settings=None) -> list[Wheelhouse]:
+    """The wheelhouse of every image built with one (with its packages under ``settings``)."""
     out = []
     for comp in COMPONENTS:
         for image in comp.images:
             if image.build_context and image.wheelhouse:
-                out.append((repo / image.build_context / image.wheelhouse, repo / image.build_context,
-                            image.build_include))
+                out.append(Wheelhouse(repo / image.build_context / image.wheelhouse, repo / image.build_context,
+                                      image.build_include, packages_of(settings, image)))
     return out
 
 
@@ -279,7 +325,39 @@ def pinned_wheel_argv(python: str, requirement: str, dest: Path, machine: str) -
     return argv + ["--platform", "any", requirement, "-d", str(dest)]
 
 
-def wheelhouse_argv(python: str, requirements: Path, dest: Path, machine: str) -> list[str]:
+def constraints_text(requirements: str) -> str:
+    """A requirements file as pip constraints (pip refuses extras in a constraint): the user's
+    packages' dependencies resolve to the versions the image already has."""
+    lines = []
+    for line in requirements.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            lines.append(re.sub(r"\[[^\]]*\]", "", line))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def package_wheel_argv(python: str, source: Path, dest: Path) -> list[str]:
+    """The wheel of a user's project (a copy of its directory), without its dependencies."""
+    return [python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", str(source),
+            "-w", str(dest)]
+
+
+def package_download_argv(python: str, requirement: str, dest: Path, machine: str) -> list[str]:
+    """A user's pinned requirement as a wheel for the images' Python, without its dependencies."""
+    return wheelhouse_argv(python, None, dest, machine, ["--no-deps", requirement])
+
+
+def package_dependencies_argv(python: str, wheels: list[Path], constraints: Path, find_links: Path, dest: Path,
+                              machine: str) -> list[str]:
+    """pip download of the dependencies of the user's wheels for the images' Python, held to
+    the platform's pins; ``find_links`` offers the platform's own wheel (a package may depend
+    on it)."""
+    return wheelhouse_argv(python, None, dest, machine, ["-c", str(constraints), "--find-links", str(find_links),
+                                                         *map(str, wheels)])
+
+
+def wheelhouse_argv(python: str, requirements: Path | None, dest: Path, machine: str,
+                    what: list[str] | None = None) -> list[str]:
     """pip download of binary wheels for the images' own Python (IMAGE_PYTHON), whatever
     Python runs the deploy: a 3.12 deploy machine still fetches cp311 wheels."""
     version = IMAGE_PYTHON.replace(".", "")
@@ -288,7 +366,7 @@ def wheelhouse_argv(python: str, requirements: Path, dest: Path, machine: str) -
             "--abi", f"cp{version}", "--abi", "abi3", "--abi", "none"]
     for platform in WHEEL_PLATFORMS:
         argv += ["--platform", f"{platform}_{machine}"]
-    return argv + ["--platform", "any", "-r", str(requirements), "-d", str(dest)]
+    return argv + ["--platform", "any", *(what if what is not None else ["-r", str(requirements)]), "-d", str(dest)]
 
 
 # The id of the image named by BASE_IMAGE when this image was built (set by build-image.sh).

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard import topology
+from shipyard.components import COMPONENTS
 from shipyard.errors import SettingsError, ShipyardError
 from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
@@ -110,6 +111,13 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
         raise SettingsError(problems)
     environ = dict(os.environ) if environ is None else environ
     settings = load_settings(data, hosts, shown, environ)
+    # What the settings name in the checkout (a kinds package's directory): before any host too.
+    # Relative paths are the inventory's checkout's (its inventories/ may be a link to it).
+    checkout = path.resolve().parent.parent
+    found = [ShipyardError(f"{shown}: SHIPYARD.{key}", what, fix) for comp in COMPONENTS if comp.checkout_problems
+             for key, what, fix in comp.checkout_problems(settings, checkout)]
+    if found:
+        raise SettingsError(found)
     clashes = topology.build(settings).port_collisions()
     if clashes:
         raise SettingsError([_port_clash_error(clash, shown, environ) for clash in clashes])

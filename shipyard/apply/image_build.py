@@ -63,10 +63,13 @@ def context_tar(root: Path, include: tuple[str, ...] = (), extra: Mapping[str, b
 
 
 def wheelhouse_files(wheelhouse: Path | None) -> dict[str, bytes]:
-    """``wheelhouse/<wheel>`` → bytes, for a context built with one."""
+    """``wheelhouse/<wheel>`` → bytes, for a context built with one; the user's packages the
+    image installs (Image.packages) in ``wheelhouse/packages/``."""
     if wheelhouse is None:
         return {}
-    return {f"wheelhouse/{p.name}": p.read_bytes() for p in sorted(wheelhouse.glob("*.whl"))}
+    files = {f"wheelhouse/{p.name}": p.read_bytes() for p in sorted(wheelhouse.glob("*.whl"))}
+    files |= {f"wheelhouse/packages/{p.name}": p.read_bytes() for p in sorted(wheelhouse.glob("packages/*.whl"))}
+    return files
 
 
 def pinned_wheel_files(wheels_dir: Path | None, requirements: tuple[str, ...]) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from shipyard.component import (Component, ConfigDir, Health, Image, Metrics, Po
                                 Service, Wait)
 from shipyard.components import vault
 from shipyard.components.edge import PREVIEW_PORT
-from shipyard.components.taskplatform import consul_keys, keyset
+from shipyard.components.taskplatform import consul_keys, keyset, kinds_packages
 from shipyard.components.taskplatform.migrations import refusal
 from shipyard.components.taskplatform.commands import COMMANDS
 from shipyard.components.taskplatform.settings import AppSettings, RuntimeSettings
@@ -69,6 +69,9 @@ def _environment(ctx, inst) -> dict[str, str]:
         "TASKS_API_MAX_PAGE_SIZE": str(app.api_max_page_size),
         "TASKS_JWT_ISSUER": app.jwt_issuer,
         "TASKS_JWT_AUDIENCE": app.jwt_audience,
+        # The kinds packages the image was built with (app.kinds_packages): their modules named,
+        # the rest found by their entry points.
+        "TASKS_KINDS_PACKAGES": kinds_packages.modules_variable(ctx.settings),
         # The runtime config: the document at this key of the Consul servers (the file above
         # seeds it once, through consul-setup).
         "TASKS_CONSUL_ADDRS": ",".join(str(e) for e in ctx.endpoints("consul", "consul")),
@@ -162,13 +165,16 @@ COMPONENT = Component(
     name="taskplatform",
     folder=Path(__file__).parent,
     settings={"app": AppSettings, "runtime": RuntimeSettings},
+    checkout_problems=kinds_packages.checkout_problems,
     uses=("postgres", "redis", "consul"),
     images=(
         Image("python", official="python:3.11-slim-bookworm", local="shipyard/python:3.11",
               local_context="shipyard/components/taskplatform/python-image"),
         Image("taskplatform", local="shipyard/taskplatform", build_context="services",
-              build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform", "taskplatform_demo_kinds"),
-              build_base="python", wheelhouse="requirements.txt", tag=lambda s: s.app.version),
+              build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform"),
+              build_base="python", wheelhouse="requirements.txt", tag=lambda s: s.app.version,
+              # The task kinds: the demo kinds' package by default, a team's own beside or instead.
+              packages=kinds_packages.packages),
     ),
     config_dirs=(ConfigDir("taskplatform", CONF),),
     services=(

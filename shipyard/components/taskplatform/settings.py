@@ -3,11 +3,13 @@ runtime config, hot-reloaded later through the config source)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from shipyard.component import Strict
+from shipyard.image_packages import PythonPackage
 
 _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 # The app's bounds (services/taskplatform/runtime_config.py: RetentionSeconds): a minute to ten years.
@@ -75,10 +77,36 @@ class RuntimeSettings(Strict):
                                                                 "(the app rejects queues no kind declares)")
 
 
+# The platform's demo kinds (checksum, sleep, fail): a package of kinds like a team's, in
+# Shipyard's own source tree (absolute, so an inventory kept elsewhere still finds it).
+DEMO_KINDS_PATH = str(Path(__file__).resolve().parents[3] / "services" / "taskplatform_demo_kinds")
+DEMO_KINDS_MODULE = "taskplatform_demo_kinds"
+_MODULE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class KindsPackage(PythonPackage):
+    """A package of task kinds the image installs (docs/task-platform.md, "Task kinds")."""
+
+    modules: list[Annotated[str, Field(pattern=_MODULE)]] = Field(
+        default_factory=list, description="import paths the API and workers load (TASKS_KINDS_PACKAGES); empty: "
+                                          "the modules the package names in the entry-point group taskplatform.kinds")
+
+
+def _demo_kinds() -> list[KindsPackage]:
+    # Named by module too: an image built before the demo kinds were a package of their own has
+    # them inside the platform's wheel, without the entry point.
+    return [KindsPackage(path=DEMO_KINDS_PATH, modules=[DEMO_KINDS_MODULE])]
+
+
 class AppSettings(Strict):
     version: str = Field("0.1.0", pattern=r"^[0-9A-Za-z._-]{1,64}$", description="the task platform's first version (image tag); "
                          "`make release` ships later ones, and a deploy keeps what is live")
     api_processes: int = Field(2, ge=1, le=64, description="uvicorn worker processes in the API container")
+    # The packages of task kinds built into the image (shipyard.image_packages): each a project
+    # path, a wheel or a pinned requirement; a changed package is a new image and release version.
+    kinds_packages: list[KindsPackage] = Field(default_factory=_demo_kinds, description="packages of task kinds the "
+                                               "image installs: [{path|wheel|requirement, modules}]; the platform's "
+                                               "demo kinds by default (list them too to keep them)")
     worker_replicas: int = Field(1, ge=0, le=32, description="worker containers per app host")
     memory_limit_mb: int = Field(512, ge=128)
     # What one API process takes on (beyond: 503 overloaded, 413, 422; see services/README.md).
