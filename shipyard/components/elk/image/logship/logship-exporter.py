@@ -54,10 +54,10 @@ QUEUE = {
     "discarded.nf": ("rsyslog_queue_discarded_nf_total", "counter", "messages discarded as the queue neared full"),
 }
 RESOURCES = {  # impstats' resource-usage: utime/stime in microseconds, maxrss in KiB
-    "utime": ("rsyslog_cpu_user_seconds_total", "counter", "user CPU seconds of rsyslogd", 1e-6),
-    "stime": ("rsyslog_cpu_system_seconds_total", "counter", "system CPU seconds of rsyslogd", 1e-6),
-    "maxrss": ("rsyslog_max_rss_bytes", "gauge", "highest resident memory of rsyslogd", 1024),
-    "openfiles": ("rsyslog_open_files", "gauge", "files rsyslogd has open", 1),
+    "utime": ("rsyslog_cpu_user_seconds_total", "counter", "user CPU seconds of rsyslogd", lambda v: v / 1e6),
+    "stime": ("rsyslog_cpu_system_seconds_total", "counter", "system CPU seconds of rsyslogd", lambda v: v / 1e6),
+    "maxrss": ("rsyslog_max_rss_bytes", "gauge", "highest resident memory of rsyslogd", lambda v: v * 1024),
+    "openfiles": ("rsyslog_open_files", "gauge", "files rsyslogd has open", lambda v: v),
 }
 # A DA queue's files in the work directory: <queue.filename>.<number> and <queue.filename>.qi.
 _QUEUE_FILE = r"^{}\.([0-9]+|qi)$"
@@ -101,7 +101,7 @@ def samples(record: dict):
             yield (*QUEUE[key], {"queue": name}, value)
         elif origin == "impstats" and name == "resource-usage" and key in RESOURCES:
             metric, kind, text, scale = RESOURCES[key]
-            yield metric, kind, text, {}, value * scale
+            yield metric, kind, text, {}, scale(value)
         elif origin == "omelasticsearch":
             yield (f"rsyslog_omelasticsearch_{_name(key)}_total", "counter",
                    f"omelasticsearch's {key} (every action of the module)", {}, value)
@@ -117,7 +117,8 @@ def render(records: dict, last_record_at: float, buffer_bytes: float | None = No
     def add(metric, kind, text, labels, value):
         family = families.setdefault(metric, (kind, text, []))
         inner = ",".join(f'{k}="{_label(v)}"' for k, v in sorted(labels.items()))
-        family[2].append(f"{metric}{{{inner}}} {value:.17g}" if inner else f"{metric} {value:.17g}")
+        shown = str(int(value)) if float(value).is_integer() else repr(float(value))
+        family[2].append(f"{metric}{{{inner}}} {shown}" if inner else f"{metric} {shown}")
 
     for key in sorted(records):
         for sample in samples(records[key]):
