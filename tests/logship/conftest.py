@@ -139,7 +139,7 @@ def shipper_conf(rendered, tmp_path):
                          ("/var/log/shipyard/audit.log", str(tmp_path / "audit.log")),
                          ("http://elasticsearch-1:9200", f"http://127.0.0.1:{store_port}"),
                          ("/usr/bin/python3 -B /usr/local/bin/logship-exporter", f"{sys.executable} -B {EXPORTER}"),
-                         ("0.0.0.0:9104", f"127.0.0.1:{metrics_port}")):
+                         ("--listen :9104", f"--listen 127.0.0.1:{metrics_port}")):
             assert old in text, old
             text = text.replace(old, new)
         text, n = re.subn(r'(module\(load="impstats" interval=)"\d+"', r'\1"1"', text)

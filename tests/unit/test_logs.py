@@ -194,7 +194,7 @@ def test_the_shipper_sends_its_counters_to_the_exporter_prometheus_scrapes(repo)
     # 8.2302 refuses format="prometheus": JSON, never reset, to a ruleset with its own queue.
     assert 'module(load="impstats" interval="10" format="json" resetCounters="off" ruleset="stats")' in conf
     assert 'ruleset(name="stats" queue.type="LinkedList" queue.size="1000") {' in conf
-    assert ('binary="/usr/bin/python3 -B /usr/local/bin/logship-exporter --listen 0.0.0.0:9104 --work-dir '
+    assert ('binary="/usr/bin/python3 -B /usr/local/bin/logship-exporter --listen :9104 --work-dir '
             '/var/lib/rsyslog --queue-file store --buffer-limit-bytes 536870912 --capacity store=5000 '
             '--rejected-file store-rejected.json"') in conf
     assert 'forceSingleInstance="on"' in conf

@@ -214,7 +214,7 @@ def serve(stats: Stats, args) -> ThreadingHTTPServer:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="0.0.0.0:9104", help="address:port of /metrics")
+    parser.add_argument("--listen", default=":9104", help="[address]:port of /metrics (no address: every one)")
     parser.add_argument("--work-dir", help="rsyslog's work directory, where a disk-assisted queue keeps its files")
     parser.add_argument("--queue-file", default="store", help="the store action's queue.filename")
     parser.add_argument("--buffer-limit-bytes", type=float, help="the store action's queue.maxDiskSpace")
