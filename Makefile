@@ -7,8 +7,8 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps up deploy down render render-check validate verify \
-        test test-unit test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps host-test-logship up deploy down render render-check validate verify \
+        test test-unit test-logship test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -56,6 +56,17 @@ $(VENV)/.installed: requirements.txt services/requirements.txt services/requirem
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt \
 	    -r services/requirements.txt -r services/requirements-dev.txt
 	touch $@
+
+# The log pipeline's programs for tests/logship: Debian's rsyslog 8.2302 (+ rsyslog-elasticsearch)
+# unpacked into .cache/logship (dpkg -x: no service installed), osmem-server from its pinned
+# wheel, socat from Debian.
+host-test-logship: venv
+	@sh tests/logship/fetch-tools.sh .cache/logship $(PY)
+
+# The shipper's rendered rsyslog.conf under a real rsyslogd, its exporter and the stand-in
+# store's entrypoint, on loopback, no Docker (docs/logs.md, "What is verified how").
+test-logship: venv host-test-logship
+	$(PYTEST) -q tests/logship
 
 # PostgreSQL and Redis binaries for the services' integration tests (they start their own servers).
 # promtool and amtool for the unit tests of the monitoring rules and configs (Debian's packages;
@@ -144,7 +155,7 @@ verify: venv
 # Everything, the benchmarks included, each once in its short mode: bench-api and bench-peers on
 # their own servers, the others on test-e2e's ci rollout (test-benches, after the e2e tests and
 # before the down).
-test: venv host-test-deps test-unit test-services test-vault test-client test-patroni
+test: venv host-test-deps test-unit test-logship test-services test-vault test-client test-patroni
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-peers SHORT=1 && \

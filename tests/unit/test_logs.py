@@ -119,3 +119,109 @@ def test_a_stored_line_comes_back_as_the_container_wrote_it():
     _, _, access = search.line_of({"_source": {"@timestamp": "2026-12-05T09:20:58Z", "host": "ci", "service": "edge",
                                                "format": "access", "message": "1.2.3.4 \"GET / HTTP/1.1\" 200"}})
     assert access == "1.2.3.4 \"GET / HTTP/1.1\" 200"
+
+
+# The shipper's metrics (docs/logs.md, "Metrics"): impstats as JSON to the exporter rsyslog runs.
+
+def _exporter():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "shipyard/components/elk/image/logship/logship-exporter.py"
+    spec = importlib.util.spec_from_file_location("logship_exporter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Records as rsyslog 8.2302 writes them (impstats format="json", seen from Debian's rsyslogd).
+_RECORDS = [
+    '{ "name": "store", "origin": "core.action", "processed": 21, "failed": 0, "suspended": 0, '
+    '"suspended.duration": 0, "resumed": 0 }',
+    '{ "name": "store queue[DA]", "origin": "core.queue", "size": 0, "enqueued": 0, "full": 0, '
+    '"discarded.full": 0, "discarded.nf": 0, "maxqsize": 0 }',
+    '{ "name": "store queue", "origin": "core.queue", "size": 21, "enqueued": 21, "full": 0, '
+    '"discarded.full": 2, "discarded.nf": 0, "maxqsize": 21 }',
+    '{ "name": "omelasticsearch", "origin": "omelasticsearch", "submitted": 10, "failed.http": 5, '
+    '"failed.httprequests": 1, "failed.checkConn": 13, "failed.es": 1, "rebinds": 0 }',
+    '{ "name": "resource-usage", "origin": "impstats", "utime": 4929, "stime": 7394, "maxrss": 12496, '
+    '"openfiles": 18 }',
+    '{ "name": "global", "origin": "dynstats", "values": { } }',
+]
+
+
+def test_the_exporter_turns_impstats_records_into_prometheus_series():
+    exporter = _exporter()
+    stats = exporter.Stats()
+    for line in _RECORDS + ["not json", '{"no": "name"}']:
+        stats.take(line)
+    text = exporter.render(stats.records, 1700000000.5, 4096, 536870912, {"store queue": 5000}, 0)
+    lines = set(text.splitlines())
+    assert {'rsyslog_action_processed_total{action="store"} 21', 'rsyslog_action_suspended_total{action="store"} 0',
+            'rsyslog_queue_size{queue="store queue"} 21', 'rsyslog_queue_size{queue="store queue[DA]"} 0',
+            'rsyslog_queue_discarded_full_total{queue="store queue"} 2',
+            "rsyslog_omelasticsearch_failed_checkconn_total 13", "rsyslog_omelasticsearch_failed_es_total 1",
+            "rsyslog_cpu_user_seconds_total 0.004929", "rsyslog_max_rss_bytes 12795904",
+            'logship_queue_capacity{queue="store queue"} 5000', "logship_buffer_bytes 4096",
+            "logship_buffer_limit_bytes 536870912", "logship_stats_last_timestamp_seconds 1700000000.5",
+            "logship_store_rejected_bytes 0"} <= lines, text
+    # One HELP and TYPE per family; a counter's name ends in _total.
+    assert text.count("# TYPE rsyslog_queue_size gauge") == 1
+    for line in lines:
+        if line.startswith("# TYPE ") and line.endswith(" counter"):
+            assert line.split()[2].endswith("_total"), line
+    # What Prometheus's own parser takes (promtool, from Debian, like the rules' tests).
+    import shutil
+    import subprocess
+
+    if shutil.which("promtool"):
+        result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert "error" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+
+
+def test_the_exporter_counts_only_a_disk_queues_files(tmp_path):
+    exporter = _exporter()
+    for name, size in (("store.00000001", 1000), ("store.00000002", 24), ("store.qi", 100),
+                       ("store-rejected.json", 5000), ("imfile-state:123", 7)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    assert exporter.disk_buffer_bytes(str(tmp_path), "store") == 1124
+    assert exporter.disk_buffer_bytes(str(tmp_path / "missing"), "store") == 0
+
+
+def test_the_shipper_sends_its_counters_to_the_exporter_prometheus_scrapes(repo):
+    host = _rendered(repo)["ci"]
+    conf = _file(host, "logship/rsyslog.conf")
+    # 8.2302 refuses format="prometheus": JSON, never reset, to a ruleset with its own queue.
+    assert 'module(load="impstats" interval="10" format="json" resetCounters="off" ruleset="stats")' in conf
+    assert 'ruleset(name="stats" queue.type="LinkedList" queue.size="1000") {' in conf
+    assert ('binary="/usr/bin/python3 -B /usr/local/bin/logship-exporter --listen :9104 --work-dir '
+            '/var/lib/rsyslog --queue-file store --buffer-limit-bytes 536870912 --capacity store=5000 '
+            '--rejected-file store-rejected.json"') in conf
+    assert 'forceSingleInstance="on"' in conf
+    assert 'queue.size="5000"' in conf and 'action.resumeIntervalMax="30"' in conf
+    logship = host.compose["services"]["logship"]
+    assert "ports" not in logship  # scraped on the project network only
+    import yaml
+
+    jobs = {j["job_name"]: j for j in yaml.safe_load(host.files["prometheus/prometheus.yml"])["scrape_configs"]}
+    assert jobs["ci/logship"]["dns_sd_configs"] == [{"names": ["logship"], "type": "A", "port": 9104,
+                                                     "refresh_interval": "5s"}]
+
+
+def test_under_logstash_the_exporter_watches_the_logstash_actions_queue(repo):
+    from shipyard.render import render_host
+
+    settings = load_environment(repo, "production", {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"})
+    conf = render_host(settings, settings.hosts[0]).shipped["logship/rsyslog.conf"].decode()
+    assert "--capacity logstash=5000\"" in conf and "--rejected-file" not in conf
+
+
+def test_the_logship_image_carries_the_exporter_and_python():
+    from pathlib import Path
+
+    image = Path(__file__).resolve().parents[2] / "shipyard/components/elk/image/logship"
+    dockerfile = (image / "Dockerfile").read_text()
+    assert "COPY logship-exporter.py /usr/local/bin/logship-exporter" in dockerfile and " python3;" in dockerfile
+    assert (image / "logship-exporter.py").exists()
+    standin = (image.parent / "logstore/Dockerfile").read_text()
+    assert " socat;" in standin

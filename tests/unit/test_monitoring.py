@@ -123,7 +123,7 @@ def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(re
     settings = load_environment(repo, "ci", {"SHIPYARD_PROMETHEUS__SCRAPE_INTERVAL_S": "15"})
     jobs = _jobs(render_host(settings, settings.hosts[0]).files)
     assert sorted(jobs) == ["ci/alertmanager", "ci/api-blue", "ci/api-green", "ci/consul-1", "ci/consul-2", "ci/consul-3",
-                            "ci/edge-exporter", "ci/node-exporter",
+                            "ci/edge-exporter", "ci/logship", "ci/node-exporter",
                             "ci/postgres-exporter", "ci/postgres-replica-exporter-1", "ci/prometheus", "ci/redis-exporter",
                             "ci/redis-replica-exporter-1", "ci/redis-sentinel-exporter-1", "ci/redis-sentinel-exporter-2",
                             "ci/redis-sentinel-exporter-3", "ci/router-exporter", "ci/worker-blue", "ci/worker-green"]

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from shipyard import audit
-from shipyard.component import (EVERY_HOST, Component, ConfigDir, Health, HostSysctl, Image, LogStore, PeerPort,
-                                Port, Rotation, SecretFile, Service, Wait)
+from shipyard.component import (EVERY_HOST, Component, ConfigDir, Health, HostSysctl, Image, LogStore, Metrics,
+                                PeerPort, Port, Rotation, SecretFile, Service, Wait)
 from shipyard.components.elk import documents, elasticsearch, kibana, logstash, search, security
 from shipyard.components.elk.settings import LogsSettings
 
@@ -50,6 +50,10 @@ AUDIT_TRAIL = "/var/log/shipyard/audit.log"
 # Where the setup jobs and the shipper find their passwords (the default secrets mount).
 RUN_SECRETS = "/run/secrets"
 NOBODY = 65534
+# The shipper's counters (impstats, served by image/logship/logship-exporter.py): port, and the
+# store action's in-memory queue (queue.size; beyond it the queue spills to disk).
+SHIPPER_METRICS_PORT = 9104
+SHIPPER_QUEUE_SIZE = 5000
 
 
 def runs(settings) -> bool:
@@ -136,6 +140,9 @@ def template_context(ctx) -> dict[str, Any]:
         "servers": [f"http://{endpoint}" for endpoint in stores],
         "index_prefix": documents.index_prefix(ctx.env),
         "buffer_max_mb": logs.buffer_max_mb,
+        "stats_interval_s": logs.stats_interval_s, "metrics_port": SHIPPER_METRICS_PORT,
+        "queue_size": SHIPPER_QUEUE_SIZE, "resume_interval_max_s": logs.store_retry_max_s,
+        "store_action": "logstash" if logstash_runs(settings) else "store",
         # Logstash's own lines would go through Logstash again.
         "not_shipped": documents.NOT_SHIPPED + (("logstash",) if logstash_runs(settings) else ()),
         "app_fields": [f for f in documents.APP_FIELDS if f != "logger"],
@@ -293,6 +300,9 @@ COMPONENT = Component(
                 placement="once", scale=lambda s: 1 if logstash_runs(s) else 0),
         Service("logship", "observability", EVERY_HOST, "logship", 0, config_dir="logship", serves_clients=False,
                 secrets=(_password("logship", when=_writes_to_store),),
+                # impstats' counters, served by the exporter rsyslog runs (omprog): scraped on the
+                # project network, published nowhere.
+                metrics=Metrics(SHIPPER_METRICS_PORT),
                 # The store's address (on another host too) and its index template before the first line.
                 waits=(Wait("elasticsearch"), Wait("logs-setup", "service_completed_successfully"), Wait("logstash")),
                 scale=lambda s: 1 if runs(s) else 0),

@@ -78,6 +78,10 @@ class LogsSettings(Strict):
     buffer_max_mb: int = Field(512, ge=16, description="per host: what the shipper keeps on disk while the store "
                                                        "is away; beyond it, lines wait in the engine's own files")
     shipper_memory_limit_mb: int = Field(256, ge=64)
+    store_retry_max_s: int = Field(30, ge=2, le=600, description="most seconds between two attempts of a shipper to "
+                                                                 "reach the store while it is away (action.resumeIntervalMax)")
+    stats_interval_s: int = Field(10, ge=1, le=300, description="seconds between two records of the shipper's counters "
+                                                                "(impstats), which Prometheus scrapes")
     stand_in_memory_limit_mb: int = Field(1024, ge=128, description="the local image source's in-memory store")
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     kibana: KibanaSettings = KibanaSettings()

@@ -59,7 +59,7 @@ def template_context(ctx) -> dict[str, Any]:
             "oldest_queued_max_s": prom.oldest_queued_task_max_s,
             "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
             # A sample older than three scrapes is not the target's present state.
-            "fresh_s": 3 * prom.scrape_interval_s, **_datatier_context(ctx)}
+            "fresh_s": 3 * prom.scrape_interval_s, **_datatier_context(ctx), **_logs_context(ctx)}
 
 
 def _datatier_context(ctx) -> dict[str, Any]:
@@ -75,6 +75,20 @@ def _datatier_context(ctx) -> dict[str, Any]:
             # The WAL archive may be behind by as much as a replica may (it streams the same WAL).
             "wal_archive_slot": "postgres_backup", "disk_free_min": prom.host_disk_free_min,
             "memory_available_min": prom.host_memory_available_min}
+
+
+def _logs_context(ctx) -> dict[str, Any]:
+    """What rules/logs.yml needs: the hosts whose shipper this Prometheus scrapes (its own: the
+    shipper's metrics port is published nowhere) and the shipper's timings (elk's settings)."""
+    prom: PrometheusSettings = ctx.section("prometheus")
+    logs = ctx.section("logs")
+    hosts = sorted({i.host.name for i in ctx.instances_of("elk", "logship") if i.host.name == ctx.host.name})
+    return {"logship_hosts": hosts, "log_buffer_fill_max": prom.log_buffer_fill_max,
+            # A record every stats_interval_s, scraped every scrape_interval_s: three of each missed is stale.
+            "log_stats_fresh_s": 3 * (logs.stats_interval_s + prom.scrape_interval_s),
+            # A failed check of the store at least every resumeIntervalMax, seen a record and a scrape later.
+            "log_store_check_window_s": 2 * (logs.store_retry_max_s + logs.stats_interval_s
+                                             + prom.scrape_interval_s)}
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:

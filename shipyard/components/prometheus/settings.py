@@ -40,6 +40,15 @@ class AlertTimings(Strict):
                                     description="Consul's servers answering with none of them the leader before ConsulNoLeader")
     host_resource_s: int = Field(300, ge=0, le=86400,
                                  description="a host's disk or memory below its floor before HostDiskFull / HostMemoryLow")
+    log_shipper_down_s: int = Field(120, ge=0, le=86400,
+                                    description="a host's log shipper not answering (or its counters stale) before "
+                                                "LogShipperDown")
+    log_backlog_s: int = Field(300, ge=0, le=86400, description="a shipper's store queue fuller than "
+                                                                "log_buffer_fill_max before LogShipperBacklog")
+    log_store_unreachable_s: int = Field(120, ge=0, le=86400,
+                                         description="a shipper failing to reach the log store before LogStoreUnreachable")
+    log_lost_window_s: int = Field(900, ge=60, le=86400, description="a line discarded or refused by the store keeps "
+                                                                     "LogShipperDiscarding / LogStoreRejecting firing this long")
 
 
 
@@ -68,6 +77,8 @@ class PrometheusSettings(Strict):
     memory_limit_mb: int = Field(512, ge=128)
     host_disk_free_min: float = Field(0.10, gt=0, lt=1, description="share of a host filesystem that must stay free")
     host_memory_available_min: float = Field(0.10, gt=0, lt=1, description="share of a host's memory that must stay available")
+    log_buffer_fill_max: float = Field(0.5, gt=0, lt=1, description="share of a log shipper's store queue (in memory, "
+                                                                     "or on disk of logs.buffer_max_mb) before LogShipperBacklog")
     alerts: AlertTimings = AlertTimings()
 
     @field_validator("latency_threshold_ms")
