@@ -22,8 +22,12 @@ def _etcdctl(target, member: str, *args: str) -> tuple[int, str, str]:
 
 def test_every_member_is_healthy_in_one_cluster(target, etcd_members):
     for member in etcd_members:
-        code, out, err = _etcdctl(target, member, "endpoint", "health")
-        assert code == 0 and "is healthy" in out + err, f"{member}: {out}{err}"
+        code, out, err = _etcdctl(target, member, "endpoint", "status", "--cluster", "-w", "fields")
+        assert code == 0, f"{member}: {err}"
+        leaders = {line.split(" : ")[1] for line in out.splitlines() if line.startswith('"Leader"')}
+        members = [line for line in out.splitlines() if line.startswith('"MemberID"')]
+        assert len(members) == len(topology.build(target.settings).instances_of("etcd")), out
+        assert len(leaders) == 1 and "0" not in leaders, f"{member}: members disagree on the leader: {leaders}"
 
 
 def test_an_anonymous_client_reads_nothing(target, etcd_members):
