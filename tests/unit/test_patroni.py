@@ -214,3 +214,34 @@ def test_etcd_access_covers_exactly_the_clusters_prefix():
     outside = [k for k in ("/patroni/shipyard-ci", "/patroni/shipyard-ci0", "/patroni/shipyard-cid/leader", "/other")
                if key <= k < end]
     assert len(inside) == 2 and outside == []
+
+
+def test_status_shows_patronis_view_of_each_node():
+    from shipyard.components.postgres.status import patroni_line
+
+    cluster = {"members": [
+        {"name": "postgres", "role": "replica", "state": "streaming", "timeline": 3, "lag": 0},
+        {"name": "postgres-replica-1", "role": "leader", "state": "running", "timeline": 3},
+        {"name": "postgres-replica-2", "role": "replica", "state": "running", "timeline": 2, "lag": "unknown"}]}
+    assert patroni_line("postgres-replica-1", cluster) == (
+        "Patroni leader, running, timeline 3, members: postgres, postgres-replica-2")
+    assert patroni_line("postgres", cluster) == "Patroni replica of postgres-replica-1, streaming, timeline 3, lag 0 B"
+    assert patroni_line("postgres-replica-2", cluster).endswith("timeline 2, lag unknown")
+    assert "NO LEADER" in patroni_line("postgres", {"members": [cluster["members"][0]]})
+    assert "not a member" in patroni_line("postgres-replica-3", cluster)
+
+
+@pytest.mark.parametrize("command,option", [("pg-promote", "replica"), ("pg-rebuild", "node")])
+def test_the_scripts_promotion_and_rebuild_are_refused_under_patroni_with_the_fix(repo, command, option):
+    from shipyard.component import CommandContext
+    from shipyard.errors import ShipyardError
+
+    settings = load_environment(repo, "ci", PATRONI)
+    run = next(c for c in component.COMPONENT.commands if c.name == command).run
+
+    def no_lock():
+        raise AssertionError("refused before the lock is taken")
+
+    ctx = CommandContext(settings, repo, {option: "postgres-replica-1", "force": False}, no_lock, lambda name: "")
+    with pytest.raises(ShipyardError, match=r"(?s)refused under postgres.ha: patroni.*patronictl"):
+        run(ctx)
