@@ -82,11 +82,13 @@ def _page(client: requests.Session, path: str, params: dict, deadline: float) ->
 
 
 class Traffic:
-    """Creates checksum tasks through the edge until stopped; remembers every accepted id and
-    the longest stretch without an accepted request (what a client sees of an outage)."""
+    """Creates checksum tasks through the edge until stopped; remembers every accepted id, when
+    each accepted request was sent and answered (``acknowledged``: (sent, answered) monotonic
+    times), and the longest stretch without an accepted request (what a client sees of an outage)."""
 
     def __init__(self, client, interval_s: float = 0.02):
         self.client, self.accepted, self.refused = client, [], 0
+        self.acknowledged: list[tuple[float, float]] = []
         self.interval_s = interval_s
         self.longest_gap_s = 0.0
         self._stop = threading.Event()
@@ -97,11 +99,13 @@ class Traffic:
         while not self._stop.is_set() and n < 2000:
             n += 1
             try:
+                sent = time.monotonic()
                 r = self.client.post(f"{self.client.base}/v1/tasks", json={"kind": "checksum", "payload": {"n": n}},
                                      timeout=5)
                 if r.status_code == 202:
                     self.accepted.append(r.json()["id"])
                     now = time.monotonic()
+                    self.acknowledged.append((sent, now))
                     self.longest_gap_s = max(self.longest_gap_s, now - last_ok)
                     last_ok = now
                 else:

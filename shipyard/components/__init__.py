@@ -9,6 +9,7 @@ from shipyard.components.consul import COMPONENT as CONSUL
 from shipyard.components.edge import COMPONENT as EDGE
 from shipyard.components.grafana import COMPONENT as GRAFANA
 from shipyard.components.elk import COMPONENT as ELK
+from shipyard.components.etcd import COMPONENT as ETCD
 from shipyard.components.node import COMPONENT as NODE
 from shipyard.components.postgres import COMPONENT as POSTGRES
 from shipyard.components.prometheus import COMPONENT as PROMETHEUS
@@ -16,7 +17,7 @@ from shipyard.components.redis import COMPONENT as REDIS
 from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
 from shipyard.components.vault import COMPONENT as VAULT
 
-COMPONENTS: tuple[Component, ...] = (POSTGRES, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE, ELK)
+COMPONENTS: tuple[Component, ...] = (POSTGRES, ETCD, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE, ELK)
 
 
 def component_named(name: str) -> Component:

@@ -1,20 +1,22 @@
 """PostgreSQL under Patroni (``postgres.ha: patroni``) as rendered, for every inventory with the
 mode forced on by ``SHIPYARD_POSTGRES__HA=patroni`` (off by default: nothing deployed changes).
-That the rendered config runs real nodes that fail over: tests/patroni/."""
+That the rendered config runs real nodes that fail over: tests/patroni/; that the deploy does:
+tests/e2e/test_patroni_failover.py."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
+from shipyard import rollout_order, topology
 from shipyard.components import postgres as component
 from shipyard.components.postgres import patroni
 from shipyard.inventory import load_environment
 from shipyard.render import render_host, render_secret_file
 from shipyard.render.context import RenderContext
-from shipyard.render.templates import render_template
 
-PATRONI = {"SHIPYARD_POSTGRES__HA": "patroni"}
+# production names the official images: the mode needs the local one (Patroni in it).
+PATRONI = {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_IMAGES__SOURCE": "local"}
 ENVS = ("ci", "local", "production")
 
 
@@ -23,11 +25,14 @@ def _context(repo, env, variables=PATRONI) -> RenderContext:
     return RenderContext(settings, settings.hosts_with_role("data")[0], component.COMPONENT)
 
 
+def _rendered(ctx):
+    return render_host(ctx.settings, ctx.host)
+
+
 def _configs(ctx) -> dict[str, dict]:
-    """node → its patroni.yml, parsed."""
-    return {node: yaml.safe_load(render_template("postgres", component.COMPONENT.templates_dir, patroni.TEMPLATE,
-                                                 component.patroni_config_vars(ctx, node)))
-            for node in component.nodes(ctx)}
+    """node → the patroni.yml it reads (one rendered file, shared), parsed."""
+    shared = yaml.safe_load(_rendered(ctx).files["postgres/patroni.yml"])
+    return {node: shared for node in component.nodes(ctx)}
 
 
 def _keys(doc, path=()) -> set[tuple[str, ...]]:
@@ -38,31 +43,93 @@ def _keys(doc, path=()) -> set[tuple[str, ...]]:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_scripts_run_postgresql_unless_patroni_is_asked_for(repo, env):
+    """The default: no etcd, no node started by Patroni, no Patroni secret delivered."""
     settings = load_environment(repo, env, {})
     assert settings.postgres.ha == "scripts"
+    topo = topology.build(settings)
+    assert topo.instances_of("etcd") == ()
     for host in settings.hosts:
-        assert not [p for p in render_host(settings, host).files if "patroni" in p]
+        services = render_host(settings, host).compose["services"]
+        for inst in topo.instances_on(host):
+            assert not [s for s in inst.secrets if s.target.startswith("patroni-")], inst.name
+            if inst.component.name == "postgres":
+                assert "patroni-node.sh" not in " ".join(services[inst.name].get("command", [])), inst.name
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_each_node_gets_its_own_name_and_addresses_in_one_cluster(repo, env):
+def test_each_node_runs_patroni_named_by_its_environment_in_one_cluster(repo, env):
     ctx = _context(repo, env)
+    services = _rendered(ctx).compose["services"]
     configs = _configs(ctx)
     assert len(configs) == 1 + ctx.settings.postgres.replicas
     for node, config in configs.items():
         assert config["scope"] == f"shipyard-{env}" and config["namespace"] == patroni.NAMESPACE
-        assert config["name"] == node
-        assert config["restapi"] == {"listen": f"0.0.0.0:{patroni.API_PORT}", "connect_address": f"{node}:{patroni.API_PORT}"}
-        assert config["postgresql"]["listen"] == "0.0.0.0:5432"
-        assert config["postgresql"]["connect_address"] == f"{node}:5432"
+        # One file for every node: name and addresses are each node's environment.
+        assert "name" not in config and "connect_address" not in config["restapi"]
+        assert config["restapi"] == {"listen": f":{patroni.API_PORT}"}
+        assert config["postgresql"]["listen"] == "*:5432" and "connect_address" not in config["postgresql"]
+        service = services[node]
+        assert service["command"] == ["bash", f"{component.CONF}/patroni-node.sh"]
+        environment = service["environment"]
+        assert environment["PATRONI_NAME"] == node
+        assert environment["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"{node}:{patroni.API_PORT}"
+        assert environment["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{node}:5432"
+        assert not [k for k in environment if "PASSWORD" in k]
+        # The REST API is never published: peers reach it on the project network only.
+        assert not [p for p in service.get("ports", []) if str(p).endswith(f":{patroni.API_PORT}")]
+        secrets = {s.target for s in topology.build(ctx.settings).find(node, ctx.host).secrets}
+        assert {s.target for s in patroni.SECRETS} <= secrets
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_etcd_is_reached_on_the_control_hosts(repo, env):
+def test_the_api_and_workers_are_given_every_patroni_node(repo, env):
+    settings = load_environment(repo, env, {**PATRONI, "SHIPYARD_POSTGRES__REPLICAS": "2"})
+    topo = topology.build(settings)
+    nodes = set(topo.instance_names("postgres", "postgres") + topo.instance_names("postgres", "postgres-replica"))
+    assert len(nodes) == 3
+    for host in settings.hosts:
+        for name, service in render_host(settings, host).compose["services"].items():
+            hosts = service.get("environment", {}).get("TASKS_PG_HOSTS")
+            if hosts:
+                assert {e.rsplit(":", 1)[0] for e in hosts.split(",")} <= nodes | {h.address for h in settings.hosts}
+                assert len(hosts.split(",")) == 3, f"{host.name}/{name}: {hosts}"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_etcd_runs_on_the_control_hosts_and_patroni_reaches_every_member(repo, env):
     ctx = _context(repo, env)
-    wanted = [f"{h.address}:{patroni.ETCD_CLIENT_PORT}" for h in ctx.settings.hosts_with_role("control")]
+    topo = topology.build(ctx.settings)
+    members = topo.instances_of("etcd", "etcd")
+    control = ctx.settings.hosts_with_role("control")
+    assert len(members) == (3 if len(control) >= 3 else 1)
+    assert {m.host.name for m in members} <= {h.name for h in control}
+    assert len({m.host.name for m in members}) == len(members)  # one member per host
+    wanted = [str(e) for e in topo.endpoints("etcd", "etcd", ctx.host)]
     for config in _configs(ctx).values():
         assert config["etcd3"] == {"hosts": wanted, "protocol": "http"}
+    for member in members:
+        service = render_host(ctx.settings, member.host).compose["services"][member.name]
+        assert f"etcd-data-{member.number}:/var/lib/etcd" in service["volumes"]
+        assert "--initial-cluster=" + ",".join(f"{m.name}=http://{e}" for m, e in zip(
+            members, topo.peer_endpoints("etcd", "etcd", 2380))) in service["command"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_patronis_etcd_access_is_set_up_before_any_node_starts(repo, env):
+    settings = load_environment(repo, env, PATRONI)
+    topo = topology.build(settings)
+    steps = rollout_order.rollout_steps(topo)
+    step_of = {name: i for i, step in enumerate(steps) for names in step.values() for name in names}
+    points = rollout_order.setup_points(topo, steps)
+    etcd_setup = [i for i, comps in points.items() if any(c.name == "etcd" for c in comps)]
+    assert len(etcd_setup) == 1
+    assert all(step_of[m.name] <= etcd_setup[0] for m in topo.instances_of("etcd"))
+    assert all(step_of[n] > etcd_setup[0] for n in component.nodes(_context(repo, env)))
+
+
+def test_the_official_image_source_is_refused_under_patroni_with_the_fix(repo):
+    with pytest.raises(Exception, match=r"(?s)postgres.ha.*official postgres image has no Patroni.*images.source: local"):
+        load_environment(repo, "production", {"SHIPYARD_POSTGRES__HA": "patroni"})
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -147,3 +214,34 @@ def test_etcd_access_covers_exactly_the_clusters_prefix():
     outside = [k for k in ("/patroni/shipyard-ci", "/patroni/shipyard-ci0", "/patroni/shipyard-cid/leader", "/other")
                if key <= k < end]
     assert len(inside) == 2 and outside == []
+
+
+def test_status_shows_patronis_view_of_each_node():
+    from shipyard.components.postgres.status import patroni_line
+
+    cluster = {"members": [
+        {"name": "postgres", "role": "replica", "state": "streaming", "timeline": 3, "lag": 0},
+        {"name": "postgres-replica-1", "role": "leader", "state": "running", "timeline": 3},
+        {"name": "postgres-replica-2", "role": "replica", "state": "running", "timeline": 2, "lag": "unknown"}]}
+    assert patroni_line("postgres-replica-1", cluster) == (
+        "Patroni leader, running, timeline 3, members: postgres, postgres-replica-2")
+    assert patroni_line("postgres", cluster) == "Patroni replica of postgres-replica-1, streaming, timeline 3, lag 0 B"
+    assert patroni_line("postgres-replica-2", cluster).endswith("timeline 2, lag unknown")
+    assert "NO LEADER" in patroni_line("postgres", {"members": [cluster["members"][0]]})
+    assert "not a member" in patroni_line("postgres-replica-3", cluster)
+
+
+@pytest.mark.parametrize("command,option", [("pg-promote", "replica"), ("pg-rebuild", "node")])
+def test_the_scripts_promotion_and_rebuild_are_refused_under_patroni_with_the_fix(repo, command, option):
+    from shipyard.component import CommandContext
+    from shipyard.errors import ShipyardError
+
+    settings = load_environment(repo, "ci", PATRONI)
+    run = next(c for c in component.COMPONENT.commands if c.name == command).run
+
+    def no_lock():
+        raise AssertionError("refused before the lock is taken")
+
+    ctx = CommandContext(settings, repo, {option: "postgres-replica-1", "force": False}, no_lock, lambda name: "")
+    with pytest.raises(ShipyardError, match=r"(?s)refused under postgres.ha: patroni.*patronictl"):
+        run(ctx)

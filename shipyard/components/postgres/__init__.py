@@ -8,9 +8,13 @@ Which node is the primary is decided by the data (standby.signal), not the servi
 after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
 through the same static ``files/postgres/node.sh``, driven by the environment below.
 
-That is ``postgres.ha: scripts``, the default. ``postgres.ha: patroni`` (in progress, not
-deployed yet): each node's Patroni config (``patroni_config_vars``, patroni.py) and Patroni's
-etcd access (etcd_access.py), proven on real processes by tests/patroni/.
+That is ``postgres.ha: scripts``, the default. Under ``postgres.ha: patroni`` the same services
+(same names, so the API and workers' host list is unchanged) run Patroni instead
+(``files/postgres/patroni-node.sh``): one rendered ``patroni.yml`` for every node (patroni.py),
+each node's name and addresses in its environment, its passwords in secret fragments; the DCS is
+the ``etcd`` component, Patroni's access to it made by etcd's live setup (etcd_access.py); the
+health check reads Patroni's REST API (port 8008, on the project network only, changes need
+the credentials of ``patroni-restapi.yml``). docs/data-tier.md, "Patroni".
 """
 
 from __future__ import annotations
@@ -49,12 +53,18 @@ BACKUP_RETRY_S = 10
 # the replicas receive it through the WAL): no node restarts. The passfile is read at every
 # connection (cloning, streaming, backups), so its new content is all it takes.
 _PGPASS = SecretFile("replication_pgpass", "replication_password", template="secrets/pgpass.j2", rotation=Rotation())
+# Under Patroni, besides: the fragments patroni.yml is merged with (patroni.SECRETS).
+def _patroni(settings) -> bool:
+    return settings.postgres.ha == "patroni"
+
+
 _NODE_SECRETS = (
     SecretFile("postgres_password", "postgres_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "superuser", "postgres_password"))),
     SecretFile("replication_password", "replication_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "replicator", "replication_password"))),
-    _PGPASS)
+    _PGPASS,
+    *(SecretFile(s.target, s.secret, template=s.template, when=_patroni) for s in patroni.SECRETS))
 # A replica's first start clones the primary: its failing probes count only after that long.
 _NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
@@ -115,6 +125,8 @@ def compose_service(ctx, inst) -> dict[str, Any]:
                 "PG_BACKUP_RETRY_S": str(BACKUP_RETRY_S), "PG_WAL_ARCHIVE_SLOT": WAL_ARCHIVE_SLOT}
         return {"environment": env, "command": ["bash", f"{CONF}/backup.sh", "schedule"],
                 "volumes": ["pgbackups:/backups"], "mem_limit": "256m"}
+    if settings.ha == "patroni":
+        return _patroni_node(ctx, inst, env)
     env |= {"PG_NODE": inst.name, "SHIPYARD_ENV": ctx.env, "PG_CLONE_ATTEMPTS": str(CLONE_ATTEMPTS),
             "PG_SUPERUSER": settings.user,
             "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024)}
@@ -122,8 +134,7 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     doc["command"] = ["bash", f"{CONF}/node.sh", inst.name, "postgres", "-c", f"config_file={CONF}/postgresql.conf"]
     doc["stop_grace_period"] = "30s"
     doc["shm_size"] = "128m"
-    volume = "pgdata" if inst.number is None else f"pgdata-replica-{inst.number}"
-    doc["volumes"] = [f"{volume}:/var/lib/postgresql/data"]
+    doc["volumes"] = [f"{_volume(inst)}:/var/lib/postgresql/data"]
     if inst.number is None:
         # Used only when this node initialises a new cluster (the image's entrypoint, first boot).
         doc["environment"] = {"POSTGRES_USER": settings.user, "POSTGRES_DB": settings.database,
@@ -132,20 +143,52 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     return doc
 
 
+def _volume(inst) -> str:
+    return "pgdata" if inst.number is None else f"pgdata-replica-{inst.number}"
+
+
+def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
+    """A node under Patroni: patroni-node.sh (as root, then Patroni as postgres). Its name and
+    the addresses its peers reach it at are Patroni's environment variables, laid over the one
+    rendered patroni.yml; nothing secret is in the environment."""
+    settings = ctx.section("postgres")
+    env |= {"PG_HA": "patroni", "PG_NODE": inst.name, "PG_DATABASE": settings.database,
+            "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024),
+            "PATRONI_NAME": inst.name,
+            "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{inst.name}:{patroni.API_PORT}",
+            "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"{inst.name}:5432"}
+    return {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m",
+            "command": ["bash", f"{CONF}/patroni-node.sh"],
+            # Patroni stops PostgreSQL (fast shutdown) and gives up the leader lock on SIGTERM.
+            "stop_signal": "SIGTERM", "stop_grace_period": "30s", "shm_size": "128m",
+            "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data"]}
+
+
 def template_context(ctx) -> dict[str, Any]:
-    # The role names are for the secret fragments of the Patroni mode (patroni.SECRETS).
-    return {"env": ctx.env, "postgres": ctx.section("postgres"), **patroni.template_names()}
+    # The role names are for the secret fragments of the Patroni mode (patroni.SECRETS), the
+    # rest for patroni.yml (rendered under both modes, read under patroni only).
+    return {**patroni_config_vars(ctx), "env": ctx.env, "postgres": ctx.section("postgres"), **patroni.template_names()}
 
 
-def patroni_config_vars(ctx, node: str) -> dict[str, Any]:
-    """The variables of one node's patroni.yml as a deploy would run it (``postgres.ha:
-    patroni``; not deployed yet): in its container, reached by its service name, etcd on the
-    control hosts' private addresses."""
-    addresses = patroni.NodeAddresses(pg_listen="0.0.0.0:5432", pg_connect=f"{node}:5432",
-                                      api_listen=f"0.0.0.0:{patroni.API_PORT}", api_connect=f"{node}:{patroni.API_PORT}")
-    paths = patroni.NodePaths(data_dir=PGDATA, conf_dir=CONF, run_dir=PATRONI_RUN)
-    etcd = [f"{h.address}:{patroni.ETCD_CLIENT_PORT}" for h in ctx.settings.hosts_with_role("control")]
-    return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd)
+def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
+    """The variables of patroni.yml as a deploy runs it (``postgres.ha: patroni``): in each
+    node's container, reached by its service name (``node`` None: one file for every node, each
+    naming itself in its environment), etcd wherever the topology places its members."""
+    addresses = patroni.NodeAddresses(
+        pg_listen="*:5432", pg_connect=f"{node}:5432" if node else None,
+        api_listen=f":{patroni.API_PORT}", api_connect=f"{node}:{patroni.API_PORT}" if node else None)
+    paths = patroni.NodePaths(data_dir=PGDATA, conf_dir=CONF, run_dir=PATRONI_RUN,
+                              post_bootstrap=f"bash {CONF}/patroni-post-bootstrap.sh")
+    etcd = [str(e) for e in ctx.endpoints("etcd", "etcd")]
+    return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd,
+                               permanent_slots=(WAL_ARCHIVE_SLOT,))
+
+
+def _settings_problems(settings) -> list[tuple[str, str, str]]:
+    if settings.postgres.ha == "patroni" and settings.images.source != "local":
+        return [("postgres.ha", "patroni, but the official postgres image has no Patroni in it yet",
+                 "use images.source: local (Debian's patroni in shipyard/postgres:15), or postgres.ha: scripts")]
+    return []
 
 
 def _checks():
@@ -194,8 +237,11 @@ COMPONENT = Component(
         _exporter("postgres-exporter"),
         _exporter("postgres-replica-exporter", instances=lambda s: s.postgres.replicas),
     ),
+    # Under postgres.ha: patroni, etcd is its DCS (absent otherwise).
+    uses=("etcd",),
     compose_service=compose_service,
     template_context=template_context,
+    settings_problems=_settings_problems,
     # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
     single_host=True,
     checks=_checks,

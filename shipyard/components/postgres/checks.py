@@ -1,7 +1,11 @@
 """PostgreSQL streaming replication: exactly one node is the primary (not necessarily
-`postgres`: `make pg-promote` moves it); every other node streams from it on its own active
-slot, reports its lag, and really receives what the primary commits."""
+`postgres`: `make pg-promote` or a Patroni failover moves it); every other node streams from it
+on its own active slot, reports its lag, and really receives what the primary commits. Under
+postgres.ha: patroni, besides, Patroni's view from its REST API: one leader, every node a
+running member on the leader's timeline within the lag limit, changes refused without the
+API's credentials, the API not published."""
 
+import json
 import time
 import uuid
 
@@ -9,7 +13,7 @@ import docker.errors
 import pytest
 
 from shipyard import topology
-from shipyard.components.postgres import WAL_ARCHIVE_SLOT, slot_name
+from shipyard.components.postgres import WAL_ARCHIVE_SLOT, patroni, slot_name
 from shipyard.components.postgres.instances import node_names as postgres_nodes, replica_names
 
 
@@ -107,3 +111,60 @@ def test_every_node_refuses_unauthenticated_clients(target, primary):
                                                "-d", "postgres", "-c", "select 1"])
         assert code != 0 and "password" in err and "1 row" not in out, replica
 
+
+
+# Under postgres.ha: patroni: Patroni's own view, from its REST API inside the nodes (port 8008
+# is on the project network only: nothing publishes it).
+_API = f"http://127.0.0.1:{patroni.API_PORT}"
+
+
+def _api(target, node: str, method: str, path: str) -> tuple[int, str]:
+    """(HTTP status, body) of one REST API request made inside ``node`` (no credentials)."""
+    script = ("import sys, urllib.request, urllib.error\n"
+              "req = urllib.request.Request(sys.argv[1], method=sys.argv[2], data=b'{}' if sys.argv[2] != 'GET' else None)\n"
+              "try:\n    r = urllib.request.urlopen(req, timeout=5); print(r.status); print(r.read().decode())\n"
+              "except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n")
+    code, out, err = target.exec(node, ["python3", "-c", script, f"{_API}{path}", method])
+    assert code == 0, f"{node}: {method} {path}: {err.strip()}"
+    status, _, body = out.partition("\n")
+    return int(status), body
+
+
+@pytest.fixture(scope="module")
+def patroni_cluster(target):
+    if not target.runs("postgres") or target.settings.postgres.ha != "patroni":
+        pytest.skip("postgres.ha is not patroni")
+    status, body = _api(target, postgres_nodes(target.settings)[0], "GET", "/cluster")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_patroni_has_one_leader_and_every_node_as_a_running_member(target, patroni_cluster):
+    members = {m["name"]: m for m in patroni_cluster["members"]}
+    assert sorted(members) == sorted(postgres_nodes(target.settings)), members
+    leaders = [name for name, m in members.items() if m["role"] in ("leader", "master", "primary")]
+    assert len(leaders) == 1, members
+    not_running = {name: m["state"] for name, m in members.items() if m["state"] not in ("running", "streaming")}
+    assert not not_running, not_running
+
+
+def test_patroni_replicas_are_on_the_leaders_timeline_and_within_the_lag_limit(target, patroni_cluster):
+    members = patroni_cluster["members"]
+    leader = next(m for m in members if m["role"] in ("leader", "master", "primary"))
+    limit = target.settings.postgres.replica_max_lag_mb * 1024 * 1024
+    for member in members:
+        assert member["timeline"] == leader["timeline"], member
+        if member is not leader:
+            assert isinstance(member.get("lag"), int) and member["lag"] < limit, member
+
+
+def test_patronis_rest_api_refuses_changes_without_its_credentials(target, patroni_cluster):
+    node = postgres_nodes(target.settings)[0]
+    status, body = _api(target, node, "POST", "/restart")
+    assert status == 401, f"{node}: POST /restart without credentials answered {status}: {body[:200]}"
+
+
+def test_patronis_rest_api_is_not_published(target, patroni_cluster):
+    for node in postgres_nodes(target.settings):
+        ports = target.container_of(node)["HostConfig"]["PortBindings"] or {}
+        assert f"{patroni.API_PORT}/tcp" not in ports, f"{node} publishes Patroni's REST API: {ports}"

@@ -23,9 +23,22 @@ def _restore(ctx: CommandContext) -> int:
     return 0
 
 
+def _refuse_under_patroni(ctx: CommandContext, command: str) -> None:
+    """The scripts' promotion and rebuild (docker exec, stopping nodes) would fight Patroni."""
+    if ctx.settings.postgres.ha == "patroni":
+        from shipyard.errors import ShipyardError
+
+        raise ShipyardError(f"make {command} ENV={ctx.settings.name}",
+                            "refused under postgres.ha: patroni: Patroni decides which node leads and rebuilds "
+                            "old leaders itself (a switchover / reinit through its REST API is not wired yet)",
+                            "let Patroni fail over by itself; for a planned switchover use patronictl inside a node "
+                            "(docker exec <postgres container> patronictl -c /var/lib/postgresql/patroni.d switchover)")
+
+
 def _promote(ctx: CommandContext) -> int:
     from shipyard.components.postgres.promote import check_node, pg_promote
 
+    _refuse_under_patroni(ctx, "pg-promote")
     replica = ctx.options["replica"]
     check_node(ctx.settings, replica)
     # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
@@ -41,6 +54,7 @@ def _promote(ctx: CommandContext) -> int:
 def _rebuild(ctx: CommandContext) -> int:
     from shipyard.components.postgres.promote import check_node, pg_rebuild
 
+    _refuse_under_patroni(ctx, "pg-rebuild")
     node = ctx.options["node"]
     check_node(ctx.settings, node)
     with ctx.lock():

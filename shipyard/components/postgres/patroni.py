@@ -1,7 +1,8 @@
 """PostgreSQL under Patroni (``postgres.ha: patroni``, in progress: docs/data-tier.md, "Patroni").
 
 Pure: what a node's Patroni config holds, its secret fragments, and the etcd access Patroni gets.
-Nothing here is deployed yet; tests/patroni/ boots three real nodes from this very config.
+Deployed by the component's services under ``postgres.ha: patroni``; tests/patroni/ boots three
+real nodes from this very config.
 
 Patroni reads a *directory* as its config, merging every ``*.yml`` in it in name order
 (patroni/config.py, ``_load_config_path``). That is how its passwords stay out of the
@@ -17,7 +18,7 @@ from typing import Any
 
 from shipyard.component import SecretFile
 
-TEMPLATE = "patroni/patroni.yml.j2"
+TEMPLATE = "postgres/patroni.yml.j2"
 # Debian's PostgreSQL 15 (the local image and the host's package); the official image's
 # binaries are on PATH at /usr/lib/postgresql/15/bin as well.
 BIN_DIR = "/usr/lib/postgresql/15/bin"
@@ -54,23 +55,26 @@ def key_prefix(env: str) -> str:
 
 @dataclass(frozen=True)
 class NodeAddresses:
-    """Where one node listens and how its peers reach it (host:port each)."""
+    """Where one node listens and how its peers reach it (host:port each). The connect
+    addresses are None in a file shared by every node (each gets its own from its environment)."""
 
     pg_listen: str
-    pg_connect: str
+    pg_connect: str | None
     api_listen: str
-    api_connect: str
+    api_connect: str | None
 
 
 @dataclass(frozen=True)
 class NodePaths:
     """A node's directories: ``data_dir`` (PGDATA), ``conf_dir`` (the rendered pg_hba.conf),
-    ``run_dir`` (the passfile Patroni writes and PostgreSQL's socket: private to the node)."""
+    ``run_dir`` (the passfile Patroni writes and PostgreSQL's socket: private to the node),
+    ``post_bootstrap`` (the command run once after initdb, or None)."""
 
     data_dir: str
     conf_dir: str
     run_dir: str
     bin_dir: str = BIN_DIR
+    post_bootstrap: str | None = None
 
 
 def secret_names() -> tuple[str, ...]:
@@ -83,14 +87,16 @@ def template_names() -> dict[str, str]:
             "api_user": API_USER}
 
 
-def config_vars(env: str, settings, node: str, addresses: NodeAddresses, paths: NodePaths,
-                etcd_hosts: list[str]) -> dict[str, Any]:
-    """The variables of templates/patroni/patroni.yml.j2 for one node. ``settings``: the
-    ``postgres`` section. Addresses and paths are arguments so the tests run real nodes from
-    this very template on loopback ports and temporary directories."""
+def config_vars(env: str, settings, node: str | None, addresses: NodeAddresses, paths: NodePaths,
+                etcd_hosts: list[str], permanent_slots: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The variables of templates/postgres/patroni.yml.j2 for one node (``node`` None: for every
+    node, each naming itself through its environment). ``settings``: the ``postgres`` section.
+    Addresses and paths are arguments so the tests run real nodes from this very template on
+    loopback ports and temporary directories. ``permanent_slots``: physical slots Patroni keeps."""
     patroni = settings.patroni
     return {"env": env, "scope": scope(env), "namespace": NAMESPACE, "node": node, "postgres": settings,
             "addresses": addresses, "paths": paths, "etcd_hosts": etcd_hosts, "etcd_user": ETCD_USER,
+            "permanent_slots": permanent_slots,
             "dcs": {"ttl": patroni.ttl_s, "loop_wait": patroni.loop_wait_s, "retry_timeout": patroni.retry_timeout_s,
                     "synchronous_mode": patroni.synchronous,
                     "maximum_lag_on_failover": patroni.maximum_lag_on_failover_mb * 1024 * 1024},

@@ -50,5 +50,5 @@ class PostgresSettings(Strict):
     backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted)")
     ha: Literal["scripts", "patroni"] = Field(
         "scripts", description="who runs replication and failover: 'scripts' (node.sh, make pg-promote) or 'patroni' "
-                               "(automatic failover; in progress: rendered and tested, not deployed yet)")
+                               "(automatic failover, etcd as its DCS, images.source local only; docs/data-tier.md, \"Patroni\")")
     patroni: PatroniSettings = PatroniSettings()

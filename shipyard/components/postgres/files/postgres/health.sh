@@ -5,6 +5,8 @@
 # receiver is streaming and replay lags less than $PG_REPLICA_MAX_LAG_BYTES bytes. The same check serves every node,
 # since `make pg-promote` changes which one is primary. Logs in as the replication role.
 set -euo pipefail
+# Under Patroni (postgres.ha: patroni), Patroni's REST API says.
+[ "${PG_HA:-scripts}" != patroni ] || exec python3 "$(dirname "$BASH_SOURCE")/patroni-health.py"
 . "$(dirname "$BASH_SOURCE")/cluster.sh"
 me=${1:-${PG_NODE:?PG_NODE is not set}}
 q() { pg_ask 127.0.0.1 "$1"; }

@@ -33,6 +33,9 @@ SET log_min_duration_statement = -1;
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5 PASSWORD :'pw';
 GRANT pg_monitor TO :"role";
+-- The replication role's health and status queries read pg_stat_wal_receiver's details (the
+-- scripts mode's initdb grants it too; Patroni makes the role without it).
+GRANT pg_read_all_stats TO replicator;
 CREATE SCHEMA IF NOT EXISTS shipyard_monitor;
 CREATE TABLE IF NOT EXISTS shipyard_monitor.base_backup (
     id int PRIMARY KEY CHECK (id = 1),

@@ -1,0 +1,36 @@
+"""etcd (postgres.ha: patroni): every member healthy in one cluster, and authentication on —
+an anonymous client may read nothing."""
+
+import pytest
+
+from shipyard import topology
+
+
+@pytest.fixture(scope="module")
+def etcd_members(target):
+    names = [i.name for i in topology.build(target.settings).instances_on(target.rendered.host)
+             if i.component.name == "etcd"]
+    if not names:
+        pytest.skip("no etcd member on this host (it runs under postgres.ha: patroni only)")
+    return names
+
+
+def _etcdctl(target, member: str, *args: str) -> tuple[int, str, str]:
+    return target.exec(member, ["env", "ETCDCTL_API=3", "etcdctl", "--endpoints=http://127.0.0.1:2379",
+                                "--command-timeout=5s", *args])
+
+
+def test_every_member_is_healthy_in_one_cluster(target, etcd_members):
+    for member in etcd_members:
+        code, out, err = _etcdctl(target, member, "endpoint", "status", "--cluster", "-w", "fields")
+        assert code == 0, f"{member}: {err}"
+        leaders = {line.split(" : ")[1] for line in out.splitlines() if line.startswith('"Leader"')}
+        members = [line for line in out.splitlines() if line.startswith('"MemberID"')]
+        assert len(members) == len(topology.build(target.settings).instances_of("etcd")), out
+        assert len(leaders) == 1 and "0" not in leaders, f"{member}: members disagree on the leader: {leaders}"
+
+
+def test_an_anonymous_client_reads_nothing(target, etcd_members):
+    code, out, err = _etcdctl(target, etcd_members[0], "get", "--prefix", "/")
+    assert code != 0 and out.strip() == "", f"{etcd_members[0]}: an anonymous read answered: {out[:200]}"
+    assert "user name is empty" in err or "permission denied" in err, err

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Shipped by Shipyard (shipyard/components/postgres/files/): a PostgreSQL node under Patroni
+# (postgres.ha: patroni). Started as root by the image's entrypoint; hands the data volume to
+# postgres, makes Patroni's config directory — the rendered patroni.yml and the node's secret
+# fragments (/run/secrets/patroni-*.yml, mode 0400), linked side by side, which Patroni merges —
+# and becomes Patroni (PID 1), as postgres. Patroni runs PostgreSQL: initdb on the first node to
+# take the leader lock in etcd, a clone (pg_basebackup) on the others, pg_rewind or a re-clone of
+# an old leader. The node's own name and addresses are in its environment (PATRONI_NAME...).
+set -Eeuo pipefail
+conf=$(dirname "${BASH_SOURCE[0]}")
+volume=$(dirname "${PGDATA:?PGDATA is not set (the render sets it in compose.yaml)}")
+# A fresh volume is root-owned: hand it to postgres (what is already its own is left alone).
+find "$volume" -maxdepth 1 \! -user postgres -exec chown postgres: '{}' +
+config=/var/lib/postgresql/patroni.d
+install -d -o postgres -g postgres -m 0700 "$config"
+ln -sfn "$conf/patroni.yml" "$config/patroni.yml"
+found=0
+for fragment in /run/secrets/patroni-*.yml; do
+    [ -e "$fragment" ] || continue
+    ln -sfn "$fragment" "$config/${fragment##*/}"
+    found=$((found + 1))
+done
+[ "$found" -gt 0 ] || { echo "patroni-node: no /run/secrets/patroni-*.yml: the deploy delivers them (make up ENV=..)" >&2; exit 1; }
+export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
+exec setpriv --reuid=postgres --regid=postgres --init-groups patroni "$config"
