@@ -28,6 +28,7 @@ from shipyard.inventory import load_environment
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
 
 from .conftest import REPO
+from tests.waiting import wait_for
 
 _CLUSTER = ("import json, urllib.request; "
             f"print(json.dumps(json.load(urllib.request.urlopen('http://127.0.0.1:{patroni.API_PORT}/cluster', timeout=2))))")
@@ -60,18 +61,6 @@ def leader_of(cluster: dict | None) -> str | None:
         if member.get("role") in ("leader", "master", "primary") and member.get("state") == "running":
             return member["name"]
     return None
-
-
-def wait_for(what: str, check, timeout_s: float, interval_s: float = 0.2):
-    """``check()``'s first truthy value within ``timeout_s``; else fail saying ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(interval_s)
 
 
 def healthy_cluster(settings, nodes) -> dict | None:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from shipyard.inventory import load_environment
 from shipyard.render import render_secret_file
 from shipyard.render.context import RenderContext
 from shipyard.render.templates import render_template
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Three nodes (two replicas) under Patroni, synchronous mode on: the zero-loss case.
@@ -45,18 +45,6 @@ def _need(binary: str) -> str:
     if not path:
         pytest.fail(f"{binary}: not installed; run `make host-test-patroni` (Debian's patroni, etcd-server)")
     return path
-
-
-def wait_for(what: str, check, timeout_s: float, interval_s: float = 0.2):
-    """``check()``'s first truthy value, polled until ``timeout_s``; else fail saying ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(interval_s)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from shipyard.components.postgres import patroni
-from tests.patroni.conftest import wait_for
+from tests.waiting import wait_for
 
 ROWS = 200  # each its own transaction, each acknowledged before the kill
 # Expected: the dead leader's key expires at most ttl_s after its last renewal, then the
