@@ -40,15 +40,36 @@ def _valid_payload(kind: kinds.Kind):
     return Annotated[dict[str, Any], AfterValidator(check), WithJsonSchema(payload_schema(kind))]
 
 
+NUL_FREE = "^[^\\x00]*$"
+
+
+def _storable(schema: Any) -> Any:
+    """A kind's JSON Schema saying what the platform also refuses in any payload (it cannot be
+    stored): every string without NUL, every free-form object's keys too. A kind's model rarely
+    says so itself (a team's kinds do not know the store), and the OpenAPI must not promise more
+    than is accepted. A string that has a pattern of its own keeps it (both must hold)."""
+    if isinstance(schema, list):
+        return [_storable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _storable(value) for key, value in schema.items()}
+    types = out.get("type")
+    if types == "string" or (isinstance(types, list) and "string" in types):
+        out = {**out, "pattern": NUL_FREE} if "pattern" not in out else {"allOf": [out, {"pattern": NUL_FREE}]}
+    if (types == "object" or "additionalProperties" in out) and "propertyNames" not in out:
+        out["propertyNames"] = {"$ref": f"{COMPONENTS}StorableText"}
+    return out
+
+
 def payload_schema(kind: kinds.Kind) -> dict:
-    """The kind's payload model as JSON Schema, its nested models referenced in the OpenAPI's
-    components (``payload_components``)."""
+    """The kind's payload model as JSON Schema (what storable text is, added: ``_storable``),
+    its nested models referenced in the OpenAPI's components (``payload_components``)."""
     if kind.payload is None:
         return {"type": "object", "propertyNames": {"$ref": f"{COMPONENTS}StorableText"},
                 "additionalProperties": {"$ref": f"{COMPONENTS}StorableJson"}}
     schema = kind.payload.model_json_schema(ref_template=COMPONENTS + "{model}")
     schema.pop("$defs", None)
-    return schema
+    return _storable(schema)
 
 
 def payload_components() -> dict[str, dict]:
@@ -59,6 +80,7 @@ def payload_components() -> dict[str, dict]:
         if kind.payload is None:
             continue
         for name, schema in kind.payload.model_json_schema(ref_template=COMPONENTS + "{model}").get("$defs", {}).items():
+            schema = _storable(schema)
             if found.setdefault(name, schema) != schema:
                 raise kinds.KindError(f"task kind {kind.name!r}: its payload's nested model {name!r} differs from "
                                       f"another kind's of the same name; rename one of them")

@@ -151,3 +151,20 @@ def test_a_worker_stops_on_sigterm_while_a_body_blocks_its_thread(acme, tenant):
     assert worker.wait(15) == 0 and time.monotonic() - stopped < 10  # not the 60 s of the body's thread
     handed_back = tenant.get(task_id).json()
     assert handed_back["status"] == "queued" and handed_back["attempts"] == 0, handed_back  # its attempt given back
+
+
+def test_a_kinds_strings_and_free_form_keys_are_published_nul_free_as_the_store_requires():
+    """What the platform refuses in any payload (it cannot be stored) is in the OpenAPI of every
+    kind, a team's too, whose model rarely says it: a request the document allows is accepted."""
+    from taskplatform.schemas import NUL_FREE, _storable
+
+    model = {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 10},
+        "code": {"type": "string", "pattern": "^[A-Z]+$"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "extra": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+    out = _storable(model)["properties"]
+    assert out["name"] == {"type": "string", "maxLength": 10, "pattern": NUL_FREE}
+    assert out["code"] == {"allOf": [{"type": "string", "pattern": "^[A-Z]+$"}, {"pattern": NUL_FREE}]}
+    assert out["tags"]["items"]["pattern"] == NUL_FREE
+    assert out["extra"]["propertyNames"] == {"$ref": "#/components/schemas/StorableText"}

@@ -68,11 +68,17 @@ def client(address: str, ca_cert: str, token: str | None = None, timeout: float 
     return hvac.Client(url=address, verify=ca_cert, token=token, timeout=timeout)
 
 
+# sys/init answers once raft has elected the new node and stored the first keys: 6.5–9.5 s
+# measured on an idle 2-core machine here, past the clients' 10 s under any load.
+INIT_TIMEOUT_S = 120
+
+
 def initialize(vault: hvac.Client, shares: int = 5, threshold: int = 3) -> InitResult | None:
     """Initialise a new server; None when it already is (then nothing changes)."""
     if vault.sys.is_initialized():
         return None
-    result = vault.sys.initialize(secret_shares=shares, secret_threshold=threshold)
+    result = vault.adapter.put("/v1/sys/init", json={"secret_shares": shares, "secret_threshold": threshold},
+                               timeout=INIT_TIMEOUT_S)
     return InitResult(tuple(result["keys_base64"]), result["root_token"], threshold)
 
 
