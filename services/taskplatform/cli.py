@@ -157,9 +157,9 @@ def _queue_stats(settings: ProcessSettings) -> int:
     import json
 
     from taskplatform import queue_stats
-    from taskplatform.secrets import FileSecretSource
+    from taskplatform.secrets import for_process
 
-    with queue_stats.connect(settings, FileSecretSource(settings.secrets_dir)) as conn:
+    with queue_stats.connect(settings, for_process(settings)) as conn:
         print(json.dumps(queue_stats.read(conn, settings.kinds_packages), sort_keys=True))
     return 0
 
@@ -167,10 +167,11 @@ def _queue_stats(settings: ProcessSettings) -> int:
 def _smoke(settings: ProcessSettings, args: argparse.Namespace) -> int:
     import json
 
-    from taskplatform.secrets import FileSecretSource
+    from taskplatform.secrets import for_process
     from taskplatform.smoke import Smoke
 
-    report = Smoke(settings, FileSecretSource(settings.secrets_dir), args.base_url, args.timeout,
+    # The key set as the API reads it: its file, or Vault's copy (secrets.backend vault).
+    report = Smoke(settings, for_process(settings), args.base_url, args.timeout,
                    args.preview_header).run()
     print(json.dumps(report), flush=True)  # one line, for the deploy to read
     return 0 if report["ok"] else 1
