@@ -13,24 +13,33 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from taskplatform.kinds import TaskContext, kind
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: 50.0 is the integer 50 (as JSON Schema says)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Strict: a payload is JSON, and its types are those the OpenAPI publishes (no "5" for 5, no
+# false for 0) — the API accepts exactly what its document allows.
 class QuoteLine(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     sku: str = Field(min_length=1, max_length=32, description="the article's stock-keeping unit")
-    quantity: int = Field(ge=1, le=10_000)
-    unit_cents: int = Field(ge=0, le=100_000_000, description="price of one, in cents")
+    quantity: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_whole_number)]
+    unit_cents: Annotated[int, Field(ge=0, le=100_000_000, description="price of one, in cents"),
+                          BeforeValidator(_whole_number)]
 
 
 class Quote(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     customer: str = Field(min_length=1, max_length=100)
     lines: list[QuoteLine] = Field(min_length=1, max_length=100)
-    discount_percent: int = Field(0, ge=0, le=100)
+    discount_percent: Annotated[int, Field(ge=0, le=100), BeforeValidator(_whole_number)] = 0
 
 
 class QuoteTotal(BaseModel):
@@ -48,9 +57,9 @@ def quote(payload: Quote, context: TaskContext) -> QuoteTotal:
 
 
 class Title(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(min_length=1, max_length=500)
-    max_length: int = Field(60, ge=8, le=200)
+    max_length: Annotated[int, Field(ge=8, le=200), BeforeValidator(_whole_number)] = 60
 
 
 @kind("acme-slug", payload=Title)
