@@ -15,65 +15,23 @@ acknowledged write) are printed on one line starting ``patroni-failover:``."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
 import pytest
 
-from shipyard.components.postgres import patroni
 from shipyard.components.postgres.instances import node_names
 from shipyard.controller.drills import container_of
-from shipyard.inventory import load_environment
 from tests.drill_traffic import Traffic, api_client, wait_all_processed
-
-from .conftest import REPO
+from tests.patroni_view import cluster_seen_by, healthy_cluster, leader_of, lost_within_bound
 from tests.waiting import wait_for
 
-_CLUSTER = ("import json, urllib.request; "
-            f"print(json.dumps(json.load(urllib.request.urlopen('http://127.0.0.1:{patroni.API_PORT}/cluster', timeout=2))))")
+from .conftest import patroni_settings
 
 
 @pytest.fixture(scope="module")
 def settings(env_name):
-    loaded = load_environment(REPO, env_name)
-    if loaded.postgres.ha != "patroni":
-        pytest.skip(f"{env_name} runs postgres.ha: {loaded.postgres.ha} (export SHIPYARD_POSTGRES__HA=patroni "
-                    f"when it was rolled out so)")
-    if len(node_names(loaded)) < 2:
-        pytest.skip("one PostgreSQL node: nothing to fail over to")
-    return loaded
-
-
-def cluster_seen_by(settings, node: str) -> dict | None:
-    """Patroni's /cluster as ``node`` answers it (None when it does not)."""
-    try:
-        container = container_of(settings, node)
-    except Exception:  # not running
-        return None
-    result = subprocess.run(["docker", "exec", container, "python3", "-c", _CLUSTER], capture_output=True, text=True,
-                            timeout=10)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def leader_of(cluster: dict | None) -> str | None:
-    for member in (cluster or {}).get("members", []):
-        if member.get("role") in ("leader", "master", "primary") and member.get("state") == "running":
-            return member["name"]
-    return None
-
-
-def healthy_cluster(settings, nodes) -> dict | None:
-    """The cluster when every node is a running member with one leader, on one timeline."""
-    for node in nodes:
-        cluster = cluster_seen_by(settings, node)
-        members = {m["name"]: m for m in (cluster or {}).get("members", [])}
-        if sorted(members) != sorted(nodes) or not leader_of(cluster):
-            continue
-        if all(m["state"] in ("running", "streaming") for m in members.values()) and \
-                len({m.get("timeline") for m in members.values()}) == 1:
-            return cluster
-    return None
+    return patroni_settings(env_name)
 
 
 def test_killing_the_leader_under_traffic_promotes_a_replica_and_loses_no_acknowledged_task(settings):
@@ -101,7 +59,6 @@ def test_killing_the_leader_under_traffic_promotes_a_replica_and_loses_no_acknow
         wait_for("more tasks accepted on the new leader",
                  lambda: sum(1 for sent, _ in list(traffic.acknowledged) if sent > killed_at) >= 20, 60)
     counts = wait_all_processed(client, traffic.accepted, timeout=180)
-    lost = counts["accepted"] - counts["processed"]
     # The dead host comes back: its node must rejoin as a replica by itself (no pg-rebuild).
     started = time.monotonic()
     subprocess.run(["docker", "start", container], check=True, capture_output=True)
@@ -118,9 +75,4 @@ def test_killing_the_leader_under_traffic_promotes_a_replica_and_loses_no_acknow
     assert leader_of(after) == new_leader and members[old_leader]["role"] in ("replica", "sync_standby"), members
     assert members[new_leader]["timeline"] > old_timeline, members
     assert write_s <= ttl + 40
-    if settings.postgres.patroni.synchronous:
-        assert lost == 0, f"{lost} acknowledged tasks missing under synchronous mode: {counts}"
-    else:
-        # Asynchronous: only what the leader had not sent when it died may be missing, and never
-        # more than it acknowledged in the moment before the kill.
-        assert lost <= sum(1 for _, answered in traffic.acknowledged if killed_at - 1 <= answered <= killed_at), counts
+    lost_within_bound(traffic, counts, killed_at, settings.postgres.patroni.synchronous)

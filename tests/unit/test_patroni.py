@@ -144,6 +144,7 @@ def test_the_cluster_settings_go_to_patronis_dynamic_configuration(repo, env):
         dcs = config["bootstrap"]["dcs"]
         assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (20, 3, 5)
         assert dcs["synchronous_mode"] is True and dcs["maximum_lag_on_failover"] == 4 * 1024 * 1024
+        assert dcs["failsafe_mode"] is True  # the default: etcd lost alone never demotes a reachable leader
         assert dcs["postgresql"]["use_pg_rewind"] is True and dcs["postgresql"]["use_slots"] is True
         parameters = dcs["postgresql"]["parameters"]
         assert parameters["max_connections"] == pg.max_connections

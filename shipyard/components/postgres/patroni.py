@@ -99,5 +99,6 @@ def config_vars(env: str, settings, node: str | None, addresses: NodeAddresses, 
             "permanent_slots": permanent_slots,
             "dcs": {"ttl": patroni.ttl_s, "loop_wait": patroni.loop_wait_s, "retry_timeout": patroni.retry_timeout_s,
                     "synchronous_mode": patroni.synchronous,
+                    "failsafe_mode": patroni.failsafe,
                     "maximum_lag_on_failover": patroni.maximum_lag_on_failover_mb * 1024 * 1024},
             **template_names()}

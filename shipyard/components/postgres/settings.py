@@ -22,6 +22,9 @@ class PatroniSettings(Strict):
                                  description="a DCS or PostgreSQL call failing this long makes the leader step down")
     synchronous: bool = Field(False, description="synchronous_mode: a commit is acknowledged once a replica has it, and "
                                                  "only that replica may be promoted (no acknowledged transaction lost)")
+    failsafe: bool = Field(True, description="failsafe_mode: with the DCS unreachable, the leader stays primary as long "
+                                             "as every member answers it (no outage when etcd alone fails); a leader "
+                                             "cut off from its members as well demotes itself")
     maximum_lag_on_failover_mb: int = Field(1, ge=0, description="a replica further behind than this is never promoted")
 
     @model_validator(mode="after")
