@@ -163,8 +163,16 @@ class Cluster:
                         None if streaming is None else streaming + answered)
 
     def wait_streaming(self, leader: str, node: str, timeout_s: float) -> float:
+        """Seconds until ``node`` streams from ``leader`` and Patroni's own view (the member keys in
+        etcd, renewed every loop_wait) says it runs: the next command then decides on what is."""
+        def settled() -> bool:
+            if not self.streams(leader, node):
+                return False
+            member = decide.members(self.view()).get(node, {})
+            return member.get("state") in decide.RUNNING_STATES and member.get("role") not in decide.LEADER_ROLES
+
         try:
-            return _wait(f"{node} streaming from {leader}", lambda: self.streams(leader, node), timeout_s, 0.2)
+            return _wait(f"{node} streaming from {leader}", settled, timeout_s, 0.2)
         except TimeoutError:
             raise ShipyardError(f"environment {self.env}, node {node}",
                                 f"does not stream from the leader {leader} {timeout_s}s later",
