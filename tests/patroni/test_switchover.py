@@ -22,13 +22,21 @@ from tests.waiting import wait_for
 WRITES_AFTER_SWITCH = 50
 
 
+def _settle(api) -> None:
+    """Three running members, one the sync standby: Patroni names the sync standby in its loop
+    after a switchover or restart, and until then refuses a switchover to a named replica."""
+    def settled():
+        view = api.view()["members"]
+        return (sorted(m["role"] for m in view) == ["leader", "replica", "sync_standby"]
+                and all(m["state"] in patroni_decide.RUNNING_STATES for m in view))
+
+    wait_for("three running members, one sync standby", settled, 60)
+
+
 @pytest.fixture(scope="module")
 def api(cluster, settings, secret_values):
     ready = patroni_cluster(cluster, settings, secret_values)
-    # The failover tests left three members; wait until all run and one is the sync standby.
-    wait_for("three running members, one sync standby",
-             lambda: sorted(m["role"] for m in ready.view()["members"]) == ["leader", "replica", "sync_standby"]
-             and all(m["state"] in patroni_decide.RUNNING_STATES for m in ready.view()["members"]), 60)
+    _settle(ready)  # as the failover tests left them
     return ready
 
 
@@ -114,6 +122,7 @@ def test_switchover_under_acknowledged_writes_loses_none_and_the_old_leader_stre
 
 
 def test_promote_refuses_the_leader_a_stranger_and_a_replica_that_is_not_the_sync_standby(api):
+    _settle(api)
     view = api.view()
     leader = patroni_decide.leader_of(view)
     others = {m["name"]: m["role"] for m in view["members"] if m["name"] != leader}
@@ -121,14 +130,15 @@ def test_promote_refuses_the_leader_a_stranger_and_a_replica_that_is_not_the_syn
         api.switch_over(leader)
     with pytest.raises(ShipyardError, match="node-9 is not a member"):
         api.switch_over("node-9")
-    not_sync = [name for name, role in others.items() if role != "sync_standby"]
-    if not_sync:  # synchronous mode: only the sync standby surely has every acknowledged commit
-        with pytest.raises(ShipyardError, match="is not the synchronous standby"):
-            api.switch_over(not_sync[0])
+    # Synchronous mode: only the sync standby surely has every acknowledged commit.
+    not_sync = next(name for name, role in others.items() if role != "sync_standby")
+    with pytest.raises(ShipyardError, match="is not the synchronous standby"):
+        api.switch_over(not_sync)
     assert patroni_decide.leader_of(api.view()) == leader  # nothing changed
 
 
 def test_reinit_of_a_replica_clones_it_again_and_it_streams(cluster, api, capsys):
+    _settle(api)
     view = api.view()
     leader = patroni_decide.leader_of(view)
     with pytest.raises(ShipyardError, match="is the leader"):

@@ -147,7 +147,8 @@ class Cluster:
         else:
             text = self._post(choice.candidate, "/failover", {"candidate": choice.candidate})
         answered = time.monotonic() - started
-        if choice.candidate not in text:  # "Switched over to X instead of Y"
+        # "Successfully switched over to "X"", or "Switched over to "Z" instead of "X"".
+        if not text.startswith("Successfully") or f'"{choice.candidate}"' not in text:
             raise ShipyardError(f"environment {self.env}", f"Patroni answered: {text.strip()[-300:]}",
                                 f"look at make status ENV={self.env}")
         try:
