@@ -341,6 +341,9 @@ class LiveSetup:
     # a restart. (CommandContext, instance names) → {instance name: {file name: content}}.
     handoff: str | None = None
     deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
+    # settings → whether the step exists at all (PostgreSQL's reconcile of Patroni's dynamic
+    # configuration: under postgres.ha: patroni only).
+    when: Callable[[Any], bool] = lambda settings: True
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,15 @@ class Component:
     # What the deploying machine does on the live environment during every rollout in which the
     # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
     live_setup: LiveSetup | None = None
+    # `make plan`: what that live setup would change on the running environment, read-only
+    # (settings → one line per change; empty: nothing). It raises a ShipyardError when it cannot
+    # tell (the environment is not running): the plan says "not compared" and why.
+    live_plan: Callable[[Any], list[str]] | None = None
+    # What of a rendered or shipped file of its config dirs counts toward the hash whose change
+    # recreates the services mounting them: (settings, path, content) → the part that does.
+    # A part a live step applies (Patroni's dynamic configuration, through its REST API) or a
+    # file the settings leave unread is left out, so changing it restarts nothing at once.
+    config_hash_part: Callable[[Any, str, bytes], bytes] | None = None
     # It keeps every container's lines (LogStore): `make trace` reads them from it.
     log_store: LogStore | None = None
     # A routing service's ``live.conf`` in its own syntax: (live colour, preview colour) → bytes.

@@ -48,7 +48,7 @@ def _live_setups(topo: Topology) -> list[tuple[Component, set[tuple[str, str]], 
     found = []
     for comp in {i.component.name: i.component for i in topo.instances}.values():
         setup = comp.live_setup
-        if setup is None:
+        if setup is None or not setup.when(topo.settings):
             continue
         needed = {_key(i) for i in topo.instances if i.component is comp or i.service.name in setup.after}
         before = set(setup.before(topo.settings))
@@ -60,7 +60,7 @@ def _live_setups(topo: Topology) -> list[tuple[Component, set[tuple[str, str]], 
 def setups_waited_for(topo: Topology, inst: Instance) -> tuple[Component, ...]:
     """The components whose live setup ``inst`` waits for (it is handed their files)."""
     return tuple(comp for comp in {i.component.name: i.component for i in topo.instances}.values()
-                 if comp.live_setup and (inst.component.name, inst.service.name) in comp.live_setup.before(topo.settings))
+                 if comp.live_setup and comp.live_setup.when(topo.settings) and (inst.component.name, inst.service.name) in comp.live_setup.before(topo.settings))
 
 
 def _gates(topo: Topology) -> dict[tuple[str, str], set[tuple[str, str]]]:

@@ -175,6 +175,15 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
             lines.append(f"step {number}: " + ", ".join(f"{h} ({', '.join(s)})" for h, s in step.items()))
         for comp in setups.get(number - 1, ()):
             lines.append(f"then, from this machine: {comp.name}'s live setup")
+            if comp.live_plan is None:
+                continue
+            try:
+                live = comp.live_plan(settings)
+            except ShipyardError as err:
+                lines.append(f"  not compared with the running environment: {err.where}: {err.what}")
+                continue
+            lines += [f"  {line}" for line in live] or ["  nothing to change on the running environment"]
+            total += len(live)
     for host in settings.hosts:
         access = HostView(settings, host)
         rendered = render_host(settings, host)

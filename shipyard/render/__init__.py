@@ -103,7 +103,10 @@ def render_host(settings: EnvironmentSettings, host: HostSettings) -> RenderedHo
             raise ValueError(f"component {comp.name}: {', '.join(clash)} is both a template and a static file")
         files.update(rendered)
         static.update(shipped)
-        hashes[config_dir] = hash_files({**rendered, **shipped})
+        counted = {**rendered, **shipped}
+        if comp.config_hash_part:
+            counted = {path: comp.config_hash_part(settings, path, content) for path, content in counted.items()}
+        hashes[config_dir] = hash_files(counted)
     compose = render_compose(settings, host, hashes)
     text = HEADER + yaml.dump(compose, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=120)
     files[COMPOSE_FILE] = text.encode()

@@ -263,3 +263,66 @@ def pytest_runtest_makereport(item, call):
     if etcd is not None and (etcd.root / "etcd.log").exists():
         lines = (etcd.root / "etcd.log").read_text(errors="replace").splitlines()[-20:]
         report.sections.append(("etcd log (last 20 lines)", "\n".join(lines)))
+
+
+class LoopbackTransport:
+    """patroni_api.Transport for the real processes here: each node's REST API on its loopback
+    port (a change authenticated with the credentials read from the node's own 0400 fragment,
+    as the deploy's transport reads them inside the container), SQL as the superuser."""
+
+    def __init__(self, nodes: list[Node], settings, secret_values: dict[str, str]):
+        self.nodes = {n.name: n for n in nodes}
+        self.settings, self.secret_values = settings, secret_values
+
+    def api(self, node: str, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
+        auth = None
+        if method != "GET":
+            import yaml
+
+            fragment = yaml.safe_load((self.nodes[node].root / "secrets" / "patroni-restapi.yml").read_text())
+            auth = (fragment["restapi"]["authentication"]["username"], fragment["restapi"]["authentication"]["password"])
+        try:
+            reply = requests.request(method, f"{self.nodes[node].api}{path}", json=body, auth=auth, timeout=90)
+        except requests.RequestException as exc:
+            return 0, str(exc)
+        return reply.status_code, reply.text
+
+    def sql(self, node: str, query: str) -> list[list[str]] | None:
+        import psycopg
+
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.nodes[node].pg_port, user=self.settings.postgres.user,
+                                 dbname="postgres", password=self.secret_values["postgres_password"],
+                                 autocommit=True, connect_timeout=3) as conn:
+                rows = conn.execute(query).fetchall()
+        except psycopg.Error:
+            return None
+        return [[_text(v) for v in row] for row in rows]
+
+
+def _text(value) -> str:
+    # As psql -tA prints them: booleans t/f, NULL empty.
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value)
+
+
+def patroni_cluster(nodes: list[Node], settings, secret_values):
+    from shipyard.components.postgres.patroni_api import Cluster
+
+    return Cluster(settings.name, tuple(n.name for n in nodes), LoopbackTransport(nodes, settings, secret_values),
+                   settings.postgres.patroni.maximum_lag_on_failover_mb * 1024 * 1024)
+
+
+def desired_config(settings) -> dict:
+    """``bootstrap.dcs`` of patroni.yml rendered as write_node renders it for these settings: what
+    the deploy's reconcile brings the running cluster to."""
+    from shipyard.components.postgres import patroni_decide
+
+    paths = patroni.NodePaths(data_dir="/unused", conf_dir="/unused", run_dir="/unused")
+    addresses = patroni.NodeAddresses("127.0.0.1:1", None, "127.0.0.1:2", None)
+    config = patroni.config_vars(settings.name, settings.postgres, "node-1", addresses, paths, [])
+    return patroni_decide.desired_config(
+        render_template("postgres", component.COMPONENT.templates_dir, patroni.TEMPLATE, config))

@@ -156,7 +156,7 @@ def test_a_read_only_command_leaves_no_event(audited_root):
 
 def test_every_changing_command_is_marked_and_no_read_only_one():
     marked = {name for name, command in cli.component_commands().items() if command.changes}
-    assert {"pg-promote", "pg-rebuild", "pg-backup", "pg-restore", "redis-failover", "config-push", "config-set",
+    assert {"pg-promote", "pg-rebuild", "pg-restart", "pg-backup", "pg-restore", "redis-failover", "config-push", "config-set",
             "config-rollback", "vault-init", "secrets-migrate"} == marked
     assert {"up", "down", "release", "rollback", "secrets-rotate"} == cli.CHANGING
     assert not cli.CHANGING & {"status", "plan", "logs", "trace", "audit", "releases", "validate", "render"}
@@ -170,7 +170,7 @@ def test_a_refused_command_run_as_a_user_runs_it_is_on_record(repo, tmp_path):
                           cwd=repo, env=environ, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     [recorded] = _recorded(tmp_path / "root" / ".local.audit.log")
-    assert recorded["options"] == {"force": False, "replica": "nope"} and recorded["exit_code"] == 2
+    assert recorded["options"] == {"force": False, "replica": "nope", "to": None} and recorded["exit_code"] == 2
     assert recorded["error"] == "environment local: has no PostgreSQL node 'nope'"
     shown = subprocess.run([sys.executable, "-m", "shipyard", "audit", "--env", "local"], cwd=repo, env=environ,
                            capture_output=True, text=True, timeout=60)

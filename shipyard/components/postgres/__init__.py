@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service, Wait
+from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, Metrics, Port, Rotation, SecretFile, Service, Wait
 from shipyard.components.postgres import patroni
-from shipyard.components.postgres.commands import COMMANDS
+from shipyard.components.postgres.commands import COMMANDS, plan_config, reconcile
 from shipyard.components.postgres.settings import PostgresSettings
 
 UID = 999  # the official postgres image's uid (the local image is built to match)
@@ -184,6 +184,24 @@ def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
                                permanent_slots=(WAL_ARCHIVE_SLOT,))
 
 
+def _config_hash_part(settings, path: str, content: bytes) -> bytes:
+    """Under patroni, a change of ``bootstrap.dcs`` (the dynamic configuration: timings and
+    PostgreSQL parameters) recreates no node — Patroni reads it at the cluster's first start only,
+    and the deploy's reconcile brings it to the running cluster, restarting node by node only what
+    needs it — nor does the scripts mode's postgresql.conf, which Patroni never reads."""
+    if not _patroni(settings):
+        return content
+    if path == "postgres/postgresql.conf":
+        return b""
+    if path == "postgres/patroni.yml":
+        import yaml
+
+        doc = yaml.safe_load(content)
+        doc.get("bootstrap", {}).pop("dcs", None)
+        return yaml.safe_dump(doc, sort_keys=True).encode()
+    return content
+
+
 def _settings_problems(settings) -> list[tuple[str, str, str]]:
     if settings.postgres.ha == "patroni" and settings.images.source != "local":
         return [("postgres.ha", "patroni, but the official postgres image has no Patroni in it yet",
@@ -247,4 +265,10 @@ COMPONENT = Component(
     checks=_checks,
     commands=COMMANDS,
     describe=_describe,
+    # Under patroni, once every node converged: bootstrap.dcs is read at the cluster's first start
+    # only, so each deploy brings the running cluster's dynamic configuration to the settings'
+    # (PATCH /config) and restarts the nodes a postmaster parameter needs, one at a time.
+    live_setup=LiveSetup(reconcile, when=_patroni),
+    live_plan=plan_config,
+    config_hash_part=_config_hash_part,
 )

@@ -1,5 +1,8 @@
-"""PostgreSQL's operator commands: `make pg-backup`, `pg-restore`, `pg-promote`, `pg-rebuild`.
-The drills behind them are ``backups.py`` and ``promote.py``; each is imported when run."""
+"""PostgreSQL's operator commands: `make pg-backup`, `pg-restore`, `pg-promote`, `pg-rebuild`,
+`pg-restart`, and the deploy's live step under Patroni (``reconcile``, ``plan_config``). The
+drills behind them are ``backups.py`` and ``promote.py`` (postgres.ha: scripts) and
+``patroni_api.py`` (postgres.ha: patroni, decisions in ``patroni_decide.py``); each is imported
+when run."""
 
 from __future__ import annotations
 
@@ -23,29 +26,70 @@ def _restore(ctx: CommandContext) -> int:
     return 0
 
 
-def _refuse_under_patroni(ctx: CommandContext, command: str) -> None:
-    """The scripts' promotion and rebuild (docker exec, stopping nodes) would fight Patroni."""
-    if ctx.settings.postgres.ha == "patroni":
-        from shipyard.errors import ShipyardError
+def _patroni(settings, changes: bool = True):
+    """The environment's Patroni cluster, each node's REST API reached by docker exec."""
+    from shipyard.components.postgres.instances import node_names
+    from shipyard.components.postgres.patroni_api import Cluster
+    from shipyard.components.postgres.patroni_docker import DockerTransport
 
-        raise ShipyardError(f"make {command} ENV={ctx.settings.name}",
-                            "refused under postgres.ha: patroni: Patroni decides which node leads and rebuilds "
-                            "old leaders itself (a switchover / reinit through its REST API is not wired yet)",
-                            "let Patroni fail over by itself; for a planned switchover use patronictl inside a node "
-                            "(docker exec <postgres container> patronictl -c /var/lib/postgresql/patroni.d switchover)")
+    return Cluster(settings.name, node_names(settings), DockerTransport(settings, changes=changes),
+                   settings.postgres.patroni.maximum_lag_on_failover_mb * 1024 * 1024)
+
+
+def desired_config(settings) -> dict:
+    """The dynamic configuration the settings want: ``bootstrap.dcs`` of the patroni.yml a deploy
+    renders (patroni_decide.desired_config)."""
+    from shipyard.components.postgres import COMPONENT
+    from shipyard.components.postgres.patroni_decide import desired_config as from_yaml
+    from shipyard.render import render_config_dir
+
+    host = settings.hosts_with_role("data")[0]
+    return from_yaml(render_config_dir(settings, host, COMPONENT, "postgres")["postgres/patroni.yml"].decode())
+
+
+def reconcile(ctx: CommandContext) -> list[str]:
+    """The deploy's live step under postgres.ha: patroni, once every node converged: the cluster's
+    dynamic configuration made what the settings say (PATCH /config), then the restarts a
+    postmaster parameter needs, node by node (Component.live_setup)."""
+    return _patroni(ctx.settings).reconcile(desired_config(ctx.settings))
+
+
+def plan_config(settings) -> list[str]:
+    """`make plan`: how the running cluster's dynamic configuration differs from the settings',
+    and which changes apply live or need a restart (read-only)."""
+    from shipyard.components.postgres import patroni_decide
+
+    cluster = _patroni(settings, changes=False)
+    return patroni_decide.plan_lines(patroni_decide.config_changes(desired_config(settings), cluster.config(),
+                                                                   cluster.contexts()))
 
 
 def _promote(ctx: CommandContext) -> int:
     from shipyard.components.postgres.promote import check_node, pg_promote
 
-    _refuse_under_patroni(ctx, "pg-promote")
-    replica = ctx.options["replica"]
-    check_node(ctx.settings, replica)
+    settings = ctx.settings
+    node = ctx.options.get("to") or ctx.options.get("replica")
+    if node:
+        check_node(settings, node)
+    if settings.postgres.ha == "patroni":
+        with ctx.lock():  # a deploy's reconcile restarts nodes: not beside a switchover
+            done = _patroni(settings).switch_over(node, force=ctx.options["force"])
+        streaming = (f"; {done.old} streams from it {done.streaming_s:.2f}s after the request"
+                     if done.streaming_s is not None else "")
+        print(f"{settings.name}: Patroni {done.action} {done.old or '(no leader)'} -> {done.new}: Patroni answered "
+              f"after {done.answered_s:.2f}s, {done.new} out of recovery {done.writable_s:.2f}s after the request"
+              f"{streaming}")
+        return 0
+    if not node:
+        from shipyard.errors import ShipyardError
+
+        raise ShipyardError(f"make pg-promote ENV={settings.name}", "names no replica (postgres.ha: scripts)",
+                            f"name the one to promote: make pg-promote ENV={settings.name} TO=postgres-replica-1")
     # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
     with ctx.lock():
-        done = pg_promote(ctx.settings, replica, force=ctx.options["force"])
+        done = pg_promote(settings, node, force=ctx.options["force"])
     without = f" ({done.writes_unavailable_s:.2f}s without a primary)" if done.writes_unavailable_s is not None else ""
-    print(f"{ctx.settings.name}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
+    print(f"{settings.name}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
           f"{done.promote_s:.2f}s after the promote{without}; {done.old_primary} rebuilt as a replica in "
           f"{done.rebuild_s:.1f}s")
     return 0
@@ -54,12 +98,31 @@ def _promote(ctx: CommandContext) -> int:
 def _rebuild(ctx: CommandContext) -> int:
     from shipyard.components.postgres.promote import check_node, pg_rebuild
 
-    _refuse_under_patroni(ctx, "pg-rebuild")
     node = ctx.options["node"]
     check_node(ctx.settings, node)
+    if ctx.settings.postgres.ha == "patroni":
+        with ctx.lock():
+            took = _patroni(ctx.settings).reinitialize(node)
+        print(f"{ctx.settings.name}: {node} reinitialised by Patroni (wiped, cloned from the leader) and streaming "
+              f"after {took:.1f}s")
+        return 0
     with ctx.lock():
         took = pg_rebuild(ctx.settings, node)
     print(f"{ctx.settings.name}: {node} cloned again from the primary and streaming after {took:.1f}s")
+    return 0
+
+
+def _restart(ctx: CommandContext) -> int:
+    from shipyard.errors import ShipyardError
+
+    if ctx.settings.postgres.ha != "patroni":
+        raise ShipyardError(f"make pg-restart ENV={ctx.settings.name}", "only under postgres.ha: patroni",
+                            "under scripts a changed setting recreates the nodes at the deploy (make deploy)")
+    cluster = _patroni(ctx.settings)
+    with ctx.lock():
+        pending = cluster.pending()
+        done = cluster.restart_pending() if pending else []
+    print(f"{ctx.settings.name}: " + ("; ".join(done) if done else "no node has a pending restart"))
     return 0
 
 
@@ -71,10 +134,14 @@ COMMANDS = (
              Option("until", "replay the WAL archive up to this time (default: all of it)",
                     example="'2026-11-24 08:00:00+00'")), changes=True),
     Command("pg-promote", "make a replica the primary (no commit lost; FORCE=1 when the primary is dead: what it "
-            "had not sent is lost)", _promote,
-            (Option("replica", "the node to promote", required=True, example="postgres-replica-1"),
+            "had not sent is lost); under patroni a switchover", _promote,
+            (Option("to", "the node to promote (patroni: default the sync standby / least lag)",
+                    example="postgres-replica-1"),
+             Option("replica", "the same as TO (scripts mode's name)", example="postgres-replica-1"),
              Option("force", "promote although no primary answers (commits it had not sent are lost)", flag=True)),
             changes=True),
-    Command("pg-rebuild", "wipe a PostgreSQL replica and clone it again from the primary", _rebuild,
+    Command("pg-rebuild", "wipe a PostgreSQL replica and clone it again from the primary (patroni: reinit)", _rebuild,
             (Option("node", "the replica to clone again", required=True, example="postgres-replica-1"),), changes=True),
+    Command("pg-restart", "restart the PostgreSQL nodes Patroni says need it (a postmaster parameter changed): "
+            "replicas first, the leader by a switchover (postgres.ha: patroni)", _restart, changes=True),
 )

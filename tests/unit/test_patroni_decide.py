@@ -1,0 +1,152 @@
+"""What `make pg-promote`, `make pg-rebuild`, the deploy's reconcile and `make plan` ask Patroni
+for, decided from documents as its REST API returns them (shipyard/components/postgres/
+patroni_decide.py, pure). The calls themselves run against real nodes in tests/patroni/."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from shipyard.components.postgres import patroni_decide as decide
+from shipyard.errors import ShipyardError
+from shipyard.inventory import load_environment
+from shipyard.render import render_host
+
+MB = 1024 * 1024
+
+
+def _cluster(*members):
+    return {"members": [dict(zip(("name", "role", "state", "lag"), m)) for m in members]}
+
+
+SYNC = _cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "sync_standby", "running", 0),
+                ("postgres-replica-2", "replica", "running", 0))
+ASYNC = _cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "running", 4096),
+                 ("postgres-replica-2", "replica", "running", 16))
+
+
+def _choose(cluster, to=None, answers=True, force=False):
+    return decide.choose_switchover("ci", cluster, to, answers, force, MB)
+
+
+def test_the_default_candidate_is_the_sync_standby_else_the_least_lag():
+    assert _choose(SYNC) == decide.Switch("switchover", "postgres", "postgres-replica-1")
+    assert _choose(ASYNC) == decide.Switch("switchover", "postgres", "postgres-replica-2")
+    assert _choose(ASYNC, "postgres-replica-1").candidate == "postgres-replica-1"
+
+
+@pytest.mark.parametrize("cluster,to,answers,force,message", [
+    (SYNC, "postgres", True, False, "postgres is already the leader|node postgres: is already the leader"),
+    (SYNC, "postgres-replica-9", True, False, "postgres-replica-9 is not a member.*members: postgres, postgres-replica-1"),
+    (SYNC, "postgres-replica-2", True, False, "is not the synchronous standby \\(postgres-replica-1\\).*TO=postgres-replica-1"),
+    (_cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "stopped", None)),
+     None, True, False, "no healthy replica to hand over to \\(postgres-replica-1: its state is stopped\\)"),
+    (_cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "running", 5 * MB)),
+     "postgres-replica-1", True, False, "cannot take over: it is 5242880 bytes behind"),
+    (_cluster(("postgres", "leader", "running", None)), None, True, False, "no healthy replica.*no other member"),
+    (SYNC, None, False, False, "REST API does not answer.*FORCE=1"),
+    (_cluster(("postgres-replica-1", "replica", "running", 0)), None, True, False, "has no leader.*FORCE=1"),
+])
+def test_refusals_say_what_and_the_fix(cluster, to, answers, force, message):
+    with pytest.raises(ShipyardError, match=f"(?s){message}"):
+        _choose(cluster, to, answers, force)
+
+
+def test_a_dead_leader_with_force_is_a_failover_to_the_candidate():
+    assert _choose(SYNC, "postgres-replica-1", answers=False, force=True) == decide.Switch(
+        "failover", "postgres", "postgres-replica-1")
+    # A dead leader's sync standby is the one that holds every acknowledged commit: the default.
+    assert _choose(SYNC, answers=False, force=True).candidate == "postgres-replica-1"
+
+
+def test_a_reinit_is_refused_for_the_leader_a_stranger_and_without_a_leader():
+    assert decide.check_reinit("ci", SYNC, "postgres-replica-2") == "postgres"
+    with pytest.raises(ShipyardError, match="is the leader: rebuilding it would wipe"):
+        decide.check_reinit("ci", SYNC, "postgres")
+    with pytest.raises(ShipyardError, match="postgres-replica-9 is not a member"):
+        decide.check_reinit("ci", SYNC, "postgres-replica-9")
+    with pytest.raises(ShipyardError, match="no leader to clone from"):
+        decide.check_reinit("ci", _cluster(("postgres-replica-1", "replica", "running", 0)), "postgres-replica-1")
+
+
+CONTEXTS = {"max_connections": "postmaster", "shared_buffers": "postmaster", "work_mem": "user",
+            "max_slot_wal_keep_size": "sighup"}
+OBSERVED = {"ttl": 10, "loop_wait": 2, "retry_timeout": 4, "pause": True,
+            "postgresql": {"use_pg_rewind": True, "parameters": {"max_connections": 100, "shared_buffers": "128MB",
+                                                                "max_slot_wal_keep_size": "1024MB", "work_mem": "4MB"}}}
+
+
+def test_config_changes_say_live_or_restart_and_leave_the_operators_keys_alone():
+    desired = {"ttl": 12, "loop_wait": 2, "retry_timeout": 4,
+               "postgresql": {"use_pg_rewind": True, "parameters": {"max_connections": "120", "shared_buffers": "128MB",
+                                                                   "max_slot_wal_keep_size": "2048MB"}}}
+    changes = decide.config_changes(desired, OBSERVED, CONTEXTS)
+    assert [(c.key, c.have, c.want, c.applies) for c in changes] == [
+        ("postgresql.parameters.max_connections", 100, "120", "restart"),
+        ("postgresql.parameters.max_slot_wal_keep_size", "1024MB", "2048MB", "live"),
+        ("postgresql.parameters.work_mem", "4MB", None, "live"),  # the settings no longer name it: removed
+        ("ttl", 10, 12, "live")]
+    # "pause" (patronictl pause) is not the settings': never patched.
+    assert decide.config_patch(changes) == {"ttl": 12, "postgresql": {"parameters": {
+        "max_connections": "120", "max_slot_wal_keep_size": "2048MB", "work_mem": None}}}
+    lines = decide.plan_lines(changes)
+    assert "max_connections: 100 -> 120: needs a restart" in lines[0] and "replicas first" in lines[0]
+    assert lines[1].endswith("1024MB -> 2048MB: applies live (reload, no restart)")
+    assert "work_mem: 4MB -> (removed)" in lines[2]
+    # Unread contexts (no node answered): said, not guessed.
+    assert {c.applies for c in decide.config_changes(desired, OBSERVED, None) if c.parameter} == {"unknown"}
+    # The same values written differently (YAML int, JSON string) are no change.
+    same = {"ttl": 10, "loop_wait": 2, "retry_timeout": 4, "postgresql": {"use_pg_rewind": True, "parameters": {
+        "max_connections": "100", "shared_buffers": "128MB", "max_slot_wal_keep_size": "1024MB", "work_mem": "4MB"}}}
+    assert decide.config_changes(same, OBSERVED, CONTEXTS) == []
+
+
+def test_restarts_run_replicas_first_the_sync_standby_last_then_the_leader_by_switchover():
+    everyone = {"postgres", "postgres-replica-1", "postgres-replica-2"}
+    assert decide.restart_plan(SYNC, everyone, set(), MB) == [
+        decide.RestartStep("restart", "postgres-replica-2"), decide.RestartStep("restart", "postgres-replica-1"),
+        decide.RestartStep("switchover", "postgres-replica-1"), decide.RestartStep("restart", "postgres")]
+    # A lowered max_connections: the leader in place first (a standby cannot run below its primary).
+    assert decide.restart_plan(SYNC, everyone, {"max_connections"}, MB)[0] == decide.RestartStep("restart", "postgres")
+    assert decide.restart_plan(SYNC, {"postgres-replica-2"}, set(), MB) == [decide.RestartStep("restart", "postgres-replica-2")]
+    alone = _cluster(("postgres", "leader", "running", None))
+    assert decide.restart_plan(alone, {"postgres"}, set(), MB) == [decide.RestartStep("restart", "postgres")]
+    lowered = decide.config_changes({"postgresql": {"parameters": {"max_connections": 50}}},
+                                    {"postgresql": {"parameters": {"max_connections": 100}}}, CONTEXTS)
+    assert decide.lowered_minimums(lowered) == {"max_connections"}
+    assert "the leader in place first" in decide.plan_lines(lowered)[0]
+
+
+def test_the_desired_configuration_is_the_rendered_bootstrap_dcs(repo):
+    from shipyard.components.postgres.commands import desired_config
+
+    settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
+    rendered = yaml.safe_load(render_host(settings, settings.hosts_with_role("data")[0]).files["postgres/patroni.yml"])
+    assert desired_config(settings) == rendered["bootstrap"]["dcs"]
+    assert desired_config(settings)["postgresql"]["parameters"]["max_connections"] == 150
+
+
+def _config_hashes(repo, variables):
+    settings = load_environment(repo, "ci", variables)
+    compose = render_host(settings, settings.hosts_with_role("data")[0]).compose
+    return {name: doc["labels"].get("org.shipyard.config-hash") for name, doc in compose["services"].items()
+            if name.startswith("postgres")}
+
+
+def test_under_patroni_a_changed_parameter_recreates_no_node_the_reconcile_applies_it(repo):
+    """Compose recreates a service whose config hash changed: under patroni that would restart
+    every node at once for a value Patroni ignores after the first start (bootstrap.dcs)."""
+    patroni = {"SHIPYARD_POSTGRES__HA": "patroni"}
+    assert _config_hashes(repo, patroni) == _config_hashes(repo, {**patroni, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150",
+                                                                   "SHIPYARD_POSTGRES__PATRONI__TTL_S": "12"})
+    # Under scripts, max_connections is in postgresql.conf, read at start: the nodes are recreated as before.
+    assert _config_hashes(repo, {}) != _config_hashes(repo, {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
+
+
+def test_the_reconcile_runs_after_the_nodes_under_patroni_only(repo):
+    from shipyard import rollout_order, topology
+
+    for variables, expected in (({"SHIPYARD_POSTGRES__HA": "patroni"}, True), ({}, False)):
+        topo = topology.build(load_environment(repo, "ci", variables))
+        points = rollout_order.setup_points(topo, rollout_order.rollout_steps(topo))
+        assert any(c.name == "postgres" for comps in points.values() for c in comps) is expected
