@@ -85,12 +85,14 @@ host-test-deps: host-test-tools
 	@command -v consul >/dev/null || sh shipyard/apply/apt-from-suite.sh bullseye consul binary usr/bin/consul /usr/local/bin/consul
 
 # Patroni and etcd for tests/patroni (Debian's packages: patroni 3.0.2 with python3-etcd for its
-# etcd3 client, etcd 3.4). The tests start their own etcd: the one the package may start is stopped.
+# etcd3 client, etcd 3.4). The tests start their own etcd: the one the package may start is stopped,
+# by its pidfile only: `service etcd stop` matches every process running /usr/bin/etcd, the etcd
+# containers of a rolled-out environment included (it stopped ci's member under a running drill).
 host-test-patroni: host-test-deps
 	@command -v patroni >/dev/null && command -v etcd >/dev/null && /usr/bin/python3 -c 'import etcd' 2>/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    patroni python3-etcd etcd-server >/dev/null)
-	@service etcd stop >/dev/null 2>&1 || true
+	@if [ -s /var/run/etcd.pid ]; then start-stop-daemon --stop --quiet --pidfile /var/run/etcd.pid --remove-pidfile || true; fi
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)

@@ -206,6 +206,13 @@ def down(env: str, volumes: bool) -> int:
         return 0
     code = subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes), check=False).returncode
     if code == 0 and volumes:
+        # `compose down --volumes` removes the volumes its file names today: one a component that
+        # is gone used (etcd after postgres.ha went back to scripts) would hand its old data to the
+        # next rollout that names it again (a Patroni cluster's state beside brand-new nodes).
+        left = subprocess.run(commands.project_volumes(settings.compose_project), check=True, capture_output=True,
+                              text=True).stdout.split()
+        if left:
+            code = subprocess.run(commands.volume_rm(left), check=False).returncode
         # A full teardown: the shipped project and its secret files go too; the next deploy
         # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
         shutil.rmtree(project_dir)

@@ -52,6 +52,15 @@ def compose_down(project_directory: str, project: str, volumes: bool) -> list[st
     return compose(project_directory, project, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
 
 
+def project_volumes(project: str) -> list[str]:
+    """Every volume compose made for ``project``, also those its current file no longer names."""
+    return ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={project}"]
+
+
+def volume_rm(names: Sequence[str]) -> list[str]:
+    return ["docker", "volume", "rm", *names]
+
+
 def compose_kill_signal(project_directory: str, project: str, service: str, signal: str) -> list[str]:
     return compose(project_directory, project, "kill", "-s", signal, service)
 
