@@ -30,15 +30,19 @@ from tests.patroni.test_failover import _connect, _primary, _streaming
 from tests.waiting import wait_for
 
 SCRIPT = component.COMPONENT.files_dir / "postgres" / "pgbackrest-node.py"
+# Debian's python3, as in the image (the script, run as root, becomes postgres: a python under
+# /root would no longer read its own library).
+PYTHON = "/usr/bin/python3"
 BATCH = 100  # rows per batch, each its own acknowledged transaction
 STATE: dict = {}
 FIGURES: dict = {}
 
 
-def run_script(node, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """pgbackrest-node.py in ``node``'s environment, as postgres (as a node's container runs it)."""
-    user = pwd.getpwnam("postgres")
-    return subprocess.run(["python3", str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+def run_script(node, *args: str, as_root: bool = False, **env: str) -> subprocess.CompletedProcess:
+    """pgbackrest-node.py in ``node``'s environment, as postgres (the backup loop), or as root
+    (``docker exec``: `make pg-backup`; the script becomes postgres itself)."""
+    user = pwd.getpwnam("postgres" if not as_root else "root")
+    return subprocess.run([PYTHON, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
                           user=user.pw_uid, group=user.pw_gid, extra_groups=[],
                           env={**node.environment(), "PG_SUPERUSER": STATE["settings"].postgres.user,
                                "PG_DATABASE": "postgres", **env})
@@ -68,7 +72,7 @@ def restore(workdir: Path, name: str, leader, settings, secret_values, *args: st
     user = pwd.getpwnam("postgres")
     log = root / "restore.log"
     # The restored postgresql.conf is the leader's (Patroni's): its port and socket are moved here.
-    argv = ["python3", str(SCRIPT), "restore", *args, "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
+    argv = [PYTHON, str(SCRIPT), "restore", *args, "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={root}"]
     env = {**leader.environment(), "PGDATA": str(root / "data")}
     del env["PG_SUPERUSER_PASSFILE"]  # as in the restore container: a restore needs no password
@@ -214,12 +218,17 @@ def test_the_schedule_backs_up_on_the_leader_only_when_due(cluster, settings, se
     before = len([line for line in run_script(leader, "list").stdout.splitlines() if line])
     not_due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="3600", PG_BACKUP_FULL_INTERVAL_S="604800")
     assert not_due.returncode == 0 and "no backup due" in not_due.stdout, not_due.stderr
-    due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="604800")
+    due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="604800", as_root=True)
     assert due.returncode == 0 and f"(incr) of {leader.name}" in due.stdout, due.stdout + due.stderr
     full_due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="1")
     assert full_due.returncode == 0 and f"(full) of {leader.name}" in full_due.stdout, full_due.stdout + full_due.stderr
     after = run_script(leader, "list").stdout.splitlines()
     assert len([line for line in after if line]) == before + 2, after
+    # Run as root (as docker exec does), it wrote as postgres: archive-push can still write everywhere.
+    postgres = pwd.getpwnam("postgres").pw_uid
+    repo = leader.root.parent / "pgbackrest-repo"
+    foreign = [str(p) for p in repo.rglob("*") if p.stat().st_uid != postgres]
+    assert not foreign, foreign[:10]
 
 
 def test_the_killed_leader_rejoins_with_the_archive_configured(cluster, settings, secret_values):
@@ -230,6 +239,8 @@ def test_the_killed_leader_rejoins_with_the_archive_configured(cluster, settings
     old.start()
     wait_for(f"{old.name} streaming from {leader.name}", lambda: _streaming(leader, [old.name], settings, secret_values),
              120)
+    # Streaming can precede a consistent state (connections refused until then): Patroni's own view.
+    wait_for(f"{old.name} a healthy replica for Patroni (GET /replica)", lambda: old.get("/replica")[0] == 200, 60)
     with _connect(old, settings, secret_values) as conn:
         restore_command = conn.execute("SHOW restore_command").fetchone()[0]
     assert restore_command.startswith(f"pgbackrest --stanza={old.stanza} archive-get"), restore_command

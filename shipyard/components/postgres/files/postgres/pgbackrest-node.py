@@ -11,7 +11,8 @@
     python3 pgbackrest-node.py schedule                 `tick` every $PG_BACKUP_CHECK_S s, forever
                                                         (patroni-node.sh starts it beside Patroni)
     python3 pgbackrest-node.py stanza                   the stanza, made if missing (idempotent)
-    python3 pgbackrest-node.py list                     backup labels, oldest first
+    python3 pgbackrest-node.py list                     backups, oldest first: label, type, end time
+    python3 pgbackrest-node.py leader                   exit 0 when this node leads (Patroni), else 1
     python3 pgbackrest-node.py flush                    on the leader: WAL switched and archived now
                                                         (pgbackrest check), before a restore
     python3 pgbackrest-node.py restore [--set L] [--until T] [POSTGRES ARGS...]
@@ -162,6 +163,18 @@ def schedule() -> None:
         time.sleep(period)
 
 
+def become_postgres() -> None:
+    """As root (`docker exec` runs as root): become postgres, so that every file pgBackRest
+    writes into the repository stays the server's (archive-push runs as postgres)."""
+    if os.getuid() != 0:
+        return
+    user = pwd.getpwnam("postgres")
+    os.setgroups([])
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    os.environ.update(HOME=user.pw_dir, USER="postgres", LOGNAME="postgres")
+
+
 def restore(args: list[str]) -> None:
     """pgbackrest restore into an empty $PGDATA, then PostgreSQL in its place: replaying the
     archive (restore_command written by pgbackrest) to its end or to --until, then promoted.
@@ -183,10 +196,7 @@ def restore(args: list[str]) -> None:
         for path in (os.path.dirname(pgdata), pgdata):
             os.chown(path, user.pw_uid, user.pw_gid)
         os.chmod(pgdata, 0o700)
-        os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-        os.environ.update(HOME=user.pw_dir, USER="postgres", LOGNAME="postgres")
+        become_postgres()
     if not os.path.exists(os.path.join(pgdata, "PG_VERSION")):
         argv = ["restore", f"--pg1-path={pgdata}"]
         if label:
@@ -204,6 +214,8 @@ def restore(args: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     mode, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if mode != "restore":  # restore prepares its data directory as root first
+        become_postgres()
     try:
         if mode == "backup" and len(rest) <= 1:
             print(backup(rest[0] if rest else None))
@@ -218,6 +230,10 @@ def main(argv: list[str]) -> int:
             for b in backups():
                 stop = dt.datetime.fromtimestamp(b["timestamp"]["stop"], dt.timezone.utc).isoformat()
                 print(f"{b['label']} {b['type']} {stop}")
+        elif mode == "leader" and not rest:
+            leads, role = is_leader()
+            print(f"{NODE}: {'the leader' if leads else role}")
+            return 0 if leads else 1
         elif mode == "flush" and not rest:
             require_leader("the archive flush")
             pgbackrest("check")
