@@ -211,16 +211,16 @@ def test_the_schedule_backs_up_on_the_leader_only_when_due(cluster, settings, se
         pytest.fail("no failover with backups: the tests before failed")
     leader = STATE["leader"]
     replicas = [n for n in cluster if n is not leader and n.process.poll() is None]
-    # Due on every node (an interval of 1 s), but only the leader acts.
+    # Due on every node (an interval of 0 s: whatever the newest backup's age), but only the leader acts.
     for node in replicas:
-        looked = run_script(node, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="604800")
+        looked = run_script(node, "tick", PG_BACKUP_INTERVAL_S="0", PG_BACKUP_FULL_INTERVAL_S="604800")
         assert looked.returncode == 0 and "no backup due (or not the leader)" in looked.stdout, looked.stderr
     before = len([line for line in run_script(leader, "list").stdout.splitlines() if line])
     not_due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="3600", PG_BACKUP_FULL_INTERVAL_S="604800")
     assert not_due.returncode == 0 and "no backup due" in not_due.stdout, not_due.stderr
-    due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="604800", as_root=True)
+    due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="0", PG_BACKUP_FULL_INTERVAL_S="604800", as_root=True)
     assert due.returncode == 0 and f"(incr) of {leader.name}" in due.stdout, due.stdout + due.stderr
-    full_due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="1", PG_BACKUP_FULL_INTERVAL_S="1")
+    full_due = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="0", PG_BACKUP_FULL_INTERVAL_S="0")
     assert full_due.returncode == 0 and f"(full) of {leader.name}" in full_due.stdout, full_due.stdout + full_due.stderr
     after = run_script(leader, "list").stdout.splitlines()
     assert len([line for line in after if line]) == before + 2, after
