@@ -85,13 +85,14 @@ host-test-deps: host-test-tools
 	@command -v consul >/dev/null || sh shipyard/apply/apt-from-suite.sh bullseye consul binary usr/bin/consul /usr/local/bin/consul
 
 # Patroni and etcd for tests/patroni (Debian's packages: patroni 3.0.2 with python3-etcd for its
-# etcd3 client, etcd 3.4). The tests start their own etcd: the one the package may start is stopped,
-# by its pidfile only: `service etcd stop` matches every process running /usr/bin/etcd, the etcd
+# etcd3 client, etcd 3.4, pgbackrest 2.45). The tests start their own etcd: the one the package may
+# start is stopped, by its pidfile only: `service etcd stop` matches every process running /usr/bin/etcd, the etcd
 # containers of a rolled-out environment included (it stopped ci's member under a running drill).
 host-test-patroni: host-test-deps
-	@command -v patroni >/dev/null && command -v etcd >/dev/null && /usr/bin/python3 -c 'import etcd' 2>/dev/null || \
+	@command -v patroni >/dev/null && command -v etcd >/dev/null && command -v pgbackrest >/dev/null && \
+	  /usr/bin/python3 -c 'import etcd' 2>/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    patroni python3-etcd etcd-server >/dev/null)
+	    patroni python3-etcd etcd-server pgbackrest >/dev/null)
 	@if [ -s /var/run/etcd.pid ]; then start-stop-daemon --stop --quiet --pidfile /var/run/etcd.pid --remove-pidfile || true; fi
 
 up deploy: venv
@@ -189,7 +190,8 @@ test-client: venv host-test-deps
 
 # PostgreSQL under Patroni (postgres.ha: patroni, not deployed yet): a real etcd and three
 # Patroni-run PostgreSQL nodes from the component's rendered config, on loopback; the leader
-# killed, a replica promoted with every acknowledged row, the old leader back as a replica.
+# killed, a replica promoted with every acknowledged row, the old leader back as a replica;
+# pgBackRest backups from the leader before and after a failover, restored to the end and to a time.
 # No Docker. docs/data-tier.md, "Patroni".
 test-patroni: venv host-test-patroni
 	PYTHONPATH=services $(PYTEST) -q tests/patroni

@@ -1,5 +1,7 @@
 """Backups: a base backup plus the WAL archive restores into a fresh PostgreSQL with the same
-rows, including those committed after the base backup; UNTIL stops the replay at a time."""
+rows, including those committed after the base backup; UNTIL stops the replay at a time. The
+same under postgres.ha: patroni (pgBackRest from the leader), where a backup from before a
+failover (the leader's container killed) restores what the new leader committed after it."""
 
 import subprocess
 import time
@@ -73,6 +75,8 @@ def test_a_bad_until_is_refused_before_anything_starts(env_name, settings):
 
 
 def test_retention_keeps_only_the_newest_backups_and_the_wal_they_need(env_name, settings):
+    if settings.postgres.ha == "patroni":
+        return _pgbackrest_retention(env_name, settings)
     for _ in range(settings.postgres.backup_keep + 1):
         assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
     backup_container = container_of(settings, "postgres-backup")
@@ -87,3 +91,52 @@ def test_retention_keeps_only_the_newest_backups_and_the_wal_they_need(env_name,
                               capture_output=True, text=True, check=True).stdout.split()
     segments = [name[8:24] for name in archived if len(name) >= 24 and not name.endswith(".history")]
     assert segments and min(segments) >= oldest_needed[8:], (oldest_needed, archived)
+
+
+def _pgbackrest_retention(env_name, settings):
+    """pgBackRest's repo1-retention-full: postgres.backup_keep full backups, older ones expired."""
+    from shipyard.components.postgres import CONF
+    from shipyard.components.postgres.backups import leader
+
+    for _ in range(settings.postgres.backup_keep + 1):
+        taken = run_shipyard("pg-backup", "--env", env_name, "--type", "full")
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+    listing = subprocess.run(["docker", "exec", container_of(settings, leader(settings)), "python3",
+                              f"{CONF}/pgbackrest-node.py", "list"], capture_output=True, text=True, check=True).stdout
+    fulls = [line for line in listing.splitlines() if line.split()[1:2] == ["full"]]
+    assert len(fulls) == settings.postgres.backup_keep, listing
+
+
+def test_a_backup_from_before_a_failover_restores_what_the_new_leader_committed(env_name, settings):
+    if settings.postgres.ha != "patroni":
+        pytest.skip("postgres.ha is not patroni (the scripts mode's case is in test_drills.py)")
+    from shipyard.components.postgres.backups import leader
+    from tests.waiting import wait_for
+
+    backup = run_shipyard("pg-backup", "--env", env_name)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    name = backup.stdout.split("backup ")[1].split()[0]
+    old = leader(settings)
+    old_container = container_of(settings, old)
+    # A dead host: killed, not restarted by its restart policy until started again below.
+    subprocess.run(["docker", "kill", "--signal", "KILL", old_container], check=True, capture_output=True)
+    try:
+        def new_leader():
+            try:
+                node = leader(settings)
+            except Exception:  # no leader yet: the failover takes about ttl_s
+                return None
+            return node if node != old else None
+
+        wait_for("a new leader", new_leader, settings.postgres.patroni.ttl_s + 30, interval_s=0.5)
+        rows = wait_for("a write on the new leader", lambda: _try_add_rows(settings, 6), 30, interval_s=0.5)
+        assert restored_rows(env_name, settings, "--backup", name) == rows
+    finally:
+        subprocess.run(["docker", "start", old_container], check=True, capture_output=True)
+
+
+def _try_add_rows(settings, count: int):
+    try:
+        return add_rows(settings, count)
+    except subprocess.CalledProcessError:
+        return None

@@ -1,7 +1,9 @@
 """Real processes on loopback, no Docker: one etcd server (Debian's etcd-server, auth on,
 Patroni's user limited to its prefix by shipyard/components/postgres/etcd_access.py) and three
 PostgreSQL 15 nodes, each run by Debian's Patroni from the component's own rendered
-patroni.yml, its secret fragments and pg_hba.conf, in temporary directories on free ports.
+patroni.yml, its secret fragments and pg_hba.conf, in temporary directories on free ports;
+each archives through Debian's pgBackRest, from its own rendered pgbackrest.conf, into one
+repository directory all three share (the volume every node mounts in a deploy).
 ``make host-test-patroni`` installs the packages. Everything is stopped and deleted at the end."""
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 import requests
 
 from shipyard.components import postgres as component
-from shipyard.components.postgres import etcd_access, patroni
+from shipyard.components.postgres import etcd_access, patroni, pgbackrest
 from shipyard.inventory import load_environment
 from shipyard.render import render_secret_file
 from shipyard.render.context import RenderContext
@@ -101,6 +103,7 @@ class Node:
     root: Path
     pg_port: int
     api_port: int
+    stanza: str = ""
     process: subprocess.Popen | None = None
     logs: list[Path] = field(default_factory=list)
 
@@ -127,7 +130,16 @@ class Node:
             self.process = subprocess.Popen(
                 [_need("patroni"), str(self.root / "patroni")], stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                env={"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8"})
+                env=self.environment())
+
+    def environment(self) -> dict[str, str]:
+        """What a deploy puts in the node's container environment (no secret: the passfile's path),
+        with this node's paths: Patroni's, PostgreSQL's (archive_command) and pgbackrest-node.py's."""
+        return {"PATH": os.environ["PATH"], "HOME": str(self.root), "LANG": "C.UTF-8",
+                "PGBACKREST_CONFIG": str(self.root / "conf" / pgbackrest.CONFIG_NAME), "PGBACKREST_STANZA": self.stanza,
+                "PG_SUPERUSER_PASSFILE": str(self.root / "secrets" / component.SUPERUSER_PGPASS.target),
+                "PATRONI_NAME": self.name, "PATRONI_API": self.api,
+                "PGHOST": str(self.root / "run"), "PGPORT": str(self.pg_port)}
 
     def postmaster_pid(self) -> int | None:
         pid_file = self.root / "data" / "postmaster.pid"
@@ -177,7 +189,7 @@ def _owned_by_postgres(path: Path, mode: int) -> None:
     path.chmod(mode)
 
 
-def write_node(node: Node, settings, secret_values: dict[str, str], etcd_hosts: list[str]) -> None:
+def write_node(node: Node, settings, secret_values: dict[str, str], etcd_hosts: list[str], repo: Path) -> None:
     """The node's files as a deploy renders them: the component's templates, rendered here with
     loopback addresses and this node's directories."""
     host = settings.hosts_with_role("data")[0]
@@ -192,12 +204,17 @@ def write_node(node: Node, settings, secret_values: dict[str, str], etcd_hosts: 
                                       api_listen=f"127.0.0.1:{node.api_port}", api_connect=f"127.0.0.1:{node.api_port}")
     templates = component.COMPONENT.templates_dir
     config = patroni.config_vars(settings.name, settings.postgres, node.name, addresses, paths, etcd_hosts)
+    backrest = pgbackrest.config_vars(settings.name, settings.postgres, data_dir=paths.data_dir,
+                                      socket_dir=paths.run_dir, port=node.pg_port, repo_path=str(repo),
+                                      lock_path=str(dirs["run"] / "pgbackrest"))
+    node.stanza = backrest["pgbackrest"]["stanza"]
     rendered = {dirs["conf"] / "patroni.yml": render_template("postgres", templates, patroni.TEMPLATE, config),
+                dirs["conf"] / pgbackrest.CONFIG_NAME: render_template("postgres", templates, pgbackrest.TEMPLATE, backrest),
                 dirs["conf"] / "pg_hba.conf": render_template("postgres", templates, "postgres/pg_hba.conf.j2", variables)}
     for path, text in rendered.items():
         path.write_text(text)
         _owned_by_postgres(path, 0o444)
-    for secret in patroni.SECRETS:
+    for secret in (*patroni.SECRETS, component.SUPERUSER_PGPASS):
         path = dirs["secrets"] / secret.target
         path.write_bytes(render_secret_file(component.COMPONENT, secret.template, secret.secret,
                                             secret_values[secret.secret], variables))
@@ -238,8 +255,11 @@ def etcd(workdir, settings, secret_values):
 @pytest.fixture(scope="session")
 def cluster(workdir, settings, secret_values, etcd):
     nodes = [Node(name, workdir / name, free_port(), free_port()) for name in NODES]
+    repo = workdir / "pgbackrest-repo"
+    repo.mkdir()
+    _owned_by_postgres(repo, 0o750)
     for node in nodes:
-        write_node(node, settings, secret_values, [f"127.0.0.1:{etcd.client_port}"])
+        write_node(node, settings, secret_values, [f"127.0.0.1:{etcd.client_port}"], repo)
     for node in nodes:
         node.start()
     yield nodes

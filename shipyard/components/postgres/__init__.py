@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, Metrics, Port, Rotation, SecretFile, Service, Wait
-from shipyard.components.postgres import patroni
+from shipyard.components.postgres import patroni, pgbackrest
 from shipyard.components.postgres.commands import COMMANDS, plan_config, reconcile
 from shipyard.components.postgres.settings import PostgresSettings
 
@@ -58,12 +58,20 @@ def _patroni(settings) -> bool:
     return settings.postgres.ha == "patroni"
 
 
+# pgBackRest's way in (postgres.ha: patroni): the superuser over the node's own socket (backups
+# start and stop through it), its password in a passfile read at each connection.
+SUPERUSER_PGPASS = SecretFile("superuser_pgpass", "postgres_password", template="secrets/superuser-pgpass.j2",
+                               rotation=Rotation(), when=_patroni)
+# How often a node's backup loop looks whether it leads and a backup is due (postgres.ha: patroni).
+BACKUP_CHECK_S = 30
+
 _NODE_SECRETS = (
     SecretFile("postgres_password", "postgres_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "superuser", "postgres_password"))),
     SecretFile("replication_password", "replication_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "replicator", "replication_password"))),
     _PGPASS,
+    SUPERUSER_PGPASS,
     *(SecretFile(s.target, s.secret, template=s.template, when=_patroni) for s in patroni.SECRETS))
 # A replica's first start clones the primary: its failing probes count only after that long.
 _NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
@@ -157,17 +165,32 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             "PATRONI_NAME": inst.name,
             "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{inst.name}:{patroni.API_PORT}",
             "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"{inst.name}:5432"}
+    # pgBackRest: the config every node reads (archive_command names only the stanza), the
+    # passfile, and the schedule of the backup loop patroni-node.sh starts beside Patroni.
+    env |= {"PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}", "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env),
+            "PG_SUPERUSER": settings.user, "PG_SUPERUSER_PASSFILE": f"/run/secrets/{SUPERUSER_PGPASS.target}",
+            "PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s),
+            "PG_BACKUP_FULL_INTERVAL_S": str(settings.backup_full_interval_s),
+            "PG_BACKUP_CHECK_S": str(BACKUP_CHECK_S)}
     return {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m",
             "command": ["bash", f"{CONF}/patroni-node.sh"],
             # Patroni stops PostgreSQL (fast shutdown) and gives up the leader lock on SIGTERM.
             "stop_signal": "SIGTERM", "stop_grace_period": "30s", "shm_size": "128m",
-            "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data"]}
+            # The repository: one volume, the same path in every node (whichever leads writes it).
+            "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data", f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"]}
 
 
 def template_context(ctx) -> dict[str, Any]:
     # The role names are for the secret fragments of the Patroni mode (patroni.SECRETS), the
     # rest for patroni.yml (rendered under both modes, read under patroni only).
-    return {**patroni_config_vars(ctx), "env": ctx.env, "postgres": ctx.section("postgres"), **patroni.template_names()}
+    return {**patroni_config_vars(ctx), **pgbackrest_config_vars(ctx), "env": ctx.env, "postgres": ctx.section("postgres"),
+            **patroni.template_names()}
+
+
+def pgbackrest_config_vars(ctx) -> dict[str, Any]:
+    """The variables of pgbackrest.conf as a deploy runs it: in each node's container (the same
+    paths in every node and in the restore container)."""
+    return pgbackrest.config_vars(ctx.env, ctx.section("postgres"), data_dir=PGDATA, socket_dir=PATRONI_RUN, port=5432)
 
 
 def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
@@ -180,8 +203,9 @@ def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
     paths = patroni.NodePaths(data_dir=PGDATA, conf_dir=CONF, run_dir=PATRONI_RUN,
                               post_bootstrap=f"bash {CONF}/patroni-post-bootstrap.sh")
     etcd = [str(e) for e in ctx.endpoints("etcd", "etcd")]
-    return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd,
-                               permanent_slots=(WAL_ARCHIVE_SLOT,))
+    # No permanent slot: the scripts' backup service (pg_receivewal on its slot) does not run
+    # under Patroni; pgBackRest archives through archive_command.
+    return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd)
 
 
 def _config_hash_part(settings, path: str, content: bytes) -> bytes:
@@ -244,8 +268,9 @@ COMPONENT = Component(
                 instances=lambda s: s.postgres.replicas, placement="spread", consumers_wait=None,
                 waits=(Wait("postgres", "service_started"),)),
         # Scheduled base backups and the WAL archive, streamed as the replication role.
+        # Under postgres.ha: patroni absent: pgBackRest archives and backs up from the leader.
         Service("postgres-backup", "data", "data", "postgres", UID, secrets=(_PGPASS,), config_dir="postgres",
-                serves_clients=False, placement="once",
+                serves_clients=False, placement="once", scale=lambda s: 0 if _patroni(s) else 1,
                 health=Health(("bash", f"{CONF}/backup.sh", "check"), start_period_s=120),
                 # Its first backup records its time in the table the setup job makes.
                 waits=(Wait("postgres", "service_started"), Wait("postgres-setup", "service_completed_successfully"))),

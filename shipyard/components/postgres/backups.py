@@ -1,4 +1,8 @@
-"""`make pg-backup` (a base backup now) and `make pg-restore` (a fresh server from one)."""
+"""`make pg-backup` (a base backup now) and `make pg-restore` (a fresh server from one).
+
+Under ``postgres.ha: scripts`` through the backup service (pg_basebackup + pg_receivewal:
+files/postgres/backup.sh, restore.sh); under ``patroni`` through pgBackRest on the node Patroni
+calls leader (files/postgres/pgbackrest-node.py; the repository is the ``pgbackrest`` volume)."""
 
 from __future__ import annotations
 
@@ -8,14 +12,57 @@ import time
 import docker.errors
 
 from shipyard import commands
-from shipyard.components.postgres import CONF
+from shipyard.components.postgres import CONF, PGDATA, pgbackrest
+from shipyard.components.postgres.instances import node_names
 from shipyard.controller.drills import access, container, run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 
 
-def pg_backup(settings: EnvironmentSettings) -> str:
-    """One base backup now, by the backup service; returns its report line."""
+_PGBACKREST = ["python3", f"{CONF}/pgbackrest-node.py"]
+
+
+def _patroni(settings: EnvironmentSettings) -> bool:
+    return settings.postgres.ha == "patroni"
+
+
+def leader(settings: EnvironmentSettings) -> str:
+    """The node Patroni calls leader (its own REST API, asked inside each node)."""
+    answers = []
+    for node in node_names(settings):
+        try:
+            code, out, err = run_in(settings, node, [*_PGBACKREST, "leader"])
+        except ShipyardError as exc:  # a node that is not running
+            answers.append(f"{node}: {exc}")
+            continue
+        if code == 0:
+            return node
+        answers.append((out or err).strip())
+    raise ShipyardError(f"environment {settings.name}", "no PostgreSQL node is Patroni's leader: " + "; ".join(answers),
+                        f"wait for the failover to finish (make status ENV={settings.name}), then run it again")
+
+
+def _on_leader(settings: EnvironmentSettings, node: str, args: list[str], what: str) -> str:
+    code, out, err = run_in(settings, node, [*_PGBACKREST, *args])
+    if code != 0:
+        raise ShipyardError(f"environment {settings.name}, node {node}", f"{what} failed: {(err or out)[-800:]}",
+                            f"look at the node's log (make logs ENV={settings.name} SERVICE={node}); a failover "
+                            "mid-way is retried by running it again")
+    return out
+
+
+def pg_backup(settings: EnvironmentSettings, kind: str | None = None) -> str:
+    """One backup now; returns its report line. Under patroni a pgBackRest backup on the leader
+    (``kind`` full, diff or incr; default: full when the repository has none, else incr)."""
+    if _patroni(settings):
+        if kind not in (None, "full", "diff", "incr"):
+            raise ShipyardError(f"make pg-backup ENV={settings.name}", f"TYPE {kind!r} is not a backup type",
+                                "use TYPE=full, TYPE=diff or TYPE=incr (or none: full when there is none, else incr)")
+        node = leader(settings)
+        return _on_leader(settings, node, ["backup", *([kind] if kind else [])], "the backup").strip().splitlines()[-1]
+    if kind is not None:
+        raise ShipyardError(f"make pg-backup ENV={settings.name}", "TYPE is for postgres.ha: patroni (pgBackRest)",
+                            "leave TYPE out: the scripts mode takes base backups only")
     code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "now"])
     if code != 0:
         raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"backup failed: {err[-500:]}",
@@ -24,6 +71,9 @@ def pg_backup(settings: EnvironmentSettings) -> str:
 
 
 def backups(settings: EnvironmentSettings) -> list[str]:
+    if _patroni(settings):
+        listed = _on_leader(settings, leader(settings), ["list"], "listing the backups")
+        return [line.split()[0] for line in listed.splitlines() if line.strip()]
     code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "list"])
     if code != 0:
         raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"cannot list backups: {err[-300:]}",
@@ -46,6 +96,12 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: 
         except ValueError:
             raise ShipyardError(f"environment {settings.name}", f"UNTIL {until!r} is not a time",
                                 "give an ISO time such as '2026-11-24 08:00:00+00:00' (no zone: UTC)") from None
+    source = "postgres"
+    if _patroni(settings):
+        # Everything committed so far into the archive first (pgbackrest check: a WAL switch,
+        # archived), so a restore to the end has it: the archive is per segment, not per record.
+        source = leader(settings)
+        _on_leader(settings, source, ["flush"], "flushing the WAL archive")
     available = backups(settings)
     if not available:
         raise ShipyardError(f"environment {settings.name}", "has no complete base backup yet",
@@ -55,21 +111,29 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: 
         raise ShipyardError(f"environment {settings.name}", f"no backup {chosen}",
                             f"pick one of: {', '.join(available)}")
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
-    image = container(settings, "postgres").attrs["Config"]["Image"]
+    image = container(settings, source).attrs["Config"]["Image"]
     name = restore_container(settings)
     remove_restore(settings)
     client = access(settings, "postgres").docker
-    argv = ["bash", f"{CONF}/restore.sh", chosen, *([until] if until else [])]
+    volumes = {f"{name}-data": {"bind": "/var/lib/postgresql/data", "mode": "rw"},
+               f"{project_dir}/postgres": {"bind": CONF, "mode": "ro"},
+               f"{project_dir}/secrets/postgres/postgres_password": {"bind": "/run/secrets/postgres_password", "mode": "ro"}}
+    environment = {}
+    if _patroni(settings):
+        # pgbackrest restore into the container's own volume, then PostgreSQL replaying the
+        # archive (archive_mode off: it never pushes into the repository it reads).
+        argv = [*_PGBACKREST, "restore", "--set", chosen, *(["--until", until] if until else [])]
+        volumes[f"{settings.compose_project}_{pgbackrest.VOLUME}"] = {"bind": pgbackrest.REPO_PATH, "mode": "ro"}
+        environment = {"PGDATA": PGDATA, "PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}",
+                       "PGBACKREST_STANZA": pgbackrest.stanza(settings.name)}
+    else:
+        argv = ["bash", f"{CONF}/restore.sh", chosen, *([until] if until else [])]
+        volumes[f"{settings.compose_project}_pgbackups"] = {"bind": "/backups", "mode": "ro"}
     try:
-        # As root: restore.sh unpacks the backup, then drops to the server's uid.
+        # As root: the script prepares the data directory, then drops to the server's uid.
         restored = client.containers.run(
-            image, argv[1:], entrypoint=argv[:1], name=name, user="0", detach=True,
-            network=f"{settings.compose_project}_default", labels={"org.shipyard.restore": "1"},
-            volumes={f"{settings.compose_project}_pgbackups": {"bind": "/backups", "mode": "ro"},
-                     f"{name}-data": {"bind": "/var/lib/postgresql/data", "mode": "rw"},
-                     f"{project_dir}/postgres": {"bind": CONF, "mode": "ro"},
-                     f"{project_dir}/secrets/postgres/postgres_password":
-                         {"bind": "/run/secrets/postgres_password", "mode": "ro"}})
+            image, argv[1:], entrypoint=argv[:1], name=name, user="0", detach=True, environment=environment,
+            network=f"{settings.compose_project}_default", labels={"org.shipyard.restore": "1"}, volumes=volumes)
     except docker.errors.DockerException as exc:
         raise ShipyardError(f"environment {settings.name}", f"cannot start the restore container: {exc}",
                             f"remove a leftover one: docker rm -f {name}") from None

@@ -12,7 +12,7 @@ from shipyard.component import Command, CommandContext, Option
 def _backup(ctx: CommandContext) -> int:
     from shipyard.components.postgres.backups import pg_backup
 
-    print(pg_backup(ctx.settings))
+    print(pg_backup(ctx.settings, ctx.options["type"]))
     return 0
 
 
@@ -128,9 +128,10 @@ def _restart(ctx: CommandContext) -> int:
 
 COMMANDS = (
     Command("pg-backup", "a base backup now (they also run every postgres.backup_interval_s)", _backup,
-            changes=True),
+            (Option("type", "under postgres.ha: patroni, the pgBackRest backup type: full, diff or incr (default: full "
+                    "when there is none, else incr)", example="full"),), changes=True),
     Command("pg-restore", "a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)", _restore,
-            (Option("backup", "/backups/base-<time> (default: the newest)"),
+            (Option("backup", "/backups/base-<time>, under patroni a pgBackRest label (default: the newest)"),
              Option("until", "replay the WAL archive up to this time (default: all of it)",
                     example="'2026-11-24 08:00:00+00'")), changes=True),
     Command("pg-promote", "make a replica the primary (no commit lost; FORCE=1 when the primary is dead: what it "

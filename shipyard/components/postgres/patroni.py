@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard.component import SecretFile
+from shipyard.components.postgres import pgbackrest
 
 TEMPLATE = "postgres/patroni.yml.j2"
 # Debian's PostgreSQL 15 (the local image and the host's package); the official image's
@@ -88,15 +89,18 @@ def template_names() -> dict[str, str]:
 
 
 def config_vars(env: str, settings, node: str | None, addresses: NodeAddresses, paths: NodePaths,
-                etcd_hosts: list[str], permanent_slots: tuple[str, ...] = ()) -> dict[str, Any]:
+                etcd_hosts: list[str], permanent_slots: tuple[str, ...] = (), archive: bool = True) -> dict[str, Any]:
     """The variables of templates/postgres/patroni.yml.j2 for one node (``node`` None: for every
     node, each naming itself through its environment). ``settings``: the ``postgres`` section.
     Addresses and paths are arguments so the tests run real nodes from this very template on
-    loopback ports and temporary directories. ``permanent_slots``: physical slots Patroni keeps."""
+    loopback ports and temporary directories. ``permanent_slots``: physical slots Patroni keeps.
+    ``archive``: the WAL archive and restore through pgBackRest (pgbackrest.py)."""
     patroni = settings.patroni
+    wal = ({"command": pgbackrest.archive_command(env), "restore_command": pgbackrest.restore_command(env),
+            "timeout_s": pgbackrest.ARCHIVE_TIMEOUT_S} if archive else None)
     return {"env": env, "scope": scope(env), "namespace": NAMESPACE, "node": node, "postgres": settings,
             "addresses": addresses, "paths": paths, "etcd_hosts": etcd_hosts, "etcd_user": ETCD_USER,
-            "permanent_slots": permanent_slots,
+            "permanent_slots": permanent_slots, "archive": wal,
             "dcs": {"ttl": patroni.ttl_s, "loop_wait": patroni.loop_wait_s, "retry_timeout": patroni.retry_timeout_s,
                     "synchronous_mode": patroni.synchronous,
                     "failsafe_mode": patroni.failsafe,

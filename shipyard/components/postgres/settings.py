@@ -49,8 +49,15 @@ class PostgresSettings(Strict):
     max_slot_wal_keep_size_mb: int = Field(1024, ge=64,
                                            description="WAL a replication slot may hold back before the replica is cut off")
     replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
-    backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups")
-    backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted)")
+    backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups (under patroni: "
+                                                            "a pgBackRest backup when the newest is older than this)")
+    backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted); under patroni: "
+                                                          "full backups kept (pgBackRest's repo1-retention-full)")
+    backup_full_interval_s: int = Field(604800, ge=60,
+                                        description="under patroni: a scheduled backup is full when the newest full one "
+                                                    "is older than this, incremental otherwise")
+    backup_processes: int = Field(2, ge=1, le=32, description="under patroni: pgBackRest's process-max (parallel "
+                                                              "compression and transfer of a backup or restore)")
     ha: Literal["scripts", "patroni"] = Field(
         "scripts", description="who runs replication and failover: 'scripts' (node.sh, make pg-promote) or 'patroni' "
                                "(automatic failover, etcd as its DCS, images.source local only; docs/data-tier.md, \"Patroni\")")

@@ -6,6 +6,7 @@
 # and becomes Patroni (PID 1), as postgres. Patroni runs PostgreSQL: initdb on the first node to
 # take the leader lock in etcd, a clone (pg_basebackup) on the others, pg_rewind or a re-clone of
 # an old leader. The node's own name and addresses are in its environment (PATRONI_NAME...).
+# Beside it, the backup loop of pgbackrest-node.py (scheduled pgBackRest backups on the leader).
 set -Eeuo pipefail
 conf=$(dirname "${BASH_SOURCE[0]}")
 volume=$(dirname "${PGDATA:?PGDATA is not set (the render sets it in compose.yaml)}")
@@ -22,4 +23,11 @@ for fragment in /run/secrets/patroni-*.yml; do
 done
 [ "$found" -gt 0 ] || { echo "patroni-node: no /run/secrets/patroni-*.yml: the deploy delivers them (make up ENV=..)" >&2; exit 1; }
 export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
+# pgBackRest's repository (the volume every node mounts): postgres's, like the data.
+repo=/var/lib/pgbackrest
+[ -d "$repo" ] && find "$repo" -maxdepth 0 \! -user postgres -exec chown postgres: '{}' +
+# The scheduled backups: the same loop in every node, acting only while its node leads (it asks
+# Patroni), so they follow a failover. It outlives nothing: Patroni (PID 1) reaps it and the
+# container's end stops it.
+setpriv --reuid=postgres --regid=postgres --init-groups python3 "$conf/pgbackrest-node.py" schedule &
 exec setpriv --reuid=postgres --regid=postgres --init-groups patroni "$config"

@@ -10,3 +10,8 @@ psql "${1:?usage: $0 CONNSTRING}" -XAtq -v ON_ERROR_STOP=1 -v db="${PG_DATABASE:
 SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SQL
 echo "patroni-post-bootstrap: database $PG_DATABASE ready"
+# pgBackRest's stanza, once the cluster exists (archive_command fails and PostgreSQL retries the
+# segment until it does). Not fatal: a failed post_bootstrap makes Patroni wipe the new cluster,
+# and every backup makes the stanza if it is missing.
+python3 "$(dirname "${BASH_SOURCE[0]}")/pgbackrest-node.py" stanza \
+    || echo "patroni-post-bootstrap: the pgBackRest stanza could not be made yet; the first backup makes it" >&2
