@@ -150,3 +150,17 @@ def test_the_reconcile_runs_after_the_nodes_under_patroni_only(repo):
         topo = topology.build(load_environment(repo, "ci", variables))
         points = rollout_order.setup_points(topo, rollout_order.rollout_steps(topo))
         assert any(c.name == "postgres" for comps in points.values() for c in comps) is expected
+
+
+def test_a_permanent_slot_the_settings_no_longer_name_is_removed_whole_and_failsafe_is_owned():
+    # What a cluster bootstrapped before pgBackRest holds: the old backup service's slot.
+    observed = {"ttl": 10, "failsafe_mode": False, "slots": {"postgres_backup": {"type": "physical"}, "kept": {"type": "physical"}},
+                "postgresql": {"parameters": {"max_connections": 100}}}
+    desired = {"ttl": 10, "failsafe_mode": True, "slots": {"kept": {"type": "physical"}},
+               "postgresql": {"parameters": {"max_connections": 100}}}
+    changes = decide.config_changes(desired, observed, {"max_connections": "postmaster"})
+    assert [(c.key, c.want) for c in changes] == [("slots.postgres_backup", None), ("failsafe_mode", True)]
+    assert decide.config_patch(changes) == {"slots": {"postgres_backup": None}, "failsafe_mode": True}
+    no_slots = {k: v for k, v in desired.items() if k != "slots"}
+    assert [c.key for c in decide.config_changes(no_slots, observed, {})] == ["slots.kept", "slots.postgres_backup",
+                                                                             "failsafe_mode"]

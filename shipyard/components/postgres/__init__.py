@@ -176,6 +176,12 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             "command": ["bash", f"{CONF}/patroni-node.sh"],
             # Patroni stops PostgreSQL (fast shutdown) and gives up the leader lock on SIGTERM.
             "stop_signal": "SIGTERM", "stop_grace_period": "30s", "shm_size": "128m",
+            # A node cut off from the network must see etcd and its peers fail within
+            # retry_timeout_s, and demote itself before the leader key expires. The calls time out
+            # in time; name lookups did not: the engine's resolver gone, each lookup of a peer
+            # waited the resolver's 5 s x 2 attempts, and the cut-off leader kept taking writes 32 s
+            # (tests/e2e/test_patroni_drills.py saw two primaries). One second, one attempt.
+            "dns_opt": ["timeout:1", "attempts:1"],
             # The repository: one volume, the same path in every node (whichever leads writes it).
             "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data", f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"]}
 

@@ -246,6 +246,13 @@ class Cluster:
         (PATCH /config of the difference), then the restarts it needs. Lines to print."""
         changes = decide.config_changes(desired, self.config(), self.contexts())
         if not changes:
+            if self.pending():
+                # A deploy that stopped after its PATCH (or a restart that failed) left nodes on
+                # the old value of a postmaster parameter: the configuration is right, the nodes
+                # are not yet. Repaired here, reason first.
+                return (["Patroni dynamic configuration as the settings want; nodes still pending a restart "
+                         f"from an earlier change: {', '.join(sorted(self.pending()))}"]
+                        + self.restart_pending(timeout_s=timeout_s))
             return ["Patroni dynamic configuration as the settings want: nothing to change"]
         lines = [f"Patroni dynamic configuration: {c.line()}" for c in changes]
         node = self.nodes[0]
@@ -281,6 +288,8 @@ class Cluster:
                     continue
                 if change.parameter in restart and doc.get("pending_restart"):
                     continue  # running with the old value until restarted: Patroni says so
+                if rows and rows[0][0] == "(disabled)" and doc.get("pending_restart"):
+                    continue  # archive_command reads so until archive_mode's restart switches it on
                 return False
             return True
 

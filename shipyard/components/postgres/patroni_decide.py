@@ -33,8 +33,8 @@ STANDBY_MINIMUMS = ("max_connections", "max_worker_processes", "max_wal_senders"
                     "max_locks_per_transaction")
 # Keys of the dynamic configuration the settings own. Others (``pause`` from `patronictl
 # pause`, ``failsafe_mode``...) are an operator's and are left alone.
-OWNED_KEYS = ("ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "synchronous_mode", "slots",
-              "postgresql")
+OWNED_KEYS = ("ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "synchronous_mode", "failsafe_mode",
+              "slots", "postgresql")
 
 
 def members(cluster: dict) -> dict[str, dict]:
@@ -201,7 +201,12 @@ def config_changes(desired: dict, observed: dict, contexts: dict[str, str] | Non
     no longer name is removed; keys outside ``OWNED_KEYS`` are the operator's and left alone."""
     want = _flatten({k: v for k, v in desired.items() if k in OWNED_KEYS})
     have = _flatten({k: v for k, v in observed.items() if k in OWNED_KEYS})
-    changes = []
+    # A permanent slot the settings no longer name goes as a whole (Patroni then drops it on the
+    # leader; kept, it would hold WAL back for a reader that is gone).
+    wanted_slots = set((desired.get("slots") or {}))
+    gone_slots = sorted(set((observed.get("slots") or {})) - wanted_slots)
+    have = {k: v for k, v in have.items() if not any(k.startswith(f"slots.{slot}.") for slot in gone_slots)}
+    changes = [ConfigChange(f"slots.{slot}", (observed.get("slots") or {})[slot], None, "live") for slot in gone_slots]
     for key in sorted(set(want) | {k for k in have if k.startswith("postgresql.parameters.")}):
         if key in have and key in want and _same(have[key], want[key]):
             continue
