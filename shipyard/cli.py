@@ -135,10 +135,11 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
 
 def default_version(settings) -> str:
     """A release's version when VERSION= is not given: the commit of the task platform's
-    sources, and a hash of what goes into its image when git does not pin it — its sources or
-    a kinds package in the checkout changed since the commit, or a kinds package git does not
-    hold (outside the checkout, a wheel it ignores, a requirement) — so every change is its own
-    version, and the same content the same one (a release of it: nothing to do)."""
+    sources, and a hash of what goes into its image when git does not pin it — its sources or a
+    package it installs (the Python client, a kinds package) changed in the checkout since the
+    commit, or a kinds package git does not hold (outside the checkout, a wheel it ignores, a
+    requirement) — so every change is its own version, and the same content the same one (a
+    release of it: nothing to do)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 

@@ -168,7 +168,12 @@ def _smoke(settings: ProcessSettings, args: argparse.Namespace) -> int:
     import json
 
     from taskplatform.secrets import for_process
-    from taskplatform.smoke import Smoke
+    try:
+        from taskplatform.release_smoke import Smoke
+    except ImportError as exc:  # the image is built with the client (clients/python): one without it is broken
+        print(json.dumps({"ok": False, "error": f"cannot load the smoke test: {exc} (the image must install "
+                          "the Python client, shipyard-tasks-client: rebuild it with `make release`)"}), flush=True)
+        return 1
 
     # The key set as the API reads it: its file, or Vault's copy (secrets.backend vault).
     report = Smoke(settings, for_process(settings), args.base_url, args.timeout,

@@ -25,6 +25,9 @@ from taskplatform.settings import ProcessSettings
 PG_BIN = Path(os.environ.get("TASKS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SERVICES = Path(__file__).resolve().parents[1]
+# The official Python client (`taskplatform smoke` calls the API through it); the image installs
+# its wheel, the test processes import it from the checkout.
+CLIENT = SERVICES.parent / "clients" / "python"
 
 
 def free_port() -> int:
@@ -183,7 +186,7 @@ class Platform:
             "TASKS_SECRETS_DIR": str(self.secrets_dir), "TASKS_CONFIG_FILE": str(self.config_file),
             "TASKS_RELEASE_COLOUR": "green", "TASKS_BUILD_VERSION": "test-1", "TASKS_WORKER_METRICS_PORT": "0",
             "TASKS_LEASE_SECONDS": "3", "TASKS_CLAIM_IDLE_SECONDS": "2", "TASKS_MAINTENANCE_INTERVAL_SECONDS": "0.3",
-            "TASKS_CONFIG_POLL_SECONDS": "0.2", "PYTHONPATH": str(SERVICES),
+            "TASKS_CONFIG_POLL_SECONDS": "0.2", "PYTHONPATH": os.pathsep.join((str(SERVICES), str(CLIENT))),
         })
         env.update({k: str(v) for k, v in extra.items()})
         return env

@@ -1,17 +1,18 @@
 #!/bin/sh
 # The real programs tests/logship runs on loopback, into DEST (a cache of the checkout, never the
-# host's system): Debian bookworm's rsyslog 8.2302 with rsyslog-elasticsearch and the two
-# libraries the host may lack, unpacked (dpkg -x: no service installed or started), and the
-# osmem-server binary from its pinned PyPI wheel (the stand-in store's). socat: the stand-in's
-# entrypoint forwards the store's port with it (Debian's, on the host like the image's).
+# host's system): Debian bookworm's rsyslog 8.2302 with rsyslog-elasticsearch, rsyslog-gnutls (the
+# shippers' TLS to Logstash) and the two libraries the host may lack, unpacked (dpkg -x: no
+# service installed or started), and the osmem-server binary from its pinned PyPI wheel (the
+# stand-in store's). socat: the stand-in's entrypoint forwards the store's port with it (Debian's,
+# on the host like the image's).
 #   sh tests/logship/fetch-tools.sh DEST PYTHON
 set -eu
 dest=$1 python=$2
 osmem=osmem-server==0.1.6
 mkdir -p "$dest/debs" "$dest/root" "$dest/wheels"
-if [ ! -x "$dest/root/usr/sbin/rsyslogd" ]; then
+if [ ! -x "$dest/root/usr/sbin/rsyslogd" ] || [ ! -e "$dest/root/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so" ]; then
     apt-get update -qq
-    (cd "$dest/debs" && apt-get download -qq rsyslog rsyslog-elasticsearch libestr0 libfastjson4 2>/dev/null)
+    (cd "$dest/debs" && apt-get download -qq rsyslog rsyslog-elasticsearch rsyslog-gnutls libestr0 libfastjson4 2>/dev/null)
     for deb in "$dest"/debs/*.deb; do dpkg -x "$deb" "$dest/root"; done
 fi
 if [ ! -x "$dest/osmem-server" ]; then

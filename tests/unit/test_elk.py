@@ -31,7 +31,8 @@ FAKE_BUNDLE = "".join(f"-----BEGIN {kind}-----\nSECRET-{n}-VALUE\n-----END {kind
 
 def _values(fill: str = "value-of-{}") -> dict[str, Secret]:
     values = {name: Secret(name, fill.format(name)) for name in SECRET_NAMES}
-    values[elasticsearch.TRANSPORT_TLS] = Secret(elasticsearch.TRANSPORT_TLS, FAKE_BUNDLE)
+    for bundle in (elasticsearch.TRANSPORT_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
+        values[bundle] = Secret(bundle, FAKE_BUNDLE)
     return values
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
 
@@ -411,6 +412,99 @@ def test_with_logstash_the_shippers_send_json_lines_to_it_and_it_writes_from_a_p
     assert f"./secrets/logstash:{logstash.SECRETS}:ro" in svc["volumes"]
     assert logstash.PIPELINE_GLOB == f"{logstash.HOME}/pipeline*/*.conf"
     assert logstash.SECRETS.startswith(f"{logstash.HOME}/pipeline") and logstash.PIPELINE.startswith(f"{logstash.HOME}/pipeline")
+
+
+# https://www.elastic.co/guide/en/logstash/8.17/plugins-inputs-tcp.html: the input's TLS options
+# (logstash-input-tcp 6.4+, the ssl_* names that replaced ssl_enable/ssl_cert/ssl_verify; the same
+# names and values on the tcp output's page of this plugin family:
+# https://www.elastic.co/guide/en/logstash/8.15/plugins-outputs-tcp.html).
+TCP_INPUT_SSL = {"ssl_enabled", "ssl_certificate", "ssl_key", "ssl_certificate_authorities",
+                 "ssl_client_authentication", "ssl_cipher_suites", "ssl_supported_protocols", "ssl_key_passphrase",
+                 "ssl_extra_chain_certs"}
+# https://www.rsyslog.com/doc/v8-stable/configuration/modules/omfwd.html (StreamDriver.CAFile,
+# .CertFile, .KeyFile per action since 8.2108; 8.2302 rejects unknown names: tests/logship runs it).
+OMFWD_TLS = {"StreamDriver", "StreamDriverMode", "StreamDriverAuthMode", "StreamDriverPermittedPeers",
+             "StreamDriver.CAFile", "StreamDriver.CertFile", "StreamDriver.KeyFile"}
+
+
+def test_logstashs_input_takes_only_mutual_tls_from_the_shippers(repo):
+    settings, hosts = _render(repo, "production", LOGSTASH)
+    pipeline = hosts["obs-1"].files["logstash/shipyard.conf"].decode()
+    tcp = re.search(r"tcp \{(.*?)\n  \}", pipeline, re.S).group(1)
+    options = dict(re.findall(r"^\s+(ssl_[a-z_]+) => (.+)$", tcp, re.M))
+    assert set(options) <= TCP_INPUT_SSL
+    assert options == {"ssl_enabled": "true", "ssl_certificate": f'"{logstash.INPUT_CERT}"',
+                       "ssl_key": f'"{logstash.INPUT_KEY}"', "ssl_certificate_authorities": f'["{logstash.INPUT_CA}"]',
+                       "ssl_client_authentication": '"required"'}
+    # The key, certificate and CA are secret files in Logstash's secrets folder (not *.conf: the
+    # pipeline glob does not read them), from the issued bundle.
+    inst = topology.build(settings).find("logstash")
+    files = {w.path: w for w in secret_files("/p", (inst,), _values(), None, secret_variables(settings, inst.host))}
+    for path, kind, index in ((logstash.INPUT_KEY, "PRIVATE KEY", 0), (logstash.INPUT_CERT, "CERTIFICATE", 0),
+                              (logstash.INPUT_CA, "CERTIFICATE", 1)):
+        wanted = files[f"/p/secrets/logstash/{path.rsplit('/', 1)[1]}"]
+        assert wanted.content.decode().strip() == elasticsearch.pem_block(FAKE_BUNDLE, kind, index), path
+        assert wanted.mode == "400" and path.startswith(logstash.SECRETS + "/") and not path.endswith(".conf")
+    # The shippers: TLS to Logstash with their client certificate, only to a peer named logstash.
+    for name, rendered in hosts.items():
+        conf = rendered.files["logship/rsyslog.conf"].decode()
+        action = re.search(r'action\(type="omfwd".*?\)\n', conf, re.S).group(0)
+        params = dict(re.findall(r'([A-Za-z_.]+)="([^"]*)"', action))
+        assert set(params) & OMFWD_TLS == OMFWD_TLS, name
+        assert (params["StreamDriver"], params["StreamDriverMode"], params["StreamDriverAuthMode"],
+                params["StreamDriverPermittedPeers"]) == ("gtls", "1", "x509/name", logstash.SERVER_NAME)
+        assert (params["StreamDriver.CAFile"], params["StreamDriver.CertFile"], params["StreamDriver.KeyFile"]) == (
+            logstash.SHIPPER_CA, logstash.SHIPPER_CERT, logstash.SHIPPER_KEY)
+        # A string template: 8.2302 renders the subtree template empty for omfwd (tests/logship).
+        assert params["template"] == "document_line" and 'string="%$!doc%"' in conf
+        shipper = next(i for i in topology.build(settings).instances_of("elk", "logship") if i.host.name == name)
+        delivered = _shipper_files(settings, shipper)
+        assert delivered == {"logship-client.key", "logship-client.crt", "logs-ca.crt"}, name
+    dockerfile = (repo / "shipyard/components/elk/image/logship/Dockerfile").read_text()
+    assert "rsyslog-gnutls" in dockerfile  # the gtls stream driver
+
+
+def _shipper_files(settings, shipper) -> set[str]:
+    """The secret files delivered to a shipper (its secrets folder's files)."""
+    return {w.path.rsplit("/", 1)[1] for w in secret_files("/p", (shipper,), _values(), None,
+                                                           secret_variables(settings, shipper.host))
+            if w.path.startswith("/p/secrets/logship/") and w.content is not None}
+
+
+def test_without_logstash_no_shipper_gets_a_tls_file(repo):
+    settings, hosts = _render(repo)
+    for name in hosts:
+        shipper = next(i for i in topology.build(settings).instances_of("elk", "logship") if i.host.name == name)
+        delivered = _shipper_files(settings, shipper)
+        assert delivered == {"logship_password"}, name
+        assert "StreamDriver" not in hosts[name].files["logship/rsyslog.conf"].decode()
+
+
+def test_the_logstash_bundles_are_issued_from_a_ca_of_their_own(repo, tmp_path):
+    """Logstash's certificate and the shippers' come from the log shipping CA, not from
+    Elasticsearch's transport CA (which its nodes trust for any certificate it signed)."""
+    from cryptography import x509
+
+    from shipyard import secretstore
+
+    (tmp_path / "inventories").symlink_to(repo / "inventories")
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    values = secretstore.load_or_create(tmp_path, "production", environ)
+
+    def cert(bundle: str, index: int) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(elasticsearch.pem_block(values[bundle].value, "CERTIFICATE", index).encode())
+
+    server, client, ca = cert(logstash.INPUT_TLS, 0), cert(logstash.SHIPPER_TLS, 0), cert(logstash.INPUT_TLS, 1)
+    server.verify_directly_issued_by(ca)
+    client.verify_directly_issued_by(ca)
+    assert cert(logstash.SHIPPER_TLS, 1) == ca
+    held = secretstore.read_held(tmp_path, "production", logstash.LOGS_CA_CERT, environ).value
+    assert x509.load_pem_x509_certificate(held.encode()) == ca
+    assert ca != cert(elasticsearch.TRANSPORT_TLS, 1)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert logstash.SERVER_NAME in names.get_values_for_type(x509.DNSName)
+    client_names = client.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert client_names.get_values_for_type(x509.DNSName) == [logstash.CLIENT_NAME]
 
 
 def _braces_balance(text: str) -> bool:

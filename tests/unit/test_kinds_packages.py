@@ -179,7 +179,8 @@ def test_the_packages_travel_in_the_build_contexts_wheelhouse(repo, tmp_path):
 def test_the_wheelhouse_knows_the_packages_and_fetches_their_dependencies_offline_for_the_image(repo, tmp_path):
     settings = load_environment(repo, "ci", {})
     [wanted] = image_plan.wheelhouse_requirements(repo, settings)
-    assert [p.path for p in wanted.packages] == [p.path for p in settings.app.kinds_packages]
+    # The Python client first (tests/unit/test_client_in_image.py), then the kinds packages.
+    assert [p.path for p in wanted.packages] == ["clients/python", *(p.path for p in settings.app.kinds_packages)]
     assert image_plan.wheelhouse_requirements(repo)[0].packages == ()
     constraints = image_plan.constraints_text("# pins\nuvicorn[standard]==0.54.0  # server\npydantic==2.14.3\n\n")
     assert constraints == "uvicorn==0.54.0\npydantic==2.14.3\n"  # pip refuses extras in constraints

@@ -125,7 +125,10 @@ def _security_context(ctx) -> dict[str, Any]:
         "xsrf_header": kibana.XSRF_HEADER,
         "logstash_yml": _yaml(logstash.settings(logs.logstash.queue_max_mb)),
         "logstash_port": logstash.PORT, "logstash_secrets": logstash.SECRETS, "id_field": logstash.ID_FIELD,
-        "logstash": {"host": collectors[0].host, "port": collectors[0].port} if collectors else None,
+        "logstash": {"host": collectors[0].host, "port": collectors[0].port, "peer": logstash.SERVER_NAME,
+                     "ca": logstash.SHIPPER_CA, "cert": logstash.SHIPPER_CERT, "key": logstash.SHIPPER_KEY}
+        if collectors else None,
+        "logstash_input_ssl": logstash.input_ssl(),
     }
 
 
@@ -254,6 +257,15 @@ _KIBANA_SECRETS = (
                when=official),
 )
 _ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch"
+# Mutual TLS between the shippers and Logstash's input (logstash.py): each side's key and
+# certificate, and the log shipping CA's certificate it checks the other's against.
+_LOGSTASH_INPUT_TLS = tuple(
+    SecretFile(Path(path).name, logstash.INPUT_TLS, template=f"secrets/logstash-input-{part}.pem.j2", when=logstash_runs)
+    for path, part in ((logstash.INPUT_KEY, "key"), (logstash.INPUT_CERT, "cert"), (logstash.INPUT_CA, "ca")))
+_SHIPPER_TLS = tuple(
+    SecretFile(Path(path).name, logstash.SHIPPER_TLS, template=f"secrets/logship-client-{part}.pem.j2",
+               when=logstash_runs)
+    for path, part in ((logstash.SHIPPER_KEY, "key"), (logstash.SHIPPER_CERT, "cert"), (logstash.SHIPPER_CA, "ca")))
 
 
 COMPONENT = Component(
@@ -291,7 +303,8 @@ COMPONENT = Component(
                 port=Port(logstash.PORT, "logstash_tcp", logstash.PORT, "loopback port of Logstash's input for the "
                                                                       "shippers (official image source, logs.logstash)"),
                 secrets=(SecretFile("output.conf", "logstash_writer_password",
-                                    template="secrets/logstash-output.conf.j2", when=logstash_runs),),
+                                    template="secrets/logstash-output.conf.j2", when=logstash_runs),
+                         *_LOGSTASH_INPUT_TLS),
                 secrets_mount=logstash.SECRETS,
                 health=Health(("sh", "-c", f"curl -s http://127.0.0.1:{logstash.API_PORT}/_node/pipelines "
                                            "| grep -q '\"main\"'"), start_period_s=180),
@@ -299,7 +312,7 @@ COMPONENT = Component(
                 waits=(Wait("elasticsearch"), Wait("logs-setup", "service_completed_successfully")),
                 placement="once", scale=lambda s: 1 if logstash_runs(s) else 0),
         Service("logship", "observability", EVERY_HOST, "logship", 0, config_dir="logship", serves_clients=False,
-                secrets=(_password("logship", when=_writes_to_store),),
+                secrets=(_password("logship", when=_writes_to_store), *_SHIPPER_TLS),
                 # impstats' counters, served by the exporter rsyslog runs (omprog): scraped on the
                 # project network, published nowhere.
                 metrics=Metrics(SHIPPER_METRICS_PORT),
@@ -321,8 +334,9 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     template_context=template_context,
-    held_secrets=(elasticsearch.CA_CERT, elasticsearch.CA_KEY),
-    issued_secrets={_TLS: _transport_tls},
+    held_secrets=(elasticsearch.CA_CERT, elasticsearch.CA_KEY, logstash.LOGS_CA_CERT, logstash.LOGS_CA_KEY),
+    issued_secrets={_TLS: _transport_tls, logstash.INPUT_TLS: logstash.input_bundle,
+                    logstash.SHIPPER_TLS: logstash.client_bundle},
     checks=_checks,
     log_store=LogStore("elasticsearch", search_argv=search.search_argv, trace_query=search.trace_query,
                        line_of=search.line_of),

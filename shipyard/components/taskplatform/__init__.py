@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shipyard import image_packages
 from shipyard.component import (Component, ConfigDir, Health, Image, Metrics, Port, ReleaseCheck, SecretFile,
                                 Service, Wait)
 from shipyard.components import vault
@@ -137,6 +138,19 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     return doc
 
 
+# The official Python client (clients/python, import name shipyard_tasks): the release's smoke
+# test (`taskplatform smoke`) calls the API through it, so the image installs its wheel, built on
+# the deploying machine like a kinds package, its dependencies (httpx) from the platform's pins.
+# Its files are in the image's source hash and a release's default version: a changed client is a
+# new image, smoke-tested before users meet it.
+CLIENT_PACKAGE = image_packages.PythonPackage(path="clients/python")
+
+
+def image_python_packages(settings) -> tuple[image_packages.PythonPackage, ...]:
+    """What the platform's image installs beside its own wheel: the client, then the kinds packages."""
+    return (CLIENT_PACKAGE, *kinds_packages.packages(settings))
+
+
 def release_smoke(settings) -> tuple[str, tuple[str, ...]]:
     """In the API of the colour a release starts: a task created through the router's preview
     route, run by that colour's workers (`taskplatform smoke`, services/README.md)."""
@@ -173,8 +187,9 @@ COMPONENT = Component(
         Image("taskplatform", local="shipyard/taskplatform", build_context="services",
               build_include=("Dockerfile", "pyproject.toml", "requirements.txt", "taskplatform"),
               build_base="python", wheelhouse="requirements.txt", tag=lambda s: s.app.version,
-              # The task kinds: the demo kinds' package by default, a team's own beside or instead.
-              packages=kinds_packages.packages),
+              # The Python client, and the task kinds: the demo kinds' package by default, a team's
+              # own beside or instead.
+              packages=image_python_packages),
     ),
     config_dirs=(ConfigDir("taskplatform", CONF),),
     services=(
