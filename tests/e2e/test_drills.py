@@ -93,6 +93,12 @@ def _sentinel_log_tail(settings) -> list[str]:
     return lines
 
 
+def _scripts_only(settings, instead: str) -> None:
+    """The scripts mode's own behaviour: under Patroni the same failure is Patroni's to handle."""
+    if settings.postgres.ha == "patroni":
+        pytest.skip(f"postgres.ha: scripts only; under patroni: {instead}")
+
+
 def _node_log(container: str, node: str) -> list[str]:
     """The lines node.sh printed, one per start, about which node it takes for the master."""
     logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
@@ -105,6 +111,8 @@ def _health(settings, node: str) -> subprocess.CompletedProcess:
 
 
 def test_a_replica_that_cannot_reach_the_primary_fails_its_health_check_naming_both(settings):
+    _scripts_only(settings, "Patroni's health is its REST API; a replica without a leader is its election "
+                            "(tests/e2e/test_patroni_failover.py, test_patroni_drills.py)")
     primary = primary_of(settings)
     replica = next(node for node in postgres_nodes(settings) if node != primary)
     container = container_of(settings, primary)
@@ -134,7 +142,8 @@ def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_n
         result = run_shipyard("pg-promote", "--env", env_name, "--replica", new)
         time.sleep(2)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"primary {old} -> {new}" in result.stdout
+    # scripts: "primary A -> B"; patroni: "Patroni switchover A -> B"
+    assert f"primary {old} -> {new}" in result.stdout or f"switchover {old} -> {new}" in result.stdout, result.stdout
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
     assert roles(settings) == {node: "primary" if node == new else "replica" for node in postgres_nodes(settings)}
@@ -163,6 +172,7 @@ def test_a_backup_from_before_a_promotion_restores_what_was_committed_after_it(e
 
 
 def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_on(env_name, settings, client):
+    _scripts_only(settings, "a dead leader is replaced by Patroni itself, no FORCE (tests/e2e/test_patroni_failover.py)")
     dead = primary_of(settings)
     survivor = next(node for node in postgres_nodes(settings) if node != dead)
     # `docker stop -t 0`: killed at once, and not restarted by its restart policy (a dead host).
@@ -180,6 +190,8 @@ def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_o
 
 
 def test_a_node_with_a_primarys_data_refuses_to_start_next_to_the_primary_until_rebuilt(env_name, settings):
+    _scripts_only(settings, "an old leader is rewound by Patroni itself (tests/e2e/test_patroni_failover.py); "
+                            "pg-rebuild is Patroni's reinit (test_rebuild_under_patroni_is_a_reinit_...)")
     primary = primary_of(settings)
     node = next(n for n in postgres_nodes(settings) if n != primary)
     container = container_of(settings, node)
@@ -205,7 +217,26 @@ def test_a_node_with_a_primarys_data_refuses_to_start_next_to_the_primary_until_
 def test_promote_refuses_the_primary_itself_and_unknown_nodes(env_name, settings):
     primary = primary_of(settings)
     same = run_shipyard("pg-promote", "--env", env_name, "--replica", primary)
-    assert same.returncode == 2 and "is already the primary" in same.stderr
+    already = "is already the leader" if settings.postgres.ha == "patroni" else "is already the primary"
+    assert same.returncode == 2 and already in same.stderr, same.stderr
     unknown = run_shipyard("pg-promote", "--env", env_name, "--replica", "postgres-replica-9")
     assert unknown.returncode == 2 and "has no PostgreSQL node 'postgres-replica-9'" in unknown.stderr
     assert "name one of: postgres, postgres-replica-1" in unknown.stderr
+
+
+def test_rebuild_under_patroni_is_a_reinit_the_replica_streams_again_and_the_leader_is_refused(env_name, settings):
+    if settings.postgres.ha != "patroni":
+        pytest.skip("postgres.ha: patroni only (scripts: the test above)")
+    from tests.patroni_view import healthy_cluster, leader_of
+    from tests.waiting import wait_for
+
+    nodes = postgres_nodes(settings)
+    leader = leader_of(wait_for("a healthy Patroni cluster", lambda: healthy_cluster(settings, nodes), 120))
+    replica = next(n for n in nodes if n != leader)
+    refused = run_shipyard("pg-rebuild", "--env", env_name, "--node", leader)
+    assert refused.returncode == 2 and leader in refused.stderr, refused.stdout + refused.stderr
+    rebuilt = run_shipyard("pg-rebuild", "--env", env_name, "--node", replica)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    after = wait_for("the reinitialised replica streaming again", lambda: healthy_cluster(settings, nodes), 120)
+    assert leader_of(after) == leader
+    assert roles(settings) == {node: "primary" if node == leader else "replica" for node in nodes}
