@@ -282,6 +282,8 @@ def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(en
         return ask(settings, primary, "SELECT state FROM pg_stat_replication "
                                       f"WHERE application_name = '{node}'")
 
+    if settings.postgres.ha == "patroni":
+        return _patroni_setting_changes_reach_every_node_without_recreating_one(env_name, settings)
     # Raised, then lowered again: a standby must never run below the primary's value, and
     # lowering restarts every node at once.
     for max_connections in ("120", str(settings.postgres.max_connections)):
@@ -297,3 +299,36 @@ def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(en
             logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
             assert "cloned from primary" not in logs.stdout + logs.stderr  # it kept its data
             assert streaming(primary, node) == "streaming"
+
+
+def _patroni_setting_changes_reach_every_node_without_recreating_one(env_name, settings):
+    """Under Patroni a PostgreSQL parameter is the cluster's dynamic configuration: `make plan`
+    says it needs a restart, the deploy PATCHes it and restarts node by node (the leader by a
+    switchover when raised; in place first when lowered), and no container is re-created."""
+    from shipyard.components.postgres.instances import node_names as postgres_nodes
+    from shipyard.components.postgres.promote import ask
+    from tests.patroni_view import healthy_cluster
+    from tests.waiting import wait_for
+
+    nodes = postgres_nodes(settings)
+
+    def started() -> dict[str, str]:
+        ids = [container_of(settings, node) for node in nodes]
+        return dict(zip(nodes, subprocess.run(["docker", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", *ids],
+                                              capture_output=True, text=True, check=True).stdout.splitlines()))
+
+    # Raised above what runs (a run stopped half-way may have left it raised), then back down.
+    raised = str(int(ask(settings, nodes[0], "SHOW max_connections")) + 20)
+    for max_connections in (raised, str(settings.postgres.max_connections)):
+        extra = {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": max_connections}
+        plan = run_shipyard("plan", "--env", env_name, env_extra=extra)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "max_connections" in plan.stdout and "restart" in plan.stdout, plan.stdout
+        before = started()  # a re-created container has another id, a restarted one another start
+        changed = run_shipyard("up", "--env", env_name, env_extra=extra)
+        assert changed.returncode == 0, changed.stdout + changed.stderr
+        assert "max_connections" in changed.stdout, changed.stdout[-3000:]
+        assert started() == before, "a node's container was re-created or restarted"
+        assert {node: ask(settings, node, "SHOW max_connections") for node in nodes} == \
+            {node: max_connections for node in nodes}
+        wait_for("every replica streaming again", lambda: healthy_cluster(settings, nodes), 60)

@@ -140,6 +140,16 @@ class Cluster:
         view = self.view()
         leader = decide.leader_of(view)
         answers = leader is not None and self.get(leader, "/patroni")[0] == 200
+        if answers and self.config().get("synchronous_mode"):
+            # Synchronous mode: Patroni switches over to the sync standby only, and names one again
+            # a loop or two after a replica restarted or rejoined (it answered 412 "candidate name
+            # does not match with sync_standby" to a switchover right after a rolling restart).
+            try:
+                _wait("Patroni naming a sync standby", lambda: any(
+                    m.get("role") == "sync_standby" for m in decide.members(self.view()).values()), 30, 0.5)
+            except TimeoutError:
+                pass  # decided on what is: choose_switchover says why it refuses
+            view = self.view()
         choice = decide.choose_switchover(self.env, view, to, answers, force, self.max_lag_bytes)
         started = time.monotonic()
         if choice.action == "switchover":
@@ -216,8 +226,15 @@ class Cluster:
                 self.wait_streaming(leader, node, timeout_s)
 
     def pending(self) -> set[str]:
-        """The members Patroni says need a restart (a postmaster parameter changed)."""
-        return {n for n, m in decide.members(self.view()).items() if m.get("pending_restart")}
+        """The members Patroni says need a restart (a postmaster parameter changed), each asked
+        itself: /cluster shows it only once the member's key in etcd is renewed (next loop), and a
+        reconcile that read it first restarted nothing after a lowered max_connections."""
+        pending = set()
+        for node in self.nodes:
+            status, doc = self.get(node, "/patroni")
+            if status == 200 and doc.get("pending_restart"):
+                pending.add(node)
+        return pending
 
     def restart_pending(self, lowered: set[str] = frozenset(), timeout_s: float = 120) -> list[str]:
         """Every member with a pending restart restarted, one at a time (decide.restart_plan):
