@@ -41,7 +41,17 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
     promotion (connections to a stopped primary break, the pool reconnects to the new one);
     "prefer-standby" suits reads that tolerate replication lag."""
     return await asyncpg.create_pool(**connect_args(nodes, database, user, password, target, connect_timeout),
-                                     min_size=1, max_size=size, init=_init_connection)
+                                     min_size=1, max_size=size, init=_init_connection, reset=keep_session)
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A connection given back to the pool is kept as it is. asyncpg's default reset runs
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` after every use: a round trip
+    of nothing after each of the platform's statements (a worker's claim and completion each
+    paid one), since they leave no session state: no SET, no LISTEN, no cursor outside a
+    transaction, advisory locks only transaction-scoped (``pg_advisory_xact_lock``). asyncpg
+    still rolls back a transaction left open and drops listeners before this is called. Code
+    that ever sets session state must undo it itself (``test_store``: the reset is skipped)."""
 
 
 def connect_args(nodes: list[tuple[str, int]], database: str, user: str, password: str, target: str = "read-write",
