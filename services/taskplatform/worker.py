@@ -251,7 +251,10 @@ class Worker:
                     await asyncio.sleep(min(wait, 0.05))
                     continue
                 # Not while Redis is away: recovery from PostgreSQL must not wait for its timeouts.
-                if lane.redis_ok:
+                # Nor right after a read of this lane (``_read``): it asked the higher bands
+                # first, and what it took starts now (a look per task read cost a round trip
+                # before each start: latency, and drain rate).
+                if lane.redis_ok and not lane.just_read:
                     try:
                         for stream in lane.streams_above(lane.peek().priority):
                             if await self._take(lane, {stream: ">"}, 1, None):
@@ -262,20 +265,19 @@ class Worker:
                 waiting = lane.pop()
                 self._spawn(waiting.message, waiting.task_id, lane, charged)
                 if rate is None:
-                    # Without a rate limit, every free slot starts now from what waits, behind
-                    # the one look at the higher bands above: a look per start cost a round trip
-                    # per task (a drained backlog's tasks each waited for it) and could find no
-                    # more than this one did, microseconds earlier.
+                    # Without a rate limit, every free slot starts now from what waits, highest
+                    # priority first: they start together, at the moment of the one look above.
                     for _ in range(min(free - 1, len(lane))):
                         waiting = lane.pop()
                         self._spawn(waiting.message, waiting.task_id, lane)
+                lane.just_read = False  # what still waits gets a look before it starts
                 continue
             try:
                 # A limited queue takes no more than its burst at once: what it holds waits here
                 # for the cluster's bucket, and another worker could have started it.
                 await self._read(lane, free if rate is None else min(free, math.ceil(queue_rate.burst_of(rate))),
                                  block_ms=1000)
-                backoff, lane.redis_ok = 0.5, True
+                backoff, lane.redis_ok, lane.just_read = 0.5, True, True
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
                 lane.redis_ok = False
                 if "NOGROUP" in str(exc):
