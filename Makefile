@@ -90,7 +90,7 @@ host-test-patroni: host-test-deps
 	@command -v patroni >/dev/null && command -v etcd >/dev/null && /usr/bin/python3 -c 'import etcd' 2>/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    patroni python3-etcd etcd-server >/dev/null)
-	@service etcd stop >/dev/null 2>&1 || true
+	@if [ -s /var/run/etcd.pid ]; then start-stop-daemon --stop --quiet --pidfile /var/run/etcd.pid --remove-pidfile || true; fi
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
