@@ -93,9 +93,11 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
                    {"Retry-After": str(max(1, 60 - int(now) % 60))})
 
 
-def task_colour(request: Request) -> str:
+async def task_colour(request: Request) -> str:
     """The colour whose streams a task this request creates or re-drives goes on ("": the
-    shared ones; ``colours.task_colour``); its queue and priority pick the stream."""
+    shared ones; ``colours.task_colour``); its queue and priority pick the stream. Async though
+    it awaits nothing: FastAPI runs a plain-function dependency in its thread pool, a hop to a
+    thread and back on every create for a header read."""
     return colours.task_colour(services_of(request).settings.release_colour, request.headers)
 
 

@@ -85,6 +85,9 @@ class Lane:
         self.bucket = TokenBucket()
         self.redis_ok = True  # its last read of Redis succeeded (the worker's to say)
         self.rate_fallback = False  # its rate limit is this worker's own bucket (Redis away)
+        # Its backlog was just filled by a read that asked its higher bands first (the worker's
+        # to say): what it took may start without another look at them.
+        self.just_read = False
         self._backlog: list[tuple[int, int, Waiting]] = []
         self._order = itertools.count()
 

@@ -41,7 +41,17 @@ async def create_pool(nodes: list[tuple[str, int]], database: str, user: str, pa
     promotion (connections to a stopped primary break, the pool reconnects to the new one);
     "prefer-standby" suits reads that tolerate replication lag."""
     return await asyncpg.create_pool(**connect_args(nodes, database, user, password, target, connect_timeout),
-                                     min_size=1, max_size=size, init=_init_connection)
+                                     min_size=1, max_size=size, init=_init_connection, reset=keep_session)
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """A connection given back to the pool is kept as it is. asyncpg's default reset runs
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` after every use: a round trip
+    of nothing after each of the platform's statements (a worker's claim and completion each
+    paid one), since they leave no session state: no SET, no LISTEN, no cursor outside a
+    transaction, advisory locks only transaction-scoped (``pg_advisory_xact_lock``). asyncpg
+    still rolls back a transaction left open and drops listeners before this is called. Code
+    that ever sets session state must undo it itself (``test_store``: the reset is skipped)."""
 
 
 def connect_args(nodes: list[tuple[str, int]], database: str, user: str, password: str, target: str = "read-write",
@@ -244,32 +254,50 @@ class TaskStore:
     # --- worker side ------------------------------------------------------------------------
     async def claim(self, task_id: uuid.UUID, lease_seconds: float,
                     runnable_kinds: Sequence[str] | None = None) -> tuple[Claimed | None, str | None]:
-        """(claim, the kind of the task if this claim turned it dead, else None). Queued → running, or a running task whose lease expired (its
-        worker died): that lost attempt stays counted. The attempt is counted here, in the same
-        conditional UPDATE, so a task that kills its worker every time still runs out of
+        """(claim, the kind of the task if this claim turned it dead, else None): ``claim_many``
+        of one task."""
+        return (await self.claim_many([task_id], lease_seconds, runnable_kinds))[task_id]
+
+    async def claim_many(self, task_ids: Sequence[uuid.UUID], lease_seconds: float,
+                         runnable_kinds: Sequence[str] | None = None
+                         ) -> dict[uuid.UUID, tuple[Claimed | None, str | None]]:
+        """For each of ``task_ids``: (claim, the kind of the task if this claim turned it dead,
+        else None), in one statement. Queued → running, or a running task whose lease expired
+        (its worker died): that lost attempt stays counted. The attempt is counted here, in the
+        same conditional UPDATE, so a task that kills its worker every time still runs out of
         attempts: once none are left the claim turns it dead instead of running it again.
-        A fresh lease token fences everything the holder of this attempt records later.
+        A fresh lease token per task fences everything the holder of this attempt records later.
         A task of a kind not in ``runnable_kinds`` (disabled, or a newer release's) is left as
-        it is, no attempt counted: a queued one waits for a worker that may run it."""
-        row = await self.pool.fetchrow(
+        it is, no attempt counted: a queued one waits for a worker that may run it.
+        Ids are passed sorted, so that two workers claiming overlapping sets (a duplicate
+        delivery) lock their rows in the same order as far as the plan walks the list in order;
+        should they deadlock all the same, PostgreSQL fails one statement and its tasks are
+        taken again from their messages (reclaimed once idle) or the reconciler."""
+        ordered = sorted(set(task_ids))
+        rows = await self.pool.fetch(
             "UPDATE tasks SET "
             "  status = CASE WHEN attempts < max_attempts THEN 'running' ELSE 'dead' END, "
             f" error = CASE WHEN status = 'running' THEN {_LOST_ATTEMPT} ELSE error END, "
-            "  lease_token = CASE WHEN attempts < max_attempts THEN $3::uuid END, "
+            "  lease_token = CASE WHEN attempts < max_attempts THEN c.token END, "
             "  lease_until = CASE WHEN attempts < max_attempts "
-            "    THEN clock_timestamp() + make_interval(secs => $2) END, "
+            "    THEN clock_timestamp() + make_interval(secs => $3) END, "
             "  attempts = CASE WHEN attempts < max_attempts THEN attempts + 1 ELSE attempts END, "
             "  updated_at = clock_timestamp() "
-            "WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
+            "FROM unnest($1::uuid[], $2::uuid[]) AS c(id, token) "
+            "WHERE tasks.id = c.id "
+            "  AND (status = 'queued' OR (status = 'running' AND lease_until < clock_timestamp())) "
             "  AND kind = ANY($4::text[]) "
-            "RETURNING id, kind, payload, attempts, max_attempts, lease_token, status, "
+            "RETURNING tasks.id, kind, payload, attempts, max_attempts, lease_token, status, "
             "  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds",
-            task_id, lease_seconds, uuid.uuid4(), list(kinds.names() if runnable_kinds is None else runnable_kinds))
-        if row is None:
-            return None, None
-        if row["status"] == "dead":
-            return None, row["kind"]
-        return Claimed(**{k: v for k, v in dict(row).items() if k != "status"}), None
+            ordered, [uuid.uuid4() for _ in ordered], lease_seconds,
+            list(kinds.names() if runnable_kinds is None else runnable_kinds))
+        outcomes: dict[uuid.UUID, tuple[Claimed | None, str | None]] = {task_id: (None, None) for task_id in ordered}
+        for row in rows:
+            if row["status"] == "dead":
+                outcomes[row["id"]] = (None, row["kind"])
+            else:
+                outcomes[row["id"]] = (Claimed(**{k: v for k, v in dict(row).items() if k != "status"}), None)
+        return outcomes
 
     async def renew_leases(self, claims: list[Claimed], lease_seconds: float) -> set[uuid.UUID]:
         """Extends the leases still held; returns the ids renewed (a missing one was lost)."""
@@ -289,11 +317,23 @@ class TaskStore:
 
     async def complete(self, claim: Claimed, result: dict) -> bool:
         """Only the holder of this attempt may complete it: idempotent under duplicates."""
-        status = await self.pool.execute(
-            "UPDATE tasks SET status = 'succeeded', result = $4, error = NULL, lease_until = NULL, "
-            f"lease_token = NULL, updated_at = clock_timestamp() WHERE {self._HELD}",
-            claim.id, claim.attempts, claim.lease_token, result)
-        return status.endswith(" 1")
+        return claim.id in await self.complete_many([(claim, result)])
+
+    async def complete_many(self, outcomes: Sequence[tuple[Claimed, dict]]) -> set[uuid.UUID]:
+        """Each (claim, result) recorded as succeeded, in one statement (one commit for all):
+        the ids completed. Only the holder of each attempt may complete it (its attempt and
+        lease token match): idempotent under duplicates. Locked in id order, as ``claim_many``."""
+        ordered = sorted(outcomes, key=lambda outcome: outcome[0].id)
+        rows = await self.pool.fetch(
+            "UPDATE tasks SET status = 'succeeded', result = c.result::jsonb, error = NULL, lease_until = NULL, "
+            "lease_token = NULL, updated_at = clock_timestamp() "
+            "FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) AS c(id, attempts, token, result) "
+            "WHERE tasks.id = c.id AND tasks.attempts = c.attempts AND tasks.lease_token = c.token "
+            "  AND tasks.status = 'running' "
+            "RETURNING tasks.id",
+            [c.id for c, _ in ordered], [c.attempts for c, _ in ordered], [c.lease_token for c, _ in ordered],
+            [json.dumps(result) for _, result in ordered])
+        return {row["id"] for row in rows}
 
     async def fail(self, claim: Claimed, error: str, retry_delay: float | None) -> str | None:
         """retry_wait (with run_after) while attempts remain, else dead. Returns the new status."""

@@ -29,8 +29,8 @@ import uuid
 import redis.exceptions
 from prometheus_client import start_http_server
 
-from taskplatform import (db_credentials, kinds, lanes, limits, logs, metrics, queue, queue_rate, recurrence,
-                          schedules, store, webhook_dispatch, webhook_store)
+from taskplatform import (batching, db_credentials, kinds, lanes, limits, logs, metrics, queue, queue_rate,
+                          recurrence, schedules, store, webhook_dispatch, webhook_store)
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
 from taskplatform.secrets import SecretSource
@@ -90,6 +90,11 @@ class Worker:
         self.webhooks: webhook_dispatch.Dispatcher | None = None
         self.redis = None
         self.rate: queue_rate.ClusterRate | None = None
+        # The attempts running at once share their claims, completions and acks (``batching``):
+        # one statement or command for all that are ready while the previous one is out.
+        self.claims = batching.Batch(self._claim_batch)
+        self.completions = batching.Batch(self._complete_batch)
+        self.acks = batching.Batch(self._ack_batch)
 
     # --- processing -----------------------------------------------------------------------
     async def _process(self, message: queue.Message | None, task_id: str,
@@ -107,8 +112,7 @@ class Worker:
         (given back when the task is not claimed here: a duplicate must not spend the rate)."""
         task = asyncio.current_task()
         try:
-            claim, dead_kind = await self.store.claim(uuid.UUID(task_id), self.settings.lease_seconds,
-                                                      self.config.config.runnable_kinds())
+            claim, dead_kind = await self.claims.submit(uuid.UUID(task_id))
         except ValueError:
             claim, dead_kind = None, None  # not a task id: drop the message
         if dead_kind:  # its worker died on its last attempt (a crash loop): it ends here
@@ -150,7 +154,7 @@ class Worker:
         elif body.exception() is not None:  # any failure of task code is the task's failure
             exc = body.exception()  # a payload its kind's model refuses never will fit: no retry
             await self._fail(claim, f"{exc.__class__.__name__}: {exc}", final=isinstance(exc, kinds.PayloadRejected))
-        elif await self.store.complete(claim, body.result()):
+        elif await self.completions.submit((claim, body.result())):
             metrics.TASKS_COMPLETED.labels(kind=metrics.kind_label(claim.kind)).inc()
             # The task's last hop in a trace (`make trace`); its task_id comes from the context.
             log.info("task succeeded", extra={"attempt": claim.attempts,
@@ -160,7 +164,41 @@ class Worker:
 
     async def _ack(self, message: queue.Message | None) -> None:
         if message is not None:  # a task recovered from PostgreSQL came without a message
-            await self.redis.xack(message.stream, queue.GROUP, message.id)
+            await self.acks.submit(message)
+
+    async def _claim_batch(self, task_ids: list[uuid.UUID]) -> list[tuple[store.Claimed | None, str | None]]:
+        """The claims of the attempts ready to start, in one statement. A task id twice in one
+        batch (two messages of one task) is claimed once: the second gets no claim, as it would
+        have, one after the other."""
+        claimed = await self.store.claim_many(task_ids, self.settings.lease_seconds,
+                                              self.config.config.runnable_kinds())
+        seen: set[uuid.UUID] = set()
+        answers = []
+        for task_id in task_ids:
+            answers.append((None, None) if task_id in seen else claimed[task_id])
+            seen.add(task_id)
+        return answers
+
+    async def _complete_batch(self, outcomes: list[tuple[store.Claimed, dict]]) -> list[bool]:
+        """The successes recorded, in one statement (one commit): whether each was this attempt's
+        to record (its lease token still held)."""
+        completed = await self.store.complete_many(outcomes)
+        return [claim.id in completed for claim, _ in outcomes]
+
+    async def _ack_batch(self, messages: list[queue.Message]) -> list[None]:
+        """One XACK per stream for the messages whose outcomes are recorded, in one round trip."""
+        by_stream: dict[str, list[str]] = collections.defaultdict(list)
+        for message in messages:
+            by_stream[message.stream].append(message.id)
+        if len(by_stream) == 1:
+            ((stream, ids),) = by_stream.items()
+            await self.redis.xack(stream, queue.GROUP, *ids)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, queue.GROUP, *ids)
+            await pipe.execute()
+        return [None] * len(messages)
 
     async def _fail(self, claim: store.Claimed, error: str, final: bool = False) -> None:
         cfg = self.config.config
@@ -213,7 +251,10 @@ class Worker:
                     await asyncio.sleep(min(wait, 0.05))
                     continue
                 # Not while Redis is away: recovery from PostgreSQL must not wait for its timeouts.
-                if lane.redis_ok:
+                # Nor right after a read of this lane (``_read``): it asked the higher bands
+                # first, and what it took starts now (a look per task read cost a round trip
+                # before each start: latency, and drain rate).
+                if lane.redis_ok and not lane.just_read:
                     try:
                         for stream in lane.streams_above(lane.peek().priority):
                             if await self._take(lane, {stream: ">"}, 1, None):
@@ -223,13 +264,20 @@ class Worker:
                         log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
                 waiting = lane.pop()
                 self._spawn(waiting.message, waiting.task_id, lane, charged)
+                if rate is None:
+                    # Without a rate limit, every free slot starts now from what waits, highest
+                    # priority first: they start together, at the moment of the one look above.
+                    for _ in range(min(free - 1, len(lane))):
+                        waiting = lane.pop()
+                        self._spawn(waiting.message, waiting.task_id, lane)
+                lane.just_read = False  # what still waits gets a look before it starts
                 continue
             try:
                 # A limited queue takes no more than its burst at once: what it holds waits here
                 # for the cluster's bucket, and another worker could have started it.
                 await self._read(lane, free if rate is None else min(free, math.ceil(queue_rate.burst_of(rate))),
                                  block_ms=1000)
-                backoff, lane.redis_ok = 0.5, True
+                backoff, lane.redis_ok, lane.just_read = 0.5, True, True
             except Exception as exc:  # noqa: BLE001 - Redis restart/failover: wait and retry
                 lane.redis_ok = False
                 if "NOGROUP" in str(exc):

@@ -3,9 +3,11 @@ status or content the OpenAPI does not document, schema-valid requests accepted,
 refused, unsupported methods answered 405 with Allow. Bounded: examples per operation in
 schemathesis.toml, the whole run by MAX_SECONDS. Against a real API process, PostgreSQL and Redis of its own."""
 
+import inspect
+
 import pytest
 
-from taskplatform_testing.app import openapi_document
+from taskplatform_testing.app import built_app, openapi_document
 from taskplatform_testing.schemathesis_run import run_schemathesis
 from taskplatform_testing.servers import start_platform
 
@@ -76,3 +78,23 @@ def test_the_new_operations_have_examples_and_their_errors_documented(document):
         assert by_id[operation][1]["x-required-scope"] == "webhooks:write"
         assert by_id[operation][1]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
             "/ErrorBody")
+
+
+def _sync_dependencies(dependant, route: str) -> list[str]:
+    found = []
+    for dep in dependant.dependencies:
+        call = dep.call
+        target = call if inspect.isfunction(call) else getattr(call, "__call__", call)
+        if not inspect.iscoroutinefunction(target):
+            found.append(f"{route}: {getattr(call, '__qualname__', repr(call))}")
+        found += _sync_dependencies(dep, route)
+    return found
+
+
+def test_no_route_runs_a_dependency_in_the_thread_pool():
+    """FastAPI runs a plain-function dependency in its thread pool: a hop to a thread and back on
+    every request (issue 23's submit rate: ``deps.task_colour`` was one on every create)."""
+    app = built_app()
+    found = [name for route in app.routes if hasattr(route, "dependant")
+             for name in _sync_dependencies(route.dependant, f"{sorted(route.methods)} {route.path}")]
+    assert found == [], found

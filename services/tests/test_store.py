@@ -5,6 +5,7 @@ token of its claim, so an attempt that lost its task can record nothing on the n
 import asyncio
 import uuid
 
+import psycopg
 import pytest
 
 from taskplatform import store
@@ -257,4 +258,62 @@ def test_a_callback_delivery_is_written_with_the_status_change_and_never_taken_b
         assert claimed[0].secrets == ["whsec_new", "whsec_old"] and claimed[0].task["status"] == "succeeded"
         assert await webhooks.record(claimed[0], 500, "HTTP 500", 1.0, "pending", 0)
         assert [r for r in await pool.fetch(CLAIM_BEFORE_0010, 1000, 30) if r["id"] == delivery["id"]] == []
+    run_with_store(platform, scenario)
+
+
+def test_one_statement_claims_several_tasks_each_with_its_own_lease_token(platform):
+    """``claim_many``, as the worker's batched claims use it: each task claimed once however
+    often it is named, each with a token of its own; one out of attempts turns dead; one already
+    running under a live lease, or of a kind not runnable, is left as it is."""
+    async def scenario(tasks, pool):
+        fresh = [await new_task(tasks) for _ in range(3)]
+        spent = await new_task(tasks, max_attempts=1)
+        await tasks.claim(spent, 30)
+        await expire_lease(pool, spent)  # its only attempt lost with its worker
+        held = await new_task(tasks)
+        holder, _ = await tasks.claim(held, 30)
+        outcomes = await tasks.claim_many([*fresh, fresh[0], spent, held], 30)
+        claims = [outcomes[task_id][0] for task_id in fresh]
+        assert all(c is not None and c.attempts == 1 for c in claims), outcomes
+        assert len({c.lease_token for c in claims}) == 3
+        assert outcomes[spent] == (None, "checksum")
+        assert outcomes[held] == (None, None)
+        assert (await row(pool, held))["lease_token"] == holder.lease_token
+        other_kind = await new_task(tasks)
+        assert await tasks.claim_many([other_kind], 30, ["sleep"]) == {other_kind: (None, None)}
+        assert (await row(pool, other_kind))["status"] == "queued"
+        assert list((await tasks.claim_many([fresh[1]], 30)).values()) == [(None, None)]  # running, live lease
+    run_with_store(platform, scenario)
+
+
+def test_one_statement_completes_only_the_attempts_whose_token_is_still_held(platform):
+    """``complete_many``: a batch of successes in one commit; an attempt whose lease was lost
+    and taken by another holder records nothing, the others are recorded with their results."""
+    async def scenario(tasks, pool):
+        ids = [await new_task(tasks) for _ in range(3)]
+        claims = [(await tasks.claim(task_id, 30))[0] for task_id in ids]
+        await expire_lease(pool, ids[2])
+        next_holder, _ = await tasks.claim(ids[2], 30)
+        done = await tasks.complete_many([(claim, {"n": n, "text": "naïve \\u00e9"}) for n, claim in enumerate(claims)])
+        assert done == set(ids[:2])
+        for n, task_id in enumerate(ids[:2]):
+            stored = await pool.fetchrow("SELECT status, result, lease_token FROM tasks WHERE id = $1", task_id)
+            assert (stored["status"], stored["result"], stored["lease_token"]) == (
+                "succeeded", {"n": n, "text": "naïve \\u00e9"}, None)
+        assert (await row(pool, ids[2]))["lease_token"] == next_holder.lease_token
+        assert await tasks.complete_many([(claims[0], {"again": True})]) == set()  # a duplicate: no-op
+    run_with_store(platform, scenario)
+
+
+def test_a_connection_given_back_to_the_pool_is_not_reset(platform):
+    """``store.keep_session``: the statement a pool connection ran last is the platform's own,
+    not asyncpg's reset query (a round trip per statement, for state the platform never sets)."""
+    async def scenario(tasks, pool):
+        pids = {await pool.fetchval("SELECT pg_backend_pid()") for _ in range(4)}
+        pg = platform.pg
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password,
+                             dbname=pg.database) as other:
+            last = [q for (q,) in other.execute("SELECT query FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                                (list(pids),)).fetchall()]
+        assert last and all(q == "SELECT pg_backend_pid()" for q in last), last
     run_with_store(platform, scenario)
