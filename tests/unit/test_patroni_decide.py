@@ -140,13 +140,14 @@ def test_under_patroni_a_changed_parameter_recreates_no_node_the_reconcile_appli
     assert _config_hashes(repo, patroni) == _config_hashes(repo, {**patroni, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150",
                                                                    "SHIPYARD_POSTGRES__PATRONI__TTL_S": "12"})
     # Under scripts, max_connections is in postgresql.conf, read at start: the nodes are recreated as before.
-    assert _config_hashes(repo, {}) != _config_hashes(repo, {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
+    scripts = {"SHIPYARD_POSTGRES__HA": "scripts"}
+    assert _config_hashes(repo, scripts) != _config_hashes(repo, {**scripts, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
 
 
 def test_the_reconcile_runs_after_the_nodes_under_patroni_only(repo):
     from shipyard import rollout_order, topology
 
-    for variables, expected in (({"SHIPYARD_POSTGRES__HA": "patroni"}, True), ({}, False)):
+    for variables, expected in (({"SHIPYARD_POSTGRES__HA": "patroni"}, True), ({"SHIPYARD_POSTGRES__HA": "scripts"}, False)):
         topo = topology.build(load_environment(repo, "ci", variables))
         points = rollout_order.setup_points(topo, rollout_order.rollout_steps(topo))
         assert any(c.name == "postgres" for comps in points.values() for c in comps) is expected

@@ -17,6 +17,7 @@ from shipyard.inventory import load_environment
 from shipyard.render import render_host
 
 PATRONI = {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_IMAGES__SOURCE": "local"}
+SCRIPTS = {"SHIPYARD_POSTGRES__HA": "scripts"}
 ENVS = ("ci", "local", "production")
 
 
@@ -87,7 +88,7 @@ def test_every_node_mounts_the_repository_and_names_the_config_and_stanza(repo, 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_scripts_mode_keeps_its_backup_service_and_no_pgbackrest_secret(repo, env):
-    settings = load_environment(repo, env, {})
+    settings = load_environment(repo, env, SCRIPTS)
     topo = topology.build(settings)
     services = render_host(settings, _data_host(settings)).compose["services"]
     assert "postgres-backup" in services
@@ -98,7 +99,7 @@ def test_the_scripts_mode_keeps_its_backup_service_and_no_pgbackrest_secret(repo
 @pytest.mark.parametrize("env", ENVS)
 def test_the_wal_archive_alert_reads_pg_stat_archiver_under_patroni(repo, env):
     for variables, expected, absent in ((PATRONI, "pg_wal_archive_last_failed_timestamp_seconds", "slot_name="),
-                                        ({}, 'slot_name="postgres_backup"', "pg_wal_archive_")):
+                                        (SCRIPTS, 'slot_name="postgres_backup"', "pg_wal_archive_")):
         settings = load_environment(repo, env, variables)
         rules = [render_host(settings, host).files.get("prometheus/rules/datatier.yml") for host in settings.hosts]
         rules = [r.decode() if isinstance(r, bytes) else r for r in rules if r]

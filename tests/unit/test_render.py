@@ -60,11 +60,15 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
                                                                                    "router-exporter", "node-exporter",
                                                                                    # the log store's stand-in has no users
                                                                                    "elasticsearch-1", "logs-setup", "logship",
+                                                                                   # etcd's root password stays on the deploying machine
+                                                                                   "etcd-1",
                                                                                    # ci's secrets backend is Vault: it serves them all
                                                                                    "api-blue", "api-green", "worker-blue", "worker-green")
                           else []), name
-    # PostgreSQL nodes take every rotated password live: no label, so a rotation never restarts them.
-    assert "org.shipyard.secrets" not in services["postgres"]["labels"]
+    # Under the scripts mode PostgreSQL nodes take every rotated password live: no label, so a
+    # rotation never restarts them. (Under Patroni its secret fragments are read at start.)
+    scripts = render_environment(load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "scripts"}))
+    assert "org.shipyard.secrets" not in scripts["ci"].compose["services"]["postgres"]["labels"]
     # Nor the API and workers under Vault: they keep their copies current themselves.
     assert "org.shipyard.secrets" not in services["api-blue"]["labels"]
     local = rendered(repo, "local")["local"].compose["services"]
@@ -76,7 +80,11 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
 def test_config_change_changes_the_config_hash_label_but_hot_reload_does_not(repo, tmp_path):
     base = rendered(repo, "ci")["ci"].compose["services"]
     inv = (repo / "inventories" / "ci.py").read_text()
-    tweaked = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "50",
+    # The scripts mode reads max_connections from postgresql.conf at start (under Patroni it is
+    # the cluster's dynamic configuration: tests/unit/test_patroni_decide.py).
+    scripts = {"SHIPYARD_POSTGRES__HA": "scripts"}
+    base = render_environment(load_environment(repo, "ci", scripts))["ci"].compose["services"]
+    tweaked = load_environment(repo, "ci", {**scripts, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "50",
                                             "SHIPYARD_RUNTIME__RATE_LIMIT_PER_MINUTE": "7"})
     after = render_environment(tweaked)["ci"].compose["services"]
     assert after["postgres"]["labels"] != base["postgres"]["labels"]
@@ -95,7 +103,8 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     from shipyard.render import render_host
 
     def rendered_with(replicas):
-        settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas)})
+        settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas),
+                                                 "SHIPYARD_POSTGRES__HA": "scripts"})  # node.sh (Patroni's: test_patroni)
         return render_host(settings, settings.hosts[0])
 
     none = rendered_with(0).compose["services"]

@@ -13,7 +13,7 @@ from shipyard.render import render_environment
 
 # ci runs the vault backend, whose API and workers start a step after Vault's live setup
 # (tests/unit/test_vault.py); with the files, one host converges in one step.
-AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age"}
+AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age", "SHIPYARD_POSTGRES__HA": "scripts"}  # no etcd setup step
 
 
 def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):

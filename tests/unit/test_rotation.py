@@ -13,8 +13,9 @@ from shipyard.inventory import load_environment
 from shipyard.secretstore import SECRET_NAMES, Secret
 
 
-# ci on the age backend: every service's secrets are files (test_served_secrets_* for Vault's).
-AGE = {"SHIPYARD_SECRETS__BACKEND": "age"}
+# ci on the age backend: every service's secrets are files (test_served_secrets_* for Vault's);
+# PostgreSQL run by the scripts mode (tests/unit/test_patroni.py has Patroni's secret files).
+AGE = {"SHIPYARD_SECRETS__BACKEND": "age", "SHIPYARD_POSTGRES__HA": "scripts"}
 
 
 @pytest.fixture(scope="module")

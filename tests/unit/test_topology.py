@@ -21,7 +21,8 @@ def handed_out(rendered) -> set[tuple[str, int]]:
     texts = []
     for service in rendered.compose["services"].values():
         texts += [str(v) for v in service.get("environment", {}).values()]
-        texts.append(" ".join(service.get("command", [])))
+        # A listen address is the service's own socket, not one handed to it (etcd's --listen-*-urls).
+        texts.append(" ".join(a for a in service.get("command", []) if not a.startswith("--listen-")))
     texts += [content.decode() for path, content in rendered.files.items() if path != "compose.yaml"]
     return {(ip, int(port)) for text in texts for ip, port in IP_PORT.findall(text)}
 
