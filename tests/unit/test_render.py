@@ -74,7 +74,8 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
     local = rendered(repo, "local")["local"].compose["services"]
     assert local["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"
     assert services["redis-sentinel-2"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_REDIS_SENTINEL_2:-none}"
-    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert scripts["ci"].compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == \
+        "/run/secrets/postgres_password"
 
 
 def test_config_change_changes_the_config_hash_label_but_hot_reload_does_not(repo, tmp_path):
