@@ -65,6 +65,16 @@ SUPERUSER_PGPASS = SecretFile("superuser_pgpass", "postgres_password", template=
 # How often a node's backup loop looks whether it leads and a backup is due (postgres.ha: patroni).
 BACKUP_CHECK_S = 30
 
+# Patroni (PID 1 in a node) re-reads its configuration directory, the secret fragments with it,
+# on SIGHUP: a rotated password it uses reaches it without a restart. The role's password itself
+# changes where the server is: rotate.sh above (superuser, replicator, on the primary), etcd's
+# live setup (Patroni's etcd user; failsafe mode bridges the moments between the two), the REST
+# API's is Patroni's own. The rewind role's is set by Patroni at the cluster's bootstrap only: a
+# new one recreates the nodes (it is read at start).
+_PATRONI_RELOAD = Rotation(apply=("bash", "-c", "kill -HUP 1"))
+_PATRONI_RELOADS = frozenset({"postgres_password", "replication_password", "patroni_api_password",
+                              "patroni_etcd_password"})
+
 _NODE_SECRETS = (
     SecretFile("postgres_password", "postgres_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "superuser", "postgres_password"))),
@@ -72,7 +82,8 @@ _NODE_SECRETS = (
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "replicator", "replication_password"))),
     _PGPASS,
     SUPERUSER_PGPASS,
-    *(SecretFile(s.target, s.secret, template=s.template, when=_patroni) for s in patroni.SECRETS))
+    *(SecretFile(s.target, s.secret, template=s.template, when=_patroni,
+                 rotation=_PATRONI_RELOAD if s.secret in _PATRONI_RELOADS else None) for s in patroni.SECRETS))
 # A replica's first start clones the primary: its failing probes count only after that long.
 _NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
@@ -161,6 +172,7 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
     rendered patroni.yml; nothing secret is in the environment."""
     settings = ctx.section("postgres")
     env |= {"PG_HA": "patroni", "PG_NODE": inst.name, "PG_DATABASE": settings.database,
+            "PG_SUPERUSER": settings.user,  # rotate.sh
             "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024),
             "PATRONI_NAME": inst.name,
             "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{inst.name}:{patroni.API_PORT}",
