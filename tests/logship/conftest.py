@@ -127,21 +127,28 @@ def start_store(tools, rendered, tmp_path, processes):
     return start
 
 
+def relocated(text: str, tmp_path: Path, metrics_port: int, *extra: tuple[str, str]) -> str:
+    """A shipper's rendered rsyslog.conf runnable here: its state, the engine's log folder and
+    the audit log moved under ``tmp_path``, the exporter run from this checkout on
+    ``metrics_port``, and the ``extra`` (old, new) replacements; every one must be there."""
+    for old, new in (("/var/lib/rsyslog", str(tmp_path / "state")),
+                     ("/var/lib/docker/containers", str(tmp_path / "containers")),
+                     ("/var/log/shipyard/audit.log", str(tmp_path / "audit.log")),
+                     ("/usr/bin/python3 -B /usr/local/bin/logship-exporter", f"{sys.executable} -B {EXPORTER}"),
+                     ("--listen :9104", f"--listen 127.0.0.1:{metrics_port}"), *extra):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.fixture
 def shipper_conf(rendered, tmp_path):
     """The shipper's rendered rsyslog.conf of ci, its paths moved under tmp_path, writing to
     ``store_url``, the exporter on ``metrics_port``, impstats every second."""
 
     def conf(store_port: int, metrics_port: int) -> Path:
-        text = rendered["logship/rsyslog.conf"].decode()
-        for old, new in (("/var/lib/rsyslog", str(tmp_path / "state")),
-                         ("/var/lib/docker/containers", str(tmp_path / "containers")),
-                         ("/var/log/shipyard/audit.log", str(tmp_path / "audit.log")),
-                         ("http://elasticsearch-1:9200", f"http://127.0.0.1:{store_port}"),
-                         ("/usr/bin/python3 -B /usr/local/bin/logship-exporter", f"{sys.executable} -B {EXPORTER}"),
-                         ("--listen :9104", f"--listen 127.0.0.1:{metrics_port}")):
-            assert old in text, old
-            text = text.replace(old, new)
+        text = relocated(rendered["logship/rsyslog.conf"].decode(), tmp_path, metrics_port,
+                         ("http://elasticsearch-1:9200", f"http://127.0.0.1:{store_port}"))
         text, n = re.subn(r'(module\(load="impstats" interval=)"\d+"', r'\1"1"', text)
         assert n == 1
         for name in ("state", "containers"):

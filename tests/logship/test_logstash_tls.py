@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import ssl
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from shipyard.apply.rollout import secret_files
 from shipyard.components.elk import logstash
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment, secret_variables
-from tests.logship.conftest import EXPORTER, REPO, free_port, wait_for
+from tests.logship.conftest import REPO, free_port, relocated, wait_for
 
 ENV = "production"
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
@@ -106,15 +105,8 @@ def shipper(tools, issued, tmp_path, processes):
     text = render_environment(settings)["app-1"].files["logship/rsyslog.conf"].decode()
 
     def start(port: int):
-        conf = text
-        for old, new in (("/run/secrets", str(secrets)), ("/var/lib/rsyslog", str(tmp_path / "state")),
-                         ("/var/lib/docker/containers", str(tmp_path / "containers")),
-                         ("/var/log/shipyard/audit.log", str(tmp_path / "audit.log")),
-                         ('target="10.0.3.31" port="5000"', f'target="127.0.0.1" port="{port}"'),
-                         ("/usr/bin/python3 -B /usr/local/bin/logship-exporter", f"{sys.executable} -B {EXPORTER}"),
-                         ("--listen :9104", f"--listen 127.0.0.1:{free_port()}")):
-            assert old in conf, old
-            conf = conf.replace(old, new)
+        conf = relocated(text, tmp_path, free_port(), ("/run/secrets", str(secrets)),
+                         ('target="10.0.3.31" port="5000"', f'target="127.0.0.1" port="{port}"'))
         for name in ("state", "containers"):
             (tmp_path / name).mkdir(exist_ok=True)
         (tmp_path / "audit.log").touch()
