@@ -60,7 +60,7 @@ def test_a_refused_command_is_recorded_with_its_exit_code_and_error(env_name, tm
     assert refused.returncode == 2, refused.stdout + refused.stderr
     [event] = [json.loads(line) for line in (tmp_path / "root" / f".{env_name}.audit.log").read_text().splitlines()]
     assert (event["command"], event["result"], event["exit_code"]) == ("pg-promote", "failed", 2)
-    assert event["options"] == {"force": False, "replica": "no-such-node"}
+    assert event["options"] == {"force": False, "replica": "no-such-node", "to": None}
     assert event["error"] == f"environment {env_name}: has no PostgreSQL node 'no-such-node'"
     shown = run_shipyard("audit", "--env", env_name, env_extra=root)
     assert "pg-promote --replica=no-such-node" in shown.stdout and "FAILED (exit 2)" in shown.stdout, shown.stdout
