@@ -31,7 +31,9 @@ def test_status_and_plan_describe_the_rolled_out_environment(env_name):
         # An instance's row (a component's heading is its name alone).
         row = next((line for line in lines if line.split()[:1] == [service] and len(line.split()) > 1), "")
         assert " healthy " in row, (service, status.stdout)
-    assert any(line.split()[0] in ("postgres", "postgres-replica-1") and "primary, streaming to" in line
+    # The data tier's own view: the scripts' primary and its streams, or Patroni's leader.
+    primary = "Patroni leader, running" if settings.postgres.ha == "patroni" else "primary, streaming to"
+    assert any(line.split()[0] in ("postgres", "postgres-replica-1") and primary in line
                for line in lines if len(line.split()) > 1), status.stdout
     assert "agrees; 3 of 3 Sentinels" in status.stdout and "drift from the render: none" in status.stdout
     worker_row = next(line for line in lines if line.split()[:1] == [worker] and " healthy " in line)
