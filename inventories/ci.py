@@ -16,9 +16,6 @@ SHIPYARD = {
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
               "grafana_http": 13000, "vault_https": 18200, "elasticsearch_http": 19200},
     "consul": {"servers": 3},
-    # PostgreSQL under Patroni with etcd (docs/data-tier.md, "Patroni"), synchronous: the e2e
-    # drills kill and cut off the leader under task traffic and count every acknowledged task.
-    "postgres": {"ha": "patroni", "patroni": {"synchronous": True}},
     # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
     "vault": {"enabled": True},
     # The log store's stand-in keeps every line of the run in memory (docs/logs.md): the e2e

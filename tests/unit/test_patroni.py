@@ -41,16 +41,10 @@ def _keys(doc, path=()) -> set[tuple[str, ...]]:
     return {path + (k,) for k in doc} | {p for k, v in doc.items() for p in _keys(v, path + (k,))}
 
 
-def test_ci_runs_patroni_synchronously_so_make_test_drills_it(repo):
-    settings = load_environment(repo, "ci", {})
-    assert (settings.postgres.ha, settings.postgres.patroni.synchronous) == ("patroni", True)
-
-
 @pytest.mark.parametrize("env", ENVS)
 def test_scripts_run_postgresql_unless_patroni_is_asked_for(repo, env):
-    """The default: no etcd, no node started by Patroni, no Patroni secret delivered. (ci's
-    inventory asks for Patroni; the setting takes it back.)"""
-    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__HA": "scripts"} if env == "ci" else {})
+    """The default: no etcd, no node started by Patroni, no Patroni secret delivered."""
+    settings = load_environment(repo, env, {})
     assert settings.postgres.ha == "scripts"
     topo = topology.build(settings)
     assert topo.instances_of("etcd") == ()
