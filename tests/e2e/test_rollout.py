@@ -158,6 +158,20 @@ def test_failed_health_gate_prints_logs_restores_what_was_healthy_then_a_fixed_r
     result = run_shipyard("up", "--env", env_name, env_extra=broken)
     output = result.stdout + result.stderr
     assert result.returncode != 0
+    from shipyard.inventory import load_environment
+
+    if load_environment(REPO, env_name).postgres.ha == "patroni":
+        # Patroni's dynamic configuration: no container is re-created; the first replica restarted
+        # with it does not start, the previous configuration is PATCHed back, and it runs again.
+        assert "put back to what ran before, and every node runs again" in output, output[-3000:]
+        assert "Patroni refused POST /restart: 503" in output, output[-3000:]
+        health = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}",
+                                 f"shipyard-{env_name}-postgres-1", f"shipyard-{env_name}-postgres-replica-1-1"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert health == ["healthy", "healthy"]
+        fixed = run_shipyard("up", "--env", env_name)
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        return
     assert "tier data did not become healthy within 20s" in output
     assert f"container shipyard-{env_name}-postgres-1" in output
     assert "could not map anonymous shared memory" in output  # from the container's own log
@@ -188,7 +202,9 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     except OSError:
         pass
     before = container_states(f"shipyard-{env_name}")
-    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official"})
+    # The official postgres image has no Patroni: PostgreSQL as the scripts run it there.
+    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official",
+                                                              "SHIPYARD_POSTGRES__HA": "scripts"})
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "no registry answers" in output and "set images.source to 'local'" in output

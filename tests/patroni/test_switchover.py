@@ -207,3 +207,26 @@ def test_a_restart_parameter_is_pending_then_applied_node_by_node(cluster, api, 
     assert api.reconcile(desired_config(changed)) == ["Patroni dynamic configuration as the settings want: nothing to change"]
     with capsys.disabled():
         print(f"patroni restart path for max_connections 100 -> 120: {'; '.join(done)}; {took:.1f} s in all")
+
+
+def test_a_value_postgresql_cannot_start_with_is_put_back_and_the_cluster_runs_on(cluster, api, capsys):
+    """The deploy's health gate under Patroni: 60 GB of shared_buffers cannot be mapped here, so
+    the first replica restarted with it does not come back; the previous configuration is
+    PATCHed back, that replica starts again with it, the leader was never touched."""
+    _settle(api)
+    leader = patroni_decide.leader_of(api.view())
+    before = api.config()["postgresql"]["parameters"]["shared_buffers"]
+    broken = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_POSTGRES__MAX_SLOT_WAL_KEEP_SIZE_MB": "2048",
+                                           "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "120",
+                                           "SHIPYARD_POSTGRES__SHARED_BUFFERS_MB": "60000"})
+    began = time.monotonic()
+    with pytest.raises(ShipyardError) as failed:
+        api.reconcile(desired_config(broken), timeout_s=60)
+    took = time.monotonic() - began
+    assert "put back to what ran before, and every node runs again" in failed.value.what, failed.value
+    assert api.config()["postgresql"]["parameters"]["shared_buffers"] == before
+    assert patroni_decide.leader_of(api.view()) == leader
+    assert _show(api, "shared_buffers") == {n: _show(api, "shared_buffers")[leader] for n in api.nodes}
+    assert api.pending() == set()
+    with capsys.disabled():
+        print(f"patroni health gate: shared_buffers 60000MB refused and put back in {took:.1f} s: {failed.value.what}")

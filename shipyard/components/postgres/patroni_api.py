@@ -288,8 +288,35 @@ class Cluster:
             # parameter it then reports pending_restart): wait for that on every member.
             self._wait_applied(wanted, timeout_s)
         if any(c.applies != "live" for c in changes) and self.pending():
-            lines += self.restart_pending(decide.lowered_minimums(changes), timeout_s)
+            try:
+                lines += self.restart_pending(decide.lowered_minimums(changes), timeout_s)
+            except ShipyardError as failed:
+                raise self._put_back(node, changes, failed, timeout_s) from None
         return lines
+
+    def _put_back(self, node: str, changes: list[decide.ConfigChange], failed: ShipyardError,
+                  timeout_s: float) -> ShipyardError:
+        """A node did not come back with the new configuration (a value PostgreSQL cannot start
+        with: 60 GB of shared_buffers): the cluster's previous dynamic configuration is PATCHed
+        back, and the node that failed starts again with it (Patroni retries its start every
+        loop, with what the configuration says then). The error to raise says both."""
+        back = [decide.ConfigChange(c.key, c.want, c.have, c.applies) for c in changes]
+        status, text = self.transport.api(node, "PATCH", "/config", decide.config_patch(back))
+        restored = status == 200
+        if restored:
+            try:
+                _wait("every node running with the previous configuration", lambda: all(
+                    self.get(n, "/patroni")[1].get("state") == "running" and not self.get(n, "/patroni")[1].get(
+                        "pending_restart") for n in self.nodes), timeout_s, 0.5)
+            except TimeoutError:
+                restored = False
+        keys = ", ".join(c.key for c in changes)
+        what = (f"{failed.where}: {failed.what}; the new dynamic configuration ({keys}) was put back to what ran "
+                + ("before, and every node runs again" if restored else
+                   f"before, but not every node is running again (PATCH {status or 'no answer'})"))
+        return ShipyardError(f"environment {self.env}", what,
+                             f"fix the setting (the node's log says why PostgreSQL did not start: make logs "
+                             f"ENV={self.env} SERVICE=<node>) and deploy again")
 
     def _wait_applied(self, changes: list[decide.ConfigChange], timeout_s: float) -> None:
         restart = {c.parameter for c in changes if c.applies != "live"}
