@@ -160,35 +160,32 @@ def test_failed_health_gate_prints_logs_restores_what_was_healthy_then_a_fixed_r
     assert result.returncode != 0
     from shipyard.inventory import load_environment
 
-    if load_environment(REPO, env_name).postgres.ha == "patroni":
+    patroni = load_environment(REPO, env_name).postgres.ha == "patroni"
+    if patroni:
         # Patroni's dynamic configuration: no container is re-created; the first replica restarted
         # with it does not start, the previous configuration is PATCHed back, and it runs again.
         assert "put back to what ran before, and every node runs again" in output, output[-3000:]
         assert "Patroni refused POST /restart: 503" in output, output[-3000:]
-        health = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}",
-                                 f"shipyard-{env_name}-postgres-1", f"shipyard-{env_name}-postgres-replica-1-1"],
-                                capture_output=True, text=True, check=True).stdout.split()
-        assert health == ["healthy", "healthy"]
-        fixed = run_shipyard("up", "--env", env_name)
-        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-        return
-    assert "tier data did not become healthy within 20s" in output
-    assert f"container shipyard-{env_name}-postgres-1" in output
-    assert "could not map anonymous shared memory" in output  # from the container's own log
-    assert "health log: empty" in output or "health probe exit" in output
-    # The failed deploy does not leave PostgreSQL down: it is back as the last good deploy left it.
-    restored = re.search(r"restored (.+?) to the configuration of the last deploy that finished well: healthy again",
-                         output)
-    assert restored, output[-3000:]
-    # What the broken setting took down: the nodes, and what waits for them (backups, exporters).
-    assert {"postgres", "postgres-backup", "postgres-replica-1"} <= set(restored.group(1).split(", ")), restored.group(1)
+    else:
+        assert "tier data did not become healthy within 20s" in output
+        assert f"container shipyard-{env_name}-postgres-1" in output
+        assert "could not map anonymous shared memory" in output  # from the container's own log
+        assert "health log: empty" in output or "health probe exit" in output
+        # The failed deploy does not leave PostgreSQL down: it is back as the last good deploy left it.
+        restored = re.search(r"restored (.+?) to the configuration of the last deploy that finished well: "
+                             r"healthy again", output)
+        assert restored, output[-3000:]
+        # What the broken setting took down: the nodes, and what waits for them (backups, exporters).
+        assert {"postgres", "postgres-backup", "postgres-replica-1"} <= set(restored.group(1).split(", ")), \
+            restored.group(1)
     health = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}",
                              f"shipyard-{env_name}-postgres-1", f"shipyard-{env_name}-postgres-replica-1-1"],
                             capture_output=True, text=True, check=True).stdout.split()
     assert health == ["healthy", "healthy"]
     fixed = run_shipyard("up", "--env", env_name)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert "changed tiers: data" in fixed.stdout
+    if not patroni:  # under Patroni nothing was re-created: nothing to change back
+        assert "changed tiers: data" in fixed.stdout
 
 
 def test_official_source_without_a_registry_stops_plainly_before_touching_containers(env_name):
