@@ -303,11 +303,14 @@ class Cluster:
         back = [decide.ConfigChange(c.key, c.want, c.have, c.applies) for c in changes]
         status, text = self.transport.api(node, "PATCH", "/config", decide.config_patch(back))
         restored = status == 200
+        def runs_as_before(member: str) -> bool:  # one read of the node's own view
+            doc = self.get(member, "/patroni")[1]
+            return doc.get("state") == "running" and not doc.get("pending_restart")
+
         if restored:
             try:
-                _wait("every node running with the previous configuration", lambda: all(
-                    self.get(n, "/patroni")[1].get("state") == "running" and not self.get(n, "/patroni")[1].get(
-                        "pending_restart") for n in self.nodes), timeout_s, 0.5)
+                _wait("every node running with the previous configuration",
+                      lambda: all(runs_as_before(n) for n in self.nodes), timeout_s, 0.5)
             except TimeoutError:
                 restored = False
         keys = ", ".join(c.key for c in changes)
