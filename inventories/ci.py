@@ -16,6 +16,9 @@ SHIPYARD = {
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
               "grafana_http": 13000, "vault_https": 18200, "elasticsearch_http": 19200},
     "consul": {"servers": 3},
+    # PostgreSQL under Patroni with etcd as its lock (docs/data-tier.md), synchronous: `make test`
+    # kills, partitions and switches over the leader under traffic and counts every task.
+    "postgres": {"ha": "patroni", "patroni": {"synchronous": True}},
     # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
     "vault": {"enabled": True},
     # The log store's stand-in keeps every line of the run in memory (docs/logs.md): the e2e

