@@ -38,6 +38,7 @@ from pathlib import Path
 from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
+from shipyard.controller import teardown
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import ShipyardError
 from shipyard import image_packages
@@ -205,7 +206,7 @@ def down(env: str, volumes: bool) -> int:
     if not Path(project_dir, "compose.yaml").exists():
         print(f"{env}: nothing deployed at {project_dir}")
         return 0
-    code = subprocess.run(commands.compose_down(project_dir, settings.compose_project, volumes), check=False).returncode
+    code = teardown.compose_down(project_dir, settings.compose_project, volumes)
     if code == 0 and volumes:
         # `compose down --volumes` removes the volumes its file names today: one a component that
         # is gone used (etcd after postgres.ha went back to scripts) would hand its old data to the

@@ -57,6 +57,20 @@ def project_volumes(project: str) -> list[str]:
     return ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={project}"]
 
 
+def project_containers(project: str) -> list[str]:
+    """Every container of ``project``, running or not (ids)."""
+    return ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]
+
+
+def project_networks(project: str) -> list[str]:
+    """The networks compose made for ``project`` (names)."""
+    return ["docker", "network", "ls", "--format", "{{.Name}}", "--filter", f"label=com.docker.compose.project={project}"]
+
+
+def docker_network_inspect(name: str) -> list[str]:
+    return ["docker", "network", "inspect", name]
+
+
 def volume_rm(names: Sequence[str]) -> list[str]:
     return ["docker", "volume", "rm", *names]
 

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard import commands  # noqa: E402
+from shipyard.controller import teardown  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from tests.bench import benchenv  # noqa: E402
 
@@ -89,7 +90,13 @@ def main() -> None:
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
     project = settings.compose_project
     shipyard_up = [sys.executable, "-m", "shipyard", "up", "--env", args.env]
-    down = commands.compose_down(project_dir, project, volumes=True)
+
+    def down() -> None:
+        # What `make down VOLUMES=1` runs, its project dir kept (plain compose's runs need it);
+        # not timed: no figure includes it.
+        if teardown.compose_down(project_dir, project, volumes=True, echo=False) != 0:
+            sys.exit(f"bench: `docker compose down` of {project} failed (its output above)")
+
     try:
         # Warm-up: engine, images and files in place, so every figure below is "images present".
         timed(shipyard_up)
@@ -109,15 +116,15 @@ def main() -> None:
 
         figures: dict[str, list[float]] = {k: [] for k in ("cold", "noop", "plain_cold", "plain_noop")}
         for _ in range(args.runs):
-            timed(down)
+            down()
             figures["cold"].append(timed(shipyard_up))
             figures["noop"].append(timed(shipyard_up))
-            timed(down)
+            down()
             figures["plain_cold"].append(plain_up())
             figures["plain_noop"].append(plain_up())
         idle = ""
         if args.idle_seconds:
-            timed(down)
+            down()
             timed(shipyard_up)
             idle = subprocess.run([sys.executable, str(REPO / "tests/bench/bench_idle.py"), "--env", args.env,
                                    "--seconds", str(args.idle_seconds)], cwd=REPO, capture_output=True, text=True).stdout
