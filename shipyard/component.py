@@ -24,14 +24,19 @@ from contextlib import AbstractContextManager
 from types import ModuleType
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 class Strict(BaseModel):
-    """Base of every settings model: unknown keys are errors, values are immutable."""
+    """Base of every settings model: unknown keys are errors, values are immutable.
+
+    ``retired``: keys a model had and no longer has, each with (what changed, what to do
+    instead), so an inventory or a SHIPYARD_* variable still naming one is told that rather than
+    "no such key"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    retired: ClassVar[dict[str, tuple[str, str]]] = {}
 
 
 # Rollout order across every host of an environment: a step converges everywhere before the
@@ -341,8 +346,7 @@ class LiveSetup:
     # a restart. (CommandContext, instance names) → {instance name: {file name: content}}.
     handoff: str | None = None
     deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
-    # settings → whether the step exists at all (PostgreSQL's reconcile of Patroni's dynamic
-    # configuration: under postgres.ha: patroni only).
+    # settings → whether the step exists at all (default: always).
     when: Callable[[Any], bool] = lambda settings: True
 
 
