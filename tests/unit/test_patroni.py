@@ -158,15 +158,16 @@ def test_the_official_source_builds_the_nodes_image_on_the_pinned_postgres_image
     assert "shipyard/postgres:15" not in builds
     # A new pin of the official image rebuilds the nodes' image (its ref is in the source hash).
     moved = load_environment(repo, "production", {"SHIPYARD_IMAGES__MIRROR": "other.example:5000"})
-    assert image_plan.build_plan(repo, moved, _needs(moved, host))[1].source_hash != node_image.source_hash
+    rebuilt = {b.ref: b for b in image_plan.build_plan(repo, moved, _needs(moved, host))}["shipyard/postgres-patroni:latest"]
+    assert rebuilt.source_hash != node_image.source_hash
 
 
 def test_the_local_source_builds_patroni_on_its_own_postgresql_image(repo):
     settings = load_environment(repo, "ci", {})
-    refs = [b.ref for b in image_plan.build_plan(repo, settings, _needs(settings, settings.hosts[0]))]
+    plan = image_plan.build_plan(repo, settings, _needs(settings, settings.hosts[0]))
+    refs = [b.ref for b in plan]
     assert refs.index("shipyard/postgres:15") < refs.index("shipyard/postgres-patroni:latest")
-    build = next(b for b in image_plan.build_plan(repo, settings, _needs(settings, settings.hosts[0]))
-                 if b.ref == "shipyard/postgres-patroni:latest")
+    build = plan[refs.index("shipyard/postgres-patroni:latest")]
     assert build.build_args == {"BASE_IMAGE": "shipyard/postgres:15"}
     assert image_plan.images_to_pull(settings, _needs(settings, settings.hosts[0])) == []
     # PostgreSQL's own recipe no longer installs Patroni: one place adds it, for both sources.
