@@ -31,10 +31,22 @@ FAKE_BUNDLE = "".join(f"-----BEGIN {kind}-----\nSECRET-{n}-VALUE\n-----END {kind
 
 def _values(fill: str = "value-of-{}") -> dict[str, Secret]:
     values = {name: Secret(name, fill.format(name)) for name in SECRET_NAMES}
-    for bundle in (elasticsearch.TRANSPORT_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
+    for bundle in (elasticsearch.TRANSPORT_TLS, elasticsearch.HTTP_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
         values[bundle] = Secret(bundle, FAKE_BUNDLE)
     return values
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
+
+
+def _delivered(settings, instance: str) -> dict[str, str]:
+    """The secret files an instance sees: path inside its container → content (PEM stripped),
+    rendered from _values() as a deploy delivers them."""
+    inst = topology.build(settings).find(instance)
+    mount = inst.service.secrets_mount or "/run/secrets"
+    found = {}
+    for w in secret_files("/p", (inst,), _values(), None, secret_variables(settings, inst.host)):
+        if w.path.startswith(f"/p/secrets/{instance}/") and w.content is not None:
+            found[f"{mount}/{w.path.rsplit('/', 1)[1]}"] = w.content.decode().strip()
+    return found
 
 
 def _render(repo, env="production", variables=None):
@@ -65,6 +77,7 @@ DOCUMENTED = {
     "cluster.name", "node.name", "network.host", "transport.port", "http.port", "discovery.type",
     "discovery.seed_hosts", "cluster.initial_master_nodes", "transport.publish_host", "transport.publish_port",
     "xpack.security.enabled", "xpack.security.enrollment.enabled", "xpack.security.http.ssl.enabled",
+    "xpack.security.http.ssl.key", "xpack.security.http.ssl.certificate",
     "xpack.security.transport.ssl.enabled", "xpack.security.transport.ssl.verification_mode",
     "xpack.security.transport.ssl.key", "xpack.security.transport.ssl.certificate",
     "xpack.security.transport.ssl.certificate_authorities", "xpack.license.self_generated.type",
@@ -72,8 +85,8 @@ DOCUMENTED = {
 }
 
 
-def test_one_node_is_a_single_node_cluster_with_security_and_transport_tls(repo):
-    _, obs = _obs(repo)
+def test_one_node_is_a_single_node_cluster_with_security_and_transport_and_http_tls(repo):
+    settings, obs = _obs(repo)
     node = obs.compose["services"]["elasticsearch-1"]
     env = node["environment"]
     assert set(env) <= DOCUMENTED, set(env) - DOCUMENTED
@@ -81,13 +94,17 @@ def test_one_node_is_a_single_node_cluster_with_security_and_transport_tls(repo)
     assert env["discovery.type"] == "single-node"
     assert "discovery.seed_hosts" not in env and "cluster.initial_master_nodes" not in env
     assert env["xpack.security.enabled"] == "true" and env["xpack.security.transport.ssl.enabled"] == "true"
-    assert env["xpack.security.http.ssl.enabled"] == "false"
+    assert env["xpack.security.http.ssl.enabled"] == "true"
     assert env["xpack.security.transport.ssl.verification_mode"] in ("certificate", "full")
     # TLS files below the config directory (the only place Elasticsearch reads them from), where
-    # the node's secrets folder is mounted.
-    for key in ("key", "certificate", "certificate_authorities"):
-        assert env[f"xpack.security.transport.ssl.{key}"].startswith(elasticsearch.SECRETS + "/")
+    # the node's secrets folder is mounted, each one a file delivered there.
     assert f"./secrets/elasticsearch-1:{elasticsearch.SECRETS}:ro" in node["volumes"]
+    delivered = _delivered(settings, "elasticsearch-1")
+    for setting in [f"xpack.security.transport.ssl.{key}" for key in ("key", "certificate", "certificate_authorities")] \
+            + [f"xpack.security.http.ssl.{key}" for key in ("key", "certificate")]:
+        assert env[setting] in delivered, setting
+    assert delivered[env["xpack.security.http.ssl.key"]] == elasticsearch.pem_block(FAKE_BUNDLE, "PRIVATE KEY", 0)
+    assert delivered[env["xpack.security.http.ssl.certificate"]] == elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 0)
     assert env["ELASTIC_PASSWORD_FILE"] == f"{elasticsearch.SECRETS}/elastic_password"
     assert f"elasticsearch-data-1:{elasticsearch.DATA}" in node["volumes"]
     assert node["ulimits"]["memlock"] == {"soft": -1, "hard": -1} and env["bootstrap.memory_lock"] == "true"
@@ -255,7 +272,7 @@ def test_the_setup_job_sets_every_password_at_every_run_and_rotates_elastic_thro
     # Its secret files, with the previous elastic password delivered during a rotation.
     settings = load_environment(repo, "production", LOGSTASH)
     setup = topology.build(settings).find("logs-setup")
-    assert {s.target for s in setup.secrets} == {f"{u.secret}" for u in security.users(True)}
+    assert {s.target for s in setup.secrets} == {f"{u.secret}" for u in security.users(True)} | {elasticsearch.CLIENT_CA}
     [elastic] = [s for s in setup.secrets if s.secret == "elastic_password"]
     assert elastic.keep_previous and elastic.rotation is None  # re-runs when it changes
     values = _values()
@@ -305,8 +322,17 @@ def test_the_index_template_and_lifecycle_policy_have_the_documented_shapes(repo
 
 # --- Kibana ----------------------------------------------------------------------------------
 
+# https://www.elastic.co/guide/en/kibana/8.17/settings.html (elasticsearch.ssl.certificateAuthorities:
+# a list of PEM files; elasticsearch.ssl.verificationMode: full, certificate or none).
+KIBANA_DOCUMENTED = {
+    "server.name", "server.host", "server.port", "elasticsearch.hosts", "elasticsearch.ssl.certificateAuthorities",
+    "elasticsearch.ssl.verificationMode", "elasticsearch.username", "status.allowAnonymous", "telemetry.optIn",
+    "telemetry.allowChangingOptInStatus", "newsfeed.enabled",
+}
+
+
 def test_kibana_runs_under_official_only_on_loopback_with_its_password_as_a_file(repo):
-    _, obs = _obs(repo)
+    settings, obs = _obs(repo)
     svc = obs.compose["services"]["kibana"]
     assert svc["image"].endswith(f"docker.elastic.co/kibana/kibana:{ELASTICSEARCH_VERSION}")
     assert svc["ports"] == ["127.0.0.1:5601:5601"] and "environment" not in svc
@@ -316,7 +342,12 @@ def test_kibana_runs_under_official_only_on_loopback_with_its_password_as_a_file
                               "--config", "/run/secrets/kibana-encryption-key.yml"]
     config = yaml.safe_load(obs.files["kibana/kibana.yml"])
     # https://www.elastic.co/guide/en/kibana/8.17/settings.html
-    assert config["elasticsearch.hosts"] == ["http://elasticsearch-1:9200"]
+    assert set(config) <= KIBANA_DOCUMENTED, set(config) - KIBANA_DOCUMENTED
+    assert config["elasticsearch.hosts"] == ["https://elasticsearch-1:9200"]
+    # The node's certificate checked against the CA delivered into Kibana's secrets, name included.
+    [ca] = config["elasticsearch.ssl.certificateAuthorities"]
+    assert ca in _delivered(settings, "kibana") and config["elasticsearch.ssl.verificationMode"] == "full"
+    assert _delivered(settings, "kibana")[ca] == elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 1)
     assert config["elasticsearch.username"] == "kibana_system" and "elasticsearch.password" not in config
     assert config["status.allowAnonymous"] is True and config["server.host"] == "0.0.0.0"
     assert svc["healthcheck"]["test"][-1] == "http://127.0.0.1:5601/api/status"
@@ -407,8 +438,9 @@ def test_with_logstash_the_shippers_send_json_lines_to_it_and_it_writes_from_a_p
     for line in ('user => "logstash_writer"', 'password => "value-of-logstash_writer_password"',
                  'index => "shipyard-logs-production-%{+YYYY-MM-dd}"', 'document_id => "%{[@metadata][id]}"',
                  "manage_template => false", "ilm_enabled => false", "data_stream => false",
-                 'hosts => ["http://elasticsearch-1:9200"]'):
+                 'hosts => ["https://elasticsearch-1:9200"]'):
         assert line in output, line
+    assert "http://" not in output
     assert f"./secrets/logstash:{logstash.SECRETS}:ro" in svc["volumes"]
     assert logstash.PIPELINE_GLOB == f"{logstash.HOME}/pipeline*/*.conf"
     assert logstash.SECRETS.startswith(f"{logstash.HOME}/pipeline") and logstash.PIPELINE.startswith(f"{logstash.HOME}/pipeline")
@@ -471,12 +503,12 @@ def _shipper_files(settings, shipper) -> set[str]:
             if w.path.startswith("/p/secrets/logship/") and w.content is not None}
 
 
-def test_without_logstash_no_shipper_gets_a_tls_file(repo):
+def test_without_logstash_no_shipper_gets_a_client_certificate(repo):
     settings, hosts = _render(repo)
     for name in hosts:
         shipper = next(i for i in topology.build(settings).instances_of("elk", "logship") if i.host.name == name)
         delivered = _shipper_files(settings, shipper)
-        assert delivered == {"logship_password"}, name
+        assert delivered == {"logship_password", elasticsearch.CLIENT_CA}, name
         assert "StreamDriver" not in hosts[name].files["logship/rsyslog.conf"].decode()
 
 
