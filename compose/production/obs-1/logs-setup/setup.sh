@@ -67,7 +67,9 @@ BODY
     esac
     if [ "$waited" -ge "$wait_s" ]; then
         echo "logs-setup: the store at $store did not let elastic in within ${wait_s}s (last answer $code:" \
-             "$(cat /tmp/answer 2>/dev/null)); see \`make logs SERVICE=elasticsearch\`" >&2
+             "$(cat /tmp/answer 2>/dev/null); 000: no answer, or a certificate not of the CA in $store_ca" \
+             "for that name — \`make secrets-rotate NAME=elasticsearch_http_tls\` issues one);" \
+             "see \`make logs SERVICE=elasticsearch\`" >&2
         exit 1
     fi
     sleep 2; waited=$((waited + 2))
