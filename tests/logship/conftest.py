@@ -181,11 +181,12 @@ def start_shipper(tools, processes, tmp_path):
 class EngineFile:
     """A container's json-file as the engine writes it, with the labels the shipper reads."""
 
-    def __init__(self, containers: Path, service: str):
+    def __init__(self, containers: Path, service: str, env: str = ENV):
         cid = os.urandom(32).hex()
         (containers / cid).mkdir(parents=True)
         self.path = containers / cid / f"{cid}-json.log"
         self.service = service
+        self.env = env
         self.written = 0
 
     def write(self, lines: list[dict]) -> None:
@@ -195,7 +196,7 @@ class EngineFile:
                 now = time.time()
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
                 f.write(json.dumps({"log": json.dumps(line) + "\n", "stream": "stdout", "time": stamp,
-                                    "attrs": {"com.docker.compose.project": f"shipyard-{ENV}",
+                                    "attrs": {"com.docker.compose.project": f"shipyard-{self.env}",
                                               "com.docker.compose.service": self.service,
                                               "org.shipyard.component": "taskplatform"}}) + "\n")
 

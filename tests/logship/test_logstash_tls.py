@@ -25,7 +25,7 @@ import pytest
 
 from shipyard import secretstore, tls, topology
 from shipyard.apply.rollout import secret_files
-from shipyard.components.elk import logstash
+from shipyard.components.elk import elasticsearch, logstash
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment, secret_variables
 from tests.logship.conftest import REPO, free_port, relocated, wait_for
@@ -156,7 +156,8 @@ def _files(issued: dict[str, bytes], tmp_path: Path) -> dict[str, Path]:
 
 def test_the_shipper_sends_its_documents_over_mutual_tls_to_logstashs_certificate(shipper, issued, tmp_path):
     mine = _files(issued, tmp_path)
-    assert set(mine) == {"input.key", "input.crt", "logs-ca.crt"}
+    # Its input's key, certificate and CA; and the store's CA, for its output.
+    assert set(mine) == {"input.key", "input.crt", "logs-ca.crt", elasticsearch.CLIENT_CA}
     server = TlsInput(mine["input.crt"], mine["input.key"], mine["logs-ca.crt"])
     try:
         shipper(server.port)
