@@ -38,7 +38,8 @@ def read_argv(settings, path: str, body: Mapping[str, Any] | None = None) -> tup
         request: tuple[str, ...] = ("curl", "-sS", "--fail-with-body", f"http://{STORE_ADDRESS}{path}")
     else:
         # HTTPS, the node's certificate checked against its CA (a file of its secrets folder).
-        request = ("curl", "-sS", "--fail-with-body", "--cacert", elasticsearch.HTTP_CA, f"https://{STORE_ADDRESS}{path}")
+        request = ("curl", "-sS", "--fail-with-body", "--cacert", elasticsearch.HTTP_CA,
+                   f"https://{STORE_ADDRESS}{path}")
     if body is not None:
         request += ("-H", "Content-Type: application/json", "--data-binary", json.dumps(body, sort_keys=True))
     if settings.images.source != "official":
