@@ -127,6 +127,24 @@ def start_store(tools, rendered, tmp_path, processes):
     return start
 
 
+def issued_files(root: Path, env: str, variables: dict[str, str], wanted) -> dict[str, bytes]:
+    """The secret files of the instances ``wanted(topology)`` gives, as the deploy writes them
+    (``<instance>/<file>``): values from a throw-away store in ``root`` over the real inventory,
+    files from the component's own secret templates."""
+    from shipyard import secretstore, topology
+    from shipyard.apply.rollout import secret_files
+    from shipyard.render import secret_variables
+
+    (root / "inventories").symlink_to(REPO / "inventories")
+    values = secretstore.load_or_create(root, env, {secretstore.IDENTITY_DIR_VAR: str(root / "ids"), **variables})
+    settings = load_environment(REPO, env, variables)
+    files = {}
+    for inst in wanted(topology.build(settings)):
+        for one in secret_files("/p", (inst,), values, None, secret_variables(settings, inst.host)):
+            files[one.path.removeprefix("/p/secrets/")] = one.content
+    return files
+
+
 def relocated(text: str, tmp_path: Path, metrics_port: int, *extra: tuple[str, str]) -> str:
     """A shipper's rendered rsyslog.conf runnable here: its state, the engine's log folder and
     the audit log moved under ``tmp_path``, the exporter run from this checkout on

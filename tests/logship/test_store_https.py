@@ -18,18 +18,17 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-import threading
 
 import pytest
 
-from shipyard import secretstore, tls, topology
-from shipyard.apply.rollout import secret_files
+from shipyard import tls
 from shipyard.components.elk import elasticsearch
 from shipyard.inventory import load_environment
-from shipyard.render import render_environment, secret_variables
-from tests.logship.conftest import REPO, EngineFile, free_port, relocated, wait_for
+from shipyard.render import render_environment
+from tests.logship.conftest import REPO, EngineFile, free_port, issued_files, relocated, wait_for
 
 ENV = "production"
 STORE = "https://10.0.3.31:9200"  # app-1's shipper reaches the node at its host's address
@@ -116,17 +115,8 @@ class BulkStore:
 def issued(tmp_path_factory) -> dict[str, bytes]:
     """The secret files of app-1's shipper and of the node, as the deploy writes them: values
     from a throw-away store over the real inventory, files from the component's templates."""
-    root = tmp_path_factory.mktemp("store")
-    (root / "inventories").symlink_to(REPO / "inventories")
-    values = secretstore.load_or_create(root, ENV, {secretstore.IDENTITY_DIR_VAR: str(root / "ids")})
-    settings = load_environment(REPO, ENV, {})
-    built = topology.build(settings)
-    files = {}
-    for inst in (built.find("elasticsearch-1"), next(i for i in built.instances_of("elk", "logship")
-                                                     if i.host.name == "app-1")):
-        for wanted in secret_files("/p", (inst,), values, None, secret_variables(settings, inst.host)):
-            files[wanted.path.removeprefix("/p/secrets/")] = wanted.content
-    return files
+    return issued_files(tmp_path_factory.mktemp("store"), ENV, {}, lambda built: (
+        built.find("elasticsearch-1"), next(i for i in built.instances_of("elk", "logship") if i.host.name == "app-1")))
 
 
 @pytest.fixture
