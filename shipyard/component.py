@@ -222,7 +222,9 @@ class Service:
     config_dir: str | None = None  # a ConfigDir name of the component
     hot_reload: bool = False  # its config dir is watched live: changes must not recreate it
     one_shot: bool = False  # runs to completion (migrations); converges before its tier
-    health: Health | None = None
+    # Or settings → its probe, for a service whose probe differs by settings (the log store: plain
+    # HTTP in the stand-in, HTTPS with its CA under the official image source).
+    health: Health | Callable[[Any], Health | None] | None = None
     metrics: Metrics | None = None  # its Prometheus endpoint (scraped in every instance)
     waits: tuple[Wait, ...] = ()
     # Keeps one address on the project network across re-creations (settings.network): for
@@ -237,6 +239,10 @@ class Service:
     # Routes users to the live colour: the release's routing file is mounted read-only at this
     # directory, and a switch rewrites it and sends ``reload_signal``.
     routing_mount: str | None = None
+
+    def health_of(self, settings) -> Health | None:
+        """Its health probe under ``settings``."""
+        return self.health(settings) if callable(self.health) else self.health
 
     def secret_files(self, settings) -> tuple[SecretFile, ...]:
         """Its secret files under ``settings`` (SecretFile.when), without those the secrets
