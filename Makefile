@@ -188,11 +188,10 @@ test-client: venv host-test-deps
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$build/site" "$$build"/dist/*.whl && \
 	PYTHONPATH="services:$$build/site" SHIPYARD_TASKS_FROM="$$build/site" $(PYTEST) -q clients/python/tests
 
-# PostgreSQL under Patroni (postgres.ha: patroni, not deployed yet): a real etcd and three
-# Patroni-run PostgreSQL nodes from the component's rendered config, on loopback; the leader
-# killed, a replica promoted with every acknowledged row, the old leader back as a replica;
-# pgBackRest backups from the leader before and after a failover, restored to the end and to a time.
-# No Docker. docs/data-tier.md, "Patroni".
+# PostgreSQL under Patroni: a real etcd and three Patroni-run PostgreSQL nodes from the
+# component's rendered config, on loopback; the leader killed, a replica promoted with every
+# acknowledged row, the old leader back as a replica; pgBackRest backups from the leader before
+# and after a failover, restored to the end and to a time. No Docker. docs/data-tier.md.
 test-patroni: venv host-test-patroni
 	PYTHONPATH=services $(PYTEST) -q tests/patroni
 

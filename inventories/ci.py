@@ -18,7 +18,7 @@ SHIPYARD = {
     "consul": {"servers": 3},
     # PostgreSQL under Patroni with etcd as its lock (docs/data-tier.md), synchronous: `make test`
     # kills, partitions and switches over the leader under traffic and counts every task.
-    "postgres": {"ha": "patroni", "patroni": {"synchronous": True}},
+    "postgres": {"patroni": {"synchronous": True}},
     # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
     "vault": {"enabled": True},
     # The log store's stand-in keeps every line of the run in memory (docs/logs.md): the e2e

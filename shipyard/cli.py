@@ -209,7 +209,7 @@ def down(env: str, volumes: bool) -> int:
     code = teardown.compose_down(project_dir, settings.compose_project, volumes)
     if code == 0 and volumes:
         # `compose down --volumes` removes the volumes its file names today: one a component that
-        # is gone used (etcd after postgres.ha went back to scripts) would hand its old data to the
+        # is gone used (a component an inventory no longer runs) would hand its old data to the
         # next rollout that names it again (a Patroni cluster's state beside brand-new nodes).
         left = subprocess.run(commands.project_volumes(settings.compose_project), check=True, capture_output=True,
                               text=True).stdout.split()

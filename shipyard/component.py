@@ -24,14 +24,19 @@ from contextlib import AbstractContextManager
 from types import ModuleType
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 class Strict(BaseModel):
-    """Base of every settings model: unknown keys are errors, values are immutable."""
+    """Base of every settings model: unknown keys are errors, values are immutable.
+
+    ``retired``: keys a model had and no longer has, each with (what changed, what to do
+    instead), so an inventory or a SHIPYARD_* variable still naming one is told that rather than
+    "no such key"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    retired: ClassVar[dict[str, tuple[str, str]]] = {}
 
 
 # Rollout order across every host of an environment: a step converges everywhere before the
@@ -217,7 +222,9 @@ class Service:
     config_dir: str | None = None  # a ConfigDir name of the component
     hot_reload: bool = False  # its config dir is watched live: changes must not recreate it
     one_shot: bool = False  # runs to completion (migrations); converges before its tier
-    health: Health | None = None
+    # Or settings → its probe, for a service whose probe differs by settings (the log store: plain
+    # HTTP in the stand-in, HTTPS with its CA under the official image source).
+    health: Health | Callable[[Any], Health | None] | None = None
     metrics: Metrics | None = None  # its Prometheus endpoint (scraped in every instance)
     waits: tuple[Wait, ...] = ()
     # Keeps one address on the project network across re-creations (settings.network): for
@@ -232,6 +239,10 @@ class Service:
     # Routes users to the live colour: the release's routing file is mounted read-only at this
     # directory, and a switch rewrites it and sends ``reload_signal``.
     routing_mount: str | None = None
+
+    def health_of(self, settings) -> Health | None:
+        """Its health probe under ``settings``."""
+        return self.health(settings) if callable(self.health) else self.health
 
     def secret_files(self, settings) -> tuple[SecretFile, ...]:
         """Its secret files under ``settings`` (SecretFile.when), without those the secrets
@@ -341,8 +352,7 @@ class LiveSetup:
     # a restart. (CommandContext, instance names) → {instance name: {file name: content}}.
     handoff: str | None = None
     deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
-    # settings → whether the step exists at all (PostgreSQL's reconcile of Patroni's dynamic
-    # configuration: under postgres.ha: patroni only).
+    # settings → whether the step exists at all (default: always).
     when: Callable[[Any], bool] = lambda settings: True
 
 

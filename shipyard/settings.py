@@ -241,14 +241,28 @@ def _fix_for(error: dict[str, Any], model_fields_hint: str) -> str:
     return f"use a valid value ({error['msg'].lower()})"
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> str:
+def _model_at(path: tuple[Any, ...]) -> Any:
+    """The settings model at a key path (None: the path leads to no model)."""
     model: Any = EnvironmentSettings
-    for part in loc[:-1]:
+    for part in path:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return "(see shipyard/settings.py)"
+            return None
         model = field.annotation
-    return ", ".join(sorted(model.model_fields))
+    return model
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model = _model_at(loc[:-1])
+    return ", ".join(sorted(model.model_fields)) if model else "(see shipyard/settings.py)"
+
+
+def _retired(loc: tuple[Any, ...]) -> tuple[str, str] | None:
+    """(what changed, the fix) of a key its model no longer has (Strict.retired), or None."""
+    model = _model_at(loc[:-1])
+    return getattr(model, "retired", {}).get(loc[-1]) if model else None
+
+
 
 
 def load_settings(data: dict[str, Any], hosts: list[HostSettings], source_file: str,
@@ -273,6 +287,11 @@ def load_settings(data: dict[str, Any], hosts: list[HostSettings], source_file: 
             env_var = _env_var_for(loc)
             where = (f"environment variable {env_var}" if env_var in env_vars
                      else f"{source_file}: SHIPYARD." + ".".join(str(p) for p in loc))
+            retired = _retired(loc) if error["type"] == "extra_forbidden" else None
+            if retired:
+                drop = f"unset {env_var}" if env_var in env_vars else f"remove it from {source_file}"
+                problems.append(ShipyardError(where, f"this setting was removed: {retired[0]}", f"{drop}; {retired[1]}"))
+                continue
             got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
             problems.append(ShipyardError(where, error["msg"] + got, _fix_for(error, _allowed_keys(loc))))
         raise SettingsError(problems) from None

@@ -79,8 +79,9 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
                            "restart": "no" if svc.one_shot else "unless-stopped", "logging": _LOGGING}
     if comp.compose_service:
         doc.update(comp.compose_service(ctx, inst))
-    if svc.health:
-        doc["healthcheck"] = healthcheck(svc.health)
+    health = svc.health_of(settings)
+    if health:
+        doc["healthcheck"] = healthcheck(health)
     labels = {COMPONENT_LABEL: comp.name, TIER_LABEL: svc.tier}
     if inst.colour:
         labels[COLOUR_LABEL] = inst.colour

@@ -2,9 +2,7 @@
 
 - Redis: the master's container is stopped; seconds until a write succeeds on the master the
   Sentinels then name (detection is redis.down_after_ms of that, printed alongside).
-- PostgreSQL (``postgres.ha: scripts``): `make pg-promote` of a replica; seconds from the promote
-  to a write accepted on the new primary, and from stopping the old primary to that write.
-- PostgreSQL (``postgres.ha: patroni``): the leader's container killed (SIGKILL, a dead host);
+- PostgreSQL (Patroni): the leader's container killed (SIGKILL, a dead host);
   seconds from the kill to the new leader and to the first task the API acknowledged from a
   request sent after it, then the dead node started and back as a replica. A planned switchover
   (`make pg-promote`): seconds from the request to the new leader taking writes. And the cost of
@@ -15,8 +13,8 @@
 Rolls out ENV first (images present). --short: one run of each drill (`make test`).
 
 The environment (tests/bench/benchenv.py): a real one is refused; one the bench did not create
-is left as it was found: the Redis master and the PostgreSQL primary it found are made so again
-(SENTINEL FAILOVER; `make pg-promote`), data kept; one it created is removed
+is left as it was found: the Redis master and the PostgreSQL leader it found are made so again
+(SENTINEL FAILOVER; Patroni's switchover), data kept; one it created is removed
 (`make down VOLUMES=1`).
 """
 
@@ -34,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from shipyard.controller.drills import container_of  # noqa: E402
-from shipyard.components.postgres.promote import pg_promote, primary_of  # noqa: E402
+from shipyard.components.postgres.roles import primary_of  # noqa: E402
 from shipyard.components.redis.failover import redis_failover, sentinel_masters  # noqa: E402
 from shipyard.inventory import load_environment  # noqa: E402
 from shipyard.components.postgres.instances import node_names as postgres_nodes  # noqa: E402
@@ -80,18 +78,6 @@ def redis_drill(settings, client) -> dict:
     while _redis(settings, old_service, "role").split("\n")[0] != "slave" and time.monotonic() < deadline:
         time.sleep(0.5)
     return {"seconds": took, "gap": traffic.longest_gap_s, **counts}
-
-
-def postgres_drill(settings, client) -> dict:
-    old = primary_of(settings)
-    replica = next(node for node in postgres_nodes(settings) if node != old)
-    with Traffic(client) as traffic:
-        time.sleep(1)
-        done = pg_promote(settings, replica)
-        time.sleep(2)
-    counts = wait_all_processed(client, traffic.accepted)
-    return {"seconds": done.promote_s, "unavailable": done.writes_unavailable_s, "rebuild": done.rebuild_s,
-            "gap": traffic.longest_gap_s, **counts}
 
 
 def _cluster(settings):
@@ -199,10 +185,7 @@ def put_back_roles(settings, redis_master: str, pg_primary: str) -> None:
     else:
         sys.exit(f"bench: the Redis master is {sentinel_masters(settings)[0]}, not {redis_master} as found")
     if primary_of(settings) != pg_primary:
-        if settings.postgres.ha == "patroni":
-            _cluster(settings).switch_over(pg_primary)
-        else:
-            pg_promote(settings, pg_primary)
+        _cluster(settings).switch_over(pg_primary)
 
 
 def main() -> None:
@@ -219,22 +202,16 @@ def main() -> None:
     if not postgres_nodes(settings)[1:] or not settings.redis.sentinels:
         sys.exit(f"bench: {args.env} needs postgres.replicas >= 1 and redis.sentinels >= 1")
     was = benchenv.found(settings)
-    runs: dict[str, list[dict]] = {"redis": [], "postgres": []}
+    runs: dict[str, list[dict]] = {"redis": [], "postgres": [], "switchover": []}
     try:
         benchenv.roll_out(args.env, "bench-failover")
         client = api_client(settings)
         redis_master, pg_primary = sentinel_masters(settings)[0], primary_of(settings)
-        patroni = settings.postgres.ha == "patroni"
-        if patroni:
-            runs["switchover"] = []
         for _ in range(args.runs):
             runs["redis"].append(redis_drill(settings, client))
-            if patroni:
-                runs["postgres"].append(patroni_kill_drill(settings, client))
-                runs["switchover"].append(patroni_switchover_drill(settings, client))
-            else:
-                runs["postgres"].append(postgres_drill(settings, client))
-        cost = synchronous_cost(settings, client, 5 if args.short else 20) if patroni else None
+            runs["postgres"].append(patroni_kill_drill(settings, client))
+            runs["switchover"].append(patroni_switchover_drill(settings, client))
+        cost = synchronous_cost(settings, client, 5 if args.short else 20)
         if was.deployed:
             put_back_roles(settings, redis_master, pg_primary)
     finally:
@@ -249,22 +226,17 @@ def main() -> None:
     print(f"bench-failover env={args.env} runs={args.runs} (median seconds; every drill under task traffic)")
     print(f"  redis: master stopped -> write on new master   {med('redis', 'seconds'):6.2f}"
           f"   (of which detection, down_after_ms: {settings.redis.down_after_ms / 1000:.2f})")
-    if "switchover" in runs:
-        mode = "synchronous" if settings.postgres.patroni.synchronous else "asynchronous"
-        print(f"  postgres (Patroni, {mode}, ttl {settings.postgres.patroni.ttl_s} s): leader killed -> new leader "
-              f"{med('postgres', 'leader'):6.2f}")
-        kill_s = med('postgres', 'seconds')
-        print(f"  postgres: leader killed -> first acknowledged write {kill_s:6.2f}   (target 15.00: "
-              f"{'OK' if kill_s <= 15 else 'MISSED'})")
-        print(f"  postgres: killed node back as a replica after its start {med('postgres', 'rejoin'):6.2f}")
-        print(f"  postgres: switchover (make pg-promote) -> writes on the new leader {med('switchover', 'seconds'):6.2f}"
-              f"   (old leader streaming {med('switchover', 'streaming'):5.2f})")
-        print(f"  postgres: task creates/s through the edge, synchronous {cost['sync']:7.1f}, asynchronous "
-              f"{cost['async']:7.1f}: ratio {cost['sync'] / cost['async']:.3f} (the cost of zero loss)")
-    else:
-        print(f"  postgres: promote -> write on new primary      {med('postgres', 'seconds'):6.2f}")
-        print(f"  postgres: old primary stopped -> write          {med('postgres', 'unavailable'):6.2f}")
-        print(f"  postgres: old primary rebuilt as a replica      {med('postgres', 'rebuild'):6.2f}")
+    mode = "synchronous" if settings.postgres.patroni.synchronous else "asynchronous"
+    print(f"  postgres (Patroni, {mode}, ttl {settings.postgres.patroni.ttl_s} s): leader killed -> new leader "
+          f"{med('postgres', 'leader'):6.2f}")
+    kill_s = med('postgres', 'seconds')
+    print(f"  postgres: leader killed -> first acknowledged write {kill_s:6.2f}   (target 15.00: "
+          f"{'OK' if kill_s <= 15 else 'MISSED'})")
+    print(f"  postgres: killed node back as a replica after its start {med('postgres', 'rejoin'):6.2f}")
+    print(f"  postgres: switchover (make pg-promote) -> writes on the new leader {med('switchover', 'seconds'):6.2f}"
+          f"   (old leader streaming {med('switchover', 'streaming'):5.2f})")
+    print(f"  postgres: task creates/s through the edge, synchronous {cost['sync']:7.1f}, asynchronous "
+          f"{cost['async']:7.1f}: ratio {cost['sync'] / cost['async']:.3f} (the cost of zero loss)")
     print(f"  API: longest time without an accepted task    " + "  ".join(f"{drill} {med(drill, 'gap'):5.2f}"
                                                                         for drill in runs))
     for drill, results in runs.items():

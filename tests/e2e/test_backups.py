@@ -1,7 +1,7 @@
-"""Backups: a base backup plus the WAL archive restores into a fresh PostgreSQL with the same
-rows, including those committed after the base backup; UNTIL stops the replay at a time. The
-same under postgres.ha: patroni (pgBackRest from the leader), where a backup from before a
-failover (the leader's container killed) restores what the new leader committed after it."""
+"""Backups (pgBackRest from the leader): a backup plus the WAL archive restores into a fresh
+PostgreSQL with the same rows, including those committed after the backup; UNTIL stops the
+replay at a time; a backup from before a failover (the leader's container killed) restores what
+the new leader committed after it."""
 
 import subprocess
 import time
@@ -10,7 +10,7 @@ import pytest
 
 from shipyard.controller.drills import container_of
 from shipyard.components.postgres.backups import remove_restore
-from shipyard.components.postgres.promote import primary_of
+from shipyard.components.postgres.roles import primary_of
 from shipyard.inventory import load_environment
 
 from .conftest import REPO, run_shipyard
@@ -55,7 +55,7 @@ def test_backup_restores_into_a_fresh_instance_with_the_same_row_count(env_name,
 
 def test_commits_after_the_base_backup_come_back_from_the_wal_archive(env_name, settings):
     assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
-    rows = add_rows(settings, 7)  # only in the WAL archive, streamed as it was written
+    rows = add_rows(settings, 7)  # only in the WAL archive (pg-restore switches the segment first)
     assert restored_rows(env_name, settings) == rows
 
 
@@ -74,26 +74,7 @@ def test_a_bad_until_is_refused_before_anything_starts(env_name, settings):
     assert bad.returncode == 2 and "UNTIL 'yesterday-ish' is not a time" in bad.stderr
 
 
-def test_retention_keeps_only_the_newest_backups_and_the_wal_they_need(env_name, settings):
-    if settings.postgres.ha == "patroni":
-        return _pgbackrest_retention(env_name, settings)
-    for _ in range(settings.postgres.backup_keep + 1):
-        assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
-    backup_container = container_of(settings, "postgres-backup")
-    listing = subprocess.run(["docker", "exec", backup_container, "sh", "-c", "ls -1d /backups/base-*"],
-                             capture_output=True, text=True).stdout.split()
-    assert len(listing) == settings.postgres.backup_keep, listing
-    oldest_needed = subprocess.run(
-        ["docker", "exec", backup_container, "sh", "-c",
-         f"tar -xzOf {listing[0]}/base.tar.gz backup_label | sed -n 's/^START WAL LOCATION: .* (file \\(.*\\))$/\\1/p'"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    archived = subprocess.run(["docker", "exec", backup_container, "sh", "-c", "ls -1 /backups/wal"],
-                              capture_output=True, text=True, check=True).stdout.split()
-    segments = [name[8:24] for name in archived if len(name) >= 24 and not name.endswith(".history")]
-    assert segments and min(segments) >= oldest_needed[8:], (oldest_needed, archived)
-
-
-def _pgbackrest_retention(env_name, settings):
+def test_retention_keeps_postgres_backup_keep_full_backups(env_name, settings):
     """pgBackRest's repo1-retention-full: postgres.backup_keep full backups, older ones expired."""
     from shipyard.components.postgres import CONF
     from shipyard.components.postgres.backups import leader
@@ -108,8 +89,6 @@ def _pgbackrest_retention(env_name, settings):
 
 
 def test_a_backup_from_before_a_failover_restores_what_the_new_leader_committed(env_name, settings):
-    if settings.postgres.ha != "patroni":
-        pytest.skip("postgres.ha is not patroni (the scripts mode's case is in test_drills.py)")
     from shipyard.components.postgres.backups import leader
     from tests.waiting import wait_for
 

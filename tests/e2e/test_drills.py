@@ -1,7 +1,8 @@
 """Failure drills on the rolled-out environment, while tasks are being created: the Redis
-master goes away (a Sentinel failover, then the master container stopped), a PostgreSQL
-replica loses its primary, a replica is promoted. Every task the API accepted is processed,
-and the environment converges back."""
+master goes away (a Sentinel failover, then the master container stopped), a PostgreSQL replica
+is promoted (Patroni's switchover) and one reinitialised. Every task the API accepted is
+processed, and the environment converges back. The leader killed or cut off:
+test_patroni_failover.py, test_patroni_drills.py."""
 
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from shipyard.controller.drills import container_of
-from shipyard.components.postgres.promote import primary_of, roles
+from shipyard.components.postgres.roles import primary_of, roles
 from shipyard.components.redis.failover import replicas_in_sync, sentinel_masters
 from shipyard.components.redis.instances import sentinel_names
 from shipyard.inventory import load_environment
@@ -93,45 +94,10 @@ def _sentinel_log_tail(settings) -> list[str]:
     return lines
 
 
-def _scripts_only(settings, instead: str) -> None:
-    """The scripts mode's own behaviour: under Patroni the same failure is Patroni's to handle."""
-    if settings.postgres.ha == "patroni":
-        pytest.skip(f"postgres.ha: scripts only; under patroni: {instead}")
-
-
 def _node_log(container: str, node: str) -> list[str]:
-    """The lines node.sh printed, one per start, about which node it takes for the master."""
+    """The lines Redis's node.sh printed, one per start, about which node it takes for the master."""
     logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
     return [line for line in logs.splitlines() if line.startswith(f"node {node}:")]
-
-
-def _health(settings, node: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "exec", container_of(settings, node), "bash",
-                           "/etc/postgresql/shipyard/health.sh", node], capture_output=True, text=True)
-
-
-def test_a_replica_that_cannot_reach_the_primary_fails_its_health_check_naming_both(settings):
-    _scripts_only(settings, "Patroni's health is its REST API; a replica without a leader is its election "
-                            "(tests/e2e/test_patroni_failover.py, test_patroni_drills.py)")
-    primary = primary_of(settings)
-    replica = next(node for node in postgres_nodes(settings) if node != primary)
-    container = container_of(settings, primary)
-    subprocess.run(["docker", "stop", container], check=True, capture_output=True)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            health = _health(settings, replica)
-            if health.returncode != 0:
-                break
-            time.sleep(0.2)
-    finally:
-        subprocess.run(["docker", "start", container], check=True, capture_output=True)
-    assert health.returncode == 1
-    assert replica in health.stdout and f"{primary}:5432" in health.stdout, health.stdout
-    deadline = time.monotonic() + 60
-    while _health(settings, replica).returncode != 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _health(settings, replica).returncode == 0, "the replica did not stream again once the primary was back"
 
 
 def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_name, settings, client):
@@ -142,13 +108,12 @@ def test_promoting_a_replica_under_traffic_loses_no_task_and_verify_passes(env_n
         result = run_shipyard("pg-promote", "--env", env_name, "--replica", new)
         time.sleep(2)
     assert result.returncode == 0, result.stdout + result.stderr
-    # scripts: "primary A -> B"; patroni: "Patroni switchover A -> B"
-    assert f"primary {old} -> {new}" in result.stdout or f"switchover {old} -> {new}" in result.stdout, result.stdout
+    assert f"Patroni switchover {old} -> {new}" in result.stdout, result.stdout
     counts = wait_all_processed(client, traffic.accepted)
     assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
     assert roles(settings) == {node: "primary" if node == new else "replica" for node in postgres_nodes(settings)}
     # The environment's own checks agree: the new primary has every other node streaming on
-    # its slot (the old primary rebuilt as a replica). test_rollout then re-runs the deploy and
+    # its slot (the old primary back as a replica by itself). test_rollout then re-runs the deploy and
     # checks that it changes nothing: the deploy does not fight the promotion.
     verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              str(REPO / "tests/infra/test_components.py"), "-k", "test_postgres__",
@@ -171,62 +136,16 @@ def test_a_backup_from_before_a_promotion_restores_what_was_committed_after_it(e
     assert restored_rows(env_name, settings, "--backup", name) == rows
 
 
-def test_when_the_primary_dies_promotion_needs_force_then_the_platform_carries_on(env_name, settings, client):
-    _scripts_only(settings, "a dead leader is replaced by Patroni itself, no FORCE (tests/e2e/test_patroni_failover.py)")
-    dead = primary_of(settings)
-    survivor = next(node for node in postgres_nodes(settings) if node != dead)
-    # `docker stop -t 0`: killed at once, and not restarted by its restart policy (a dead host).
-    subprocess.run(["docker", "stop", "-t", "0", container_of(settings, dead)], check=True, capture_output=True)
-    refused = run_shipyard("pg-promote", "--env", env_name, "--replica", survivor)
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert f"no PostgreSQL node accepts writes (down: {dead})" in refused.stderr and "FORCE=1" in refused.stderr
-    forced = run_shipyard("pg-promote", "--env", env_name, "--replica", survivor, "--force")
-    assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert roles(settings) == {node: "primary" if node == survivor else "replica" for node in postgres_nodes(settings)}
-    with Traffic(client) as traffic:
-        time.sleep(3)
-    counts = wait_all_processed(client, traffic.accepted)
-    assert counts["accepted"] > 0 and counts["processed"] == counts["accepted"], counts
-
-
-def test_a_node_with_a_primarys_data_refuses_to_start_next_to_the_primary_until_rebuilt(env_name, settings):
-    _scripts_only(settings, "an old leader is rewound by Patroni itself (tests/e2e/test_patroni_failover.py); "
-                            "pg-rebuild is Patroni's reinit (test_rebuild_under_patroni_is_a_reinit_...)")
-    primary = primary_of(settings)
-    node = next(n for n in postgres_nodes(settings) if n != primary)
-    container = container_of(settings, node)
-    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container], capture_output=True,
-                           text=True, check=True).stdout.strip()
-    subprocess.run(["docker", "stop", container], check=True, capture_output=True)
-    # What an old primary's data looks like: no standby.signal.
-    subprocess.run(["docker", "run", "--rm", "--volumes-from", container, "--user", "postgres", "--entrypoint", "rm",
-                    image, "/var/lib/postgresql/data/pgdata/standby.signal"], check=True, capture_output=True)
-    subprocess.run(["docker", "start", container], check=True, capture_output=True)
-    deadline, logs = time.monotonic() + 30, ""
-    while "refusing to start as a second primary" not in logs and time.monotonic() < deadline:
-        time.sleep(0.5)
-        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stderr
-    assert f"node {node}: refusing to start as a second primary: {primary} already accepts writes" in logs
-    assert f"make pg-rebuild ENV={env_name} NODE={node}" in logs
-    assert roles(settings)[primary] == "primary" and roles(settings)[node] == "down"
-    rebuilt = run_shipyard("pg-rebuild", "--env", env_name, "--node", node)
-    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    assert roles(settings)[node] == "replica"
-
-
 def test_promote_refuses_the_primary_itself_and_unknown_nodes(env_name, settings):
     primary = primary_of(settings)
     same = run_shipyard("pg-promote", "--env", env_name, "--replica", primary)
-    already = "is already the leader" if settings.postgres.ha == "patroni" else "is already the primary"
-    assert same.returncode == 2 and already in same.stderr, same.stderr
+    assert same.returncode == 2 and "is already the leader" in same.stderr, same.stderr
     unknown = run_shipyard("pg-promote", "--env", env_name, "--replica", "postgres-replica-9")
     assert unknown.returncode == 2 and "has no PostgreSQL node 'postgres-replica-9'" in unknown.stderr
     assert "name one of: postgres, postgres-replica-1" in unknown.stderr
 
 
-def test_rebuild_under_patroni_is_a_reinit_the_replica_streams_again_and_the_leader_is_refused(env_name, settings):
-    if settings.postgres.ha != "patroni":
-        pytest.skip("postgres.ha: patroni only (scripts: the test above)")
+def test_rebuild_is_patronis_reinit_the_replica_streams_again_and_the_leader_is_refused(env_name, settings):
     from tests.patroni_view import healthy_cluster, leader_of
     from tests.waiting import wait_for
 

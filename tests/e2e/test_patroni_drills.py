@@ -1,6 +1,6 @@
 """The failures around Patroni's lock, under the platform's own traffic through the edge (issue
 #22): the DCS (every etcd member) gone for a while, and the leader cut off from the network.
-Skipped unless the environment runs Patroni (``postgres.ha: patroni``).
+Skipped with a single PostgreSQL node.
 
 Split brain is watched, not inferred: all the time a drill runs, every node is asked over its own
 loopback, inside its container, whether it takes writes (``pg_is_in_recovery()``); two nodes

@@ -1,12 +1,11 @@
-"""PostgreSQL under Patroni (``postgres.ha: patroni``) on a rolled-out environment: the leader's
+"""PostgreSQL under Patroni on a rolled-out environment: the leader's
 container killed (SIGKILL, not restarted by its restart policy: a dead host) while tasks are
 being created through the edge. Patroni promotes a replica by itself, the API and workers follow
 (they connect to every node with target_session_attrs=read-write), every accepted task is
 processed, and the old leader, started again, rejoins as a replica by itself (pg_rewind or a
-re-clone: Patroni's call, no operator step). Skipped unless the environment runs Patroni.
+re-clone: Patroni's call, no operator step). Skipped with a single PostgreSQL node.
 
-    SHIPYARD_POSTGRES__HA=patroni SHIPYARD_POSTGRES__REPLICAS=2 \\
-        .venv/bin/python -m pytest -q -s tests/e2e/test_patroni_failover.py --shipyard-env local
+    SHIPYARD_POSTGRES__REPLICAS=2 .venv/bin/python -m pytest -q -s tests/e2e/test_patroni_failover.py --shipyard-env local
 
 Under ``postgres.patroni.synchronous`` no acknowledged task may be missing; without it (async
 replication) what the leader had not yet sent when it died is lost by design: the count is

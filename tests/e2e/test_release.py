@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from shipyard.controller.releases import read_state
-from shipyard.components.postgres.promote import primary_of
+from shipyard.components.postgres.roles import primary_of
 from shipyard.inventory import load_environment
 from shipyard.lock import environment_lock
 from tests.drill_traffic import SteadyLoad, api_client

@@ -31,9 +31,8 @@ def test_status_and_plan_describe_the_rolled_out_environment(env_name):
         # An instance's row (a component's heading is its name alone).
         row = next((line for line in lines if line.split()[:1] == [service] and len(line.split()) > 1), "")
         assert " healthy " in row, (service, status.stdout)
-    # The data tier's own view: the scripts' primary and its streams, or Patroni's leader.
-    primary = "Patroni leader, running" if settings.postgres.ha == "patroni" else "primary, streaming to"
-    assert any(line.split()[0] in ("postgres", "postgres-replica-1") and primary in line
+    # The data tier's own view: Patroni's leader.
+    assert any(line.split()[0] in ("postgres", "postgres-replica-1") and "Patroni leader, running" in line
                for line in lines if len(line.split()) > 1), status.stdout
     assert "agrees; 3 of 3 Sentinels" in status.stdout and "drift from the render: none" in status.stdout
     worker_row = next(line for line in lines if line.split()[:1] == [worker] and " healthy " in line)
@@ -158,34 +157,16 @@ def test_failed_health_gate_prints_logs_restores_what_was_healthy_then_a_fixed_r
     result = run_shipyard("up", "--env", env_name, env_extra=broken)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    from shipyard.inventory import load_environment
-
-    patroni = load_environment(REPO, env_name).postgres.ha == "patroni"
-    if patroni:
-        # Patroni's dynamic configuration: no container is re-created; the first replica restarted
-        # with it does not start, the previous configuration is PATCHed back, and it runs again.
-        assert "put back to what ran before, and every node runs again" in output, output[-3000:]
-        assert "Patroni refused POST /restart: 503" in output, output[-3000:]
-    else:
-        assert "tier data did not become healthy within 20s" in output
-        assert f"container shipyard-{env_name}-postgres-1" in output
-        assert "could not map anonymous shared memory" in output  # from the container's own log
-        assert "health log: empty" in output or "health probe exit" in output
-        # The failed deploy does not leave PostgreSQL down: it is back as the last good deploy left it.
-        restored = re.search(r"restored (.+?) to the configuration of the last deploy that finished well: "
-                             r"healthy again", output)
-        assert restored, output[-3000:]
-        # What the broken setting took down: the nodes, and what waits for them (backups, exporters).
-        assert {"postgres", "postgres-backup", "postgres-replica-1"} <= set(restored.group(1).split(", ")), \
-            restored.group(1)
+    # Patroni's dynamic configuration: no container is re-created; the first replica restarted
+    # with it does not start, the previous configuration is PATCHed back, and it runs again.
+    assert "put back to what ran before, and every node runs again" in output, output[-3000:]
+    assert "Patroni refused POST /restart: 503" in output, output[-3000:]
     health = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}",
                              f"shipyard-{env_name}-postgres-1", f"shipyard-{env_name}-postgres-replica-1-1"],
                             capture_output=True, text=True, check=True).stdout.split()
     assert health == ["healthy", "healthy"]
     fixed = run_shipyard("up", "--env", env_name)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    if not patroni:  # under Patroni nothing was re-created: nothing to change back
-        assert "changed tiers: data" in fixed.stdout
 
 
 def test_official_source_without_a_registry_stops_plainly_before_touching_containers(env_name):
@@ -199,9 +180,9 @@ def test_official_source_without_a_registry_stops_plainly_before_touching_contai
     except OSError:
         pass
     before = container_states(f"shipyard-{env_name}")
-    # The official postgres image has no Patroni: PostgreSQL as the scripts run it there.
-    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official",
-                                                              "SHIPYARD_POSTGRES__HA": "scripts"})
+    # The first image it lacks stops it, before any build (the nodes' image is built FROM the
+    # pulled postgres image) and before any container.
+    result = run_shipyard("up", "--env", env_name, env_extra={"SHIPYARD_IMAGES__SOURCE": "official"})
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "no registry answers" in output and "set images.source to 'local'" in output
@@ -284,47 +265,17 @@ def test_after_a_failover_recreated_or_cold_started_redis_nodes_bring_back_no_se
     assert {v["ip"] for v in _sentinel_view(settings)} == set(masters)
 
 
-def test_postgres_setting_changes_restart_replicas_without_cloning_them_again(env_name):
-
-    from shipyard.components.postgres.promote import ask, primary_of
+def test_postgres_setting_changes_reach_every_node_without_recreating_one(env_name):
+    """A PostgreSQL parameter is the cluster's dynamic configuration: `make plan` says it needs a
+    restart, the deploy PATCHes it and restarts node by node (the leader by a switchover when
+    raised; in place first when lowered), and no container is re-created."""
+    from shipyard.components.postgres.instances import node_names as postgres_nodes
+    from shipyard.components.postgres.roles import ask
     from shipyard.inventory import load_environment
-    from shipyard.components.postgres.instances import node_names as postgres_nodes
-
-    settings = load_environment(REPO, env_name)
-    project = f"shipyard-{env_name}"
-
-    def streaming(primary: str, node: str) -> str | None:
-        return ask(settings, primary, "SELECT state FROM pg_stat_replication "
-                                      f"WHERE application_name = '{node}'")
-
-    if settings.postgres.ha == "patroni":
-        return _patroni_setting_changes_reach_every_node_without_recreating_one(env_name, settings)
-    # Raised, then lowered again: a standby must never run below the primary's value, and
-    # lowering restarts every node at once.
-    for max_connections in ("120", str(settings.postgres.max_connections)):
-        before = container_states(project)
-        extra = {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": max_connections}
-        changed = run_shipyard("up", "--env", env_name, env_extra=extra)
-        assert changed.returncode == 0, changed.stdout + changed.stderr
-        primary = primary_of(settings)
-        assert ask(settings, primary, "SHOW max_connections") == max_connections
-        for node in (n for n in postgres_nodes(settings) if n != primary):
-            container = container_of(settings, node)
-            assert not any(container in state for state in before.values())  # it was re-created
-            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
-            assert "cloned from primary" not in logs.stdout + logs.stderr  # it kept its data
-            assert streaming(primary, node) == "streaming"
-
-
-def _patroni_setting_changes_reach_every_node_without_recreating_one(env_name, settings):
-    """Under Patroni a PostgreSQL parameter is the cluster's dynamic configuration: `make plan`
-    says it needs a restart, the deploy PATCHes it and restarts node by node (the leader by a
-    switchover when raised; in place first when lowered), and no container is re-created."""
-    from shipyard.components.postgres.instances import node_names as postgres_nodes
-    from shipyard.components.postgres.promote import ask
     from tests.patroni_view import healthy_cluster
     from tests.waiting import wait_for
 
+    settings = load_environment(REPO, env_name)
     nodes = postgres_nodes(settings)
 
     def started() -> dict[str, str]:

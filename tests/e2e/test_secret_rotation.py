@@ -13,7 +13,7 @@ import requests
 
 from shipyard import commands
 from shipyard.controller.releases import live_instance
-from shipyard.components.postgres.promote import primary_of, roles
+from shipyard.components.postgres.roles import primary_of, roles
 from shipyard.inventory import load_environment
 from shipyard.secretstore import PREVIOUS_SUFFIX, fingerprints, load_or_create, parse_fingerprints, rotate
 from shipyard import topology
@@ -147,9 +147,8 @@ def test_an_interrupted_rotation_is_finished_by_a_plain_deploy_and_replicas_stre
     primary = primary_of(settings)
     replica = next(node for node, role in roles(settings).items() if role == "replica")
     subprocess.run(["docker", "restart", f"{settings.compose_project}-{replica}-1"], check=True, capture_output=True)
-    # The replica, and under the scripts mode the WAL archive's pg_receivewal (pgBackRest's
-    # archive under Patroni needs no connection).
-    expected = 1 if settings.postgres.ha == "patroni" else 2
+    # Every replica (pgBackRest's archive needs no replication connection).
+    expected = settings.postgres.replicas
     deadline = time.monotonic() + 90
     while _streaming_replicas(settings, primary) < expected and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -127,6 +127,24 @@ def start_store(tools, rendered, tmp_path, processes):
     return start
 
 
+def issued_files(root: Path, env: str, variables: dict[str, str], wanted) -> dict[str, bytes]:
+    """The secret files of the instances ``wanted(topology)`` gives, as the deploy writes them
+    (``<instance>/<file>``): values from a throw-away store in ``root`` over the real inventory,
+    files from the component's own secret templates."""
+    from shipyard import secretstore, topology
+    from shipyard.apply.rollout import secret_files
+    from shipyard.render import secret_variables
+
+    (root / "inventories").symlink_to(REPO / "inventories")
+    values = secretstore.load_or_create(root, env, {secretstore.IDENTITY_DIR_VAR: str(root / "ids"), **variables})
+    settings = load_environment(REPO, env, variables)
+    files = {}
+    for inst in wanted(topology.build(settings)):
+        for one in secret_files("/p", (inst,), values, None, secret_variables(settings, inst.host)):
+            files[one.path.removeprefix("/p/secrets/")] = one.content
+    return files
+
+
 def relocated(text: str, tmp_path: Path, metrics_port: int, *extra: tuple[str, str]) -> str:
     """A shipper's rendered rsyslog.conf runnable here: its state, the engine's log folder and
     the audit log moved under ``tmp_path``, the exporter run from this checkout on
@@ -181,11 +199,12 @@ def start_shipper(tools, processes, tmp_path):
 class EngineFile:
     """A container's json-file as the engine writes it, with the labels the shipper reads."""
 
-    def __init__(self, containers: Path, service: str):
+    def __init__(self, containers: Path, service: str, env: str = ENV):
         cid = os.urandom(32).hex()
         (containers / cid).mkdir(parents=True)
         self.path = containers / cid / f"{cid}-json.log"
         self.service = service
+        self.env = env
         self.written = 0
 
     def write(self, lines: list[dict]) -> None:
@@ -195,7 +214,7 @@ class EngineFile:
                 now = time.time()
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
                 f.write(json.dumps({"log": json.dumps(line) + "\n", "stream": "stdout", "time": stamp,
-                                    "attrs": {"com.docker.compose.project": f"shipyard-{ENV}",
+                                    "attrs": {"com.docker.compose.project": f"shipyard-{self.env}",
                                               "com.docker.compose.service": self.service,
                                               "org.shipyard.component": "taskplatform"}}) + "\n")
 

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from shipyard import secretstore, tls, topology
-from shipyard.apply.rollout import secret_files
-from shipyard.components.elk import logstash
+from shipyard import tls
+from shipyard.components.elk import elasticsearch, logstash
 from shipyard.inventory import load_environment
-from shipyard.render import render_environment, secret_variables
-from tests.logship.conftest import REPO, free_port, relocated, wait_for
+from shipyard.render import render_environment
+from tests.logship.conftest import REPO, free_port, issued_files, relocated, wait_for
 
 ENV = "production"
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
@@ -79,17 +78,8 @@ class TlsInput:
 def issued(tmp_path_factory) -> dict[str, bytes]:
     """The secret files of the shipper (app-1) and of Logstash, as the deploy writes them: values
     from a throw-away store over the real inventory, files from the component's templates."""
-    root = tmp_path_factory.mktemp("store")
-    (root / "inventories").symlink_to(REPO / "inventories")
-    environ = {secretstore.IDENTITY_DIR_VAR: str(root / "ids"), **LOGSTASH}
-    values = secretstore.load_or_create(root, ENV, environ)
-    settings = load_environment(REPO, ENV, LOGSTASH)
-    built = topology.build(settings)
-    files = {}
-    for inst in (built.find("logstash"), next(i for i in built.instances_of("elk", "logship") if i.host.name == "app-1")):
-        for wanted in secret_files("/p", (inst,), values, None, secret_variables(settings, inst.host)):
-            files[wanted.path.removeprefix("/p/secrets/")] = wanted.content
-    return files
+    return issued_files(tmp_path_factory.mktemp("store"), ENV, LOGSTASH, lambda built: (
+        built.find("logstash"), next(i for i in built.instances_of("elk", "logship") if i.host.name == "app-1")))
 
 
 @pytest.fixture
@@ -156,7 +146,8 @@ def _files(issued: dict[str, bytes], tmp_path: Path) -> dict[str, Path]:
 
 def test_the_shipper_sends_its_documents_over_mutual_tls_to_logstashs_certificate(shipper, issued, tmp_path):
     mine = _files(issued, tmp_path)
-    assert set(mine) == {"input.key", "input.crt", "logs-ca.crt"}
+    # Its input's key, certificate and CA; and the store's CA, for its output.
+    assert set(mine) == {"input.key", "input.crt", "logs-ca.crt", elasticsearch.CLIENT_CA}
     server = TlsInput(mine["input.crt"], mine["input.key"], mine["logs-ca.crt"])
     try:
         shipper(server.port)

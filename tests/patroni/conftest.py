@@ -31,7 +31,7 @@ from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Three nodes (two replicas) under Patroni, synchronous mode on: the zero-loss case.
-VARIABLES = {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_POSTGRES__REPLICAS": "2",
+VARIABLES = {"SHIPYARD_POSTGRES__REPLICAS": "2",
              "SHIPYARD_POSTGRES__PATRONI__SYNCHRONOUS": "true"}
 NODES = ("node-1", "node-2", "node-3")
 

@@ -89,10 +89,10 @@ def test_the_core_imports_no_component():
 
 def test_the_import_check_sees_lazy_imports(tmp_path):
     sample = tmp_path / "cli.py"
-    sample.write_text("def pg():\n    from shipyard.components.postgres.promote import pg_promote\n"
+    sample.write_text("def pg():\n    from shipyard.components.postgres.patroni_api import Cluster\n"
                       "from shipyard.components import redis\n")
-    assert sorted(component_imports(sample)) == ["shipyard.components.postgres.promote",
-                                         "shipyard.components.postgres.promote.pg_promote",
+    assert sorted(component_imports(sample)) == ["shipyard.components.postgres.patroni_api",
+                                         "shipyard.components.postgres.patroni_api.Cluster",
                                          "shipyard.components.redis"]
 
 

@@ -31,10 +31,22 @@ FAKE_BUNDLE = "".join(f"-----BEGIN {kind}-----\nSECRET-{n}-VALUE\n-----END {kind
 
 def _values(fill: str = "value-of-{}") -> dict[str, Secret]:
     values = {name: Secret(name, fill.format(name)) for name in SECRET_NAMES}
-    for bundle in (elasticsearch.TRANSPORT_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
+    for bundle in (elasticsearch.TRANSPORT_TLS, elasticsearch.HTTP_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
         values[bundle] = Secret(bundle, FAKE_BUNDLE)
     return values
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
+
+
+def _delivered(settings, instance: str) -> dict[str, str]:
+    """The secret files an instance sees: path inside its container → content (PEM stripped),
+    rendered from _values() as a deploy delivers them."""
+    inst = topology.build(settings).find(instance)
+    mount = inst.service.secrets_mount or "/run/secrets"
+    found = {}
+    for w in secret_files("/p", (inst,), _values(), None, secret_variables(settings, inst.host)):
+        if w.path.startswith(f"/p/secrets/{instance}/") and w.content is not None:
+            found[f"{mount}/{w.path.rsplit('/', 1)[1]}"] = w.content.decode().strip()
+    return found
 
 
 def _render(repo, env="production", variables=None):
@@ -65,6 +77,7 @@ DOCUMENTED = {
     "cluster.name", "node.name", "network.host", "transport.port", "http.port", "discovery.type",
     "discovery.seed_hosts", "cluster.initial_master_nodes", "transport.publish_host", "transport.publish_port",
     "xpack.security.enabled", "xpack.security.enrollment.enabled", "xpack.security.http.ssl.enabled",
+    "xpack.security.http.ssl.key", "xpack.security.http.ssl.certificate",
     "xpack.security.transport.ssl.enabled", "xpack.security.transport.ssl.verification_mode",
     "xpack.security.transport.ssl.key", "xpack.security.transport.ssl.certificate",
     "xpack.security.transport.ssl.certificate_authorities", "xpack.license.self_generated.type",
@@ -72,8 +85,8 @@ DOCUMENTED = {
 }
 
 
-def test_one_node_is_a_single_node_cluster_with_security_and_transport_tls(repo):
-    _, obs = _obs(repo)
+def test_one_node_is_a_single_node_cluster_with_security_and_transport_and_http_tls(repo):
+    settings, obs = _obs(repo)
     node = obs.compose["services"]["elasticsearch-1"]
     env = node["environment"]
     assert set(env) <= DOCUMENTED, set(env) - DOCUMENTED
@@ -81,13 +94,17 @@ def test_one_node_is_a_single_node_cluster_with_security_and_transport_tls(repo)
     assert env["discovery.type"] == "single-node"
     assert "discovery.seed_hosts" not in env and "cluster.initial_master_nodes" not in env
     assert env["xpack.security.enabled"] == "true" and env["xpack.security.transport.ssl.enabled"] == "true"
-    assert env["xpack.security.http.ssl.enabled"] == "false"
+    assert env["xpack.security.http.ssl.enabled"] == "true"
     assert env["xpack.security.transport.ssl.verification_mode"] in ("certificate", "full")
     # TLS files below the config directory (the only place Elasticsearch reads them from), where
-    # the node's secrets folder is mounted.
-    for key in ("key", "certificate", "certificate_authorities"):
-        assert env[f"xpack.security.transport.ssl.{key}"].startswith(elasticsearch.SECRETS + "/")
+    # the node's secrets folder is mounted, each one a file delivered there.
     assert f"./secrets/elasticsearch-1:{elasticsearch.SECRETS}:ro" in node["volumes"]
+    delivered = _delivered(settings, "elasticsearch-1")
+    for setting in [f"xpack.security.transport.ssl.{key}" for key in ("key", "certificate", "certificate_authorities")] \
+            + [f"xpack.security.http.ssl.{key}" for key in ("key", "certificate")]:
+        assert env[setting] in delivered, setting
+    assert delivered[env["xpack.security.http.ssl.key"]] == elasticsearch.pem_block(FAKE_BUNDLE, "PRIVATE KEY", 0)
+    assert delivered[env["xpack.security.http.ssl.certificate"]] == elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 0)
     assert env["ELASTIC_PASSWORD_FILE"] == f"{elasticsearch.SECRETS}/elastic_password"
     assert f"elasticsearch-data-1:{elasticsearch.DATA}" in node["volumes"]
     assert node["ulimits"]["memlock"] == {"soft": -1, "hard": -1} and env["bootstrap.memory_lock"] == "true"
@@ -255,7 +272,7 @@ def test_the_setup_job_sets_every_password_at_every_run_and_rotates_elastic_thro
     # Its secret files, with the previous elastic password delivered during a rotation.
     settings = load_environment(repo, "production", LOGSTASH)
     setup = topology.build(settings).find("logs-setup")
-    assert {s.target for s in setup.secrets} == {f"{u.secret}" for u in security.users(True)}
+    assert {s.target for s in setup.secrets} == {f"{u.secret}" for u in security.users(True)} | {elasticsearch.CLIENT_CA}
     [elastic] = [s for s in setup.secrets if s.secret == "elastic_password"]
     assert elastic.keep_previous and elastic.rotation is None  # re-runs when it changes
     values = _values()
@@ -305,8 +322,17 @@ def test_the_index_template_and_lifecycle_policy_have_the_documented_shapes(repo
 
 # --- Kibana ----------------------------------------------------------------------------------
 
+# https://www.elastic.co/guide/en/kibana/8.17/settings.html (elasticsearch.ssl.certificateAuthorities:
+# a list of PEM files; elasticsearch.ssl.verificationMode: full, certificate or none).
+KIBANA_DOCUMENTED = {
+    "server.name", "server.host", "server.port", "elasticsearch.hosts", "elasticsearch.ssl.certificateAuthorities",
+    "elasticsearch.ssl.verificationMode", "elasticsearch.username", "status.allowAnonymous", "telemetry.optIn",
+    "telemetry.allowChangingOptInStatus", "newsfeed.enabled",
+}
+
+
 def test_kibana_runs_under_official_only_on_loopback_with_its_password_as_a_file(repo):
-    _, obs = _obs(repo)
+    settings, obs = _obs(repo)
     svc = obs.compose["services"]["kibana"]
     assert svc["image"].endswith(f"docker.elastic.co/kibana/kibana:{ELASTICSEARCH_VERSION}")
     assert svc["ports"] == ["127.0.0.1:5601:5601"] and "environment" not in svc
@@ -316,7 +342,12 @@ def test_kibana_runs_under_official_only_on_loopback_with_its_password_as_a_file
                               "--config", "/run/secrets/kibana-encryption-key.yml"]
     config = yaml.safe_load(obs.files["kibana/kibana.yml"])
     # https://www.elastic.co/guide/en/kibana/8.17/settings.html
-    assert config["elasticsearch.hosts"] == ["http://elasticsearch-1:9200"]
+    assert set(config) <= KIBANA_DOCUMENTED, set(config) - KIBANA_DOCUMENTED
+    assert config["elasticsearch.hosts"] == ["https://elasticsearch-1:9200"]
+    # The node's certificate checked against the CA delivered into Kibana's secrets, name included.
+    [ca] = config["elasticsearch.ssl.certificateAuthorities"]
+    assert ca in _delivered(settings, "kibana") and config["elasticsearch.ssl.verificationMode"] == "full"
+    assert _delivered(settings, "kibana")[ca] == elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 1)
     assert config["elasticsearch.username"] == "kibana_system" and "elasticsearch.password" not in config
     assert config["status.allowAnonymous"] is True and config["server.host"] == "0.0.0.0"
     assert svc["healthcheck"]["test"][-1] == "http://127.0.0.1:5601/api/status"
@@ -407,8 +438,9 @@ def test_with_logstash_the_shippers_send_json_lines_to_it_and_it_writes_from_a_p
     for line in ('user => "logstash_writer"', 'password => "value-of-logstash_writer_password"',
                  'index => "shipyard-logs-production-%{+YYYY-MM-dd}"', 'document_id => "%{[@metadata][id]}"',
                  "manage_template => false", "ilm_enabled => false", "data_stream => false",
-                 'hosts => ["http://elasticsearch-1:9200"]'):
+                 'hosts => ["https://elasticsearch-1:9200"]'):
         assert line in output, line
+    assert "http://" not in output
     assert f"./secrets/logstash:{logstash.SECRETS}:ro" in svc["volumes"]
     assert logstash.PIPELINE_GLOB == f"{logstash.HOME}/pipeline*/*.conf"
     assert logstash.SECRETS.startswith(f"{logstash.HOME}/pipeline") and logstash.PIPELINE.startswith(f"{logstash.HOME}/pipeline")
@@ -471,12 +503,12 @@ def _shipper_files(settings, shipper) -> set[str]:
             if w.path.startswith("/p/secrets/logship/") and w.content is not None}
 
 
-def test_without_logstash_no_shipper_gets_a_tls_file(repo):
+def test_without_logstash_no_shipper_gets_a_client_certificate(repo):
     settings, hosts = _render(repo)
     for name in hosts:
         shipper = next(i for i in topology.build(settings).instances_of("elk", "logship") if i.host.name == name)
         delivered = _shipper_files(settings, shipper)
-        assert delivered == {"logship_password"}, name
+        assert delivered == {"logship_password", elasticsearch.CLIENT_CA}, name
         assert "StreamDriver" not in hosts[name].files["logship/rsyslog.conf"].decode()
 
 
@@ -565,3 +597,141 @@ def test_the_rendered_scripts_are_valid_sh(repo):
     for env in ("local", "ci"):
         settings, hosts = _render(repo, env)
         _sh(next(iter(hosts.values())).files["logs-setup/setup.sh"].decode())
+
+
+# --- the store's HTTP layer over TLS ---------------------------------------------------------
+
+# https://www.elastic.co/guide/en/logstash/8.17/plugins-outputs-elasticsearch.html: the TLS options
+# of the elasticsearch output 11.x (bundled with Logstash 8.17), which replaced the deprecated
+# ssl, cacert and ssl_certificate_verification.
+ES_OUTPUT_SSL = {"ssl_enabled", "ssl_certificate_authorities", "ssl_verification_mode", "ssl_certificate", "ssl_key",
+                 "ssl_cipher_suites", "ssl_supported_protocols", "ssl_keystore_path", "ssl_keystore_password",
+                 "ssl_keystore_type", "ssl_truststore_path", "ssl_truststore_password", "ssl_truststore_type"}
+# https://www.rsyslog.com/doc/configuration/modules/omelasticsearch.html (tls.cacert: the CA that
+# issued the server's certificate; the peer and its host name are checked unless
+# allowunsignedcerts or skipverifyhost say otherwise).
+OMELASTICSEARCH_TLS = {"tls.cacert", "tls.mycert", "tls.myprivkey", "allowunsignedcerts", "skipverifyhost"}
+
+
+@pytest.mark.parametrize("variables", [{}, THREE, LOGSTASH])
+def test_no_rendered_file_reaches_the_store_over_plain_http(repo, variables):
+    _, hosts = _render(repo, "production", variables)
+    for name, rendered in hosts.items():
+        text = b"".join(rendered.files.values()).decode() + yaml.safe_dump(rendered.compose)
+        assert not re.search(r"http://[^\s\"']*:9200", text), name
+        assert "allowunsignedcerts" not in text.lower() and "skipverifyhost" not in text.lower()
+
+
+def test_the_shippers_check_the_stores_certificate_against_its_ca(repo):
+    settings, hosts = _render(repo)
+    for name, rendered in hosts.items():
+        conf = rendered.files["logship/rsyslog.conf"].decode()
+        action = re.search(r'action\(type="omelasticsearch".*?\)\n', conf, re.S).group(0)
+        assert re.search(r'server=\["https://(elasticsearch-1|10\.0\.3\.31):9200"\]', action), name
+        params = dict(re.findall(r'([A-Za-z_.]+)="([^"]*)"', action))
+        assert set(params) & OMELASTICSEARCH_TLS == {"tls.cacert"}
+        shipper = next(i for i in topology.build(settings).instances_of("elk", "logship") if i.host.name == name)
+        assert _delivered(settings, shipper.name)[params["tls.cacert"]] == \
+            elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 1)
+
+
+def test_the_setup_job_the_probe_and_make_trace_check_the_stores_certificate(repo):
+    from shipyard.components.elk import search
+
+    settings, obs = _obs(repo)
+    script = obs.files["logs-setup/setup.sh"].decode()
+    assert 'store="${STORE:-https://elasticsearch-1:9200}"' in script
+    ca = re.search(r'^store_ca="([^"]+)"$', script, re.M).group(1)
+    assert ca in _delivered(settings, "logs-setup")
+    # Every request the job sends as elastic goes with the CA (the stand-in's put has no login).
+    authenticated = [line for line in script.splitlines() if "curl " in line and "/tmp/auth" in line]
+    assert len(authenticated) == 2 and all('--cacert "$store_ca"' in line for line in authenticated)
+    # The node's own probe and `make trace` (run inside it): HTTPS to loopback, which its certificate names.
+    node = _delivered(settings, "elasticsearch-1")
+    probe = obs.compose["services"]["elasticsearch-1"]["healthcheck"]["test"][-1]
+    assert f"--cacert {elasticsearch.HTTP_CA} https://127.0.0.1:9200/" in probe and elasticsearch.HTTP_CA in node
+    argv = search.read_argv(settings, "/_cluster/health")
+    assert argv[argv.index("--cacert") + 1] == elasticsearch.HTTP_CA
+    assert "https://127.0.0.1:9200/_cluster/health" in argv
+    # The stand-in (ci) keeps plain HTTP: it has no certificate and no users.
+    ci, ci_hosts = _render(repo, "ci")
+    ci_probe = next(r for r in ci_hosts.values() if "elasticsearch-1" in r.compose["services"]) \
+        .compose["services"]["elasticsearch-1"]["healthcheck"]["test"][-1]
+    assert "http://127.0.0.1:9200/" in ci_probe and "--cacert" not in ci_probe
+    assert "--cacert" not in search.read_argv(ci, "/")
+
+
+def test_logstashs_output_writes_over_https_as_its_own_user_checking_the_store(repo):
+    settings, hosts = _render(repo, "production", LOGSTASH)
+    inst = topology.build(settings).find("logstash")
+    files = {w.path: w.content for w in secret_files("/p", (inst,), _values(), None, secret_variables(settings, inst.host))}
+    output = files["/p/secrets/logstash/output.conf"].decode()
+    body = re.search(r"elasticsearch \{(.*?)\n  \}", output, re.S).group(1)
+    options = dict(re.findall(r"^\s+(ssl_[a-z_]+) => (.+)$", body, re.M))
+    assert set(options) <= ES_OUTPUT_SSL, set(options) - ES_OUTPUT_SSL
+    assert options == {"ssl_enabled": "true", "ssl_certificate_authorities": f'["{logstash.OUTPUT_CA}"]',
+                       "ssl_verification_mode": '"full"'}
+    assert _delivered(settings, "logstash")[logstash.OUTPUT_CA] == elasticsearch.pem_block(FAKE_BUNDLE, "CERTIFICATE", 1)
+    assert not logstash.OUTPUT_CA.endswith(".conf")  # the pipeline glob reads *.conf only
+    # Least privilege: its role writes this environment's log indices and reads the cluster's state.
+    role = security.roles("production", True)["shipyard_logstash_writer"]
+    assert role["cluster"] == ["monitor"] and role["indices"] == [
+        {"names": ["shipyard-logs-production-*"], "privileges": ["create_index", "create_doc", "index"]}]
+
+
+def test_logstash_options_refuse_a_value_they_would_have_to_escape():
+    assert logstash.option_lines({"a": True, "b": "x", "c": ["y", "z"]}) == ['a => true', 'b => "x"', 'c => ["y", "z"]']
+    with pytest.raises(ValueError, match="quote or backslash"):
+        logstash.option_lines({"ssl_key": 'a" } output { x'})
+
+
+def test_the_http_certificate_is_issued_from_the_log_shipping_ca_and_passes_a_clients_checks(repo, tmp_path):
+    """A real handshake (Python's ssl, as curl, Kibana and Logstash check): the certificate of the
+    issued bundle, against the log shipping CA, at the names clients use; not at another's."""
+    import socket
+    import ssl
+    import threading
+
+    from cryptography import x509
+
+    from shipyard import secretstore
+
+    (tmp_path / "inventories").symlink_to(repo / "inventories")
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids"), **THREE}
+    values = secretstore.load_or_create(tmp_path, "production", environ)
+    bundle = values[elasticsearch.HTTP_TLS].value
+    ca_pem = elasticsearch.pem_block(bundle, "CERTIFICATE", 1)
+    held = secretstore.read_held(tmp_path, "production", logstash.LOGS_CA_CERT, environ).value
+    assert x509.load_pem_x509_certificate(held.encode()) == x509.load_pem_x509_certificate(ca_pem.encode())
+    assert ca_pem != elasticsearch.pem_block(values[elasticsearch.TRANSPORT_TLS].value, "CERTIFICATE", 1)
+    for part, kind, index in (("key", "PRIVATE KEY", 0), ("crt", "CERTIFICATE", 0), ("ca", "CERTIFICATE", 1)):
+        (tmp_path / part).write_text(elasticsearch.pem_block(bundle, kind, index) + "\n")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "crt", tmp_path / "key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve(count: int) -> None:
+        for _ in range(count):
+            conn, _ = listener.accept()
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+
+    names = ("elasticsearch-1", "elasticsearch-3", "localhost", "127.0.0.1")
+    thread = threading.Thread(target=serve, args=(len(names) + 1,), daemon=True)
+    thread.start()
+    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "ca"))
+    try:
+        for name in names:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with client_ctx.wrap_socket(raw, server_hostname=name) as tls:
+                    tls.sendall(b"x")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+                client_ctx.wrap_socket(raw, server_hostname=logstash.SERVER_NAME)
+    finally:
+        thread.join(timeout=10)
+        listener.close()

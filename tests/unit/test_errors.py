@@ -44,7 +44,7 @@ def test_a_deploy_goes_on_only_with_the_release_state_its_release_wrote():
 @pytest.mark.parametrize("source,image", [("local", Image("solo", official="example/solo:1")),
                                           ("official", Image("solo", local="shipyard/solo", local_context="x"))])
 def test_an_image_without_a_recipe_for_the_source_says_which_setting_and_what_to_do(repo, monkeypatch, source, image):
-    settings = load_environment(repo, "ci", {"SHIPYARD_IMAGES__SOURCE": source, "SHIPYARD_POSTGRES__HA": "scripts"})
+    settings = load_environment(repo, "ci", {"SHIPYARD_IMAGES__SOURCE": source})
     comp = dataclasses.replace(next(c for c in COMPONENTS if c.name == "redis"), images=(image,))
     with pytest.raises(ShipyardError) as err:
         image_plan.image_ref(settings, comp, "solo")

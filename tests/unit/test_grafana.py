@@ -17,8 +17,7 @@ from shipyard.components.grafana import DASHBOARDS_DIR, PROVISIONING, SECRET, VE
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment, render_host
 
-# The official postgres image has no Patroni: ci's PostgreSQL as the scripts run it there.
-OFFICIAL = {"SHIPYARD_IMAGES__SOURCE": "official", "SHIPYARD_POSTGRES__HA": "scripts"}
+OFFICIAL = {"SHIPYARD_IMAGES__SOURCE": "official"}
 DATASOURCES = "grafana/datasources/prometheus.yaml"
 PROVIDERS = "grafana/dashboards/shipyard.yaml"
 # The app's metric names the panels must draw (issue 19), exactly.

@@ -137,7 +137,8 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     settings = _settings(repo)
     plan = image_plan.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
-    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/postgres-exporter:0.11", "shipyard/etcd:3.4", "shipyard/redis:7.0",
+    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/postgres-patroni:latest",
+                    "shipyard/postgres-exporter:0.11", "shipyard/etcd:3.4", "shipyard/redis:7.0",
                     "shipyard/redis-exporter:1.45", "shipyard/consul:1.8", "shipyard/openbao:2.7.2", "shipyard/python:3.11",
                     "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22", "shipyard/nginx-exporter:0.11",
                     "shipyard/alertmanager:0.25", "shipyard/prometheus:2.42", "shipyard/node-exporter:1.5",
@@ -156,8 +157,9 @@ def test_a_host_builds_only_what_its_services_run(repo):
     settings = _settings(repo, "production")
     data = [b.ref for b in image_plan.build_plan(repo, settings, _needs(settings, "data-1"))]
     # Official source: pulled, and the app image is not built on a data host; the log shipper,
-    # which no registry serves, is built on every host, on the debootstrap base.
-    assert data == ["shipyard/base:bookworm", "shipyard/logship:latest"]
+    # which no registry serves, is built on every host, on the debootstrap base; PostgreSQL's
+    # nodes' image (Patroni) on the pulled postgres image.
+    assert data == ["shipyard/base:bookworm", "shipyard/postgres-patroni:latest", "shipyard/logship:latest"]
     assert image_plan.needs_debootstrap(settings, _needs(settings, "data-1"))
     app = image_plan.build_plan(repo, settings, _needs(settings, "app-1"))
     assert [b.ref for b in app] == ["shipyard/base:bookworm", "shipyard/taskplatform:0.1.0", "shipyard/logship:latest"]
@@ -206,11 +208,13 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
     assert image_plan.images_to_pull(prod, _needs(prod, "app-1")) == sorted(per_host + [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",  # a Consul server per control host
         "registry.internal.example:5000/library/python:3.11-slim-bookworm",
-        "registry.internal.example:5000/openbao/openbao:2.7.2"])  # and a Vault server
+        "registry.internal.example:5000/openbao/openbao:2.7.2",  # and a Vault server
+        "registry.internal.example:5000/quay.io/coreos/etcd:v3.4.23"])  # and an etcd member
     assert image_plan.images_to_pull(prod, _needs(prod, "data-1")) == sorted(per_host + [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",
         "registry.internal.example:5000/library/postgres:15.10-bookworm",
         "registry.internal.example:5000/library/redis:7.0.15-bookworm",
         "registry.internal.example:5000/oliver006/redis_exporter:v1.45.0",
         "registry.internal.example:5000/openbao/openbao:2.7.2",
-        "registry.internal.example:5000/prometheuscommunity/postgres-exporter:v0.11.1"])
+        "registry.internal.example:5000/prometheuscommunity/postgres-exporter:v0.11.1",
+        "registry.internal.example:5000/quay.io/coreos/etcd:v3.4.23"])  # etcd, Patroni's DCS, per control host

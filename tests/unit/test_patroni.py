@@ -1,27 +1,25 @@
-"""PostgreSQL under Patroni (``postgres.ha: patroni``) as rendered, for every inventory with the
-mode forced on by ``SHIPYARD_POSTGRES__HA=patroni`` (off by default: nothing deployed changes).
-That the rendered config runs real nodes that fail over: tests/patroni/; that the deploy does:
-tests/e2e/test_patroni_failover.py."""
+"""PostgreSQL under Patroni as rendered, for every inventory (Patroni is the only way it runs),
+and the image the nodes run under either image source. That the rendered config runs real
+nodes that fail over: tests/patroni/; that the deploy does: tests/e2e/test_patroni_failover.py."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from shipyard import rollout_order, topology
+from shipyard import image_plan, rollout_order, topology
 from shipyard.components import postgres as component
 from shipyard.components.postgres import patroni
+from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host, render_secret_file
 from shipyard.render.context import RenderContext
 
-# production names the official images: the mode needs the local one (Patroni in it).
-PATRONI = {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_IMAGES__SOURCE": "local"}
-ENVS = ("ci", "local", "production")
+ENVS = ("ci", "local", "production")  # production: the official images source
 
 
-def _context(repo, env, variables=PATRONI) -> RenderContext:
-    settings = load_environment(repo, env, variables)
+def _context(repo, env, variables=None) -> RenderContext:
+    settings = load_environment(repo, env, variables or {})
     return RenderContext(settings, settings.hosts_with_role("data")[0], component.COMPONENT)
 
 
@@ -41,19 +39,22 @@ def _keys(doc, path=()) -> set[tuple[str, ...]]:
     return {path + (k,) for k in doc} | {p for k, v in doc.items() for p in _keys(v, path + (k,))}
 
 
-@pytest.mark.parametrize("env", ENVS)
-def test_scripts_run_postgresql_unless_patroni_is_asked_for(repo, env):
-    """The default: no etcd, no node started by Patroni, no Patroni secret delivered."""
-    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__HA": "scripts"} if env == "ci" else {})
-    assert settings.postgres.ha == "scripts"
-    topo = topology.build(settings)
-    assert topo.instances_of("etcd") == ()
-    for host in settings.hosts:
-        services = render_host(settings, host).compose["services"]
-        for inst in topo.instances_on(host):
-            assert not [s for s in inst.secrets if s.target.startswith("patroni-")], inst.name
-            if inst.component.name == "postgres":
-                assert "patroni-node.sh" not in " ".join(services[inst.name].get("command", [])), inst.name
+def test_an_inventory_still_naming_postgres_ha_is_told_what_changed_and_the_fix(repo, tmp_path):
+    """The scripts mode is gone: ``ha`` names nothing any more, in the inventory or as a variable."""
+    (tmp_path / "inventories").mkdir()
+    body = (repo / "inventories" / "ci.py").read_text().replace('"postgres": {', '"postgres": {"ha": "scripts", ', 1)
+    assert '"ha": "scripts"' in body
+    (tmp_path / "inventories" / "ci.py").write_text(body)
+    with pytest.raises(SettingsError) as refused:
+        load_environment(tmp_path, "ci", {})
+    text = str(refused.value)
+    assert "inventories/ci.py: SHIPYARD.postgres.ha: this setting was removed: Patroni is the only way" in text
+    assert "fix: remove it from inventories/ci.py; nothing replaces it" in text and "allowed keys here" not in text
+    with pytest.raises(SettingsError) as refused:
+        load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "patroni"})
+    text = str(refused.value)
+    assert "environment variable SHIPYARD_POSTGRES__HA: this setting was removed: Patroni is the only way" in text
+    assert "fix: unset SHIPYARD_POSTGRES__HA; nothing replaces it" in text
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -83,7 +84,7 @@ def test_each_node_runs_patroni_named_by_its_environment_in_one_cluster(repo, en
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_api_and_workers_are_given_every_patroni_node(repo, env):
-    settings = load_environment(repo, env, {**PATRONI, "SHIPYARD_POSTGRES__REPLICAS": "2"})
+    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     topo = topology.build(settings)
     nodes = set(topo.instance_names("postgres", "postgres") + topo.instance_names("postgres", "postgres-replica"))
     assert len(nodes) == 3
@@ -116,7 +117,7 @@ def test_etcd_runs_on_the_control_hosts_and_patroni_reaches_every_member(repo, e
 
 @pytest.mark.parametrize("env", ENVS)
 def test_patronis_etcd_access_is_set_up_before_any_node_starts(repo, env):
-    settings = load_environment(repo, env, PATRONI)
+    settings = load_environment(repo, env, {})
     topo = topology.build(settings)
     steps = rollout_order.rollout_steps(topo)
     step_of = {name: i for i, step in enumerate(steps) for names in step.values() for name in names}
@@ -127,14 +128,80 @@ def test_patronis_etcd_access_is_set_up_before_any_node_starts(repo, env):
     assert all(step_of[n] > etcd_setup[0] for n in component.nodes(_context(repo, env)))
 
 
-def test_the_official_image_source_is_refused_under_patroni_with_the_fix(repo):
-    with pytest.raises(Exception, match=r"(?s)postgres.ha.*official postgres image has no Patroni.*images.source: local"):
-        load_environment(repo, "production", {"SHIPYARD_POSTGRES__HA": "patroni"})
+def _needs(settings, host) -> list:
+    return [(i.component, i.service.image) for i in topology.build(settings).instances_on(host)]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_node_the_setup_job_included_runs_the_image_built_with_patroni(repo, env):
+    settings = load_environment(repo, env, {})
+    host = settings.hosts_with_role("data")[0]
+    services = render_host(settings, host).compose["services"]
+    postgres = [i for i in topology.build(settings).instances_on(host)
+                if i.component.name == "postgres" and "-exporter" not in i.name]
+    assert {i.name for i in postgres} == {*component.nodes(_context(repo, env)), "postgres-setup"}
+    for inst in postgres:
+        assert services[inst.name]["image"] == "shipyard/postgres-patroni:latest", inst.name
+
+
+def test_the_official_source_builds_the_nodes_image_on_the_pinned_postgres_image_pulled_through_the_mirror(repo):
+    settings = load_environment(repo, "production", {})
+    assert settings.images.source == "official" and settings.images.mirror
+    host = settings.hosts_with_role("data")[0]
+    pinned = f"{settings.images.mirror}/library/postgres:15.10-bookworm"
+    assert pinned in image_plan.images_to_pull(settings, _needs(settings, host))
+    builds = {b.ref: b for b in image_plan.build_plan(repo, settings, _needs(settings, host))}
+    node_image = builds["shipyard/postgres-patroni:latest"]
+    assert node_image.context == "shipyard/components/postgres/patroni-image"
+    assert node_image.build_args == {"BASE_IMAGE": pinned}
+    # The pulled image is the base, not something Shipyard builds: no local recipe of PostgreSQL.
+    assert "shipyard/postgres:15" not in builds
+    # A new pin of the official image rebuilds the nodes' image (its ref is in the source hash).
+    moved = load_environment(repo, "production", {"SHIPYARD_IMAGES__MIRROR": "other.example:5000"})
+    rebuilt = {b.ref: b for b in image_plan.build_plan(repo, moved, _needs(moved, host))}["shipyard/postgres-patroni:latest"]
+    assert rebuilt.source_hash != node_image.source_hash
+
+
+def test_the_local_source_builds_patroni_on_its_own_postgresql_image(repo):
+    settings = load_environment(repo, "ci", {})
+    plan = image_plan.build_plan(repo, settings, _needs(settings, settings.hosts[0]))
+    refs = [b.ref for b in plan]
+    assert refs.index("shipyard/postgres:15") < refs.index("shipyard/postgres-patroni:latest")
+    build = plan[refs.index("shipyard/postgres-patroni:latest")]
+    assert build.build_args == {"BASE_IMAGE": "shipyard/postgres:15"}
+    assert image_plan.images_to_pull(settings, _needs(settings, settings.hosts[0])) == []
+    # PostgreSQL's own recipe no longer installs Patroni: one place adds it, for both sources.
+    recipe = (repo / "shipyard/components/postgres/image/Dockerfile").read_text()
+    assert "patroni" not in recipe.split("apt-get install", 1)[1].split("apt-get clean", 1)[0]
+
+
+def test_the_nodes_image_recipe_adds_debians_patroni_etcd_client_and_pgbackrest_to_its_base(repo):
+    context = repo / "shipyard/components/postgres/patroni-image"
+    dockerfile = (context / "Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    # FROM the base the plan passes; the default is the official pin, so a by-hand build matches.
+    assert lines[:2] == ["ARG BASE_IMAGE=postgres:15.10-bookworm", "FROM ${BASE_IMAGE}"]
+    install = next(line for line in lines if "apt-get install" in line)
+    assert install.split("--no-install-recommends", 1)[1].split(";")[0].split() == ["patroni", "python3-etcd", "pgbackrest"]
+    # Debian's builds, not the newer ones of the repository the official image lists.
+    copied = next(line for line in lines if line.startswith("COPY "))
+    source, target = copied.split()[1:]
+    assert target.startswith("/etc/apt/preferences.d/") and target.endswith(".pref")
+    pin = {k: v.strip() for k, _, v in (line.partition(":") for line in (context / source).read_text().splitlines()
+                                         if line and not line.startswith("#"))}
+    assert pin == {"Package": "patroni python3-etcd pgbackrest", "Pin": "release o=Debian", "Pin-Priority": "900"}
+    # The image checks what the nodes rely on while it is built: the uid the volumes are owned
+    # by, the repository directory, and that Patroni's etcd3 client imports.
+    assert 'test "$(id -u postgres):$(id -g postgres)" = "999:999"' in dockerfile
+    assert 'test "$(stat -c %u /var/lib/pgbackrest)" = 999' in dockerfile
+    assert "import etcd, patroni.dcs.etcd3" in dockerfile
+    # What goes into the image is the recipe alone: no file of the context is left out or extra.
+    assert sorted(p.name for p in image_plan.context_files(context)) == ["Dockerfile", source]
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_cluster_settings_go_to_patronis_dynamic_configuration(repo, env):
-    ctx = _context(repo, env, {**PATRONI, "SHIPYARD_POSTGRES__PATRONI__TTL_S": "20",
+    ctx = _context(repo, env, {"SHIPYARD_POSTGRES__PATRONI__TTL_S": "20",
                                "SHIPYARD_POSTGRES__PATRONI__LOOP_WAIT_S": "3",
                                "SHIPYARD_POSTGRES__PATRONI__RETRY_TIMEOUT_S": "5",
                                "SHIPYARD_POSTGRES__PATRONI__SYNCHRONOUS": "true",
@@ -154,7 +221,7 @@ def test_the_cluster_settings_go_to_patronis_dynamic_configuration(repo, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_node_runs_debians_postgresql_15_on_the_scripts_data_and_pg_hba(repo, env):
+def test_the_node_runs_postgresql_15_on_its_data_dir_and_shipyards_pg_hba(repo, env):
     for config in _configs(_context(repo, env)).values():
         local = config["postgresql"]
         assert local["bin_dir"] == "/usr/lib/postgresql/15/bin"
@@ -162,7 +229,7 @@ def test_the_node_runs_debians_postgresql_15_on_the_scripts_data_and_pg_hba(repo
         assert local["parameters"]["hba_file"] == f"{component.CONF}/pg_hba.conf"
         assert local["pgpass"] == f"{component.PATRONI_RUN}/pgpass"
         # A new replica does not wait for a spread checkpoint on the leader (minutes when it has
-        # dirty pages): what the scripts mode's pg_basebackup --checkpoint=fast does.
+        # dirty pages).
         assert {"checkpoint": "fast"} in local["basebackup"]
 
 
@@ -197,13 +264,8 @@ def test_each_secret_fragment_carries_its_value_under_patronis_key(repo, env):
 
 def test_a_leader_that_could_not_renew_in_time_is_refused_with_the_fix(repo):
     with pytest.raises(Exception, match=r"loop_wait_s \+ 2 \* retry_timeout_s = 13 exceeds ttl_s \(10\).*raise ttl_s to 13"):
-        load_environment(repo, "ci", {**PATRONI, "SHIPYARD_POSTGRES__PATRONI__LOOP_WAIT_S": "3",
+        load_environment(repo, "ci", {"SHIPYARD_POSTGRES__PATRONI__LOOP_WAIT_S": "3",
                                       "SHIPYARD_POSTGRES__PATRONI__RETRY_TIMEOUT_S": "5"})
-
-
-def test_an_unknown_ha_mode_is_refused(repo):
-    with pytest.raises(Exception, match="'scripts' or 'patroni'"):
-        load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "pacemaker"})
 
 
 def test_etcd_access_covers_exactly_the_clusters_prefix():
@@ -233,12 +295,12 @@ def test_status_shows_patronis_view_of_each_node():
 
 
 def test_pg_promote_and_pg_rebuild_refuse_a_node_the_environment_lacks_before_the_lock(repo):
-    """Under patroni they drive Patroni's REST API (tests/patroni/test_switchover.py runs them on
-    real nodes); a name the topology lacks is refused first, with the names it has."""
+    """They drive Patroni's REST API (tests/patroni/test_switchover.py runs them on real nodes); a
+    name the topology lacks is refused first, with the names it has."""
     from shipyard.component import CommandContext
     from shipyard.errors import ShipyardError
 
-    settings = load_environment(repo, "ci", PATRONI)
+    settings = load_environment(repo, "ci", {})
 
     def no_lock():
         raise AssertionError("refused before the lock is taken")

@@ -120,7 +120,7 @@ def test_restarts_run_replicas_first_the_sync_standby_last_then_the_leader_by_sw
 def test_the_desired_configuration_is_the_rendered_bootstrap_dcs(repo):
     from shipyard.components.postgres.commands import desired_config
 
-    settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
+    settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
     rendered = yaml.safe_load(render_host(settings, settings.hosts_with_role("data")[0]).files["postgres/patroni.yml"])
     assert desired_config(settings) == rendered["bootstrap"]["dcs"]
     assert desired_config(settings)["postgresql"]["parameters"]["max_connections"] == 150
@@ -133,24 +133,25 @@ def _config_hashes(repo, variables):
             if name.startswith("postgres")}
 
 
-def test_under_patroni_a_changed_parameter_recreates_no_node_the_reconcile_applies_it(repo):
-    """Compose recreates a service whose config hash changed: under patroni that would restart
-    every node at once for a value Patroni ignores after the first start (bootstrap.dcs)."""
-    patroni = {"SHIPYARD_POSTGRES__HA": "patroni"}
-    assert _config_hashes(repo, patroni) == _config_hashes(repo, {**patroni, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150",
-                                                                   "SHIPYARD_POSTGRES__PATRONI__TTL_S": "12"})
-    # Under scripts, max_connections is in postgresql.conf, read at start: the nodes are recreated as before.
-    scripts = {"SHIPYARD_POSTGRES__HA": "scripts"}
-    assert _config_hashes(repo, scripts) != _config_hashes(repo, {**scripts, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150"})
+def test_a_changed_parameter_recreates_no_node_the_reconcile_applies_it(repo):
+    """Compose recreates a service whose config hash changed: that would restart every node at
+    once for a value Patroni ignores after the first start (bootstrap.dcs). The node's other files
+    still count (here pgbackrest.conf: a new retention recreates them)."""
+    assert _config_hashes(repo, {}) == _config_hashes(repo, {"SHIPYARD_POSTGRES__MAX_CONNECTIONS": "150",
+                                                             "SHIPYARD_POSTGRES__PATRONI__TTL_S": "12"})
+    assert _config_hashes(repo, {}) != _config_hashes(repo, {"SHIPYARD_POSTGRES__BACKUP_KEEP": "5"})
 
 
-def test_the_reconcile_runs_after_the_nodes_under_patroni_only(repo):
+def test_the_reconcile_runs_once_after_the_nodes(repo):
     from shipyard import rollout_order, topology
 
-    for variables, expected in (({"SHIPYARD_POSTGRES__HA": "patroni"}, True), ({"SHIPYARD_POSTGRES__HA": "scripts"}, False)):
-        topo = topology.build(load_environment(repo, "ci", variables))
-        points = rollout_order.setup_points(topo, rollout_order.rollout_steps(topo))
-        assert any(c.name == "postgres" for comps in points.values() for c in comps) is expected
+    topo = topology.build(load_environment(repo, "ci", {}))
+    steps = rollout_order.rollout_steps(topo)
+    points = rollout_order.setup_points(topo, steps)
+    at = [i for i, comps in points.items() if any(c.name == "postgres" for c in comps)]
+    assert len(at) == 1
+    step_of = {name: i for i, step in enumerate(steps) for names in step.values() for name in names}
+    assert all(step_of[n] <= at[0] for n in topo.instance_names("postgres", "postgres"))
 
 
 def test_a_permanent_slot_the_settings_no_longer_name_is_removed_whole_and_failsafe_is_owned():

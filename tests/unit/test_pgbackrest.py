@@ -1,6 +1,5 @@
-"""pgBackRest under Patroni (``postgres.ha: patroni``) as rendered, for every inventory with the
-mode forced on: pgbackrest.conf, the archive settings in patroni.yml, the repository volume in
-every node, no scripts-mode backup service. That the rendered files back up and restore real
+"""pgBackRest under Patroni as rendered, for every inventory: pgbackrest.conf, the archive
+settings in patroni.yml, the repository volume in every node, no backup service of its own. That the rendered files back up and restore real
 nodes across a failover: tests/patroni/test_pgbackrest.py."""
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from shipyard.components.postgres import pgbackrest
 from shipyard.inventory import load_environment
 from shipyard.render import render_host
 
-PATRONI = {"SHIPYARD_POSTGRES__HA": "patroni", "SHIPYARD_IMAGES__SOURCE": "local"}
-SCRIPTS = {"SHIPYARD_POSTGRES__HA": "scripts"}
 ENVS = ("ci", "local", "production")
 
 
@@ -34,7 +31,7 @@ def _conf(rendered) -> configparser.ConfigParser:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_pgbackrest_conf_has_one_repository_the_retention_and_the_nodes_own_paths(repo, env):
-    settings = load_environment(repo, env, {**PATRONI, "SHIPYARD_POSTGRES__BACKUP_KEEP": "5",
+    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__BACKUP_KEEP": "5",
                                             "SHIPYARD_POSTGRES__BACKUP_PROCESSES": "4"})
     conf = _conf(render_host(settings, _data_host(settings)))
     assert conf.sections() == ["global", f"shipyard-{env}"]
@@ -52,7 +49,7 @@ def test_pgbackrest_conf_has_one_repository_the_retention_and_the_nodes_own_path
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_leader_archives_through_pgbackrest_and_replicas_restore_from_it(repo, env):
-    settings = load_environment(repo, env, PATRONI)
+    settings = load_environment(repo, env, {})
     config = yaml.safe_load(render_host(settings, _data_host(settings)).files["postgres/patroni.yml"])
     parameters = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
     assert parameters["archive_mode"] == "on"
@@ -60,13 +57,13 @@ def test_the_leader_archives_through_pgbackrest_and_replicas_restore_from_it(rep
     assert parameters["archive_timeout"] == pgbackrest.ARCHIVE_TIMEOUT_S
     assert config["postgresql"]["recovery_conf"] == {
         "restore_command": f'pgbackrest --stanza=shipyard-{env} archive-get %f "%p"'}
-    # The scripts' backup service and its permanent slot are gone under Patroni.
+    # No permanent slot: nothing streams WAL on a slot of its own.
     assert "slots" not in config["bootstrap"]["dcs"]
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_node_mounts_the_repository_and_names_the_config_and_stanza(repo, env):
-    settings = load_environment(repo, env, {**PATRONI, "SHIPYARD_POSTGRES__REPLICAS": "2"})
+    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     topo = topology.build(settings)
     nodes = topo.instance_names("postgres", "postgres") + topo.instance_names("postgres", "postgres-replica")
     assert len(nodes) == 3
@@ -87,23 +84,11 @@ def test_every_node_mounts_the_repository_and_names_the_config_and_stanza(repo, 
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_scripts_mode_keeps_its_backup_service_and_no_pgbackrest_secret(repo, env):
-    settings = load_environment(repo, env, SCRIPTS)
-    topo = topology.build(settings)
-    services = render_host(settings, _data_host(settings)).compose["services"]
-    assert "postgres-backup" in services
-    assert not [v for v in services["postgres"].get("volumes", []) if v.startswith(f"{pgbackrest.VOLUME}:")]
-    assert component.SUPERUSER_PGPASS.target not in {s.target for s in topo.find("postgres", _data_host(settings)).secrets}
-
-
-@pytest.mark.parametrize("env", ENVS)
-def test_the_wal_archive_alert_reads_pg_stat_archiver_under_patroni(repo, env):
-    for variables, expected, absent in ((PATRONI, "pg_wal_archive_last_failed_timestamp_seconds", "slot_name="),
-                                        (SCRIPTS, 'slot_name="postgres_backup"', "pg_wal_archive_")):
-        settings = load_environment(repo, env, variables)
-        rules = [render_host(settings, host).files.get("prometheus/rules/datatier.yml") for host in settings.hosts]
-        rules = [r.decode() if isinstance(r, bytes) else r for r in rules if r]
-        assert rules, "no datatier rules rendered"
-        alert = yaml.safe_load(rules[0])
-        expr = next(r["expr"] for g in alert["groups"] for r in g["rules"] if r.get("alert") == "PostgresWalArchiveStalled")
-        assert expected in expr and absent not in expr, expr
+def test_the_wal_archive_alert_reads_pg_stat_archiver(repo, env):
+    settings = load_environment(repo, env, {})
+    rules = [render_host(settings, host).files.get("prometheus/rules/datatier.yml") for host in settings.hosts]
+    rules = [r.decode() if isinstance(r, bytes) else r for r in rules if r]
+    assert rules, "no datatier rules rendered"
+    alert = yaml.safe_load(rules[0])
+    expr = next(r["expr"] for g in alert["groups"] for r in g["rules"] if r.get("alert") == "PostgresWalArchiveStalled")
+    assert "pg_wal_archive_last_failed_timestamp_seconds" in expr and "slot_name=" not in expr, expr

@@ -45,7 +45,8 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
     assert data["postgres"]["ports"] == ["10.0.2.21:5432:5432"]  # private address, never 0.0.0.0
     api = hosts["app-1"].compose["services"]["api-blue"]
     assert api["environment"]["TASKS_PG_HOSTS"].startswith("10.0.2.21:5432,10.0.2.21:")
-    assert "depends_on" not in data["postgres"]
+    # The etcd member on its own host, healthy first (Patroni's DCS); none across hosts.
+    assert data["postgres"]["depends_on"] == {"etcd-3": {"condition": "service_healthy"}}
     nginx = hosts["edge-1"].files["nginx/router.conf"].decode()
     assert "server 10.0.1.11:8000" in nginx and "server 10.0.1.12:8000" in nginx
     assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80"]
@@ -65,27 +66,21 @@ def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads
                                                                                    # ci's secrets backend is Vault: it serves them all
                                                                                    "api-blue", "api-green", "worker-blue", "worker-green")
                           else []), name
-    # Under the scripts mode PostgreSQL nodes take every rotated password live: no label, so a
-    # rotation never restarts them. (Under Patroni its secret fragments are read at start.)
-    scripts = render_environment(load_environment(repo, "ci", {"SHIPYARD_POSTGRES__HA": "scripts"}))
-    assert "org.shipyard.secrets" not in scripts["ci"].compose["services"]["postgres"]["labels"]
-    # Nor the API and workers under Vault: they keep their copies current themselves.
+    # Patroni reads its secret fragments at start (the rewind role's too): PostgreSQL's nodes
+    # carry the label. Not the API and workers under Vault: they keep their copies current themselves.
+    assert services["postgres"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_POSTGRES:-none}"
     assert "org.shipyard.secrets" not in services["api-blue"]["labels"]
     local = rendered(repo, "local")["local"].compose["services"]
     assert local["api-blue"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_API_BLUE:-none}"
     assert services["redis-sentinel-2"]["labels"]["org.shipyard.secrets"] == "${SHIPYARD_SECRETS_REDIS_SENTINEL_2:-none}"
-    assert scripts["ci"].compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == \
-        "/run/secrets/postgres_password"
 
 
 def test_config_change_changes_the_config_hash_label_but_hot_reload_does_not(repo, tmp_path):
     base = rendered(repo, "ci")["ci"].compose["services"]
     inv = (repo / "inventories" / "ci.py").read_text()
-    # The scripts mode reads max_connections from postgresql.conf at start (under Patroni it is
-    # the cluster's dynamic configuration: tests/unit/test_patroni_decide.py).
-    scripts = {"SHIPYARD_POSTGRES__HA": "scripts"}
-    base = render_environment(load_environment(repo, "ci", scripts))["ci"].compose["services"]
-    tweaked = load_environment(repo, "ci", {**scripts, "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "50",
+    # pgbackrest.conf is read by each node's pgBackRest as it runs: a new retention is a new file.
+    # (PostgreSQL's parameters are the cluster's dynamic configuration: tests/unit/test_patroni_decide.py.)
+    tweaked = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__BACKUP_KEEP": "5",
                                             "SHIPYARD_RUNTIME__RATE_LIMIT_PER_MINUTE": "7"})
     after = render_environment(tweaked)["ci"].compose["services"]
     assert after["postgres"]["labels"] != base["postgres"]["labels"]
@@ -104,8 +99,7 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     from shipyard.render import render_host
 
     def rendered_with(replicas):
-        settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas),
-                                                 "SHIPYARD_POSTGRES__HA": "scripts"})  # node.sh (Patroni's: test_patroni)
+        settings = load_environment(repo, "ci", {"SHIPYARD_POSTGRES__REPLICAS": str(replicas)})
         return render_host(settings, settings.hosts[0])
 
     none = rendered_with(0).compose["services"]
@@ -115,20 +109,21 @@ def test_replicas_follow_the_setting_and_the_app_knows_every_node(repo):
     services = two.compose["services"]
     assert services["api-blue"]["environment"]["TASKS_PG_HOSTS"] == \
         "postgres:5432,postgres-replica-1:5432,postgres-replica-2:5432"
-    # Every node starts the same way, named; node.sh tells primary and replica apart by the data.
+    # Every node starts the same way, named; Patroni decides which one leads.
     for node in ("postgres", "postgres-replica-1", "postgres-replica-2"):
-        assert services[node]["command"][:3] == ["bash", "/etc/postgresql/shipyard/node.sh", node]
-        assert services[node]["healthcheck"]["test"][-2:] == ["bash", "/etc/postgresql/shipyard/health.sh"]
-        assert services[node]["environment"]["PG_NODE"] == node
-        # The node list reaches the static scripts through the environment (cluster.sh reads it).
+        assert services[node]["command"] == ["bash", "/etc/postgresql/shipyard/patroni-node.sh"]
+        assert services[node]["healthcheck"]["test"][-2:] == ["python3", "/etc/postgresql/shipyard/patroni-health.py"]
+        assert services[node]["environment"]["PG_NODE"] == services[node]["environment"]["PATRONI_NAME"] == node
+        # The node list reaches the static scripts through the environment (monitor-setup.sh reads it).
         assert services[node]["environment"]["PG_NODES"] == "postgres postgres-replica-1 postgres-replica-2"
-    assert "postgres/cluster.sh" in two.static and "postgres/cluster.sh" not in two.files
-    assert 'read -r -a PG_NODE_LIST <<<"${PG_NODES:?' in two.static["postgres/cluster.sh"].decode()
+    assert "postgres/patroni-node.sh" in two.static and "postgres/patroni-node.sh" not in two.files
     assert services["postgres-replica-2"]["volumes"][0].startswith("pgdata-replica-2:")
     assert "ports" not in services["postgres-replica-1"]  # single host: reached on the compose network only
-    # A replica only waits for `postgres` to start: after a promotion `postgres` is a replica
-    # itself, healthy only once the new primary runs.
-    assert services["postgres-replica-1"]["depends_on"] == {"postgres": {"condition": "service_started"}}
+    # A replica only waits for `postgres` to start: after a failover `postgres` is a replica
+    # itself, healthy only once the new leader runs.
+    # (And for etcd, Patroni's DCS, healthy.)
+    assert services["postgres-replica-1"]["depends_on"] == {"postgres": {"condition": "service_started"},
+                                                            "etcd-1": {"condition": "service_healthy"}}
     assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
 

@@ -13,30 +13,41 @@ from shipyard.render import render_environment
 
 # ci runs the vault backend, whose API and workers start a step after Vault's live setup
 # (tests/unit/test_vault.py); with the files, one host converges in one step.
-AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age", "SHIPYARD_POSTGRES__HA": "scripts"}  # no etcd setup step
+AGE_BACKEND = {"SHIPYARD_SECRETS__BACKEND": "age"}
 
 
-def test_one_host_converges_in_one_step_so_independent_work_overlaps(repo):
+def test_one_host_converges_in_a_step_per_live_setup_waited_for_so_independent_work_overlaps(repo):
     settings = load_environment(repo, "ci", AGE_BACKEND)
-    steps = rollout_order.rollout_steps(topology.build(settings))
-    assert len(steps) == 1
-    assert set(steps[0]["ci"]) == {i.name for i in topology.build(settings).instances}
+    topo = topology.build(settings)
+    steps = rollout_order.rollout_steps(topo)
+    # etcd's live setup (Patroni's access) must precede the PostgreSQL nodes: one step before it,
+    # with everything that does not wait for PostgreSQL; the nodes and what needs them after it.
+    assert len(steps) == 2
+    assert set(steps[0]["ci"]) | set(steps[1]["ci"]) == {i.name for i in topo.instances}
+    assert {"etcd-1", "redis", "consul-1", "elasticsearch-1"} <= set(steps[0]["ci"])
+    assert {"postgres", "postgres-replica-1", "db-setup", "migrate", "api-blue"} <= set(steps[1]["ci"])
+    points = {i: [c.name for c in comps] for i, comps in rollout_order.setup_points(topo, steps).items()}
+    assert points == {0: ["etcd"], 1: ["postgres", "vault"]}
 
 
 def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     settings = load_environment(repo, "production", {})
     steps = rollout_order.rollout_steps(topology.build(settings))
-    # data everywhere (the log store too: obs-1's Elasticsearch); then the data tier's jobs, which
-    # wait for every data service elsewhere; then the log store's index template; then Consul's and
+    # data everywhere (the log store too: obs-1's Elasticsearch; etcd on the control hosts); then,
+    # after etcd's live setup, PostgreSQL's nodes and the data tier's jobs, which wait for every
+    # data service elsewhere; then the log store's index template; then Consul's and
     # Vault's servers, on their three hosts at once (each one's health gate waits for all three);
     # then the migration with its own host's app (compose orders those two); then the other app
     # hosts, once the schema is there; then the edge; then what watches it all (and each host's
     # own agents: the node exporter, cAdvisor, the log shipper; edge-1's join its edge step,
     # nothing being pending elsewhere before them); Kibana's setup job last, once Kibana is up.
-    assert [sorted(step) for step in steps] == [["data-1", "obs-1"], ["data-1"], ["obs-1"], ["app-1", "app-2", "data-1"],
+    assert [sorted(step) for step in steps] == [["app-1", "app-2", "data-1", "obs-1"], ["data-1"], ["obs-1"],
+                                                ["app-1", "app-2", "data-1"],
                                                 ["app-1"], ["app-2"], ["edge-1"], ["app-1", "app-2", "data-1", "obs-1"],
                                                 ["obs-1"]]
     assert steps[0]["obs-1"] == ("elasticsearch-1",) and steps[2]["obs-1"] == ("logs-setup",)
+    assert (steps[0]["app-1"], steps[0]["app-2"]) == (("etcd-1",), ("etcd-2",)) and "etcd-3" in steps[0]["data-1"]
+    assert {"postgres", "postgres-replica-1", "postgres-setup"} <= set(steps[1]["data-1"])
     assert steps[7]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor", "logship", "kibana")
     assert steps[8] == {"obs-1": ("kibana-setup",)}
     assert steps[3] == {"app-1": ("consul-1", "vault-1"), "app-2": ("consul-2", "vault-2"),
@@ -64,24 +75,28 @@ def vault_before(request):
 
 
 def test_with_no_service_waiting_a_live_setup_runs_after_the_last_step(repo):
+    """Vault's and PostgreSQL's (Patroni's dynamic configuration): nothing waits for them. etcd's
+    is waited for by the PostgreSQL nodes: right after etcd's members, before the nodes."""
     for env in ("ci", "production"):
         topo = topology.build(load_environment(repo, env, AGE_BACKEND))
         steps = rollout_order.rollout_steps(topo)
-        assert {i: [c.name for c in comps] for i, comps in rollout_order.setup_points(topo, steps).items()} \
-            == {len(steps) - 1: ["vault"]}
+        points = {i: [c.name for c in comps] for i, comps in rollout_order.setup_points(topo, steps).items()}
+        assert points == {0: ["etcd"], len(steps) - 1: ["postgres", "vault"]}
 
 
 @pytest.mark.parametrize("vault_before", [("api", "worker")], indirect=True)
 def test_services_waiting_for_a_live_setup_converge_a_step_later_on_one_host_too(repo, vault_before):
     topo = topology.build(load_environment(repo, "ci", AGE_BACKEND))
     steps = rollout_order.rollout_steps(topo)
-    # Vault's servers and db-setup (whose issuer role the setup needs) first, with everything
+    # (etcd and what needs no PostgreSQL first: etcd's setup precedes the PostgreSQL nodes.)
+    # Vault's servers and db-setup (whose issuer role the setup needs) next, with everything
     # that does not wait; the setup; then the API and workers, and what depends on them.
-    assert len(steps) == 2
-    assert {"vault-1", "db-setup", "postgres", "migrate"} <= set(steps[0]["ci"])
-    assert {"api-blue", "api-green", "worker-blue", "worker-green", "router"} <= set(steps[1]["ci"])
-    assert not {"api-blue", "worker-blue", "router"} & set(steps[0]["ci"])
-    assert rollout_order.setup_points(topo, steps) == {0: (vault_before,)}
+    assert len(steps) == 3
+    assert {"vault-1", "db-setup", "postgres", "migrate"} <= set(steps[1]["ci"])
+    assert {"api-blue", "api-green", "worker-blue", "worker-green", "router"} <= set(steps[2]["ci"])
+    assert not {"api-blue", "worker-blue", "router"} & (set(steps[0]["ci"]) | set(steps[1]["ci"]))
+    points = rollout_order.setup_points(topo, steps)
+    assert points[1] == (vault_before,) and [c.name for c in points[0]] == ["etcd"]
 
 
 @pytest.mark.parametrize("vault_before", [("db-setup",)], indirect=True)

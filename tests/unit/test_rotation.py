@@ -13,9 +13,8 @@ from shipyard.inventory import load_environment
 from shipyard.secretstore import SECRET_NAMES, Secret
 
 
-# ci on the age backend: every service's secrets are files (test_served_secrets_* for Vault's);
-# PostgreSQL run by the scripts mode (tests/unit/test_patroni.py has Patroni's secret files).
-AGE = {"SHIPYARD_SECRETS__BACKEND": "age", "SHIPYARD_POSTGRES__HA": "scripts"}
+# ci on the age backend: every service's secrets are files (test_served_secrets_* for Vault's).
+AGE = {"SHIPYARD_SECRETS__BACKEND": "age"}
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +46,11 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
         if wanted.content is not None and len(parts) == 5:  # /p/secrets/<instance>/<file>
             targets.setdefault(parts[3], []).append(parts[4])
     targets = {k: sorted(v) for k, v in targets.items()}
-    # Any PostgreSQL node may become the primary: they all hold the same files.
+    # Any PostgreSQL node may lead: they all hold the same files (Patroni's fragments, the raw
+    # passwords rotate.sh sets, the passfiles).
     assert targets["postgres"] == targets["postgres-replica-1"] == [
-        "postgres_password", "replication_password", "replication_pgpass"]
-    assert targets["postgres-backup"] == ["replication_pgpass"]
+        "patroni-etcd.yml", "patroni-replication.yml", "patroni-restapi.yml", "patroni-rewind.yml",
+        "patroni-superuser.yml", "postgres_password", "replication_password", "replication_pgpass", "superuser_pgpass"]
     assert targets["redis"] == ["redis_auth.conf", "redis_exporter_acl.conf", "sentinel_password"]
     assert targets["redis-sentinel-1"] == ["redis_exporter_password", "redis_password", "sentinel_password"]
     # The exporters: their own role's password, their own ACL user's (a JSON map by server).
@@ -126,7 +126,11 @@ def test_live_rotation_commands_run_in_the_servers_that_declare_them(on_host):
                                                 "redis-sentinel-3"]
     assert sorted(s.service for s in retire) == ["redis", "redis-replica-1"]
     apply, retire = live_rotations(on_host, {"postgres_password"})
-    assert sorted(s.service for s in apply) == ["postgres", "postgres-replica-1"] and retire == []
+    # On each node: the role's new password (rotate.sh acts on the leader only), then Patroni
+    # re-reads its superuser fragment (SIGHUP).
+    assert sorted((s.service, s.argv[1]) for s in apply) == [
+        ("postgres", "-c"), ("postgres", "/etc/postgresql/shipyard/rotate.sh"),
+        ("postgres-replica-1", "-c"), ("postgres-replica-1", "/etc/postgresql/shipyard/rotate.sh")] and retire == []
     assert live_rotations(on_host, set()) == ([], [])
 
 

@@ -88,7 +88,7 @@ def test_numbered_instances_and_their_ports(repo):
     data = settings.host("data-1")
     assert topology.build(settings).published(data, "postgres-replica-2") == ("10.0.2.21", 5434)
     assert topology.build(settings).published(data, "redis-sentinel-1") == ("10.0.2.21", 26379)
-    assert topology.build(settings).published(data, "postgres-backup") is None
+    assert topology.build(settings).published(data, "postgres-setup") is None
     ci = load_environment(repo, "ci", {})
     assert topology.build(ci).published(ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
     assert topology.build(ci).published(ci.hosts[0], "postgres") == ("127.0.0.1", 15432)

@@ -328,7 +328,7 @@ def test_with_the_vault_backend_the_api_and_workers_start_a_step_after_the_vault
         topo = topology.build(load_environment(repo, env, VAULT_BACKEND))
         steps = rollout_order.rollout_steps(topo)
         points = rollout_order.setup_points(topo, steps)
-        # etcd's and postgres's live setups too under postgres.ha: patroni (ci)
+        # etcd's and postgres's live setups too (Patroni's etcd access, its dynamic configuration)
         after = next(point for point, comps in points.items() if "vault" in [c.name for c in comps])
         started = {name for step in steps[:after + 1] for names in step.values() for name in names}
         assert "db-setup" in started and {i.name for i in topo.instances_of("vault")} <= started

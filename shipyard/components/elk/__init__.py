@@ -7,7 +7,8 @@ fields of documents.py, to one store; `make trace` and `make logs` read them bac
   container's stdout never waits for it; the labels it needs ride in each line's ``attrs``
   (the json-file ``labels`` option, set on every service by shipyard.render.compose).
 - ``elasticsearch-N`` (the observability group): under ``official``, Elasticsearch from Elastic's
-  image, 1 or 3 nodes, security on, transport TLS from the deploy (elasticsearch.py); under
+  image, 1 or 3 nodes, security on, transport and HTTP TLS from the deploy (elasticsearch.py;
+  every client checks the HTTP certificate against the CA that issued it); under
   ``local`` a STAND-IN, osmem-server (in memory; Elasticsearch's HTTP API for _bulk, index
   templates and search; no security, no lifecycle policies, nothing survives a restart).
 - ``logs-setup`` (one-shot, before the shippers): the index template of documents.py; under
@@ -86,6 +87,12 @@ def store_nodes(settings) -> int:
     return settings.logs.elasticsearch.nodes if settings.images.source == "official" else 1
 
 
+def _store_url(settings, address: str) -> str:
+    """The store's URL at ``address``: HTTPS under the official image source (security on, every
+    client logs in with a password); the stand-in speaks plain HTTP and has no users."""
+    return f"{'https' if official(settings) else 'http'}://{address}"
+
+
 def _lifecycle(settings) -> bool:
     """Lifecycle policies exist in Elasticsearch, not in the stand-in."""
     return settings.images.source == "official"
@@ -108,7 +115,7 @@ def _setup_users(settings) -> list[dict[str, str]]:
 def _security_context(ctx) -> dict[str, Any]:
     """The official image source's part of the templates' variables (users, Kibana, Logstash)."""
     settings, logs = ctx.settings, ctx.section("logs")
-    stores = [f"http://{e}" for e in ctx.endpoints("elk", "elasticsearch")]
+    stores = [_store_url(settings, e) for e in ctx.endpoints("elk", "elasticsearch")]
     # Kibana's setup job runs beside it (both on the group's first host): reached by name.
     kibanas = [ctx.address(i) for i in ctx.instances_of("elk", "kibana") if i.host.name == ctx.host.name]
     collectors = ctx.endpoints("elk", "logstash") if logstash_runs(settings) else ()
@@ -117,7 +124,7 @@ def _security_context(ctx) -> dict[str, Any]:
                   security.roles(ctx.env, logs.logstash.enabled).items()],
         "users": _setup_users(settings),
         "elastic_file": f"{RUN_SECRETS}/{security.users(False)[0].secret}",
-        "kibana_yml": _yaml(kibana.settings(ctx.env, stores)),
+        "kibana_yml": _yaml(kibana.settings(ctx.env, stores, f"{RUN_SECRETS}/{elasticsearch.CLIENT_CA}")),
         "kibana": f"http://{kibanas[0]}" if kibanas else "",
         "kibana_ready_timeout_s": logs.kibana.ready_timeout_s,
         "kibana_requests": [(method, path, json.dumps(body, sort_keys=True))
@@ -128,7 +135,8 @@ def _security_context(ctx) -> dict[str, Any]:
         "logstash": {"host": collectors[0].host, "port": collectors[0].port, "peer": logstash.SERVER_NAME,
                      "ca": logstash.SHIPPER_CA, "cert": logstash.SHIPPER_CERT, "key": logstash.SHIPPER_KEY}
         if collectors else None,
-        "logstash_input_ssl": logstash.input_ssl(),
+        "logstash_input_ssl": logstash.option_lines(logstash.input_ssl()),
+        "logstash_output_ssl": logstash.option_lines(logstash.output_ssl()),
     }
 
 
@@ -140,7 +148,7 @@ def template_context(ctx) -> dict[str, Any]:
                                         lifecycle_policy=LIFECYCLE_POLICY if _lifecycle(settings) else None)
     return {
         "env": ctx.env, "host": ctx.host.name, "project": settings.compose_project,
-        "servers": [f"http://{endpoint}" for endpoint in stores],
+        "servers": [_store_url(settings, endpoint) for endpoint in stores],
         "index_prefix": documents.index_prefix(ctx.env),
         "buffer_max_mb": logs.buffer_max_mb,
         "stats_interval_s": logs.stats_interval_s, "metrics_port": SHIPPER_METRICS_PORT,
@@ -160,7 +168,9 @@ def template_context(ctx) -> dict[str, Any]:
         "lifecycle_policy_name": LIFECYCLE_POLICY if _lifecycle(settings) else None,
         "lifecycle_policy_json": json.dumps(documents.lifecycle_policy(logs.retention_days), indent=2, sort_keys=True),
         "setup_dir": SETUP_CONF,
-        "store": f"http://{stores[0]}" if stores else "",
+        "store": _store_url(settings, stores[0]) if stores else "",
+        # The store's CA certificate, for its clients in this folder (official image source only).
+        "store_ca": f"{RUN_SECRETS}/{elasticsearch.CLIENT_CA}" if official(settings) else None,
         "security": official(settings),
         "pem_block": elasticsearch.pem_block,
         **(_security_context(ctx) if official(settings) else {"logstash": None}),
@@ -228,12 +238,32 @@ def _transport_tls(repo: Path, env: str, environ: dict[str, str] | None) -> str:
     return elasticsearch.transport_bundle(repo, env, environ)
 
 
+def _store_health(settings) -> Health:
+    """The store answers on its HTTP port: under the official image source over HTTPS, its
+    certificate checked against its CA and its loopback address (the certificate names it); 401
+    counts as up (Elasticsearch with security answers it to a request without credentials)."""
+    tls = f"--cacert {elasticsearch.HTTP_CA} " if official(settings) else ""
+    return Health(("sh", "-c", f"curl -s -o /dev/null -w '%{{http_code}}' {tls}"
+                               f"{_store_url(settings, f'127.0.0.1:{STORE_PORT}')}/ | grep -qE '^(200|401)'"),
+                  start_period_s=120)
+
+
 def _password(user: str, **more) -> SecretFile:
     """The password file of a user of the store (official image source only)."""
     return SecretFile(f"{user}_password", f"{user}_password", when=more.pop("when", official), **more)
 
 
 _TLS = elasticsearch.TRANSPORT_TLS
+_HTTP_TLS = elasticsearch.HTTP_TLS
+
+
+def _store_ca(when) -> SecretFile:
+    """The store's CA certificate for one of its clients (from the HTTP bundle: that part only).
+    Read at start: a rotation of the HTTP certificate recreates the clients too (the CA itself
+    stays the same)."""
+    return SecretFile(elasticsearch.CLIENT_CA, _HTTP_TLS, template="secrets/store-ca.pem.j2", when=when)
+
+
 _STORE_SECRETS = (
     # Read by the image's entrypoint at a first start only (the bootstrap password): a rotation
     # is the setup job's to apply, the nodes are not recreated for it.
@@ -244,17 +274,23 @@ _STORE_SECRETS = (
     SecretFile("transport.key", _TLS, template="secrets/transport-key.pem.j2", when=official),
     SecretFile("transport.crt", _TLS, template="secrets/transport-cert.pem.j2", when=official),
     SecretFile("transport-ca.crt", _TLS, template="secrets/transport-ca.pem.j2", when=official),
+    # The HTTP layer's key and certificate, and the CA's certificate for its own probe and `make trace`.
+    SecretFile(Path(elasticsearch.HTTP_KEY).name, _HTTP_TLS, template="secrets/http-key.pem.j2", when=official),
+    SecretFile(Path(elasticsearch.HTTP_CERT).name, _HTTP_TLS, template="secrets/http-cert.pem.j2", when=official),
+    SecretFile(Path(elasticsearch.HTTP_CA).name, _HTTP_TLS, template="secrets/store-ca.pem.j2", when=official),
 )
 _SETUP_SECRETS = (
     # It logs in as elastic: during a rotation with the value it replaces too, until it set the new one.
     _password("elastic", keep_previous=True),
     _password("kibana_system"), _password("logship"), _password("logs_reader"),
     _password("logstash_writer", when=logstash_runs),
+    _store_ca(official),
 )
 _KIBANA_SECRETS = (
     SecretFile("kibana-password.yml", "kibana_system_password", template="secrets/kibana-password.yml.j2", when=official),
     SecretFile("kibana-encryption-key.yml", "kibana_encryption_key", template="secrets/kibana-encryption-key.yml.j2",
                when=official),
+    _store_ca(official),
 )
 _ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch"
 # Mutual TLS between the shippers and Logstash's input (logstash.py): each side's key and
@@ -290,9 +326,7 @@ COMPONENT = Component(
                 port=Port(STORE_PORT, "elasticsearch_http", STORE_PORT, "loopback port of the log store's HTTP API", instance_offset=-1),
                 # The transport layer, among the nodes: published only once they span hosts.
                 peer_ports=(PeerPort(elasticsearch.TRANSPORT_PORT, ("tcp",), "Elasticsearch's transport (TLS)"),),
-                # 401 counts as up: Elasticsearch with security answers it to a request without credentials.
-                health=Health(("sh", "-c", f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{STORE_PORT}/ "
-                                           "| grep -qE '^(200|401)'"), start_period_s=120),
+                health=_store_health,
                 secrets=_STORE_SECRETS, secrets_mount=elasticsearch.SECRETS, host_sysctls=_store_sysctls,
                 instances=store_nodes, placement="spread", scale=lambda s: 1 if runs(s) else 0),
         Service("logs-setup", "data", "observability", "logship", NOBODY, config_dir="logs-setup",
@@ -304,7 +338,7 @@ COMPONENT = Component(
                                                                       "shippers (official image source, logs.logstash)"),
                 secrets=(SecretFile("output.conf", "logstash_writer_password",
                                     template="secrets/logstash-output.conf.j2", when=logstash_runs),
-                         *_LOGSTASH_INPUT_TLS),
+                         *_LOGSTASH_INPUT_TLS, _store_ca(logstash_runs)),
                 secrets_mount=logstash.SECRETS,
                 health=Health(("sh", "-c", f"curl -s http://127.0.0.1:{logstash.API_PORT}/_node/pipelines "
                                            "| grep -q '\"main\"'"), start_period_s=180),
@@ -312,7 +346,7 @@ COMPONENT = Component(
                 waits=(Wait("elasticsearch"), Wait("logs-setup", "service_completed_successfully")),
                 placement="once", scale=lambda s: 1 if logstash_runs(s) else 0),
         Service("logship", "observability", EVERY_HOST, "logship", 0, config_dir="logship", serves_clients=False,
-                secrets=(_password("logship", when=_writes_to_store), *_SHIPPER_TLS),
+                secrets=(_password("logship", when=_writes_to_store), _store_ca(_writes_to_store), *_SHIPPER_TLS),
                 # impstats' counters, served by the exporter rsyslog runs (omprog): scraped on the
                 # project network, published nowhere.
                 metrics=Metrics(SHIPPER_METRICS_PORT),
@@ -335,8 +369,8 @@ COMPONENT = Component(
     compose_service=compose_service,
     template_context=template_context,
     held_secrets=(elasticsearch.CA_CERT, elasticsearch.CA_KEY, logstash.LOGS_CA_CERT, logstash.LOGS_CA_KEY),
-    issued_secrets={_TLS: _transport_tls, logstash.INPUT_TLS: logstash.input_bundle,
-                    logstash.SHIPPER_TLS: logstash.client_bundle},
+    issued_secrets={_TLS: _transport_tls, _HTTP_TLS: elasticsearch.http_bundle,
+                    logstash.INPUT_TLS: logstash.input_bundle, logstash.SHIPPER_TLS: logstash.client_bundle},
     checks=_checks,
     log_store=LogStore("elasticsearch", search_argv=search.search_argv, trace_query=search.trace_query,
                        line_of=search.line_of),

@@ -16,9 +16,14 @@ and its transport TLS.
   ``verification_mode: certificate``: a peer must hold a certificate from that CA (the CA signs
   nothing else); host names are not checked, since peers on one host connect to container
   addresses no certificate can name ahead of time.
-- HTTP without TLS: the API is on the project network and published on loopback, or on the
-  host's private address for shippers on other hosts — as every data port of Shipyard
-  (PostgreSQL, Redis); docs/logs.md says what that means for the passwords it carries.
+- HTTP over TLS (``xpack.security.http.ssl``): every client logs in with a password (basic
+  auth), so the API — on the project network, published on loopback or, for shippers on other
+  hosts, on the host's private address — never carries one in clear. The certificate is the
+  secret ``elasticsearch_http_tls``, issued by the deploy from the environment's log shipping CA
+  (held on the deploying machine: logstash.LOGS_CA_CERT) and naming every node as its clients
+  reach it (``http_bundle``); each client is given that CA's certificate (``CLIENT_CA``) and
+  checks the node's name against it. Not the transport CA: the nodes' transport trusts every
+  certificate that CA signs (``verification_mode: certificate``), so it signs nothing else.
 - Elasticsearch reads TLS files only below its config directory (its security manager refuses
   others), so its secrets folder is mounted at ``SECRETS`` there instead of /run/secrets.
 """
@@ -36,6 +41,11 @@ TRANSPORT_PORT = 9300
 UID = 1000  # elasticsearch, as in the official image
 TRANSPORT_TLS = "elasticsearch_transport_tls"
 CA_CERT, CA_KEY = "elasticsearch_ca_cert", "elasticsearch_ca_key"
+HTTP_TLS = "elasticsearch_http_tls"  # the HTTP layer's key, certificate and its CA's certificate (PEM)
+# The node's HTTP files, in its secrets folder; CA_FILE also for its own probe and `make trace`.
+HTTP_KEY, HTTP_CERT, HTTP_CA = f"{SECRETS}/http.key", f"{SECRETS}/http.crt", f"{SECRETS}/http-ca.crt"
+# What every other client of the store is given, in its secrets folder: the CA's certificate only.
+CLIENT_CA = "store-ca.crt"
 # https://www.elastic.co/guide/en/elasticsearch/reference/8.17/docker.html (production: the
 # kernel setting the bootstrap checks want at least 262144; Elastic's current page asks 1048576).
 MAX_MAP_COUNT = 1048576
@@ -67,7 +77,10 @@ def security_settings() -> dict[str, str]:
         "xpack.security.enabled": "true",
         # Nothing enrols: every node's certificate and every password come from the deploy.
         "xpack.security.enrollment.enabled": "false",
-        "xpack.security.http.ssl.enabled": "false",
+        # Clients check the node (its certificate, its name); the node checks their passwords.
+        "xpack.security.http.ssl.enabled": "true",
+        "xpack.security.http.ssl.key": HTTP_KEY,
+        "xpack.security.http.ssl.certificate": HTTP_CERT,
         "xpack.security.transport.ssl.enabled": "true",
         "xpack.security.transport.ssl.verification_mode": "certificate",
         "xpack.security.transport.ssl.key": f"{SECRETS}/transport.key",
@@ -127,21 +140,37 @@ def pem_block(bundle: str, kind: str, index: int) -> str:
     return blocks[index]
 
 
-def transport_bundle(repo: Path, env: str, environ: dict[str, str] | None = None) -> str:
-    """A new ``elasticsearch_transport_tls``: key, certificate and CA certificate (PEM), the
-    certificate naming every node (its name, loopback, its host's address) and signed by the
-    environment's Elasticsearch CA, made once and held (shipyard.tls)."""
+def _node_names(settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) a certificate of the nodes must hold: each node's name, loopback
+    and its host's address (shipyard.tls.instance_names), as peers and clients reach them."""
     from shipyard import tls, topology
-    from shipyard.inventory import load_environment  # the store calls this; settings only now
 
-    settings = load_environment(repo, env, environ)
-    ca = tls.ensure_ca(repo, env, (CA_CERT, CA_KEY), f"shipyard {env} elasticsearch transport CA", environ)
     names: list[str] = []
     addresses: list[str] = []
     for inst in topology.build(settings).instances_of("elk", "elasticsearch"):
         more_names, more_addresses = tls.instance_names(inst)
         names += more_names
         addresses += more_addresses
-    node = tls.server_cert(ca, tuple(dict.fromkeys(names)) or ("localhost",),
-                           tuple(dict.fromkeys(addresses)) or ("127.0.0.1",))
+    return tuple(dict.fromkeys(names)) or ("localhost",), tuple(dict.fromkeys(addresses)) or ("127.0.0.1",)
+
+
+def transport_bundle(repo: Path, env: str, environ: dict[str, str] | None = None) -> str:
+    """A new ``elasticsearch_transport_tls``: key, certificate and CA certificate (PEM), the
+    certificate naming every node (its name, loopback, its host's address) and signed by the
+    environment's Elasticsearch CA, made once and held (shipyard.tls)."""
+    from shipyard import tls
+    from shipyard.inventory import load_environment  # the store calls this; settings only now
+
+    ca = tls.ensure_ca(repo, env, (CA_CERT, CA_KEY), f"shipyard {env} elasticsearch transport CA", environ)
+    node = tls.server_cert(ca, *_node_names(load_environment(repo, env, environ)))
     return (node.key_pem + node.cert_pem + ca.cert_pem).decode()
+
+
+def http_bundle(repo: Path, env: str, environ: dict[str, str] | None = None) -> str:
+    """A new ``elasticsearch_http_tls``: key, certificate and CA certificate (PEM), the
+    certificate naming every node as its clients reach it (by name on the project network, at its
+    host's address from other hosts, loopback from inside it) and signed by the log shipping CA."""
+    from shipyard.components.elk import logstash
+    from shipyard.inventory import load_environment  # the store calls this; settings only now
+
+    return logstash.logs_ca_bundle(repo, env, environ, *_node_names(load_environment(repo, env, environ)))

@@ -26,13 +26,17 @@ DATA_VIEW_ID = "shipyard-logs"
 XSRF_HEADER = "kbn-xsrf: shipyard"
 
 
-def settings(env: str, stores: list[str]) -> dict[str, Any]:
-    """kibana.yml (https://www.elastic.co/guide/en/kibana/8.17/settings.html)."""
+def settings(env: str, stores: list[str], store_ca: str) -> dict[str, Any]:
+    """kibana.yml (https://www.elastic.co/guide/en/kibana/8.17/settings.html). ``stores``: the
+    nodes' HTTPS URLs; ``store_ca``: the file of the CA that issued their certificate."""
     return {
         "server.name": f"shipyard-{env}",
         "server.host": "0.0.0.0",
         "server.port": PORT,
         "elasticsearch.hosts": stores,
+        # The node's certificate checked against the CA that issued it, and its name against the host's.
+        "elasticsearch.ssl.certificateAuthorities": [store_ca],
+        "elasticsearch.ssl.verificationMode": "full",
         "elasticsearch.username": "kibana_system",
         # The health probe reads /api/status without credentials: 200 when available, 503 not.
         "status.allowAnonymous": True,

@@ -11,6 +11,10 @@ The output's password is not in the reviewed pipeline: the output section is a s
 (templates/secrets/logstash-output.conf.j2) in the service's secrets folder, mounted at
 ``SECRETS``; Logstash reads both as one pipeline (``-f`` with a glob over the two folders).
 
+The output writes to Elasticsearch over HTTPS (``output_ssl``: the store's HTTP certificate
+checked against the log shipping CA, which issued it, and the node's name), as the
+least-privilege user ``logstash_writer`` (security.py).
+
 The input takes only TLS connections from holders of a client certificate of the environment's
 log shipping CA (mutual TLS, ``ssl_client_authentication => "required"``): the shippers, whose
 client certificate is the secret ``SHIPPER_TLS``. Logstash's own certificate (``INPUT_TLS``) is
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from shipyard.components.elk.elasticsearch import CLIENT_CA
 
 PORT = 5000  # the TCP input the shippers send to
 API_PORT = 9600
@@ -46,6 +52,8 @@ CLIENT_NAME = "logship"
 # Logstash's files, in its secrets folder (the pipeline glob reads *.conf only).
 INPUT_KEY, INPUT_CERT, INPUT_CA = (f"{SECRETS}/input.key", f"{SECRETS}/input.crt", f"{SECRETS}/logs-ca.crt")
 # The shippers' files, in their secrets folder.
+# The store's CA (elasticsearch.CLIENT_CA), in Logstash's secrets folder, for its output.
+OUTPUT_CA = f"{SECRETS}/{CLIENT_CA}"
 SHIPPER_KEY, SHIPPER_CERT, SHIPPER_CA = ("/run/secrets/logship-client.key", "/run/secrets/logship-client.crt",
                                          "/run/secrets/logs-ca.crt")
 
@@ -74,8 +82,36 @@ def input_ssl() -> dict[str, Any]:
             "ssl_certificate_authorities": [INPUT_CA], "ssl_client_authentication": "required"}
 
 
-def _bundle(repo: Path, env: str, environ: dict[str, str] | None, names: tuple[str, ...],
-            addresses: tuple[str, ...]) -> str:
+def output_ssl() -> dict[str, Any]:
+    """The elasticsearch output's TLS options (the plugin's 11.x names, bundled with 8.17; the
+    older ``ssl``, ``cacert`` and ``ssl_certificate_verification`` are deprecated there):
+    https://www.elastic.co/guide/en/logstash/8.17/plugins-outputs-elasticsearch.html
+    (``ssl_enabled``, ``ssl_certificate_authorities``, ``ssl_verification_mode``: full, none)."""
+    return {"ssl_enabled": True, "ssl_certificate_authorities": [OUTPUT_CA], "ssl_verification_mode": "full"}
+
+
+def option_lines(options: dict[str, Any]) -> list[str]:
+    """``key => value`` lines of a plugin's options in Logstash's config syntax: booleans bare,
+    strings quoted, lists as arrays of strings. The values are paths and keywords of ours: none
+    holds a quote or a backslash (refused, rather than escaped)."""
+    lines = []
+    for key, value in options.items():
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and ('"' in v or "\\" in v) for v in items):
+            raise ValueError(f"Logstash option {key}: a quote or backslash in {value!r}")
+        if isinstance(value, bool):
+            lines.append(f"{key} => {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f'{key} => "{value}"')
+        else:
+            lines.append(f"{key} => [" + ", ".join(f'"{v}"' for v in value) + "]")
+    return lines
+
+
+def logs_ca_bundle(repo: Path, env: str, environ: dict[str, str] | None, names: tuple[str, ...],
+                   addresses: tuple[str, ...]) -> str:
+    """Key, certificate (``names``, ``addresses``) and CA certificate (PEM), issued from the
+    environment's log shipping CA (made once and held: shipyard.tls.ensure_ca)."""
     from shipyard import tls
 
     ca = tls.ensure_ca(repo, env, (LOGS_CA_CERT, LOGS_CA_KEY), f"shipyard {env} log shipping CA", environ)
@@ -95,11 +131,11 @@ def input_bundle(repo: Path, env: str, environ: dict[str, str] | None = None) ->
         more_names, more_addresses = tls.instance_names(inst)
         names += more_names
         addresses += more_addresses
-    return _bundle(repo, env, environ, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(addresses)))
+    return logs_ca_bundle(repo, env, environ, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(addresses)))
 
 
 def client_bundle(repo: Path, env: str, environ: dict[str, str] | None = None) -> str:
     """A new ``logship_client_tls``: the shippers' key, certificate (``CLIENT_NAME``; client and
     server use, as shipyard.tls makes them) and the CA's certificate, which they check Logstash's
     against."""
-    return _bundle(repo, env, environ, (CLIENT_NAME,), ())
+    return logs_ca_bundle(repo, env, environ, (CLIENT_NAME,), ())

@@ -10,7 +10,7 @@ from typing import Any
 
 from shipyard.components.elk import documents, elasticsearch
 
-STORE_URL = "http://127.0.0.1:9200"
+STORE_ADDRESS = "127.0.0.1:9200"  # the store's own container: loopback (its certificate names it)
 READER_SECRET = "logs_reader_password"
 READER_USER = "logs_reader"
 # A trace is a handful of requests and tasks; more lines than this are cut (the newest kept out).
@@ -34,7 +34,12 @@ def read_argv(settings, path: str, body: Mapping[str, Any] | None = None) -> tup
     stand-in answers without credentials; Elasticsearch (official images) as the read-only user,
     its password read from its file inside the container, so it is never on a command line the
     deploying machine sees."""
-    request = ("curl", "-sS", "--fail-with-body", f"{STORE_URL}{path}")
+    if settings.images.source != "official":
+        request: tuple[str, ...] = ("curl", "-sS", "--fail-with-body", f"http://{STORE_ADDRESS}{path}")
+    else:
+        # HTTPS, the node's certificate checked against its CA (a file of its secrets folder).
+        request = ("curl", "-sS", "--fail-with-body", "--cacert", elasticsearch.HTTP_CA,
+                   f"https://{STORE_ADDRESS}{path}")
     if body is not None:
         request += ("-H", "Content-Type: application/json", "--data-binary", json.dumps(body, sort_keys=True))
     if settings.images.source != "official":

@@ -1,5 +1,4 @@
-"""etcd: the DCS of PostgreSQL under Patroni (``postgres.ha: patroni``; docs/data-tier.md,
-"Patroni"). Absent otherwise. One member when the environment has fewer than three control
+"""etcd: the DCS of PostgreSQL under Patroni (docs/data-tier.md). One member when the environment has fewer than three control
 hosts, three (one per host, spread) from three control hosts on: a quorum that survives the loss
 of one.
 
@@ -15,8 +14,7 @@ only between hosts. No TLS yet: passwords travel in clear on the project network
 It names ``postgres`` because that is what it serves: Patroni's access is its live setup.
 
 Images: ``local`` builds Debian bookworm's etcd-server 3.4.23; ``official`` names upstream's
-image (not exercised here: the official postgres image has no Patroni yet, so ``ha: patroni``
-requires ``images.source: local``).
+image of the same version (rendered and unit-tested; not run here: no registry answers).
 """
 
 from __future__ import annotations
@@ -32,10 +30,6 @@ CLIENT_PORT = 2379
 PUBLISHED_CLIENT_PORT = 2381
 PEER_PORT = 2380
 ROOT_PASSWORD = "etcd_root_password"  # held by the deploying machine only
-
-
-def runs(settings) -> bool:
-    return settings.postgres.ha == "patroni"
 
 
 def members(settings) -> int:
@@ -73,7 +67,7 @@ def _live_setup(ctx) -> list[str]:
 
 def _before(settings) -> tuple[tuple[str, str], ...]:
     # Every PostgreSQL node: Patroni logs in to etcd at its first start.
-    return (("postgres", "postgres"), ("postgres", "postgres-replica")) if runs(settings) else ()
+    return ("postgres", "postgres"), ("postgres", "postgres-replica")
 
 
 def _checks():
@@ -95,11 +89,11 @@ COMPONENT = Component(
                 # Published for the deploying machine (member N at this + N - 1), clear of the
                 # peer port 2380 that members on other hosts publish at its own number.
                 port=Port(CLIENT_PORT, "etcd_client", PUBLISHED_CLIENT_PORT,
-                          "first host port of etcd's client API (member N: this + N - 1; postgres.ha: patroni only)",
+                          "first host port of etcd's client API (member N: this + N - 1)",
                           instance_offset=-1),
                 peer_ports=(PeerPort(PEER_PORT, ("tcp",), "raft between the members"),),
                 health=Health(("sh", f"{CONF}/health.sh"), start_period_s=30),
-                instances=members, placement="spread", scale=lambda s: 1 if runs(s) else 0),
+                instances=members, placement="spread"),
     ),
     compose_service=compose_service,
     held_secrets=(ROOT_PASSWORD,),

@@ -1,4 +1,4 @@
-"""etcd (postgres.ha: patroni): every member healthy in one cluster, and authentication on —
+"""etcd (Patroni's DCS): every member healthy in one cluster, and authentication on —
 an anonymous client may read nothing."""
 
 import pytest
@@ -11,7 +11,7 @@ def etcd_members(target):
     names = [i.name for i in topology.build(target.settings).instances_on(target.rendered.host)
              if i.component.name == "etcd"]
     if not names:
-        pytest.skip("no etcd member on this host (it runs under postgres.ha: patroni only)")
+        pytest.skip("no etcd member on this host (they run on the control hosts)")
     return names
 
 

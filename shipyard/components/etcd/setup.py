@@ -18,7 +18,7 @@ def endpoint(settings) -> str:
     members = topo.instances_of("etcd", "etcd")
     if not members:
         raise ShipyardError(f"environment {settings.name}", "runs no etcd member",
-                            "etcd runs only with postgres.ha: patroni")
+                            "the etcd component runs on the control hosts: give the inventory one")
     bind, port = topo.binding(members[0])
     return f"http://{'127.0.0.1' if bind == '0.0.0.0' else bind}:{port}"
 

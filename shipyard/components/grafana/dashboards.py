@@ -109,9 +109,8 @@ def data_tier():
             .with_row(dashboard.Row("PostgreSQL"))
             .with_panel(_stat("PostgreSQL nodes up", "short", [(f"sum(pg_up{{{ENV}}})", "up")]))
             .with_panel(_stat("Replicas streaming (seen from the primary)", "short",
-                              # The backups' WAL archive streams too (pg_receivewal): not a replica.
-                              [(f'count(pg_stat_replication_pg_wal_lsn_diff{{{ENV}, state="streaming", '
-                                f'application_name!="pg_receivewal"}})', "streaming")]))
+                              [(f'count(pg_stat_replication_pg_wal_lsn_diff{{{ENV}, state="streaming"}})',
+                                "streaming")]))
             .with_panel(_graph("Replication lag: bytes each client is behind the primary", "bytes",
                                [(lag, "{{application_name}}")]))
             .with_panel(_stat("Replication slots active", "short",

@@ -1,20 +1,16 @@
-"""PostgreSQL: the first primary ``postgres``, ``postgres.replicas`` streaming replicas, the
-backup service (scheduled base backups + a continuous WAL archive), the ``postgres-setup`` job
-and one exporter beside each node (``postgres-exporter`` for ``postgres``,
-``postgres-replica-exporter-N`` for ``postgres-replica-N``), scraped by Prometheus on the
-project network (nothing published).
+"""PostgreSQL under Patroni: the nodes ``postgres`` and ``postgres.replicas`` more
+(``postgres-replica-N``), the ``postgres-setup`` job and one exporter beside each node
+(``postgres-exporter`` for ``postgres``, ``postgres-replica-exporter-N`` for
+``postgres-replica-N``), scraped by Prometheus on the project network (nothing published).
 
-Which node is the primary is decided by the data (standby.signal), not the service name:
-after `make pg-promote` ``postgres`` runs as a replica of another node. Every node starts
-through the same static ``files/postgres/node.sh``, driven by the environment below.
-
-That is ``postgres.ha: scripts``, the default. Under ``postgres.ha: patroni`` the same services
-(same names, so the API and workers' host list is unchanged) run Patroni instead
-(``files/postgres/patroni-node.sh``): one rendered ``patroni.yml`` for every node (patroni.py),
-each node's name and addresses in its environment, its passwords in secret fragments; the DCS is
-the ``etcd`` component, Patroni's access to it made by etcd's live setup (etcd_access.py); the
-health check reads Patroni's REST API (port 8008, on the project network only, changes need
-the credentials of ``patroni-restapi.yml``). docs/data-tier.md, "Patroni".
+Every node runs Patroni (``files/postgres/patroni-node.sh``), which decides its role: one
+rendered ``patroni.yml`` for every node (patroni.py), each node's name and addresses in its
+environment, its passwords in secret fragments; the DCS is the ``etcd`` component, Patroni's
+access to it made by etcd's live setup (etcd_access.py); the health check reads Patroni's REST
+API (port 8008, on the project network only, changes need the credentials of
+``patroni-restapi.yml``). pgBackRest archives the WAL and takes the backups on the leader
+(pgbackrest.py). Which node leads changes at run time (a failover, `make pg-promote`): the
+service names stay, so the API and workers' host list does. docs/data-tier.md.
 """
 
 from __future__ import annotations
@@ -35,35 +31,25 @@ EXPORTER_UID = 65534  # nobody, as in the official exporter image
 # The exporters' own role: LOGIN, member of pg_monitor, nothing else (files/postgres/monitor-setup.sh).
 EXPORTER_ROLE = "postgres_exporter"
 # Where PostgreSQL keeps its data: a directory inside the volume (mounted at its parent), so
-# the volume root can hold markers such as node.sh's rebuild marker.
+# the volume's root stays root's to hand over (patroni-node.sh) and PGDATA can be made 0700.
 PGDATA = "/var/lib/postgresql/data/pgdata"
-# Patroni's passfile and PostgreSQL's socket (postgres.ha: patroni): the node's own, not shared.
+# Patroni's passfile and PostgreSQL's socket: the node's own, not shared.
 PATRONI_RUN = "/var/run/postgresql"
-# The physical slot the backup service's WAL archive streams on (no node is called that).
-WAL_ARCHIVE_SLOT = "postgres_backup"
-# A node retries its clone this many times, 2 s apart, before it exits naming the nodes it tried.
-CLONE_ATTEMPTS = 15
-# A failed scheduled backup (no primary answering, say mid-promotion) is retried this soon.
-BACKUP_RETRY_S = 10
 
-# Every node holds the same files, since any of them may become the primary: the superuser
-# password (the image's initdb, operator psql), the raw replication password (the initdb
-# script creating the role) and a passfile for it (cloning, streaming, health checks).
-# A rotated password is set in the running cluster (files/postgres/rotate.sh, on the primary;
-# the replicas receive it through the WAL): no node restarts. The passfile is read at every
-# connection (cloning, streaming, backups), so its new content is all it takes.
+# Every node holds the same files, since any of them may lead: the superuser password and the
+# raw replication password (rotate.sh sets a rotated one), and a passfile for the replication
+# role (the health, status and verify queries log in as it). A rotated password is set in the
+# running cluster (files/postgres/rotate.sh, on the leader; the replicas receive it through the
+# WAL): no node restarts. A passfile is read at every connection, so its new content is all it takes.
 _PGPASS = SecretFile("replication_pgpass", "replication_password", template="secrets/pgpass.j2", rotation=Rotation())
-# Under Patroni, besides: the fragments patroni.yml is merged with (patroni.SECRETS).
-def _patroni(settings) -> bool:
-    return settings.postgres.ha == "patroni"
-
-
-# pgBackRest's way in (postgres.ha: patroni): the superuser over the node's own socket (backups
-# start and stop through it), its password in a passfile read at each connection.
+# pgBackRest's way in: the superuser over the node's own socket (backups start and stop through
+# it), its password in a passfile read at each connection.
 SUPERUSER_PGPASS = SecretFile("superuser_pgpass", "postgres_password", template="secrets/superuser-pgpass.j2",
-                               rotation=Rotation(), when=_patroni)
-# How often a node's backup loop looks whether it leads and a backup is due (postgres.ha: patroni).
+                               rotation=Rotation())
+# How often a node's backup loop looks whether it leads and a backup is due.
 BACKUP_CHECK_S = 30
+# The image every node runs (PostgreSQL + Patroni + pgBackRest), the setup job and restores too.
+NODE_IMAGE = "postgres-patroni"
 
 # Patroni (PID 1 in a node) re-reads its configuration directory, the secret fragments with it,
 # on SIGHUP: a rotated password it uses reaches it without a restart. The role's password itself
@@ -82,10 +68,11 @@ _NODE_SECRETS = (
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "replicator", "replication_password"))),
     _PGPASS,
     SUPERUSER_PGPASS,
-    *(SecretFile(s.target, s.secret, template=s.template, when=_patroni,
+    *(SecretFile(s.target, s.secret, template=s.template,
                  rotation=_PATRONI_RELOAD if s.secret in _PATRONI_RELOADS else None) for s in patroni.SECRETS))
-# A replica's first start clones the primary: its failing probes count only after that long.
-_NODE_HEALTH = Health(("bash", f"{CONF}/health.sh"), start_period_s=120)
+# Patroni's REST API on the node says (files/postgres/patroni-health.py). A replica's first start
+# clones the leader: its failing probes count only after that long.
+_NODE_HEALTH = Health(("python3", f"{CONF}/patroni-health.py"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
 # The exporters' password: the setup job sets it (as the superuser), the exporters read it at
 # start; a rotated one re-runs the job and then recreates them (they wait for it).
@@ -130,8 +117,8 @@ def _exporter_service(ctx, inst) -> dict[str, Any]:
 
 
 def compose_service(ctx, inst) -> dict[str, Any]:
-    """The scripts' inputs go in each service's environment, only what it reads: tuning the
-    backups re-creates the backup service, not the database nodes."""
+    """Each service's environment holds only what it reads: tuning the backups re-creates the
+    nodes (their loop reads it), not the exporters."""
     settings = ctx.section("postgres")
     if inst.service.name.endswith("-exporter"):
         return _exporter_service(ctx, inst)
@@ -139,27 +126,7 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     if inst.service.name == "postgres-setup":
         env |= {"PG_SUPERUSER": settings.user, "PG_EXPORTER_ROLE": EXPORTER_ROLE}
         return {"environment": env, "command": ["bash", f"{CONF}/monitor-setup.sh"]}
-    if inst.service.name == "postgres-backup":
-        env |= {"PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s), "PG_BACKUP_KEEP": str(settings.backup_keep),
-                "PG_BACKUP_RETRY_S": str(BACKUP_RETRY_S), "PG_WAL_ARCHIVE_SLOT": WAL_ARCHIVE_SLOT}
-        return {"environment": env, "command": ["bash", f"{CONF}/backup.sh", "schedule"],
-                "volumes": ["pgbackups:/backups"], "mem_limit": "256m"}
-    if settings.ha == "patroni":
-        return _patroni_node(ctx, inst, env)
-    env |= {"PG_NODE": inst.name, "SHIPYARD_ENV": ctx.env, "PG_CLONE_ATTEMPTS": str(CLONE_ATTEMPTS),
-            "PG_SUPERUSER": settings.user,
-            "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024)}
-    doc: dict[str, Any] = {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m"}
-    doc["command"] = ["bash", f"{CONF}/node.sh", inst.name, "postgres", "-c", f"config_file={CONF}/postgresql.conf"]
-    doc["stop_grace_period"] = "30s"
-    doc["shm_size"] = "128m"
-    doc["volumes"] = [f"{_volume(inst)}:/var/lib/postgresql/data"]
-    if inst.number is None:
-        # Used only when this node initialises a new cluster (the image's entrypoint, first boot).
-        doc["environment"] = {"POSTGRES_USER": settings.user, "POSTGRES_DB": settings.database,
-                              "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password", **doc["environment"]}
-        doc["volumes"].append("./postgres/initdb:/docker-entrypoint-initdb.d:ro")
-    return doc
+    return _patroni_node(ctx, inst, env)
 
 
 def _volume(inst) -> str:
@@ -167,11 +134,11 @@ def _volume(inst) -> str:
 
 
 def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
-    """A node under Patroni: patroni-node.sh (as root, then Patroni as postgres). Its name and
+    """A node: patroni-node.sh (as root, then Patroni as postgres). Its name and
     the addresses its peers reach it at are Patroni's environment variables, laid over the one
     rendered patroni.yml; nothing secret is in the environment."""
     settings = ctx.section("postgres")
-    env |= {"PG_HA": "patroni", "PG_NODE": inst.name, "PG_DATABASE": settings.database,
+    env |= {"PG_NODE": inst.name, "PG_DATABASE": settings.database,
             "PG_SUPERUSER": settings.user,  # rotate.sh
             "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024),
             "PATRONI_NAME": inst.name,
@@ -180,7 +147,7 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
     # pgBackRest: the config every node reads (archive_command names only the stanza), the
     # passfile, and the schedule of the backup loop patroni-node.sh starts beside Patroni.
     env |= {"PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}", "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env),
-            "PG_SUPERUSER": settings.user, "PG_SUPERUSER_PASSFILE": f"/run/secrets/{SUPERUSER_PGPASS.target}",
+            "PG_SUPERUSER_PASSFILE": f"/run/secrets/{SUPERUSER_PGPASS.target}",
             "PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s),
             "PG_BACKUP_FULL_INTERVAL_S": str(settings.backup_full_interval_s),
             "PG_BACKUP_CHECK_S": str(BACKUP_CHECK_S)}
@@ -199,8 +166,8 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    # The role names are for the secret fragments of the Patroni mode (patroni.SECRETS), the
-    # rest for patroni.yml (rendered under both modes, read under patroni only).
+    # The role names are for the secret fragments (patroni.SECRETS), the rest for patroni.yml
+    # and pgbackrest.conf.
     return {**patroni_config_vars(ctx), **pgbackrest_config_vars(ctx), "env": ctx.env, "postgres": ctx.section("postgres"),
             **patroni.template_names()}
 
@@ -212,8 +179,7 @@ def pgbackrest_config_vars(ctx) -> dict[str, Any]:
 
 
 def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
-    """The variables of patroni.yml as a deploy runs it (``postgres.ha: patroni``): in each
-    node's container, reached by its service name (``node`` None: one file for every node, each
+    """The variables of patroni.yml as a deploy runs it: in each node's container, reached by its service name (``node`` None: one file for every node, each
     naming itself in its environment), etcd wherever the topology places its members."""
     addresses = patroni.NodeAddresses(
         pg_listen="*:5432", pg_connect=f"{node}:5432" if node else None,
@@ -221,20 +187,14 @@ def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
     paths = patroni.NodePaths(data_dir=PGDATA, conf_dir=CONF, run_dir=PATRONI_RUN,
                               post_bootstrap=f"bash {CONF}/patroni-post-bootstrap.sh")
     etcd = [str(e) for e in ctx.endpoints("etcd", "etcd")]
-    # No permanent slot: the scripts' backup service (pg_receivewal on its slot) does not run
-    # under Patroni; pgBackRest archives through archive_command.
+    # No permanent slot: pgBackRest archives through archive_command.
     return patroni.config_vars(ctx.env, ctx.section("postgres"), node, addresses, paths, etcd)
 
 
 def _config_hash_part(settings, path: str, content: bytes) -> bytes:
-    """Under patroni, a change of ``bootstrap.dcs`` (the dynamic configuration: timings and
-    PostgreSQL parameters) recreates no node — Patroni reads it at the cluster's first start only,
-    and the deploy's reconcile brings it to the running cluster, restarting node by node only what
-    needs it — nor does the scripts mode's postgresql.conf, which Patroni never reads."""
-    if not _patroni(settings):
-        return content
-    if path == "postgres/postgresql.conf":
-        return b""
+    """A change of ``bootstrap.dcs`` (the dynamic configuration: timings and PostgreSQL
+    parameters) recreates no node: Patroni reads it at the cluster's first start only, and the
+    deploy's reconcile brings it to the running cluster, restarting node by node only what needs it."""
     if path == "postgres/patroni.yml":
         import yaml
 
@@ -242,13 +202,6 @@ def _config_hash_part(settings, path: str, content: bytes) -> bytes:
         doc.get("bootstrap", {}).pop("dcs", None)
         return yaml.safe_dump(doc, sort_keys=True).encode()
     return content
-
-
-def _settings_problems(settings) -> list[tuple[str, str, str]]:
-    if settings.postgres.ha == "patroni" and settings.images.source != "local":
-        return [("postgres.ha", "patroni, but the official postgres image has no Patroni in it yet",
-                 "use images.source: local (Debian's patroni in shipyard/postgres:15), or postgres.ha: scripts")]
-    return []
 
 
 def _checks():
@@ -267,51 +220,50 @@ COMPONENT = Component(
     name="postgres",
     folder=Path(__file__).parent,
     settings={"postgres": PostgresSettings},
-    images=(Image("postgres", official="postgres:15.10-bookworm", local="shipyard/postgres:15",
+    images=(
+            # PostgreSQL 15 alone, pulled (official) or built from Debian's packages (local): the
+            # base the nodes' image is built on, run by no service itself.
+            Image("postgres", official="postgres:15.10-bookworm", local="shipyard/postgres:15",
                   local_context="shipyard/components/postgres/image"),
+            # What the nodes, the setup job and the restore container run: that PostgreSQL plus
+            # Debian bookworm's patroni, python3-etcd and pgbackrest, built on the host under
+            # either source (the official postgres image has no Patroni: docs/data-tier.md).
+            Image(NODE_IMAGE, local="shipyard/postgres-patroni", build_context="shipyard/components/postgres/patroni-image",
+                  build_base="postgres"),
             # Debian bookworm ships 0.11.1: the same version upstream.
             Image("postgres-exporter", official="prometheuscommunity/postgres-exporter:v0.11.1",
                   local="shipyard/postgres-exporter:0.11", local_context="shipyard/components/postgres/exporter-image")),
     config_dirs=(ConfigDir("postgres", CONF), ConfigDir("postgres-exporter", EXPORTER_CONF)),
     services=(
-        # The first primary. Over TCP on purpose in its health check: during first-boot init
-        # the entrypoint's temporary server listens on the socket only, which must not count.
-        Service("postgres", "data", "data", "postgres", UID, secrets=_NODE_SECRETS, config_dir="postgres",
+        # The first node. Patroni decides which node leads: any of them may (the name stays).
+        Service("postgres", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
                 port=Port(5432, "postgres", 5432, _PORT_DOC), health=_NODE_HEALTH),
-        # Streaming replicas, cloned with pg_basebackup -R, one slot each. They only wait for
-        # `postgres` to start: after a promotion `postgres` is a replica itself, healthy only
-        # once the new primary (one of these) runs — waiting for healthy would deadlock.
-        Service("postgres-replica", "data", "data", "postgres", UID, secrets=_NODE_SECRETS, config_dir="postgres",
+        # The other nodes, replicas at first (Patroni clones them from the leader, one slot each).
+        # They only wait for `postgres` to start: after a failover `postgres` is a replica itself,
+        # healthy only once the new leader (one of these) runs — waiting for healthy would deadlock.
+        Service("postgres-replica", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
                 port=Port(5432, "postgres", 5432, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
                 instances=lambda s: s.postgres.replicas, placement="spread", consumers_wait=None,
                 waits=(Wait("postgres", "service_started"),)),
-        # Scheduled base backups and the WAL archive, streamed as the replication role.
-        # Under postgres.ha: patroni absent: pgBackRest archives and backs up from the leader.
-        Service("postgres-backup", "data", "data", "postgres", UID, secrets=(_PGPASS,), config_dir="postgres",
-                serves_clients=False, placement="once", scale=lambda s: 0 if _patroni(s) else 1,
-                health=Health(("bash", f"{CONF}/backup.sh", "check"), start_period_s=120),
-                # Its first backup records its time in the table the setup job makes.
-                waits=(Wait("postgres", "service_started"), Wait("postgres-setup", "service_completed_successfully"))),
-        # The exporters' role and the backup-time table, on the primary, as the superuser.
-        Service("postgres-setup", "data", "data", "postgres", UID, secrets=_SETUP_SECRETS, config_dir="postgres",
+        # The exporters' role and the backup-time table, on the leader, as the superuser.
+        Service("postgres-setup", "data", "data", NODE_IMAGE, UID, secrets=_SETUP_SECRETS, config_dir="postgres",
                 one_shot=True, placement="once", serves_clients=False, waits=(Wait("postgres"),)),
         _exporter("postgres-exporter"),
         _exporter("postgres-replica-exporter", instances=lambda s: s.postgres.replicas),
     ),
-    # Under postgres.ha: patroni, etcd is its DCS (absent otherwise).
+    # etcd is Patroni's DCS.
     uses=("etcd",),
     compose_service=compose_service,
     template_context=template_context,
-    settings_problems=_settings_problems,
-    # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
+    # Its nodes reach each other by service name: one host (several hosts: docs/data-tier.md).
     single_host=True,
     checks=_checks,
     commands=COMMANDS,
     describe=_describe,
-    # Under patroni, once every node converged: bootstrap.dcs is read at the cluster's first start
-    # only, so each deploy brings the running cluster's dynamic configuration to the settings'
-    # (PATCH /config) and restarts the nodes a postmaster parameter needs, one at a time.
-    live_setup=LiveSetup(reconcile, when=_patroni),
+    # Once every node converged: bootstrap.dcs is read at the cluster's first start only, so each
+    # deploy brings the running cluster's dynamic configuration to the settings' (PATCH /config)
+    # and restarts the nodes a postmaster parameter needs, one at a time.
+    live_setup=LiveSetup(reconcile),
     live_plan=plan_config,
     config_hash_part=_config_hash_part,
 )

@@ -1,8 +1,6 @@
-"""`make pg-backup` (a base backup now) and `make pg-restore` (a fresh server from one).
-
-Under ``postgres.ha: scripts`` through the backup service (pg_basebackup + pg_receivewal:
-files/postgres/backup.sh, restore.sh); under ``patroni`` through pgBackRest on the node Patroni
-calls leader (files/postgres/pgbackrest-node.py; the repository is the ``pgbackrest`` volume)."""
+"""`make pg-backup` (a backup now) and `make pg-restore` (a fresh server from one), through
+pgBackRest on the node Patroni calls leader (files/postgres/pgbackrest-node.py; the repository
+is the ``pgbackrest`` volume)."""
 
 from __future__ import annotations
 
@@ -20,10 +18,6 @@ from shipyard.settings import EnvironmentSettings
 
 
 _PGBACKREST = ["python3", f"{CONF}/pgbackrest-node.py"]
-
-
-def _patroni(settings: EnvironmentSettings) -> bool:
-    return settings.postgres.ha == "patroni"
 
 
 def leader(settings: EnvironmentSettings) -> str:
@@ -52,33 +46,19 @@ def _on_leader(settings: EnvironmentSettings, node: str, args: list[str], what: 
 
 
 def pg_backup(settings: EnvironmentSettings, kind: str | None = None) -> str:
-    """One backup now; returns its report line. Under patroni a pgBackRest backup on the leader
-    (``kind`` full, diff or incr; default: full when the repository has none, else incr)."""
-    if _patroni(settings):
-        if kind not in (None, "full", "diff", "incr"):
-            raise ShipyardError(f"make pg-backup ENV={settings.name}", f"TYPE {kind!r} is not a backup type",
-                                "use TYPE=full, TYPE=diff or TYPE=incr (or none: full when there is none, else incr)")
-        node = leader(settings)
-        return _on_leader(settings, node, ["backup", *([kind] if kind else [])], "the backup").strip().splitlines()[-1]
-    if kind is not None:
-        raise ShipyardError(f"make pg-backup ENV={settings.name}", "TYPE is for postgres.ha: patroni (pgBackRest)",
-                            "leave TYPE out: the scripts mode takes base backups only")
-    code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "now"])
-    if code != 0:
-        raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"backup failed: {err[-500:]}",
-                            "check that the primary is healthy and the replication role exists")
-    return out.strip().splitlines()[-1]
+    """One pgBackRest backup on the leader now (``kind`` full, diff or incr; default: full when
+    the repository has none, else incr); returns its report line."""
+    if kind not in (None, "full", "diff", "incr"):
+        raise ShipyardError(f"make pg-backup ENV={settings.name}", f"TYPE {kind!r} is not a backup type",
+                            "use TYPE=full, TYPE=diff or TYPE=incr (or none: full when there is none, else incr)")
+    node = leader(settings)
+    return _on_leader(settings, node, ["backup", *([kind] if kind else [])], "the backup").strip().splitlines()[-1]
 
 
 def backups(settings: EnvironmentSettings) -> list[str]:
-    if _patroni(settings):
-        listed = _on_leader(settings, leader(settings), ["list"], "listing the backups")
-        return [line.split()[0] for line in listed.splitlines() if line.strip()]
-    code, out, err = run_in(settings, "postgres-backup", ["bash", f"{CONF}/backup.sh", "list"])
-    if code != 0:
-        raise ShipyardError(f"environment {settings.name}, service postgres-backup", f"cannot list backups: {err[-300:]}",
-                            "check the backup service: make logs ENV=.. SERVICE=postgres-backup")
-    return out.split()
+    """The repository's backup labels, oldest first."""
+    listed = _on_leader(settings, leader(settings), ["list"], "listing the backups")
+    return [line.split()[0] for line in listed.splitlines() if line.strip()]
 
 
 def restore_container(settings: EnvironmentSettings) -> str:
@@ -88,20 +68,18 @@ def restore_container(settings: EnvironmentSettings) -> str:
 def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: str | None = None,
                timeout_s: float = 120) -> tuple[str, int]:
     """Start a fresh PostgreSQL (container <project>-pg-restore, own volume, no published port)
-    from a base backup (default: the newest) plus the WAL archive, replayed to its end or to
-    the time ``until``; return (backup, rows in the tasks table once recovery has finished)."""
+    from a pgBackRest backup (default: the newest) plus the WAL archive, replayed to its end or
+    to the time ``until``; return (backup, rows in the tasks table once recovery has finished)."""
     if until is not None:
         try:
             dt.datetime.fromisoformat(until)
         except ValueError:
             raise ShipyardError(f"environment {settings.name}", f"UNTIL {until!r} is not a time",
                                 "give an ISO time such as '2026-11-24 08:00:00+00:00' (no zone: UTC)") from None
-    source = "postgres"
-    if _patroni(settings):
-        # Everything committed so far into the archive first (pgbackrest check: a WAL switch,
-        # archived), so a restore to the end has it: the archive is per segment, not per record.
-        source = leader(settings)
-        _on_leader(settings, source, ["flush"], "flushing the WAL archive")
+    # Everything committed so far into the archive first (pgbackrest check: a WAL switch,
+    # archived), so a restore to the end has it: the archive is per segment, not per record.
+    source = leader(settings)
+    _on_leader(settings, source, ["flush"], "flushing the WAL archive")
     available = backups(settings)
     if not available:
         raise ShipyardError(f"environment {settings.name}", "has no complete base backup yet",
@@ -118,17 +96,12 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: 
     volumes = {f"{name}-data": {"bind": "/var/lib/postgresql/data", "mode": "rw"},
                f"{project_dir}/postgres": {"bind": CONF, "mode": "ro"},
                f"{project_dir}/secrets/postgres/postgres_password": {"bind": "/run/secrets/postgres_password", "mode": "ro"}}
-    environment = {}
-    if _patroni(settings):
-        # pgbackrest restore into the container's own volume, then PostgreSQL replaying the
-        # archive (archive_mode off: it never pushes into the repository it reads).
-        argv = [*_PGBACKREST, "restore", "--set", chosen, *(["--until", until] if until else [])]
-        volumes[f"{settings.compose_project}_{pgbackrest.VOLUME}"] = {"bind": pgbackrest.REPO_PATH, "mode": "ro"}
-        environment = {"PGDATA": PGDATA, "PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}",
-                       "PGBACKREST_STANZA": pgbackrest.stanza(settings.name)}
-    else:
-        argv = ["bash", f"{CONF}/restore.sh", chosen, *([until] if until else [])]
-        volumes[f"{settings.compose_project}_pgbackups"] = {"bind": "/backups", "mode": "ro"}
+    # pgbackrest restore into the container's own volume, then PostgreSQL replaying the archive
+    # (archive_mode off: it never pushes into the repository it reads).
+    argv = [*_PGBACKREST, "restore", "--set", chosen, *(["--until", until] if until else [])]
+    volumes[f"{settings.compose_project}_{pgbackrest.VOLUME}"] = {"bind": pgbackrest.REPO_PATH, "mode": "ro"}
+    environment = {"PGDATA": PGDATA, "PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}",
+                   "PGBACKREST_STANZA": pgbackrest.stanza(settings.name)}
     try:
         # As root: the script prepares the data directory, then drops to the server's uid.
         restored = client.containers.run(
@@ -137,13 +110,13 @@ def pg_restore(settings: EnvironmentSettings, backup: str | None = None, until: 
     except docker.errors.DockerException as exc:
         raise ShipyardError(f"environment {settings.name}", f"cannot start the restore container: {exc}",
                             f"remove a leftover one: docker rm -f {name}") from None
-    count = ["bash", f"{CONF}/restore.sh", "count", settings.postgres.user, settings.postgres.database]
+    count = [*_PGBACKREST, "count", settings.postgres.user, settings.postgres.database]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         # It answers read-only while it still replays the archive: count once recovery is over.
         restored.reload()
         if restored.status == "exited":
-            break  # restore.sh failed: its logs say why
+            break  # the restore failed: its logs say why
         if restored.status == "running":
             result = restored.exec_run(count, demux=True)
             in_recovery, _, rows = ((result.output or (b"", b""))[0] or b"").decode().strip().partition("|")

@@ -1,8 +1,7 @@
 """PostgreSQL's operator commands: `make pg-backup`, `pg-restore`, `pg-promote`, `pg-rebuild`,
-`pg-restart`, and the deploy's live step under Patroni (``reconcile``, ``plan_config``). The
-drills behind them are ``backups.py`` and ``promote.py`` (postgres.ha: scripts) and
-``patroni_api.py`` (postgres.ha: patroni, decisions in ``patroni_decide.py``); each is imported
-when run."""
+`pg-restart`, and the deploy's live step (``reconcile``, ``plan_config``). Behind them:
+``patroni_api.py`` (Patroni's REST API, decisions in ``patroni_decide.py``) and ``backups.py``
+(pgBackRest); each is imported when run."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ def desired_config(settings) -> dict:
 
 
 def reconcile(ctx: CommandContext) -> list[str]:
-    """The deploy's live step under postgres.ha: patroni, once every node converged: the cluster's
+    """The deploy's live step, once every node converged: the cluster's
     dynamic configuration made what the settings say (PATCH /config), then the restarts a
     postmaster parameter needs, node by node (Component.live_setup)."""
     return _patroni(ctx.settings).reconcile(desired_config(ctx.settings))
@@ -65,59 +64,35 @@ def plan_config(settings) -> list[str]:
 
 
 def _promote(ctx: CommandContext) -> int:
-    from shipyard.components.postgres.promote import check_node, pg_promote
+    from shipyard.components.postgres.roles import check_node
 
     settings = ctx.settings
     node = ctx.options.get("to") or ctx.options.get("replica")
     if node:
         check_node(settings, node)
-    if settings.postgres.ha == "patroni":
-        with ctx.lock():  # a deploy's reconcile restarts nodes: not beside a switchover
-            done = _patroni(settings).switch_over(node, force=ctx.options["force"])
-        streaming = (f"; {done.old} streams from it {done.streaming_s:.2f}s after the request"
-                     if done.streaming_s is not None else "")
-        print(f"{settings.name}: Patroni {done.action} {done.old or '(no leader)'} -> {done.new}: Patroni answered "
-              f"after {done.answered_s:.2f}s, {done.new} out of recovery {done.writable_s:.2f}s after the request"
-              f"{streaming}")
-        return 0
-    if not node:
-        from shipyard.errors import ShipyardError
-
-        raise ShipyardError(f"make pg-promote ENV={settings.name}", "names no replica (postgres.ha: scripts)",
-                            f"name the one to promote: make pg-promote ENV={settings.name} TO=postgres-replica-1")
-    # Under the deploy lock: a rollout meanwhile would start the stopped old primary.
-    with ctx.lock():
-        done = pg_promote(settings, node, force=ctx.options["force"])
-    without = f" ({done.writes_unavailable_s:.2f}s without a primary)" if done.writes_unavailable_s is not None else ""
-    print(f"{settings.name}: PostgreSQL primary {done.old_primary} -> {done.new_primary}; writes accepted "
-          f"{done.promote_s:.2f}s after the promote{without}; {done.old_primary} rebuilt as a replica in "
-          f"{done.rebuild_s:.1f}s")
+    with ctx.lock():  # a deploy's reconcile restarts nodes: not beside a switchover
+        done = _patroni(settings).switch_over(node, force=ctx.options["force"])
+    streaming = (f"; {done.old} streams from it {done.streaming_s:.2f}s after the request"
+                 if done.streaming_s is not None else "")
+    print(f"{settings.name}: Patroni {done.action} {done.old or '(no leader)'} -> {done.new}: Patroni answered "
+          f"after {done.answered_s:.2f}s, {done.new} out of recovery {done.writable_s:.2f}s after the request"
+          f"{streaming}")
     return 0
 
 
 def _rebuild(ctx: CommandContext) -> int:
-    from shipyard.components.postgres.promote import check_node, pg_rebuild
+    from shipyard.components.postgres.roles import check_node
 
     node = ctx.options["node"]
     check_node(ctx.settings, node)
-    if ctx.settings.postgres.ha == "patroni":
-        with ctx.lock():
-            took = _patroni(ctx.settings).reinitialize(node)
-        print(f"{ctx.settings.name}: {node} reinitialised by Patroni (wiped, cloned from the leader) and streaming "
-              f"after {took:.1f}s")
-        return 0
     with ctx.lock():
-        took = pg_rebuild(ctx.settings, node)
-    print(f"{ctx.settings.name}: {node} cloned again from the primary and streaming after {took:.1f}s")
+        took = _patroni(ctx.settings).reinitialize(node)
+    print(f"{ctx.settings.name}: {node} reinitialised by Patroni (wiped, cloned from the leader) and streaming "
+          f"after {took:.1f}s")
     return 0
 
 
 def _restart(ctx: CommandContext) -> int:
-    from shipyard.errors import ShipyardError
-
-    if ctx.settings.postgres.ha != "patroni":
-        raise ShipyardError(f"make pg-restart ENV={ctx.settings.name}", "only under postgres.ha: patroni",
-                            "under scripts a changed setting recreates the nodes at the deploy (make deploy)")
     cluster = _patroni(ctx.settings)
     with ctx.lock():
         pending = cluster.pending()
@@ -127,22 +102,24 @@ def _restart(ctx: CommandContext) -> int:
 
 
 COMMANDS = (
-    Command("pg-backup", "a base backup now (they also run every postgres.backup_interval_s)", _backup,
-            (Option("type", "under postgres.ha: patroni, the pgBackRest backup type: full, diff or incr (default: full "
-                    "when there is none, else incr)", example="full"),), changes=True),
-    Command("pg-restore", "a fresh PostgreSQL from a base backup + the WAL archive (to its end or UNTIL)", _restore,
-            (Option("backup", "/backups/base-<time>, under patroni a pgBackRest label (default: the newest)"),
+    Command("pg-backup", "a pgBackRest backup on the leader now (they also run every postgres.backup_interval_s)",
+            _backup,
+            (Option("type", "the backup type: full, diff or incr (default: full when there is none, else incr)",
+                    example="full"),), changes=True),
+    Command("pg-restore", "a fresh PostgreSQL from a backup + the WAL archive (to its end or UNTIL)", _restore,
+            (Option("backup", "a pgBackRest backup label (default: the newest)"),
              Option("until", "replay the WAL archive up to this time (default: all of it)",
                     example="'2026-11-24 08:00:00+00'")), changes=True),
-    Command("pg-promote", "make a replica the primary (no commit lost; FORCE=1 when the primary is dead: what it "
-            "had not sent is lost); under patroni a switchover", _promote,
-            (Option("to", "the node to promote (patroni: default the sync standby / least lag)",
+    Command("pg-promote", "a Patroni switchover to a replica (no commit lost; FORCE=1 when the leader is dead: a "
+            "failover, what it had not sent is lost)", _promote,
+            (Option("to", "the node to promote (default: the sync standby, else the least lag)",
                     example="postgres-replica-1"),
-             Option("replica", "the same as TO (scripts mode's name)", example="postgres-replica-1"),
-             Option("force", "promote although no primary answers (commits it had not sent are lost)", flag=True)),
+             Option("replica", "the same as TO (its older name)", example="postgres-replica-1"),
+             Option("force", "fail over although the leader does not answer (commits it had not sent are lost)",
+                    flag=True)),
             changes=True),
-    Command("pg-rebuild", "wipe a PostgreSQL replica and clone it again from the primary (patroni: reinit)", _rebuild,
+    Command("pg-rebuild", "wipe a PostgreSQL replica and clone it again from the leader (Patroni's reinit)", _rebuild,
             (Option("node", "the replica to clone again", required=True, example="postgres-replica-1"),), changes=True),
     Command("pg-restart", "restart the PostgreSQL nodes Patroni says need it (a postmaster parameter changed): "
-            "replicas first, the leader by a switchover (postgres.ha: patroni)", _restart, changes=True),
+            "replicas first, the leader by a switchover", _restart, changes=True),
 )

@@ -1,4 +1,4 @@
-"""Patroni's least-privilege access to etcd (``postgres.ha: patroni``): a user whose one role may
+"""Patroni's least-privilege access to etcd: a user whose one role may
 read and write the keys under the cluster's prefix (patroni.key_prefix) and nothing else, and
 etcd's authentication switched on so that an anonymous client may do nothing.
 

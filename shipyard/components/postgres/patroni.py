@@ -1,7 +1,7 @@
-"""PostgreSQL under Patroni (``postgres.ha: patroni``, in progress: docs/data-tier.md, "Patroni").
+"""PostgreSQL under Patroni (docs/data-tier.md).
 
 Pure: what a node's Patroni config holds, its secret fragments, and the etcd access Patroni gets.
-Deployed by the component's services under ``postgres.ha: patroni``; tests/patroni/ boots three
+Deployed by the component's services; tests/patroni/ boots three
 real nodes from this very config.
 
 Patroni reads a *directory* as its config, merging every ``*.yml`` in it in name order
@@ -29,12 +29,12 @@ ETCD_CLIENT_PORT = 2379
 NAMESPACE = "/patroni/"
 ETCD_USER = "patroni"
 ETCD_ROLE = "patroni"
-REPLICATION_USER = "replicator"  # the role the scripts mode made too: one name for both modes
+REPLICATION_USER = "replicator"  # the name clusters made before Patroni used as well
 REWIND_USER = "rewinder"  # pg_rewind's: EXECUTE on four file functions, no superuser (Patroni grants them)
 API_USER = "patroni"  # changes through the REST API (switchover, restart) need it; reads do not
 
 # The fragments Patroni merges with patroni.yml (a deep merge: they add keys, order does not
-# matter). postgres_password and replication_password are the secrets the scripts mode has.
+# matter). postgres_password and replication_password are also delivered raw (rotate.sh).
 SECRETS = (
     SecretFile("patroni-superuser.yml", "postgres_password", template="secrets/patroni-superuser.yml.j2"),
     SecretFile("patroni-replication.yml", "replication_password", template="secrets/patroni-replication.yml.j2"),
@@ -89,18 +89,18 @@ def template_names() -> dict[str, str]:
 
 
 def config_vars(env: str, settings, node: str | None, addresses: NodeAddresses, paths: NodePaths,
-                etcd_hosts: list[str], permanent_slots: tuple[str, ...] = (), archive: bool = True) -> dict[str, Any]:
+                etcd_hosts: list[str], archive: bool = True) -> dict[str, Any]:
     """The variables of templates/postgres/patroni.yml.j2 for one node (``node`` None: for every
     node, each naming itself through its environment). ``settings``: the ``postgres`` section.
     Addresses and paths are arguments so the tests run real nodes from this very template on
-    loopback ports and temporary directories. ``permanent_slots``: physical slots Patroni keeps.
+    loopback ports and temporary directories.
     ``archive``: the WAL archive and restore through pgBackRest (pgbackrest.py)."""
     patroni = settings.patroni
     wal = ({"command": pgbackrest.archive_command(env), "restore_command": pgbackrest.restore_command(env),
             "timeout_s": pgbackrest.ARCHIVE_TIMEOUT_S} if archive else None)
     return {"env": env, "scope": scope(env), "namespace": NAMESPACE, "node": node, "postgres": settings,
             "addresses": addresses, "paths": paths, "etcd_hosts": etcd_hosts, "etcd_user": ETCD_USER,
-            "permanent_slots": permanent_slots, "archive": wal,
+            "archive": wal,
             "dcs": {"ttl": patroni.ttl_s, "loop_wait": patroni.loop_wait_s, "retry_timeout": patroni.retry_timeout_s,
                     "synchronous_mode": patroni.synchronous,
                     "failsafe_mode": patroni.failsafe,

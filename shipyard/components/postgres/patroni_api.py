@@ -1,4 +1,4 @@
-"""Patroni's REST API, driven (``postgres.ha: patroni``): `make pg-promote` (a switchover, or a
+"""Patroni's REST API, driven: `make pg-promote` (a switchover, or a
 failover with ``FORCE=1``), `make pg-rebuild` (a reinit), `make pg-restart` and the deploy's
 reconcile of the dynamic configuration. The decisions are patroni_decide.py's (pure); this is the
 thin layer of calls and bounded waits.

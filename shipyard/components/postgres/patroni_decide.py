@@ -1,5 +1,4 @@
-"""What to ask Patroni for, decided from what its REST API reports (``postgres.ha: patroni``;
-docs/data-tier.md, "Switchover and rebuild", "Settings reaching a running cluster"). Pure: the
+"""What to ask Patroni for, decided from what its REST API reports (docs/data-tier.md, "Switchover and rebuild", "Settings reaching a running cluster"). Pure: the
 documents of ``GET /cluster`` and ``GET /config`` and the rendered ``patroni.yml`` in, a decision
 or a ShipyardError (where, what, the fix) out. patroni_api.py makes the calls.
 

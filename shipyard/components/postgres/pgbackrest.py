@@ -1,4 +1,4 @@
-"""Backups under Patroni (``postgres.ha: patroni``): pgBackRest (Debian bookworm's 2.45).
+"""Backups under Patroni: pgBackRest (Debian bookworm's 2.45).
 
 Pure: what ``pgbackrest.conf`` holds, the stanza's name and the archive and restore commands
 Patroni puts in PostgreSQL's configuration. docs/data-tier.md, "Backups with pgBackRest".
@@ -23,8 +23,8 @@ REPO_PATH = "/var/lib/pgbackrest"
 # zstd: about gzip's ratio at several times its speed (the Debian build links libzstd).
 COMPRESS_TYPE = "zst"
 # A segment is archived when full or after this long with writes in it: how much WAL a loss of
-# every node (the archive is all that is left) may lose, where the scripts mode's pg_receivewal
-# streamed every record. `make pg-restore` forces a switch first (pgbackrest check), so a
+# every node (the archive is all that is left) may lose (the removed scripts mode's
+# pg_receivewal streamed every record). `make pg-restore` forces a switch first (pgbackrest check), so a
 # restore of a live cluster has everything committed before it.
 ARCHIVE_TIMEOUT_S = 60
 

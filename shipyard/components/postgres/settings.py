@@ -1,8 +1,6 @@
-"""``SHIPYARD.postgres``: the PostgreSQL primary, its streaming replicas and backups."""
+"""``SHIPYARD.postgres``: PostgreSQL under Patroni, its replicas and backups."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -12,7 +10,7 @@ _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 class PatroniSettings(Strict):
-    """How Patroni decides a failover (``postgres.ha: patroni``; docs/data-tier.md, "Patroni").
+    """How Patroni decides a failover (docs/data-tier.md).
     The defaults aim at a failover within 15 s: the leader's key in etcd lives ``ttl_s``, so a
     dead leader is replaced about ``ttl_s`` after its last renewal."""
 
@@ -40,6 +38,13 @@ class PatroniSettings(Strict):
 
 
 class PostgresSettings(Strict):
+    """PostgreSQL under Patroni: ``postgres`` and ``replicas`` more nodes, etcd as the DCS,
+    pgBackRest for backups (docs/data-tier.md)."""
+
+    retired = {"ha": ("Patroni is the only way PostgreSQL runs now (etcd as its DCS, pgBackRest for backups); "
+                      "the home-made 'scripts' mode and the choice between the two are gone",
+                      "nothing replaces it (an environment deployed under ha: scripts keeps none of its PostgreSQL "
+                      "data through the switch: docs/data-tier.md, \"Leaving the scripts mode\")")}
     database: str = Field("tasks", pattern=_IDENT, description="database name (lower-case identifier)")
     user: str = Field("tasks", pattern=_IDENT, description="owner role of the database (lower-case identifier)")
     max_connections: int = Field(100, ge=10, le=5000)
@@ -49,16 +54,13 @@ class PostgresSettings(Strict):
     max_slot_wal_keep_size_mb: int = Field(1024, ge=64,
                                            description="WAL a replication slot may hold back before the replica is cut off")
     replica_max_lag_mb: int = Field(16, ge=1, description="a replica further behind than this is unhealthy")
-    backup_interval_s: int = Field(3600, ge=60, description="seconds between scheduled base backups (under patroni: "
-                                                            "a pgBackRest backup when the newest is older than this)")
-    backup_keep: int = Field(3, ge=1, le=100, description="base backups kept (older ones are deleted); under patroni: "
-                                                          "full backups kept (pgBackRest's repo1-retention-full)")
+    backup_interval_s: int = Field(3600, ge=60, description="a scheduled pgBackRest backup is taken when the newest "
+                                                            "is older than this many seconds")
+    backup_keep: int = Field(3, ge=1, le=100, description="full backups kept, with their incrementals and WAL "
+                                                          "(pgBackRest's repo1-retention-full)")
     backup_full_interval_s: int = Field(604800, ge=60,
-                                        description="under patroni: a scheduled backup is full when the newest full one "
-                                                    "is older than this, incremental otherwise")
-    backup_processes: int = Field(2, ge=1, le=32, description="under patroni: pgBackRest's process-max (parallel "
-                                                              "compression and transfer of a backup or restore)")
-    ha: Literal["scripts", "patroni"] = Field(
-        "scripts", description="who runs replication and failover: 'scripts' (node.sh, make pg-promote) or 'patroni' "
-                               "(automatic failover, etcd as its DCS, images.source local only; docs/data-tier.md, \"Patroni\")")
+                                        description="a scheduled backup is full when the newest full one is older "
+                                                    "than this, incremental otherwise")
+    backup_processes: int = Field(2, ge=1, le=32, description="pgBackRest's process-max (parallel compression and "
+                                                              "transfer of a backup or restore)")
     patroni: PatroniSettings = PatroniSettings()

@@ -1,21 +1,12 @@
-"""`make status`: each PostgreSQL node's role as the nodes themselves report it (which one is
-the primary changes at run time), replication lag, and the backups' state. Under
-``postgres.ha: patroni``: Patroni's view from its REST API in each node (leader, members,
-state, timeline, lag)."""
+"""`make status`: each PostgreSQL node as Patroni sees it, from its REST API in the node
+(leader and members, or role of which leader, state, timeline, lag): which node leads changes
+at run time."""
 
 from __future__ import annotations
 
 import json
 
-from shipyard.components.postgres import CONF, patroni
-
-_CONNINFO = "host=127.0.0.1 user=replicator dbname=postgres connect_timeout=3 passfile=/run/secrets/replication_pgpass"
-_ROLE_SQL = (
-    "SELECT CASE WHEN pg_is_in_recovery() THEN 'replica' || coalesce(' of ' || (SELECT sender_host FROM "
-    "pg_stat_wal_receiver WHERE status = 'streaming'), ', NOT streaming') || ', replay lag ' || "
-    "pg_size_pretty(coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)) "
-    "ELSE 'primary, streaming to ' || coalesce((SELECT string_agg(application_name, ', ' ORDER BY application_name) "
-    "FROM pg_stat_replication WHERE state = 'streaming'), 'nobody') END")
+from shipyard.components.postgres import patroni
 
 
 def describe(settings, containers: dict) -> dict[str, str]:
@@ -24,17 +15,7 @@ def describe(settings, containers: dict) -> dict[str, str]:
     for name, container in containers.items():
         if container.status != "running" or "-exporter" in name:  # exporters: their scrape says
             continue
-        if name == "postgres-backup":
-            result = container.exec_run(["bash", f"{CONF}/backup.sh", "check"])
-            text = (result.output or b"").decode(errors="replace").strip()
-            out[name] = "backups current, WAL archive streaming" if result.exit_code == 0 else text
-            continue
-        if settings.postgres.ha == "patroni":
-            out[name] = _patroni_view(name, container)
-            continue
-        result = container.exec_run(["psql", _CONNINFO, "-qtAX", "-c", _ROLE_SQL])
-        text = (result.output or b"").decode(errors="replace").strip()
-        out[name] = text if result.exit_code == 0 else f"does not answer: {text[-200:]}"
+        out[name] = _patroni_view(name, container)
     return out
 
 

@@ -72,10 +72,7 @@ def _datatier_context(ctx) -> dict[str, Any]:
             "consul_servers": bool(ctx.instances_of("consul", "consul")),
             "pg_max_lag_bytes": postgres.replica_max_lag_mb * 1024 * 1024,
             "pg_backup_interval_s": postgres.backup_interval_s,
-            # The WAL archive may be behind by as much as a replica may (it streams the same WAL).
-            "wal_archive_slot": "postgres_backup", "disk_free_min": prom.host_disk_free_min,
-            # Under patroni the archive is pgBackRest's archive_command, not a slot.
-            "pg_archive_command": postgres.ha == "patroni",
+            "disk_free_min": prom.host_disk_free_min,
             "memory_available_min": prom.host_memory_available_min}
 
 

@@ -80,7 +80,7 @@ def test_the_platform_connects_as_its_own_roles_never_as_a_superuser(target):
         return out.strip()
 
     primary = next(n for n in node_names(target.settings) if ask(n, "SELECT pg_is_in_recovery()") == "f")
-    # Under postgres.ha: patroni the node's own Patroni is a superuser session from loopback, and
+    # The node's own Patroni is a superuser session from loopback, and
     # pgBackRest (its backups, `pgbackrest check`) one over the node's socket: the HA agent and the
     # backup tool on the node itself, not the platform.
     sessions = ask(primary, "SELECT r.rolname, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename "

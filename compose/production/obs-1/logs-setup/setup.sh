@@ -9,7 +9,9 @@
 umask 077
 set -eu
 # STORE: the stand-in store applies this script to itself at its start (image/logstore).
-store="${STORE:-http://elasticsearch-1:9200}"
+store="${STORE:-https://elasticsearch-1:9200}"
+# HTTPS: the node's certificate is checked against the CA that issued it (and its name).
+store_ca="/run/secrets/store-ca.crt"
 # Bounded waits: a store that does not answer fails this job with what it last said.
 wait_s=300
 
@@ -18,11 +20,11 @@ auth_as() {  # auth_as <file>: elastic's password from that file, as a header fi
 }
 
 status_of() {  # status_of <path>: the HTTP status of a GET as elastic (000: no answer)
-    curl -s -o /tmp/answer -w '%{http_code}' -H @/tmp/auth "$store$1" || true
+    curl -s -o /tmp/answer -w '%{http_code}' --cacert "$store_ca" -H @/tmp/auth "$store$1" || true
 }
 
 send() {  # send <method> <path> <body file> [an answer also taken]: fails on any other answer but 2xx, and prints it
-    answer=$(curl -sS -o /tmp/answer -w '%{http_code}' -X "$1" "$store$2" -H @/tmp/auth \
+    answer=$(curl -sS -o /tmp/answer -w '%{http_code}' --cacert "$store_ca" -X "$1" "$store$2" -H @/tmp/auth \
              -H 'Content-Type: application/json' --data-binary "@$3") || { echo "logs-setup: $store$2: no answer" >&2; exit 1; }
     case "$answer" in
         2*|"${4:-2xx}") echo "logs-setup: $1 $2: $answer" ;;
@@ -65,7 +67,9 @@ BODY
     esac
     if [ "$waited" -ge "$wait_s" ]; then
         echo "logs-setup: the store at $store did not let elastic in within ${wait_s}s (last answer $code:" \
-             "$(cat /tmp/answer 2>/dev/null)); see \`make logs SERVICE=elasticsearch\`" >&2
+             "$(cat /tmp/answer 2>/dev/null); 000: no answer, or a certificate not of the CA in $store_ca" \
+             "for that name — \`make secrets-rotate NAME=elasticsearch_http_tls\` issues one);" \
+             "see \`make logs SERVICE=elasticsearch\`" >&2
         exit 1
     fi
     sleep 2; waited=$((waited + 2))

@@ -3,9 +3,9 @@
 # superuser, on whichever node is the primary now, it makes (idempotently, at every deploy):
 # - the exporters' role $PG_EXPORTER_ROLE: LOGIN, member of pg_monitor and nothing else, its
 #   password from the secret file pg_exporter_password (a rotated one is set by the job's rerun);
-# - shipyard_monitor.base_backup: one row, the time the last base backup completed, written by
-#   the backup service (as the replication role, INSERT/UPDATE only) and read by every node's
-#   exporter (it replicates), which is how "last base backup too old" becomes a metric.
+# - shipyard_monitor.base_backup: one row, the time the last backup completed, written by the
+#   leader's pgbackrest-node.py (as the superuser) and read by every node's exporter (it
+#   replicates), which is how "last base backup too old" becomes a metric.
 # Environment (set by the render): PG_NODES, PG_SUPERUSER, PG_EXPORTER_ROLE.
 # Values reach psql through a file (\set with backticks) and its environment, never a command line.
 set -Eeuo pipefail
@@ -33,8 +33,8 @@ SET log_min_duration_statement = -1;
 SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 5 PASSWORD :'pw';
 GRANT pg_monitor TO :"role";
--- The replication role's health and status queries read pg_stat_wal_receiver's details (the
--- scripts mode's initdb grants it too; Patroni makes the role without it).
+-- The replication role's queries (make verify, the drills) read pg_stat_wal_receiver's details;
+-- Patroni makes the role without this.
 GRANT pg_read_all_stats TO replicator;
 CREATE SCHEMA IF NOT EXISTS shipyard_monitor;
 CREATE TABLE IF NOT EXISTS shipyard_monitor.base_backup (
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS shipyard_monitor.base_backup (
 REVOKE ALL ON SCHEMA shipyard_monitor FROM PUBLIC;
 GRANT USAGE ON SCHEMA shipyard_monitor TO :"role", replicator;
 GRANT SELECT ON shipyard_monitor.base_backup TO :"role";
-GRANT SELECT, INSERT, UPDATE ON shipyard_monitor.base_backup TO replicator;
+-- Written by the superuser only (pgbackrest-node.py); the replication role wrote it before Patroni.
+REVOKE INSERT, UPDATE ON shipyard_monitor.base_backup FROM replicator;
 SQL
 echo "postgres-setup: role $PG_EXPORTER_ROLE (pg_monitor) and shipyard_monitor.base_backup ready on $primary"

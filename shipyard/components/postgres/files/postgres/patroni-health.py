@@ -1,8 +1,8 @@
 """Shipped by Shipyard (shipyard/components/postgres/files/): container health of a node under
-Patroni (postgres.ha: patroni), from Patroni's own REST API on the node (loopback, reads need
+Patroni, from Patroni's own REST API on the node (loopback, reads need
 no credentials). Healthy: PostgreSQL runs (/health) and the node is ready (/readiness: the
 leader, or a running node of a cluster that has one); a replica besides within
-$PG_REPLICA_MAX_LAG_BYTES of the leader (/replica?lag=). Run by health.sh."""
+$PG_REPLICA_MAX_LAG_BYTES of the leader (/replica?lag=). The container health check runs it."""
 
 import json
 import os

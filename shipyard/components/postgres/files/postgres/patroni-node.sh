@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Shipped by Shipyard (shipyard/components/postgres/files/): a PostgreSQL node under Patroni
-# (postgres.ha: patroni). Started as root by the image's entrypoint; hands the data volume to
+# Shipped by Shipyard (shipyard/components/postgres/files/): a PostgreSQL node under Patroni.
+# Started as root by the image's entrypoint; hands the data volume to
 # postgres, makes Patroni's config directory — the rendered patroni.yml and the node's secret
 # fragments (/run/secrets/patroni-*.yml, mode 0400), linked side by side, which Patroni merges —
 # and becomes Patroni (PID 1), as postgres. Patroni runs PostgreSQL: initdb on the first node to

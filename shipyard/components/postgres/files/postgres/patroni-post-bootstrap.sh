@@ -3,7 +3,7 @@
 # on the node that initialised the cluster, before it serves as the leader:
 #   patroni-post-bootstrap.sh CONNSTRING   (Patroni's superuser connection, its password in
 #   the PGPASSFILE Patroni sets)
-# It makes the database the scripts mode's image entrypoint makes (POSTGRES_DB): $PG_DATABASE,
+# It makes the database (what an image entrypoint's POSTGRES_DB would): $PG_DATABASE,
 # owned by the superuser. Roles are Patroni's (replicator, rewinder) and the setup job's.
 set -Eeuo pipefail
 psql "${1:?usage: $0 CONNSTRING}" -XAtq -v ON_ERROR_STOP=1 -v db="${PG_DATABASE:?PG_DATABASE is not set}" <<'SQL'

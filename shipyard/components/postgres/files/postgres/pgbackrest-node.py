@@ -1,5 +1,5 @@
 """Shipped by Shipyard (shipyard/components/postgres/files/): pgBackRest on a node under Patroni
-(postgres.ha: patroni; docs/data-tier.md, "Backups with pgBackRest").
+(docs/data-tier.md, "Backups with pgBackRest").
 
     python3 pgbackrest-node.py backup [full|diff|incr]   `make pg-backup`: on the leader only;
                                                         no type: full when the repository has no
@@ -20,6 +20,9 @@
                                                         the backup L (default: the newest) into an
                                                         empty $PGDATA, then PostgreSQL replaying the
                                                         archive to its end or to the time T
+    python3 pgbackrest-node.py count USER DATABASE      in that restore container: "in recovery|rows
+                                                        of tasks" once it answers (`make pg-restore`
+                                                        polls it; the password stays inside it)
 
 Every node runs the same loop; only the one Patroni calls the leader (GET /primary: 200 on its
 REST API) acts, so backups follow a failover without anything to reconfigure. pgBackRest itself
@@ -104,8 +107,8 @@ def ensure_stanza() -> None:
 
 
 def record_backup_time() -> None:
-    """shipyard_monitor.base_backup (made by the setup job): the exporters' backup age, as the
-    scripts mode's backup service records it. A backup that cannot say so still counts."""
+    """shipyard_monitor.base_backup (made by the setup job): the exporters' backup age. A backup
+    that cannot say so still counts."""
     sql = ("INSERT INTO shipyard_monitor.base_backup VALUES (1, now()) "
            "ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at")
     env = {**os.environ, "PGPASSFILE": _env("PG_SUPERUSER_PASSFILE")}
@@ -212,8 +215,19 @@ def restore(args: list[str]) -> None:
     os.execvp("postgres", ["postgres", "-D", pgdata, "-c", "archive_mode=off", "-c", "hot_standby=off", *extra])
 
 
+def count(user: str, database: str) -> None:
+    """The restored server's answer, as the database owner over TCP, its password read from the
+    secret file before anything else (the container runs this as root)."""
+    with open("/run/secrets/postgres_password") as secret:
+        password = secret.read().strip()
+    os.execvpe("psql", ["psql", "-h", "127.0.0.1", "-U", user, "-d", database, "-qtAX",
+                        "-c", "SELECT pg_is_in_recovery(), count(*) FROM tasks"], {**os.environ, "PGPASSWORD": password})
+
+
 def main(argv: list[str]) -> int:
     mode, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if mode == "count" and len(rest) == 2:
+        count(*rest)
     if mode != "restore":  # restore prepares its data directory as root first
         become_postgres()
     try:
