@@ -74,10 +74,8 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     now = time.time()
     key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
-        pipe = services.redis.pipeline(transaction=False)
-        pipe.incrby(key, requests)
-        pipe.expire(key, 120)
-        count, _ = await services.within_redis_timeout(pipe.execute())
+        # With the other requests in flight, in one pipeline (``Services.rate_counts``).
+        count = await services.within_redis_timeout(services.rate_counts.submit((key, requests)))
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
         return

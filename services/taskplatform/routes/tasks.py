@@ -55,7 +55,7 @@ async def enqueue(services: Services, tasks: list[dict], what: str, colour: str)
     entries = [(task["id"], queue.stream_for(kinds.queue_of(task["kind"]),
                                              task.get("priority", queue.DEFAULT_PRIORITY), colour)) for task in tasks]
     try:
-        await services.within_redis_timeout(queue.enqueue_many(services.redis, entries))
+        await services.creates.enqueue(entries)  # with the other requests' (``creates``), within the Redis timeout
     except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues them later
         metrics.TASKS_ENQUEUE_FAILED.inc(len(tasks))
         log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
@@ -115,9 +115,8 @@ def create_task_for(max_delay_seconds: float):
         if task.callback_url:
             await check_callbacks(services, tenant_id, {"callback_url": task.callback_url})
         try:
-            made, is_new = await services.store.create(tenant_id, task.kind, task.payload, config.task_max_attempts,
-                                                       task.idempotency_key, task.delay_seconds, task.priority,
-                                                       task.queue, task.callback_url)
+            # With the other creates in flight, in one statement (``creates``): answered once it committed.
+            made, is_new = await services.creates.create(tenant_id, task, config.task_max_attempts)
         except store.IdempotencyKeyReused:
             raise key_reused("this Idempotency-Key") from None
         request.scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
