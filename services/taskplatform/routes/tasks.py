@@ -27,7 +27,7 @@ from taskplatform import deps, gates, kinds, metrics, queue, store
 from taskplatform.scopes import TASKS_READ, TASKS_WRITE, needs
 from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
-from taskplatform.deps import RateLimitedTenant, TaskColour, services_of
+from taskplatform.deps import RateLimitedTenant, services_of, task_colour
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.responses import Task, TaskBatch, TaskPage, answer, links_to
 from taskplatform.routes.webhooks import check_callbacks
@@ -108,7 +108,7 @@ def create_task_for(max_delay_seconds: float):
     and ``delay_seconds`` is bounded by a process setting, so it is made once both are known."""
 
     async def create_task(request: Request, body: create_body(max_delay_seconds), tenant_id: RateLimitedTenant,
-                          colour: TaskColour, idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+                          idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         services = services_of(request)
         config = services.config.config
         task = new_task(config, body, idempotency_key, max_delay_seconds)
@@ -121,7 +121,7 @@ def create_task_for(max_delay_seconds: float):
             raise key_reused("this Idempotency-Key") from None
         request.scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
         if is_new:
-            await created(services, [made], "create", colour)
+            await created(services, [made], "create", task_colour(request))
         return JSONResponse(made, status_code=202, headers={} if is_new else {"Idempotent-Replayed": "true"})
 
     return create_task
@@ -131,7 +131,7 @@ def create_batch_for(max_delay_seconds: float):
     """The batch endpoint (the module says how a batch is created), made as ``create_task_for``."""
 
     async def create_task_batch(request: Request, body: create_batch_body(max_delay_seconds),
-                                tenant_id: RateLimitedTenant, colour: TaskColour):
+                                tenant_id: RateLimitedTenant):
         services = services_of(request)
         config = services.config.config
         if len(body.tasks) > config.batch_max_tasks:
@@ -147,7 +147,7 @@ def create_batch_for(max_delay_seconds: float):
             results = await services.store.create_batch(tenant_id, tasks, config.task_max_attempts)
         except store.IdempotencyKeyReused as exc:
             raise key_reused(f"tasks.{exc.index}.idempotency_key") from None
-        await created(services, [task for task, is_new in results if is_new], "batch create", colour)
+        await created(services, [task for task, is_new in results if is_new], "batch create", task_colour(request))
         return JSONResponse({"items": [{"created": is_new, "task": task} for task, is_new in results]}, status_code=202)
 
     return create_task_batch
@@ -194,10 +194,10 @@ async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTena
                             "only scheduled, queued or retry_wait tasks can be cancelled")
 
 
-async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, colour: TaskColour):
+async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
     services = services_of(request)
     task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-    await enqueue(services, [task], "re-drive", colour)
+    await enqueue(services, [task], "re-drive", task_colour(request))
     return JSONResponse(task, status_code=202)
 
 
