@@ -241,8 +241,9 @@ def pool_state(url: str) -> tuple[float, float, float, float]:
 
 
 def test_the_database_pools_in_use_idle_and_waiting_summed_over_the_api_processes(platform, start_api):
-    """Two processes with one connection each: three creates held on a locked table take both
-    connections, or one while two wait for it."""
+    """Two processes with one connection each: three reads held on a locked table take both
+    connections, or one while two wait for it. (Reads: creates in flight in one process share
+    one INSERT, ``creates``, so two there would hold one connection and wait for none.)"""
     api = start_api(processes=2, TASKS_PG_POOL_SIZE=1, TASKS_PG_ACQUIRE_TIMEOUT_SECONDS=30)
     url, tenant = f"{api.url}/metrics", Tenant(api.url, platform)
     wait_metrics(url, lambda u: pool_state(u) == (0, 2, 0, 2), "two idle connections of two")
@@ -250,13 +251,13 @@ def test_the_database_pools_in_use_idle_and_waiting_summed_over_the_api_processe
                          user=platform.pg.user, password=platform.pg.password) as conn:
         conn.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
         with ThreadPoolExecutor(3) as pool:
-            creates = [pool.submit(tenant.create) for _ in range(3)]
+            reads = [pool.submit(tenant.session.get, f"{api.url}/v1/tasks", timeout=60) for _ in range(3)]
             try:
                 wait_metrics(url, lambda u: (lambda s: s[0] + s[2] == 3 and s[0] + s[1] == 2 and s[2] >= 1)(
-                    pool_state(u)), "three creates holding or waiting for a connection")
+                    pool_state(u)), "three reads holding or waiting for a connection")
             finally:
                 conn.rollback()
-            assert [c.result().status_code for c in creates] == [202] * 3
+            assert [r.result().status_code for r in reads] == [200] * 3
     wait_metrics(url, lambda u: pool_state(u) == (0, 2, 0, 2), "every connection idle again")
 
 
