@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
-from taskplatform import colours, deps, kinds, limits, metrics
+from taskplatform import colours, gates, kinds, limits, metrics
 from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
@@ -41,11 +41,11 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
     # FastAPI's own /openapi.json and /docs are off: ``routes.docs`` serves both (the document
     # per listener, the page with assets from the image).
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open, description=DESCRIPTION,
-                  openapi_url=None, docs_url=None, redoc_url=None, dependencies=[Depends(deps.writes_open)])
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = Services(settings, secrets, config)
     metrics.count_kinds(metrics.TASKS_CREATED)
     metrics.set_release(settings.release_colour, settings.build_version)
-    _add_middleware(app, settings)
+    _add_middleware(app, settings, config)
     install_handlers(app)
     app.add_exception_handler(limits.Overloaded, _overloaded)
     app.openapi = functools.partial(_openapi_with_storable_schemas, app)
@@ -78,11 +78,12 @@ async def _services_open(app: FastAPI):
         await services.stop()
 
 
-def _add_middleware(app: FastAPI, settings: ProcessSettings) -> None:
+def _add_middleware(app: FastAPI, settings: ProcessSettings, config: ConfigSource) -> None:
     if settings.fault_error_share > 0:  # release tests only: in the product not even a middleware
         app.add_middleware(colours.InjectedFaults, share=settings.fault_error_share)
     # Outermost last: the request context (request id, access log, last-resort 500) sees every
-    # request the concurrency limit lets in, the body limit's 413 included.
+    # request the concurrency limit lets in, the body limit's 413 and maintenance's 503 included.
+    app.add_middleware(gates.WritesGate, config=config)
     app.add_middleware(limits.BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestContext)
 

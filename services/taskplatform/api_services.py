@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from taskplatform import api_keys, db_credentials, limits, metrics, queue, schedules, store, webhook_store
+from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, schedules, store,
+                          webhook_store)
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -28,6 +29,9 @@ class Services:
         self.api_keys: api_keys.ApiKeyVerifier | None = None
         self.api_key_store: api_keys.ApiKeyStore | None = None
         self.redis = None
+        self.creates: creates.Creates | None = None
+        # The rate limit's counts of the requests in flight, in one pipeline (``count_requests``).
+        self.rate_counts = batching.Batch(self._count_requests)
         self._pools = []
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None
@@ -58,6 +62,7 @@ class Services:
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
         self.redis = queue.connect_for(s, self.secrets)
+        self.creates = creates.Creates(self.store, self.redis, self.within_redis_timeout)
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
@@ -71,6 +76,15 @@ class Services:
         wait_for: on Python 3.11 wait_for wraps the call in a task of its own, per request."""
         async with asyncio.timeout(self.settings.api_redis_timeout_seconds):
             return await awaitable
+
+    async def _count_requests(self, charges) -> list[int]:
+        """(rate limit key, requests) each, counted in one pipeline: each key's count once its
+        requests are added, as if the charges came one after the other (``deps.charge_rate``)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key, requests in charges:
+            pipe.incrby(key, requests)
+            pipe.expire(key, 120)
+        return (await pipe.execute())[::2]
 
     async def stop(self) -> None:
         for task in (self._watch, self._metering, self._following):

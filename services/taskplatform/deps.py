@@ -1,8 +1,8 @@
-"""The task API's request dependencies, all in one place: the maintenance gate every route
-passes first, the tenant a bearer token names and its rate limit, the streams a task goes on —
-and the process's services (``services_of``). They reach the process's state through
-``request.app.state`` (set by ``create_app``), so routes and dependencies are plain module
-functions. Routes declare them by the ``Annotated`` names at the bottom."""
+"""The task API's request dependencies, all in one place: the tenant a bearer token names and
+its rate limit, the streams a task goes on — and the process's services (``services_of``). (The
+maintenance gate every request passes first is a middleware, ``gates.WritesGate``.) They reach
+the process's state through ``request.app.state`` (set by ``create_app``), so routes and
+dependencies are plain module functions. Routes declare them by the ``Annotated`` names at the bottom."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taskplatform import api_keys, colours, gates
+from taskplatform import api_keys, colours
 from taskplatform.api_services import Services
 from taskplatform.auth import unauthorized
 from taskplatform.errors import ApiError
@@ -32,11 +32,6 @@ def services_of(request: Request) -> Services:
     not a dependency: FastAPI's dependency solver adds ~15 µs to every request for each one,
     here for an attribute read."""
     return request.app.state.services
-
-
-async def writes_open(request: Request) -> None:
-    """A dependency of the whole app (``gates.check_writes_open``): no writes in maintenance."""
-    gates.check_writes_open(services_of(request).config.config, request.method, request.scope["path"])
 
 
 async def principal_of(request: Request,
@@ -74,10 +69,8 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     now = time.time()
     key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
-        pipe = services.redis.pipeline(transaction=False)
-        pipe.incrby(key, requests)
-        pipe.expire(key, 120)
-        count, _ = await services.within_redis_timeout(pipe.execute())
+        # With the other requests in flight, in one pipeline (``Services.rate_counts``).
+        count = await services.within_redis_timeout(services.rate_counts.submit((key, requests)))
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
         return
@@ -93,14 +86,13 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
                    {"Retry-After": str(max(1, 60 - int(now) % 60))})
 
 
-async def task_colour(request: Request) -> str:
+def task_colour(request: Request) -> str:
     """The colour whose streams a task this request creates or re-drives goes on ("": the
-    shared ones; ``colours.task_colour``); its queue and priority pick the stream. Async though
-    it awaits nothing: FastAPI runs a plain-function dependency in its thread pool, a hop to a
-    thread and back on every create for a header read."""
+    shared ones; ``colours.task_colour``); its queue and priority pick the stream. Called by the
+    endpoints, not a dependency: for a header read, FastAPI's solver cost more than the read
+    (and a plain-function dependency would run in its thread pool)."""
     return colours.task_colour(services_of(request).settings.release_colour, request.headers)
 
 
 RateLimitedTenant = Annotated[str, Depends(rate_limited_tenant)]
 Caller = Annotated[Principal, Depends(principal_of)]
-TaskColour = Annotated[str, Depends(task_colour)]

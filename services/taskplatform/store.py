@@ -83,6 +83,14 @@ class NewTask:
     callback_url: str | None = None
 
 
+class Create(NamedTuple):
+    """One create request among those ``TaskStore.create_many`` commits together: whose task,
+    what task, and its attempts."""
+    tenant: str
+    task: NewTask
+    max_attempts: int
+
+
 # The INSERT of both creates, from a relation ``src`` of the columns below (one row of
 # parameters, or a batch's rows): ``scheduled`` with a delay (PostgreSQL's clock), else
 # ``queued``; a (tenant, idempotency key) taken already inserts nothing (the caller reads it).
@@ -99,11 +107,13 @@ _INSERT = (
 _SRC = (("id", "uuid"), ("tenant", "text"), ("kind", "text"), ("payload", "jsonb"), ("max_attempts", "int"),
         ("idempotency_key", "text"), ("delay", "float8"), ("priority", "smallint"), ("queue", "text"),
         ("callback_url", "text"))
-# One create's parameters $1..$10 as that relation; a batch's rows (JSON objects) as it.
+# One create's parameters $1..$10 as that relation; a batch's rows (JSON objects) as it, in the
+# order of the unique index (tenant, idempotency_key) would take its keys: two statements that share
+# keys (two batches, two group-committed creates) wait for each other instead of deadlocking.
 _ONE = (f"(VALUES ({', '.join(f'${n}::{type_}' for n, (_, type_) in enumerate(_SRC, 1))})) "
         f"AS r({', '.join(name for name, _ in _SRC)})")
 _MANY = (f"(SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(ord int, {', '.join(f'{n} {t}' for n, t in _SRC)}) "
-         f"ORDER BY idempotency_key NULLS LAST, ord) AS r")
+         f"ORDER BY idempotency_key NULLS LAST, tenant, ord) AS r")
 _TASK_COLUMNS = ", ".join(f"t.{column}" for column in _COLUMNS.split(", "))
 # The same request under a key: kind, payload (as jsonb: 1.0 and 1 are the same number) and
 # callback URL alike.
@@ -170,6 +180,60 @@ class TaskStore:
         if not row["same_request"]:
             raise IdempotencyKeyReused(idempotency_key)
         return task_json(row), False
+
+    async def create_many(self, creates: Sequence[Create]) -> list[tuple[dict, bool] | Exception]:
+        """``create`` for several requests at once (the API's group commit, ``creates``): their
+        rows in one INSERT, which commits them all or none, then one read of the rows their
+        idempotency keys named already. Each gets what ``create`` would have given it: (task,
+        created), or the exception ``create`` would have raised (``IdempotencyKeyReused``), as
+        an answer. A request with the same (tenant, key) as one before it in the same call is
+        that one's replay, as if they came one after the other. When the statement fails for
+        what a row holds (an error of PostgreSQL's other than its being away), each request
+        goes again alone, so one bad row fails only its own request; PostgreSQL away fails them
+        all (it raises)."""
+        if len(creates) == 1:
+            return [await self._create_one(creates[0])]
+        ids = [uuid.uuid4() for _ in creates]
+        rows = [{"ord": i, "id": str(ids[i]), "tenant": c.tenant, "kind": c.task.kind, "payload": c.task.payload,
+                 "max_attempts": c.max_attempts, "idempotency_key": c.task.idempotency_key,
+                 "delay": c.task.delay_seconds, "priority": c.task.priority, "queue": c.task.queue,
+                 "callback_url": c.task.callback_url} for i, c in enumerate(creates)]
+        try:
+            created = await self.pool.fetch(_INSERT.format(src=_MANY), rows)
+        except UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError:
+            return [await self._create_one(c) for c in creates]
+        answers: list[tuple[dict, bool] | Exception | None] = [None] * len(creates)
+        index_of = {task_id: i for i, task_id in enumerate(ids)}
+        for row in created:
+            answers[index_of[row["id"]]] = (task_json(row), True)
+        replayed = [rows[i] for i, answer in enumerate(answers) if answer is None]
+        if replayed:
+            for row in await self.pool.fetch(
+                    f"SELECT {_TASK_COLUMNS}, {_SAME_REQUEST} AS same_request, r.ord "
+                    f"FROM jsonb_to_recordset($1::jsonb) AS r(ord int, tenant text, kind text, payload jsonb, "
+                    f"  idempotency_key text, callback_url text) "
+                    f"JOIN tasks t ON t.tenant = r.tenant AND t.idempotency_key = r.idempotency_key", replayed):
+                answers[row["ord"]] = ((task_json(row), False) if row["same_request"]
+                                       else IdempotencyKeyReused(rows[row["ord"]]["idempotency_key"]))
+        # A row gone between the two statements (retention deleted the finished task its key
+        # named): that request alone, again.
+        return [answer if answer is not None else await self._create_one(creates[i])
+                for i, answer in enumerate(answers)]
+
+    async def _create_one(self, create: Create) -> tuple[dict, bool] | Exception:
+        """``create`` of one request, its refusal (an idempotency key reused, a row PostgreSQL
+        refuses) as its answer; PostgreSQL away is raised."""
+        task = create.task
+        try:
+            return await self.create(create.tenant, task.kind, task.payload, create.max_attempts,
+                                     task.idempotency_key, task.delay_seconds, task.priority, task.queue,
+                                     task.callback_url)
+        except UNAVAILABLE:
+            raise
+        except (IdempotencyKeyReused, asyncpg.PostgresError) as exc:
+            return exc
 
     async def create_batch(self, tenant: str, tasks: Sequence[NewTask], max_attempts: int) -> list[tuple[dict, bool]]:
         """(task, created) for each of ``tasks``, in order, all in one transaction: all or nothing.

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
+import psycopg
 import pytest
 import requests
 
@@ -54,6 +55,25 @@ def test_the_same_idempotency_key_sent_concurrently_makes_one_task(tenant):
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum(r.headers.get("idempotent-replayed") != "true" for r in responses) == 1
+
+
+def test_every_create_answered_202_is_its_own_committed_row(tenant, platform):
+    """Creates arriving together are committed together (``creates``, one INSERT for those in
+    flight): each 202 still names a row of its own, with its own payload, and each keyed
+    request's replay finds its own task."""
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda n: tenant.create("checksum", {"n": n}, key=f"k-{n}" if n % 2 else None),
+                                  range(64)))
+    assert {r.status_code for r in responses} == {202}
+    answered = {r.json()["id"]: r.json()["payload"]["n"] for r in responses}
+    with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database, user=platform.pg.user,
+                         password=platform.pg.password) as conn:
+        stored = dict(conn.execute("SELECT id::text, (payload->>'n')::int FROM tasks WHERE tenant = %s",
+                                   (tenant.name,)).fetchall())
+    assert stored == answered and sorted(stored.values()) == list(range(64))
+    replays = [tenant.create("checksum", {"n": n}, key=f"k-{n}") for n in range(1, 64, 2)]
+    assert [(r.json()["id"], r.headers.get("idempotent-replayed")) for r in replays] == [
+        (responses[n].json()["id"], "true") for n in range(1, 64, 2)]
 
 
 def test_idempotency_keys_are_per_tenant(tenant, other_tenant):

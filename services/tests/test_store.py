@@ -5,6 +5,7 @@ token of its claim, so an attempt that lost its task can record nothing on the n
 import asyncio
 import uuid
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -316,4 +317,60 @@ def test_a_connection_given_back_to_the_pool_is_not_reset(platform):
             last = [q for (q,) in other.execute("SELECT query FROM pg_stat_activity WHERE pid = ANY(%s)",
                                                 (list(pids),)).fetchall()]
         assert last and all(q == "SELECT pg_backend_pid()" for q in last), last
+    run_with_store(platform, scenario)
+
+
+def creates_of(tenant: str, *tasks: tuple[dict, str | None]) -> list[store.Create]:
+    return [store.Create(tenant, store.NewTask("checksum", payload, key), 3) for payload, key in tasks]
+
+
+def test_creates_committed_together_each_get_their_own_row_and_answer(platform):
+    """``create_many`` (the API's group commit): one statement for several requests, each told
+    its own task, in the requests' order, as the rows PostgreSQL holds."""
+    async def scenario(tasks, pool):
+        tenant, other = f"tenant-{uuid.uuid4().hex[:8]}", f"tenant-{uuid.uuid4().hex[:8]}"
+        batch = creates_of(tenant, ({"n": 1}, None), ({"n": 2}, "k-1"), ({"n": 3}, None)) + creates_of(other, ({}, "k-1"))
+        answers = await tasks.create_many(batch)
+        assert [created for _, created in answers] == [True, True, True, True]
+        rows = {str(r["id"]): dict(r) for r in await pool.fetch(
+            "SELECT id, tenant, payload, idempotency_key, status FROM tasks WHERE tenant = ANY($1)", [tenant, other])}
+        assert len(rows) == 4
+        for create, (task, _) in zip(batch, answers):
+            stored = rows[task["id"]]
+            assert (stored["tenant"], stored["payload"], stored["idempotency_key"], stored["status"]) == (
+                create.tenant, create.task.payload, create.task.idempotency_key, "queued")
+            assert (task["tenant"], task["payload"]) == (create.tenant, create.task.payload)
+    run_with_store(platform, scenario)
+
+
+def test_one_key_twice_in_one_statement_is_a_create_then_its_replay_or_a_refusal(platform):
+    """Two requests with the same (tenant, key) committed together answer as if one came after
+    the other: the second is the first's replay (the same body) or refused (another body)."""
+    async def scenario(tasks, pool):
+        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+        earlier, _ = await tasks.create(tenant, "checksum", {"n": 0}, 3, "before")
+        answers = await tasks.create_many(creates_of(
+            tenant, ({"n": 1}, "same"), ({"n": 1.0}, "same"), ({"n": 2}, "same"), ({"n": 0}, "before"),
+            ({"n": 9}, "before")))
+        first, replay, refused, earlier_replay, earlier_refused = answers
+        assert first[1] is True and replay == (first[0], False)
+        assert isinstance(refused, store.IdempotencyKeyReused) and refused.key == "same"
+        assert earlier_replay == (earlier, False)
+        assert isinstance(earlier_refused, store.IdempotencyKeyReused) and earlier_refused.key == "before"
+        assert await pool.fetchval("SELECT count(*) FROM tasks WHERE tenant = $1", tenant) == 2
+    run_with_store(platform, scenario)
+
+
+def test_a_row_postgresql_refuses_fails_only_its_own_request(platform):
+    """A payload jsonb cannot hold (a NUL: the API refuses it before, 422; here the store is
+    called directly) fails the statement; each request goes again alone, so the others are
+    created and only that one gets the error — never half of a statement's rows."""
+    async def scenario(tasks, pool):
+        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+        answers = await tasks.create_many(creates_of(tenant, ({"n": 1}, None), ({"text": "a\u0000b"}, None),
+                                                     ({"n": 3}, "k")))
+        assert answers[0][1] is True and answers[2][1] is True
+        assert isinstance(answers[1], asyncpg.PostgresError)
+        assert sorted(r["payload"]["n"] for r in await pool.fetch("SELECT payload FROM tasks WHERE tenant = $1",
+                                                                  tenant)) == [1, 3]
     run_with_store(platform, scenario)

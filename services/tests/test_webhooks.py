@@ -584,8 +584,9 @@ def test_the_workers_delete_old_finished_deliveries_and_keep_the_rest(tenant, fa
     hook = subscribe(tenant, receiver.url(), ["task.succeeded"]).json()
     for n in range(3):
         tenant.create("checksum", {"retain": n})
-    done = wait_until(lambda: [d for d in deliveries(tenant, hook["id"])["items"] if d["status"] == "succeeded"]
-                      if len(receiver.received) >= 3 else None, 10, "three delivered")
+    # Each delivery's status is stored after the receiver answered: wait for the three stored.
+    done = wait_until(lambda: len(ok := [d for d in deliveries(tenant, hook["id"])["items"]
+                                         if d["status"] == "succeeded"]) == 3 and ok, 10, "three delivered and recorded")
     aged = [d["id"] for d in done[:2]]
     run_sql(platform, "UPDATE webhook_deliveries SET updated_at = clock_timestamp() - interval '2 minutes' "
                       "WHERE id = ANY($1::uuid[])", aged)

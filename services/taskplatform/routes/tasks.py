@@ -27,7 +27,7 @@ from taskplatform import deps, gates, kinds, metrics, queue, store
 from taskplatform.scopes import TASKS_READ, TASKS_WRITE, needs
 from taskplatform.api_services import Services
 from taskplatform.cursors import decode_cursor, encode_cursor
-from taskplatform.deps import RateLimitedTenant, TaskColour, services_of
+from taskplatform.deps import RateLimitedTenant, services_of, task_colour
 from taskplatform.errors import TENANT, ApiError, documented
 from taskplatform.responses import Task, TaskBatch, TaskPage, answer, links_to
 from taskplatform.routes.webhooks import check_callbacks
@@ -55,7 +55,7 @@ async def enqueue(services: Services, tasks: list[dict], what: str, colour: str)
     entries = [(task["id"], queue.stream_for(kinds.queue_of(task["kind"]),
                                              task.get("priority", queue.DEFAULT_PRIORITY), colour)) for task in tasks]
     try:
-        await services.within_redis_timeout(queue.enqueue_many(services.redis, entries))
+        await services.creates.enqueue(entries)  # with the other requests' (``creates``), within the Redis timeout
     except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues them later
         metrics.TASKS_ENQUEUE_FAILED.inc(len(tasks))
         log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
@@ -108,21 +108,20 @@ def create_task_for(max_delay_seconds: float):
     and ``delay_seconds`` is bounded by a process setting, so it is made once both are known."""
 
     async def create_task(request: Request, body: create_body(max_delay_seconds), tenant_id: RateLimitedTenant,
-                          colour: TaskColour, idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
+                          idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
         services = services_of(request)
         config = services.config.config
         task = new_task(config, body, idempotency_key, max_delay_seconds)
         if task.callback_url:
             await check_callbacks(services, tenant_id, {"callback_url": task.callback_url})
         try:
-            made, is_new = await services.store.create(tenant_id, task.kind, task.payload, config.task_max_attempts,
-                                                       task.idempotency_key, task.delay_seconds, task.priority,
-                                                       task.queue, task.callback_url)
+            # With the other creates in flight, in one statement (``creates``): answered once it committed.
+            made, is_new = await services.creates.create(tenant_id, task, config.task_max_attempts)
         except store.IdempotencyKeyReused:
             raise key_reused("this Idempotency-Key") from None
         request.scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
         if is_new:
-            await created(services, [made], "create", colour)
+            await created(services, [made], "create", task_colour(request))
         return JSONResponse(made, status_code=202, headers={} if is_new else {"Idempotent-Replayed": "true"})
 
     return create_task
@@ -132,7 +131,7 @@ def create_batch_for(max_delay_seconds: float):
     """The batch endpoint (the module says how a batch is created), made as ``create_task_for``."""
 
     async def create_task_batch(request: Request, body: create_batch_body(max_delay_seconds),
-                                tenant_id: RateLimitedTenant, colour: TaskColour):
+                                tenant_id: RateLimitedTenant):
         services = services_of(request)
         config = services.config.config
         if len(body.tasks) > config.batch_max_tasks:
@@ -148,7 +147,7 @@ def create_batch_for(max_delay_seconds: float):
             results = await services.store.create_batch(tenant_id, tasks, config.task_max_attempts)
         except store.IdempotencyKeyReused as exc:
             raise key_reused(f"tasks.{exc.index}.idempotency_key") from None
-        await created(services, [task for task, is_new in results if is_new], "batch create", colour)
+        await created(services, [task for task, is_new in results if is_new], "batch create", task_colour(request))
         return JSONResponse({"items": [{"created": is_new, "task": task} for task, is_new in results]}, status_code=202)
 
     return create_task_batch
@@ -195,10 +194,10 @@ async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTena
                             "only scheduled, queued or retry_wait tasks can be cancelled")
 
 
-async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant, colour: TaskColour):
+async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
     services = services_of(request)
     task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-    await enqueue(services, [task], "re-drive", colour)
+    await enqueue(services, [task], "re-drive", task_colour(request))
     return JSONResponse(task, status_code=202)
 
 
