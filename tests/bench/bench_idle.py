@@ -96,16 +96,26 @@ def probe_interval(c) -> float | None:
     return starts[-1] - starts[-2] if len(starts) >= 2 else None
 
 
-def wait_healthy(containers, timeout: float) -> None:
-    """Poll until every container runs and (when it has a healthcheck) is healthy."""
+# A probe cadence below this is a container's start (probes 1 s apart until the first success),
+# not its idle state (one probe per ~31 s once healthy: shipyard.render.compose.healthcheck).
+STEADY_PROBE_S = 10.0
+
+
+def wait_healthy(containers, timeout: float, steady: bool = False) -> None:
+    """Poll until every container runs and (when it has a healthcheck) is healthy; ``steady``:
+    and probes at its idle cadence (one just started, by the e2e tests before, would count its
+    start as idle cost)."""
     deadline = time.monotonic() + timeout
     while True:
         waiting = []
         for c in containers:
             c.reload()
             status, health = c.status, (c.attrs["State"].get("Health") or {}).get("Status", "healthy")
+            interval = probe_interval(c) if steady and c.attrs["State"].get("Health") else None
             if status != "running" or health != "healthy":
                 waiting.append(f"{c.name} ({status}/{health})")
+            elif interval is not None and interval < STEADY_PROBE_S:
+                waiting.append(f"{c.name} (probes {interval:.1f} s apart: still starting)")
         if not waiting:
             return
         if time.monotonic() > deadline:
@@ -133,7 +143,7 @@ def main() -> None:
                  f"run `make up ENV={args.env}` first")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below runs
     try:
-        wait_healthy(containers, HEALTH_TIMEOUT)
+        wait_healthy(containers, HEALTH_TIMEOUT, steady=True)
         intervals = {c.id: probe_interval(c) for c in containers}
         cg0 = cpu_samples(containers)  # outside the window: stats calls cost dockerd CPU
         running = machine_window(args.seconds)
