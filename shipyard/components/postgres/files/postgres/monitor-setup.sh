@@ -17,12 +17,16 @@ as_superuser() {  # as_superuser NODE [psql args]: SQL on stdin
     shift
     psql "host=$node port=5432 user=$PG_SUPERUSER dbname=postgres connect_timeout=2" -XAtq -v ON_ERROR_STOP=1 "$@"
 }
+# The primary, once Patroni finished bootstrapping it: Patroni makes the replication role after
+# its post_bootstrap script, while PostgreSQL already takes connections (and the node may
+# already pass its health check), so a primary without the role is not ready for the grants below.
+ready="SELECT NOT pg_is_in_recovery() AND EXISTS (SELECT FROM pg_roles WHERE rolname = 'replicator')"
 primary=
 for attempt in $(seq 1 60); do
     for node in "${nodes[@]}"; do
-        if [ "$(echo 'SELECT pg_is_in_recovery()' | as_superuser "$node" 2>/dev/null)" = f ]; then primary=$node; break 2; fi
+        if [ "$(echo "$ready" | as_superuser "$node" 2>/dev/null)" = t ]; then primary=$node; break 2; fi
     done
-    echo "postgres-setup: no primary among ${nodes[*]} answers yet (attempt $attempt); retrying in 2s" >&2
+    echo "postgres-setup: no bootstrapped primary among ${nodes[*]} answers yet (attempt $attempt); retrying in 2s" >&2
     sleep 2
 done
 [ -n "$primary" ] || { echo "postgres-setup: no primary among ${nodes[*]} answered in 120 s; check them (make status)" >&2; exit 1; }
