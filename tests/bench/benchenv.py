@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,33 @@ def leave_as_found(was: Found, bench: str) -> bool:
 def remove(env: str, bench: str) -> bool:
     """`make down VOLUMES=1`: what a bench that deleted the data (--wipe) ends with."""
     return _run(down_argv(env, volumes=True), env, bench, "removed (down --volumes)")
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat's first line)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+def wait_quiet(bench: str, busy_below: float = 0.25, samples: int = 2, timeout_s: float = 120) -> bool:
+    """Wait until the machine was less than ``busy_below`` busy for ``samples`` seconds in a row:
+    what one measuring window set going (tasks still being processed, lines still being indexed)
+    has ended before the next starts. An idle environment's probes stay well under it. False
+    (and a line saying so) if it did not go quiet within ``timeout_s``: something else runs on
+    the machine, and the figures that follow carry its load."""
+    started, quiet = time.monotonic(), 0
+    before = _cpu_times()
+    while quiet < samples:
+        if time.monotonic() - started > timeout_s:
+            print(f"{bench}: the machine did not go quiet (under {busy_below:.0%} busy for {samples} s) within "
+                  f"{timeout_s:.0f} s (last second {share:.0%} busy): going on; something else runs on it",
+                  file=sys.stderr)
+            return False
+        time.sleep(1)
+        after = _cpu_times()
+        busy, total = after[0] - before[0], after[1] - before[1]
+        share = busy / total if total else 0.0
+        quiet = quiet + 1 if share < busy_below else 0
+        before = after
+    return True
