@@ -79,3 +79,39 @@ def test_the_plain_compose_baseline_starts_the_one_shot_nothing_waits_for_on_its
     gated, last = plain_compose_steps(compose, services)
     assert last == ["consul-agent-token"]  # --wait would take its exit (0) for a failure
     assert {"db-setup", "consul-setup", "migrate"} <= set(gated)  # gated by service_completed_successfully
+
+
+def _machine(monkeypatch, busy_per_second):
+    """benchenv's view of /proc/stat: each second (time.sleep) adds the given busy share of 100
+    jiffies; time.monotonic follows the sleeps."""
+    state = {"busy": 0, "total": 0, "now": 0.0}
+    shares = iter(busy_per_second)
+
+    def sleep(seconds):
+        share = next(shares)
+        state["busy"] += round(100 * share)
+        state["total"] += 100
+        state["now"] += seconds
+
+    monkeypatch.setattr(benchenv, "_cpu_times", lambda: (state["busy"], state["total"]))
+    monkeypatch.setattr(benchenv.time, "sleep", sleep)
+    monkeypatch.setattr(benchenv.time, "monotonic", lambda: state["now"])
+    return state
+
+
+def test_a_window_waits_for_seconds_in_a_row_under_the_bound(monkeypatch):
+    # A spike between two quiet seconds starts the count again.
+    state = _machine(monkeypatch, [0.9, 0.1, 0.6, 0.1, 0.2, 0.9])
+    assert benchenv.wait_quiet("bench-x", busy_below=0.25, samples=2) is True
+    assert state["now"] == 5
+
+
+def test_a_machine_that_stays_busy_is_said_and_the_bench_goes_on(monkeypatch, capsys):
+    _machine(monkeypatch, [0.8] * 20)
+    assert benchenv.wait_quiet("bench-x", busy_below=0.25, samples=2, timeout_s=10) is False
+    assert "bench-x: the machine did not go quiet" in capsys.readouterr().err
+
+
+def test_the_machine_s_cpu_times_are_read(repo):
+    busy, total = benchenv._cpu_times()
+    assert 0 < busy < total
