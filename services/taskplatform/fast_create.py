@@ -86,10 +86,12 @@ def _first_headers(raw) -> dict[bytes, bytes]:
 
 def _bearer_token(value: bytes | None) -> str | None:
     """The token of ``Bearer <token>`` in its plain form; None for anything FastAPI's
-    ``HTTPBearer`` might read otherwise (another scheme's spelling, spaces, none)."""
-    if value is None or not value.startswith(b"Bearer ") or len(value) == 7 or b" " in value[7:]:
+    ``HTTPBearer`` might read otherwise (another spelling of the scheme, whitespace it would
+    strip from the token, no token)."""
+    if value is None or not value.startswith(b"Bearer "):
         return None
-    return value[7:].decode("latin-1")
+    token = value[7:].decode("latin-1")  # as Starlette decodes headers
+    return token if token and token == token.strip() else None
 
 
 def _plain_create(messages: list[dict]) -> dict | None:

@@ -14,8 +14,9 @@ import logging
 
 import httpx
 import pytest
+from fastapi.security.utils import get_authorization_scheme_param
 
-from taskplatform import deps, metrics
+from taskplatform import deps, fast_create, metrics
 from taskplatform.api import create_app
 from taskplatform.scopes import TASKS_READ
 from taskplatform.settings import ProcessSettings
@@ -153,3 +154,12 @@ def test_an_idempotency_key_or_a_callback_goes_to_the_route(in_process, platform
     ])
     assert routed == [True, True, True]
     assert [a.status_code for a in answers] == [202, 400, 202]
+
+
+@pytest.mark.parametrize("header", [b"Bearer abc.def", b"Bearer  abc", b"bearer abc", b"BEARER abc", b"Bearer abc\t",
+                                    b"Bearer ", b"Bearer a b", b"Bearer abc\xa0", b"Basic abc", b"Bearer\tabc"])
+def test_the_fast_path_reads_a_token_only_as_fastapis_bearer_reads_it(header):
+    token = fast_create._bearer_token(header)
+    scheme, credentials = get_authorization_scheme_param(header.decode("latin-1"))
+    if token is not None:  # else the route reads it, whatever it makes of it
+        assert scheme.lower() == "bearer" and credentials == token
