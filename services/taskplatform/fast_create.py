@@ -31,6 +31,9 @@ _READ_HEADERS = frozenset({b"authorization", b"content-type", b"idempotency-key"
 
 
 class CreateFastPath:
+    """The middleware (``create_app`` adds it first: the innermost). ``router``: the app's, where
+    the create route is; ``services``: the process's."""
+
     def __init__(self, app, router, services: Services, max_delay_seconds: float):
         self.app, self.router, self.services, self.max_delay_seconds = app, router, services, max_delay_seconds
 
@@ -54,10 +57,11 @@ class CreateFastPath:
         if body is not None:
             validated, errors = self.route.body_field.validate(body)
             if not errors:
-                return await (await self._create(scope, token, validated, headers))(scope, receive, send)
+                response = await self._answer(scope, token, validated, headers)
+                return await response(scope, receive, send)
         await self.app(scope, _replay(messages, receive), send)
 
-    async def _create(self, scope, token: str, body, headers: dict[bytes, bytes]):
+    async def _answer(self, scope, token: str, body, headers: dict[bytes, bytes]):
         """The route's answer: its dependencies' checks, then its endpoint's create."""
         route = self.route
         scope["route"] = route  # what the router would set: the access log's and metrics' route

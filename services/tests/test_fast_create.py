@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 
 import httpx
 import pytest
@@ -50,17 +51,25 @@ def in_process(platform, tmp_path, monkeypatch):
     return build
 
 
-def exchange(app, spy, requests: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
-    """Each (token, body, headers) POSTed to /v1/tasks in turn, the app's services open meanwhile."""
+def exchange(app, spy, tenant: str, requests: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
+    """Each (token, body, headers) POSTed to /v1/tasks in turn, the app's services open
+    meanwhile. The tasks it made (``tenant``'s) are cancelled before it returns: they are on the
+    suite's streams, and a worker another test starts must not run them (that test counts what
+    its worker ran)."""
     async def scenario():
         services = app.app.app.state.services
         await services.start()
+        answers = []
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=spy), base_url="http://api") as client:
-                return [await client.post("/v1/tasks", content=json.dumps(body).encode(),
-                                          headers={"Authorization": f"Bearer {token}", **headers})
-                        for token, body, headers in requests]
+                for token, body, headers in requests:
+                    answers.append(await client.post("/v1/tasks", content=json.dumps(body).encode(),
+                                                     headers={"Authorization": f"Bearer {token}", **headers}))
+            return answers
         finally:
+            for answer in answers:
+                if answer.status_code == 202:
+                    await services.store.cancel(tenant, uuid.UUID(answer.json()["id"]))
             await services.stop()
 
     return asyncio.run(scenario())
@@ -127,7 +136,7 @@ def test_the_fast_path_answers_logs_and_counts_as_the_route(case, in_process, pl
     first = [(token, {"kind": "checksum"}, {"Content-Type": FAST})] if status == 429 else []
     with caplog.at_level(logging.INFO, logger="taskplatform.api"):
         before = counts()
-        *_, fast, by_route = exchange(app, spy, first + [
+        *_, fast, by_route = exchange(app, spy, tenant, first + [
             (token, body, {"Content-Type": kind, "X-Request-ID": f"req-{case}"}) for kind in (FAST, ROUTED)])
         after = counts()
     assert fast.status_code == status, fast.text
@@ -147,7 +156,7 @@ def test_the_fast_path_answers_logs_and_counts_as_the_route(case, in_process, pl
 def test_an_idempotency_key_or_a_callback_goes_to_the_route(in_process, platform):
     app, spy, routed = in_process()
     token = platform.token("fast-handed-on")
-    answers = exchange(app, spy, [
+    answers = exchange(app, spy, "fast-handed-on", [
         (token, {"kind": "checksum", "payload": {}}, {"Content-Type": FAST, "Idempotency-Key": "k-1"}),
         (token, {"kind": "checksum", "payload": {}, "callback_url": "http://127.0.0.1/x"}, {"Content-Type": FAST}),
         (token, {"kind": "checksum", "payload": {}}, {"Content-Type": FAST, "Authorization": f"bearer {token}"}),
