@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
-from taskplatform import colours, gates, kinds, limits, metrics
+from taskplatform import colours, fast_create, gates, kinds, limits, metrics
 from taskplatform.api_services import Services
 from taskplatform.config_source import build_config_source
 from taskplatform.errors import install_handlers
@@ -79,6 +79,9 @@ async def _services_open(app: FastAPI):
 
 
 def _add_middleware(app: FastAPI, settings: ProcessSettings, config: ConfigSource) -> None:
+    # Innermost: the create fast path stands in for the route, inside everything around it.
+    app.add_middleware(fast_create.CreateFastPath, router=app.router, services=app.state.services,
+                       max_delay_seconds=settings.api_max_delay_seconds)
     if settings.fault_error_share > 0:  # release tests only: in the product not even a middleware
         app.add_middleware(colours.InjectedFaults, share=settings.fault_error_share)
     # Outermost last: the request context (request id, access log, last-resort 500) sees every

@@ -5,6 +5,9 @@ PostgreSQL pools and the Redis client, and the config watch and report. Built by
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
+
+from redis.asyncio.client import Pipeline
 
 from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, schedules, store,
                           webhook_store)
@@ -30,8 +33,10 @@ class Services:
         self.api_key_store: api_keys.ApiKeyStore | None = None
         self.redis = None
         self.creates: creates.Creates | None = None
-        # The rate limit's counts of the requests in flight, in one pipeline (``count_requests``).
-        self.rate_counts = batching.Batch(self._count_requests)
+        # The Redis commands of the requests in flight, whatever each request needs, in one
+        # pipeline (``redis_round``): a create's rate-limit count shares a round trip with the
+        # enqueue of another create just committed.
+        self.redis_commands = batching.Batch(self._pipelined)
         self._pools = []
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None
@@ -62,7 +67,7 @@ class Services:
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
         self.redis = queue.connect_for(s, self.secrets)
-        self.creates = creates.Creates(self.store, self.redis, self.within_redis_timeout)
+        self.creates = creates.Creates(self.store, self.redis_round)
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
@@ -77,14 +82,24 @@ class Services:
         async with asyncio.timeout(self.settings.api_redis_timeout_seconds):
             return await awaitable
 
-    async def _count_requests(self, charges) -> list[int]:
-        """(rate limit key, requests) each, counted in one pipeline: each key's count once its
-        requests are added, as if the charges came one after the other (``deps.charge_rate``)."""
+    async def redis_round(self, add_commands: Callable[[Pipeline], int]) -> list:
+        """The replies of the commands ``add_commands`` puts on a pipeline (it returns how many),
+        sent with the other requests' in one round trip, within the Redis timeout. A command
+        refused raises its error here, to its own request only."""
+        replies = await self.within_redis_timeout(self.redis_commands.submit(add_commands))
+        if refused := next((reply for reply in replies if isinstance(reply, Exception)), None):
+            raise refused
+        return replies
+
+    async def _pipelined(self, batch: Sequence[Callable[[Pipeline], int]]) -> list[list]:
         pipe = self.redis.pipeline(transaction=False)
-        for key, requests in charges:
-            pipe.incrby(key, requests)
-            pipe.expire(key, 120)
-        return (await pipe.execute())[::2]
+        counts = [add_commands(pipe) for add_commands in batch]
+        replies = await pipe.execute(raise_on_error=False)
+        answers, at = [], 0
+        for count in counts:
+            answers.append(replies[at:at + count])
+            at += count
+        return answers
 
     async def stop(self) -> None:
         for task in (self._watch, self._metering, self._following):

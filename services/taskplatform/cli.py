@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 def _api(settings: ProcessSettings) -> int:
     import uvicorn
 
+    from taskplatform.coalesced_http import CoalescedHttpTools
+
     # Several uvicorn processes: metrics are aggregated through files in a fresh directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskplatform-metrics-")
     # With Vault, this process (uvicorn's supervisor) logs in once and keeps the credentials
@@ -31,7 +33,7 @@ def _api(settings: ProcessSettings) -> int:
     try:
         uvicorn.run("taskplatform.cli:app_factory", factory=True, host=settings.api_host, port=settings.api_port,
                     workers=settings.api_processes, log_config=None, access_log=False, proxy_headers=True,
-                    forwarded_allow_ips="*", timeout_graceful_shutdown=15, loop="uvloop", http="httptools")
+                    forwarded_allow_ips="*", timeout_graceful_shutdown=15, loop="uvloop", http=CoalescedHttpTools)
     finally:
         if keeper:
             keeper.stop()

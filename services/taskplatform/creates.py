@@ -2,7 +2,8 @@
 creates at once; each used to make its own INSERT (one statement, one commit) and its own XADD.
 Here the creates in flight share them, as the worker's claims and completions do
 (``batching``): what arrives while an INSERT is out goes in the next one, one statement for all,
-and the tasks it committed go on their streams in one pipeline, while the next INSERT is out.
+and the tasks it committed go on their streams in one pipeline, while the next INSERT is out —
+the pipeline the rate-limit counts of the requests just arrived share (``Services.redis_round``).
 Nothing waits for a timer: a create alone goes at once.
 
 What each request is told is its own: its task (created, or the one its idempotency key named:
@@ -13,23 +14,24 @@ alone would); none of its rows is committed, as it is one statement."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 
-from taskplatform import batching, kinds, metrics, queue, store
+from taskplatform import batching, queue, store
 
 log = logging.getLogger("taskplatform.api")
 
 
 class Creates:
-    """One API process's creates and enqueues, batched. ``store``: its ``TaskStore``; ``redis``:
-    its client; ``redis_timeout``: how long a request waits for its enqueue (then it goes on:
-    the task is committed, the reconciler enqueues it later)."""
+    """One API process's creates and enqueues, batched. ``store``: its ``TaskStore``;
+    ``redis_round``: ``Services.redis_round``, which sends an enqueue with the other requests'
+    Redis commands and waits for it within the Redis timeout (then the request goes on: the
+    task is committed, the reconciler enqueues it later)."""
 
-    def __init__(self, tasks: store.TaskStore, redis, within_redis_timeout):
-        self.tasks, self.redis, self.within_redis_timeout = tasks, redis, within_redis_timeout
+    def __init__(self, tasks: store.TaskStore, redis_round: Callable[[Callable], Awaitable[list]]):
+        self.tasks, self.redis_round = tasks, redis_round
         self.inserts = batching.Batch(self.tasks.create_many)
-        self.enqueues = batching.Batch(self._enqueue_many)
 
     async def create(self, tenant: str, task: store.NewTask, max_attempts: int) -> tuple[dict, bool]:
         """(task, created), as ``TaskStore.create``: its refusal raised as it raises it."""
@@ -39,9 +41,5 @@ class Creates:
         return answer
 
     async def enqueue(self, entries: list[tuple[str, str]]) -> None:
-        """(task id, stream) each, with the other requests' entries in one pipeline."""
-        await self.within_redis_timeout(self.enqueues.submit(entries))
-
-    async def _enqueue_many(self, lists: Sequence[list[tuple[str, str]]]) -> list[None]:
-        await queue.enqueue_many(self.redis, [entry for entries in lists for entry in entries])
-        return [None] * len(lists)
+        """(task id, stream) each, with the other requests' Redis commands in one pipeline."""
+        await self.redis_round(functools.partial(queue.add_entries, entries=entries))

@@ -6,6 +6,7 @@ dependencies are plain module functions. Routes declare them by the ``Annotated`
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Annotated
@@ -38,16 +39,20 @@ async def principal_of(request: Request,
                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     """Who sends the request: the tenant and scopes of its API key or JWT (401 without a valid
     one). The tenant and credential (a key's id, never its secret) are kept for the access log."""
-    token = credentials.credentials if credentials else None
+    return await authenticate(services_of(request), request.scope, credentials.credentials if credentials else None)
+
+
+async def authenticate(services: Services, scope, token: str | None) -> Principal:
+    """``principal_of``'s check of a bearer token, also for the create fast path
+    (``fast_create``), which has the ASGI scope and no FastAPI request."""
     if not token:
         raise unauthorized("send Authorization: Bearer <API key sy_...> or <JWT signed with a platform key>")
-    services = services_of(request)
     if api_keys.looks_like_key(token):
         principal = await services.api_keys.principal(token)
     else:
         principal = services.auth.principal(token)
-    request.scope["tenant"] = principal.tenant
-    request.scope["credential"] = principal.credential
+    scope["tenant"] = principal.tenant
+    scope["credential"] = principal.credential
     return principal
 
 
@@ -69,8 +74,8 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     now = time.time()
     key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
-        # With the other requests in flight, in one pipeline (``Services.rate_counts``).
-        count = await services.within_redis_timeout(services.rate_counts.submit((key, requests)))
+        # With the other requests' Redis commands in flight, in one pipeline (``Services.redis_round``).
+        count = (await services.redis_round(functools.partial(_count, key, requests)))[0]
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
         return
@@ -84,6 +89,14 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this tenant"
                                         f"{f' (a batch counts each task: this one {batch})' if batch else ''}",
                    {"Retry-After": str(max(1, 60 - int(now) % 60))})
+
+
+def _count(key: str, requests: int, pipe) -> int:
+    """A rate-limit count on a pipeline: the key's count once ``requests`` are added (the
+    first reply), the key kept past its minute."""
+    pipe.incrby(key, requests)
+    pipe.expire(key, 120)
+    return 2
 
 
 def task_colour(request: Request) -> str:

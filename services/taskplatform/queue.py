@@ -130,16 +130,12 @@ async def enqueue(client: redis.Redis, task_id: str, stream: str = STREAM) -> No
     await client.xadd(stream, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
 
 
-async def enqueue_many(client: redis.Redis, entries: list[tuple[str, str]]) -> None:
-    """(task id, stream) each, in one round trip (a pipeline, not a transaction: an entry added
-    is a task that may run, whatever happens to the others)."""
-    if len(entries) == 1:
-        await enqueue(client, *entries[0])
-        return
-    pipe = client.pipeline(transaction=False)
+def add_entries(pipe, entries: list[tuple[str, str]]) -> int:
+    """(task id, stream) each as an XADD on ``pipe`` (a pipeline, not a transaction: an entry
+    added is a task that may run, whatever happens to the others); how many commands that is."""
     for task_id, stream in entries:
         pipe.xadd(stream, {"task_id": task_id}, maxlen=MAXLEN, approximate=True)
-    await pipe.execute()
+    return len(entries)
 
 
 async def ensure_group(client: redis.Redis, stream: str = STREAM) -> None:

@@ -109,22 +109,29 @@ def create_task_for(max_delay_seconds: float):
 
     async def create_task(request: Request, body: create_body(max_delay_seconds), tenant_id: RateLimitedTenant,
                           idempotency_key: str | None = Header(None, min_length=1, max_length=200)):
-        services = services_of(request)
-        config = services.config.config
-        task = new_task(config, body, idempotency_key, max_delay_seconds)
-        if task.callback_url:
-            await check_callbacks(services, tenant_id, {"callback_url": task.callback_url})
-        try:
-            # With the other creates in flight, in one statement (``creates``): answered once it committed.
-            made, is_new = await services.creates.create(tenant_id, task, config.task_max_attempts)
-        except store.IdempotencyKeyReused:
-            raise key_reused("this Idempotency-Key") from None
-        request.scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
-        if is_new:
-            await created(services, [made], "create", task_colour(request))
-        return JSONResponse(made, status_code=202, headers={} if is_new else {"Idempotent-Replayed": "true"})
+        return await create_one(services_of(request), request.scope, tenant_id, body, idempotency_key,
+                                max_delay_seconds, task_colour(request))
 
     return create_task
+
+
+async def create_one(services: Services, scope, tenant_id: str, body, idempotency_key: str | None,
+                     max_delay_seconds: float, colour: str) -> JSONResponse:
+    """A create once its caller is authenticated, rate limited and its body valid: the route's
+    and the fast path's (``fast_create``) alike, so both answer the same."""
+    config = services.config.config
+    task = new_task(config, body, idempotency_key, max_delay_seconds)
+    if task.callback_url:
+        await check_callbacks(services, tenant_id, {"callback_url": task.callback_url})
+    try:
+        # With the other creates in flight, in one statement (``creates``): answered once it committed.
+        made, is_new = await services.creates.create(tenant_id, task, config.task_max_attempts)
+    except store.IdempotencyKeyReused:
+        raise key_reused("this Idempotency-Key") from None
+    scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
+    if is_new:
+        await created(services, [made], "create", colour)
+    return JSONResponse(made, status_code=202, headers={} if is_new else {"Idempotent-Replayed": "true"})
 
 
 def create_batch_for(max_delay_seconds: float):
