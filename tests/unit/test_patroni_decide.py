@@ -35,6 +35,20 @@ def test_the_default_candidate_is_the_sync_standby_else_the_least_lag():
     assert _choose(ASYNC, "postgres-replica-1").candidate == "postgres-replica-1"
 
 
+BEHIND = _cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "streaming", 16 * MB),
+                  ("postgres-replica-2", "replica", "stopped", None))
+
+
+def test_a_switchover_waits_only_when_lag_alone_holds_it_back():
+    assert decide.held_back_by_lag(BEHIND, None, MB) and decide.held_back_by_lag(BEHIND, "postgres-replica-1", MB)
+    # A stopped replica does not catch up by waiting; a healthy candidate needs no wait.
+    assert not decide.held_back_by_lag(BEHIND, "postgres-replica-2", MB)
+    assert not decide.held_back_by_lag(ASYNC, None, MB) and not decide.held_back_by_lag(SYNC, "postgres-replica-1", MB)
+    caught_up = _cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "streaming", 0),
+                         ("postgres-replica-2", "replica", "stopped", None))
+    assert not decide.held_back_by_lag(caught_up, None, MB)
+
+
 @pytest.mark.parametrize("cluster,to,answers,force,message", [
     (SYNC, "postgres", True, False, "postgres is already the leader|node postgres: is already the leader"),
     (SYNC, "postgres-replica-9", True, False, "postgres-replica-9 is not a member.*members: postgres, postgres-replica-1"),

@@ -150,6 +150,13 @@ class Cluster:
             except TimeoutError:
                 pass  # decided on what is: choose_switchover says why it refuses
             view = self.view()
+        if decide.held_back_by_lag(view, to, self.max_lag_bytes):
+            try:  # a few of Patroni's loops; then choose_switchover says why it refuses
+                _wait("a replica within maximum_lag_on_failover", lambda: not decide.held_back_by_lag(
+                    self.view(), to, self.max_lag_bytes), 30, 0.5)
+            except TimeoutError:
+                pass
+            view = self.view()
         choice = decide.choose_switchover(self.env, view, to, answers, force, self.max_lag_bytes)
         started = time.monotonic()
         if choice.action == "switchover":

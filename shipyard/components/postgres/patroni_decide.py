@@ -54,11 +54,29 @@ def healthy_replica(member: dict, max_lag_bytes: int) -> str | None:
     lag = member.get("lag")
     if not isinstance(lag, int):
         return f"its lag is {lag or 'unknown'}"
-    if lag > max_lag_bytes:
+    if too_far_behind(member, max_lag_bytes):
         return f"it is {lag} bytes behind, over maximum_lag_on_failover ({max_lag_bytes})"
     if (member.get("tags") or {}).get("nofailover"):
         return "it is tagged nofailover"
     return None
+
+
+def too_far_behind(member: dict, max_lag_bytes: int) -> bool:
+    lag = member.get("lag")
+    return isinstance(lag, int) and lag > max_lag_bytes
+
+
+def held_back_by_lag(cluster: dict, to: str | None, max_lag_bytes: int) -> bool:
+    """Whether a switchover to ``to`` (or to any replica) is kept back only by lag: no candidate
+    could take over, and one runs but is over ``max_lag_bytes``. Patroni's view of a replica's
+    lag moves once a loop: right after the leader switched WAL segments (a backup does) a
+    replica that streams shows a segment behind (16 MB) until the next one."""
+    found = members(cluster)
+    leader = leader_of(cluster)
+    names = [n for n in ([to] if to is not None else found) if n in found and n != leader]
+    if any(healthy_replica(found[n], max_lag_bytes) is None for n in names):
+        return False
+    return any(found[n].get("state") in RUNNING_STATES and too_far_behind(found[n], max_lag_bytes) for n in names)
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,13 @@ def pgbackrest(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         env["PGPASSFILE"] = os.environ["PG_SUPERUSER_PASSFILE"]
     done = subprocess.run(["pgbackrest", *args], env=env, capture_output=True, text=True)
     if check and done.returncode != 0:
-        raise Refused(f"{NODE}: pgbackrest {' '.join(args)} failed ({done.returncode}): "
-                      f"{(done.stderr or done.stdout).strip()[-800:]}")
+        raise failed(args, done)
     return done
+
+
+def failed(args, done: subprocess.CompletedProcess) -> Refused:
+    return Refused(f"{NODE}: pgbackrest {' '.join(args)} failed ({done.returncode}): "
+                   f"{(done.stderr or done.stdout).strip()[-800:]}")
 
 
 def is_leader() -> tuple[bool, str]:
@@ -100,10 +104,21 @@ def backups() -> list[dict]:
     return list(info[0].get("backup", [])) if info else []
 
 
-def ensure_stanza() -> None:
+# pgBackRest's LockAcquireError: another pgbackrest holds the stanza's lock.
+LOCK_HELD = 50
+
+
+def ensure_stanza(timeout_s: float = 60) -> None:
     # Idempotent by design: an existing stanza matching this cluster is left as it is; one made
     # for another cluster (a different system identifier) makes it fail, which is what we want.
-    pgbackrest("stanza-create")
+    # It takes the stanza's archive lock without waiting, which archive-push holds while it
+    # ships a WAL segment (the archive_command: seen once in make test, error 50): tried again
+    # until that lock is free, within timeout_s.
+    deadline = time.monotonic() + timeout_s
+    while (done := pgbackrest("stanza-create", check=False)).returncode == LOCK_HELD and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if done.returncode != 0:
+        raise failed(("stanza-create",), done)
 
 
 def record_backup_time() -> None:
