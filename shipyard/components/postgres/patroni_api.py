@@ -133,6 +133,15 @@ class Cluster:
                                 f"(make logs ENV={self.env} SERVICE={node})")
         return text
 
+    def _view_once(self, settled: Callable[[dict], Any], timeout_s: float = 30) -> dict:
+        """The cluster's view once ``settled(view)``, or as it is after ``timeout_s``: the
+        decision taken on it then says why it refuses."""
+        try:
+            _wait("the cluster's view to settle", lambda: settled(self.view()), timeout_s, 0.5)
+        except TimeoutError:
+            pass
+        return self.view()
+
     def switch_over(self, to: str | None = None, force: bool = False, timeout_s: float = 60) -> Switched:
         """`make pg-promote`: a switchover through the leader's API (a failover through the
         candidate's when the leader is dead and ``force``); waits until the new leader is out of
@@ -144,19 +153,9 @@ class Cluster:
             # Synchronous mode: Patroni switches over to the sync standby only, and names one again
             # a loop or two after a replica restarted or rejoined (it answered 412 "candidate name
             # does not match with sync_standby" to a switchover right after a rolling restart).
-            try:
-                _wait("Patroni naming a sync standby", lambda: any(
-                    m.get("role") == "sync_standby" for m in decide.members(self.view()).values()), 30, 0.5)
-            except TimeoutError:
-                pass  # decided on what is: choose_switchover says why it refuses
-            view = self.view()
-        if decide.held_back_by_lag(view, to, self.max_lag_bytes):
-            try:  # a few of Patroni's loops; then choose_switchover says why it refuses
-                _wait("a replica within maximum_lag_on_failover", lambda: not decide.held_back_by_lag(
-                    self.view(), to, self.max_lag_bytes), 30, 0.5)
-            except TimeoutError:
-                pass
-            view = self.view()
+            view = self._view_once(lambda v: any(m.get("role") == "sync_standby" for m in decide.members(v).values()))
+        if decide.held_back_by_lag(view, to, self.max_lag_bytes):  # for a few of Patroni's loops
+            view = self._view_once(lambda v: not decide.held_back_by_lag(v, to, self.max_lag_bytes))
         choice = decide.choose_switchover(self.env, view, to, answers, force, self.max_lag_bytes)
         started = time.monotonic()
         if choice.action == "switchover":
