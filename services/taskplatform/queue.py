@@ -148,6 +148,42 @@ async def ensure_group(client: redis.Redis, stream: str = STREAM) -> None:
             raise
 
 
+# Up to ARGV[3] new entries of the streams KEYS for consumer ARGV[2] of group ARGV[1], the streams
+# asked in their order (highest band first) until that many are taken: one round trip, where a
+# read per stream from the worker cost one for each empty stream it passed, on the event loop
+# that is starting the task just taken (latency) or the next batch (drain rate). Without BLOCK:
+# a script cannot wait; the worker's blocking read of all of them is its own command.
+_READ_IN_TURN = """
+local taken, left = {}, tonumber(ARGV[3])
+for _, stream in ipairs(KEYS) do
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', stream, '>')
+  if reply then
+    table.insert(taken, reply[1])
+    left = left - #reply[1][2]
+    if left <= 0 then break end
+  end
+end
+return taken
+"""
+
+
+class InTurnReader:
+    """Reads of a client's streams, each asked in turn in one round trip (``_READ_IN_TURN``)."""
+
+    def __init__(self, client: redis.Redis):
+        self._read = client.register_script(_READ_IN_TURN)  # EVALSHA; loaded again after a failover
+
+    async def __call__(self, consumer: str, streams: list[str], count: int) -> list[tuple[bytes, list]]:
+        """Up to ``count`` new entries of ``streams`` for ``consumer``, in the order given (the
+        first stream's before the second's), without waiting: [(stream, [(id, {field: value})])],
+        as XREADGROUP answers. A missing group raises NOGROUP, as XREADGROUP does."""
+        if not streams or count <= 0:
+            return []
+        replies = await self._read(keys=list(streams), args=[GROUP, consumer, count])
+        return [(stream, [(message_id, dict(zip(fields[::2], fields[1::2]))) for message_id, fields in messages])
+                for stream, messages in replies]
+
+
 async def queue_depth(client: redis.Redis) -> tuple[int, int]:
     """(stream length, pending entries of the group) of the shared stream (the default queue's
     normal band)."""

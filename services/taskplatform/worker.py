@@ -90,6 +90,7 @@ class Worker:
         self.webhooks: webhook_dispatch.Dispatcher | None = None
         self.redis = None
         self.rate: queue_rate.ClusterRate | None = None
+        self.read_in_turn: queue.InTurnReader | None = None
         # The attempts running at once share their claims, completions and acks (``batching``):
         # one statement or command for all that are ready while the previous one is out.
         self.claims = batching.Batch(self._claim_batch)
@@ -256,9 +257,8 @@ class Worker:
                 # before each start: latency, and drain rate).
                 if lane.redis_ok and not lane.just_read:
                     try:
-                        for stream in lane.streams_above(lane.peek().priority):
-                            if await self._take(lane, {stream: ">"}, 1, None):
-                                break
+                        above = lane.streams_above(lane.peek().priority)
+                        self._add(lane, await self.read_in_turn(self.consumer, above, 1))
                     except Exception as exc:  # noqa: BLE001 - what waits here starts; the next read retries
                         lane.redis_ok = False
                         log.warning("redis read failed; starting what waits", extra={"reason": repr(exc)})
@@ -314,21 +314,26 @@ class Worker:
             lane.bucket.take(rate)
         return wait, None
 
+    def use_redis(self, client) -> None:
+        """``client`` for the streams, the queues' rate buckets and the reads in turn."""
+        self.redis = client
+        self.rate = queue_rate.ClusterRate(client)
+        self.read_in_turn = queue.InTurnReader(client)
+
     async def _read(self, lane: lanes.Lane, count: int, block_ms: int) -> None:
         """Up to ``count`` new messages of ``lane``'s streams into its backlog: each stream
-        asked in turn, highest band first, without waiting, so that a high-priority task is
-        taken before the lower ones already waiting; when all are empty, one read of all of
-        them that waits up to ``block_ms`` for the next message (one at most per stream)."""
-        taken = 0
-        for stream in lane.streams:
-            taken += await self._take(lane, {stream: ">"}, count - taken, None)
-            if taken >= count:
-                return
-        if taken == 0:
-            await self._take(lane, {stream: ">" for stream in lane.streams}, 1, block_ms)
+        asked in turn, highest band first, without waiting (one round trip:
+        ``queue.InTurnReader``), so that a high-priority task is taken before the lower ones
+        already waiting; when all are empty, one read of all of them that waits up to
+        ``block_ms`` for the next message (one at most per stream)."""
+        if not self._add(lane, await self.read_in_turn(self.consumer, lane.streams, count)):
+            self._add(lane, await self.redis.xreadgroup(queue.GROUP, self.consumer,
+                                                        {stream: ">" for stream in lane.streams},
+                                                        count=1, block=block_ms))
 
-    async def _take(self, lane: lanes.Lane, streams: dict[str, str], count: int, block_ms: int | None) -> int:
-        replies = await self.redis.xreadgroup(queue.GROUP, self.consumer, streams, count=count, block=block_ms)
+    @staticmethod
+    def _add(lane: lanes.Lane, replies) -> int:
+        """Messages read (XREADGROUP's answer) into ``lane``'s backlog; how many."""
         taken = 0
         for stream, messages in replies or []:
             for message_id, fields in messages:
@@ -531,8 +536,7 @@ class Worker:
         # Webhooks: a loop of its own beside the task slots (``webhook_dispatch`` says why a slow
         # receiver cannot slow the tasks).
         self.webhooks = webhook_dispatch.Dispatcher(webhook_store.WebhookStore(pool), self.config, s, OUTAGES)
-        self.redis = queue.connect_for(s, self.secrets)
-        self.rate = queue_rate.ClusterRate(self.redis)
+        self.use_redis(queue.connect_for(s, self.secrets))
         await self._ensure_group()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.kind_runner.start)

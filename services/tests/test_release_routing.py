@@ -158,7 +158,7 @@ def test_a_stopping_worker_puts_back_at_once_what_it_took_but_did_not_start(tmp_
 
     async def scenario():
         worker = Worker(settings, FileSecretSource(tmp_path), config)  # no secret needed: Redis is given
-        worker.redis = queue.connect("127.0.0.1", own_redis.port, own_redis.password)
+        worker.use_redis(queue.connect("127.0.0.1", own_redis.port, own_redis.password))
         try:
             await worker._ensure_group()
             await queue.enqueue(worker.redis, preview, GREEN_STREAM)

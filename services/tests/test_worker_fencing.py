@@ -54,7 +54,7 @@ def run_worker_scenario(platform, tmp_path, monkeypatch, scenario, **config):
         pool = await store.create_pool([("127.0.0.1", platform.pg.port)], platform.pg.database, platform.pg.user,
                                        secrets.get("postgres_password"), size=4)
         worker.store = store.TaskStore(pool)
-        worker.redis = queue.connect("127.0.0.1", platform.redis.port, secrets.get("redis_password"))
+        worker.use_redis(queue.connect("127.0.0.1", platform.redis.port, secrets.get("redis_password")))
         try:
             task, _ = await worker.store.create(f"tenant-{uuid.uuid4().hex[:8]}", "sleep", {"seconds": 1}, 3, None)
             await asyncio.wait_for(scenario(worker, body, uuid.UUID(task["id"]), pool), 30)
