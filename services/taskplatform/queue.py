@@ -6,7 +6,8 @@ priority (0-9) picks the band. A worker reads each queue apart, with that queue'
 (``lanes.Lane``), and within a queue the high band before the normal one before the low one.
 Why bands and not ten streams: every empty stream a read passes costs a step of its script
 (``InTurnReader``) and the blocking read one more key before a task starts, and three steps
-are what callers tell apart in practice (urgent, normal, bulk); within a band the order is FIFO. PostgreSQL keeps the exact priority.
+are what callers tell apart in practice (urgent, normal, bulk); within a band the order is
+FIFO. PostgreSQL keeps the exact priority.
 
 The default queue's normal band is ``tasks:stream``, the one stream of the releases before
 queues: an older colour's API (which puts every task there) and its workers (which read only
