@@ -1,0 +1,271 @@
+"""Docker hosts on this machine for the multi-host tests (issue 25): each a network namespace
+with a private mount namespace, its own ``dockerd`` and ``sshd``, the hosts joined by a bridge
+of the run's own, reached over SSH with a key made for the run.
+
+Why namespaces: privileged containers cannot start here, so docker-in-docker is out
+(../shared/WORKPLACE.md). What makes a namespace a host:
+
+- its address on the run's bridge (a /24 of 10.231.0.0/16 no route of the machine uses); the
+  machine is the bridge's ``.1``, host *i* is ``.(10 + i)``;
+- a private mount namespace in which its own directories are bound over ``/var/lib/docker`` and
+  ``/opt`` and a tmpfs over ``/run``, so its dockerd keeps its images, containers, sockets and
+  state apart from the machine's engine and from the other hosts, at the usual paths (a
+  ``docker`` over SSH finds ``/var/run/docker.sock``);
+- ``sshd`` in that same mount namespace, listening on the host's address only, root by key.
+
+The machine's own engine sets ``br_netfilter`` and a FORWARD policy of DROP, so traffic between
+two hosts over the bridge would be dropped: one rule in ``DOCKER-USER`` accepts what stays on
+the run's bridge, and is removed with the bridge.
+
+Everything is removed by ``TestHosts.close`` — also when creating them failed half way, and for
+the run's leftovers found by name (``remove_leftovers``: an aborted run). Entered with
+``nsenter --net`` rather than ``ip netns exec``, which remounts /sys and leaves dockerd without
+cgroups.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "sy"  # every name a run makes starts with it and the run's id: leftovers are found by it
+ROOT_PARENT = Path(tempfile.gettempdir())
+SPACE = ipaddress.ip_network("10.231.0.0/16")
+SSHD = "/usr/sbin/sshd"
+STOP_TIMEOUT_S = 30
+
+# Run inside the host's new mount namespace (unshare -m), in its network namespace: the mounts
+# that make it a machine of its own, then its daemons. Its arguments: the host's directory and
+# address.
+START = r"""set -eu
+dir=$1; address=$2
+mount --make-rprivate /
+mount --bind "$dir/docker" /var/lib/docker
+mount --bind "$dir/opt" /opt
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/sshd /run/containerd
+ip link set lo up
+nohup dockerd --host unix:///run/docker.sock --data-root /var/lib/docker --exec-root /run/docker \
+  --pidfile "$dir/dockerd.pid" --log-level warn >"$dir/dockerd.log" 2>&1 &
+/usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+"""
+
+
+class HostsError(RuntimeError):
+    pass
+
+
+def run(argv: list[str], timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and done.returncode != 0:
+        raise HostsError(f"{' '.join(argv)} exited {done.returncode}: {(done.stderr or done.stdout).strip()}")
+    return done
+
+
+@dataclass
+class TestHost:
+    name: str  # h1, h2, ...
+    address: str
+    netns: str
+    dir: Path
+    key: Path  # the run's SSH private key
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        return ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+                f"root@{self.address}", *command]
+
+    def ssh(self, *command: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        """``command`` run on the host over SSH (a shell command line, as ssh sends it)."""
+        return run(self.ssh_argv(*command), timeout=timeout, check=check)
+
+    def inside(self, argv: list[str], timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        """``argv`` run in the host's network namespace (the machine's files): a client on
+        this host reaching the others."""
+        return run(["nsenter", f"--net=/run/netns/{self.netns}", *argv], timeout=timeout, check=check, **kwargs)
+
+
+@dataclass
+class TestHosts:
+    """``count`` hosts; a context manager that removes them on leaving."""
+    count: int = 3
+    run_id: str = field(default_factory=lambda: secrets.token_hex(2))
+    hosts: list[TestHost] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.tag = f"{PREFIX}{self.run_id}"  # at most 6 characters: interface names end at 15
+        self.bridge = f"{self.tag}br"
+        self.root = ROOT_PARENT / f"shipyard-hosts-{self.tag}"
+        self.subnet: ipaddress.IPv4Network | None = None
+
+    # --- making them ---------------------------------------------------------------------
+    def __enter__(self) -> "TestHosts":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        for tool in ("dockerd", "nsenter", "unshare", "ip", "iptables", "ssh", "ssh-keygen", SSHD):
+            if not shutil.which(tool):
+                raise HostsError(f"{tool} is not installed: `make host-test-hosts` installs what the test hosts need")
+        self.subnet = free_subnet()
+        self.root.mkdir(mode=0o700)
+        key = self.root / "id_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"shipyard test hosts {self.tag}", "-f", str(key)])
+        gateway = f"{self.subnet.network_address + 1}/{self.subnet.prefixlen}"
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", gateway, "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+        run(["iptables", "-I", "DOCKER-USER", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"])
+        for index in range(1, self.count + 1):
+            self.hosts.append(self._start_host(index, key))
+        for host in self.hosts:
+            self._wait_ready(host)
+
+    def _start_host(self, index: int, key: Path) -> TestHost:
+        name = f"h{index}"
+        netns, outside = f"{self.tag}-{name}", f"{self.tag}{name}"
+        address = str(self.subnet.network_address + 10 + index)
+        host = TestHost(name, address, netns, self.root / name, key)
+        for sub in ("docker", "opt"):
+            (host.dir / sub).mkdir(parents=True)
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "set", outside, "master", self.bridge, "up"])
+        inside = ["ip", "netns", "exec", netns]  # only for ip(8) itself: no dockerd under it
+        run([*inside, "ip", "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0"])
+        run([*inside, "ip", "link", "set", "eth0", "up"])
+        run([*inside, "ip", "route", "add", "default", "via", str(self.subnet.network_address + 1)])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.dir / "ssh_host_ed25519_key")])
+        (host.dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+        (host.dir / "sshd_config").write_text(
+            f"ListenAddress {address}\nHostKey {host.dir}/ssh_host_ed25519_key\nPidFile {host.dir}/sshd.pid\n"
+            f"AuthorizedKeysFile {host.dir}/authorized_keys\n"
+            # Its files live under the machine's temporary directory, which is world-writable.
+            "StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nAcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n")
+        (host.dir / "start.sh").write_text(START)
+        run(["nsenter", f"--net=/run/netns/{netns}", "unshare", "-m", "sh", str(host.dir / "start.sh"),
+             str(host.dir), address], timeout=30)
+        return host
+
+    def _wait_ready(self, host: TestHost, timeout_s: float = 90) -> None:
+        """Its dockerd answers over SSH (sshd first, then the engine that SSH reaches)."""
+        deadline, last = time.monotonic() + timeout_s, ""
+        while time.monotonic() < deadline:
+            done = host.ssh("docker", "version", "--format", "{{.Server.Version}}", timeout=15, check=False)
+            if done.returncode == 0:
+                return
+            last = (done.stderr or done.stdout).strip()
+            time.sleep(0.5)
+        log = (host.dir / "dockerd.log").read_text()[-2000:] if (host.dir / "dockerd.log").exists() else ""
+        raise HostsError(f"test host {host.name} ({host.address}): its engine did not answer over SSH within "
+                         f"{timeout_s:.0f} s: {last}\ndockerd.log:\n{log}")
+
+    # --- removing them -------------------------------------------------------------------
+    def close(self) -> None:
+        """Every daemon stopped, the namespaces, links, rule and directories removed; what
+        fails is tried for the rest and then raised."""
+        problems = remove_run(self.tag, self.root)
+        if problems:
+            raise HostsError("; ".join(problems))
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _stop(pid: int | None, timeout_s: float) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def remove_run(tag: str, root: Path) -> list[str]:
+    problems: list[str] = []
+    namespaces = [n.split()[0] for n in run(["ip", "netns", "list"], check=False).stdout.splitlines()
+                  if n.startswith(f"{tag}-")]
+    for host_dir in sorted(root.glob("h*")) if root.exists() else []:
+        _stop(_pid(host_dir / "sshd.pid"), 5)
+        _stop(_pid(host_dir / "dockerd.pid"), STOP_TIMEOUT_S)  # it stops its containers first
+    for netns in namespaces:
+        # What is left in it (containerd shims, a container's processes): killed, then it goes.
+        for pid in run(["ip", "netns", "pids", netns], check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        if run(["ip", "netns", "del", netns], check=False).returncode != 0:
+            problems.append(f"network namespace {netns} not removed")
+    links = run(["ip", "-o", "link", "show"], check=False).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(tag):
+            run(["ip", "link", "del", name], check=False)
+    bridge = f"{tag}br"
+    while run(["iptables", "-D", "DOCKER-USER", "-i", bridge, "-o", bridge, "-j", "ACCEPT"], check=False).returncode == 0:
+        pass
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        if root.exists():
+            problems.append(f"{root} not removed")
+    return problems
+
+
+def remove_leftovers() -> list[str]:
+    """The hosts of runs that did not get to remove theirs (killed): by their names."""
+    tags = {n.split("-")[0] for n in run(["ip", "netns", "list"], check=False).stdout.split()
+            if n.startswith(PREFIX) and "-h" in n}
+    tags |= {p.name.removeprefix("shipyard-hosts-") for p in ROOT_PARENT.glob(f"shipyard-hosts-{PREFIX}*")}
+    problems = []
+    for tag in sorted(tags):
+        problems += remove_run(tag, ROOT_PARENT / f"shipyard-hosts-{tag}")
+    return problems
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """A /24 of ``SPACE`` that no address or route of the machine touches."""
+    used = []
+    for line in run(["ip", "-4", "-o", "route", "show", "table", "all"], check=False).stdout.splitlines():
+        first = line.split()[0]
+        try:
+            used.append(ipaddress.ip_network(first, strict=False))
+        except ValueError:
+            continue
+    candidates = list(SPACE.subnets(new_prefix=24))
+    start = secrets.randbelow(len(candidates))
+    for subnet in candidates[start:] + candidates[:start]:
+        if not any(subnet.overlaps(u) for u in used if u.prefixlen > 0):
+            return subnet
+    raise HostsError(f"no free /24 in {SPACE} for the test hosts")
