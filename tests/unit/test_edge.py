@@ -3,6 +3,8 @@ methods nginx refuses itself are answered with the allowed ones; the router behi
 users to the live colour and is the only one a release reloads."""
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -316,3 +318,26 @@ def test_a_second_render_with_nothing_changed_is_byte_identical(repo):
     again = render_environment(load_environment(repo, "production", {}))
     assert {h: r.files for h, r in first.items()} == {h: r.files for h, r in again.items()}
     assert {h: r.compose for h, r in first.items()} == {h: r.compose for h, r in again.items()}
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx on this machine (Debian: apt-get install nginx-light)")
+@pytest.mark.parametrize("env, environ", [("production", {}), ("ci", {}), ("ci", OFF)])
+def test_the_rendered_config_passes_nginx_t(repo, tmp_path, env, environ):
+    """Where nginx is installed (Debian bookworm's nginx-light is the local image's): `nginx -t`
+    of the rendered files, their container paths moved under tmp_path, with a certificate of a
+    throw-away CA in place of the secret files."""
+    from shipyard import tls
+
+    conf, secrets = tmp_path / "conf", tmp_path / "secrets"
+    conf.mkdir()
+    secrets.mkdir()
+    for rel, text in edge_files(repo, env, environ).items():
+        text = text.replace(f"{CONF}/", f"{conf}/").replace("/run/secrets/", f"{secrets}/")
+        text = text.replace("user nginx;", "").replace("pid /tmp/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+        (conf / rel.removeprefix("nginx/")).write_text(text)
+    server = tls.server_cert(tls.new_ca("test"), ("localhost",), ())
+    (secrets / "edge.crt").write_bytes(server.cert_pem)
+    (secrets / "edge.key").write_bytes(server.key_pem)
+    checked = subprocess.run(["nginx", "-t", "-q", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
