@@ -190,6 +190,21 @@ def _decrypt(path: Path, identity: pyrage.x25519.Identity, key_file: Path) -> st
                            "use the identity this environment was encrypted to (see recipients.txt)") from None
 
 
+def _ensure_store(env: str, store: Path, key_file: Path, existing: list[Path]) -> None:
+    """A new environment's store: its recipients (and this machine's identity, when it has none)."""
+    if (store / "recipients.txt").exists():
+        return
+    if existing:
+        raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
+                           "restore recipients.txt from git (it holds the public keys)")
+    if not key_file.exists():
+        identity = pyrage.x25519.Identity.generate()
+        _write_private(key_file, f"# shipyard age identity for {env}\n{identity}\n".encode(), 0o600)
+    identity = _load_identity(env, key_file)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "recipients.txt").write_text(f"{identity.to_public()}\n")
+
+
 def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
                    generate_missing: bool = True, created: list[str] | None = None) -> dict[str, Secret]:
     """Decrypt every secret of ``env``; generate what is missing when ``generate_missing``
@@ -202,16 +217,7 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
         raise SecretsError(f"secrets/{env}/", f"missing {', '.join(missing)}",
                            f"create them on purpose with `make secrets-init ENV={env}` (needs the identity of {env}), "
                            f"then commit secrets/{env}/; or restore them from git if they were deleted")
-    if not (store / "recipients.txt").exists():
-        if existing:
-            raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
-                               "restore recipients.txt from git (it holds the public keys)")
-        if not key_file.exists():
-            identity = pyrage.x25519.Identity.generate()
-            _write_private(key_file, f"# shipyard age identity for {env}\n{identity}\n".encode(), 0o600)
-        identity = _load_identity(env, key_file)
-        store.mkdir(parents=True, exist_ok=True)
-        (store / "recipients.txt").write_text(f"{identity.to_public()}\n")
+    _ensure_store(env, store, key_file, existing)
     identity = _load_identity(env, key_file)
     recipients = _recipients(env, store)
     values: dict[str, Secret] = {}
@@ -288,9 +294,9 @@ def put(repo: Path, env: str, name: str, value: str, environ: dict[str, str] | N
     if not value.strip():
         raise SecretsError(name, "the value is empty", "give the file that holds it (FILE=/path/to/privkey.pem)")
     store = repo / "secrets" / env
-    if not (store / "recipients.txt").exists():
-        raise SecretsError(str(store / "recipients.txt"), "missing: the environment has no secret store yet",
-                           f"create it with `make secrets-init ENV={env}`")
+    # A new environment whose first secret is this one (mode 'files' from the start): its store
+    # begins here, as secrets-init would begin it.
+    _ensure_store(env, store, identity_path(env, environ), sorted(store.glob("*.age")) if store.is_dir() else [])
     path = store / f"{name}.age"
     existed = path.exists()
     _write_private(path, pyrage.encrypt(value.encode(), _recipients(env, store)), 0o644)

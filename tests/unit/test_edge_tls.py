@@ -246,3 +246,27 @@ def test_secrets_put_takes_only_supplied_names_and_never_an_empty_value(tmp_path
     assert secretstore.put(tmp_path, "t", certificates.KEY, "k1", environ) is False
     assert secretstore.put(tmp_path, "t", certificates.KEY, "k2", environ) is True
     assert secretstore.read_held(tmp_path, "t", certificates.KEY, environ).value == "k2"
+
+
+def test_a_new_environment_can_start_in_files_mode(tmp_path):
+    """No store yet: secrets-put begins it, then the settings load and secrets-init issues the
+    bundle from the chain and the key."""
+    chain, key = _own_chain(tmp_path)
+    (tmp_path / "fullchain.pem").write_text(chain)
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    write_inventory(tmp_path, '{"mode": "files", "chain_file": "fullchain.pem"}')
+    with pytest.raises(SettingsError):
+        load_environment(tmp_path, "t", environ)
+    assert secretstore.put(tmp_path, "t", certificates.KEY, key, environ) is False
+    load_environment(tmp_path, "t", environ)
+    bundle = secretstore.load_or_create(tmp_path, "t", environ)[certificates.TLS].value
+    assert certificates.key_of(bundle).strip() == key.strip()
+
+
+def test_turning_tls_on_re_issues_the_empty_bundle_of_off(tmp_path):
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    write_inventory(tmp_path, '{}')
+    assert secretstore.load_or_create(tmp_path, "t", environ)[certificates.TLS].value == ""
+    write_inventory(tmp_path, '{"mode": "ca", "names": ["a.example"]}')
+    assert "re-issued (TLS was off when it was issued)" in _renew(tmp_path, environ)[0]
+    assert "BEGIN CERTIFICATE" in secretstore.read_secret(tmp_path, "t", certificates.TLS, environ).value
