@@ -247,6 +247,10 @@ def secrets_init(env: str) -> int:
 def secrets_put(env: str, name: str, file: str) -> int:
     """A value the user supplies (Component.supplied_secrets), encrypted into secrets/<env>/; the
     next deploy delivers what derives from it. The value is never printed."""
+    # Not load_environment: the settings may name this very secret as missing (a new environment
+    # in edge.tls files mode), which is what this command fixes.
+    if env not in list_environments(REPO):
+        raise ShipyardError(f"ENV={env}", "names no environment", f"one of: {', '.join(list_environments(REPO))}")
     source = Path(file)
     if not source.is_file():
         raise ShipyardError(f"FILE={file}", "is not a file", "give the path of the file that holds the value")
