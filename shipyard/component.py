@@ -448,7 +448,9 @@ class Component:
     commands: tuple[Command, ...] = ()
     # Before a deploy touches any host, on the deploying machine: (settings, repo) → lines to
     # print (nothing secret); raises a ShipyardError (where, what, the fix) when the rollout could
-    # not succeed (Vault sealed with no unseal keys to open it), so that nothing is changed.
+    # not succeed (Vault sealed with no unseal keys to open it), so that nothing is changed. It may
+    # renew what it issued in the checkout's store, as a rotation the same deploy applies (the
+    # edge's certificate, when its names changed or it nears expiry).
     preflight: Callable[[Any, Path], list[str]] | None = None
     # What the deploying machine does on the live environment during every rollout in which the
     # component runs (Vault: initialise, unseal, bootstrap): LiveSetup.
