@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 LOCK_WAIT ?= 0
 PYTHON ?= python3
 
-.PHONY: release rollback releases bench-release secrets-init secrets-rotate status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps host-test-logship up deploy down render render-check validate verify \
+.PHONY: release rollback releases bench-release secrets-init secrets-rotate secrets-put status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps host-test-logship up deploy down render render-check validate verify \
         test test-unit test-logship test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
 
 help: venv
@@ -25,6 +25,8 @@ help: venv
 	@echo "make secrets-init ENV=name   create an environment's missing secrets, on purpose (then commit them)"
 	@echo "make secrets-rotate ENV=name NAME=secret   a new value, applied in the running servers and to"
 	@echo "                         every container that reads it (an interrupted one: make up finishes it)"
+	@echo "make secrets-put ENV=name NAME=edge_tls_key FILE=path   put a value you supply (your certificate's"
+	@echo "                         key) in the store, encrypted; the next make up delivers it"
 	@echo "make release ENV=name [VERSION=v] [BUILD=0]   blue-green: v (default: from git) in the idle colour,"
 	@echo "                         smoke test, switch, watch; rolls back by itself (BUILD=0: an image already there)"
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
@@ -158,6 +160,10 @@ secrets-init: venv
 secrets-rotate: venv
 	@test -n "$(NAME)" || { echo "usage: make secrets-rotate ENV=$(ENV) NAME=postgres_password|redis_password|..." >&2; exit 2; }
 	$(PY) -m shipyard secrets-rotate --env $(ENV) --name $(NAME) --lock-wait $(LOCK_WAIT)
+
+secrets-put: venv
+	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make secrets-put ENV=$(ENV) NAME=edge_tls_key FILE=/path/to/privkey.pem" >&2; exit 2; }
+	$(PY) -m shipyard secrets-put --env $(ENV) --name $(NAME) --file $(FILE)
 
 validate: venv
 	$(PY) -m shipyard validate --env $(ENV)

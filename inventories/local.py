@@ -12,8 +12,12 @@ SHIPYARD = {
     "secrets": {"generate_missing": True},
     # Its own project network, apart from the other environment's on the same machine.
     "network": {"subnet": "10.213.1.0/24"},
-    "ports": {"edge_http": 8080, "edge_bind": "127.0.0.1", "api_direct": 8000,
+    "ports": {"edge_http": 8080, "edge_https": 8443, "edge_bind": "127.0.0.1", "api_direct": 8000,
               "postgres": 5432, "redis": 6379, "consul_http": 8500, "prometheus_http": 9090, "alertmanager_http": 9093},
+    # HTTPS at the edge with a certificate of the environment's own edge CA, and plain HTTP served as
+    # well on loopback: the e2e tests, drills and benchmarks use plain HTTP (tests/e2e/test_edge_tls.py
+    # the HTTPS side).
+    "edge": {"tls": {"mode": "ca", "names": ["localhost"], "http": "serve"}},
     # Vault (OpenBao): initialised, unsealed and bootstrapped by every `make up` (docs/secrets.md).
     "vault": {"enabled": True},
 }

@@ -9,7 +9,14 @@ SHIPYARD = {
     "name": "production",
     # Pinned upstream tags through the site's registry mirror.
     "images": {"source": "official", "mirror": "registry.internal.example:5000"},
-    "ports": {"edge_http": 80, "edge_bind": "0.0.0.0"},
+    "ports": {"edge_http": 80, "edge_https": 443, "edge_bind": "0.0.0.0"},
+    # HTTPS at the edge; plain HTTP answers 308 to it (docs/security.md, "TLS at the edge"). The
+    # certificate comes from the environment's own edge CA (its clients must trust that CA). For a
+    # publicly trusted one, from your ACME client (or corporate CA): write its fullchain.pem into
+    # the checkout, `make secrets-put ENV=production NAME=edge_tls_key FILE=.../privkey.pem`, and
+    # set "tls": {"mode": "files", "chain_file": "secrets/production/edge-fullchain.pem"}; each
+    # deploy then delivers the chain and key as they are (a renewed chain: commit it and deploy).
+    "edge": {"tls": {"mode": "ca", "names": ["api.prod.example.net"]}},
     "postgres": {"max_connections": 300, "shared_buffers_mb": 1024, "memory_limit_mb": 4096},
     "redis": {"maxmemory_mb": 1024, "memory_limit_mb": 1536},
     "app": {"api_processes": 4, "worker_replicas": 2, "memory_limit_mb": 1024},

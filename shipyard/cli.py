@@ -6,6 +6,7 @@
     python -m shipyard down --env E [--volumes]
     python -m shipyard secrets-init --env E
     python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
+    python -m shipyard secrets-put --env E --name NAME --file PATH
     python -m shipyard status --env E | plan --env E
     python -m shipyard logs --env E --service S [--tail N] [--follow] [--since 10m] [--level warning]
     python -m shipyard trace --env E --request-id R | --task-id T [--since 24h]
@@ -46,7 +47,7 @@ from shipyard.image_plan import versioned_packages, versioned_source_hash
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
-from shipyard.secretstore import finish_rotations, load_or_create, previous_values, rotate
+from shipyard.secretstore import finish_rotations, load_or_create, previous_values, put, rotate
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_ROOT = REPO / "compose"
@@ -243,6 +244,22 @@ def secrets_init(env: str) -> int:
     return 0
 
 
+def secrets_put(env: str, name: str, file: str) -> int:
+    """A value the user supplies (Component.supplied_secrets), encrypted into secrets/<env>/; the
+    next deploy delivers what derives from it. The value is never printed."""
+    # Not load_environment: the settings may name this very secret as missing (a new environment
+    # in edge.tls files mode), which is what this command fixes.
+    if env not in list_environments(REPO):
+        raise ShipyardError(f"ENV={env}", "names no environment", f"one of: {', '.join(list_environments(REPO))}")
+    source = Path(file)
+    if not source.is_file():
+        raise ShipyardError(f"FILE={file}", "is not a file", "give the path of the file that holds the value")
+    replaced = put(REPO, env, name, source.read_text())
+    print(f"{env}: {'replaced' if replaced else 'put'} {name} in secrets/{env}/{name}.age (commit it; the value "
+          f"stays encrypted); `make up ENV={env}` delivers it")
+    return 0
+
+
 def operator_view(command: str, args: argparse.Namespace) -> int:
     """`make status`, `make plan`, `make logs`, `make trace`: read-only (shipyard.controller.views)."""
     from shipyard.controller import views
@@ -403,6 +420,9 @@ CORE_COMMANDS: dict[str, tuple[str, tuple[tuple[tuple[str, ...], dict], ...]]] =
     "down": ("stop an environment (--volumes: delete its data too)", ((("--volumes",), {"action": "store_true"}),)),
     "secrets-init": ("create the missing secrets of an environment, on purpose", ()),
     "secrets-rotate": ("a new value for one secret, applied by a deploy", ((("--name",), {"required": True}),)),
+    "secrets-put": ("put a value you supply (your certificate's key) in the store, encrypted", (
+        (("--name",), {"required": True}),
+        (("--file",), {"required": True, "help": "the file holding the value (read once, left as it is)"}))),
     "status": ("per host and component: instances, image, health, uptime, role, drift", ()),
     "plan": ("what a deploy would change and why (read-only)", ()),
     "logs": ("the logs of a service's (or component's) containers on every host", (
@@ -468,6 +488,7 @@ def run_core_command(args: argparse.Namespace) -> int:
         "down": lambda: down(args.env, args.volumes),
         "secrets-init": lambda: secrets_init(args.env),
         "secrets-rotate": lambda: secrets_rotate(args.env, args.name, args.lock_wait),
+        "secrets-put": lambda: secrets_put(args.env, args.name, args.file),
         "release": lambda: release(args.env, args.version, args.prebuilt, args.lock_wait),
         "rollback": lambda: rollback(args.env, args.lock_wait),
         "releases": lambda: releases(args.env),

@@ -41,6 +41,8 @@ SECRET_NAMES = tuple(sorted({s.secret for comp in COMPONENTS for svc in comp.ser
 _FORMATS = {name: fmt for comp in COMPONENTS for name, fmt in comp.secret_formats.items()}
 # Secrets only the deploying machine holds (shipyard.component.Component.held_secrets).
 HELD_NAMES = tuple(sorted({name for comp in COMPONENTS for name in comp.held_secrets}))
+# Held secrets the user supplies (shipyard.component.Component.supplied_secrets).
+SUPPLIED_NAMES = tuple(sorted({name for comp in COMPONENTS for name in comp.supplied_secrets}))
 # Secrets a component issues from what it holds (shipyard.component.Component.issued_secrets).
 _ISSUERS = {name: issue for comp in COMPONENTS for name, issue in comp.issued_secrets.items()}
 # Secrets whose rotated value derives from the current one (shipyard.component.Component.successors).
@@ -188,6 +190,21 @@ def _decrypt(path: Path, identity: pyrage.x25519.Identity, key_file: Path) -> st
                            "use the identity this environment was encrypted to (see recipients.txt)") from None
 
 
+def _ensure_store(env: str, store: Path, key_file: Path, existing: list[Path]) -> None:
+    """A new environment's store: its recipients (and this machine's identity, when it has none)."""
+    if (store / "recipients.txt").exists():
+        return
+    if existing:
+        raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
+                           "restore recipients.txt from git (it holds the public keys)")
+    if not key_file.exists():
+        identity = pyrage.x25519.Identity.generate()
+        _write_private(key_file, f"# shipyard age identity for {env}\n{identity}\n".encode(), 0o600)
+    identity = _load_identity(env, key_file)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "recipients.txt").write_text(f"{identity.to_public()}\n")
+
+
 def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
                    generate_missing: bool = True, created: list[str] | None = None) -> dict[str, Secret]:
     """Decrypt every secret of ``env``; generate what is missing when ``generate_missing``
@@ -200,16 +217,7 @@ def load_or_create(repo: Path, env: str, environ: dict[str, str] | None = None,
         raise SecretsError(f"secrets/{env}/", f"missing {', '.join(missing)}",
                            f"create them on purpose with `make secrets-init ENV={env}` (needs the identity of {env}), "
                            f"then commit secrets/{env}/; or restore them from git if they were deleted")
-    if not (store / "recipients.txt").exists():
-        if existing:
-            raise SecretsError(str(store / "recipients.txt"), "missing while encrypted secrets exist",
-                               "restore recipients.txt from git (it holds the public keys)")
-        if not key_file.exists():
-            identity = pyrage.x25519.Identity.generate()
-            _write_private(key_file, f"# shipyard age identity for {env}\n{identity}\n".encode(), 0o600)
-        identity = _load_identity(env, key_file)
-        store.mkdir(parents=True, exist_ok=True)
-        (store / "recipients.txt").write_text(f"{identity.to_public()}\n")
+    _ensure_store(env, store, key_file, existing)
     identity = _load_identity(env, key_file)
     recipients = _recipients(env, store)
     values: dict[str, Secret] = {}
@@ -262,3 +270,34 @@ def remove_held(repo: Path, env: str, name: str) -> bool:
         return False
     path.unlink()
     return True
+
+
+def read_secret(repo: Path, env: str, name: str, environ: dict[str, str] | None = None) -> Secret | None:
+    """One delivered secret's current value (None when it was never written)."""
+    if name not in SECRET_NAMES:
+        raise SecretsError(f"secrets/{env}/", f"no secret named {name!r}", f"one of: {', '.join(SECRET_NAMES)}")
+    path = repo / "secrets" / env / f"{name}.age"
+    if not path.exists():
+        return None
+    key_file = identity_path(env, environ)
+    return Secret(name, _decrypt(path, _load_identity(env, key_file), key_file))
+
+
+def put(repo: Path, env: str, name: str, value: str, environ: dict[str, str] | None = None) -> bool:
+    """Encrypt a value the user supplies (``SUPPLIED_NAMES``: their certificate's key) to the
+    environment's recipients, replacing the one before; True when it replaced one. The deploy that
+    follows delivers what derives from it (the component's preflight notices the change)."""
+    if name not in SUPPLIED_NAMES:
+        raise SecretsError(f"secrets/{env}/", f"{name!r} is not a secret you supply",
+                           f"NAME is one of: {', '.join(SUPPLIED_NAMES)}; the others are generated or issued "
+                           f"(`make secrets-init`, `make secrets-rotate`)")
+    if not value.strip():
+        raise SecretsError(name, "the value is empty", "give the file that holds it (FILE=/path/to/privkey.pem)")
+    store = repo / "secrets" / env
+    # A new environment whose first secret is this one (mode 'files' from the start): its store
+    # begins here, as secrets-init would begin it.
+    _ensure_store(env, store, identity_path(env, environ), sorted(store.glob("*.age")) if store.is_dir() else [])
+    path = store / f"{name}.age"
+    existed = path.exists()
+    _write_private(path, pyrage.encrypt(value.encode(), _recipients(env, store)), 0o644)
+    return existed

@@ -41,8 +41,7 @@ def _ports_model() -> type[BaseModel]:
     plus the bind address of each public port."""
     fields: dict[str, Any] = {}
     for comp in COMPONENTS:
-        for svc in comp.services:
-            port = svc.port
+        for port in (p for svc in comp.services for p in (svc.port, *svc.extra_ports)):
             if port is None or port.setting is None:
                 continue
             fields[port.setting] = (int | None if port.default is None else int,
@@ -50,8 +49,8 @@ def _ports_model() -> type[BaseModel]:
             if port.bind_setting:
                 fields[port.bind_setting] = (str, Field(port.bind_default,
                                                         description=f"host address {port.setting} binds ('0.0.0.0' for all)"))
-    binds = tuple(svc.port.bind_setting for comp in COMPONENTS for svc in comp.services
-                  if svc.port is not None and svc.port.bind_setting)
+    binds = tuple(dict.fromkeys(port.bind_setting for comp in COMPONENTS for svc in comp.services
+                                for port in (svc.port, *svc.extra_ports) if port is not None and port.bind_setting))
 
     def _bind_is_ip(cls, value: str) -> str:
         ipaddress.ip_address(value)

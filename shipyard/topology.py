@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from shipyard.component import Component, SecretFile, Service
+from shipyard.component import Component, Port, SecretFile, Service
 from shipyard.errors import ShipyardError
 from shipyard.components import COMPONENTS
 from shipyard.bluegreen import COLOURS
@@ -234,6 +234,26 @@ class Topology:
         """``binding`` of the instance called ``name`` on ``host`` (verify, drills, benchmarks)."""
         return self.binding(self.find(name, host))
 
+    def extra_bindings(self, inst: Instance) -> list[tuple[str, int, Port]]:
+        """(bind address, host port, port) of each extra public port (Service.extra_ports) the
+        settings publish: on its bind setting, at its ``ports`` key (or its container port)."""
+        found = []
+        for port in inst.service.extra_ports:
+            if port.when is not None and not port.when(self.settings):
+                continue
+            bind = getattr(self.settings.ports, port.bind_setting) if port.bind_setting else port.bind_default
+            chosen = getattr(self.settings.ports, port.setting) if port.setting else None
+            found.append((bind, chosen or port.container, port))
+        return found
+
+    def published_extra(self, host: HostSettings, name: str, setting: str) -> tuple[str, int] | None:
+        """(bind address, host port) of the extra port ``setting`` (a ``ports`` key) of the instance
+        called ``name`` on ``host`` (None: not published under these settings)."""
+        for bind, port, declared in self.extra_bindings(self.find(name, host)):
+            if declared.setting == setting:
+                return bind, port
+        return None
+
     def publications(self, host: HostSettings) -> list[Publication]:
         """Everything the host's instances publish: client ports and peer ports."""
         found = []
@@ -242,6 +262,9 @@ class Topology:
             if bound is not None:
                 setting = inst.service.port.setting if inst.service.port else None
                 found.append(Publication(bound[0], bound[1], "tcp", inst, setting, port_key(inst)))
+            for address_, port, declared in self.extra_bindings(inst):
+                found.append(Publication(address_, port, "tcp", inst, declared.setting,
+                                         f"ports.{declared.setting} ({inst.name})"))
             for address_, port, protocol in self.peer_bindings(inst):
                 found.append(Publication(address_, port, protocol, inst, None,
                                          f"{inst.name}'s peer port {port}/{protocol}"))

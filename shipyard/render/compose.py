@@ -112,6 +112,8 @@ def _service(settings: EnvironmentSettings, host: HostSettings, inst: topology.I
     doc["labels"] = labels
     bound = topology.build(settings).binding(inst)
     ports = [f"{bound[0]}:{bound[1]}:{svc.port.container}"] if bound and svc.port else []
+    ports += [f"{address}:{port}:{declared.container}"
+              for address, port, declared in topology.build(settings).extra_bindings(inst)]
     ports += [f"{address}:{port}:{port}" + ("/udp" if protocol == "udp" else "")
               for address, port, protocol in topology.build(settings).peer_bindings(inst)]
     if ports:

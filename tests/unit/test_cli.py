@@ -55,3 +55,16 @@ def test_a_release_with_a_bad_version_stops_before_anything_happens(repo, tmp_pa
     assert "VERSION (make release VERSION=...): '1.0 x' is not a version" in done.stderr, done.stderr
     assert VERSION_PATTERN in done.stderr and "fix: use e.g. VERSION=1.4.2" in done.stderr
     assert "another deploy holds the lock" not in done.stderr and "unrecognized arguments" not in done.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--env", "nope", "--name", "edge_tls_key", "--file", "/etc/hostname"), "ENV=nope: names no environment"),
+    (("--env", "local", "--name", "edge_tls_key", "--file", "/no/such/file"), "FILE=/no/such/file: is not a file"),
+    (("--env", "local", "--name", "postgres_password", "--file", "/etc/hostname"),
+     "'postgres_password' is not a secret you supply"),
+])
+def test_secrets_put_stops_before_writing_anything_and_says_why(repo, tmp_path, args, says):
+    before = sorted((repo / "secrets").rglob("*"))
+    done = shipyard(repo, "secrets-put", *args, env={"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path)})
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert sorted((repo / "secrets").rglob("*")) == before

@@ -190,7 +190,10 @@ def test_site_template_override_wins_over_the_components_own(repo, tmp_path):
     own = render_template("edge", comp.templates_dir, "nginx/nginx.conf.j2",
                           {"env": "x", "api_colours": {}, "api_by_name": True, "api_port": 8000, "conf": "/c",
                            "routing": "/r", "preview_port": 8081, "router_port": 8080, "status_port": 8090,
-                           "network": "10.0.0.0/24"}, site_root=tmp_path / "none")
+                           "network": "10.0.0.0/24", "tls": False, "tls_mode": "off", "redirect": False,
+                           "hsts_max_age_s": 63072000, "https_authority_port": "", "cert_file": "/s/c", "key_file": "/s/k",
+                           "uncompressed": "^/x", "docs_path": "/docs", "docs_csp": "x", "api_csp": "y"},
+                          site_root=tmp_path / "none")
     assert own.startswith("# Rendered by Shipyard for environment x")
 
 

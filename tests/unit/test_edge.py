@@ -3,6 +3,8 @@ methods nginx refuses itself are answered with the allowed ones; the router behi
 users to the live colour and is the only one a release reloads."""
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -10,12 +12,48 @@ from shipyard.inventory import load_environment
 from shipyard.render import render_environment
 
 
+CONF = "/etc/nginx/shipyard"
+
+
+def edge_files(repo, env: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The edge host's rendered nginx files (``nginx/<name>`` → text)."""
+    hosts = render_environment(load_environment(repo, env, environ or {}))
+    found = [{rel: content.decode() for rel, content in h.files.items() if rel.startswith("nginx/")}
+             for h in hosts.values() if "nginx/nginx.conf" in h.files]
+    assert found, f"{env}: no edge rendered"
+    return found[0]
+
+
+def expanded(files: dict[str, str], name: str = "nginx.conf") -> str:
+    """A rendered file with each ``include`` of a rendered sibling replaced by its text, as nginx
+    reads it."""
+    return re.sub(r"^\s*include " + re.escape(CONF) + r"/([\w.-]+);$",
+                  lambda m: expanded(files, m.group(1)), files[f"nginx/{name}"], flags=re.M)
+
+
+def servers(conf: str) -> list[str]:
+    """The text of each ``server { ... }`` block of an (expanded) nginx.conf."""
+    found = []
+    for match in re.finditer(r"^\s*server\s*\{", conf, re.M):
+        depth, i = 0, match.end() - 1
+        for i in range(match.end() - 1, len(conf)):
+            depth += {"{": 1, "}": -1}.get(conf[i], 0)
+            if depth == 0:
+                break
+        found.append(conf[match.end():i])
+    return found
+
+
+def server_listening(conf: str, listen: str) -> str:
+    matching = [s for s in servers(conf) if re.search(r"^\s*listen " + re.escape(listen) + r"[ ;]", s, re.M)]
+    assert len(matching) == 1, f"{len(matching)} servers listen {listen}"
+    return matching[0]
+
+
 @pytest.fixture(scope="module", params=["local", "ci", "production"])
 def nginx_conf(request, repo) -> str:
-    hosts = render_environment(load_environment(repo, request.param, {}))
-    confs = [h.files["nginx/nginx.conf"].decode() for h in hosts.values() if "nginx/nginx.conf" in h.files]
-    assert confs, f"{request.param}: no edge rendered"
-    return confs[0]
+    """The server users reach (every environment serves HTTPS: edge.tls), its includes expanded."""
+    return server_listening(expanded(edge_files(repo, request.param)), "443")
 
 
 def location_block(conf: str, head: str) -> str:
@@ -107,13 +145,199 @@ def test_the_edge_and_the_router_log_and_forward_one_request_id(repo, env):
     """`make trace` follows a request by the id the edge gives it (X-Request-ID, which the API
     echoes): the edge logs and forwards its own, the router logs and forwards the edge's (its own
     only for a request that did not come through the edge)."""
-    files = {rel: content.decode() for h in render_environment(load_environment(repo, env, {})).values()
-             for rel, content in h.files.items() if rel.startswith("nginx/")}
-    edge, router = files["nginx/nginx.conf"], files["nginx/router.conf"]
-    assert "rid=$request_id" in edge and "proxy_set_header X-Request-ID $request_id;" in location_block(edge, "/")
+    files = edge_files(repo, env)
+    edge, router = expanded(files), files["nginx/router.conf"]
+    assert "rid=$request_id" in edge
+    assert "proxy_set_header X-Request-ID $request_id;" in location_block(server_listening(edge, "443"), "/")
     mapped = re.search(r"map \$http_x_request_id \$trace_id \{(.*?)\}", router, re.S)
     assert mapped and re.search(r'""\s+\$request_id;', mapped.group(1)) \
         and re.search(r"default\s+\$http_x_request_id;", mapped.group(1)), router
     main_format = re.search(r"log_format main (.*?);", router, re.S).group(1)
     assert "rid=$trace_id" in main_format
     assert "proxy_set_header X-Request-ID $trace_id;" in location_block(router, "/")
+
+
+# --- TLS at the edge (edge.tls; docs/security.md, "TLS at the edge") ---------------------------
+
+# Mozilla's Server Side TLS guidelines 5.8, intermediate: TLS 1.2 suites (ECDHE + AEAD only).
+INTERMEDIATE_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+SECURITY_HEADERS = {"Strict-Transport-Security": "$strict_transport_security", "X-Content-Type-Options": "nosniff",
+                    "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                    "Content-Security-Policy": "$content_security_policy"}
+OFF = {"SHIPYARD_EDGE__TLS__MODE": "off"}
+
+
+@pytest.fixture(scope="module")
+def production(repo) -> str:
+    return expanded(edge_files(repo, "production"))
+
+
+def directives(block: str, name: str) -> list[str]:
+    return re.findall(r"^\s*" + re.escape(name) + r"\s+(.*?);\s*$", block, re.M)
+
+
+def test_production_serves_https_with_exactly_mozilla_s_intermediate_profile(production):
+    https = server_listening(production, "443")
+    assert directives(https, "listen") == ["443 ssl http2"]
+    assert directives(https, "ssl_certificate") == ["/run/secrets/edge.crt"]
+    assert directives(https, "ssl_certificate_key") == ["/run/secrets/edge.key"]
+    http_level = production.split("server {", 1)[0]
+    assert directives(http_level, "ssl_protocols") == ["TLSv1.2 TLSv1.3"]
+    assert directives(http_level, "ssl_ciphers") == [INTERMEDIATE_CIPHERS]
+    assert directives(http_level, "ssl_prefer_server_ciphers") == ["off"]
+    assert directives(http_level, "ssl_session_timeout") == ["1d"]
+    assert directives(http_level, "ssl_session_cache") == ["shared:MozSSL:10m"]
+    assert directives(http_level, "ssl_session_tickets") == ["off"]
+    assert directives(http_level, "ssl_ecdh_curve") == ["X25519:prime256v1:secp384r1"]
+    # No finite-field DHE (5.8 dropped it): no suite, so no dhparam file either.
+    assert not re.search(r"(?<!EC)DHE-", production) and "ssl_dhparam" not in production
+    assert "guidelines 5.8" in production  # the comment says which version
+
+
+def test_hsts_is_sent_over_https_only_with_two_years(production):
+    hsts = re.search(r"map \$scheme \$strict_transport_security \{(.*?)\}", production, re.S).group(1)
+    assert re.search(r'^\s*https "max-age=63072000";$', hsts, re.M)
+    assert re.search(r'^\s*default "";$', hsts, re.M)  # an empty value: nginx sends no header
+
+
+def test_hsts_max_age_follows_the_setting(repo):
+    conf = expanded(edge_files(repo, "production", {"SHIPYARD_EDGE__TLS__HSTS_MAX_AGE_S": "86400"}))
+    assert 'https "max-age=86400";' in conf
+
+
+def test_security_headers_are_on_every_answer_including_errors(production):
+    """At each server users reach, and again in every location with an add_header of its own
+    (nginx then inherits none of the server's); always, so 404s and 5xx carry them too."""
+    for listen in ("80", "443"):
+        server = server_listening(production, listen)
+        head = re.split(r"^\s*location\b", server, maxsplit=1, flags=re.M)[0]
+        for name, value in SECURITY_HEADERS.items():
+            assert f"add_header {name} {value} always;" in head, (listen, name)
+        for body in re.findall(r"location\s+[^{]*\{(.*?)\n\s*\}", server, re.S):
+            if "add_header" in body:
+                for name, value in SECURITY_HEADERS.items():
+                    assert f"add_header {name} {value} always;" in body, (listen, name, body)
+
+
+def test_the_content_security_policy_lets_the_docs_page_run_and_nothing_else_load(production):
+    """Swagger UI (/docs) loads its script and styles from /docs/assets/ and starts from an inline
+    script: allowed there (same origin only); every other answer is JSON and may load nothing."""
+    csp = dict(re.findall(r'^\s*(\S+) "(.*?)";$', re.search(r"map \$uri \$content_security_policy \{(.*?)\}",
+                                                            production, re.S).group(1), re.M))
+    assert set(csp) == {"/docs", "default"}
+    assert csp["default"].startswith("default-src 'none'") and "frame-ancestors 'none'" in csp["default"]
+    docs = csp["/docs"]
+    assert "script-src 'self' 'unsafe-inline'" in docs and "style-src 'self' 'unsafe-inline'" in docs
+    assert "http" not in docs  # no other origin
+
+
+def test_production_redirects_plain_http_with_308_except_the_health_path(production):
+    plain = server_listening(production, "80")
+    assert "proxy_pass" not in plain  # nothing reaches the API in the clear
+    assert re.search(r'return 200 "ok\\n";', location_block(plain, "= /edge/health"))
+    assert directives(location_block(plain, "/"), "return") == ["308 https://$host$request_uri"]
+    assert len(re.findall(r"^\s*location\b", plain, re.M)) == 2
+
+
+def test_the_redirect_names_the_https_port_unless_it_is_443(repo):
+    conf = expanded(edge_files(repo, "production", {"SHIPYARD_PORTS__EDGE_HTTPS": "8443"}))
+    assert directives(location_block(server_listening(conf, "80"), "/"), "return") == \
+        ["308 https://$host:8443$request_uri"]
+
+
+@pytest.mark.parametrize("env", ["local", "ci"])
+def test_serve_keeps_plain_http_answering_like_https(repo, env):
+    """http: serve (loopback test environments): the plain server serves the same locations."""
+    files = edge_files(repo, env)
+    conf = expanded(files)
+    plain, https = server_listening(conf, "80"), server_listening(conf, "443")
+    assert "return 308" not in conf
+    assert f"include {CONF}/edge-locations.conf;" in files["nginx/nginx.conf"]
+    assert expanded(files, "edge-locations.conf") in plain and expanded(files, "edge-locations.conf") in https
+    assert "proxy_pass $router;" in location_block(plain, "/")
+
+
+def test_off_renders_no_tls_publishes_no_https_port_and_delivers_no_certificate(repo):
+    from shipyard import topology
+
+    settings = load_environment(repo, "ci", OFF)
+    rendered = render_environment(settings)["ci"]
+    conf = expanded({rel: c.decode() for rel, c in rendered.files.items() if rel.startswith("nginx/")})
+    assert "ssl" not in conf and "listen 443" not in conf and "return 308" not in conf
+    assert [s for s in servers(conf) if "listen 80;" in s]
+    edge = rendered.compose["services"]["edge"]
+    assert edge["ports"] == ["127.0.0.1:18080:80"]
+    assert not any(v.endswith(":/run/secrets:ro") for v in edge.get("volumes", []))
+    assert topology.build(settings).published_extra(settings.hosts[0], "edge", "edge_https") is None
+
+
+def test_the_https_port_is_published_like_the_http_port(repo):
+    from shipyard import topology
+
+    for env, bound in (("ci", ("127.0.0.1", 18443)), ("local", ("127.0.0.1", 8443))):
+        settings = load_environment(repo, env, {})
+        assert topology.build(settings).published_extra(settings.hosts[0], "edge", "edge_https") == bound
+
+
+def test_json_is_gzipped_when_asked(production):
+    http_level = production.split("server {", 1)[0]
+    assert directives(http_level, "gzip") == ["on"]
+    assert directives(http_level, "gzip_types") == ["application/json"]
+    assert directives(http_level, "gzip_proxied") == ["any"]
+    assert directives(http_level, "gzip_vary") == ["on"]
+    assert 256 <= int(directives(http_level, "gzip_min_length")[0]) <= 1400
+
+
+def _uncompressed_patterns(server: str) -> list[str]:
+    return [p for p, body in re.findall(r"location\s+~\s+(\S+)\s*\{(.*?)\n\s*\}", server, re.S)
+            if re.search(r"^\s*gzip off;", body, re.M) and "proxy_pass $router;" in body]
+
+
+@pytest.mark.parametrize("path", ["/v1/api-keys", "/v1/api-keys/k1", "/v1/webhooks", "/v1/webhooks/w1/rotate-secret",
+                                  "/v1/callbacks/secret"])
+def test_answers_that_carry_a_secret_are_never_compressed(production, path):
+    """BREACH: a new API key, a webhook's signing secret, the callback secret (and webhook URLs,
+    which often carry the receiver's token) are sent uncompressed, yet still reach the API."""
+    assert any(re.search(p, path) for p in _uncompressed_patterns(server_listening(production, "443"))), path
+
+
+@pytest.mark.parametrize("path", ["/v1/tasks", "/v1/tasks/t1", "/v1/schedules", "/v1/api-keysx", "/openapi.json"])
+def test_other_answers_may_be_compressed(production, path):
+    assert not any(re.search(p, path) for p in _uncompressed_patterns(server_listening(production, "443"))), path
+
+
+def test_the_api_learns_the_scheme_the_user_reached_the_edge_by(production):
+    https = server_listening(production, "443")
+    for head in ("/", "~ " + _uncompressed_patterns(https)[0]):
+        assert "proxy_set_header X-Forwarded-Proto $scheme;" in location_block(https, head)
+
+
+def test_a_second_render_with_nothing_changed_is_byte_identical(repo):
+    first = render_environment(load_environment(repo, "production", {}))
+    again = render_environment(load_environment(repo, "production", {}))
+    assert {h: r.files for h, r in first.items()} == {h: r.files for h, r in again.items()}
+    assert {h: r.compose for h, r in first.items()} == {h: r.compose for h, r in again.items()}
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx on this machine (Debian: apt-get install nginx-light)")
+@pytest.mark.parametrize("env, environ", [("production", {}), ("ci", {}), ("ci", OFF)])
+def test_the_rendered_config_passes_nginx_t(repo, tmp_path, env, environ):
+    """Where nginx is installed (Debian bookworm's nginx-light is the local image's): `nginx -t`
+    of the rendered files, their container paths moved under tmp_path, with a certificate of a
+    throw-away CA in place of the secret files."""
+    from shipyard import tls
+
+    conf, secrets = tmp_path / "conf", tmp_path / "secrets"
+    conf.mkdir()
+    secrets.mkdir()
+    for rel, text in edge_files(repo, env, environ).items():
+        text = text.replace(f"{CONF}/", f"{conf}/").replace("/run/secrets/", f"{secrets}/")
+        text = text.replace("user nginx;", "").replace("pid /tmp/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+        (conf / rel.removeprefix("nginx/")).write_text(text)
+    server = tls.server_cert(tls.new_ca("test"), ("localhost",), ())
+    (secrets / "edge.crt").write_bytes(server.cert_pem)
+    (secrets / "edge.key").write_bytes(server.key_pem)
+    checked = subprocess.run(["nginx", "-t", "-q", "-e", "stderr", "-p", str(tmp_path), "-c", str(conf / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr

@@ -17,6 +17,7 @@ import yaml
 
 from shipyard import hostsysctl, topology
 from shipyard.apply.rollout import secret_files
+from shipyard.components.edge import certificates
 from shipyard.components.elk import ELASTICSEARCH_VERSION, documents, elasticsearch, kibana, logstash, security
 from shipyard.components.elk.settings import LogsSettings
 from shipyard.inventory import load_environment
@@ -33,6 +34,7 @@ def _values(fill: str = "value-of-{}") -> dict[str, Secret]:
     values = {name: Secret(name, fill.format(name)) for name in SECRET_NAMES}
     for bundle in (elasticsearch.TRANSPORT_TLS, elasticsearch.HTTP_TLS, logstash.INPUT_TLS, logstash.SHIPPER_TLS):
         values[bundle] = Secret(bundle, FAKE_BUNDLE)
+    values[certificates.TLS] = Secret(certificates.TLS, FAKE_BUNDLE)  # the edge's: key, then chain
     return values
 LOGSTASH = {"SHIPYARD_LOGS__LOGSTASH__ENABLED": "true"}
 

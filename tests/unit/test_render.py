@@ -49,14 +49,15 @@ def test_multi_host_addresses_come_from_the_inventory(repo):
     assert data["postgres"]["depends_on"] == {"etcd-3": {"condition": "service_healthy"}}
     nginx = hosts["edge-1"].files["nginx/router.conf"].decode()
     assert "server 10.0.1.11:8000" in nginx and "server 10.0.1.12:8000" in nginx
-    assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80"]
+    # HTTP and HTTPS (edge.tls: production's edge serves TLS), both on ports.edge_bind.
+    assert hosts["edge-1"].compose["services"]["edge"]["ports"] == ["0.0.0.0:80:80", "0.0.0.0:443:443"]
 
 
 def test_each_service_mounts_its_own_secrets_folder_and_a_label_of_what_it_reads_at_start(repo):
     services = rendered(repo, "ci")["ci"].compose["services"]
     for name, svc in services.items():
         mounts = [v for v in svc.get("volumes", []) if v.endswith(":/run/secrets:ro")]
-        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name not in ("edge", "router",
+        assert mounts == ([f"./secrets/{name}:/run/secrets:ro"] if name not in ("router",
                                                                                    "alertmanager", "edge-exporter",
                                                                                    "router-exporter", "node-exporter",
                                                                                    # the log store's stand-in has no users

@@ -7,6 +7,7 @@ import pytest
 from shipyard import topology
 from shipyard.apply.rollout import live_rotations, secret_files
 from shipyard.render.compose import secrets_env
+from shipyard.components.edge import certificates
 from shipyard.secretstore import fingerprints
 from shipyard.render import secret_variables
 from shipyard.inventory import load_environment
@@ -31,6 +32,10 @@ def variables(repo):
 
 def values(suffix: str = "", **changed: str) -> dict[str, Secret]:
     out = {name: Secret(name, f"{name}-value-{suffix}".ljust(43, "x")) for name in SECRET_NAMES}
+    # The edge's TLS bundle is PEM (its files are blocks of it): made-up bodies.
+    out[certificates.TLS] = Secret(certificates.TLS, "".join(
+        f"-----BEGIN {kind}-----\n{certificates.TLS}-{kind[0]}-{suffix}\n-----END {kind}-----\n"
+        for kind in ("PRIVATE KEY", "CERTIFICATE")))
     out.update({name: Secret(name, value) for name, value in changed.items()})
     return out
 
@@ -65,7 +70,9 @@ def test_each_service_gets_only_its_secrets_as_files(on_host, variables):
     # Only the db-setup job gets the superuser's password (as postgres_admin_password); the API,
     # workers and migrations read their own role's as postgres_password (checked by make verify).
     assert targets["db-setup"] == ["app_password", "issuer_password", "migrator_password", "postgres_admin_password"]
-    assert "edge" not in targets
+    # The edge: its TLS key and chain (edge.tls), nothing else; the router none.
+    assert targets["edge"] == ["edge.crt", "edge.key"]
+    assert "router" not in targets
     # The Consul servers: the gossip key and the ACL tokens as agent config files, the token alone.
     assert targets["consul-1"] == ["acl-tokens.json", "agent-token.json", "gossip.json", "management_token"]
     # The job making the servers' agent token: the management token and the agent token, raw.
