@@ -71,13 +71,16 @@ test-logship: venv host-test-logship
 	$(PYTEST) -q tests/logship
 
 # PostgreSQL and Redis binaries for the services' integration tests (they start their own servers).
-# promtool and amtool for the unit tests of the monitoring rules and configs (Debian's packages;
+# promtool and amtool for the unit tests of the monitoring rules and configs, nginx for the edge's (Debian's packages;
 # only the tools are wanted: a service the package would start is stopped).
 host-test-tools:
 	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    prometheus prometheus-alertmanager >/dev/null && \
 	   for svc in prometheus prometheus-alertmanager; do service $$svc stop >/dev/null 2>&1 || true; done)
+	@# nginx for `nginx -t` of the edge's rendered configs (tests/unit/test_edge.py): Debian's
+	@# nginx-light 1.22, what the local edge image runs; its service is never started.
+	@command -v nginx >/dev/null || sh tests/apt-install-quiet.sh nginx-light
 
 host-test-deps: host-test-tools
 	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
@@ -98,15 +101,10 @@ host-test-patroni: host-test-deps
 	@if [ -s /var/run/etcd.pid ]; then start-stop-daemon --stop --quiet --pidfile /var/run/etcd.pid --remove-pidfile || true; fi
 
 # What the multi-host tests' hosts run (tests/testhosts.py): Debian's sshd, in each host's
-# namespace only. Its package would start sshd on the machine's port 22: a policy-rc.d refusing
-# every service start is in place while it installs (removed after, if it was ours).
+# namespace only (installed without starting the machine's: tests/apt-install-quiet.sh).
 host-test-hosts:
-	@test -x /usr/sbin/sshd && command -v busybox >/dev/null || { \
-	  ours=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
-	    chmod +x /usr/sbin/policy-rc.d && ours=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    openssh-server openssh-client busybox-static >/dev/null; status=$$?; \
-	  [ -z "$$ours" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
+	@test -x /usr/sbin/sshd && command -v busybox >/dev/null || \
+	  sh tests/apt-install-quiet.sh openssh-server openssh-client busybox-static
 
 # The multi-host tests' hosts themselves (network namespaces with their own dockerd and sshd):
 # made, checked and removed; no environment is deployed to them yet (issue 25).
