@@ -74,6 +74,9 @@ def client(settings, address, ca_file, name) -> requests.Session:
     if address[0] not in resolved:
         pytest.skip(f"{name} does not resolve to {address[0]} here")
     session = requests.Session()
+    # Not the environment's settings: requests lets REQUESTS_CA_BUNDLE (set on these machines)
+    # override a session's own ``verify``, and this client must trust the edge CA alone.
+    session.trust_env = False
     session.verify = ca_file
     session.headers["Authorization"] = "Bearer " + token_for(settings, "edge-tls")
     session.base = f"https://{name}:{address[1]}"
