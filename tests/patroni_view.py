@@ -36,11 +36,18 @@ def leader_of(cluster: dict | None) -> str | None:
 
 
 def healthy_cluster(settings, nodes) -> dict | None:
-    """The cluster when every node is a running member with one leader, on one timeline."""
+    """The cluster when every node is a running member with one leader, on one timeline, and in
+    synchronous mode a replica designated the synchronous standby: only that one may take over
+    (Patroni refuses to promote another, which could lack acknowledged commits), and it is
+    named a loop or two after a replica (re)joins — a drill that kills the leader before then
+    finds no leader elected at all (seen in make test, right after the partition drill)."""
+    wants_sync = settings.postgres.patroni.synchronous and len(nodes) > 1
     for node in nodes:
         cluster = cluster_seen_by(settings, node)
         members = {m["name"]: m for m in (cluster or {}).get("members", [])}
         if sorted(members) != sorted(nodes) or not leader_of(cluster):
+            continue
+        if wants_sync and not any(m.get("role") == "sync_standby" for m in members.values()):
             continue
         if all(m["state"] in ("running", "streaming") for m in members.values()) and \
                 len({m.get("timeline") for m in members.values()}) == 1:
