@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate secrets-put status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps host-test-logship up deploy down render render-check validate verify \
-        test test-unit test-logship test-services test-vault test-client test-patroni host-test-patroni test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
+        test test-unit test-logship test-services test-vault test-client test-patroni host-test-patroni test-hosts host-test-hosts test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -32,7 +32,8 @@ help: venv
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
 	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
-	@echo "make test               unit + services + vault + client + patroni + e2e (rolls out, verifies and removes ENV=ci), and each"
+	@echo "make test               unit + services + vault + client + patroni + test hosts + e2e (rolls out, verifies and removes"
+	@echo "                         ENV=ci), and each"
 	@echo "                         benchmark once in its short mode"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
