@@ -156,7 +156,10 @@ def synchronous_cost(settings, client, seconds: float) -> dict:
     """Creates per second with synchronous mode on and off (switched live through PATCH /config,
     each wait until the leader's synchronous_standby_names says so), the settings' mode put back."""
     cluster = _cluster(settings)
-    node = leader_of(healthy_cluster(settings, postgres_nodes(settings)))
+    # Waited for: the kill just before leaves the old leader rejoining, and its synchronous
+    # standby named a Patroni loop or two later.
+    node = leader_of(wait_for("a healthy Patroni cluster", lambda: healthy_cluster(settings, postgres_nodes(settings)),
+                              120))
 
     def set_mode(on: bool) -> None:
         status, text = cluster.transport.api(node, "PATCH", "/config", {"synchronous_mode": on})
