@@ -21,8 +21,9 @@ PORT = 8080
 
 
 def busybox_image_tar() -> bytes:
-    """A root filesystem of Debian's static busybox and a page naming ``{host}``, for
-    ``docker import``: an image built on the spot, with nothing from a registry."""
+    """A root filesystem of Debian's static busybox with empty /www and /tmp, for ``docker
+    import``: an image built on the spot, with nothing from a registry (the container writes
+    its page at start)."""
     binary = shutil.which("busybox")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
