@@ -209,6 +209,28 @@ def test_a_restart_parameter_is_pending_then_applied_node_by_node(cluster, api, 
         print(f"patroni restart path for max_connections 100 -> 120: {'; '.join(done)}; {took:.1f} s in all")
 
 
+def test_a_lowered_standby_minimum_restarts_the_leader_in_place_then_every_replica(cluster, api, capsys):
+    """max_connections back down 120 -> 100: a standby cannot run below its primary's value, so
+    the leader restarts in place first, and each replica only once it replayed the WAL record
+    its restarted primary wrote (its control file then holds 100; restarted before that, a
+    replica stays on 120, still pending — CI met it)."""
+    _settle(api)
+    lowered = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_POSTGRES__MAX_SLOT_WAL_KEEP_SIZE_MB": "2048",
+                                            "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "100"})
+    leader = patroni_decide.leader_of(api.view())
+    began = time.monotonic()
+    done = api.reconcile(desired_config(lowered))
+    took = time.monotonic() - began
+    assert done[0].startswith("Patroni dynamic configuration: postgresql.parameters.max_connections: 120 -> 100:"), done
+    assert done[1].startswith(f"{leader} restarted"), done  # in place, first
+    assert sorted(line.split()[0] for line in done[2:]) == sorted(n for n in api.nodes if n != leader), done
+    assert _show(api, "max_connections") == {n: "100" for n in api.nodes}
+    assert api.pending() == set()
+    assert patroni_decide.leader_of(api.view()) == leader
+    with capsys.disabled():
+        print(f"patroni restart path for max_connections 120 -> 100: {'; '.join(done[1:])}; {took:.1f} s in all")
+
+
 def test_a_value_postgresql_cannot_start_with_is_put_back_and_the_cluster_runs_on(cluster, api, capsys):
     """The deploy's health gate under Patroni: 60 GB of shared_buffers cannot be mapped here, so
     the first replica restarted with it does not come back; the previous configuration is
@@ -217,7 +239,7 @@ def test_a_value_postgresql_cannot_start_with_is_put_back_and_the_cluster_runs_o
     leader = patroni_decide.leader_of(api.view())
     before = api.config()["postgresql"]["parameters"]["shared_buffers"]
     broken = load_environment(REPO, "ci", {**VARIABLES, "SHIPYARD_POSTGRES__MAX_SLOT_WAL_KEEP_SIZE_MB": "2048",
-                                           "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "120",
+                                           "SHIPYARD_POSTGRES__MAX_CONNECTIONS": "100",
                                            "SHIPYARD_POSTGRES__SHARED_BUFFERS_MB": "60000"})
     began = time.monotonic()
     with pytest.raises(ShipyardError) as failed:

@@ -116,6 +116,14 @@ class Cluster:
         return self._one(leader, f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{_name(node)}' "
                                  f"AND state = 'streaming'") == "1"
 
+    def wal_position(self, leader: str) -> str | None:
+        """The leader's current WAL position (an LSN as text)."""
+        return self._one(leader, "SELECT pg_current_wal_lsn()")
+
+    def replayed(self, node: str, lsn: str) -> bool:
+        """``node`` replayed the WAL up to ``lsn``."""
+        return self._one(node, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t"
+
     def started_at(self, node: str) -> str | None:
         """When ``node``'s PostgreSQL started (Patroni's ``postmaster_start_time``): a restart or
         reinit is done once it differs."""
@@ -205,6 +213,15 @@ class Cluster:
                                 f"PostgreSQL was not started again within {timeout_s}s",
                                 f"look at its log: make logs ENV={self.env} SERVICE={node}") from None
 
+    def _wait_replayed(self, node: str, lsn: str, timeout_s: float) -> None:
+        try:
+            _wait(f"{node} replayed the WAL to {lsn}", lambda: self.replayed(node, lsn), timeout_s, 0.2)
+        except TimeoutError:
+            raise ShipyardError(f"environment {self.env}, node {node}",
+                                f"has not replayed the restarted leader's WAL (to {lsn}) {timeout_s}s later",
+                                f"look at its log (make logs ENV={self.env} SERVICE={node}); rebuild it: "
+                                f"make pg-rebuild ENV={self.env} NODE={node}") from None
+
     def reinitialize(self, node: str, timeout_s: float = 300) -> float:
         """`make pg-rebuild`: Patroni wipes ``node`` and clones it from the leader; seconds until
         it streams again."""
@@ -245,9 +262,17 @@ class Cluster:
     def restart_pending(self, lowered: set[str] = frozenset(), timeout_s: float = 120) -> list[str]:
         """Every member with a pending restart restarted, one at a time (decide.restart_plan):
         lines saying what was done."""
-        steps = decide.restart_plan(self.view(), self.pending(), set(lowered), self.max_lag_bytes)
+        view = self.view()
+        leader = decide.leader_of(view)
+        steps = decide.restart_plan(view, self.pending(), set(lowered), self.max_lag_bytes)
         done = []
+        after_leader = None  # the leader's WAL position once it restarted in place
         for step in steps:
+            if after_leader and step.action == "restart":
+                # A replica starts with the standby minimums (max_connections & co.) its control
+                # file holds, which it takes from the WAL record its restarted primary writes:
+                # restarted before replaying that, it stays on the old value, still pending (CI saw it).
+                self._wait_replayed(step.node, after_leader, timeout_s)
             if step.action == "switchover":
                 # Chosen again now: the replicas just restarted, one of them is the sync standby.
                 switched = self.switch_over(timeout_s=timeout_s)
@@ -256,6 +281,8 @@ class Cluster:
                 started = time.monotonic()
                 self.restart(step.node, timeout_s)
                 done.append(f"{step.node} restarted ({time.monotonic() - started:.1f}s)")
+                if step.node == leader and lowered:
+                    after_leader = self.wal_position(leader)
         left = self.pending()
         if left:
             raise ShipyardError(f"environment {self.env}", f"still pending a restart after {', '.join(done) or 'nothing'}: "
