@@ -1,7 +1,8 @@
 """An environment's own certificate authorities and the certificates they issue (PEM), with
 ``cryptography``: for servers whose peers and clients trust only their environment's CA (Vault's
-raft, Elasticsearch's transport layer). Pure values in, PEM out; ``ensure_ca`` keeps a CA as two
-*held* secrets of the environment's store (made once, never delivered to a host).
+raft, Elasticsearch's transport layer, the edge, the image registry). Pure values in, PEM out;
+``ensure_ca`` keeps a CA as two *held* secrets of the environment's store (made once, never
+delivered to a host); ``renewal_reason`` says when an issued certificate no longer fits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -101,3 +103,43 @@ def ensure_ca(repo: Path, env: str, held: tuple[str, str], common_name: str,
     secretstore.write_held(repo, env, cert_name, ca.cert_pem.decode(), environ)
     secretstore.write_held(repo, env, key_name, ca.key_pem.decode(), environ)
     return ca
+
+
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """(type, block with its BEGIN and END lines) of each PEM block in ``text``, in order."""
+    found = []
+    for part in text.split("-----BEGIN ")[1:]:
+        kind, _, rest = part.partition("-----")
+        end = f"-----END {kind}-----"
+        if end in rest:
+            found.append((kind, f"-----BEGIN {kind}-----{rest.split(end, 1)[0]}{end}"))
+    return found
+
+
+def renewal_reason(cert_pem: bytes, ca_cert_pem: bytes, names: tuple[str, ...], addresses: tuple[str, ...],
+                   now: dt.datetime, renew_within_days: int, issuer: str = "the CA",
+                   names_setting: str = "the names asked for") -> str | None:
+    """Why a certificate ``ca_cert_pem``'s CA issued for ``names`` and IP ``addresses`` must be
+    issued again (None: it still fits): another CA signed it, its names differ, or it expires within
+    ``renew_within_days``. ``issuer`` and ``names_setting`` (the key the names come from) name them in
+the answer; nothing secret is in it."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return "the stored bundle is not a certificate"
+    try:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
+    except (InvalidSignature, ValueError, TypeError):  # another CA's (or a user's chain)
+        return f"{issuer} did not issue it"
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = x509.SubjectAlternativeName([])
+    have = sorted(sans.get_values_for_type(x509.DNSName)) + sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress))
+    wanted = sorted(names) + sorted(str(ipaddress.ip_address(a)) for a in addresses)
+    if have != wanted:
+        return f"its names ({', '.join(have)}) are not {names_setting} ({', '.join(wanted)})"
+    left = cert.not_valid_after_utc - now
+    if left < dt.timedelta(days=renew_within_days):
+        return f"it expires in {max(left.days, 0)} days (renewed within {renew_within_days})"
+    return None

@@ -27,7 +27,6 @@ import datetime as dt
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from shipyard import tls as shared_tls
@@ -40,20 +39,9 @@ RENEW_WITHIN_DAYS = 30
 _CERT_BEGIN, _CERT_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 
 
-def _blocks(text: str) -> list[tuple[str, str]]:
-    """(type, block with its BEGIN and END lines) of each PEM block in ``text``, in order."""
-    found = []
-    for part in text.split("-----BEGIN ")[1:]:
-        kind, _, rest = part.partition("-----")
-        end = f"-----END {kind}-----"
-        if end in rest:
-            found.append((kind, f"-----BEGIN {kind}-----{rest.split(end, 1)[0]}{end}"))
-    return found
-
-
 def key_of(bundle: str) -> str:
     """The private key block of a bundle (PKCS#8, or the RSA / EC form an ACME client may write)."""
-    keys = [block for kind, block in _blocks(bundle) if kind.endswith("PRIVATE KEY")]
+    keys = [block for kind, block in shared_tls.pem_blocks(bundle) if kind.endswith("PRIVATE KEY")]
     if not keys:
         raise ValueError(f"the {TLS} bundle holds no private key: issue it again with "
                          f"`make secrets-rotate NAME={TLS}`")
@@ -62,7 +50,7 @@ def key_of(bundle: str) -> str:
 
 def chain_of(bundle: str) -> str:
     """The certificate blocks of a bundle, in order (what nginx's ssl_certificate reads)."""
-    certs = [block for kind, block in _blocks(bundle) if kind == "CERTIFICATE"]
+    certs = [block for kind, block in shared_tls.pem_blocks(bundle) if kind == "CERTIFICATE"]
     if not certs:
         raise ValueError(f"the {TLS} bundle holds no certificate: issue it again with "
                          f"`make secrets-rotate NAME={TLS}`")
@@ -81,8 +69,8 @@ def chain_path(repo: Path, settings) -> Path:
 def files_bundle(key_pem: str, chain_pem: str) -> str:
     """The bundle of mode 'files': the user's key, then their chain, as they wrote it (normalised
     to its PEM blocks); refused when the key is not the chain's first certificate's."""
-    chain = "\n".join(block for kind, block in _blocks(chain_pem) if kind == "CERTIFICATE")
-    key = [block for kind, block in _blocks(key_pem) if kind.endswith("PRIVATE KEY")]
+    chain = "\n".join(block for kind, block in shared_tls.pem_blocks(chain_pem) if kind == "CERTIFICATE")
+    key = [block for kind, block in shared_tls.pem_blocks(key_pem) if kind.endswith("PRIVATE KEY")]
     if not chain or not key:
         raise ShipyardError(f"secret {KEY} / edge.tls.chain_file", "holds no " + ("certificate" if not chain else "private key"),
                             "the chain file holds PEM certificates (server first); the key is one PEM private key")
@@ -145,24 +133,11 @@ def renewal_reason(repo: Path, settings, bundle: str, now: dt.datetime,
     if not bundle.strip():
         return "TLS was off when it was issued"
     try:
-        cert = x509.load_pem_x509_certificate(chain_of(bundle).encode())
+        chain = chain_of(bundle).encode()
     except ValueError:
         return "the stored bundle is not a certificate"
-    ca = x509.load_pem_x509_certificate(ensure_ca(repo, settings, environ).cert_pem)
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError):  # another CA's (or a 'files' chain)
-        return "the edge CA did not issue it"
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-    except x509.ExtensionNotFound:
-        sans = []
-    if sorted(sans) != sorted(tls.names):
-        return f"its names ({', '.join(sans)}) are not edge.tls.names ({', '.join(tls.names)})"
-    left = cert.not_valid_after_utc - now
-    if left < dt.timedelta(days=RENEW_WITHIN_DAYS):
-        return f"it expires in {max(left.days, 0)} days (renewed within {RENEW_WITHIN_DAYS})"
-    return None
+    return shared_tls.renewal_reason(chain, ensure_ca(repo, settings, environ).cert_pem, tls.names, (), now,
+                                     RENEW_WITHIN_DAYS, issuer="the edge CA", names_setting="edge.tls.names")
 
 
 def renew(repo: Path, settings, now: dt.datetime | None = None, environ: dict[str, str] | None = None) -> list[str]:
