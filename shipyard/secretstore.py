@@ -165,6 +165,23 @@ def rotate(repo: Path, env: str, name: str, environ: dict[str, str] | None = Non
     _write_private(current, pyrage.encrypt(fresh.encode(), recipients), 0o644)
 
 
+def reissue(repo: Path, env: str, name: str, reason_of, applied: str,
+            environ: dict[str, str] | None = None) -> list[str]:
+    """Rotate the issued secret ``name`` when ``reason_of(current value)`` gives a reason (a
+    certificate whose names changed, or that nears expiry): the deploy that follows applies it.
+    Lines to print (``applied``: what that deploy does with it), nothing secret."""
+    if (repo / "secrets" / env / f"{name}{PREVIOUS_SUFFIX}").exists():
+        return [f"{name}: a rotation is pending; this deploy applies it"]
+    current = read_secret(repo, env, name, environ)
+    if current is None:
+        return []  # missing: the store issues it (or says how) before this runs
+    reason = reason_of(current.value)
+    if reason is None:
+        return []
+    rotate(repo, env, name, environ)
+    return [f"{name}: re-issued ({reason}); {applied}"]
+
+
 def previous_values(repo: Path, env: str, environ: dict[str, str] | None = None) -> dict[str, Secret]:
     """name → the value a pending rotation replaces ({} when none is pending)."""
     store = repo / "secrets" / env

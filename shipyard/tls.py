@@ -116,6 +116,26 @@ def pem_blocks(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def private_key_of(bundle: str, secret: str) -> str:
+    """The private key block of a bundle held as the secret ``secret`` (PKCS#8, or the RSA / EC
+    form an ACME client may write)."""
+    keys = [block for kind, block in pem_blocks(bundle) if kind.endswith("PRIVATE KEY")]
+    if not keys:
+        raise ValueError(f"the {secret} bundle holds no private key: issue it again with "
+                         f"`make secrets-rotate NAME={secret}`")
+    return keys[0] + "\n"
+
+
+def certificates_of(bundle: str, secret: str) -> str:
+    """The certificate blocks of a bundle held as the secret ``secret``, in order (a server's
+    chain: its own certificate first)."""
+    certs = [block for kind, block in pem_blocks(bundle) if kind == "CERTIFICATE"]
+    if not certs:
+        raise ValueError(f"the {secret} bundle holds no certificate: issue it again with "
+                         f"`make secrets-rotate NAME={secret}`")
+    return "\n".join(certs) + "\n"
+
+
 def renewal_reason(cert_pem: bytes, ca_cert_pem: bytes, names: tuple[str, ...], addresses: tuple[str, ...],
                    now: dt.datetime, renew_within_days: int, issuer: str = "the CA",
                    names_setting: str = "the names asked for") -> str | None:

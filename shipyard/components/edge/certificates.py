@@ -41,20 +41,12 @@ _CERT_BEGIN, _CERT_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE---
 
 def key_of(bundle: str) -> str:
     """The private key block of a bundle (PKCS#8, or the RSA / EC form an ACME client may write)."""
-    keys = [block for kind, block in shared_tls.pem_blocks(bundle) if kind.endswith("PRIVATE KEY")]
-    if not keys:
-        raise ValueError(f"the {TLS} bundle holds no private key: issue it again with "
-                         f"`make secrets-rotate NAME={TLS}`")
-    return keys[0] + "\n"
+    return shared_tls.private_key_of(bundle, TLS)
 
 
 def chain_of(bundle: str) -> str:
     """The certificate blocks of a bundle, in order (what nginx's ssl_certificate reads)."""
-    certs = [block for kind, block in shared_tls.pem_blocks(bundle) if kind == "CERTIFICATE"]
-    if not certs:
-        raise ValueError(f"the {TLS} bundle holds no certificate: issue it again with "
-                         f"`make secrets-rotate NAME={TLS}`")
-    return "\n".join(certs) + "\n"
+    return shared_tls.certificates_of(bundle, TLS)
 
 
 def ensure_ca(repo: Path, settings, environ: dict[str, str] | None = None) -> shared_tls.KeyPair:
@@ -147,17 +139,10 @@ def renew(repo: Path, settings, now: dt.datetime | None = None, environ: dict[st
 
     if not settings.edge.tls.on:
         return []
-    store = repo / "secrets" / settings.name
-    if (store / f"{TLS}{secretstore.PREVIOUS_SUFFIX}").exists():
-        return [f"{TLS}: a rotation is pending; this deploy applies it"]
-    current = secretstore.read_secret(repo, settings.name, TLS, environ)
-    if current is None:
-        return []  # missing: the store issues it (or says how) before this runs
-    reason = renewal_reason(repo, settings, current.value, now or dt.datetime.now(dt.timezone.utc), environ)
-    if reason is None:
-        return []
-    secretstore.rotate(repo, settings.name, TLS, environ)
-    return [f"{TLS}: re-issued ({reason}); this deploy delivers it and reloads the edge"]
+    when = now or dt.datetime.now(dt.timezone.utc)
+    return secretstore.reissue(repo, settings.name, TLS,
+                               lambda bundle: renewal_reason(repo, settings, bundle, when, environ),
+                               "this deploy delivers it and reloads the edge", environ)
 
 
 def preflight(settings, repo: Path) -> list[str]:
