@@ -52,8 +52,10 @@ EVERY_HOST = "*"
 #   "client": loopback when every consumer is on the same host (operators, benchmarks), the
 #             host's own (private) address when a consumer runs on another host;
 #   "remote": only when a consumer runs on another host, on the host's private address;
-#   "public": on the address a setting names (the edge: 0.0.0.0 is a choice, not a default).
-Publish = Literal["client", "remote", "public"]
+#   "public": on the address a setting names (the edge: 0.0.0.0 is a choice, not a default);
+#   "hosts":  always, on its host's own (private) address: what every host's Docker engine
+#             reaches (the image registry), which no service of the topology consumes.
+Publish = Literal["client", "remote", "public", "hosts"]
 
 
 @dataclass(frozen=True)

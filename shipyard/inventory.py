@@ -3,7 +3,8 @@
 An inventory is plain pyinfra Python: module-level lists are host groups, each host a
 string or ``(host, data)`` tuple. Shipyard adds one module-level dict, ``SHIPYARD``, with the
 environment's settings (see ``shipyard.settings.EnvironmentSettings``). Group names are the
-roles a host plays: ``edge``, ``app``, ``data`` (and ``observability`` for later tiers).
+roles a host plays: ``edge``, ``app``, ``data``, ``control``, ``observability`` and ``registry``
+(the image registry's host, when ``registry.enabled``).
 
 Host data keys Shipyard reads: ``shipyard_host`` (logical name; default derived from the
 host string) and ``address`` (how other hosts reach this one; default the host string).
@@ -23,7 +24,7 @@ from shipyard.errors import SettingsError, ShipyardError
 from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
 # Host groups: a component places each service on one of them (shipyard.component.Service.group).
-ROLES = ("edge", "app", "data", "control", "observability")
+ROLES = ("edge", "app", "data", "control", "observability", "registry")
 HOST_DATA_KEYS = {"shipyard_host", "address"}
 PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "_sudo", "_use_sudo_password"}
 

@@ -223,6 +223,8 @@ class Topology:
             bind = getattr(self.settings.ports, port.bind_setting) if port.bind_setting else port.bind_default
             return bind, self.host_port(inst) or port.container
         chosen = self.host_port(inst)
+        if port.publish == "hosts":
+            return inst.host.address, chosen or port.container
         if self.needs_remote_access(inst):
             colour_offset = COLOURS.index(inst.colour) if inst.colour else 0
             return inst.host.address, chosen or port.container + colour_offset

@@ -14,10 +14,11 @@ from shipyard.components.node import COMPONENT as NODE
 from shipyard.components.postgres import COMPONENT as POSTGRES
 from shipyard.components.prometheus import COMPONENT as PROMETHEUS
 from shipyard.components.redis import COMPONENT as REDIS
+from shipyard.components.registry import COMPONENT as REGISTRY
 from shipyard.components.taskplatform import COMPONENT as TASKPLATFORM
 from shipyard.components.vault import COMPONENT as VAULT
 
-COMPONENTS: tuple[Component, ...] = (POSTGRES, ETCD, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE, ELK)
+COMPONENTS: tuple[Component, ...] = (REGISTRY, POSTGRES, ETCD, REDIS, CONSUL, VAULT, TASKPLATFORM, EDGE, ALERTMANAGER, PROMETHEUS, GRAFANA, NODE, ELK)
 
 
 def component_named(name: str) -> Component:
