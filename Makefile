@@ -8,7 +8,7 @@ LOCK_WAIT ?= 0
 PYTHON ?= python3
 
 .PHONY: release rollback releases bench-release secrets-init secrets-rotate secrets-put status plan logs trace audit bench-failover bench-config help venv host-test-tools host-test-deps host-test-logship up deploy down render render-check validate verify \
-        test test-unit test-logship test-services test-vault test-client test-patroni host-test-patroni test-hosts host-test-hosts test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
+        test test-unit test-registry test-logship test-services test-vault test-client test-patroni host-test-patroni test-hosts host-test-hosts test-e2e test-benches bench-rollout bench-idle bench-api bench-logs bench-secrets bench-peers clean
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
@@ -32,8 +32,9 @@ help: venv
 	@echo "make rollback ENV=name  back to the previous version (instant while its colour is warm)"
 	@echo "make releases ENV=name  the release history of the environment"
 	@echo "make render             regenerate compose/ (commit the result)"
-	@echo "make test               unit + services + vault + client + patroni + test hosts + e2e (rolls out, verifies and removes"
-	@echo "                         ENV=ci), and each benchmark once in its short mode"
+	@echo "make test               unit + registry + services + vault + client + patroni + test hosts + e2e (rolls out,"
+	@echo "                         verifies and removes ENV=ci), and each benchmark once in its short mode"
+	@echo "make test-registry      the image registry's rendered config under Debian's real docker-registry (loopback)"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
@@ -81,6 +82,9 @@ host-test-tools:
 	@# nginx for `nginx -t` of the edge's rendered configs (tests/unit/test_edge.py): Debian's
 	@# nginx-light 1.22, what the local edge image runs; its service is never started.
 	@command -v nginx >/dev/null || sh tests/apt-install-quiet.sh nginx-light
+	@# Debian's docker-registry 2.8 for tests/registry (what the registry's local image runs); its
+	@# service is never started.
+	@command -v docker-registry >/dev/null || sh tests/apt-install-quiet.sh docker-registry
 
 host-test-deps: host-test-tools
 	@command -v redis-server >/dev/null && test -x /usr/lib/postgresql/15/bin/initdb || \
@@ -178,7 +182,7 @@ verify: venv
 # Everything, the benchmarks included, each once in its short mode: bench-api and bench-peers on
 # their own servers, the others on test-e2e's ci rollout (test-benches, after the e2e tests and
 # before the down).
-test: venv host-test-deps test-unit test-logship test-services test-vault test-client test-patroni test-hosts
+test: venv host-test-deps test-unit test-registry test-logship test-services test-vault test-client test-patroni test-hosts
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-peers SHORT=1 && \
@@ -187,6 +191,11 @@ test: venv host-test-deps test-unit test-logship test-services test-vault test-c
 
 test-unit: venv host-test-tools
 	$(PYTEST) -q tests/unit
+
+# The image registry as the component renders it, under Debian's real docker-registry on loopback:
+# TLS from the registry CA, htpasswd auth, an image pushed and pulled by the v2 API. No Docker.
+test-registry: venv host-test-tools
+	$(PYTEST) -q tests/registry
 
 test-services: venv host-test-deps
 	PYTHONPATH=services $(PYTEST) -q --durations=10 services/tests
