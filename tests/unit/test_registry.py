@@ -1,0 +1,250 @@
+"""The image registry component (shipyard/components/registry/): its settings' errors name the key
+path and the fix before anything is touched; its config.yml is deterministic and holds the keys of
+distribution 2.8's reference; no secret reaches compose/ or the render; its certificate chains to
+the environment's registry CA and is re-issued exactly when it no longer fits; the client side (an
+engine's trust files, docker login, pushed refs, who pulls what) is plain data.
+tests/registry runs the rendered config under Debian's real docker-registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+from cryptography import x509
+
+from shipyard import secretstore
+from shipyard import tls as shared_tls
+from shipyard.components.registry import certificates, client
+from shipyard.errors import SettingsError
+from shipyard.inventory import load_environment
+from shipyard.render import render_environment
+
+NOW = dt.datetime.now(dt.timezone.utc)
+ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = observability = registry = _h\n'
+# Three hosts: the registry on its own, an app host, a data host (the multi-host shape).
+THREE_HOSTS = '''
+_d = {"ssh_user": "deploy"}
+registry = [("r.example", {**_d, "shipyard_host": "reg", "address": "10.0.9.1"})]
+edge = app = [("a.example", {**_d, "shipyard_host": "app-1", "address": "10.0.9.2"})]
+data = control = observability = [("d.example", {**_d, "shipyard_host": "data-1", "address": "10.0.9.3"})]
+'''
+ON = '{"enabled": True, "names": ["registry.internal.example", "127.0.0.1"]}'
+
+
+def write_inventory(repo: Path, registry: str = ON, hosts: str = ONE_HOST, more: str = "") -> Path:
+    (repo / "inventories").mkdir(exist_ok=True)
+    (repo / "inventories" / "t.py").write_text(
+        f'SHIPYARD = {{"name": "t", "secrets": {{"generate_missing": True}}, "registry": {registry}{more}}}' + hosts)
+    return repo
+
+
+def load_error(tmp_path: Path, registry: str = ON, hosts: str = ONE_HOST, more: str = "") -> str:
+    with pytest.raises(SettingsError) as err:
+        load_environment(write_inventory(tmp_path, registry, hosts, more), "t", {})
+    return str(err.value)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("registry, what, fix", [
+    ('{"enabled": True}', "registry.names is empty with registry.enabled", "list the name or address the hosts reach it by"),
+    ('{"enabled": True, "names": ["reg; rm -rf /"]}', "registry.names: 'reg; rm -rf /' is neither a DNS name nor an IP",
+     "list the names (lower case) or addresses"),
+    ('{"enabled": True, "names": ["a.example", "a.example"]}', "a name is listed twice", "list each once"),
+    ('{"enabled": True, "names": ["a.example"], "upload_purge_age_h": 0}', "upload_purge_age_h", "greater than or equal to 1"),
+])
+def test_invalid_settings_name_the_key_path_and_the_fix(tmp_path, registry, what, fix):
+    text = load_error(tmp_path, registry)
+    assert "inventories/t.py: SHIPYARD.registry" in text and what in text and fix in text
+
+
+def test_enabled_with_no_registry_host_says_which_group_to_add(tmp_path):
+    hosts = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = observability = _h\n'
+    text = load_error(tmp_path, hosts=hosts)
+    assert "group 'registry': no host has the registry role (it runs registry)" in text
+    assert "add a module-level list 'registry = [...]'" in text
+
+
+def test_one_registry_host_only(tmp_path):
+    hosts = THREE_HOSTS + 'registry = registry + app\n'
+    text = load_error(tmp_path, hosts=hosts)
+    assert "2 hosts (app-1, reg) but this release runs registry on a single host" in text
+
+
+def test_its_host_needs_an_ip_address_to_publish_on(tmp_path):
+    text = load_error(tmp_path, hosts=THREE_HOSTS.replace('"address": "10.0.9.1"', '"address": "r.example"'))
+    assert "SHIPYARD.registry.enabled: the registry's host reg has the address 'r.example'" in text
+    assert "set 'address' of host reg in the inventory to its private IP" in text
+
+
+def test_a_port_another_service_publishes_there_is_refused(tmp_path):
+    text = load_error(tmp_path, more=', "ports": {"registry": 9090, "prometheus_http": 9090}')
+    assert "SHIPYARD.ports (host box, port 9090)" in text
+    assert "ports.registry (registry) and ports.prometheus_http (prometheus) both publish 9090" in text
+    assert "give one of them a free port: ports.registry or ports.prometheus_http" in text
+
+
+def test_off_by_default_and_then_nowhere_in_the_render(tmp_path):
+    settings = load_environment(write_inventory(tmp_path, "{}"), "t", {})
+    assert not settings.registry.enabled and settings.ports.registry == 5000
+    assert client.distribution(settings) is None
+    files = render_environment(settings)["box"].files
+    assert not [path for path in files if path.startswith("registry/")] and "registry" not in files["compose.yaml"].decode()
+
+
+# --- render ----------------------------------------------------------------------------------
+
+def _rendered(repo: Path, host: str = "box", environ: dict | None = None):
+    return render_environment(load_environment(repo, "t", environ or {}))[host]
+
+
+def test_the_config_is_deterministic_and_holds_distribution_s_keys(tmp_path):
+    write_inventory(tmp_path, '{"enabled": True, "names": ["127.0.0.1"], "allow_delete": True}')
+    first, second = _rendered(tmp_path), _rendered(tmp_path)
+    assert first.files == second.files
+    config = yaml.safe_load(first.files["registry/config.yml"])
+    assert config["version"] == 0.1
+    assert config["log"] == {"level": "info", "formatter": "json", "accesslog": {"disabled": True},
+                             "fields": {"service": "registry", "environment": "t"}}
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert config["storage"]["delete"] == {"enabled": True}
+    assert config["http"]["addr"] == ":5000" and config["http"]["debug"] == {"addr": "127.0.0.1:5001"}
+    assert config["http"]["tls"] == {"certificate": "/run/secrets/registry.crt", "key": "/run/secrets/registry.key",
+                                     "minimumtls": "tls1.2"}
+    assert "secret" not in config["http"]  # start.sh hands it over from its file
+    assert config["auth"] == {"htpasswd": {"realm": "shipyard-t", "path": "/run/secrets/htpasswd"}}
+    assert config["health"]["storagedriver"]["enabled"] is True
+    assert first.static["registry/start.sh"].startswith(b"#!/bin/sh")
+
+
+def test_the_compose_service_runs_it_unprivileged_on_its_host_s_address(tmp_path):
+    write_inventory(tmp_path, hosts=THREE_HOSTS)
+    service = _rendered(tmp_path, "reg").compose["services"]["registry"]
+    assert service["ports"] == ["10.0.9.1:5000:5000"]
+    assert service["user"] == "65534:65534" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert "environment" not in service
+    assert service["entrypoint"] == ["sh", "/etc/docker/registry/start.sh"]
+    assert "./secrets/registry:/run/secrets:ro" in service["volumes"]
+    assert "registry" not in _rendered(tmp_path, "app-1").compose["services"]
+    # registry:2's data directory is root's: root, with every capability dropped but reading its files.
+    write_inventory(tmp_path, hosts=THREE_HOSTS, more=', "images": {"source": "official"}')
+    official = _rendered(tmp_path, "reg").compose["services"]["registry"]
+    assert official["image"] == "registry:2.8.3"
+    assert official["user"] == "0:0" and official["cap_add"] == ["DAC_READ_SEARCH"]
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path):
+    write_inventory(tmp_path)
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    secretstore.load_or_create(tmp_path, "t", environ)
+    return tmp_path, environ
+
+
+def _cert(bundle: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(certificates.cert_of(bundle).encode())
+
+
+def test_the_certificate_names_the_names_and_chains_to_the_registry_ca(store):
+    repo, environ = store
+    bundle = secretstore.read_secret(repo, "t", certificates.TLS, environ).value
+    cert = _cert(bundle)
+    ca = x509.load_pem_x509_certificate(secretstore.read_held(repo, "t", certificates.CA_CERT, environ).value.encode())
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["registry.internal.example"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert "PRIVATE KEY" in certificates.key_of(bundle)
+
+
+def test_while_off_nothing_is_issued_and_no_ca_is_made(tmp_path):
+    write_inventory(tmp_path, "{}")
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    values = secretstore.load_or_create(tmp_path, "t", environ)
+    assert values[certificates.TLS].value == ""
+    assert secretstore.read_held(tmp_path, "t", certificates.CA_CERT, environ) is None
+    # Turned on: the next deploy's preflight issues it, as a rotation that deploy applies.
+    write_inventory(tmp_path)
+    lines = certificates.renew(tmp_path, load_environment(tmp_path, "t", environ), NOW, environ)
+    assert lines == [f"{certificates.TLS}: re-issued (the registry was off when it was issued); "
+                     f"this deploy delivers it and recreates the registry"]
+    assert _cert(secretstore.read_secret(tmp_path, "t", certificates.TLS, environ).value)
+
+
+def test_renewal_when_the_names_change_or_it_nears_expiry_and_never_else(store):
+    repo, environ = store
+    settings = load_environment(repo, "t", environ)
+    assert certificates.renew(repo, settings, NOW, environ) == []
+    ca = certificates.ensure_ca(repo, settings, environ)
+    short = shared_tls.server_cert(ca, ("registry.internal.example",), ("127.0.0.1",), days=10)
+    assert certificates.renewal_reason(repo, settings, (short.key_pem + short.cert_pem).decode(), NOW,
+                                       environ).startswith("it expires in")
+    other = shared_tls.server_cert(shared_tls.new_ca("someone"), ("registry.internal.example",), ("127.0.0.1",))
+    assert certificates.renewal_reason(repo, settings, (other.key_pem + other.cert_pem).decode(), NOW,
+                                       environ) == "the registry CA did not issue it"
+    write_inventory(repo, '{"enabled": True, "names": ["registry.internal.example"]}')
+    lines = certificates.renew(repo, load_environment(repo, "t", environ), NOW, environ)
+    assert lines and "its names (registry.internal.example, 127.0.0.1) are not registry.names" in lines[0]
+
+
+def test_no_secret_is_in_the_render(store):
+    repo, environ = store
+    values = secretstore.load_or_create(repo, "t", environ)
+    rendered = b"".join(_rendered(repo, environ=environ).files.values()).decode()
+    for name in (certificates.PASSWORD, certificates.HTTP_SECRET):
+        assert values[name].value not in rendered
+    assert "PRIVATE KEY" not in rendered and "$2b$" not in rendered
+
+
+def test_the_htpasswd_file_is_a_bcrypt_line_that_stays_the_same_for_one_password():
+    line = certificates.htpasswd_file("s3cret-value")
+    user, hashed = line.rstrip("\n").split(":", 1)
+    assert user == certificates.USER and hashed.startswith("$2b$05$")
+    assert bcrypt.checkpw(b"s3cret-value", hashed.encode()) and not bcrypt.checkpw(b"other", hashed.encode())
+    assert certificates.htpasswd_file("s3cret-value") == line  # delivered files change only with the value
+    assert certificates.htpasswd_file("other") != line
+
+
+# --- the client side -----------------------------------------------------------------------------
+
+def test_an_engine_trusts_the_ca_per_name_and_logs_in_with_the_password_on_stdin(tmp_path):
+    settings = load_environment(write_inventory(tmp_path), "t", {})
+    assert client.trust_files(settings, "CA PEM") == {
+        "/etc/docker/certs.d/registry.internal.example:5000/ca.crt": b"CA PEM",
+        "/etc/docker/certs.d/127.0.0.1:5000/ca.crt": b"CA PEM"}
+    assert client.login_argv(settings) == ["docker", "login", "--username", "shipyard", "--password-stdin",
+                                           "registry.internal.example:5000"]
+
+
+def test_built_images_are_pushed_under_the_shipyard_namespace_and_pulled_back_to_their_names(tmp_path):
+    settings = load_environment(write_inventory(tmp_path), "t", {})
+    pushed = "registry.internal.example:5000/shipyard/postgres:15"
+    assert client.pushed_ref(settings, "shipyard/postgres:15") == pushed
+    assert client.pushed_ref(settings, "shipyard/logship") == "registry.internal.example:5000/shipyard/logship:latest"
+    assert client.push_argvs(settings, "shipyard/postgres:15") == [["docker", "tag", "shipyard/postgres:15", pushed],
+                                                                   ["docker", "push", pushed]]
+    assert client.pull_argvs(settings, "shipyard/postgres:15") == [["docker", "pull", pushed],
+                                                                   ["docker", "tag", pushed, "shipyard/postgres:15"]]
+
+
+def test_the_distribution_builds_on_the_registry_host_and_each_host_pulls_what_it_runs(tmp_path):
+    settings = load_environment(write_inventory(tmp_path, hosts=THREE_HOSTS), "t", {})
+    plan = client.distribution(settings, version="1.2.3")
+    assert plan.registry_host == plan.builder == "reg"
+    refs = {image.ref: image for image in plan.images}
+    assert "shipyard/registry:2.8" not in refs  # its own image never comes from itself
+    assert refs["shipyard/taskplatform:1.2.3"].pulled_by == ("app-1",)
+    assert refs["shipyard/postgres-patroni:latest"].pulled_by == ("data-1",)
+    assert refs["shipyard/node-exporter:1.5"].pulled_by == ("app-1", "data-1")  # every host's agent
+    assert "shipyard/postgres:15" not in refs  # only the base the Patroni image is built on
+    assert [image.ref for image in plan.pulls("app-1")] == sorted(i.ref for i in plan.images if "app-1" in i.pulled_by)
+    # Under official only what Shipyard builds goes through it; upstream images are pulled as before.
+    write_inventory(tmp_path, hosts=THREE_HOSTS, more=', "images": {"source": "official"}')
+    official = client.distribution(load_environment(tmp_path, "t", {}))
+    assert {i.ref.split(":")[0] for i in official.images} == {"shipyard/taskplatform", "shipyard/postgres-patroni",
+                                                             "shipyard/logship"}
