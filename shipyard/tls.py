@@ -72,6 +72,15 @@ def server_cert(ca: KeyPair, names: tuple[str, ...], addresses: tuple[str, ...],
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IP address (a certificate holds it as an IP SAN, not a DNS name)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def instance_names(instance) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(DNS names, IP addresses) the certificate of a topology instance must hold: its service name
     (its peers on one host), ``localhost`` and loopback (a published port, a health probe) and its

@@ -19,11 +19,11 @@ to the project network only), read by an nginx exporter beside it (``edge-export
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service, Wait
+from shipyard import tls as shared_tls
 from shipyard.components.edge import certificates
 from shipyard.components.edge.settings import EdgeSettings
 
@@ -80,14 +80,6 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     return {"command": ["nginx", "-c", f"{CONF}/{conf}", "-g", "daemon off;"]}
 
 
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 def template_context(ctx) -> dict[str, Any]:
     # The API in each colour (blue-green, shipyard.bluegreen): users reach $live_colour's,
     # the preview route $preview_colour's; both variables come from the release's live.conf.
@@ -100,7 +92,7 @@ def template_context(ctx) -> dict[str, Any]:
     # container restarts (a crash, `docker restart`), which an upstream block, resolved once at
     # load, would not follow: that name is resolved per request through Docker's DNS instead.
     # Addresses (several hosts) never change: they keep upstream blocks and their keepalive.
-    by_name = all(len(servers) == 1 and not _is_address(servers[0].host) for servers in colours.values())
+    by_name = all(len(servers) == 1 and not shared_tls.is_ip_address(servers[0].host) for servers in colours.values())
     port = next(iter(colours.values()))[0].port
     tls = ctx.settings.edge.tls
     https_port = ctx.settings.ports.edge_https

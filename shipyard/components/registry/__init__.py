@@ -14,13 +14,13 @@ Images: ``local`` builds Debian bookworm's docker-registry (distribution 2.8.2);
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service
 from shipyard.components.registry import certificates
 from shipyard.components.registry.settings import RegistrySettings
+from shipyard.tls import is_ip_address
 
 UID = 65534  # nobody: the local image's data directory is its
 CONF = "/etc/docker/registry"
@@ -77,9 +77,7 @@ def settings_problems(settings) -> list[tuple[str, str, str]]:
         return []
     found = []
     for host in settings.hosts_with_role(HOST_GROUP):
-        try:
-            ipaddress.ip_address(host.address)
-        except ValueError:
+        if not is_ip_address(host.address):
             found.append(("registry.enabled", f"the registry's host {host.name} has the address {host.address!r}, "
                           f"and the registry publishes its port on it, which needs an IP address",
                           f"set 'address' of host {host.name} in the inventory to its private IP (the registry's "

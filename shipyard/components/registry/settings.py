@@ -3,23 +3,15 @@ the inventory's ``registry`` group (one host); its port is ``ports.registry``.""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from pydantic import Field, field_validator, model_validator
 
 from shipyard.component import Strict
+from shipyard.tls import is_ip_address
 
 # A DNS name (letters, digits, hyphens, dots; no wildcard: a registry is reached by one name).
 _DNS = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-
-
-def is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 class RegistrySettings(Strict):
@@ -37,7 +29,7 @@ class RegistrySettings(Strict):
     @field_validator("names")
     @classmethod
     def _names_or_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [n for n in value if not (is_address(n) or (_DNS.match(n) and len(n) <= 253))]
+        bad = [n for n in value if not (is_ip_address(n) or (_DNS.match(n) and len(n) <= 253))]
         if bad:
             raise ValueError(f"registry.names: {', '.join(map(repr, bad))} is neither a DNS name nor an IP address; "
                              f"list the names (lower case) or addresses the hosts reach the registry by")
@@ -55,8 +47,8 @@ class RegistrySettings(Strict):
 
     @property
     def dns_names(self) -> tuple[str, ...]:
-        return tuple(n for n in self.names if not is_address(n))
+        return tuple(n for n in self.names if not is_ip_address(n))
 
     @property
     def addresses(self) -> tuple[str, ...]:
-        return tuple(n for n in self.names if is_address(n))
+        return tuple(n for n in self.names if is_ip_address(n))
