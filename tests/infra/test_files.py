@@ -87,6 +87,8 @@ def test_no_secret_value_in_env_compose_or_config(target):
     haystacks += [content.decode() for content in target.rendered.files.values()]
     haystacks.append(target.host.file(f"{target.project_dir}/secrets/fingerprints").content_string)
     haystacks.append(target.host.file(f"{target.project_dir}/.env").content_string)
-    for value in values:
+    # A certificate bundle of a part that is off (the registry's, TLS at an edge without it) is
+    # issued empty: nothing of it can leak.
+    for value in filter(None, values):
         assert len(value) >= 32  # a UUID token is 36 characters, a gossip key 44
         assert not any(value in text for text in haystacks)
