@@ -110,8 +110,9 @@ host-test-hosts:
 	@test -x /usr/sbin/sshd && command -v busybox >/dev/null || \
 	  sh tests/apt-install-quiet.sh openssh-server openssh-client busybox-static
 
-# The multi-host tests' hosts themselves (network namespaces with their own dockerd and sshd):
-# made, checked and removed; no environment is deployed to them yet (issue 25).
+# The multi-host tests' hosts (network namespaces with their own dockerd and sshd): made, checked
+# and removed; the multi environment's hosts reached over SSH as a deploy reaches them (status,
+# plan, a deploy refused before any host is touched). No environment is deployed to them yet (issue 25).
 test-hosts: venv host-test-hosts
 	$(PYTEST) -q tests/multihost
 

@@ -71,7 +71,12 @@ def first_line(error: BaseException | str | None) -> str:
     if error is None:
         return ""
     text = (str(error) or type(error).__name__) if isinstance(error, BaseException) else str(error)
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:300]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    problems = getattr(error, "problems", None)  # SettingsError & co.: a heading, then each problem
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        line = f"{line} {problems[0].where}: {problems[0].what}{more}"
+    return line[:300]
 
 
 def build_event(*, event_id: str, env: str, command: str, options: Mapping[str, object], sensitive: Iterable[str],

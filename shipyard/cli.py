@@ -40,8 +40,9 @@ from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller import teardown
+from shipyard.controller.ssh import unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
-from shipyard.errors import ShipyardError
+from shipyard.errors import ShipyardError, UnreachableError
 from shipyard import image_packages
 from shipyard.image_plan import versioned_packages, versioned_source_hash
 from shipyard.inventory import inventory_path, list_environments, load_environment
@@ -101,6 +102,10 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
     _render_env(env, dict(os.environ))
     settings = load_environment(REPO, env, dict(os.environ))
+    # Every host answers over SSH before anything else asks one (pyinfra would go on without it).
+    problems = unreachable(settings.hosts)
+    if problems:
+        raise UnreachableError(problems)
     # Secrets too, before any host: a missing one of a real environment stops here with the fix.
     load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
     # What the live environment must be for the rollout to succeed (Component.preflight).
@@ -111,7 +116,9 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    argv = [pyinfra, "-y", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
+    # --fail-percent 0: a host that fails (or drops its connection) stops the deploy on every host
+    # rather than leaving the others rolled out without it.
+    argv = [pyinfra, "-y", "--fail-percent", "0", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]
     for key, value in (data or {}).items():
         argv += ["--data", f"{key}={value}"]

@@ -133,3 +133,39 @@ def docker_logs_tail(container: str, lines: int) -> list[str]:
 def to_shell(argv: Sequence[str]) -> str:
     """The single place where an argv becomes a shell string: every argument quoted."""
     return shlex.join(argv)
+
+
+# The remote engine's socket (dockerd's default; /var/run is /run on Debian).
+DOCKER_SOCKET = "/var/run/docker.sock"
+SSH_CONNECT_TIMEOUT_S = 10
+
+
+def ssh_options(host) -> list[str]:
+    """The ssh client's options for a host of the inventory (shipyard.settings.HostSettings):
+    never a prompt (nothing waits on a person), a bounded connect, and the inventory's key and
+    known hosts when it names them — checked strictly then, as pyinfra does with the same data."""
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}"]
+    if host.ssh_port:
+        options += ["-p", str(host.ssh_port)]
+    if host.ssh_key:
+        options += ["-i", host.ssh_key, "-o", "IdentitiesOnly=yes"]
+    if host.ssh_known_hosts_file:
+        options += ["-o", f"UserKnownHostsFile={host.ssh_known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+    return options
+
+
+def ssh_destination(host) -> str:
+    return f"{host.ssh_user}@{host.connect}" if host.ssh_user else host.connect
+
+
+def ssh(host, argv: Sequence[str]) -> list[str]:
+    """``argv`` run on ``host`` over SSH, quoted once for its shell."""
+    return ["ssh", *ssh_options(host), ssh_destination(host), to_shell(argv)]
+
+
+def ssh_forward_docker(host, local_socket: str) -> list[str]:
+    """A tunnel from ``local_socket`` on this machine to the host's engine socket: the docker SDK
+    talks to it as to a local engine (its own ``ssh://`` would read only ~/.ssh/config, never the
+    inventory's key or known hosts). Runs until killed; exits at once if the forward fails."""
+    return ["ssh", *ssh_options(host), "-nNT", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
+            "-L", f"{local_socket}:{DOCKER_SOCKET}", ssh_destination(host)]

@@ -14,12 +14,20 @@ class ShipyardError(Exception):
 class SettingsError(ShipyardError):
     """Invalid inventory or settings: raised before any host is touched."""
 
+    HEADING = "{} problem(s) in the environment settings; no host was touched:"
+
     def __init__(self, problems: list[ShipyardError]) -> None:
         self.problems = problems
-        lines = [f"{len(problems)} problem(s) in the environment settings; no host was touched:"]
+        lines = [self.HEADING.format(len(problems))]
         lines += [f"- {p.where}: {p.what}\n    fix: {p.fix}" for p in problems]
         Exception.__init__(self, "\n".join(lines))
         self.where, self.what, self.fix = problems[0].where, problems[0].what, problems[0].fix
+
+
+class UnreachableError(SettingsError):
+    """Hosts a deploy cannot reach: raised before any host is touched."""
+
+    HEADING = "{} host(s) not reachable; the deploy changed nothing on any host:"
 
 
 class SecretsError(ShipyardError):

@@ -26,7 +26,8 @@ from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 # Host groups: a component places each service on one of them (shipyard.component.Service.group).
 ROLES = ("edge", "app", "data", "control", "observability", "registry")
 HOST_DATA_KEYS = {"shipyard_host", "address"}
-PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "_sudo", "_use_sudo_password"}
+PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "ssh_known_hosts_file",
+                          "ssh_strict_host_key_checking", "_sudo", "_use_sudo_password"}
 
 
 def inventory_path(repo: Path, env: str) -> Path:
@@ -104,7 +105,9 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
             hosts.append(HostSettings(name=host_data.get("shipyard_host", _default_name(connect)), connect=connect,
                                       address=host_data.get("address", "127.0.0.1" if connect == "@local" else connect),
                                       roles=tuple(r for r in ROLES if r in roles),
-                                      ssh_user=host_data.get("ssh_user"), ssh_port=host_data.get("ssh_port")))
+                                      ssh_user=host_data.get("ssh_user"), ssh_port=host_data.get("ssh_port"),
+                                      ssh_key=host_data.get("ssh_key"),
+                                      ssh_known_hosts_file=host_data.get("ssh_known_hosts_file")))
         except Exception as exc:  # pydantic error on host data: name it
             problems.append(ShipyardError(f"{shown}: host {connect}", str(exc).splitlines()[-1].strip(),
                                           "set shipyard_host to a lower-case name like 'app-1'"))

@@ -138,8 +138,12 @@ class HostSettings(Strict):
     connect: str  # pyinfra host string: '@local' or an SSH hostname
     address: str  # address other hosts use to reach this host's published ports
     roles: tuple[str, ...]
-    ssh_user: str | None = None  # for `make status/plan/logs` over SSH (the docker SDK's ssh://)
+    # How the deploying machine reaches it over SSH: pyinfra's host data keys of the same names,
+    # which the controller's own ssh (make status/plan/logs, releases, drills) uses too.
+    ssh_user: str | None = None
     ssh_port: int | None = None
+    ssh_key: str | None = None  # a private key file; None: the ssh client's own (agent, ~/.ssh)
+    ssh_known_hosts_file: str | None = None  # its host key checked against this file only (strictly)
 
 
 class CoreSettings(BaseSettings):

@@ -40,6 +40,9 @@ PREFIX = "sy"  # every name a run makes starts with it and the run's id: leftove
 ROOT_PARENT = Path(tempfile.gettempdir())
 SPACE = ipaddress.ip_network("10.231.0.0/16")
 SSHD = "/usr/sbin/sshd"
+# Where a run given ``access=True`` puts a copy of its key and a known_hosts file naming each
+# host's key by its address: what inventories/multi.py points pyinfra and the controller's ssh at.
+ACCESS_DIR = ROOT_PARENT / "shipyard-testhosts"
 STOP_TIMEOUT_S = 30
 
 # Run inside the host's new mount namespace (unshare -m), in its network namespace: the mounts
@@ -87,6 +90,16 @@ class TestHost:
         """``command`` run on the host over SSH (a shell command line, as ssh sends it)."""
         return run(self.ssh_argv(*command), timeout=timeout, check=check)
 
+    def stop_sshd(self) -> None:
+        """The host stays up, its engine runs, but nothing answers on its SSH port."""
+        _stop(_pid(self.dir / "sshd.pid"), 5)
+
+    def start_sshd(self) -> None:
+        """sshd again, in the host's network and mount namespaces (its dockerd's)."""
+        mounts = f"/proc/{_pid(self.dir / 'dockerd.pid')}/ns/mnt"
+        run(["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={mounts}", SSHD, "-f", str(self.dir / "sshd_config"),
+             "-E", str(self.dir / "sshd.log")])
+
     def inside(self, argv: list[str], timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         """``argv`` run in the host's network namespace (the machine's files): a client on
         this host reaching the others."""
@@ -95,8 +108,12 @@ class TestHost:
 
 @dataclass
 class TestHosts:
-    """``count`` hosts; a context manager that removes them on leaving."""
+    """``count`` hosts; a context manager that removes them on leaving. ``subnet``: a fixed /24
+    (an inventory names their addresses), else a free one. ``access``: the key and the hosts'
+    keys written to ACCESS_DIR too (one such run at a time)."""
     count: int = 3
+    subnet: ipaddress.IPv4Network | None = None
+    access: bool = False
     run_id: str = field(default_factory=lambda: secrets.token_hex(2))
     hosts: list[TestHost] = field(default_factory=list)
 
@@ -104,7 +121,6 @@ class TestHosts:
         self.tag = f"{PREFIX}{self.run_id}"  # at most 6 characters: interface names end at 15
         self.bridge = f"{self.tag}br"
         self.root = ROOT_PARENT / f"shipyard-hosts-{self.tag}"
-        self.subnet: ipaddress.IPv4Network | None = None
 
     # --- making them ---------------------------------------------------------------------
     def __enter__(self) -> "TestHosts":
@@ -122,7 +138,11 @@ class TestHosts:
         for tool in ("dockerd", "nsenter", "unshare", "ip", "iptables", "ssh", "ssh-keygen", SSHD):
             if not shutil.which(tool):
                 raise HostsError(f"{tool} is not installed: `make host-test-hosts` installs what the test hosts need")
-        self.subnet = free_subnet()
+        if self.subnet is None:
+            self.subnet = free_subnet()
+        elif any(self.subnet.overlaps(used) for used in _routed()):
+            raise HostsError(f"{self.subnet} is routed on this machine already (another run's test hosts?): "
+                             "tests.testhosts.remove_leftovers() removes an aborted run's")
         self.root.mkdir(mode=0o700)
         key = self.root / "id_ed25519"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"shipyard test hosts {self.tag}", "-f", str(key)])
@@ -135,6 +155,21 @@ class TestHosts:
             self.hosts.append(self._start_host(index, key))
         for host in self.hosts:
             self._wait_ready(host)
+        if self.access:
+            self._write_access(key)
+
+    def _write_access(self, key: Path) -> None:
+        if ACCESS_DIR.exists():
+            raise HostsError(f"{ACCESS_DIR} exists: another run's test hosts use it (or an aborted run left it: "
+                             "tests.testhosts.remove_leftovers() removes it)")
+        ACCESS_DIR.mkdir(mode=0o700)
+        (ACCESS_DIR / "owner").write_text(self.tag)
+        shutil.copy(key, ACCESS_DIR / "id_ed25519")
+        os.chmod(ACCESS_DIR / "id_ed25519", 0o600)
+        # "<address> <key type> <key>" per host: its key, never whatever answers at the address.
+        (ACCESS_DIR / "known_hosts").write_text("".join(
+            f"{host.address} {' '.join((host.dir / 'ssh_host_ed25519_key.pub').read_text().split()[:2])}\n"
+            for host in self.hosts))
 
     def _start_host(self, index: int, key: Path) -> TestHost:
         name = f"h{index}"
@@ -240,6 +275,9 @@ def remove_run(tag: str, root: Path) -> list[str]:
         shutil.rmtree(root, ignore_errors=True)
         if root.exists():
             problems.append(f"{root} not removed")
+    owner = ACCESS_DIR / "owner"
+    if owner.exists() and owner.read_text() == tag:
+        shutil.rmtree(ACCESS_DIR, ignore_errors=True)
     return problems
 
 
@@ -251,21 +289,30 @@ def remove_leftovers() -> list[str]:
     problems = []
     for tag in sorted(tags):
         problems += remove_run(tag, ROOT_PARENT / f"shipyard-hosts-{tag}")
+    shutil.rmtree(ACCESS_DIR, ignore_errors=True)  # its run's hosts are gone (or it had none)
     return problems
 
 
-def free_subnet() -> ipaddress.IPv4Network:
-    """A /24 of ``SPACE`` that no address or route of the machine touches."""
+def _routed() -> list[ipaddress.IPv4Network]:
+    """The networks of the machine's routes (every table), the default route left out."""
     used = []
     for line in run(["ip", "-4", "-o", "route", "show", "table", "all"], check=False).stdout.splitlines():
         first = line.split()[0]
         try:
-            used.append(ipaddress.ip_network(first, strict=False))
+            network = ipaddress.ip_network(first, strict=False)
         except ValueError:
             continue
+        if network.prefixlen > 0:
+            used.append(network)
+    return used
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    """A /24 of ``SPACE`` that no address or route of the machine touches."""
+    used = _routed()
     candidates = list(SPACE.subnets(new_prefix=24))
     start = secrets.randbelow(len(candidates))
     for subnet in candidates[start:] + candidates[:start]:
-        if not any(subnet.overlaps(u) for u in used if u.prefixlen > 0):
+        if not any(subnet.overlaps(u) for u in used):
             return subnet
     raise HostsError(f"no free /24 in {SPACE} for the test hosts")

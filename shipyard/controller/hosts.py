@@ -1,5 +1,5 @@
 """The controller's access to an environment's hosts: the Docker engine through the docker SDK
-(local socket, or ``ssh://`` for SSH hosts) and the deployed project's files. Two faces:
+(local socket, or a tunnel over SSH for SSH hosts: shipyard.controller.ssh) and the deployed project's files. Two faces:
 
 - ``HostView``, read-only: what the operator's views (`make status`, `make plan`,
   `make logs`), the verify checks and the components' ``describe`` hooks use. It lists and
@@ -24,6 +24,7 @@ from docker.models.containers import Container
 from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
 from shipyard.bluegreen import ReleaseState
+from shipyard.controller.ssh import engine_tunnel
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -44,28 +45,21 @@ class HostView:
     def project_dir(self) -> str:
         return commands.project_dir(self.settings.deploy_root, self.settings.name)
 
-    def _ssh_target(self) -> str:
-        user = f"{self.host.ssh_user}@" if self.host.ssh_user else ""
-        port = f":{self.host.ssh_port}" if self.host.ssh_port else ""
-        return f"{user}{self.host.connect}{port}"
-
     def ssh_argv(self, argv: list[str]) -> list[str]:
-        """``argv`` run on the host by the ssh client (its config, keys and known hosts, as the
-        docker SDK's ``ssh://`` uses them), quoted once for the remote shell. Read-only uses
+        """``argv`` run on the host by the ssh client, with the inventory's user, port, key and
+        known hosts (shipyard.commands.ssh), quoted once for the remote shell. Read-only uses
         (files, compose's view), and the audit trail's append (shipyard.controller.audit_log)."""
-        return ["ssh", *(["-p", str(self.host.ssh_port)] if self.host.ssh_port else []),
-                f"{self.host.ssh_user + '@' if self.host.ssh_user else ''}{self.host.connect}",
-                commands.to_shell(argv)]
+        return commands.ssh(self.host, argv)
 
     @cached_property
     def docker(self) -> docker.DockerClient:
         try:
             if self.local:
                 return docker.from_env(timeout=self.timeout_s)
-            return docker.DockerClient(base_url=f"ssh://{self._ssh_target()}", use_ssh_client=True,
-                                       timeout=self.timeout_s)
-        except docker.errors.DockerException as exc:
-            raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot reach its Docker engine: {exc}",
+            return docker.DockerClient(base_url=f"unix://{engine_tunnel(self.host)}", timeout=self.timeout_s)
+        except (docker.errors.DockerException, ShipyardError) as exc:
+            reason = exc.what if isinstance(exc, ShipyardError) else str(exc)
+            raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot reach its Docker engine: {reason}",
                                 f"check that the environment is deployed (make up ENV={self.settings.name}) "
                                 "and that this machine can reach the host") from None
 

@@ -192,3 +192,14 @@ def test_an_ssh_host_s_append_is_one_quoted_command_fed_the_line_on_stdin(repo, 
         assert done.returncode == 0, done.stderr
     assert "rm -rf" not in argv[-1]
     assert open(path).read() == line * 2 and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_an_error_of_several_problems_keeps_its_first_problem_on_record():
+    """A deploy refused for unreachable hosts (or bad settings): the event's error says which,
+    not only the heading."""
+    from shipyard.errors import ShipyardError, UnreachableError
+
+    error = UnreachableError([ShipyardError("host h2 (root@10.0.0.2)", "not reachable over SSH: Connection refused", "x"),
+                              ShipyardError("host h3 (root@10.0.0.3)", "not reachable over SSH: timed out", "x")])
+    assert audit.first_line(error) == ("2 host(s) not reachable; the deploy changed nothing on any host: host h2 "
+                                       "(root@10.0.0.2): not reachable over SSH: Connection refused (and 1 more)")

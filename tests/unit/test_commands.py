@@ -24,3 +24,29 @@ def test_parallel_reads_keep_each_commands_exit_code_and_output():
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
     # stderr is kept per job: a failed state read reports its cause
     assert commands.split_parallel(out, 3) == [(0, "a; rm -rf /\n", ""), (3, "two\n", "why\n"), (0, "", "")]
+
+
+def test_ssh_takes_the_inventorys_key_known_hosts_user_and_port_and_never_prompts():
+    from pathlib import Path
+
+    from shipyard.inventory import load_environment
+
+    repo = Path(__file__).resolve().parents[2]
+    h2 = next(h for h in load_environment(repo, "multi", {}).hosts if h.name == "h2")
+    argv = commands.ssh(h2, ["cat", "/opt/a b"])
+    assert argv[-2:] == ["root@10.231.250.12", "cat '/opt/a b'"]
+    options = " ".join(argv[1:-2])
+    assert "-i /tmp/shipyard-testhosts/id_ed25519 -o IdentitiesOnly=yes" in options
+    assert "-o UserKnownHostsFile=/tmp/shipyard-testhosts/known_hosts -o StrictHostKeyChecking=yes" in options
+    assert "-o BatchMode=yes" in options  # a password or passphrase prompt would hang a deploy
+    tunnel = commands.ssh_forward_docker(h2.model_copy(update={"ssh_port": 2222}), "/tmp/x/docker.sock")
+    assert tunnel[-3:] == ["-L", "/tmp/x/docker.sock:/var/run/docker.sock", "root@10.231.250.12"]
+    assert "-p" in tunnel and tunnel[tunnel.index("-p") + 1] == "2222" and "ExitOnForwardFailure=yes" in tunnel
+
+
+def test_ssh_to_a_host_without_ssh_data_leaves_it_to_the_ssh_client():
+    from shipyard.settings import HostSettings
+
+    host = HostSettings(name="app-1", connect="app-1.example.net", address="10.0.0.1", roles=("app",))
+    assert commands.ssh(host, ["true"]) == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                                            "app-1.example.net", "true"]

@@ -49,7 +49,7 @@ API_TIMEOUT_S = 90
 
 class DockerTransport:
     """Each node's container, found by its compose service on its host (the SDK: local socket
-    or ssh://). Read-only use (`make plan`) only GETs; ``changes`` must be True to send others."""
+    or a tunnel over SSH, shipyard.controller.ssh). Read-only use (`make plan`) only GETs; ``changes`` must be True to send others."""
 
     def __init__(self, settings, changes: bool = False):
         self.settings, self.changes = settings, changes

@@ -1,0 +1,42 @@
+# Rendered by Shipyard (shipyard/components/vault): the Vault-API (OpenBao) servers of multi.
+# What differs between instances comes from the compose service's environment, which OpenBao
+# reads in place of the keys it would otherwise need here: BAO_RAFT_NODE_ID (storage "raft"
+# node_id), BAO_API_ADDR (api_addr) and BAO_CLUSTER_ADDR (cluster_addr).
+ui            = false
+# No mlock setting: OpenBao 2.x dropped mlock (and warns of that key as unknown).
+log_level     = "warn"
+cluster_name  = "shipyard-multi"
+
+storage "raft" {
+  path = "/openbao/file"
+  retry_join {
+    leader_api_addr     = "https://10.231.250.11:8200"
+    leader_ca_cert_file = "/run/secrets/tls.pem"
+  }
+  retry_join {
+    leader_api_addr     = "https://10.231.250.12:8200"
+    leader_ca_cert_file = "/run/secrets/tls.pem"
+  }
+  retry_join {
+    leader_api_addr     = "https://10.231.250.13:8200"
+    leader_ca_cert_file = "/run/secrets/tls.pem"
+  }
+}
+
+listener "tcp" {
+  address         = ":8200"
+  cluster_address = ":8201"
+  # One bundle (key, certificate, CA): Go's loaders take the blocks they need from it.
+  tls_cert_file   = "/run/secrets/tls.pem"
+  tls_key_file    = "/run/secrets/tls.pem"
+  tls_min_version = "tls12"
+}
+
+# Declared here, not enabled through the API: OpenBao refuses API-made audit devices (an API
+# caller must not choose files the server writes). Request and response values are HMAC'd.
+audit "file" "file" {
+  description = "every request and response, secrets hashed"
+  options {
+    file_path = "/openbao/logs/audit.log"
+  }
+}

@@ -1,0 +1,44 @@
+"""The `multi` environment: three Docker hosts reached over SSH — on this machine, the test hosts
+of tests/testhosts.py (network namespaces, each with its own dockerd and sshd, joined by a
+bridge: `make test-hosts`), at fixed addresses so that this file and its render stay the same.
+
+- h1 (10.231.250.11): the edge, the task platform, the image registry;
+- h2 (10.231.250.12): the task platform;
+- h3 (10.231.250.13): the data tier (PostgreSQL, Redis), metrics and logs;
+- all three: Consul's, etcd's and Vault's servers (a raft quorum across hosts).
+
+PostgreSQL and Redis still run all their nodes on one host (their nodes reach each other by
+service name: docs/data-tier.md); replicas on other hosts come with issue 25.
+
+SSH: root by the key the test hosts make for their run, each host's key checked against the
+known hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR).
+"""
+
+SHIPYARD = {
+    "name": "multi",
+    "images": {"source": "local"},
+    # Throw-away hosts: secrets generated on the deploying machine at the first deploy (git-ignored).
+    "secrets": {"generate_missing": True},
+    "network": {"subnet": "10.213.3.0/24"},
+    # Each host has its own addresses: the usual ports, the edge on every address of its host.
+    "ports": {"edge_bind": "0.0.0.0"},
+    "edge": {"tls": {"mode": "ca", "names": ["10.231.250.11"]}},
+    "consul": {"servers": 3},
+    "vault": {"enabled": True, "servers": 3},
+    # On h1 (docs/registry.md); the deploy's build once → push → pull through it is not wired yet.
+    "registry": {"enabled": True, "names": ["10.231.250.11"]},
+}
+
+_ACCESS = "/tmp/shipyard-testhosts"
+_ssh = {"ssh_user": "root", "ssh_key": f"{_ACCESS}/id_ed25519", "ssh_known_hosts_file": f"{_ACCESS}/known_hosts"}
+
+_h1 = ("10.231.250.11", {**_ssh, "shipyard_host": "h1", "address": "10.231.250.11"})
+_h2 = ("10.231.250.12", {**_ssh, "shipyard_host": "h2", "address": "10.231.250.12"})
+_h3 = ("10.231.250.13", {**_ssh, "shipyard_host": "h3", "address": "10.231.250.13"})
+
+edge = [_h1]
+app = [_h1, _h2]
+data = [_h3]
+control = [_h3, _h1, _h2]
+observability = [_h3]
+registry = [_h1]

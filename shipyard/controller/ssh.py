@@ -1,0 +1,84 @@
+"""The deploying machine's SSH to an environment's hosts, with the inventory's user, port, key and
+known hosts (shipyard.commands.ssh_options) — the same host data pyinfra connects with:
+
+- ``unreachable``: every host asked at once before a deploy touches any;
+- ``engine_tunnel``: a host's Docker engine as a local socket, forwarded over SSH, for the
+  docker SDK (whose own ``ssh://`` reads only ~/.ssh/config: no inventory key, no known hosts).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from shipyard import commands
+from shipyard.errors import ShipyardError
+from shipyard.settings import HostSettings
+
+
+def unreachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[ShipyardError]:
+    """Each SSH host of ``hosts`` asked at once to run ``true`` over SSH (the inventory's user,
+    port, key and known hosts): an error per host that did not, naming it and the ssh client's
+    reason. A deploy asks this before any host is touched."""
+    remote = [h for h in hosts if h.connect != "@local"]
+    running = [(h, subprocess.Popen(commands.ssh(h, ["true"]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)) for h in remote]
+    problems = []
+    for host, process in running:
+        try:
+            _, error = process.communicate(timeout=commands.SSH_CONNECT_TIMEOUT_S + 20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            error = b"connected, but running `true` did not end"
+        if process.returncode != 0:
+            reason = error.decode(errors="replace").strip().splitlines()
+            problems.append(ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
+                                          f"not reachable over SSH: {reason[-1] if reason else f'exit {process.returncode}'}",
+                                          "bring the host back (or fix its ssh_* host data in the inventory) and deploy "
+                                          "again; nothing was changed on any host"))
+    return problems
+
+
+_TUNNELS: dict[tuple, tuple[subprocess.Popen, str]] = {}
+
+
+def engine_tunnel(host: HostSettings) -> str:
+    """A local socket forwarded over SSH to ``host``'s engine (shipyard.commands.ssh_forward_docker),
+    one per host for the process's life (closed at its exit): the path to give the docker SDK."""
+    key = (host.connect, host.ssh_user, host.ssh_port, host.ssh_key, host.ssh_known_hosts_file)
+    found = _TUNNELS.get(key)
+    if found and found[0].poll() is None:
+        return found[1]
+    directory = tempfile.mkdtemp(prefix="shipyard-engine-")
+    socket_path = os.path.join(directory, "docker.sock")
+    process = subprocess.Popen(commands.ssh_forward_docker(host, socket_path), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + commands.SSH_CONNECT_TIMEOUT_S + 5
+    # ssh makes the socket once it is connected and authenticated, or exits with the reason.
+    while not os.path.exists(socket_path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            error = process.communicate()[1].decode(errors="replace").strip()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
+                                f"ssh did not connect: {error or 'no answer within the connect timeout'}",
+                                "check the host is up and its ssh_* host data in the inventory")
+        time.sleep(0.02)
+    _TUNNELS[key] = (process, socket_path)
+    return socket_path
+
+
+@atexit.register
+def _close_tunnels() -> None:
+    for process, socket_path in _TUNNELS.values():
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+    _TUNNELS.clear()
