@@ -14,12 +14,16 @@ SHIPYARD = {
     "network": {"subnet": "10.213.2.0/24"},
     "ports": {"edge_http": 18080, "edge_https": 18443, "edge_bind": "127.0.0.1", "api_direct": 18000,
               "postgres": 15432, "redis": 16379, "consul_http": 18500, "prometheus_http": 19090, "alertmanager_http": 19093,
-              "grafana_http": 13000, "vault_https": 18200, "elasticsearch_http": 19200},
+              "grafana_http": 13000, "vault_https": 18200, "elasticsearch_http": 19200, "registry": 15000},
     # HTTPS at the edge with a certificate of the environment's own edge CA, and plain HTTP served as
     # well on loopback: the e2e tests, drills and benchmarks use plain HTTP (tests/e2e/test_edge_tls.py
     # the HTTPS side).
     "edge": {"tls": {"mode": "ca", "names": ["localhost"], "http": "serve"}},
     "consul": {"servers": 3},
+    # The private image registry (docs/registry.md) runs here so that `make test` deploys it as any
+    # host would: its image, TLS from its CA, htpasswd (tests/e2e/test_registry.py pushes and pulls
+    # through it). One host builds its own images, so nothing else goes through it here.
+    "registry": {"enabled": True, "names": ["127.0.0.1", "localhost"]},
     # PostgreSQL under Patroni with etcd as its lock (docs/data-tier.md), synchronous: `make test`
     # kills, partitions and switches over the leader under traffic and counts every task.
     "postgres": {"patroni": {"synchronous": True}},
@@ -59,3 +63,4 @@ app = _this_machine
 data = _this_machine
 control = _this_machine
 observability = _this_machine
+registry = _this_machine

@@ -137,7 +137,7 @@ def test_local_plan_of_this_repo_builds_base_first_and_each_base_before_its_imag
     settings = _settings(repo)
     plan = image_plan.build_plan(repo, settings, _needs(settings, "ci"))
     refs = [b.ref for b in plan]
-    assert refs == ["shipyard/base:bookworm", "shipyard/postgres:15", "shipyard/postgres-patroni:latest",
+    assert refs == ["shipyard/base:bookworm", "shipyard/registry:2.8", "shipyard/postgres:15", "shipyard/postgres-patroni:latest",
                     "shipyard/postgres-exporter:0.11", "shipyard/etcd:3.4", "shipyard/redis:7.0",
                     "shipyard/redis-exporter:1.45", "shipyard/consul:1.8", "shipyard/openbao:2.7.2", "shipyard/python:3.11",
                     "shipyard/taskplatform:0.1.0", "shipyard/nginx:1.22", "shipyard/nginx-exporter:0.11",

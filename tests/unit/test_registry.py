@@ -112,7 +112,7 @@ def test_the_config_is_deterministic_and_holds_distribution_s_keys(tmp_path):
                              "fields": {"service": "registry", "environment": "t"}}
     assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
     assert config["storage"]["delete"] == {"enabled": True}
-    assert config["http"]["addr"] == ":5000" and config["http"]["debug"] == {"addr": "127.0.0.1:5001"}
+    assert config["http"]["addr"] == ":5000" and config["http"]["debug"] == {"addr": "localhost:5001"}
     assert config["http"]["tls"] == {"certificate": "/run/secrets/registry.crt", "key": "/run/secrets/registry.key",
                                      "minimumtls": "tls1.2"}
     assert "secret" not in config["http"]  # start.sh hands it over from its file

@@ -8,6 +8,7 @@ from shipyard import topology
 from shipyard.apply.rollout import live_rotations, secret_files
 from shipyard.render.compose import secrets_env
 from shipyard.components.edge import certificates
+from shipyard.components.registry import certificates as registry_certificates
 from shipyard.secretstore import fingerprints
 from shipyard.render import secret_variables
 from shipyard.inventory import load_environment
@@ -32,10 +33,10 @@ def variables(repo):
 
 def values(suffix: str = "", **changed: str) -> dict[str, Secret]:
     out = {name: Secret(name, f"{name}-value-{suffix}".ljust(43, "x")) for name in SECRET_NAMES}
-    # The edge's TLS bundle is PEM (its files are blocks of it): made-up bodies.
-    out[certificates.TLS] = Secret(certificates.TLS, "".join(
-        f"-----BEGIN {kind}-----\n{certificates.TLS}-{kind[0]}-{suffix}\n-----END {kind}-----\n"
-        for kind in ("PRIVATE KEY", "CERTIFICATE")))
+    # The edge's and the registry's TLS bundles are PEM (their files are blocks of them): made-up bodies.
+    for bundle in (certificates.TLS, registry_certificates.TLS):
+        out[bundle] = Secret(bundle, "".join(f"-----BEGIN {kind}-----\n{bundle}-{kind[0]}-{suffix}\n-----END {kind}-----\n"
+                                             for kind in ("PRIVATE KEY", "CERTIFICATE")))
     out.update({name: Secret(name, value) for name, value in changed.items()})
     return out
 

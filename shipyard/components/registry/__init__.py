@@ -27,7 +27,10 @@ CONF = "/etc/docker/registry"
 DATA = "/var/lib/registry"
 SECRETS = "/run/secrets"
 PORT = 5000
-DEBUG_ADDR = "127.0.0.1:5001"  # /debug/health, for the probe only (module doc of the config)
+# /debug/health, for the probe only (module doc of the config), in the container: "localhost"
+# (Go listens on its IPv4 address) says it is the container's own, not an address handed to it.
+DEBUG_ADDR = "localhost:5001"
+PROBE_URL = "http://127.0.0.1:5001/debug/health"
 OFFICIAL_VERSION = "2.8.3"
 HOST_GROUP = "registry"
 
@@ -93,6 +96,12 @@ _SECRET_FILES = (
     SecretFile("registry.http-secret", certificates.HTTP_SECRET),
 )
 
+def _checks():
+    from shipyard.components.registry import checks  # pytest and HTTP clients: loaded by `make verify` only
+
+    return checks
+
+
 COMPONENT = Component(
     name="registry",
     folder=Path(__file__).parent,
@@ -106,7 +115,7 @@ COMPONENT = Component(
                                                   "(registry.enabled); every host's engine pulls from it",
                           publish="hosts"),
                 serves_clients=False,
-                health=Health(("wget", "-q", "-O", "/dev/null", f"http://{DEBUG_ADDR}/debug/health"), start_period_s=10),
+                health=Health(("wget", "-q", "-O", "/dev/null", PROBE_URL), start_period_s=10),
                 secrets=_SECRET_FILES,
                 placement="once", scale=lambda s: 1 if enabled(s) else 0),
     ),
@@ -118,4 +127,5 @@ COMPONENT = Component(
     settings_problems=settings_problems,
     # Every deploy: a certificate whose names, issuer or expiry no longer fit is re-issued first.
     preflight=certificates.preflight,
+    checks=_checks,
 )
