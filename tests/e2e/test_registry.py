@@ -32,22 +32,28 @@ def port(settings):
     return topology.build(settings).published(registry_host, "registry")[1]
 
 
+@pytest.fixture(scope="module")
+def ca_file(settings, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("registry") / "registry-ca.pem"
+    path.write_text(secretstore.read_held(REPO, settings.name, certificates.CA_CERT).value)
+    return str(path)
+
+
 def _password(settings) -> str:
     return secretstore.load_or_create(REPO, settings.name, generate_missing=False)[certificates.PASSWORD].value
 
 
-def test_tls_of_its_ca_for_each_name_and_nothing_without_its_password(settings, port, tmp_path):
-    ca = tmp_path / "registry-ca.pem"
-    ca.write_text(secretstore.read_held(REPO, settings.name, certificates.CA_CERT).value)
+def test_tls_of_its_ca_for_each_name_and_nothing_without_its_password(settings, port, ca_file):
+    ca = ca_file
     session = requests.Session()
     session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the verify given below
     password = _password(settings)
     for name in settings.registry.names:
         url = f"https://{name}:{port}/v2/"
-        assert session.get(url, verify=str(ca), timeout=10).status_code == 401
-        assert session.get(url, verify=str(ca), auth=(certificates.USER, "not-it"), timeout=10).status_code == 401
-        assert session.get(url, verify=str(ca), auth=("someone", password), timeout=10).status_code == 401
-        assert session.get(url, verify=str(ca), auth=(certificates.USER, password), timeout=10).status_code == 200
+        assert session.get(url, verify=ca, timeout=10).status_code == 401
+        assert session.get(url, verify=ca, auth=(certificates.USER, "not-it"), timeout=10).status_code == 401
+        assert session.get(url, verify=ca, auth=("someone", password), timeout=10).status_code == 401
+        assert session.get(url, verify=ca, auth=(certificates.USER, password), timeout=10).status_code == 200
         with pytest.raises(requests.exceptions.SSLError):  # the system's CAs do not vouch for it
             session.get(url, timeout=10)
 
@@ -63,7 +69,7 @@ def _probe_image(token: str) -> bytes:
     return buffer.getvalue()
 
 
-def test_an_image_pushed_by_an_engine_is_pulled_back_the_same(settings, port, tmp_path):
+def test_an_image_pushed_by_an_engine_is_pulled_back_the_same(settings, port, ca_file, tmp_path):
     token = secrets.token_hex(4)
     local = f"shipyard/e2e-registry-probe:{token}"
     pushed = client.pushed_ref(settings, local)
@@ -88,6 +94,8 @@ def test_an_image_pushed_by_an_engine_is_pulled_back_the_same(settings, port, tm
         assert docker("image", "inspect", "--format", "{{.Id}}", pushed) == made
     finally:
         subprocess.run(["docker", "image", "rm", "-f", local, pushed], capture_output=True, env=environ, timeout=60)
-    tags = requests.get(f"https://127.0.0.1:{port}/v2/shipyard/e2e-registry-probe/tags/list",
-                        auth=(certificates.USER, _password(settings)), verify=False, timeout=10).json()  # noqa: S501
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the verify given below
+    tags = session.get(f"https://{settings.registry.names[0]}:{port}/v2/shipyard/e2e-registry-probe/tags/list",
+                       auth=(certificates.USER, _password(settings)), verify=ca_file, timeout=10).json()
     assert token in tags["tags"]
