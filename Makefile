@@ -112,7 +112,9 @@ host-test-hosts:
 
 # The multi-host tests' hosts (network namespaces with their own dockerd and sshd): made, checked
 # and removed; the multi environment's hosts reached over SSH as a deploy reaches them (status,
-# plan, a deploy refused before any host is touched). No environment is deployed to them yet (issue 25).
+# plan, a deploy refused before any host is touched), and an image from this machine reaching a
+# host through the registry on another (it needs the registry's image: `make up ENV=ci` builds
+# it; skipped otherwise). No environment is deployed to them yet (issue 25).
 test-hosts: venv host-test-hosts
 	$(PYTEST) -q tests/multihost
 
@@ -182,13 +184,14 @@ verify: venv
 
 # Everything, the benchmarks included, each once in its short mode: bench-api and bench-peers on
 # their own servers, the others on test-e2e's ci rollout (test-benches, after the e2e tests and
-# before the down).
-test: venv host-test-deps test-unit test-registry test-logship test-services test-vault test-client test-patroni test-hosts
+# before the down). The test hosts last: they take images the ci rollout built (the registry's).
+test: venv host-test-deps test-unit test-registry test-logship test-services test-vault test-client test-patroni
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-api SHORT=1 && \
 	  echo "make test: bench-api --short took $$(( $$(date +%s) - started )) s"
 	@started=$$(date +%s); $(MAKE) --no-print-directory bench-peers SHORT=1 && \
 	  echo "make test: bench-peers --short took $$(( $$(date +%s) - started )) s"
 	@$(MAKE) --no-print-directory test-e2e E2E_BENCHES=1
+	@$(MAKE) --no-print-directory test-hosts
 
 test-unit: venv host-test-tools
 	$(PYTEST) -q tests/unit

@@ -169,3 +169,23 @@ def ssh_forward_docker(host, local_socket: str) -> list[str]:
     inventory's key or known hosts). Runs until killed; exits at once if the forward fails."""
     return ["ssh", *ssh_options(host), "-nNT", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
             "-L", f"{local_socket}:{DOCKER_SOCKET}", ssh_destination(host)]
+
+
+def ssh_forward_port(host, local_port: int, target: str, target_port: int) -> list[str]:
+    """A tunnel from 127.0.0.1:``local_port`` on this machine to ``target``:``target_port`` as
+    ``host`` reaches it (the registry on its own address): runs until killed."""
+    return ["ssh", *ssh_options(host), "-nNT", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
+            "-L", f"127.0.0.1:{local_port}:{target}:{target_port}", ssh_destination(host)]
+
+
+def docker_save(refs: Sequence[str]) -> list[str]:
+    return ["docker", "save", *refs]
+
+
+def docker_load() -> list[str]:
+    """Images from a ``docker save`` stream on stdin."""
+    return ["docker", "load", "--quiet"]
+
+
+def docker_image_id(ref: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", ref]

@@ -7,10 +7,11 @@ Why namespaces: privileged containers cannot start here, so docker-in-docker is 
 
 - its address on the run's bridge (a /24 of 10.231.0.0/16 no route of the machine uses); the
   machine is the bridge's ``.1``, host *i* is ``.(10 + i)``;
-- a private mount namespace in which its own directories are bound over ``/var/lib/docker`` and
-  ``/opt`` and a tmpfs over ``/run``, so its dockerd keeps its images, containers, sockets and
-  state apart from the machine's engine and from the other hosts, at the usual paths (a
-  ``docker`` over SSH finds ``/var/run/docker.sock``);
+- a private mount namespace in which its own directories are bound over ``/var/lib/docker``,
+  ``/opt``, ``/etc/docker`` (the engine's trust of registries, certs.d) and ``/root/.docker`` (the
+  docker client's logins) and a tmpfs over ``/run``, so its dockerd keeps its images, containers,
+  sockets, state and trust apart from the machine's engine and from the other hosts, at the
+  usual paths (a ``docker`` over SSH finds ``/var/run/docker.sock``);
 - ``sshd`` in that same mount namespace, listening on the host's address only, root by key.
 
 The machine's own engine sets ``br_netfilter`` and a FORWARD policy of DROP, so traffic between
@@ -53,6 +54,9 @@ dir=$1; address=$2
 mount --make-rprivate /
 mount --bind "$dir/docker" /var/lib/docker
 mount --bind "$dir/opt" /opt
+mount --bind "$dir/etc-docker" /etc/docker
+mkdir -p /root/.docker
+mount --bind "$dir/root-docker" /root/.docker
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/sshd /run/containerd
 ip link set lo up
@@ -176,7 +180,7 @@ class TestHosts:
         netns, outside = f"{self.tag}-{name}", f"{self.tag}{name}"
         address = str(self.subnet.network_address + 10 + index)
         host = TestHost(name, address, netns, self.root / name, key)
-        for sub in ("docker", "opt"):
+        for sub in ("docker", "opt", "etc-docker", "root-docker"):
             (host.dir / sub).mkdir(parents=True)
         run(["ip", "netns", "add", netns])
         run(["ip", "link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", netns])

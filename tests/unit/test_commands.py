@@ -50,3 +50,21 @@ def test_ssh_to_a_host_without_ssh_data_leaves_it_to_the_ssh_client():
     host = HostSettings(name="app-1", connect="app-1.example.net", address="10.0.0.1", roles=("app",))
     assert commands.ssh(host, ["true"]) == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                                             "app-1.example.net", "true"]
+
+
+def test_images_move_as_argv_and_keep_their_repository_whatever_address_reaches_the_registry():
+    from pathlib import Path
+
+    from shipyard.components.registry import client
+    from shipyard.inventory import load_environment
+
+    repo = Path(__file__).resolve().parents[2]
+    settings = load_environment(repo, "multi", {})
+    h1 = settings.hosts[0]
+    assert commands.ssh_forward_port(h1, 41000, "10.231.250.11", 5000)[-3:] == [
+        "-L", "127.0.0.1:41000:10.231.250.11:5000", "root@10.231.250.11"]
+    assert commands.docker_save(["a:1", "b:2"]) == ["docker", "save", "a:1", "b:2"]
+    # Pushed through a tunnel (127.0.0.1:<port>/<repository>), pulled by the registry's name.
+    assert client.repository_ref("shipyard/postgres:15") == "shipyard/postgres:15"
+    assert client.repository_ref("redis") == "shipyard/redis:latest"
+    assert client.pushed_ref(settings, "shipyard/postgres:15") == "10.231.250.11:5000/shipyard/postgres:15"

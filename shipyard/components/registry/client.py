@@ -39,11 +39,15 @@ def login_argv(settings) -> list[str]:
     return ["docker", "login", "--username", certificates.USER, "--password-stdin", endpoint(settings)]
 
 
+def repository_ref(ref: str) -> str:
+    """``shipyard/postgres:15`` → ``shipyard/postgres:15`` in the registry, whatever the address it
+    is reached by; a ref outside the ``shipyard/`` namespace goes under it too."""
+    return f"{NAMESPACE}/{image_plan.normalize_ref(ref.removeprefix(f'{NAMESPACE}/'))}"
+
+
 def pushed_ref(settings, ref: str) -> str:
-    """``shipyard/postgres:15`` → ``<name>:<port>/shipyard/postgres:15``; a ref outside the
-    ``shipyard/`` namespace goes under it too."""
-    name = ref.removeprefix(f"{NAMESPACE}/")
-    return f"{endpoint(settings)}/{NAMESPACE}/{image_plan.normalize_ref(name)}"
+    """``shipyard/postgres:15`` → ``<name>:<port>/shipyard/postgres:15``: how the hosts pull it."""
+    return f"{endpoint(settings)}/{repository_ref(ref)}"
 
 
 def push_argvs(settings, ref: str) -> list[list[str]]:

@@ -1,0 +1,131 @@
+"""Images from the deploying machine to an environment's hosts, with the registry on
+(docs/registry.md) — the hosts then need no package mirror and no registry of the internet:
+
+- ``ship``: one image over SSH (``docker save`` here into ``docker load`` there), for the
+  registry's own image, which its host needs before the registry can answer;
+- ``push``: images this machine's engine built, pushed to the registry through an SSH tunnel to
+  the registry's host (the deploying machine needs to reach only SSH), logged in with a Docker
+  configuration of its own that is removed afterwards (nothing written to ~/.docker). The engine
+  reaches the tunnel on 127.0.0.1, which Docker treats as an insecure registry (no certificate
+  check): the hop is SSH's, whose host key the inventory's known hosts vouch for. The hosts pull
+  by the registry's name, over TLS checked against its CA (client.trust_files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+
+from shipyard import commands
+from shipyard.components.registry import certificates, client
+from shipyard.errors import ShipyardError
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+PUSH_TIMEOUT_S = 1800  # one image: a cold push of the largest over a slow link
+
+
+def _run(argv: list[str], what: str, timeout_s: float = 120, stdin: bytes | None = None,
+         env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout_s, env=env, check=False)
+    if done.returncode != 0:
+        raise ShipyardError(what, f"`{' '.join(argv[:3])} ...` failed: {done.stderr.decode(errors='replace').strip()[-500:]}",
+                            "look at the message; the deploying machine's engine must hold the image (make deploy builds it)")
+    return done.stdout.decode(errors="replace").strip()
+
+
+def local_id(ref: str) -> str | None:
+    done = subprocess.run(commands.docker_image_id(ref), capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def remote_id(host: HostSettings, ref: str) -> str | None:
+    done = subprocess.run(commands.ssh(host, commands.docker_image_id(ref)), capture_output=True, text=True,
+                          timeout=60, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def ship(host: HostSettings, ref: str) -> bool:
+    """``ref`` from this machine's engine to ``host``'s, unless it holds that very image: whether
+    it was sent."""
+    have = local_id(ref)
+    if have is None:
+        raise ShipyardError(f"image {ref}", "not on the deploying machine's engine", "build it first (make deploy does)")
+    if remote_id(host, ref) == have:
+        return False
+    save = subprocess.Popen(commands.docker_save([ref]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    load = subprocess.run(commands.ssh(host, commands.docker_load()), stdin=save.stdout, capture_output=True,
+                          timeout=PUSH_TIMEOUT_S, check=False)
+    save.stdout.close()
+    saved = save.wait(timeout=60)
+    if saved != 0 or load.returncode != 0:
+        error = (save.stderr.read() if saved else load.stderr).decode(errors="replace").strip()
+        raise ShipyardError(f"host {host.name}, image {ref}", f"not shipped over SSH: {error[-500:]}",
+                            "check the host's disk and engine (make status) and deploy again")
+    if remote_id(host, ref) != have:
+        raise ShipyardError(f"host {host.name}, image {ref}", "shipped, but the host's engine holds another image",
+                            "deploy again")
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def registry_tunnel(settings: EnvironmentSettings) -> Iterator[str]:
+    """``127.0.0.1:<port>`` on this machine, forwarded over SSH to the registry on its host."""
+    host = settings.hosts_with_role("registry")[0]
+    port = _free_port()
+    process = subprocess.Popen(commands.ssh_forward_port(host, port, host.address, settings.ports.registry),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + commands.SSH_CONNECT_TIMEOUT_S + 5
+        while True:  # ssh listens once it is connected and authenticated, or exits with the reason
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
+                                    f"no tunnel to the registry: {process.communicate()[1].decode(errors='replace').strip()}",
+                                    "check the host answers over SSH (make status)")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.poll() is None:
+            process.kill()
+
+
+def push(settings: EnvironmentSettings, refs: Sequence[str], password: str) -> list[str]:
+    """Each of ``refs`` (this machine's engine holds them) pushed to the registry under
+    client.repository_ref: lines saying what was pushed."""
+    config = tempfile.mkdtemp(prefix="shipyard-docker-config-")
+    environ = {**os.environ, "DOCKER_CONFIG": config}
+    lines = []
+    try:
+        with registry_tunnel(settings) as tunnel:
+            _run(["docker", "login", "--username", certificates.USER, "--password-stdin", tunnel],
+                 f"registry of {settings.name} (through {tunnel})", stdin=password.encode(), env=environ)
+            for ref in refs:
+                through = f"{tunnel}/{client.repository_ref(ref)}"
+                _run(["docker", "tag", ref, through], f"image {ref}", env=environ)
+                try:
+                    started = time.monotonic()
+                    _run(["docker", "push", "--quiet", through], f"image {ref}", PUSH_TIMEOUT_S, env=environ)
+                    lines.append(f"pushed {ref} as {client.pushed_ref(settings, ref)} ({time.monotonic() - started:.1f}s)")
+                finally:
+                    subprocess.run(["docker", "image", "rm", through], capture_output=True, timeout=60, env=environ,
+                                   check=False)
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
+    return lines
