@@ -197,3 +197,20 @@ def start_api(platform):
 
     yield start
     platform.stop_processes(chosen=started)
+
+
+# Under pytest-xdist (make test-services: `-n 2 --dist loadfile --no-loadscope-reorder`) each file
+# goes whole to one worker, in collection order, the next to whichever is free. These take the
+# longest (~40-65 s each, mostly waiting on timetables, leases and schemathesis' time budget):
+# handed out first, the short files fill in around them instead of one arriving last and running
+# alone. The retention load test first, beside test_faults (whose time is spent waiting on
+# leases and sleeping tasks): its table's size depends on autovacuum keeping pace, which a busy
+# neighbour such as schemathesis can delay. A run without xdist keeps the collection order.
+LONGEST_FIRST = ("test_retention_load.py", "test_faults.py", "test_api_openapi.py", "test_queues.py",
+                 "test_webhooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest in order
