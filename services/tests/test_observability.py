@@ -7,12 +7,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Tenant, log_lines, wait_worker_ready
 from taskplatform import logs
-from taskplatform_testing.servers import free_port
+from taskplatform_testing.servers import free_port, start_platform
+
+
+@pytest.fixture(scope="module")
+def quiet():
+    """(platform, API URL) of their own for the tests that count what their one worker ran: on the
+    session's platform, tasks earlier tests left queued would be run and counted too — which
+    tests ran earlier is not fixed (under pytest-xdist each worker runs its own share of the
+    files), and draining what they left takes up to half a minute."""
+    started = start_platform()
+    try:
+        yield started, started.start_api(processes=2)
+    finally:
+        started.stop()
 
 
 def test_an_exception_is_logged_with_its_traceback_and_the_context_ids():
@@ -156,7 +170,9 @@ def test_a_scrape_asks_nothing_of_the_tasks_table(platform, api_url):
         conn.rollback()
 
 
-def test_the_worker_exports_run_time_and_queue_wait_per_kind(platform, tenant):
+def test_the_worker_exports_run_time_and_queue_wait_per_kind(quiet):
+    platform, api_url = quiet
+    tenant = Tenant(api_url, platform)
     port = free_port()
     worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port)
     try:
@@ -185,7 +201,9 @@ def wait_metrics(url: str, condition, what: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
-def test_tasks_are_counted_by_kind_created_completed_failed_and_dead(platform, tenant, api_url):
+def test_tasks_are_counted_by_kind_created_completed_failed_and_dead(quiet):
+    platform, api_url = quiet
+    tenant = Tenant(api_url, platform)
     created_before = by_label(f"{api_url}/metrics", "tasks_created_total", "kind")
     port = free_port()
     worker = platform.start_worker(TASKS_WORKER_METRICS_PORT=port)

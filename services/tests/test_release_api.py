@@ -145,7 +145,8 @@ def front():
     def start(api: str | None):
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Front)
         server.api, server.seen = api, []
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # Polled every 0.05 s for shutdown (0.5 s by default: half a second of the test's teardown).
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}", server.seen
 
