@@ -189,3 +189,10 @@ def docker_load() -> list[str]:
 
 def docker_image_id(ref: str) -> list[str]:
     return ["docker", "image", "inspect", "--format", "{{.Id}}", ref]
+
+
+def sha256_of_files(directory: str, rels: Sequence[str]) -> list[str]:
+    """``<sha256>  <rel>`` for each of ``rels`` under ``directory`` that exists (the others, and a
+    missing directory, print nothing): one command for a whole project's files."""
+    return ["sh", "-c", 'cd "$1" 2>/dev/null || exit 0; shift; for f; do [ -f "$f" ] && sha256sum -- "$f"; done; exit 0',
+            "sh", directory, *rels]

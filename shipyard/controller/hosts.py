@@ -13,6 +13,7 @@ The deploy itself does not come through here: it is pyinfra's (shipyard/apply/).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
@@ -107,6 +108,15 @@ class HostView:
     def read_file(self, rel: str) -> bytes | None:
         """A file of the deployed project (None when it is not there)."""
         return self.read_path(f"{self.project_dir}/{rel}")
+
+    def file_digests(self, rels: list[str]) -> dict[str, str]:
+        """sha256 (hex) of each of the deployed project's files ``rels`` that is there — over SSH
+        in one round trip, not one per file."""
+        if self.local:
+            return {rel: hashlib.sha256(content).hexdigest() for rel in rels if (content := self.read_file(rel)) is not None}
+        result = subprocess.run(self.ssh_argv(commands.sha256_of_files(self.project_dir, rels)), capture_output=True,
+                                text=True, timeout=60, check=False)
+        return {rel: digest for digest, rel in (line.split(None, 1) for line in result.stdout.splitlines() if line)}
 
     def read_path(self, path: str) -> bytes | None:
         """A file of the host (None when it is not there)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 import json
 import time
 from pathlib import Path
@@ -34,54 +35,61 @@ def _drift(access: HostView, rendered: RenderedHost) -> list[str]:
     changes = plan.service_changes(_deployed_compose(access), rendered.compose)
     out = [f"{name}: {'; '.join(reasons)}" for name, reasons in changes.items() if reasons]
     wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items() if p != COMPOSE_FILE}
-    deployed = {p: hashlib.sha256(c).hexdigest() for p in wanted if (c := access.read_file(p)) is not None}
+    deployed = access.file_digests(list(wanted))
     out += plan.file_changes(deployed, wanted)
     return out
 
 
 def status(settings: EnvironmentSettings) -> str:
     lines = [f"status of {settings.name} ({len(settings.hosts)} host{'s' if len(settings.hosts) > 1 else ''})"]
-    for host in settings.hosts:
-        access = HostView(settings, host)
-        rendered = render_host(settings, host)
-        on_host = topology.build(settings).instances_on(host)
-        lines.append(f"host {host.name} ({host.address})" + ("" if on_host else ": runs nothing"))
-        if not on_host:
-            continue
-        containers = access.containers()
-        state, _ = access.release_state()
-        by_service: dict[str, list] = {}
-        for c in containers:
-            by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
-        for comp in COMPONENTS:
-            mine = [i for i in on_host if i.component is comp]
-            if not mine:
-                continue
-            lines.append(f"  {comp.name}")
-            running = {i.name: by_service[i.name][0] for i in mine if by_service.get(i.name)}
-            roles = comp.describe(settings, running) if comp.describe else {}
-            for inst in mine:
-                found = by_service.get(inst.name, [])
-                if inst.colour is not None and inst.colour != state.live:
-                    what = "warm (the previous release)" if state.warm(time.time()) else "idle"
-                    lines.append(f"    {inst.name:<22} {what}: users are on {state.live} ({state.live_version})")
-                    if not found:
-                        continue
-                elif not found:
-                    lines.append(f"    {inst.name:<22} not deployed")
-                    continue
-                for c in found:
-                    image = c.attrs["Config"]["Image"]
-                    # A text may describe one container (by its name) and run over several lines.
-                    first, *more = roles.get(c.name, roles.get(inst.name, "")).split("\n")
-                    lines.append(f"    {c.name if len(found) > 1 else inst.name:<22} {image:<30} "
-                                 f"{health(c):<18} up {uptime(c):<7} {first}".rstrip())
-                    lines += [f"      {line}" for line in more if line]
-        drift = _drift(access, rendered)
-        lines.append("  drift from the render: " + ("none" if not drift else f"{len(drift)} (see `make plan ENV={settings.name}`)"))
-        for item in drift[:10]:
-            lines.append(f"    {item}")
+    # Each host asked at once (over SSH each is a few round trips), printed in the inventory's order.
+    with ThreadPoolExecutor(max_workers=max(1, len(settings.hosts))) as pool:
+        for host_lines in pool.map(lambda host: _host_status(settings, host), settings.hosts):
+            lines += host_lines
     return "\n".join(lines)
+
+
+def _host_status(settings: EnvironmentSettings, host) -> list[str]:
+    access = HostView(settings, host)
+    rendered = render_host(settings, host)
+    on_host = topology.build(settings).instances_on(host)
+    lines = [f"host {host.name} ({host.address})" + ("" if on_host else ": runs nothing")]
+    if not on_host:
+        return lines
+    containers = access.containers()
+    state, _ = access.release_state()
+    by_service: dict[str, list] = {}
+    for c in containers:
+        by_service.setdefault(c.labels.get(COMPOSE_SERVICE_LABEL, ""), []).append(c)
+    for comp in COMPONENTS:
+        mine = [i for i in on_host if i.component is comp]
+        if not mine:
+            continue
+        lines.append(f"  {comp.name}")
+        running = {i.name: by_service[i.name][0] for i in mine if by_service.get(i.name)}
+        roles = comp.describe(settings, running) if comp.describe else {}
+        for inst in mine:
+            found = by_service.get(inst.name, [])
+            if inst.colour is not None and inst.colour != state.live:
+                what = "warm (the previous release)" if state.warm(time.time()) else "idle"
+                lines.append(f"    {inst.name:<22} {what}: users are on {state.live} ({state.live_version})")
+                if not found:
+                    continue
+            elif not found:
+                lines.append(f"    {inst.name:<22} not deployed")
+                continue
+            for c in found:
+                image = c.attrs["Config"]["Image"]
+                # A text may describe one container (by its name) and run over several lines.
+                first, *more = roles.get(c.name, roles.get(inst.name, "")).split("\n")
+                lines.append(f"    {c.name if len(found) > 1 else inst.name:<22} {image:<30} "
+                             f"{health(c):<18} up {uptime(c):<7} {first}".rstrip())
+                lines += [f"      {line}" for line in more if line]
+    drift = _drift(access, rendered)
+    lines.append("  drift from the render: " + ("none" if not drift else f"{len(drift)} (see `make plan ENV={settings.name}`)"))
+    for item in drift[:10]:
+        lines.append(f"    {item}")
+    return lines
 
 
 def _image_plan(access: HostView, repo: Path) -> list[str]:
@@ -197,7 +205,7 @@ def plan_environment(settings: EnvironmentSettings, repo: Path) -> str:
         for name, reasons in _container_reasons(access, on_host, printed).items():
             runtime.setdefault(name, []).extend(reasons)
         wanted = {p: hashlib.sha256(c).hexdigest() for p, c in rendered.shipped.items()}
-        have = {p: hashlib.sha256(c).hexdigest() for p in wanted if (c := access.read_file(p)) is not None}
+        have = access.file_digests(list(wanted))
         files = plan.file_changes(have, wanted)
         lines += [f"  image: {line}" for line in image_lines]
         lines += [f"  file: {line}" for line in files]

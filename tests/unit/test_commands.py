@@ -68,3 +68,20 @@ def test_images_move_as_argv_and_keep_their_repository_whatever_address_reaches_
     assert client.repository_ref("shipyard/postgres:15") == "shipyard/postgres:15"
     assert client.repository_ref("redis") == "shipyard/redis:latest"
     assert client.pushed_ref(settings, "shipyard/postgres:15") == "10.231.250.11:5000/shipyard/postgres:15"
+
+
+def test_a_projects_file_digests_come_in_one_command_and_skip_what_is_missing(tmp_path):
+    import hashlib
+    import subprocess
+
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "nginx" / "edge.conf").write_bytes(b"server {}\n")
+    (tmp_path / "a b.txt").write_bytes(b"x")
+    out = subprocess.run(commands.sha256_of_files(str(tmp_path), ["nginx/edge.conf", "a b.txt", "gone.conf"]),
+                         capture_output=True, text=True, check=True).stdout
+    conf = hashlib.sha256(b"server {}\n").hexdigest()
+    assert out.splitlines() == [f"{conf}  nginx/edge.conf",
+                                f"{hashlib.sha256(b'x').hexdigest()}  a b.txt"]
+    nothing = subprocess.run(commands.sha256_of_files(str(tmp_path / "not-deployed"), ["x"]), capture_output=True,
+                             text=True, check=True)
+    assert nothing.stdout == ""
