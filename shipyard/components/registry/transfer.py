@@ -30,12 +30,12 @@ from shipyard.settings import EnvironmentSettings, HostSettings
 PUSH_TIMEOUT_S = 1800  # one image: a cold push of the largest over a slow link
 
 
-def _run(argv: list[str], what: str, timeout_s: float = 120, stdin: bytes | None = None,
+def _run(argv: list[str], what: str, fix: str, timeout_s: float = 120, stdin: bytes | None = None,
          env: dict[str, str] | None = None) -> str:
     done = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout_s, env=env, check=False)
     if done.returncode != 0:
         raise ShipyardError(what, f"`{' '.join(argv[:3])} ...` failed: {done.stderr.decode(errors='replace').strip()[-500:]}",
-                            "look at the message; the deploying machine's engine must hold the image (make deploy builds it)")
+                            fix)
     return done.stdout.decode(errors="replace").strip()
 
 
@@ -115,13 +115,18 @@ def push(settings: EnvironmentSettings, refs: Sequence[str], password: str) -> l
     try:
         with registry_tunnel(settings) as tunnel:
             _run(["docker", "login", "--username", certificates.USER, "--password-stdin", tunnel],
-                 f"registry of {settings.name} (through {tunnel})", stdin=password.encode(), env=environ)
+                 f"registry of {settings.name} (through {tunnel})",
+                 f"check the registry runs (make status ENV={settings.name}) with this checkout's registry_password",
+                 stdin=password.encode(), env=environ)
             for ref in refs:
                 through = f"{tunnel}/{client.repository_ref(ref)}"
-                _run(["docker", "tag", ref, through], f"image {ref}", env=environ)
+                _run(["docker", "tag", ref, through], f"image {ref}",
+                     "the deploying machine's engine must hold the image: build it first (make deploy does)", env=environ)
                 try:
                     started = time.monotonic()
-                    _run(["docker", "push", "--quiet", through], f"image {ref}", PUSH_TIMEOUT_S, env=environ)
+                    _run(["docker", "push", "--quiet", through], f"image {ref}",
+                         f"check the registry host's disk and the registry's log (make logs ENV={settings.name} "
+                         "SERVICE=registry), then deploy again", PUSH_TIMEOUT_S, env=environ)
                     lines.append(f"pushed {ref} as {client.pushed_ref(settings, ref)} ({time.monotonic() - started:.1f}s)")
                 finally:
                     subprocess.run(["docker", "image", "rm", through], capture_output=True, timeout=60, env=environ,
