@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 from shipyard import commands
@@ -44,15 +45,26 @@ def unreachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[Sh
 
 
 _TUNNELS: dict[tuple, tuple[subprocess.Popen, str]] = {}
+# `make status` asks the hosts from threads, and a component's view may reach another host:
+# one tunnel per host, made by one thread.
+_TUNNELS_LOCK = threading.Lock()
 
 
 def engine_tunnel(host: HostSettings) -> str:
     """A local socket forwarded over SSH to ``host``'s engine (shipyard.commands.ssh_forward_docker),
     one per host for the process's life (closed at its exit): the path to give the docker SDK."""
+    with _TUNNELS_LOCK:
+        return _engine_tunnel(host)
+
+
+def _engine_tunnel(host: HostSettings) -> str:
     key = (host.connect, host.ssh_user, host.ssh_port, host.ssh_key, host.ssh_known_hosts_file)
-    found = _TUNNELS.get(key)
+    found = _TUNNELS.pop(key, None)
     if found and found[0].poll() is None:
+        _TUNNELS[key] = found
         return found[1]
+    if found:  # its ssh ended (the host went away a while): a new one
+        shutil.rmtree(os.path.dirname(found[1]), ignore_errors=True)
     directory = tempfile.mkdtemp(prefix="shipyard-engine-")
     socket_path = os.path.join(directory, "docker.sock")
     process = subprocess.Popen(commands.ssh_forward_docker(host, socket_path), stdin=subprocess.DEVNULL,
