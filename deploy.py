@@ -17,6 +17,7 @@ from shipyard import commands, hostsysctl, image_plan, topology
 from shipyard.apply.engine import ensure_docker_engine
 from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
+from shipyard.apply import image_delivery
 from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
@@ -48,7 +49,9 @@ lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REP
 host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
 ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
 ensure_ports_free(settings, this_host)
-ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed))
+# With an image delivery (the registry) the deploying machine builds, not the hosts.
+delivering = image_plan.delivery(settings)
+ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed) and not delivering)
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)
@@ -61,9 +64,16 @@ if starting:
 version = state.versions[starting] if starting else state.live_version
 keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
 ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
-ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
-              remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"),
-              wheels_dir=host.data.get("shipyard_pinned_wheels"))
+if delivering:
+    # Hosts that cannot build (no package mirror): the deploying machine builds every image once,
+    # the delivering component (the registry) starts first on its host, each host pulls its own.
+    image_delivery.deliver(delivering, settings, this_host, REPO, version, keep, render_host(settings, this_host), secrets, previous,
+                           state, wheelhouse=host.data.get("shipyard_wheelhouse"),
+                           wheels_dir=host.data.get("shipyard_pinned_wheels"))
+else:
+    ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
+                  remote_build_root=f"{settings.deploy_root}/build", wheelhouse=host.data.get("shipyard_wheelhouse"),
+                  wheels_dir=host.data.get("shipyard_pinned_wheels"))
 # The kernel settings its services need (Elasticsearch's vm.max_map_count), only where they run:
 # once the images are there (a deploy that cannot get them stops before changing the kernel).
 ensure_host_sysctls(settings.name, hostsysctl.needed(settings, this_host))

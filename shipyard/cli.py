@@ -39,12 +39,12 @@ from pathlib import Path
 from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
-from shipyard.controller import teardown
+from shipyard.controller import builder, teardown
 from shipyard.controller.ssh import unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
-from shipyard.errors import ShipyardError, UnreachableError
+from shipyard.errors import BuilderError, ShipyardError, UnreachableError
 from shipyard import image_packages
-from shipyard.image_plan import versioned_packages, versioned_source_hash
+from shipyard.image_plan import delivery as image_delivery, versioned_packages, versioned_source_hash
 from shipyard.inventory import inventory_path, list_environments, load_environment
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
@@ -106,6 +106,10 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     problems = unreachable(settings.hosts)
     if problems:
         raise UnreachableError(problems)
+    # With an image delivery (the registry) this machine builds every image: its engine answers.
+    problems = builder.problems(settings) if image_delivery(settings) else []
+    if problems:
+        raise BuilderError(problems)
     # Secrets too, before any host: a missing one of a real environment stops here with the fix.
     load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
     # What the live environment must be for the rollout to succeed (Component.preflight).

@@ -19,7 +19,7 @@ and never names one. A component names other components only where it *uses* the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import ModuleType
 from dataclasses import dataclass, field
@@ -396,6 +396,29 @@ class LogStore:
 
 
 @dataclass(frozen=True)
+class ImageDelivery:
+    """A component through which the deploying machine hands the images Shipyard builds to hosts
+    that cannot build them (no package mirror, no registry of the internet): the deploying machine
+    builds every image once, ships the component's own image to its host over SSH, starts its
+    service there first, then ``publish``-es the others into it; each host ``fetch``-es what its
+    services run (shipyard.apply.image_delivery)."""
+
+    # settings → whether the environment's images go through it (else each host builds its own).
+    active: Callable[[Any], bool]
+    # (settings, refs on the deploying machine's engine, the login secret's value) → lines saying
+    # what was published; raises a ShipyardError (where, what, the fix).
+    publish: Callable[[Any, Sequence[str], str], list[str]]
+    # (settings, repo) → path → content of the files each host's engine needs to trust it (public:
+    # a CA certificate the deploying machine holds).
+    host_files: Callable[[Any, Path], Mapping[str, bytes]]
+    # settings → `docker login` argv; the value of ``login_secret`` goes to its stdin.
+    login_argv: Callable[[Any], list[str]]
+    login_secret: str
+    # (settings, ref) → the ref a host pulls (the host tags it ``ref``, the name compose runs).
+    pulled_ref: Callable[[Any, str], str]
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     folder: Path
@@ -474,6 +497,8 @@ class Component:
     # that colour's instance; exit 0 when a real round trip through the preview route worked).
     release_smoke: Callable[[Any], tuple[str, tuple[str, ...]]] | None = None
     release_check: ReleaseCheck | None = None
+    # Hosts get the images Shipyard builds through it (the registry): ImageDelivery.
+    image_delivery: ImageDelivery | None = None
 
     def config_dir(self, name: str) -> ConfigDir:
         for config in self.config_dirs:

@@ -30,6 +30,13 @@ class UnreachableError(SettingsError):
     HEADING = "{} host(s) not reachable; the deploy changed nothing on any host:"
 
 
+class BuilderError(SettingsError):
+    """The deploying machine cannot build the environment's images (an image delivery on):
+    raised before any host is touched."""
+
+    HEADING = "{} problem(s) on the deploying machine, which builds the images; no host was touched:"
+
+
 class SecretsError(ShipyardError):
     pass
 

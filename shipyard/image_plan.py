@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from shipyard import image_packages
-from shipyard.component import Component, Image
+from shipyard.component import Component, Image, ImageDelivery
 from shipyard.components import COMPONENTS
 from shipyard.bluegreen import version_variable
 from shipyard.errors import ShipyardError
@@ -167,6 +167,35 @@ def images_to_pull(settings, services: list[tuple[Component, str]]) -> list[str]
                    for _, image in images_for(settings, services) if image.official and not image.build_context})
 
 
+def delivery(settings) -> tuple[Component, ImageDelivery] | None:
+    """The component through which the hosts get the images Shipyard builds
+    (Component.image_delivery, on for these settings); None: each host builds its own."""
+    for comp in COMPONENTS:
+        if comp.image_delivery is not None and comp.image_delivery.active(settings):
+            return comp, comp.image_delivery
+    return None
+
+
+def built_ref(settings, comp: Component, image: Image, version: str | None) -> str:
+    """The ref an image Shipyard builds gets: a versioned one's tag is ``version`` when given."""
+    return f"{image.local}:{version}" if version and image.tag else image_ref(settings, comp, image.key)
+
+
+def built_refs(settings, services: list[tuple[Component, str]], version: str | None = None) -> list[str]:
+    """The refs of the images Shipyard builds (not a base only built upon: its images carry its
+    layers) that ``services`` (component, image key) run."""
+    run = {(comp.name, key) for comp, key in services}
+    return sorted({built_ref(settings, comp, image, version) for comp, image in images_for(settings, services)
+                   if (comp.name, image.key) in run and (image.build_context or settings.images.source == "local")})
+
+
+def delivered_refs(settings, services: list[tuple[Component, str]], version: str | None = None) -> list[str]:
+    """With an image delivery on: ``built_refs`` a host fetches through it instead of building
+    them — all but the delivering component's own (its host needs that one before it can
+    answer: shipped over SSH)."""
+    return built_refs(settings, [(comp, key) for comp, key in services if comp.image_delivery is None], version)
+
+
 def hash_tree(root: Path, *extra: str, include: tuple[str, ...] = ()) -> str:
     """sha256 over the files below ``root`` (only ``include`` paths when given), path + bytes,
     sorted, plus ``extra`` strings."""
@@ -211,10 +240,8 @@ def build_plan(repo: Path, settings, services: list[tuple[Component, str]], vers
             base_comp_image = _image(comp, image.build_base) if image.build_base else None
             base_ref = image_ref(settings, comp, base_comp_image.key) if base_comp_image else BASE_IMAGE
             include = image.build_include
-            ref = image_ref(settings, comp, image.key)
+            ref = built_ref(settings, comp, image, version)
             versioned = bool(image.tag and version)
-            if versioned:
-                ref = f"{image.local}:{version}"
             builds.append(ImageBuild(
                 ref=ref, context=image.build_context,
                 source_hash=hash_tree(repo / image.build_context, base_ref, *packages_hash(repo, settings, image),
@@ -456,3 +483,23 @@ def plan_image_builds(builds: Sequence[ImageBuild], observed: Mapping[str, Obser
             planned.append(PlannedBuild(build, reason))
             rebuilt.add(normalize_ref(build.ref))
     return planned
+
+
+def plan_fetches(refs: Sequence[str], here: Mapping[str, ObservedImage], there: Mapping[str, ObservedImage],
+                 keep: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(ref, reason) of each of ``refs`` a host pulls through the image delivery: missing there, or
+    another image than the deploying machine's ``here``. A ref of ``keep`` the host holds stays as
+    it is (a released version's image: its colour runs it)."""
+    kept = {normalize_ref(ref) for ref in keep}
+    fetches = []
+    for ref in refs:
+        key = normalize_ref(ref)
+        if key not in here:
+            raise ShipyardError(f"image {ref}", "not on the deploying machine's engine after its build",
+                                "deploy again; if it persists, build it by hand to see why (docs/registry.md)")
+        if key not in there:
+            fetches.append((ref, "not on the host"))
+        elif key not in kept and there[key].id != here[key].id:
+            fetches.append((ref, f"the host holds {there[key].id[7:19]}, the deploying machine built {here[key].id[7:19]}"))
+    return fetches
+

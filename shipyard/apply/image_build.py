@@ -117,16 +117,21 @@ class DockerImageLabels(FactBase):
         return {}
 
 
-def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, wheelhouse: Path | None,
-                    wheels_dir: Path | None) -> Iterator:
-    build = planned.build
-    remote_dir = f"{remote_build_root.rstrip('/')}/{image_dir_name(build.ref)}"
+def build_context_tar(build: ImageBuild, repo: Path, wheelhouse: Path | None, wheels_dir: Path | None) -> bytes:
+    """Everything ``build_argv`` needs in the directory it builds from, as one tar."""
     extra = {} if build.debootstrap else {PurePosixPath(BUILD_SCRIPT).name: (repo / BUILD_SCRIPT).read_bytes()}
     if build.wheelhouse:
         extra.update(wheelhouse_files(wheelhouse))
     extra.update(pinned_wheel_files(wheels_dir, build.wheels))
+    return context_tar(repo / build.context, build.include, extra)
+
+
+def _build_commands(planned: PlannedBuild, repo: Path, remote_build_root: str, wheelhouse: Path | None,
+                    wheels_dir: Path | None) -> Iterator:
+    build = planned.build
+    remote_dir = f"{remote_build_root.rstrip('/')}/{image_dir_name(build.ref)}"
     tar_path = f"{remote_dir}.tar"
-    yield FileUploadCommand(io.BytesIO(context_tar(repo / build.context, build.include, extra)), tar_path)
+    yield FileUploadCommand(io.BytesIO(build_context_tar(build, repo, wheelhouse, wheels_dir)), tar_path)
     yield StringCommand(" && ".join(to_shell(argv) for argv in (
         ["rm", "-rf", remote_dir], ["mkdir", "-p", remote_dir], ["tar", "-C", remote_dir, "-xf", tar_path],
         ["rm", "-f", tar_path])))

@@ -135,15 +135,10 @@ def _handoff_targets(settings: EnvironmentSettings, on_host, converging, comp) -
             for inst in on_host if inst.name in converging and comp in rollout_order.setups_waited_for(topo, inst)}
 
 
-def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
-             previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0,
-             setup_context: CommandContext | None = None, runs_setups: bool = False) -> None:
-    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
-    ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps;
-    ``setup_context``: what the live setups (Component.live_setup) and their hand-offs get; the
-    one host with ``runs_setups`` (the first) carries the setups between the steps: they run
-    once, on the deploying machine. Every host then writes what its instances are handed."""
-    state = state or ReleaseState()
+def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
+                 previous: dict[str, Secret] | None, state: ReleaseState) -> None:
+    """The host's rendered project, its secret files and its release routing (a second call in
+    the same deploy finds them in place and changes nothing)."""
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
     # Before any container may mount it (the log shipper does, read-only): a bind mount of a
@@ -160,6 +155,34 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
             routing_root, wanted = routing_paths(settings.deploy_root, settings.name,
                                                  inst.component.release_routing(state.live, bluegreen.other(state.live)))
             project_paths(name=f"release routing of {inst.name}: users on {state.live}", root=routing_root, wanted=wanted)
+
+
+def start_first(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
+                previous: dict[str, Secret] | None, state: ReleaseState, names: list[str], why: str) -> None:
+    """Ship the host's project and converge ``names`` of its services alone, ahead of the
+    rollout's steps (the image registry, which the other services' images come through); the
+    steps then find them up to date."""
+    ship_project(settings, rendered, values, previous, state)
+    states = service_states(settings, rendered, state)
+    python.call(name=f"{', '.join(names)} first: {why}", function=converge_host,
+                project_dir=commands.project_dir(settings.deploy_root, settings.name), project=settings.compose_project,
+                services={name: states[name] for name in names},
+                timeouts={states[name].tier: getattr(settings.health, f"{states[name].tier}_timeout_s") for name in names},
+                last_good_dir=commands.last_good_dir(settings.deploy_root, settings.name))
+
+
+def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
+             previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0,
+             setup_context: CommandContext | None = None, runs_setups: bool = False) -> None:
+    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
+    ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps;
+    ``setup_context``: what the live setups (Component.live_setup) and their hand-offs get; the
+    one host with ``runs_setups`` (the first) carries the setups between the steps: they run
+    once, on the deploying machine. Every host then writes what its instances are handed."""
+    state = state or ReleaseState()
+    root = commands.project_dir(settings.deploy_root, settings.name)
+    on_host = topology.build(settings).instances_on(rendered.host)
+    ship_project(settings, rendered, values, previous, state)
     apply_live, retire_live = live_rotations(on_host, set(previous or {}))
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",

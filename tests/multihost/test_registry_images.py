@@ -22,6 +22,7 @@ import pytest
 from shipyard import commands, topology
 from shipyard.components.registry import certificates, client
 from shipyard.components.registry import transfer
+from shipyard.apply import image_ship
 from shipyard.inventory import load_environment
 from shipyard.render import render_host, secret_variables
 from shipyard.secretstore import load_or_create, read_held
@@ -34,7 +35,7 @@ REGISTRY_IMAGE = "shipyard/registry:2.8"
 
 @pytest.fixture(scope="module")
 def settings():
-    if transfer.local_id(REGISTRY_IMAGE) is None:
+    if image_ship.local_id(REGISTRY_IMAGE) is None:
         pytest.skip(f"{REGISTRY_IMAGE} is not on this machine's engine: `make up ENV=ci` builds it "
                     "(make test runs these tests after the ci rollout)")
     return load_environment(REPO, "multi", {})
@@ -78,7 +79,7 @@ def registry(settings, hosts):
     from shipyard.apply.rollout import project_files, secret_files  # pyinfra's layer: data only here
 
     h1 = settings.hosts_with_role("registry")[0]
-    assert transfer.ship(h1, REGISTRY_IMAGE) is True and transfer.ship(h1, REGISTRY_IMAGE) is False
+    assert image_ship.ship(h1, REGISTRY_IMAGE) is True and image_ship.ship(h1, REGISTRY_IMAGE) is False
     values = load_or_create(REPO, settings.name, generate_missing=True)
     project = commands.project_dir(settings.deploy_root, settings.name)
     on_h1 = tuple(i for i in topology.build(settings).instances_on(h1) if i.component.name == "registry")
@@ -96,7 +97,7 @@ def test_an_image_built_here_reaches_a_host_through_the_registry(settings, hosts
     token = secrets.token_hex(4)
     ref = f"shipyard/multihost-probe:{token}"
     _feed(["docker", "import", "-", ref], _probe_tar(token))
-    made = transfer.local_id(ref)
+    made = image_ship.local_id(ref)
     try:
         lines = transfer.push(settings, [ref], registry)
         assert len(lines) == 1 and lines[0].startswith(f"pushed {ref} as 10.231.250.11:5000/shipyard/multihost-probe:"), lines
@@ -106,7 +107,7 @@ def test_an_image_built_here_reaches_a_host_through_the_registry(settings, hosts
         _feed(hosts[h2.address].ssh_argv(*client.login_argv(settings)), registry.encode())
         for argv in client.pull_argvs(settings, ref):
             hosts[h2.address].ssh(*argv, timeout=120)
-        assert transfer.remote_id(h2, ref) == made
+        assert image_ship.remote_id(h2, ref) == made
         # Without the CA its engine refuses the registry's certificate.
         h3 = next(h for h in settings.hosts if h.name == "h3")
         refused = hosts[h3.address].ssh("docker", "pull", client.pushed_ref(settings, ref), check=False, timeout=120)

@@ -16,7 +16,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from shipyard import secretstore
+from shipyard import image_plan, secretstore, topology
 from shipyard import tls as shared_tls
 from shipyard.components.registry import certificates, client
 from shipyard.errors import SettingsError
@@ -91,7 +91,7 @@ def test_a_port_another_service_publishes_there_is_refused(tmp_path):
 def test_off_by_default_and_then_nowhere_in_the_render(tmp_path):
     settings = load_environment(write_inventory(tmp_path, "{}"), "t", {})
     assert not settings.registry.enabled and settings.ports.registry == 5000
-    assert client.distribution(settings) is None
+    assert image_plan.delivery(settings) is None
     files = render_environment(settings)["box"].files
     assert not [path for path in files if path.startswith("registry/")] and "registry" not in files["compose.yaml"].decode()
 
@@ -232,19 +232,31 @@ def test_built_images_are_pushed_under_the_shipyard_namespace_and_pulled_back_to
                                                                    ["docker", "tag", pushed, "shipyard/postgres:15"]]
 
 
-def test_the_distribution_builds_on_the_registry_host_and_each_host_pulls_what_it_runs(tmp_path):
+def _delivered(settings, host: str, version: str | None = None) -> list[str]:
+    topo = topology.build(settings)
+    return image_plan.delivered_refs(settings, [(i.component, i.service.image) for i in topo.instances_on(
+        next(h for h in settings.hosts if h.name == host))], version)
+
+
+def test_with_ssh_hosts_every_host_pulls_what_it_runs_through_the_registry(tmp_path):
     settings = load_environment(write_inventory(tmp_path, hosts=THREE_HOSTS), "t", {})
-    plan = client.distribution(settings, version="1.2.3")
-    assert plan.registry_host == plan.builder == "reg"
-    refs = {image.ref: image for image in plan.images}
-    assert "shipyard/registry:2.8" not in refs  # its own image never comes from itself
-    assert refs["shipyard/taskplatform:1.2.3"].pulled_by == ("app-1",)
-    assert refs["shipyard/postgres-patroni:latest"].pulled_by == ("data-1",)
-    assert refs["shipyard/node-exporter:1.5"].pulled_by == ("app-1", "data-1")  # every host's agent
-    assert "shipyard/postgres:15" not in refs  # only the base the Patroni image is built on
-    assert [image.ref for image in plan.pulls("app-1")] == sorted(i.ref for i in plan.images if "app-1" in i.pulled_by)
+    comp, delivery = image_plan.delivery(settings)
+    assert comp.name == "registry" and delivery.login_secret == "registry_password"
+    assert delivery.pulled_ref(settings, "shipyard/redis:7.0") == "registry.internal.example:5000/shipyard/redis:7.0"
+    on_app, on_data, on_reg = (_delivered(settings, h, "1.2.3") for h in ("app-1", "data-1", "reg"))
+    assert "shipyard/taskplatform:1.2.3" in on_app and "shipyard/taskplatform:1.2.3" not in on_data
+    assert "shipyard/postgres-patroni:latest" in on_data and "shipyard/postgres-patroni:latest" not in on_app
+    assert all("shipyard/node-exporter:1.5" in refs for refs in (on_app, on_data, on_reg))  # every host's agent
+    # Its own image never comes from itself (shipped over SSH), nor does a base only built upon.
+    assert not [ref for refs in (on_app, on_data, on_reg) for ref in refs
+                if ref.startswith(("shipyard/registry:", "shipyard/postgres:15", "shipyard/base:"))]
     # Under official only what Shipyard builds goes through it; upstream images are pulled as before.
     write_inventory(tmp_path, hosts=THREE_HOSTS, more=', "images": {"source": "official"}')
-    official = client.distribution(load_environment(tmp_path, "t", {}))
-    assert {i.ref.split(":")[0] for i in official.images} == {"shipyard/taskplatform", "shipyard/postgres-patroni",
-                                                             "shipyard/logship"}
+    official = load_environment(tmp_path, "t", {})
+    assert {ref.split(":")[0] for h in ("app-1", "data-1", "reg") for ref in _delivered(official, h)} == {
+        "shipyard/taskplatform", "shipyard/postgres-patroni", "shipyard/logship"}
+
+
+def test_a_single_local_host_builds_its_own_images_even_with_the_registry_on(tmp_path):
+    settings = load_environment(write_inventory(tmp_path), "t", {})
+    assert settings.registry.enabled and image_plan.delivery(settings) is None

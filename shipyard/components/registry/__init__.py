@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, Port, SecretFile, Service
-from shipyard.components.registry import certificates
+from shipyard.components.registry import certificates, client
 from shipyard.components.registry.settings import RegistrySettings
 from shipyard.tls import is_ip_address
 
@@ -128,4 +128,6 @@ COMPONENT = Component(
     # Every deploy: a certificate whose names, issuer or expiry no longer fit is re-issued first.
     preflight=certificates.preflight,
     checks=_checks,
+    # Hosts that cannot build (no package mirror) get the images through it: client.DELIVERY.
+    image_delivery=client.DELIVERY,
 )

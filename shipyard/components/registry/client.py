@@ -6,16 +6,18 @@
 - ``pushed_ref`` / ``push_argvs`` / ``pull_argvs``: an image Shipyard builds, under its name in
   the registry (``<name>:<port>/shipyard/<image>:<tag>``); a host pulls it and tags it with the
   name its compose file runs, so the render stays the same with or without a registry;
-- ``distribution``: which images are built once and pushed, and which host pulls which (from the
-  topology: the hosts that run a service on it).
+- ``DELIVERY``: all of it as the component's ImageDelivery (shipyard.component), which the deploy
+  runs (shipyard.apply.image_delivery): the deploying machine builds every image once and pushes
+  it; each host pulls what its services run (shipyard.image_plan.delivered_refs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
 
-from shipyard import image_plan, topology
-from shipyard.components.registry import HOST_GROUP, certificates
+from shipyard.component import ImageDelivery
+from shipyard.components.registry import certificates
 
 CERTS_DIR = "/etc/docker/certs.d"  # dockerd's per-registry trust (each <host>:<port>/ca.crt)
 NAMESPACE = "shipyard"
@@ -42,6 +44,8 @@ def login_argv(settings) -> list[str]:
 def repository_ref(ref: str) -> str:
     """``shipyard/postgres:15`` → ``shipyard/postgres:15`` in the registry, whatever the address it
     is reached by; a ref outside the ``shipyard/`` namespace goes under it too."""
+    from shipyard import image_plan  # the component registry imports this module: not at load
+
     return f"{NAMESPACE}/{image_plan.normalize_ref(ref.removeprefix(f'{NAMESPACE}/'))}"
 
 
@@ -60,54 +64,24 @@ def pull_argvs(settings, ref: str) -> list[list[str]]:
     return [["docker", "pull", pushed_ref(settings, ref)], ["docker", "tag", pushed_ref(settings, ref), ref]]
 
 
-@dataclass(frozen=True)
-class Distributed:
-    """One image built once (on ``Distribution.builder``) and pulled by the hosts ``pulled_by``."""
-
-    ref: str  # the name compose runs: shipyard/postgres:15
-    pushed: str  # its name in the registry
-    pulled_by: tuple[str, ...]  # host names
+def active(settings) -> bool:
+    """The images go through the registry when it is on and a host is not the deploying machine
+    itself (a single `@local` host builds its own, as before)."""
+    return settings.registry.enabled and any(host.connect != "@local" for host in settings.hosts)
 
 
-@dataclass(frozen=True)
-class Distribution:
-    """Where the environment's images come from with the registry on: ``builder`` (the registry's
-    host) builds every image Shipyard builds and pushes it; each other host pulls what it runs.
-    The registry's own image is never in it: its host builds (or pulls upstream) that one first,
-    before the registry can answer. Upstream images (``official``) are pulled as before."""
+def host_files(settings, repo: Path) -> dict[str, bytes]:
+    """``trust_files`` of the CA certificate the deploying machine holds."""
+    from shipyard.secretstore import read_held  # the component registry imports this module: not at load
 
-    registry_host: str
-    builder: str
-    images: tuple[Distributed, ...]
-
-    def pulls(self, host: str) -> tuple[Distributed, ...]:
-        return tuple(image for image in self.images if host in image.pulled_by)
+    return trust_files(settings, read_held(repo, settings.name, certificates.CA_CERT).value)
 
 
-def _built(settings, image) -> bool:
-    """Whether Shipyard builds the image under the settings' source (else it is pulled upstream)."""
-    return bool(image.build_context) or settings.images.source == "local"
+def publish(settings, refs: Sequence[str], password: str) -> list[str]:
+    from shipyard.components.registry import transfer  # subprocesses: on the deploying machine only
+
+    return transfer.push(settings, refs, password)
 
 
-def distribution(settings, version: str | None = None) -> Distribution | None:
-    """The plan of ``Distribution`` (None: the registry is off). ``version``: the tag of the
-    versioned image (the release state's; default: the settings')."""
-    if not settings.registry.enabled:
-        return None
-    topo = topology.build(settings)
-    registry_host = settings.hosts_with_role(HOST_GROUP)[0].name
-    own = {(inst.component.name, inst.service.image) for inst in topo.instances_of("registry")}
-    pullers: dict[str, list[str]] = {}
-    for host in settings.hosts:
-        needed = [(i.component, i.service.image) for i in topo.instances_on(host)
-                  if (i.component.name, i.service.image) not in own]
-        run = {(comp.name, key) for comp, key in needed}
-        for comp, image in image_plan.images_for(settings, needed):
-            if not _built(settings, image) or (comp.name, image.key) not in run:
-                continue  # upstream, or only a base another image is built on (the builder has it)
-            ref = f"{image.local}:{version}" if version and image.tag else image_plan.image_ref(settings, comp, image.key)
-            pullers.setdefault(ref, [])
-            if host.name != registry_host:  # the builder has what it built
-                pullers[ref].append(host.name)
-    images = tuple(Distributed(ref, pushed_ref(settings, ref), tuple(hosts)) for ref, hosts in sorted(pullers.items()))
-    return Distribution(registry_host, registry_host, images)
+DELIVERY = ImageDelivery(active=active, publish=publish, host_files=host_files, login_argv=login_argv,
+                         login_secret=certificates.PASSWORD, pulled_ref=pushed_ref)

@@ -1,8 +1,8 @@
 """Images from the deploying machine to an environment's hosts, with the registry on
 (docs/registry.md) — the hosts then need no package mirror and no registry of the internet:
 
-- ``ship``: one image over SSH (``docker save`` here into ``docker load`` there), for the
-  registry's own image, which its host needs before the registry can answer;
+- the registry's own image, which its host needs before the registry can answer, goes over SSH
+  (shipyard.apply.image_ship);
 - ``push``: images this machine's engine built, pushed to the registry through an SSH tunnel to
   the registry's host (the deploying machine needs to reach only SSH), logged in with a Docker
   configuration of its own that is removed afterwards (nothing written to ~/.docker). The engine
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from shipyard import commands
 from shipyard.components.registry import certificates, client
 from shipyard.errors import ShipyardError
-from shipyard.settings import EnvironmentSettings, HostSettings
+from shipyard.settings import EnvironmentSettings
 
 PUSH_TIMEOUT_S = 1800  # one image: a cold push of the largest over a slow link
 
@@ -37,40 +37,6 @@ def _run(argv: list[str], what: str, fix: str, timeout_s: float = 120, stdin: by
         raise ShipyardError(what, f"`{' '.join(argv[:3])} ...` failed: {done.stderr.decode(errors='replace').strip()[-500:]}",
                             fix)
     return done.stdout.decode(errors="replace").strip()
-
-
-def local_id(ref: str) -> str | None:
-    done = subprocess.run(commands.docker_image_id(ref), capture_output=True, text=True, timeout=60, check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def remote_id(host: HostSettings, ref: str) -> str | None:
-    done = subprocess.run(commands.ssh(host, commands.docker_image_id(ref)), capture_output=True, text=True,
-                          timeout=60, check=False)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def ship(host: HostSettings, ref: str) -> bool:
-    """``ref`` from this machine's engine to ``host``'s, unless it holds that very image: whether
-    it was sent."""
-    have = local_id(ref)
-    if have is None:
-        raise ShipyardError(f"image {ref}", "not on the deploying machine's engine", "build it first (make deploy does)")
-    if remote_id(host, ref) == have:
-        return False
-    save = subprocess.Popen(commands.docker_save([ref]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    load = subprocess.run(commands.ssh(host, commands.docker_load()), stdin=save.stdout, capture_output=True,
-                          timeout=PUSH_TIMEOUT_S, check=False)
-    save.stdout.close()
-    saved = save.wait(timeout=60)
-    if saved != 0 or load.returncode != 0:
-        error = (save.stderr.read() if saved else load.stderr).decode(errors="replace").strip()
-        raise ShipyardError(f"host {host.name}, image {ref}", f"not shipped over SSH: {error[-500:]}",
-                            "check the host's disk and engine (make status) and deploy again")
-    if remote_id(host, ref) != have:
-        raise ShipyardError(f"host {host.name}, image {ref}", "shipped, but the host's engine holds another image",
-                            "deploy again")
-    return True
 
 
 def _free_port() -> int:

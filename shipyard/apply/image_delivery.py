@@ -1,0 +1,197 @@
+"""The images of an environment whose hosts do not build them (Component.image_delivery, the
+registry: docs/registry.md), as pyinfra operations in this order — pyinfra runs each operation
+on every host before the next, so each step finishes everywhere first:
+
+1. the deploying machine builds every image any host runs, once (``built_here``: the same build
+   contexts and scripts a host's build uses, rebuilt only when out of date);
+2. the delivering component's own image goes to its host over SSH (``docker save`` into ``docker
+   load``, skipped when the host holds that very image), and its service starts there;
+3. the deploying machine publishes the others into it (``published``);
+4. every host trusts it, logs in with a Docker configuration of the deploy's own (removed at
+   once: no password is left in ``~/.docker``) and pulls what its services run, tagged with the
+   name compose runs, unless it holds that very image (``fetched``).
+
+The deploying machine's own steps ride on one host (python.call runs in the deploy's process):
+the first host for the build and the publishing, the delivering host for its own image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api.exceptions import OperationError
+from pyinfra.operations import files, python
+
+from shipyard import image_plan, topology
+from shipyard.apply import image_ship
+from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
+from shipyard.commands import to_shell
+from shipyard.component import Component, ImageDelivery
+from shipyard.apply.rollout import start_first
+from shipyard.bluegreen import ReleaseState
+from shipyard.errors import ShipyardError
+from shipyard.render import RenderedHost
+from shipyard.secretstore import Secret
+from shipyard.image_plan import (SOURCE_HASH_LABEL, ImageBuild, ObservedImage, parse_image_inspect, plan_fetches,
+                                 plan_image_builds, refs_to_inspect)
+from shipyard.settings import EnvironmentSettings, HostSettings
+
+log = logging.getLogger("shipyard")
+
+BUILD_TIMEOUT_S = 3600  # one image, cold: the debootstrap base and a Python wheelhouse on a slow mirror
+FETCH_DIR = ".image-fetch"  # under the deploy root, 0700, only while a fetch runs
+
+
+# --- on the deploying machine (python.call: the deploy's own process) ------------------------------
+
+def _here(argv: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def observed_here(refs: Sequence[str]) -> dict[str, ObservedImage]:
+    """ref → image of those of ``refs`` the deploying machine's engine holds (by every tag)."""
+    if not refs:
+        return {}
+    return parse_image_inspect(_here(["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs]).stdout.splitlines())
+
+
+def built_here(builds: list[ImageBuild], repo_root: str, wheelhouse: str | None, wheels_dir: str | None) -> None:
+    """Build, on the deploying machine's engine, those of ``builds`` that are missing or out of
+    date there, with the contexts and scripts a host's build uses (shipyard.apply.image_build)."""
+    planned = plan_image_builds(builds, observed_here(refs_to_inspect(builds)))
+    if not planned:
+        print(f"[deploying machine] {len(builds)} images up to date", flush=True)
+        return
+    repo = Path(repo_root)
+    root = Path(tempfile.mkdtemp(prefix="shipyard-build-"))
+    try:
+        for item in planned:
+            build = item.build
+            print(f"[deploying machine] build {build.ref}: {item.reason}", flush=True)
+            context = root / image_dir_name(build.ref)
+            context.mkdir()
+            tar = build_context_tar(build, repo, Path(wheelhouse) if wheelhouse else None,
+                                    Path(wheels_dir) if wheels_dir else None)
+            with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+                archive.extractall(context, filter="tar")
+            done = _here(build_argv(build, str(context)), BUILD_TIMEOUT_S)
+            if done.returncode != 0:
+                raise OperationError(f"the deploying machine: image {build.ref} did not build:\n"
+                                     f"{(done.stderr or done.stdout).strip()[-3000:]}\n"
+                                     "fix: correct what the build's log above says (a package, the mirror, "
+                                     "the disk), then deploy again")
+        # Replaced images of ours that nothing uses any more (never another project's images).
+        _here(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
+    """``refs`` from the deploying machine's engine to ``target``'s (the delivering component's
+    own images, which its host needs before it can answer)."""
+    for ref in refs:
+        try:
+            sent = image_ship.ship(target, ref)
+        except ShipyardError as err:
+            raise OperationError(str(err)) from err
+        print(f"[{target.name}] {ref}: {'shipped over SSH' if sent else 'already there'}", flush=True)
+
+
+def published(delivery: ImageDelivery, settings: EnvironmentSettings, refs: list[str], login_value: str) -> None:
+    try:
+        lines = delivery.publish(settings, refs, login_value)
+    except ShipyardError as err:
+        raise OperationError(str(err)) from err
+    for line in lines:
+        print(f"[deploying machine] {line}", flush=True)
+
+
+# --- on each host ----------------------------------------------------------------------------------
+
+def fetch_script(login_argv: list[str], pulls: list[tuple[str, str]], workdir: str) -> list[str]:
+    """One command that logs in with a Docker configuration of its own under ``workdir`` (the
+    password in ``workdir``/login, read once and removed), pulls each (pulled ref, ref), tags it
+    with the name compose runs and drops the registry's name; ``workdir`` is removed whatever
+    happens, so no credential stays on the host."""
+    script = ('set -e; d=$1; shift; trap \'rm -rf "$d"\' EXIT; export DOCKER_CONFIG="$d/config"; '
+              f'{to_shell(login_argv)} <"$d/login" >/dev/null; rm -f "$d/login"; '
+              'while [ $# -gt 0 ]; do docker pull --quiet "$1" >/dev/null; docker tag "$1" "$2"; '
+              'docker image rm "$1" >/dev/null; shift 2; done')
+    return ["sh", "-c", script, "sh", workdir, *[part for pull in pulls for part in pull]]
+
+
+@operation()
+def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[str], keep: list[str],
+            login_value: str, workdir: str):
+    """The host holds the deploying machine's image of each of ``refs``: those it lacks, or holds
+    in another build, pulled through the delivery (read at run time, after the build)."""
+    here = observed_here(refs)
+    there = host.get_fact(DockerImageLabels, refs=tuple(refs))
+    try:
+        todo = plan_fetches(refs, here, there, keep)
+    except ShipyardError as err:
+        raise OperationError(str(err)) from err
+    if not todo:
+        host.noop(f"{len(refs)} images as the deploying machine built them")
+        return
+    for ref, reason in todo:
+        log.warning("host %s: pull %s: %s", host.name, ref, reason)
+    yield StringCommand(to_shell(["rm", "-rf", workdir]), "&&", to_shell(["mkdir", "-m", "700", "-p", workdir]))
+    yield FileUploadCommand(io.BytesIO(login_value.encode()), f"{workdir}/login")
+    yield StringCommand(to_shell(fetch_script(delivery.login_argv(settings),
+                                              [(delivery.pulled_ref(settings, ref), ref) for ref, _ in todo], workdir)))
+    yield StringCommand(to_shell(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])
+                        + " >/dev/null")
+
+
+def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) -> None:
+    for path, content in sorted(delivery.host_files(settings, repo).items()):
+        files.put(name=f"the engine trusts the image delivery: {path}", src=io.BytesIO(content), dest=path,
+                  user="root", group="root", mode="644", create_remote_dir=True)
+
+
+def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSettings, this_host: HostSettings,
+            repo: Path, version: str | None, keep: bool,
+            rendered: RenderedHost, values: dict[str, Secret], previous: dict[str, Secret], state: ReleaseState,
+            wheelhouse: str | None, wheels_dir: str | None) -> None:
+    """This host's share of the steps of the module doc, in order. ``delivering``: the component
+    and its ImageDelivery (image_plan.delivery); ``version``, ``keep``: the
+    versioned image's tag and whether an existing image of it stays (image_plan.build_plan);
+    ``rendered``, ``values``, ``previous``, ``state``: what starting the delivering component's
+    services ahead of the rollout ships (shipyard.apply.rollout.start_first)."""
+    comp, delivery = delivering
+    topo = topology.build(settings)
+    everywhere = [(i.component, i.service.image) for i in topo.instances]
+    here = [(i.component, i.service.image) for i in topo.instances_on(this_host)]
+    own = [i for i in topo.instances_on(this_host) if i.component is comp]
+    builds = image_plan.build_plan(repo, settings, everywhere, version, keep)
+    login_value = values[delivery.login_secret].value
+    carries = this_host is settings.hosts[0]
+    if carries:
+        python.call(name=f"images built once, on the deploying machine ({len(builds)})", function=built_here,
+                    builds=builds, repo_root=str(repo), wheelhouse=wheelhouse, wheels_dir=wheels_dir)
+    if own:
+        own_refs = image_plan.built_refs(settings, [(i.component, i.service.image) for i in own], version)
+        if own_refs:
+            python.call(name=f"{comp.name}'s own image to this host over SSH", function=shipped_over_ssh,
+                        target=this_host, refs=own_refs)
+        start_first(settings, rendered, values, previous, state, [i.name for i in own],
+                    "the other images come through it")
+    if carries:
+        published_refs = image_plan.delivered_refs(settings, everywhere, version)
+        python.call(name=f"images published to {comp.name} ({len(published_refs)})", function=published,
+                    delivery=delivery, settings=settings, refs=published_refs, login_value=login_value)
+    trusted(settings, delivery, repo)
+    refs = image_plan.delivered_refs(settings, here, version)
+    fetched(name=f"images pulled from {comp.name} ({len(refs)})", settings=settings, delivery=delivery, refs=refs,
+            keep=[b.ref for b in builds if b.keep_existing], login_value=login_value,
+            workdir=f"{settings.deploy_root}/{FETCH_DIR}-{settings.name}")

@@ -1,0 +1,109 @@
+"""`make deploy ENV=multi` on the three test hosts (issue 25): hosts with no package mirror and no
+registry of the internet get every image Shipyard builds through the environment's own registry
+(docs/registry.md). The deploying machine builds each image once (here: `make test`'s ci rollout
+built them already on this machine's engine, so none is rebuilt), the registry's image goes to
+h1 over SSH and the registry starts there first, this machine pushes the others through an SSH
+tunnel, every host pulls what its services run; then the rollout as on one host.
+
+Checked as a user would: the deploy succeeds and each host runs its share, healthy; no host built
+anything; each host holds the very images this machine built; no registry credential stays on
+any host; a second deploy pulls nothing and changes nothing.
+
+Needs this machine's engine with the images built (`make test` runs it after the ci rollout;
+skipped otherwise)."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shipyard import image_plan, topology
+from shipyard.apply import image_ship
+from shipyard.apply.image_delivery import FETCH_DIR
+from shipyard.controller.hosts import HostView, health
+from shipyard.inventory import load_environment
+from tests import testhosts
+
+REPO = Path(__file__).resolve().parents[2]
+SUBNET = ipaddress.ip_network("10.231.250.0/24")  # inventories/multi.py's addresses
+DEPLOY_TIMEOUT_S = 1800
+
+
+def deploy() -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "shipyard", "up", "--env", "multi"], cwd=REPO, capture_output=True,
+                          text=True, timeout=DEPLOY_TIMEOUT_S)
+    return done, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def settings():
+    made = load_environment(REPO, "multi", {})
+    if image_ship.local_id("shipyard/registry:2.8") is None:
+        pytest.skip("this machine's engine holds no shipyard images: `make up ENV=ci` builds them "
+                    "(make test runs these tests after the ci rollout)")
+    return made
+
+
+@pytest.fixture(scope="module")
+def hosts(settings):
+    problems = testhosts.remove_leftovers()  # an aborted earlier run's
+    assert not problems, problems
+    with testhosts.TestHosts(3, subnet=SUBNET, access=True) as made:
+        yield {h.address: h for h in made.hosts}
+
+
+@pytest.fixture(scope="module")
+def cold(hosts, settings):
+    done, took = deploy()
+    print(f"\ncold deploy of multi on three hosts: {took:.1f}s", flush=True)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _refs(settings, host) -> list[str]:
+    needed = [(i.component, i.service.image) for i in topology.build(settings).instances_on(host)]
+    return image_plan.delivered_refs(settings, needed, image_plan.first_version(settings))
+
+
+def test_a_cold_deploy_builds_here_once_and_every_host_runs_its_share_from_the_registry(hosts, settings, cold):
+    assert "registry first: the other images come through it" in cold
+    assert "shipped over SSH" in cold
+    topo = topology.build(settings)
+    for host in settings.hosts:
+        view = HostView(settings, host)
+        wanted = {i.name for i in topo.instances_on(host) if not i.service.one_shot}
+        running = {}
+        for inst in wanted:
+            running[inst] = [health(c) for c in view.containers_of(inst)]
+        assert all(states and all(s in ("healthy", "running") for s in states) for states in running.values()), \
+            (host.name, running)
+        box = hosts[host.address]
+        # Nothing built on the host: no build contexts shipped, no debootstrap base.
+        assert box.ssh(f"test ! -e {settings.deploy_root}/build && ! docker image inspect shipyard/base:bookworm "
+                       ">/dev/null 2>&1", check=False).returncode == 0, host.name
+        # The very images this machine built (same ids), under the names compose runs.
+        for ref in _refs(settings, host):
+            assert image_ship.remote_id(host, ref) == image_ship.local_id(ref), (host.name, ref)
+
+
+def test_no_registry_credential_stays_on_any_host(hosts, settings, cold):
+    for host in settings.hosts:
+        box = hosts[host.address]
+        config = box.ssh("cat /root/.docker/config.json 2>/dev/null || true").stdout
+        assert settings.registry.names[0] not in config, (host.name, config)
+        assert box.ssh(f"test ! -e {settings.deploy_root}/{FETCH_DIR}-{settings.name}", check=False).returncode == 0
+
+
+def test_a_second_deploy_pulls_nothing_and_changes_nothing(hosts, settings, cold):
+    done, took = deploy()
+    print(f"\nno-op deploy of multi on three hosts: {took:.1f}s", flush=True)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-6000:]
+    assert "pull " not in out and "shipped over SSH" not in out and "build " not in out, out[-6000:]
+    assert out.count("images as the deploying machine built them") == len(settings.hosts), out[-6000:]
