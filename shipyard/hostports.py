@@ -60,8 +60,11 @@ def published_by_containers(docker_ps: str) -> list[tuple[str, str, str, int]]:
             if "->" not in mapping or not mapping.endswith("/tcp"):
                 continue
             host_side = mapping.split("->")[0]
-            address, _, port = host_side.rpartition(":")
-            found.append((project, name, address.strip("[]") or "0.0.0.0", int(port)))
+            address, _, ports_text = host_side.rpartition(":")
+            # Consecutive ports are listed as one range: 10.0.0.1:8300-8301->8300-8301/tcp.
+            first, _, last = ports_text.partition("-")
+            for port in range(int(first), int(last or first) + 1):
+                found.append((project, name, address.strip("[]") or "0.0.0.0", port))
     return found
 
 

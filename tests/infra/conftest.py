@@ -8,6 +8,7 @@ answering through the edge, and a task created there processed by a worker.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from shipyard import commands, image_plan, bluegreen
 from shipyard.bluegreen import ReleaseState
 from shipyard.inventory import load_environment
 from shipyard.render import RenderedHost, render_host
-from shipyard.settings import EnvironmentSettings
+from shipyard.settings import EnvironmentSettings, HostSettings
 from shipyard import topology
 from shipyard.controller.hosts import HostView
 
@@ -72,8 +73,13 @@ def _settings(config) -> EnvironmentSettings:
     return load_environment(REPO, config.getoption("--shipyard-env"))
 
 
-def _testinfra_url(connect: str, data: dict | None = None) -> str:
-    return "local://" if connect == "@local" else f"ssh://{connect}"
+def _testinfra_host(host: HostSettings):
+    """testinfra's host for an inventory host: ``local://``, or ``ssh://`` with the same ssh
+    options the deploy and the controller use (the inventory's user, key and known hosts)."""
+    if host.connect == "@local":
+        return testinfra.get_host("local://")
+    return testinfra.get_host(f"ssh://{commands.ssh_destination(host)}",
+                              ssh_extra_args=" ".join(shlex.quote(o) for o in commands.ssh_options(host)))
 
 
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:
@@ -86,7 +92,7 @@ def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:
     """Whether a deploy runs ``inst``: of a coloured service, only the live colour."""
     if inst.colour is None:
         return True
-    host = testinfra.get_host(_testinfra_url(inst.host.connect))
+    host = _testinfra_host(inst.host)
     return inst.colour in release_state(settings, host).colours_to_run()
 
 
@@ -109,5 +115,5 @@ def settings(request) -> EnvironmentSettings:
 def target(request, settings) -> Target:
     host_settings = settings.host(request.param)
     return Target(settings=settings, rendered=render_host(settings, host_settings),
-                  host=testinfra.get_host(_testinfra_url(host_settings.connect)),
+                  host=_testinfra_host(host_settings),
                   project_dir=commands.project_dir(settings.deploy_root, settings.name))

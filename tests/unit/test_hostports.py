@@ -15,7 +15,9 @@ PROC_TCP6 = """  sl  local_address                         remote_address       
 """
 PS = ("shipyard-ci\tshipyard-ci-edge-1\t127.0.0.1:18080->80/tcp\n"
       "other\tother-web-1\t127.0.0.1:15432->5432/tcp, 6000/tcp\n"
-      "\tloose\t0.0.0.0:26379->26379/tcp, [::]:26379->26379/tcp\n")
+      "\tloose\t0.0.0.0:26379->26379/tcp, [::]:26379->26379/tcp\n"
+      # Consecutive ports, as docker ps lists them: one range (Consul's server and LAN gossip ports).
+      "shipyard-multi\tshipyard-multi-consul-2-1\t10.0.0.2:8300-8301->8300-8301/tcp, 10.0.0.2:8301->8301/udp\n")
 
 
 def test_listeners_are_decoded_from_proc_net_tcp():
@@ -25,7 +27,8 @@ def test_listeners_are_decoded_from_proc_net_tcp():
 def test_published_ports_are_read_from_docker_ps():
     assert hostports.published_by_containers(PS) == [
         ("shipyard-ci", "shipyard-ci-edge-1", "127.0.0.1", 18080), ("other", "other-web-1", "127.0.0.1", 15432),
-        ("", "loose", "0.0.0.0", 26379), ("", "loose", "::", 26379)]
+        ("", "loose", "0.0.0.0", 26379), ("", "loose", "::", 26379),
+        ("shipyard-multi", "shipyard-multi-consul-2-1", "10.0.0.2", 8300), ("shipyard-multi", "shipyard-multi-consul-2-1", "10.0.0.2", 8301)]
 
 
 def test_the_environments_own_ports_are_not_clashes_but_anything_else_is(repo):

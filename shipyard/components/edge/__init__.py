@@ -93,6 +93,15 @@ def template_context(ctx) -> dict[str, Any]:
     # load, would not follow: that name is resolved per request through Docker's DNS instead.
     # Addresses (several hosts) never change: they keep upstream blocks and their keepalive.
     by_name = all(len(servers) == 1 and not shared_tls.is_ip_address(servers[0].host) for servers in colours.values())
+    if not by_name:
+        # Several hosts: this host's own APIs by the address their host publishes them on too. A
+        # name in an upstream block must resolve when nginx loads it, which the idle colour's
+        # (not running between releases) does not, and it would not follow a restart either.
+        colours = {}
+        for inst in ctx.instances_of("taskplatform", "api"):
+            endpoint = ctx.announced(inst)
+            if endpoint not in colours.setdefault(inst.colour, []):
+                colours[inst.colour].append(endpoint)
     port = next(iter(colours.values()))[0].port
     tls = ctx.settings.edge.tls
     https_port = ctx.settings.ports.edge_https
