@@ -25,6 +25,7 @@ from docker.models.containers import Container
 from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
 from shipyard.bluegreen import ReleaseState
+from shipyard.controller import tunnel_client
 from shipyard.controller.ssh import engine_tunnel
 from shipyard.settings import EnvironmentSettings, HostSettings
 
@@ -57,7 +58,8 @@ class HostView:
         try:
             if self.local:
                 return docker.from_env(timeout=self.timeout_s)
-            return docker.DockerClient(base_url=f"unix://{engine_tunnel(self.host)}", timeout=self.timeout_s)
+            # Through SSH: exec output read so that none is lost (tunnel_client's module doc).
+            return tunnel_client.client(f"unix://{engine_tunnel(self.host)}", self.timeout_s)
         except (docker.errors.DockerException, ShipyardError) as exc:
             reason = exc.what if isinstance(exc, ShipyardError) else str(exc)
             raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot reach its Docker engine: {reason}",

@@ -3,18 +3,23 @@ known hosts (shipyard.commands.ssh_options) — the same host data pyinfra conne
 
 - ``unreachable``: every host asked at once before a deploy touches any;
 - ``engine_tunnel``: a host's Docker engine as a local socket, forwarded over SSH, for the
-  docker SDK (whose own ``ssh://`` reads only ~/.ssh/config: no inventory key, no known hosts).
+  docker SDK (whose own ``ssh://`` reads only ~/.ssh/config: no inventory key, no known hosts);
+- ``port_tunnel``: a port the host reaches (its registry, a port published on its loopback) as a
+  local port, for as long as the caller needs it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 from shipyard import commands
 from shipyard.errors import ShipyardError
@@ -94,3 +99,36 @@ def _close_tunnels() -> None:
             process.kill()
         shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
     _TUNNELS.clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def port_tunnel(host: HostSettings, target: str, target_port: int, what: str) -> Iterator[str]:
+    """``127.0.0.1:<port>`` on this machine, forwarded over SSH to ``target``:``target_port`` as
+    ``host`` reaches it (``what`` names it in an error)."""
+    port = _free_port()
+    process = subprocess.Popen(commands.ssh_forward_port(host, port, target, target_port),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + commands.SSH_CONNECT_TIMEOUT_S + 5
+        while True:  # ssh listens once it is connected and authenticated, or exits with the reason
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
+                                    f"no tunnel to {what}: {process.communicate()[1].decode(errors='replace').strip()}",
+                                    "check the host answers over SSH (make status)")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.poll() is None:
+            process.kill()

@@ -8,6 +8,7 @@ answering through the edge, and a task created there processed by a worker.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from shipyard.render import RenderedHost, render_host
 from shipyard.settings import EnvironmentSettings, HostSettings
 from shipyard import topology
 from shipyard.controller.hosts import HostView
+from shipyard.controller.ssh import port_tunnel
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +62,28 @@ class Target:
         """Whether any service of ``component`` runs on this host."""
         return any(i.component.name == component for i in topology.build(self.settings).instances_on(self.rendered.host))
 
+    @property
+    def repo(self) -> Path:
+        return REPO
+
+    def reach(self, name: str, setting: str | None = None) -> str:
+        """``address:port`` at which this machine reaches what the instance ``name`` on this host
+        publishes (``setting``: its extra port of that ``ports`` key, the edge's HTTPS): on an SSH
+        host, a loopback port through an SSH tunnel (kept for the session)."""
+        topo = topology.build(self.settings)
+        published = topo.published_extra(self.rendered.host, name, setting) if setting else \
+            topo.published(self.rendered.host, name)
+        assert published is not None, f"{name} publishes nothing{' at ports.' + setting if setting else ''}"
+        bind, port = published
+        host = self.rendered.host
+        if host.connect == "@local":
+            return f"{LOOPBACK if bind == ANY else bind}:{port}"
+        if bind != LOOPBACK:
+            return f"{host.address if bind == ANY else bind}:{port}"
+        if (host.name, port) not in _TUNNELS:
+            _TUNNELS[(host.name, port)] = _OPEN.enter_context(port_tunnel(host, LOOPBACK, port, name))
+        return _TUNNELS[(host.name, port)]
+
     def instance(self, service: str) -> topology.Instance:
         return topology.build(self.settings).find(service, self.rendered.host)
 
@@ -67,6 +91,16 @@ class Target:
         found = [c for c in self.containers() if c["Config"]["Labels"].get("com.docker.compose.service") == service]
         assert found, f"no container for service {service} on {self.rendered.host.name}"
         return found[0]
+
+
+LOOPBACK, ANY = "127.0.0.1", "0.0.0.0"
+# SSH tunnels to ports published on an SSH host's loopback (Target.reach), closed with the session.
+_OPEN = contextlib.ExitStack()
+_TUNNELS: dict[tuple[str, int], str] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _OPEN.close()
 
 
 def _settings(config) -> EnvironmentSettings:

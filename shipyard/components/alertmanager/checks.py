@@ -14,10 +14,7 @@ WAIT_S = 60
 def alertmanager(target):
     if not target.runs("alertmanager"):
         pytest.skip("no Alertmanager on this host")
-    from shipyard import topology
-
-    bind, port = topology.build(target.settings).published(target.rendered.host, "alertmanager")
-    return f"http://{bind}:{port}"
+    return f"http://{target.reach('alertmanager')}"
 
 
 def test_ready(alertmanager):

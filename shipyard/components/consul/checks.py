@@ -92,15 +92,13 @@ def test_the_servers_agent_token_writes_their_nodes_only_and_is_in_use(target, s
     # In use: each server's own catalog entry carries the addresses only its agent writes (its
     # anti-entropy sync, refused and retried every ~15-30 s until the token exists). Read over
     # the published HTTP port, the token in a header from here: on no command line.
-    from shipyard import topology
-
     token = target.host.file(f"{target.project_dir}/secrets/{servers[0]}/{TOKEN_FILE.rsplit('/', 1)[1]}").content_string.strip()
-    bind, port = topology.build(target.settings).published(target.rendered.host, servers[0])
+    reached = target.reach(servers[0])
     deadline = time.monotonic() + 120
     while True:
         missing = []
         for name in every_server:
-            answer = requests.get(f"http://{bind}:{port}/v1/catalog/node/{name}", headers={"X-Consul-Token": token},
+            answer = requests.get(f"http://{reached}/v1/catalog/node/{name}", headers={"X-Consul-Token": token},
                                   timeout=5)
             node = answer.json() if answer.status_code == 200 else None
             if not node or not (node.get("Node") or {}).get("TaggedAddresses"):

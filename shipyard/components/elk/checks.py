@@ -54,7 +54,13 @@ def test_the_indices_map_the_documents_fields(target, store):
         assert properties["@timestamp"] == {"type": "date_nanos"}, index
 
 
-def test_published_on_loopback_only(target, store):
+def test_published_on_loopback_or_for_other_hosts_on_its_private_address_only(target, store):
+    """Loopback on one host; with log shippers on other hosts, its host's own (private) address —
+    never every address."""
+    from shipyard import topology
+
     container = target.container_of(store)
     bindings = [b for ports in (container["NetworkSettings"]["Ports"] or {}).values() for b in (ports or [])]
-    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
+    bind, port = topology.build(target.settings).published(target.rendered.host, store)
+    assert bind in ("127.0.0.1", target.rendered.host.address), bind
+    assert bindings and all((b["HostIp"], b["HostPort"]) == (bind, str(port)) for b in bindings), bindings

@@ -20,10 +20,7 @@ WAIT_S = 120  # a first start: database migrations, then provisioning
 def grafana(target):
     if not target.runs("grafana"):
         pytest.skip("no Grafana on this host (it runs under the official image source only)")
-    from shipyard import topology
-
-    bind, port = topology.build(target.settings).published(target.rendered.host, "grafana")
-    return f"http://{bind}:{port}"
+    return f"http://{target.reach('grafana')}"
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,7 @@ WAIT_S = 120  # a fresh Prometheus: discovery, a first scrape and a first evalua
 def prometheus(target):
     if not target.runs("prometheus"):
         pytest.skip("no Prometheus on this host")
-    from shipyard import topology
-
-    bind, port = topology.build(target.settings).published(target.rendered.host, "prometheus")
-    return f"http://{bind}:{port}"
+    return f"http://{target.reach('prometheus')}"
 
 
 def _get(base: str, path: str) -> dict:
@@ -81,7 +78,10 @@ def test_published_on_loopback_only(target, prometheus):
     container = target.container_of("prometheus")
     bindings = [b for ports in (container["NetworkSettings"]["Ports"] or {}).values() for b in (ports or [])]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), bindings
-    assert [f"{b['HostIp']}:{b['HostPort']}" for b in bindings] == [prometheus.removeprefix("http://")]
+    from shipyard import topology
+
+    bind, port = topology.build(target.settings).published(target.rendered.host, "prometheus")
+    assert [f"{b['HostIp']}:{b['HostPort']}" for b in bindings] == [f"{bind}:{port}"]
     assert container["Config"]["ExposedPorts"].keys() == {f"{PORT}/tcp"}
 
 

@@ -13,18 +13,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from shipyard import commands
 from shipyard.components.registry import certificates, client
 from shipyard.errors import ShipyardError
+from shipyard.controller.ssh import port_tunnel
 from shipyard.settings import EnvironmentSettings
 
 PUSH_TIMEOUT_S = 1800  # one image: a cold push of the largest over a slow link
@@ -39,37 +37,10 @@ def _run(argv: list[str], what: str, fix: str, timeout_s: float = 120, stdin: by
     return done.stdout.decode(errors="replace").strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def registry_tunnel(settings: EnvironmentSettings) -> Iterator[str]:
+def registry_tunnel(settings: EnvironmentSettings):
     """``127.0.0.1:<port>`` on this machine, forwarded over SSH to the registry on its host."""
     host = settings.hosts_with_role("registry")[0]
-    port = _free_port()
-    process = subprocess.Popen(commands.ssh_forward_port(host, port, host.address, settings.ports.registry),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + commands.SSH_CONNECT_TIMEOUT_S + 5
-        while True:  # ssh listens once it is connected and authenticated, or exits with the reason
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
-                                    f"no tunnel to the registry: {process.communicate()[1].decode(errors='replace').strip()}",
-                                    "check the host answers over SSH (make status)")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        if process.poll() is None:
-            process.kill()
+    return port_tunnel(host, host.address, settings.ports.registry, "the registry")
 
 
 def push(settings: EnvironmentSettings, refs: Sequence[str], password: str) -> list[str]:

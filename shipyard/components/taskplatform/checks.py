@@ -7,18 +7,38 @@ import time
 import pytest
 import requests
 
-from shipyard import topology
 from shipyard.components.postgres.instances import node_names
 from shipyard.components.taskplatform import consul_keys, runtime
 from shipyard.components.taskplatform.commands import token_argv
 
 
 @pytest.fixture(scope="module")
-def edge(target):
+def edge(target, tmp_path_factory):
+    """Requests through the edge as a user sends them: plain HTTP where the edge serves it, else
+    HTTPS checked against the environment's edge CA (its certificate names the host's address)."""
     if not target.runs("edge"):
         pytest.skip("no edge on this host")
-    bind, port = topology.build(target.settings).published(target.rendered.host, "edge")
-    return f"http://{'127.0.0.1' if bind == '0.0.0.0' else bind}:{port}"
+    if not target.settings.edge.tls.redirects:
+        return Edge(f"http://{target.reach('edge')}", True)
+    from shipyard.components.edge import certificates
+    from shipyard.secretstore import read_held
+
+    ca = tmp_path_factory.mktemp("edge-ca") / "ca.pem"
+    ca.write_text(read_held(target.repo, target.settings.name, certificates.CA_CERT).value)
+    return Edge(f"https://{target.reach('edge', 'edge_https')}", str(ca))
+
+
+class Edge:
+    """The edge's base URL and how its certificate is checked."""
+
+    def __init__(self, base: str, verify: bool | str) -> None:
+        self.base, self.verify = base, verify
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(f"{self.base}{path}", verify=self.verify, timeout=5, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(f"{self.base}{path}", verify=self.verify, timeout=5, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +50,14 @@ def token(target):
 
 
 def test_api_ready_through_edge(edge):
-    response = requests.get(f"{edge}/health/ready", timeout=5)
+    response = edge.get("/health/ready")
     assert response.status_code == 200, response.text
 
 
 def test_the_edge_serves_the_live_colour_and_version(edge, target):
     """What the host's release state says is live is what users reach (shipyard.bluegreen)."""
     state = target.release
-    response = requests.get(f"{edge}/version", timeout=5)
+    response = edge.get("/version")
     assert response.json() == {"version": state.live_version, "colour": state.live}
     assert response.headers["X-Release"] == f"{state.live}/{state.live_version}"
 
@@ -45,13 +65,12 @@ def test_the_edge_serves_the_live_colour_and_version(edge, target):
 def test_task_created_through_edge_is_processed_by_a_worker(edge, token):
     payload = {"verify": f"task-{time.time_ns()}", "n": [1, 2, 3]}
     headers = {"Authorization": f"Bearer {token}"}
-    created = requests.post(f"{edge}/v1/tasks", json={"kind": "checksum", "payload": payload},
-                            headers=headers, timeout=5)
+    created = edge.post("/v1/tasks", json={"kind": "checksum", "payload": payload}, headers=headers)
     assert created.status_code == 202, created.text
     task_id = created.json()["id"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        task = requests.get(f"{edge}/v1/tasks/{task_id}", headers=headers, timeout=5).json()
+        task = edge.get(f"/v1/tasks/{task_id}", headers=headers).json()
         if task["status"] in ("succeeded", "dead"):
             break
         time.sleep(0.3)
@@ -61,7 +80,7 @@ def test_task_created_through_edge_is_processed_by_a_worker(edge, token):
 
 
 def test_unauthenticated_request_is_refused(edge):
-    response = requests.get(f"{edge}/v1/tasks", timeout=5)
+    response = edge.get("/v1/tasks")
     assert response.status_code == 401
     assert set(response.json()) == {"code", "message", "request_id"}
 
@@ -112,6 +131,19 @@ print(r.status_code)
 """
 
 
+# In the container, with its own token: the first 16 hex digits of the SHA-256 of a key's value.
+_CONSUL_DIGEST = """
+import hashlib, sys, requests
+from taskplatform.secrets import for_process
+from taskplatform.settings import ProcessSettings
+addr, key = sys.argv[1:3]
+token = for_process(ProcessSettings()).get('consul_token')
+r = requests.get(f'http://{addr}/v1/kv/{key}?raw', headers={'X-Consul-Token': token}, timeout=5)
+r.raise_for_status()
+print(hashlib.sha256(r.content).hexdigest()[:16])
+"""
+
+
 def _consul_status(target, service: str, method: str, key: str) -> str:
     addr = target.container_of(service)["Config"]["Env"]
     addr = next(e.split("=", 1)[1] for e in addr if e.startswith("TASKS_CONSUL_ADDRS=")).split(",")[0]
@@ -135,13 +167,14 @@ def test_each_service_consul_token_reads_its_own_and_the_shared_config_and_nothi
 def test_every_instance_applied_the_runtime_config_consul_holds(target):
     if not target.runs("taskplatform") or not target.runs("consul"):
         pytest.skip("no task platform with Consul on this host")
-    token = target.host.file(f"{target.project_dir}/secrets/consul-setup/consul_admin_token").content_string.strip()
-    topo = topology.build(target.settings)
-    server = topo.instances_of("consul", "consul")[0]
-    bind, port = topo.binding(server)
-    raw = requests.get(f"http://{bind}:{port}/v1/kv/{consul_keys.runtime_key(target.settings.name)}?raw",
-                       headers={"X-Consul-Token": token}, timeout=5).content
-    wanted = hashlib.sha256(raw).hexdigest()[:16]
+    # What Consul holds, read as the live API reads it (its own token, its own Consul address):
+    # the same on every host, whichever host runs the setup that holds the admin token.
+    api = target.live("api")
+    addr = next(e.split("=", 1)[1] for e in target.container_of(api)["Config"]["Env"]
+                if e.startswith("TASKS_CONSUL_ADDRS=")).split(",")[0]
+    code, out, err = target.exec(api, ["python", "-c", _CONSUL_DIGEST, addr, consul_keys.runtime_key(target.settings.name)])
+    assert code == 0, err
+    wanted = out.strip()
     # Each API process and worker writes what it applied (shipyard/components/taskplatform/runtime.py
     # reads the same files for `make config-push`): every live one, none missing.
     app = target.settings.app
