@@ -112,9 +112,10 @@ host-test-hosts:
 
 # The multi-host tests' hosts (network namespaces with their own dockerd and sshd): made, checked
 # and removed; the multi environment's hosts reached over SSH as a deploy reaches them (status,
-# plan, a deploy refused before any host is touched), and an image from this machine reaching a
-# host through the registry on another (it needs the registry's image: `make up ENV=ci` builds
-# it; skipped otherwise). No environment is deployed to them yet (issue 25).
+# plan, a deploy refused before any host is touched), an image from this machine reaching a host
+# through the registry on another, and `make deploy ENV=multi` on them (images built once here,
+# pulled by the hosts through the registry). Both need this machine's images: `make up ENV=ci`
+# builds them; skipped otherwise.
 test-hosts: venv host-test-hosts
 	$(PYTEST) -q tests/multihost
 

@@ -209,35 +209,15 @@ def secrets_rotate(env: str, name: str, lock_wait: float) -> int:
 
 
 def down(env: str, volumes: bool) -> int:
+    """Every host's project down, the edge's hosts first (users stop reaching it before what it
+    needs goes), then the rest."""
     settings = load_environment(REPO, env, dict(os.environ))
-    local = [h for h in settings.hosts if h.connect == "@local"]
-    if not local:
-        raise ShipyardError(f"environment {env}", "`down` only handles @local hosts for now",
-                            "run `docker compose down` on each host")
-    project_dir = commands.project_dir(settings.deploy_root, env)
-    if not Path(project_dir, "compose.yaml").exists():
-        print(f"{env}: nothing deployed at {project_dir}")
-        return 0
-    code = teardown.compose_down(project_dir, settings.compose_project, volumes)
-    if code == 0 and volumes:
-        # `compose down --volumes` removes the volumes its file names today: one a component that
-        # is gone used (a component an inventory no longer runs) would hand its old data to the
-        # next rollout that names it again (a Patroni cluster's state beside brand-new nodes).
-        left = subprocess.run(commands.project_volumes(settings.compose_project), check=True, capture_output=True,
-                              text=True).stdout.split()
-        if left:
-            code = subprocess.run(commands.volume_rm(left), check=False).returncode
-        # A full teardown: the shipped project and its secret files go too; the next deploy
-        # starts from nothing (the age-encrypted secrets in secrets/<env>/ stay).
-        shutil.rmtree(project_dir)
-        shutil.rmtree(commands.last_good_dir(settings.deploy_root, env), ignore_errors=True)
-        # And its release state and history (without VOLUMES they stay: `make up` brings the live
-        # colour back at its version).
-        shutil.rmtree(bluegreen.release_dir(settings.deploy_root, env), ignore_errors=True)
-        # And what the live setups handed the services (Vault tokens of data that is gone).
-        shutil.rmtree(commands.handoff_root(settings.deploy_root, env), ignore_errors=True)
-        print(f"{env}: removed {project_dir}")
-    return code
+    order = sorted(settings.hosts, key=lambda h: "edge" not in h.roles)
+    problems = unreachable([h for h in order if h.connect != "@local"])
+    if problems:
+        raise UnreachableError(problems)
+    codes = [teardown.host_down(settings, host, volumes) for host in order]
+    return next((code for code in codes if code), 0)
 
 
 def validate(env: str) -> int:

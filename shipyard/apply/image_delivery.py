@@ -6,7 +6,7 @@ on every host before the next, so each step finishes everywhere first:
    contexts and scripts a host's build uses, rebuilt only when out of date);
 2. the delivering component's own image goes to its host over SSH (``docker save`` into ``docker
    load``, skipped when the host holds that very image), and its service starts there;
-3. the deploying machine publishes the others into it (``published``);
+3. the deploying machine publishes the others into it (``published``: those some host lacks);
 4. every host trusts it, logs in with a Docker configuration of the deploy's own (removed at
    once: no password is left in ``~/.docker``) and pulls what its services run, tagged with the
    name compose runs, unless it holds that very image (``fetched``).
@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import files, python
 
-from shipyard import image_plan, topology
+from shipyard import commands, image_plan, topology
 from shipyard.apply import image_ship
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
@@ -106,11 +107,30 @@ def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
         print(f"[{target.name}] {ref}: {'shipped over SSH' if sent else 'already there'}", flush=True)
 
 
-def published(delivery: ImageDelivery, settings: EnvironmentSettings, refs: list[str], login_value: str) -> None:
+def observed_on(host_settings: HostSettings, refs: Sequence[str]) -> dict[str, ObservedImage]:
+    """ref → image of those of ``refs`` a host's engine holds, asked over SSH."""
+    if host_settings.connect == "@local":
+        return observed_here(refs)
+    argv = commands.ssh(host_settings, ["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs])
+    return parse_image_inspect(_here(argv).stdout.splitlines())
+
+
+def published(delivery: ImageDelivery, settings: EnvironmentSettings, refs_by_host: dict[str, list[str]],
+              keep: list[str], login_value: str) -> None:
+    """Push the images some host lacks, or holds in another build than this machine's: when
+    every host holds them all, nothing is pushed (a deploy that changed no image stays cheap)."""
+    everything = sorted({ref for refs in refs_by_host.values() for ref in refs})
+    here = observed_here(everything)
+    hosts = {h.name: h for h in settings.hosts}
+    with ThreadPoolExecutor(max_workers=len(refs_by_host) or 1) as pool:
+        there = dict(zip(refs_by_host, pool.map(lambda name: observed_on(hosts[name], refs_by_host[name]), refs_by_host)))
     try:
-        lines = delivery.publish(settings, refs, login_value)
+        wanted = sorted({ref for name, refs in refs_by_host.items() for ref, _ in plan_fetches(refs, here, there[name], keep)})
+        lines = delivery.publish(settings, wanted, login_value) if wanted else []
     except ShipyardError as err:
         raise OperationError(str(err)) from err
+    if not wanted:
+        print(f"[deploying machine] every host holds the {len(everything)} images it runs: nothing to push", flush=True)
     for line in lines:
         print(f"[deploying machine] {line}", flush=True)
 
@@ -187,9 +207,12 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
         start_first(settings, rendered, values, previous, state, [i.name for i in own],
                     "the other images come through it")
     if carries:
-        published_refs = image_plan.delivered_refs(settings, everywhere, version)
-        python.call(name=f"images published to {comp.name} ({len(published_refs)})", function=published,
-                    delivery=delivery, settings=settings, refs=published_refs, login_value=login_value)
+        refs_by_host = {h.name: image_plan.delivered_refs(settings, [(i.component, i.service.image)
+                                                                      for i in topo.instances_on(h)], version)
+                        for h in settings.hosts}
+        python.call(name=f"images published to {comp.name}", function=published, delivery=delivery,
+                    settings=settings, refs_by_host=refs_by_host, keep=[b.ref for b in builds if b.keep_existing],
+                    login_value=login_value)
     trusted(settings, delivery, repo)
     refs = image_plan.delivered_refs(settings, here, version)
     fetched(name=f"images pulled from {comp.name} ({len(refs)})", settings=settings, delivery=delivery, refs=refs,

@@ -112,8 +112,11 @@ def _testinfra_host(host: HostSettings):
     options the deploy and the controller use (the inventory's user, key and known hosts)."""
     if host.connect == "@local":
         return testinfra.get_host("local://")
+    # One SSH connection per host for the whole run (ControlMaster; testinfra asks for it but
+    # names no socket, so each command would connect anew).
     return testinfra.get_host(f"ssh://{commands.ssh_destination(host)}",
-                              ssh_extra_args=" ".join(shlex.quote(o) for o in commands.ssh_options(host)))
+                              ssh_extra_args=" ".join(shlex.quote(o) for o in commands.ssh_options(host)),
+                              controlpath="/tmp/shipyard-verify-%C")
 
 
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:

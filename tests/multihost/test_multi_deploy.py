@@ -116,3 +116,16 @@ def test_exec_through_the_ssh_tunnel_returns_all_of_its_output(hosts, settings, 
     container = view.container_of("redis-sentinel-1")
     results = [container.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True) for _ in range(30)]
     assert {(r.exit_code, r.output) for r in results} == {(3, (b"out\n", b"err\n"))}
+
+
+def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):
+    done = subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", "multi", "--volumes"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for host in settings.hosts:
+        assert f"multi on {host.name}: removed {settings.deploy_root}/multi" in done.stdout
+        box = hosts[host.address]
+        left = box.ssh(f"docker ps -aq --filter label=com.docker.compose.project={settings.compose_project}; "
+                       f"docker volume ls -q --filter label=com.docker.compose.project={settings.compose_project}; "
+                       f"ls -d {settings.deploy_root}/multi 2>/dev/null; true").stdout.split()
+        assert left == [], (host.name, left)
