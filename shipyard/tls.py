@@ -145,6 +145,10 @@ def certificates_of(bundle: str, secret: str) -> str:
     return "\n".join(certs) + "\n"
 
 
+def _names_text(names: list[str], addresses: list[str]) -> str:
+    return ", ".join(names + [f"IP {a}" for a in addresses])
+
+
 def renewal_reason(cert_pem: bytes, ca_cert_pem: bytes, names: tuple[str, ...], addresses: tuple[str, ...],
                    now: dt.datetime, renew_within_days: int, issuer: str = "the CA",
                    names_setting: str = "the names asked for") -> str | None:
@@ -164,10 +168,11 @@ the answer; nothing secret is in it."""
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         sans = x509.SubjectAlternativeName([])
-    have = sorted(sans.get_values_for_type(x509.DNSName)) + sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress))
-    wanted = sorted(names) + sorted(str(ipaddress.ip_address(a)) for a in addresses)
+    # DNS names and IP addresses apart: an address held as a DNS name matches no client.
+    have = (sorted(sans.get_values_for_type(x509.DNSName)), sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress)))
+    wanted = (sorted(names), sorted(str(ipaddress.ip_address(a)) for a in addresses))
     if have != wanted:
-        return f"its names ({', '.join(have)}) are not {names_setting} ({', '.join(wanted)})"
+        return f"its names ({_names_text(*have)}) are not {names_setting} ({_names_text(*wanted)})"
     left = cert.not_valid_after_utc - now
     if left < dt.timedelta(days=renew_within_days):
         return f"it expires in {max(left.days, 0)} days (renewed within {renew_within_days})"

@@ -110,6 +110,26 @@ def test_the_issued_certificate_names_the_names_and_chains_to_the_edge_ca(store)
     assert certificates.chain_of(bundle).count("BEGIN CERTIFICATE") == 1
 
 
+def test_an_ip_address_name_is_held_as_an_ip_address_which_a_client_by_address_checks(store):
+    """A client reaching the edge by address checks the certificate's IP addresses: the same text
+    as a DNS name matches nothing (seen on the multi hosts: "IP address mismatch")."""
+    repo, environ = store
+    write_inventory(repo, '{"mode": "ca", "names": ["api.example.net", "10.0.9.2"]}')
+    lines = _renew(repo, environ)
+    assert len(lines) == 1 and "re-issued" in lines[0]
+    sans = _cert(secretstore.read_secret(repo, "t", certificates.TLS, environ).value).extensions \
+        .get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["api.example.net"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["10.0.9.2"]
+    assert _renew(repo, environ) == [f"{certificates.TLS}: a rotation is pending; this deploy applies it"]
+    # One issued before, holding the address as a DNS name, is re-issued.
+    ca = shared_tls.KeyPair(secretstore.read_held(repo, "t", certificates.CA_CERT, environ).value.encode(),
+                            secretstore.read_held(repo, "t", certificates.CA_KEY, environ).value.encode())
+    old = shared_tls.server_cert(ca, ("api.example.net", "10.0.9.2"), ())
+    reason = shared_tls.renewal_reason(old.cert_pem, ca.cert_pem, ("api.example.net",), ("10.0.9.2",), NOW, 30)
+    assert reason == "its names (10.0.9.2, api.example.net) are not the names asked for (api.example.net, IP 10.0.9.2)"
+
+
 def test_nothing_changes_when_nothing_changed(store):
     repo, environ = store
     path = repo / "secrets" / "t" / f"{certificates.TLS}.age"

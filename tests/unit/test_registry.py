@@ -189,7 +189,7 @@ def test_renewal_when_the_names_change_or_it_nears_expiry_and_never_else(store):
                                        environ) == "the registry CA did not issue it"
     write_inventory(repo, '{"enabled": True, "names": ["registry.internal.example"]}')
     lines = certificates.renew(repo, load_environment(repo, "t", environ), NOW, environ)
-    assert lines and "its names (registry.internal.example, 127.0.0.1) are not registry.names" in lines[0]
+    assert lines and "its names (registry.internal.example, IP 127.0.0.1) are not registry.names" in lines[0]
 
 
 def test_no_secret_is_in_the_render(store):

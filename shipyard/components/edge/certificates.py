@@ -85,7 +85,7 @@ def issue(repo: Path, settings, environ: dict[str, str] | None = None) -> str:
         return ""
     if tls.mode == "ca":
         ca = ensure_ca(repo, settings, environ)
-        server = shared_tls.server_cert(ca, tls.names, ())
+        server = shared_tls.server_cert(ca, tls.dns_names, tls.addresses)
         return (server.key_pem + server.cert_pem).decode()
     key = secretstore.read_held(repo, settings.name, KEY, environ)
     if key is None:
@@ -128,7 +128,7 @@ def renewal_reason(repo: Path, settings, bundle: str, now: dt.datetime,
         chain = chain_of(bundle).encode()
     except ValueError:
         return "the stored bundle is not a certificate"
-    return shared_tls.renewal_reason(chain, ensure_ca(repo, settings, environ).cert_pem, tls.names, (), now,
+    return shared_tls.renewal_reason(chain, ensure_ca(repo, settings, environ).cert_pem, tls.dns_names, tls.addresses, now,
                                      RENEW_WITHIN_DAYS, issuer="the edge CA", names_setting="edge.tls.names")
 
 

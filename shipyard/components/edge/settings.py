@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from shipyard.component import Strict
+from shipyard.tls import is_ip_address
 
 # A DNS name a certificate may hold: labels of letters, digits and hyphens, a leading "*." for a
 # wildcard. No IP addresses: users reach the edge by name (HSTS is per name too).
@@ -25,8 +26,8 @@ class EdgeTlsSettings(Strict):
                            "edge CA (held in secrets/<env>/, re-issued by a deploy when the names change or within "
                            "30 days of expiry); 'files': your own chain (`chain_file`) and key (the secret "
                            "edge_tls_key: `make secrets-put ENV=.. NAME=edge_tls_key FILE=..`)")
-    names: tuple[str, ...] = Field((), description="DNS names the certificate holds (mode 'ca'; the first is its "
-                                                   "subject); users reach the edge by these")
+    names: tuple[str, ...] = Field((), description="DNS names (or IP addresses) the certificate holds (mode 'ca'; "
+                                                   "the first is its subject); users reach the edge by these")
     chain_file: str | None = Field(None, description="mode 'files': path in the checkout of the PEM chain — the "
                                                      "server certificate first, then its intermediates (what an "
                                                      "ACME client writes as fullchain.pem)")
@@ -46,6 +47,16 @@ class EdgeTlsSettings(Strict):
         if len(set(value)) != len(value):
             raise ValueError("edge.tls.names: a name is listed twice; list each once")
         return value
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.names if not is_ip_address(n))
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Names that are IP addresses: the certificate holds them as IP addresses, which is what a
+        client reaching the edge by address checks (a DNS name "10.0.0.1" matches nothing)."""
+        return tuple(n for n in self.names if is_ip_address(n))
 
     @model_validator(mode="after")
     def _mode_needs(self):

@@ -98,11 +98,11 @@ def test_a_commit_on_the_primary_reaches_every_replica(target, primary, replicas
 
 def test_every_node_refuses_unauthenticated_clients(target, primary):
     """Through the published port (no password: refused), and inside each replica too."""
-    _, pg_port = topology.build(target.settings).published(target.rendered.host, "postgres")
+    pg_bind, pg_port = topology.build(target.settings).published(target.rendered.host, "postgres")
     client = target.docker.docker
     image = target.container_of("postgres")["Config"]["Image"]
     with pytest.raises(docker.errors.ContainerError) as refused:
-        client.containers.run(image, ["-h", "127.0.0.1", "-p", str(pg_port), "-U", target.settings.postgres.user,
+        client.containers.run(image, ["-h", pg_bind, "-p", str(pg_port), "-U", target.settings.postgres.user,
                                       "-w", "-c", "select 1"], entrypoint=["psql"], network_mode="host", remove=True,
                               stderr=True)
     assert "password" in (refused.value.stderr or b"").decode()

@@ -31,8 +31,16 @@ def _expected(target) -> set[tuple[str, str, str]]:
     from shipyard import topology
 
     running = target.release.colours_to_run()
+    here = target.rendered.host.name
+
+    def scraped(i) -> bool:
+        # What the rendered config scrapes (targets.py): this host's own, and another host's only
+        # where its metrics are served on its published client port; the rest it lists as not
+        # scraped (multi-host discovery is a later slice).
+        return i.host.name == here or (i.service.port is not None and i.service.port.container == i.service.metrics.port)
+
     return {(i.host.name, i.service.name, i.colour or "") for i in topology.build(target.settings).instances
-            if i.service.metrics and not i.service.one_shot and (i.colour is None or i.colour in running)}
+            if i.service.metrics and not i.service.one_shot and (i.colour is None or i.colour in running) and scraped(i)}
 
 
 def test_every_target_is_up(target, prometheus):
