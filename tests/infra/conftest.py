@@ -116,7 +116,7 @@ def _testinfra_host(host: HostSettings):
     # names no socket, so each command would connect anew).
     return testinfra.get_host(f"ssh://{commands.ssh_destination(host)}",
                               ssh_extra_args=" ".join(shlex.quote(o) for o in commands.ssh_options(host)),
-                              controlpath="/tmp/shipyard-verify-%C")
+                              controlpath="/tmp/shipyard-verify-%%C")  # testinfra %-formats it: ssh gets %C
 
 
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:
