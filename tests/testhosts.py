@@ -26,6 +26,7 @@ cgroups.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -320,3 +321,18 @@ def free_subnet() -> ipaddress.IPv4Network:
         if not any(subnet.overlaps(u) for u in used):
             return subnet
     raise HostsError(f"no free /24 in {SPACE} for the test hosts")
+
+
+MULTI_SUBNET = ipaddress.ip_network("10.231.250.0/24")  # inventories/multi.py's addresses
+
+
+@contextlib.contextmanager
+def multi_hosts():
+    """The `multi` inventory's three hosts at its fixed addresses, with the access it names (an
+    aborted earlier run's hosts removed first): address → TestHost."""
+    problems = remove_leftovers()
+    if problems:
+        raise HostsError(f"an earlier run's test hosts could not be removed: {problems}")
+    with TestHosts(3, subnet=MULTI_SUBNET, access=True) as made:
+        yield {h.address: h for h in made.hosts}
+

@@ -6,7 +6,6 @@ deploy stopped before any host is touched when one host does not answer."""
 
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ from shipyard.inventory import load_environment
 from tests import testhosts
 
 REPO = Path(__file__).resolve().parents[2]
-SUBNET = ipaddress.ip_network("10.231.250.0/24")  # inventories/multi.py's addresses
 
 
 def shipyard(*args: str) -> subprocess.CompletedProcess:
@@ -30,10 +28,8 @@ def shipyard(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def hosts():
-    problems = testhosts.remove_leftovers()  # an aborted earlier run's
-    assert not problems, problems
-    with testhosts.TestHosts(3, subnet=SUBNET, access=True) as made:
-        yield {h.address: h for h in made.hosts}
+    with testhosts.multi_hosts() as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ skipped otherwise)."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import subprocess
 import sys
@@ -31,7 +30,6 @@ from shipyard.inventory import load_environment
 from tests import testhosts
 
 REPO = Path(__file__).resolve().parents[2]
-SUBNET = ipaddress.ip_network("10.231.250.0/24")  # inventories/multi.py's addresses
 DEPLOY_TIMEOUT_S = 1800
 
 
@@ -53,10 +51,8 @@ def settings():
 
 @pytest.fixture(scope="module")
 def hosts(settings):
-    problems = testhosts.remove_leftovers()  # an aborted earlier run's
-    assert not problems, problems
-    with testhosts.TestHosts(3, subnet=SUBNET, access=True) as made:
-        yield {h.address: h for h in made.hosts}
+    with testhosts.multi_hosts() as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ which builds it."""
 from __future__ import annotations
 
 import io
-import ipaddress
 import secrets
 import subprocess
 import tarfile
@@ -29,7 +28,6 @@ from shipyard.secretstore import load_or_create, read_held
 from tests import testhosts
 
 REPO = Path(__file__).resolve().parents[2]
-SUBNET = ipaddress.ip_network("10.231.250.0/24")  # inventories/multi.py's addresses
 REGISTRY_IMAGE = "shipyard/registry:2.8"
 
 
@@ -43,10 +41,8 @@ def settings():
 
 @pytest.fixture(scope="module")
 def hosts(settings):
-    problems = testhosts.remove_leftovers()  # an aborted earlier run's
-    assert not problems, problems
-    with testhosts.TestHosts(3, subnet=SUBNET, access=True) as made:
-        yield {h.address: h for h in made.hosts}
+    with testhosts.multi_hosts() as made:
+        yield made
 
 
 def _feed(argv: list[str], data: bytes, timeout: float = 120) -> None:
