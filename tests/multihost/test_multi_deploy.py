@@ -7,7 +7,8 @@ tunnel, every host pulls what its services run; then the rollout as on one host.
 
 Checked as a user would: the deploy succeeds and each host runs its share, healthy; no host built
 anything; each host holds the very images this machine built; no registry credential stays on
-any host; a second deploy pulls nothing and changes nothing.
+any host; a second deploy pulls nothing and changes nothing; `make verify` passes on every host
+over SSH; `make down` leaves nothing.
 
 Needs this machine's engine with the images built (`make test` runs it after the ci rollout;
 skipped otherwise)."""
@@ -121,6 +122,14 @@ def test_exec_through_the_ssh_tunnel_returns_all_of_its_output(hosts, settings, 
     container = view.container_of("redis-sentinel-1")
     results = [container.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True) for _ in range(30)]
     assert {(r.exit_code, r.output) for r in results} == {(3, (b"out\n", b"err\n"))}
+
+
+def test_make_verify_passes_on_every_host_over_ssh(hosts, settings, cold):
+    """`make deploy` ends with `make verify`: the testinfra suite over SSH, each host its own part."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/infra",
+                           "--shipyard-env=multi"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert re.search(r"\d+ passed", done.stdout) and "failed" not in done.stdout.splitlines()[-1], done.stdout[-2000:]
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):
