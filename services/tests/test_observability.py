@@ -11,9 +11,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Tenant, log_lines, wait_worker_ready
+from conftest import Tenant, log_lines, wait_config_version, wait_worker_ready
 from taskplatform import logs
-from taskplatform_testing.servers import free_port, start_platform
+from taskplatform_testing.servers import free_port, start_platform, write_config
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +228,17 @@ def test_tasks_are_counted_by_kind_created_completed_failed_and_dead(quiet):
         platform.stop_workers()
 
 
-def test_the_worker_exports_the_queue_depth_and_the_oldest_queued_tasks_age(platform, tenant, runtime_config):
-    """From PostgreSQL every queue_metrics_interval_seconds; a scrape only reads the last answer."""
+def test_the_worker_exports_the_queue_depth_and_the_oldest_queued_tasks_age(quiet):
+    """From PostgreSQL every queue_metrics_interval_seconds; a scrape only reads the last answer.
+    On a platform of its own: on the session's, a task an earlier test left to retry comes back to
+    the queue at its backoff's end, and the count moves under the test."""
+    platform, api_url = quiet
+    tenant = Tenant(api_url, platform)
     waiting = [tenant.create("sleep", {"seconds": 0}).json()["id"] for _ in range(2)]
-    runtime_config(enabled_kinds=[])  # nothing runs: what is queued stays so, the count holds still
+    # Nothing runs: what is queued stays so, the count holds still (the worker reads it at start).
+    version = "queue-metrics"
+    write_config(platform.config_file, version=version, enabled_kinds=[])
+    wait_config_version(api_url, version)
     with psycopg.connect(host="127.0.0.1", port=platform.pg.port, dbname=platform.pg.database,
                          user=platform.pg.user, password=platform.pg.password, autocommit=True) as conn:
         conn.execute("UPDATE tasks SET queued_at = clock_timestamp() - interval '1 hour' WHERE id = %s",
@@ -246,13 +253,15 @@ def test_the_worker_exports_the_queue_depth_and_the_oldest_queued_tasks_age(plat
         (_, oldest), = samples(url, "tasks_oldest_queued_age_seconds")
         assert queued >= 2 and 3600 <= oldest < 3660, (queued, oldest)
         assert tenant.session.post(f"{tenant.base}/v1/tasks/{waiting[0]}/cancel", timeout=10).status_code == 200
-        # One fewer waits, and the oldest now is younger (other tests' tasks are not an hour old).
+        # One fewer waits, and the oldest now is younger (the other one is not an hour old).
         wait_metrics(url, lambda u: samples(u, "tasks_queued") == [({}, queued - 1)]
                      and samples(u, "tasks_oldest_queued_age_seconds")[0][1] < 3600, "updated after a cancel")
     finally:
         platform.stop_workers()
         for task_id in waiting[1:]:
             tenant.session.post(f"{tenant.base}/v1/tasks/{task_id}/cancel", timeout=10)
+        write_config(platform.config_file)
+        wait_config_version(api_url, "1")
 
 
 def pool_state(url: str) -> tuple[float, float, float, float]:
