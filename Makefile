@@ -34,6 +34,7 @@ help: venv
 	@echo "make render             regenerate compose/ (commit the result)"
 	@echo "make test               unit + registry + services + vault + client + patroni + e2e (rolls out, verifies"
 	@echo "                         and removes ENV=ci), each benchmark once in its short mode, then the test hosts"
+	@echo "                         (make deploy ENV=multi on three SSH hosts through the registry, verify, down)"
 	@echo "make test-registry      the image registry's rendered config under Debian's real docker-registry (loopback)"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
