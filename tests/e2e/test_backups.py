@@ -11,6 +11,7 @@ import pytest
 from shipyard.controller.drills import container_of
 from shipyard.components.postgres.backups import remove_restore
 from shipyard.components.postgres.roles import primary_of
+from shipyard.errors import ShipyardError
 from shipyard.inventory import load_environment
 
 from .conftest import REPO, run_shipyard
@@ -108,6 +109,8 @@ def test_a_backup_from_before_a_failover_restores_what_the_new_leader_committed(
             return node if node != old else None
 
         wait_for("a new leader", new_leader, settings.postgres.patroni.ttl_s + 30, interval_s=0.5)
+        # Patroni takes the leader key before PostgreSQL leaves recovery: until then no node
+        # reports itself primary, and the write is tried again.
         rows = wait_for("a write on the new leader", lambda: _try_add_rows(settings, 6), 30, interval_s=0.5)
         assert restored_rows(env_name, settings, "--backup", name) == rows
     finally:
@@ -115,7 +118,8 @@ def test_a_backup_from_before_a_failover_restores_what_the_new_leader_committed(
 
 
 def _try_add_rows(settings, count: int):
+    """The new total, or None while no node is primary yet or the write fails (mid-promotion)."""
     try:
         return add_rows(settings, count)
-    except subprocess.CalledProcessError:
+    except (subprocess.CalledProcessError, ShipyardError):
         return None
