@@ -53,8 +53,9 @@ EVERY_HOST = "*"
 #             host's own (private) address when a consumer runs on another host;
 #   "remote": only when a consumer runs on another host, on the host's private address;
 #   "public": on the address a setting names (the edge: 0.0.0.0 is a choice, not a default);
-#   "hosts":  always, on its host's own (private) address: what every host's Docker engine
-#             reaches (the image registry), which no service of the topology consumes.
+#   "hosts":  always, on its host's own (private) address: what is reached from other hosts
+#             only (the image registry, by every host's Docker engine; a host's own Prometheus,
+#             by the environment's on another host).
 Publish = Literal["client", "remote", "public", "hosts"]
 
 
@@ -220,6 +221,12 @@ class Service:
     consumers_wait: str | None = "service_healthy"
     instances: Callable[[Any], int] | None = None
     placement: Literal["each", "spread", "once"] = "each"
+    # A service of the same component (declared before this one) whose hosts this one skips:
+    # each host's own Prometheus, on every host but the one the environment's Prometheus runs on.
+    not_beside: str | None = None
+    # The components this service consumes, when not all of its component's ``uses`` (a host's
+    # own Prometheus sends no alert: it makes no Alertmanager reachable from its host).
+    uses: tuple[str, ...] | None = None
     scale: Callable[[Any], int] | None = None  # containers per host (compose deploy.replicas); 0: absent
     secrets: tuple[SecretFile, ...] = ()
     # Where its secrets folder is mounted (read-only) when not /run/secrets: a server that reads

@@ -29,7 +29,7 @@ def dependencies(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
     for wait in inst.service.waits:
         deps += [i for i in topo.instances_of(inst.component.name, wait.service)
                  if i.host.name == inst.host.name or i.service.placement == "once"]
-    for used in inst.component.uses:
+    for used in inst.uses:
         deps += [i for i in topo.instances_of(used) if i.service.serves_clients]
     return tuple(deps)
 

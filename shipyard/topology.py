@@ -54,6 +54,11 @@ class Instance:
     def tier(self) -> str:
         return self.service.tier
 
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The components it consumes (its service's own list, else its component's)."""
+        return self.component.uses if self.service.uses is None else self.service.uses
+
 
 def _count(service: Service, settings: EnvironmentSettings) -> int:
     return service.instances(settings) if service.instances else 1
@@ -69,6 +74,9 @@ def _placed(settings: EnvironmentSettings) -> tuple[Instance, ...]:
     for comp in COMPONENTS:
         for svc in comp.services:
             hosts = settings.hosts_with_role(svc.group)
+            if svc.not_beside:
+                taken = {i.host.name for i in result if i.component is comp and i.service.name == svc.not_beside}
+                hosts = tuple(h for h in hosts if h.name not in taken)
             if not hosts or _scale(svc, settings) == 0:
                 continue
             files = svc.secret_files(settings)
@@ -158,7 +166,7 @@ class Topology:
     def of(cls, settings: EnvironmentSettings) -> Topology:
         placed = _placed(settings)
         of = _index(placed, lambda i: (i.component.name, None), lambda i: (i.component.name, i.service.name))
-        consumers = {comp.name: tuple(i for i in placed if comp.name in i.component.uses) for comp in COMPONENTS}
+        consumers = {comp.name: tuple(i for i in placed if comp.name in i.uses) for comp in COMPONENTS}
         return cls(settings, placed, _index(placed, lambda i: i.name), _index(placed, lambda i: i.host.name), of,
                    consumers)
 

@@ -62,7 +62,7 @@ def _depends_on(settings: EnvironmentSettings, inst: topology.Instance, on_host:
         for dep in topology.build(settings).instances_of(inst.component.name, wait.service):
             if dep.name in on_host:
                 deps[dep.name] = {"condition": wait.condition}
-    for used in inst.component.uses:
+    for used in inst.uses:
         for dep in topology.build(settings).instances_of(used):
             # A colour is started by a deploy or a release, never because a consumer starts.
             if dep.name in on_host and dep.service.serves_clients and dep.service.consumers_wait and dep.colour is None:

@@ -10,6 +10,7 @@ import pytest
 
 from shipyard.controller.drills import container_of
 from shipyard.components.postgres.backups import remove_restore
+from shipyard.components.postgres.instances import node_names as postgres_nodes
 from shipyard.components.postgres.roles import primary_of
 from shipyard.errors import ShipyardError
 from shipyard.inventory import load_environment
@@ -52,6 +53,29 @@ def test_backup_restores_into_a_fresh_instance_with_the_same_row_count(env_name,
     backup = run_shipyard("pg-backup", "--env", env_name)
     assert backup.returncode == 0 and "complete" in backup.stdout, backup.stdout + backup.stderr
     assert restored_rows(env_name, settings) == rows
+
+
+def test_a_completed_backup_is_the_age_every_nodes_exporter_reports(env_name, settings):
+    """PostgresBaseBackupTooOld reads pg_base_backup_last_success_timestamp_seconds: the leader
+    records each completed backup, and it reaches Prometheus from every node's exporter."""
+    import requests
+
+    from shipyard import topology
+    from tests.waiting import wait_for
+
+    topo = topology.build(settings)
+    bind, port = topo.binding(topo.instances_of("prometheus", "prometheus")[0])
+    before = time.time()
+    assert run_shipyard("pg-backup", "--env", env_name).returncode == 0
+
+    def reported() -> set[str]:
+        answer = requests.get(f"http://{bind}:{port}/api/v1/query", timeout=5, params={
+            "query": f"pg_base_backup_last_success_timestamp_seconds >= {before - 1:.0f}"})
+        return {r["metric"]["node"] for r in answer.json()["data"]["result"]}
+
+    nodes = set(postgres_nodes(settings))
+    wait_for(f"the backup's time reported by the exporters of {sorted(nodes)}", lambda: reported() >= nodes,
+             6 * settings.prometheus.scrape_interval_s + 10)
 
 
 def test_commits_after_the_base_backup_come_back_from_the_wal_archive(env_name, settings):

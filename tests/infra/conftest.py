@@ -62,6 +62,10 @@ class Target:
         """Whether any service of ``component`` runs on this host."""
         return any(i.component.name == component for i in topology.build(self.settings).instances_on(self.rendered.host))
 
+    def runs_service(self, service: str) -> bool:
+        """Whether an instance of ``service`` (a service name: ``host-prometheus``) runs on this host."""
+        return any(i.service.name == service for i in topology.build(self.settings).instances_on(self.rendered.host))
+
     @property
     def repo(self) -> Path:
         return REPO

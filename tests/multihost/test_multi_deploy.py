@@ -7,8 +7,9 @@ tunnel, every host pulls what its services run; then the rollout as on one host.
 
 Checked as a user would: the deploy succeeds and each host runs its share, healthy; no host built
 anything; each host holds the very images this machine built; no registry credential stays on
-any host; a second deploy pulls nothing and changes nothing; `make verify` passes on every host
-over SSH; `make down` leaves nothing.
+any host; a second deploy pulls nothing and changes nothing; the environment's Prometheus (h3)
+sees a worker on h2 stop and start (federated from h2's own Prometheus); `make verify` passes on
+every host over SSH; `make down` leaves nothing.
 
 Needs this machine's engine with the images built (`make test` runs it after the ci rollout;
 skipped otherwise)."""
@@ -26,7 +27,7 @@ import pytest
 from shipyard import image_plan, topology
 from shipyard.apply import image_ship
 from shipyard.apply.image_delivery import FETCH_DIR
-from shipyard.controller.hosts import HostView, health
+from shipyard.controller.hosts import HostControl, HostView, health
 from shipyard.inventory import load_environment
 from tests import testhosts
 
@@ -130,6 +131,49 @@ def test_make_verify_passes_on_every_host_over_ssh(hosts, settings, cold):
                            "--shipyard-env=multi"], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     assert re.search(r"\d+ passed", done.stdout) and "failed" not in done.stdout.splitlines()[-1], done.stdout[-2000:]
+
+
+def _query(base: str, promql: str) -> list[dict]:
+    import requests
+
+    answer = requests.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5)
+    answer.raise_for_status()
+    return answer.json()["data"]["result"]
+
+
+def test_the_environments_prometheus_sees_a_worker_stop_and_start_on_another_host(hosts, settings, cold):
+    """Prometheus runs on h3; the workers on h1 and h2 are scraped there by each host's own
+    Prometheus and federated: the environment's Prometheus follows a worker of h2 stopping and
+    starting again, and no target or worker alert is pending while they all run."""
+    from shipyard.controller.ssh import port_tunnel
+    from tests.waiting import wait_for
+
+    topo = topology.build(settings)
+    h2, h3 = settings.host("h2"), settings.host("h3")
+    bind, port = topo.published(h3, "prometheus")
+    view = HostControl(settings, h2)
+    running = [i for i in topo.instances_on(h2) if i.service.name == "worker"
+               and any(c.status == "running" for c in view.containers_of(i.name))]
+    assert running, "no worker runs on h2"
+    worker = running[0]
+    container = view.container_of(worker.name)
+    with port_tunnel(h3, bind, port, "Prometheus on h3") as address:
+        base = f"http://{address}"
+        h2_workers = f'up{{job="worker", host="h2", colour="{worker.colour}"}} == 1'
+        wait_for("h2's worker up in the environment's Prometheus", lambda: _query(base, h2_workers), 120)
+        # Every target of every host answers (an alert pending since the deploy clears once it does).
+        wait_for("no target, host or worker alert", lambda: not _query(
+            base, 'ALERTS{alertname=~"NoWorkerConsuming|TargetDown|HostDown"}'), 120)
+        view.stop(container)
+        try:
+            # Its name no longer resolves on h2; h2's Prometheus keeps the target it last found and
+            # fails its scrapes (up 0), as on one host: what NoWorkerConsuming counts is up == 1.
+            wait_for("h2's stopped worker not up in the environment's Prometheus",
+                     lambda: not _query(base, h2_workers), 120)
+            assert _query(base, 'up{job="worker", host="h1"} == 1'), "h1's workers went too"
+        finally:
+            view.start(container)
+        wait_for("h2's started worker back in the environment's Prometheus", lambda: _query(base, h2_workers), 120)
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):

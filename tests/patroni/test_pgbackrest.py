@@ -231,6 +231,31 @@ def test_the_schedule_backs_up_on_the_leader_only_when_due(cluster, settings, se
     assert not foreign, foreign[:10]
 
 
+def test_each_look_of_the_schedule_records_the_newest_backups_end_for_the_exporters(cluster, settings, secret_values):
+    """The exporters' backup age (PostgresBaseBackupTooOld): shipyard_monitor.base_backup in the
+    ``postgres`` database, where the setup job makes it and the exporters read it — whatever the
+    platform's database is. Each look of the schedule records the newest backup's end, so the
+    backup taken at bootstrap, before the setup job made the table, is recorded by the next look."""
+    import datetime as dt
+
+    if "leader" not in STATE:
+        pytest.fail("no failover with backups: the tests before failed")
+    leader = STATE["leader"]
+    with _connect(leader, settings, secret_values) as conn:  # as monitor-setup.sh makes it
+        conn.execute("DROP SCHEMA IF EXISTS shipyard_monitor CASCADE")
+        conn.execute("CREATE SCHEMA shipyard_monitor")
+        conn.execute("CREATE TABLE shipyard_monitor.base_backup (id int PRIMARY KEY CHECK (id = 1), "
+                     "finished_at timestamptz NOT NULL)")
+    looked = run_script(leader, "tick", PG_BACKUP_INTERVAL_S="3600", PG_BACKUP_FULL_INTERVAL_S="604800",
+                        PG_DATABASE="tasks")  # the platform's database, as a deploy sets it
+    assert looked.returncode == 0 and "no backup due" in looked.stdout, looked.stdout + looked.stderr
+    newest = run_script(leader, "list").stdout.split()[-1]  # the newest backup's end (ISO, UTC)
+    with _connect(leader, settings, secret_values) as conn:
+        recorded = conn.execute("SELECT finished_at FROM shipyard_monitor.base_backup").fetchone()
+    assert recorded is not None, looked.stderr
+    assert recorded[0] == dt.datetime.fromisoformat(newest), (recorded, newest)
+
+
 def test_the_killed_leader_rejoins_with_the_archive_configured(cluster, settings, secret_values):
     """Back as a replica of the new leader (restore_command set, archive_command idle on it)."""
     if "killed" not in STATE:

@@ -199,9 +199,11 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
     local = _settings(repo)
     assert image_plan.images_to_pull(local, _needs(local, "ci")) == []
     prod = _settings(repo, "production")
-    # Every host: the node exporter and cAdvisor (official images only).
+    # Every host: the node exporter and cAdvisor (official images only), and a Prometheus of
+    # its own on each host but obs-1 (which runs the environment's).
     per_host = ["registry.internal.example:5000/gcr.io/cadvisor/cadvisor:v0.47.2",
-                "registry.internal.example:5000/prom/node-exporter:v1.5.0"]
+                "registry.internal.example:5000/prom/node-exporter:v1.5.0",
+                "registry.internal.example:5000/prom/prometheus:v2.42.0"]
     assert image_plan.images_to_pull(prod, _needs(prod, "edge-1")) == sorted(per_host + [
         "registry.internal.example:5000/library/nginx:1.22.1",
         "registry.internal.example:5000/nginx/nginx-prometheus-exporter:0.11.0"])

@@ -94,17 +94,19 @@ def test_every_alert_has_a_summary_a_runbook_and_cases_that_fire_and_must_not(de
 def test_each_environments_prometheus_and_alertmanager_configs_pass_their_validators(repo, tmp_path, env):
     settings = load_environment(repo, env, {})
     for host, rendered in render_environment(settings).items():
-        if "prometheus/prometheus.yml" in rendered.files:
+        for dir_name, rules in (("prometheus", "rules found"), ("host-prometheus", "SUCCESS")):
+            if f"{dir_name}/prometheus.yml" not in rendered.files:
+                continue
             out = write(rendered.files, tmp_path / host)
             # Bearer tokens are files delivered at deploy time (/run/secrets/ in the container):
             # promtool wants them to exist, so they point at stand-ins here.
-            config = out / "prometheus/prometheus.yml"
-            (out / "secrets").mkdir()
+            config = out / dir_name / "prometheus.yml"
+            (out / "secrets").mkdir(exist_ok=True)
             for name in set(re.findall(r"credentials_file: /run/secrets/(\S+)", config.read_text())):
                 (out / "secrets" / name).write_text("token\n")
             config.write_text(config.read_text().replace("/run/secrets/", f"{out}/secrets/"))
             result = run([tool("promtool"), "check", "config", str(config)])
-            assert result.returncode == 0 and "rules found" in result.stdout, result.stdout + result.stderr
+            assert result.returncode == 0 and rules in result.stdout, result.stdout + result.stderr
         if "alertmanager/alertmanager.yml" in rendered.files:
             out = write(rendered.files, tmp_path / host)
             result = run([tool("amtool"), "check-config", str(out / "alertmanager/alertmanager.yml")])
@@ -148,18 +150,44 @@ def test_one_host_scrapes_every_instance_with_metrics_by_name_with_its_labels(re
     assert config["global"]["external_labels"] == {"env": "ci"}
 
 
-def test_other_hosts_are_scraped_at_their_published_addresses_and_what_is_not_is_said(repo):
+def test_every_other_host_runs_a_prometheus_of_its_own_which_the_environments_federates(repo):
     settings = load_environment(repo, "production", {})
-    files = render_host(settings, settings.host("obs-1")).files
-    jobs = _jobs(files)
-    assert jobs["app-2/api-green"]["static_configs"] == [{"targets": ["10.0.1.12:8001"]}]
-    assert _labels(jobs["app-2/api-green"])["host"] == "app-2"
-    assert "app-1/worker-blue" not in jobs
-    assert "# Not scraped from this host: worker-blue on app-1 (metrics port 9101 is not published to other hosts)" \
-        in files["prometheus/prometheus.yml"].decode()
-    # What Prometheus reaches on the app hosts is what the edge reaches already: their private address.
-    app = render_host(settings, settings.host("app-1")).compose["services"]
-    assert app["api-blue"]["ports"] == ["10.0.1.11:8000:8000"] and "ports" not in app["worker-blue"]
+    rendered = render_environment(settings)
+    jobs = _jobs(rendered["obs-1"].files)
+    # Only obs-1's own instances by name, and each other host's Prometheus at its private address.
+    assert {name.split("/")[0] for name in jobs if not name.endswith("/federate")} == {"obs-1"}
+    federate = {name: job for name, job in jobs.items() if name.endswith("/federate")}
+    assert sorted(federate) == ["app-1/host-prometheus/federate", "app-2/host-prometheus/federate",
+                                "data-1/host-prometheus/federate", "edge-1/host-prometheus/federate"]
+    job = federate["app-2/host-prometheus/federate"]
+    assert job["static_configs"] == [{"targets": ["10.0.1.12:9090"]}] and job["metrics_path"] == "/federate"
+    assert job["honor_labels"] is True and job["params"] == {"match[]": ['{job!=""}']}
+    assert _labels(job) == {"job": "host-prometheus", "env": "production", "host": "app-2",
+                            "component": "prometheus", "service": "host-prometheus"}
+    assert "host-prometheus" not in rendered["obs-1"].compose["services"]
+    # app-2's own: its workers (no port published) by name, with the labels the rules select on.
+    app = rendered["app-2"]
+    host_jobs = {j["job_name"]: j for j in yaml.safe_load(app.files["host-prometheus/prometheus.yml"])["scrape_configs"]}
+    assert {name.split("/")[0] for name in host_jobs} == {"app-2"}
+    assert host_jobs["app-2/worker-blue"]["dns_sd_configs"][0]["names"] == ["worker-blue"]
+    assert _labels(host_jobs["app-2/worker-blue"]) == {"job": "worker", "env": "production", "host": "app-2",
+                                                      "component": "taskplatform", "service": "worker",
+                                                      "colour": "blue"}
+    assert "rule_files" not in yaml.safe_load(app.files["host-prometheus/prometheus.yml"])
+    assert not [f for f in app.files if f.startswith("prometheus/")]
+    services = app.compose["services"]
+    assert services["host-prometheus"]["ports"] == ["10.0.1.12:9090:9090"] and "ports" not in services["worker-blue"]
+    assert "--storage.tsdb.retention.time=2h" in services["host-prometheus"]["command"]
+    assert "host-prometheus-data:/prometheus" in services["host-prometheus"]["volumes"]
+    # The shippers of every host are expected by the logs rules, not only obs-1's.
+    assert all(f'"host", "{host}"' in rendered["obs-1"].files["prometheus/rules/logs.yml"].decode()
+               for host in ("app-1", "app-2", "data-1", "edge-1", "obs-1"))
+
+
+def test_one_host_runs_one_prometheus(repo):
+    settings = load_environment(repo, "ci", {})
+    services = render_host(settings, settings.hosts[0]).compose["services"]
+    assert "prometheus" in services and "host-prometheus" not in services
 
 
 def test_published_on_loopback_and_data_in_named_volumes(repo):

@@ -3,8 +3,12 @@ alerting rules of templates/prometheus/rules/ and sends alerts to Alertmanager.
 
 One instance per environment, on the observability group's first host, its samples in a named
 volume for ``prometheus.retention_days``. Published on loopback only (``ports.prometheus_http``;
-nobody on another host consumes it). Images: ``local`` builds Debian bookworm's prometheus 2.42
-(promtool inside); ``official`` is prom/prometheus at the same version.
+nobody on another host consumes it). Every other host runs a Prometheus of its own
+(``host-prometheus``: no rules, no alerting, ``HOST_RETENTION`` of samples) that scrapes that
+host's instances, and which the environment's Prometheus federates (targets.py): a host's
+metrics ports stay on its project network, one port per host is published on its private
+address. Images: ``local`` builds Debian bookworm's prometheus 2.42 (promtool inside);
+``official`` is prom/prometheus at the same version.
 
 The rules are unit-tested (rules_tests/, `make test-unit`); each alert's runbook is RUNBOOKS.md.
 """
@@ -16,50 +20,70 @@ from typing import Any
 
 import yaml
 
-from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
+from shipyard.component import EVERY_HOST, Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
 from shipyard.components.consul import METRICS_TOKEN
 from shipyard.components.prometheus.settings import PrometheusSettings
-from shipyard.components.prometheus.targets import scrape_plan
+from shipyard.components.prometheus.targets import HOST_PROMETHEUS, federation_jobs, host_jobs
 
 UID = 65534  # nobody, as in the official image
 CONF = "/etc/prometheus"
 PORT = 9090
 VERSION = "2.42.0"
 RUNBOOKS = "shipyard/components/prometheus/RUNBOOKS.md"
+# What a host's own Prometheus keeps: the environment's Prometheus holds the history, and reads
+# only the latest samples at each federation scrape (2 h: one head block, the shortest TSDB span).
+HOST_RETENTION = "2h"
 
 
-def config(ctx) -> tuple[dict[str, Any], list[str]]:
-    """prometheus.yml as data, and the instances it cannot scrape from this host."""
+def _global(prom: PrometheusSettings, env: str) -> dict[str, Any]:
+    return {"scrape_interval": f"{prom.scrape_interval_s}s", "evaluation_interval": f"{prom.evaluation_interval_s}s",
+            # On every alert sent (and absent() alerts have no target labels to carry it).
+            "external_labels": {"env": env}}
+
+
+def config(ctx) -> dict[str, Any]:
+    """prometheus.yml of the environment's Prometheus, as data: this host's instances, every
+    other host's own Prometheus federated, the rules and Alertmanager."""
     prom: PrometheusSettings = ctx.section("prometheus")
-    plan = scrape_plan(ctx, prom.scrape_interval_s)
     doc: dict[str, Any] = {
-        "global": {"scrape_interval": f"{prom.scrape_interval_s}s",
-                   "evaluation_interval": f"{prom.evaluation_interval_s}s",
-                   # On every alert sent (and absent() alerts have no target labels to carry it).
-                   "external_labels": {"env": ctx.env}},
+        "global": _global(prom, ctx.env),
         # Relative to this file: the same in the container and in compose/ (promtool check config).
         "rule_files": ["rules/*.yml"],
     }
     managers = [str(e) for e in ctx.endpoints("alertmanager", "alertmanager")]
     if managers:
         doc["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": managers}]}]}
-    doc["scrape_configs"] = plan.jobs
-    return doc, plan.unreachable
+    doc["scrape_configs"] = host_jobs(ctx, prom.scrape_interval_s) + federation_jobs(ctx)
+    return doc
+
+
+def host_config(ctx) -> dict[str, Any]:
+    """prometheus.yml of a host's own Prometheus: its host's instances only."""
+    prom: PrometheusSettings = ctx.section("prometheus")
+    return {"global": _global(prom, ctx.env), "scrape_configs": host_jobs(ctx, prom.scrape_interval_s)}
+
+
+def _yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
 
 
 def template_context(ctx) -> dict[str, Any]:
     prom: PrometheusSettings = ctx.section("prometheus")
-    doc, unreachable = config(ctx)
     apis = ctx.instances_of("taskplatform", "api")
-    return {"env": ctx.env, "config_yaml": yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120),
-            "unreachable": unreachable, "alerts": prom.alerts, "runbooks": RUNBOOKS,
+    federated = bool(ctx.instances_of("prometheus", HOST_PROMETHEUS))
+    here = {i.service.name for i in ctx.topology.instances_on(ctx.host) if i.component.name == "prometheus"}
+    return {"env": ctx.env,
+            "config_yaml": _yaml(config(ctx)) if "prometheus" in here else "",
+            "host_config_yaml": _yaml(host_config(ctx)) if HOST_PROMETHEUS in here else "",
+            "alerts": prom.alerts, "runbooks": RUNBOOKS,
             "objective": prom.availability_objective, "budget": f"{1 - prom.availability_objective:.6g}",
             "latency": {"objective": prom.latency_objective, "budget": f"{1 - prom.latency_objective:.6g}",
                         "threshold_ms": prom.latency_threshold_ms, "le": prom.latency_le()},
             "oldest_queued_max_s": prom.oldest_queued_task_max_s,
             "workers": bool(ctx.instances_of("taskplatform", "worker")), "api": bool(apis),
-            # A sample older than three scrapes is not the target's present state.
-            "fresh_s": 3 * prom.scrape_interval_s, **_datatier_context(ctx), **_logs_context(ctx)}
+            # A sample older than three scrapes is not the target's present state (a federated
+            # one reaches this Prometheus up to one more scrape later).
+            "fresh_s": (4 if federated else 3) * prom.scrape_interval_s, **_datatier_context(ctx), **_logs_context(ctx)}
 
 
 def _datatier_context(ctx) -> dict[str, Any]:
@@ -77,11 +101,11 @@ def _datatier_context(ctx) -> dict[str, Any]:
 
 
 def _logs_context(ctx) -> dict[str, Any]:
-    """What rules/logs.yml needs: the hosts whose shipper this Prometheus scrapes (its own: the
-    shipper's metrics port is published nowhere) and the shipper's timings (elk's settings)."""
+    """What rules/logs.yml needs: the hosts that run a shipper (each scraped on its host, and
+    federated from the others) and the shipper's timings (elk's settings)."""
     prom: PrometheusSettings = ctx.section("prometheus")
     logs = ctx.section("logs")
-    hosts = sorted({i.host.name for i in ctx.instances_of("elk", "logship") if i.host.name == ctx.host.name})
+    hosts = sorted({i.host.name for i in ctx.instances_of("elk", "logship")})
     return {"logship_hosts": hosts, "log_buffer_fill_max": prom.log_buffer_fill_max,
             # A record every stats_interval_s, scraped every scrape_interval_s: three of each missed is stale.
             "log_stats_fresh_s": 3 * (logs.stats_interval_s + prom.scrape_interval_s),
@@ -92,6 +116,13 @@ def _logs_context(ctx) -> dict[str, Any]:
 
 def compose_service(ctx, inst) -> dict[str, Any]:
     prom: PrometheusSettings = ctx.section("prometheus")
+    if inst.service.name == HOST_PROMETHEUS:
+        return {
+            "command": [f"--config.file={CONF}/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                        f"--storage.tsdb.retention.time={HOST_RETENTION}", f"--web.listen-address=:{PORT}"],
+            "volumes": ["host-prometheus-data:/prometheus"],
+            "mem_limit": f"{prom.host_memory_limit_mb}m",
+        }
     return {
         "command": [f"--config.file={CONF}/prometheus.yml", "--storage.tsdb.path=/prometheus",
                     f"--storage.tsdb.retention.time={prom.retention_days}d", f"--web.listen-address=:{PORT}"],
@@ -116,12 +147,12 @@ COMPONENT = Component(
     name="prometheus",
     folder=Path(__file__).parent,
     settings={"prometheus": PrometheusSettings},
-    # What it scrapes on other hosts and where it sends alerts.
-    # (and reads the data tier's settings for its rules; Consul's servers need a token: its secret)
+    # Where it sends alerts; what it scrapes (Consul's servers need a token: its secret). It reads
+    # the data tier's settings for its rules.
     uses=("taskplatform", "alertmanager", "consul"),
     images=(Image("prometheus", official=f"prom/prometheus:v{VERSION}", local="shipyard/prometheus:2.42",
                   local_context="shipyard/components/prometheus/image"),),
-    config_dirs=(ConfigDir("prometheus", CONF),),
+    config_dirs=(ConfigDir("prometheus", CONF), ConfigDir(HOST_PROMETHEUS, CONF)),
     services=(
         Service("prometheus", "observability", "observability", "prometheus", UID, config_dir="prometheus",
                 port=Port(PORT, "prometheus_http", PORT, "loopback port of Prometheus's UI and API"),
@@ -131,6 +162,16 @@ COMPONENT = Component(
                 # Bearer tokens of endpoints behind an ACL (Metrics.bearer_secret), read at each scrape.
                 secrets=(SecretFile(METRICS_TOKEN, METRICS_TOKEN, rotation=Rotation()),),
                 placement="once", scale=lambda s: 1 if s.prometheus.enabled else 0),
+        # Every other host's: scrapes that host's instances for the one above to federate.
+        Service(HOST_PROMETHEUS, "observability", EVERY_HOST, "prometheus", UID, config_dir=HOST_PROMETHEUS,
+                port=Port(PORT, "host_prometheus_http", PORT, "private-address port of each host's own "
+                          "Prometheus, federated by the environment's", publish="hosts"),
+                health=Health(("wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PORT}/-/ready"),
+                              start_period_s=30),
+                metrics=Metrics(PORT),
+                secrets=(SecretFile(METRICS_TOKEN, METRICS_TOKEN, rotation=Rotation()),),
+                # Reached by the Prometheus above only (federation), never handed to a consumer.
+                serves_clients=False, uses=("consul",), not_beside="prometheus", scale=lambda s: 1 if s.prometheus.enabled else 0),
     ),
     compose_service=compose_service,
     template_context=template_context,

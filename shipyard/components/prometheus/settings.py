@@ -75,6 +75,8 @@ class PrometheusSettings(Strict):
                                           description="seconds a queued task may wait for a worker before "
                                                       "OldestQueuedTaskTooOld")
     memory_limit_mb: int = Field(512, ge=128)
+    host_memory_limit_mb: int = Field(256, ge=64, description="memory of each other host's own Prometheus "
+                                                               "(its host's series for two hours)")
     host_disk_free_min: float = Field(0.10, gt=0, lt=1, description="share of a host filesystem that must stay free")
     host_memory_available_min: float = Field(0.10, gt=0, lt=1, description="share of a host's memory that must stay available")
     log_buffer_fill_max: float = Field(0.5, gt=0, lt=1, description="share of a log shipper's store queue (in memory, "

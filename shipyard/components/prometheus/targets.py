@@ -3,26 +3,25 @@
 and colour (coloured services), its ``job`` being the service's name; an endpoint behind an ACL
 gets its bearer token from a secret file of Prometheus (``Metrics.bearer_secret``).
 
-An instance on Prometheus's own host is found by Docker's DNS under its compose name
-(``dns_sd_configs``), re-read every scrape interval: that name resolves to every replica of a
-scaled service (``deploy.replicas``) and to nothing while the container is absent (the idle
-colour, a stopped worker), so what is scraped follows what runs, with no re-render.
+Each Prometheus scrapes the instances of its own host only, found by Docker's DNS under their
+compose names (``dns_sd_configs``), re-read every scrape interval: that name resolves to every
+replica of a scaled service (``deploy.replicas``) and to nothing while the container is absent
+(the idle colour, a stopped worker), so what is scraped follows what runs, with no re-render.
+No metrics port is published for this.
 
-An instance on another host is scraped at the address and port the topology publishes for it
-there, which exists only where the metrics are served on the service's client port (the API).
-The others are listed as not scraped (``unreachable``): multi-host discovery is a later slice.
+Every host but the environment's Prometheus's own runs a Prometheus of its own (the service
+``host-prometheus``, with these jobs for its host); the environment's Prometheus federates each
+of them (``/federate``, every series that has a job, their labels and timestamps kept), at the
+one port each publishes on its host's private address. When a host's Prometheus stops
+answering, everything federated from it goes stale at once and that job's own ``up`` turns 0:
+the host's targets are missed as a whole (TargetDown, HostDown), not kept at their last values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class ScrapePlan:
-    jobs: list[dict[str, Any]]
-    unreachable: list[str]  # "worker-blue on app-2 (metrics port 9101 is not published to other hosts)"
+HOST_PROMETHEUS = "host-prometheus"
 
 
 def labels_of(ctx, inst) -> dict[str, str]:
@@ -37,27 +36,34 @@ def _relabel(job: str, labels: dict[str, str]) -> list[dict[str, str]]:
             *({"target_label": k, "replacement": v} for k, v in labels.items())]
 
 
-def scrape_plan(ctx, interval_s: int) -> ScrapePlan:
-    jobs, unreachable = [], []
-    for inst in ctx.topology.instances:
+def host_jobs(ctx, interval_s: int) -> list[dict[str, Any]]:
+    """A scrape job for each instance with metrics on the rendered host (by its compose name)."""
+    jobs = []
+    for inst in ctx.topology.instances_on(ctx.host):
         metrics = inst.service.metrics
         if metrics is None or inst.service.one_shot:
             continue
-        labels = labels_of(ctx, inst)
         job: dict[str, Any] = {"job_name": f"{inst.host.name}/{inst.name}", "metrics_path": metrics.path}
         if metrics.params:
             job["params"] = {k: [v] for k, v in metrics.params}
         if metrics.bearer_secret:  # read at each scrape: a rotated token needs no restart
             job["authorization"] = {"type": "Bearer", "credentials_file": f"/run/secrets/{metrics.bearer_secret}"}
-        if inst.host.name == ctx.host.name:
-            job["dns_sd_configs"] = [{"names": [inst.name], "type": "A", "port": metrics.port,
-                                      "refresh_interval": f"{interval_s}s"}]
-        elif inst.service.port is not None and inst.service.port.container == metrics.port:
-            job["static_configs"] = [{"targets": [str(ctx.address(inst))]}]
-        else:
-            unreachable.append(f"{inst.name} on {inst.host.name} (metrics port {metrics.port} is not published "
-                               "to other hosts)")
-            continue
-        job["relabel_configs"] = _relabel(inst.service.name, labels)
+        job["dns_sd_configs"] = [{"names": [inst.name], "type": "A", "port": metrics.port,
+                                  "refresh_interval": f"{interval_s}s"}]
+        job["relabel_configs"] = _relabel(inst.service.name, labels_of(ctx, inst))
         jobs.append(job)
-    return ScrapePlan(jobs, unreachable)
+    return jobs
+
+
+def federation_jobs(ctx) -> list[dict[str, Any]]:
+    """A ``/federate`` job for each other host's own Prometheus, at its published address."""
+    jobs = []
+    for inst in ctx.instances_of("prometheus", HOST_PROMETHEUS):
+        bind, port = ctx.topology.binding(inst)
+        jobs.append({"job_name": f"{inst.host.name}/{inst.name}/federate", "metrics_path": "/federate",
+                     # The series keep the labels (job, host, service...) and timestamps of the
+                     # host's Prometheus; this job's own up/scrape_* get the labels below.
+                     "honor_labels": True, "params": {"match[]": ['{job!=""}']},
+                     "static_configs": [{"targets": [f"{bind}:{port}"]}],
+                     "relabel_configs": _relabel(HOST_PROMETHEUS, labels_of(ctx, inst))})
+    return jobs

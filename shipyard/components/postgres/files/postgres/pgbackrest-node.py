@@ -121,17 +121,21 @@ def ensure_stanza(timeout_s: float = 60) -> None:
         raise failed(("stanza-create",), done)
 
 
-def record_backup_time() -> None:
-    """shipyard_monitor.base_backup (made by the setup job): the exporters' backup age. A backup
-    that cannot say so still counts."""
-    sql = ("INSERT INTO shipyard_monitor.base_backup VALUES (1, now()) "
-           "ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at")
+def record_backup_time(finished: float) -> None:
+    """shipyard_monitor.base_backup (made by the setup job in the ``postgres`` database, which the
+    exporters read; not the platform's): the exporters' backup age, the newest backup's end as
+    pgBackRest lists it. Never moved back; a backup that cannot say so still counts, and every
+    look of the schedule says it again (the first backup, at bootstrap, ends before the setup job
+    has made the table)."""
+    sql = (f"INSERT INTO shipyard_monitor.base_backup VALUES (1, to_timestamp({finished:.3f})) "
+           "ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at "
+           "WHERE base_backup.finished_at < excluded.finished_at")
     env = {**os.environ, "PGPASSFILE": _env("PG_SUPERUSER_PASSFILE")}
     done = subprocess.run(["psql", "-XqAt", "-v", "ON_ERROR_STOP=1", "-U", _env("PG_SUPERUSER"),
-                           "-d", os.environ.get("PG_DATABASE", "postgres"), "-c", sql],
+                           "-d", "postgres", "-c", sql],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"{NODE}: backup complete, but its time could not be recorded (the backup age metric): "
+        print(f"{NODE}: the newest backup's time could not be recorded (the backup age metric): "
               f"{done.stderr.strip()[-300:]}", file=sys.stderr)
 
 
@@ -146,7 +150,7 @@ def backup(kind: str | None) -> str:
     pgbackrest("backup", f"--type={kind}")
     took = time.monotonic() - started
     newest = backups()[-1]
-    record_backup_time()
+    record_backup_time(newest["timestamp"]["stop"])
     fulls = sum(1 for b in backups() if b["type"] == "full")
     size = newest.get("info", {}).get("repository", {}).get("delta", 0)
     return (f"backup {newest['label']} ({newest['type']}) of {NODE} complete in {took:.1f} s "
@@ -162,6 +166,8 @@ def tick(now: float | None = None) -> str | None:
     full_interval = int(_env("PG_BACKUP_FULL_INTERVAL_S"))
     ensure_stanza()
     taken = backups()
+    if taken:
+        record_backup_time(taken[-1]["timestamp"]["stop"])
     if taken and now - taken[-1]["timestamp"]["stop"] < interval:
         return None
     fulls = [b for b in taken if b["type"] == "full"]
