@@ -5,6 +5,7 @@ each one is processed. Bounded: at most 2000 requests per drill, loopback only."
 from __future__ import annotations
 
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,11 +31,29 @@ def token_for(settings: EnvironmentSettings, tenant: str, ttl_s: int = 900) -> s
 
 def api_client(settings: EnvironmentSettings, tenant: str = "drill") -> requests.Session:
     """A session with a fresh token for ``tenant``, signed with the environment's own key;
-    ``.base`` is the edge."""
-    bind, port = topology.build(settings).published(settings.hosts[0], "edge")
+    ``.base`` is the (first) edge as users reach it: plain HTTP where it serves that, else HTTPS
+    checked against the environment's edge CA (its certificate names the host's address)."""
+    topo = topology.build(settings)
+    host = topo.instances_of("edge", "edge")[0].host
     session = requests.Session()
     session.headers["Authorization"] = "Bearer " + token_for(settings, tenant)
-    session.base = f"http://{bind}:{port}"
+    if settings.edge.tls.redirects:
+        from shipyard.components.edge import certificates
+
+        bind, port = topo.published_extra(host, "edge", "edge_https")
+        ca = tempfile.NamedTemporaryFile("w", prefix=f"shipyard-{settings.name}-edge-ca-", suffix=".pem", delete=False)
+        with ca:
+            ca.write(secretstore.read_held(REPO, settings.name, certificates.CA_CERT).value)
+        session.verify = ca.name
+        # Else requests takes REQUESTS_CA_BUNDLE (set on these machines) over the session's CA.
+        session.trust_env = False
+        scheme = "https"
+    else:
+        bind, port = topo.published(host, "edge")
+        scheme = "http"
+    if bind == "0.0.0.0":  # every address of its host: the one the inventory gives (loopback on this machine)
+        bind = "127.0.0.1" if host.connect == "@local" else host.address
+    session.base = f"{scheme}://{bind}:{port}"
     return session
 
 
@@ -156,6 +175,7 @@ class SteadyLoad:
         # Each thread its own session: requests' sessions are not thread-safe.
         session = requests.Session()
         session.headers.update(self.client.headers)
+        session.verify, session.trust_env = self.client.verify, self.client.trust_env
         interval = self.workers * 2 / self.rate  # two requests per round
         next_at = time.monotonic() + n * interval / self.workers
         while not self._stop.is_set() and len(self.answers) < self.max_requests:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from shipyard import audit
 from shipyard.audit import AuditEvent, Checkout
-from shipyard.controller.hosts import HostView
-from shipyard.settings import EnvironmentSettings, HostSettings
+from shipyard.controller.hosts import HostView, one_per_machine
+from shipyard.settings import EnvironmentSettings
 
 _APPEND = 'umask 027 && mkdir -p "$1" && cat >> "$2" && chmod 640 "$2"'
 
@@ -66,20 +66,12 @@ def _append_ssh(view: HostView, path: str, line: str) -> None:
         raise OSError(result.stderr.decode(errors="replace").strip() or f"ssh exit {result.returncode}")
 
 
-def _target(host: HostSettings) -> tuple:
-    """Hosts reached the same way share one file (two ``@local`` hosts are one machine)."""
-    return (host.connect, host.ssh_user, host.ssh_port)
-
-
 def record(settings: EnvironmentSettings, event: AuditEvent) -> list[str]:
     """Append ``event`` on every host of the environment; the hosts written."""
     path = audit.audit_log_path(settings.deploy_root, settings.name)
     line = audit.to_line(event)
     written: list[str] = []
-    done: set[tuple] = set()
-    for host in settings.hosts:
-        if _target(host) in done:
-            continue
+    for host in one_per_machine(settings.hosts):
         view = HostView(settings, host)
         try:
             _append_local(path, line) if view.local else _append_ssh(view, path, line)
@@ -88,7 +80,6 @@ def record(settings: EnvironmentSettings, event: AuditEvent) -> list[str]:
                   f"not written to {path}: {exc}; fix: check that this machine may write there (root, ssh)",
                   file=sys.stderr)
             continue
-        done.add(_target(host))
         written.append(host.name)
     return written
 

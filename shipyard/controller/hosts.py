@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
@@ -132,10 +133,60 @@ class HostView:
         return result.stdout if result.returncode == 0 else None
 
 
+def one_per_machine(hosts) -> list[HostSettings]:
+    """The hosts with one of each way of reaching them: two ``@local`` hosts are one machine, and
+    a file written for both is one file."""
+    seen, result = set(), []
+    for host in hosts:
+        target = (host.connect, host.ssh_user, host.ssh_port)
+        if target not in seen:
+            seen.add(target)
+            result.append(host)
+    return result
+
+
+# A file replaced whole over SSH, its content on stdin (never on a command line): written beside
+# it, then renamed over it, so a reader (nginx, a deploy) never sees half of it.
+_REPLACE = 'umask 022 && mkdir -p "$1" && cat > "$2.shipyard-new" && mv -f "$2.shipyard-new" "$2"'
+_APPEND = 'umask 022 && mkdir -p "$1" && cat >> "$2"'
+
+
 @dataclass
 class HostControl(HostView):
     """The changing face: a ``HostView`` that also stops, starts, signals, removes and runs
-    containers, and runs commands in them. Releases and drills only."""
+    containers, runs commands in them, and writes the release's files. Releases and drills only."""
+
+    def replace_file(self, path: str, content: bytes) -> None:
+        """A file of the host replaced whole (its directory made when missing)."""
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.shipyard-new"
+            with open(tmp, "wb") as handle:
+                handle.write(content)
+            os.replace(tmp, path)
+            return
+        self._ssh_write(_REPLACE, path, content)
+
+    def append_file(self, path: str, content: bytes) -> None:
+        """``content`` added at the end of a file of the host (made when missing)."""
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "ab") as handle:
+                handle.write(content)
+            return
+        self._ssh_write(_APPEND, path, content)
+
+    def _ssh_write(self, script: str, path: str, content: bytes) -> None:
+        argv = self.ssh_argv(["sh", "-c", script, "sh", os.path.dirname(path), path])
+        try:
+            result = subprocess.run(argv, input=content, capture_output=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            result = None
+        if result is None or result.returncode != 0:
+            why = result.stderr.decode(errors="replace").strip() if result is not None else "no answer in 30 s"
+            raise ShipyardError(f"host {self.host.name} ({self.host.connect})", f"cannot write {path}: {why}",
+                                f"check that the host answers over SSH (make status ENV={self.settings.name}) "
+                                "and that its SSH user may write there")
 
     def stop(self, container: Container) -> None:
         container.stop()  # the engine waits the service's stop_grace_period (compose's StopTimeout)

@@ -18,28 +18,29 @@ A release, each step timed and printed:
   6. record    a line of history on the host.
 A failure before the switch leaves the live colour untouched and removes the new one.
 
-Environments of @local hosts only, like the drills (the state files and the routing file are
-written on the host directly).
+On every host of the environment, local or over SSH (shipyard.controller.hosts): the state is
+written on each (each host's deploy reads its own), the history appended on each, the routing
+file written on each host of a routing service, which is then reloaded; the containers of each
+colour are started, stopped and watched where they run. The state is read from the first host.
 """
 
 from __future__ import annotations
 
 import getpass
-import os
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from docker.models.containers import Container
 
 from shipyard import image_plan, bluegreen, topology
-from shipyard.controller.drills import require_local
 from shipyard.errors import ShipyardError
-from shipyard.controller.hosts import HostControl
+from shipyard.controller.hosts import HostControl, one_per_machine
 from shipyard.lock import environment_lock
 from shipyard.bluegreen import Record, ReleaseState, Traffic
 from shipyard.settings import EnvironmentSettings
@@ -66,26 +67,30 @@ def _who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-# --- the host's files ----------------------------------------------------------------------------
+# --- the hosts' files ---------------------------------------------------------------------------
 
-def _dir(settings: EnvironmentSettings) -> Path:
-    return Path(bluegreen.release_dir(settings.deploy_root, settings.name))
+def _dir(settings: EnvironmentSettings) -> str:
+    return bluegreen.release_dir(settings.deploy_root, settings.name)
 
 
 def read_state(settings: EnvironmentSettings) -> ReleaseState:
     try:
         return _access(settings, settings.hosts[0]).release_state()[0]
     except ValueError as exc:
-        raise ShipyardError(str(_dir(settings) / bluegreen.STATE_FILE), str(exc),
+        raise ShipyardError(f"host {settings.hosts[0].name}: {_dir(settings)}/{bluegreen.STATE_FILE}", str(exc),
                             "fix the file, or remove it (a release writes it again)") from None
 
 
-def _write(path: Path, content: bytes) -> None:
-    """Whole or not at all: a reader (nginx, a deploy) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+def _on_every_host(settings: EnvironmentSettings, change: Callable[[HostControl], None]) -> None:
+    """``change`` on every host (one per machine), the hosts at once: a release's files are on
+    each host, and a switch waits for the slowest SSH round trip only."""
+    hosts = one_per_machine(settings.hosts)
+    if len(hosts) == 1:
+        change(_access(settings, hosts[0]))
+        return
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        for done in [pool.submit(change, _access(settings, host)) for host in hosts]:
+            done.result()  # the first host's error, once every write ended
 
 
 def live_instance(settings: EnvironmentSettings, service: str) -> str:
@@ -94,17 +99,18 @@ def live_instance(settings: EnvironmentSettings, service: str) -> str:
 
 
 def write_state(settings: EnvironmentSettings, state: ReleaseState) -> None:
-    _write(_dir(settings) / bluegreen.STATE_FILE, state.dump().encode())
+    content = state.dump().encode()
+    _on_every_host(settings, lambda access: access.replace_file(f"{_dir(settings)}/{bluegreen.STATE_FILE}", content))
 
 
 def history(settings: EnvironmentSettings) -> list[Record]:
-    path = _dir(settings) / bluegreen.HISTORY_FILE
-    return bluegreen.parse_history(path.read_text() if path.exists() else None)
+    raw = _access(settings, settings.hosts[0]).read_path(f"{_dir(settings)}/{bluegreen.HISTORY_FILE}")
+    return bluegreen.parse_history(raw.decode() if raw is not None else None)
 
 
 def _record(settings: EnvironmentSettings, record: Record) -> None:
-    with open(_dir(settings) / bluegreen.HISTORY_FILE, "a") as handle:
-        handle.write(record.line())
+    line = record.line().encode()
+    _on_every_host(settings, lambda access: access.append_file(f"{_dir(settings)}/{bluegreen.HISTORY_FILE}", line))
 
 
 # --- containers ----------------------------------------------------------------------------------
@@ -193,13 +199,15 @@ def _remove_colour(settings: EnvironmentSettings, colour: str) -> None:
 
 
 def switch(settings: EnvironmentSettings, to: str) -> None:
-    """Users to ``to``: the routing file rewritten whole, the routing service reloaded."""
+    """Users to ``to``: on each host of a routing service, the routing file rewritten whole and
+    the routing service reloaded."""
     for inst in _routing(settings):
-        _write(_dir(settings) / bluegreen.ROUTING_DIR / bluegreen.ROUTING_FILE,
-               inst.component.release_routing(to, bluegreen.other(to)))
+        access = _access(settings, inst.host)
+        access.replace_file(f"{_dir(settings)}/{bluegreen.ROUTING_DIR}/{bluegreen.ROUTING_FILE}",
+                            inst.component.release_routing(to, bluegreen.other(to)))
         signal = inst.service.reload_signal or "SIGHUP"
         for container in _containers(settings, inst):
-            _access(settings, inst.host).signal(container, signal)
+            access.signal(container, signal)
 
 
 def routed_traffic(settings: EnvironmentSettings, colour: str, since: float, until: float | None = None) -> Traffic:
@@ -290,7 +298,6 @@ def _start_and_smoke(settings: EnvironmentSettings, before: ReleaseState, colour
 def release_version(settings: EnvironmentSettings, version: str, prebuilt: bool, deploy: Deploy,
                     lock_wait: float, repo: Path) -> int:
     bluegreen.check_version(version)  # it becomes an image tag and a line of .env and state.json
-    require_local(settings)
     timer = _Timer()
     with environment_lock(repo, settings.name, lock_wait):
         timer.done("lock", f"environment {settings.name}")
@@ -381,7 +388,6 @@ def _route_back(settings: EnvironmentSettings, state: ReleaseState, to: str) -> 
 def rollback(settings: EnvironmentSettings, deploy: Deploy, lock_wait: float, repo: Path) -> int:
     """Back to the previous version: instant when its colour is warm, else started first behind
     the same gate and smoke test."""
-    require_local(settings)
     timer = _Timer()
     with environment_lock(repo, settings.name, lock_wait):
         timer.done("lock", f"environment {settings.name}")

@@ -8,14 +8,16 @@ tunnel, every host pulls what its services run; then the rollout as on one host.
 Checked as a user would: the deploy succeeds and each host runs its share, healthy; no host built
 anything; each host holds the very images this machine built; no registry credential stays on
 any host; a second deploy pulls nothing and changes nothing; the environment's Prometheus (h3)
-sees a worker on h2 stop and start (federated from h2's own Prometheus); `make verify` passes on
-every host over SSH; `make down` leaves nothing.
+sees a worker on h2 stop and start (federated from h2's own Prometheus); a release and a rollback
+under load through the edge fail no request; `make verify` passes on every host over SSH; `make
+down` leaves nothing.
 
 Needs this machine's engine with the images built (`make test` runs it after the ci rollout;
 skipped otherwise)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -174,6 +176,60 @@ def test_the_environments_prometheus_sees_a_worker_stop_and_start_on_another_hos
         finally:
             view.start(container)
         wait_for("h2's started worker back in the environment's Prometheus", lambda: _query(base, h2_workers), 120)
+
+
+def _shipyard(*args: str) -> subprocess.CompletedProcess:
+    # A short watch: the release's own steps are what this checks, not the watch's length.
+    env = {**os.environ, "SHIPYARD_RELEASE__WATCH_SECONDS": "10"}
+    return subprocess.run([sys.executable, "-m", "shipyard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=DEPLOY_TIMEOUT_S, env=env)
+
+
+def _answers_after(load, since: float, count: int = 40) -> None:
+    from tests.waiting import wait_for
+
+    wait_for(f"{count} answers through the edge", lambda: sum(1 for t, _, _ in load.answers if t >= since) >= count, 60)
+
+
+def _running(settings, host, service: str) -> bool:
+    return any(c.status == "running" for c in HostView(settings, host).containers_of(service))
+
+
+def test_a_release_and_a_rollback_across_both_app_hosts_under_load_fail_no_request(hosts, settings, cold):
+    """`make release` and `make rollback` on three hosts: the new colour started on h1 and h2,
+    the routers switched at once, every host's release state the same; users through the edge
+    (HTTPS on h1) see no failed request, and after each switch only the colour switched to."""
+    from shipyard.controller.releases import read_state
+    from tests.drill_traffic import SteadyLoad, api_client
+
+    before = read_state(settings)
+    version, target, apps = f"mh-{time.strftime('%H%M%S')}", before.idle, settings.hosts_with_role("app")
+    with SteadyLoad(api_client(settings)) as load:
+        _answers_after(load, 0)
+        released = _shipyard("release", "--env", "multi", "--version", version)
+        switched = time.monotonic()
+        _answers_after(load, switched)
+    said = released.stdout[-4000:] + released.stderr[-3000:]
+    assert released.returncode == 0, said
+    assert load.failed() == [], (load.failed()[:10], said)
+    assert {served for t, _, served in load.answers if t >= switched} == {f"{target}/{version}"}
+    states = {host.name: HostView(settings, host).release_state()[0] for host in settings.hosts}
+    assert {(s.live, s.live_version) for s in states.values()} == {(target, version)}, states
+    for host in apps:
+        assert _running(settings, host, f"api-{target}") and _running(settings, host, f"worker-{target}"), host.name
+        assert not _running(settings, host, f"worker-{before.live}"), f"{host.name}: {before.live}'s workers run"
+    assert version in _shipyard("releases", "--env", "multi").stdout
+
+    with SteadyLoad(api_client(settings)) as load:
+        _answers_after(load, 0)
+        rolled = _shipyard("rollback", "--env", "multi")
+        back = time.monotonic()
+        _answers_after(load, back)
+    assert rolled.returncode == 0, rolled.stdout[-4000:] + rolled.stderr[-3000:]
+    assert load.failed() == [], load.failed()[:10]
+    assert {served for t, _, served in load.answers if t >= back} == {f"{before.live}/{before.live_version}"}
+    for host in apps:
+        assert _running(settings, host, f"worker-{before.live}"), f"{host.name}: {before.live}'s workers stopped"
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):
