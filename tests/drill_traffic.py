@@ -166,6 +166,7 @@ class SteadyLoad:
     def __init__(self, client, rate: float = 40.0, workers: int = 4, max_requests: int = 20000):
         self.client, self.rate, self.workers, self.max_requests = client, rate, workers, max_requests
         self.answers: list[tuple[float, int, str]] = []  # (monotonic time, status, X-Release)
+        self.accepted: list[str] = []  # the ids of the tasks created
         self.latencies: list[tuple[float, float]] = []  # (monotonic time, seconds)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -182,6 +183,7 @@ class SteadyLoad:
             created = self._one_with(session, "POST", f"{self.client.base}/v1/tasks",
                                      json={"kind": "checksum", "payload": {"n": n, "t": time.time_ns()}})
             if created is not None and created.status_code == 202:
+                self.accepted.append(created.json()["id"])
                 self._one_with(session, "GET", f"{self.client.base}/v1/tasks/{created.json()['id']}")
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))

@@ -47,6 +47,9 @@ SSHD = "/usr/sbin/sshd"
 ACCESS_DIR = ROOT_PARENT / "shipyard-testhosts"
 STOP_TIMEOUT_S = 30
 
+# The host's engine, started in the background (``$dir``: the host's directory).
+DOCKERD = r"""nohup dockerd --host unix:///run/docker.sock --data-root /var/lib/docker --exec-root /run/docker \
+  --pidfile "$dir/dockerd.pid" --log-level warn >>"$dir/dockerd.log" 2>&1 &"""
 # Run inside the host's new mount namespace (unshare -m), in its network namespace: the mounts
 # that make it a machine of its own, then its daemons. Its arguments: the host's directory and
 # address.
@@ -61,8 +64,7 @@ mount --bind "$dir/root-docker" /root/.docker
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/sshd /run/containerd
 ip link set lo up
-nohup dockerd --host unix:///run/docker.sock --data-root /var/lib/docker --exec-root /run/docker \
-  --pidfile "$dir/dockerd.pid" --log-level warn >"$dir/dockerd.log" 2>&1 &
+""" + DOCKERD + r"""
 /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
 """
 
@@ -104,6 +106,23 @@ class TestHost:
         mounts = f"/proc/{_pid(self.dir / 'dockerd.pid')}/ns/mnt"
         run(["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={mounts}", SSHD, "-f", str(self.dir / "sshd_config"),
              "-E", str(self.dir / "sshd.log")])
+
+    def stop_engine(self) -> None:
+        """Its dockerd stopped, as `systemctl stop docker` does (it stops its containers first); the
+        host, its address and its sshd stay."""
+        _stop(_pid(self.dir / "dockerd.pid"), STOP_TIMEOUT_S)
+
+    def start_engine(self, timeout_s: float = 60) -> None:
+        """dockerd again, in the host's network and mount namespaces (sshd's, which kept them),
+        until it answers over SSH."""
+        mounts = f"/proc/{_pid(self.dir / 'sshd.pid')}/ns/mnt"
+        run(["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={mounts}", "sh", "-c", f"dir=$1; {DOCKERD}", "sh",
+             str(self.dir)])
+        deadline = time.monotonic() + timeout_s
+        while self.ssh("docker info >/dev/null", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise HostsError(f"{self.name}: dockerd does not answer {timeout_s:.0f} s after its start")
+            time.sleep(0.5)
 
     def inside(self, argv: list[str], timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         """``argv`` run in the host's network namespace (the machine's files): a client on

@@ -232,6 +232,46 @@ def test_a_release_and_a_rollback_across_both_app_hosts_under_load_fail_no_reque
         assert _running(settings, host, f"worker-{before.live}"), f"{host.name}: {before.live}'s workers stopped"
 
 
+# How long after a host's engine stops users may still see it: nginx retries a refused connect on
+# the other app host at once; only requests already on the stopping host's sockets can fail.
+HEALTH_WINDOW_S = 5
+
+
+def test_with_h2s_engine_stopped_under_load_h1_serves_and_every_accepted_task_ends(hosts, settings, cold):
+    """The drill of a lost app host: h2's engine stopped (its containers with it: an API, workers,
+    and one member each of Consul, etcd and Vault) under load through the edge on h1. After the
+    health-check window no request fails; every task accepted meanwhile runs (h1's workers);
+    h2's engine back, its containers come back and the next deploy converges."""
+    from shipyard.controller.releases import read_state
+    from tests.drill_traffic import SteadyLoad, api_client, wait_all_processed
+
+    h2 = settings.host("h2")
+    box, live = hosts[h2.address], read_state(settings).live
+    client = api_client(settings)
+    try:
+        with SteadyLoad(client) as load:
+            _answers_after(load, 0)
+            stopped = time.monotonic()
+            box.stop_engine()
+            _answers_after(load, stopped + HEALTH_WINDOW_S, 200)
+            ended = time.monotonic()
+    finally:
+        box.start_engine()
+    early = load.failed(stopped, stopped + HEALTH_WINDOW_S)
+    print(f"\nh2's engine stopped under load: {len(early)} failed in the first {HEALTH_WINDOW_S} s, "
+          f"{len([a for a in load.answers if a[0] >= stopped])} answers after the stop", flush=True)
+    assert load.failed(stopped + HEALTH_WINDOW_S, ended) == []
+    assert load.failed(0, stopped) == []
+    counts = wait_all_processed(client, load.accepted, 180)
+    assert counts["processed"] == counts["accepted"] > 0, counts
+    done, took = deploy()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    print(f"the deploy after h2's engine came back ({took:.1f}s):\n" + "\n".join(
+        line for line in done.stdout.splitlines() if line.startswith(f"[{h2.address}]") and "tier" in line), flush=True)
+    for service in (f"api-{live}", f"worker-{live}", "consul-2"):
+        assert _running(settings, h2, service), f"{service} does not run on h2 after the deploy"
+
+
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):
     done = subprocess.run([sys.executable, "-m", "shipyard", "down", "--env", "multi", "--volumes"], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
