@@ -3,12 +3,14 @@ of tests/testhosts.py (network namespaces, each with its own dockerd and sshd, j
 bridge: `make test-hosts`), at fixed addresses so that this file and its render stay the same.
 
 - h1 (10.231.250.11): the edge, the task platform, the image registry;
-- h2 (10.231.250.12): the task platform;
-- h3 (10.231.250.13): the data tier (PostgreSQL, Redis), metrics and logs;
-- all three: Consul's, etcd's and Vault's servers (a raft quorum across hosts).
+- h2 (10.231.250.12): the task platform, Redis's master as first deployed;
+- h3 (10.231.250.13): PostgreSQL (every node), a Redis replica, metrics and logs;
+- all three: Consul's, etcd's and Vault's servers (a raft quorum across hosts), a Redis Sentinel
+  each (a majority of them outlives any one host: losing h2 fails Redis over to h3's replica).
 
-PostgreSQL and Redis still run all their nodes on one host (their nodes reach each other by
-service name: docs/data-tier.md); replicas on other hosts come with issue 25.
+A group's hosts are taken in the order hosts first appear in this file (h1, h2, h3): the
+`cache` group's first is h2. PostgreSQL still runs all its nodes on one host (its backup
+repository is a volume of that host: docs/data-tier.md).
 
 SSH: root by the key the test hosts make for their run, each host's key checked against the
 known hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR).
@@ -39,6 +41,7 @@ _h3 = ("10.231.250.13", {**_ssh, "shipyard_host": "h3", "address": "10.231.250.1
 edge = [_h1]
 app = [_h1, _h2]
 data = [_h3]
+cache = [_h3, _h2]
 control = [_h3, _h1, _h2]
 observability = [_h3]
 registry = [_h1]

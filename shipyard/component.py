@@ -202,8 +202,9 @@ class Service:
 
     ``instances``: None for one service named ``name``; else a function of the settings giving
     N, rendered as ``name-1`` … ``name-N``. ``placement``: "each" host of ``group`` runs it,
-    "spread" numbered instances round-robin over the group, or "once" on the group's first
-    host (migrations: once per environment). ``consumers_wait``: what a service of another
+    "spread" numbered instances round-robin over the group (instance N on its host
+    ``N - 1 + spread_from``, modulo: replicas start on the host after their master's), or "once"
+    on the group's first host (migrations: once per environment). ``consumers_wait``: what a service of another
     component that uses this one waits for when both run on one host (None: nothing).
     """
 
@@ -221,6 +222,7 @@ class Service:
     consumers_wait: str | None = "service_healthy"
     instances: Callable[[Any], int] | None = None
     placement: Literal["each", "spread", "once"] = "each"
+    spread_from: int = 0
     # A service of the same component (declared before this one) whose hosts this one skips:
     # each host's own Prometheus, on every host but the one the environment's Prometheus runs on.
     not_beside: str | None = None

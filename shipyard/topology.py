@@ -92,7 +92,7 @@ def _placed(settings: EnvironmentSettings) -> tuple[Instance, ...]:
                 continue
             for number in range(1, _count(svc, settings) + 1):
                 if svc.placement == "spread":
-                    where: tuple[HostSettings, ...] = (hosts[(number - 1) % len(hosts)],)
+                    where: tuple[HostSettings, ...] = (hosts[(number - 1 + svc.spread_from) % len(hosts)],)
                 elif svc.placement == "once":
                     where = hosts[:1]
                 else:

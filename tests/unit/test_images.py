@@ -210,6 +210,8 @@ def test_only_the_official_source_pulls_and_only_what_the_host_runs(repo):
     assert image_plan.images_to_pull(prod, _needs(prod, "app-1")) == sorted(per_host + [
         "registry.internal.example:5000/hashicorp/consul:1.20.2",  # a Consul server per control host
         "registry.internal.example:5000/library/python:3.11-slim-bookworm",
+        "registry.internal.example:5000/library/redis:7.0.15-bookworm",  # a Redis Sentinel
+        "registry.internal.example:5000/oliver006/redis_exporter:v1.45.0",  # and its exporter
         "registry.internal.example:5000/openbao/openbao:2.7.2",  # and a Vault server
         "registry.internal.example:5000/quay.io/coreos/etcd:v3.4.23"])  # and an etcd member
     assert image_plan.images_to_pull(prod, _needs(prod, "data-1")) == sorted(per_host + [

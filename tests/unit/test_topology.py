@@ -73,12 +73,14 @@ def test_production_hands_the_app_every_data_instance_it_needs_on_the_private_ad
     rendered = render_environment(settings)
     api = rendered["app-1"].compose["services"]["api-blue"]["environment"]
     assert api["TASKS_PG_HOSTS"] == "10.0.2.21:5432,10.0.2.21:5433"
-    assert api["TASKS_REDIS_SENTINELS"] == "10.0.2.21:26379,10.0.2.21:26380,10.0.2.21:26381"
+    # A Sentinel on each control host: app-1's own by name, the others at their hosts' addresses.
+    assert api["TASKS_REDIS_SENTINELS"] == "redis-sentinel-1:26379,10.0.1.12:26380,10.0.2.21:26381"
     data = published(rendered["data-1"])
-    # The replica and the Sentinels too (the review found them on 127.0.0.1), and every Redis node
+    # The replica and the Sentinel too (the review found them on 127.0.0.1), and every Redis node
     # (after a failover Sentinel hands the app a former replica as the master).
-    for port in (5432, 5433, 6379, 6380, 26379, 26380, 26381):
+    for port in (5432, 5433, 6379, 6380, 26381):
         assert ("10.0.2.21", port) in data, port
+    assert ("10.0.1.11", 26379) in published(rendered["app-1"])  # the other hosts' Sentinels reach it
     assert ("10.0.1.11", 8000) in published(rendered["app-1"])  # the edge host reaches the API there
     assert handed_out(rendered["app-1"]) and handed_out(rendered["edge-1"])  # the invariant test is not vacuous
 
@@ -87,7 +89,7 @@ def test_numbered_instances_and_their_ports(repo):
     settings = load_environment(repo, "production", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     data = settings.host("data-1")
     assert topology.build(settings).published(data, "postgres-replica-2") == ("10.0.2.21", 5434)
-    assert topology.build(settings).published(data, "redis-sentinel-1") == ("10.0.2.21", 26379)
+    assert topology.build(settings).published(data, "redis-sentinel-3") == ("10.0.2.21", 26381)
     assert topology.build(settings).published(data, "postgres-setup") is None
     ci = load_environment(repo, "ci", {})
     assert topology.build(ci).published(ci.hosts[0], "postgres-replica-1") is None  # nobody elsewhere needs it
@@ -154,3 +156,25 @@ def test_the_topology_is_built_once_per_settings_and_indexed(repo, monkeypatch):
     assert first.instances_of("consul", "consul") == tuple(
         i for i in first.instances if i.component.name == "consul" and i.service.name == "consul")
     assert first.find("consul-2").host.name == first.instances_of("consul", "consul")[1].host.name
+
+
+def test_redis_spreads_its_nodes_over_the_cache_hosts_and_a_sentinel_over_each_control_host(repo):
+    """Losing any one host leaves a Redis node and a majority of the Sentinels (issue 25: the
+    master's host stopped fails over across hosts): the replicas start on the host after the
+    master's, the Sentinels one per control host; each host's exporters beside what they watch."""
+    settings = load_environment(repo, "multi", {})
+    topo = topology.build(settings)
+    where = {i.name: i.host.name for i in topo.instances_of("redis")}
+    assert (where["redis"], where["redis-replica-1"]) == ("h2", "h3")  # `cache = [h3, h2]`, taken in host order
+    assert [where[f"redis-sentinel-{n}"] for n in (1, 2, 3)] == ["h1", "h2", "h3"]
+    for name, host in where.items():
+        if "-exporter" in name:
+            assert host == where[name.replace("-exporter", "")], name
+    # Each Sentinel and node announces its host's address: what the others and the app reach.
+    assert str(topo.announced(topo.find("redis-replica-1"))) == "10.231.250.13:6380"
+    assert str(topo.announced(topo.find("redis-sentinel-1"))) == "10.231.250.11:26379"
+    # An inventory naming no cache group runs Redis on its data hosts.
+    production = load_environment(repo, "production", {})
+    assert {i.host.name for i in topology.build(production).instances_of("redis", "redis")} == {"data-1"}
+    assert {i.host.name for i in topology.build(production).instances_of("redis", "redis-sentinel")} == \
+        {"data-1", "app-1", "app-2"}

@@ -68,11 +68,11 @@ def _exporter_addrs(ctx) -> list[str]:
             if not i.service.name.endswith("-exporter")]
 
 
-def _exporter(name: str, of: str) -> Service:
-    numbered = {"redis-replica": lambda s: s.redis.replicas, "redis-sentinel": lambda s: s.redis.sentinels}.get(of)
-    return Service(name, "data", "data", "redis-exporter", EXPORTER_UID, secrets=(_EXPORTER_MAP,),
-                   serves_clients=False, metrics=Metrics(EXPORTER_PORT), instances=numbered,
-                   placement="spread" if numbered else "each", waits=(Wait(of, "service_started"),))
+def _exporter(name: str, of: Service) -> Service:
+    """The exporter beside each instance of ``of``: placed as it is."""
+    return Service(name, "data", of.group, "redis-exporter", EXPORTER_UID, secrets=(_EXPORTER_MAP,),
+                   serves_clients=False, metrics=Metrics(EXPORTER_PORT), instances=of.instances,
+                   placement=of.placement, spread_from=of.spread_from, waits=(Wait(of.name, "service_started"),))
 
 
 def _exporter_service(ctx, inst) -> dict[str, Any]:
@@ -136,6 +136,28 @@ def _describe(settings, containers):
     return describe(settings, containers)
 
 
+# Where they run: the nodes on the `cache` hosts (the inventory's `data` hosts unless it names
+# them), the master as first deployed on the first and each replica on the next ones, so that a
+# replica outlives its master's host; a Sentinel on each `control` host (beside Consul's, etcd's
+# and Vault's servers), so that losing one host leaves a majority of them to fail over.
+_MASTER = Service("redis", "data", "cache", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL),
+                  config_dir="redis", port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH, placement="once")
+# Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a replica,
+# and its node.sh asks the Sentinels, so they must start beside it.
+_REPLICA = Service("redis-replica", "data", "cache", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL),
+                   config_dir="redis", port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
+                   instances=lambda s: s.redis.replicas, placement="spread", spread_from=1, consumers_wait=None,
+                   waits=(Wait("redis", "service_started"),))
+_SENTINEL = Service("redis-sentinel", "data", "control", "redis", UID,
+                    secrets=(SecretFile("redis_password", "redis_password",
+                                        rotation=Rotation(apply=("sh", f"{SENTINEL_CONF}/rotate.sh"))), _SENTINEL_AUTH,
+                             _EXPORTER_RAW), config_dir="sentinel",
+                    port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
+                              publish="remote", instance_offset=-1),
+                    health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),
+                    instances=lambda s: s.redis.sentinels, placement="spread", waits=(Wait("redis", "service_started"),))
+
+
 COMPONENT = Component(
     name="redis",
     folder=Path(__file__).parent,
@@ -146,32 +168,10 @@ COMPONENT = Component(
             Image("redis-exporter", official="oliver006/redis_exporter:v1.45.0", local="shipyard/redis-exporter:1.45",
                   local_context="shipyard/components/redis/exporter-image")),
     config_dirs=(ConfigDir("redis", CONF), ConfigDir("sentinel", SENTINEL_CONF)),
-    services=(
-        Service("redis", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL), config_dir="redis",
-                port=Port(6379, "redis", 6379, _PORT_DOC), health=_NODE_HEALTH),
-        # Replicas and Sentinels only wait for `redis` to start: after a failover `redis` is a
-        # replica, and its node.sh asks the Sentinels, so they must start beside it.
-        Service("redis-replica", "data", "data", "redis", UID, secrets=(_AUTH, _NODE_SENTINEL_AUTH, _EXPORTER_ACL), config_dir="redis",
-                port=Port(6379, "redis", 6379, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
-                instances=lambda s: s.redis.replicas, placement="spread", consumers_wait=None,
-                waits=(Wait("redis", "service_started"),)),
-        Service("redis-sentinel", "data", "data", "redis", UID,
-                secrets=(SecretFile("redis_password", "redis_password",
-                                   rotation=Rotation(apply=("sh", f"{SENTINEL_CONF}/rotate.sh"))), _SENTINEL_AUTH,
-                         _EXPORTER_RAW), config_dir="sentinel",
-                port=Port(26379, "sentinel", 26379, "first host port of the Sentinels (published only for other hosts)",
-                          publish="remote", instance_offset=-1),
-                health=Health(("sh", f"{SENTINEL_CONF}/health.sh"), start_period_s=30),
-                instances=lambda s: s.redis.sentinels, placement="spread",
-                waits=(Wait("redis", "service_started"),)),
-        _exporter("redis-exporter", "redis"),
-        _exporter("redis-replica-exporter", "redis-replica"),
-        _exporter("redis-sentinel-exporter", "redis-sentinel"),
-    ),
+    services=(_MASTER, _REPLICA, _SENTINEL, _exporter("redis-exporter", _MASTER),
+              _exporter("redis-replica-exporter", _REPLICA), _exporter("redis-sentinel-exporter", _SENTINEL)),
     compose_service=compose_service,
     template_context=template_context,
-    # Its scripts reach the other nodes by service name: one host (Patroni's release will lift it).
-    single_host=True,
     checks=_checks,
     commands=COMMANDS,
     describe=_describe,
