@@ -4,6 +4,7 @@ each one is processed. Bounded: at most 2000 requests per drill, loopback only."
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import tempfile
 import threading
@@ -41,10 +42,12 @@ def api_client(settings: EnvironmentSettings, tenant: str = "drill") -> requests
         from shipyard.components.edge import certificates
 
         bind, port = topo.published_extra(host, "edge", "edge_https")
-        ca = tempfile.NamedTemporaryFile("w", prefix=f"shipyard-{settings.name}-edge-ca-", suffix=".pem", delete=False)
-        with ca:
-            ca.write(secretstore.read_held(REPO, settings.name, certificates.CA_CERT).value)
-        session.verify = ca.name
+        # One file per CA (named by its digest), not one per client: the drills make many.
+        pem = secretstore.read_held(REPO, settings.name, certificates.CA_CERT).value
+        ca = Path(tempfile.gettempdir()) / f"shipyard-{settings.name}-edge-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+        if not ca.exists() or ca.read_text() != pem:
+            ca.write_text(pem)
+        session.verify = str(ca)
         # Else requests takes REQUESTS_CA_BUNDLE (set on these machines) over the session's CA.
         session.trust_env = False
         scheme = "https"

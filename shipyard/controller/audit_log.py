@@ -2,9 +2,9 @@
 from which commit, appending its event to ``<deploy_root>/.<env>.audit.log`` on each host of the
 environment, and reading them back for `make audit`.
 
-``@local`` hosts are written directly; SSH hosts through the ssh client, the way the views read
-files there (``HostView.ssh_argv``): one ``sh -c 'cat >> file'`` fed the line on stdin, so the
-line is never part of a command line. A host that cannot be written is reported and skipped: the
+Written as the release's history is (``HostControl.append_file``): ``@local`` hosts directly, SSH
+hosts by one ``sh -c 'cat >> file'`` fed the line on stdin, so the line is never part of a
+command line. A host that cannot be written is reported and skipped: the
 audit never turns a command's result into another one."""
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pathlib import Path
 
 from shipyard import audit
 from shipyard.audit import AuditEvent, Checkout
-from shipyard.controller.hosts import HostView, one_per_machine
+from shipyard.controller.hosts import HostControl, HostView, one_per_machine
+from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
-
-_APPEND = 'umask 027 && mkdir -p "$1" && cat >> "$2" && chmod 640 "$2"'
 
 
 def who() -> tuple[str, str]:
@@ -48,34 +47,15 @@ def checkout(repo: Path) -> Checkout:
         return Checkout(commit="", dirty=False)
 
 
-def _append_local(path: str, line: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # O_APPEND: one write of one line lands whole after whatever another writer appended.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, audit.LOG_MODE)
-    try:
-        os.fchmod(fd, audit.LOG_MODE)
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def _append_ssh(view: HostView, path: str, line: str) -> None:
-    argv = view.ssh_argv(["sh", "-c", _APPEND, "sh", os.path.dirname(path), path])
-    result = subprocess.run(argv, input=line.encode(), capture_output=True, timeout=30, check=False)
-    if result.returncode != 0:
-        raise OSError(result.stderr.decode(errors="replace").strip() or f"ssh exit {result.returncode}")
-
-
 def record(settings: EnvironmentSettings, event: AuditEvent) -> list[str]:
     """Append ``event`` on every host of the environment; the hosts written."""
     path = audit.audit_log_path(settings.deploy_root, settings.name)
     line = audit.to_line(event)
     written: list[str] = []
     for host in one_per_machine(settings.hosts):
-        view = HostView(settings, host)
         try:
-            _append_local(path, line) if view.local else _append_ssh(view, path, line)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            HostControl(settings, host).append_file(path, line.encode(), audit.LOG_MODE)
+        except (OSError, ShipyardError) as exc:
             print(f"shipyard: warning: host {host.name} ({host.connect}): the audit event of `{event.command}` was "
                   f"not written to {path}: {exc}; fix: check that this machine may write there (root, ssh)",
                   file=sys.stderr)

@@ -148,7 +148,8 @@ def one_per_machine(hosts) -> list[HostSettings]:
 # A file replaced whole over SSH, its content on stdin (never on a command line): written beside
 # it, then renamed over it, so a reader (nginx, a deploy) never sees half of it.
 _REPLACE = 'umask 022 && mkdir -p "$1" && cat > "$2.shipyard-new" && mv -f "$2.shipyard-new" "$2"'
-_APPEND = 'umask 022 && mkdir -p "$1" && cat >> "$2"'
+# Appended: the mode set after the write (a log of operators' actions is not for every user).
+_APPEND = 'umask 022 && mkdir -p "$1" && cat >> "$2" && chmod "$3" "$2"'
 
 
 @dataclass
@@ -167,17 +168,22 @@ class HostControl(HostView):
             return
         self._ssh_write(_REPLACE, path, content)
 
-    def append_file(self, path: str, content: bytes) -> None:
-        """``content`` added at the end of a file of the host (made when missing)."""
+    def append_file(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        """``content`` added at the end of a file of the host (made when missing), in one write:
+        a line lands whole after whatever another writer appended (O_APPEND)."""
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "ab") as handle:
-                handle.write(content)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+            try:
+                os.fchmod(fd, mode)
+                os.write(fd, content)
+            finally:
+                os.close(fd)
             return
-        self._ssh_write(_APPEND, path, content)
+        self._ssh_write(_APPEND, path, content, f"{mode:o}")
 
-    def _ssh_write(self, script: str, path: str, content: bytes) -> None:
-        argv = self.ssh_argv(["sh", "-c", script, "sh", os.path.dirname(path), path])
+    def _ssh_write(self, script: str, path: str, content: bytes, *more: str) -> None:
+        argv = self.ssh_argv(["sh", "-c", script, "sh", os.path.dirname(path), path, *more])
         try:
             result = subprocess.run(argv, input=content, capture_output=True, timeout=30, check=False)
         except subprocess.TimeoutExpired:

@@ -122,7 +122,7 @@ def test_exec_through_the_ssh_tunnel_returns_all_of_its_output(hosts, settings, 
     """docker-py's own exec lost the first bytes of the output through SSH's forwarding (5 of 30
     came back empty): make verify, status and the drills read what a command printed."""
     view = HostView(settings, settings.hosts[2])
-    container = view.container_of("redis-sentinel-1")
+    container = view.container_of("redis-sentinel-3")
     results = [container.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True) for _ in range(30)]
     assert {(r.exit_code, r.output) for r in results} == {(3, (b"out\n", b"err\n"))}
 
@@ -237,15 +237,36 @@ def test_a_release_and_a_rollback_across_both_app_hosts_under_load_fail_no_reque
 HEALTH_WINDOW_S = 5
 
 
-def test_with_h2s_engine_stopped_under_load_h1_serves_and_every_accepted_task_ends(hosts, settings, cold):
-    """The drill of a lost app host: h2's engine stopped (its containers with it: an API, workers,
-    and one member each of Consul, etcd and Vault) under load through the edge on h1. After the
-    health-check window no request fails; every task accepted meanwhile runs (h1's workers);
-    h2's engine back, its containers come back and the next deploy converges."""
+def _sentinels_answer(settings, skip_host: str = "") -> dict[str, str]:
+    """What each Sentinel (but those of ``skip_host``) names as the Redis master (host:port)."""
+    from shipyard.components.redis import SENTINEL_CONF
+    from shipyard.controller.drills import run_in
+
+    answers = {}
+    for inst in topology.build(settings).instances_of("redis", "redis-sentinel"):
+        if inst.host.name != skip_host:
+            _, out, _ = run_in(settings, inst.name, ["sh", f"{SENTINEL_CONF}/cli.sh", "sentinel",
+                                                      "get-master-addr-by-name", settings.redis.master_name])
+            answers[inst.name] = ":".join(out.split()[:2])
+    return answers
+
+
+def test_with_h2s_engine_stopped_under_load_h1_serves_redis_fails_over_and_every_accepted_task_ends(
+        hosts, settings, cold):
+    """The drill of a lost host that runs an API, workers and the Redis master: h2's engine
+    stopped (its containers with it: an API, workers, the Redis master, one Sentinel, and one
+    member each of Consul, etcd and Vault) under load through the edge on h1. After the
+    health-check window no request fails; the Sentinels of h1 and h3 promote h3's replica; every
+    task accepted meanwhile runs (h1's workers); h2's engine back, its containers come back, the
+    next deploy converges and h2's node replicates from the new master."""
+    from shipyard.components.redis.failover import replicas_in_sync
     from shipyard.controller.releases import read_state
     from tests.drill_traffic import SteadyLoad, api_client, wait_all_processed
+    from tests.waiting import wait_for
 
-    h2 = settings.host("h2")
+    h2, topo = settings.host("h2"), topology.build(settings)
+    master_h2, replica_h3 = (str(topo.announced(topo.find(n))) for n in ("redis", "redis-replica-1"))
+    assert set(_sentinels_answer(settings).values()) == {master_h2}, "the drill stops the Redis master's host"
     box, live = hosts[h2.address], read_state(settings).live
     client = api_client(settings)
     try:
@@ -254,12 +275,17 @@ def test_with_h2s_engine_stopped_under_load_h1_serves_and_every_accepted_task_en
             stopped = time.monotonic()
             box.stop_engine()
             _answers_after(load, stopped + HEALTH_WINDOW_S, 200)
+            wait_for("the Sentinels of h1 and h3 name h3's replica the master",
+                     lambda: set(_sentinels_answer(settings, "h2").values()) == {replica_h3}, 90)
+            failed_over = time.monotonic() - stopped
+            _answers_after(load, time.monotonic(), 40)  # and tasks go on being accepted after it
             ended = time.monotonic()
     finally:
         box.start_engine()
     early = load.failed(stopped, stopped + HEALTH_WINDOW_S)
     print(f"\nh2's engine stopped under load: {len(early)} failed in the first {HEALTH_WINDOW_S} s, "
-          f"{len([a for a in load.answers if a[0] >= stopped])} answers after the stop", flush=True)
+          f"{len([a for a in load.answers if a[0] >= stopped])} answers after the stop; Redis failed over "
+          f"to {replica_h3} within {failed_over:.1f} s", flush=True)
     assert load.failed(stopped + HEALTH_WINDOW_S, ended) == []
     assert load.failed(0, stopped) == []
     counts = wait_all_processed(client, load.accepted, 180)
@@ -268,8 +294,12 @@ def test_with_h2s_engine_stopped_under_load_h1_serves_and_every_accepted_task_en
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     print(f"the deploy after h2's engine came back ({took:.1f}s):\n" + "\n".join(
         line for line in done.stdout.splitlines() if line.startswith(f"[{h2.address}]") and "tier" in line), flush=True)
-    for service in (f"api-{live}", f"worker-{live}", "consul-2"):
+    for service in (f"api-{live}", f"worker-{live}", "consul-2", "redis", "redis-sentinel-2"):
         assert _running(settings, h2, service), f"{service} does not run on h2 after the deploy"
+    # h2's node came back as a replica of the new master (node.sh asked the Sentinels), and every
+    # Sentinel, h2's among them, names that master.
+    wait_for("h2's Redis node replicating from h3's", lambda: replicas_in_sync(settings) == (1, []), 120)
+    assert set(_sentinels_answer(settings).values()) == {replica_h3}
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):

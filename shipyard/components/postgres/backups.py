@@ -12,7 +12,7 @@ import docker.errors
 from shipyard import commands
 from shipyard.components.postgres import CONF, PGDATA, pgbackrest
 from shipyard.components.postgres.instances import node_names
-from shipyard.controller.drills import access, container, run_in
+from shipyard.controller.drills import access, container, require_local, run_in
 from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings
 
@@ -21,7 +21,9 @@ _PGBACKREST = ["python3", f"{CONF}/pgbackrest-node.py"]
 
 
 def leader(settings: EnvironmentSettings) -> str:
-    """The node Patroni calls leader (its own REST API, asked inside each node)."""
+    """The node Patroni calls leader (its own REST API, asked inside each node). Every backup
+    drill starts here: tried on @local hosts only."""
+    require_local(settings)
     answers = []
     for node in node_names(settings):
         try:
