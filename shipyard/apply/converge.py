@@ -41,6 +41,11 @@ class ServiceState:
 # host name → services recreated by an earlier step of this deploy (the steps of one host run
 # in this process, one after the other).
 _RECREATED: dict[str, set[str]] = {}
+# host name → what the last read of the host's project saw (config hashes, image ids, containers),
+# kept for the host's next rollout step while nothing on the host changed since: a no-op deploy
+# reads each host once, not once per step (2 round trips and a `compose config` parse each).
+# Between the steps only live setups and hand-offs run, which change no container.
+_SEEN: dict[str, tuple[dict[str, str], dict[str, str], list[ObservedContainer]]] = {}
 
 
 def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
@@ -50,10 +55,27 @@ def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
     return ok, output.stdout, output.stderr
 
 
-def _read_state(project_dir: str, project: str, services: dict[str, ServiceState]
-                ) -> tuple[list[DesiredService], list[ObservedContainer]]:
-    """Config hashes, image ids and the project's containers, read in one parallel round trip."""
-    refs = sorted({s.image for s in services.values()})
+def _read_state(project_dir: str, project: str, services: dict[str, ServiceState], refs: Sequence[str] = (),
+                reuse: bool = False) -> tuple[list[DesiredService], list[ObservedContainer]]:
+    """Config hashes, image ids and the project's containers, read in one parallel round trip
+    (``refs``: more images to read the ids of, for the host's later steps). ``reuse``: what the
+    host's previous step read, when nothing changed on the host since (``_SEEN``)."""
+    if not (reuse and host.name in _SEEN):
+        _SEEN[host.name] = _read_project(project_dir, project, sorted({s.image for s in services.values()} | set(refs)))
+    hashes, ids, observed = _SEEN[host.name]
+    if not reuse:
+        del _SEEN[host.name]
+    missing = sorted(set(services) - set(hashes))
+    if missing:
+        raise OperationError(f"host {host.name}: `docker compose config --hash` in {project_dir} names no service "
+                             f"{', '.join(missing)}: the shipped compose.yaml is not the render; run the deploy again")
+    desired = [DesiredService(s.name, s.tier, s.replicas, hashes[s.name].strip(), ids.get(s.image), s.one_shot)  # type: ignore[arg-type]
+               for s in services.values()]
+    return desired, observed
+
+
+def _read_project(project_dir: str, project: str, refs: list[str]
+                  ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
     reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
              commands.compose_ps(project_dir, project)]
     ok, output = host.run_shell_command(commands.parallel(reads))
@@ -64,19 +86,13 @@ def _read_state(project_dir: str, project: str, services: dict[str, ServiceState
                              f"(`docker compose config --hash` / `ps` in {project_dir}):\n"
                              f"{hash_err.strip()}\n{ps_err.strip()}")
     hashes = dict(line.split(None, 1) for line in hash_out.splitlines() if line.strip())
-    missing = sorted(set(services) - set(hashes))
-    if missing:
-        raise OperationError(f"host {host.name}: `docker compose config --hash` in {project_dir} names no service "
-                             f"{', '.join(missing)}: the shipped compose.yaml is not the render; run the deploy again")
     ids: dict[str, str] = {}
     for line in image_out.splitlines():
         tags, _, image_id = line.rpartition(" ")
         if tags.startswith("["):
             for tag in json.loads(tags) or []:
                 ids[tag] = image_id
-    desired = [DesiredService(s.name, s.tier, s.replicas, hashes[s.name].strip(), ids.get(s.image), s.one_shot)  # type: ignore[arg-type]
-               for s in services.values()]
-    return desired, _containers(ps_out)
+    return hashes, ids, _containers(ps_out)
 
 
 def _observed(project_dir: str, project: str) -> list[ObservedContainer]:
@@ -214,14 +230,18 @@ def _up_and_wait(project_dir: str, project: str, wanted: list[str], services: di
     return True, ""
 
 
-def converge_host(project_dir: str, project: str, services: dict[str, ServiceState], timeouts: dict[str, int], last_good_dir: str = "") -> None:
+def converge_host(project_dir: str, project: str, services: dict[str, ServiceState], timeouts: dict[str, int],
+                  last_good_dir: str = "", later_images: Sequence[str] = (), reuse_state: bool = False) -> None:
     """Converge ``services`` (this rollout step's share of the host) behind health gates. When
-    the gate fails, services that were healthy before are restored from ``last_good_dir``."""
+    the gate fails, services that were healthy before are restored from ``last_good_dir``.
+    ``reuse_state``: one of a deploy's rollout steps, which may take what the host's previous
+    step read if that changed nothing (``later_images``: the images of the host's later steps,
+    read with this one's)."""
     recreated = _RECREATED.setdefault(host.name, set())
     if not services:
         host.noop("nothing of this host in this step")
         return
-    desired, observed = _read_state(project_dir, project, services)
+    desired, observed = _read_state(project_dir, project, services, later_images, reuse_state)
     plans = plan_host(desired, observed)
     stale = [plan for plan in plans if not plan.up_to_date]
     for plan in plans:
@@ -255,12 +275,14 @@ def converge_host(project_dir: str, project: str, services: dict[str, ServiceSta
                   f"fix: correct the failing container's problem above, then run the deploy again", flush=True)
             raise OperationError(f"{headline} (report above)")
         recreated.update(wanted)
+        _SEEN.pop(host.name, None)
         print(f"[{host.name}] tiers {', '.join(changed_tiers)}: healthy after {took:.1f}s", flush=True)
     stale_names = {name for plan in stale for name in plan.services}
     for state in services.values():
         if state.reload_signal and state.name not in stale_names and recreated & set(state.depends_on):
             # It resolves what it depends on at (re)load: recreated containers have new addresses.
             _run(commands.compose_kill_signal(project_dir, project, state.name, state.reload_signal))
+            _SEEN.pop(host.name, None)
     if changed_tiers:
         print(f"[{host.name}] changed tiers: {', '.join(changed_tiers)}", flush=True)
     else:

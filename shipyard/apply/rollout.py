@@ -196,10 +196,12 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     setups = rollout_order.setup_points(topo, steps) if setup_context is not None else {}
     for number, step in enumerate(steps, 1):
         mine = step.get(rendered.host.name, ())
+        later = sorted({states[name].image for after in steps[number:] for name in after.get(rendered.host.name, ())
+                        if name in states})
         python.call(name=f"converge {settings.compose_project}, step {number} of {len(steps)}",
                     function=converge_host, project_dir=root, project=settings.compose_project,
                     services={name: states[name] for name in mine if name in states}, timeouts=timeouts,
-                    last_good_dir=last_good)
+                    last_good_dir=last_good, later_images=later, reuse_state=True)
         # pyinfra runs an operation on every host before the next: the other hosts' next step
         # waits for this one host's setup.
         for comp in setups.get(number - 1, ()):
