@@ -12,7 +12,8 @@ PYTHON ?= python3
 
 help: venv
 	@echo "make up                 roll out ENV (default: local) on this machine"
-	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py)"
+	@echo "make deploy ENV=name    roll out any environment (inventories/<name>.py); LIMIT=h1,h3: only those"
+	@echo "                         hosts (one that is down left out; verify then checks those)"
 	@echo "make verify ENV=name    testinfra checks of a rolled-out environment"
 	@echo "make status ENV=name    per host and component: instances, image, health, uptime, role, drift"
 	@echo "make plan ENV=name      what a deploy would change and why (touches nothing)"
@@ -121,8 +122,8 @@ test-hosts: venv host-test-hosts
 	$(PYTEST) -q tests/multihost
 
 up deploy: venv
-	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT)
-	$(MAKE) --no-print-directory verify ENV=$(ENV)
+	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(LIMIT),--limit "$(LIMIT)",)
+	$(MAKE) --no-print-directory verify ENV=$(ENV) $(if $(LIMIT),LIMIT="$(LIMIT)",)
 
 # VERSION reaches the command as one word whatever it holds (make exports it to the recipe's
 # shell): the release's own check says what is wrong with it, not the shell or argparse.
@@ -182,7 +183,7 @@ render-check: venv
 	$(PY) -m shipyard render --check
 
 verify: venv
-	$(PYTEST) -q tests/infra --shipyard-env=$(ENV)
+	$(PYTEST) -q tests/infra --shipyard-env=$(ENV) $(if $(LIMIT),--shipyard-limit="$(LIMIT)",)
 
 # Everything, the benchmarks included, each once in its short mode: bench-api and bench-peers on
 # their own servers, the others on test-e2e's ci rollout (test-benches, after the e2e tests and

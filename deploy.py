@@ -36,6 +36,9 @@ this_host = next((h for h in settings.hosts if h.connect == host.name), None)
 if this_host is None:
     raise RolloutError(f"host {host.name}", f"not a host of environment {settings.name} (inventories/{settings.name}.py)",
                        "deploy through `make deploy ENV=<name>`: the inventory and shipyard_env name one environment")
+# A deploy with LIMIT (cli.check_limit) changes these hosts only; the first of them carries
+# what the deploying machine does once (the builds, the live setups).
+deployed = settings.limited(host.data.get("shipyard_limit"))
 # The images this host's services run: only those are pulled or built here.
 needed = [(i.component, i.service.image) for i in topology.build(settings).instances_on(this_host)]
 
@@ -68,7 +71,7 @@ if delivering:
     # Hosts that cannot build (no package mirror): the deploying machine builds every image once,
     # the delivering component (the registry) starts first on its host, each host pulls its own.
     image_delivery.deliver(delivering, settings, this_host, REPO, version, keep, render_host(settings, this_host), secrets, previous,
-                           state, wheelhouse=host.data.get("shipyard_wheelhouse"),
+                           state, deployed, wheelhouse=host.data.get("shipyard_wheelhouse"),
                            wheels_dir=host.data.get("shipyard_pinned_wheels"))
 else:
     ensure_images(image_plan.build_plan(REPO, settings, needed, version, keep), repo_root=str(REPO),
@@ -91,8 +94,8 @@ if starting and state.versions[starting] == state.newest:
                         new_image=new_image, live_service=inst.name, argv=list(check.argv), refusal=check.refusal,
                         live_version=state.live_version or "")
 # The live setups (Component.live_setup) run once, from the deploying machine, carried by the
-# inventory's first host; the environment's lock is held by `make up` around all of this.
+# first host deployed; the environment's lock is held by `make up` around all of this.
 setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
 roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time(), setup_context,
-         runs_setups=this_host is settings.hosts[0])
+         runs_setups=this_host is deployed[0])
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

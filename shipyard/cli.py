@@ -89,21 +89,46 @@ def render(envs: list[str], check: bool, environ: dict[str, str]) -> int:
     return 0
 
 
-def up(env: str, lock_wait: float) -> int:
+def up(env: str, lock_wait: float, limit: str | None = None) -> int:
     with environment_lock(REPO, env, lock_wait):
-        return roll_out_locked(env)
+        return roll_out_locked(env, limit=limit)
 
 
-def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
+def check_limit(settings, limit: str | None, rotating: list[str]) -> tuple:
+    """The hosts a deploy with ``limit`` changes (all without one); refuses, before any host is
+    touched, a limit that would leave the environment half-changed in a way that breaks it."""
+    hosts = settings.limited(limit)
+    if hosts == settings.hosts:
+        return hosts
+    left_out = ", ".join(h.name for h in settings.hosts if h not in hosts)
+    if rotating:
+        raise ShipyardError(f"LIMIT={limit}", f"a rotation of {', '.join(rotating)} is pending: every host must "
+                            f"take the new value before the old one is retired, and {left_out} would not",
+                            "deploy without LIMIT once every host answers")
+    delivering = image_delivery(settings)
+    if delivering is not None:
+        # The other hosts pull their images through it (shipyard.apply.image_delivery).
+        serving = {i.host.name for i in topology.build(settings).instances_of(delivering[0].name)}
+        if not serving & {h.name for h in hosts}:
+            raise ShipyardError(f"LIMIT={limit}", f"leaves out {', '.join(sorted(serving))}, which runs "
+                                f"{delivering[0].name}: every host gets its images through it",
+                                f"add {', '.join(sorted(serving))} to LIMIT")
+    return hosts
+
+
+def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | None = None) -> int:
     """The deploy of ``env`` (the caller holds its lock): validate and render, then pyinfra.
-    ``data``: extra pyinfra data (a release passes the colour it starts)."""
+    ``data``: extra pyinfra data (a release passes the colour it starts); ``limit``: only these
+    hosts (``h1,h3``), the others left as they are (a host that is down)."""
     started = time.monotonic()
     # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
     _render_env(env, dict(os.environ))
     settings = load_environment(REPO, env, dict(os.environ))
+    rotating = sorted(previous_values(REPO, env))
+    hosts = check_limit(settings, limit, rotating)
     # Every host answers over SSH before anything else asks one (pyinfra would go on without it).
-    problems = unreachable(settings.hosts)
+    problems = unreachable(hosts)
     if problems:
         raise UnreachableError(problems)
     # With an image delivery (the registry) this machine builds every image: its engine answers.
@@ -116,7 +141,6 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     for comp in COMPONENTS:
         for line in comp.preflight(settings, REPO) if comp.preflight else ():
             print(f"shipyard: {comp.name}: {line}", flush=True)
-    rotating = sorted(previous_values(REPO, env))
     if _render_env(env, {}) != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
@@ -124,6 +148,11 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None) -> int:
     # rather than leaving the others rolled out without it.
     argv = [pyinfra, "-y", "--fail-percent", "0", str(inventory_path(REPO, env)), str(REPO / "deploy.py"),
             "--data", f"shipyard_env={env}"]
+    if hosts != settings.hosts:
+        # pyinfra's own --limit (by the inventory's host strings); deploy.py learns which carry
+        # the deploying machine's steps (the builds, the live setups) from shipyard_limit.
+        argv += [part for h in hosts for part in ("--limit", h.connect)]
+        argv += ["--data", f"shipyard_limit={','.join(h.name for h in hosts)}"]
     for key, value in (data or {}).items():
         argv += ["--data", f"{key}={value}"]
     # Once, here, for every host that builds the task platform's image.
@@ -383,7 +412,13 @@ def audited(args: argparse.Namespace, changes: bool, options: dict[str, object],
                                   sensitive=sensitive, user=user, machine=machine,
                                   checkout=audit_log.checkout(REPO), started=started_at,
                                   duration_s=time.monotonic() - started, exit_code=code, error=error)
-        audit_log.record(settings, event)  # reports a host it cannot write; never raises for it
+        # On the hosts it changed (a deploy's LIMIT leaves a host that is down out); reports a
+        # host it cannot write, never raises for it.
+        try:
+            hosts = settings.limited(getattr(args, "limit", None))
+        except ShipyardError:  # a LIMIT naming no host of it: refused before touching any
+            hosts = ()
+        audit_log.record(settings, event, hosts)
 
 
 def show_audit(env: str, last: int) -> int:
@@ -407,7 +442,9 @@ CORE_COMMANDS: dict[str, tuple[str, tuple[tuple[tuple[str, ...], dict], ...]]] =
     "render": ("render compose/<env>/ (all environments by default)", (
         (("--check",), {"action": "store_true", "help": "fail when compose/ differs from a fresh render"}),)),
     "validate": ("validate an environment's settings and render it in memory", ()),
-    "up": ("roll out an environment", ()),
+    "up": ("roll out an environment", (
+        (("--limit",), {"help": "only these hosts (shipyard_host names, comma-separated: a host that is down "
+                                "left out); the others are left as they are"}),)),
     "down": ("stop an environment (--volumes: delete its data too)", ((("--volumes",), {"action": "store_true"}),)),
     "secrets-init": ("create the missing secrets of an environment, on purpose", ()),
     "secrets-rotate": ("a new value for one secret, applied by a deploy", ((("--name",), {"required": True}),)),
@@ -475,7 +512,7 @@ def run_core_command(args: argparse.Namespace) -> int:
         return operator_view(command, args)
     handlers = {
         "validate": lambda: validate(args.env),
-        "up": lambda: up(args.env, args.lock_wait),
+        "up": lambda: up(args.env, args.lock_wait, args.limit),
         "down": lambda: down(args.env, args.volumes),
         "secrets-init": lambda: secrets_init(args.env),
         "secrets-rotate": lambda: secrets_rotate(args.env, args.name, args.lock_wait),

@@ -181,6 +181,19 @@ class CoreSettings(BaseSettings):
             return self.hosts
         return tuple(h for h in self.hosts if role in h.roles)
 
+    def limited(self, limit: str | None) -> tuple[HostSettings, ...]:
+        """The hosts a deploy with LIMIT (``h1,h3``: ``shipyard_host`` names) changes, in the
+        inventory's order; every host without one."""
+        if not limit:
+            return self.hosts
+        names = [n.strip() for n in limit.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {h.name for h in self.hosts}]
+        if unknown or not names:
+            raise ShipyardError(f"LIMIT={limit}", f"environment {self.name} has no host "
+                                f"{', '.join(unknown) or '(none named)'}",
+                                f"name some of its hosts, comma-separated: {', '.join(h.name for h in self.hosts)}")
+        return tuple(h for h in self.hosts if h.name in names)
+
     def host(self, name: str) -> HostSettings:
         for host in self.hosts:
             if host.name == name:

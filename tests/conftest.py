@@ -10,6 +10,7 @@ sys.path.insert(0, str(REPO / "services"))
 
 def pytest_addoption(parser):
     parser.addoption("--shipyard-env", default="local", help="environment that tests/infra and tests/e2e check")
+    parser.addoption("--shipyard-limit", default="", help="tests/infra: only these hosts (`make verify LIMIT=h1,h3`)")
 
 
 @pytest.fixture(scope="session")

@@ -182,12 +182,14 @@ def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) 
 def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSettings, this_host: HostSettings,
             repo: Path, version: str | None, keep: bool,
             rendered: RenderedHost, values: dict[str, Secret], previous: dict[str, Secret], state: ReleaseState,
-            wheelhouse: str | None, wheels_dir: str | None) -> None:
+            deployed: tuple[HostSettings, ...], wheelhouse: str | None, wheels_dir: str | None) -> None:
     """This host's share of the steps of the module doc, in order. ``delivering``: the component
     and its ImageDelivery (image_plan.delivery); ``version``, ``keep``: the
     versioned image's tag and whether an existing image of it stays (image_plan.build_plan);
     ``rendered``, ``values``, ``previous``, ``state``: what starting the delivering component's
-    services ahead of the rollout ships (shipyard.apply.rollout.start_first)."""
+    services ahead of the rollout ships (shipyard.apply.rollout.start_first); ``deployed``: the
+    hosts this deploy changes (a LIMIT leaves the others as they are), the first carrying the
+    deploying machine's steps."""
     comp, delivery = delivering
     topo = topology.build(settings)
     everywhere = [(i.component, i.service.image) for i in topo.instances]
@@ -195,7 +197,7 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
     own = [i for i in topo.instances_on(this_host) if i.component is comp]
     builds = image_plan.build_plan(repo, settings, everywhere, version, keep)
     login_value = values[delivery.login_secret].value
-    carries = this_host is settings.hosts[0]
+    carries = this_host is deployed[0]
     if carries:
         python.call(name=f"images built once, on the deploying machine ({len(builds)})", function=built_here,
                     builds=builds, repo_root=str(repo), wheelhouse=wheelhouse, wheels_dir=wheels_dir)
@@ -209,7 +211,7 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
     if carries:
         refs_by_host = {h.name: image_plan.delivered_refs(settings, [(i.component, i.service.image)
                                                                       for i in topo.instances_on(h)], version)
-                        for h in settings.hosts}
+                        for h in deployed}
         python.call(name=f"images published to {comp.name}", function=published, delivery=delivery,
                     settings=settings, refs_by_host=refs_by_host, keep=[b.ref for b in builds if b.keep_existing],
                     login_value=login_value)

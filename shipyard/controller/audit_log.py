@@ -47,12 +47,13 @@ def checkout(repo: Path) -> Checkout:
         return Checkout(commit="", dirty=False)
 
 
-def record(settings: EnvironmentSettings, event: AuditEvent) -> list[str]:
-    """Append ``event`` on every host of the environment; the hosts written."""
+def record(settings: EnvironmentSettings, event: AuditEvent, hosts: tuple | None = None) -> list[str]:
+    """Append ``event`` on every host of the environment (``hosts``: those a deploy's LIMIT
+    names); the hosts written."""
     path = audit.audit_log_path(settings.deploy_root, settings.name)
     line = audit.to_line(event)
     written: list[str] = []
-    for host in one_per_machine(settings.hosts):
+    for host in one_per_machine(settings.hosts if hosts is None else hosts):
         try:
             HostControl(settings, host).append_file(path, line.encode(), audit.LOG_MODE)
         except (OSError, ShipyardError) as exc:

@@ -139,12 +139,14 @@ def _runs(settings: EnvironmentSettings, inst: topology.Instance) -> bool:
 
 def pytest_generate_tests(metafunc):
     settings = _settings(metafunc.config)
+    # LIMIT: the hosts a limited deploy changed (the others may be down).
+    hosts = settings.limited(metafunc.config.getoption("--shipyard-limit"))
     if "service" in metafunc.fixturenames:
-        pairs = [(h.name, i.name) for h in settings.hosts for i in topology.build(settings).instances_on(h)
+        pairs = [(h.name, i.name) for h in hosts for i in topology.build(settings).instances_on(h)
                  if _runs(settings, i)]
         metafunc.parametrize("target,service", pairs, indirect=["target"], scope="session")
     elif "target" in metafunc.fixturenames:
-        metafunc.parametrize("target", [h.name for h in settings.hosts], indirect=True, scope="session")
+        metafunc.parametrize("target", [h.name for h in hosts], indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from shipyard import image_plan, topology
+from shipyard import audit, image_plan, topology
 from shipyard.apply import image_ship
 from shipyard.apply.image_delivery import FETCH_DIR
 from shipyard.controller.hosts import HostControl, HostView, health
@@ -300,6 +300,33 @@ def test_with_h2s_engine_stopped_under_load_h1_serves_redis_fails_over_and_every
     # Sentinel, h2's among them, names that master.
     wait_for("h2's Redis node replicating from h3's", lambda: replicas_in_sync(settings) == (1, []), 120)
     assert set(_sentinels_answer(settings).values()) == {replica_h3}
+
+
+def test_with_h2_unreachable_a_deploy_limited_to_h1_and_h3_repairs_them_and_leaves_h2_alone(hosts, settings, cold):
+    """h2 answers no SSH (its sshd stopped; its containers run on): `make deploy LIMIT=h1,h3`
+    deploys the two others — it repairs a worker stopped on h1 — without asking h2 anything,
+    and its audit event is on h1 and h3 only, with the limit it was given."""
+    from shipyard.controller import audit_log
+    from shipyard.controller.releases import read_state
+
+    h1, h2 = settings.host("h1"), settings.host("h2")
+    worker = f"worker-{read_state(settings).live}"
+    view = HostControl(settings, h1)
+    view.stop(view.container_of(worker))
+    hosts[h2.address].stop_sshd()
+    try:
+        done = _shipyard("up", "--env", "multi", "--limit", "h1,h3")
+    finally:
+        hosts[h2.address].start_sshd()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert f"[{h2.address}]" not in done.stdout  # no operation ran there
+    assert f"[{h1.address}] tier app: shipyard-multi-{worker}-1: exited" in done.stdout, done.stdout[-4000:]
+    assert _running(settings, h1, worker)
+    events, _ = audit_log.read(settings)
+    last = events[-1]
+    assert (last.command, last.result, last.options.get("limit")) == ("up", "ok", "h1,h3")
+    raw = HostView(settings, h2).read_path(audit.audit_log_path(settings.deploy_root, settings.name)) or b""
+    assert last.id.encode() not in raw  # not recorded where nothing was done
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):

@@ -68,3 +68,29 @@ def test_secrets_put_stops_before_writing_anything_and_says_why(repo, tmp_path, 
     done = shipyard(repo, "secrets-put", *args, env={"SHIPYARD_AGE_IDENTITY_DIR": str(tmp_path)})
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert sorted((repo / "secrets").rglob("*")) == before
+
+
+def test_a_deploy_limited_to_some_hosts_refuses_what_would_break_the_others(repo, tmp_path):
+    """LIMIT=h1,h3 leaves h2 as it is (a host that is down): the names are checked, and refused
+    before any host is touched are a limit that leaves out the registry's host (every other
+    host pulls through it) and one while a secret rotation is pending (every host must take the
+    new value before the old one is retired)."""
+    from shipyard.cli import check_limit
+    from shipyard.errors import ShipyardError
+    from shipyard.inventory import load_environment
+
+    multi = load_environment(repo, "multi", {})
+    assert [h.name for h in check_limit(multi, "h1,h3", [])] == ["h1", "h3"]
+    assert check_limit(multi, None, ["redis_password"]) == multi.hosts  # no limit: every host, as always
+    with pytest.raises(ShipyardError) as err:
+        check_limit(multi, "h1,h4", [])
+    assert str(err.value).startswith("LIMIT=h1,h4: environment multi has no host h4") and "h1, h2, h3" in str(err.value)
+    with pytest.raises(ShipyardError) as err:
+        check_limit(multi, "h2,h3", [])
+    assert "leaves out h1, which runs registry" in str(err.value) and "add h1 to LIMIT" in str(err.value)
+    with pytest.raises(ShipyardError) as err:
+        check_limit(multi, "h1,h3", ["redis_password"])
+    assert "a rotation of redis_password is pending" in str(err.value) and "h2 would not" in str(err.value)
+    # Through the command line: refused before any host is asked (the test hosts are not there).
+    done = shipyard(repo, "up", "--env", "multi", "--limit", "h9", env={"SHIPYARD_LOCK_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "LIMIT=h9: environment multi has no host h9" in done.stderr, done.stderr
