@@ -23,9 +23,11 @@ def describe(settings, containers: dict) -> dict[str, str]:
     votes = Counter(a for a in answers.values() if a != "no answer")
     master, count = votes.most_common(1)[0] if votes else ("", 0)
     out = {}
+    # `make status` asks each host on its own: the other hosts' Sentinels are on their lines.
+    scope = "Sentinels" if len(answers) == len(sentinels) else "Sentinels on this host"
     for name in answers:
         agree = "agrees" if answers[name] == master else "DISAGREES"
-        out[name] = f"names {answers[name]} as master ({agree}; {count} of {len(answers)} Sentinels)"
+        out[name] = f"names {answers[name]} as master ({agree}; {count} of {len(answers)} {scope})"
     for inst in topo.instances_of("redis"):  # the nodes (their exporters have no role)
         if inst.service.name in ("redis", "redis-replica") and inst.name in containers:
             me = str(topo.announced(inst))
