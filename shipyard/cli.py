@@ -2,7 +2,7 @@
 
     python -m shipyard render [--env E ...] [--check]
     python -m shipyard validate --env E
-    python -m shipyard up --env E [--lock-wait S]
+    python -m shipyard up --env E [--lock-wait S] [--limit h1,h3]
     python -m shipyard down --env E [--volumes]
     python -m shipyard secrets-init --env E
     python -m shipyard secrets-rotate --env E --name NAME [--lock-wait S]
