@@ -49,6 +49,7 @@ from shipyard.inventory import inventory_path, list_environments, load_environme
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
 from shipyard.secretstore import finish_rotations, load_or_create, previous_values, put, rotate
+from shipyard.settings import EnvironmentSettings, HostSettings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_ROOT = REPO / "compose"
@@ -94,7 +95,7 @@ def up(env: str, lock_wait: float, limit: str | None = None) -> int:
         return roll_out_locked(env, limit=limit)
 
 
-def check_limit(settings, limit: str | None, rotating: list[str]) -> tuple:
+def check_limit(settings: EnvironmentSettings, limit: str | None, rotating: list[str]) -> tuple[HostSettings, ...]:
     """The hosts a deploy with ``limit`` changes (all without one); refuses, before any host is
     touched, a limit that would leave the environment half-changed in a way that breaks it."""
     hosts = settings.limited(limit)

@@ -60,11 +60,12 @@ def _read_state(project_dir: str, project: str, services: dict[str, ServiceState
     """Config hashes, image ids and the project's containers, read in one parallel round trip
     (``refs``: more images to read the ids of, for the host's later steps). ``reuse``: what the
     host's previous step read, when nothing changed on the host since (``_SEEN``)."""
-    if not (reuse and host.name in _SEEN):
-        _SEEN[host.name] = _read_project(project_dir, project, sorted({s.image for s in services.values()} | set(refs)))
-    hashes, ids, observed = _SEEN[host.name]
-    if not reuse:
-        del _SEEN[host.name]
+    seen = _SEEN.get(host.name) if reuse else None
+    if seen is None:
+        seen = _read_project(project_dir, project, sorted({s.image for s in services.values()} | set(refs)))
+        if reuse:
+            _SEEN[host.name] = seen
+    hashes, ids, observed = seen
     missing = sorted(set(services) - set(hashes))
     if missing:
         raise OperationError(f"host {host.name}: `docker compose config --hash` in {project_dir} names no service "
