@@ -4,8 +4,8 @@ An inventory is plain pyinfra Python: module-level lists are host groups, each h
 string or ``(host, data)`` tuple. Shipyard adds one module-level dict, ``SHIPYARD``, with the
 environment's settings (see ``shipyard.settings.EnvironmentSettings``). Group names are the
 roles a host plays: ``edge``, ``app``, ``data``, ``cache``, ``control``, ``observability`` and
-``registry`` (the image registry's host, when ``registry.enabled``). ``cache`` (the Redis nodes)
-left out is the ``data`` hosts.
+``registry`` (the image registry's host, when ``registry.enabled``). ``cache`` (an in-memory
+store's nodes) left out is the ``data`` hosts.
 
 Host data keys Shipyard reads: ``shipyard_host`` (logical name; default derived from the
 host string) and ``address`` (how other hosts reach this one; default the host string).
@@ -26,7 +26,7 @@ from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
 # Host groups: a component places each service on one of them (shipyard.component.Service.group).
 ROLES = ("edge", "app", "data", "cache", "control", "observability", "registry")
-# A group an inventory leaves out is another's hosts: Redis beside PostgreSQL unless told otherwise.
+# A group an inventory leaves out is another's hosts: the cache beside the data unless told otherwise.
 ROLE_DEFAULTS = {"cache": "data"}
 HOST_DATA_KEYS = {"shipyard_host", "address"}
 PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "ssh_known_hosts_file",
