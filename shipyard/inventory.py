@@ -5,7 +5,7 @@ string or ``(host, data)`` tuple. Shipyard adds one module-level dict, ``SHIPYAR
 environment's settings (see ``shipyard.settings.EnvironmentSettings``). Group names are the
 roles a host plays: ``edge``, ``app``, ``data``, ``cache``, ``control``, ``observability`` and
 ``registry`` (the image registry's host, when ``registry.enabled``). ``cache`` (an in-memory
-store's nodes) left out is the ``data`` hosts.
+store's nodes) left out is the ``data`` hosts (``settings.ROLE_DEFAULTS``).
 
 Host data keys Shipyard reads: ``shipyard_host`` (logical name; default derived from the
 host string) and ``address`` (how other hosts reach this one; default the host string).
@@ -26,8 +26,6 @@ from shipyard.settings import EnvironmentSettings, HostSettings, load_settings
 
 # Host groups: a component places each service on one of them (shipyard.component.Service.group).
 ROLES = ("edge", "app", "data", "cache", "control", "observability", "registry")
-# A group an inventory leaves out is another's hosts: the cache beside the data unless told otherwise.
-ROLE_DEFAULTS = {"cache": "data"}
 HOST_DATA_KEYS = {"shipyard_host", "address"}
 PYINFRA_HOST_DATA_KEYS = {"ssh_user", "ssh_port", "ssh_key", "ssh_hostname", "ssh_known_hosts_file",
                           "ssh_strict_host_key_checking", "_sudo", "_use_sudo_password"}
@@ -101,11 +99,6 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
                 merged[key] = value
     if problems:
         raise SettingsError(problems)
-    for role, default in ROLE_DEFAULTS.items():
-        if not any(role in roles for roles in roles_by_host.values()):
-            for roles in roles_by_host.values():
-                if default in roles:
-                    roles.append(role)
     hosts = []
     for connect, roles in roles_by_host.items():
         host_data = data_by_host[connect]

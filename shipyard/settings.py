@@ -30,6 +30,9 @@ _NAME = r"^[a-z][a-z0-9-]{0,30}$"
 _IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
+# A group an inventory leaves out is another's hosts: the cache beside the data unless told otherwise.
+ROLE_DEFAULTS = {"cache": "data"}
+
 class ImageSettings(Strict):
     source: ImageSource = Field("local", description="'official' (pull pinned tags) or 'local' (build from Debian packages)")
     mirror: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._/-]+)?$",
@@ -177,9 +180,14 @@ class CoreSettings(BaseSettings):
         return f"shipyard-{self.name}"
 
     def hosts_with_role(self, role: str) -> tuple[HostSettings, ...]:
+        """The hosts of an inventory group; a group no host has is another's hosts when it has a
+        default (``cache``: the ``data`` hosts)."""
         if role == EVERY_HOST:
             return self.hosts
-        return tuple(h for h in self.hosts if role in h.roles)
+        hosts = tuple(h for h in self.hosts if role in h.roles)
+        if not hosts and role in ROLE_DEFAULTS:
+            return self.hosts_with_role(ROLE_DEFAULTS[role])
+        return hosts
 
     def limited(self, limit: str | None) -> tuple[HostSettings, ...]:
         """The hosts a deploy with LIMIT (``h1,h3``: ``shipyard_host`` names) changes, in the
@@ -348,7 +356,7 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
     # Groups of the services the settings run (a service a setting turns off needs no host).
     groups = sorted({svc.group for comp in COMPONENTS for svc in comp.services if not svc.scale or svc.scale(settings)})
     for group in groups:
-        if group != EVERY_HOST and not any(group in h.roles for h in settings.hosts):
+        if group != EVERY_HOST and not settings.hosts_with_role(group):
             users = sorted({comp.name for comp in COMPONENTS for svc in comp.services
                             if svc.group == group and (not svc.scale or svc.scale(settings))})
             problems.append(ShipyardError(f"{source_file}: group '{group}'", f"no host has the {group} role "
@@ -356,7 +364,7 @@ def _check_hosts(settings: EnvironmentSettings, source_file: str) -> None:
                                           f"add a module-level list '{group} = [...]' naming at least one host"))
     for comp in COMPONENTS:
         comp_groups = sorted({svc.group for svc in comp.services if svc.group != EVERY_HOST})
-        hosts = sorted({h.name for h in settings.hosts if set(h.roles) & set(comp_groups)})
+        hosts = sorted({h.name for group in comp_groups for h in settings.hosts_with_role(group)})
         if comp.single_host and len(hosts) > 1:
             problems.append(ShipyardError(f"{source_file}: group '{', '.join(comp_groups)}'",
                                           f"{len(hosts)} hosts ({', '.join(hosts)}) but this release runs {comp.name} "

@@ -21,8 +21,9 @@ def test_valid_inventory_loads_with_defaults(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}' + ONE_HOST)
     settings = load_environment(repo, "t", {})
     assert settings.hosts[0].name == "box"
-    # No `cache` group: the `data` hosts run Redis.
-    assert settings.hosts[0].roles == ("edge", "app", "data", "cache", "control", "observability")
+    assert settings.hosts[0].roles == ("edge", "app", "data", "control", "observability")
+    # No `cache` group: the `data` hosts are its hosts.
+    assert settings.hosts_with_role("cache") == settings.hosts_with_role("data") == (settings.hosts[0],)
     assert settings.ports.postgres == 5432
 
 
