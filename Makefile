@@ -39,6 +39,8 @@ help: venv
 	@echo "make test-registry      the image registry's rendered config under Debian's real docker-registry (loopback)"
 	@echo "make bench-rollout [WIPE=1]   rollout timings vs plain docker compose (ci; cold rollouts delete its"
 	@echo "                         data: refused when ci is deployed, unless WIPE=1; ends with ci removed)"
+	@echo "make bench-rollout ENV=multi [WIPE=1]   the same on three test hosts it makes (first deploy through the"
+	@echo "                         registry, no-op, cold) beside ci's single-host figures of the same run"
 	@echo "make bench-idle ENV=name   idle CPU of a rolled-out environment (whole stack and per component)"
 	@echo "make bench-api          task API throughput/latency vs a pgbench INSERT baseline; on Vault vs on files"
 	@echo "make bench-peers        the platform vs Celery, arq and RQ (from PyPI): submit and drain rates, latency,"
@@ -120,6 +122,8 @@ host-test-hosts:
 # builds them; skipped otherwise.
 test-hosts: venv host-test-hosts
 	$(PYTEST) -q tests/multihost
+	@started=$$(date +%s); $(PY) tests/bench/bench_rollout.py --env multi --short && \
+	  echo "make test: bench-rollout ENV=multi --short took $$(( $$(date +%s) - started )) s"
 
 up deploy: venv
 	$(PY) -m shipyard up --env $(ENV) --lock-wait $(LOCK_WAIT) $(if $(LIMIT),--limit "$(LIMIT)",)
@@ -266,8 +270,9 @@ test-benches: venv
 # short (fewer runs, shorter windows), as `make test` runs them.
 BENCH_SHORT = $(if $(filter 1,$(SHORT)),--short,)
 
-bench-rollout: venv
-	$(PY) tests/bench/bench_rollout.py --env ci $(if $(filter 1,$(WIPE)),--wipe,) $(BENCH_SHORT)
+bench-rollout: venv $(if $(filter multi,$(ENV)),host-test-hosts,)
+	$(PY) tests/bench/bench_rollout.py --env $(if $(filter command line,$(origin ENV)),$(ENV),ci) \
+	  $(if $(filter 1,$(WIPE)),--wipe,) $(BENCH_SHORT)
 
 bench-idle: venv
 	$(PY) tests/bench/bench_idle.py --env $(ENV) $(BENCH_SHORT)

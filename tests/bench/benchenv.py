@@ -56,9 +56,10 @@ class Found:
 
 def found(settings) -> Found:
     project_dir = Path(commands.project_dir(settings.deploy_root, settings.name))
+    # An engine that does not answer runs nothing (a fresh machine: the rollout starts it).
     ps = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={settings.compose_project}"],
-                        capture_output=True, text=True, check=True)
-    return Found(settings.name, (project_dir / "compose.yaml").exists(), bool(ps.stdout.split()))
+                        capture_output=True, text=True)
+    return Found(settings.name, (project_dir / "compose.yaml").exists(), ps.returncode == 0 and bool(ps.stdout.split()))
 
 
 def roll_out(env: str, bench: str) -> None:
