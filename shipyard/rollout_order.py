@@ -23,12 +23,18 @@ def _unit(inst: Instance) -> tuple[int, int]:
 
 
 def dependencies(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
-    """What must be up before ``inst``: its own component's waits (same host), and the
+    """What must be up before ``inst``: its own component's waits (same host, or the one
+    instance of a service placed once, unless only its start is waited for), and the
     client-facing instances of the components it uses (anywhere)."""
     deps: list[Instance] = []
     for wait in inst.service.waits:
+        # On another host, a start is no gate worth a step: what waits only for a start copes with
+        # the other not answering yet (it retries, or asks it by address later), and a step would
+        # hold it back until the other's whole step is healthy — which may be waiting for it (a
+        # Redis node starts once a majority of the Sentinels, on every control host, answers).
         deps += [i for i in topo.instances_of(inst.component.name, wait.service)
-                 if i.host.name == inst.host.name or i.service.placement == "once"]
+                 if i.host.name == inst.host.name
+                 or (i.service.placement == "once" and wait.condition != "service_started")]
     for used in inst.uses:
         deps += [i for i in topo.instances_of(used) if i.service.serves_clients]
     return tuple(deps)

@@ -7,6 +7,11 @@ container uids (999, 10001) with no account on the host, so they would be re-cho
 run. Here owners are numeric, content is compared by sha256, and content is never printed:
 uploads come from in-memory buffers and operation names carry paths only.
 
+What differs goes to the host as one tar archive (owners, modes and contents in its headers),
+uploaded into a root-only directory and extracted there with owners and modes kept: one upload
+and one command however many files changed, instead of an upload, a chown and a chmod per file
+(a first deploy over SSH ships ~150 paths a host: ~20 s one by one, on the test hosts).
+
 The project directory is Shipyard's alone: what a new render no longer has (a removed
 replica's secret copies, a file that moved) is deleted, so the host holds exactly the render.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
+import tarfile
 from dataclasses import dataclass
 
 from pyinfra import host
@@ -60,9 +66,33 @@ def leftover_paths(existing: set[str], wanted: set[str], root: str) -> list[str]
     return sorted(p for p in extra if not any(p.startswith(other + "/") for other in extra))
 
 
-def _ownership(path: str, uid: int, mode: str):
-    yield StringCommand("chown", f"{uid}:{uid}", shlex.quote(path))
-    yield StringCommand("chmod", mode, shlex.quote(path))
+INCOMING = ".incoming"  # below the project's root, root-only, removed once extracted
+
+
+def archive(items: list[WantedPath]) -> bytes:
+    """A tar of ``items`` (directories and files, parents first) by their paths below ``/``,
+    each with its uid and gid (the same number), its mode and its content: extracted as root
+    with ``--same-owner --same-permissions --numeric-owner`` they are as wanted. Deterministic:
+    no timestamps, no owner names."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for item in items:
+            info = tarfile.TarInfo(item.path.lstrip("/"))
+            info.uid = info.gid = item.uid
+            info.mode = int(item.mode, 8)
+            if item.content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(item.content)
+                tar.addfile(info, io.BytesIO(item.content))
+    return buffer.getvalue()
+
+
+def extract_argv(tar_path: str) -> list[str]:
+    # Over an existing file tar writes a new one in its place (it unlinks it first); a
+    # directory's owner and mode are set once what is in it is written.
+    return ["tar", "-x", "-f", tar_path, "-C", "/", "--same-owner", "--same-permissions", "--numeric-owner"]
 
 
 @operation()
@@ -70,26 +100,25 @@ def project_paths(root: str, wanted: list[WantedPath]):
     """Directories and files as wanted, in the given order (parents before children); anything
     else below ``root`` is removed."""
     states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), root=root)
-    changed = []
-    for path in leftover_paths(set(states), {w.path for w in wanted}, root):
-        yield StringCommand("rm", "-rf", shlex.quote(path))
-        changed.append(path)
+    leftovers = leftover_paths(set(states), {w.path for w in wanted}, root)
+    written: list[WantedPath] = []  # missing, or other content: in the archive
+    owned: list[WantedPath] = []  # only the owner or mode differs
     for item in wanted:
         state = states.get(item.path)
-        if item.content is None:
-            if state is None:
-                yield StringCommand("mkdir", "-p", shlex.quote(item.path))
-            if state is None or state[:3] != (item.uid, item.uid, item.mode):
-                yield from _ownership(item.path, item.uid, item.mode)
-                changed.append(item.path)
-            continue
-        digest = hashlib.sha256(item.content).hexdigest()
-        if state is None or state[3] != digest:
-            yield FileUploadCommand(io.BytesIO(item.content), item.path)
-            yield from _ownership(item.path, item.uid, item.mode)
-            changed.append(item.path)
+        if state is None or (item.content is not None and state[3] != hashlib.sha256(item.content).hexdigest()):
+            written.append(item)
         elif state[:3] != (item.uid, item.uid, item.mode):
-            yield from _ownership(item.path, item.uid, item.mode)
-            changed.append(item.path)
-    if not changed:
+            owned.append(item)
+    if leftovers:
+        yield StringCommand("rm", "-rf", *(shlex.quote(path) for path in leftovers))
+    if written:
+        incoming = f"{root.rstrip('/')}/{INCOMING}"
+        tar_path = f"{incoming}/paths.tar"
+        yield StringCommand("rm", "-rf", shlex.quote(incoming), "&&", "install", "-d", "-m", "700", shlex.quote(incoming))
+        yield FileUploadCommand(io.BytesIO(archive(written)), tar_path)
+        yield StringCommand(*(shlex.quote(a) for a in extract_argv(tar_path)), "&&", "rm", "-rf", shlex.quote(incoming))
+    for item in owned:
+        yield StringCommand("chown", f"{item.uid}:{item.uid}", shlex.quote(item.path), "&&",
+                            "chmod", item.mode, shlex.quote(item.path))
+    if not (leftovers or written or owned):
         host.noop(f"{len(wanted)} paths are current")

@@ -22,7 +22,7 @@ three test hosts of inventories/multi.py (tests/testhosts.py: network namespaces
 dockerd and sshd on this machine) and removes them at the end. It times the first deploy to the
 fresh hosts (every image through the environment's registry: shipped to h1 over SSH, pushed from
 here, pulled by each host), the no-op re-run, and a cold rollout with the images present
-(`down --volumes`, then `up`); beside them, in the same run, the single-host figures of `ci` as
+(`make down VOLUMES=1`, then `up`); beside them, in the same run, the single-host figures of `ci` as
 above (without --short; ci's rule as above: refused when deployed unless --wipe). Targets: no-op
 ≤ 5 s; cold ≤ 1.5× the single-host cold rollout. --short: the first deploy and one no-op only, no
 single-host part (`make test` runs it so, after the ci rollout built the images).
@@ -175,7 +175,8 @@ def several_hosts(env: str, runs: int, short: bool) -> dict[str, float]:
         sys.exit(f"bench-rollout: environment {env}: its hosts are not the test hosts this bench makes "
                  f"({testhosts.MULTI_SUBNET}, inventories/multi.py)\n  fix: ENV=multi, or ENV=ci for one host")
     shipyard_up = [sys.executable, "-m", "shipyard", "up", "--env", env]
-    shipyard_down = [sys.executable, "-m", "shipyard", "down", "--env", env, "--volumes"]
+    # The hosts and all on them are the bench's own: removing the environment's data is its to do.
+    shipyard_down = benchenv.down_argv(env, volumes=True)
     figures: dict[str, list[float]] = {k: [] for k in ("first", "noop", "cold")}
     with testhosts.multi_hosts():
         took, out = run(shipyard_up)

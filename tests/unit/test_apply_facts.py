@@ -1,7 +1,10 @@
 """Facts whose command prints nothing in the common case must still give a usable value
 (pyinfra returns the fact's default instead of calling ``process`` on no output)."""
 
-from shipyard.apply.private_files import PathStates
+import subprocess
+from pathlib import Path
+
+from shipyard.apply.private_files import PathStates, WantedPath, archive, extract_argv
 from shipyard.apply.image_pull import MissingImages
 
 
@@ -49,3 +52,28 @@ def test_a_failed_pull_explains_itself_and_leaves_no_temp_file(tmp_path, monkeyp
     assert result.returncode == 1
     assert "no registry" in result.stderr and "host h1: cannot pull postgres:15.10-bookworm; rm -rf /" in result.stderr
     assert list(temp.iterdir()) == []
+
+
+def test_what_differs_reaches_the_host_as_one_archive_with_owners_modes_and_contents(tmp_path):
+    """The archive project_paths uploads, extracted by the command it runs (GNU tar, as root):
+    new directories and files with their numeric owners and modes, a changed file replaced, a
+    file the archive does not name left alone."""
+    root = tmp_path / "project"
+    (root / "secrets").mkdir(parents=True)
+    (root / "compose.yaml").write_text("old")
+    (root / "kept.conf").write_text("kept")
+    items = [WantedPath(f"{root}/compose.yaml", 0, "644", b"services: {}\n"),
+             WantedPath(f"{root}/secrets/api", 10001, "500"),
+             WantedPath(f"{root}/secrets/api/jwt", 10001, "400", b"s3cret"),
+             WantedPath(f"{root}/new/deep", 0, "755"),
+             WantedPath(f"{root}/new/deep/file", 999, "640", b"x")]
+    tar_path = tmp_path / "paths.tar"
+    tar_path.write_bytes(archive(items))
+    assert archive(items) == tar_path.read_bytes()  # deterministic
+    subprocess.run(extract_argv(str(tar_path)), check=True)
+    for item in items:
+        stat = Path(item.path).stat()
+        assert (stat.st_uid, stat.st_gid, f"{stat.st_mode & 0o7777:o}") == (item.uid, item.uid, item.mode), item.path
+        if item.content is not None:
+            assert Path(item.path).read_bytes() == item.content
+    assert (root / "kept.conf").read_text() == "kept"

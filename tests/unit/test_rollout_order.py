@@ -33,33 +33,33 @@ def test_one_host_converges_in_a_step_per_live_setup_waited_for_so_independent_w
 def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     settings = load_environment(repo, "production", {})
     steps = rollout_order.rollout_steps(topology.build(settings))
-    # data everywhere (the log store too: obs-1's Elasticsearch; etcd on the control hosts); then,
-    # after etcd's live setup, PostgreSQL's nodes and the Redis Sentinels of the other control
-    # hosts (they wait for the master on data-1), then the data tier's jobs, which wait for every
-    # data service elsewhere; then the log store's index template; then Consul's and
-    # Vault's servers, on their three hosts at once (each one's health gate waits for all three);
-    # then the migration with its own host's app (compose orders those two); then the other app
+    # data everywhere (the log store too: obs-1's Elasticsearch; etcd on the control hosts; Redis's
+    # nodes and every Sentinel, those of other hosts beside the master: they wait only for its
+    # start, and the master's node.sh waits for a majority of them); then, after etcd's live
+    # setup, PostgreSQL's nodes, then the log store's index template; then Consul's and Vault's
+    # servers, on their three hosts at once (each one's health gate waits for all three); then
+    # the migration with its own host's app (compose orders those two); then the other app
     # hosts, once the schema is there; then the edge; then what watches it all (and each host's
     # own agents: the node exporter, cAdvisor, the log shipper; edge-1's join its edge step,
     # nothing being pending elsewhere before them); Kibana's setup job last, once Kibana is up.
-    assert [sorted(step) for step in steps] == [["app-1", "app-2", "data-1", "obs-1"], ["app-1", "app-2", "data-1"],
+    assert [sorted(step) for step in steps] == [["app-1", "app-2", "data-1", "obs-1"],
                                                 ["data-1"], ["obs-1"],
                                                 ["app-1", "app-2", "data-1"],
                                                 ["app-1"], ["app-2"], ["edge-1"], ["app-1", "app-2", "data-1", "obs-1"],
                                                 ["obs-1"]]
-    assert steps[0]["obs-1"] == ("elasticsearch-1",) and steps[3]["obs-1"] == ("logs-setup",)
-    assert (steps[0]["app-1"], steps[0]["app-2"]) == (("etcd-1",), ("etcd-2",)) and "etcd-3" in steps[0]["data-1"]
+    assert steps[0]["obs-1"] == ("elasticsearch-1",) and steps[2]["obs-1"] == ("logs-setup",)
+    assert (steps[0]["app-1"][0], steps[0]["app-2"][0]) == ("etcd-1", "etcd-2") and "etcd-3" in steps[0]["data-1"]
     assert {"redis", "redis-replica-1", "redis-sentinel-3"} <= set(steps[0]["data-1"])
-    assert steps[1]["app-1"] == ("redis-sentinel-1", "redis-sentinel-exporter-1")
-    assert {"postgres", "postgres-replica-1"} <= set(steps[1]["data-1"]) and "postgres-setup" in steps[2]["data-1"]
-    assert steps[8]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor", "logship", "kibana")
-    assert steps[9] == {"obs-1": ("kibana-setup",)}
-    assert steps[4] == {"app-1": ("consul-1", "vault-1"), "app-2": ("consul-2", "vault-2"),
+    assert {"redis-sentinel-1", "redis-sentinel-exporter-1"} <= set(steps[0]["app-1"])
+    assert {"postgres", "postgres-replica-1", "postgres-setup"} <= set(steps[1]["data-1"])
+    assert steps[7]["obs-1"] == ("alertmanager", "prometheus", "grafana", "node-exporter", "cadvisor", "logship", "kibana")
+    assert steps[8] == {"obs-1": ("kibana-setup",)}
+    assert steps[3] == {"app-1": ("consul-1", "vault-1"), "app-2": ("consul-2", "vault-2"),
                         "data-1": ("consul-3", "vault-3")}
     # The servers' agent-token job runs against the whole cluster: after it, on the first host.
-    assert steps[5]["app-1"] == ("consul-agent-token", "db-setup", "consul-setup", "migrate", "api-blue", "api-green",
+    assert steps[4]["app-1"] == ("consul-agent-token", "db-setup", "consul-setup", "migrate", "api-blue", "api-green",
                                  "worker-blue", "worker-green")
-    assert set(steps[6]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
+    assert set(steps[5]["app-2"]) == {"api-blue", "api-green", "worker-blue", "worker-green"}
     rendered = render_environment(settings)
     assert "migrate" in rendered["app-1"].compose["services"]
     assert "migrate" not in rendered["app-2"].compose["services"]  # two Alembic runs at once no more
