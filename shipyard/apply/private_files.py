@@ -38,25 +38,37 @@ class WantedPath:
 
 class PathStates(FactBase):
     """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists, and for
-    everything below ``root``."""
+    everything below ``root``: two finds and one sha256sum, whatever the number of paths (a
+    shell loop of stat and sha256sum per path spent ~1 s a host on a no-op deploy)."""
+
+    _DIGESTS = "--- shipyard: digests ---"
 
     def command(self, paths: tuple[str, ...], root: str) -> str:
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"for p in {quoted} $(find {shlex.quote(root)} -mindepth 1 2>/dev/null); do "
-                "if [ -d \"$p\" ]; then s=dir; "
-                "elif [ -f \"$p\" ]; then s=$(sha256sum \"$p\" | cut -d' ' -f1); else continue; fi; "
-                "printf '%s %s %s\\n' \"$(stat -c '%u %g %a' \"$p\")\" \"$s\" \"$p\"; done")
+        quoted, top = " ".join(shlex.quote(p) for p in paths), shlex.quote(root)
+        listed = (f"{{ find {quoted} -maxdepth 0 -printf '%U %G %m %y %p\\n'; "
+                  f"find {top} -mindepth 1 -printf '%U %G %m %y %p\\n'; }} 2>/dev/null")
+        digests = (f"{{ find {quoted} -maxdepth 0 -type f -print0; find {top} -mindepth 1 -type f -print0; }} "
+                   "2>/dev/null | xargs -0 -r sha256sum")
+        return f"{listed}; echo '{self._DIGESTS}'; {digests}"
 
     @staticmethod
     def default():
         return {}  # nothing exists yet: pyinfra gives the default instead of processing no output
 
     def process(self, output):
-        states = {}
+        listed, digests, into_digests = {}, {}, False
         for line in output:
-            uid, gid, mode, digest, path = line.split(" ", 4)
-            states[path] = (int(uid), int(gid), mode, digest)
-        return states
+            if line == self._DIGESTS:
+                into_digests = True
+            elif into_digests:
+                digest, _, path = line.partition("  ")
+                digests[path] = digest
+            elif line.strip():
+                uid, gid, mode, kind, path = line.split(" ", 4)
+                if kind in ("d", "f"):  # what else is there (a link, a socket) is not the render's
+                    listed[path] = (int(uid), int(gid), mode, "dir" if kind == "d" else "")
+        return {path: state[:3] + (digests.get(path, "") if state[3] != "dir" else "dir",)
+                for path, state in listed.items()}
 
 
 def leftover_paths(existing: set[str], wanted: set[str], root: str) -> list[str]:

@@ -1,6 +1,8 @@
 """Facts whose command prints nothing in the common case must still give a usable value
 (pyinfra returns the fact's default instead of calling ``process`` on no output)."""
 
+import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -8,10 +10,36 @@ from shipyard.apply.private_files import PathStates, WantedPath, archive, extrac
 from shipyard.apply.image_pull import MissingImages
 
 
-def test_fresh_host_has_no_path_states():
+def test_fresh_host_has_no_path_states(tmp_path):
     assert PathStates.default() == {}
-    states = PathStates().process(["0 0 755 dir /opt/shipyard/ci", "10001 10001 400 ab12 /opt/shipyard/ci/secrets/api/k"])
-    assert states["/opt/shipyard/ci/secrets/api/k"] == (10001, 10001, "400", "ab12")
+    command = PathStates().command((str(tmp_path / "project"),), str(tmp_path / "project"))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
+    assert PathStates().process(output) == {}
+
+
+def test_path_states_give_each_paths_numeric_owner_mode_and_digest(tmp_path):
+    """The fact's own command, run by a shell as a host's would: every given path that exists
+    and everything below the root, files by the sha256 of their content."""
+    root = tmp_path / "project"
+    (root / "secrets" / "api").mkdir(parents=True)
+    (root / "compose.yaml").write_text("services: {}\n")
+    key = root / "secrets" / "api" / "jwt key"  # a space in a name
+    key.write_bytes(b"s3cret")
+    os.chown(root / "secrets" / "api", 10001, 10001)
+    os.chmod(root / "secrets" / "api", 0o500)
+    os.chown(key, 10001, 10001)
+    os.chmod(key, 0o400)
+    elsewhere = tmp_path / "routing.conf"
+    elsewhere.write_text("blue")
+    command = PathStates().command((str(root), str(elsewhere), str(tmp_path / "missing")), str(root))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
+    states = PathStates().process(output)
+    assert states[str(key)] == (10001, 10001, "400", hashlib.sha256(b"s3cret").hexdigest())
+    assert states[str(root / "secrets" / "api")] == (10001, 10001, "500", "dir")
+    assert states[str(root / "compose.yaml")][3] == hashlib.sha256(b"services: {}\n").hexdigest()
+    assert states[str(elsewhere)][3] == hashlib.sha256(b"blue").hexdigest()
+    assert set(states) == {str(root), str(root / "compose.yaml"), str(root / "secrets"), str(root / "secrets" / "api"),
+                           str(key), str(elsewhere)}
 
 
 def test_no_missing_images_is_an_empty_list():
