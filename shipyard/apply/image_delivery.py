@@ -30,13 +30,14 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from shipyard import commands, image_plan, topology
 from shipyard.apply import image_ship
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
 from shipyard.component import Component, ImageDelivery
+from shipyard.apply.private_files import host_file
 from shipyard.apply.rollout import start_first
 from shipyard.bluegreen import ReleaseState
 from shipyard.errors import ShipyardError
@@ -175,8 +176,7 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
 
 def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) -> None:
     for path, content in sorted(delivery.host_files(settings, repo).items()):
-        files.put(name=f"the engine trusts the image delivery: {path}", src=io.BytesIO(content), dest=path,
-                  user="root", group="root", mode="644", create_remote_dir=True)
+        host_file(name=f"the engine trusts the image delivery: {path}", path=path, content=content, mode="644")
 
 
 def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSettings, this_host: HostSettings,
