@@ -51,28 +51,11 @@ def _feed(argv: list[str], data: bytes, timeout: float = 120) -> None:
     assert done.returncode == 0, (argv, done.stderr.decode(errors="replace"))
 
 
-def _tar(wanted) -> bytes:
-    """The files a deploy writes (shipyard.apply's WantedPath: path, owner, mode, content) as a tar
-    to unpack at / on the host, owners and modes kept."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in wanted:
-            entry = tarfile.TarInfo(path.path.lstrip("/"))
-            entry.uid = entry.gid = path.uid
-            entry.mode = int(path.mode, 8)
-            if path.content is None:
-                entry.type = tarfile.DIRTYPE
-                tar.addfile(entry)
-            else:
-                entry.size = len(path.content)
-                tar.addfile(entry, io.BytesIO(path.content))
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def registry(settings, hosts):
     """The registry on h1, as its rendered compose service runs it, with its secret files."""
-    from shipyard.apply.rollout import project_files, secret_files  # pyinfra's layer: data only here
+    from shipyard.apply import private_files  # pyinfra's layer: data and argv only here
+    from shipyard.apply.rollout import project_files, secret_files
 
     h1 = settings.hosts_with_role("registry")[0]
     assert image_ship.ship(h1, REGISTRY_IMAGE) is True and image_ship.ship(h1, REGISTRY_IMAGE) is False
@@ -82,7 +65,7 @@ def registry(settings, hosts):
     wanted = project_files(project, render_host(settings, h1)) + secret_files(
         project, on_h1, values, variables=secret_variables(settings, h1))
     host = hosts[h1.address]
-    _feed(host.ssh_argv("tar", "-x", "--same-owner", "-p", "-C", "/"), _tar(wanted))
+    _feed(host.ssh_argv(*private_files.extract_argv("-")), private_files.archive(wanted))
     host.ssh("docker", "compose", "--project-directory", project, "-p", settings.compose_project,
              "up", "-d", "--no-deps", "--wait", "--wait-timeout", "120", "registry", timeout=180)
     return values[certificates.PASSWORD].value
