@@ -61,10 +61,18 @@ def _apt_install(packages: list[str]) -> StringCommand:
     return StringCommand(f"apt-get update -qq && {_APT_ENV} {install}")
 
 
+# host name → the engine's state as the guards before it read it (shipyard.apply.guard): used once.
+_REMEMBERED: dict[str, dict[str, str]] = {}
+
+
+def remember_state(host_name: str, state: dict[str, str]) -> None:
+    _REMEMBERED[host_name] = state
+
+
 @operation()
 def docker_engine(debootstrap: bool = False):
     """Docker engine + Compose v2 installed and the daemon answering (``debootstrap`` for local images)."""
-    state = host.get_fact(DockerEngineState)
+    state = _REMEMBERED.pop(host.name, None) or host.get_fact(DockerEngineState)
     missing = []
     if not state.get("dockerd"):
         missing.append("docker.io")

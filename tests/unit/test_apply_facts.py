@@ -105,3 +105,24 @@ def test_what_differs_reaches_the_host_as_one_archive_with_owners_modes_and_cont
         if item.content is not None:
             assert Path(item.path).read_bytes() == item.content
     assert (root / "kept.conf").read_text() == "kept"
+
+
+def test_the_guards_read_fingerprints_ports_and_engine_in_one_command(tmp_path):
+    """BeforeChanges' command run by a shell as a host's would: each part's output reaches its
+    own fact's parsing (a fresh host: no fingerprints; then a recorded file)."""
+    from shipyard.apply.guard import BeforeChanges
+    root = tmp_path / "project"
+    fact = BeforeChanges()
+
+    def read():
+        command = fact.command(str(root / "secrets" / "fingerprints"))
+        return fact.process(subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines())
+
+    fingerprints, (tcp, _), engine_state = read()
+    assert fingerprints == {}
+    assert "local_address" in tcp  # /proc/net/tcp's header: the port holders' part was run
+    assert {"dockerd", "compose", "server", "systemd", "os"} <= set(engine_state)
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "fingerprints").write_text("jwt_signing_key abc123\nredis_password def456\n")
+    fingerprints, _, _ = read()
+    assert fingerprints == {"jwt_signing_key": "abc123", "redis_password": "def456"}
