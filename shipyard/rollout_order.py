@@ -31,7 +31,7 @@ def dependencies(topo: Topology, inst: Instance) -> tuple[Instance, ...]:
         # On another host, a start is no gate worth a step: what waits only for a start copes with
         # the other not answering yet (it retries, or asks it by address later), and a step would
         # hold it back until the other's whole step is healthy — which may be waiting for it (a
-        # Redis node starts once a majority of the Sentinels, on every control host, answers).
+        # node whose start asks a majority of its watchers, spread over other hosts).
         deps += [i for i in topo.instances_of(inst.component.name, wait.service)
                  if i.host.name == inst.host.name
                  or (i.service.placement == "once" and wait.condition != "service_started")]
