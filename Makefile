@@ -111,8 +111,8 @@ host-test-patroni: host-test-deps
 # What the multi-host tests' hosts run (tests/testhosts.py): Debian's sshd, in each host's
 # namespace only (installed without starting the machine's: tests/apt-install-quiet.sh).
 host-test-hosts:
-	@test -x /usr/sbin/sshd && command -v busybox >/dev/null || \
-	  sh tests/apt-install-quiet.sh openssh-server openssh-client busybox-static
+	@test -x /usr/sbin/sshd && command -v busybox >/dev/null && command -v sudo >/dev/null || \
+	  sh tests/apt-install-quiet.sh openssh-server openssh-client busybox-static sudo
 
 # The multi-host tests' hosts (network namespaces with their own dockerd and sshd): made, checked
 # and removed; the multi environment's hosts reached over SSH as a deploy reaches them (status,

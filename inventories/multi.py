@@ -12,8 +12,10 @@ A group's hosts are taken in the order hosts first appear in this file (h1, h2, 
 `cache` group's first is h2. PostgreSQL still runs all its nodes on one host (its backup
 repository is a volume of that host: docs/data-tier.md).
 
-SSH: root by the key the test hosts make for their run, each host's key checked against the
-known hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR).
+SSH: by the key the test hosts make for their run, each host's key checked against the known
+hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR); h1 and
+h3 as root, h2 as the user ``shipyard``, root by passwordless sudo (``_sudo``: the deploy's
+commands and the controller's alike, docs/deploy.md).
 """
 
 SHIPYARD = {
@@ -35,7 +37,7 @@ _ACCESS = "/tmp/shipyard-testhosts"
 _ssh = {"ssh_user": "root", "ssh_key": f"{_ACCESS}/id_ed25519", "ssh_known_hosts_file": f"{_ACCESS}/known_hosts"}
 
 _h1 = ("10.231.250.11", {**_ssh, "shipyard_host": "h1", "address": "10.231.250.11"})
-_h2 = ("10.231.250.12", {**_ssh, "shipyard_host": "h2", "address": "10.231.250.12"})
+_h2 = ("10.231.250.12", {**_ssh, "ssh_user": "shipyard", "_sudo": True, "shipyard_host": "h2", "address": "10.231.250.12"})
 _h3 = ("10.231.250.13", {**_ssh, "shipyard_host": "h3", "address": "10.231.250.13"})
 
 edge = [_h1]

@@ -28,7 +28,8 @@ SHIPYARD = {
     "vault": {"enabled": True, "servers": 3},
 }
 
-_deploy = {"ssh_user": "deploy"}
+# A non-root user, root by passwordless sudo on each host (docs/deploy.md: SSH users).
+_deploy = {"ssh_user": "deploy", "_sudo": True}
 
 edge = [
     ("edge-1.prod.example.net", {**_deploy, "shipyard_host": "edge-1", "address": "10.0.0.10"}),

@@ -158,9 +158,32 @@ def ssh_destination(host) -> str:
     return f"{host.ssh_user}@{host.connect}" if host.ssh_user else host.connect
 
 
+def as_root(host, argv: Sequence[str]) -> list[str]:
+    """``argv`` as root on ``host``: itself for a root login, through passwordless sudo when the
+    inventory sets ``_sudo`` (``-n``: an error, never a prompt; ``-H``: root's HOME, where the
+    docker client keeps its logins)."""
+    return ["sudo", "-n", "-H", "--", *argv] if getattr(host, "sudo", False) else list(argv)
+
+
 def ssh(host, argv: Sequence[str]) -> list[str]:
-    """``argv`` run on ``host`` over SSH, quoted once for its shell."""
-    return ["ssh", *ssh_options(host), ssh_destination(host), to_shell(argv)]
+    """``argv`` run as root on ``host`` over SSH, quoted once for its shell."""
+    return ["ssh", *ssh_options(host), ssh_destination(host), to_shell(as_root(host, argv))]
+
+
+def ssh_control_master(host, control_path: str) -> list[str]:
+    """One authenticated SSH connection to ``host`` that later ssh runs share through
+    ``control_path`` (no handshake each): runs until killed."""
+    return ["ssh", *ssh_options(host), "-nNT", "-o", "ControlMaster=yes", "-o", f"ControlPath={control_path}",
+            "-o", "ServerAliveInterval=15", ssh_destination(host)]
+
+
+def ssh_engine_dial(host, control_path: str) -> list[str]:
+    """One connection to the host's engine as root (``docker system dial-stdio``: the engine's
+    socket on stdin/stdout, what the docker CLI's own ssh:// runs) over the shared connection of
+    ``ssh_control_master``: how an SSH user that is not root, and may not open the socket,
+    reaches the engine through sudo."""
+    return ["ssh", *ssh_options(host), "-o", f"ControlPath={control_path}", ssh_destination(host),
+            to_shell(as_root(host, ["docker", "system", "dial-stdio"]))]
 
 
 def ssh_forward_docker(host, local_socket: str) -> list[str]:

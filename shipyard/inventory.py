@@ -53,6 +53,24 @@ def _exec_inventory(path: Path) -> dict[str, Any]:
     return namespace
 
 
+def _becoming_root(shown: str, connect: str, host_data: dict[str, Any]) -> list[ShipyardError]:
+    """A deploy changes what only root may (the engine's packages, /etc/docker, the project's
+    root-owned files): an SSH user other than root needs ``_sudo``, and passwordless, since no
+    command of a deploy waits on a person."""
+    user = host_data.get("ssh_user")
+    if host_data.get("_use_sudo_password"):
+        return [ShipyardError(f"{shown}: host {connect}: data._use_sudo_password", "a sudo password is not supported: "
+                              "the deploy's and the controller's commands run `sudo -n` and never prompt",
+                              f"give {user or 'the SSH user'} passwordless sudo on the host "
+                              f"(a sudoers line '{user or '<user>'} ALL=(ALL) NOPASSWD: ALL') and drop _use_sudo_password")]
+    if connect != "@local" and user not in (None, "root") and not host_data.get("_sudo"):
+        return [ShipyardError(f"{shown}: host {connect}: data.ssh_user", f"{user!r} is not root and _sudo is not set: "
+                              "the deploy installs the engine and writes root's files",
+                              f"add '_sudo': True to the host's data (with passwordless sudo for {user}), "
+                              "or connect as root")]
+    return []
+
+
 def _default_name(connect: str) -> str:
     if connect == "@local":
         return "local"
@@ -108,10 +126,13 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
                                       roles=tuple(r for r in ROLES if r in roles),
                                       ssh_user=host_data.get("ssh_user"), ssh_port=host_data.get("ssh_port"),
                                       ssh_key=host_data.get("ssh_key"),
-                                      ssh_known_hosts_file=host_data.get("ssh_known_hosts_file")))
+                                      ssh_known_hosts_file=host_data.get("ssh_known_hosts_file"),
+                                      sudo=bool(host_data.get("_sudo", False))))
         except Exception as exc:  # pydantic error on host data: name it
             problems.append(ShipyardError(f"{shown}: host {connect}", str(exc).splitlines()[-1].strip(),
                                           "set shipyard_host to a lower-case name like 'app-1'"))
+            continue
+        problems += _becoming_root(shown, connect, host_data)
     if problems:
         raise SettingsError(problems)
     environ = dict(os.environ) if environ is None else environ

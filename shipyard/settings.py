@@ -147,6 +147,9 @@ class HostSettings(Strict):
     ssh_port: int | None = None
     ssh_key: str | None = None  # a private key file; None: the ssh client's own (agent, ~/.ssh)
     ssh_known_hosts_file: str | None = None  # its host key checked against this file only (strictly)
+    # pyinfra's ``_sudo``: a non-root ssh_user becomes root by passwordless sudo (``sudo -n``),
+    # for the deploy's commands and the controller's alike.
+    sudo: bool = False
 
 
 class CoreSettings(BaseSettings):

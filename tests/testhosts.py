@@ -46,6 +46,10 @@ SSHD = "/usr/sbin/sshd"
 # host's key by its address: what inventories/multi.py points pyinfra and the controller's ssh at.
 ACCESS_DIR = ROOT_PARENT / "shipyard-testhosts"
 STOP_TIMEOUT_S = 30
+# The SSH user inventories/multi.py reaches h2 as: not root, root by passwordless sudo (a user of
+# the machine, so of every host: their /etc is the machine's), the run's key its authorized key.
+DEPLOY_USER = "shipyard"
+SUDOERS = Path("/etc/sudoers.d/shipyard-testhosts")
 
 # The host's engine, started in the background (``$dir``: the host's directory).
 DOCKERD = r"""nohup dockerd --host unix:///run/docker.sock --data-root /var/lib/docker --exec-root /run/docker \
@@ -167,7 +171,10 @@ class TestHosts:
         elif any(self.subnet.overlaps(used) for used in _routed()):
             raise HostsError(f"{self.subnet} is routed on this machine already (another run's test hosts?): "
                              "tests.testhosts.remove_leftovers() removes an aborted run's")
-        self.root.mkdir(mode=0o700)
+        # Traversable, not listable: sshd reads a user's authorized keys as that user (the
+        # deploy user's too); what is private in it (the run's key, the hosts' keys) is 0600.
+        self.root.mkdir(mode=0o711)
+        os.chmod(self.root, 0o711)
         key = self.root / "id_ed25519"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"shipyard test hosts {self.tag}", "-f", str(key)])
         gateway = f"{self.subnet.network_address + 1}/{self.subnet.prefixlen}"
@@ -180,6 +187,7 @@ class TestHosts:
         for host in self.hosts:
             self._wait_ready(host)
         if self.access:
+            ensure_deploy_user()
             self._write_access(key)
 
     def _write_access(self, key: Path) -> None:
@@ -211,6 +219,8 @@ class TestHosts:
         run([*inside, "ip", "route", "add", "default", "via", str(self.subnet.network_address + 1)])
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host.dir / "ssh_host_ed25519_key")])
         (host.dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+        os.chmod(host.dir, 0o711)
+        os.chmod(host.dir / "authorized_keys", 0o644)
         (host.dir / "sshd_config").write_text(
             f"ListenAddress {address}\nHostKey {host.dir}/ssh_host_ed25519_key\nPidFile {host.dir}/sshd.pid\n"
             f"AuthorizedKeysFile {host.dir}/authorized_keys\n"
@@ -303,6 +313,20 @@ def remove_run(tag: str, root: Path) -> list[str]:
     if owner.exists() and owner.read_text() == tag:
         shutil.rmtree(ACCESS_DIR, ignore_errors=True)
     return problems
+
+
+def ensure_deploy_user() -> None:
+    """DEPLOY_USER on the machine (so on every host), allowed to log in by key (a locked
+    password would refuse it: sshd runs without PAM), root by passwordless sudo."""
+    if not shutil.which("sudo"):
+        raise HostsError("sudo is not installed: `make host-test-hosts` installs what the test hosts need")
+    if run(["id", "-u", DEPLOY_USER], check=False).returncode != 0:
+        run(["useradd", "--create-home", "--shell", "/bin/sh", DEPLOY_USER])
+    run(["usermod", "-p", "*", DEPLOY_USER])
+    rule = f"{DEPLOY_USER} ALL=(ALL) NOPASSWD: ALL\n"
+    if not SUDOERS.exists() or SUDOERS.read_text() != rule:
+        SUDOERS.write_text(rule)
+        os.chmod(SUDOERS, 0o440)
 
 
 def remove_leftovers() -> list[str]:

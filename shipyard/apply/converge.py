@@ -1,8 +1,8 @@
 """Bring a host's compose project to its desired state, tier by tier, behind health gates.
 
 Runs inside a pyinfra ``python.call`` so it works the same on @local and over SSH: every
-command goes through ``host.run_shell_command`` as a quoted argv. Reads state once, asks
-``shipyard.plan`` what is out of date, and runs ``docker compose up --wait`` only for those
+command goes through ``shipyard.apply.remote`` as a quoted argv (as root, through sudo when the
+inventory says so). Reads state once, asks ``shipyard.plan`` what is out of date, and runs ``docker compose up --wait`` only for those
 tiers. On a failed gate it prints each failing container's last log lines and health log.
 """
 
@@ -19,6 +19,7 @@ from pyinfra.api.exceptions import OperationError
 from dataclasses import dataclass
 
 from shipyard import commands
+from shipyard.apply import remote
 from shipyard.plan import (COMPOSE_CONFIG_HASH_LABEL, COMPOSE_SERVICE_LABEL, DesiredService, ObservedContainer,
                            healthy_services, plan_host, to_restore)
 
@@ -49,7 +50,7 @@ _SEEN: dict[str, tuple[dict[str, str], dict[str, str], list[ObservedContainer]]]
 
 
 def _run(argv: Sequence[str], check: bool = True) -> tuple[bool, str, str]:
-    ok, output = host.run_shell_command(commands.to_shell(argv))
+    ok, output = remote.run(argv)
     if check and not ok:
         raise OperationError(f"host {host.name}: `{commands.to_shell(argv)}` failed:\n{output.stderr or output.stdout}")
     return ok, output.stdout, output.stderr
@@ -79,7 +80,7 @@ def _read_project(project_dir: str, project: str, refs: list[str]
                   ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
     reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
              commands.compose_ps(project_dir, project)]
-    ok, output = host.run_shell_command(commands.parallel(reads))
+    ok, output = remote.run_shell(commands.parallel(reads))
     (hash_rc, hash_out, hash_err), (_, image_out, _), (ps_rc, ps_out, ps_err) = \
         commands.split_parallel(output.stdout, len(reads))
     if hash_rc != 0 or ps_rc != 0:

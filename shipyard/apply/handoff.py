@@ -9,19 +9,19 @@ service's uid, mode 0400, then renamed over the old one.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 
 from pyinfra import host
 from pyinfra.api.exceptions import OperationError
 
 from shipyard import commands
+from shipyard.apply import remote
 from shipyard.component import CommandContext
 from shipyard.errors import ShipyardError
 
 
 def _run(argv: list[str]) -> None:
-    ok, output = host.run_shell_command(commands.to_shell(argv))
+    ok, output = remote.run(argv)
     if not ok:
         raise OperationError(f"host {host.name}: `{commands.to_shell(argv)}` failed:\n{output.stderr or output.stdout}")
 
@@ -37,8 +37,7 @@ def hand_off(component: str, deliver: Callable[[CommandContext, tuple[str, ...]]
         _run(["install", "-d", "-m", "700", "-o", str(uid), "-g", str(uid), directory])
         for name, content in files[instance].items():
             staged = f"{directory}/.{name}.new"
-            if not host.put_file(io.BytesIO(content), staged, print_output=False, print_input=False):
-                raise OperationError(f"host {host.name}: writing {staged} failed")
+            remote.put_private(content, staged)
             _run(["chown", f"{uid}:{uid}", staged])
             _run(["chmod", "400", staged])
             _run(["mv", "-f", staged, f"{directory}/{name}"])

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
@@ -37,7 +37,7 @@ from shipyard.apply import image_ship
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
 from shipyard.component import Component, ImageDelivery
-from shipyard.apply.private_files import host_file
+from shipyard.apply.private_files import host_file, private_upload
 from shipyard.apply.rollout import start_first
 from shipyard.bluegreen import ReleaseState
 from shipyard.errors import ShipyardError
@@ -166,8 +166,7 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
         return
     for ref, reason in todo:
         log.warning("host %s: pull %s: %s", host.name, ref, reason)
-    yield StringCommand(to_shell(["rm", "-rf", workdir]), "&&", to_shell(["mkdir", "-m", "700", "-p", workdir]))
-    yield FileUploadCommand(io.BytesIO(login_value.encode()), f"{workdir}/login")
+    yield from private_upload(login_value.encode(), workdir, f"{workdir}/login")
     yield StringCommand(to_shell(fetch_script(delivery.login_argv(settings),
                                               [(delivery.pulled_ref(settings, ref), ref) for ref, _ in todo], workdir)))
     yield StringCommand(to_shell(["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_HASH_LABEL}"])

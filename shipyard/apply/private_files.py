@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
+from shipyard.commands import to_shell
+
 
 @dataclass(frozen=True)
 class WantedPath:
@@ -107,6 +109,16 @@ def extract_argv(tar_path: str) -> list[str]:
     return ["tar", "-x", "-f", tar_path, "-C", "/", "--same-owner", "--same-permissions", "--numeric-owner"]
 
 
+def private_upload(content: bytes, directory: str, path: str):
+    """An operation's commands that make ``directory`` anew, mode 0700, and upload ``content`` to
+    ``path`` in it. Through sudo the directory is the SSH user's, whose sftp writes the file
+    straight into it: pyinfra's own way under sudo passes through a file in /tmp that every user
+    of the host can read until it is moved."""
+    user = ["-o", host.data.get("ssh_user")] if host.data.get("_sudo") else []
+    yield StringCommand(to_shell(["rm", "-rf", directory]), "&&", to_shell(["install", "-d", "-m", "700", *user, directory]))
+    yield FileUploadCommand(io.BytesIO(content), path, _sudo=False)
+
+
 @operation()
 def project_paths(root: str, wanted: list[WantedPath]):
     """Directories and files as wanted, in the given order (parents before children); anything
@@ -126,8 +138,7 @@ def project_paths(root: str, wanted: list[WantedPath]):
     if written:
         incoming = f"{root.rstrip('/')}/{INCOMING}"
         tar_path = f"{incoming}/paths.tar"
-        yield StringCommand("rm", "-rf", shlex.quote(incoming), "&&", "install", "-d", "-m", "700", shlex.quote(incoming))
-        yield FileUploadCommand(io.BytesIO(archive(written)), tar_path)
+        yield from private_upload(archive(written), incoming, tar_path)
         yield StringCommand(*(shlex.quote(a) for a in extract_argv(tar_path)), "&&", "rm", "-rf", shlex.quote(incoming))
     for item in owned:
         yield StringCommand("chown", f"{item.uid}:{item.uid}", shlex.quote(item.path), "&&",

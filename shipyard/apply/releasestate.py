@@ -12,6 +12,7 @@ from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 
 from shipyard import commands, bluegreen
+from shipyard.apply import remote
 from shipyard.apply.private_files import WantedPath
 from shipyard.bluegreen import ReleaseState
 from shipyard.errors import RolloutError
@@ -95,12 +96,11 @@ def release_checked(project_dir: str, project: str, new_image: str, live_service
     """A component's ReleaseCheck, before a release's migrations run (pyinfra python.call):
     ``argv`` in the new image and in the live colour's service; a refusal stops the deploy before
     anything of the environment changed."""
-    ok, new = host.run_shell_command(commands.to_shell(["docker", "run", "--rm", new_image, *argv]))
+    ok, new = remote.run(["docker", "run", "--rm", new_image, *argv])
     if not ok:
         raise OperationError(f"host {host.name}: `{' '.join(argv)}` in the new image {new_image} failed:\n"
                              f"{new.stderr or new.stdout}")
-    live_ok, live = host.run_shell_command(commands.to_shell(commands.compose(project_dir, project, "exec", "-T",
-                                                                             live_service, *argv)))
+    live_ok, live = remote.run(commands.compose(project_dir, project, "exec", "-T", live_service, *argv))
     why = refusal(new.stdout, live.stdout if live_ok else None, live_version)
     if why:
         print(f"host {host.name}: release refused before its migrations: {why}", flush=True)

@@ -23,6 +23,7 @@ from pyinfra import host
 from pyinfra.api.exceptions import OperationError
 
 from shipyard import commands
+from shipyard.apply import remote
 
 RETIRING_SUFFIX = ".retiring"
 
@@ -37,7 +38,7 @@ class LiveRotation:
 
 
 def _running(project_dir: str, project: str) -> set[str]:
-    ok, output = host.run_shell_command(commands.to_shell(commands.compose_ps(project_dir, project)))
+    ok, output = remote.run(commands.compose_ps(project_dir, project))
     if not ok:
         raise OperationError(f"host {host.name}: `docker compose ps` in {project_dir} failed:\n{output.stderr}")
     rows = [json.loads(line) for line in output.stdout.splitlines() if line.strip().startswith("{")]
@@ -53,7 +54,7 @@ def run_phase(project_dir: str, project: str, phase: str, steps: Sequence[LiveRo
             host.noop(f"{step.service} is not running: it starts with the new {step.secret}")
             continue
         argv = commands.compose(project_dir, project, "exec", "-T", step.service, *step.argv)
-        ok, output = host.run_shell_command(commands.to_shell(argv))
+        ok, output = remote.run(argv)
         if not ok:
             # The scripts never print a value; what they say is the server's error.
             print(f"host {host.name}: {phase} of the rotated {step.secret} in container {step.service} failed:\n"
@@ -68,6 +69,6 @@ def retire(project_dir: str, project: str, steps: Sequence[LiveRotation]) -> Non
     """The last phase: servers drop the old value, then its files go."""
     run_phase(project_dir, project, "retire", steps)
     argv = ["find", f"{project_dir}/secrets", "-name", f"*{RETIRING_SUFFIX}", "-delete"]
-    ok, output = host.run_shell_command(commands.to_shell(argv))
+    ok, output = remote.run(argv)
     if not ok:
         raise OperationError(f"host {host.name}: removing the retiring secret files failed:\n{output.stderr}")

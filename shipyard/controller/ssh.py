@@ -4,6 +4,8 @@ known hosts (shipyard.commands.ssh_options) — the same host data pyinfra conne
 - ``unreachable``: every host asked at once before a deploy touches any;
 - ``engine_tunnel``: a host's Docker engine as a local socket, forwarded over SSH, for the
   docker SDK (whose own ``ssh://`` reads only ~/.ssh/config: no inventory key, no known hosts);
+  for a user that becomes root by sudo, a relay whose every connection is one
+  ``sudo docker system dial-stdio`` over one shared SSH connection;
 - ``port_tunnel``: a port the host reaches (its registry, a port published on its loopback) as a
   local port, for as long as the caller needs it.
 """
@@ -69,14 +71,27 @@ def _engine_tunnel(host: HostSettings) -> str:
         _TUNNELS[key] = found
         return found[1]
     if found:  # its ssh ended (the host went away a while): a new one
-        shutil.rmtree(os.path.dirname(found[1]), ignore_errors=True)
+        _remove(found[1])
     directory = tempfile.mkdtemp(prefix="shipyard-engine-")
     socket_path = os.path.join(directory, "docker.sock")
-    process = subprocess.Popen(commands.ssh_forward_docker(host, socket_path), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if host.sudo:
+        # The SSH user may not open root's socket: each connection of the SDK becomes one
+        # `sudo docker system dial-stdio` over a shared SSH connection.
+        control = os.path.join(directory, "ssh.ctl")
+        process = _connected(host, commands.ssh_control_master(host, control), control, directory)
+        _RELAYS[socket_path] = _relay_engine(host, control, socket_path)
+    else:
+        process = _connected(host, commands.ssh_forward_docker(host, socket_path), socket_path, directory)
+    _TUNNELS[key] = (process, socket_path)
+    return socket_path
+
+
+def _connected(host: HostSettings, argv: list[str], made: str, directory: str) -> subprocess.Popen:
+    """``argv`` (an ssh that makes the socket ``made`` once it is connected and authenticated, or
+    exits with the reason) started and waited for."""
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + commands.SSH_CONNECT_TIMEOUT_S + 5
-    # ssh makes the socket once it is connected and authenticated, or exits with the reason.
-    while not os.path.exists(socket_path):
+    while not os.path.exists(made):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             error = process.communicate()[1].decode(errors="replace").strip()
@@ -85,8 +100,57 @@ def _engine_tunnel(host: HostSettings) -> str:
                                 f"ssh did not connect: {error or 'no answer within the connect timeout'}",
                                 "check the host is up and its ssh_* host data in the inventory")
         time.sleep(0.02)
-    _TUNNELS[key] = (process, socket_path)
-    return socket_path
+    return process
+
+
+# socket path → the listening socket of a relay (hosts reached through sudo)
+_RELAYS: dict[str, socket.socket] = {}
+
+
+def _relay_engine(host: HostSettings, control: str, socket_path: str) -> socket.socket:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: the tunnel is gone
+                return
+            threading.Thread(target=_dial, args=(host, control, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True, name=f"engine relay {host.name}").start()
+    return listener
+
+
+def _dial(host: HostSettings, control: str, client: socket.socket) -> None:
+    """One SDK connection carried both ways, each side's end passed on as a half-close (an
+    exec's output is read to its end: tunnel_client)."""
+    process = subprocess.Popen(commands.ssh_engine_dial(host, control), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+
+    def upstream() -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                process.stdin.write(data)
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+
+    threading.Thread(target=upstream, daemon=True).start()
+    with contextlib.suppress(OSError):
+        while data := process.stdout.read(65536):
+            client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+    process.wait()
+    client.close()
+
+
+def _remove(socket_path: str) -> None:
+    relay = _RELAYS.pop(socket_path, None)
+    if relay is not None:
+        relay.close()
+    shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
 
 
 @atexit.register
@@ -97,7 +161,7 @@ def _close_tunnels() -> None:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
-        shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+        _remove(socket_path)
     _TUNNELS.clear()
 
 

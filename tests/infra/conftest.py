@@ -120,7 +120,8 @@ def _testinfra_host(host: HostSettings):
     # names no socket, so each command would connect anew).
     return testinfra.get_host(f"ssh://{commands.ssh_destination(host)}",
                               ssh_extra_args=" ".join(shlex.quote(o) for o in commands.ssh_options(host)),
-                              controlpath="/tmp/shipyard-verify-%%C")  # testinfra %-formats it: ssh gets %C
+                              controlpath="/tmp/shipyard-verify-%%C",  # testinfra %-formats it: ssh gets %C
+                              sudo=host.sudo)  # the checks read root's files, as the deploy wrote them
 
 
 def release_state(settings: EnvironmentSettings, host) -> ReleaseState:

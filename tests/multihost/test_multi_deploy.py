@@ -118,13 +118,31 @@ def test_a_second_deploy_pulls_nothing_and_changes_nothing(hosts, settings, cold
     assert not re.search(r"^\[\S+\] tiers? ", out, re.M), out[-6000:]
 
 
-def test_exec_through_the_ssh_tunnel_returns_all_of_its_output(hosts, settings, cold):
+@pytest.mark.parametrize("name", ["h3", "h2"])
+def test_exec_through_the_ssh_tunnel_returns_all_of_its_output(hosts, settings, cold, name):
     """docker-py's own exec lost the first bytes of the output through SSH's forwarding (5 of 30
-    came back empty): make verify, status and the drills read what a command printed."""
-    view = HostView(settings, settings.hosts[2])
-    container = view.container_of("redis-sentinel-3")
+    came back empty): make verify, status and the drills read what a command printed. h3's
+    engine is a forwarded socket (root), h2's the relay of `sudo docker system dial-stdio`."""
+    host = next(h for h in settings.hosts if h.name == name)
+    view = HostView(settings, host)
+    container = view.container_of(f"redis-sentinel-{name[1]}")
     results = [container.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True) for _ in range(30)]
     assert {(r.exit_code, r.output) for r in results} == {(3, (b"out\n", b"err\n"))}
+
+
+def test_h2_deployed_as_a_user_with_sudo_holds_roots_files_and_nothing_of_the_users(hosts, settings, cold):
+    """multi reaches h2 as `shipyard`, root by sudo: the deploy logged in as that user, wrote the
+    project as root would (no file of the user's), and left no upload of the user's behind."""
+    h2 = next(h for h in settings.hosts if h.name == "h2")
+    assert (h2.ssh_user, h2.sudo) == (testhosts.DEPLOY_USER, True)
+    box = hosts[h2.address]
+    assert f"Accepted publickey for {testhosts.DEPLOY_USER} from" in (box.dir / "sshd.log").read_text()
+    owned = box.ssh(f"find {settings.deploy_root} /tmp -xdev -user {testhosts.DEPLOY_USER} -print 2>/dev/null | head",
+                    check=False).stdout
+    assert owned == "", owned
+    secrets_dir = f"{settings.deploy_root}/{settings.name}/secrets"
+    modes = box.ssh(f"find {secrets_dir} -type f -printf '%u %m %p\\n'").stdout.split("\n")
+    assert [m for m in modes if m] and all(m.split()[1] == "400" for m in modes if m), modes
 
 
 def test_make_verify_passes_on_every_host_over_ssh(hosts, settings, cold):

@@ -32,16 +32,33 @@ def test_ssh_takes_the_inventorys_key_known_hosts_user_and_port_and_never_prompt
     from shipyard.inventory import load_environment
 
     repo = Path(__file__).resolve().parents[2]
-    h2 = next(h for h in load_environment(repo, "multi", {}).hosts if h.name == "h2")
-    argv = commands.ssh(h2, ["cat", "/opt/a b"])
-    assert argv[-2:] == ["root@10.231.250.12", "cat '/opt/a b'"]
+    h1 = next(h for h in load_environment(repo, "multi", {}).hosts if h.name == "h1")
+    argv = commands.ssh(h1, ["cat", "/opt/a b"])
+    assert argv[-2:] == ["root@10.231.250.11", "cat '/opt/a b'"]
     options = " ".join(argv[1:-2])
     assert "-i /tmp/shipyard-testhosts/id_ed25519 -o IdentitiesOnly=yes" in options
     assert "-o UserKnownHostsFile=/tmp/shipyard-testhosts/known_hosts -o StrictHostKeyChecking=yes" in options
     assert "-o BatchMode=yes" in options  # a password or passphrase prompt would hang a deploy
-    tunnel = commands.ssh_forward_docker(h2.model_copy(update={"ssh_port": 2222}), "/tmp/x/docker.sock")
-    assert tunnel[-3:] == ["-L", "/tmp/x/docker.sock:/var/run/docker.sock", "root@10.231.250.12"]
+    tunnel = commands.ssh_forward_docker(h1.model_copy(update={"ssh_port": 2222}), "/tmp/x/docker.sock")
+    assert tunnel[-3:] == ["-L", "/tmp/x/docker.sock:/var/run/docker.sock", "root@10.231.250.11"]
     assert "-p" in tunnel and tunnel[tunnel.index("-p") + 1] == "2222" and "ExitOnForwardFailure=yes" in tunnel
+
+
+def test_a_user_that_becomes_root_by_sudo_runs_every_command_through_sudo_n_and_reaches_the_engine_by_dial_stdio():
+    from pathlib import Path
+
+    from shipyard.inventory import load_environment
+
+    repo = Path(__file__).resolve().parents[2]
+    h2 = next(h for h in load_environment(repo, "multi", {}).hosts if h.name == "h2")
+    assert (h2.ssh_user, h2.sudo) == ("shipyard", True)
+    # -n: a sudo that wants a password fails (the reachability check says so) instead of waiting.
+    assert commands.ssh(h2, ["cat", "/opt/a b"])[-2:] == ["shipyard@10.231.250.12", "sudo -n -H -- cat '/opt/a b'"]
+    master = commands.ssh_control_master(h2, "/tmp/x/ssh.ctl")
+    assert "ControlMaster=yes" in master and "ControlPath=/tmp/x/ssh.ctl" in master and master[-1] == "shipyard@10.231.250.12"
+    dial = commands.ssh_engine_dial(h2, "/tmp/x/ssh.ctl")
+    assert "ControlPath=/tmp/x/ssh.ctl" in dial and "ControlMaster=yes" not in dial
+    assert dial[-1] == "sudo -n -H -- docker system dial-stdio"
 
 
 def test_ssh_to_a_host_without_ssh_data_leaves_it_to_the_ssh_client():

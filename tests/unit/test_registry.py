@@ -27,7 +27,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 ONE_HOST = '\n_h = [("@local", {"shipyard_host": "box"})]\nedge = app = data = control = observability = registry = _h\n'
 # Three hosts: the registry on its own, an app host, a data host (the multi-host shape).
 THREE_HOSTS = '''
-_d = {"ssh_user": "deploy"}
+_d = {"ssh_user": "deploy", "_sudo": True}
 registry = [("r.example", {**_d, "shipyard_host": "reg", "address": "10.0.9.1"})]
 edge = app = [("a.example", {**_d, "shipyard_host": "app-1", "address": "10.0.9.2"})]
 data = control = observability = [("d.example", {**_d, "shipyard_host": "data-1", "address": "10.0.9.3"})]

@@ -107,6 +107,21 @@ def test_unknown_group_and_host_data_are_errors(tmp_path):
     assert "group 'web'" in text and "data.adress" in text
 
 
+def test_a_non_root_ssh_user_needs_passwordless_sudo_named_before_any_host_is_touched(tmp_path):
+    hosts = 'edge = app = data = control = observability = [("db-1.example.net", {"ssh_user": "deploy"%s})]\n'
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\n' + hosts % "")
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "t", {})
+    text = str(err.value)
+    assert "host db-1.example.net: data.ssh_user" in text and "'deploy' is not root and _sudo is not set" in text
+    assert "add '_sudo': True" in text
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\n' + hosts % ', "_sudo": True, "_use_sudo_password": True')
+    with pytest.raises(SettingsError, match="(?s)sudo password is not supported.*passwordless sudo"):
+        load_environment(repo, "t", {})
+    repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "t"}\n' + hosts % ', "_sudo": True')
+    assert [(h.ssh_user, h.sudo) for h in load_environment(repo, "t", {}).hosts] == [("deploy", True)]
+
+
 def test_name_must_match_file(tmp_path):
     repo = write_inventory(tmp_path, 'SHIPYARD = {"name": "other"}' + ONE_HOST)
     with pytest.raises(SettingsError, match="set name to 't'"):
