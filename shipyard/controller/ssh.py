@@ -77,9 +77,9 @@ def _engine_tunnel(host: HostSettings) -> str:
     if host.sudo:
         # The SSH user may not open root's socket: each connection of the SDK becomes one
         # `sudo docker system dial-stdio` over a shared SSH connection.
-        control = os.path.join(directory, "ssh.ctl")
-        process = _connected(host, commands.ssh_control_master(host, control), control, directory)
-        _RELAYS[socket_path] = _relay_engine(host, control, socket_path)
+        relay = _EngineRelay(host, directory, socket_path)
+        _RELAYS[socket_path] = relay
+        process = relay.masters[0][0]
     else:
         process = _connected(host, commands.ssh_forward_docker(host, socket_path), socket_path, directory)
     _TUNNELS[key] = (process, socket_path)
@@ -103,47 +103,85 @@ def _connected(host: HostSettings, argv: list[str], made: str, directory: str) -
     return process
 
 
-# socket path → the listening socket of a relay (hosts reached through sudo)
-_RELAYS: dict[str, socket.socket] = {}
+# Sessions one shared SSH connection carries at once: sshd's MaxSessions is 10 by default, and a
+# session past it makes ssh connect on its own (a handshake, ~0.2 s, for each engine call). The
+# SDK keeps up to 10 idle connections in its pool, and an exec takes one more of its own.
+SESSIONS_PER_CONNECTION = 8
 
 
-def _relay_engine(host: HostSettings, control: str, socket_path: str) -> socket.socket:
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)
-    listener.listen(16)
+class _EngineRelay:
+    """A local socket whose every connection is one ``sudo docker system dial-stdio`` on the
+    host, over shared SSH connections (``ssh_control_master``): one more is opened when the
+    others carry SESSIONS_PER_CONNECTION dials."""
 
-    def serve() -> None:
+    def __init__(self, host: HostSettings, directory: str, socket_path: str):
+        self.host, self.directory = host, directory
+        self.lock = threading.Lock()
+        self.masters: list[list] = []  # [ssh process, control path, dials it carries]
+        self._add_master()  # the first one now: a host that does not answer fails here
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(socket_path)
+        self.listener.listen(16)
+        threading.Thread(target=self._serve, daemon=True, name=f"engine relay {host.name}").start()
+
+    def _add_master(self) -> list:
+        control = os.path.join(self.directory, f"ssh{len(self.masters)}.ctl")
+        master = [_connected(self.host, commands.ssh_control_master(self.host, control), control, self.directory),
+                  control, 0]
+        self.masters.append(master)
+        return master
+
+    def _serve(self) -> None:
         while True:
             try:
-                client, _ = listener.accept()
+                client, _ = self.listener.accept()
             except OSError:  # closed: the tunnel is gone
                 return
-            threading.Thread(target=_dial, args=(host, control, client), daemon=True).start()
+            threading.Thread(target=self._dial, args=(client,), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True, name=f"engine relay {host.name}").start()
-    return listener
+    def _take(self) -> list:
+        with self.lock:
+            live = [m for m in self.masters if m[0].poll() is None]
+            free = [m for m in live if m[2] < SESSIONS_PER_CONNECTION]
+            try:
+                master = free[0] if free else self._add_master()
+            except ShipyardError:  # the host stopped answering: the call fails through the first one
+                master = self.masters[0]
+            master[2] += 1
+            return master
 
+    def _dial(self, client: socket.socket) -> None:
+        """One SDK connection carried both ways. The engine's end (an exec's output read to its
+        end: tunnel_client) is passed on as a half-close; the SDK's end ends the dial (the SDK
+        never half-closes: it attaches no stdin), which frees its session."""
+        master = self._take()
+        process = subprocess.Popen(commands.ssh_engine_dial(self.host, master[1]), stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
 
-def _dial(host: HostSettings, control: str, client: socket.socket) -> None:
-    """One SDK connection carried both ways, each side's end passed on as a half-close (an
-    exec's output is read to its end: tunnel_client)."""
-    process = subprocess.Popen(commands.ssh_engine_dial(host, control), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+        def upstream() -> None:
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    process.stdin.write(data)
+            process.terminate()
 
-    def upstream() -> None:
+        threading.Thread(target=upstream, daemon=True).start()
         with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                process.stdin.write(data)
-        with contextlib.suppress(OSError):
-            process.stdin.close()
+            while data := process.stdout.read(65536):
+                client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+        process.wait()
+        client.close()
+        with self.lock:
+            master[2] -= 1
 
-    threading.Thread(target=upstream, daemon=True).start()
-    with contextlib.suppress(OSError):
-        while data := process.stdout.read(65536):
-            client.sendall(data)
-        client.shutdown(socket.SHUT_WR)
-    process.wait()
-    client.close()
+    def close(self) -> None:
+        self.listener.close()
+        for process, _, _ in self.masters:
+            process.terminate()
+
+
+# socket path → its relay (hosts reached through sudo)
+_RELAYS: dict[str, _EngineRelay] = {}
 
 
 def _remove(socket_path: str) -> None:
