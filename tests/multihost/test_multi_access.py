@@ -1,8 +1,9 @@
 """The `multi` environment's hosts reached as a deploy reaches them (issue 25): the three test
 hosts at the inventory's fixed addresses, over SSH with the inventory's key and known hosts —
 pyinfra's host data, which the controller's own ssh and its tunnel to each engine use too.
-Nothing is deployed here: reaching each host, refusing one whose key is not on record, and a
-deploy stopped before any host is touched when one host does not answer."""
+Nothing is deployed here: reaching each host (h2 as a user that becomes root by sudo), refusing
+one whose key is not on record or whose sudo wants a password, and a deploy stopped before any
+host is touched when one host does not answer."""
 
 from __future__ import annotations
 
@@ -68,8 +69,22 @@ def test_a_host_whose_key_is_not_on_record_is_refused(hosts, settings):
         problems = unreachable(settings.hosts[:2])
     finally:
         known.write_text(original)
-    assert [p.where for p in problems] == [f"host h2 (root@{h2})"], problems
+    assert [p.where for p in problems] == [f"host h2 ({testhosts.DEPLOY_USER}@{h2})"], problems
     assert "Host key verification failed" in problems[0].what, problems[0].what
+    assert unreachable(settings.hosts) == []
+
+
+def test_a_user_whose_sudo_wants_a_password_is_refused_before_any_host_is_touched(hosts, settings):
+    """h2's user (multi reaches it through sudo) loses its passwordless sudo: the check every
+    deploy makes first says so for h2, instead of a deploy waiting on a prompt half way."""
+    rule = testhosts.SUDOERS.read_text()
+    testhosts.SUDOERS.write_text(rule.replace("NOPASSWD: ", ""))
+    try:
+        problems = unreachable(settings.hosts)
+    finally:
+        testhosts.SUDOERS.write_text(rule)
+    assert [p.where for p in problems] == [f"host h2 ({testhosts.DEPLOY_USER}@10.231.250.12)"], problems
+    assert "a password is required" in problems[0].what, problems[0].what
     assert unreachable(settings.hosts) == []
 
 
@@ -81,7 +96,7 @@ def test_an_unreachable_host_stops_the_deploy_before_any_host_is_touched(hosts, 
     finally:
         hosts[h2.address].start_sshd()
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert f"host h2 (root@{h2.address}): not reachable over SSH" in refused.stderr, refused.stderr
+    assert f"host h2 ({testhosts.DEPLOY_USER}@{h2.address}): not reachable over SSH" in refused.stderr, refused.stderr
     assert "Connection refused" in refused.stderr
     assert "changed nothing on any host" in refused.stderr
     for host in settings.hosts:
