@@ -161,7 +161,9 @@ class _EngineRelay:
         def upstream() -> None:
             with contextlib.suppress(OSError):
                 while data := client.recv(65536):
-                    process.stdin.write(data)
+                    view = memoryview(data)
+                    while view:  # an unbuffered write may take only part of it
+                        view = view[process.stdin.write(view):]
             process.terminate()
 
         threading.Thread(target=upstream, daemon=True).start()
