@@ -2,8 +2,8 @@
 
 Runs inside a pyinfra ``python.call`` so it works the same on @local and over SSH: every
 command goes through ``shipyard.apply.remote`` as a quoted argv (as root, through sudo when the
-inventory says so). Reads state once, asks ``shipyard.plan`` what is out of date, and runs ``docker compose up --wait`` only for those
-tiers. On a failed gate it prints each failing container's last log lines and health log.
+inventory says so). Reads state once, asks ``shipyard.plan`` what is out of date, and runs
+``docker compose up --wait`` only for those tiers. On a failed gate it prints each failing container's last log lines and health log.
 """
 
 from __future__ import annotations

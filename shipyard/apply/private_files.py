@@ -114,8 +114,9 @@ def private_upload(content: bytes, directory: str, path: str):
     ``path`` in it. Through sudo the directory is the SSH user's, whose sftp writes the file
     straight into it: pyinfra's own way under sudo passes through a file in /tmp that every user
     of the host can read until it is moved."""
-    user = ["-o", host.data.get("ssh_user")] if host.data.get("_sudo") else []
-    yield StringCommand(to_shell(["rm", "-rf", directory]), "&&", to_shell(["install", "-d", "-m", "700", *user, directory]))
+    # sudo names the user it was run by (also when the inventory leaves ssh_user to the client).
+    user = '-o "$SUDO_USER" ' if host.data.get("_sudo") else ""
+    yield StringCommand(to_shell(["rm", "-rf", directory]), "&&", f"install -d -m 700 {user}{shlex.quote(directory)}")
     yield FileUploadCommand(io.BytesIO(content), path, _sudo=False)
 
 

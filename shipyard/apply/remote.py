@@ -24,19 +24,19 @@ def through_sudo() -> bool:
     return bool(host.data.get("_sudo"))
 
 
-def as_root() -> dict:
+def root_arguments() -> dict:
     """The connector arguments that make a direct call run as root on this host."""
     return {"_sudo": True} if through_sudo() else {}
 
 
 def run(argv: Sequence[str]):
     """``argv`` on the host as root: (ok, pyinfra's CommandOutput)."""
-    return host.run_shell_command(commands.to_shell(argv), **as_root())
+    return host.run_shell_command(commands.to_shell(argv), **root_arguments())
 
 
 def run_shell(command: str):
     """A shell command line (shipyard.commands.parallel's) on the host as root."""
-    return host.run_shell_command(command, **as_root())
+    return host.run_shell_command(command, **root_arguments())
 
 
 def put_private(content: bytes, dest: str) -> None:

@@ -74,19 +74,23 @@ def _engine_tunnel(host: HostSettings) -> str:
         _remove(found[1])
     directory = tempfile.mkdtemp(prefix="shipyard-engine-")
     socket_path = os.path.join(directory, "docker.sock")
-    if host.sudo:
-        # The SSH user may not open root's socket: each connection of the SDK becomes one
-        # `sudo docker system dial-stdio` over a shared SSH connection.
-        relay = _EngineRelay(host, directory, socket_path)
-        _RELAYS[socket_path] = relay
-        process = relay.masters[0][0]
-    else:
-        process = _connected(host, commands.ssh_forward_docker(host, socket_path), socket_path, directory)
+    try:
+        if host.sudo:
+            # The SSH user may not open root's socket: each connection of the SDK becomes one
+            # `sudo docker system dial-stdio` over a shared SSH connection.
+            relay = _EngineRelay(host, directory, socket_path)
+            _RELAYS[socket_path] = relay
+            process = relay.masters[0][0]
+        else:
+            process = _connected(host, commands.ssh_forward_docker(host, socket_path), socket_path)
+    except ShipyardError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     _TUNNELS[key] = (process, socket_path)
     return socket_path
 
 
-def _connected(host: HostSettings, argv: list[str], made: str, directory: str) -> subprocess.Popen:
+def _connected(host: HostSettings, argv: list[str], made: str) -> subprocess.Popen:
     """``argv`` (an ssh that makes the socket ``made`` once it is connected and authenticated, or
     exits with the reason) started and waited for."""
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -95,7 +99,6 @@ def _connected(host: HostSettings, argv: list[str], made: str, directory: str) -
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             error = process.communicate()[1].decode(errors="replace").strip()
-            shutil.rmtree(directory, ignore_errors=True)
             raise ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
                                 f"ssh did not connect: {error or 'no answer within the connect timeout'}",
                                 "check the host is up and its ssh_* host data in the inventory")
@@ -126,8 +129,7 @@ class _EngineRelay:
 
     def _add_master(self) -> list:
         control = os.path.join(self.directory, f"ssh{len(self.masters)}.ctl")
-        master = [_connected(self.host, commands.ssh_control_master(self.host, control), control, self.directory),
-                  control, 0]
+        master = [_connected(self.host, commands.ssh_control_master(self.host, control), control), control, 0]
         self.masters.append(master)
         return master
 
