@@ -33,7 +33,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
 from shipyard import commands, image_plan, topology
-from shipyard.apply import image_ship
+from shipyard.apply import image_ship, remote
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
 from shipyard.component import Component, ImageDelivery
@@ -99,8 +99,15 @@ def built_here(builds: list[ImageBuild], repo_root: str, wheelhouse: str | None,
 
 def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
     """``refs`` from the deploying machine's engine to ``target``'s (the delivering component's
-    own images, which its host needs before it can answer)."""
+    own images, which its host needs before it can answer). What the host holds is read through
+    the deploy's own connection to it: a no-op deploy makes no SSH connection for it."""
+    _, inspected = remote.run(["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs])
+    held = parse_image_inspect(inspected.stdout.splitlines())  # missing ones: docker exits 1, prints the others
+    here = observed_here(refs)
     for ref in refs:
+        if ref in held and ref in here and held[ref].id == here[ref].id:
+            print(f"[{target.name}] {ref}: already there", flush=True)
+            continue
         try:
             sent = image_ship.ship(target, ref)
         except ShipyardError as err:
