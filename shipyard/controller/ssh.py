@@ -157,26 +157,30 @@ class _EngineRelay:
         end: tunnel_client) is passed on as a half-close; the SDK's end ends the dial (the SDK
         never half-closes: it attaches no stdin), which frees its session."""
         master = self._take()
-        process = subprocess.Popen(commands.ssh_engine_dial(self.host, master[1]), stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+        try:
+            process = subprocess.Popen(commands.ssh_engine_dial(self.host, master[1]), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
 
-        def upstream() -> None:
+            def upstream() -> None:
+                with contextlib.suppress(OSError):
+                    while data := client.recv(65536):
+                        view = memoryview(data)
+                        while view:  # an unbuffered write may take only part of it
+                            view = view[process.stdin.write(view):]
+                process.terminate()
+
+            threading.Thread(target=upstream, daemon=True).start()
             with contextlib.suppress(OSError):
-                while data := client.recv(65536):
-                    view = memoryview(data)
-                    while view:  # an unbuffered write may take only part of it
-                        view = view[process.stdin.write(view):]
-            process.terminate()
-
-        threading.Thread(target=upstream, daemon=True).start()
-        with contextlib.suppress(OSError):
-            while data := process.stdout.read(65536):
-                client.sendall(data)
-            client.shutdown(socket.SHUT_WR)
-        process.wait()
-        client.close()
-        with self.lock:
-            master[2] -= 1
+                while data := process.stdout.read(65536):
+                    client.sendall(data)
+                client.shutdown(socket.SHUT_WR)
+            process.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)  # wakes `upstream` if the SDK still holds it open
+            client.close()
+            with self.lock:
+                master[2] -= 1
 
     def close(self) -> None:
         self.listener.close()
