@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
+from shipyard.apply import remote
 from shipyard.commands import to_shell
 
 
@@ -115,7 +116,7 @@ def private_upload(content: bytes, directory: str, path: str):
     straight into it: pyinfra's own way under sudo passes through a file in /tmp that every user
     of the host can read until it is moved."""
     # sudo names the user it was run by (also when the inventory leaves ssh_user to the client).
-    user = '-o "$SUDO_USER" ' if host.data.get("_sudo") else ""
+    user = '-o "$SUDO_USER" ' if remote.through_sudo() else ""
     yield StringCommand(to_shell(["rm", "-rf", directory]), "&&", f"install -d -m 700 {user}{shlex.quote(directory)}")
     yield FileUploadCommand(io.BytesIO(content), path, _sudo=False)
 
