@@ -3,14 +3,17 @@ of tests/testhosts.py (network namespaces, each with its own dockerd and sshd, j
 bridge: `make test-hosts`), at fixed addresses so that this file and its render stay the same.
 
 - h1 (10.231.250.11): the edge, the task platform, the image registry;
-- h2 (10.231.250.12): the task platform, Redis's master as first deployed;
-- h3 (10.231.250.13): PostgreSQL (every node), a Redis replica, metrics and logs;
+- h2 (10.231.250.12): the task platform, Redis's master as first deployed, a PostgreSQL replica
+  (streaming from h3 across hosts; never promoted: the backup repository is h3's);
+- h3 (10.231.250.13): PostgreSQL's first node and its backup repository, a Redis replica,
+  metrics and logs;
 - all three: Consul's, etcd's and Vault's servers (a raft quorum across hosts), a Redis Sentinel
   each (a majority of them outlives any one host: losing h2 fails Redis over to h3's replica).
 
-A group's hosts are taken in the order hosts first appear in this file (h1, h2, h3): the
-`cache` group's first is h2. PostgreSQL still runs all its nodes on one host (its backup
-repository is a volume of that host: docs/data-tier.md).
+A group's hosts are taken in the order the group lists them: the `cache` group's first is h2
+(Redis's first master), the `data` group's h3 (PostgreSQL's first node, its replicas from
+the group's next host on). PostgreSQL's backup repository is a volume of h3: a node elsewhere is
+never promoted (docs/data-tier.md, "multi-host").
 
 SSH: by the key the test hosts make for their run, each host's key checked against the known
 hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR); h1 and
@@ -42,8 +45,8 @@ _h3 = ("10.231.250.13", {**_ssh, "shipyard_host": "h3", "address": "10.231.250.1
 
 edge = [_h1]
 app = [_h1, _h2]
-data = [_h3]
-cache = [_h3, _h2]
-control = [_h3, _h1, _h2]
+data = [_h3, _h2]
+cache = [_h2, _h3]
+control = [_h1, _h2, _h3]
 observability = [_h3]
 registry = [_h1]

@@ -42,7 +42,7 @@ data = [
     ("data-1.prod.example.net", {**_deploy, "shipyard_host": "data-1", "address": "10.0.2.21"}),
 ]
 # Consul's (and Vault's) servers (one each): they publish their raft and gossip ports on these addresses.
-control = [data[0], *app]
+control = [*app, data[0]]
 observability = [
     ("obs-1.prod.example.net", {**_deploy, "shipyard_host": "obs-1", "address": "10.0.3.31"}),
 ]

@@ -79,6 +79,10 @@ class Port:
     # settings → whether it is published at all (None: always): the edge's HTTPS port exists only
     # while its TLS is on.
     when: Callable[[Any], bool] | None = None
+    # Its peers connect to it here too, not only its consumers (a PostgreSQL replica streams from
+    # the leader's client port): published on its host's private address once its peers span
+    # hosts (Topology.peers_span_hosts), as for a consumer on another host.
+    peers_reach: bool = False
 
 
 Protocol = Literal["tcp", "udp"]
@@ -90,7 +94,11 @@ class PeerPort:
     to consumers. Unpublished while every instance shares one host (they meet on its compose
     network); once they span hosts, each publishes it on its host's private address at the same
     number — a peer advertises the port it listens on, so the two must match — and a host then
-    holds one instance of the service (the settings are refused otherwise)."""
+    holds one instance of the service (the settings are refused otherwise).
+
+    The peers are every instance of the component's services that declare peer ports: one
+    service for most (Consul's servers), two for PostgreSQL's nodes (``postgres`` and its
+    numbered replicas, Patroni's REST API)."""
 
     container: int
     protocols: tuple[Protocol, ...] = ("tcp",)

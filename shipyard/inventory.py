@@ -98,6 +98,7 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
     problems: list[ShipyardError] = []
     roles_by_host: dict[str, list[str]] = {}
     data_by_host: dict[str, dict[str, Any]] = {}
+    positions_by_host: dict[str, list[tuple[str, int]]] = {}
     for group, members in namespace.items():
         if group.startswith("_") or not isinstance(members, (list, tuple)):
             continue
@@ -106,9 +107,10 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
             problems.append(ShipyardError(f"{shown}: group '{group}'", "unknown group",
                                           f"use one of {', '.join(ROLES)} (or prefix a helper variable with '_')"))
             continue
-        for entry in hosts:
+        for position, entry in enumerate(hosts):
             connect, host_data = (entry if isinstance(entry, tuple) else (entry, {}))
             roles_by_host.setdefault(connect, []).append(group)
+            positions_by_host.setdefault(connect, []).append((group, position))
             merged = data_by_host.setdefault(connect, {})
             for key, value in host_data.items():
                 if key not in HOST_DATA_KEYS | PYINFRA_HOST_DATA_KEYS:
@@ -124,6 +126,7 @@ def load_environment(repo: Path, env: str, environ: dict[str, str] | None = None
             hosts.append(HostSettings(name=host_data.get("shipyard_host", _default_name(connect)), connect=connect,
                                       address=host_data.get("address", "127.0.0.1" if connect == "@local" else connect),
                                       roles=tuple(r for r in ROLES if r in roles),
+                                      group_positions=tuple(positions_by_host[connect]),
                                       ssh_user=host_data.get("ssh_user"), ssh_port=host_data.get("ssh_port"),
                                       ssh_key=host_data.get("ssh_key"),
                                       ssh_known_hosts_file=host_data.get("ssh_known_hosts_file"),

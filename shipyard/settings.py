@@ -141,6 +141,9 @@ class HostSettings(Strict):
     connect: str  # pyinfra host string: '@local' or an SSH hostname
     address: str  # address other hosts use to reach this host's published ports
     roles: tuple[str, ...]
+    # (group, position in the group's inventory list) of each of its groups: a group's hosts are
+    # taken in the order the inventory lists them (its first runs what a group runs once).
+    group_positions: tuple[tuple[str, int], ...] = ()
     # How the deploying machine reaches it over SSH: pyinfra's host data keys of the same names,
     # which the controller's own ssh (make status/plan/logs, releases, drills) uses too.
     ssh_user: str | None = None
@@ -150,6 +153,10 @@ class HostSettings(Strict):
     # pyinfra's ``_sudo``: a non-root ssh_user becomes root by passwordless sudo (``sudo -n``),
     # for the deploy's commands and the controller's alike.
     sudo: bool = False
+
+    def position_in(self, group: str) -> int:
+        """Where the inventory lists this host in ``group`` (0: first, or not recorded)."""
+        return dict(self.group_positions).get(group, 0)
 
 
 class CoreSettings(BaseSettings):
@@ -183,11 +190,11 @@ class CoreSettings(BaseSettings):
         return f"shipyard-{self.name}"
 
     def hosts_with_role(self, role: str) -> tuple[HostSettings, ...]:
-        """The hosts of an inventory group; a group no host has is another's hosts when it has a
-        default (``cache``: the ``data`` hosts)."""
+        """The hosts of an inventory group, in the order the group lists them; a group no host has
+        is another's hosts when it has a default (``cache``: the ``data`` hosts)."""
         if role == EVERY_HOST:
             return self.hosts
-        hosts = tuple(h for h in self.hosts if role in h.roles)
+        hosts = tuple(sorted((h for h in self.hosts if role in h.roles), key=lambda h: h.position_in(role)))
         if not hosts and role in ROLE_DEFAULTS:
             return self.hosts_with_role(ROLE_DEFAULTS[role])
         return hosts

@@ -201,6 +201,8 @@ class Topology:
             return False
         waiting = tuple(i for i in self.instances_of(inst.component.name)
                         if any(w.service == inst.service.name for w in i.service.waits))
+        if inst.service.port is not None and inst.service.port.peers_reach and self.peers_span_hosts(inst):
+            return True
         return any(c.host.name != inst.host.name for c in self.consumers(inst.component) + waiting)
 
     # --- ports ----------------------------------------------------------------------------------
@@ -304,8 +306,8 @@ class Topology:
 
     def _peer_clash(self, host: HostSettings, first: str, second: str, pubs: list[Publication]) -> PortClash:
         # Peer ports keep their numbers (they are advertised as is): the placement is the fix.
-        svc, component = pubs[0].instance.service, pubs[0].instance.component
-        count = len(self.instances_of(component.name, svc.name))
+        svc = pubs[0].instance.service
+        count = len(self.peers(pubs[0].instance))
         ports = ", ".join(f"{p.port}/{p.protocol}" for p in pubs)
         return PortClash(host.name, pubs[0].port, (), f"{first} and {second} would both publish the peer "
                          f"ports {ports} on {pubs[0].address}",
@@ -358,9 +360,16 @@ class Topology:
 
     # --- peers: the instances of one service talking among themselves (raft, gossip) --------
 
+    def peers(self, inst: Instance) -> tuple[Instance, ...]:
+        """``inst`` and its peers: every instance of its component's services that declare peer
+        ports (PeerPort); none for a service without."""
+        if not inst.service.peer_ports:
+            return ()
+        return tuple(i for i in self.instances_of(inst.component.name) if i.service.peer_ports)
+
     def peers_span_hosts(self, inst: Instance) -> bool:
-        """True when instances of ``inst``'s service run on more than one host."""
-        return len({i.host.name for i in self.instances_of(inst.component.name, inst.service.name)}) > 1
+        """True when ``inst``'s peers run on more than one host."""
+        return len({i.host.name for i in self.peers(inst)}) > 1
 
     def peer_advertised(self, inst: Instance) -> str | None:
         """The address an instance advertises to its peers: its host's once its service spans

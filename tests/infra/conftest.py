@@ -45,10 +45,16 @@ class Target:
         return [c.attrs for c in self.docker.containers()]
 
     def exec(self, service: str, argv: list[str], environment: dict[str, str] | None = None) -> tuple[int, str, str]:
-        """``argv`` (no shell) in the running container of ``service``: (exit code, stdout, stderr)."""
-        result = self.docker.container_of(service).exec_run(argv, environment=environment, demux=True)
+        """``argv`` (no shell) in the running container of ``service``: (exit code, stdout, stderr).
+        On this host when it runs one; else on the host that does (a PostgreSQL node on another
+        data host: a cross-host link is checked from both ends)."""
+        result = self._engine_of(service).container_of(service).exec_run(argv, environment=environment, demux=True)
         out, err = result.output or (None, None)
         return result.exit_code, (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace")
+
+    def _engine_of(self, service: str) -> HostView:
+        here = any(i.name == service for i in topology.build(self.settings).instances_on(self.rendered.host))
+        return self.docker if here else HostView(self.settings, topology.build(self.settings).find(service).host)
 
     @property
     def release(self) -> ReleaseState:
@@ -92,8 +98,10 @@ class Target:
         return topology.build(self.settings).find(service, self.rendered.host)
 
     def container_of(self, service: str) -> dict:
-        found = [c for c in self.containers() if c["Config"]["Labels"].get("com.docker.compose.service") == service]
-        assert found, f"no container for service {service} on {self.rendered.host.name}"
+        """`docker inspect` of the container of ``service``: on this host, or on the host that runs it."""
+        engine = self._engine_of(service)
+        found = [c.attrs for c in engine.containers() if c.labels.get("com.docker.compose.service") == service]
+        assert found, f"no container for service {service} on {engine.host.name}"
         return found[0]
 
 

@@ -72,6 +72,7 @@ def test_each_node_runs_patroni_named_by_its_environment_in_one_cluster(repo, en
         service = services[node]
         assert service["command"] == ["bash", f"{component.CONF}/patroni-node.sh"]
         environment = service["environment"]
+        assert "PG_NOFAILOVER" not in environment  # one data host: every node may lead
         assert environment["PATRONI_NAME"] == node
         assert environment["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"{node}:{patroni.API_PORT}"
         assert environment["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{node}:5432"
@@ -279,6 +280,41 @@ def test_etcd_access_covers_exactly_the_clusters_prefix():
     assert len(inside) == 2 and outside == []
 
 
+def test_nodes_across_data_hosts_announce_their_hosts_and_only_the_repositorys_may_lead(repo):
+    """multi: the first node (and the repository) on h3, the data group's first; the replica on
+    h2, reached by its host's address and published ports, never promoted, mounting no repository."""
+    settings = load_environment(repo, "multi", {})
+    topo = topology.build(settings)
+    h2, h3 = settings.host("h2"), settings.host("h3")
+    assert topo.find("postgres").host.name == "h3" and topo.find("postgres-replica-1").host.name == "h2"
+    assert component.repository_host(topo).name == "h3"
+    first = render_host(settings, h3).compose["services"]["postgres"]
+    replica = render_host(settings, h2).compose["services"]["postgres-replica-1"]
+    assert first["environment"]["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == "10.231.250.13:5432"
+    assert first["environment"]["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"10.231.250.13:{patroni.API_PORT}"
+    assert replica["environment"]["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == "10.231.250.12:5433"
+    assert replica["environment"]["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"10.231.250.12:{patroni.API_PORT}"
+    # What the peers connect to is published on the hosts' private addresses, nowhere else.
+    assert set(first["ports"]) == {"10.231.250.13:5432:5432", f"10.231.250.13:{patroni.API_PORT}:{patroni.API_PORT}"}
+    assert set(replica["ports"]) == {"10.231.250.12:5433:5432", f"10.231.250.12:{patroni.API_PORT}:{patroni.API_PORT}"}
+    assert "PG_NOFAILOVER" not in first["environment"] and replica["environment"]["PG_NOFAILOVER"] == "1"
+    assert any(v.startswith("pgbackrest:") for v in first["volumes"])
+    assert not any(v.startswith("pgbackrest:") for v in replica["volumes"])
+    # Its exporter runs beside it; the setup job looks for the primary among the nodes that may lead.
+    assert "postgres-replica-exporter-1" in render_host(settings, h2).compose["services"]
+    assert render_host(settings, h3).compose["services"]["postgres-setup"]["environment"]["PG_NODES"] == "postgres"
+
+
+def test_two_nodes_on_one_host_of_several_are_refused_naming_the_peer_port(repo):
+    """Patroni's REST API keeps its number once published (it is advertised as is): a second
+    node on a data host beside the first is refused before any host is touched."""
+    with pytest.raises(SettingsError) as err:
+        load_environment(repo, "multi", {"SHIPYARD_POSTGRES__REPLICAS": "2"})
+    text = str(err.value)
+    assert f"postgres and postgres-replica-2 would both publish the peer ports {patroni.API_PORT}/tcp" in text
+    assert "list at least 3 hosts in group 'data'" in text
+
+
 def test_status_shows_patronis_view_of_each_node():
     from shipyard.components.postgres.status import patroni_line
 
@@ -292,6 +328,8 @@ def test_status_shows_patronis_view_of_each_node():
     assert patroni_line("postgres-replica-2", cluster).endswith("timeline 2, lag unknown")
     assert "NO LEADER" in patroni_line("postgres", {"members": [cluster["members"][0]]})
     assert "not a member" in patroni_line("postgres-replica-3", cluster)
+    tagged = {"members": [cluster["members"][1], {**cluster["members"][0], "tags": {"nofailover": True}}]}
+    assert patroni_line("postgres", tagged).endswith("lag 0 B, never promoted (nofailover)")
 
 
 def test_pg_promote_and_pg_rebuild_refuse_a_node_the_environment_lacks_before_the_lock(repo):

@@ -160,16 +160,33 @@ def test_a_single_host_component_refuses_a_second_host_in_its_group(tmp_path):
 
     (tmp_path / "inventories").mkdir()
     (tmp_path / "inventories" / "two.py").write_text(
-        'SHIPYARD = {"name": "two"}\n'
+        'SHIPYARD = {"name": "two", "registry": {"enabled": True, "names": ["10.0.0.5"]}}\n'
         'edge = [("e.example", {"address": "10.0.0.1"})]\napp = [("a.example", {"address": "10.0.0.2"})]\n'
-        'data = [("d1.example", {"address": "10.0.0.3"}), ("d2.example", {"address": "10.0.0.4"})]\n')
+        'data = [("d1.example", {"address": "10.0.0.3"}), ("d2.example", {"address": "10.0.0.4"})]\n'
+        'registry = [("r1.example", {"address": "10.0.0.5"}), ("r2.example", {"address": "10.0.0.6"})]\n')
     with pytest.raises(SettingsError) as err:
         load_environment(tmp_path, "two", {})
     text = str(err.value)
-    assert "inventories/two.py: group 'data'" in text
-    assert "2 hosts (d1, d2) but this release runs postgres on a single host" in text
-    assert "put exactly one host in the data group" in text
-    assert "runs redis" not in text  # its nodes spread over the data hosts (the cache group's default)
+    assert "inventories/two.py: group 'registry'" in text
+    assert "2 hosts (r1, r2) but this release runs registry on a single host" in text
+    assert "put exactly one host in the registry group" in text
+    # PostgreSQL's nodes and Redis's spread over the data hosts (the cache group's default).
+    assert "runs postgres" not in text and "runs redis" not in text
+
+
+def test_a_groups_hosts_are_taken_in_the_order_the_group_lists_them(tmp_path):
+    from shipyard.inventory import load_environment
+
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "two.py").write_text(
+        'SHIPYARD = {"name": "two"}\n'
+        '_a = ("a.example", {"address": "10.0.0.2"})\n_b = ("b.example", {"address": "10.0.0.3"})\n'
+        'edge = [_a]\napp = [_a, _b]\ndata = [_b, _a]\ncontrol = [_a]\nobservability = [_a]\n')
+    settings = load_environment(tmp_path, "two", {})
+    assert [h.name for h in settings.hosts] == ["a", "b"]  # the environment's hosts: as they first appear
+    assert [h.name for h in settings.hosts_with_role("app")] == ["a", "b"]
+    assert [h.name for h in settings.hosts_with_role("data")] == ["b", "a"]
+    assert [h.name for h in settings.hosts_with_role("cache")] == ["b", "a"]  # the data hosts by default
 
 
 @pytest.mark.parametrize("variable", [LOCK_DIR_VAR, IDENTITY_DIR_VAR,

@@ -11,6 +11,12 @@ API (port 8008, on the project network only, changes need the credentials of
 ``patroni-restapi.yml``). pgBackRest archives the WAL and takes the backups on the leader
 (pgbackrest.py). Which node leads changes at run time (a failover, `make pg-promote`): the
 service names stay, so the API and workers' host list does. docs/data-tier.md.
+
+Several data hosts: ``postgres`` on the first (it holds the repository volume), the replicas
+round-robin from the second on. Once the nodes span hosts each announces its host's address
+and published ports (PostgreSQL's for streaming, the REST API's for its peers) and a node off
+the repository's host is a standby that Patroni never promotes (tag ``nofailover``): a leader
+there would archive into a repository no restore reads. docs/data-tier.md, "multi-host".
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, Metrics, Port, Rotation, SecretFile, Service, Wait
+from shipyard.component import (Component, ConfigDir, Health, Image, LiveSetup, Metrics, PeerPort, Port, Rotation, SecretFile,
+                                 Service, Wait)
 from shipyard.components.postgres import patroni, pgbackrest
 from shipyard.components.postgres.commands import COMMANDS, plan_config, reconcile
 from shipyard.components.postgres.settings import PostgresSettings
@@ -74,17 +81,27 @@ _NODE_SECRETS = (
 # clones the leader: its failing probes count only after that long.
 _NODE_HEALTH = Health(("python3", f"{CONF}/patroni-health.py"), start_period_s=120)
 _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published only for other hosts)"
+# What the nodes reach of each other: PostgreSQL's port (a replica streams from the leader), and
+# Patroni's REST API (a candidate asks the others' WAL positions before it promotes itself; the
+# deploy's tools use it inside each node). Published, on the hosts' private addresses, only once
+# the nodes span hosts; a change through the API needs its credentials.
+_NODE_PORT = dict(container=5432, setting="postgres", default=5432, description=_PORT_DOC, peers_reach=True)
+_API_PEER_PORT = PeerPort(patroni.API_PORT, ("tcp",), "Patroni's REST API, for the nodes on other hosts")
 # The exporters' password: the setup job sets it (as the superuser), the exporters read it at
 # start; a rotated one re-runs the job and then recreates them (they wait for it).
 _EXPORTER_SECRET = SecretFile("pg_exporter_password", "pg_exporter_password")
 _SETUP_SECRETS = (SecretFile("postgres_password", "postgres_password"), _EXPORTER_SECRET)
 
 
+# The replicas start on the data host after the first node's (round-robin from there).
+_REPLICAS_FROM = 1
+
+
 def _exporter(name: str, instances=None) -> Service:
-    """The exporter of one node: its own role, its node's metrics, nothing published."""
+    """The exporter of one node, placed as its node is: its own role, its node's metrics, nothing published."""
     return Service(name, "data", "data", "postgres-exporter", EXPORTER_UID, secrets=(_EXPORTER_SECRET,),
                    config_dir="postgres-exporter", serves_clients=False, metrics=Metrics(EXPORTER_PORT),
-                   instances=instances, placement="spread" if instances else "each",
+                   instances=instances, placement="spread" if instances else "once", spread_from=_REPLICAS_FROM,
                    waits=(Wait("postgres-setup", "service_completed_successfully"),))
 
 
@@ -122,7 +139,11 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     settings = ctx.section("postgres")
     if inst.service.name.endswith("-exporter"):
         return _exporter_service(ctx, inst)
-    env = {"PGDATA": PGDATA, "PG_NODES": " ".join(nodes(ctx))}
+    # The nodes that may lead (the setup job finds the primary among them, by service name): those
+    # on the repository's host, where the setup job runs too.
+    repository = repository_host(ctx.topology).name
+    env = {"PGDATA": PGDATA, "PG_NODES": " ".join(i.name for i in ctx.instances_of("postgres")
+                                                   if i.name in nodes(ctx) and i.host.name == repository)}
     if inst.service.name == "postgres-setup":
         env |= {"PG_SUPERUSER": settings.user, "PG_EXPORTER_ROLE": EXPORTER_ROLE}
         return {"environment": env, "command": ["bash", f"{CONF}/monitor-setup.sh"]}
@@ -142,8 +163,15 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             "PG_SUPERUSER": settings.user,  # rotate.sh
             "PG_REPLICA_MAX_LAG_BYTES": str(settings.replica_max_lag_mb * 1024 * 1024),
             "PATRONI_NAME": inst.name,
-            "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{inst.name}:{patroni.API_PORT}",
-            "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"{inst.name}:5432"}
+            # Where the other nodes reach it: the service name on one host; its host's address and
+            # published ports once the nodes span hosts.
+            "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{ctx.peer_advertised(inst) or inst.name}:{patroni.API_PORT}",
+            "PATRONI_POSTGRESQL_CONNECT_ADDRESS": str(ctx.announced(inst)) if ctx.topology.peers_span_hosts(inst)
+                                                  else f"{inst.name}:5432"}
+    on_repository_host = inst.host.name == repository_host(ctx.topology).name
+    if not on_repository_host:
+        # patroni-node.sh: Patroni's tag nofailover, and no restore_command (no repository here).
+        env |= {"PG_NOFAILOVER": "1"}
     # pgBackRest: the config every node reads (archive_command names only the stanza), the
     # passfile, and the schedule of the backup loop patroni-node.sh starts beside Patroni.
     env |= {"PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}", "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env),
@@ -161,8 +189,16 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             # waited the resolver's 5 s x 2 attempts, and the cut-off leader kept taking writes 32 s
             # (tests/e2e/test_patroni_drills.py saw two primaries). One second, one attempt.
             "dns_opt": ["timeout:1", "attempts:1"],
-            # The repository: one volume, the same path in every node (whichever leads writes it).
-            "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data", f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"]}
+            # The repository: one volume, the same path in every node of its host (whichever leads
+            # writes it); a node on another host never leads, and mounts none.
+            "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data",
+                        *([f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"] if on_repository_host else [])]}
+
+
+def repository_host(topo):
+    """The host holding pgBackRest's repository (the ``pgbackrest`` volume): the first node's,
+    the first data host."""
+    return topo.instances_of("postgres", "postgres")[0].host
 
 
 def template_context(ctx) -> dict[str, Any]:
@@ -237,13 +273,14 @@ COMPONENT = Component(
     services=(
         # The first node. Patroni decides which node leads: any of them may (the name stays).
         Service("postgres", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
-                port=Port(5432, "postgres", 5432, _PORT_DOC), health=_NODE_HEALTH),
+                port=Port(**_NODE_PORT), peer_ports=(_API_PEER_PORT,), health=_NODE_HEALTH, placement="once"),
         # The other nodes, replicas at first (Patroni clones them from the leader, one slot each).
         # They only wait for `postgres` to start: after a failover `postgres` is a replica itself,
         # healthy only once the new leader (one of these) runs — waiting for healthy would deadlock.
         Service("postgres-replica", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
-                port=Port(5432, "postgres", 5432, _PORT_DOC, publish="remote"), health=_NODE_HEALTH,
-                instances=lambda s: s.postgres.replicas, placement="spread", consumers_wait=None,
+                port=Port(**_NODE_PORT, publish="remote"), peer_ports=(_API_PEER_PORT,), health=_NODE_HEALTH,
+                instances=lambda s: s.postgres.replicas, placement="spread", spread_from=_REPLICAS_FROM,
+                consumers_wait=None,
                 waits=(Wait("postgres", "service_started"),)),
         # The exporters' role and the backup-time table, on the leader, as the superuser.
         Service("postgres-setup", "data", "data", NODE_IMAGE, UID, secrets=_SETUP_SECRETS, config_dir="postgres",
@@ -255,8 +292,6 @@ COMPONENT = Component(
     uses=("etcd",),
     compose_service=compose_service,
     template_context=template_context,
-    # Its nodes reach each other by service name: one host (several hosts: docs/data-tier.md).
-    single_host=True,
     checks=_checks,
     commands=COMMANDS,
     describe=_describe,

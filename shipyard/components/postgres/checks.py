@@ -18,27 +18,28 @@ from shipyard.components.postgres.instances import node_names as postgres_nodes,
 
 
 _AS_REPLICATOR = "host=127.0.0.1 user=replicator dbname=postgres passfile=/run/secrets/replication_pgpass"
+_AS_OWNER = "host=127.0.0.1 user={user} dbname=postgres passfile=/run/secrets/superuser_pgpass"
 
 
 def _psql(target, service: str, sql: str, as_owner: bool = False) -> str:
-    """SQL inside a PostgreSQL container: as the replication role through the node's passfile
-    (roles, slots, lag), or as the database owner for table access (its password from the
-    host's secret file, handed to this one exec only)."""
-    if as_owner:
-        password = target.host.file(f"{target.project_dir}/secrets/{service}/postgres_password").content_string
-        code, out, err = target.exec(service, ["psql", f"host=127.0.0.1 user={target.settings.postgres.user} dbname=postgres",
-                                               "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                                     environment={"PGPASSWORD": password.strip()})
-    else:
-        code, out, err = target.exec(service, ["psql", _AS_REPLICATOR, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    """SQL inside a PostgreSQL container (on whichever host runs it): as the replication role
+    through the node's passfile (roles, slots, lag), or as the database owner for table access
+    (through the node's own superuser passfile)."""
+    conninfo = _AS_OWNER.format(user=target.settings.postgres.user) if as_owner else _AS_REPLICATOR
+    code, out, err = target.exec(service, ["psql", conninfo, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
     assert code == 0, f"{service}: {sql}: {err.strip()}"
     return out.strip()
 
 
+# The cluster is checked from the first node's host (the repository's), reaching into every node
+# wherever it runs: a node on another data host is checked through the link it streams over.
+_FROM_ELSEWHERE = "the PostgreSQL cluster is checked from its first node's host"
+
+
 @pytest.fixture(scope="module")
 def primary(target):
-    if not target.runs("postgres"):
-        pytest.skip("no PostgreSQL on this host")
+    if not target.runs_service("postgres"):
+        pytest.skip(_FROM_ELSEWHERE if target.runs("postgres") else "no PostgreSQL on this host")
     in_recovery = {node: _psql(target, node, "SELECT pg_is_in_recovery()") for node in postgres_nodes(target.settings)}
     primaries = [node for node, answer in in_recovery.items() if answer == "f"]
     assert len(primaries) == 1, f"expected exactly one primary: {in_recovery}"
@@ -132,8 +133,8 @@ def _api(target, node: str, method: str, path: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def patroni_cluster(target):
-    if not target.runs("postgres"):
-        pytest.skip("no PostgreSQL on this host")
+    if not target.runs_service("postgres"):
+        pytest.skip(_FROM_ELSEWHERE if target.runs("postgres") else "no PostgreSQL on this host")
     status, body = _api(target, postgres_nodes(target.settings)[0], "GET", "/cluster")
     assert status == 200, body
     return json.loads(body)
@@ -175,7 +176,25 @@ def test_patronis_rest_api_refuses_changes_without_its_credentials(target, patro
     assert status == 401, f"{node}: POST /restart without credentials answered {status}: {body[:200]}"
 
 
-def test_patronis_rest_api_is_not_published(target, patroni_cluster):
+def test_patronis_rest_api_is_published_only_for_nodes_on_other_hosts(target, patroni_cluster):
+    """Nowhere while the nodes share a host; on each host's private address (never loopback or
+    every address) once they span hosts: the peers ask each other's WAL position there."""
+    topo = topology.build(target.settings)
     for node in postgres_nodes(target.settings):
-        ports = target.container_of(node)["HostConfig"]["PortBindings"] or {}
-        assert f"{patroni.API_PORT}/tcp" not in ports, f"{node} publishes Patroni's REST API: {ports}"
+        inst = topo.find(node)
+        bound = (target.container_of(node)["HostConfig"]["PortBindings"] or {}).get(f"{patroni.API_PORT}/tcp")
+        if topo.peers_span_hosts(inst):
+            assert bound == [{"HostIp": inst.host.address, "HostPort": str(patroni.API_PORT)}], f"{node}: {bound}"
+        else:
+            assert not bound, f"{node} publishes Patroni's REST API: {bound}"
+
+
+def test_a_node_off_the_repositorys_host_is_never_promoted(target, patroni_cluster):
+    """Patroni's own tags, as the nodes report them: nofailover exactly on the nodes whose host
+    holds no backup repository (a leader there would archive into none)."""
+    from shipyard.components.postgres import repository_host
+
+    topo = topology.build(target.settings)
+    repository = repository_host(topo).name
+    tagged = {m["name"]: bool((m.get("tags") or {}).get("nofailover")) for m in patroni_cluster["members"]}
+    assert tagged == {node: topo.find(node).host.name != repository for node in postgres_nodes(target.settings)}

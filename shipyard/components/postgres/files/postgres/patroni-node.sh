@@ -22,6 +22,16 @@ for fragment in /run/secrets/patroni-*.yml; do
     found=$((found + 1))
 done
 [ "$found" -gt 0 ] || { echo "patroni-node: no /run/secrets/patroni-*.yml: the deploy delivers them (make up ENV=..)" >&2; exit 1; }
+# A node off the repository's host (PG_NOFAILOVER, set by the render): Patroni never promotes it
+# (a leader there would archive into no repository), and it fetches no WAL from an archive it
+# has not got — it streams, and a replica cut off too long is re-cloned (make pg-rebuild).
+# Written afresh at every start, so a node moved back to the repository's host loses it.
+tags="$config/zz-node-role.yml"
+rm -f "$tags"
+if [ "${PG_NOFAILOVER:-}" = 1 ]; then
+    printf '%s\n' 'tags:' '  nofailover: true' 'postgresql:' '  recovery_conf:' '    restore_command: /bin/false' >"$tags"
+    chown postgres: "$tags"
+fi
 export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
 # pgBackRest's repository (the volume every node mounts): postgres's, like the data.
 repo=/var/lib/pgbackrest
