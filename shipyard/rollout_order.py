@@ -90,8 +90,10 @@ def _next_step(topo: Topology, pending: list[Instance], done: set[tuple[str, str
         for inst in pending:
             if _key(inst) in chosen or _key(inst) in held or not gates.get(_key(inst), set()) <= done:
                 continue
-            if any(o.host.name != inst.host.name and _unit(o) < _unit(inst) for o in pending):
-                continue  # earlier tiers elsewhere first
+            if any(o.host.name != inst.host.name and _unit(o) < _unit(inst) and inst not in dependencies(topo, o)
+                   for o in pending):
+                continue  # earlier tiers elsewhere first (but not what waits for this: the exporter of
+                # a node on another host waits for the job run against the cluster)
             if all(_key(d) in done or (d.host.name == inst.host.name and _key(d) in chosen)
                    for d in dependencies(topo, inst)):
                 chosen.add(_key(inst))

@@ -66,6 +66,20 @@ def test_several_hosts_converge_tier_by_tier_and_migrate_once(repo):
     assert "migrate" not in rendered["app-2"].compose["services"]["api-blue"].get("depends_on", {})
 
 
+def test_nodes_of_one_cluster_on_two_data_hosts_converge_together_and_what_watches_them_after_the_setup(repo):
+    """multi: PostgreSQL's first node on h3, a replica on h2. Both nodes in one step (after
+    etcd's live setup); the setup job on the first node's host after them; the replica's
+    exporter, which waits for that job on another host, after it — not held back by the job's
+    later place in the tier (a cycle before this was fixed)."""
+    steps = rollout_order.rollout_steps(topology.build(load_environment(repo, "multi", {})))
+    where = {name: (n, host) for n, step in enumerate(steps) for host, names in step.items() for name in names
+             if name.startswith("postgres")}
+    assert where["postgres"][0] == where["postgres-replica-1"][0]
+    assert (where["postgres"][1], where["postgres-replica-1"][1]) == ("h3", "h2")
+    assert where["postgres-setup"] == (where["postgres"][0] + 1, "h3")
+    assert where["postgres-replica-exporter-1"][0] > where["postgres-setup"][0]
+
+
 @pytest.fixture
 def vault_before(request):
     """Vault's live setup as if the task platform's API and workers logged in to it at run time."""
