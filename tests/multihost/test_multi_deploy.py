@@ -145,6 +145,28 @@ def test_h2_deployed_as_a_user_with_sudo_holds_roots_files_and_nothing_of_the_us
     assert [m for m in modes if m] and all(m.split()[1] == "400" for m in modes if m), modes
 
 
+def _h2s_wal_receiver(settings) -> str:
+    """What h2's PostgreSQL replica says of its stream: status|sender host|sender port."""
+    replica = HostView(settings, settings.host("h2")).container_of("postgres-replica-1")
+    result = replica.exec_run(["psql", "host=127.0.0.1 user=replicator dbname=postgres "
+                               "passfile=/run/secrets/replication_pgpass", "-qtAX", "-c",
+                               "SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"])
+    return (result.output or b"").decode(errors="replace").strip()
+
+
+def test_h2s_postgresql_replica_streams_from_h3_across_hosts_and_is_never_promoted(hosts, settings, cold):
+    """The data group lists h3 then h2: PostgreSQL's first node and the backup repository on h3,
+    a replica on h2 streaming from h3's address (the port h3 publishes there), tagged so that
+    Patroni never promotes it, with no repository volume of its own."""
+    h2, h3 = settings.host("h2"), settings.host("h3")
+    assert _h2s_wal_receiver(settings) == f"streaming|{h3.address}|5432"
+    view = HostView(settings, h2)
+    assert not [v.name for v in view.docker.volumes.list() if "pgbackrest" in v.name]
+    status = _shipyard("status", "--env", "multi")
+    assert re.search(r"postgres-replica-1 .*Patroni replica of postgres, .*never promoted \(nofailover\)",
+                     status.stdout), status.stdout[-3000:]
+
+
 def test_make_verify_passes_on_every_host_over_ssh(hosts, settings, cold):
     """`make deploy` ends with `make verify`: the testinfra suite over SSH, each host its own part."""
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/infra",
@@ -272,8 +294,8 @@ def _sentinels_answer(settings, skip_host: str = "") -> dict[str, str]:
 def test_with_h2s_engine_stopped_under_load_h1_serves_redis_fails_over_and_every_accepted_task_ends(
         hosts, settings, cold):
     """The drill of a lost host that runs an API, workers and the Redis master: h2's engine
-    stopped (its containers with it: an API, workers, the Redis master, one Sentinel, and one
-    member each of Consul, etcd and Vault) under load through the edge on h1. After the
+    stopped (its containers with it: an API, workers, the Redis master, one Sentinel, a
+    PostgreSQL replica, and one member each of Consul, etcd and Vault) under load through the edge on h1. After the
     health-check window no request fails; the Sentinels of h1 and h3 promote h3's replica; every
     task accepted meanwhile runs (h1's workers); h2's engine back, its containers come back, the
     next deploy converges and h2's node replicates from the new master."""
@@ -318,6 +340,9 @@ def test_with_h2s_engine_stopped_under_load_h1_serves_redis_fails_over_and_every
     # Sentinel, h2's among them, names that master.
     wait_for("h2's Redis node replicating from h3's", lambda: replicas_in_sync(settings) == (1, []), 120)
     assert set(_sentinels_answer(settings).values()) == {replica_h3}
+    # h2's PostgreSQL replica streams from h3's leader again (its slot kept the WAL it missed).
+    wait_for("h2's PostgreSQL replica streaming from h3",
+             lambda: _h2s_wal_receiver(settings) == f"streaming|{settings.host('h3').address}|5432", 120)
 
 
 def test_with_h2_unreachable_a_deploy_limited_to_h1_and_h3_repairs_them_and_leaves_h2_alone(hosts, settings, cold):
