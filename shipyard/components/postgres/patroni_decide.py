@@ -57,8 +57,11 @@ def healthy_replica(member: dict, max_lag_bytes: int) -> str | None:
     if too_far_behind(member, max_lag_bytes):
         return f"it is {lag} bytes behind, over maximum_lag_on_failover ({max_lag_bytes})"
     if (member.get("tags") or {}).get("nofailover"):
-        return "it is tagged nofailover"
+        return _NOFAILOVER
     return None
+
+
+_NOFAILOVER = "it is tagged nofailover"
 
 
 def too_far_behind(member: dict, max_lag_bytes: int) -> bool:
@@ -121,6 +124,13 @@ def choose_switchover(env: str, cluster: dict, to: str | None, leader_answers: b
     sync = sorted(n for n, m in found.items() if m.get("role") == "sync_standby")
     why_not = {n: healthy_replica(m, max_lag_bytes) for n, m in found.items() if n != leader}
     if to is not None:
+        if why_not[to] == _NOFAILOVER:
+            others = sorted(n for n, why in why_not.items() if why is None)
+            raise ShipyardError(f"{where}, node {to}", f"cannot take over: {why_not[to]} (it runs on another host than "
+                                "the backup repository's, where a leader would archive into no repository: "
+                                "docs/data-tier.md, \"multi-host\")",
+                                f"name a node that may lead ({', '.join(others) or 'none is healthy now'}), or leave "
+                                "TO out")
         if why_not[to]:
             raise ShipyardError(f"{where}, node {to}", f"cannot take over: {why_not[to]}",
                                 f"wait until it streams within the lag limit (make status ENV={env}), or rebuild it: "
