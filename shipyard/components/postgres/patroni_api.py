@@ -259,6 +259,14 @@ class Cluster:
                 pending.add(node)
         return pending
 
+    def _pending_in_view(self) -> bool:
+        """Whether the cluster's view (``GET /cluster``, from etcd) shows any member pending a
+        restart; True when no node answers it (the members are asked then)."""
+        try:
+            return any(m.get("pending_restart") for m in self.view()["members"])
+        except ShipyardError:
+            return True
+
     def restart_pending(self, lowered: set[str] = frozenset(), timeout_s: float = 120) -> list[str]:
         """Every member with a pending restart restarted, one at a time (decide.restart_plan):
         lines saying what was done."""
@@ -296,7 +304,10 @@ class Cluster:
         (PATCH /config of the difference), then the restarts it needs. Lines to print."""
         changes = decide.config_changes(desired, self.config(), self.contexts())
         if not changes:
-            if self.pending():
+            # Left over from an earlier deploy, a pending restart is long in etcd: the cluster's
+            # view (one request) says whether any member has one, each member is asked only then
+            # (a node on another host is one more SSH connection away: a no-op's cost).
+            if self._pending_in_view() and self.pending():
                 # A deploy that stopped after its PATCH (or a restart that failed) left nodes on
                 # the old value of a postmaster parameter: the configuration is right, the nodes
                 # are not yet. Repaired here, reason first.
