@@ -49,7 +49,7 @@ from shipyard.inventory import inventory_path, list_environments, load_environme
 from shipyard.lock import environment_lock
 from shipyard.render import render_environment
 from shipyard.secretstore import finish_rotations, load_or_create, previous_values, put, rotate
-from shipyard.settings import EnvironmentSettings, HostSettings
+from shipyard.settings import EnvironmentSettings, HostSettings, settings_variables
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_ROOT = REPO / "compose"
@@ -124,8 +124,9 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     started = time.monotonic()
     # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
-    _render_env(env, dict(os.environ))
-    settings = load_environment(REPO, env, dict(os.environ))
+    environ = dict(os.environ)
+    rendered = _render_env(env, environ)
+    settings = load_environment(REPO, env, environ)
     rotating = sorted(previous_values(REPO, env))
     hosts = check_limit(settings, limit, rotating)
     # Every host answers over SSH before anything else asks one (pyinfra would go on without it).
@@ -142,7 +143,9 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     for comp in COMPONENTS:
         for line in comp.preflight(settings, REPO) if comp.preflight else ():
             print(f"shipyard: {comp.name}: {line}", flush=True)
-    if _render_env(env, {}) != _existing(env):
+    # compose/ holds the render without settings variables: the one above when none is set.
+    plain = _render_env(env, {}) if settings_variables(environ) else rendered
+    if plain != _existing(env):
         print(f"shipyard: warning: compose/{env} is stale; run `make render` and commit it", file=sys.stderr)
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     # --fail-percent 0: a host that fails (or drops its connection) stops the deploy on every host

@@ -299,13 +299,18 @@ def _retired(loc: tuple[Any, ...]) -> tuple[str, str] | None:
 
 
 
+def settings_variables(environ: dict[str, str]) -> dict[str, str]:
+    """The ``SHIPYARD_*`` variables of ``environ`` that override settings (not the tool's own)."""
+    return {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) and k not in TOOL_VARIABLES}
+
+
 def load_settings(data: dict[str, Any], hosts: list[HostSettings], source_file: str,
                   environ: dict[str, str]) -> EnvironmentSettings:
     """Validate one environment; raise SettingsError listing every problem with file, key path and fix."""
     if "hosts" in data:
         raise SettingsError([ShipyardError(f"{source_file}: SHIPYARD.hosts", "hosts are not settings",
                                            "list hosts in the inventory's groups (edge, app, data)")])
-    env_vars = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX) and k not in TOOL_VARIABLES}
+    env_vars = settings_variables(environ)
     known = set(_settings_env_vars(EnvironmentSettings, ()))
     unknown = sorted(k for k in env_vars if k not in known and not any(k.startswith(p + NESTED_DELIMITER) for p in known))
     if unknown:
