@@ -67,10 +67,11 @@ if starting:
 version = state.versions[starting] if starting else state.live_version
 keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
 ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
+rendered = render_host(settings, this_host)
 if delivering:
     # Hosts that cannot build (no package mirror): the deploying machine builds every image once,
     # the delivering component (the registry) starts first on its host, each host pulls its own.
-    image_delivery.deliver(delivering, settings, this_host, REPO, version, keep, render_host(settings, this_host), secrets, previous,
+    image_delivery.deliver(delivering, settings, this_host, REPO, version, keep, rendered, secrets, previous,
                            state, deployed, wheelhouse=host.data.get("shipyard_wheelhouse"),
                            wheels_dir=host.data.get("shipyard_pinned_wheels"))
 else:
@@ -96,6 +97,6 @@ if starting and state.versions[starting] == state.newest:
 # The live setups (Component.live_setup) run once, from the deploying machine, carried by the
 # first host deployed; the environment's lock is held by `make up` around all of this.
 setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
-roll_out(settings, render_host(settings, this_host), secrets, previous, state, time.time(), setup_context,
+roll_out(settings, rendered, secrets, previous, state, time.time(), setup_context,
          runs_setups=this_host is deployed[0])
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)
