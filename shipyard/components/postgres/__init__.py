@@ -7,8 +7,8 @@ Every node runs Patroni (``files/postgres/patroni-node.sh``), which decides its 
 rendered ``patroni.yml`` for every node (patroni.py), each node's name and addresses in its
 environment, its passwords in secret fragments; the DCS is the ``etcd`` component, Patroni's
 access to it made by etcd's live setup (etcd_access.py); the health check reads Patroni's REST
-API (port 8008, on the project network only, changes need the credentials of
-``patroni-restapi.yml``). pgBackRest archives the WAL and takes the backups on the leader
+API (port 8008, on the project network only while the nodes share a host, changes need the
+credentials of ``patroni-restapi.yml``). pgBackRest archives the WAL and takes the backups on the leader
 (pgbackrest.py). Which node leads changes at run time (a failover, `make pg-promote`): the
 service names stay, so the API and workers' host list does. docs/data-tier.md.
 

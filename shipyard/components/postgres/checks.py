@@ -114,8 +114,8 @@ def test_every_node_refuses_unauthenticated_clients(target, primary):
 
 
 
-# Patroni's own view, from its REST API inside the nodes (port 8008 is on the project network
-# only: nothing publishes it).
+# Patroni's own view, from its REST API inside the nodes (port 8008: on the project network, and
+# on the hosts' private addresses only once the nodes span hosts).
 _API = f"http://127.0.0.1:{patroni.API_PORT}"
 
 

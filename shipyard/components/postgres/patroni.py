@@ -23,7 +23,7 @@ TEMPLATE = "postgres/patroni.yml.j2"
 # Debian's PostgreSQL 15 (the local image and the host's package); the official image's
 # binaries are on PATH at /usr/lib/postgresql/15/bin as well.
 BIN_DIR = "/usr/lib/postgresql/15/bin"
-API_PORT = 8008  # Patroni's REST API: for its peers and the host's tools, never published
+API_PORT = 8008  # Patroni's REST API: for its peers and the host's tools; published only for peers on other hosts
 ETCD_CLIENT_PORT = 2379
 # Patroni's keys live under <namespace><scope>/ in etcd; its etcd role may touch nothing else.
 NAMESPACE = "/patroni/"

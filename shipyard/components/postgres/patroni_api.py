@@ -4,7 +4,7 @@ reconcile of the dynamic configuration. The decisions are patroni_decide.py's (p
 thin layer of calls and bounded waits.
 
 The calls go through a ``Transport``: the deploy's reaches each node's API inside its container
-(patroni_docker.py: the API is published nowhere, its credentials are read in the container from
+(patroni_docker.py: asked on the node's loopback, its credentials are read in the container from
 the 0400 fragment), tests/patroni's talks to real Patroni processes on loopback. Either way no
 password passes through here.
 """

@@ -1,6 +1,6 @@
 """The deploy's transport to Patroni's REST API (patroni_api.Transport): ``docker exec`` into the
-node, where a small Python script asks the API on 127.0.0.1:8008 — the port is published
-nowhere. For a change it reads the API's credentials inside the container from the node's 0400
+node, where a small Python script asks the API on 127.0.0.1:8008 — published, if at all, only
+for the nodes on other hosts. For a change it reads the API's credentials inside the container from the node's 0400
 fragment (/run/secrets/patroni-restapi.yml): no password on an argv, in an environment or
 through this machine. SQL runs there too, as the replication role through the node's passfile
 (what status.py and checks.py do)."""

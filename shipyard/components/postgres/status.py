@@ -19,7 +19,7 @@ def describe(settings, containers: dict) -> dict[str, str]:
     return out
 
 
-# The node's own REST API, read inside its container (the port is published nowhere).
+# The node's own REST API, read inside its container (published only for nodes on other hosts).
 _CLUSTER = ("import json, urllib.request; "
             f"print(json.dumps(json.load(urllib.request.urlopen('http://127.0.0.1:{patroni.API_PORT}/cluster', timeout=3))))")
 
