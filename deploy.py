@@ -46,15 +46,6 @@ secrets = load_or_create(REPO, settings.name, generate_missing=settings.secrets.
 # A pending rotation (make secrets-rotate): the values it replaces, still run by the servers.
 previous = previous_values(REPO, settings.name)
 
-# First, the environment's lock on the host (deploys from another machine meet here), then,
-# before anything on the host changes: the host runs with these secrets (or none yet).
-lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REPO))
-host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
-ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous)
-ensure_ports_free(settings, this_host)
-# With an image delivery (the registry) the deploying machine builds, not the hosts.
-delivering = image_plan.delivery(settings)
-ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed) and not delivering)
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)
@@ -66,6 +57,17 @@ if starting:
 # live one, kept as it is once a release made it live (its colour runs that image).
 version = state.versions[starting] if starting else state.live_version
 keep = bool(host.data.get("shipyard_release_prebuilt")) if starting else released
+# With an image delivery (the registry) the deploying machine builds, not the hosts.
+delivering = image_plan.delivery(settings)
+# First, the environment's lock on the host (deploys from another machine meet here), then,
+# before anything on the host changes: the host runs with these secrets (or none yet).
+lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REPO))
+host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
+# The guards' one read also notes which delivered images the host holds (image_delivery's checks).
+ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous,
+                    images=image_delivery.held_refs(settings, this_host, version) if delivering else ())
+ensure_ports_free(settings, this_host)
+ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed) and not delivering)
 ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
 rendered = render_host(settings, this_host)
 if delivering:
@@ -98,5 +100,5 @@ if starting and state.versions[starting] == state.newest:
 # first host deployed; the environment's lock is held by `make up` around all of this.
 setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
 roll_out(settings, rendered, secrets, previous, state, time.time(), setup_context,
-         runs_setups=this_host is deployed[0])
+         runs_setups=this_host is deployed[0], shipped=bool(delivering))
 host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)

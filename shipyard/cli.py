@@ -40,7 +40,7 @@ from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller import builder, teardown
-from shipyard.controller.ssh import unreachable
+from shipyard.controller.ssh import abandon, ask_reachable, unanswered, unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import BuilderError, ShipyardError, UnreachableError
 from shipyard import image_packages
@@ -125,12 +125,18 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     # Validate and render in memory before any host is touched (raises SettingsError); deploy.py
     # renders the same again in the pyinfra process. compose/ is written only by `make render`.
     environ = dict(os.environ)
-    rendered = _render_env(env, environ)
     settings = load_environment(REPO, env, environ)
     rotating = sorted(previous_values(REPO, env))
     hosts = check_limit(settings, limit, rotating)
-    # Every host answers over SSH before anything else asks one (pyinfra would go on without it).
-    problems = unreachable(hosts)
+    # Every host answers over SSH before anything else asks one (pyinfra would go on without it);
+    # the question goes out first and is collected after the render, which takes as long.
+    asked = ask_reachable(hosts)
+    try:
+        rendered = _render_env(env, environ)
+    except BaseException:
+        abandon(asked)
+        raise
+    problems = unanswered(asked)
     if problems:
         raise UnreachableError(problems)
     # With an image delivery (the registry) this machine builds every image: its engine answers.

@@ -76,6 +76,19 @@ def _read_state(project_dir: str, project: str, services: dict[str, ServiceState
     return desired, observed
 
 
+def read_ahead(project_dir: str, project: str, refs: Sequence[str]) -> None:
+    """pyinfra python.call: the host's project state (``refs``: the images of every service it
+    runs) read for the deploy's converges that follow, which take it while nothing on the host
+    changed since (``reuse_state``; ``forget_read`` when something did)."""
+    _SEEN[host.name] = _read_project(project_dir, project, sorted(set(refs)))
+    host.noop(f"{project}'s state read: {len(_SEEN[host.name][2])} containers")
+
+
+def forget_read(host_name: str) -> None:
+    """What changed the host outside a converge (images fetched): its next converge reads it again."""
+    _SEEN.pop(host_name, None)
+
+
 def _read_project(project_dir: str, project: str, refs: list[str]
                   ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
     reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),

@@ -13,6 +13,8 @@ goes on and applies the rotation (shipyard.apply.rotation).
 What these guards and the engine's operation after them read on the host (the fingerprints,
 what holds ports, the engine's state) is read in one round trip, by the first guard; nothing on
 the host changes before the last of them has looked (a round trip is ~0.1 s a host over SSH).
+The same round trip reads which of the images the host runs it holds, for an image delivery's
+comparisons (shipyard.apply.image_delivery), which would otherwise each ask again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pyinfra.api.exceptions import OperationError
 
 from shipyard import commands, hostports
 from shipyard.apply import engine
+from shipyard.apply.image_build import DockerImageLabels
+from shipyard.image_plan import ObservedImage
 from shipyard.secretstore import Secret, differing, parse_fingerprints
 from shipyard.settings import EnvironmentSettings, HostSettings
 
@@ -44,8 +48,9 @@ class RecordedFingerprints(FactBase):
 
 
 @operation(is_idempotent=True)
-def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]):
-    recorded = _before_changes(root)[0]
+def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret],
+                 images: tuple[str, ...] = ()):
+    recorded = _before_changes(root, images)[0]
     changed = differing(recorded, values, previous)
     if changed:
         message = (f"host {host.name}: {root} runs with other secrets than this checkout holds "
@@ -61,9 +66,11 @@ def same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[
     yield  # an operation is a generator; this one only checks
 
 
-def ensure_same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret]) -> None:
+def ensure_same_secrets(root: str, env: str, values: dict[str, Secret], previous: dict[str, Secret],
+                        images: list[str] | tuple[str, ...] = ()) -> None:
+    """``images``: refs whose presence on the host the same read records (``held_images``)."""
     same_secrets(name="the host runs with this checkout's secrets", root=root, env=env, values=values,
-                 previous=previous)
+                 previous=previous, images=tuple(images))
 
 
 class PortHolders(FactBase):
@@ -107,15 +114,18 @@ def ensure_ports_free(settings: EnvironmentSettings, this_host: HostSettings) ->
 
 
 class BeforeChanges(FactBase):
-    """RecordedFingerprints, PortHolders and the engine's DockerEngineState in one command: each
-    one's output between markers, given to its own ``process``."""
+    """RecordedFingerprints, PortHolders, the engine's DockerEngineState and DockerImageLabels
+    of ``images`` in one command: each one's output between markers, given to its own ``process``."""
 
     _NEXT = "--- shipyard: next fact ---"
-    _PARTS = (RecordedFingerprints, PortHolders, engine.DockerEngineState)
+    _PARTS = (RecordedFingerprints, PortHolders, engine.DockerEngineState, DockerImageLabels)
 
-    def command(self, fingerprints: str) -> str:
+    def command(self, fingerprints: str, images: tuple[str, ...] = ()) -> str:
+        # No docker yet (a fresh host), or no image asked for: no image held.
+        held = (f"if command -v docker >/dev/null 2>&1; then {DockerImageLabels().command(images)}; fi"
+                if images else "true")
         commands_ = (RecordedFingerprints().command(fingerprints), PortHolders().command(),
-                     engine.DockerEngineState().command())
+                     engine.DockerEngineState().command(), held)
         return f"; echo '{self._NEXT}'; ".join(f"{{ {part}; }}" for part in commands_)
 
     def process(self, output):
@@ -130,13 +140,25 @@ class BeforeChanges(FactBase):
         return tuple(fact().process(chunk) for fact, chunk in zip(self._PARTS, chunks))
 
 
-# host name → (fingerprints, port holders), read by the first guard of the host's deploy.
+# host name → (fingerprints, port holders, (refs asked, ref → image held)), read by the first
+# guard of the host's deploy.
 _READ: dict[str, tuple] = {}
 
 
-def _before_changes(root: str) -> tuple:
+def _before_changes(root: str, images: tuple[str, ...] = ()) -> tuple:
     if host.name not in _READ:
-        fingerprints, ports, engine_state = host.get_fact(BeforeChanges, fingerprints=f"{root}/secrets/{FINGERPRINTS}")
-        _READ[host.name] = (fingerprints, ports)
+        fingerprints, ports, engine_state, held = host.get_fact(
+            BeforeChanges, fingerprints=f"{root}/secrets/{FINGERPRINTS}", images=images)
+        _READ[host.name] = (fingerprints, ports, (frozenset(images), held))
         engine.remember_state(host.name, engine_state)  # for its operation, right after the guards
     return _READ[host.name]
+
+
+def held_images(host_name: str, refs: list[str] | tuple[str, ...]) -> dict[str, ObservedImage] | None:
+    """ref → image of those of ``refs`` that host ``host_name`` (pyinfra's name) held when its
+    guards read it, or None when that read did not ask for all of them (ask the host instead).
+    What the deploy itself changes afterwards (an image it fetched) is not in it."""
+    read = _READ.get(host_name)
+    if read is None or not set(refs) <= read[2][0]:
+        return None
+    return {ref: image for ref, image in read[2][1].items() if ref in refs}

@@ -3,9 +3,12 @@ registry: docs/registry.md), as pyinfra operations in this order — pyinfra run
 on every host before the next, so each step finishes everywhere first:
 
 1. the deploying machine builds every image any host runs, once (``built_here``: the same build
-   contexts and scripts a host's build uses, rebuilt only when out of date);
-2. the delivering component's own image goes to its host over SSH (``docker save`` into ``docker
-   load``, skipped when the host holds that very image), and its service starts there;
+   contexts and scripts a host's build uses, rebuilt only when out of date); which of them each
+   host holds was read by its guards (shipyard.apply.guard.held_images);
+2. every host gets its project (shipyard.apply.rollout.ship_project), the delivering component's
+   own image goes to its host over SSH (``docker save`` into ``docker load``, skipped when the
+   host holds that very image), every host's project state is read once (the converges after
+   take it while nothing changed the host), and the delivering service starts on its host;
 3. the deploying machine publishes the others into it (``published``: those some host lacks);
 4. every host trusts it, logs in with a Docker configuration of the deploy's own (removed at
    once: no password is left in ``~/.docker``) and pulls what its services run, tagged with the
@@ -33,12 +36,12 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
 from shipyard import commands, image_plan, topology
-from shipyard.apply import image_ship, remote
+from shipyard.apply import converge, guard, image_ship, remote
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
 from shipyard.component import Component, ImageDelivery
 from shipyard.apply.private_files import host_file, private_upload
-from shipyard.apply.rollout import start_first
+from shipyard.apply.rollout import read_ahead, ship_project, start_first
 from shipyard.bluegreen import ReleaseState
 from shipyard.errors import ShipyardError
 from shipyard.render import RenderedHost
@@ -101,8 +104,10 @@ def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
     """``refs`` from the deploying machine's engine to ``target``'s (the delivering component's
     own images, which its host needs before it can answer). What the host holds is read through
     the deploy's own connection to it: a no-op deploy makes no SSH connection for it."""
-    _, inspected = remote.run(["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs])
-    held = parse_image_inspect(inspected.stdout.splitlines())  # missing ones: docker exits 1, prints the others
+    held = guard.held_images(host.name, refs)  # as the guards' read saw them
+    if held is None:
+        _, inspected = remote.run(["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs])
+        held = parse_image_inspect(inspected.stdout.splitlines())  # missing ones: docker exits 1, prints the others
     here = observed_here(refs)
     for ref in refs:
         if ref in held and ref in here and held[ref].id == here[ref].id:
@@ -113,10 +118,15 @@ def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
         except ShipyardError as err:
             raise OperationError(str(err)) from err
         print(f"[{target.name}] {ref}: {'shipped over SSH' if sent else 'already there'}", flush=True)
+        converge.forget_read(host.name)
 
 
 def observed_on(host_settings: HostSettings, refs: Sequence[str]) -> dict[str, ObservedImage]:
-    """ref → image of those of ``refs`` a host's engine holds, asked over SSH."""
+    """ref → image of those of ``refs`` a host's engine holds: as its guards read them at the start
+    of this deploy (shipyard.apply.guard.held_images), else asked over SSH."""
+    held = guard.held_images(host_settings.connect, refs)
+    if held is not None:
+        return held
     if host_settings.connect == "@local":
         return observed_here(refs)
     argv = commands.ssh(host_settings, ["docker", "image", "inspect", "--format", INSPECT_FORMAT, *refs])
@@ -163,7 +173,9 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
     """The host holds the deploying machine's image of each of ``refs``: those it lacks, or holds
     in another build, pulled through the delivery (read at run time, after the build)."""
     here = observed_here(refs)
-    there = host.get_fact(DockerImageLabels, refs=tuple(refs))
+    there = guard.held_images(host.name, refs)  # nothing since the guards' read fetched any
+    if there is None:
+        there = host.get_fact(DockerImageLabels, refs=tuple(refs))
     try:
         todo = plan_fetches(refs, here, there, keep)
     except ShipyardError as err:
@@ -173,6 +185,7 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
         return
     for ref, reason in todo:
         log.warning("host %s: pull %s: %s", host.name, ref, reason)
+    converge.forget_read(host.name)  # other images: the services' plans read the host again
     yield from private_upload(login_value.encode(), workdir, f"{workdir}/login")
     yield StringCommand(to_shell(fetch_script(delivery.login_argv(settings),
                                               [(delivery.pulled_ref(settings, ref), ref) for ref, _ in todo], workdir)))
@@ -183,6 +196,23 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
 def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) -> None:
     for path, content in sorted(delivery.host_files(settings, repo).items()):
         host_file(name=f"the engine trusts the image delivery: {path}", path=path, content=content, mode="644")
+
+
+def _own_and_delivered(comp: Component, settings: EnvironmentSettings, this_host: HostSettings,
+                       version: str | None) -> tuple[list[str], list[str]]:
+    """The delivering component's own images on ``this_host`` (shipped over SSH) and the images
+    its other services run (fetched through the delivery)."""
+    on_host = topology.build(settings).instances_on(this_host)
+    own = image_plan.built_refs(settings, [(i.component, i.service.image) for i in on_host if i.component is comp],
+                                version)
+    return own, image_plan.delivered_refs(settings, [(i.component, i.service.image) for i in on_host], version)
+
+
+def held_refs(settings: EnvironmentSettings, this_host: HostSettings, version: str | None) -> list[str]:
+    """Every image of ``this_host`` whose presence these steps compare (the guards read them)."""
+    comp, _ = image_plan.delivery(settings)
+    own, delivered = _own_and_delivered(comp, settings, this_host, version)
+    return sorted(set(own) | set(delivered))
 
 
 def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSettings, this_host: HostSettings,
@@ -199,21 +229,24 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
     comp, delivery = delivering
     topo = topology.build(settings)
     everywhere = [(i.component, i.service.image) for i in topo.instances]
-    here = [(i.component, i.service.image) for i in topo.instances_on(this_host)]
     own = [i for i in topo.instances_on(this_host) if i.component is comp]
+    own_refs, refs = _own_and_delivered(comp, settings, this_host, version)
     builds = image_plan.build_plan(repo, settings, everywhere, version, keep)
     login_value = values[delivery.login_secret].value
     carries = this_host is deployed[0]
     if carries:
         python.call(name=f"images built once, on the deploying machine ({len(builds)})", function=built_here,
                     builds=builds, repo_root=str(repo), wheelhouse=wheelhouse, wheels_dir=wheels_dir)
+    # Every host's project now (the delivering host needs its own to start first), its state
+    # read once, after the delivering host's own image, for the converges that follow while
+    # nothing changes the host.
+    ship_project(settings, rendered, values, previous, state)
+    if own and own_refs:
+        python.call(name=f"{comp.name}'s own image to this host over SSH", function=shipped_over_ssh,
+                    target=this_host, refs=own_refs)
+    read_ahead(settings, rendered, state)
     if own:
-        own_refs = image_plan.built_refs(settings, [(i.component, i.service.image) for i in own], version)
-        if own_refs:
-            python.call(name=f"{comp.name}'s own image to this host over SSH", function=shipped_over_ssh,
-                        target=this_host, refs=own_refs)
-        start_first(settings, rendered, values, previous, state, [i.name for i in own],
-                    "the other images come through it")
+        start_first(settings, rendered, state, [i.name for i in own], "the other images come through it")
     if carries:
         refs_by_host = {h.name: image_plan.delivered_refs(settings, [(i.component, i.service.image)
                                                                       for i in topo.instances_on(h)], version)
@@ -222,7 +255,6 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
                     settings=settings, refs_by_host=refs_by_host, keep=[b.ref for b in builds if b.keep_existing],
                     login_value=login_value)
     trusted(settings, delivery, repo)
-    refs = image_plan.delivered_refs(settings, here, version)
     fetched(name=f"images pulled from {comp.name} ({len(refs)})", settings=settings, delivery=delivery, refs=refs,
             keep=[b.ref for b in builds if b.keep_existing], login_value=login_value,
             workdir=f"{settings.deploy_root}/{FETCH_DIR}-{settings.name}")

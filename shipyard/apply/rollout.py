@@ -12,7 +12,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import files, python
 
 from shipyard import audit, commands, image_plan, bluegreen, rollout_order, topology
-from shipyard.apply import handoff, rotation
+from shipyard.apply import converge, handoff, rotation
 from shipyard.apply.converge import ServiceState, converge_host
 from shipyard.apply.guard import FINGERPRINTS
 from shipyard.apply.private_files import WantedPath, project_paths
@@ -157,24 +157,34 @@ def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: 
             project_paths(name=f"release routing of {inst.name}: users on {state.live}", root=routing_root, wanted=wanted)
 
 
-def start_first(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
-                previous: dict[str, Secret] | None, state: ReleaseState, names: list[str], why: str) -> None:
-    """Ship the host's project and converge ``names`` of its services alone, ahead of the
-    rollout's steps (the image registry, which the other services' images come through); the
-    steps then find them up to date."""
-    ship_project(settings, rendered, values, previous, state)
+def read_ahead(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState) -> None:
+    """The host's project state read once, after ``ship_project``, for every converge of the
+    deploy that follows while nothing changes the host (shipyard.apply.converge.read_ahead)."""
+    states = service_states(settings, rendered, state)
+    python.call(name="the project's state read", function=converge.read_ahead,
+                project_dir=commands.project_dir(settings.deploy_root, settings.name), project=settings.compose_project,
+                refs=sorted({s.image for s in states.values()}))
+
+
+def start_first(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState, names: list[str],
+                why: str) -> None:
+    """Converge ``names`` of the host's services alone (its project shipped: ``ship_project``),
+    ahead of the rollout's steps (the image registry, which the other services' images come
+    through); the steps then find them up to date."""
     states = service_states(settings, rendered, state)
     python.call(name=f"{', '.join(names)} first: {why}", function=converge_host,
                 project_dir=commands.project_dir(settings.deploy_root, settings.name), project=settings.compose_project,
                 services={name: states[name] for name in names},
                 timeouts={states[name].tier: getattr(settings.health, f"{states[name].tier}_timeout_s") for name in names},
-                last_good_dir=commands.last_good_dir(settings.deploy_root, settings.name))
+                last_good_dir=commands.last_good_dir(settings.deploy_root, settings.name), reuse_state=True)
 
 
 def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
              previous: dict[str, Secret] | None = None, state: ReleaseState | None = None, now: float = 0.0,
-             setup_context: CommandContext | None = None, runs_setups: bool = False) -> None:
-    """``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
+             setup_context: CommandContext | None = None, runs_setups: bool = False, shipped: bool = False) -> None:
+    """``shipped``: the host's project was shipped earlier in this deploy (``ship_project``, ahead
+    of an image delivery);
+    ``previous``: name → the value a pending rotation replaces (shipyard.apply.rotation);
     ``state``: the host's release state (shipyard.bluegreen), which the deploy keeps;
     ``setup_context``: what the live setups (Component.live_setup) and their hand-offs get; the
     one host with ``runs_setups`` (the first) carries the setups between the steps: they run
@@ -182,7 +192,8 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     state = state or ReleaseState()
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
-    ship_project(settings, rendered, values, previous, state)
+    if not shipped:
+        ship_project(settings, rendered, values, previous, state)
     apply_live, retire_live = live_rotations(on_host, set(previous or {}))
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers take the new value",

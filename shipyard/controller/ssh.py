@@ -28,19 +28,37 @@ from shipyard.errors import ShipyardError
 from shipyard.settings import HostSettings
 
 
-def unreachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[ShipyardError]:
+def ask_reachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[tuple[HostSettings, subprocess.Popen]]:
     """Each SSH host of ``hosts`` asked at once to run ``true`` over SSH (the inventory's user,
-    port, key and known hosts): an error per host that did not, naming it and the ssh client's
-    reason. A deploy asks this before any host is touched."""
-    remote = [h for h in hosts if h.connect != "@local"]
-    running = [(h, subprocess.Popen(commands.ssh(h, ["true"]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)) for h in remote]
+    port, key and known hosts), without waiting: ``unreachable`` collects the answers. A deploy
+    renders meanwhile (the SSH handshakes take as long as the render)."""
+    return [(h, subprocess.Popen(commands.ssh(h, ["true"]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)) for h in hosts if h.connect != "@local"]
+
+
+def abandon(asked: list[tuple[HostSettings, subprocess.Popen]]) -> None:
+    """The questions of ``ask_reachable`` no longer wanted (the deploy stopped before them)."""
+    for _, process in asked:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def unreachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[ShipyardError]:
+    """An error per SSH host of ``hosts`` that does not run ``true`` over SSH (``unanswered``)."""
+    return unanswered(ask_reachable(hosts))
+
+
+def unanswered(asked: list[tuple[HostSettings, subprocess.Popen]]) -> list[ShipyardError]:
+    """An error per host of ``ask_reachable``'s questions that did not run ``true`` over SSH,
+    naming it and the ssh client's reason. A deploy asks this before any host is touched."""
     problems = []
-    for host, process in running:
+    for host, process in asked:
         try:
             _, error = process.communicate(timeout=commands.SSH_CONNECT_TIMEOUT_S + 20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.communicate()
             error = b"connected, but running `true` did not end"
         if process.returncode != 0:
             reason = error.decode(errors="replace").strip().splitlines()

@@ -7,6 +7,7 @@ top of the repository wins when it exists (see templates/README.md).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,18 @@ from shipyard.errors import ShipyardError
 
 REPO = Path(__file__).resolve().parents[2]
 SITE_TEMPLATES = REPO / "templates"
+# Compiled templates, keyed by jinja2 on each template's source: a deploy renders in two
+# processes (the checks before pyinfra, then deploy.py), and compiling is most of a render's CPU.
+BYTECODE_CACHE = REPO / ".shipyard" / "jinja-bytecode"
 
 
-def _environment(roots: list[Path]) -> jinja2.Environment:
+@functools.lru_cache(maxsize=None)
+def _environment(roots: tuple[Path, ...]) -> jinja2.Environment:
+    # One per component's template roots, for the process: each template is compiled once
+    # however many hosts are rendered (jinja2 still reloads a template whose file changed).
+    BYTECODE_CACHE.mkdir(parents=True, exist_ok=True)
     return jinja2.Environment(loader=jinja2.FileSystemLoader([str(r) for r in roots]),
+                              bytecode_cache=jinja2.FileSystemBytecodeCache(str(BYTECODE_CACHE)),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
@@ -34,7 +43,7 @@ def render_template(component: str, root: Path, name: str, context: dict[str, An
     override = site_root / component
     where = override / name if (override / name).exists() else root / name
     try:
-        return _environment([override, root]).get_template(name).render(**context)
+        return _environment((override, root)).get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as exc:
         raise ShipyardError(f"{_shown(where)}:{exc.lineno}", f"template syntax error: {exc.message}",
                             "fix the template at that line") from None

@@ -118,11 +118,37 @@ def test_the_guards_read_fingerprints_ports_and_engine_in_one_command(tmp_path):
         command = fact.command(str(root / "secrets" / "fingerprints"))
         return fact.process(subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines())
 
-    fingerprints, (tcp, _), engine_state = read()
-    assert fingerprints == {}
+    fingerprints, (tcp, _), engine_state, images = read()
+    assert fingerprints == {} and images == {}  # no image asked for
     assert "local_address" in tcp  # /proc/net/tcp's header: the port holders' part was run
     assert {"dockerd", "compose", "server", "systemd", "os"} <= set(engine_state)
     (root / "secrets").mkdir(parents=True)
     (root / "secrets" / "fingerprints").write_text("jwt_signing_key abc123\nredis_password def456\n")
-    fingerprints, _, _ = read()
+    fingerprints, _, _, _ = read()
     assert fingerprints == {"jwt_signing_key": "abc123", "redis_password": "def456"}
+
+
+def test_the_guards_read_the_images_asked_for_and_tell_when_a_ref_was_not(tmp_path, monkeypatch):
+    """The images part of the guards' read: docker's inspect of the refs (one of them missing:
+    docker exits 1 and still prints the others); held_images answers from it only for refs it
+    asked about, else None (the caller asks the host itself)."""
+    from shipyard.apply import guard
+    from shipyard.apply.guard import BeforeChanges
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A docker that holds app:1 only, answering as docker's inspect does for a missing ref.
+    (bin_dir / "docker").write_text(
+        '#!/bin/sh\n[ "$1 $2" = "image inspect" ] || exit 0\nshift 4\nrc=0\n'
+        'for ref in "$@"; do if [ "$ref" = app:1 ]; then echo \'["app:1"] sha256:aa {"l":"v"}\'; '
+        'else echo "Error: No such image: $ref" >&2; rc=1; fi; done\nexit $rc\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    command = BeforeChanges().command(str(tmp_path / "fingerprints"), images=("app:1", "db:2"))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
+    *_, images = BeforeChanges().process(output)
+    assert set(images) == {"app:1"} and images["app:1"].id == "sha256:aa"
+    monkeypatch.setitem(guard._READ, "h1", ({}, ("", ""), (frozenset({"app:1", "db:2"}), images)))
+    assert guard.held_images("h1", ["db:2"]) == {}  # asked about, not held
+    assert set(guard.held_images("h1", ["app:1", "db:2"])) == {"app:1"}
+    assert guard.held_images("h1", ["app:1", "web:3"]) is None  # web:3 was not asked about
+    assert guard.held_images("h2", ["app:1"]) is None  # h2 not read
