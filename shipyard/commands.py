@@ -62,6 +62,17 @@ def project_containers(project: str) -> list[str]:
     return ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]
 
 
+def inspect_project_containers(project: str) -> list[str]:
+    """``docker inspect`` of every container of ``project`` that compose's ``ps -a`` lists (its
+    services' containers, not ``run``'s one-offs), as one JSON array: ``[]`` when there is none
+    (one removed between the list and the inspect is left out). One command where ``compose ps`` and an inspect of its ids were two (a compose CLI start-up
+    and a round trip)."""
+    script = ('ids=$(docker ps -aq --filter "label=com.docker.compose.project=$1" '
+              '--filter label=com.docker.compose.oneoff=False) && '
+              'if [ -n "$ids" ]; then docker inspect $ids || true; else echo "[]"; fi')
+    return ["sh", "-c", script, "sh", project]
+
+
 def project_networks(project: str) -> list[str]:
     """The networks compose made for ``project`` (names)."""
     return ["docker", "network", "ls", "--format", "{{.Name}}", "--filter", f"label=com.docker.compose.project={project}"]
@@ -110,8 +121,9 @@ def split_parallel(output: str, count: int) -> list[tuple[int, str, str]]:
     for chunk in output.split(f"\n{_PART} ")[1:]:
         header, _, body = chunk.partition("\n")
         index, code = header.split()
-        stdout, _, stderr = body.partition(f"\n{_ERR}\n")
-        parts[int(index)] = (int(code), stdout, stderr)
+        # The last job's marker may end the output: a transport that strips the final newline.
+        stdout, _, stderr = body.partition(f"\n{_ERR}")
+        parts[int(index)] = (int(code), stdout, stderr.removeprefix("\n"))
     return parts
 
 

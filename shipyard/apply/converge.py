@@ -84,6 +84,13 @@ def read_ahead(project_dir: str, project: str, refs: Sequence[str]) -> None:
     host.noop(f"{project}'s state read: {len(_SEEN[host.name][2])} containers")
 
 
+def seen_services(host_name: str) -> set[str] | None:
+    """The services with a container (any state) as the host's last read saw them, when nothing
+    changed the host since (else None: ask it)."""
+    seen = _SEEN.get(host_name)
+    return None if seen is None else {c.service for c in seen[2]}
+
+
 def forget_read(host_name: str) -> None:
     """What changed the host outside a converge (images fetched): its next converge reads it again."""
     _SEEN.pop(host_name, None)
@@ -92,13 +99,13 @@ def forget_read(host_name: str) -> None:
 def _read_project(project_dir: str, project: str, refs: list[str]
                   ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
     reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
-             commands.compose_ps(project_dir, project)]
+             commands.inspect_project_containers(project)]
     ok, output = remote.run_shell(commands.parallel(reads))
     (hash_rc, hash_out, hash_err), (_, image_out, _), (ps_rc, ps_out, ps_err) = \
         commands.split_parallel(output.stdout, len(reads))
     if hash_rc != 0 or ps_rc != 0:
         raise OperationError(f"host {host.name}: reading the state of {project} failed "
-                             f"(`docker compose config --hash` / `ps` in {project_dir}):\n"
+                             f"(`docker compose config --hash` in {project_dir} / its containers' inspect):\n"
                              f"{hash_err.strip()}\n{ps_err.strip()}")
     hashes = dict(line.split(None, 1) for line in hash_out.splitlines() if line.strip())
     ids: dict[str, str] = {}
@@ -110,18 +117,14 @@ def _read_project(project_dir: str, project: str, refs: list[str]
     return hashes, ids, _containers(ps_out)
 
 
-def _observed(project_dir: str, project: str) -> list[ObservedContainer]:
-    _, out, _ = _run(commands.compose_ps(project_dir, project))
+def _observed(project: str) -> list[ObservedContainer]:
+    _, out, _ = _run(commands.inspect_project_containers(project))
     return _containers(out)
 
 
-def _containers(ps_out: str) -> list[ObservedContainer]:
-    rows = [json.loads(line) for line in ps_out.splitlines() if line.strip().startswith("{")]
-    if not rows:
-        return []
-    _, out, _ = _run(commands.docker_inspect([r["ID"] for r in rows]))
+def _containers(inspected: str) -> list[ObservedContainer]:
     containers = []
-    for item in json.loads(out):
+    for item in json.loads(inspected or "[]"):
         labels = item["Config"]["Labels"] or {}
         health = (item["State"].get("Health") or {}).get("Status")
         containers.append(ObservedContainer(
@@ -134,7 +137,7 @@ def _containers(ps_out: str) -> list[ObservedContainer]:
 def _failing(project_dir: str, project: str, services: dict[str, ServiceState]) -> list[ObservedContainer]:
     """Containers of ``services`` that are not well: not running+healthy, or a one-shot that failed."""
     failing = []
-    for c in _observed(project_dir, project):
+    for c in _observed(project):
         if c.service not in services:
             continue
         healthy = (c.status == "running" and c.health in (None, "healthy")) or \

@@ -15,8 +15,11 @@ import shlex
 import socket
 
 from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.api.exceptions import OperationError
+from pyinfra.operations import python
+
+from shipyard.apply import remote
 
 
 def lock_file(deploy_root: str, env: str) -> str:
@@ -46,30 +49,42 @@ def stale(holder: str, controller: str) -> bool:
     return not _pid_alive(int(words[3]))
 
 
-class LockHolder(FactBase):
-    def command(self, path: str) -> str:
-        return f"cat {shlex.quote(path)} 2>/dev/null || true"
-
-    @staticmethod
-    def default():
-        return ""
-
-    def process(self, output):
-        return "\n".join(output).strip()
+TAKEN = "--- shipyard: lock taken ---"
 
 
-@operation()
-def host_lock(path: str, owner: str):
-    holder = host.get_fact(LockHolder, path=path)
-    if holder and holder != owner and not stale(holder, socket.gethostname()):
-        print(f"host {host.name}: another deploy holds the environment's lock ({holder}); nothing was changed.\n"
-              f"fix: wait for it to finish; if no deploy runs there any more, remove {path} on {host.name}",
-              flush=True)
-        raise OperationError(f"host {host.name}: environment locked by another deploy (report above)")
-    # noclobber makes the create atomic: of two deploys racing past the fact, one fails here.
-    yield StringCommand("mkdir", "-p", shlex.quote(os.path.dirname(path)), "&&",
-                        *(["rm", "-f", shlex.quote(path), "&&"] if holder else []),
-                        "(", "set", "-C;", "printf", "'%s\\n'", shlex.quote(owner), ">", shlex.quote(path), ")")
+def take_script(path: str, owner: str, replace: bool = False) -> str:
+    """One command that takes the lock (noclobber makes the create atomic: of two deploys, one
+    wins) and prints TAKEN, or prints who holds it. ``replace``: the holder's file removed first
+    (a lock of our own, or one its dead deploy left)."""
+    create = f"( set -C; printf '%s\\n' {shlex.quote(owner)} > {shlex.quote(path)} ) 2>/dev/null"
+    remove = f"rm -f {shlex.quote(path)} && " if replace else ""
+    return (f"mkdir -p {shlex.quote(os.path.dirname(path))} && {remove}if {create}; then echo '{TAKEN}'; "
+            f"else cat {shlex.quote(path)} 2>/dev/null; fi")
+
+
+def _refused(path: str, holder: str) -> OperationError:
+    print(f"host {host.name}: another deploy holds the environment's lock ({holder}); nothing was changed.\n"
+          f"fix: wait for it to finish; if no deploy runs there any more, remove {path} on {host.name}",
+          flush=True)
+    return OperationError(f"host {host.name}: environment locked by another deploy (report above)")
+
+
+def take_lock(path: str, owner: str) -> None:
+    """pyinfra python.call: the lock taken in one round trip when it is free (a second when its
+    holder is this deploy or a dead deploy of this controller)."""
+    for replace in (False, True):
+        ok, output = remote.run_shell(take_script(path, owner, replace))
+        holder = output.stdout.strip()
+        if not ok:
+            raise OperationError(f"host {host.name}: taking the environment's lock {path} failed: {output.stderr}")
+        if holder == TAKEN:
+            return
+        if replace or (holder != owner and not stale(holder, socket.gethostname())):
+            raise _refused(path, holder)
+
+
+def host_lock(name: str, path: str, owner: str) -> None:
+    python.call(name=name, function=take_lock, path=path, owner=owner)
 
 
 @operation()

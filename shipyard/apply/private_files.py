@@ -37,17 +37,20 @@ class WantedPath:
     uid: int
     mode: str  # octal as stat prints it: "644", "400", "700"
     content: bytes | None = None  # None: a directory
+    # A file that is the host's once it exists (an append-only log): made empty when missing,
+    # only its owner and mode kept as wanted, its content never compared or replaced.
+    keep_content: bool = False
 
 
 class PathStates(FactBase):
     """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists, and for
-    everything below ``root``: two finds and one sha256sum, whatever the number of paths (a
-    shell loop of stat and sha256sum per path spent ~1 s a host on a no-op deploy)."""
+    everything below each of ``roots``: two finds and one sha256sum, whatever the number of
+    paths (a shell loop of stat and sha256sum per path spent ~1 s a host on a no-op deploy)."""
 
     _DIGESTS = "--- shipyard: digests ---"
 
-    def command(self, paths: tuple[str, ...], root: str) -> str:
-        quoted, top = " ".join(shlex.quote(p) for p in paths), shlex.quote(root)
+    def command(self, paths: tuple[str, ...], roots: tuple[str, ...]) -> str:
+        quoted, top = " ".join(shlex.quote(p) for p in paths), " ".join(shlex.quote(r) for r in roots)
         listed = (f"{{ find {quoted} -maxdepth 0 -printf '%U %G %m %y %p\\n'; "
                   f"find {top} -mindepth 1 -printf '%U %G %m %y %p\\n'; }} 2>/dev/null")
         digests = (f"{{ find {quoted} -maxdepth 0 -type f -print0; find {top} -mindepth 1 -type f -print0; }} "
@@ -121,24 +124,36 @@ def private_upload(content: bytes, directory: str, path: str):
     yield FileUploadCommand(io.BytesIO(content), path, _sudo=False)
 
 
-@operation()
-def project_paths(root: str, wanted: list[WantedPath]):
-    """Directories and files as wanted, in the given order (parents before children); anything
-    else below ``root`` is removed."""
-    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), root=root)
-    leftovers = leftover_paths(set(states), {w.path for w in wanted}, root)
-    written: list[WantedPath] = []  # missing, or other content: in the archive
-    owned: list[WantedPath] = []  # only the owner or mode differs
+def path_changes(states: dict[str, tuple], wanted: list[WantedPath], roots: tuple[str, ...]
+                 ) -> tuple[list[str], list[WantedPath], list[WantedPath]]:
+    """What makes the host's paths (``states``: PathStates) as wanted: the leftovers below
+    ``roots`` to remove, the items to write (missing, or other content), the items whose owner
+    or mode only is to set."""
+    leftovers = sorted({path for root in roots for path in leftover_paths(set(states), {w.path for w in wanted}, root)})
+    written: list[WantedPath] = []
+    owned: list[WantedPath] = []
     for item in wanted:
         state = states.get(item.path)
-        if state is None or (item.content is not None and state[3] != hashlib.sha256(item.content).hexdigest()):
+        if state is None:
+            written.append(WantedPath(item.path, item.uid, item.mode, b"") if item.keep_content else item)
+        elif (item.content is not None and not item.keep_content
+              and state[3] != hashlib.sha256(item.content).hexdigest()):
             written.append(item)
         elif state[:3] != (item.uid, item.uid, item.mode):
             owned.append(item)
+    return leftovers, written, owned
+
+
+@operation()
+def project_paths(roots: tuple[str, ...], wanted: list[WantedPath]):
+    """Directories and files as wanted, in the given order (parents before children); anything
+    else below each of ``roots`` is removed. One read and at most one archive for all of them."""
+    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), roots=tuple(roots))
+    leftovers, written, owned = path_changes(states, wanted, roots)
     if leftovers:
         yield StringCommand("rm", "-rf", *(shlex.quote(path) for path in leftovers))
     if written:
-        incoming = f"{root.rstrip('/')}/{INCOMING}"
+        incoming = f"{roots[0].rstrip('/')}/{INCOMING}"
         tar_path = f"{incoming}/paths.tar"
         yield from private_upload(archive(written), incoming, tar_path)
         yield StringCommand(*(shlex.quote(a) for a in extract_argv(tar_path)), "&&", "rm", "-rf", shlex.quote(incoming))
@@ -153,7 +168,7 @@ def project_paths(root: str, wanted: list[WantedPath]):
 def host_file(path: str, content: bytes, mode: str):
     """One file of root's (not a secret), its directory made when missing: one round trip when
     it is as wanted (pyinfra's files.put takes three facts to find that out)."""
-    state = host.get_fact(PathStates, paths=(path,), root=path).get(path)
+    state = host.get_fact(PathStates, paths=(path,), roots=(path,)).get(path)
     if state == (0, 0, mode, hashlib.sha256(content).hexdigest()):
         host.noop(f"{path} is current")
         return

@@ -9,7 +9,7 @@ from typing import Any
 
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.exceptions import OperationError
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from shipyard import audit, commands, image_plan, bluegreen, rollout_order, topology
 from shipyard.apply import converge, handoff, rotation
@@ -144,17 +144,24 @@ def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: 
     # Before any container may mount it (the log shipper does, read-only): a bind mount of a
     # missing file would make the engine create a directory there. Never truncated.
     trail = audit.audit_log_path(settings.deploy_root, settings.name)
-    files.file(name=f"the audit trail's file {trail}", path=trail, user="root", group="root",
-               mode=f"{audit.LOG_MODE:o}", present=True, create_remote_dir=True)
-    project_paths(name=f"project files and secrets in {root}", root=root,
-                  wanted=project_files(root, rendered) + secret_files(
-                      root, on_host, values, previous, secret_variables(settings, rendered.host),
-                      state.env_variables()))
+    wanted = [WantedPath(trail, 0, f"{audit.LOG_MODE:o}", b"", keep_content=True)]
+    wanted += project_files(root, rendered) + secret_files(root, on_host, values, previous,
+                                                           secret_variables(settings, rendered.host),
+                                                           state.env_variables())
+    roots, routed = [root], []
     for inst in on_host:
         if inst.service.routing_mount and inst.component.release_routing:
-            routing_root, wanted = routing_paths(settings.deploy_root, settings.name,
-                                                 inst.component.release_routing(state.live, bluegreen.other(state.live)))
-            project_paths(name=f"release routing of {inst.name}: users on {state.live}", root=routing_root, wanted=wanted)
+            routing_root, routing = routing_paths(settings.deploy_root, settings.name,
+                                                  inst.component.release_routing(state.live, bluegreen.other(state.live)))
+            if routing_root not in roots:
+                roots.append(routing_root)
+                wanted += [w for w in routing if w.path not in {have.path for have in wanted}]
+            routed.append(inst.name)
+    # One operation (one read, at most one archive): the project, its secrets, the audit
+    # trail's file and the release routing of the routers here.
+    what = f"project files and secrets in {root}" + (f", release routing of {', '.join(routed)}: users on {state.live}"
+                                                       if routed else "")
+    project_paths(name=what, roots=tuple(roots), wanted=wanted)
 
 
 def read_ahead(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState) -> None:

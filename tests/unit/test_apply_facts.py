@@ -12,7 +12,7 @@ from shipyard.apply.image_pull import MissingImages
 
 def test_fresh_host_has_no_path_states(tmp_path):
     assert PathStates.default() == {}
-    command = PathStates().command((str(tmp_path / "project"),), str(tmp_path / "project"))
+    command = PathStates().command((str(tmp_path / "project"),), (str(tmp_path / "project"),))
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
     assert PathStates().process(output) == {}
 
@@ -31,7 +31,7 @@ def test_path_states_give_each_paths_numeric_owner_mode_and_digest(tmp_path):
     os.chmod(key, 0o400)
     elsewhere = tmp_path / "routing.conf"
     elsewhere.write_text("blue")
-    command = PathStates().command((str(root), str(elsewhere), str(tmp_path / "missing")), str(root))
+    command = PathStates().command((str(root), str(elsewhere), str(tmp_path / "missing")), (str(root),))
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
     states = PathStates().process(output)
     assert states[str(key)] == (10001, 10001, "400", hashlib.sha256(b"s3cret").hexdigest())
@@ -40,6 +40,30 @@ def test_path_states_give_each_paths_numeric_owner_mode_and_digest(tmp_path):
     assert states[str(elsewhere)][3] == hashlib.sha256(b"blue").hexdigest()
     assert set(states) == {str(root), str(root / "compose.yaml"), str(root / "secrets"), str(root / "secrets" / "api"),
                            str(key), str(elsewhere)}
+
+
+def test_one_operation_for_several_roots_and_a_kept_file():
+    """The project, the release routing (another root) and the audit trail's file (kept: made
+    empty when missing, its content never replaced, only its owner and mode) in one read."""
+    from shipyard.apply.private_files import path_changes
+
+    root, routing, trail = "/opt/shipyard/ci", "/opt/shipyard/.ci.release/routing", "/opt/shipyard/.ci.audit.log"
+    wanted = [WantedPath(trail, 0, "640", b"", keep_content=True), WantedPath(root, 0, "755"),
+              WantedPath(f"{root}/compose.yaml", 0, "644", b"services: {}\n"),
+              WantedPath(routing, 0, "755"), WantedPath(f"{routing}/live.conf", 0, "644", b"blue")]
+    digest = hashlib.sha256(b"services: {}\n").hexdigest()
+    states = {trail: (0, 0, "640", hashlib.sha256(b"operators' lines").hexdigest()), root: (0, 0, "755", "dir"),
+              f"{root}/compose.yaml": (0, 0, "644", digest), f"{root}/old.conf": (0, 0, "644", "x"),
+              routing: (0, 0, "755", "dir"), f"{routing}/live.conf": (0, 0, "644", hashlib.sha256(b"green").hexdigest()),
+              f"{routing}/stale.conf": (0, 0, "644", "y")}
+    leftovers, written, owned = path_changes(states, wanted, (root, routing))
+    assert leftovers == sorted([f"{root}/old.conf", f"{routing}/stale.conf"])
+    assert [w.path for w in written] == [f"{routing}/live.conf"] and owned == []  # the trail's lines stay
+    states[trail] = (0, 0, "600", "whatever")
+    assert [w.path for w in path_changes(states, wanted, (root, routing))[2]] == [trail]  # only its mode
+    del states[trail]
+    made = path_changes(states, wanted, (root, routing))[1][0]
+    assert (made.path, made.content, made.mode) == (trail, b"", "640")
 
 
 def test_no_missing_images_is_an_empty_list():

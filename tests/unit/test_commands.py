@@ -17,6 +17,28 @@ def test_compose_commands_name_project_and_file():
     assert argv[8:] == ["ps", "-a", "--format", "json"]
 
 
+def test_a_projects_containers_are_inspected_in_one_command(tmp_path):
+    """inspect_project_containers run by a shell against a docker that lists two containers of
+    the project (asked by its label, one-offs left out), then none: one JSON array each time."""
+    import json
+    import subprocess
+
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/calls"\n'
+                    'case "$1" in ps) cat "$(dirname "$0")/ids" ;; inspect) shift; o=""; for i; do o="$o${o:+,}{\\"Id\\":\\"$i\\"}"; done; echo "[$o]" ;; esac\n')
+    fake.chmod(0o755)
+    (tmp_path / "ids").write_text("abc\ndef\n")
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    argv = commands.inspect_project_containers("shipyard-ci; rm -rf /")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
+    assert json.loads(out) == [{"Id": "abc"}, {"Id": "def"}]  # one array: both ids to one inspect
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == ["ps -aq --filter label=com.docker.compose.project=shipyard-ci; rm -rf / "
+                     "--filter label=com.docker.compose.oneoff=False", "inspect abc def"]
+    (tmp_path / "ids").write_text("")
+    assert json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout) == []
+
+
 def test_parallel_reads_keep_each_commands_exit_code_and_output():
     import subprocess
 
@@ -24,6 +46,12 @@ def test_parallel_reads_keep_each_commands_exit_code_and_output():
     out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
     # stderr is kept per job: a failed state read reports its cause
     assert commands.split_parallel(out, 3) == [(0, "a; rm -rf /\n", ""), (3, "two\n", "why\n"), (0, "", "")]
+    # pyinfra's output of a command drops its last newline: the last job's (empty) stderr marker
+    # ends it, and its stdout is still its own.
+    assert commands.split_parallel(out.rstrip("\n"), 3)[2] == (0, "", "")
+    script = commands.parallel([["true"], ["echo", "[1]"]])
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.rstrip("\n")
+    assert commands.split_parallel(out, 2)[1] == (0, "[1]\n", "")
 
 
 def test_ssh_takes_the_inventorys_key_known_hosts_user_and_port_and_never_prompts():

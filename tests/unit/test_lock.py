@@ -41,3 +41,24 @@ def test_a_host_lock_is_stale_only_when_its_deploy_ran_here_and_is_gone():
     assert not stale(f"controller {me} pid {os.getpid()} checkout /a", me)  # still deploying
     assert not stale(f"controller other-machine pid {gone.pid} checkout /a", me)  # cannot tell: not ours
     assert not stale("garbage", me)
+
+
+def test_the_host_lock_is_taken_in_one_command_or_names_its_holder(tmp_path):
+    """take_script run by a shell as a host's would: a free lock taken (its directory made), a
+    held one left as it is and its holder printed, a replaced one ours."""
+    import subprocess
+
+    from shipyard.apply.hostlock import TAKEN, take_script
+
+    path = tmp_path / "locks" / "ci"
+
+    def run(owner, replace=False):
+        return subprocess.run(["sh", "-c", take_script(str(path), owner, replace)], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert run("controller a pid 1 checkout /x") == TAKEN
+    assert path.read_text() == "controller a pid 1 checkout /x\n"
+    assert run("controller b pid 2 checkout /y") == "controller a pid 1 checkout /x"  # held: not touched
+    assert path.read_text() == "controller a pid 1 checkout /x\n"
+    assert run("controller b pid 2 checkout '/it's'", replace=True) == TAKEN
+    assert path.read_text() == "controller b pid 2 checkout '/it's'\n"
