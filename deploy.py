@@ -7,6 +7,7 @@ holds the environment's lock.
 """
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -49,7 +50,12 @@ previous = previous_values(REPO, settings.name)
 # Blue-green (shipyard.bluegreen): the host's release state decides the versions and the colours
 # it runs; a release passes the colour it is starting (shipyard.controller.releases).
 first_version = image_plan.first_version(settings)
-state, released = host_release_state(settings.deploy_root, settings.name, first_version or "")
+# Read by `make up` with its reachability check (all hosts at once), else here. (pyinfra's
+# --data gives a JSON value parsed already.)
+read_states = host.data.get("shipyard_release_states") or {}
+read_states = json.loads(read_states) if isinstance(read_states, str) else read_states
+state, released = host_release_state(settings.deploy_root, settings.name, first_version or "",
+                                     read_states.get(host.name))
 starting = host.data.get("shipyard_release_start")
 if starting:
     check_release_start(state, starting, f"host {host.name}: {state_path(settings.deploy_root, settings.name)}")

@@ -55,6 +55,11 @@ def release_dir(deploy_root: str, env: str) -> str:
     return f"{deploy_root.rstrip('/')}/.{env}.release"
 
 
+def state_file(deploy_root: str, env: str) -> str:
+    """The host's release state (STATE_FILE in ``release_dir``)."""
+    return f"{release_dir(deploy_root, env)}/{STATE_FILE}"
+
+
 def version_variable(colour: str | None) -> str:
     """The .env variable a versioned image's tag comes from."""
     return f"SHIPYARD_VERSION_{colour.upper()}" if colour else "SHIPYARD_VERSION"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,7 +41,7 @@ from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller import builder, teardown
-from shipyard.controller.ssh import abandon, ask_reachable, unanswered, unreachable
+from shipyard.controller.ssh import abandon, answers, ask_reachable, unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import BuilderError, ShipyardError, UnreachableError
 from shipyard import image_packages
@@ -129,14 +130,15 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     rotating = sorted(previous_values(REPO, env))
     hosts = check_limit(settings, limit, rotating)
     # Every host answers over SSH before anything else asks one (pyinfra would go on without it);
-    # the question goes out first and is collected after the render, which takes as long.
-    asked = ask_reachable(hosts)
+    # the question goes out first and is collected after the render, which takes as long. Its
+    # answer is the host's release state, which deploy.py would otherwise read host after host.
+    asked = ask_reachable(hosts, commands.cat_if_present(bluegreen.state_file(settings.deploy_root, env)))
     try:
         rendered = _render_env(env, environ)
     except BaseException:
         abandon(asked)
         raise
-    problems = unanswered(asked)
+    problems, release_states = answers(asked)
     if problems:
         raise UnreachableError(problems)
     # With an image delivery (the registry) this machine builds every image: its engine answers.
@@ -163,6 +165,10 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
         # the deploying machine's steps (the builds, the live setups) from shipyard_limit.
         argv += [part for h in hosts for part in ("--limit", h.connect)]
         argv += ["--data", f"shipyard_limit={','.join(h.name for h in hosts)}"]
+    if release_states:
+        # deploy.py takes each host's from here (by its inventory name) instead of reading it.
+        states = {h.connect: release_states[h.name] for h in hosts if h.name in release_states}
+        argv += ["--data", f"shipyard_release_states={json.dumps(states, sort_keys=True)}"]
     for key, value in (data or {}).items():
         argv += ["--data", f"{key}={value}"]
     # Once, here, for every host that builds the task platform's image.

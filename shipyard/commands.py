@@ -73,6 +73,11 @@ def inspect_project_containers(project: str) -> list[str]:
     return ["sh", "-c", script, "sh", project]
 
 
+def cat_if_present(path: str) -> tuple[str, ...]:
+    """``path``'s content, nothing when it does not exist (exit 0 either way)."""
+    return ("sh", "-c", 'cat "$1" 2>/dev/null || true', "sh", path)
+
+
 def project_networks(project: str) -> list[str]:
     """The networks compose made for ``project`` (names)."""
     return ["docker", "network", "ls", "--format", "{{.Name}}", "--filter", f"label=com.docker.compose.project={project}"]

@@ -115,29 +115,24 @@ def ensure_ports_free(settings: EnvironmentSettings, this_host: HostSettings) ->
 
 class BeforeChanges(FactBase):
     """RecordedFingerprints, PortHolders, the engine's DockerEngineState and DockerImageLabels
-    of ``images`` in one command: each one's output between markers, given to its own ``process``."""
+    of ``images`` in one command, run at once (each a few docker CLI start-ups: in turn they
+    added up): each one's output given to its own ``process``."""
 
-    _NEXT = "--- shipyard: next fact ---"
     _PARTS = (RecordedFingerprints, PortHolders, engine.DockerEngineState, DockerImageLabels)
 
     def command(self, fingerprints: str, images: tuple[str, ...] = ()) -> str:
         # No docker yet (a fresh host), or no image asked for: no image held.
         held = (f"if command -v docker >/dev/null 2>&1; then {DockerImageLabels().command(images)}; fi"
                 if images else "true")
-        commands_ = (RecordedFingerprints().command(fingerprints), PortHolders().command(),
-                     engine.DockerEngineState().command(), held)
-        return f"; echo '{self._NEXT}'; ".join(f"{{ {part}; }}" for part in commands_)
+        parts = (RecordedFingerprints().command(fingerprints), PortHolders().command(),
+                 engine.DockerEngineState().command(), held)
+        return commands.parallel([["sh", "-c", part] for part in parts])
 
     def process(self, output):
-        chunks: list[list[str]] = [[]]
-        for line in output:
-            if line == self._NEXT:
-                chunks.append([])
-            else:
-                chunks[-1].append(line)
-        if len(chunks) != len(self._PARTS):
-            raise ValueError(f"expected {len(self._PARTS)} parts, got {len(chunks)}")
-        return tuple(fact().process(chunk) for fact, chunk in zip(self._PARTS, chunks))
+        parts = commands.split_parallel("\n".join(output), len(self._PARTS))
+        if any(code < 0 for code, _, _ in parts):
+            raise ValueError(f"expected {len(self._PARTS)} parts, got {sum(code >= 0 for code, _, _ in parts)}")
+        return tuple(fact().process(stdout.splitlines()) for fact, (_, stdout, _) in zip(self._PARTS, parts))
 
 
 # host name → (fingerprints, port holders, (refs asked, ref → image held)), read by the first

@@ -10,7 +10,7 @@ on every host before the next, so each step finishes everywhere first:
    host holds that very image), every host's project state is read once (the converges after
    take it while nothing changed the host), and the delivering service starts on its host;
 3. the deploying machine publishes the others into it (``published``: those some host lacks);
-4. every host trusts it, logs in with a Docker configuration of the deploy's own (removed at
+4. every host (trusting it: its CA went with the project) logs in with a Docker configuration of the deploy's own (removed at
    once: no password is left in ``~/.docker``) and pulls what its services run, tagged with the
    name compose runs, unless it holds that very image (``fetched``).
 
@@ -40,7 +40,7 @@ from shipyard.apply import converge, guard, image_ship, remote
 from shipyard.apply.image_build import INSPECT_FORMAT, DockerImageLabels, build_argv, build_context_tar, image_dir_name
 from shipyard.commands import to_shell
 from shipyard.component import Component, ImageDelivery
-from shipyard.apply.private_files import host_file, private_upload
+from shipyard.apply.private_files import WantedPath, private_upload
 from shipyard.apply.rollout import read_ahead, ship_project, start_first
 from shipyard.bluegreen import ReleaseState
 from shipyard.errors import ShipyardError
@@ -193,9 +193,10 @@ def fetched(settings: EnvironmentSettings, delivery: ImageDelivery, refs: list[s
                         + " >/dev/null")
 
 
-def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) -> None:
-    for path, content in sorted(delivery.host_files(settings, repo).items()):
-        host_file(name=f"the engine trusts the image delivery: {path}", path=path, content=content, mode="644")
+def trusted(settings: EnvironmentSettings, delivery: ImageDelivery, repo: Path) -> list[WantedPath]:
+    """The files that make the host's engine trust the delivery (its CA), root's, 0644: shipped
+    with the project (one operation)."""
+    return [WantedPath(path, 0, "644", content) for path, content in sorted(delivery.host_files(settings, repo).items())]
 
 
 def _own_and_delivered(comp: Component, settings: EnvironmentSettings, this_host: HostSettings,
@@ -240,7 +241,7 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
     # Every host's project now (the delivering host needs its own to start first), its state
     # read once, after the delivering host's own image, for the converges that follow while
     # nothing changes the host.
-    ship_project(settings, rendered, values, previous, state)
+    ship_project(settings, rendered, values, previous, state, also=trusted(settings, delivery, repo))
     if own and own_refs:
         python.call(name=f"{comp.name}'s own image to this host over SSH", function=shipped_over_ssh,
                     target=this_host, refs=own_refs)
@@ -254,7 +255,6 @@ def deliver(delivering: tuple[Component, ImageDelivery], settings: EnvironmentSe
         python.call(name=f"images published to {comp.name}", function=published, delivery=delivery,
                     settings=settings, refs_by_host=refs_by_host, keep=[b.ref for b in builds if b.keep_existing],
                     login_value=login_value)
-    trusted(settings, delivery, repo)
     fetched(name=f"images pulled from {comp.name} ({len(refs)})", settings=settings, delivery=delivery, refs=refs,
             keep=[b.ref for b in builds if b.keep_existing], login_value=login_value,
             workdir=f"{settings.deploy_root}/{FETCH_DIR}-{settings.name}")

@@ -162,16 +162,3 @@ def project_paths(roots: tuple[str, ...], wanted: list[WantedPath]):
                             "chmod", item.mode, shlex.quote(item.path))
     if not (leftovers or written or owned):
         host.noop(f"{len(wanted)} paths are current")
-
-
-@operation()
-def host_file(path: str, content: bytes, mode: str):
-    """One file of root's (not a secret), its directory made when missing: one round trip when
-    it is as wanted (pyinfra's files.put takes three facts to find that out)."""
-    state = host.get_fact(PathStates, paths=(path,), roots=(path,)).get(path)
-    if state == (0, 0, mode, hashlib.sha256(content).hexdigest()):
-        host.noop(f"{path} is current")
-        return
-    yield StringCommand("mkdir", "-p", shlex.quote(path.rsplit("/", 1)[0] or "/"))
-    yield FileUploadCommand(io.BytesIO(content), path)
-    yield StringCommand("chown", "0:0", shlex.quote(path), "&&", "chmod", mode, shlex.quote(path))

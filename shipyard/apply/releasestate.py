@@ -33,14 +33,17 @@ class ReleaseStateFile(FactBase):
 
 
 def state_path(deploy_root: str, env: str) -> str:
-    return f"{bluegreen.release_dir(deploy_root, env)}/{bluegreen.STATE_FILE}"
+    return bluegreen.state_file(deploy_root, env)
 
 
-def host_release_state(deploy_root: str, env: str, first_version: str) -> tuple[ReleaseState, bool]:
+def host_release_state(deploy_root: str, env: str, first_version: str,
+                       read: str | None = None) -> tuple[ReleaseState, bool]:
     """(the state, whether a release has recorded one): a host no release touched runs the
-    settings' version in blue."""
+    settings' version in blue. ``read``: the file's text as `make up` read it just before
+    pyinfra (with its SSH reachability check), else it is read here."""
     path = state_path(deploy_root, env)
-    return ReleaseState.of_host(host.get_fact(ReleaseStateFile, path=path), f"host {host.name}: {path}", first_version)
+    text = host.get_fact(ReleaseStateFile, path=path) if read is None else read
+    return ReleaseState.of_host(text, f"host {host.name}: {path}", first_version)
 
 
 def check_release_start(state: ReleaseState, starting: str, where: str) -> None:

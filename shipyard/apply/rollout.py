@@ -4,7 +4,7 @@ host before the next begins, so tiers converge in order across hosts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyinfra.api import StringCommand, operation
@@ -136,9 +136,9 @@ def _handoff_targets(settings: EnvironmentSettings, on_host, converging, comp) -
 
 
 def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: dict[str, Secret],
-                 previous: dict[str, Secret] | None, state: ReleaseState) -> None:
-    """The host's rendered project, its secret files and its release routing (a second call in
-    the same deploy finds them in place and changes nothing)."""
+                 previous: dict[str, Secret] | None, state: ReleaseState, also: Sequence[WantedPath] = ()) -> None:
+    """The host's rendered project, its secret files and its release routing, and ``also``
+    (files of the host's own, outside the project: the engine's trust of an image delivery)."""
     root = commands.project_dir(settings.deploy_root, settings.name)
     on_host = topology.build(settings).instances_on(rendered.host)
     # Before any container may mount it (the log shipper does, read-only): a bind mount of a
@@ -157,10 +157,11 @@ def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: 
                 roots.append(routing_root)
                 wanted += [w for w in routing if w.path not in {have.path for have in wanted}]
             routed.append(inst.name)
+    wanted += list(also)
     # One operation (one read, at most one archive): the project, its secrets, the audit
-    # trail's file and the release routing of the routers here.
+    # trail's file, the release routing of the routers here and the host files asked for.
     what = f"project files and secrets in {root}" + (f", release routing of {', '.join(routed)}: users on {state.live}"
-                                                       if routed else "")
+                                                       if routed else "") + "".join(f", {w.path}" for w in also)
     project_paths(name=what, roots=tuple(roots), wanted=wanted)
 
 

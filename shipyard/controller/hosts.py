@@ -73,8 +73,8 @@ class HostView:
             all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}"})
 
     def container_of(self, service: str, running: bool = True) -> Container:
-        found = [c for c in self.containers() if c.labels.get(COMPOSE_SERVICE_LABEL) == service
-                 and (not running or c.status == "running")]
+        # The engine filters by the service's label: the SDK inspects each container it lists.
+        found = [c for c in self.containers_of(service) if not running or c.status == "running"]
         if not found:
             raise ShipyardError(f"environment {self.settings.name}, host {self.host.name}, service {service}",
                                 "no running container" if running else "no container",

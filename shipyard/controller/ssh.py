@@ -28,11 +28,13 @@ from shipyard.errors import ShipyardError
 from shipyard.settings import HostSettings
 
 
-def ask_reachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[tuple[HostSettings, subprocess.Popen]]:
-    """Each SSH host of ``hosts`` asked at once to run ``true`` over SSH (the inventory's user,
-    port, key and known hosts), without waiting: ``unreachable`` collects the answers. A deploy
-    renders meanwhile (the SSH handshakes take as long as the render)."""
-    return [(h, subprocess.Popen(commands.ssh(h, ["true"]), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+def ask_reachable(hosts: list[HostSettings] | tuple[HostSettings, ...], argv: tuple[str, ...] = ("true",)
+                  ) -> list[tuple[HostSettings, subprocess.Popen]]:
+    """Each SSH host of ``hosts`` asked at once to run ``argv`` as root over SSH (the inventory's
+    user, port, key and known hosts), without waiting: ``answers`` collects them. A deploy
+    renders meanwhile (the SSH handshakes take as long as the render), and asks for what it
+    reads of every host before pyinfra (the release state) in the same connection."""
+    return [(h, subprocess.Popen(commands.ssh(h, list(argv)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)) for h in hosts if h.connect != "@local"]
 
 
@@ -45,28 +47,31 @@ def abandon(asked: list[tuple[HostSettings, subprocess.Popen]]) -> None:
 
 
 def unreachable(hosts: list[HostSettings] | tuple[HostSettings, ...]) -> list[ShipyardError]:
-    """An error per SSH host of ``hosts`` that does not run ``true`` over SSH (``unanswered``)."""
-    return unanswered(ask_reachable(hosts))
+    """An error per SSH host of ``hosts`` that does not run ``true`` over SSH (``answers``)."""
+    return answers(ask_reachable(hosts))[0]
 
 
-def unanswered(asked: list[tuple[HostSettings, subprocess.Popen]]) -> list[ShipyardError]:
-    """An error per host of ``ask_reachable``'s questions that did not run ``true`` over SSH,
-    naming it and the ssh client's reason. A deploy asks this before any host is touched."""
-    problems = []
+def answers(asked: list[tuple[HostSettings, subprocess.Popen]]) -> tuple[list[ShipyardError], dict[str, str]]:
+    """(an error per host of ``ask_reachable``'s questions that did not run its command over SSH,
+    naming it and the ssh client's reason; host name → what the command printed). A deploy asks
+    this before any host is touched."""
+    problems, printed = [], {}
     for host, process in asked:
         try:
-            _, error = process.communicate(timeout=commands.SSH_CONNECT_TIMEOUT_S + 20)
+            output, error = process.communicate(timeout=commands.SSH_CONNECT_TIMEOUT_S + 20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            error = b"connected, but running `true` did not end"
+            output, error = b"", b"connected, but the command did not end"
         if process.returncode != 0:
             reason = error.decode(errors="replace").strip().splitlines()
             problems.append(ShipyardError(f"host {host.name} ({commands.ssh_destination(host)})",
                                           f"not reachable over SSH: {reason[-1] if reason else f'exit {process.returncode}'}",
                                           "bring the host back (or fix its ssh_* host data in the inventory) and deploy "
                                           "again; nothing was changed on any host"))
-    return problems
+        else:
+            printed[host.name] = output.decode(errors="replace")
+    return problems, printed
 
 
 _TUNNELS: dict[tuple, tuple[subprocess.Popen, str]] = {}

@@ -54,12 +54,15 @@ class DockerTransport:
     def __init__(self, settings, changes: bool = False):
         self.settings, self.changes = settings, changes
         self._topology = topology.build(settings)
+        self._faces: dict[str, HostView] = {}  # host name → its engine client, made once
 
     def _container(self, node: str):
         host = self._topology.find(node).host
-        # A change goes through the changing face (HostControl), a read through the read-only one.
-        face = HostControl if self.changes else HostView
-        return face(self.settings, host, timeout_s=API_TIMEOUT_S + 30).container_of(node)
+        if host.name not in self._faces:
+            # A change goes through the changing face (HostControl), a read through the read-only one.
+            face = HostControl if self.changes else HostView
+            self._faces[host.name] = face(self.settings, host, timeout_s=API_TIMEOUT_S + 30)
+        return self._faces[host.name].container_of(node)
 
     def _exec(self, node: str, argv: list[str]) -> tuple[int, str, str]:
         try:
