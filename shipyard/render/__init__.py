@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 
-from shipyard import topology
+from shipyard import topology, yamltext
 from shipyard.component import Component
 from shipyard.components import COMPONENTS
 from shipyard.render.compose import hash_files, render_compose
@@ -29,15 +28,6 @@ COMPOSE_FILE = "compose.yaml"
 HEADER = ("# Rendered by Shipyard (`make render`); do not edit. Secrets are files under ./secrets/,\n"
           "# delivered at deploy time and never rendered here. Static scripts of the components\n"
           "# (shipyard/components/<name>/files/) are shipped beside the config files.\n")
-
-
-class _NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """Writes shared sub-dicts out in full: anchors make a compose file harder to review.
-    libyaml's emitter when PyYAML has it (the same text, ~5x less CPU: a deploy renders every
-    host before pyinfra and each again inside it)."""
-
-    def ignore_aliases(self, data):  # noqa: D401
-        return True
 
 
 @dataclass(frozen=True)
@@ -110,7 +100,7 @@ def render_host(settings: EnvironmentSettings, host: HostSettings) -> RenderedHo
             counted = {path: comp.config_hash_part(settings, path, content) for path, content in counted.items()}
         hashes[config_dir] = hash_files(counted)
     compose = render_compose(settings, host, hashes)
-    text = HEADER + yaml.dump(compose, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=120)
+    text = HEADER + yamltext.dump(compose)
     files[COMPOSE_FILE] = text.encode()
     return RenderedHost(host=host, files=dict(sorted(files.items())), static=dict(sorted(static.items())),
                         compose=compose)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from shipyard import yamltext
 from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Service
 from shipyard.components.alertmanager.commands import COMMANDS
 from shipyard.components.alertmanager.settings import AlertmanagerSettings
@@ -68,7 +68,7 @@ def config(am: AlertmanagerSettings) -> dict[str, Any]:
 
 
 def template_context(ctx) -> dict[str, Any]:
-    text = yaml.safe_dump(config(ctx.section("alertmanager")), sort_keys=False, default_flow_style=False, width=120)
+    text = yamltext.dump(config(ctx.section("alertmanager")))
     return {"env": ctx.env, "config_yaml": text}
 
 

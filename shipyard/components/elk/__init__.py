@@ -26,9 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from shipyard import audit
+from shipyard import audit, yamltext
 from shipyard.component import (EVERY_HOST, Component, ConfigDir, Health, HostSysctl, Image, LogStore, Metrics,
                                 PeerPort, Port, Rotation, SecretFile, Service, Wait)
 from shipyard.components.elk import documents, elasticsearch, kibana, logstash, search, security
@@ -99,7 +98,7 @@ def _lifecycle(settings) -> bool:
 
 
 def _yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120).rstrip("\n")
+    return yamltext.dump(doc).rstrip("\n")
 
 
 def _setup_users(settings) -> list[dict[str, str]]:

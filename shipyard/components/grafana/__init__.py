@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from shipyard import yamltext
 from shipyard.component import Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
 from shipyard.components.grafana import dashboards
 from shipyard.components.grafana.settings import GrafanaSettings
@@ -67,7 +67,7 @@ def dashboard_providers() -> dict[str, Any]:
 
 
 def _yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
+    return yamltext.dump(doc)
 
 
 def template_context(ctx) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from shipyard import yamltext
 from shipyard.component import EVERY_HOST, Component, ConfigDir, Health, Image, Metrics, Port, Rotation, SecretFile, Service
 from shipyard.components.consul import METRICS_TOKEN
 from shipyard.components.prometheus.settings import PrometheusSettings
@@ -64,7 +64,7 @@ def host_config(ctx) -> dict[str, Any]:
 
 
 def _yaml(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=120)
+    return yamltext.dump(doc)
 
 
 def template_context(ctx) -> dict[str, Any]:
