@@ -79,9 +79,18 @@ def _read_state(project_dir: str, project: str, services: dict[str, ServiceState
 def read_ahead(project_dir: str, project: str, refs: Sequence[str]) -> None:
     """pyinfra python.call: the host's project state (``refs``: the images of every service it
     runs) read for the deploy's converges that follow, which take it while nothing on the host
-    changed since (``reuse_state``; ``forget_read`` when something did)."""
-    _SEEN[host.name] = _read_project(project_dir, project, sorted(set(refs)))
+    changed since (``reuse_state``; ``forget_read`` when something did) — unless the project
+    files' own read got it already (``remember_read``)."""
+    if host.name not in _SEEN:
+        _SEEN[host.name] = _read_project(project_dir, project, sorted(set(refs)))
     host.noop(f"{project}'s state read: {len(_SEEN[host.name][2])} containers")
+
+
+def remember_read(host_name: str, read: tuple[dict[str, str], dict[str, str], list[ObservedContainer]]) -> None:
+    """A read of the project (``parse_project_read``) made by another operation in the same round
+    trip as its own, valid while nothing changes the host (the project files' operation, when it
+    found them as wanted)."""
+    _SEEN[host_name] = read
 
 
 def seen_services(host_name: str) -> set[str] | None:
@@ -96,13 +105,18 @@ def forget_read(host_name: str) -> None:
     _SEEN.pop(host_name, None)
 
 
-def _read_project(project_dir: str, project: str, refs: list[str]
-                  ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
-    reads = [commands.compose_config_hashes(project_dir, project), commands.docker_image_ids(refs),
-             commands.inspect_project_containers(project)]
-    ok, output = remote.run_shell(commands.parallel(reads))
-    (hash_rc, hash_out, hash_err), (_, image_out, _), (ps_rc, ps_out, ps_err) = \
-        commands.split_parallel(output.stdout, len(reads))
+def project_read_command(project_dir: str, project: str, refs: Sequence[str]) -> str:
+    """One shell command reading, at once: the services' config hashes, the ids of ``refs``, the
+    project's containers (``parse_project_read`` takes its output)."""
+    return commands.parallel([commands.compose_config_hashes(project_dir, project),
+                              commands.docker_image_ids(sorted(set(refs))),
+                              commands.inspect_project_containers(project)])
+
+
+def parse_project_read(output: str, project_dir: str, project: str
+                       ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
+    """(service → config hash, image ref → id, containers) from ``project_read_command``'s output."""
+    (hash_rc, hash_out, hash_err), (_, image_out, _), (ps_rc, ps_out, ps_err) = commands.split_parallel(output, 3)
     if hash_rc != 0 or ps_rc != 0:
         raise OperationError(f"host {host.name}: reading the state of {project} failed "
                              f"(`docker compose config --hash` in {project_dir} / its containers' inspect):\n"
@@ -115,6 +129,12 @@ def _read_project(project_dir: str, project: str, refs: list[str]
             for tag in json.loads(tags) or []:
                 ids[tag] = image_id
     return hashes, ids, _containers(ps_out)
+
+
+def _read_project(project_dir: str, project: str, refs: list[str]
+                  ) -> tuple[dict[str, str], dict[str, str], list[ObservedContainer]]:
+    _, output = remote.run_shell(project_read_command(project_dir, project, refs))
+    return parse_project_read(output.stdout, project_dir, project)
 
 
 def _observed(project: str) -> list[ObservedContainer]:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api.exceptions import OperationError
 
-from shipyard.apply import remote
+from shipyard.apply import converge, remote
 from shipyard.commands import to_shell
 
 
@@ -42,29 +43,44 @@ class WantedPath:
     keep_content: bool = False
 
 
+@dataclass(frozen=True)
+class PathRead:
+    """What PathStates read: path → (uid, gid, mode, sha256 or 'dir'), and the output of the
+    command run after it in the same round trip (None when none was asked for)."""
+
+    states: dict[str, tuple]
+    then: str | None = None
+
+
 class PathStates(FactBase):
     """path → (uid, gid, mode, sha256 or 'dir') for every given path that exists, and for
     everything below each of ``roots``: two finds and one sha256sum, whatever the number of
-    paths (a shell loop of stat and sha256sum per path spent ~1 s a host on a no-op deploy)."""
+    paths (a shell loop of stat and sha256sum per path spent ~1 s a host on a no-op deploy).
+    ``then``: one more command, whose output comes back with them (one round trip)."""
 
     _DIGESTS = "--- shipyard: digests ---"
+    _THEN = "--- shipyard: then ---"
 
-    def command(self, paths: tuple[str, ...], roots: tuple[str, ...]) -> str:
+    def command(self, paths: tuple[str, ...], roots: tuple[str, ...], then: str = "") -> str:
         quoted, top = " ".join(shlex.quote(p) for p in paths), " ".join(shlex.quote(r) for r in roots)
         listed = (f"{{ find {quoted} -maxdepth 0 -printf '%U %G %m %y %p\\n'; "
                   f"find {top} -mindepth 1 -printf '%U %G %m %y %p\\n'; }} 2>/dev/null")
         digests = (f"{{ find {quoted} -maxdepth 0 -type f -print0; find {top} -mindepth 1 -type f -print0; }} "
                    "2>/dev/null | xargs -0 -r sha256sum")
-        return f"{listed}; echo '{self._DIGESTS}'; {digests}"
+        return f"{listed}; echo '{self._DIGESTS}'; {digests}" + (f"; echo '{self._THEN}'; {then}" if then else "")
 
     @staticmethod
     def default():
-        return {}  # nothing exists yet: pyinfra gives the default instead of processing no output
+        return PathRead({})  # nothing exists yet: pyinfra gives the default instead of processing no output
 
     def process(self, output):
-        listed, digests, into_digests = {}, {}, False
+        listed, digests, into_digests, then = {}, {}, False, None
         for line in output:
-            if line == self._DIGESTS:
+            if then is not None:
+                then.append(line)
+            elif line == self._THEN:
+                then = []
+            elif line == self._DIGESTS:
                 into_digests = True
             elif into_digests:
                 digest, _, path = line.partition("  ")
@@ -73,8 +89,8 @@ class PathStates(FactBase):
                 uid, gid, mode, kind, path = line.split(" ", 4)
                 if kind in ("d", "f"):  # what else is there (a link, a socket) is not the render's
                     listed[path] = (int(uid), int(gid), mode, "dir" if kind == "d" else "")
-        return {path: state[:3] + (digests.get(path, "") if state[3] != "dir" else "dir",)
-                for path, state in listed.items()}
+        return PathRead({path: state[:3] + (digests.get(path, "") if state[3] != "dir" else "dir",)
+                         for path, state in listed.items()}, None if then is None else "\n".join(then))
 
 
 def leftover_paths(existing: set[str], wanted: set[str], root: str) -> list[str]:
@@ -145,11 +161,20 @@ def path_changes(states: dict[str, tuple], wanted: list[WantedPath], roots: tupl
 
 
 @operation()
-def project_paths(roots: tuple[str, ...], wanted: list[WantedPath]):
+def project_paths(roots: tuple[str, ...], wanted: list[WantedPath], then_read: tuple[str, str, tuple[str, ...]] = ()):
     """Directories and files as wanted, in the given order (parents before children); anything
-    else below each of ``roots`` is removed. One read and at most one archive for all of them."""
-    states = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), roots=tuple(roots))
-    leftovers, written, owned = path_changes(states, wanted, roots)
+    else below each of ``roots`` is removed. One read and at most one archive for all of them.
+    ``then_read``: (project dir, compose project, image refs) of a compose project these paths
+    hold, read in the same round trip and kept for the deploy's converges when the paths were
+    as wanted (shipyard.apply.converge.remember_read): a no-op deploy reads each host once."""
+    then = converge.project_read_command(*then_read) if then_read else ""
+    read = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), roots=tuple(roots), then=then)
+    leftovers, written, owned = path_changes(read.states, wanted, roots)
+    if then_read and read.then is not None and not (leftovers or written or owned):
+        try:
+            converge.remember_read(host.name, converge.parse_project_read(read.then, then_read[0], then_read[1]))
+        except OperationError:
+            pass  # the project does not answer as it is: the converge's own read says why
     if leftovers:
         yield StringCommand("rm", "-rf", *(shlex.quote(path) for path in leftovers))
     if written:

@@ -5,6 +5,7 @@ host before the next begins, so tiers converge in order across hosts."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyinfra.api import StringCommand, operation
@@ -119,12 +120,40 @@ def run_live_setup(component: str, run: Callable[[CommandContext], list[str]], c
     """A component's live setup (Component.live_setup), on the deploying machine: its lines
     printed; an error stops the rollout before the services that need it (pyinfra reports an
     OperationError's text alone: where, what and the fix, no traceback)."""
+    run_live_setups([(component, run)], context)
+
+
+def run_live_setups(setups: Sequence[tuple[str, Callable[[CommandContext], list[str]]]],
+                    context: CommandContext) -> None:
+    """The live setups of one point of the rollout (shipyard.rollout_order.setup_points: nothing
+    orders them among themselves), at once — each mostly waits on its servers — their lines
+    printed component by component; every one that failed is reported, and stops the rollout."""
+    def lines_of(component: str, run: Callable[[CommandContext], list[str]]) -> list[str]:
+        try:
+            return run(context)
+        except ShipyardError as err:
+            raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from err
+
+    if len(setups) == 1:
+        results = [_outcome(lines_of, *setups[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(setups)) as pool:
+            results = list(pool.map(lambda setup: _outcome(lines_of, *setup), setups))
+    for (component, _), (lines, error) in zip(setups, results):
+        for line in lines:
+            print(f"shipyard: {component}: {line}", flush=True)
+    errors = [error for _, error in results if error is not None]
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise OperationError("\n".join(str(error) for error in errors))
+
+
+def _outcome(call: Callable, *args) -> tuple[list[str], BaseException | None]:
     try:
-        lines = run(context)
-    except ShipyardError as err:
-        raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from err
-    for line in lines:
-        print(f"shipyard: {component}: {line}", flush=True)
+        return call(*args), None
+    except OperationError as error:
+        return [], error
 
 
 def _handoff_targets(settings: EnvironmentSettings, on_host, converging, comp) -> dict[str, tuple[str, int]]:
@@ -162,7 +191,8 @@ def ship_project(settings: EnvironmentSettings, rendered: RenderedHost, values: 
     # trail's file, the release routing of the routers here and the host files asked for.
     what = f"project files and secrets in {root}" + (f", release routing of {', '.join(routed)}: users on {state.live}"
                                                        if routed else "") + "".join(f", {w.path}" for w in also)
-    project_paths(name=what, roots=tuple(roots), wanted=wanted)
+    images = tuple(sorted({s.image for s in service_states(settings, rendered, state).values()}))
+    project_paths(name=what, roots=tuple(roots), wanted=wanted, then_read=(root, settings.compose_project, images))
 
 
 def read_ahead(settings: EnvironmentSettings, rendered: RenderedHost, state: ReleaseState) -> None:
@@ -223,10 +253,12 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
                     last_good_dir=last_good, later_images=later, reuse_state=True)
         # pyinfra runs an operation on every host before the next: the other hosts' next step
         # waits for this one host's setup.
-        for comp in setups.get(number - 1, ()):
-            if runs_setups:
-                python.call(name=f"{comp.name}: live setup on the deploying machine", function=run_live_setup,
-                            component=comp.name, run=comp.live_setup.run, context=setup_context)
+        here = setups.get(number - 1, ())
+        if runs_setups and here:
+            python.call(name=f"{', '.join(c.name for c in here)}: live setup{'s' if len(here) > 1 else ''} "
+                             "on the deploying machine", function=run_live_setups,
+                        setups=[(c.name, c.live_setup.run) for c in here], context=setup_context)
+        for comp in here:
             targets = _handoff_targets(settings, on_host, states, comp) if comp.live_setup.deliver else {}
             if targets:
                 python.call(name=f"{comp.name}: hand-off to {', '.join(targets)}", function=handoff.hand_off,

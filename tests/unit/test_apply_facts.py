@@ -6,15 +6,16 @@ import os
 import subprocess
 from pathlib import Path
 
+from shipyard import commands
 from shipyard.apply.private_files import PathStates, WantedPath, archive, extract_argv
 from shipyard.apply.image_pull import MissingImages
 
 
 def test_fresh_host_has_no_path_states(tmp_path):
-    assert PathStates.default() == {}
+    assert PathStates.default().states == {}
     command = PathStates().command((str(tmp_path / "project"),), (str(tmp_path / "project"),))
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
-    assert PathStates().process(output) == {}
+    assert PathStates().process(output).states == {}
 
 
 def test_path_states_give_each_paths_numeric_owner_mode_and_digest(tmp_path):
@@ -33,7 +34,7 @@ def test_path_states_give_each_paths_numeric_owner_mode_and_digest(tmp_path):
     elsewhere.write_text("blue")
     command = PathStates().command((str(root), str(elsewhere), str(tmp_path / "missing")), (str(root),))
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout.splitlines()
-    states = PathStates().process(output)
+    states = PathStates().process(output).states
     assert states[str(key)] == (10001, 10001, "400", hashlib.sha256(b"s3cret").hexdigest())
     assert states[str(root / "secrets" / "api")] == (10001, 10001, "500", "dir")
     assert states[str(root / "compose.yaml")][3] == hashlib.sha256(b"services: {}\n").hexdigest()
@@ -64,6 +65,25 @@ def test_one_operation_for_several_roots_and_a_kept_file():
     del states[trail]
     made = path_changes(states, wanted, (root, routing))[1][0]
     assert (made.path, made.content, made.mode) == (trail, b"", "640")
+
+
+def test_the_project_read_comes_back_with_the_path_states_in_one_round_trip(tmp_path):
+    """PathStates' ``then`` command: its output after the states (the states unchanged), and a
+    project read parsed from it (a compose project's config hashes, image ids, containers)."""
+    from shipyard.apply import converge
+
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "compose.yaml").write_text("x")
+    then = commands.parallel([["printf", "api abc\\nworker def\\n"], ["printf", '["app:1"] sha256:aa\\n'],
+                              ["printf", "[]"]])
+    command = PathStates().command((str(root),), (str(root),), then=then)
+    read = PathStates().process(subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+                                .stdout.splitlines())
+    assert set(read.states) == {str(root), str(root / "compose.yaml")}
+    hashes, ids, containers = converge.parse_project_read(read.then, str(root), "p")
+    assert hashes == {"api": "abc", "worker": "def"} and ids == {"app:1": "sha256:aa"} and containers == []
+    assert PathStates().process(["0 0 755 d /x"]).then is None  # no then asked for: none
 
 
 def test_no_missing_images_is_an_empty_list():

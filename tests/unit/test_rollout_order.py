@@ -138,3 +138,37 @@ def test_a_live_setup_that_fails_stops_the_rollout_saying_where_what_and_the_fix
                                  "(ConnectionError)\n  fix: check that its server runs")
     run_live_setup("vault", lambda ctx: ["unsealed vault-1"], None)
     assert capsys.readouterr().out == "shipyard: vault: unsealed vault-1\n"
+
+
+def test_live_setups_of_one_point_run_at_once_and_report_every_failure(capsys):
+    """Two setups at one point: both run (the second does not wait for the first to end), their
+    lines printed in component order; when both fail, both are reported."""
+    import threading
+
+    from pyinfra.api.exceptions import OperationError
+
+    from shipyard.apply.rollout import run_live_setups
+    from shipyard.errors import ShipyardError
+
+    both = threading.Barrier(2, timeout=10)  # each waits for the other to have started
+
+    def first(ctx):
+        both.wait()
+        return ["one"]
+
+    def second(ctx):
+        both.wait()
+        return ["two"]
+
+    run_live_setups([("postgres", first), ("vault", second)], None)
+    assert capsys.readouterr().out == "shipyard: postgres: one\nshipyard: vault: two\n"
+
+    def broken(where):
+        def run(ctx):
+            raise ShipyardError(where, "refused", "look at it")
+        return run
+
+    with pytest.raises(OperationError) as raised:
+        run_live_setups([("postgres", broken("node postgres")), ("vault", broken("vault-1"))], None)
+    assert "postgres's live setup stopped the rollout: node postgres" in str(raised.value)
+    assert "vault's live setup stopped the rollout: vault-1" in str(raised.value)
