@@ -16,13 +16,13 @@ from pyinfra.operations import python
 
 from shipyard import commands, hostsysctl, image_plan, topology
 from shipyard.apply.engine import ensure_docker_engine
-from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets
+from shipyard.apply.guard import ensure_ports_free, ensure_same_secrets, read_with_lock
 from shipyard.apply.hostlock import host_lock, host_unlock, lock_file, owner_line
 from shipyard.apply import image_delivery
 from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
-from shipyard.apply.rollout import roll_out
+from shipyard.apply.rollout import last_good_command, roll_out
 from shipyard.apply.sysctl import ensure_host_sysctls
 from shipyard.component import CommandContext
 from shipyard.errors import RolloutError
@@ -68,10 +68,14 @@ delivering = image_plan.delivery(settings)
 # First, the environment's lock on the host (deploys from another machine meet here), then,
 # before anything on the host changes: the host runs with these secrets (or none yet).
 lock, owner = lock_file(settings.deploy_root, settings.name), owner_line(str(REPO))
-host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner)
-# The guards' one read also notes which delivered images the host holds (image_delivery's checks).
-ensure_same_secrets(commands.project_dir(settings.deploy_root, settings.name), settings.name, secrets, previous,
-                    images=image_delivery.held_refs(settings, this_host, version) if delivering else ())
+project_dir = commands.project_dir(settings.deploy_root, settings.name)
+# The guards' one read (also noting which delivered images the host holds, for image_delivery's
+# checks) goes with the lock, once it is taken: one round trip.
+held = image_delivery.held_refs(settings, this_host, version) if delivering else ()
+read_command, keep_read = read_with_lock(project_dir, held)
+host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner, then=read_command,
+          keep=keep_read)
+ensure_same_secrets(project_dir, settings.name, secrets, previous, images=held)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed) and not delivering)
 ensure_official_images(image_plan.images_to_pull(settings, needed), settings.name)
@@ -92,7 +96,6 @@ ensure_host_sysctls(settings.name, hostsysctl.needed(settings, this_host))
 if starting and state.versions[starting] == state.newest:
     # Before a release's migrations (a rollback runs none): each component's check of the new
     # version against the live one.
-    project_dir = commands.project_dir(settings.deploy_root, settings.name)
     for inst in topology.build(settings).instances_on(this_host):
         check = inst.component.release_check
         if inst.colour == state.live and check and inst.service.name == check.service:
@@ -107,4 +110,7 @@ if starting and state.versions[starting] == state.newest:
 setup_context = CommandContext(settings, REPO, {}, contextlib.nullcontext, lambda name: secrets[name].value)
 roll_out(settings, rendered, secrets, previous, state, time.time(), setup_context,
          runs_setups=this_host is deployed[0], shipped=bool(delivering))
-host_unlock(name="release the environment's lock on the host", path=lock, owner=owner)
+# The last round trip: a copy of the project as this deploy left it (what a later failed deploy
+# restores from), then the lock's release.
+host_unlock(name=f"keep a copy of the project as deployed ({commands.last_good_dir(settings.deploy_root, settings.name)}), "
+                 "release the environment's lock", path=lock, owner=owner, first=last_good_command(settings))

@@ -198,7 +198,7 @@ def _compose_errors(stderr: str) -> str:
 
 def _restore(last_good_dir: str, project: str, services: list[str], timeout: int) -> str:
     """Bring ``services`` back as the last deploy that finished well left them (its copy of the
-    project, shipyard.apply.rollout.record_last_good); what to print about it."""
+    project, shipyard.apply.rollout.last_good_command); what to print about it."""
     if not services:
         return ""
     ok, _, _ = _run(["test", "-f", f"{last_good_dir}/compose.yaml"], check=False)

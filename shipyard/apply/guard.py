@@ -19,6 +19,8 @@ comparisons (shipyard.apply.image_delivery), which would otherwise each ask agai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.api.exceptions import OperationError
@@ -142,11 +144,30 @@ _READ: dict[str, tuple] = {}
 
 def _before_changes(root: str, images: tuple[str, ...] = ()) -> tuple:
     if host.name not in _READ:
-        fingerprints, ports, engine_state, held = host.get_fact(
-            BeforeChanges, fingerprints=f"{root}/secrets/{FINGERPRINTS}", images=images)
-        _READ[host.name] = (fingerprints, ports, (frozenset(images), held))
-        engine.remember_state(host.name, engine_state)  # for its operation, right after the guards
+        _keep(host.name, images, host.get_fact(BeforeChanges, fingerprints=_fingerprints_path(root), images=images))
     return _READ[host.name]
+
+
+def _fingerprints_path(root: str) -> str:
+    return f"{root}/secrets/{FINGERPRINTS}"
+
+
+def _keep(host_name: str, images: tuple[str, ...], read: tuple) -> None:
+    fingerprints, ports, engine_state, held = read
+    _READ[host_name] = (fingerprints, ports, (frozenset(images), held))
+    engine.remember_state(host_name, engine_state)  # for its operation, right after the guards
+
+
+def read_with_lock(root: str, images: list[str] | tuple[str, ...] = ()) -> tuple[str, Callable[[str, list[str]], None]]:
+    """(the guards' read as a command, what keeps its output) for the environment's lock to run
+    once taken, in its own round trip (shipyard.apply.hostlock.host_lock): the guards then read
+    nothing more. ``images``: as ``ensure_same_secrets``'s."""
+    images = tuple(images)
+
+    def keep(host_name: str, lines: list[str]) -> None:
+        _keep(host_name, images, BeforeChanges().process(lines))
+
+    return BeforeChanges().command(_fingerprints_path(root), images=images), keep
 
 
 def held_images(host_name: str, refs: list[str] | tuple[str, ...]) -> dict[str, ObservedImage] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+from collections.abc import Callable
 
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
@@ -52,14 +53,15 @@ def stale(holder: str, controller: str) -> bool:
 TAKEN = "--- shipyard: lock taken ---"
 
 
-def take_script(path: str, owner: str, replace: bool = False) -> str:
+def take_script(path: str, owner: str, replace: bool = False, then: str = "") -> str:
     """One command that takes the lock (noclobber makes the create atomic: of two deploys, one
     wins) and prints TAKEN, or prints who holds it. ``replace``: the holder's file removed first
-    (a lock of our own, or one its dead deploy left)."""
+    (a lock of our own, or one its dead deploy left). ``then``: run once the lock is taken, its
+    output after TAKEN's line."""
     create = f"( set -C; printf '%s\\n' {shlex.quote(owner)} > {shlex.quote(path)} ) 2>/dev/null"
     remove = f"rm -f {shlex.quote(path)} && " if replace else ""
     return (f"mkdir -p {shlex.quote(os.path.dirname(path))} && {remove}if {create}; then echo '{TAKEN}'; "
-            f"else cat {shlex.quote(path)} 2>/dev/null; fi")
+            f"{'{ ' + then + '; } || true; ' if then else ''}else cat {shlex.quote(path)} 2>/dev/null; fi")
 
 
 def _refused(path: str, holder: str) -> OperationError:
@@ -69,26 +71,39 @@ def _refused(path: str, holder: str) -> OperationError:
     return OperationError(f"host {host.name}: environment locked by another deploy (report above)")
 
 
-def take_lock(path: str, owner: str) -> None:
+def take_lock(path: str, owner: str, then: str = "", keep: Callable[[str, list[str]], None] | None = None) -> None:
     """pyinfra python.call: the lock taken in one round trip when it is free (a second when its
-    holder is this deploy or a dead deploy of this controller)."""
+    holder is this deploy or a dead deploy of this controller). ``then``: a read to run in the
+    same round trip once the lock is taken (the guards': shipyard.apply.guard), its output lines
+    given to ``keep`` with the host's name."""
     for replace in (False, True):
-        ok, output = remote.run_shell(take_script(path, owner, replace))
-        holder = output.stdout.strip()
+        ok, output = remote.run_shell(take_script(path, owner, replace, then))
+        lines = list(output.stdout_lines)
         if not ok:
             raise OperationError(f"host {host.name}: taking the environment's lock {path} failed: {output.stderr}")
-        if holder == TAKEN:
+        if lines and lines[0].strip() == TAKEN:
+            if keep is not None:
+                keep(host.name, lines[1:])
             return
+        holder = "\n".join(lines).strip()
         if replace or (holder != owner and not stale(holder, socket.gethostname())):
             raise _refused(path, holder)
 
 
-def host_lock(name: str, path: str, owner: str) -> None:
-    python.call(name=name, function=take_lock, path=path, owner=owner)
+def host_lock(name: str, path: str, owner: str, then: str = "",
+              keep: Callable[[str, list[str]], None] | None = None) -> None:
+    python.call(name=name, function=take_lock, path=path, owner=owner, then=then, keep=keep)
 
 
 @operation()
-def host_unlock(path: str, owner: str):
-    # Only our own lock: a lock someone took over meanwhile stays theirs.
-    yield StringCommand("if", "[", f'"$(cat {shlex.quote(path)} 2>/dev/null)"', "=", shlex.quote(owner), "];",
-                        "then", "rm", "-f", shlex.quote(path) + ";", "fi")
+def host_unlock(path: str, owner: str, first: str = ""):
+    """The lock released — only our own: a lock someone took over meanwhile stays theirs.
+    ``first``: a command run before, in the same round trip; the lock stays when it fails (the
+    deploy failed: the next one from here takes it over)."""
+    yield StringCommand(release_script(path, owner, first))
+
+
+def release_script(path: str, owner: str, first: str = "") -> str:
+    release = (f'if [ "$(cat {shlex.quote(path)} 2>/dev/null)" = {shlex.quote(owner)} ]; '
+               f"then rm -f {shlex.quote(path)}; fi")
+    return f"{{ {first}; }} && {release}" if first else release

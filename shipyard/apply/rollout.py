@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pyinfra.api import StringCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import python
 
@@ -274,16 +273,18 @@ def roll_out(settings: EnvironmentSettings, rendered: RenderedHost, values: dict
     if previous:
         python.call(name=f"rotated {', '.join(sorted(previous))}: servers drop the old value",
                     function=rotation.retire, project_dir=root, project=settings.compose_project, steps=retire_live)
-    record_last_good(name=f"keep a copy of the project as deployed: {last_good}", root=root, last_good=last_good)
 
 
-@operation()
-def record_last_good(root: str, last_good: str):
-    """A copy of the project as this deploy left it, every service healthy: what a later deploy
-    that fails restores the services it took down from (shipyard.apply.converge)."""
+def last_good_command(settings: EnvironmentSettings) -> str:
+    """The shell command that keeps a copy of the project as this deploy left it, every service
+    healthy: what a later deploy that fails restores the services it took down from
+    (shipyard.apply.converge). Run by the deploy's last operation, with the lock's release
+    (one round trip: deploy.py)."""
+    root = commands.project_dir(settings.deploy_root, settings.name)
+    last_good = commands.last_good_dir(settings.deploy_root, settings.name)
     new = f"{last_good}.new"
     # Copied only when it differs (a no-op deploy stays cheap); replaced whole, by a rename.
-    yield StringCommand(commands.to_shell(["diff", "-rq", root, last_good]), ">/dev/null 2>&1", "||", "{",
-                        commands.to_shell(["rm", "-rf", new]), "&&", commands.to_shell(["cp", "-a", root, new]),
-                        "&&", commands.to_shell(["rm", "-rf", last_good]), "&&",
-                        commands.to_shell(["mv", new, last_good]), ";", "}")
+    return " ".join([commands.to_shell(["diff", "-rq", root, last_good]), ">/dev/null 2>&1", "||", "{",
+                     commands.to_shell(["rm", "-rf", new]), "&&", commands.to_shell(["cp", "-a", root, new]),
+                     "&&", commands.to_shell(["rm", "-rf", last_good]), "&&",
+                     commands.to_shell(["mv", new, last_good]), ";", "}"])

@@ -62,3 +62,46 @@ def test_the_host_lock_is_taken_in_one_command_or_names_its_holder(tmp_path):
     assert path.read_text() == "controller a pid 1 checkout /x\n"
     assert run("controller b pid 2 checkout '/it's'", replace=True) == TAKEN
     assert path.read_text() == "controller b pid 2 checkout '/it's'\n"
+
+
+def test_the_guards_read_rides_with_the_lock_and_the_last_copy_with_its_release(tmp_path):
+    """take_script's ``then`` runs only once the lock is taken, its output after TAKEN; the
+    release runs its ``first`` command and keeps the lock when that fails (a failed deploy)."""
+    import subprocess
+
+    from shipyard.apply.hostlock import TAKEN, release_script, take_script
+
+    path = tmp_path / "locks" / "ci"
+
+    def sh(script):
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.splitlines()
+
+    assert sh(take_script(str(path), "controller a pid 1 checkout /x", then="echo read; false")) == [TAKEN, "read"]
+    assert sh(take_script(str(path), "controller b", then="echo read")) == ["controller a pid 1 checkout /x"]
+    sh(release_script(str(path), "controller a pid 1 checkout /x", first="false"))
+    assert path.exists()  # what came first failed: the lock stays
+    sh(release_script(str(path), "controller b", first="true"))
+    assert path.exists()  # not ours
+    sh(release_script(str(path), "controller a pid 1 checkout /x", first="true"))
+    assert not path.exists()
+
+
+def test_the_last_good_copy_is_made_when_the_project_differs_only(tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
+    from shipyard.apply.rollout import last_good_command
+
+    settings = SimpleNamespace(deploy_root=str(tmp_path), name="ci")
+    project = tmp_path / "ci"
+    project.mkdir()
+    (project / "compose.yaml").write_text("one")
+    subprocess.run(["sh", "-c", last_good_command(settings)], check=True)
+    copy = next(p for p in tmp_path.iterdir() if p.name != "ci" and p.is_dir())
+    assert (copy / "compose.yaml").read_text() == "one"
+    inode = copy.stat().st_ino
+    subprocess.run(["sh", "-c", last_good_command(settings)], check=True)
+    assert copy.stat().st_ino == inode  # the same: not copied again
+    (project / "compose.yaml").write_text("two")
+    subprocess.run(["sh", "-c", last_good_command(settings)], check=True)
+    assert (copy / "compose.yaml").read_text() == "two" and not (tmp_path / f"{copy.name}.new").exists()
