@@ -11,10 +11,11 @@ still runs the value a pending rotation of this checkout replaces is not a confl
 goes on and applies the rotation (shipyard.apply.rotation).
 
 What these guards and the engine's operation after them read on the host (the fingerprints,
-what holds ports, the engine's state) is read in one round trip, by the first guard; nothing on
-the host changes before the last of them has looked (a round trip is ~0.1 s a host over SSH).
-The same round trip reads which of the images the host runs it holds, for an image delivery's
-comparisons (shipyard.apply.image_delivery), which would otherwise each ask again.
+what holds ports, the engine's state) is read in one round trip — the environment's lock's,
+once it is taken (``read_with_lock``), else the first guard's; nothing on the host changes before
+the last of them has looked (a round trip is ~0.1 s a host over SSH). The same read notes which
+of the images the host runs it holds, for an image delivery's comparisons
+(shipyard.apply.image_delivery), which would otherwise each ask again.
 """
 
 from __future__ import annotations

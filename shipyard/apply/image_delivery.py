@@ -10,9 +10,10 @@ on every host before the next, so each step finishes everywhere first:
    host holds that very image), every host's project state is read once (the converges after
    take it while nothing changed the host), and the delivering service starts on its host;
 3. the deploying machine publishes the others into it (``published``: those some host lacks);
-4. every host (trusting it: its CA went with the project) logs in with a Docker configuration of the deploy's own (removed at
-   once: no password is left in ``~/.docker``) and pulls what its services run, tagged with the
-   name compose runs, unless it holds that very image (``fetched``).
+4. every host (trusting it: its CA went with the project) logs in with a Docker configuration
+   of the deploy's own (removed at once: no password is left in ``~/.docker``) and pulls what
+   its services run, tagged with the name compose runs, unless it holds that very image
+   (``fetched``).
 
 The deploying machine's own steps ride on one host (python.call runs in the deploy's process):
 the first host for the build and the publishing, the delivering host for its own image.
@@ -118,7 +119,8 @@ def shipped_over_ssh(target: HostSettings, refs: list[str]) -> None:
         except ShipyardError as err:
             raise OperationError(str(err)) from err
         print(f"[{target.name}] {ref}: {'shipped over SSH' if sent else 'already there'}", flush=True)
-        converge.forget_read(host.name)
+        if sent:
+            converge.forget_read(host.name)  # another image: the host's project is read again
 
 
 def observed_on(host_settings: HostSettings, refs: Sequence[str]) -> dict[str, ObservedImage]:

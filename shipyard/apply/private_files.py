@@ -170,7 +170,9 @@ def project_paths(roots: tuple[str, ...], wanted: list[WantedPath], then_read: t
     then = converge.project_read_command(*then_read) if then_read else ""
     read = host.get_fact(PathStates, paths=tuple(w.path for w in wanted), roots=tuple(roots), then=then)
     leftovers, written, owned = path_changes(read.states, wanted, roots)
-    if then_read and read.then is not None and not (leftovers or written or owned):
+    if leftovers or written or owned:
+        converge.forget_read(host.name)  # the project changes: what was read of it no longer holds
+    elif then_read and read.then is not None:
         try:
             converge.remember_read(host.name, converge.parse_project_read(read.then, then_read[0], then_read[1]))
         except OperationError:
