@@ -6,6 +6,7 @@ holds the environment's lock.
         [--data shipyard_pinned_wheels=DIR]
 """
 
+import functools
 import contextlib
 import json
 import time
@@ -22,7 +23,7 @@ from shipyard.apply import image_delivery
 from shipyard.apply.image_build import ensure_images
 from shipyard.apply.image_pull import ensure_official_images
 from shipyard.apply.releasestate import check_release_start, host_release_state, release_checked, state_path
-from shipyard.apply.rollout import last_good_command, roll_out
+from shipyard.apply.rollout import last_good_command, load_ahead, roll_out, setups_ahead
 from shipyard.apply.sysctl import ensure_host_sysctls
 from shipyard.component import CommandContext
 from shipyard.errors import RolloutError
@@ -73,8 +74,11 @@ project_dir = commands.project_dir(settings.deploy_root, settings.name)
 # checks) goes with the lock, once it is taken: one round trip.
 held = image_delivery.held_refs(settings, this_host, version) if delivering else ()
 read_command, keep_read = read_with_lock(project_dir, held)
+# The host that carries the live setups (below) has the deploying machine make them ready
+# (their clients, their connections) while its lock's round trip waits.
+ahead = setups_ahead(settings) if this_host is deployed[0] else []
 host_lock(name=f"the environment's lock on the host ({lock})", path=lock, owner=owner, then=read_command,
-          keep=keep_read)
+          keep=keep_read, meanwhile=functools.partial(load_ahead, ahead) if ahead else None)
 ensure_same_secrets(project_dir, settings.name, secrets, previous, images=held)
 ensure_ports_free(settings, this_host)
 ensure_docker_engine(debootstrap=image_plan.needs_debootstrap(settings, needed) and not delivering)

@@ -43,7 +43,7 @@ from shipyard.components import COMPONENTS
 from shipyard.controller import builder, teardown
 from shipyard.controller.ssh import abandon, answers, ask_reachable, unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
-from shipyard.errors import BuilderError, ShipyardError, UnreachableError
+from shipyard.errors import BuilderError, EngineDownError, ShipyardError, UnreachableError
 from shipyard import image_packages
 from shipyard.image_plan import delivery as image_delivery, versioned_packages, versioned_source_hash
 from shipyard.inventory import inventory_path, list_environments, load_environment
@@ -135,22 +135,26 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     asked = ask_reachable(hosts, commands.cat_if_present(bluegreen.state_file(settings.deploy_root, env)))
     try:
         rendered = _render_env(env, environ)
+        # What this machine checks without the hosts' SSH is checked while their handshakes go on
+        # (~0.4 s after the render): an error here stops the deploy before an unreachable host
+        # would; the preflights' lines wait for the hosts' answers (they may say a server is away).
+        # With an image delivery (the registry) this machine builds every image: its engine answers.
+        problems = builder.problems(settings) if image_delivery(settings) else []
+        if problems:
+            raise BuilderError(problems)
+        # Secrets too, before any host: a missing one of a real environment stops here with the fix.
+        load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
+        # What the live environment must be for the rollout to succeed (Component.preflight).
+        preflights = [(comp.name, comp.preflight(settings, REPO)) for comp in COMPONENTS if comp.preflight]
     except BaseException:
         abandon(asked)
         raise
     problems, release_states = answers(asked)
     if problems:
         raise UnreachableError(problems)
-    # With an image delivery (the registry) this machine builds every image: its engine answers.
-    problems = builder.problems(settings) if image_delivery(settings) else []
-    if problems:
-        raise BuilderError(problems)
-    # Secrets too, before any host: a missing one of a real environment stops here with the fix.
-    load_or_create(REPO, env, generate_missing=settings.secrets.generate_missing)
-    # What the live environment must be for the rollout to succeed (Component.preflight).
-    for comp in COMPONENTS:
-        for line in comp.preflight(settings, REPO) if comp.preflight else ():
-            print(f"shipyard: {comp.name}: {line}", flush=True)
+    for name, lines in preflights:
+        for line in lines:
+            print(f"shipyard: {name}: {line}", flush=True)
     # compose/ holds the render without settings variables: the one above when none is set.
     plain = _render_env(env, {}) if settings_variables(environ) else rendered
     if plain != _existing(env):
@@ -261,6 +265,9 @@ def down(env: str, volumes: bool) -> int:
     problems = unreachable([h for h in order if h.connect != "@local"])
     if problems:
         raise UnreachableError(problems)
+    stopped = teardown.engine_problems(settings, order)
+    if stopped:
+        raise EngineDownError(stopped)
     codes = [teardown.host_down(settings, host, volumes) for host in order]
     return next((code for code in codes if code), 0)
 

@@ -48,6 +48,11 @@ def compose_ps(project_directory: str, project: str) -> list[str]:
     return compose(project_directory, project, "ps", "-a", "--format", "json")
 
 
+def engine_version() -> list[str]:
+    """Fails, saying why, when the engine does not answer (docker info exits 0 without one)."""
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
 def compose_down(project_directory: str, project: str, volumes: bool) -> list[str]:
     return compose(project_directory, project, "down", "--remove-orphans", *(["--volumes"] if volumes else []))
 

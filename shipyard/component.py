@@ -379,6 +379,12 @@ class LiveSetup:
     deliver: Callable[[CommandContext, tuple[str, ...]], Mapping[str, Mapping[str, bytes]]] | None = None
     # settings → whether the step exists at all (default: always).
     when: Callable[[Any], bool] = lambda settings: True
+    # settings → None: what ``run`` can make ready before its turn without changing anything —
+    # import its clients (hvac, the docker SDK: kept out of the registry, which must load
+    # cheaply), open its connections. The rollout runs it in the background while its first
+    # operations wait on the hosts (shipyard.apply.rollout.load_ahead); a failure there is
+    # ignored (``run`` meets it again and says why).
+    ahead: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,13 @@ class UnreachableError(SettingsError):
     HEADING = "{} host(s) not reachable; the deploy changed nothing on any host:"
 
 
+class EngineDownError(SettingsError):
+    """`make down` meets a host whose Docker engine does not answer: raised before any host's
+    project goes down."""
+
+    HEADING = "{} host(s) whose Docker engine does not answer; nothing was taken down:"
+
+
 class BuilderError(SettingsError):
     """The deploying machine cannot build the environment's images (an image delivery on):
     raised before any host is touched."""

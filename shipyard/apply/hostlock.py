@@ -71,11 +71,15 @@ def _refused(path: str, holder: str) -> OperationError:
     return OperationError(f"host {host.name}: environment locked by another deploy (report above)")
 
 
-def take_lock(path: str, owner: str, then: str = "", keep: Callable[[str, list[str]], None] | None = None) -> None:
+def take_lock(path: str, owner: str, then: str = "", keep: Callable[[str, list[str]], None] | None = None,
+              meanwhile: Callable[[], None] | None = None) -> None:
     """pyinfra python.call: the lock taken in one round trip when it is free (a second when its
     holder is this deploy or a dead deploy of this controller). ``then``: a read to run in the
     same round trip once the lock is taken (the guards': shipyard.apply.guard), its output lines
-    given to ``keep`` with the host's name."""
+    given to ``keep`` with the host's name. ``meanwhile``: started on the deploying machine just
+    before, to go on while the round trip waits (shipyard.apply.rollout.load_ahead)."""
+    if meanwhile is not None:
+        meanwhile()
     for replace in (False, True):
         ok, output = remote.run_shell(take_script(path, owner, replace, then))
         lines = list(output.stdout_lines)
@@ -91,8 +95,8 @@ def take_lock(path: str, owner: str, then: str = "", keep: Callable[[str, list[s
 
 
 def host_lock(name: str, path: str, owner: str, then: str = "",
-              keep: Callable[[str, list[str]], None] | None = None) -> None:
-    python.call(name=name, function=take_lock, path=path, owner=owner, then=then, keep=keep)
+              keep: Callable[[str, list[str]], None] | None = None, meanwhile: Callable[[], None] | None = None) -> None:
+    python.call(name=name, function=take_lock, path=path, owner=owner, then=then, keep=keep, meanwhile=meanwhile)
 
 
 @operation()

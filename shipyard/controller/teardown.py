@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 from shipyard import bluegreen, commands
+from shipyard.errors import ShipyardError
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 Over = Callable[[list[str]], list[str]]
@@ -65,14 +66,42 @@ def _attached(network: str, over: Over = _here) -> int | None:
     return len(json.loads(done.stdout)[0].get("Containers") or {})
 
 
+def _over(host: HostSettings) -> Over:
+    return _here if host.connect == "@local" else (lambda argv: commands.ssh(host, argv))
+
+
+def _deployed(settings: EnvironmentSettings, host: HostSettings) -> bool:
+    project_dir = commands.project_dir(settings.deploy_root, settings.name)
+    return subprocess.run(_over(host)(["test", "-f", f"{project_dir}/compose.yaml"]), capture_output=True).returncode == 0
+
+
+def engine_problems(settings: EnvironmentSettings, hosts: list[HostSettings]) -> list[ShipyardError]:
+    """The hosts among ``hosts`` holding a deployed project whose Docker engine does not answer.
+    `compose down` there fails on docker's raw "Cannot connect" after the hosts before it went
+    down, and leaves the project (with its secrets' fingerprints) behind: so `make down` takes
+    nothing down anywhere until every such engine answers."""
+    found = []
+    for host in hosts:
+        if not _deployed(settings, host):
+            continue
+        done = subprocess.run(_over(host)(commands.engine_version()), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            said = (done.stderr.strip() or done.stdout.strip())[-300:]
+            found.append(ShipyardError(
+                f"{settings.name} on {host.name}", f"the Docker engine does not answer ({said})",
+                "start it (systemctl start docker, or dockerd without an init system; `make up ENV="
+                f"{settings.name}` starts it too), then run `make down ENV={settings.name}` again"))
+    return found
+
+
 def host_down(settings: EnvironmentSettings, host: HostSettings, volumes: bool) -> int:
     """The environment's project taken down on ``host`` (local or over SSH); with ``volumes``, its
     volumes, shipped project, release state and hand-offs too (the age-encrypted secrets in the
     checkout stay): the next deploy starts from nothing."""
-    over = _here if host.connect == "@local" else (lambda argv: commands.ssh(host, argv))
+    over = _over(host)
     where = f"{settings.name} on {host.name}"
     project_dir = commands.project_dir(settings.deploy_root, settings.name)
-    if subprocess.run(over(["test", "-f", f"{project_dir}/compose.yaml"]), capture_output=True).returncode != 0:
+    if not _deployed(settings, host):
         print(f"{where}: nothing deployed at {project_dir}")
         return 0
     code = compose_down(project_dir, settings.compose_project, volumes, over=over)

@@ -105,3 +105,24 @@ def test_the_last_good_copy_is_made_when_the_project_differs_only(tmp_path):
     (project / "compose.yaml").write_text("two")
     subprocess.run(["sh", "-c", last_good_command(settings)], check=True)
     assert (copy / "compose.yaml").read_text() == "two" and not (tmp_path / f"{copy.name}.new").exists()
+
+
+def test_what_goes_on_meanwhile_starts_before_the_locks_round_trip(monkeypatch):
+    """take_lock's ``meanwhile`` (the live setups made ready: shipyard.apply.rollout.load_ahead)
+    is started before the command goes to the host, whose wait it fills."""
+    from types import SimpleNamespace
+
+    from shipyard.apply import hostlock
+
+    order = []
+
+    def run_shell(command):
+        order.append("round trip")
+        return True, SimpleNamespace(stdout_lines=[hostlock.TAKEN, "read"], stderr="")
+
+    monkeypatch.setattr(hostlock.remote, "run_shell", run_shell)
+    kept = {}
+    monkeypatch.setattr(hostlock, "host", SimpleNamespace(name="h1"))
+    hostlock.take_lock("/opt/shipyard/.locks/ci", "controller a", then="echo read",
+                       keep=lambda name, lines: kept.update({name: lines}), meanwhile=lambda: order.append("meanwhile"))
+    assert order == ["meanwhile", "round trip"] and kept == {"h1": ["read"]}

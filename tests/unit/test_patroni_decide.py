@@ -192,3 +192,38 @@ def test_a_permanent_slot_the_settings_no_longer_name_is_removed_whole_and_fails
     no_slots = {k: v for k, v in desired.items() if k != "slots"}
     assert [c.key for c in decide.config_changes(no_slots, observed, {})] == ["slots.kept", "slots.postgres_backup",
                                                                              "failsafe_mode"]
+
+
+def test_a_reconcile_with_nothing_to_change_asks_no_node_how_parameters_apply(repo):
+    """The no-op's reconcile: GET /config and the cluster's view; pg_settings' contexts (one more
+    exec into a node) only when something differs, which then says live or restart."""
+    import json
+
+    from shipyard.components.postgres.commands import desired_config
+    from shipyard.components.postgres.patroni_api import Cluster
+
+    desired = desired_config(load_environment(repo, "ci", {}))
+
+    class Answers:
+        def __init__(self, config):
+            self.config, self.asked = config, []
+
+        def api(self, node, method, path, body=None):
+            self.asked.append(f"{method} {path}")
+            if path == "/config":
+                return 200, json.dumps(self.config)
+            return (200, json.dumps(SYNC)) if path == "/cluster" else (200, "{}")
+
+        def sql(self, node, query):
+            self.asked.append("sql")
+            return [["max_connections", "postmaster"], ["work_mem", "user"]]
+
+    same = Answers(desired)
+    lines = Cluster("ci", ("postgres",), same, MB).reconcile(desired)
+    assert lines == ["Patroni dynamic configuration as the settings want: nothing to change"]
+    assert same.asked == ["GET /config", "GET /cluster"]
+
+    changed = json.loads(json.dumps(desired))
+    changed["postgresql"]["parameters"]["max_connections"] = 99
+    plan = Cluster("ci", ("postgres",), Answers(changed), MB)
+    assert [c.applies for c in decide.config_changes(desired, changed, plan.contexts())] == ["restart"]

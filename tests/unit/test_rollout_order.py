@@ -172,3 +172,25 @@ def test_live_setups_of_one_point_run_at_once_and_report_every_failure(capsys):
         run_live_setups([("postgres", broken("node postgres")), ("vault", broken("vault-1"))], None)
     assert "postgres's live setup stopped the rollout: node postgres" in str(raised.value)
     assert "vault's live setup stopped the rollout: vault-1" in str(raised.value)
+
+
+def test_what_the_setups_make_ready_runs_in_the_background_and_a_failure_is_left_to_the_setup(repo):
+    """load_ahead returns at once (the caller goes on to its round trip) and runs each setup's
+    ``ahead`` in order; one that fails does not stop the next (its setup meets it and says why)."""
+    import threading
+
+    from shipyard.apply.rollout import load_ahead, setups_ahead
+
+    go, done, ran = threading.Event(), threading.Event(), []
+
+    def first():
+        go.wait(10)
+        raise RuntimeError("no tunnel")
+
+    load_ahead([first, lambda: ran.append("second"), done.set])
+    assert ran == []  # not waited for
+    go.set()
+    assert done.wait(10) and ran == ["second"]
+    # Every live setup in `multi` brings one (its clients imported, PostgreSQL's engine tunnels).
+    settings = load_environment(repo, "multi", {})
+    assert [call.func.__name__ for call in setups_ahead(settings)] == ["_ahead", "reconcile_ahead", "ahead"]

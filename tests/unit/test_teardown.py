@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from shipyard.controller import teardown
+from shipyard.inventory import load_environment
 
 STALE = ("failed to remove network shipyard-ci_default: Error response from daemon: error while removing "
          "network: network shipyard-ci_default id c8ce has active endpoints\n")
@@ -60,3 +61,28 @@ def test_quiet_success_prints_nothing(monkeypatch, capsys):
     _engine(monkeypatch, 0, " Container shipyard-ci-redis-1  Removed\n")
     assert teardown.compose_down("/opt/shipyard/ci", "shipyard-ci", volumes=False, echo=False) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_deployed_host_whose_engine_does_not_answer_is_named_with_the_fix(monkeypatch, repo):
+    settings = load_environment(repo, "ci", {})
+    host = settings.hosts[0]
+    asked: list[list[str]] = []
+
+    def run(argv, **_):
+        asked.append(argv)
+        if argv[0] == "test":
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                                           "Is the docker daemon running?\n")
+
+    monkeypatch.setattr(teardown.subprocess, "run", run)
+    [problem] = teardown.engine_problems(settings, [host])
+    assert problem.where == f"ci on {host.name}" and "Cannot connect" in problem.what
+    assert "start it" in problem.fix and "make down ENV=ci" in problem.fix
+    assert not any("down" in argv for argv in asked)  # nothing was taken down
+
+
+def test_a_host_with_nothing_deployed_is_not_asked_about_its_engine(monkeypatch, repo):
+    settings = load_environment(repo, "ci", {})
+    monkeypatch.setattr(teardown.subprocess, "run", lambda argv, **_: subprocess.CompletedProcess(argv, 1, "", ""))
+    assert teardown.engine_problems(settings, list(settings.hosts)) == []

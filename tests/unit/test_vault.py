@@ -370,3 +370,42 @@ def test_under_the_vault_backend_the_api_and_workers_copies_are_what_they_read_a
 ])
 def test_a_reader_is_behind_on_each_copy_it_holds_at_an_older_version_or_not_at_all(held, behind):
     assert readers.behind(held, {"redis_password": 3}) == behind
+
+
+def test_items_asked_at_once_are_reported_in_their_order_whichever_answers_first():
+    """bootstrap.at_once: the notes come out in the calls' order (a run prints the same lines
+    whichever request answered first); a failure is raised once every call ended, the first in
+    that order."""
+    import threading
+
+    from shipyard.components.vault.bootstrap import Report, Synced, at_once
+
+    second_done = threading.Event()
+
+    def slow(report):
+        assert second_done.wait(10)  # answers after the second
+        report.note("policy a", False)
+
+    def quick(report):
+        report.note("policy b", True, "written")
+        second_done.set()
+
+    report = Report()
+    at_once([slow, quick], report)
+    assert (report.unchanged, report.changed) == (["policy a"], ["policy b: written"])
+
+    synced = Synced()
+    at_once([lambda r: r.written.update({("api", "redis_password"): 3})], synced)
+    assert synced.written == {("api", "redis_password"): 3}
+
+    ended = []
+
+    def broken(which):
+        def call(report):
+            ended.append(which)
+            raise RuntimeError(which)
+        return call
+
+    with pytest.raises(RuntimeError, match="first"):
+        at_once([broken("first"), lambda r: ended.append("ok"), broken("second")], Report())
+    assert sorted(ended) == ["first", "ok", "second"]

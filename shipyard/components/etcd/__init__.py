@@ -65,6 +65,10 @@ def _live_setup(ctx) -> list[str]:
     return run(ctx)
 
 
+def _ahead(settings) -> None:
+    from shipyard.components.etcd import setup  # noqa: F401
+
+
 def _before(settings) -> tuple[tuple[str, str], ...]:
     # Every PostgreSQL node: Patroni logs in to etcd at its first start.
     return ("postgres", "postgres"), ("postgres", "postgres-replica")
@@ -97,6 +101,6 @@ COMPONENT = Component(
     ),
     compose_service=compose_service,
     held_secrets=(ROOT_PASSWORD,),
-    live_setup=LiveSetup(_live_setup, before=_before),
+    live_setup=LiveSetup(_live_setup, before=_before, ahead=_ahead),
     checks=_checks,
 )

@@ -27,7 +27,7 @@ from typing import Any
 from shipyard.component import (Component, ConfigDir, Health, Image, LiveSetup, Metrics, PeerPort, Port, Rotation, SecretFile,
                                  Service, Wait)
 from shipyard.components.postgres import patroni, pgbackrest
-from shipyard.components.postgres.commands import COMMANDS, plan_config, reconcile
+from shipyard.components.postgres.commands import COMMANDS, plan_config, reconcile, reconcile_ahead
 from shipyard.components.postgres.settings import PostgresSettings
 
 UID = 999  # the official postgres image's uid (the local image is built to match)
@@ -298,7 +298,7 @@ COMPONENT = Component(
     # Once every node converged: bootstrap.dcs is read at the cluster's first start only, so each
     # deploy brings the running cluster's dynamic configuration to the settings' (PATCH /config)
     # and restarts the nodes a postmaster parameter needs, one at a time.
-    live_setup=LiveSetup(reconcile),
+    live_setup=LiveSetup(reconcile, ahead=reconcile_ahead),
     live_plan=plan_config,
     config_hash_part=_config_hash_part,
 )

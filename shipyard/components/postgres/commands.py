@@ -53,6 +53,22 @@ def reconcile(ctx: CommandContext) -> list[str]:
     return _patroni(ctx.settings).reconcile(desired_config(ctx.settings))
 
 
+def reconcile_ahead(settings) -> None:
+    """Before ``reconcile``'s turn (LiveSetup.ahead): its clients imported, and an SSH tunnel open
+    to the engine of each host with a node (made once a process: shipyard.controller.ssh), the
+    handshake it would otherwise wait for."""
+    from shipyard import topology
+    from shipyard.components.postgres import patroni_api, patroni_docker  # noqa: F401
+    from shipyard.components.postgres.instances import node_names
+    from shipyard.controller.ssh import engine_tunnel
+
+    topo = topology.build(settings)
+    hosts = {topo.find(node).host.name: topo.find(node).host for node in node_names(settings)}
+    for host in hosts.values():
+        if host.connect != "@local":
+            engine_tunnel(host)
+
+
 def plan_config(settings) -> list[str]:
     """`make plan`: how the running cluster's dynamic configuration differs from the settings',
     and which changes apply live or need a restart (read-only)."""

@@ -10,7 +10,7 @@ request bodies only, never on a command line or in a message.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 
@@ -39,11 +39,13 @@ class Gateway:
 
     endpoint: str
     token: str | None = None
+    # One connection for the gateway's requests (each its own was a TCP handshake more).
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def call(self, method: str, body: dict, *, tolerate: tuple[str, ...] = ()) -> dict:
         """POST /v3/<method>; an error whose message contains one of ``tolerate`` counts as done."""
         headers = {"Authorization": self.token} if self.token else {}
-        reply = requests.post(f"{self.endpoint}/v3/{method}", json=body, headers=headers, timeout=TIMEOUT_S)
+        reply = self.session.post(f"{self.endpoint}/v3/{method}", json=body, headers=headers, timeout=TIMEOUT_S)
         doc = reply.json() if reply.content else {}
         if reply.ok:
             return doc
@@ -61,14 +63,17 @@ class Gateway:
         return self.token is not None
 
 
-def _user(gateway: Gateway, name: str, password: str) -> None:
-    gateway.call("auth/user/add", {"name": name, "password": password}, tolerate=("user name already exists",))
+def _user(gateway: Gateway, name: str, password: str, role: str) -> None:
+    """The user with ``password`` and ``role``. etcd hashes a password it is sent (bcrypt,
+    ~0.1 s of the member's CPU) before it finds the user exists: asked first, and the role's
+    grant (a raft write) only when the user lacks it."""
+    found = gateway.call("auth/user/get", {"name": name}, tolerate=("user name not found",))
+    if "header" not in found:  # the error's body: no such user yet
+        gateway.call("auth/user/add", {"name": name, "password": password}, tolerate=("user name already exists",))
     gateway.call("auth/user/changepw", {"name": name, "password": password})
-
-
-def _role(gateway: Gateway, role: str, user: str) -> None:
-    gateway.call("auth/role/add", {"name": role}, tolerate=("role name already exists",))
-    gateway.call("auth/user/grant", {"user": user, "role": role})
+    if role not in (found.get("roles") or []):
+        gateway.call("auth/role/add", {"name": role}, tolerate=("role name already exists",))
+        gateway.call("auth/user/grant", {"user": name, "role": role})
 
 
 def grant_patroni(endpoint: str, env: str, root_password: str, patroni_password: str) -> None:
@@ -78,10 +83,8 @@ def grant_patroni(endpoint: str, env: str, root_password: str, patroni_password:
     if not gateway.log_in(ROOT_USER, root_password):
         # First run: the root user first (auth on requires it). Later runs leave it alone: a
         # changed password would revoke the token this run holds.
-        _user(gateway, ROOT_USER, root_password)
-        _role(gateway, "root", ROOT_USER)
-    _user(gateway, patroni.ETCD_USER, patroni_password)
-    _role(gateway, patroni.ETCD_ROLE, patroni.ETCD_USER)
+        _user(gateway, ROOT_USER, root_password, "root")
+    _user(gateway, patroni.ETCD_USER, patroni_password, patroni.ETCD_ROLE)
     key, range_end = prefix_range(patroni.key_prefix(env))
     gateway.call("auth/role/grant", {"name": patroni.ETCD_ROLE,
                                      "perm": {"permType": "READWRITE", "key": _b64(key), "range_end": _b64(range_end)}})

@@ -302,7 +302,12 @@ class Cluster:
     def reconcile(self, desired: dict, timeout_s: float = 120) -> list[str]:
         """The deploy's step: the cluster's dynamic configuration made what the settings say
         (PATCH /config of the difference), then the restarts it needs. Lines to print."""
-        changes = decide.config_changes(desired, self.config(), self.contexts())
+        observed = self.config()
+        # How each parameter applies (pg_settings' context, one more exec) matters only for one
+        # that differs: a no-op does not ask.
+        changes = decide.config_changes(desired, observed, None)
+        if changes:
+            changes = decide.config_changes(desired, observed, self.contexts())
         if not changes:
             # Left over from an earlier deploy, a pending restart is long in etcd: the cluster's
             # view (one request) says whether any member has one, each member is asked only then

