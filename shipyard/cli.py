@@ -41,6 +41,7 @@ from shipyard import audit, bluegreen, commands, topology, tracing
 from shipyard.component import Command, CommandContext
 from shipyard.components import COMPONENTS
 from shipyard.controller import builder, teardown
+from shipyard.controller import gated_deploy
 from shipyard.controller.ssh import abandon, answers, ask_reachable, unreachable
 from shipyard.controller.wheelhouse import prepare_pinned_wheels, prepare_wheelhouse
 from shipyard.errors import BuilderError, EngineDownError, ShipyardError, UnreachableError
@@ -129,6 +130,31 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     settings = load_environment(REPO, env, environ)
     rotating = sorted(previous_values(REPO, env))
     hosts = check_limit(settings, limit, rotating)
+    # pyinfra loads meanwhile (~0.8 s of a no-op on `multi`), held at a gate until the checks
+    # below pass: it touches no host before (shipyard.apply.pyinfra_gate).
+    deploy = gated_deploy.take(REPO)
+    try:
+        argv = _checked_deploy_argv(env, environ, settings, hosts, data)
+    except BaseException:
+        deploy.abandon()
+        raise
+    code = deploy.run(argv)
+    took = time.monotonic() - started
+    if code != 0:
+        print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
+        return code
+    if rotating:
+        # Every host runs the new values now: the replaced ones are no longer needed.
+        finish_rotations(REPO, env, rotating)
+        print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
+    print(f"shipyard: rollout of {env} done in {took:.1f}s")
+    return 0
+
+
+def _checked_deploy_argv(env: str, environ: dict[str, str], settings: EnvironmentSettings,
+                         hosts: tuple[HostSettings, ...], data: dict[str, str] | None) -> list[str]:
+    """pyinfra's argv for the deploy, once everything checked before a host is touched passed
+    (raises the first problem: an unreachable host, the builder, a secret, a preflight)."""
     # Every host answers over SSH before anything else asks one (pyinfra would go on without it);
     # the question goes out first and is collected after the render, which takes as long. Its
     # answer is the host's release state, which deploy.py would otherwise read host after host.
@@ -182,17 +208,7 @@ def roll_out_locked(env: str, data: dict[str, str] | None = None, limit: str | N
     pinned_wheels = prepare_pinned_wheels(REPO, settings)
     if pinned_wheels:
         argv += ["--data", f"shipyard_pinned_wheels={pinned_wheels}"]
-    result = subprocess.run(argv, cwd=REPO, check=False)
-    took = time.monotonic() - started
-    if result.returncode != 0:
-        print(f"shipyard: rollout of {env} FAILED after {took:.1f}s (see the report above)", file=sys.stderr)
-        return result.returncode
-    if rotating:
-        # Every host runs the new values now: the replaced ones are no longer needed.
-        finish_rotations(REPO, env, rotating)
-        print(f"shipyard: rotated {', '.join(rotating)}: every host runs the new value, the old one is refused")
-    print(f"shipyard: rollout of {env} done in {took:.1f}s")
-    return 0
+    return argv
 
 
 def default_version(settings) -> str:

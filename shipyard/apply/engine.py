@@ -29,11 +29,21 @@ _ENGINE_WAIT_S = 60
 class DockerEngineState(FactBase):
     """key=value lines: dockerd path, compose version, server version, init system, OS."""
 
+    # Read at every deploy, on every host: the compose plugin run directly (where the docker CLI
+    # looks for it, in its order) rather than `docker compose version`, which also starts the CLI
+    # and has every plugin print its metadata (~130 ms against ~30 ms on the test hosts); the
+    # server's version from `docker version`, not `docker info`'s whole report (~80 ms).
+    PLUGIN_DIRS = ("$HOME/.docker/cli-plugins", "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+                   "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
+
     def command(self) -> str:
+        dirs = " ".join(f'"{d}"' for d in self.PLUGIN_DIRS)
         return (
             "printf 'dockerd=%s\\n' \"$(command -v dockerd || true)\"; "
-            "printf 'compose=%s\\n' \"$(docker compose version --short 2>/dev/null || true)\"; "
-            "printf 'server=%s\\n' \"$(docker info --format '{{.ServerVersion}}' 2>/dev/null || true)\"; "
+            f"compose=; for p in {dirs}; do if [ -x \"$p/docker-compose\" ]; then "
+            "compose=$(\"$p/docker-compose\" version --short 2>/dev/null); break; fi; done; "
+            "printf 'compose=%s\\n' \"$compose\"; "
+            "printf 'server=%s\\n' \"$(docker version --format '{{.Server.Version}}' 2>/dev/null || true)\"; "
             "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\"; "
             "printf 'debootstrap=%s\\n' \"$(command -v debootstrap || true)\"; "
             "( . /etc/os-release 2>/dev/null; printf 'os=%s\\ncodename=%s\\n' \"$ID\" \"$VERSION_CODENAME\" )"
