@@ -143,13 +143,16 @@ def _observed(project: str) -> list[ObservedContainer]:
 
 
 def _containers(inspected: str) -> list[ObservedContainer]:
+    """commands.inspect_project_containers' lines."""
     containers = []
-    for item in json.loads(inspected or "[]"):
-        labels = item["Config"]["Labels"] or {}
-        health = (item["State"].get("Health") or {}).get("Status")
+    for line in inspected.splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        labels = item["Labels"] or {}
         containers.append(ObservedContainer(
             name=item["Name"].lstrip("/"), service=labels.get(COMPOSE_SERVICE_LABEL, ""),
-            status=item["State"]["Status"], health=health, exit_code=item["State"]["ExitCode"],
+            status=item["Status"], health=item["Health"], exit_code=item["ExitCode"],
             config_hash=labels.get(COMPOSE_CONFIG_HASH_LABEL, ""), image_id=item["Image"]))
     return containers
 

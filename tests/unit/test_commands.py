@@ -19,24 +19,40 @@ def test_compose_commands_name_project_and_file():
 
 def test_a_projects_containers_are_inspected_in_one_command(tmp_path):
     """inspect_project_containers run by a shell against a docker that lists two containers of
-    the project (asked by its label, one-offs left out), then none: one JSON array each time."""
-    import json
+    the project (asked by its label, one-offs left out), then none: one compact line a container
+    (the fields a converge reads), nothing for none."""
     import subprocess
 
     fake = tmp_path / "docker"
     fake.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/calls"\n'
-                    'case "$1" in ps) cat "$(dirname "$0")/ids" ;; inspect) shift; o=""; for i; do o="$o${o:+,}{\\"Id\\":\\"$i\\"}"; done; echo "[$o]" ;; esac\n')
+                    'case "$1" in ps) cat "$(dirname "$0")/ids" ;; inspect) shift 3; for i; do echo "{\\"Id\\":\\"$i\\"}"; done ;; esac\n')
     fake.chmod(0o755)
     (tmp_path / "ids").write_text("abc\ndef\n")
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     argv = commands.inspect_project_containers("shipyard-ci; rm -rf /")
     out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
-    assert json.loads(out) == [{"Id": "abc"}, {"Id": "def"}]  # one array: both ids to one inspect
+    assert out.splitlines() == ['{"Id":"abc"}', '{"Id":"def"}']  # both ids to one inspect
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls == ["ps -aq --filter label=com.docker.compose.project=shipyard-ci; rm -rf / "
-                     "--filter label=com.docker.compose.oneoff=False", "inspect abc def"]
+                     "--filter label=com.docker.compose.oneoff=False", f"inspect --format {commands.INSPECTED} abc def"]
     (tmp_path / "ids").write_text("")
-    assert json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout) == []
+    assert subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout == ""
+
+
+def test_the_inspect_format_gives_what_a_converge_reads(tmp_path):
+    """INSPECTED as the engine fills it in, parsed by the converge (a health check or none)."""
+    from shipyard.apply.converge import _containers
+
+    line = ('{"Name":"/shipyard-ci-api-blue-1","Image":"sha256:1","Status":"running","ExitCode":0,"Health":"healthy",'
+            '"Labels":{"com.docker.compose.service":"api-blue","com.docker.compose.config-hash":"h1"}}\n'
+            '{"Name":"/shipyard-ci-migrate-1","Image":"sha256:2","Status":"exited","ExitCode":3,"Health":null,'
+            '"Labels":null}\n')
+    first, second = _containers(line)
+    assert (first.name, first.service, first.health, first.config_hash, first.image_id) == (
+        "shipyard-ci-api-blue-1", "api-blue", "healthy", "h1", "sha256:1")
+    assert (second.status, second.exit_code, second.health, second.service) == ("exited", 3, None, "")
+    for field in ("Name", "Image", "State.Status", "State.ExitCode", "State.Health.Status", "Config.Labels"):
+        assert "." + field in commands.INSPECTED
 
 
 def test_parallel_reads_keep_each_commands_exit_code_and_output():
