@@ -49,7 +49,8 @@ def compose_ps(project_directory: str, project: str) -> list[str]:
 
 
 def engine_version() -> list[str]:
-    """Fails, saying why, when the engine does not answer (docker info exits 0 without one)."""
+    """The engine's version; exits 1 with the client's reason on stderr when the engine does not
+    answer (a stopped dockerd: "Cannot connect to the Docker daemon at ...")."""
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 

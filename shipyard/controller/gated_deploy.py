@@ -37,7 +37,12 @@ class GatedDeploy:
                 opened.write(json.dumps(argv).encode() + b"\n")
         except BrokenPipeError:
             pass  # it ended before the gate opened (its own error is on stderr): its code says so
-        return self._process.wait()
+        try:
+            return self._process.wait()
+        except BaseException:  # interrupted: as subprocess.run did, pyinfra does not outlive it
+            self._process.kill()
+            self._process.wait()
+            raise
 
     def abandon(self) -> None:
         """Ended before it runs (nothing of it to undo); nothing once it ran."""
