@@ -27,7 +27,7 @@ from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
 from shipyard.bluegreen import ReleaseState
 from shipyard.controller import tunnel_client
-from shipyard.controller.ssh import engine_tunnel
+from shipyard.controller.ssh import engine_tunnel, shared
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -52,7 +52,7 @@ class HostView:
         """``argv`` run on the host by the ssh client, with the inventory's user, port, key and
         known hosts (shipyard.commands.ssh), quoted once for the remote shell. Read-only uses
         (files, compose's view), and the audit trail's append (shipyard.controller.audit_log)."""
-        return commands.ssh(self.host, argv)
+        return shared(commands.ssh(self.host, argv))
 
     @cached_property
     def docker(self) -> docker.DockerClient:

@@ -28,13 +28,48 @@ from shipyard.errors import ShipyardError
 from shipyard.settings import HostSettings
 
 
+# One SSH connection a host for the whole command: the first one-shot ssh to a host (the
+# reachability check's, for a deploy) becomes the master, and the later ones of this process
+# ride it — the audit event a deploy appends on every host, a release's writes, `make status` —
+# where each made its own handshake (~0.2 s here). Closed at the process's exit; ControlPersist
+# bounds one a killed process leaves. Tunnels and the sudo relay keep their own connections.
+_SHARED_PERSIST_S = 60
+_SHARED: list[str] = []  # the control sockets' directory, made on first use
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(argv: list[str]) -> list[str]:
+    """``argv`` (a one-shot ``commands.ssh``) over the process's shared connection to its host."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            _SHARED.append(tempfile.mkdtemp(prefix="shipyard-ssh-"))
+            atexit.register(close_shared)
+    if len(_SHARED[0]) > 60:  # %C adds 41 characters; a socket's path holds ~104
+        return argv
+    return [argv[0], "-o", "ControlMaster=auto", "-o", f"ControlPath={_SHARED[0]}/%C",
+            "-o", f"ControlPersist={_SHARED_PERSIST_S}", *argv[1:]]
+
+
+def close_shared() -> None:
+    """Every shared connection of this process closed (at its exit)."""
+    with _SHARED_LOCK:
+        if not _SHARED:
+            return
+        directory = _SHARED.pop()
+    for name in os.listdir(directory):
+        # -O exit reads no destination beyond the socket the path names.
+        subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(directory, name)}", "-O", "exit", "shipyard-shared"],
+                       capture_output=True, timeout=10, check=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def ask_reachable(hosts: list[HostSettings] | tuple[HostSettings, ...], argv: tuple[str, ...] = ("true",)
                   ) -> list[tuple[HostSettings, subprocess.Popen]]:
     """Each SSH host of ``hosts`` asked at once to run ``argv`` as root over SSH (the inventory's
     user, port, key and known hosts), without waiting: ``answers`` collects them. A deploy
     renders meanwhile (the SSH handshakes take as long as the render), and asks for what it
     reads of every host before pyinfra (the release state) in the same connection."""
-    return [(h, subprocess.Popen(commands.ssh(h, list(argv)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    return [(h, subprocess.Popen(shared(commands.ssh(h, list(argv))), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)) for h in hosts if h.connect != "@local"]
 
 
