@@ -148,8 +148,7 @@ def load_ahead(calls: Sequence[Callable[[], None]]) -> None:
 
 def run_live_setup(component: str, run: Callable[[CommandContext], list[str]], context: CommandContext) -> None:
     """A component's live setup (Component.live_setup), on the deploying machine: its lines
-    printed; an error stops the rollout before the services that need it (pyinfra reports an
-    OperationError's text alone: where, what and the fix, no traceback)."""
+    printed; an error stops the rollout before the services that need it."""
     run_live_setups([(component, run)], context)
 
 
@@ -162,7 +161,9 @@ def run_live_setups(setups: Sequence[tuple[str, Callable[[CommandContext], list[
         try:
             return run(context)
         except ShipyardError as err:
-            raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from err
+            # Its text says where, what and the fix. pyinfra prints the traceback of whatever a
+            # python.call raises: not the chain of the client's own errors above that text.
+            raise OperationError(f"{component}'s live setup stopped the rollout: {err}") from None
 
     if len(setups) == 1:
         results = [_outcome(lines_of, *setups[0])]

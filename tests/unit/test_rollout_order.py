@@ -194,3 +194,23 @@ def test_what_the_setups_make_ready_runs_in_the_background_and_a_failure_is_left
     # Every live setup in `multi` brings one (its clients imported, PostgreSQL's engine tunnels).
     settings = load_environment(repo, "multi", {})
     assert [call.func.__name__ for call in setups_ahead(settings)] == ["_ahead", "reconcile_ahead", "ahead"]
+
+
+def test_a_setups_refusal_reaches_pyinfra_without_the_clients_exception_chain():
+    """pyinfra prints the traceback of what a python.call raises: the refusal's own text (where,
+    what, fix), not the chain of the client errors under it."""
+    from pyinfra.api.exceptions import OperationError
+
+    from shipyard.apply.rollout import run_live_setup
+    from shipyard.errors import ShipyardError
+
+    def refused(ctx):
+        try:
+            raise ConnectionError("low-level detail")
+        except ConnectionError as err:
+            raise ShipyardError("vault-1", "refused the deployer's credential", "make a new one") from err
+
+    with pytest.raises(OperationError) as raised:
+        run_live_setup("vault", refused, None)
+    assert "vault-1: refused the deployer's credential" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
