@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from shipyard import image_plan, topology
+from shipyard import commands, image_plan, topology
 from shipyard.errors import ShipyardError
 
 
@@ -19,8 +19,7 @@ def problems(settings) -> list[ShipyardError]:
         found.append(ShipyardError(where, "has no docker command", "install Docker here (apt-get install docker.io), "
                                    "or run `make up ENV=ci` once, which installs and starts it"))
     else:
-        done = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(commands.engine_version(), capture_output=True, text=True, timeout=30, check=False)
         if done.returncode != 0:
             found.append(ShipyardError(where, f"its Docker engine does not answer: {done.stderr.strip()[-300:]}",
                                        "start it (systemctl start docker, or dockerd without an init system); "
