@@ -3,7 +3,8 @@
 One fact reads everything at once (a no-op deploy must stay cheap); the operation then
 installs only what is missing, in the host's own way:
 
-- engine: Debian/Ubuntu ``docker.io`` (Debian 12 ships 20.10, which Compose v2 drives fine);
+- engine: Debian/Ubuntu ``docker.io`` (Debian 12 ships 20.10, which Compose v2 drives fine), with
+  ``pigz`` (the engine's faster decompressor of pulled layers);
 - Compose v2: the distro's package where it has one (Debian >= 13 ``docker-compose``, Ubuntu
   ``docker-compose-v2``); on Debian 12, whose ``docker-compose`` is the old v1, trixie's
   ``docker-compose`` .deb (it needs only libc6 >= 2.34) fetched through a *temporary*, private
@@ -85,7 +86,11 @@ def docker_engine(debootstrap: bool = False):
     state = _REMEMBERED.pop(host.name, None) or host.get_fact(DockerEngineState)
     missing = []
     if not state.get("dockerd"):
-        missing.append("docker.io")
+        # With pigz the engine decompresses a pulled layer with unpigz instead of Go's gzip:
+        # a 430 MB image pulled alone in 5.1-5.9 s against 6.5-7.5 s on a test host (no gain seen
+        # when three hosts pull at once on two busy cores). Installed with the engine only: a host that has an engine already may
+        # have no package mirror (the registry's hosts need none), so it is never asked for alone.
+        missing += ["docker.io", "pigz"]
     if debootstrap and not state.get("debootstrap"):
         missing.append("debootstrap")
     compose_pkg = compose_package(state.get("os", ""), state.get("codename", ""))

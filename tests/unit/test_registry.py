@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from shipyard import image_plan, secretstore, topology
 from shipyard import tls as shared_tls
 from shipyard.components.registry import certificates, client
-from shipyard.errors import SettingsError
+from shipyard.errors import SettingsError, ShipyardError
 from shipyard.inventory import load_environment
 from shipyard.render import render_environment
 
@@ -230,6 +230,64 @@ def test_built_images_are_pushed_under_the_shipyard_namespace_and_pulled_back_to
                                                                    ["docker", "push", pushed]]
     assert client.pull_argvs(settings, "shipyard/postgres:15") == [["docker", "pull", pushed],
                                                                    ["docker", "tag", pushed, "shipyard/postgres:15"]]
+
+
+def test_the_image_carrying_the_shared_layers_is_pushed_alone_first_then_the_others_together():
+    base, python = "sha256:base", "sha256:python"
+    layers = {"shipyard/api:1": [base, python, "sha256:api"], "shipyard/worker:1": [base, python, "sha256:w"],
+              "shipyard/redis:7": [base, "sha256:redis", "sha256:redis"], "shipyard/nginx:1": [base, "sha256:nginx"]}
+    sizes = {"shipyard/api:1": 300, "shipyard/worker:1": 200, "shipyard/redis:7": 50, "shipyard/nginx:1": 60}
+    # The worker shares base and python with the api: more than redis's base alone (its own layer
+    # listed twice counts once), and it is the smaller of the two that share the most.
+    assert client.push_rounds(layers, sizes) == [["shipyard/worker:1"],
+                                                 ["shipyard/api:1", "shipyard/nginx:1", "shipyard/redis:7"]]
+    # Only the base shared: the smallest goes first (ties: the name).
+    only_base = {ref: [base, ref] for ref in ("b:1", "a:1", "c:1")}
+    assert client.push_rounds(only_base, {"a:1": 5, "b:1": 5, "c:1": 9}) == [["a:1"], ["b:1", "c:1"]]
+    assert client.push_rounds({"a:1": [base]}, {"a:1": 5}) == [["a:1"]]
+    assert client.push_rounds({}, {}) == []
+
+
+@pytest.fixture
+def fake_pushes(tmp_path, monkeypatch):
+    """transfer.push with its subprocesses replaced: which refs it pushed, in which order."""
+    import contextlib
+
+    from shipyard.components.registry import transfer
+
+    pushed: list[str] = []
+    failing: set[str] = set()
+
+    def one(settings, tunnel, ref, environ):
+        pushed.append(ref)
+        if ref in failing:
+            raise ShipyardError(f"image {ref}", "`docker push ...` failed: no space left", "free space")
+        return f"pushed {ref}"
+
+    monkeypatch.setattr(transfer, "registry_tunnel", lambda settings: contextlib.nullcontext("127.0.0.1:1"))
+    monkeypatch.setattr(transfer, "_run", lambda *args, **kwargs: "")
+    monkeypatch.setattr(transfer, "_layers", lambda refs, environ: ({ref: ["base", ref] for ref in refs},
+                                                                    {ref: len(ref) for ref in refs}))
+    monkeypatch.setattr(transfer, "_pushed", one)
+    settings = load_environment(write_inventory(tmp_path), "t", {})
+    return lambda refs: transfer.push(settings, refs, "pw"), pushed, failing
+
+
+def test_pushes_report_in_the_order_asked_and_a_failure_lets_the_others_end_then_names_the_first(fake_pushes):
+    push, pushed, failing = fake_pushes
+    refs = ["z:1", "bb:1", "a:1", "cc:1"]
+    assert push(refs) == ["pushed z:1", "pushed bb:1", "pushed a:1", "pushed cc:1"]
+    assert pushed[0] == "a:1" and sorted(pushed) == sorted(refs)  # the smallest alone first
+    pushed.clear()
+    failing.update({"cc:1", "bb:1"})
+    with pytest.raises(ShipyardError) as raised:
+        push(refs)
+    assert sorted(pushed) == sorted(refs) and "image bb:1" in str(raised.value)
+    pushed.clear()
+    failing.add("a:1")  # the first push failed: no other starts
+    with pytest.raises(ShipyardError, match="image a:1"):
+        push(refs)
+    assert pushed == ["a:1"]
 
 
 def _delivered(settings, host: str, version: str | None = None) -> list[str]:

@@ -59,6 +59,26 @@ def push_argvs(settings, ref: str) -> list[list[str]]:
     return [["docker", "tag", ref, pushed_ref(settings, ref)], ["docker", "push", pushed_ref(settings, ref)]]
 
 
+def push_rounds(layers: dict[str, Sequence[str]], sizes: dict[str, int]) -> list[list[str]]:
+    """The order the deploying machine pushes ``layers``' refs (ref → its layer ids; ``sizes``:
+    ref → bytes): one image alone first, then every other together (the pusher runs a few at a
+    time).
+
+    Our images share their base layer (the debootstrap base), and the engine does not share one
+    layer's upload between two pushes to different repositories: pushed together, each would
+    send it again. So the first push is of the image whose layers the most others share — of
+    those, the smallest, since nothing else goes meanwhile (ties: the name) — and the others
+    find the shared layers in the registry and only mount them."""
+    def shared(ref: str) -> int:
+        return sum(1 for other, theirs in layers.items() if other != ref for layer in set(layers[ref]) if layer in theirs)
+
+    refs = sorted(layers)
+    if len(refs) < 2:
+        return [refs] if refs else []
+    first = min(refs, key=lambda ref: (-shared(ref), sizes.get(ref, 0), ref))
+    return [[first], [ref for ref in refs if ref != first]]
+
+
 def pull_argvs(settings, ref: str) -> list[list[str]]:
     """On a host that runs it: pull it from the registry, tag it with the name compose runs."""
     return [["docker", "pull", pushed_ref(settings, ref)], ["docker", "tag", pushed_ref(settings, ref), ref]]
