@@ -9,6 +9,10 @@ cluster_name  = "shipyard-production"
 
 storage "raft" {
   path = "/openbao/file"
+  # Raft's timings at their tightest (heartbeat and election 1 s, OpenBao's docs recommend it for
+  # production servers): the default (5) makes a new cluster wait ~5 s before its first leader
+  # at initialisation, and a lost leader as long to be replaced.
+  performance_multiplier = 1
   retry_join {
     leader_api_addr     = "https://10.0.1.11:8200"
     leader_ca_cert_file = "/run/secrets/tls.pem"
