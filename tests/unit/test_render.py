@@ -154,6 +154,8 @@ def test_redis_nodes_ask_sentinel_for_the_master_and_without_sentinels_follow_th
     assert env["REDIS_SENTINELS"] == "redis-sentinel-1:26379 redis-sentinel-2:26379 redis-sentinel-3:26379"
     assert env["REDIS_NODES"] == "redis:6379 redis-replica-1:6379 redis-replica-2:6379"
     assert env["REDIS_MASTER_NAME"] == "tasks" and env["REDIS_MASTER_AS_DEPLOYED"] == "redis:6379"
+    # The master starts a full sync once every replica asked, not after its 5 s wait for more.
+    assert "\nrepl-diskless-sync-max-replicas 2\n" in host.files["redis/redis.conf"].decode()
     node_sh = host.static["redis/node.sh"].decode()
     assert 'for sentinel in $REDIS_SENTINELS; do' in node_sh and "{{" not in node_sh
     assert not [f for f in host.shipped if f.startswith("redis/sentinel")]
