@@ -86,10 +86,11 @@ def docker_engine(debootstrap: bool = False):
     state = _REMEMBERED.pop(host.name, None) or host.get_fact(DockerEngineState)
     missing = []
     if not state.get("dockerd"):
-        # With pigz the engine decompresses a pulled layer with unpigz instead of Go's gzip:
-        # a 430 MB image pulled alone in 5.1-5.9 s against 6.5-7.5 s on a test host (no gain seen
-        # when three hosts pull at once on two busy cores). Installed with the engine only: a host that has an engine already may
-        # have no package mirror (the registry's hosts need none), so it is never asked for alone.
+        # With pigz the engine decompresses a pulled layer with unpigz instead of Go's gzip: a
+        # 430 MB image pulled alone in 5.1-5.9 s against 6.5-7.5 s on a test host (no gain seen
+        # when three hosts pull at once on two busy cores). Installed with the engine only: a
+        # host that has an engine already may have no package mirror (the registry's hosts need
+        # none), so it is never asked for alone.
         missing += ["docker.io", "pigz"]
     if debootstrap and not state.get("debootstrap"):
         missing.append("debootstrap")
