@@ -182,17 +182,22 @@ class WebhookStore:
         owner = ("d.subscription_id IS NULL AND d.tenant = $3 AND $2::uuid IS NULL" if subscription_id is None else
                  "d.subscription_id = $2 AND EXISTS (SELECT 1 FROM webhook_subscriptions s "
                  "  WHERE s.id = d.subscription_id AND s.tenant = $3)")
+        # The delivery as the UPDATE left it, in the same statement: a dispatcher may claim it the
+        # moment the UPDATE commits (its attempts counted again), and a second look would show that.
         async with self.pool.acquire() as conn:
-            moved = await conn.fetchval(
+            row = await conn.fetchrow(
                 f"UPDATE webhook_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = clock_timestamp(), "
                 f"  lease_until = {_UNHELD_LEASE}, lease_token = NULL, updated_at = clock_timestamp() "
-                f"WHERE d.id = $1 AND {owner} AND d.status <> 'pending' RETURNING true",
+                f"FROM webhook_events e WHERE e.id = d.event_id AND d.id = $1 AND {owner} AND d.status <> 'pending' "
+                f"RETURNING {_DELIVERY}, '[]'::jsonb AS log",
                 delivery_id, subscription_id, tenant)
-            row = await conn.fetchrow(
-                f"SELECT {_DELIVERY}, '[]'::jsonb AS log FROM webhook_deliveries d "
-                f"JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1 AND {owner}",
-                delivery_id, subscription_id, tenant)
-        return (delivery_json(row) if row else None), bool(moved)
+            moved = row is not None
+            if not moved:
+                row = await conn.fetchrow(
+                    f"SELECT {_DELIVERY}, '[]'::jsonb AS log FROM webhook_deliveries d "
+                    f"JOIN webhook_events e ON e.id = d.event_id WHERE d.id = $1 AND {owner}",
+                    delivery_id, subscription_id, tenant)
+        return (delivery_json(row) if row else None), moved
 
     # --- worker side ------------------------------------------------------------------------
     async def claim_due(self, limit: int, lease_seconds: float) -> list[Claimed]:
