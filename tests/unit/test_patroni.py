@@ -9,7 +9,7 @@ import yaml
 
 from shipyard import image_plan, rollout_order, topology
 from shipyard.components import postgres as component
-from shipyard.components.postgres import patroni
+from shipyard.components.postgres import patroni, pgbackrest
 from shipyard.errors import SettingsError
 from shipyard.inventory import load_environment
 from shipyard.render import render_host, render_secret_file
@@ -280,9 +280,10 @@ def test_etcd_access_covers_exactly_the_clusters_prefix():
     assert len(inside) == 2 and outside == []
 
 
-def test_nodes_across_data_hosts_announce_their_hosts_and_only_the_repositorys_may_lead(repo):
-    """multi: the first node (and the repository) on h3, the data group's first; the replica on
-    h2, reached by its host's address and published ports, never promoted, mounting no repository."""
+def test_nodes_across_data_hosts_announce_their_hosts_and_every_one_may_lead(repo):
+    """multi: the first node (and the repository's server) on h3, the data group's first; the
+    replica on h2, reached by its host's address and published ports, a failover candidate like
+    the first: both reach the repository over TLS, neither mounts it."""
     settings = load_environment(repo, "multi", {})
     topo = topology.build(settings)
     h2, h3 = settings.host("h2"), settings.host("h3")
@@ -294,15 +295,20 @@ def test_nodes_across_data_hosts_announce_their_hosts_and_only_the_repositorys_m
     assert first["environment"]["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"10.231.250.13:{patroni.API_PORT}"
     assert replica["environment"]["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == "10.231.250.12:5433"
     assert replica["environment"]["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"10.231.250.12:{patroni.API_PORT}"
-    # What the peers connect to is published on the hosts' private addresses, nowhere else.
-    assert set(first["ports"]) == {"10.231.250.13:5432:5432", f"10.231.250.13:{patroni.API_PORT}:{patroni.API_PORT}"}
-    assert set(replica["ports"]) == {"10.231.250.12:5433:5432", f"10.231.250.12:{patroni.API_PORT}:{patroni.API_PORT}"}
-    assert "PG_NOFAILOVER" not in first["environment"] and replica["environment"]["PG_NOFAILOVER"] == "1"
-    assert any(v.startswith("pgbackrest:") for v in first["volumes"])
-    assert not any(v.startswith("pgbackrest:") for v in replica["volumes"])
-    # Its exporter runs beside it; the setup job looks for the primary among the nodes that may lead.
+    # What the peers connect to is published on the hosts' private addresses, nowhere else: PostgreSQL,
+    # Patroni's REST API and the node's pgBackRest server (the repository's side starts backups there).
+    server = pgbackrest.NODE_SERVER_PORT
+    assert set(first["ports"]) == {"10.231.250.13:5432:5432", f"10.231.250.13:{patroni.API_PORT}:{patroni.API_PORT}",
+                                   f"10.231.250.13:{server}:{server}"}
+    assert set(replica["ports"]) == {"10.231.250.12:5433:5432", f"10.231.250.12:{patroni.API_PORT}:{patroni.API_PORT}",
+                                     f"10.231.250.12:{server}:{server}"}
+    for node in (first, replica):
+        assert "PG_NOFAILOVER" not in node["environment"] and node["environment"]["PG_BACKUP_REPOSITORY"] == "remote"
+        assert not any(v.startswith("pgbackrest:") for v in node["volumes"])
+    # Its exporter runs beside it; the setup job (on h3) looks for the primary among every node, as h3 reaches it.
     assert "postgres-replica-exporter-1" in render_host(settings, h2).compose["services"]
-    assert render_host(settings, h3).compose["services"]["postgres-setup"]["environment"]["PG_NODES"] == "postgres"
+    assert render_host(settings, h3).compose["services"]["postgres-setup"]["environment"]["PG_NODES"] == (
+        "postgres 10.231.250.12:5433")
 
 
 def test_two_nodes_on_one_host_of_several_are_refused_naming_the_peer_port(repo):

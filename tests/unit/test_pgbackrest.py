@@ -63,6 +63,7 @@ def test_the_leader_archives_through_pgbackrest_and_replicas_restore_from_it(rep
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_node_mounts_the_repository_and_names_the_config_and_stanza(repo, env):
+    """On one host: the repository a volume every node mounts."""
     settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__REPLICAS": "2"})
     topo = topology.build(settings)
     nodes = topo.instance_names("postgres", "postgres") + topo.instance_names("postgres", "postgres-replica")
@@ -92,3 +93,97 @@ def test_the_wal_archive_alert_reads_pg_stat_archiver(repo, env):
     alert = yaml.safe_load(rules[0])
     expr = next(r["expr"] for g in alert["groups"] for r in g["rules"] if r.get("alert") == "PostgresWalArchiveStalled")
     assert "pg_wal_archive_last_failed_timestamp_seconds" in expr and "slot_name=" not in expr, expr
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_one_host_has_no_repository_server_and_no_tls(repo, env):
+    settings = load_environment(repo, env, {"SHIPYARD_POSTGRES__REPLICAS": "2"})
+    assert not pgbackrest.spans_hosts(settings)
+    rendered = render_host(settings, _data_host(settings))
+    assert pgbackrest.REPO_SERVICE not in rendered.compose["services"]
+    assert "tls" not in " ".join(_conf(rendered)["global"])
+    for node in ("postgres", "postgres-replica-1"):
+        assert not {s.target for s in topology.build(settings).find(node, _data_host(settings)).secrets} & set(
+            pgbackrest.TLS_FILES.values())
+        assert "PG_BACKUP_REPOSITORY" not in rendered.compose["services"][node]["environment"]
+
+
+def _multi(repo):
+    settings = load_environment(repo, "multi", {})
+    return settings, {h: render_host(settings, settings.host(h)) for h in ("h2", "h3")}
+
+
+def test_across_hosts_every_node_reaches_the_repository_server_over_mutual_tls(repo):
+    """multi: the repository is served from h3; each node's file names it as its host reaches it
+    (by service name beside it, at h3's address from h2), with the same path, and makes the node
+    a server the repository's certificate alone may use."""
+    settings, rendered = _multi(repo)
+    assert pgbackrest.spans_hosts(settings)
+    expected = {"h3": ("pgbackrest-repo", "8432"), "h2": ("10.231.250.13", "8432")}
+    files = {part: f"/run/secrets/{name}" for part, name in pgbackrest.TLS_FILES.items()}
+    for host, (address, port) in expected.items():
+        common = _conf(rendered[host])["global"]
+        assert (common["repo1-host"], common["repo1-host-port"], common["repo1-host-type"]) == (address, port, "tls")
+        assert common["repo1-path"] == pgbackrest.REPO_PATH  # sent with each request: must be the server's
+        assert (common["repo1-host-cert-file"], common["repo1-host-key-file"], common["repo1-host-ca-file"]) == (
+            files["cert"], files["key"], files["ca"])
+        assert common["tls-server-port"] == str(pgbackrest.NODE_SERVER_PORT)
+        assert common["tls-server-auth"] == f"{pgbackrest.CLIENT_CN}=shipyard-multi"
+        assert _conf(rendered[host])["global:archive-get"]["io-timeout"] == str(pgbackrest.ARCHIVE_GET_IO_TIMEOUT_S)
+    # The server: on h3 only, its port on h3's private address, the volume, the TLS files, no PostgreSQL secret.
+    assert pgbackrest.REPO_SERVICE not in rendered["h2"].compose["services"]
+    server = rendered["h3"].compose["services"][pgbackrest.REPO_SERVICE]
+    assert server["ports"] == [f"10.231.250.13:{pgbackrest.REPO_PORT}:{pgbackrest.REPO_PORT}"]
+    assert f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}" in server["volumes"]
+    assert "depends_on" not in server
+    secrets = {s.target for s in topology.build(settings).find(pgbackrest.REPO_SERVICE, settings.host("h3")).secrets}
+    assert secrets == set(pgbackrest.TLS_FILES.values())
+    for node, host in (("postgres", "h3"), ("postgres-replica-1", "h2")):
+        assert set(pgbackrest.TLS_FILES.values()) <= {
+            s.target for s in topology.build(settings).find(node, settings.host(host)).secrets}
+    assert rendered["h3"].compose["services"]["postgres"]["depends_on"][pgbackrest.REPO_SERVICE] == {
+        "condition": "service_healthy"}
+
+
+def test_the_repository_server_starts_backups_on_every_node_as_it_reaches_them(repo):
+    settings, rendered = _multi(repo)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(rendered["h3"].files[f"postgres/{component.REPO_CONFIG_NAME}"].decode())
+    common, stanza = parser["global"], parser["shipyard-multi"]
+    assert (common["tls-server-port"], common["tls-server-auth"]) == (str(pgbackrest.REPO_PORT), "pgbackrest=shipyard-multi")
+    assert (common["repo1-path"], common["repo1-retention-full"]) == (pgbackrest.REPO_PATH, str(settings.postgres.backup_keep))
+    assert [(stanza[f"pg{n}-host"], stanza[f"pg{n}-host-port"], stanza[f"pg{n}-host-type"]) for n in (1, 2)] == [
+        ("postgres", "8433", "tls"), ("10.231.250.12", "8433", "tls")]
+    assert "pg3-host" not in stanza
+    assert all(stanza[f"pg{n}-path"] == component.PGDATA and stanza[f"pg{n}-user"] == settings.postgres.user
+               for n in (1, 2))
+
+
+def test_the_tls_bundle_names_every_server_as_dns_and_splits_into_three_files(repo, tmp_path):
+    """pgBackRest 2.45 checks a server's name against the certificate's DNS names and CN only:
+    the host addresses are DNS names too. The CN is the name every server authorises."""
+    from cryptography import x509
+
+    from shipyard import tls
+    from shipyard.components.postgres import certificates
+    from shipyard.render import render_secret_file
+
+    settings, _ = _multi(repo)
+    dns, addresses = certificates.names(settings)
+    assert dns[0] == pgbackrest.CLIENT_CN
+    assert {"pgbackrest-repo", "postgres", "postgres-replica-1", "10.231.250.13", "10.231.250.12"} <= set(dns)
+    ca = tls.new_ca("test CA")
+    issued = tls.server_cert(ca, dns, addresses)
+    bundle = (issued.key_pem + issued.cert_pem + ca.cert_pem).decode()
+    files = {}
+    for part in pgbackrest.TLS_FILES:
+        files[part] = render_secret_file(component.COMPONENT, f"secrets/pgbackrest-{part}.pem.j2", pgbackrest.TLS,
+                                         bundle, {"pgbackrest_cert_of": certificates.cert_of,
+                                                  "pgbackrest_key_of": certificates.key_of,
+                                                  "pgbackrest_ca_of": certificates.ca_of}).decode()
+    assert files["key"].count("PRIVATE KEY-----") == 2 and "CERTIFICATE" not in files["key"]
+    cert = x509.load_pem_x509_certificate(files["cert"].encode())
+    assert files["cert"].count("BEGIN CERTIFICATE") == 1 and files["ca"].count("BEGIN CERTIFICATE") == 1
+    assert cert.subject.rfc4514_string() == f"CN={pgbackrest.CLIENT_CN}"
+    assert x509.load_pem_x509_certificate(files["ca"].encode()).subject.rfc4514_string() == "CN=test CA"
+    assert cert.issuer == x509.load_pem_x509_certificate(files["ca"].encode()).subject

@@ -34,7 +34,7 @@ def test_unknown_key_names_file_key_path_and_fix(tmp_path):
     text = str(err.value)
     assert "inventories/t.py: SHIPYARD.ports.edge_htp" in text
     assert ("allowed keys here: alertmanager_http, api_direct, consul_http, edge_bind, edge_http, edge_https, elasticsearch_http, "
-            "etcd_client, grafana_http, host_prometheus_http, kibana_http, logstash_tcp, postgres, prometheus_http, redis") in text
+            "etcd_client, grafana_http, host_prometheus_http, kibana_http, logstash_tcp, pgbackrest_repo, postgres, prometheus_http, redis") in text
     assert "no host was touched" in text
 
 

@@ -55,6 +55,8 @@ SUPERUSER_PGPASS = SecretFile("superuser_pgpass", "postgres_password", template=
                                rotation=Rotation())
 # How often a node's backup loop looks whether it leads and a backup is due.
 BACKUP_CHECK_S = 30
+# The repository server's pgBackRest configuration (templates/postgres/pgbackrest-repo.conf.j2).
+REPO_CONFIG_NAME = "pgbackrest-repo.conf"
 # The image every node runs (PostgreSQL + Patroni + pgBackRest), the setup job and restores too.
 NODE_IMAGE = "postgres-patroni"
 
@@ -68,6 +70,16 @@ _PATRONI_RELOAD = Rotation(apply=("bash", "-c", "kill -HUP 1"))
 _PATRONI_RELOADS = frozenset({"postgres_password", "replication_password", "patroni_api_password",
                               "patroni_etcd_password"})
 
+def _repository_served(settings) -> bool:
+    return pgbackrest.spans_hosts(settings)
+
+
+# pgBackRest's certificate, key and CA (one bundle, issued from the environment's pgBackRest CA)
+# for mutual TLS between the nodes and the repository's server: only once the nodes span hosts.
+_PGBACKREST_TLS = tuple(SecretFile(name, pgbackrest.TLS, template=f"secrets/pgbackrest-{part}.pem.j2",
+                                   when=_repository_served)
+                        for part, name in pgbackrest.TLS_FILES.items())
+
 _NODE_SECRETS = (
     SecretFile("postgres_password", "postgres_password",
                rotation=Rotation(apply=("bash", f"{CONF}/rotate.sh", "superuser", "postgres_password"))),
@@ -76,7 +88,8 @@ _NODE_SECRETS = (
     _PGPASS,
     SUPERUSER_PGPASS,
     *(SecretFile(s.target, s.secret, template=s.template,
-                 rotation=_PATRONI_RELOAD if s.secret in _PATRONI_RELOADS else None) for s in patroni.SECRETS))
+                 rotation=_PATRONI_RELOAD if s.secret in _PATRONI_RELOADS else None) for s in patroni.SECRETS),
+    *_PGBACKREST_TLS)
 # Patroni's REST API on the node says (files/postgres/patroni-health.py). A replica's first start
 # clones the leader: its failing probes count only after that long.
 _NODE_HEALTH = Health(("python3", f"{CONF}/patroni-health.py"), start_period_s=120)
@@ -87,6 +100,11 @@ _PORT_DOC = "host port PostgreSQL publishes on (replica N: this + N, published o
 # the nodes span hosts; a change through the API needs its credentials.
 _NODE_PORT = dict(container=5432, setting="postgres", default=5432, description=_PORT_DOC, peers_reach=True)
 _API_PEER_PORT = PeerPort(patroni.API_PORT, ("tcp",), "Patroni's REST API, for the nodes on other hosts")
+# Each node's own pgBackRest server (once the nodes span hosts): the repository's side starts the
+# backups through it.
+_PGBACKREST_PEER_PORT = PeerPort(pgbackrest.NODE_SERVER_PORT, ("tcp",),
+                                 "pgBackRest's server of the node, for backups from the repository's host")
+_NODE_PEER_PORTS = (_API_PEER_PORT, _PGBACKREST_PEER_PORT)
 # The exporters' password: the setup job sets it (as the superuser), the exporters read it at
 # start; a rotated one re-runs the job and then recreates them (they wait for it).
 _EXPORTER_SECRET = SecretFile("pg_exporter_password", "pg_exporter_password")
@@ -139,11 +157,14 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     settings = ctx.section("postgres")
     if inst.service.name.endswith("-exporter"):
         return _exporter_service(ctx, inst)
-    # The nodes that may lead (the setup job finds the primary among them, by service name): those
-    # on the repository's host, where the setup job runs too.
-    repository = repository_host(ctx.topology).name
-    env = {"PGDATA": PGDATA, "PG_NODES": " ".join(i.name for i in ctx.instances_of("postgres")
-                                                   if i.name in nodes(ctx) and i.host.name == repository)}
+    # The nodes (the setup job finds the primary among them) as the repository's host — where
+    # the setup job runs — reaches them: by service name there, at their host's address elsewhere.
+    repository = repository_host(ctx.topology)
+    env = {"PGDATA": PGDATA,
+           "PG_NODES": " ".join(n.name if n.host.name == repository.name else str(ctx.topology.address(n, repository))
+                                for n in _node_instances(ctx.topology))}
+    if inst.service.name == pgbackrest.REPO_SERVICE:
+        return _repository_server(ctx, env)
     if inst.service.name == "postgres-setup":
         env |= {"PG_SUPERUSER": settings.user, "PG_EXPORTER_ROLE": EXPORTER_ROLE}
         return {"environment": env, "command": ["bash", f"{CONF}/monitor-setup.sh"]}
@@ -168,17 +189,18 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{ctx.peer_advertised(inst) or inst.name}:{patroni.API_PORT}",
             "PATRONI_POSTGRESQL_CONNECT_ADDRESS": str(ctx.announced(inst)) if ctx.topology.peers_span_hosts(inst)
                                                   else f"{inst.name}:5432"}
-    on_repository_host = inst.host.name == repository_host(ctx.topology).name
-    if not on_repository_host:
-        # patroni-node.sh: Patroni's tag nofailover, and no restore_command (no repository here).
-        env |= {"PG_NOFAILOVER": "1"}
+    served = pgbackrest.spans_hosts(ctx.settings)
     # pgBackRest: the config every node reads (archive_command names only the stanza), the
-    # passfile, and the schedule of the backup loop patroni-node.sh starts beside Patroni.
+    # passfile, and the schedule of the backup loop patroni-node.sh starts beside Patroni. Once
+    # the repository is a server (the nodes span hosts), the node runs its own pgBackRest server
+    # too, and its loop only records the newest backup's time on the leader: the repository's
+    # side takes the backups.
     env |= {"PGBACKREST_CONFIG": f"{CONF}/{pgbackrest.CONFIG_NAME}", "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env),
             "PG_SUPERUSER_PASSFILE": f"/run/secrets/{SUPERUSER_PGPASS.target}",
             "PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s),
             "PG_BACKUP_FULL_INTERVAL_S": str(settings.backup_full_interval_s),
-            "PG_BACKUP_CHECK_S": str(BACKUP_CHECK_S)}
+            "PG_BACKUP_CHECK_S": str(BACKUP_CHECK_S),
+            **({"PG_BACKUP_REPOSITORY": "remote"} if served else {})}
     return {"environment": env, "mem_limit": f"{settings.memory_limit_mb}m",
             "command": ["bash", f"{CONF}/patroni-node.sh"],
             # Patroni stops PostgreSQL (fast shutdown) and gives up the leader lock on SIGTERM.
@@ -190,9 +212,23 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
             # (tests/e2e/test_patroni_drills.py saw two primaries). One second, one attempt.
             "dns_opt": ["timeout:1", "attempts:1"],
             # The repository: one volume, the same path in every node of its host (whichever leads
-            # writes it); a node on another host never leads, and mounts none.
+            # writes it); once the nodes span hosts, the volume of the repository's server.
             "volumes": [f"{_volume(inst)}:/var/lib/postgresql/data",
-                        *([f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"] if on_repository_host else [])]}
+                        *([] if served else [f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"])]}
+
+
+def _repository_server(ctx, env: dict[str, str]) -> dict[str, Any]:
+    """The repository's server (the nodes span hosts): pgbackrest-repo.sh (as root, then as
+    postgres) serves the volume over TLS and runs the backup schedule."""
+    settings = ctx.section("postgres")
+    return {"environment": {**env, "PGBACKREST_CONFIG": f"{CONF}/{REPO_CONFIG_NAME}",
+                            "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env), "PG_BACKUP_REPOSITORY": "server",
+                            "PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s),
+                            "PG_BACKUP_FULL_INTERVAL_S": str(settings.backup_full_interval_s),
+                            "PG_BACKUP_CHECK_S": str(BACKUP_CHECK_S)},
+            "command": ["bash", f"{CONF}/pgbackrest-repo.sh"], "mem_limit": "256m",
+            "stop_signal": "SIGTERM", "stop_grace_period": "30s",
+            "volumes": [f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"]}
 
 
 def repository_host(topo):
@@ -203,15 +239,40 @@ def repository_host(topo):
 
 def template_context(ctx) -> dict[str, Any]:
     # The role names are for the secret fragments (patroni.SECRETS), the rest for patroni.yml
-    # and pgbackrest.conf.
+    # and pgbackrest.conf; the PEM helpers for pgBackRest's TLS files (templates/secrets/).
+    from shipyard.components.postgres import certificates
+
     return {**patroni_config_vars(ctx), **pgbackrest_config_vars(ctx), "env": ctx.env, "postgres": ctx.section("postgres"),
-            **patroni.template_names()}
+            **patroni.template_names(), "pgbackrest_cert_of": certificates.cert_of,
+            "pgbackrest_key_of": certificates.key_of, "pgbackrest_ca_of": certificates.ca_of}
 
 
 def pgbackrest_config_vars(ctx) -> dict[str, Any]:
-    """The variables of pgbackrest.conf as a deploy runs it: in each node's container (the same
-    paths in every node and in the restore container)."""
-    return pgbackrest.config_vars(ctx.env, ctx.section("postgres"), data_dir=PGDATA, socket_dir=PATRONI_RUN, port=5432)
+    """The variables of pgbackrest.conf (and pgbackrest-repo.conf) as a deploy runs it: in each
+    node's container (the same paths in every node and in the restore container). Once the nodes
+    span hosts, where this host reaches the repository's server, and where the repository's host
+    reaches each node's."""
+    remote = None
+    if pgbackrest.spans_hosts(ctx.settings):
+        repo = ctx.topology.instances_of("postgres", pgbackrest.REPO_SERVICE)[0]
+        at = ctx.address(repo)
+        remote = pgbackrest.remote_vars(repo=(at.host, at.port),
+                                        nodes=tuple(_node_server(ctx.topology, node, repo.host)
+                                                    for node in _node_instances(ctx.topology)))
+    return pgbackrest.config_vars(ctx.env, ctx.section("postgres"), data_dir=PGDATA, socket_dir=PATRONI_RUN, port=5432,
+                                  remote=remote)
+
+
+def _node_instances(topo):
+    return topo.instances_of("postgres", "postgres") + topo.instances_of("postgres", "postgres-replica")
+
+
+def _node_server(topo, node, from_host) -> tuple[str, int]:
+    """Where ``from_host`` reaches a node's own pgBackRest server: its service name on the same
+    host, its host's address (the peer port, published once the nodes span hosts) from another."""
+    if node.host.name == from_host.name:
+        return node.name, pgbackrest.NODE_SERVER_PORT
+    return node.host.address, pgbackrest.NODE_SERVER_PORT
 
 
 def patroni_config_vars(ctx, node: str | None = None) -> dict[str, Any]:
@@ -246,6 +307,12 @@ def _checks():
     return checks
 
 
+def _issue_pgbackrest_tls(repo: Path, env: str, environ: dict[str, str] | None) -> str:
+    from shipyard.components.postgres import certificates
+
+    return certificates.issue_bundle(repo, env, environ)
+
+
 def _describe(settings, containers):
     from shipyard.components.postgres.status import describe
 
@@ -271,14 +338,24 @@ COMPONENT = Component(
                   local="shipyard/postgres-exporter:0.11", local_context="shipyard/components/postgres/exporter-image")),
     config_dirs=(ConfigDir("postgres", CONF), ConfigDir("postgres-exporter", EXPORTER_CONF)),
     services=(
+        # pgBackRest's repository as a TLS server, on the repository's host, once the nodes span
+        # hosts (pgbackrest.py): every node archives into it and it takes the backups. Its port on
+        # its host's private address (the nodes of every data host reach it); nothing else.
+        Service(pgbackrest.REPO_SERVICE, "data", "data", NODE_IMAGE, UID, secrets=_PGBACKREST_TLS, config_dir="postgres",
+                port=Port(container=pgbackrest.REPO_PORT, setting="pgbackrest_repo", default=pgbackrest.REPO_PORT,
+                          description="host port of pgBackRest's repository server (on the data hosts' private "
+                                      "network; only once the PostgreSQL nodes span hosts)", publish="hosts"),
+                serves_clients=False, placement="once", scale=lambda s: 1 if _repository_served(s) else 0, uses=(),
+                health=Health(("pgbackrest", f"--config={CONF}/{REPO_CONFIG_NAME}", "server-ping", "127.0.0.1"))),
         # The first node. Patroni decides which node leads: any of them may (the name stays).
         Service("postgres", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
-                port=Port(**_NODE_PORT), peer_ports=(_API_PEER_PORT,), health=_NODE_HEALTH, placement="once"),
+                port=Port(**_NODE_PORT), peer_ports=_NODE_PEER_PORTS, health=_NODE_HEALTH, placement="once",
+                waits=(Wait(pgbackrest.REPO_SERVICE),)),
         # The other nodes, replicas at first (Patroni clones them from the leader, one slot each).
         # They only wait for `postgres` to start: after a failover `postgres` is a replica itself,
         # healthy only once the new leader (one of these) runs — waiting for healthy would deadlock.
         Service("postgres-replica", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
-                port=Port(**_NODE_PORT, publish="remote"), peer_ports=(_API_PEER_PORT,), health=_NODE_HEALTH,
+                port=Port(**_NODE_PORT, publish="remote"), peer_ports=_NODE_PEER_PORTS, health=_NODE_HEALTH,
                 instances=lambda s: s.postgres.replicas, placement="spread", spread_from=_REPLICAS_FROM,
                 consumers_wait=None,
                 waits=(Wait("postgres", "service_started"),)),
@@ -301,4 +378,7 @@ COMPONENT = Component(
     live_setup=LiveSetup(reconcile, ahead=reconcile_ahead),
     live_plan=plan_config,
     config_hash_part=_config_hash_part,
+    # pgBackRest's CA and the bundle it issues (certificates.py): used once the nodes span hosts.
+    held_secrets=(pgbackrest.CA_CERT, pgbackrest.CA_KEY),
+    issued_secrets={pgbackrest.TLS: _issue_pgbackrest_tls},
 )

@@ -47,10 +47,51 @@ def restore_command(env: str) -> str:
 
 
 def config_vars(env: str, settings, *, data_dir: str, socket_dir: str, port: int, repo_path: str = REPO_PATH,
-                lock_path: str | None = None) -> dict[str, Any]:
-    """The variables of templates/postgres/pgbackrest.conf.j2. ``settings``: the ``postgres``
-    section. Paths and the port are arguments so tests/patroni renders it for nodes on loopback."""
+                lock_path: str | None = None, remote: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The variables of templates/postgres/pgbackrest.conf.j2 (and pgbackrest-repo.conf.j2).
+    ``settings``: the ``postgres`` section. Paths and the port are arguments so tests/patroni
+    renders it for nodes on loopback; ``remote``: remote_vars, once the repository is a server."""
     return {"env": env, "pgbackrest": {
         "stanza": stanza(env), "repo_path": repo_path, "data_dir": data_dir, "socket_dir": socket_dir, "port": port,
         "superuser": settings.user, "retention_full": settings.backup_keep, "process_max": settings.backup_processes,
-        "compress_type": COMPRESS_TYPE, "archive_timeout_s": ARCHIVE_TIMEOUT_S, "lock_path": lock_path}}
+        "compress_type": COMPRESS_TYPE, "archive_timeout_s": ARCHIVE_TIMEOUT_S, "lock_path": lock_path,
+        **(remote or {"tls": None})}}
+
+
+# --- a repository server, once the nodes span hosts ----------------------------------------------
+# A volume is one host's: once the nodes span hosts the repository is served by pgBackRest's own
+# TLS server (`pgbackrest server`, 2.37+) in the service REPO_SERVICE on the repository's host,
+# and every node reaches it over mutual TLS (repo1-host-type=tls). Backups are started from that
+# side (pgBackRest refuses a backup on a node whose repository is remote): it reaches each node's
+# own `pgbackrest server` and finds the primary itself, so a failover changes nothing there either.
+REPO_SERVICE = "pgbackrest-repo"
+REPO_PORT = 8432  # the repository's server (published on its host's private address)
+NODE_SERVER_PORT = 8433  # each node's server (a peer port: published once the nodes span hosts)
+# The certificate every party presents, and the name pgBackRest authorises per stanza
+# (tls-server-auth=<CN>=<stanza>): one identity for the nodes and the repository, which hold the
+# same secrets anyway (any node may lead; the superuser's password is on every one).
+CLIENT_CN = "pgbackrest"
+CA_CERT, CA_KEY = "pgbackrest_ca_cert", "pgbackrest_ca_key"
+TLS = "pgbackrest_tls"
+TLS_FILES = {"cert": "pgbackrest.crt", "key": "pgbackrest.key", "ca": "pgbackrest-ca.crt"}
+# A standby's restore_command with the repository away fails after 2 x io-timeout (pgBackRest's
+# default 60 s: two minutes of a replica not streaming); it streams meanwhile, so fail fast.
+ARCHIVE_GET_IO_TIMEOUT_S = 3
+
+
+def spans_hosts(settings) -> bool:
+    """Whether the nodes run on more than one host (``settings``: the environment's): the
+    replicas are placed from the data group's second host on, so any replica on a group of two
+    or more hosts is elsewhere than the first node."""
+    return settings.postgres.replicas > 0 and len(settings.hosts_with_role("data")) > 1
+
+
+def remote_vars(*, repo: tuple[str, int] | None = None, nodes: tuple[tuple[str, int], ...] = (),
+                tls_dir: str = "/run/secrets") -> dict[str, Any]:
+    """The TLS part of pgbackrest.conf: ``repo`` (host, port) the repository's server as a node
+    reaches it (a node's file); ``nodes`` each node's server as the repository reaches it (the
+    repository's file). Either way the file also makes its reader a server of its own."""
+    files = {part: f"{tls_dir}/{name}" for part, name in TLS_FILES.items()}
+    return {"tls": {"repo": repo, "nodes": nodes, "files": files, "client_cn": CLIENT_CN, "repo_port": REPO_PORT,
+                    "node_port": NODE_SERVER_PORT,
+                    "archive_get_io_timeout_s": ARCHIVE_GET_IO_TIMEOUT_S}}

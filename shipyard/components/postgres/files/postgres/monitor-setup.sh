@@ -6,16 +6,18 @@
 # - shipyard_monitor.base_backup: one row, the time the last backup completed, written by the
 #   leader's pgbackrest-node.py (as the superuser) and read by every node's exporter (it
 #   replicates), which is how "last base backup too old" becomes a metric.
-# Environment (set by the render): PG_NODES, PG_SUPERUSER, PG_EXPORTER_ROLE.
+# Environment (set by the render): PG_NODES (each node as this host reaches it: NAME, or ADDRESS:PORT
+# on another host), PG_SUPERUSER, PG_EXPORTER_ROLE.
 # Values reach psql through a file (\set with backticks) and its environment, never a command line.
 set -Eeuo pipefail
 read -r -a nodes <<<"${PG_NODES:?}"
 export PGPASSWORD
 PGPASSWORD=$(cat /run/secrets/postgres_password)
-as_superuser() {  # as_superuser NODE [psql args]: SQL on stdin
-    local node=$1
+as_superuser() {  # as_superuser NODE[:PORT] [psql args]: SQL on stdin
+    local node=${1%:*} port=5432
+    [ "$node" = "$1" ] || port=${1##*:}
     shift
-    psql "host=$node port=5432 user=$PG_SUPERUSER dbname=postgres connect_timeout=2" -XAtq -v ON_ERROR_STOP=1 "$@"
+    psql "host=$node port=$port user=$PG_SUPERUSER dbname=postgres connect_timeout=2" -XAtq -v ON_ERROR_STOP=1 "$@"
 }
 # The primary, once Patroni finished bootstrapping it: Patroni makes the replication role after
 # its post_bootstrap script, while PostgreSQL already takes connections (and the node may

@@ -22,22 +22,22 @@ for fragment in /run/secrets/patroni-*.yml; do
     found=$((found + 1))
 done
 [ "$found" -gt 0 ] || { echo "patroni-node: no /run/secrets/patroni-*.yml: the deploy delivers them (make up ENV=..)" >&2; exit 1; }
-# A node off the repository's host (PG_NOFAILOVER, set by the render): Patroni never promotes it
-# (a leader there would archive into no repository), and it fetches no WAL from an archive it
-# has not got — it streams, and a replica cut off too long is re-cloned (make pg-rebuild).
-# Written afresh at every start, so a node moved back to the repository's host loses it.
-tags="$config/zz-node-role.yml"
-rm -f "$tags"
-if [ "${PG_NOFAILOVER:-}" = 1 ]; then
-    printf '%s\n' 'tags:' '  nofailover: true' 'postgresql:' '  recovery_conf:' '    restore_command: /bin/false' >"$tags"
-    chown postgres: "$tags"
-fi
+# Left by an earlier version (a node that never led, off the repository's host): gone, as every
+# node may lead now that the repository is reached by all of them.
+rm -f "$config/zz-node-role.yml"
 export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
 # pgBackRest's repository (the volume every node mounts): postgres's, like the data.
 repo=/var/lib/pgbackrest
 [ -d "$repo" ] && find "$repo" -maxdepth 0 \! -user postgres -exec chown postgres: '{}' +
 # The scheduled backups: the same loop in every node, acting only while its node leads (it asks
-# Patroni), so they follow a failover. It outlives nothing: Patroni (PID 1) reaps it and the
-# container's end stops it.
+# Patroni), so they follow a failover. Once the repository is a server of its own
+# (PG_BACKUP_REPOSITORY=remote: the nodes span hosts) the backups are started from there, and
+# the leader's loop only records the newest one's time; this node then serves pgBackRest too,
+# for those backups (its TLS server reaches PostgreSQL over the socket, as the superuser).
+# Neither outlives the node: Patroni (PID 1) reaps them and the container's end stops them.
 setpriv --reuid=postgres --regid=postgres --init-groups python3 "$conf/pgbackrest-node.py" schedule &
+if [ "${PG_BACKUP_REPOSITORY:-}" = remote ]; then
+    PGPASSFILE="${PG_SUPERUSER_PASSFILE:?}" setpriv --reuid=postgres --regid=postgres --init-groups \
+        pgbackrest "--config=${PGBACKREST_CONFIG:?}" server &
+fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups patroni "$config"

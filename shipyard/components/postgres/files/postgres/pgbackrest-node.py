@@ -44,7 +44,12 @@ import time
 import urllib.error
 import urllib.request
 
-NODE = os.environ.get("PATRONI_NAME", "this node")
+# Where the repository is: "local" (a volume every node mounts: the leader's loop backs up),
+# "remote" (a node once the nodes span hosts: the repository's server takes the backups; the
+# leader's loop records the newest one's time), "server" (that server: it backs up, pgBackRest
+# finding the primary through the nodes' own servers).
+REPOSITORY = os.environ.get("PG_BACKUP_REPOSITORY", "local")
+NODE = os.environ.get("PATRONI_NAME") or ("the repository's server" if REPOSITORY == "server" else "this node")
 API = os.environ.get("PATRONI_API", "http://127.0.0.1:8008")
 TYPES = ("full", "diff", "incr")
 
@@ -140,7 +145,11 @@ def record_backup_time(finished: float) -> None:
 
 
 def backup(kind: str | None) -> str:
-    require_leader("a backup")
+    if REPOSITORY == "remote":
+        raise Refused(f"{NODE}: the repository is a server of its own (the nodes span hosts): backups run "
+                      "there, in the container pgbackrest-repo (docs/data-tier.md)")
+    if REPOSITORY == "local":
+        require_leader("a backup")
     ensure_stanza()
     if kind is None:
         kind = "incr" if backups() else "full"
@@ -150,7 +159,8 @@ def backup(kind: str | None) -> str:
     pgbackrest("backup", f"--type={kind}")
     took = time.monotonic() - started
     newest = backups()[-1]
-    record_backup_time(newest["timestamp"]["stop"])
+    if REPOSITORY == "local":  # the server has no PostgreSQL: the leader's loop records it
+        record_backup_time(newest["timestamp"]["stop"])
     fulls = sum(1 for b in backups() if b["type"] == "full")
     size = newest.get("info", {}).get("repository", {}).get("delta", 0)
     return (f"backup {newest['label']} ({newest['type']}) of {NODE} complete in {took:.1f} s "
@@ -159,14 +169,19 @@ def backup(kind: str | None) -> str:
 
 def tick(now: float | None = None) -> str | None:
     """One look of the schedule: the report of the backup it took, or None."""
-    if not is_leader()[0]:
+    if REPOSITORY != "server" and not is_leader()[0]:
+        return None
+    if REPOSITORY == "remote":
+        taken = backups()
+        if taken:
+            record_backup_time(taken[-1]["timestamp"]["stop"])
         return None
     now = time.time() if now is None else now
     interval = int(_env("PG_BACKUP_INTERVAL_S"))
     full_interval = int(_env("PG_BACKUP_FULL_INTERVAL_S"))
     ensure_stanza()
     taken = backups()
-    if taken:
+    if taken and REPOSITORY == "local":
         record_backup_time(taken[-1]["timestamp"]["stop"])
     if taken and now - taken[-1]["timestamp"]["stop"] < interval:
         return None
