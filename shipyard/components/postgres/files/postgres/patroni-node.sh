@@ -22,9 +22,18 @@ for fragment in /run/secrets/patroni-*.yml; do
     found=$((found + 1))
 done
 [ "$found" -gt 0 ] || { echo "patroni-node: no /run/secrets/patroni-*.yml: the deploy delivers them (make up ENV=..)" >&2; exit 1; }
-# Left by an earlier version (a node that never led, off the repository's host): gone, as every
-# node may lead now that the repository is reached by all of them.
-rm -f "$config/zz-node-role.yml"
+# Only the first node (`postgres`) makes the cluster: another with no data yet joins it by a
+# clone, however the starts race (compose starts the replicas after it on one host, but across
+# hosts they start in one rollout step). Patroni lets no `nofailover` node initialise a cluster:
+# the tag holds until this node is a healthy replica, then goes, and Patroni re-reads its
+# configuration (SIGHUP) — from then on it is a failover candidate like every node.
+tags="$config/zz-node-role.yml"
+rm -f "$tags"
+if [ "${PATRONI_NAME:?}" != postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+    printf '%s\n' 'tags:' '  nofailover: true' >"$tags"
+    chown postgres: "$tags"
+    (until python3 "$conf/patroni-health.py" >/dev/null 2>&1; do sleep 2; done; rm -f "$tags"; kill -HUP 1) &
+fi
 export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
 # pgBackRest's repository (the volume every node mounts): postgres's, like the data.
 repo=/var/lib/pgbackrest

@@ -109,6 +109,15 @@ def backups() -> list[dict]:
     return list(info[0].get("backup", [])) if info else []
 
 
+def stanza_exists() -> bool:
+    """Whether the repository holds the stanza (its info, read from the repository alone). The
+    repository's server makes it only when missing: stanza-create reaches every node and holds
+    the archive's lock meanwhile — each look of the schedule doing so held up the new primary's
+    archive-push while an unreachable node was being waited for."""
+    info = json.loads(pgbackrest("info", "--output=json").stdout or "[]")
+    return bool(info) and info[0].get("status", {}).get("code") != 1  # 1: missing stanza path
+
+
 # pgBackRest's LockAcquireError: another pgbackrest holds the stanza's lock.
 LOCK_HELD = 50
 
@@ -150,7 +159,8 @@ def backup(kind: str | None) -> str:
                       "there, in the container pgbackrest-repo (docs/data-tier.md)")
     if REPOSITORY == "local":
         require_leader("a backup")
-    ensure_stanza()
+    if REPOSITORY == "local" or not stanza_exists():
+        ensure_stanza()
     if kind is None:
         kind = "incr" if backups() else "full"
     if kind not in TYPES:
@@ -179,7 +189,8 @@ def tick(now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     interval = int(_env("PG_BACKUP_INTERVAL_S"))
     full_interval = int(_env("PG_BACKUP_FULL_INTERVAL_S"))
-    ensure_stanza()
+    if REPOSITORY == "local" or not stanza_exists():
+        ensure_stanza()
     taken = backups()
     if taken and REPOSITORY == "local":
         record_backup_time(taken[-1]["timestamp"]["stop"])
