@@ -77,6 +77,9 @@ TLS_FILES = {"cert": "pgbackrest.crt", "key": "pgbackrest.key", "ca": "pgbackres
 # A standby's restore_command with the repository away fails after 2 x io-timeout (pgBackRest's
 # default 60 s: two minutes of a replica not streaming); it streams meanwhile, so fail fast.
 ARCHIVE_GET_IO_TIMEOUT_S = 3
+# The repository's side: how long it tries to reach a node's server (io-timeout: the connect
+# timeout of a TLS remote), so a backup while a node is down costs seconds, not minutes.
+NODE_CONNECT_TIMEOUT_S = 5
 
 
 def spans_hosts(settings) -> bool:
@@ -94,4 +97,4 @@ def remote_vars(*, repo: tuple[str, int] | None = None, nodes: tuple[tuple[str, 
     files = {part: f"{tls_dir}/{name}" for part, name in TLS_FILES.items()}
     return {"tls": {"repo": repo, "nodes": nodes, "files": files, "client_cn": CLIENT_CN, "repo_port": REPO_PORT,
                     "node_port": NODE_SERVER_PORT,
-                    "archive_get_io_timeout_s": ARCHIVE_GET_IO_TIMEOUT_S}}
+                    "archive_get_io_timeout_s": ARCHIVE_GET_IO_TIMEOUT_S, "connect_timeout_s": NODE_CONNECT_TIMEOUT_S}}
