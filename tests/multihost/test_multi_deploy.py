@@ -155,17 +155,37 @@ def _h2s_wal_receiver(settings) -> str:
     return (result.output or b"").decode(errors="replace").strip()
 
 
-def test_h2s_postgresql_replica_streams_from_h3_across_hosts_and_is_never_promoted(hosts, settings, cold):
-    """The data group lists h3 then h2: PostgreSQL's first node and the backup repository on h3,
-    a replica on h2 streaming from h3's address (the port h3 publishes there), tagged so that
-    Patroni never promotes it, with no repository volume of its own."""
+def test_h2s_postgresql_replica_streams_from_h3_across_hosts_and_may_take_over(hosts, settings, cold):
+    """The data group lists h3 then h2: PostgreSQL's first node and pgBackRest's repository server
+    on h3, a replica on h2 streaming from h3's address (the port h3 publishes there), a failover
+    candidate like the first: no repository volume on h2, the nodes reach the server over TLS."""
     h2, h3 = settings.host("h2"), settings.host("h3")
     assert _h2s_wal_receiver(settings) == f"streaming|{h3.address}|5432"
-    view = HostView(settings, h2)
-    assert not [v.name for v in view.docker.volumes.list() if "pgbackrest" in v.name]
+    assert not [v.name for v in HostView(settings, h2).docker.volumes.list() if "pgbackrest" in v.name]
+    assert _running(settings, h3, "pgbackrest-repo") and not _running(settings, h2, "pgbackrest-repo")
+    cluster = _patroni(h2, "/cluster")
+    assert {m["name"]: bool((m.get("tags") or {}).get("nofailover")) for m in cluster["members"]} == {
+        "postgres": False, "postgres-replica-1": False}, cluster
     status = _shipyard("status", "--env", "multi")
-    assert re.search(r"postgres-replica-1 .*Patroni replica of postgres, .*never promoted \(nofailover\)",
-                     status.stdout), status.stdout[-3000:]
+    assert re.search(r"postgres-replica-1 .*Patroni replica of postgres", status.stdout), status.stdout[-3000:]
+    assert "nofailover" not in status.stdout
+
+
+def _patroni(host, path: str) -> dict:
+    """Patroni's REST API of the node on ``host`` (reads need no credentials), from this machine."""
+    import requests
+
+    return requests.get(f"http://{host.address}:8008{path}", timeout=3).json()
+
+
+def _role(host) -> tuple[str, int | None]:
+    """(role, timeline) of the node on ``host`` as its Patroni says; ("?", None) when it does not answer."""
+    try:
+        state = _patroni(host, "/patroni")
+    except (OSError, ValueError):
+        return "?", None
+    role = {"master": "primary"}.get(state.get("role"), state.get("role", "?"))  # Patroni 3.0 says master
+    return role, state.get("timeline")
 
 
 def test_make_verify_passes_on_every_host_over_ssh(hosts, settings, cold):
@@ -371,6 +391,57 @@ def test_with_h2_unreachable_a_deploy_limited_to_h1_and_h3_repairs_them_and_leav
     assert (last.command, last.result, last.options.get("limit")) == ("up", "ok", "h1,h3")
     raw = HostView(settings, h2).read_path(audit.audit_log_path(settings.deploy_root, settings.name)) or b""
     assert last.id.encode() not in raw  # not recorded where nothing was done
+
+
+def test_h3s_postgresql_leader_cut_off_h2_takes_over_archives_and_is_backed_up_and_h3_rejoins(hosts, settings, cold):
+    """Failover to another host: h3's node (the leader) cut off from its network under load
+    through the edge — from etcd, from h2 and from the repository's server beside it. h2's node
+    takes over, its WAL on the new timeline reaches the repository on h3 (`pgbackrest check` on
+    it: a segment switched and archived), a backup started on the repository's side finds h2's
+    node as the primary while h3's is still away, and every task accepted is processed.
+    Reconnected, h3's node rejoins as a replica of h2's on that timeline."""
+    from tests.drill_traffic import SteadyLoad, api_client, wait_all_processed
+    from tests.waiting import wait_for
+
+    h2, h3 = settings.host("h2"), settings.host("h3")
+    wait_for("h3's node leading and h2's streaming before the drill",
+             lambda: _role(h3)[0] == "primary" and _h2s_wal_receiver(settings).startswith("streaming|"), 120)
+    timeline = _role(h3)[1]
+    control = HostControl(settings, h3)
+    node = control.container_of("postgres")
+    network = f"{settings.compose_project}_default"
+    endpoint = node.attrs["NetworkSettings"]["Networks"][network]
+    client = api_client(settings, tenant="multi-pg-failover")
+    with SteadyLoad(client) as load:
+        _answers_after(load, 0, count=20)
+        control.docker.networks.get(network).disconnect(node)
+        cut = time.monotonic()
+        try:
+            wait_for("h2's node leading", lambda: _role(h2)[0] == "primary", settings.postgres.patroni.ttl_s + 40)
+            took_over = time.monotonic() - cut
+            wait_for("tasks accepted after the takeover", lambda: sum(
+                1 for t, status, _ in load.answers if t > cut + took_over and status == 202) >= 10, 60)
+            new_timeline = _role(h2)[1]
+            assert new_timeline and new_timeline > timeline, (timeline, new_timeline)
+            code, out, err = HostControl(settings, h2).run(
+                HostView(settings, h2).container_of("postgres-replica-1"),
+                ["env", "PGPASSFILE=/run/secrets/superuser_pgpass", "pgbackrest", "--stanza=shipyard-multi", "check"],
+                user="postgres")
+            assert code == 0 and f"WAL segment {new_timeline:08X}" in out + err, out[-2000:] + err[-2000:]
+            started = time.monotonic()
+            code, out, err = control.run(control.container_of("pgbackrest-repo"),
+                                         ["python3", "/etc/postgresql/shipyard/pgbackrest-node.py", "backup"])
+            backup_s = time.monotonic() - started
+            assert code == 0 and "complete" in out, out[-2000:] + err[-2000:]
+        finally:
+            control.docker.networks.get(network).connect(node, ipv4_address=endpoint["IPAddress"],
+                                                         aliases=endpoint.get("Aliases") or [])
+    wait_for("h3's node back as a replica streaming from h2", lambda: _role(h3) == ("replica", new_timeline), 180)
+    counts = wait_all_processed(client, load.accepted, timeout=180)
+    print(f"\nmulti pg failover: h3's leader cut off -> h2's node leading after {took_over:.1f} s (timeline "
+          f"{timeline} -> {new_timeline}); backup from the repository's side {backup_s:.1f} s; accepted "
+          f"{counts['accepted']}, processed {counts['processed']}", flush=True)
+    assert counts["processed"] == counts["accepted"], counts
 
 
 def test_down_with_volumes_leaves_nothing_of_the_environment_on_any_host(hosts, settings, cold):

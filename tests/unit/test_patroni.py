@@ -335,7 +335,7 @@ def test_status_shows_patronis_view_of_each_node():
     assert "NO LEADER" in patroni_line("postgres", {"members": [cluster["members"][0]]})
     assert "not a member" in patroni_line("postgres-replica-3", cluster)
     tagged = {"members": [cluster["members"][1], {**cluster["members"][0], "tags": {"nofailover": True}}]}
-    assert patroni_line("postgres", tagged).endswith("lag 0 B, never promoted (nofailover)")
+    assert patroni_line("postgres", tagged).endswith("lag 0 B, joining: not a failover candidate yet (nofailover)")
 
 
 def test_pg_promote_and_pg_rebuild_refuse_a_node_the_environment_lacks_before_the_lock(repo):

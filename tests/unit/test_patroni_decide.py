@@ -29,15 +29,15 @@ def _choose(cluster, to=None, answers=True, force=False):
     return decide.choose_switchover("ci", cluster, to, answers, force, MB)
 
 
-def test_a_node_off_the_repositorys_host_is_never_the_candidate_and_naming_it_says_which_may_lead():
+def test_a_node_still_joining_is_never_the_candidate_and_naming_it_says_which_may_lead():
     cluster = _cluster(("postgres", "leader", "running", None), ("postgres-replica-1", "replica", "running", 0),
                        ("postgres-replica-2", "replica", "running", 16))
-    cluster["members"][1]["tags"] = {"nofailover": True}  # as Patroni reports a node on another data host
+    cluster["members"][1]["tags"] = {"nofailover": True}  # as Patroni reports a node still joining
     assert _choose(cluster).candidate == "postgres-replica-2"  # the least lag is passed over
     with pytest.raises(ShipyardError) as refused:
         _choose(cluster, "postgres-replica-1")
     text = str(refused.value)
-    assert "node postgres-replica-1" in text and "tagged nofailover" in text and "backup repository" in text
+    assert "node postgres-replica-1" in text and "tagged nofailover (still joining" in text
     assert "name a node that may lead (postgres-replica-2)" in text and "pg-rebuild" not in text
 
 

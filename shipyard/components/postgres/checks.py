@@ -189,12 +189,10 @@ def test_patronis_rest_api_is_published_only_for_nodes_on_other_hosts(target, pa
             assert not bound, f"{node} publishes Patroni's REST API: {bound}"
 
 
-def test_a_node_off_the_repositorys_host_is_never_promoted(target, patroni_cluster):
-    """Patroni's own tags, as the nodes report them: nofailover exactly on the nodes whose host
-    holds no backup repository (a leader there would archive into none)."""
-    from shipyard.components.postgres import repository_host
-
-    topo = topology.build(target.settings)
-    repository = repository_host(topo).name
-    tagged = {m["name"]: bool((m.get("tags") or {}).get("nofailover")) for m in patroni_cluster["members"]}
-    assert tagged == {node: topo.find(node).host.name != repository for node in postgres_nodes(target.settings)}
+def test_every_node_may_take_over(target, patroni_cluster):
+    """Patroni's own tags, as the nodes report them: no node tagged nofailover. Every node reaches
+    the one repository (a volume beside them, or its server once they span hosts), so any may
+    lead; a node wears the tag only while it joins with no data (files/postgres/patroni-node.sh),
+    which a deploy's health gates have waited past."""
+    tagged = sorted(m["name"] for m in patroni_cluster["members"] if (m.get("tags") or {}).get("nofailover"))
+    assert tagged == [], f"tagged nofailover (not failover candidates): {', '.join(tagged)}"

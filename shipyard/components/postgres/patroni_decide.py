@@ -61,7 +61,9 @@ def healthy_replica(member: dict, max_lag_bytes: int) -> str | None:
     return None
 
 
-_NOFAILOVER = "it is tagged nofailover"
+# A node that joins with no data yet, until its clone is done and it is a healthy replica
+# (files/postgres/patroni-node.sh): it may not initialise the cluster, nor take it over.
+_NOFAILOVER = "it is tagged nofailover (still joining: cloned and healthy, it may take over)"
 
 
 def too_far_behind(member: dict, max_lag_bytes: int) -> bool:
@@ -126,9 +128,7 @@ def choose_switchover(env: str, cluster: dict, to: str | None, leader_answers: b
     if to is not None:
         if why_not[to] == _NOFAILOVER:
             others = sorted(n for n, why in why_not.items() if why is None)
-            raise ShipyardError(f"{where}, node {to}", f"cannot take over: {why_not[to]} (it runs on another host than "
-                                "the backup repository's, where a leader would archive into no repository: "
-                                "docs/data-tier.md, \"multi-host\")",
+            raise ShipyardError(f"{where}, node {to}", f"cannot take over: {why_not[to]}",
                                 f"name a node that may lead ({', '.join(others) or 'none is healthy now'}), or leave "
                                 "TO out")
         if why_not[to]:

@@ -37,8 +37,8 @@ def patroni_line(name: str, cluster: dict) -> str:
         return f"Patroni leader, {me.get('state', '?')}, {timeline}, members: {', '.join(others) or 'none'}"
     lag = me.get("lag")
     lag_text = f"{lag} B" if isinstance(lag, int) else str(lag or "unknown")
-    # A node off the repository's host (docs/data-tier.md, "multi-host").
-    never = ", never promoted (nofailover)" if (me.get("tags") or {}).get("nofailover") else ""
+    # A node still joining (files/postgres/patroni-node.sh): no failover candidate until it has cloned.
+    never = ", joining: not a failover candidate yet (nofailover)" if (me.get("tags") or {}).get("nofailover") else ""
     return (f"Patroni {me.get('role', '?')} of {leader or 'NO LEADER'}, {me.get('state', '?')}, {timeline}, "
             f"lag {lag_text}{never}")
 
