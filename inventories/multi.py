@@ -4,16 +4,16 @@ bridge: `make test-hosts`), at fixed addresses so that this file and its render 
 
 - h1 (10.231.250.11): the edge, the task platform, the image registry;
 - h2 (10.231.250.12): the task platform, Redis's master as first deployed, a PostgreSQL replica
-  (streaming from h3 across hosts; never promoted: the backup repository is h3's);
-- h3 (10.231.250.13): PostgreSQL's first node and its backup repository, a Redis replica,
-  metrics and logs;
+  (streaming from h3 across hosts; it takes over when h3's node fails);
+- h3 (10.231.250.13): PostgreSQL's first node and its backup repository (served to both nodes
+  over TLS), a Redis replica, metrics and logs;
 - all three: Consul's, etcd's and Vault's servers (a raft quorum across hosts), a Redis Sentinel
   each (a majority of them outlives any one host: losing h2 fails Redis over to h3's replica).
 
 A group's hosts are taken in the order the group lists them: the `cache` group's first is h2
 (Redis's first master), the `data` group's h3 (PostgreSQL's first node, its replicas from
-the group's next host on). PostgreSQL's backup repository is a volume of h3: a node elsewhere is
-never promoted (docs/data-tier.md, "multi-host").
+the group's next host on). PostgreSQL's backup repository is a volume of h3, served by
+pgBackRest's TLS server to every node (docs/data-tier.md, "Across hosts").
 
 SSH: by the key the test hosts make for their run, each host's key checked against the known
 hosts file they write (both in ``/tmp/shipyard-testhosts``, tests/testhosts.ACCESS_DIR); h1 and

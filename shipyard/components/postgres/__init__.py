@@ -12,11 +12,11 @@ credentials of ``patroni-restapi.yml``). pgBackRest archives the WAL and takes t
 (pgbackrest.py). Which node leads changes at run time (a failover, `make pg-promote`): the
 service names stay, so the API and workers' host list does. docs/data-tier.md.
 
-Several data hosts: ``postgres`` on the first (it holds the repository volume), the replicas
-round-robin from the second on. Once the nodes span hosts each announces its host's address
-and published ports (PostgreSQL's for streaming, the REST API's for its peers) and a node off
-the repository's host is a standby that Patroni never promotes (tag ``nofailover``): a leader
-there would archive into a repository no restore reads. docs/data-tier.md, "multi-host".
+Several data hosts: ``postgres`` on the first, the replicas round-robin from the second on. Once
+the nodes span hosts each announces its host's address and published ports (PostgreSQL's for
+streaming, the REST API's and its own pgBackRest server's for its peers), and the repository
+volume is served from the first host by ``pgbackrest-repo`` (pgBackRest's TLS server) to every
+node: any node may lead, on any host. docs/data-tier.md, "Across hosts".
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 Pure: what ``pgbackrest.conf`` holds, the stanza's name and the archive and restore commands
 Patroni puts in PostgreSQL's configuration. docs/data-tier.md, "Backups with pgBackRest".
 
-One repository (repo1), a directory on the volume ``pgbackrest`` that every PostgreSQL node of
-the host mounts at the same path: whichever node leads archives its WAL into it
+One repository (repo1), a directory on the volume ``pgbackrest``. On one host every PostgreSQL
+node mounts it at the same path: whichever node leads archives its WAL into it
 (``archive_command``) and takes the backups (``files/postgres/pgbackrest-node.py``), so a
 failover changes nothing for the repository — one stanza, one archive, the timelines side by
-side. Several hosts would need a repository every node reaches: a repo host (pgBackRest's TLS
-server) or an object store (repo1-type=s3/gcs/azure), not a local volume.
+side. Once the nodes span hosts the volume is served by a repository server (below) that every
+node reaches over mutual TLS, and the backups start from there.
 """
 
 from __future__ import annotations
