@@ -2,7 +2,10 @@
 Patroni, from Patroni's own REST API on the node (loopback, reads need
 no credentials). Healthy: PostgreSQL runs (/health) and the node is ready (/readiness: the
 leader, or a running node of a cluster that has one); a replica besides within
-$PG_REPLICA_MAX_LAG_BYTES of the leader (/replica?lag=). The container health check runs it."""
+$PG_REPLICA_MAX_LAG_BYTES of the leader (/replica?lag=), and no longer tagged nofailover (a node
+joining with no data wears the tag until it is a healthy replica: patroni-node.sh, which asks
+with --joining, where the tag does not count, to know when to drop it). So a node is healthy —
+and a rollout's gate passes — only once it may take over. The container health check runs it."""
 
 import json
 import os
@@ -36,6 +39,9 @@ def main() -> int:
     role, pg_state = state.get("role", "?"), state.get("state", "?")
     if get("/health")[0] != 200:
         print(f"{node}: PostgreSQL is not running under Patroni (state {pg_state}, role {role})")
+        return 1
+    if "--joining" not in sys.argv[1:] and (state.get("tags") or {}).get("nofailover"):
+        print(f"{node}: joining (tagged nofailover until it is a healthy replica; patroni-node.sh drops the tag)")
         return 1
     if get("/readiness")[0] != 200:
         print(f"{node}: not ready (state {pg_state}, role {role}; no leader in etcd?)")

@@ -26,13 +26,16 @@ done
 # clone, however the starts race (compose starts the replicas after it on one host, but across
 # hosts they start in one rollout step). Patroni lets no `nofailover` node initialise a cluster:
 # the tag holds until this node is a healthy replica, then goes, and Patroni re-reads its
-# configuration (SIGHUP) — from then on it is a failover candidate like every node.
+# configuration (SIGHUP) — from then on it is a failover candidate like every node (and its
+# container healthy: patroni-health.py counts the tag).
 tags="$config/zz-node-role.yml"
 rm -f "$tags"
 if [ "${PATRONI_NAME:?}" != postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     printf '%s\n' 'tags:' '  nofailover: true' >"$tags"
     chown postgres: "$tags"
-    (until python3 "$conf/patroni-health.py" >/dev/null 2>&1; do sleep 2; done; rm -f "$tags"; kill -HUP 1) &
+    (until python3 "$conf/patroni-health.py" --joining >/dev/null 2>&1; do sleep 2; done
+     rm -f "$tags"
+     kill -HUP 1) &
 fi
 export HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres
 # pgBackRest's repository (the volume every node mounts): postgres's, like the data.
