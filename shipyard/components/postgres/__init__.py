@@ -70,14 +70,12 @@ _PATRONI_RELOAD = Rotation(apply=("bash", "-c", "kill -HUP 1"))
 _PATRONI_RELOADS = frozenset({"postgres_password", "replication_password", "patroni_api_password",
                               "patroni_etcd_password"})
 
-def _repository_served(settings) -> bool:
-    return pgbackrest.spans_hosts(settings)
 
 
 # pgBackRest's certificate, key and CA (one bundle, issued from the environment's pgBackRest CA)
 # for mutual TLS between the nodes and the repository's server: only once the nodes span hosts.
 _PGBACKREST_TLS = tuple(SecretFile(name, pgbackrest.TLS, template=f"secrets/pgbackrest-{part}.pem.j2",
-                                   when=_repository_served)
+                                   when=pgbackrest.spans_hosts)
                         for part, name in pgbackrest.TLS_FILES.items())
 
 _NODE_SECRETS = (
@@ -130,7 +128,7 @@ def slot_name(node: str) -> str:
 
 def nodes(ctx) -> tuple[str, ...]:
     """Every PostgreSQL server: ``postgres`` (the first primary) and its replicas."""
-    return ctx.instance_names("postgres", "postgres") + ctx.instance_names("postgres", "postgres-replica")
+    return tuple(i.name for i in _node_instances(ctx.topology))
 
 
 def watched_node(inst) -> str:
@@ -157,14 +155,14 @@ def compose_service(ctx, inst) -> dict[str, Any]:
     settings = ctx.section("postgres")
     if inst.service.name.endswith("-exporter"):
         return _exporter_service(ctx, inst)
+    if inst.service.name == pgbackrest.REPO_SERVICE:
+        return _repository_server(ctx)
     # The nodes (the setup job finds the primary among them) as the repository's host — where
     # the setup job runs — reaches them: by service name there, at their host's address elsewhere.
     repository = repository_host(ctx.topology)
     env = {"PGDATA": PGDATA,
            "PG_NODES": " ".join(n.name if n.host.name == repository.name else str(ctx.topology.address(n, repository))
                                 for n in _node_instances(ctx.topology))}
-    if inst.service.name == pgbackrest.REPO_SERVICE:
-        return _repository_server(ctx, env)
     if inst.service.name == "postgres-setup":
         env |= {"PG_SUPERUSER": settings.user, "PG_EXPORTER_ROLE": EXPORTER_ROLE}
         return {"environment": env, "command": ["bash", f"{CONF}/monitor-setup.sh"]}
@@ -217,11 +215,11 @@ def _patroni_node(ctx, inst, env: dict[str, str]) -> dict[str, Any]:
                         *([] if served else [f"{pgbackrest.VOLUME}:{pgbackrest.REPO_PATH}"])]}
 
 
-def _repository_server(ctx, env: dict[str, str]) -> dict[str, Any]:
+def _repository_server(ctx) -> dict[str, Any]:
     """The repository's server (the nodes span hosts): pgbackrest-repo.sh (as root, then as
     postgres) serves the volume over TLS and runs the backup schedule."""
     settings = ctx.section("postgres")
-    return {"environment": {**env, "PGBACKREST_CONFIG": f"{CONF}/{REPO_CONFIG_NAME}",
+    return {"environment": {"PGBACKREST_CONFIG": f"{CONF}/{REPO_CONFIG_NAME}",
                             "PGBACKREST_STANZA": pgbackrest.stanza(ctx.env), "PG_BACKUP_REPOSITORY": "server",
                             "PG_BACKUP_INTERVAL_S": str(settings.backup_interval_s),
                             "PG_BACKUP_FULL_INTERVAL_S": str(settings.backup_full_interval_s),
@@ -349,7 +347,7 @@ COMPONENT = Component(
                 port=Port(container=pgbackrest.REPO_PORT, setting="pgbackrest_repo", default=pgbackrest.REPO_PORT,
                           description="host port of pgBackRest's repository server (on the data hosts' private "
                                       "network; only once the PostgreSQL nodes span hosts)", publish="hosts"),
-                serves_clients=False, placement="once", scale=lambda s: 1 if _repository_served(s) else 0, uses=(),
+                serves_clients=False, placement="once", scale=lambda s: 1 if pgbackrest.spans_hosts(s) else 0, uses=(),
                 health=Health(("pgbackrest", f"--config={CONF}/{REPO_CONFIG_NAME}", "server-ping", "127.0.0.1"))),
         # The first node. Patroni decides which node leads: any of them may (the name stays).
         Service("postgres", "data", "data", NODE_IMAGE, UID, secrets=_NODE_SECRETS, config_dir="postgres",
