@@ -187,3 +187,47 @@ def test_the_tls_bundle_names_every_server_as_dns_and_splits_into_three_files(re
     assert cert.subject.rfc4514_string() == f"CN={pgbackrest.CLIENT_CN}"
     assert x509.load_pem_x509_certificate(files["ca"].encode()).subject.rfc4514_string() == "CN=test CA"
     assert cert.issuer == x509.load_pem_x509_certificate(files["ca"].encode()).subject
+
+
+@pytest.fixture
+def multi_store(repo, tmp_path):
+    """A throw-away checkout with multi's inventory and a store whose secrets are made."""
+    import shutil
+
+    from shipyard import secretstore
+
+    (tmp_path / "inventories").mkdir()
+    shutil.copy(repo / "inventories" / "multi.py", tmp_path / "inventories" / "multi.py")
+    environ = {secretstore.IDENTITY_DIR_VAR: str(tmp_path / "ids")}
+    secretstore.load_or_create(tmp_path, "multi", environ)
+    return tmp_path, environ
+
+
+def test_a_deploy_re_issues_the_bundle_when_the_nodes_hosts_change_and_only_then(multi_store):
+    import datetime as dt
+
+    from cryptography import x509
+
+    from shipyard import secretstore
+    from shipyard.components.postgres import certificates
+
+    repo, environ = multi_store
+    now = dt.datetime.now(dt.timezone.utc)
+    issued = secretstore.read_secret(repo, "multi", pgbackrest.TLS, environ).value
+    assert certificates.renew(repo, load_environment(repo, "multi", environ), now, environ) == []
+    inventory = repo / "inventories" / "multi.py"
+    inventory.write_text(inventory.read_text().replace("10.231.250.12", "10.231.250.22"))
+    lines = certificates.renew(repo, load_environment(repo, "multi", environ), now, environ)
+    assert len(lines) == 1 and "pgbackrest_tls: re-issued (its names" in lines[0] and "PRIVATE KEY" not in lines[0]
+    assert "are not the PostgreSQL nodes' names and hosts" in lines[0] and "10.231.250.22" in lines[0]
+    renewed = secretstore.read_secret(repo, "multi", pgbackrest.TLS, environ).value
+    assert renewed != issued
+    sans = x509.load_pem_x509_certificate(certificates.cert_of(renewed).encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert "10.231.250.22" in sans.get_values_for_type(x509.DNSName)
+    assert "10.231.250.12" not in sans.get_values_for_type(x509.DNSName)
+    # Pending until a deploy applies it; one host's nodes never ask for it.
+    assert certificates.renew(repo, load_environment(repo, "multi", environ), now, environ) == [
+        "pgbackrest_tls: a rotation is pending; this deploy applies it"]
+    assert certificates.renew(repo, load_environment(repo, "multi", {**environ, "SHIPYARD_POSTGRES__REPLICAS": "0"}),
+                              now, environ) == []

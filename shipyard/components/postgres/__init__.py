@@ -315,6 +315,12 @@ def _issue_pgbackrest_tls(repo: Path, env: str, environ: dict[str, str] | None) 
     return certificates.issue_bundle(repo, env, environ)
 
 
+def _preflight(settings, repo: Path) -> list[str]:
+    from shipyard.components.postgres import certificates
+
+    return certificates.preflight(settings, repo)
+
+
 def _describe(settings, containers):
     from shipyard.components.postgres.status import describe
 
@@ -383,4 +389,6 @@ COMPONENT = Component(
     # pgBackRest's CA and the bundle it issues (certificates.py): used once the nodes span hosts.
     held_secrets=(pgbackrest.CA_CERT, pgbackrest.CA_KEY),
     issued_secrets={pgbackrest.TLS: _issue_pgbackrest_tls},
+    # Before any host is touched: that bundle re-issued when the names it must hold changed.
+    preflight=_preflight,
 )
