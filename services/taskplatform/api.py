@@ -40,8 +40,11 @@ def create_app(settings: ProcessSettings | None = None, secrets: SecretSource | 
         config.load_initial()
     # FastAPI's own /openapi.json and /docs are off: ``routes.docs`` serves both (the document
     # per listener, the page with assets from the image).
+    # FastAPI's OpenTelemetry off: the platform's metrics are Prometheus's and its logs JSON lines;
+    # left on, FastAPI asks OpenTelemetry on every request whether a provider was configured.
     app = FastAPI(title="taskplatform", version=settings.build_version, lifespan=_services_open, description=DESCRIPTION,
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.services = Services(settings, secrets, config)
     metrics.count_kinds(metrics.TASKS_CREATED)
     metrics.set_release(settings.release_colour, settings.build_version)

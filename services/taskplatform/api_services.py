@@ -5,12 +5,13 @@ PostgreSQL pools and the Redis client, and the config watch and report. Built by
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 
 from redis.asyncio.client import Pipeline
 
-from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, schedules, store,
-                          webhook_store)
+from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, rate_blocks, schedules,
+                          store, webhook_store)
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -37,6 +38,8 @@ class Services:
         # pipeline (``redis_round``): a create's rate-limit count shares a round trip with the
         # enqueue of another create just committed.
         self.redis_commands = batching.Batch(self._pipelined)
+        # The tenants' per-minute counts, taken from Redis a block at a time far from a limit.
+        self.rate_blocks = rate_blocks.RateBlocks(self.count_rate)
         self._pools = []
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None
@@ -91,6 +94,11 @@ class Services:
             raise refused
         return replies
 
+    async def count_rate(self, key: str, requests: int) -> int:
+        """``key``'s count once ``requests`` more are counted on it (a tenant's minute, kept
+        past its minute), with the other requests' Redis commands in one pipeline."""
+        return (await self.redis_round(functools.partial(_count, key, requests)))[0]
+
     async def _pipelined(self, batch: Sequence[Callable[[Pipeline], int]]) -> list[list]:
         pipe = self.redis.pipeline(transaction=False)
         counts = [add_commands(pipe) for add_commands in batch]
@@ -113,6 +121,15 @@ class Services:
         for pool in self._pools:
             metrics.forget_pool(pool)
             await pool.close()
+
+
+RATE_KEY_KEPT_SECONDS = 120  # a minute's count outlives its minute
+
+
+def _count(key: str, requests: int, pipe: Pipeline) -> int:
+    pipe.incrby(key, requests)
+    pipe.expire(key, RATE_KEY_KEPT_SECONDS)
+    return 2
 
 
 async def _refresh_pool_metrics(every_seconds: float = 1.0) -> None:
