@@ -70,7 +70,7 @@ class Services:
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
         self.redis = queue.connect_for(s, self.secrets)
-        self.creates = creates.Creates(self.store, self.redis_round)
+        self.creates = creates.Creates(self.store, self.redis_commands.put)
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
@@ -110,6 +110,10 @@ class Services:
         return answers
 
     async def stop(self) -> None:
+        try:  # the enqueues of tasks already answered 202 go out before the connection closes
+            await asyncio.wait_for(self.redis_commands.drained(), DRAIN_SECONDS)
+        except asyncio.TimeoutError:  # Redis hanging: the reconciler enqueues what is left
+            pass
         for task in (self._watch, self._metering, self._following):
             if task:
                 task.cancel()
@@ -124,6 +128,7 @@ class Services:
 
 
 RATE_KEY_KEPT_SECONDS = 120  # a minute's count outlives its minute
+DRAIN_SECONDS = 5.0  # at a stop, how long the enqueues still out may take
 
 
 def _count(key: str, requests: int, pipe: Pipeline) -> int:

@@ -12,6 +12,20 @@ from taskplatform.errors import assign_request_id, error_response
 
 log = logging.getLogger("taskplatform.api")
 
+_REQUEST_METRICS: dict[tuple[str, int], tuple] = {}
+
+
+def _request_metrics(route_path: str, status: int) -> tuple:
+    """The route's latency histogram and the (route, status) counter, each looked up once (a
+    ``labels`` call checks and joins its labels on every request). Few: the app's routes, and
+    "unmatched", by the statuses they answer."""
+    found = _REQUEST_METRICS.get((route_path, status))
+    if found is None:
+        found = _REQUEST_METRICS[route_path, status] = (metrics.REQUEST_LATENCY.labels(route=route_path),
+                                                        metrics.REQUESTS.labels(route=route_path, status=str(status)))
+    return found
+
+
 class RequestContext:
     """Raw ASGI middleware (cheaper than BaseHTTPMiddleware): request id, JSON access log,
     metrics, and a last-resort 500 in the one error shape — no traceback reaches a client."""
@@ -52,8 +66,9 @@ class RequestContext:
         route_path = getattr(route, "path", "unmatched")
         latency = time.perf_counter() - started
         status = status_holder["status"]
-        metrics.REQUEST_LATENCY.labels(route=route_path).observe(latency)
-        metrics.REQUESTS.labels(route=route_path, status=str(status)).inc()
+        latency_of_route, requests_of = _request_metrics(route_path, status)
+        latency_of_route.observe(latency)
+        requests_of.inc()
         if route_path not in ("/health", "/health/ready", "/metrics"):
             # task_id: the task a request created (or replayed), so a trace of the request finds
             # the task's lines in the workers (`make trace`).
