@@ -39,7 +39,7 @@ class Services:
         # enqueue of another create just committed.
         self.redis_commands = batching.Batch(self._pipelined)
         # The tenants' per-minute counts, taken from Redis a block at a time far from a limit.
-        self.rate_blocks = rate_blocks.RateBlocks(self.count_rate)
+        self.rate_blocks = rate_blocks.RateBlocks(self.count_rate, settings.api_redis_timeout_seconds)
         self._pools = []
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None
@@ -128,7 +128,7 @@ class Services:
 
 
 RATE_KEY_KEPT_SECONDS = 120  # a minute's count outlives its minute
-DRAIN_SECONDS = 5.0  # at a stop, how long the enqueues still out may take
+DRAIN_SECONDS = 2.0  # at a stop, how long the enqueues still out may take (within the container's stop grace)
 
 
 def _count(key: str, requests: int, pipe: Pipeline) -> int:

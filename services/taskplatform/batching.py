@@ -53,8 +53,8 @@ class Batch(Generic[Item, Answer]):
     async def drained(self) -> None:
         """Returns once every item handed in was flushed (what a shutdown waits for before it
         closes what the flushes use)."""
-        while self._flusher is not None:
-            await asyncio.wait({self._flusher})
+        while (flusher := self._flusher) is not None and not flusher.done():
+            await asyncio.wait({flusher})
 
     async def _run(self) -> None:
         try:

@@ -12,8 +12,8 @@ its row committed: a 202 is a task that will run. Its XADD is handed to the next
 not waited for (what it told the client would not change: a failed XADD answered 202 too; the
 reconciler enqueues such a task, as one whose process died before its XADD went). Waiting for it
 cost a wake-up per create, and the answer a Redis round trip. The enqueues of one process go on
-the streams in the order their creates committed; a stopping API sends those still out before
-it closes its Redis connection (``Services.stop``). A statement that fails for PostgreSQL being
+the streams in the order their creates committed; a stopping API sends those still out (for up
+to ``DRAIN_SECONDS``) before it closes its Redis connection (``Services.stop``). A statement that fails for PostgreSQL being
 away fails every request it carried (each answers 503 as one alone would); none of its rows is
 committed, as it is one statement."""
 

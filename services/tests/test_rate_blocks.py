@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from taskplatform.rate_blocks import MOST, SHARE, RateBlocks, block_size
+from taskplatform.rate_blocks import FRESH_SECONDS, MOST, SHARE, RateBlocks, block_size
 
 
 class Counter:
@@ -37,12 +37,13 @@ def test_a_block_is_small_against_what_is_left_and_one_near_the_limit():
     assert block_size(1_000, 1_000 - 2 * SHARE + 1) == 1  # within 2 * SHARE of the limit: alone
     assert block_size(5, 0) == 1
     assert block_size(5, 9) == 1  # past the limit
+    assert block_size(10_000_000, None) == 1  # the count not known well enough
 
 
 def test_counts_are_handed_out_once_across_processes_and_far_fewer_round_trips_than_requests():
     async def main():
         redis = Counter()
-        processes = [RateBlocks(redis), RateBlocks(redis), RateBlocks(redis)]
+        processes = [RateBlocks(redis, 1.0), RateBlocks(redis, 1.0), RateBlocks(redis, 1.0)]
         firsts = [await process.next_count("t:1", 1, 10_000_000) for process in processes]  # each alone
         counts = firsts + await asyncio.gather(*(processes[i % 3].next_count("t:1", 1, 10_000_000) for i in range(600)))
         return redis, counts
@@ -57,7 +58,7 @@ def test_counts_are_handed_out_once_across_processes_and_far_fewer_round_trips_t
 def test_each_process_counts_its_first_request_of_a_minute_alone_then_takes_blocks():
     async def main():
         redis = Counter()
-        blocks = RateBlocks(redis)
+        blocks = RateBlocks(redis, 1.0)
         first = await blocks.next_count("t:1", 1, 10_000_000)
         second = await blocks.next_count("t:1", 1, 10_000_000)
         third = await blocks.next_count("t:1", 1, 10_000_000)
@@ -71,7 +72,7 @@ def test_each_process_counts_its_first_request_of_a_minute_alone_then_takes_bloc
 def test_near_the_limit_every_request_is_counted_alone_so_the_429_is_exact():
     async def main():
         redis = Counter()
-        one, other = RateBlocks(redis), RateBlocks(redis)
+        one, other = RateBlocks(redis, 1.0), RateBlocks(redis, 1.0)
         limit = 3 * SHARE
         counts = [await (one if i % 2 else other).next_count("t:1", 1, limit) for i in range(limit + 5)]
         return redis, limit, counts
@@ -89,7 +90,7 @@ def test_near_the_limit_every_request_is_counted_alone_so_the_429_is_exact():
 def test_requests_arriving_while_a_block_is_taken_wait_for_it_instead_of_taking_their_own():
     async def main():
         redis = Counter()
-        blocks = RateBlocks(redis)
+        blocks = RateBlocks(redis, 1.0)
         await blocks.next_count("t:1", 1, 10_000_000)  # the minute's first, alone
         counts = await asyncio.gather(*(blocks.next_count("t:1", 1, 10_000_000) for _ in range(MOST)))
         return redis, counts
@@ -102,7 +103,7 @@ def test_requests_arriving_while_a_block_is_taken_wait_for_it_instead_of_taking_
 def test_a_later_minute_starts_afresh_and_an_earlier_minutes_request_is_counted_alone():
     async def main():
         redis = Counter()
-        blocks = RateBlocks(redis)
+        blocks = RateBlocks(redis, 1.0)
         for _ in range(3):
             await blocks.next_count("t:1", 1, 10_000_000)
         late = await blocks.next_count("t:2", 2, 10_000_000)  # the next minute: its first, alone
@@ -117,7 +118,7 @@ def test_a_later_minute_starts_afresh_and_an_earlier_minutes_request_is_counted_
 def test_when_redis_fails_taking_a_block_every_request_waiting_for_it_is_told():
     async def main():
         redis = Counter()
-        blocks = RateBlocks(redis)
+        blocks = RateBlocks(redis, 1.0)
         await blocks.next_count("t:1", 1, 10_000_000)
         redis.fail = ConnectionError("redis away")
         results = await asyncio.gather(*(blocks.next_count("t:1", 1, 10_000_000) for _ in range(4)),
@@ -136,13 +137,14 @@ def test_when_redis_fails_taking_a_block_every_request_waiting_for_it_is_told():
 def test_a_cancelled_request_does_not_strand_the_others_waiting_for_its_block():
     async def main():
         redis = Counter()
-        blocks = RateBlocks(redis)
+        blocks = RateBlocks(redis, 1.0)
         await blocks.next_count("t:1", 1, 10_000_000)
         redis.gate = asyncio.Event()
         taker = asyncio.create_task(blocks.next_count("t:1", 1, 10_000_000))
         await asyncio.sleep(0)  # its INCRBY is out, held at the gate
         waiter = asyncio.create_task(blocks.next_count("t:1", 1, 10_000_000))
         await asyncio.sleep(0)  # waiting for the taker's block
+        assert redis.calls == [("t:1", 1), ("t:1", MOST)]  # the taker's INCRBY is the one out
         taker.cancel()
         redis.gate.set()
         with pytest.raises(asyncio.CancelledError):
@@ -150,3 +152,44 @@ def test_a_cancelled_request_does_not_strand_the_others_waiting_for_its_block():
         return await asyncio.wait_for(waiter, 1)
 
     assert asyncio.run(main()) >= 2
+
+
+def test_a_process_whose_last_answer_is_old_counts_its_next_request_alone():
+    now = [0.0]
+
+    async def main():
+        redis = Counter()
+        idle, busy = RateBlocks(redis, 1.0, clock=lambda: now[0]), RateBlocks(redis, 1.0, clock=lambda: now[0])
+        await idle.next_count("t:1", 1, 10_000)  # saw the count at 1
+        for _ in range(5_000):
+            await busy.next_count("t:1", 1, 10_000)  # the others count on meanwhile
+        now[0] += FRESH_SECONDS + 0.1
+        before = len(redis.calls)
+        count = await idle.next_count("t:1", 1, 10_000)
+        return redis.calls[before:], count
+
+    calls, count = asyncio.run(main())
+    assert calls == [("t:1", 1)]  # alone: its block would have been sized on a count 5,000 old
+    assert count > 5_000
+
+
+def test_waiting_for_a_block_is_bounded_and_a_take_that_failed_makes_the_next_request_go_alone():
+    async def main():
+        redis = Counter()
+        blocks = RateBlocks(redis, 0.05)
+        await blocks.next_count("t:1", 1, 10_000_000)
+        redis.gate = asyncio.Event()  # Redis hangs
+        taker = asyncio.create_task(blocks.next_count("t:1", 1, 10_000_000))
+        await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            await blocks.next_count("t:1", 1, 10_000_000)  # given up after 0.05 s, not left waiting
+        taker.cancel()  # as the API's Redis timeout gives up the taker's own wait
+        with pytest.raises(asyncio.CancelledError):
+            await taker
+        redis.gate.set()
+        redis.gate = None
+        before = len(redis.calls)
+        await blocks.next_count("t:1", 1, 10_000_000)
+        return redis.calls[before:]
+
+    assert asyncio.run(main()) == [("t:1", 1)]
