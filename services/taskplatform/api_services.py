@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio.client import Pipeline
 
-from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, rate_blocks, schedules,
-                          store, webhook_store)
+from taskplatform import (api_keys, batching, creates, db_credentials, limits, metrics, queue, schedules, store,
+                          webhook_store)
 from taskplatform.auth import Authenticator, LiveKeySet
 from taskplatform.config_report import ConfigReport
 from taskplatform.runtime_config import ConfigSource
@@ -38,8 +38,6 @@ class Services:
         # pipeline (``redis_round``): a create's rate-limit count shares a round trip with the
         # enqueue of another create just committed.
         self.redis_commands = batching.Batch(self._pipelined)
-        # The tenants' per-minute counts, taken from Redis a block at a time far from a limit.
-        self.rate_blocks = rate_blocks.RateBlocks(self.count_rate, settings.api_redis_timeout_seconds)
         self._pools = []
         self._watch: asyncio.Task | None = None
         self._report: ConfigReport | None = None

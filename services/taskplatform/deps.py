@@ -71,13 +71,10 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
         return
     limit = services.config.config.rate_limit_per_minute
     now = time.time()
-    minute = int(now // 60)
-    key = f"ratelimit:{tenant_id}:{minute}"
+    key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
-        if requests == 1 and batch is None:  # from the process's block while far from the limit
-            count = await services.rate_blocks.next_count(key, minute, limit)
-        else:
-            count = await services.count_rate(key, requests)
+        # With the other requests' Redis commands in flight, in one pipeline (``Services.count_rate``).
+        count = await services.count_rate(key, requests)
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
         return
