@@ -213,7 +213,7 @@ def stop_systems(platform, systems: list[System]) -> None:
     platform.stop()
 
 
-SHIPYARD_SETTINGS = ("HTTP/1.1 + JWT, API 2 processes; 202 = row committed in PostgreSQL (its XADD after, not waited for); "
+SHIPYARD_SETTINGS = ("HTTP/1.1 + JWT, API 2 processes; 202 = row committed in PostgreSQL, then XADD; "
                      "worker_concurrency 16, lease 3 s, claim idle 2 s (servers.py's test settings)")
 
 

@@ -5,7 +5,6 @@ PostgreSQL pools and the Redis client, and the config watch and report. Built by
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Sequence
 
 from redis.asyncio.client import Pipeline
@@ -68,7 +67,7 @@ class Services:
         self.api_key_store = api_keys.ApiKeyStore(pool)
         self.api_keys = api_keys.ApiKeyVerifier(self.api_key_store, s.api_key_cache_seconds)
         self.redis = queue.connect_for(s, self.secrets)
-        self.creates = creates.Creates(self.store, self.redis_commands.put)
+        self.creates = creates.Creates(self.store, self.redis_round)
         self._watch = asyncio.create_task(self.config.supervise())
         self._report = ConfigReport(self.config, s.config_state_dir, "api")
         self._reporting = self._report.start()
@@ -92,11 +91,6 @@ class Services:
             raise refused
         return replies
 
-    async def count_rate(self, key: str, requests: int) -> int:
-        """``key``'s count once ``requests`` more are counted on it (a tenant's minute, kept
-        past its minute), with the other requests' Redis commands in one pipeline."""
-        return (await self.redis_round(functools.partial(_count, key, requests)))[0]
-
     async def _pipelined(self, batch: Sequence[Callable[[Pipeline], int]]) -> list[list]:
         pipe = self.redis.pipeline(transaction=False)
         counts = [add_commands(pipe) for add_commands in batch]
@@ -108,10 +102,6 @@ class Services:
         return answers
 
     async def stop(self) -> None:
-        try:  # the enqueues of tasks already answered 202 go out before the connection closes
-            await asyncio.wait_for(self.redis_commands.drained(), DRAIN_SECONDS)
-        except asyncio.TimeoutError:  # Redis hanging: the reconciler enqueues what is left
-            pass
         for task in (self._watch, self._metering, self._following):
             if task:
                 task.cancel()
@@ -123,16 +113,6 @@ class Services:
         for pool in self._pools:
             metrics.forget_pool(pool)
             await pool.close()
-
-
-RATE_KEY_KEPT_SECONDS = 120  # a minute's count outlives its minute
-DRAIN_SECONDS = 2.0  # at a stop, how long the enqueues still out may take (within the container's stop grace)
-
-
-def _count(key: str, requests: int, pipe: Pipeline) -> int:
-    pipe.incrby(key, requests)
-    pipe.expire(key, RATE_KEY_KEPT_SECONDS)
-    return 2
 
 
 async def _refresh_pool_metrics(every_seconds: float = 1.0) -> None:

@@ -36,25 +36,13 @@ class Batch(Generic[Item, Answer]):
         self.flushes = 0  # how many flushes ran (what tests and benches look at)
 
     async def submit(self, item: Item) -> Answer:
-        return await self.put(item)
-
-    def put(self, item: Item) -> asyncio.Future:
-        """``item`` handed in, its answer's future returned without waiting for it (a caller
-        that does not wait reads it in a done callback: an error nobody reads is logged by
-        asyncio as never retrieved)."""
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._flusher is None:
             # A task of its own: a caller cancelled while its item is out (a shutdown) does not
             # cancel the flush the others' items share; its answer is dropped.
             self._flusher = asyncio.create_task(self._run())
-        return future
-
-    async def drained(self) -> None:
-        """Returns once every item handed in was flushed (what a shutdown waits for before it
-        closes what the flushes use)."""
-        while (flusher := self._flusher) is not None and not flusher.done():
-            await asyncio.wait({flusher})
+        return await future
 
     async def _run(self) -> None:
         try:

@@ -6,6 +6,7 @@ dependencies are plain module functions. Routes declare them by the ``Annotated`
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Annotated
@@ -73,8 +74,8 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     now = time.time()
     key = f"ratelimit:{tenant_id}:{int(now // 60)}"
     try:
-        # With the other requests' Redis commands in flight, in one pipeline (``Services.count_rate``).
-        count = await services.count_rate(key, requests)
+        # With the other requests' Redis commands in flight, in one pipeline (``Services.redis_round``).
+        count = (await services.redis_round(functools.partial(_count, key, requests)))[0]
     except Exception as exc:  # noqa: BLE001 - Redis down or slow: accept (PostgreSQL holds the task)
         log.warning("rate limiter unavailable; allowing", extra={"reason": repr(exc)})
         return
@@ -88,6 +89,14 @@ async def charge_rate(services: Services, tenant_id: str, requests: int, batch: 
     raise ApiError(429, "rate_limited", f"more than {limit} requests per minute for this tenant"
                                         f"{f' (a batch counts each task: this one {batch})' if batch else ''}",
                    {"Retry-After": str(max(1, 60 - int(now) % 60))})
+
+
+def _count(key: str, requests: int, pipe) -> int:
+    """A rate-limit count on a pipeline: the key's count once ``requests`` are added (the
+    first reply), the key kept past its minute."""
+    pipe.incrby(key, requests)
+    pipe.expire(key, 120)
+    return 2
 
 
 def task_colour(request: Request) -> str:

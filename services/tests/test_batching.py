@@ -95,23 +95,3 @@ def test_a_cancelled_caller_leaves_the_flush_its_item_shares():
         assert cancelled.cancelled()
         assert carried == [[0], [1, 2]]
     asyncio.run(main())
-
-
-def test_items_put_without_waiting_are_flushed_in_order_and_drained_waits_for_them():
-    async def main():
-        flush = Recorder()
-        batch = Batch(flush)
-        futures = [batch.put(n) for n in (1, 2, 3)]  # handed in; nobody waits
-        await asyncio.sleep(0)
-        assert flush.carried == [[1, 2, 3]] and not any(f.done() for f in futures)
-        later = batch.put(4)  # while the flush is out: the next one
-        draining = asyncio.create_task(batch.drained())
-        await asyncio.sleep(0)
-        assert not draining.done()
-        flush.release.set()
-        await asyncio.wait_for(draining, 1)
-        assert flush.carried == [[1, 2, 3], [4]]
-        assert [f.result() for f in futures] == [10, 20, 30] and later.result() == 40
-        await batch.drained()  # nothing out: at once
-
-    asyncio.run(main())

@@ -16,6 +16,7 @@ a batch refused for it counts as one.
 No ``from __future__ import annotations`` here: the create endpoint's body type is made at start
 from the loaded task kinds (``create_task_for``), and FastAPI reads it from the signature."""
 
+import logging
 import uuid
 from typing import Literal
 
@@ -34,6 +35,7 @@ from taskplatform.runtime_config import RuntimeConfig
 from taskplatform.schemas import STORABLE_SCHEMAS, create_batch_body, create_body, delay_of
 from taskplatform.storable import unstorable_text
 
+log = logging.getLogger("taskplatform.api")
 
 TaskStatus = Literal["scheduled", "queued", "running", "retry_wait", "succeeded", "dead", "cancelled"]
 
@@ -45,15 +47,19 @@ def parse_id(task_id: str) -> uuid.UUID:
         raise ApiError(404, "not_found", "no such task") from None
 
 
-def enqueue(services: Services, tasks: list[dict], what: str, colour: str) -> None:
+async def enqueue(services: Services, tasks: list[dict], what: str, colour: str) -> None:
     """Each on the stream of its kind's queue and its priority's band (``queue.stream_for``), in
-    the process's next Redis round, not waited for (``creates``: committed, a task whose enqueue
-    fails is the reconciler's)."""
+    one round trip and one Redis timeout however many they are."""
     if not tasks:
         return
     entries = [(task["id"], queue.stream_for(kinds.queue_of(task["kind"]),
                                              task.get("priority", queue.DEFAULT_PRIORITY), colour)) for task in tasks]
-    services.creates.enqueue(entries, what)
+    try:
+        await services.creates.enqueue(entries)  # with the other requests' (``creates``), within the Redis timeout
+    except Exception as exc:  # noqa: BLE001 - committed: the reconciler enqueues them later
+        metrics.TASKS_ENQUEUE_FAILED.inc(len(tasks))
+        log.warning(f"enqueue failed on {what}; task stays queued for the reconciler",
+                    extra={"task_id": tasks[0]["id"], "tasks": len(tasks), "reason": repr(exc)})
 
 
 async def transition(services: Services, tenant_id: str, task_id: str, change, wrong_state: str):
@@ -89,12 +95,12 @@ def key_reused(field: str) -> ApiError:
                                                    f"callback_url); use a new key for a new task")
 
 
-def created(services: Services, tasks: list[dict], what: str, colour: str) -> None:
+async def created(services: Services, tasks: list[dict], what: str, colour: str) -> None:
     """After the commit: the tasks just made counted and the queued ones enqueued (a scheduled
     task is queued by a worker when it is due)."""
     for task in tasks:
         metrics.TASKS_CREATED.labels(kind=metrics.kind_label(task["kind"])).inc()
-    enqueue(services, [task for task in tasks if task["status"] == "queued"], what, colour)
+    await enqueue(services, [task for task in tasks if task["status"] == "queued"], what, colour)
 
 
 def create_task_for(max_delay_seconds: float):
@@ -124,7 +130,7 @@ async def create_one(services: Services, scope, tenant_id: str, body, idempotenc
         raise key_reused("this Idempotency-Key") from None
     scope["task_id"] = str(made["id"])  # on the request's access line (request_context)
     if is_new:
-        created(services, [made], "create", colour)
+        await created(services, [made], "create", colour)
     return JSONResponse(made, status_code=202, headers={} if is_new else {"Idempotent-Replayed": "true"})
 
 
@@ -148,7 +154,7 @@ def create_batch_for(max_delay_seconds: float):
             results = await services.store.create_batch(tenant_id, tasks, config.task_max_attempts)
         except store.IdempotencyKeyReused as exc:
             raise key_reused(f"tasks.{exc.index}.idempotency_key") from None
-        created(services, [task for task, is_new in results if is_new], "batch create", task_colour(request))
+        await created(services, [task for task, is_new in results if is_new], "batch create", task_colour(request))
         return JSONResponse({"items": [{"created": is_new, "task": task} for task, is_new in results]}, status_code=202)
 
     return create_task_batch
@@ -198,7 +204,7 @@ async def cancel_task(request: Request, task_id: str, tenant_id: RateLimitedTena
 async def retry_task(request: Request, task_id: str, tenant_id: RateLimitedTenant):
     services = services_of(request)
     task = await transition(services, tenant_id, task_id, services.store.redrive, "only dead tasks can be re-driven")
-    enqueue(services, [task], "re-drive", task_colour(request))
+    await enqueue(services, [task], "re-drive", task_colour(request))
     return JSONResponse(task, status_code=202)
 
 
