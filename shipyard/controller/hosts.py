@@ -69,8 +69,10 @@ class HostView:
 
     def containers(self) -> list[Container]:
         """Every container of the environment's compose project on this host, stopped ones too."""
+        # The SDK inspects each container it lists: one removed in between is left out, not an error.
         return self.docker.containers.list(
-            all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}"})
+            all=True, filters={"label": f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}"},
+            ignore_removed=True)
 
     def container_of(self, service: str, running: bool = True) -> Container:
         # The engine filters by the service's label: the SDK inspects each container it lists.
@@ -84,7 +86,7 @@ class HostView:
     def containers_of(self, service: str) -> list[Container]:
         """The containers of one compose service (stopped ones too), filtered by the engine: the
         SDK inspects every container it lists, and a rollback is timed."""
-        return self.docker.containers.list(all=True, filters={"label": [
+        return self.docker.containers.list(all=True, ignore_removed=True, filters={"label": [
             f"{COMPOSE_PROJECT_LABEL}={self.settings.compose_project}", f"{COMPOSE_SERVICE_LABEL}={service}"]})
 
     def image_id(self, ref: str) -> str | None:

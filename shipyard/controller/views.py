@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import docker.errors
+import requests
 import yaml
 
 from shipyard import hostsysctl, image_plan, plan, rollout_order, topology, tracing
@@ -38,6 +39,19 @@ def _drift(access: HostView, rendered: RenderedHost) -> list[str]:
     deployed = access.file_digests(list(wanted))
     out += plan.file_changes(deployed, wanted)
     return out
+
+
+def described(comp, settings: EnvironmentSettings, running: dict) -> tuple[dict[str, str], str | None]:
+    """(the component's text per container, why it has none). Its describe asks the containers
+    (an exec, an API call); one that stopped, restarted or went since it was listed, or an engine
+    that refused, leaves this component's lines without roles and says so: the view is most
+    needed when something is wrong, so one failed question never ends it."""
+    if comp.describe is None:
+        return {}, None
+    try:
+        return comp.describe(settings, running), None
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        return {}, f"(no answer from {comp.name}'s containers: {type(exc).__name__}: {exc}; `make status` again)"
 
 
 def status(settings: EnvironmentSettings) -> str:
@@ -67,7 +81,9 @@ def _host_status(settings: EnvironmentSettings, host) -> list[str]:
             continue
         lines.append(f"  {comp.name}")
         running = {i.name: by_service[i.name][0] for i in mine if by_service.get(i.name)}
-        roles = comp.describe(settings, running) if comp.describe else {}
+        roles, unanswered = described(comp, settings, running)
+        if unanswered:
+            lines.append(f"    {unanswered}")
         for inst in mine:
             found = by_service.get(inst.name, [])
             if inst.colour is not None and inst.colour != state.live:

@@ -269,8 +269,9 @@ def test_once_the_previous_colour_is_no_longer_warm_a_deploy_removes_it_and_roll
         up = run_shipyard("up", "--env", env_name)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
         assert not _project_containers(settings, before.live)
-        status = run_shipyard("status", "--env", env_name).stdout
-        assert f"api-{before.live}" in status and "idle" in status
+        status = run_shipyard("status", "--env", env_name)
+        assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-3000:]
+        assert f"api-{before.live}" in status.stdout and "idle" in status.stdout, status.stdout[-3000:]
         # The rollback starts it again behind the gate and the smoke test, then switches.
         result, out = _shipyard("rollback", "--env", env_name)
         assert result.returncode == 0, _said(out)
