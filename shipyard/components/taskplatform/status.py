@@ -89,7 +89,7 @@ def host_time(container) -> float:
 def _replicas(container) -> list:
     """Every running container of the same compose service (a scaled worker's replicas)."""
     labels = container.labels
-    return container.client.containers.list(filters={"label": [
+    return container.client.containers.list(ignore_removed=True, filters={"label": [
         f"{COMPOSE_PROJECT_LABEL}={labels.get(COMPOSE_PROJECT_LABEL)}",
         f"{COMPOSE_SERVICE_LABEL}={labels.get(COMPOSE_SERVICE_LABEL)}"]}) or [container]
 
