@@ -106,7 +106,7 @@ class FakeEngine:
         self.all = []
         self.containers = SimpleNamespace(list=self._list)
 
-    def _list(self, filters):
+    def _list(self, filters, ignore_removed=False):
         wanted = set(filters["label"])
         return [c for c in self.all if {f"{k}={v}" for k, v in c.labels.items()} >= wanted]
 
