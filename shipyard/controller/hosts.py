@@ -18,16 +18,16 @@ import os
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
-
-import docker
-import docker.errors
-from docker.models.containers import Container
+from typing import TYPE_CHECKING
 
 from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
 from shipyard.bluegreen import ReleaseState
-from shipyard.controller import tunnel_client
 from shipyard.controller.ssh import engine_tunnel, shared
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
 from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
@@ -56,6 +56,13 @@ class HostView:
 
     @cached_property
     def docker(self) -> docker.DockerClient:
+        # The SDK (~0.2 s to import, paramiko with it) only once an engine is asked: a deploy's
+        # audit event goes over SSH and needs none of it.
+        import docker
+        import docker.errors
+
+        from shipyard.controller import tunnel_client
+
         try:
             if self.local:
                 return docker.from_env(timeout=self.timeout_s)
@@ -91,6 +98,8 @@ class HostView:
 
     def image_id(self, ref: str) -> str | None:
         """The id of image ``ref`` on the host, None when it is not there."""
+        import docker.errors
+
         try:
             return self.docker.images.get(ref).id
         except docker.errors.ImageNotFound:

@@ -56,10 +56,17 @@ def close_shared() -> None:
         if not _SHARED:
             return
         directory = _SHARED.pop()
-    for name in os.listdir(directory):
-        # -O exit reads no destination beyond the socket the path names.
-        subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(directory, name)}", "-O", "exit", "shipyard-shared"],
-                       capture_output=True, timeout=10, check=False)
+    # -O exit reads no destination beyond the socket the path names; every host's at once (the
+    # command's exit waits for them: ~0.07 s each on a busy machine, one after the other before).
+    closing = [subprocess.Popen(["ssh", "-o", f"ControlPath={os.path.join(directory, name)}", "-O", "exit",
+                                 "shipyard-shared"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for name in os.listdir(directory)]
+    for process in closing:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     shutil.rmtree(directory, ignore_errors=True)
 
 

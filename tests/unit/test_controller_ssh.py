@@ -25,11 +25,23 @@ def test_a_one_shot_ssh_rides_the_processs_shared_connection_and_the_rest_of_its
 def test_closing_asks_each_master_to_exit_and_removes_the_directory(monkeypatch):
     directory = os.path.dirname(dict(ssh.shared(["ssh", "h", "true"])[i + 1].split("=", 1)
                                      for i in range(1, 7, 2))["ControlPath"])
-    open(os.path.join(directory, "abc"), "w").close()  # a master's socket
-    asked = []
-    monkeypatch.setattr(ssh.subprocess, "run", lambda argv, **_: asked.append(argv) or subprocess.CompletedProcess(argv, 0))
+    for name in ("abc", "def"):  # two masters' sockets: both asked at once, both waited for
+        open(os.path.join(directory, name), "w").close()
+    asked, waited = [], []
+
+    class Asked:
+        def __init__(self, argv, **_):
+            asked.append(argv)
+
+        def wait(self, timeout=None):
+            waited.append(asked[len(waited)])
+            return 0
+
+    monkeypatch.setattr(ssh.subprocess, "Popen", Asked)
     ssh.close_shared()
-    assert asked == [["ssh", "-o", f"ControlPath={directory}/abc", "-O", "exit", "shipyard-shared"]]
+    assert sorted(asked) == [["ssh", "-o", f"ControlPath={directory}/{name}", "-O", "exit", "shipyard-shared"]
+                             for name in ("abc", "def")]
+    assert waited == asked
     assert not os.path.exists(directory)
     ssh.close_shared()  # nothing left: nothing asked
-    assert len(asked) == 1
+    assert len(asked) == 2
