@@ -160,10 +160,14 @@ def main() -> None:
 
         baseline = _phase(settings, "in-place recreate (baseline)", in_place)
         print("bench-release: summary")
-        print(f"  release:  {release['failed']} not 2xx (target 0); switch {release['switch_s']:.2f}s; "
-              f"p99 {release['p99_cutover_ms']:.1f} ms vs steady {release['p99_steady_ms']:.1f} ms")
-        print(f"  rollback: {rollback['failed']} not 2xx (target 0); command -> traffic on the old colour "
-              f"{rollback['rollback_to_traffic_s']:.2f}s (target < 1 s); p99 {rollback['p99_cutover_ms']:.1f} ms")
+        def verdict(met: bool) -> str:
+            return "OK" if met else "MISSED"
+
+        print(f"  release:  {release['failed']} not 2xx (target 0: {verdict(release['failed'] == 0)}); switch "
+              f"{release['switch_s']:.2f}s; p99 {release['p99_cutover_ms']:.1f} ms vs steady {release['p99_steady_ms']:.1f} ms")
+        print(f"  rollback: {rollback['failed']} not 2xx (target 0: {verdict(rollback['failed'] == 0)}); command -> "
+              f"traffic on the old colour {rollback['rollback_to_traffic_s']:.2f}s "
+              f"(target < 1 s: {verdict(rollback['rollback_to_traffic_s'] < 1)}); p99 {rollback['p99_cutover_ms']:.1f} ms")
         print(f"  baseline: {baseline['failed']} not 2xx over {baseline['failed_span_s']:.2f}s of errors "
               f"(in-place recreate of the API)")
     finally:
