@@ -24,11 +24,11 @@ from shipyard import commands, image_plan, bluegreen
 from shipyard.errors import ShipyardError
 from shipyard.bluegreen import ReleaseState
 from shipyard.controller.ssh import engine_tunnel, shared
+from shipyard.settings import EnvironmentSettings, HostSettings
 
 if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
-from shipyard.settings import EnvironmentSettings, HostSettings
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
@@ -56,8 +56,8 @@ class HostView:
 
     @cached_property
     def docker(self) -> docker.DockerClient:
-        # The SDK (~0.2 s to import, paramiko with it) only once an engine is asked: a deploy's
-        # audit event goes over SSH and needs none of it.
+        # The SDK (0.1-0.2 s to import) only once an engine is asked: a deploy's audit event
+        # goes over SSH and needs none of it.
         import docker
         import docker.errors
 
